@@ -156,13 +156,18 @@ func (c *SKCipher) IVSize() int {
 }
 
 // padLen returns the padding that Seal adds in front of the Pad Length byte.
-// GCM is a stream mode, so none is needed (RFC 5282 3); CBC needs whole
-// blocks.
+// CBC needs whole blocks. GCM needs none, but aligning to 4 octets as ESP
+// does (RFC 4106 3.2) costs at most three bytes and suits receivers that
+// apply ESP's rule to the SK payload.
 func (c *SKCipher) padLen(plainLen int) int {
+	return (c.padAlign() - (plainLen+1)%c.padAlign()) % c.padAlign()
+}
+
+func (c *SKCipher) padAlign() int {
 	if c.aead != nil {
-		return 0
+		return 4
 	}
-	return (aes.BlockSize - (plainLen+1)%aes.BlockSize) % aes.BlockSize
+	return aes.BlockSize
 }
 
 // SealedLen returns the length of the SK data Seal produces for plainLen
@@ -178,9 +183,10 @@ func (c *SKCipher) SealedLen(plainLen int) int {
 // (RFC 7383) uses it to size fragments.
 func (c *SKCipher) MaxPlainLen(sealedLen int) int {
 	body := sealedLen - c.IVSize() - c.icvSize
-	if c.aead == nil {
-		body -= body % aes.BlockSize
+	if body <= 0 {
+		return -1
 	}
+	body -= body % c.padAlign()
 	return body - 1
 }
 

@@ -222,6 +222,9 @@ func TestSKCipherRoundTrip(t *testing.T) {
 				if len(out) != c.SealedLen(n) {
 					t.Fatalf("n=%d: sealed %d, SealedLen %d", n, len(out), c.SealedLen(n))
 				}
+				if body := len(out) - c.IVSize() - c.ICVSize(); body%c.padAlign() != 0 {
+					t.Fatalf("n=%d: encrypted part of %d bytes is not aligned", n, body)
+				}
 				if m := c.MaxPlainLen(len(out)); m < n || c.SealedLen(m) > len(out) {
 					t.Fatalf("n=%d: MaxPlainLen(%d) = %d", n, len(out), m)
 				}
@@ -271,6 +274,21 @@ func TestSKCipherTamper(t *testing.T) {
 				t.Fatalf("wrong key: %v", err)
 			}
 		})
+	}
+}
+
+func TestSKCipherMaxPlainLen(t *testing.T) {
+	for _, s := range allSuites() {
+		c := newSuiteCipher(t, s, 5)
+		if m := c.MaxPlainLen(c.IVSize() + c.ICVSize()); m >= 0 {
+			t.Errorf("%s: MaxPlainLen of an empty body = %d", s.name, m)
+		}
+		for sealed := c.SealedLen(0); sealed < 300; sealed++ {
+			m := c.MaxPlainLen(sealed)
+			if c.SealedLen(m) > sealed || c.SealedLen(m+1) <= sealed {
+				t.Fatalf("%s: MaxPlainLen(%d) = %d is not the largest fit", s.name, sealed, m)
+			}
+		}
 	}
 }
 
