@@ -320,3 +320,32 @@ func TestMODPEncoding(t *testing.T) {
 		t.Errorf("shared secret %x, %v", z, err)
 	}
 }
+
+// KE payload data comes straight from the network.
+func FuzzSharedSecret(f *testing.F) {
+	groups := []uint16{GroupMODP2048, GroupECP256, GroupECP384, GroupECP521, GroupCurve25519}
+	kes := make([]KeyExchange, len(groups))
+	for i, g := range groups {
+		k, err := NewKeyExchange(g, mrand.NewChaCha8([32]byte{byte(i)}))
+		if err != nil {
+			f.Fatal(err)
+		}
+		kes[i] = k
+		peer, _ := NewKeyExchange(g, mrand.NewChaCha8([32]byte{byte(i + 100)}))
+		f.Add(uint8(i), peer.PublicKey())
+		f.Add(uint8(i), make([]byte, len(peer.PublicKey())))
+	}
+	f.Fuzz(func(t *testing.T, which uint8, peer []byte) {
+		k := kes[int(which)%len(kes)]
+		z, err := k.SharedSecret(peer)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPublicKey) {
+				t.Fatalf("error not wrapping ErrInvalidPublicKey: %v", err)
+			}
+			return
+		}
+		if len(z) == 0 || bytes.Equal(z, make([]byte, len(z))) {
+			t.Fatalf("accepted %x with degenerate secret %x", peer, z)
+		}
+	})
+}

@@ -166,6 +166,45 @@ func TestSKCipherCBCLayout(t *testing.T) {
 	}
 }
 
+// Authentic messages whose Pad Length claims more bytes than there are are
+// refused, not sliced out of range.
+func TestSKCipherOpenPadLength(t *testing.T) {
+	key := bytes.Repeat([]byte{6}, 16)
+	salt := []byte{1, 2, 3, 4}
+	c, err := NewSKCipher(EncrAESGCM16, 128, nil, append(bytes.Clone(key), salt...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(key)
+	aead, _ := cipher.NewGCM(block)
+	iv := []byte{0, 0, 0, 0, 0, 0, 0, 9}
+	for _, v := range []struct {
+		plain   []byte
+		want    []byte
+		wantErr bool
+	}{
+		{[]byte{0}, []byte{}, false},
+		{[]byte{1}, nil, true},
+		{[]byte{0xaa, 1}, []byte{}, false},
+		{[]byte{0xaa, 2}, nil, true},
+		{[]byte{0xaa, 0xbb, 1}, []byte{0xaa}, false},
+		{[]byte{7, 7, 2}, []byte{}, false},
+		{append(make([]byte, 10), 255), nil, true},
+	} {
+		data := append(bytes.Clone(iv), aead.Seal(nil, append(bytes.Clone(salt), iv...), v.plain, []byte("aad"))...)
+		got, err := c.Open([]byte("aad"), data)
+		if v.wantErr {
+			if !errors.Is(err, ErrBadPadding) {
+				t.Errorf("plain %x: err %v, want ErrBadPadding", v.plain, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, v.want) {
+			t.Errorf("plain %x: got %x, %v; want %x", v.plain, got, err, v.want)
+		}
+	}
+}
+
 type suite struct {
 	name    string
 	encrID  uint16
