@@ -1,0 +1,151 @@
+package lab
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestOwnerPID(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pid  int
+		ok   bool
+	}{
+		{"roamlab123-4-client", 123, true},
+		{"roamlab123-4-nat-wlan", 123, true},
+		{"roamlab123-4-", 0, false},
+		{"roamlab123-client", 0, false},
+		{"roamlabx-1-gw", 0, false},
+		{"roamlab0-1-gw", 0, false},
+		{"other123-4-client", 0, false},
+		{"roamlab-12-4-gw", 0, false},
+	} {
+		pid, ok := ownerPID(tc.name)
+		if pid != tc.pid || ok != tc.ok {
+			t.Errorf("ownerPID(%q) = %d, %v; want %d, %v", tc.name, pid, ok, tc.pid, tc.ok)
+		}
+	}
+}
+
+// TestTopology checks reachability the way the VPN tests rely on it: both
+// uplinks reach both gateway addresses through their NAT, the gateway sees
+// the NAT's public address, and the host is not reachable from the client
+// without a tunnel.
+func TestTopology(t *testing.T) {
+	l := NewT(t, Options{})
+	for _, src := range []string{WLAN, WWAN} {
+		for _, dst := range []string{GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String()} {
+			if _, err := l.Output(Client, "ping", "-n", "-q", "-c", "1", "-W", "2", "-I", src, dst); err != nil {
+				t.Errorf("ping via %s to %s: %v", src, dst, err)
+			}
+		}
+	}
+	// masquerade: the NAT's mapping rewrites the client to its public address.
+	if err := l.Exec(Client, "ping", "-n", "-q", "-c", "1", "-W", "2", "-I", WLAN, GatewayAddr1.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	out, err := l.Output(NATWLAN, "conntrack", "-L", "-p", "icmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "src="+ClientWLAN.Addr().String()) || !strings.Contains(out, "dst="+PublicWLAN.Addr().String()) {
+		t.Errorf("NAT conntrack does not show the masquerade mapping:\n%s", out)
+	}
+	if err := l.Exec(Client, "ping", "-n", "-q", "-c", "1", "-W", "1", HostAddr.Addr().String()); err == nil {
+		t.Error("host reachable from the client without a tunnel")
+	}
+	if err := l.Ping(Gateway, HostAddr.Addr(), 1); err != nil {
+		t.Error(err)
+	}
+	// The client's resolv.conf is the lab's, not the machine's.
+	out, err = l.Output(Client, "cat", "/etc/resolv.conf")
+	if err != nil || out != ResolvConf {
+		t.Errorf("client resolv.conf = %q, %v", out, err)
+	}
+	// Link down on the preferred uplink moves the default route to wwan.
+	if err := l.LinkDown(Client, WLAN); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ping(Client, GatewayAddr1.Addr(), 1); err != nil {
+		t.Errorf("ping over wwan after wlan down: %v", err)
+	}
+	if err := l.LinkUp(Client, WLAN); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.FlushConntrack(NATWLAN); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCloseRemovesEverything(t *testing.T) {
+	if !Root() {
+		t.Skip("needs root")
+	}
+	l, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.Start(Gateway, "sleep", "60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A process we did not start directly (as a daemon spawned by a command
+	// would be) still dies with the lab.
+	if err := l.Exec(Client, "sh", "-c", "sleep 60 >/dev/null 2>&1 &"); err != nil {
+		t.Fatal(err)
+	}
+	dir := l.Dir
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Error("process still running after Close")
+	}
+	ns, err := l.Namespaces()
+	if err != nil || len(ns) != 0 {
+		t.Errorf("namespaces left: %v %v", ns, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("scratch dir left: %v", err)
+	}
+	if _, err := os.Stat("/etc/netns/" + l.NS(Client)); !os.IsNotExist(err) {
+		t.Errorf("/etc/netns entry left: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestSweepRemovesStale(t *testing.T) {
+	if !Root() {
+		t.Skip("needs root")
+	}
+	// A pid that cannot exist (above pid_max) stands for a killed run.
+	name := Prefix + "99999999-1-client"
+	if err := run("ip", "netns", "add", name); err != nil {
+		t.Fatal(err)
+	}
+	live := Prefix + "1-1-client" // pid 1 is always alive: must survive
+	if err := run("ip", "netns", "add", live); err != nil {
+		t.Fatal(err)
+	}
+	defer run("ip", "netns", "delete", live)
+	if err := Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := listNamespaces()
+	var haveStale, haveLive bool
+	for _, n := range names {
+		haveStale = haveStale || n == name
+		haveLive = haveLive || n == live
+	}
+	if haveStale {
+		t.Error("stale namespace not swept")
+	}
+	if !haveLive {
+		t.Error("namespace of a live run was swept")
+	}
+}
