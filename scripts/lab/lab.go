@@ -250,6 +250,10 @@ func (l *Lab) build() error {
 		[]string{Gateway, "ip", "rule", "add", "from", GatewayAddr1.Addr().String(), "table", "101", "priority", "1000"},
 		[]string{Gateway, "ip", "rule", "add", "from", GatewayAddr2.Addr().String(), "table", "102", "priority", "1000"},
 	)
+	// The build's ~100 commands would drown a test's verbose output.
+	logf := l.logf
+	l.logf = nil
+	defer func() { l.logf = logf }()
 	for _, s := range steps {
 		if _, err := l.Output(s[0], s[1:]...); err != nil {
 			return err
