@@ -448,6 +448,22 @@ func (p *Proc) Stop() {
 	<-p.done
 }
 
+// PIDs lists the processes running in a lab namespace.
+func (l *Lab) PIDs(ns string) []int {
+	var st syscall.Stat_t
+	if syscall.Stat(filepath.Join("/run/netns", l.NS(ns)), &st) != nil {
+		return nil
+	}
+	return pidsIn(map[uint64]bool{st.Ino: true})
+}
+
+// KillAll ends every process in a lab namespace (SIGTERM, then SIGKILL).
+// Everything in a lab namespace was started by this lab, so this also
+// reaches daemons that a command forked off.
+func (l *Lab) KillAll(ns string) {
+	killInNamespaces([]string{l.NS(ns)})
+}
+
 // LinkDown sets an interface down.
 func (l *Lab) LinkDown(ns, dev string) error { return l.Exec(ns, "ip", "link", "set", dev, "down") }
 

@@ -1,0 +1,402 @@
+// Package interop runs roam against strongSwan and against itself inside the
+// netns lab: the interop matrix of issue 2. The tests need root and run only
+// with ROAM_INTEROP=1 until roam's client and gateway are complete.
+package interop
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+const (
+	goodPSK = "interop-correct-horse-battery"
+	badPSK  = "interop-wrong-staple"
+)
+
+// The proposals of the matrix (strongSwan spelling, as in profiles).
+var matrixIKE = []string{
+	"aes128gcm16-prfsha256-ecp256",
+	"aes256gcm16-prfsha384-ecp384",
+	"aes256-sha256-modp2048",
+	"aes256gcm16-prfsha256-curve25519",
+}
+
+var (
+	buildOnce sync.Once
+	roamBin   string
+	buildErr  error
+	binDir    string
+)
+
+// TestMain removes the build directory; the labs clean up after themselves.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// setup gates the test, builds roam once per run and returns a fresh lab.
+func setup(t *testing.T) (*lab.Lab, string) {
+	t.Helper()
+	if os.Getenv("ROAM_INTEROP") != "1" {
+		t.Skip("interop tests run with ROAM_INTEROP=1 (roam against strongSwan in the netns lab; needs root)")
+	}
+	if !lab.Root() {
+		t.Skip("interop tests need root (network namespaces)")
+	}
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "roam-interop-bin-")
+		if buildErr == nil {
+			roamBin, buildErr = lab.BuildRoam(binDir)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return lab.NewT(t, lab.Options{}), roamBin
+}
+
+func newPKI(t *testing.T, l *lab.Lab) *lab.PKI {
+	t.Helper()
+	pki, err := lab.NewPKI(filepath.Join(l.Dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki
+}
+
+func startSwanGateway(t *testing.T, l *lab.Lab, pki *lab.PKI, auth string, ike []string) *lab.Charon {
+	t.Helper()
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
+		Conns:            []lab.SwanConn{lab.GatewayConn(auth, goodPSK, ike, nil)},
+		PKI:              pki,
+		InterfacesIgnore: []string{"lan"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	return gw
+}
+
+// roamClient writes a one-profile config and returns a CLI handle in the
+// client namespace with its own control socket.
+func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Roam {
+	t.Helper()
+	dir, err := os.MkdirTemp(l.Dir, "roam-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := lab.WriteRoamConfig(dir, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "roam.sock")}
+	// The daemon that connect spawns is not our child: end it (and anything
+	// else left in the client namespace) when the subtest ends.
+	t.Cleanup(func() { l.KillAll(lab.Client) })
+	return r
+}
+
+// tcpTransfer sends data from the client to the host through the tunnel
+// with iperf3 for two seconds and checks that bytes arrived.
+func tcpTransfer(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	var out string
+	for i := 0; i < 20; i++ { // the server needs a moment to listen
+		out, err = l.Output(lab.Client, "iperf3", "-c", lab.HostAddr.Addr().String(), "-t", "2", "-f", "m")
+		if err == nil || !strings.Contains(out, "refused") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("TCP transfer through the tunnel: %v", err)
+	}
+	m := regexp.MustCompile(`([\d.]+) Mbits/sec\s+\d*\s*receiver`).FindStringSubmatch(out)
+	if m == nil || m[1] == "0.00" {
+		t.Fatalf("TCP transfer moved nothing:\n%s", out)
+	}
+	t.Logf("TCP through the tunnel: %s Mbit/s", m[1])
+}
+
+func connected(t *testing.T, r *lab.Roam, profile string) lab.Status {
+	t.Helper()
+	st, raw, err := r.Status()
+	if err != nil {
+		t.Fatalf("roam status: %v", err)
+	}
+	for _, s := range st {
+		if s.Name == profile {
+			return s
+		}
+	}
+	t.Fatalf("roam status has no %q:\n%s", profile, raw)
+	return lab.Status{}
+}
+
+// TestRoamClientToStrongSwan: roam connects through the wlan NAT to a
+// strongSwan gateway for each auth method and proposal of the matrix.
+func TestRoamClientToStrongSwan(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	for _, auth := range []string{"psk", "pubkey"} {
+		for _, ike := range matrixIKE {
+			t.Run(auth+"/"+ike, func(t *testing.T) {
+				gw := startSwanGateway(t, l, pki, auth, []string{ike})
+				r := roamClient(t, l, bin, lab.LabProfile(auth, goodPSK, pki, []string{ike}))
+				fail := func(format string, args ...any) {
+					t.Helper()
+					t.Logf("strongSwan gateway log:\n%s", gw.Log())
+					t.Fatalf(format, args...)
+				}
+				if out, err := r.Connect("corp", 20*time.Second); err != nil {
+					fail("connect: %v", err)
+				} else {
+					t.Logf("roam connect:\n%s", out)
+				}
+				if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+					fail("ping through the tunnel: %v", err)
+				}
+				if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 3); err != nil {
+					fail("ping through the tunnel: %v", err)
+				}
+				tcpTransfer(t, l)
+				sas, err := gw.WaitSA(2*time.Second, lab.Established)
+				if err != nil {
+					fail("%v", err)
+				}
+				st := connected(t, r, "corp")
+				if len(sas[0].VirtualIPs) != 1 || sas[0].VirtualIPs[0].String() != strings.Split(st.VirtualIP, "/")[0] {
+					t.Errorf("gateway lists virtual IPs %v, roam status says %q", sas[0].VirtualIPs, st.VirtualIP)
+				}
+				if sas[0].Remote.Addr() != lab.PublicWLAN.Addr() {
+					t.Errorf("gateway sees roam at %v, want the NAT's %v", sas[0].Remote, lab.PublicWLAN.Addr())
+				}
+				if !st.NAT {
+					t.Errorf("roam status does not report the NAT: %+v", st)
+				}
+				if _, err := r.Disconnect("corp"); err != nil {
+					t.Errorf("disconnect: %v", err)
+				}
+				if left, err := gw.WaitSA(5*time.Second, nil); err != nil {
+					t.Errorf("gateway keeps SAs after disconnect: %+v (%v)", left, err)
+				}
+			})
+		}
+	}
+}
+
+// TestWrongPSK: the gateway rejects the PSK; connect must fail within 10 s
+// and say why.
+func TestWrongPSK(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	startSwanGateway(t, l, pki, "psk", nil)
+	r := roamClient(t, l, bin, lab.LabProfile("psk", badPSK, pki, nil))
+	start := time.Now()
+	out, err := r.Connect("corp", 15*time.Second)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatalf("connect with a wrong PSK succeeded:\n%s", out)
+	}
+	if took > 10*time.Second {
+		t.Errorf("connect took %v to fail, want under 10 s", took)
+	}
+	if !regexp.MustCompile(`(?i)authentication[ _]failed`).MatchString(out) {
+		t.Errorf("connect output does not name the authentication failure:\n%s", out)
+	}
+	if strings.Contains(out, badPSK) || strings.Contains(out, goodPSK) {
+		t.Error("connect output contains a PSK")
+	}
+}
+
+// netState is what a VPN client may change in its namespace.
+func netState(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-o", "link", "show"},
+		{"ip", "-o", "addr", "show"},
+		{"ip", "rule", "show"},
+		{"ip", "route", "show", "table", "all"},
+		{"cat", "/etc/resolv.conf"},
+	} {
+		out, err := l.Output(lab.Client, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Link counters and flags like LOWER_UP are not what we compare.
+		out = regexp.MustCompile(`(?m)\s+link/ether \S+ brd \S+`).ReplaceAllString(out, "")
+		fmt.Fprintf(&b, "$ %s\n%s\n", strings.Join(args, " "), out)
+	}
+	return b.String()
+}
+
+// TestSIGTERMCleansUp: SIGTERM to the daemon leaves no TUN device, address,
+// route, rule or DNS change behind.
+func TestSIGTERMCleansUp(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	startSwanGateway(t, l, pki, "psk", nil)
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	before := netState(t, l)
+	if _, err := r.Connect("corp", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	during := netState(t, l)
+	if during == before {
+		t.Fatal("connected, yet the client namespace looks unchanged (no TUN device?)")
+	}
+	pids := r.Processes()
+	if len(pids) != 1 {
+		t.Fatalf("want exactly one roam daemon in the client namespace, found %v", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(r.Processes()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("daemon still running 10 s after SIGTERM")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after := netState(t, l); after != before {
+		t.Errorf("state after SIGTERM differs.\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestStrongSwanClientToRoamGateway: a strongSwan client behind the NAT
+// connects to `roam gateway` and reaches the host.
+func TestStrongSwanClientToRoamGateway(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	for _, auth := range []string{"psk", "pubkey"} {
+		t.Run(auth, func(t *testing.T) {
+			dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
+			gp, err := g.StartGateway()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gp.Stop()
+			cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
+				Conns: []lab.SwanConn{lab.ClientConn(auth, goodPSK, lab.GatewayAddr1.Addr(), nil, nil)},
+				PKI:   pki,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Stop()
+			fail := func(format string, args ...any) {
+				t.Helper()
+				t.Logf("roam gateway output:\n%s", gp.Output())
+				t.Logf("strongSwan client log:\n%s", cl.Log())
+				t.Fatalf(format, args...)
+			}
+			// The gateway needs a moment to bind; strongSwan retransmits.
+			if err := cl.Initiate("home", 15*time.Second); err != nil {
+				fail("initiate: %v", err)
+			}
+			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+				fail("ping through the tunnel: %v", err)
+			}
+			tcpTransfer(t, l)
+			sas, err := cl.ListSAs()
+			if err != nil || len(sas) != 1 || len(sas[0].LocalVIPs) != 1 || !lab.VirtualIPPool.Contains(sas[0].LocalVIPs[0]) {
+				fail("client SA %+v (%v): want one SA with a virtual IP from %v", sas, err, lab.VirtualIPPool)
+			}
+			if err := cl.Terminate("home"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestRoamToRoam: roam client to roam gateway through the NAT.
+func TestRoamToRoam(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	for _, auth := range []string{"psk", "pubkey"} {
+		t.Run(auth, func(t *testing.T) {
+			dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ike := []string{"aes256gcm16-prfsha256-curve25519"}
+			cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki, IKE: ike})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
+			gp, err := g.StartGateway()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gp.Stop()
+			r := roamClient(t, l, bin, lab.LabProfile(auth, goodPSK, pki, ike))
+			fail := func(format string, args ...any) {
+				t.Helper()
+				t.Logf("roam gateway output:\n%s", gp.Output())
+				t.Fatalf(format, args...)
+			}
+			var out string
+			for i := 0; i < 3; i++ { // the gateway may still be starting
+				if out, err = r.Connect("corp", 20*time.Second); err == nil {
+					break
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			if err != nil {
+				fail("connect: %v", err)
+			}
+			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+				fail("ping through the tunnel: %v\n%s", err, out)
+			}
+			tcpTransfer(t, l)
+			st := connected(t, r, "corp")
+			vip, err := netip.ParsePrefix(st.VirtualIP)
+			if err != nil {
+				a, aerr := netip.ParseAddr(st.VirtualIP)
+				if aerr != nil {
+					t.Fatalf("status virtual_ip %q: %v", st.VirtualIP, err)
+				}
+				vip = netip.PrefixFrom(a, 32)
+			}
+			if !lab.VirtualIPPool.Contains(vip.Addr()) {
+				t.Errorf("virtual IP %v not from the pool %v", vip, lab.VirtualIPPool)
+			}
+			if _, err := r.Disconnect("corp"); err != nil {
+				t.Errorf("disconnect: %v", err)
+			}
+		})
+	}
+}

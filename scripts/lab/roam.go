@@ -1,0 +1,276 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// BuildRoam compiles ./cmd/roam of the module containing the working
+// directory into dir and returns the binary's path.
+func BuildRoam(dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "roam")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/roam")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build roam: %w: %s", err, out)
+	}
+	return bin, nil
+}
+
+// ModuleRoot finds the directory of go.mod above the working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// RoamProfile is a client profile for the lab, rendered as DESIGN.md's TOML.
+type RoamProfile struct {
+	Name    string
+	Gateway string
+	Auth    string // psk | pubkey
+	PSK     string
+	PKI     *PKI
+	IKE     []string
+	ESP     []string
+	DNS     bool
+	MOBIKE  bool
+}
+
+// LabProfile is the usual profile: alice to the gateway's primary address,
+// a tunnel to ProtectedNet with a virtual IP, both uplinks.
+func LabProfile(auth, psk string, pki *PKI, ike []string) RoamProfile {
+	return RoamProfile{
+		Name: "corp", Gateway: GatewayAddr1.Addr().String(), Auth: auth, PSK: psk, PKI: pki,
+		IKE: orDefault(ike, DefaultIKE), ESP: DefaultESP, DNS: true, MOBIKE: true,
+	}
+}
+
+// WriteRoamConfig writes the profiles (and PSK files, mode 0600) into dir
+// and returns the config path.
+func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, p := range profiles {
+		fmt.Fprintf(&b, "[profiles.%s]\n", p.Name)
+		fmt.Fprintf(&b, "gateway = %q\nlocal_id = %q\nremote_id = %q\nauth = %q\n", p.Gateway, ClientID, GatewayID, p.Auth)
+		switch p.Auth {
+		case "psk":
+			f := filepath.Join(dir, p.Name+".psk")
+			if err := os.WriteFile(f, []byte(p.PSK), 0o600); err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "psk_file = %q\n", f)
+		case "pubkey":
+			if p.PKI == nil {
+				return "", errors.New("pubkey profile without PKI")
+			}
+			fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey, p.PKI.CACert)
+		}
+		fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(p.IKE), tomlList(p.ESP))
+		fmt.Fprintf(&b, "remote_ts = [%q]\nvirtual_ip = true\ndns = %t\nmobike = %t\n", ProtectedNet.String(), p.DNS, p.MOBIKE)
+		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
+	}
+	path := filepath.Join(dir, "roam.toml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// RoamGatewayConfig is `roam gateway`'s file for the lab gateway.
+type RoamGatewayConfig struct {
+	Auth string // psk | pubkey
+	PSK  string // alice's PSK
+	PKI  *PKI
+	IKE  []string
+	ESP  []string
+}
+
+// WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
+func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString("[gateway]\n")
+	fmt.Fprintf(&b, "listen = [%q, %q]\nlocal_id = %q\nauth = %q\n",
+		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(), GatewayID, g.Auth)
+	if g.Auth == "pubkey" {
+		if g.PKI == nil {
+			return "", errors.New("pubkey gateway without PKI")
+		}
+		fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", g.PKI.GatewayCrt, g.PKI.GatewayKey, g.PKI.CACert)
+	}
+	fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(orDefault(g.IKE, DefaultIKE)), tomlList(orDefault(g.ESP, DefaultESP)))
+	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = [%q]\nmobike = true\n\n", VirtualIPPool.String(), ProtectedNet.String())
+	b.WriteString("[[gateway.clients]]\n")
+	fmt.Fprintf(&b, "id = %q\n", ClientID)
+	if g.Auth == "psk" {
+		f := filepath.Join(dir, "alice.psk")
+		if err := os.WriteFile(f, []byte(g.PSK), 0o600); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "psk_file = %q\n", f)
+	}
+	path := filepath.Join(dir, "gateway.toml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+func tomlList(v []string) string {
+	q := make([]string, len(v))
+	for i, s := range v {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// Roam runs the roam CLI in one lab namespace against one control socket.
+type Roam struct {
+	Lab    *Lab
+	NS     string
+	Bin    string
+	Config string
+	Socket string
+}
+
+// Run runs `roam <args...>` with --socket (and --config for connect) and
+// returns the combined output, bounded by timeout.
+func (r *Roam) Run(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	argv := []string{r.Bin, args[0], "--socket", r.Socket}
+	if args[0] == "connect" || args[0] == "gateway" {
+		argv = append(argv, "--config", r.Config)
+	}
+	argv = append(argv, args[1:]...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", r.Lab.NS(r.NS)}, argv...)...)
+	// A daemon spawned by connect inherits stdout and stderr. A file, unlike
+	// a pipe, does not keep us waiting for the daemon to exit.
+	f, err := os.CreateTemp(r.Lab.Dir, "roam-out-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Run()
+	out, _ := os.ReadFile(f.Name())
+	if ctx.Err() != nil {
+		return string(out), fmt.Errorf("roam %s: no result within %v: %s", strings.Join(args, " "), timeout, out)
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("roam %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// Connect runs `roam connect PROFILE`.
+func (r *Roam) Connect(profile string, timeout time.Duration) (string, error) {
+	return r.Run(timeout, "connect", profile)
+}
+
+// Disconnect runs `roam disconnect PROFILE`.
+func (r *Roam) Disconnect(profile string) (string, error) {
+	return r.Run(15*time.Second, "disconnect", profile)
+}
+
+// Status is the part of `roam status --json` the lab checks.
+type Status struct {
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Gateway   string `json:"gateway"`
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
+	Interface string `json:"interface"`
+	NAT       bool   `json:"nat"`
+	VirtualIP string `json:"virtual_ip"`
+	MOBIKE    bool   `json:"mobike"`
+	Children  []struct {
+		SPIIn      json.RawMessage `json:"spi_in"`
+		SPIOut     json.RawMessage `json:"spi_out"`
+		BytesIn    uint64          `json:"bytes_in"`
+		BytesOut   uint64          `json:"bytes_out"`
+		PacketsIn  uint64          `json:"packets_in"`
+		PacketsOut uint64          `json:"packets_out"`
+		Proposal   string          `json:"proposal"`
+	} `json:"children"`
+	PathChanges int `json:"path_changes"`
+}
+
+// Status runs `roam status --json` and decodes it: either a JSON array or a
+// sequence of objects, one per connection.
+func (r *Roam) Status() ([]Status, string, error) {
+	out, err := r.Run(10*time.Second, "status", "--json")
+	if err != nil {
+		return nil, out, err
+	}
+	st, err := ParseStatus([]byte(out))
+	return st, out, err
+}
+
+// ParseStatus decodes `roam status --json` output.
+func ParseStatus(b []byte) ([]Status, error) {
+	trimmed := bytes.TrimSpace(b)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		var st []Status
+		if err := json.Unmarshal(trimmed, &st); err != nil {
+			return nil, fmt.Errorf("status json: %w", err)
+		}
+		return st, nil
+	}
+	var st []Status
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	for {
+		var s Status
+		err := dec.Decode(&s)
+		if errors.Is(err, io.EOF) {
+			return st, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("status json: %w", err)
+		}
+		st = append(st, s)
+	}
+}
+
+// StartGateway starts `roam gateway` in the background.
+func (r *Roam) StartGateway() (*Proc, error) {
+	return r.Lab.Start(r.NS, r.Bin, "gateway", "--config", r.Config, "--socket", r.Socket)
+}
+
+// Processes lists the PIDs of processes in the namespace whose executable
+// is the roam binary (the daemon that connect spawned, for instance).
+func (r *Roam) Processes() []int {
+	var mine []int
+	for _, pid := range r.Lab.PIDs(r.NS) {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err == nil && exe == r.Bin {
+			mine = append(mine, pid)
+		}
+	}
+	return mine
+}

@@ -1,0 +1,80 @@
+package lab
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+)
+
+func TestWriteRoamConfig(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := NewPKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := WriteRoamConfig(filepath.Join(dir, "c"),
+		LabProfile("psk", "sekrit", nil, nil),
+		RoamProfile{Name: "cert", Gateway: "203.0.113.26", Auth: "pubkey", PKI: pki, IKE: []string{"aes256-sha256-modp2048"}, ESP: DefaultESP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Profiles map[string]map[string]any `toml:"profiles"`
+	}
+	if _, err := toml.DecodeFile(path, &f); err != nil {
+		t.Fatal(err)
+	}
+	corp := f.Profiles["corp"]
+	if corp["gateway"] != "203.0.113.10" || corp["auth"] != "psk" || corp["virtual_ip"] != true {
+		t.Errorf("corp profile: %v", corp)
+	}
+	psk, err := os.ReadFile(corp["psk_file"].(string))
+	if err != nil || string(psk) != "sekrit" {
+		t.Errorf("psk file: %q %v", psk, err)
+	}
+	if fi, err := os.Stat(corp["psk_file"].(string)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("psk file mode: %v %v", fi.Mode(), err)
+	}
+	if f.Profiles["cert"]["ca"] != pki.CACert || f.Profiles["cert"]["key"] != pki.ClientKey {
+		t.Errorf("cert profile: %v", f.Profiles["cert"])
+	}
+
+	gpath, err := WriteRoamGateway(filepath.Join(dir, "g"), RoamGatewayConfig{Auth: "psk", PSK: "sekrit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Gateway struct {
+			Listen  []string `toml:"listen"`
+			Pool    string   `toml:"pool"`
+			LocalTS []string `toml:"local_ts"`
+			Clients []struct {
+				ID      string `toml:"id"`
+				PSKFile string `toml:"psk_file"`
+			} `toml:"clients"`
+		} `toml:"gateway"`
+	}
+	if _, err := toml.DecodeFile(gpath, &g); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Gateway.Listen) != 2 || g.Gateway.Pool != "10.99.200.0/24" || len(g.Gateway.Clients) != 1 || g.Gateway.Clients[0].ID != ClientID {
+		t.Errorf("gateway file: %+v", g)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	for _, in := range []string{
+		`[{"name":"corp","state":"established","virtual_ip":"10.99.200.1","nat":true,"children":[{"bytes_in":5}]}]`,
+		`{"name":"corp","state":"established","virtual_ip":"10.99.200.1","nat":true,"children":[{"bytes_in":5}]}` + "\n",
+	} {
+		st, err := ParseStatus([]byte(in))
+		if err != nil || len(st) != 1 || st[0].Name != "corp" || !st[0].NAT || st[0].Children[0].BytesIn != 5 {
+			t.Errorf("ParseStatus(%s) = %+v, %v", in, st, err)
+		}
+	}
+	if _, err := ParseStatus([]byte("connected")); err == nil {
+		t.Error("non-JSON accepted")
+	}
+}
