@@ -197,9 +197,12 @@ func parsePrefixedIdentity(prefix, v string) (id *wire.Identification, err error
 	return id, err, true
 }
 
-// identitiesEqual compares two identities the way a human would: names
-// case-insensitively, DNs attribute by attribute regardless of the ASN.1
-// string type each side chose.
+// IdentitiesEqual compares two identities the way a human would: names
+// case-insensitively (an FQDN's trailing dot ignored), DNs attribute by
+// attribute regardless of the ASN.1 string type each side chose, anything
+// else byte for byte. Gateways use it to find the client an IDi names.
+func IdentitiesEqual(a, b *wire.Identification) bool { return identitiesEqual(a, b) }
+
 func identitiesEqual(a, b *wire.Identification) bool {
 	if a.IDType != b.IDType {
 		return false
@@ -215,27 +218,43 @@ func identitiesEqual(a, b *wire.Identification) bool {
 	return bytes.Equal(a.Data, b.Data)
 }
 
-// formatIdentity renders an identity for error messages; peer-controlled
-// bytes are quoted so they cannot forge log lines.
+// FormatIdentity renders an identity for logs, status and errors, in the
+// syntax ParseIdentity reads back (with a type prefix where the bare value
+// would be read as another type). Peer-controlled control characters are
+// escaped so they cannot forge log lines; such strings do not parse back.
+func FormatIdentity(id *wire.Identification) string { return formatIdentity(id) }
+
 func formatIdentity(id *wire.Identification) string {
 	if id == nil {
 		return "(none)"
 	}
+	var s, prefix string
 	switch id.IDType {
 	case wire.IDIPv4Addr, wire.IDIPv6Addr:
-		if a, ok := netip.AddrFromSlice(id.Data); ok {
+		if a, ok := netip.AddrFromSlice(id.Data); ok && (a.Is4() == (id.IDType == wire.IDIPv4Addr)) {
 			return a.String()
 		}
-	case wire.IDFQDN, wire.IDRFC822Addr:
-		return printable(string(id.Data))
+	case wire.IDFQDN:
+		s, prefix = string(id.Data), "fqdn:"
+	case wire.IDRFC822Addr:
+		s, prefix = string(id.Data), "email:"
 	case wire.IDDERASN1DN:
-		if s, err := dnString(id.Data); err == nil {
-			return printable(s)
+		if dn, err := dnString(id.Data); err == nil {
+			s, prefix = dn, "dn:"
 		}
 	case wire.IDKeyID:
 		return "keyid:#" + hex.EncodeToString(id.Data)
 	}
-	return fmt.Sprintf("id-type-%d:#%s", id.IDType, hex.EncodeToString(id.Data))
+	if prefix == "" {
+		return fmt.Sprintf("id-type-%d:#%s", id.IDType, hex.EncodeToString(id.Data))
+	}
+	if p := printable(s); p != s {
+		return p
+	}
+	if back, err := ParseIdentity(s); err != nil || !identitiesEqual(back, id) {
+		return prefix + s
+	}
+	return s
 }
 
 func printable(s string) string {

@@ -330,3 +330,41 @@ func checkAuthErr(t *testing.T, err error, want string) {
 		t.Errorf("error %q does not contain %q", err, want)
 	}
 }
+
+func TestFormatIdentity(t *testing.T) {
+	dn, _ := ParseIdentity("C=CH, O=Example, CN=vpn")
+	tests := []struct {
+		id   *wire.Identification
+		want string
+	}{
+		{&wire.Identification{IDType: wire.IDFQDN, Data: []byte("vpn.example.com")}, "vpn.example.com"},
+		{&wire.Identification{IDType: wire.IDFQDN, Data: []byte("alice@example.com")}, "fqdn:alice@example.com"},
+		{&wire.Identification{IDType: wire.IDFQDN, Data: []byte("192.0.2.1")}, "fqdn:192.0.2.1"},
+		{&wire.Identification{IDType: wire.IDFQDN, Data: []byte("CN=x")}, "fqdn:CN=x"},
+		{&wire.Identification{IDType: wire.IDFQDN, Data: []byte("evil\nINFO forged")}, `evil\nINFO forged`},
+		{&wire.Identification{IDType: wire.IDRFC822Addr, Data: []byte("alice@example.com")}, "alice@example.com"},
+		{&wire.Identification{IDType: wire.IDRFC822Addr, Data: []byte("alice")}, "email:alice"},
+		{&wire.Identification{IDType: wire.IDIPv4Addr, Data: []byte{192, 0, 2, 1}}, "192.0.2.1"},
+		{&wire.Identification{IDType: wire.IDIPv4Addr, Data: []byte{192, 0, 2}}, "id-type-1:#c00002"},
+		{&wire.Identification{IDType: wire.IDIPv6Addr, Data: bytes.Repeat([]byte{0}, 15)}, "id-type-5:#000000000000000000000000000000"},
+		{dn, "C=CH, O=Example, CN=vpn"},
+		{&wire.Identification{IDType: wire.IDDERASN1DN, Data: []byte{1, 2}}, "id-type-9:#0102"},
+		{&wire.Identification{IDType: wire.IDKeyID, Data: []byte{0xab}}, "keyid:#ab"},
+		{&wire.Identification{IDType: 200, Data: []byte{1}}, "id-type-200:#01"},
+		{nil, "(none)"},
+	}
+	for _, tt := range tests {
+		got := FormatIdentity(tt.id)
+		if got != tt.want {
+			t.Errorf("FormatIdentity(%+v) = %q, want %q", tt.id, got, tt.want)
+			continue
+		}
+		if tt.id == nil || strings.HasPrefix(got, "id-type-") || strings.Contains(got, `\n`) {
+			continue
+		}
+		back, err := ParseIdentity(got)
+		if err != nil || !IdentitiesEqual(back, tt.id) {
+			t.Errorf("ParseIdentity(%q) = %+v, %v: does not round-trip", got, back, err)
+		}
+	}
+}
