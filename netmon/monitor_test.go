@@ -487,7 +487,9 @@ func TestMonitorImmediateLoss(t *testing.T) {
 			func(f *fakeSource) { f.setLink(3, "wlan0", 0, netlink.OperDown, false) },
 			[]string{"down:wlan0!", "-198.51.100.7@wlan0", "snap[192.0.2.10]"}},
 		{"current address deprecated", current{addr: netip.MustParseAddr("198.51.100.7")},
-			func(f *fakeSource) { f.addAddr(3, "198.51.100.7/24", unix.IFA_F_DEPRECATED, unix.RT_SCOPE_UNIVERSE, false) },
+			func(f *fakeSource) {
+				f.addAddr(3, "198.51.100.7/24", unix.IFA_F_DEPRECATED, unix.RT_SCOPE_UNIVERSE, false)
+			},
 			[]string{"-198.51.100.7@wlan0!", "snap[192.0.2.10]"}},
 		{"pending changes ride along", current{addr: netip.MustParseAddr("198.51.100.7"), ifindex: 3},
 			func(f *fakeSource) {
