@@ -1,0 +1,520 @@
+package ike
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+
+	"github.com/roam-vpn/roam/esp"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+// InitiatorConfig configures Dial.
+type InitiatorConfig struct {
+	// Path: Remote is the gateway (port 500 normally); Local is the address
+	// and port of our single socket (the address may be unspecified, but
+	// NAT detection then always reports a local NAT).
+	Path      esp.Path
+	LocalAuth LocalAuth
+	PeerAuth  PeerAuth
+	RemoteID  string // sent as IDr when set
+	IKE, ESP  []Proposal
+	// LocalTS defaults to the full ranges of the families of RemoteTS (the
+	// responder narrows them, to our virtual IPs with CP). RemoteTS defaults
+	// to 0.0.0.0/0 and ::/0.
+	LocalTS, RemoteTS []netip.Prefix
+	VirtualIP         bool // request inner addresses and DNS servers via CP
+	MOBIKE            bool
+	MOBIKEData        []byte // data of our MOBIKE_SUPPORTED notify (issue 5: 'R')
+	// NoForceEncap: send a truthful NAT_DETECTION_SOURCE_IP; by default it
+	// is deliberately wrong so the peer uses UDP encapsulation (RFC 7296 2.23).
+	NoForceEncap bool
+	Retransmit   Retransmit // zero: DefaultRetransmit
+	Clock        Clock
+	Rand         io.Reader
+	Log          *slog.Logger
+}
+
+type childRequest struct {
+	spiIn    uint32
+	tsi, tsr []wire.TrafficSelector
+	cp       bool
+}
+
+// Dial starts an IKE SA as initiator and returns at once; the outcome comes
+// as an *Established or *Deleted event on events (and through Wait). ctx
+// bounds the SA's whole life: cancelling it drops the SA without a DELETE.
+// Incoming messages for the SA must be passed to HandlePacket.
+func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- Event) (*SA, error) {
+	if cfg.LocalAuth == nil || cfg.PeerAuth == nil {
+		return nil, errors.New("ike: initiator needs LocalAuth and PeerAuth")
+	}
+	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
+		return nil, errors.New("ike: initiator needs IKE and ESP proposals")
+	}
+	if len(dhGroups(cfg.IKE)) == 0 {
+		return nil, errors.New("ike: IKE proposals lack a key exchange group")
+	}
+	for _, g := range dhGroups(cfg.IKE) {
+		if !ikecrypto.SupportedGroup(g) {
+			return nil, fmt.Errorf("ike: unsupported key exchange group %d", g)
+		}
+	}
+	if !cfg.Path.Remote.IsValid() {
+		return nil, errors.New("ike: initiator needs the gateway address")
+	}
+	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
+		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
+	c.fill()
+	if len(cfg.RemoteTS) == 0 {
+		cfg.RemoteTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	}
+	if len(cfg.LocalTS) == 0 {
+		for _, p := range cfg.RemoteTS {
+			full := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if p.Addr().Is6() {
+				full = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
+			if !slices.Contains(cfg.LocalTS, full) {
+				cfg.LocalTS = append(cfg.LocalTS, full)
+			}
+		}
+	}
+	sa := newSA(ctx, true, c, tr, events, cfg.Path)
+	sa.icfg = &cfg
+	sa.spii.Store(sa.randSPI64())
+	sa.log = c.log.With("role", "initiator", "spii", spiHex(sa.spii.Load()))
+	go sa.run(sa.startInit)
+	return sa, nil
+}
+
+func (sa *SA) startInit() {
+	groups := dhGroups(sa.cfg.ike)
+	if err := sa.newKE(groups[0]); err != nil {
+		sa.die(err)
+		return
+	}
+	sa.ni = sa.randBytes(32)
+	sa.sendInit()
+}
+
+func (sa *SA) newKE(group uint16) error {
+	ke, err := ikecrypto.NewKeyExchange(group, sa.cfg.rand)
+	if err != nil {
+		return fmt.Errorf("ike: key exchange group %d: %w", group, err)
+	}
+	sa.ke = ke
+	return nil
+}
+
+func (sa *SA) sendInit() {
+	spii := sa.spii.Load()
+	var ps []wire.Payload
+	if sa.cookie != nil {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: sa.cookie})
+	}
+	srcHash := natHash(spii, 0, sa.path.Local)
+	sa.forcedEncap = !sa.icfg.NoForceEncap
+	if sa.forcedEncap {
+		srcHash = sa.randBytes(len(srcHash))
+	}
+	ps = append(ps,
+		&wire.SA{Proposals: offerProposals(sa.cfg.ike, wire.ProtoIKE, nil, sa.ke.Group())},
+		&wire.KE{Group: sa.ke.Group(), Data: sa.ke.PublicKey()},
+		&wire.Nonce{Data: sa.ni},
+		&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: srcHash},
+		&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, 0, sa.path.Remote)},
+		SignatureHashNotify(),
+	)
+	h := wire.Header{SPIi: spii, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagInitiator}
+	pkt, err := (&wire.Message{Header: h, Payloads: ps}).Encode()
+	if err != nil {
+		sa.die(fmt.Errorf("ike: encoding IKE_SA_INIT: %w", err))
+		return
+	}
+	sa.initReq = pkt
+	sa.nextMsgID = 1
+	sa.log.Info("initiating IKE_SA_INIT", "remote", sa.path.Remote, "group", sa.ke.Group())
+	sa.sendRequest(&request{exchange: wire.ExchangeIKESAInit, msgID: 0, pkt: pkt,
+		onResponse: sa.handleInitResponse})
+}
+
+func (sa *SA) fail(err error) {
+	sa.log.Warn("IKE SA failed", "err", err)
+	sa.die(err)
+}
+
+func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
+	if n := findNotify(ps, wire.NotifyCookie); n != nil {
+		if sa.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
+			sa.fail(&NotifyError{Type: wire.NotifyCookie, Exchange: h.Exchange, Remote: true, Err: errors.New("cookie loop")})
+			return
+		}
+		sa.cookieTries++
+		sa.cookie = slices.Clone(n.Data)
+		sa.log.Info("responder requested a cookie")
+		sa.sendInit()
+		return
+	}
+	if n := findNotify(ps, wire.NotifyInvalidKEPayload); n != nil {
+		if len(n.Data) == 2 {
+			g := binary.BigEndian.Uint16(n.Data)
+			if sa.keTries < 2 && g != sa.ke.Group() && slices.Contains(dhGroups(sa.cfg.ike), g) {
+				sa.keTries++
+				sa.log.Info("responder requested another key exchange group", "group", g)
+				if err := sa.newKE(g); err != nil {
+					sa.fail(err)
+					return
+				}
+				sa.sendInit()
+				return
+			}
+		}
+		sa.fail(&NotifyError{Type: wire.NotifyInvalidKEPayload, Exchange: h.Exchange, Remote: true, Err: ErrNoProposalChosen})
+		return
+	}
+	if n := firstError(ps); n != nil {
+		sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
+		return
+	}
+	if h.SPIr == 0 {
+		sa.stats.malformed.Add(1)
+		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("responder SPI is zero")})
+		return
+	}
+	var saP *wire.SA
+	var ke *wire.KE
+	var nonce *wire.Nonce
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.SA:
+			saP = p
+		case *wire.KE:
+			ke = p
+		case *wire.Nonce:
+			nonce = p
+		}
+	}
+	if saP == nil || ke == nil || nonce == nil || len(saP.Proposals) != 1 || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
+		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_SA_INIT response lacks SA, KE or Nonce")})
+		return
+	}
+	chosen, ok := selectProposal(sa.cfg.ike, saP.Proposals, wire.ProtoIKE, sa.ke.Group())
+	if !ok || !sameTransforms(chosen.Transforms, saP.Proposals[0].Transforms) {
+		sa.fail(&NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: h.Exchange, Err: errors.New("responder chose a proposal we did not offer")})
+		return
+	}
+	if dh, _ := transformOf(chosen.Transforms, wire.TransformDH); dh.ID != sa.ke.Group() || ke.Group != sa.ke.Group() {
+		sa.fail(&NotifyError{Type: wire.NotifyInvalidKEPayload, Exchange: h.Exchange, Err: errors.New("responder's key exchange group differs from its proposal")})
+		return
+	}
+	shared, err := sa.ke.SharedSecret(ke.Data)
+	if err != nil {
+		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: fmt.Errorf("responder's KE: %w", err)})
+		return
+	}
+	sa.spir.Store(h.SPIr)
+	sa.nr = slices.Clone(nonce.Data)
+	sa.initResp = slices.Clone(raw)
+	sa.ikeProp = chosen
+	if err := sa.deriveIKEKeys(shared); err != nil {
+		sa.fail(err)
+		return
+	}
+	spii, spir := sa.spii.Load(), h.SPIr
+	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.path.Remote)
+	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.path.Local)
+	sa.natSupported = srcPresent && dstPresent
+	if sa.natSupported {
+		sa.natRemote, sa.natLocal = !srcOK, !dstOK
+		// Port float (RFC 7296 2.23): with NAT-T available we always move to
+		// 4500, because ESP is always UDP-encapsulated here.
+		if sa.path.Remote.Port() == 500 {
+			sa.setPath(esp.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
+		}
+	}
+	sa.log = sa.log.With("spir", spiHex(spir))
+	sa.log.Info("IKE_SA_INIT done", "proposal", ProposalText(chosen.Transforms), "nat_local", sa.natLocal, "nat_remote", sa.natRemote)
+	sa.state = stateAuth
+	sa.sendAuth()
+}
+
+func sameTransforms(a, b []wire.Transform) bool {
+	if len(a) != len(b) {
+		// A responder may leave out ESN=0; compare without it.
+		strip := func(ts []wire.Transform) []wire.Transform {
+			return slices.DeleteFunc(slices.Clone(ts), func(t wire.Transform) bool { return t.Type == wire.TransformESN && t.ID == 0 })
+		}
+		a, b = strip(a), strip(b)
+		if len(a) != len(b) {
+			return false
+		}
+	}
+	for _, t := range b {
+		if !slices.Contains(a, t) {
+			return false
+		}
+	}
+	return true
+}
+
+func (sa *SA) deriveIKEKeys(shared []byte) error {
+	encr, _ := transformOf(sa.ikeProp.Transforms, wire.TransformEncr)
+	prfT, ok := transformOf(sa.ikeProp.Transforms, wire.TransformPRF)
+	if !ok {
+		return errors.New("ike: IKE proposal without PRF")
+	}
+	prf, err := ikecrypto.NewPRF(prfT.ID)
+	if err != nil {
+		return err
+	}
+	var integ *ikecrypto.Integrity
+	integLen := 0
+	if !ikecrypto.IsAEAD(encr.ID) {
+		it, ok := transformOf(sa.ikeProp.Transforms, wire.TransformInteg)
+		if !ok {
+			return errors.New("ike: IKE proposal without integrity algorithm")
+		}
+		if integ, err = ikecrypto.NewIntegrity(it.ID); err != nil {
+			return err
+		}
+		integLen = integ.KeySize()
+	}
+	encLen, err := ikecrypto.EncrKeySize(encr.ID, int(encr.KeyLength))
+	if err != nil {
+		return err
+	}
+	sa.prf = prf
+	sa.keys = ikecrypto.DeriveIKEKeys(prf, sa.ni, sa.nr, shared, sa.spii.Load(), sa.spir.Load(), integLen, encLen)
+	ci, err := ikecrypto.NewSKCipher(encr.ID, int(encr.KeyLength), integ, sa.keys.SKei, sa.keys.SKai)
+	if err != nil {
+		return err
+	}
+	cr, err := ikecrypto.NewSKCipher(encr.ID, int(encr.KeyLength), integ, sa.keys.SKer, sa.keys.SKar)
+	if err != nil {
+		return err
+	}
+	if sa.initiator {
+		sa.skOut, sa.skIn = ci, cr
+	} else {
+		sa.skOut, sa.skIn = cr, ci
+	}
+	return nil
+}
+
+func (sa *SA) sendAuth() {
+	cfg := sa.icfg
+	idiV := *cfg.LocalAuth.Identity()
+	idiV.Responder = false
+	idi := &idiV
+	var ps []wire.Payload
+	ps = append(ps, idi)
+	for _, c := range cfg.LocalAuth.Certs() {
+		ps = append(ps, c)
+	}
+	ps = append(ps, &wire.Notify{Type: wire.NotifyInitialContact})
+	for _, c := range cfg.PeerAuth.CertReqs() {
+		ps = append(ps, c)
+	}
+	if cfg.RemoteID != "" {
+		idr, err := ParseIdentity(cfg.RemoteID)
+		if err != nil {
+			sa.fail(fmt.Errorf("ike: remote identity: %w", err))
+			return
+		}
+		idr.Responder = true
+		ps = append(ps, idr)
+	}
+	auth, err := cfg.LocalAuth.Sign(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi))
+	if err != nil {
+		sa.fail(fmt.Errorf("ike: signing AUTH: %w", err))
+		return
+	}
+	ps = append(ps, auth)
+	child := &childRequest{spiIn: sa.randSPI32(), tsi: PrefixesTS(cfg.LocalTS), tsr: PrefixesTS(cfg.RemoteTS), cp: cfg.VirtualIP}
+	sa.pendingChild = child
+	if child.cp {
+		ps = append(ps, &wire.Config{CfgType: wire.CfgRequest, Attributes: []wire.ConfigAttribute{
+			{Type: cfgIP4Address}, {Type: cfgIP4DNS}, {Type: cfgIP6Address}, {Type: cfgIP6DNS}}})
+	}
+	if sa.cfg.mobike {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyMOBIKESupported, Data: sa.cfg.mobikeData})
+	}
+	var spi [4]byte
+	binary.BigEndian.PutUint32(spi[:], child.spiIn)
+	ps = append(ps,
+		&wire.SA{Proposals: offerProposals(sa.cfg.esp, wire.ProtoESP, spi[:], 0)},
+		&wire.TrafficSelectors{Responder: false, Selectors: child.tsi},
+		&wire.TrafficSelectors{Responder: true, Selectors: child.tsr},
+	)
+	sa.startRequest(wire.ExchangeIKEAuth, func() []wire.Payload { return ps }, sa.handleAuthResponse, nil)
+}
+
+func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
+	if n := findNotify(ps, wire.NotifyAuthenticationFailed); n != nil {
+		// RFC 7296 2.21.2: the responder has already deleted the IKE SA.
+		sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
+		return
+	}
+	var idr *wire.Identification
+	var auth *wire.Auth
+	var certs []*wire.Cert
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.Identification:
+			if p.Responder {
+				idr = p
+			}
+		case *wire.Auth:
+			auth = p
+		case *wire.Cert:
+			certs = append(certs, p)
+		}
+	}
+	if idr == nil || auth == nil {
+		if n := firstError(ps); n != nil {
+			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
+			return
+		}
+		sa.failAfterAuth(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_AUTH response lacks IDr or AUTH")}, false)
+		return
+	}
+	octets := SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, idr)
+	if err := sa.icfg.PeerAuth.Verify(sa.prf, octets, idr, auth, certs); err != nil {
+		sa.failAfterAuth(&NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: h.Exchange,
+			Err: fmt.Errorf("gateway's authentication did not verify: %w", err)}, false)
+		return
+	}
+	sa.peerID = identityString(idr)
+	sa.state = stateEstablished
+	sa.established = true
+	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
+		sa.peerMOBIKE = true
+		sa.peerMOBIKED = slices.Clone(n.Data)
+	}
+	if n := firstError(ps); n != nil {
+		// The IKE SA exists, but without a Child SA the client has no use
+		// for it (RFC 7296 2.21.2 lets us delete it).
+		sa.failAfterAuth(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true}, true)
+		return
+	}
+	child, err := sa.acceptChild(ps)
+	if err != nil {
+		sa.failAfterAuth(err, true)
+		return
+	}
+	sa.children = append(sa.children, child)
+	ev := sa.establishedEvent()
+	sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
+		"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "vips", sa.vips)
+	sa.finish(ev, nil)
+	sa.emit(ev)
+}
+
+// failAfterAuth ends an SA whose keys the peer holds: we tell the peer with
+// a DELETE (not waiting long for its answer), then report err.
+func (sa *SA) failAfterAuth(err error, established bool) {
+	sa.log.Warn("IKE SA failed", "err", err)
+	sa.finish(nil, err)
+	sa.established = established
+	sa.state = stateDeleting
+	sa.queue = nil
+	sa.startRequest(wire.ExchangeInformational,
+		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
+		func(wire.Header, []wire.Payload, []byte) { sa.die(err) },
+		func(error) { sa.die(err) })
+	// One transmission is enough: the peer times the SA out otherwise.
+	if sa.out != nil {
+		r := sa.out
+		r.timer.Stop()
+		r.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(0), func() { sa.post(func() { sa.die(err) }) })
+	}
+}
+
+func (sa *SA) establishedEvent() *Established {
+	return &Established{
+		SA: sa, Initiator: sa.initiator, SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Path: sa.path,
+		NATLocal: sa.natLocal, NATRemote: sa.natRemote, UDPEncap: sa.natSupported && (sa.natLocal || sa.natRemote || sa.forcedEncap),
+		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
+		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
+		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns),
+	}
+}
+
+// acceptChild checks the responder's Child SA and derives its keys.
+func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
+	req := sa.pendingChild
+	var saP *wire.SA
+	var tsi, tsr *wire.TrafficSelectors
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.SA:
+			saP = p
+		case *wire.TrafficSelectors:
+			if p.Responder {
+				tsr = p
+			} else {
+				tsi = p
+			}
+		case *wire.Config:
+			if p.CfgType == wire.CfgReply {
+				sa.vips, sa.dns = parseCPReply(p)
+			}
+		}
+	}
+	if saP == nil || tsi == nil || tsr == nil || len(saP.Proposals) != 1 {
+		return ChildSA{}, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKEAuth, Err: errors.New("response lacks SA, TSi or TSr")}
+	}
+	p := saP.Proposals[0]
+	chosen, ok := selectProposal(sa.cfg.esp, []wire.Proposal{p}, wire.ProtoESP, 0)
+	if !ok || len(p.SPI) != 4 {
+		return ChildSA{}, &NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKEAuth, Err: errors.New("responder chose an ESP proposal we did not offer")}
+	}
+	if len(tsi.Selectors) == 0 || len(tsr.Selectors) == 0 || !subsetTS(tsi.Selectors, req.tsi) || !subsetTS(tsr.Selectors, req.tsr) {
+		return ChildSA{}, &NotifyError{Type: wire.NotifyTSUnacceptable, Exchange: wire.ExchangeIKEAuth, Err: errors.New("responder widened the traffic selectors")}
+	}
+	if req.cp && len(sa.vips) == 0 {
+		return ChildSA{}, &NotifyError{Type: wire.NotifyInternalAddressFailure, Exchange: wire.ExchangeIKEAuth, Remote: true, Err: errors.New("no inner address in CFG_REPLY")}
+	}
+	return sa.makeChild(chosen.Transforms, req.spiIn, binary.BigEndian.Uint32(p.SPI), tsi.Selectors, tsr.Selectors)
+}
+
+// makeChild derives the Child SA keys (RFC 7296 2.17; no PFS in IKE_AUTH).
+func (sa *SA) makeChild(ts []wire.Transform, spiIn, spiOut uint32, tsi, tsr []wire.TrafficSelector) (ChildSA, error) {
+	encr, _ := transformOf(ts, wire.TransformEncr)
+	encLen, err := ikecrypto.EncrKeySize(encr.ID, int(encr.KeyLength))
+	if err != nil {
+		return ChildSA{}, err
+	}
+	integLen := 0
+	if it, ok := transformOf(ts, wire.TransformInteg); ok && it.ID != 0 {
+		integ, err := ikecrypto.NewIntegrity(it.ID)
+		if err != nil {
+			return ChildSA{}, err
+		}
+		integLen = integ.KeySize()
+	}
+	n := encLen + integLen
+	km := ikecrypto.ChildKeyMat(sa.prf, sa.keys.SKd, nil, sa.ni, sa.nr, 2*n)
+	i2r, r2i := km[:n:n], km[n:]
+	esn := false
+	if e, ok := transformOf(ts, wire.TransformESN); ok && e.ID == 1 {
+		esn = true
+	}
+	c := ChildSA{SPIIn: spiIn, SPIOut: spiOut, ESN: esn, Transforms: ts,
+		Proposal: ProposalText(slices.DeleteFunc(slices.Clone(ts), func(t wire.Transform) bool { return t.Type == wire.TransformESN }))}
+	if sa.initiator {
+		c.KeyOut, c.KeyIn = i2r, r2i
+		c.LocalTS, c.RemoteTS = tsi, tsr
+	} else {
+		c.KeyIn, c.KeyOut = i2r, r2i
+		c.LocalTS, c.RemoteTS = tsr, tsi
+	}
+	return c, nil
+}

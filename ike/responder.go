@@ -1,0 +1,539 @@
+package ike
+
+import (
+	"context"
+	"crypto/hmac"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+// ResponderConfig configures a Responder (the gateway role).
+type ResponderConfig struct {
+	LocalAuth LocalAuth
+	// PeerAuth returns the authenticator for the initiator claiming id, or
+	// an error when that identity is unknown.
+	PeerAuth func(id *wire.Identification) (PeerAuth, error)
+	CertReqs []*wire.CertReq // sent in the IKE_SA_INIT response
+	IKE, ESP []Proposal
+	LocalTS  []netip.Prefix // default 0.0.0.0/0 and ::/0
+	Pool     *Pool
+	DNS      []netip.Addr
+	// RequireCP: initiators without a CFG_REQUEST get FAILED_CP_REQUIRED.
+	RequireCP bool
+	MOBIKE    bool
+	// CookieThreshold: COOKIEs are demanded while at least this many SAs
+	// are half-open. 0 means DefaultCookieThreshold; negative means always.
+	CookieThreshold int
+	// HalfOpenLimit caps half-open SAs; further IKE_SA_INITs are dropped.
+	HalfOpenLimit int
+	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
+	HalfOpenTimeout time.Duration
+	Retransmit      Retransmit
+	Clock           Clock
+	Rand            io.Reader
+	Log             *slog.Logger
+}
+
+// Responder defaults.
+const (
+	DefaultCookieThreshold = 32
+	DefaultHalfOpenLimit   = 1024
+	DefaultHalfOpenTimeout = 30 * time.Second
+)
+
+// ResponderStats counts what a Responder dropped or refused.
+type ResponderStats struct {
+	Malformed, UnknownSPI, CookiesSent, HalfOpenDropped, NoProposal, InvalidKE uint64
+}
+
+type halfKey struct {
+	spii   uint64
+	remote netip.AddrPort
+}
+
+// Responder answers IKE_SA_INIT requests and routes every other message by
+// SPI to the goroutine of its IKE SA.
+type Responder struct {
+	cfg    ResponderConfig
+	common common
+	tr     Transport
+	events chan<- Event
+	ctx    context.Context
+	secret []byte
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	bySPI    map[uint64]*SA
+	halfOpen map[halfKey]*SA
+
+	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE atomic.Uint64
+}
+
+// NewResponder creates a responder whose SAs live until ctx ends (or they
+// are deleted). Events of all its SAs go to events.
+func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events chan<- Event) (*Responder, error) {
+	if cfg.LocalAuth == nil || cfg.PeerAuth == nil {
+		return nil, errors.New("ike: responder needs LocalAuth and PeerAuth")
+	}
+	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
+		return nil, errors.New("ike: responder needs IKE and ESP proposals")
+	}
+	if len(cfg.LocalTS) == 0 {
+		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	}
+	if cfg.CookieThreshold == 0 {
+		cfg.CookieThreshold = DefaultCookieThreshold
+	}
+	if cfg.HalfOpenLimit <= 0 {
+		cfg.HalfOpenLimit = DefaultHalfOpenLimit
+	}
+	if cfg.HalfOpenTimeout <= 0 {
+		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
+	}
+	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
+		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
+	c.fill()
+	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
+		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA)}
+	r.secret = make([]byte, 32)
+	if _, err := io.ReadFull(c.rand, r.secret); err != nil {
+		return nil, fmt.Errorf("ike: cookie secret: %w", err)
+	}
+	return r, nil
+}
+
+// Stats returns the responder's drop counters.
+func (r *Responder) Stats() ResponderStats {
+	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
+		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load()}
+}
+
+// SAs returns the live IKE SAs.
+func (r *Responder) SAs() []*SA {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*SA, 0, len(r.bySPI))
+	for _, sa := range r.bySPI {
+		out = append(out, sa)
+	}
+	return out
+}
+
+// HalfOpen returns the number of SAs that have not completed IKE_AUTH.
+func (r *Responder) HalfOpen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.halfOpen)
+}
+
+// Close deletes every SA (INFORMATIONAL DELETE where established) and waits
+// for their goroutines, at most until ctx ends.
+func (r *Responder) Close(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, sa := range r.SAs() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = sa.Close(ctx)
+		}()
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// HandlePacket processes one IKE message (without non-ESP marker) that
+// arrived on path. It never blocks on an SA and never retains pkt.
+func (r *Responder) HandlePacket(pkt []byte, path esp.Path) {
+	msg, err := wire.Decode(pkt)
+	if err != nil {
+		r.malformed.Add(1)
+		return
+	}
+	h := msg.Header
+	if h.Exchange == wire.ExchangeIKESAInit && h.SPIr == 0 {
+		if h.Flags&(wire.FlagResponse|wire.FlagInitiator) != wire.FlagInitiator || h.MessageID != 0 || h.SPIi == 0 {
+			r.malformed.Add(1)
+			return
+		}
+		r.handleInit(pkt, msg, path)
+		return
+	}
+	r.mu.Lock()
+	sa := r.bySPI[h.SPIr]
+	r.mu.Unlock()
+	if sa == nil {
+		r.unknownSPI.Add(1)
+		return
+	}
+	sa.HandlePacket(pkt, path)
+}
+
+func (r *Responder) needCookie(halfOpen int) bool {
+	return r.cfg.CookieThreshold < 0 || halfOpen >= r.cfg.CookieThreshold
+}
+
+func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
+	h := msg.Header
+	key := halfKey{h.SPIi, path.Remote}
+	r.mu.Lock()
+	existing := r.halfOpen[key]
+	n := len(r.halfOpen)
+	r.mu.Unlock()
+	if existing != nil {
+		existing.HandlePacket(pkt, path)
+		return
+	}
+	var saP *wire.SA
+	var ke *wire.KE
+	var nonce *wire.Nonce
+	for _, p := range msg.Payloads {
+		switch p := p.(type) {
+		case *wire.SA:
+			saP = p
+		case *wire.KE:
+			ke = p
+		case *wire.Nonce:
+			nonce = p
+		}
+	}
+	if saP == nil || ke == nil || nonce == nil || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
+		r.malformed.Add(1)
+		return
+	}
+	if r.needCookie(n) {
+		want := cookieValue(r.secret, 0, nonce.Data, path.Remote, h.SPIi)
+		var got []byte
+		if c, ok := msg.Payloads[0].(*wire.Notify); ok && c.Type == wire.NotifyCookie {
+			got = c.Data
+		}
+		if !hmac.Equal(got, want) {
+			r.cookiesSent.Add(1)
+			r.sendInitNotify(h, path, wire.NotifyCookie, want)
+			return
+		}
+	}
+	chosen, ok := selectProposal(r.cfg.IKE, saP.Proposals, wire.ProtoIKE, ke.Group)
+	if !ok {
+		r.noProposal.Add(1)
+		r.common.log.Info("no acceptable IKE proposal", "remote", path.Remote)
+		r.sendInitNotify(h, path, wire.NotifyNoProposalChosen, nil)
+		return
+	}
+	if dh, _ := transformOf(chosen.Transforms, wire.TransformDH); dh.ID != ke.Group {
+		r.invalidKE.Add(1)
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], dh.ID)
+		r.sendInitNotify(h, path, wire.NotifyInvalidKEPayload, b[:])
+		return
+	}
+	if n >= r.cfg.HalfOpenLimit {
+		r.halfOpenDropped.Add(1)
+		return
+	}
+	sa := newSA(r.ctx, false, r.common, r.tr, r.events, path)
+	sa.resp = r
+	sa.spii.Store(h.SPIi)
+	r.mu.Lock()
+	if existing := r.halfOpen[key]; existing != nil {
+		r.mu.Unlock()
+		existing.HandlePacket(pkt, path)
+		return
+	}
+	spir := sa.randSPI64()
+	for r.bySPI[spir] != nil {
+		spir = sa.randSPI64()
+	}
+	sa.spir.Store(spir)
+	r.bySPI[spir] = sa
+	r.halfOpen[key] = sa
+	r.mu.Unlock()
+	sa.log = r.common.log.With("role", "responder", "spii", spiHex(h.SPIi), "spir", spiHex(spir))
+	sa.onDead = append(sa.onDead, func() {
+		r.mu.Lock()
+		delete(r.bySPI, spir)
+		if r.halfOpen[key] == sa {
+			delete(r.halfOpen, key)
+		}
+		r.mu.Unlock()
+	})
+	pktCopy := slices.Clone(pkt)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		sa.run(func() { sa.handleInitRequest(pktCopy, msg, path, chosen, ke, nonce, key) })
+	}()
+}
+
+// sendInitNotify answers an IKE_SA_INIT statelessly with a single notify.
+func (r *Responder) sendInitNotify(req wire.Header, path esp.Path, t wire.NotifyType, data []byte) {
+	h := wire.Header{SPIi: req.SPIi, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagResponse}
+	pkt, err := (&wire.Message{Header: h, Payloads: []wire.Payload{&wire.Notify{Type: t, Data: data}}}).Encode()
+	if err != nil {
+		r.common.log.Error("encoding notify", "type", t, "err", err)
+		return
+	}
+	if err := r.tr.SendIKE(pkt, path); err != nil {
+		r.common.log.Debug("send failed", "err", err)
+	}
+}
+
+func (r *Responder) markEstablished(key halfKey, sa *SA) {
+	r.mu.Lock()
+	if r.halfOpen[key] == sa {
+		delete(r.halfOpen, key)
+	}
+	r.mu.Unlock()
+}
+
+// handleInitRequest runs on the new SA's goroutine.
+func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, chosen wire.Proposal, ke *wire.KE, nonce *wire.Nonce, key halfKey) {
+	r := sa.resp
+	var err error
+	if err = sa.newKE(ke.Group); err != nil {
+		sa.die(err)
+		return
+	}
+	shared, err := sa.ke.SharedSecret(ke.Data)
+	if err != nil {
+		r.sendInitNotify(msg.Header, path, wire.NotifyInvalidSyntax, nil)
+		sa.die(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKESAInit, Err: fmt.Errorf("initiator's KE: %w", err)})
+		return
+	}
+	chosen.SPI = nil
+	sa.ikeProp = chosen
+	sa.ni = slices.Clone(nonce.Data)
+	sa.nr = sa.randBytes(32)
+	if err := sa.deriveIKEKeys(shared); err != nil {
+		sa.die(err)
+		return
+	}
+	spii, spir := sa.spii.Load(), sa.spir.Load()
+	srcOK, srcPresent := natMatches(msg.Payloads, wire.NotifyNATDetectionSourceIP, spii, 0, path.Remote)
+	dstOK, dstPresent := natMatches(msg.Payloads, wire.NotifyNATDetectionDestinationIP, spii, 0, path.Local)
+	sa.natSupported = srcPresent && dstPresent
+	sa.natRemote, sa.natLocal = sa.natSupported && !srcOK, sa.natSupported && !dstOK
+	ps := []wire.Payload{
+		&wire.SA{Proposals: []wire.Proposal{chosen}},
+		&wire.KE{Group: sa.ke.Group(), Data: sa.ke.PublicKey()},
+		&wire.Nonce{Data: sa.nr},
+	}
+	if sa.natSupported {
+		ps = append(ps,
+			&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: natHash(spii, spir, path.Local)},
+			&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, spir, path.Remote)})
+	}
+	for _, c := range r.cfg.CertReqs {
+		ps = append(ps, c)
+	}
+	if findNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
+		ps = append(ps, SignatureHashNotify())
+	}
+	pkt, err := (&wire.Message{Header: sa.header(wire.ExchangeIKESAInit, 0, true), Payloads: ps}).Encode()
+	if err != nil {
+		sa.die(fmt.Errorf("ike: encoding IKE_SA_INIT response: %w", err))
+		return
+	}
+	sa.initReq, sa.initResp = raw, pkt
+	sa.lastResp = &cachedResponse{msgID: 0, pkt: pkt}
+	sa.peerNextMsgID = 1
+	sa.state = stateAuth
+	sa.log.Info("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
+		"nat_local", sa.natLocal, "nat_remote", sa.natRemote)
+	if err := sa.tr.SendIKE(pkt, path); err != nil {
+		sa.log.Debug("send failed", "err", err)
+	}
+	sa.cfg.clock.AfterFunc(r.cfg.HalfOpenTimeout, func() {
+		sa.post(func() {
+			if sa.state < stateEstablished {
+				sa.die(errors.New("ike: IKE_AUTH not completed in time"))
+			}
+		})
+	})
+	sa.onDead = append(sa.onDead, func() { r.markEstablished(key, sa) })
+	sa.halfKey = key
+}
+
+// handleAuthRequest authenticates the initiator and sets up the first Child SA.
+func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after func()) {
+	r := sa.resp
+	var idi *wire.Identification
+	var auth *wire.Auth
+	var certs []*wire.Cert
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.Identification:
+			if !p.Responder {
+				idi = p
+			}
+		case *wire.Auth:
+			auth = p
+		case *wire.Cert:
+			certs = append(certs, p)
+		}
+	}
+	authFailed := func(err error) ([]wire.Payload, func()) {
+		sa.log.Warn("initiator authentication failed", "err", err)
+		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyAuthenticationFailed}}, func() { sa.die(e) }
+	}
+	if idi == nil || auth == nil {
+		return authFailed(errors.New("IKE_AUTH request lacks IDi or AUTH"))
+	}
+	peerID := identityString(idi)
+	pa, err := r.cfg.PeerAuth(idi)
+	if err != nil {
+		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
+	}
+	if err := pa.Verify(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi), idi, auth, certs); err != nil {
+		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
+	}
+	idr := *r.cfg.LocalAuth.Identity()
+	idr.Responder = true
+	myAuth, err := r.cfg.LocalAuth.Sign(sa.prf, SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, &idr))
+	if err != nil {
+		return authFailed(fmt.Errorf("signing our AUTH: %w", err))
+	}
+	resp = append(resp, &idr)
+	for _, c := range r.cfg.LocalAuth.Certs() {
+		resp = append(resp, c)
+	}
+	resp = append(resp, myAuth)
+	sa.peerID = peerID
+	sa.poolKey = poolKey(idi)
+	sa.state = stateEstablished
+	sa.established = true
+	r.markEstablished(sa.halfKey, sa)
+	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
+		sa.peerMOBIKE = true
+		sa.peerMOBIKED = slices.Clone(n.Data)
+		resp = append(resp, &wire.Notify{Type: wire.NotifyMOBIKESupported})
+	}
+	childResp, nerr := sa.negotiateChild(ps)
+	if nerr != 0 {
+		sa.log.Info("Child SA refused", "peer", peerID, "notify", nerr)
+		resp = append(resp, &wire.Notify{Type: nerr})
+	} else {
+		resp = append(resp, childResp...)
+	}
+	ev := sa.establishedEvent()
+	sa.log.Info("IKE SA established", "peer", peerID, "children", len(sa.children), "vips", sa.vips)
+	sa.finish(ev, nil)
+	return resp, func() { sa.emit(ev) }
+}
+
+// negotiateChild picks the ESP proposal, assigns inner addresses and narrows
+// the traffic selectors; it returns the response payloads or an error notify.
+func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType) {
+	r := sa.resp
+	var saP *wire.SA
+	var tsi, tsr *wire.TrafficSelectors
+	var cp *wire.Config
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.SA:
+			saP = p
+		case *wire.TrafficSelectors:
+			if p.Responder {
+				tsr = p
+			} else {
+				tsi = p
+			}
+		case *wire.Config:
+			if p.CfgType == wire.CfgRequest {
+				cp = p
+			}
+		}
+	}
+	if saP == nil || tsi == nil || tsr == nil {
+		return nil, wire.NotifyNoProposalChosen
+	}
+	var props []wire.Proposal
+	for _, p := range saP.Proposals {
+		if len(p.SPI) == 4 {
+			props = append(props, p)
+		}
+	}
+	chosen, ok := selectProposal(r.cfg.ESP, props, wire.ProtoESP, 0)
+	if !ok {
+		return nil, wire.NotifyNoProposalChosen
+	}
+	var vips []netip.Addr
+	var d4, d6 bool
+	if cp != nil {
+		var v4, v6 bool
+		v4, v6, d4, d6 = cpRequested(cp)
+		for _, fam := range []struct{ want, v6 bool }{{v4, false}, {v6, true}} {
+			if !fam.want || !r.cfg.Pool.Has(fam.v6) {
+				continue
+			}
+			a, err := r.cfg.Pool.Acquire(sa.poolKey, fam.v6)
+			if err != nil {
+				sa.log.Warn("no inner address", "peer", sa.peerID, "err", err)
+				continue
+			}
+			vips = append(vips, a)
+		}
+		if (v4 || v6) && len(vips) == 0 {
+			return nil, wire.NotifyInternalAddressFailure
+		}
+	} else if r.cfg.RequireCP {
+		return nil, wire.NotifyFailedCPRequired
+	}
+	release := func() {
+		for _, a := range vips {
+			r.cfg.Pool.Release(sa.poolKey, a)
+		}
+	}
+	allowedI := PrefixesTS([]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")})
+	if len(vips) > 0 {
+		allowedI = nil
+		for _, a := range vips {
+			allowedI = append(allowedI, AddrTS(a))
+		}
+	}
+	nTSi := NarrowTS(tsi.Selectors, allowedI)
+	nTSr := NarrowTS(tsr.Selectors, PrefixesTS(r.cfg.LocalTS))
+	if len(nTSi) == 0 || len(nTSr) == 0 {
+		release()
+		return nil, wire.NotifyTSUnacceptable
+	}
+	spiIn := sa.randSPI32()
+	child, err := sa.makeChild(chosen.Transforms, spiIn, binary.BigEndian.Uint32(chosen.SPI), nTSi, nTSr)
+	if err != nil {
+		release()
+		sa.log.Error("deriving Child SA keys", "err", err)
+		return nil, wire.NotifyNoProposalChosen
+	}
+	sa.children = append(sa.children, child)
+	sa.vips = vips
+	sa.onDead = append(sa.onDead, release)
+	var out []wire.Payload
+	if cp != nil {
+		out = append(out, cpReply(vips, r.cfg.DNS, d4, d6))
+	}
+	var spi [4]byte
+	binary.BigEndian.PutUint32(spi[:], spiIn)
+	out = append(out,
+		&wire.SA{Proposals: []wire.Proposal{{Number: chosen.Number, Protocol: wire.ProtoESP, SPI: spi[:], Transforms: chosen.Transforms}}},
+		&wire.TrafficSelectors{Responder: false, Selectors: nTSi},
+		&wire.TrafficSelectors{Responder: true, Selectors: nTSr})
+	return out, 0
+}

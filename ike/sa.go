@@ -1,0 +1,692 @@
+package ike
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/roam-vpn/roam/esp"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+// Transport sends IKE messages. The implementation adds the non-ESP marker
+// when neither port is 500 (docs/ARCHITECTURE.md); it must not retain pkt.
+type Transport interface {
+	SendIKE(pkt []byte, path esp.Path) error
+}
+
+type saState int
+
+const (
+	stateInit        saState = iota // IKE_SA_INIT in progress
+	stateAuth                       // IKE_AUTH in progress
+	stateEstablished                // usable
+	stateDeleting                   // our DELETE sent
+	stateDead
+)
+
+func (s saState) String() string {
+	return [...]string{"init", "auth", "established", "deleting", "dead"}[s]
+}
+
+// Counters are an SA's drop and retransmission counts.
+type Counters struct {
+	Malformed, WrongSPI, Undecryptable, Unexpected, InboxFull, Retransmits, DuplicateRequests uint64
+}
+
+type counters struct {
+	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
+}
+
+func (c *counters) snapshot() Counters {
+	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
+		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load()}
+}
+
+type inPacket struct {
+	pkt  []byte
+	path esp.Path
+}
+
+// request is an outstanding exchange we initiated (window size 1).
+type request struct {
+	exchange wire.ExchangeType
+	msgID    uint32
+	pkt      []byte
+	sends    int
+	timer    Timer
+	// onResponse gets the decrypted payloads (plain ones for IKE_SA_INIT).
+	onResponse func(h wire.Header, ps []wire.Payload, raw []byte)
+	onTimeout  func(err error)
+}
+
+type cachedResponse struct {
+	msgID uint32
+	pkt   []byte
+}
+
+// common holds what both roles configure.
+type common struct {
+	localAuth  LocalAuth
+	ike, esp   []Proposal
+	mobike     bool
+	mobikeData []byte
+	retransmit Retransmit
+	clock      Clock
+	rand       io.Reader
+	log        *slog.Logger
+}
+
+func (c *common) fill() {
+	if c.clock == nil {
+		c.clock = SystemClock
+	}
+	if c.rand == nil {
+		c.rand = rand.Reader
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.retransmit = c.retransmit.normalized()
+}
+
+// SA is one IKE SA. A single goroutine owns its state; other goroutines talk
+// to it through HandlePacket and the methods below.
+type SA struct {
+	initiator bool
+	cfg       common
+	icfg      *InitiatorConfig
+	resp      *Responder
+	tr        Transport
+	events    chan<- Event
+	log       *slog.Logger
+
+	inbox chan inPacket
+	ctl   chan func()
+	done  chan struct{}
+	ctx   context.Context
+	stop  context.CancelFunc
+	stats counters
+
+	resultOnce sync.Once
+	result     chan struct{}
+	estab      *Established
+	failErr    error
+
+	spii, spir atomic.Uint64
+	curPath    atomic.Pointer[esp.Path]
+
+	// Owned by the SA goroutine.
+	state         saState
+	path          esp.Path
+	ikeProp       wire.Proposal
+	prf           *ikecrypto.PRF
+	keys          ikecrypto.IKEKeys
+	skOut, skIn   *ikecrypto.SKCipher
+	ni, nr        []byte
+	ke            ikecrypto.KeyExchange
+	initReq       []byte // IKE_SA_INIT request as sent (AUTH input)
+	initResp      []byte // IKE_SA_INIT response as sent
+	nextMsgID     uint32
+	out           *request
+	queue         []func()
+	peerNextMsgID uint32
+	lastResp      *cachedResponse
+	natLocal      bool
+	natRemote     bool
+	natSupported  bool
+	forcedEncap   bool
+	peerMOBIKE    bool
+	peerMOBIKED   []byte
+	peerID        string
+	poolKey       string
+	children      []ChildSA
+	vips          []netip.Addr
+	dns           []netip.Addr
+	established   bool
+	onDead        []func()
+	closeWaiters  []chan struct{}
+	deadReason    error
+
+	// Initiator IKE_SA_INIT retries.
+	cookie       []byte
+	cookieTries  int
+	keTries      int
+	pendingChild *childRequest
+	halfKey      halfKey // responder
+}
+
+func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
+	sa := &SA{
+		initiator: initiator,
+		cfg:       cfg,
+		tr:        tr,
+		events:    events,
+		inbox:     make(chan inPacket, 64),
+		ctl:       make(chan func(), 16),
+		done:      make(chan struct{}),
+		result:    make(chan struct{}),
+		path:      path,
+	}
+	sa.ctx, sa.stop = context.WithCancel(ctx)
+	sa.curPath.Store(&path)
+	sa.log = cfg.log
+	return sa
+}
+
+// SPIs returns the IKE SPIs (SPIr is zero until IKE_SA_INIT completes).
+func (sa *SA) SPIs() (spii, spir uint64) { return sa.spii.Load(), sa.spir.Load() }
+
+// Path returns the path the SA currently uses for IKE (and its peer's ESP).
+func (sa *SA) Path() esp.Path { return *sa.curPath.Load() }
+
+// setPath changes the SA's path; only the SA goroutine calls it.
+func (sa *SA) setPath(p esp.Path) {
+	sa.path = p
+	sa.curPath.Store(&p)
+}
+
+// Counters returns the SA's drop counters.
+func (sa *SA) Counters() Counters { return sa.stats.snapshot() }
+
+// Done is closed when the SA's goroutine has ended.
+func (sa *SA) Done() <-chan struct{} { return sa.done }
+
+// HandlePacket queues an IKE message (without non-ESP marker) received on
+// path. It never blocks; pkt is copied.
+func (sa *SA) HandlePacket(pkt []byte, path esp.Path) {
+	p := inPacket{pkt: append([]byte(nil), pkt...), path: path}
+	select {
+	case sa.inbox <- p:
+	case <-sa.done:
+	default:
+		sa.stats.inboxFull.Add(1)
+	}
+}
+
+// Wait blocks until the SA is established (and returns its Established
+// event) or has failed.
+func (sa *SA) Wait(ctx context.Context) (*Established, error) {
+	select {
+	case <-sa.result:
+		return sa.estab, sa.failErr
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close deletes the IKE SA: an INFORMATIONAL DELETE when established, waited
+// for at most until ctx ends (then the SA is dropped locally anyway).
+func (sa *SA) Close(ctx context.Context) error {
+	wait := make(chan struct{})
+	if !sa.post(func() { sa.startClose(wait) }) {
+		return nil
+	}
+	select {
+	case <-wait:
+		return nil
+	case <-ctx.Done():
+		sa.stop()
+		<-sa.done
+		return ctx.Err()
+	}
+}
+
+// post runs f on the SA goroutine; false if the SA is gone.
+func (sa *SA) post(f func()) bool {
+	select {
+	case sa.ctl <- f:
+		return true
+	case <-sa.done:
+		return false
+	}
+}
+
+func (sa *SA) run(start func()) {
+	defer close(sa.done)
+	if start != nil {
+		start()
+	}
+	for sa.state != stateDead {
+		select {
+		case <-sa.ctx.Done():
+			sa.die(fmt.Errorf("ike: SA stopped: %w", sa.ctx.Err()))
+		case p := <-sa.inbox:
+			sa.handlePacket(p)
+		case f := <-sa.ctl:
+			f()
+		}
+	}
+}
+
+func (sa *SA) emit(ev Event) {
+	if sa.events == nil {
+		return
+	}
+	select {
+	case sa.events <- ev:
+	case <-sa.ctx.Done():
+		// The owner has gone away; still try briefly to tell it we're dead
+		// without blocking forever.
+		select {
+		case sa.events <- ev:
+		default:
+		}
+	}
+}
+
+func (sa *SA) randBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(sa.cfg.rand, b); err != nil {
+		// An injected source ran dry; the system one never fails.
+		rand.Read(b)
+	}
+	return b
+}
+
+func (sa *SA) randSPI64() uint64 {
+	for {
+		if v := binary.BigEndian.Uint64(sa.randBytes(8)); v != 0 {
+			return v
+		}
+	}
+}
+
+func (sa *SA) randSPI32() uint32 {
+	for {
+		// SPIs 1-255 are reserved by IANA.
+		if v := binary.BigEndian.Uint32(sa.randBytes(4)); v > 255 {
+			return v
+		}
+	}
+}
+
+// die ends the SA: timers stopped, owner told, goroutine exits.
+func (sa *SA) die(reason error) {
+	if sa.state == stateDead {
+		return
+	}
+	if sa.out != nil && sa.out.timer != nil {
+		sa.out.timer.Stop()
+	}
+	sa.state = stateDead
+	sa.deadReason = reason
+	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
+	sa.finish(nil, reason)
+	for _, f := range sa.onDead {
+		f()
+	}
+	sa.emit(&Deleted{SA: sa, Reason: reason, WasEstablished: sa.established, Children: sa.children})
+	for _, w := range sa.closeWaiters {
+		close(w)
+	}
+	sa.stop()
+}
+
+// finish records the outcome for Wait (once).
+func (sa *SA) finish(est *Established, err error) {
+	sa.resultOnce.Do(func() {
+		sa.estab, sa.failErr = est, err
+		close(sa.result)
+	})
+}
+
+func spiHex(v uint64) string { return fmt.Sprintf("%016x", v) }
+
+func (sa *SA) header(exchange wire.ExchangeType, msgID uint32, response bool) wire.Header {
+	h := wire.Header{SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Version: 0x20, Exchange: exchange, MessageID: msgID}
+	if sa.initiator {
+		h.Flags |= wire.FlagInitiator
+	}
+	if response {
+		h.Flags |= wire.FlagResponse
+	}
+	return h
+}
+
+// seal builds an encrypted message.
+func (sa *SA) seal(h wire.Header, ps []wire.Payload) ([]byte, error) {
+	first, body, err := wire.EncodePayloads(ps)
+	if err != nil {
+		return nil, fmt.Errorf("ike: encoding %s payloads: %w", h.Exchange, err)
+	}
+	aad := wire.EncryptedHeader(h, first, sa.skOut.SealedLen(len(body)))
+	data, err := sa.skOut.Seal(aad, body)
+	if err != nil {
+		return nil, fmt.Errorf("ike: encrypting %s: %w", h.Exchange, err)
+	}
+	return append(aad[:len(aad):len(aad)], data...), nil
+}
+
+// open decrypts the SK payload of msg.
+func (sa *SA) open(raw []byte, msg *wire.Message) ([]wire.Payload, error) {
+	if sa.skIn == nil {
+		return nil, errors.New("no keys yet")
+	}
+	if len(msg.Payloads) != 1 {
+		return nil, errors.New("expected exactly one Encrypted payload")
+	}
+	e, ok := msg.Payloads[0].(*wire.Encrypted)
+	if !ok {
+		return nil, fmt.Errorf("expected Encrypted payload, got %T", msg.Payloads[0])
+	}
+	if e.Offset < wire.HeaderLen || e.Offset > len(raw) {
+		return nil, errors.New("bad Encrypted payload offset")
+	}
+	plain, err := sa.skIn.Open(raw[:e.Offset], e.Data)
+	if err != nil {
+		return nil, err
+	}
+	return wire.DecodePayloads(e.FirstInner, plain)
+}
+
+// startRequest queues an exchange; it is sent when the window is free.
+// build returns the payloads when the request is sent (so it sees the newest
+// state).
+func (sa *SA) startRequest(exchange wire.ExchangeType, build func() []wire.Payload,
+	onResponse func(h wire.Header, ps []wire.Payload, raw []byte), onTimeout func(error)) {
+	send := func() {
+		id := sa.nextMsgID
+		pkt, err := sa.seal(sa.header(exchange, id, false), build())
+		if err != nil {
+			sa.log.Error("cannot build request", "exchange", exchange, "err", err)
+			sa.die(err)
+			return
+		}
+		sa.nextMsgID++
+		sa.sendRequest(&request{exchange: exchange, msgID: id, pkt: pkt, onResponse: onResponse, onTimeout: onTimeout})
+	}
+	if sa.out != nil {
+		sa.queue = append(sa.queue, send)
+		return
+	}
+	send()
+}
+
+// sendRequest transmits r as the outstanding request and arms its timer.
+func (sa *SA) sendRequest(r *request) {
+	if sa.out != nil && sa.out != r && sa.out.timer != nil {
+		sa.out.timer.Stop()
+	}
+	sa.out = r
+	sa.transmit(r)
+}
+
+func (sa *SA) transmit(r *request) {
+	if err := sa.tr.SendIKE(r.pkt, sa.path); err != nil {
+		sa.log.Debug("send failed", "exchange", r.exchange, "err", err)
+	}
+	n := r.sends
+	r.sends++
+	r.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(n), func() {
+		sa.post(func() { sa.onTimer(r, n) })
+	})
+}
+
+func (sa *SA) onTimer(r *request, n int) {
+	if sa.out != r || r.sends != n+1 || sa.state == stateDead {
+		return
+	}
+	if n >= sa.cfg.retransmit.Retries {
+		err := &UnreachableError{Exchange: r.exchange, Retransmissions: n}
+		sa.out = nil
+		if r.onTimeout != nil {
+			r.onTimeout(err)
+		}
+		if sa.state != stateDead {
+			sa.die(err)
+		}
+		return
+	}
+	sa.stats.retransmits.Add(1)
+	sa.log.Debug("retransmitting", "exchange", r.exchange, "msgid", r.msgID, "try", n+1)
+	sa.transmit(r)
+}
+
+// completeRequest frees the window and starts the next queued request.
+func (sa *SA) completeRequest() {
+	if sa.out != nil && sa.out.timer != nil {
+		sa.out.timer.Stop()
+	}
+	sa.out = nil
+	if len(sa.queue) > 0 && sa.state != stateDead {
+		next := sa.queue[0]
+		sa.queue = sa.queue[1:]
+		next()
+	}
+}
+
+func (sa *SA) handlePacket(p inPacket) {
+	msg, err := wire.Decode(p.pkt)
+	if err != nil {
+		sa.stats.malformed.Add(1)
+		return
+	}
+	h := msg.Header
+	if h.SPIi != sa.spii.Load() {
+		sa.stats.wrongSPI.Add(1)
+		return
+	}
+	isInit := h.Exchange == wire.ExchangeIKESAInit
+	if spir := sa.spir.Load(); h.SPIr != spir && !(isInit && (spir == 0 || h.SPIr == 0)) {
+		sa.stats.wrongSPI.Add(1)
+		return
+	}
+	// The initiator flag must name the original initiator (RFC 7296 3.1).
+	if (h.Flags&wire.FlagInitiator != 0) == sa.initiator {
+		sa.stats.unexpected.Add(1)
+		return
+	}
+	if h.Flags&wire.FlagResponse != 0 {
+		sa.handleResponse(p, msg)
+		return
+	}
+	sa.handleRequest(p, msg)
+}
+
+func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
+	h := msg.Header
+	r := sa.out
+	if r == nil || h.MessageID != r.msgID || h.Exchange != r.exchange {
+		sa.stats.unexpected.Add(1)
+		return
+	}
+	var ps []wire.Payload
+	if h.Exchange == wire.ExchangeIKESAInit {
+		ps = msg.Payloads
+	} else {
+		var err error
+		if ps, err = sa.open(p.pkt, msg); err != nil {
+			sa.stats.undecryptable.Add(1)
+			return
+		}
+	}
+	sa.completeRequestKeepQueue()
+	r.onResponse(h, ps, p.pkt)
+	if sa.state != stateDead && sa.out == nil && len(sa.queue) > 0 {
+		next := sa.queue[0]
+		sa.queue = sa.queue[1:]
+		next()
+	}
+}
+
+// completeRequestKeepQueue frees the window without starting queued work, so
+// a response handler may itself send the next request first.
+func (sa *SA) completeRequestKeepQueue() {
+	if sa.out != nil && sa.out.timer != nil {
+		sa.out.timer.Stop()
+	}
+	sa.out = nil
+}
+
+func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
+	h := msg.Header
+	if sa.lastResp != nil && h.MessageID == sa.lastResp.msgID {
+		// A retransmitted request: resend the cached response where the
+		// duplicate came from (RFC 7296 2.1, 2.11).
+		sa.stats.dupRequests.Add(1)
+		if err := sa.tr.SendIKE(sa.lastResp.pkt, p.path); err != nil {
+			sa.log.Debug("send failed", "err", err)
+		}
+		return
+	}
+	if h.MessageID != sa.peerNextMsgID || h.Exchange == wire.ExchangeIKESAInit {
+		sa.stats.unexpected.Add(1)
+		return
+	}
+	if sa.state == stateInit && !sa.initiator && h.Exchange != wire.ExchangeIKEAuth {
+		sa.stats.unexpected.Add(1)
+		return
+	}
+	ps, err := sa.open(p.pkt, msg)
+	if err != nil {
+		sa.stats.undecryptable.Add(1)
+		return
+	}
+	if !sa.initiator && (sa.state < stateEstablished || (sa.natRemote && !sa.peerMOBIKE)) {
+		// NAT traversal (RFC 7296 2.23): follow the peer's address as seen
+		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
+		// moves the SA (RFC 4555 3.5).
+		sa.setPath(p.path)
+	}
+	var resp []wire.Payload
+	var after func()
+	switch h.Exchange {
+	case wire.ExchangeIKEAuth:
+		if sa.initiator || sa.state != stateAuth {
+			sa.stats.unexpected.Add(1)
+			return
+		}
+		resp, after = sa.handleAuthRequest(ps)
+	case wire.ExchangeInformational:
+		resp, after = sa.handleInformationalRequest(ps)
+	case wire.ExchangeCreateChildSA:
+		resp = []wire.Payload{&wire.Notify{Type: wire.NotifyNoAdditionalSAs}}
+	default:
+		sa.stats.unexpected.Add(1)
+		return
+	}
+	sa.respond(h, resp, p.path)
+	if after != nil {
+		after()
+	}
+}
+
+// respond encrypts, sends and caches the response to request header h.
+func (sa *SA) respond(h wire.Header, ps []wire.Payload, path esp.Path) {
+	pkt, err := sa.seal(sa.header(h.Exchange, h.MessageID, true), ps)
+	if err != nil {
+		sa.log.Error("cannot build response", "exchange", h.Exchange, "err", err)
+		return
+	}
+	sa.peerNextMsgID = h.MessageID + 1
+	sa.lastResp = &cachedResponse{msgID: h.MessageID, pkt: pkt}
+	if err := sa.tr.SendIKE(pkt, path); err != nil {
+		sa.log.Debug("send failed", "err", err)
+	}
+}
+
+// startClose sends DELETE for the IKE SA and dies when answered (or after the
+// retransmissions); wait is closed when the SA is dead.
+func (sa *SA) startClose(wait chan struct{}) {
+	sa.closeWaiters = append(sa.closeWaiters, wait)
+	if sa.state == stateDeleting {
+		return
+	}
+	if sa.state != stateEstablished {
+		sa.die(ErrClosed)
+		return
+	}
+	sa.state = stateDeleting
+	// Pending work is moot; DELETE goes next (after an outstanding request).
+	sa.queue = nil
+	sa.startRequest(wire.ExchangeInformational,
+		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
+		func(wire.Header, []wire.Payload, []byte) { sa.die(ErrClosed) },
+		func(error) { sa.die(ErrClosed) })
+}
+
+// CheckLiveness sends an empty INFORMATIONAL request and waits for the reply
+// (RFC 7296 1.4); if none comes after the retransmissions the SA dies with
+// an *UnreachableError.
+func (sa *SA) CheckLiveness(ctx context.Context) error {
+	res := make(chan error, 1)
+	ok := sa.post(func() {
+		if sa.state != stateEstablished {
+			res <- fmt.Errorf("ike: liveness check in state %s", sa.state)
+			return
+		}
+		sa.startRequest(wire.ExchangeInformational,
+			func() []wire.Payload { return nil },
+			func(wire.Header, []wire.Payload, []byte) { res <- nil },
+			func(err error) { res <- err })
+	})
+	if !ok {
+		return ErrClosed
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-sa.done:
+		select {
+		case err := <-res:
+			return err
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// DeleteChild deletes the Child SA whose inbound SPI is spiIn
+// (INFORMATIONAL with a Delete payload, RFC 7296 1.4.1) and reports
+// ChildDeleted when the peer has answered.
+func (sa *SA) DeleteChild(ctx context.Context, spiIn uint32) error {
+	res := make(chan error, 1)
+	ok := sa.post(func() {
+		idx := slices.IndexFunc(sa.children, func(c ChildSA) bool { return c.SPIIn == spiIn })
+		if sa.state != stateEstablished || idx < 0 {
+			res <- fmt.Errorf("ike: no Child SA %08x", spiIn)
+			return
+		}
+		c := sa.children[idx]
+		var spi [4]byte
+		binary.BigEndian.PutUint32(spi[:], spiIn)
+		sa.startRequest(wire.ExchangeInformational,
+			func() []wire.Payload {
+				return []wire.Payload{&wire.Delete{Protocol: wire.ProtoESP, SPISize: 4, SPIs: [][]byte{spi[:]}}}
+			},
+			func(wire.Header, []wire.Payload, []byte) {
+				sa.children = slices.DeleteFunc(sa.children, func(x ChildSA) bool { return x.SPIIn == spiIn })
+				sa.emit(&ChildDeleted{SA: sa, SPIIn: c.SPIIn, SPIOut: c.SPIOut})
+				res <- nil
+			},
+			func(err error) { res <- err })
+	})
+	if !ok {
+		return ErrClosed
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-sa.done:
+		select {
+		case err := <-res:
+			return err
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
