@@ -1,0 +1,43 @@
+# roam — common tasks. The lab, demo and interop targets need root.
+GO       ?= go
+FUZZTIME ?= 10s
+
+.PHONY: all build test demo lab interop fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -o bin/roam ./cmd/roam
+
+# Everything CI runs: gofmt, vet, race tests, root-only lab tests.
+test:
+	./scripts/test.sh
+
+# Connect through the netns lab to strongSwan and ping (root).
+demo:
+	./scripts/demo.sh
+
+# The lab's self-test (strongSwan client <-> strongSwan gateway) and the
+# interop tests, which skip unless ROAM_INTEROP=1 (root).
+lab:
+	$(GO) test -count=1 -v ./scripts/lab/ ./scripts/interop/
+
+# The interop matrix roam <-> strongSwan and roam <-> roam (root).
+interop:
+	ROAM_INTEROP=1 $(GO) test -count=1 -v -timeout 15m ./scripts/interop/
+
+# A short run of every fuzz target in the module (FUZZTIME each).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+vet:
+	gofmt -l $$(git ls-files '*.go')
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
