@@ -225,14 +225,21 @@ func identitiesEqual(a, b *wire.Identification) bool {
 func FormatIdentity(id *wire.Identification) string { return formatIdentity(id) }
 
 func formatIdentity(id *wire.Identification) string {
+	s, _ := formatIdentityExact(id)
+	return s
+}
+
+// formatIdentityExact also tells whether ParseIdentity reads the string
+// back as id (false for escaped or unknown identities).
+func formatIdentityExact(id *wire.Identification) (string, bool) {
 	if id == nil {
-		return "(none)"
+		return "(none)", false
 	}
 	var s, prefix string
 	switch id.IDType {
 	case wire.IDIPv4Addr, wire.IDIPv6Addr:
 		if a, ok := netip.AddrFromSlice(id.Data); ok && (a.Is4() == (id.IDType == wire.IDIPv4Addr)) {
-			return a.String()
+			return a.String(), true
 		}
 	case wire.IDFQDN:
 		s, prefix = string(id.Data), "fqdn:"
@@ -243,18 +250,21 @@ func formatIdentity(id *wire.Identification) string {
 			s, prefix = dn, "dn:"
 		}
 	case wire.IDKeyID:
-		return "keyid:#" + hex.EncodeToString(id.Data)
+		return "keyid:#" + hex.EncodeToString(id.Data), len(id.Data) > 0
 	}
 	if prefix == "" {
-		return fmt.Sprintf("id-type-%d:#%s", id.IDType, hex.EncodeToString(id.Data))
+		return fmt.Sprintf("id-type-%d:#%s", id.IDType, hex.EncodeToString(id.Data)), false
 	}
 	if p := printable(s); p != s {
-		return p
+		return p, false
 	}
-	if back, err := ParseIdentity(s); err != nil || !identitiesEqual(back, id) {
-		return prefix + s
+	if back, err := ParseIdentity(s); err == nil && identitiesEqual(back, id) {
+		return s, true
 	}
-	return s
+	if back, err := ParseIdentity(prefix + s); err == nil && identitiesEqual(back, id) {
+		return prefix + s, true
+	}
+	return prefix + s, false
 }
 
 func printable(s string) string {

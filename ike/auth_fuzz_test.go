@@ -45,3 +45,42 @@ func FuzzVerifyAuthData(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPeerIdentity feeds arbitrary IDi/IDr payload contents through what
+// happens to a peer's identity: formatting for logs, comparison with the
+// configured one and binding to a certificate.
+func FuzzPeerIdentity(f *testing.F) {
+	k := getTestKeys(f)
+	ca := newCA(f, "Fuzz CA", k.p256, nil)
+	leaf := newLeaf(f, k.p256, ca).cert
+	want, err := ParseIdentity("O=Example, CN=vpn.example.com")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uint8(wire.IDDERASN1DN), leaf.RawSubject)
+	f.Add(uint8(wire.IDFQDN), []byte("vpn.example.com"))
+	f.Add(uint8(wire.IDRFC822Addr), []byte("admin@example.com"))
+	f.Add(uint8(wire.IDIPv6Addr), []byte(leaf.IPAddresses[1].To16()))
+	f.Add(uint8(wire.IDKeyID), []byte{1, 2, 3})
+	f.Add(uint8(wire.IDFQDN), []byte{0x0e})
+	f.Fuzz(func(t *testing.T, typ uint8, data []byte) {
+		id := &wire.Identification{IDType: wire.IDType(typ), Data: data}
+		s, exact := formatIdentityExact(id)
+		if s != FormatIdentity(id) {
+			t.Fatal("FormatIdentity differs from formatIdentityExact")
+		}
+		if exact {
+			if back, err := ParseIdentity(s); err != nil || !IdentitiesEqual(back, id) {
+				t.Fatalf("FormatIdentity %q does not parse back: %v", s, err)
+			}
+		}
+		eq := IdentitiesEqual(want, id)
+		if eq != IdentitiesEqual(id, want) {
+			t.Fatal("IdentitiesEqual not symmetric")
+		}
+		bound := identityInCert(id, leaf) == nil
+		if eq && !bound {
+			t.Fatalf("%q equals the subject but is not bound to the certificate", s)
+		}
+	})
+}
