@@ -72,6 +72,14 @@ func TestStrongSwanPair(t *testing.T) {
 			if err := l.Ping(Client, HostAddr.Addr(), 3); err != nil {
 				t.Errorf("ping through the tunnel: %v", err)
 			}
+			if tc.auth == "psk" {
+				mbps, err := l.TCPTransfer(Client, Host, HostAddr.Addr(), time.Second)
+				if err != nil {
+					dump()
+					t.Fatal(err)
+				}
+				t.Logf("TCP through strongSwan's tunnel: %.0f Mbit/s", mbps)
+			}
 			sas, err := gw.WaitSA(2*time.Second, Established)
 			if err != nil {
 				dump()

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -683,4 +684,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+var reIperfReceiver = regexp.MustCompile(`([\d.]+) Mbits/sec\s+(?:\d+\s+)?receiver`)
+
+// TCPTransfer runs an iperf3 server in srvNS on dst and a client in cliNS
+// sending for d, and returns the receiver's throughput in Mbit/s. It fails
+// when nothing arrived.
+func (l *Lab) TCPTransfer(cliNS, srvNS string, dst netip.Addr, d time.Duration) (float64, error) {
+	srv, err := l.Start(srvNS, "iperf3", "-s", "-1", "-B", dst.String())
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Stop()
+	secs := strconv.Itoa(max(1, int(d.Seconds())))
+	var out string
+	for i := 0; i < 30; i++ { // the server needs a moment to listen
+		out, err = l.Output(cliNS, "iperf3", "-c", dst.String(), "-t", secs, "-f", "m")
+		if err == nil || !strings.Contains(out, "refused") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("TCP transfer to %v: %w", dst, err)
+	}
+	m := reIperfReceiver.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("TCP transfer to %v: no receiver line in:\n%s", dst, out)
+	}
+	mbps, err := strconv.ParseFloat(m[1], 64)
+	if err != nil || mbps <= 0 {
+		return 0, fmt.Errorf("TCP transfer to %v moved nothing:\n%s", dst, out)
+	}
+	return mbps, nil
 }
