@@ -178,12 +178,18 @@ func parseAlgorithmIdentifier(der []byte) (sigScheme, error) {
 	s := sigScheme{method: wire.AuthDigitalSignature}
 	oid := ai.Algorithm
 	switch {
-	case oid.Equal(oidECDSASHA256), oid.Equal(oidECDSASHA384), oid.Equal(oidECDSASHA512):
-		s.kind = kindECDSA
-		s.hash = map[int]crypto.Hash{2: crypto.SHA256, 3: crypto.SHA384, 4: crypto.SHA512}[oid[len(oid)-1]]
-	case oid.Equal(oidRSASHA256), oid.Equal(oidRSASHA384), oid.Equal(oidRSASHA512):
-		s.kind = kindRSA
-		s.hash = map[int]crypto.Hash{11: crypto.SHA256, 12: crypto.SHA384, 13: crypto.SHA512}[oid[len(oid)-1]]
+	case oid.Equal(oidECDSASHA256):
+		s.kind, s.hash = kindECDSA, crypto.SHA256
+	case oid.Equal(oidECDSASHA384):
+		s.kind, s.hash = kindECDSA, crypto.SHA384
+	case oid.Equal(oidECDSASHA512):
+		s.kind, s.hash = kindECDSA, crypto.SHA512
+	case oid.Equal(oidRSASHA256):
+		s.kind, s.hash = kindRSA, crypto.SHA256
+	case oid.Equal(oidRSASHA384):
+		s.kind, s.hash = kindRSA, crypto.SHA384
+	case oid.Equal(oidRSASHA512):
+		s.kind, s.hash = kindRSA, crypto.SHA512
 	case oid.Equal(oidRSAPSS):
 		s.kind = kindRSAPSS
 		if err := s.parsePSS(ai.Parameters); err != nil {
