@@ -602,9 +602,22 @@ func ownerPID(name string) (int, bool) {
 	return pid, true
 }
 
+// alive reports whether pid runs. A killed run can linger as a zombie until
+// its parent reaps it (or forever under an init that does not reap), which
+// counts as dead.
 func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name, which may itself
+	// contain spaces or parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	st := b[i+2]
+	return st != 'Z' && st != 'X'
 }
 
 // killInNamespaces kills every process whose network namespace is one of

@@ -2,8 +2,10 @@ package lab
 
 import (
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestOwnerPID(t *testing.T) {
@@ -75,6 +77,28 @@ func TestTopology(t *testing.T) {
 	}
 	if err := l.FlushConntrack(NATWLAN); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestAlive(t *testing.T) {
+	if !alive(os.Getpid()) {
+		t.Error("own process not alive")
+	}
+	if alive(99999999) {
+		t.Error("impossible pid alive")
+	}
+	// A zombie: a child that exited and has not been waited for.
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("exited child still counts as alive")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
