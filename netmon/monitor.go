@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Address is a usable local address on one interface.
@@ -273,9 +274,34 @@ func (m *Monitor) RouteVia(dst netip.Addr, ifindex int, mark uint32) (src, gw ne
 		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() {
 			gw = g.Unmap()
 		}
+		if err := m.checkLinkDown(dst, ifindex, mark); err != nil {
+			return netip.Addr{}, netip.Addr{}, err
+		}
 		return src, gw, nil
 	}
 	return src, gw, fmt.Errorf("netmon: route to %v via interface %d: no route with a source address", dst, ifindex)
+}
+
+// checkLinkDown fails if the route found runs over a link without carrier.
+// The kernel keeps such routes and answers a plain lookup with them, but a
+// probe sent that way would only be dropped; only the FIB entry itself
+// (fibmatch) carries the linkdown flag.
+func (m *Monitor) checkLinkDown(dst netip.Addr, ifindex int, mark uint32) error {
+	rs, err := m.src.RouteGet(net.IP(dst.AsSlice()), &netlink.RouteGetOptions{OifIndex: ifindex, Mark: mark, FIBMatch: true})
+	if err != nil {
+		return fmt.Errorf("netmon: route to %v via interface %d: %w", dst, ifindex, err)
+	}
+	for _, r := range rs {
+		if r.Flags&unix.RTNH_F_LINKDOWN != 0 {
+			return fmt.Errorf("netmon: route to %v via interface %d: link has no carrier", dst, ifindex)
+		}
+		for _, nh := range r.MultiPath {
+			if nh != nil && nh.LinkIndex == ifindex && nh.Flags&unix.RTNH_F_LINKDOWN != 0 {
+				return fmt.Errorf("netmon: route to %v via interface %d: link has no carrier", dst, ifindex)
+			}
+		}
+	}
+	return nil
 }
 
 // subscription is one live Source subscription.

@@ -637,6 +637,7 @@ func TestRouteVia(t *testing.T) {
 			nil, "2001:db8::7", "fe80::1", false},
 		{"other interface", []netlink.Route{{LinkIndex: 2, Src: net.ParseIP("192.0.2.10")}}, nil, "", "", true},
 		{"no source", []netlink.Route{{LinkIndex: 3}}, nil, "", "", true},
+		{"no carrier", []netlink.Route{{LinkIndex: 3, Src: net.ParseIP("198.51.100.7"), Flags: unix.RTNH_F_LINKDOWN}}, nil, "", "", true},
 		{"unreachable", nil, unix.ENETUNREACH, "", "", true},
 	}
 	for _, tt := range tests {
