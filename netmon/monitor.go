@@ -428,12 +428,13 @@ func (m *Monitor) Run(ctx context.Context) error {
 		}
 		return m.flush(ctx)
 	}
-	// changed is called after each update folded into the state.
-	changed := func() bool {
+	// changed is called after each update folded into the state; route
+	// updates cannot take an address away, so they skip the loss check.
+	changed := func(mayLose bool) bool {
 		if m.batchAt.IsZero() {
 			m.batchAt = time.Now()
 		}
-		if m.current().lost(m.emitted, m.st.view(m.ignore)) {
+		if mayLose && m.current().lost(m.emitted, m.st.view(m.ignore)) {
 			return flush()
 		}
 		if !armed {
@@ -469,7 +470,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 				continue
 			}
 			if m.st.applyAddr(u) {
-				ok = changed()
+				ok = changed(true)
 			} else {
 				m.reportError(errors.New("netmon: unusable address update dropped"))
 			}
@@ -480,7 +481,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 				continue
 			}
 			if m.st.applyLink(u) {
-				ok = changed()
+				ok = changed(true)
 			} else {
 				m.reportError(errors.New("netmon: unusable link update dropped"))
 			}
@@ -492,7 +493,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			}
 			if m.st.routeRelevant(u, m.ignore) {
 				m.routes++
-				ok = changed()
+				ok = changed(false)
 			}
 		case <-debounce.C:
 			armed = false

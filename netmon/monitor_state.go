@@ -279,7 +279,8 @@ func diff(old, now view, cur current, routes int, at time.Time) []Event {
 		}
 	}
 	// A renamed link or a changed prefix length keeps its identity (index,
-	// address): the consumer's path does not change, only the snapshot does.
+	// address): the consumer's path does not change, only the snapshot does,
+	// so a Snapshot alone reports it.
 	for _, idx := range sortedKeys(now.links) {
 		if _, ok := old.links[idx]; !ok {
 			gained = append(gained, LinkUp{IfIndex: idx, IfName: now.links[idx], At: at})
@@ -295,10 +296,11 @@ func diff(old, now view, cur current, routes int, at time.Time) []Event {
 	if routes > 0 {
 		evs = append(evs, RouteChanged{Updates: routes, At: at})
 	}
-	if len(evs) == 0 {
+	list := now.list()
+	if len(evs) == 0 && slices.Equal(old.list(), list) {
 		return nil
 	}
-	return append(evs, Snapshot{Addrs: now.list(), At: at})
+	return append(evs, Snapshot{Addrs: list, At: at})
 }
 
 func (v view) list() []Address {

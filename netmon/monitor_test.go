@@ -173,8 +173,10 @@ func TestDiff(t *testing.T) {
 		{"same address elsewhere is not current", mkView(both, a1, addr("192.0.2.10/24", 3, "wlan0")), mkView(both, a1),
 			current{addr: a1.Addr, ifindex: 2}, 0,
 			[]string{"-192.0.2.10@wlan0", "snap[192.0.2.10]"}},
-		{"rename is no event", mkView(both, a1), mkView(map[int]string{2: "lan0", 3: "wlan0"}, addr("192.0.2.10/24", 2, "lan0")),
-			current{}, 0, nil},
+		{"rename is a snapshot", mkView(both, a1), mkView(map[int]string{2: "lan0", 3: "wlan0"}, addr("192.0.2.10/24", 2, "lan0")),
+			current{}, 0, []string{"snap[192.0.2.10]"}},
+		{"prefix length change is a snapshot", mkView(both, a1), mkView(both, addr("192.0.2.10/25", 2, "eth0")),
+			current{}, 0, []string{"snap[192.0.2.10]"}},
 	}
 	at := time.Unix(1000, 0)
 	for _, tt := range tests {
