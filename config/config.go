@@ -1,0 +1,449 @@
+// Package config reads roam's profile and gateway files (TOML) into typed,
+// validated values. Every error names the profile (or gateway) and the key so
+// a user can fix the file from the message alone.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultIKE and DefaultESP are offered when a profile names no proposals.
+var (
+	DefaultIKE = []string{"aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048"}
+	DefaultESP = []string{"aes256gcm16", "aes128gcm16"}
+)
+
+// Profile is one [profiles.NAME] table.
+type Profile struct {
+	Name        string
+	Gateway     string // host name or address, as written
+	GatewayPort uint16
+	LocalID     string
+	RemoteID    string
+	Auth        string // "psk" or "pubkey"
+	PSK         []byte
+	Cert        string
+	Key         string
+	CA          string
+	IKE         []Proposal
+	ESP         []Proposal
+	RemoteTS    []netip.Prefix
+	VirtualIP   bool
+	DNS         bool
+	MOBIKE      bool
+	Interfaces  []string
+}
+
+// Gateway is the [gateway] table of a gateway file.
+type Gateway struct {
+	Listen  []netip.Addr
+	LocalID string
+	Auth    string
+	Cert    string
+	Key     string
+	CA      string
+	IKE     []Proposal
+	ESP     []Proposal
+	Pool    netip.Prefix
+	DNS     []netip.Addr
+	LocalTS []netip.Prefix
+	MOBIKE  bool
+	Clients []Client
+}
+
+// Client is one [[gateway.clients]] entry.
+type Client struct {
+	ID  string
+	PSK []byte
+}
+
+type rawProfile struct {
+	Gateway    string   `toml:"gateway"`
+	LocalID    string   `toml:"local_id"`
+	RemoteID   string   `toml:"remote_id"`
+	Auth       string   `toml:"auth"`
+	PSKFile    string   `toml:"psk_file"`
+	Cert       string   `toml:"cert"`
+	Key        string   `toml:"key"`
+	CA         string   `toml:"ca"`
+	IKE        []string `toml:"ike"`
+	ESP        []string `toml:"esp"`
+	RemoteTS   []string `toml:"remote_ts"`
+	VirtualIP  *bool    `toml:"virtual_ip"`
+	DNS        *bool    `toml:"dns"`
+	MOBIKE     *bool    `toml:"mobike"`
+	Interfaces []string `toml:"interfaces"`
+}
+
+type rawProfileFile struct {
+	Profiles map[string]rawProfile `toml:"profiles"`
+}
+
+type rawClient struct {
+	ID      string `toml:"id"`
+	PSKFile string `toml:"psk_file"`
+}
+
+type rawGateway struct {
+	Listen  []string    `toml:"listen"`
+	LocalID string      `toml:"local_id"`
+	Auth    string      `toml:"auth"`
+	Cert    string      `toml:"cert"`
+	Key     string      `toml:"key"`
+	CA      string      `toml:"ca"`
+	IKE     []string    `toml:"ike"`
+	ESP     []string    `toml:"esp"`
+	Pool    string      `toml:"pool"`
+	DNS     []string    `toml:"dns"`
+	LocalTS []string    `toml:"local_ts"`
+	MOBIKE  *bool       `toml:"mobike"`
+	Clients []rawClient `toml:"clients"`
+}
+
+type rawGatewayFile struct {
+	Gateway *rawGateway `toml:"gateway"`
+}
+
+// LoadProfiles reads every profile in the file at path.
+func LoadProfiles(path string) (map[string]*Profile, error) {
+	var raw rawProfileFile
+	md, err := toml.DecodeFile(path, &raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := undecoded(path, md); err != nil {
+		return nil, err
+	}
+	if len(raw.Profiles) == 0 {
+		return nil, fmt.Errorf("%s: no [profiles.NAME] table", path)
+	}
+	names := make([]string, 0, len(raw.Profiles))
+	for name := range raw.Profiles {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	out := make(map[string]*Profile, len(names))
+	for _, name := range names {
+		p, err := raw.Profiles[name].validate(name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: profile %q: %w", path, name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// LoadProfile reads the file and returns the named profile.
+func LoadProfile(path, name string) (*Profile, error) {
+	all, err := LoadProfiles(path)
+	if err != nil {
+		return nil, err
+	}
+	p, ok := all[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: no profile %q", path, name)
+	}
+	return p, nil
+}
+
+// LoadGateway reads a gateway file.
+func LoadGateway(path string) (*Gateway, error) {
+	var raw rawGatewayFile
+	md, err := toml.DecodeFile(path, &raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := undecoded(path, md); err != nil {
+		return nil, err
+	}
+	if raw.Gateway == nil {
+		return nil, fmt.Errorf("%s: no [gateway] table", path)
+	}
+	g, err := raw.Gateway.validate()
+	if err != nil {
+		return nil, fmt.Errorf("%s: gateway: %w", path, err)
+	}
+	return g, nil
+}
+
+func undecoded(path string, md toml.MetaData) error {
+	if keys := md.Undecoded(); len(keys) > 0 {
+		return fmt.Errorf("%s: unknown key %q", path, keys[0].String())
+	}
+	return nil
+}
+
+func boolOr(v *bool, def bool) bool {
+	if v == nil {
+		return def
+	}
+	return *v
+}
+
+func (r rawProfile) validate(name string) (*Profile, error) {
+	p := &Profile{
+		Name:       name,
+		LocalID:    r.LocalID,
+		RemoteID:   r.RemoteID,
+		Auth:       r.Auth,
+		Cert:       r.Cert,
+		Key:        r.Key,
+		CA:         r.CA,
+		VirtualIP:  boolOr(r.VirtualIP, true),
+		DNS:        boolOr(r.DNS, false),
+		MOBIKE:     boolOr(r.MOBIKE, true),
+		Interfaces: r.Interfaces,
+	}
+	if r.Gateway == "" {
+		return nil, errors.New("gateway: missing")
+	}
+	host, port, err := splitHostPort(r.Gateway)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	p.Gateway, p.GatewayPort = host, port
+	if p.LocalID == "" {
+		return nil, errors.New("local_id: missing")
+	}
+	if p.RemoteID == "" {
+		return nil, errors.New("remote_id: missing")
+	}
+	if p.Auth == "" {
+		p.Auth = "psk"
+	}
+	switch p.Auth {
+	case "psk":
+		if r.PSKFile == "" {
+			return nil, errors.New("psk_file: missing (auth = \"psk\")")
+		}
+		if p.PSK, err = ReadSecret(r.PSKFile); err != nil {
+			return nil, fmt.Errorf("psk_file: %w", err)
+		}
+	case "pubkey":
+		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
+			if kv.val == "" {
+				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
+			}
+			if _, err := os.Stat(kv.val); err != nil {
+				return nil, fmt.Errorf("%s: %w", kv.key, err)
+			}
+		}
+		if err := checkPrivate(r.Key); err != nil {
+			return nil, fmt.Errorf("key: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("auth: %q is not psk or pubkey", p.Auth)
+	}
+	if p.IKE, err = proposals("ike", r.IKE, DefaultIKE, ParseIKEProposal); err != nil {
+		return nil, err
+	}
+	if p.ESP, err = proposals("esp", r.ESP, DefaultESP, ParseESPProposal); err != nil {
+		return nil, err
+	}
+	ts := r.RemoteTS
+	if len(ts) == 0 {
+		ts = []string{"0.0.0.0/0", "::/0"}
+	}
+	if p.RemoteTS, err = prefixes("remote_ts", ts); err != nil {
+		return nil, err
+	}
+	for i, ifname := range p.Interfaces {
+		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t") {
+			return nil, fmt.Errorf("interfaces[%d]: %q is not an interface name", i, ifname)
+		}
+	}
+	return p, nil
+}
+
+func (r *rawGateway) validate() (*Gateway, error) {
+	g := &Gateway{
+		LocalID: r.LocalID,
+		Auth:    r.Auth,
+		Cert:    r.Cert,
+		Key:     r.Key,
+		CA:      r.CA,
+		MOBIKE:  boolOr(r.MOBIKE, true),
+	}
+	if len(r.Listen) == 0 {
+		return nil, errors.New("listen: missing")
+	}
+	for i, s := range r.Listen {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("listen[%d]: %q is not an IP address", i, s)
+		}
+		g.Listen = append(g.Listen, a.Unmap())
+	}
+	if g.LocalID == "" {
+		return nil, errors.New("local_id: missing")
+	}
+	if g.Auth == "" {
+		g.Auth = "psk"
+	}
+	var err error
+	switch g.Auth {
+	case "psk":
+	case "pubkey":
+		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
+			if kv.val == "" {
+				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
+			}
+			if _, err := os.Stat(kv.val); err != nil {
+				return nil, fmt.Errorf("%s: %w", kv.key, err)
+			}
+		}
+		if err := checkPrivate(r.Key); err != nil {
+			return nil, fmt.Errorf("key: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("auth: %q is not psk or pubkey", g.Auth)
+	}
+	if g.IKE, err = proposals("ike", r.IKE, DefaultIKE, ParseIKEProposal); err != nil {
+		return nil, err
+	}
+	if g.ESP, err = proposals("esp", r.ESP, DefaultESP, ParseESPProposal); err != nil {
+		return nil, err
+	}
+	if r.Pool == "" {
+		return nil, errors.New("pool: missing")
+	}
+	if g.Pool, err = netip.ParsePrefix(r.Pool); err != nil {
+		return nil, fmt.Errorf("pool: %q is not a prefix", r.Pool)
+	}
+	g.Pool = g.Pool.Masked()
+	for i, s := range r.DNS {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("dns[%d]: %q is not an IP address", i, s)
+		}
+		g.DNS = append(g.DNS, a)
+	}
+	ts := r.LocalTS
+	if len(ts) == 0 {
+		ts = []string{"0.0.0.0/0", "::/0"}
+	}
+	if g.LocalTS, err = prefixes("local_ts", ts); err != nil {
+		return nil, err
+	}
+	if len(r.Clients) == 0 && g.Auth == "psk" {
+		return nil, errors.New("clients: none configured")
+	}
+	seen := map[string]bool{}
+	for i, c := range r.Clients {
+		if c.ID == "" {
+			return nil, fmt.Errorf("clients[%d].id: missing", i)
+		}
+		if seen[c.ID] {
+			return nil, fmt.Errorf("clients[%d].id: %q listed twice", i, c.ID)
+		}
+		seen[c.ID] = true
+		cl := Client{ID: c.ID}
+		if c.PSKFile != "" {
+			if cl.PSK, err = ReadSecret(c.PSKFile); err != nil {
+				return nil, fmt.Errorf("clients[%d].psk_file: %w", i, err)
+			}
+		} else if g.Auth == "psk" {
+			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
+		}
+		g.Clients = append(g.Clients, cl)
+	}
+	return g, nil
+}
+
+func proposals(key string, given, def []string, parse func(string) (Proposal, error)) ([]Proposal, error) {
+	if len(given) == 0 {
+		given = def
+	}
+	out := make([]Proposal, 0, len(given))
+	for i, s := range given {
+		p, err := parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func prefixes(key string, ss []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ss))
+	for i, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s[%d]: %q is not a prefix", key, i, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// splitHostPort accepts "host", "host:port", "addr", "[v6]" and "[v6]:port";
+// the port defaults to 500.
+func splitHostPort(s string) (string, uint16, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String(), 500, nil
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		if err != nil {
+			return "", 0, fmt.Errorf("%q is not an IPv6 address", s)
+		}
+		return a.String(), 500, nil
+	}
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		if strings.Contains(s, ":") {
+			return "", 0, fmt.Errorf("%q: %v", s, err)
+		}
+		host, portStr = s, "500"
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("%q: bad port %q", s, portStr)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("%q: empty host", s)
+	}
+	return host, uint16(port), nil
+}
+
+// ReadSecret reads a PSK file, refusing files that group or others may read:
+// a leaked PSK lets anyone impersonate the gateway to this client.
+func ReadSecret(path string) ([]byte, error) {
+	if err := checkPrivate(path); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b = []byte(strings.TrimRight(string(b), "\r\n"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return b, nil
+}
+
+func checkPrivate(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+func writeFile(t *testing.T, dir, name, body string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParseProposal(t *testing.T) {
+	tests := []struct {
+		in      string
+		ike     bool
+		want    []wire.Transform
+		wantErr string
+	}{
+		{in: "aes256gcm16-prfsha384-ecp384", ike: true, want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
+			{Type: wire.TransformPRF, ID: 6},
+			{Type: wire.TransformDH, ID: 20}}},
+		{in: "aes256-sha256-modp2048", ike: true, want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 12, KeyLength: 256},
+			{Type: wire.TransformPRF, ID: 5},
+			{Type: wire.TransformInteg, ID: 12},
+			{Type: wire.TransformDH, ID: 14}}},
+		{in: "aes128gcm16-prfsha256-curve25519", ike: true, want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 128},
+			{Type: wire.TransformPRF, ID: 5},
+			{Type: wire.TransformDH, ID: 31}}},
+		{in: "aes256gcm16", want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
+			{Type: wire.TransformESN, ID: 0}}},
+		{in: "aes128gcm16-esn", want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 128},
+			{Type: wire.TransformESN, ID: 1}}},
+		{in: "aes128-sha256-ecp256-esn-noesn", want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 12, KeyLength: 128},
+			{Type: wire.TransformInteg, ID: 12},
+			{Type: wire.TransformDH, ID: 19},
+			{Type: wire.TransformESN, ID: 1},
+			{Type: wire.TransformESN, ID: 0}}},
+		{in: "aes999-prfsha256-ecp256", ike: true, wantErr: `unknown algorithm "aes999"`},
+		{in: "aes256gcm16-ecp256", ike: true, wantErr: "needs a PRF"},
+		{in: "aes256-prfsha256-ecp256", ike: true, wantErr: "needs an integrity"},
+		{in: "aes256gcm16-sha256-prfsha256-ecp256", ike: true, wantErr: "integrity algorithm given with AEAD"},
+		{in: "aes256gcm16-prfsha256", ike: true, wantErr: "no key exchange group"},
+		{in: "sha256", wantErr: "no encryption"},
+		{in: "", wantErr: "empty proposal"},
+		{in: "aes256gcm16-esn", ike: true, wantErr: `unknown algorithm "esn"`},
+	}
+	for _, tt := range tests {
+		parse := ParseESPProposal
+		if tt.ike {
+			parse = ParseIKEProposal
+		}
+		got, err := parse(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: err = %v, want containing %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		if len(got.Transforms) != len(tt.want) {
+			t.Errorf("%q: got %+v, want %+v", tt.in, got.Transforms, tt.want)
+			continue
+		}
+		for i := range tt.want {
+			if got.Transforms[i] != tt.want[i] {
+				t.Errorf("%q: transform %d = %+v, want %+v", tt.in, i, got.Transforms[i], tt.want[i])
+			}
+		}
+	}
+}
+
+func TestLoadProfiles(t *testing.T) {
+	dir := t.TempDir()
+	psk := writeFile(t, dir, "corp.psk", "s3cret\n", 0o600)
+	loose := writeFile(t, dir, "loose.psk", "s3cret\n", 0o644)
+	base := `[profiles.corp]
+gateway = "198.51.100.1"
+local_id = "alice@example.com"
+remote_id = "vpn.example.com"
+psk_file = "` + psk + `"
+`
+	tests := []struct {
+		name    string
+		body    string
+		wantErr string
+		check   func(t *testing.T, p *Profile)
+	}{
+		{name: "defaults", body: base, check: func(t *testing.T, p *Profile) {
+			if p.Gateway != "198.51.100.1" || p.GatewayPort != 500 || string(p.PSK) != "s3cret" || p.Auth != "psk" {
+				t.Errorf("got %+v", p)
+			}
+			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS {
+				t.Errorf("defaults wrong: %+v", p)
+			}
+			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
+				t.Errorf("default proposals: %d %d", len(p.IKE), len(p.ESP))
+			}
+		}},
+		{name: "port and ts", body: strings.Replace(base, `"198.51.100.1"`, `"vpn.example.com:4501"`, 1) +
+			"remote_ts = [\"10.99.0.0/24\", \"10.1.2.3\"]\ndns = true\ninterfaces = [\"wlan0\"]\n",
+			check: func(t *testing.T, p *Profile) {
+				if p.Gateway != "vpn.example.com" || p.GatewayPort != 4501 {
+					t.Errorf("gateway %s:%d", p.Gateway, p.GatewayPort)
+				}
+				if p.RemoteTS[1] != netip.MustParsePrefix("10.1.2.3/32") || !p.DNS || p.Interfaces[0] != "wlan0" {
+					t.Errorf("got %+v", p)
+				}
+			}},
+		{name: "ipv6 gateway", body: strings.Replace(base, `"198.51.100.1"`, `"[2001:db8::1]:500"`, 1),
+			check: func(t *testing.T, p *Profile) {
+				if p.Gateway != "2001:db8::1" {
+					t.Errorf("gateway %q", p.Gateway)
+				}
+			}},
+		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
+		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
+		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},
+		{name: "bad esp", body: base + "esp = [\"aes256gcm16\", \"aes999\"]\n", wantErr: `esp[1]: proposal "aes999": unknown algorithm "aes999"`},
+		{name: "bad ts", body: base + "remote_ts = [\"10.0.0.0/33\"]\n", wantErr: "remote_ts[0]"},
+		{name: "loose psk", body: strings.Replace(base, psk, loose, 1), wantErr: "readable by group or others"},
+		{name: "bad auth", body: base + "auth = \"password\"\n", wantErr: `auth: "password" is not psk or pubkey`},
+		{name: "pubkey missing cert", body: base + "auth = \"pubkey\"\n", wantErr: "cert: missing"},
+		{name: "bad port", body: strings.Replace(base, `"198.51.100.1"`, `"gw:99999"`, 1), wantErr: "bad port"},
+		{name: "no profiles", body: "", wantErr: "no [profiles.NAME] table"},
+		{name: "toml syntax", body: "[profiles.corp\n", wantErr: "roam.toml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, t.TempDir(), "roam.toml", tt.body, 0o644)
+			ps, err := LoadProfiles(path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("error leaks the PSK: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, ps["corp"])
+		})
+	}
+}
+
+func TestLoadGateway(t *testing.T) {
+	dir := t.TempDir()
+	psk := writeFile(t, dir, "alice.psk", "s3cret", 0o600)
+	base := `[gateway]
+listen = ["203.0.113.10", "203.0.113.26"]
+local_id = "vpn.example.com"
+pool = "10.99.200.0/24"
+dns = ["10.99.0.53"]
+local_ts = ["10.99.0.0/24"]
+
+[[gateway.clients]]
+id = "alice@example.com"
+psk_file = "` + psk + `"
+`
+	tests := []struct {
+		name    string
+		body    string
+		wantErr string
+	}{
+		{name: "ok", body: base},
+		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
+		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
+		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
+		{name: "client without psk", body: strings.Replace(base, `psk_file = "`+psk+`"`, "", 1), wantErr: "clients[0].psk_file: missing"},
+		{name: "no gateway table", body: "x = 1\n", wantErr: "unknown key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, t.TempDir(), "gw.toml", tt.body, 0o644)
+			g, err := LoadGateway(path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(g.Listen) != 2 || g.Pool != netip.MustParsePrefix("10.99.200.0/24") || string(g.Clients[0].PSK) != "s3cret" || !g.MOBIKE {
+				t.Errorf("got %+v", g)
+			}
+		})
+	}
+}

@@ -1,0 +1,166 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+// Proposal is one negotiable algorithm set, parsed from a strongSwan-style
+// string such as "aes256gcm16-prfsha384-ecp384". Text keeps the spelling the
+// administrator wrote so status and errors can echo it back.
+type Proposal struct {
+	Transforms []wire.Transform
+	Text       string
+}
+
+type algorithm struct {
+	kind      wire.TransformType
+	id        uint16
+	keyLength uint16
+	aead      bool
+}
+
+// Only algorithms the engine implements are listed, so a typo or an
+// unsupported choice is reported when the profile is read rather than as a
+// NO_PROPOSAL_CHOSEN from the gateway.
+var encryptionAlgorithms = map[string]algorithm{
+	"aes128":      {wire.TransformEncr, ikecrypto.EncrAESCBC, 128, false},
+	"aes192":      {wire.TransformEncr, ikecrypto.EncrAESCBC, 192, false},
+	"aes256":      {wire.TransformEncr, ikecrypto.EncrAESCBC, 256, false},
+	"aes128gcm":   {wire.TransformEncr, ikecrypto.EncrAESGCM16, 128, true},
+	"aes128gcm8":  {wire.TransformEncr, ikecrypto.EncrAESGCM8, 128, true},
+	"aes128gcm12": {wire.TransformEncr, ikecrypto.EncrAESGCM12, 128, true},
+	"aes128gcm16": {wire.TransformEncr, ikecrypto.EncrAESGCM16, 128, true},
+	"aes192gcm16": {wire.TransformEncr, ikecrypto.EncrAESGCM16, 192, true},
+	"aes256gcm":   {wire.TransformEncr, ikecrypto.EncrAESGCM16, 256, true},
+	"aes256gcm8":  {wire.TransformEncr, ikecrypto.EncrAESGCM8, 256, true},
+	"aes256gcm12": {wire.TransformEncr, ikecrypto.EncrAESGCM12, 256, true},
+	"aes256gcm16": {wire.TransformEncr, ikecrypto.EncrAESGCM16, 256, true},
+}
+
+var integrityAlgorithms = map[string]algorithm{
+	"sha256":   {kind: wire.TransformInteg, id: ikecrypto.IntegHMACSHA2_256_128},
+	"sha2_256": {kind: wire.TransformInteg, id: ikecrypto.IntegHMACSHA2_256_128},
+	"sha384":   {kind: wire.TransformInteg, id: ikecrypto.IntegHMACSHA2_384_192},
+	"sha2_384": {kind: wire.TransformInteg, id: ikecrypto.IntegHMACSHA2_384_192},
+	"sha512":   {kind: wire.TransformInteg, id: ikecrypto.IntegHMACSHA2_512_256},
+	"sha2_512": {kind: wire.TransformInteg, id: ikecrypto.IntegHMACSHA2_512_256},
+}
+
+// prfFollowing maps an integrity algorithm to the PRF strongSwan derives from
+// it when a proposal names no PRF explicitly.
+var prfFollowing = map[uint16]uint16{
+	ikecrypto.IntegHMACSHA2_256_128: ikecrypto.PRFHMACSHA2_256,
+	ikecrypto.IntegHMACSHA2_384_192: ikecrypto.PRFHMACSHA2_384,
+	ikecrypto.IntegHMACSHA2_512_256: ikecrypto.PRFHMACSHA2_512,
+}
+
+var prfAlgorithms = map[string]uint16{
+	"prfsha256": ikecrypto.PRFHMACSHA2_256,
+	"prfsha384": ikecrypto.PRFHMACSHA2_384,
+	"prfsha512": ikecrypto.PRFHMACSHA2_512,
+}
+
+var dhGroups = map[string]uint16{
+	"modp2048":   ikecrypto.GroupMODP2048,
+	"modp3072":   ikecrypto.GroupMODP3072,
+	"modp4096":   ikecrypto.GroupMODP4096,
+	"ecp256":     ikecrypto.GroupECP256,
+	"ecp384":     ikecrypto.GroupECP384,
+	"ecp521":     ikecrypto.GroupECP521,
+	"curve25519": ikecrypto.GroupCurve25519,
+	"x25519":     ikecrypto.GroupCurve25519,
+}
+
+// ParseIKEProposal parses an IKE proposal in strongSwan's spelling. It needs
+// at least one encryption algorithm, a PRF (explicit, or following the
+// integrity algorithm), integrity unless the encryption is AEAD, and a group.
+func ParseIKEProposal(s string) (Proposal, error) {
+	return parseProposal(s, true)
+}
+
+// ParseESPProposal parses an ESP proposal: encryption, integrity for non-AEAD
+// ciphers, an optional group for PFS and esn/noesn (default noesn, as in
+// strongSwan).
+func ParseESPProposal(s string) (Proposal, error) {
+	return parseProposal(s, false)
+}
+
+func parseProposal(s string, ike bool) (Proposal, error) {
+	text := strings.ToLower(strings.TrimSpace(s))
+	if text == "" {
+		return Proposal{}, fmt.Errorf("empty proposal")
+	}
+	var encr, integ, prf, dh, esn []wire.Transform
+	aead, classic := false, false
+	for _, tok := range strings.Split(text, "-") {
+		if a, ok := encryptionAlgorithms[tok]; ok {
+			encr = append(encr, wire.Transform{Type: a.kind, ID: a.id, KeyLength: a.keyLength})
+			if a.aead {
+				aead = true
+			} else {
+				classic = true
+			}
+			continue
+		}
+		if a, ok := integrityAlgorithms[tok]; ok {
+			integ = append(integ, wire.Transform{Type: wire.TransformInteg, ID: a.id})
+			continue
+		}
+		if id, ok := prfAlgorithms[tok]; ok && ike {
+			prf = append(prf, wire.Transform{Type: wire.TransformPRF, ID: id})
+			continue
+		}
+		if id, ok := dhGroups[tok]; ok {
+			dh = append(dh, wire.Transform{Type: wire.TransformDH, ID: id})
+			continue
+		}
+		if !ike && (tok == "esn" || tok == "noesn") {
+			id := uint16(0)
+			if tok == "esn" {
+				id = 1
+			}
+			esn = append(esn, wire.Transform{Type: wire.TransformESN, ID: id})
+			continue
+		}
+		if tok == "" {
+			return Proposal{}, fmt.Errorf("proposal %q: empty algorithm name", s)
+		}
+		return Proposal{}, fmt.Errorf("proposal %q: unknown algorithm %q", s, tok)
+	}
+	switch {
+	case len(encr) == 0:
+		return Proposal{}, fmt.Errorf("proposal %q: no encryption algorithm", s)
+	case aead && classic:
+		return Proposal{}, fmt.Errorf("proposal %q: mixes AEAD and non-AEAD encryption", s)
+	case aead && len(integ) > 0:
+		return Proposal{}, fmt.Errorf("proposal %q: integrity algorithm given with AEAD encryption", s)
+	case classic && len(integ) == 0:
+		return Proposal{}, fmt.Errorf("proposal %q: non-AEAD encryption needs an integrity algorithm", s)
+	}
+	if ike {
+		if len(prf) == 0 {
+			if aead {
+				return Proposal{}, fmt.Errorf("proposal %q: AEAD proposal needs a PRF (e.g. prfsha256)", s)
+			}
+			for _, t := range integ {
+				prf = append(prf, wire.Transform{Type: wire.TransformPRF, ID: prfFollowing[t.ID]})
+			}
+		}
+		if len(dh) == 0 {
+			return Proposal{}, fmt.Errorf("proposal %q: no key exchange group", s)
+		}
+	} else if len(esn) == 0 {
+		esn = append(esn, wire.Transform{Type: wire.TransformESN, ID: 0})
+	}
+	var ts []wire.Transform
+	ts = append(ts, encr...)
+	ts = append(ts, prf...)
+	ts = append(ts, integ...)
+	ts = append(ts, dh...)
+	ts = append(ts, esn...)
+	return Proposal{Transforms: ts, Text: text}, nil
+}
