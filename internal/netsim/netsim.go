@@ -49,6 +49,7 @@ type linkKey struct{ from, to netip.Addr }
 type link struct {
 	imp   Impairment
 	count int
+	deflt bool // created from the default impairment
 }
 
 // Network is the simulated network. Create with New, stop with Close.
@@ -58,7 +59,7 @@ type Network struct {
 	hosts    map[netip.Addr]*Host
 	nats     map[netip.Addr]*NAT
 	links    map[linkKey]*link
-	defLink  link
+	defImp   Impairment
 	queue    pktQueue
 	seq      uint64
 	stats    Stats
@@ -107,8 +108,13 @@ func (n *Network) Stats() Stats {
 // SetDefault sets the impairment of every direction without its own.
 func (n *Network) SetDefault(imp Impairment) {
 	n.mu.Lock()
-	n.defLink = link{imp: imp}
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	n.defImp = imp
+	for k, l := range n.links {
+		if l.deflt {
+			delete(n.links, k)
+		}
+	}
 }
 
 // SetLink sets the impairment for packets sent from address from to address
@@ -149,9 +155,12 @@ func (n *Network) send(from *Host, d Datagram) error {
 		return errors.New("netsim: network closed")
 	}
 	n.stats.Sent++
-	l := n.links[linkKey{d.Src.Addr(), d.Dst.Addr()}]
+	k := linkKey{d.Src.Addr(), d.Dst.Addr()}
+	l := n.links[k]
 	if l == nil {
-		l = &n.defLink
+		// Each direction counts its own packets for Impairment.Drop.
+		l = &link{imp: n.defImp, deflt: true}
+		n.links[k] = l
 	}
 	i := l.count
 	l.count++
