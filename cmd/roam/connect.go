@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/daemon"
+)
+
+// spawnTimeout bounds waiting for a freshly started daemon to answer.
+const spawnTimeout = 5 * time.Second
+
+func connectCommand(e engines) *cli.Command {
+	return &cli.Command{
+		Name:      "connect",
+		Usage:     "connect a profile; starts the daemon if none is running",
+		ArgsUsage: "PROFILE",
+		Flags: []cli.Flag{
+			configFlag(),
+			socketFlag(),
+			&cli.BoolFlag{Name: "foreground", Usage: "run the daemon in this process until interrupted"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageError(c, "want exactly one PROFILE")
+			}
+			name := c.Args().First()
+			cfg, err := filepath.Abs(c.String("config"))
+			if err != nil {
+				return err
+			}
+			// A broken profile is reported before any daemon is started.
+			p, err := config.LoadProfile(cfg, name)
+			if err != nil {
+				return fmt.Errorf("connect %s: %w", name, err)
+			}
+			w := c.App.Writer
+			progress := func(ev daemon.Event) { fmt.Fprintln(w, formatEvent(ev, false)) }
+			if c.Bool("foreground") {
+				return connectForeground(c, e, p, progress)
+			}
+			socket := c.String("socket")
+			client := daemon.Client{Socket: socket}
+			if err := client.Ping(c.Context); errors.Is(err, daemon.ErrNoDaemon) {
+				if err := spawnDaemon(c.Context, socket); err != nil {
+					return fmt.Errorf("connect %s: %w", name, err)
+				}
+			} else if err != nil {
+				return fmt.Errorf("connect %s: %w", name, err)
+			}
+			st, err := client.Connect(c.Context, name, cfg, progress)
+			if err != nil {
+				return fmt.Errorf("connect %s: %w", name, oneLine(err))
+			}
+			fmt.Fprintln(w, connectedLine(st))
+			return nil
+		},
+	}
+}
+
+// connectForeground runs the daemon in this process, connects the profile
+// through it, and serves until interrupted.
+func connectForeground(c *cli.Context, e engines, p *config.Profile, progress func(daemon.Event)) error {
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+	d, err := daemon.Start(daemon.Options{Socket: c.String("socket"), Dial: e.dial, Log: log})
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", p.Name, err)
+	}
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(ctx) }()
+	st, err := d.Manager().Connect(ctx, p, progress)
+	if err != nil {
+		cancel()
+		<-ran
+		return fmt.Errorf("connect %s: %w", p.Name, oneLine(err))
+	}
+	fmt.Fprintln(c.App.Writer, connectedLine(st))
+	return <-ran
+}
+
+func connectedLine(st daemon.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: connected to %s", st.Name, st.Gateway)
+	if st.VirtualIP != "" {
+		fmt.Fprintf(&b, ", virtual IP %s", st.VirtualIP)
+	}
+	if st.Interface != "" {
+		fmt.Fprintf(&b, ", via %s", st.Interface)
+	}
+	return b.String()
+}
+
+// oneLine keeps a failure to the single line the user reads.
+func oneLine(err error) error {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return errors.New(strings.TrimSpace(s[:i]))
+	}
+	return err
+}
+
+// spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
+// output in the log file beside the socket, and waits until it answers.
+func spawnDaemon(ctx context.Context, socket string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("starting the daemon: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return fmt.Errorf("starting the daemon: %w", err)
+	}
+	logPath := daemon.LogFile(socket)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("starting the daemon: %w", err)
+	}
+	cmd := exec.Command(exe, "daemon", "--socket", socket, "--auto-exit")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
+		return fmt.Errorf("starting the daemon: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	ctx, cancel := context.WithTimeout(ctx, spawnTimeout)
+	defer cancel()
+	client := daemon.Client{Socket: socket}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pingCtx, cancelPing := context.WithTimeout(ctx, time.Second)
+		err := client.Ping(pingCtx)
+		cancelPing()
+		if err == nil {
+			return nil
+		}
+		select {
+		case werr := <-exited:
+			// Another connect may have won the race to the socket.
+			if client.Ping(ctx) == nil {
+				return nil
+			}
+			return fmt.Errorf("the daemon exited (%v): %s", werr, lastLine(logPath))
+		case <-ctx.Done():
+			return fmt.Errorf("the daemon did not answer on %s within %v (log: %s)", socket, spawnTimeout, logPath)
+		case <-tick.C:
+		}
+	}
+}
+
+// lastLine returns the last line of the daemon's log, which says why it
+// could not start.
+func lastLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "see " + path
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 4096 {
+		f.Seek(fi.Size()-4096, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/daemon"
+)
+
+func gatewayCommand(e engines) *cli.Command {
+	return &cli.Command{
+		Name:  "gateway",
+		Usage: "run the responder in the foreground",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Usage: "gateway file", Required: true},
+			&cli.StringFlag{Name: "socket", Usage: "control socket for status and events", Value: daemon.DefaultGatewaySocket},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usageError(c, "takes no arguments")
+			}
+			g, err := config.LoadGateway(c.String("config"))
+			if err != nil {
+				return err
+			}
+			if e.gateway == nil {
+				return errors.New("gateway: this build has no gateway engine")
+			}
+			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
+			err = daemon.ServeGateway(c.Context, g, daemon.GatewayOptions{
+				Socket: c.String("socket"),
+				Run:    e.gateway,
+				Log:    log,
+			})
+			log.Info("gateway stopped")
+			return err
+		},
+	}
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/roam-vpn/roam/daemon"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show connections",
+		ArgsUsage: "[PROFILE]",
+		Flags: []cli.Flag{
+			socketFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of connections"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usageError(c, "want at most one PROFILE")
+			}
+			name := c.Args().First()
+			st, err := daemon.Client{Socket: c.String("socket")}.Status(c.Context, name)
+			if errors.Is(err, daemon.ErrNoDaemon) {
+				if name != "" {
+					return fmt.Errorf("%s: not connected", name)
+				}
+				// No daemon simply means no connections.
+				st, err = []daemon.Status{}, nil
+			}
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if st == nil {
+					st = []daemon.Status{}
+				}
+				b, err := json.MarshalIndent(st, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(c.App.Writer, "%s\n", b)
+				return err
+			}
+			return printStatus(c.App.Writer, st, time.Now())
+		},
+	}
+}
+
+// printStatus writes the table people read.
+func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
+	if len(st) == 0 {
+		_, err := fmt.Fprintln(w, "no connections")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tGATEWAY\tLOCAL\tREMOTE\tINTERFACE\tVIRTUAL IP\tNAT\tMOBIKE\tUP")
+	for _, s := range st {
+		up := "-"
+		if !s.EstablishedAt.IsZero() {
+			up = now.Sub(s.EstablishedAt).Truncate(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			s.Name, s.State, dash(s.Gateway), dash(s.Local), dash(s.Remote), dash(s.Interface),
+			dash(s.VirtualIP), yesNo(s.NAT), yesNo(s.MOBIKE), up)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range st {
+		var lines []string
+		if s.IKESPIi != "" {
+			lines = append(lines, fmt.Sprintf("  IKE SA %s_i %s_r, path changes %d", s.IKESPIi, s.IKESPIr, s.PathChanges))
+		}
+		for _, ch := range s.Children {
+			lines = append(lines, fmt.Sprintf("  child %s (in %s, out %s): in %d bytes/%d packets, out %d bytes/%d packets",
+				ch.Proposal, ch.SPIIn, ch.SPIOut, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
+		}
+		if d := s.Drops; d != nil && *d != (daemon.Drops{}) {
+			lines = append(lines, fmt.Sprintf("  dropped: %d malformed, %d unknown SPI, %d replayed, %d bad ICV",
+				d.Malformed, d.UnknownSPI, d.Replayed, d.BadICV))
+		}
+		if len(lines) > 0 {
+			if _, err := fmt.Fprintf(w, "%s:\n%s\n", s.Name, strings.Join(lines, "\n")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

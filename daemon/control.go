@@ -1,0 +1,352 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The control protocol is JSON lines over a unix socket: the client sends
+// one request line; the daemon answers with zero or more event lines and,
+// except for an events stream, one final line with done set.
+
+// Control operations.
+const (
+	OpConnect    = "connect"
+	OpDisconnect = "disconnect"
+	OpStatus     = "status"
+	OpEvents     = "events"
+)
+
+// Request is the one line a client sends.
+type Request struct {
+	Op      string `json:"op"`
+	Profile string `json:"profile,omitempty"`
+	Config  string `json:"config,omitempty"` // absolute path of the profile file, for connect
+	All     bool   `json:"all,omitempty"`    // disconnect every profile
+}
+
+// Reply is one line the daemon sends back.
+type Reply struct {
+	Event        *Event   `json:"event,omitempty"`
+	Done         bool     `json:"done,omitempty"`
+	Error        string   `json:"error,omitempty"`
+	Status       []Status `json:"status,omitempty"`
+	Disconnected []string `json:"disconnected,omitempty"`
+}
+
+// maxRequest bounds a request line; real ones are a few hundred bytes.
+const maxRequest = 64 << 10
+
+// requestTimeout is how long a client may take to send its request line.
+const requestTimeout = 10 * time.Second
+
+// backend is what a control socket serves: the client daemon's manager or
+// the gateway.
+type backend interface {
+	connect(ctx context.Context, profile, configPath string, progress func(Event)) (Status, error)
+	disconnect(ctx context.Context, name string, all bool) ([]string, error)
+	status(name string) ([]Status, error)
+	events(ctx context.Context) <-chan Event
+}
+
+// ErrDaemonRunning is returned by ListenControl when a daemon already answers on
+// the socket.
+var ErrDaemonRunning = errors.New("a daemon is already listening")
+
+// ListenControl creates the control socket at path: its directory 0700 if it has
+// to be made, the socket 0600. A socket file left by a dead daemon is
+// replaced; a live one is an error.
+func ListenControl(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: %w", path, ErrDaemonRunning)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("stale control socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// The directory is private already when we made it; the mode covers a
+	// shared directory such as a test's.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// We remove the file ourselves, and only if it is still ours.
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
+}
+
+// server answers control connections for a backend.
+type server struct {
+	ln   *net.UnixListener
+	path string
+	b    backend
+	log  *slog.Logger
+
+	// Event streams end at soft shutdown; everything else gets a grace
+	// period to send its final line before the hard stop.
+	soft, hard             context.Context
+	softCancel, hardCancel context.CancelFunc
+	wg                     sync.WaitGroup
+	fi                     os.FileInfo
+}
+
+func newServer(ln *net.UnixListener, b backend, log *slog.Logger) *server {
+	s := &server{ln: ln, path: ln.Addr().String(), b: b, log: log}
+	s.hard, s.hardCancel = context.WithCancel(context.Background())
+	s.soft, s.softCancel = context.WithCancel(s.hard)
+	s.fi, _ = os.Stat(s.path)
+	s.wg.Add(1)
+	go s.accept()
+	return s
+}
+
+func (s *server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if s.soft.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("control socket accept", "err", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+// shutdown stops accepting, ends event streams, gives the other requests
+// until ctx ends to finish, then cuts them off and removes the socket file.
+func (s *server) shutdown(ctx context.Context) {
+	s.softCancel()
+	s.ln.Close()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.hardCancel()
+		<-done
+	}
+	s.hardCancel()
+	// Another daemon may have replaced a socket we lost; leave theirs.
+	if fi, err := os.Stat(s.path); err == nil && s.fi != nil && os.SameFile(fi, s.fi) {
+		os.Remove(s.path)
+	}
+}
+
+func (s *server) handle(c *net.UnixConn) {
+	defer s.wg.Done()
+	defer c.Close()
+	stop := context.AfterFunc(s.hard, func() { c.Close() })
+	defer stop()
+
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	r := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096)
+	line, err := r.ReadBytes('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	enc := json.NewEncoder(c)
+	var mu sync.Mutex // progress events and the final line share enc
+	send := func(rep Reply) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return enc.Encode(rep)
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		send(Reply{Done: true, Error: fmt.Sprintf("bad request: %v", err)})
+		return
+	}
+
+	// A client that hangs up (Ctrl-C on connect, the end of `roam
+	// events`) cancels its request.
+	parent := s.hard
+	if req.Op == OpEvents {
+		parent = s.soft
+	}
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	go func() {
+		io.Copy(io.Discard, c)
+		cancel()
+	}()
+
+	switch req.Op {
+	case OpConnect:
+		st, err := s.b.connect(ctx, req.Profile, req.Config, func(ev Event) {
+			send(Reply{Event: &ev})
+		})
+		if err != nil {
+			send(Reply{Done: true, Error: err.Error()})
+			return
+		}
+		send(Reply{Done: true, Status: []Status{st}})
+	case OpDisconnect:
+		names, err := s.b.disconnect(ctx, req.Profile, req.All)
+		rep := Reply{Done: true, Disconnected: names}
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		send(rep)
+	case OpStatus:
+		st, err := s.b.status(req.Profile)
+		if err != nil {
+			send(Reply{Done: true, Error: err.Error()})
+			return
+		}
+		if st == nil {
+			st = []Status{}
+		}
+		send(Reply{Done: true, Status: st})
+	case OpEvents:
+		for ev := range s.b.events(ctx) {
+			if err := send(Reply{Event: &ev}); err != nil {
+				return
+			}
+		}
+	default:
+		send(Reply{Done: true, Error: fmt.Sprintf("unknown operation %q", req.Op)})
+	}
+}
+
+// ErrNoDaemon means nothing listens on the control socket.
+var ErrNoDaemon = errors.New("no daemon is running")
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	Socket string
+}
+
+func (c Client) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (nothing listens on %s)", ErrNoDaemon, c.Socket)
+		}
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return conn, nil
+}
+
+// call sends req and reads replies until the final one, handing events to
+// onEvent.
+func (c Client) call(ctx context.Context, req Request, onEvent func(Event)) (Reply, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return Reply{}, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return Reply{}, fmt.Errorf("control socket: %w", err)
+	}
+	dec := json.NewDecoder(bufio.NewReader(conn))
+	for {
+		var rep Reply
+		if err := dec.Decode(&rep); err != nil {
+			if ctx.Err() != nil {
+				return Reply{}, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
+				return Reply{}, errors.New("the daemon closed the connection")
+			}
+			return Reply{}, fmt.Errorf("control socket: %w", err)
+		}
+		if rep.Event != nil && onEvent != nil {
+			onEvent(*rep.Event)
+		}
+		if rep.Done {
+			if rep.Error != "" {
+				return rep, errors.New(rep.Error)
+			}
+			return rep, nil
+		}
+	}
+}
+
+// Ping checks that a daemon answers.
+func (c Client) Ping(ctx context.Context) error {
+	_, err := c.call(ctx, Request{Op: OpStatus}, nil)
+	return err
+}
+
+// Connect asks the daemon to connect the profile from the file at
+// configPath, passing progress events to progress until it is established
+// or has failed. The error text is the daemon's one-line reason.
+func (c Client) Connect(ctx context.Context, profile, configPath string, progress func(Event)) (Status, error) {
+	abs, err := filepath.Abs(configPath)
+	if err != nil {
+		return Status{}, err
+	}
+	rep, err := c.call(ctx, Request{Op: OpConnect, Profile: profile, Config: abs}, progress)
+	if err != nil {
+		return Status{}, err
+	}
+	if len(rep.Status) != 1 {
+		return Status{}, errors.New("daemon sent no status for the connection")
+	}
+	return rep.Status[0], nil
+}
+
+// Disconnect closes one profile's connection.
+func (c Client) Disconnect(ctx context.Context, profile string) error {
+	_, err := c.call(ctx, Request{Op: OpDisconnect, Profile: profile}, nil)
+	return err
+}
+
+// DisconnectAll closes every connection and returns their names.
+func (c Client) DisconnectAll(ctx context.Context) ([]string, error) {
+	rep, err := c.call(ctx, Request{Op: OpDisconnect, All: true}, nil)
+	return rep.Disconnected, err
+}
+
+// Status returns the named connection, or all of them for "".
+func (c Client) Status(ctx context.Context, profile string) ([]Status, error) {
+	rep, err := c.call(ctx, Request{Op: OpStatus, Profile: profile}, nil)
+	return rep.Status, err
+}
+
+// Events streams events to fn until ctx ends (then it returns nil) or the
+// daemon goes away.
+func (c Client) Events(ctx context.Context, fn func(Event)) error {
+	_, err := c.call(ctx, Request{Op: OpEvents}, fn)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("the daemon ended the event stream")
+	}
+	return err
+}

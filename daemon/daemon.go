@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/roam-vpn/roam/config"
+)
+
+// DefaultSocket is where the client daemon listens unless told otherwise.
+const DefaultSocket = "/run/roam/roam.sock"
+
+// DefaultGatewaySocket is the gateway's control socket, apart from a client
+// daemon's on the same machine.
+const DefaultGatewaySocket = "/run/roam/gateway.sock"
+
+// LogFile is where a daemon spawned for socket writes its output: next to
+// the socket, so tests and users find it without configuration.
+func LogFile(socket string) string {
+	return filepath.Join(filepath.Dir(socket), "roam.log")
+}
+
+// shutdownGrace bounds closing every tunnel at exit; requestGrace is the
+// time requests in flight get to send their last line.
+const (
+	shutdownGrace = 5 * time.Second
+	requestGrace  = 2 * time.Second
+)
+
+// Options configure a client daemon.
+type Options struct {
+	Socket string
+	Dial   DialFunc
+	// AutoExit stops the daemon when its last connection (or connection
+	// attempt) ends, so a daemon that `roam connect` spawned does not
+	// outlive the tunnel.
+	AutoExit bool
+	Log      *slog.Logger
+}
+
+// Daemon is a client daemon: a Manager behind a control socket.
+type Daemon struct {
+	m        *Manager
+	srv      *server
+	autoExit bool
+	log      *slog.Logger
+}
+
+// Start opens the control socket and starts answering on it. Run must
+// follow, to serve until the end and clean up.
+func Start(opts Options) (*Daemon, error) {
+	if opts.Dial == nil {
+		return nil, errors.New("daemon: no DialFunc")
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	ln, err := ListenControl(opts.Socket)
+	if err != nil {
+		return nil, err
+	}
+	m := NewManager(opts.Dial, WithLogger(log))
+	d := &Daemon{m: m, autoExit: opts.AutoExit, log: log}
+	d.srv = newServer(ln, managerBackend{m}, log)
+	return d, nil
+}
+
+// Manager is the daemon's connection manager, for connecting in-process
+// (`roam connect --foreground`).
+func (d *Daemon) Manager() *Manager { return d.m }
+
+// Run serves until ctx ends or, with AutoExit, the last connection ends;
+// then it closes every tunnel (bounded) and removes the socket.
+func (d *Daemon) Run(ctx context.Context) error {
+	var idle <-chan struct{}
+	if d.autoExit {
+		idle = d.m.Idle()
+	}
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-idle:
+			// A connect may have slipped in since the signal.
+			done = d.m.Active() == 0
+		}
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	err := d.m.Close(closeCtx)
+	cancel()
+	if err != nil {
+		d.log.Error("closing tunnels", "err", err)
+	}
+	reqCtx, cancel := context.WithTimeout(context.Background(), requestGrace)
+	d.srv.shutdown(reqCtx)
+	cancel()
+	return err
+}
+
+// managerBackend serves a client daemon's control socket.
+type managerBackend struct{ m *Manager }
+
+func (b managerBackend) connect(ctx context.Context, profile, configPath string, progress func(Event)) (Status, error) {
+	if profile == "" {
+		return Status{}, errors.New("no profile named")
+	}
+	if !filepath.IsAbs(configPath) {
+		return Status{}, fmt.Errorf("config path %q is not absolute", configPath)
+	}
+	p, err := config.LoadProfile(configPath, profile)
+	if err != nil {
+		return Status{}, err
+	}
+	return b.m.Connect(ctx, p, progress)
+}
+
+func (b managerBackend) disconnect(ctx context.Context, name string, all bool) ([]string, error) {
+	if all {
+		return b.m.DisconnectAll(ctx)
+	}
+	if name == "" {
+		return nil, errors.New("no profile named")
+	}
+	if err := b.m.Disconnect(ctx, name); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return []string{name}, nil
+}
+
+func (b managerBackend) status(name string) ([]Status, error) {
+	st, err := b.m.Status(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return st, nil
+}
+
+func (b managerBackend) events(ctx context.Context) <-chan Event { return b.m.Subscribe(ctx) }
+
+// GatewayOptions configure ServeGateway.
+type GatewayOptions struct {
+	Socket string
+	Run    GatewayFunc
+	Log    *slog.Logger
+}
+
+// gatewayStopGrace bounds waiting for the engine after ctx ends.
+const gatewayStopGrace = 10 * time.Second
+
+// ServeGateway runs the responder for g with a control socket for status
+// and events until ctx ends or the engine stops by itself.
+func ServeGateway(ctx context.Context, g *config.Gateway, opts GatewayOptions) error {
+	if opts.Run == nil {
+		return errors.New("gateway: no GatewayFunc")
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	ln, err := ListenControl(opts.Socket)
+	if err != nil {
+		return err
+	}
+	h := newHub(time.Now)
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	handle, err := opts.Run(gctx, g, func(ev Event) { logEvent(log, h.publish(ev)) })
+	if err != nil {
+		ln.Close()
+		os.Remove(opts.Socket)
+		return fmt.Errorf("gateway: %w", err)
+	}
+	srv := newServer(ln, gatewayBackend{handle: handle, hub: h}, log)
+	waited := make(chan error, 1)
+	go func() { waited <- handle.Wait() }()
+	select {
+	case <-ctx.Done():
+		cancel()
+		select {
+		case err = <-waited:
+		case <-time.After(gatewayStopGrace):
+			err = errors.New("gateway: engine did not stop in time")
+		}
+	case err = <-waited:
+		if err == nil {
+			err = errors.New("gateway: engine stopped")
+		}
+	}
+	reqCtx, cancelReq := context.WithTimeout(context.Background(), requestGrace)
+	srv.shutdown(reqCtx)
+	cancelReq()
+	return err
+}
+
+// gatewayBackend serves the gateway's control socket: read-only.
+type gatewayBackend struct {
+	handle GatewayHandle
+	hub    *hub
+}
+
+var errGatewayOnly = errors.New("this control socket belongs to a gateway, which does not connect or disconnect profiles")
+
+func (b gatewayBackend) connect(context.Context, string, string, func(Event)) (Status, error) {
+	return Status{}, errGatewayOnly
+}
+
+func (b gatewayBackend) disconnect(context.Context, string, bool) ([]string, error) {
+	return nil, errGatewayOnly
+}
+
+func (b gatewayBackend) status(name string) ([]Status, error) {
+	if b.handle == nil {
+		return nil, nil
+	}
+	var out []Status
+	for _, st := range b.handle.Status() {
+		if name == "" || st.Name == name {
+			out = append(out, st)
+		}
+	}
+	if name != "" && len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w", name, ErrNotConnected)
+	}
+	return out, nil
+}
+
+func (b gatewayBackend) events(ctx context.Context) <-chan Event { return b.hub.subscribe(ctx) }
+
+// logEvent records ev in the daemon's log, which is all a spawned daemon
+// leaves behind for later diagnosis.
+func logEvent(log *slog.Logger, ev Event) {
+	attrs := []any{"profile", ev.Profile}
+	for _, kv := range [][2]string{{"from", ev.From}, {"to", ev.To}, {"interface", ev.Interface}, {"reason", ev.Reason}, {"virtual_ip", ev.VirtualIP}, {"proposal", ev.Proposal}} {
+		if kv[1] != "" {
+			attrs = append(attrs, kv[0], kv[1])
+		}
+	}
+	if ev.TookMS != 0 {
+		attrs = append(attrs, "took_ms", ev.TookMS)
+	}
+	log.Info(ev.Event, attrs...)
+}

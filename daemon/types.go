@@ -1,0 +1,151 @@
+// Package daemon is roam's long-running process: the control socket, the
+// connection manager that owns one tunnel per profile, and the gateway's
+// control plane. The tunnels themselves (ike + esp + tun) are wired in
+// conn.go and gateway.go; this side only sees them through Tunnel and
+// GatewayHandle, so it can be tested with fakes.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/roam-vpn/roam/config"
+)
+
+// Tunnel is one live connection as the manager sees it.
+type Tunnel interface {
+	Status() Status
+	// Close tears the tunnel down (IKE DELETE, TUN removal); Done is
+	// closed once it is gone.
+	Close(ctx context.Context) error
+	// Done is closed when the tunnel has ended, for whatever reason.
+	Done() <-chan struct{}
+	// Err is why the tunnel ended; nil after a requested Close.
+	Err() error
+}
+
+// DialFunc connects a profile. It returns once the tunnel carries traffic,
+// or with an error whose text is the one-line reason for the user. ctx only
+// bounds the wait for establishment; emit may be called from any goroutine
+// for the tunnel's whole life.
+type DialFunc func(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error)
+
+// GatewayHandle is a running responder (`roam gateway`).
+type GatewayHandle interface {
+	// Status lists the connected clients, one entry per IKE SA.
+	Status() []Status
+	// Wait blocks until the gateway has stopped and released everything it
+	// held. It returns nil when it stopped because its context ended, or
+	// the error that stopped it.
+	Wait() error
+}
+
+// GatewayFunc starts a responder for g. It returns once the gateway listens
+// (or with the reason it cannot), and runs until ctx ends.
+type GatewayFunc func(ctx context.Context, g *config.Gateway, emit func(Event)) (GatewayHandle, error)
+
+// Status is one connection in `roam status --json`.
+type Status struct {
+	Name          string        `json:"name"`
+	State         string        `json:"state"`
+	Gateway       string        `json:"gateway"`
+	Local         string        `json:"local"`
+	Remote        string        `json:"remote"`
+	Interface     string        `json:"interface"`
+	NAT           bool          `json:"nat"`
+	VirtualIP     string        `json:"virtual_ip"`
+	MOBIKE        bool          `json:"mobike"`
+	IKESPIi       string        `json:"ike_spi_i"` // hex, 16 digits
+	IKESPIr       string        `json:"ike_spi_r"`
+	Children      []ChildStatus `json:"children"`
+	PathChanges   int           `json:"path_changes"`
+	EstablishedAt time.Time     `json:"established_at"`
+	Drops         *Drops        `json:"drops"`
+}
+
+// ChildStatus is one Child SA of a connection.
+type ChildStatus struct {
+	SPIIn      string `json:"spi_in"` // hex, 8 digits
+	SPIOut     string `json:"spi_out"`
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
+	PacketsIn  uint64 `json:"packets_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	Proposal   string `json:"proposal"`
+}
+
+// Drops counts inbound packets the dataplane discarded.
+type Drops struct {
+	Malformed  uint64 `json:"malformed"`
+	UnknownSPI uint64 `json:"unknown_spi"`
+	Replayed   uint64 `json:"replayed"`
+	BadICV     uint64 `json:"bad_icv"`
+}
+
+// MarshalJSON keeps the documented shape stable for scripts: children is
+// always an array, drops always an object, and established_at is null until
+// the tunnel is up rather than Go's zero time.
+func (s Status) MarshalJSON() ([]byte, error) {
+	type plain Status
+	out := struct {
+		plain
+		Children      []ChildStatus `json:"children"`
+		EstablishedAt *time.Time    `json:"established_at"`
+		Drops         Drops         `json:"drops"`
+	}{plain: plain(s), Children: s.Children}
+	if out.Children == nil {
+		out.Children = []ChildStatus{}
+	}
+	if !s.EstablishedAt.IsZero() {
+		at := s.EstablishedAt
+		out.EstablishedAt = &at
+	}
+	if s.Drops != nil {
+		out.Drops = *s.Drops
+	}
+	return json.Marshal(out)
+}
+
+// Event kinds, as DESIGN.md lists them.
+const (
+	EventConnecting      = "connecting"
+	EventEstablished     = "established"
+	EventPathTest        = "path-test"
+	EventPathChanged     = "path-changed"
+	EventNATChanged      = "nat-changed"
+	EventSwitchRequested = "switch-requested"
+	EventSuspended       = "suspended"
+	EventResumed         = "resumed"
+	EventRekeyed         = "rekeyed"
+	EventDisconnected    = "disconnected"
+	EventError           = "error"
+)
+
+// Event is one line of `roam events --json`. The manager fills Time (and
+// Profile, when the emitter left it empty).
+type Event struct {
+	Time      time.Time `json:"time"`
+	Profile   string    `json:"profile"`
+	Event     string    `json:"event"`
+	From      string    `json:"from,omitempty"`
+	To        string    `json:"to,omitempty"`
+	Interface string    `json:"interface,omitempty"`
+	TookMS    int64     `json:"took_ms,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	VirtualIP string    `json:"virtual_ip,omitempty"`
+	Proposal  string    `json:"proposal,omitempty"`
+}
+
+// eventTimeLayout is RFC 3339 with all nine fractional digits, so lines
+// sort and align as text.
+const eventTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// MarshalJSON writes time with nanoseconds (RFC3339Nano would trim zeros).
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	return json.Marshal(struct {
+		plain
+		Time string `json:"time"`
+	}{plain(e), e.Time.Format(eventTimeLayout)})
+}
