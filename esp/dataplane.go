@@ -1,0 +1,631 @@
+package esp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+const (
+	// tunOffset is the headroom wireguard's TUN needs in front of each
+	// packet for the virtio-net header used by its GSO/GRO offloads.
+	tunOffset = 16
+	// maxPacket bounds one UDP datagram or inner packet.
+	maxPacket = 65535
+	ikePort   = 500
+)
+
+// IKEHandler receives IKE messages (non-ESP marker removed) with the path
+// they arrived on. It must not keep pkt.
+type IKEHandler func(pkt []byte, path Path)
+
+// Peer is the far end of one IKE SA: the path its packets take now, and its
+// NAT keepalive state. SetPath swaps the path atomically, so ESP and
+// keepalives follow a move at once.
+type Peer struct {
+	path      atomic.Pointer[peerPath]
+	keepalive atomic.Int64 // interval in ns; 0 = off
+	lastSent  atomic.Int64 // unix ns of the last packet sent to the peer
+}
+
+// peerPath caches what sending to a path needs.
+type peerPath struct {
+	Path
+	addr *net.UDPAddr
+	oob  []byte
+	sock *Socket
+}
+
+// Path returns the current path.
+func (p *Peer) Path() Path { return p.path.Load().Path }
+
+// SetKeepalive sets the NAT keepalive interval (0 = off).
+func (p *Peer) SetKeepalive(d time.Duration) { p.keepalive.Store(int64(d)) }
+
+type child struct {
+	peer     *Peer
+	in       *InboundSA
+	out      *OutboundSA
+	remote   []netip.Prefix
+	proposal string
+
+	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
+}
+
+// ChildConfig is one Child SA pair to install. Remote lists the inner
+// destinations routed into Out.
+type ChildConfig struct {
+	In       *InboundSA
+	Out      *OutboundSA
+	Remote   []netip.Prefix
+	Proposal string
+}
+
+// ChildStats are one Child SA's counters.
+type ChildStats struct {
+	SPIIn, SPIOut                            uint32
+	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
+	Proposal                                 string
+}
+
+// DropStats count packets dropped, by reason.
+type DropStats struct {
+	Malformed, UnknownSPI, Replayed, BadICV, NoRoute, NoPath, SendErrors uint64
+}
+
+type drops struct {
+	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
+}
+
+// tables is the read-mostly lookup state, replaced whole on every change so
+// the packet path reads it with one atomic load and no lock.
+type tables struct {
+	bySPI  map[uint32]*child
+	routes []route // longest prefix first
+}
+
+type route struct {
+	prefix netip.Prefix
+	child  *child
+}
+
+// Dataplane moves packets between the TUN device and the UDP sockets for
+// every installed Child SA.
+type Dataplane struct {
+	dev       wgtun.Device
+	handleIKE IKEHandler
+	log       *slog.Logger
+
+	mu      sync.Mutex // serialises writers of tabs, sockets and peers
+	tabs    atomic.Pointer[tables]
+	sockets atomic.Pointer[[]*Socket]
+	peers   map[*Peer]struct{}
+
+	drops drops
+
+	runCtx  context.Context
+	started chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
+func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dataplane {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Dataplane{dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{})}
+	d.tabs.Store(&tables{bySPI: map[uint32]*child{}})
+	d.sockets.Store(&[]*Socket{})
+	return d
+}
+
+// AddSocket adds a socket; its receive loop starts with Run (or at once if
+// Run is already going). The dataplane closes it when Run ends.
+func (d *Dataplane) AddSocket(s *Socket) {
+	d.mu.Lock()
+	socks := append(append([]*Socket{}, *d.sockets.Load()...), s)
+	d.sockets.Store(&socks)
+	ctx := d.runCtx
+	d.mu.Unlock()
+	if ctx != nil {
+		d.startReceive(ctx, s)
+	}
+}
+
+// Run moves packets until ctx is cancelled, then closes the sockets and
+// waits for its goroutines. The TUN device belongs to the caller, who must
+// close it after cancelling ctx: that is what ends the blocked TUN read, and
+// Run returns only after it.
+func (d *Dataplane) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.mu.Lock()
+	d.runCtx = ctx
+	socks := *d.sockets.Load()
+	d.mu.Unlock()
+	for _, s := range socks {
+		d.startReceive(ctx, s)
+	}
+	d.wg.Add(2)
+	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
+	tunErr := make(chan error, 1)
+	go func() { defer d.wg.Done(); tunErr <- d.tunLoop(ctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-tunErr:
+		cancel()
+	}
+	for _, s := range *d.sockets.Load() {
+		s.Close()
+	}
+	d.wg.Wait()
+	return err
+}
+
+func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.receiveLoop(ctx, s)
+	}()
+}
+
+// NewPeer registers a peer reached over path.
+func (d *Dataplane) NewPeer(path Path) *Peer {
+	p := &Peer{}
+	p.path.Store(d.resolvePath(path))
+	d.mu.Lock()
+	d.peers[p] = struct{}{}
+	d.mu.Unlock()
+	return p
+}
+
+// SetPath moves the peer's traffic to path.
+func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePath(path)) }
+
+// RemovePeer forgets the peer and its children.
+func (d *Dataplane) RemovePeer(p *Peer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.peers, p)
+	old := d.tabs.Load()
+	nt := &tables{bySPI: map[uint32]*child{}}
+	for spi, c := range old.bySPI {
+		if c.peer != p {
+			nt.bySPI[spi] = c
+		}
+	}
+	for _, r := range old.routes {
+		if r.child.peer != p {
+			nt.routes = append(nt.routes, r)
+		}
+	}
+	d.tabs.Store(nt)
+}
+
+func (d *Dataplane) resolvePath(path Path) *peerPath {
+	pp := &peerPath{Path: path, addr: net.UDPAddrFromAddrPort(path.Remote)}
+	pp.sock = d.socketFor(path)
+	if pp.sock != nil {
+		pp.oob = pp.sock.oob(path.Local.Addr(), path.IfIndex)
+	}
+	return pp
+}
+
+// socketFor picks the socket of the path's family and local port (a
+// gateway has one per address and port); any of the family otherwise.
+func (d *Dataplane) socketFor(path Path) *Socket {
+	v6 := path.Remote.Addr().Is6()
+	var fallback *Socket
+	for _, s := range *d.sockets.Load() {
+		if s.v6 != v6 {
+			continue
+		}
+		la := s.local.Addr()
+		portOK := path.Local.Port() == 0 || s.local.Port() == path.Local.Port()
+		addrOK := la.IsUnspecified() || !path.Local.Addr().IsValid() || path.Local.Addr().IsUnspecified() || la == path.Local.Addr()
+		if portOK && addrOK {
+			return s
+		}
+		if fallback == nil {
+			fallback = s
+		}
+	}
+	return fallback
+}
+
+// InstallChild adds a Child SA pair for peer.
+func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
+	if cfg.In == nil || cfg.Out == nil {
+		return errors.New("esp: child needs both SAs")
+	}
+	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, proposal: cfg.Proposal}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.tabs.Load()
+	if _, dup := old.bySPI[cfg.In.SPI()]; dup {
+		return errors.New("esp: inbound SPI already installed")
+	}
+	nt := &tables{bySPI: make(map[uint32]*child, len(old.bySPI)+1)}
+	for k, v := range old.bySPI {
+		nt.bySPI[k] = v
+	}
+	nt.bySPI[cfg.In.SPI()] = c
+	// New routes go first so that a rekeyed child replaces the old one for
+	// outbound traffic at once; the old stays for inbound stragglers.
+	for _, pfx := range cfg.Remote {
+		nt.routes = append(nt.routes, route{prefix: pfx.Masked(), child: c})
+	}
+	nt.routes = append(nt.routes, old.routes...)
+	sortRoutes(nt.routes)
+	d.tabs.Store(nt)
+	return nil
+}
+
+// sortRoutes orders by prefix length, longest first, keeping the relative
+// order of equal lengths (a stable insertion sort; tables are small).
+func sortRoutes(rs []route) {
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && rs[j].prefix.Bits() > rs[j-1].prefix.Bits(); j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
+	}
+}
+
+// RemoveChild removes the child whose inbound SPI is spiIn.
+func (d *Dataplane) RemoveChild(spiIn uint32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.tabs.Load()
+	c, ok := old.bySPI[spiIn]
+	if !ok {
+		return
+	}
+	nt := &tables{bySPI: make(map[uint32]*child, len(old.bySPI))}
+	for k, v := range old.bySPI {
+		if k != spiIn {
+			nt.bySPI[k] = v
+		}
+	}
+	for _, r := range old.routes {
+		if r.child != c {
+			nt.routes = append(nt.routes, r)
+		}
+	}
+	d.tabs.Store(nt)
+}
+
+// ChildStats returns the counters of peer's children (all when peer is nil).
+func (d *Dataplane) ChildStats(p *Peer) []ChildStats {
+	var out []ChildStats
+	for _, c := range d.tabs.Load().bySPI {
+		if p != nil && c.peer != p {
+			continue
+		}
+		out = append(out, ChildStats{
+			SPIIn: c.in.SPI(), SPIOut: c.out.SPI(),
+			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+			PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
+			Proposal: c.proposal,
+		})
+	}
+	return out
+}
+
+// Drops returns the drop counters.
+func (d *Dataplane) Drops() DropStats {
+	return DropStats{
+		Malformed: d.drops.malformed.Load(), UnknownSPI: d.drops.unknownSPI.Load(),
+		Replayed: d.drops.replayed.Load(), BadICV: d.drops.badICV.Load(),
+		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
+	}
+}
+
+// SendIKE sends an IKE message, adding the non-ESP marker unless either
+// port is 500 (RFC 7296 2.23).
+func (d *Dataplane) SendIKE(pkt []byte, path Path) error {
+	pp := d.resolvePath(path)
+	if pp.sock == nil {
+		return errors.New("esp: no socket for this path")
+	}
+	buf := pkt
+	if path.Remote.Port() != ikePort && pp.sock.local.Port() != ikePort {
+		buf = make([]byte, 4+len(pkt))
+		copy(buf[4:], pkt)
+	}
+	ms := []ipv4.Message{{Buffers: [][]byte{buf}, OOB: pp.oob, Addr: pp.addr}}
+	_, err := pp.sock.batch.WriteBatch(ms, 0)
+	return err
+}
+
+// SendKeepalive sends one NAT keepalive (0xFF) to the peer's path now.
+func (d *Dataplane) SendKeepalive(p *Peer) error {
+	pp := p.path.Load()
+	if pp.sock == nil {
+		return errors.New("esp: no socket for this path")
+	}
+	ms := []ipv4.Message{{Buffers: [][]byte{{0xff}}, OOB: pp.oob, Addr: pp.addr}}
+	_, err := pp.sock.batch.WriteBatch(ms, 0)
+	if err == nil {
+		p.lastSent.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+func (d *Dataplane) keepaliveLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			d.mu.Lock()
+			peers := make([]*Peer, 0, len(d.peers))
+			for p := range d.peers {
+				peers = append(peers, p)
+			}
+			d.mu.Unlock()
+			for _, p := range peers {
+				iv := p.keepalive.Load()
+				if iv > 0 && now.UnixNano()-p.lastSent.Load() >= iv {
+					d.SendKeepalive(p)
+				}
+			}
+		}
+	}
+}
+
+// lookupRoute finds the child for an inner destination.
+func (t *tables) lookupRoute(dst netip.Addr) *child {
+	for _, r := range t.routes {
+		if r.prefix.Contains(dst) {
+			return r.child
+		}
+	}
+	return nil
+}
+
+func innerDst(pkt []byte) (netip.Addr, bool) {
+	if len(pkt) < 1 {
+		return netip.Addr{}, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom4([4]byte(pkt[16:20])), true
+	case 6:
+		if len(pkt) < 40 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom16([16]byte(pkt[24:40])), true
+	}
+	return netip.Addr{}, false
+}
+
+func innerSrc(pkt []byte) (netip.Addr, bool) {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(pkt[12:16])), true
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(pkt[8:24])), true
+	}
+	return netip.Addr{}, false
+}
+
+// tunLoop reads batches from the TUN device, seals each packet for its
+// child and sends the batch per socket.
+func (d *Dataplane) tunLoop(ctx context.Context) error {
+	n := d.dev.BatchSize()
+	if n < 1 {
+		n = 1
+	}
+	bufs := make([][]byte, n)
+	sizes := make([]int, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, tunOffset+maxPacket)
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = make([]byte, 0, maxPacket+64)
+	}
+	type pending struct {
+		sock *Socket
+		msgs []ipv4.Message
+	}
+	var batches []pending
+	for {
+		count, err := d.dev.Read(bufs, sizes, tunOffset)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, wgtun.ErrTooManySegments) {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			d.log.Debug("TUN read", "err", err)
+			if count == 0 {
+				// A read error with nothing read: the device is gone.
+				return err
+			}
+		}
+		tabs := d.tabs.Load()
+		batches = batches[:0]
+		for i := 0; i < count; i++ {
+			pkt := bufs[i][tunOffset : tunOffset+sizes[i]]
+			dst, ok := innerDst(pkt)
+			if !ok {
+				d.drops.malformed.Add(1)
+				continue
+			}
+			c := tabs.lookupRoute(dst)
+			if c == nil {
+				d.drops.noRoute.Add(1)
+				continue
+			}
+			pp := c.peer.path.Load()
+			if pp == nil || pp.sock == nil {
+				d.drops.noPath.Add(1)
+				continue
+			}
+			sealed, err := c.out.Seal(out[i][:0], pkt)
+			if err != nil {
+				d.drops.malformed.Add(1)
+				continue
+			}
+			out[i] = sealed
+			c.packetsOut.Add(1)
+			c.bytesOut.Add(uint64(len(pkt)))
+			c.peer.lastSent.Store(time.Now().UnixNano())
+			j := 0
+			for j < len(batches) && batches[j].sock != pp.sock {
+				j++
+			}
+			if j == len(batches) {
+				batches = append(batches, pending{sock: pp.sock})
+			}
+			batches[j].msgs = append(batches[j].msgs, ipv4.Message{Buffers: [][]byte{sealed}, OOB: pp.oob, Addr: pp.addr})
+		}
+		for i := range batches {
+			b := &batches[i]
+			msgs := b.msgs
+			for len(msgs) > 0 {
+				sent, err := b.sock.batch.WriteBatch(msgs, 0)
+				if err != nil {
+					// One unreachable destination must not stall the rest:
+					// skip the failed message and carry on.
+					d.drops.sendErrors.Add(1)
+					sent++
+				}
+				msgs = msgs[min(sent, len(msgs)):]
+			}
+			b.msgs = b.msgs[:0]
+		}
+	}
+}
+
+// receiveLoop reads batches from one socket, demultiplexes IKE, keepalives
+// and ESP, and writes decrypted packets to the TUN device in batches.
+func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
+	const n = 64
+	msgs := make([]ipv4.Message, n)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, maxPacket)}
+		msgs[i].OOB = make([]byte, oobSpace)
+	}
+	tunBufs := make([][]byte, n)
+	for i := range tunBufs {
+		tunBufs[i] = make([]byte, tunOffset+maxPacket)
+	}
+	outBufs := make([][]byte, 0, n)
+	for {
+		for i := range msgs {
+			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
+		}
+		count, err := s.batch.ReadBatch(msgs, 0)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			d.log.Debug("UDP read", "err", err)
+			continue
+		}
+		tabs := d.tabs.Load()
+		outBufs = outBufs[:0]
+		for i := 0; i < count; i++ {
+			m := &msgs[i]
+			pkt := m.Buffers[0][:m.N]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			dst, ifindex := s.parseOOB(m.OOB[:m.NN])
+			path := Path{Local: netip.AddrPortFrom(dst, s.local.Port()), Remote: from, IfIndex: ifindex}
+			if from.Port() == ikePort || s.local.Port() == ikePort {
+				d.handleIKE(pkt, path)
+				continue
+			}
+			if len(pkt) == 1 && pkt[0] == 0xff {
+				continue // NAT keepalive
+			}
+			if len(pkt) >= 4 && binary.BigEndian.Uint32(pkt) == 0 {
+				d.handleIKE(pkt[4:], path)
+				continue
+			}
+			if len(pkt) < headerLen {
+				d.drops.malformed.Add(1)
+				continue
+			}
+			c := tabs.bySPI[binary.BigEndian.Uint32(pkt)]
+			if c == nil {
+				d.drops.unknownSPI.Add(1)
+				continue
+			}
+			buf := tunBufs[len(outBufs)]
+			inner, err := c.in.Open(buf[:tunOffset], pkt)
+			if err != nil {
+				d.countOpenError(err)
+				continue
+			}
+			if len(inner) == tunOffset {
+				continue // dummy packet
+			}
+			// Only the inner sources the SA was negotiated for may enter:
+			// otherwise a peer could inject traffic claiming any address.
+			if src, ok := innerSrc(inner[tunOffset:]); !ok || !c.acceptsSource(src) {
+				d.drops.malformed.Add(1)
+				continue
+			}
+			c.packetsIn.Add(1)
+			c.bytesIn.Add(uint64(len(inner) - tunOffset))
+			outBufs = append(outBufs, inner)
+		}
+		if len(outBufs) > 0 && d.dev != nil {
+			if _, err := d.dev.Write(outBufs, tunOffset); err != nil {
+				d.log.Debug("TUN write", "err", err)
+			}
+		}
+	}
+}
+
+// acceptsSource reports whether an inner packet from src may arrive on this
+// child: the peer's traffic selectors are the prefixes we route to it.
+func (c *child) acceptsSource(src netip.Addr) bool {
+	for _, p := range c.remote {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Dataplane) countOpenError(err error) {
+	switch {
+	case errors.Is(err, ErrReplayed):
+		d.drops.replayed.Add(1)
+	case errors.Is(err, ErrBadICV):
+		d.drops.badICV.Add(1)
+	case errors.Is(err, ErrUnknownSPI):
+		d.drops.unknownSPI.Add(1)
+	default:
+		d.drops.malformed.Add(1)
+	}
+}
