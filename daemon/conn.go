@@ -288,15 +288,19 @@ func (c *conn) Status() Status {
 	}
 	st.EstablishedAt = at
 	for _, cs := range c.dp.ChildStats(c.peer) {
-		st.Children = append(st.Children, ChildStatus{
-			SPIIn: fmt.Sprintf("%08x", cs.SPIIn), SPIOut: fmt.Sprintf("%08x", cs.SPIOut),
-			BytesIn: cs.BytesIn, BytesOut: cs.BytesOut, PacketsIn: cs.PacketsIn, PacketsOut: cs.PacketsOut,
-			Proposal: cs.Proposal,
-		})
+		st.Children = append(st.Children, childStatus(cs))
 	}
 	d := c.dp.Drops()
 	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
 	return st
+}
+
+func childStatus(cs esp.ChildStats) ChildStatus {
+	return ChildStatus{
+		SPIIn: fmt.Sprintf("%08x", cs.SPIIn), SPIOut: fmt.Sprintf("%08x", cs.SPIOut),
+		BytesIn: cs.BytesIn, BytesOut: cs.BytesOut, PacketsIn: cs.PacketsIn, PacketsOut: cs.PacketsOut,
+		Proposal: cs.Proposal,
+	}
 }
 
 // userError turns an engine failure into the one line `roam connect`

@@ -21,6 +21,10 @@ import (
 // ResponderConfig configures a Responder (the gateway role).
 type ResponderConfig struct {
 	LocalAuth LocalAuth
+	// LocalAuthFor, when set, picks our authenticator per initiator: with
+	// PSKs the key is per client, and so is the AUTH we send back.
+	// LocalAuth still gives the identity used before IDi is known.
+	LocalAuthFor func(peer *wire.Identification) (LocalAuth, error)
 	// PeerAuth returns the authenticator for the initiator claiming id, or
 	// an error when that identity is unknown.
 	PeerAuth func(id *wire.Identification) (PeerAuth, error)
@@ -405,14 +409,20 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	if err := pa.Verify(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi), idi, auth, certs); err != nil {
 		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 	}
-	idr := *r.cfg.LocalAuth.Identity()
+	local := r.cfg.LocalAuth
+	if r.cfg.LocalAuthFor != nil {
+		if local, err = r.cfg.LocalAuthFor(idi); err != nil {
+			return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
+		}
+	}
+	idr := *local.Identity()
 	idr.Responder = true
-	myAuth, err := r.cfg.LocalAuth.Sign(sa.prf, SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, &idr))
+	myAuth, err := local.Sign(sa.prf, SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, &idr))
 	if err != nil {
 		return authFailed(fmt.Errorf("signing our AUTH: %w", err))
 	}
 	resp = append(resp, &idr)
-	for _, c := range r.cfg.LocalAuth.Certs() {
+	for _, c := range local.Certs() {
 		resp = append(resp, c)
 	}
 	resp = append(resp, myAuth)

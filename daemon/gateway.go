@@ -1,0 +1,300 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike"
+	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/tun"
+)
+
+// gatewayTUN is the responder's device; its MTU assumes an Ethernet uplink.
+const (
+	gatewayTUN = "roam-gw"
+	gatewayMTU = 1400
+)
+
+// gateway is a running responder: every client's IKE SA and Child SAs, one
+// TUN device for all of them, and the sockets on each listen address.
+type gateway struct {
+	cfg  *config.Gateway
+	log  *slog.Logger
+	emit func(Event)
+
+	dev    *tun.Device
+	dp     *esp.Dataplane
+	resp   *ike.Responder
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+
+	mu      sync.Mutex
+	clients map[*ike.SA]*gatewayClient
+}
+
+type gatewayClient struct {
+	est  *ike.Established
+	peer *esp.Peer
+	at   time.Time
+}
+
+// RunGateway starts the responder for g; it serves until ctx ends.
+func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (GatewayHandle, error) {
+	log := slog.Default().With("gateway", g.LocalID)
+	local, localFor, peerFor, certReqs, err := gatewayAuth(g)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := ike.NewPool([]netip.Prefix{g.Pool})
+	if err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	life, cancel := context.WithCancel(ctx)
+	gw := &gateway{cfg: g, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), clients: map[*ike.SA]*gatewayClient{}}
+	fail := func(err error) (GatewayHandle, error) {
+		cancel()
+		if gw.dev != nil {
+			gw.dev.Close()
+		}
+		return nil, err
+	}
+	if gw.dev, err = tun.Create(gatewayTUN, gatewayMTU); err != nil {
+		return fail(err)
+	}
+	if err := gw.dev.AddRoutes([]netip.Prefix{g.Pool}, 0, 0); err != nil {
+		return fail(err)
+	}
+	gw.dp = esp.NewDataplane(gw.dev.Dev(), gw.handleIKE, log)
+	for _, a := range g.Listen {
+		for _, port := range []uint16{500, 4500} {
+			s, err := esp.ListenUDP(netip.AddrPortFrom(a, port), 0)
+			if err != nil {
+				return fail(err)
+			}
+			gw.dp.AddSocket(s)
+		}
+	}
+	events := make(chan ike.Event, 64)
+	gw.resp, err = ike.NewResponder(life, ike.ResponderConfig{
+		LocalAuth:    local,
+		LocalAuthFor: localFor,
+		PeerAuth:     peerFor,
+		CertReqs:     certReqs,
+		IKE:          proposals(g.IKE),
+		ESP:          proposals(g.ESP),
+		LocalTS:      g.LocalTS,
+		Pool:         pool,
+		DNS:          g.DNS,
+		MOBIKE:       g.MOBIKE,
+		Log:          log,
+	}, gw.dp, events)
+	if err != nil {
+		return fail(err)
+	}
+	dpDone := make(chan error, 1)
+	go func() { dpDone <- gw.dp.Run(life) }()
+	go func() {
+		defer close(gw.done)
+		gw.loop(life, events)
+		closeCtx, cancelClose := context.WithTimeout(context.Background(), closeTimeout)
+		gw.resp.Close(closeCtx)
+		cancelClose()
+		gw.cancel()
+		if err := gw.dev.Close(); err != nil {
+			log.Error("TUN cleanup", "err", err)
+		}
+		if err := <-dpDone; err != nil {
+			gw.err = err
+		}
+	}()
+	return gw, nil
+}
+
+func (gw *gateway) handleIKE(pkt []byte, path esp.Path) { gw.resp.HandlePacket(pkt, path) }
+
+func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			switch ev := ev.(type) {
+			case *ike.Established:
+				gw.install(ev)
+			case *ike.ChildDeleted:
+				gw.dp.RemoveChild(ev.SPIIn)
+			case *ike.Deleted:
+				gw.remove(ev)
+			}
+		}
+	}
+}
+
+func (gw *gateway) install(est *ike.Established) {
+	peer := gw.dp.NewPeer(est.Path)
+	for _, ch := range est.Children {
+		in, err := esp.NewInboundSA(ch.SPIIn, ch.KeyIn, ch.ESN)
+		if err == nil {
+			var out *esp.OutboundSA
+			if out, err = esp.NewOutboundSA(ch.SPIOut, ch.KeyOut, ch.ESN); err == nil {
+				err = gw.dp.InstallChild(peer, esp.ChildConfig{In: in, Out: out, Remote: selectorsToPrefixes(ch.RemoteTS), Proposal: ch.Proposal})
+			}
+		}
+		if err != nil {
+			gw.log.Error("installing child SA", "peer", est.PeerID, "err", err)
+			gw.emit(Event{Event: EventError, Profile: est.PeerID, Reason: err.Error()})
+		}
+	}
+	gw.mu.Lock()
+	gw.clients[est.SA] = &gatewayClient{est: est, peer: peer, at: time.Now()}
+	gw.mu.Unlock()
+	ev := Event{Event: EventEstablished, Profile: est.PeerID, From: est.Path.Remote.String(), To: est.Path.Local.String()}
+	if len(est.VirtualIPs) > 0 {
+		ev.VirtualIP = est.VirtualIPs[0].String()
+	}
+	gw.emit(ev)
+}
+
+func (gw *gateway) remove(ev *ike.Deleted) {
+	gw.mu.Lock()
+	c, ok := gw.clients[ev.SA]
+	delete(gw.clients, ev.SA)
+	gw.mu.Unlock()
+	if !ok {
+		return
+	}
+	gw.dp.RemovePeer(c.peer)
+	out := Event{Event: EventDisconnected, Profile: c.est.PeerID}
+	if ev.Reason != nil && !errors.Is(ev.Reason, ike.ErrClosed) {
+		out.Reason = ev.Reason.Error()
+	}
+	gw.emit(out)
+}
+
+// Status lists the connected clients.
+func (gw *gateway) Status() []Status {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	var out []Status
+	for sa, c := range gw.clients {
+		path := sa.Path()
+		spii, spir := sa.SPIs()
+		st := Status{
+			Name: c.est.PeerID, State: "established", Gateway: path.Local.String(),
+			Local: path.Local.String(), Remote: path.Remote.String(), NAT: c.est.NATRemote,
+			MOBIKE: c.est.PeerMOBIKE, IKESPIi: fmt.Sprintf("%016x", spii), IKESPIr: fmt.Sprintf("%016x", spir),
+			EstablishedAt: c.at,
+		}
+		if len(c.est.VirtualIPs) > 0 {
+			st.VirtualIP = c.est.VirtualIPs[0].String()
+		}
+		for _, cs := range gw.dp.ChildStats(c.peer) {
+			st.Children = append(st.Children, childStatus(cs))
+		}
+		d := gw.dp.Drops()
+		st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Wait blocks until the gateway has released everything.
+func (gw *gateway) Wait() error {
+	<-gw.done
+	return gw.err
+}
+
+// gatewayAuth builds the responder's authenticators: with PSKs, each client
+// has its own key, which also keys our AUTH to that client.
+// certReqs name our CA so certificate clients send their certificate
+// (strongSwan's default is to send it only when asked).
+func gatewayAuth(g *config.Gateway) (local ike.LocalAuth, localFor func(*wire.Identification) (ike.LocalAuth, error),
+	peerFor func(*wire.Identification) (ike.PeerAuth, error), certReqs []*wire.CertReq, err error) {
+	type clientAuth struct {
+		local ike.LocalAuth
+		peer  ike.PeerAuth
+	}
+	byID := map[string]clientAuth{}
+	var certLocal ike.LocalAuth
+	var certPeer ike.PeerAuth
+	if g.Auth == "pubkey" {
+		certPEM, err := os.ReadFile(g.Cert)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("cert: %w", err)
+		}
+		keyPEM, err := os.ReadFile(g.Key)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("key: %w", err)
+		}
+		caPEM, err := os.ReadFile(g.CA)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("ca: %w", err)
+		}
+		if certLocal, err = ike.NewCertAuth(g.LocalID, certPEM, keyPEM); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("cert/key: %w", err)
+		}
+		if certPeer, err = ike.NewCertPeer("", caPEM); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("ca: %w", err)
+		}
+	}
+	for _, c := range g.Clients {
+		if len(c.PSK) == 0 {
+			continue
+		}
+		id, err := ike.ParseIdentity(c.ID)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		local, err := ike.NewPSKAuth(g.LocalID, c.PSK)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("local_id: %w", err)
+		}
+		peer, err := ike.NewPSKPeer(c.ID, c.PSK)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		byID[ike.FormatIdentity(id)] = clientAuth{local, peer}
+	}
+	if certPeer != nil {
+		certReqs = certPeer.CertReqs()
+	}
+	local = certLocal
+	if local == nil {
+		// The identity before IDi is known; the key is never used to sign.
+		if local, err = ike.NewPSKAuth(g.LocalID, []byte("identity only")); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("local_id: %w", err)
+		}
+	}
+	lookup := func(id *wire.Identification) (clientAuth, bool) {
+		ca, ok := byID[ike.FormatIdentity(id)]
+		return ca, ok
+	}
+	localFor = func(id *wire.Identification) (ike.LocalAuth, error) {
+		if ca, ok := lookup(id); ok {
+			return ca.local, nil
+		}
+		if certLocal != nil {
+			return certLocal, nil
+		}
+		return nil, errors.New("unknown client")
+	}
+	peerFor = func(id *wire.Identification) (ike.PeerAuth, error) {
+		if ca, ok := lookup(id); ok {
+			return ca.peer, nil
+		}
+		if certPeer != nil {
+			return certPeer, nil
+		}
+		return nil, errors.New("unknown client")
+	}
+	return local, localFor, peerFor, certReqs, nil
+}
