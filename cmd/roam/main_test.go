@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/daemon"
+)
+
+// fakeDaemonEnv makes the test binary act as `roam` with fake engines, so
+// connect can spawn it as its daemon.
+const fakeDaemonEnv = "ROAM_TEST_FAKE_ENGINES"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeDaemonEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args, os.Stdout, os.Stderr, fakeEngines())
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+const authFailure = "authentication failed: gateway sent AUTHENTICATION_FAILED"
+
+func fakeEngines() engines { return engines{dial: fakeDial} }
+
+// fakeDial connects any profile except "bad".
+func fakeDial(ctx context.Context, p *config.Profile, emit func(daemon.Event)) (daemon.Tunnel, error) {
+	emit(daemon.Event{Event: daemon.EventConnecting, To: p.Gateway + ":500", Interface: "wlan0"})
+	if p.Name == "bad" {
+		return nil, errors.New(authFailure)
+	}
+	emit(daemon.Event{Event: daemon.EventEstablished, To: p.Gateway + ":4500", VirtualIP: "10.99.200.7"})
+	return &fakeTunnel{name: p.Name, gateway: p.Gateway, done: make(chan struct{})}, nil
+}
+
+type fakeTunnel struct {
+	name, gateway string
+	done          chan struct{}
+	once          sync.Once
+}
+
+func (t *fakeTunnel) Status() daemon.Status {
+	return daemon.Status{Name: t.name, State: "established", Gateway: t.gateway + ":4500", Interface: "wlan0",
+		VirtualIP: "10.99.200.7", EstablishedAt: time.Now(),
+		Children: []daemon.ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16"}}}
+}
+func (t *fakeTunnel) Close(context.Context) error { t.once.Do(func() { close(t.done) }); return nil }
+func (t *fakeTunnel) Done() <-chan struct{}       { return t.done }
+func (t *fakeTunnel) Err() error                  { return nil }
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func roam(ctx context.Context, args ...string) result {
+	var out, errb syncBuffer
+	code := run(ctx, append([]string{"roam"}, args...), &out, &errb, fakeEngines())
+	return result{code, out.String(), errb.String()}
+}
+
+// syncBuffer is written by a command while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// setup writes a profile file with profiles corp and bad and returns it
+// with a socket path in a fresh directory.
+func setup(t *testing.T) (cfg, socket string) {
+	t.Helper()
+	dir := t.TempDir()
+	psk := filepath.Join(dir, "corp.psk")
+	if err := os.WriteFile(psk, []byte("test-secret-not-real"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, n := range []string{"corp", "bad"} {
+		fmt.Fprintf(&b, "[profiles.%s]\ngateway = \"198.51.100.1\"\nlocal_id = \"alice@example.com\"\nremote_id = \"vpn.example.com\"\nauth = \"psk\"\npsk_file = %q\n\n", n, psk)
+	}
+	cfg = filepath.Join(dir, "roam.toml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, filepath.Join(dir, "run", "roam.sock")
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func waitGone(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still exists: the daemon did not exit", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	ctx := testCtx(t)
+	r := roam(ctx, "--help")
+	if r.code != 0 {
+		t.Fatalf("--help: %+v", r)
+	}
+	for _, cmd := range []string{"connect", "disconnect", "status", "events", "gateway", "version"} {
+		if !strings.Contains(r.stdout, "   "+cmd+" ") {
+			t.Errorf("--help does not list %s:\n%s", cmd, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "   daemon") {
+		t.Errorf("--help lists the hidden daemon command:\n%s", r.stdout)
+	}
+	if r := roam(ctx, "version"); r.code != 0 || r.stdout != "roam dev\n" {
+		t.Errorf("version: %+v", r)
+	}
+}
+
+// TestConnectSpawnsDaemon runs the whole client path as a user would: the
+// first connect starts a daemon (this test binary with fake engines), the
+// last disconnect makes it exit.
+func TestConnectSpawnsDaemon(t *testing.T) {
+	t.Setenv(fakeDaemonEnv, "1")
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+
+	r := roam(ctx, "connect", "--socket", socket, "--config", cfg, "corp")
+	if r.code != 0 {
+		t.Fatalf("connect: %+v\nlog: %s", r, readFile(daemon.LogFile(socket)))
+	}
+	for _, want := range []string{"corp: connecting", "corp: established", "corp: connected to 198.51.100.1:4500, virtual IP 10.99.200.7"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("connect output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if fi, err := os.Stat(socket); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket %v, %v: want mode 0600", fi, err)
+	}
+
+	r = roam(ctx, "connect", "--socket", socket, "--config", cfg, "corp")
+	if r.code == 0 || r.stderr != "roam: connect corp: already connected\n" {
+		t.Errorf("second connect: %+v", r)
+	}
+	r = roam(ctx, "connect", "--socket", socket, "--config", cfg, "bad")
+	if r.code == 0 || r.stderr != "roam: connect bad: "+authFailure+"\n" {
+		t.Errorf("failing connect: %+v", r)
+	}
+
+	t.Setenv("ROAM_SOCKET", socket) // status and disconnect find it through the environment
+	r = roam(ctx, "status", "--json")
+	if r.code != 0 {
+		t.Fatalf("status --json: %+v", r)
+	}
+	var st []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status --json is not a JSON array: %v\n%s", err, r.stdout)
+	}
+	if len(st) != 1 || st[0]["name"] != "corp" || st[0]["state"] != "established" || st[0]["virtual_ip"] != "10.99.200.7" {
+		t.Errorf("status --json: %s", r.stdout)
+	}
+	r = roam(ctx, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "NAME") || !strings.Contains(r.stdout, "corp") || !strings.Contains(r.stdout, "aes256gcm16") {
+		t.Errorf("status: %+v", r)
+	}
+
+	r = roam(ctx, "disconnect", "corp")
+	if r.code != 0 || r.stdout != "corp: disconnected\n" {
+		t.Errorf("disconnect: %+v", r)
+	}
+	waitGone(t, socket)
+	if !strings.Contains(readFile(daemon.LogFile(socket)), "daemon stopped") {
+		t.Errorf("daemon log:\n%s", readFile(daemon.LogFile(socket)))
+	}
+}
+
+// A connect that fails leaves no daemon behind.
+func TestConnectFailureStopsSpawnedDaemon(t *testing.T) {
+	t.Setenv(fakeDaemonEnv, "1")
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+	start := time.Now()
+	r := roam(ctx, "connect", "--socket", socket, "--config", cfg, "bad")
+	if r.code == 0 {
+		t.Fatalf("connect bad succeeded: %+v", r)
+	}
+	if r.stderr != "roam: connect bad: "+authFailure+"\n" {
+		t.Errorf("stderr %q, want the one-line reason", r.stderr)
+	}
+	if took := time.Since(start); took > 6*time.Second {
+		t.Errorf("failing took %v", took)
+	}
+	waitGone(t, socket)
+}
+
+func TestCLIErrors(t *testing.T) {
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+	tests := []struct {
+		args   []string
+		stdout string
+		stderr string // substring; "" means none expected
+		code   int
+	}{
+		{[]string{"connect", "--socket", socket, "--config", cfg}, "", "want exactly one PROFILE", 1},
+		{[]string{"connect", "--socket", socket, "--config", cfg, "nope"}, "", `roam: connect nope: ` + cfg + `: no profile "nope"`, 1},
+		{[]string{"connect", "--socket", socket, "--config", cfg + ".missing", "corp"}, "", "no such file", 1},
+		{[]string{"status", "--socket", socket, "--json"}, "[]\n", "", 0},
+		{[]string{"status", "--socket", socket}, "no connections\n", "", 0},
+		{[]string{"status", "--socket", socket, "corp"}, "", "roam: corp: not connected", 1},
+		{[]string{"disconnect", "--socket", socket, "corp"}, "", "roam: disconnect corp: not connected", 1},
+		{[]string{"disconnect", "--socket", socket, "--all"}, "", "", 0},
+		{[]string{"disconnect", "--socket", socket}, "", "want one PROFILE or --all", 1},
+		{[]string{"events", "--socket", socket}, "", "no daemon", 1},
+		{[]string{"gateway", "--socket", socket, "--config", cfg + ".missing"}, "", "no such file", 1},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args[:1], " "), func(t *testing.T) {
+			r := roam(ctx, tt.args...)
+			if r.code != tt.code || tt.stdout != "" && r.stdout != tt.stdout || tt.stderr == "" && r.stderr != "" || !strings.Contains(r.stderr, tt.stderr) {
+				t.Errorf("roam %v: %+v", tt.args, r)
+			}
+			if strings.Count(r.stderr, "\n") > 1 {
+				t.Errorf("error is more than one line: %q", r.stderr)
+			}
+		})
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a failed command left a daemon socket behind")
+	}
+}
+
+func TestEventsJSON(t *testing.T) {
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+	d, err := daemon.Start(daemon.Options{Socket: socket, Dial: fakeDial, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, stopDaemon := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(dctx) }()
+	defer func() { stopDaemon(); <-ran }()
+
+	ectx, stopEvents := context.WithCancel(ctx)
+	var out, errb syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ectx, []string{"roam", "events", "--socket", socket, "--json"}, &out, &errb, fakeEngines())
+	}()
+	// Connect until the stream has seen it: the stream may subscribe late.
+	client := daemon.Client{Socket: socket}
+	for i := 0; !strings.Contains(out.String(), `"established"`); i++ {
+		if i%50 == 0 {
+			client.Disconnect(ctx, "corp")
+			if _, err := client.Connect(ctx, "corp", cfg, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no established event:\n%s%s", out.String(), errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopEvents()
+	if code := <-exited; code != 0 {
+		t.Errorf("events exited %d: %s", code, errb.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if ev["profile"] != "corp" || ev["event"] == nil {
+			t.Errorf("event %s", line)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, ev["time"].(string)); err != nil {
+			t.Errorf("time in %s: %v", line, err)
+		}
+	}
+}
+
+func TestConnectForeground(t *testing.T) {
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+	fctx, stop := context.WithCancel(ctx)
+	var out, errb syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(fctx, []string{"roam", "connect", "--foreground", "--socket", socket, "--config", cfg, "corp"}, &out, &errb, fakeEngines())
+	}()
+	for !strings.Contains(out.String(), "corp: connected") {
+		select {
+		case code := <-exited:
+			t.Fatalf("foreground connect exited %d: %s%s", code, out.String(), errb.String())
+		case <-ctx.Done():
+			t.Fatalf("not connected: %s%s", out.String(), errb.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if r := roam(ctx, "status", "--socket", socket, "--json"); !strings.Contains(r.stdout, `"name": "corp"`) {
+		t.Errorf("status of the foreground daemon: %+v", r)
+	}
+	// Unlike a spawned daemon, this one outlives its connection.
+	if r := roam(ctx, "disconnect", "--socket", socket, "corp"); r.code != 0 {
+		t.Errorf("disconnect: %+v", r)
+	}
+	if r := roam(ctx, "status", "--socket", socket); r.stdout != "no connections\n" {
+		t.Errorf("status after disconnect: %+v", r)
+	}
+	stop() // SIGINT
+	if code := <-exited; code != 0 {
+		t.Errorf("foreground exited %d: %s", code, errb.String())
+	}
+	waitGone(t, socket)
+
+	// A failed connect ends the foreground run with the reason.
+	r := roam(ctx, "connect", "--foreground", "--socket", socket, "--config", cfg, "bad")
+	if r.code != 1 || !strings.HasSuffix(r.stderr, "roam: connect bad: "+authFailure+"\n") {
+		t.Errorf("foreground bad: %+v", r)
+	}
+	waitGone(t, socket)
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
