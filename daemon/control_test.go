@@ -375,3 +375,25 @@ func TestBadRequests(t *testing.T) {
 		t.Errorf("reply to garbage: %q", buf[:n])
 	}
 }
+
+// A spawned daemon whose connect never arrives does not linger.
+func TestAutoExitUnused(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "roam.sock")
+	d, err := Start(Options{Socket: socket, Dial: newFakeDialer().dial, AutoExit: true, IdleTimeout: 50 * time.Millisecond, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(context.Background()) }()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("unused auto-exit daemon still running")
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}

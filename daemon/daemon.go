@@ -40,15 +40,20 @@ type Options struct {
 	// attempt) ends, so a daemon that `roam connect` spawned does not
 	// outlive the tunnel.
 	AutoExit bool
-	Log      *slog.Logger
+	// IdleTimeout, with AutoExit, stops a daemon that has no connection
+	// this long after it started: the connect that spawned it died before
+	// asking. Default 30 s.
+	IdleTimeout time.Duration
+	Log         *slog.Logger
 }
 
 // Daemon is a client daemon: a Manager behind a control socket.
 type Daemon struct {
-	m        *Manager
-	srv      *server
-	autoExit bool
-	log      *slog.Logger
+	m           *Manager
+	srv         *server
+	autoExit    bool
+	idleTimeout time.Duration
+	log         *slog.Logger
 }
 
 // Start opens the control socket and starts answering on it. Run must
@@ -66,7 +71,10 @@ func Start(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	m := NewManager(opts.Dial, WithLogger(log))
-	d := &Daemon{m: m, autoExit: opts.AutoExit, log: log}
+	d := &Daemon{m: m, autoExit: opts.AutoExit, idleTimeout: opts.IdleTimeout, log: log}
+	if d.idleTimeout <= 0 {
+		d.idleTimeout = 30 * time.Second
+	}
 	d.srv = newServer(ln, managerBackend{m}, log)
 	return d, nil
 }
@@ -79,8 +87,12 @@ func (d *Daemon) Manager() *Manager { return d.m }
 // then it closes every tunnel (bounded) and removes the socket.
 func (d *Daemon) Run(ctx context.Context) error {
 	var idle <-chan struct{}
+	var unused <-chan time.Time
 	if d.autoExit {
 		idle = d.m.Idle()
+		t := time.NewTimer(d.idleTimeout)
+		defer t.Stop()
+		unused = t.C
 	}
 	for done := false; !done; {
 		select {
@@ -88,6 +100,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			done = true
 		case <-idle:
 			// A connect may have slipped in since the signal.
+			done = d.m.Active() == 0
+		case <-unused:
 			done = d.m.Active() == 0
 		}
 	}
