@@ -110,7 +110,10 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		RemoteTS:  p.RemoteTS,
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
-		Log:       log,
+		// Short first timeouts: an unreachable gateway is reported within
+		// about ten seconds instead of strongSwan's minutes.
+		Retransmit: ike.ConnectRetransmit,
+		Log:        log,
 	}
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
 	sa, err := ike.Dial(life, cfg, c.dp, events)

@@ -212,6 +212,43 @@ func TestWrongPSK(t *testing.T) {
 	}
 }
 
+// TestConnectFailures: each way a connect can fail ends within seconds with
+// a one-line reason that names it.
+func TestConnectFailures(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	startSwanGateway(t, l, pki, "psk", []string{"aes256gcm16-prfsha384-ecp384"})
+	tests := []struct {
+		name   string
+		modify func(p *lab.RoamProfile)
+		want   string
+	}{
+		{"no proposal chosen", func(p *lab.RoamProfile) { p.IKE = []string{"aes128-sha256-modp2048"} }, `(?i)no proposal chosen`},
+		{"traffic selectors", func(p *lab.RoamProfile) { p.RemoteTS = []string{"192.0.2.0/24"} }, `(?i)traffic selectors unacceptable|TS_UNACCEPTABLE`},
+		{"unreachable", func(p *lab.RoamProfile) { p.Gateway = "203.0.113.99" }, `(?i)unreachable`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := lab.LabProfile("psk", goodPSK, pki, []string{"aes256gcm16-prfsha384-ecp384"})
+			tt.modify(&p)
+			r := roamClient(t, l, bin, p)
+			start := time.Now()
+			out, err := r.Connect("corp", 20*time.Second)
+			took := time.Since(start)
+			if err == nil {
+				t.Fatalf("connect succeeded:\n%s", out)
+			}
+			if took > 12*time.Second {
+				t.Errorf("connect took %v to fail", took)
+			}
+			if !regexp.MustCompile(tt.want).MatchString(out) {
+				t.Errorf("connect output does not match %s:\n%s", tt.want, out)
+			}
+			t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+		})
+	}
+}
+
 // netState is what a VPN client may change in its namespace.
 func netState(t *testing.T, l *lab.Lab) string {
 	t.Helper()

@@ -59,6 +59,8 @@ type RoamProfile struct {
 	ESP     []string
 	DNS     bool
 	MOBIKE  bool
+	// RemoteTS defaults to ProtectedNet.
+	RemoteTS []string
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -94,7 +96,11 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 			fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey, p.PKI.CACert)
 		}
 		fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(p.IKE), tomlList(p.ESP))
-		fmt.Fprintf(&b, "remote_ts = [%q]\nvirtual_ip = true\ndns = %t\nmobike = %t\n", ProtectedNet.String(), p.DNS, p.MOBIKE)
+		ts := p.RemoteTS
+		if len(ts) == 0 {
+			ts = []string{ProtectedNet.String()}
+		}
+		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
