@@ -1,0 +1,268 @@
+// Package mobility decides when and where an IKE SA moves (RFC 4555: the
+// initiator decides). It turns interface events into candidate paths, tests
+// them through the IKE SA, and moves the SA and its ESP traffic to the first
+// that answers. It owns no socket: probes and updates go through the SA.
+package mobility
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/netmon"
+)
+
+// SA is what mobility needs of an IKE SA; the daemon adapts *ike.SA.
+type SA interface {
+	Path() esp.Path
+	// PeerAddresses lists the peer's addresses, the current one first.
+	PeerAddresses() []netip.Addr
+	// Probe runs an authenticated exchange over path without moving the SA.
+	Probe(ctx context.Context, path esp.Path) (Probe, error)
+	// UpdateAddresses moves the SA to path (UPDATE_SA_ADDRESSES).
+	UpdateAddresses(ctx context.Context, path esp.Path) error
+}
+
+// Probe is the outcome of a successful path test.
+type Probe struct {
+	Path     esp.Path // as the answer arrived
+	NATLocal bool     // a NAT is in front of us on this path
+}
+
+// Move reports a completed path change.
+type Move struct {
+	From, To  esp.Path
+	Interface string
+	NAT       bool
+	Took      time.Duration // from the triggering event to the SA's update
+}
+
+// Config wires a Mover to its SA and the rest of the connection.
+type Config struct {
+	SA SA
+	// Addresses returns the usable local addresses (netmon.Monitor.Addresses).
+	Addresses func() []netmon.Address
+	// SetPath moves ESP (and NAT keepalives) to the path; called after the
+	// SA accepted the update.
+	SetPath func(esp.Path)
+	// SetCurrent tells the monitor which address and uplink to watch for an
+	// immediate loss.
+	SetCurrent func(addr netip.Addr, ifindex int)
+	// Interfaces is the profile's uplink preference, most preferred first;
+	// empty means no preference (the current path is kept while it works).
+	Interfaces []string
+	// OnMove and OnProbe report for events and status; may be nil.
+	OnMove  func(Move)
+	OnProbe func(path esp.Path, ifname string, err error)
+	Log     *slog.Logger
+}
+
+// Mover runs the initiator's MOBIKE decisions for one SA.
+type Mover struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	current esp.Path
+	ifname  string
+	// broken: the current path was lost and no other answered yet; the
+	// next address that appears is tried at once.
+	broken bool
+}
+
+// New makes a Mover; start is the SA's path now and ifname its uplink.
+func New(cfg Config, start esp.Path, ifname string) *Mover {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname}
+}
+
+// Current returns the path in use and its interface name.
+func (m *Mover) Current() (esp.Path, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.current, m.ifname
+}
+
+// Run follows the monitor's events until ctx ends or events closes.
+func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
+	cur, _ := m.Current()
+	if m.cfg.SetCurrent != nil {
+		m.cfg.SetCurrent(cur.Local.Addr(), cur.IfIndex)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			m.handle(ctx, ev)
+		}
+	}
+}
+
+func (m *Mover) handle(ctx context.Context, ev netmon.Event) {
+	cur, _ := m.Current()
+	switch e := ev.(type) {
+	case netmon.AddressRemoved:
+		if e.Current || e.Addr == cur.Local.Addr() {
+			m.reselect(ctx, e.At, true)
+		}
+	case netmon.LinkDown:
+		if e.Current || e.IfIndex == cur.IfIndex {
+			m.reselect(ctx, e.At, true)
+		}
+	case netmon.Snapshot:
+		m.mu.Lock()
+		broken := m.broken
+		m.mu.Unlock()
+		if broken {
+			m.reselect(ctx, e.At, true)
+			return
+		}
+		// A new or returning uplink: move if it is preferred over ours
+		// (make-before-break: the old path keeps working meanwhile).
+		if m.preferredAvailable() {
+			m.reselect(ctx, e.At, false)
+		}
+	case netmon.ClockJump:
+		// After a suspend every NAT binding may be gone; test where we are.
+		m.reselect(ctx, e.At, false)
+	}
+}
+
+// preferredAvailable reports whether a usable address sits on an uplink the
+// profile prefers over the current one.
+func (m *Mover) preferredAvailable() bool {
+	_, ifname := m.Current()
+	curRank := m.rank(ifname)
+	for _, a := range m.cfg.Addresses() {
+		if m.rank(a.IfName) < curRank {
+			return true
+		}
+	}
+	return false
+}
+
+// rank orders interfaces by the profile's preference; unlisted ones come
+// after listed ones, all equal.
+func (m *Mover) rank(ifname string) int {
+	if i := slices.Index(m.cfg.Interfaces, ifname); i >= 0 {
+		return i
+	}
+	return len(m.cfg.Interfaces)
+}
+
+type candidate struct {
+	path   esp.Path
+	ifname string
+}
+
+// candidates lists every usable local address with every peer address of
+// the same family, preferred uplinks first; the current path's remote port
+// is kept (4500 after the float).
+func (m *Mover) candidates(lost bool) []candidate {
+	cur, curIf := m.Current()
+	peers := m.cfg.SA.PeerAddresses()
+	if len(peers) == 0 {
+		peers = []netip.Addr{cur.Remote.Addr()}
+	}
+	var out []candidate
+	for _, a := range m.cfg.Addresses() {
+		for _, p := range peers {
+			if a.Addr.Is4() != p.Is4() {
+				continue
+			}
+			path := esp.Path{
+				Local:   netip.AddrPortFrom(a.Addr, cur.Local.Port()),
+				Remote:  netip.AddrPortFrom(p, cur.Remote.Port()),
+				IfIndex: a.IfIndex,
+			}
+			if lost && path.Local.Addr() == cur.Local.Addr() && path.IfIndex == cur.IfIndex && path.Remote == cur.Remote {
+				continue // the path that just broke
+			}
+			out = append(out, candidate{path: path, ifname: a.IfName})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b candidate) int {
+		ra, rb := m.rank(a.ifname), m.rank(b.ifname)
+		if ra != rb {
+			return ra - rb
+		}
+		// Without a preference, stay on the current uplink when possible.
+		if (a.ifname == curIf) != (b.ifname == curIf) {
+			if a.ifname == curIf {
+				return -1
+			}
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// ErrNoPath is returned when no candidate path answers.
+var ErrNoPath = errors.New("mobility: no working path")
+
+// reselect tests candidate paths in preference order and moves the SA to
+// the first that answers. lost says the current path is gone; otherwise a
+// candidate is only taken when it is preferred over the current uplink.
+func (m *Mover) reselect(ctx context.Context, trigger time.Time, lost bool) error {
+	cur, curIf := m.Current()
+	for _, c := range m.candidates(lost) {
+		if !lost && m.rank(c.ifname) >= m.rank(curIf) {
+			break
+		}
+		if c.path == cur {
+			return nil
+		}
+		res, err := m.cfg.SA.Probe(ctx, c.path)
+		if m.cfg.OnProbe != nil {
+			m.cfg.OnProbe(c.path, c.ifname, err)
+		}
+		if err != nil {
+			m.log.Info("path test failed", "path", fmt.Sprint(c.path), "interface", c.ifname, "err", err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		to := res.Path
+		if !to.Local.IsValid() || to.Local.Addr().IsUnspecified() {
+			to = c.path
+		}
+		to.IfIndex = c.path.IfIndex
+		if err := m.cfg.SA.UpdateAddresses(ctx, to); err != nil {
+			m.log.Warn("UPDATE_SA_ADDRESSES failed", "path", fmt.Sprint(to), "err", err)
+			continue
+		}
+		m.cfg.SetPath(to)
+		if m.cfg.SetCurrent != nil {
+			m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
+		}
+		m.mu.Lock()
+		m.current, m.ifname, m.broken = to, c.ifname, false
+		m.mu.Unlock()
+		if m.cfg.OnMove != nil {
+			m.cfg.OnMove(Move{From: cur, To: to, Interface: c.ifname, NAT: res.NATLocal, Took: time.Since(trigger)})
+		}
+		return nil
+	}
+	if lost {
+		m.mu.Lock()
+		m.broken = true
+		m.mu.Unlock()
+		return ErrNoPath
+	}
+	return nil
+}

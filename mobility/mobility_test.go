@@ -1,0 +1,144 @@
+package mobility
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/netmon"
+)
+
+// fakeSA answers probes for the local addresses listed in working.
+type fakeSA struct {
+	mu      sync.Mutex
+	path    esp.Path
+	peers   []netip.Addr
+	working map[netip.Addr]bool
+	probes  []esp.Path
+	updates []esp.Path
+}
+
+func (f *fakeSA) Path() esp.Path { f.mu.Lock(); defer f.mu.Unlock(); return f.path }
+func (f *fakeSA) PeerAddresses() []netip.Addr {
+	return f.peers
+}
+func (f *fakeSA) Probe(_ context.Context, p esp.Path) (Probe, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.probes = append(f.probes, p)
+	if !f.working[p.Local.Addr()] {
+		return Probe{}, errors.New("timeout")
+	}
+	return Probe{Path: p, NATLocal: true}, nil
+}
+func (f *fakeSA) UpdateAddresses(_ context.Context, p esp.Path) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updates = append(f.updates, p)
+	f.path = p
+	return nil
+}
+
+var (
+	gw   = netip.MustParseAddrPort("203.0.113.10:4500")
+	wlan = netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
+	wwan = netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
+	eth  = netmon.Address{Addr: netip.MustParseAddr("192.168.30.2"), Bits: 24, IfIndex: 4, IfName: "eth0"}
+)
+
+func pathOn(a netmon.Address) esp.Path {
+	return esp.Path{Local: netip.AddrPortFrom(a.Addr, 40000), Remote: gw, IfIndex: a.IfIndex}
+}
+
+func TestMover(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name       string
+		prefs      []string
+		start      netmon.Address
+		addrs      []netmon.Address // usable after the event
+		working    []netmon.Address
+		event      netmon.Event
+		wantMoveTo *netmon.Address
+		wantProbes int
+	}{
+		{name: "current link down moves to the other uplink", start: wlan, addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan},
+			event: netmon.LinkDown{IfIndex: 2, IfName: "wlan", Current: true, At: now}, wantMoveTo: &wwan, wantProbes: 1},
+		{name: "current address removed", start: wlan, addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan},
+			event: netmon.AddressRemoved{Address: wlan, Current: true, At: now}, wantMoveTo: &wwan, wantProbes: 1},
+		{name: "dead candidate skipped, preference order kept", prefs: []string{"eth0", "wlan", "wwan"}, start: wlan,
+			addrs: []netmon.Address{wwan, eth}, working: []netmon.Address{wwan},
+			event: netmon.LinkDown{IfIndex: 2, Current: true, At: now}, wantMoveTo: &wwan, wantProbes: 2},
+		{name: "preferred uplink back: make-before-break", prefs: []string{"wlan", "wwan"}, start: wwan,
+			addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wwan, wlan},
+			event: netmon.Snapshot{At: now}, wantMoveTo: &wlan, wantProbes: 1},
+		{name: "less preferred uplink appears: stay", prefs: []string{"wlan", "wwan"}, start: wlan,
+			addrs: []netmon.Address{wlan, wwan}, working: []netmon.Address{wlan, wwan},
+			event: netmon.Snapshot{At: now}, wantProbes: 0},
+		{name: "no preference: new uplink does not move us", start: wlan,
+			addrs: []netmon.Address{wlan, eth}, working: []netmon.Address{wlan, eth},
+			event: netmon.Snapshot{At: now}, wantProbes: 0},
+		{name: "other address removed: ignored", start: wlan, addrs: []netmon.Address{wlan}, working: []netmon.Address{wlan},
+			event: netmon.AddressRemoved{Address: wwan, At: now}, wantProbes: 0},
+		{name: "nothing works: no move", start: wlan, addrs: []netmon.Address{wwan}, working: nil,
+			event: netmon.LinkDown{IfIndex: 2, Current: true, At: now}, wantProbes: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sa := &fakeSA{path: pathOn(tt.start), peers: []netip.Addr{gw.Addr()}, working: map[netip.Addr]bool{}}
+			for _, a := range tt.working {
+				sa.working[a.Addr] = true
+			}
+			var moved []Move
+			var setPath []esp.Path
+			m := New(Config{
+				SA:         sa,
+				Addresses:  func() []netmon.Address { return tt.addrs },
+				SetPath:    func(p esp.Path) { setPath = append(setPath, p) },
+				Interfaces: tt.prefs,
+				OnMove:     func(mv Move) { moved = append(moved, mv) },
+			}, pathOn(tt.start), tt.start.IfName)
+			m.handle(context.Background(), tt.event)
+			if len(sa.probes) != tt.wantProbes {
+				t.Errorf("probes %v, want %d", sa.probes, tt.wantProbes)
+			}
+			if tt.wantMoveTo == nil {
+				if len(moved) != 0 || len(sa.updates) != 0 {
+					t.Fatalf("moved: %+v", moved)
+				}
+				return
+			}
+			want := pathOn(*tt.wantMoveTo)
+			if len(sa.updates) != 1 || sa.updates[0] != want || len(setPath) != 1 || setPath[0] != want {
+				t.Fatalf("updates %v setPath %v, want %v", sa.updates, setPath, want)
+			}
+			if len(moved) != 1 || moved[0].Interface != tt.wantMoveTo.IfName || !moved[0].NAT || moved[0].From != pathOn(tt.start) {
+				t.Fatalf("move %+v", moved)
+			}
+			if cur, ifname := m.Current(); cur != want || ifname != tt.wantMoveTo.IfName {
+				t.Fatalf("current %v %s", cur, ifname)
+			}
+		})
+	}
+}
+
+// TestRecoverWhenAddressReturns: all uplinks gone, then one comes back; the
+// first snapshot with an address triggers the move.
+func TestRecoverWhenAddressReturns(t *testing.T) {
+	sa := &fakeSA{path: pathOn(wlan), peers: []netip.Addr{gw.Addr()}, working: map[netip.Addr]bool{wwan.Addr: true}}
+	var addrs []netmon.Address
+	m := New(Config{SA: sa, Addresses: func() []netmon.Address { return addrs }, SetPath: func(esp.Path) {}}, pathOn(wlan), "wlan")
+	m.handle(context.Background(), netmon.LinkDown{IfIndex: 2, Current: true, At: time.Now()})
+	if len(sa.updates) != 0 {
+		t.Fatal("moved with no address")
+	}
+	addrs = []netmon.Address{wwan}
+	m.handle(context.Background(), netmon.Snapshot{At: time.Now()})
+	if len(sa.updates) != 1 || sa.updates[0] != pathOn(wwan) {
+		t.Fatalf("updates %v", sa.updates)
+	}
+}
