@@ -36,6 +36,15 @@ type Peer struct {
 	path      atomic.Pointer[peerPath]
 	keepalive atomic.Int64 // interval in ns; 0 = off
 	lastSent  atomic.Int64 // unix ns of the last packet sent to the peer
+	lastESP   atomic.Int64 // unix ns of the last ESP packet sent
+	lastRecv  atomic.Int64 // unix ns of the last authenticated ESP packet received
+}
+
+// Activity returns when ESP was last sent to and received from the peer:
+// traffic going out with nothing coming back is how a dead path shows when
+// no interface event says so (an upstream failure, a NAT that lost state).
+func (p *Peer) Activity() (sent, received time.Time) {
+	return time.Unix(0, p.lastESP.Load()), time.Unix(0, p.lastRecv.Load())
 }
 
 // peerPath caches what sending to a path needs.
@@ -467,6 +476,7 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 		}
 		tabs := d.tabs.Load()
 		batches = batches[:0]
+		now := time.Now().UnixNano()
 		for i := 0; i < count; i++ {
 			pkt := bufs[i][tunOffset : tunOffset+sizes[i]]
 			dst, ok := innerDst(pkt)
@@ -492,7 +502,8 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			out[i] = sealed
 			c.packetsOut.Add(1)
 			c.bytesOut.Add(uint64(len(pkt)))
-			c.peer.lastSent.Store(time.Now().UnixNano())
+			c.peer.lastSent.Store(now)
+			c.peer.lastESP.Store(now)
 			j := 0
 			for j < len(batches) && batches[j].sock != pp.sock {
 				j++
@@ -548,6 +559,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 		}
 		tabs := d.tabs.Load()
 		outBufs = outBufs[:0]
+		now := time.Now().UnixNano()
 		for i := 0; i < count; i++ {
 			m := &msgs[i]
 			pkt := m.Buffers[0][:m.N]
@@ -596,6 +608,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			}
 			c.packetsIn.Add(1)
 			c.bytesIn.Add(uint64(len(inner) - tunOffset))
+			c.peer.lastRecv.Store(now)
 			outBufs = append(outBufs, inner)
 		}
 		if len(outBufs) > 0 && d.dev != nil {

@@ -57,11 +57,25 @@ type Config struct {
 	// Interfaces is the profile's uplink preference, most preferred first;
 	// empty means no preference (the current path is kept while it works).
 	Interfaces []string
+	// Activity reports when ESP was last sent and received on the current
+	// path (esp.Peer.Activity); nil disables dead-path detection.
+	Activity func() (sent, received time.Time)
+	// DeadAfter is how long traffic may go out with nothing coming back
+	// before the current path is tested (default DefaultDeadAfter).
+	DeadAfter time.Duration
+	// OnNATRefresh reports an update sent on the same path after it went
+	// silent (a NAT that lost or changed its mapping); may be nil.
+	OnNATRefresh func(path esp.Path, took time.Duration)
 	// OnMove and OnProbe report for events and status; may be nil.
 	OnMove  func(Move)
 	OnProbe func(path esp.Path, ifname string, err error)
 	Log     *slog.Logger
 }
+
+// DefaultDeadAfter is the silence that makes us test a path that has no
+// interface event against it; about 40 RTTs of a typical uplink, short
+// enough that a user sees a hiccup rather than an outage.
+const DefaultDeadAfter = time.Second
 
 // Mover runs the initiator's MOBIKE decisions for one SA.
 type Mover struct {
@@ -74,6 +88,8 @@ type Mover struct {
 	// broken: the current path was lost and no other answered yet; the
 	// next address that appears is tried at once.
 	broken bool
+	// lastCheck is when the current path was last tested for silence.
+	lastCheck time.Time
 }
 
 // New makes a Mover; start is the SA's path now and ifname its uplink.
@@ -98,6 +114,12 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	if m.cfg.SetCurrent != nil {
 		m.cfg.SetCurrent(cur.Local.Addr(), cur.IfIndex)
 	}
+	var tick <-chan time.Time
+	if m.cfg.Activity != nil {
+		t := time.NewTicker(m.deadAfter() / 5)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -107,7 +129,56 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 				return
 			}
 			m.handle(ctx, ev)
+		case now := <-tick:
+			m.checkSilence(ctx, now)
 		}
+	}
+}
+
+func (m *Mover) deadAfter() time.Duration {
+	if m.cfg.DeadAfter > 0 {
+		return m.cfg.DeadAfter
+	}
+	return DefaultDeadAfter
+}
+
+// checkSilence tests the current path when traffic has been going out with
+// nothing coming back for longer than DeadAfter: an upstream failure or a
+// NAT that lost our mapping gives no interface event. If the path still
+// answers, an UPDATE_SA_ADDRESSES from it tells the gateway our (possibly
+// new) NAT mapping; if not, the other paths are tried.
+func (m *Mover) checkSilence(ctx context.Context, now time.Time) {
+	sent, received := m.cfg.Activity()
+	window := m.deadAfter()
+	m.mu.Lock()
+	last := m.lastCheck
+	m.mu.Unlock()
+	if sent.Sub(received) < window || now.Sub(sent) > window || sent.Sub(last) < window {
+		return
+	}
+	m.mu.Lock()
+	m.lastCheck = now
+	m.mu.Unlock()
+	start := time.Now()
+	cur, _ := m.Current()
+	res, err := m.cfg.SA.Probe(ctx, cur)
+	if err != nil {
+		m.log.Info("current path silent and not answering; testing others", "err", err)
+		m.reselect(ctx, start, true)
+		return
+	}
+	to := cur
+	if res.Path.Local.IsValid() && !res.Path.Local.Addr().IsUnspecified() {
+		to.Local = res.Path.Local
+	}
+	if err := m.cfg.SA.UpdateAddresses(ctx, to); err != nil {
+		m.log.Warn("UPDATE_SA_ADDRESSES after silence failed", "err", err)
+		m.reselect(ctx, start, true)
+		return
+	}
+	m.cfg.SetPath(to)
+	if m.cfg.OnNATRefresh != nil {
+		m.cfg.OnNATRefresh(to, time.Since(start))
 	}
 }
 

@@ -142,3 +142,57 @@ func TestRecoverWhenAddressReturns(t *testing.T) {
 		t.Fatalf("updates %v", sa.updates)
 	}
 }
+
+// TestSilentPath: traffic out and nothing back for longer than DeadAfter
+// makes the mover test the current path; a live path gets an update (the
+// NAT may have a new mapping), a dead one makes it move.
+func TestSilentPath(t *testing.T) {
+	base := time.Unix(1000, 0)
+	tests := []struct {
+		name          string
+		sent, recv    time.Duration // offsets from base
+		now           time.Duration
+		currentWorks  bool
+		wantProbes    int
+		wantUpdateTo  *netmon.Address
+		wantRefreshed bool
+	}{
+		{name: "traffic both ways", sent: 5 * time.Second, recv: 5 * time.Second, now: 5100 * time.Millisecond},
+		{name: "idle tunnel", sent: 1 * time.Second, recv: 0, now: 10 * time.Second},
+		{name: "silent, path alive: NAT refresh", sent: 5 * time.Second, recv: 3 * time.Second, now: 5100 * time.Millisecond,
+			currentWorks: true, wantProbes: 1, wantUpdateTo: &wlan, wantRefreshed: true},
+		{name: "silent, path dead: move", sent: 5 * time.Second, recv: 3 * time.Second, now: 5100 * time.Millisecond,
+			wantProbes: 2, wantUpdateTo: &wwan},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sa := &fakeSA{path: pathOn(wlan), peers: []netip.Addr{gw.Addr()}, working: map[netip.Addr]bool{wwan.Addr: true, wlan.Addr: tt.currentWorks}}
+			refreshed := false
+			m := New(Config{
+				SA:           sa,
+				Addresses:    func() []netmon.Address { return []netmon.Address{wlan, wwan} },
+				SetPath:      func(esp.Path) {},
+				Activity:     func() (time.Time, time.Time) { return base.Add(tt.sent), base.Add(tt.recv) },
+				OnNATRefresh: func(esp.Path, time.Duration) { refreshed = true },
+			}, pathOn(wlan), "wlan")
+			m.checkSilence(context.Background(), base.Add(tt.now))
+			if len(sa.probes) != tt.wantProbes {
+				t.Fatalf("probes %v, want %d", sa.probes, tt.wantProbes)
+			}
+			if tt.wantUpdateTo == nil {
+				if len(sa.updates) != 0 {
+					t.Fatalf("updates %v", sa.updates)
+				}
+				return
+			}
+			if len(sa.updates) != 1 || sa.updates[0] != pathOn(*tt.wantUpdateTo) || refreshed != tt.wantRefreshed {
+				t.Fatalf("updates %v refreshed %v", sa.updates, refreshed)
+			}
+			// A second tick right after must not test again.
+			m.checkSilence(context.Background(), base.Add(tt.now+100*time.Millisecond))
+			if len(sa.probes) != tt.wantProbes {
+				t.Fatalf("tested again within the window: %v", sa.probes)
+			}
+		})
+	}
+}
