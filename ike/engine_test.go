@@ -113,7 +113,7 @@ func newEnv(t *testing.T, seed int64, mod func(*ResponderConfig)) *testEnv {
 		resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
 	})
 	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		cctx, ccancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer ccancel()
 		_ = resp.Close(cctx)
 		cancel()
@@ -128,7 +128,7 @@ type client struct {
 	events chan Event
 }
 
-func defaultInitiatorConfig(t *testing.T, id string) InitiatorConfig {
+func defaultInitiatorConfig(t testing.TB, id string) InitiatorConfig {
 	return InitiatorConfig{
 		Path:       esp.Path{Local: netip.AddrPortFrom(clientAddr, 40000), Remote: gwIKE},
 		LocalAuth:  mustPSKAuth(t, id, testPSK),
@@ -339,6 +339,7 @@ func TestFailures(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
 			}
+			t.Logf("error: %v", err)
 			if !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Fatalf("error %q does not mention %q", err, tc.wantMsg)
 			}

@@ -32,11 +32,12 @@ type NotifyError struct {
 }
 
 func (e *NotifyError) Error() string {
-	who := "peer"
-	if !e.Remote {
-		who = "local"
+	var s string
+	if e.Remote {
+		s = fmt.Sprintf("%s: peer sent %s in %s", notifyClass(e.Type), e.Type, e.Exchange)
+	} else {
+		s = fmt.Sprintf("%s (%s in %s)", notifyClass(e.Type), e.Type, e.Exchange)
 	}
-	s := fmt.Sprintf("%s: %s %s in %s", notifyClass(e.Type), who, e.Type, e.Exchange)
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
@@ -59,4 +60,114 @@ func FuzzResponderHandlePacket(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r.HandlePacket(data, path)
 	})
+}
+
+type funcTransport func(pkt []byte, path esp.Path)
+
+func (f funcTransport) SendIKE(pkt []byte, path esp.Path) error { f(pkt, path); return nil }
+
+// fuzzPair is an established initiator/responder pair wired back to back.
+type fuzzPair struct {
+	cancel context.CancelFunc
+	client *SA
+	gw     *SA
+}
+
+func newFuzzPair(tb testing.TB) *fuzzPair {
+	ctx, cancel := context.WithCancel(context.Background())
+	var resp *Responder
+	var client *SA
+	cliPath := esp.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
+	toGW := funcTransport(func(pkt []byte, p esp.Path) { resp.HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local}) })
+	toClient := funcTransport(func(pkt []byte, p esp.Path) { client.HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local}) })
+	rEvents := make(chan Event, 16)
+	var err error
+	if resp, err = NewResponder(ctx, defaultResponderConfig(tb), toClient, rEvents); err != nil {
+		tb.Fatal(err)
+	}
+	cfg := defaultInitiatorConfig(tb, "alice@example.com")
+	cfg.Path = cliPath
+	if client, err = Dial(ctx, cfg, toGW, make(chan Event, 16)); err != nil {
+		tb.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if _, err := client.Wait(wctx); err != nil {
+		tb.Fatal(err)
+	}
+	est := (<-rEvents).(*Established)
+	go func() {
+		for range rEvents {
+		}
+	}()
+	return &fuzzPair{cancel: cancel, client: client, gw: est.SA}
+}
+
+// FuzzSAHandleRequest encrypts arbitrary inner payload bytes with valid keys
+// and the expected Message ID and hands them to an established responder
+// SA, so the fuzzer reaches the payload handlers behind decryption.
+func FuzzSAHandleRequest(f *testing.F) {
+	f.Add(byte(37), byte(0), []byte{})
+	f.Add(byte(37), byte(42), []byte{0, 0, 0, 8, 3, 4, 0, 1, 1, 2, 3, 4})
+	f.Add(byte(37), byte(41), []byte{0, 0, 0, 8, 0, 0, 0x40, 0x0c})
+	f.Add(byte(35), byte(35), []byte{0, 0, 0, 12, 2, 0, 0, 0, 'a', 'b', 'c', 'd'})
+	f.Add(byte(36), byte(33), []byte{0, 0, 0, 4})
+	f.Add(byte(37), byte(47), []byte{0, 0, 0, 12, 1, 0, 0, 0, 0, 1, 0, 0})
+	var pair *fuzzPair
+	f.Cleanup(func() {
+		if pair != nil {
+			pair.cancel()
+		}
+	})
+	f.Fuzz(func(t *testing.T, exchange, first byte, body []byte) {
+		if pair == nil || isDone(pair.gw) || isDone(pair.client) {
+			if pair != nil {
+				pair.cancel()
+			}
+			pair = newFuzzPair(t)
+		}
+		gw, client := pair.gw, pair.client
+		var msgID uint32
+		if !call(gw, func() { msgID = gw.peerNextMsgID }) {
+			return
+		}
+		var pkt []byte
+		ok := call(client, func() {
+			h := client.header(wire.ExchangeType(exchange), msgID, false)
+			aad := wire.EncryptedHeader(h, wire.PayloadType(first), client.skOut.SealedLen(len(body)))
+			data, err := client.skOut.Seal(aad, body)
+			if err == nil {
+				pkt = append(aad, data...)
+			}
+		})
+		if !ok || pkt == nil {
+			return
+		}
+		gw.HandlePacket(pkt, gw.Path())
+		// Let the SA goroutine process it before the next input.
+		call(gw, func() {})
+	})
+}
+
+func isDone(sa *SA) bool {
+	select {
+	case <-sa.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// call runs f on the SA goroutine and waits for it.
+func call(sa *SA, f func()) bool {
+	done := make(chan struct{})
+	if !sa.post(func() { defer close(done); f() }) {
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-sa.Done():
+		return false
+	}
 }

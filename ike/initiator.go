@@ -397,6 +397,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
+		sa.learnAddresses(ps)
 	}
 	if n := firstError(ps); n != nil {
 		// The IKE SA exists, but without a Child SA the client has no use
@@ -487,6 +488,22 @@ func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
 
 // makeChild derives the Child SA keys (RFC 7296 2.17; no PFS in IKE_AUTH).
 func (sa *SA) makeChild(ts []wire.Transform, spiIn, spiOut uint32, tsi, tsr []wire.TrafficSelector) (ChildSA, error) {
+	c, err := sa.deriveChild(ts, spiIn, spiOut, nil, sa.ni, sa.nr, sa.initiator)
+	if err != nil {
+		return ChildSA{}, err
+	}
+	if sa.initiator {
+		c.LocalTS, c.RemoteTS = tsi, tsr
+	} else {
+		c.LocalTS, c.RemoteTS = tsr, tsi
+	}
+	return c, nil
+}
+
+// deriveChild computes KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr) for an exchange
+// whose initiator was us when weInitiated; the initiator-to-responder keys
+// come first (RFC 7296 2.17).
+func (sa *SA) deriveChild(ts []wire.Transform, spiIn, spiOut uint32, shared, ni, nr []byte, weInitiated bool) (ChildSA, error) {
 	encr, _ := transformOf(ts, wire.TransformEncr)
 	encLen, err := ikecrypto.EncrKeySize(encr.ID, int(encr.KeyLength))
 	if err != nil {
@@ -501,7 +518,7 @@ func (sa *SA) makeChild(ts []wire.Transform, spiIn, spiOut uint32, tsi, tsr []wi
 		integLen = integ.KeySize()
 	}
 	n := encLen + integLen
-	km := ikecrypto.ChildKeyMat(sa.prf, sa.keys.SKd, nil, sa.ni, sa.nr, 2*n)
+	km := ikecrypto.ChildKeyMat(sa.prf, sa.keys.SKd, shared, ni, nr, 2*n)
 	i2r, r2i := km[:n:n], km[n:]
 	esn := false
 	if e, ok := transformOf(ts, wire.TransformESN); ok && e.ID == 1 {
@@ -509,12 +526,10 @@ func (sa *SA) makeChild(ts []wire.Transform, spiIn, spiOut uint32, tsi, tsr []wi
 	}
 	c := ChildSA{SPIIn: spiIn, SPIOut: spiOut, ESN: esn, Transforms: ts,
 		Proposal: ProposalText(slices.DeleteFunc(slices.Clone(ts), func(t wire.Transform) bool { return t.Type == wire.TransformESN }))}
-	if sa.initiator {
+	if weInitiated {
 		c.KeyOut, c.KeyIn = i2r, r2i
-		c.LocalTS, c.RemoteTS = tsi, tsr
 	} else {
 		c.KeyIn, c.KeyOut = i2r, r2i
-		c.LocalTS, c.RemoteTS = tsr, tsi
 	}
 	return c, nil
 }

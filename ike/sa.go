@@ -67,6 +67,16 @@ type request struct {
 	// onResponse gets the decrypted payloads (plain ones for IKE_SA_INIT).
 	onResponse func(h wire.Header, ps []wire.Payload, raw []byte)
 	onTimeout  func(err error)
+	// MOBIKE requests (RFC 4555 3.5) travel over a path of their own and
+	// may change it, and their content, on every retransmission: paths
+	// gives the path of transmission n (nil: the SA's path), rebuild the
+	// packet for it. They have their own schedule, and running out of
+	// retransmissions fails the request without killing the SA.
+	paths   func(n int) (esp.Path, bool)
+	rebuild func(path esp.Path) ([]byte, error)
+	sched   *Retransmit
+	keepSA  bool
+	sentOn  esp.Path
 }
 
 type cachedResponse struct {
@@ -163,6 +173,13 @@ type SA struct {
 	keTries      int
 	pendingChild *childRequest
 	halfKey      halfKey // responder
+
+	// MOBIKE (mobike.go).
+	respPath      esp.Path     // where the last response arrived
+	peerAddrs     []netip.Addr // the peer's additional addresses
+	cookie2       []byte       // of the UPDATE_SA_ADDRESSES in progress
+	failedUpdate  *failedUpdate
+	lastRespMoved bool // the cached response answered UPDATE_SA_ADDRESSES
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -422,12 +439,30 @@ func (sa *SA) sendRequest(r *request) {
 }
 
 func (sa *SA) transmit(r *request) {
-	if err := sa.tr.SendIKE(r.pkt, sa.path); err != nil {
+	path := sa.path
+	if r.paths != nil {
+		p, ok := r.paths(r.sends)
+		if ok {
+			path = p
+		}
+		if r.rebuild != nil {
+			pkt, err := r.rebuild(path)
+			if err == nil {
+				r.pkt = pkt
+			}
+		}
+	}
+	r.sentOn = path
+	if err := sa.tr.SendIKE(r.pkt, path); err != nil {
 		sa.log.Debug("send failed", "exchange", r.exchange, "err", err)
 	}
 	n := r.sends
 	r.sends++
-	r.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(n), func() {
+	sched := sa.cfg.retransmit
+	if r.sched != nil {
+		sched = *r.sched
+	}
+	r.timer = sa.cfg.clock.AfterFunc(sched.Timeout(n), func() {
 		sa.post(func() { sa.onTimer(r, n) })
 	})
 }
@@ -436,8 +471,19 @@ func (sa *SA) onTimer(r *request, n int) {
 	if sa.out != r || r.sends != n+1 || sa.state == stateDead {
 		return
 	}
-	if n >= sa.cfg.retransmit.Retries {
+	retries := sa.cfg.retransmit.Retries
+	if r.sched != nil {
+		retries = r.sched.Retries
+	}
+	if n >= retries {
 		err := &UnreachableError{Exchange: r.exchange, Retransmissions: n}
+		if r.keepSA {
+			sa.completeRequest()
+			if r.onTimeout != nil {
+				r.onTimeout(err)
+			}
+			return
+		}
 		sa.out = nil
 		if r.onTimeout != nil {
 			r.onTimeout(err)
@@ -511,6 +557,7 @@ func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
 		}
 	}
 	sa.completeRequestKeepQueue()
+	sa.respPath = p.path
 	r.onResponse(h, ps, p.pkt)
 	if sa.state != stateDead && sa.out == nil && len(sa.queue) > 0 {
 		next := sa.queue[0]
@@ -534,6 +581,11 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		// A retransmitted request: resend the cached response where the
 		// duplicate came from (RFC 7296 2.1, 2.11).
 		sa.stats.dupRequests.Add(1)
+		if sa.lastRespMoved && p.path != sa.path {
+			// The initiator retransmitted its UPDATE_SA_ADDRESSES over
+			// another path (RFC 4555 3.5): the newest one counts.
+			sa.movePath(p.path)
+		}
 		if err := sa.tr.SendIKE(sa.lastResp.pkt, p.path); err != nil {
 			sa.log.Debug("send failed", "err", err)
 		}
@@ -560,6 +612,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	}
 	var resp []wire.Payload
 	var after func()
+	sa.lastRespMoved = false
 	switch h.Exchange {
 	case wire.ExchangeIKEAuth:
 		if sa.initiator || sa.state != stateAuth {
@@ -568,9 +621,14 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		}
 		resp, after = sa.handleAuthRequest(ps)
 	case wire.ExchangeInformational:
-		resp, after = sa.handleInformationalRequest(ps)
+		var moved bool
+		resp, moved = sa.handleMOBIKERequest(ps, p.path)
+		var more []wire.Payload
+		more, after = sa.handleInformationalRequest(ps)
+		resp = append(resp, more...)
+		defer func() { sa.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
-		resp = []wire.Payload{&wire.Notify{Type: wire.NotifyNoAdditionalSAs}}
+		resp, after = sa.handleCreateChildRequest(ps)
 	default:
 		sa.stats.unexpected.Add(1)
 		return
