@@ -518,11 +518,17 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			msgs := b.msgs
 			for len(msgs) > 0 {
 				sent, err := b.sock.batch.WriteBatch(msgs, 0)
+				if sent < 0 {
+					sent = 0 // sendmmsg reports -1 when the first message fails
+				}
 				if err != nil {
-					// One unreachable destination must not stall the rest:
-					// skip the failed message and carry on.
+					// One unreachable destination (an uplink just gone)
+					// must not stall the rest: skip the failed message.
 					d.drops.sendErrors.Add(1)
 					sent++
+				} else if sent == 0 {
+					d.drops.sendErrors.Add(uint64(len(msgs)))
+					break
 				}
 				msgs = msgs[min(sent, len(msgs)):]
 			}
