@@ -20,16 +20,15 @@ import (
 
 // SA is what mobility needs of an IKE SA; the daemon adapts *ike.SA.
 type SA interface {
-	Path() esp.Path
 	// PeerAddresses lists the peer's addresses, the current one first.
 	PeerAddresses() []netip.Addr
-	// Probe runs an authenticated exchange over path without moving the SA.
-	Probe(ctx context.Context, path esp.Path) (Probe, error)
-	// UpdateAddresses moves the SA to path (UPDATE_SA_ADDRESSES).
-	UpdateAddresses(ctx context.Context, path esp.Path) error
+	// Move sends UPDATE_SA_ADDRESSES over the paths in turn (one request,
+	// retransmitted round-robin: the answer is the path test) and moves the
+	// SA to the path that answered.
+	Move(ctx context.Context, paths []esp.Path) (Probe, error)
 }
 
-// Probe is the outcome of a successful path test.
+// Probe is where a move landed.
 type Probe struct {
 	Path     esp.Path // as the answer arrived
 	NATLocal bool     // a NAT is in front of us on this path
@@ -159,38 +158,29 @@ func (m *Mover) checkSilence(ctx context.Context, now time.Time) {
 	m.mu.Lock()
 	m.lastCheck = now
 	m.mu.Unlock()
-	start := time.Now()
-	cur, _ := m.Current()
-	res, err := m.cfg.SA.Probe(ctx, cur)
-	if err != nil {
-		m.log.Info("current path silent and not answering; testing others", "err", err)
-		m.reselect(ctx, start, true)
-		return
+	// The current path first: if it answers, the update tells the gateway
+	// our NAT mapping as it is now; otherwise the others are tried.
+	cur, curIf := m.Current()
+	cands := []candidate{{path: cur, ifname: curIf}}
+	for _, c := range m.candidates(true) {
+		cands = append(cands, c)
 	}
-	to := cur
-	if res.Path.Local.IsValid() && !res.Path.Local.Addr().IsUnspecified() {
-		to.Local = res.Path.Local
-	}
-	if err := m.cfg.SA.UpdateAddresses(ctx, to); err != nil {
-		m.log.Warn("UPDATE_SA_ADDRESSES after silence failed", "err", err)
-		m.reselect(ctx, start, true)
-		return
-	}
-	m.cfg.SetPath(to)
-	if m.cfg.OnNATRefresh != nil {
-		m.cfg.OnNATRefresh(to, time.Since(start))
-	}
+	m.moveTo(ctx, time.Now(), cur, cands)
 }
 
 func (m *Mover) handle(ctx context.Context, ev netmon.Event) {
 	cur, _ := m.Current()
 	switch e := ev.(type) {
+	// The monitor's Current flag describes the path when the event was
+	// made; after a move it can be stale (the link-down and the address
+	// removal of one uplink arrive one after the other), so the Mover's
+	// own path decides.
 	case netmon.AddressRemoved:
-		if e.Current || e.Addr == cur.Local.Addr() {
+		if e.Addr == cur.Local.Addr() {
 			m.reselect(ctx, e.At, true)
 		}
 	case netmon.LinkDown:
-		if e.Current || e.IfIndex == cur.IfIndex {
+		if e.IfIndex == cur.IfIndex {
 			m.reselect(ctx, e.At, true)
 		}
 	case netmon.Snapshot:
@@ -285,55 +275,73 @@ func (m *Mover) candidates(lost bool) []candidate {
 // ErrNoPath is returned when no candidate path answers.
 var ErrNoPath = errors.New("mobility: no working path")
 
-// reselect tests candidate paths in preference order and moves the SA to
-// the first that answers. lost says the current path is gone; otherwise a
-// candidate is only taken when it is preferred over the current uplink.
+// reselect moves the SA to the best candidate path that answers. lost says
+// the current path is gone; otherwise only uplinks preferred over the
+// current one are candidates.
 func (m *Mover) reselect(ctx context.Context, trigger time.Time, lost bool) error {
 	cur, curIf := m.Current()
+	var cands []candidate
 	for _, c := range m.candidates(lost) {
 		if !lost && m.rank(c.ifname) >= m.rank(curIf) {
 			break
 		}
-		if c.path == cur {
-			return nil
-		}
-		res, err := m.cfg.SA.Probe(ctx, c.path)
-		if m.cfg.OnProbe != nil {
-			m.cfg.OnProbe(c.path, c.ifname, err)
-		}
-		if err != nil {
-			m.log.Info("path test failed", "path", fmt.Sprint(c.path), "interface", c.ifname, "err", err)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
-		}
-		to := res.Path
-		if !to.Local.IsValid() || to.Local.Addr().IsUnspecified() {
-			to = c.path
-		}
-		to.IfIndex = c.path.IfIndex
-		if err := m.cfg.SA.UpdateAddresses(ctx, to); err != nil {
-			m.log.Warn("UPDATE_SA_ADDRESSES failed", "path", fmt.Sprint(to), "err", err)
-			continue
-		}
-		m.cfg.SetPath(to)
-		if m.cfg.SetCurrent != nil {
-			m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
-		}
-		m.mu.Lock()
-		m.current, m.ifname, m.broken = to, c.ifname, false
-		m.mu.Unlock()
-		if m.cfg.OnMove != nil {
-			m.cfg.OnMove(Move{From: cur, To: to, Interface: c.ifname, NAT: res.NATLocal, Took: time.Since(trigger)})
+		cands = append(cands, c)
+	}
+	if len(cands) == 0 {
+		if lost {
+			m.markBroken()
+			return ErrNoPath
 		}
 		return nil
 	}
-	if lost {
-		m.mu.Lock()
-		m.broken = true
-		m.mu.Unlock()
-		return ErrNoPath
+	return m.moveTo(ctx, trigger, cur, cands)
+}
+
+func (m *Mover) markBroken() {
+	m.mu.Lock()
+	m.broken = true
+	m.mu.Unlock()
+}
+
+// moveTo runs one update over the candidates and adopts the path that
+// answered.
+func (m *Mover) moveTo(ctx context.Context, trigger time.Time, cur esp.Path, cands []candidate) error {
+	paths := make([]esp.Path, len(cands))
+	for i, c := range cands {
+		paths[i] = c.path
+	}
+	res, err := m.cfg.SA.Move(ctx, paths)
+	if m.cfg.OnProbe != nil {
+		m.cfg.OnProbe(cands[0].path, cands[0].ifname, err)
+	}
+	if err != nil {
+		m.log.Info("no candidate path answered", "candidates", len(cands), "err", err)
+		m.markBroken()
+		return fmt.Errorf("%w: %v", ErrNoPath, err)
+	}
+	to := res.Path
+	ifname := cands[0].ifname
+	for _, c := range cands {
+		if c.path.IfIndex == to.IfIndex && c.path.Local.Addr() == to.Local.Addr() {
+			ifname = c.ifname
+			break
+		}
+	}
+	m.cfg.SetPath(to)
+	if m.cfg.SetCurrent != nil {
+		m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
+	}
+	m.mu.Lock()
+	m.current, m.ifname, m.broken = to, ifname, false
+	m.mu.Unlock()
+	if to == cur {
+		if m.cfg.OnNATRefresh != nil {
+			m.cfg.OnNATRefresh(to, time.Since(trigger))
+		}
+		return nil
+	}
+	if m.cfg.OnMove != nil {
+		m.cfg.OnMove(Move{From: cur, To: to, Interface: ifname, NAT: res.NATLocal, Took: time.Since(trigger)})
 	}
 	return nil
 }

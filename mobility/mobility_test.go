@@ -22,25 +22,24 @@ type fakeSA struct {
 	updates []esp.Path
 }
 
-func (f *fakeSA) Path() esp.Path { f.mu.Lock(); defer f.mu.Unlock(); return f.path }
 func (f *fakeSA) PeerAddresses() []netip.Addr {
 	return f.peers
 }
-func (f *fakeSA) Probe(_ context.Context, p esp.Path) (Probe, error) {
+
+// Move tries the paths in order, as the engine's round-robin does when
+// only working paths answer.
+func (f *fakeSA) Move(_ context.Context, paths []esp.Path) (Probe, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.probes = append(f.probes, p)
-	if !f.working[p.Local.Addr()] {
-		return Probe{}, errors.New("timeout")
+	for _, p := range paths {
+		f.probes = append(f.probes, p)
+		if f.working[p.Local.Addr()] {
+			f.updates = append(f.updates, p)
+			f.path = p
+			return Probe{Path: p, NATLocal: true}, nil
+		}
 	}
-	return Probe{Path: p, NATLocal: true}, nil
-}
-func (f *fakeSA) UpdateAddresses(_ context.Context, p esp.Path) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.updates = append(f.updates, p)
-	f.path = p
-	return nil
+	return Probe{}, errors.New("timeout")
 }
 
 var (
@@ -123,6 +122,25 @@ func TestMover(t *testing.T) {
 				t.Fatalf("current %v %s", cur, ifname)
 			}
 		})
+	}
+}
+
+// TestStaleCurrentFlag: the monitor flags an event as touching the current
+// path when it is made; once the SA has moved, the rest of the old uplink's
+// events (address removal after link down) must not move it again, here to
+// the gateway's other address.
+func TestStaleCurrentFlag(t *testing.T) {
+	other := netip.MustParseAddr("203.0.113.26")
+	sa := &fakeSA{path: pathOn(wwan), peers: []netip.Addr{gw.Addr(), other}, working: map[netip.Addr]bool{wwan.Addr: true}}
+	m := New(Config{SA: sa, Addresses: func() []netmon.Address { return []netmon.Address{wwan} }, SetPath: func(esp.Path) {}}, pathOn(wwan), "wwan")
+	for _, ev := range []netmon.Event{
+		netmon.AddressRemoved{Address: wlan, Current: true, At: time.Now()},
+		netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true, At: time.Now()},
+	} {
+		m.handle(context.Background(), ev)
+	}
+	if len(sa.probes) != 0 {
+		t.Fatalf("moved on a stale event: probes %v", sa.probes)
 	}
 }
 
