@@ -48,6 +48,9 @@ type conn struct {
 	established time.Time
 	ifname      string
 	state       string
+	nat         bool
+	pathChanges int
+	life        context.Context
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -74,7 +77,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	// The connection outlives the connect request, so it gets its own
 	// context; the request's ctx only bounds the wait for establishment.
 	life, cancel := context.WithCancel(context.Background())
-	c := &conn{profile: p, log: log, emit: emit, cancel: cancel, gw: gw, done: make(chan struct{}), state: "connecting"}
+	c := &conn{profile: p, log: log, emit: emit, cancel: cancel, gw: gw, done: make(chan struct{}), state: "connecting", life: life}
 	fail := func(err error) (Tunnel, error) {
 		c.teardown(err)
 		return nil, err
@@ -175,8 +178,13 @@ func (c *conn) install(est *ike.Established) error {
 		c.peer.SetKeepalive(keepaliveInterval)
 	}
 	c.mu.Lock()
-	c.est, c.established, c.state = est, time.Now(), "established"
+	c.est, c.established, c.state, c.nat = est, time.Now(), "established", est.NATLocal
 	c.mu.Unlock()
+	if c.profile.MOBIKE && est.PeerMOBIKE {
+		if err := c.startMobility(c.life, est.SA); err != nil {
+			return err
+		}
+	}
 	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: c.ifname}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
@@ -204,6 +212,15 @@ func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix) error {
 func (c *conn) watch(events <-chan ike.Event) {
 	for ev := range events {
 		switch ev := ev.(type) {
+		case *ike.ChildRekeyed:
+			// The new SA goes in before the old one leaves (on the peer's
+			// DELETE), so no packet finds neither.
+			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS)); err != nil {
+				c.log.Error("installing rekeyed child SA", "err", err)
+				c.emit(Event{Event: EventError, Reason: err.Error()})
+				continue
+			}
+			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
 		case *ike.ChildDeleted:
 			c.dp.RemoveChild(ev.SPIIn)
 		case *ike.Deleted:
@@ -271,9 +288,9 @@ func (c *conn) Err() error {
 // Status reports the connection for `roam status`.
 func (c *conn) Status() Status {
 	c.mu.Lock()
-	est, at, state := c.est, c.established, c.state
+	est, at, state, ifname, nat, changes := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges
 	c.mu.Unlock()
-	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: c.ifname, MOBIKE: c.profile.MOBIKE}
+	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes}
 	if est == nil {
 		return st
 	}
@@ -284,7 +301,6 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
-	st.NAT = est.NATLocal
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE
 	if len(est.VirtualIPs) > 0 {
 		st.VirtualIP = est.VirtualIPs[0].String()

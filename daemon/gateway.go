@@ -132,6 +132,14 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.install(ev)
 			case *ike.ChildDeleted:
 				gw.dp.RemoveChild(ev.SPIIn)
+			case *ike.PathUpdated:
+				gw.mu.Lock()
+				c := gw.clients[ev.SA]
+				gw.mu.Unlock()
+				if c != nil {
+					gw.dp.SetPath(c.peer, ev.Path)
+					gw.emit(Event{Event: EventPathChanged, Profile: c.est.PeerID, To: ev.Path.Remote.String(), From: ev.Path.Local.String()})
+				}
 			case *ike.Deleted:
 				gw.remove(ev)
 			}
