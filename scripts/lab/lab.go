@@ -705,6 +705,13 @@ var reIperfReceiver = regexp.MustCompile(`([\d.]+) Mbits/sec\s+(?:\d+\s+)?receiv
 // sending for d, and returns the receiver's throughput in Mbit/s. It fails
 // when nothing arrived.
 func (l *Lab) TCPTransfer(cliNS, srvNS string, dst netip.Addr, d time.Duration) (float64, error) {
+	return l.TCPTransferRate(cliNS, srvNS, dst, d, "")
+}
+
+// TCPTransferRate is TCPTransfer capped at rate (iperf3 -b, e.g. "20M"; ""
+// means as fast as it goes): a connection that must survive a move without
+// filling every queue on the way.
+func (l *Lab) TCPTransferRate(cliNS, srvNS string, dst netip.Addr, d time.Duration, rate string) (float64, error) {
 	srv, err := l.Start(srvNS, "iperf3", "-s", "-1", "-B", dst.String())
 	if err != nil {
 		return 0, err
@@ -713,7 +720,11 @@ func (l *Lab) TCPTransfer(cliNS, srvNS string, dst netip.Addr, d time.Duration) 
 	secs := strconv.Itoa(max(1, int(d.Seconds())))
 	var out string
 	for i := 0; i < 30; i++ { // the server needs a moment to listen
-		out, err = l.Output(cliNS, "iperf3", "-c", dst.String(), "-t", secs, "-f", "m")
+		args := []string{"iperf3", "-c", dst.String(), "-t", secs, "-f", "m"}
+		if rate != "" {
+			args = append(args, "-b", rate)
+		}
+		out, err = l.Output(cliNS, args...)
 		if err == nil || !strings.Contains(out, "refused") {
 			break
 		}

@@ -1,0 +1,212 @@
+package interop
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+// pinger pings the host through the tunnel every 10 ms in the background
+// and reports how many echoes were sent and answered.
+type pinger struct {
+	proc *lab.Proc
+}
+
+func startPinger(t *testing.T, l *lab.Lab, d time.Duration) *pinger {
+	t.Helper()
+	count := int(d / (10 * time.Millisecond))
+	p, err := l.Start(lab.Client, "ping", "-n", "-D", "-O", "-i", "0.01", "-W", "1", "-c", strconv.Itoa(count), lab.HostAddr.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pinger{proc: p}
+}
+
+var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// result waits for ping to finish and returns sent and received.
+func (p *pinger) result(t *testing.T, timeout time.Duration) (int, int) {
+	t.Helper()
+	p.proc.Wait(timeout)
+	m := pingStats.FindStringSubmatch(p.proc.Output())
+	if m == nil {
+		t.Fatalf("no ping statistics in:\n%s", p.proc.Output())
+	}
+	sent, _ := strconv.Atoi(m[1])
+	recv, _ := strconv.Atoi(m[2])
+	return sent, recv
+}
+
+// mobikeScenario is one move of issue 3's lab list.
+type mobikeScenario struct {
+	name string
+	// prepare, when set, runs before the pinger starts and must leave the
+	// tunnel on prepareIf.
+	prepare   func(l *lab.Lab) error
+	prepareIf string
+	// move changes the client's uplinks; the tunnel is on wlan before it.
+	move func(l *lab.Lab) error
+	// wantIf is the uplink the tunnel must end on.
+	wantIf string
+	// zeroLoss: make-before-break, no echo may be lost.
+	zeroLoss bool
+}
+
+func wlanBack(l *lab.Lab) error {
+	// What a laptop's network manager does when Wi-Fi returns: link up,
+	// then the default route it learnt from DHCP.
+	if err := l.LinkUp(lab.Client, lab.WLAN); err != nil {
+		return err
+	}
+	return l.Exec(lab.Client, "ip", "route", "replace", "default", "via", lab.RouterWLAN.Addr().String(), "dev", lab.WLAN, "metric", "100")
+}
+
+var mobikeScenarios = []mobikeScenario{
+	{name: "a-link-down", move: func(l *lab.Lab) error { return l.LinkDown(lab.Client, lab.WLAN) }, wantIf: lab.WWAN},
+	{name: "b-address-removed", move: func(l *lab.Lab) error { return l.DelAddr(lab.Client, lab.WLAN, lab.ClientWLAN) }, wantIf: lab.WWAN},
+	{name: "c-preferred-back",
+		prepare:   func(l *lab.Lab) error { return l.LinkDown(lab.Client, lab.WLAN) },
+		prepareIf: lab.WWAN,
+		move:      wlanBack, wantIf: lab.WLAN, zeroLoss: true},
+}
+
+// runMobike connects roam on wlan, runs a 10 ms pinger and a TCP transfer
+// through the tunnel, makes the move, and checks the tunnel followed it with
+// the same inner address and the TCP connection intact.
+func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs func() string) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("gateway log:\n%s", logs())
+		if os.Getenv("ROAM_DEBUG_CAPTURE") != "" {
+			for _, ns := range []string{lab.Client, lab.NATWWAN, lab.Gateway} {
+				pp, _ := l.Start(lab.Client, "ping", "-c", "4", "-i", "0.3", lab.HostAddr.Addr().String())
+				out, _ := l.Output(ns, "timeout", "2", "tcpdump", "-ni", "any", "-c", "12", "udp or icmp")
+				if pp != nil {
+					pp.Wait(3 * time.Second)
+				}
+				t.Logf("capture in %s:\n%s", ns, out)
+			}
+		}
+		if _, raw, err := r.Status(); err == nil {
+			t.Logf("roam status:\n%s", raw)
+		}
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
+			t.Logf("roam daemon log:\n%s", b)
+		}
+		t.Fatalf(format, args...)
+	}
+	out, err := r.Connect("corp", 20*time.Second)
+	if err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping before the move: %v", err)
+	}
+	before := connected(t, r, "corp")
+	if before.Interface != lab.WLAN {
+		fail("tunnel starts on %q, want wlan", before.Interface)
+	}
+	if sc.prepare != nil {
+		if err := sc.prepare(l); err != nil {
+			fail("prepare: %v", err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for connected(t, r, "corp").Interface != sc.prepareIf {
+			if time.Now().After(deadline) {
+				fail("tunnel did not move to %s while preparing", sc.prepareIf)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+			fail("ping after preparing: %v", err)
+		}
+		before = connected(t, r, "corp")
+	}
+	// A long TCP connection that must survive the move.
+	tcp := make(chan error, 1)
+	go func() {
+		// Rate-capped: the point is a connection that lives through the
+		// move, not a saturated queue that drops pings by itself.
+		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
+		tcp <- err
+	}()
+	p := startPinger(t, l, 7*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	if err := sc.move(l); err != nil {
+		fail("move: %v", err)
+	}
+	sent, recv := p.result(t, 20*time.Second)
+	t.Logf("%s: %d echoes sent, %d answered, %d lost", sc.name, sent, recv, sent-recv)
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("tunnel did not recover: %v", err)
+	}
+	after := connected(t, r, "corp")
+	if after.Interface != sc.wantIf || after.PathChanges <= before.PathChanges {
+		fail("after the move: interface %q, path changes %d; want %q", after.Interface, after.PathChanges, sc.wantIf)
+	}
+	if after.VirtualIP != before.VirtualIP {
+		fail("inner address changed from %s to %s", before.VirtualIP, after.VirtualIP)
+	}
+	if err := <-tcp; err != nil {
+		fail("TCP connection through the tunnel broke: %v", err)
+	}
+	if sc.zeroLoss && recv != sent {
+		var missing []string
+		for _, line := range regexp.MustCompile(`(?m)^.*no answer yet.*$`).FindAllString(p.proc.Output(), 20) {
+			missing = append(missing, line)
+		}
+		b, _ := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log"))
+		t.Errorf("make-before-break lost %d echoes:\n%s\nroam log:\n%s", sent-recv, strings.Join(missing, "\n"), b)
+	}
+}
+
+// TestMOBIKEStrongSwanGateway: issue 3 scenarios against strongSwan.
+func TestMOBIKEStrongSwanGateway(t *testing.T) {
+	for _, sc := range mobikeScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			l, bin := setup(t)
+			pki := newPKI(t, l)
+			gw := startSwanGateway(t, l, pki, "psk", nil)
+			r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+			runMobike(t, l, r, sc, gw.Log)
+		})
+	}
+}
+
+// TestMOBIKERoamGateway: the same scenarios against roam gateway.
+func TestMOBIKERoamGateway(t *testing.T) {
+	for _, sc := range mobikeScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			l, bin := setup(t)
+			pki := newPKI(t, l)
+			dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
+			gp, err := g.StartGateway()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gp.Stop()
+			time.Sleep(300 * time.Millisecond) // listening
+			r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+			runMobike(t, l, r, sc, func() string {
+				_, raw, _ := g.Status()
+				return fmt.Sprint(gp.Output()) + "\ngateway status:\n" + string(raw)
+			})
+		})
+	}
+}
