@@ -493,6 +493,42 @@ func (l *Lab) FlushConntrack(ns string) error {
 	return nil
 }
 
+// NewPublic is the address ChangeNATAddress gives each NAT router: still
+// routed to the router by inet, but not the one the gateway knows.
+var NewPublic = map[string]netip.Addr{
+	NATWLAN: netip.MustParseAddr("198.51.100.10"),
+	NATWWAN: netip.MustParseAddr("198.51.100.14"),
+}
+
+// ChangeNATAddress makes a NAT router translate to a new public address and
+// forget its mappings, as a carrier-grade NAT does when it reassigns a
+// subscriber: the client keeps its own address and sees no interface event.
+func (l *Lab) ChangeNATAddress(router string) error {
+	addr, ok := NewPublic[router]
+	if !ok {
+		return fmt.Errorf("lab: %q is not a NAT router", router)
+	}
+	for _, s := range [][]string{
+		{router, "ip", "addr", "add", addr.String() + "/32", "dev", "wan"},
+		{Inet, "ip", "route", "replace", addr.String() + "/32", "dev", "to-" + l.uplinkOf(router)},
+		{router, "nft", "flush chain ip nat post; add rule ip nat post oifname \"wan\" snat to " + addr.String()},
+	} {
+		if err := l.Exec(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return l.FlushConntrack(router)
+}
+
+func (l *Lab) uplinkOf(router string) string {
+	for _, u := range l.Uplinks {
+		if u.Router == router {
+			return u.Name
+		}
+	}
+	return ""
+}
+
 // Ping sends count pings from ns to dst and fails unless all are answered
 // (one reply is enough when count is 1).
 func (l *Lab) Ping(ns string, dst netip.Addr, count int) error {

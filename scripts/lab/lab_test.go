@@ -78,6 +78,24 @@ func TestTopology(t *testing.T) {
 	if err := l.FlushConntrack(NATWLAN); err != nil {
 		t.Error(err)
 	}
+	// A NAT that changes its public address: new mappings use it, and the
+	// gateway's replies still come back.
+	if err := l.Exec(Client, "ip", "route", "replace", "default", "via", RouterWLAN.Addr().String(), "dev", WLAN, "metric", "100"); err != nil {
+		t.Fatal(err) // the link went down and took its route with it
+	}
+	if err := l.ChangeNATAddress(NATWLAN); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Exec(Client, "ping", "-n", "-q", "-c", "1", "-W", "2", "-I", WLAN, GatewayAddr1.Addr().String()); err != nil {
+		t.Fatalf("ping through the NAT after its address changed: %v", err)
+	}
+	out, err = l.Output(NATWLAN, "conntrack", "-L", "-p", "icmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "dst="+NewPublic[NATWLAN].String()) {
+		t.Errorf("NAT conntrack does not show the new public address:\n%s", out)
+	}
 }
 
 func TestAlive(t *testing.T) {
