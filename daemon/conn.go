@@ -152,7 +152,7 @@ func (c *conn) install(est *ike.Established) error {
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := selectorsToPrefixes(ch.RemoteTS)
-		if err := c.installChild(ch, remote); err != nil {
+		if err := c.installChild(ch, remote, false); err != nil {
 			return err
 		}
 		routes = append(routes, remote...)
@@ -196,16 +196,28 @@ func (c *conn) install(est *ike.Established) error {
 	return nil
 }
 
-func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix) error {
+// installChild puts a Child SA pair into the dataplane; pending (a rekey we
+// answered) keeps outbound traffic on the old pair until the peer uses the
+// new one.
+func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
+	cfg, err := childConfig(ch, remote, pending)
+	if err != nil {
+		return err
+	}
+	return c.dp.InstallChild(c.peer, cfg)
+}
+
+// childConfig makes the dataplane's SA pair from a negotiated Child SA.
+func childConfig(ch ike.ChildSA, remote []netip.Prefix, pending bool) (esp.ChildConfig, error) {
 	in, err := esp.NewInboundSA(ch.SPIIn, ch.KeyIn, ch.ESN)
 	if err != nil {
-		return fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
 	}
 	out, err := esp.NewOutboundSA(ch.SPIOut, ch.KeyOut, ch.ESN)
 	if err != nil {
-		return fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
 	}
-	return c.dp.InstallChild(c.peer, esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal})
+	return esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal, OutboundPending: pending}, nil
 }
 
 // watch follows the IKE SA after establishment until it ends.
@@ -214,8 +226,9 @@ func (c *conn) watch(events <-chan ike.Event) {
 		switch ev := ev.(type) {
 		case *ike.ChildRekeyed:
 			// The new SA goes in before the old one leaves (on the peer's
-			// DELETE), so no packet finds neither.
-			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS)); err != nil {
+			// DELETE), so no packet finds neither; we answered the rekey,
+			// so we send on it only once the peer has installed it.
+			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), true); err != nil {
 				c.log.Error("installing rekeyed child SA", "err", err)
 				c.emit(Event{Event: EventError, Reason: err.Error()})
 				continue
