@@ -60,33 +60,46 @@ func (r *ikeRecorder) handle(pkt []byte, p Path) {
 	r.path = append(r.path, p)
 }
 
+// loopbackPair runs two dataplanes over fake TUN devices, each with a UDP
+// socket on 127.0.0.1, and stops them when the test ends.
+type loopbackPair struct {
+	a, b       *Dataplane
+	tunA, tunB *fakeTUN
+	ikeA, ikeB *ikeRecorder
+	sa, sb     *Socket
+}
+
+func newLoopbackPair(t *testing.T) *loopbackPair {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &loopbackPair{tunA: newFakeTUN(), tunB: newFakeTUN(), ikeA: &ikeRecorder{}, ikeB: &ikeRecorder{}}
+	p.a = NewDataplane(p.tunA, p.ikeA.handle, nil)
+	p.b = NewDataplane(p.tunB, p.ikeB.handle, nil)
+	var err error
+	if p.sa, err = ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if p.sb, err = ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	p.a.AddSocket(p.sa)
+	p.b.AddSocket(p.sb)
+	var wg sync.WaitGroup
+	for _, d := range []*Dataplane{p.a, p.b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx) }()
+	}
+	// Run returns once ctx is done and the device's owner closed it.
+	t.Cleanup(func() { cancel(); p.tunA.Close(); p.tunB.Close(); wg.Wait() })
+	return p
+}
+
 // TestLoopbackPipeline connects two dataplanes over 127.0.0.1: a packet
 // written into one fake TUN comes out of the other, both ways, and IKE
 // messages with the non-ESP marker reach the IKE handler without it.
 func TestLoopbackPipeline(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tunA, tunB := newFakeTUN(), newFakeTUN()
-	defer tunA.Close()
-	defer tunB.Close()
-	var ikeA, ikeB ikeRecorder
-	a := NewDataplane(tunA, ikeA.handle, nil)
-	b := NewDataplane(tunB, ikeB.handle, nil)
-	sa, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.AddSocket(sa)
-	b.AddSocket(sb)
-	var wg sync.WaitGroup
-	for _, d := range []*Dataplane{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.Run(ctx) }()
-	}
+	p := newLoopbackPair(t)
+	a, b, tunA, tunB, ikeB, sa, sb := p.a, p.b, p.tunA, p.tunB, p.ikeB, p.sa, p.sb
 
 	// A is the client 10.99.200.7, B the gateway in front of 10.99.0.0/24.
 	peerOfA := a.NewPeer(Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()})
@@ -162,11 +175,6 @@ func TestLoopbackPipeline(t *testing.T) {
 	if len(a.ChildStats(nil)) != 0 {
 		t.Fatal("child not removed")
 	}
-	// Run returns once ctx is done and the device's owner closed it.
-	cancel()
-	tunA.Close()
-	tunB.Close()
-	wg.Wait()
 }
 
 // TestPendingOutbound checks the rekey responder's rule: a child installed
@@ -189,27 +197,8 @@ func TestPendingOutbound(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			tunA, tunB := newFakeTUN(), newFakeTUN()
-			var ikeA, ikeB ikeRecorder
-			a := NewDataplane(tunA, ikeA.handle, nil)
-			b := NewDataplane(tunB, ikeB.handle, nil)
-			var wg sync.WaitGroup
-			defer func() { cancel(); tunA.Close(); tunB.Close(); wg.Wait() }()
-			sa, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sb, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.AddSocket(sa)
-			b.AddSocket(sb)
-			for _, d := range []*Dataplane{a, b} {
-				wg.Add(1)
-				go func() { defer wg.Done(); d.Run(ctx) }()
-			}
+			p := newLoopbackPair(t)
+			a, b, tunA, tunB, sa, sb := p.a, p.b, p.tunA, p.tunB, p.sa, p.sb
 			peerA := a.NewPeer(Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()})
 			peerB := b.NewPeer(Path{Local: sb.LocalAddr(), Remote: sa.LocalAddr()})
 			gwNet := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}
