@@ -15,6 +15,7 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
@@ -209,15 +210,37 @@ func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix, pending bool)
 
 // childConfig makes the dataplane's SA pair from a negotiated Child SA.
 func childConfig(ch ike.ChildSA, remote []netip.Prefix, pending bool) (esp.ChildConfig, error) {
-	in, err := esp.NewInboundSA(ch.SPIIn, ch.KeyIn, ch.ESN)
+	cipher, err := espCipher(ch.Transforms)
 	if err != nil {
 		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
 	}
-	out, err := esp.NewOutboundSA(ch.SPIOut, ch.KeyOut, ch.ESN)
+	in, err := esp.NewInboundSAWith(cipher, ch.SPIIn, ch.KeyIn, ch.ESN)
+	if err != nil {
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
+	}
+	out, err := esp.NewOutboundSAWith(cipher, ch.SPIOut, ch.KeyOut, ch.ESN)
 	if err != nil {
 		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
 	}
 	return esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal, OutboundPending: pending}, nil
+}
+
+// espCipher maps a Child SA's negotiated encryption transform to the
+// dataplane's cipher; the dataplane has AEAD ciphers with 16-octet ICVs only.
+func espCipher(ts []wire.Transform) (esp.Cipher, error) {
+	for _, t := range ts {
+		if t.Type != wire.TransformEncr {
+			continue
+		}
+		switch t.ID {
+		case ikecrypto.EncrAESGCM16:
+			return esp.AESGCM16, nil
+		case ikecrypto.EncrChaCha20Poly1305:
+			return esp.ChaCha20Poly1305, nil
+		}
+		return 0, fmt.Errorf("ESP encryption transform %d is not supported by the dataplane", t.ID)
+	}
+	return 0, errors.New("no ESP encryption transform negotiated")
 }
 
 // watch follows the IKE SA after establishment until it ends.
