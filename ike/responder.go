@@ -43,6 +43,10 @@ type ResponderConfig struct {
 	HalfOpenLimit int
 	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
 	HalfOpenTimeout time.Duration
+	// NoFragmentation refuses RFC 7383 IKE fragmentation; FragmentMTU as
+	// in InitiatorConfig.
+	NoFragmentation bool
+	FragmentMTU     int
 	Retransmit      Retransmit
 	Clock           Clock
 	Rand            io.Reader
@@ -106,6 +110,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
+		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
@@ -349,6 +354,10 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 	}
 	if findNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
 		ps = append(ps, SignatureHashNotify())
+	}
+	if sa.cfg.fragmentation && findNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
+		sa.fragOK = true
+		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
 	}
 	pkt, err := (&wire.Message{Header: sa.header(wire.ExchangeIKESAInit, 0, true), Payloads: ps}).Encode()
 	if err != nil {
