@@ -41,6 +41,9 @@ type Profile struct {
 	DNS         bool
 	MOBIKE      bool
 	Interfaces  []string
+	// Fragmentation offers RFC 7383 IKE fragmentation (default on); off
+	// only for a gateway that mishandles it.
+	Fragmentation bool
 }
 
 // Gateway is the [gateway] table of a gateway file.
@@ -57,7 +60,9 @@ type Gateway struct {
 	DNS     []netip.Addr
 	LocalTS []netip.Prefix
 	MOBIKE  bool
-	Clients []Client
+	// Fragmentation accepts RFC 7383 IKE fragmentation (default on).
+	Fragmentation bool
+	Clients       []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -67,21 +72,22 @@ type Client struct {
 }
 
 type rawProfile struct {
-	Gateway    string   `toml:"gateway"`
-	LocalID    string   `toml:"local_id"`
-	RemoteID   string   `toml:"remote_id"`
-	Auth       string   `toml:"auth"`
-	PSKFile    string   `toml:"psk_file"`
-	Cert       string   `toml:"cert"`
-	Key        string   `toml:"key"`
-	CA         string   `toml:"ca"`
-	IKE        []string `toml:"ike"`
-	ESP        []string `toml:"esp"`
-	RemoteTS   []string `toml:"remote_ts"`
-	VirtualIP  *bool    `toml:"virtual_ip"`
-	DNS        *bool    `toml:"dns"`
-	MOBIKE     *bool    `toml:"mobike"`
-	Interfaces []string `toml:"interfaces"`
+	Gateway       string   `toml:"gateway"`
+	LocalID       string   `toml:"local_id"`
+	RemoteID      string   `toml:"remote_id"`
+	Auth          string   `toml:"auth"`
+	PSKFile       string   `toml:"psk_file"`
+	Cert          string   `toml:"cert"`
+	Key           string   `toml:"key"`
+	CA            string   `toml:"ca"`
+	IKE           []string `toml:"ike"`
+	ESP           []string `toml:"esp"`
+	RemoteTS      []string `toml:"remote_ts"`
+	VirtualIP     *bool    `toml:"virtual_ip"`
+	DNS           *bool    `toml:"dns"`
+	MOBIKE        *bool    `toml:"mobike"`
+	Fragmentation *bool    `toml:"fragmentation"`
+	Interfaces    []string `toml:"interfaces"`
 }
 
 type rawProfileFile struct {
@@ -94,19 +100,20 @@ type rawClient struct {
 }
 
 type rawGateway struct {
-	Listen  []string    `toml:"listen"`
-	LocalID string      `toml:"local_id"`
-	Auth    string      `toml:"auth"`
-	Cert    string      `toml:"cert"`
-	Key     string      `toml:"key"`
-	CA      string      `toml:"ca"`
-	IKE     []string    `toml:"ike"`
-	ESP     []string    `toml:"esp"`
-	Pool    string      `toml:"pool"`
-	DNS     []string    `toml:"dns"`
-	LocalTS []string    `toml:"local_ts"`
-	MOBIKE  *bool       `toml:"mobike"`
-	Clients []rawClient `toml:"clients"`
+	Listen        []string    `toml:"listen"`
+	LocalID       string      `toml:"local_id"`
+	Auth          string      `toml:"auth"`
+	Cert          string      `toml:"cert"`
+	Key           string      `toml:"key"`
+	CA            string      `toml:"ca"`
+	IKE           []string    `toml:"ike"`
+	ESP           []string    `toml:"esp"`
+	Pool          string      `toml:"pool"`
+	DNS           []string    `toml:"dns"`
+	LocalTS       []string    `toml:"local_ts"`
+	MOBIKE        *bool       `toml:"mobike"`
+	Fragmentation *bool       `toml:"fragmentation"`
+	Clients       []rawClient `toml:"clients"`
 }
 
 type rawGatewayFile struct {
@@ -191,17 +198,18 @@ func boolOr(v *bool, def bool) bool {
 
 func (r rawProfile) validate(name string) (*Profile, error) {
 	p := &Profile{
-		Name:       name,
-		LocalID:    r.LocalID,
-		RemoteID:   r.RemoteID,
-		Auth:       r.Auth,
-		Cert:       r.Cert,
-		Key:        r.Key,
-		CA:         r.CA,
-		VirtualIP:  boolOr(r.VirtualIP, true),
-		DNS:        boolOr(r.DNS, false),
-		MOBIKE:     boolOr(r.MOBIKE, true),
-		Interfaces: r.Interfaces,
+		Name:          name,
+		LocalID:       r.LocalID,
+		RemoteID:      r.RemoteID,
+		Auth:          r.Auth,
+		Cert:          r.Cert,
+		Key:           r.Key,
+		CA:            r.CA,
+		VirtualIP:     boolOr(r.VirtualIP, true),
+		DNS:           boolOr(r.DNS, false),
+		MOBIKE:        boolOr(r.MOBIKE, true),
+		Interfaces:    r.Interfaces,
+		Fragmentation: boolOr(r.Fragmentation, true),
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")
@@ -266,12 +274,13 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 
 func (r *rawGateway) validate() (*Gateway, error) {
 	g := &Gateway{
-		LocalID: r.LocalID,
-		Auth:    r.Auth,
-		Cert:    r.Cert,
-		Key:     r.Key,
-		CA:      r.CA,
-		MOBIKE:  boolOr(r.MOBIKE, true),
+		LocalID:       r.LocalID,
+		Auth:          r.Auth,
+		Cert:          r.Cert,
+		Key:           r.Key,
+		CA:            r.CA,
+		MOBIKE:        boolOr(r.MOBIKE, true),
+		Fragmentation: boolOr(r.Fragmentation, true),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")

@@ -122,7 +122,16 @@ psk_file = "` + psk + `"
 			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
 				t.Errorf("default proposals: %d %d", len(p.IKE), len(p.ESP))
 			}
+			if !p.Fragmentation {
+				t.Error("IKE fragmentation off by default")
+			}
 		}},
+		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {
+			if p.Fragmentation {
+				t.Error("fragmentation = false ignored")
+			}
+		}},
+		{name: "fragmentation not a bool", body: base + "fragmentation = \"no\"\n", wantErr: "fragmentation"},
 		{name: "port and ts", body: strings.Replace(base, `"198.51.100.1"`, `"vpn.example.com:4501"`, 1) +
 			"remote_ts = [\"10.99.0.0/24\", \"10.1.2.3\"]\ndns = true\ninterfaces = [\"wlan0\"]\n",
 			check: func(t *testing.T, p *Profile) {

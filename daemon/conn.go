@@ -114,6 +114,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		RemoteTS:  p.RemoteTS,
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
+		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
+		NoFragmentation: !p.Fragmentation,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
