@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -40,10 +41,15 @@ type InitiatorConfig struct {
 	// 0 means unknown, and the RFC's conservative defaults apply.
 	NoFragmentation bool
 	FragmentMTU     int
-	Retransmit      Retransmit // zero: DefaultRetransmit
-	Clock           Clock
-	Rand            io.Reader
-	Log             *slog.Logger
+	// DPDDelay enables dead peer detection: after this long without an
+	// authenticated message or (LastInbound) ESP from the gateway, an empty
+	// INFORMATIONAL tests it; no answer ends the SA with ErrDeadPeer.
+	DPDDelay    time.Duration
+	LastInbound func() time.Time
+	Retransmit  Retransmit // zero: DefaultRetransmit
+	Clock       Clock
+	Rand        io.Reader
+	Log         *slog.Logger
 }
 
 type childRequest struct {
@@ -76,6 +82,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
+		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	if len(cfg.RemoteTS) == 0 {
@@ -404,6 +411,8 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.peerID = identityString(idr)
 	sa.state = stateEstablished
 	sa.established = true
+	sa.lastIn = sa.cfg.clock.Now()
+	sa.armDPD(sa.cfg.dpdDelay)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)

@@ -47,10 +47,13 @@ type ResponderConfig struct {
 	// in InitiatorConfig.
 	NoFragmentation bool
 	FragmentMTU     int
-	Retransmit      Retransmit
-	Clock           Clock
-	Rand            io.Reader
-	Log             *slog.Logger
+	// DPDDelay enables dead peer detection per SA, counting authenticated
+	// IKE messages only (a quiet client costs one exchange a delay).
+	DPDDelay   time.Duration
+	Retransmit Retransmit
+	Clock      Clock
+	Rand       io.Reader
+	Log        *slog.Logger
 }
 
 // Responder defaults.
@@ -110,7 +113,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
-		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
+		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
@@ -439,6 +442,8 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	sa.poolKey = poolKey(idi)
 	sa.state = stateEstablished
 	sa.established = true
+	sa.lastIn = sa.cfg.clock.Now()
+	sa.armDPD(sa.cfg.dpdDelay)
 	r.markEstablished(sa.halfKey, sa)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true

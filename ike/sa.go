@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -103,10 +104,14 @@ type common struct {
 	// fragments (0: the RFC's defaults for an unknown path MTU).
 	fragmentation bool
 	fragmentMTU   int
-	retransmit    Retransmit
-	clock         Clock
-	rand          io.Reader
-	log           *slog.Logger
+	// dpdDelay enables dead peer detection (dpd.go); lastInbound reports
+	// when ESP last arrived from the peer (may be nil).
+	dpdDelay    time.Duration
+	lastInbound func() time.Time
+	retransmit  Retransmit
+	clock       Clock
+	rand        io.Reader
+	log         *slog.Logger
 }
 
 func (c *common) fill() {
@@ -172,6 +177,9 @@ type SA struct {
 	peerMOBIKED   []byte
 	fragOK        bool        // RFC 7383 negotiated
 	reasm         *reassembly // the fragmented message being collected
+	lastIn        time.Time   // the last authenticated message from the peer
+	dpdTimer      Timer
+	dpdHeld       bool
 	peerID        string
 	poolKey       string
 	children      []ChildSA
@@ -350,6 +358,9 @@ func (sa *SA) die(reason error) {
 	if sa.out != nil && sa.out.timer != nil {
 		sa.out.timer.Stop()
 	}
+	if sa.dpdTimer != nil {
+		sa.dpdTimer.Stop()
+	}
 	sa.state = stateDead
 	sa.deadReason = reason
 	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
@@ -403,9 +414,14 @@ func (sa *SA) seal(h wire.Header, ps []wire.Payload) ([]byte, error) {
 // already for a fragmented one, else decrypted from its SK payload.
 func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) {
 	if p.payloads != nil {
+		sa.lastIn = sa.cfg.clock.Now()
 		return p.payloads, nil
 	}
-	return sa.open(p.pkt, msg)
+	ps, err := sa.open(p.pkt, msg)
+	if err == nil {
+		sa.lastIn = sa.cfg.clock.Now()
+	}
+	return ps, err
 }
 
 // open decrypts the SK payload of msg.
