@@ -454,7 +454,9 @@ func TestOutage(t *testing.T) {
 // connection, tests the current path first and resumes; time asleep counts
 // towards the outage limit.
 func TestClockJump(t *testing.T) {
-	jump := func(d time.Duration) netmon.ClockJump { return netmon.ClockJump{Wall: d + time.Second, Monotonic: time.Second} }
+	jump := func(d time.Duration) netmon.ClockJump {
+		return netmon.ClockJump{Wall: d + time.Second, Monotonic: time.Second}
+	}
 	tests := []struct {
 		name      string
 		working   []netmon.Address
