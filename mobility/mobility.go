@@ -333,7 +333,9 @@ func (m *Mover) handle(ev netmon.Event) (ended bool) {
 		case len(m.cfg.Addresses()) == 0:
 			m.suspend("no usable network address", e.At)
 		case m.broken:
-			m.want(request{at: e.At, retry: true})
+			// Retest; should the update in flight land on a less
+			// preferred uplink meanwhile, better moves on afterwards.
+			m.want(request{at: e.At, retry: true, better: true})
 		case m.preferredAvailable():
 			// A new or returning uplink preferred over ours: move while
 			// the old path keeps working (make-before-break).

@@ -24,6 +24,7 @@ type fakeSA struct {
 	peers   []netip.Addr
 	working map[netip.Addr]bool
 	timeout time.Duration
+	rtt     time.Duration // how long a working path takes to answer
 	calls   [][]esp.Path
 	updates []esp.Path
 }
@@ -37,11 +38,12 @@ func (f *fakeSA) PeerAddresses() []netip.Addr {
 func (f *fakeSA) Move(ctx context.Context, paths []esp.Path) (Probe, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, slices.Clone(paths))
-	timeout := f.timeout
+	timeout, rtt := f.timeout, f.rtt
 	for _, p := range paths {
 		if f.working[p.Local.Addr()] {
 			f.updates = append(f.updates, p)
 			f.mu.Unlock()
+			time.Sleep(rtt)
 			return Probe{Path: p, NATLocal: true}, nil
 		}
 	}
@@ -349,6 +351,29 @@ func TestLossDuringMove(t *testing.T) {
 		expectLog(t, r.take(), "suspend: mobility: no working path", "move wlan->eth0", "resume eth0")
 		if r.sa.callCount() != 2 {
 			t.Fatalf("updates %v, want the failed one and one retry", r.sa.calls)
+		}
+	})
+}
+
+// TestPreferredBackDuringRecovery: after an outage the less preferred
+// uplink returns first and the update goes there; the preferred one
+// appears while that update is in flight, and the tunnel moves on to it
+// once it has resumed.
+func TestPreferredBackDuringRecovery(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(Config{Interfaces: []string{"wlan", "wwan"}}, wlan, nil, []netmon.Address{wlan, wwan})
+		defer r.stop()
+		r.sa.rtt = 20 * time.Millisecond
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		r.wait(20 * time.Second)
+		r.setAddrs(wwan)
+		r.send(netmon.Snapshot{})
+		r.setAddrs(wwan, wlan)
+		r.send(netmon.Snapshot{}) // the update over wwan is still in flight
+		r.wait(time.Second)
+		expectLog(t, r.take(), "suspend", "move wlan->wwan", "resume wwan after 20.02s", "move wwan->wlan")
+		if cur, ifname := r.m.Current(); cur != pathOn(wlan) || ifname != "wlan" {
+			t.Fatalf("on %v %s, want wlan", cur, ifname)
 		}
 	})
 }
