@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -44,7 +45,26 @@ type Profile struct {
 	// Fragmentation offers RFC 7383 IKE fragmentation (default on); off
 	// only for a gateway that mishandles it.
 	Fragmentation bool
+	// DeadAfter: ESP going out with nothing coming back for this long makes
+	// mobility test the current path (0: mobility.DefaultDeadAfter).
+	DeadAfter time.Duration
+	// OutageLimit: how long the connection waits without any usable path
+	// (every uplink down, or suspended) before it ends.
+	OutageLimit time.Duration
 }
+
+// DefaultOutageLimit is how long a connection survives with no usable
+// network: long enough for a lunch break with the lid closed. It equals
+// mobility.DefaultOutageLimit (config does not import the engine).
+const DefaultOutageLimit = 30 * time.Minute
+
+// Lower bounds of the mobility windows: a dead_after within a few RTTs of
+// jitter would test healthy paths all the time, and an outage_limit below
+// a second would end a connection on a link flap.
+const (
+	minDeadAfter   = 100 * time.Millisecond
+	minOutageLimit = time.Second
+)
 
 // Gateway is the [gateway] table of a gateway file.
 type Gateway struct {
@@ -86,8 +106,10 @@ type rawProfile struct {
 	VirtualIP     *bool    `toml:"virtual_ip"`
 	DNS           *bool    `toml:"dns"`
 	MOBIKE        *bool    `toml:"mobike"`
-	Fragmentation *bool    `toml:"fragmentation"`
 	Interfaces    []string `toml:"interfaces"`
+	Fragmentation *bool    `toml:"fragmentation"`
+	DeadAfter     string   `toml:"dead_after"`
+	OutageLimit   string   `toml:"outage_limit"`
 }
 
 type rawProfileFile struct {
@@ -268,6 +290,12 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t") {
 			return nil, fmt.Errorf("interfaces[%d]: %q is not an interface name", i, ifname)
 		}
+	}
+	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
+		return nil, err
+	}
+	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -455,4 +483,19 @@ func checkPrivate(path string) error {
 		return fmt.Errorf("%s is readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// durationKey parses a duration key ("500ms", "30m"); empty gives def.
+func durationKey(key, s string, def, least time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a duration like \"500ms\" or \"30m\"", key, s)
+	}
+	if d < least {
+		return 0, fmt.Errorf("%s: %q is shorter than %v", key, s, least)
+	}
+	return d, nil
 }
