@@ -254,10 +254,10 @@ func (c *conn) watch(events <-chan ike.Event) {
 	for ev := range events {
 		switch ev := ev.(type) {
 		case *ike.ChildRekeyed:
-			// The new SA goes in before the old one leaves (on the peer's
-			// DELETE), so no packet finds neither; we answered the rekey,
-			// so we send on it only once the peer has installed it.
-			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), true); err != nil {
+			// The new SA goes in before the old one leaves (on a DELETE),
+			// so no packet finds neither. When we only answered the rekey,
+			// we send on it once the peer shows it has installed it.
+			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
 				c.log.Error("installing rekeyed child SA", "err", err)
 				c.emit(Event{Event: EventError, Reason: err.Error()})
 				continue

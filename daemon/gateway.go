@@ -172,9 +172,9 @@ func (gw *gateway) install(est *ike.Established) {
 	gw.emit(ev)
 }
 
-// installRekeyed adds the Child SA a client's rekey created; like the
-// client, the gateway answered the rekey, so it keeps sending on the old
-// pair until the client uses the new one or deletes the old.
+// installRekeyed adds the Child SA a rekey created. When the client ran the
+// rekey, the gateway keeps sending on the old pair until the client uses the
+// new one or deletes the old, as the client does for the gateway's.
 func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	gw.mu.Lock()
 	c := gw.clients[ev.SA]
@@ -183,7 +183,7 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 		return
 	}
 	ch := ev.Child
-	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), true)
+	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), !ev.Initiated)
 	if err == nil {
 		err = gw.dp.InstallChild(c.peer, cfg)
 	}

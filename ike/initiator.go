@@ -46,10 +46,14 @@ type InitiatorConfig struct {
 	// INFORMATIONAL tests it; no answer ends the SA with ErrDeadPeer.
 	DPDDelay    time.Duration
 	LastInbound func() time.Time
-	Retransmit  Retransmit // zero: DefaultRetransmit
-	Clock       Clock
-	Rand        io.Reader
-	Log         *slog.Logger
+	// ChildRekeyTime is when a Child SA is rekeyed (less a random part of
+	// RekeyJitter), ChildLifeTime when it expires if that failed; zero:
+	// never.
+	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
+	Retransmit                                 Retransmit // zero: DefaultRetransmit
+	Clock                                      Clock
+	Rand                                       io.Reader
+	Log                                        *slog.Logger
 }
 
 type childRequest struct {
@@ -83,6 +87,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
 		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	if len(cfg.RemoteTS) == 0 {
@@ -430,6 +435,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 		return
 	}
 	sa.children = append(sa.children, child)
+	sa.scheduleChild(child)
 	ev := sa.establishedEvent()
 	sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
 		"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "vips", sa.vips)

@@ -23,17 +23,7 @@ type PathUpdated struct {
 	NATRemote bool
 }
 
-// ChildRekeyed reports a Child SA replaced by the peer's CREATE_CHILD_SA.
-// The new one is usable now; the old one (OldSPIIn) stays until the peer
-// deletes it (ChildDeleted), so packets in flight still arrive.
-type ChildRekeyed struct {
-	SA       *SA
-	OldSPIIn uint32
-	Child    ChildSA
-}
-
-func (*PathUpdated) event()  {}
-func (*ChildRekeyed) event() {}
+func (*PathUpdated) event() {}
 
 // MoveResult is where a MOBIKE update landed.
 type MoveResult struct {
@@ -266,6 +256,10 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
 	}
 	old := sa.children[idx]
+	if sa.deleting[old.SPIIn] {
+		// We are deleting it (our own rekey of it finished first).
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
 	var saP *wire.SA
 	var nonce *wire.Nonce
 	var ke *wire.KE
@@ -333,6 +327,8 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	// A rekey keeps the traffic selectors of the SA it replaces.
 	child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
 	sa.children = append(sa.children, child)
+	sa.notePeerRekey(old.SPIIn, spiIn, nonce.Data, nr)
+	sa.scheduleChild(child)
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], spiIn)
 	resp := []wire.Payload{

@@ -49,11 +49,13 @@ type ResponderConfig struct {
 	FragmentMTU     int
 	// DPDDelay enables dead peer detection per SA, counting authenticated
 	// IKE messages only (a quiet client costs one exchange a delay).
-	DPDDelay   time.Duration
-	Retransmit Retransmit
-	Clock      Clock
-	Rand       io.Reader
-	Log        *slog.Logger
+	DPDDelay time.Duration
+	// Child SA lifetimes, as in InitiatorConfig.
+	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
+	Retransmit                                 Retransmit
+	Clock                                      Clock
+	Rand                                       io.Reader
+	Log                                        *slog.Logger
 }
 
 // Responder defaults.
@@ -114,6 +116,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
@@ -547,6 +550,7 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 		return nil, wire.NotifyNoProposalChosen
 	}
 	sa.children = append(sa.children, child)
+	sa.scheduleChild(child)
 	sa.vips = vips
 	sa.onDead = append(sa.onDead, release)
 	var out []wire.Payload

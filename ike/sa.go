@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,10 +107,13 @@ type common struct {
 	// when ESP last arrived from the peer (may be nil).
 	dpdDelay    time.Duration
 	lastInbound func() time.Time
-	retransmit  Retransmit
-	clock       Clock
-	rand        io.Reader
-	log         *slog.Logger
+	// Child SA lifetimes (rekey.go): soft (rekey, less up to rekeyJitter)
+	// and hard; zero means never.
+	childRekey, childLife, rekeyJitter time.Duration
+	retransmit                         Retransmit
+	clock                              Clock
+	rand                               io.Reader
+	log                                *slog.Logger
 }
 
 func (c *common) fill() {
@@ -180,15 +182,20 @@ type SA struct {
 	lastIn        time.Time   // the last authenticated message from the peer
 	dpdTimer      Timer
 	dpdHeld       bool
-	peerID        string
-	poolKey       string
-	children      []ChildSA
-	vips          []netip.Addr
-	dns           []netip.Addr
-	established   bool
-	onDead        []func()
-	closeWaiters  []chan struct{}
-	deadReason    error
+	// Child SA rekeying (rekey.go), by inbound SPI of the SA replaced.
+	rekeys       map[uint32]*childRekey
+	peerRekeys   map[uint32]peerRekey
+	deleting     map[uint32]bool
+	childTimers  map[uint32][]Timer
+	peerID       string
+	poolKey      string
+	children     []ChildSA
+	vips         []netip.Addr
+	dns          []netip.Addr
+	established  bool
+	onDead       []func()
+	closeWaiters []chan struct{}
+	deadReason   error
 
 	// Initiator IKE_SA_INIT retries.
 	cookie       []byte
@@ -361,6 +368,7 @@ func (sa *SA) die(reason error) {
 	if sa.dpdTimer != nil {
 		sa.dpdTimer.Stop()
 	}
+	sa.stopChildTimers()
 	sa.state = stateDead
 	sa.deadReason = reason
 	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
@@ -752,24 +760,11 @@ func (sa *SA) CheckLiveness(ctx context.Context) error {
 func (sa *SA) DeleteChild(ctx context.Context, spiIn uint32) error {
 	res := make(chan error, 1)
 	ok := sa.post(func() {
-		idx := slices.IndexFunc(sa.children, func(c ChildSA) bool { return c.SPIIn == spiIn })
-		if sa.state != stateEstablished || idx < 0 {
+		if sa.state != stateEstablished || !sa.hasChild(spiIn) {
 			res <- fmt.Errorf("ike: no Child SA %08x", spiIn)
 			return
 		}
-		c := sa.children[idx]
-		var spi [4]byte
-		binary.BigEndian.PutUint32(spi[:], spiIn)
-		sa.startRequest(wire.ExchangeInformational,
-			func() []wire.Payload {
-				return []wire.Payload{&wire.Delete{Protocol: wire.ProtoESP, SPISize: 4, SPIs: [][]byte{spi[:]}}}
-			},
-			func(wire.Header, []wire.Payload, []byte) {
-				sa.children = slices.DeleteFunc(sa.children, func(x ChildSA) bool { return x.SPIIn == spiIn })
-				sa.emit(&ChildDeleted{SA: sa, SPIIn: c.SPIIn, SPIOut: c.SPIOut})
-				res <- nil
-			},
-			func(err error) { res <- err })
+		sa.startDeleteChild(spiIn, res)
 	})
 	if !ok {
 		return ErrClosed
