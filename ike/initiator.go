@@ -45,9 +45,9 @@ type InitiatorConfig struct {
 	// that path. Path.Local must then be a specific address.
 	ForbidNAT  bool
 	Retransmit Retransmit // zero: DefaultRetransmit
-	Clock        Clock
-	Rand         io.Reader
-	Log          *slog.Logger
+	Clock      Clock
+	Rand       io.Reader
+	Log        *slog.Logger
 }
 
 type childRequest struct {

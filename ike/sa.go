@@ -49,7 +49,7 @@ type Counters struct {
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
-	badNotifies, refusedUpdates, rrChecks, rrFailures                                    atomic.Uint64
+	badNotifies, refusedUpdates, rrChecks, rrFailures                                   atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
