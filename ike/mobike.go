@@ -696,3 +696,23 @@ func withPFS(ps []Proposal, group uint16) []Proposal {
 	}
 	return out
 }
+
+// AcceptRoutable returns an AcceptPeerAddress policy for a gateway whose
+// own addresses are own: it refuses addresses a peer cannot usefully be
+// reached at from here (unspecified, loopback, multicast, link-local) and
+// those of a family we have no address of.
+func AcceptRoutable(own []netip.Addr) func(netip.Addr) bool {
+	var v4, v6 bool
+	for _, a := range own {
+		a = a.Unmap()
+		v4 = v4 || a.Is4()
+		v6 = v6 || a.Is6()
+	}
+	return func(a netip.Addr) bool {
+		a = a.Unmap()
+		if !announceable(a) || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
+			return false
+		}
+		return (a.Is4() && v4) || (a.Is6() && v6)
+	}
+}
