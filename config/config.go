@@ -40,7 +40,9 @@ type Profile struct {
 	VirtualIP   bool
 	DNS         bool
 	MOBIKE      bool
-	Interfaces  []string
+	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
+	AllowNAT   bool
+	Interfaces []string
 }
 
 // Gateway is the [gateway] table of a gateway file.
@@ -57,7 +59,10 @@ type Gateway struct {
 	DNS     []netip.Addr
 	LocalTS []netip.Prefix
 	MOBIKE  bool
-	Clients []Client
+	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
+	// address it has not used before only after a COOKIE2 check there.
+	ReturnRoutability bool
+	Clients           []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -81,6 +86,7 @@ type rawProfile struct {
 	VirtualIP  *bool    `toml:"virtual_ip"`
 	DNS        *bool    `toml:"dns"`
 	MOBIKE     *bool    `toml:"mobike"`
+	AllowNAT   *bool    `toml:"allow_nat"`
 	Interfaces []string `toml:"interfaces"`
 }
 
@@ -106,6 +112,7 @@ type rawGateway struct {
 	DNS     []string    `toml:"dns"`
 	LocalTS []string    `toml:"local_ts"`
 	MOBIKE  *bool       `toml:"mobike"`
+	RR      *bool       `toml:"return_routability"`
 	Clients []rawClient `toml:"clients"`
 }
 
@@ -201,6 +208,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		VirtualIP:  boolOr(r.VirtualIP, true),
 		DNS:        boolOr(r.DNS, false),
 		MOBIKE:     boolOr(r.MOBIKE, true),
+		AllowNAT:   boolOr(r.AllowNAT, true),
 		Interfaces: r.Interfaces,
 	}
 	if r.Gateway == "" {
@@ -272,6 +280,8 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		Key:     r.Key,
 		CA:      r.CA,
 		MOBIKE:  boolOr(r.MOBIKE, true),
+
+		ReturnRoutability: boolOr(r.RR, true),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")

@@ -113,6 +113,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		RemoteTS:  p.RemoteTS,
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
+		ForbidNAT: !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,

@@ -95,7 +95,14 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		Pool:         pool,
 		DNS:          g.DNS,
 		MOBIKE:       g.MOBIKE,
-		Log:          log,
+		// MOBIKE (RFC 4555): our other listen addresses are announced,
+		// clients may move only to addresses we can answer from, and ESP
+		// follows a move to a new address after the return routability
+		// check unless the gateway file turns it off.
+		Addresses:           g.Listen,
+		AcceptPeerAddress:   ike.AcceptRoutable(g.Listen),
+		NoReturnRoutability: !g.ReturnRoutability,
+		Log:                 log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
