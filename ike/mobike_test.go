@@ -182,6 +182,31 @@ func TestAddressAnnouncementSingle(t *testing.T) {
 	if got, want := gw.PeerAddresses(), []netip.Addr{clientAddr}; !slices.Equal(got, want) {
 		t.Errorf("gateway: PeerAddresses = %v, want %v", got, want)
 	}
+	// A peer whose addresses change says so in an INFORMATIONAL request
+	// (RFC 4555 3.6; strongSwan does, as responder too).
+	for _, step := range []struct {
+		ps   []wire.Payload
+		want []netip.Addr
+	}{
+		{[]wire.Payload{&wire.Notify{Type: wire.NotifyAdditionalIP4Address, Data: gwAddr2.AsSlice()}}, []netip.Addr{gwAddr, gwAddr2}},
+		{[]wire.Payload{&wire.Notify{Type: wire.NotifyNoAdditionalAddresses}}, []netip.Addr{gwAddr}},
+	} {
+		answered := make(chan struct{})
+		if !call(gw, func() {
+			gw.startRequest(wire.ExchangeInformational, func() []wire.Payload { return step.ps },
+				func(wire.Header, []wire.Payload, []byte) { close(answered) }, func(error) {})
+		}) {
+			t.Fatal("gateway SA gone")
+		}
+		select {
+		case <-answered:
+		case <-time.After(mobikeWait):
+			t.Fatal("no answer to the address update")
+		}
+		if got := c.sa.PeerAddresses(); !slices.Equal(got, step.want) {
+			t.Errorf("client after %v: PeerAddresses = %v, want %v", step.ps[0], got, step.want)
+		}
+	}
 }
 
 func TestAddressNotifies(t *testing.T) {
