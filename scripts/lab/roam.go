@@ -59,6 +59,8 @@ type RoamProfile struct {
 	ESP     []string
 	DNS     bool
 	MOBIKE  bool
+	// ForbidNAT writes allow_nat = false.
+	ForbidNAT bool
 	// RemoteTS defaults to ProtectedNet.
 	RemoteTS []string
 }
@@ -101,6 +103,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 			ts = []string{ProtectedNet.String()}
 		}
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
+		if p.ForbidNAT {
+			b.WriteString("allow_nat = false\n")
+		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
