@@ -673,3 +673,36 @@ func TestMalformedMOBIKENotifies(t *testing.T) {
 		t.Errorf("gateway learnt %v from bad notifies", got)
 	}
 }
+
+// TestUpdateRetransmittedOverAnotherPath: the answer on the first path is
+// lost, the retransmission goes over the second, and the gateway follows
+// the newest (RFC 4555 3.5), through its return routability check.
+func TestUpdateRetransmittedOverAnotherPath(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	clientAddr3 := netip.MustParseAddr("192.0.2.30")
+	gwResponse := func(_ int, d netsim.Datagram) bool {
+		p := d.Payload
+		return len(p) >= 4+wire.HeaderLen && binary.BigEndian.Uint32(p) == 0 && p[4+19]&wire.FlagResponse != 0
+	}
+	e.net.SetLink(gwAddr, clientAddr2, netsim.Impairment{Drop: gwResponse})
+	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2, clientAddr3))
+	res, err := e.move(c, pathFrom(clientAddr2, gwNATT), pathFrom(clientAddr3, gwNATT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path.Local.Addr() != clientAddr3 {
+		t.Fatalf("client moved to %v", res.Path)
+	}
+	for {
+		pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+		if pu.Path.Remote.Addr() == clientAddr3 {
+			break
+		}
+	}
+	if got := gw.Path().Remote.Addr(); got != clientAddr3 {
+		t.Fatalf("gateway SA on %v", got)
+	}
+	if got := gw.Counters(); got.DuplicateRequests == 0 || got.RoutabilityFailures != 0 {
+		t.Fatalf("counters %+v", got)
+	}
+}
