@@ -351,8 +351,12 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Payload, cookie2 []byte) {
 	n := findNotify(ps, wire.NotifyCookie2)
 	if n == nil || subtle.ConstantTimeCompare(n.Data, cookie2) != 1 {
-		sa.finishUpdate(u, moveOutcome{err: &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
-			Err: errors.New("COOKIE2 missing or wrong in the UPDATE_SA_ADDRESSES response")}})
+		// An authenticated answer with the wrong cookie: the peer is broken
+		// or worse, and RFC 4555 3.7 says to close the IKE SA.
+		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
+			Err: errors.New("COOKIE2 missing or wrong in the UPDATE_SA_ADDRESSES response")}
+		sa.finishUpdate(u, moveOutcome{err: err})
+		sa.failAfterAuth(err, true)
 		return
 	}
 	path := sa.respPath
@@ -497,7 +501,7 @@ func (sa *SA) addVerified(ap netip.AddrPort) {
 }
 
 // startRoutabilityCheck sends an INFORMATIONAL request with a fresh COOKIE2
-// to sa.rrTarget (RFC 4555 3.8). One check runs at a time; a newer target
+// to sa.rrTarget (RFC 4555 3.7). One check runs at a time; a newer target
 // takes over its retransmissions, and an answer from an older one starts
 // another check.
 func (sa *SA) startRoutabilityCheck() {
@@ -536,25 +540,7 @@ func (sa *SA) startRoutabilityCheck() {
 				return last, true
 			}}
 		sa.log.Info("checking return routability", "to", last.Remote.String())
-		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) {
-			sa.rrRunning = false
-			c := findNotify(ps, wire.NotifyCookie2)
-			if c == nil || subtle.ConstantTimeCompare(c.Data, cookie) != 1 {
-				sa.routabilityFailed(errors.New("COOKIE2 missing or wrong in the answer"))
-				return
-			}
-			from := sa.respPath
-			sa.addVerified(from.Remote)
-			t := sa.rrTarget
-			switch {
-			case t == nil:
-			case unmapPort(t.Remote) == unmapPort(from.Remote):
-				sa.rrTarget = nil
-				sa.movePath(*t)
-			default:
-				sa.startRoutabilityCheck()
-			}
-		}
+		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleRoutabilityResponse(ps, cookie) }
 		r.onTimeout = func(err error) {
 			sa.rrRunning = false
 			sa.routabilityFailed(err)
@@ -566,6 +552,33 @@ func (sa *SA) startRoutabilityCheck() {
 		return
 	}
 	send()
+}
+
+// handleRoutabilityResponse takes the answer to a check: the endpoint it
+// came from is verified, and ESP follows if that is where the peer wants
+// it. An authenticated answer with the wrong cookie closes the IKE SA
+// (RFC 4555 3.7).
+func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
+	sa.rrRunning = false
+	c := findNotify(ps, wire.NotifyCookie2)
+	if c == nil || subtle.ConstantTimeCompare(c.Data, cookie) != 1 {
+		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
+			Err: errors.New("COOKIE2 missing or wrong in the answer to the return routability check")}
+		sa.routabilityFailed(err)
+		sa.failAfterAuth(err, true)
+		return
+	}
+	from := sa.respPath
+	sa.addVerified(from.Remote)
+	t := sa.rrTarget
+	switch {
+	case t == nil:
+	case unmapPort(t.Remote) == unmapPort(from.Remote):
+		sa.rrTarget = nil
+		sa.movePath(*t)
+	default:
+		sa.startRoutabilityCheck()
+	}
 }
 
 // routabilityFailed ends a failed check: the SA and its ESP stay where

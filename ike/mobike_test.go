@@ -706,3 +706,51 @@ func TestUpdateRetransmittedOverAnotherPath(t *testing.T) {
 		t.Fatalf("counters %+v", got)
 	}
 }
+
+// TestCookie2MismatchClosesSA: an authenticated answer carrying the wrong
+// COOKIE2 ends the IKE SA (RFC 4555 3.7), on either side.
+func TestCookie2MismatchClosesSA(t *testing.T) {
+	right, wrong := []byte("0123456789abcdef"), []byte("0123456789abcdeX")
+	answer := []wire.Payload{&wire.Notify{Type: wire.NotifyCookie2, Data: wrong}}
+	t.Run("initiator", func(t *testing.T) {
+		e := newMobikeEnv(t, nil)
+		c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr))
+		out := make(chan moveOutcome, 1)
+		// The SA may be gone by the time call returns: post only.
+		if !c.sa.post(func() {
+			u := &pendingUpdate{paths: []esp.Path{c.sa.path}, waiters: []chan moveOutcome{out}, start: time.Now()}
+			c.sa.update = u
+			c.sa.handleUpdateResponse(u, &request{}, answer, right)
+		}) {
+			t.Fatal("client SA gone")
+		}
+		if o := <-out; !errors.Is(o.err, ErrInvalidSyntax) {
+			t.Fatalf("update error %v", o.err)
+		}
+		if d := nextEvent[*Deleted](t, c.events, mobikeWait); !errors.Is(d.Reason, ErrInvalidSyntax) {
+			t.Fatalf("client SA deleted because %v", d.Reason)
+		}
+		if d := nextEvent[*Deleted](t, e.respEvents, mobikeWait); d.SA != gw || !errors.Is(d.Reason, ErrPeerDeleted) {
+			t.Fatalf("gateway: %v deleted because %v", d.SA, d.Reason)
+		}
+	})
+	t.Run("responder", func(t *testing.T) {
+		e := newMobikeEnv(t, nil)
+		c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr))
+		if !gw.post(func() {
+			gw.rrRunning = true
+			gw.handleRoutabilityResponse(answer, right)
+		}) {
+			t.Fatal("gateway SA gone")
+		}
+		if d := nextEvent[*Deleted](t, e.respEvents, mobikeWait); !errors.Is(d.Reason, ErrInvalidSyntax) {
+			t.Fatalf("gateway SA deleted because %v", d.Reason)
+		}
+		if got := gw.Counters().RoutabilityFailures; got != 1 {
+			t.Errorf("RoutabilityFailures = %d", got)
+		}
+		if d := nextEvent[*Deleted](t, c.events, mobikeWait); !errors.Is(d.Reason, ErrPeerDeleted) {
+			t.Fatalf("client SA deleted because %v", d.Reason)
+		}
+	})
+}

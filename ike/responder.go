@@ -46,7 +46,7 @@ type ResponderConfig struct {
 	AcceptPeerAddress func(netip.Addr) bool
 	// NoReturnRoutability: follow UPDATE_SA_ADDRESSES from an address not
 	// yet verified at once. By default ESP stays on the old path until the
-	// peer has echoed a COOKIE2 sent to the new one (RFC 4555 3.8), so an
+	// peer has echoed a COOKIE2 sent to the new one (RFC 4555 3.7), so an
 	// authenticated peer cannot point our traffic at a third party.
 	NoReturnRoutability bool
 	// RoutabilityRetransmit schedules that check (zero: MoveRetransmit).

@@ -43,7 +43,7 @@ type Counters struct {
 	Malformed, WrongSPI, Undecryptable, Unexpected, InboxFull, Retransmits, DuplicateRequests uint64
 	// MOBIKE: notifies with data that is not what their type says
 	// (dropped); UPDATE_SA_ADDRESSES refused by policy; return routability
-	// checks started and failed (RFC 4555 3.8).
+	// checks started and failed (RFC 4555 3.7).
 	BadNotifies, RefusedUpdates, RoutabilityChecks, RoutabilityFailures uint64
 }
 
