@@ -311,7 +311,6 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		cookie2, msgID = f.cookie2, f.msgID
 	}
 	sa.failedUpdate = nil
-	sa.cookie2 = cookie2
 	build := func(path esp.Path) []wire.Payload {
 		ps := []wire.Payload{&wire.Notify{Type: wire.NotifyUpdateSAAddresses}}
 		ps = append(ps, sa.natdFor(path)...)

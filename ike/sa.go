@@ -183,7 +183,6 @@ type SA struct {
 	// MOBIKE (mobike.go).
 	respPath      esp.Path     // where the last response arrived
 	peerAddrs     []netip.Addr // the peer's address set (learnAddresses)
-	cookie2       []byte       // of the UPDATE_SA_ADDRESSES in progress
 	failedUpdate  *failedUpdate
 	update        *pendingUpdate // initiator: the address update in progress
 	lastRespMoved bool           // the cached response accepted UPDATE_SA_ADDRESSES
