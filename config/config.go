@@ -51,6 +51,8 @@ type Profile struct {
 	// OutageLimit: how long the connection waits without any usable path
 	// (every uplink down, or suspended) before it ends.
 	OutageLimit time.Duration
+	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
+	AllowNAT bool
 }
 
 // DefaultOutageLimit is how long a connection survives with no usable
@@ -82,7 +84,10 @@ type Gateway struct {
 	MOBIKE  bool
 	// Fragmentation accepts RFC 7383 IKE fragmentation (default on).
 	Fragmentation bool
-	Clients       []Client
+	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
+	// address it has not used before only after a COOKIE2 check there.
+	ReturnRoutability bool
+	Clients           []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -110,6 +115,7 @@ type rawProfile struct {
 	Fragmentation *bool    `toml:"fragmentation"`
 	DeadAfter     string   `toml:"dead_after"`
 	OutageLimit   string   `toml:"outage_limit"`
+	AllowNAT      *bool    `toml:"allow_nat"`
 }
 
 type rawProfileFile struct {
@@ -135,6 +141,7 @@ type rawGateway struct {
 	LocalTS       []string    `toml:"local_ts"`
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
+	RR            *bool       `toml:"return_routability"`
 	Clients       []rawClient `toml:"clients"`
 }
 
@@ -232,6 +239,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		MOBIKE:        boolOr(r.MOBIKE, true),
 		Interfaces:    r.Interfaces,
 		Fragmentation: boolOr(r.Fragmentation, true),
+		AllowNAT:      boolOr(r.AllowNAT, true),
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")
@@ -302,13 +310,14 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 
 func (r *rawGateway) validate() (*Gateway, error) {
 	g := &Gateway{
-		LocalID:       r.LocalID,
-		Auth:          r.Auth,
-		Cert:          r.Cert,
-		Key:           r.Key,
-		CA:            r.CA,
-		MOBIKE:        boolOr(r.MOBIKE, true),
-		Fragmentation: boolOr(r.Fragmentation, true),
+		LocalID:           r.LocalID,
+		Auth:              r.Auth,
+		Cert:              r.Cert,
+		Key:               r.Key,
+		CA:                r.CA,
+		MOBIKE:            boolOr(r.MOBIKE, true),
+		Fragmentation:     boolOr(r.Fragmentation, true),
+		ReturnRoutability: boolOr(r.RR, true),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")

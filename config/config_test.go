@@ -117,7 +117,7 @@ psk_file = "` + psk + `"
 			if p.Gateway != "198.51.100.1" || p.GatewayPort != 500 || string(p.PSK) != "s3cret" || p.Auth != "psk" {
 				t.Errorf("got %+v", p)
 			}
-			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS {
+			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS || !p.AllowNAT {
 				t.Errorf("defaults wrong: %+v", p)
 			}
 			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
@@ -161,6 +161,12 @@ psk_file = "` + psk + `"
 					t.Errorf("gateway %q", p.Gateway)
 				}
 			}},
+		{name: "nat forbidden", body: base + "allow_nat = false\n", check: func(t *testing.T, p *Profile) {
+			if p.AllowNAT {
+				t.Error("allow_nat = false ignored")
+			}
+		}},
+		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
 		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},
@@ -212,8 +218,10 @@ psk_file = "` + psk + `"
 		name    string
 		body    string
 		wantErr string
+		noRR    bool
 	}{
 		{name: "ok", body: base},
+		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
 		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
 		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
@@ -235,6 +243,9 @@ psk_file = "` + psk + `"
 			}
 			if len(g.Listen) != 2 || g.Pool != netip.MustParsePrefix("10.99.200.0/24") || string(g.Clients[0].PSK) != "s3cret" || !g.MOBIKE {
 				t.Errorf("got %+v", g)
+			}
+			if g.ReturnRoutability == tt.noRR {
+				t.Errorf("return_routability = %v", g.ReturnRoutability)
 			}
 		})
 	}

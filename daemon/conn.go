@@ -120,6 +120,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		MOBIKE:    p.MOBIKE,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
+		ForbidNAT:       !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,

@@ -85,18 +85,25 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	}
 	events := make(chan ike.Event, 64)
 	gw.resp, err = ike.NewResponder(life, ike.ResponderConfig{
-		LocalAuth:       local,
-		LocalAuthFor:    localFor,
-		PeerAuth:        peerFor,
-		CertReqs:        certReqs,
-		IKE:             proposals(g.IKE),
-		ESP:             proposals(g.ESP),
-		LocalTS:         g.LocalTS,
-		Pool:            pool,
-		DNS:             g.DNS,
-		MOBIKE:          g.MOBIKE,
-		NoFragmentation: !g.Fragmentation,
-		Log:             log,
+		LocalAuth:    local,
+		LocalAuthFor: localFor,
+		PeerAuth:     peerFor,
+		CertReqs:     certReqs,
+		IKE:          proposals(g.IKE),
+		ESP:          proposals(g.ESP),
+		LocalTS:      g.LocalTS,
+		Pool:         pool,
+		DNS:          g.DNS,
+		MOBIKE:       g.MOBIKE,
+		// MOBIKE (RFC 4555): our other listen addresses are announced,
+		// clients may move only to addresses we can answer from, and ESP
+		// follows a move to a new address after the return routability
+		// check unless the gateway file turns it off.
+		Addresses:           g.Listen,
+		AcceptPeerAddress:   ike.AcceptRoutable(g.Listen),
+		NoReturnRoutability: !g.ReturnRoutability,
+		NoFragmentation:     !g.Fragmentation,
+		Log:                 log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)

@@ -44,16 +44,22 @@ type Counters struct {
 	// FragmentsSent counts RFC 7383 fragments we sent; FragmentsDropped
 	// those refused for the reassembly limits or a stale total.
 	FragmentsSent, FragmentsDropped uint64
+	// MOBIKE: notifies with data that is not what their type says
+	// (dropped); UPDATE_SA_ADDRESSES refused by policy; return routability
+	// checks started and failed (RFC 4555 3.7).
+	BadNotifies, RefusedUpdates, RoutabilityChecks, RoutabilityFailures uint64
 }
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
 	fragmentsSent, fragmentsDropped                                                     atomic.Uint64
+	badNotifies, refusedUpdates, rrChecks, rrFailures                                   atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
-		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load()}
+		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load(),
+		c.badNotifies.Load(), c.refusedUpdates.Load(), c.rrChecks.Load(), c.rrFailures.Load()}
 }
 
 type inPacket struct {
@@ -206,10 +212,16 @@ type SA struct {
 
 	// MOBIKE (mobike.go).
 	respPath      esp.Path     // where the last response arrived
-	peerAddrs     []netip.Addr // the peer's additional addresses
-	cookie2       []byte       // of the UPDATE_SA_ADDRESSES in progress
+	peerAddrs     []netip.Addr // the peer's address set (learnAddresses)
 	failedUpdate  *failedUpdate
-	lastRespMoved bool // the cached response answered UPDATE_SA_ADDRESSES
+	update        *pendingUpdate // initiator: the address update in progress
+	lastRespMoved bool           // the cached response accepted UPDATE_SA_ADDRESSES
+	// Responder: remote endpoints that proved return routability, the
+	// path the peer asked for while it is being checked, and whether a
+	// check is queued or outstanding.
+	verified  []netip.AddrPort
+	rrTarget  *esp.Path
+	rrRunning bool
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -633,10 +645,18 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		// A retransmitted request: resend the cached response where the
 		// duplicate came from (RFC 7296 2.1, 2.11).
 		sa.stats.dupRequests.Add(1)
-		if sa.lastRespMoved && p.path != sa.path {
-			// The initiator retransmitted its UPDATE_SA_ADDRESSES over
-			// another path (RFC 4555 3.5): the newest one counts.
-			sa.movePath(p.path)
+		if sa.lastRespMoved {
+			// The initiator retransmitted its UPDATE_SA_ADDRESSES, maybe
+			// over another path (RFC 4555 3.5): the newest one counts, if
+			// it is authentic and passes our policy.
+			ps, err := sa.open(p.pkt, msg)
+			if err != nil {
+				sa.stats.undecryptable.Add(1)
+				return
+			}
+			if sa.refuseUpdate(ps, p.path) == 0 {
+				sa.peerMoved(p.path)
+			}
 		}
 		sa.send(sa.lastResp.pkt, sa.lastResp.frags, p.path)
 		return

@@ -59,6 +59,8 @@ type RoamProfile struct {
 	ESP     []string
 	DNS     bool
 	MOBIKE  bool
+	// ForbidNAT writes allow_nat = false.
+	ForbidNAT bool
 	// RemoteTS defaults to ProtectedNet.
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
@@ -105,6 +107,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
 		if p.NoFragmentation {
 			b.WriteString("fragmentation = false\n")
+		}
+		if p.ForbidNAT {
+			b.WriteString("allow_nat = false\n")
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
