@@ -51,6 +51,7 @@ type Profile struct {
 	// OutageLimit: how long the connection waits without any usable path
 	// (every uplink down, or suspended) before it ends.
 	OutageLimit time.Duration
+	Lifetimes
 	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
 	AllowNAT bool
 }
@@ -67,6 +68,37 @@ const (
 	minDeadAfter   = 100 * time.Millisecond
 	minOutageLimit = time.Second
 )
+
+// Lifetimes are the Child SA lifetimes (child_rekey_time, child_life_time).
+type Lifetimes struct {
+	// ChildRekey: a Child SA is replaced this long after it was made,
+	// less a random part of ChildLife-ChildRekey so both ends rarely rekey
+	// at the same moment; ChildLife: it expires if rekeying failed.
+	ChildRekey, ChildLife time.Duration
+}
+
+// Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
+// of it as the random margin; rekeying more often than every 10 s would
+// spend the tunnel on key exchanges.
+const (
+	DefaultChildRekey = time.Hour
+	minChildRekey     = 10 * time.Second
+)
+
+func parseLifetimes(rekey, life string) (Lifetimes, error) {
+	var l Lifetimes
+	var err error
+	if l.ChildRekey, err = durationKey("child_rekey_time", rekey, DefaultChildRekey, minChildRekey); err != nil {
+		return l, err
+	}
+	if l.ChildLife, err = durationKey("child_life_time", life, l.ChildRekey+l.ChildRekey/10, minChildRekey); err != nil {
+		return l, err
+	}
+	if l.ChildLife <= l.ChildRekey {
+		return l, fmt.Errorf("child_life_time: %v must be longer than child_rekey_time %v", l.ChildLife, l.ChildRekey)
+	}
+	return l, nil
+}
 
 // Gateway is the [gateway] table of a gateway file.
 type Gateway struct {
@@ -87,7 +119,8 @@ type Gateway struct {
 	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
 	// address it has not used before only after a COOKIE2 check there.
 	ReturnRoutability bool
-	Clients           []Client
+	Lifetimes
+	Clients []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -115,6 +148,8 @@ type rawProfile struct {
 	Fragmentation *bool    `toml:"fragmentation"`
 	DeadAfter     string   `toml:"dead_after"`
 	OutageLimit   string   `toml:"outage_limit"`
+	ChildRekey    string   `toml:"child_rekey_time"`
+	ChildLife     string   `toml:"child_life_time"`
 	AllowNAT      *bool    `toml:"allow_nat"`
 }
 
@@ -142,6 +177,8 @@ type rawGateway struct {
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
 	RR            *bool       `toml:"return_routability"`
+	ChildRekey    string      `toml:"child_rekey_time"`
+	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 }
 
@@ -302,6 +339,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
 		return nil, err
 	}
+	if p.Lifetimes, err = parseLifetimes(r.ChildRekey, r.ChildLife); err != nil {
+		return nil, err
+	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
 		return nil, err
 	}
@@ -322,6 +362,11 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
 	}
+	lt, err := parseLifetimes(r.ChildRekey, r.ChildLife)
+	if err != nil {
+		return nil, err
+	}
+	g.Lifetimes = lt
 	for i, s := range r.Listen {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
@@ -335,7 +380,6 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if g.Auth == "" {
 		g.Auth = "psk"
 	}
-	var err error
 	switch g.Auth {
 	case "psk":
 	case "pubkey":

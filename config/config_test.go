@@ -126,10 +126,20 @@ psk_file = "` + psk + `"
 			if !p.Fragmentation {
 				t.Error("IKE fragmentation off by default")
 			}
+			if p.ChildRekey != time.Hour || p.ChildLife != 66*time.Minute {
+				t.Errorf("default child lifetimes %v/%v", p.ChildRekey, p.ChildLife)
+			}
 			if p.DeadAfter != 0 || p.OutageLimit != DefaultOutageLimit {
 				t.Errorf("default windows: dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
 			}
 		}},
+		{name: "child lifetimes", body: base + "child_rekey_time = \"30s\"\n", check: func(t *testing.T, p *Profile) {
+			if p.ChildRekey != 30*time.Second || p.ChildLife != 33*time.Second {
+				t.Errorf("child_rekey_time 30s gives %v/%v, want 30s/33s", p.ChildRekey, p.ChildLife)
+			}
+		}},
+		{name: "child life not after rekey", body: base + "child_rekey_time = \"1m\"\nchild_life_time = \"50s\"\n", wantErr: "child_life_time: 50s must be longer than child_rekey_time 1m0s"},
+		{name: "child rekey too often", body: base + "child_rekey_time = \"2s\"\n", wantErr: `child_rekey_time: "2s" is shorter than 10s`},
 		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {
 			if p.Fragmentation {
 				t.Error("fragmentation = false ignored")

@@ -120,7 +120,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		MOBIKE:    p.MOBIKE,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
-		ForbidNAT:       !p.AllowNAT,
+		ChildRekeyTime:  p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
+		ForbidNAT: !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -265,7 +266,7 @@ func (c *conn) watch(events <-chan ike.Event) {
 			}
 			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
 		case *ike.ChildDeleted:
-			c.dp.RemoveChild(ev.SPIIn)
+			c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 		case *ike.Deleted:
 			reason := ev.Reason
 			if errors.Is(reason, ike.ErrClosed) {

@@ -103,7 +103,8 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		AcceptPeerAddress:   ike.AcceptRoutable(g.Listen),
 		NoReturnRoutability: !g.ReturnRoutability,
 		NoFragmentation:     !g.Fragmentation,
-		Log:                 log,
+		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
+		Log: log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
@@ -141,7 +142,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 			case *ike.ChildRekeyed:
 				gw.installRekeyed(ev)
 			case *ike.ChildDeleted:
-				gw.dp.RemoveChild(ev.SPIIn)
+				gw.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 			case *ike.PathUpdated:
 				gw.mu.Lock()
 				c := gw.clients[ev.SA]
