@@ -32,14 +32,13 @@ type Result struct {
 	Recovered bool          // answered on the new path within the bound
 	Recovery  time.Duration // Event to the first echo on the new path
 	RTT       time.Duration // median round trip of probes sent before Event
-	Gap       time.Duration // longest time without any echo, across Event
+	Gap       time.Duration // longest time without any echo that ends after Event
 }
 
 // Analyze computes a handover's figures from a sender's records.
 func Analyze(recs []Record, m Move) Result {
 	var res Result
 	var rtts []time.Duration
-	var lastRecv time.Time // latest echo arrival before or at the gap being measured
 	var arrivals []time.Time
 	for _, r := range recs {
 		if r.Sent.Before(m.WindowStart) {
@@ -59,17 +58,16 @@ func Analyze(recs []Record, m Move) Result {
 		slices.Sort(rtts)
 		res.RTT = rtts[len(rtts)/2]
 	}
-	// The longest silence that contains the event: from the last echo
-	// before it (or the window start) to the first echo after it.
+	// The longest silence between two echoes that ends after the event
+	// (echoes still in flight at the event can arrive just after it, so
+	// "the silence around the event" alone would miss the outage).
 	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
-	lastRecv = m.WindowStart
+	prev := m.WindowStart
 	for _, a := range arrivals {
-		if !a.After(m.Event) {
-			lastRecv = a
-			continue
+		if a.After(m.Event) && a.Sub(prev) > res.Gap {
+			res.Gap = a.Sub(prev)
 		}
-		res.Gap = a.Sub(lastRecv)
-		break
+		prev = a
 	}
 	if m.NewPath.IsZero() {
 		return res
@@ -105,13 +103,15 @@ type Summary struct {
 	Recovered int
 	Median    time.Duration // of the recovered runs' Recovery; 0 when none
 	Max       time.Duration
-	LostMed   int // of the recovered runs
-	LostMax   int
-	RTT       time.Duration // median of the runs' RTT
+	// Loss over every run: a run that never recovered loses everything up
+	// to the bound, and that is part of the picture.
+	LostMed int
+	LostMax int
+	RTT     time.Duration // median of the runs' RTT
 }
 
-// Summarize aggregates runs. Runs that did not recover count in Runs only:
-// their recovery time is unknown, not "the bound".
+// Summarize aggregates runs. Runs that did not recover are left out of the
+// recovery times (theirs is unknown, not "the bound") but not of the loss.
 func Summarize(rs []Result) Summary {
 	s := Summary{Runs: len(rs)}
 	var rec []time.Duration
@@ -121,16 +121,18 @@ func Summarize(rs []Result) Summary {
 		if r.RTT > 0 {
 			rtts = append(rtts, r.RTT)
 		}
+		lost = append(lost, r.Lost)
 		if !r.Recovered {
 			continue
 		}
 		s.Recovered++
 		rec = append(rec, r.Recovery)
-		lost = append(lost, r.Lost)
 	}
 	if len(rec) > 0 {
 		s.Median = medianDur(rec)
 		s.Max = slices.Max(rec)
+	}
+	if len(lost) > 0 {
 		s.LostMed = medianInt(lost)
 		s.LostMax = slices.Max(lost)
 	}

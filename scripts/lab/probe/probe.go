@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +101,7 @@ func (r Record) Answered() bool { return !r.Recv.IsZero() }
 // the echoes.
 type Sender struct {
 	conn     *net.UDPConn
+	dst      netip.AddrPort
 	interval time.Duration
 	run      uint32
 
@@ -110,10 +112,12 @@ type Sender struct {
 	sendErr int
 }
 
-// NewSender probes through conn (connected to a responder) every interval.
-// run tells this sender's echoes apart from any other's.
-func NewSender(conn *net.UDPConn, interval time.Duration, run uint32) *Sender {
-	return &Sender{conn: conn, interval: interval, run: run}
+// NewSender probes the responder at dst through conn every interval. The
+// socket should be unconnected, so each probe's source address is chosen by
+// the routes of the moment (a tunnel may re-plumb them during a move). run
+// tells this sender's echoes apart from any other's.
+func NewSender(conn *net.UDPConn, dst netip.AddrPort, interval time.Duration, run uint32) *Sender {
+	return &Sender{conn: conn, dst: dst, interval: interval, run: run}
 }
 
 // Run sends until ctx ends; echoes are recorded until then and for grace
@@ -134,7 +138,7 @@ func (s *Sender) Run(ctx context.Context, grace time.Duration) error {
 		s.mu.Unlock()
 		// A probe that cannot even be sent (no route during a move) is
 		// still a probe: it is counted as lost.
-		if _, err := s.conn.Write(Encode(Probe{Run: s.run, Seq: seq, Sent: now.UnixNano()})); err != nil {
+		if _, err := s.conn.WriteToUDPAddrPort(Encode(Probe{Run: s.run, Seq: seq, Sent: now.UnixNano()}), s.dst); err != nil {
 			s.mu.Lock()
 			s.sendErr++
 			s.mu.Unlock()
@@ -153,7 +157,7 @@ func (s *Sender) Run(ctx context.Context, grace time.Duration) error {
 func (s *Sender) receive() {
 	buf := make([]byte, 2048)
 	for {
-		n, err := s.conn.Read(buf)
+		n, _, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
