@@ -243,7 +243,8 @@ func describe(r run) string {
 	if r.err != nil {
 		return "ERROR " + r.err.Error()
 	}
-	s := fmt.Sprintf("sent %d, lost %d, gap %s, rtt %s, trigger %s", r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT), ms(r.trigger))
+	s := fmt.Sprintf("sent %d, lost %d, longest silence %s, rtt %s, trigger %s, longest send gap %s",
+		r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT), ms(r.trigger), ms(r.res.SendGap))
 	if r.res.Recovered {
 		return fmt.Sprintf("recovered after %s; %s", ms(r.res.Recovery), s)
 	}
@@ -492,6 +493,7 @@ type clientJSON struct {
 	LostMax    *int      `json:"lost_max"`
 	RTTMS      *float64  `json:"rtt_ms"`
 	TriggerMS  *float64  `json:"trigger_median_ms"`
+	SendGapMS  *float64  `json:"send_gap_max_ms"`
 	RecoveryMS []float64 `json:"recovery_ms"` // recovered runs, in run order
 	Lost       []int     `json:"lost"`        // every measured run
 }
@@ -519,6 +521,7 @@ func report(cfg config, results map[string]map[string][]run, took time.Duration)
 	fmt.Fprintln(tw, "scenario\tclient\trecovered\tmedian ms\tmax ms\tlost med\tlost max\tRTT ms\ttrigger ms\troam/sS\t")
 	var lines []string
 	allRTT := map[string][]time.Duration{}
+	stalled, maxStall := 0, time.Duration(0)
 	for _, sc := range cfg.scenarios {
 		sj := scenarioJSON{Scenario: sc.name, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
 		sums := map[string]probe.Summary{}
@@ -534,6 +537,13 @@ func report(cfg config, results map[string]map[string][]run, took time.Duration)
 				rs = append(rs, r.res)
 				trig = append(trig, r.trigger)
 				cj.Lost = append(cj.Lost, r.res.Lost)
+				if cj.SendGapMS == nil || msf(r.res.SendGap) > *cj.SendGapMS {
+					cj.SendGapMS = ptr(msf(r.res.SendGap))
+				}
+				if r.res.SendGap > 10*cfg.interval {
+					stalled++
+					maxStall = max(maxStall, r.res.SendGap)
+				}
 				if r.res.Recovered {
 					cj.RecoveryMS = append(cj.RecoveryMS, msf(r.res.Recovery))
 				}
@@ -600,6 +610,10 @@ func report(cfg config, results map[string]map[string][]run, took time.Duration)
 			slices.Sort(v)
 			fmt.Printf("measured tunnel RTT (%s, median of the scenarios' medians): %.1f ms\n", clientLabel[cl], msf(v[len(v)/2]))
 		}
+	}
+	if stalled > 0 {
+		fmt.Printf("warning: in %d runs the prober itself was starved of CPU (up to %s between two probes): their loss counts and times are less precise\n",
+			stalled, ms(maxStall))
 	}
 	fmt.Println(`
 median/max: time from the event (the benchmark starting the command that makes the

@@ -32,7 +32,11 @@ type Result struct {
 	Recovered bool          // answered on the new path within the bound
 	Recovery  time.Duration // Event to the first echo on the new path
 	RTT       time.Duration // median round trip of probes sent before Event
-	Gap       time.Duration // longest time without any echo that ends after Event
+	Gap       time.Duration // longest time without any echo that ends after Event (or runs to the last probe)
+	// SendGap is the longest time between two probes sent: far above the
+	// interval, the sender itself was starved of CPU and the loss count
+	// covers fewer probes than it should.
+	SendGap time.Duration
 }
 
 // Analyze computes a handover's figures from a sender's records.
@@ -40,10 +44,15 @@ func Analyze(recs []Record, m Move) Result {
 	var res Result
 	var rtts []time.Duration
 	var arrivals []time.Time
+	var lastSent time.Time
 	for _, r := range recs {
 		if r.Sent.Before(m.WindowStart) {
 			continue
 		}
+		if !lastSent.IsZero() && r.Sent.Sub(lastSent) > res.SendGap {
+			res.SendGap = r.Sent.Sub(lastSent)
+		}
+		lastSent = r.Sent
 		res.Sent++
 		if !r.Answered() {
 			res.Lost++
@@ -68,6 +77,10 @@ func Analyze(recs []Record, m Move) Result {
 			res.Gap = a.Sub(prev)
 		}
 		prev = a
+	}
+	// Silence that never ended: from the last echo to the last probe.
+	if lastSent.After(m.Event) && lastSent.Sub(prev) > res.Gap {
+		res.Gap = lastSent.Sub(prev)
 	}
 	if m.NewPath.IsZero() {
 		return res

@@ -83,6 +83,7 @@ func TestAnalyze(t *testing.T) {
 		lost      int
 		sent      int
 		gap       time.Duration
+		sendGap   time.Duration
 	}{
 		{
 			// Replies stop at 500 (the event); probes sent from 700 are
@@ -152,7 +153,22 @@ func TestAnalyze(t *testing.T) {
 			name: "nothing answered after the event",
 			recs: series(200, outage(500, 1e9)),
 			move: Move{Event: at(500), Applied: at(505), NewPath: at(600), WindowStart: at(0), Bound: time.Second},
-			lost: 104, sent: 200,
+			// last echo: probe 475 at 496; last probe sent at 995
+			lost: 104, sent: 200, gap: 499 * time.Millisecond,
+		},
+		{
+			name: "a stalled sender shows in SendGap",
+			recs: func() []Record {
+				r := series(200, func(_ int, s float64) float64 { return s + rtt })
+				for i := 100; i < 200; i++ { // nothing sent for 300 ms after probe 99
+					r[i].Sent = r[i].Sent.Add(300 * time.Millisecond)
+					r[i].Recv = r[i].Recv.Add(300 * time.Millisecond)
+				}
+				return r
+			}(),
+			move:      Move{Event: at(400), Applied: at(400), NewPath: at(400), WindowStart: at(0), Bound: time.Second},
+			recovered: true, recovery: 21 * time.Millisecond,
+			sent: 200, gap: 305 * time.Millisecond, sendGap: 305 * time.Millisecond,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,6 +181,13 @@ func TestAnalyze(t *testing.T) {
 			}
 			if res.Gap != tc.gap {
 				t.Errorf("gap %v, want %v", res.Gap, tc.gap)
+			}
+			want := tc.sendGap
+			if want == 0 {
+				want = 5 * time.Millisecond
+			}
+			if res.SendGap != want {
+				t.Errorf("send gap %v, want %v", res.SendGap, want)
 			}
 			if res.RTT != 21*time.Millisecond {
 				t.Errorf("RTT %v, want 21ms", res.RTT)
