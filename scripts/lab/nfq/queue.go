@@ -155,7 +155,10 @@ func (q *Queue) Run(ctx context.Context, delay time.Duration, onRelease func(Rel
 	var werr error
 	go func() {
 		defer wg.Done()
-		werr = q.release(ctx, delay, pending, onRelease)
+		werr = q.release(ctx, delay, pending, func(b []byte) error {
+			_, err := unix.Write(q.fd, b)
+			return err
+		}, onRelease)
 		cancel()
 	}()
 	now := time.Now()
@@ -210,7 +213,7 @@ func (q *Queue) Run(ctx context.Context, delay time.Duration, onRelease func(Rel
 // release issues verdicts: it waits until the oldest held packet is due,
 // then releases it and everything else already due with one batch verdict.
 // Once ctx ends it releases the rest at once.
-func (q *Queue) release(ctx context.Context, delay time.Duration, pending <-chan held, onRelease func(Released)) error {
+func (q *Queue) release(ctx context.Context, delay time.Duration, pending <-chan held, send func([]byte) error, onRelease func(Released)) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	stopping := false
@@ -261,7 +264,7 @@ func (q *Queue) release(ctx context.Context, delay time.Duration, pending <-chan
 		}
 		at := time.Now()
 		last := batch[len(batch)-1].p.ID
-		if _, err := unix.Write(q.fd, VerdictBatch(q.seq.Add(1), q.num, last, Accept)); err != nil {
+		if err := send(VerdictBatch(q.seq.Add(1), q.num, last, Accept)); err != nil {
 			return fmt.Errorf("nfq: verdict: %w", err)
 		}
 		q.stats.Packets += uint64(len(batch))
