@@ -517,7 +517,7 @@ func report(cfg config, results map[string]map[string][]run, took time.Duration)
 	fmt.Printf("gateway: strongSwan (kernel-libipsec) in both cases; %v one-way delay on each uplink; a probe every %v through the tunnel\n", cfg.delay, cfg.interval)
 	fmt.Printf("%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n\n",
 		cfg.reps, cfg.bound, took.Round(time.Second))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tclient\trecovered\tmedian ms\tmax ms\tlost med\tlost max\tRTT ms\ttrigger ms\troam/sS\t")
 	var lines []string
 	allRTT := map[string][]time.Duration{}
