@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -129,7 +130,10 @@ type run struct {
 }
 
 func main() {
-	cfg, err := parseFlags()
+	cfg, err := parseFlags(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-roam:", err)
 		os.Exit(2)
@@ -140,23 +144,29 @@ func main() {
 	}
 }
 
-func envDefault(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+// parseFlags reads flags, each defaulting to its environment variable.
+func parseFlags(args []string, getenv func(string) string) (config, error) {
+	envDefault := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
 	}
-	return def
-}
-
-func parseFlags() (config, error) {
 	var cfg config
+	flag := flag.NewFlagSet("bench-roam", flag.ContinueOnError)
 	reps := flag.String("reps", envDefault("REPS", "10"), "repetitions per scenario and client (env REPS)")
 	bound := flag.String("bound", envDefault("BOUND", "10s"), "a run not recovered this long after the event counts as not recovered (env BOUND)")
 	delay := flag.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each uplink (env DELAY)")
 	interval := flag.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
 	scen := flag.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names or letters (a,b,c,d,d2); empty = all (env SCENARIOS)")
 	clients := flag.String("clients", envDefault("CLIENTS", "roam,strongswan"), "clients to run (env CLIENTS)")
-	flag.StringVar(&cfg.logDir, "logs", os.Getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
-	flag.Parse()
+	flag.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
+	if err := flag.Parse(args); err != nil {
+		return cfg, err
+	}
+	if flag.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", flag.Arg(0))
+	}
 	var err error
 	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
 		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
@@ -235,7 +245,7 @@ func bench(cfg config) error {
 			}
 		}
 	}
-	report(cfg, results, time.Since(started))
+	report(os.Stdout, cfg, results, time.Since(started))
 	return nil
 }
 
@@ -512,12 +522,12 @@ func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func ptr[T any](v T) *T { return &v }
 
-func report(cfg config, results map[string]map[string][]run, took time.Duration) {
-	fmt.Printf("\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")
-	fmt.Printf("gateway: strongSwan (kernel-libipsec) in both cases; %v one-way delay on each uplink; a probe every %v through the tunnel\n", cfg.delay, cfg.interval)
-	fmt.Printf("%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n\n",
+func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration) {
+	fmt.Fprintf(w, "\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")
+	fmt.Fprintf(w, "gateway: strongSwan (kernel-libipsec) in both cases; %v one-way delay on each uplink; a probe every %v through the tunnel\n", cfg.delay, cfg.interval)
+	fmt.Fprintf(w, "%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n\n",
 		cfg.reps, cfg.bound, took.Round(time.Second))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tclient\trecovered\tmedian ms\tmax ms\tlost med\tlost max\tRTT ms\ttrigger ms\troam/sS\t")
 	var lines []string
 	allRTT := map[string][]time.Duration{}
@@ -604,26 +614,26 @@ func report(cfg config, results map[string]map[string][]run, took time.Duration)
 		lines = append(lines, "BENCH-ROAM "+string(b))
 	}
 	tw.Flush()
-	fmt.Println()
+	fmt.Fprintln(w)
 	for _, cl := range cfg.clients {
 		if v := allRTT[cl]; len(v) > 0 {
 			slices.Sort(v)
-			fmt.Printf("measured tunnel RTT (%s, median of the scenarios' medians): %.1f ms\n", clientLabel[cl], msf(v[len(v)/2]))
+			fmt.Fprintf(w, "measured tunnel RTT (%s, median of the scenarios' medians): %.1f ms\n", clientLabel[cl], msf(v[len(v)/2]))
 		}
 	}
 	if stalled > 0 {
-		fmt.Printf("warning: in %d runs the prober itself was starved of CPU (up to %s between two probes): their loss counts and times are less precise\n",
+		fmt.Fprintf(w, "warning: in %d runs the prober itself was starved of CPU (up to %s between two probes): their loss counts and times are less precise\n",
 			stalled, ms(maxStall))
 	}
-	fmt.Println(`
+	fmt.Fprintln(w, `
 median/max: time from the event (the benchmark starting the command that makes the
 change) to the first probe echo that arrived over the new path, over recovered runs.
 lost: probes without an echo from 1 s before the event to 1 s after recovery (or to
 the bound). trigger: how long the command itself took. roam/sS: ratio of the medians
 (n/a when either side never recovered). c-preferred-back: "recovered" means the tunnel
 moved to the returning uplink; the loss column is the make-before-break figure.`)
-	fmt.Println()
+	fmt.Fprintln(w)
 	for _, l := range lines {
-		fmt.Println(l)
+		fmt.Fprintln(w, l)
 	}
 }
