@@ -15,6 +15,7 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
@@ -51,6 +52,10 @@ type conn struct {
 	nat         bool
 	pathChanges int
 	life        context.Context
+
+	// ending is the reason for an end the connection decided itself (the
+	// outage limit); it wins over the nil of the IKE DELETE that follows.
+	ending error
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -113,6 +118,9 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		RemoteTS:  p.RemoteTS,
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
+		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
+		NoFragmentation: !p.Fragmentation,
+		ForbidNAT:       !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -152,7 +160,7 @@ func (c *conn) install(est *ike.Established) error {
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := selectorsToPrefixes(ch.RemoteTS)
-		if err := c.installChild(ch, remote); err != nil {
+		if err := c.installChild(ch, remote, false); err != nil {
 			return err
 		}
 		routes = append(routes, remote...)
@@ -196,16 +204,50 @@ func (c *conn) install(est *ike.Established) error {
 	return nil
 }
 
-func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix) error {
-	in, err := esp.NewInboundSA(ch.SPIIn, ch.KeyIn, ch.ESN)
+// installChild puts a Child SA pair into the dataplane; pending (a rekey we
+// answered) keeps outbound traffic on the old pair until the peer uses the
+// new one.
+func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
+	cfg, err := childConfig(ch, remote, pending)
 	if err != nil {
-		return fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
+		return err
 	}
-	out, err := esp.NewOutboundSA(ch.SPIOut, ch.KeyOut, ch.ESN)
+	return c.dp.InstallChild(c.peer, cfg)
+}
+
+// childConfig makes the dataplane's SA pair from a negotiated Child SA.
+func childConfig(ch ike.ChildSA, remote []netip.Prefix, pending bool) (esp.ChildConfig, error) {
+	cipher, err := espCipher(ch.Transforms)
 	if err != nil {
-		return fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
 	}
-	return c.dp.InstallChild(c.peer, esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal})
+	in, err := esp.NewInboundSAWith(cipher, ch.SPIIn, ch.KeyIn, ch.ESN)
+	if err != nil {
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
+	}
+	out, err := esp.NewOutboundSAWith(cipher, ch.SPIOut, ch.KeyOut, ch.ESN)
+	if err != nil {
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
+	}
+	return esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal, OutboundPending: pending}, nil
+}
+
+// espCipher maps a Child SA's negotiated encryption transform to the
+// dataplane's cipher; the dataplane has AEAD ciphers with 16-octet ICVs only.
+func espCipher(ts []wire.Transform) (esp.Cipher, error) {
+	for _, t := range ts {
+		if t.Type != wire.TransformEncr {
+			continue
+		}
+		switch t.ID {
+		case ikecrypto.EncrAESGCM16:
+			return esp.AESGCM16, nil
+		case ikecrypto.EncrChaCha20Poly1305:
+			return esp.ChaCha20Poly1305, nil
+		}
+		return 0, fmt.Errorf("ESP encryption transform %d is not supported by the dataplane", t.ID)
+	}
+	return 0, errors.New("no ESP encryption transform negotiated")
 }
 
 // watch follows the IKE SA after establishment until it ends.
@@ -214,8 +256,9 @@ func (c *conn) watch(events <-chan ike.Event) {
 		switch ev := ev.(type) {
 		case *ike.ChildRekeyed:
 			// The new SA goes in before the old one leaves (on the peer's
-			// DELETE), so no packet finds neither.
-			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS)); err != nil {
+			// DELETE), so no packet finds neither; we answered the rekey,
+			// so we send on it only once the peer has installed it.
+			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), true); err != nil {
 				c.log.Error("installing rekeyed child SA", "err", err)
 				c.emit(Event{Event: EventError, Reason: err.Error()})
 				continue
@@ -241,9 +284,14 @@ func (c *conn) handleIKE(pkt []byte, path esp.Path) {
 }
 
 // teardown releases everything the connection holds. It runs once; the
-// first reason wins.
+// first reason wins, after the one end recorded.
 func (c *conn) teardown(reason error) {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.ending != nil {
+			reason = c.ending
+		}
+		c.mu.Unlock()
 		c.cancel()
 		// Closing the device ends the dataplane's blocked TUN read, so it
 		// comes before waiting for the dataplane.
@@ -261,6 +309,18 @@ func (c *conn) teardown(reason error) {
 		c.mu.Unlock()
 		close(c.done)
 	})
+}
+
+// end closes the connection for a reason of its own, which the
+// disconnected event reports.
+func (c *conn) end(reason error) {
+	c.mu.Lock()
+	if c.ending == nil {
+		c.ending = reason
+	}
+	c.mu.Unlock()
+	c.log.Warn("ending the connection", "reason", reason)
+	c.Close(context.Background())
 }
 
 // Close sends the IKE DELETE (bounded in time) and tears the tunnel down.
@@ -301,6 +361,9 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
+	if state == stateSuspended {
+		st.Local = "" // no uplink: the last one is in the suspended event
+	}
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE
 	if len(est.VirtualIPs) > 0 {
 		st.VirtualIP = est.VirtualIPs[0].String()
@@ -310,7 +373,7 @@ func (c *conn) Status() Status {
 		st.Children = append(st.Children, childStatus(cs))
 	}
 	d := c.dp.Drops()
-	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
+	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}
 	return st
 }
 

@@ -23,7 +23,7 @@ const CharonBinary = "/usr/lib/ipsec/charon"
 // explicit list, or IKE_SA_INIT fails with "KDF_PRF ... not supported".
 // resolve is left out on purpose: it would rewrite resolv.conf.
 const charonPlugins = "kernel-libipsec kernel-netlink socket-default vici random nonce " +
-	"openssl aes sha1 sha2 hmac gcm gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf"
+	"openssl aes sha1 sha2 hmac gcm chapoly gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf"
 
 // CharonOptions configures one charon.
 type CharonOptions struct {
@@ -144,6 +144,13 @@ func (c *Charon) writeSwanctl(opts CharonOptions) error {
 			{opts.PKI.ClientCrt, "x509/client.pem"},
 		} {
 			if err := copyFile(f.src, filepath.Join(sd, f.dst)); err != nil {
+				return err
+			}
+		}
+		if opts.PKI.Intermediate != "" {
+			// strongSwan loads one certificate a file and sends the
+			// intermediate along once it knows it as a CA.
+			if err := copyFile(opts.PKI.Intermediate, filepath.Join(sd, "x509ca", "intermediate.pem")); err != nil {
 				return err
 			}
 		}

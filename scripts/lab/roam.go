@@ -59,8 +59,12 @@ type RoamProfile struct {
 	ESP     []string
 	DNS     bool
 	MOBIKE  bool
+	// ForbidNAT writes allow_nat = false.
+	ForbidNAT bool
 	// RemoteTS defaults to ProtectedNet.
 	RemoteTS []string
+	// NoFragmentation writes fragmentation = false (RFC 7383 off).
+	NoFragmentation bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -101,6 +105,12 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 			ts = []string{ProtectedNet.String()}
 		}
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
+		if p.NoFragmentation {
+			b.WriteString("fragmentation = false\n")
+		}
+		if p.ForbidNAT {
+			b.WriteString("allow_nat = false\n")
+		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
