@@ -8,4 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 [ "$(id -u)" -eq 0 ] || { echo "bench-roam: needs root (network namespaces)" >&2; exit 1; }
-exec go run ./scripts/benchroam "$@"
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+go build -o "$bin/benchroam" ./scripts/benchroam
+"$bin/benchroam" "$@"
