@@ -57,6 +57,14 @@ type mobikeScenario struct {
 	wantIf string
 	// zeroLoss: make-before-break, no echo may be lost.
 	zeroLoss bool
+	// sameUplink: the move gives no interface event (NAT state lost); the
+	// tunnel stays on wantIf and recovers by refreshing its path.
+	sameUplink bool
+	// wantEvent, when set, must be among the client's events after the
+	// move (one of several, separated by "|").
+	wantEvent string
+	// maxLoss bounds the echoes lost when set.
+	maxLoss int
 }
 
 func wlanBack(l *lab.Lab) error {
@@ -138,6 +146,11 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
 		tcp <- err
 	}()
+	events, err := r.StartEvents()
+	if err != nil {
+		fail("roam events: %v", err)
+	}
+	defer events.Stop()
 	p := startPinger(t, l, 7*time.Second)
 	time.Sleep(1500 * time.Millisecond)
 	if err := sc.move(l); err != nil {
@@ -149,8 +162,20 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		fail("tunnel did not recover: %v", err)
 	}
 	after := connected(t, r, "corp")
-	if after.Interface != sc.wantIf || after.PathChanges <= before.PathChanges {
+	evs := lab.ParseEvents(events.Output())
+	for _, ev := range evs {
+		if ev.Event != "path-test" {
+			t.Logf("event: %s from=%s to=%s interface=%s took=%dms %s", ev.Event, ev.From, ev.To, ev.Interface, ev.TookMS, ev.Reason)
+		}
+	}
+	if after.Interface != sc.wantIf || (!sc.sameUplink && after.PathChanges <= before.PathChanges) {
 		fail("after the move: interface %q, path changes %d; want %q", after.Interface, after.PathChanges, sc.wantIf)
+	}
+	if sc.wantEvent != "" && !hasEvent(evs, strings.Split(sc.wantEvent, "|")...) {
+		fail("no %s event after the move; events:\n%s", sc.wantEvent, events.Output())
+	}
+	if sc.maxLoss > 0 && sent-recv > sc.maxLoss {
+		fail("%d echoes lost, want at most %d", sent-recv, sc.maxLoss)
 	}
 	if after.VirtualIP != before.VirtualIP {
 		fail("inner address changed from %s to %s", before.VirtualIP, after.VirtualIP)
@@ -168,45 +193,62 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 	}
 }
 
+func hasEvent(evs []lab.Event, kinds ...string) bool {
+	for _, ev := range evs {
+		for _, k := range kinds {
+			if ev.Event == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // TestMOBIKEStrongSwanGateway: issue 3 scenarios against strongSwan.
 func TestMOBIKEStrongSwanGateway(t *testing.T) {
 	for _, sc := range mobikeScenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			l, bin := setup(t)
-			pki := newPKI(t, l)
-			gw := startSwanGateway(t, l, pki, "psk", nil)
-			r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-			runMobike(t, l, r, sc, gw.Log)
-		})
+		t.Run(sc.name, func(t *testing.T) { mobikeSwan(t, sc) })
 	}
 }
 
 // TestMOBIKERoamGateway: the same scenarios against roam gateway.
 func TestMOBIKERoamGateway(t *testing.T) {
 	for _, sc := range mobikeScenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			l, bin := setup(t)
-			pki := newPKI(t, l)
-			dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
-			gp, err := g.StartGateway()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gp.Stop()
-			time.Sleep(300 * time.Millisecond) // listening
-			r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-			runMobike(t, l, r, sc, func() string {
-				_, raw, _ := g.Status()
-				return fmt.Sprint(gp.Output()) + "\ngateway status:\n" + string(raw)
-			})
-		})
+		t.Run(sc.name, func(t *testing.T) { mobikeRoamGW(t, sc) })
 	}
+}
+
+// mobikeSwan runs one scenario in a fresh lab against strongSwan.
+func mobikeSwan(t *testing.T, sc mobikeScenario) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	gw := startSwanGateway(t, l, pki, "psk", nil)
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	runMobike(t, l, r, sc, gw.Log)
+}
+
+// mobikeRoamGW runs one scenario in a fresh lab against roam gateway.
+func mobikeRoamGW(t *testing.T, sc mobikeScenario) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
+	gp, err := g.StartGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gp.Stop()
+	time.Sleep(300 * time.Millisecond) // listening
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	runMobike(t, l, r, sc, func() string {
+		_, raw, _ := g.Status()
+		return fmt.Sprint(gp.Output()) + "\ngateway status:\n" + string(raw)
+	})
 }
