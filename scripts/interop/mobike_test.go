@@ -65,6 +65,12 @@ type mobikeScenario struct {
 	wantEvent string
 	// maxLoss bounds the echoes lost when set.
 	maxLoss int
+	// after, when set, runs once the tunnel has recovered (extra checks
+	// and diagnostics).
+	after func(t *testing.T, l *lab.Lab, evs []lab.Event)
+	// download: the TCP connection carries data from the host to the
+	// client instead of the other way.
+	download bool
 }
 
 func wlanBack(l *lab.Lab) error {
@@ -143,7 +149,11 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 	go func() {
 		// Rate-capped: the point is a connection that lives through the
 		// move, not a saturated queue that drops pings by itself.
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
+		transfer := l.TCPTransferRate
+		if sc.download {
+			transfer = l.TCPDownloadRate
+		}
+		_, err := transfer(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
 		tcp <- err
 	}()
 	events, err := r.StartEvents()
@@ -173,6 +183,9 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 	}
 	if sc.wantEvent != "" && !hasEvent(evs, strings.Split(sc.wantEvent, "|")...) {
 		fail("no %s event after the move; events:\n%s", sc.wantEvent, events.Output())
+	}
+	if sc.after != nil {
+		sc.after(t, l, evs)
 	}
 	if sc.maxLoss > 0 && sent-recv > sc.maxLoss {
 		fail("%d echoes lost, want at most %d", sent-recv, sc.maxLoss)
