@@ -241,7 +241,9 @@ func (m *Mover) candidates(lost bool) []candidate {
 	var out []candidate
 	for _, a := range m.cfg.Addresses() {
 		for _, p := range peers {
-			if a.Addr.Is4() != p.Is4() {
+			// Only global unicast peer addresses make paths: an announced
+			// link-local or loopback address cannot be reached from here.
+			if a.Addr.Is4() != p.Is4() || !p.IsGlobalUnicast() {
 				continue
 			}
 			path := esp.Path{

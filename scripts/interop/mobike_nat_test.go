@@ -44,7 +44,7 @@ func TestMOBIKENATRoamGateway(t *testing.T) {
 // natPortChanged logs the NAT's UDP mappings after a restart and, when the
 // client's flow to the gateway came out on a new public port, requires the
 // client to have told the gateway (nat-changed or path-changed).
-func natPortChanged(t *testing.T, l *lab.Lab, evs []lab.Event) {
+func natPortChanged(t *testing.T, l *lab.Lab, _ lab.Status, evs []lab.Event) {
 	t.Helper()
 	out, err := l.NATMappings(lab.NATWLAN)
 	if err != nil {

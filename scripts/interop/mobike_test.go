@@ -67,7 +67,10 @@ type mobikeScenario struct {
 	maxLoss int
 	// after, when set, runs once the tunnel has recovered (extra checks
 	// and diagnostics).
-	after func(t *testing.T, l *lab.Lab, evs []lab.Event)
+	after func(t *testing.T, l *lab.Lab, st lab.Status, evs []lab.Event)
+	// before, when set, checks the connection before the move; it may
+	// skip the test (a gateway without a feature the move needs).
+	before func(t *testing.T, st lab.Status)
 	// download: the TCP connection carries data from the host to the
 	// client instead of the other way.
 	download bool
@@ -144,6 +147,9 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		}
 		before = connected(t, r, "corp")
 	}
+	if sc.before != nil {
+		sc.before(t, before)
+	}
 	// A long TCP connection that must survive the move.
 	tcp := make(chan error, 1)
 	go func() {
@@ -185,7 +191,7 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		fail("no %s event after the move; events:\n%s", sc.wantEvent, events.Output())
 	}
 	if sc.after != nil {
-		sc.after(t, l, evs)
+		sc.after(t, l, after, evs)
 	}
 	if sc.maxLoss > 0 && sent-recv > sc.maxLoss {
 		fail("%d echoes lost, want at most %d", sent-recv, sc.maxLoss)

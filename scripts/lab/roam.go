@@ -123,8 +123,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("[gateway]\n")
-	fmt.Fprintf(&b, "listen = [%q, %q]\nlocal_id = %q\nauth = %q\n",
-		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(), GatewayID, g.Auth)
+	fmt.Fprintf(&b, "listen = [%q, %q, %q, %q]\nlocal_id = %q\nauth = %q\n",
+		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(),
+		GatewayAddr1V6.Addr().String(), GatewayAddr2V6.Addr().String(), GatewayID, g.Auth)
 	if g.Auth == "pubkey" {
 		if g.PKI == nil {
 			return "", errors.New("pubkey gateway without PKI")
@@ -224,7 +225,8 @@ type Status struct {
 		PacketsOut uint64          `json:"packets_out"`
 		Proposal   string          `json:"proposal"`
 	} `json:"children"`
-	PathChanges int `json:"path_changes"`
+	PathChanges   int      `json:"path_changes"`
+	PeerAddresses []string `json:"peer_addresses"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
