@@ -39,6 +39,14 @@ func TestParseProposal(t *testing.T) {
 			{Type: wire.TransformEncr, ID: 20, KeyLength: 128},
 			{Type: wire.TransformPRF, ID: 5},
 			{Type: wire.TransformDH, ID: 31}}},
+		{in: "chacha20poly1305-prfsha256-curve25519", ike: true, want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 28},
+			{Type: wire.TransformPRF, ID: 5},
+			{Type: wire.TransformDH, ID: 31}}},
+		{in: "chacha20poly1305-esn", want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 28},
+			{Type: wire.TransformESN, ID: 1}}},
+		{in: "chacha20poly1305-sha256-prfsha256-ecp256", ike: true, wantErr: "integrity algorithm given with AEAD"},
 		{in: "aes256gcm16", want: []wire.Transform{
 			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
 			{Type: wire.TransformESN, ID: 0}}},

@@ -39,6 +39,8 @@ var encryptionAlgorithms = map[string]algorithm{
 	"aes256gcm8":  {wire.TransformEncr, ikecrypto.EncrAESGCM8, 256, true},
 	"aes256gcm12": {wire.TransformEncr, ikecrypto.EncrAESGCM12, 256, true},
 	"aes256gcm16": {wire.TransformEncr, ikecrypto.EncrAESGCM16, 256, true},
+	// RFC 7634: no Key Length attribute.
+	"chacha20poly1305": {wire.TransformEncr, ikecrypto.EncrChaCha20Poly1305, 0, true},
 }
 
 var integrityAlgorithms = map[string]algorithm{

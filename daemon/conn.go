@@ -15,6 +15,7 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
@@ -158,7 +159,7 @@ func (c *conn) install(est *ike.Established) error {
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := selectorsToPrefixes(ch.RemoteTS)
-		if err := c.installChild(ch, remote); err != nil {
+		if err := c.installChild(ch, remote, false); err != nil {
 			return err
 		}
 		routes = append(routes, remote...)
@@ -202,16 +203,50 @@ func (c *conn) install(est *ike.Established) error {
 	return nil
 }
 
-func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix) error {
-	in, err := esp.NewInboundSA(ch.SPIIn, ch.KeyIn, ch.ESN)
+// installChild puts a Child SA pair into the dataplane; pending (a rekey we
+// answered) keeps outbound traffic on the old pair until the peer uses the
+// new one.
+func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
+	cfg, err := childConfig(ch, remote, pending)
 	if err != nil {
-		return fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
+		return err
 	}
-	out, err := esp.NewOutboundSA(ch.SPIOut, ch.KeyOut, ch.ESN)
+	return c.dp.InstallChild(c.peer, cfg)
+}
+
+// childConfig makes the dataplane's SA pair from a negotiated Child SA.
+func childConfig(ch ike.ChildSA, remote []netip.Prefix, pending bool) (esp.ChildConfig, error) {
+	cipher, err := espCipher(ch.Transforms)
 	if err != nil {
-		return fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
 	}
-	return c.dp.InstallChild(c.peer, esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal})
+	in, err := esp.NewInboundSAWith(cipher, ch.SPIIn, ch.KeyIn, ch.ESN)
+	if err != nil {
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIIn, err)
+	}
+	out, err := esp.NewOutboundSAWith(cipher, ch.SPIOut, ch.KeyOut, ch.ESN)
+	if err != nil {
+		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
+	}
+	return esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal, OutboundPending: pending}, nil
+}
+
+// espCipher maps a Child SA's negotiated encryption transform to the
+// dataplane's cipher; the dataplane has AEAD ciphers with 16-octet ICVs only.
+func espCipher(ts []wire.Transform) (esp.Cipher, error) {
+	for _, t := range ts {
+		if t.Type != wire.TransformEncr {
+			continue
+		}
+		switch t.ID {
+		case ikecrypto.EncrAESGCM16:
+			return esp.AESGCM16, nil
+		case ikecrypto.EncrChaCha20Poly1305:
+			return esp.ChaCha20Poly1305, nil
+		}
+		return 0, fmt.Errorf("ESP encryption transform %d is not supported by the dataplane", t.ID)
+	}
+	return 0, errors.New("no ESP encryption transform negotiated")
 }
 
 // watch follows the IKE SA after establishment until it ends.
@@ -220,8 +255,9 @@ func (c *conn) watch(events <-chan ike.Event) {
 		switch ev := ev.(type) {
 		case *ike.ChildRekeyed:
 			// The new SA goes in before the old one leaves (on the peer's
-			// DELETE), so no packet finds neither.
-			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS)); err != nil {
+			// DELETE), so no packet finds neither; we answered the rekey,
+			// so we send on it only once the peer has installed it.
+			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), true); err != nil {
 				c.log.Error("installing rekeyed child SA", "err", err)
 				c.emit(Event{Event: EventError, Reason: err.Error()})
 				continue

@@ -130,6 +130,8 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 			switch ev := ev.(type) {
 			case *ike.Established:
 				gw.install(ev)
+			case *ike.ChildRekeyed:
+				gw.installRekeyed(ev)
 			case *ike.ChildDeleted:
 				gw.dp.RemoveChild(ev.SPIIn)
 			case *ike.PathUpdated:
@@ -150,12 +152,9 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 func (gw *gateway) install(est *ike.Established) {
 	peer := gw.dp.NewPeer(est.Path)
 	for _, ch := range est.Children {
-		in, err := esp.NewInboundSA(ch.SPIIn, ch.KeyIn, ch.ESN)
+		cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), false)
 		if err == nil {
-			var out *esp.OutboundSA
-			if out, err = esp.NewOutboundSA(ch.SPIOut, ch.KeyOut, ch.ESN); err == nil {
-				err = gw.dp.InstallChild(peer, esp.ChildConfig{In: in, Out: out, Remote: selectorsToPrefixes(ch.RemoteTS), Proposal: ch.Proposal})
-			}
+			err = gw.dp.InstallChild(peer, cfg)
 		}
 		if err != nil {
 			gw.log.Error("installing child SA", "peer", est.PeerID, "err", err)
@@ -170,6 +169,29 @@ func (gw *gateway) install(est *ike.Established) {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
 	gw.emit(ev)
+}
+
+// installRekeyed adds the Child SA a client's rekey created; like the
+// client, the gateway answered the rekey, so it keeps sending on the old
+// pair until the client uses the new one or deletes the old.
+func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
+	gw.mu.Lock()
+	c := gw.clients[ev.SA]
+	gw.mu.Unlock()
+	if c == nil {
+		return
+	}
+	ch := ev.Child
+	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), true)
+	if err == nil {
+		err = gw.dp.InstallChild(c.peer, cfg)
+	}
+	if err != nil {
+		gw.log.Error("installing rekeyed child SA", "peer", c.est.PeerID, "err", err)
+		gw.emit(Event{Event: EventError, Profile: c.est.PeerID, Reason: err.Error()})
+		return
+	}
+	gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ch.SPIIn)})
 }
 
 func (gw *gateway) remove(ev *ike.Deleted) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,9 @@ type child struct {
 	out      *OutboundSA
 	remote   []netip.Prefix
 	proposal string
+	// pending: installed by a rekey we answered; its outbound SA waits
+	// behind the old one until the peer shows it installed the pair.
+	pending atomic.Bool
 
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
 }
@@ -78,6 +82,13 @@ type ChildConfig struct {
 	Out      *OutboundSA
 	Remote   []netip.Prefix
 	Proposal string
+	// OutboundPending defers sending on Out: the routes go behind those of
+	// any child already installed for the same prefixes, and move in front
+	// when the first packet authenticates on In or the older child is
+	// removed. A rekey responder needs this: the initiator installs the
+	// new inbound SA only when our response reaches it, so ESP sent on the
+	// new SA before then would be dropped.
+	OutboundPending bool
 }
 
 // ChildStats are one Child SA's counters.
@@ -272,14 +283,45 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 	}
 	nt.bySPI[cfg.In.SPI()] = c
 	// New routes go first so that a rekeyed child replaces the old one for
-	// outbound traffic at once; the old stays for inbound stragglers.
+	// outbound traffic at once; the old stays for inbound stragglers. A
+	// pending child goes last until promote.
+	var mine []route
 	for _, pfx := range cfg.Remote {
-		nt.routes = append(nt.routes, route{prefix: pfx.Masked(), child: c})
+		mine = append(mine, route{prefix: pfx.Masked(), child: c})
 	}
-	nt.routes = append(nt.routes, old.routes...)
+	if cfg.OutboundPending {
+		c.pending.Store(true)
+		nt.routes = append(slices.Clone(old.routes), mine...)
+	} else {
+		nt.routes = append(mine, old.routes...)
+	}
 	sortRoutes(nt.routes)
 	d.tabs.Store(nt)
 	return nil
+}
+
+// promote puts a pending child's routes in front of the others: the peer
+// has used its SA pair, so our outbound traffic can move to it.
+func (d *Dataplane) promote(c *child) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !c.pending.CompareAndSwap(true, false) {
+		return
+	}
+	old := d.tabs.Load()
+	nt := &tables{bySPI: old.bySPI}
+	for _, r := range old.routes {
+		if r.child == c {
+			nt.routes = append(nt.routes, r)
+		}
+	}
+	for _, r := range old.routes {
+		if r.child != c {
+			nt.routes = append(nt.routes, r)
+		}
+	}
+	sortRoutes(nt.routes)
+	d.tabs.Store(nt)
 }
 
 // sortRoutes orders by prefix length, longest first, keeping the relative
@@ -602,6 +644,9 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			if err != nil {
 				d.countOpenError(err)
 				continue
+			}
+			if c.pending.Load() {
+				d.promote(c)
 			}
 			if len(inner) == tunOffset {
 				continue // dummy packet

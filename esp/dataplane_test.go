@@ -60,33 +60,46 @@ func (r *ikeRecorder) handle(pkt []byte, p Path) {
 	r.path = append(r.path, p)
 }
 
+// loopbackPair runs two dataplanes over fake TUN devices, each with a UDP
+// socket on 127.0.0.1, and stops them when the test ends.
+type loopbackPair struct {
+	a, b       *Dataplane
+	tunA, tunB *fakeTUN
+	ikeA, ikeB *ikeRecorder
+	sa, sb     *Socket
+}
+
+func newLoopbackPair(t *testing.T) *loopbackPair {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &loopbackPair{tunA: newFakeTUN(), tunB: newFakeTUN(), ikeA: &ikeRecorder{}, ikeB: &ikeRecorder{}}
+	p.a = NewDataplane(p.tunA, p.ikeA.handle, nil)
+	p.b = NewDataplane(p.tunB, p.ikeB.handle, nil)
+	var err error
+	if p.sa, err = ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if p.sb, err = ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	p.a.AddSocket(p.sa)
+	p.b.AddSocket(p.sb)
+	var wg sync.WaitGroup
+	for _, d := range []*Dataplane{p.a, p.b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx) }()
+	}
+	// Run returns once ctx is done and the device's owner closed it.
+	t.Cleanup(func() { cancel(); p.tunA.Close(); p.tunB.Close(); wg.Wait() })
+	return p
+}
+
 // TestLoopbackPipeline connects two dataplanes over 127.0.0.1: a packet
 // written into one fake TUN comes out of the other, both ways, and IKE
 // messages with the non-ESP marker reach the IKE handler without it.
 func TestLoopbackPipeline(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tunA, tunB := newFakeTUN(), newFakeTUN()
-	defer tunA.Close()
-	defer tunB.Close()
-	var ikeA, ikeB ikeRecorder
-	a := NewDataplane(tunA, ikeA.handle, nil)
-	b := NewDataplane(tunB, ikeB.handle, nil)
-	sa, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.AddSocket(sa)
-	b.AddSocket(sb)
-	var wg sync.WaitGroup
-	for _, d := range []*Dataplane{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.Run(ctx) }()
-	}
+	p := newLoopbackPair(t)
+	a, b, tunA, tunB, ikeB, sa, sb := p.a, p.b, p.tunA, p.tunB, p.ikeB, p.sa, p.sb
 
 	// A is the client 10.99.200.7, B the gateway in front of 10.99.0.0/24.
 	peerOfA := a.NewPeer(Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()})
@@ -162,9 +175,88 @@ func TestLoopbackPipeline(t *testing.T) {
 	if len(a.ChildStats(nil)) != 0 {
 		t.Fatal("child not removed")
 	}
-	// Run returns once ctx is done and the device's owner closed it.
-	cancel()
-	tunA.Close()
-	tunB.Close()
-	wg.Wait()
+}
+
+// TestPendingOutbound checks the rekey responder's rule: a child installed
+// with OutboundPending carries no outbound traffic until the peer shows it
+// has the new pair (a packet authenticates on it) or the old child goes.
+func TestPendingOutbound(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		promote func(t *testing.T, a, b *Dataplane, tunA, tunB *fakeTUN)
+	}{
+		{"first inbound packet", func(t *testing.T, a, b *Dataplane, tunA, tunB *fakeTUN) {
+			down := ipv4Packet(300)
+			copy(down[12:16], []byte{10, 99, 0, 10})
+			copy(down[16:20], []byte{10, 99, 200, 7})
+			tunB.in <- down
+			recvPacket(t, tunA)
+		}},
+		{"old child removed", func(t *testing.T, a, b *Dataplane, tunA, tunB *fakeTUN) {
+			a.RemoveChild(0x1001)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newLoopbackPair(t)
+			a, b, tunA, tunB, sa, sb := p.a, p.b, p.tunA, p.tunB, p.sa, p.sb
+			peerA := a.NewPeer(Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()})
+			peerB := b.NewPeer(Path{Local: sb.LocalAddr(), Remote: sa.LocalAddr()})
+			gwNet := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}
+			cliNet := []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}
+			// pair installs SPIs up (A->B) and down (B->A) on both sides.
+			pair := func(up, down uint32, pendingA bool) {
+				kUp, kDown := keyMat(36), keyMat(36)
+				kUp[0], kDown[0] = byte(up), byte(down)
+				outA, _ := NewOutboundSA(up, kUp, false)
+				inB, _ := NewInboundSA(up, kUp, false)
+				outB, _ := NewOutboundSA(down, kDown, false)
+				inA, _ := NewInboundSA(down, kDown, false)
+				if err := a.InstallChild(peerA, ChildConfig{In: inA, Out: outA, Remote: gwNet, OutboundPending: pendingA}); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.InstallChild(peerB, ChildConfig{In: inB, Out: outB, Remote: cliNet}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pair(0x2001, 0x1001, false)
+			// B started a rekey; A answered it and installs the new pair
+			// pending, as the daemon does.
+			pair(0x2002, 0x1002, true)
+			// sentOn sends one packet from A and returns the SPI it
+			// arrived on at B.
+			sentOn := func(size int) uint32 {
+				before := map[uint32]uint64{}
+				for _, st := range b.ChildStats(peerB) {
+					before[st.SPIIn] = st.PacketsIn
+				}
+				tunA.in <- ipv4Packet(size)
+				recvPacket(t, tunB)
+				for _, st := range b.ChildStats(peerB) {
+					if st.PacketsIn > before[st.SPIIn] {
+						return st.SPIIn
+					}
+				}
+				t.Fatal("no child counted the packet")
+				return 0
+			}
+			if got := sentOn(400); got != 0x2001 {
+				t.Fatalf("before promotion A sent on %08x, want the old SA 00002001", got)
+			}
+			tc.promote(t, a, b, tunA, tunB)
+			if got := sentOn(401); got != 0x2002 {
+				t.Fatalf("after promotion A sent on %08x, want the new SA 00002002", got)
+			}
+		})
+	}
+}
+
+func recvPacket(t *testing.T, f *fakeTUN) []byte {
+	t.Helper()
+	select {
+	case p := <-f.out:
+		return p
+	case <-time.After(5 * time.Second):
+		t.Fatal("no packet out of the TUN")
+		return nil
+	}
 }

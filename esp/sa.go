@@ -1,4 +1,5 @@
-// Package esp is roam's userspace ESP (RFC 4303) with AES-GCM (RFC 4106),
+// Package esp is roam's userspace ESP (RFC 4303) with AES-GCM (RFC 4106)
+// and ChaCha20-Poly1305 (RFC 7634),
 // UDP-encapsulated (RFC 3948), and the batched TUN <-> UDP dataplane that
 // carries it.
 package esp
@@ -11,6 +12,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // Errors the dataplane counts; every packet the peer (or anyone) sends us
@@ -36,6 +39,45 @@ const (
 	protoIPv4 = 4
 	protoIPv6 = 41
 )
+
+// Cipher is an ESP combined-mode transform. Both have an 8-byte explicit
+// IV, a 4-byte salt, a 16-octet ICV and the same nonce and AAD layout
+// (RFC 4106, RFC 7634), so only the AEAD behind them differs.
+type Cipher uint8
+
+const (
+	AESGCM16         Cipher = iota // RFC 4106, key material 20, 28 or 36 bytes
+	ChaCha20Poly1305               // RFC 7634, key material 36 bytes
+)
+
+func (c Cipher) String() string {
+	switch c {
+	case AESGCM16:
+		return "AES-GCM-16"
+	case ChaCha20Poly1305:
+		return "ChaCha20-Poly1305"
+	}
+	return fmt.Sprintf("cipher(%d)", uint8(c))
+}
+
+func newAEAD(c Cipher, keyMat []byte) (cipher.AEAD, [saltLen]byte, error) {
+	switch c {
+	case AESGCM16:
+		return newGCM(keyMat)
+	case ChaCha20Poly1305:
+		var salt [saltLen]byte
+		if len(keyMat) != chacha20poly1305.KeySize+saltLen {
+			return nil, salt, fmt.Errorf("esp: ChaCha20-Poly1305 key material of %d bytes (want 36)", len(keyMat))
+		}
+		aead, err := chacha20poly1305.New(keyMat[:chacha20poly1305.KeySize])
+		if err != nil {
+			return nil, salt, err
+		}
+		copy(salt[:], keyMat[chacha20poly1305.KeySize:])
+		return aead, salt, nil
+	}
+	return nil, [saltLen]byte{}, fmt.Errorf("esp: unknown cipher %v", c)
+}
 
 func newGCM(keyMat []byte) (cipher.AEAD, [saltLen]byte, error) {
 	var salt [saltLen]byte
@@ -63,9 +105,15 @@ type OutboundSA struct {
 	seq  atomic.Uint64 // last sequence number used
 }
 
-// NewOutboundSA makes an outbound SA from key material = key || 4-byte salt.
+// NewOutboundSA makes an AES-GCM-16 outbound SA from key material = key ||
+// 4-byte salt.
 func NewOutboundSA(spi uint32, keyMat []byte, esn bool) (*OutboundSA, error) {
-	aead, salt, err := newGCM(keyMat)
+	return NewOutboundSAWith(AESGCM16, spi, keyMat, esn)
+}
+
+// NewOutboundSAWith makes an outbound SA for cipher c.
+func NewOutboundSAWith(c Cipher, spi uint32, keyMat []byte, esn bool) (*OutboundSA, error) {
+	aead, salt, err := newAEAD(c, keyMat)
 	if err != nil {
 		return nil, err
 	}
@@ -156,9 +204,15 @@ type InboundSA struct {
 	window replayWindow
 }
 
-// NewInboundSA makes an inbound SA from key material = key || 4-byte salt.
+// NewInboundSA makes an AES-GCM-16 inbound SA from key material = key ||
+// 4-byte salt.
 func NewInboundSA(spi uint32, keyMat []byte, esn bool) (*InboundSA, error) {
-	aead, salt, err := newGCM(keyMat)
+	return NewInboundSAWith(AESGCM16, spi, keyMat, esn)
+}
+
+// NewInboundSAWith makes an inbound SA for cipher c.
+func NewInboundSAWith(c Cipher, spi uint32, keyMat []byte, esn bool) (*InboundSA, error) {
+	aead, salt, err := newAEAD(c, keyMat)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 func ipv4Packet(payload int) []byte {
@@ -42,24 +44,30 @@ func keyMat(n int) []byte {
 
 func TestSealOpenRoundTrip(t *testing.T) {
 	tests := []struct {
-		name  string
-		key   int
-		esn   bool
-		inner []byte
+		name   string
+		cipher Cipher
+		key    int
+		esn    bool
+		inner  []byte
 	}{
-		{"aes128 ipv4", 20, false, ipv4Packet(100)},
-		{"aes256 ipv4", 36, false, ipv4Packet(1380)},
-		{"aes128 ipv6 esn", 20, true, ipv6Packet(1)},
-		{"aes256 ipv6 esn", 36, true, ipv6Packet(1000)},
-		{"aes256 ipv4 pad 0", 36, false, ipv4Packet(2)},
+		{"aes128 ipv4", AESGCM16, 20, false, ipv4Packet(100)},
+		{"aes256 ipv4", AESGCM16, 36, false, ipv4Packet(1380)},
+		{"aes128 ipv6 esn", AESGCM16, 20, true, ipv6Packet(1)},
+		{"aes256 ipv6 esn", AESGCM16, 36, true, ipv6Packet(1000)},
+		{"aes256 ipv4 pad 0", AESGCM16, 36, false, ipv4Packet(2)},
+		{"chacha ipv4", ChaCha20Poly1305, 36, false, ipv4Packet(1380)},
+		{"chacha ipv6 esn", ChaCha20Poly1305, 36, true, ipv6Packet(7)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := NewOutboundSA(0x1234, keyMat(tt.key), tt.esn)
+			out, err := NewOutboundSAWith(tt.cipher, 0x1234, keyMat(tt.key), tt.esn)
 			if err != nil {
 				t.Fatal(err)
 			}
-			in, _ := NewInboundSA(0x1234, keyMat(tt.key), tt.esn)
+			in, err := NewInboundSAWith(tt.cipher, 0x1234, keyMat(tt.key), tt.esn)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := 0; i < 3; i++ {
 				pkt, err := out.Seal(nil, tt.inner)
 				if err != nil {
@@ -111,6 +119,41 @@ func TestKnownAnswer(t *testing.T) {
 	want := append(append(append([]byte{}, hdr...), iv...), gcm.Seal(nil, nonce, plain, hdr)...)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("got  %x\nwant %x", got, want)
+	}
+}
+
+// TestKnownAnswerChaCha20Poly1305 checks the RFC 7634 framing the same way:
+// the expected packet comes from x/crypto's AEAD with nonce = salt | IV and
+// AAD = SPI | high and low ESN halves, built here by hand.
+func TestKnownAnswerChaCha20Poly1305(t *testing.T) {
+	key := keyMat(32)
+	salt := []byte{0xa0, 0xa1, 0xa2, 0xa3}
+	out, err := NewOutboundSAWith(ChaCha20Poly1305, 0x01020304, append(append([]byte{}, key...), salt...), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := ipv4Packet(11) // 31 bytes: 31+2 = 33, 3 bytes of padding
+	got, err := out.Seal(nil, inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, _ := chacha20poly1305.New(key)
+	hdr := []byte{1, 2, 3, 4, 0, 0, 0, 1}
+	iv := []byte{0, 0, 0, 0, 0, 0, 0, 1}
+	aad := []byte{1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 1} // ESN: SPI | seq high | seq low
+	nonce := append(append([]byte{}, salt...), iv...)
+	plain := append(append([]byte{}, inner...), 1, 2, 3, 3, 4)
+	want := append(append(append([]byte{}, hdr...), iv...), aead.Seal(nil, nonce, plain, aad)...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got  %x\nwant %x", got, want)
+	}
+	// An AES-GCM SA with key material of the same length must not open it.
+	in, _ := NewInboundSA(0x01020304, append(append([]byte{}, key...), salt...), true)
+	if _, err := in.Open(nil, got); !errors.Is(err, ErrBadICV) {
+		t.Fatalf("AES-GCM opened a ChaCha20-Poly1305 packet: %v", err)
+	}
+	if _, err := NewOutboundSAWith(ChaCha20Poly1305, 1, keyMat(20), false); err == nil {
+		t.Fatal("20 bytes of ChaCha20-Poly1305 key material accepted")
 	}
 }
 

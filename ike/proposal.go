@@ -22,6 +22,8 @@ const (
 	encrAESGCM8  = 18
 	encrAESGCM12 = 19
 	encrAESGCM16 = 20
+	// RFC 7634
+	encrChaCha20Poly1305 = 28
 )
 
 // selectProposal picks the first of the peer's proposals (peer preference
@@ -111,7 +113,7 @@ func ProposalText(ts []wire.Transform) string {
 				s = fmt.Sprintf("aes%dgcm12", t.KeyLength)
 			case encrAESGCM16:
 				s = fmt.Sprintf("aes%dgcm16", t.KeyLength)
-			case 28:
+			case encrChaCha20Poly1305:
 				s = "chacha20poly1305"
 			}
 		case wire.TransformInteg:

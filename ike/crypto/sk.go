@@ -10,18 +10,24 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // IANA "Transform Type 1 - Encryption Algorithm Transform IDs" that the SK
 // payload supports.
 const (
-	EncrAESCBC     uint16 = 12
-	EncrAESGCM8    uint16 = 18 // 8-octet ICV
-	EncrAESGCM12   uint16 = 19 // 12-octet ICV
-	EncrAESGCM16   uint16 = 20 // 16-octet ICV
-	gcmSaltSize           = 4  // RFC 5282 4: taken from the end of SK_e
-	gcmIVSize             = 8  // RFC 5282 3.1: explicit part of the nonce
-	gcmFullTagSize        = 16
+	EncrAESCBC   uint16 = 12
+	EncrAESGCM8  uint16 = 18 // 8-octet ICV
+	EncrAESGCM12 uint16 = 19 // 12-octet ICV
+	EncrAESGCM16 uint16 = 20 // 16-octet ICV
+	// EncrChaCha20Poly1305 (RFC 7634) is built like AES-GCM-16: a 256-bit
+	// key and 4-byte salt, an 8-byte explicit IV, a 16-octet tag and the
+	// same nonce and AAD layout, so it shares GCM's code paths.
+	EncrChaCha20Poly1305 uint16 = 28
+	gcmSaltSize                 = 4 // RFC 5282 4: taken from the end of SK_e
+	gcmIVSize                   = 8 // RFC 5282 3.1: explicit part of the nonce
+	gcmFullTagSize              = 16
 )
 
 // Errors returned by SKCipher.Open. They are distinct so callers can count
@@ -45,7 +51,7 @@ func gcmICVSize(encrID uint16) (int, bool) {
 		return 8, true
 	case EncrAESGCM12:
 		return 12, true
-	case EncrAESGCM16:
+	case EncrAESGCM16, EncrChaCha20Poly1305:
 		return 16, true
 	}
 	return 0, false
@@ -61,6 +67,13 @@ func SupportedEncr(encrID uint16, keyBits int) bool {
 // EncrKeySize returns the number of bytes of keying material (SK_ei, SK_er)
 // for the cipher: the AES key, plus the 4-byte salt for GCM (RFC 5282 7.1).
 func EncrKeySize(encrID uint16, keyBits int) (int, error) {
+	if encrID == EncrChaCha20Poly1305 {
+		// RFC 7634 2: the transform has no Key Length attribute.
+		if keyBits != 0 && keyBits != 256 {
+			return 0, fmt.Errorf("ikecrypto: ChaCha20-Poly1305 takes no key length, got %d", keyBits)
+		}
+		return chacha20poly1305.KeySize + gcmSaltSize, nil
+	}
 	if keyBits != 128 && keyBits != 192 && keyBits != 256 {
 		return 0, fmt.Errorf("ikecrypto: unsupported key length %d for encryption transform %d", keyBits, encrID)
 	}
@@ -113,11 +126,17 @@ func NewSKCipher(encrID uint16, keyBits int, integ *Integrity, encKey, integKey 
 		}
 		key := encKey[:n-gcmSaltSize]
 		copy(c.salt[:], encKey[n-gcmSaltSize:])
-		if c.block, err = aes.NewCipher(key); err != nil {
-			return nil, fmt.Errorf("ikecrypto: %w", err)
-		}
-		if c.aead, err = cipher.NewGCM(c.block); err != nil {
-			return nil, fmt.Errorf("ikecrypto: %w", err)
+		if encrID == EncrChaCha20Poly1305 {
+			if c.aead, err = chacha20poly1305.New(key); err != nil {
+				return nil, fmt.Errorf("ikecrypto: %w", err)
+			}
+		} else {
+			if c.block, err = aes.NewCipher(key); err != nil {
+				return nil, fmt.Errorf("ikecrypto: %w", err)
+			}
+			if c.aead, err = cipher.NewGCM(c.block); err != nil {
+				return nil, fmt.Errorf("ikecrypto: %w", err)
+			}
 		}
 		c.icvSize = icv
 		var b [8]byte
@@ -251,7 +270,7 @@ func (c *SKCipher) Open(aad, data []byte) ([]byte, error) {
 			var err error
 			plain, err = c.aead.Open(nil, nonce[:], data[ivLen:], aad)
 			if err != nil {
-				return nil, fmt.Errorf("%w (AES-GCM)", ErrAuthentication)
+				return nil, fmt.Errorf("%w (AEAD)", ErrAuthentication)
 			}
 		} else {
 			var err error

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // "The Galois/Counter Mode of Operation (GCM)", McGrew and Viega, test
@@ -224,7 +226,7 @@ func allSuites() []suite {
 			s = append(s, suite{fmt.Sprintf("cbc%d-integ%d", kb, integ), EncrAESCBC, kb, integ})
 		}
 	}
-	return s
+	return append(s, suite{"chacha20poly1305", EncrChaCha20Poly1305, 0, 0})
 }
 
 func newSuiteCipher(t testing.TB, s suite, seed byte) *SKCipher {
@@ -374,9 +376,11 @@ func TestEncrKeySize(t *testing.T) {
 		{EncrAESCBC, 256, 32, false},
 		{EncrAESCBC, 0, 0, true},
 		{EncrAESGCM16, 64, 0, true},
-		{3, 128, 0, true},  // 3DES
-		{13, 128, 0, true}, // AES-CTR
-		{28, 256, 0, true}, // ChaCha20-Poly1305
+		{3, 128, 0, true},                    // 3DES
+		{13, 128, 0, true},                   // AES-CTR
+		{EncrChaCha20Poly1305, 0, 36, false}, // no Key Length attribute
+		{EncrChaCha20Poly1305, 256, 36, false},
+		{EncrChaCha20Poly1305, 128, 0, true},
 	} {
 		got, err := EncrKeySize(v.id, v.bits)
 		if (err != nil) != v.wantErr || got != v.want {
@@ -386,8 +390,49 @@ func TestEncrKeySize(t *testing.T) {
 			t.Errorf("SupportedEncr(%d, %d) wrong", v.id, v.bits)
 		}
 	}
-	if !IsAEAD(EncrAESGCM16) || IsAEAD(EncrAESCBC) {
+	if !IsAEAD(EncrAESGCM16) || !IsAEAD(EncrChaCha20Poly1305) || IsAEAD(EncrAESCBC) {
 		t.Error("IsAEAD wrong")
+	}
+}
+
+// TestSKCipherChaCha20Poly1305Vector uses the AEAD example of RFC 8439
+// 2.8.2, whose 12-byte nonce 07000000 4041424344454647 is exactly an RFC
+// 7634 salt followed by an explicit IV. Its ciphertext's first block and
+// tag are the RFC's; the plaintext ends in '.', read as a Pad Length of 46.
+func TestSKCipherChaCha20Poly1305Vector(t *testing.T) {
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(0x80 + i)
+	}
+	salt, iv := unhex(t, "07000000"), unhex(t, "4041424344454647")
+	aad := unhex(t, "50515253c0c1c2c3c4c5c6c7")
+	plain := []byte("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.")
+	c, err := NewSKCipher(EncrChaCha20Poly1305, 0, nil, append(bytes.Clone(key), salt...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.IVSize() != 8 || c.ICVSize() != 16 {
+		t.Fatalf("IV %d ICV %d, want 8 and 16", c.IVSize(), c.ICVSize())
+	}
+	// The ciphertext beyond the first block is not in this file: a stream
+	// cipher's output is the keystream XOR the plaintext, and the tag below
+	// covers all of it, so a wrong keystream or nonce fails the tag check.
+	ct := chachaEncrypt(t, key, append(bytes.Clone(salt), iv...), plain, aad)
+	if want := unhex(t, "d31a8d34648e60db7b86afbc53ef7ec2"); !bytes.Equal(ct[:16], want) {
+		t.Fatalf("first ciphertext block %x, want %x", ct[:16], want)
+	}
+	if want := unhex(t, "1ae10b594f09e26a7e902ecbd0600691"); !bytes.Equal(ct[len(ct)-16:], want) {
+		t.Fatalf("tag %x, want %x", ct[len(ct)-16:], want)
+	}
+	got, err := c.Open(aad, append(bytes.Clone(iv), ct...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := plain[:len(plain)-1-'.']; !bytes.Equal(got, want) {
+		t.Fatalf("opened %q, want %q", got, want)
+	}
+	if _, err := c.Open(aad[1:], append(bytes.Clone(iv), ct...)); !errors.Is(err, ErrAuthentication) {
+		t.Fatalf("wrong AAD: %v", err)
 	}
 }
 
@@ -401,6 +446,10 @@ func TestNewSKCipherErrors(t *testing.T) {
 		"cbc short integ":  func() (*SKCipher, error) { return NewSKCipher(EncrAESCBC, 128, integ, k32[:16], k20) },
 		"cbc wrong keylen": func() (*SKCipher, error) { return NewSKCipher(EncrAESCBC, 256, integ, k20, k32) },
 		"unknown":          func() (*SKCipher, error) { return NewSKCipher(99, 128, nil, k20, nil) },
+		"chacha short key": func() (*SKCipher, error) { return NewSKCipher(EncrChaCha20Poly1305, 0, nil, k32, nil) },
+		"chacha integ": func() (*SKCipher, error) {
+			return NewSKCipher(EncrChaCha20Poly1305, 0, integ, append(k32, 1, 2, 3, 4), k32)
+		},
 	} {
 		if _, err := f(); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -416,7 +465,8 @@ func FuzzSKCipherOpen(f *testing.F) {
 	}
 	gcm8, _ := NewSKCipher(EncrAESGCM8, 256, nil, bytes.Repeat([]byte{2}, 36), nil)
 	cbc, _ := NewSKCipher(EncrAESCBC, 128, integ, bytes.Repeat([]byte{3}, 16), bytes.Repeat([]byte{4}, 32))
-	ciphers := []*SKCipher{gcm, gcm8, cbc}
+	chacha, _ := NewSKCipher(EncrChaCha20Poly1305, 0, nil, bytes.Repeat([]byte{5}, 36), nil)
+	ciphers := []*SKCipher{gcm, gcm8, cbc, chacha}
 	for i, c := range ciphers {
 		for _, p := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte{0xee}, 40)} {
 			out, err := c.Seal([]byte("aad"), p)
@@ -456,4 +506,14 @@ func FuzzSKCipherOpen(f *testing.F) {
 			t.Fatalf("round trip failed: %v", err)
 		}
 	})
+}
+
+// chachaEncrypt seals with x/crypto directly, outside SKCipher.
+func chachaEncrypt(t *testing.T, key, nonce, plain, aad []byte) []byte {
+	t.Helper()
+	a, err := chacha20poly1305.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Seal(nil, nonce, plain, aad)
 }

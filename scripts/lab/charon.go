@@ -23,7 +23,7 @@ const CharonBinary = "/usr/lib/ipsec/charon"
 // explicit list, or IKE_SA_INIT fails with "KDF_PRF ... not supported".
 // resolve is left out on purpose: it would rewrite resolv.conf.
 const charonPlugins = "kernel-libipsec kernel-netlink socket-default vici random nonce " +
-	"openssl aes sha1 sha2 hmac gcm gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf"
+	"openssl aes sha1 sha2 hmac gcm chapoly gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf"
 
 // CharonOptions configures one charon.
 type CharonOptions struct {

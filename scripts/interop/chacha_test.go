@@ -1,0 +1,59 @@
+package interop
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+// TestChaCha20Poly1305StrongSwan: RFC 7634 for both the IKE SA and the
+// Child SA against strongSwan's chapoly plugin, through the wlan NAT, with
+// ping and a TCP transfer through the tunnel.
+func TestChaCha20Poly1305StrongSwan(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	ike := []string{"chacha20poly1305-prfsha256-curve25519"}
+	esp := []string{"chacha20poly1305"}
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
+		Conns:            []lab.SwanConn{lab.GatewayConn("psk", goodPSK, ike, esp)},
+		PKI:              pki,
+		InterfacesIgnore: []string{"lan"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	p := lab.LabProfile("psk", goodPSK, pki, ike)
+	p.ESP = esp
+	r := roamClient(t, l, bin, p)
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("strongSwan gateway log:\n%s", gw.Log())
+		t.Fatalf(format, args...)
+	}
+	if out, err := r.Connect("corp", 20*time.Second); err != nil {
+		fail("connect: %v", err)
+	} else {
+		t.Logf("roam connect:\n%s", out)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping through the tunnel: %v", err)
+	}
+	tcpTransfer(t, l)
+	sas, err := gw.WaitSA(2*time.Second, lab.Established)
+	if err != nil {
+		fail("%v", err)
+	}
+	if !strings.Contains(strings.ToUpper(sas[0].Proposal), "CHACHA20") {
+		t.Errorf("strongSwan's IKE SA uses %q, want ChaCha20-Poly1305", sas[0].Proposal)
+	}
+	st := connected(t, r, "corp")
+	if len(st.Children) != 1 || st.Children[0].Proposal != "chacha20poly1305" {
+		t.Errorf("roam status children %+v, want one chacha20poly1305 Child SA", st.Children)
+	}
+	if st.Children[0].PacketsIn == 0 {
+		t.Errorf("no ESP packets opened: %+v", st.Children[0])
+	}
+}
