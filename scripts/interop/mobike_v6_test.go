@@ -21,6 +21,7 @@ var v6Scenario = mobikeScenario{
 	wantIf:    lab.WWAN,
 	before: func(t *testing.T, st lab.Status) {
 		t.Helper()
+		t.Logf("gateway addresses the client knows: %v", st.PeerAddresses)
 		if len(gatewayV6(st)) == 0 {
 			t.Fatalf("the gateway announced no IPv6 address; peer addresses %v", st.PeerAddresses)
 		}
