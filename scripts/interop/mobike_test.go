@@ -75,7 +75,7 @@ type mobikeScenario struct {
 	maxLoss int
 	// after, when set, runs once the tunnel has recovered (extra checks
 	// and diagnostics).
-	after func(t *testing.T, l *lab.Lab, st lab.Status, evs []lab.Event)
+	after func(t *testing.T, l *lab.Lab, r *lab.Roam, st lab.Status, evs []lab.Event)
 	// before, when set, checks the connection before the move; it may
 	// skip the test (a gateway without a feature the move needs).
 	before func(t *testing.T, st lab.Status)
@@ -199,7 +199,7 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		fail("no %s event after the move; events:\n%s", sc.wantEvent, events.Output())
 	}
 	if sc.after != nil {
-		sc.after(t, l, after, evs)
+		sc.after(t, l, r, after, evs)
 	}
 	if sc.maxLoss > 0 && sent-recv > sc.maxLoss {
 		fail("%d echoes lost, want at most %d", sent-recv, sc.maxLoss)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/roam-vpn/roam/scripts/lab"
 )
@@ -41,8 +42,8 @@ func gatewayV6(st lab.Status) []netip.Addr {
 }
 
 // onIPv6 checks that the tunnel runs from wwan's IPv6 address to one of the
-// gateway's.
-func onIPv6(t *testing.T, _ *lab.Lab, st lab.Status, _ []lab.Event) {
+// gateway's, then that it returns to IPv4 when Wi-Fi does.
+func onIPv6(t *testing.T, l *lab.Lab, r *lab.Roam, st lab.Status, _ []lab.Event) {
 	t.Helper()
 	local, err1 := netip.ParseAddrPort(st.Local)
 	remote, err2 := netip.ParseAddrPort(st.Remote)
@@ -54,6 +55,32 @@ func onIPv6(t *testing.T, _ *lab.Lab, st lab.Status, _ []lab.Event) {
 		t.Fatalf("tunnel runs %v -> %v, want %v -> one of %v", local, remote, lab.ClientWWANV6.Addr(), gw6)
 	}
 	t.Logf("tunnel moved to IPv6: %v -> %v", local, remote)
+	backToIPv4(t, l, r)
+}
+
+// backToIPv4 brings Wi-Fi back after the move to IPv6: the tunnel returns
+// to the preferred IPv4 uplink (IPv6 -> IPv4 outer).
+func backToIPv4(t *testing.T, l *lab.Lab, r *lab.Roam) {
+	t.Helper()
+	if err := wlanBack(l); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := connected(t, r, "corp")
+		remote, _ := netip.ParseAddrPort(st.Remote)
+		if st.Interface == lab.WLAN && remote.Addr().Is4() {
+			t.Logf("back on IPv4: %s -> %s", st.Local, st.Remote)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tunnel did not return to IPv4 wlan: %s -> %s on %s", st.Local, st.Remote, st.Interface)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		t.Fatalf("no ping after returning to IPv4: %v", err)
+	}
 }
 
 // TestMOBIKEIPv6StrongSwanGateway: scenario (f) against strongSwan, which
