@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -41,7 +42,29 @@ type Profile struct {
 	DNS         bool
 	MOBIKE      bool
 	Interfaces  []string
+	// Fragmentation offers RFC 7383 IKE fragmentation (default on); off
+	// only for a gateway that mishandles it.
+	Fragmentation bool
+	// DeadAfter: ESP going out with nothing coming back for this long makes
+	// mobility test the current path (0: mobility.DefaultDeadAfter).
+	DeadAfter time.Duration
+	// OutageLimit: how long the connection waits without any usable path
+	// (every uplink down, or suspended) before it ends.
+	OutageLimit time.Duration
 }
+
+// DefaultOutageLimit is how long a connection survives with no usable
+// network: long enough for a lunch break with the lid closed. It equals
+// mobility.DefaultOutageLimit (config does not import the engine).
+const DefaultOutageLimit = 30 * time.Minute
+
+// Lower bounds of the mobility windows: a dead_after within a few RTTs of
+// jitter would test healthy paths all the time, and an outage_limit below
+// a second would end a connection on a link flap.
+const (
+	minDeadAfter   = 100 * time.Millisecond
+	minOutageLimit = time.Second
+)
 
 // Gateway is the [gateway] table of a gateway file.
 type Gateway struct {
@@ -57,7 +80,9 @@ type Gateway struct {
 	DNS     []netip.Addr
 	LocalTS []netip.Prefix
 	MOBIKE  bool
-	Clients []Client
+	// Fragmentation accepts RFC 7383 IKE fragmentation (default on).
+	Fragmentation bool
+	Clients       []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -67,21 +92,24 @@ type Client struct {
 }
 
 type rawProfile struct {
-	Gateway    string   `toml:"gateway"`
-	LocalID    string   `toml:"local_id"`
-	RemoteID   string   `toml:"remote_id"`
-	Auth       string   `toml:"auth"`
-	PSKFile    string   `toml:"psk_file"`
-	Cert       string   `toml:"cert"`
-	Key        string   `toml:"key"`
-	CA         string   `toml:"ca"`
-	IKE        []string `toml:"ike"`
-	ESP        []string `toml:"esp"`
-	RemoteTS   []string `toml:"remote_ts"`
-	VirtualIP  *bool    `toml:"virtual_ip"`
-	DNS        *bool    `toml:"dns"`
-	MOBIKE     *bool    `toml:"mobike"`
-	Interfaces []string `toml:"interfaces"`
+	Gateway       string   `toml:"gateway"`
+	LocalID       string   `toml:"local_id"`
+	RemoteID      string   `toml:"remote_id"`
+	Auth          string   `toml:"auth"`
+	PSKFile       string   `toml:"psk_file"`
+	Cert          string   `toml:"cert"`
+	Key           string   `toml:"key"`
+	CA            string   `toml:"ca"`
+	IKE           []string `toml:"ike"`
+	ESP           []string `toml:"esp"`
+	RemoteTS      []string `toml:"remote_ts"`
+	VirtualIP     *bool    `toml:"virtual_ip"`
+	DNS           *bool    `toml:"dns"`
+	MOBIKE        *bool    `toml:"mobike"`
+	Interfaces    []string `toml:"interfaces"`
+	Fragmentation *bool    `toml:"fragmentation"`
+	DeadAfter     string   `toml:"dead_after"`
+	OutageLimit   string   `toml:"outage_limit"`
 }
 
 type rawProfileFile struct {
@@ -94,19 +122,20 @@ type rawClient struct {
 }
 
 type rawGateway struct {
-	Listen  []string    `toml:"listen"`
-	LocalID string      `toml:"local_id"`
-	Auth    string      `toml:"auth"`
-	Cert    string      `toml:"cert"`
-	Key     string      `toml:"key"`
-	CA      string      `toml:"ca"`
-	IKE     []string    `toml:"ike"`
-	ESP     []string    `toml:"esp"`
-	Pool    string      `toml:"pool"`
-	DNS     []string    `toml:"dns"`
-	LocalTS []string    `toml:"local_ts"`
-	MOBIKE  *bool       `toml:"mobike"`
-	Clients []rawClient `toml:"clients"`
+	Listen        []string    `toml:"listen"`
+	LocalID       string      `toml:"local_id"`
+	Auth          string      `toml:"auth"`
+	Cert          string      `toml:"cert"`
+	Key           string      `toml:"key"`
+	CA            string      `toml:"ca"`
+	IKE           []string    `toml:"ike"`
+	ESP           []string    `toml:"esp"`
+	Pool          string      `toml:"pool"`
+	DNS           []string    `toml:"dns"`
+	LocalTS       []string    `toml:"local_ts"`
+	MOBIKE        *bool       `toml:"mobike"`
+	Fragmentation *bool       `toml:"fragmentation"`
+	Clients       []rawClient `toml:"clients"`
 }
 
 type rawGatewayFile struct {
@@ -191,17 +220,18 @@ func boolOr(v *bool, def bool) bool {
 
 func (r rawProfile) validate(name string) (*Profile, error) {
 	p := &Profile{
-		Name:       name,
-		LocalID:    r.LocalID,
-		RemoteID:   r.RemoteID,
-		Auth:       r.Auth,
-		Cert:       r.Cert,
-		Key:        r.Key,
-		CA:         r.CA,
-		VirtualIP:  boolOr(r.VirtualIP, true),
-		DNS:        boolOr(r.DNS, false),
-		MOBIKE:     boolOr(r.MOBIKE, true),
-		Interfaces: r.Interfaces,
+		Name:          name,
+		LocalID:       r.LocalID,
+		RemoteID:      r.RemoteID,
+		Auth:          r.Auth,
+		Cert:          r.Cert,
+		Key:           r.Key,
+		CA:            r.CA,
+		VirtualIP:     boolOr(r.VirtualIP, true),
+		DNS:           boolOr(r.DNS, false),
+		MOBIKE:        boolOr(r.MOBIKE, true),
+		Interfaces:    r.Interfaces,
+		Fragmentation: boolOr(r.Fragmentation, true),
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")
@@ -261,17 +291,24 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 			return nil, fmt.Errorf("interfaces[%d]: %q is not an interface name", i, ifname)
 		}
 	}
+	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
+		return nil, err
+	}
+	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
 func (r *rawGateway) validate() (*Gateway, error) {
 	g := &Gateway{
-		LocalID: r.LocalID,
-		Auth:    r.Auth,
-		Cert:    r.Cert,
-		Key:     r.Key,
-		CA:      r.CA,
-		MOBIKE:  boolOr(r.MOBIKE, true),
+		LocalID:       r.LocalID,
+		Auth:          r.Auth,
+		Cert:          r.Cert,
+		Key:           r.Key,
+		CA:            r.CA,
+		MOBIKE:        boolOr(r.MOBIKE, true),
+		Fragmentation: boolOr(r.Fragmentation, true),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
@@ -446,4 +483,19 @@ func checkPrivate(path string) error {
 		return fmt.Errorf("%s is readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// durationKey parses a duration key ("500ms", "30m"); empty gives def.
+func durationKey(key, s string, def, least time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a duration like \"500ms\" or \"30m\"", key, s)
+	}
+	if d < least {
+		return 0, fmt.Errorf("%s: %q is shorter than %v", key, s, least)
+	}
+	return d, nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -122,7 +123,28 @@ psk_file = "` + psk + `"
 			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
 				t.Errorf("default proposals: %d %d", len(p.IKE), len(p.ESP))
 			}
+			if !p.Fragmentation {
+				t.Error("IKE fragmentation off by default")
+			}
+			if p.DeadAfter != 0 || p.OutageLimit != DefaultOutageLimit {
+				t.Errorf("default windows: dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
+			}
 		}},
+		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {
+			if p.Fragmentation {
+				t.Error("fragmentation = false ignored")
+			}
+		}},
+		{name: "fragmentation not a bool", body: base + "fragmentation = \"no\"\n", wantErr: "fragmentation"},
+		{name: "mobility windows", body: base + "dead_after = \"400ms\"\noutage_limit = \"2m\"\n", check: func(t *testing.T, p *Profile) {
+			if p.DeadAfter != 400*time.Millisecond || p.OutageLimit != 2*time.Minute {
+				t.Errorf("dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
+			}
+		}},
+		{name: "bad outage_limit", body: base + "outage_limit = \"forever\"\n", wantErr: `outage_limit: "forever" is not a duration`},
+		{name: "negative dead_after", body: base + "dead_after = \"-1s\"\n", wantErr: `dead_after: "-1s" is shorter than 100ms`},
+		{name: "tiny dead_after", body: base + "dead_after = \"20ms\"\n", wantErr: `dead_after: "20ms" is shorter than 100ms`},
+		{name: "tiny outage_limit", body: base + "outage_limit = \"500ms\"\n", wantErr: `outage_limit: "500ms" is shorter than 1s`},
 		{name: "port and ts", body: strings.Replace(base, `"198.51.100.1"`, `"vpn.example.com:4501"`, 1) +
 			"remote_ts = [\"10.99.0.0/24\", \"10.1.2.3\"]\ndns = true\ninterfaces = [\"wlan0\"]\n",
 			check: func(t *testing.T, p *Profile) {

@@ -53,6 +53,10 @@ type conn struct {
 	pathChanges int
 	life        context.Context
 
+	// ending is the reason for an end the connection decided itself (the
+	// outage limit); it wins over the nil of the IKE DELETE that follows.
+	ending error
+
 	closeOnce sync.Once
 	done      chan struct{}
 	err       error
@@ -120,6 +124,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		RemoteTS:  p.RemoteTS,
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
+		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
+		NoFragmentation: !p.Fragmentation,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -283,9 +289,14 @@ func (c *conn) handleIKE(pkt []byte, path esp.Path) {
 }
 
 // teardown releases everything the connection holds. It runs once; the
-// first reason wins.
+// first reason wins, after the one end recorded.
 func (c *conn) teardown(reason error) {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.ending != nil {
+			reason = c.ending
+		}
+		c.mu.Unlock()
 		c.cancel()
 		// Closing the device ends the dataplane's blocked TUN read, so it
 		// comes before waiting for the dataplane.
@@ -303,6 +314,18 @@ func (c *conn) teardown(reason error) {
 		c.mu.Unlock()
 		close(c.done)
 	})
+}
+
+// end closes the connection for a reason of its own, which the
+// disconnected event reports.
+func (c *conn) end(reason error) {
+	c.mu.Lock()
+	if c.ending == nil {
+		c.ending = reason
+	}
+	c.mu.Unlock()
+	c.log.Warn("ending the connection", "reason", reason)
+	c.Close(context.Background())
 }
 
 // Close sends the IKE DELETE (bounded in time) and tears the tunnel down.
@@ -343,6 +366,9 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
+	if state == stateSuspended {
+		st.Local = "" // no uplink: the last one is in the suspended event
+	}
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE
 	if st.MOBIKE {
 		if sa := c.sa.Load(); sa != nil {
@@ -359,7 +385,7 @@ func (c *conn) Status() Status {
 		st.Children = append(st.Children, childStatus(cs))
 	}
 	d := c.dp.Drops()
-	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
+	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}
 	return st
 }
 

@@ -85,17 +85,18 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	}
 	events := make(chan ike.Event, 64)
 	gw.resp, err = ike.NewResponder(life, ike.ResponderConfig{
-		LocalAuth:    local,
-		LocalAuthFor: localFor,
-		PeerAuth:     peerFor,
-		CertReqs:     certReqs,
-		IKE:          proposals(g.IKE),
-		ESP:          proposals(g.ESP),
-		LocalTS:      g.LocalTS,
-		Pool:         pool,
-		DNS:          g.DNS,
-		MOBIKE:       g.MOBIKE,
-		Log:          log,
+		LocalAuth:       local,
+		LocalAuthFor:    localFor,
+		PeerAuth:        peerFor,
+		CertReqs:        certReqs,
+		IKE:             proposals(g.IKE),
+		ESP:             proposals(g.ESP),
+		LocalTS:         g.LocalTS,
+		Pool:            pool,
+		DNS:             g.DNS,
+		MOBIKE:          g.MOBIKE,
+		NoFragmentation: !g.Fragmentation,
+		Log:             log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)

@@ -214,6 +214,14 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 // SetPath moves the peer's traffic to path.
 func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePath(path)) }
 
+// Suspend stops the peer's outbound traffic until the next SetPath: while
+// no path works, packets are dropped before sealing (DropStats.NoPath) and
+// NAT keepalives pause, instead of burning sequence numbers on sends that
+// fail or go nowhere. Peer.Path still reports the last path.
+func (d *Dataplane) Suspend(p *Peer) {
+	p.path.Store(&peerPath{Path: p.Path()})
+}
+
 // RemovePeer forgets the peer and its children.
 func (d *Dataplane) RemovePeer(p *Peer) {
 	d.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -35,10 +36,20 @@ type InitiatorConfig struct {
 	// NoForceEncap: send a truthful NAT_DETECTION_SOURCE_IP; by default it
 	// is deliberately wrong so the peer uses UDP encapsulation (RFC 7296 2.23).
 	NoForceEncap bool
-	Retransmit   Retransmit // zero: DefaultRetransmit
-	Clock        Clock
-	Rand         io.Reader
-	Log          *slog.Logger
+	// NoFragmentation turns RFC 7383 IKE fragmentation off (it is offered
+	// by default). FragmentMTU is the path MTU fragments are sized for;
+	// 0 means unknown, and the RFC's conservative defaults apply.
+	NoFragmentation bool
+	FragmentMTU     int
+	// DPDDelay enables dead peer detection: after this long without an
+	// authenticated message or (LastInbound) ESP from the gateway, an empty
+	// INFORMATIONAL tests it; no answer ends the SA with ErrDeadPeer.
+	DPDDelay    time.Duration
+	LastInbound func() time.Time
+	Retransmit  Retransmit // zero: DefaultRetransmit
+	Clock       Clock
+	Rand        io.Reader
+	Log         *slog.Logger
 }
 
 type childRequest struct {
@@ -70,6 +81,8 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 		return nil, errors.New("ike: initiator needs the gateway address")
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
+		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
+		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	if len(cfg.RemoteTS) == 0 {
@@ -132,6 +145,9 @@ func (sa *SA) sendInit() {
 		&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, 0, sa.path.Remote)},
 		SignatureHashNotify(),
 	)
+	if sa.cfg.fragmentation {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
+	}
 	h := wire.Header{SPIi: spii, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagInitiator}
 	pkt, err := (&wire.Message{Header: h, Payloads: ps}).Encode()
 	if err != nil {
@@ -231,6 +247,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.path.Remote)
 	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.path.Local)
 	sa.natSupported = srcPresent && dstPresent
+	sa.fragOK = sa.cfg.fragmentation && findNotify(ps, wire.NotifyIKEv2FragmentationSupported) != nil
 	if sa.natSupported {
 		sa.natRemote, sa.natLocal = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
@@ -394,6 +411,8 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.peerID = identityString(idr)
 	sa.state = stateEstablished
 	sa.established = true
+	sa.lastIn = sa.cfg.clock.Now()
+	sa.armDPD(sa.cfg.dpdDelay)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)

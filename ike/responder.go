@@ -43,10 +43,17 @@ type ResponderConfig struct {
 	HalfOpenLimit int
 	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
 	HalfOpenTimeout time.Duration
-	Retransmit      Retransmit
-	Clock           Clock
-	Rand            io.Reader
-	Log             *slog.Logger
+	// NoFragmentation refuses RFC 7383 IKE fragmentation; FragmentMTU as
+	// in InitiatorConfig.
+	NoFragmentation bool
+	FragmentMTU     int
+	// DPDDelay enables dead peer detection per SA, counting authenticated
+	// IKE messages only (a quiet client costs one exchange a delay).
+	DPDDelay   time.Duration
+	Retransmit Retransmit
+	Clock      Clock
+	Rand       io.Reader
+	Log        *slog.Logger
 }
 
 // Responder defaults.
@@ -106,6 +113,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
+		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
@@ -350,6 +358,10 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 	if findNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
 		ps = append(ps, SignatureHashNotify())
 	}
+	if sa.cfg.fragmentation && findNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
+		sa.fragOK = true
+		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
+	}
 	pkt, err := (&wire.Message{Header: sa.header(wire.ExchangeIKESAInit, 0, true), Payloads: ps}).Encode()
 	if err != nil {
 		sa.die(fmt.Errorf("ike: encoding IKE_SA_INIT response: %w", err))
@@ -430,6 +442,8 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	sa.poolKey = poolKey(idi)
 	sa.state = stateEstablished
 	sa.established = true
+	sa.lastIn = sa.cfg.clock.Now()
+	sa.armDPD(sa.cfg.dpdDelay)
 	r.markEstablished(sa.halfKey, sa)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -41,20 +42,27 @@ func (s saState) String() string {
 // Counters are an SA's drop and retransmission counts.
 type Counters struct {
 	Malformed, WrongSPI, Undecryptable, Unexpected, InboxFull, Retransmits, DuplicateRequests uint64
+	// FragmentsSent counts RFC 7383 fragments we sent; FragmentsDropped
+	// those refused for the reassembly limits or a stale total.
+	FragmentsSent, FragmentsDropped uint64
 }
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
+	fragmentsSent, fragmentsDropped                                                     atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
-		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load()}
+		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load()}
 }
 
 type inPacket struct {
 	pkt  []byte
 	path esp.Path
+	// payloads, when set, are the reassembled contents of a fragmented
+	// message (pkt is then its last fragment).
+	payloads []wire.Payload
 }
 
 // request is an outstanding exchange we initiated (window size 1).
@@ -62,6 +70,7 @@ type request struct {
 	exchange wire.ExchangeType
 	msgID    uint32
 	pkt      []byte
+	frags    [][]byte // pkt as RFC 7383 fragments, when it is sent so
 	sends    int
 	timer    Timer
 	// onResponse gets the decrypted payloads (plain ones for IKE_SA_INIT).
@@ -82,6 +91,7 @@ type request struct {
 type cachedResponse struct {
 	msgID uint32
 	pkt   []byte
+	frags [][]byte
 }
 
 // common holds what both roles configure.
@@ -90,10 +100,18 @@ type common struct {
 	ike, esp   []Proposal
 	mobike     bool
 	mobikeData []byte
-	retransmit Retransmit
-	clock      Clock
-	rand       io.Reader
-	log        *slog.Logger
+	// fragmentation: offer or accept RFC 7383; fragmentMTU sizes the
+	// fragments (0: the RFC's defaults for an unknown path MTU).
+	fragmentation bool
+	fragmentMTU   int
+	// dpdDelay enables dead peer detection (dpd.go); lastInbound reports
+	// when ESP last arrived from the peer (may be nil).
+	dpdDelay    time.Duration
+	lastInbound func() time.Time
+	retransmit  Retransmit
+	clock       Clock
+	rand        io.Reader
+	log         *slog.Logger
 }
 
 func (c *common) fill() {
@@ -157,6 +175,11 @@ type SA struct {
 	forcedEncap   bool
 	peerMOBIKE    bool
 	peerMOBIKED   []byte
+	fragOK        bool        // RFC 7383 negotiated
+	reasm         *reassembly // the fragmented message being collected
+	lastIn        time.Time   // the last authenticated message from the peer
+	dpdTimer      Timer
+	dpdHeld       bool
 	peerID        string
 	poolKey       string
 	children      []ChildSA
@@ -335,6 +358,9 @@ func (sa *SA) die(reason error) {
 	if sa.out != nil && sa.out.timer != nil {
 		sa.out.timer.Stop()
 	}
+	if sa.dpdTimer != nil {
+		sa.dpdTimer.Stop()
+	}
 	sa.state = stateDead
 	sa.deadReason = reason
 	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
@@ -384,6 +410,20 @@ func (sa *SA) seal(h wire.Header, ps []wire.Payload) ([]byte, error) {
 	return append(aad[:len(aad):len(aad)], data...), nil
 }
 
+// openPacket returns the payloads of an encrypted message: reassembled
+// already for a fragmented one, else decrypted from its SK payload.
+func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) {
+	if p.payloads != nil {
+		sa.lastIn = sa.cfg.clock.Now()
+		return p.payloads, nil
+	}
+	ps, err := sa.open(p.pkt, msg)
+	if err == nil {
+		sa.lastIn = sa.cfg.clock.Now()
+	}
+	return ps, err
+}
+
 // open decrypts the SK payload of msg.
 func (sa *SA) open(raw []byte, msg *wire.Message) ([]wire.Payload, error) {
 	if sa.skIn == nil {
@@ -413,14 +453,14 @@ func (sa *SA) startRequest(exchange wire.ExchangeType, build func() []wire.Paylo
 	onResponse func(h wire.Header, ps []wire.Payload, raw []byte), onTimeout func(error)) {
 	send := func() {
 		id := sa.nextMsgID
-		pkt, err := sa.seal(sa.header(exchange, id, false), build())
+		pkt, frags, err := sa.sealOut(sa.header(exchange, id, false), build())
 		if err != nil {
 			sa.log.Error("cannot build request", "exchange", exchange, "err", err)
 			sa.die(err)
 			return
 		}
 		sa.nextMsgID++
-		sa.sendRequest(&request{exchange: exchange, msgID: id, pkt: pkt, onResponse: onResponse, onTimeout: onTimeout})
+		sa.sendRequest(&request{exchange: exchange, msgID: id, pkt: pkt, frags: frags, onResponse: onResponse, onTimeout: onTimeout})
 	}
 	if sa.out != nil {
 		sa.queue = append(sa.queue, send)
@@ -448,14 +488,12 @@ func (sa *SA) transmit(r *request) {
 		if r.rebuild != nil {
 			pkt, err := r.rebuild(path)
 			if err == nil {
-				r.pkt = pkt
+				r.pkt, r.frags = pkt, nil
 			}
 		}
 	}
 	r.sentOn = path
-	if err := sa.tr.SendIKE(r.pkt, path); err != nil {
-		sa.log.Debug("send failed", "exchange", r.exchange, "err", err)
-	}
+	sa.send(r.pkt, r.frags, path)
 	n := r.sends
 	r.sends++
 	sched := sa.cfg.retransmit
@@ -532,6 +570,12 @@ func (sa *SA) handlePacket(p inPacket) {
 		sa.stats.unexpected.Add(1)
 		return
 	}
+	if len(msg.Payloads) == 1 {
+		if f, ok := msg.Payloads[0].(*wire.EncryptedFragment); ok {
+			sa.handleFragment(p, msg, f)
+			return
+		}
+	}
 	if h.Flags&wire.FlagResponse != 0 {
 		sa.handleResponse(p, msg)
 		return
@@ -551,7 +595,7 @@ func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
 		ps = msg.Payloads
 	} else {
 		var err error
-		if ps, err = sa.open(p.pkt, msg); err != nil {
+		if ps, err = sa.openPacket(p, msg); err != nil {
 			sa.stats.undecryptable.Add(1)
 			return
 		}
@@ -586,9 +630,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 			// another path (RFC 4555 3.5): the newest one counts.
 			sa.movePath(p.path)
 		}
-		if err := sa.tr.SendIKE(sa.lastResp.pkt, p.path); err != nil {
-			sa.log.Debug("send failed", "err", err)
-		}
+		sa.send(sa.lastResp.pkt, sa.lastResp.frags, p.path)
 		return
 	}
 	if h.MessageID != sa.peerNextMsgID || h.Exchange == wire.ExchangeIKESAInit {
@@ -599,7 +641,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		sa.stats.unexpected.Add(1)
 		return
 	}
-	ps, err := sa.open(p.pkt, msg)
+	ps, err := sa.openPacket(p, msg)
 	if err != nil {
 		sa.stats.undecryptable.Add(1)
 		return
@@ -641,16 +683,14 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 
 // respond encrypts, sends and caches the response to request header h.
 func (sa *SA) respond(h wire.Header, ps []wire.Payload, path esp.Path) {
-	pkt, err := sa.seal(sa.header(h.Exchange, h.MessageID, true), ps)
+	pkt, frags, err := sa.sealOut(sa.header(h.Exchange, h.MessageID, true), ps)
 	if err != nil {
 		sa.log.Error("cannot build response", "exchange", h.Exchange, "err", err)
 		return
 	}
 	sa.peerNextMsgID = h.MessageID + 1
-	sa.lastResp = &cachedResponse{msgID: h.MessageID, pkt: pkt}
-	if err := sa.tr.SendIKE(pkt, path); err != nil {
-		sa.log.Debug("send failed", "err", err)
-	}
+	sa.lastResp = &cachedResponse{msgID: h.MessageID, pkt: pkt, frags: frags}
+	sa.send(pkt, frags, path)
 }
 
 // startClose sends DELETE for the IKE SA and dies when answered (or after the

@@ -1,9 +1,10 @@
 package mobility
 
 import (
-	"context"
 	"net/netip"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
@@ -21,55 +22,49 @@ func TestFamilies(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		start     esp.Path
 		addrs     []netmon.Address
 		peers     []netip.Addr
 		wantPaths []esp.Path
 	}{
-		{name: "IPv4 uplink replaced by an IPv6-only one", start: pathOn(wlan), addrs: []netmon.Address{wwan6},
+		{name: "IPv4 uplink replaced by an IPv6-only one", addrs: []netmon.Address{wwan6},
 			peers:     []netip.Addr{gw.Addr(), gw6, netip.MustParseAddr("fe80::1"), netip.IPv6Loopback(), gw6b},
 			wantPaths: []esp.Path{on6(wwan6, gw6), on6(wwan6, gw6b)}},
-		{name: "IPv6 back to IPv4", start: on6(wwan6, gw6), addrs: []netmon.Address{wlan},
-			peers:     []netip.Addr{gw6, gw.Addr()},
-			wantPaths: []esp.Path{pathOn(wlan)}},
-		{name: "gateway without IPv6: no path for an IPv6-only uplink", start: pathOn(wlan), addrs: []netmon.Address{wwan6},
+		{name: "dual-stack uplink: both families", addrs: []netmon.Address{wwan, wwan6},
+			peers:     []netip.Addr{gw.Addr(), gw6},
+			wantPaths: []esp.Path{pathOn(wwan), on6(wwan6, gw6)}},
+		{name: "gateway without IPv6: no path for an IPv6-only uplink", addrs: []netmon.Address{wwan6},
 			peers: []netip.Addr{gw.Addr()}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sa := &fakeSA{path: tt.start, peers: tt.peers, working: map[netip.Addr]bool{}}
-			for _, a := range tt.addrs {
-				sa.working[a.Addr] = true
-			}
-			var moved []Move
-			m := New(Config{
-				SA:        sa,
-				Addresses: func() []netmon.Address { return tt.addrs },
-				SetPath:   func(esp.Path) {},
-				OnMove:    func(mv Move) { moved = append(moved, mv) },
-			}, tt.start, "wlan")
-			var got []esp.Path
-			for _, c := range m.candidates(true) {
-				got = append(got, c.path)
-			}
-			if len(got) != len(tt.wantPaths) {
-				t.Fatalf("candidates %v, want %v", got, tt.wantPaths)
-			}
-			for i := range got {
-				if got[i] != tt.wantPaths[i] {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(Config{}, wlan, tt.addrs, tt.addrs)
+				defer r.stop()
+				r.sa.peers = tt.peers
+				got := r.m.candidates(tt.addrs)
+				if len(got) != len(tt.wantPaths) {
 					t.Fatalf("candidates %v, want %v", got, tt.wantPaths)
 				}
-			}
-			m.handle(context.Background(), netmon.LinkDown{IfIndex: tt.start.IfIndex, Current: true})
-			if len(tt.wantPaths) == 0 {
-				if len(moved) != 0 {
-					t.Fatalf("moved without a path: %+v", moved)
+				for i := range got {
+					if got[i].path != tt.wantPaths[i] {
+						t.Fatalf("candidates %v, want %v", got, tt.wantPaths)
+					}
 				}
-				return
-			}
-			if len(moved) != 1 || moved[0].To != tt.wantPaths[0] {
-				t.Fatalf("moves %+v, want one to %v", moved, tt.wantPaths[0])
-			}
+				r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true})
+				r.wait(10 * time.Second)
+				if len(tt.wantPaths) == 0 {
+					if len(r.sa.updates) != 0 {
+						t.Fatalf("moved without a path: %v", r.sa.updates)
+					}
+					return
+				}
+				if len(r.sa.updates) != 1 || r.sa.updates[0] != tt.wantPaths[0] {
+					t.Fatalf("updates %v, want one to %v", r.sa.updates, tt.wantPaths[0])
+				}
+				if cur, _ := r.m.Current(); cur != tt.wantPaths[0] {
+					t.Fatalf("current %v, want %v", cur, tt.wantPaths[0])
+				}
+			})
 		})
 	}
 }

@@ -147,6 +147,13 @@ func (c *Charon) writeSwanctl(opts CharonOptions) error {
 				return err
 			}
 		}
+		if opts.PKI.Intermediate != "" {
+			// strongSwan loads one certificate a file and sends the
+			// intermediate along once it knows it as a CA.
+			if err := copyFile(opts.PKI.Intermediate, filepath.Join(sd, "x509ca", "intermediate.pem")); err != nil {
+				return err
+			}
+		}
 		// Only the key of the role this charon plays.
 		key := opts.PKI.ClientKey
 		for _, cn := range opts.Conns {

@@ -61,6 +61,8 @@ type RoamProfile struct {
 	MOBIKE  bool
 	// RemoteTS defaults to ProtectedNet.
 	RemoteTS []string
+	// NoFragmentation writes fragmentation = false (RFC 7383 off).
+	NoFragmentation bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -101,6 +103,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 			ts = []string{ProtectedNet.String()}
 		}
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
+		if p.NoFragmentation {
+			b.WriteString("fragmentation = false\n")
+		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
