@@ -254,8 +254,9 @@ func mobikeSwan(t *testing.T, sc mobikeScenario) {
 	runMobike(t, l, r, sc, gw.Log)
 }
 
-// mobikeRoamGW runs one scenario in a fresh lab against roam gateway.
-func mobikeRoamGW(t *testing.T, sc mobikeScenario) {
+// mobikeRoamGW runs one scenario in a fresh lab against roam gateway and
+// returns the gateway's output for checks of its own.
+func mobikeRoamGW(t *testing.T, sc mobikeScenario) (gatewayOutput string) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
 	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
@@ -278,4 +279,5 @@ func mobikeRoamGW(t *testing.T, sc mobikeScenario) {
 		_, raw, _ := g.Status()
 		return fmt.Sprint(gp.Output()) + "\ngateway status:\n" + string(raw)
 	})
+	return gp.Output()
 }
