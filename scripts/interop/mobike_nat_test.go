@@ -18,9 +18,13 @@ var natScenarios = []mobikeScenario{
 	// The NAT restarts during a download: the gateway's packets reach it
 	// before the client's and take the old public port, so the client's
 	// flow gets a new one and the gateway's ESP goes nowhere until the
-	// client tells it (lab.md: what breaks strongSwan's own client).
-	{name: "d1-nat-flushed", move: func(l *lab.Lab) error { return l.RestartNAT(lab.NATWLAN, 500*time.Millisecond) },
-		wantIf: lab.WLAN, sameUplink: true, download: true, maxLoss: 400, after: natPortChanged},
+	// client tells it (lab.md: what breaks strongSwan's own client). The
+	// router is back within a TCP retransmission timeout (about 200 ms),
+	// before the dead-path window ends, so the tunnel normally refreshes
+	// its path on wlan; on a loaded machine the window can end first and a
+	// move to wwan is a recovery too.
+	{name: "d1-nat-flushed", move: restartNAT,
+		wantIf: lab.WLAN, orMoveTo: lab.WWAN, sameUplink: true, download: true, maxLoss: 400, after: natPortChanged},
 	// A new public address: the gateway's packets to the old one go
 	// nowhere until the client refreshes the path.
 	{name: "d2-nat-address-changed", move: func(l *lab.Lab) error { return l.ChangeNATAddress(lab.NATWLAN) },
@@ -41,16 +45,24 @@ func TestMOBIKENATRoamGateway(t *testing.T) {
 	}
 }
 
+func restartNAT(l *lab.Lab) error {
+	_, err := l.RestartNAT(lab.NATWLAN, 2*time.Second)
+	return err
+}
+
 // natPortChanged logs the NAT's UDP mappings after a restart and, when the
 // client's flow to the gateway came out on a new public port, requires the
 // client to have told the gateway (nat-changed or path-changed).
-func natPortChanged(t *testing.T, l *lab.Lab, _ *lab.Roam, _ lab.Status, evs []lab.Event) {
+func natPortChanged(t *testing.T, l *lab.Lab, _ *lab.Roam, st lab.Status, evs []lab.Event) {
 	t.Helper()
 	out, err := l.NATMappings(lab.NATWLAN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("nat-wlan UDP mappings after the restart:\n%s", out)
+	if st.Interface != lab.WLAN {
+		return // moved away while the NAT was held: no new wlan mapping to check
+	}
 	found := false
 	for _, line := range strings.Split(out, "\n") {
 		m := reMapping.FindStringSubmatch(line)

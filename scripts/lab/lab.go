@@ -556,21 +556,38 @@ func (l *Lab) FlushConntrack(ns string) error {
 }
 
 // RestartNAT makes a NAT router lose its mappings the way a restart does:
-// the table is flushed while the router forwards nothing from its LAN side
-// for pause, so packets from outside (a download still under way) reach it
-// first and take the old public ports. The client's flow then gets a new
-// public port, as nf_nat picks one when the natural one is taken; lab.md
-// notes this is what breaks strongSwan's own client.
-func (l *Lab) RestartNAT(router string, pause time.Duration) error {
-	if l.uplinkOf(router) == "" {
-		return fmt.Errorf("lab: %q is not a NAT router", router)
+// the table is flushed while the router forwards nothing from its LAN side,
+// until a UDP packet from outside (a download still under way) has reached
+// it and taken its old public port, or maxPause has passed. The client's
+// flow then gets a new public port, as nf_nat picks one when the natural
+// one is taken; lab.md notes this is what breaks strongSwan's own client.
+// It returns how long the LAN side was held.
+func (l *Lab) RestartNAT(router string, maxPause time.Duration) (time.Duration, error) {
+	var public netip.Addr
+	for _, u := range l.Uplinks {
+		if u.Router == router {
+			public = u.Public.Addr()
+		}
+	}
+	if !public.IsValid() {
+		return 0, fmt.Errorf("lab: %q is not a NAT router", router)
 	}
 	if err := l.Exec(router, "nft", "add table ip natpause; add chain ip natpause hold { type filter hook forward priority 0; }; add rule ip natpause hold iifname \"lan\" drop"); err != nil {
-		return err
+		return 0, err
 	}
+	start := time.Now()
 	err := l.FlushConntrack(router)
-	time.Sleep(pause)
-	return errors.Join(err, l.Exec(router, "nft", "delete table ip natpause"))
+	for err == nil && time.Since(start) < maxPause {
+		// After the flush, with the LAN side held, every entry toward
+		// the public address was made by a packet from outside.
+		out, lerr := l.Output(router, "conntrack", "-L", "-p", "udp", "-d", public.String())
+		if lerr == nil && strings.Contains(out, "dst="+public.String()) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := time.Since(start)
+	return held, errors.Join(err, l.Exec(router, "nft", "delete table ip natpause"))
 }
 
 // NATMappings lists a NAT router's UDP conntrack entries (conntrack -L).
