@@ -91,8 +91,8 @@ func TestMOBIKEIPv6StrongSwanGateway(t *testing.T) {
 
 // TestMOBIKEIPv6RoamGateway: scenario (f) against roam gateway listening
 // on its IPv4 and IPv6 addresses. The client learns the IPv6 ones only from
-// the gateway's ADDITIONAL_IP6_ADDRESS notifies; a gateway build that does
-// not announce its listen addresses yet makes this test skip, not fail.
+// the gateway's ADDITIONAL_IP6_ADDRESS notifies, so a gateway that stopped
+// announcing its listen addresses fails here.
 func TestMOBIKEIPv6RoamGateway(t *testing.T) {
 	sc := v6Scenario
 	sc.before = func(t *testing.T, st lab.Status) {
