@@ -127,7 +127,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
 		ChildRekeyTime:  p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
-		ForbidNAT: !p.AllowNAT,
+		IKERekeyTime: p.IKERekey,
+		ForbidNAT:    !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -271,6 +272,8 @@ func (c *conn) watch(events <-chan ike.Event) {
 				continue
 			}
 			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+		case *ike.IKERekeyed:
+			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 		case *ike.ChildDeleted:
 			c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 		case *ike.Deleted:
