@@ -274,6 +274,13 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		return out
 	}
 	defer l.Close()
+	// The delay lines hold IPv4 only, and the scenarios are IPv4 moves: a
+	// client that took the lab's IPv6 path on wwan instead would move
+	// undelayed and unseen, so the uplinks stay IPv4-only here.
+	if err := l.Exec(lab.Client, "ip", "-6", "addr", "flush", "dev", lab.WWAN, "scope", "global"); err != nil {
+		out.err = err
+		return out
+	}
 	var logs func() map[string]string
 	defer func() {
 		if cfg.logDir != "" && logs != nil && (out.err != nil || !out.res.Recovered) {
