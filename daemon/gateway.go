@@ -96,7 +96,10 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		DNS:             g.DNS,
 		MOBIKE:          g.MOBIKE,
 		NoFragmentation: !g.Fragmentation,
-		Log:             log,
+		// Reaps clients that vanished without a DELETE (a laptop closed
+		// for good), so their addresses go back to the pool.
+		DPDDelay: g.DPDDelay,
+		Log:      log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
