@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
@@ -48,14 +49,16 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) error {
 
 // mobilityConfig wires a Mover to the connection: ESP follows its moves and
 // stops while it finds no path, and its reports become events and status.
+// The Mover belongs to the SA installed now; a reconnect makes a new one.
 func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, setCurrent func(netip.Addr, int)) mobility.Config {
+	peer := c.curPeer()
 	return mobility.Config{
 		SA:          sa,
 		Addresses:   addrs,
-		SetPath:     func(p esp.Path) { c.dp.SetPath(c.peer, p) },
+		SetPath:     func(p esp.Path) { c.dp.SetPath(peer, p) },
 		SetCurrent:  setCurrent,
 		Interfaces:  c.profile.Interfaces,
-		Activity:    c.peer.Activity,
+		Activity:    peer.Activity,
 		DeadAfter:   c.profile.DeadAfter,
 		OutageLimit: c.profile.OutageLimit,
 		OnNATRefresh: func(p esp.Path, took time.Duration) {
@@ -67,6 +70,15 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 				ev.Reason = err.Error()
 			}
 			c.emit(ev)
+			if err != nil {
+				c.mu.Lock()
+				down := c.peer == peer && (c.state == stateSuspended || c.state == stateReconnecting)
+				c.mu.Unlock()
+				if down {
+					// Paths exist (one was tested) and none answers.
+					c.suspectLost(err.Error())
+				}
+			}
 		},
 		OnMove: func(m mobility.Move) {
 			c.mu.Lock()
@@ -77,37 +89,63 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 			c.emit(Event{Event: EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
 				Interface: m.Interface, TookMS: m.Took.Milliseconds()})
 		},
-		OnSuspend:     c.suspended,
-		OnResume:      c.resumed,
+		OnSuspend:     func(reason string) { c.suspended(peer, reason) },
+		OnResume:      func(r mobility.Resume) { c.resumed(peer, r) },
 		OnOutageLimit: func(err error) { go c.end(err) },
 		Log:           c.log,
 	}
 }
 
 // suspended stops outbound ESP while no path works; the event names the
-// path that was lost.
-func (c *conn) suspended(reason string) {
-	c.dp.Suspend(c.peer)
+// path that was lost. Dead peer detection waits too: silence from the
+// gateway proves nothing while we cannot reach it, and the SA is to
+// survive the outage.
+func (c *conn) suspended(peer *esp.Peer, reason string) {
+	c.dp.Suspend(peer)
 	c.mu.Lock()
-	if c.state == "disconnected" {
+	if c.state == "disconnected" || c.peer != peer {
 		c.mu.Unlock()
 		return
 	}
 	lost := c.ifname
 	c.state, c.ifname = stateSuspended, ""
 	c.mu.Unlock()
-	c.emit(Event{Event: EventSuspended, From: c.peer.Path().Local.String(), Interface: lost, Reason: reason})
+	if sa := c.sa.Load(); sa != nil {
+		sa.HoldDPD(true)
+	}
+	c.emit(Event{Event: EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
+	if strings.HasPrefix(reason, mobility.ErrNoPath.Error()) {
+		// Addresses exist, yet no path answers: the network may be
+		// broken upstream, or the gateway may have lost our SA.
+		c.suspectLost(reason)
+	}
 }
 
 // resumed follows the Mover's SetPath: traffic flows again on r.Path.
-func (c *conn) resumed(r mobility.Resume) {
+func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	c.mu.Lock()
-	if c.state == "disconnected" {
+	if c.state == "disconnected" || c.peer != peer {
 		c.mu.Unlock()
 		return
 	}
 	c.state, c.ifname = "established", r.Interface
 	c.mu.Unlock()
+	if sa := c.sa.Load(); sa != nil {
+		sa.HoldDPD(false)
+	}
+	select {
+	case c.resume <- struct{}{}:
+	default:
+	}
 	c.emit(Event{Event: EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
 		Reason: fmt.Sprintf("after %v without a usable path", r.Outage.Round(time.Millisecond))})
+}
+
+// suspectLost tells the supervisor (reconnect.go) that the gateway may
+// have lost the SA; it keeps the first reason until it has looked.
+func (c *conn) suspectLost(reason string) {
+	select {
+	case c.suspect <- reason:
+	default:
+	}
 }

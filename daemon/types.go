@@ -62,6 +62,11 @@ type Status struct {
 	PathChanges   int           `json:"path_changes"`
 	EstablishedAt time.Time     `json:"established_at"`
 	Drops         *Drops        `json:"drops"`
+	// ReconnectAttempt and LastError are set while the state is
+	// "reconnecting": the attempt under way (or waited for) and why the
+	// previous SA or attempt failed.
+	ReconnectAttempt int    `json:"reconnect_attempt,omitempty"`
+	LastError        string `json:"last_error,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.
