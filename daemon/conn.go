@@ -168,16 +168,28 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}()
 
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
+	if err := c.connect(ctx); err != nil {
+		return fail(err)
+	}
+	return c, nil
+}
+
+// connect negotiates the first IKE SA, installs it and starts following
+// it; ctx bounds the negotiation only.
+func (c *conn) connect(ctx context.Context) error {
 	s, err := c.establish(ctx, false)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if err := c.install(s); err != nil {
-		s.sa.Close(ctx)
-		return fail(err)
+		if s.sa != nil {
+			s.sa.Close(ctx)
+		}
+		s.cancel()
+		return err
 	}
 	go c.supervise(s)
-	return c, nil
+	return nil
 }
 
 // dialGateway starts an IKE SA from the uplink the kernel picks now: after
