@@ -344,7 +344,7 @@ func TestNoReconnect(t *testing.T) {
 		{name: "reconnect off, dead gateway", loss: fmt.Errorf("%w: %w", ike.ErrDeadPeer, errGatewayDown),
 			wantDials: 1, wantErr: "gateway not answering (dead peer detection)"},
 		{name: "auth fails on reconnect", reconnect: true, loss: ike.ErrPeerDeleted,
-			attempts: []outcome{{took: time.Second, err: errGatewayDown}, {took: 100 * time.Millisecond, err: authFailed}},
+			attempts:  []outcome{{took: time.Second, err: errGatewayDown}, {took: 100 * time.Millisecond, err: authFailed}},
 			wantDials: 3, wantErr: "authentication failed"},
 		{name: "no proposal on reconnect", reconnect: true, loss: ike.ErrPeerDeleted,
 			attempts:  []outcome{{took: 100 * time.Millisecond, err: &ike.NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKESAInit, Remote: true}}},
