@@ -180,6 +180,7 @@ type SA struct {
 	lastIn        time.Time   // the last authenticated message from the peer
 	dpdTimer      Timer
 	dpdHeld       bool
+	hint          hintState // unprotected notifications (hint.go)
 	peerID        string
 	poolKey       string
 	children      []ChildSA
@@ -553,6 +554,9 @@ func (sa *SA) handlePacket(p inPacket) {
 	msg, err := wire.Decode(p.pkt)
 	if err != nil {
 		sa.stats.malformed.Add(1)
+		return
+	}
+	if sa.unprotectedHint(p, msg) {
 		return
 	}
 	h := msg.Header
