@@ -18,14 +18,45 @@ import (
 // packets are dropped, and the connection resumes when a path answers.
 const stateSuspended = "suspended"
 
-// ikeMobility adapts *ike.SA to what package mobility asks of an SA.
-type ikeMobility struct{ sa *ike.SA }
+// ikeMobility adapts *ike.SA to what package mobility asks of an SA. It
+// also watches its path tests for the connection: one that goes unanswered
+// for suspectAfter, with no ESP from the gateway meanwhile, suggests the
+// gateway has lost the SA (a restarted strongSwan ignores an unknown SPI);
+// one that is answered proves the SA alive.
+type ikeMobility struct {
+	sa *ike.SA
+	c  *conn
+}
+
+// suspectAfter is how long a path test may go unanswered before a
+// replacement SA is negotiated alongside (reconnect.go). A healthy path
+// answers within a few RTTs, and a Move gives up only after about ten
+// seconds; a replacement that finds the gateway alive costs one handshake.
+const suspectAfter = 3 * time.Second
 
 func (a ikeMobility) PeerAddresses() []netip.Addr { return a.sa.PeerAddresses() }
 func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe, error) {
+	var watch *time.Timer
+	if a.c != nil {
+		peer, start := a.c.curPeer(), time.Now()
+		watch = time.AfterFunc(suspectAfter, func() {
+			if peer != nil {
+				if _, recv := peer.Activity(); recv.After(start) {
+					return
+				}
+			}
+			a.c.suspectLost(fmt.Sprintf("path test unanswered for %v", suspectAfter))
+		})
+	}
 	r, err := a.sa.UpdateAddresses(ctx, paths)
+	if watch != nil {
+		watch.Stop()
+	}
 	if err != nil {
 		return mobility.Probe{}, err
+	}
+	if a.c != nil {
+		a.c.saAnswered()
 	}
 	return mobility.Probe{Path: r.Path, NATLocal: r.NATLocal}, nil
 }
@@ -37,7 +68,7 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) error {
 	if err != nil {
 		return fmt.Errorf("interface monitor: %w", err)
 	}
-	mover := mobility.New(c.mobilityConfig(ikeMobility{sa}, mon.Addresses, mon.SetCurrent), sa.Path(), c.ifname)
+	mover := mobility.New(c.mobilityConfig(ikeMobility{sa: sa, c: c}, mon.Addresses, mon.SetCurrent), sa.Path(), c.ifname)
 	go func() {
 		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("interface monitor stopped", "err", err)
@@ -133,10 +164,7 @@ func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	if sa := c.sa.Load(); sa != nil {
 		sa.HoldDPD(false)
 	}
-	select {
-	case c.resume <- struct{}{}:
-	default:
-	}
+	c.saAnswered()
 	c.emit(Event{Event: EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
 		Reason: fmt.Sprintf("after %v without a usable path", r.Outage.Round(time.Millisecond))})
 }
@@ -146,6 +174,15 @@ func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 func (c *conn) suspectLost(reason string) {
 	select {
 	case c.suspect <- reason:
+	default:
+	}
+}
+
+// saAnswered tells the supervisor that the installed SA answered: a
+// replacement negotiated alongside is not needed.
+func (c *conn) saAnswered() {
+	select {
+	case c.resume <- struct{}{}:
 	default:
 	}
 }

@@ -58,11 +58,11 @@ type attemptResult struct {
 // supervise follows the connection's IKE SA for its whole life. When the SA
 // is lost (the gateway restarted or stopped answering, or deleted it) it
 // is replaced by a new one on the same TUN device and dataplane
-// (break-before-make: the old one is gone). When mobility finds no path
-// answering although addresses exist, the gateway may have lost the SA
-// without telling us (a restarted strongSwan stays silent to an unknown
-// SPI), so a replacement is negotiated while the old SA is kept
-// (make-before-break): whichever works first wins. An IKE SA that the
+// (break-before-make: the old one is gone). When mobility's path tests go
+// unanswered (mobike.go), the gateway may have lost the SA without telling
+// us (a restarted strongSwan stays silent to an unknown SPI), so a
+// replacement is negotiated while the old SA is kept (make-before-break):
+// if the old SA answers first the attempts stop, else the replacement wins. An IKE SA that the
 // gateway did not authenticate replaces nothing, so an unauthenticated
 // packet can at most make us try.
 func (c *conn) supervise(s *session) {
@@ -110,8 +110,8 @@ func (c *conn) supervise(s *session) {
 			}
 		case reason := <-c.suspect:
 			if s != nil && run == nil && c.reconnectable(errors.New(reason)) {
-				c.log.Warn("no path answers: negotiating a replacement SA alongside", "reason", reason)
-				run = c.startAttempts(fmt.Errorf("gateway not answering on any path: %s", reason), true)
+				c.log.Warn("the gateway does not answer for the IKE SA: negotiating a replacement alongside", "reason", reason)
+				run = c.startAttempts(fmt.Errorf("gateway not answering for the IKE SA: %s", reason), true)
 			}
 		case <-c.resume:
 			if s != nil && run != nil {
