@@ -338,6 +338,7 @@ func TestNoReconnect(t *testing.T) {
 		reconnect bool
 		loss      error
 		attempts  []outcome // after the first SA
+		outage    time.Duration
 		wantDials int
 		wantErr   string
 	}{
@@ -349,6 +350,12 @@ func TestNoReconnect(t *testing.T) {
 		{name: "no proposal on reconnect", reconnect: true, loss: ike.ErrPeerDeleted,
 			attempts:  []outcome{{took: 100 * time.Millisecond, err: &ike.NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKESAInit, Remote: true}}},
 			wantDials: 2, wantErr: "no proposal chosen"},
+		// Attempts start 0.25, 10.5, 21.5, 34, 49.5, 71 and 104.5 s after
+		// the loss and fail 9.5 s later; the eighth would start after
+		// 159 s, past the limit.
+		{name: "outage limit", reconnect: true, loss: ike.ErrPeerDeleted, outage: 2 * time.Minute,
+			attempts:  []outcome{{took: 9500 * time.Millisecond, err: errGatewayDown}},
+			wantDials: 8, wantErr: "gateway lost for 2m39s: gateway unreachable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -364,6 +371,9 @@ func TestNoReconnect(t *testing.T) {
 				synctest.Wait()
 				p := reconnectProfile()
 				p.Reconnect = tt.reconnect
+				if tt.outage > 0 {
+					p.OutageLimit = tt.outage
+				}
 				if _, err := m.Connect(ctx, p, nil); err != nil {
 					t.Fatal(err)
 				}
