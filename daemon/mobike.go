@@ -37,7 +37,10 @@ const suspectAfter = 3 * time.Second
 func (a ikeMobility) PeerAddresses() []netip.Addr { return a.sa.PeerAddresses() }
 func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe, error) {
 	var watch *time.Timer
-	if a.c != nil {
+	if a.c != nil && testsCurrent(a.sa.Path(), paths) {
+		// Only a test of the path in use says something about the SA: a
+		// preferred uplink that does not answer (make-before-break) may
+		// just have no upstream, while the current path still works.
 		peer, start := a.c.curPeer(), time.Now()
 		watch = time.AfterFunc(suspectAfter, func() {
 			if peer != nil {
@@ -59,6 +62,16 @@ func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe
 		a.c.saAnswered()
 	}
 	return mobility.Probe{Path: r.Path, NATLocal: r.NATLocal}, nil
+}
+
+// testsCurrent reports whether paths include the SA's current path.
+func testsCurrent(cur esp.Path, paths []esp.Path) bool {
+	for _, p := range paths {
+		if p.Local == cur.Local && p.Remote == cur.Remote {
+			return true
+		}
+	}
+	return false
 }
 
 // startMobility runs the interface monitor and the MOBIKE mover for an

@@ -521,3 +521,23 @@ func mobilityResume() mobility.Resume {
 	return mobility.Resume{Path: esp.Path{Local: netip.MustParseAddrPort("192.168.10.2:4500"), Remote: fakeGW, IfIndex: 2},
 		Interface: "wlan0", Took: 100 * time.Millisecond, Outage: 5 * time.Second}
 }
+
+func TestTestsCurrent(t *testing.T) {
+	cur := esp.Path{Local: netip.MustParseAddrPort("192.168.10.2:4500"), Remote: fakeGW, IfIndex: 2}
+	wwan := esp.Path{Local: netip.MustParseAddrPort("192.168.20.2:4500"), Remote: fakeGW, IfIndex: 3}
+	tests := []struct {
+		name  string
+		paths []esp.Path
+		want  bool
+	}{
+		{"refresh: current first", []esp.Path{cur, wwan}, true},
+		{"same path, interface index not yet known", []esp.Path{{Local: cur.Local, Remote: cur.Remote}}, true},
+		{"better uplink only", []esp.Path{wwan}, false},
+		{"none", nil, false},
+	}
+	for _, tt := range tests {
+		if got := testsCurrent(cur, tt.paths); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
