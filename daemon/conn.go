@@ -58,6 +58,8 @@ type conn struct {
 	dialIKE func(ctx context.Context) (*ike.SA, <-chan ike.Event, string, error)
 	// jitter returns a number in [0, 1) that spreads reconnect attempts.
 	jitter func() float64
+	// dpdHold, when set, replaces ike.SA.HoldDPD (tests).
+	dpdHold func(hold bool)
 
 	mu          sync.Mutex
 	peer        *esp.Peer

@@ -154,9 +154,7 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 	lost := c.ifname
 	c.state, c.ifname = stateSuspended, ""
 	c.mu.Unlock()
-	if sa := c.sa.Load(); sa != nil {
-		sa.HoldDPD(true)
-	}
+	c.holdDPD(true)
 	c.emit(Event{Event: EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
 	if strings.HasPrefix(reason, mobility.ErrNoPath.Error()) {
 		// Addresses exist, yet no path answers: the network may be
@@ -174,9 +172,7 @@ func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	}
 	c.state, c.ifname = "established", r.Interface
 	c.mu.Unlock()
-	if sa := c.sa.Load(); sa != nil {
-		sa.HoldDPD(false)
-	}
+	c.holdDPD(false)
 	c.saAnswered()
 	c.emit(Event{Event: EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
 		Reason: fmt.Sprintf("after %v without a usable path", r.Outage.Round(time.Millisecond))})
@@ -197,5 +193,16 @@ func (c *conn) saAnswered() {
 	select {
 	case c.resume <- struct{}{}:
 	default:
+	}
+}
+
+// holdDPD pauses or resumes the installed SA's dead peer detection.
+func (c *conn) holdDPD(hold bool) {
+	if c.dpdHold != nil {
+		c.dpdHold(hold)
+		return
+	}
+	if sa := c.sa.Load(); sa != nil {
+		sa.HoldDPD(hold)
 	}
 }
