@@ -58,6 +58,9 @@ type Profile struct {
 	// ReconnectMaxDelay between attempts.
 	Reconnect         bool
 	ReconnectMaxDelay time.Duration
+	Lifetimes
+	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
+	AllowNAT bool
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -83,6 +86,37 @@ const (
 	minOutageLimit = time.Second
 )
 
+// Lifetimes are the Child SA lifetimes (child_rekey_time, child_life_time).
+type Lifetimes struct {
+	// ChildRekey: a Child SA is replaced this long after it was made,
+	// less a random part of ChildLife-ChildRekey so both ends rarely rekey
+	// at the same moment; ChildLife: it expires if rekeying failed.
+	ChildRekey, ChildLife time.Duration
+}
+
+// Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
+// of it as the random margin; rekeying more often than every 10 s would
+// spend the tunnel on key exchanges.
+const (
+	DefaultChildRekey = time.Hour
+	minChildRekey     = 10 * time.Second
+)
+
+func parseLifetimes(rekey, life string) (Lifetimes, error) {
+	var l Lifetimes
+	var err error
+	if l.ChildRekey, err = durationKey("child_rekey_time", rekey, DefaultChildRekey, minChildRekey); err != nil {
+		return l, err
+	}
+	if l.ChildLife, err = durationKey("child_life_time", life, l.ChildRekey+l.ChildRekey/10, minChildRekey); err != nil {
+		return l, err
+	}
+	if l.ChildLife <= l.ChildRekey {
+		return l, fmt.Errorf("child_life_time: %v must be longer than child_rekey_time %v", l.ChildLife, l.ChildRekey)
+	}
+	return l, nil
+}
+
 // Gateway is the [gateway] table of a gateway file.
 type Gateway struct {
 	Listen  []netip.Addr
@@ -102,7 +136,11 @@ type Gateway struct {
 	// DPDDelay: a client silent for this long is tested, and its SAs are
 	// reaped when it does not answer (0: off).
 	DPDDelay time.Duration
-	Clients  []Client
+	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
+	// address it has not used before only after a COOKIE2 check there.
+	ReturnRoutability bool
+	Lifetimes
+	Clients []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -133,6 +171,9 @@ type rawProfile struct {
 	DPDDelay      string   `toml:"dpd_delay"`
 	Reconnect     *bool    `toml:"reconnect"`
 	ReconnectMax  string   `toml:"reconnect_max_delay"`
+	ChildRekey    string   `toml:"child_rekey_time"`
+	ChildLife     string   `toml:"child_life_time"`
+	AllowNAT      *bool    `toml:"allow_nat"`
 }
 
 type rawProfileFile struct {
@@ -159,6 +200,9 @@ type rawGateway struct {
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
 	DPDDelay      string      `toml:"dpd_delay"`
+	RR            *bool       `toml:"return_routability"`
+	ChildRekey    string      `toml:"child_rekey_time"`
+	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 }
 
@@ -257,6 +301,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		Interfaces:    r.Interfaces,
 		Fragmentation: boolOr(r.Fragmentation, true),
 		Reconnect:     boolOr(r.Reconnect, true),
+		AllowNAT:      boolOr(r.AllowNAT, true),
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")
@@ -319,6 +364,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
 		return nil, err
 	}
+	if p.Lifetimes, err = parseLifetimes(r.ChildRekey, r.ChildLife); err != nil {
+		return nil, err
+	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
 		return nil, err
 	}
@@ -333,17 +381,23 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 
 func (r *rawGateway) validate() (*Gateway, error) {
 	g := &Gateway{
-		LocalID:       r.LocalID,
-		Auth:          r.Auth,
-		Cert:          r.Cert,
-		Key:           r.Key,
-		CA:            r.CA,
-		MOBIKE:        boolOr(r.MOBIKE, true),
-		Fragmentation: boolOr(r.Fragmentation, true),
+		LocalID:           r.LocalID,
+		Auth:              r.Auth,
+		Cert:              r.Cert,
+		Key:               r.Key,
+		CA:                r.CA,
+		MOBIKE:            boolOr(r.MOBIKE, true),
+		Fragmentation:     boolOr(r.Fragmentation, true),
+		ReturnRoutability: boolOr(r.RR, true),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
 	}
+	lt, err := parseLifetimes(r.ChildRekey, r.ChildLife)
+	if err != nil {
+		return nil, err
+	}
+	g.Lifetimes = lt
 	for i, s := range r.Listen {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
@@ -357,7 +411,6 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if g.Auth == "" {
 		g.Auth = "psk"
 	}
-	var err error
 	switch g.Auth {
 	case "psk":
 	case "pubkey":

@@ -117,7 +117,7 @@ psk_file = "` + psk + `"
 			if p.Gateway != "198.51.100.1" || p.GatewayPort != 500 || string(p.PSK) != "s3cret" || p.Auth != "psk" {
 				t.Errorf("got %+v", p)
 			}
-			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS {
+			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS || !p.AllowNAT {
 				t.Errorf("defaults wrong: %+v", p)
 			}
 			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
@@ -125,6 +125,9 @@ psk_file = "` + psk + `"
 			}
 			if !p.Fragmentation {
 				t.Error("IKE fragmentation off by default")
+			}
+			if p.ChildRekey != time.Hour || p.ChildLife != 66*time.Minute {
+				t.Errorf("default child lifetimes %v/%v", p.ChildRekey, p.ChildLife)
 			}
 			if p.DeadAfter != 0 || p.OutageLimit != DefaultOutageLimit {
 				t.Errorf("default windows: dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
@@ -152,6 +155,13 @@ psk_file = "` + psk + `"
 		{name: "bad dpd_delay", body: base + "dpd_delay = \"often\"\n", wantErr: `dpd_delay: "often" is not a duration`},
 		{name: "tiny reconnect_max_delay", body: base + "reconnect_max_delay = \"10ms\"\n", wantErr: `reconnect_max_delay: "10ms" is shorter than 1s`},
 		{name: "reconnect not a bool", body: base + "reconnect = \"yes\"\n", wantErr: "reconnect"},
+		{name: "child lifetimes", body: base + "child_rekey_time = \"30s\"\n", check: func(t *testing.T, p *Profile) {
+			if p.ChildRekey != 30*time.Second || p.ChildLife != 33*time.Second {
+				t.Errorf("child_rekey_time 30s gives %v/%v, want 30s/33s", p.ChildRekey, p.ChildLife)
+			}
+		}},
+		{name: "child life not after rekey", body: base + "child_rekey_time = \"1m\"\nchild_life_time = \"50s\"\n", wantErr: "child_life_time: 50s must be longer than child_rekey_time 1m0s"},
+		{name: "child rekey too often", body: base + "child_rekey_time = \"2s\"\n", wantErr: `child_rekey_time: "2s" is shorter than 10s`},
 		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {
 			if p.Fragmentation {
 				t.Error("fragmentation = false ignored")
@@ -183,6 +193,12 @@ psk_file = "` + psk + `"
 					t.Errorf("gateway %q", p.Gateway)
 				}
 			}},
+		{name: "nat forbidden", body: base + "allow_nat = false\n", check: func(t *testing.T, p *Profile) {
+			if p.AllowNAT {
+				t.Error("allow_nat = false ignored")
+			}
+		}},
+		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
 		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},
@@ -234,8 +250,10 @@ psk_file = "` + psk + `"
 		name    string
 		body    string
 		wantErr string
+		noRR    bool
 	}{
 		{name: "ok", body: base},
+		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
 		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
 		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
@@ -257,6 +275,9 @@ psk_file = "` + psk + `"
 			}
 			if len(g.Listen) != 2 || g.Pool != netip.MustParsePrefix("10.99.200.0/24") || string(g.Clients[0].PSK) != "s3cret" || !g.MOBIKE {
 				t.Errorf("got %+v", g)
+			}
+			if g.ReturnRoutability == tt.noRR {
+				t.Errorf("return_routability = %v", g.ReturnRoutability)
 			}
 		})
 	}

@@ -216,8 +216,10 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
 		// Inbound ESP is a sign of life too: a busy tunnel is never probed.
-		DPDDelay:    p.DPDDelay,
-		LastInbound: c.lastInbound,
+		DPDDelay:       p.DPDDelay,
+		LastInbound:    c.lastInbound,
+		ChildRekeyTime: p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
+		ForbidNAT: !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -466,17 +468,17 @@ func espCipher(ts []wire.Transform) (esp.Cipher, error) {
 func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 	switch ev := ev.(type) {
 	case *ike.ChildRekeyed:
-		// The new SA goes in before the old one leaves (on the peer's
-		// DELETE), so no packet finds neither; we answered the rekey,
-		// so we send on it only once the peer has installed it.
-		if err := c.installChild(s.peer, ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), true); err != nil {
+		// The new SA goes in before the old one leaves (on a DELETE),
+		// so no packet finds neither. When we only answered the rekey,
+		// we send on it once the peer shows it has installed it.
+		if err := c.installChild(s.peer, ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
 			c.log.Error("installing rekeyed child SA", "err", err)
 			c.emit(Event{Event: EventError, Reason: err.Error()})
 			return
 		}
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
 	case *ike.ChildDeleted:
-		c.dp.RemoveChild(ev.SPIIn)
+		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 	}
 }
 

@@ -342,6 +342,30 @@ func sortRoutes(rs []route) {
 	}
 }
 
+// RetireGrace is how long a deleted Child SA still opens inbound packets:
+// a peer's ESP pipeline may have packets for the old SA queued behind the
+// DELETE exchange (kernel-libipsec does), and they would otherwise be lost.
+const RetireGrace = 2 * time.Second
+
+// RetireChild stops sending on the child whose inbound SPI is spiIn at
+// once and removes it after grace, so packets the peer sent before it
+// stopped using the SA still arrive.
+func (d *Dataplane) RetireChild(spiIn uint32, grace time.Duration) {
+	d.mu.Lock()
+	old := d.tabs.Load()
+	if c, ok := old.bySPI[spiIn]; ok {
+		nt := &tables{bySPI: old.bySPI}
+		for _, r := range old.routes {
+			if r.child != c {
+				nt.routes = append(nt.routes, r)
+			}
+		}
+		d.tabs.Store(nt)
+	}
+	d.mu.Unlock()
+	time.AfterFunc(grace, func() { d.RemoveChild(spiIn) })
+}
+
 // RemoveChild removes the child whose inbound SPI is spiIn.
 func (d *Dataplane) RemoveChild(spiIn uint32) {
 	d.mu.Lock()
