@@ -138,8 +138,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("[gateway]\n")
-	fmt.Fprintf(&b, "listen = [%q, %q]\nlocal_id = %q\nauth = %q\n",
-		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(), GatewayID, g.Auth)
+	fmt.Fprintf(&b, "listen = [%q, %q, %q, %q]\nlocal_id = %q\nauth = %q\n",
+		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(),
+		GatewayAddr1V6.Addr().String(), GatewayAddr2V6.Addr().String(), GatewayID, g.Auth)
 	if g.Auth == "pubkey" {
 		if g.PKI == nil {
 			return "", errors.New("pubkey gateway without PKI")
@@ -239,7 +240,8 @@ type Status struct {
 		PacketsOut uint64          `json:"packets_out"`
 		Proposal   string          `json:"proposal"`
 	} `json:"children"`
-	PathChanges int `json:"path_changes"`
+	PathChanges   int      `json:"path_changes"`
+	PeerAddresses []string `json:"peer_addresses"`
 	// Drops are the dataplane's drop counters, as printed.
 	Drops json.RawMessage `json:"drops"`
 }
@@ -296,4 +298,41 @@ func (r *Roam) Processes() []int {
 		}
 	}
 	return mine
+}
+
+// Event is the part of one `roam events --json` line the lab checks.
+type Event struct {
+	Profile   string `json:"profile"`
+	Event     string `json:"event"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Interface string `json:"interface"`
+	TookMS    int64  `json:"took_ms"`
+	Reason    string `json:"reason"`
+}
+
+// StartEvents streams `roam events --json` in the background; its Output
+// is the events so far (ParseEvents), Stop ends it.
+func (r *Roam) StartEvents() (*Proc, error) {
+	p, err := r.Lab.Start(r.NS, r.Bin, "events", "--socket", r.Socket, "--json")
+	if err != nil {
+		return nil, err
+	}
+	// The stream is live once the subscription is in place; a moment is
+	// enough on a lab machine, and events before it are not what we test.
+	time.Sleep(200 * time.Millisecond)
+	return p, nil
+}
+
+// ParseEvents decodes `roam events --json` output, skipping lines that are
+// not events (a half-written last line, a message on stderr).
+func ParseEvents(out string) []Event {
+	var evs []Event
+	for _, line := range strings.Split(out, "\n") {
+		var ev Event
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Event != "" {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
 }

@@ -43,12 +43,12 @@ var (
 )
 
 // GatewayConn is the lab gateway's connection for auth "psk" or "pubkey":
-// listens on both gateway addresses, hands out VirtualIPPool, offers
+// listens on all four gateway addresses (IPv4 and IPv6), hands out VirtualIPPool, offers
 // ProtectedNet, MOBIKE on. Empty proposal lists take the defaults.
 func GatewayConn(auth, psk string, ike, esp []string) SwanConn {
 	return SwanConn{
 		Name: "gw", Role: "gateway", Auth: auth, PSK: psk,
-		Local:   []netip.Addr{GatewayAddr1.Addr(), GatewayAddr2.Addr()},
+		Local:   []netip.Addr{GatewayAddr1.Addr(), GatewayAddr2.Addr(), GatewayAddr1V6.Addr(), GatewayAddr2V6.Addr()},
 		LocalID: GatewayID, RemoteID: ClientID,
 		IKE: orDefault(ike, DefaultIKE), ESP: orDefault(esp, DefaultESP),
 		Pool: VirtualIPPool, DNS: []netip.Addr{netip.MustParseAddr("10.99.0.53")},
