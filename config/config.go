@@ -92,6 +92,9 @@ type Lifetimes struct {
 	// less a random part of ChildLife-ChildRekey so both ends rarely rekey
 	// at the same moment; ChildLife: it expires if rekeying failed.
 	ChildRekey, ChildLife time.Duration
+	// IKERekey (rekey_time): the IKE SA gets new keys this long after it
+	// was made, less the same random part.
+	IKERekey time.Duration
 }
 
 // Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
@@ -100,11 +103,15 @@ type Lifetimes struct {
 const (
 	DefaultChildRekey = time.Hour
 	minChildRekey     = 10 * time.Second
+	DefaultIKERekey   = 4 * time.Hour
 )
 
-func parseLifetimes(rekey, life string) (Lifetimes, error) {
+func parseLifetimes(ike, rekey, life string) (Lifetimes, error) {
 	var l Lifetimes
 	var err error
+	if l.IKERekey, err = durationKey("rekey_time", ike, DefaultIKERekey, minChildRekey); err != nil {
+		return l, err
+	}
 	if l.ChildRekey, err = durationKey("child_rekey_time", rekey, DefaultChildRekey, minChildRekey); err != nil {
 		return l, err
 	}
@@ -171,6 +178,7 @@ type rawProfile struct {
 	DPDDelay      string   `toml:"dpd_delay"`
 	Reconnect     *bool    `toml:"reconnect"`
 	ReconnectMax  string   `toml:"reconnect_max_delay"`
+	IKERekey      string   `toml:"rekey_time"`
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
 	AllowNAT      *bool    `toml:"allow_nat"`
@@ -201,6 +209,7 @@ type rawGateway struct {
 	Fragmentation *bool       `toml:"fragmentation"`
 	DPDDelay      string      `toml:"dpd_delay"`
 	RR            *bool       `toml:"return_routability"`
+	IKERekey      string      `toml:"rekey_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
@@ -364,7 +373,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
 		return nil, err
 	}
-	if p.Lifetimes, err = parseLifetimes(r.ChildRekey, r.ChildLife); err != nil {
+	if p.Lifetimes, err = parseLifetimes(r.IKERekey, r.ChildRekey, r.ChildLife); err != nil {
 		return nil, err
 	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
@@ -393,7 +402,7 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
 	}
-	lt, err := parseLifetimes(r.ChildRekey, r.ChildLife)
+	lt, err := parseLifetimes(r.IKERekey, r.ChildRekey, r.ChildLife)
 	if err != nil {
 		return nil, err
 	}

@@ -225,7 +225,8 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		DPDDelay:       p.DPDDelay,
 		LastInbound:    c.lastInbound,
 		ChildRekeyTime: p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
-		ForbidNAT: !p.AllowNAT,
+		IKERekeyTime: p.IKERekey,
+		ForbidNAT:    !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -470,7 +471,8 @@ func espCipher(ts []wire.Transform) (esp.Cipher, error) {
 	return 0, errors.New("no ESP encryption transform negotiated")
 }
 
-// handleChildEvent follows the Child SAs of the installed SA.
+// handleChildEvent follows the Child SAs (and in-place IKE SA rekeys) of
+// the installed SA.
 func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 	switch ev := ev.(type) {
 	case *ike.ChildRekeyed:
@@ -483,6 +485,8 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 			return
 		}
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+	case *ike.IKERekeyed:
+		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 	case *ike.ChildDeleted:
 		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 	}

@@ -104,6 +104,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		NoReturnRoutability: !g.ReturnRoutability,
 		NoFragmentation:     !g.Fragmentation,
 		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
+		IKERekeyTime: g.IKERekey,
 		// Reaps clients that vanished without a DELETE (a laptop closed
 		// for good), so their addresses go back to the pool.
 		DPDDelay: g.DPDDelay,
@@ -144,6 +145,13 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.install(ev)
 			case *ike.ChildRekeyed:
 				gw.installRekeyed(ev)
+			case *ike.IKERekeyed:
+				gw.mu.Lock()
+				c := gw.clients[ev.SA]
+				gw.mu.Unlock()
+				if c != nil {
+					gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+				}
 			case *ike.ChildDeleted:
 				gw.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 			case *ike.PathUpdated:

@@ -65,8 +65,8 @@ type RoamProfile struct {
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
-	// ChildRekey sets child_rekey_time (0: the default).
-	ChildRekey time.Duration
+	// ChildRekey sets child_rekey_time, IKERekey rekey_time (0: defaults).
+	ChildRekey, IKERekey time.Duration
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -112,6 +112,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.ChildRekey > 0 {
 			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
+		}
+		if p.IKERekey > 0 {
+			fmt.Fprintf(&b, "rekey_time = %q\n", p.IKERekey.String())
 		}
 		if p.ForbidNAT {
 			b.WriteString("allow_nat = false\n")
@@ -231,6 +234,7 @@ type Status struct {
 	NAT       bool   `json:"nat"`
 	VirtualIP string `json:"virtual_ip"`
 	MOBIKE    bool   `json:"mobike"`
+	IKESPIi   string `json:"ike_spi_i"`
 	Children  []struct {
 		SPIIn      json.RawMessage `json:"spi_in"`
 		SPIOut     json.RawMessage `json:"spi_out"`

@@ -32,8 +32,9 @@ type SwanConn struct {
 	MOBIKE    bool
 	// DPD interval in seconds, 0 = strongSwan's default (off).
 	DPD int
-	// ChildRekey is the CHILD_SA rekey_time (0: strongSwan's default).
-	ChildRekey time.Duration
+	// ChildRekey is the CHILD_SA rekey_time, IKERekey the IKE_SA's (0:
+	// strongSwan's defaults).
+	ChildRekey, IKERekey time.Duration
 }
 
 // Default proposals: what roam implements first.
@@ -97,6 +98,9 @@ func Swanctl(conns ...SwanConn) string {
 		b.WriteString("    encap = yes\n")
 		if c.DPD > 0 {
 			fmt.Fprintf(&b, "    dpd_delay = %ds\n", c.DPD)
+		}
+		if c.IKERekey > 0 {
+			fmt.Fprintf(&b, "    rekey_time = %ds\n", int(c.IKERekey.Seconds()))
 		}
 		if c.Role == "client" && c.VirtualIP {
 			b.WriteString("    vips = 0.0.0.0\n")
