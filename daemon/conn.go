@@ -49,9 +49,11 @@ type conn struct {
 	sa        atomic.Pointer[ike.SA]
 	pending   atomic.Pointer[ike.SA] // a replacement SA being negotiated
 	gw        netip.AddrPort
-	localPort uint16
-	localAuth ike.LocalAuth
-	peerAuth  ike.PeerAuth
+	localPort uint16 // of the socket of the gateway's address family
+	// portV4, portV6: the local port of each family's socket (0: none).
+	portV4, portV6 uint16
+	localAuth      ike.LocalAuth
+	peerAuth       ike.PeerAuth
 
 	// dialIKE starts an IKE SA to the gateway (dialGateway; tests fake
 	// it) and returns it with its events and the uplink it leaves by.
@@ -73,6 +75,9 @@ type conn struct {
 	// attempt and lastErr describe a reconnect in progress.
 	attempt int
 	lastErr string
+	// altGateways are the gateway's addresses of the other family (MOBIKE
+	// told us), tried by a reconnect when the configured one has no route.
+	altGateways []netip.AddrPort
 	// What the TUN device carries, across SAs.
 	vips   []netip.Prefix
 	routes map[netip.Prefix]bool
@@ -167,6 +172,13 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		c.dp.AddSocket(s)
 	}
 	c.localPort = sock.LocalPort()
+	for _, s := range socks {
+		if s.LocalAddr().Addr().Is4() {
+			c.portV4 = s.LocalPort()
+		} else {
+			c.portV6 = s.LocalPort()
+		}
+	}
 	c.dpDone = make(chan struct{})
 	go func() {
 		defer close(c.dpDone)
@@ -204,13 +216,26 @@ func (c *conn) connect(ctx context.Context) error {
 // a reconnect that may be another one than the first connect's.
 func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, string, error) {
 	p := c.profile
-	route, err := netmon.RouteTo(c.gw.Addr(), tun.DefaultMark)
+	// After a move to another address family (an IPv6-only uplink) the
+	// configured address may have no route; the gateway's other addresses,
+	// learnt through MOBIKE, may.
+	c.mu.Lock()
+	targets := append([]netip.AddrPort{c.gw}, c.altGateways...)
+	c.mu.Unlock()
+	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) { return netmon.RouteTo(a, tun.DefaultMark) })
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("gateway unreachable: %w", err)
 	}
+	port := c.localPort
+	if gw.Addr().Is4() != c.gw.Addr().Is4() {
+		port = c.portV4
+		if gw.Addr().Is6() {
+			port = c.portV6
+		}
+	}
 	events := make(chan ike.Event, 16)
 	cfg := ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(route.Src, c.localPort), Remote: c.gw, IfIndex: route.IfIndex},
+		Path:      esp.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
 		LocalAuth: c.localAuth,
 		PeerAuth:  c.peerAuth,
 		RemoteID:  p.RemoteID,
@@ -237,6 +262,25 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		return nil, nil, "", err
 	}
 	return sa, events, route.IfName, nil
+}
+
+// pickRoute returns the first target the kernel has a route to (with its
+// socket's family), or the first target's error.
+func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route, error)) (netip.AddrPort, netmon.Route, error) {
+	var first error
+	for _, t := range targets {
+		r, err := routeTo(t.Addr())
+		if err == nil {
+			return t, r, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = errors.New("no gateway address")
+	}
+	return netip.AddrPort{}, netmon.Route{}, first
 }
 
 // lastInbound is when ESP last came from the gateway.
@@ -326,7 +370,18 @@ func (c *conn) install(s *session) error {
 	}
 	c.sa.Store(s.sa)
 	c.pending.CompareAndSwap(s.sa, nil)
+	var alt []netip.AddrPort
+	if s.sa != nil && est.PeerMOBIKE {
+		for _, a := range s.sa.PeerAddresses() {
+			if a != c.gw.Addr() && a.Is4() != c.gw.Addr().Is4() {
+				alt = append(alt, netip.AddrPortFrom(a, c.gw.Port()))
+			}
+		}
+	}
 	c.mu.Lock()
+	if alt != nil {
+		c.altGateways = alt
+	}
 	attempts := c.attempt
 	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), "established", est.NATLocal, s.peer, s.ifname
 	c.attempt, c.lastErr = 0, ""

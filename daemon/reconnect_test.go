@@ -18,6 +18,7 @@ import (
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/mobility"
+	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
 )
 
@@ -538,6 +539,45 @@ func TestTestsCurrent(t *testing.T) {
 	for _, tt := range tests {
 		if got := testsCurrent(cur, tt.paths); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestPickRoute: a reconnect dials the configured gateway address when it
+// has a route, else the first of the gateway's other addresses that has.
+func TestPickRoute(t *testing.T) {
+	v4 := netip.MustParseAddrPort("203.0.113.10:500")
+	v6 := netip.MustParseAddrPort("[2001:db8:ff::10]:500")
+	route := func(have ...netip.Addr) func(netip.Addr) (netmon.Route, error) {
+		return func(a netip.Addr) (netmon.Route, error) {
+			if slices.Contains(have, a) {
+				return netmon.Route{IfName: "if-" + a.String()}, nil
+			}
+			return netmon.Route{}, fmt.Errorf("no route to %s", a)
+		}
+	}
+	tests := []struct {
+		name    string
+		targets []netip.AddrPort
+		have    []netip.Addr
+		want    netip.AddrPort
+		wantErr string
+	}{
+		{name: "configured address routed", targets: []netip.AddrPort{v4, v6}, have: []netip.Addr{v4.Addr(), v6.Addr()}, want: v4},
+		{name: "IPv6-only uplink", targets: []netip.AddrPort{v4, v6}, have: []netip.Addr{v6.Addr()}, want: v6},
+		{name: "nothing routed", targets: []netip.AddrPort{v4, v6}, wantErr: "no route to 203.0.113.10"},
+		{name: "no alternatives", targets: []netip.AddrPort{v4}, wantErr: "no route to 203.0.113.10"},
+	}
+	for _, tt := range tests {
+		got, r, err := pickRoute(tt.targets, route(tt.have...))
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("%s: err %v, want %q", tt.name, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want || r.IfName != "if-"+tt.want.Addr().String() {
+			t.Errorf("%s: %v %+v %v, want %v", tt.name, got, r, err, tt.want)
 		}
 	}
 }
