@@ -62,9 +62,9 @@ type attemptResult struct {
 // unanswered (mobike.go), the gateway may have lost the SA without telling
 // us (a restarted strongSwan stays silent to an unknown SPI), so a
 // replacement is negotiated while the old SA is kept (make-before-break):
-// if the old SA answers first the attempts stop, else the replacement wins. An IKE SA that the
-// gateway did not authenticate replaces nothing, so an unauthenticated
-// packet can at most make us try.
+// if the old SA answers first the attempts stop, else the replacement
+// wins. An IKE SA that the gateway did not authenticate replaces nothing,
+// so an unauthenticated packet can at most make us try.
 func (c *conn) supervise(s *session) {
 	var run *attempts
 	stop := func() {
