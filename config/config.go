@@ -51,10 +51,27 @@ type Profile struct {
 	// OutageLimit: how long the connection waits without any usable path
 	// (every uplink down, or suspended) before it ends.
 	OutageLimit time.Duration
+	// DPDDelay: after this long without anything from the gateway, a
+	// liveness check tests it (0: dead peer detection off).
+	DPDDelay time.Duration
+	// Reconnect re-establishes a lost IKE SA (default on), waiting at most
+	// ReconnectMaxDelay between attempts.
+	Reconnect         bool
+	ReconnectMaxDelay time.Duration
 	Lifetimes
 	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
 	AllowNAT bool
 }
+
+// Dead peer detection and reconnect defaults. A DPD delay below a second
+// would probe a quiet gateway all the time; a reconnect cap below a second
+// would hammer a gateway that is down.
+const (
+	DefaultDPDDelay          = 30 * time.Second
+	DefaultReconnectMaxDelay = time.Minute
+	minDPDDelay              = time.Second
+	minReconnectMaxDelay     = time.Second
+)
 
 // DefaultOutageLimit is how long a connection survives with no usable
 // network: long enough for a lunch break with the lid closed. It equals
@@ -123,6 +140,9 @@ type Gateway struct {
 	MOBIKE  bool
 	// Fragmentation accepts RFC 7383 IKE fragmentation (default on).
 	Fragmentation bool
+	// DPDDelay: a client silent for this long is tested, and its SAs are
+	// reaped when it does not answer (0: off).
+	DPDDelay time.Duration
 	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
 	// address it has not used before only after a COOKIE2 check there.
 	ReturnRoutability bool
@@ -155,6 +175,9 @@ type rawProfile struct {
 	Fragmentation *bool    `toml:"fragmentation"`
 	DeadAfter     string   `toml:"dead_after"`
 	OutageLimit   string   `toml:"outage_limit"`
+	DPDDelay      string   `toml:"dpd_delay"`
+	Reconnect     *bool    `toml:"reconnect"`
+	ReconnectMax  string   `toml:"reconnect_max_delay"`
 	IKERekey      string   `toml:"rekey_time"`
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
@@ -184,6 +207,7 @@ type rawGateway struct {
 	LocalTS       []string    `toml:"local_ts"`
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
+	DPDDelay      string      `toml:"dpd_delay"`
 	RR            *bool       `toml:"return_routability"`
 	IKERekey      string      `toml:"rekey_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
@@ -285,6 +309,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		MOBIKE:        boolOr(r.MOBIKE, true),
 		Interfaces:    r.Interfaces,
 		Fragmentation: boolOr(r.Fragmentation, true),
+		Reconnect:     boolOr(r.Reconnect, true),
 		AllowNAT:      boolOr(r.AllowNAT, true),
 	}
 	if r.Gateway == "" {
@@ -352,6 +377,12 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
+		return nil, err
+	}
+	if p.DPDDelay, err = optionalDurationKey("dpd_delay", r.DPDDelay, DefaultDPDDelay, minDPDDelay); err != nil {
+		return nil, err
+	}
+	if p.ReconnectMaxDelay, err = durationKey("reconnect_max_delay", r.ReconnectMax, DefaultReconnectMaxDelay, minReconnectMaxDelay); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -431,6 +462,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		ts = []string{"0.0.0.0/0", "::/0"}
 	}
 	if g.LocalTS, err = prefixes("local_ts", ts); err != nil {
+		return nil, err
+	}
+	if g.DPDDelay, err = optionalDurationKey("dpd_delay", r.DPDDelay, DefaultDPDDelay, minDPDDelay); err != nil {
 		return nil, err
 	}
 	if len(r.Clients) == 0 && g.Auth == "psk" {
@@ -558,6 +592,18 @@ func durationKey(key, s string, def, least time.Duration) (time.Duration, error)
 	}
 	if d < least {
 		return 0, fmt.Errorf("%s: %q is shorter than %v", key, s, least)
+	}
+	return d, nil
+}
+
+// optionalDurationKey is durationKey for a feature that "0" turns off.
+func optionalDurationKey(key, s string, def, least time.Duration) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil && d == 0 {
+		return 0, nil
+	}
+	d, err := durationKey(key, s, def, least)
+	if err != nil {
+		return 0, fmt.Errorf("%w (or \"0\" for off)", err)
 	}
 	return d, nil
 }

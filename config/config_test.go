@@ -132,7 +132,29 @@ psk_file = "` + psk + `"
 			if p.DeadAfter != 0 || p.OutageLimit != DefaultOutageLimit {
 				t.Errorf("default windows: dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
 			}
+			if p.DPDDelay != DefaultDPDDelay || !p.Reconnect || p.ReconnectMaxDelay != DefaultReconnectMaxDelay {
+				t.Errorf("default liveness: dpd_delay %v reconnect %v reconnect_max_delay %v", p.DPDDelay, p.Reconnect, p.ReconnectMaxDelay)
+			}
 		}},
+		{name: "liveness keys", body: base + "dpd_delay = \"10s\"\nreconnect = false\nreconnect_max_delay = \"5m\"\n", check: func(t *testing.T, p *Profile) {
+			if p.DPDDelay != 10*time.Second || p.Reconnect || p.ReconnectMaxDelay != 5*time.Minute {
+				t.Errorf("dpd_delay %v reconnect %v reconnect_max_delay %v", p.DPDDelay, p.Reconnect, p.ReconnectMaxDelay)
+			}
+		}},
+		{name: "dpd off", body: base + "dpd_delay = \"0s\"\n", check: func(t *testing.T, p *Profile) {
+			if p.DPDDelay != 0 {
+				t.Errorf("dpd_delay %v, want off", p.DPDDelay)
+			}
+		}},
+		{name: "dpd off bare zero", body: base + "dpd_delay = \"0\"\n", check: func(t *testing.T, p *Profile) {
+			if p.DPDDelay != 0 {
+				t.Errorf("dpd_delay %v, want off", p.DPDDelay)
+			}
+		}},
+		{name: "tiny dpd_delay", body: base + "dpd_delay = \"200ms\"\n", wantErr: `dpd_delay: "200ms" is shorter than 1s (or "0" for off)`},
+		{name: "bad dpd_delay", body: base + "dpd_delay = \"often\"\n", wantErr: `dpd_delay: "often" is not a duration`},
+		{name: "tiny reconnect_max_delay", body: base + "reconnect_max_delay = \"10ms\"\n", wantErr: `reconnect_max_delay: "10ms" is shorter than 1s`},
+		{name: "reconnect not a bool", body: base + "reconnect = \"yes\"\n", wantErr: "reconnect"},
 		{name: "child lifetimes", body: base + "child_rekey_time = \"30s\"\n", check: func(t *testing.T, p *Profile) {
 			if p.ChildRekey != 30*time.Second || p.ChildLife != 33*time.Second {
 				t.Errorf("child_rekey_time 30s gives %v/%v, want 30s/33s", p.ChildRekey, p.ChildLife)
@@ -256,6 +278,40 @@ psk_file = "` + psk + `"
 			}
 			if g.ReturnRoutability == tt.noRR {
 				t.Errorf("return_routability = %v", g.ReturnRoutability)
+			}
+		})
+	}
+}
+
+// TestGatewayDPD: a gateway reaps dead clients by default; "0" turns it off.
+func TestGatewayDPD(t *testing.T) {
+	psk := writeFile(t, t.TempDir(), "alice.psk", "s3cret", 0o600)
+	tests := []struct {
+		name, line string
+		want       time.Duration
+		wantErr    string
+	}{
+		{name: "default", want: DefaultDPDDelay},
+		{name: "set", line: `dpd_delay = "2m"`, want: 2 * time.Minute},
+		{name: "off", line: `dpd_delay = "0"`, want: 0},
+		{name: "tiny", line: `dpd_delay = "1ms"`, wantErr: `gateway: dpd_delay: "1ms" is shorter than 1s`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := "[gateway]\nlisten = [\"203.0.113.10\"]\nlocal_id = \"vpn.example.com\"\npool = \"10.99.200.0/24\"\n" + tt.line +
+				"\n[[gateway.clients]]\nid = \"alice@example.com\"\npsk_file = \"" + psk + "\"\n"
+			g, err := LoadGateway(writeFile(t, t.TempDir(), "gw.toml", body, 0o644))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.DPDDelay != tt.want {
+				t.Fatalf("dpd_delay %v, want %v", g.DPDDelay, tt.want)
 			}
 		})
 	}

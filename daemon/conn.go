@@ -2,12 +2,16 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,21 +34,37 @@ const keepaliveInterval = 20 * time.Second
 const closeTimeout = 3 * time.Second
 
 // conn is one client tunnel: an IKE SA, its Child SAs installed in the
-// dataplane, and the TUN device they carry traffic for.
+// dataplane, and the TUN device they carry traffic for. The TUN device, the
+// socket and the dataplane outlive IKE SAs: a reconnect (reconnect.go)
+// replaces the SA and its Child SAs underneath them.
 type conn struct {
 	profile *config.Profile
 	log     *slog.Logger
 	emit    func(Event)
 
-	cancel context.CancelFunc
-	dev    *tun.Device
-	dp     *esp.Dataplane
-	dpDone chan struct{}
-	sa     atomic.Pointer[ike.SA]
-	peer   *esp.Peer
-	gw     netip.AddrPort
+	cancel    context.CancelFunc
+	dev       tunDevice
+	dp        *esp.Dataplane
+	dpDone    chan struct{}
+	sa        atomic.Pointer[ike.SA]
+	pending   atomic.Pointer[ike.SA] // a replacement SA being negotiated
+	gw        netip.AddrPort
+	localPort uint16 // of the socket of the gateway's address family
+	// portV4, portV6: the local port of each family's socket (0: none).
+	portV4, portV6 uint16
+	localAuth      ike.LocalAuth
+	peerAuth       ike.PeerAuth
+
+	// dialIKE starts an IKE SA to the gateway (dialGateway; tests fake
+	// it) and returns it with its events and the uplink it leaves by.
+	dialIKE func(ctx context.Context) (*ike.SA, <-chan ike.Event, string, error)
+	// jitter returns a number in [0, 1) that spreads reconnect attempts.
+	jitter func() float64
+	// dpdHold, when set, replaces ike.SA.HoldDPD (tests).
+	dpdHold func(hold bool)
 
 	mu          sync.Mutex
+	peer        *esp.Peer
 	est         *ike.Established
 	established time.Time
 	ifname      string
@@ -52,14 +72,60 @@ type conn struct {
 	nat         bool
 	pathChanges int
 	life        context.Context
+	// attempt and lastErr describe a reconnect in progress.
+	attempt int
+	lastErr string
+	// altGateways are the gateway's addresses of the other family (MOBIKE
+	// told us), tried by a reconnect when the configured one has no route.
+	altGateways []netip.AddrPort
+	// What the TUN device carries, across SAs.
+	vips   []netip.Prefix
+	routes map[netip.Prefix]bool
+	dns    []netip.Addr
 
 	// ending is the reason for an end the connection decided itself (the
 	// outage limit); it wins over the nil of the IKE DELETE that follows.
 	ending error
+	// closing: Close has begun; nothing reconnects from then on.
+	closing atomic.Bool
+	// suspect and resume come from mobility (mobike.go): every path
+	// failed with addresses at hand, or a path works again.
+	suspect chan string
+	resume  chan struct{}
 
 	closeOnce sync.Once
 	done      chan struct{}
 	err       error
+}
+
+// tunDevice is what a connection does with its TUN device (*tun.Device).
+type tunDevice interface {
+	Name() string
+	AddAddress(netip.Prefix) error
+	RemoveAddress(netip.Prefix) error
+	AddRoutes(ps []netip.Prefix, mark uint32, table int) error
+	SetDNS(tun.DNSOptions) error
+	Close() error
+}
+
+// session is one IKE SA of a connection with what was installed for it.
+type session struct {
+	sa     *ike.SA
+	events <-chan ike.Event
+	cancel context.CancelFunc // drops the SA without a DELETE
+	est    *ike.Established
+	ifname string
+	peer   *esp.Peer
+	// stopMobility ends the SA's interface monitor and mover.
+	stopMobility context.CancelFunc
+}
+
+func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
+	// The connection outlives the connect request, so it gets its own
+	// context; the request's ctx only bounds the wait for establishment.
+	life, cancel := context.WithCancel(context.Background())
+	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: "connecting", life: life,
+		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64}
 }
 
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
@@ -79,10 +145,9 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		return nil, err
 	}
 
-	// The connection outlives the connect request, so it gets its own
-	// context; the request's ctx only bounds the wait for establishment.
-	life, cancel := context.WithCancel(context.Background())
-	c := &conn{profile: p, log: log, emit: emit, cancel: cancel, gw: gw, done: make(chan struct{}), state: "connecting", life: life}
+	c := newConn(p, log, emit)
+	c.gw, c.localAuth, c.peerAuth = gw, localAuth, peerAuth
+	c.dialIKE = c.dialGateway
 	fail := func(err error) (Tunnel, error) {
 		c.teardown(err)
 		return nil, err
@@ -91,12 +156,13 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
 	// the inner MTU for the larger header from the start, as an MTU that
 	// shrinks under open TCP connections would cost them packets.
-	c.dev, err = tun.Create(tunName(p.Name), tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE))
+	dev, err := tun.Create(tunName(p.Name), tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE))
 	if err != nil {
 		return fail(err)
 	}
+	c.dev = dev
 	c.ifname = route.IfName
-	c.dp = esp.NewDataplane(c.dev.Dev(), c.handleIKE, log)
+	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
 	socks, err := clientSockets(gw.Addr(), p.MOBIKE, log)
 	if err != nil {
 		return fail(err)
@@ -105,19 +171,73 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	for _, s := range socks {
 		c.dp.AddSocket(s)
 	}
+	c.localPort = sock.LocalPort()
+	for _, s := range socks {
+		if s.LocalAddr().Addr().Is4() {
+			c.portV4 = s.LocalPort()
+		} else {
+			c.portV6 = s.LocalPort()
+		}
+	}
 	c.dpDone = make(chan struct{})
 	go func() {
 		defer close(c.dpDone)
-		if err := c.dp.Run(life); err != nil && life.Err() == nil {
+		if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
 			log.Error("dataplane stopped", "err", err)
 		}
 	}()
 
+	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
+	if err := c.connect(ctx); err != nil {
+		return fail(err)
+	}
+	return c, nil
+}
+
+// connect negotiates the first IKE SA, installs it and starts following
+// it; ctx bounds the negotiation only.
+func (c *conn) connect(ctx context.Context) error {
+	s, err := c.establish(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := c.install(s); err != nil {
+		if s.sa != nil {
+			s.sa.Close(ctx)
+		}
+		s.cancel()
+		return err
+	}
+	go c.supervise(s)
+	return nil
+}
+
+// dialGateway starts an IKE SA from the uplink the kernel picks now: after
+// a reconnect that may be another one than the first connect's.
+func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, string, error) {
+	p := c.profile
+	// After a move to another address family (an IPv6-only uplink) the
+	// configured address may have no route; the gateway's other addresses,
+	// learnt through MOBIKE, may.
+	c.mu.Lock()
+	targets := append([]netip.AddrPort{c.gw}, c.altGateways...)
+	c.mu.Unlock()
+	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) { return netmon.RouteTo(a, tun.DefaultMark) })
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("gateway unreachable: %w", err)
+	}
+	port := c.localPort
+	if gw.Addr().Is4() != c.gw.Addr().Is4() {
+		port = c.portV4
+		if gw.Addr().Is6() {
+			port = c.portV6
+		}
+	}
 	events := make(chan ike.Event, 16)
 	cfg := ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(route.Src, sock.LocalPort()), Remote: gw, IfIndex: route.IfIndex},
-		LocalAuth: localAuth,
-		PeerAuth:  peerAuth,
+		Path:      esp.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
+		LocalAuth: c.localAuth,
+		PeerAuth:  c.peerAuth,
 		RemoteID:  p.RemoteID,
 		IKE:       proposals(p.IKE),
 		ESP:       proposals(p.ESP),
@@ -126,101 +246,249 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		MOBIKE:    p.MOBIKE,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
-		ChildRekeyTime:  p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
+		// Inbound ESP is a sign of life too: a busy tunnel is never probed.
+		DPDDelay:       p.DPDDelay,
+		LastInbound:    c.lastInbound,
+		ChildRekeyTime: p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
 		IKERekeyTime: p.IKERekey,
 		ForbidNAT:    !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
-		Log:        log,
+		Log:        c.log,
 	}
-	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
-	sa, err := ike.Dial(life, cfg, c.dp, events)
+	sa, err := ike.Dial(ctx, cfg, c.dp, events)
 	if err != nil {
-		return fail(err)
+		return nil, nil, "", err
 	}
-	c.sa.Store(sa)
+	return sa, events, route.IfName, nil
+}
 
+// pickRoute returns the first target the kernel has a route to (with its
+// socket's family), or the first target's error.
+func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route, error)) (netip.AddrPort, netmon.Route, error) {
+	var first error
+	for _, t := range targets {
+		r, err := routeTo(t.Addr())
+		if err == nil {
+			return t, r, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = errors.New("no gateway address")
+	}
+	return netip.AddrPort{}, netmon.Route{}, first
+}
+
+// lastInbound is when ESP last came from the gateway.
+func (c *conn) lastInbound() time.Time {
+	if peer := c.curPeer(); peer != nil {
+		_, recv := peer.Activity()
+		return recv
+	}
+	return time.Time{}
+}
+
+// establish negotiates a new IKE SA and waits, bounded by ctx, for it to be
+// usable. A pending SA is a replacement negotiated while the current one
+// is still installed: it gets the IKE messages addressed to it only.
+func (c *conn) establish(ctx context.Context, pending bool) (*session, error) {
+	sctx, cancel := context.WithCancel(c.life)
+	sa, events, ifname, err := c.dialIKE(sctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	slot := &c.sa
+	if pending {
+		slot = &c.pending
+	}
+	slot.Store(sa)
+	drop := func() {
+		cancel()
+		slot.CompareAndSwap(sa, nil)
+	}
 	select {
 	case ev := <-events:
 		switch ev := ev.(type) {
 		case *ike.Established:
-			if err := c.install(ev); err != nil {
-				sa.Close(ctx)
-				return fail(err)
-			}
+			return &session{sa: sa, events: events, cancel: cancel, est: ev, ifname: ifname}, nil
 		case *ike.Deleted:
-			return fail(userError(ev.Reason))
+			drop()
+			return nil, userError(ev.Reason)
 		default:
-			return fail(fmt.Errorf("unexpected IKE event %T before establishment", ev))
+			drop()
+			return nil, fmt.Errorf("unexpected IKE event %T before establishment", ev)
 		}
 	case <-ctx.Done():
-		return fail(fmt.Errorf("connect cancelled: %w", ctx.Err()))
+		drop()
+		return nil, fmt.Errorf("connect cancelled: %w", ctx.Err())
 	}
-	go c.watch(events)
-	return c, nil
 }
 
 // install puts the negotiated Child SAs into the dataplane and configures
-// the TUN device for them.
-func (c *conn) install(est *ike.Established) error {
-	c.peer = c.dp.NewPeer(est.Path)
+// the TUN device for them. After a reconnect the device keeps its
+// addresses and routes; only what changed is touched, so applications see a
+// pause, and a new inner address replaces the old one.
+func (c *conn) install(s *session) error {
+	est := s.est
+	s.peer = c.dp.NewPeer(est.Path)
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := selectorsToPrefixes(ch.RemoteTS)
-		if err := c.installChild(ch, remote, false); err != nil {
+		if err := c.installChild(s.peer, ch, remote, false); err != nil {
+			c.dp.RemovePeer(s.peer)
 			return err
 		}
 		routes = append(routes, remote...)
 	}
-	for _, a := range est.VirtualIPs {
-		if err := c.dev.AddAddress(netip.PrefixFrom(a, a.BitLen())); err != nil {
-			return err
-		}
-	}
-	if err := c.dev.AddRoutes(routes, tun.DefaultMark, tun.DefaultTable); err != nil {
+	oldVIPs := c.vipStrings()
+	if err := c.setAddresses(est.VirtualIPs); err != nil {
+		c.dp.RemovePeer(s.peer)
 		return err
 	}
-	if c.profile.DNS && len(est.DNS) > 0 {
+	if err := c.addRoutes(routes); err != nil {
+		c.dp.RemovePeer(s.peer)
+		return err
+	}
+	if c.profile.DNS && len(est.DNS) > 0 && !slices.Equal(est.DNS, c.dns) {
 		full := false
-		for _, r := range routes {
+		for r := range c.routes {
 			full = full || r.Bits() == 0
 		}
 		if err := c.dev.SetDNS(tun.DNSOptions{Servers: est.DNS, FullTunnel: full}); err != nil {
+			c.dp.RemovePeer(s.peer)
 			return err
 		}
+		c.dns = slices.Clone(est.DNS)
 	}
 	if est.UDPEncap || est.NATLocal {
-		c.peer.SetKeepalive(keepaliveInterval)
+		s.peer.SetKeepalive(keepaliveInterval)
+	}
+	c.sa.Store(s.sa)
+	c.pending.CompareAndSwap(s.sa, nil)
+	var alt []netip.AddrPort
+	if s.sa != nil && est.PeerMOBIKE {
+		for _, a := range s.sa.PeerAddresses() {
+			if a != c.gw.Addr() && a.Is4() != c.gw.Addr().Is4() {
+				alt = append(alt, netip.AddrPortFrom(a, c.gw.Port()))
+			}
+		}
 	}
 	c.mu.Lock()
-	c.est, c.established, c.state, c.nat = est, time.Now(), "established", est.NATLocal
+	if alt != nil {
+		c.altGateways = alt
+	}
+	attempts := c.attempt
+	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), "established", est.NATLocal, s.peer, s.ifname
+	c.attempt, c.lastErr = 0, ""
 	c.mu.Unlock()
 	if c.profile.MOBIKE && est.PeerMOBIKE {
-		if err := c.startMobility(c.life, est.SA); err != nil {
+		mctx, stop := context.WithCancel(c.life)
+		s.stopMobility = stop
+		if err := c.startMobility(mctx, s.sa); err != nil {
 			return err
 		}
 	}
-	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: c.ifname}
+	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
 	if len(est.Children) > 0 {
 		ev.Proposal = est.Children[0].Proposal
 	}
+	if attempts > 0 {
+		ev.Reason = fmt.Sprintf("reconnected after %d attempts", attempts)
+		if attempts == 1 {
+			ev.Reason = "reconnected after 1 attempt"
+		}
+		if now := c.vipStrings(); len(oldVIPs) > 0 && !slices.Equal(oldVIPs, now) {
+			ev.Reason += fmt.Sprintf("; virtual IP changed from %s to %s", strings.Join(oldVIPs, ","), strings.Join(now, ","))
+		}
+	}
 	c.emit(ev)
 	return nil
+}
+
+// setAddresses makes the device's inner addresses those of the new SA:
+// new ones first, so there is never a moment without a source address.
+func (c *conn) setAddresses(vips []netip.Addr) error {
+	want := make([]netip.Prefix, 0, len(vips))
+	for _, a := range vips {
+		want = append(want, netip.PrefixFrom(a, a.BitLen()))
+	}
+	for _, p := range want {
+		if slices.Contains(c.vips, p) {
+			continue
+		}
+		if err := c.dev.AddAddress(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.vips {
+		if slices.Contains(want, p) {
+			continue
+		}
+		if err := c.dev.RemoveAddress(p); err != nil {
+			c.log.Warn("removing the old inner address", "addr", p, "err", err)
+		}
+	}
+	c.mu.Lock()
+	c.vips = want
+	c.mu.Unlock()
+	return nil
+}
+
+// addRoutes routes the prefixes not routed into the tunnel yet.
+func (c *conn) addRoutes(ps []netip.Prefix) error {
+	var add []netip.Prefix
+	for _, p := range ps {
+		if !c.routes[p.Masked()] && !slices.Contains(add, p.Masked()) {
+			add = append(add, p.Masked())
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if err := c.dev.AddRoutes(add, tun.DefaultMark, tun.DefaultTable); err != nil {
+		return err
+	}
+	for _, p := range add {
+		c.routes[p] = true
+	}
+	return nil
+}
+
+func (c *conn) vipStrings() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, len(c.vips))
+	for i, p := range c.vips {
+		out[i] = p.Addr().String()
+	}
+	return out
+}
+
+// curPeer is the dataplane peer of the installed SA (nil while a lost SA
+// is being replaced).
+func (c *conn) curPeer() *esp.Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peer
 }
 
 // installChild puts a Child SA pair into the dataplane; pending (a rekey we
 // answered) keeps outbound traffic on the old pair until the peer uses the
 // new one.
-func (c *conn) installChild(ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
+func (c *conn) installChild(peer *esp.Peer, ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
 	cfg, err := childConfig(ch, remote, pending)
 	if err != nil {
 		return err
 	}
-	return c.dp.InstallChild(c.peer, cfg)
+	return c.dp.InstallChild(peer, cfg)
 }
 
 // childConfig makes the dataplane's SA pair from a negotiated Child SA.
@@ -258,36 +526,36 @@ func espCipher(ts []wire.Transform) (esp.Cipher, error) {
 	return 0, errors.New("no ESP encryption transform negotiated")
 }
 
-// watch follows the IKE SA after establishment until it ends.
-func (c *conn) watch(events <-chan ike.Event) {
-	for ev := range events {
-		switch ev := ev.(type) {
-		case *ike.ChildRekeyed:
-			// The new SA goes in before the old one leaves (on a DELETE),
-			// so no packet finds neither. When we only answered the rekey,
-			// we send on it once the peer shows it has installed it.
-			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
-				c.log.Error("installing rekeyed child SA", "err", err)
-				c.emit(Event{Event: EventError, Reason: err.Error()})
-				continue
-			}
-			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
-		case *ike.IKERekeyed:
-			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
-		case *ike.ChildDeleted:
-			c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
-		case *ike.Deleted:
-			reason := ev.Reason
-			if errors.Is(reason, ike.ErrClosed) {
-				reason = nil
-			}
-			c.teardown(userError(reason))
+// handleChildEvent follows the Child SAs (and in-place IKE SA rekeys) of
+// the installed SA.
+func (c *conn) handleChildEvent(s *session, ev ike.Event) {
+	switch ev := ev.(type) {
+	case *ike.ChildRekeyed:
+		// The new SA goes in before the old one leaves (on a DELETE),
+		// so no packet finds neither. When we only answered the rekey,
+		// we send on it once the peer shows it has installed it.
+		if err := c.installChild(s.peer, ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
+			c.log.Error("installing rekeyed child SA", "err", err)
+			c.emit(Event{Event: EventError, Reason: err.Error()})
 			return
 		}
+		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+	case *ike.IKERekeyed:
+		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+	case *ike.ChildDeleted:
+		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 	}
 }
 
+// handleIKE hands an IKE message to its SA: a replacement being negotiated
+// gets those with its SPI, the installed SA everything else.
 func (c *conn) handleIKE(pkt []byte, path esp.Path) {
+	if p := c.pending.Load(); p != nil && len(pkt) >= 8 {
+		if spii, _ := p.SPIs(); binary.BigEndian.Uint64(pkt[:8]) == spii {
+			p.HandlePacket(pkt, path)
+			return
+		}
+	}
 	if sa := c.sa.Load(); sa != nil {
 		sa.HandlePacket(pkt, path)
 	}
@@ -302,6 +570,7 @@ func (c *conn) teardown(reason error) {
 			reason = c.ending
 		}
 		c.mu.Unlock()
+		c.closing.Store(true)
 		c.cancel()
 		// Closing the device ends the dataplane's blocked TUN read, so it
 		// comes before waiting for the dataplane.
@@ -333,8 +602,13 @@ func (c *conn) end(reason error) {
 	c.Close(context.Background())
 }
 
-// Close sends the IKE DELETE (bounded in time) and tears the tunnel down.
+// Close sends the IKE DELETE (bounded in time) and tears the tunnel down;
+// a reconnect in progress stops.
 func (c *conn) Close(ctx context.Context) error {
+	c.closing.Store(true)
+	if p := c.pending.Load(); p != nil {
+		p.Close(ctx)
+	}
 	if sa := c.sa.Load(); sa != nil {
 		ctx, cancel := context.WithTimeout(ctx, closeTimeout)
 		err := sa.Close(ctx)
@@ -358,9 +632,11 @@ func (c *conn) Err() error {
 // Status reports the connection for `roam status`.
 func (c *conn) Status() Status {
 	c.mu.Lock()
-	est, at, state, ifname, nat, changes := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges
+	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
+	attempt, lastErr := c.attempt, c.lastErr
 	c.mu.Unlock()
-	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes}
+	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
+		ReconnectAttempt: attempt, LastError: lastErr}
 	if est == nil {
 		return st
 	}
@@ -371,8 +647,8 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
-	if state == stateSuspended {
-		st.Local = "" // no uplink: the last one is in the suspended event
+	if state == stateSuspended || state == stateReconnecting {
+		st.Local = "" // no working path: the last one is in the events
 	}
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE
 	if st.MOBIKE {
@@ -386,8 +662,10 @@ func (c *conn) Status() Status {
 		st.VirtualIP = est.VirtualIPs[0].String()
 	}
 	st.EstablishedAt = at
-	for _, cs := range c.dp.ChildStats(c.peer) {
-		st.Children = append(st.Children, childStatus(cs))
+	if peer != nil {
+		for _, cs := range c.dp.ChildStats(peer) {
+			st.Children = append(st.Children, childStatus(cs))
+		}
 	}
 	d := c.dp.Drops()
 	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}

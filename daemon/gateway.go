@@ -105,7 +105,10 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		NoFragmentation:     !g.Fragmentation,
 		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
 		IKERekeyTime: g.IKERekey,
-		Log:          log,
+		// Reaps clients that vanished without a DELETE (a laptop closed
+		// for good), so their addresses go back to the pool.
+		DPDDelay: g.DPDDelay,
+		Log:      log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)

@@ -86,6 +86,17 @@ func TestConnOutage(t *testing.T) {
 			est: &ike.Established{Path: pathOf(wlan), PeerMOBIKE: true, VirtualIPs: []netip.Addr{netip.MustParseAddr("10.99.200.1")}},
 		}
 		c.peer = dp.NewPeer(pathOf(wlan))
+		var holds []bool
+		c.dpdHold = func(hold bool) {
+			mu.Lock()
+			holds = append(holds, hold)
+			mu.Unlock()
+		}
+		dpdHolds := func() []bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(holds)
+		}
 		sa := &fakeMobilitySA{working: map[netip.Addr]bool{wwan.Addr: true}}
 		cfg := c.mobilityConfig(sa, func() []netmon.Address {
 			mu.Lock()
@@ -113,6 +124,10 @@ func TestConnOutage(t *testing.T) {
 		if st := c.Status(); st.State != "suspended" || st.Interface != "" || st.Local != "" || st.Remote != gw.String() || st.VirtualIP != "10.99.200.1" {
 			t.Fatalf("status while suspended: %+v", st)
 		}
+		// Silence from the gateway proves nothing now: DPD waits.
+		if h := dpdHolds(); !slices.Equal(h, []bool{true}) {
+			t.Fatalf("DPD holds %v while suspended, want [true]", h)
+		}
 
 		// wwan comes back 20 s later.
 		time.Sleep(20 * time.Second)
@@ -134,6 +149,9 @@ func TestConnOutage(t *testing.T) {
 		}
 		if c.peer.Path() != pathOf(wwan) {
 			t.Fatalf("ESP on %v", c.peer.Path())
+		}
+		if h := dpdHolds(); !slices.Equal(h, []bool{true, false}) {
+			t.Fatalf("DPD holds %v after resuming, want [true false]", h)
 		}
 
 		// Down again, for longer than outage_limit.

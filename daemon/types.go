@@ -63,6 +63,11 @@ type Status struct {
 	PeerAddresses []string      `json:"peer_addresses,omitempty"` // gateway addresses a move may use (MOBIKE), current first
 	EstablishedAt time.Time     `json:"established_at"`
 	Drops         *Drops        `json:"drops"`
+	// ReconnectAttempt and LastError are set while the state is
+	// "reconnecting": the attempt under way (or waited for) and why the
+	// previous SA or attempt failed.
+	ReconnectAttempt int    `json:"reconnect_attempt,omitempty"`
+	LastError        string `json:"last_error,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.

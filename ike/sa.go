@@ -203,6 +203,7 @@ type SA struct {
 	pendingIKE    *ikeContext
 	ikeRekeying   bool
 	ikeRekeyTimer Timer
+	hint          hintState // unprotected notifications (hint.go)
 	peerID        string
 	poolKey       string
 	children      []ChildSA
@@ -587,6 +588,9 @@ func (sa *SA) handlePacket(p inPacket) {
 	msg, err := wire.Decode(p.pkt)
 	if err != nil {
 		sa.stats.malformed.Add(1)
+		return
+	}
+	if sa.unprotectedHint(p, msg) {
 		return
 	}
 	h := msg.Header

@@ -77,6 +77,9 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 	}
 	for _, s := range st {
 		var lines []string
+		if s.ReconnectAttempt > 0 {
+			lines = append(lines, fmt.Sprintf("  reconnect attempt %d, last error: %s", s.ReconnectAttempt, dash(s.LastError)))
+		}
 		if s.IKESPIi != "" {
 			lines = append(lines, fmt.Sprintf("  IKE SA %s_i %s_r, path changes %d", s.IKESPIi, s.IKESPIr, s.PathChanges))
 		}

@@ -1,0 +1,121 @@
+package ike
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/netsim"
+)
+
+// unprotected builds a cleartext notification as a peer without our state
+// sends it.
+func unprotected(t *testing.T, spii, spir uint64, n *wire.Notify) []byte {
+	t.Helper()
+	m := &wire.Message{Header: wire.Header{SPIi: spii, SPIr: spir, Version: 0x20, Exchange: wire.ExchangeInformational, Flags: wire.FlagResponse},
+		Payloads: []wire.Payload{n}}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestUnprotectedHints: an unauthenticated INVALID_IKE_SPI or INVALID_SPI
+// concerning our SA makes the client test the gateway at once. A live
+// gateway answers and the SA stays (a forged notification costs one
+// exchange, and hints are rate-limited); notifications about other SAs or
+// from other addresses are ignored; a gateway that has really lost the SA
+// does not answer, and the SA ends with ErrDeadPeer within the
+// retransmissions instead of after the DPD delay.
+func TestUnprotectedHints(t *testing.T) {
+	e := newEnv(t, 951, nil)
+	fc := newFakeClock()
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Clock = fc
+	cfg.DPDDelay = 30 * time.Second
+	c := e.dial(cfg)
+	est, err := c.wait(t, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := est.SA
+	spii, spir := sa.SPIs()
+	from := esp.Path{Local: est.Path.Local, Remote: est.Path.Remote}
+	sent := func() uint64 { return e.net.Stats().Sent }
+	settle := func() {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			var busy bool
+			if !call(sa, func() { busy = sa.out != nil }) {
+				return
+			}
+			if !busy {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("exchange still outstanding")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var outSPI [4]byte
+	binary.BigEndian.PutUint32(outSPI[:], est.Children[0].SPIOut)
+
+	tests := []struct {
+		name      string
+		pkt       []byte
+		path      esp.Path
+		wantHints uint64
+		wantSent  uint64
+	}{
+		{name: "forged INVALID_IKE_SPI, gateway alive", pkt: unprotected(t, spii, spir, &wire.Notify{Type: wire.NotifyInvalidIKESPI}),
+			path: from, wantHints: 1, wantSent: 2},
+		{name: "again at once: rate-limited", pkt: unprotected(t, spii, spir, &wire.Notify{Type: wire.NotifyInvalidIKESPI}),
+			path: from, wantHints: 2, wantSent: 0},
+		{name: "another SA's SPIs", pkt: unprotected(t, spii+1, spir, &wire.Notify{Type: wire.NotifyInvalidIKESPI}),
+			path: from, wantHints: 2, wantSent: 0},
+		{name: "not our ESP SPI", pkt: unprotected(t, 77, 0, &wire.Notify{Type: wire.NotifyInvalidSPI, Data: []byte{1, 2, 3, 4}}),
+			path: from, wantHints: 2, wantSent: 0},
+		{name: "from elsewhere", pkt: unprotected(t, spii, spir, &wire.Notify{Type: wire.NotifyInvalidIKESPI}),
+			path: esp.Path{Local: from.Local, Remote: netip.MustParseAddrPort("203.0.113.99:4500")}, wantHints: 2, wantSent: 0},
+	}
+	for _, tt := range tests {
+		before := sent()
+		sa.HandlePacket(tt.pkt, tt.path)
+		call(sa, func() {})
+		settle()
+		if got := sa.Hints(); got != tt.wantHints {
+			t.Fatalf("%s: %d hints, want %d", tt.name, got, tt.wantHints)
+		}
+		if got := sent() - before; got != tt.wantSent {
+			t.Fatalf("%s: %d datagrams, want %d", tt.name, got, tt.wantSent)
+		}
+	}
+
+	// The gateway restarted: it answers nothing, and says our ESP SPI is
+	// unknown. (The rate limit has passed.)
+	call(sa, func() { sa.hint.last = fc.Now().Add(-hintInterval) })
+	e.net.SetDefault(netsim.Impairment{Loss: 1})
+	start := fc.Now()
+	sa.HandlePacket(unprotected(t, 0x1122, 0, &wire.Notify{Type: wire.NotifyInvalidSPI, Data: outSPI[:]}), from)
+	call(sa, func() {})
+	// Each timer's work is done before the next is looked for, so the
+	// clock stops where the SA died.
+	for fc.fireNext(sa.Done()) {
+		call(sa, func() {})
+	}
+	d := nextEvent[*Deleted](t, c.events, 2*time.Second)
+	if !errors.Is(d.Reason, ErrDeadPeer) || !errors.Is(d.Reason, ErrUnreachable) || !strings.Contains(d.Reason.Error(), "INVALID_SPI") {
+		t.Fatalf("deleted with %v", d.Reason)
+	}
+	if took := fc.Now().Sub(start); took >= cfg.DPDDelay {
+		t.Fatalf("declared dead after %v, no sooner than dead peer detection would have", took)
+	}
+}
