@@ -188,6 +188,8 @@ type SA struct {
 	keTries      int
 	pendingChild *childRequest
 	halfKey      halfKey // responder
+	eapc         *eapInitiator // EAP in IKE_AUTH (initiator_eap.go)
+	eaps         *eapResponder // EAP in IKE_AUTH (responder_eap.go)
 
 	// MOBIKE (mobike.go).
 	respPath      esp.Path     // where the last response arrived

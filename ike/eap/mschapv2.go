@@ -102,7 +102,19 @@ func NewMSCHAPv2(username string, password []byte, rand io.Reader) (*MSCHAPv2, e
 	if err != nil {
 		return nil, err
 	}
-	return &MSCHAPv2{username: username, pwHash: h, rand: rand}, nil
+	return NewMSCHAPv2Hash(username, h, rand)
+}
+
+// NewMSCHAPv2Hash is NewMSCHAPv2 with the password's NT hash, which is what
+// a long-lived authenticator keeps instead of the password.
+func NewMSCHAPv2Hash(username string, pwHash [16]byte, rand io.Reader) (*MSCHAPv2, error) {
+	if username == "" {
+		return nil, errors.New("eap-mschapv2: empty username")
+	}
+	if len(username) > 255 {
+		return nil, errors.New("eap-mschapv2: username longer than 255 octets")
+	}
+	return &MSCHAPv2{username: username, pwHash: pwHash, rand: rand}, nil
 }
 
 // Type is TypeMSCHAPv2.
