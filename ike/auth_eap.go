@@ -7,8 +7,8 @@ import (
 	"io"
 	"slices"
 
-	"github.com/roam-vpn/roam/ike/eap"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
+	"github.com/roam-vpn/roam/ike/eap"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 

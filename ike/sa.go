@@ -187,7 +187,7 @@ type SA struct {
 	cookieTries  int
 	keTries      int
 	pendingChild *childRequest
-	halfKey      halfKey // responder
+	halfKey      halfKey       // responder
 	eapc         *eapInitiator // EAP in IKE_AUTH (initiator_eap.go)
 	eaps         *eapResponder // EAP in IKE_AUTH (responder_eap.go)
 
