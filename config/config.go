@@ -29,8 +29,15 @@ type Profile struct {
 	GatewayPort uint16
 	LocalID     string
 	RemoteID    string
-	Auth        string // "psk" or "pubkey"
+	Auth        string // "psk", "pubkey" or "eap-mschapv2"
 	PSK         []byte
+	// EAP-MSCHAPv2: EAPIdentity is the username (default LocalID);
+	// Password comes from password_file, or is nil and then asked for by
+	// `roam connect` (it stays in memory only). EAPOnly asks the gateway
+	// for RFC 5998 EAP-only authentication.
+	EAPIdentity string
+	Password    []byte
+	EAPOnly     bool
 	Cert        string
 	Key         string
 	CA          string
@@ -77,6 +84,9 @@ type rawProfile struct {
 	RemoteID      string   `toml:"remote_id"`
 	Auth          string   `toml:"auth"`
 	PSKFile       string   `toml:"psk_file"`
+	EAPIdentity   string   `toml:"eap_identity"`
+	PasswordFile  string   `toml:"password_file"`
+	EAPOnly       *bool    `toml:"eap_only"`
 	Cert          string   `toml:"cert"`
 	Key           string   `toml:"key"`
 	CA            string   `toml:"ca"`
@@ -248,8 +258,22 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		if err := checkPrivate(r.Key); err != nil {
 			return nil, fmt.Errorf("key: %w", err)
 		}
+	case AuthEAPMSCHAPv2:
+		if err := r.eapMSCHAPv2(p); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("auth: %q is not psk or pubkey", p.Auth)
+		return nil, fmt.Errorf("auth: %q is not psk, pubkey or %s", p.Auth, AuthEAPMSCHAPv2)
+	}
+	if p.Auth != AuthEAPMSCHAPv2 {
+		for _, kv := range []struct{ key, val string }{{"eap_identity", r.EAPIdentity}, {"password_file", r.PasswordFile}} {
+			if kv.val != "" {
+				return nil, fmt.Errorf("%s: only for auth = %q", kv.key, AuthEAPMSCHAPv2)
+			}
+		}
+		if r.EAPOnly != nil {
+			return nil, fmt.Errorf("eap_only: only for auth = %q", AuthEAPMSCHAPv2)
+		}
 	}
 	if p.IKE, err = proposals("ike", r.IKE, DefaultIKE, ParseIKEProposal); err != nil {
 		return nil, err
