@@ -52,13 +52,17 @@ func ModuleRoot() (string, error) {
 type RoamProfile struct {
 	Name    string
 	Gateway string
-	Auth    string // psk | pubkey
+	Auth    string // psk | pubkey | eap-mschapv2
 	PSK     string
 	PKI     *PKI
-	IKE     []string
-	ESP     []string
-	DNS     bool
-	MOBIKE  bool
+	// EAP-MSCHAPv2: EAPIdentity (empty: local_id) and Password, written
+	// to a password_file (mode 0600) unless empty: then roam connect asks.
+	EAPIdentity string
+	Password    string
+	IKE         []string
+	ESP         []string
+	DNS         bool
+	MOBIKE      bool
 	// RemoteTS defaults to ProtectedNet.
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
@@ -96,6 +100,21 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 				return "", errors.New("pubkey profile without PKI")
 			}
 			fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey, p.PKI.CACert)
+		case "eap-mschapv2":
+			if p.PKI == nil {
+				return "", errors.New("eap-mschapv2 profile without PKI (the gateway's CA)")
+			}
+			fmt.Fprintf(&b, "ca = %q\n", p.PKI.CACert)
+			if p.EAPIdentity != "" {
+				fmt.Fprintf(&b, "eap_identity = %q\n", p.EAPIdentity)
+			}
+			if p.Password != "" {
+				f := filepath.Join(dir, p.Name+".password")
+				if err := os.WriteFile(f, []byte(p.Password), 0o600); err != nil {
+					return "", err
+				}
+				fmt.Fprintf(&b, "password_file = %q\n", f)
+			}
 		}
 		fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(p.IKE), tomlList(p.ESP))
 		ts := p.RemoteTS

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -31,6 +33,12 @@ type SwanConn struct {
 	MOBIKE    bool
 	// DPD interval in seconds, 0 = strongSwan's default (off).
 	DPD int
+	// RemoteAuth, when set, replaces Auth for the remote side: a gateway
+	// with "eap-mschapv2" signs with its certificate (Auth pubkey) and
+	// makes clients log in with EAP, asking their EAP-Identity first.
+	// EAPSecrets are the users' passwords by EAP identity.
+	RemoteAuth string
+	EAPSecrets map[string]string
 }
 
 // Default proposals: what roam implements first.
@@ -116,9 +124,16 @@ func Swanctl(conns ...SwanConn) string {
 			fmt.Fprintf(&b, "      certs = %s\n", myCert)
 		}
 		b.WriteString("    }\n    remote {\n")
-		fmt.Fprintf(&b, "      auth = %s\n      id = %s\n", c.Auth, c.RemoteID)
-		if c.Auth == "pubkey" {
+		remoteAuth := c.Auth
+		if c.RemoteAuth != "" {
+			remoteAuth = c.RemoteAuth
+		}
+		fmt.Fprintf(&b, "      auth = %s\n      id = %s\n", remoteAuth, c.RemoteID)
+		if remoteAuth == "pubkey" {
 			fmt.Fprintf(&b, "      cacerts = %s\n", peerCA)
+		}
+		if strings.HasPrefix(remoteAuth, "eap") {
+			b.WriteString("      eap_id = %any\n")
 		}
 		b.WriteString("    }\n    children {\n")
 		fmt.Fprintf(&b, "      %s {\n", c.Name)
@@ -132,6 +147,10 @@ func Swanctl(conns ...SwanConn) string {
 		if c.Auth == "psk" {
 			fmt.Fprintf(&secrets, "  ike-%s {\n    id-1 = %s\n    id-2 = %s\n    secret = 0x%x\n  }\n",
 				c.Name, c.LocalID, c.RemoteID, c.PSK)
+		}
+		users := slices.Sorted(maps.Keys(c.EAPSecrets))
+		for i, user := range users {
+			fmt.Fprintf(&secrets, "  eap-%s-%d {\n    id = %q\n    secret = 0x%x\n  }\n", c.Name, i, user, c.EAPSecrets[user])
 		}
 	}
 	b.WriteString("}\n")

@@ -1,0 +1,143 @@
+package interop
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+const (
+	eapUser     = "alice"
+	eapPassword = "interop EAP pässword"
+	eapWrong    = "interop EAP password"
+)
+
+// startSwanEAPGateway runs the strongSwan gateway signing with its
+// certificate and logging clients in with EAP-MSCHAPv2 (EAP-Identity
+// first), alice's password in its secrets.
+func startSwanEAPGateway(t *testing.T, l *lab.Lab, pki *lab.PKI) *lab.Charon {
+	t.Helper()
+	c := lab.GatewayConn("pubkey", "", nil, nil)
+	c.RemoteAuth = "eap-mschapv2"
+	c.EAPSecrets = map[string]string{eapUser: eapPassword}
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
+		Conns: []lab.SwanConn{c}, PKI: pki, InterfacesIgnore: []string{"lan"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	return gw
+}
+
+func eapProfile(pki *lab.PKI, password string) lab.RoamProfile {
+	p := lab.LabProfile("eap-mschapv2", "", pki, nil)
+	p.EAPIdentity, p.Password = eapUser, password
+	return p
+}
+
+// noPassword fails when a password shows in text.
+func noPassword(t *testing.T, what, text string) {
+	t.Helper()
+	for _, pw := range []string{eapPassword, eapWrong} {
+		if strings.Contains(text, pw) {
+			t.Errorf("%s contains a password", what)
+		}
+	}
+}
+
+// TestEAPMSCHAPv2ToStrongSwan: roam logs in with a username and password
+// through EAP-MSCHAPv2 to strongSwan's eap-mschapv2 plugin, the gateway
+// proving itself with its certificate; a wrong password fails within 10 s
+// and says so.
+func TestEAPMSCHAPv2ToStrongSwan(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	gw := startSwanEAPGateway(t, l, pki)
+
+	t.Run("connect", func(t *testing.T) {
+		r := roamClient(t, l, bin, eapProfile(pki, eapPassword))
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Logf("strongSwan gateway log:\n%s", gw.Log())
+			t.Fatalf(format, args...)
+		}
+		out, err := r.Connect("corp", 20*time.Second)
+		if err != nil {
+			fail("connect: %v\n%s", err, out)
+		}
+		t.Logf("roam connect:\n%s", out)
+		noPassword(t, "connect output", out)
+		if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+			fail("ping through the tunnel: %v", err)
+		}
+		if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 3); err != nil {
+			fail("ping through the tunnel: %v", err)
+		}
+		sas, err := gw.WaitSA(2*time.Second, lab.Established)
+		if err != nil {
+			fail("%v", err)
+		}
+		if sas[0].RemoteEAPID != eapUser {
+			t.Errorf("gateway lists EAP identity %q, want %q", sas[0].RemoteEAPID, eapUser)
+		}
+		st := connected(t, r, "corp")
+		if len(sas[0].VirtualIPs) != 1 || sas[0].VirtualIPs[0].String() != strings.Split(st.VirtualIP, "/")[0] {
+			t.Errorf("gateway lists virtual IPs %v, roam status says %q", sas[0].VirtualIPs, st.VirtualIP)
+		}
+		if log := gw.Log(); !strings.Contains(log, "EAP method EAP_MSCHAPV2 succeeded") {
+			t.Errorf("the gateway log does not show EAP-MSCHAPv2 succeeding:\n%s", log)
+		}
+		_, raw, _ := r.Status()
+		noPassword(t, "roam status", raw)
+		if _, err := r.Disconnect("corp"); err != nil {
+			t.Errorf("disconnect: %v", err)
+		}
+		if left, err := gw.WaitSA(5*time.Second, nil); err != nil {
+			t.Errorf("gateway keeps SAs after disconnect: %+v (%v)", left, err)
+		}
+		noPassword(t, "the daemon's log", daemonLog(t, r))
+	})
+
+	t.Run("wrong password", func(t *testing.T) {
+		r := roamClient(t, l, bin, eapProfile(pki, eapWrong))
+		start := time.Now()
+		out, err := r.Connect("corp", 20*time.Second)
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("connect with a wrong password succeeded:\n%s", out)
+		}
+		if took > 10*time.Second {
+			t.Errorf("connect took %v to fail, want under 10 s", took)
+		}
+		if !regexp.MustCompile(`authentication failed: EAP-MSCHAPv2 rejected the username or password`).MatchString(out) {
+			t.Errorf("connect output does not say the password was rejected:\n%s", out)
+		}
+		t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+		noPassword(t, "connect output", out)
+		noPassword(t, "the daemon's log", daemonLog(t, r))
+		if sas, err := gw.WaitSA(5*time.Second, nil); err != nil {
+			t.Errorf("gateway keeps SAs after the failure: %+v (%v)", sas, err)
+		}
+	})
+}
+
+// daemonLog is the log of the daemon `roam connect` spawned (beside its
+// socket).
+func daemonLog(t *testing.T, r *lab.Roam) string {
+	t.Helper()
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(r.Socket), "*.log"))
+	var b strings.Builder
+	for _, m := range matches {
+		data, err := os.ReadFile(m)
+		if err == nil {
+			b.Write(data)
+		}
+	}
+	return b.String()
+}
