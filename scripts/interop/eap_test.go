@@ -22,17 +22,22 @@ const (
 // first), alice's password in its secrets.
 func startSwanEAPGateway(t *testing.T, l *lab.Lab, pki *lab.PKI) *lab.Charon {
 	t.Helper()
-	c := lab.GatewayConn("pubkey", "", nil, nil)
-	c.RemoteAuth = "eap-mschapv2"
-	c.EAPSecrets = map[string]string{eapUser: eapPassword}
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
-		Conns: []lab.SwanConn{c}, PKI: pki, InterfacesIgnore: []string{"lan"},
-	})
+	gw, err := l.StartCharon(lab.Gateway, eapGatewayOptions(pki, "pubkey"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
 	return gw
+}
+
+// eapGatewayOptions: localAuth "pubkey" signs with the gateway's
+// certificate; "eap-mschapv2" makes strongSwan authenticate itself through
+// EAP only (RFC 5998), for clients that offer it.
+func eapGatewayOptions(pki *lab.PKI, localAuth string) lab.CharonOptions {
+	c := lab.GatewayConn(localAuth, "", nil, nil)
+	c.RemoteAuth = "eap-mschapv2"
+	c.EAPSecrets = map[string]string{eapUser: eapPassword}
+	return lab.CharonOptions{Conns: []lab.SwanConn{c}, PKI: pki, InterfacesIgnore: []string{"lan"}}
 }
 
 func eapProfile(pki *lab.PKI, password string) lab.RoamProfile {
@@ -123,6 +128,37 @@ func TestEAPMSCHAPv2ToStrongSwan(t *testing.T) {
 		noPassword(t, "the daemon's log", daemonLog(t, r))
 		if sas, err := gw.WaitSA(5*time.Second, nil); err != nil {
 			t.Errorf("gateway keeps SAs after the failure: %+v (%v)", sas, err)
+		}
+	})
+
+	t.Run("eap-only", func(t *testing.T) {
+		if err := gw.Reconfigure(eapGatewayOptions(pki, "eap-mschapv2")); err != nil {
+			t.Fatal(err)
+		}
+		// Without eap_only the client insists on the gateway's signature,
+		// which this gateway does not give.
+		r := roamClient(t, l, bin, eapProfile(pki, eapPassword))
+		if out, err := r.Connect("corp", 20*time.Second); err == nil {
+			t.Fatalf("connect without eap_only to an EAP-only gateway succeeded:\n%s", out)
+		} else if !regexp.MustCompile(`(?i)authentication failed`).MatchString(out) {
+			t.Errorf("connect output does not name the authentication failure:\n%s", out)
+		} else {
+			t.Logf("without eap_only: %s", strings.TrimSpace(out))
+		}
+		l.KillAll(lab.Client)
+		p := eapProfile(pki, eapPassword)
+		p.EAPOnly = true
+		r = roamClient(t, l, bin, p)
+		out, err := r.Connect("corp", 20*time.Second)
+		if err != nil {
+			t.Logf("strongSwan gateway log:\n%s", gw.Log())
+			t.Fatalf("connect with eap_only: %v\n%s", err, out)
+		}
+		if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+			t.Fatalf("ping through the tunnel: %v", err)
+		}
+		if _, err := r.Disconnect("corp"); err != nil {
+			t.Errorf("disconnect: %v", err)
 		}
 	})
 }

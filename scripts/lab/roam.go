@@ -59,6 +59,7 @@ type RoamProfile struct {
 	// to a password_file (mode 0600) unless empty: then roam connect asks.
 	EAPIdentity string
 	Password    string
+	EAPOnly     bool // eap_only = true (RFC 5998)
 	IKE         []string
 	ESP         []string
 	DNS         bool
@@ -114,6 +115,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 					return "", err
 				}
 				fmt.Fprintf(&b, "password_file = %q\n", f)
+			}
+			if p.EAPOnly {
+				b.WriteString("eap_only = true\n")
 			}
 		}
 		fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(p.IKE), tomlList(p.ESP))
