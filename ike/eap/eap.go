@@ -164,6 +164,9 @@ func (e *FailureError) Error() string {
 	if e.Method == 0 {
 		return "gateway sent EAP-Failure"
 	}
+	if e.Method == TypeTLS {
+		return "EAP-TLS: the gateway refused our certificate (EAP-Failure)"
+	}
 	return fmt.Sprintf("%s: gateway sent EAP-Failure", e.Method)
 }
 
@@ -268,3 +271,11 @@ func (p *Peer) MSK() []byte {
 
 // Method returns the peer's method type.
 func (p *Peer) Method() Type { return p.method.Type() }
+
+// Close releases what the method holds (EAP-TLS: its TLS goroutine) when
+// the conversation ends before it is complete; safe to call any time.
+func (p *Peer) Close() {
+	if c, ok := p.method.(interface{ Close() }); ok {
+		c.Close()
+	}
+}

@@ -2,6 +2,7 @@ package eap
 
 import (
 	"bytes"
+	"crypto/tls"
 	"testing"
 )
 
@@ -63,6 +64,28 @@ func FuzzServer(f *testing.F) {
 			if _, res, _ := s.Handle(msg); res == Succeeded {
 				t.Fatal("server succeeded without a verified response and acknowledgement")
 			}
+		}
+	})
+}
+
+// FuzzTLSPeer feeds an EAP-TLS peer, after its Start, arbitrary frames
+// (fragments, lengths, TLS records): errors are fine, completion without a
+// handshake is not.
+func FuzzTLSPeer(f *testing.F) {
+	f.Add([]byte{0xc0, 0, 0, 0, 10, 0x16, 3, 3}, []byte{0x00, 1, 2})
+	f.Add([]byte{0x00, 0x16, 3, 3, 0, 2, 2, 0}, []byte{0x00})
+	f.Add([]byte{0x80, 0, 0, 0, 1, 0x15}, []byte{0x20})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		m := NewTLS(&tls.Config{InsecureSkipVerify: true})
+		defer m.Close()
+		if _, err := m.Process([]byte{tlsFlagStart}); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range [][]byte{a, b} {
+			m.Process(d)
+		}
+		if m.Complete() {
+			t.Fatal("complete after junk")
 		}
 	})
 }
