@@ -34,6 +34,7 @@ func (sa *SA) startEAP(a *EAPAuth, idi *wire.Identification) (extra []wire.Paylo
 		return nil, err
 	}
 	sa.eapc = &eapInitiator{auth: a, peer: peer, idi: idi}
+	sa.onDead = append(sa.onDead, peer.Close)
 	if a.eapOnly {
 		extra = append(extra, &wire.Notify{Type: wire.NotifyEAPOnlyAuthentication})
 	}

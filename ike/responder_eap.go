@@ -90,6 +90,9 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 			resp = append(resp, auth)
 		}
 		sa.eaps = c
+		if cl, ok := srv.(interface{ Close() }); ok {
+			sa.onDead = append(sa.onDead, cl.Close)
+		}
 		return nil, append(resp, &wire.EAP{Data: first}), nil, false
 	}
 	if c.msk != nil {
