@@ -29,7 +29,7 @@ type Profile struct {
 	GatewayPort uint16
 	LocalID     string
 	RemoteID    string
-	Auth        string // "psk", "pubkey" or "eap-mschapv2"
+	Auth        string // "psk", "pubkey", "eap-mschapv2" or "eap-tls"
 	PSK         []byte
 	// EAP-MSCHAPv2: EAPIdentity is the username (default LocalID);
 	// Password comes from password_file, or is nil and then asked for by
@@ -262,18 +262,15 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		if err := r.eapMSCHAPv2(p); err != nil {
 			return nil, err
 		}
+	case AuthEAPTLS:
+		if err := r.eapTLS(p); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("auth: %q is not psk, pubkey or %s", p.Auth, AuthEAPMSCHAPv2)
+		return nil, fmt.Errorf("auth: %q is not psk, pubkey, %s or %s", p.Auth, AuthEAPMSCHAPv2, AuthEAPTLS)
 	}
-	if p.Auth != AuthEAPMSCHAPv2 {
-		for _, kv := range []struct{ key, val string }{{"eap_identity", r.EAPIdentity}, {"password_file", r.PasswordFile}} {
-			if kv.val != "" {
-				return nil, fmt.Errorf("%s: only for auth = %q", kv.key, AuthEAPMSCHAPv2)
-			}
-		}
-		if r.EAPOnly != nil {
-			return nil, fmt.Errorf("eap_only: only for auth = %q", AuthEAPMSCHAPv2)
-		}
+	if err := r.checkEAPKeys(p.Auth); err != nil {
+		return nil, err
 	}
 	if p.IKE, err = proposals("ike", r.IKE, DefaultIKE, ParseIKEProposal); err != nil {
 		return nil, err

@@ -12,6 +12,55 @@ import (
 // with a certificate from ca.
 const AuthEAPMSCHAPv2 = "eap-mschapv2"
 
+// AuthEAPTLS is the auth value of a profile whose client certificate
+// (cert, key) goes inside EAP-TLS rather than in IKE's own AUTH.
+const AuthEAPTLS = "eap-tls"
+
+// checkEAPKeys refuses EAP keys in profiles whose auth does not use them.
+func (r *rawProfile) checkEAPKeys(auth string) error {
+	if r.EAPIdentity != "" && auth != AuthEAPMSCHAPv2 && auth != AuthEAPTLS {
+		return fmt.Errorf("eap_identity: only for auth = %q or %q", AuthEAPMSCHAPv2, AuthEAPTLS)
+	}
+	if r.EAPOnly != nil && auth != AuthEAPMSCHAPv2 && auth != AuthEAPTLS {
+		return fmt.Errorf("eap_only: only for auth = %q or %q", AuthEAPMSCHAPv2, AuthEAPTLS)
+	}
+	if r.PasswordFile != "" && auth != AuthEAPMSCHAPv2 {
+		return fmt.Errorf("password_file: only for auth = %q", AuthEAPMSCHAPv2)
+	}
+	return nil
+}
+
+func (r *rawProfile) eapTLS(p *Profile) error {
+	for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
+		if kv.val == "" {
+			return fmt.Errorf("%s: missing (auth = %q)", kv.key, AuthEAPTLS)
+		}
+		if _, err := os.Stat(kv.val); err != nil {
+			return fmt.Errorf("%s: %w", kv.key, err)
+		}
+	}
+	if err := checkPrivate(r.Key); err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	if r.PSKFile != "" {
+		return fmt.Errorf("psk_file: not used with auth = %q", AuthEAPTLS)
+	}
+	return r.eapCommon(p)
+}
+
+// eapCommon reads eap_identity and eap_only.
+func (r *rawProfile) eapCommon(p *Profile) error {
+	p.EAPIdentity = r.EAPIdentity
+	if p.EAPIdentity == "" {
+		p.EAPIdentity = p.LocalID
+	}
+	if len(p.EAPIdentity) > 255 || !utf8.ValidString(p.EAPIdentity) {
+		return errors.New("eap_identity: not a UTF-8 name of at most 255 bytes")
+	}
+	p.EAPOnly = boolOr(r.EAPOnly, false)
+	return nil
+}
+
 // NeedsPassword reports that the profile's password must be asked for: an
 // EAP-MSCHAPv2 profile without password_file.
 func (p *Profile) NeedsPassword() bool {
@@ -28,14 +77,9 @@ func (r *rawProfile) eapMSCHAPv2(p *Profile) error {
 	if r.Cert != "" || r.Key != "" || r.PSKFile != "" {
 		return fmt.Errorf("cert, key, psk_file: not used with auth = %q", AuthEAPMSCHAPv2)
 	}
-	p.EAPIdentity = r.EAPIdentity
-	if p.EAPIdentity == "" {
-		p.EAPIdentity = p.LocalID
+	if err := r.eapCommon(p); err != nil {
+		return err
 	}
-	if len(p.EAPIdentity) > 255 || !utf8.ValidString(p.EAPIdentity) {
-		return errors.New("eap_identity: not a UTF-8 name of at most 255 bytes")
-	}
-	p.EAPOnly = boolOr(r.EAPOnly, false)
 	if r.PasswordFile != "" {
 		pw, err := ReadSecret(r.PasswordFile)
 		if err != nil {

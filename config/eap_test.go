@@ -43,7 +43,7 @@ ca = "` + ca + `"
 		{name: "password_file with psk", body: strings.Replace(base, `auth = "eap-mschapv2"`, `psk_file = "`+psk+`"`, 1) + "password_file = \"" + pw + "\"\n",
 			wantErr: `password_file: only for auth = "eap-mschapv2"`},
 		{name: "eap_only with psk", body: strings.Replace(base, `auth = "eap-mschapv2"`, `psk_file = "`+psk+`"`, 1) + "eap_only = true\n",
-			wantErr: `eap_only: only for auth = "eap-mschapv2"`},
+			wantErr: `eap_only: only for auth = "eap-mschapv2" or "eap-tls"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,5 +74,49 @@ func TestCheckPassword(t *testing.T) {
 		if err := CheckPassword([]byte(tc.pw)); (err == nil) != tc.ok {
 			t.Errorf("CheckPassword(%d bytes) = %v", len(tc.pw), err)
 		}
+	}
+}
+
+func TestLoadProfileEAPTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := writeFile(t, dir, "ca.pem", "x", 0o644)
+	cert := writeFile(t, dir, "alice.pem", "x", 0o644)
+	key := writeFile(t, dir, "alice.key", "x", 0o600)
+	looseKey := writeFile(t, dir, "loose.key", "x", 0o644)
+	pw := writeFile(t, dir, "corp.pw", "s3cret", 0o600)
+	base := `[profiles.corp]
+gateway = "198.51.100.1"
+local_id = "alice@example.com"
+remote_id = "vpn.example.com"
+auth = "eap-tls"
+ca = "` + ca + `"
+cert = "` + cert + `"
+`
+	withKey := base + "key = \"" + key + "\"\n"
+	tests := []struct {
+		name, body, wantErr string
+	}{
+		{"ok", withKey + "eap_identity = \"alice\"\neap_only = true\n", ""},
+		{"missing key", base, "key: missing (auth = \"eap-tls\")"},
+		{"loose key", base + "key = \"" + looseKey + "\"\n", "readable by group or others"},
+		{"password_file with eap-tls", withKey + "password_file = \"" + pw + "\"\n", `password_file: only for auth = "eap-mschapv2"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps, err := LoadProfiles(writeFile(t, t.TempDir(), "roam.toml", tt.body, 0o644))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := ps["corp"]
+			if p.Auth != AuthEAPTLS || p.EAPIdentity != "alice" || !p.EAPOnly || p.Cert != cert || p.Key != key || p.NeedsPassword() {
+				t.Fatalf("got %+v", p)
+			}
+		})
 	}
 }

@@ -69,14 +69,14 @@ func TestUsePassword(t *testing.T) {
 func TestEAPAuthenticators(t *testing.T) {
 	p := &config.Profile{Name: "corp", Auth: config.AuthEAPMSCHAPv2, LocalID: "alice@example.com",
 		EAPIdentity: "alice", RemoteID: "vpn.example.com", CA: "/nonexistent/ca.pem"}
-	if _, _, err := authenticators(p); err == nil || !strings.Contains(err.Error(), "no password") {
-		t.Fatalf("without password: %v", err)
-	}
-	p.Password = []byte("s3cret")
 	if _, _, err := authenticators(p); err == nil || !strings.Contains(err.Error(), "ca:") {
 		t.Fatalf("missing CA: %v", err)
 	}
 	p.CA = writeTestCA(t)
+	if _, _, err := authenticators(p); err == nil || !strings.Contains(err.Error(), "no password") {
+		t.Fatalf("without password: %v", err)
+	}
+	p.Password = []byte("s3cret")
 	local, peer, err := authenticators(p)
 	if err != nil {
 		t.Fatal(err)

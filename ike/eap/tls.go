@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -334,7 +335,7 @@ func (m *TLS) Process(data []byte) ([]byte, error) {
 	}
 	if done, herr := m.ch.handshakeDone(); done {
 		if herr != nil {
-			m.failed = fmt.Errorf("eap-tls: %w", herr)
+			m.failed = tlsFailure(herr)
 			return nil, m.failed
 		}
 		if m.msk, err = m.ch.msk(); err != nil {
@@ -343,6 +344,19 @@ func (m *TLS) Process(data []byte) ([]byte, error) {
 		m.complete = true
 	}
 	return m.ch.nextFragment(true), nil
+}
+
+// tlsFailure names a failed handshake: the gateway's alert (an unknown or
+// bad certificate is ours being refused) or our own reason.
+func tlsFailure(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		if strings.Contains(op.Err.Error(), "certificate") {
+			return fmt.Errorf("EAP-TLS: the gateway refused our certificate (%v)", op.Err)
+		}
+		return fmt.Errorf("EAP-TLS: the gateway ended the handshake (%v)", op.Err)
+	}
+	return fmt.Errorf("eap-tls: %w", err)
 }
 
 // TLSServer is the authenticator side of EAP-TLS, for roam's gateway and

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -193,5 +194,20 @@ func TestEAPTLSProtocolErrors(t *testing.T) {
 	p := NewPeer([]byte("alice"), NewTLS(&tls.Config{}))
 	if _, _, err := p.Handle((&Packet{Code: CodeFailure, Identifier: 1}).Encode()); !errors.As(err, &fe) {
 		t.Errorf("EAP-Failure: %v", err)
+	}
+}
+
+func TestTLSFailure(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "remote error", Err: errors.New("tls: unknown certificate")}, "EAP-TLS: the gateway refused our certificate (tls: unknown certificate)"},
+		{&net.OpError{Op: "remote error", Err: errors.New("tls: handshake failure")}, "EAP-TLS: the gateway ended the handshake (tls: handshake failure)"},
+		{errors.New("x509: certificate signed by unknown authority"), "eap-tls: x509: certificate signed by unknown authority"},
+	} {
+		if got := tlsFailure(tc.err).Error(); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
 	}
 }

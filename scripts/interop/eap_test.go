@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -176,4 +177,81 @@ func daemonLog(t *testing.T, r *lab.Roam) string {
 		}
 	}
 	return b.String()
+}
+
+// TestEAPTLSToStrongSwan: roam's client certificate goes inside EAP-TLS
+// (TLS 1.2, fragmented over IKE_AUTH round trips) to strongSwan's eap-tls
+// plugin; the gateway signs IKE with its certificate.
+func TestEAPTLSToStrongSwan(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	c := lab.GatewayConn("pubkey", "", nil, nil)
+	c.RemoteAuth = "eap-tls"
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{c}, PKI: pki, InterfacesIgnore: []string{"lan"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	r := roamClient(t, l, bin, lab.LabProfile("eap-tls", "", pki, nil))
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("strongSwan gateway log:\n%s", gw.Log())
+		t.Fatalf(format, args...)
+	}
+	out, err := r.Connect("corp", 20*time.Second)
+	if err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	t.Logf("roam connect:\n%s", out)
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping through the tunnel: %v", err)
+	}
+	sas, err := gw.WaitSA(2*time.Second, lab.Established)
+	if err != nil {
+		fail("%v", err)
+	}
+	// swanctl names the EAP identity only when it differs from the IKE one.
+	if id := sas[0].RemoteEAPID; id != "" && id != lab.ClientID {
+		t.Errorf("gateway lists EAP identity %q, want %q", id, lab.ClientID)
+	}
+	if log := gw.Log(); !strings.Contains(log, "EAP method EAP_TLS succeeded") {
+		t.Errorf("the gateway log does not show EAP-TLS succeeding:\n%s", log)
+	}
+	if _, err := r.Disconnect("corp"); err != nil {
+		t.Errorf("disconnect: %v", err)
+	}
+	if left, err := gw.WaitSA(5*time.Second, nil); err != nil {
+		t.Errorf("gateway keeps SAs after disconnect: %+v (%v)", left, err)
+	}
+	l.KillAll(lab.Client)
+
+	// A client certificate from a CA the gateway does not know: IKE
+	// trusts the gateway (the profile's ca is the lab CA), but the
+	// gateway's EAP-TLS server refuses us.
+	other, err := lab.NewPKI(filepath.Join(l.Dir, "other-pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = roamClient(t, l, bin, lab.LabProfile("eap-tls", "", other, nil))
+	cfg, err := os.ReadFile(r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), fmt.Sprintf("ca = %q", other.CACert), fmt.Sprintf("ca = %q", pki.CACert), 1))
+	if err := os.WriteFile(r.Config, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err = r.Connect("corp", 20*time.Second)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatalf("connect with an untrusted client certificate succeeded:\n%s", out)
+	}
+	if took > 10*time.Second {
+		t.Errorf("connect took %v to fail", took)
+	}
+	if !strings.Contains(out, "authentication failed: EAP-TLS: the gateway refused our certificate") {
+		t.Errorf("connect output does not say the certificate was refused:\n%s", out)
+	}
+	t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
 }

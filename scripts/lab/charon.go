@@ -26,7 +26,7 @@ const charonPlugins = "kernel-libipsec kernel-netlink socket-default vici random
 	"openssl aes sha1 sha2 hmac gcm chapoly gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf " +
 	// EAP for the gateway role (package libcharon-extauth-plugins); MD4
 	// and DES come from openssl's legacy provider.
-	"eap-identity eap-mschapv2"
+	"eap-identity eap-mschapv2 eap-tls"
 
 // CharonOptions configures one charon.
 type CharonOptions struct {

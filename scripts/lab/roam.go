@@ -52,7 +52,7 @@ func ModuleRoot() (string, error) {
 type RoamProfile struct {
 	Name    string
 	Gateway string
-	Auth    string // psk | pubkey | eap-mschapv2
+	Auth    string // psk | pubkey | eap-mschapv2 | eap-tls
 	PSK     string
 	PKI     *PKI
 	// EAP-MSCHAPv2: EAPIdentity (empty: local_id) and Password, written
@@ -101,11 +101,14 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 				return "", errors.New("pubkey profile without PKI")
 			}
 			fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey, p.PKI.CACert)
-		case "eap-mschapv2":
+		case "eap-mschapv2", "eap-tls":
 			if p.PKI == nil {
-				return "", errors.New("eap-mschapv2 profile without PKI (the gateway's CA)")
+				return "", errors.New("EAP profile without PKI (the gateway's CA)")
 			}
 			fmt.Fprintf(&b, "ca = %q\n", p.PKI.CACert)
+			if p.Auth == "eap-tls" {
+				fmt.Fprintf(&b, "cert = %q\nkey = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey)
+			}
 			if p.EAPIdentity != "" {
 				fmt.Fprintf(&b, "eap_identity = %q\n", p.EAPIdentity)
 			}

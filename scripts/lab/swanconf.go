@@ -34,8 +34,9 @@ type SwanConn struct {
 	// DPD interval in seconds, 0 = strongSwan's default (off).
 	DPD int
 	// RemoteAuth, when set, replaces Auth for the remote side: a gateway
-	// with "eap-mschapv2" signs with its certificate (Auth pubkey) and
-	// makes clients log in with EAP, asking their EAP-Identity first.
+	// with "eap-mschapv2" or "eap-tls" signs with its certificate (Auth
+	// pubkey) and makes clients log in with EAP, asking their
+	// EAP-Identity first.
 	// EAPSecrets are the users' passwords by EAP identity.
 	RemoteAuth string
 	EAPSecrets map[string]string
@@ -129,7 +130,7 @@ func Swanctl(conns ...SwanConn) string {
 			remoteAuth = c.RemoteAuth
 		}
 		fmt.Fprintf(&b, "      auth = %s\n      id = %s\n", remoteAuth, c.RemoteID)
-		if remoteAuth == "pubkey" {
+		if remoteAuth == "pubkey" || remoteAuth == "eap-tls" {
 			fmt.Fprintf(&b, "      cacerts = %s\n", peerCA)
 		}
 		if strings.HasPrefix(remoteAuth, "eap") {
