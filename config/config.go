@@ -76,6 +76,10 @@ type Gateway struct {
 type Client struct {
 	ID  string
 	PSK []byte
+	// EAP-MSCHAPv2 login instead (gateway auth = "pubkey"): the username
+	// the client's EAP-MSCHAPv2 gives (default ID) and its password.
+	EAPIdentity string
+	Password    []byte
 }
 
 type rawProfile struct {
@@ -105,8 +109,10 @@ type rawProfileFile struct {
 }
 
 type rawClient struct {
-	ID      string `toml:"id"`
-	PSKFile string `toml:"psk_file"`
+	ID           string `toml:"id"`
+	PSKFile      string `toml:"psk_file"`
+	EAPIdentity  string `toml:"eap_identity"`
+	PasswordFile string `toml:"password_file"`
 }
 
 type rawGateway struct {
@@ -377,11 +383,14 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		}
 		seen[c.ID] = true
 		cl := Client{ID: c.ID}
+		if err := c.eap(g, &cl); err != nil {
+			return nil, fmt.Errorf("clients[%d].%w", i, err)
+		}
 		if c.PSKFile != "" {
 			if cl.PSK, err = ReadSecret(c.PSKFile); err != nil {
 				return nil, fmt.Errorf("clients[%d].psk_file: %w", i, err)
 			}
-		} else if g.Auth == "psk" {
+		} else if g.Auth == "psk" && cl.Password == nil {
 			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
 		}
 		g.Clients = append(g.Clients, cl)

@@ -108,3 +108,34 @@ func CheckPassword(pw []byte) error {
 	}
 	return nil
 }
+
+// eap reads a gateway client's EAP-MSCHAPv2 login. The gateway must sign
+// with its certificate: MSCHAPv2 alone would let anyone who learnt one
+// password exchange impersonate it.
+func (c rawClient) eap(g *Gateway, cl *Client) error {
+	if c.PasswordFile == "" {
+		if c.EAPIdentity != "" {
+			return errors.New("eap_identity: only with password_file")
+		}
+		return nil
+	}
+	if g.Auth != "pubkey" {
+		return errors.New(`password_file: needs auth = "pubkey" (the gateway proves itself with its certificate)`)
+	}
+	if c.PSKFile != "" {
+		return errors.New("password_file: a client logs in with psk_file or password_file, not both")
+	}
+	pw, err := ReadSecret(c.PasswordFile)
+	if err != nil {
+		return fmt.Errorf("password_file: %w", err)
+	}
+	if err := CheckPassword(pw); err != nil {
+		return fmt.Errorf("password_file: %w", err)
+	}
+	cl.Password = pw
+	cl.EAPIdentity = c.EAPIdentity
+	if cl.EAPIdentity == "" {
+		cl.EAPIdentity = c.ID
+	}
+	return nil
+}

@@ -120,3 +120,59 @@ cert = "` + cert + `"
 		})
 	}
 }
+
+func TestLoadGatewayEAPClients(t *testing.T) {
+	dir := t.TempDir()
+	ca := writeFile(t, dir, "ca.pem", "x", 0o644)
+	cert := writeFile(t, dir, "gw.pem", "x", 0o644)
+	key := writeFile(t, dir, "gw.key", "x", 0o600)
+	pw := writeFile(t, dir, "alice.pw", "s3cret pw\n", 0o600)
+	loose := writeFile(t, dir, "loose.pw", "s3cret pw\n", 0o644)
+	psk := writeFile(t, dir, "alice.psk", "s3cret", 0o600)
+	head := func(auth string) string {
+		return `[gateway]
+listen = ["203.0.113.10"]
+local_id = "vpn.example.com"
+auth = "` + auth + `"
+cert = "` + cert + `"
+key = "` + key + `"
+ca = "` + ca + `"
+pool = "10.99.200.0/24"
+
+[[gateway.clients]]
+id = "alice@example.com"
+`
+	}
+	tests := []struct {
+		name, body, wantErr string
+		user                string
+	}{
+		{name: "password", body: head("pubkey") + "password_file = \"" + pw + "\"\n", user: "alice@example.com"},
+		{name: "eap identity", body: head("pubkey") + "password_file = \"" + pw + "\"\neap_identity = \"alice\"\n", user: "alice"},
+		{name: "psk gateway", body: head("psk") + "password_file = \"" + pw + "\"\n", wantErr: `clients[0].password_file: needs auth = "pubkey"`},
+		{name: "both", body: head("pubkey") + "password_file = \"" + pw + "\"\npsk_file = \"" + psk + "\"\n", wantErr: "not both"},
+		{name: "loose", body: head("pubkey") + "password_file = \"" + loose + "\"\n", wantErr: "readable by group or others"},
+		{name: "identity alone", body: head("pubkey") + "eap_identity = \"alice\"\n", wantErr: "eap_identity: only with password_file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := LoadGateway(writeFile(t, t.TempDir(), "gw.toml", tt.body, 0o644))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Fatal("error shows the password")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := g.Clients[0]
+			if string(c.Password) != "s3cret pw" || c.EAPIdentity != tt.user || c.PSK != nil {
+				t.Fatalf("client %q identity %q", c.ID, c.EAPIdentity)
+			}
+		})
+	}
+}

@@ -255,3 +255,65 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 	}
 	t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
 }
+
+// TestStrongSwanEAPClientToRoamGateway: roam's gateway, signing with its
+// certificate, logs a strongSwan client in with EAP-MSCHAPv2: its EAP
+// server against an independent peer.
+func TestStrongSwanEAPClientToRoamGateway(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "pubkey", PKI: pki, EAPPassword: eapPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
+	gp, err := g.StartGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gp.Stop()
+	for _, tc := range []struct {
+		name, password string
+		ok             bool
+	}{{"right password", eapPassword, true}, {"wrong password", eapWrong, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := lab.ClientConn("eap-mschapv2", "", lab.GatewayAddr1.Addr(), nil, nil)
+			conn.RemoteAuth = "pubkey"
+			conn.EAPSecrets = map[string]string{lab.ClientID: tc.password}
+			cl, err := l.StartCharon(lab.Client, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Stop()
+			err = cl.Initiate("home", 15*time.Second)
+			if !tc.ok {
+				if err == nil {
+					t.Fatal("strongSwan logged in with a wrong password")
+				}
+				if log := cl.Log(); !strings.Contains(log, "EAP-MS-CHAPv2 failed") {
+					t.Errorf("strongSwan's log does not show the MSCHAPv2 failure:\n%s", log)
+				}
+				return
+			}
+			if err != nil {
+				t.Logf("roam gateway output:\n%s", gp.Output())
+				t.Logf("strongSwan client log:\n%s", cl.Log())
+				t.Fatalf("initiate: %v", err)
+			}
+			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+				t.Fatalf("ping through the tunnel: %v", err)
+			}
+			if log := cl.Log(); !strings.Contains(log, "EAP-MS-CHAPv2 succeeded") {
+				t.Errorf("strongSwan's log does not show MSCHAPv2 succeeding:\n%s", log)
+			}
+			noPassword(t, "the roam gateway's output", gp.Output())
+			if err := cl.Terminate("home"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}

@@ -142,9 +142,12 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 type RoamGatewayConfig struct {
 	Auth string // psk | pubkey
 	PSK  string // alice's PSK
-	PKI  *PKI
-	IKE  []string
-	ESP  []string
+	// EAPPassword, with Auth pubkey: alice logs in with EAP-MSCHAPv2
+	// (user ClientID) instead of a certificate.
+	EAPPassword string
+	PKI         *PKI
+	IKE         []string
+	ESP         []string
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
@@ -172,6 +175,13 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "psk_file = %q\n", f)
+	}
+	if g.EAPPassword != "" {
+		f := filepath.Join(dir, "alice.password")
+		if err := os.WriteFile(f, []byte(g.EAPPassword), 0o600); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "password_file = %q\n", f)
 	}
 	path := filepath.Join(dir, "gateway.toml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)
