@@ -9,6 +9,7 @@
 package eap
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -178,7 +179,7 @@ type Peer struct {
 	method   Method
 	started  bool // the method has seen a request
 	done     bool
-	lastID   uint8
+	lastReq  []byte
 	lastResp []byte
 	haveLast bool
 }
@@ -223,9 +224,11 @@ func (p *Peer) Handle(msg []byte) (resp []byte, done bool, err error) {
 	case CodeResponse:
 		return nil, false, errors.New("eap: server sent an EAP-Response")
 	}
-	// A Request. A retransmitted one (same Identifier) gets the same
-	// answer (RFC 3748 4.1); IKE retransmits for us, so this is rare.
-	if p.haveLast && pkt.Identifier == p.lastID {
+	// A Request. A retransmitted one gets the same answer (RFC 3748 4.1).
+	// The Identifier alone does not tell: strongSwan's methods choose
+	// theirs at random, so its EAP-Identity and MSCHAPv2 Challenge share
+	// one now and then. Only an identical request is a retransmission.
+	if p.haveLast && bytes.Equal(msg, p.lastReq) {
 		return p.lastResp, false, nil
 	}
 	var data []byte
@@ -250,7 +253,7 @@ func (p *Peer) Handle(msg []byte) (resp []byte, done bool, err error) {
 		typ, data = TypeNak, []byte{byte(p.method.Type())}
 	}
 	out := (&Packet{Code: CodeResponse, Identifier: pkt.Identifier, Type: typ, Data: data}).Encode()
-	p.lastID, p.lastResp, p.haveLast = pkt.Identifier, out, true
+	p.lastReq, p.lastResp, p.haveLast = append([]byte(nil), msg...), out, true
 	return out, false, err
 }
 

@@ -327,3 +327,30 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerSameIdentifier: strongSwan's EAP-Identity and MSCHAPv2 methods
+// pick identifiers independently; a Challenge with the Identity request's
+// identifier is a new request, while an identical request is a
+// retransmission and gets the same answer.
+func TestPeerSameIdentifier(t *testing.T) {
+	m, _ := NewMSCHAPv2("alice", []byte("pw"), &fixedRand{1})
+	peer := NewPeer([]byte("alice"), m)
+	idReq := (&Packet{Code: CodeRequest, Identifier: 77, Type: TypeIdentity}).Encode()
+	first, _, err := peer.Handle(idReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _, err := peer.Handle(idReq)
+	if err != nil || !bytes.Equal(first, again) {
+		t.Fatalf("retransmitted request: %x vs %x (%v)", first, again, err)
+	}
+	chal := append([]byte{opChallenge, 77, 0, 0, 16}, bytes.Repeat([]byte{0xab}, 16)...)
+	chal[3] = byte(len(chal))
+	resp, _, err := peer.Handle((&Packet{Code: CodeRequest, Identifier: 77, Type: TypeMSCHAPv2, Data: chal}).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Parse(resp); err != nil || p.Type != TypeMSCHAPv2 || p.Data[0] != opResponse {
+		t.Fatalf("challenge with a reused identifier answered with %+v (%v)", p, err)
+	}
+}
