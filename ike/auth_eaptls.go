@@ -18,7 +18,9 @@ import (
 // keyPEM go inside TLS, and the EAP server's certificate must chain to a
 // CA in caPEM and, when remoteID is set, name it. eapIdentity is the
 // EAP-Identity ("" means localID); strongSwan expects the client
-// certificate to name it. eapOnly as in NewEAPMSCHAPv2Auth.
+// certificate to name it. eapOnly as in NewEAPMSCHAPv2Auth. TLS 1.2
+// (RFC 5216) only: strongSwan 5.9.8 negotiates 1.2 by default, and its
+// TLS 1.3, when enabled, does not interoperate with crypto/tls.
 func NewEAPTLSAuth(localID, eapIdentity string, certPEM, keyPEM, caPEM []byte, remoteID string, eapOnly bool) (*EAPAuth, error) {
 	id, err := ParseIdentity(localID)
 	if err != nil {

@@ -28,8 +28,13 @@ const (
 
 // tlsMSKLabel is RFC 5216 2.3: MSK = TLS-PRF(master secret, "client EAP
 // encryption", client.random || server.random), the RFC 5705 exporter
-// without context.
-const tlsMSKLabel = "client EAP encryption"
+// without context. TLS 1.3 exports "EXPORTER_EAP_TLS_Key_Material" with
+// the Type-Code 0x0D as context (RFC 9190 2.3), 128 octets of which the
+// MSK is the first 64.
+const (
+	tlsMSKLabel   = "client EAP encryption"
+	tls13MSKLabel = "EXPORTER_EAP_TLS_Key_Material"
+)
 
 // tlsFrame is one EAP-TLS type data: flags, the total length when L is
 // set, and a fragment.
@@ -63,6 +68,7 @@ func parseTLSFrame(b []byte) (tlsFrame, error) {
 type tlsChannel struct {
 	pipe    *tlsPipe
 	conn    *tls.Conn
+	server  bool
 	started bool
 	// Reassembly of the peer's message.
 	inBuf   []byte
@@ -79,7 +85,7 @@ func newTLSChannel(server bool, cfg *tls.Config) *tlsChannel {
 	} else {
 		c = tls.Client(p, cfg)
 	}
-	return &tlsChannel{pipe: p, conn: c}
+	return &tlsChannel{pipe: p, conn: c, server: server}
 }
 
 // start runs the handshake; its goroutine ends when the handshake does or
@@ -91,8 +97,29 @@ func (c *tlsChannel) start() {
 	c.started = true
 	go func() {
 		err := c.conn.Handshake()
+		if err == nil && c.conn.ConnectionState().Version == tls.VersionTLS13 {
+			err = c.commitment()
+		}
 		c.pipe.finish(err)
 	}()
+}
+
+// commitment is RFC 9190 2.5: with TLS 1.3 the server ends the handshake
+// with one octet 0x00 of application data, and the peer accepts no
+// EAP-Success before it has seen it.
+func (c *tlsChannel) commitment() error {
+	if c.server {
+		_, err := c.conn.Write([]byte{0})
+		return err
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c.conn, b[:]); err != nil {
+		return fmt.Errorf("waiting for the commitment message: %w", err)
+	}
+	if b[0] != 0 {
+		return errors.New("commitment message is not 0x00")
+	}
+	return nil
 }
 
 // receive takes one frame from the peer. It returns complete when a whole
@@ -155,14 +182,21 @@ func (c *tlsChannel) msk() ([]byte, error) {
 	if !st.HandshakeComplete {
 		return nil, errors.New("eap-tls: handshake not complete")
 	}
-	if st.Version != tls.VersionTLS12 {
-		return nil, fmt.Errorf("eap-tls: TLS version %x has no RFC 5216 MSK", st.Version)
+	switch st.Version {
+	case tls.VersionTLS12:
+		msk, err := st.ExportKeyingMaterial(tlsMSKLabel, nil, 64)
+		if err != nil {
+			return nil, fmt.Errorf("eap-tls: MSK: %w", err)
+		}
+		return msk, nil
+	case tls.VersionTLS13:
+		km, err := st.ExportKeyingMaterial(tls13MSKLabel, []byte{byte(TypeTLS)}, 128)
+		if err != nil {
+			return nil, fmt.Errorf("eap-tls: MSK: %w", err)
+		}
+		return km[:64], nil
 	}
-	msk, err := st.ExportKeyingMaterial(tlsMSKLabel, nil, 64)
-	if err != nil {
-		return nil, fmt.Errorf("eap-tls: MSK: %w", err)
-	}
-	return msk, nil
+	return nil, fmt.Errorf("eap-tls: TLS version %x is not supported", st.Version)
 }
 
 func (c *tlsChannel) close() { c.pipe.Close() }
@@ -263,9 +297,10 @@ func (p *tlsPipe) SetDeadline(time.Time) error      { return nil }
 func (p *tlsPipe) SetReadDeadline(time.Time) error  { return nil }
 func (p *tlsPipe) SetWriteDeadline(time.Time) error { return nil }
 
-// TLS is the peer side of EAP-TLS (RFC 5216) with TLS 1.2, the version
-// strongSwan's eap-tls plugin speaks by default: the client certificate
-// and the server's verification are in cfg.
+// TLS is the peer side of EAP-TLS: RFC 5216 with TLS 1.2, the version
+// strongSwan's eap-tls plugin speaks by default, and RFC 9190 with TLS 1.3
+// when cfg allows it. The client certificate and the server's
+// verification are in cfg.
 type TLS struct {
 	ch       *tlsChannel
 	complete bool
@@ -274,11 +309,9 @@ type TLS struct {
 }
 
 // NewTLS returns the EAP-TLS method; cfg must hold our certificate and
-// verify the server's. Its MaxVersion is forced to TLS 1.2.
+// verify the server's. MaxVersion 0 means TLS 1.2; MinVersion is 1.2.
 func NewTLS(cfg *tls.Config) *TLS {
-	cfg = cfg.Clone()
-	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
-	cfg.SessionTicketsDisabled = true
+	cfg = tlsVersions(cfg)
 	return &TLS{ch: newTLSChannel(false, cfg)}
 }
 
@@ -346,6 +379,19 @@ func (m *TLS) Process(data []byte) ([]byte, error) {
 	return m.ch.nextFragment(true), nil
 }
 
+// tlsVersions: TLS 1.2 unless 1.3 is allowed explicitly, nothing older;
+// no session tickets (EAP-TLS resumption is not implemented, and a ticket
+// would delay RFC 9190's commitment message).
+func tlsVersions(cfg *tls.Config) *tls.Config {
+	cfg = cfg.Clone()
+	cfg.MinVersion = tls.VersionTLS12
+	if cfg.MaxVersion == 0 || cfg.MaxVersion < tls.VersionTLS12 {
+		cfg.MaxVersion = tls.VersionTLS12
+	}
+	cfg.SessionTicketsDisabled = true
+	return cfg
+}
+
 // tlsFailure names a failed handshake: the gateway's alert (an unknown or
 // bad certificate is ours being refused) or our own reason.
 func tlsFailure(err error) error {
@@ -370,11 +416,9 @@ type TLSServer struct {
 	ended bool
 }
 
-// NewTLSServer returns an EAP-TLS server; its MaxVersion is TLS 1.2.
+// NewTLSServer returns an EAP-TLS server; versions as in NewTLS.
 func NewTLSServer(cfg *tls.Config, rand io.Reader) *TLSServer {
-	cfg = cfg.Clone()
-	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
-	cfg.SessionTicketsDisabled = true
+	cfg = tlsVersions(cfg)
 	return &TLSServer{ch: newTLSChannel(true, cfg), rand: rand}
 }
 

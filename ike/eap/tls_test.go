@@ -132,36 +132,49 @@ func TestEAPTLS(t *testing.T) {
 		{"server untrusted", ca.issue(t, "alice", ecKey(), x509.ExtKeyUsageClientAuth), other.pool(), "vpn.example.com", false, "certificate"},
 		{"server name wrong", ca.issue(t, "alice", ecKey(), x509.ExtKeyUsageClientAuth), ca.pool(), "evil.example.com", false, "certificate"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			m := NewTLS(&tls.Config{Certificates: []tls.Certificate{tc.clientCert}, RootCAs: tc.clientCA, ServerName: tc.serverName})
-			defer m.Close()
-			peer := NewPeer([]byte("alice"), m)
-			srv := NewTLSServer(&tls.Config{Certificates: []tls.Certificate{srvCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool()}, &fixedRand{3})
-			defer srv.Close()
-			perr, res, acks := tlsConverse(t, peer, srv)
-			if !tc.ok {
-				if perr == nil || !strings.Contains(perr.Error(), tc.wantErr) || res == Succeeded {
+	for _, v := range []struct {
+		name          string
+		client, serve uint16
+		want          uint16
+	}{
+		{"tls1.2", 0, 0, tls.VersionTLS12},
+		{"tls1.3", tls.VersionTLS13, tls.VersionTLS13, tls.VersionTLS13},
+		{"tls1.3 client, 1.2 server", tls.VersionTLS13, 0, tls.VersionTLS12},
+	} {
+		for _, tc := range tests {
+			t.Run(v.name+"/"+tc.name, func(t *testing.T) {
+				m := NewTLS(&tls.Config{Certificates: []tls.Certificate{tc.clientCert}, RootCAs: tc.clientCA, ServerName: tc.serverName, MaxVersion: v.client})
+				defer m.Close()
+				peer := NewPeer([]byte("alice"), m)
+				srv := NewTLSServer(&tls.Config{Certificates: []tls.Certificate{srvCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool(), MaxVersion: v.serve}, &fixedRand{3})
+				defer srv.Close()
+				perr, res, acks := tlsConverse(t, peer, srv)
+				if !tc.ok {
+					if perr == nil || !strings.Contains(perr.Error(), tc.wantErr) || res == Succeeded {
+						t.Fatalf("peer err %v, server %v", perr, res)
+					}
+					if peer.MSK() != nil {
+						t.Fatal("MSK after failure")
+					}
+					return
+				}
+				if perr != nil || res != Succeeded {
 					t.Fatalf("peer err %v, server %v", perr, res)
 				}
-				if peer.MSK() != nil {
-					t.Fatal("MSK after failure")
+				if len(peer.MSK()) != 64 || !bytes.Equal(peer.MSK(), srv.MSK()) {
+					t.Fatalf("MSKs %x / %x", peer.MSK(), srv.MSK())
 				}
-				return
-			}
-			if perr != nil || res != Succeeded {
-				t.Fatalf("peer err %v, server %v", perr, res)
-			}
-			if len(peer.MSK()) != 64 || !bytes.Equal(peer.MSK(), srv.MSK()) {
-				t.Fatalf("MSKs %x / %x", peer.MSK(), srv.MSK())
-			}
-			if acks == 0 {
-				t.Error("the RSA server flight was not fragmented")
-			}
-			if len(srv.PeerCertificates()) != 1 {
-				t.Error("server has no client certificate")
-			}
-		})
+				if acks == 0 {
+					t.Error("the RSA server flight was not fragmented")
+				}
+				if len(srv.PeerCertificates()) != 1 {
+					t.Error("server has no client certificate")
+				}
+				if got := m.ch.conn.ConnectionState().Version; got != v.want {
+					t.Errorf("TLS version %x, want %x", got, v.want)
+				}
+			})
+		}
 	}
 }
 
