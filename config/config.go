@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -51,6 +52,59 @@ type Profile struct {
 	// Fragmentation offers RFC 7383 IKE fragmentation (default on); off
 	// only for a gateway that mishandles it.
 	Fragmentation bool
+	// DeadAfter: ESP going out with nothing coming back for this long makes
+	// mobility test the current path (0: mobility.DefaultDeadAfter).
+	DeadAfter time.Duration
+	// OutageLimit: how long the connection waits without any usable path
+	// (every uplink down, or suspended) before it ends.
+	OutageLimit time.Duration
+	Lifetimes
+	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
+	AllowNAT bool
+}
+
+// DefaultOutageLimit is how long a connection survives with no usable
+// network: long enough for a lunch break with the lid closed. It equals
+// mobility.DefaultOutageLimit (config does not import the engine).
+const DefaultOutageLimit = 30 * time.Minute
+
+// Lower bounds of the mobility windows: a dead_after within a few RTTs of
+// jitter would test healthy paths all the time, and an outage_limit below
+// a second would end a connection on a link flap.
+const (
+	minDeadAfter   = 100 * time.Millisecond
+	minOutageLimit = time.Second
+)
+
+// Lifetimes are the Child SA lifetimes (child_rekey_time, child_life_time).
+type Lifetimes struct {
+	// ChildRekey: a Child SA is replaced this long after it was made,
+	// less a random part of ChildLife-ChildRekey so both ends rarely rekey
+	// at the same moment; ChildLife: it expires if rekeying failed.
+	ChildRekey, ChildLife time.Duration
+}
+
+// Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
+// of it as the random margin; rekeying more often than every 10 s would
+// spend the tunnel on key exchanges.
+const (
+	DefaultChildRekey = time.Hour
+	minChildRekey     = 10 * time.Second
+)
+
+func parseLifetimes(rekey, life string) (Lifetimes, error) {
+	var l Lifetimes
+	var err error
+	if l.ChildRekey, err = durationKey("child_rekey_time", rekey, DefaultChildRekey, minChildRekey); err != nil {
+		return l, err
+	}
+	if l.ChildLife, err = durationKey("child_life_time", life, l.ChildRekey+l.ChildRekey/10, minChildRekey); err != nil {
+		return l, err
+	}
+	if l.ChildLife <= l.ChildRekey {
+		return l, fmt.Errorf("child_life_time: %v must be longer than child_rekey_time %v", l.ChildLife, l.ChildRekey)
+	}
+	return l, nil
 }
 
 // Gateway is the [gateway] table of a gateway file.
@@ -69,7 +123,11 @@ type Gateway struct {
 	MOBIKE  bool
 	// Fragmentation accepts RFC 7383 IKE fragmentation (default on).
 	Fragmentation bool
-	Clients       []Client
+	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
+	// address it has not used before only after a COOKIE2 check there.
+	ReturnRoutability bool
+	Lifetimes
+	Clients []Client
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -100,8 +158,13 @@ type rawProfile struct {
 	VirtualIP     *bool    `toml:"virtual_ip"`
 	DNS           *bool    `toml:"dns"`
 	MOBIKE        *bool    `toml:"mobike"`
-	Fragmentation *bool    `toml:"fragmentation"`
 	Interfaces    []string `toml:"interfaces"`
+	Fragmentation *bool    `toml:"fragmentation"`
+	DeadAfter     string   `toml:"dead_after"`
+	OutageLimit   string   `toml:"outage_limit"`
+	ChildRekey    string   `toml:"child_rekey_time"`
+	ChildLife     string   `toml:"child_life_time"`
+	AllowNAT      *bool    `toml:"allow_nat"`
 }
 
 type rawProfileFile struct {
@@ -129,6 +192,9 @@ type rawGateway struct {
 	LocalTS       []string    `toml:"local_ts"`
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
+	RR            *bool       `toml:"return_routability"`
+	ChildRekey    string      `toml:"child_rekey_time"`
+	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 }
 
@@ -226,6 +292,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		MOBIKE:        boolOr(r.MOBIKE, true),
 		Interfaces:    r.Interfaces,
 		Fragmentation: boolOr(r.Fragmentation, true),
+		AllowNAT:      boolOr(r.AllowNAT, true),
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")
@@ -296,22 +363,37 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 			return nil, fmt.Errorf("interfaces[%d]: %q is not an interface name", i, ifname)
 		}
 	}
+	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
+		return nil, err
+	}
+	if p.Lifetimes, err = parseLifetimes(r.ChildRekey, r.ChildLife); err != nil {
+		return nil, err
+	}
+	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
 func (r *rawGateway) validate() (*Gateway, error) {
 	g := &Gateway{
-		LocalID:       r.LocalID,
-		Auth:          r.Auth,
-		Cert:          r.Cert,
-		Key:           r.Key,
-		CA:            r.CA,
-		MOBIKE:        boolOr(r.MOBIKE, true),
-		Fragmentation: boolOr(r.Fragmentation, true),
+		LocalID:           r.LocalID,
+		Auth:              r.Auth,
+		Cert:              r.Cert,
+		Key:               r.Key,
+		CA:                r.CA,
+		MOBIKE:            boolOr(r.MOBIKE, true),
+		Fragmentation:     boolOr(r.Fragmentation, true),
+		ReturnRoutability: boolOr(r.RR, true),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
 	}
+	lt, err := parseLifetimes(r.ChildRekey, r.ChildLife)
+	if err != nil {
+		return nil, err
+	}
+	g.Lifetimes = lt
 	for i, s := range r.Listen {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
@@ -325,7 +407,6 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if g.Auth == "" {
 		g.Auth = "psk"
 	}
-	var err error
 	switch g.Auth {
 	case "psk":
 	case "pubkey":
@@ -485,4 +566,19 @@ func checkPrivate(path string) error {
 		return fmt.Errorf("%s is readable by group or others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// durationKey parses a duration key ("500ms", "30m"); empty gives def.
+func durationKey(key, s string, def, least time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a duration like \"500ms\" or \"30m\"", key, s)
+	}
+	if d < least {
+		return 0, fmt.Errorf("%s: %q is shorter than %v", key, s, least)
+	}
+	return d, nil
 }

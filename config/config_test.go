@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -116,7 +117,7 @@ psk_file = "` + psk + `"
 			if p.Gateway != "198.51.100.1" || p.GatewayPort != 500 || string(p.PSK) != "s3cret" || p.Auth != "psk" {
 				t.Errorf("got %+v", p)
 			}
-			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS {
+			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS || !p.AllowNAT {
 				t.Errorf("defaults wrong: %+v", p)
 			}
 			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
@@ -125,13 +126,35 @@ psk_file = "` + psk + `"
 			if !p.Fragmentation {
 				t.Error("IKE fragmentation off by default")
 			}
+			if p.ChildRekey != time.Hour || p.ChildLife != 66*time.Minute {
+				t.Errorf("default child lifetimes %v/%v", p.ChildRekey, p.ChildLife)
+			}
+			if p.DeadAfter != 0 || p.OutageLimit != DefaultOutageLimit {
+				t.Errorf("default windows: dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
+			}
 		}},
+		{name: "child lifetimes", body: base + "child_rekey_time = \"30s\"\n", check: func(t *testing.T, p *Profile) {
+			if p.ChildRekey != 30*time.Second || p.ChildLife != 33*time.Second {
+				t.Errorf("child_rekey_time 30s gives %v/%v, want 30s/33s", p.ChildRekey, p.ChildLife)
+			}
+		}},
+		{name: "child life not after rekey", body: base + "child_rekey_time = \"1m\"\nchild_life_time = \"50s\"\n", wantErr: "child_life_time: 50s must be longer than child_rekey_time 1m0s"},
+		{name: "child rekey too often", body: base + "child_rekey_time = \"2s\"\n", wantErr: `child_rekey_time: "2s" is shorter than 10s`},
 		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {
 			if p.Fragmentation {
 				t.Error("fragmentation = false ignored")
 			}
 		}},
 		{name: "fragmentation not a bool", body: base + "fragmentation = \"no\"\n", wantErr: "fragmentation"},
+		{name: "mobility windows", body: base + "dead_after = \"400ms\"\noutage_limit = \"2m\"\n", check: func(t *testing.T, p *Profile) {
+			if p.DeadAfter != 400*time.Millisecond || p.OutageLimit != 2*time.Minute {
+				t.Errorf("dead_after %v outage_limit %v", p.DeadAfter, p.OutageLimit)
+			}
+		}},
+		{name: "bad outage_limit", body: base + "outage_limit = \"forever\"\n", wantErr: `outage_limit: "forever" is not a duration`},
+		{name: "negative dead_after", body: base + "dead_after = \"-1s\"\n", wantErr: `dead_after: "-1s" is shorter than 100ms`},
+		{name: "tiny dead_after", body: base + "dead_after = \"20ms\"\n", wantErr: `dead_after: "20ms" is shorter than 100ms`},
+		{name: "tiny outage_limit", body: base + "outage_limit = \"500ms\"\n", wantErr: `outage_limit: "500ms" is shorter than 1s`},
 		{name: "port and ts", body: strings.Replace(base, `"198.51.100.1"`, `"vpn.example.com:4501"`, 1) +
 			"remote_ts = [\"10.99.0.0/24\", \"10.1.2.3\"]\ndns = true\ninterfaces = [\"wlan0\"]\n",
 			check: func(t *testing.T, p *Profile) {
@@ -148,6 +171,12 @@ psk_file = "` + psk + `"
 					t.Errorf("gateway %q", p.Gateway)
 				}
 			}},
+		{name: "nat forbidden", body: base + "allow_nat = false\n", check: func(t *testing.T, p *Profile) {
+			if p.AllowNAT {
+				t.Error("allow_nat = false ignored")
+			}
+		}},
+		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
 		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},
@@ -199,8 +228,10 @@ psk_file = "` + psk + `"
 		name    string
 		body    string
 		wantErr string
+		noRR    bool
 	}{
 		{name: "ok", body: base},
+		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
 		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
 		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
@@ -222,6 +253,9 @@ psk_file = "` + psk + `"
 			}
 			if len(g.Listen) != 2 || g.Pool != netip.MustParsePrefix("10.99.200.0/24") || string(g.Clients[0].PSK) != "s3cret" || !g.MOBIKE {
 				t.Errorf("got %+v", g)
+			}
+			if g.ReturnRoutability == tt.noRR {
+				t.Errorf("return_routability = %v", g.ReturnRoutability)
 			}
 		})
 	}

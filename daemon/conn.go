@@ -53,6 +53,10 @@ type conn struct {
 	pathChanges int
 	life        context.Context
 
+	// ending is the reason for an end the connection decided itself (the
+	// outage limit); it wins over the nil of the IKE DELETE that follows.
+	ending error
+
 	closeOnce sync.Once
 	done      chan struct{}
 	err       error
@@ -116,6 +120,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		MOBIKE:    p.MOBIKE,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
+		ChildRekeyTime:  p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
+		ForbidNAT: !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -250,17 +256,17 @@ func (c *conn) watch(events <-chan ike.Event) {
 	for ev := range events {
 		switch ev := ev.(type) {
 		case *ike.ChildRekeyed:
-			// The new SA goes in before the old one leaves (on the peer's
-			// DELETE), so no packet finds neither; we answered the rekey,
-			// so we send on it only once the peer has installed it.
-			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), true); err != nil {
+			// The new SA goes in before the old one leaves (on a DELETE),
+			// so no packet finds neither. When we only answered the rekey,
+			// we send on it once the peer shows it has installed it.
+			if err := c.installChild(ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
 				c.log.Error("installing rekeyed child SA", "err", err)
 				c.emit(Event{Event: EventError, Reason: err.Error()})
 				continue
 			}
 			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
 		case *ike.ChildDeleted:
-			c.dp.RemoveChild(ev.SPIIn)
+			c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 		case *ike.Deleted:
 			reason := ev.Reason
 			if errors.Is(reason, ike.ErrClosed) {
@@ -279,9 +285,14 @@ func (c *conn) handleIKE(pkt []byte, path esp.Path) {
 }
 
 // teardown releases everything the connection holds. It runs once; the
-// first reason wins.
+// first reason wins, after the one end recorded.
 func (c *conn) teardown(reason error) {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.ending != nil {
+			reason = c.ending
+		}
+		c.mu.Unlock()
 		c.cancel()
 		// Closing the device ends the dataplane's blocked TUN read, so it
 		// comes before waiting for the dataplane.
@@ -299,6 +310,18 @@ func (c *conn) teardown(reason error) {
 		c.mu.Unlock()
 		close(c.done)
 	})
+}
+
+// end closes the connection for a reason of its own, which the
+// disconnected event reports.
+func (c *conn) end(reason error) {
+	c.mu.Lock()
+	if c.ending == nil {
+		c.ending = reason
+	}
+	c.mu.Unlock()
+	c.log.Warn("ending the connection", "reason", reason)
+	c.Close(context.Background())
 }
 
 // Close sends the IKE DELETE (bounded in time) and tears the tunnel down.
@@ -339,6 +362,9 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
+	if state == stateSuspended {
+		st.Local = "" // no uplink: the last one is in the suspended event
+	}
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE
 	if len(est.VirtualIPs) > 0 {
 		st.VirtualIP = est.VirtualIPs[0].String()
@@ -348,7 +374,7 @@ func (c *conn) Status() Status {
 		st.Children = append(st.Children, childStatus(cs))
 	}
 	d := c.dp.Drops()
-	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
+	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}
 	return st
 }
 

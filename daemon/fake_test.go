@@ -38,7 +38,7 @@ func (t *fakeTunnel) Status() Status {
 		IKESPIi: "0102030405060708", IKESPIr: "1112131415161718",
 		Children:      []ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", BytesIn: 1, BytesOut: 2, PacketsIn: 3, PacketsOut: 4, Proposal: "aes256gcm16"}},
 		EstablishedAt: fakeEstablished,
-		Drops:         &Drops{Malformed: 1, UnknownSPI: 2, Replayed: 3, BadICV: 4},
+		Drops:         &Drops{Malformed: 1, UnknownSPI: 2, Replayed: 3, BadICV: 4, NoPath: 5},
 	}
 }
 

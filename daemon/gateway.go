@@ -89,19 +89,27 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	}
 	events := make(chan ike.Event, 64)
 	gw.resp, err = ike.NewResponder(life, ike.ResponderConfig{
-		LocalAuth:       local,
-		LocalAuthFor:    localFor,
-		PeerAuth:        peerFor,
-		EAPServer:       eapFor,
-		CertReqs:        certReqs,
-		IKE:             proposals(g.IKE),
-		ESP:             proposals(g.ESP),
-		LocalTS:         g.LocalTS,
-		Pool:            pool,
-		DNS:             g.DNS,
-		MOBIKE:          g.MOBIKE,
-		NoFragmentation: !g.Fragmentation,
-		Log:             log,
+		LocalAuth:    local,
+		LocalAuthFor: localFor,
+		PeerAuth:     peerFor,
+		EAPServer:    eapFor,
+		CertReqs:     certReqs,
+		IKE:          proposals(g.IKE),
+		ESP:          proposals(g.ESP),
+		LocalTS:      g.LocalTS,
+		Pool:         pool,
+		DNS:          g.DNS,
+		MOBIKE:       g.MOBIKE,
+		// MOBIKE (RFC 4555): our other listen addresses are announced,
+		// clients may move only to addresses we can answer from, and ESP
+		// follows a move to a new address after the return routability
+		// check unless the gateway file turns it off.
+		Addresses:           g.Listen,
+		AcceptPeerAddress:   ike.AcceptRoutable(g.Listen),
+		NoReturnRoutability: !g.ReturnRoutability,
+		NoFragmentation:     !g.Fragmentation,
+		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
+		Log: log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
@@ -139,7 +147,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 			case *ike.ChildRekeyed:
 				gw.installRekeyed(ev)
 			case *ike.ChildDeleted:
-				gw.dp.RemoveChild(ev.SPIIn)
+				gw.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 			case *ike.PathUpdated:
 				gw.mu.Lock()
 				c := gw.clients[ev.SA]
@@ -177,9 +185,9 @@ func (gw *gateway) install(est *ike.Established) {
 	gw.emit(ev)
 }
 
-// installRekeyed adds the Child SA a client's rekey created; like the
-// client, the gateway answered the rekey, so it keeps sending on the old
-// pair until the client uses the new one or deletes the old.
+// installRekeyed adds the Child SA a rekey created. When the client ran the
+// rekey, the gateway keeps sending on the old pair until the client uses the
+// new one or deletes the old, as the client does for the gateway's.
 func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	gw.mu.Lock()
 	c := gw.clients[ev.SA]
@@ -188,7 +196,7 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 		return
 	}
 	ch := ev.Child
-	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), true)
+	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), !ev.Initiated)
 	if err == nil {
 		err = gw.dp.InstallChild(c.peer, cfg)
 	}

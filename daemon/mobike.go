@@ -12,6 +12,11 @@ import (
 	"github.com/roam-vpn/roam/netmon"
 )
 
+// stateSuspended is the status state while no path works (every uplink
+// down, or the system asleep): the IKE and Child SAs are kept, outbound
+// packets are dropped, and the connection resumes when a path answers.
+const stateSuspended = "suspended"
+
 // ikeMobility adapts *ike.SA to what package mobility asks of an SA.
 type ikeMobility struct{ sa *ike.SA }
 
@@ -31,13 +36,28 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) error {
 	if err != nil {
 		return fmt.Errorf("interface monitor: %w", err)
 	}
-	mover := mobility.New(mobility.Config{
-		SA:         ikeMobility{sa},
-		Addresses:  mon.Addresses,
-		SetPath:    func(p esp.Path) { c.dp.SetPath(c.peer, p) },
-		SetCurrent: mon.SetCurrent,
-		Interfaces: c.profile.Interfaces,
-		Activity:   c.peer.Activity,
+	mover := mobility.New(c.mobilityConfig(ikeMobility{sa}, mon.Addresses, mon.SetCurrent), sa.Path(), c.ifname)
+	go func() {
+		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("interface monitor stopped", "err", err)
+		}
+	}()
+	go mover.Run(ctx, mon.Events())
+	return nil
+}
+
+// mobilityConfig wires a Mover to the connection: ESP follows its moves and
+// stops while it finds no path, and its reports become events and status.
+func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, setCurrent func(netip.Addr, int)) mobility.Config {
+	return mobility.Config{
+		SA:          sa,
+		Addresses:   addrs,
+		SetPath:     func(p esp.Path) { c.dp.SetPath(c.peer, p) },
+		SetCurrent:  setCurrent,
+		Interfaces:  c.profile.Interfaces,
+		Activity:    c.peer.Activity,
+		DeadAfter:   c.profile.DeadAfter,
+		OutageLimit: c.profile.OutageLimit,
 		OnNATRefresh: func(p esp.Path, took time.Duration) {
 			c.emit(Event{Event: EventNATChanged, To: p.Remote.String(), From: p.Local.String(), TookMS: took.Milliseconds()})
 		},
@@ -57,13 +77,37 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) error {
 			c.emit(Event{Event: EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
 				Interface: m.Interface, TookMS: m.Took.Milliseconds()})
 		},
-		Log: c.log,
-	}, sa.Path(), c.ifname)
-	go func() {
-		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
-			c.log.Error("interface monitor stopped", "err", err)
-		}
-	}()
-	go mover.Run(ctx, mon.Events())
-	return nil
+		OnSuspend:     c.suspended,
+		OnResume:      c.resumed,
+		OnOutageLimit: func(err error) { go c.end(err) },
+		Log:           c.log,
+	}
+}
+
+// suspended stops outbound ESP while no path works; the event names the
+// path that was lost.
+func (c *conn) suspended(reason string) {
+	c.dp.Suspend(c.peer)
+	c.mu.Lock()
+	if c.state == "disconnected" {
+		c.mu.Unlock()
+		return
+	}
+	lost := c.ifname
+	c.state, c.ifname = stateSuspended, ""
+	c.mu.Unlock()
+	c.emit(Event{Event: EventSuspended, From: c.peer.Path().Local.String(), Interface: lost, Reason: reason})
+}
+
+// resumed follows the Mover's SetPath: traffic flows again on r.Path.
+func (c *conn) resumed(r mobility.Resume) {
+	c.mu.Lock()
+	if c.state == "disconnected" {
+		c.mu.Unlock()
+		return
+	}
+	c.state, c.ifname = "established", r.Interface
+	c.mu.Unlock()
+	c.emit(Event{Event: EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
+		Reason: fmt.Sprintf("after %v without a usable path", r.Outage.Round(time.Millisecond))})
 }

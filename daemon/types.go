@@ -75,12 +75,15 @@ type ChildStatus struct {
 	Proposal   string `json:"proposal"`
 }
 
-// Drops counts inbound packets the dataplane discarded.
+// Drops counts packets the dataplane discarded: inbound ones that failed
+// a check, and outbound ones while no path works (NoPath, the connection
+// suspended).
 type Drops struct {
 	Malformed  uint64 `json:"malformed"`
 	UnknownSPI uint64 `json:"unknown_spi"`
 	Replayed   uint64 `json:"replayed"`
 	BadICV     uint64 `json:"bad_icv"`
+	NoPath     uint64 `json:"no_path"`
 }
 
 // MarshalJSON keeps the documented shape stable for scripts: children is

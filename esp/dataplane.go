@@ -214,6 +214,14 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 // SetPath moves the peer's traffic to path.
 func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePath(path)) }
 
+// Suspend stops the peer's outbound traffic until the next SetPath: while
+// no path works, packets are dropped before sealing (DropStats.NoPath) and
+// NAT keepalives pause, instead of burning sequence numbers on sends that
+// fail or go nowhere. Peer.Path still reports the last path.
+func (d *Dataplane) Suspend(p *Peer) {
+	p.path.Store(&peerPath{Path: p.Path()})
+}
+
 // RemovePeer forgets the peer and its children.
 func (d *Dataplane) RemovePeer(p *Peer) {
 	d.mu.Lock()
@@ -332,6 +340,30 @@ func sortRoutes(rs []route) {
 			rs[j], rs[j-1] = rs[j-1], rs[j]
 		}
 	}
+}
+
+// RetireGrace is how long a deleted Child SA still opens inbound packets:
+// a peer's ESP pipeline may have packets for the old SA queued behind the
+// DELETE exchange (kernel-libipsec does), and they would otherwise be lost.
+const RetireGrace = 2 * time.Second
+
+// RetireChild stops sending on the child whose inbound SPI is spiIn at
+// once and removes it after grace, so packets the peer sent before it
+// stopped using the SA still arrive.
+func (d *Dataplane) RetireChild(spiIn uint32, grace time.Duration) {
+	d.mu.Lock()
+	old := d.tabs.Load()
+	if c, ok := old.bySPI[spiIn]; ok {
+		nt := &tables{bySPI: old.bySPI}
+		for _, r := range old.routes {
+			if r.child != c {
+				nt.routes = append(nt.routes, r)
+			}
+		}
+		d.tabs.Store(nt)
+	}
+	d.mu.Unlock()
+	time.AfterFunc(grace, func() { d.RemoveChild(spiIn) })
 }
 
 // RemoveChild removes the child whose inbound SPI is spiIn.

@@ -260,3 +260,63 @@ func recvPacket(t *testing.T, f *fakeTUN) []byte {
 		return nil
 	}
 }
+
+// TestRetireChild: a retired child carries no more outbound traffic, still
+// opens what the peer sent on it during the grace period, and is gone
+// after it.
+func TestRetireChild(t *testing.T) {
+	p := newLoopbackPair(t)
+	a, b := p.a, p.b
+	peerA := a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: p.sb.LocalAddr()})
+	peerB := b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
+	gwNet := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}
+	cliNet := []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}
+	install := func(up, down uint32) {
+		kUp, kDown := keyMat(36), keyMat(36)
+		kUp[0], kDown[0] = byte(up), byte(down)
+		outA, _ := NewOutboundSA(up, kUp, false)
+		inB, _ := NewInboundSA(up, kUp, false)
+		outB, _ := NewOutboundSA(down, kDown, false)
+		inA, _ := NewInboundSA(down, kDown, false)
+		if err := a.InstallChild(peerA, ChildConfig{In: inA, Out: outA, Remote: gwNet}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.InstallChild(peerB, ChildConfig{In: inB, Out: outB, Remote: cliNet}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The successor first, then the SA to retire: installed last, the
+	// latter's routes come first on both sides, so B keeps sending on it
+	// and A would too without RetireChild.
+	install(0x2002, 0x1002)
+	install(0x2001, 0x1001)
+	down := ipv4Packet(300)
+	copy(down[12:16], []byte{10, 99, 0, 10})
+	copy(down[16:20], []byte{10, 99, 200, 7})
+	a.RetireChild(0x1001, 300*time.Millisecond)
+	p.tunB.in <- down
+	recvPacket(t, p.tunA)
+	var oldIn uint64
+	for _, st := range a.ChildStats(peerA) {
+		if st.SPIIn == 0x1001 {
+			oldIn = st.PacketsIn
+		}
+	}
+	if oldIn != 1 {
+		t.Fatalf("the retired SA opened %d packets during its grace, want 1", oldIn)
+	}
+	p.tunA.in <- ipv4Packet(301)
+	recvPacket(t, p.tunB)
+	for _, st := range b.ChildStats(peerB) {
+		if st.SPIIn == 0x2001 && st.PacketsIn != 0 {
+			t.Fatal("A sent on the retired SA")
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(a.ChildStats(peerA)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("retired SA still installed after its grace: %+v", a.ChildStats(peerA))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -20,6 +20,10 @@ var (
 	ErrPeerDeleted            = errors.New("deleted by peer")
 	ErrClosed                 = errors.New("closed")
 	ErrPoolExhausted          = errors.New("address pool exhausted")
+	// MOBIKE refusals of one path (RFC 4555 3.5, 3.9): UpdateAddresses
+	// tries the other candidates before giving up with one of these.
+	ErrUnacceptableAddresses = errors.New("address unacceptable to the peer")
+	ErrUnexpectedNAT         = errors.New("NAT detected where NAT is forbidden")
 )
 
 // NotifyError is an error notification, sent by the peer (Remote) or by us
@@ -69,6 +73,10 @@ func notifyClass(t wire.NotifyType) error {
 		return ErrFailedCPRequired
 	case wire.NotifyInvalidSyntax:
 		return ErrInvalidSyntax
+	case wire.NotifyUnacceptableAddresses:
+		return ErrUnacceptableAddresses
+	case wire.NotifyUnexpectedNATDetected:
+		return ErrUnexpectedNAT
 	}
 	return errNotify
 }

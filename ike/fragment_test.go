@@ -147,10 +147,10 @@ func (r *fragmentRig) deliver(frags ...[]byte) {
 	}
 }
 
-// waitCounter polls f until it reaches want.
-func waitCounter(t *testing.T, what string, f func() uint64, want uint64) {
+// waitAtLeast polls f until it reaches want.
+func waitAtLeast(t *testing.T, what string, f func() uint64, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(mobikeWait)
 	for f() < want {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %d, want %d", what, f(), want)
@@ -180,13 +180,13 @@ func TestReassembly(t *testing.T) {
 		t.Fatal("answered before the last fragment arrived")
 	}
 	r.deliver(f[1])
-	waitCounter(t, "answers", answers, 1)
+	waitAtLeast(t, "answers", answers, 1)
 
 	// The first fragment of the same request again: the response is sent
 	// again from the cache; other fragments of it are ignored.
 	r.deliver(f[3], f[0])
-	waitCounter(t, "answers after a retransmission", answers, 2)
-	waitCounter(t, "duplicate requests", func() uint64 { return gwStats().DuplicateRequests }, 1)
+	waitAtLeast(t, "answers after a retransmission", answers, 2)
+	waitAtLeast(t, "duplicate requests", func() uint64 { return gwStats().DuplicateRequests }, 1)
 
 	// A tampered fragment fails its own ICV check and is not kept.
 	r.msgID++
@@ -195,9 +195,9 @@ func TestReassembly(t *testing.T) {
 	bad[len(bad)-1] ^= 1
 	undecryptable := gwStats().Undecryptable
 	r.deliver(f[0], bad, f[2], f[3])
-	waitCounter(t, "undecryptable", func() uint64 { return gwStats().Undecryptable }, undecryptable+1)
+	waitAtLeast(t, "undecryptable", func() uint64 { return gwStats().Undecryptable }, undecryptable+1)
 	r.deliver(f[1])
-	waitCounter(t, "answers after the good fragment", answers, 3)
+	waitAtLeast(t, "answers after the good fragment", answers, 3)
 
 	// Refragmented for a smaller MTU: the pieces of the first attempt are
 	// dropped when a larger Total appears; one of them arriving late is
@@ -212,12 +212,12 @@ func TestReassembly(t *testing.T) {
 	r.deliver(big[0])
 	r.deliver(small[:len(small)-1]...)
 	r.deliver(big[1])
-	waitCounter(t, "stale fragments dropped", func() uint64 { return gwStats().FragmentsDropped }, dropped+1)
+	waitAtLeast(t, "stale fragments dropped", func() uint64 { return gwStats().FragmentsDropped }, dropped+1)
 	if answers() != 3 {
 		t.Fatal("answered a mix of two fragmentations")
 	}
 	r.deliver(small[len(small)-1])
-	waitCounter(t, "answers after refragmentation", answers, 4)
+	waitAtLeast(t, "answers after refragmentation", answers, 4)
 
 	// More fragments than the limit: refused without being kept.
 	r.msgID++
@@ -239,7 +239,7 @@ func TestReassembly(t *testing.T) {
 	})
 	dropped = gwStats().FragmentsDropped
 	r.deliver(over)
-	waitCounter(t, "over-limit fragments dropped", func() uint64 { return gwStats().FragmentsDropped }, dropped+1)
+	waitAtLeast(t, "over-limit fragments dropped", func() uint64 { return gwStats().FragmentsDropped }, dropped+1)
 
 	// A message that would reassemble to more than the size limit.
 	var huge [][]byte
@@ -252,7 +252,7 @@ func TestReassembly(t *testing.T) {
 	})
 	dropped = gwStats().FragmentsDropped
 	r.deliver(huge...)
-	waitCounter(t, "oversized message dropped", func() uint64 { return gwStats().FragmentsDropped }, dropped+1)
+	waitAtLeast(t, "oversized message dropped", func() uint64 { return gwStats().FragmentsDropped }, dropped+1)
 	if answers() != 4 {
 		t.Fatal("answered an oversized message")
 	}

@@ -3,6 +3,7 @@ package ike
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,6 +46,11 @@ func FuzzResponderHandlePacket(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
+		nn := *msg
+		nn.Payloads = append(slices.Clone(msg.Payloads), &wire.Notify{Type: wire.NotifyNoNATsAllowed, Data: make([]byte, 12)})
+		if b, err := nn.Encode(); err == nil {
+			f.Add(b)
+		}
 		auth := *msg
 		auth.Header.Exchange = wire.ExchangeIKEAuth
 		auth.Header.SPIr = 42
@@ -113,6 +119,12 @@ func FuzzSAHandleRequest(f *testing.F) {
 	f.Add(byte(35), byte(35), []byte{0, 0, 0, 12, 2, 0, 0, 0, 'a', 'b', 'c', 'd'})
 	f.Add(byte(36), byte(33), []byte{0, 0, 0, 4})
 	f.Add(byte(37), byte(47), []byte{0, 0, 0, 12, 1, 0, 0, 0, 0, 1, 0, 0})
+	// MOBIKE notifies: UPDATE_SA_ADDRESSES with a short NO_NATS_ALLOWED,
+	// with a well-formed one, and an ADDITIONAL_IP4_ADDRESS of 3 bytes.
+	f.Add(byte(37), byte(41), []byte{41, 0, 0, 8, 0, 0, 0x40, 0x10, 0, 0, 0, 13, 0, 0, 0x40, 0x12, 1, 2, 3, 4, 5})
+	f.Add(byte(37), byte(41), []byte{41, 0, 0, 8, 0, 0, 0x40, 0x10, 0, 0, 0, 20, 0, 0, 0x40, 0x12,
+		192, 0, 2, 1, 198, 51, 100, 1, 0x11, 0x94, 0x11, 0x94})
+	f.Add(byte(37), byte(41), []byte{41, 0, 0, 11, 0, 0, 0x40, 0x0d, 1, 2, 3, 0, 0, 0, 8, 0, 0, 0x40, 0x0f})
 	var pair *fuzzPair
 	f.Cleanup(func() {
 		if pair != nil {

@@ -34,6 +34,7 @@ func (sa *SA) handleInformationalRequest(ps []wire.Payload) (resp []wire.Payload
 					binary.BigEndian.PutUint32(b[:], c.SPIIn)
 					ourSPIs = append(ourSPIs, b[:])
 					sa.children = append(sa.children[:i], sa.children[i+1:]...)
+					sa.childGone(c.SPIIn)
 					ev := &ChildDeleted{SA: sa, SPIIn: c.SPIIn, SPIOut: c.SPIOut}
 					after = chain(after, func() { sa.emit(ev) })
 					break

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -40,10 +41,28 @@ type InitiatorConfig struct {
 	// 0 means unknown, and the RFC's conservative defaults apply.
 	NoFragmentation bool
 	FragmentMTU     int
-	Retransmit      Retransmit // zero: DefaultRetransmit
-	Clock           Clock
-	Rand            io.Reader
-	Log             *slog.Logger
+	// DPDDelay enables dead peer detection: after this long without an
+	// authenticated message or (LastInbound) ESP from the gateway, an empty
+	// INFORMATIONAL tests it; no answer ends the SA with ErrDeadPeer.
+	DPDDelay    time.Duration
+	LastInbound func() time.Time
+	// ChildRekeyTime is when a Child SA is rekeyed (less a random part of
+	// RekeyJitter), ChildLifeTime when it expires if that failed; zero:
+	// never.
+	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
+	// LocalAddresses, when set, lists our usable addresses; those other
+	// than Path.Local's are announced in IKE_AUTH as ADDITIONAL_IP4/6_ADDRESS
+	// (NO_ADDITIONAL_ADDRESSES when none; RFC 4555 3.4). MOBIKE only.
+	LocalAddresses func() []netip.Addr
+	// ForbidNAT: no NAT may sit between us and the gateway (RFC 4555 3.9).
+	// NO_NATS_ALLOWED goes in IKE_SA_INIT and every UPDATE_SA_ADDRESSES; a
+	// NAT on the first path fails the SA, one on a candidate path refuses
+	// that path. Path.Local must then be a specific address.
+	ForbidNAT  bool
+	Retransmit Retransmit // zero: DefaultRetransmit
+	Clock      Clock
+	Rand       io.Reader
+	Log        *slog.Logger
 }
 
 type childRequest struct {
@@ -74,8 +93,13 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	if !cfg.Path.Remote.IsValid() {
 		return nil, errors.New("ike: initiator needs the gateway address")
 	}
+	if cfg.ForbidNAT && (!cfg.Path.Local.Addr().IsValid() || cfg.Path.Local.Addr().IsUnspecified()) {
+		return nil, errors.New("ike: forbidding NAT needs the local address of the path")
+	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
+		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	if len(cfg.RemoteTS) == 0 {
@@ -140,6 +164,9 @@ func (sa *SA) sendInit() {
 	)
 	if sa.cfg.fragmentation {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
+	}
+	if sa.icfg.ForbidNAT {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyNoNATsAllowed, Data: noNATsData(sa.path)})
 	}
 	h := wire.Header{SPIi: spii, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagInitiator}
 	pkt, err := (&wire.Message{Header: h, Payloads: ps}).Encode()
@@ -240,6 +267,13 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.path.Remote)
 	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.path.Local)
 	sa.natSupported = srcPresent && dstPresent
+	if sa.icfg.ForbidNAT && (!sa.natSupported || !srcOK || !dstOK) {
+		// Without the responder's NAT detection payloads we cannot tell,
+		// and a forbidden NAT must not pass unnoticed.
+		sa.fail(&NotifyError{Type: wire.NotifyUnexpectedNATDetected, Exchange: h.Exchange,
+			Err: fmt.Errorf("NAT between %s and %s, and the profile forbids NAT", sa.path.Local.Addr(), sa.path.Remote.Addr())})
+		return
+	}
 	sa.fragOK = sa.cfg.fragmentation && findNotify(ps, wire.NotifyIKEv2FragmentationSupported) != nil
 	if sa.natSupported {
 		sa.natRemote, sa.natLocal = !srcOK, !dstOK
@@ -367,6 +401,9 @@ func (sa *SA) sendAuth() {
 	}
 	if sa.cfg.mobike {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyMOBIKESupported, Data: sa.cfg.mobikeData})
+		if cfg.LocalAddresses != nil {
+			ps = append(ps, addressNotifies(cfg.LocalAddresses(), sa.path.Local.Addr())...)
+		}
 	}
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], child.spiIn)
@@ -416,10 +453,12 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.peerID = identityString(idr)
 	sa.state = stateEstablished
 	sa.established = true
+	sa.lastIn = sa.cfg.clock.Now()
+	sa.armDPD(sa.cfg.dpdDelay)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
-		sa.learnAddresses(ps)
+		sa.learnAddresses(ps, sa.respPath.Remote.Addr())
 	}
 	if n := firstError(ps); n != nil {
 		// The IKE SA exists, but without a Child SA the client has no use
@@ -433,6 +472,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 		return
 	}
 	sa.children = append(sa.children, child)
+	sa.scheduleChild(child)
 	ev := sa.establishedEvent()
 	sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
 		"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "vips", sa.vips)

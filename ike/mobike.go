@@ -23,17 +23,7 @@ type PathUpdated struct {
 	NATRemote bool
 }
 
-// ChildRekeyed reports a Child SA replaced by the peer's CREATE_CHILD_SA.
-// The new one is usable now; the old one (OldSPIIn) stays until the peer
-// deletes it (ChildDeleted), so packets in flight still arrive.
-type ChildRekeyed struct {
-	SA       *SA
-	OldSPIIn uint32
-	Child    ChildSA
-}
-
-func (*PathUpdated) event()  {}
-func (*ChildRekeyed) event() {}
+func (*PathUpdated) event() {}
 
 // MoveResult is where a MOBIKE update landed.
 type MoveResult struct {
@@ -58,12 +48,38 @@ type failedUpdate struct {
 	cookie2 []byte
 }
 
+type moveOutcome struct {
+	res MoveResult
+	err error
+}
+
+// pendingUpdate is the initiator's address update in progress. Candidate
+// paths the peer refuses (UNACCEPTABLE_ADDRESSES, UNEXPECTED_NAT_DETECTED)
+// leave paths; while any remain the update goes on with a new request.
+type pendingUpdate struct {
+	paths   []esp.Path
+	waiters []chan moveOutcome
+	start   time.Time
+	refused error // the last refusal, returned when no path is left
+}
+
+// Limits on address lists: strongSwan sends at most 8 ADDITIONAL_*
+// notifies; we keep a few more of the peer's and remember a few verified
+// endpoints per SA, so an authenticated peer cannot grow our state.
+const (
+	maxAnnounced     = 8
+	maxPeerAddresses = 16
+	maxVerified      = 8
+)
+
 // PeerAddresses returns the peer's addresses: the current one first, then
-// those it announced (ADDITIONAL_IP4/6_ADDRESS).
+// every other one it announced (ADDITIONAL_IP4/6_ADDRESS) or sent an
+// announcement from, so the set does not shrink when the SA moves between
+// them.
 func (sa *SA) PeerAddresses() []netip.Addr {
 	res := make(chan []netip.Addr, 1)
 	if !sa.post(func() {
-		out := []netip.Addr{sa.path.Remote.Addr()}
+		out := []netip.Addr{sa.path.Remote.Addr().Unmap()}
 		for _, a := range sa.peerAddrs {
 			if !slices.Contains(out, a) {
 				out = append(out, a)
@@ -79,6 +95,123 @@ func (sa *SA) PeerAddresses() []netip.Addr {
 	case <-sa.done:
 		return []netip.Addr{sa.Path().Remote.Addr()}
 	}
+}
+
+// announceable reports whether a is worth telling a peer (or taking from
+// one) as an address to reach us (it) at.
+func announceable(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && !a.IsLoopback() &&
+		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// addressNotifies announces addrs other than current (RFC 4555 3.4, 3.6):
+// "additional" excludes the address the SA uses, and an empty list is said
+// with NO_ADDITIONAL_ADDRESSES.
+func addressNotifies(addrs []netip.Addr, current netip.Addr) []wire.Payload {
+	var out []wire.Payload
+	var seen []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if !announceable(a) || a == current.Unmap() || slices.Contains(seen, a) {
+			continue
+		}
+		seen = append(seen, a)
+		t := wire.NotifyAdditionalIP4Address
+		if a.Is6() {
+			t = wire.NotifyAdditionalIP6Address
+		}
+		out = append(out, &wire.Notify{Type: t, Data: a.AsSlice()})
+		if len(out) == maxAnnounced {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyNoAdditionalAddresses}}
+	}
+	return out
+}
+
+// learnAddresses records the peer's address set from its ADDITIONAL_* or
+// NO_ADDITIONAL_ADDRESSES notifies: the announced addresses plus from, the
+// address the announcement came from, which the list leaves out by
+// definition. A message without such notifies changes nothing; notifies
+// whose data is not an address of their family are dropped and counted.
+func (sa *SA) learnAddresses(ps []wire.Payload, from netip.Addr) {
+	var addrs []netip.Addr
+	seen := false
+	for _, n := range wire.NotifiesIn(ps) {
+		switch n.Type {
+		case wire.NotifyAdditionalIP4Address, wire.NotifyAdditionalIP6Address:
+			want := 4
+			if n.Type == wire.NotifyAdditionalIP6Address {
+				want = 16
+			}
+			a, ok := netip.AddrFromSlice(n.Data)
+			if !ok || len(n.Data) != want {
+				sa.stats.badNotifies.Add(1)
+				continue
+			}
+			seen = true
+			if a = a.Unmap(); announceable(a) && !slices.Contains(addrs, a) && len(addrs) < maxPeerAddresses {
+				addrs = append(addrs, a)
+			}
+		case wire.NotifyNoAdditionalAddresses:
+			seen = true
+		}
+	}
+	if !seen {
+		return
+	}
+	if from = from.Unmap(); from.IsValid() && !slices.Contains(addrs, from) {
+		addrs = append([]netip.Addr{from}, addrs...)
+	}
+	sa.peerAddrs = addrs
+}
+
+// noNATsData is the NO_NATS_ALLOWED data for a packet sent on path (RFC
+// 4555 4.2): source address, destination address, source port, destination
+// port, as the sender puts them in the IP and UDP headers.
+func noNATsData(path esp.Path) []byte {
+	src, dst := path.Local.Addr().Unmap(), path.Remote.Addr().Unmap()
+	if src.Is4() != dst.Is4() {
+		return nil
+	}
+	b := append(src.AsSlice(), dst.AsSlice()...)
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(b, path.Local.Port()), path.Remote.Port())
+}
+
+// checkNoNATs compares a received NO_NATS_ALLOWED with the headers of the
+// packet that carried it (from: Remote its source, Local its destination):
+// 0 when they match, UNEXPECTED_NAT_DETECTED when not, INVALID_SYNTAX when
+// the data is no such address pair.
+func checkNoNATs(data []byte, from esp.Path) wire.NotifyType {
+	var n int
+	switch len(data) {
+	case 12:
+		n = 4
+	case 36:
+		n = 16
+	default:
+		return wire.NotifyInvalidSyntax
+	}
+	src, _ := netip.AddrFromSlice(data[:n])
+	dst, _ := netip.AddrFromSlice(data[n : 2*n])
+	sport := binary.BigEndian.Uint16(data[2*n:])
+	dport := binary.BigEndian.Uint16(data[2*n+2:])
+	if netip.AddrPortFrom(src, sport) != unmapPort(from.Remote) || netip.AddrPortFrom(dst, dport) != unmapPort(from.Local) {
+		return wire.NotifyUnexpectedNATDetected
+	}
+	return 0
+}
+
+func unmapPort(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// samePath compares the endpoints of two paths (not the interface).
+func samePath(a, b esp.Path) bool {
+	return unmapPort(a.Local) == unmapPort(b.Local) && unmapPort(a.Remote) == unmapPort(b.Remote)
 }
 
 // natdFor returns the NAT detection notifies for a path. With forced UDP
@@ -100,88 +233,42 @@ func (sa *SA) natdFor(path esp.Path) []wire.Payload {
 // retransmitted round-robin over the paths, each retransmission with the
 // NAT detection payloads of its own path, so the answer itself is the path
 // test. On success the SA's path is the one the answer arrived on.
+//
+// A path the peer refuses (UNACCEPTABLE_ADDRESSES, or UNEXPECTED_NAT_DETECTED
+// when InitiatorConfig.ForbidNAT is set; with ForbidNAT a NAT we detect
+// ourselves counts the same) is dropped and the update goes on over the
+// rest; when none is left the error is a *NotifyError matching
+// ErrUnacceptableAddresses or ErrUnexpectedNAT. A call while an update is
+// in progress replaces its paths (the newest addresses win) and gets the
+// same outcome.
 func (sa *SA) UpdateAddresses(ctx context.Context, paths []esp.Path) (MoveResult, error) {
 	if len(paths) == 0 {
 		return MoveResult{}, errors.New("ike: no path to update to")
 	}
-	type outcome struct {
-		res MoveResult
-		err error
-	}
-	done := make(chan outcome, 1)
-	start := time.Now()
+	paths = slices.Clone(paths)
+	done := make(chan moveOutcome, 1)
 	ok := sa.post(func() {
 		if !sa.initiator {
-			done <- outcome{err: errors.New("ike: only the initiator updates addresses")}
+			done <- moveOutcome{err: errors.New("ike: only the initiator updates addresses")}
 			return
 		}
 		if sa.state != stateEstablished {
-			done <- outcome{err: fmt.Errorf("ike: address update in state %s", sa.state)}
+			done <- moveOutcome{err: fmt.Errorf("ike: address update in state %s", sa.state)}
 			return
 		}
 		if !sa.peerMOBIKE {
-			done <- outcome{err: ErrNoMOBIKE}
+			done <- moveOutcome{err: ErrNoMOBIKE}
 			return
 		}
-		// A newer update replaces one still being retransmitted: the
-		// newest addresses win (RFC 4555 3.5).
-		if sa.out != nil && sa.out.keepSA && sa.out.exchange == wire.ExchangeInformational && sa.out.paths != nil {
-			r := sa.out
-			r.paths = func(n int) (esp.Path, bool) { return paths[n%len(paths)], true }
+		if u := sa.update; u != nil {
+			u.paths = paths
+			u.refused = nil
+			u.waiters = append(u.waiters, done)
 			return
 		}
-		cookie2 := sa.randBytes(16)
-		msgID := sa.nextMsgID
-		if f := sa.failedUpdate; f != nil {
-			cookie2, msgID = f.cookie2, f.msgID
-		}
-		sa.failedUpdate = nil
-		sa.cookie2 = cookie2
-		build := func(path esp.Path) []wire.Payload {
-			ps := []wire.Payload{&wire.Notify{Type: wire.NotifyUpdateSAAddresses}}
-			ps = append(ps, sa.natdFor(path)...)
-			return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
-		}
-		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit,
-			paths: func(n int) (esp.Path, bool) { return paths[n%len(paths)], true }}
-		r.rebuild = func(path esp.Path) ([]byte, error) {
-			return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
-		}
-		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) {
-			n := findNotify(ps, wire.NotifyCookie2)
-			if n == nil || subtle.ConstantTimeCompare(n.Data, cookie2) != 1 {
-				done <- outcome{err: &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
-					Err: errors.New("COOKIE2 missing or wrong in the UPDATE_SA_ADDRESSES response")}}
-				return
-			}
-			if e := firstError(ps); e != nil {
-				done <- outcome{err: &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true}}
-				return
-			}
-			path := sa.respPath
-			path.IfIndex = r.sentOn.IfIndex
-			spii, spir := sa.SPIs()
-			dstOK, _ := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, path.Local)
-			sa.setPath(path)
-			sa.natLocal = !dstOK
-			sa.learnAddresses(ps)
-			done <- outcome{res: MoveResult{Path: path, NATLocal: !dstOK, RTT: time.Since(start)}}
-		}
-		r.onTimeout = func(err error) {
-			sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2}
-			done <- outcome{err: err}
-		}
-		send := func() {
-			if sa.nextMsgID == msgID {
-				sa.nextMsgID++
-			}
-			sa.sendRequest(r)
-		}
-		if sa.out != nil {
-			sa.queue = append([]func(){send}, sa.queue...)
-			return
-		}
-		send()
+		u := &pendingUpdate{paths: paths, waiters: []chan moveOutcome{done}, start: time.Now()}
+		sa.update = u
+		sa.sendUpdate(u)
 	})
 	if !ok {
 		return MoveResult{}, ErrClosed
@@ -196,30 +283,120 @@ func (sa *SA) UpdateAddresses(ctx context.Context, paths []esp.Path) (MoveResult
 	}
 }
 
-// learnAddresses records the peer's ADDITIONAL_IP*_ADDRESS notifies; a
-// NO_ADDITIONAL_ADDRESSES clears them.
-func (sa *SA) learnAddresses(ps []wire.Payload) {
-	var addrs []netip.Addr
-	seen := false
-	for _, n := range wire.NotifiesIn(ps) {
-		switch n.Type {
-		case wire.NotifyAdditionalIP4Address, wire.NotifyAdditionalIP6Address:
-			seen = true
-			if a, ok := netip.AddrFromSlice(n.Data); ok && (len(n.Data) == 4) == (n.Type == wire.NotifyAdditionalIP4Address) {
-				addrs = append(addrs, a)
-			}
-		case wire.NotifyNoAdditionalAddresses:
-			seen = true
-		}
+// finishUpdate reports the update's outcome to everyone waiting for it.
+func (sa *SA) finishUpdate(u *pendingUpdate, o moveOutcome) {
+	if sa.update == u {
+		sa.update = nil
 	}
-	if seen {
-		sa.peerAddrs = addrs
+	for _, w := range u.waiters {
+		w <- o
 	}
 }
 
+// sendUpdate sends (or queues) one UPDATE_SA_ADDRESSES request for u.
+func (sa *SA) sendUpdate(u *pendingUpdate) {
+	cookie2 := sa.randBytes(16)
+	msgID := sa.nextMsgID
+	if f := sa.failedUpdate; f != nil {
+		cookie2, msgID = f.cookie2, f.msgID
+	}
+	sa.failedUpdate = nil
+	build := func(path esp.Path) []wire.Payload {
+		ps := []wire.Payload{&wire.Notify{Type: wire.NotifyUpdateSAAddresses}}
+		ps = append(ps, sa.natdFor(path)...)
+		if sa.icfg.ForbidNAT {
+			if d := noNATsData(path); d != nil {
+				ps = append(ps, &wire.Notify{Type: wire.NotifyNoNATsAllowed, Data: d})
+			}
+		}
+		return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
+	}
+	paths := func(n int) (esp.Path, bool) { return u.paths[n%len(u.paths)], true }
+	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths}
+	r.rebuild = func(path esp.Path) ([]byte, error) {
+		return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
+	}
+	r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleUpdateResponse(u, r, ps, cookie2) }
+	r.onTimeout = func(err error) {
+		sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2}
+		if u.refused != nil {
+			err = fmt.Errorf("%w; before that: %w", err, u.refused)
+		}
+		sa.finishUpdate(u, moveOutcome{err: err})
+	}
+	send := func() {
+		if sa.nextMsgID == msgID {
+			sa.nextMsgID++
+		}
+		sa.sendRequest(r)
+	}
+	if sa.out != nil {
+		sa.queue = append([]func(){send}, sa.queue...)
+		return
+	}
+	send()
+}
+
+func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Payload, cookie2 []byte) {
+	n := findNotify(ps, wire.NotifyCookie2)
+	if n == nil || subtle.ConstantTimeCompare(n.Data, cookie2) != 1 {
+		// An authenticated answer with the wrong cookie: the peer is broken
+		// or worse, and RFC 4555 3.7 says to close the IKE SA.
+		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
+			Err: errors.New("COOKIE2 missing or wrong in the UPDATE_SA_ADDRESSES response")}
+		sa.finishUpdate(u, moveOutcome{err: err})
+		sa.failAfterAuth(err, true)
+		return
+	}
+	path := sa.respPath
+	path.IfIndex = r.sentOn.IfIndex
+	if e := firstError(ps); e != nil {
+		if e.Type != wire.NotifyUnacceptableAddresses && e.Type != wire.NotifyUnexpectedNATDetected {
+			sa.finishUpdate(u, moveOutcome{err: &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true}})
+			return
+		}
+		sa.refusePath(u, path, &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true,
+			Err: fmt.Errorf("path %s - %s", path.Local.Addr(), path.Remote)})
+		return
+	}
+	spii, spir := sa.SPIs()
+	dstOK, _ := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, path.Local)
+	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, path.Remote)
+	if sa.icfg.ForbidNAT && (!dstOK || (srcPresent && !srcOK)) {
+		// The peer may not have checked (NO_NATS_ALLOWED is optional to
+		// implement) and has moved; the next update, if any path is left,
+		// moves it again.
+		sa.refusePath(u, path, &NotifyError{Type: wire.NotifyUnexpectedNATDetected, Exchange: wire.ExchangeInformational,
+			Err: fmt.Errorf("NAT on path %s - %s, and the profile forbids NAT", path.Local.Addr(), path.Remote)})
+		return
+	}
+	sa.setPath(path)
+	sa.natLocal = !dstOK
+	sa.learnAddresses(ps, path.Remote.Addr())
+	sa.finishUpdate(u, moveOutcome{res: MoveResult{Path: path, NATLocal: !dstOK, RTT: time.Since(u.start)}})
+}
+
+// refusePath drops the candidate the peer refused (matched by where the
+// answer came from) and goes on with the others.
+func (sa *SA) refusePath(u *pendingUpdate, path esp.Path, err error) {
+	sa.log.Info("path refused", "local", path.Local.Addr(), "remote", path.Remote, "err", err)
+	n := len(u.paths)
+	u.paths = slices.DeleteFunc(u.paths, func(c esp.Path) bool {
+		return unmapPort(c.Remote) == unmapPort(path.Remote) && c.Local.Addr().Unmap() == path.Local.Addr().Unmap()
+	})
+	u.refused = err
+	if len(u.paths) == 0 || len(u.paths) == n {
+		sa.finishUpdate(u, moveOutcome{err: err})
+		return
+	}
+	sa.sendUpdate(u)
+}
+
 // handleMOBIKERequest handles the MOBIKE parts of an INFORMATIONAL request:
-// NAT detection payloads are answered in kind, and an UPDATE_SA_ADDRESSES
-// from the initiator moves the SA to the path it came from.
+// NAT detection payloads are answered in kind, COOKIE2 echoed, address
+// lists learnt, and an UPDATE_SA_ADDRESSES from the initiator that passes
+// our policy moves the SA to the path it came from (after the return
+// routability check, see peerMoved).
 func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire.Payload, moved bool) {
 	if findNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
 		spii, spir := sa.SPIs()
@@ -230,12 +407,60 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire
 	if c := findNotify(ps, wire.NotifyCookie2); c != nil {
 		resp = append(resp, &wire.Notify{Type: wire.NotifyCookie2, Data: slices.Clone(c.Data)})
 	}
-	if findNotify(ps, wire.NotifyUpdateSAAddresses) == nil || sa.initiator || !sa.peerMOBIKE {
+	if !sa.peerMOBIKE {
 		return resp, false
 	}
-	sa.learnAddresses(ps)
-	sa.movePath(from)
+	sa.learnAddresses(ps, from.Remote.Addr())
+	if findNotify(ps, wire.NotifyUpdateSAAddresses) == nil || sa.initiator {
+		return resp, false
+	}
+	if t := sa.refuseUpdate(ps, from); t != 0 {
+		sa.stats.refusedUpdates.Add(1)
+		sa.log.Info("address update refused", "remote", from.Remote, "local", from.Local, "notify", t)
+		return append(resp, &wire.Notify{Type: t}), false
+	}
+	sa.peerMoved(from)
 	return resp, true
+}
+
+// refuseUpdate applies the responder's policy to an UPDATE_SA_ADDRESSES
+// that came over from: the error notify to answer with, or 0.
+func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
+	if f := sa.resp.cfg.AcceptPeerAddress; f != nil && !f(from.Remote.Addr().Unmap()) {
+		return wire.NotifyUnacceptableAddresses
+	}
+	if n := findNotify(ps, wire.NotifyNoNATsAllowed); n != nil {
+		t := checkNoNATs(n.Data, from)
+		if t == wire.NotifyInvalidSyntax {
+			sa.stats.badNotifies.Add(1)
+		}
+		return t
+	}
+	return 0
+}
+
+// peerMoved follows the initiator to p: at once when p is known to reach
+// it (or the check is off), else after a return routability check. Until
+// then IKE and ESP stay on the current path, which keeps a make-before-break
+// move lossless.
+func (sa *SA) peerMoved(p esp.Path) {
+	if samePath(p, sa.path) {
+		if sa.rrTarget != nil {
+			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
+		}
+		sa.rrTarget = nil
+		return
+	}
+	if sa.rrTarget != nil && samePath(*sa.rrTarget, p) {
+		return
+	}
+	if sa.resp.cfg.NoReturnRoutability || sa.isVerified(p.Remote) {
+		sa.rrTarget = nil
+		sa.movePath(p)
+		return
+	}
+	sa.rrTarget = &p
+	sa.startRoutabilityCheck()
 }
 
 // movePath moves a responder's SA (and, through PathUpdated, its ESP) to
@@ -245,6 +470,116 @@ func (sa *SA) movePath(p esp.Path) {
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
 	sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.natRemote})
+}
+
+func (sa *SA) isVerified(ap netip.AddrPort) bool {
+	return slices.Contains(sa.verified, unmapPort(ap))
+}
+
+// addVerified remembers an endpoint the peer proved to receive at; the
+// oldest is forgotten beyond maxVerified.
+func (sa *SA) addVerified(ap netip.AddrPort) {
+	ap = unmapPort(ap)
+	if slices.Contains(sa.verified, ap) {
+		return
+	}
+	if len(sa.verified) == maxVerified {
+		sa.verified = slices.Delete(sa.verified, 0, 1)
+	}
+	sa.verified = append(sa.verified, ap)
+}
+
+// startRoutabilityCheck sends an INFORMATIONAL request with a fresh COOKIE2
+// to sa.rrTarget (RFC 4555 3.7). One check runs at a time; a newer target
+// takes over its retransmissions, and an answer from an older one starts
+// another check.
+func (sa *SA) startRoutabilityCheck() {
+	if sa.rrRunning {
+		return
+	}
+	sa.rrRunning = true
+	send := func() {
+		if sa.rrTarget == nil || sa.state != stateEstablished {
+			sa.rrRunning = false
+			sa.completeRequest()
+			return
+		}
+		cookie := sa.randBytes(16)
+		msgID := sa.nextMsgID
+		pkt, err := sa.seal(sa.header(wire.ExchangeInformational, msgID, false),
+			[]wire.Payload{&wire.Notify{Type: wire.NotifyCookie2, Data: cookie}})
+		if err != nil {
+			sa.log.Error("cannot build return routability check", "err", err)
+			sa.rrRunning = false
+			sa.completeRequest()
+			return
+		}
+		sa.nextMsgID++
+		sa.stats.rrChecks.Add(1)
+		last := *sa.rrTarget
+		sched := sa.resp.cfg.RoutabilityRetransmit
+		if sched.Initial <= 0 {
+			sched = MoveRetransmit
+		}
+		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, keepSA: true, sched: &sched,
+			paths: func(int) (esp.Path, bool) {
+				if sa.rrTarget != nil {
+					last = *sa.rrTarget
+				}
+				return last, true
+			}}
+		sa.log.Info("checking return routability", "to", last.Remote.String())
+		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleRoutabilityResponse(ps, cookie) }
+		r.onTimeout = func(err error) {
+			sa.rrRunning = false
+			sa.routabilityFailed(err)
+		}
+		sa.sendRequest(r)
+	}
+	if sa.out != nil {
+		sa.queue = append([]func(){send}, sa.queue...)
+		return
+	}
+	send()
+}
+
+// handleRoutabilityResponse takes the answer to a check: the endpoint it
+// came from is verified, and ESP follows if that is where the peer wants
+// it. An authenticated answer with the wrong cookie closes the IKE SA
+// (RFC 4555 3.7).
+func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
+	sa.rrRunning = false
+	c := findNotify(ps, wire.NotifyCookie2)
+	if c == nil || subtle.ConstantTimeCompare(c.Data, cookie) != 1 {
+		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
+			Err: errors.New("COOKIE2 missing or wrong in the answer to the return routability check")}
+		sa.routabilityFailed(err)
+		sa.failAfterAuth(err, true)
+		return
+	}
+	from := sa.respPath
+	sa.addVerified(from.Remote)
+	t := sa.rrTarget
+	switch {
+	case t == nil:
+	case unmapPort(t.Remote) == unmapPort(from.Remote):
+		sa.rrTarget = nil
+		sa.movePath(*t)
+	default:
+		sa.startRoutabilityCheck()
+	}
+}
+
+// routabilityFailed ends a failed check: the SA and its ESP stay where
+// they are; the peer may try again with another UPDATE_SA_ADDRESSES.
+func (sa *SA) routabilityFailed(err error) {
+	sa.stats.rrFailures.Add(1)
+	to := ""
+	if sa.rrTarget != nil {
+		to = sa.rrTarget.Remote.String()
+	}
+	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.path.Remote.String(), "err", err)
+	sa.rrTarget = nil
 }
 
 // handleCreateChildRequest answers a CREATE_CHILD_SA that rekeys one of our
@@ -266,6 +601,10 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
 	}
 	old := sa.children[idx]
+	if sa.deleting[old.SPIIn] {
+		// We are deleting it (our own rekey of it finished first).
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
 	var saP *wire.SA
 	var nonce *wire.Nonce
 	var ke *wire.KE
@@ -333,6 +672,8 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	// A rekey keeps the traffic selectors of the SA it replaces.
 	child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
 	sa.children = append(sa.children, child)
+	sa.notePeerRekey(old.SPIIn, spiIn, nonce.Data, nr)
+	sa.scheduleChild(child)
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], spiIn)
 	resp := []wire.Payload{
@@ -362,4 +703,24 @@ func withPFS(ps []Proposal, group uint16) []Proposal {
 		out[i] = Proposal{Transforms: ts, Text: p.Text}
 	}
 	return out
+}
+
+// AcceptRoutable returns an AcceptPeerAddress policy for a gateway whose
+// own addresses are own: it refuses addresses a peer cannot usefully be
+// reached at from here (unspecified, loopback, multicast, link-local) and
+// those of a family we have no address of.
+func AcceptRoutable(own []netip.Addr) func(netip.Addr) bool {
+	var v4, v6 bool
+	for _, a := range own {
+		a = a.Unmap()
+		v4 = v4 || a.Is4()
+		v6 = v6 || a.Is6()
+	}
+	return func(a netip.Addr) bool {
+		a = a.Unmap()
+		if !announceable(a) || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
+			return false
+		}
+		return (a.Is4() && v4) || (a.Is6() && v6)
+	}
 }

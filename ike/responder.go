@@ -36,6 +36,21 @@ type ResponderConfig struct {
 	// RequireCP: initiators without a CFG_REQUEST get FAILED_CP_REQUIRED.
 	RequireCP bool
 	MOBIKE    bool
+	// Addresses are our own addresses (a gateway's listen addresses). To
+	// MOBIKE peers the IKE_AUTH response announces those other than the one
+	// the SA uses (RFC 4555 3.4), or NO_ADDITIONAL_ADDRESSES; nil: nothing.
+	Addresses []netip.Addr
+	// AcceptPeerAddress, when set, decides whether a peer may move its SA
+	// to an address; a refused UPDATE_SA_ADDRESSES is answered with
+	// UNACCEPTABLE_ADDRESSES and the SA stays where it is.
+	AcceptPeerAddress func(netip.Addr) bool
+	// NoReturnRoutability: follow UPDATE_SA_ADDRESSES from an address not
+	// yet verified at once. By default ESP stays on the old path until the
+	// peer has echoed a COOKIE2 sent to the new one (RFC 4555 3.7), so an
+	// authenticated peer cannot point our traffic at a third party.
+	NoReturnRoutability bool
+	// RoutabilityRetransmit schedules that check (zero: MoveRetransmit).
+	RoutabilityRetransmit Retransmit
 	// CookieThreshold: COOKIEs are demanded while at least this many SAs
 	// are half-open. 0 means DefaultCookieThreshold; negative means always.
 	CookieThreshold int
@@ -53,10 +68,15 @@ type ResponderConfig struct {
 	// in InitiatorConfig.
 	NoFragmentation bool
 	FragmentMTU     int
-	Retransmit      Retransmit
-	Clock           Clock
-	Rand            io.Reader
-	Log             *slog.Logger
+	// DPDDelay enables dead peer detection per SA, counting authenticated
+	// IKE messages only (a quiet client costs one exchange a delay).
+	DPDDelay time.Duration
+	// Child SA lifetimes, as in InitiatorConfig.
+	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
+	Retransmit                                 Retransmit
+	Clock                                      Clock
+	Rand                                       io.Reader
+	Log                                        *slog.Logger
 }
 
 // Responder defaults.
@@ -69,6 +89,8 @@ const (
 // ResponderStats counts what a Responder dropped or refused.
 type ResponderStats struct {
 	Malformed, UnknownSPI, CookiesSent, HalfOpenDropped, NoProposal, InvalidKE uint64
+	// UnexpectedNAT: IKE_SA_INITs with NO_NATS_ALLOWED that came through a NAT.
+	UnexpectedNAT uint64
 }
 
 type halfKey struct {
@@ -91,7 +113,7 @@ type Responder struct {
 	bySPI    map[uint64]*SA
 	halfOpen map[halfKey]*SA
 
-	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE atomic.Uint64
+	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE, unexpectedNAT atomic.Uint64
 }
 
 // NewResponder creates a responder whose SAs live until ctx ends (or they
@@ -116,7 +138,8 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
-		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
+		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
@@ -131,7 +154,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 // Stats returns the responder's drop counters.
 func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
-		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load()}
+		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load()}
 }
 
 // SAs returns the live IKE SAs.
@@ -232,6 +255,18 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	if saP == nil || ke == nil || nonce == nil || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
 		r.malformed.Add(1)
 		return
+	}
+	if nn := findNotify(msg.Payloads, wire.NotifyNoNATsAllowed); nn != nil {
+		switch checkNoNATs(nn.Data, path) {
+		case wire.NotifyInvalidSyntax:
+			r.malformed.Add(1)
+			return
+		case wire.NotifyUnexpectedNATDetected:
+			r.unexpectedNAT.Add(1)
+			r.common.log.Info("initiator forbids NAT, and there is one", "remote", path.Remote)
+			r.sendInitNotify(h, path, wire.NotifyUnexpectedNATDetected, nil)
+			return
+		}
 	}
 	if r.needCookie(n) {
 		want := cookieValue(r.secret, 0, nonce.Data, path.Remote, h.SPIi)
@@ -452,11 +487,19 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	sa.poolKey = poolKey(idi)
 	sa.state = stateEstablished
 	sa.established = true
+	sa.lastIn = sa.cfg.clock.Now()
+	sa.armDPD(sa.cfg.dpdDelay)
 	r.markEstablished(sa.halfKey, sa)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
 		resp = append(resp, &wire.Notify{Type: wire.NotifyMOBIKESupported})
+		if r.cfg.Addresses != nil {
+			resp = append(resp, addressNotifies(r.cfg.Addresses, sa.path.Local.Addr())...)
+		}
+		sa.learnAddresses(ps, sa.path.Remote.Addr())
+		// The peer answered from here during IKE_SA_INIT and IKE_AUTH.
+		sa.addVerified(sa.path.Remote)
 	}
 	childResp, nerr := sa.negotiateChild(ps)
 	if nerr != 0 {
@@ -555,6 +598,7 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 		return nil, wire.NotifyNoProposalChosen
 	}
 	sa.children = append(sa.children, child)
+	sa.scheduleChild(child)
 	sa.vips = vips
 	sa.onDead = append(sa.onDead, release)
 	var out []wire.Payload

@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -44,16 +44,22 @@ type Counters struct {
 	// FragmentsSent counts RFC 7383 fragments we sent; FragmentsDropped
 	// those refused for the reassembly limits or a stale total.
 	FragmentsSent, FragmentsDropped uint64
+	// MOBIKE: notifies with data that is not what their type says
+	// (dropped); UPDATE_SA_ADDRESSES refused by policy; return routability
+	// checks started and failed (RFC 4555 3.7).
+	BadNotifies, RefusedUpdates, RoutabilityChecks, RoutabilityFailures uint64
 }
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
 	fragmentsSent, fragmentsDropped                                                     atomic.Uint64
+	badNotifies, refusedUpdates, rrChecks, rrFailures                                   atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
-		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load()}
+		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load(),
+		c.badNotifies.Load(), c.refusedUpdates.Load(), c.rrChecks.Load(), c.rrFailures.Load()}
 }
 
 type inPacket struct {
@@ -103,10 +109,17 @@ type common struct {
 	// fragments (0: the RFC's defaults for an unknown path MTU).
 	fragmentation bool
 	fragmentMTU   int
-	retransmit    Retransmit
-	clock         Clock
-	rand          io.Reader
-	log           *slog.Logger
+	// dpdDelay enables dead peer detection (dpd.go); lastInbound reports
+	// when ESP last arrived from the peer (may be nil).
+	dpdDelay    time.Duration
+	lastInbound func() time.Time
+	// Child SA lifetimes (rekey.go): soft (rekey, less up to rekeyJitter)
+	// and hard; zero means never.
+	childRekey, childLife, rekeyJitter time.Duration
+	retransmit                         Retransmit
+	clock                              Clock
+	rand                               io.Reader
+	log                                *slog.Logger
 }
 
 func (c *common) fill() {
@@ -172,15 +185,23 @@ type SA struct {
 	peerMOBIKED   []byte
 	fragOK        bool        // RFC 7383 negotiated
 	reasm         *reassembly // the fragmented message being collected
-	peerID        string
-	poolKey       string
-	children      []ChildSA
-	vips          []netip.Addr
-	dns           []netip.Addr
-	established   bool
-	onDead        []func()
-	closeWaiters  []chan struct{}
-	deadReason    error
+	lastIn        time.Time   // the last authenticated message from the peer
+	dpdTimer      Timer
+	dpdHeld       bool
+	// Child SA rekeying (rekey.go), by inbound SPI of the SA replaced.
+	rekeys       map[uint32]*childRekey
+	peerRekeys   map[uint32]peerRekey
+	deleting     map[uint32]bool
+	childTimers  map[uint32][]Timer
+	peerID       string
+	poolKey      string
+	children     []ChildSA
+	vips         []netip.Addr
+	dns          []netip.Addr
+	established  bool
+	onDead       []func()
+	closeWaiters []chan struct{}
+	deadReason   error
 
 	// Initiator IKE_SA_INIT retries.
 	cookie       []byte
@@ -193,10 +214,16 @@ type SA struct {
 
 	// MOBIKE (mobike.go).
 	respPath      esp.Path     // where the last response arrived
-	peerAddrs     []netip.Addr // the peer's additional addresses
-	cookie2       []byte       // of the UPDATE_SA_ADDRESSES in progress
+	peerAddrs     []netip.Addr // the peer's address set (learnAddresses)
 	failedUpdate  *failedUpdate
-	lastRespMoved bool // the cached response answered UPDATE_SA_ADDRESSES
+	update        *pendingUpdate // initiator: the address update in progress
+	lastRespMoved bool           // the cached response accepted UPDATE_SA_ADDRESSES
+	// Responder: remote endpoints that proved return routability, the
+	// path the peer asked for while it is being checked, and whether a
+	// check is queued or outstanding.
+	verified  []netip.AddrPort
+	rrTarget  *esp.Path
+	rrRunning bool
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -352,6 +379,10 @@ func (sa *SA) die(reason error) {
 	if sa.out != nil && sa.out.timer != nil {
 		sa.out.timer.Stop()
 	}
+	if sa.dpdTimer != nil {
+		sa.dpdTimer.Stop()
+	}
+	sa.stopChildTimers()
 	sa.state = stateDead
 	sa.deadReason = reason
 	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
@@ -405,9 +436,14 @@ func (sa *SA) seal(h wire.Header, ps []wire.Payload) ([]byte, error) {
 // already for a fragmented one, else decrypted from its SK payload.
 func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) {
 	if p.payloads != nil {
+		sa.lastIn = sa.cfg.clock.Now()
 		return p.payloads, nil
 	}
-	return sa.open(p.pkt, msg)
+	ps, err := sa.open(p.pkt, msg)
+	if err == nil {
+		sa.lastIn = sa.cfg.clock.Now()
+	}
+	return ps, err
 }
 
 // open decrypts the SK payload of msg.
@@ -611,10 +647,18 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		// A retransmitted request: resend the cached response where the
 		// duplicate came from (RFC 7296 2.1, 2.11).
 		sa.stats.dupRequests.Add(1)
-		if sa.lastRespMoved && p.path != sa.path {
-			// The initiator retransmitted its UPDATE_SA_ADDRESSES over
-			// another path (RFC 4555 3.5): the newest one counts.
-			sa.movePath(p.path)
+		if sa.lastRespMoved {
+			// The initiator retransmitted its UPDATE_SA_ADDRESSES, maybe
+			// over another path (RFC 4555 3.5): the newest one counts, if
+			// it is authentic and passes our policy.
+			ps, err := sa.open(p.pkt, msg)
+			if err != nil {
+				sa.stats.undecryptable.Add(1)
+				return
+			}
+			if sa.refuseUpdate(ps, p.path) == 0 {
+				sa.peerMoved(p.path)
+			}
 		}
 		sa.send(sa.lastResp.pkt, sa.lastResp.frags, p.path)
 		return
@@ -738,24 +782,11 @@ func (sa *SA) CheckLiveness(ctx context.Context) error {
 func (sa *SA) DeleteChild(ctx context.Context, spiIn uint32) error {
 	res := make(chan error, 1)
 	ok := sa.post(func() {
-		idx := slices.IndexFunc(sa.children, func(c ChildSA) bool { return c.SPIIn == spiIn })
-		if sa.state != stateEstablished || idx < 0 {
+		if sa.state != stateEstablished || !sa.hasChild(spiIn) {
 			res <- fmt.Errorf("ike: no Child SA %08x", spiIn)
 			return
 		}
-		c := sa.children[idx]
-		var spi [4]byte
-		binary.BigEndian.PutUint32(spi[:], spiIn)
-		sa.startRequest(wire.ExchangeInformational,
-			func() []wire.Payload {
-				return []wire.Payload{&wire.Delete{Protocol: wire.ProtoESP, SPISize: 4, SPIs: [][]byte{spi[:]}}}
-			},
-			func(wire.Header, []wire.Payload, []byte) {
-				sa.children = slices.DeleteFunc(sa.children, func(x ChildSA) bool { return x.SPIIn == spiIn })
-				sa.emit(&ChildDeleted{SA: sa, SPIIn: c.SPIIn, SPIOut: c.SPIOut})
-				res <- nil
-			},
-			func(err error) { res <- err })
+		sa.startDeleteChild(spiIn, res)
 	})
 	if !ok {
 		return ErrClosed

@@ -24,7 +24,8 @@ type SA interface {
 	PeerAddresses() []netip.Addr
 	// Move sends UPDATE_SA_ADDRESSES over the paths in turn (one request,
 	// retransmitted round-robin: the answer is the path test) and moves the
-	// SA to the path that answered.
+	// SA to the path that answered. A failed Move must leave the SA usable:
+	// the Mover tries again later.
 	Move(ctx context.Context, paths []esp.Path) (Probe, error)
 }
 
@@ -40,6 +41,18 @@ type Move struct {
 	Interface string
 	NAT       bool
 	Took      time.Duration // from the triggering event to the SA's update
+}
+
+// Resume reports that traffic flows again after an outage (OnSuspend).
+type Resume struct {
+	Path      esp.Path
+	Interface string
+	// Took runs from the event that made a path available again (an
+	// address appeared, the system woke up) to the SA's update.
+	Took time.Duration
+	// Outage is how long there was no working path, time spent suspended
+	// included.
+	Outage time.Duration
 }
 
 // Config wires a Mover to its SA and the rest of the connection.
@@ -62,21 +75,64 @@ type Config struct {
 	// DeadAfter is how long traffic may go out with nothing coming back
 	// before the current path is tested (default DefaultDeadAfter).
 	DeadAfter time.Duration
+	// OutageLimit is how long the connection may have no working path
+	// before OnOutageLimit ends it (default DefaultOutageLimit).
+	OutageLimit time.Duration
 	// OnNATRefresh reports an update sent on the same path after it went
 	// silent (a NAT that lost or changed its mapping); may be nil.
 	OnNATRefresh func(path esp.Path, took time.Duration)
 	// OnMove and OnProbe report for events and status; may be nil.
 	OnMove  func(Move)
 	OnProbe func(path esp.Path, ifname string, err error)
-	Log     *slog.Logger
+	// OnSuspend reports that no path works (every address gone, every
+	// candidate silent, or the system slept); the connection should stop
+	// sending until OnResume (after SetPath) says a path works again. The
+	// IKE SA is kept. May be nil.
+	OnSuspend func(reason string)
+	OnResume  func(Resume)
+	// OnOutageLimit reports that the outage lasted OutageLimit; the Mover
+	// has stopped and the connection should end with err as its reason.
+	OnOutageLimit func(err error)
+	Log           *slog.Logger
 }
 
 // DefaultDeadAfter is the silence that makes us test a path that has no
-// interface event against it; about 40 RTTs of a typical uplink, short
-// enough that a user sees a hiccup rather than an outage.
-const DefaultDeadAfter = time.Second
+// interface event against it: an upstream failure, a NAT that flushed its
+// conntrack table or changed its public address. Recovery from those takes
+// DeadAfter plus up to two ticks (DeadAfter/10 each, see Run) plus one RTT
+// for the UPDATE_SA_ADDRESSES on the same path: about 0.6 s with a 21 ms
+// RTT, inside the 1 s the issue asks for even when the first update is lost
+// and retransmitted after ike.MoveRetransmit's 200 ms. Much shorter and
+// ordinary jitter (a cellular uplink's RTT spikes to a few hundred ms)
+// would test healthy paths; the backoff in checkSilence bounds what a false
+// alarm costs.
+const DefaultDeadAfter = 500 * time.Millisecond
 
-// Mover runs the initiator's MOBIKE decisions for one SA.
+// DefaultOutageLimit is how long a connection survives without a working
+// path (every uplink down, or suspended) before it ends.
+const DefaultOutageLimit = 30 * time.Minute
+
+// Backoffs. After a silence check that found the path alive, the silence
+// was not the path's fault (a one-way flow, a server that does not answer):
+// the next check waits twice as long, up to maxSilenceBackoff, until ESP
+// comes in again. While no path works but addresses exist (Wi-Fi associated,
+// its upstream dead), all paths are retested after minRetry, doubling up to
+// maxRetry; an address appearing or a wake-up retests at once.
+const (
+	maxSilenceBackoff = time.Minute
+	minRetry          = 2 * time.Second
+	maxRetry          = time.Minute
+)
+
+// ErrNoPath is returned when no candidate path answers.
+var ErrNoPath = errors.New("mobility: no working path")
+
+// ErrOutage is the reason a connection ends after OutageLimit without a
+// working path.
+var ErrOutage = errors.New("no usable network")
+
+// Mover runs the initiator's MOBIKE decisions for one SA. Its state belongs
+// to the goroutine running Run; Current may be called from any goroutine.
 type Mover struct {
 	cfg Config
 	log *slog.Logger
@@ -84,11 +140,72 @@ type Mover struct {
 	mu      sync.Mutex
 	current esp.Path
 	ifname  string
-	// broken: the current path was lost and no other answered yet; the
-	// next address that appears is tried at once.
-	broken bool
-	// lastCheck is when the current path was last tested for silence.
-	lastCheck time.Time
+
+	// At most one update is in flight (moving); triggers that arrive
+	// meanwhile are merged into pending and run after it, with the
+	// addresses of that moment.
+	moving  bool
+	pending *request
+
+	// broken: no path works; outbound traffic is stopped (OnSuspend) and
+	// every trigger retests all candidates. outageStart is when it began,
+	// asleep how much suspended time the monotonic clock missed since.
+	broken      bool
+	outageStart time.Time
+	asleep      time.Duration
+	outage      *time.Timer
+	retry       *time.Timer
+	retryDelay  time.Duration
+
+	// Dead-path detection (checkSilence).
+	seenRecv   time.Time // the last inbound ESP time we saw
+	unanswered time.Time // first outbound seen after seenRecv; zero: none
+	lastCheck  time.Time
+	backoff    time.Duration
+}
+
+// request is one reason to test paths.
+type request struct {
+	at time.Time // the earliest triggering event
+	// lost: the current address (gone) or uplink (goneIf) went away. Both
+	// are excluded from candidates, as the monitor's address list may lag
+	// behind the event that reported the loss.
+	lost   bool
+	gone   []netip.Addr
+	goneIf []int
+	// refresh: test the current path first (silence, wake-up).
+	refresh bool
+	// better: a preferred uplink may be usable (make-before-break).
+	better bool
+	// retry: no path works; test them all.
+	retry bool
+}
+
+func (r *request) merge(o request) {
+	if o.at.Before(r.at) {
+		r.at = o.at
+	}
+	r.lost = r.lost || o.lost
+	r.gone = append(r.gone, o.gone...)
+	r.goneIf = append(r.goneIf, o.goneIf...)
+	r.refresh = r.refresh || o.refresh
+	r.better = r.better || o.better
+	r.retry = r.retry || o.retry
+}
+
+type candidate struct {
+	path   esp.Path
+	ifname string
+}
+
+// result is a finished update, handed back to Run.
+type result struct {
+	kind  kind
+	at    time.Time // the triggering event
+	from  esp.Path
+	cands []candidate
+	probe Probe
+	err   error
 }
 
 // New makes a Mover; start is the SA's path now and ifname its uplink.
@@ -107,18 +224,26 @@ func (m *Mover) Current() (esp.Path, string) {
 	return m.current, m.ifname
 }
 
-// Run follows the monitor's events until ctx ends or events closes.
+// Run follows the monitor's events until ctx ends, events closes, or the
+// outage limit ends the connection.
 func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	cur, _ := m.Current()
 	if m.cfg.SetCurrent != nil {
 		m.cfg.SetCurrent(cur.Local.Addr(), cur.IfIndex)
 	}
+	// The tick only reads two atomics; a tenth of the window keeps the
+	// detection delay within DeadAfter plus two ticks.
 	var tick <-chan time.Time
 	if m.cfg.Activity != nil {
-		t := time.NewTicker(m.deadAfter() / 5)
+		t := time.NewTicker(max(m.deadAfter()/10, 10*time.Millisecond))
 		defer t.Stop()
 		tick = t.C
 	}
+	defer func() {
+		stopTimer(m.outage)
+		stopTimer(m.retry)
+	}()
+	results := make(chan result, 1)
 	for {
 		select {
 		case <-ctx.Done():
@@ -127,10 +252,34 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 			if !ok {
 				return
 			}
-			m.handle(ctx, ev)
+			if m.handle(ev) {
+				return
+			}
 		case now := <-tick:
-			m.checkSilence(ctx, now)
+			m.checkSilence(now)
+		case r := <-results:
+			m.finish(ctx, r)
+		case <-timerC(m.outage):
+			if m.outageOver() {
+				return
+			}
+		case now := <-timerC(m.retry):
+			m.want(request{at: now, retry: true})
 		}
+		m.kick(ctx, results)
+	}
+}
+
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
 
@@ -141,34 +290,25 @@ func (m *Mover) deadAfter() time.Duration {
 	return DefaultDeadAfter
 }
 
-// checkSilence tests the current path when traffic has been going out with
-// nothing coming back for longer than DeadAfter: an upstream failure or a
-// NAT that lost our mapping gives no interface event. If the path still
-// answers, an UPDATE_SA_ADDRESSES from it tells the gateway our (possibly
-// new) NAT mapping; if not, the other paths are tried.
-func (m *Mover) checkSilence(ctx context.Context, now time.Time) {
-	sent, received := m.cfg.Activity()
-	window := m.deadAfter()
-	m.mu.Lock()
-	last := m.lastCheck
-	m.mu.Unlock()
-	if sent.Sub(received) < window || now.Sub(sent) > window || sent.Sub(last) < window {
-		return
+func (m *Mover) outageLimit() time.Duration {
+	if m.cfg.OutageLimit > 0 {
+		return m.cfg.OutageLimit
 	}
-	m.mu.Lock()
-	m.lastCheck = now
-	m.mu.Unlock()
-	// The current path first: if it answers, the update tells the gateway
-	// our NAT mapping as it is now; otherwise the others are tried.
-	cur, curIf := m.Current()
-	cands := []candidate{{path: cur, ifname: curIf}}
-	for _, c := range m.candidates(true) {
-		cands = append(cands, c)
-	}
-	m.moveTo(ctx, time.Now(), cur, cands)
+	return DefaultOutageLimit
 }
 
-func (m *Mover) handle(ctx context.Context, ev netmon.Event) {
+// want records a reason to test paths; kick acts on it.
+func (m *Mover) want(r request) {
+	if m.pending == nil {
+		m.pending = &r
+		return
+	}
+	m.pending.merge(r)
+}
+
+// handle turns one monitor event into requests; it reports whether the
+// outage limit ended the connection.
+func (m *Mover) handle(ev netmon.Event) (ended bool) {
 	cur, _ := m.Current()
 	switch e := ev.(type) {
 	// The monitor's Current flag describes the path when the event was
@@ -177,28 +317,281 @@ func (m *Mover) handle(ctx context.Context, ev netmon.Event) {
 	// own path decides.
 	case netmon.AddressRemoved:
 		if e.Addr == cur.Local.Addr() {
-			m.reselect(ctx, e.At, true)
+			m.want(request{at: e.At, lost: true, gone: []netip.Addr{e.Addr}})
 		}
 	case netmon.LinkDown:
 		if e.IfIndex == cur.IfIndex {
-			m.reselect(ctx, e.At, true)
+			m.want(request{at: e.At, lost: true, goneIf: []int{e.IfIndex}})
 		}
 	case netmon.Snapshot:
-		m.mu.Lock()
-		broken := m.broken
-		m.mu.Unlock()
-		if broken {
-			m.reselect(ctx, e.At, true)
-			return
+		// The snapshot is the monitor's whole view: exclusions made for
+		// its earlier events are moot (the uplink may be back already).
+		if m.pending != nil {
+			m.pending.gone, m.pending.goneIf = nil, nil
 		}
-		// A new or returning uplink: move if it is preferred over ours
-		// (make-before-break: the old path keeps working meanwhile).
-		if m.preferredAvailable() {
-			m.reselect(ctx, e.At, false)
+		switch {
+		case len(m.cfg.Addresses()) == 0:
+			m.suspend("no usable network address", e.At)
+		case m.broken:
+			// Retest; should the update in flight land on a less
+			// preferred uplink meanwhile, better moves on afterwards.
+			m.want(request{at: e.At, retry: true, better: true})
+		case m.preferredAvailable():
+			// A new or returning uplink preferred over ours: move while
+			// the old path keeps working (make-before-break).
+			m.want(request{at: e.At, better: true})
 		}
 	case netmon.ClockJump:
-		// After a suspend every NAT binding may be gone; test where we are.
-		m.reselect(ctx, e.At, false)
+		return m.wake(e)
+	}
+	return false
+}
+
+// wake handles a wall-clock jump: the system was suspended (or its clock
+// stepped). Every NAT binding may be gone, so the current path is tested
+// before anything else is sent; the time asleep counts towards the outage
+// limit, which the monotonic timers did not see pass.
+func (m *Mover) wake(e netmon.ClockJump) (ended bool) {
+	slept := e.Jump()
+	if slept > 0 {
+		if !m.broken {
+			m.suspend(fmt.Sprintf("system suspended for %v", roundDuration(slept)), time.Now())
+		}
+		m.asleep += slept
+		if m.outageOver() {
+			return true
+		}
+	}
+	m.want(request{at: e.At, refresh: true})
+	return false
+}
+
+// suspend enters the outage state; nothing is sent until a path answers.
+// since is when the last path was lost (the triggering event).
+func (m *Mover) suspend(reason string, since time.Time) {
+	if m.broken {
+		return
+	}
+	now := time.Now()
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	m.broken = true
+	m.outageStart = since
+	m.asleep = 0
+	m.retryDelay = minRetry
+	stopTimer(m.outage)
+	m.outage = time.NewTimer(max(m.outageLimit()-now.Sub(since), 0))
+	m.log.Info("no working path", "reason", reason)
+	if m.cfg.OnSuspend != nil {
+		m.cfg.OnSuspend(reason)
+	}
+}
+
+func (m *Mover) outageElapsed() time.Duration {
+	return time.Since(m.outageStart) + m.asleep
+}
+
+// outageOver ends the connection when the outage has lasted the limit, or
+// re-arms the timer for the rest (time asleep shortens it).
+func (m *Mover) outageOver() bool {
+	if !m.broken {
+		return false
+	}
+	elapsed, limit := m.outageElapsed(), m.outageLimit()
+	if elapsed < limit {
+		stopTimer(m.outage)
+		m.outage = time.NewTimer(limit - elapsed)
+		return false
+	}
+	err := fmt.Errorf("%w for %v", ErrOutage, roundDuration(elapsed))
+	m.log.Warn("giving up", "err", err)
+	if m.cfg.OnOutageLimit != nil {
+		m.cfg.OnOutageLimit(err)
+	}
+	return true
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	if d >= time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
+}
+
+// checkSilence tests the current path when traffic has been going out with
+// nothing coming back for DeadAfter: an upstream failure or a NAT that lost
+// our mapping gives no interface event. If the path still answers, the
+// update from it tells the gateway our (possibly new) NAT mapping; if not,
+// the other paths are tried.
+//
+// An idle tunnel never triggers a check: only outbound ESP sent after the
+// last inbound one starts the window, the first reply resets it, and the
+// traffic must still be going out when the window ends. A check that found
+// the path alive doubles the wait before the next one until ESP comes in
+// again, so a one-way flow costs a few updates, not a storm.
+func (m *Mover) checkSilence(now time.Time) {
+	if m.broken || m.moving {
+		return // retests are driven by events and the retry timer
+	}
+	sent, recv := m.cfg.Activity()
+	window := m.deadAfter()
+	if m.backoff < window {
+		m.backoff = window
+	}
+	if !recv.Equal(m.seenRecv) {
+		m.seenRecv, m.unanswered, m.backoff = recv, time.Time{}, window
+	}
+	if !sent.After(recv) {
+		m.unanswered = time.Time{}
+		return
+	}
+	if m.unanswered.IsZero() {
+		m.unanswered = sent
+	}
+	if now.Sub(m.unanswered) < window || now.Sub(sent) >= window || now.Sub(m.lastCheck) < m.backoff {
+		return
+	}
+	m.lastCheck = now
+	m.backoff = min(2*m.backoff, maxSilenceBackoff)
+	m.log.Info("path silent", "since", m.unanswered, "last_received", recv)
+	m.want(request{at: now, refresh: true})
+}
+
+// kick starts the pending request unless an update is in flight.
+func (m *Mover) kick(ctx context.Context, results chan<- result) {
+	if m.moving || m.pending == nil || ctx.Err() != nil {
+		return
+	}
+	req := *m.pending
+	m.pending = nil
+	cur, _ := m.Current()
+	k, cands := m.plan(req)
+	if len(cands) == 0 {
+		if k == kindLost {
+			m.suspend("no usable network address", req.at)
+		}
+		return
+	}
+	m.moving = true
+	paths := make([]esp.Path, len(cands))
+	for i, c := range cands {
+		paths[i] = c.path
+	}
+	go func() {
+		p, err := m.cfg.SA.Move(ctx, paths)
+		results <- result{kind: k, at: req.at, from: cur, cands: cands, probe: p, err: err}
+	}()
+}
+
+// kind is what an update is for.
+type kind int
+
+const (
+	kindNone    kind = iota
+	kindRetry        // no path works: test them all
+	kindLost         // the current path is gone
+	kindRefresh      // the current path went silent or the system woke up
+	kindBetter       // a preferred uplink appeared
+)
+
+// plan decides what req calls for now (a loss may be stale by the time an
+// earlier update finished) and lists the paths to test, in order.
+func (m *Mover) plan(req request) (kind, []candidate) {
+	cur, curIf := m.Current()
+	addrs := slices.DeleteFunc(m.cfg.Addresses(), func(a netmon.Address) bool {
+		return slices.Contains(req.gone, a.Addr) || slices.Contains(req.goneIf, a.IfIndex)
+	})
+	all := m.candidates(addrs)
+	switch {
+	case m.broken:
+		// Everything, the current path too: the same address may be
+		// back after a link flap.
+		return kindRetry, all
+	case req.lost && (slices.Contains(req.gone, cur.Local.Addr()) || slices.Contains(req.goneIf, cur.IfIndex)):
+		return kindLost, all
+	case req.refresh:
+		out := []candidate{{path: cur, ifname: curIf}}
+		for _, c := range all {
+			if c.path != cur {
+				out = append(out, c)
+			}
+		}
+		return kindRefresh, out
+	case req.better:
+		var out []candidate
+		for _, c := range all {
+			if m.rank(c.ifname) < m.rank(curIf) {
+				out = append(out, c)
+			}
+		}
+		return kindBetter, out
+	}
+	return kindNone, nil
+}
+
+// finish adopts the outcome of an update.
+func (m *Mover) finish(ctx context.Context, r result) {
+	m.moving = false
+	if m.cfg.OnProbe != nil {
+		m.cfg.OnProbe(r.cands[0].path, r.cands[0].ifname, r.err)
+	}
+	if r.err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		m.log.Info("no candidate path answered", "candidates", len(r.cands), "err", r.err)
+		if r.kind == kindBetter && !m.broken {
+			return // the current path still works; the new one does not
+		}
+		m.suspend(fmt.Sprintf("%v: %v", ErrNoPath, r.err), r.at)
+		if len(m.cfg.Addresses()) > 0 {
+			stopTimer(m.retry)
+			m.retry = time.NewTimer(m.retryDelay)
+			m.retryDelay = min(2*m.retryDelay, maxRetry)
+		}
+		return
+	}
+	to := r.probe.Path
+	ifname := r.cands[0].ifname
+	for _, c := range r.cands {
+		if c.path.IfIndex == to.IfIndex && c.path.Local.Addr() == to.Local.Addr() {
+			ifname = c.ifname
+			break
+		}
+	}
+	m.cfg.SetPath(to)
+	if m.cfg.SetCurrent != nil {
+		m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
+	}
+	m.mu.Lock()
+	m.current, m.ifname = to, ifname
+	m.mu.Unlock()
+	// The path starts a new silence window; a new path or the end of an
+	// outage also forgets the backoff earned by a one-way flow.
+	m.unanswered, m.lastCheck = time.Time{}, time.Now()
+	if to != r.from || m.broken {
+		m.backoff = 0
+	}
+	took := time.Since(r.at)
+	wasBroken := m.broken
+	if to != r.from {
+		if m.cfg.OnMove != nil {
+			m.cfg.OnMove(Move{From: r.from, To: to, Interface: ifname, NAT: r.probe.NATLocal, Took: took})
+		}
+	} else if r.kind == kindRefresh && m.cfg.OnNATRefresh != nil {
+		m.cfg.OnNATRefresh(to, took)
+	}
+	if wasBroken {
+		outage := m.outageElapsed()
+		m.broken = false
+		stopTimer(m.outage)
+		stopTimer(m.retry)
+		m.outage, m.retry = nil, nil
+		m.log.Info("path works again", "path", to.Local.String(), "outage", outage)
+		if m.cfg.OnResume != nil {
+			m.cfg.OnResume(Resume{Path: to, Interface: ifname, Took: took, Outage: outage})
+		}
 	}
 }
 
@@ -224,35 +617,26 @@ func (m *Mover) rank(ifname string) int {
 	return len(m.cfg.Interfaces)
 }
 
-type candidate struct {
-	path   esp.Path
-	ifname string
-}
-
-// candidates lists every usable local address with every peer address of
-// the same family, preferred uplinks first; the current path's remote port
-// is kept (4500 after the float).
-func (m *Mover) candidates(lost bool) []candidate {
+// candidates pairs every address with every peer address of the same
+// family, preferred uplinks first; the current path's ports are kept (4500
+// after the float).
+func (m *Mover) candidates(addrs []netmon.Address) []candidate {
 	cur, curIf := m.Current()
 	peers := m.cfg.SA.PeerAddresses()
 	if len(peers) == 0 {
 		peers = []netip.Addr{cur.Remote.Addr()}
 	}
 	var out []candidate
-	for _, a := range m.cfg.Addresses() {
+	for _, a := range addrs {
 		for _, p := range peers {
 			if a.Addr.Is4() != p.Is4() {
 				continue
 			}
-			path := esp.Path{
+			out = append(out, candidate{ifname: a.IfName, path: esp.Path{
 				Local:   netip.AddrPortFrom(a.Addr, cur.Local.Port()),
 				Remote:  netip.AddrPortFrom(p, cur.Remote.Port()),
 				IfIndex: a.IfIndex,
-			}
-			if lost && path.Local.Addr() == cur.Local.Addr() && path.IfIndex == cur.IfIndex && path.Remote == cur.Remote {
-				continue // the path that just broke
-			}
-			out = append(out, candidate{path: path, ifname: a.IfName})
+			}})
 		}
 	}
 	slices.SortStableFunc(out, func(a, b candidate) int {
@@ -270,78 +654,4 @@ func (m *Mover) candidates(lost bool) []candidate {
 		return 0
 	})
 	return out
-}
-
-// ErrNoPath is returned when no candidate path answers.
-var ErrNoPath = errors.New("mobility: no working path")
-
-// reselect moves the SA to the best candidate path that answers. lost says
-// the current path is gone; otherwise only uplinks preferred over the
-// current one are candidates.
-func (m *Mover) reselect(ctx context.Context, trigger time.Time, lost bool) error {
-	cur, curIf := m.Current()
-	var cands []candidate
-	for _, c := range m.candidates(lost) {
-		if !lost && m.rank(c.ifname) >= m.rank(curIf) {
-			break
-		}
-		cands = append(cands, c)
-	}
-	if len(cands) == 0 {
-		if lost {
-			m.markBroken()
-			return ErrNoPath
-		}
-		return nil
-	}
-	return m.moveTo(ctx, trigger, cur, cands)
-}
-
-func (m *Mover) markBroken() {
-	m.mu.Lock()
-	m.broken = true
-	m.mu.Unlock()
-}
-
-// moveTo runs one update over the candidates and adopts the path that
-// answered.
-func (m *Mover) moveTo(ctx context.Context, trigger time.Time, cur esp.Path, cands []candidate) error {
-	paths := make([]esp.Path, len(cands))
-	for i, c := range cands {
-		paths[i] = c.path
-	}
-	res, err := m.cfg.SA.Move(ctx, paths)
-	if m.cfg.OnProbe != nil {
-		m.cfg.OnProbe(cands[0].path, cands[0].ifname, err)
-	}
-	if err != nil {
-		m.log.Info("no candidate path answered", "candidates", len(cands), "err", err)
-		m.markBroken()
-		return fmt.Errorf("%w: %v", ErrNoPath, err)
-	}
-	to := res.Path
-	ifname := cands[0].ifname
-	for _, c := range cands {
-		if c.path.IfIndex == to.IfIndex && c.path.Local.Addr() == to.Local.Addr() {
-			ifname = c.ifname
-			break
-		}
-	}
-	m.cfg.SetPath(to)
-	if m.cfg.SetCurrent != nil {
-		m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
-	}
-	m.mu.Lock()
-	m.current, m.ifname, m.broken = to, ifname, false
-	m.mu.Unlock()
-	if to == cur {
-		if m.cfg.OnNATRefresh != nil {
-			m.cfg.OnNATRefresh(to, time.Since(trigger))
-		}
-		return nil
-	}
-	if m.cfg.OnMove != nil {
-		m.cfg.OnMove(Move{From: cur, To: to, Interface: ifname, NAT: res.NATLocal, Took: time.Since(trigger)})
-	}
-	return nil
 }

@@ -3,22 +3,29 @@ package mobility
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
-// fakeSA answers probes for the local addresses listed in working.
+// fakeSA answers updates sent from the local addresses listed in working.
+// An update with no working path fails after timeout, as the engine's
+// retransmissions do (ike.MoveRetransmit takes about ten seconds).
 type fakeSA struct {
 	mu      sync.Mutex
-	path    esp.Path
 	peers   []netip.Addr
 	working map[netip.Addr]bool
-	probes  []esp.Path
+	timeout time.Duration
+	rtt     time.Duration // how long a working path takes to answer
+	calls   [][]esp.Path
 	updates []esp.Path
 }
 
@@ -28,18 +35,42 @@ func (f *fakeSA) PeerAddresses() []netip.Addr {
 
 // Move tries the paths in order, as the engine's round-robin does when
 // only working paths answer.
-func (f *fakeSA) Move(_ context.Context, paths []esp.Path) (Probe, error) {
+func (f *fakeSA) Move(ctx context.Context, paths []esp.Path) (Probe, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.calls = append(f.calls, slices.Clone(paths))
+	timeout, rtt := f.timeout, f.rtt
 	for _, p := range paths {
-		f.probes = append(f.probes, p)
 		if f.working[p.Local.Addr()] {
 			f.updates = append(f.updates, p)
-			f.path = p
+			f.mu.Unlock()
+			time.Sleep(rtt)
 			return Probe{Path: p, NATLocal: true}, nil
 		}
 	}
+	f.mu.Unlock()
+	if timeout > 0 {
+		select {
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return Probe{}, ctx.Err()
+		}
+	}
 	return Probe{}, errors.New("timeout")
+}
+
+func (f *fakeSA) setWorking(addrs ...netmon.Address) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.working = map[netip.Addr]bool{}
+	for _, a := range addrs {
+		f.working[a.Addr] = true
+	}
+}
+
+func (f *fakeSA) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
 }
 
 var (
@@ -53,8 +84,161 @@ func pathOn(a netmon.Address) esp.Path {
 	return esp.Path{Local: netip.AddrPortFrom(a.Addr, 40000), Remote: gw, IfIndex: a.IfIndex}
 }
 
-func TestMover(t *testing.T) {
+func nameOf(p esp.Path) string {
+	for _, a := range []netmon.Address{wlan, wwan, eth} {
+		if a.Addr == p.Local.Addr() {
+			return a.IfName
+		}
+	}
+	return p.Local.String()
+}
+
+// rig runs a Mover inside a synctest bubble and records what it reports,
+// one line per callback.
+type rig struct {
+	sa     *fakeSA
+	m      *Mover
+	events chan netmon.Event
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	addrs   []netmon.Address
+	log     []string
+	setPath []esp.Path
+}
+
+// newRig starts a Mover on start with addrs usable and working answering;
+// cfg supplies the knobs under test (SA, Addresses and callbacks are the
+// rig's).
+func newRig(cfg Config, start netmon.Address, addrs, working []netmon.Address) *rig {
+	r := &rig{
+		sa:     &fakeSA{peers: []netip.Addr{gw.Addr()}, timeout: 10 * time.Second},
+		events: make(chan netmon.Event, 16),
+		done:   make(chan struct{}),
+		addrs:  addrs,
+	}
+	r.sa.setWorking(working...)
+	cfg.SA = r.sa
+	cfg.Addresses = func() []netmon.Address {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return slices.Clone(r.addrs)
+	}
+	cfg.SetPath = func(p esp.Path) {
+		r.mu.Lock()
+		r.setPath = append(r.setPath, p)
+		r.mu.Unlock()
+	}
+	cfg.OnMove = func(mv Move) {
+		r.record("move %s->%s nat=%v", nameOf(mv.From), mv.Interface, mv.NAT)
+	}
+	cfg.OnNATRefresh = func(p esp.Path, _ time.Duration) { r.record("refresh %s", nameOf(p)) }
+	cfg.OnSuspend = func(reason string) { r.record("suspend: %s", reason) }
+	cfg.OnResume = func(res Resume) {
+		r.mu.Lock()
+		ok := len(r.setPath) > 0 && r.setPath[len(r.setPath)-1] == res.Path
+		r.mu.Unlock()
+		if !ok {
+			r.record("resume before ESP was given the path %v", res.Path)
+			return
+		}
+		r.record("resume %s after %v, took %v", res.Interface, res.Outage, res.Took)
+	}
+	cfg.OnOutageLimit = func(err error) {
+		if !errors.Is(err, ErrOutage) {
+			r.record("end with a foreign error: %v", err)
+			return
+		}
+		r.record("end: %v", err)
+	}
+	r.m = New(cfg, pathOn(start), start.IfName)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		defer close(r.done)
+		r.m.Run(ctx, r.events)
+	}()
+	synctest.Wait()
+	return r
+}
+
+func (r *rig) record(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = append(r.log, fmt.Sprintf(format, args...))
+}
+
+// send delivers an event stamped now and lets the Mover act on it.
+func (r *rig) send(ev netmon.Event) {
 	now := time.Now()
+	switch e := ev.(type) {
+	case netmon.AddressRemoved:
+		e.At = now
+		ev = e
+	case netmon.LinkDown:
+		e.At = now
+		ev = e
+	case netmon.Snapshot:
+		e.At = now
+		ev = e
+	case netmon.ClockJump:
+		e.At = now
+		ev = e
+	}
+	r.events <- ev
+	synctest.Wait()
+}
+
+func (r *rig) setAddrs(addrs ...netmon.Address) {
+	r.mu.Lock()
+	r.addrs = addrs
+	r.mu.Unlock()
+}
+
+// wait lets fake time pass.
+func (r *rig) wait(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// take returns the callbacks recorded since the last take.
+func (r *rig) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.log
+	r.log = nil
+	return out
+}
+
+func (r *rig) ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *rig) stop() {
+	r.cancel()
+	<-r.done
+	synctest.Wait() // the last update's goroutine
+}
+
+func expectLog(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("callbacks:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Fatalf("callbacks:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	}
+}
+
+func TestMover(t *testing.T) {
 	tests := []struct {
 		name       string
 		prefs      []string
@@ -63,64 +247,64 @@ func TestMover(t *testing.T) {
 		working    []netmon.Address
 		event      netmon.Event
 		wantMoveTo *netmon.Address
-		wantProbes int
+		wantProbes int // paths offered in the update
+		wantLog    []string
 	}{
 		{name: "current link down moves to the other uplink", start: wlan, addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan},
-			event: netmon.LinkDown{IfIndex: 2, IfName: "wlan", Current: true, At: now}, wantMoveTo: &wwan, wantProbes: 1},
+			event: netmon.LinkDown{IfIndex: 2, IfName: "wlan", Current: true}, wantMoveTo: &wwan, wantProbes: 1,
+			wantLog: []string{"move wlan->wwan nat=true"}},
 		{name: "current address removed", start: wlan, addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan},
-			event: netmon.AddressRemoved{Address: wlan, Current: true, At: now}, wantMoveTo: &wwan, wantProbes: 1},
+			event: netmon.AddressRemoved{Address: wlan, Current: true}, wantMoveTo: &wwan, wantProbes: 1,
+			wantLog: []string{"move wlan->wwan"}},
+		{name: "lost address still listed by the monitor is not tried", start: wlan, addrs: []netmon.Address{wlan, wwan},
+			working: []netmon.Address{wlan, wwan}, event: netmon.AddressRemoved{Address: wlan, Current: true},
+			wantMoveTo: &wwan, wantProbes: 1, wantLog: []string{"move wlan->wwan"}},
 		{name: "dead candidate skipped, preference order kept", prefs: []string{"eth0", "wlan", "wwan"}, start: wlan,
 			addrs: []netmon.Address{wwan, eth}, working: []netmon.Address{wwan},
-			event: netmon.LinkDown{IfIndex: 2, Current: true, At: now}, wantMoveTo: &wwan, wantProbes: 2},
+			event: netmon.LinkDown{IfIndex: 2, Current: true}, wantMoveTo: &wwan, wantProbes: 2,
+			wantLog: []string{"move wlan->wwan"}},
 		{name: "preferred uplink back: make-before-break", prefs: []string{"wlan", "wwan"}, start: wwan,
 			addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wwan, wlan},
-			event: netmon.Snapshot{At: now}, wantMoveTo: &wlan, wantProbes: 1},
+			event: netmon.Snapshot{}, wantMoveTo: &wlan, wantProbes: 1, wantLog: []string{"move wwan->wlan"}},
 		{name: "less preferred uplink appears: stay", prefs: []string{"wlan", "wwan"}, start: wlan,
-			addrs: []netmon.Address{wlan, wwan}, working: []netmon.Address{wlan, wwan},
-			event: netmon.Snapshot{At: now}, wantProbes: 0},
+			addrs: []netmon.Address{wlan, wwan}, working: []netmon.Address{wlan, wwan}, event: netmon.Snapshot{}},
 		{name: "no preference: new uplink does not move us", start: wlan,
-			addrs: []netmon.Address{wlan, eth}, working: []netmon.Address{wlan, eth},
-			event: netmon.Snapshot{At: now}, wantProbes: 0},
+			addrs: []netmon.Address{wlan, eth}, working: []netmon.Address{wlan, eth}, event: netmon.Snapshot{}},
 		{name: "other address removed: ignored", start: wlan, addrs: []netmon.Address{wlan}, working: []netmon.Address{wlan},
-			event: netmon.AddressRemoved{Address: wwan, At: now}, wantProbes: 0},
-		{name: "nothing works: no move", start: wlan, addrs: []netmon.Address{wwan}, working: nil,
-			event: netmon.LinkDown{IfIndex: 2, Current: true, At: now}, wantProbes: 1},
+			event: netmon.AddressRemoved{Address: wwan}},
+		{name: "preferred uplink does not answer: stay, not suspended", prefs: []string{"wlan", "wwan"}, start: wwan,
+			addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wwan}, event: netmon.Snapshot{}, wantProbes: 1},
+		{name: "nothing answers: suspended", start: wlan, addrs: []netmon.Address{wwan}, event: netmon.LinkDown{IfIndex: 2, Current: true},
+			wantProbes: 1, wantLog: []string{"suspend: mobility: no working path: timeout"}},
+		{name: "last address gone: suspended without a probe", start: wlan, event: netmon.LinkDown{IfIndex: 2, Current: true},
+			wantLog: []string{"suspend: no usable network address"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sa := &fakeSA{path: pathOn(tt.start), peers: []netip.Addr{gw.Addr()}, working: map[netip.Addr]bool{}}
-			for _, a := range tt.working {
-				sa.working[a.Addr] = true
-			}
-			var moved []Move
-			var setPath []esp.Path
-			m := New(Config{
-				SA:         sa,
-				Addresses:  func() []netmon.Address { return tt.addrs },
-				SetPath:    func(p esp.Path) { setPath = append(setPath, p) },
-				Interfaces: tt.prefs,
-				OnMove:     func(mv Move) { moved = append(moved, mv) },
-			}, pathOn(tt.start), tt.start.IfName)
-			m.handle(context.Background(), tt.event)
-			if len(sa.probes) != tt.wantProbes {
-				t.Errorf("probes %v, want %d", sa.probes, tt.wantProbes)
-			}
-			if tt.wantMoveTo == nil {
-				if len(moved) != 0 || len(sa.updates) != 0 {
-					t.Fatalf("moved: %+v", moved)
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(Config{Interfaces: tt.prefs}, tt.start, tt.addrs, tt.working)
+				defer r.stop()
+				r.send(tt.event)
+				r.wait(10 * time.Second) // a failing update times out, no retest yet
+				if tt.wantProbes == 0 && len(r.sa.calls) != 0 ||
+					tt.wantProbes > 0 && (len(r.sa.calls) != 1 || len(r.sa.calls[0]) != tt.wantProbes) {
+					t.Fatalf("updates over %v, want one over %d paths", r.sa.calls, tt.wantProbes)
 				}
-				return
-			}
-			want := pathOn(*tt.wantMoveTo)
-			if len(sa.updates) != 1 || sa.updates[0] != want || len(setPath) != 1 || setPath[0] != want {
-				t.Fatalf("updates %v setPath %v, want %v", sa.updates, setPath, want)
-			}
-			if len(moved) != 1 || moved[0].Interface != tt.wantMoveTo.IfName || !moved[0].NAT || moved[0].From != pathOn(tt.start) {
-				t.Fatalf("move %+v", moved)
-			}
-			if cur, ifname := m.Current(); cur != want || ifname != tt.wantMoveTo.IfName {
-				t.Fatalf("current %v %s", cur, ifname)
-			}
+				expectLog(t, r.take(), tt.wantLog...)
+				if tt.wantMoveTo == nil {
+					if len(r.sa.updates) != 0 || len(r.setPath) != 0 {
+						t.Fatalf("moved: %v", r.sa.updates)
+					}
+					return
+				}
+				want := pathOn(*tt.wantMoveTo)
+				if len(r.sa.updates) != 1 || r.sa.updates[0] != want || len(r.setPath) != 1 || r.setPath[0] != want {
+					t.Fatalf("updates %v setPath %v, want %v", r.sa.updates, r.setPath, want)
+				}
+				if cur, ifname := r.m.Current(); cur != want || ifname != tt.wantMoveTo.IfName {
+					t.Fatalf("current %v %s", cur, ifname)
+				}
+			})
 		})
 	}
 }
@@ -130,87 +314,345 @@ func TestMover(t *testing.T) {
 // events (address removal after link down) must not move it again, here to
 // the gateway's other address.
 func TestStaleCurrentFlag(t *testing.T) {
-	other := netip.MustParseAddr("203.0.113.26")
-	sa := &fakeSA{path: pathOn(wwan), peers: []netip.Addr{gw.Addr(), other}, working: map[netip.Addr]bool{wwan.Addr: true}}
-	m := New(Config{SA: sa, Addresses: func() []netmon.Address { return []netmon.Address{wwan} }, SetPath: func(esp.Path) {}}, pathOn(wwan), "wwan")
-	for _, ev := range []netmon.Event{
-		netmon.AddressRemoved{Address: wlan, Current: true, At: time.Now()},
-		netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true, At: time.Now()},
-	} {
-		m.handle(context.Background(), ev)
-	}
-	if len(sa.probes) != 0 {
-		t.Fatalf("moved on a stale event: probes %v", sa.probes)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(Config{}, wwan, []netmon.Address{wwan}, []netmon.Address{wwan})
+		defer r.stop()
+		r.sa.peers = []netip.Addr{gw.Addr(), netip.MustParseAddr("203.0.113.26")}
+		r.send(netmon.AddressRemoved{Address: wlan, Current: true})
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		if len(r.sa.calls) != 0 {
+			t.Fatalf("moved on a stale event: %v", r.sa.calls)
+		}
+	})
 }
 
-// TestRecoverWhenAddressReturns: all uplinks gone, then one comes back; the
-// first snapshot with an address triggers the move.
-func TestRecoverWhenAddressReturns(t *testing.T) {
-	sa := &fakeSA{path: pathOn(wlan), peers: []netip.Addr{gw.Addr()}, working: map[netip.Addr]bool{wwan.Addr: true}}
-	var addrs []netmon.Address
-	m := New(Config{SA: sa, Addresses: func() []netmon.Address { return addrs }, SetPath: func(esp.Path) {}}, pathOn(wlan), "wlan")
-	m.handle(context.Background(), netmon.LinkDown{IfIndex: 2, Current: true, At: time.Now()})
-	if len(sa.updates) != 0 {
-		t.Fatal("moved with no address")
-	}
-	addrs = []netmon.Address{wwan}
-	m.handle(context.Background(), netmon.Snapshot{At: time.Now()})
-	if len(sa.updates) != 1 || sa.updates[0] != pathOn(wwan) {
-		t.Fatalf("updates %v", sa.updates)
-	}
+// TestLossDuringMove: triggers that arrive while an update is in flight
+// wait for it and are re-evaluated against the path it landed on: the
+// removal of the uplink we just left does nothing, and a burst of
+// snapshots costs one update, not one each.
+func TestLossDuringMove(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(Config{}, wlan, []netmon.Address{wwan, eth}, nil)
+		defer r.stop()
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		if r.sa.callCount() != 1 {
+			t.Fatalf("updates %v", r.sa.calls)
+		}
+		// Still in flight: more changes arrive.
+		r.send(netmon.AddressRemoved{Address: wlan, Current: true})
+		for range 5 {
+			r.send(netmon.Snapshot{})
+		}
+		if r.sa.callCount() != 1 {
+			t.Fatalf("a second update while one is in flight: %v", r.sa.calls)
+		}
+		r.sa.setWorking(eth)
+		r.wait(10 * time.Second) // the first update times out
+		expectLog(t, r.take(), "suspend: mobility: no working path", "move wlan->eth0", "resume eth0")
+		if r.sa.callCount() != 2 {
+			t.Fatalf("updates %v, want the failed one and one retry", r.sa.calls)
+		}
+	})
 }
 
-// TestSilentPath: traffic out and nothing back for longer than DeadAfter
-// makes the mover test the current path; a live path gets an update (the
-// NAT may have a new mapping), a dead one makes it move.
-func TestSilentPath(t *testing.T) {
-	base := time.Unix(1000, 0)
+// TestPreferredBackDuringRecovery: after an outage the less preferred
+// uplink returns first and the update goes there; the preferred one
+// appears while that update is in flight, and the tunnel moves on to it
+// once it has resumed.
+func TestPreferredBackDuringRecovery(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(Config{Interfaces: []string{"wlan", "wwan"}}, wlan, nil, []netmon.Address{wlan, wwan})
+		defer r.stop()
+		r.sa.rtt = 20 * time.Millisecond
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		r.wait(20 * time.Second)
+		r.setAddrs(wwan)
+		r.send(netmon.Snapshot{})
+		r.setAddrs(wwan, wlan)
+		r.send(netmon.Snapshot{}) // the update over wwan is still in flight
+		r.wait(time.Second)
+		expectLog(t, r.take(), "suspend", "move wlan->wwan", "resume wwan after 20.02s", "move wwan->wlan")
+		if cur, ifname := r.m.Current(); cur != pathOn(wlan) || ifname != "wlan" {
+			t.Fatalf("on %v %s, want wlan", cur, ifname)
+		}
+	})
+}
+
+// TestOutage covers the time without any working path: suspended at once,
+// no probes while there is nothing to probe from, a retest as soon as an
+// address appears, bounded retests while addresses exist but nothing
+// answers, and the end after the outage limit.
+func TestOutage(t *testing.T) {
+	type step struct {
+		addrs     []netmon.Address // set before the event (nil: none)
+		keepAddrs bool             // leave the addresses as they are
+		working   []netmon.Address // set before the event when non-nil
+		event     netmon.Event     // nil: none
+		wait      time.Duration    // fake time to let pass after the event
+		wantLog   []string
+		wantCalls int // updates sent so far
+		wantEnded bool
+	}
+	gone := netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true}
 	tests := []struct {
-		name          string
-		sent, recv    time.Duration // offsets from base
-		now           time.Duration
-		currentWorks  bool
-		wantProbes    int
-		wantUpdateTo  *netmon.Address
-		wantRefreshed bool
+		name  string
+		limit time.Duration
+		steps []step
 	}{
-		{name: "traffic both ways", sent: 5 * time.Second, recv: 5 * time.Second, now: 5100 * time.Millisecond},
-		{name: "idle tunnel", sent: 1 * time.Second, recv: 0, now: 10 * time.Second},
-		{name: "silent, path alive: NAT refresh", sent: 5 * time.Second, recv: 3 * time.Second, now: 5100 * time.Millisecond,
-			currentWorks: true, wantProbes: 1, wantUpdateTo: &wlan, wantRefreshed: true},
-		{name: "silent, path dead: move", sent: 5 * time.Second, recv: 3 * time.Second, now: 5100 * time.Millisecond,
-			wantProbes: 2, wantUpdateTo: &wwan},
+		{name: "all addresses gone, then one back", steps: []step{
+			{event: gone, wantLog: []string{"suspend: no usable network address"}},
+			{event: netmon.Snapshot{}, wait: 20 * time.Minute},
+			{addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan}, event: netmon.Snapshot{},
+				wantLog: []string{"move wlan->wwan", "resume wwan after 20m0s, took 0s"}, wantCalls: 1},
+		}},
+		{name: "same address back after the link flapped", steps: []step{
+			{event: gone, wait: 20 * time.Second, wantLog: []string{"suspend: no usable network address"}},
+			{addrs: []netmon.Address{wlan}, working: []netmon.Address{wlan}, event: netmon.Snapshot{},
+				wantLog: []string{"resume wlan after 20s"}, wantCalls: 1},
+		}},
+		{name: "outage limit", limit: 30 * time.Minute, steps: []step{
+			{event: gone, wait: 29 * time.Minute, wantLog: []string{"suspend: no usable network address"}},
+			{wait: time.Minute, wantLog: []string{"end: no usable network for 30m0s"}, wantEnded: true},
+		}},
+		{name: "default outage limit", steps: []step{
+			{event: gone, wait: DefaultOutageLimit, wantLog: []string{"suspend", "end: no usable network for 30m0s"}, wantEnded: true},
+		}},
+		{name: "addresses that do not answer: retests back off", steps: []step{
+			{addrs: []netmon.Address{wwan}, event: gone, wantCalls: 1},
+			// Fails at 10 s, retests after 2 s, 4 s, 8 s, 16 s, each
+			// taking 10 s to fail; the next at 112 s.
+			{keepAddrs: true, wait: 100 * time.Second, wantLog: []string{"suspend: mobility: no working path: timeout"}, wantCalls: 5},
+			{keepAddrs: true, working: []netmon.Address{wwan}, wait: 32 * time.Second,
+				wantLog: []string{"move wlan->wwan", "resume wwan after 1m52s"}, wantCalls: 6},
+		}},
+		{name: "last address goes while an update is in flight", steps: []step{
+			{addrs: []netmon.Address{wwan}, event: gone, wantCalls: 1},
+			{event: netmon.Snapshot{}, wantLog: []string{"suspend: no usable network address"}, wantCalls: 1},
+			// The update fails later; nothing to retest from.
+			{wait: 10 * time.Minute, wantCalls: 1},
+			{addrs: []netmon.Address{eth}, working: []netmon.Address{eth}, event: netmon.Snapshot{},
+				wantLog: []string{"move wlan->eth0", "resume eth0"}, wantCalls: 2},
+		}},
+		{name: "outage limit reached while addresses do not answer", limit: 5 * time.Minute, steps: []step{
+			{addrs: []netmon.Address{wwan}, event: gone, wait: 5 * time.Minute,
+				wantLog: []string{"suspend: mobility: no working path", "end: no usable network for 5m0s"}, wantEnded: true, wantCalls: 8},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sa := &fakeSA{path: pathOn(wlan), peers: []netip.Addr{gw.Addr()}, working: map[netip.Addr]bool{wwan.Addr: true, wlan.Addr: tt.currentWorks}}
-			refreshed := false
-			m := New(Config{
-				SA:           sa,
-				Addresses:    func() []netmon.Address { return []netmon.Address{wlan, wwan} },
-				SetPath:      func(esp.Path) {},
-				Activity:     func() (time.Time, time.Time) { return base.Add(tt.sent), base.Add(tt.recv) },
-				OnNATRefresh: func(esp.Path, time.Duration) { refreshed = true },
-			}, pathOn(wlan), "wlan")
-			m.checkSilence(context.Background(), base.Add(tt.now))
-			if len(sa.probes) != tt.wantProbes {
-				t.Fatalf("probes %v, want %d", sa.probes, tt.wantProbes)
-			}
-			if tt.wantUpdateTo == nil {
-				if len(sa.updates) != 0 {
-					t.Fatalf("updates %v", sa.updates)
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(Config{OutageLimit: tt.limit}, wlan, []netmon.Address{wlan}, nil)
+				defer r.stop()
+				for i, s := range tt.steps {
+					if !s.keepAddrs {
+						r.setAddrs(s.addrs...)
+					}
+					if s.working != nil {
+						r.sa.setWorking(s.working...)
+					}
+					if s.event != nil {
+						r.send(s.event)
+					}
+					r.wait(s.wait)
+					got := r.take()
+					if len(got) != len(s.wantLog) {
+						t.Fatalf("step %d: callbacks %q, want %q", i, got, s.wantLog)
+					}
+					for j := range got {
+						if !strings.HasPrefix(got[j], s.wantLog[j]) {
+							t.Fatalf("step %d: callbacks %q, want %q", i, got, s.wantLog)
+						}
+					}
+					if n := r.sa.callCount(); n != s.wantCalls {
+						t.Fatalf("step %d: %d updates %v, want %d", i, n, r.sa.calls, s.wantCalls)
+					}
+					if r.ended() != s.wantEnded {
+						t.Fatalf("step %d: Run ended %v", i, r.ended())
+					}
 				}
-				return
-			}
-			if len(sa.updates) != 1 || sa.updates[0] != pathOn(*tt.wantUpdateTo) || refreshed != tt.wantRefreshed {
-				t.Fatalf("updates %v refreshed %v", sa.updates, refreshed)
-			}
-			// A second tick right after must not test again.
-			m.checkSilence(context.Background(), base.Add(tt.now+100*time.Millisecond))
-			if len(sa.probes) != tt.wantProbes {
-				t.Fatalf("tested again within the window: %v", sa.probes)
-			}
+			})
 		})
 	}
+}
+
+// TestClockJump: a wall-clock jump (resume from suspend) suspends the
+// connection, tests the current path first and resumes; time asleep counts
+// towards the outage limit.
+func TestClockJump(t *testing.T) {
+	jump := func(d time.Duration) netmon.ClockJump {
+		return netmon.ClockJump{Wall: d + time.Second, Monotonic: time.Second}
+	}
+	tests := []struct {
+		name      string
+		working   []netmon.Address
+		before    time.Duration // outage before the jump (all addresses gone); 0: none
+		jump      netmon.ClockJump
+		wantLog   []string
+		wantFirst netmon.Address // where the first update went
+		wantEnded bool
+	}{
+		{name: "short suspend, path still works", working: []netmon.Address{wlan, wwan}, jump: jump(5 * time.Minute),
+			wantLog: []string{"suspend: system suspended for 5m0s", "resume wlan after 5m0s"}, wantFirst: wlan},
+		{name: "short suspend, NAT gone on wlan", working: []netmon.Address{wwan}, jump: jump(5 * time.Minute),
+			wantLog: []string{"suspend: system suspended for 5m0s", "move wlan->wwan", "resume wwan"}, wantFirst: wlan},
+		{name: "suspended longer than the limit", working: []netmon.Address{wlan}, jump: jump(2 * time.Hour),
+			wantLog: []string{"suspend: system suspended for 2h0m0s", "end: no usable network for 2h0m0s"}, wantEnded: true},
+		{name: "outage, then asleep past the limit", working: []netmon.Address{wlan}, before: 10 * time.Minute, jump: jump(25 * time.Minute),
+			wantLog: []string{"suspend: no usable network address", "end: no usable network for 35m0s"}, wantEnded: true},
+		{name: "wall clock stepped back: tested, not suspended", working: []netmon.Address{wlan},
+			jump: netmon.ClockJump{Wall: time.Second, Monotonic: time.Hour}, wantLog: []string{"refresh wlan"}, wantFirst: wlan},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(Config{OutageLimit: 30 * time.Minute}, wlan, []netmon.Address{wlan, wwan}, tt.working)
+				defer r.stop()
+				if tt.before > 0 {
+					r.setAddrs()
+					r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+					r.wait(tt.before)
+					r.setAddrs(wlan, wwan)
+				}
+				r.send(tt.jump)
+				expectLog(t, r.take(), tt.wantLog...)
+				if r.ended() != tt.wantEnded {
+					t.Fatalf("Run ended: %v", r.ended())
+				}
+				if tt.wantEnded {
+					return
+				}
+				if len(r.sa.calls) != 1 || r.sa.calls[0][0] != pathOn(tt.wantFirst) {
+					t.Fatalf("updates %v, want one starting on %s", r.sa.calls, tt.wantFirst.IfName)
+				}
+			})
+		})
+	}
+}
+
+// traffic stands in for esp.Peer.Activity: while sending, a packet leaves
+// every 10 ms; while answered, each is answered at once.
+type traffic struct {
+	mu                 sync.Mutex
+	sending, answered  bool
+	lastSent, lastRecv time.Time
+}
+
+func (tr *traffic) Activity() (time.Time, time.Time) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	now := time.Now().Truncate(10 * time.Millisecond)
+	if tr.sending {
+		tr.lastSent = now
+		if tr.answered {
+			tr.lastRecv = now
+		}
+	}
+	return tr.lastSent, tr.lastRecv
+}
+
+func (tr *traffic) set(sending, answered bool) {
+	tr.Activity() // bring the times up to now under the old regime
+	tr.mu.Lock()
+	tr.sending, tr.answered = sending, answered
+	tr.mu.Unlock()
+}
+
+// TestSilentPath: traffic out and nothing back for DeadAfter makes the
+// mover test the current path, first; a live path gets an update (the NAT
+// may have a new mapping), a dead one makes it move. Idle tunnels and
+// answered traffic never cause a test, and a one-way flow backs off.
+func TestSilentPath(t *testing.T) {
+	tests := []struct {
+		name         string
+		sending      bool
+		answered     bool
+		currentWorks bool
+		healed       bool // the update repairs the path (the NAT maps us again)
+		wantLog      []string
+		wantCalls    int // over the first minute of silence
+		wantFirstTo  esp.Path
+	}{
+		{name: "traffic both ways", sending: true, answered: true},
+		{name: "idle tunnel", sending: false},
+		{name: "NAT lost its mapping: refresh on the same path", sending: true, currentWorks: true, healed: true,
+			wantLog: []string{"refresh wlan"}, wantCalls: 1, wantFirstTo: pathOn(wlan)},
+		{name: "upstream dead: move", sending: true, healed: true,
+			wantLog: []string{"move wlan->wwan"}, wantCalls: 1, wantFirstTo: pathOn(wlan)},
+		// 0.5 s, then 1, 2, 4, 8, 16 s later: 6 updates in the first
+		// minute (the next 32 s later).
+		{name: "one-way flow on a live path backs off", sending: true, currentWorks: true,
+			wantLog: slices.Repeat([]string{"refresh wlan"}, 6), wantCalls: 6, wantFirstTo: pathOn(wlan)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				tr := &traffic{sending: true, answered: true}
+				working := []netmon.Address{wwan}
+				if tt.currentWorks {
+					working = append(working, wlan)
+				}
+				var checkedAt []time.Duration
+				start := time.Now()
+				r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, working)
+				defer r.stop()
+				r.wait(3 * time.Second) // answered traffic: nothing to test
+				if r.sa.callCount() != 0 {
+					t.Fatalf("tested a path that answers: %v", r.sa.calls)
+				}
+				silentAt := time.Since(start)
+				tr.set(tt.sending, tt.answered)
+				for range 600 {
+					before := r.sa.callCount()
+					r.wait(100 * time.Millisecond)
+					if r.sa.callCount() > before {
+						checkedAt = append(checkedAt, time.Since(start)-silentAt)
+						if tt.healed {
+							tr.set(true, true)
+						}
+					}
+				}
+				expectLog(t, r.take(), tt.wantLog...)
+				if len(r.sa.calls) != tt.wantCalls {
+					t.Fatalf("%d updates %v, want %d", len(r.sa.calls), r.sa.calls, tt.wantCalls)
+				}
+				if tt.wantCalls == 0 {
+					return
+				}
+				if r.sa.calls[0][0] != tt.wantFirstTo {
+					t.Fatalf("first update over %v, want the current path first", r.sa.calls[0])
+				}
+				// Detection: DeadAfter plus at most two ticks.
+				if first := checkedAt[0]; first < DefaultDeadAfter || first > DefaultDeadAfter+2*DefaultDeadAfter/10+100*time.Millisecond {
+					t.Fatalf("first test %v after the silence began, want about %v", first, DefaultDeadAfter)
+				}
+			})
+		})
+	}
+}
+
+// TestSilenceAfterIdle: a packet after a long idle spell that gets its
+// answer within DeadAfter is no reason to test, although the last inbound
+// packet is minutes old when it leaves.
+func TestSilenceAfterIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &traffic{}
+		r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan}, []netmon.Address{wlan})
+		defer r.stop()
+		tr.set(true, true)
+		r.wait(time.Second)
+		tr.set(false, false)
+		r.wait(5 * time.Minute)
+		// One request, its answer 200 ms later.
+		tr.mu.Lock()
+		tr.lastSent = time.Now()
+		tr.mu.Unlock()
+		r.wait(200 * time.Millisecond)
+		tr.mu.Lock()
+		tr.lastRecv = time.Now()
+		tr.mu.Unlock()
+		r.wait(10 * time.Second)
+		if r.sa.callCount() != 0 {
+			t.Fatalf("tested after an idle spell: %v", r.sa.calls)
+		}
+	})
 }

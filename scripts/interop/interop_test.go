@@ -217,12 +217,16 @@ func TestWrongPSK(t *testing.T) {
 func TestConnectFailures(t *testing.T) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
-	startSwanGateway(t, l, pki, "psk", []string{"aes256gcm16-prfsha384-ecp384"})
+	gw := startSwanGateway(t, l, pki, "psk", []string{"aes256gcm16-prfsha384-ecp384"})
 	tests := []struct {
 		name   string
 		modify func(p *lab.RoamProfile)
 		want   string
 	}{
+		// The lab's client always sits behind a NAT. strongSwan ignores
+		// NO_NATS_ALLOWED (checked below: it answers normally), so roam's
+		// own NAT detection refuses the SA.
+		{"NAT forbidden", func(p *lab.RoamProfile) { p.ForbidNAT = true }, `(?i)NAT detected where NAT is forbidden.*UNEXPECTED_NAT_DETECTED`},
 		{"no proposal chosen", func(p *lab.RoamProfile) { p.IKE = []string{"aes128-sha256-modp2048"} }, `(?i)no proposal chosen`},
 		{"traffic selectors", func(p *lab.RoamProfile) { p.RemoteTS = []string{"192.0.2.0/24"} }, `(?i)traffic selectors unacceptable|TS_UNACCEPTABLE`},
 		{"unreachable", func(p *lab.RoamProfile) { p.Gateway = "203.0.113.99" }, `(?i)unreachable`},
@@ -245,6 +249,9 @@ func TestConnectFailures(t *testing.T) {
 				t.Errorf("connect output does not match %s:\n%s", tt.want, out)
 			}
 			t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+			if tt.name == "NAT forbidden" && !regexp.MustCompile(`parsed IKE_SA_INIT request 0 \[[^]]*N\(NO_NATS\)`).MatchString(gw.Log()) {
+				t.Errorf("strongSwan did not parse our NO_NATS_ALLOWED:\n%s", gw.Log())
+			}
 		})
 	}
 }
@@ -351,6 +358,11 @@ func TestStrongSwanClientToRoamGateway(t *testing.T) {
 				fail("ping through the tunnel: %v", err)
 			}
 			tcpTransfer(t, l)
+			// MOBIKE: the gateway announced its other listen address in
+			// the IKE_AUTH response (RFC 4555 3.4) and strongSwan parsed it.
+			if log := cl.Log(); !strings.Contains(log, "N(ADD_4_ADDR)") {
+				fail("strongSwan's IKE_AUTH response lacks ADDITIONAL_IP4_ADDRESS")
+			}
 			sas, err := cl.ListSAs()
 			if err != nil || len(sas) != 1 || len(sas[0].LocalVIPs) != 1 || !lab.VirtualIPPool.Contains(sas[0].LocalVIPs[0]) {
 				fail("client SA %+v (%v): want one SA with a virtual IP from %v", sas, err, lab.VirtualIPPool)

@@ -207,6 +207,13 @@ func TestMOBIKERoamGateway(t *testing.T) {
 				_, raw, _ := g.Status()
 				return fmt.Sprint(gp.Output()) + "\ngateway status:\n" + string(raw)
 			})
+			// Every scenario moves the client to the other NAT's public
+			// address, new to the SA: ESP followed only after the return
+			// routability check (RFC 4555 3.7), which must have passed.
+			out := fmt.Sprint(gp.Output())
+			if !strings.Contains(out, "checking return routability") || strings.Contains(out, "return routability check failed") {
+				t.Errorf("no passed return routability check in the gateway's output:\n%s", out)
+			}
 		})
 	}
 }

@@ -64,10 +64,14 @@ type RoamProfile struct {
 	ESP         []string
 	DNS         bool
 	MOBIKE      bool
+	// ForbidNAT writes allow_nat = false.
+	ForbidNAT bool
 	// RemoteTS defaults to ProtectedNet.
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
+	// ChildRekey sets child_rekey_time (0: the default).
+	ChildRekey time.Duration
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -131,6 +135,12 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
 		if p.NoFragmentation {
 			b.WriteString("fragmentation = false\n")
+		}
+		if p.ChildRekey > 0 {
+			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
+		}
+		if p.ForbidNAT {
+			b.WriteString("allow_nat = false\n")
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
@@ -266,6 +276,8 @@ type Status struct {
 		Proposal   string          `json:"proposal"`
 	} `json:"children"`
 	PathChanges int `json:"path_changes"`
+	// Drops are the dataplane's drop counters, as printed.
+	Drops json.RawMessage `json:"drops"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a

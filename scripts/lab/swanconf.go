@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // SwanConn is one strongSwan connection (a swanctl.conf "connections" entry
@@ -33,6 +34,8 @@ type SwanConn struct {
 	MOBIKE    bool
 	// DPD interval in seconds, 0 = strongSwan's default (off).
 	DPD int
+	// ChildRekey is the CHILD_SA rekey_time (0: strongSwan's default).
+	ChildRekey time.Duration
 	// RemoteAuth, when set, replaces Auth for the remote side: a gateway
 	// with "eap-mschapv2" or "eap-tls" signs with its certificate (Auth
 	// pubkey) and makes clients log in with EAP, asking their
@@ -144,6 +147,9 @@ func Swanctl(conns ...SwanConn) string {
 			fmt.Fprintf(&b, "        remote_ts = %s\n", joinPrefixes(c.RemoteTS))
 		}
 		fmt.Fprintf(&b, "        esp_proposals = %s\n", strings.Join(c.ESP, ","))
+		if c.ChildRekey > 0 {
+			fmt.Fprintf(&b, "        rekey_time = %ds\n", int(c.ChildRekey.Seconds()))
+		}
 		b.WriteString("      }\n    }\n  }\n")
 		if c.Auth == "psk" {
 			fmt.Fprintf(&secrets, "  ike-%s {\n    id-1 = %s\n    id-2 = %s\n    secret = 0x%x\n  }\n",

@@ -1,0 +1,89 @@
+package esp
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSuspend: a suspended peer's outbound packets are dropped before
+// sealing and counted as NoPath; SetPath brings the traffic back on the
+// same Child SA.
+func TestSuspend(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tunA, tunB := newFakeTUN(), newFakeTUN()
+	defer tunA.Close()
+	defer tunB.Close()
+	a := NewDataplane(tunA, func([]byte, Path) {}, nil)
+	b := NewDataplane(tunB, func([]byte, Path) {}, nil)
+	sa, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.AddSocket(sa)
+	b.AddSocket(sb)
+	var wg sync.WaitGroup
+	for _, d := range []*Dataplane{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx) }()
+	}
+	path := Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()}
+	peerOfA := a.NewPeer(path)
+	peerOfB := b.NewPeer(Path{Local: sb.LocalAddr(), Remote: sa.LocalAddr()})
+	k := keyMat(36)
+	out, _ := NewOutboundSA(0xb0b, k, false)
+	in, _ := NewInboundSA(0xb0b, k, false)
+	inA, _ := NewInboundSA(0xa11ce, keyMat(20), false)
+	outB, _ := NewOutboundSA(0xa11ce, keyMat(20), false)
+	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InstallChild(peerOfB, ChildConfig{In: in, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+		t.Fatal(err)
+	}
+
+	a.Suspend(peerOfA)
+	if peerOfA.Path() != path {
+		t.Fatalf("suspended peer reports path %v, want the last one %v", peerOfA.Path(), path)
+	}
+	for i := range 3 {
+		tunA.in <- ipv4Packet(100 + i)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Drops().NoPath < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("drops %+v, want 3 without a path", a.Drops())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := a.ChildStats(peerOfA); len(st) != 1 || st[0].PacketsOut != 0 {
+		t.Fatalf("sealed while suspended: %+v", st)
+	}
+	if sent, _ := peerOfA.Activity(); sent.After(time.Unix(0, 0)) {
+		t.Fatalf("a dropped packet counts as sent ESP (%v): dead-path detection would fire while suspended", sent)
+	}
+
+	a.SetPath(peerOfA, path)
+	want := ipv4Packet(7)
+	tunA.in <- want
+	select {
+	case got := <-tunB.out:
+		if !bytes.Equal(got, want) {
+			t.Fatal("packet after resume mismatch")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no packet after SetPath")
+	}
+	cancel()
+	tunA.Close()
+	tunB.Close()
+	wg.Wait()
+}

@@ -1,0 +1,639 @@
+// Command benchroam is issue 3's handover benchmark (make bench-roam): in
+// the netns lab, with a delay line of -delay each way on both uplinks, it
+// moves the tunnel (link down, address removed, preferred uplink back, NAT
+// conntrack flushed, NAT public address changed) -reps times per scenario,
+// once with the roam client and once with strongSwan's own client (charon,
+// kernel-libipsec, mobike=yes), both against the same strongSwan gateway
+// configuration, in the same run. A UDP prober in the client namespace
+// sends a probe every -interval through the tunnel to a responder on the
+// host behind the gateway; the delay lines see which uplink carries tunnel
+// packets. It prints a table and one machine-readable line per scenario.
+//
+// It needs root and is not part of CI (it takes minutes).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+	"github.com/roam-vpn/roam/scripts/lab/probe"
+)
+
+const psk = "bench-roam-psk-correct-horse"
+
+// probePort is the responder's UDP port on the host behind the gateway.
+const probePort = 9000
+
+type config struct {
+	reps      int
+	bound     time.Duration
+	delay     time.Duration
+	interval  time.Duration
+	baseline  time.Duration
+	after     time.Duration
+	scenarios []scenario
+	clients   []string
+	logDir    string
+	roamBin   string
+	delayBin  string
+}
+
+// scenario is one move. The tunnel starts on wlan (or, after prepare, on
+// prepareOn); trigger makes the change the benchmark times.
+type scenario struct {
+	name, desc string
+	prepare    func(l *lab.Lab) error
+	prepareOn  string // router the tunnel must use after prepare
+	setup      func(l *lab.Lab) error
+	trigger    func(l *lab.Lab) error
+	oldRouter  string
+	newRouter  string
+}
+
+var allScenarios = []scenario{
+	{
+		name: "a-link-down", desc: "active uplink (wlan) link down",
+		trigger:   func(l *lab.Lab) error { return l.LinkDown(lab.Client, lab.WLAN) },
+		oldRouter: lab.NATWLAN, newRouter: lab.NATWWAN,
+	},
+	{
+		name: "b-address-removed", desc: "active uplink's address removed",
+		trigger:   func(l *lab.Lab) error { return l.DelAddr(lab.Client, lab.WLAN, lab.ClientWLAN) },
+		oldRouter: lab.NATWLAN, newRouter: lab.NATWWAN,
+	},
+	{
+		name: "c-preferred-back", desc: "preferred uplink (wlan) back while on wwan",
+		prepare:   func(l *lab.Lab) error { return l.LinkDown(lab.Client, lab.WLAN) },
+		prepareOn: lab.NATWWAN,
+		// What a network manager does when Wi-Fi returns, in one command
+		// so the event is one moment: link up, then its default route.
+		trigger: func(l *lab.Lab) error {
+			return l.Exec(lab.Client, "sh", "-c", fmt.Sprintf("ip link set %s up && ip route replace default via %s dev %s metric 100",
+				lab.WLAN, lab.RouterWLAN.Addr(), lab.WLAN))
+		},
+		oldRouter: lab.NATWWAN, newRouter: lab.NATWLAN,
+	},
+	{
+		name: "d-nat-flushed", desc: "active NAT's conntrack table flushed",
+		trigger:   func(l *lab.Lab) error { return l.FlushConntrack(lab.NATWLAN) },
+		oldRouter: lab.NATWLAN, newRouter: lab.NATWLAN,
+	},
+	{
+		name: "d2-nat-address", desc: "active NAT's public address changed (and its mappings lost)",
+		// The new address is routed to the NAT beforehand; that alone
+		// changes nothing. The event is the switch of the translation plus
+		// the loss of the mappings, as lab.ChangeNATAddress does it.
+		setup: func(l *lab.Lab) error {
+			a := lab.NewPublic[lab.NATWLAN].String()
+			if err := l.Exec(lab.NATWLAN, "ip", "addr", "add", a+"/32", "dev", "wan"); err != nil {
+				return err
+			}
+			return l.Exec(lab.Inet, "ip", "route", "replace", a+"/32", "dev", "to-"+lab.WLAN)
+		},
+		trigger: func(l *lab.Lab) error {
+			a := lab.NewPublic[lab.NATWLAN].String()
+			return l.Exec(lab.NATWLAN, "sh", "-c",
+				`nft 'flush chain ip nat post; add rule ip nat post oifname "wan" snat to `+a+`' && conntrack -F 2>/dev/null`)
+		},
+		oldRouter: lab.NATWLAN, newRouter: lab.NATWLAN,
+	},
+}
+
+// Client kinds.
+const (
+	roamClient = "roam"
+	swanClient = "strongswan"
+)
+
+var clientLabel = map[string]string{roamClient: "roam", swanClient: "strongSwan"}
+
+type run struct {
+	rep     int
+	res     probe.Result
+	trigger time.Duration
+	err     error
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-roam:", err)
+		os.Exit(2)
+	}
+	if err := bench(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-roam:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags reads flags, each defaulting to its environment variable.
+func parseFlags(args []string, getenv func(string) string) (config, error) {
+	envDefault := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var cfg config
+	flag := flag.NewFlagSet("bench-roam", flag.ContinueOnError)
+	reps := flag.String("reps", envDefault("REPS", "10"), "repetitions per scenario and client (env REPS)")
+	bound := flag.String("bound", envDefault("BOUND", "10s"), "a run not recovered this long after the event counts as not recovered (env BOUND)")
+	delay := flag.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each uplink (env DELAY)")
+	interval := flag.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
+	scen := flag.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names or letters (a,b,c,d,d2); empty = all (env SCENARIOS)")
+	clients := flag.String("clients", envDefault("CLIENTS", "roam,strongswan"), "clients to run (env CLIENTS)")
+	flag.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
+	if err := flag.Parse(args); err != nil {
+		return cfg, err
+	}
+	if flag.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", flag.Arg(0))
+	}
+	var err error
+	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
+		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
+	}
+	for _, d := range []struct {
+		name string
+		s    string
+		to   *time.Duration
+	}{{"BOUND/-bound", *bound, &cfg.bound}, {"DELAY/-delay", *delay, &cfg.delay}, {"INTERVAL/-interval", *interval, &cfg.interval}} {
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v < 0 || (v == 0 && d.to != &cfg.delay) {
+			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
+		}
+		*d.to = v
+	}
+	cfg.baseline = time.Second
+	cfg.after = time.Second
+	if *scen == "" {
+		cfg.scenarios = allScenarios
+	} else {
+		for _, want := range strings.Split(*scen, ",") {
+			want = strings.TrimSpace(want)
+			found := false
+			for _, s := range allScenarios {
+				if s.name == want || strings.HasPrefix(s.name, want+"-") {
+					cfg.scenarios = append(cfg.scenarios, s)
+					found = true
+				}
+			}
+			if !found {
+				return cfg, fmt.Errorf("unknown scenario %q (have a-link-down, b-address-removed, c-preferred-back, d-nat-flushed, d2-nat-address)", want)
+			}
+		}
+	}
+	for _, c := range strings.Split(*clients, ",") {
+		c = strings.TrimSpace(c)
+		if c != roamClient && c != swanClient {
+			return cfg, fmt.Errorf("unknown client %q (have roam, strongswan)", c)
+		}
+		cfg.clients = append(cfg.clients, c)
+	}
+	return cfg, nil
+}
+
+func bench(cfg config) error {
+	if !lab.Root() {
+		return errors.New("needs root (network namespaces): sudo make bench-roam")
+	}
+	bin, err := os.MkdirTemp("", "bench-roam-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
+		return err
+	}
+	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
+		return err
+	}
+	started := time.Now()
+	results := map[string]map[string][]run{}
+	total := cfg.reps * len(cfg.scenarios) * len(cfg.clients)
+	n := 0
+	// Repetitions outermost, clients alternating: slow phases of the
+	// shared machine hit both clients alike.
+	for rep := 1; rep <= cfg.reps; rep++ {
+		for _, sc := range cfg.scenarios {
+			for _, cl := range cfg.clients {
+				n++
+				r := runOnce(cfg, sc, cl, rep)
+				if results[sc.name] == nil {
+					results[sc.name] = map[string][]run{}
+				}
+				results[sc.name][cl] = append(results[sc.name][cl], r)
+				fmt.Fprintf(os.Stderr, "[%d/%d] %s %s rep %d: %s\n", n, total, sc.name, clientLabel[cl], rep, describe(r))
+			}
+		}
+	}
+	report(os.Stdout, cfg, results, time.Since(started))
+	return nil
+}
+
+func describe(r run) string {
+	if r.err != nil {
+		return "ERROR " + r.err.Error()
+	}
+	s := fmt.Sprintf("sent %d, lost %d, longest silence %s, rtt %s, trigger %s, longest send gap %s",
+		r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT), ms(r.trigger), ms(r.res.SendGap))
+	if r.res.Recovered {
+		return fmt.Sprintf("recovered after %s; %s", ms(r.res.Recovery), s)
+	}
+	return "NOT recovered within the bound; " + s
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+
+// runOnce builds a fresh lab, connects the client, makes the move and
+// measures it. The lab (and every process in it) is gone when it returns.
+func runOnce(cfg config, sc scenario, client string, rep int) run {
+	out := run{rep: rep}
+	delays := lab.Delays{}
+	l, err := lab.New(lab.Options{OnUplink: lab.DelayUplinks(cfg.delayBin, cfg.delay, delays)})
+	if err != nil {
+		out.err = err
+		return out
+	}
+	defer l.Close()
+	var logs func() map[string]string
+	defer func() {
+		if cfg.logDir != "" && logs != nil && (out.err != nil || !out.res.Recovered) {
+			saveLogs(cfg.logDir, fmt.Sprintf("%s-%s-%d", sc.name, client, rep), logs())
+		}
+	}()
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
+		Conns:            []lab.SwanConn{lab.GatewayConn("psk", psk, nil, nil)},
+		InterfacesIgnore: []string{"lan"},
+	})
+	if err != nil {
+		out.err = fmt.Errorf("strongSwan gateway: %w", err)
+		return out
+	}
+	logs = func() map[string]string { return map[string]string{"gateway-charon.log": gw.Log()} }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The responder behind the gateway.
+	var rconn *net.UDPConn
+	if err := l.InNS(lab.Host, func() (err error) {
+		rconn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.HostAddr.Addr().AsSlice(), Port: probePort})
+		return err
+	}); err != nil {
+		out.err = err
+		return out
+	}
+	resp := probe.NewResponder(rconn)
+	go resp.Serve(ctx)
+
+	switch client {
+	case roamClient:
+		dir := filepath.Join(l.Dir, "roam")
+		cfgPath, err := lab.WriteRoamConfig(dir, lab.LabProfile("psk", psk, nil, nil))
+		if err != nil {
+			out.err = err
+			return out
+		}
+		r := &lab.Roam{Lab: l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(dir, "roam.sock")}
+		prev := logs
+		logs = func() map[string]string {
+			m := prev()
+			b, _ := os.ReadFile(filepath.Join(dir, "roam.log"))
+			m["roam.log"] = string(b)
+			if _, raw, err := r.Status(); err == nil {
+				m["roam-status.json"] = raw
+			}
+			return m
+		}
+		if o, err := r.Connect("corp", 30*time.Second); err != nil {
+			out.err = fmt.Errorf("roam connect: %w: %s", err, o)
+			return out
+		}
+	case swanClient:
+		cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
+			Conns: []lab.SwanConn{lab.ClientConn("psk", psk, lab.GatewayAddr1.Addr(), nil, nil)},
+		})
+		if err != nil {
+			out.err = fmt.Errorf("strongSwan client: %w", err)
+			return out
+		}
+		prev := logs
+		logs = func() map[string]string {
+			m := prev()
+			m["client-charon.log"] = cl.Log()
+			if s, err := cl.Swanctl("--list-sas"); err == nil {
+				m["client-sas.txt"] = s
+			}
+			return m
+		}
+		if err := cl.Initiate("home", 20*time.Second); err != nil {
+			out.err = fmt.Errorf("strongSwan client initiate: %w", err)
+			return out
+		}
+	}
+
+	var sconn *net.UDPConn
+	if err := l.InNS(lab.Client, func() (err error) {
+		sconn, err = net.ListenUDP("udp4", &net.UDPAddr{})
+		return err
+	}); err != nil {
+		out.err = err
+		return out
+	}
+	dst := netip.AddrPortFrom(lab.HostAddr.Addr(), probePort)
+	snd := probe.NewSender(sconn, dst, cfg.interval, rand.Uint32())
+	sctx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	sdone := make(chan struct{})
+	go func() {
+		snd.Run(sctx, 300*time.Millisecond)
+		close(sdone)
+	}()
+
+	onRouter := lab.NATWLAN
+	if sc.prepare != nil {
+		if err := waitOn(snd, delays, onRouter, 15*time.Second); err != nil {
+			out.err = fmt.Errorf("before preparing: %w", err)
+			return out
+		}
+		if err := sc.prepare(l); err != nil {
+			out.err = fmt.Errorf("prepare: %w", err)
+			return out
+		}
+		onRouter = sc.prepareOn
+	}
+	if sc.setup != nil {
+		if err := sc.setup(l); err != nil {
+			out.err = fmt.Errorf("setup: %w", err)
+			return out
+		}
+	}
+	if onRouter != sc.oldRouter {
+		out.err = fmt.Errorf("scenario %s: tunnel on %s before the event, expected %s", sc.name, onRouter, sc.oldRouter)
+		return out
+	}
+	if err := waitOn(snd, delays, onRouter, 15*time.Second); err != nil {
+		out.err = err
+		return out
+	}
+	window := time.Now()
+	time.Sleep(cfg.baseline)
+	if err := onlyOn(delays, onRouter, window); err != nil {
+		out.err = fmt.Errorf("baseline: %w", err)
+		return out
+	}
+
+	event := time.Now()
+	terr := sc.trigger(l)
+	applied := time.Now()
+	out.trigger = applied.Sub(event)
+	if terr != nil {
+		out.err = fmt.Errorf("trigger: %w", terr)
+		return out
+	}
+	var newPath time.Time
+	deadline := event.Add(cfg.bound)
+	for time.Now().Before(deadline) {
+		if p, ok := delays[sc.newRouter].FirstIn(applied); ok {
+			if at, ok := snd.Answered(applied, p.Release); ok {
+				newPath = p.Release
+				// Keep probing a while: losses right after the first
+				// echo (a flapping path) count too.
+				if until := at.Add(cfg.after); until.Before(deadline) {
+					deadline = until
+				}
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if newPath.IsZero() {
+		// Recovered at the very end of the bound, or not at all.
+		if p, ok := delays[sc.newRouter].FirstIn(applied); ok {
+			newPath = p.Release
+		}
+	}
+	stopProbes()
+	<-sdone
+	for r, d := range delays {
+		if !d.Running() {
+			out.err = fmt.Errorf("delay line of %s died: %s", r, d.Output())
+			return out
+		}
+	}
+	out.res = probe.Analyze(snd.Records(), probe.Move{
+		Event: event, Applied: applied, NewPath: newPath, WindowStart: window, Bound: cfg.bound,
+	})
+	return out
+}
+
+// waitOn waits until probes are answered and the tunnel's inbound packets
+// come through router only.
+func waitOn(snd *probe.Sender, delays lab.Delays, router string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		since := time.Now().Add(-300 * time.Millisecond)
+		_, answered := snd.Answered(since, since)
+		p, ok := delays[router].LastIn()
+		if answered && ok && p.Release.After(since) && onlyOn(delays, router, since) == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tunnel not carrying probes through %s after %v", router, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// onlyOn fails when another router forwarded tunnel packets toward the
+// client since t.
+func onlyOn(delays lab.Delays, router string, t time.Time) error {
+	for r, d := range delays {
+		if r == router {
+			continue
+		}
+		if p, ok := d.FirstIn(t); ok {
+			return fmt.Errorf("tunnel packets also through %s (at %s) while expected only on %s", r, p.Enter.Format("15:04:05.000"), router)
+		}
+	}
+	return nil
+}
+
+func saveLogs(dir, name string, files map[string]string) {
+	d := filepath.Join(dir, name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-roam: logs:", err)
+		return
+	}
+	for f, s := range files {
+		if err := os.WriteFile(filepath.Join(d, f), []byte(s), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-roam: logs:", err)
+		}
+	}
+}
+
+// clientJSON is one client's figures in the machine-readable line.
+type clientJSON struct {
+	Runs       int       `json:"runs"`
+	Errors     int       `json:"errors"`
+	Recovered  int       `json:"recovered"`
+	MedianMS   *float64  `json:"median_ms"`
+	MaxMS      *float64  `json:"max_ms"`
+	LostMedian *int      `json:"lost_median"`
+	LostMax    *int      `json:"lost_max"`
+	RTTMS      *float64  `json:"rtt_ms"`
+	TriggerMS  *float64  `json:"trigger_median_ms"`
+	SendGapMS  *float64  `json:"send_gap_max_ms"`
+	RecoveryMS []float64 `json:"recovery_ms"` // recovered runs, in run order
+	Lost       []int     `json:"lost"`        // every measured run
+}
+
+type scenarioJSON struct {
+	Scenario string                `json:"scenario"`
+	Reps     int                   `json:"reps"`
+	BoundMS  float64               `json:"bound_ms"`
+	DelayMS  float64               `json:"delay_ms"`
+	Interval float64               `json:"interval_ms"`
+	Clients  map[string]clientJSON `json:"clients"`
+	Ratio    *float64              `json:"ratio_roam_strongswan"`
+}
+
+func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func ptr[T any](v T) *T { return &v }
+
+func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration) {
+	fmt.Fprintf(w, "\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")
+	fmt.Fprintf(w, "gateway: strongSwan (kernel-libipsec) in both cases; %v one-way delay on each uplink; a probe every %v through the tunnel\n", cfg.delay, cfg.interval)
+	fmt.Fprintf(w, "%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n\n",
+		cfg.reps, cfg.bound, took.Round(time.Second))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tclient\trecovered\tmedian ms\tmax ms\tlost med\tlost max\tRTT ms\ttrigger ms\troam/sS\t")
+	var lines []string
+	allRTT := map[string][]time.Duration{}
+	stalled, maxStall := 0, time.Duration(0)
+	for _, sc := range cfg.scenarios {
+		sj := scenarioJSON{Scenario: sc.name, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
+		sums := map[string]probe.Summary{}
+		for _, cl := range cfg.clients {
+			var rs []probe.Result
+			var trig []time.Duration
+			cj := clientJSON{Runs: len(results[sc.name][cl]), RecoveryMS: []float64{}, Lost: []int{}}
+			for _, r := range results[sc.name][cl] {
+				if r.err != nil {
+					cj.Errors++
+					continue
+				}
+				rs = append(rs, r.res)
+				trig = append(trig, r.trigger)
+				cj.Lost = append(cj.Lost, r.res.Lost)
+				if cj.SendGapMS == nil || msf(r.res.SendGap) > *cj.SendGapMS {
+					cj.SendGapMS = ptr(msf(r.res.SendGap))
+				}
+				if r.res.SendGap > 10*cfg.interval {
+					stalled++
+					maxStall = max(maxStall, r.res.SendGap)
+				}
+				if r.res.Recovered {
+					cj.RecoveryMS = append(cj.RecoveryMS, msf(r.res.Recovery))
+				}
+			}
+			s := probe.Summarize(rs)
+			sums[cl] = s
+			cj.Recovered = s.Recovered
+			if s.RTT > 0 {
+				cj.RTTMS = ptr(msf(s.RTT))
+				allRTT[cl] = append(allRTT[cl], s.RTT)
+			}
+			if len(trig) > 0 {
+				slices.Sort(trig)
+				cj.TriggerMS = ptr(msf(trig[len(trig)/2]))
+			}
+			if s.Recovered > 0 {
+				cj.MedianMS, cj.MaxMS = ptr(msf(s.Median)), ptr(msf(s.Max))
+			}
+			if len(rs) > 0 {
+				cj.LostMedian, cj.LostMax = ptr(s.LostMed), ptr(s.LostMax)
+			}
+			sj.Clients[cl] = cj
+			rec := fmt.Sprintf("%d/%d", s.Recovered, cj.Runs)
+			if cj.Errors > 0 {
+				rec += fmt.Sprintf(" (%d err)", cj.Errors)
+			}
+			med, mx := "not recovered", "-"
+			if s.Recovered > 0 {
+				med, mx = fmt.Sprintf("%.1f", msf(s.Median)), fmt.Sprintf("%.1f", msf(s.Max))
+			}
+			lm, lx := "-", "-"
+			if len(rs) > 0 {
+				lm, lx = strconv.Itoa(s.LostMed), strconv.Itoa(s.LostMax)
+			}
+			rtt, tg := "-", "-"
+			if cj.RTTMS != nil {
+				rtt = fmt.Sprintf("%.1f", *cj.RTTMS)
+			}
+			if cj.TriggerMS != nil {
+				tg = fmt.Sprintf("%.1f", *cj.TriggerMS)
+			}
+			name := ""
+			if cl == cfg.clients[0] {
+				name = sc.name
+			}
+			ratio := ""
+			if cl == cfg.clients[len(cfg.clients)-1] && len(cfg.clients) == 2 {
+				if r, ok := probe.Ratio(sums[roamClient], sums[swanClient]); ok {
+					ratio = fmt.Sprintf("%.2f", r)
+					sj.Ratio = ptr(r)
+				} else {
+					ratio = "n/a"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, clientLabel[cl], rec, med, mx, lm, lx, rtt, tg, ratio)
+		}
+		b, _ := json.Marshal(sj)
+		lines = append(lines, "BENCH-ROAM "+string(b))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	for _, cl := range cfg.clients {
+		if v := allRTT[cl]; len(v) > 0 {
+			slices.Sort(v)
+			fmt.Fprintf(w, "measured tunnel RTT (%s, median of the scenarios' medians): %.1f ms\n", clientLabel[cl], msf(v[len(v)/2]))
+		}
+	}
+	if stalled > 0 {
+		fmt.Fprintf(w, "warning: in %d runs the prober itself was starved of CPU (up to %s between two probes): their loss counts and times are less precise\n",
+			stalled, ms(maxStall))
+	}
+	fmt.Fprintln(w, `
+median/max: time from the event (the benchmark starting the command that makes the
+change) to the first probe echo that arrived over the new path, over recovered runs.
+lost: probes without an echo from 1 s before the event to 1 s after recovery (or to
+the bound). trigger: how long the command itself took. roam/sS: ratio of the medians
+(n/a when either side never recovered). c-preferred-back: "recovered" means the tunnel
+moved to the returning uplink; the loss column is the make-before-break figure.`)
+	fmt.Fprintln(w)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}

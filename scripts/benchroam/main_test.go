@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab/probe"
+)
+
+func TestParseFlags(t *testing.T) {
+	names := func(c config) string {
+		var n []string
+		for _, s := range c.scenarios {
+			n = append(n, s.name)
+		}
+		return strings.Join(n, ",")
+	}
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		reps      int
+		bound     time.Duration
+		scenarios string
+		clients   string
+		err       string
+	}{
+		{name: "defaults", reps: 10, bound: 10 * time.Second,
+			scenarios: "a-link-down,b-address-removed,c-preferred-back,d-nat-flushed,d2-nat-address", clients: "roam,strongswan"},
+		{name: "env", env: map[string]string{"REPS": "2", "BOUND": "3s", "SCENARIOS": "a,d2", "CLIENTS": "roam"},
+			reps: 2, bound: 3 * time.Second, scenarios: "a-link-down,d2-nat-address", clients: "roam"},
+		{name: "flags beat env", args: []string{"-reps", "3", "-scenarios", "d"}, env: map[string]string{"REPS": "2"},
+			reps: 3, bound: 10 * time.Second, scenarios: "d-nat-flushed", clients: "roam,strongswan"},
+		{name: "full scenario name", args: []string{"-scenarios", "c-preferred-back"}, reps: 10, bound: 10 * time.Second,
+			scenarios: "c-preferred-back", clients: "roam,strongswan"},
+		{name: "bad reps", env: map[string]string{"REPS": "0"}, err: "REPS"},
+		{name: "bad bound", args: []string{"-bound", "soon"}, err: "BOUND"},
+		{name: "zero interval", args: []string{"-interval", "0s"}, err: "INTERVAL"},
+		{name: "unknown scenario", args: []string{"-scenarios", "e"}, err: `unknown scenario "e"`},
+		{name: "unknown client", args: []string{"-clients", "wireguard"}, err: `unknown client "wireguard"`},
+		{name: "stray argument", args: []string{"now"}, err: "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseFlags(tc.args, func(k string) string { return tc.env[k] })
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.reps != tc.reps || cfg.bound != tc.bound || names(cfg) != tc.scenarios || strings.Join(cfg.clients, ",") != tc.clients {
+				t.Errorf("got reps %d bound %v scenarios %s clients %v", cfg.reps, cfg.bound, names(cfg), cfg.clients)
+			}
+			if cfg.delay != 10*time.Millisecond || cfg.interval != 5*time.Millisecond {
+				t.Errorf("delay %v interval %v", cfg.delay, cfg.interval)
+			}
+		})
+	}
+}
+
+// TestReport checks that the table and the machine-readable lines say
+// exactly what the runs measured: a side that never recovered has no
+// median and no ratio, errors are counted apart, medians and the ratio are
+// those of the recovered runs.
+func TestReport(t *testing.T) {
+	ms := time.Millisecond
+	ok := func(d time.Duration, lost int) run {
+		return run{res: probe.Result{Recovered: true, Recovery: d, Lost: lost, RTT: 22 * ms, SendGap: 5 * ms}, trigger: 5 * ms}
+	}
+	fail := func(lost int) run {
+		return run{res: probe.Result{Lost: lost, RTT: 22 * ms, SendGap: 5 * ms}, trigger: 5 * ms}
+	}
+	cfg := config{reps: 2, bound: 10 * time.Second, delay: 10 * ms, interval: 5 * ms,
+		scenarios: []scenario{allScenarios[0], allScenarios[3]}, clients: []string{roamClient, swanClient}}
+	results := map[string]map[string][]run{
+		"a-link-down": {
+			roamClient: {ok(40*ms, 8), ok(60*ms, 10)},
+			swanClient: {ok(200*ms, 35), fail(1990)},
+		},
+		"d-nat-flushed": {
+			roamClient: {ok(900*ms, 180), {err: errors.New("connect failed")}},
+			swanClient: {fail(1980), fail(1995)},
+		},
+	}
+	var out bytes.Buffer
+	report(&out, cfg, results, time.Minute)
+	text := out.String()
+	for _, want := range []string{"within 10s of the event counts as NOT recovered", "not recovered", "1/2 (1 err)", "0.25", "n/a"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	var got []scenarioJSON
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, "BENCH-ROAM "); ok {
+			var sj scenarioJSON
+			if err := json.Unmarshal([]byte(rest), &sj); err != nil {
+				t.Fatalf("machine line %q: %v", line, err)
+			}
+			got = append(got, sj)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d machine lines, want 2", len(got))
+	}
+	a, d := got[0], got[1]
+	if a.Scenario != "a-link-down" || a.Ratio == nil || *a.Ratio != 0.25 {
+		t.Errorf("a: %+v", a)
+	}
+	r, s := a.Clients[roamClient], a.Clients[swanClient]
+	if r.Recovered != 2 || *r.MedianMS != 50 || *r.MaxMS != 60 || *r.LostMedian != 9 {
+		t.Errorf("a roam: %+v", r)
+	}
+	if s.Recovered != 1 || *s.MedianMS != 200 || *s.LostMax != 1990 || len(s.RecoveryMS) != 1 {
+		t.Errorf("a strongSwan: %+v", s)
+	}
+	if d.Ratio != nil {
+		t.Errorf("d: ratio %v although strongSwan never recovered", *d.Ratio)
+	}
+	if ds := d.Clients[swanClient]; ds.Recovered != 0 || ds.MedianMS != nil || ds.MaxMS != nil || *ds.LostMedian != 1987 {
+		t.Errorf("d strongSwan: %+v", ds)
+	}
+	if dr := d.Clients[roamClient]; dr.Runs != 2 || dr.Errors != 1 || dr.Recovered != 1 || len(dr.Lost) != 1 {
+		t.Errorf("d roam: %+v", dr)
+	}
+}

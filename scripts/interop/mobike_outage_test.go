@@ -1,0 +1,196 @@
+package interop
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+// outageLength is scenario (e)'s time with every uplink down.
+const outageLength = 20 * time.Second
+
+// restoreUplink is what a network manager does when an uplink returns:
+// link up, then the default route it learnt.
+func restoreUplink(l *lab.Lab, name string) error {
+	for _, u := range l.Uplinks {
+		if u.Name != name {
+			continue
+		}
+		if err := l.LinkUp(lab.Client, u.Name); err != nil {
+			return err
+		}
+		return l.Exec(lab.Client, "ip", "route", "replace", "default", "via", u.Gate.Addr().String(), "dev", u.Name, "metric", fmt.Sprint(u.Metric))
+	}
+	return fmt.Errorf("no uplink %q", name)
+}
+
+// runOutage is issue 3's scenario (e): every client uplink down for 20 s,
+// then back. The connection is kept through the outage (state suspended),
+// and afterwards carries traffic again on the preferred uplink with the
+// same inner address and the same TCP connection; the events report the
+// outage as suspended, then resumed.
+func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() string) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("gateway log:\n%s", logs())
+		if _, raw, err := r.Status(); err == nil {
+			t.Logf("roam status:\n%s", raw)
+		}
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
+			t.Logf("roam daemon log:\n%s", b)
+		}
+		t.Fatalf(format, args...)
+	}
+	out, err := r.Connect("corp", 20*time.Second)
+	if err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping before the outage: %v", err)
+	}
+	before := connected(t, r, "corp")
+	if before.Interface != lab.WLAN || before.VirtualIP == "" {
+		fail("tunnel starts on %q with inner address %q, want wlan and one", before.Interface, before.VirtualIP)
+	}
+	evp, err := l.Start(lab.Client, bin, "events", "--socket", r.Socket, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evp.Stop()
+
+	// A long TCP connection, rate-capped: it stalls through the outage and
+	// must carry on afterwards. Its retransmission backoff has reached
+	// about 13 s by the end of a 20 s outage, so it resumes up to that
+	// long after the tunnel does; 36 s leaves room for it.
+	tcp := make(chan error, 1)
+	go func() {
+		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 36*time.Second, "2M")
+		tcp <- err
+	}()
+	p := startPinger(t, l, 1500*time.Millisecond+outageLength+5*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	for _, u := range []string{lab.WLAN, lab.WWAN} {
+		if err := l.LinkDown(lab.Client, u); err != nil {
+			fail("link down: %v", err)
+		}
+	}
+	downAt := time.Now()
+	// The connection stays, suspended, for the whole outage.
+	suspended := false
+	for time.Since(downAt) < outageLength {
+		st := connected(t, r, "corp")
+		switch st.State {
+		case "suspended":
+			suspended = true
+			if st.Interface != "" {
+				fail("suspended on interface %q", st.Interface)
+			}
+		case "disconnected":
+			fail("connection ended during the outage")
+		}
+		time.Sleep(time.Second)
+	}
+	if !suspended {
+		fail("state never showed suspended during a %v outage", outageLength)
+	}
+	// Back in the order a laptop often sees: cellular first, then Wi-Fi.
+	for _, u := range []string{lab.WWAN, lab.WLAN} {
+		if err := restoreUplink(l, u); err != nil {
+			fail("uplink back: %v", err)
+		}
+	}
+	upAt := time.Now()
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 10*time.Second); err != nil {
+		fail("tunnel did not recover: %v", err)
+	}
+	t.Logf("e-all-down: ping through the tunnel %v after the uplinks returned", time.Since(upAt).Round(time.Millisecond))
+	deadline := time.Now().Add(10 * time.Second)
+	after := connected(t, r, "corp")
+	for after.State != "established" || after.Interface != lab.WLAN {
+		if time.Now().After(deadline) {
+			fail("after the outage: state %q on %q, want established on wlan", after.State, after.Interface)
+		}
+		time.Sleep(200 * time.Millisecond)
+		after = connected(t, r, "corp")
+	}
+	if after.VirtualIP != before.VirtualIP {
+		fail("inner address changed from %s to %s", before.VirtualIP, after.VirtualIP)
+	}
+	// ping's 10 ms interval stretches on a loaded machine.
+	sent, recv := p.result(t, time.Minute)
+	t.Logf("e-all-down: %d echoes sent, %d answered, %d lost", sent, recv, sent-recv)
+	select {
+	case err := <-tcp:
+		if err != nil {
+			fail("TCP connection through the tunnel broke: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		fail("TCP transfer still running a minute after the outage")
+	}
+
+	// suspended, then resumed, and nothing ended the connection.
+	evp.Stop()
+	var seq []string
+	sc := bufio.NewScanner(strings.NewReader(evp.Output()))
+	for sc.Scan() {
+		var ev struct {
+			Event, Profile, Reason string
+			TookMS                 int64 `json:"took_ms"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Profile != "corp" {
+			continue
+		}
+		switch ev.Event {
+		case "suspended", "resumed", "disconnected":
+			t.Logf("event %s: %s (took %d ms)", ev.Event, ev.Reason, ev.TookMS)
+			seq = append(seq, ev.Event)
+		}
+	}
+	if len(seq) < 2 || seq[0] != "suspended" || seq[len(seq)-1] != "resumed" || strings.Contains(strings.Join(seq, " "), "disconnected") {
+		fail("events %v, want suspended ... resumed and no disconnect; all events:\n%s", seq, evp.Output())
+	}
+}
+
+// TestMOBIKEOutageStrongSwanGateway: scenario (e) against strongSwan (no
+// DPD in the lab's gateway config, so nothing there ends the SA).
+func TestMOBIKEOutageStrongSwanGateway(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	gw := startSwanGateway(t, l, pki, "psk", nil)
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	runOutage(t, l, r, bin, gw.Log)
+}
+
+// TestMOBIKEOutageRoamGateway: scenario (e) against roam gateway.
+func TestMOBIKEOutageRoamGateway(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
+	gp, err := g.StartGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gp.Stop()
+	time.Sleep(300 * time.Millisecond) // listening
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	runOutage(t, l, r, bin, func() string {
+		_, raw, _ := g.Status()
+		return gp.Output() + "\ngateway status:\n" + string(raw)
+	})
+}
