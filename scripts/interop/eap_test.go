@@ -18,11 +18,23 @@ const (
 	eapWrong    = "interop EAP password"
 )
 
+// needPlugins fails clearly when strongSwan lacks an EAP plugin, instead
+// of a confusing authentication failure later.
+func needPlugins(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join("/usr/lib/ipsec/plugins", "libstrongswan-"+n+".so")); err != nil {
+			t.Fatalf("strongSwan's %s plugin is missing (%v): run scripts/install-deps.sh (Debian package libcharon-extauth-plugins or libcharon-extra-plugins)", n, err)
+		}
+	}
+}
+
 // startSwanEAPGateway runs the strongSwan gateway signing with its
 // certificate and logging clients in with EAP-MSCHAPv2 (EAP-Identity
 // first), alice's password in its secrets.
 func startSwanEAPGateway(t *testing.T, l *lab.Lab, pki *lab.PKI) *lab.Charon {
 	t.Helper()
+	needPlugins(t, "eap-identity", "eap-mschapv2")
 	gw, err := l.StartCharon(lab.Gateway, eapGatewayOptions(pki, "pubkey"))
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +197,7 @@ func daemonLog(t *testing.T, r *lab.Roam) string {
 func TestEAPTLSToStrongSwan(t *testing.T) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
+	needPlugins(t, "eap-identity", "eap-tls")
 	c := lab.GatewayConn("pubkey", "", nil, nil)
 	c.RemoteAuth = "eap-tls"
 	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{c}, PKI: pki, InterfacesIgnore: []string{"lan"}})
@@ -261,6 +274,7 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 // server against an independent peer.
 func TestStrongSwanEAPClientToRoamGateway(t *testing.T) {
 	l, bin := setup(t)
+	needPlugins(t, "eap-mschapv2")
 	pki := newPKI(t, l)
 	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
 	if err != nil {
