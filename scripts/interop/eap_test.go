@@ -101,8 +101,8 @@ func TestEAPMSCHAPv2ToStrongSwan(t *testing.T) {
 		if err != nil {
 			fail("%v", err)
 		}
-		if sas[0].RemoteEAPID != eapUser {
-			t.Errorf("gateway lists EAP identity %q, want %q", sas[0].RemoteEAPID, eapUser)
+		if sas[0].EAPID != eapUser {
+			t.Errorf("gateway lists EAP identity %q, want %q", sas[0].EAPID, eapUser)
 		}
 		st := connected(t, r, "corp")
 		if len(sas[0].VirtualIPs) != 1 || sas[0].VirtualIPs[0].String() != strings.Split(st.VirtualIP, "/")[0] {
@@ -224,7 +224,7 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 		fail("%v", err)
 	}
 	// swanctl names the EAP identity only when it differs from the IKE one.
-	if id := sas[0].RemoteEAPID; id != "" && id != lab.ClientID {
+	if id := sas[0].EAPID; id != "" && id != lab.ClientID {
 		t.Errorf("gateway lists EAP identity %q, want %q", id, lab.ClientID)
 	}
 	if log := gw.Log(); !strings.Contains(log, "EAP method EAP_TLS succeeded") {

@@ -259,17 +259,17 @@ func (c *Charon) Terminate(name string) error {
 
 // IKESA is what ListSAs extracts from `swanctl --list-sas`.
 type IKESA struct {
-	Conn        string
-	State       string // ESTABLISHED, CONNECTING, ...
-	Local       netip.AddrPort
-	Remote      netip.AddrPort
-	LocalID     string
-	RemoteID    string
-	RemoteEAPID string       // the identity the remote logged in with through EAP
-	VirtualIPs  []netip.Addr // remote's virtual IPs (gateway: the client's)
-	LocalVIPs   []netip.Addr // our virtual IPs (client role)
-	Proposal    string
-	Children    []ChildSA
+	Conn       string
+	State      string // ESTABLISHED, CONNECTING, ...
+	Local      netip.AddrPort
+	Remote     netip.AddrPort
+	LocalID    string
+	RemoteID   string
+	EAPID      string       // remote's EAP identity, when it differs from RemoteID
+	VirtualIPs []netip.Addr // remote's virtual IPs (gateway: the client's)
+	LocalVIPs  []netip.Addr // our virtual IPs (client role)
+	Proposal   string
+	Children   []ChildSA
 }
 
 // ChildSA is one CHILD_SA line group of `swanctl --list-sas`.
@@ -342,7 +342,7 @@ func ParseListSAs(out string) ([]IKESA, error) {
 				if m[1] == "local" {
 					cur.LocalID, cur.Local, cur.LocalVIPs = m[2], ap, vips
 				} else {
-					cur.RemoteID, cur.Remote, cur.VirtualIPs, cur.RemoteEAPID = m[2], ap, vips, m[5]
+					cur.RemoteID, cur.Remote, cur.VirtualIPs, cur.EAPID = m[2], ap, vips, m[5]
 				}
 				continue
 			}

@@ -133,7 +133,7 @@ func TestParseListSAsEAP(t *testing.T) {
 	if err != nil || len(sas) != 1 {
 		t.Fatalf("%+v %v", sas, err)
 	}
-	if a := sas[0]; a.RemoteEAPID != "alice" || a.RemoteID != "alice@example.com" || len(a.VirtualIPs) != 1 || a.VirtualIPs[0] != netip.MustParseAddr("10.99.200.1") {
+	if a := sas[0]; a.EAPID != "alice" || a.RemoteID != "alice@example.com" || len(a.VirtualIPs) != 1 || a.VirtualIPs[0] != netip.MustParseAddr("10.99.200.1") {
 		t.Errorf("got %+v", a)
 	}
 }
