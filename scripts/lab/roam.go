@@ -55,15 +55,10 @@ type RoamProfile struct {
 	Auth    string // psk | pubkey | eap-mschapv2 | eap-tls
 	PSK     string
 	PKI     *PKI
-	// EAP-MSCHAPv2: EAPIdentity (empty: local_id) and Password, written
-	// to a password_file (mode 0600) unless empty: then roam connect asks.
-	EAPIdentity string
-	Password    string
-	EAPOnly     bool // eap_only = true (RFC 5998)
-	IKE         []string
-	ESP         []string
-	DNS         bool
-	MOBIKE      bool
+	IKE     []string
+	ESP     []string
+	DNS     bool
+	MOBIKE  bool
 	// ForbidNAT writes allow_nat = false.
 	ForbidNAT bool
 	// RemoteTS defaults to ProtectedNet.
@@ -72,6 +67,13 @@ type RoamProfile struct {
 	NoFragmentation bool
 	// ChildRekey sets child_rekey_time (0: the default).
 	ChildRekey time.Duration
+
+	// EAP: EAPIdentity (empty: local_id) and, for EAP-MSCHAPv2, Password,
+	// written to a password_file (mode 0600) unless empty: then roam
+	// connect asks. EAPOnly writes eap_only = true (RFC 5998).
+	EAPIdentity string
+	Password    string
+	EAPOnly     bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -152,12 +154,13 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 type RoamGatewayConfig struct {
 	Auth string // psk | pubkey
 	PSK  string // alice's PSK
+	PKI  *PKI
+	IKE  []string
+	ESP  []string
+
 	// EAPPassword, with Auth pubkey: alice logs in with EAP-MSCHAPv2
 	// (user ClientID) instead of a certificate.
 	EAPPassword string
-	PKI         *PKI
-	IKE         []string
-	ESP         []string
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
