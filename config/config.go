@@ -32,10 +32,11 @@ type Profile struct {
 	RemoteID    string
 	Auth        string // "psk", "pubkey", "eap-mschapv2" or "eap-tls"
 	PSK         []byte
-	// EAP-MSCHAPv2: EAPIdentity is the username (default LocalID);
-	// Password comes from password_file, or is nil and then asked for by
-	// `roam connect` (it stays in memory only). EAPOnly asks the gateway
-	// for RFC 5998 EAP-only authentication.
+	// EAP (config/eap.go): EAPIdentity is the EAP-Identity, for
+	// EAP-MSCHAPv2 the username (default LocalID); Password comes from
+	// password_file, or is nil and then asked for by `roam connect` (it
+	// stays in memory only). EAPOnly asks the gateway for RFC 5998
+	// EAP-only authentication.
 	EAPIdentity string
 	Password    []byte
 	EAPOnly     bool
