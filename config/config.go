@@ -83,6 +83,9 @@ type Lifetimes struct {
 	// less a random part of ChildLife-ChildRekey so both ends rarely rekey
 	// at the same moment; ChildLife: it expires if rekeying failed.
 	ChildRekey, ChildLife time.Duration
+	// IKERekey (rekey_time): the IKE SA gets new keys this long after it
+	// was made, less the same random part.
+	IKERekey time.Duration
 }
 
 // Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
@@ -91,11 +94,15 @@ type Lifetimes struct {
 const (
 	DefaultChildRekey = time.Hour
 	minChildRekey     = 10 * time.Second
+	DefaultIKERekey   = 4 * time.Hour
 )
 
-func parseLifetimes(rekey, life string) (Lifetimes, error) {
+func parseLifetimes(ike, rekey, life string) (Lifetimes, error) {
 	var l Lifetimes
 	var err error
+	if l.IKERekey, err = durationKey("rekey_time", ike, DefaultIKERekey, minChildRekey); err != nil {
+		return l, err
+	}
 	if l.ChildRekey, err = durationKey("child_rekey_time", rekey, DefaultChildRekey, minChildRekey); err != nil {
 		return l, err
 	}
@@ -163,6 +170,7 @@ type rawProfile struct {
 	Fragmentation *bool    `toml:"fragmentation"`
 	DeadAfter     string   `toml:"dead_after"`
 	OutageLimit   string   `toml:"outage_limit"`
+	IKERekey      string   `toml:"rekey_time"`
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
 	AllowNAT      *bool    `toml:"allow_nat"`
@@ -194,6 +202,7 @@ type rawGateway struct {
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
 	RR            *bool       `toml:"return_routability"`
+	IKERekey      string      `toml:"rekey_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
@@ -367,7 +376,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
 		return nil, err
 	}
-	if p.Lifetimes, err = parseLifetimes(r.ChildRekey, r.ChildLife); err != nil {
+	if p.Lifetimes, err = parseLifetimes(r.IKERekey, r.ChildRekey, r.ChildLife); err != nil {
 		return nil, err
 	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
@@ -390,7 +399,7 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
 	}
-	lt, err := parseLifetimes(r.ChildRekey, r.ChildLife)
+	lt, err := parseLifetimes(r.IKERekey, r.ChildRekey, r.ChildLife)
 	if err != nil {
 		return nil, err
 	}

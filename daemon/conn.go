@@ -88,17 +88,23 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		return nil, err
 	}
 
-	c.dev, err = tun.Create(tunName(p.Name), tun.MTUFor(route.MTU, gw.Addr().Is6()))
+	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
+	// the inner MTU for the larger header from the start, as an MTU that
+	// shrinks under open TCP connections would cost them packets.
+	c.dev, err = tun.Create(tunName(p.Name), tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE))
 	if err != nil {
 		return fail(err)
 	}
 	c.ifname = route.IfName
 	c.dp = esp.NewDataplane(c.dev.Dev(), c.handleIKE, log)
-	sock, err := esp.ListenUDP(netip.AddrPortFrom(unspecified(gw.Addr()), 0), tun.DefaultMark)
+	socks, err := clientSockets(gw.Addr(), p.MOBIKE, log)
 	if err != nil {
-		return fail(fmt.Errorf("UDP socket: %w", err))
+		return fail(err)
 	}
-	c.dp.AddSocket(sock)
+	sock := socks[0]
+	for _, s := range socks {
+		c.dp.AddSocket(s)
+	}
 	c.dpDone = make(chan struct{})
 	go func() {
 		defer close(c.dpDone)
@@ -121,7 +127,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
 		ChildRekeyTime:  p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
-		ForbidNAT: !p.AllowNAT,
+		IKERekeyTime: p.IKERekey,
+		ForbidNAT:    !p.AllowNAT,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -265,6 +272,8 @@ func (c *conn) watch(events <-chan ike.Event) {
 				continue
 			}
 			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+		case *ike.IKERekeyed:
+			c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 		case *ike.ChildDeleted:
 			c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 		case *ike.Deleted:
@@ -366,6 +375,13 @@ func (c *conn) Status() Status {
 		st.Local = "" // no uplink: the last one is in the suspended event
 	}
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE
+	if st.MOBIKE {
+		if sa := c.sa.Load(); sa != nil {
+			for _, a := range sa.PeerAddresses() {
+				st.PeerAddresses = append(st.PeerAddresses, a.String())
+			}
+		}
+	}
 	if len(est.VirtualIPs) > 0 {
 		st.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -479,6 +495,36 @@ func tunName(profile string) string {
 		name = name[:15]
 	}
 	return name
+}
+
+// clientSockets opens the UDP socket for the gateway's address family and,
+// with MOBIKE, one for the other family on the same port, so the tunnel can
+// move between IPv4 and IPv6 outer paths (the dataplane sends each path
+// through the socket of its family). The same port keeps our NAT detection
+// hashes and the gateway's view of us alike on both. A host without the
+// other family (IPv6 disabled) just has no such paths.
+func clientSockets(gw netip.Addr, mobike bool, log *slog.Logger) ([]*esp.Socket, error) {
+	first, err := esp.ListenUDP(netip.AddrPortFrom(unspecified(gw), 0), tun.DefaultMark)
+	if err != nil {
+		return nil, fmt.Errorf("UDP socket: %w", err)
+	}
+	socks := []*esp.Socket{first}
+	if !mobike {
+		return socks, nil
+	}
+	other := netip.IPv6Unspecified()
+	if gw.Is6() {
+		other = netip.IPv4Unspecified()
+	}
+	second, err := esp.ListenUDP(netip.AddrPortFrom(other, first.LocalPort()), tun.DefaultMark)
+	if err != nil {
+		second, err = esp.ListenUDP(netip.AddrPortFrom(other, 0), tun.DefaultMark)
+	}
+	if err != nil {
+		log.Info("no UDP socket for the other address family; moves stay within one", "err", err)
+		return socks, nil
+	}
+	return append(socks, second), nil
 }
 
 func unspecified(a netip.Addr) netip.Addr {

@@ -109,7 +109,8 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		NoReturnRoutability: !g.ReturnRoutability,
 		NoFragmentation:     !g.Fragmentation,
 		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
-		Log: log,
+		IKERekeyTime: g.IKERekey,
+		Log:          log,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
@@ -146,6 +147,13 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.install(ev)
 			case *ike.ChildRekeyed:
 				gw.installRekeyed(ev)
+			case *ike.IKERekeyed:
+				gw.mu.Lock()
+				c := gw.clients[ev.SA]
+				gw.mu.Unlock()
+				if c != nil {
+					gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+				}
 			case *ike.ChildDeleted:
 				gw.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 			case *ike.PathUpdated:

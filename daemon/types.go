@@ -60,6 +60,7 @@ type Status struct {
 	IKESPIr       string        `json:"ike_spi_r"`
 	Children      []ChildStatus `json:"children"`
 	PathChanges   int           `json:"path_changes"`
+	PeerAddresses []string      `json:"peer_addresses,omitempty"` // gateway addresses a move may use (MOBIKE), current first
 	EstablishedAt time.Time     `json:"established_at"`
 	Drops         *Drops        `json:"drops"`
 }

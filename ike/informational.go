@@ -18,6 +18,12 @@ func (sa *SA) handleInformationalRequest(ps []wire.Payload) (resp []wire.Payload
 		}
 		switch d.Protocol {
 		case wire.ProtoIKE:
+			if c := sa.pendingIKE; c != nil {
+				// The end of the old IKE SA after the peer's rekey: the
+				// answer goes out under the old keys, then the new SA
+				// takes over.
+				return nil, func() { sa.switchIKE(c) }
+			}
 			sa.log.Info("peer deleted the IKE SA")
 			return nil, func() { sa.die(ErrPeerDeleted) }
 		case wire.ProtoESP:

@@ -50,6 +50,9 @@ type InitiatorConfig struct {
 	// RekeyJitter), ChildLifeTime when it expires if that failed; zero:
 	// never.
 	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
+	// IKERekeyTime is when the IKE SA is rekeyed (less a random part of
+	// RekeyJitter); zero: never.
+	IKERekeyTime time.Duration
 	// LocalAddresses, when set, lists our usable addresses; those other
 	// than Path.Local's are announced in IKE_AUTH as ADDITIONAL_IP4/6_ADDRESS
 	// (NO_ADDITIONAL_ADDRESSES when none; RFC 4555 3.4). MOBIKE only.
@@ -99,7 +102,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
 		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
-		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	if len(cfg.RemoteTS) == 0 {
@@ -455,6 +458,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.established = true
 	sa.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
+	sa.scheduleIKERekey()
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)

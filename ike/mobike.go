@@ -588,6 +588,9 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
 		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
 	}
+	if isIKERekey(ps) {
+		return sa.handleIKERekeyRequest(ps)
+	}
 	rekey := findNotify(ps, wire.NotifyRekeySA)
 	if rekey == nil {
 		return refuse(wire.NotifyNoAdditionalSAs, nil)

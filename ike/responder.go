@@ -73,6 +73,7 @@ type ResponderConfig struct {
 	DPDDelay time.Duration
 	// Child SA lifetimes, as in InitiatorConfig.
 	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
+	IKERekeyTime                               time.Duration
 	Retransmit                                 Retransmit
 	Clock                                      Clock
 	Rand                                       io.Reader
@@ -139,7 +140,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
-		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
@@ -163,7 +164,10 @@ func (r *Responder) SAs() []*SA {
 	defer r.mu.Unlock()
 	out := make([]*SA, 0, len(r.bySPI))
 	for _, sa := range r.bySPI {
-		out = append(out, sa)
+		// During an IKE rekey an SA is known under two SPIs.
+		if !slices.Contains(out, sa) {
+			out = append(out, sa)
+		}
 	}
 	return out
 }
@@ -214,14 +218,43 @@ func (r *Responder) HandlePacket(pkt []byte, path esp.Path) {
 		r.handleInit(pkt, msg, path)
 		return
 	}
+	// Our SPI is the responder's unless a rekey we started made us the
+	// initiator of this IKE SA (the sender then clears the I flag).
+	ours := h.SPIr
+	if h.Flags&wire.FlagInitiator == 0 {
+		ours = h.SPIi
+	}
 	r.mu.Lock()
-	sa := r.bySPI[h.SPIr]
+	sa := r.bySPI[ours]
 	r.mu.Unlock()
 	if sa == nil {
 		r.unknownSPI.Add(1)
 		return
 	}
 	sa.HandlePacket(pkt, path)
+}
+
+// reserveSPI picks a fresh SPI for sa's end of a rekeyed IKE SA and routes
+// messages under it to sa; it is released when sa dies.
+func (r *Responder) reserveSPI(sa *SA) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	spi := sa.randSPI64()
+	for r.bySPI[spi] != nil || spi == 0 {
+		spi = sa.randSPI64()
+	}
+	r.bySPI[spi] = sa
+	sa.onDead = append(sa.onDead, func() { r.releaseSPI(spi, sa) })
+	return spi
+}
+
+// releaseSPI forgets spi if it still names sa.
+func (r *Responder) releaseSPI(spi uint64, sa *SA) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bySPI[spi] == sa {
+		delete(r.bySPI, spi)
+	}
 }
 
 func (r *Responder) needCookie(halfOpen int) bool {
@@ -489,6 +522,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	sa.established = true
 	sa.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
+	sa.scheduleIKERekey()
 	r.markEstablished(sa.halfKey, sa)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true

@@ -116,10 +116,12 @@ type common struct {
 	// Child SA lifetimes (rekey.go): soft (rekey, less up to rekeyJitter)
 	// and hard; zero means never.
 	childRekey, childLife, rekeyJitter time.Duration
-	retransmit                         Retransmit
-	clock                              Clock
-	rand                               io.Reader
-	log                                *slog.Logger
+	// ikeRekey is the IKE SA's soft lifetime (rekey_ike.go); zero: never.
+	ikeRekey   time.Duration
+	retransmit Retransmit
+	clock      Clock
+	rand       io.Reader
+	log        *slog.Logger
 }
 
 func (c *common) fill() {
@@ -189,19 +191,27 @@ type SA struct {
 	dpdTimer      Timer
 	dpdHeld       bool
 	// Child SA rekeying (rekey.go), by inbound SPI of the SA replaced.
-	rekeys       map[uint32]*childRekey
-	peerRekeys   map[uint32]peerRekey
-	deleting     map[uint32]bool
-	childTimers  map[uint32][]Timer
-	peerID       string
-	poolKey      string
-	children     []ChildSA
-	vips         []netip.Addr
-	dns          []netip.Addr
-	established  bool
-	onDead       []func()
-	closeWaiters []chan struct{}
-	deadReason   error
+	rekeys      map[uint32]*childRekey
+	peerRekeys  map[uint32]peerRekey
+	deleting    map[uint32]bool
+	childTimers map[uint32][]Timer
+	// IKE SA rekeying (rekey_ike.go): flagI is whether we are the IKE SA's
+	// initiator for the I flag and key directions (initiator at first,
+	// then whoever started the last rekey); pendingIKE is a rekeyed SA we
+	// answered, waiting for the peer to delete the old one.
+	flagI         bool
+	pendingIKE    *ikeContext
+	ikeRekeying   bool
+	ikeRekeyTimer Timer
+	peerID        string
+	poolKey       string
+	children      []ChildSA
+	vips          []netip.Addr
+	dns           []netip.Addr
+	established   bool
+	onDead        []func()
+	closeWaiters  []chan struct{}
+	deadReason    error
 
 	// Initiator IKE_SA_INIT retries.
 	cookie       []byte
@@ -237,6 +247,7 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 		done:      make(chan struct{}),
 		result:    make(chan struct{}),
 		path:      path,
+		flagI:     initiator,
 	}
 	sa.ctx, sa.stop = context.WithCancel(ctx)
 	sa.curPath.Store(&path)
@@ -383,6 +394,9 @@ func (sa *SA) die(reason error) {
 		sa.dpdTimer.Stop()
 	}
 	sa.stopChildTimers()
+	if sa.ikeRekeyTimer != nil {
+		sa.ikeRekeyTimer.Stop()
+	}
 	sa.state = stateDead
 	sa.deadReason = reason
 	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
@@ -409,7 +423,7 @@ func spiHex(v uint64) string { return fmt.Sprintf("%016x", v) }
 
 func (sa *SA) header(exchange wire.ExchangeType, msgID uint32, response bool) wire.Header {
 	h := wire.Header{SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Version: 0x20, Exchange: exchange, MessageID: msgID}
-	if sa.initiator {
+	if sa.flagI {
 		h.Flags |= wire.FlagInitiator
 	}
 	if response {
@@ -578,17 +592,16 @@ func (sa *SA) handlePacket(p inPacket) {
 		return
 	}
 	h := msg.Header
-	if h.SPIi != sa.spii.Load() {
-		sa.stats.wrongSPI.Add(1)
-		return
-	}
 	isInit := h.Exchange == wire.ExchangeIKESAInit
-	if spir := sa.spir.Load(); h.SPIr != spir && !(isInit && (spir == 0 || h.SPIr == 0)) {
-		sa.stats.wrongSPI.Add(1)
-		return
+	if spir := sa.spir.Load(); h.SPIi != sa.spii.Load() || (h.SPIr != spir && !(isInit && (spir == 0 || h.SPIr == 0))) {
+		// The peer may already talk on the IKE SA its rekey made.
+		if !sa.takePendingIKE(h) {
+			sa.stats.wrongSPI.Add(1)
+			return
+		}
 	}
-	// The initiator flag must name the original initiator (RFC 7296 3.1).
-	if (h.Flags&wire.FlagInitiator != 0) == sa.initiator {
+	// The initiator flag must name the IKE SA's initiator (RFC 7296 3.1).
+	if (h.Flags&wire.FlagInitiator != 0) == sa.flagI {
 		sa.stats.unexpected.Add(1)
 		return
 	}

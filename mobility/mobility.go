@@ -629,7 +629,9 @@ func (m *Mover) candidates(addrs []netmon.Address) []candidate {
 	var out []candidate
 	for _, a := range addrs {
 		for _, p := range peers {
-			if a.Addr.Is4() != p.Is4() {
+			// Only global unicast peer addresses make paths: an announced
+			// link-local or loopback address cannot be reached from here.
+			if a.Addr.Is4() != p.Is4() || !p.IsGlobalUnicast() {
 				continue
 			}
 			out = append(out, candidate{ifname: a.IfName, path: esp.Path{

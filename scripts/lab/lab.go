@@ -3,9 +3,14 @@
 // multihomed gateway and a host behind the gateway. Tests, the demo and the
 // benchmarks share it, and strongSwan runs inside it as the independent peer.
 //
-//	client ─wlan─ nat-wlan ─┐                ┌─eth0 203.0.113.10─┐
-//	                        ├─ inet ─────────┤                   ├─ gw ─lan─ host 10.99.0.10
-//	client ─wwan─ nat-wwan ─┘                └─eth1 203.0.113.26─┘
+//	client ─wlan─ nat-wlan ─┐            ┌─eth0 203.0.113.10, 2001:db8:113::10──┐
+//	                        ├─ inet ─────┤                                      ├─ gw ─lan─ host 10.99.0.10
+//	client ─wwan─ nat-wwan ─┘            └─eth1 203.0.113.26, 2001:db8:113:1::26┘
+//
+// wlan is IPv4 only. wwan is dual-stack, as cellular uplinks are: IPv4
+// behind the NAT (masquerade), IPv6 routed without NAT (client
+// 2001:db8:20::2); removing its IPv4 address leaves an IPv6-only uplink.
+// Duplicate address detection is off, so IPv6 addresses are usable at once.
 //
 // Every namespace is named "<Prefix><pid>-<seq>-<role>", so a later run can
 // recognise namespaces left behind by a run that was killed (its pid is gone)
@@ -71,6 +76,16 @@ var (
 	GatewayAddr2 = netip.MustParsePrefix("203.0.113.26/28") // gw eth1, secondary
 	InetGW2      = netip.MustParsePrefix("203.0.113.17/28")
 
+	// IPv6 (documentation prefix 2001:db8::/32): wwan and the gateway.
+	ClientWWANV6   = netip.MustParsePrefix("2001:db8:20::2/64")
+	RouterWWANV6   = netip.MustParsePrefix("2001:db8:20::1/64")
+	PublicWWANV6   = netip.MustParsePrefix("2001:db8:ff:6::2/64") // nat-wwan's outside address (routed, no NAT66)
+	InetWWANV6     = netip.MustParsePrefix("2001:db8:ff:6::1/64")
+	GatewayAddr1V6 = netip.MustParsePrefix("2001:db8:113::10/64") // gw eth0
+	InetGW1V6      = netip.MustParsePrefix("2001:db8:113::1/64")
+	GatewayAddr2V6 = netip.MustParsePrefix("2001:db8:113:1::26/64") // gw eth1
+	InetGW2V6      = netip.MustParsePrefix("2001:db8:113:1::1/64")
+
 	GatewayLAN    = netip.MustParsePrefix("10.99.0.1/24")
 	HostAddr      = netip.MustParsePrefix("10.99.0.10/24")
 	ProtectedNet  = netip.MustParsePrefix("10.99.0.0/24")
@@ -85,6 +100,10 @@ type Uplink struct {
 	Gate   netip.Prefix // router's inside address (client's next hop)
 	Public netip.Prefix // router's outside address (what the gateway sees)
 	Metric int          // metric of the client's default route through it
+	// IPv6, routed without NAT; invalid on an IPv4-only uplink.
+	Client6 netip.Prefix
+	Gate6   netip.Prefix
+	Public6 netip.Prefix // router's outside IPv6 address
 }
 
 // Options shapes a lab.
@@ -195,8 +214,10 @@ func (l *Lab) build() error {
 
 	l.Uplinks = []Uplink{
 		{Name: WLAN, Router: NATWLAN, Client: ClientWLAN, Gate: RouterWLAN, Public: PublicWLAN, Metric: 100},
-		{Name: WWAN, Router: NATWWAN, Client: ClientWWAN, Gate: RouterWWAN, Public: PublicWWAN, Metric: 200},
+		{Name: WWAN, Router: NATWWAN, Client: ClientWWAN, Gate: RouterWWAN, Public: PublicWWAN, Metric: 200,
+			Client6: ClientWWANV6, Gate6: RouterWWANV6, Public6: PublicWWANV6},
 	}
+	inetSide6 := map[string]netip.Prefix{NATWWAN: InetWWANV6}
 	inetSide := map[string]netip.Prefix{NATWLAN: InetWLAN, NATWWAN: InetWWAN}
 	nftFile := filepath.Join(l.Dir, "nat.nft")
 	if err := os.WriteFile(nftFile, []byte(natRuleset+"\n"), 0o644); err != nil {
@@ -224,6 +245,18 @@ func (l *Lab) build() error {
 			[]string{Client, "ip", "route", "add", "default", "via", u.Gate.Addr().String(), "dev", u.Name, "metric", strconv.Itoa(u.Metric)},
 			[]string{u.Router, "nft", "-f", nftFile},
 		)
+		if u.Client6.IsValid() {
+			inet6 := inetSide6[u.Router]
+			steps = append(steps,
+				addr6(Client, u.Client6, u.Name),
+				addr6(u.Router, u.Gate6, "lan"),
+				addr6(u.Router, u.Public6, "wan"),
+				addr6(Inet, inet6, inetIf),
+				[]string{u.Router, "ip", "-6", "route", "add", "default", "via", inet6.Addr().String()},
+				[]string{Inet, "ip", "-6", "route", "add", u.Client6.Masked().String(), "via", u.Public6.Addr().String()},
+				[]string{Client, "ip", "-6", "route", "add", "default", "via", u.Gate6.Addr().String(), "dev", u.Name, "metric", strconv.Itoa(u.Metric)},
+			)
+		}
 	}
 	steps = append(steps,
 		l.veth(Gateway, "eth0", Inet, "to-gw0"),
@@ -250,6 +283,17 @@ func (l *Lab) build() error {
 		[]string{Gateway, "ip", "route", "add", "default", "via", InetGW1.Addr().String(), "dev", "eth0", "table", "101"},
 		[]string{Gateway, "ip", "rule", "add", "from", GatewayAddr1.Addr().String(), "table", "101", "priority", "1000"},
 		[]string{Gateway, "ip", "rule", "add", "from", GatewayAddr2.Addr().String(), "table", "102", "priority", "1000"},
+		// The same for the gateway's IPv6 addresses.
+		addr6(Gateway, GatewayAddr1V6, "eth0"),
+		addr6(Gateway, GatewayAddr2V6, "eth1"),
+		addr6(Inet, InetGW1V6, "to-gw0"),
+		addr6(Inet, InetGW2V6, "to-gw1"),
+		[]string{Gateway, "ip", "-6", "route", "add", "default", "via", InetGW1V6.Addr().String(), "dev", "eth0", "metric", "100"},
+		[]string{Gateway, "ip", "-6", "route", "add", "default", "via", InetGW2V6.Addr().String(), "dev", "eth1", "metric", "200"},
+		[]string{Gateway, "ip", "-6", "route", "add", "default", "via", InetGW2V6.Addr().String(), "dev", "eth1", "table", "102"},
+		[]string{Gateway, "ip", "-6", "route", "add", "default", "via", InetGW1V6.Addr().String(), "dev", "eth0", "table", "101"},
+		[]string{Gateway, "ip", "-6", "rule", "add", "from", GatewayAddr1V6.Addr().String(), "table", "101", "priority", "1000"},
+		[]string{Gateway, "ip", "-6", "rule", "add", "from", GatewayAddr2V6.Addr().String(), "table", "102", "priority", "1000"},
 	)
 	// The build's ~100 commands would drown a test's verbose output.
 	logf := l.logf
@@ -276,12 +320,25 @@ func sysctls(role string) [][]string {
 		"net.ipv4.ip_forward=1",
 		"net.ipv4.conf.all.rp_filter=0",
 		"net.ipv4.conf.default.rp_filter=0",
-		"net.ipv6.conf.all.disable_ipv6=1",
-		"net.ipv6.conf.default.disable_ipv6=1",
+		"net.ipv6.conf.all.disable_ipv6=0",
+		"net.ipv6.conf.default.disable_ipv6=0",
+		"net.ipv6.conf.all.forwarding=1",
+		// No router advertisements or DAD: addresses and routes are
+		// exactly the ones the lab sets, usable (not tentative) at once.
+		"net.ipv6.conf.all.accept_ra=0",
+		"net.ipv6.conf.default.accept_ra=0",
+		"net.ipv6.conf.all.accept_dad=0",
+		"net.ipv6.conf.default.accept_dad=0",
 	} {
 		s = append(s, []string{role, "sysctl", "-qw", kv})
 	}
 	return s
+}
+
+// addr6 adds an IPv6 address without duplicate address detection, so it is
+// never tentative.
+func addr6(ns string, p netip.Prefix, dev string) []string {
+	return []string{ns, "ip", "-6", "addr", "add", p.String(), "dev", dev, "nodad"}
 }
 
 // veth creates the pair from inside ns a, so neither name ever exists in the
@@ -472,7 +529,12 @@ func (l *Lab) LinkDown(ns, dev string) error { return l.Exec(ns, "ip", "link", "
 func (l *Lab) LinkUp(ns, dev string) error { return l.Exec(ns, "ip", "link", "set", dev, "up") }
 
 // AddAddr adds an address (with prefix length) to an interface.
+// IPv6 addresses skip duplicate address detection, as at build time.
 func (l *Lab) AddAddr(ns, dev string, p netip.Prefix) error {
+	if p.Addr().Is6() {
+		a := addr6(ns, p, dev)
+		return l.Exec(a[0], a[1:]...)
+	}
 	return l.Exec(ns, "ip", "addr", "add", p.String(), "dev", dev)
 }
 
@@ -491,6 +553,46 @@ func (l *Lab) FlushConntrack(ns string) error {
 		return fmt.Errorf("conntrack flush: %w (%s)", err, out)
 	}
 	return nil
+}
+
+// RestartNAT makes a NAT router lose its mappings the way a restart does:
+// the table is flushed while the router forwards nothing from its LAN side,
+// until a UDP packet from outside (a download still under way) has reached
+// it and taken its old public port, or maxPause has passed. The client's
+// flow then gets a new public port, as nf_nat picks one when the natural
+// one is taken; lab.md notes this is what breaks strongSwan's own client.
+// It returns how long the LAN side was held.
+func (l *Lab) RestartNAT(router string, maxPause time.Duration) (time.Duration, error) {
+	var public netip.Addr
+	for _, u := range l.Uplinks {
+		if u.Router == router {
+			public = u.Public.Addr()
+		}
+	}
+	if !public.IsValid() {
+		return 0, fmt.Errorf("lab: %q is not a NAT router", router)
+	}
+	if err := l.Exec(router, "nft", "add table ip natpause; add chain ip natpause hold { type filter hook forward priority 0; }; add rule ip natpause hold iifname \"lan\" drop"); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	err := l.FlushConntrack(router)
+	for err == nil && time.Since(start) < maxPause {
+		// After the flush, with the LAN side held, every entry toward
+		// the public address was made by a packet from outside.
+		out, lerr := l.Output(router, "conntrack", "-L", "-p", "udp", "-d", public.String())
+		if lerr == nil && strings.Contains(out, "dst="+public.String()) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := time.Since(start)
+	return held, errors.Join(err, l.Exec(router, "nft", "delete table ip natpause"))
+}
+
+// NATMappings lists a NAT router's UDP conntrack entries (conntrack -L).
+func (l *Lab) NATMappings(router string) (string, error) {
+	return l.Output(router, "conntrack", "-L", "-p", "udp")
 }
 
 // NewPublic is the address ChangeNATAddress gives each NAT router: still
@@ -748,6 +850,17 @@ func (l *Lab) TCPTransfer(cliNS, srvNS string, dst netip.Addr, d time.Duration) 
 // means as fast as it goes): a connection that must survive a move without
 // filling every queue on the way.
 func (l *Lab) TCPTransferRate(cliNS, srvNS string, dst netip.Addr, d time.Duration, rate string) (float64, error) {
+	return l.tcpTransfer(cliNS, srvNS, dst, d, rate, false)
+}
+
+// TCPDownloadRate is TCPTransferRate with the data flowing from the server
+// to the client (iperf3 -R): traffic the far side keeps sending while the
+// client's uplink changes under it.
+func (l *Lab) TCPDownloadRate(cliNS, srvNS string, dst netip.Addr, d time.Duration, rate string) (float64, error) {
+	return l.tcpTransfer(cliNS, srvNS, dst, d, rate, true)
+}
+
+func (l *Lab) tcpTransfer(cliNS, srvNS string, dst netip.Addr, d time.Duration, rate string, reverse bool) (float64, error) {
 	srv, err := l.Start(srvNS, "iperf3", "-s", "-1", "-B", dst.String())
 	if err != nil {
 		return 0, err
@@ -759,6 +872,9 @@ func (l *Lab) TCPTransferRate(cliNS, srvNS string, dst netip.Addr, d time.Durati
 		args := []string{"iperf3", "-c", dst.String(), "-t", secs, "-f", "m"}
 		if rate != "" {
 			args = append(args, "-b", rate)
+		}
+		if reverse {
+			args = append(args, "-R")
 		}
 		out, err = l.Output(cliNS, args...)
 		if err == nil || !strings.Contains(out, "refused") {

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -53,6 +54,25 @@ func TestTopology(t *testing.T) {
 	}
 	if !strings.Contains(out, "src="+ClientWLAN.Addr().String()) || !strings.Contains(out, "dst="+PublicWLAN.Addr().String()) {
 		t.Errorf("NAT conntrack does not show the masquerade mapping:\n%s", out)
+	}
+	// IPv6: wwan reaches both gateway addresses, routed without NAT (the
+	// gateway reaches the client's own address); wlan has no IPv6 beyond
+	// link-local; nothing is tentative.
+	for _, dst := range []netip.Prefix{GatewayAddr1V6, GatewayAddr2V6} {
+		if err := l.Exec(Client, "ping", "-6", "-n", "-q", "-c", "1", "-W", "2", "-I", WWAN, dst.Addr().String()); err != nil {
+			t.Errorf("ping -6 via wwan to %s: %v", dst.Addr(), err)
+		}
+		if err := l.Exec(Gateway, "ping", "-6", "-n", "-q", "-c", "1", "-W", "2", "-I", dst.Addr().String(), ClientWWANV6.Addr().String()); err != nil {
+			t.Errorf("ping -6 from the gateway's %s to the client: %v", dst.Addr(), err)
+		}
+	}
+	if out, err := l.Output(Client, "ip", "-6", "addr", "show", "dev", WLAN, "scope", "global"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("wlan has global IPv6 addresses: %q %v", out, err)
+	}
+	for _, ns := range []string{Client, Gateway} {
+		if out, err := l.Output(ns, "ip", "-6", "addr", "show", "tentative"); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("tentative IPv6 addresses in %s: %q %v", ns, out, err)
+		}
 	}
 	if err := l.Exec(Client, "ping", "-n", "-q", "-c", "1", "-W", "1", HostAddr.Addr().String()); err == nil {
 		t.Error("host reachable from the client without a tunnel")

@@ -65,8 +65,8 @@ type RoamProfile struct {
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
-	// ChildRekey sets child_rekey_time (0: the default).
-	ChildRekey time.Duration
+	// ChildRekey sets child_rekey_time, IKERekey rekey_time (0: defaults).
+	ChildRekey, IKERekey time.Duration
 
 	// EAP: EAPIdentity (empty: local_id) and, for EAP-MSCHAPv2, Password,
 	// written to a password_file (mode 0600) unless empty: then roam
@@ -141,6 +141,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.ChildRekey > 0 {
 			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
 		}
+		if p.IKERekey > 0 {
+			fmt.Fprintf(&b, "rekey_time = %q\n", p.IKERekey.String())
+		}
 		if p.ForbidNAT {
 			b.WriteString("allow_nat = false\n")
 		}
@@ -170,8 +173,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("[gateway]\n")
-	fmt.Fprintf(&b, "listen = [%q, %q]\nlocal_id = %q\nauth = %q\n",
-		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(), GatewayID, g.Auth)
+	fmt.Fprintf(&b, "listen = [%q, %q, %q, %q]\nlocal_id = %q\nauth = %q\n",
+		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(),
+		GatewayAddr1V6.Addr().String(), GatewayAddr2V6.Addr().String(), GatewayID, g.Auth)
 	if g.Auth == "pubkey" {
 		if g.PKI == nil {
 			return "", errors.New("pubkey gateway without PKI")
@@ -269,6 +273,7 @@ type Status struct {
 	NAT       bool   `json:"nat"`
 	VirtualIP string `json:"virtual_ip"`
 	MOBIKE    bool   `json:"mobike"`
+	IKESPIi   string `json:"ike_spi_i"`
 	Children  []struct {
 		SPIIn      json.RawMessage `json:"spi_in"`
 		SPIOut     json.RawMessage `json:"spi_out"`
@@ -278,7 +283,8 @@ type Status struct {
 		PacketsOut uint64          `json:"packets_out"`
 		Proposal   string          `json:"proposal"`
 	} `json:"children"`
-	PathChanges int `json:"path_changes"`
+	PathChanges   int      `json:"path_changes"`
+	PeerAddresses []string `json:"peer_addresses"`
 	// Drops are the dataplane's drop counters, as printed.
 	Drops json.RawMessage `json:"drops"`
 }
@@ -335,4 +341,41 @@ func (r *Roam) Processes() []int {
 		}
 	}
 	return mine
+}
+
+// Event is the part of one `roam events --json` line the lab checks.
+type Event struct {
+	Profile   string `json:"profile"`
+	Event     string `json:"event"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Interface string `json:"interface"`
+	TookMS    int64  `json:"took_ms"`
+	Reason    string `json:"reason"`
+}
+
+// StartEvents streams `roam events --json` in the background; its Output
+// is the events so far (ParseEvents), Stop ends it.
+func (r *Roam) StartEvents() (*Proc, error) {
+	p, err := r.Lab.Start(r.NS, r.Bin, "events", "--socket", r.Socket, "--json")
+	if err != nil {
+		return nil, err
+	}
+	// The stream is live once the subscription is in place; a moment is
+	// enough on a lab machine, and events before it are not what we test.
+	time.Sleep(200 * time.Millisecond)
+	return p, nil
+}
+
+// ParseEvents decodes `roam events --json` output, skipping lines that are
+// not events (a half-written last line, a message on stderr).
+func ParseEvents(out string) []Event {
+	var evs []Event
+	for _, line := range strings.Split(out, "\n") {
+		var ev Event
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Event != "" {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
 }

@@ -59,7 +59,7 @@ func TestWriteRoamConfig(t *testing.T) {
 	if _, err := toml.DecodeFile(gpath, &g); err != nil {
 		t.Fatal(err)
 	}
-	if len(g.Gateway.Listen) != 2 || g.Gateway.Pool != "10.99.200.0/24" || len(g.Gateway.Clients) != 1 || g.Gateway.Clients[0].ID != ClientID {
+	if len(g.Gateway.Listen) != 4 || g.Gateway.Listen[2] != GatewayAddr1V6.Addr().String() || g.Gateway.Pool != "10.99.200.0/24" || len(g.Gateway.Clients) != 1 || g.Gateway.Clients[0].ID != ClientID {
 		t.Errorf("gateway file: %+v", g)
 	}
 }

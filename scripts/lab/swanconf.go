@@ -34,8 +34,9 @@ type SwanConn struct {
 	MOBIKE    bool
 	// DPD interval in seconds, 0 = strongSwan's default (off).
 	DPD int
-	// ChildRekey is the CHILD_SA rekey_time (0: strongSwan's default).
-	ChildRekey time.Duration
+	// ChildRekey is the CHILD_SA rekey_time, IKERekey the IKE_SA's (0:
+	// strongSwan's defaults).
+	ChildRekey, IKERekey time.Duration
 	// RemoteAuth, when set, replaces Auth for the remote side: a gateway
 	// with "eap-mschapv2" or "eap-tls" signs with its certificate (Auth
 	// pubkey) and makes clients log in with EAP, asking their
@@ -52,12 +53,12 @@ var (
 )
 
 // GatewayConn is the lab gateway's connection for auth "psk" or "pubkey":
-// listens on both gateway addresses, hands out VirtualIPPool, offers
+// listens on all four gateway addresses (IPv4 and IPv6), hands out VirtualIPPool, offers
 // ProtectedNet, MOBIKE on. Empty proposal lists take the defaults.
 func GatewayConn(auth, psk string, ike, esp []string) SwanConn {
 	return SwanConn{
 		Name: "gw", Role: "gateway", Auth: auth, PSK: psk,
-		Local:   []netip.Addr{GatewayAddr1.Addr(), GatewayAddr2.Addr()},
+		Local:   []netip.Addr{GatewayAddr1.Addr(), GatewayAddr2.Addr(), GatewayAddr1V6.Addr(), GatewayAddr2V6.Addr()},
 		LocalID: GatewayID, RemoteID: ClientID,
 		IKE: orDefault(ike, DefaultIKE), ESP: orDefault(esp, DefaultESP),
 		Pool: VirtualIPPool, DNS: []netip.Addr{netip.MustParseAddr("10.99.0.53")},
@@ -106,6 +107,9 @@ func Swanctl(conns ...SwanConn) string {
 		b.WriteString("    encap = yes\n")
 		if c.DPD > 0 {
 			fmt.Fprintf(&b, "    dpd_delay = %ds\n", c.DPD)
+		}
+		if c.IKERekey > 0 {
+			fmt.Fprintf(&b, "    rekey_time = %ds\n", int(c.IKERekey.Seconds()))
 		}
 		if c.Role == "client" && c.VirtualIP {
 			b.WriteString("    vips = 0.0.0.0\n")

@@ -70,7 +70,7 @@ func TestParseListSAs(t *testing.T) {
 func TestSwanctlConf(t *testing.T) {
 	gw := Swanctl(GatewayConn("psk", "s3cret", []string{"aes256-sha256-modp2048"}, nil))
 	for _, want := range []string{
-		"local_addrs = 203.0.113.10,203.0.113.26",
+		"local_addrs = 203.0.113.10,203.0.113.26,2001:db8:113::10,2001:db8:113:1::26",
 		"proposals = aes256-sha256-modp2048",
 		"mobike = yes",
 		"pools = pool-gw",
