@@ -2,8 +2,8 @@
 # The lab demo: builds roam, then connects it from behind a NAT to a
 # strongSwan gateway inside network namespaces, pings through the tunnel,
 # shows the status, disconnects and removes the lab. Needs root.
-#   ./scripts/demo.sh            # connect, ping, status, disconnect
-#   ./scripts/demo.sh -roam      # also move from wlan to wwan while pinging
+#   ./scripts/demo.sh            # connect, ping, roam wlan -> wwan -> wlan, status, disconnect
+#   ./scripts/demo.sh -roam=false  # connect, ping, status, disconnect only
 #   ./scripts/demo.sh -auth pubkey -ike aes128gcm16-prfsha256-ecp256
 set -euo pipefail
 cd "$(dirname "$0")/.."

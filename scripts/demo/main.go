@@ -24,7 +24,7 @@ func main() {
 	bin := flag.String("bin", "bin/roam", "roam binary")
 	auth := flag.String("auth", "psk", "authentication: psk or pubkey")
 	ike := flag.String("ike", "aes256gcm16-prfsha384-ecp384", "IKE proposal (strongSwan spelling)")
-	roaming := flag.Bool("roam", false, "also move from wlan to wwan while a 10 ms pinger runs")
+	roaming := flag.Bool("roam", true, "move from wlan to wwan and back while a 10 ms pinger runs (-roam=false: connect only)")
 	verbose := flag.Bool("v", false, "print every lab command")
 	flag.Parse()
 
@@ -163,7 +163,7 @@ func run(ctx context.Context, bin, auth, ike string, roaming, verbose bool) (err
 	s.ok(fmt.Sprintf("gateway sees roam at %v with virtual IP %v", sas[0].Remote, sas[0].VirtualIPs))
 
 	if roaming {
-		s.step("roaming: wlan goes down while a 10 ms pinger runs; roam should move to wwan (MOBIKE)")
+		s.step("roaming while a 10 ms pinger runs: wlan goes down (roam moves to wwan), then comes back (roam moves back, make-before-break)")
 		if err := roam(l, gw); err != nil {
 			showGWLog()
 			return err
@@ -206,7 +206,6 @@ func roam(l *lab.Lab, gw *lab.Charon) error {
 	if err := l.LinkDown(lab.Client, lab.WLAN); err != nil {
 		return err
 	}
-	defer l.LinkUp(lab.Client, lab.WLAN)
 	_, err = gw.WaitSA(15*time.Second, func(sa lab.IKESA) bool {
 		return lab.Established(sa) && sa.Remote.Addr() == lab.PublicWWAN.Addr()
 	})
@@ -217,6 +216,24 @@ func roam(l *lab.Lab, gw *lab.Charon) error {
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 		return fmt.Errorf("no traffic through the tunnel after the move: %w", err)
 	}
+	time.Sleep(time.Second)
+	// What a laptop's network manager does when Wi-Fi returns: link up,
+	// then the default route it learnt from DHCP.
+	fmt.Println("      wlan comes back")
+	back := time.Now()
+	if err := l.LinkUp(lab.Client, lab.WLAN); err != nil {
+		return err
+	}
+	if err := l.Exec(lab.Client, "ip", "route", "replace", "default", "via", lab.RouterWLAN.Addr().String(), "dev", lab.WLAN, "metric", "100"); err != nil {
+		return err
+	}
+	_, err = gw.WaitSA(15*time.Second, func(sa lab.IKESA) bool {
+		return lab.Established(sa) && sa.Remote.Addr() == lab.PublicWLAN.Addr()
+	})
+	if err != nil {
+		return fmt.Errorf("the gateway never saw the client back on wlan (%v): %w", lab.PublicWLAN.Addr(), err)
+	}
+	fmt.Printf("      gateway sees the client at the wlan NAT again after %v\n", time.Since(back).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	_ = pinger.Signal(syscall.SIGINT) // ping prints its loss summary on SIGINT
 	_ = pinger.Wait(3 * time.Second)
