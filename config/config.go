@@ -30,8 +30,16 @@ type Profile struct {
 	GatewayPort uint16
 	LocalID     string
 	RemoteID    string
-	Auth        string // "psk" or "pubkey"
+	Auth        string // "psk", "pubkey", "eap-mschapv2" or "eap-tls"
 	PSK         []byte
+	// EAP (config/eap.go): EAPIdentity is the EAP-Identity, for
+	// EAP-MSCHAPv2 the username (default LocalID); Password comes from
+	// password_file, or is nil and then asked for by `roam connect` (it
+	// stays in memory only). EAPOnly asks the gateway for RFC 5998
+	// EAP-only authentication.
+	EAPIdentity string
+	Password    []byte
+	EAPOnly     bool
 	Cert        string
 	Key         string
 	CA          string
@@ -154,6 +162,10 @@ type Gateway struct {
 type Client struct {
 	ID  string
 	PSK []byte
+	// EAP-MSCHAPv2 login instead (gateway auth = "pubkey"): the username
+	// the client's EAP-MSCHAPv2 gives (default ID) and its password.
+	EAPIdentity string
+	Password    []byte
 }
 
 type rawProfile struct {
@@ -162,6 +174,9 @@ type rawProfile struct {
 	RemoteID      string   `toml:"remote_id"`
 	Auth          string   `toml:"auth"`
 	PSKFile       string   `toml:"psk_file"`
+	EAPIdentity   string   `toml:"eap_identity"`
+	PasswordFile  string   `toml:"password_file"`
+	EAPOnly       *bool    `toml:"eap_only"`
 	Cert          string   `toml:"cert"`
 	Key           string   `toml:"key"`
 	CA            string   `toml:"ca"`
@@ -189,8 +204,10 @@ type rawProfileFile struct {
 }
 
 type rawClient struct {
-	ID      string `toml:"id"`
-	PSKFile string `toml:"psk_file"`
+	ID           string `toml:"id"`
+	PSKFile      string `toml:"psk_file"`
+	EAPIdentity  string `toml:"eap_identity"`
+	PasswordFile string `toml:"password_file"`
 }
 
 type rawGateway struct {
@@ -349,8 +366,19 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		if err := checkPrivate(r.Key); err != nil {
 			return nil, fmt.Errorf("key: %w", err)
 		}
+	case AuthEAPMSCHAPv2:
+		if err := r.eapMSCHAPv2(p); err != nil {
+			return nil, err
+		}
+	case AuthEAPTLS:
+		if err := r.eapTLS(p); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("auth: %q is not psk or pubkey", p.Auth)
+		return nil, fmt.Errorf("auth: %q is not psk, pubkey, %s or %s", p.Auth, AuthEAPMSCHAPv2, AuthEAPTLS)
+	}
+	if err := r.checkEAPKeys(p.Auth); err != nil {
+		return nil, err
 	}
 	if p.IKE, err = proposals("ike", r.IKE, DefaultIKE, ParseIKEProposal); err != nil {
 		return nil, err
@@ -480,11 +508,14 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		}
 		seen[c.ID] = true
 		cl := Client{ID: c.ID}
+		if err := c.eap(g, &cl); err != nil {
+			return nil, fmt.Errorf("clients[%d].%w", i, err)
+		}
 		if c.PSKFile != "" {
 			if cl.PSK, err = ReadSecret(c.PSKFile); err != nil {
 				return nil, fmt.Errorf("clients[%d].psk_file: %w", i, err)
 			}
-		} else if g.Auth == "psk" {
+		} else if g.Auth == "psk" && cl.Password == nil {
 			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
 		}
 		g.Clients = append(g.Clients, cl)

@@ -205,7 +205,7 @@ psk_file = "` + psk + `"
 		{name: "bad esp", body: base + "esp = [\"aes256gcm16\", \"aes999\"]\n", wantErr: `esp[1]: proposal "aes999": unknown algorithm "aes999"`},
 		{name: "bad ts", body: base + "remote_ts = [\"10.0.0.0/33\"]\n", wantErr: "remote_ts[0]"},
 		{name: "loose psk", body: strings.Replace(base, psk, loose, 1), wantErr: "readable by group or others"},
-		{name: "bad auth", body: base + "auth = \"password\"\n", wantErr: `auth: "password" is not psk or pubkey`},
+		{name: "bad auth", body: base + "auth = \"password\"\n", wantErr: `auth: "password" is not psk, pubkey, eap-mschapv2 or eap-tls`},
 		{name: "pubkey missing cert", body: base + "auth = \"pubkey\"\n", wantErr: "cert: missing"},
 		{name: "bad port", body: strings.Replace(base, `"198.51.100.1"`, `"gw:99999"`, 1), wantErr: "bad port"},
 		{name: "no profiles", body: "", wantErr: "no [profiles.NAME] table"},

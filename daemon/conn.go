@@ -751,8 +751,10 @@ func authenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 			return nil, nil, fmt.Errorf("ca: %w", err)
 		}
 		return local, peer, nil
+	case config.AuthEAPMSCHAPv2, config.AuthEAPTLS:
+		return eapAuthenticators(p)
 	}
-	return nil, nil, fmt.Errorf("auth: %q is not psk or pubkey", p.Auth)
+	return nil, nil, fmt.Errorf("auth: %q is not psk, pubkey, %s or %s", p.Auth, config.AuthEAPMSCHAPv2, config.AuthEAPTLS)
 }
 
 func proposals(ps []config.Proposal) []ike.Proposal {

@@ -34,6 +34,10 @@ type Request struct {
 	Profile string `json:"profile,omitempty"`
 	Config  string `json:"config,omitempty"` // absolute path of the profile file, for connect
 	All     bool   `json:"all,omitempty"`    // disconnect every profile
+	// Password is the EAP password `roam connect` asked for, for a
+	// profile without password_file. It is used for that connection
+	// only: never logged, stored or echoed.
+	Password []byte `json:"password,omitempty"`
 }
 
 // Reply is one line the daemon sends back.
@@ -54,7 +58,7 @@ const requestTimeout = 10 * time.Second
 // backend is what a control socket serves: the client daemon's manager or
 // the gateway.
 type backend interface {
-	connect(ctx context.Context, profile, configPath string, progress func(Event)) (Status, error)
+	connect(ctx context.Context, profile, configPath string, password []byte, progress func(Event)) (Status, error)
 	disconnect(ctx context.Context, name string, all bool) ([]string, error)
 	status(name string) ([]Status, error)
 	events(ctx context.Context) <-chan Event
@@ -203,7 +207,7 @@ func (s *server) handle(c *net.UnixConn) {
 
 	switch req.Op {
 	case OpConnect:
-		st, err := s.b.connect(ctx, req.Profile, req.Config, func(ev Event) {
+		st, err := s.b.connect(ctx, req.Profile, req.Config, req.Password, func(ev Event) {
 			send(Reply{Event: &ev})
 		})
 		if err != nil {
@@ -306,11 +310,17 @@ func (c Client) Ping(ctx context.Context) error {
 // configPath, passing progress events to progress until it is established
 // or has failed. The error text is the daemon's one-line reason.
 func (c Client) Connect(ctx context.Context, profile, configPath string, progress func(Event)) (Status, error) {
+	return c.ConnectPassword(ctx, profile, configPath, nil, progress)
+}
+
+// ConnectPassword is Connect for a profile whose EAP password was asked
+// for (see config.Profile.NeedsPassword).
+func (c Client) ConnectPassword(ctx context.Context, profile, configPath string, password []byte, progress func(Event)) (Status, error) {
 	abs, err := filepath.Abs(configPath)
 	if err != nil {
 		return Status{}, err
 	}
-	rep, err := c.call(ctx, Request{Op: OpConnect, Profile: profile, Config: abs}, progress)
+	rep, err := c.call(ctx, Request{Op: OpConnect, Profile: profile, Config: abs, Password: password}, progress)
 	if err != nil {
 		return Status{}, err
 	}

@@ -120,7 +120,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // managerBackend serves a client daemon's control socket.
 type managerBackend struct{ m *Manager }
 
-func (b managerBackend) connect(ctx context.Context, profile, configPath string, progress func(Event)) (Status, error) {
+func (b managerBackend) connect(ctx context.Context, profile, configPath string, password []byte, progress func(Event)) (Status, error) {
 	if profile == "" {
 		return Status{}, errors.New("no profile named")
 	}
@@ -129,6 +129,9 @@ func (b managerBackend) connect(ctx context.Context, profile, configPath string,
 	}
 	p, err := config.LoadProfile(configPath, profile)
 	if err != nil {
+		return Status{}, err
+	}
+	if err := usePassword(p, password); err != nil {
 		return Status{}, err
 	}
 	return b.m.Connect(ctx, p, progress)
@@ -220,7 +223,7 @@ type gatewayBackend struct {
 
 var errGatewayOnly = errors.New("this control socket belongs to a gateway, which does not connect or disconnect profiles")
 
-func (b gatewayBackend) connect(context.Context, string, string, func(Event)) (Status, error) {
+func (b gatewayBackend) connect(context.Context, string, string, []byte, func(Event)) (Status, error) {
 	return Status{}, errGatewayOnly
 }
 

@@ -54,6 +54,10 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	if err != nil {
 		return nil, err
 	}
+	eapFor, err := gatewayEAP(g)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := ike.NewPool([]netip.Prefix{g.Pool})
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
@@ -88,6 +92,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		LocalAuth:    local,
 		LocalAuthFor: localFor,
 		PeerAuth:     peerFor,
+		EAPServer:    eapFor,
 		CertReqs:     certReqs,
 		IKE:          proposals(g.IKE),
 		ESP:          proposals(g.ESP),

@@ -378,12 +378,24 @@ func (sa *SA) sendAuth() {
 		idr.Responder = true
 		ps = append(ps, idr)
 	}
-	auth, err := cfg.LocalAuth.Sign(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi))
-	if err != nil {
-		sa.fail(fmt.Errorf("ike: signing AUTH: %w", err))
-		return
+	onResponse := sa.handleAuthResponse
+	if ea, ok := cfg.LocalAuth.(*EAPAuth); ok {
+		// RFC 7296 2.16: no AUTH; EAP follows (initiator_eap.go).
+		extra, err := sa.startEAP(ea, idi)
+		if err != nil {
+			sa.fail(fmt.Errorf("ike: starting EAP: %w", err))
+			return
+		}
+		ps = append(ps, extra...)
+		onResponse = sa.handleEAPResponse
+	} else {
+		auth, err := cfg.LocalAuth.Sign(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi))
+		if err != nil {
+			sa.fail(fmt.Errorf("ike: signing AUTH: %w", err))
+			return
+		}
+		ps = append(ps, auth)
 	}
-	ps = append(ps, auth)
 	child := &childRequest{spiIn: sa.randSPI32(), tsi: PrefixesTS(cfg.LocalTS), tsr: PrefixesTS(cfg.RemoteTS), cp: cfg.VirtualIP}
 	sa.pendingChild = child
 	if child.cp {
@@ -403,7 +415,7 @@ func (sa *SA) sendAuth() {
 		&wire.TrafficSelectors{Responder: false, Selectors: child.tsi},
 		&wire.TrafficSelectors{Responder: true, Selectors: child.tsr},
 	)
-	sa.startRequest(wire.ExchangeIKEAuth, func() []wire.Payload { return ps }, sa.handleAuthResponse, nil)
+	sa.startRequest(wire.ExchangeIKEAuth, func() []wire.Payload { return ps }, onResponse, nil)
 }
 
 func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
@@ -436,7 +448,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 		return
 	}
 	octets := SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, idr)
-	if err := sa.icfg.PeerAuth.Verify(sa.prf, octets, idr, auth, certs); err != nil {
+	if err := sa.responderAuth().Verify(sa.prf, octets, idr, auth, certs); err != nil {
 		sa.failAfterAuth(&NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: h.Exchange,
 			Err: fmt.Errorf("gateway's authentication did not verify: %w", err)}, false)
 		return

@@ -56,6 +56,12 @@ type ResponderConfig struct {
 	CookieThreshold int
 	// HalfOpenLimit caps half-open SAs; further IKE_SA_INITs are dropped.
 	HalfOpenLimit int
+	// EAPServer, when set, authenticates initiators whose IKE_AUTH
+	// request has no AUTH with EAP (RFC 7296 2.16), through the server it
+	// returns for their IDi. EAPOnly grants RFC 5998 EAP-only
+	// authentication (no signature of ours) to initiators asking for it.
+	EAPServer func(idi *wire.Identification) (EAPServer, error)
+	EAPOnly   bool
 	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
 	HalfOpenTimeout time.Duration
 	// NoFragmentation refuses RFC 7383 IKE fragmentation; FragmentMTU as
@@ -455,6 +461,12 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 // handleAuthRequest authenticates the initiator and sets up the first Child SA.
 func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after func()) {
 	r := sa.resp
+	if sa.wantsEAP(ps) {
+		var done bool
+		if ps, resp, after, done = sa.eapServerStep(ps); !done {
+			return resp, after
+		}
+	}
 	var idi *wire.Identification
 	var auth *wire.Auth
 	var certs []*wire.Cert
@@ -479,7 +491,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 		return authFailed(errors.New("IKE_AUTH request lacks IDi or AUTH"))
 	}
 	peerID := identityString(idi)
-	pa, err := r.cfg.PeerAuth(idi)
+	pa, err := sa.initiatorAuth(idi)
 	if err != nil {
 		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 	}
@@ -492,6 +504,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 			return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 		}
 	}
+	local = sa.eapLocalAuth(local)
 	idr := *local.Identity()
 	idr.Responder = true
 	myAuth, err := local.Sign(sa.prf, SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, &idr))

@@ -219,7 +219,9 @@ type SA struct {
 	cookieTries  int
 	keTries      int
 	pendingChild *childRequest
-	halfKey      halfKey // responder
+	halfKey      halfKey       // responder
+	eapc         *eapInitiator // EAP in IKE_AUTH (initiator_eap.go)
+	eaps         *eapResponder // EAP in IKE_AUTH (responder_eap.go)
 
 	// MOBIKE (mobike.go).
 	respPath      esp.Path     // where the last response arrived

@@ -8,7 +8,7 @@ export PATH="$PATH:/usr/local/go/bin"
 
 pkgs=(
 	strongswan-charon strongswan-swanctl strongswan-pki
-	libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
+	libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
 	iperf3 conntrack nftables iptables iproute2 iputils-ping procps util-linux
 	ca-certificates git
 )

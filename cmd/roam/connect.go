@@ -46,9 +46,16 @@ func connectCommand(e engines) *cli.Command {
 			if err != nil {
 				return fmt.Errorf("connect %s: %w", name, err)
 			}
+			var password []byte
+			if p.NeedsPassword() {
+				if password, err = askPassword(ttyPath, p); err != nil {
+					return fmt.Errorf("connect %s: %w", name, err)
+				}
+			}
 			w := c.App.Writer
 			progress := func(ev daemon.Event) { fmt.Fprintln(w, formatEvent(ev, false)) }
 			if c.Bool("foreground") {
+				p.Password = password
 				return connectForeground(c, e, p, progress)
 			}
 			socket := c.String("socket")
@@ -60,7 +67,7 @@ func connectCommand(e engines) *cli.Command {
 			} else if err != nil {
 				return fmt.Errorf("connect %s: %w", name, err)
 			}
-			st, err := client.Connect(c.Context, name, cfg, progress)
+			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
 			if err != nil {
 				return fmt.Errorf("connect %s: %w", name, oneLine(err))
 			}

@@ -23,7 +23,10 @@ const CharonBinary = "/usr/lib/ipsec/charon"
 // explicit list, or IKE_SA_INIT fails with "KDF_PRF ... not supported".
 // resolve is left out on purpose: it would rewrite resolv.conf.
 const charonPlugins = "kernel-libipsec kernel-netlink socket-default vici random nonce " +
-	"openssl aes sha1 sha2 hmac gcm chapoly gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf"
+	"openssl aes sha1 sha2 hmac gcm chapoly gmp curve25519 x509 pem pkcs1 pkcs8 pubkey constraints kdf " +
+	// EAP for the gateway role (package libcharon-extauth-plugins); MD4
+	// and DES come from openssl's legacy provider.
+	"eap-identity eap-mschapv2 eap-tls"
 
 // CharonOptions configures one charon.
 type CharonOptions struct {
@@ -262,6 +265,7 @@ type IKESA struct {
 	Remote     netip.AddrPort
 	LocalID    string
 	RemoteID   string
+	EAPID      string       // remote's EAP identity, when it differs from RemoteID
 	VirtualIPs []netip.Addr // remote's virtual IPs (gateway: the client's)
 	LocalVIPs  []netip.Addr // our virtual IPs (client role)
 	Proposal   string
@@ -285,7 +289,7 @@ type ChildSA struct {
 
 var (
 	reIKE      = regexp.MustCompile(`^([^\s:]+): #\d+, (\w+), IKEv\d`)
-	reEndpoint = regexp.MustCompile(`^\s+(local|remote)\s+'([^']*)' @ (\S+)\[(\d+)\](?: \[([^\]]*)\])?`)
+	reEndpoint = regexp.MustCompile(`^\s+(local|remote)\s+'([^']*)' @ (\S+)\[(\d+)\](?: EAP: '([^']*)')?(?: XAuth: '[^']*')?(?: \[([^\]]*)\])?`)
 	reChild    = regexp.MustCompile(`^\s+([^\s:]+): #\d+, reqid \d+, (\w+), ([\w-]+), (\S+)`)
 	reTraffic  = regexp.MustCompile(`^\s+(in|out)\s+([0-9a-f]+)(?:\(0x[0-9a-f]+\))?,\s+(\d+) bytes,\s+(\d+) packets`)
 	reTS       = regexp.MustCompile(`^\s+(local|remote)\s+(\d[\d./]*(?:\s+\S+)*)$`)
@@ -330,7 +334,7 @@ func ParseListSAs(out string) ([]IKESA, error) {
 					return nil, fmt.Errorf("list-sas: %q: %w", line, err)
 				}
 				var vips []netip.Addr
-				for _, v := range strings.Fields(m[5]) {
+				for _, v := range strings.Fields(m[6]) {
 					if a, err := netip.ParseAddr(v); err == nil {
 						vips = append(vips, a)
 					}
@@ -338,7 +342,7 @@ func ParseListSAs(out string) ([]IKESA, error) {
 				if m[1] == "local" {
 					cur.LocalID, cur.Local, cur.LocalVIPs = m[2], ap, vips
 				} else {
-					cur.RemoteID, cur.Remote, cur.VirtualIPs = m[2], ap, vips
+					cur.RemoteID, cur.Remote, cur.VirtualIPs, cur.EAPID = m[2], ap, vips, m[5]
 				}
 				continue
 			}

@@ -52,7 +52,7 @@ func ModuleRoot() (string, error) {
 type RoamProfile struct {
 	Name    string
 	Gateway string
-	Auth    string // psk | pubkey
+	Auth    string // psk | pubkey | eap-mschapv2 | eap-tls
 	PSK     string
 	PKI     *PKI
 	IKE     []string
@@ -67,6 +67,13 @@ type RoamProfile struct {
 	NoFragmentation bool
 	// ChildRekey sets child_rekey_time, IKERekey rekey_time (0: defaults).
 	ChildRekey, IKERekey time.Duration
+
+	// EAP: EAPIdentity (empty: local_id) and, for EAP-MSCHAPv2, Password,
+	// written to a password_file (mode 0600) unless empty: then roam
+	// connect asks. EAPOnly writes eap_only = true (RFC 5998).
+	EAPIdentity string
+	Password    string
+	EAPOnly     bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -100,6 +107,27 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 				return "", errors.New("pubkey profile without PKI")
 			}
 			fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey, p.PKI.CACert)
+		case "eap-mschapv2", "eap-tls":
+			if p.PKI == nil {
+				return "", errors.New("EAP profile without PKI (the gateway's CA)")
+			}
+			fmt.Fprintf(&b, "ca = %q\n", p.PKI.CACert)
+			if p.Auth == "eap-tls" {
+				fmt.Fprintf(&b, "cert = %q\nkey = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey)
+			}
+			if p.EAPIdentity != "" {
+				fmt.Fprintf(&b, "eap_identity = %q\n", p.EAPIdentity)
+			}
+			if p.Password != "" {
+				f := filepath.Join(dir, p.Name+".password")
+				if err := os.WriteFile(f, []byte(p.Password), 0o600); err != nil {
+					return "", err
+				}
+				fmt.Fprintf(&b, "password_file = %q\n", f)
+			}
+			if p.EAPOnly {
+				b.WriteString("eap_only = true\n")
+			}
 		}
 		fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(p.IKE), tomlList(p.ESP))
 		ts := p.RemoteTS
@@ -132,6 +160,10 @@ type RoamGatewayConfig struct {
 	PKI  *PKI
 	IKE  []string
 	ESP  []string
+
+	// EAPPassword, with Auth pubkey: alice logs in with EAP-MSCHAPv2
+	// (user ClientID) instead of a certificate.
+	EAPPassword string
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
@@ -160,6 +192,13 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "psk_file = %q\n", f)
+	}
+	if g.EAPPassword != "" {
+		f := filepath.Join(dir, "alice.password")
+		if err := os.WriteFile(f, []byte(g.EAPPassword), 0o600); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "password_file = %q\n", f)
 	}
 	path := filepath.Join(dir, "gateway.toml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,6 +37,13 @@ type SwanConn struct {
 	// ChildRekey is the CHILD_SA rekey_time, IKERekey the IKE_SA's (0:
 	// strongSwan's defaults).
 	ChildRekey, IKERekey time.Duration
+	// RemoteAuth, when set, replaces Auth for the remote side: a gateway
+	// with "eap-mschapv2" or "eap-tls" signs with its certificate (Auth
+	// pubkey) and makes clients log in with EAP, asking their
+	// EAP-Identity first.
+	// EAPSecrets are the users' passwords by EAP identity.
+	RemoteAuth string
+	EAPSecrets map[string]string
 }
 
 // Default proposals: what roam implements first.
@@ -123,9 +132,16 @@ func Swanctl(conns ...SwanConn) string {
 			fmt.Fprintf(&b, "      certs = %s\n", myCert)
 		}
 		b.WriteString("    }\n    remote {\n")
-		fmt.Fprintf(&b, "      auth = %s\n      id = %s\n", c.Auth, c.RemoteID)
-		if c.Auth == "pubkey" {
+		remoteAuth := c.Auth
+		if c.RemoteAuth != "" {
+			remoteAuth = c.RemoteAuth
+		}
+		fmt.Fprintf(&b, "      auth = %s\n      id = %s\n", remoteAuth, c.RemoteID)
+		if remoteAuth == "pubkey" || remoteAuth == "eap-tls" {
 			fmt.Fprintf(&b, "      cacerts = %s\n", peerCA)
+		}
+		if strings.HasPrefix(remoteAuth, "eap") {
+			b.WriteString("      eap_id = %any\n")
 		}
 		b.WriteString("    }\n    children {\n")
 		fmt.Fprintf(&b, "      %s {\n", c.Name)
@@ -142,6 +158,10 @@ func Swanctl(conns ...SwanConn) string {
 		if c.Auth == "psk" {
 			fmt.Fprintf(&secrets, "  ike-%s {\n    id-1 = %s\n    id-2 = %s\n    secret = 0x%x\n  }\n",
 				c.Name, c.LocalID, c.RemoteID, c.PSK)
+		}
+		users := slices.Sorted(maps.Keys(c.EAPSecrets))
+		for i, user := range users {
+			fmt.Fprintf(&secrets, "  eap-%s-%d {\n    id = %q\n    secret = 0x%x\n  }\n", c.Name, i, user, c.EAPSecrets[user])
 		}
 	}
 	b.WriteString("}\n")

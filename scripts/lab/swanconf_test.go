@@ -104,3 +104,36 @@ func TestSwanctlConf(t *testing.T) {
 		t.Error("pubkey client config has a secrets section")
 	}
 }
+
+func TestSwanctlConfEAP(t *testing.T) {
+	c := GatewayConn("pubkey", "", nil, nil)
+	c.RemoteAuth = "eap-mschapv2"
+	c.EAPSecrets = map[string]string{"bob": "pw2", "alice": "pw1"}
+	gw := Swanctl(c)
+	for _, want := range []string{
+		"auth = pubkey\n      id = vpn.example.com\n      certs = gateway.pem",
+		"auth = eap-mschapv2\n      id = alice@example.com\n      eap_id = %any",
+		"eap-gw-0 {\n    id = \"alice\"\n    secret = 0x" + "707731",
+		"eap-gw-1 {\n    id = \"bob\"\n    secret = 0x" + "707732",
+	} {
+		if !strings.Contains(gw, want) {
+			t.Errorf("gateway config lacks %q:\n%s", want, gw)
+		}
+	}
+	if strings.Contains(gw, "cacerts") {
+		t.Errorf("EAP remote side asks for a client certificate:\n%s", gw)
+	}
+}
+
+func TestParseListSAsEAP(t *testing.T) {
+	sas, err := ParseListSAs(`gw: #1, ESTABLISHED, IKEv2, 4d9aa8eb4b94ea11_i 0bbf89a98fd39b1f_r*
+  local  'vpn.example.com' @ 203.0.113.10[4500]
+  remote 'alice@example.com' @ 198.51.100.2[4500] EAP: 'alice' [10.99.200.1]
+`)
+	if err != nil || len(sas) != 1 {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	if a := sas[0]; a.EAPID != "alice" || a.RemoteID != "alice@example.com" || len(a.VirtualIPs) != 1 || a.VirtualIPs[0] != netip.MustParseAddr("10.99.200.1") {
+		t.Errorf("got %+v", a)
+	}
+}
