@@ -252,6 +252,8 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		ChildRekeyTime: p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
 		IKERekeyTime: p.IKERekey,
 		ForbidNAT:    !p.AllowNAT,
+		// MOBIKE: the gateway learns our other addresses (RFC 4555 3.4).
+		LocalAddresses: c.localAddresses,
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -284,6 +286,25 @@ func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route,
 }
 
 // lastInbound is when ESP last came from the gateway.
+// localAddresses lists our usable addresses for the IKE_AUTH announcement;
+// the TUN device is not one of them.
+func (c *conn) localAddresses() []netip.Addr {
+	mon, err := netmon.New(netmon.Options{Ignore: []string{c.dev.Name()}})
+	if err != nil {
+		return nil
+	}
+	addrs, err := mon.Usable()
+	if err != nil {
+		c.log.Debug("listing local addresses", "err", err)
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.Addr)
+	}
+	return out
+}
+
 func (c *conn) lastInbound() time.Time {
 	if peer := c.curPeer(); peer != nil {
 		_, recv := peer.Activity()

@@ -249,6 +249,19 @@ func (m *Monitor) Addresses() []Address {
 	return append([]Address(nil), m.last...)
 }
 
+// Usable dumps the links and addresses once and returns the usable
+// addresses, as Run's first Snapshot would report them. It needs no Run:
+// an IKE_AUTH announces our addresses before the watching starts.
+func (m *Monitor) Usable() ([]Address, error) {
+	links, addrs, err := m.list()
+	if err != nil {
+		return nil, err
+	}
+	st := newNetState()
+	st.reset(links, addrs)
+	return st.view(m.ignore).list(), nil
+}
+
 // RouteVia asks the kernel how a packet to dst would leave through the
 // interface ifindex when its socket carries mark: the source address to use
 // and the next hop (invalid when dst is on-link). Path tests use it to send

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -222,6 +223,12 @@ func TestRootMonitorAddresses(t *testing.T) {
 	first := nextBatch(t, evs)
 	if got := kinds(first); len(got) != 1 || got[0] != "snap[192.0.2.10 2001:db8::10]" {
 		t.Fatalf("initial events %q", got)
+	}
+	// A one-off dump, without Run, reports the same usable addresses.
+	if usable, err := m.Usable(); err != nil {
+		t.Fatal(err)
+	} else if snap := first[0].(Snapshot); !reflect.DeepEqual(usable, snap.Addrs) {
+		t.Fatalf("Usable() = %+v, first snapshot %+v", usable, snap.Addrs)
 	}
 
 	// A burst inside the debounce window comes as one batch.
