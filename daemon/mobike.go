@@ -103,6 +103,7 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 		SetCurrent:  setCurrent,
 		Interfaces:  c.profile.Interfaces,
 		Activity:    peer.Activity,
+		StrayFrom:   peer.TakeStray,
 		DeadAfter:   c.profile.DeadAfter,
 		OutageLimit: c.profile.OutageLimit,
 		OnNATRefresh: func(p esp.Path, took time.Duration) {

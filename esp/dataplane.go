@@ -39,6 +39,19 @@ type Peer struct {
 	lastSent  atomic.Int64 // unix ns of the last packet sent to the peer
 	lastESP   atomic.Int64 // unix ns of the last ESP packet sent
 	lastRecv  atomic.Int64 // unix ns of the last authenticated ESP packet received
+	// stray is where authenticated ESP came from when that was the
+	// peer's address with another port than ours to it: a NAT in front of
+	// the peer changed its mapping (TakeStray).
+	stray atomic.Pointer[Path]
+}
+
+// TakeStray returns, once, the path on which authenticated ESP arrived
+// from the peer's address but another port than the current path's.
+func (p *Peer) TakeStray() (Path, bool) {
+	if s := p.stray.Swap(nil); s != nil {
+		return *s, true
+	}
+	return Path{}, false
 }
 
 // Activity returns when ESP was last sent to and received from the peer:
@@ -692,6 +705,10 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			c.packetsIn.Add(1)
 			c.bytesIn.Add(uint64(len(inner) - tunOffset))
 			c.peer.lastRecv.Store(now)
+			if cur := c.peer.path.Load().Remote; from != cur && from.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
+				stray := path
+				c.peer.stray.Store(&stray)
+			}
 			outBufs = append(outBufs, inner)
 		}
 		if len(outBufs) > 0 && d.dev != nil {

@@ -320,3 +320,47 @@ func TestRetireChild(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestTakeStray: authenticated ESP from the peer's address but another
+// port is reported once; from the expected port it is not.
+func TestTakeStray(t *testing.T) {
+	p := newLoopbackPair(t)
+	a, b := p.a, p.b
+	sb2, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.AddSocket(sb2)
+	peerA := a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: p.sb.LocalAddr()})
+	peerB := b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
+	k := keyMat(36)
+	outB, _ := NewOutboundSA(0x1001, k, false)
+	inA, _ := NewInboundSA(0x1001, k, false)
+	outA, _ := NewOutboundSA(0x2001, keyMat(20), false)
+	inB, _ := NewInboundSA(0x2001, keyMat(20), false)
+	if err := a.InstallChild(peerA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InstallChild(peerB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	down := ipv4Packet(300)
+	copy(down[12:16], []byte{10, 99, 0, 10})
+	copy(down[16:20], []byte{10, 99, 200, 7})
+	p.tunB.in <- down
+	recvPacket(t, p.tunA)
+	if s, ok := peerA.TakeStray(); ok {
+		t.Fatalf("stray reported for the expected port: %+v", s)
+	}
+	// B's NAT "moves": its packets now leave from another port.
+	b.SetPath(peerB, Path{Local: sb2.LocalAddr(), Remote: p.sa.LocalAddr()})
+	p.tunB.in <- down
+	recvPacket(t, p.tunA)
+	s, ok := peerA.TakeStray()
+	if !ok || s.Remote != sb2.LocalAddr() {
+		t.Fatalf("TakeStray = %+v, %v; want the peer's new port %v", s, ok, sb2.LocalAddr())
+	}
+	if _, ok := peerA.TakeStray(); ok {
+		t.Fatal("stray reported twice")
+	}
+}

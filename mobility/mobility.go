@@ -72,6 +72,10 @@ type Config struct {
 	// Activity reports when ESP was last sent and received on the current
 	// path (esp.Peer.Activity); nil disables dead-path detection.
 	Activity func() (sent, received time.Time)
+	// StrayFrom reports, once, a path on which authenticated ESP came from
+	// the gateway's address but another port (esp.Peer.TakeStray); may be
+	// nil. Checked on the Activity tick.
+	StrayFrom func() (esp.Path, bool)
 	// DeadAfter is how long traffic may go out with nothing coming back
 	// before the current path is tested (default DefaultDeadAfter).
 	DeadAfter time.Duration
@@ -179,6 +183,9 @@ type request struct {
 	better bool
 	// retry: no path works; test them all.
 	retry bool
+	// via: the peer's traffic arrives from another port of its address
+	// (a NAT in front of it moved): test that path first.
+	via *esp.Path
 }
 
 func (r *request) merge(o request) {
@@ -191,6 +198,9 @@ func (r *request) merge(o request) {
 	r.refresh = r.refresh || o.refresh
 	r.better = r.better || o.better
 	r.retry = r.retry || o.retry
+	if o.via != nil {
+		r.via = o.via
+	}
 }
 
 type candidate struct {
@@ -257,6 +267,7 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 			}
 		case now := <-tick:
 			m.checkSilence(now)
+			m.checkStray(now)
 		case r := <-results:
 			m.finish(ctx, r)
 		case <-timerC(m.outage):
@@ -458,6 +469,27 @@ func (m *Mover) checkSilence(now time.Time) {
 	m.want(request{at: now, refresh: true})
 }
 
+// checkStray follows a NAT in front of the gateway that changed its
+// mapping: authenticated ESP arriving from another port of the gateway's
+// address is where our updates should go now.
+func (m *Mover) checkStray(now time.Time) {
+	if m.cfg.StrayFrom == nil || m.broken || m.moving {
+		return
+	}
+	p, ok := m.cfg.StrayFrom()
+	if !ok {
+		return
+	}
+	cur, _ := m.Current()
+	if p.Remote == cur.Remote || p.Remote.Addr() != cur.Remote.Addr() {
+		return
+	}
+	via := cur
+	via.Remote = p.Remote
+	m.log.Info("gateway's traffic comes from another port", "from", p.Remote.String(), "expected", cur.Remote.String())
+	m.want(request{at: now, refresh: true, via: &via})
+}
+
 // kick starts the pending request unless an update is in flight.
 func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	if m.moving || m.pending == nil || ctx.Err() != nil {
@@ -511,9 +543,13 @@ func (m *Mover) plan(req request) (kind, []candidate) {
 	case req.lost && (slices.Contains(req.gone, cur.Local.Addr()) || slices.Contains(req.goneIf, cur.IfIndex)):
 		return kindLost, all
 	case req.refresh:
-		out := []candidate{{path: cur, ifname: curIf}}
+		var out []candidate
+		if req.via != nil {
+			out = append(out, candidate{path: *req.via, ifname: curIf})
+		}
+		out = append(out, candidate{path: cur, ifname: curIf})
 		for _, c := range all {
-			if c.path != cur {
+			if c.path != cur && (req.via == nil || c.path != *req.via) {
 				out = append(out, c)
 			}
 		}
@@ -575,7 +611,9 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	}
 	took := time.Since(r.at)
 	wasBroken := m.broken
-	if to != r.from {
+	// Only the gateway's port moved: a NAT change, not an uplink move.
+	portOnly := to.Local == r.from.Local && to.IfIndex == r.from.IfIndex && to.Remote.Addr() == r.from.Remote.Addr()
+	if to != r.from && !portOnly {
 		if m.cfg.OnMove != nil {
 			m.cfg.OnMove(Move{From: r.from, To: to, Interface: ifname, NAT: r.probe.NATLocal, Took: took})
 		}
