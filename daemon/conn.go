@@ -707,15 +707,21 @@ func userError(err error) error {
 	if err == nil {
 		return nil
 	}
+	// The line starts with the class of failure; engine errors whose text
+	// already does are not prefixed twice.
+	class := func(name string) error {
+		if strings.HasPrefix(err.Error(), name) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	switch {
 	case errors.Is(err, ike.ErrAuthenticationFailed):
-		return fmt.Errorf("authentication failed: %w", err)
+		return class("authentication failed")
 	case errors.Is(err, ike.ErrNoProposalChosen):
-		return fmt.Errorf("no proposal chosen: %w", err)
+		return class("no proposal chosen")
 	case errors.Is(err, ike.ErrTSUnacceptable):
-		return fmt.Errorf("traffic selectors unacceptable: %w", err)
-	case errors.Is(err, ike.ErrUnreachable):
-		return err
+		return class("traffic selectors unacceptable")
 	}
 	return err
 }
