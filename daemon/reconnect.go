@@ -36,6 +36,10 @@ func reconnectDelay(n int, maxDelay time.Duration, jitter float64) time.Duration
 	return d/2 + time.Duration(jitter*float64(d/2))
 }
 
+// maxRefusals is how many refusals in a row a reconnect accepts before it
+// believes them; with the backoff they span about four seconds.
+const maxRefusals = 3
+
 // permanent reports failures a new attempt would only repeat: the
 // gateway refuses us (authentication, proposals, selectors, no CP), as
 // opposed to not answering or having lost our SA.
@@ -206,6 +210,7 @@ var errReconnectStopped = errors.New("reconnect stopped")
 // ends. cause is why the last SA was lost.
 func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*session, error) {
 	start := time.Now()
+	refusals := 0
 	for n := 1; ; n++ {
 		c.mu.Lock()
 		if ctx.Err() == nil {
@@ -233,8 +238,16 @@ func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*s
 		if ctx.Err() != nil {
 			return nil, errReconnectStopped
 		}
+		// A gateway that accepted this profile before and refuses it now
+		// is most likely restarting (strongSwan answers NO_PROPOSAL_CHOSEN
+		// until its connections are loaded): a few refusals in a row are
+		// retried, more end the connection.
 		if permanent(err) {
-			return nil, err
+			if refusals++; refusals >= maxRefusals {
+				return nil, err
+			}
+		} else {
+			refusals = 0
 		}
 		c.log.Info("reconnect attempt failed", "attempt", n, "err", err)
 		cause = err

@@ -346,11 +346,12 @@ func TestNoReconnect(t *testing.T) {
 		{name: "reconnect off, dead gateway", loss: fmt.Errorf("%w: %w", ike.ErrDeadPeer, errGatewayDown),
 			wantDials: 1, wantErr: "gateway not answering (dead peer detection)"},
 		{name: "auth fails on reconnect", reconnect: true, loss: ike.ErrPeerDeleted,
+			// The refusal repeats: believed at the third in a row.
 			attempts:  []outcome{{took: time.Second, err: errGatewayDown}, {took: 100 * time.Millisecond, err: authFailed}},
-			wantDials: 3, wantErr: "authentication failed"},
+			wantDials: 2 + maxRefusals, wantErr: "authentication failed"},
 		{name: "no proposal on reconnect", reconnect: true, loss: ike.ErrPeerDeleted,
 			attempts:  []outcome{{took: 100 * time.Millisecond, err: &ike.NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKESAInit, Remote: true}}},
-			wantDials: 2, wantErr: "no proposal chosen"},
+			wantDials: 1 + maxRefusals, wantErr: "no proposal chosen"},
 		// Attempts start 0.25, 10.5, 21.5, 34, 49.5, 71 and 104.5 s after
 		// the loss and fail 9.5 s later; the eighth would start after
 		// 159 s, past the limit.
@@ -407,6 +408,45 @@ func TestNoReconnect(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestReconnectThroughRefusal: a restarting gateway that refuses us until
+// its configuration is loaded (strongSwan answers NO_PROPOSAL_CHOSEN) is
+// tried again, and the connection comes back.
+func TestReconnectThroughRefusal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		noProposal := &ike.NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKESAInit, Remote: true}
+		gw := &fakeIKEGateway{outcomes: []outcome{{took: time.Millisecond, vip: "10.99.200.1"},
+			{took: 10 * time.Millisecond, err: noProposal}, {took: time.Millisecond, vip: "10.99.200.1"}}}
+		dev := &fakeDevice{}
+		conns := make(chan *conn, 1)
+		m := NewManager(fakeDial(gw, dev, conns), WithLogger(discardLog()))
+		p := reconnectProfile()
+		p.Reconnect = true
+		if _, err := m.Connect(ctx, p, nil); err != nil {
+			t.Fatal(err)
+		}
+		c := <-conns
+		gw.lose(0, ike.ErrPeerDeleted)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := len(gw.dialTimes()); n != 3 {
+			t.Fatalf("%d negotiations, want the first, the refused one and the one that worked", n)
+		}
+		select {
+		case <-c.Done():
+			t.Fatalf("the connection ended: %v", c.Err())
+		default:
+		}
+		if st := c.Status(); st.State != "established" {
+			t.Fatalf("state %q after the gateway took us back", st.State)
+		}
+		if err := m.Disconnect(ctx, "corp"); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestDisconnectStopsReconnect: `roam disconnect` while the gateway is
