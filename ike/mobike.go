@@ -608,26 +608,7 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		// We are deleting it (our own rekey of it finished first).
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
 	}
-	var saP *wire.SA
-	var nonce *wire.Nonce
-	var ke *wire.KE
-	var tsi, tsr *wire.TrafficSelectors
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.Nonce:
-			nonce = p
-		case *wire.KE:
-			ke = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		}
-	}
+	saP, nonce, ke, tsi, tsr := childPayloads(ps)
 	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
 	}

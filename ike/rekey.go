@@ -100,23 +100,11 @@ var errNoChild = errors.New("ike: no such Child SA")
 // RekeyChild replaces the Child SA whose inbound SPI is spiIn now and
 // returns once the new one is in place (ChildRekeyed has been sent).
 func (sa *SA) RekeyChild(ctx context.Context, spiIn uint32) error {
-	res := make(chan error, 1)
-	ok := sa.post(func() {
+	return sa.await(ctx, func(res chan<- error) {
 		if err := sa.rekeyChild(spiIn, res); err != nil {
 			res <- err
 		}
 	})
-	if !ok {
-		return ErrClosed
-	}
-	select {
-	case err := <-res:
-		return err
-	case <-sa.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // rekeyChild starts the CREATE_CHILD_SA for spiIn; done, when set, gets the
@@ -227,26 +215,7 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 		sa.finishRekey(cr, done, &NotifyError{Type: n.Type, Exchange: wire.ExchangeCreateChildSA, Remote: true})
 		return
 	}
-	var saP *wire.SA
-	var nonce *wire.Nonce
-	var ke *wire.KE
-	var tsi, tsr *wire.TrafficSelectors
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.Nonce:
-			nonce = p
-		case *wire.KE:
-			ke = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		}
-	}
+	saP, nonce, ke, tsi, tsr := childPayloads(ps)
 	invalid := func(why string) {
 		sa.finishRekey(cr, done, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeCreateChildSA, Remote: true, Err: errors.New(why)})
 	}
@@ -309,6 +278,27 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 	if done != nil {
 		done <- nil
 	}
+}
+
+// childPayloads picks the payloads of a CREATE_CHILD_SA message.
+func childPayloads(ps []wire.Payload) (saP *wire.SA, nonce *wire.Nonce, ke *wire.KE, tsi, tsr *wire.TrafficSelectors) {
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.SA:
+			saP = p
+		case *wire.Nonce:
+			nonce = p
+		case *wire.KE:
+			ke = p
+		case *wire.TrafficSelectors:
+			if p.Responder {
+				tsr = p
+			} else {
+				tsi = p
+			}
+		}
+	}
+	return saP, nonce, ke, tsi, tsr
 }
 
 // notePeerRekey records that the peer replaced old with newSPIIn through

@@ -153,23 +153,11 @@ func (sa *SA) scheduleIKERekey() {
 // RekeyIKE replaces the IKE SA's keys and SPIs now and returns once the SA
 // uses them.
 func (sa *SA) RekeyIKE(ctx context.Context) error {
-	res := make(chan error, 1)
-	ok := sa.post(func() {
+	return sa.await(ctx, func(res chan<- error) {
 		if err := sa.rekeyIKE(res); err != nil {
 			res <- err
 		}
 	})
-	if !ok {
-		return ErrClosed
-	}
-	select {
-	case err := <-res:
-		return err
-	case <-sa.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (sa *SA) rekeyIKE(done chan<- error) error {
@@ -285,17 +273,8 @@ func (sa *SA) finishIKERekey(c *ikeContext, done chan<- error) {
 	}
 }
 
-func ikeRekeyPayloads(ps []wire.Payload) (saP *wire.SA, nonce *wire.Nonce, ke *wire.KE) {
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.Nonce:
-			nonce = p
-		case *wire.KE:
-			ke = p
-		}
-	}
+func ikeRekeyPayloads(ps []wire.Payload) (*wire.SA, *wire.Nonce, *wire.KE) {
+	saP, nonce, ke, _, _ := childPayloads(ps)
 	return saP, nonce, ke
 }
 

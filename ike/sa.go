@@ -764,8 +764,7 @@ func (sa *SA) startClose(wait chan struct{}) {
 // (RFC 7296 1.4); if none comes after the retransmissions the SA dies with
 // an *UnreachableError.
 func (sa *SA) CheckLiveness(ctx context.Context) error {
-	res := make(chan error, 1)
-	ok := sa.post(func() {
+	return sa.await(ctx, func(res chan<- error) {
 		if sa.state != stateEstablished {
 			res <- fmt.Errorf("ike: liveness check in state %s", sa.state)
 			return
@@ -775,7 +774,13 @@ func (sa *SA) CheckLiveness(ctx context.Context) error {
 			func(wire.Header, []wire.Payload, []byte) { res <- nil },
 			func(err error) { res <- err })
 	})
-	if !ok {
+}
+
+// await runs start on the SA goroutine with a channel for the outcome of
+// what it starts, and waits for that outcome, the end of the SA, or ctx.
+func (sa *SA) await(ctx context.Context, start func(res chan<- error)) error {
+	res := make(chan error, 1)
+	if !sa.post(func() { start(res) }) {
 		return ErrClosed
 	}
 	select {
@@ -797,28 +802,11 @@ func (sa *SA) CheckLiveness(ctx context.Context) error {
 // (INFORMATIONAL with a Delete payload, RFC 7296 1.4.1) and reports
 // ChildDeleted when the peer has answered.
 func (sa *SA) DeleteChild(ctx context.Context, spiIn uint32) error {
-	res := make(chan error, 1)
-	ok := sa.post(func() {
+	return sa.await(ctx, func(res chan<- error) {
 		if sa.state != stateEstablished || !sa.hasChild(spiIn) {
 			res <- fmt.Errorf("ike: no Child SA %08x", spiIn)
 			return
 		}
 		sa.startDeleteChild(spiIn, res)
 	})
-	if !ok {
-		return ErrClosed
-	}
-	select {
-	case err := <-res:
-		return err
-	case <-sa.done:
-		select {
-		case err := <-res:
-			return err
-		default:
-			return ErrClosed
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
