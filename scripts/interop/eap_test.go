@@ -276,20 +276,7 @@ func TestStrongSwanEAPClientToRoamGateway(t *testing.T) {
 	l, bin := setup(t)
 	needPlugins(t, "eap-mschapv2")
 	pki := newPKI(t, l)
-	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "pubkey", PKI: pki, EAPPassword: eapPassword})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
-	gp, err := g.StartGateway()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gp.Stop()
+	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "pubkey", PKI: pki, EAPPassword: eapPassword})
 	for _, tc := range []struct {
 		name, password string
 		ok             bool

@@ -110,6 +110,27 @@ func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Ro
 	return r
 }
 
+// startRoamGateway writes a gateway file for cfg and runs `roam gateway`
+// in the gateway namespace until the test ends.
+func startRoamGateway(t *testing.T, l *lab.Lab, bin string, cfg lab.RoamGatewayConfig) (*lab.Roam, *lab.Proc) {
+	t.Helper()
+	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := lab.WriteRoamGateway(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
+	gp, err := g.StartGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gp.Stop)
+	return g, gp
+}
+
 // tcpTransfer sends data from the client to the host through the tunnel
 // with iperf3 for two seconds and checks that bytes arrived.
 func tcpTransfer(t *testing.T, l *lab.Lab) {
@@ -322,20 +343,7 @@ func TestStrongSwanClientToRoamGateway(t *testing.T) {
 	pki := newPKI(t, l)
 	for _, auth := range []string{"psk", "pubkey"} {
 		t.Run(auth, func(t *testing.T) {
-			dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki})
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
-			gp, err := g.StartGateway()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gp.Stop()
+			_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki})
 			cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
 				Conns: []lab.SwanConn{lab.ClientConn(auth, goodPSK, lab.GatewayAddr1.Addr(), nil, nil)},
 				PKI:   pki,
@@ -380,21 +388,8 @@ func TestRoamToRoam(t *testing.T) {
 	pki := newPKI(t, l)
 	for _, auth := range []string{"psk", "pubkey"} {
 		t.Run(auth, func(t *testing.T) {
-			dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-			if err != nil {
-				t.Fatal(err)
-			}
 			ike := []string{"aes256gcm16-prfsha256-curve25519"}
-			cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki, IKE: ike})
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
-			gp, err := g.StartGateway()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gp.Stop()
+			_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki, IKE: ike})
 			r := roamClient(t, l, bin, lab.LabProfile(auth, goodPSK, pki, ike))
 			fail := func(format string, args ...any) {
 				t.Helper()
@@ -402,6 +397,7 @@ func TestRoamToRoam(t *testing.T) {
 				t.Fatalf(format, args...)
 			}
 			var out string
+			var err error
 			for i := 0; i < 3; i++ { // the gateway may still be starting
 				if out, err = r.Connect("corp", 20*time.Second); err == nil {
 					break

@@ -173,20 +173,7 @@ func TestMOBIKEOutageStrongSwanGateway(t *testing.T) {
 func TestMOBIKEOutageRoamGateway(t *testing.T) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
-	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "gw.sock")}
-	gp, err := g.StartGateway()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gp.Stop()
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	time.Sleep(300 * time.Millisecond) // listening
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	runOutage(t, l, r, bin, func() string {
