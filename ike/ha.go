@@ -50,7 +50,17 @@ type TakeOverOptions struct {
 	// outbound Child SAs must be installed at the replicated counters plus
 	// the same margin (esp.ChildConfig.OutboundSeq).
 	ReplayDelta uint64
+	// MessageIDMargin is added to our replicated next request Message ID:
+	// the failed node may have sent requests after its last replication,
+	// and the client drops a synchronisation whose counter is not above
+	// every Message ID it has seen from the gateway (RFC 6311 5.1). Zero
+	// means DefaultMessageIDMargin.
+	MessageIDMargin uint32
 }
+
+// DefaultMessageIDMargin covers far more requests than a node sends
+// between two replications (one exchange at a time).
+const DefaultMessageIDMargin = 1024
 
 // Errors of TakeOver.
 var (
@@ -380,7 +390,15 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 		sa.startHATimers()
 		var nonce [4]byte
 		copy(nonce[:], sa.randBytes(4))
-		m1, p1 := sa.nextMsgID, sa.peerNextMsgID
+		margin := opt.MessageIDMargin
+		if margin == 0 {
+			margin = DefaultMessageIDMargin
+		}
+		m1, p1 := sa.nextMsgID+margin, sa.peerNextMsgID
+		if m1 < sa.nextMsgID {
+			res <- errors.New("ike: Message IDs exhausted; the IKE SA must be rekeyed")
+			return
+		}
 		var ps []wire.Payload
 		if opt.To.Unmap() != opt.From.Addr().Unmap() {
 			ps = append(ps, switchNotify(opt.To))
