@@ -39,8 +39,7 @@ func newHAPair(t *testing.T, clientSync bool) *haPair {
 	e.net.AddNAT(natPublic, netsim.RestrictedCone).Attach(p.natted)
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.Path.Local = netip.AddrPortFrom(natInside, 40000)
-	cfg.MOBIKEData = []byte{'R'}
-	cfg.HASync = clientSync
+	cfg.Switch = clientSync
 	cfg.AdvanceSeq = func(spiOut uint32, delta uint64) {
 		p.mu.Lock()
 		p.advanced[spiOut] += delta
@@ -136,6 +135,9 @@ func TestHAFailover(t *testing.T) {
 	if !synced.Switched || synced.SwitchTo != gwAddr2 || synced.ReplayDelta != delta {
 		t.Fatalf("client sync event %+v", synced)
 	}
+	if sr := nextEvent[*SwitchRequested](t, p.c.events, mobikeWait); !sr.Accepted || sr.To != gwAddr2 || sr.From != gwAddr {
+		t.Fatalf("client switch event %+v", sr)
+	}
 	p.mu.Lock()
 	adv := p.advanced[child.SPIIn] // the client's outbound SPI is our inbound one
 	p.mu.Unlock()
@@ -153,6 +155,12 @@ func TestHAFailover(t *testing.T) {
 	pu := nextEvent[*PathUpdated](t, p.bEvents, mobikeWait)
 	if pu.SA != standby || pu.Path.Local != gw2NATT || pu.Path.Remote.Addr() != natPublic {
 		t.Fatalf("standby path %v", pu.Path)
+	}
+	if sd := nextEvent[*SwitchDone](t, p.bEvents, mobikeWait); sd.From != gwAddr || sd.To != gwAddr2 {
+		t.Fatalf("standby switch event %+v", sd)
+	}
+	if got := standby.Counters().RoutabilityChecks; got != 0 {
+		t.Fatalf("%d return routability checks after our own switch", got)
 	}
 	// Both directions of Message IDs and the keys are right.
 	if err := p.c.sa.CheckLiveness(ctx); err != nil {
@@ -227,12 +235,8 @@ func TestSyncRequestDropped(t *testing.T) {
 		{"long", true, []wire.Payload{&wire.Notify{Type: wire.NotifyIKEv2MessageIDSync, Data: make([]byte, 13)}}, true},
 		{"with SPI", true, []wire.Payload{&wire.Notify{Type: wire.NotifyIKEv2MessageIDSync, Protocol: wire.ProtoESP, SPI: []byte{1, 2, 3, 4}, Data: make([]byte, 12)}}, true},
 		{"bad replay delta", true, []wire.Payload{good, &wire.Notify{Type: wire.NotifyIPsecReplayCounterSync, Data: make([]byte, 3)}}, true},
-		{"bad switch address", true, []wire.Payload{switchNotify(gwAddr2), good}, false},
 		{"stale", true, []wire.Payload{msgIDSync{[4]byte{9}, 0, 0}.notify()}, false},
 	}
-	// "bad switch address" gets a five-octet address below.
-	tests[5].ps[0] = &wire.Notify{Type: haSwitchNotify, Data: []byte{198, 51, 100, 2, 0}}
-	tests[5].badNote = true
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newHAPair(t, tc.sync)

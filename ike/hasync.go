@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync/atomic"
 
 	"github.com/roam-vpn/roam/esp"
@@ -75,27 +74,6 @@ func decodeReplaySync(n *wire.Notify) (uint64, error) {
 	return 0, fmt.Errorf("%w: IPSEC_REPLAY_COUNTER_SYNC with %d octets of data", errBadSyncNotify, len(n.Data))
 }
 
-// haSwitchNotify is the SWITCH_TO_IP_ADDRESS type of CONTRACT5
-// (DefaultSwitchNotify, 41042) until the switch code is merged here.
-const haSwitchNotify wire.NotifyType = 41042
-
-// switchNotify encodes SWITCH_TO_IP_ADDRESS (draft 5.2): 4 or 16 octets.
-func switchNotify(to netip.Addr) *wire.Notify {
-	return &wire.Notify{Type: haSwitchNotify, Data: to.Unmap().AsSlice()}
-}
-
-func decodeSwitch(n *wire.Notify) (netip.Addr, error) {
-	if n.Protocol != 0 || len(n.SPI) != 0 || (len(n.Data) != 4 && len(n.Data) != 16) {
-		return netip.Addr{}, fmt.Errorf("%w: SWITCH_TO_IP_ADDRESS with protocol %d, %d-octet SPI, %d octets of data",
-			errBadSyncNotify, n.Protocol, len(n.SPI), len(n.Data))
-	}
-	a, _ := netip.AddrFromSlice(n.Data)
-	if !announceable(a) {
-		return netip.Addr{}, fmt.Errorf("%w: SWITCH_TO_IP_ADDRESS %s", errBadSyncNotify, a)
-	}
-	return a, nil
-}
-
 // MessageIDSynced reports (to the initiator's owner) that an HA gateway
 // node synchronised the IKE SA's Message IDs (RFC 6311): NextRequest is
 // the Message ID of our next request, NextPeerRequest the one we expect
@@ -139,7 +117,7 @@ type syncAnswer struct {
 
 // haSupportNotifies are the initiator's RFC 6311 offers in IKE_AUTH.
 func (sa *SA) haSupportNotifies() []wire.Payload {
-	if sa.icfg == nil || !sa.icfg.HASync {
+	if sa.icfg == nil || !(sa.icfg.HASync || sa.icfg.Switch) {
 		return nil
 	}
 	return []wire.Payload{
@@ -150,7 +128,7 @@ func (sa *SA) haSupportNotifies() []wire.Payload {
 
 // noteHASupport records what the responder's IKE_AUTH answer granted.
 func (sa *SA) noteHASupport(ps []wire.Payload) {
-	if sa.icfg == nil || !sa.icfg.HASync {
+	if sa.icfg == nil || !(sa.icfg.HASync || sa.icfg.Switch) {
 		return
 	}
 	sa.ha.msgIDSync = findNotify(ps, wire.NotifyIKEv2MessageIDSyncSupported) != nil
@@ -242,13 +220,6 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 			delta = d
 		}
 	}
-	var to netip.Addr
-	if sn := findNotify(ps, haSwitchNotify); sn != nil {
-		if to, err = decodeSwitch(sn); err != nil {
-			sa.stats.badNotifies.Add(1)
-			return drop("malformed", err)
-		}
-	}
 	// Our lowest Message ID not yet settled: an outstanding request (or an
 	// unanswered address update) is retried under its ID, so the new node
 	// must expect that one, not the next.
@@ -271,16 +242,19 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 			sa.icfg.AdvanceSeq(c.SPIOut, delta)
 		}
 	}
-	respPath := p.path
-	switched := false
-	if to.IsValid() && sa.acceptSyncSwitch(to) {
-		respPath.Remote = netip.AddrPortFrom(to, p.path.Remote.Port())
-		switched = true
-		if r := sa.out; r != nil && r.paths == nil {
-			// Our outstanding request went to the failed node; its
-			// retransmissions go where the new one listens.
-			r.paths = func(int) (esp.Path, bool) { return respPath, true }
-		}
+	// The draft's SWITCH_TO_IP_ADDRESS in the same request is decided by
+	// the switch policy (switch.go): the answer goes to the new address
+	// when accepted, and SwitchRequested follows it.
+	var to netip.Addr
+	if sn := findNotify(ps, sa.switchType()); sn != nil {
+		to, _ = parseSwitchNotify(sn)
+	}
+	respPath, after := sa.handleSwitchRequest(ps, p.path)
+	switched := respPath.Remote != p.path.Remote
+	if r := sa.out; switched && r != nil && r.paths == nil {
+		// Our outstanding request went to the failed node; its
+		// retransmissions go where the new one listens.
+		r.paths = func(int) (esp.Path, bool) { return respPath, true }
 	}
 	pkt, err := sa.seal(sa.header(wire.ExchangeInformational, 0, true), []wire.Payload{msgIDSync{m.nonce, p2, m2}.notify()})
 	if err != nil {
@@ -292,15 +266,8 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	sa.log.Info("Message IDs synchronised by the gateway", "next_request", p2, "next_peer_request", m2,
 		"replay_delta", delta, "switch_to", to, "switched", switched)
 	sa.emit(&MessageIDSynced{SA: sa, NextRequest: p2, NextPeerRequest: m2, ReplayDelta: delta, SwitchTo: to, Switched: switched})
-	return true
-}
-
-// acceptSyncSwitch decides on the address of a failover's
-// SWITCH_TO_IP_ADDRESS: one the gateway announced (ADDITIONAL_*), as the
-// draft's 4.2 default policy says.
-func (sa *SA) acceptSyncSwitch(to netip.Addr) bool {
-	if !sa.peerMOBIKE || to.Unmap() == sa.path.Remote.Addr().Unmap() {
-		return false
+	if after != nil {
+		after()
 	}
-	return slices.Contains(sa.peerAddrs, to.Unmap())
+	return true
 }
