@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
@@ -25,6 +26,8 @@ type haPair struct {
 
 	mu       sync.Mutex
 	advanced map[uint32]uint64 // the client's AdvanceSeq calls
+	// dp is the client's ESP, to which AdvanceSeq is passed on.
+	dp *esp.Dataplane
 }
 
 func newHAPair(t *testing.T, clientSync bool) *haPair {
@@ -33,7 +36,7 @@ func newHAPair(t *testing.T, clientSync bool) *haPair {
 		c.HA = true
 		c.Addresses = []netip.Addr{gwAddr, gwAddr2}
 	})
-	p := &haPair{e: e, advanced: map[uint32]uint64{}}
+	p := &haPair{e: e, advanced: map[uint32]uint64{}, dp: esp.NewDataplane(nil, func([]byte, esp.Path) {}, nil)}
 	p.b, p.bEvents = e.haStandby(gwAddr2)
 	p.natted = e.net.AddHost("client-nat", natInside)
 	e.net.AddNAT(natPublic, netsim.RestrictedCone).Attach(p.natted)
@@ -44,6 +47,7 @@ func newHAPair(t *testing.T, clientSync bool) *haPair {
 		p.mu.Lock()
 		p.advanced[spiOut] += delta
 		p.mu.Unlock()
+		p.dp.AdvanceSeq(spiOut, delta)
 	}
 	p.c, p.a = e.established(cfg, p.natted)
 	return p
@@ -67,6 +71,25 @@ func (p *haPair) importNow(t *testing.T) *SA {
 		t.Fatalf("import: %v", err)
 	}
 	return sa
+}
+
+// installClientESP puts the client's current Child SAs into its dataplane.
+func (p *haPair) installClientESP(t *testing.T) {
+	t.Helper()
+	peer := p.dp.NewPeer(p.c.sa.Path())
+	for _, c := range p.c.sa.Children() {
+		in, err := esp.NewInboundSA(c.SPIIn, c.KeyIn, c.ESN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := esp.NewOutboundSA(c.SPIOut, c.KeyOut, c.ESN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.dp.InstallChild(peer, esp.ChildConfig{In: in, Out: out}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // stopA makes node A deaf and dumb, as a crashed node is.
@@ -125,6 +148,8 @@ func TestHAFailover(t *testing.T) {
 		t.Fatalf("the standby saw %d messages; the pair's addresses are apart", got)
 	}
 	p.stopA()
+	p.installClientESP(t)
+	clientOut := p.c.sa.Children()[0].SPIOut
 
 	const delta = 4096
 	err := standby.TakeOver(ctx, TakeOverOptions{From: gwNATT, To: gwAddr2, ReplayDelta: delta})
@@ -143,6 +168,9 @@ func TestHAFailover(t *testing.T) {
 	p.mu.Unlock()
 	if adv != delta {
 		t.Fatalf("client advanced its outbound sequence numbers by %d, want %d", adv, delta)
+	}
+	if seq, ok := p.dp.ChildSeq(clientOut); !ok || seq != delta {
+		t.Fatalf("client's ESP sequence number %d (%v), want %d", seq, ok, delta)
 	}
 	// The owner's part (daemon/mobility): move the SA to the new address.
 	res, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}})
@@ -333,5 +361,89 @@ func TestStateChangedCoalesced(t *testing.T) {
 	}
 	if n := count(); n != 1 {
 		t.Fatalf("%d StateChanged after a change following the export, want 1", n)
+	}
+}
+
+// TestTakeOverWithOutstandingRequest: the client's request to the failed
+// node is still unanswered when the standby takes over; the sync tells the
+// standby to expect its Message ID, its retransmissions follow the switch,
+// and the standby answers it (the address update queued behind it then
+// runs).
+func TestTakeOverWithOutstandingRequest(t *testing.T) {
+	p := newHAPair(t, true)
+	ctx := timeout(t)
+	standby := p.replicate(t)
+	p.stopA()
+	// Patient retransmissions: the request must outlive the takeover.
+	done := make(chan struct{})
+	p.c.sa.post(func() {
+		p.c.sa.cfg.retransmit = Retransmit{Initial: 100 * time.Millisecond, Factor: 1.5, Max: 500 * time.Millisecond, Retries: 30}.normalized()
+		close(done)
+	})
+	<-done
+	live := make(chan error, 1)
+	go func() { live <- p.c.sa.CheckLiveness(ctx) }()
+	waitCounter(t, p.c.sa, "Retransmits", func(c Counters) uint64 { return c.Retransmits }, 1)
+	if err := standby.TakeOver(ctx, TakeOverOptions{From: gwNATT, To: gwAddr2}); err != nil {
+		t.Fatalf("TakeOver: %v", err)
+	}
+	if err := <-live; err != nil {
+		t.Fatalf("the outstanding liveness check: %v", err)
+	}
+	if _, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
+		t.Fatalf("UPDATE_SA_ADDRESSES: %v", err)
+	}
+	if err := standby.CheckLiveness(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImportAfterIKERekey: the standby's copy follows the SA through an
+// IKE SA rekey on the active node (new SPIs, same HA identity), and the
+// copy taken over works under the new keys.
+func TestImportAfterIKERekey(t *testing.T) {
+	for _, byGateway := range []bool{false, true} {
+		t.Run(map[bool]string{false: "client rekeys", true: "gateway rekeys"}[byGateway], func(t *testing.T) {
+			p := newHAPair(t, true)
+			ctx := timeout(t)
+			first := p.replicate(t)
+			rekeyer := p.c.sa
+			if byGateway {
+				rekeyer = p.a
+			}
+			if err := rekeyer.RekeyIKE(ctx); err != nil {
+				t.Fatal(err)
+			}
+			nextEvent[*IKERekeyed](t, p.e.respEvents, mobikeWait)
+			if _, err := p.a.ExportState(); err != nil { // settle: the old SA's DELETE is done
+				t.Fatal(err)
+			}
+			second := p.importNow(t)
+			select {
+			case <-first.Done():
+			case <-time.After(mobikeWait):
+				t.Fatal("the copy from before the rekey is still there")
+			}
+			if n := len(p.b.SAs()); n != 1 {
+				t.Fatalf("%d SAs on the standby", n)
+			}
+			ai, ar := p.a.SPIs()
+			if bi, br := second.SPIs(); bi != ai || br != ar {
+				t.Fatalf("standby SPIs %x/%x, active %x/%x", bi, br, ai, ar)
+			}
+			if second.LocalSPI() != p.a.LocalSPI() {
+				t.Fatal("local SPIs differ")
+			}
+			p.stopA()
+			if err := second.TakeOver(ctx, TakeOverOptions{From: gwNATT, To: gwAddr2}); err != nil {
+				t.Fatalf("TakeOver: %v", err)
+			}
+			if _, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := second.CheckLiveness(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
