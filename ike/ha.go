@@ -427,7 +427,8 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			// request (P2) and the next it expects from us (M2).
 			sa.peerNextMsgID = max(p1, m.send)
 			sa.nextMsgID = max(m1, m.recv)
-			sa.lastResp = nil
+			// The replicated cached response stays: the client may still
+			// retransmit the request the failed node answered last.
 			sa.log.Info("Message IDs synchronised", "next_request", sa.nextMsgID, "next_peer_request", sa.peerNextMsgID,
 				"answered_on", sa.respPath.Local.String())
 			return nil

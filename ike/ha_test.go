@@ -447,3 +447,40 @@ func TestImportAfterIKERekey(t *testing.T) {
 		})
 	}
 }
+
+// TestTakeOverAnswersFromReplicatedCache: the failed node processed the
+// client's last request and replicated that, but its answer was lost; the
+// client's retransmission, sent to the standby after the switch, gets the
+// replicated cached answer.
+func TestTakeOverAnswersFromReplicatedCache(t *testing.T) {
+	p := newHAPair(t, true)
+	ctx := timeout(t)
+	p.replicate(t)
+	done := make(chan struct{})
+	p.c.sa.post(func() {
+		p.c.sa.cfg.retransmit = Retransmit{Initial: 100 * time.Millisecond, Factor: 1.5, Max: 500 * time.Millisecond, Retries: 30}.normalized()
+		close(done)
+	})
+	<-done
+	// Answers from node A to the client are lost from now on.
+	p.e.net.SetLink(gwAddr, natPublic, netsim.Impairment{Drop: ikeResponseFrom(gwAddr)})
+	live := make(chan error, 1)
+	go func() { live <- p.c.sa.CheckLiveness(ctx) }()
+	standby := p.replicate(t) // A answered (into the void) and replicated
+	p.stopA()
+	if err := standby.TakeOver(ctx, TakeOverOptions{From: gwNATT, To: gwAddr2}); err != nil {
+		t.Fatalf("TakeOver: %v", err)
+	}
+	if err := <-live; err != nil {
+		t.Fatalf("the liveness check A answered: %v", err)
+	}
+	if got := standby.Counters().DuplicateRequests; got == 0 {
+		t.Fatal("the standby did not answer from its replicated cache")
+	}
+	if _, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
+		t.Fatalf("UPDATE_SA_ADDRESSES: %v", err)
+	}
+	if err := p.c.sa.CheckLiveness(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -246,7 +246,7 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	// the switch policy (switch.go): the answer goes to the new address
 	// when accepted, and SwitchRequested follows it.
 	var to netip.Addr
-	if sn := findNotify(ps, sa.switchType()); sn != nil {
+	if sn := findNotify(ps, sa.switchType()); sn != nil && sa.icfg.Switch {
 		to, _ = parseSwitchNotify(sn)
 	}
 	respPath, after := sa.handleSwitchRequest(ps, p.path)

@@ -363,6 +363,10 @@ func decodeState(b []byte) (*haState, error) {
 	if st.spii == 0 || st.spir == 0 {
 		return nil, fmt.Errorf("%w: zero IKE SPI", ErrBadState)
 	}
+	if st.id == 0 {
+		// The exporter always names the SA; zero would match other copies.
+		return nil, fmt.Errorf("%w: no HA identity", ErrBadState)
+	}
 	if !st.path.Local.IsValid() || !st.path.Remote.IsValid() {
 		return nil, fmt.Errorf("%w: no path", ErrBadState)
 	}
