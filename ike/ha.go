@@ -314,12 +314,21 @@ func (r *Responder) ImportState(blob []byte) (*SA, error) {
 	return sa, nil
 }
 
-// DropState forgets the parked SA whose local SPI is spi (the active node
-// deleted it). Active SAs are left alone.
+// DropState forgets the parked SA known under spi, either of its IKE SPIs
+// (the active node deleted it). Active SAs are left alone.
 func (r *Responder) DropState(spi uint64) {
 	r.mu.Lock()
 	sa := r.bySPI[spi]
 	if sa == nil || !sa.Parked() {
+		sa = nil
+		for _, cur := range r.bySPI {
+			if i, rr := cur.SPIs(); cur.Parked() && (i == spi || rr == spi) {
+				sa = cur
+				break
+			}
+		}
+	}
+	if sa == nil {
 		r.mu.Unlock()
 		return
 	}

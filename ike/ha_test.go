@@ -434,6 +434,17 @@ func TestImportAfterIKERekey(t *testing.T) {
 			if second.LocalSPI() != p.a.LocalSPI() {
 				t.Fatal("local SPIs differ")
 			}
+			if byGateway {
+				// Our end's SPI is SPIi now; DropState takes SPIr too.
+				third := p.importNow(t)
+				p.b.DropState(ar)
+				select {
+				case <-third.Done():
+				case <-time.After(mobikeWait):
+					t.Fatal("DropState(SPIr) left the copy")
+				}
+				second = p.importNow(t)
+			}
 			p.stopA()
 			if err := second.TakeOver(ctx, TakeOverOptions{From: gwNATT, To: gwAddr2}); err != nil {
 				t.Fatalf("TakeOver: %v", err)
