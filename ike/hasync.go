@@ -244,12 +244,14 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	}
 	// The draft's SWITCH_TO_IP_ADDRESS in the same request is decided by
 	// the switch policy (switch.go): the answer goes to the new address
-	// when accepted, and SwitchRequested follows it.
+	// when accepted. MessageIDSynced alone reports it (not SwitchRequested
+	// as well, so an owner moves once), and a refusal starts no liveness
+	// check of the old address: the node there has failed.
 	var to netip.Addr
 	if sn := findNotify(ps, sa.switchType()); sn != nil && sa.icfg.Switch {
 		to, _ = parseSwitchNotify(sn)
 	}
-	respPath, after := sa.handleSwitchRequest(ps, p.path)
+	respPath, _ := sa.handleSwitchRequest(ps, p.path)
 	switched := respPath.Remote != p.path.Remote
 	if r := sa.out; switched && r != nil && r.paths == nil {
 		// Our outstanding request went to the failed node; its
@@ -266,8 +268,5 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	sa.log.Info("Message IDs synchronised by the gateway", "next_request", p2, "next_peer_request", m2,
 		"replay_delta", delta, "switch_to", to, "switched", switched)
 	sa.emit(&MessageIDSynced{SA: sa, NextRequest: p2, NextPeerRequest: m2, ReplayDelta: delta, SwitchTo: to, Switched: switched})
-	if after != nil {
-		after()
-	}
 	return true
 }
