@@ -292,6 +292,9 @@ func (r *Responder) ImportState(blob []byte) (*SA, error) {
 			delete(r.bySPI, k)
 		}
 	}
+	for _, o := range old {
+		o.ha.gone.Store(true)
+	}
 	r.bySPI[spi] = sa
 	r.mu.Unlock()
 
@@ -337,6 +340,7 @@ func (r *Responder) DropState(spi uint64) {
 			delete(r.bySPI, k)
 		}
 	}
+	sa.ha.gone.Store(true)
 	r.mu.Unlock()
 	sa.post(func() { sa.die(ErrClosed) })
 }
@@ -408,7 +412,10 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			res <- errors.New("ike: Message IDs exhausted; the IKE SA must be rekeyed")
 			return
 		}
-		sa.ha.parked.Store(false)
+		if !sa.unpark() {
+			res <- ErrNotParked
+			return
+		}
 		sa.setPath(esp.Path{Local: opt.From, Remote: sa.path.Remote})
 		sa.startHATimers()
 		var nonce [4]byte
@@ -462,6 +469,18 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 		r.onTimeout = func(err error) { res <- err }
 		sa.sendRequest(r)
 	})
+}
+
+// unpark makes a parked copy active, unless an import replaced it or it
+// was dropped meanwhile.
+func (sa *SA) unpark() bool {
+	sa.resp.mu.Lock()
+	defer sa.resp.mu.Unlock()
+	if sa.ha.gone.Load() {
+		return false
+	}
+	sa.ha.parked.Store(false)
+	return true
 }
 
 // startHATimers arms what a parked SA did without: dead peer detection,

@@ -218,6 +218,15 @@ func TestTakeOverRefusals(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("replaced copy", func(t *testing.T) {
+		p := newHAPair(t, true)
+		first := p.replicate(t)
+		p.importNow(t)
+		err := first.TakeOver(timeout(t), TakeOverOptions{From: gwNATT, To: gwAddr2})
+		if !errors.Is(err, ErrNotParked) && !errors.Is(err, ErrClosed) {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("active SA", func(t *testing.T) {
 		p := newHAPair(t, true)
 		err := p.a.TakeOver(timeout(t), TakeOverOptions{From: gwNATT, To: gwAddr2})

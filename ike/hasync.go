@@ -96,8 +96,10 @@ func (*MessageIDSynced) event() {}
 type haSA struct {
 	// Negotiated in IKE_AUTH: both ends sent the _SUPPORTED notify.
 	msgIDSync, replaySync bool
-	// parked: an imported standby copy (ha.go).
-	parked atomic.Bool
+	// parked: an imported standby copy (ha.go); gone: replaced by a newer
+	// import or dropped. Both change under the Responder's lock, so an
+	// import never replaces a copy that TakeOver has just made active.
+	parked, gone atomic.Bool
 	// id names the SA across IKE rekeys in the HA pair (ha.go).
 	id uint64
 	// notified: a StateChanged went out and no ExportState followed yet;
