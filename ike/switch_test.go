@@ -55,7 +55,9 @@ func requestFrom(t *testing.T, sa *SA, path esp.Path, ps []wire.Payload) <-chan 
 			paths: func(int) (esp.Path, bool) { return path, true }}
 		r.onResponse = func(wire.Header, []wire.Payload, []byte) { res <- nil }
 		r.onTimeout = func(err error) {
-			sa.nextMsgID = msgID
+			if sa.nextMsgID == msgID+1 {
+				sa.nextMsgID = msgID
+			}
 			res <- err
 		}
 		sa.sendRequest(r)
@@ -623,4 +625,30 @@ func pad16(b []byte) []byte {
 	out := make([]byte, 16)
 	copy(out, b)
 	return out
+}
+
+// TestSwitchQueued: a switch asked for while another request is
+// outstanding goes out when the window frees.
+func TestSwitchQueued(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	c, gw := e.established(switchClient(t, clientAddr, nil), e.net.AddHost("client", clientAddr))
+	// The client's first two answers to R1 are lost: the request stays
+	// outstanding for two retransmissions.
+	var lost atomic.Uint64
+	e.net.SetLink(clientAddr, gwAddr, netsim.Impairment{Drop: func(_ int, d netsim.Datagram) bool {
+		return ikeResponseFrom(clientAddr)(0, d) && lost.Add(1) <= 2
+	}})
+	outstanding := requestFrom(t, gw, gw.Path(), nil)
+	if err := e.requestSwitch(gw, gwAddr2, fastSwitch); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	if err := waitErr(t, outstanding); err != nil {
+		t.Fatalf("outstanding request: %v", err)
+	}
+	if got := lost.Load(); got < 3 {
+		t.Fatalf("%d answers to R1, want the outstanding request's three first", got)
+	}
+	if req := nextEvent[*SwitchRequested](t, c.events, mobikeWait); !req.Accepted {
+		t.Fatalf("client: %+v", req)
+	}
 }
