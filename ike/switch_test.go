@@ -671,3 +671,33 @@ func TestSwitchQueued(t *testing.T) {
 		t.Fatalf("client: %+v", req)
 	}
 }
+
+// TestSwitchIPv6: 16 octets of data; the answer and the move go to the
+// gateway's other IPv6 address.
+func TestSwitchIPv6(t *testing.T) {
+	gw6a, gw6b := netip.MustParseAddr("2001:db8:100::1"), netip.MustParseAddr("2001:db8:100::2")
+	client6 := netip.MustParseAddr("2001:db8:200::10")
+	e := newMobikeEnv(t, func(c *ResponderConfig) { c.Addresses = []netip.Addr{gw6a, gw6b} })
+	e.gwHost.AddAddr(gw6a)
+	e.gwHost.AddAddr(gw6b)
+	cfg := switchClient(t, client6, nil)
+	cfg.Path.Remote = netip.AddrPortFrom(gw6a, 500)
+	cfg.RemoteTS = []netip.Prefix{netip.MustParsePrefix("fd00:1::/64")}
+	c, gw := e.established(cfg, e.net.AddHost("client6", client6))
+	if err := e.requestSwitch(gw, gw6b, fastSwitch); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	req := nextEvent[*SwitchRequested](t, c.events, mobikeWait)
+	if !req.Accepted || req.From != gw6a || req.To != gw6b {
+		t.Fatalf("client: %+v", req)
+	}
+	if _, err := e.move(c, esp.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(gw6b, 4500)}); err != nil {
+		t.Fatalf("client update: %v", err)
+	}
+	if done := nextEvent[*SwitchDone](t, e.respEvents, mobikeWait); done.From != gw6a || done.To != gw6b {
+		t.Fatalf("SwitchDone %+v", done)
+	}
+	if p := gw.Path(); p.Local.Addr() != gw6b || p.Remote.Addr() != client6 {
+		t.Fatalf("gateway SA on %v", p)
+	}
+}
