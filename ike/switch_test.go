@@ -713,3 +713,19 @@ func TestSwitchIPv6(t *testing.T) {
 		t.Fatalf("gateway SA on %v", p)
 	}
 }
+
+// TestSwitchWithDelete: a request that deletes the IKE SA and asks for a
+// switch is a delete: the client ends the SA and reports no switch.
+func TestSwitchWithDelete(t *testing.T) {
+	for _, to := range []netip.Addr{gwAddr2, netip.MustParseAddr("192.0.2.77")} { // announced, not announced
+		t.Run(to.String(), func(t *testing.T) {
+			e := newMobikeEnv(t, nil)
+			c, gw := e.established(switchClient(t, clientAddr, nil), e.net.AddHost("client", clientAddr))
+			requestFrom(t, gw, gw.Path(), []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}, switchNotify(DefaultSwitchNotify, to)})
+			if d := nextEvent[*Deleted](t, c.events, mobikeWait); !errors.Is(d.Reason, ErrPeerDeleted) {
+				t.Fatalf("client SA deleted because %v", d.Reason)
+			}
+			noEvent[*SwitchRequested](t, c.events)
+		})
+	}
+}
