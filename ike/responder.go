@@ -78,6 +78,11 @@ type ResponderConfig struct {
 	Clock                                      Clock
 	Rand                                       io.Reader
 	Log                                        *slog.Logger
+
+	// ReauthTime, when set, is announced to initiators as RFC 4478
+	// AUTH_LIFETIME in the IKE_AUTH response; an SA not replaced by a new
+	// authentication within it (and a grace) is deleted.
+	ReauthTime time.Duration
 }
 
 // Responder defaults.
@@ -516,6 +521,11 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 		resp = append(resp, c)
 	}
 	resp = append(resp, myAuth)
+	if r.cfg.ReauthTime > 0 {
+		resp = append(resp, authLifetimeNotify(r.cfg.ReauthTime))
+		sa.authLifetime = r.cfg.ReauthTime
+		sa.armReauthDeadline(r.cfg.ReauthTime)
+	}
 	sa.peerID = peerID
 	sa.poolKey = poolKey(idi)
 	sa.state = stateEstablished

@@ -235,6 +235,11 @@ type SA struct {
 	verified  []netip.AddrPort
 	rrTarget  *esp.Path
 	rrRunning bool
+
+	// RFC 4478 (reauth.go): the lifetime the responder announced
+	// (initiator), and the responder's deadline for a replacement.
+	authLifetime time.Duration
+	reauthTimer  Timer
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -397,6 +402,9 @@ func (sa *SA) die(reason error) {
 	sa.stopChildTimers()
 	if sa.ikeRekeyTimer != nil {
 		sa.ikeRekeyTimer.Stop()
+	}
+	if sa.reauthTimer != nil {
+		sa.reauthTimer.Stop()
 	}
 	sa.state = stateDead
 	sa.deadReason = reason
@@ -715,6 +723,9 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		var more []wire.Payload
 		more, after = sa.handleInformationalRequest(ps)
 		resp = append(resp, more...)
+		if report := sa.handleAuthLifetimeRequest(ps); report != nil {
+			after = chain(after, report)
+		}
 		defer func() { sa.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)
