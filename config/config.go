@@ -69,6 +69,10 @@ type Profile struct {
 	Lifetimes
 	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
 	AllowNAT bool
+	// ReauthTime (reauth_time): authenticate again, with a new IKE SA made
+	// before the old one is deleted, this long after each authentication
+	// (0: only when the gateway asks with RFC 4478 AUTH_LIFETIME).
+	ReauthTime time.Duration
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -156,6 +160,10 @@ type Gateway struct {
 	ReturnRoutability bool
 	Lifetimes
 	Clients []Client
+	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
+	// to authenticate again within this long, and lose SAs they did not
+	// replace in time (0: never).
+	ReauthTime time.Duration
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -197,6 +205,7 @@ type rawProfile struct {
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
 	AllowNAT      *bool    `toml:"allow_nat"`
+	ReauthTime    string   `toml:"reauth_time"`
 }
 
 type rawProfileFile struct {
@@ -230,6 +239,7 @@ type rawGateway struct {
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
+	ReauthTime    string      `toml:"reauth_time"`
 }
 
 type rawGatewayFile struct {
@@ -413,6 +423,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.ReconnectMaxDelay, err = durationKey("reconnect_max_delay", r.ReconnectMax, DefaultReconnectMaxDelay, minReconnectMaxDelay); err != nil {
 		return nil, err
 	}
+	if p.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -493,6 +506,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	if g.DPDDelay, err = optionalDurationKey("dpd_delay", r.DPDDelay, DefaultDPDDelay, minDPDDelay); err != nil {
+		return nil, err
+	}
+	if g.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
 		return nil, err
 	}
 	if len(r.Clients) == 0 && g.Auth == "psk" {

@@ -114,6 +114,8 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		// for good), so their addresses go back to the pool.
 		DPDDelay: g.DPDDelay,
 		Log:      log,
+		// RFC 4478: clients are told to authenticate again in time.
+		ReauthTime: g.ReauthTime,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
