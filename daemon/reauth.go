@@ -38,9 +38,13 @@ const EventReauthenticated = "reauthenticated"
 // tenth of it (at least reauthMinMargin, at most reauthMaxMargin), plus a
 // random part of as much again, so the clients of one gateway spread out;
 // the profile's reauth_time is taken less a random tenth.
+// A gateway's lifetime too short for its margin is answered no sooner
+// than reauthFloor after the authentication, so a gateway announcing 0
+// cannot make the client reauthenticate without pause.
 const (
 	reauthMinMargin = time.Second
 	reauthMaxMargin = 5 * time.Minute
+	reauthFloor     = 2 * time.Second
 )
 
 // reauthState is what a connection knows about its next reauthentication
@@ -70,7 +74,10 @@ func reauthDelay(now, authAt time.Time, profile time.Duration, gwDeadline time.T
 			d, cause, ok = g, fmt.Sprintf("gateway's AUTH_LIFETIME %v", lifetime), true
 		}
 	}
-	return max(d, 0), cause, ok
+	if !ok {
+		return 0, "", false
+	}
+	return max(d, authAt.Add(reauthFloor).Sub(now), 0), cause, true
 }
 
 // scheduleReauth (re)arms the reauthentication of session s. gwLifetime is

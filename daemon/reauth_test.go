@@ -39,7 +39,8 @@ func TestReauthDelay(t *testing.T) {
 		{name: "gateway 20 s", now: at, gwLife: 20 * time.Second, jitter: 0.5, want: 17 * time.Second, wantCause: "gateway's AUTH_LIFETIME 20s", wantOK: true},
 		// A tenth of 8 h is capped at five minutes.
 		{name: "gateway 8 h", now: at, gwLife: 8 * time.Hour, jitter: 0, want: 8*time.Hour - 5*time.Minute, wantCause: "gateway's AUTH_LIFETIME 8h0m0s", wantOK: true},
-		{name: "gateway 2 s: a second's margin", now: at, gwLife: 2 * time.Second, jitter: 0, want: time.Second, wantCause: "gateway's AUTH_LIFETIME 2s", wantOK: true},
+		{name: "gateway 3 s: a second's margin", now: at, gwLife: 3 * time.Second, jitter: 0, want: 2 * time.Second, wantCause: "gateway's AUTH_LIFETIME 3s", wantOK: true},
+		{name: "gateway 1 s: not at once", now: at, gwLife: time.Second, jitter: 0, want: reauthFloor, wantCause: "gateway's AUTH_LIFETIME 1s", wantOK: true},
 		{name: "earlier wins", now: at, profile: time.Hour, gwLife: 8 * time.Hour, jitter: 0, want: time.Hour, wantCause: "reauth_time 1h0m0s", wantOK: true},
 		{name: "overdue: now", now: at.Add(time.Hour), gwLife: 20 * time.Second, want: 0, wantCause: "gateway's AUTH_LIFETIME 20s", wantOK: true},
 	}
@@ -390,10 +391,10 @@ func TestReauthMovesTraffic(t *testing.T) {
 					if est, ok := ev.(*ike.Established); ok {
 						est.Path = path
 						if first {
-							// 2 s less a second's margin and half a
+							// 4 s less a second's margin and half a
 							// second of jitter: the reauthentication
-							// starts 0.5 s after the connection.
-							est.AuthLifetime = 2 * time.Second
+							// starts 2.5 s after the connection.
+							est.AuthLifetime = 4 * time.Second
 						}
 					}
 					out <- ev

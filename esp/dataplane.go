@@ -149,6 +149,8 @@ type Dataplane struct {
 	runCtx  context.Context
 	started chan struct{}
 	wg      sync.WaitGroup
+
+	early earlyHold // ESP that came before its SA (early.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -292,6 +294,7 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 		return errors.New("esp: child needs both SAs")
 	}
 	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, proposal: cfg.Proposal}
+	defer d.deliverEarly(c) // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.tabs.Load()
@@ -682,6 +685,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			c := tabs.bySPI[binary.BigEndian.Uint32(pkt)]
 			if c == nil {
 				d.drops.unknownSPI.Add(1)
+				d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, now))
 				continue
 			}
 			buf := tunBufs[len(outBufs)]

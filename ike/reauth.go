@@ -51,8 +51,10 @@ func parseAuthLifetime(ps []wire.Payload) (d time.Duration, present, ok bool) {
 	if len(n.Data) != 4 {
 		return 0, true, false
 	}
+	// Zero asks for a reauthentication now; a second keeps "none" (0)
+	// apart from it in Established.AuthLifetime.
 	d = time.Duration(binary.BigEndian.Uint32(n.Data)) * time.Second
-	return min(d, maxAuthLifetime), true, true
+	return min(max(d, time.Second), maxAuthLifetime), true, true
 }
 
 // authLifetimeNotify encodes d, rounded up to whole seconds (a peer told

@@ -25,7 +25,7 @@ func TestParseAuthLifetime(t *testing.T) {
 	}{
 		{name: "none", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyMOBIKESupported}}},
 		{name: "20 s", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyAuthLifetime, Data: secs(20)}}, want: 20 * time.Second, present: true, wantOK: true},
-		{name: "zero: now", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyAuthLifetime, Data: secs(0)}}, present: true, wantOK: true},
+		{name: "zero: within a second", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyAuthLifetime, Data: secs(0)}}, want: time.Second, present: true, wantOK: true},
 		{name: "capped", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyAuthLifetime, Data: secs(1<<32 - 1)}}, want: maxAuthLifetime, present: true, wantOK: true},
 		{name: "three octets", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyAuthLifetime, Data: []byte{0, 0, 20}}}, present: true},
 		{name: "eight octets", ps: []wire.Payload{&wire.Notify{Type: wire.NotifyAuthLifetime, Data: make([]byte, 8)}}, present: true},
