@@ -2,9 +2,11 @@ package interop
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,10 +149,6 @@ func TestReauthStrongSwan(t *testing.T) {
 	events.Stop()
 	n, reasons := countEvents(events.Output(), "reauthenticated")
 	log := gw.Log()
-	os.WriteFile("/tmp/h5-swan.log", []byte(log), 0o644) // TEMP
-	roamLogTmp, _ := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log"))
-	os.WriteFile("/tmp/h5-roam.log", roamLogTmp, 0o644) // TEMP
-	os.WriteFile("/tmp/h5-ping.log", []byte(ping.proc.Output()), 0o644) // TEMP
 	lifetimes := strings.Count(log, "N(AUTH_LFT)")
 	reassigned := strings.Count(log, "reassigning online lease")
 	deletes := strings.Count(log, "received DELETE for IKE_SA")
@@ -161,9 +159,6 @@ func TestReauthStrongSwan(t *testing.T) {
 	}
 	if st, _, err := r.Status(); err == nil && len(st) == 1 {
 		t.Logf("drops: %s", st[0].Drops)
-	}
-	for _, line := range regexp.MustCompile(`(?m)^.*no answer yet.*$`).FindAllString(ping.proc.Output(), 20) {
-		t.Logf("ping: %s", line)
 	}
 	if n < 2 || len(w.spis) < 3 || w.last.Reauthentications < 2 {
 		fail("too few reauthentications in %v: %d events, %d IKE SAs, status %+v", run, n, len(w.spis), w.last)
@@ -186,10 +181,7 @@ func TestReauthStrongSwan(t *testing.T) {
 	if strings.Contains(log, "did not reauthenticate as requested") {
 		fail("strongSwan's reauthentication deadline passed before roam replaced the SA")
 	}
-	if lost := sent - recv; lost > sent/1000 {
-		late := regexp.MustCompile(`(?m)^.*no answer yet.*$`).FindAllString(ping.proc.Output(), 20)
-		fail("%d of %d echoes lost across the reauthentications:\n%s", lost, sent, strings.Join(late, "\n"))
-	}
+	checkLoss(t, fail, ping.proc.Output(), events.Output(), sent, recv)
 	// One IKE SA with one Child SA at the end (a moment for a DELETE in
 	// flight), with the same inner address.
 	settle := time.Now().Add(8 * time.Second)
@@ -261,9 +253,7 @@ func TestReauthRoamGateway(t *testing.T) {
 	if len(w.states) != 1 || !w.states["established"] || len(w.vips) != 1 || !w.vips[before.VirtualIP] || len(w.tunChanged) > 0 {
 		fail("states %v, inner addresses %v (had %s), TUN replaced %v", keys(w.states), keys(w.vips), before.VirtualIP, w.tunChanged)
 	}
-	if lost := sent - recv; lost > sent/1000 {
-		fail("%d of %d echoes lost across the reauthentications", lost, sent)
-	}
+	checkLoss(t, fail, ping.proc.Output(), events.Output(), sent, recv)
 	settle := time.Now().Add(8 * time.Second)
 	for {
 		st, _, err := g.Status()
@@ -283,4 +273,119 @@ func keys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// reauthWindow is how close to a reauthentication an echo counts as
+// crossing it: the new SA's negotiation, the switch and the old SA's
+// deletion all happen within a few RTTs of the event.
+const reauthWindow = time.Second
+
+// checkLoss fails the test when an echo sent within reauthWindow of a
+// reauthenticated event went unanswered: those are the ones a
+// make-before-break switch must not lose. Others (the lab's two CPUs are
+// shared with other tests; loss then comes in bursts unrelated to the
+// tunnel) are reported and tolerated up to 2 %.
+func checkLoss(t *testing.T, fail func(string, ...any), pingOut, eventsOut string, sent, recv int) {
+	t.Helper()
+	var at []time.Time
+	for _, line := range strings.Split(eventsOut, "\n") {
+		var ev struct {
+			Time    time.Time `json:"time"`
+			Profile string    `json:"profile"`
+			Event   string    `json:"event"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Profile == "corp" && ev.Event == "reauthenticated" {
+			at = append(at, ev.Time)
+		}
+	}
+	near, lost := lossNear(pingOut, sent, at, reauthWindow)
+	t.Logf("echoes lost: %d of %d, %d of them within %v of one of %d reauthentications", lost, sent, near, reauthWindow, len(at))
+	if lost != sent-recv {
+		t.Logf("(ping's own count: %d lost)", sent-recv)
+	}
+	if near > 0 {
+		fail("%d echoes lost across the reauthentications", near)
+	}
+	if lost > sent/50 {
+		fail("%d of %d echoes lost", lost, sent)
+	}
+}
+
+var pingReply = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from .*icmp_seq=(\d+) `)
+
+// lossNear finds the echoes 1..count that `ping -D` saw no reply for, and
+// how many of them were sent within window of one of at. A lost echo's
+// send time is interpolated between its answered neighbours.
+func lossNear(out string, count int, at []time.Time, window time.Duration) (near, lost int) {
+	seen := map[int]time.Time{}
+	for _, m := range pingReply.FindAllStringSubmatch(out, -1) {
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		frac, _ := strconv.ParseFloat("0."+m[2], 64)
+		seq, _ := strconv.Atoi(m[3])
+		seen[seq] = time.Unix(sec, int64(frac*1e9))
+	}
+	for k := 1; k <= count; k++ {
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		lost++
+		lo, hi := k-1, k+1
+		for lo > 0 && seen[lo].IsZero() {
+			lo--
+		}
+		for hi <= count && seen[hi].IsZero() {
+			hi++
+		}
+		var sentAt time.Time
+		switch {
+		case lo > 0 && hi <= count:
+			sentAt = seen[lo].Add(time.Duration(int64(seen[hi].Sub(seen[lo])) * int64(k-lo) / int64(hi-lo)))
+		case lo > 0:
+			sentAt = seen[lo].Add(time.Duration(k-lo) * 10 * time.Millisecond)
+		case hi <= count:
+			sentAt = seen[hi].Add(-time.Duration(hi-k) * 10 * time.Millisecond)
+		default:
+			near++ // nothing answered at all
+			continue
+		}
+		for _, a := range at {
+			if d := sentAt.Sub(a); d > -window && d < window {
+				near++
+				break
+			}
+		}
+	}
+	return near, lost
+}
+
+// TestLossNear checks the loss accounting on a synthetic `ping -D` output
+// (no lab needed).
+func TestLossNear(t *testing.T) {
+	var b strings.Builder
+	base := time.Unix(1_800_000_000, 0)
+	for seq := 1; seq <= 100; seq++ {
+		if seq == 20 || seq == 50 || seq == 51 || seq == 100 {
+			continue
+		}
+		ts := base.Add(time.Duration(seq) * 10 * time.Millisecond)
+		fmt.Fprintf(&b, "[%d.%06d] 64 bytes from 10.99.0.10: icmp_seq=%d ttl=63 time=0.5 ms\n", ts.Unix(), ts.Nanosecond()/1000, seq)
+	}
+	out := b.String()
+	tests := []struct {
+		name       string
+		at         []time.Time
+		window     time.Duration
+		near, lost int
+	}{
+		{name: "no reauthentication", near: 0, lost: 4},
+		{name: "one at echo 50", at: []time.Time{base.Add(505 * time.Millisecond)}, window: 50 * time.Millisecond, near: 2, lost: 4},
+		{name: "one at echo 20, wide", at: []time.Time{base.Add(200 * time.Millisecond)}, window: time.Second, near: 4, lost: 4},
+		{name: "far away", at: []time.Time{base.Add(time.Hour)}, window: time.Second, near: 0, lost: 4},
+	}
+	for _, tt := range tests {
+		near, lost := lossNear(out, 100, tt.at, tt.window)
+		if near != tt.near || lost != tt.lost {
+			t.Errorf("%s: near %d lost %d, want %d %d", tt.name, near, lost, tt.near, tt.lost)
+		}
+	}
 }
