@@ -198,15 +198,19 @@ func TestReauthStrongSwan(t *testing.T) {
 }
 
 // TestReauthRoamGateway: roam's gateway with reauth_time 12 s sends
-// AUTH_LIFETIME; a roam client reauthenticates at least twice under 2000
-// pings 10 ms apart (about 30 s), keeping its inner address, and the gateway
+// AUTH_LIFETIME to a client that logs in with EAP-MSCHAPv2, its password
+// typed into `roam connect` on a terminal (so kept only in the daemon's
+// memory); the client reauthenticates at least twice, running EAP each
+// time without asking again, under 2000 pings 10 ms apart (about 30 s), keeping its inner address, and the gateway
 // ends with one SA for it.
 func TestReauthRoamGateway(t *testing.T) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
 	const run = 20 * time.Second
-	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, ReauthTime: 12 * time.Second})
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "pubkey", PKI: pki, EAPPassword: eapPassword, ReauthTime: 12 * time.Second})
+	p := lab.LabProfile("eap-mschapv2", "", pki, nil)
+	p.EAPIdentity = lab.ClientID // the roam gateway's default eap_identity
+	r := roamClient(t, l, bin, p)
 	var events *lab.Proc
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -221,7 +225,7 @@ func TestReauthRoamGateway(t *testing.T) {
 	var err error
 	// The gateway needs a moment to bind.
 	for i := 0; i < 3; i++ {
-		if out, err = r.Connect("corp", 15*time.Second); err == nil {
+		if out, err = connectOnTerminal(t, r, "corp", eapPassword, 20*time.Second); err == nil {
 			break
 		}
 		time.Sleep(time.Second)
@@ -229,6 +233,7 @@ func TestReauthRoamGateway(t *testing.T) {
 	if err != nil {
 		fail("connect: %v\n%s", err, out)
 	}
+	noPassword(t, "the terminal", out)
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 		fail("ping through the tunnel: %v", err)
 	}
@@ -246,7 +251,14 @@ func TestReauthRoamGateway(t *testing.T) {
 	w := <-watched
 	events.Stop()
 	n, _ := countEvents(events.Output(), "reauthenticated")
-	t.Logf("%d reauthentications (%d IKE SAs seen); %d echoes sent, %d answered, %d lost", n, len(w.spis), sent, recv, sent-recv)
+	dlog := daemonLog(t, r)
+	eaps := strings.Count(dlog, "EAP succeeded")
+	t.Logf("%d reauthentications (%d IKE SAs seen, %d EAP logins); %d echoes sent, %d answered, %d lost", n, len(w.spis), eaps, sent, recv, sent-recv)
+	if eaps < n+1 {
+		fail("%d EAP logins for %d reauthentications: the new SAs did not run EAP", eaps, n)
+	}
+	noPassword(t, "the daemon's log", dlog)
+	noPassword(t, "the events", events.Output())
 	if n < 2 || len(w.spis) < 3 {
 		fail("too few reauthentications in %v: %d events, %d IKE SAs", run, n, len(w.spis))
 	}
