@@ -69,10 +69,15 @@ type reauthGateway struct {
 
 func (g *reauthGateway) dial(ctx context.Context) (*ike.SA, <-chan ike.Event, string, error) {
 	g.mu.Lock()
+	c := g.c
 	g.opts = append(g.opts, dialOptionsOf(ctx))
-	if g.c != nil {
-		g.vips = append(g.vips, g.c.requestVIPs())
+	g.mu.Unlock()
+	var vips []netip.Addr
+	if c != nil {
+		vips = c.requestVIPs()
 	}
+	g.mu.Lock()
+	g.vips = append(g.vips, vips)
 	g.mu.Unlock()
 	sa, in, ifname, err := g.fakeIKEGateway.dial(ctx)
 	out := make(chan ike.Event, 16)
@@ -98,6 +103,26 @@ func (g *reauthGateway) dialed() ([]dialOptions, [][]netip.Addr) {
 	return slices.Clone(g.opts), slices.Clone(g.vips)
 }
 
+// reauthDial returns a DialFunc like fakeDial whose connections dial
+// through gw.
+func reauthDial(gw *reauthGateway, dev *fakeDevice, conns chan<- *conn) DialFunc {
+	return func(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
+		c := newConn(p, discardLog(), emit)
+		gw.mu.Lock()
+		gw.c = c
+		gw.mu.Unlock()
+		c.gw, c.dev, c.dialIKE = fakeGW, dev, gw.dial
+		c.dp = esp.NewDataplane(nil, nil, discardLog())
+		c.jitter = func() float64 { return 0.5 }
+		if err := c.connect(ctx); err != nil {
+			c.teardown(err)
+			return nil, err
+		}
+		conns <- c
+		return c, nil
+	}
+}
+
 // TestReauthAlongside: the gateway's AUTH_LIFETIME makes the client
 // authenticate again before it runs out: a new SA alongside (no
 // INITIAL_CONTACT, the inner address asked for again) replaces the old one
@@ -119,20 +144,7 @@ func TestReauthAlongside(t *testing.T) {
 		}}}
 		dev := &fakeDevice{}
 		conns := make(chan *conn, 1)
-		dial := func(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
-			c := newConn(p, discardLog(), emit)
-			gw.c = c
-			c.gw, c.dev, c.dialIKE = fakeGW, dev, gw.dial
-			c.dp = esp.NewDataplane(nil, nil, discardLog())
-			c.jitter = func() float64 { return 0.5 }
-			if err := c.connect(ctx); err != nil {
-				c.teardown(err)
-				return nil, err
-			}
-			conns <- c
-			return c, nil
-		}
-		m := NewManager(dial, WithLogger(discardLog()))
+		m := NewManager(reauthDial(gw, dev, conns), WithLogger(discardLog()))
 		rec := &recorder{}
 		rec.follow(ctx, m)
 		synctest.Wait()
@@ -271,16 +283,17 @@ func TestReauthAddressChange(t *testing.T) {
 }
 
 // TestReauthLostMeanwhile: the old SA is lost while a reauthentication is
-// under way: from then on it is a reconnect, with its state.
+// under way: from then on it is a reconnect, with its state, and with
+// INITIAL_CONTACT, asking for the old inner address.
 func TestReauthLostMeanwhile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		gw := &reauthGateway{authLifetime: 20 * time.Second, fakeIKEGateway: &fakeIKEGateway{outcomes: []outcome{
+		gw := &reauthGateway{fakeIKEGateway: &fakeIKEGateway{outcomes: []outcome{
 			{took: 10 * time.Millisecond, vip: "10.99.200.1"}, {silent: true}, {took: 100 * time.Millisecond, vip: "10.99.200.1"}}}}
 		dev := &fakeDevice{}
 		conns := make(chan *conn, 1)
-		m := NewManager(fakeDial(gw.fakeIKEGateway, dev, conns), WithLogger(discardLog()))
+		m := NewManager(reauthDial(gw, dev, conns), WithLogger(discardLog()))
 		synctest.Wait()
 		p := reconnectProfile()
 		p.ReauthTime = time.Minute
@@ -304,6 +317,11 @@ func TestReauthLostMeanwhile(t *testing.T) {
 		st := c.Status()
 		if st.State != "established" || st.Reauthentications != 0 || len(gw.dialTimes()) != 3 {
 			t.Fatalf("after the reconnect: %+v, %d negotiations", st, len(gw.dialTimes()))
+		}
+		opts, vips := gw.dialed()
+		want := []netip.Addr{netip.MustParseAddr("10.99.200.1")}
+		if len(opts) != 3 || !opts[1].reauth || opts[2].reauth || !slices.Equal(vips[2], want) {
+			t.Fatalf("dials %+v asking for %v: want the reconnect with INITIAL_CONTACT, asking for %v", opts, vips, want)
 		}
 		if err := m.Disconnect(ctx, "corp"); err != nil {
 			t.Fatal(err)
