@@ -233,6 +233,25 @@ func (c *conn) retireReplaced(s *session) {
 	}()
 }
 
+// discard deletes the SA of an attempt called off just after it had
+// succeeded, so the gateway does not keep it until dead peer detection.
+func (c *conn) discard(r attemptResult) {
+	if r.s == nil {
+		return
+	}
+	if r.s.sa == nil {
+		r.s.cancel()
+		return
+	}
+	c.pending.CompareAndSwap(r.s.sa, nil)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		r.s.sa.Close(ctx)
+		r.s.cancel()
+	}()
+}
+
 // dialOptions travel with the context of one negotiation to dialGateway,
 // so the dial function's signature (faked by tests) stays the same.
 type dialOptions struct {

@@ -76,7 +76,7 @@ func (c *conn) supervise(s *session) {
 	stop := func() {
 		if run != nil {
 			run.cancel()
-			<-run.done
+			c.discard(<-run.done)
 			run = nil
 		}
 	}
