@@ -297,3 +297,46 @@ func FuzzAuthLifetime(f *testing.F) {
 		}
 	})
 }
+
+// TestInitialContact: a new IKE SA with INITIAL_CONTACT (a client that
+// lost its state) makes the gateway drop the identity's older one; other
+// identities' SAs stay.
+func TestInitialContact(t *testing.T) {
+	e := newEnv(t, 43, nil)
+	old := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
+	if _, err := old.wait(t, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gwOld := nextEvent[*Established](t, e.respEvents, 2*time.Second)
+	bobCfg := defaultInitiatorConfig(t, "bob@example.com")
+	bobCfg.Path.Local = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.20"), 40000)
+	bob := e.dial(bobCfg)
+	if _, err := bob.wait(t, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nextEvent[*Established](t, e.respEvents, 2*time.Second)
+
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Path.Local = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.30"), 40001)
+	fresh := e.dial(cfg)
+	if _, err := fresh.wait(t, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := <-e.respEvents
+		if d, ok := ev.(*Deleted); ok {
+			if d.SA != gwOld.SA || !errors.Is(d.Reason, ErrReplacedByInitialContact) {
+				t.Fatalf("gateway deleted %p (%v), want alice's old SA replaced", d.SA, d.Reason)
+			}
+			break
+		}
+	}
+	if n := len(e.resp.SAs()); n != 2 {
+		t.Fatalf("gateway keeps %d SAs, want alice's new one and bob's", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := bob.sa.CheckLiveness(ctx); err != nil {
+		t.Fatalf("bob's SA: %v", err)
+	}
+}

@@ -119,6 +119,9 @@ type Responder struct {
 	bySPI    map[uint64]*SA
 	halfOpen map[halfKey]*SA
 
+	// byIdentity: established SAs by peer identity (initial_contact.go).
+	byIdentity map[string][]*SA
+
 	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE, unexpectedNAT atomic.Uint64
 }
 
@@ -528,6 +531,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	}
 	sa.peerID = peerID
 	sa.poolKey = poolKey(idi)
+	r.registerIdentity(sa, sa.poolKey, ps)
 	sa.state = stateEstablished
 	sa.established = true
 	sa.lastIn = sa.cfg.clock.Now()
