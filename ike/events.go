@@ -37,6 +37,10 @@ type Established struct {
 	// within which we must authenticate again (reauth.go); 0: none sent.
 	// Responder: the lifetime we announced.
 	AuthLifetime time.Duration
+	// InitialContact (responder): the initiator sent INITIAL_CONTACT, so
+	// its other IKE SAs were ended; without it, a new SA of a peer that
+	// has one is typically its reauthentication.
+	InitialContact bool
 }
 
 // ChildSA is one negotiated ESP SA pair with its keys. KeyIn and KeyOut are

@@ -27,7 +27,8 @@ func (r *Responder) registerIdentity(sa *SA, key string, ps []wire.Payload) {
 		r.byIdentity = map[string][]*SA{}
 	}
 	var others []*SA
-	if findNotify(ps, wire.NotifyInitialContact) != nil {
+	sa.initialContact = findNotify(ps, wire.NotifyInitialContact) != nil
+	if sa.initialContact {
 		others = slices.Clone(r.byIdentity[key])
 	}
 	r.byIdentity[key] = append(r.byIdentity[key], sa)

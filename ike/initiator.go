@@ -521,6 +521,7 @@ func (sa *SA) establishedEvent() *Established {
 		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
 		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), AuthLifetime: sa.authLifetime,
+		InitialContact: sa.initialContact,
 	}
 }
 

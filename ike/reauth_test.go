@@ -187,6 +187,9 @@ func TestReauthSameAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw1 := nextEvent[*Established](t, e.respEvents, 2*time.Second)
+	if !gw1.InitialContact {
+		t.Fatal("gateway saw no INITIAL_CONTACT in the first IKE_AUTH")
+	}
 	if est1.AuthLifetime != lifetime || gw1.AuthLifetime != lifetime {
 		t.Fatalf("auth lifetime: client read %v, gateway sent %v; want %v", est1.AuthLifetime, gw1.AuthLifetime, lifetime)
 	}
@@ -215,6 +218,9 @@ func TestReauthSameAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw2 := nextEvent[*Established](t, e.respEvents, 2*time.Second)
+	if gw2.InitialContact {
+		t.Fatal("gateway saw INITIAL_CONTACT in the reauthentication")
+	}
 	if !slices.Equal(est2.VirtualIPs, est1.VirtualIPs) || est2.AuthLifetime != lifetime {
 		t.Fatalf("reauthenticated SA: addresses %v (had %v), auth lifetime %v", est2.VirtualIPs, est1.VirtualIPs, est2.AuthLifetime)
 	}

@@ -240,6 +240,8 @@ type SA struct {
 	// (initiator), and the responder's deadline for a replacement.
 	authLifetime time.Duration
 	reauthTimer  Timer
+	// initialContact: the initiator sent INITIAL_CONTACT (responder).
+	initialContact bool
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {

@@ -197,17 +197,18 @@ func TestReauthStrongSwan(t *testing.T) {
 	}
 }
 
-// TestReauthRoamGateway: roam's gateway with reauth_time 12 s sends
+// TestReauthRoamGateway: roam's gateway with reauth_time 10 s sends
 // AUTH_LIFETIME to a client that logs in with EAP-MSCHAPv2, its password
 // typed into `roam connect` on a terminal (so kept only in the daemon's
 // memory); the client reauthenticates at least twice, running EAP each
-// time without asking again, under 2000 pings 10 ms apart (about 30 s), keeping its inner address, and the gateway
-// ends with one SA for it.
+// time without asking again, under 2200 pings 10 ms apart (22-33 s),
+// keeping its inner address without losing an echo; the gateway reports
+// reauthentications, no disconnects, and ends with one SA for it.
 func TestReauthRoamGateway(t *testing.T) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
-	const run = 20 * time.Second
-	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "pubkey", PKI: pki, EAPPassword: eapPassword, ReauthTime: 12 * time.Second})
+	const run = 22 * time.Second
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "pubkey", PKI: pki, EAPPassword: eapPassword, ReauthTime: 10 * time.Second})
 	p := lab.LabProfile("eap-mschapv2", "", pki, nil)
 	p.EAPIdentity = lab.ClientID // the roam gateway's default eap_identity
 	r := roamClient(t, l, bin, p)
@@ -242,6 +243,11 @@ func TestReauthRoamGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer events.Stop()
+	gwEvents, err := g.StartEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gwEvents.Stop()
 	ping := startPinger(t, l, run)
 	stop := make(chan struct{})
 	watched := make(chan reauthWatch, 1)
@@ -258,6 +264,22 @@ func TestReauthRoamGateway(t *testing.T) {
 		fail("%d EAP logins for %d reauthentications: the new SAs did not run EAP", eaps, n)
 	}
 	noPassword(t, "the daemon's log", dlog)
+	// The gateway reports each new SA as alice's reauthentication, and the
+	// old SAs' ends as no disconnect.
+	gwEvents.Stop()
+	var gwReauths, gwDisconnects int
+	for _, ev := range lab.ParseEvents(gwEvents.Output()) {
+		switch ev.Event {
+		case "reauthenticated":
+			gwReauths++
+		case "disconnected":
+			gwDisconnects++
+		}
+	}
+	t.Logf("gateway events: %d reauthenticated, %d disconnected", gwReauths, gwDisconnects)
+	if gwReauths < n || gwDisconnects > 0 {
+		fail("gateway events:\n%s", gwEvents.Output())
+	}
 	noPassword(t, "the events", events.Output())
 	if n < 2 || len(w.spis) < 3 {
 		fail("too few reauthentications in %v: %d events, %d IKE SAs", run, n, len(w.spis))
