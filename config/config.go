@@ -75,6 +75,10 @@ type Profile struct {
 	Switch       bool
 	AcceptSwitch string
 	SwitchNotify uint16
+	// ReauthTime (reauth_time): authenticate again, with a new IKE SA made
+	// before the old one is deleted, this long after each authentication
+	// (0: only when the gateway asks with RFC 4478 AUTH_LIFETIME).
+	ReauthTime time.Duration
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -162,6 +166,10 @@ type Gateway struct {
 	ReturnRoutability bool
 	Lifetimes
 	Clients []Client
+	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
+	// to authenticate again within this long, and lose SAs they did not
+	// replace in time (0: never).
+	ReauthTime time.Duration
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -206,6 +214,7 @@ type rawProfile struct {
 	Switch        *bool    `toml:"switch"`
 	AcceptSwitch  string   `toml:"accept_switch"`
 	SwitchNotify  *int64   `toml:"switch_notify"`
+	ReauthTime    string   `toml:"reauth_time"`
 }
 
 type rawProfileFile struct {
@@ -239,6 +248,7 @@ type rawGateway struct {
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
+	ReauthTime    string      `toml:"reauth_time"`
 }
 
 type rawGatewayFile struct {
@@ -425,6 +435,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if err := r.switchKeys(p); err != nil {
 		return nil, err
 	}
+	if p.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -505,6 +518,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	if g.DPDDelay, err = optionalDurationKey("dpd_delay", r.DPDDelay, DefaultDPDDelay, minDPDDelay); err != nil {
+		return nil, err
+	}
+	if g.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
 		return nil, err
 	}
 	if len(r.Clients) == 0 && g.Auth == "psk" {

@@ -97,6 +97,11 @@ type conn struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	err       error
+
+	// Reauthentication (reauth.go): its schedule, and an SA replaced by
+	// one that still gets its IKE messages until its DELETE is answered.
+	ra       reauthState
+	retiring atomic.Pointer[ike.SA]
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -122,6 +127,16 @@ type session struct {
 	// mover runs the SA's path changes (nil without MOBIKE); a
 	// gateway's switch request goes through it (switch.go).
 	mover *mobility.Mover
+
+	// Reauthentication (reauth.go): when the SA authenticated, the
+	// gateway's AUTH_LIFETIME deadline and length, why the next (or this
+	// session's) reauthentication happens, and whether this session is a
+	// reauthentication's new SA.
+	authAt           time.Time
+	gwReauthDeadline time.Time
+	gwLifetime       time.Duration
+	reauthCause      string
+	reauth           bool
 }
 
 func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
@@ -129,7 +144,8 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 	// context; the request's ctx only bounds the wait for establishment.
 	life, cancel := context.WithCancel(context.Background())
 	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: "connecting", life: life,
-		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64}
+		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
+		ra: reauthState{due: make(chan *session, 1)}}
 }
 
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
@@ -266,6 +282,10 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
 		Log:        c.log,
+		// The inner addresses we have, asked for again; and no
+		// INITIAL_CONTACT beside a live SA (reauth.go).
+		RequestVIPs:      c.requestVIPs(),
+		NoInitialContact: dialOptionsOf(ctx).reauth,
 	}
 	sa, err := ike.Dial(ctx, cfg, c.dp, events)
 	if err != nil {
@@ -325,7 +345,7 @@ func (c *conn) lastInbound() time.Time {
 // usable. A pending SA is a replacement negotiated while the current one
 // is still installed: it gets the IKE messages addressed to it only.
 func (c *conn) establish(ctx context.Context, pending bool) (*session, error) {
-	sctx, cancel := context.WithCancel(c.life)
+	sctx, cancel := context.WithCancel(context.WithValue(c.life, dialOptionsKey{}, dialOptionsOf(ctx)))
 	sa, events, ifname, err := c.dialIKE(sctx)
 	if err != nil {
 		cancel()
@@ -344,7 +364,7 @@ func (c *conn) establish(ctx context.Context, pending bool) (*session, error) {
 	case ev := <-events:
 		switch ev := ev.(type) {
 		case *ike.Established:
-			return &session{sa: sa, events: events, cancel: cancel, est: ev, ifname: ifname}, nil
+			return &session{sa: sa, events: events, cancel: cancel, est: ev, ifname: ifname, authAt: time.Now()}, nil
 		case *ike.Deleted:
 			drop()
 			return nil, userError(ev.Reason)
@@ -364,6 +384,9 @@ func (c *conn) establish(ctx context.Context, pending bool) (*session, error) {
 // pause, and a new inner address replaces the old one.
 func (c *conn) install(s *session) error {
 	est := s.est
+	c.mu.Lock()
+	prev := c.est
+	c.mu.Unlock()
 	s.peer = c.dp.NewPeer(est.Path)
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
@@ -440,7 +463,11 @@ func (c *conn) install(s *session) error {
 			ev.Reason += fmt.Sprintf("; virtual IP changed from %s to %s", strings.Join(oldVIPs, ","), strings.Join(now, ","))
 		}
 	}
+	if s.reauth {
+		ev = c.reauthEvent(ev, s, prev, oldVIPs)
+	}
 	c.emit(ev)
+	c.scheduleReauth(s, est.AuthLifetime)
 	return nil
 }
 
@@ -577,6 +604,8 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 	case *ike.SwitchRequested:
 		c.followSwitch(s, ev)
+	case *ike.AuthLifetime:
+		c.scheduleReauth(s, ev.Lifetime)
 	}
 }
 
@@ -586,6 +615,12 @@ func (c *conn) handleIKE(pkt []byte, path esp.Path) {
 	if p := c.pending.Load(); p != nil && len(pkt) >= 8 {
 		if spii, _ := p.SPIs(); binary.BigEndian.Uint64(pkt[:8]) == spii {
 			p.HandlePacket(pkt, path)
+			return
+		}
+	}
+	if old := c.retiring.Load(); old != nil && len(pkt) >= 8 {
+		if spii, _ := old.SPIs(); binary.BigEndian.Uint64(pkt[:8]) == spii {
+			old.HandlePacket(pkt, path)
 			return
 		}
 	}
@@ -605,6 +640,7 @@ func (c *conn) teardown(reason error) {
 		c.mu.Unlock()
 		c.closing.Store(true)
 		c.cancel()
+		c.stopReauth()
 		// Closing the device ends the dataplane's blocked TUN read, so it
 		// comes before waiting for the dataplane.
 		if c.dev != nil {
@@ -700,6 +736,7 @@ func (c *conn) Status() Status {
 			st.Children = append(st.Children, childStatus(cs))
 		}
 	}
+	c.reauthStatus(&st)
 	d := c.dp.Drops()
 	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}
 	return st

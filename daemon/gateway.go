@@ -45,6 +45,8 @@ type gatewayClient struct {
 	est  *ike.Established
 	peer *esp.Peer
 	at   time.Time
+	// replaced: a reauthentication's new SA took over (gateway_reauth.go).
+	replaced bool
 }
 
 // RunGateway starts the responder for g; it serves until ctx ends.
@@ -114,6 +116,8 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		// for good), so their addresses go back to the pool.
 		DPDDelay: g.DPDDelay,
 		Log:      log,
+		// RFC 4478: clients are told to authenticate again in time.
+		ReauthTime: g.ReauthTime,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
@@ -193,7 +197,7 @@ func (gw *gateway) install(est *ike.Established) {
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
-	gw.emit(ev)
+	gw.emit(gw.reauthEvent(est, ev))
 }
 
 // installRekeyed adds the Child SA a rekey created. When the client ran the
@@ -228,6 +232,9 @@ func (gw *gateway) remove(ev *ike.Deleted) {
 		return
 	}
 	gw.dp.RemovePeer(c.peer)
+	if c.replaced {
+		return // the client is still there, on its new SA
+	}
 	out := Event{Event: EventDisconnected, Profile: c.est.PeerID}
 	if ev.Reason != nil && !errors.Is(ev.Reason, ike.ErrClosed) {
 		out.Reason = ev.Reason.Error()

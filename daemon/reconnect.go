@@ -52,6 +52,8 @@ func permanent(err error) bool {
 type attempts struct {
 	cancel context.CancelFunc
 	done   chan attemptResult
+	// reauth: a reauthentication (reauth.go) while the old SA works.
+	reauth bool
 }
 
 type attemptResult struct {
@@ -74,7 +76,7 @@ func (c *conn) supervise(s *session) {
 	stop := func() {
 		if run != nil {
 			run.cancel()
-			<-run.done
+			c.discard(<-run.done)
 			run = nil
 		}
 	}
@@ -103,6 +105,10 @@ func (c *conn) supervise(s *session) {
 			}
 			c.retire(s, true)
 			s = nil
+			c.stopReauth()
+			if run != nil && run.reauth {
+				stop() // from now on it is a reconnect
+			}
 			if !c.reconnectable(reason) {
 				stop()
 				c.teardown(userError(reason))
@@ -117,8 +123,12 @@ func (c *conn) supervise(s *session) {
 				c.log.Warn("the gateway does not answer for the IKE SA: negotiating a replacement alongside", "reason", reason)
 				run = c.startAttempts(fmt.Errorf("gateway not answering for the IKE SA: %s", reason), true)
 			}
+		case rs := <-c.ra.due:
+			if rs == s && run == nil {
+				run = c.startReauth(s)
+			}
 		case <-c.resume:
-			if s != nil && run != nil {
+			if s != nil && run != nil && !run.reauth {
 				// The old SA answers again: it was the network.
 				stop()
 				c.mu.Lock()
@@ -129,7 +139,12 @@ func (c *conn) supervise(s *session) {
 				c.mu.Unlock()
 			}
 		case r := <-results:
+			reauth := run.reauth
 			run = nil
+			if reauth && r.err != nil {
+				c.reauthFailed(r.err)
+				continue
+			}
 			if r.err != nil {
 				if c.closing.Load() {
 					return
@@ -148,7 +163,9 @@ func (c *conn) supervise(s *session) {
 				c.teardown(err)
 				return
 			}
-			if s != nil {
+			if s != nil && reauth {
+				c.retireReplaced(s)
+			} else if s != nil {
 				c.retire(s, false)
 			}
 			s = r.s

@@ -68,6 +68,11 @@ type Status struct {
 	// previous SA or attempt failed.
 	ReconnectAttempt int    `json:"reconnect_attempt,omitempty"`
 	LastError        string `json:"last_error,omitempty"`
+	// Reauthentications counts the IKE SAs that replaced the previous one
+	// after a new authentication (RFC 4478, reauth_time); NextReauth is
+	// when the next is due, when one is.
+	Reauthentications int        `json:"reauthentications,omitempty"`
+	NextReauth        *time.Time `json:"next_reauth,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.

@@ -154,6 +154,8 @@ type Dataplane struct {
 	runCtx  context.Context
 	started chan struct{}
 	wg      sync.WaitGroup
+
+	early earlyHold // ESP that came before its SA (early.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -298,6 +300,7 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 	}
 	applySeq(cfg)
 	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, proposal: cfg.Proposal}
+	defer d.deliverEarly(c) // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.tabs.Load()
@@ -688,6 +691,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			c := tabs.bySPI[binary.BigEndian.Uint32(pkt)]
 			if c == nil {
 				d.drops.unknownSPI.Add(1)
+				d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, now))
 				continue
 			}
 			buf := tunBufs[len(outBufs)]

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
@@ -32,6 +33,14 @@ type Established struct {
 	// responder: the addresses assigned to the peer.
 	VirtualIPs []netip.Addr
 	DNS        []netip.Addr
+	// AuthLifetime (initiator): the gateway's RFC 4478 AUTH_LIFETIME,
+	// within which we must authenticate again (reauth.go); 0: none sent.
+	// Responder: the lifetime we announced.
+	AuthLifetime time.Duration
+	// InitialContact (responder): the initiator sent INITIAL_CONTACT, so
+	// its other IKE SAs were ended; without it, a new SA of a peer that
+	// has one is typically its reauthentication.
+	InitialContact bool
 }
 
 // ChildSA is one negotiated ESP SA pair with its keys. KeyIn and KeyOut are

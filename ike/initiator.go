@@ -83,6 +83,14 @@ type InitiatorConfig struct {
 	Clock      Clock
 	Rand       io.Reader
 	Log        *slog.Logger
+
+	// RequestVIPs are inner addresses to ask for again in the CFG_REQUEST
+	// (at most one per family): those of the SA this one replaces.
+	RequestVIPs []netip.Addr
+	// NoInitialContact leaves INITIAL_CONTACT out of IKE_AUTH: a
+	// reauthentication's new SA must not make the gateway drop the old
+	// one (and its Child SAs) before the new one carries the traffic.
+	NoInitialContact bool
 }
 
 type childRequest struct {
@@ -389,7 +397,9 @@ func (sa *SA) sendAuth() {
 	for _, c := range cfg.LocalAuth.Certs() {
 		ps = append(ps, c)
 	}
-	ps = append(ps, &wire.Notify{Type: wire.NotifyInitialContact})
+	if !cfg.NoInitialContact {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyInitialContact})
+	}
 	for _, c := range cfg.PeerAuth.CertReqs() {
 		ps = append(ps, c)
 	}
@@ -423,8 +433,7 @@ func (sa *SA) sendAuth() {
 	child := &childRequest{spiIn: sa.randSPI32(), tsi: PrefixesTS(cfg.LocalTS), tsr: PrefixesTS(cfg.RemoteTS), cp: cfg.VirtualIP}
 	sa.pendingChild = child
 	if child.cp {
-		ps = append(ps, &wire.Config{CfgType: wire.CfgRequest, Attributes: []wire.ConfigAttribute{
-			{Type: cfgIP4Address}, {Type: cfgIP4DNS}, {Type: cfgIP6Address}, {Type: cfgIP6DNS}}})
+		ps = append(ps, cpRequest(cfg.RequestVIPs))
 	}
 	ps = append(ps, sa.haSupportNotifies()...)
 	if sa.cfg.mobike {
@@ -484,6 +493,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
+	sa.noteAuthLifetime(ps)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
@@ -536,7 +546,8 @@ func (sa *SA) establishedEvent() *Established {
 		NATLocal: sa.natLocal, NATRemote: sa.natRemote, UDPEncap: sa.natSupported && (sa.natLocal || sa.natRemote || sa.forcedEncap),
 		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
-		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns),
+		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), AuthLifetime: sa.authLifetime,
+		InitialContact: sa.initialContact,
 	}
 }
 

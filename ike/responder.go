@@ -91,6 +91,11 @@ type ResponderConfig struct {
 	Clock                                      Clock
 	Rand                                       io.Reader
 	Log                                        *slog.Logger
+
+	// ReauthTime, when set, is announced to initiators as RFC 4478
+	// AUTH_LIFETIME in the IKE_AUTH response; an SA not replaced by a new
+	// authentication within it (and a grace) is deleted.
+	ReauthTime time.Duration
 }
 
 // Responder defaults.
@@ -126,6 +131,9 @@ type Responder struct {
 	mu       sync.Mutex
 	bySPI    map[uint64]*SA
 	halfOpen map[halfKey]*SA
+
+	// byIdentity: established SAs by peer identity (initial_contact.go).
+	byIdentity map[string][]*SA
 
 	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE, unexpectedNAT atomic.Uint64
 }
@@ -532,8 +540,14 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 		resp = append(resp, c)
 	}
 	resp = append(resp, myAuth)
+	if r.cfg.ReauthTime > 0 {
+		resp = append(resp, authLifetimeNotify(r.cfg.ReauthTime))
+		sa.authLifetime = r.cfg.ReauthTime
+		sa.armReauthDeadline(r.cfg.ReauthTime)
+	}
 	sa.peerID = peerID
 	sa.poolKey = poolKey(idi)
+	r.registerIdentity(sa, sa.poolKey, ps)
 	sa.state = stateEstablished
 	sa.established = true
 	sa.lastIn = sa.cfg.clock.Now()

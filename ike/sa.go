@@ -248,6 +248,13 @@ type SA struct {
 	sw *pendingSwitch
 
 	ha haSA // HA: RFC 6311 state, parking, StateChanged (ha.go)
+
+	// RFC 4478 (reauth.go): the lifetime the responder announced
+	// (initiator), and the responder's deadline for a replacement.
+	authLifetime time.Duration
+	reauthTimer  Timer
+	// initialContact: the initiator sent INITIAL_CONTACT (responder).
+	initialContact bool
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -411,6 +418,9 @@ func (sa *SA) die(reason error) {
 	sa.stopChildTimers()
 	if sa.ikeRekeyTimer != nil {
 		sa.ikeRekeyTimer.Stop()
+	}
+	if sa.reauthTimer != nil {
+		sa.reauthTimer.Stop()
 	}
 	sa.state = stateDead
 	sa.deadReason = reason
@@ -749,6 +759,9 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		var switched func()
 		answer, switched = sa.handleSwitchRequest(ps, p.path)
 		after = chain(after, switched)
+		if report := sa.handleAuthLifetimeRequest(ps); report != nil {
+			after = chain(after, report)
+		}
 		defer func() { sa.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)

@@ -83,6 +83,9 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 		if s.IKESPIi != "" {
 			lines = append(lines, fmt.Sprintf("  IKE SA %s_i %s_r, path changes %d", s.IKESPIi, s.IKESPIr, s.PathChanges))
 		}
+		if line := reauthLine(s, now); line != "" {
+			lines = append(lines, line)
+		}
 		for _, ch := range s.Children {
 			lines = append(lines, fmt.Sprintf("  child %s (in %s, out %s): in %d bytes/%d packets, out %d bytes/%d packets",
 				ch.Proposal, ch.SPIIn, ch.SPIOut, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
@@ -112,4 +115,20 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// reauthLine says how often the connection reauthenticated and when it
+// will next ("" when it never does).
+func reauthLine(s daemon.Status, now time.Time) string {
+	if s.Reauthentications == 0 && s.NextReauth == nil {
+		return ""
+	}
+	line := fmt.Sprintf("  reauthenticated %d times", s.Reauthentications)
+	if s.Reauthentications == 1 {
+		line = "  reauthenticated once"
+	}
+	if s.NextReauth != nil {
+		line += fmt.Sprintf(", next in %v", max(s.NextReauth.Sub(now), 0).Truncate(time.Second))
+	}
+	return line
 }

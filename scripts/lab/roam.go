@@ -74,6 +74,9 @@ type RoamProfile struct {
 	EAPIdentity string
 	Password    string
 	EAPOnly     bool
+
+	// ReauthTime writes reauth_time (0: none).
+	ReauthTime time.Duration
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -147,6 +150,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.ForbidNAT {
 			b.WriteString("allow_nat = false\n")
 		}
+		if p.ReauthTime > 0 {
+			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
+		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
@@ -164,6 +170,9 @@ type RoamGatewayConfig struct {
 	// EAPPassword, with Auth pubkey: alice logs in with EAP-MSCHAPv2
 	// (user ClientID) instead of a certificate.
 	EAPPassword string
+	// ReauthTime writes reauth_time: clients are told to authenticate
+	// again within it (RFC 4478).
+	ReauthTime time.Duration
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
@@ -183,7 +192,11 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 		fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", g.PKI.GatewayCrt, g.PKI.GatewayKey, g.PKI.CACert)
 	}
 	fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(orDefault(g.IKE, DefaultIKE)), tomlList(orDefault(g.ESP, DefaultESP)))
-	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = [%q]\nmobike = true\n\n", VirtualIPPool.String(), ProtectedNet.String())
+	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = [%q]\nmobike = true\n", VirtualIPPool.String(), ProtectedNet.String())
+	if g.ReauthTime > 0 {
+		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
+	}
+	b.WriteString("\n")
 	b.WriteString("[[gateway.clients]]\n")
 	fmt.Fprintf(&b, "id = %q\n", ClientID)
 	if g.Auth == "psk" {

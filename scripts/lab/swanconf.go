@@ -44,6 +44,11 @@ type SwanConn struct {
 	// EAPSecrets are the users' passwords by EAP identity.
 	RemoteAuth string
 	EAPSecrets map[string]string
+	// ReauthTime is the IKE_SA's reauth_time; a gateway sends it as
+	// AUTH_LIFETIME (RFC 4478) to clients with a virtual IP or EAP, as it
+	// cannot reauthenticate them itself. ReauthOver is its over_time
+	// (how long past it the SA lives), and the random part taken off.
+	ReauthTime, ReauthOver time.Duration
 }
 
 // Default proposals: what roam implements first.
@@ -110,6 +115,12 @@ func Swanctl(conns ...SwanConn) string {
 		}
 		if c.IKERekey > 0 {
 			fmt.Fprintf(&b, "    rekey_time = %ds\n", int(c.IKERekey.Seconds()))
+		}
+		if c.ReauthTime > 0 {
+			fmt.Fprintf(&b, "    reauth_time = %ds\n", int(c.ReauthTime.Seconds()))
+		}
+		if c.ReauthOver > 0 {
+			fmt.Fprintf(&b, "    over_time = %ds\n    rand_time = %ds\n", int(c.ReauthOver.Seconds()), int(c.ReauthOver.Seconds()))
 		}
 		if c.Role == "client" && c.VirtualIP {
 			b.WriteString("    vips = 0.0.0.0\n")
