@@ -155,6 +155,7 @@ type Gateway struct {
 	// address it has not used before only after a COOKIE2 check there.
 	ReturnRoutability bool
 	Lifetimes
+	GatewaySwitch
 	Clients []Client
 }
 
@@ -230,6 +231,7 @@ type rawGateway struct {
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
+	rawGatewaySwitch
 }
 
 type rawGatewayFile struct {
@@ -435,6 +437,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	g.Lifetimes = lt
+	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
+		return nil, err
+	}
 	for i, s := range r.Listen {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
