@@ -118,7 +118,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		Log:      log,
 
 		// SWITCH_TO_IP_ADDRESS (gateway_switch.go).
-		SwitchNotify:            g.SwitchNotify,
+		SwitchNotify:            wire.NotifyType(g.SwitchNotify),
 		SwitchReturnRoutability: g.SwitchReturnRoutability,
 	}, gw.dp, events)
 	if err != nil {
