@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ike"
 )
 
@@ -90,11 +89,5 @@ func TestSwitchError(t *testing.T) {
 		if tt.want != nil && !errors.Is(got, tt.want) || !strings.Contains(got.Error(), tt.text) {
 			t.Errorf("switchError(%v) = %v", tt.err, got)
 		}
-	}
-}
-
-func TestGatewaySwitchNotifyDefault(t *testing.T) {
-	if uint16(ike.DefaultSwitchNotify) != config.DefaultSwitchNotify {
-		t.Errorf("config.DefaultSwitchNotify %d != ike.DefaultSwitchNotify %d", config.DefaultSwitchNotify, ike.DefaultSwitchNotify)
 	}
 }
