@@ -165,6 +165,7 @@ type Gateway struct {
 	// address it has not used before only after a COOKIE2 check there.
 	ReturnRoutability bool
 	Lifetimes
+	GatewaySwitch
 	Clients []Client
 	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
 	// to authenticate again within this long, and lose SAs they did not
@@ -249,6 +250,7 @@ type rawGateway struct {
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 	ReauthTime    string      `toml:"reauth_time"`
+	rawGatewaySwitch
 }
 
 type rawGatewayFile struct {
@@ -460,6 +462,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	g.Lifetimes = lt
+	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
+		return nil, err
+	}
 	for i, s := range r.Listen {
 		a, err := netip.ParseAddr(s)
 		if err != nil {

@@ -1,0 +1,28 @@
+package config
+
+// GatewaySwitch are the gateway's keys for responder-initiated moves
+// (SWITCH_TO_IP_ADDRESS; the client's side is in switch.go).
+type GatewaySwitch struct {
+	// SwitchNotify (switch_notify) is the notify type the gateway sends
+	// SWITCH_TO_IP_ADDRESS as; both ends must agree on it. Default
+	// DefaultSwitchNotify (41042, 0xA052).
+	SwitchNotify uint16
+	// SwitchReturnRoutability (switch_return_routability) also runs the
+	// RFC 4555 COOKIE2 check for the UPDATE_SA_ADDRESSES that follows our
+	// own switch request. The draft says it is not needed (the client's
+	// answer reached the new address already), so it is off by default.
+	SwitchReturnRoutability bool
+}
+
+type rawGatewaySwitch struct {
+	SwitchNotify *int64 `toml:"switch_notify"`
+	SwitchRR     *bool  `toml:"switch_return_routability"`
+}
+
+func (r rawGatewaySwitch) validate() (GatewaySwitch, error) {
+	n, err := switchNotifyKey(r.SwitchNotify)
+	if err != nil {
+		return GatewaySwitch{}, err
+	}
+	return GatewaySwitch{SwitchNotify: n, SwitchReturnRoutability: boolOr(r.SwitchRR, false)}, nil
+}
