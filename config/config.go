@@ -156,6 +156,8 @@ type Gateway struct {
 	ReturnRoutability bool
 	Lifetimes
 	Clients []Client
+	// HA is the [gateway.ha] table; nil for a single node.
+	HA *HA
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -230,6 +232,7 @@ type rawGateway struct {
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
+	HA            *rawHA      `toml:"ha"`
 }
 
 type rawGatewayFile struct {
@@ -519,6 +522,11 @@ func (r *rawGateway) validate() (*Gateway, error) {
 			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
 		}
 		g.Clients = append(g.Clients, cl)
+	}
+	if r.HA != nil {
+		if g.HA, err = r.HA.validate(g.Listen); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
