@@ -28,10 +28,12 @@ type SAKey struct{ SPIi, SPIr uint64 }
 
 func (k SAKey) String() string { return fmt.Sprintf("%016x_i %016x_r", k.SPIi, k.SPIr) }
 
-// ChildSeq is a Child SA's outbound ESP sequence number at export time.
+// ChildSeq is a Child SA's ESP sequence numbers at export time: the last
+// one sent on the outbound SA and the highest one accepted inbound.
 type ChildSeq struct {
 	SPIOut uint32
 	Seq    uint64
+	InSeq  uint64
 }
 
 // State is one IKE SA as the active node exports it. Blob holds secrets:
@@ -62,7 +64,7 @@ type message struct {
 
 const (
 	keyLen = 16
-	seqLen = 12
+	seqLen = 20
 	// maxChildren bounds a state message's sequence list (an IKE SA with
 	// more Child SAs than this is not something a gateway makes).
 	maxChildren = 1024
@@ -95,6 +97,7 @@ func encodeState(s State) ([]byte, error) {
 	for _, c := range s.Seqs {
 		b = binary.BigEndian.AppendUint32(b, c.SPIOut)
 		b = binary.BigEndian.AppendUint64(b, c.Seq)
+		b = binary.BigEndian.AppendUint64(b, c.InSeq)
 	}
 	return append(b, s.Blob...), nil
 }
@@ -140,7 +143,7 @@ func decodeMessage(b []byte) (message, error) {
 			return m, fmt.Errorf("%w: state message lists %d child SAs", ErrBadRecord, n)
 		}
 		for i := 0; i < n; i++ {
-			m.state.Seqs = append(m.state.Seqs, ChildSeq{binary.BigEndian.Uint32(b), binary.BigEndian.Uint64(b[4:])})
+			m.state.Seqs = append(m.state.Seqs, ChildSeq{binary.BigEndian.Uint32(b), binary.BigEndian.Uint64(b[4:]), binary.BigEndian.Uint64(b[12:])})
 			b = b[seqLen:]
 		}
 		if len(b) == 0 {

@@ -7,7 +7,7 @@ import (
 )
 
 func TestMessageRoundTrip(t *testing.T) {
-	st := State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{0xc0ffee01, 77}, {0xc0ffee02, 1 << 40}}, Blob: []byte("opaque")}
+	st := State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{0xc0ffee01, 77, 3}, {0xc0ffee02, 1 << 40, 1 << 33}}, Blob: []byte("opaque")}
 	enc, err := encodeState(st)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func mustState(t *testing.T, s State) []byte {
 }
 
 func TestMessageMalformed(t *testing.T) {
-	st := mustState(t, State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{1, 2}}, Blob: []byte("x")})
+	st := mustState(t, State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{1, 2, 3}}, Blob: []byte("x")})
 	for _, tc := range []struct {
 		name string
 		b    []byte
@@ -76,7 +76,7 @@ func TestMessageMalformed(t *testing.T) {
 }
 
 func FuzzDecodeMessage(f *testing.F) {
-	st, _ := encodeState(State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{1, 2}}, Blob: []byte("x")})
+	st, _ := encodeState(State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{1, 2, 3}}, Blob: []byte("x")})
 	for _, b := range [][]byte{st, encodeAuth(Active), encodeHeartbeat(), encodeDelete(SAKey{1, 1}), encodeInventory([]SAKey{{1, 2}})} {
 		f.Add(b)
 	}

@@ -99,7 +99,7 @@ func startPair(t *testing.T, keyA, keyS []byte, roleS Role, snap ...State) *node
 }
 
 func TestReplication(t *testing.T) {
-	snap := []State{{SA: SAKey{1, 1}, Seqs: []ChildSeq{{10, 100}}, Blob: []byte("sa1")}}
+	snap := []State{{SA: SAKey{1, 1}, Seqs: []ChildSeq{{10, 100, 90}}, Blob: []byte("sa1")}}
 	p := startPair(t, testKey(t, 9), testKey(t, 9), Standby, snap...)
 	waitFor(t, "snapshot and inventory", func() bool {
 		p.sh.mu.Lock()
@@ -112,7 +112,7 @@ func TestReplication(t *testing.T) {
 	}
 	p.sh.mu.Unlock()
 
-	second := State{SA: SAKey{2, 2}, Seqs: []ChildSeq{{20, 5}}, Blob: []byte("sa2")}
+	second := State{SA: SAKey{2, 2}, Seqs: []ChildSeq{{20, 5, 6}}, Blob: []byte("sa2")}
 	p.active.Push(second)
 	p.active.Delete(SAKey{1, 1})
 	waitFor(t, "push and delete", func() bool {
