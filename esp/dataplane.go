@@ -102,6 +102,11 @@ type ChildConfig struct {
 	// new inbound SA only when our response reaches it, so ESP sent on the
 	// new SA before then would be dropped.
 	OutboundPending bool
+	// OutboundSeq is the first sequence number Out uses and InboundSeq the
+	// highest one In has already seen (it refuses that and everything
+	// below); zero: a fresh SA. An HA standby sets them from the replicated
+	// counters (seq.go).
+	OutboundSeq, InboundSeq uint64
 }
 
 // ChildStats are one Child SA's counters.
@@ -291,6 +296,7 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 	if cfg.In == nil || cfg.Out == nil {
 		return errors.New("esp: child needs both SAs")
 	}
+	applySeq(cfg)
 	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, proposal: cfg.Proposal}
 	d.mu.Lock()
 	defer d.mu.Unlock()
