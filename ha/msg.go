@@ -37,10 +37,13 @@ type ChildSeq struct {
 }
 
 // State is one IKE SA as the active node exports it. Blob holds secrets:
-// it travels only inside the encrypted channel and is never logged.
+// it travels only inside the encrypted channel and is never logged. Meta is
+// the owner's own record of the SA (peer identity, inner addresses: what
+// its status shows), opaque here too.
 type State struct {
 	SA   SAKey
 	Seqs []ChildSeq
+	Meta []byte
 	Blob []byte
 }
 
@@ -48,7 +51,7 @@ type State struct {
 const (
 	msgAuth      = 1 // role: the first record each way
 	msgHeartbeat = 2
-	msgState     = 3 // SA key, child sequence numbers, blob
+	msgState     = 3 // SA key, child sequence numbers, meta, blob
 	msgDelete    = 4 // SA key
 	msgInventory = 5 // every SA key the active holds after a full push
 )
@@ -87,10 +90,13 @@ func encodeState(s State) ([]byte, error) {
 	if len(s.Seqs) > maxChildren {
 		return nil, fmt.Errorf("ha: %d child SAs in one state message", len(s.Seqs))
 	}
+	if len(s.Meta) > 0xffff {
+		return nil, fmt.Errorf("ha: meta of %v is %d bytes", s.SA, len(s.Meta))
+	}
 	if len(s.Blob) == 0 {
 		return nil, fmt.Errorf("ha: state of %v without a blob", s.SA)
 	}
-	b := make([]byte, 0, 1+keyLen+2+seqLen*len(s.Seqs)+len(s.Blob))
+	b := make([]byte, 0, 1+keyLen+2+seqLen*len(s.Seqs)+2+len(s.Meta)+len(s.Blob))
 	b = append(b, msgState)
 	b = putKey(b, s.SA)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Seqs)))
@@ -99,6 +105,8 @@ func encodeState(s State) ([]byte, error) {
 		b = binary.BigEndian.AppendUint64(b, c.Seq)
 		b = binary.BigEndian.AppendUint64(b, c.InSeq)
 	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Meta)))
+	b = append(b, s.Meta...)
 	return append(b, s.Blob...), nil
 }
 
@@ -145,6 +153,15 @@ func decodeMessage(b []byte) (message, error) {
 		for i := 0; i < n; i++ {
 			m.state.Seqs = append(m.state.Seqs, ChildSeq{binary.BigEndian.Uint32(b), binary.BigEndian.Uint64(b[4:]), binary.BigEndian.Uint64(b[12:])})
 			b = b[seqLen:]
+		}
+		if len(b) < 2 || len(b)-2 < int(binary.BigEndian.Uint16(b)) {
+			return m, fmt.Errorf("%w: state message meta overruns", ErrBadRecord)
+		}
+		if ml := int(binary.BigEndian.Uint16(b)); ml > 0 {
+			m.state.Meta = append([]byte(nil), b[2:2+ml]...)
+			b = b[2+ml:]
+		} else {
+			b = b[2:]
 		}
 		if len(b) == 0 {
 			return m, fmt.Errorf("%w: state message without a blob", ErrBadRecord)

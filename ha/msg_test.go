@@ -7,7 +7,7 @@ import (
 )
 
 func TestMessageRoundTrip(t *testing.T) {
-	st := State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{0xc0ffee01, 77, 3}, {0xc0ffee02, 1 << 40, 1 << 33}}, Blob: []byte("opaque")}
+	st := State{SA: SAKey{1, 2}, Seqs: []ChildSeq{{0xc0ffee01, 77, 3}, {0xc0ffee02, 1 << 40, 1 << 33}}, Meta: []byte(`{"peer":"alice"}`), Blob: []byte("opaque")}
 	enc, err := encodeState(st)
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +60,7 @@ func TestMessageMalformed(t *testing.T) {
 		{"state short", st[:10]},
 		{"state children overrun", st[:len(st)-5]},
 		{"state without blob", st[:len(st)-1]},
+		{"state meta overrun", append(st[:len(st)-3], 0xff, 0xff, 1)},
 		{"delete short", encodeDelete(SAKey{1, 2})[:9]},
 		{"inventory count mismatch", append(encodeInventory([]SAKey{{1, 2}}), 0)},
 		{"inventory huge count", []byte{msgInventory, 0xff, 0xff, 0xff, 0xff}},
