@@ -34,23 +34,6 @@ type Socket struct {
 // ListenUDP binds a UDP socket. mark, when non-zero, is set as SO_MARK so
 // full-tunnel policy routing sends our own packets around the tunnel.
 func ListenUDP(local netip.AddrPort, mark uint32) (*Socket, error) {
-	return ListenUDPOptions(local, ListenOptions{Mark: mark})
-}
-
-// ListenOptions are the socket options of ListenUDPOptions.
-type ListenOptions struct {
-	Mark uint32 // SO_MARK when non-zero
-	// Transparent (IP_TRANSPARENT / IPV6_TRANSPARENT, needs CAP_NET_ADMIN)
-	// lets the socket send from an address this host does not have:
-	// IP_FREEBIND alone binds to one but the kernel refuses to route
-	// packets from it (ENETUNREACH). An HA standby sends its takeover
-	// request from the failed node's address this way.
-	Transparent bool
-}
-
-// ListenUDPOptions is ListenUDP with more socket options.
-func ListenUDPOptions(local netip.AddrPort, opt ListenOptions) (*Socket, error) {
-	mark := opt.Mark
 	network := "udp4"
 	if local.Addr().Is6() {
 		network = "udp6"
@@ -63,16 +46,6 @@ func ListenUDPOptions(local netip.AddrPort, opt ListenOptions) (*Socket, error) 
 			}
 			if serr == nil && local.Addr().Is6() {
 				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
-			}
-			if serr == nil && opt.Transparent {
-				if local.Addr().Is6() {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
-				} else {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
-				}
-				if serr != nil {
-					serr = fmt.Errorf("IP_TRANSPARENT: %w", serr)
-				}
 			}
 			if serr == nil {
 				// Bind to an address we may not have yet (a gateway's
