@@ -155,6 +155,7 @@ type Gateway struct {
 	// address it has not used before only after a COOKIE2 check there.
 	ReturnRoutability bool
 	Lifetimes
+	GatewaySwitch
 	Clients []Client
 	// HA is the [gateway.ha] table; nil for a single node.
 	HA *HA
@@ -233,6 +234,7 @@ type rawGateway struct {
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 	HA            *rawHA      `toml:"ha"`
+	rawGatewaySwitch
 }
 
 type rawGatewayFile struct {
@@ -438,6 +440,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	g.Lifetimes = lt
+	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
+		return nil, err
+	}
 	for i, s := range r.Listen {
 		a, err := netip.ParseAddr(s)
 		if err != nil {

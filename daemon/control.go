@@ -26,6 +26,7 @@ const (
 	OpDisconnect = "disconnect"
 	OpStatus     = "status"
 	OpEvents     = "events"
+	OpSwitch     = "switch" // gateway only: SWITCH_TO_IP_ADDRESS to one client
 )
 
 // Request is the one line a client sends.
@@ -38,15 +39,20 @@ type Request struct {
 	// profile without password_file. It is used for that connection
 	// only: never logged, stored or echoed.
 	Password []byte `json:"password,omitempty"`
+	// Peer and To are a switch request's client (identity, address or
+	// address:port) and the gateway address it is asked to move to.
+	Peer string `json:"peer,omitempty"`
+	To   string `json:"to,omitempty"`
 }
 
 // Reply is one line the daemon sends back.
 type Reply struct {
-	Event        *Event   `json:"event,omitempty"`
-	Done         bool     `json:"done,omitempty"`
-	Error        string   `json:"error,omitempty"`
-	Status       []Status `json:"status,omitempty"`
-	Disconnected []string `json:"disconnected,omitempty"`
+	Event        *Event        `json:"event,omitempty"`
+	Done         bool          `json:"done,omitempty"`
+	Error        string        `json:"error,omitempty"`
+	Status       []Status      `json:"status,omitempty"`
+	Disconnected []string      `json:"disconnected,omitempty"`
+	Switch       *SwitchResult `json:"switch,omitempty"`
 }
 
 // maxRequest bounds a request line; real ones are a few hundred bytes.
@@ -62,6 +68,7 @@ type backend interface {
 	disconnect(ctx context.Context, name string, all bool) ([]string, error)
 	status(name string) ([]Status, error)
 	events(ctx context.Context) <-chan Event
+	switchPeer(ctx context.Context, peer, to string) (SwitchResult, error)
 }
 
 // ErrDaemonRunning is returned by ListenControl when a daemon already answers on
@@ -232,6 +239,13 @@ func (s *server) handle(c *net.UnixConn) {
 			st = []Status{}
 		}
 		send(Reply{Done: true, Status: st})
+	case OpSwitch:
+		res, err := s.b.switchPeer(ctx, req.Peer, req.To)
+		if err != nil {
+			send(Reply{Done: true, Error: err.Error()})
+			return
+		}
+		send(Reply{Done: true, Switch: &res})
 	case OpEvents:
 		for ev := range s.b.events(ctx) {
 			if err := send(Reply{Event: &ev}); err != nil {
@@ -359,4 +373,18 @@ func (c Client) Events(ctx context.Context, fn func(Event)) error {
 		err = errors.New("the daemon ended the event stream")
 	}
 	return err
+}
+
+// Switch asks a gateway to move one client's SAs to its address to
+// (SWITCH_TO_IP_ADDRESS). peer is the client's identity, or its current
+// address or address:port as `roam status` shows it.
+func (c Client) Switch(ctx context.Context, peer, to string) (SwitchResult, error) {
+	rep, err := c.call(ctx, Request{Op: OpSwitch, Peer: peer, To: to}, nil)
+	if err != nil {
+		return SwitchResult{}, err
+	}
+	if rep.Switch == nil {
+		return SwitchResult{}, errors.New("gateway sent no result for the switch")
+	}
+	return *rep.Switch, nil
 }

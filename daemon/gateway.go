@@ -39,6 +39,7 @@ type gateway struct {
 
 	mu      sync.Mutex
 	clients map[*ike.SA]*gatewayClient
+	sw      gatewaySwitch // gateway_switch.go
 }
 
 type gatewayClient struct {
@@ -84,6 +85,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 			if err != nil {
 				return fail(err)
 			}
+			gw.transparent(s)
 			gw.dp.AddSocket(s)
 		}
 	}
@@ -114,15 +116,21 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		// for good), so their addresses go back to the pool.
 		DPDDelay: g.DPDDelay,
 		Log:      log,
+
+		// SWITCH_TO_IP_ADDRESS (gateway_switch.go).
+		SwitchNotify:            g.SwitchNotify,
+		SwitchReturnRoutability: g.SwitchReturnRoutability,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
 	}
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- gw.dp.Run(life) }()
+	waitSwitching := gw.startSwitching(life)
 	go func() {
 		defer close(gw.done)
 		gw.loop(life, events)
+		waitSwitching()
 		closeCtx, cancelClose := context.WithTimeout(context.Background(), closeTimeout)
 		gw.resp.Close(closeCtx)
 		cancelClose()
@@ -145,6 +153,9 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 		case <-ctx.Done():
 			return
 		case ev := <-events:
+			if gw.switchEvent(ev) {
+				continue
+			}
 			switch ev := ev.(type) {
 			case *ike.Established:
 				gw.install(ev)

@@ -58,5 +58,8 @@ func chain(a, b func()) func() {
 	if a == nil {
 		return b
 	}
+	if b == nil {
+		return a
+	}
 	return func() { a(); b() }
 }

@@ -32,7 +32,15 @@ type InitiatorConfig struct {
 	LocalTS, RemoteTS []netip.Prefix
 	VirtualIP         bool // request inner addresses and DNS servers via CP
 	MOBIKE            bool
-	MOBIKEData        []byte // data of our MOBIKE_SUPPORTED notify (issue 5: 'R')
+	MOBIKEData        []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
+	// Switch advertises the responder-initiated switch (switch.go): our
+	// MOBIKE_SUPPORTED carries the octet 'R', and a SWITCH_TO_IP_ADDRESS
+	// from the gateway is answered per AcceptSwitch (SwitchRequested).
+	Switch       bool
+	AcceptSwitch SwitchPolicy
+	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type, private use
+	// (40960-65535); 0 means DefaultSwitchNotify.
+	SwitchNotify wire.NotifyType
 	// NoForceEncap: send a truthful NAT_DETECTION_SOURCE_IP; by default it
 	// is deliberately wrong so the peer uses UDP encapsulation (RFC 7296 2.23).
 	NoForceEncap bool
@@ -99,7 +107,14 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	if cfg.ForbidNAT && (!cfg.Path.Local.Addr().IsValid() || cfg.Path.Local.Addr().IsUnspecified()) {
 		return nil, errors.New("ike: forbidding NAT needs the local address of the path")
 	}
-	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: cfg.MOBIKEData,
+	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
+		return nil, err
+	}
+	mobikeData := cfg.MOBIKEData
+	if cfg.Switch && mobikeData == nil {
+		mobikeData = []byte{switchCapability}
+	}
+	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: mobikeData,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
 		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
 		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime,

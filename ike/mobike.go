@@ -454,7 +454,7 @@ func (sa *SA) peerMoved(p esp.Path) {
 	if sa.rrTarget != nil && samePath(*sa.rrTarget, p) {
 		return
 	}
-	if sa.resp.cfg.NoReturnRoutability || sa.isVerified(p.Remote) {
+	if sa.resp.cfg.NoReturnRoutability || sa.isVerified(p.Remote) || sa.switchSkipsCheck(p) {
 		sa.rrTarget = nil
 		sa.movePath(p)
 		return
@@ -470,6 +470,7 @@ func (sa *SA) movePath(p esp.Path) {
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
 	sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.natRemote})
+	sa.switchLanded(p)
 }
 
 func (sa *SA) isVerified(ap netip.AddrPort) bool {

@@ -51,6 +51,14 @@ type ResponderConfig struct {
 	NoReturnRoutability bool
 	// RoutabilityRetransmit schedules that check (zero: MoveRetransmit).
 	RoutabilityRetransmit Retransmit
+	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type (switch.go),
+	// private use (40960-65535); 0 means DefaultSwitchNotify.
+	SwitchNotify wire.NotifyType
+	// SwitchReturnRoutability runs the return routability check also for
+	// the UPDATE_SA_ADDRESSES that follows our own RequestSwitch (the
+	// draft says it is not needed: the answer at the new address proved
+	// the path).
+	SwitchReturnRoutability bool
 	// CookieThreshold: COOKIEs are demanded while at least this many SAs
 	// are half-open. 0 means DefaultCookieThreshold; negative means always.
 	CookieThreshold int
@@ -128,6 +136,9 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	}
 	if len(cfg.LocalTS) == 0 {
 		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	}
+	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
+		return nil, err
 	}
 	if cfg.CookieThreshold == 0 {
 		cfg.CookieThreshold = DefaultCookieThreshold

@@ -97,6 +97,9 @@ type cachedResponse struct {
 	msgID uint32
 	pkt   []byte
 	frags [][]byte
+	// redirect, when valid, is where the answer went instead of back to
+	// the request's source (an accepted switch, switch.go).
+	redirect netip.AddrPort
 }
 
 // common holds what both roles configure.
@@ -235,6 +238,8 @@ type SA struct {
 	verified  []netip.AddrPort
 	rrTarget  *esp.Path
 	rrRunning bool
+	// Responder: the SWITCH_TO_IP_ADDRESS in progress (switch.go).
+	sw *pendingSwitch
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -677,7 +682,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 				sa.peerMoved(p.path)
 			}
 		}
-		sa.send(sa.lastResp.pkt, sa.lastResp.frags, p.path)
+		sa.send(sa.lastResp.pkt, sa.lastResp.frags, sa.lastResp.dest(p.path))
 		return
 	}
 	if h.MessageID != sa.peerNextMsgID || h.Exchange == wire.ExchangeIKESAInit {
@@ -701,6 +706,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	}
 	var resp []wire.Payload
 	var after func()
+	answer := p.path
 	sa.lastRespMoved = false
 	switch h.Exchange {
 	case wire.ExchangeIKEAuth:
@@ -715,6 +721,9 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		var more []wire.Payload
 		more, after = sa.handleInformationalRequest(ps)
 		resp = append(resp, more...)
+		var switched func()
+		answer, switched = sa.handleSwitchRequest(ps, p.path)
+		after = chain(after, switched)
 		defer func() { sa.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)
@@ -722,7 +731,10 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		sa.stats.unexpected.Add(1)
 		return
 	}
-	sa.respond(h, resp, p.path)
+	sa.respond(h, resp, answer)
+	if answer.Remote != p.path.Remote && sa.lastResp != nil && sa.lastResp.msgID == h.MessageID {
+		sa.lastResp.redirect = answer.Remote
+	}
 	if after != nil {
 		after()
 	}

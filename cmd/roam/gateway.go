@@ -15,12 +15,18 @@ func gatewayCommand(e engines) *cli.Command {
 		Name:  "gateway",
 		Usage: "run the responder in the foreground",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "gateway file", Required: true},
+			// Not Required: urfave checks that before it dispatches to
+			// a subcommand, and `gateway switch` needs no file.
+			&cli.StringFlag{Name: "config", Usage: "gateway file"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket for status and events", Value: daemon.DefaultGatewaySocket},
 		},
+		Subcommands: []*cli.Command{gatewaySwitchCommand()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return usageError(c, "takes no arguments")
+			}
+			if c.String("config") == "" {
+				return usageError(c, "--config FILE is required")
 			}
 			g, err := config.LoadGateway(c.String("config"))
 			if err != nil {

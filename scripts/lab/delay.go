@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -44,6 +45,9 @@ type TunnelPacket struct {
 	Enter   time.Time // when the delay line took it
 	Release time.Time // when it went on toward its destination
 	Len     int
+	// Peer is the packet's internet-side end: the gateway address it
+	// came from ("in") or goes to; invalid when the line did not say.
+	Peer netip.Addr
 }
 
 // Delays maps a NAT router's role to its delay line.
@@ -121,6 +125,12 @@ func (d *Delay) FirstIn(t time.Time) (TunnelPacket, bool) {
 	return d.log.first(func(p TunnelPacket) bool { return p.In && !p.Enter.Before(t) })
 }
 
+// FirstInFrom returns the first tunnel packet toward the client from the
+// gateway address peer that the delay line took at or after t.
+func (d *Delay) FirstInFrom(t time.Time, peer netip.Addr) (TunnelPacket, bool) {
+	return d.log.first(func(p TunnelPacket) bool { return p.In && p.Peer == peer && !p.Enter.Before(t) })
+}
+
 // LastIn returns the last tunnel packet toward the client so far.
 func (d *Delay) LastIn() (TunnelPacket, bool) {
 	return d.log.last(func(p TunnelPacket) bool { return p.In })
@@ -164,12 +174,20 @@ func (t *tunnelLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// ParseTunnelLine parses one "esp <in|out> <enter ns> <release ns> <len>"
-// line of nfdelay -log.
+// ParseTunnelLine parses one "esp <in|out> <enter ns> <release ns> <len>
+// [peer]" line of nfdelay -log.
 func ParseTunnelLine(line string) (TunnelPacket, bool) {
 	f := strings.Fields(line)
-	if len(f) != 5 || f[0] != "esp" || (f[1] != "in" && f[1] != "out") {
+	if len(f) != 5 && len(f) != 6 || f[0] != "esp" || (f[1] != "in" && f[1] != "out") {
 		return TunnelPacket{}, false
+	}
+	var peer netip.Addr
+	if len(f) == 6 && f[5] != "-" {
+		a, err := netip.ParseAddr(f[5])
+		if err != nil {
+			return TunnelPacket{}, false
+		}
+		peer = a
 	}
 	enter, err1 := strconv.ParseInt(f[2], 10, 64)
 	rel, err2 := strconv.ParseInt(f[3], 10, 64)
@@ -177,7 +195,7 @@ func ParseTunnelLine(line string) (TunnelPacket, bool) {
 	if err1 != nil || err2 != nil || err3 != nil || rel < enter || n < 0 {
 		return TunnelPacket{}, false
 	}
-	return TunnelPacket{In: f[1] == "in", Enter: time.Unix(0, enter), Release: time.Unix(0, rel), Len: n}, true
+	return TunnelPacket{In: f[1] == "in", Enter: time.Unix(0, enter), Release: time.Unix(0, rel), Len: n, Peer: peer}, true
 }
 
 func (t *tunnelLog) packets() []TunnelPacket {

@@ -17,6 +17,9 @@ func TestParseTunnelLine(t *testing.T) {
 		n    int
 	}{
 		{"esp in 1000 11000 120", true, true, 120},
+		{"esp in 1000 11000 120 203.0.113.26", true, true, 120},
+		{"esp out 1000 11000 120 -", true, false, 120},
+		{"esp out 1000 11000 120 gw", false, false, 0},
 		{"esp out 5 5 0", true, false, 0},
 		{"esp sideways 1 2 3", false, false, 0},
 		{"esp in 2 1 3", false, false, 0}, // released before it entered
@@ -54,6 +57,10 @@ func TestTunnelLogSplitWrites(t *testing.T) {
 	p, ok := tl.first(func(p TunnelPacket) bool { return p.In && p.Enter.UnixNano() >= 50 })
 	if !ok || p.Len != 90 {
 		t.Errorf("first in after 50 = %+v, %v", p, ok)
+	}
+	tl.Write([]byte("esp in 100 110 120 203.0.113.26\n"))
+	if p, ok := (&Delay{log: tl}).FirstInFrom(time.Unix(0, 0), netip.MustParseAddr("203.0.113.26")); !ok || p.Len != 120 {
+		t.Errorf("first in from 203.0.113.26 = %+v, %v", p, ok)
 	}
 }
 

@@ -7,9 +7,12 @@
 // NFQUEUE rule only when someone consumes it. With -log it prints one line
 // per released tunnel packet (ESP, raw or in UDP 4500):
 //
-//	esp <in|out> <enter unix ns> <release unix ns> <ip length>
+//	esp <in|out> <enter unix ns> <release unix ns> <ip length> <peer>
 //
-// where "in" means the packet came in through the -wan interface. SIGTERM
+// where "in" means the packet came in through the -wan interface and peer
+// is its far end on the internet side: the source address of an "in"
+// packet, the destination of an "out" one (which gateway address the
+// tunnel uses; "-" when the header is not IPv4). SIGTERM
 // or SIGINT release what is held and end it with a counters line on stderr.
 package main
 
@@ -18,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -68,11 +72,28 @@ func run(num uint16, delay time.Duration, wan string, logESP bool) error {
 			if wanIdx != 0 && r.InDev == wanIdx {
 				dir = "in"
 			}
-			fmt.Printf("esp %s %d %d %d\n", dir, r.Enter.UnixNano(), r.Release.UnixNano(), r.Len)
+			peer := "-"
+			if a, ok := peerOf(r.Payload, dir == "in"); ok {
+				peer = a.String()
+			}
+			fmt.Printf("esp %s %d %d %d %s\n", dir, r.Enter.UnixNano(), r.Release.UnixNano(), r.Len, peer)
 		}
 	}
 	st, err := q.Run(ctx, delay, onRelease)
 	fmt.Fprintf(os.Stderr, "nfdelay: packets=%d malformed=%d overruns=%d verdict_errors=%d\n",
 		st.Packets, st.Malformed, st.Overruns, st.VerdictErrors)
 	return err
+}
+
+// peerOf returns the internet-side address of an IPv4 packet: its source
+// when it came in from the internet, else its destination.
+func peerOf(ip []byte, in bool) (netip.Addr, bool) {
+	if len(ip) < 20 || ip[0]>>4 != 4 {
+		return netip.Addr{}, false
+	}
+	off := 16
+	if in {
+		off = 12
+	}
+	return netip.AddrFrom4([4]byte(ip[off : off+4])), true
 }

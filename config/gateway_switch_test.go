@@ -1,0 +1,51 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+// TestGatewaySwitchKeys: switch_notify and switch_return_routability are
+// read, defaulted and bounded to the private-use range.
+func TestGatewaySwitchKeys(t *testing.T) {
+	psk := writeFile(t, t.TempDir(), "alice.psk", "s3cret", 0o600)
+	tests := []struct {
+		name, lines string
+		want        GatewaySwitch
+		wantErr     string
+	}{
+		{name: "defaults", want: GatewaySwitch{SwitchNotify: DefaultSwitchNotify}},
+		{name: "both set", lines: "switch_notify = 40960\nswitch_return_routability = true\n",
+			want: GatewaySwitch{SwitchNotify: 40960, SwitchReturnRoutability: true}},
+		{name: "top of range", lines: "switch_notify = 65535\n", want: GatewaySwitch{SwitchNotify: 65535}},
+		{name: "below range", lines: "switch_notify = 16396\n", wantErr: "gateway: switch_notify: 16396 is outside the private-use range 40960-65535"},
+		{name: "above range", lines: "switch_notify = 65536\n", wantErr: "switch_notify: 65536 is outside"},
+		{name: "negative", lines: "switch_notify = -1\n", wantErr: "switch_notify: -1 is outside"},
+		{name: "not a number", lines: "switch_notify = \"41042\"\n", wantErr: "switch_notify"},
+		{name: "not a bool", lines: "switch_return_routability = \"yes\"\n", wantErr: "switch_return_routability"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := "[gateway]\nlisten = [\"203.0.113.10\"]\nlocal_id = \"vpn.example.com\"\npool = \"10.99.200.0/24\"\n" + tt.lines +
+				"\n[[gateway.clients]]\nid = \"alice@example.com\"\npsk_file = \"" + psk + "\"\n"
+			g, err := LoadGateway(writeFile(t, t.TempDir(), "gw.toml", body, 0o644))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.GatewaySwitch != tt.want {
+				t.Errorf("got %+v, want %+v", g.GatewaySwitch, tt.want)
+			}
+		})
+	}
+	if DefaultSwitchNotify != wire.NotifyType(0xA052) {
+		t.Errorf("DefaultSwitchNotify = %d, documented as 41042 (0xA052)", DefaultSwitchNotify)
+	}
+}
