@@ -28,10 +28,21 @@ func gatewaySwitchCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return usageError(c, "takes no arguments")
 			}
-			client := daemon.Client{Socket: c.String("socket")}
+			socket := c.String("socket")
+			// `roam gateway --socket PATH switch ...` names the socket
+			// on the parent command.
+			if !c.IsSet("socket") {
+				for _, p := range c.Lineage()[1:] {
+					if p.IsSet("socket") {
+						socket = p.String("socket")
+						break
+					}
+				}
+			}
+			client := daemon.Client{Socket: socket}
 			res, err := client.Switch(c.Context, c.String("peer"), c.String("to"))
 			if errors.Is(err, daemon.ErrNoDaemon) {
-				return fmt.Errorf("switch: no gateway listens on %s", c.String("socket"))
+				return fmt.Errorf("switch: no gateway listens on %s", socket)
 			}
 			if err != nil {
 				if strings.HasPrefix(err.Error(), "switch: ") {

@@ -80,6 +80,9 @@ func TestGatewaySwitchCommand(t *testing.T) {
 	if r := roam(ctx, "gateway", "switch", "--socket", socket+".none", "--peer", "a", "--to", "203.0.113.26"); r.code != 1 || !strings.Contains(r.stderr, "no gateway listens on") {
 		t.Errorf("no gateway: %+v", r)
 	}
+	if r := roam(ctx, "gateway", "--socket", socket, "switch", "--peer", "alice@example.com", "--to", "203.0.113.26"); r.code != 0 || !strings.Contains(r.stdout, "switched") {
+		t.Errorf("socket on the parent command: %+v", r)
+	}
 	if r := roam(ctx, "gateway", "--socket", socket+".x"); r.code != 1 || !strings.Contains(r.stderr, "--config FILE is required") {
 		t.Errorf("gateway without --config: %+v", r)
 	}

@@ -211,3 +211,16 @@ func TestSweepRemovesStale(t *testing.T) {
 		t.Error("namespace of a live run was swept")
 	}
 }
+
+func TestUDP4(t *testing.T) {
+	p := UDP4(netip.MustParseAddrPort("203.0.113.26:4500"), netip.MustParseAddrPort("198.51.100.2:1025"), []byte{0, 0, 0, 0, 1})
+	if len(p) != 33 || p[0] != 0x45 || p[9] != 17 || p[2] != 0 || p[3] != 33 {
+		t.Fatalf("header % x", p[:20])
+	}
+	if got := netip.AddrFrom4([4]byte(p[12:16])); got.String() != "203.0.113.26" {
+		t.Errorf("source %v", got)
+	}
+	if sport, dport, ulen := int(p[20])<<8|int(p[21]), int(p[22])<<8|int(p[23]), int(p[24])<<8|int(p[25]); sport != 4500 || dport != 1025 || ulen != 13 {
+		t.Errorf("udp %d -> %d len %d", sport, dport, ulen)
+	}
+}

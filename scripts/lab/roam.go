@@ -244,7 +244,12 @@ func (r *Roam) Run(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	argv := []string{r.Bin, args[0], "--socket", r.Socket}
-	if args[0] == "connect" || args[0] == "gateway" {
+	switch {
+	case args[0] == "gateway" && len(args) > 1 && args[1] == "switch":
+		// A subcommand: the flags go after its name.
+		argv = []string{r.Bin, "gateway", "switch", "--socket", r.Socket}
+		args = args[1:]
+	case args[0] == "connect" || args[0] == "gateway":
 		argv = append(argv, "--config", r.Config)
 	}
 	argv = append(argv, args[1:]...)
@@ -340,6 +345,12 @@ func ParseStatus(b []byte) ([]Status, error) {
 		}
 		st = append(st, s)
 	}
+}
+
+// GatewaySwitch runs `roam gateway switch --peer peer --to to` against
+// this gateway's socket.
+func (r *Roam) GatewaySwitch(peer string, to netip.Addr, timeout time.Duration) (string, error) {
+	return r.Run(timeout, "gateway", "switch", "--peer", peer, "--to", to.String())
 }
 
 // StartGateway starts `roam gateway` in the background.
