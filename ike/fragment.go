@@ -109,6 +109,9 @@ func (sa *SA) fragments(h wire.Header, first wire.PayloadType, body []byte, chun
 
 // send transmits a message, as its fragments when it has them.
 func (sa *SA) send(pkt []byte, frags [][]byte, path esp.Path) {
+	if sa.ha.parked.Load() {
+		return // a standby SA sends nothing until TakeOver
+	}
 	if frags == nil {
 		frags = [][]byte{pkt}
 	}

@@ -69,7 +69,16 @@ type InitiatorConfig struct {
 	// NO_NATS_ALLOWED goes in IKE_SA_INIT and every UPDATE_SA_ADDRESSES; a
 	// NAT on the first path fails the SA, one on a candidate path refuses
 	// that path. Path.Local must then be a specific address.
-	ForbidNAT  bool
+	ForbidNAT bool
+	// HASync offers RFC 6311 (IKEV2_MESSAGE_ID_SYNC_SUPPORTED and
+	// IKEV2_REPLAY_COUNTER_SYNC_SUPPORTED in IKE_AUTH), so an HA gateway's
+	// standby node can take the SA over (hasync.go). AdvanceSeq, when
+	// set, is called for every Child SA when such a node asks us to skip
+	// outbound ESP sequence numbers (IPSEC_REPLAY_COUNTER_SYNC); it runs
+	// on the SA's goroutine before our answer goes out and must not block
+	// (esp.Dataplane.AdvanceSeq fits).
+	HASync     bool
+	AdvanceSeq func(spiOut uint32, delta uint64)
 	Retransmit Retransmit // zero: DefaultRetransmit
 	Clock      Clock
 	Rand       io.Reader
@@ -417,6 +426,7 @@ func (sa *SA) sendAuth() {
 		ps = append(ps, &wire.Config{CfgType: wire.CfgRequest, Attributes: []wire.ConfigAttribute{
 			{Type: cfgIP4Address}, {Type: cfgIP4DNS}, {Type: cfgIP6Address}, {Type: cfgIP6DNS}}})
 	}
+	ps = append(ps, sa.haSupportNotifies()...)
 	if sa.cfg.mobike {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyMOBIKESupported, Data: sa.cfg.mobikeData})
 		if cfg.LocalAddresses != nil {
@@ -479,6 +489,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 		sa.peerMOBIKED = slices.Clone(n.Data)
 		sa.learnAddresses(ps, sa.respPath.Remote.Addr())
 	}
+	sa.noteHASupport(ps)
 	if n := firstError(ps); n != nil {
 		// The IKE SA exists, but without a Child SA the client has no use
 		// for it (RFC 7296 2.21.2 lets us delete it).

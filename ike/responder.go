@@ -70,6 +70,11 @@ type ResponderConfig struct {
 	// authentication (no signature of ours) to initiators asking for it.
 	EAPServer func(idi *wire.Identification) (EAPServer, error)
 	EAPOnly   bool
+	// HA makes this gateway one node of an HA pair (ha.go): it answers
+	// RFC 6311's _SYNC_SUPPORTED notifies in IKE_AUTH, reports StateChanged
+	// for replication, and takes replicated SAs over (ImportState,
+	// TakeOver).
+	HA bool
 	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
 	HalfOpenTimeout time.Duration
 	// NoFragmentation refuses RFC 7383 IKE fragmentation; FragmentMTU as
@@ -535,6 +540,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	r.markEstablished(sa.halfKey, sa)
+	resp = append(resp, sa.answerHASupport(ps)...)
 	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)

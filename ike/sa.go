@@ -48,18 +48,24 @@ type Counters struct {
 	// (dropped); UPDATE_SA_ADDRESSES refused by policy; return routability
 	// checks started and failed (RFC 4555 3.7).
 	BadNotifies, RefusedUpdates, RoutabilityChecks, RoutabilityFailures uint64
+	// HA (ha.go, hasync.go): messages a parked standby SA dropped, and
+	// RFC 6311 synchronisation requests dropped (not negotiated,
+	// malformed, or stale).
+	ParkedDrops, SyncDropped uint64
 }
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
 	fragmentsSent, fragmentsDropped                                                     atomic.Uint64
 	badNotifies, refusedUpdates, rrChecks, rrFailures                                   atomic.Uint64
+	parkedDrops, syncDropped                                                            atomic.Uint64
 }
 
 func (c *counters) snapshot() Counters {
 	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
 		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load(),
-		c.badNotifies.Load(), c.refusedUpdates.Load(), c.rrChecks.Load(), c.rrFailures.Load()}
+		c.badNotifies.Load(), c.refusedUpdates.Load(), c.rrChecks.Load(), c.rrFailures.Load(),
+		c.parkedDrops.Load(), c.syncDropped.Load()}
 }
 
 type inPacket struct {
@@ -240,6 +246,8 @@ type SA struct {
 	rrRunning bool
 	// Responder: the SWITCH_TO_IP_ADDRESS in progress (switch.go).
 	sw *pendingSwitch
+
+	ha haSA // HA: RFC 6311 state, parking, StateChanged (ha.go)
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -343,6 +351,7 @@ func (sa *SA) run(start func()) {
 		case f := <-sa.ctl:
 			f()
 		}
+		sa.noteStateChange()
 	}
 }
 
@@ -409,6 +418,14 @@ func (sa *SA) die(reason error) {
 	sa.finish(nil, reason)
 	for _, f := range sa.onDead {
 		f()
+	}
+	if sa.ha.parked.Load() {
+		// A standby copy ends silently: the active node owns the SA.
+		for _, w := range sa.closeWaiters {
+			close(w)
+		}
+		sa.stop()
+		return
 	}
 	sa.emit(&Deleted{SA: sa, Reason: reason, WasEstablished: sa.established, Children: sa.children})
 	for _, w := range sa.closeWaiters {
@@ -592,6 +609,11 @@ func (sa *SA) completeRequest() {
 }
 
 func (sa *SA) handlePacket(p inPacket) {
+	if sa.ha.parked.Load() {
+		// The active node still serves this SA.
+		sa.stats.parkedDrops.Add(1)
+		return
+	}
 	msg, err := wire.Decode(p.pkt)
 	if err != nil {
 		sa.stats.malformed.Add(1)
@@ -665,6 +687,9 @@ func (sa *SA) completeRequestKeepQueue() {
 
 func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	h := msg.Header
+	if h.MessageID == 0 && h.Exchange == wire.ExchangeInformational && sa.handleSyncRequest(p, msg) {
+		return // RFC 6311 Message ID synchronisation (hasync.go)
+	}
 	if sa.lastResp != nil && h.MessageID == sa.lastResp.msgID {
 		// A retransmitted request: resend the cached response where the
 		// duplicate came from (RFC 7296 2.1, 2.11).
@@ -759,7 +784,7 @@ func (sa *SA) startClose(wait chan struct{}) {
 	if sa.state == stateDeleting {
 		return
 	}
-	if sa.state != stateEstablished {
+	if sa.state != stateEstablished || sa.ha.parked.Load() {
 		sa.die(ErrClosed)
 		return
 	}
