@@ -2,7 +2,7 @@
 GO       ?= go
 FUZZTIME ?= 10s
 
-.PHONY: all build test demo lab interop bench-roam fuzz vet clean
+.PHONY: all build test demo lab interop bench-roam bench-switch fuzz vet clean
 
 all: build
 
@@ -30,6 +30,11 @@ interop:
 # not in CI). REPS=2 for a quick run; see README "Handover benchmark".
 bench-roam:
 	./scripts/bench-roam.sh
+
+# Gateway-initiated moves (roam gateway switch) vs a full reconnect, with
+# the target 2 RTT + 10 ms (root, minutes; not in CI). REPS=2 for a quick run.
+bench-switch:
+	./scripts/bench-switch.sh
 
 # A short run of every fuzz target in the module (FUZZTIME each).
 fuzz:

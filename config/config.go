@@ -69,6 +69,12 @@ type Profile struct {
 	Lifetimes
 	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
 	AllowNAT bool
+	// Switch lets the gateway move us to another of its addresses
+	// (SWITCH_TO_IP_ADDRESS, config/switch.go); AcceptSwitch and
+	// SwitchNotify as there.
+	Switch       bool
+	AcceptSwitch string
+	SwitchNotify uint16
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -200,6 +206,9 @@ type rawProfile struct {
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
 	AllowNAT      *bool    `toml:"allow_nat"`
+	Switch        *bool    `toml:"switch"`
+	AcceptSwitch  string   `toml:"accept_switch"`
+	SwitchNotify  *int64   `toml:"switch_notify"`
 }
 
 type rawProfileFile struct {
@@ -416,6 +425,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	if p.ReconnectMaxDelay, err = durationKey("reconnect_max_delay", r.ReconnectMax, DefaultReconnectMaxDelay, minReconnectMaxDelay); err != nil {
+		return nil, err
+	}
+	if err := r.switchKeys(p); err != nil {
 		return nil, err
 	}
 	return p, nil

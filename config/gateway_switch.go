@@ -1,26 +1,12 @@
 package config
 
-import (
-	"fmt"
-
-	"github.com/roam-vpn/roam/ike/wire"
-)
-
-// The SWITCH_TO_IP_ADDRESS notify (draft-smyslov-ipsecme-ikev2-r-mobike)
-// has no IANA number yet, so it lives in the private-use status range.
-// DefaultSwitchNotify is ike.DefaultSwitchNotify (0xA052): above
-// strongSwan's own private notifies (40961-40969, 40501).
-const (
-	DefaultSwitchNotify wire.NotifyType = 41042
-	minSwitchNotify                     = 40960
-	maxSwitchNotify                     = 65535
-)
-
-// GatewaySwitch are the gateway's keys for responder-initiated moves.
+// GatewaySwitch are the gateway's keys for responder-initiated moves
+// (SWITCH_TO_IP_ADDRESS; the client's side is in switch.go).
 type GatewaySwitch struct {
 	// SwitchNotify (switch_notify) is the notify type the gateway sends
-	// SWITCH_TO_IP_ADDRESS as; both ends must agree on it.
-	SwitchNotify wire.NotifyType
+	// SWITCH_TO_IP_ADDRESS as; both ends must agree on it. Default
+	// DefaultSwitchNotify (41042, 0xA052).
+	SwitchNotify uint16
 	// SwitchReturnRoutability (switch_return_routability) also runs the
 	// RFC 4555 COOKIE2 check for the UPDATE_SA_ADDRESSES that follows our
 	// own switch request. The draft says it is not needed (the client's
@@ -34,13 +20,9 @@ type rawGatewaySwitch struct {
 }
 
 func (r rawGatewaySwitch) validate() (GatewaySwitch, error) {
-	s := GatewaySwitch{SwitchNotify: DefaultSwitchNotify, SwitchReturnRoutability: boolOr(r.SwitchRR, false)}
-	if r.SwitchNotify != nil {
-		n := *r.SwitchNotify
-		if n < minSwitchNotify || n > maxSwitchNotify {
-			return s, fmt.Errorf("switch_notify: %d is outside the private-use range %d-%d", n, minSwitchNotify, maxSwitchNotify)
-		}
-		s.SwitchNotify = wire.NotifyType(n)
+	n, err := switchNotifyKey(r.SwitchNotify)
+	if err != nil {
+		return GatewaySwitch{}, err
 	}
-	return s, nil
+	return GatewaySwitch{SwitchNotify: n, SwitchReturnRoutability: boolOr(r.SwitchRR, false)}, nil
 }

@@ -3,8 +3,6 @@ package config
 import (
 	"strings"
 	"testing"
-
-	"github.com/roam-vpn/roam/ike/wire"
 )
 
 // TestGatewaySwitchKeys: switch_notify and switch_return_routability are
@@ -45,7 +43,7 @@ func TestGatewaySwitchKeys(t *testing.T) {
 			}
 		})
 	}
-	if DefaultSwitchNotify != wire.NotifyType(0xA052) {
+	if DefaultSwitchNotify != 0xA052 {
 		t.Errorf("DefaultSwitchNotify = %d, documented as 41042 (0xA052)", DefaultSwitchNotify)
 	}
 }

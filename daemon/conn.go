@@ -21,6 +21,7 @@ import (
 	"github.com/roam-vpn/roam/ike"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/mobility"
 	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
 )
@@ -118,6 +119,9 @@ type session struct {
 	peer   *esp.Peer
 	// stopMobility ends the SA's interface monitor and mover.
 	stopMobility context.CancelFunc
+	// mover runs the SA's path changes (nil without MOBIKE); a
+	// gateway's switch request goes through it (switch.go).
+	mover *mobility.Mover
 }
 
 func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
@@ -244,6 +248,10 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		RemoteTS:  p.RemoteTS,
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
+		// The gateway may move us to another of its addresses (switch.go).
+		Switch:       p.MOBIKE && p.Switch,
+		AcceptSwitch: acceptSwitch(p),
+		SwitchNotify: wire.NotifyType(p.SwitchNotify),
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
 		// Inbound ESP is a sign of life too: a busy tunnel is never probed.
@@ -410,9 +418,11 @@ func (c *conn) install(s *session) error {
 	if c.profile.MOBIKE && est.PeerMOBIKE {
 		mctx, stop := context.WithCancel(c.life)
 		s.stopMobility = stop
-		if err := c.startMobility(mctx, s.sa); err != nil {
+		mover, err := c.startMobility(mctx, s.sa)
+		if err != nil {
 			return err
 		}
+		s.mover = mover
 	}
 	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
 	if len(est.VirtualIPs) > 0 {
@@ -565,6 +575,8 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 	case *ike.ChildDeleted:
 		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
+	case *ike.SwitchRequested:
+		c.followSwitch(s, ev)
 	}
 }
 

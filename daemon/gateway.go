@@ -124,7 +124,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		Log:      log,
 
 		// SWITCH_TO_IP_ADDRESS (gateway_switch.go).
-		SwitchNotify:            g.SwitchNotify,
+		SwitchNotify:            wire.NotifyType(g.SwitchNotify),
 		SwitchReturnRoutability: g.SwitchReturnRoutability,
 		// RFC 6311 sync support for an HA pair (gateway_ha.go).
 		HA: g.HA != nil,

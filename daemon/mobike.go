@@ -76,10 +76,10 @@ func testsCurrent(cur esp.Path, paths []esp.Path) bool {
 
 // startMobility runs the interface monitor and the MOBIKE mover for an
 // established connection whose gateway supports MOBIKE. Both stop with ctx.
-func (c *conn) startMobility(ctx context.Context, sa *ike.SA) error {
+func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, error) {
 	mon, err := netmon.New(netmon.Options{Ignore: []string{c.dev.Name()}})
 	if err != nil {
-		return fmt.Errorf("interface monitor: %w", err)
+		return nil, fmt.Errorf("interface monitor: %w", err)
 	}
 	mover := mobility.New(c.mobilityConfig(ikeMobility{sa: sa, c: c}, mon.Addresses, mon.SetCurrent), sa.Path(), c.ifname)
 	go func() {
@@ -88,7 +88,7 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) error {
 		}
 	}()
 	go mover.Run(ctx, mon.Events())
-	return nil
+	return mover, nil
 }
 
 // mobilityConfig wires a Mover to the connection: ESP follows its moves and
@@ -131,8 +131,13 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 			c.pathChanges++
 			c.nat = m.NAT
 			c.mu.Unlock()
-			c.emit(Event{Event: EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
-				Interface: m.Interface, TookMS: m.Took.Milliseconds()})
+			ev := Event{Event: EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
+				FromGateway: m.From.Remote.String(), ToGateway: m.To.Remote.String(),
+				Interface: m.Interface, TookMS: m.Took.Milliseconds()}
+			if m.Switched {
+				ev.Reason = "the gateway asked to switch"
+			}
+			c.emit(ev)
 		},
 		OnSuspend:     func(reason string) { c.suspended(peer, reason) },
 		OnResume:      func(r mobility.Resume) { c.resumed(peer, r) },

@@ -1,140 +1,33 @@
 package daemon
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"net/netip"
-	"strings"
+	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/ike"
 )
 
-// Gateway events of responder-initiated moves (SWITCH_TO_IP_ADDRESS).
-const (
-	EventSwitchSent   = "switch-sent"   // the request left from the old address
-	EventSwitchDone   = "switch-done"   // the client's UPDATE_SA_ADDRESSES arrived at the new one; took_ms
-	EventSwitchFailed = "switch-failed" // refused, unanswered, or impossible; reason
-)
-
-// SwitchResult is what `roam gateway switch` prints.
-type SwitchResult struct {
-	Peer   string `json:"peer"`   // the client's identity
-	Remote string `json:"remote"` // its address:port, as the gateway sees it
-	From   string `json:"from"`   // the gateway address the SA used
-	To     string `json:"to"`     // and uses now
-	TookMS int64  `json:"took_ms"`
+// acceptSwitch is the profile's accept_switch as the engine's policy.
+func acceptSwitch(p *config.Profile) ike.SwitchPolicy {
+	if p.AcceptSwitch == config.AcceptSwitchAny {
+		return ike.SwitchAny
+	}
+	return ike.SwitchAnnounced
 }
 
-// GatewaySwitcher is a GatewayHandle that can ask a client to move its SAs
-// to another of the gateway's addresses. peer names the client by
-// identity, address or address:port; the call returns once the client's
-// SAs use to, or with one of the Err* reasons below.
-type GatewaySwitcher interface {
-	Switch(ctx context.Context, peer string, to netip.Addr) (SwitchResult, error)
-}
-
-// Why a switch did not happen. The gateway wraps them with the client and
-// address concerned, so the CLI prints one line naming the problem.
-var (
-	ErrUnknownPeer         = errors.New("no such client")
-	ErrAmbiguousPeer       = errors.New("more than one client matches")
-	ErrNotListenAddress    = errors.New("not one of the gateway's listen addresses")
-	ErrSwitchNotAdvertised = errors.New("the client did not advertise the switch extension (MOBIKE_SUPPORTED without 'R')")
-	ErrSwitchRefused       = errors.New("the client refused the switch")
-	ErrSwitchNoResponse    = errors.New("no response from the client")
-)
-
-func (b managerBackend) switchPeer(context.Context, string, string) (SwitchResult, error) {
-	return SwitchResult{}, errors.New("this control socket belongs to a client daemon; switch is `roam gateway switch --socket GATEWAY-SOCKET`")
-}
-
-func (b gatewayBackend) switchPeer(ctx context.Context, peer, to string) (SwitchResult, error) {
-	peer = strings.TrimSpace(peer)
-	if peer == "" {
-		return SwitchResult{}, errors.New("switch: no client named (--peer ID|ADDRESS)")
+// followSwitch acts on a gateway's SWITCH_TO_IP_ADDRESS the engine has
+// answered: accepted, the SA moves to the new gateway address at once
+// (mobility owns path changes; path-changed follows); refused, the engine
+// checks the old path itself and only the refusal is reported.
+func (c *conn) followSwitch(s *session, ev *ike.SwitchRequested) {
+	if !ev.Accepted {
+		c.emit(Event{Event: EventSwitchRefused, From: ev.From.String(), To: ev.To.String(), Reason: ev.Reason})
+		return
 	}
-	addr, err := netip.ParseAddr(strings.TrimSpace(to))
-	if err != nil {
-		return SwitchResult{}, fmt.Errorf("switch: --to %q is not an IP address", to)
+	c.emit(Event{Event: EventSwitchRequested, From: ev.From.String(), To: ev.To.String()})
+	if s == nil || s.mover == nil {
+		// The engine accepts switches only with MOBIKE, which runs a
+		// mover; without one the gateway waits for an update in vain.
+		c.log.Warn("switch accepted without path mobility", "to", ev.To)
+		return
 	}
-	sw, ok := b.handle.(GatewaySwitcher)
-	if !ok || b.handle == nil {
-		return SwitchResult{}, errors.New("switch: this gateway cannot move clients")
-	}
-	return sw.Switch(ctx, peer, addr.Unmap())
-}
-
-// switchCandidate is one client SA as the switch command sees it.
-type switchCandidate struct {
-	ID     string
-	Remote netip.AddrPort // the client's current address (its NAT's, behind one)
-}
-
-// matchPeer picks the one candidate that peer names: by identity, by
-// address:port, or by address alone when only one client uses it.
-func matchPeer(cands []switchCandidate, peer string) (int, error) {
-	var hits []int
-	ap, apErr := netip.ParseAddrPort(peer)
-	a, aErr := netip.ParseAddr(peer)
-	for i, c := range cands {
-		switch {
-		case c.ID == peer:
-		case apErr == nil && netip.AddrPortFrom(c.Remote.Addr().Unmap(), c.Remote.Port()) == netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()):
-		case aErr == nil && c.Remote.Addr().Unmap() == a.Unmap():
-		default:
-			continue
-		}
-		hits = append(hits, i)
-	}
-	switch len(hits) {
-	case 0:
-		return -1, fmt.Errorf("%w connected as %q (give its identity or its address as `roam status` shows it)", ErrUnknownPeer, peer)
-	case 1:
-		return hits[0], nil
-	}
-	var names []string
-	for _, i := range hits {
-		names = append(names, cands[i].ID+" at "+cands[i].Remote.String())
-	}
-	return -1, fmt.Errorf("%q: %w (%s); name it by address:port", peer, ErrAmbiguousPeer, strings.Join(names, ", "))
-}
-
-// checkSwitchTarget is the gateway's side of the draft's precondition: it
-// must already receive on to, so to is one of the listen addresses, and
-// the client can reach it only in the family it uses now.
-func checkSwitchTarget(listen []netip.Addr, from netip.Addr, to netip.Addr) error {
-	to = to.Unmap()
-	ours := false
-	for _, a := range listen {
-		if a.Unmap() == to {
-			ours = true
-		}
-	}
-	if !ours {
-		s := make([]string, len(listen))
-		for i, a := range listen {
-			s[i] = a.String()
-		}
-		return fmt.Errorf("%s is %w (listen = [%s])", to, ErrNotListenAddress, strings.Join(s, ", "))
-	}
-	from = from.Unmap()
-	if from == to {
-		return fmt.Errorf("the client already uses %s", to)
-	}
-	if from.IsValid() && from.Is4() != to.Is4() {
-		return fmt.Errorf("%s and the client's current gateway address %s are of different IP families", to, from)
-	}
-	return nil
-}
-
-// switchTarget picks where to move SAs off gone: the first listen address
-// of the same family other than gone that is usable now.
-func switchTarget(listen []netip.Addr, usable func(netip.Addr) bool, gone netip.Addr) (netip.Addr, bool) {
-	gone = gone.Unmap()
-	for _, a := range listen {
-		a = a.Unmap()
-		if a != gone && a.Is4() == gone.Is4() && usable(a) {
-			return a, true
-		}
-	}
-	return netip.Addr{}, false
+	s.mover.SwitchTo(ev.To)
 }

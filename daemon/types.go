@@ -124,6 +124,7 @@ const (
 	EventPathChanged     = "path-changed"
 	EventNATChanged      = "nat-changed"
 	EventSwitchRequested = "switch-requested"
+	EventSwitchRefused   = "switch-refused"
 	EventSuspended       = "suspended"
 	EventResumed         = "resumed"
 	EventRekeyed         = "rekeyed"
@@ -144,6 +145,11 @@ type Event struct {
 	Reason    string    `json:"reason,omitempty"`
 	VirtualIP string    `json:"virtual_ip,omitempty"`
 	Proposal  string    `json:"proposal,omitempty"`
+
+	// FromGateway and ToGateway are the gateway's ends of a path change
+	// (path-changed): a switch moves them while From and To stay.
+	FromGateway string `json:"from_gateway,omitempty"`
+	ToGateway   string `json:"to_gateway,omitempty"`
 }
 
 // eventTimeLayout is RFC 3339 with all nine fractional digits, so lines

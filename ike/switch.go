@@ -279,11 +279,13 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, frags: frags, keepSA: true, sched: &sched}
 		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleSwitchResponse(sw, opt, ps, res) }
 		r.onTimeout = func(err error) {
-			if !opt.MessageID0 && sa.nextMsgID == msgID+1 {
-				// The peer may never have seen the request; then it
-				// still expects this Message ID, and the SA we keep
-				// would be deaf to everything we send after. If it did
-				// see it, it answers a reuse with its cached response.
+			if opt.OldGone && !opt.MessageID0 && sa.nextMsgID == msgID+1 {
+				// With our old address gone the request most likely
+				// never reached the peer, which then still expects this
+				// Message ID: the SA we keep would be deaf to everything
+				// we send next. (Had it arrived, the peer answers a reuse
+				// with its cached response.) With the old path working,
+				// the request arrived and only the answer was lost.
 				sa.nextMsgID = msgID
 			}
 			sa.switchFailed(sw, opt, fmt.Errorf("ike: no answer to SWITCH_TO_IP_ADDRESS(%s): %w", to, err), res)

@@ -41,6 +41,8 @@ type Move struct {
 	Interface string
 	NAT       bool
 	Took      time.Duration // from the triggering event to the SA's update
+	// Switched: the gateway asked for this move (SwitchTo).
+	Switched bool
 }
 
 // Resume reports that traffic flows again after an outage (OnSuspend).
@@ -144,6 +146,10 @@ type Mover struct {
 	mu      sync.Mutex
 	current esp.Path
 	ifname  string
+	// switchTo is the gateway address SwitchTo asked for, taken by Run
+	// when switchWake fires.
+	switchTo   netip.Addr
+	switchWake chan struct{}
 
 	// At most one update is in flight (moving); triggers that arrive
 	// meanwhile are merged into pending and run after it, with the
@@ -186,6 +192,9 @@ type request struct {
 	// via: the peer's traffic arrives from another port of its address
 	// (a NAT in front of it moved): test that path first.
 	via *esp.Path
+	// switchTo: the gateway asked us to move to this address of its
+	// (SWITCH_TO_IP_ADDRESS): the newest request wins.
+	switchTo netip.Addr
 }
 
 func (r *request) merge(o request) {
@@ -200,6 +209,9 @@ func (r *request) merge(o request) {
 	r.retry = r.retry || o.retry
 	if o.via != nil {
 		r.via = o.via
+	}
+	if o.switchTo.IsValid() {
+		r.switchTo = o.switchTo
 	}
 }
 
@@ -224,7 +236,35 @@ func New(cfg Config, start esp.Path, ifname string) *Mover {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname}
+	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname, switchWake: make(chan struct{}, 1)}
+}
+
+// SwitchTo moves the SA to the gateway's address to (same port) at once,
+// as the gateway asked with SWITCH_TO_IP_ADDRESS and the SA accepted: the
+// path from the current local address is tested first, then those from
+// the other addresses. It does not block; an update in flight finishes
+// first, and of several requests the newest wins. Should to not answer,
+// the current path and the others are tested as after a silence.
+func (m *Mover) SwitchTo(to netip.Addr) {
+	m.mu.Lock()
+	m.switchTo = to.Unmap()
+	m.mu.Unlock()
+	select {
+	case m.switchWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeSwitch turns the address SwitchTo left into a request.
+func (m *Mover) takeSwitch(now time.Time) {
+	m.mu.Lock()
+	to := m.switchTo
+	m.switchTo = netip.Addr{}
+	m.mu.Unlock()
+	if to.IsValid() {
+		m.log.Info("gateway asks to switch", "to", to)
+		m.want(request{at: now, switchTo: to})
+	}
 }
 
 // Current returns the path in use and its interface name.
@@ -276,6 +316,8 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 			}
 		case now := <-timerC(m.retry):
 			m.want(request{at: now, retry: true})
+		case <-m.switchWake:
+			m.takeSwitch(time.Now())
 		}
 		m.kick(ctx, results)
 	}
@@ -525,6 +567,7 @@ const (
 	kindLost         // the current path is gone
 	kindRefresh      // the current path went silent or the system woke up
 	kindBetter       // a preferred uplink appeared
+	kindSwitch       // the gateway asked us to move to another address of its
 )
 
 // plan decides what req calls for now (a loss may be stale by the time an
@@ -534,6 +577,9 @@ func (m *Mover) plan(req request) (kind, []candidate) {
 	addrs := slices.DeleteFunc(m.cfg.Addresses(), func(a netmon.Address) bool {
 		return slices.Contains(req.gone, a.Addr) || slices.Contains(req.goneIf, a.IfIndex)
 	})
+	if req.switchTo.IsValid() {
+		return kindSwitch, m.switchCandidates(req, addrs)
+	}
 	all := m.candidates(addrs)
 	switch {
 	case m.broken:
@@ -580,6 +626,12 @@ func (m *Mover) finish(ctx context.Context, r result) {
 		if r.kind == kindBetter && !m.broken {
 			return // the current path still works; the new one does not
 		}
+		if r.kind == kindSwitch {
+			// The gateway's new address does not answer; its old one,
+			// or another it announced, may.
+			m.want(request{at: r.at, refresh: true})
+			return
+		}
 		m.suspend(fmt.Sprintf("%v: %v", ErrNoPath, r.err), r.at)
 		if len(m.cfg.Addresses()) > 0 {
 			stopTimer(m.retry)
@@ -615,7 +667,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	portOnly := to.Local == r.from.Local && to.IfIndex == r.from.IfIndex && to.Remote.Addr() == r.from.Remote.Addr()
 	if to != r.from && !portOnly {
 		if m.cfg.OnMove != nil {
-			m.cfg.OnMove(Move{From: r.from, To: to, Interface: ifname, NAT: r.probe.NATLocal, Took: took})
+			m.cfg.OnMove(Move{From: r.from, To: to, Interface: ifname, NAT: r.probe.NATLocal, Took: took, Switched: r.kind == kindSwitch})
 		}
 	} else if r.kind == kindRefresh && m.cfg.OnNATRefresh != nil {
 		m.cfg.OnNATRefresh(to, took)
@@ -655,15 +707,42 @@ func (m *Mover) rank(ifname string) int {
 	return len(m.cfg.Interfaces)
 }
 
+// switchCandidates lists the paths to the gateway address req.switchTo:
+// from the current local address first (the gateway reached us there, and
+// the SA answered it from there), then from the other usable addresses.
+func (m *Mover) switchCandidates(req request, addrs []netmon.Address) []candidate {
+	cur, curIf := m.Current()
+	to := netip.AddrPortFrom(req.switchTo, cur.Remote.Port())
+	var out []candidate
+	if !slices.Contains(req.gone, cur.Local.Addr()) && !slices.Contains(req.goneIf, cur.IfIndex) &&
+		cur.Local.Addr().Unmap().Is4() == to.Addr().Is4() {
+		p := cur
+		p.Remote = to
+		out = append(out, candidate{path: p, ifname: curIf})
+	}
+	for _, c := range m.candidatesTo(addrs, []netip.Addr{to.Addr()}) {
+		if c.path.Local != cur.Local || c.path.IfIndex != cur.IfIndex {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // candidates pairs every address with every peer address of the same
 // family, preferred uplinks first; the current path's ports are kept (4500
 // after the float).
 func (m *Mover) candidates(addrs []netmon.Address) []candidate {
-	cur, curIf := m.Current()
+	cur, _ := m.Current()
 	peers := m.cfg.SA.PeerAddresses()
 	if len(peers) == 0 {
 		peers = []netip.Addr{cur.Remote.Addr()}
 	}
+	return m.candidatesTo(addrs, peers)
+}
+
+// candidatesTo pairs addrs with peers (see candidates).
+func (m *Mover) candidatesTo(addrs []netmon.Address, peers []netip.Addr) []candidate {
+	cur, curIf := m.Current()
 	var out []candidate
 	for _, a := range addrs {
 		for _, p := range peers {

@@ -27,6 +27,8 @@ type fakeSA struct {
 	rtt     time.Duration // how long a working path takes to answer
 	calls   [][]esp.Path
 	updates []esp.Path
+	// deadRemote: gateway addresses that answer on no path.
+	deadRemote map[netip.Addr]bool
 }
 
 func (f *fakeSA) PeerAddresses() []netip.Addr {
@@ -40,7 +42,7 @@ func (f *fakeSA) Move(ctx context.Context, paths []esp.Path) (Probe, error) {
 	f.calls = append(f.calls, slices.Clone(paths))
 	timeout, rtt := f.timeout, f.rtt
 	for _, p := range paths {
-		if f.working[p.Local.Addr()] {
+		if f.working[p.Local.Addr()] && !f.deadRemote[p.Remote.Addr()] {
 			f.updates = append(f.updates, p)
 			f.mu.Unlock()
 			time.Sleep(rtt)

@@ -161,8 +161,16 @@ func TestSwitchRoamGateway(t *testing.T) {
 			e.fail(t, "TCP connection through the tunnel broke: %v", err)
 		}
 		after := e.gatewaySide(t)
-		if after.Gateway != netip.AddrPortFrom(gwR2, 4500).String() || after.Remote != before.Remote {
-			e.fail(t, "gateway side after the switch: %s <-> %s, want %s:4500 <-> %s", after.Gateway, after.Remote, gwR2, before.Remote)
+		moved, err := netip.ParseAddrPort(after.Remote)
+		if after.Gateway != netip.AddrPortFrom(gwR2, 4500).String() || err != nil || moved.Addr() != mapping.Addr() {
+			e.fail(t, "gateway side after the switch: %s <-> %s, want %s:4500 <-> %s", after.Gateway, after.Remote, gwR2, mapping.Addr())
+		}
+		// Our stray packet left an inbound conntrack entry for R2 on the
+		// client's public port, so the client's own flow to R2 usually
+		// gets another one (lab.md: nf_nat picks a new port on a
+		// collision); the gateway learns it from the UPDATE_SA_ADDRESSES.
+		if moved != mapping {
+			t.Logf("the NAT mapped the client's flow to R2 to port %d (was %d toward R1)", moved.Port(), mapping.Port())
 		}
 		cl := connected(t, e.r, "corp")
 		if !strings.HasPrefix(cl.Remote, gwR2.String()+":") && !strings.HasPrefix(cl.Gateway, gwR2.String()) {

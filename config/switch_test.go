@@ -1,0 +1,59 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSwitchKeys(t *testing.T) {
+	psk := writeFile(t, t.TempDir(), "corp.psk", "s3cret\n", 0o600)
+	base := `[profiles.corp]
+gateway = "198.51.100.1"
+local_id = "alice@example.com"
+remote_id = "vpn.example.com"
+psk_file = "` + psk + `"
+`
+	tests := []struct {
+		name    string
+		keys    string
+		sw      bool
+		accept  string
+		notify  uint16
+		wantErr string
+	}{
+		{name: "defaults", sw: true, accept: "announced", notify: 41042},
+		{name: "off", keys: "switch = false\n", sw: false, accept: "announced", notify: 41042},
+		{name: "any", keys: "accept_switch = \"any\"\n", sw: true, accept: "any", notify: 41042},
+		{name: "announced", keys: "accept_switch = \"announced\"\n", sw: true, accept: "announced", notify: 41042},
+		{name: "own notify", keys: "switch_notify = 40960\n", sw: true, accept: "announced", notify: 40960},
+		{name: "top of the range", keys: "switch_notify = 65535\n", sw: true, accept: "announced", notify: 65535},
+		{name: "bad accept_switch", keys: "accept_switch = \"always\"\n", wantErr: `accept_switch: "always" is not "announced" or "any"`},
+		{name: "notify below the range", keys: "switch_notify = 16400\n", wantErr: "switch_notify: 16400 is outside the private-use range 40960-65535"},
+		{name: "notify above the range", keys: "switch_notify = 70000\n", wantErr: "switch_notify: 70000 is outside"},
+		{name: "negative notify", keys: "switch_notify = -1\n", wantErr: "switch_notify: -1 is outside"},
+		{name: "notify as text", keys: "switch_notify = \"41042\"\n", wantErr: "switch_notify"},
+		{name: "switch not a bool", keys: "switch = \"yes\"\n", wantErr: "switch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps, err := LoadProfiles(writeFile(t, t.TempDir(), "roam.toml", base+tt.keys, 0o644))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "\n") {
+					t.Fatalf("error is not one line: %q", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := ps["corp"]
+			if p.Switch != tt.sw || p.AcceptSwitch != tt.accept || p.SwitchNotify != tt.notify {
+				t.Errorf("switch %v accept_switch %q switch_notify %d, want %v %q %d",
+					p.Switch, p.AcceptSwitch, p.SwitchNotify, tt.sw, tt.accept, tt.notify)
+			}
+		})
+	}
+}

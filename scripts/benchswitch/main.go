@@ -1,0 +1,620 @@
+// Command benchswitch is issue 5's benchmark (make bench-switch): in the
+// netns lab, with a delay line of -delay each way on the client's uplinks,
+// roam gateway moves a roam client behind nat-wlan between its addresses
+// R1 and R2 with `roam gateway switch` (SWITCH_TO_IP_ADDRESS), -reps times,
+// and, in the same lab and interleaved with it, the client makes a full
+// reconnect (roam disconnect + roam connect) as the anchor. A UDP prober in
+// the client namespace sends a probe every -interval through the tunnel to
+// a responder behind the gateway; the delay line of nat-wlan tells which
+// gateway address each tunnel packet comes from.
+//
+// The figure is the time from the command to the first tunnel packet
+// through the new gateway address (released toward the client); the
+// target for the switch is 2 RTT + 10 ms. It prints per-scenario median and
+// max, the switch/reconnect ratio, and one machine-readable line per
+// scenario. It needs root and is not part of CI.
+//
+// Scenarios come in groups that share one lab (setup once, repetitions
+// interleaved): the HA failover of issue 5 (kill the active node, first
+// packet through the standby) is a group of its own with a two-node
+// setup; see groups below.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+	"github.com/roam-vpn/roam/scripts/lab/probe"
+)
+
+const psk = "bench-switch-psk-correct-horse"
+
+// probePort is the responder's UDP port on the host behind the gateway.
+const probePort = 9000
+
+type config struct {
+	reps      int
+	bound     time.Duration
+	delay     time.Duration
+	interval  time.Duration
+	scenarios map[string]bool // empty: all
+	roamBin   string
+	delayBin  string
+	logDir    string
+}
+
+// env is one group's lab with the client connected and probing.
+type env struct {
+	l      *lab.Lab
+	delays lab.Delays
+	client *lab.Roam
+	gw     *lab.Roam // roam gateway's control socket (a group may leave it nil)
+	gwProc *lab.Proc
+	snd    *probe.Sender
+	// cur is the gateway address the tunnel uses now; a trigger updates it.
+	cur netip.Addr
+	// router is the client's NAT router (its delay line sees the tunnel).
+	router string
+	logs   func() map[string]string
+}
+
+// move is what a trigger did, for the measurement.
+type move struct {
+	to netip.Addr // the gateway address the tunnel must come through afterwards
+	// since: tunnel packets from to before this are not the new path's
+	// (a reconnect to the same address: the old SA's last packets).
+	since time.Time
+	// applied: the change is certainly in effect (probes sent from here on
+	// can prove recovery).
+	applied time.Time
+}
+
+// scenario is one kind of move, repeated -reps times in its group's lab.
+type scenario struct {
+	name, desc string
+	// trigger makes the move for repetition rep (1-based), starting at
+	// event (already taken: the benchmark's clock starts before it).
+	trigger func(cfg config, e *env, rep int, event time.Time) (move, error)
+	// target, when set, is the scenario's goal for the median, from the
+	// tunnel RTT measured before the event.
+	target func(rtt time.Duration) time.Duration
+	// anchor marks the scenario the others are compared with.
+	anchor bool
+}
+
+// group is scenarios sharing one lab: setup builds it and connects the
+// client (e.cur set), then the scenarios' repetitions interleave.
+type group struct {
+	name      string
+	setup     func(cfg config, e *env) error
+	scenarios []scenario
+}
+
+var groups = []group{
+	{name: "roam-gateway", setup: setupRoamGateway, scenarios: []scenario{switchScenario, reconnectScenario}},
+	// Issue 5's HA failover (helper h4) goes here as its own group: a
+	// setup with the two gateway nodes (active at R1, standby at R2) and
+	// the client connected through the active one, and a scenario whose
+	// trigger kills the active node (SIGKILL) and returns
+	// move{to: the standby's address, since: event, applied: event},
+	// restarting the killed node as the new standby before it returns
+	// so the next repetition fails over back. The measurement and the
+	// report below need nothing else.
+}
+
+var switchScenario = scenario{
+	name: "switch", desc: "roam gateway switch --to the other address (SWITCH_TO_IP_ADDRESS)",
+	trigger: func(cfg config, e *env, rep int, event time.Time) (move, error) {
+		to := lab.GatewayAddr2.Addr()
+		if e.cur == to {
+			to = lab.GatewayAddr1.Addr()
+		}
+		out, err := e.gw.GatewaySwitch(lab.ClientID, to, cfg.bound)
+		if err != nil {
+			return move{}, fmt.Errorf("%w: %s", err, strings.TrimSpace(out))
+		}
+		e.cur = to
+		return move{to: to, since: event, applied: event}, nil
+	},
+	target: func(rtt time.Duration) time.Duration { return 2*rtt + 10*time.Millisecond },
+}
+
+var reconnectScenario = scenario{
+	name: "reconnect", desc: "roam disconnect + roam connect (a new IKE SA, the anchor)", anchor: true,
+	trigger: func(cfg config, e *env, rep int, event time.Time) (move, error) {
+		if out, err := e.client.Disconnect("corp"); err != nil {
+			return move{}, fmt.Errorf("disconnect: %w: %s", err, out)
+		}
+		// The old SA is gone on both sides once disconnect returned: the
+		// gateway answered its DELETE.
+		since := time.Now()
+		if out, err := e.client.Connect("corp", cfg.bound); err != nil {
+			return move{}, fmt.Errorf("connect: %w: %s", err, out)
+		}
+		e.cur = lab.GatewayAddr1.Addr() // the profile's gateway
+		return move{to: e.cur, since: since, applied: since}, nil
+	},
+}
+
+type run struct {
+	rep      int
+	res      probe.Result
+	firstPkt time.Duration // event to the first tunnel packet from the new address
+	trigger  time.Duration // how long the command took
+	err      error
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-switch:", err)
+		os.Exit(2)
+	}
+	if err := bench(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-switch:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags reads flags, each defaulting to its environment variable.
+func parseFlags(args []string, getenv func(string) string) (config, error) {
+	envDefault := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	cfg := config{scenarios: map[string]bool{}}
+	fs := flag.NewFlagSet("bench-switch", flag.ContinueOnError)
+	reps := fs.String("reps", envDefault("REPS", "10"), "repetitions per scenario (env REPS)")
+	bound := fs.String("bound", envDefault("BOUND", "10s"), "a move whose first packet on the new path is later than this counts as not recovered (env BOUND)")
+	delay := fs.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each client uplink (env DELAY)")
+	interval := fs.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
+	scen := fs.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names; empty = all (env SCENARIOS)")
+	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save logs of failed runs into this directory (env LOGS)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
+		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
+	}
+	for _, d := range []struct {
+		name, s string
+		to      *time.Duration
+		zeroOK  bool
+	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false}} {
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v < 0 || v == 0 && !d.zeroOK {
+			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
+		}
+		*d.to = v
+	}
+	known := map[string]bool{}
+	var names []string
+	for _, g := range groups {
+		for _, s := range g.scenarios {
+			known[s.name] = true
+			names = append(names, s.name)
+		}
+	}
+	for _, s := range strings.Split(*scen, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !known[s] {
+			return cfg, fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(names, ", "))
+		}
+		cfg.scenarios[s] = true
+	}
+	return cfg, nil
+}
+
+func (cfg config) wanted(s scenario) bool { return len(cfg.scenarios) == 0 || cfg.scenarios[s.name] }
+
+func bench(cfg config) error {
+	if !lab.Root() {
+		return errors.New("needs root (network namespaces): sudo make bench-switch")
+	}
+	bin, err := os.MkdirTemp("", "bench-switch-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
+		return err
+	}
+	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
+		return err
+	}
+	started := time.Now()
+	results := map[string][]run{}
+	var order []scenario
+	for _, g := range groups {
+		var ss []scenario
+		for _, s := range g.scenarios {
+			if cfg.wanted(s) {
+				ss = append(ss, s)
+			}
+		}
+		if len(ss) == 0 {
+			continue
+		}
+		order = append(order, ss...)
+		if err := runGroup(cfg, g, ss, results); err != nil {
+			return fmt.Errorf("%s: %w", g.name, err)
+		}
+	}
+	report(os.Stdout, cfg, order, results, time.Since(started))
+	return nil
+}
+
+// runGroup builds the group's lab once and runs its scenarios' repetitions
+// interleaved, so slow phases of the shared machine hit them alike.
+func runGroup(cfg config, g group, ss []scenario, results map[string][]run) error {
+	e := &env{delays: lab.Delays{}, router: lab.NATWLAN}
+	l, err := lab.New(lab.Options{OnUplink: lab.DelayUplinks(cfg.delayBin, cfg.delay, e.delays)})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	e.l = l
+	// The delay lines hold IPv4 only: keep the client off the lab's IPv6
+	// path (as bench-roam does).
+	if err := l.Exec(lab.Client, "ip", "-6", "addr", "flush", "dev", lab.WWAN, "scope", "global"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var rconn *net.UDPConn
+	if err := l.InNS(lab.Host, func() (err error) {
+		rconn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.HostAddr.Addr().AsSlice(), Port: probePort})
+		return err
+	}); err != nil {
+		return err
+	}
+	go probe.NewResponder(rconn).Serve(ctx)
+	if err := g.setup(cfg, e); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	var sconn *net.UDPConn
+	if err := l.InNS(lab.Client, func() (err error) {
+		sconn, err = net.ListenUDP("udp4", &net.UDPAddr{})
+		return err
+	}); err != nil {
+		return err
+	}
+	e.snd = probe.NewSender(sconn, netip.AddrPortFrom(lab.HostAddr.Addr(), probePort), cfg.interval, rand.Uint32())
+	sctx, stopProbes := context.WithCancel(ctx)
+	sdone := make(chan struct{})
+	go func() {
+		e.snd.Run(sctx, 300*time.Millisecond)
+		close(sdone)
+	}()
+	defer func() {
+		stopProbes()
+		<-sdone
+	}()
+	total := cfg.reps * len(ss)
+	n := 0
+	for rep := 1; rep <= cfg.reps; rep++ {
+		for _, s := range ss {
+			n++
+			r := measure(cfg, e, s, rep)
+			results[s.name] = append(results[s.name], r)
+			fmt.Fprintf(os.Stderr, "[%d/%d] %s rep %d: %s\n", n, total, s.name, rep, describe(r))
+			if r.err != nil && cfg.logDir != "" && e.logs != nil {
+				saveLogs(cfg.logDir, fmt.Sprintf("%s-%d", s.name, rep), e.logs())
+			}
+		}
+	}
+	return nil
+}
+
+// setupRoamGateway starts roam gateway (listening on R1 and R2) and
+// connects the roam client to R1 through nat-wlan.
+func setupRoamGateway(cfg config, e *env) error {
+	dir := filepath.Join(e.l.Dir, "gw")
+	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
+	if err != nil {
+		return err
+	}
+	e.gw = &lab.Roam{Lab: e.l, NS: lab.Gateway, Bin: cfg.roamBin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
+	if e.gwProc, err = e.gw.StartGateway(); err != nil {
+		return err
+	}
+	cdir := filepath.Join(e.l.Dir, "roam")
+	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	if err != nil {
+		return err
+	}
+	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
+	e.logs = func() map[string]string {
+		m := map[string]string{"gateway.out": e.gwProc.Output()}
+		b, _ := os.ReadFile(filepath.Join(cdir, "roam.log"))
+		m["roam.log"] = string(b)
+		if _, raw, err := e.gw.Status(); err == nil {
+			m["gateway-status.json"] = raw
+		}
+		return m
+	}
+	var out string
+	for i := 0; i < 5; i++ { // the gateway may still be binding
+		if out, err = e.client.Connect("corp", 20*time.Second); err == nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("roam connect: %w: %s", err, out)
+	}
+	e.cur = lab.GatewayAddr1.Addr()
+	return nil
+}
+
+// measure runs one repetition: steady state on e.cur, a second of
+// baseline, the trigger, then the first tunnel packet from the new address
+// and the probes around it.
+func measure(cfg config, e *env, s scenario, rep int) run {
+	out := run{rep: rep}
+	if err := steady(e, 15*time.Second); err != nil {
+		out.err = fmt.Errorf("before the move: %w", err)
+		return out
+	}
+	window := time.Now()
+	time.Sleep(time.Second)
+	event := time.Now()
+	mv, err := s.trigger(cfg, e, rep, event)
+	out.trigger = time.Since(event)
+	if err != nil {
+		out.err = fmt.Errorf("trigger: %w", err)
+		return out
+	}
+	dl := e.delays[e.router]
+	var newPath time.Time
+	deadline := event.Add(cfg.bound)
+	for time.Now().Before(deadline) {
+		if p, ok := dl.FirstInFrom(mv.since, mv.to); ok {
+			newPath = p.Release
+			out.firstPkt = p.Release.Sub(event)
+			// A second of probes after the move: losses right after it count.
+			if until := time.Now().Add(time.Second); until.Before(deadline) {
+				deadline = until
+			}
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !dl.Running() {
+		out.err = fmt.Errorf("delay line died: %s", dl.Output())
+		return out
+	}
+	out.res = probe.Analyze(e.snd.Records(), probe.Move{Event: event, Applied: mv.applied, NewPath: newPath, WindowStart: window, Bound: cfg.bound})
+	if newPath.IsZero() {
+		out.firstPkt = 0
+	}
+	return out
+}
+
+// steady waits until probes are answered and the tunnel's packets toward
+// the client come from e.cur.
+func steady(e *env, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		since := time.Now().Add(-300 * time.Millisecond)
+		_, answered := e.snd.Answered(since, since)
+		p, ok := e.delays[e.router].LastIn()
+		if answered && ok && p.Peer == e.cur && p.Release.After(since) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tunnel not carrying probes from %s after %v", e.cur, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func describe(r run) string {
+	if r.err != nil {
+		return "ERROR " + r.err.Error()
+	}
+	s := fmt.Sprintf("command %s, sent %d, lost %d, longest silence %s, rtt %s", ms(r.trigger), r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT))
+	if r.firstPkt > 0 {
+		return fmt.Sprintf("first packet on the new path after %s; %s", ms(r.firstPkt), s)
+	}
+	return "no packet on the new path within the bound; " + s
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+
+func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func saveLogs(dir, name string, files map[string]string) {
+	d := filepath.Join(dir, name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-switch: logs:", err)
+		return
+	}
+	for f, s := range files {
+		if err := os.WriteFile(filepath.Join(d, f), []byte(s), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-switch: logs:", err)
+		}
+	}
+}
+
+// summary of one scenario's runs.
+type summary struct {
+	Scenario   string    `json:"scenario"`
+	Runs       int       `json:"runs"`
+	Errors     int       `json:"errors"`
+	Recovered  int       `json:"recovered"`
+	MedianMS   *float64  `json:"median_ms"` // first packet on the new path
+	MaxMS      *float64  `json:"max_ms"`
+	EchoMS     *float64  `json:"echo_median_ms"` // first probe echo on the new path
+	RTTMS      *float64  `json:"rtt_ms"`
+	TargetMS   *float64  `json:"target_ms,omitempty"`
+	MeetsGoal  *bool     `json:"meets_target,omitempty"`
+	LostMedian *int      `json:"lost_median"`
+	LostMax    *int      `json:"lost_max"`
+	CommandMS  *float64  `json:"command_median_ms"`
+	Ratio      *float64  `json:"ratio_to_anchor,omitempty"`
+	FirstMS    []float64 `json:"first_packet_ms"`
+	Lost       []int     `json:"lost"`
+	median     time.Duration
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func median(v []time.Duration) time.Duration {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func summarize(s scenario, runs []run) summary {
+	sum := summary{Scenario: s.name, Runs: len(runs), FirstMS: []float64{}, Lost: []int{}}
+	var first, cmd []time.Duration
+	var rs []probe.Result
+	for _, r := range runs {
+		if r.err != nil {
+			sum.Errors++
+			continue
+		}
+		rs = append(rs, r.res)
+		cmd = append(cmd, r.trigger)
+		sum.Lost = append(sum.Lost, r.res.Lost)
+		if r.firstPkt > 0 {
+			first = append(first, r.firstPkt)
+			sum.FirstMS = append(sum.FirstMS, msf(r.firstPkt))
+		}
+	}
+	sum.Recovered = len(first)
+	ps := probe.Summarize(rs)
+	if len(first) > 0 {
+		sum.median = median(first)
+		sum.MedianMS, sum.MaxMS = ptr(msf(sum.median)), ptr(msf(slices.Max(first)))
+	}
+	if ps.Recovered > 0 {
+		sum.EchoMS = ptr(msf(ps.Median))
+	}
+	if ps.RTT > 0 {
+		sum.RTTMS = ptr(msf(ps.RTT))
+		if s.target != nil {
+			tg := s.target(ps.RTT)
+			sum.TargetMS = ptr(msf(tg))
+			if len(first) > 0 {
+				sum.MeetsGoal = ptr(sum.median <= tg)
+			}
+		}
+	}
+	if len(rs) > 0 {
+		sum.LostMedian, sum.LostMax = ptr(ps.LostMed), ptr(ps.LostMax)
+	}
+	if len(cmd) > 0 {
+		sum.CommandMS = ptr(msf(median(cmd)))
+	}
+	return sum
+}
+
+func report(w io.Writer, cfg config, order []scenario, results map[string][]run, took time.Duration) {
+	fmt.Fprintf(w, "\nbench-switch: gateway-initiated moves vs a full reconnect (roam client behind nat-wlan, roam gateway)\n")
+	fmt.Fprintf(w, "%v one-way delay on each client uplink; a probe every %v through the tunnel; %d repetitions per scenario, interleaved in one lab per group; took %v\n\n",
+		cfg.delay, cfg.interval, cfg.reps, took.Round(time.Second))
+	sums := map[string]summary{}
+	var anchor *summary
+	for _, s := range order {
+		sum := summarize(s, results[s.name])
+		sums[s.name] = sum
+		if s.anchor {
+			a := sum
+			anchor = &a
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\trecovered\tmedian ms\tmax ms\techo med ms\tRTT ms\ttarget ms\tlost med\tlost max\tcommand ms\tratio\t")
+	var lines []string
+	for _, s := range order {
+		sum := sums[s.name]
+		if anchor != nil && !s.anchor && sum.Recovered > 0 && anchor.Recovered > 0 && anchor.median > 0 {
+			sum.Ratio = ptr(float64(sum.median) / float64(anchor.median))
+		}
+		f := func(p *float64) string {
+			if p == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", *p)
+		}
+		d := func(p *int) string {
+			if p == nil {
+				return "-"
+			}
+			return strconv.Itoa(*p)
+		}
+		rec := fmt.Sprintf("%d/%d", sum.Recovered, sum.Runs)
+		if sum.Errors > 0 {
+			rec += fmt.Sprintf(" (%d err)", sum.Errors)
+		}
+		target := f(sum.TargetMS)
+		if sum.MeetsGoal != nil {
+			if *sum.MeetsGoal {
+				target += " met"
+			} else {
+				target += " MISSED"
+			}
+		}
+		ratio := "-"
+		if s.anchor {
+			ratio = "anchor"
+		} else if sum.Ratio != nil {
+			ratio = fmt.Sprintf("%.2f", *sum.Ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.name, rec, f(sum.MedianMS), f(sum.MaxMS), f(sum.EchoMS), f(sum.RTTMS),
+			target, d(sum.LostMedian), d(sum.LostMax), f(sum.CommandMS), ratio)
+		b, _ := json.Marshal(sum)
+		lines = append(lines, "BENCH-SWITCH "+string(b))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	for _, s := range order {
+		fmt.Fprintf(w, "  %-10s %s\n", s.name, s.desc)
+	}
+	fmt.Fprintln(w, `
+median/max: from the start of the command to the first tunnel packet from the new
+gateway address that the client's NAT router forwarded to the client (a reconnect:
+the first of the new SA). echo med: to the first probe echo over the new path.
+target: 2 RTT + 10 ms for the switch (RTT: the probes' before the command).
+lost: probes without an echo from 1 s before the command to 1 s after the first
+packet. command: how long the CLI command(s) took. ratio: median / the anchor's.`)
+	fmt.Fprintln(w)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
