@@ -255,11 +255,16 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 	ps := append([]wire.Payload{switchNotify(sa.switchType(), to)}, opt.Extra...)
 	send := func() {
 		if sa.state != stateEstablished || sa.sw != sw {
-			sa.completeRequest()
+			// Queued behind another request, and overtaken meanwhile.
 			if sa.sw == sw {
 				sa.sw = nil
 			}
-			res <- fmt.Errorf("ike: switch to %s abandoned in state %s", to, sa.state)
+			if sa.state == stateEstablished && sa.path.Local.Addr().Unmap() == to {
+				res <- nil // the peer moved there by itself
+			} else {
+				res <- fmt.Errorf("ike: switch to %s abandoned in state %s", to, sa.state)
+			}
+			sa.completeRequest()
 			return
 		}
 		msgID := sa.nextMsgID
@@ -296,7 +301,9 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 		sa.emit(&SwitchSent{SA: sa, From: old, To: to})
 	}
 	if sa.out != nil {
-		sa.queue = append(sa.queue, send)
+		// Next after the outstanding request (the window is one): the
+		// address we ask the peer to leave may be going away.
+		sa.queue = append([]func(){send}, sa.queue...)
 		return
 	}
 	send()

@@ -55,7 +55,9 @@ func requestFrom(t *testing.T, sa *SA, path esp.Path, ps []wire.Payload) <-chan 
 			paths: func(int) (esp.Path, bool) { return path, true }}
 		r.onResponse = func(wire.Header, []wire.Payload, []byte) { res <- nil }
 		r.onTimeout = func(err error) {
-			sa.nextMsgID = msgID
+			if sa.nextMsgID == msgID+1 {
+				sa.nextMsgID = msgID
+			}
 			res <- err
 		}
 		sa.sendRequest(r)
@@ -87,6 +89,20 @@ func TestSwitchThroughRestrictedNAT(t *testing.T) {
 	if !gw.SwitchCapable() {
 		t.Fatal("gateway: client not switch capable")
 	}
+	// ESP in UDP from the gateway's R2 end, as its dataplane would send
+	// after moving: counted where the client receives it.
+	var espIn atomic.Uint64
+	natted.HandleESP(func(d netsim.Datagram) {
+		if d.Src == gw2NATT {
+			espIn.Add(1)
+		}
+	})
+	espFromR2 := func() {
+		t.Helper()
+		if err := e.gwHost.Send(gw2NATT, gw.Path().Remote, []byte{0x0a, 0x0b, 0x0c, 0x0d, 0, 0, 0, 1, 0xee}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	old := gw.Path()
 	if old.Local.Addr() != gwAddr || old.Remote.Addr() != natPublic {
 		t.Fatalf("gateway SA on %v", old)
@@ -103,6 +119,9 @@ func TestSwitchThroughRestrictedNAT(t *testing.T) {
 	if got := e.net.Stats().NATFiltered - filtered; got < uint64(fastRR.Retries)+1 {
 		t.Fatalf("NAT filtered %d packets from R2, want every one of %d", got, fastRR.Retries+1)
 	}
+	filtered = e.net.Stats().NATFiltered
+	espFromR2()
+	waitAtLeast(t, "ESP from R2 filtered", func() uint64 { return e.net.Stats().NATFiltered - filtered }, 1)
 
 	// (b) SWITCH_TO_IP_ADDRESS over R1; the answer to R2 opens the NAT.
 	if err := e.requestSwitch(gw, gwAddr2, fastSwitch); err != nil {
@@ -143,6 +162,8 @@ func TestSwitchThroughRestrictedNAT(t *testing.T) {
 	if err := gw.CheckLiveness(ctx); err != nil {
 		t.Fatalf("liveness from R2 after the switch: %v", err)
 	}
+	espFromR2()
+	waitAtLeast(t, "ESP from R2 delivered", espIn.Load, 1)
 	if got := e.net.Stats().NATFiltered - filtered; got != 0 {
 		t.Fatalf("NAT filtered %d packets after the switch", got)
 	}
@@ -623,4 +644,30 @@ func pad16(b []byte) []byte {
 	out := make([]byte, 16)
 	copy(out, b)
 	return out
+}
+
+// TestSwitchQueued: a switch asked for while another request is
+// outstanding goes out when the window frees.
+func TestSwitchQueued(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	c, gw := e.established(switchClient(t, clientAddr, nil), e.net.AddHost("client", clientAddr))
+	// The client's first two answers to R1 are lost: the request stays
+	// outstanding for two retransmissions.
+	var lost atomic.Uint64
+	e.net.SetLink(clientAddr, gwAddr, netsim.Impairment{Drop: func(_ int, d netsim.Datagram) bool {
+		return ikeResponseFrom(clientAddr)(0, d) && lost.Add(1) <= 2
+	}})
+	outstanding := requestFrom(t, gw, gw.Path(), nil)
+	if err := e.requestSwitch(gw, gwAddr2, fastSwitch); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	if err := waitErr(t, outstanding); err != nil {
+		t.Fatalf("outstanding request: %v", err)
+	}
+	if got := lost.Load(); got < 3 {
+		t.Fatalf("%d answers to R1, want the outstanding request's three first", got)
+	}
+	if req := nextEvent[*SwitchRequested](t, c.events, mobikeWait); !req.Accepted {
+		t.Fatalf("client: %+v", req)
+	}
 }
