@@ -252,6 +252,9 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		Switch:       p.MOBIKE && p.Switch,
 		AcceptSwitch: acceptSwitch(p),
 		SwitchNotify: wire.NotifyType(p.SwitchNotify),
+		// An HA gateway's standby may take the SA over (conn_ha.go).
+		HASync:     p.MOBIKE && p.Switch,
+		AdvanceSeq: c.advanceSeq,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
 		// Inbound ESP is a sign of life too: a busy tunnel is never probed.
@@ -577,6 +580,8 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 	case *ike.SwitchRequested:
 		c.followSwitch(s, ev)
+	case *ike.MessageIDSynced:
+		c.followSync(s, ev)
 	}
 }
 
