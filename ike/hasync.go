@@ -79,7 +79,6 @@ func decodeReplaySync(n *wire.Notify) (uint64, error) {
 // (DefaultSwitchNotify, 41042) until the switch code is merged here.
 const haSwitchNotify wire.NotifyType = 41042
 
-
 func decodeSwitch(n *wire.Notify) (netip.Addr, error) {
 	if n.Protocol != 0 || len(n.SPI) != 0 || (len(n.Data) != 4 && len(n.Data) != 16) {
 		return netip.Addr{}, fmt.Errorf("%w: SWITCH_TO_IP_ADDRESS with protocol %d, %d-octet SPI, %d octets of data",
