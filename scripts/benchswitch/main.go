@@ -56,6 +56,8 @@ type config struct {
 	roamBin   string
 	delayBin  string
 	logDir    string
+	// haDeadAfter is the HA nodes' dead_after (0: roam's default).
+	haDeadAfter time.Duration
 }
 
 // env is one group's lab with the client connected and probing.
@@ -189,6 +191,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	interval := fs.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
 	scen := fs.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names; empty = all (env SCENARIOS)")
 	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save logs of failed runs into this directory (env LOGS)")
+	deadAfter := fs.String("dead-after", envDefault("DEAD_AFTER", "0"), "the HA nodes' dead_after; 0: roam's default (env DEAD_AFTER)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -203,7 +206,8 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		name, s string
 		to      *time.Duration
 		zeroOK  bool
-	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false}} {
+	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false},
+		{"DEAD_AFTER/-dead-after", *deadAfter, &cfg.haDeadAfter, true}} {
 		v, err := time.ParseDuration(d.s)
 		if err != nil || v < 0 || v == 0 && !d.zeroOK {
 			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
