@@ -330,10 +330,17 @@ func (n *Node) serve(ctx context.Context, c net.Conn, dialed bool) {
 		n.mu.Unlock()
 	}()
 
+	// The reader delivers to the handler: it must be gone before serve
+	// returns, so nothing reaches the owner after Run.
 	readErr := make(chan error, 1)
-	go func() { readErr <- n.readLoop(c, open, me) }()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		readErr <- n.readLoop(c, open, me)
+	}()
 	werr := n.writeLoop(ctx, c, seal, me, readErr)
 	c.Close()
+	<-readDone
 	if werr != nil && ctx.Err() == nil {
 		n.log.Info("ha: connection ended", "remote", c.RemoteAddr().String(), "err", werr)
 	}

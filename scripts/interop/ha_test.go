@@ -3,6 +3,8 @@ package interop
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -31,6 +33,7 @@ type haEnv struct {
 	aEvts, sEvts      *lab.Proc
 	clEvts            *lab.Proc
 	activeAt, standAt netip.Addr
+	key, bin          string
 }
 
 func setupHA(t *testing.T) (*lab.Lab, string) {
@@ -86,8 +89,9 @@ func haKey(t *testing.T) string {
 func startHAEnv(t *testing.T) *haEnv {
 	t.Helper()
 	l, bin := setupHA(t)
-	act, stby := lab.HAPair(haKey(t), 0)
-	e := &haEnv{l: l, activeAt: lab.GatewayAddr1.Addr(), standAt: lab.Gateway2Addr.Addr()}
+	key := haKey(t)
+	act, stby := lab.HAPair(key, 0)
+	e := &haEnv{l: l, activeAt: lab.GatewayAddr1.Addr(), standAt: lab.Gateway2Addr.Addr(), key: key, bin: bin}
 	e.standby, e.sp = startHANode(t, l, bin, lab.Gateway2, e.standAt, stby)
 	e.active, e.ap = startHANode(t, l, bin, lab.Gateway, e.activeAt, act)
 	e.r = roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, nil, nil))
@@ -169,7 +173,7 @@ func (e *haEnv) failover(t *testing.T) (time.Time, lab.Event) {
 	for {
 		for _, ev := range lab.ParseEvents(e.sEvts.Output()) {
 			if ev.Event == "failover" {
-				if err := e.l.CorpRouteVia(lab.Gateway2); err != nil {
+				if err := e.l.CorpRouteVia(e.standby.NS); err != nil {
 					t.Fatal(err)
 				}
 				return killed, ev
@@ -182,60 +186,119 @@ func (e *haEnv) failover(t *testing.T) (time.Time, lab.Event) {
 	}
 }
 
+// restartAsStandby brings the killed node back with role = "standby": the
+// node now active dials it and pushes everything, and the pair's roles swap.
+func (e *haEnv) restartAsStandby(t *testing.T, bin string, h *lab.RoamHA) {
+	t.Helper()
+	e.ap.Wait(5 * time.Second)
+	e.aEvts.Stop()
+	ns, addr := e.active.NS, e.activeAt
+	e.active, e.ap, e.aEvts, e.activeAt = e.standby, e.sp, e.sEvts, e.standAt
+	var err error
+	for i := 0; i < 20; i++ { // the killed process's TUN device may linger a moment
+		e.standby, e.sp = startHANode(t, e.l, bin, ns, addr, h)
+		if err = e.waitSocket(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		e.fail(t, "restarting %s as standby: %v", ns, err)
+	}
+	e.standAt = addr
+	if e.sEvts, err = e.standby.StartEvents(); err != nil {
+		e.fail(t, "events: %v", err)
+	}
+	t.Cleanup(e.sEvts.Stop)
+}
+
+func (e *haEnv) clientLog() string {
+	b, _ := os.ReadFile(filepath.Join(filepath.Dir(e.r.Socket), "roam.log"))
+	return string(b)
+}
+
+// waitSocket waits for the standby's control socket (or its exit).
+func (e *haEnv) waitSocket() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(e.standby.Socket); err == nil {
+			return nil
+		}
+		select {
+		case <-e.sp.Done():
+			return fmt.Errorf("exited: %s", e.sp.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no control socket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestHAFailover: the active node is SIGKILLed under a 10 ms pinger and a
 // long TCP connection; the tunnel comes back through the standby (ESP from
 // its address reaches the client through the NAT), the TCP connection
-// survives, and the outage is reported.
+// survives, and the outage is reported. The killed node then comes back as
+// the standby and the same happens the other way.
 func TestHAFailover(t *testing.T) {
 	e := startHAEnv(t)
 	st := connected(t, e.r, "corp")
 	if !strings.HasPrefix(st.Remote, e.activeAt.String()+":") && !strings.HasPrefix(st.Gateway, e.activeAt.String()) {
 		e.fail(t, "client connected to %q/%q, want the active node %s", st.Gateway, st.Remote, e.activeAt)
 	}
-	e.waitReplicated(t)
-	// The client may come back on either uplink: its own dead-path test
-	// (500 ms) starts before the standby's dead_after (1 s) ends.
-	for _, router := range []string{lab.NATWLAN, lab.NATWWAN} {
-		if err := e.l.CountFromGateway(router, "standby", e.standAt); err != nil {
-			t.Fatal(err)
+	act, _ := lab.HAPair("", 0)
+	backTable := &lab.RoamHA{Role: "standby", Listen: act.Listen, Peer: act.Peer, Key: e.key, Takeover: act.Takeover}
+	for round := 1; round <= 2; round++ {
+		if round == 2 {
+			e.restartAsStandby(t, e.bin, backTable)
 		}
-	}
-	if err := e.l.CountFromGateway(lab.NATWLAN, "takeover", e.activeAt); err != nil {
-		t.Fatal(err)
-	}
-	p, tcp := startHATraffic(t, e.l, 8*time.Second)
-	time.Sleep(2 * time.Second)
-	killed, ev := e.failover(t)
-	t.Logf("failover event %.0f ms after the kill: %s (took_ms %d)", time.Since(killed).Seconds()*1000, ev.Reason, ev.TookMS)
-	if !strings.HasPrefix(ev.Reason, "1 of 1 peers moved") {
-		e.fail(t, "failover moved no one: %s", ev.Reason)
-	}
-	sent, recv, outage := p.resultOutage(t, 30*time.Second)
-	t.Logf("failover: %d echoes sent, %d answered, longest gap %v", sent, recv, outage)
-	if err := <-tcp; err != nil {
-		e.fail(t, "TCP connection through the tunnel broke: %v", err)
-	}
-	cl := connected(t, e.r, "corp")
-	if !strings.HasPrefix(cl.Remote, e.standAt.String()+":") && !strings.HasPrefix(cl.Gateway, e.standAt.String()) {
-		e.fail(t, "client after the failover: gateway %q remote %q, want the standby %s", cl.Gateway, cl.Remote, e.standAt)
-	}
-	wlan, _ := e.l.Counter(lab.NATWLAN, "standby_fwd")
-	wwan, _ := e.l.Counter(lab.NATWWAN, "standby_fwd")
-	t.Logf("packets from the standby forwarded to the client: %d by nat-wlan, %d by nat-wwan; client on %s", wlan, wwan, cl.Interface)
-	if wlan+wwan == 0 {
-		e.fail(t, "no ESP from the standby's address reached the client through a NAT")
-	}
-	if fwd, _ := e.l.Counter(lab.NATWLAN, "takeover_fwd"); fwd == 0 {
-		e.fail(t, "nothing from the failed node's address passed the NAT after the kill (the takeover request)")
-	}
-	if err := e.l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		e.fail(t, "tunnel after the failover: %v", err)
+		e.waitReplicated(t)
+		from, to := e.activeAt, e.standAt
+		// The client may come back on either uplink: its own dead-path
+		// test (500 ms) starts before the standby's dead_after (1 s) ends.
+		name := fmt.Sprintf("to%d", round)
+		for _, router := range []string{lab.NATWLAN, lab.NATWWAN} {
+			if err := e.l.CountFromGateway(router, name, to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, tcp := startHATraffic(t, e.l, 8*time.Second)
+		time.Sleep(2 * time.Second)
+		killed, ev := e.failover(t)
+		t.Logf("round %d, %s -> %s: failover event %.0f ms after the kill: %s (took_ms %d)", round, from, to, time.Since(killed).Seconds()*1000, ev.Reason, ev.TookMS)
+		if !strings.HasPrefix(ev.Reason, "1 of 1 peers moved") {
+			e.fail(t, "failover moved no one: %s", ev.Reason)
+		}
+		sent, recv, outage := p.resultOutage(t, 30*time.Second)
+		t.Logf("round %d: %d echoes sent, %d answered, longest gap %v", round, sent, recv, outage)
+		if err := <-tcp; err != nil {
+			e.fail(t, "TCP connection through the tunnel broke: %v", err)
+		}
+		// The takeover request came from the failed node's address (the
+		// only source the client's NAT passes) and the client synced.
+		if n := strings.Count(e.clientLog(), "Message IDs synchronised by the gateway"); n != round {
+			e.fail(t, "the client synchronised Message IDs %d times after %d failovers", n, round)
+		}
+		cl := connected(t, e.r, "corp")
+		if !strings.HasPrefix(cl.Remote, to.String()+":") && !strings.HasPrefix(cl.Gateway, to.String()) {
+			e.fail(t, "client after the failover: gateway %q remote %q, want the standby %s", cl.Gateway, cl.Remote, to)
+		}
+		wlan, _ := e.l.Counter(lab.NATWLAN, name+"_fwd")
+		wwan, _ := e.l.Counter(lab.NATWWAN, name+"_fwd")
+		t.Logf("round %d: packets from the standby forwarded to the client: %d by nat-wlan, %d by nat-wwan; client on %s", round, wlan, wwan, cl.Interface)
+		if wlan+wwan == 0 {
+			e.fail(t, "no ESP from the standby's address reached the client through a NAT")
+		}
+		if err := e.l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+			e.fail(t, "tunnel after the failover: %v", err)
+		}
+		if recv == 0 || outage <= 0 {
+			e.fail(t, "no echoes measured across the failover")
+		}
 	}
 	if cev := lab.ParseEvents(e.clEvts.Output()); !hasEvent(cev, "switch-requested") {
 		e.fail(t, "client events lack switch-requested")
-	}
-	if outage <= 0 || recv == 0 {
-		e.fail(t, "no echoes measured across the failover")
 	}
 }
 
