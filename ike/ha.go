@@ -66,7 +66,6 @@ const DefaultMessageIDMargin = 1024
 var (
 	ErrNotParked   = errors.New("ike: the SA is not a parked standby copy")
 	ErrNoHASupport = errors.New("ike: the peer did not negotiate RFC 6311 Message ID synchronisation")
-	ErrNoSwitch    = errors.New("ike: the peer did not advertise SWITCH_TO_IP_ADDRESS support ('R')")
 )
 
 // Parked reports whether the SA is an imported standby copy.
@@ -150,6 +149,7 @@ func (sa *SA) exportState() ([]byte, error) {
 	}
 	if c := sa.lastResp; c != nil {
 		st.lastRespID = c.msgID
+		st.lastRespTo = c.redirect
 		st.lastResp = c.frags
 		if st.lastResp == nil {
 			st.lastResp = [][]byte{c.pkt}
@@ -240,7 +240,7 @@ func (sa *SA) restore(st *haState) error {
 	sa.vips, sa.dns, sa.peerAddrs, sa.verified = st.vips, st.dns, st.peerAddrs, st.verified
 	sa.children = st.children
 	if len(st.lastResp) > 0 {
-		c := &cachedResponse{msgID: st.lastRespID, pkt: st.lastResp[len(st.lastResp)-1]}
+		c := &cachedResponse{msgID: st.lastRespID, pkt: st.lastResp[len(st.lastResp)-1], redirect: st.lastRespTo}
 		if len(st.lastResp) > 1 {
 			c.frags = st.lastResp
 		}
@@ -292,6 +292,9 @@ func (r *Responder) ImportState(blob []byte) (*SA, error) {
 			delete(r.bySPI, k)
 		}
 	}
+	for _, o := range old {
+		o.ha.gone.Store(true)
+	}
 	r.bySPI[spi] = sa
 	r.mu.Unlock()
 
@@ -314,12 +317,21 @@ func (r *Responder) ImportState(blob []byte) (*SA, error) {
 	return sa, nil
 }
 
-// DropState forgets the parked SA whose local SPI is spi (the active node
-// deleted it). Active SAs are left alone.
+// DropState forgets the parked SA known under spi, either of its IKE SPIs
+// (the active node deleted it). Active SAs are left alone.
 func (r *Responder) DropState(spi uint64) {
 	r.mu.Lock()
 	sa := r.bySPI[spi]
 	if sa == nil || !sa.Parked() {
+		sa = nil
+		for _, cur := range r.bySPI {
+			if i, rr := cur.SPIs(); cur.Parked() && (i == spi || rr == spi) {
+				sa = cur
+				break
+			}
+		}
+	}
+	if sa == nil {
 		r.mu.Unlock()
 		return
 	}
@@ -328,6 +340,7 @@ func (r *Responder) DropState(spi uint64) {
 			delete(r.bySPI, k)
 		}
 	}
+	sa.ha.gone.Store(true)
 	r.mu.Unlock()
 	sa.post(func() { sa.die(ErrClosed) })
 }
@@ -365,15 +378,20 @@ func (p *Pool) claim(identity string, a netip.Addr) bool {
 
 // TakeOver makes a parked SA the active one after the node that served it
 // failed: it jumps the Message IDs per RFC 6311 and asks the client, from
-// opt.From, to switch to opt.To. It returns once the client's answer
-// arrived (at To); the client's UPDATE_SA_ADDRESSES then moves the SA here
-// (PathUpdated). Without an answer after the retransmissions the SA is torn
-// down (the old node is gone, draft 4.2): the error is an *UnreachableError.
+// opt.From, to switch to opt.To (RequestSwitch with the sync notifies and
+// Message ID 0: SwitchSent, and on failure SwitchFailed). It returns once
+// the client's answer arrived at To and its counters are ours; the client's
+// UPDATE_SA_ADDRESSES then moves the SA here (PathUpdated, SwitchDone).
+// Errors: ErrNotParked, ErrNoHASupport, ErrNotSwitchCapable (the SA stays
+// parked); ErrSwitchRefused, an *UnreachableError after the retransmissions
+// (the SA is active then, and torn down only when no other address of ours
+// was announced, as for any switch with the old address gone).
 func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 	if !opt.From.IsValid() || !opt.To.IsValid() {
 		return errors.New("ike: TakeOver needs the failed node's address and ours")
 	}
 	return sa.await(ctx, func(res chan<- error) {
+		switched := opt.To.Unmap() != opt.From.Addr().Unmap()
 		switch {
 		case !sa.ha.parked.Load():
 			res <- ErrNotParked
@@ -381,15 +399,10 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 		case !sa.ha.msgIDSync:
 			res <- ErrNoHASupport
 			return
-		case opt.To.Unmap() != opt.From.Addr().Unmap() && !(sa.peerMOBIKE && len(sa.peerMOBIKED) == 1 && sa.peerMOBIKED[0] == 'R'):
-			res <- ErrNoSwitch
+		case switched && !sa.switchCapable():
+			res <- ErrNotSwitchCapable
 			return
 		}
-		sa.ha.parked.Store(false)
-		sa.setPath(esp.Path{Local: opt.From, Remote: sa.path.Remote})
-		sa.startHATimers()
-		var nonce [4]byte
-		copy(nonce[:], sa.randBytes(4))
 		margin := opt.MessageIDMargin
 		if margin == 0 {
 			margin = DefaultMessageIDMargin
@@ -399,48 +412,75 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			res <- errors.New("ike: Message IDs exhausted; the IKE SA must be rekeyed")
 			return
 		}
-		var ps []wire.Payload
-		if opt.To.Unmap() != opt.From.Addr().Unmap() {
-			ps = append(ps, switchNotify(sa.switchType(), opt.To))
+		if !sa.unpark() {
+			res <- ErrNotParked
+			return
 		}
-		ps = append(ps, msgIDSync{nonce, m1, p1}.notify())
+		sa.setPath(esp.Path{Local: opt.From, Remote: sa.path.Remote})
+		sa.startHATimers()
+		var nonce [4]byte
+		copy(nonce[:], sa.randBytes(4))
+		sync := []wire.Payload{msgIDSync{nonce, m1, p1}.notify()}
 		if opt.ReplayDelta > 0 && sa.ha.replaySync {
-			ps = append(ps, replaySyncNotify(opt.ReplayDelta))
+			sync = append(sync, replaySyncNotify(opt.ReplayDelta))
 		}
-		pkt, err := sa.seal(sa.header(wire.ExchangeInformational, 0, false), ps)
+		adopt := func(ps []wire.Payload) error {
+			n := findNotify(ps, wire.NotifyIKEv2MessageIDSync)
+			if n == nil {
+				return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
+					Err: errors.New("the answer to the Message ID synchronisation lacks IKEV2_MESSAGE_ID_SYNC")}
+			}
+			m, err := decodeMessageIDSync(n)
+			if err == nil && m.nonce != nonce {
+				err = errors.New("nonce differs from ours")
+			}
+			if err != nil {
+				sa.stats.badNotifies.Add(1)
+				return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
+					Err: fmt.Errorf("bad IKEV2_MESSAGE_ID_SYNC in the answer: %w", err)}
+			}
+			// The answer holds the client's own counters: its next
+			// request (P2) and the next it expects from us (M2).
+			sa.peerNextMsgID = max(p1, m.send)
+			sa.nextMsgID = max(m1, m.recv)
+			// The replicated cached response stays: the client may still
+			// retransmit the request the failed node answered last.
+			sa.log.Info("Message IDs synchronised", "next_request", sa.nextMsgID, "next_peer_request", sa.peerNextMsgID,
+				"answered_on", sa.respPath.Local.String())
+			return nil
+		}
+		sa.log.Info("taking the SA over", "from", opt.From.String(), "to", opt.To, "next_request", m1, "next_peer_request", p1,
+			"replay_delta", opt.ReplayDelta)
+		if switched {
+			// The draft's failover: the switch request carries the sync,
+			// with Message ID 0; the answer must come to To.
+			sa.startSwitch(opt.To.Unmap(), SwitchOptions{OldGone: true, Extra: sync, MessageID0: true, OnResponse: adopt}, res)
+			return
+		}
+		// Nodes sharing one address: the sync alone (RFC 6311).
+		pkt, err := sa.seal(sa.header(wire.ExchangeInformational, 0, false), sync)
 		if err != nil {
 			res <- err
 			return
 		}
-		sa.log.Info("taking the SA over", "from", opt.From.String(), "to", opt.To, "next_request", m1, "next_peer_request", p1,
-			"replay_delta", opt.ReplayDelta)
-		r := &request{exchange: wire.ExchangeInformational, msgID: 0, pkt: pkt}
-		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) {
-			n := findNotify(ps, wire.NotifyIKEv2MessageIDSync)
-			if n == nil {
-				res <- &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
-					Err: errors.New("the answer to the Message ID synchronisation lacks IKEV2_MESSAGE_ID_SYNC")}
-				return
-			}
-			m, err := decodeMessageIDSync(n)
-			if err != nil || m.nonce != nonce {
-				sa.stats.badNotifies.Add(1)
-				res <- &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
-					Err: fmt.Errorf("bad IKEV2_MESSAGE_ID_SYNC in the answer (nonce matches: %v): %v", m.nonce == nonce, err)}
-				return
-			}
-			// In the answer the client's own counters: its next request
-			// (P2) and the next it expects from us (M2).
-			sa.peerNextMsgID = max(p1, m.send)
-			sa.nextMsgID = max(m1, m.recv)
-			sa.lastResp = nil
-			sa.log.Info("Message IDs synchronised", "next_request", sa.nextMsgID, "next_peer_request", sa.peerNextMsgID,
-				"answered_on", sa.respPath.Local.String())
-			res <- nil
-		}
+		sched := SwitchRetransmit.normalized()
+		r := &request{exchange: wire.ExchangeInformational, msgID: 0, pkt: pkt, keepSA: true, sched: &sched}
+		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { res <- adopt(ps) }
 		r.onTimeout = func(err error) { res <- err }
 		sa.sendRequest(r)
 	})
+}
+
+// unpark makes a parked copy active, unless an import replaced it or it
+// was dropped meanwhile.
+func (sa *SA) unpark() bool {
+	sa.resp.mu.Lock()
+	defer sa.resp.mu.Unlock()
+	if sa.ha.gone.Load() {
+		return false
+	}
+	sa.ha.parked.Store(false)
+	return true
 }
 
 // startHATimers arms what a parked SA did without: dead peer detection,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync/atomic"
 
 	"github.com/roam-vpn/roam/esp"
@@ -75,22 +74,6 @@ func decodeReplaySync(n *wire.Notify) (uint64, error) {
 	return 0, fmt.Errorf("%w: IPSEC_REPLAY_COUNTER_SYNC with %d octets of data", errBadSyncNotify, len(n.Data))
 }
 
-// haSwitchNotify is the SWITCH_TO_IP_ADDRESS type of CONTRACT5
-// (DefaultSwitchNotify, 41042) until the switch code is merged here.
-const haSwitchNotify wire.NotifyType = 41042
-
-func decodeSwitch(n *wire.Notify) (netip.Addr, error) {
-	if n.Protocol != 0 || len(n.SPI) != 0 || (len(n.Data) != 4 && len(n.Data) != 16) {
-		return netip.Addr{}, fmt.Errorf("%w: SWITCH_TO_IP_ADDRESS with protocol %d, %d-octet SPI, %d octets of data",
-			errBadSyncNotify, n.Protocol, len(n.SPI), len(n.Data))
-	}
-	a, _ := netip.AddrFromSlice(n.Data)
-	if !announceable(a) {
-		return netip.Addr{}, fmt.Errorf("%w: SWITCH_TO_IP_ADDRESS %s", errBadSyncNotify, a)
-	}
-	return a, nil
-}
-
 // MessageIDSynced reports (to the initiator's owner) that an HA gateway
 // node synchronised the IKE SA's Message IDs (RFC 6311): NextRequest is
 // the Message ID of our next request, NextPeerRequest the one we expect
@@ -113,8 +96,10 @@ func (*MessageIDSynced) event() {}
 type haSA struct {
 	// Negotiated in IKE_AUTH: both ends sent the _SUPPORTED notify.
 	msgIDSync, replaySync bool
-	// parked: an imported standby copy (ha.go).
-	parked atomic.Bool
+	// parked: an imported standby copy (ha.go); gone: replaced by a newer
+	// import or dropped. Both change under the Responder's lock, so an
+	// import never replaces a copy that TakeOver has just made active.
+	parked, gone atomic.Bool
 	// id names the SA across IKE rekeys in the HA pair (ha.go).
 	id uint64
 	// notified: a StateChanged went out and no ExportState followed yet;
@@ -134,7 +119,7 @@ type syncAnswer struct {
 
 // haSupportNotifies are the initiator's RFC 6311 offers in IKE_AUTH.
 func (sa *SA) haSupportNotifies() []wire.Payload {
-	if sa.icfg == nil || !sa.icfg.HASync {
+	if sa.icfg == nil || !(sa.icfg.HASync || sa.icfg.Switch) {
 		return nil
 	}
 	return []wire.Payload{
@@ -145,7 +130,7 @@ func (sa *SA) haSupportNotifies() []wire.Payload {
 
 // noteHASupport records what the responder's IKE_AUTH answer granted.
 func (sa *SA) noteHASupport(ps []wire.Payload) {
-	if sa.icfg == nil || !sa.icfg.HASync {
+	if sa.icfg == nil || !(sa.icfg.HASync || sa.icfg.Switch) {
 		return
 	}
 	sa.ha.msgIDSync = findNotify(ps, wire.NotifyIKEv2MessageIDSyncSupported) != nil
@@ -237,13 +222,6 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 			delta = d
 		}
 	}
-	var to netip.Addr
-	if sn := findNotify(ps, haSwitchNotify); sn != nil {
-		if to, err = decodeSwitch(sn); err != nil {
-			sa.stats.badNotifies.Add(1)
-			return drop("malformed", err)
-		}
-	}
 	// Our lowest Message ID not yet settled: an outstanding request (or an
 	// unanswered address update) is retried under its ID, so the new node
 	// must expect that one, not the next.
@@ -266,16 +244,21 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 			sa.icfg.AdvanceSeq(c.SPIOut, delta)
 		}
 	}
-	respPath := p.path
-	switched := false
-	if to.IsValid() && sa.acceptSyncSwitch(to) {
-		respPath.Remote = netip.AddrPortFrom(to, p.path.Remote.Port())
-		switched = true
-		if r := sa.out; r != nil && r.paths == nil {
-			// Our outstanding request went to the failed node; its
-			// retransmissions go where the new one listens.
-			r.paths = func(int) (esp.Path, bool) { return respPath, true }
-		}
+	// The draft's SWITCH_TO_IP_ADDRESS in the same request is decided by
+	// the switch policy (switch.go): the answer goes to the new address
+	// when accepted. MessageIDSynced alone reports it (not SwitchRequested
+	// as well, so an owner moves once), and a refusal starts no liveness
+	// check of the old address: the node there has failed.
+	var to netip.Addr
+	if sn := findNotify(ps, sa.switchType()); sn != nil && sa.icfg.Switch {
+		to, _ = parseSwitchNotify(sn)
+	}
+	respPath, _ := sa.handleSwitchRequest(ps, p.path)
+	switched := respPath.Remote != p.path.Remote
+	if r := sa.out; switched && r != nil && r.paths == nil {
+		// Our outstanding request went to the failed node; its
+		// retransmissions go where the new one listens.
+		r.paths = func(int) (esp.Path, bool) { return respPath, true }
 	}
 	pkt, err := sa.seal(sa.header(wire.ExchangeInformational, 0, true), []wire.Payload{msgIDSync{m.nonce, p2, m2}.notify()})
 	if err != nil {
@@ -288,14 +271,4 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 		"replay_delta", delta, "switch_to", to, "switched", switched)
 	sa.emit(&MessageIDSynced{SA: sa, NextRequest: p2, NextPeerRequest: m2, ReplayDelta: delta, SwitchTo: to, Switched: switched})
 	return true
-}
-
-// acceptSyncSwitch decides on the address of a failover's
-// SWITCH_TO_IP_ADDRESS: one the gateway announced (ADDITIONAL_*), as the
-// draft's 4.2 default policy says.
-func (sa *SA) acceptSyncSwitch(to netip.Addr) bool {
-	if !sa.peerMOBIKE || to.Unmap() == sa.path.Remote.Addr().Unmap() {
-		return false
-	}
-	return slices.Contains(sa.peerAddrs, to.Unmap())
 }

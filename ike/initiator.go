@@ -72,7 +72,7 @@ type InitiatorConfig struct {
 	ForbidNAT bool
 	// HASync offers RFC 6311 (IKEV2_MESSAGE_ID_SYNC_SUPPORTED and
 	// IKEV2_REPLAY_COUNTER_SYNC_SUPPORTED in IKE_AUTH), so an HA gateway's
-	// standby node can take the SA over (hasync.go). AdvanceSeq, when
+	// standby node can take the SA over (hasync.go); Switch implies it. AdvanceSeq, when
 	// set, is called for every Child SA when such a node asks us to skip
 	// outbound ESP sequence numbers (IPSEC_REPLAY_COUNTER_SYNC); it runs
 	// on the SA's goroutine before our answer goes out and must not block

@@ -51,7 +51,8 @@ type haState struct {
 	vips, dns, peerAddrs                      []netip.Addr
 	verified                                  []netip.AddrPort
 	lastRespID                                uint32
-	lastResp                                  [][]byte // the cached response: one packet, or its fragments
+	lastResp                                  [][]byte       // the cached response: one packet, or its fragments
+	lastRespTo                                netip.AddrPort // where it went instead of back (an accepted switch)
 	children                                  []ChildSA
 }
 
@@ -162,6 +163,7 @@ func encodeState(st *haState) ([]byte, error) {
 	for _, p := range st.lastResp[:min(len(st.lastResp), maxStateList)] {
 		w.bytes(p)
 	}
+	w.addrPort(st.lastRespTo)
 	w.count(len(st.children), maxStateChildren)
 	for _, c := range st.children[:min(len(st.children), maxStateChildren)] {
 		w.u32(c.SPIIn)
@@ -339,6 +341,7 @@ func decodeState(b []byte) (*haState, error) {
 	for range r.count(maxStateList, "response fragments") {
 		st.lastResp = append(st.lastResp, r.bytes())
 	}
+	st.lastRespTo = r.addrPort()
 	for range r.count(maxStateChildren, "Child SAs") {
 		c := ChildSA{SPIIn: r.u32(), SPIOut: r.u32(), KeyIn: r.bytes(), KeyOut: r.bytes()}
 		c.ESN = r.u16()&1 != 0
@@ -359,6 +362,10 @@ func decodeState(b []byte) (*haState, error) {
 	}
 	if st.spii == 0 || st.spir == 0 {
 		return nil, fmt.Errorf("%w: zero IKE SPI", ErrBadState)
+	}
+	if st.id == 0 {
+		// The exporter always names the SA; zero would match other copies.
+		return nil, fmt.Errorf("%w: no HA identity", ErrBadState)
 	}
 	if !st.path.Local.IsValid() || !st.path.Remote.IsValid() {
 		return nil, fmt.Errorf("%w: no path", ErrBadState)

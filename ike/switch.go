@@ -419,6 +419,9 @@ func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path) (answer esp.
 		sa.log.Info("switch refused", "to", to, "reason", reason)
 		ev := &SwitchRequested{SA: sa, From: old, To: to, Reason: reason}
 		return from, func() {
+			if sa.state != stateEstablished {
+				return // the same request deleted the SA
+			}
 			sa.emit(ev)
 			// The draft recommends making sure the old address still works.
 			sa.startRequest(wire.ExchangeInformational, func() []wire.Payload { return nil },
@@ -429,7 +432,11 @@ func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path) (answer esp.
 	answer.Remote = netip.AddrPortFrom(to, from.Remote.Port())
 	sa.log.Info("switch accepted", "from", old, "to", to)
 	ev := &SwitchRequested{SA: sa, From: old, To: to, Accepted: true}
-	return answer, func() { sa.emit(ev) }
+	return answer, func() {
+		if sa.state == stateEstablished {
+			sa.emit(ev)
+		}
+	}
 }
 
 // refuseSwitch applies the initiator's policy to a switch to to over path

@@ -392,14 +392,17 @@ func TestSwitchIgnored(t *testing.T) {
 			t.Fatalf("no answer at the old address: %v", err)
 		}
 		noEvent[*SwitchRequested](t, c.events)
-		if got := c.sa.Counters(); got.BadNotifies != 0 || got.Unexpected != 0 {
-			t.Errorf("client counters %+v", got)
+		// (Unexpected is no sign here: under load a retransmitted IKE_AUTH
+		// answer counts there.)
+		if got := c.sa.Counters().BadNotifies; got != 0 {
+			t.Errorf("client BadNotifies = %d", got)
 		}
 	})
 	t.Run("from the wrong side", func(t *testing.T) {
 		e := newMobikeEnv(t, nil)
 		c, gw := e.established(switchClient(t, clientAddr, nil), e.net.AddHost("client", clientAddr))
 		old := gw.Path()
+		unexpected := gw.Counters().Unexpected
 		answered := make(chan []wire.Payload, 1)
 		if !call(c.sa, func() {
 			c.sa.startRequest(wire.ExchangeInformational,
@@ -416,8 +419,8 @@ func TestSwitchIgnored(t *testing.T) {
 		case <-time.After(mobikeWait):
 			t.Fatal("no answer")
 		}
-		if got := gw.Counters().Unexpected; got != 1 {
-			t.Errorf("gateway Unexpected = %d, want 1", got)
+		if got := gw.Counters().Unexpected - unexpected; got < 1 {
+			t.Errorf("the wrong-side request was not counted (Unexpected +%d)", got)
 		}
 		noPathUpdated(t, e.respEvents)
 		noEvent[*SwitchRequested](t, e.respEvents)
@@ -431,23 +434,32 @@ func TestSwitchIgnored(t *testing.T) {
 // retransmission gets the cached answer, again sent to R2.
 func TestSwitchRetransmitted(t *testing.T) {
 	e := newMobikeEnv(t, nil)
-	var toR2 atomic.Uint64
+	var toR1, toR2 atomic.Uint64
 	e.net.SetLink(clientAddr, gwAddr2, netsim.Impairment{Drop: func(i int, _ netsim.Datagram) bool {
 		toR2.Add(1)
 		return i == 0
 	}})
+	e.net.SetLink(clientAddr, gwAddr, netsim.Impairment{Drop: func(_ int, d netsim.Datagram) bool {
+		if ikeResponseFrom(clientAddr)(0, d) {
+			toR1.Add(1)
+		}
+		return false
+	}})
 	c, gw := e.established(switchClient(t, clientAddr, nil), e.net.AddHost("client", clientAddr))
+	r1Before := toR1.Load()
 	if err := e.requestSwitch(gw, gwAddr2, fastSwitch); err != nil {
 		t.Fatalf("switch: %v", err)
 	}
-	if got := c.sa.Counters().DuplicateRequests; got != 1 {
-		t.Errorf("client DuplicateRequests = %d, want 1", got)
+	dups := c.sa.Counters().DuplicateRequests
+	if dups < 1 || gw.Counters().Retransmits < 1 {
+		t.Fatalf("client DuplicateRequests = %d, gateway %+v: the first answer was not lost", dups, gw.Counters())
 	}
-	if got := toR2.Load(); got != 2 {
-		t.Errorf("%d answers to R2, want 2", got)
+	// Every copy of the answer went to R2, none to R1.
+	if got := toR2.Load(); got < dups+1 {
+		t.Errorf("%d answers to R2, want at least %d", got, dups+1)
 	}
-	if got := gw.Counters().Retransmits; got != 1 {
-		t.Errorf("gateway Retransmits = %d, want 1", got)
+	if got := toR1.Load() - r1Before; got != 0 {
+		t.Errorf("%d answers to R1", got)
 	}
 }
 
@@ -669,5 +681,51 @@ func TestSwitchQueued(t *testing.T) {
 	}
 	if req := nextEvent[*SwitchRequested](t, c.events, mobikeWait); !req.Accepted {
 		t.Fatalf("client: %+v", req)
+	}
+}
+
+// TestSwitchIPv6: 16 octets of data; the answer and the move go to the
+// gateway's other IPv6 address.
+func TestSwitchIPv6(t *testing.T) {
+	gw6a, gw6b := netip.MustParseAddr("2001:db8:100::1"), netip.MustParseAddr("2001:db8:100::2")
+	client6 := netip.MustParseAddr("2001:db8:200::10")
+	e := newMobikeEnv(t, func(c *ResponderConfig) { c.Addresses = []netip.Addr{gw6a, gw6b} })
+	e.gwHost.AddAddr(gw6a)
+	e.gwHost.AddAddr(gw6b)
+	cfg := switchClient(t, client6, nil)
+	cfg.Path.Remote = netip.AddrPortFrom(gw6a, 500)
+	cfg.RemoteTS = []netip.Prefix{netip.MustParsePrefix("fd00:1::/64")}
+	c, gw := e.established(cfg, e.net.AddHost("client6", client6))
+	if err := e.requestSwitch(gw, gw6b, fastSwitch); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	req := nextEvent[*SwitchRequested](t, c.events, mobikeWait)
+	if !req.Accepted || req.From != gw6a || req.To != gw6b {
+		t.Fatalf("client: %+v", req)
+	}
+	if _, err := e.move(c, esp.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(gw6b, 4500)}); err != nil {
+		t.Fatalf("client update: %v", err)
+	}
+	if done := nextEvent[*SwitchDone](t, e.respEvents, mobikeWait); done.From != gw6a || done.To != gw6b {
+		t.Fatalf("SwitchDone %+v", done)
+	}
+	if p := gw.Path(); p.Local.Addr() != gw6b || p.Remote.Addr() != client6 {
+		t.Fatalf("gateway SA on %v", p)
+	}
+}
+
+// TestSwitchWithDelete: a request that deletes the IKE SA and asks for a
+// switch is a delete: the client ends the SA and reports no switch.
+func TestSwitchWithDelete(t *testing.T) {
+	for _, to := range []netip.Addr{gwAddr2, netip.MustParseAddr("192.0.2.77")} { // announced, not announced
+		t.Run(to.String(), func(t *testing.T) {
+			e := newMobikeEnv(t, nil)
+			c, gw := e.established(switchClient(t, clientAddr, nil), e.net.AddHost("client", clientAddr))
+			requestFrom(t, gw, gw.Path(), []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}, switchNotify(DefaultSwitchNotify, to)})
+			if d := nextEvent[*Deleted](t, c.events, mobikeWait); !errors.Is(d.Reason, ErrPeerDeleted) {
+				t.Fatalf("client SA deleted because %v", d.Reason)
+			}
+			noEvent[*SwitchRequested](t, c.events)
+		})
 	}
 }
