@@ -252,8 +252,8 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		Switch:       p.MOBIKE && p.Switch,
 		AcceptSwitch: acceptSwitch(p),
 		SwitchNotify: wire.NotifyType(p.SwitchNotify),
-		// An HA gateway's standby may take the SA over (conn_ha.go).
-		HASync:     p.MOBIKE && p.Switch,
+		// An HA gateway's standby may take the SA over (Switch offers
+		// RFC 6311; conn_ha.go).
 		AdvanceSeq: c.advanceSeq,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
