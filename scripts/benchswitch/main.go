@@ -157,6 +157,9 @@ type run struct {
 	res      probe.Result
 	firstPkt time.Duration // event to the first tunnel packet from the new address
 	trigger  time.Duration // how long the command took
+	// lostSpan: send times of the first and last lost probe in the
+	// window, relative to the event (where the loss sits, for diagnosis).
+	lostSpan [2]time.Duration
 	err      error
 }
 
@@ -417,7 +420,27 @@ func measure(cfg config, e *env, s scenario, rep int) run {
 			return out
 		}
 	}
-	out.res = probe.Analyze(e.snd.Records(), probe.Move{Event: event, Applied: mv.applied, NewPath: newPath, WindowStart: window, Bound: cfg.bound})
+	// Probes still in flight at the end of the window are not lost: wait
+	// for their echoes and leave later probes out.
+	end := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	var recs []probe.Record
+	for _, r := range e.snd.Records() {
+		if !r.Sent.After(end) {
+			recs = append(recs, r)
+		}
+	}
+	first := true
+	for _, r := range recs {
+		if r.Sent.Before(window) || r.Answered() {
+			continue
+		}
+		if first {
+			out.lostSpan[0], first = r.Sent.Sub(event), false
+		}
+		out.lostSpan[1] = r.Sent.Sub(event)
+	}
+	out.res = probe.Analyze(recs, probe.Move{Event: event, Applied: mv.applied, NewPath: newPath, WindowStart: window, Bound: cfg.bound})
 	if newPath.IsZero() {
 		out.firstPkt = 0
 	}
@@ -447,6 +470,9 @@ func describe(r run) string {
 		return "ERROR " + r.err.Error()
 	}
 	s := fmt.Sprintf("command %s, sent %d, lost %d, longest silence %s, rtt %s", ms(r.trigger), r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT))
+	if r.lostSpan != [2]time.Duration{} {
+		s += fmt.Sprintf(", lost probes sent %s to %s from the command", ms(r.lostSpan[0]), ms(r.lostSpan[1]))
+	}
 	if r.firstPkt > 0 {
 		return fmt.Sprintf("first packet on the new path after %s; %s", ms(r.firstPkt), s)
 	}

@@ -196,7 +196,23 @@ func TestSwitchRoamGateway(t *testing.T) {
 		}
 	})
 
-	t.Run("address-removed", func(t *testing.T) {
+	// R1 goes away under the SA: removed from eth0, or eth0 down (the
+	// slides' "one of its interfaces shuts down").
+	for _, gone := range []struct {
+		name string
+		do   func(l *lab.Lab) error
+	}{
+		{"address-removed", func(l *lab.Lab) error { return l.DelAddr(lab.Gateway, "eth0", lab.GatewayAddr1) }},
+		{"link-down", func(l *lab.Lab) error { return l.LinkDown(lab.Gateway, "eth0") }},
+	} {
+		t.Run(gone.name, func(t *testing.T) { switchOffVanished(t, gone.do) })
+	}
+}
+
+// switchOffVanished: when R1 goes away, the gateway moves the client to R2
+// by itself.
+func switchOffVanished(t *testing.T, remove func(l *lab.Lab) error) {
+	{
 		e := startSwitchEnv(t)
 		if got := e.gatewaySide(t).Gateway; got != netip.AddrPortFrom(gwR1, 4500).String() {
 			e.fail(t, "gateway side starts on %s", got)
@@ -204,19 +220,19 @@ func TestSwitchRoamGateway(t *testing.T) {
 		p, tcp := e.traffic(t, 6*time.Second)
 		time.Sleep(1500 * time.Millisecond)
 		removed := time.Now()
-		if err := e.l.DelAddr(lab.Gateway, "eth0", lab.GatewayAddr1); err != nil {
+		if err := remove(e.l); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for e.gatewaySide(t).Gateway != netip.AddrPortFrom(gwR2, 4500).String() {
 			if time.Now().After(deadline) {
-				e.fail(t, "the gateway did not move the client to R2 within 10 s of removing R1")
+				e.fail(t, "the gateway did not move the client to R2 within 10 s of R1 going away")
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		t.Logf("on R2 %v after R1 was removed", time.Since(removed).Round(time.Millisecond))
+		t.Logf("on R2 %v after R1 went away", time.Since(removed).Round(time.Millisecond))
 		sent, recv := p.result(t, 20*time.Second)
-		t.Logf("address removed: %d echoes sent, %d answered, %d lost", sent, recv, sent-recv)
+		t.Logf("R1 gone: %d echoes sent, %d answered, %d lost", sent, recv, sent-recv)
 		if err := <-tcp; err != nil {
 			e.fail(t, "TCP connection through the tunnel broke: %v", err)
 		}
@@ -235,7 +251,7 @@ func TestSwitchRoamGateway(t *testing.T) {
 		if sent-recv > 100 {
 			e.fail(t, "the automatic switch lost %d echoes", sent-recv)
 		}
-	})
+	}
 }
 
 // TestSwitchStrongSwanClient: a strongSwan client (no 'R' in its
