@@ -166,7 +166,9 @@ func (h *gatewayHA) pushLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if h.node.Role() != ha.Active {
+		// Without a standby connected there is no one to tell; the full
+		// push when it connects covers everything.
+		if h.node.Role() != ha.Active || !h.node.Connected() {
 			continue
 		}
 		h.gw.mu.Lock()
@@ -244,6 +246,9 @@ func (h *gatewayHA) Import(st ha.State) {
 	var meta haMeta
 	if err := json.Unmarshal(st.Meta, &meta); err != nil {
 		h.log.Warn("HA: replicated SA without a readable record", "sa", st.SA.String(), "err", err)
+	}
+	if h.node.Role() != ha.Standby {
+		return // promoted while this record was on its way
 	}
 	sa, err := h.gw.resp.ImportState(st.Blob)
 	if err != nil {

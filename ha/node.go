@@ -111,6 +111,13 @@ func New(cfg Config, h Handler) (*Node, error) {
 // Role is the node's current role.
 func (n *Node) Role() Role { return Role(n.role.Load()) }
 
+// Connected reports whether an authenticated connection to the peer is up.
+func (n *Node) Connected() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.conn != nil
+}
+
 // Stats returns the counters.
 func (n *Node) Stats() Stats {
 	return Stats{
@@ -231,13 +238,26 @@ func (n *Node) dialLoop(ctx context.Context) {
 
 // watchdog promotes a standby whose active node went silent.
 func (n *Node) watchdog(ctx context.Context) {
-	t := time.NewTicker(max(n.cfg.DeadAfter/20, 5*time.Millisecond))
+	every := max(n.cfg.DeadAfter/20, 5*time.Millisecond)
+	t := time.NewTicker(every)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		// A tick far behind its schedule means this process was not
+		// running (a starved or suspended machine): the active's records
+		// may be waiting unread in the socket, so the silence proves
+		// nothing yet. The reader gets a tick to catch up.
+		now := time.Now()
+		gap := now.Sub(last)
+		last = now
+		if gap > max(n.cfg.DeadAfter/4, 4*every) {
+			n.log.Warn("ha: this node was not scheduled for a while; not judging the peer this time", "gap", gap.String())
+			continue
 		}
 		if n.Role() != Standby {
 			continue

@@ -125,6 +125,9 @@ func TestReplication(t *testing.T) {
 		t.Fatalf("imported %+v dropped %+v", p.sh.imported, p.sh.dropped)
 	}
 	p.sh.mu.Unlock()
+	if !p.standby.Connected() || !p.active.Connected() {
+		t.Fatal("a connected pair reports no connection")
+	}
 	if st := p.standby.Stats(); st.Connections != 1 || st.HandshakeFailures != 0 || st.BadRecords != 0 {
 		t.Fatalf("standby stats %+v", st)
 	}
