@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -110,9 +111,9 @@ func (sa *SA) ExportState() ([]byte, error) {
 	}
 	ch := make(chan res, 1)
 	if !sa.post(func() {
-		b, err := sa.exportState()
+		b, err := sa.exportState(true)
 		if err == nil {
-			sa.ha.lastSum = sha256.Sum256(b)
+			sa.ha.lastSum = sa.stateSum()
 			sa.ha.notified.Store(false)
 		}
 		ch <- res{b, err}
@@ -127,7 +128,19 @@ func (sa *SA) ExportState() ([]byte, error) {
 	}
 }
 
-func (sa *SA) exportState() ([]byte, error) {
+// stateSum is the digest of the state without the Child SAs' ages, which
+// grow by themselves: a change worth replicating changes it.
+func (sa *SA) stateSum() [32]byte {
+	b, err := sa.exportState(false)
+	if err != nil {
+		return [32]byte{}
+	}
+	return sha256.Sum256(b)
+}
+
+// exportState encodes the SA's state; withAges adds how old each Child SA
+// is (left out of the digest of noteStateChange).
+func (sa *SA) exportState(withAges bool) ([]byte, error) {
 	if sa.initiator || sa.resp == nil {
 		return nil, errors.New("ike: only a gateway's SAs are exported")
 	}
@@ -147,6 +160,14 @@ func (sa *SA) exportState() ([]byte, error) {
 		path: sa.path, peerMOBIKED: sa.peerMOBIKED, peerID: sa.peerID, poolKey: sa.poolKey,
 		vips: sa.vips, dns: sa.dns, peerAddrs: sa.peerAddrs, verified: sa.verified, children: sa.children,
 	}
+	now := sa.cfg.clock.Now()
+	for _, c := range sa.children {
+		var age time.Duration
+		if born, ok := sa.ha.childBorn[c.SPIIn]; ok && withAges {
+			age = now.Sub(born)
+		}
+		st.childAges = append(st.childAges, age)
+	}
 	if c := sa.lastResp; c != nil {
 		st.lastRespID = c.msgID
 		st.lastRespTo = c.redirect
@@ -164,12 +185,8 @@ func (sa *SA) noteStateChange() {
 	if sa.resp == nil || !sa.resp.cfg.HA || sa.ha.parked.Load() || sa.state != stateEstablished {
 		return
 	}
-	b, err := sa.exportState()
-	if err != nil {
-		return
-	}
-	sum := sha256.Sum256(b)
-	if sum == sa.ha.lastSum {
+	sum := sa.stateSum()
+	if sum == ([32]byte{}) || sum == sa.ha.lastSum {
 		return
 	}
 	sa.ha.lastSum = sum
@@ -239,6 +256,11 @@ func (sa *SA) restore(st *haState) error {
 	sa.peerID, sa.poolKey = st.peerID, st.poolKey
 	sa.vips, sa.dns, sa.peerAddrs, sa.verified = st.vips, st.dns, st.peerAddrs, st.verified
 	sa.children = st.children
+	now := sa.cfg.clock.Now()
+	sa.ha.childBorn = make(map[uint32]time.Time, len(st.children))
+	for i, c := range st.children {
+		sa.ha.childBorn[c.SPIIn] = now.Add(-st.childAges[i])
+	}
 	if len(st.lastResp) > 0 {
 		c := &cachedResponse{msgID: st.lastRespID, pkt: st.lastResp[len(st.lastResp)-1], redirect: st.lastRespTo}
 		if len(st.lastResp) > 1 {
@@ -484,8 +506,8 @@ func (sa *SA) unpark() bool {
 }
 
 // startHATimers arms what a parked SA did without: dead peer detection,
-// the IKE SA's and the Child SAs' lifetimes (counted from now; the
-// replicated state does not say how old they are).
+// the IKE SA's lifetime (counted from now) and the Child SAs' (from their
+// replicated age, so a failover does not extend a key's use).
 func (sa *SA) startHATimers() {
 	sa.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)

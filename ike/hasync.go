@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
@@ -109,6 +110,30 @@ type haSA struct {
 	// lastSync is our answer to the last synchronisation request, resent
 	// when that request is retransmitted (its nonce repeats).
 	lastSync *syncAnswer
+	// childBorn: when each Child SA (by inbound SPI) was made, so the
+	// lifetimes of a copy taken over run from then (ha.go).
+	childBorn map[uint32]time.Time
+}
+
+// aged records a Child SA's birth the first time its lifetimes are armed
+// and shortens them by its age after that (a standby's copy).
+func (h *haSA) aged(spi uint32, now time.Time, soft, hard time.Duration) (time.Duration, time.Duration) {
+	born, ok := h.childBorn[spi]
+	if !ok {
+		if h.childBorn == nil {
+			h.childBorn = make(map[uint32]time.Time)
+		}
+		h.childBorn[spi] = now
+		return soft, hard
+	}
+	age := now.Sub(born)
+	shorten := func(d time.Duration) time.Duration {
+		if d <= 0 {
+			return d // never
+		}
+		return max(d-age, time.Millisecond)
+	}
+	return shorten(soft), shorten(hard)
 }
 
 type syncAnswer struct {

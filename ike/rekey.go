@@ -67,6 +67,8 @@ func (sa *SA) rekeyTimes() (soft, hard time.Duration) {
 func (sa *SA) scheduleChild(c ChildSA) {
 	soft, hard := sa.rekeyTimes()
 	spi := c.SPIIn
+	// A Child SA an HA standby took over is as old as on the failed node.
+	soft, hard = sa.ha.aged(spi, sa.cfg.clock.Now(), soft, hard)
 	if sa.childTimers == nil {
 		sa.childTimers = make(map[uint32][]Timer)
 	}
@@ -363,6 +365,7 @@ func (sa *SA) childGone(spiIn uint32) {
 	delete(sa.childTimers, spiIn)
 	delete(sa.deleting, spiIn)
 	delete(sa.peerRekeys, spiIn)
+	delete(sa.ha.childBorn, spiIn)
 }
 
 // stopChildTimers cancels every lifetime when the SA ends.

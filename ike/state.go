@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
@@ -30,6 +31,8 @@ const (
 	maxStateChildren  = 64
 	maxStateList      = 64
 	maxStateTransform = 32
+	// maxChildAge bounds a replicated Child SA's age (ten years).
+	maxChildAge = 10 * 365 * 24 * time.Hour
 )
 
 // ErrBadState is wrapped by every ImportState decoding error.
@@ -54,6 +57,7 @@ type haState struct {
 	lastResp                                  [][]byte       // the cached response: one packet, or its fragments
 	lastRespTo                                netip.AddrPort // where it went instead of back (an accepted switch)
 	children                                  []ChildSA
+	childAges                                 []time.Duration // per child: how long it has existed
 }
 
 type stateWriter struct {
@@ -165,7 +169,7 @@ func encodeState(st *haState) ([]byte, error) {
 	}
 	w.addrPort(st.lastRespTo)
 	w.count(len(st.children), maxStateChildren)
-	for _, c := range st.children[:min(len(st.children), maxStateChildren)] {
+	for i, c := range st.children[:min(len(st.children), maxStateChildren)] {
 		w.u32(c.SPIIn)
 		w.u32(c.SPIOut)
 		w.bytes(c.KeyIn)
@@ -175,6 +179,11 @@ func encodeState(st *haState) ([]byte, error) {
 		w.transforms(c.Transforms)
 		w.selectors(c.LocalTS)
 		w.selectors(c.RemoteTS)
+		var age time.Duration
+		if i < len(st.childAges) {
+			age = max(st.childAges[i], 0)
+		}
+		w.u64(uint64(age))
 	}
 	return w.b, w.err
 }
@@ -349,6 +358,11 @@ func decodeState(b []byte) (*haState, error) {
 		c.Transforms = r.transforms()
 		c.LocalTS = r.selectors()
 		c.RemoteTS = r.selectors()
+		age := r.u64()
+		if age > uint64(maxChildAge) {
+			r.fail("Child SA %08x is %d ns old", c.SPIIn, age)
+		}
+		st.childAges = append(st.childAges, time.Duration(age))
 		if r.err == nil && (c.SPIIn == 0 || c.SPIOut == 0 || len(c.KeyIn) == 0 || len(c.KeyIn) != len(c.KeyOut)) {
 			r.fail("Child SA %08x/%08x without SPIs or keys", c.SPIIn, c.SPIOut)
 		}

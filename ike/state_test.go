@@ -80,8 +80,14 @@ func TestExportImportRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(blob, again) {
+			if !bytes.Equal(withoutAges(t, blob), withoutAges(t, again)) {
 				t.Fatal("export of the imported copy differs from the original export")
+			}
+			// The Child SA's age travels: the copy's is at least the original's.
+			orig, _ := decodeState(blob)
+			cp, _ := decodeState(again)
+			if orig.childAges[0] <= 0 || cp.childAges[0] < orig.childAges[0] {
+				t.Fatalf("child ages %v, then %v on the copy", orig.childAges, cp.childAges)
 			}
 			if i, r := copySA.SPIs(); i != est.SPIi || r != est.SPIr {
 				t.Fatalf("SPIs %x/%x, want %x/%x", i, r, est.SPIi, est.SPIr)
@@ -170,6 +176,12 @@ func TestDecodeStateRejects(t *testing.T) {
 		{"version", mutate(func(b []byte) []byte { b[len(stateMagic)] = 9; return b })},
 		{"zero spi", func() []byte { s := sampleState(); s.spii = 0; b, _ := encodeState(s); return b }()},
 		{"no HA id", func() []byte { s := sampleState(); s.id = 0; b, _ := encodeState(s); return b }()},
+		{"ancient child", func() []byte {
+			s := sampleState()
+			s.childAges = []time.Duration{maxChildAge + 1}
+			b, _ := encodeState(s)
+			return b
+		}()},
 		{"no path", func() []byte { s := sampleState(); s.path = esp.Path{}; b, _ := encodeState(s); return b }()},
 		{"child without keys", func() []byte { s := sampleState(); s.children[0].KeyIn = nil; b, _ := encodeState(s); return b }()},
 		{"mixed-family selector", func() []byte {
@@ -281,3 +293,51 @@ func sealedLookalike(t *testing.T, est *Established) []byte {
 	}
 	return b
 }
+
+// withoutAges re-encodes a blob with the Child SAs' ages zeroed: they grow
+// between two exports.
+func withoutAges(t *testing.T, b []byte) []byte {
+	t.Helper()
+	st, err := decodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.childAges = nil
+	out, err := encodeState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestChildAged(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name               string
+		born               *time.Time // nil: first arming
+		soft, hard         time.Duration
+		wantSoft, wantHard time.Duration
+	}{
+		{"first arming", nil, time.Hour, 2 * time.Hour, time.Hour, 2 * time.Hour},
+		{"taken over after 10 min", ptr(t0.Add(-10 * time.Minute)), time.Hour, 2 * time.Hour, 50 * time.Minute, 110 * time.Minute},
+		{"soft lifetime passed", ptr(t0.Add(-90 * time.Minute)), time.Hour, 2 * time.Hour, time.Millisecond, 30 * time.Minute},
+		{"never", ptr(t0.Add(-10 * time.Minute)), 0, 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h haSA
+			if tc.born != nil {
+				h.childBorn = map[uint32]time.Time{7: *tc.born}
+			}
+			soft, hard := h.aged(7, t0, tc.soft, tc.hard)
+			if soft != tc.wantSoft || hard != tc.wantHard {
+				t.Fatalf("got %v/%v, want %v/%v", soft, hard, tc.wantSoft, tc.wantHard)
+			}
+			if b, ok := h.childBorn[7]; !ok || (tc.born == nil && !b.Equal(t0)) {
+				t.Fatalf("birth %v, %v", b, ok)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
