@@ -79,6 +79,9 @@ type Node struct {
 	lastHeard time.Time
 	conn      net.Conn // the current authenticated connection
 	wake      chan struct{}
+	// lastFailure is the last handshake failure logged (cleared by a
+	// connection), so a retry loop does not repeat it.
+	lastFailure string
 
 	connections, handshakeFailures, refusedAddress, badRecords, received, sent, failovers atomic.Uint64
 }
@@ -323,7 +326,17 @@ func (n *Node) serve(ctx context.Context, c net.Conn, dialed bool) {
 			if errors.Is(err, ErrBadRecord) {
 				err = fmt.Errorf("%w (wrong key?)", err)
 			}
-			n.log.Warn("ha: handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			// The dialer retries twice a second: the same failure (a
+			// wrong key, both nodes active) is logged once.
+			n.mu.Lock()
+			repeat := n.lastFailure == err.Error()
+			n.lastFailure = err.Error()
+			n.mu.Unlock()
+			if repeat {
+				n.log.Debug("ha: handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			} else {
+				n.log.Warn("ha: handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			}
 		}
 		return
 	}
@@ -335,6 +348,7 @@ func (n *Node) serve(ctx context.Context, c net.Conn, dialed bool) {
 	n.mu.Lock()
 	old := n.conn
 	n.conn = c
+	n.lastFailure = ""
 	if me == Standby {
 		n.heard, n.lastHeard = true, time.Now()
 	}
