@@ -19,6 +19,9 @@ import (
 // follow at once.
 const switchUpdateWait = 10 * time.Second
 
+// gatewayDebounce is the gateway's netmon batching window.
+const gatewayDebounce = 5 * time.Millisecond
+
 // gatewaySwitch is the gateway's half of SWITCH_TO_IP_ADDRESS outside the
 // engine: `roam gateway switch` waiting for its result, and the automatic
 // switch when one of the gateway's own addresses goes away.
@@ -215,7 +218,10 @@ func (gw *gateway) transparent(s *esp.Socket) {
 // asks every switch-capable client on it to move there. The returned func
 // waits for the watcher and the switches it started, after ctx ended.
 func (gw *gateway) startSwitching(ctx context.Context) (wait func()) {
-	mon, err := netmon.New(netmon.Options{Ignore: []string{gatewayTUN}})
+	// A gateway's addresses change rarely, and every millisecond between
+	// the removal and the request is lost traffic, so the batching window
+	// is short (netmon's 50 ms default suits a laptop's flapping Wi-Fi).
+	mon, err := netmon.New(netmon.Options{Ignore: []string{gatewayTUN}, Debounce: gatewayDebounce})
 	if err != nil {
 		gw.log.Error("address monitor: automatic switches off", "err", err)
 		return func() {}

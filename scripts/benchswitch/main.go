@@ -2,7 +2,8 @@
 // netns lab, with a delay line of -delay each way on the client's uplinks,
 // roam gateway moves a roam client behind nat-wlan between its addresses
 // R1 and R2 with `roam gateway switch` (SWITCH_TO_IP_ADDRESS), -reps times,
-// and, in the same lab and interleaved with it, the client makes a full
+// and by itself when the address the SA uses is removed from its
+// interface; in the same lab and interleaved with them, the client makes a full
 // reconnect (roam disconnect + roam connect) as the anchor. A UDP prober in
 // the client namespace sends a probe every -interval through the tunnel to
 // a responder behind the gateway; the delay line of nat-wlan tells which
@@ -70,6 +71,8 @@ type env struct {
 	snd    *probe.Sender
 	// cur is the gateway address the tunnel uses now; a trigger updates it.
 	cur netip.Addr
+	// removed is a gateway address a trigger took away, for restore.
+	removed netip.Addr
 	// router is the client's NAT router (its delay line sees the tunnel).
 	router string
 	logs   func() map[string]string
@@ -99,6 +102,9 @@ type scenario struct {
 	target func(rtt time.Duration) time.Duration
 	// anchor marks the scenario the others are compared with.
 	anchor bool
+	// restore, when set, runs after the measurement (outside the timed
+	// window) to undo what the trigger broke.
+	restore func(e *env) error
 }
 
 // group is scenarios sharing one lab: setup builds it and connects the
@@ -112,7 +118,7 @@ type group struct {
 }
 
 var groups = []group{
-	{name: "roam-gateway", setup: setupRoamGateway, scenarios: []scenario{switchScenario, reconnectScenario}},
+	{name: "roam-gateway", setup: setupRoamGateway, scenarios: []scenario{switchScenario, addressGoneScenario, reconnectScenario}},
 	// Issue 5's HA failover: two gateway nodes, the active one killed
 	// (failover.go).
 	{name: "ha-pair", setup: setupHAPair, scenarios: []scenario{failoverScenario}, ha: true},
@@ -133,6 +139,47 @@ var switchScenario = scenario{
 		return move{to: to, since: event, applied: event}, nil
 	},
 	target: func(rtt time.Duration) time.Duration { return 2*rtt + 10*time.Millisecond },
+}
+
+// gatewayIf is the lab gateway's interface of each address, with the
+// routes that leave through it (lab.go builds them; removing the address
+// flushes them).
+var gatewayIf = map[netip.Addr]struct {
+	dev    string
+	prefix netip.Prefix
+	via    netip.Addr
+	metric string
+	table  string
+}{
+	lab.GatewayAddr1.Addr(): {"eth0", lab.GatewayAddr1, lab.InetGW1.Addr(), "100", "101"},
+	lab.GatewayAddr2.Addr(): {"eth1", lab.GatewayAddr2, lab.InetGW2.Addr(), "200", "102"},
+}
+
+var addressGoneScenario = scenario{
+	name: "address-gone", desc: "the address the SA uses removed from the gateway (automatic switch)",
+	trigger: func(cfg config, e *env, rep int, event time.Time) (move, error) {
+		gone := e.cur
+		to := lab.GatewayAddr2.Addr()
+		if gone == to {
+			to = lab.GatewayAddr1.Addr()
+		}
+		g := gatewayIf[gone]
+		if err := e.l.DelAddr(lab.Gateway, g.dev, g.prefix); err != nil {
+			return move{}, err
+		}
+		e.cur, e.removed = to, gone
+		return move{to: to, since: event, applied: event}, nil
+	},
+	restore: func(e *env) error {
+		if !e.removed.IsValid() {
+			return nil
+		}
+		g := gatewayIf[e.removed]
+		e.removed = netip.Addr{}
+		cmd := fmt.Sprintf("ip addr add %s dev %[2]s && ip route replace default via %[3]s dev %[2]s metric %[4]s && ip route replace default via %[3]s dev %[2]s table %[5]s",
+			g.prefix, g.dev, g.via, g.metric, g.table)
+		return e.l.Exec(lab.Gateway, "sh", "-c", cmd)
+	},
 }
 
 var reconnectScenario = scenario{
@@ -328,6 +375,11 @@ func runGroup(cfg config, g group, ss []scenario, results map[string][]run) erro
 		for _, s := range ss {
 			n++
 			r := measure(cfg, e, s, rep)
+			if s.restore != nil {
+				if err := s.restore(e); err != nil && r.err == nil {
+					r.err = fmt.Errorf("restore: %w", err)
+				}
+			}
 			results[s.name] = append(results[s.name], r)
 			fmt.Fprintf(os.Stderr, "[%d/%d] %s rep %d: %s\n", n, total, s.name, rep, describe(r))
 			if r.err != nil && cfg.logDir != "" && e.logs != nil {
@@ -640,7 +692,9 @@ func report(w io.Writer, cfg config, order []scenario, results map[string][]run,
 median/max: from the start of the command to the first tunnel packet from the new
 gateway address that the client's NAT router forwarded to the client (a reconnect:
 the first of the new SA). echo med: to the first probe echo over the new path.
-target: 2 RTT + 10 ms for the switch (RTT: the probes' before the command).
+target: 2 RTT + 10 ms for the switch command (RTT: the probes' before it);
+address-gone has none: it adds netmon's report and the probes already on
+their way to the vanished address.
 lost: probes without an echo from 1 s before the command to 1 s after the first
 packet. command: how long the CLI command(s) took. ratio: median / the anchor's.`)
 	fmt.Fprintln(w)

@@ -39,7 +39,7 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{name: "bad reps", env: map[string]string{"REPS": "0"}, wantErr: "want a positive integer"},
 		{name: "zero interval", args: []string{"-interval", "0"}, wantErr: "INTERVAL"},
-		{name: "unknown scenario", args: []string{"-scenarios", "switch,teleport"}, wantErr: `unknown scenario "teleport" (have switch, reconnect`},
+		{name: "unknown scenario", args: []string{"-scenarios", "switch,teleport"}, wantErr: `unknown scenario "teleport" (have switch, address-gone, reconnect`},
 		{name: "argument", args: []string{"x"}, wantErr: "unexpected argument"},
 	}
 	for _, tt := range tests {
