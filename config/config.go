@@ -171,6 +171,8 @@ type Gateway struct {
 	// to authenticate again within this long, and lose SAs they did not
 	// replace in time (0: never).
 	ReauthTime time.Duration
+	// HA is the [gateway.ha] table; nil for a single node.
+	HA *HA
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -250,6 +252,7 @@ type rawGateway struct {
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 	ReauthTime    string      `toml:"reauth_time"`
+	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
 }
 
@@ -552,6 +555,11 @@ func (r *rawGateway) validate() (*Gateway, error) {
 			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
 		}
 		g.Clients = append(g.Clients, cl)
+	}
+	if r.HA != nil {
+		if g.HA, err = r.HA.validate(g.Listen); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }

@@ -268,6 +268,9 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		Switch:       p.MOBIKE && p.Switch,
 		AcceptSwitch: acceptSwitch(p),
 		SwitchNotify: wire.NotifyType(p.SwitchNotify),
+		// An HA gateway's standby may take the SA over (Switch offers
+		// RFC 6311; conn_ha.go).
+		AdvanceSeq: c.advanceSeq,
 		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
 		NoFragmentation: !p.Fragmentation,
 		// Inbound ESP is a sign of life too: a busy tunnel is never probed.
@@ -606,6 +609,8 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		c.followSwitch(s, ev)
 	case *ike.AuthLifetime:
 		c.scheduleReauth(s, ev.Lifetime)
+	case *ike.MessageIDSynced:
+		c.followSync(s, ev)
 	}
 }
 

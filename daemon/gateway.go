@@ -40,6 +40,7 @@ type gateway struct {
 	mu      sync.Mutex
 	clients map[*ike.SA]*gatewayClient
 	sw      gatewaySwitch // gateway_switch.go
+	ha      *gatewayHA    // gateway_ha.go; nil for a single node
 }
 
 type gatewayClient struct {
@@ -81,7 +82,12 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		return fail(err)
 	}
 	gw.dp = esp.NewDataplane(gw.dev.Dev(), gw.handleIKE, log)
-	for _, a := range g.Listen {
+	if g.HA != nil {
+		if gw.ha, err = newGatewayHA(gw, g.HA); err != nil {
+			return fail(err)
+		}
+	}
+	for _, a := range gw.startListen() {
 		for _, port := range []uint16{500, 4500} {
 			s, err := esp.ListenUDP(netip.AddrPortFrom(a, port), 0)
 			if err != nil {
@@ -108,7 +114,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		// clients may move only to addresses we can answer from, and ESP
 		// follows a move to a new address after the return routability
 		// check unless the gateway file turns it off.
-		Addresses:           g.Listen,
+		Addresses:           announced(g),
 		AcceptPeerAddress:   ike.AcceptRoutable(g.Listen),
 		NoReturnRoutability: !g.ReturnRoutability,
 		NoFragmentation:     !g.Fragmentation,
@@ -124,6 +130,8 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		// SWITCH_TO_IP_ADDRESS (gateway_switch.go).
 		SwitchNotify:            wire.NotifyType(g.SwitchNotify),
 		SwitchReturnRoutability: g.SwitchReturnRoutability,
+		// RFC 6311 sync support for an HA pair (gateway_ha.go).
+		HA: g.HA != nil,
 	}, gw.dp, events)
 	if err != nil {
 		return fail(err)
@@ -131,10 +139,12 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- gw.dp.Run(life) }()
 	waitSwitching := gw.startSwitching(life)
+	waitHA := gw.startHA(life)
 	go func() {
 		defer close(gw.done)
 		gw.loop(life, events)
 		waitSwitching()
+		waitHA()
 		closeCtx, cancelClose := context.WithTimeout(context.Background(), closeTimeout)
 		gw.resp.Close(closeCtx)
 		cancelClose()
@@ -185,6 +195,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 			case *ike.Deleted:
 				gw.remove(ev)
 			}
+			gw.haEvent(ev)
 		}
 	}
 }

@@ -57,6 +57,8 @@ type config struct {
 	roamBin   string
 	delayBin  string
 	logDir    string
+	// haDeadAfter is the HA nodes' dead_after (0: roam's default).
+	haDeadAfter time.Duration
 }
 
 // env is one group's lab with the client connected and probing.
@@ -74,6 +76,8 @@ type env struct {
 	// router is the client's NAT router (its delay line sees the tunnel).
 	router string
 	logs   func() map[string]string
+	// ha is the HA group's node pair (failover.go).
+	ha *haPair
 }
 
 // move is what a trigger did, for the measurement.
@@ -109,18 +113,15 @@ type group struct {
 	name      string
 	setup     func(cfg config, e *env) error
 	scenarios []scenario
+	// ha builds the lab with the second gateway node (lab.Options.HA).
+	ha bool
 }
 
 var groups = []group{
 	{name: "roam-gateway", setup: setupRoamGateway, scenarios: []scenario{switchScenario, addressGoneScenario, reconnectScenario}},
-	// Issue 5's HA failover (helper h4) goes here as its own group: a
-	// setup with the two gateway nodes (active at R1, standby at R2) and
-	// the client connected through the active one, and a scenario whose
-	// trigger kills the active node (SIGKILL) and returns
-	// move{to: the standby's address, since: event, applied: event},
-	// restarting the killed node as the new standby before it returns
-	// so the next repetition fails over back. The measurement and the
-	// report below need nothing else.
+	// Issue 5's HA failover: two gateway nodes, the active one killed
+	// (failover.go).
+	{name: "ha-pair", setup: setupHAPair, scenarios: []scenario{failoverScenario}, ha: true},
 }
 
 var switchScenario = scenario{
@@ -240,6 +241,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	interval := fs.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
 	scen := fs.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names; empty = all (env SCENARIOS)")
 	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save logs of failed runs into this directory (env LOGS)")
+	deadAfter := fs.String("dead-after", envDefault("DEAD_AFTER", "0"), "the HA nodes' dead_after; 0: roam's default (env DEAD_AFTER)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -254,7 +256,8 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		name, s string
 		to      *time.Duration
 		zeroOK  bool
-	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false}} {
+	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false},
+		{"DEAD_AFTER/-dead-after", *deadAfter, &cfg.haDeadAfter, true}} {
 		v, err := time.ParseDuration(d.s)
 		if err != nil || v < 0 || v == 0 && !d.zeroOK {
 			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
@@ -324,7 +327,7 @@ func bench(cfg config) error {
 // interleaved, so slow phases of the shared machine hit them alike.
 func runGroup(cfg config, g group, ss []scenario, results map[string][]run) error {
 	e := &env{delays: lab.Delays{}, router: lab.NATWLAN}
-	l, err := lab.New(lab.Options{OnUplink: lab.DelayUplinks(cfg.delayBin, cfg.delay, e.delays)})
+	l, err := lab.New(lab.Options{OnUplink: lab.DelayUplinks(cfg.delayBin, cfg.delay, e.delays), HA: g.ha})
 	if err != nil {
 		return err
 	}
@@ -446,11 +449,10 @@ func measure(cfg config, e *env, s scenario, rep int) run {
 		out.err = fmt.Errorf("trigger: %w", err)
 		return out
 	}
-	dl := e.delays[e.router]
 	var newPath time.Time
 	deadline := event.Add(cfg.bound)
 	for time.Now().Before(deadline) {
-		if p, ok := dl.FirstInFrom(mv.since, mv.to); ok {
+		if p, ok := firstInFrom(e, mv.since, mv.to); ok {
 			newPath = p.Release
 			out.firstPkt = p.Release.Sub(event)
 			// A second of probes after the move: losses right after it count.
@@ -464,9 +466,11 @@ func measure(cfg config, e *env, s scenario, rep int) run {
 	for time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !dl.Running() {
-		out.err = fmt.Errorf("delay line died: %s", dl.Output())
-		return out
+	for r, dl := range e.delays {
+		if !dl.Running() {
+			out.err = fmt.Errorf("delay line of %s died: %s", r, dl.Output())
+			return out
+		}
 	}
 	// Probes still in flight at the end of the window are not lost: wait
 	// for their echoes and leave later probes out.
@@ -502,7 +506,7 @@ func steady(e *env, timeout time.Duration) error {
 	for {
 		since := time.Now().Add(-300 * time.Millisecond)
 		_, answered := e.snd.Answered(since, since)
-		p, ok := e.delays[e.router].LastIn()
+		p, ok := lastIn(e)
 		if answered && ok && p.Peer == e.cur && p.Release.After(since) {
 			return nil
 		}
@@ -697,4 +701,30 @@ packet. command: how long the CLI command(s) took. ratio: median / the anchor's.
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
+}
+
+// firstInFrom is the earliest tunnel packet from peer toward the client at
+// or after t on any uplink: after a failover the client may come back on
+// its other uplink (its own dead-path test can run first).
+func firstInFrom(e *env, t time.Time, peer netip.Addr) (lab.TunnelPacket, bool) {
+	var first lab.TunnelPacket
+	found := false
+	for _, dl := range e.delays {
+		if p, ok := dl.FirstInFrom(t, peer); ok && (!found || p.Release.Before(first.Release)) {
+			first, found = p, true
+		}
+	}
+	return first, found
+}
+
+// lastIn is the latest tunnel packet toward the client on any uplink.
+func lastIn(e *env) (lab.TunnelPacket, bool) {
+	var last lab.TunnelPacket
+	found := false
+	for _, dl := range e.delays {
+		if p, ok := dl.LastIn(); ok && (!found || p.Release.After(last.Release)) {
+			last, found = p, true
+		}
+	}
+	return last, found
 }

@@ -115,6 +115,8 @@ type Options struct {
 	OnUplink func(l *Lab, u Uplink) error
 	// Logf receives one line per lab command when set (test verbose output).
 	Logf func(format string, args ...any)
+	// HA adds a second gateway node for active/standby tests (ha.go).
+	HA bool
 }
 
 var seq atomic.Int64
@@ -125,6 +127,7 @@ type Lab struct {
 	Dir     string // scratch directory (short path: unix sockets live here)
 	Uplinks []Uplink
 	logf    func(string, ...any)
+	roles   []string
 
 	mu      sync.Mutex
 	procs   []*Proc
@@ -177,10 +180,20 @@ func New(opts Options) (*Lab, error) {
 		Prefix: fmt.Sprintf("%s%d-%d-", Prefix, os.Getpid(), n),
 		Dir:    dir,
 		logf:   opts.Logf,
+		roles:  Roles,
+	}
+	if opts.HA {
+		l.roles = append(append([]string{}, Roles...), Gateway2)
 	}
 	if err := l.build(); err != nil {
 		l.Close()
 		return nil, err
+	}
+	if opts.HA {
+		if err := l.buildHA(); err != nil {
+			l.Close()
+			return nil, err
+		}
 	}
 	for _, u := range l.Uplinks {
 		if opts.OnUplink != nil {
@@ -194,7 +207,7 @@ func New(opts Options) (*Lab, error) {
 }
 
 func (l *Lab) build() error {
-	for _, r := range Roles {
+	for _, r := range l.roles {
 		if err := run("ip", "netns", "add", l.NS(r)); err != nil {
 			return err
 		}
@@ -224,7 +237,7 @@ func (l *Lab) build() error {
 		return fmt.Errorf("lab: %w", err)
 	}
 	var steps [][]string
-	for _, r := range Roles {
+	for _, r := range l.roles {
 		steps = append(steps, []string{r, "ip", "link", "set", "lo", "up"})
 		steps = append(steps, sysctls(r)...)
 	}
@@ -378,7 +391,7 @@ func (l *Lab) Close() error {
 		procs[i].Stop()
 	}
 	var nss []string
-	for _, r := range Roles {
+	for _, r := range l.roles {
 		nss = append(nss, l.NS(r))
 	}
 	killInNamespaces(nss)

@@ -174,6 +174,11 @@ type RoamGatewayConfig struct {
 	// ReauthTime writes reauth_time: clients are told to authenticate
 	// again within it (RFC 4478).
 	ReauthTime time.Duration
+
+	// Listen replaces the gateway's four addresses (an HA node has one).
+	Listen []netip.Addr
+	// HA writes a [gateway.ha] table (ha.go).
+	HA *RoamHA
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
@@ -183,9 +188,15 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("[gateway]\n")
-	fmt.Fprintf(&b, "listen = [%q, %q, %q, %q]\nlocal_id = %q\nauth = %q\n",
-		GatewayAddr1.Addr().String(), GatewayAddr2.Addr().String(),
-		GatewayAddr1V6.Addr().String(), GatewayAddr2V6.Addr().String(), GatewayID, g.Auth)
+	listen := g.Listen
+	if len(listen) == 0 {
+		listen = []netip.Addr{GatewayAddr1.Addr(), GatewayAddr2.Addr(), GatewayAddr1V6.Addr(), GatewayAddr2V6.Addr()}
+	}
+	ls := make([]string, len(listen))
+	for i, a := range listen {
+		ls[i] = a.String()
+	}
+	fmt.Fprintf(&b, "listen = %s\nlocal_id = %q\nauth = %q\n", tomlList(ls), GatewayID, g.Auth)
 	if g.Auth == "pubkey" {
 		if g.PKI == nil {
 			return "", errors.New("pubkey gateway without PKI")
@@ -213,6 +224,11 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "password_file = %q\n", f)
+	}
+	if g.HA != nil {
+		if err := writeHA(&b, dir, g.HA); err != nil {
+			return "", err
+		}
 	}
 	path := filepath.Join(dir, "gateway.toml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)

@@ -1,0 +1,224 @@
+package ha
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeHandler records what a node delivered.
+type fakeHandler struct {
+	mu       sync.Mutex
+	snapshot []State
+	imported []State
+	dropped  []SAKey
+	kept     [][]SAKey
+	dead     chan struct{}
+	got      chan struct{}
+}
+
+func newFake(snap ...State) *fakeHandler {
+	return &fakeHandler{snapshot: snap, dead: make(chan struct{}, 1), got: make(chan struct{}, 100)}
+}
+
+func (f *fakeHandler) Snapshot() []State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]State(nil), f.snapshot...)
+}
+func (f *fakeHandler) Import(s State) { f.note(func() { f.imported = append(f.imported, s) }) }
+func (f *fakeHandler) Drop(k SAKey)   { f.note(func() { f.dropped = append(f.dropped, k) }) }
+func (f *fakeHandler) Keep(k []SAKey) { f.note(func() { f.kept = append(f.kept, k) }) }
+func (f *fakeHandler) PeerDead()      { f.dead <- struct{}{} }
+
+func (f *fakeHandler) note(fn func()) {
+	f.mu.Lock()
+	fn()
+	f.mu.Unlock()
+	f.got <- struct{}{}
+}
+
+// waitFor polls cond until it holds; the timeout is only a hang guard.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T, ip string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+type nodePair struct {
+	active, standby   *Node
+	ah, sh            *fakeHandler
+	cancelA, cancelS  context.CancelFunc
+	doneA, doneS      chan struct{}
+	activeAt, standAt netip.AddrPort
+}
+
+func startPair(t *testing.T, keyA, keyS []byte, roleS Role, snap ...State) *nodePair {
+	t.Helper()
+	p := &nodePair{ah: newFake(snap...), sh: newFake(), doneA: make(chan struct{}), doneS: make(chan struct{})}
+	p.activeAt, p.standAt = freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	var err error
+	fast := 20 * time.Millisecond
+	if p.active, err = New(Config{Key: keyA, Listen: p.activeAt, Peer: p.standAt, Role: Active, Heartbeat: fast, DeadAfter: 10 * fast}, p.ah); err != nil {
+		t.Fatal(err)
+	}
+	if p.standby, err = New(Config{Key: keyS, Listen: p.standAt, Peer: p.activeAt, Role: roleS, Heartbeat: fast, DeadAfter: 10 * fast}, p.sh); err != nil {
+		t.Fatal(err)
+	}
+	var ctxA, ctxS context.Context
+	ctxA, p.cancelA = context.WithCancel(context.Background())
+	ctxS, p.cancelS = context.WithCancel(context.Background())
+	go func() { defer close(p.doneS); p.standby.Run(ctxS) }()
+	go func() { defer close(p.doneA); p.active.Run(ctxA) }()
+	t.Cleanup(func() {
+		p.cancelA()
+		p.cancelS()
+		<-p.doneA
+		<-p.doneS
+	})
+	return p
+}
+
+func TestReplication(t *testing.T) {
+	snap := []State{{SA: SAKey{1, 1}, Seqs: []ChildSeq{{10, 100, 90}}, Blob: []byte("sa1")}}
+	p := startPair(t, testKey(t, 9), testKey(t, 9), Standby, snap...)
+	waitFor(t, "snapshot and inventory", func() bool {
+		p.sh.mu.Lock()
+		defer p.sh.mu.Unlock()
+		return len(p.sh.kept) == 1
+	})
+	p.sh.mu.Lock()
+	if !reflect.DeepEqual(p.sh.imported, snap) || !reflect.DeepEqual(p.sh.kept[0], []SAKey{{1, 1}}) {
+		t.Fatalf("after connect: imported %+v kept %+v", p.sh.imported, p.sh.kept)
+	}
+	p.sh.mu.Unlock()
+
+	second := State{SA: SAKey{2, 2}, Seqs: []ChildSeq{{20, 5, 6}}, Blob: []byte("sa2")}
+	p.active.Push(second)
+	p.active.Delete(SAKey{1, 1})
+	waitFor(t, "push and delete", func() bool {
+		p.sh.mu.Lock()
+		defer p.sh.mu.Unlock()
+		return len(p.sh.dropped) == 1 && len(p.sh.imported) == 2
+	})
+	p.sh.mu.Lock()
+	if !reflect.DeepEqual(p.sh.imported[1], second) || p.sh.dropped[0] != (SAKey{1, 1}) {
+		t.Fatalf("imported %+v dropped %+v", p.sh.imported, p.sh.dropped)
+	}
+	p.sh.mu.Unlock()
+	if !p.standby.Connected() || !p.active.Connected() {
+		t.Fatal("a connected pair reports no connection")
+	}
+	if st := p.standby.Stats(); st.Connections != 1 || st.HandshakeFailures != 0 || st.BadRecords != 0 {
+		t.Fatalf("standby stats %+v", st)
+	}
+	select {
+	case <-p.sh.dead:
+		t.Fatal("standby declared a live active dead")
+	default:
+	}
+}
+
+func TestActiveSilentPromotesStandby(t *testing.T) {
+	p := startPair(t, testKey(t, 9), testKey(t, 9), Standby)
+	waitFor(t, "connection", func() bool { return p.standby.Stats().Connections == 1 })
+	p.cancelA()
+	<-p.doneA
+	select {
+	case <-p.sh.dead:
+	case <-time.After(10 * time.Second):
+		t.Fatal("standby never declared the active dead")
+	}
+	if p.standby.Role() != Active || p.standby.Stats().Failovers != 1 {
+		t.Fatalf("after failover: role %v stats %+v", p.standby.Role(), p.standby.Stats())
+	}
+}
+
+func TestRefusedPeers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		keyS  []byte
+		roleS Role
+	}{
+		{"wrong key", testKey(t, 2), Standby},
+		{"both active", testKey(t, 1), Active},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPair(t, testKey(t, 1), tc.keyS, tc.roleS, State{SA: SAKey{1, 1}, Blob: []byte("x")})
+			waitFor(t, "refused handshakes on both nodes", func() bool {
+				return p.standby.Stats().HandshakeFailures > 0 && p.active.Stats().HandshakeFailures > 0
+			})
+			if p.standby.Stats().Connections != 0 || p.active.Stats().Connections != 0 {
+				t.Fatalf("a connection was accepted: %+v / %+v", p.active.Stats(), p.standby.Stats())
+			}
+			p.sh.mu.Lock()
+			defer p.sh.mu.Unlock()
+			if len(p.sh.imported) != 0 {
+				t.Fatalf("imported %+v over a refused channel", p.sh.imported)
+			}
+		})
+	}
+}
+
+// A connection from an address other than the configured peer's is closed
+// before the handshake.
+func TestForeignAddressRefused(t *testing.T) {
+	sh := newFake()
+	at := freePort(t, "127.0.0.1")
+	n, err := New(Config{Key: testKey(t, 1), Listen: at, Peer: netip.MustParseAddrPort("127.0.0.2:1"), Role: Standby}, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "a refused connection", func() bool {
+		if c, err := net.Dial("tcp", at.String()); err == nil {
+			c.Close()
+		}
+		return n.Stats().RefusedAddress > 0
+	})
+}
+
+func TestNewChecks(t *testing.T) {
+	ok := Config{Key: testKey(t, 1), Listen: netip.MustParseAddrPort("127.0.0.1:1"), Peer: netip.MustParseAddrPort("127.0.0.1:2"), Role: Active}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"short key", func(c *Config) { c.Key = c.Key[:5] }},
+		{"no peer", func(c *Config) { c.Peer = netip.AddrPort{} }},
+		{"no role", func(c *Config) { c.Role = 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.mod(&c)
+			if _, err := New(c, newFake()); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	if _, err := New(ok, newFake()); err != nil {
+		t.Fatal(err)
+	}
+}
