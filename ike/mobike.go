@@ -61,6 +61,11 @@ type pendingUpdate struct {
 	waiters []chan moveOutcome
 	start   time.Time
 	refused error // the last refusal, returned when no path is left
+	// req is the request on the wire (nil while queued); its transmission
+	// n goes over paths[(n-base) % len(paths)], so new paths start with
+	// their first.
+	req  *request
+	base int
 }
 
 // Limits on address lists: strongSwan sends at most 8 ADDITIONAL_*
@@ -264,6 +269,7 @@ func (sa *SA) UpdateAddresses(ctx context.Context, paths []esp.Path) (MoveResult
 			u.paths = paths
 			u.refused = nil
 			u.waiters = append(u.waiters, done)
+			sa.resendUpdate(u)
 			return
 		}
 		u := &pendingUpdate{paths: paths, waiters: []chan moveOutcome{done}, start: time.Now()}
@@ -311,8 +317,9 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		}
 		return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
 	}
-	paths := func(n int) (esp.Path, bool) { return u.paths[n%len(u.paths)], true }
+	paths := func(n int) (esp.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
 	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths}
+	u.req, u.base = r, 0
 	r.rebuild = func(path esp.Path) ([]byte, error) {
 		return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
 	}
@@ -374,6 +381,23 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 	sa.natLocal = !dstOK
 	sa.learnAddresses(ps, path.Remote.Addr())
 	sa.finishUpdate(u, moveOutcome{res: MoveResult{Path: path, NATLocal: !dstOK, RTT: time.Since(u.start)}})
+}
+
+// resendUpdate sends the update in flight over the first of its new paths
+// now rather than at its next retransmission: the caller had a reason to
+// change them (a gateway asking to switch, an address gone), and the
+// schedule may be seconds away. The message ID and COOKIE2 stay, so
+// whichever copy the peer answers, the answer is the update's.
+func (sa *SA) resendUpdate(u *pendingUpdate) {
+	r := u.req
+	if r == nil || sa.out != r || len(u.paths) == 0 || samePath(r.sentOn, u.paths[0]) {
+		return // queued (it will go out with the new paths), or no change
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	u.base = r.sends
+	sa.transmit(r)
 }
 
 // refusePath drops the candidate the peer refused (matched by where the

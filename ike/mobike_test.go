@@ -748,3 +748,42 @@ func TestCookie2MismatchClosesSA(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdatePathsReplacedSendAtOnce: new paths for an update in flight (a
+// switch joining it) go out at once, not at the next retransmission. The
+// client's clock never fires, so only the immediate send can answer.
+func TestUpdatePathsReplacedSendAtOnce(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	clientAddr3 := netip.MustParseAddr("192.0.2.30")
+	sent := make(chan struct{}, 16)
+	e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: func(_ int, _ netsim.Datagram) bool {
+		sent <- struct{}{}
+		return true // clientAddr2 has no way out
+	}})
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Clock = newFakeClock()
+	c, _ := e.established(cfg, e.net.AddHost("client", clientAddr, clientAddr2, clientAddr3))
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.move(c, pathFrom(clientAddr2, gwNATT))
+		first <- err
+	}()
+	select {
+	case <-sent:
+	case <-time.After(mobikeWait):
+		t.Fatal("the first update never left")
+	}
+	res, err := e.move(c, pathFrom(clientAddr3, gwNATT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path.Local.Addr() != clientAddr3 {
+		t.Fatalf("moved to %v", res.Path)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the joined update: %v", err)
+	}
+	if got := c.sa.Counters().Retransmits; got != 0 {
+		t.Fatalf("%d retransmissions", got)
+	}
+}

@@ -25,7 +25,9 @@ type SA interface {
 	// Move sends UPDATE_SA_ADDRESSES over the paths in turn (one request,
 	// retransmitted round-robin: the answer is the path test) and moves the
 	// SA to the path that answered. A failed Move must leave the SA usable:
-	// the Mover tries again later.
+	// the Mover tries again later. A Move while another is in flight (only
+	// for a switch) replaces that one's paths, sends over the first of
+	// them at once, and both end with the same outcome.
 	Move(ctx context.Context, paths []esp.Path) (Probe, error)
 }
 
@@ -153,9 +155,17 @@ type Mover struct {
 
 	// At most one update is in flight (moving); triggers that arrive
 	// meanwhile are merged into pending and run after it, with the
-	// addresses of that moment.
-	moving  bool
-	pending *request
+	// addresses of that moment. The exception is a gateway's switch
+	// request: it joins the update in flight at once (the engine then
+	// retransmits that update over the switch's paths), because the
+	// gateway that asks may be about to lose its old address, and a path
+	// test of it can take seconds. moveGen numbers the updates started, so
+	// the result of one that was joined is not taken twice; movingReq is
+	// what the update in flight was started for.
+	moving    bool
+	moveGen   uint64
+	movingReq request
+	pending   *request
 
 	// broken: no path works; outbound traffic is stopped (OnSuspend) and
 	// every trigger retests all candidates. outageStart is when it began,
@@ -223,6 +233,7 @@ type candidate struct {
 // result is a finished update, handed back to Run.
 type result struct {
 	kind  kind
+	gen   uint64    // Mover.moveGen when it started
 	at    time.Time // the triggering event
 	from  esp.Path
 	cands []candidate
@@ -242,8 +253,9 @@ func New(cfg Config, start esp.Path, ifname string) *Mover {
 // SwitchTo moves the SA to the gateway's address to (same port) at once,
 // as the gateway asked with SWITCH_TO_IP_ADDRESS and the SA accepted: the
 // path from the current local address is tested first, then those from
-// the other addresses. It does not block; an update in flight finishes
-// first, and of several requests the newest wins. Should to not answer,
+// the other addresses. It does not block; it joins an update in flight
+// (SA.Move must then replace that update's paths, as the engine does), and
+// of several requests the newest wins. Should to not answer,
 // the current path and the others are tested as after a silence.
 func (m *Mover) SwitchTo(to netip.Addr) {
 	m.mu.Lock()
@@ -534,11 +546,20 @@ func (m *Mover) checkStray(now time.Time) {
 
 // kick starts the pending request unless an update is in flight.
 func (m *Mover) kick(ctx context.Context, results chan<- result) {
-	if m.moving || m.pending == nil || ctx.Err() != nil {
+	if m.pending == nil || ctx.Err() != nil {
+		return
+	}
+	if m.moving && !m.pending.switchTo.IsValid() {
 		return
 	}
 	req := *m.pending
 	m.pending = nil
+	if m.moving {
+		// A switch joins the update in flight: what made that one start
+		// (an address or uplink gone) still holds for the switch's paths.
+		req.gone = append(req.gone, m.movingReq.gone...)
+		req.goneIf = append(req.goneIf, m.movingReq.goneIf...)
+	}
 	cur, _ := m.Current()
 	k, cands := m.plan(req)
 	if len(cands) == 0 {
@@ -548,13 +569,21 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		return
 	}
 	m.moving = true
+	m.moveGen++
+	m.movingReq = req
+	gen := m.moveGen
 	paths := make([]esp.Path, len(cands))
 	for i, c := range cands {
 		paths[i] = c.path
 	}
 	go func() {
 		p, err := m.cfg.SA.Move(ctx, paths)
-		results <- result{kind: k, at: req.at, from: cur, cands: cands, probe: p, err: err}
+		// Several may be in flight (a switch joins one); none may outlive
+		// Run.
+		select {
+		case results <- result{kind: k, gen: gen, at: req.at, from: cur, cands: cands, probe: p, err: err}:
+		case <-ctx.Done():
+		}
 	}()
 }
 
@@ -614,6 +643,9 @@ func (m *Mover) plan(req request) (kind, []candidate) {
 
 // finish adopts the outcome of an update.
 func (m *Mover) finish(ctx context.Context, r result) {
+	if r.gen != m.moveGen {
+		return // a switch joined this update; its own result follows
+	}
 	m.moving = false
 	if m.cfg.OnProbe != nil {
 		m.cfg.OnProbe(r.cands[0].path, r.cands[0].ifname, r.err)

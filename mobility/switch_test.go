@@ -86,7 +86,8 @@ func TestSwitchTo(t *testing.T) {
 }
 
 // TestSwitchToDuringMove: a switch asked for while an update is in flight
-// runs after it, against the path it landed on; the newest switch wins.
+// joins it at once, without the paths that update left (wlan is down); the
+// newest switch wins, and only its result is taken.
 func TestSwitchToDuringMove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gw2, gw3 := netip.MustParseAddr("203.0.113.20"), netip.MustParseAddr("203.0.113.30")
@@ -96,6 +97,12 @@ func TestSwitchToDuringMove(t *testing.T) {
 		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
 		r.m.SwitchTo(gw2)
 		r.m.SwitchTo(gw3)
+		// Before the first update's answer (1 s) the switch is on its way.
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
+		if len(r.sa.calls) != 2 {
+			t.Fatalf("updates over %v before the first answered", r.sa.calls)
+		}
 		r.wait(5 * time.Second)
 		if len(r.sa.calls) != 2 {
 			t.Fatalf("updates over %v", r.sa.calls)
