@@ -565,6 +565,15 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 	case *ike.ChildDeleted:
 		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
+	case *ike.PeerHint:
+		// The gateway may have restarted: a replacement is negotiated
+		// alongside at once (make-before-break), instead of after the
+		// liveness check the SA runs has timed out.
+		if ev.Refuted {
+			c.saAnswered()
+		} else {
+			c.suspectLost("the gateway sent an unauthenticated " + ev.Notify)
+		}
 	}
 }
 
