@@ -198,8 +198,11 @@ func (sa *SA) scheduleIKERekey() {
 		sa.ikeRekeyTimer.Stop()
 	}
 	d := sa.cfg.ikeRekey
-	if sa.cfg.rekeyJitter > 0 {
-		d -= time.Duration(rand.Int64N(int64(sa.cfg.rekeyJitter)))
+	// The jitter is the Child SAs' (their life less their rekey time),
+	// capped at a tenth of the IKE SA's own: a short rekey_time with the
+	// default Child lifetimes must not come out as zero, again and again.
+	if j := min(sa.cfg.rekeyJitter, d/10); j > 0 {
+		d -= time.Duration(rand.Int64N(int64(j)))
 	}
 	sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(d, func() {
 		sa.post(func() {

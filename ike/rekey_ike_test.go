@@ -272,3 +272,28 @@ func (l *lockedReader) Read(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.r.Read(p)
 }
+
+// TestIKERekeyTimerJitter: the IKE SA's soft lifetime takes off at most a
+// tenth of itself as jitter, even when the Child SAs' jitter is larger (a
+// short rekey_time with default Child lifetimes once came out as zero).
+func TestIKERekeyTimerJitter(t *testing.T) {
+	e := newEnv(t, 1700, nil)
+	fc := newFakeClock()
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Clock = fc
+	cfg.IKERekeyTime = 5 * time.Minute
+	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = time.Hour, 66*time.Minute, 6*time.Minute
+	c := e.dial(cfg)
+	est, err := c.wait(t, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := fc.Now()
+	if !fc.fireNext(est.SA.Done()) {
+		t.Fatal("no lifetime timer")
+	}
+	if at := fc.Now().Sub(start); at > 5*time.Minute || at <= 4*time.Minute+30*time.Second {
+		t.Fatalf("IKE rekey after %v, want within a tenth below 5m", at)
+	}
+	nextEvent[*IKERekeyed](t, c.events, 2*time.Second)
+}
