@@ -808,8 +808,9 @@ func (sa *SA) startClose(wait chan struct{}) {
 		return
 	}
 	sa.state = stateDeleting
-	// Pending work is moot; DELETE goes next (after an outstanding request).
-	sa.queue = nil
+	// Pending work is moot; DELETE goes next (after an outstanding request),
+	// also while a lost rekey collision holds requests back.
+	sa.queue, sa.queueHeld = nil, false
 	sa.startRequest(wire.ExchangeInformational,
 		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
 		func(wire.Header, []wire.Payload, []byte) { sa.die(ErrClosed) },

@@ -65,8 +65,9 @@ type RoamProfile struct {
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
-	// ChildRekey sets child_rekey_time, IKERekey rekey_time (0: defaults).
-	ChildRekey, IKERekey time.Duration
+	// ChildRekey sets child_rekey_time, ChildLife child_life_time,
+	// IKERekey rekey_time (0: defaults).
+	ChildRekey, ChildLife, IKERekey time.Duration
 	// DPDDelay sets dpd_delay (0: default); NoReconnect writes
 	// reconnect = false.
 	DPDDelay    time.Duration
@@ -144,6 +145,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.ChildRekey > 0 {
 			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
+		}
+		if p.ChildLife > 0 {
+			fmt.Fprintf(&b, "child_life_time = %q\n", p.ChildLife.String())
 		}
 		if p.DPDDelay > 0 {
 			fmt.Fprintf(&b, "dpd_delay = %q\n", p.DPDDelay.String())
