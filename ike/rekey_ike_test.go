@@ -66,7 +66,7 @@ func TestRekeyIKE(t *testing.T) {
 			if err := cli.CheckLiveness(ctx); err != nil {
 				t.Fatalf("liveness check after the second rekey: %v", err)
 			}
-			checkPair(t, cli, gw)
+			settledPair(t, cli, gw)
 		})
 	}
 }
@@ -165,7 +165,7 @@ func TestRekeyIKECollision(t *testing.T) {
 			t.Fatalf("seed %d: IKE rekey after the collision: %v", seed, err)
 		}
 		cancel()
-		checkPair(t, cli, gw)
+		settledPair(t, cli, gw)
 	}
 	if outcomes[true] == 0 || outcomes[false] == 0 {
 		t.Fatalf("the seeds gave one outcome only: %v", outcomes)
