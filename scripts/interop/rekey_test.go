@@ -126,7 +126,9 @@ func TestRekeyStrongSwan(t *testing.T) {
 			// the TCP transfer, rekey or not (issue 4's "1-15 echoes under
 			// load": the host's counters showed every such echo was a
 			// request that never arrived, and the gateway's kernel
-			// counted the overflows).
+			// counted the overflows; those right at a roam-started Child
+			// rekey were our DELETE overtaking ESP still queued in
+			// kernel-libipsec, which ike.replacedDeleteDelay addresses).
 			if n := verdict.unexplained(); n > 0 {
 				fail("%d echoes lost across the rekeys that congestion does not explain (%s):\n%s", n, verdict,
 					lossReport(ping.proc.Output(), gw.Log(), "", ""))
