@@ -2,7 +2,7 @@
 GO       ?= go
 FUZZTIME ?= 10s
 
-.PHONY: all build test demo lab interop bench-roam bench-switch fuzz vet clean
+.PHONY: all build test demo lab interop soak bench-roam bench-switch fuzz vet clean
 
 all: build
 
@@ -25,6 +25,11 @@ lab:
 # The interop matrix roam <-> strongSwan and roam <-> roam (root).
 interop:
 	ROAM_INTEROP=1 $(GO) test -count=1 -v -timeout 15m ./scripts/interop/
+
+# Five minutes of rekeys under a 10 ms ping and a TCP transfer against
+# strongSwan, Child SA 30 s and IKE SA 60 s on both sides (root; not in CI).
+soak:
+	ROAM_SOAK=1 $(GO) test -count=1 -v -timeout 20m -run TestRekeySoak ./scripts/interop/
 
 # The MOBIKE handover benchmark, roam vs strongSwan's client (root, minutes;
 # not in CI). REPS=2 for a quick run; see README "Handover benchmark".

@@ -611,6 +611,15 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		c.scheduleReauth(s, ev.Lifetime)
 	case *ike.MessageIDSynced:
 		c.followSync(s, ev)
+	case *ike.PeerHint:
+		// The gateway may have restarted: a replacement is negotiated
+		// alongside at once (make-before-break), instead of after the
+		// liveness check the SA runs has timed out.
+		if ev.Refuted {
+			c.saAnswered()
+		} else {
+			c.suspectLost("the gateway sent an unauthenticated " + ev.Notify)
+		}
 	}
 }
 

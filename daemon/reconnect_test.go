@@ -621,3 +621,40 @@ func TestPickRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerHintSignals: an unauthenticated hint that the gateway lost the
+// SA asks the supervisor for a replacement alongside; the refuting answer
+// to the SA's liveness check calls it off.
+func TestPeerHintSignals(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		hint                 ike.PeerHint
+		wantSuspect, wantRes bool
+	}{
+		{"hint", ike.PeerHint{Notify: "INVALID_IKE_SPI"}, true, false},
+		{"refuted", ike.PeerHint{Notify: "INVALID_IKE_SPI", Refuted: true}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &conn{log: discardLog(), suspect: make(chan string, 1), resume: make(chan struct{}, 1)}
+			c.handleChildEvent(nil, &tc.hint)
+			var suspect, resumed bool
+			var reason string
+			select {
+			case reason = <-c.suspect:
+				suspect = true
+			default:
+			}
+			select {
+			case <-c.resume:
+				resumed = true
+			default:
+			}
+			if suspect != tc.wantSuspect || resumed != tc.wantRes {
+				t.Fatalf("suspect %v (%q), resume %v; want %v, %v", suspect, reason, resumed, tc.wantSuspect, tc.wantRes)
+			}
+			if suspect && !strings.Contains(reason, "INVALID_IKE_SPI") {
+				t.Fatalf("reason %q does not name the notification", reason)
+			}
+		})
+	}
+}

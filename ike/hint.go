@@ -20,6 +20,19 @@ import (
 // ends the SA (with ErrDeadPeer), exactly as dead peer detection would have
 // later.
 
+// PeerHint reports an unauthenticated sign that the peer lost the SA (an
+// INVALID_IKE_SPI or INVALID_SPI it sent), and later whether the liveness
+// check it started was answered (Refuted: the SA is fine after all). Its
+// owner may prepare a replacement meanwhile, but must not drop the SA for
+// it: anyone on the path can forge the notification.
+type PeerHint struct {
+	SA      *SA
+	Notify  string
+	Refuted bool
+}
+
+func (*PeerHint) event() {}
+
 // hintInterval is the least time between two checks that hints start: a
 // flood of forged notifications costs the peer one exchange per interval.
 const hintInterval = 5 * time.Second
@@ -67,11 +80,13 @@ func (sa *SA) unprotectedHint(p inPacket, msg *wire.Message) bool {
 	}
 	sa.hint.checking, sa.hint.last = true, now
 	sa.log.Info("unauthenticated notification from the peer: testing it now", "notify", what)
+	sa.emit(&PeerHint{SA: sa, Notify: what})
 	sa.startRequest(wire.ExchangeInformational,
 		func() []wire.Payload { return nil },
 		func(wire.Header, []wire.Payload, []byte) {
 			sa.hint.checking = false
 			sa.armDPD(sa.cfg.dpdDelay)
+			sa.emit(&PeerHint{SA: sa, Notify: what, Refuted: true})
 		},
 		func(err error) {
 			sa.hint.checking = false

@@ -22,7 +22,7 @@ func (sa *SA) handleInformationalRequest(ps []wire.Payload) (resp []wire.Payload
 				// The end of the old IKE SA after the peer's rekey: the
 				// answer goes out under the old keys, then the new SA
 				// takes over.
-				return nil, func() { sa.switchIKE(c) }
+				return nil, func() { sa.switchIKE(c, false) }
 			}
 			sa.log.Info("peer deleted the IKE SA")
 			return nil, func() { sa.die(ErrPeerDeleted) }

@@ -337,7 +337,7 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		}
 		sa.sendRequest(r)
 	}
-	if sa.out != nil {
+	if sa.busy() {
 		sa.queue = append([]func(){send}, sa.queue...)
 		return
 	}
@@ -561,7 +561,7 @@ func (sa *SA) startRoutabilityCheck() {
 		}
 		sa.sendRequest(r)
 	}
-	if sa.out != nil {
+	if sa.busy() {
 		sa.queue = append([]func(){send}, sa.queue...)
 		return
 	}

@@ -272,10 +272,10 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 			sa.startDeleteChild(child.SPIIn, nil)
 		} else {
 			sa.log.Info("rekey collision: the peer's is redundant", "redundant_in", fmt.Sprintf("%08x", pr.newSPIIn))
-			sa.startDeleteChild(cr.old.SPIIn, nil)
+			sa.deleteReplaced(cr.old.SPIIn)
 		}
 	} else {
-		sa.startDeleteChild(cr.old.SPIIn, nil)
+		sa.deleteReplaced(cr.old.SPIIn)
 	}
 	if done != nil {
 		done <- nil
@@ -317,6 +317,36 @@ func minNonce(a, b []byte) []byte {
 		return a
 	}
 	return b
+}
+
+// replacedDeleteDelay is how long the DELETE of a Child SA our rekey
+// replaced waits. Our traffic moved to the new SA at once, but packets
+// sent on the old one just before may still wait in the peer's ESP queue
+// when the DELETE overtakes them: strongSwan's kernel-libipsec processes
+// ESP in a queue of its own, IKE in worker threads, and drops what is
+// left for an SA the DELETE removed (echoes lost right at a rekey, seen
+// in the lab under load). The peer keeps sending on the old SA until the
+// DELETE, which we still open.
+const replacedDeleteDelay = 500 * time.Millisecond
+
+// deleteReplaced deletes the Child SA spiIn, which a rekey replaced, after
+// replacedDeleteDelay; from now on it is no longer rekeyed or offered for
+// the peer's rekeys.
+func (sa *SA) deleteReplaced(spiIn uint32) {
+	if sa.deleting == nil {
+		sa.deleting = make(map[uint32]bool)
+	}
+	sa.deleting[spiIn] = true
+	if sa.childTimers == nil {
+		sa.childTimers = make(map[uint32][]Timer)
+	}
+	sa.childTimers[spiIn] = append(sa.childTimers[spiIn], sa.cfg.clock.AfterFunc(replacedDeleteDelay, func() {
+		sa.post(func() {
+			if sa.state == stateEstablished && sa.hasChild(spiIn) {
+				sa.startDeleteChild(spiIn, nil)
+			}
+		})
+	}))
 }
 
 // startDeleteChild deletes one of our Child SAs with an INFORMATIONAL;

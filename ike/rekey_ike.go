@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -37,7 +38,8 @@ func (*IKERekeyed) event() {}
 // ikeContext is the state that a rekey replaces.
 type ikeContext struct {
 	spii, spir  uint64
-	flagI       bool // we are the initiator of this IKE SA (I flag)
+	flagI       bool   // we are the initiator of this IKE SA (I flag)
+	ni, nr      []byte // the rekey exchange's nonces (collision rule)
 	prop        wire.Proposal
 	prf         *ikecrypto.PRF
 	keys        ikecrypto.IKEKeys
@@ -89,7 +91,7 @@ func (sa *SA) newIKEContext(chosen wire.Proposal, shared, ni, nr []byte, spii, s
 	if err != nil {
 		return nil, err
 	}
-	c := &ikeContext{spii: spii, spir: spir, flagI: flagI, prop: chosen, prf: prf, keys: keys, skOut: cr, skIn: ci}
+	c := &ikeContext{spii: spii, spir: spir, flagI: flagI, ni: slices.Clone(ni), nr: slices.Clone(nr), prop: chosen, prf: prf, keys: keys, skOut: cr, skIn: ci}
 	if flagI {
 		c.skOut, c.skIn = ci, cr
 	}
@@ -97,19 +99,35 @@ func (sa *SA) newIKEContext(chosen wire.Proposal, shared, ni, nr []byte, spii, s
 }
 
 // switchIKE makes c the SA's IKE state: new SPIs, keys, and Message IDs
-// from zero in both directions.
-func (sa *SA) switchIKE(c *ikeContext) {
+// from zero in both directions. keepOld keeps the old IKE SA around as a
+// side SA, to answer the peer's DELETE of it when that comes after our
+// switch (we switched on the first message under the new SPIs).
+func (sa *SA) switchIKE(c *ikeContext, keepOld bool) {
 	old := sa.ourSPI()
+	if keepOld {
+		sa.addSide(&sideSA{ctx: sa.currentIKE(), peerNext: sa.peerNextMsgID, last: sa.lastResp})
+	} else if sa.resp != nil {
+		// The new SPI was reserved when the rekey began.
+		sa.resp.releaseSPI(old, sa)
+	}
+	// A request of ours still out on the old SA gets no answer now.
+	stale := sa.out
+	if stale != nil && stale.timer != nil {
+		stale.timer.Stop()
+	}
+	sa.out = nil
 	sa.spii.Store(c.spii)
 	sa.spir.Store(c.spir)
 	sa.flagI = c.flagI
 	sa.ikeProp, sa.prf, sa.keys, sa.skIn, sa.skOut = c.prop, c.prf, c.keys, c.skIn, c.skOut
 	sa.nextMsgID, sa.peerNextMsgID, sa.lastResp, sa.reasm = 0, 0, nil, nil
-	sa.pendingIKE = nil
-	sa.peerRekeys = nil // Child SA rekeys of the old IKE SA are over
-	if sa.resp != nil {
-		// The new SPI was reserved when the rekey began.
-		sa.resp.releaseSPI(old, sa)
+	sa.pendingIKE, sa.newIKE, sa.ikeRekeying = nil, nil, false
+	sa.failedUpdate = nil // its Message ID was the old SA's
+	sa.peerRekeys = nil   // Child SA rekeys of the old IKE SA are over
+	sa.queueHeld = false
+	if sa.holdTimer != nil {
+		sa.holdTimer.Stop()
+		sa.holdTimer = nil
 	}
 	role := "responder"
 	if sa.initiator {
@@ -119,6 +137,48 @@ func (sa *SA) switchIKE(c *ikeContext) {
 	sa.log.Info("IKE SA rekeyed", "proposal", ProposalText(c.prop.Transforms))
 	sa.emit(&IKERekeyed{SA: sa, SPIi: c.spii, SPIr: c.spir})
 	sa.scheduleIKERekey()
+	if stale != nil && stale.ikeRekeySPI != 0 {
+		// The peer's rekey replaced the SA before ours was answered
+		// (2.8.2, the collision it did not see): that is our outcome.
+		sa.waitSwitch(sa.ikeRekeyDone)
+	}
+	for _, w := range sa.ikeWaiters {
+		select {
+		case w <- nil:
+		default: // told already
+		}
+	}
+	sa.ikeWaiters, sa.ikeRekeyDone = nil, nil
+	if stale != nil {
+		sa.resend(stale)
+	}
+	sa.drainQueue()
+}
+
+// resend moves a request that was outstanding on the old IKE SA to the new
+// one; our own rekey of the old SA is simply over.
+func (sa *SA) resend(r *request) {
+	switch {
+	case r.ikeRekeySPI != 0:
+		sa.releaseSPI(r.ikeRekeySPI)
+	case r.build == nil || r.rebuild != nil:
+		// MOBIKE requests carry per-path content and their own Message
+		// ID bookkeeping: they fail, and mobility tries again.
+		if r.onTimeout != nil {
+			r.onTimeout(errIKESwitched)
+		}
+	default:
+		sa.queue = append([]func(){func() {
+			sa.startRequest(r.exchange, r.build, r.onResponse, r.onTimeout)
+		}}, sa.queue...)
+	}
+}
+
+var errIKESwitched = errors.New("ike: the IKE SA was rekeyed while the request was out")
+
+// currentIKE is the SA's IKE state as a context.
+func (sa *SA) currentIKE() *ikeContext {
+	return &ikeContext{spii: sa.spii.Load(), spir: sa.spir.Load(), flagI: sa.flagI, prop: sa.ikeProp, prf: sa.prf, keys: sa.keys, skIn: sa.skIn, skOut: sa.skOut}
 }
 
 // ourSPI is the SPI that names the SA at our end now.
@@ -138,8 +198,11 @@ func (sa *SA) scheduleIKERekey() {
 		sa.ikeRekeyTimer.Stop()
 	}
 	d := sa.cfg.ikeRekey
-	if sa.cfg.rekeyJitter > 0 {
-		d -= time.Duration(rand.Int64N(int64(sa.cfg.rekeyJitter)))
+	// The jitter is the Child SAs' (their life less their rekey time),
+	// capped at a tenth of the IKE SA's own: a short rekey_time with the
+	// default Child lifetimes must not come out as zero, again and again.
+	if j := min(sa.cfg.rekeyJitter, d/10); j > 0 {
+		d -= time.Duration(rand.Int64N(int64(j)))
 	}
 	sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(d, func() {
 		sa.post(func() {
@@ -151,7 +214,7 @@ func (sa *SA) scheduleIKERekey() {
 }
 
 // RekeyIKE replaces the IKE SA's keys and SPIs now and returns once the SA
-// uses them.
+// uses them (also when a simultaneous rekey by the peer is the one kept).
 func (sa *SA) RekeyIKE(ctx context.Context) error {
 	return sa.await(ctx, func(res chan<- error) {
 		if err := sa.rekeyIKE(res); err != nil {
@@ -164,7 +227,7 @@ func (sa *SA) rekeyIKE(done chan<- error) error {
 	if sa.state != stateEstablished {
 		return fmt.Errorf("ike: IKE rekey in state %s", sa.state)
 	}
-	if sa.ikeRekeying || sa.pendingIKE != nil {
+	if sa.ikeRekeying || sa.pendingIKE != nil || sa.newIKE != nil {
 		return ErrRekeyInProgress
 	}
 	group := uint16(0)
@@ -174,6 +237,13 @@ func (sa *SA) rekeyIKE(done chan<- error) error {
 	sa.ikeRekeying = true
 	sa.sendIKERekey(group, done)
 	return nil
+}
+
+// waitSwitch hands done the outcome of the next switch to a new IKE SA.
+func (sa *SA) waitSwitch(done chan<- error) {
+	if done != nil {
+		sa.ikeWaiters = append(sa.ikeWaiters, done)
+	}
 }
 
 func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
@@ -199,8 +269,12 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			&wire.KE{Group: group, Data: kx.PublicKey()},
 		}
 	}
-	sa.log.Info("rekeying IKE SA", "new_spi", spiHex(spi))
-	sa.startRequest(wire.ExchangeCreateChildSA, build, func(_ wire.Header, ps []wire.Payload, _ []byte) {
+	onResponse := func(_ wire.Header, ps []wire.Payload, _ []byte) {
+		if !sa.ikeRekeying {
+			// Given up meanwhile (the peer's rekey took over).
+			sa.releaseSPI(spi)
+			return
+		}
 		if n := firstError(ps); n != nil {
 			sa.releaseSPI(spi)
 			switch {
@@ -209,8 +283,15 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 					sa.sendIKERekey(g, done)
 					return
 				}
+			case n.Type == wire.NotifyTemporaryFailure && sa.pendingIKE != nil:
+				// The peer finished its own rekey of this SA before ours
+				// reached it (RFC 7296 2.8.2): its SA replaces this one
+				// when it deletes the old, and that is our outcome too.
+				sa.ikeRekeying = false
+				sa.waitSwitch(done)
+				return
 			case n.Type == wire.NotifyTemporaryFailure:
-				// The peer is busy (say, rekeying itself): later.
+				// The peer is busy (say, rekeying a Child SA): later.
 				sa.ikeRekeying = false
 				wait := time.Second + time.Duration(rand.Int64N(int64(4*time.Second)))
 				sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(wait, func() {
@@ -250,6 +331,14 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			fail(err)
 			return
 		}
+		sa.ikeRekeying = false
+		if p := sa.pendingIKE; p != nil && sa.collide(c, p) {
+			// We lost: our SA is deleted, the peer's replaces the old
+			// one when the peer deletes that.
+			sa.waitSwitch(done)
+			return
+		}
+		sa.newIKE = c
 		// The old SA ends with our DELETE on it; only then do we talk on
 		// the new one, so no request of ours is caught between the two.
 		sa.startRequest(wire.ExchangeInformational,
@@ -262,15 +351,35 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			sa.out.keepSA = true
 			sa.out.onTimeout = func(error) { sa.finishIKERekey(c, done) }
 		}
-	}, func(err error) { fail(err) })
+	}
+	sa.log.Info("rekeying IKE SA", "new_spi", spiHex(spi))
+	sa.enqueue(func() {
+		if !sa.ikeRekeying || sa.pendingIKE != nil || sa.state != stateEstablished {
+			// While it waited its turn, the peer rekeyed the SA (or it
+			// is closing): nothing to send.
+			sa.releaseSPI(spi)
+			if sa.ikeRekeying && sa.pendingIKE != nil {
+				sa.ikeRekeying = false
+				sa.waitSwitch(done)
+			} else if sa.ikeRekeying {
+				fail(fmt.Errorf("ike: IKE rekey in state %s", sa.state))
+			}
+			return
+		}
+		sa.startRequest(wire.ExchangeCreateChildSA, build, onResponse, func(err error) { fail(err) })
+		if sa.out != nil { // nil only if the SA died building it
+			sa.out.ikeRekeySPI = spi
+			sa.ikeRekeyDone = done
+		}
+	})
 }
 
 func (sa *SA) finishIKERekey(c *ikeContext, done chan<- error) {
-	sa.ikeRekeying = false
-	sa.switchIKE(c)
-	if done != nil {
-		done <- nil
+	if sa.newIKE != c {
+		return
 	}
+	sa.waitSwitch(done)
+	sa.switchIKE(c, false)
 }
 
 func ikeRekeyPayloads(ps []wire.Payload) (*wire.SA, *wire.Nonce, *wire.KE) {
@@ -297,10 +406,14 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
 		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
 	}
-	if sa.ikeRekeying || sa.pendingIKE != nil {
-		// RFC 7296 2.25: a rekey is under way already.
+	if sa.pendingIKE != nil || sa.newIKE != nil || sa.state != stateEstablished {
+		// RFC 7296 2.8.2, 2.25.2: the SA is being replaced or closed
+		// already (our own rekey of it finished first, say).
 		return refuse(wire.NotifyTemporaryFailure, nil)
 	}
+	// A rekey of ours still waiting for its answer is a collision
+	// (2.8.2): both exchanges complete, and the nonces decide which new
+	// SA stays (collide).
 	saP, nonce, ke := ikeRekeyPayloads(ps)
 	if saP == nil || nonce == nil || ke == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
@@ -354,7 +467,204 @@ func (sa *SA) takePendingIKE(h wire.Header) bool {
 	if c == nil || h.SPIi != c.spii || h.SPIr != c.spir {
 		return false
 	}
-	sa.switchIKE(c)
+	sa.switchIKE(c, true)
+	return true
+}
+
+// ikeCollision records how a simultaneous IKE rekey was decided.
+type ikeCollision struct {
+	ours, theirs []byte // the lower nonce of our exchange and of the peer's
+	won          bool
+}
+
+// collide decides a simultaneous rekey (RFC 7296 2.8.2) once our exchange,
+// which made ours, is complete and the peer's, which made theirs, was
+// answered: of the two new SAs, the one whose exchange had the lowest of
+// the four nonces is redundant and deleted by its initiator; the other
+// replaces the old SA, which its initiator deletes. It reports whether we
+// lost: then our SA is being deleted, and we wait for the peer's DELETE
+// of the old SA with our requests held back (they would go to an SA that
+// is about to end). If we won, the caller deletes the old SA as after any
+// rekey, and the peer's new SA waits aside for the peer to delete it.
+func (sa *SA) collide(ours, theirs *ikeContext) (lost bool) {
+	col := &ikeCollision{ours: minNonce(ours.ni, ours.nr), theirs: minNonce(theirs.ni, theirs.nr)}
+	col.won = bytes.Compare(col.ours, col.theirs) > 0
+	sa.collision = col
+	if col.won {
+		sa.log.Info("IKE SA rekey collision won: the peer deletes its redundant SA", "redundant_spii", spiHex(theirs.spii), "redundant_spir", spiHex(theirs.spir))
+		sa.pendingIKE = nil
+		sa.addSide(&sideSA{ctx: theirs})
+		return false
+	}
+	sa.log.Info("IKE SA rekey collision lost: deleting our redundant SA", "redundant_spii", spiHex(ours.spii), "redundant_spir", spiHex(ours.spir))
+	side := &sideSA{ctx: ours}
+	sa.addSide(side)
+	sa.sendSideDelete(side, 0)
+	sa.queueHeld = true
+	// Should the winner's DELETE of the old SA never come, it has
+	// switched anyway after its retransmissions (keepSA): so do we.
+	sa.holdTimer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Total(), func() {
+		sa.post(func() {
+			if c := sa.pendingIKE; c == theirs && sa.queueHeld {
+				sa.log.Warn("the peer did not delete the old IKE SA after a rekey collision; switching to its new one")
+				sa.switchIKE(c, true)
+			}
+		})
+	})
+	return true
+}
+
+// sideSA is an IKE SA other than the SA's current one that still carries
+// a few messages: a redundant SA from a rekey collision (we delete it, or
+// wait for the peer to), or the old SA after a switch we made before the
+// peer deleted it. It answers DELETE and liveness checks, refuses other
+// requests with TEMPORARY_FAILURE, and goes once deleted or after expiry.
+type sideSA struct {
+	ctx      *ikeContext
+	peerNext uint32          // the Message ID the peer's next request has
+	last     *cachedResponse // our answer to its last request
+	// Our DELETE of it (only when it is ours and redundant).
+	del   []byte
+	timer Timer
+}
+
+// addSide registers s; it expires after the retransmission time, by when
+// the peer has given up on any exchange on it.
+func (sa *SA) addSide(s *sideSA) {
+	sa.sides = append(sa.sides, s)
+	sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Total()+time.Second, func() {
+		sa.post(func() { sa.dropSide(s) })
+	})
+}
+
+// dropSide forgets s and frees its SPI.
+func (sa *SA) dropSide(s *sideSA) {
+	i := slices.Index(sa.sides, s)
+	if i < 0 {
+		return
+	}
+	sa.sides = slices.Delete(sa.sides, i, i+1)
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	sa.releaseSPI(s.ctx.ourSPI())
+}
+
+func (sa *SA) sideHeader(c *ikeContext, exchange wire.ExchangeType, msgID uint32, response bool) wire.Header {
+	h := wire.Header{SPIi: c.spii, SPIr: c.spir, Version: 0x20, Exchange: exchange, MessageID: msgID}
+	if c.flagI {
+		h.Flags |= wire.FlagInitiator
+	}
+	if response {
+		h.Flags |= wire.FlagResponse
+	}
+	return h
+}
+
+// sendSideDelete sends (transmission n of) our DELETE of side, the first
+// request on that SA, with the retransmission schedule of any request.
+func (sa *SA) sendSideDelete(side *sideSA, n int) {
+	if side.del == nil {
+		pkt, err := sealWith(side.ctx.skOut, sa.sideHeader(side.ctx, wire.ExchangeInformational, 0, false), []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}})
+		if err != nil {
+			sa.log.Error("cannot build the DELETE of a redundant IKE SA", "err", err)
+			sa.dropSide(side)
+			return
+		}
+		side.del = pkt
+	}
+	if n > sa.cfg.retransmit.Retries {
+		sa.dropSide(side)
+		return
+	}
+	sa.send(side.del, nil, sa.path)
+	side.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(n), func() {
+		sa.post(func() {
+			if slices.Contains(sa.sides, side) {
+				sa.sendSideDelete(side, n+1)
+			}
+		})
+	})
+}
+
+// sideIKE takes a message for one of the side SAs; it reports whether the
+// message was for one (and is consumed).
+func (sa *SA) sideIKE(p inPacket, msg *wire.Message) bool {
+	h := msg.Header
+	if c := sa.pendingIKE; c != nil && sa.out != nil && sa.out.ikeRekeySPI != 0 && h.SPIi == c.spii && h.SPIr == c.spir {
+		// The peer's new SA speaks while our own rekey still waits for
+		// its answer: the peer saw both exchanges and deletes its SA as
+		// the redundant one (2.8.2). Ours then replaces the old SA.
+		sa.log.Info("IKE SA rekey collision: the peer deletes its new SA", "spii", spiHex(c.spii), "spir", spiHex(c.spir))
+		sa.pendingIKE = nil
+		sa.addSide(&sideSA{ctx: c})
+	}
+	i := slices.IndexFunc(sa.sides, func(s *sideSA) bool { return s.ctx.spii == h.SPIi && s.ctx.spir == h.SPIr })
+	if i < 0 {
+		return false
+	}
+	s := sa.sides[i]
+	if (h.Flags&wire.FlagInitiator != 0) == s.ctx.flagI || len(msg.Payloads) != 1 {
+		sa.stats.unexpected.Add(1)
+		return true
+	}
+	if _, ok := msg.Payloads[0].(*wire.Encrypted); !ok {
+		sa.stats.unexpected.Add(1)
+		return true
+	}
+	if h.Flags&wire.FlagResponse != 0 {
+		if s.del == nil || h.MessageID != 0 || h.Exchange != wire.ExchangeInformational {
+			sa.stats.unexpected.Add(1)
+			return true
+		}
+		if _, err := openWith(s.ctx.skIn, p.pkt, msg); err != nil {
+			sa.stats.undecryptable.Add(1)
+			return true
+		}
+		sa.log.Info("redundant IKE SA deleted", "spii", spiHex(s.ctx.spii), "spir", spiHex(s.ctx.spir))
+		sa.dropSide(s)
+		return true
+	}
+	if s.last != nil && h.MessageID == s.last.msgID {
+		sa.stats.dupRequests.Add(1)
+		sa.send(s.last.pkt, s.last.frags, p.path)
+		return true
+	}
+	if h.MessageID != s.peerNext {
+		sa.stats.unexpected.Add(1)
+		return true
+	}
+	ps, err := openWith(s.ctx.skIn, p.pkt, msg)
+	if err != nil {
+		sa.stats.undecryptable.Add(1)
+		return true
+	}
+	var resp []wire.Payload
+	deleted := false
+	switch h.Exchange {
+	case wire.ExchangeInformational:
+		for _, pl := range ps {
+			if d, ok := pl.(*wire.Delete); ok && d.Protocol == wire.ProtoIKE {
+				deleted = true
+			}
+		}
+	default:
+		resp = []wire.Payload{&wire.Notify{Type: wire.NotifyTemporaryFailure}}
+	}
+	pkt, err := sealWith(s.ctx.skOut, sa.sideHeader(s.ctx, h.Exchange, h.MessageID, true), resp)
+	if err != nil {
+		sa.log.Error("cannot build response", "exchange", h.Exchange, "err", err)
+		return true
+	}
+	s.peerNext = h.MessageID + 1
+	s.last = &cachedResponse{msgID: h.MessageID, pkt: pkt}
+	sa.send(pkt, nil, p.path)
+	if deleted {
+		// Should this answer be lost, the peer's retransmissions find
+		// nothing and it ends the SA on its own after them.
+		sa.log.Info("the peer deleted an IKE SA it no longer uses", "spii", spiHex(s.ctx.spii), "spir", spiHex(s.ctx.spir))
+		sa.dropSide(s)
+	}
 	return true
 }
 

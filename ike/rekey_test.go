@@ -40,6 +40,17 @@ func checkPair(t *testing.T, client, gw *SA) ChildSA {
 	return c
 }
 
+// settledPair is checkPair once a rekey's old SA is gone (its DELETE
+// waits replacedDeleteDelay).
+func settledPair(t *testing.T, client, gw *SA) ChildSA {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for (len(children(t, client)) != 1 || len(children(t, gw)) != 1) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return checkPair(t, client, gw)
+}
+
 // TestRekeyChild rekeys the Child SA from either end, with and without
 // PFS: the initiator of the rekey reports it with Initiated and deletes
 // the old SA; both ends end up with the one new SA and matching keys.
@@ -177,6 +188,14 @@ func TestRekeyTimer(t *testing.T) {
 	ev := nextEvent[*ChildRekeyed](t, c.events, 2*time.Second)
 	if !ev.Initiated || ev.OldSPIIn != est.Children[0].SPIIn {
 		t.Fatalf("rekey event %+v", ev)
+	}
+	// The old SA's DELETE waits a moment for its last packets.
+	rekeyed := fc.Now()
+	if !fc.fireNext(est.SA.Done()) {
+		t.Fatal("no timer for the old SA's DELETE")
+	}
+	if at := fc.Now().Sub(rekeyed); at != replacedDeleteDelay {
+		t.Fatalf("old SA deleted %v after the rekey, want %v", at, replacedDeleteDelay)
 	}
 	nextEvent[*ChildDeleted](t, c.events, 2*time.Second)
 }

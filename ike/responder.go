@@ -110,6 +110,10 @@ type ResponderStats struct {
 	Malformed, UnknownSPI, CookiesSent, HalfOpenDropped, NoProposal, InvalidKE uint64
 	// UnexpectedNAT: IKE_SA_INITs with NO_NATS_ALLOWED that came through a NAT.
 	UnexpectedNAT uint64
+	// InvalidSPISent: requests for unknown IKE SPIs answered with
+	// INVALID_IKE_SPI; InvalidSPILimited: those left unanswered for the
+	// rate limit.
+	InvalidSPISent, InvalidSPILimited uint64
 }
 
 type halfKey struct {
@@ -136,6 +140,9 @@ type Responder struct {
 	byIdentity map[string][]*SA
 
 	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE, unexpectedNAT atomic.Uint64
+
+	invalidSPITokens                  tokenBucket
+	invalidSPISent, invalidSPILimited atomic.Uint64
 }
 
 // NewResponder creates a responder whose SAs live until ctx ends (or they
@@ -169,6 +176,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
 		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA)}
+	r.invalidSPITokens = tokenBucket{burst: invalidSPIBurst, every: invalidSPIEvery}
 	r.secret = make([]byte, 32)
 	if _, err := io.ReadFull(c.rand, r.secret); err != nil {
 		return nil, fmt.Errorf("ike: cookie secret: %w", err)
@@ -179,7 +187,8 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 // Stats returns the responder's drop counters.
 func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
-		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load()}
+		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load(),
+		r.invalidSPISent.Load(), r.invalidSPILimited.Load()}
 }
 
 // SAs returns the live IKE SAs.
@@ -253,9 +262,75 @@ func (r *Responder) HandlePacket(pkt []byte, path esp.Path) {
 	r.mu.Unlock()
 	if sa == nil {
 		r.unknownSPI.Add(1)
+		r.answerUnknownSPI(h, path)
 		return
 	}
 	sa.HandlePacket(pkt, path)
+}
+
+// Unknown-SPI answers (RFC 7296 2.21.4) are limited to a burst of
+// invalidSPIBurst, refilled at one per invalidSPIEvery: a restarted
+// gateway tells its clients at once, a flood of forged requests gets
+// little out of us.
+const (
+	invalidSPIBurst = 16
+	invalidSPIEvery = 50 * time.Millisecond
+)
+
+// answerUnknownSPI tells the sender of a request under an IKE SPI we do not
+// know (we restarted, say) with an unprotected INVALID_IKE_SPI, so its
+// client reconnects without waiting for dead peer detection. Responses
+// are never answered, and the reply copies the request's SPIs and
+// Message ID.
+func (r *Responder) answerUnknownSPI(req wire.Header, path esp.Path) {
+	if req.Flags&wire.FlagResponse != 0 || req.Exchange == wire.ExchangeIKESAInit {
+		return
+	}
+	if !r.invalidSPITokens.take(r.common.clock.Now()) {
+		r.invalidSPILimited.Add(1)
+		return
+	}
+	h := wire.Header{SPIi: req.SPIi, SPIr: req.SPIr, Version: 0x20, Exchange: req.Exchange, Flags: wire.FlagResponse, MessageID: req.MessageID}
+	if req.Flags&wire.FlagInitiator == 0 {
+		// The request came from the SA's responder, so we answer as its
+		// initiator.
+		h.Flags |= wire.FlagInitiator
+	}
+	pkt, err := (&wire.Message{Header: h, Payloads: []wire.Payload{&wire.Notify{Type: wire.NotifyInvalidIKESPI}}}).Encode()
+	if err != nil {
+		r.common.log.Error("encoding INVALID_IKE_SPI", "err", err)
+		return
+	}
+	r.invalidSPISent.Add(1)
+	if err := r.tr.SendIKE(pkt, path); err != nil {
+		r.common.log.Debug("send failed", "err", err)
+	}
+}
+
+// tokenBucket is a small rate limiter: burst tokens, one more per every.
+type tokenBucket struct {
+	mu     sync.Mutex
+	burst  int
+	every  time.Duration
+	tokens int
+	last   time.Time
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last.IsZero() {
+		b.tokens, b.last = b.burst, now
+	}
+	if n := int(now.Sub(b.last) / b.every); n > 0 {
+		b.tokens = min(b.burst, b.tokens+n)
+		b.last = b.last.Add(time.Duration(n) * b.every)
+	}
+	if b.tokens == 0 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // reserveSPI picks a fresh SPI for sa's end of a rekeyed IKE SA and routes

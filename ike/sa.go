@@ -97,6 +97,12 @@ type request struct {
 	sched   *Retransmit
 	keepSA  bool
 	sentOn  esp.Path
+	// build made the payloads (startRequest), so a request caught by an
+	// IKE SA rekey can be sent again on the new SA; ikeRekeySPI, when
+	// set, marks our CREATE_CHILD_SA that rekeys the IKE SA (it is our
+	// SPI for the new SA), which such a switch ends.
+	build       func() []wire.Payload
+	ikeRekeySPI uint64
 }
 
 type cachedResponse struct {
@@ -212,16 +218,29 @@ type SA struct {
 	pendingIKE    *ikeContext
 	ikeRekeying   bool
 	ikeRekeyTimer Timer
-	hint          hintState // unprotected notifications (hint.go)
-	peerID        string
-	poolKey       string
-	children      []ChildSA
-	vips          []netip.Addr
-	dns           []netip.Addr
-	established   bool
-	onDead        []func()
-	closeWaiters  []chan struct{}
-	deadReason    error
+	// Simultaneous IKE rekeys (RFC 7296 2.8.2, rekey_ike.go): newIKE is
+	// the SA our finished rekey made while its DELETE of the old one is
+	// outstanding; sides are IKE SAs other than the current one that
+	// still get messages (redundant ones, the old one); ikeWaiters get
+	// the outcome of RekeyIKE calls when the SA switches; queueHeld keeps
+	// our requests back until the collision's winner deletes the old SA.
+	newIKE       *ikeContext
+	sides        []*sideSA
+	ikeWaiters   []chan<- error
+	queueHeld    bool
+	holdTimer    Timer
+	ikeRekeyDone chan<- error // the RekeyIKE call of the rekey on the wire
+	collision    *ikeCollision
+	hint         hintState // unprotected notifications (hint.go)
+	peerID       string
+	poolKey      string
+	children     []ChildSA
+	vips         []netip.Addr
+	dns          []netip.Addr
+	established  bool
+	onDead       []func()
+	closeWaiters []chan struct{}
+	deadReason   error
 
 	// Initiator IKE_SA_INIT retries.
 	cookie       []byte
@@ -422,6 +441,14 @@ func (sa *SA) die(reason error) {
 	if sa.reauthTimer != nil {
 		sa.reauthTimer.Stop()
 	}
+	if sa.holdTimer != nil {
+		sa.holdTimer.Stop()
+	}
+	for _, s := range sa.sides {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	}
 	sa.state = stateDead
 	sa.deadReason = reason
 	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
@@ -467,12 +494,17 @@ func (sa *SA) header(exchange wire.ExchangeType, msgID uint32, response bool) wi
 
 // seal builds an encrypted message.
 func (sa *SA) seal(h wire.Header, ps []wire.Payload) ([]byte, error) {
+	return sealWith(sa.skOut, h, ps)
+}
+
+// sealWith builds a message encrypted with sk (an IKE SA's outbound keys).
+func sealWith(sk *ikecrypto.SKCipher, h wire.Header, ps []wire.Payload) ([]byte, error) {
 	first, body, err := wire.EncodePayloads(ps)
 	if err != nil {
 		return nil, fmt.Errorf("ike: encoding %s payloads: %w", h.Exchange, err)
 	}
-	aad := wire.EncryptedHeader(h, first, sa.skOut.SealedLen(len(body)))
-	data, err := sa.skOut.Seal(aad, body)
+	aad := wire.EncryptedHeader(h, first, sk.SealedLen(len(body)))
+	data, err := sk.Seal(aad, body)
 	if err != nil {
 		return nil, fmt.Errorf("ike: encrypting %s: %w", h.Exchange, err)
 	}
@@ -495,7 +527,12 @@ func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) 
 
 // open decrypts the SK payload of msg.
 func (sa *SA) open(raw []byte, msg *wire.Message) ([]wire.Payload, error) {
-	if sa.skIn == nil {
+	return openWith(sa.skIn, raw, msg)
+}
+
+// openWith decrypts the SK payload of msg with sk (an IKE SA's inbound keys).
+func openWith(sk *ikecrypto.SKCipher, raw []byte, msg *wire.Message) ([]wire.Payload, error) {
+	if sk == nil {
 		return nil, errors.New("no keys yet")
 	}
 	if len(msg.Payloads) != 1 {
@@ -508,7 +545,7 @@ func (sa *SA) open(raw []byte, msg *wire.Message) ([]wire.Payload, error) {
 	if e.Offset < wire.HeaderLen || e.Offset > len(raw) {
 		return nil, errors.New("bad Encrypted payload offset")
 	}
-	plain, err := sa.skIn.Open(raw[:e.Offset], e.Data)
+	plain, err := sk.Open(raw[:e.Offset], e.Data)
 	if err != nil {
 		return nil, err
 	}
@@ -529,13 +566,34 @@ func (sa *SA) startRequest(exchange wire.ExchangeType, build func() []wire.Paylo
 			return
 		}
 		sa.nextMsgID++
-		sa.sendRequest(&request{exchange: exchange, msgID: id, pkt: pkt, frags: frags, onResponse: onResponse, onTimeout: onTimeout})
+		sa.sendRequest(&request{exchange: exchange, msgID: id, pkt: pkt, frags: frags, onResponse: onResponse, onTimeout: onTimeout, build: build})
 	}
-	if sa.out != nil {
+	sa.enqueue(send)
+}
+
+// busy reports whether a request must wait: one is outstanding (window
+// size 1), or the queue is held while a lost IKE rekey collision waits
+// for the peer's DELETE of the old IKE SA (rekey_ike.go).
+func (sa *SA) busy() bool { return sa.out != nil || sa.queueHeld }
+
+// enqueue runs send now when the window is free, else after the requests
+// before it.
+func (sa *SA) enqueue(send func()) {
+	if sa.busy() {
 		sa.queue = append(sa.queue, send)
 		return
 	}
 	send()
+}
+
+// drainQueue starts queued work until a request occupies the window.
+// Queued work may also decide not to send anything.
+func (sa *SA) drainQueue() {
+	for !sa.busy() && len(sa.queue) > 0 && sa.state != stateDead {
+		next := sa.queue[0]
+		sa.queue = sa.queue[1:]
+		next()
+	}
 }
 
 // sendRequest transmits r as the outstanding request and arms its timer.
@@ -585,10 +643,13 @@ func (sa *SA) onTimer(r *request, n int) {
 	if n >= retries {
 		err := &UnreachableError{Exchange: r.exchange, Retransmissions: n}
 		if r.keepSA {
-			sa.completeRequest()
+			// The handler may switch the IKE SA (a rekey's lost DELETE):
+			// queued requests go out after it, under the keys it leaves.
+			sa.completeRequestKeepQueue()
 			if r.onTimeout != nil {
 				r.onTimeout(err)
 			}
+			sa.drainQueue()
 			return
 		}
 		sa.out = nil
@@ -611,11 +672,7 @@ func (sa *SA) completeRequest() {
 		sa.out.timer.Stop()
 	}
 	sa.out = nil
-	if len(sa.queue) > 0 && sa.state != stateDead {
-		next := sa.queue[0]
-		sa.queue = sa.queue[1:]
-		next()
-	}
+	sa.drainQueue()
 }
 
 func (sa *SA) handlePacket(p inPacket) {
@@ -633,6 +690,9 @@ func (sa *SA) handlePacket(p inPacket) {
 		return
 	}
 	h := msg.Header
+	if sa.sideIKE(p, msg) {
+		return
+	}
 	isInit := h.Exchange == wire.ExchangeIKESAInit
 	if spir := sa.spir.Load(); h.SPIi != sa.spii.Load() || (h.SPIr != spir && !(isInit && (spir == 0 || h.SPIr == 0))) {
 		// The peer may already talk on the IKE SA its rekey made.
@@ -679,11 +739,7 @@ func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
 	sa.completeRequestKeepQueue()
 	sa.respPath = p.path
 	r.onResponse(h, ps, p.pkt)
-	if sa.state != stateDead && sa.out == nil && len(sa.queue) > 0 {
-		next := sa.queue[0]
-		sa.queue = sa.queue[1:]
-		next()
-	}
+	sa.drainQueue()
 }
 
 // completeRequestKeepQueue frees the window without starting queued work, so
@@ -802,8 +858,9 @@ func (sa *SA) startClose(wait chan struct{}) {
 		return
 	}
 	sa.state = stateDeleting
-	// Pending work is moot; DELETE goes next (after an outstanding request).
-	sa.queue = nil
+	// Pending work is moot; DELETE goes next (after an outstanding request),
+	// also while a lost rekey collision holds requests back.
+	sa.queue, sa.queueHeld = nil, false
 	sa.startRequest(wire.ExchangeInformational,
 		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
 		func(wire.Header, []wire.Payload, []byte) { sa.die(ErrClosed) },

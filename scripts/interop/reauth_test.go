@@ -345,14 +345,14 @@ func checkLoss(t *testing.T, fail func(string, ...any), pingOut, eventsOut strin
 	}
 }
 
-var pingReply = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from .*icmp_seq=(\d+) `)
+var pingReplyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from .*icmp_seq=(\d+) `)
 
 // lossNear finds the echoes 1..count that `ping -D` saw no reply for, and
 // how many of them were sent within window of one of at. A lost echo's
 // send time is interpolated between its answered neighbours.
 func lossNear(out string, count int, at []time.Time, window time.Duration) (near, lost int) {
 	seen := map[int]time.Time{}
-	for _, m := range pingReply.FindAllStringSubmatch(out, -1) {
+	for _, m := range pingReplyAt.FindAllStringSubmatch(out, -1) {
 		sec, _ := strconv.ParseInt(m[1], 10, 64)
 		frac, _ := strconv.ParseFloat("0."+m[2], 64)
 		seq, _ := strconv.Atoi(m[3])

@@ -3,7 +3,6 @@ package interop
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +90,7 @@ func TestRekeyStrongSwan(t *testing.T) {
 			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 				fail("ping through the tunnel: %v", err)
 			}
+			acct := startEchoAccount(t, l)
 			ping := startPinger(t, l, run)
 			tcp := make(chan error, 1)
 			go func() {
@@ -112,19 +112,29 @@ func TestRekeyStrongSwan(t *testing.T) {
 			if err := <-tcp; err != nil {
 				fail("TCP transfer through the rekeys: %v", err)
 			}
+			verdict := acct.verdict(t, sent, recv)
 			childRekeys, ikeRekeys := countRekeys(gw.Log(), tc.swanMarker)
 			st := status()
-			t.Logf("%s: strongSwan logged %d Child SA and %d IKE SA rekeys; roam showed %d Child and %d IKE SAs; %d echoes sent, %d answered; drops %s",
-				tc.name, childRekeys, ikeRekeys, len(childSPIs), len(ikeSPIs), sent, recv, st.Drops)
+			t.Logf("%s: strongSwan logged %d Child SA and %d IKE SA rekeys; roam showed %d Child and %d IKE SAs; %s; roam drops %s",
+				tc.name, childRekeys, ikeRekeys, len(childSPIs), len(ikeSPIs), verdict, strings.Join(strings.Fields(string(st.Drops)), " "))
 			if childRekeys < 5 || len(childSPIs) < 6 || ikeRekeys < 2 || len(ikeSPIs) < 3 {
 				fail("too few rekeys in %v", run)
 			}
-			// Zero loss is the goal and the usual result; on a loaded
-			// machine a few echoes go missing around the rekeys (issue 4),
-			// so up to one in a thousand is tolerated and reported.
-			if lost := sent - recv; lost > sent/1000 {
-				late := regexp.MustCompile(`(?m)^.*no answer yet.*$`).FindAllString(ping.proc.Output(), 20)
-				fail("%d of %d echoes lost across the rekeys:\n%s", lost, sent, strings.Join(late, "\n"))
+			// No echo may be lost to the rekeys. The only loss accepted
+			// is congestion at strongSwan's userspace ESP, which on this
+			// shared machine now and then overflows its UDP socket under
+			// the TCP transfer, rekey or not (issue 4's "1-15 echoes under
+			// load": the host's counters showed every such echo was a
+			// request that never arrived, and the gateway's kernel
+			// counted the overflows; those right at a roam-started Child
+			// rekey were our DELETE overtaking ESP still queued in
+			// kernel-libipsec, which ike.replacedDeleteDelay addresses).
+			if n := verdict.unexplained(); n > 0 {
+				fail("%d echoes lost across the rekeys that congestion does not explain (%s):\n%s", n, verdict,
+					lossReport(ping.proc.Output(), gw.Log(), "", ""))
+			}
+			if lost := sent - recv; lost > 0 {
+				t.Logf("%d echoes lost to congestion at strongSwan's socket:\n%s", lost, lossReport(ping.proc.Output(), gw.Log(), "", ""))
 			}
 			// A rekey may be half done at this moment: both old and new
 			// SA exist until the DELETE (and strongSwan lists a deleted

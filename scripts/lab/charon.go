@@ -89,6 +89,7 @@ func (l *Lab) StartCharon(ns string, opts CharonOptions) (*Charon, error) {
     lab {
       path = %s
       time_format = %%H:%%M:%%S
+      time_add_ms = yes
       ike_name = yes
       default = %d
       flush_line = yes

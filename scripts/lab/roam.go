@@ -66,8 +66,13 @@ type RoamProfile struct {
 	RemoteTS []string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
-	// ChildRekey sets child_rekey_time, IKERekey rekey_time (0: defaults).
-	ChildRekey, IKERekey time.Duration
+	// ChildRekey sets child_rekey_time, ChildLife child_life_time,
+	// IKERekey rekey_time (0: defaults).
+	ChildRekey, ChildLife, IKERekey time.Duration
+	// DPDDelay sets dpd_delay (0: default); NoReconnect writes
+	// reconnect = false.
+	DPDDelay    time.Duration
+	NoReconnect bool
 
 	// EAP: EAPIdentity (empty: local_id) and, for EAP-MSCHAPv2, Password,
 	// written to a password_file (mode 0600) unless empty: then roam
@@ -144,6 +149,15 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.ChildRekey > 0 {
 			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
+		}
+		if p.ChildLife > 0 {
+			fmt.Fprintf(&b, "child_life_time = %q\n", p.ChildLife.String())
+		}
+		if p.DPDDelay > 0 {
+			fmt.Fprintf(&b, "dpd_delay = %q\n", p.DPDDelay.String())
+		}
+		if p.NoReconnect {
+			b.WriteString("reconnect = false\n")
 		}
 		if p.IKERekey > 0 {
 			fmt.Fprintf(&b, "rekey_time = %q\n", p.IKERekey.String())
