@@ -111,8 +111,9 @@ type Lifetimes struct {
 	// at the same moment; ChildLife: it expires if rekeying failed.
 	ChildRekey, ChildLife time.Duration
 	// IKERekey (rekey_time): the IKE SA gets new keys this long after it
-	// was made, less the same random part.
-	IKERekey time.Duration
+	// was made, less the same random part; IKELife (life_time): it is
+	// deleted this long after its last keys if no rekey succeeded.
+	IKERekey, IKELife time.Duration
 }
 
 // Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
@@ -124,11 +125,19 @@ const (
 	DefaultIKERekey   = 4 * time.Hour
 )
 
-func parseLifetimes(ike, rekey, life string) (Lifetimes, error) {
+func parseLifetimes(ike, ikeLife, rekey, life string) (Lifetimes, error) {
 	var l Lifetimes
 	var err error
 	if l.IKERekey, err = durationKey("rekey_time", ike, DefaultIKERekey, minChildRekey); err != nil {
 		return l, err
+	}
+	// The default margin leaves a short rekey_time (a lab's) room for a
+	// few retries after a refused or colliding rekey.
+	if l.IKELife, err = durationKey("life_time", ikeLife, l.IKERekey+max(l.IKERekey/10, time.Minute), minChildRekey); err != nil {
+		return l, err
+	}
+	if l.IKELife <= l.IKERekey {
+		return l, fmt.Errorf("life_time: %v must be longer than rekey_time %v", l.IKELife, l.IKERekey)
 	}
 	if l.ChildRekey, err = durationKey("child_rekey_time", rekey, DefaultChildRekey, minChildRekey); err != nil {
 		return l, err
@@ -211,6 +220,7 @@ type rawProfile struct {
 	Reconnect     *bool    `toml:"reconnect"`
 	ReconnectMax  string   `toml:"reconnect_max_delay"`
 	IKERekey      string   `toml:"rekey_time"`
+	IKELife       string   `toml:"life_time"`
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
 	AllowNAT      *bool    `toml:"allow_nat"`
@@ -248,6 +258,7 @@ type rawGateway struct {
 	DPDDelay      string      `toml:"dpd_delay"`
 	RR            *bool       `toml:"return_routability"`
 	IKERekey      string      `toml:"rekey_time"`
+	IKELife       string      `toml:"life_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
@@ -425,7 +436,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.DeadAfter, err = durationKey("dead_after", r.DeadAfter, 0, minDeadAfter); err != nil {
 		return nil, err
 	}
-	if p.Lifetimes, err = parseLifetimes(r.IKERekey, r.ChildRekey, r.ChildLife); err != nil {
+	if p.Lifetimes, err = parseLifetimes(r.IKERekey, r.IKELife, r.ChildRekey, r.ChildLife); err != nil {
 		return nil, err
 	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
@@ -460,7 +471,7 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
 	}
-	lt, err := parseLifetimes(r.IKERekey, r.ChildRekey, r.ChildLife)
+	lt, err := parseLifetimes(r.IKERekey, r.IKELife, r.ChildRekey, r.ChildLife)
 	if err != nil {
 		return nil, err
 	}

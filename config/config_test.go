@@ -160,6 +160,22 @@ psk_file = "` + psk + `"
 				t.Errorf("child_rekey_time 30s gives %v/%v, want 30s/33s", p.ChildRekey, p.ChildLife)
 			}
 		}},
+		{name: "IKE lifetimes", body: base + "rekey_time = \"1h\"\n", check: func(t *testing.T, p *Profile) {
+			if p.IKERekey != time.Hour || p.IKELife != 66*time.Minute {
+				t.Errorf("rekey_time 1h gives %v/%v, want 1h/1h6m", p.IKERekey, p.IKELife)
+			}
+		}},
+		{name: "IKE life at least a minute more", body: base + "rekey_time = \"20s\"\n", check: func(t *testing.T, p *Profile) {
+			if p.IKELife != 80*time.Second {
+				t.Errorf("rekey_time 20s gives life_time %v, want 1m20s", p.IKELife)
+			}
+		}},
+		{name: "IKE life set", body: base + "rekey_time = \"20s\"\nlife_time = \"40s\"\n", check: func(t *testing.T, p *Profile) {
+			if p.IKERekey != 20*time.Second || p.IKELife != 40*time.Second {
+				t.Errorf("got %v/%v, want 20s/40s", p.IKERekey, p.IKELife)
+			}
+		}},
+		{name: "IKE life not after rekey", body: base + "rekey_time = \"1m\"\nlife_time = \"1m\"\n", wantErr: "life_time: 1m0s must be longer than rekey_time 1m0s"},
 		{name: "child life not after rekey", body: base + "child_rekey_time = \"1m\"\nchild_life_time = \"50s\"\n", wantErr: "child_life_time: 50s must be longer than child_rekey_time 1m0s"},
 		{name: "child rekey too often", body: base + "child_rekey_time = \"2s\"\n", wantErr: `child_rekey_time: "2s" is shorter than 10s`},
 		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {

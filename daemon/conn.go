@@ -277,8 +277,8 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		DPDDelay:       p.DPDDelay,
 		LastInbound:    c.lastInbound,
 		ChildRekeyTime: p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
-		IKERekeyTime: p.IKERekey,
-		ForbidNAT:    !p.AllowNAT,
+		IKERekeyTime: p.IKERekey, IKELifeTime: p.IKELife,
+		ForbidNAT: !p.AllowNAT,
 		// MOBIKE: the gateway learns our other addresses (RFC 4555 3.4).
 		LocalAddresses: c.localAddresses,
 		// Short first timeouts: an unreachable gateway is reported within

@@ -119,7 +119,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		NoReturnRoutability: !g.ReturnRoutability,
 		NoFragmentation:     !g.Fragmentation,
 		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
-		IKERekeyTime: g.IKERekey,
+		IKERekeyTime: g.IKERekey, IKELifeTime: g.IKELife,
 		// Reaps clients that vanished without a DELETE (a laptop closed
 		// for good), so their addresses go back to the pool.
 		DPDDelay: g.DPDDelay,

@@ -61,6 +61,9 @@ type InitiatorConfig struct {
 	// IKERekeyTime is when the IKE SA is rekeyed (less a random part of
 	// RekeyJitter); zero: never.
 	IKERekeyTime time.Duration
+	// IKELifeTime is when an IKE SA that could not be rekeyed is deleted
+	// (its keys have been in use too long); zero: never.
+	IKELifeTime time.Duration
 	// LocalAddresses, when set, lists our usable addresses; those other
 	// than Path.Local's are announced in IKE_AUTH as ADDITIONAL_IP4/6_ADDRESS
 	// (NO_ADDITIONAL_ADDRESSES when none; RFC 4555 3.4). MOBIKE only.
@@ -134,7 +137,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE, mobikeData: mobikeData,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU,
 		dpdDelay: cfg.DPDDelay, lastInbound: cfg.LastInbound,
-		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime, ikeLife: cfg.IKELifeTime,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	if len(cfg.RemoteTS) == 0 {

@@ -189,8 +189,18 @@ func (sa *SA) ourSPI() uint64 {
 	return sa.spir.Load()
 }
 
-// scheduleIKERekey arms the IKE SA's soft lifetime.
+// ErrIKEExpired ends an IKE SA that reached its hard lifetime without a
+// rekey (the peer refused every attempt, say); the owner may reconnect.
+var ErrIKEExpired = errors.New("IKE SA lifetime expired before it could be rekeyed")
+
+// ikeRekeyRetry is how long after a failed IKE rekey the next attempt
+// comes, while the hard lifetime has not run out.
+const ikeRekeyRetry = 30 * time.Second
+
+// scheduleIKERekey arms the IKE SA's soft and hard lifetimes, from now
+// (the SA is new or has just been rekeyed).
 func (sa *SA) scheduleIKERekey() {
+	sa.armIKELife()
 	if sa.cfg.ikeRekey <= 0 {
 		return
 	}
@@ -223,6 +233,49 @@ func (sa *SA) RekeyIKE(ctx context.Context) error {
 	})
 }
 
+// armIKELife arms the hard lifetime: reached, the SA is deleted with
+// ErrIKEExpired.
+func (sa *SA) armIKELife() {
+	if sa.cfg.ikeLife <= 0 {
+		return
+	}
+	if sa.ikeLifeTimer != nil {
+		sa.ikeLifeTimer.Stop()
+	}
+	sa.ikeLifeTimer = sa.cfg.clock.AfterFunc(sa.cfg.ikeLife, func() {
+		sa.post(func() {
+			if sa.state != stateEstablished || sa.ha.parked.Load() {
+				return
+			}
+			sa.log.Warn("IKE SA expired before it was rekeyed: deleting it", "life_time", sa.cfg.ikeLife)
+			sa.state = stateDeleting
+			sa.queue, sa.queueHeld = nil, false
+			sa.startRequest(wire.ExchangeInformational,
+				func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
+				func(wire.Header, []wire.Payload, []byte) { sa.die(ErrIKEExpired) },
+				func(error) { sa.die(ErrIKEExpired) })
+		})
+	})
+}
+
+// retryIKERekey tries a refused IKE rekey again later; the hard lifetime
+// ends the SA if every attempt fails.
+func (sa *SA) retryIKERekey() {
+	if sa.cfg.ikeRekey <= 0 || sa.state != stateEstablished {
+		return
+	}
+	if sa.ikeRekeyTimer != nil {
+		sa.ikeRekeyTimer.Stop()
+	}
+	sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(ikeRekeyRetry, func() {
+		sa.post(func() {
+			if err := sa.rekeyIKE(nil); err != nil {
+				sa.log.Warn("IKE SA rekey not started", "err", err)
+			}
+		})
+	})
+}
+
 func (sa *SA) rekeyIKE(done chan<- error) error {
 	if sa.state != stateEstablished {
 		return fmt.Errorf("ike: IKE rekey in state %s", sa.state)
@@ -251,7 +304,10 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 		sa.ikeRekeying = false
 		if done != nil {
 			done <- err
+			return
 		}
+		sa.log.Warn("IKE SA rekey failed", "err", err)
+		sa.retryIKERekey()
 	}
 	kx, err := ikecrypto.NewKeyExchange(group, sa.cfg.rand)
 	if err != nil {

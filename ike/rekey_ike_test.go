@@ -3,6 +3,7 @@ package ike
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	mrand "math/rand/v2"
 	"sync"
@@ -296,4 +297,59 @@ func TestIKERekeyTimerJitter(t *testing.T) {
 		t.Fatalf("IKE rekey after %v, want within a tenth below 5m", at)
 	}
 	nextEvent[*IKERekeyed](t, c.events, 2*time.Second)
+}
+
+// TestIKELifeTime: the IKE SA's hard lifetime runs from its last rekey;
+// reached without one, the SA is deleted at both ends with ErrIKEExpired.
+func TestIKELifeTime(t *testing.T) {
+	tests := []struct {
+		name    string
+		rekey   time.Duration
+		rekeyed int // IKE rekeys before the lifetime ends the SA
+	}{
+		{name: "never rekeyed", rekey: 0, rekeyed: 0},
+		// Rekeys at 40 and 80 min: each pushes the end (60 min after it)
+		// past the next rekey, so the SA would live on; the test stops
+		// after two.
+		{name: "each rekey restarts it", rekey: 40 * time.Minute, rekeyed: 2},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, int64(1400+i), nil)
+			fc := newFakeClock()
+			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			cfg.Clock = fc
+			cfg.IKERekeyTime, cfg.IKELifeTime, cfg.RekeyJitter = tt.rekey, time.Hour, 0
+			c := e.dial(cfg)
+			est, err := c.wait(t, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sa := est.SA
+			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+			for n := 0; n < tt.rekeyed; n++ {
+				if !fc.fireNext(sa.Done()) {
+					t.Fatal("no timer pending")
+				}
+				nextEvent[*IKERekeyed](t, c.events, 2*time.Second)
+			}
+			if tt.rekeyed > 0 {
+				select {
+				case <-sa.Done():
+					t.Fatal("the SA ended although it was rekeyed in time")
+				default:
+				}
+				return
+			}
+			if !fc.fireNext(sa.Done()) {
+				t.Fatal("no timer pending")
+			}
+			if d := nextEvent[*Deleted](t, c.events, 2*time.Second); !errors.Is(d.Reason, ErrIKEExpired) {
+				t.Fatalf("client SA ended with %v", d.Reason)
+			}
+			if d := nextEvent[*Deleted](t, e.respEvents, 2*time.Second); d.SA != gw {
+				t.Fatal("the gateway's SA did not end")
+			}
+		})
+	}
 }

@@ -189,7 +189,10 @@ func TestRekeyTimer(t *testing.T) {
 	if !ev.Initiated || ev.OldSPIIn != est.Children[0].SPIIn {
 		t.Fatalf("rekey event %+v", ev)
 	}
-	// The old SA's DELETE waits a moment for its last packets.
+	// The old SA's DELETE waits a moment for its last packets. Its timer
+	// is armed on the SA's goroutine after the event went out: wait for
+	// that step to end.
+	call(est.SA, func() {})
 	rekeyed := fc.Now()
 	if !fc.fireNext(est.SA.Done()) {
 		t.Fatal("no timer for the old SA's DELETE")

@@ -87,6 +87,7 @@ type ResponderConfig struct {
 	// Child SA lifetimes, as in InitiatorConfig.
 	ChildRekeyTime, ChildLifeTime, RekeyJitter time.Duration
 	IKERekeyTime                               time.Duration
+	IKELifeTime                                time.Duration // as in InitiatorConfig
 	Retransmit                                 Retransmit
 	Clock                                      Clock
 	Rand                                       io.Reader
@@ -171,7 +172,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
-		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime,
+		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime, ikeLife: cfg.IKELifeTime,
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,

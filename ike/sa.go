@@ -132,7 +132,9 @@ type common struct {
 	// and hard; zero means never.
 	childRekey, childLife, rekeyJitter time.Duration
 	// ikeRekey is the IKE SA's soft lifetime (rekey_ike.go); zero: never.
-	ikeRekey   time.Duration
+	ikeRekey time.Duration
+	// ikeLife is its hard lifetime: not rekeyed by then, it is deleted.
+	ikeLife    time.Duration
 	retransmit Retransmit
 	clock      Clock
 	rand       io.Reader
@@ -218,6 +220,7 @@ type SA struct {
 	pendingIKE    *ikeContext
 	ikeRekeying   bool
 	ikeRekeyTimer Timer
+	ikeLifeTimer  Timer
 	// Simultaneous IKE rekeys (RFC 7296 2.8.2, rekey_ike.go): newIKE is
 	// the SA our finished rekey made while its DELETE of the old one is
 	// outstanding; sides are IKE SAs other than the current one that
@@ -437,6 +440,9 @@ func (sa *SA) die(reason error) {
 	sa.stopChildTimers()
 	if sa.ikeRekeyTimer != nil {
 		sa.ikeRekeyTimer.Stop()
+	}
+	if sa.ikeLifeTimer != nil {
+		sa.ikeLifeTimer.Stop()
 	}
 	if sa.reauthTimer != nil {
 		sa.reauthTimer.Stop()
