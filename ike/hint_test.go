@@ -86,10 +86,18 @@ func TestUnprotectedHints(t *testing.T) {
 		{name: "from elsewhere", pkt: unprotected(t, spii, spir, &wire.Notify{Type: wire.NotifyInvalidIKESPI}),
 			path: esp.Path{Local: from.Local, Remote: netip.MustParseAddrPort("203.0.113.99:4500")}, wantHints: 2, wantSent: 0},
 	}
+	// deliver hands a packet to the SA goroutine and returns once it was
+	// handled: HandlePacket's inbox and call's control channel are served
+	// in either order.
+	deliver := func(pkt []byte, path esp.Path) {
+		t.Helper()
+		if !call(sa, func() { sa.handlePacket(inPacket{pkt: pkt, path: path}) }) {
+			t.Fatal("SA gone")
+		}
+	}
 	for _, tt := range tests {
 		before := sent()
-		sa.HandlePacket(tt.pkt, tt.path)
-		call(sa, func() {})
+		deliver(tt.pkt, tt.path)
 		settle()
 		if got := sa.Hints(); got != tt.wantHints {
 			t.Fatalf("%s: %d hints, want %d", tt.name, got, tt.wantHints)
@@ -104,8 +112,7 @@ func TestUnprotectedHints(t *testing.T) {
 	call(sa, func() { sa.hint.last = fc.Now().Add(-hintInterval) })
 	e.net.SetDefault(netsim.Impairment{Loss: 1})
 	start := fc.Now()
-	sa.HandlePacket(unprotected(t, 0x1122, 0, &wire.Notify{Type: wire.NotifyInvalidSPI, Data: outSPI[:]}), from)
-	call(sa, func() {})
+	deliver(unprotected(t, 0x1122, 0, &wire.Notify{Type: wire.NotifyInvalidSPI, Data: outSPI[:]}), from)
 	// Each timer's work is done before the next is looked for, so the
 	// clock stops where the SA died.
 	for fc.fireNext(sa.Done()) {
