@@ -12,11 +12,17 @@ type GatewaySwitch struct {
 	// own switch request. The draft says it is not needed (the client's
 	// answer reached the new address already), so it is off by default.
 	SwitchReturnRoutability bool
+	// AutoSwitch (auto_switch, default true) moves switch-capable clients
+	// off a listen address that goes away; off, only `roam gateway
+	// switch` does (say, where addresses move under an orchestrator that
+	// runs the command itself).
+	AutoSwitch bool
 }
 
 type rawGatewaySwitch struct {
 	SwitchNotify *int64 `toml:"switch_notify"`
 	SwitchRR     *bool  `toml:"switch_return_routability"`
+	AutoSwitch   *bool  `toml:"auto_switch"`
 }
 
 func (r rawGatewaySwitch) validate() (GatewaySwitch, error) {
@@ -24,5 +30,5 @@ func (r rawGatewaySwitch) validate() (GatewaySwitch, error) {
 	if err != nil {
 		return GatewaySwitch{}, err
 	}
-	return GatewaySwitch{SwitchNotify: n, SwitchReturnRoutability: boolOr(r.SwitchRR, false)}, nil
+	return GatewaySwitch{SwitchNotify: n, SwitchReturnRoutability: boolOr(r.SwitchRR, false), AutoSwitch: boolOr(r.AutoSwitch, true)}, nil
 }

@@ -14,15 +14,16 @@ func TestGatewaySwitchKeys(t *testing.T) {
 		want        GatewaySwitch
 		wantErr     string
 	}{
-		{name: "defaults", want: GatewaySwitch{SwitchNotify: DefaultSwitchNotify}},
-		{name: "both set", lines: "switch_notify = 40960\nswitch_return_routability = true\n",
+		{name: "defaults", want: GatewaySwitch{SwitchNotify: DefaultSwitchNotify, AutoSwitch: true}},
+		{name: "all set", lines: "switch_notify = 40960\nswitch_return_routability = true\nauto_switch = false\n",
 			want: GatewaySwitch{SwitchNotify: 40960, SwitchReturnRoutability: true}},
-		{name: "top of range", lines: "switch_notify = 65535\n", want: GatewaySwitch{SwitchNotify: 65535}},
+		{name: "top of range", lines: "switch_notify = 65535\n", want: GatewaySwitch{SwitchNotify: 65535, AutoSwitch: true}},
 		{name: "below range", lines: "switch_notify = 16396\n", wantErr: "gateway: switch_notify: 16396 is outside the private-use range 40960-65535"},
 		{name: "above range", lines: "switch_notify = 65536\n", wantErr: "switch_notify: 65536 is outside"},
 		{name: "negative", lines: "switch_notify = -1\n", wantErr: "switch_notify: -1 is outside"},
 		{name: "not a number", lines: "switch_notify = \"41042\"\n", wantErr: "switch_notify"},
 		{name: "not a bool", lines: "switch_return_routability = \"yes\"\n", wantErr: "switch_return_routability"},
+		{name: "auto_switch not a bool", lines: "auto_switch = 1\n", wantErr: "auto_switch"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

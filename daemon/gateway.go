@@ -138,7 +138,10 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	}
 	dpDone := make(chan error, 1)
 	go func() { dpDone <- gw.dp.Run(life) }()
-	waitSwitching := gw.startSwitching(life)
+	waitSwitching := func() {}
+	if g.AutoSwitch {
+		waitSwitching = gw.startSwitching(life)
+	}
 	waitHA := gw.startHA(life)
 	go func() {
 		defer close(gw.done)
