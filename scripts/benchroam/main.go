@@ -486,16 +486,10 @@ func onlyOn(delays lab.Delays, router string, t time.Time) error {
 	return nil
 }
 
+// saveLogs keeps a run's logs; failing to is worth a line, not the run.
 func saveLogs(dir, name string, files map[string]string) {
-	d := filepath.Join(dir, name)
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam: logs:", err)
-		return
-	}
-	for f, s := range files {
-		if err := os.WriteFile(filepath.Join(d, f), []byte(s), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench-roam: logs:", err)
-		}
+	if err := lab.SaveLogs(dir, name, files); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-roam:", err)
 	}
 }
 

@@ -535,16 +535,10 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) 
 
 func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// saveLogs keeps a run's logs; failing to is worth a line, not the run.
 func saveLogs(dir, name string, files map[string]string) {
-	d := filepath.Join(dir, name)
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch: logs:", err)
-		return
-	}
-	for f, s := range files {
-		if err := os.WriteFile(filepath.Join(d, f), []byte(s), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench-switch: logs:", err)
-		}
+	if err := lab.SaveLogs(dir, name, files); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-switch:", err)
 	}
 }
 
@@ -571,16 +565,6 @@ type summary struct {
 
 func ptr[T any](v T) *T { return &v }
 
-func median(v []time.Duration) time.Duration {
-	v = slices.Clone(v)
-	slices.Sort(v)
-	n := len(v)
-	if n%2 == 1 {
-		return v[n/2]
-	}
-	return (v[n/2-1] + v[n/2]) / 2
-}
-
 func summarize(s scenario, runs []run) summary {
 	sum := summary{Scenario: s.name, Runs: len(runs), FirstMS: []float64{}, Lost: []int{}}
 	var first, cmd []time.Duration
@@ -601,7 +585,7 @@ func summarize(s scenario, runs []run) summary {
 	sum.Recovered = len(first)
 	ps := probe.Summarize(rs)
 	if len(first) > 0 {
-		sum.median = median(first)
+		sum.median = probe.Median(first)
 		sum.MedianMS, sum.MaxMS = ptr(msf(sum.median)), ptr(msf(slices.Max(first)))
 	}
 	if ps.Recovered > 0 {
@@ -621,7 +605,7 @@ func summarize(s scenario, runs []run) summary {
 		sum.LostMedian, sum.LostMax = ptr(ps.LostMed), ptr(ps.LostMax)
 	}
 	if len(cmd) > 0 {
-		sum.CommandMS = ptr(msf(median(cmd)))
+		sum.CommandMS = ptr(msf(probe.Median(cmd)))
 	}
 	return sum
 }

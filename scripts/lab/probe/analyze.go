@@ -142,32 +142,22 @@ func Summarize(rs []Result) Summary {
 		rec = append(rec, r.Recovery)
 	}
 	if len(rec) > 0 {
-		s.Median = medianDur(rec)
+		s.Median = Median(rec)
 		s.Max = slices.Max(rec)
 	}
 	if len(lost) > 0 {
-		s.LostMed = medianInt(lost)
+		s.LostMed = Median(lost)
 		s.LostMax = slices.Max(lost)
 	}
 	if len(rtts) > 0 {
-		s.RTT = medianDur(rtts)
+		s.RTT = Median(rtts)
 	}
 	return s
 }
 
-// medianDur is the middle value, the mean of the two middle ones for an
-// even count.
-func medianDur(v []time.Duration) time.Duration {
-	v = slices.Clone(v)
-	slices.Sort(v)
-	n := len(v)
-	if n%2 == 1 {
-		return v[n/2]
-	}
-	return (v[n/2-1] + v[n/2]) / 2
-}
-
-func medianInt(v []int) int {
+// Median is the middle value, the mean of the two middle ones for an even
+// count (the benchmarks' figures use it too).
+func Median[T ~int | ~int64](v []T) T {
 	v = slices.Clone(v)
 	slices.Sort(v)
 	n := len(v)
