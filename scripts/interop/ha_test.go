@@ -36,26 +36,6 @@ type haEnv struct {
 	key, bin          string
 }
 
-func setupHA(t *testing.T) (*lab.Lab, string) {
-	t.Helper()
-	if os.Getenv("ROAM_INTEROP") == "0" {
-		t.Skip("interop tests skipped: ROAM_INTEROP=0")
-	}
-	if !lab.Root() {
-		t.Skip("interop tests need root (network namespaces)")
-	}
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "roam-interop-bin-")
-		if buildErr == nil {
-			roamBin, buildErr = lab.BuildRoam(binDir)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return lab.NewT(t, lab.Options{HA: true}), roamBin
-}
-
 // startHANode runs `roam gateway` in ns (lab.Gateway or lab.Gateway2)
 // listening on addr with the [gateway.ha] table h.
 func startHANode(t *testing.T, l *lab.Lab, bin, ns string, addr netip.Addr, h *lab.RoamHA) (*lab.Roam, *lab.Proc) {
@@ -88,7 +68,7 @@ func haKey(t *testing.T) string {
 
 func startHAEnv(t *testing.T) *haEnv {
 	t.Helper()
-	l, bin := setupHA(t)
+	l, bin := setupWith(t, lab.Options{HA: true})
 	key := haKey(t)
 	act, stby := lab.HAPair(key, 0)
 	e := &haEnv{l: l, activeAt: lab.GatewayAddr1.Addr(), standAt: lab.Gateway2Addr.Addr(), key: key, bin: bin}

@@ -50,6 +50,12 @@ func TestMain(m *testing.M) {
 // setup gates the test, builds roam once per run and returns a fresh lab.
 func setup(t *testing.T) (*lab.Lab, string) {
 	t.Helper()
+	return setupWith(t, lab.Options{})
+}
+
+// setupWith is setup for a lab with options (the HA pair's second node).
+func setupWith(t *testing.T, opts lab.Options) (*lab.Lab, string) {
+	t.Helper()
 	if os.Getenv("ROAM_INTEROP") == "0" {
 		t.Skip("interop tests skipped: ROAM_INTEROP=0")
 	}
@@ -65,7 +71,7 @@ func setup(t *testing.T) (*lab.Lab, string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return lab.NewT(t, lab.Options{}), roamBin
+	return lab.NewT(t, opts), roamBin
 }
 
 func newPKI(t *testing.T, l *lab.Lab) *lab.PKI {
