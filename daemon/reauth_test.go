@@ -142,16 +142,7 @@ func TestReauthAlongside(t *testing.T) {
 			{took: 100 * time.Millisecond, vip: "10.99.200.1"},   // and its retry
 			{took: 100 * time.Millisecond, err: authFailed},      // reauthentication 3
 		}}}
-		dev := &fakeDevice{}
-		conns := make(chan *conn, 1)
-		m := NewManager(reauthDial(gw, dev, conns), WithLogger(discardLog()))
-		rec := &recorder{}
-		rec.follow(ctx, m)
-		synctest.Wait()
-		if _, err := m.Connect(ctx, reconnectProfile(), nil); err != nil {
-			t.Fatal(err)
-		}
-		c := <-conns
+		m, c, dev, rec := connectFake(t, ctx, func(dev *fakeDevice, conns chan<- *conn) DialFunc { return reauthDial(gw, dev, conns) }, reconnectProfile())
 		synctest.Wait()
 		start := time.Now()
 		rec.take()
@@ -248,18 +239,9 @@ func TestReauthAddressChange(t *testing.T) {
 		defer cancel()
 		gw := &reauthGateway{fakeIKEGateway: &fakeIKEGateway{outcomes: []outcome{
 			{took: 10 * time.Millisecond, vip: "10.99.200.1"}, {took: 10 * time.Millisecond, vip: "10.99.200.9"}}}}
-		dev := &fakeDevice{}
-		conns := make(chan *conn, 1)
-		m := NewManager(fakeDial(gw.fakeIKEGateway, dev, conns), WithLogger(discardLog()))
-		rec := &recorder{}
-		rec.follow(ctx, m)
-		synctest.Wait()
 		p := reconnectProfile()
 		p.ReauthTime = time.Hour
-		if _, err := m.Connect(ctx, p, nil); err != nil {
-			t.Fatal(err)
-		}
-		c := <-conns
+		m, c, dev, rec := connectFake(t, ctx, dialVia(gw.fakeIKEGateway), p)
 		synctest.Wait()
 		rec.take()
 		time.Sleep(time.Hour)

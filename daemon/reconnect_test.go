@@ -194,6 +194,28 @@ func fakeDial(gw *fakeIKEGateway, dev *fakeDevice, conns chan<- *conn) DialFunc 
 	}
 }
 
+// connectFake runs profile p through a manager whose tunnels dial through
+// dial (fakeDial or reauthDial over a fake gateway) and returns once the
+// first conn is up; rec has followed the manager's events from the start.
+func connectFake(t *testing.T, ctx context.Context, dial func(*fakeDevice, chan<- *conn) DialFunc, p *config.Profile) (m *Manager, c *conn, dev *fakeDevice, rec *recorder) {
+	t.Helper()
+	dev = &fakeDevice{}
+	conns := make(chan *conn, 1)
+	m = NewManager(dial(dev, conns), WithLogger(discardLog()))
+	rec = &recorder{}
+	rec.follow(ctx, m)
+	synctest.Wait()
+	if _, err := m.Connect(ctx, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	return m, <-conns, dev, rec
+}
+
+// dialVia binds fakeDial to gw for connectFake.
+func dialVia(gw *fakeIKEGateway) func(*fakeDevice, chan<- *conn) DialFunc {
+	return func(dev *fakeDevice, conns chan<- *conn) DialFunc { return fakeDial(gw, dev, conns) }
+}
+
 func reconnectProfile() *config.Profile {
 	return &config.Profile{Name: "corp", Gateway: "198.51.100.1", Reconnect: true, ReconnectMaxDelay: time.Minute,
 		OutageLimit: 30 * time.Minute, DPDDelay: 30 * time.Second}
@@ -251,16 +273,7 @@ func TestReconnectAfterDeadPeer(t *testing.T) {
 			{took: attemptTime, err: errGatewayDown},
 			{took: 50 * time.Millisecond, vip: "10.99.200.2"},
 		}}
-		dev := &fakeDevice{}
-		conns := make(chan *conn, 1)
-		m := NewManager(fakeDial(gw, dev, conns), WithLogger(discardLog()))
-		rec := &recorder{}
-		rec.follow(ctx, m)
-		synctest.Wait()
-		if _, err := m.Connect(ctx, reconnectProfile(), nil); err != nil {
-			t.Fatal(err)
-		}
-		c := <-conns
+		m, c, dev, rec := connectFake(t, ctx, dialVia(gw), reconnectProfile())
 		synctest.Wait()
 		rec.take()
 
@@ -365,21 +378,12 @@ func TestNoReconnect(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				gw := &fakeIKEGateway{outcomes: append([]outcome{{took: time.Millisecond, vip: "10.99.200.1"}}, tt.attempts...)}
-				dev := &fakeDevice{}
-				conns := make(chan *conn, 1)
-				m := NewManager(fakeDial(gw, dev, conns), WithLogger(discardLog()))
-				rec := &recorder{}
-				rec.follow(ctx, m)
-				synctest.Wait()
 				p := reconnectProfile()
 				p.Reconnect = tt.reconnect
 				if tt.outage > 0 {
 					p.OutageLimit = tt.outage
 				}
-				if _, err := m.Connect(ctx, p, nil); err != nil {
-					t.Fatal(err)
-				}
-				c := <-conns
+				m, c, dev, rec := connectFake(t, ctx, dialVia(gw), p)
 				gw.lose(0, tt.loss)
 				time.Sleep(24 * time.Hour)
 				synctest.Wait()
@@ -456,16 +460,7 @@ func TestDisconnectStopsReconnect(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		gw := &fakeIKEGateway{outcomes: []outcome{{took: time.Millisecond, vip: "10.99.200.1"}, {took: 9500 * time.Millisecond, err: errGatewayDown}}}
-		dev := &fakeDevice{}
-		conns := make(chan *conn, 1)
-		m := NewManager(fakeDial(gw, dev, conns), WithLogger(discardLog()))
-		rec := &recorder{}
-		rec.follow(ctx, m)
-		synctest.Wait()
-		if _, err := m.Connect(ctx, reconnectProfile(), nil); err != nil {
-			t.Fatal(err)
-		}
-		c := <-conns
+		m, c, _, rec := connectFake(t, ctx, dialVia(gw), reconnectProfile())
 		gw.lose(0, ike.ErrPeerDeleted)
 		time.Sleep(15 * time.Second) // two attempts, the second under way
 		synctest.Wait()
@@ -501,16 +496,7 @@ func TestReconnectAlongside(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		gw := &fakeIKEGateway{outcomes: []outcome{{took: time.Millisecond, vip: "10.99.200.1"}, {silent: true}, {took: 100 * time.Millisecond, vip: "10.99.200.1"}}}
-		dev := &fakeDevice{}
-		conns := make(chan *conn, 1)
-		m := NewManager(fakeDial(gw, dev, conns), WithLogger(discardLog()))
-		rec := &recorder{}
-		rec.follow(ctx, m)
-		synctest.Wait()
-		if _, err := m.Connect(ctx, reconnectProfile(), nil); err != nil {
-			t.Fatal(err)
-		}
-		c := <-conns
+		m, c, dev, rec := connectFake(t, ctx, dialVia(gw), reconnectProfile())
 		synctest.Wait()
 		rec.take()
 		oldPeer := c.curPeer()
