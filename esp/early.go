@@ -11,8 +11,8 @@ import (
 // the initiator has processed the response and installed the SA. Rather
 // than drop them as of an unknown SPI, the dataplane holds a few of them
 // briefly and opens them if an SA with their SPI is installed in time. The
-// hold is small and short, so a flood of bogus SPIs costs only what
-// dropping would; a held packet still has to pass the SA's ICV and replay
+// hold is small and short, and its buffers are reused, so a flood of bogus
+// SPIs costs a copy per packet and no memory; a held packet still has to pass the SA's ICV and replay
 // checks. Each held packet counts as UnknownSPI on arrival, and is taken
 // off that count if it is delivered after all.
 const (
@@ -22,50 +22,45 @@ const (
 
 type earlyPacket struct {
 	spi  uint32
-	at   time.Time
+	at   time.Time // zero: the slot is free
 	data []byte
 }
 
+// earlyHold is a ring of earlyMax slots whose buffers are reused, so
+// holding a packet costs a copy and no allocation: the newest packets
+// overwrite the oldest.
 type earlyHold struct {
 	mu   sync.Mutex
-	pkts []earlyPacket
+	ring [earlyMax]earlyPacket
+	next int // the slot the next packet goes into, the oldest one
 }
 
-// add keeps a copy of pkt, dropping the oldest held packet when full.
+// add keeps a copy of pkt in place of the oldest held packet.
 func (e *earlyHold) add(spi uint32, pkt []byte, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.expire(now)
-	if len(e.pkts) >= earlyMax {
-		e.pkts = e.pkts[1:]
-	}
-	e.pkts = append(e.pkts, earlyPacket{spi: spi, at: now, data: append([]byte(nil), pkt...)})
+	p := &e.ring[e.next]
+	e.next = (e.next + 1) % earlyMax
+	p.spi, p.at, p.data = spi, now, append(p.data[:0], pkt...)
 }
 
-// take removes and returns the held packets for spi, oldest first.
+// take removes and returns copies of the packets held for spi that are not
+// older than earlyAge, oldest first.
 func (e *earlyHold) take(spi uint32, now time.Time) [][]byte {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.expire(now)
 	var out [][]byte
-	kept := e.pkts[:0]
-	for _, p := range e.pkts {
-		if p.spi == spi {
-			out = append(out, p.data)
-		} else {
-			kept = append(kept, p)
+	for i := range earlyMax {
+		p := &e.ring[(e.next+i)%earlyMax]
+		if p.at.IsZero() || p.spi != spi {
+			continue
 		}
+		if now.Sub(p.at) <= earlyAge {
+			out = append(out, append([]byte(nil), p.data...))
+		}
+		p.at = time.Time{}
 	}
-	e.pkts = kept
 	return out
-}
-
-func (e *earlyHold) expire(now time.Time) {
-	i := 0
-	for i < len(e.pkts) && now.Sub(e.pkts[i].at) > earlyAge {
-		i++
-	}
-	e.pkts = e.pkts[i:]
 }
 
 // deliverEarly opens the packets held for a child just installed and

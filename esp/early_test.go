@@ -27,8 +27,13 @@ func TestEarlyHold(t *testing.T) {
 	for i := 0; i < earlyMax+5; i++ {
 		e.add(uint32(10+i), []byte{byte(i)}, t0)
 	}
-	if len(e.pkts) != earlyMax || e.pkts[0].spi != 15 {
-		t.Fatalf("%d held, oldest SPI %d", len(e.pkts), e.pkts[0].spi)
+	for spi := uint32(10); spi < 15; spi++ {
+		if got := e.take(spi, t0); len(got) != 0 {
+			t.Fatalf("SPI %d still held in a full hold: %v", spi, got)
+		}
+	}
+	if got := e.take(15, t0); len(got) != 1 || got[0][0] != 5 {
+		t.Fatalf("oldest kept packet (SPI 15): %v", got)
 	}
 }
 
