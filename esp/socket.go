@@ -452,10 +452,12 @@ func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 	b.first[b.nm] = len(pkts)
 }
 
-// isGSOError reports whether a segmented send failed because of the
-// segmentation: the kernel or the device cannot do it.
+// isGSOError reports whether a segmented send may have failed because of
+// the segmentation: the device cannot checksum it (EIO), or the kernel
+// refuses segments longer than the path MTU (EMSGSIZE, EINVAL), which it
+// would fragment when sent one by one.
 func isGSOError(e syscall.Errno) bool {
-	return e == unix.EIO || e == unix.EINVAL || e == unix.ENOPROTOOPT || e == unix.EOPNOTSUPP
+	return e == unix.EIO || e == unix.EINVAL || e == unix.EMSGSIZE || e == unix.ENOPROTOOPT || e == unix.EOPNOTSUPP
 }
 
 // writeBatch sends pkts (all of them for this socket) and returns how many
