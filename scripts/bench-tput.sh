@@ -4,7 +4,7 @@
 # -> strongSwan gateway, iperf3 through each in the same netns lab.
 # Environment (or the matching flags after the script name): REPS (3),
 # DURATION (8s per iperf3 run), KINDS (roam,wireguard,strongswan), STREAMS (4),
-# UDP_SIZES (64,1400), UDP_DOWN (1), BENCH_PROFILE (directory: CPU profiles
+# UDP_SIZES (64,1372: 1400-byte IP packets), UDP_DOWN (1), BENCH_PROFILE (directory: CPU profiles
 # of both roam ends during one TCP upload and one download), LOGS (directory
 # for the logs of failed runs). Example: REPS=1 KINDS=roam,wireguard ./scripts/bench-tput.sh
 set -euo pipefail

@@ -161,12 +161,13 @@ func runIperf(l *lab.Lab, t test, d time.Duration) (result, error) {
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
+		timedOut := ctx.Err() != nil
 		cancel()
 		r, perr := parseIperf(stdout.Bytes())
 		if perr == nil {
 			return r, nil
 		}
-		if ctx.Err() != nil {
+		if timedOut {
 			return result{}, fmt.Errorf("%s: no result within %v (stderr: %s)", t.name, d+30*time.Second, strings.TrimSpace(stderr.String()))
 		}
 		lastErr = fmt.Errorf("%s: %w (exit: %v; stderr: %s)", t.name, perr, err, strings.TrimSpace(stderr.String()))

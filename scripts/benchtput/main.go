@@ -79,7 +79,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	duration := fs.String("duration", envDefault("DURATION", "8s"), "length of each iperf3 run, whole seconds (env DURATION)")
 	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan"), "tunnel kinds to run: roam, wireguard, strongswan (env KINDS)")
 	streams := fs.String("streams", envDefault("STREAMS", "4"), "TCP streams of the multi-stream runs (env STREAMS)")
-	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1400"), "UDP datagram payload sizes (env UDP_SIZES)")
+	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
 	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
 	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
@@ -261,6 +261,10 @@ func measure(l *lab.Lab, t *tunnel, tt test, d time.Duration) (measurement, erro
 	}
 	r, err := runIperf(l, tt, d)
 	if err != nil {
+		srv.Stop()
+		if o := strings.TrimSpace(srv.Output()); o != "" {
+			err = fmt.Errorf("%w; server: %s", err, lastLines(o, 3))
+		}
 		return measurement{}, err
 	}
 	after, err := cpuOf(t.pids)
@@ -317,4 +321,10 @@ func perfNote() string {
 	default:
 		return "perf: hardware counters available"
 	}
+}
+
+// lastLines is the end of a process's output, for an error message.
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " / ")
 }

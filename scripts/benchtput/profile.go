@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +43,16 @@ func profileRoam(cfg config, bin binaries, n int) error {
 			out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", roamCopy, side.file).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("pprof %s: %w: %s", side.file, err, out)
+			}
+			// Which system calls the time in Syscall6 belongs to (in the
+			// lab a send also carries the packet through the veth
+			// pairs and NATs, in the sender's context).
+			peek, err := exec.Command("go", "tool", "pprof", "-peek", `^syscall\.Syscall6?$`, "-nodecount=12", roamCopy, side.file).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("pprof -peek %s: %w: %s", side.file, err, peek)
+			}
+			if i := bytes.Index(peek, []byte("-----")); i >= 0 {
+				out = append(append(out, "\nsystem calls by caller:\n"...), peek[i:]...)
 			}
 			top := side.file[:len(side.file)-len(".pprof")] + "-top.txt"
 			if err := os.WriteFile(top, out, 0o644); err != nil {
