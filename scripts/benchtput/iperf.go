@@ -150,11 +150,11 @@ func parseIperf(b []byte) (result, error) {
 // runIperf runs one test from the client namespace against the iperf3
 // server on the host, bounded by the test's duration plus a margin. The
 // server may still be starting: a refused connection is retried.
-func runIperf(l *lab.Lab, t test, d time.Duration) (result, error) {
+func runIperf(parent context.Context, l *lab.Lab, t test, d time.Duration) (result, error) {
 	dst := lab.HostAddr.Addr().String()
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+		ctx, cancel := context.WithTimeout(parent, d+30*time.Second)
 		args := append([]string{"netns", "exec", l.NS(lab.Client)}, t.args(dst, d)...)
 		cmd := exec.CommandContext(ctx, "ip", args...)
 		cmd.WaitDelay = time.Second
@@ -166,6 +166,9 @@ func runIperf(l *lab.Lab, t test, d time.Duration) (result, error) {
 		r, perr := parseIperf(stdout.Bytes())
 		if perr == nil {
 			return r, nil
+		}
+		if parent.Err() != nil {
+			return result{}, parent.Err()
 		}
 		if timedOut {
 			return result{}, fmt.Errorf("%s: no result within %v (stderr: %s)", t.name, d+30*time.Second, strings.TrimSpace(stderr.String()))

@@ -26,14 +26,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/roam-vpn/roam/scripts/lab"
@@ -59,7 +62,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-tput:", err)
 		os.Exit(2)
 	}
-	if err := bench(cfg); err != nil {
+	// An interrupt ends the run under way and tears its lab down.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = bench(ctx, cfg)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-tput:", err)
 		os.Exit(1)
 	}
@@ -147,7 +154,7 @@ type measurement struct {
 	cpu time.Duration // tunnel processes, both ends, during the test
 }
 
-func bench(cfg config) error {
+func bench(ctx context.Context, cfg config) error {
 	if !lab.Root() {
 		return errors.New("needs root (network namespaces): sudo make bench-tput")
 	}
@@ -173,17 +180,23 @@ func bench(cfg config) error {
 	ts := tests(cfg.streams, cfg.udpSizes, cfg.udpDown)
 	runs := map[string][]run{}
 	n := 0
-	for rep := 1; rep <= cfg.reps; rep++ {
+	for rep := 1; rep <= cfg.reps && ctx.Err() == nil; rep++ {
 		for _, kind := range cfg.kinds {
+			if ctx.Err() != nil {
+				break
+			}
 			n++
-			r := runKind(cfg, bin, kind, rep, n, ts)
+			r := runKind(ctx, cfg, bin, kind, rep, n, ts)
 			runs[kind] = append(runs[kind], r)
 		}
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
 	}
 	m.loadEnd = loadavg()
 	report(os.Stdout, cfg, m, ts, runs, time.Since(started))
 	if cfg.profileDir != "" {
-		if err := profileRoam(cfg, bin, n); err != nil {
+		if err := profileRoam(ctx, cfg, bin, n); err != nil {
 			return fmt.Errorf("profile: %w", err)
 		}
 	}
@@ -208,7 +221,7 @@ func buildWireGuardGo(dir string) (string, error) {
 
 // runKind builds a lab, brings up one kind's tunnel and runs every test
 // through it. The lab and its processes are gone when it returns.
-func runKind(cfg config, bin binaries, kind string, rep, n int, ts []test) run {
+func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n int, ts []test) run {
 	out := run{rep: rep, results: map[string]measurement{}}
 	fail := func(err error) run {
 		out.errs = append(out.errs, err)
@@ -235,7 +248,10 @@ func runKind(cfg config, bin binaries, kind string, rep, n int, ts []test) run {
 	}
 	out.mtu = t.mtu
 	for _, tt := range ts {
-		m, err := measure(l, t, tt, cfg.duration)
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		m, err := measure(ctx, l, t, tt, cfg.duration)
 		if err != nil {
 			out.errs = append(out.errs, err)
 			fmt.Fprintf(os.Stderr, "rep %d %s %s: ERROR %v\n", rep, kindLabel[kind], tt.name, err)
@@ -249,7 +265,7 @@ func runKind(cfg config, bin binaries, kind string, rep, n int, ts []test) run {
 
 // measure runs one test against a fresh one-off iperf3 server, so that a
 // run that hung cannot leave the server busy for the next.
-func measure(l *lab.Lab, t *tunnel, tt test, d time.Duration) (measurement, error) {
+func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration) (measurement, error) {
 	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
 	if err != nil {
 		return measurement{}, err
@@ -259,7 +275,7 @@ func measure(l *lab.Lab, t *tunnel, tt test, d time.Duration) (measurement, erro
 	if err != nil {
 		return measurement{}, err
 	}
-	r, err := runIperf(l, tt, d)
+	r, err := runIperf(ctx, l, tt, d)
 	if err != nil {
 		srv.Stop()
 		if o := strings.TrimSpace(srv.Output()); o != "" {

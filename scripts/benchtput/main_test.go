@@ -318,3 +318,18 @@ func TestParseFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestRouteDevice(t *testing.T) {
+	tests := []struct{ out, want string }{
+		{"10.99.0.10 dev roam-corp table 220 src 10.99.200.1 uid 0 \n    cache \n", "roam-corp"},
+		{"10.99.0.10 dev wg1234c1 src 10.99.201.2 uid 0 \n    cache \n", "wg1234c1"},
+		{"10.99.0.10 via 192.168.10.1 dev wlan src 192.168.10.2 uid 0", "wlan"},
+		{"RTNETLINK answers: Network is unreachable", ""},
+	}
+	for _, tt := range tests {
+		got, err := routeDevice(tt.out)
+		if got != tt.want || (err != nil) != (tt.want == "") {
+			t.Errorf("routeDevice(%q) = %q, %v; want %q", tt.out, got, err, tt.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +16,7 @@ import (
 // measured runs (profiling costs a little CPU itself), and prints the top
 // of each profile. The profiles, their pprof -top text and the roam binary
 // stay in cfg.profileDir.
-func profileRoam(cfg config, bin binaries, n int) error {
+func profileRoam(ctx context.Context, cfg config, bin binaries, n int) error {
 	dir, err := filepath.Abs(cfg.profileDir)
 	if err != nil {
 		return err
@@ -34,7 +35,7 @@ func profileRoam(cfg config, bin binaries, n int) error {
 			client:  filepath.Join(dir, "client-"+tt.name+".pprof"),
 			gateway: filepath.Join(dir, "gateway-"+tt.name+".pprof"),
 		}
-		m, err := profiledRun(bin, n+1+i, tt, cfg, prof)
+		m, err := profiledRun(ctx, bin, n+1+i, tt, cfg, prof)
 		if err != nil {
 			return fmt.Errorf("%s: %w", tt.name, err)
 		}
@@ -64,7 +65,7 @@ func profileRoam(cfg config, bin binaries, n int) error {
 	return nil
 }
 
-func profiledRun(bin binaries, n int, tt test, cfg config, prof profile) (measurement, error) {
+func profiledRun(ctx context.Context, bin binaries, n int, tt test, cfg config, prof profile) (measurement, error) {
 	l, err := lab.New(lab.Options{})
 	if err != nil {
 		return measurement{}, err
@@ -74,7 +75,7 @@ func profiledRun(bin binaries, n int, tt test, cfg config, prof profile) (measur
 	if err != nil {
 		return measurement{}, err
 	}
-	m, err := measure(l, t, tt, cfg.duration)
+	m, err := measure(ctx, l, t, tt, cfg.duration)
 	if err != nil {
 		return m, err
 	}

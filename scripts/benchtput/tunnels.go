@@ -33,7 +33,7 @@ var kindLabel = map[string]string{
 // namespace of a lab.
 type tunnel struct {
 	pids  []int  // the tunnel's processes on both ends (their CPU is counted)
-	iface string // client-side device
+	iface string // client-side device the host is routed through
 	mtu   int
 	logs  func() map[string]string
 	// stop ends the tunnel's processes in order (client first) and waits
@@ -77,10 +77,30 @@ func startTunnel(l *lab.Lab, kind string, bin binaries, n int, prof profile) (*t
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 10*time.Second); err != nil {
 		return t, fmt.Errorf("%s: no ping through the tunnel: %w", kind, err)
 	}
+	// The device the client's kernel routes the host through, whatever
+	// routing rules the kind installed.
+	route, err := l.Output(lab.Client, "ip", "route", "get", lab.HostAddr.Addr().String())
+	if err != nil {
+		return t, err
+	}
+	if t.iface, err = routeDevice(route); err != nil {
+		return t, err
+	}
 	if t.mtu, err = linkMTU(l, lab.Client, t.iface); err != nil {
 		return t, err
 	}
 	return t, nil
+}
+
+// routeDevice reads the device from `ip route get` output.
+func routeDevice(out string) (string, error) {
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "dev" {
+			return f[i+1], nil
+		}
+	}
+	return "", fmt.Errorf("no device in route %q", strings.TrimSpace(out))
 }
 
 func envFor(file string) []string {
@@ -113,10 +133,9 @@ func roamTunnel(l *lab.Lab, r *lab.Roam, logFile string, t *tunnel) error {
 	if err != nil {
 		return err
 	}
-	if len(st) != 1 || st[0].Interface == "" {
-		return fmt.Errorf("roam status: want one connection with an interface, have %+v", st)
+	if len(st) != 1 || st[0].State != "established" {
+		return fmt.Errorf("roam status: want one established connection, have %+v", st)
 	}
-	t.iface = st[0].Interface
 	daemons := r.Processes()
 	if len(daemons) != 1 {
 		return fmt.Errorf("roam client: %d daemon processes in the client namespace, want 1", len(daemons))
@@ -224,7 +243,7 @@ func startWireGuard(l *lab.Lab, bin binaries, n int) (*tunnel, error) {
 		}
 		keys[side] = [2]string{priv, pub}
 	}
-	t := &tunnel{iface: cif, logs: func() map[string]string { return map[string]string{} }}
+	t := &tunnel{logs: func() map[string]string { return map[string]string{} }}
 	var procs []*lab.Proc
 	for _, e := range []struct{ ns, ifname string }{{lab.Gateway, gif}, {lab.Client, cif}} {
 		sock := filepath.Join("/var/run/wireguard", e.ifname+".sock")
