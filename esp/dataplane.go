@@ -67,6 +67,7 @@ type peerPath struct {
 	addr *net.UDPAddr
 	oob  []byte
 	sock *Socket
+	mtu  int // largest inner packet that fits the path (mtu.go); 0: unknown
 }
 
 // Path returns the current path.
@@ -119,10 +120,13 @@ type ChildStats struct {
 // DropStats count packets dropped, by reason.
 type DropStats struct {
 	Malformed, UnknownSPI, Replayed, BadICV, NoRoute, NoPath, SendErrors uint64
+	// TooBig: outbound packets larger than their path's MTU that must not
+	// be fragmented (mtu.go).
+	TooBig uint64
 }
 
 type drops struct {
-	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
+	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors, tooBig atomic.Uint64
 }
 
 // tables is the read-mostly lookup state, replaced whole on every change so
@@ -156,6 +160,12 @@ type Dataplane struct {
 	wg      sync.WaitGroup
 
 	early earlyHold // ESP that came before its SA (early.go)
+
+	// Path MTU (mtu.go). linkMTU replaces the kernel's route lookup in
+	// tests.
+	linkMTU                func(Path, *Socket) (int, error)
+	icmpLimit              rateLimit
+	icmpTooBig, mssClamped atomic.Uint64
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -224,7 +234,7 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
 	p := &Peer{}
-	p.path.Store(d.resolvePath(path))
+	p.path.Store(d.resolvePathMTU(path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
 	d.mu.Unlock()
@@ -232,7 +242,9 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 }
 
 // SetPath moves the peer's traffic to path.
-func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePath(path)) }
+// The path's MTU is derived again: a move may change the uplink or the
+// outer address family.
+func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(path)) }
 
 // Suspend stops the peer's outbound traffic until the next SetPath: while
 // no path works, packets are dropped before sealing (DropStats.NoPath) and
@@ -434,6 +446,7 @@ func (d *Dataplane) Drops() DropStats {
 		Malformed: d.drops.malformed.Load(), UnknownSPI: d.drops.unknownSPI.Load(),
 		Replayed: d.drops.replayed.Load(), BadICV: d.drops.badICV.Load(),
 		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
+		TooBig: d.drops.tooBig.Load(),
 	}
 }
 
@@ -486,6 +499,9 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 				iv := p.keepalive.Load()
 				if iv > 0 && now.UnixNano()-p.lastSent.Load() >= iv {
 					d.SendKeepalive(p)
+				}
+				if now.Unix()%mtuRefreshSeconds == 0 {
+					d.refreshMTU(p)
 				}
 			}
 		}
@@ -552,6 +568,7 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 		msgs []ipv4.Message
 	}
 	var batches []pending
+	fit := d.newPathFit()
 	for {
 		count, err := d.dev.Read(bufs, sizes, tunOffset)
 		if ctx.Err() != nil {
@@ -588,6 +605,9 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			pp := c.peer.path.Load()
 			if pp == nil || pp.sock == nil {
 				d.drops.noPath.Add(1)
+				continue
+			}
+			if !fit.fits(pkt, pp.mtu) {
 				continue
 			}
 			sealed, err := c.out.Seal(out[i][:0], pkt)
@@ -715,6 +735,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			c.packetsIn.Add(1)
 			c.bytesIn.Add(uint64(len(inner) - tunOffset))
 			c.peer.lastRecv.Store(now)
+			d.clampInbound(inner[tunOffset:], c.peer)
 			if cur := c.peer.path.Load().Remote; from != cur && from.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
 				stray := path
 				c.peer.stray.Store(&stray)
