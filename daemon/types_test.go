@@ -66,7 +66,7 @@ func TestStatusJSONBeforeEstablished(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	for k, want := range map[string]string{"established_at": "null", "children": "[]", "drops": `{"malformed":0,"unknown_spi":0,"replayed":0,"bad_icv":0,"no_path":0}`} {
+	for k, want := range map[string]string{"established_at": "null", "children": "[]", "drops": `{"malformed":0,"unknown_spi":0,"replayed":0,"bad_icv":0,"no_path":0,"too_big":0}`} {
 		if string(m[k]) != want {
 			t.Errorf("%s = %s, want %s", k, m[k], want)
 		}
