@@ -41,7 +41,7 @@ func TestStatusJSONFields(t *testing.T) {
 	if got := keys(t, children[0]); !slices.Equal(got, wantChild) {
 		t.Errorf("child keys\n got %v\nwant %v", got, wantChild)
 	}
-	if got, want := keys(t, top["drops"]), []string{"bad_icv", "malformed", "no_path", "replayed", "unknown_spi"}; !slices.Equal(got, want) {
+	if got, want := keys(t, top["drops"]), []string{"bad_icv", "malformed", "no_path", "replayed", "too_big", "unknown_spi"}; !slices.Equal(got, want) {
 		t.Errorf("drops keys\n got %v\nwant %v", got, want)
 	}
 	if string(top["ike_spi_i"]) != `"0102030405060708"` || string(top["nat"]) != "true" {
