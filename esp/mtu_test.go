@@ -3,6 +3,7 @@ package esp
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -448,4 +449,29 @@ func FuzzTooBig(f *testing.F) {
 			checkTooBig(t, buf[:n], pkt, max(mtu, minIPv6MTU))
 		}
 	})
+}
+
+// TestKernelLinkMTU asks the kernel for real: the path to 127.0.0.1 leaves
+// by the loopback device, whose MTU it reports.
+func TestKernelLinkMTU(t *testing.T) {
+	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no loopback device:", err)
+	}
+	got, err := kernelLinkMTU(Path{Local: s.LocalAddr(), Remote: netip.MustParseAddrPort("127.0.0.1:4500")}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != lo.MTU {
+		t.Fatalf("link MTU %d, want lo's %d", got, lo.MTU)
+	}
+	d := NewDataplane(nil, nil, nil)
+	if got, want := d.pathInnerMTU(Path{Remote: netip.MustParseAddrPort("127.0.0.1:4500")}, s), InnerMTU(lo.MTU, false); got != want {
+		t.Fatalf("inner MTU %d, want %d", got, want)
+	}
 }
