@@ -43,6 +43,8 @@ type Peer struct {
 	// peer's address with another port than ours to it: a NAT in front of
 	// the peer changed its mapping (TakeStray).
 	stray atomic.Pointer[Path]
+	// mtuPhase spreads the peers' path MTU refreshes over the interval.
+	mtuPhase int64
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -166,6 +168,7 @@ type Dataplane struct {
 	linkMTU                func(Path, *Socket) (int, error)
 	icmpLimit              rateLimit
 	icmpTooBig, mssClamped atomic.Uint64
+	peerCount              atomic.Int64
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -233,7 +236,7 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
-	p := &Peer{}
+	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds}
 	p.path.Store(d.resolvePathMTU(path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
@@ -500,7 +503,7 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 				if iv > 0 && now.UnixNano()-p.lastSent.Load() >= iv {
 					d.SendKeepalive(p)
 				}
-				if now.Unix()%mtuRefreshSeconds == 0 {
+				if now.Unix()%mtuRefreshSeconds == p.mtuPhase {
 					d.refreshMTU(p)
 				}
 			}
