@@ -528,9 +528,7 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 				if iv > 0 && now.UnixNano()-p.lastSent.Load() >= iv {
 					d.SendKeepalive(p)
 				}
-				if now.Unix()%mtuRefreshSeconds == p.mtuPhase {
-					d.refreshMTU(p)
-				}
+				d.maybeRefreshMTU(p, now)
 			}
 		}
 	}

@@ -464,10 +464,19 @@ func pseudoSum6(src, dst []byte, length int, proto uint8) uint32 {
 	return s + uint32(length>>16) + uint32(length&0xffff) + uint32(proto)
 }
 
-// mtuRefreshSeconds is how often a peer's path MTU is derived again
+// mtuRefreshSeconds is how often an idle peer's path MTU is derived again
 // between moves: the kernel may have learnt a smaller one from ICMP sent
-// by a router on the path.
+// by a router on the path. A peer we sent ESP to in the last second is
+// refreshed every second: until then the kernel fragments what we send it.
 const mtuRefreshSeconds = 5
+
+// maybeRefreshMTU refreshes p's path MTU when its turn has come (the
+// keepalive loop calls it every second).
+func (d *Dataplane) maybeRefreshMTU(p *Peer, now time.Time) {
+	if now.Unix()%mtuRefreshSeconds == p.mtuPhase || now.UnixNano()-p.lastESP.Load() < int64(time.Second) {
+		d.refreshMTU(p)
+	}
+}
 
 // resolvePathMTU is resolvePath with the path's MTU, for the paths ESP
 // takes (an IKE message's path needs none).

@@ -475,3 +475,43 @@ func TestKernelLinkMTU(t *testing.T) {
 		t.Fatalf("inner MTU %d, want %d", got, want)
 	}
 }
+
+// TestMaybeRefreshMTU: a peer with ESP sent in the last second has its
+// path MTU derived again every second, an idle one only on its turn.
+func TestMaybeRefreshMTU(t *testing.T) {
+	var uplink atomic.Int64
+	uplink.Store(1500)
+	d := NewDataplane(nil, nil, nil)
+	d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
+	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d.AddSocket(s)
+	base := time.Unix(1_000_000_000, 0) // a multiple of the interval
+	for _, tc := range []struct {
+		name   string
+		active bool
+		at     time.Time
+		want   int
+	}{
+		{"idle, not its turn", false, base.Add(time.Second), 1438},
+		{"idle, its turn", false, base, 1218},
+		{"active", true, base.Add(time.Second), 1218},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			uplink.Store(1500)
+			p := d.NewPeer(Path{Local: s.LocalAddr(), Remote: netip.MustParseAddrPort("127.0.0.1:4500")})
+			p.mtuPhase = 0
+			if tc.active {
+				p.lastESP.Store(tc.at.Add(-100 * time.Millisecond).UnixNano())
+			}
+			uplink.Store(1280)
+			d.maybeRefreshMTU(p, tc.at)
+			if p.MTU() != tc.want {
+				t.Fatalf("path MTU %d, want %d", p.MTU(), tc.want)
+			}
+		})
+	}
+}
