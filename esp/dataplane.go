@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +42,9 @@ type Peer struct {
 	// peer's address with another port than ours to it: a NAT in front of
 	// the peer changed its mapping (TakeStray).
 	stray atomic.Pointer[Path]
+	// children are the peer's installed children (guarded by
+	// Dataplane.mu), so removing a peer does not scan every child.
+	children map[*child]struct{}
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -79,7 +81,9 @@ type child struct {
 	peer     *Peer
 	in       *InboundSA
 	out      *OutboundSA
-	remote   []netip.Prefix
+	remote   []netip.Prefix // the peer's selectors
+	local    []netip.Prefix // ours
+	routes   []netip.Prefix // remote, masked: the prefixes routed to it
 	proposal string
 	// pending: installed by a rekey we answered; its outbound SA waits
 	// behind the old one until the peer shows it installed the pair.
@@ -89,11 +93,15 @@ type child struct {
 }
 
 // ChildConfig is one Child SA pair to install. Remote lists the inner
-// destinations routed into Out.
+// destinations routed into Out, the peer's traffic selectors: inbound
+// packets must come from within them. Local are our traffic selectors:
+// inbound packets must be addressed within them (RFC 4301 5.2), so a
+// child without Local delivers nothing.
 type ChildConfig struct {
 	In       *InboundSA
 	Out      *OutboundSA
 	Remote   []netip.Prefix
+	Local    []netip.Prefix
 	Proposal string
 	// OutboundPending defers sending on Out: the routes go behind those of
 	// any child already installed for the same prefixes, and move in front
@@ -119,22 +127,18 @@ type ChildStats struct {
 // DropStats count packets dropped, by reason.
 type DropStats struct {
 	Malformed, UnknownSPI, Replayed, BadICV, NoRoute, NoPath, SendErrors uint64
+	// OutsideSelectors: authenticated inbound packets whose inner source
+	// is outside the peer's traffic selectors or whose destination is
+	// outside ours.
+	OutsideSelectors uint64
+	// SeqExhausted: outbound packets not sent because the SA used its
+	// last sequence number (it should have been rekeyed by then).
+	SeqExhausted uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
-}
-
-// tables is the read-mostly lookup state, replaced whole on every change so
-// the packet path reads it with one atomic load and no lock.
-type tables struct {
-	bySPI  map[uint32]*child
-	routes []route // longest prefix first
-}
-
-type route struct {
-	prefix netip.Prefix
-	child  *child
+	outsideSelectors, seqExhausted                                       atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -144,8 +148,11 @@ type Dataplane struct {
 	handleIKE IKEHandler
 	log       *slog.Logger
 
-	mu      sync.Mutex // serialises writers of tabs, sockets and peers
-	tabs    atomic.Pointer[tables]
+	mu sync.Mutex // serialises writers of bySPI, routes, sockets and peers
+	// bySPI and routes are read by the packet path without a lock
+	// (lfmap.go, routes.go).
+	bySPI   *lfMap[uint32, *child]
+	routes  *routeTable
 	sockets atomic.Pointer[[]*Socket]
 	peers   map[*Peer]struct{}
 
@@ -163,8 +170,10 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Dataplane{dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{})}
-	d.tabs.Store(&tables{bySPI: map[uint32]*child{}})
+	d := &Dataplane{
+		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
+		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(),
+	}
 	d.sockets.Store(&[]*Socket{})
 	return d
 }
@@ -223,7 +232,7 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
-	p := &Peer{}
+	p := &Peer{children: map[*child]struct{}{}}
 	p.path.Store(d.resolvePath(path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
@@ -247,19 +256,15 @@ func (d *Dataplane) RemovePeer(p *Peer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.peers, p)
-	old := d.tabs.Load()
-	nt := &tables{bySPI: map[uint32]*child{}}
-	for spi, c := range old.bySPI {
-		if c.peer != p {
-			nt.bySPI[spi] = c
-		}
+	for c := range p.children {
+		d.removeLocked(c)
 	}
-	for _, r := range old.routes {
-		if r.child.peer != p {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	d.tabs.Store(nt)
+}
+
+// child returns the child whose inbound SPI is spi, nil if none.
+func (d *Dataplane) child(spi uint32) *child {
+	c, _ := d.bySPI.get(spi)
+	return c
 }
 
 func (d *Dataplane) resolvePath(path Path) *peerPath {
@@ -299,34 +304,23 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 		return errors.New("esp: child needs both SAs")
 	}
 	applySeq(cfg)
-	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, proposal: cfg.Proposal}
+	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, local: cfg.Local, proposal: cfg.Proposal}
+	for _, pfx := range cfg.Remote {
+		c.routes = append(c.routes, pfx.Masked())
+	}
 	defer d.deliverEarly(c) // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.tabs.Load()
-	if _, dup := old.bySPI[cfg.In.SPI()]; dup {
+	if d.child(cfg.In.SPI()) != nil {
 		return errors.New("esp: inbound SPI already installed")
 	}
-	nt := &tables{bySPI: make(map[uint32]*child, len(old.bySPI)+1)}
-	for k, v := range old.bySPI {
-		nt.bySPI[k] = v
-	}
-	nt.bySPI[cfg.In.SPI()] = c
+	d.bySPI.set(cfg.In.SPI(), c)
+	p.children[c] = struct{}{}
 	// New routes go first so that a rekeyed child replaces the old one for
 	// outbound traffic at once; the old stays for inbound stragglers. A
 	// pending child goes last until promote.
-	var mine []route
-	for _, pfx := range cfg.Remote {
-		mine = append(mine, route{prefix: pfx.Masked(), child: c})
-	}
-	if cfg.OutboundPending {
-		c.pending.Store(true)
-		nt.routes = append(slices.Clone(old.routes), mine...)
-	} else {
-		nt.routes = append(mine, old.routes...)
-	}
-	sortRoutes(nt.routes)
-	d.tabs.Store(nt)
+	c.pending.Store(cfg.OutboundPending)
+	d.routes.add(c, cfg.OutboundPending)
 	return nil
 }
 
@@ -338,30 +332,7 @@ func (d *Dataplane) promote(c *child) {
 	if !c.pending.CompareAndSwap(true, false) {
 		return
 	}
-	old := d.tabs.Load()
-	nt := &tables{bySPI: old.bySPI}
-	for _, r := range old.routes {
-		if r.child == c {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	for _, r := range old.routes {
-		if r.child != c {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	sortRoutes(nt.routes)
-	d.tabs.Store(nt)
-}
-
-// sortRoutes orders by prefix length, longest first, keeping the relative
-// order of equal lengths (a stable insertion sort; tables are small).
-func sortRoutes(rs []route) {
-	for i := 1; i < len(rs); i++ {
-		for j := i; j > 0 && rs[j].prefix.Bits() > rs[j-1].prefix.Bits(); j-- {
-			rs[j], rs[j-1] = rs[j-1], rs[j]
-		}
-	}
+	d.routes.promote(c)
 }
 
 // RetireGrace is how long a deleted Child SA still opens inbound packets:
@@ -374,15 +345,8 @@ const RetireGrace = 2 * time.Second
 // stopped using the SA still arrive.
 func (d *Dataplane) RetireChild(spiIn uint32, grace time.Duration) {
 	d.mu.Lock()
-	old := d.tabs.Load()
-	if c, ok := old.bySPI[spiIn]; ok {
-		nt := &tables{bySPI: old.bySPI}
-		for _, r := range old.routes {
-			if r.child != c {
-				nt.routes = append(nt.routes, r)
-			}
-		}
-		d.tabs.Store(nt)
+	if c := d.child(spiIn); c != nil {
+		d.routes.drop(c)
 	}
 	d.mu.Unlock()
 	time.AfterFunc(grace, func() { d.RemoveChild(spiIn) })
@@ -392,32 +356,34 @@ func (d *Dataplane) RetireChild(spiIn uint32, grace time.Duration) {
 func (d *Dataplane) RemoveChild(spiIn uint32) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.tabs.Load()
-	c, ok := old.bySPI[spiIn]
-	if !ok {
-		return
+	if c := d.child(spiIn); c != nil {
+		d.removeLocked(c)
 	}
-	nt := &tables{bySPI: make(map[uint32]*child, len(old.bySPI))}
-	for k, v := range old.bySPI {
-		if k != spiIn {
-			nt.bySPI[k] = v
-		}
-	}
-	for _, r := range old.routes {
-		if r.child != c {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	d.tabs.Store(nt)
+}
+
+// removeLocked forgets c; d.mu is held.
+func (d *Dataplane) removeLocked(c *child) {
+	d.routes.drop(c)
+	d.bySPI.delete(c.in.SPI())
+	delete(c.peer.children, c)
 }
 
 // ChildStats returns the counters of peer's children (all when peer is nil).
 func (d *Dataplane) ChildStats(p *Peer) []ChildStats {
-	var out []ChildStats
-	for _, c := range d.tabs.Load().bySPI {
-		if p != nil && c.peer != p {
-			continue
+	var cs []*child
+	if p != nil {
+		d.mu.Lock()
+		for c := range p.children {
+			cs = append(cs, c)
 		}
+		d.mu.Unlock()
+	} else {
+		for _, c := range d.bySPI.all() {
+			cs = append(cs, c)
+		}
+	}
+	var out []ChildStats
+	for _, c := range cs {
 		out = append(out, ChildStats{
 			SPIIn: c.in.SPI(), SPIOut: c.out.SPI(),
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
@@ -434,6 +400,7 @@ func (d *Dataplane) Drops() DropStats {
 		Malformed: d.drops.malformed.Load(), UnknownSPI: d.drops.unknownSPI.Load(),
 		Replayed: d.drops.replayed.Load(), BadICV: d.drops.badICV.Load(),
 		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
+		OutsideSelectors: d.drops.outsideSelectors.Load(), SeqExhausted: d.drops.seqExhausted.Load(),
 	}
 }
 
@@ -490,16 +457,6 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// lookupRoute finds the child for an inner destination.
-func (t *tables) lookupRoute(dst netip.Addr) *child {
-	for _, r := range t.routes {
-		if r.prefix.Contains(dst) {
-			return r.child
-		}
-	}
-	return nil
 }
 
 func innerDst(pkt []byte) (netip.Addr, bool) {
@@ -570,7 +527,6 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 				return err
 			}
 		}
-		tabs := d.tabs.Load()
 		batches = batches[:0]
 		now := time.Now().UnixNano()
 		for i := 0; i < count; i++ {
@@ -580,7 +536,7 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 				d.drops.malformed.Add(1)
 				continue
 			}
-			c := tabs.lookupRoute(dst)
+			c := d.routes.lookup(dst)
 			if c == nil {
 				d.drops.noRoute.Add(1)
 				continue
@@ -592,7 +548,7 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			}
 			sealed, err := c.out.Seal(out[i][:0], pkt)
 			if err != nil {
-				d.drops.malformed.Add(1)
+				d.countSealError(err)
 				continue
 			}
 			out[i] = sealed
@@ -659,7 +615,6 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			d.log.Debug("UDP read", "err", err)
 			continue
 		}
-		tabs := d.tabs.Load()
 		outBufs = outBufs[:0]
 		now := time.Now().UnixNano()
 		for i := 0; i < count; i++ {
@@ -688,7 +643,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 				d.drops.malformed.Add(1)
 				continue
 			}
-			c := tabs.bySPI[binary.BigEndian.Uint32(pkt)]
+			c := d.child(binary.BigEndian.Uint32(pkt))
 			if c == nil {
 				d.drops.unknownSPI.Add(1)
 				d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, now))
@@ -706,10 +661,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			if len(inner) == tunOffset {
 				continue // dummy packet
 			}
-			// Only the inner sources the SA was negotiated for may enter:
-			// otherwise a peer could inject traffic claiming any address.
-			if src, ok := innerSrc(inner[tunOffset:]); !ok || !c.acceptsSource(src) {
-				d.drops.malformed.Add(1)
+			if !d.admit(c, inner[tunOffset:]) {
 				continue
 			}
 			c.packetsIn.Add(1)
@@ -727,17 +679,6 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			}
 		}
 	}
-}
-
-// acceptsSource reports whether an inner packet from src may arrive on this
-// child: the peer's traffic selectors are the prefixes we route to it.
-func (c *child) acceptsSource(src netip.Addr) bool {
-	for _, p := range c.remote {
-		if p.Contains(src) {
-			return true
-		}
-	}
-	return false
 }
 
 func (d *Dataplane) countOpenError(err error) {

@@ -66,7 +66,7 @@ func (d *Dataplane) ChildSeq(spiOut uint32) (uint64, bool) {
 // ChildInboundSeq returns the highest sequence number accepted on the
 // child whose inbound SPI is spiIn.
 func (d *Dataplane) ChildInboundSeq(spiIn uint32) (uint64, bool) {
-	if c := d.tabs.Load().bySPI[spiIn]; c != nil {
+	if c := d.child(spiIn); c != nil {
 		return c.in.Highest(), true
 	}
 	return 0, false
@@ -84,7 +84,7 @@ func (d *Dataplane) AdvanceSeq(spiOut uint32, delta uint64) bool {
 }
 
 func (d *Dataplane) childByOut(spiOut uint32) *child {
-	for _, c := range d.tabs.Load().bySPI {
+	for _, c := range d.bySPI.all() {
 		if c.out.SPI() == spiOut {
 			return c
 		}
