@@ -566,7 +566,10 @@ func childConfig(ch ike.ChildSA, remote []netip.Prefix, pending bool) (esp.Child
 	if err != nil {
 		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
 	}
-	return esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal, OutboundPending: pending}, nil
+	// Our own selectors bound what the peer may send us (RFC 4301 5.2);
+	// the dataplane drops inbound packets addressed outside them.
+	local := selectorsToPrefixes(ch.LocalTS)
+	return esp.ChildConfig{In: in, Out: out, Remote: remote, Local: local, Proposal: ch.Proposal, OutboundPending: pending}, nil
 }
 
 // espCipher maps a Child SA's negotiated encryption transform to the
