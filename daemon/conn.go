@@ -755,7 +755,7 @@ func (c *conn) Status() Status {
 	}
 	c.reauthStatus(&st)
 	d := c.dp.Drops()
-	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}
+	st.Drops = dropsFrom(d)
 	return st
 }
 

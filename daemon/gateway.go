@@ -288,7 +288,7 @@ func (gw *gateway) Status() []Status {
 			st.Children = append(st.Children, childStatus(cs))
 		}
 		d := gw.dp.Drops()
-		st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
+		st.Drops = dropsFrom(d)
 		out = append(out, st)
 	}
 	return out
