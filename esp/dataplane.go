@@ -88,6 +88,9 @@ type child struct {
 	// pending: installed by a rekey we answered; its outbound SA waits
 	// behind the old one until the peer shows it installed the pair.
 	pending atomic.Bool
+	// onSoft is ChildConfig.OnRekeyPackets; softReported: it was called.
+	onSoft       func()
+	softReported atomic.Bool
 
 	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
 }
@@ -115,6 +118,12 @@ type ChildConfig struct {
 	// below); zero: a fresh SA. An HA standby sets them from the replicated
 	// counters (seq.go).
 	OutboundSeq, InboundSeq uint64
+	// RekeyPackets is the packet-count soft lifetime (soft.go): once Out
+	// has used this many sequence numbers, the dataplane calls
+	// OnRekeyPackets, once, from its own goroutine (it must not block
+	// long); 0 or no callback: none.
+	RekeyPackets   uint64
+	OnRekeyPackets func()
 }
 
 // ChildStats are one Child SA's counters.
@@ -163,6 +172,8 @@ type Dataplane struct {
 	wg      sync.WaitGroup
 
 	early earlyHold // ESP that came before its SA (early.go)
+
+	softBell chan struct{} // rung when an SA crosses its soft limit (soft.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -172,7 +183,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	}
 	d := &Dataplane{
 		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
-		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(),
+		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(), softBell: make(chan struct{}, 1),
 	}
 	d.sockets.Store(&[]*Socket{})
 	return d
@@ -205,8 +216,9 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	for _, s := range socks {
 		d.startReceive(ctx, s)
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
+	go func() { defer d.wg.Done(); d.softLoop(ctx) }()
 	tunErr := make(chan error, 1)
 	go func() { defer d.wg.Done(); tunErr <- d.tunLoop(ctx) }()
 	var err error
@@ -308,6 +320,7 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 	for _, pfx := range cfg.Remote {
 		c.routes = append(c.routes, pfx.Masked())
 	}
+	d.armSoft(c, cfg)
 	defer d.deliverEarly(c) // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()

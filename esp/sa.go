@@ -103,6 +103,7 @@ type OutboundSA struct {
 	aead cipher.AEAD
 	salt [saltLen]byte
 	seq  atomic.Uint64 // last sequence number used
+	soft *softLimit    // set before the SA is installed; nil: none
 }
 
 // NewOutboundSA makes an AES-GCM-16 outbound SA from key material = key ||
@@ -149,6 +150,7 @@ func (sa *OutboundSA) Seal(dst, inner []byte) ([]byte, error) {
 	if seq > limit || seq == 0 {
 		return dst, ErrSeqExhausted
 	}
+	sa.checkSoft(seq)
 	padLen := (4 - (len(inner)+2)%4) % 4
 	plainLen := len(inner) + padLen + 2
 	total := headerLen + ivLen + plainLen + icvLen
