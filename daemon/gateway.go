@@ -208,6 +208,7 @@ func (gw *gateway) install(est *ike.Established) {
 	for _, ch := range est.Children {
 		cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), false)
 		if err == nil {
+			rekeyOnPackets(&cfg, est.SA, gw.cfg.ChildRekeyPackets, gw.log)
 			err = gw.dp.InstallChild(peer, cfg)
 		}
 		if err != nil {
@@ -238,6 +239,7 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	ch := ev.Child
 	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), !ev.Initiated)
 	if err == nil {
+		rekeyOnPackets(&cfg, ev.SA, gw.cfg.ChildRekeyPackets, gw.log)
 		err = gw.dp.InstallChild(c.peer, cfg)
 	}
 	if err != nil {

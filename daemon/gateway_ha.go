@@ -411,6 +411,9 @@ func (h *gatewayHA) install(p *parkedSA) (from netip.AddrPort, to netip.Addr, ok
 			s := seqs[ch.SPIOut]
 			cfg.OutboundSeq = s.Seq + haSeqDelta
 			cfg.InboundSeq = s.InSeq
+			// A taken-over SA may be near its limit already: the first
+			// packet then starts the rekey.
+			rekeyOnPackets(&cfg, p.sa, gw.cfg.ChildRekeyPackets, gw.log)
 			err = gw.dp.InstallChild(peer, cfg)
 		}
 		if err != nil {
