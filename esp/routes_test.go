@@ -2,8 +2,11 @@ package esp
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 )
 
@@ -314,5 +317,150 @@ func BenchmarkInstallClients(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/client")
 		})
+	}
+}
+
+// TestRouteTableAgainstScan drives the table through random installs,
+// pending installs, promotions, retirements and removals and compares
+// every lookup with the obvious model: a list scanned for the longest
+// prefix, the first child in sending order winning a tie.
+func TestRouteTableAgainstScan(t *testing.T) {
+	type entry struct {
+		prefix netip.Prefix
+		spi    uint32
+	}
+	pool := prefixes("0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "10.1.2.4/32",
+		"192.0.2.0/24", "::/0", "fd00::/8", "fd00:1::/64", "fd00:1::1/128", "fd00:1:0:0:8000::/65")
+	probes := []string{"10.1.2.3", "10.1.2.4", "10.1.2.5", "10.1.3.1", "10.2.0.1", "11.0.0.1", "192.0.2.9",
+		"fd00:1::1", "fd00:1::2", "fd00:1::8000:0:0:1", "fd00:2::1", "2001:db8::1"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 20; round++ {
+		r := newRouteRig(t)
+		var model []entry // in sending order within each prefix
+		live := map[uint32][]netip.Prefix{}
+		add := func(spi uint32, ps []netip.Prefix, behind bool) {
+			for _, p := range ps {
+				if behind {
+					model = append(model, entry{p, spi})
+				} else {
+					model = append([]entry{{p, spi}}, model...)
+				}
+			}
+		}
+		drop := func(spi uint32) {
+			var keep []entry
+			for _, e := range model {
+				if e.spi != spi {
+					keep = append(keep, e)
+				}
+			}
+			model = keep
+		}
+		for step := 0; step < 200; step++ {
+			switch op := rng.IntN(10); {
+			case op < 5 || len(live) == 0:
+				var ps []netip.Prefix
+				var ss []string
+				for i := rng.IntN(3) + 1; i > 0; i-- {
+					p := pool[rng.IntN(len(pool))]
+					if !slices.Contains(ps, p) {
+						ps = append(ps, p)
+						ss = append(ss, p.String())
+					}
+				}
+				pending := rng.IntN(3) == 0
+				spi := r.install(pending, ss...)
+				live[spi] = ps
+				add(spi, ps, pending)
+			default:
+				spi := randomKey(rng, live)
+				switch op {
+				case 5, 6:
+					r.d.RemoveChild(spi)
+					delete(live, spi)
+					drop(spi)
+				case 7:
+					r.d.RetireChild(spi, 1<<40)
+					delete(live, spi)
+					drop(spi)
+				default:
+					c := r.d.child(spi)
+					if c.pending.Load() {
+						ps := live[spi]
+						drop(spi)
+						add(spi, ps, false)
+					}
+					r.d.promote(c)
+				}
+			}
+			for _, probe := range probes {
+				dst := netip.MustParseAddr(probe)
+				var want uint32
+				bits := -1
+				for _, e := range model {
+					if e.prefix.Contains(dst) && e.prefix.Bits() > bits {
+						want, bits = e.spi, e.prefix.Bits()
+					}
+				}
+				if got := r.via(probe); got != want {
+					t.Fatalf("round %d step %d: %s via %d, want %d", round, step, probe, got, want)
+				}
+			}
+		}
+	}
+}
+
+func randomKey(rng *rand.Rand, m map[uint32][]netip.Prefix) uint32 {
+	keys := slices.Sorted(maps.Keys(m))
+	return keys[rng.IntN(len(keys))]
+}
+
+// TestLFMapConcurrentReaders: keys that are never deleted stay visible to
+// readers while a writer grows, shrinks and rewrites the map around them.
+func TestLFMapConcurrentReaders(t *testing.T) {
+	m := newLFMap[uint32, uint32](hashSPI)
+	const stable = 64
+	for k := uint32(0); k < stable; k++ {
+		m.set(k, k*10)
+	}
+	stop := make(chan struct{})
+	errs := make(chan string, 2)
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for k := uint32(0); k < stable; k++ {
+					if v, ok := m.get(k); !ok || v != k*10 {
+						errs <- fmt.Sprintf("key %d: %d, %v", k, v, ok)
+						return
+					}
+				}
+			}
+		}()
+	}
+	for round := 0; round < 20; round++ {
+		for k := uint32(stable); k < stable+2000; k++ {
+			m.set(k, 1)
+		}
+		for k := uint32(0); k < stable; k++ {
+			m.set(k, k*10) // rewritten in place, same value
+		}
+		for k := uint32(stable); k < stable+2000; k++ {
+			m.delete(k)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case e := <-errs:
+		t.Fatal(e)
+	default:
 	}
 }

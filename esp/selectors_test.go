@@ -110,3 +110,30 @@ func TestSealErrorCounted(t *testing.T) {
 		t.Fatalf("drops %+v", d)
 	}
 }
+
+// FuzzAdmit: any decrypted inner packet is admitted or counted, never a
+// panic, and only packets within both ends' selectors are admitted.
+func FuzzAdmit(f *testing.F) {
+	f.Add(ipv4Packet(10))
+	f.Add(ipv6Packet(10))
+	f.Add([]byte{0x45})
+	f.Add([]byte{})
+	d := NewDataplane(nil, nil, nil)
+	c := &child{remote: prefixes("10.99.200.7/32", "fd00::/64"), local: prefixes("10.99.0.0/24", "fd00:1::/64")}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		before := d.Drops()
+		ok := d.admit(c, pkt)
+		after := d.Drops()
+		counted := after.Malformed + after.OutsideSelectors - before.Malformed - before.OutsideSelectors
+		if ok == (counted == 1) || counted > 1 {
+			t.Fatalf("admitted %v, drops counted %d", ok, counted)
+		}
+		if ok {
+			src, _ := innerSrc(pkt)
+			dst, _ := innerDst(pkt)
+			if !within(c.remote, src) || !within(c.local, dst) {
+				t.Fatalf("admitted %v -> %v", src, dst)
+			}
+		}
+	})
+}
