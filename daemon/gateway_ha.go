@@ -206,7 +206,7 @@ func (h *gatewayHA) state(sa *ike.SA) (ha.State, bool) {
 	spii, spir := sa.SPIs()
 	st := ha.State{SA: ha.SAKey{SPIi: spii, SPIr: spir}, Blob: blob}
 	for _, ch := range sa.Children() {
-		out, _ := h.gw.dp.ChildSeq(ch.SPIOut)
+		out, _ := h.gw.dp.ChildOutboundSeq(ch.SPIIn)
 		in, _ := h.gw.dp.ChildInboundSeq(ch.SPIIn)
 		st.Seqs = append(st.Seqs, ha.ChildSeq{SPIOut: ch.SPIOut, Seq: out, InSeq: in})
 	}
