@@ -114,6 +114,10 @@ type Lifetimes struct {
 	// was made, less the same random part; IKELife (life_time): it is
 	// deleted this long after its last keys if no rekey succeeded.
 	IKERekey, IKELife time.Duration
+	// ChildRekeyPackets (child_rekey_packets): a Child SA is also
+	// replaced once it has sent this many packets, well before its
+	// sequence numbers run out (2^32 without ESN).
+	ChildRekeyPackets uint64
 }
 
 // Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
@@ -124,6 +128,24 @@ const (
 	minChildRekey     = 10 * time.Second
 	DefaultIKERekey   = 4 * time.Hour
 )
+
+// Packet-count soft lifetime: by default three quarters of the 32-bit
+// sequence space; below 100 packets an SA would do little but rekey.
+const (
+	DefaultChildRekeyPackets = 3 << 30
+	minChildRekeyPackets     = 100
+	maxChildRekeyPackets     = 1<<32 - 1
+)
+
+func rekeyPacketsKey(v *int64) (uint64, error) {
+	if v == nil {
+		return DefaultChildRekeyPackets, nil
+	}
+	if *v < minChildRekeyPackets || *v > maxChildRekeyPackets {
+		return 0, fmt.Errorf("child_rekey_packets: %d is outside %d-%d", *v, minChildRekeyPackets, maxChildRekeyPackets)
+	}
+	return uint64(*v), nil
+}
 
 func parseLifetimes(ike, ikeLife, rekey, life string) (Lifetimes, error) {
 	var l Lifetimes
@@ -223,6 +245,7 @@ type rawProfile struct {
 	IKELife       string   `toml:"life_time"`
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
+	ChildPackets  *int64   `toml:"child_rekey_packets"`
 	AllowNAT      *bool    `toml:"allow_nat"`
 	Switch        *bool    `toml:"switch"`
 	AcceptSwitch  string   `toml:"accept_switch"`
@@ -261,6 +284,7 @@ type rawGateway struct {
 	IKELife       string      `toml:"life_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
+	ChildPackets  *int64      `toml:"child_rekey_packets"`
 	Clients       []rawClient `toml:"clients"`
 	ReauthTime    string      `toml:"reauth_time"`
 	HA            *rawHA      `toml:"ha"`
@@ -439,6 +463,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.Lifetimes, err = parseLifetimes(r.IKERekey, r.IKELife, r.ChildRekey, r.ChildLife); err != nil {
 		return nil, err
 	}
+	if p.ChildRekeyPackets, err = rekeyPacketsKey(r.ChildPackets); err != nil {
+		return nil, err
+	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
 		return nil, err
 	}
@@ -476,6 +503,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	g.Lifetimes = lt
+	if g.ChildRekeyPackets, err = rekeyPacketsKey(r.ChildPackets); err != nil {
+		return nil, err
+	}
 	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
 		return nil, err
 	}

@@ -390,10 +390,10 @@ func installPair(t *testing.T, a, b *Dataplane, peerOfA, peerOfB *Peer) {
 	inB, _ := NewInboundSA(0xb0b, kAB, false)
 	outB, _ := NewOutboundSA(0xa11ce, kBA, true)
 	inA, _ := NewInboundSA(0xa11ce, kBA, true)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -94,8 +94,11 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 				ch.Proposal, ch.SPIIn, ch.SPIOut, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
 		}
 		if d := s.Drops; d != nil && *d != (daemon.Drops{}) {
-			lines = append(lines, fmt.Sprintf("  dropped: %d malformed, %d unknown SPI, %d replayed, %d bad ICV, %d outbound without a path, %d too big for the path",
-				d.Malformed, d.UnknownSPI, d.Replayed, d.BadICV, d.NoPath, d.TooBig))
+			var rs []string
+			for _, r := range d.Nonzero() {
+				rs = append(rs, fmt.Sprintf("%d %s", r.Count, r.Reason))
+			}
+			lines = append(lines, "  dropped: "+strings.Join(rs, ", "))
 		}
 		if len(lines) > 0 {
 			if _, err := fmt.Fprintf(w, "%s:\n%s\n", s.Name, strings.Join(lines, "\n")); err != nil {
