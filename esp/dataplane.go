@@ -186,6 +186,9 @@ type Dataplane struct {
 
 	early earlyHold // ESP that came before its SA (early.go)
 
+	crypto  chan *cryptoPart // to idle crypto workers (crypto.go)
+	workers int
+
 	// Path MTU (mtu.go). linkMTU replaces the kernel's route lookup in
 	// tests; fit belongs to the TUN reader (routeBatch).
 	linkMTU                func(Path, *Socket) (int, error)
@@ -201,6 +204,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Dataplane{dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{})}
+	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.tabs.Store(&tables{bySPI: map[uint32]*child{}})
 	d.sockets.Store(&[]*Socket{})
 	d.fit = d.newPathFit()
@@ -234,7 +238,10 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	for _, s := range socks {
 		d.startReceive(ctx, s)
 	}
-	d.wg.Add(2)
+	d.wg.Add(2 + d.workers)
+	for range d.workers {
+		go func() { defer d.wg.Done(); d.cryptoWorker(ctx) }()
+	}
 	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
 	tunErr := make(chan error, 1)
 	go func() { defer d.wg.Done(); tunErr <- d.tunLoop(ctx) }()
@@ -644,10 +651,11 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 		bufs[i] = make([]byte, tunOffset+maxPacket, tunOffset+maxPacket+sealRoom)
 	}
 	jobs := make([]txJob, 0, n)
+	sealed := make([][]byte, n)
 	pkts := make([]outPacket, 0, n)
 	group := make([]outPacket, 0, n)
 	sb := newSendBatch(n)
-	var sc cryptoScratch
+	parts := newCryptoParts()
 	for {
 		count, err := d.dev.Read(bufs, sizes, tunOffset)
 		if ctx.Err() != nil {
@@ -667,7 +675,7 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			}
 		}
 		jobs = d.routeBatch(bufs[:count], sizes, jobs[:0])
-		pkts = d.sealBatch(&sc, bufs, sizes, jobs, pkts[:0], time.Now().UnixNano())
+		pkts = d.sealBatch(parts, bufs, sizes, jobs, sealed, pkts[:0], time.Now().UnixNano())
 		d.sendBatch(sb, pkts, group)
 	}
 }
@@ -707,17 +715,18 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 }
 
 // sealBatch is the crypto stage: each packet is sealed where the TUN read
-// put it, in job (sequence number) order.
-func (d *Dataplane) sealBatch(sc *cryptoScratch, bufs [][]byte, sizes []int, jobs []txJob, pkts []outPacket, now int64) []outPacket {
+// put it, parts of a big batch on other cores; the packets come out in job
+// (sequence number) order.
+func (d *Dataplane) sealBatch(parts *cryptoParts, bufs [][]byte, sizes []int, jobs []txJob, sealed [][]byte, pkts []outPacket, now int64) []outPacket {
+	d.sealParallel(parts, bufs, sizes, jobs, sealed[:len(jobs)])
 	var count batchCount
-	for _, j := range jobs {
-		sealed, err := j.c.out.sealInPlace(sc, bufs[j.buf], tunOffset, sizes[j.buf], j.seq)
-		if err != nil {
+	for i, j := range jobs {
+		if sealed[i] == nil {
 			d.drops.malformed.Add(1)
 			continue
 		}
 		count.addOut(j.c, sizes[j.buf], now)
-		pkts = append(pkts, outPacket{buf: sealed, pp: j.pp})
+		pkts = append(pkts, outPacket{buf: sealed[i], pp: j.pp})
 	}
 	count.flushOut(now)
 	return pkts
@@ -743,18 +752,30 @@ func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
 	}
 }
 
-// rxState is one receive loop's reused state: its TUN buffers, the
-// packets opened into them and waiting for the TUN write, and the counters
-// added up over the batch.
+// rxJob is one received ESP packet between the stages of a receive batch:
+// classified, then opened into its TUN buffer (dst), then delivered.
+type rxJob struct {
+	c     *child
+	pkt   []byte
+	path  Path
+	dst   []byte // the TUN buffer's headroom, to open behind
+	inner []byte
+	err   error
+}
+
+// rxState is one receive loop's reused state: its TUN buffers, the ESP
+// packets waiting to be opened into them, the packets waiting for the TUN
+// write, and the counters added up over the batch.
 type rxState struct {
 	d         *Dataplane
 	s         *Socket
 	tabs      *tables
 	now       int64
 	tunBufs   [][]byte
+	jobs      []rxJob
 	out       [][]byte
 	count     batchCount
-	sc        cryptoScratch
+	parts     *cryptoParts
 	lastDrops uint32 // the socket's SO_RXQ_OVFL count already added
 }
 
@@ -764,7 +785,7 @@ type rxState struct {
 func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 	const n = 64
 	rb := newRecvBatch(n)
-	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, n), out: make([][]byte, 0, n)}
+	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, n), jobs: make([]rxJob, 0, n), out: make([][]byte, 0, n), parts: newCryptoParts()}
 	for i := range rx.tunBufs {
 		// Each its own allocation: the TUN write's GRO appends coalesced
 		// packets to the first buffer of a flow, within its capacity.
@@ -822,7 +843,8 @@ func (rx *rxState) datagram(rb *recvBatch, i int) {
 	}
 }
 
-// packet classifies one received packet and opens it if it is ESP.
+// packet classifies one received packet: IKE and keepalives are handled
+// at once, ESP of a known SA queued to be opened.
 func (rx *rxState) packet(pkt []byte, path Path) {
 	d := rx.d
 	if path.Remote.Port() == ikePort || rx.s.local.Port() == ikePort {
@@ -846,12 +868,18 @@ func (rx *rxState) packet(pkt []byte, path Path) {
 		d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, rx.now))
 		return
 	}
-	if len(rx.out) == len(rx.tunBufs) {
+	if len(rx.jobs) == len(rx.tunBufs) {
 		rx.flush() // a batch of GRO datagrams can hold more packets than buffers
 	}
-	inner, err := c.in.open(&rx.sc, rx.tunBufs[len(rx.out)][:tunOffset], pkt)
-	if err != nil {
-		d.countOpenError(err)
+	rx.jobs = append(rx.jobs, rxJob{c: c, pkt: pkt, path: path, dst: rx.tunBufs[len(rx.jobs)][:tunOffset]})
+}
+
+// deliver is the stage after decryption, in arrival order: it checks an
+// opened packet and queues it for the TUN write.
+func (rx *rxState) deliver(j *rxJob) {
+	d, c, inner, path := rx.d, j.c, j.inner, j.path
+	if j.err != nil {
+		d.countOpenError(j.err)
 		return
 	}
 	if c.pending.Load() {
@@ -879,6 +907,14 @@ func (rx *rxState) packet(pkt []byte, path Path) {
 // counters to their children. A TUN write blocks while the device queue is
 // full rather than dropping; what fails is counted.
 func (rx *rxState) flush() {
+	if len(rx.jobs) > 0 {
+		rx.d.openParallel(rx.parts, rx.jobs)
+		for i := range rx.jobs {
+			rx.deliver(&rx.jobs[i])
+			rx.jobs[i] = rxJob{} // keep no packet or child alive
+		}
+		rx.jobs = rx.jobs[:0]
+	}
 	rx.count.flushIn(rx.now)
 	if len(rx.out) > 0 && rx.d.dev != nil {
 		if _, err := rx.d.dev.Write(rx.out, tunOffset); err != nil {

@@ -250,7 +250,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 		copy(rb.ctrl[0][:], ctrl)
 		rb.hdrs[0].Hdr.SetControllen(len(ctrl))
 		rb.hdrs[0].Hdr.Namelen = putSockaddr(&rb.names[0], netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), false)
-		rx := &rxState{d: d, s: s, tabs: d.tabs.Load(), tunBufs: make([][]byte, 2), out: make([][]byte, 0, 2)}
+		rx := &rxState{d: d, s: s, tabs: d.tabs.Load(), tunBufs: make([][]byte, 2), jobs: make([]rxJob, 0, 2), out: make([][]byte, 0, 2), parts: newCryptoParts()}
 		for i := range rx.tunBufs {
 			rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 		}
