@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -32,6 +33,7 @@ func connectCommand(e engines) *cli.Command {
 			socketFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "run the daemon in this process until interrupted"},
 		},
+		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usageError(c, "want exactly one PROFILE")
@@ -41,10 +43,14 @@ func connectCommand(e engines) *cli.Command {
 			if err != nil {
 				return err
 			}
-			// A broken profile is reported before any daemon is started.
+			// A broken profile is reported before any daemon is started;
+			// other profiles in the file being broken does not matter.
 			p, err := config.LoadProfile(cfg, name)
+			if errors.Is(err, fs.ErrPermission) {
+				return withCode(exitPermission, fmt.Errorf("connect %s: %w (roam connect needs root: sudo roam connect %s)", name, err, name))
+			}
 			if err != nil {
-				return fmt.Errorf("connect %s: %w", name, err)
+				return withCode(exitConfig, fmt.Errorf("connect %s: %w", name, err))
 			}
 			var password []byte
 			if p.NeedsPassword() {
@@ -65,11 +71,11 @@ func connectCommand(e engines) *cli.Command {
 					return fmt.Errorf("connect %s: %w", name, err)
 				}
 			} else if err != nil {
-				return fmt.Errorf("connect %s: %w", name, err)
+				return fmt.Errorf("connect %s: %w", name, socketDenied(socket, err))
 			}
 			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
 			if err != nil {
-				return fmt.Errorf("connect %s: %w", name, oneLine(err))
+				return fmt.Errorf("connect %s: %w", name, connectFailure(oneLine(err)))
 			}
 			fmt.Fprintln(w, connectedLine(st))
 			return nil
@@ -93,7 +99,7 @@ func connectForeground(c *cli.Context, e engines, p *config.Profile, progress fu
 	if err != nil {
 		cancel()
 		<-ran
-		return fmt.Errorf("connect %s: %w", p.Name, oneLine(err))
+		return fmt.Errorf("connect %s: %w", p.Name, connectFailure(oneLine(err)))
 	}
 	fmt.Fprintln(c.App.Writer, connectedLine(st))
 	return <-ran

@@ -30,7 +30,7 @@ func gatewayCommand(e engines) *cli.Command {
 			}
 			g, err := config.LoadGateway(c.String("config"))
 			if err != nil {
-				return err
+				return withCode(exitConfig, err)
 			}
 			if e.gateway == nil {
 				return errors.New("gateway: this build has no gateway engine")
