@@ -258,3 +258,34 @@ func TestCheckGateway(t *testing.T) {
 		t.Errorf("broken gateway: %q", got)
 	}
 }
+
+// The example shipped as /etc/roam/roam.toml.example is valid once its
+// files exist: every profile passes roam check.
+func TestExampleProfileFile(t *testing.T) {
+	example, err := os.ReadFile("../contrib/roam.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	p := newPKI(t, now)
+	p.write("ca.pem", "CERTIFICATE", p.ca.Raw, 0o644)
+	cert, key := p.leaf("alice", "alice@example.com", -time.Hour, 100*24*time.Hour)
+	os.Rename(cert, filepath.Join(p.dir, "alice.pem"))
+	os.Rename(key, filepath.Join(p.dir, "alice.key"))
+	writeFile(t, p.dir, "corp.psk", "secret\n", 0o600)
+	body := strings.ReplaceAll(string(example), "/etc/roam/", p.dir+"/")
+	path := writeFile(t, p.dir, "roam.toml", body, 0o600)
+	if got := CheckProfiles(path, nil, now); len(got) != 0 {
+		t.Errorf("the example has problems: %q", got)
+	}
+	f, err := ReadProfiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"corp": "psk", "office": "pubkey", "travel": AuthEAPMSCHAPv2}
+	for name, auth := range want {
+		if pr := f.Profiles[name]; pr == nil || pr.Auth != auth {
+			t.Errorf("profile %s: %+v, want auth %s", name, pr, auth)
+		}
+	}
+}

@@ -11,6 +11,7 @@ pkgs=(
 	libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
 	iperf3 conntrack nftables iptables iproute2 iputils-ping procps util-linux
 	ca-certificates git
+	zsh fish groff-base
 )
 
 missing=()
