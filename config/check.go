@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"sort"
 	"strings"
 	"time"
@@ -75,6 +76,11 @@ func CheckProfiles(path string, names []string, now time.Time) []Problem {
 	f, err := ReadProfiles(path)
 	if err != nil {
 		return append(out, Problem{Msg: strings.TrimPrefix(err.Error(), path+": ")})
+	}
+	if f.SocketGroup != "" {
+		if _, err := user.LookupGroup(f.SocketGroup); err != nil {
+			out = append(out, Problem{Msg: fmt.Sprintf("socket_group: %v", err)})
+		}
 	}
 	if len(names) == 0 {
 		names = f.Names()

@@ -289,3 +289,34 @@ func TestExampleProfileFile(t *testing.T) {
 		}
 	}
 }
+
+func TestSocketGroupKey(t *testing.T) {
+	dir := t.TempDir()
+	psk := writeFile(t, dir, "p.psk", "secret", 0o600)
+	prof := fmt.Sprintf("[profiles.corp]\ngateway = \"gw\"\nlocal_id = \"a\"\nremote_id = \"b\"\npsk_file = %q\n", psk)
+	tests := []struct {
+		top, wantErr, wantProblem string
+	}{
+		{top: ""},
+		{top: `socket_group = "root"`},
+		{top: `socket_group = "no such group here"`, wantErr: `socket_group: "no such group here" is not a group name`},
+		{top: `socket_group = "roamnosuchgroup"`, wantProblem: "socket_group: group: unknown group roamnosuchgroup"},
+	}
+	for _, tt := range tests {
+		path := writeFile(t, dir, "roam.toml", tt.top+"\n"+prof, 0o600)
+		f, err := ReadProfiles(path)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: error %v, want %q", tt.top, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || f.Profiles["corp"] == nil {
+			t.Fatalf("%q: %v", tt.top, err)
+		}
+		got := CheckProfiles(path, nil, time.Now())
+		if tt.wantProblem == "" && len(got) != 0 || tt.wantProblem != "" && (len(got) != 1 || !strings.Contains(got[0].String(), tt.wantProblem)) {
+			t.Errorf("%q: problems %q, want %q", tt.top, got, tt.wantProblem)
+		}
+	}
+}

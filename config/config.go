@@ -274,8 +274,11 @@ type rawGatewayFile struct {
 // ProfileFile is a profile file read profile by profile: one broken
 // profile does not keep the others from connecting.
 type ProfileFile struct {
-	Path     string
-	Profiles map[string]*Profile
+	Path string
+	// SocketGroup (top-level socket_group) is the group whose members may
+	// read status and events from the daemon's control socket.
+	SocketGroup string
+	Profiles    map[string]*Profile
 	// Broken holds, per profile name, why that profile cannot be used.
 	Broken map[string]error
 	raw    map[string]rawProfile
@@ -320,7 +323,8 @@ func (f *ProfileFile) Profile(name string) (*Profile, error) {
 // problems inside one profile are in Broken.
 func ReadProfiles(path string) (*ProfileFile, error) {
 	var raw struct {
-		Profiles map[string]toml.Primitive `toml:"profiles"`
+		SocketGroup string                    `toml:"socket_group"`
+		Profiles    map[string]toml.Primitive `toml:"profiles"`
 	}
 	md, err := toml.DecodeFile(path, &raw)
 	if err != nil {
@@ -332,12 +336,16 @@ func ReadProfiles(path string) (*ProfileFile, error) {
 		}
 		return nil, fmt.Errorf("%s: no [profiles.NAME] table", path)
 	}
+	if !validGroupName(raw.SocketGroup) {
+		return nil, fmt.Errorf("%s: socket_group: %q is not a group name", path, raw.SocketGroup)
+	}
 	f := &ProfileFile{
-		Path:     path,
-		Profiles: make(map[string]*Profile, len(raw.Profiles)),
-		Broken:   map[string]error{},
-		raw:      make(map[string]rawProfile, len(raw.Profiles)),
-		problems: map[string][]error{},
+		Path:        path,
+		SocketGroup: raw.SocketGroup,
+		Profiles:    make(map[string]*Profile, len(raw.Profiles)),
+		Broken:      map[string]error{},
+		raw:         make(map[string]rawProfile, len(raw.Profiles)),
+		problems:    map[string][]error{},
 	}
 	for name, prim := range raw.Profiles {
 		var r rawProfile
@@ -367,6 +375,19 @@ func ReadProfiles(path string) (*ProfileFile, error) {
 		}
 	}
 	return f, nil
+}
+
+// validGroupName accepts what useradd/groupadd accept ("" is no group).
+func validGroupName(s string) bool {
+	if len(s) > 32 || strings.HasPrefix(s, "-") {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // ProfileNames lists the profiles in the file, usable or not, for shell

@@ -45,7 +45,11 @@ func connectCommand(e engines) *cli.Command {
 			}
 			// A broken profile is reported before any daemon is started;
 			// other profiles in the file being broken does not matter.
-			p, err := config.LoadProfile(cfg, name)
+			f, err := config.ReadProfiles(cfg)
+			var p *config.Profile
+			if err == nil {
+				p, err = f.Profile(name)
+			}
 			if errors.Is(err, fs.ErrPermission) {
 				return withCode(exitPermission, fmt.Errorf("connect %s: %w (roam connect needs root: sudo roam connect %s)", name, err, name))
 			}
@@ -62,12 +66,12 @@ func connectCommand(e engines) *cli.Command {
 			progress := func(ev daemon.Event) { fmt.Fprintln(w, formatEvent(ev, false)) }
 			if c.Bool("foreground") {
 				p.Password = password
-				return connectForeground(c, e, p, progress)
+				return connectForeground(c, e, p, f.SocketGroup, progress)
 			}
 			socket := c.String("socket")
 			client := daemon.Client{Socket: socket}
 			if err := client.Ping(c.Context); errors.Is(err, daemon.ErrNoDaemon) {
-				if err := spawnDaemon(c.Context, socket); err != nil {
+				if err := spawnDaemon(c.Context, socket, f.SocketGroup); err != nil {
 					return fmt.Errorf("connect %s: %w", name, err)
 				}
 			} else if err != nil {
@@ -85,9 +89,9 @@ func connectCommand(e engines) *cli.Command {
 
 // connectForeground runs the daemon in this process, connects the profile
 // through it, and serves until interrupted.
-func connectForeground(c *cli.Context, e engines, p *config.Profile, progress func(daemon.Event)) error {
+func connectForeground(c *cli.Context, e engines, p *config.Profile, group string, progress func(daemon.Event)) error {
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
-	d, err := daemon.Start(daemon.Options{Socket: c.String("socket"), Dial: e.dial, Log: log})
+	d, err := daemon.Start(daemon.Options{Socket: c.String("socket"), Dial: e.dial, SocketGroup: group, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", p.Name, err)
 	}
@@ -128,7 +132,8 @@ func oneLine(err error) error {
 
 // spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
 // output in the log file beside the socket, and waits until it answers.
-func spawnDaemon(ctx context.Context, socket string) error {
+// group is the profile file's socket_group ("" for none).
+func spawnDaemon(ctx context.Context, socket, group string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
@@ -141,7 +146,11 @@ func spawnDaemon(ctx context.Context, socket string) error {
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
-	cmd := exec.Command(exe, "daemon", "--socket", socket, "--auto-exit")
+	args := []string{"daemon", "--socket", socket, "--auto-exit"}
+	if group != "" {
+		args = append(args, "--socket-group", group)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()

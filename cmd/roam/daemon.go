@@ -17,14 +17,16 @@ func daemonCommand(e engines) *cli.Command {
 		Flags: []cli.Flag{
 			socketFlag(),
 			&cli.BoolFlag{Name: "auto-exit", Usage: "exit when the last connection ends"},
+			&cli.StringFlag{Name: "socket-group", Usage: "group that may read status and events from the socket"},
 		},
 		Action: func(c *cli.Context) error {
 			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 			d, err := daemon.Start(daemon.Options{
-				Socket:   c.String("socket"),
-				Dial:     e.dial,
-				AutoExit: c.Bool("auto-exit"),
-				Log:      log,
+				Socket:      c.String("socket"),
+				Dial:        e.dial,
+				AutoExit:    c.Bool("auto-exit"),
+				SocketGroup: c.String("socket-group"),
+				Log:         log,
 			})
 			if err != nil {
 				return err

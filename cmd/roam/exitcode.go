@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,24 @@ func usageError(c *cli.Context, format string, args ...any) error {
 	return withCode(exitUsage, fmt.Errorf("%s: %s (see %s --help)", c.Command.Name, fmt.Sprintf(format, args...), c.Command.HelpName))
 }
 
+// sharedGroup names the group of path when that group has the access in
+// mask.
+func sharedGroup(path string, mask os.FileMode) (string, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Gid == 0 || fi.Mode().Perm()&mask != mask {
+		return "", false
+	}
+	group := strconv.FormatUint(uint64(st.Gid), 10)
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	return group, true
+}
+
 // exitCode maps an error to the process's exit code.
 func exitCode(err error) int {
 	if err == nil {
@@ -60,7 +79,8 @@ func exitCode(err error) int {
 	if errors.As(err, &e) {
 		return e.code
 	}
-	if errors.Is(err, fs.ErrPermission) {
+	// The daemon's refusal crosses the control socket as text.
+	if errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "permission denied: only root may") {
 		return exitPermission
 	}
 	// urfave reports a missing Required flag with this text and no type we
@@ -108,16 +128,14 @@ func socketDenied(socket string, err error) error {
 		return err
 	}
 	how := "run it with sudo"
-	if fi, serr := os.Stat(socket); serr == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Gid != 0 && fi.Mode().Perm()&0o060 == 0o060 {
-			group := strconv.FormatUint(uint64(st.Gid), 10)
-			if g, gerr := user.LookupGroupId(group); gerr == nil {
-				group = g.Name
-			}
-			how += fmt.Sprintf(", or join group %q, which may read status and events", group)
-		} else {
-			how += `, or set socket_group in the profile file to let a group read status and events`
-		}
+	// A non-member cannot see into the socket's directory: the
+	// directory's group is the socket's (daemon.ShareControl).
+	if group, ok := sharedGroup(socket, 0o060); ok {
+		how += fmt.Sprintf(", or join group %q, which may read status and events", group)
+	} else if group, ok := sharedGroup(filepath.Dir(socket), 0o050); ok {
+		how += fmt.Sprintf(", or join group %q, which may read status and events", group)
+	} else {
+		how += `, or set socket_group in the profile file to let a group read status and events`
 	}
 	return withCode(exitPermission, fmt.Errorf("permission denied on %s: %s", socket, how))
 }
