@@ -278,7 +278,10 @@ type ProfileFile struct {
 	// SocketGroup (top-level socket_group) is the group whose members may
 	// read status and events from the daemon's control socket.
 	SocketGroup string
-	Profiles    map[string]*Profile
+	// LogLevel (top-level log_level): debug, info, warn or error; "" is
+	// the default, info.
+	LogLevel string
+	Profiles map[string]*Profile
 	// Broken holds, per profile name, why that profile cannot be used.
 	Broken map[string]error
 	raw    map[string]rawProfile
@@ -324,6 +327,7 @@ func (f *ProfileFile) Profile(name string) (*Profile, error) {
 func ReadProfiles(path string) (*ProfileFile, error) {
 	var raw struct {
 		SocketGroup string                    `toml:"socket_group"`
+		LogLevel    string                    `toml:"log_level"`
 		Profiles    map[string]toml.Primitive `toml:"profiles"`
 	}
 	md, err := toml.DecodeFile(path, &raw)
@@ -339,9 +343,15 @@ func ReadProfiles(path string) (*ProfileFile, error) {
 	if !validGroupName(raw.SocketGroup) {
 		return nil, fmt.Errorf("%s: socket_group: %q is not a group name", path, raw.SocketGroup)
 	}
+	switch raw.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("%s: log_level: %q is not debug, info, warn or error", path, raw.LogLevel)
+	}
 	f := &ProfileFile{
 		Path:        path,
 		SocketGroup: raw.SocketGroup,
+		LogLevel:    raw.LogLevel,
 		Profiles:    make(map[string]*Profile, len(raw.Profiles)),
 		Broken:      map[string]error{},
 		raw:         make(map[string]rawProfile, len(raw.Profiles)),

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +31,7 @@ func connectCommand(e engines) *cli.Command {
 			configFlag(),
 			socketFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "run the daemon in this process until interrupted"},
+			logLevelFlag(),
 		},
 		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
@@ -66,12 +66,16 @@ func connectCommand(e engines) *cli.Command {
 			progress := func(ev daemon.Event) { fmt.Fprintln(w, formatEvent(ev, false)) }
 			if c.Bool("foreground") {
 				p.Password = password
-				return connectForeground(c, e, p, f.SocketGroup, progress)
+				level := f.LogLevel
+				if c.IsSet("log-level") {
+					level = c.String("log-level")
+				}
+				return connectForeground(c, e, p, f.SocketGroup, level, progress)
 			}
 			socket := c.String("socket")
 			client := daemon.Client{Socket: socket}
 			if err := client.Ping(c.Context); errors.Is(err, daemon.ErrNoDaemon) {
-				if err := spawnDaemon(c.Context, socket, f.SocketGroup); err != nil {
+				if err := spawnDaemon(c.Context, socket, cfg, c.String("log-level")); err != nil {
 					return fmt.Errorf("connect %s: %w", name, err)
 				}
 			} else if err != nil {
@@ -89,8 +93,12 @@ func connectCommand(e engines) *cli.Command {
 
 // connectForeground runs the daemon in this process, connects the profile
 // through it, and serves until interrupted.
-func connectForeground(c *cli.Context, e engines, p *config.Profile, group string, progress func(daemon.Event)) error {
-	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+func connectForeground(c *cli.Context, e engines, p *config.Profile, group, level string, progress func(daemon.Event)) error {
+	log, closeLog, err := newLogger(c.App.ErrWriter, level)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	d, err := daemon.Start(daemon.Options{Socket: c.String("socket"), Dial: e.dial, SocketGroup: group, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", p.Name, err)
@@ -132,8 +140,9 @@ func oneLine(err error) error {
 
 // spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
 // output in the log file beside the socket, and waits until it answers.
-// group is the profile file's socket_group ("" for none).
-func spawnDaemon(ctx context.Context, socket, group string) error {
+// The daemon reads socket_group and log_level from the profile file at cfg;
+// logLevel, when set, overrides the latter.
+func spawnDaemon(ctx context.Context, socket, cfg, logLevel string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
@@ -146,9 +155,9 @@ func spawnDaemon(ctx context.Context, socket, group string) error {
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
-	args := []string{"daemon", "--socket", socket, "--auto-exit"}
-	if group != "" {
-		args = append(args, "--socket-group", group)
+	args := []string{"daemon", "--socket", socket, "--config", cfg, "--auto-exit"}
+	if logLevel != "" {
+		args = append(args, "--log-level", logLevel)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
