@@ -20,7 +20,7 @@ VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 
 	if [ -n "$$v" ]; then echo "$$v"; elif [ -n "$(COMMIT)" ]; then echo "0.0.0+git$(COMMIT)"; else echo 0.0.0; fi)
 LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build man completions install uninstall deb test demo lab interop soak bench-roam bench-switch fuzz vet clean
+.PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-switch fuzz vet clean
 
 all: build
 
@@ -39,18 +39,23 @@ completions: build
 	bin/roam completion zsh > bin/completions/_roam
 	bin/roam completion fish > bin/completions/roam.fish
 
-# The binary, man pages, completions, systemd units (contrib/systemd, when
-# present) and /etc/roam/roam.toml.example. An existing roam.toml is never
-# touched.
-install: build man completions
+# systemd units from contrib/systemd/*.in, with the installed binary's path.
+units:
+	mkdir -p bin/systemd
+	for u in contrib/systemd/*.service.in; do \
+		sed 's|@BINDIR@|$(BINDIR)|g' "$$u" > bin/systemd/$$(basename "$$u" .in); \
+	done
+
+# The binary, man pages, completions, systemd units and
+# /etc/roam/roam.toml.example. An existing roam.toml is never touched.
+install: build man completions units
 	install -D -m 0755 bin/roam $(DESTDIR)$(BINDIR)/roam
 	install -D -m 0644 bin/man/roam.8 $(DESTDIR)$(MANDIR)/man8/roam.8
 	install -D -m 0644 bin/man/roam.toml.5 $(DESTDIR)$(MANDIR)/man5/roam.toml.5
 	install -D -m 0644 bin/completions/roam.bash $(DESTDIR)$(BASHCOMPDIR)/roam
 	install -D -m 0644 bin/completions/_roam $(DESTDIR)$(ZSHCOMPDIR)/_roam
 	install -D -m 0644 bin/completions/roam.fish $(DESTDIR)$(FISHCOMPDIR)/roam.fish
-	for u in contrib/systemd/*.service; do \
-		[ -e "$$u" ] || continue; \
+	for u in bin/systemd/*.service; do \
 		install -D -m 0644 "$$u" $(DESTDIR)$(SYSTEMDDIR)/$$(basename "$$u"); \
 	done
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/roam
@@ -60,8 +65,8 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/roam $(DESTDIR)$(MANDIR)/man8/roam.8 $(DESTDIR)$(MANDIR)/man5/roam.toml.5 \
 		$(DESTDIR)$(BASHCOMPDIR)/roam $(DESTDIR)$(ZSHCOMPDIR)/_roam $(DESTDIR)$(FISHCOMPDIR)/roam.fish \
 		$(DESTDIR)$(SYSCONFDIR)/roam/roam.toml.example
-	for u in contrib/systemd/*.service; do \
-		[ -e "$$u" ] || continue; rm -f $(DESTDIR)$(SYSTEMDDIR)/$$(basename "$$u"); \
+	for u in contrib/systemd/*.service.in; do \
+		rm -f $(DESTDIR)$(SYSTEMDDIR)/$$(basename "$$u" .in); \
 	done
 
 # A Debian package with the same content as make install PREFIX=/usr,

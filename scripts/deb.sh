@@ -47,6 +47,28 @@ Description: IKEv2/MOBIKE VPN client that follows you across networks
  machine moves between Wi-Fi, Ethernet and cellular.
 CONTROL
 
+# No unit is enabled on install (systemctl enable --now roam@corp is the
+# admin's choice); a removal stops what runs, so nothing is left holding
+# the deleted binary.
+cat > "$root/DEBIAN/postinst" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+SCRIPT
+cat > "$root/DEBIAN/prerm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+	systemctl stop 'roam@*.service' roam.service || true
+fi
+SCRIPT
+cat > "$root/DEBIAN/postrm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+SCRIPT
+chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
+
 out="roam_${VERSION}_${arch}.deb"
 dpkg-deb --root-owner-group -Zxz --build "$root" "$out"
 echo "deb: built $out"

@@ -236,3 +236,39 @@ func TestCompletionInShell(t *testing.T) {
 		})
 	}
 }
+
+// The systemd units, with ExecStart pointing at a roam binary, pass
+// systemd-analyze verify.
+func TestSystemdUnits(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	bin := filepath.Dir(copyExecutable(t))
+	dir := t.TempDir()
+	units, err := filepath.Glob("../../contrib/systemd/*.service.in")
+	if err != nil || len(units) != 2 {
+		t.Fatalf("units %v, %v: want roam.service.in and roam@.service.in", units, err)
+	}
+	var paths []string
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(filepath.Base(u), ".in")
+		if name == "roam@.service" {
+			name = "roam@corp.service" // verify an instance of the template
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(b), "@BINDIR@", bin)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, path)
+	}
+	cmd := exec.Command(analyze, append([]string{"verify"}, paths...)...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

@@ -46,6 +46,15 @@ const manSections = `
 **ROAM_SOCKET**
 : control socket of the daemon, instead of /run/roam/roam.sock
 
+**ROAM_LOG_LEVEL**
+: as **--log-level**: debug, info, warn or error
+
+# SYSTEMD
+
+**systemctl enable --now roam** runs the daemon (**roam.service**, Type=notify,
+logs in the journal); **systemctl enable --now roam@corp** connects profile
+corp at boot (**roam@.service** runs **roam connect** and **roam disconnect**).
+
 # FILES
 
 */etc/roam/roam.toml*
@@ -56,6 +65,9 @@ const manSections = `
 
 */run/roam/roam.log*
 : log of that daemon
+
+*/usr/lib/systemd/system/roam.service*, *roam@.service*
+: the units
 
 # EXAMPLES
 
