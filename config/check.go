@@ -3,9 +3,6 @@ package config
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -314,12 +311,9 @@ func readPrivateKey(path string) (crypto.Signer, error) {
 }
 
 func samePublicKey(a, b crypto.PublicKey) bool {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	switch k := a.(type) {
-	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
-		return k.(equaler).Equal(b)
-	}
-	return false
+	// Every public key type of crypto/rsa, ecdsa and ed25519 has Equal.
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }
 
 // namesIdentity reports whether the certificate names the identity: a SAN
