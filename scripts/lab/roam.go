@@ -342,6 +342,11 @@ type Status struct {
 	PeerAddresses []string `json:"peer_addresses"`
 	// Drops are the dataplane's drop counters, as printed.
 	Drops json.RawMessage `json:"drops"`
+	// Path MTU: the current path's inner MTU and what the dataplane did
+	// to hold traffic to it.
+	PathMTU    int    `json:"path_mtu"`
+	ICMPTooBig uint64 `json:"icmp_too_big"`
+	MSSClamped uint64 `json:"mss_clamped"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
