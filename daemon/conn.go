@@ -757,6 +757,11 @@ func (c *conn) Status() Status {
 	c.reauthStatus(&st)
 	d := c.dp.Drops()
 	st.Drops = dropsFrom(d)
+	if peer != nil {
+		st.PathMTU = peer.MTU()
+	}
+	ms := c.dp.MTUStats()
+	st.ICMPTooBig, st.MSSClamped = ms.ICMPTooBig, ms.MSSClamped
 	return st
 }
 

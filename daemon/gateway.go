@@ -291,6 +291,8 @@ func (gw *gateway) Status() []Status {
 		}
 		d := gw.dp.Drops()
 		st.Drops = dropsFrom(d)
+		ms := gw.dp.MTUStats()
+		st.PathMTU, st.ICMPTooBig, st.MSSClamped = c.peer.MTU(), ms.ICMPTooBig, ms.MSSClamped
 		out = append(out, st)
 	}
 	return out

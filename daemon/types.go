@@ -75,6 +75,12 @@ type Status struct {
 	// when the next is due, when one is.
 	Reauthentications int        `json:"reauthentications,omitempty"`
 	NextReauth        *time.Time `json:"next_reauth,omitempty"`
+	// PathMTU is the largest inner packet the current path carries
+	// without outer fragments (0: unknown); ICMPTooBig and MSSClamped
+	// count what the dataplane did to hold traffic to it (README, MTU).
+	PathMTU    int    `json:"path_mtu,omitempty"`
+	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
+	MSSClamped uint64 `json:"mss_clamped,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.
@@ -96,7 +102,10 @@ type Drops struct {
 	Replayed   uint64 `json:"replayed"`
 	BadICV     uint64 `json:"bad_icv"`
 	// NoPath: outbound while no path works (the connection suspended).
-	NoPath     uint64 `json:"no_path"`
+	NoPath uint64 `json:"no_path"`
+	// TooBig: outbound packets larger than the path MTU that must not be
+	// fragmented, answered with ICMP instead.
+	TooBig     uint64 `json:"too_big"`
 	NoRoute    uint64 `json:"no_route"`
 	SendErrors uint64 `json:"send_errors"`
 	// OutsideSelectors: inbound packets from or to an address the Child
@@ -104,6 +113,13 @@ type Drops struct {
 	OutsideSelectors uint64 `json:"outside_selectors"`
 	// SeqExhausted: outbound on an SA whose sequence numbers ran out.
 	SeqExhausted uint64 `json:"seq_exhausted"`
+	// SocketOverflow: datagrams the kernel dropped on a full socket
+	// receive buffer.
+	SocketOverflow uint64 `json:"socket_overflow"`
+	// TUNWrite: failed writes to the TUN device.
+	TUNWrite uint64 `json:"tun_write"`
+	// Truncated: datagrams larger than the receive buffer.
+	Truncated uint64 `json:"truncated"`
 }
 
 // dropsFrom maps the dataplane's counters to the status object; a new
@@ -112,8 +128,9 @@ type Drops struct {
 func dropsFrom(d esp.DropStats) *Drops {
 	return &Drops{
 		Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV,
-		NoPath: d.NoPath, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
+		NoPath: d.NoPath, TooBig: d.TooBig, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
 		OutsideSelectors: d.OutsideSelectors, SeqExhausted: d.SeqExhausted,
+		SocketOverflow: d.SocketOverflow, TUNWrite: d.TUNWrite, Truncated: d.Truncated,
 	}
 }
 

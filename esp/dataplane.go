@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/cpu"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -35,9 +35,15 @@ type IKEHandler func(pkt []byte, path Path)
 type Peer struct {
 	path      atomic.Pointer[peerPath]
 	keepalive atomic.Int64 // interval in ns; 0 = off
-	lastSent  atomic.Int64 // unix ns of the last packet sent to the peer
-	lastESP   atomic.Int64 // unix ns of the last ESP packet sent
-	lastRecv  atomic.Int64 // unix ns of the last authenticated ESP packet received
+	// The send side (TUN loop) and the receive side (socket loops) each
+	// write their own timestamps; keeping them on separate cache lines
+	// stops the two cores from bouncing one line per batch.
+	_        cpu.CacheLinePad
+	lastSent atomic.Int64 // unix ns of the last packet sent to the peer
+	lastESP  atomic.Int64 // unix ns of the last ESP packet sent
+	_        cpu.CacheLinePad
+	lastRecv atomic.Int64 // unix ns of the last authenticated ESP packet received
+	_        cpu.CacheLinePad
 	// stray is where authenticated ESP came from when that was the
 	// peer's address with another port than ours to it: a NAT in front of
 	// the peer changed its mapping (TakeStray).
@@ -45,6 +51,8 @@ type Peer struct {
 	// children are the peer's installed children (guarded by
 	// Dataplane.mu), so removing a peer does not scan every child.
 	children map[*child]struct{}
+	// mtuPhase spreads the peers' path MTU refreshes over the interval.
+	mtuPhase int64
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -66,9 +74,9 @@ func (p *Peer) Activity() (sent, received time.Time) {
 // peerPath caches what sending to a path needs.
 type peerPath struct {
 	Path
-	addr *net.UDPAddr
-	oob  []byte
+	oob  []byte // PKTINFO choosing the source address and interface
 	sock *Socket
+	mtu  int // largest inner packet that fits the path (mtu.go); 0: unknown
 }
 
 // Path returns the current path.
@@ -92,7 +100,13 @@ type child struct {
 	onSoft       func()
 	softReported atomic.Bool
 
-	bytesIn, bytesOut, packetsIn, packetsOut atomic.Uint64
+	// Written once per batch, outbound by the TUN loop and inbound by a
+	// socket loop: on separate cache lines.
+	_                    cpu.CacheLinePad
+	bytesOut, packetsOut atomic.Uint64
+	_                    cpu.CacheLinePad
+	bytesIn, packetsIn   atomic.Uint64
+	_                    cpu.CacheLinePad
 }
 
 // ChildConfig is one Child SA pair to install. Remote lists the inner
@@ -136,18 +150,30 @@ type ChildStats struct {
 // DropStats count packets dropped, by reason.
 type DropStats struct {
 	Malformed, UnknownSPI, Replayed, BadICV, NoRoute, NoPath, SendErrors uint64
+	// SocketOverflow: datagrams the kernel dropped because a socket's
+	// receive buffer was full (SO_RXQ_OVFL), before we could read them.
+	SocketOverflow uint64
+	// TUNWrite: failed writes to the TUN device (each may have carried
+	// several coalesced packets).
+	TUNWrite uint64
+	// SeqExhausted: outbound packets refused because the SA ran out of
+	// sequence numbers and must be rekeyed.
+	SeqExhausted uint64
+	// Truncated: datagrams larger than the receive buffer.
+	Truncated uint64
+	// TooBig: outbound packets larger than their path's MTU that must not
+	// be fragmented (mtu.go).
+	TooBig uint64
 	// OutsideSelectors: authenticated inbound packets whose inner source
 	// is outside the peer's traffic selectors or whose destination is
-	// outside ours.
+	// outside ours (selectors.go).
 	OutsideSelectors uint64
-	// SeqExhausted: outbound packets not sent because the SA used its
-	// last sequence number (it should have been rekeyed by then).
-	SeqExhausted uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
-	outsideSelectors, seqExhausted                                       atomic.Uint64
+	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
+	outsideSelectors                                                     atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -174,6 +200,17 @@ type Dataplane struct {
 	early earlyHold // ESP that came before its SA (early.go)
 
 	softBell chan struct{} // rung when an SA crosses its soft limit (soft.go)
+
+	crypto  chan *cryptoPart // to idle crypto workers (crypto.go)
+	workers int
+
+	// Path MTU (mtu.go). linkMTU replaces the kernel's route lookup in
+	// tests; fit belongs to the TUN reader (routeBatch).
+	linkMTU                func(Path, *Socket) (int, error)
+	fit                    *pathFit
+	icmpLimit              rateLimit
+	icmpTooBig, mssClamped atomic.Uint64
+	peerCount              atomic.Int64
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -185,7 +222,9 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
 		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(), softBell: make(chan struct{}, 1),
 	}
+	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.sockets.Store(&[]*Socket{})
+	d.fit = d.newPathFit()
 	return d
 }
 
@@ -216,7 +255,10 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	for _, s := range socks {
 		d.startReceive(ctx, s)
 	}
-	d.wg.Add(3)
+	d.wg.Add(3 + d.workers)
+	for range d.workers {
+		go func() { defer d.wg.Done(); d.cryptoWorker(ctx) }()
+	}
 	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
 	go func() { defer d.wg.Done(); d.softLoop(ctx) }()
 	tunErr := make(chan error, 1)
@@ -244,8 +286,8 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
-	p := &Peer{children: map[*child]struct{}{}}
-	p.path.Store(d.resolvePath(path))
+	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds, children: map[*child]struct{}{}}
+	p.path.Store(d.resolvePathMTU(path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
 	d.mu.Unlock()
@@ -253,7 +295,9 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 }
 
 // SetPath moves the peer's traffic to path.
-func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePath(path)) }
+// The path's MTU is derived again: a move may change the uplink or the
+// outer address family.
+func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(path)) }
 
 // Suspend stops the peer's outbound traffic until the next SetPath: while
 // no path works, packets are dropped before sealing (DropStats.NoPath) and
@@ -280,7 +324,8 @@ func (d *Dataplane) child(spi uint32) *child {
 }
 
 func (d *Dataplane) resolvePath(path Path) *peerPath {
-	pp := &peerPath{Path: path, addr: net.UDPAddrFromAddrPort(path.Remote)}
+	path.Remote = netip.AddrPortFrom(path.Remote.Addr().Unmap(), path.Remote.Port())
+	pp := &peerPath{Path: path}
 	pp.sock = d.socketFor(path)
 	if pp.sock != nil {
 		pp.oob = pp.sock.oob(path.Local.Addr(), path.IfIndex)
@@ -413,7 +458,10 @@ func (d *Dataplane) Drops() DropStats {
 		Malformed: d.drops.malformed.Load(), UnknownSPI: d.drops.unknownSPI.Load(),
 		Replayed: d.drops.replayed.Load(), BadICV: d.drops.badICV.Load(),
 		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
-		OutsideSelectors: d.drops.outsideSelectors.Load(), SeqExhausted: d.drops.seqExhausted.Load(),
+		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
+		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
+		OutsideSelectors: d.drops.outsideSelectors.Load(),
+		TooBig:           d.drops.tooBig.Load(),
 	}
 }
 
@@ -429,9 +477,7 @@ func (d *Dataplane) SendIKE(pkt []byte, path Path) error {
 		buf = make([]byte, 4+len(pkt))
 		copy(buf[4:], pkt)
 	}
-	ms := []ipv4.Message{{Buffers: [][]byte{buf}, OOB: pp.oob, Addr: pp.addr}}
-	_, err := pp.sock.batch.WriteBatch(ms, 0)
-	return err
+	return pp.sock.writeOne(buf, pp)
 }
 
 // SendKeepalive sends one NAT keepalive (0xFF) to the peer's path now.
@@ -440,8 +486,7 @@ func (d *Dataplane) SendKeepalive(p *Peer) error {
 	if pp.sock == nil {
 		return errors.New("esp: no socket for this path")
 	}
-	ms := []ipv4.Message{{Buffers: [][]byte{{0xff}}, OOB: pp.oob, Addr: pp.addr}}
-	_, err := pp.sock.batch.WriteBatch(ms, 0)
+	err := pp.sock.writeOne([]byte{0xff}, pp) // RFC 3948 2.3
 	if err == nil {
 		p.lastSent.Store(time.Now().UnixNano())
 	}
@@ -467,6 +512,7 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 				if iv > 0 && now.UnixNano()-p.lastSent.Load() >= iv {
 					d.SendKeepalive(p)
 				}
+				d.maybeRefreshMTU(p, now)
 			}
 		}
 	}
@@ -501,27 +547,82 @@ func innerSrc(pkt []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// tunLoop reads batches from the TUN device, seals each packet for its
-// child and sends the batch per socket.
-func (d *Dataplane) tunLoop(ctx context.Context) error {
-	n := d.dev.BatchSize()
-	if n < 1 {
-		n = 1
+// sealRoom is the tail room a TUN read buffer keeps beyond the largest
+// packet, for the ESP trailer (padding, pad length, next header) and ICV
+// written behind the inner packet when it is sealed in place.
+const sealRoom = 3 + 2 + icvLen
+
+// txJob is one outbound packet between the stages of a TUN batch: routed,
+// its sequence number reserved, not yet sealed.
+type txJob struct {
+	c   *child
+	pp  *peerPath
+	buf int // index of the TUN buffer holding it
+	seq uint64
+}
+
+// batchCount adds up one child's packets and bytes over a run of a batch,
+// so the shared counters are written once per run instead of per packet.
+type batchCount struct {
+	c              *child
+	packets, bytes uint64
+}
+
+func (b *batchCount) addOut(c *child, n int, now int64) {
+	if c != b.c {
+		b.flushOut(now)
+		b.c = c
 	}
+	b.packets++
+	b.bytes += uint64(n)
+}
+
+func (b *batchCount) flushOut(now int64) {
+	if b.c != nil && b.packets > 0 {
+		b.c.packetsOut.Add(b.packets)
+		b.c.bytesOut.Add(b.bytes)
+		b.c.peer.lastSent.Store(now)
+		b.c.peer.lastESP.Store(now)
+	}
+	*b = batchCount{}
+}
+
+func (b *batchCount) addIn(c *child, n int, now int64) {
+	if c != b.c {
+		b.flushIn(now)
+		b.c = c
+	}
+	b.packets++
+	b.bytes += uint64(n)
+}
+
+func (b *batchCount) flushIn(now int64) {
+	if b.c != nil && b.packets > 0 {
+		b.c.packetsIn.Add(b.packets)
+		b.c.bytesIn.Add(b.bytes)
+		b.c.peer.lastRecv.Store(now)
+	}
+	*b = batchCount{}
+}
+
+// tunLoop reads batches from the TUN device and moves each through three
+// stages: classify and route every packet and reserve its sequence number;
+// seal the batch in place; send it per socket. The crypto stage touches
+// only its own packets' buffers, so it can be split across cores with the
+// order kept by the sequence numbers already assigned.
+func (d *Dataplane) tunLoop(ctx context.Context) error {
+	n := max(d.dev.BatchSize(), 1)
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, tunOffset+maxPacket)
+		bufs[i] = make([]byte, tunOffset+maxPacket, tunOffset+maxPacket+sealRoom)
 	}
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = make([]byte, 0, maxPacket+64)
-	}
-	type pending struct {
-		sock *Socket
-		msgs []ipv4.Message
-	}
-	var batches []pending
+	jobs := make([]txJob, 0, n)
+	sealed := make([][]byte, n)
+	pkts := make([]outPacket, 0, n)
+	group := make([]outPacket, 0, n)
+	sb := newSendBatch(n)
+	parts := newCryptoParts()
 	for {
 		count, err := d.dev.Read(bufs, sizes, tunOffset)
 		if ctx.Err() != nil {
@@ -540,158 +641,258 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 				return err
 			}
 		}
-		batches = batches[:0]
-		now := time.Now().UnixNano()
-		for i := 0; i < count; i++ {
-			pkt := bufs[i][tunOffset : tunOffset+sizes[i]]
-			dst, ok := innerDst(pkt)
-			if !ok {
-				d.drops.malformed.Add(1)
-				continue
-			}
-			c := d.routes.lookup(dst)
-			if c == nil {
-				d.drops.noRoute.Add(1)
-				continue
-			}
-			pp := c.peer.path.Load()
-			if pp == nil || pp.sock == nil {
-				d.drops.noPath.Add(1)
-				continue
-			}
-			sealed, err := c.out.Seal(out[i][:0], pkt)
-			if err != nil {
-				d.countSealError(err)
-				continue
-			}
-			out[i] = sealed
-			c.packetsOut.Add(1)
-			c.bytesOut.Add(uint64(len(pkt)))
-			c.peer.lastSent.Store(now)
-			c.peer.lastESP.Store(now)
-			j := 0
-			for j < len(batches) && batches[j].sock != pp.sock {
-				j++
-			}
-			if j == len(batches) {
-				batches = append(batches, pending{sock: pp.sock})
-			}
-			batches[j].msgs = append(batches[j].msgs, ipv4.Message{Buffers: [][]byte{sealed}, OOB: pp.oob, Addr: pp.addr})
+		jobs = d.routeBatch(bufs[:count], sizes, jobs[:0])
+		pkts = d.sealBatch(parts, bufs, sizes, jobs, sealed, pkts[:0], time.Now().UnixNano())
+		d.sendBatch(sb, pkts, group)
+	}
+}
+
+// routeBatch is the first outbound stage: it finds each packet's child and
+// path and reserves its sequence number.
+func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob {
+	for i := range bufs {
+		pkt := bufs[i][tunOffset : tunOffset+sizes[i]]
+		dst, ok := innerDst(pkt)
+		if !ok {
+			d.drops.malformed.Add(1)
+			continue
 		}
-		for i := range batches {
-			b := &batches[i]
-			msgs := b.msgs
-			for len(msgs) > 0 {
-				sent, err := b.sock.batch.WriteBatch(msgs, 0)
-				if sent < 0 {
-					sent = 0 // sendmmsg reports -1 when the first message fails
-				}
-				if err != nil {
-					// One unreachable destination (an uplink just gone)
-					// must not stall the rest: skip the failed message.
-					d.drops.sendErrors.Add(1)
-					sent++
-				} else if sent == 0 {
-					d.drops.sendErrors.Add(uint64(len(msgs)))
-					break
-				}
-				msgs = msgs[min(sent, len(msgs)):]
+		c := d.routes.lookup(dst)
+		if c == nil {
+			d.drops.noRoute.Add(1)
+			continue
+		}
+		pp := c.peer.path.Load()
+		if pp == nil || pp.sock == nil {
+			d.drops.noPath.Add(1)
+			continue
+		}
+		if !d.fit.fits(pkt, pp.mtu) {
+			continue
+		}
+		seq, err := c.out.nextSeq()
+		if err != nil {
+			d.drops.seqExhausted.Add(1)
+			continue
+		}
+		jobs = append(jobs, txJob{c: c, pp: pp, buf: i, seq: seq})
+	}
+	return jobs
+}
+
+// sealBatch is the crypto stage: each packet is sealed where the TUN read
+// put it, parts of a big batch on other cores; the packets come out in job
+// (sequence number) order.
+func (d *Dataplane) sealBatch(parts *cryptoParts, bufs [][]byte, sizes []int, jobs []txJob, sealed [][]byte, pkts []outPacket, now int64) []outPacket {
+	d.sealParallel(parts, bufs, sizes, jobs, sealed[:len(jobs)])
+	var count batchCount
+	for i, j := range jobs {
+		if sealed[i] == nil {
+			d.drops.malformed.Add(1)
+			continue
+		}
+		count.addOut(j.c, sizes[j.buf], now)
+		pkts = append(pkts, outPacket{buf: sealed[i], pp: j.pp})
+	}
+	count.flushOut(now)
+	return pkts
+}
+
+// sendBatch is the last outbound stage: the packets go out per socket, in
+// order, with one sendmmsg for as many as the kernel takes.
+func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
+	for len(pkts) > 0 {
+		s := pkts[0].pp.sock
+		group, rest := group[:0], pkts[:0]
+		for _, p := range pkts {
+			if p.pp.sock == s {
+				group = append(group, p)
+			} else {
+				rest = append(rest, p) // compacts in place, order kept
 			}
-			b.msgs = b.msgs[:0]
+		}
+		pkts = rest
+		if failed := s.writeBatch(sb, group); failed > 0 {
+			d.drops.sendErrors.Add(uint64(failed))
 		}
 	}
 }
 
-// receiveLoop reads batches from one socket, demultiplexes IKE, keepalives
-// and ESP, and writes decrypted packets to the TUN device in batches.
+// rxJob is one received ESP packet between the stages of a receive batch:
+// classified, then opened into its TUN buffer (dst), then delivered.
+type rxJob struct {
+	c     *child
+	pkt   []byte
+	path  Path
+	dst   []byte // the TUN buffer's headroom, to open behind
+	inner []byte
+	err   error
+}
+
+// rxState is one receive loop's reused state: its TUN buffers, the ESP
+// packets waiting to be opened into them, the packets waiting for the TUN
+// write, and the counters added up over the batch.
+type rxState struct {
+	d         *Dataplane
+	s         *Socket
+	now       int64
+	tunBufs   [][]byte
+	jobs      []rxJob
+	out       [][]byte
+	count     batchCount
+	parts     *cryptoParts
+	lastDrops uint32 // the socket's SO_RXQ_OVFL count already added
+}
+
+// receiveLoop reads batches from one socket, splits GRO-coalesced
+// datagrams into their packets, demultiplexes IKE, keepalives and ESP, and
+// writes decrypted packets to the TUN device in batches.
 func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 	const n = 64
-	msgs := make([]ipv4.Message, n)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, maxPacket)}
-		msgs[i].OOB = make([]byte, oobSpace)
+	rb := newRecvBatch(n)
+	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, n), jobs: make([]rxJob, 0, n), out: make([][]byte, 0, n), parts: newCryptoParts()}
+	for i := range rx.tunBufs {
+		// Each its own allocation: the TUN write's GRO appends coalesced
+		// packets to the first buffer of a flow, within its capacity.
+		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 	}
-	tunBufs := make([][]byte, n)
-	for i := range tunBufs {
-		tunBufs[i] = make([]byte, tunOffset+maxPacket)
-	}
-	outBufs := make([][]byte, 0, n)
 	for {
-		for i := range msgs {
-			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
-		}
-		count, err := s.batch.ReadBatch(msgs, 0)
+		count, err := s.readBatch(rb)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if ctx.Err() != nil || errClosedSocket(err) {
 				return
 			}
 			d.log.Debug("UDP read", "err", err)
 			continue
 		}
-		outBufs = outBufs[:0]
-		now := time.Now().UnixNano()
+		rx.now = time.Now().UnixNano()
 		for i := 0; i < count; i++ {
-			m := &msgs[i]
-			pkt := m.Buffers[0][:m.N]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
-				continue
-			}
-			from := ua.AddrPort()
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			dst, ifindex := s.parseOOB(m.OOB[:m.NN])
-			path := Path{Local: netip.AddrPortFrom(dst, s.local.Port()), Remote: from, IfIndex: ifindex}
-			if from.Port() == ikePort || s.local.Port() == ikePort {
-				d.handleIKE(pkt, path)
-				continue
-			}
-			if len(pkt) == 1 && pkt[0] == 0xff {
-				continue // NAT keepalive
-			}
-			if len(pkt) >= 4 && binary.BigEndian.Uint32(pkt) == 0 {
-				d.handleIKE(pkt[4:], path)
-				continue
-			}
-			if len(pkt) < headerLen {
-				d.drops.malformed.Add(1)
-				continue
-			}
-			c := d.child(binary.BigEndian.Uint32(pkt))
-			if c == nil {
-				d.drops.unknownSPI.Add(1)
-				d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, now))
-				continue
-			}
-			buf := tunBufs[len(outBufs)]
-			inner, err := c.in.Open(buf[:tunOffset], pkt)
-			if err != nil {
-				d.countOpenError(err)
-				continue
-			}
-			if c.pending.Load() {
-				d.promote(c)
-			}
-			if len(inner) == tunOffset {
-				continue // dummy packet
-			}
-			if !d.admit(c, inner[tunOffset:]) {
-				continue
-			}
-			c.packetsIn.Add(1)
-			c.bytesIn.Add(uint64(len(inner) - tunOffset))
-			c.peer.lastRecv.Store(now)
-			if cur := c.peer.path.Load().Remote; from != cur && from.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
-				stray := path
-				c.peer.stray.Store(&stray)
-			}
-			outBufs = append(outBufs, inner)
+			rx.datagram(rb, i)
 		}
-		if len(outBufs) > 0 && d.dev != nil {
-			if _, err := d.dev.Write(outBufs, tunOffset); err != nil {
-				d.log.Debug("TUN write", "err", err)
-			}
+		rx.flush()
+	}
+}
+
+// datagram handles received message i: one packet, or several of one size
+// (the last may be shorter) when GRO coalesced them.
+func (rx *rxState) datagram(rb *recvBatch, i int) {
+	data, from, ok, truncated, ctl := rb.message(i)
+	if ctl.hasDrop && ctl.drops != rx.lastDrops {
+		rx.d.drops.socketOverflow.Add(uint64(ctl.drops - rx.lastDrops))
+		rx.lastDrops = ctl.drops
+	}
+	if truncated {
+		rx.d.drops.truncated.Add(1)
+		return
+	}
+	if !ok {
+		return
+	}
+	dst := ctl.dst
+	if !dst.IsValid() {
+		dst = rx.s.local.Addr()
+	}
+	path := Path{Local: netip.AddrPortFrom(dst, rx.s.local.Port()), Remote: from, IfIndex: ctl.ifindex}
+	seg := ctl.segment
+	if seg <= 0 || seg > len(data) {
+		seg = len(data)
+	}
+	for {
+		l := min(seg, len(data))
+		rx.packet(data[:l], path)
+		data = data[l:]
+		if len(data) == 0 {
+			return
 		}
 	}
+}
+
+// packet classifies one received packet: IKE and keepalives are handled
+// at once, ESP of a known SA queued to be opened.
+func (rx *rxState) packet(pkt []byte, path Path) {
+	d := rx.d
+	if path.Remote.Port() == ikePort || rx.s.local.Port() == ikePort {
+		d.handleIKE(pkt, path)
+		return
+	}
+	if len(pkt) == 1 && pkt[0] == 0xff {
+		return // NAT keepalive
+	}
+	if len(pkt) >= 4 && binary.BigEndian.Uint32(pkt) == 0 {
+		d.handleIKE(pkt[4:], path)
+		return
+	}
+	if len(pkt) < headerLen {
+		d.drops.malformed.Add(1)
+		return
+	}
+	c := d.child(binary.BigEndian.Uint32(pkt))
+	if c == nil {
+		d.drops.unknownSPI.Add(1)
+		d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, rx.now))
+		return
+	}
+	if len(rx.jobs) == len(rx.tunBufs) {
+		rx.flush() // a batch of GRO datagrams can hold more packets than buffers
+	}
+	rx.jobs = append(rx.jobs, rxJob{c: c, pkt: pkt, path: path, dst: rx.tunBufs[len(rx.jobs)][:tunOffset]})
+}
+
+// deliver is the stage after decryption, in arrival order: it checks an
+// opened packet and queues it for the TUN write.
+func (rx *rxState) deliver(j *rxJob) {
+	d, c, inner, path := rx.d, j.c, j.inner, j.path
+	if j.err != nil {
+		d.countOpenError(j.err)
+		return
+	}
+	if c.pending.Load() {
+		d.promote(c)
+	}
+	if len(inner) == tunOffset {
+		return // dummy packet
+	}
+	if !d.admit(c, inner[tunOffset:]) {
+		return
+	}
+	rx.count.addIn(c, len(inner)-tunOffset, rx.now)
+	d.clampInbound(inner[tunOffset:], c.peer)
+	if cur := c.peer.path.Load().Remote; path.Remote != cur && path.Remote.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
+		stray := path
+		c.peer.stray.Store(&stray)
+	}
+	rx.out = append(rx.out, inner)
+}
+
+// flush writes the opened packets to the TUN device and the batch's
+// counters to their children. A TUN write blocks while the device queue is
+// full rather than dropping; what fails is counted.
+func (rx *rxState) flush() {
+	if len(rx.jobs) > 0 {
+		rx.d.openParallel(rx.parts, rx.jobs)
+		for i := range rx.jobs {
+			rx.deliver(&rx.jobs[i])
+			rx.jobs[i] = rxJob{} // keep no packet or child alive
+		}
+		rx.jobs = rx.jobs[:0]
+	}
+	rx.count.flushIn(rx.now)
+	if len(rx.out) > 0 && rx.d.dev != nil {
+		if _, err := rx.d.dev.Write(rx.out, tunOffset); err != nil {
+			rx.d.drops.tunWrite.Add(uint64(countErrors(err)))
+			rx.d.log.Debug("TUN write", "err", err)
+		}
+	}
+	rx.out = rx.out[:0]
+}
+
+// countErrors is how many errors err joins (wgtun joins one per failed
+// write).
+func countErrors(err error) int {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return max(len(j.Unwrap()), 1)
+	}
+	return 1
 }
 
 func (d *Dataplane) countOpenError(err error) {

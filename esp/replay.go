@@ -2,14 +2,16 @@ package esp
 
 // replayWindow is an RFC 6479-style anti-replay window: a ring of 64-bit
 // blocks, so sliding forward clears whole words instead of shifting bits.
-// One block is kept spare, making the usable window (blocks-1)*64 = 1984.
+// One block is kept spare, making the usable window (blocks-1)*64 = 8128
+// (as wireguard-go's): at gigabit rates a GSO burst alone is 64 packets,
+// and a path move or a busy peer can reorder more than a 2K window holds.
 type replayWindow struct {
 	top    uint64 // highest sequence number accepted (full 64 bits)
 	bitmap [replayBlocks]uint64
 }
 
 const (
-	replayBlocks = 32
+	replayBlocks = 128
 	replayBits   = 64
 	// ReplayWindow is how far behind the newest packet a packet may arrive.
 	ReplayWindow = (replayBlocks - 1) * replayBits

@@ -127,53 +127,104 @@ func (sa *OutboundSA) SPI() uint32 { return sa.spi }
 // Seq is the last sequence number sent.
 func (sa *OutboundSA) Seq() uint64 { return sa.seq.Load() }
 
-// Seal appends the ESP packet carrying inner (an IPv4 or IPv6 packet) to dst.
-// With cap(dst) large enough it does not allocate beyond the AEAD's nonce.
-func (sa *OutboundSA) Seal(dst, inner []byte) ([]byte, error) {
-	if len(inner) == 0 {
-		return dst, ErrMalformed
-	}
-	var next byte
-	switch inner[0] >> 4 {
-	case 4:
-		next = protoIPv4
-	case 6:
-		next = protoIPv6
-	default:
-		return dst, fmt.Errorf("%w: inner packet is not IP", ErrMalformed)
-	}
+// cryptoScratch holds a nonce and AAD. The AEAD is an interface, so what
+// is passed to it escapes: a loop keeps one scratch and reuses it instead
+// of a new heap nonce per packet.
+type cryptoScratch struct {
+	nonce [12]byte
+	aad   [12]byte
+}
+
+// nextSeq reserves the next sequence number.
+func (sa *OutboundSA) nextSeq() (uint64, error) {
 	seq := sa.seq.Add(1)
 	limit := uint64(1<<32 - 1)
 	if sa.esn {
 		limit = ^uint64(0)
 	}
 	if seq > limit || seq == 0 {
-		return dst, ErrSeqExhausted
+		return 0, ErrSeqExhausted
 	}
 	sa.checkSoft(seq)
-	padLen := (4 - (len(inner)+2)%4) % 4
-	plainLen := len(inner) + padLen + 2
-	total := headerLen + ivLen + plainLen + icvLen
+	return seq, nil
+}
+
+// nextHeader is the ESP next header for an inner packet.
+func nextHeader(inner []byte) (byte, error) {
+	if len(inner) == 0 {
+		return 0, ErrMalformed
+	}
+	switch inner[0] >> 4 {
+	case 4:
+		return protoIPv4, nil
+	case 6:
+		return protoIPv6, nil
+	}
+	return 0, fmt.Errorf("%w: inner packet is not IP", ErrMalformed)
+}
+
+// sealedLen is the ESP packet length for an inner packet of n bytes.
+func sealedLen(n int) int {
+	return headerLen + ivLen + n + (4-(n+2)%4)%4 + 2 + icvLen
+}
+
+// Seal appends the ESP packet carrying inner (an IPv4 or IPv6 packet) to dst.
+// With cap(dst) large enough it does not allocate beyond the AEAD's nonce.
+func (sa *OutboundSA) Seal(dst, inner []byte) ([]byte, error) {
+	next, err := nextHeader(inner)
+	if err != nil {
+		return dst, err
+	}
+	seq, err := sa.nextSeq()
+	if err != nil {
+		return dst, err
+	}
 	start := len(dst)
-	dst = grow(dst, total)
-	pkt := dst[start : start+total]
+	dst = grow(dst, sealedLen(len(inner)))
+	pkt := dst[start:]
+	copy(pkt[headerLen+ivLen:], inner)
+	var sc cryptoScratch
+	sa.seal(&sc, pkt, len(inner), next, seq)
+	return dst, nil
+}
+
+// sealInPlace makes buf[off:off+n], an inner packet, into an ESP packet
+// without copying it: the header and IV go into the headroom in front
+// (off >= headerLen+ivLen) and the trailer and ICV after it, within
+// cap(buf). It returns the ESP packet, a part of buf.
+func (sa *OutboundSA) sealInPlace(sc *cryptoScratch, buf []byte, off, n int, seq uint64) ([]byte, error) {
+	next, err := nextHeader(buf[off : off+n])
+	if err != nil {
+		return nil, err
+	}
+	start := off - headerLen - ivLen
+	end := start + sealedLen(n)
+	if start < 0 || end > cap(buf) {
+		return nil, fmt.Errorf("%w: no room to seal in place", ErrMalformed)
+	}
+	pkt := buf[start:end]
+	sa.seal(sc, pkt, n, next, seq)
+	return pkt, nil
+}
+
+// seal encrypts pkt in place: pkt has room for the ESP packet and holds the
+// inner packet of n bytes after the header and IV.
+func (sa *OutboundSA) seal(sc *cryptoScratch, pkt []byte, n int, next byte, seq uint64) {
+	plainLen := len(pkt) - headerLen - ivLen - icvLen
+	padLen := plainLen - 2 - n
 	binary.BigEndian.PutUint32(pkt[0:], sa.spi)
 	binary.BigEndian.PutUint32(pkt[4:], uint32(seq))
 	binary.BigEndian.PutUint64(pkt[8:], seq) // the IV: unique per key by construction
 	plain := pkt[headerLen+ivLen : headerLen+ivLen+plainLen]
-	copy(plain, inner)
 	for i := 0; i < padLen; i++ {
-		plain[len(inner)+i] = byte(i + 1) // RFC 4303 2.4 default padding
+		plain[n+i] = byte(i + 1) // RFC 4303 2.4 default padding
 	}
 	plain[plainLen-2] = byte(padLen)
 	plain[plainLen-1] = next
-	var nonce [12]byte
-	copy(nonce[:4], sa.salt[:])
-	copy(nonce[4:], pkt[8:16])
-	var aadBuf [12]byte
-	aad := aadFor(aadBuf[:], sa.spi, seq, sa.esn)
-	sa.aead.Seal(plain[:0], nonce[:], plain, aad)
-	return dst, nil
+	copy(sc.nonce[:4], sa.salt[:])
+	copy(sc.nonce[4:], pkt[8:16])
+	aad := aadFor(sc.aad[:], sa.spi, seq, sa.esn)
+	sa.aead.Seal(plain[:0], sc.nonce[:], plain, aad)
 }
 
 func aadFor(buf []byte, spi uint32, seq uint64, esn bool) []byte {
@@ -229,6 +280,12 @@ func (sa *InboundSA) SPI() uint32 { return sa.spi }
 // floods) and updated only after the ICV verified, so forged packets cannot
 // move it.
 func (sa *InboundSA) Open(dst, pkt []byte) ([]byte, error) {
+	var sc cryptoScratch
+	return sa.open(&sc, dst, pkt)
+}
+
+// open is Open with the caller's scratch.
+func (sa *InboundSA) open(sc *cryptoScratch, dst, pkt []byte) ([]byte, error) {
 	if len(pkt) < headerLen+ivLen+4+icvLen || (len(pkt)-headerLen-ivLen-icvLen)%4 != 0 {
 		return dst, ErrMalformed
 	}
@@ -242,14 +299,12 @@ func (sa *InboundSA) Open(dst, pkt []byte) ([]byte, error) {
 	if !ok {
 		return dst, ErrReplayed
 	}
-	var nonce [12]byte
-	copy(nonce[:4], sa.salt[:])
-	copy(nonce[4:], pkt[8:16])
-	var aadBuf [12]byte
-	aad := aadFor(aadBuf[:], sa.spi, seq, sa.esn)
+	copy(sc.nonce[:4], sa.salt[:])
+	copy(sc.nonce[4:], pkt[8:16])
+	aad := aadFor(sc.aad[:], sa.spi, seq, sa.esn)
 	start := len(dst)
 	dst = grow(dst, len(pkt)-headerLen-ivLen-icvLen)
-	plain, err := sa.aead.Open(dst[start:start], nonce[:], pkt[headerLen+ivLen:], aad)
+	plain, err := sa.aead.Open(dst[start:start], sc.nonce[:], pkt[headerLen+ivLen:], aad)
 	if err != nil {
 		return dst[:start], ErrBadICV
 	}

@@ -1,9 +1,6 @@
 package esp
 
-import (
-	"errors"
-	"net/netip"
-)
+import "net/netip"
 
 // Traffic selector checks on inbound packets (RFC 4301 5.2): after an
 // inbound packet authenticates, its inner source must lie within the
@@ -36,13 +33,4 @@ func within(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// countSealError counts an outbound packet that could not be sealed.
-func (d *Dataplane) countSealError(err error) {
-	if errors.Is(err, ErrSeqExhausted) {
-		d.drops.seqExhausted.Add(1)
-		return
-	}
-	d.drops.malformed.Add(1)
 }

@@ -2,33 +2,52 @@ package esp
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
-// batchConn is the part of ipv4.PacketConn and ipv6.PacketConn we use; both
-// have the same Message type underneath.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
+const (
+	// socketBuffer is the send and receive buffer we ask for: the kernel
+	// default (~208 KiB) overflows within a millisecond at gigabit rates
+	// while a loop is busy with crypto.
+	socketBuffer = 7 << 20
+	// recvBufSize holds the largest UDP datagram, which is also the
+	// largest coalesced one UDP GRO hands us.
+	recvBufSize = 1 << 16
+	// maxGSOSegments and maxGSOBytes bound one UDP_SEGMENT send: the
+	// kernel refuses more segments than UDP_MAX_SEGMENTS and a payload
+	// that with UDP and IP headers exceeds 64 KiB.
+	maxGSOSegments = 64
+	maxGSOBytes    = 65535 - 8 - 40
 
-// Socket is one UDP socket with batch I/O and per-packet source address
-// and interface control (PKTINFO), so a path test can leave through a chosen
+	// sendCtrlSpace fits PKTINFO of either family and a UDP_SEGMENT.
+	sendCtrlSpace = 64
+	// recvCtrlSpace fits PKTINFO of either family, UDP_GRO and SO_RXQ_OVFL.
+	recvCtrlSpace = 128
+	sockaddrSpace = unix.SizeofSockaddrInet6
+)
+
+// Socket is one UDP socket with batch I/O (recvmmsg/sendmmsg with UDP GRO
+// and GSO where the kernel has them) and per-packet source address and
+// interface control (PKTINFO), so a path test can leave through a chosen
 // uplink and every received packet tells which local address it reached.
 type Socket struct {
 	conn  *net.UDPConn
+	rc    syscall.RawConn
 	local netip.AddrPort // as bound (address may be unspecified)
 	v6    bool
-	batch batchConn
-	p4    *ipv4.PacketConn
-	p6    *ipv6.PacketConn
+	// gso: UDP_SEGMENT works on this socket. Cleared at run time when the
+	// kernel or the device refuses a segmented send.
+	gso atomic.Bool
+	gro bool // UDP_GRO is on: a received datagram may hold several packets
 }
 
 // ListenUDP binds a UDP socket. mark, when non-zero, is set as SO_MARK so
@@ -70,22 +89,46 @@ func ListenUDP(local netip.AddrPort, mark uint32) (*Socket, error) {
 	s := &Socket{conn: conn, v6: local.Addr().Is6()}
 	s.local = conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	s.local = netip.AddrPortFrom(s.local.Addr().Unmap(), s.local.Port())
-	if s.v6 {
-		s.p6 = ipv6.NewPacketConn(conn)
-		if err := s.p6.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("IPV6_RECVPKTINFO: %w", err)
-		}
-		s.batch = s.p6
-	} else {
-		s.p4 = ipv4.NewPacketConn(conn)
-		if err := s.p4.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("IP_PKTINFO: %w", err)
-		}
-		s.batch = s.p4
+	if s.rc, err = conn.SyscallConn(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("listen %s: %w", local, err)
+	}
+	var serr error
+	err = s.rc.Control(func(fd uintptr) { serr = s.setup(int(fd)) })
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("listen %s: %w", local, err)
 	}
 	return s, nil
+}
+
+// setup turns on what the dataplane needs (PKTINFO) and what makes it fast
+// where the kernel allows (big buffers, GRO, GSO, overflow counts).
+func (s *Socket) setup(fd int) error {
+	if s.v6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+			return fmt.Errorf("IPV6_RECVPKTINFO: %w", err)
+		}
+	} else if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+		return fmt.Errorf("IP_PKTINFO: %w", err)
+	}
+	// The FORCE variants pass rmem_max/wmem_max but need CAP_NET_ADMIN;
+	// without it the plain ones get what the limit allows.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	}
+	// Best effort: without it overflows go uncounted, nothing else changes.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
+	s.gro = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
+	_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+	s.gso.Store(err == nil)
+	return nil
 }
 
 // LocalAddr is the bound address and port.
@@ -97,52 +140,367 @@ func (s *Socket) LocalPort() uint16 { return s.local.Port() }
 // Close closes the socket; a blocked read returns.
 func (s *Socket) Close() error { return s.conn.Close() }
 
+// writeOne sends one datagram with the path's control message (the IKE and
+// keepalive path, not the packet path).
+func (s *Socket) writeOne(b []byte, pp *peerPath) error {
+	_, _, err := s.conn.WriteMsgUDPAddrPort(b, pp.oob, pp.Remote)
+	return err
+}
+
 // oob returns the control message that makes a packet leave from src
 // through ifindex, or nil when the kernel may choose.
 func (s *Socket) oob(src netip.Addr, ifindex int) []byte {
 	if s.local.Addr().IsValid() && !s.local.Addr().IsUnspecified() {
 		return nil // bound to one address already
 	}
-	if !src.IsValid() || src.IsUnspecified() {
-		if ifindex == 0 {
-			return nil
-		}
+	hasSrc := src.IsValid() && !src.IsUnspecified()
+	if !hasSrc && ifindex == 0 {
+		return nil
 	}
 	if s.v6 {
-		cm := &ipv6.ControlMessage{IfIndex: ifindex}
-		if src.IsValid() && !src.IsUnspecified() {
-			cm.Src = src.AsSlice()
+		b := make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+		data := putCmsgHeader(b, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo)
+		if hasSrc {
+			a := src.As16()
+			copy(data[0:16], a[:])
 		}
-		return cm.Marshal()
+		binary.NativeEndian.PutUint32(data[16:20], uint32(ifindex))
+		return b
 	}
-	cm := &ipv4.ControlMessage{IfIndex: ifindex}
-	if src.IsValid() && !src.IsUnspecified() {
-		cm.Src = src.AsSlice()
+	b := make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+	data := putCmsgHeader(b, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo)
+	binary.NativeEndian.PutUint32(data[0:4], uint32(ifindex))
+	if hasSrc {
+		a := src.Unmap().As4()
+		copy(data[4:8], a[:]) // ipi_spec_dst: the source to use
 	}
-	return cm.Marshal()
+	return b
 }
 
-// parseOOB returns the destination address and interface of a received
-// packet.
-func (s *Socket) parseOOB(oob []byte) (netip.Addr, int) {
-	if len(oob) == 0 {
-		return s.local.Addr(), 0
-	}
-	if s.v6 {
-		var cm ipv6.ControlMessage
-		if cm.Parse(oob) != nil {
-			return s.local.Addr(), 0
-		}
-		a, _ := netip.AddrFromSlice(cm.Dst)
-		return a, cm.IfIndex
-	}
-	var cm ipv4.ControlMessage
-	if cm.Parse(oob) != nil {
-		return s.local.Addr(), 0
-	}
-	a, _ := netip.AddrFromSlice(cm.Dst)
-	return a.Unmap(), cm.IfIndex
+// putCmsgHeader writes a control message header for datalen bytes of data
+// at the start of b and returns the data part. b must have
+// unix.CmsgSpace(datalen) bytes.
+func putCmsgHeader(b []byte, level, typ int32, datalen int) []byte {
+	var h unix.Cmsghdr
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(datalen))
+	copy(b, unsafe.Slice((*byte)(unsafe.Pointer(&h)), unix.SizeofCmsghdr))
+	return b[unix.CmsgLen(0):unix.CmsgLen(datalen)]
 }
 
-// oobSpace is enough room for either family's PKTINFO.
-var oobSpace = max(len(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface)), len(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface)))
+// rxControl is what a received datagram's control messages say.
+type rxControl struct {
+	dst     netip.Addr // the local address it was sent to (PKTINFO)
+	ifindex int
+	segment int    // UDP GRO segment size; 0: one packet
+	drops   uint32 // SO_RXQ_OVFL: the socket's drops so far
+	hasDrop bool
+}
+
+// parseControl reads the control messages of a received datagram without
+// allocating. Malformed or truncated messages end the parse; what came
+// before them stands.
+func parseControl(b []byte) rxControl {
+	var rc rxControl
+	hdrLen := unix.CmsgLen(0)
+	for len(b) >= unix.SizeofCmsghdr {
+		var h unix.Cmsghdr
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&h)), unix.SizeofCmsghdr), b)
+		l := int(uint64(h.Len))
+		if l < hdrLen || l > len(b) {
+			break
+		}
+		data := b[hdrLen:l]
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			rc.ifindex = int(binary.NativeEndian.Uint32(data[0:4]))
+			rc.dst = netip.AddrFrom4([4]byte(data[8:12])) // ipi_addr: the header's destination
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			rc.dst = netip.AddrFrom16([16]byte(data[0:16])).Unmap()
+			rc.ifindex = int(binary.NativeEndian.Uint32(data[16:20]))
+		case h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO:
+			switch {
+			case len(data) >= 4:
+				rc.segment = int(int32(binary.NativeEndian.Uint32(data)))
+			case len(data) >= 2:
+				rc.segment = int(binary.NativeEndian.Uint16(data))
+			}
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
+			rc.drops, rc.hasDrop = binary.NativeEndian.Uint32(data), true
+		}
+		next := unix.CmsgSpace(l - hdrLen)
+		if next >= len(b) {
+			break
+		}
+		b = b[next:]
+	}
+	return rc
+}
+
+// parseSockaddr reads the peer address the kernel wrote into a msg_name.
+func parseSockaddr(b []byte, n int) (netip.AddrPort, bool) {
+	if n < 2 || n > len(b) {
+		return netip.AddrPort{}, false
+	}
+	switch binary.NativeEndian.Uint16(b) {
+	case unix.AF_INET:
+		if n < unix.SizeofSockaddrInet4 {
+			return netip.AddrPort{}, false
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:4])), true
+	case unix.AF_INET6:
+		if n < unix.SizeofSockaddrInet6 {
+			return netip.AddrPort{}, false
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), binary.BigEndian.Uint16(b[2:4])), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// putSockaddr writes ap as a sockaddr of the socket's family into b and
+// returns its length (0: wrong family).
+func putSockaddr(b *[sockaddrSpace]byte, ap netip.AddrPort, v6 bool) uint32 {
+	*b = [sockaddrSpace]byte{}
+	binary.BigEndian.PutUint16(b[2:4], ap.Port())
+	if v6 {
+		if !ap.Addr().Is6() || ap.Addr().Is4In6() {
+			return 0
+		}
+		binary.NativeEndian.PutUint16(b[0:2], unix.AF_INET6)
+		a := ap.Addr().As16()
+		copy(b[8:24], a[:])
+		return unix.SizeofSockaddrInet6
+	}
+	if !ap.Addr().Unmap().Is4() {
+		return 0
+	}
+	binary.NativeEndian.PutUint16(b[0:2], unix.AF_INET)
+	a := ap.Addr().Unmap().As4()
+	copy(b[4:8], a[:])
+	return unix.SizeofSockaddrInet4
+}
+
+// recvBatch is the preallocated state of one receive loop's recvmmsg: the
+// message vector, a 64 KiB buffer per message and the syscall closure,
+// made once so a read allocates nothing.
+type recvBatch struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	bufs  [][]byte
+	names [][sockaddrSpace]byte
+	ctrl  [][recvCtrlSpace]byte
+	n     int
+	errno syscall.Errno
+	read  func(fd uintptr) bool
+}
+
+func newRecvBatch(n int) *recvBatch {
+	b := &recvBatch{
+		hdrs:  make([]unix.Mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		bufs:  make([][]byte, n),
+		names: make([][sockaddrSpace]byte, n),
+		ctrl:  make([][recvCtrlSpace]byte, n),
+	}
+	for i := range b.hdrs {
+		b.bufs[i] = make([]byte, recvBufSize)
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(recvBufSize)
+		h := &b.hdrs[i].Hdr
+		h.Iov = &b.iovs[i]
+		h.SetIovlen(1)
+		h.Name = &b.names[i][0]
+		h.Control = &b.ctrl[i][0]
+	}
+	b.read = func(fd uintptr) bool {
+		for {
+			n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), 0, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait until readable
+			}
+			b.n, b.errno = int(n), e
+			return true
+		}
+	}
+	return b
+}
+
+// message returns received message i: its data, the sender and the
+// control messages.
+func (b *recvBatch) message(i int) (data []byte, from netip.AddrPort, ok, truncated bool, ctl rxControl) {
+	m := &b.hdrs[i]
+	from, ok = parseSockaddr(b.names[i][:], int(m.Hdr.Namelen))
+	ctl = parseControl(b.ctrl[i][:min(int(m.Hdr.Controllen), recvCtrlSpace)])
+	truncated = m.Hdr.Flags&unix.MSG_TRUNC != 0
+	return b.bufs[i][:min(int(m.Len), recvBufSize)], from, ok, truncated, ctl
+}
+
+// readBatch reads up to len(b.hdrs) datagrams; it blocks until at least
+// one is there.
+func (s *Socket) readBatch(b *recvBatch) (int, error) {
+	for i := range b.hdrs {
+		h := &b.hdrs[i].Hdr
+		h.Namelen = sockaddrSpace
+		h.SetControllen(recvCtrlSpace)
+		h.Flags = 0
+	}
+	if err := s.rc.Read(b.read); err != nil {
+		return 0, err
+	}
+	if b.errno != 0 {
+		return 0, b.errno
+	}
+	return b.n, nil
+}
+
+// outPacket is one sealed ESP packet queued for sending.
+type outPacket struct {
+	buf []byte
+	pp  *peerPath
+}
+
+// sendBatch is the preallocated state of the TUN loop's sendmmsg: one
+// message per datagram, one iovec per packet pointing at the packet where
+// it was sealed (GSO sends several packets as one datagram without a copy).
+type sendBatch struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names [][sockaddrSpace]byte
+	ctrl  [][sendCtrlSpace]byte
+	first []int // the index in pkts of each message's first packet
+	pkts  []outPacket
+	nm    int // messages built
+
+	off   int // first message not yet sent
+	sent  int
+	errno syscall.Errno
+	write func(fd uintptr) bool
+}
+
+func newSendBatch(n int) *sendBatch {
+	b := &sendBatch{
+		hdrs:  make([]unix.Mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		names: make([][sockaddrSpace]byte, n),
+		ctrl:  make([][sendCtrlSpace]byte, n),
+		first: make([]int, n+1),
+	}
+	b.write = func(fd uintptr) bool {
+		for {
+			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.off])), uintptr(b.nm-b.off), 0, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // the socket buffer is full: wait, don't drop
+			}
+			b.sent, b.errno = int(n), e
+			return true
+		}
+	}
+	return b
+}
+
+// build turns pkts into messages. With gso, consecutive packets on the
+// same path of the same length (the last may be shorter) share one
+// UDP_SEGMENT datagram.
+func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
+	b.pkts, b.nm, b.off = pkts, 0, 0
+	for i := 0; i < len(pkts); {
+		p := pkts[i]
+		size, total := len(p.buf), len(p.buf)
+		j := i + 1
+		for gso && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
+			l := len(pkts[j].buf)
+			if l > size || total+l > maxGSOBytes {
+				break
+			}
+			total += l
+			j++
+			if l < size {
+				break // only the last segment may be short
+			}
+		}
+		for k := i; k < j; k++ {
+			b.iovs[k].Base = unsafe.SliceData(pkts[k].buf)
+			b.iovs[k].SetLen(len(pkts[k].buf))
+		}
+		h := &b.hdrs[b.nm].Hdr
+		h.Iov = &b.iovs[i]
+		h.SetIovlen(j - i)
+		h.Namelen = putSockaddr(&b.names[b.nm], p.pp.Remote, s.v6)
+		h.Name = &b.names[b.nm][0]
+		ctl := append(b.ctrl[b.nm][:0], p.pp.oob...)
+		if j-i > 1 {
+			n := len(ctl)
+			ctl = ctl[:n+unix.CmsgSpace(2)]
+			data := putCmsgHeader(ctl[n:], unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2)
+			binary.NativeEndian.PutUint16(data, uint16(size))
+		}
+		h.Control = nil
+		if len(ctl) > 0 {
+			h.Control = &b.ctrl[b.nm][0]
+		}
+		h.SetControllen(len(ctl))
+		b.first[b.nm] = i
+		b.nm++
+		i = j
+	}
+	b.first[b.nm] = len(pkts)
+}
+
+// isGSOError reports whether a segmented send may have failed because of
+// the segmentation: the device cannot checksum it (EIO), or the kernel
+// refuses segments longer than the path MTU (EMSGSIZE, EINVAL), which it
+// would fragment when sent one by one.
+func isGSOError(e syscall.Errno) bool {
+	return e == unix.EIO || e == unix.EINVAL || e == unix.EMSGSIZE || e == unix.ENOPROTOOPT || e == unix.EOPNOTSUPP
+}
+
+// writeBatch sends pkts (all of them for this socket) and returns how many
+// could not be sent. A message the kernel refuses is skipped so one bad
+// destination does not stall the rest; a refused segmented send turns GSO
+// off for the socket and sends the same packets one by one, unless they
+// fail that way too (then segmentation was not the problem).
+func (s *Socket) writeBatch(b *sendBatch, pkts []outPacket) (failed int) {
+	gso := s.gso.Load()
+	b.build(s, pkts, gso)
+	retried := -1 // first packet of a GSO message being retried without GSO
+	for b.off < b.nm {
+		if err := s.rc.Write(b.write); err != nil {
+			return failed + len(pkts) - b.first[b.off] // closed
+		}
+		if b.errno == 0 {
+			if b.sent > 0 && retried >= 0 {
+				retried = -1 // the retry went out: GSO was the problem
+			}
+			b.off += max(b.sent, 1)
+			continue
+		}
+		m := b.off
+		if gso && b.hdrs[m].Hdr.Iovlen > 1 && isGSOError(b.errno) {
+			gso = false
+			s.gso.Store(false)
+			retried = b.first[m]
+			b.build(s, pkts[retried:], false)
+			pkts = pkts[retried:]
+			continue
+		}
+		if retried >= 0 && b.first[m] == 0 {
+			// The same packet fails without segmentation too.
+			s.gso.Store(true)
+			retried = -1
+		}
+		failed += b.first[m+1] - b.first[m]
+		b.off++
+	}
+	return failed
+}
+
+// errClosedSocket reports whether err means the socket was closed.
+func errClosedSocket(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, unix.EBADF)
+}

@@ -83,6 +83,9 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 		if s.IKESPIi != "" {
 			lines = append(lines, fmt.Sprintf("  IKE SA %s_i %s_r, path changes %d", s.IKESPIi, s.IKESPIr, s.PathChanges))
 		}
+		if s.PathMTU > 0 {
+			lines = append(lines, fmt.Sprintf("  path MTU %d (inner), %d ICMP too big sent, %d TCP SYNs clamped", s.PathMTU, s.ICMPTooBig, s.MSSClamped))
+		}
 		if line := reauthLine(s, now); line != "" {
 			lines = append(lines, line)
 		}
