@@ -114,9 +114,9 @@ type Drops struct {
 	// SeqExhausted: outbound on an SA whose sequence numbers ran out.
 	SeqExhausted uint64 `json:"seq_exhausted"`
 	// SocketOverflow: datagrams the kernel dropped on a full socket
-	// receive buffer.
+	// receive buffer before roam read them.
 	SocketOverflow uint64 `json:"socket_overflow"`
-	// TUNWrite: failed writes to the TUN device.
+	// TUNWrite: failed writes of decrypted packets to the TUN device.
 	TUNWrite uint64 `json:"tun_write"`
 	// Truncated: datagrams larger than the receive buffer.
 	Truncated uint64 `json:"truncated"`

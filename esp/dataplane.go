@@ -48,11 +48,11 @@ type Peer struct {
 	// peer's address with another port than ours to it: a NAT in front of
 	// the peer changed its mapping (TakeStray).
 	stray atomic.Pointer[Path]
+	// mtuPhase spreads the peers' path MTU refreshes over the interval.
+	mtuPhase int64
 	// children are the peer's installed children (guarded by
 	// Dataplane.mu), so removing a peer does not scan every child.
 	children map[*child]struct{}
-	// mtuPhase spreads the peers' path MTU refreshes over the interval.
-	mtuPhase int64
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -166,7 +166,7 @@ type DropStats struct {
 	TooBig uint64
 	// OutsideSelectors: authenticated inbound packets whose inner source
 	// is outside the peer's traffic selectors or whose destination is
-	// outside ours (selectors.go).
+	// outside ours (RFC 4301 5.2).
 	OutsideSelectors uint64
 }
 
@@ -199,8 +199,6 @@ type Dataplane struct {
 
 	early earlyHold // ESP that came before its SA (early.go)
 
-	softBell chan struct{} // rung when an SA crosses its soft limit (soft.go)
-
 	crypto  chan *cryptoPart // to idle crypto workers (crypto.go)
 	workers int
 
@@ -211,6 +209,7 @@ type Dataplane struct {
 	icmpLimit              rateLimit
 	icmpTooBig, mssClamped atomic.Uint64
 	peerCount              atomic.Int64
+	softBell               chan struct{} // rung when an SA crosses its soft limit (soft.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -460,8 +459,7 @@ func (d *Dataplane) Drops() DropStats {
 		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
-		OutsideSelectors: d.drops.outsideSelectors.Load(),
-		TooBig:           d.drops.tooBig.Load(),
+		TooBig: d.drops.tooBig.Load(), OutsideSelectors: d.drops.outsideSelectors.Load(),
 	}
 }
 

@@ -1,6 +1,8 @@
 package esp
 
-import "net/netip"
+import (
+	"net/netip"
+)
 
 // Traffic selector checks on inbound packets (RFC 4301 5.2): after an
 // inbound packet authenticates, its inner source must lie within the

@@ -238,7 +238,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 		peer := d.NewPeer(Path{Remote: netip.MustParseAddrPort("127.0.0.1:4500")})
 		in, _ := NewInboundSA(0x2002, keyMat(20), false)
 		out, _ := NewOutboundSA(0x1001, keyMat(20), false)
-		if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}, Local: anyLocal}); err != nil {
+		if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}, Local: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}); err != nil {
 			t.Fatal(err)
 		}
 		s := &Socket{local: netip.MustParseAddrPort("127.0.0.1:4500")}
