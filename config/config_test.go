@@ -231,7 +231,7 @@ psk_file = "` + psk + `"
 		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
-		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},
+		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `profile "corp": unknown key "colour"`},
 		{name: "bad esp", body: base + "esp = [\"aes256gcm16\", \"aes999\"]\n", wantErr: `esp[1]: proposal "aes999": unknown algorithm "aes999"`},
 		{name: "bad ts", body: base + "remote_ts = [\"10.0.0.0/33\"]\n", wantErr: "remote_ts[0]"},
 		{name: "loose psk", body: strings.Replace(base, psk, loose, 1), wantErr: "readable by group or others"},

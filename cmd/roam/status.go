@@ -23,6 +23,7 @@ func statusCommand() *cli.Command {
 			socketFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of connections"},
 		},
+		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return usageError(c, "want at most one PROFILE")
@@ -37,7 +38,7 @@ func statusCommand() *cli.Command {
 				st, err = []daemon.Status{}, nil
 			}
 			if err != nil {
-				return err
+				return socketDenied(c.String("socket"), err)
 			}
 			if c.Bool("json") {
 				if st == nil {
