@@ -14,11 +14,6 @@ import (
 // neither waits nor allocates. The dataplane's own goroutine then finds the
 // children that crossed and calls their OnRekeyPackets, once each.
 
-// DefaultRekeyPackets is the soft limit callers use when configured with
-// none: three quarters of the sequence space without ESN, leaving a
-// quarter (about 15 minutes at line rate) for the rekey to complete.
-const DefaultRekeyPackets = 3 << 30
-
 // softLimit is an outbound SA's packet-count soft lifetime.
 type softLimit struct {
 	at    uint64

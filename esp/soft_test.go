@@ -18,7 +18,7 @@ func TestRekeyPackets(t *testing.T) {
 	}{
 		{"crossed after a few packets", 1000, 1003, 3},
 		{"already past the limit", 5000, 1003, 0},
-		{"at the default, near exhaustion", DefaultRekeyPackets - 1, DefaultRekeyPackets, 1},
+		{"at child_rekey_packets' default", 3<<30 - 1, 3 << 30, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
