@@ -192,6 +192,10 @@ type Client struct {
 	// the client's EAP-MSCHAPv2 gives (default ID) and its password.
 	EAPIdentity string
 	Password    []byte
+	// TS (ts): prefixes this client may send from and be routed to
+	// besides its pool address (a network behind it). No two clients'
+	// prefixes overlap, nor do they overlap the pool.
+	TS []netip.Prefix
 }
 
 type rawProfile struct {
@@ -235,10 +239,11 @@ type rawProfileFile struct {
 }
 
 type rawClient struct {
-	ID           string `toml:"id"`
-	PSKFile      string `toml:"psk_file"`
-	EAPIdentity  string `toml:"eap_identity"`
-	PasswordFile string `toml:"password_file"`
+	ID           string   `toml:"id"`
+	PSKFile      string   `toml:"psk_file"`
+	EAPIdentity  string   `toml:"eap_identity"`
+	PasswordFile string   `toml:"password_file"`
+	TS           []string `toml:"ts"`
 }
 
 type rawGateway struct {
@@ -565,7 +570,13 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		} else if g.Auth == "psk" && cl.Password == nil {
 			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
 		}
+		if cl.TS, err = prefixes(fmt.Sprintf("clients[%d].ts", i), c.TS); err != nil {
+			return nil, err
+		}
 		g.Clients = append(g.Clients, cl)
+	}
+	if err := checkClientTS(g); err != nil {
+		return nil, err
 	}
 	if r.HA != nil {
 		if g.HA, err = r.HA.validate(g.Listen); err != nil {
@@ -689,4 +700,30 @@ func optionalDurationKey(key, s string, def, least time.Duration) (time.Duration
 		return 0, fmt.Errorf("%w (or \"0\" for off)", err)
 	}
 	return d, nil
+}
+
+// checkClientTS refuses a client prefix that overlaps the pool or another
+// client's: the gateway routes an inner address to exactly one client, so
+// an overlap would hand one client's traffic to the other.
+func checkClientTS(g *Gateway) error {
+	for i, c := range g.Clients {
+		for k, p := range c.TS {
+			if p.Overlaps(g.Pool) {
+				return fmt.Errorf("clients[%d].ts[%d]: %s overlaps the pool %s", i, k, p, g.Pool)
+			}
+			for j := range i {
+				for _, q := range g.Clients[j].TS {
+					if p.Overlaps(q) {
+						return fmt.Errorf("clients[%d].ts[%d]: %s overlaps %s of client %q", i, k, p, q, g.Clients[j].ID)
+					}
+				}
+			}
+			for _, q := range c.TS[:k] {
+				if p.Overlaps(q) {
+					return fmt.Errorf("clients[%d].ts[%d]: %s overlaps %s", i, k, p, q)
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -262,11 +262,13 @@ local_ts = ["10.99.0.0/24"]
 id = "alice@example.com"
 psk_file = "` + psk + `"
 `
+	bob := "\n[[gateway.clients]]\nid = \"bob@example.com\"\npsk_file = \"" + psk + "\"\n"
 	tests := []struct {
 		name    string
 		body    string
 		wantErr string
 		noRR    bool
+		wantTS  int // prefixes of clients[0]
 	}{
 		{name: "ok", body: base},
 		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
@@ -275,6 +277,14 @@ psk_file = "` + psk + `"
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
 		{name: "client without psk", body: strings.Replace(base, `psk_file = "`+psk+`"`, "", 1), wantErr: "clients[0].psk_file: missing"},
 		{name: "no gateway table", body: "x = 1\n", wantErr: "unknown key"},
+		{name: "client ts", body: base + `ts = ["10.99.201.0/24", "fd00:201::/64"]` + "\n", wantTS: 2},
+		{name: "client ts address", body: base + `ts = ["10.99.201.7"]` + "\n", wantTS: 1},
+		{name: "client ts bad", body: base + `ts = ["ten"]` + "\n", wantErr: `clients[0].ts[0]: "ten" is not a prefix`},
+		{name: "client ts in pool", body: base + `ts = ["10.99.200.128/25"]` + "\n", wantErr: "clients[0].ts[0]: 10.99.200.128/25 overlaps the pool"},
+		{name: "client ts twice", body: base + `ts = ["10.99.201.0/24", "10.99.201.0/25"]` + "\n", wantErr: "clients[0].ts[1]: 10.99.201.0/25 overlaps 10.99.201.0/24"},
+		{name: "client ts of another", body: base + `ts = ["10.99.201.0/24"]` + "\n" + bob + `ts = ["10.99.201.128/25"]` + "\n",
+			wantErr: `clients[1].ts[0]: 10.99.201.128/25 overlaps 10.99.201.0/24 of client "alice@example.com"`},
+		{name: "client ts apart", body: base + `ts = ["10.99.201.0/24"]` + "\n" + bob + `ts = ["10.99.202.0/24"]` + "\n", wantTS: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,6 +304,9 @@ psk_file = "` + psk + `"
 			}
 			if g.ReturnRoutability == tt.noRR {
 				t.Errorf("return_routability = %v", g.ReturnRoutability)
+			}
+			if len(g.Clients[0].TS) != tt.wantTS {
+				t.Errorf("clients[0].ts = %v, want %d prefixes", g.Clients[0].TS, tt.wantTS)
 			}
 		})
 	}

@@ -78,7 +78,11 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	if gw.dev, err = tun.Create(gatewayTUN, gatewayMTU); err != nil {
 		return fail(err)
 	}
-	if err := gw.dev.AddRoutes([]netip.Prefix{g.Pool}, 0, 0); err != nil {
+	peerTS, routed, err := gatewayClientTS(g)
+	if err != nil {
+		return fail(err)
+	}
+	if err := gw.dev.AddRoutes(append([]netip.Prefix{g.Pool}, routed...), 0, 0); err != nil {
 		return fail(err)
 	}
 	gw.dp = esp.NewDataplane(gw.dev.Dev(), gw.handleIKE, log)
@@ -108,6 +112,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		ESP:          proposals(g.ESP),
 		LocalTS:      g.LocalTS,
 		Pool:         pool,
+		PeerTS:       peerTS,
 		DNS:          g.DNS,
 		MOBIKE:       g.MOBIKE,
 		// MOBIKE (RFC 4555): our other listen addresses are announced,
@@ -384,4 +389,24 @@ func gatewayAuth(g *config.Gateway) (local ike.LocalAuth, localFor func(*wire.Id
 		return nil, errors.New("unknown client")
 	}
 	return local, localFor, peerFor, certReqs, nil
+}
+
+// gatewayClientTS returns what each client may use as inner source besides
+// its pool address (its ts prefixes), and all of those prefixes, which the
+// TUN device must route to us.
+func gatewayClientTS(g *config.Gateway) (func(*wire.Identification) []netip.Prefix, []netip.Prefix, error) {
+	byID := map[string][]netip.Prefix{}
+	var all []netip.Prefix
+	for _, c := range g.Clients {
+		if len(c.TS) == 0 {
+			continue
+		}
+		id, err := ike.ParseIdentity(c.ID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		byID[ike.FormatIdentity(id)] = c.TS
+		all = append(all, c.TS...)
+	}
+	return func(id *wire.Identification) []netip.Prefix { return byID[ike.FormatIdentity(id)] }, all, nil
 }

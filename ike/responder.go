@@ -33,6 +33,13 @@ type ResponderConfig struct {
 	LocalTS  []netip.Prefix // default 0.0.0.0/0 and ::/0
 	Pool     *Pool
 	DNS      []netip.Addr
+	// PeerTS returns the prefixes an initiator may use as inner sources
+	// besides the addresses it leased from Pool (the subnet behind a site).
+	// A client's TSi is narrowed to those two, whatever it asks for: a
+	// client claiming another's inner address, or any other, gets
+	// TS_UNACCEPTABLE. The caller keeps the grants of different identities
+	// apart (config refuses overlaps).
+	PeerTS func(id *wire.Identification) []netip.Prefix
 	// RequireCP: initiators without a CFG_REQUEST get FAILED_CP_REQUIRED.
 	RequireCP bool
 	MOBIKE    bool
@@ -623,6 +630,9 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	}
 	sa.peerID = peerID
 	sa.poolKey = poolKey(idi)
+	if r.cfg.PeerTS != nil {
+		sa.peerTS = r.cfg.PeerTS(idi)
+	}
 	r.registerIdentity(sa, sa.poolKey, ps)
 	sa.state = stateEstablished
 	sa.established = true
@@ -718,13 +728,14 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 			r.cfg.Pool.Release(sa.poolKey, a)
 		}
 	}
-	allowedI := PrefixesTS([]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")})
-	if len(vips) > 0 {
-		allowedI = nil
-		for _, a := range vips {
-			allowedI = append(allowedI, AddrTS(a))
-		}
+	// The initiator's side is only what we granted it: what it asks for
+	// would otherwise let it take another client's inner address (the
+	// newest route wins) or send from any source.
+	var allowedI []wire.TrafficSelector
+	for _, a := range vips {
+		allowedI = append(allowedI, AddrTS(a))
 	}
+	allowedI = append(allowedI, PrefixesTS(sa.peerTS)...)
 	nTSi := NarrowTS(tsi.Selectors, allowedI)
 	nTSr := NarrowTS(tsr.Selectors, PrefixesTS(r.cfg.LocalTS))
 	if len(nTSi) == 0 || len(nTSr) == 0 {

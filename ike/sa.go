@@ -237,6 +237,9 @@ type SA struct {
 	hint         hintState // unprotected notifications (hint.go)
 	peerID       string
 	poolKey      string
+	// peerTS: prefixes the gateway file grants this initiator besides its
+	// leases (ResponderConfig.PeerTS).
+	peerTS       []netip.Prefix
 	children     []ChildSA
 	vips         []netip.Addr
 	dns          []netip.Addr
