@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -71,6 +72,12 @@ type ResponderConfig struct {
 	CookieThreshold int
 	// HalfOpenLimit caps half-open SAs; further IKE_SA_INITs are dropped.
 	HalfOpenLimit int
+	// HalfOpenPerSource caps the half-open SAs of one source address
+	// (strongSwan's block_threshold; 0 means DefaultHalfOpenPerSource), so
+	// one address that answers COOKIEs cannot take every slot. A source
+	// that has one half-open already must also send a COOKIE, so that
+	// requests forged with a victim's address cannot fill its share.
+	HalfOpenPerSource int
 	// EAPServer, when set, authenticates initiators whose IKE_AUTH
 	// request has no AUTH with EAP (RFC 7296 2.16), through the server it
 	// returns for their IDi. EAPOnly grants RFC 5998 EAP-only
@@ -111,6 +118,8 @@ const (
 	DefaultCookieThreshold = 32
 	DefaultHalfOpenLimit   = 1024
 	DefaultHalfOpenTimeout = 30 * time.Second
+	// DefaultHalfOpenPerSource is strongSwan's block_threshold.
+	DefaultHalfOpenPerSource = 5
 )
 
 // ResponderStats counts what a Responder dropped or refused.
@@ -122,6 +131,9 @@ type ResponderStats struct {
 	// INVALID_IKE_SPI; InvalidSPILimited: those left unanswered for the
 	// rate limit.
 	InvalidSPISent, InvalidSPILimited uint64
+	// HalfOpenBlocked: IKE_SA_INITs dropped because their source address
+	// had HalfOpenPerSource SAs half-open already.
+	HalfOpenBlocked uint64
 }
 
 type halfKey struct {
@@ -143,14 +155,19 @@ type Responder struct {
 	mu       sync.Mutex
 	bySPI    map[uint64]*SA
 	halfOpen map[halfKey]*SA
+	// halfOpenBySrc counts halfOpen by remote address.
+	halfOpenBySrc map[netip.Addr]int
 
 	// byIdentity: established SAs by peer identity (initial_contact.go).
 	byIdentity map[string][]*SA
 
 	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE, unexpectedNAT atomic.Uint64
 
-	invalidSPITokens                  tokenBucket
+	invalidSPITokens tokenBucket
+	// unauthLog limits the log lines that unauthenticated requests cause.
+	unauthLog                         logLimiter
 	invalidSPISent, invalidSPILimited atomic.Uint64
+	halfOpenBlocked                   atomic.Uint64
 }
 
 // NewResponder creates a responder whose SAs live until ctx ends (or they
@@ -174,6 +191,9 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	if cfg.HalfOpenLimit <= 0 {
 		cfg.HalfOpenLimit = DefaultHalfOpenLimit
 	}
+	if cfg.HalfOpenPerSource <= 0 {
+		cfg.HalfOpenPerSource = DefaultHalfOpenPerSource
+	}
 	if cfg.HalfOpenTimeout <= 0 {
 		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
@@ -183,8 +203,9 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
-		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA)}
+		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA), halfOpenBySrc: make(map[netip.Addr]int)}
 	r.invalidSPITokens = tokenBucket{burst: invalidSPIBurst, every: invalidSPIEvery}
+	r.unauthLog = logLimiter{bucket: tokenBucket{burst: unauthLogBurst, every: unauthLogEvery}}
 	r.secret = make([]byte, 32)
 	if _, err := io.ReadFull(c.rand, r.secret); err != nil {
 		return nil, fmt.Errorf("ike: cookie secret: %w", err)
@@ -196,7 +217,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
 		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load(),
-		r.invalidSPISent.Load(), r.invalidSPILimited.Load()}
+		r.invalidSPISent.Load(), r.invalidSPILimited.Load(), r.halfOpenBlocked.Load()}
 }
 
 // SAs returns the live IKE SAs.
@@ -341,6 +362,32 @@ func (b *tokenBucket) take(now time.Time) bool {
 	return true
 }
 
+// Log lines about unauthenticated requests (a refused proposal, a source
+// over its half-open share) are limited to a burst of unauthLogBurst,
+// refilled at one per unauthLogEvery; the next line says how many were
+// left out. A flood then costs the journal a line every few seconds.
+const (
+	unauthLogBurst = 5
+	unauthLogEvery = 2 * time.Second
+)
+
+// logLimiter rate-limits one kind of log line and counts what it drops.
+type logLimiter struct {
+	bucket     tokenBucket
+	suppressed atomic.Uint64
+}
+
+func (l *logLimiter) log(now time.Time, log *slog.Logger, level slog.Level, msg string, args ...any) {
+	if !l.bucket.take(now) {
+		l.suppressed.Add(1)
+		return
+	}
+	if n := l.suppressed.Swap(0); n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	log.Log(context.Background(), level, msg, args...)
+}
+
 // reserveSPI picks a fresh SPI for sa's end of a rekeyed IKE SA and routes
 // messages under it to sa; it is released when sa dies.
 func (r *Responder) reserveSPI(sa *SA) uint64 {
@@ -371,12 +418,19 @@ func (r *Responder) needCookie(halfOpen int) bool {
 func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	h := msg.Header
 	key := halfKey{h.SPIi, path.Remote}
+	src := path.Remote.Addr()
 	r.mu.Lock()
 	existing := r.halfOpen[key]
-	n := len(r.halfOpen)
+	n, fromSrc := len(r.halfOpen), r.halfOpenBySrc[src]
 	r.mu.Unlock()
 	if existing != nil {
 		existing.HandlePacket(pkt, path)
+		return
+	}
+	if fromSrc >= r.cfg.HalfOpenPerSource {
+		r.halfOpenBlocked.Add(1)
+		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelWarn, "IKE_SA_INIT dropped: source has too many half-open SAs",
+			"remote", src, "half_open", fromSrc)
 		return
 	}
 	var saP *wire.SA
@@ -403,12 +457,12 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 			return
 		case wire.NotifyUnexpectedNATDetected:
 			r.unexpectedNAT.Add(1)
-			r.common.log.Info("initiator forbids NAT, and there is one", "remote", path.Remote)
+			r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelInfo, "initiator forbids NAT, and there is one", "remote", path.Remote)
 			r.sendInitNotify(h, path, wire.NotifyUnexpectedNATDetected, nil)
 			return
 		}
 	}
-	if r.needCookie(n) {
+	if r.needCookie(n) || fromSrc > 0 {
 		want := cookieValue(r.secret, 0, nonce.Data, path.Remote, h.SPIi)
 		var got []byte
 		if c, ok := msg.Payloads[0].(*wire.Notify); ok && c.Type == wire.NotifyCookie {
@@ -423,7 +477,7 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	chosen, ok := selectProposal(r.cfg.IKE, saP.Proposals, wire.ProtoIKE, ke.Group)
 	if !ok {
 		r.noProposal.Add(1)
-		r.common.log.Info("no acceptable IKE proposal", "remote", path.Remote)
+		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelInfo, "no acceptable IKE proposal", "remote", path.Remote)
 		r.sendInitNotify(h, path, wire.NotifyNoProposalChosen, nil)
 		return
 	}
@@ -432,6 +486,12 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 		var b [2]byte
 		binary.BigEndian.PutUint16(b[:], dh.ID)
 		r.sendInitNotify(h, path, wire.NotifyInvalidKEPayload, b[:])
+		return
+	}
+	// A KE we cannot use is refused before we make a key of our own.
+	if err := ikecrypto.CheckPublicKey(ke.Group, ke.Data); err != nil {
+		r.malformed.Add(1)
+		r.sendInitNotify(h, path, wire.NotifyInvalidSyntax, nil)
 		return
 	}
 	if n >= r.cfg.HalfOpenLimit {
@@ -447,6 +507,12 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 		existing.HandlePacket(pkt, path)
 		return
 	}
+	if r.halfOpenBySrc[src] >= r.cfg.HalfOpenPerSource {
+		// Others from this source got in since we looked.
+		r.mu.Unlock()
+		r.halfOpenBlocked.Add(1)
+		return
+	}
 	spir := sa.randSPI64()
 	for r.bySPI[spir] != nil {
 		spir = sa.randSPI64()
@@ -454,14 +520,13 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	sa.spir.Store(spir)
 	r.bySPI[spir] = sa
 	r.halfOpen[key] = sa
+	r.halfOpenBySrc[src]++
 	r.mu.Unlock()
 	sa.log = r.common.log.With("role", "responder", "spii", spiHex(h.SPIi), "spir", spiHex(spir))
 	sa.onDead = append(sa.onDead, func() {
 		r.mu.Lock()
 		delete(r.bySPI, spir)
-		if r.halfOpen[key] == sa {
-			delete(r.halfOpen, key)
-		}
+		r.dropHalfOpen(key, sa)
 		r.mu.Unlock()
 	})
 	pktCopy := slices.Clone(pkt)
@@ -487,10 +552,22 @@ func (r *Responder) sendInitNotify(req wire.Header, path esp.Path, t wire.Notify
 
 func (r *Responder) markEstablished(key halfKey, sa *SA) {
 	r.mu.Lock()
-	if r.halfOpen[key] == sa {
-		delete(r.halfOpen, key)
-	}
+	r.dropHalfOpen(key, sa)
 	r.mu.Unlock()
+}
+
+// dropHalfOpen forgets sa as half-open under key; r.mu is held.
+func (r *Responder) dropHalfOpen(key halfKey, sa *SA) {
+	if r.halfOpen[key] != sa {
+		return
+	}
+	delete(r.halfOpen, key)
+	src := key.remote.Addr()
+	if r.halfOpenBySrc[src] <= 1 {
+		delete(r.halfOpenBySrc, src)
+	} else {
+		r.halfOpenBySrc[src]--
+	}
 }
 
 // handleInitRequest runs on the new SA's goroutine.
@@ -549,7 +626,9 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 	sa.lastResp = &cachedResponse{msgID: 0, pkt: pkt}
 	sa.peerNextMsgID = 1
 	sa.state = stateAuth
-	sa.log.Info("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
+	// Debug: anyone can make us answer one, so a flood must not reach
+	// the journal.
+	sa.log.Debug("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
 		"nat_local", sa.natLocal, "nat_remote", sa.natRemote)
 	if err := sa.tr.SendIKE(pkt, path); err != nil {
 		sa.log.Debug("send failed", "err", err)

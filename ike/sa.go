@@ -460,7 +460,12 @@ func (sa *SA) die(reason error) {
 	}
 	sa.state = stateDead
 	sa.deadReason = reason
-	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
+	level := slog.LevelInfo
+	if sa.resp != nil && !sa.established {
+		// A half-open SA of ours: anyone can make one.
+		level = slog.LevelDebug
+	}
+	sa.log.Log(context.Background(), level, "IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
 	sa.finish(nil, reason)
 	for _, f := range sa.onDead {
 		f()
