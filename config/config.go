@@ -175,6 +175,7 @@ type Gateway struct {
 	ReturnRoutability bool
 	Lifetimes
 	GatewaySwitch
+	GatewayLimits
 	Clients []Client
 	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
 	// to authenticate again within this long, and lose SAs they did not
@@ -270,6 +271,7 @@ type rawGateway struct {
 	ReauthTime    string      `toml:"reauth_time"`
 	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
+	rawGatewayLimits
 }
 
 type rawGatewayFile struct {
@@ -482,6 +484,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	}
 	g.Lifetimes = lt
 	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
+		return nil, err
+	}
+	if g.GatewayLimits, err = r.rawGatewayLimits.validate(); err != nil {
 		return nil, err
 	}
 	for i, s := range r.Listen {

@@ -269,6 +269,7 @@ psk_file = "` + psk + `"
 		wantErr string
 		noRR    bool
 		wantTS  int // prefixes of clients[0]
+		limits  GatewayLimits
 	}{
 		{name: "ok", body: base},
 		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
@@ -277,6 +278,11 @@ psk_file = "` + psk + `"
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
 		{name: "client without psk", body: strings.Replace(base, `psk_file = "`+psk+`"`, "", 1), wantErr: "clients[0].psk_file: missing"},
 		{name: "no gateway table", body: "x = 1\n", wantErr: "unknown key"},
+		{name: "limits", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_ike_sas = 100\nmax_ike_sas_per_client = 2\nmax_child_sas = 3\nhalf_open_per_source = 7\n", 1),
+			limits: GatewayLimits{MaxIKESAs: 100, MaxIKESAsPerClient: 2, MaxChildSAs: 3, HalfOpenPerSource: 7}},
+		{name: "limit zero", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_ike_sas = 0\n", 1), wantErr: "max_ike_sas: 0 is not between 1 and"},
+		{name: "limit huge", body: strings.Replace(base, "[gateway]\n", "[gateway]\nhalf_open_per_source = 99999999999\n", 1), wantErr: "half_open_per_source: 99999999999 is not between"},
+		{name: "one child", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_child_sas = 1\n", 1), wantErr: "max_child_sas: 1 leaves no room"},
 		{name: "client ts", body: base + `ts = ["10.99.201.0/24", "fd00:201::/64"]` + "\n", wantTS: 2},
 		{name: "client ts address", body: base + `ts = ["10.99.201.7"]` + "\n", wantTS: 1},
 		{name: "client ts bad", body: base + `ts = ["ten"]` + "\n", wantErr: `clients[0].ts[0]: "ten" is not a prefix`},
@@ -304,6 +310,9 @@ psk_file = "` + psk + `"
 			}
 			if g.ReturnRoutability == tt.noRR {
 				t.Errorf("return_routability = %v", g.ReturnRoutability)
+			}
+			if g.GatewayLimits != tt.limits {
+				t.Errorf("limits %+v, want %+v", g.GatewayLimits, tt.limits)
 			}
 			if len(g.Clients[0].TS) != tt.wantTS {
 				t.Errorf("clients[0].ts = %v, want %d prefixes", g.Clients[0].TS, tt.wantTS)

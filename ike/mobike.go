@@ -633,6 +633,16 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		// We are deleting it (our own rekey of it finished first).
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
 	}
+	if _, replaced := sa.peerRekeys[old.SPIIn]; replaced {
+		// The peer rekeyed it already; it only waits for the peer's
+		// DELETE. Another successor would be one more SA for nothing.
+		sa.log.Info("rekey of a Child SA the peer replaced already refused", "old_in", fmt.Sprintf("%08x", old.SPIIn))
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
+	if len(sa.children) >= sa.cfg.maxChildren {
+		sa.log.Warn("rekey refused: too many Child SAs", "children", len(sa.children))
+		return refuse(wire.NotifyNoAdditionalSAs, nil)
+	}
 	saP, nonce, ke, tsi, tsr := childPayloads(ps)
 	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
@@ -692,7 +702,9 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	if ourKE != nil {
 		resp = append(resp, ourKE)
 	}
-	resp = append(resp, &wire.TrafficSelectors{Selectors: tsi.Selectors}, &wire.TrafficSelectors{Responder: true, Selectors: tsr.Selectors})
+	// The selectors are those of the SA replaced, whatever the request
+	// says, and the answer says so.
+	resp = append(resp, &wire.TrafficSelectors{Selectors: old.RemoteTS}, &wire.TrafficSelectors{Responder: true, Selectors: old.LocalTS})
 	ev := &ChildRekeyed{SA: sa, OldSPIIn: old.SPIIn, Child: child}
 	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
 	return resp, func() { sa.emit(ev) }

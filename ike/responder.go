@@ -89,6 +89,15 @@ type ResponderConfig struct {
 	// for replication, and takes replicated SAs over (ImportState,
 	// TakeOver).
 	HA bool
+	// MaxChildSAs caps the Child SAs of one IKE SA (0: DefaultMaxChildSAs):
+	// a client that rekeys and never deletes what it replaced gets
+	// NO_ADDITIONAL_SAS rather than ever more SAs in the dataplane.
+	MaxChildSAs int
+	// MaxIKESAs caps the IKE SAs of the responder, half-open or not (0:
+	// DefaultMaxIKESAs); IKE_SA_INITs beyond it are dropped and counted.
+	// MaxIKESAsPerIdentity caps those of one identity (0:
+	// DefaultMaxIKESAsPerIdentity): a new one ends the oldest.
+	MaxIKESAs, MaxIKESAsPerIdentity int
 	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
 	HalfOpenTimeout time.Duration
 	// NoFragmentation refuses RFC 7383 IKE fragmentation; FragmentMTU as
@@ -118,6 +127,14 @@ const (
 	DefaultCookieThreshold = 32
 	DefaultHalfOpenLimit   = 1024
 	DefaultHalfOpenTimeout = 30 * time.Second
+	// DefaultMaxChildSAs caps Child SAs per IKE SA: one, its successor
+	// during a rekey, and room for a collision.
+	DefaultMaxChildSAs = 4
+	// DefaultMaxIKESAs and DefaultMaxIKESAsPerIdentity: the latter leaves
+	// room for a reauthentication's overlap and a few devices sharing an
+	// identity.
+	DefaultMaxIKESAs            = 10000
+	DefaultMaxIKESAsPerIdentity = 4
 	// DefaultHalfOpenPerSource is strongSwan's block_threshold.
 	DefaultHalfOpenPerSource = 5
 )
@@ -134,6 +151,8 @@ type ResponderStats struct {
 	// HalfOpenBlocked: IKE_SA_INITs dropped because their source address
 	// had HalfOpenPerSource SAs half-open already.
 	HalfOpenBlocked uint64
+	// IKESALimited: IKE_SA_INITs dropped at MaxIKESAs.
+	IKESALimited uint64
 }
 
 type halfKey struct {
@@ -167,7 +186,7 @@ type Responder struct {
 	// unauthLog limits the log lines that unauthenticated requests cause.
 	unauthLog                         logLimiter
 	invalidSPISent, invalidSPILimited atomic.Uint64
-	halfOpenBlocked                   atomic.Uint64
+	halfOpenBlocked, ikeSALimited     atomic.Uint64
 }
 
 // NewResponder creates a responder whose SAs live until ctx ends (or they
@@ -191,6 +210,12 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	if cfg.HalfOpenLimit <= 0 {
 		cfg.HalfOpenLimit = DefaultHalfOpenLimit
 	}
+	if cfg.MaxIKESAs <= 0 {
+		cfg.MaxIKESAs = DefaultMaxIKESAs
+	}
+	if cfg.MaxIKESAsPerIdentity <= 0 {
+		cfg.MaxIKESAsPerIdentity = DefaultMaxIKESAsPerIdentity
+	}
 	if cfg.HalfOpenPerSource <= 0 {
 		cfg.HalfOpenPerSource = DefaultHalfOpenPerSource
 	}
@@ -200,7 +225,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
 		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime, ikeLife: cfg.IKELifeTime,
-		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
+		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log, maxChildren: cfg.MaxChildSAs}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
 		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA), halfOpenBySrc: make(map[netip.Addr]int)}
@@ -217,7 +242,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
 		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load(),
-		r.invalidSPISent.Load(), r.invalidSPILimited.Load(), r.halfOpenBlocked.Load()}
+		r.invalidSPISent.Load(), r.invalidSPILimited.Load(), r.halfOpenBlocked.Load(), r.ikeSALimited.Load()}
 }
 
 // SAs returns the live IKE SAs.
@@ -496,6 +521,15 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	}
 	if n >= r.cfg.HalfOpenLimit {
 		r.halfOpenDropped.Add(1)
+		return
+	}
+	r.mu.Lock()
+	// bySPI counts an SA twice while its IKE rekey runs: a bound, not a census.
+	full := len(r.bySPI) >= r.cfg.MaxIKESAs
+	r.mu.Unlock()
+	if full {
+		r.ikeSALimited.Add(1)
+		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelWarn, "IKE_SA_INIT dropped: the gateway has max_ike_sas IKE SAs", "remote", src)
 		return
 	}
 	sa := newSA(r.ctx, false, r.common, r.tr, r.events, path)

@@ -139,6 +139,9 @@ type common struct {
 	clock      Clock
 	rand       io.Reader
 	log        *slog.Logger
+	// maxChildren caps the Child SAs of one IKE SA that the peer's
+	// rekeys may create (0: DefaultMaxChildSAs).
+	maxChildren int
 }
 
 func (c *common) fill() {
@@ -152,6 +155,9 @@ func (c *common) fill() {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.retransmit = c.retransmit.normalized()
+	if c.maxChildren <= 0 {
+		c.maxChildren = DefaultMaxChildSAs
+	}
 }
 
 // SA is one IKE SA. A single goroutine owns its state; other goroutines talk
