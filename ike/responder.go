@@ -153,6 +153,9 @@ type ResponderStats struct {
 	HalfOpenBlocked uint64
 	// IKESALimited: IKE_SA_INITs dropped at MaxIKESAs.
 	IKESALimited uint64
+	// AuthFailures: failed authentications; AuthThrottled: IKE_AUTHs
+	// refused unchecked while their source or identity was in backoff.
+	AuthFailures, AuthThrottled uint64
 }
 
 type halfKey struct {
@@ -182,11 +185,14 @@ type Responder struct {
 
 	malformed, unknownSPI, cookiesSent, halfOpenDropped, noProposal, invalidKE, unexpectedNAT atomic.Uint64
 
-	invalidSPITokens tokenBucket
-	// unauthLog limits the log lines that unauthenticated requests cause.
-	unauthLog                         logLimiter
+	invalidSPITokens                  tokenBucket
 	invalidSPISent, invalidSPILimited atomic.Uint64
 	halfOpenBlocked, ikeSALimited     atomic.Uint64
+	authFailures, authThrottled       atomic.Uint64
+	// unauthLog limits the log lines that unauthenticated requests cause.
+	unauthLog logLimiter
+	// guess: failed authentications by source and identity (guess.go).
+	guess guessGuard
 }
 
 // NewResponder creates a responder whose SAs live until ctx ends (or they
@@ -242,7 +248,8 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
 		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load(),
-		r.invalidSPISent.Load(), r.invalidSPILimited.Load(), r.halfOpenBlocked.Load(), r.ikeSALimited.Load()}
+		r.invalidSPISent.Load(), r.invalidSPILimited.Load(), r.halfOpenBlocked.Load(), r.ikeSALimited.Load(),
+		r.authFailures.Load(), r.authThrottled.Load()}
 }
 
 // SAs returns the live IKE SAs.
@@ -681,6 +688,11 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 // handleAuthRequest authenticates the initiator and sets up the first Child SA.
 func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after func()) {
 	r := sa.resp
+	if sa.eaps == nil {
+		if d := r.guess.wait(sa.cfg.clock.Now(), sa.guessKeys(findIDi(ps))...); d > 0 {
+			return sa.authThrottled(findIDi(ps), d)
+		}
+	}
 	if sa.wantsEAP(ps) {
 		var done bool
 		if ps, resp, after, done = sa.eapServerStep(ps); !done {
@@ -703,7 +715,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 		}
 	}
 	authFailed := func(err error) ([]wire.Payload, func()) {
-		sa.log.Warn("initiator authentication failed", "err", err)
+		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyAuthenticationFailed}}, func() { sa.die(e) }
 	}
@@ -718,6 +730,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	if err := pa.Verify(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi), idi, auth, certs); err != nil {
 		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 	}
+	r.guess.succeed(sa.guessKeys(idi)...)
 	local := r.cfg.LocalAuth
 	if r.cfg.LocalAuthFor != nil {
 		if local, err = r.cfg.LocalAuthFor(idi); err != nil {
