@@ -2,7 +2,6 @@ package ike
 
 import (
 	"context"
-	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -166,13 +165,13 @@ type halfKey struct {
 // Responder answers IKE_SA_INIT requests and routes every other message by
 // SPI to the goroutine of its IKE SA.
 type Responder struct {
-	cfg    ResponderConfig
-	common common
-	tr     Transport
-	events chan<- Event
-	ctx    context.Context
-	secret []byte
-	wg     sync.WaitGroup
+	cfg     ResponderConfig
+	common  common
+	tr      Transport
+	events  chan<- Event
+	ctx     context.Context
+	cookies cookieSecrets
+	wg      sync.WaitGroup
 
 	mu       sync.Mutex
 	bySPI    map[uint64]*SA
@@ -237,9 +236,8 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA), halfOpenBySrc: make(map[netip.Addr]int)}
 	r.invalidSPITokens = tokenBucket{burst: invalidSPIBurst, every: invalidSPIEvery}
 	r.unauthLog = logLimiter{bucket: tokenBucket{burst: unauthLogBurst, every: unauthLogEvery}}
-	r.secret = make([]byte, 32)
-	if _, err := io.ReadFull(c.rand, r.secret); err != nil {
-		return nil, fmt.Errorf("ike: cookie secret: %w", err)
+	if err := r.cookies.init(c.rand); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -495,14 +493,14 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 		}
 	}
 	if r.needCookie(n) || fromSrc > 0 {
-		want := cookieValue(r.secret, 0, nonce.Data, path.Remote, h.SPIi)
+		now := r.common.clock.Now()
 		var got []byte
 		if c, ok := msg.Payloads[0].(*wire.Notify); ok && c.Type == wire.NotifyCookie {
 			got = c.Data
 		}
-		if !hmac.Equal(got, want) {
+		if !r.cookies.valid(now, got, nonce.Data, path.Remote, h.SPIi) {
 			r.cookiesSent.Add(1)
-			r.sendInitNotify(h, path, wire.NotifyCookie, want)
+			r.sendInitNotify(h, path, wire.NotifyCookie, r.cookies.issue(now, nonce.Data, path.Remote, h.SPIi))
 			return
 		}
 	}
