@@ -443,7 +443,7 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire
 		sa.log.Info("address update refused", "remote", from.Remote, "local", from.Local, "notify", t)
 		return append(resp, &wire.Notify{Type: t}), false
 	}
-	sa.peerMoved(from)
+	sa.peerMoved(from, false)
 	return resp, true
 }
 
@@ -466,8 +466,10 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
 // peerMoved follows the initiator to p: at once when p is known to reach
 // it (or the check is off), else after a return routability check. Until
 // then IKE and ESP stay on the current path, which keeps a make-before-break
-// move lossless.
-func (sa *SA) peerMoved(p esp.Path) {
+// move lossless. A duplicate (a retransmitted UPDATE_SA_ADDRESSES, or a
+// replay of it by anyone who saw it) is checked even at an address proved
+// before: the peer may have left it, and the replay proves nothing.
+func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
 	if samePath(p, sa.path) {
 		if sa.rrTarget != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
@@ -478,7 +480,7 @@ func (sa *SA) peerMoved(p esp.Path) {
 	if sa.rrTarget != nil && samePath(*sa.rrTarget, p) {
 		return
 	}
-	if sa.resp.cfg.NoReturnRoutability || sa.isVerified(p.Remote) || sa.switchSkipsCheck(p) {
+	if sa.resp.cfg.NoReturnRoutability || (!duplicate && (sa.isVerified(p.Remote) || sa.switchSkipsCheck(p))) {
 		sa.rrTarget = nil
 		sa.movePath(p)
 		return

@@ -790,7 +790,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 				return
 			}
 			if sa.refuseUpdate(ps, p.path) == 0 {
-				sa.peerMoved(p.path)
+				sa.peerMoved(p.path, true)
 			}
 		}
 		sa.send(sa.lastResp.pkt, sa.lastResp.frags, sa.lastResp.dest(p.path))
