@@ -52,10 +52,14 @@ type Counters struct {
 	// RFC 6311 synchronisation requests dropped (not negotiated,
 	// malformed, or stale).
 	ParkedDrops, SyncDropped uint64
+	// DuplicatesUnanswered: duplicate requests that got no resend (the
+	// rate limit, or the cached response was dropped).
+	DuplicatesUnanswered uint64
 }
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
+	dupUnanswered                                                                       atomic.Uint64
 	fragmentsSent, fragmentsDropped                                                     atomic.Uint64
 	badNotifies, refusedUpdates, rrChecks, rrFailures                                   atomic.Uint64
 	parkedDrops, syncDropped                                                            atomic.Uint64
@@ -65,7 +69,7 @@ func (c *counters) snapshot() Counters {
 	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
 		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load(),
 		c.badNotifies.Load(), c.refusedUpdates.Load(), c.rrChecks.Load(), c.rrFailures.Load(),
-		c.parkedDrops.Load(), c.syncDropped.Load()}
+		c.parkedDrops.Load(), c.syncDropped.Load(), c.dupUnanswered.Load()}
 }
 
 type inPacket struct {
@@ -104,6 +108,17 @@ type request struct {
 	build       func() []wire.Payload
 	ikeRekeySPI uint64
 }
+
+// Cached responses are resent to at most cachedRespBurst duplicates in a
+// row, then one per cachedRespEvery, so replays cannot make us send an
+// IKE_AUTH response (certificates, fragments) to anyone at line rate; and
+// they are dropped cachedRespKeep after they were made, longer than any
+// initiator retransmits.
+const (
+	cachedRespBurst = 3
+	cachedRespEvery = time.Second
+	cachedRespKeep  = 3 * time.Minute
+)
 
 type cachedResponse struct {
 	msgID uint32
@@ -202,17 +217,19 @@ type SA struct {
 	queue         []func()
 	peerNextMsgID uint32
 	lastResp      *cachedResponse
-	natLocal      bool
-	natRemote     bool
-	natSupported  bool
-	forcedEncap   bool
-	peerMOBIKE    bool
-	peerMOBIKED   []byte
-	fragOK        bool        // RFC 7383 negotiated
-	reasm         *reassembly // the fragmented message being collected
-	lastIn        time.Time   // the last authenticated message from the peer
-	dpdTimer      Timer
-	dpdHeld       bool
+	// resendTokens limits the resends of cached responses.
+	resendTokens tokenBucket
+	natLocal     bool
+	natRemote    bool
+	natSupported bool
+	forcedEncap  bool
+	peerMOBIKE   bool
+	peerMOBIKED  []byte
+	fragOK       bool        // RFC 7383 negotiated
+	reasm        *reassembly // the fragmented message being collected
+	lastIn       time.Time   // the last authenticated message from the peer
+	dpdTimer     Timer
+	dpdHeld      bool
 	// Child SA rekeying (rekey.go), by inbound SPI of the SA replaced.
 	rekeys      map[uint32]*childRekey
 	peerRekeys  map[uint32]peerRekey
@@ -793,7 +810,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 				sa.peerMoved(p.path, true)
 			}
 		}
-		sa.send(sa.lastResp.pkt, sa.lastResp.frags, sa.lastResp.dest(p.path))
+		sa.resendCached(sa.lastResp, sa.lastResp.dest(p.path))
 		return
 	}
 	if h.MessageID != sa.peerNextMsgID || h.Exchange == wire.ExchangeIKESAInit {
@@ -862,8 +879,31 @@ func (sa *SA) respond(h wire.Header, ps []wire.Payload, path esp.Path) {
 		return
 	}
 	sa.peerNextMsgID = h.MessageID + 1
-	sa.lastResp = &cachedResponse{msgID: h.MessageID, pkt: pkt, frags: frags}
+	sa.lastResp = sa.cacheResponse(h.MessageID, pkt, frags)
 	sa.send(pkt, frags, path)
+}
+
+// cacheResponse keeps a response for duplicates of its request, until
+// cachedRespKeep has passed.
+func (sa *SA) cacheResponse(msgID uint32, pkt []byte, frags [][]byte) *cachedResponse {
+	cr := &cachedResponse{msgID: msgID, pkt: pkt, frags: frags}
+	sa.cfg.clock.AfterFunc(cachedRespKeep, func() {
+		sa.post(func() { cr.pkt, cr.frags = nil, nil })
+	})
+	return cr
+}
+
+// resendCached answers a duplicate request with cr, within the rate limit
+// and while cr is kept.
+func (sa *SA) resendCached(cr *cachedResponse, path esp.Path) {
+	if sa.resendTokens.every == 0 {
+		sa.resendTokens = tokenBucket{burst: cachedRespBurst, every: cachedRespEvery}
+	}
+	if (cr.pkt == nil && cr.frags == nil) || !sa.resendTokens.take(sa.cfg.clock.Now()) {
+		sa.stats.dupUnanswered.Add(1)
+		return
+	}
+	sa.send(cr.pkt, cr.frags, path)
 }
 
 // startClose sends DELETE for the IKE SA and dies when answered (or after the
