@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -183,6 +184,11 @@ type Gateway struct {
 	ReauthTime time.Duration
 	// HA is the [gateway.ha] table; nil for a single node.
 	HA *HA
+	// ClientsMatch (clients_match, auth = "pubkey"): a certificate
+	// client's identity must match this pattern (path.Match syntax, names
+	// compared case-insensitively) or be listed in clients; empty: any
+	// identity the CA certified.
+	ClientsMatch string
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -268,6 +274,7 @@ type rawGateway struct {
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
+	ClientsMatch  string      `toml:"clients_match"`
 	ReauthTime    string      `toml:"reauth_time"`
 	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
@@ -551,6 +558,15 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	}
 	if g.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
 		return nil, err
+	}
+	if r.ClientsMatch != "" {
+		if g.Auth != "pubkey" {
+			return nil, errors.New(`clients_match: only for auth = "pubkey" (PSK clients are those listed)`)
+		}
+		if _, err := path.Match(r.ClientsMatch, ""); err != nil {
+			return nil, fmt.Errorf("clients_match: %q is not a pattern: %w", r.ClientsMatch, err)
+		}
+		g.ClientsMatch = r.ClientsMatch
 	}
 	if len(r.Clients) == 0 && g.Auth == "psk" {
 		return nil, errors.New("clients: none configured")

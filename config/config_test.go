@@ -283,6 +283,7 @@ psk_file = "` + psk + `"
 		{name: "limit zero", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_ike_sas = 0\n", 1), wantErr: "max_ike_sas: 0 is not between 1 and"},
 		{name: "limit huge", body: strings.Replace(base, "[gateway]\n", "[gateway]\nhalf_open_per_source = 99999999999\n", 1), wantErr: "half_open_per_source: 99999999999 is not between"},
 		{name: "one child", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_child_sas = 1\n", 1), wantErr: "max_child_sas: 1 leaves no room"},
+		{name: "clients_match with psk", body: strings.Replace(base, "[gateway]\n", "[gateway]\nclients_match = \"*@example.com\"\n", 1), wantErr: `clients_match: only for auth = "pubkey"`},
 		{name: "client ts", body: base + `ts = ["10.99.201.0/24", "fd00:201::/64"]` + "\n", wantTS: 2},
 		{name: "client ts address", body: base + `ts = ["10.99.201.7"]` + "\n", wantTS: 1},
 		{name: "client ts bad", body: base + `ts = ["ten"]` + "\n", wantErr: `clients[0].ts[0]: "ten" is not a prefix`},

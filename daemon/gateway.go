@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -382,11 +384,18 @@ func gatewayAuth(g *config.Gateway) (local ike.LocalAuth, localFor func(*wire.Id
 		}
 		return nil, errors.New("unknown client")
 	}
+	allowed, err := certClientsAllowed(g)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	peerFor = func(id *wire.Identification) (ike.PeerAuth, error) {
 		if ca, ok := lookup(id); ok {
 			return ca.peer, nil
 		}
 		if certPeer != nil {
+			if !allowed(id) {
+				return nil, errors.New("identity not allowed by clients_match")
+			}
 			return certPeer, nil
 		}
 		return nil, errors.New("unknown client")
@@ -412,4 +421,27 @@ func gatewayClientTS(g *config.Gateway) (func(*wire.Identification) []netip.Pref
 		all = append(all, c.TS...)
 	}
 	return func(id *wire.Identification) []netip.Prefix { return byID[ike.FormatIdentity(id)] }, all, nil
+}
+
+// certClientsAllowed decides which identities may log in with a certificate
+// of the gateway's CA: with clients_match, those matching it or listed in
+// clients; without, any (the CA alone decides).
+func certClientsAllowed(g *config.Gateway) (func(*wire.Identification) bool, error) {
+	if g.ClientsMatch == "" {
+		return func(*wire.Identification) bool { return true }, nil
+	}
+	listed := map[string]bool{}
+	for _, c := range g.Clients {
+		id, err := ike.ParseIdentity(c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		listed[strings.ToLower(ike.FormatIdentity(id))] = true
+	}
+	pattern := strings.ToLower(g.ClientsMatch)
+	return func(id *wire.Identification) bool {
+		s := strings.ToLower(ike.FormatIdentity(id))
+		ok, err := path.Match(pattern, s)
+		return listed[s] || (err == nil && ok)
+	}, nil
 }
