@@ -829,8 +829,14 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	if !sa.initiator && (sa.state < stateEstablished || (sa.natRemote && !sa.peerMOBIKE)) {
 		// NAT traversal (RFC 7296 2.23): follow the peer's address as seen
 		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
-		// moves the SA (RFC 4555 3.5).
+		// moves the SA (RFC 4555 3.5). A fresh request (duplicates never
+		// get here) proves the new mapping, and ESP follows too.
+		moved := sa.state >= stateEstablished && !samePath(p.path, sa.path)
 		sa.setPath(p.path)
+		if moved {
+			sa.log.Info("peer's NAT mapping changed", "to", p.path.Remote.String())
+			sa.emit(&PathUpdated{SA: sa, Path: p.path, NATRemote: sa.natRemote})
+		}
 	}
 	var resp []wire.Payload
 	var after func()
