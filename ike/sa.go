@@ -260,6 +260,10 @@ type SA struct {
 	hint         hintState // unprotected notifications (hint.go)
 	peerID       string
 	poolKey      string
+	// initErr: an error an IKE_SA_INIT response brought, kept while we
+	// wait a little for a valid one (initiator.go).
+	initErr      error
+	initErrTimer Timer
 	// peerTS: prefixes the gateway file grants this initiator besides its
 	// leases (ResponderConfig.PeerTS).
 	peerTS       []netip.Prefix
@@ -766,6 +770,10 @@ func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
 	var ps []wire.Payload
 	if h.Exchange == wire.ExchangeIKESAInit {
 		ps = msg.Payloads
+		if err := initResponseProblem(h, ps); err != nil && sa.initiator {
+			sa.unauthenticatedInitError(err)
+			return
+		}
 	} else {
 		var err error
 		if ps, err = sa.openPacket(p, msg); err != nil {
