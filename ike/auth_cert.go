@@ -174,6 +174,9 @@ func (p *certPeer) Verify(_ *ikecrypto.PRF, octets []byte, id *wire.Identificati
 	if err := identityInCert(id, leaf); err != nil {
 		return authErrorf(err, "identity '%s' does not match certificate", who)
 	}
+	if err := leafUsageOK(leaf); err != nil {
+		return authErrorf(err, "certificate of '%s' not for IKE", who)
+	}
 	if err := verifySignatureAuth(leaf.PublicKey, auth, octets); err != nil {
 		return authErrorf(err, "signature of '%s' invalid", who)
 	}
@@ -323,4 +326,34 @@ func parsePrivateKey(keyPEM []byte) (crypto.Signer, error) {
 		}
 		return nil, fmt.Errorf("unsupported private key type %T", key)
 	}
+}
+
+// oidIPsecIKE is id-kp-ipsecIKE (RFC 4945 5.1.3.12).
+var oidIPsecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
+
+// leafUsageOK checks that a peer's certificate may sign IKE AUTH: its
+// KeyUsage, if present, has digitalSignature or nonRepudiation (RFC 4945
+// 5.1.3.2); its ExtendedKeyUsage, if present, names IKE, TLS server or
+// client authentication (what VPN CAs issue, strongSwan's among them), or
+// any purpose. A certificate the CA issued for code or mail signing alone
+// does not log in.
+func leafUsageOK(c *x509.Certificate) error {
+	if c.KeyUsage != 0 && c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return fmt.Errorf("its key usage does not allow signatures")
+	}
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	for _, u := range c.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageAny, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth:
+			return nil
+		}
+	}
+	for _, o := range c.UnknownExtKeyUsage {
+		if o.Equal(oidIPsecIKE) {
+			return nil
+		}
+	}
+	return fmt.Errorf("its extended key usage names neither IKE nor TLS authentication")
 }
