@@ -80,6 +80,9 @@ type Profile struct {
 	// before the old one is deleted, this long after each authentication
 	// (0: only when the gateway asks with RFC 4478 AUTH_LIFETIME).
 	ReauthTime time.Duration
+	// AllowSHA1RSA (allow_sha1_rsa): accept the gateway's RSA signature
+	// over SHA-1 (AUTH method 1); off by default.
+	AllowSHA1RSA bool
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -184,6 +187,9 @@ type Gateway struct {
 	ReauthTime time.Duration
 	// HA is the [gateway.ha] table; nil for a single node.
 	HA *HA
+	// AllowSHA1RSA (allow_sha1_rsa): accept clients' RSA signatures over
+	// SHA-1 (AUTH method 1); off by default.
+	AllowSHA1RSA bool
 	// ClientsMatch (clients_match, auth = "pubkey"): a certificate
 	// client's identity must match this pattern (path.Match syntax, names
 	// compared case-insensitively) or be listed in clients; empty: any
@@ -239,6 +245,7 @@ type rawProfile struct {
 	AcceptSwitch  string   `toml:"accept_switch"`
 	SwitchNotify  *int64   `toml:"switch_notify"`
 	ReauthTime    string   `toml:"reauth_time"`
+	AllowSHA1RSA  *bool    `toml:"allow_sha1_rsa"`
 }
 
 type rawProfileFile struct {
@@ -275,6 +282,7 @@ type rawGateway struct {
 	ChildLife     string      `toml:"child_life_time"`
 	Clients       []rawClient `toml:"clients"`
 	ClientsMatch  string      `toml:"clients_match"`
+	AllowSHA1RSA  *bool       `toml:"allow_sha1_rsa"`
 	ReauthTime    string      `toml:"reauth_time"`
 	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
@@ -468,6 +476,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
 		return nil, err
 	}
+	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
 	return p, nil
 }
 
@@ -481,6 +490,7 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		MOBIKE:            boolOr(r.MOBIKE, true),
 		Fragmentation:     boolOr(r.Fragmentation, true),
 		ReturnRoutability: boolOr(r.RR, true),
+		AllowSHA1RSA:      boolOr(r.AllowSHA1RSA, false),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")

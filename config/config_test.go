@@ -215,6 +215,16 @@ psk_file = "` + psk + `"
 			}
 		}},
 		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
+		{name: "sha1 rsa default", body: base, check: func(t *testing.T, p *Profile) {
+			if p.AllowSHA1RSA {
+				t.Error("allow_sha1_rsa on by default")
+			}
+		}},
+		{name: "sha1 rsa allowed", body: base + "allow_sha1_rsa = true\n", check: func(t *testing.T, p *Profile) {
+			if !p.AllowSHA1RSA {
+				t.Error("allow_sha1_rsa = true ignored")
+			}
+		}},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
 		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},

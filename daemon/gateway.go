@@ -339,7 +339,7 @@ func gatewayAuth(g *config.Gateway) (local ike.LocalAuth, localFor func(*wire.Id
 		if certLocal, err = ike.NewCertAuth(g.LocalID, certPEM, keyPEM); err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("cert/key: %w", err)
 		}
-		if certPeer, err = ike.NewCertPeer("", caPEM); err != nil {
+		if certPeer, err = ike.NewCertPeer("", caPEM, sha1RSA(g.AllowSHA1RSA)...); err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("ca: %w", err)
 		}
 	}
@@ -444,4 +444,12 @@ func certClientsAllowed(g *config.Gateway) (func(*wire.Identification) bool, err
 		ok, err := path.Match(pattern, s)
 		return listed[s] || (err == nil && ok)
 	}, nil
+}
+
+// sha1RSA is the certificate peer option for allow_sha1_rsa.
+func sha1RSA(allow bool) []ike.CertPeerOption {
+	if allow {
+		return []ike.CertPeerOption{ike.AllowSHA1RSA()}
+	}
+	return nil
 }
