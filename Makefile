@@ -1,8 +1,9 @@
 # roam — common tasks. The lab, demo and interop targets need root.
 GO       ?= go
 FUZZTIME ?= 10s
+FUZZTIME_LONG ?= 10m
 
-.PHONY: all build test demo lab interop soak bench-roam bench-switch fuzz vet clean
+.PHONY: all build test demo lab interop soak bench-roam bench-switch fuzz fuzz-long vet clean
 
 all: build
 
@@ -49,6 +50,12 @@ fuzz:
 			$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+# Every fuzz target for FUZZTIME_LONG each (default 10 minutes: hours in
+# all; not in CI). A crash stops the run; its input is left in the
+# package's testdata/fuzz as a seed.
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_LONG)
 
 vet:
 	gofmt -l $$(git ls-files '*.go')
