@@ -845,7 +845,7 @@ func authenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("cert/key: %w", err)
 		}
-		peer, err := ike.NewCertPeer(p.RemoteID, caPEM)
+		peer, err := ike.NewCertPeer(p.RemoteID, caPEM, sha1RSA(p.AllowSHA1RSA)...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("ca: %w", err)
 		}

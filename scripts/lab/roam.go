@@ -191,8 +191,16 @@ type RoamGatewayConfig struct {
 
 	// Listen replaces the gateway's four addresses (an HA node has one).
 	Listen []netip.Addr
+	// Clients are PSK clients besides alice.
+	Clients []RoamGatewayClient
 	// HA writes a [gateway.ha] table (ha.go).
 	HA *RoamHA
+}
+
+// RoamGatewayClient is one more [[gateway.clients]] entry.
+type RoamGatewayClient struct {
+	ID, PSK string
+	TS      []string // ts: prefixes granted besides a pool address
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
@@ -238,6 +246,16 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "password_file = %q\n", f)
+	}
+	for i, c := range g.Clients {
+		f := filepath.Join(dir, fmt.Sprintf("client%d.psk", i))
+		if err := os.WriteFile(f, []byte(c.PSK), 0o600); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "\n[[gateway.clients]]\nid = %q\npsk_file = %q\n", c.ID, f)
+		if len(c.TS) > 0 {
+			fmt.Fprintf(&b, "ts = %s\n", tomlList(c.TS))
+		}
 	}
 	if g.HA != nil {
 		if err := writeHA(&b, dir, g.HA); err != nil {
