@@ -83,6 +83,9 @@ type RoamProfile struct {
 
 	// ReauthTime writes reauth_time (0: none).
 	ReauthTime time.Duration
+
+	// Lockdown writes lockdown = true (the kill switch).
+	Lockdown bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -167,6 +170,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.ReauthTime > 0 {
 			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
+		}
+		if p.Lockdown {
+			b.WriteString("lockdown = true\n")
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
