@@ -736,6 +736,7 @@ func (c *conn) Status() Status {
 	c.mu.Unlock()
 	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
 		ReconnectAttempt: attempt, LastError: lastErr}
+	c.lockdownStatus(&st)
 	if est == nil {
 		return st
 	}

@@ -89,3 +89,14 @@ func liftLeftoverLockdown(log *slog.Logger) {
 		log.Warn("lockdown leftovers", "err", err)
 	}
 }
+
+// lockdownStatus reports the kill switch in `roam status`.
+func (c *conn) lockdownStatus(st *Status) {
+	if c.lock == nil || c.lock.Removed() {
+		return
+	}
+	st.Lockdown = true
+	for _, a := range c.lock.Gateways() {
+		st.LockdownGateways = append(st.LockdownGateways, a.String())
+	}
+}

@@ -386,3 +386,10 @@ func uniquePorts(ps []uint16) []uint16 {
 	}
 	return out
 }
+
+// Removed reports whether Remove has lifted the rules.
+func (r *Rules) Removed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removed
+}

@@ -160,6 +160,9 @@ func TestAllowGatewaysAndLeftovers(t *testing.T) {
 	if err := r.Remove(); err != nil {
 		t.Errorf("Remove after RemoveLeftovers: %v", err)
 	}
+	if !r.Removed() {
+		t.Error("Removed = false after Remove")
+	}
 }
 
 func TestApplyRefusesBadConfig(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,6 +71,9 @@ func TestLockdown(t *testing.T) {
 		t.Fatal("connected with lockdown = true, but no table inet roam")
 	}
 	blocked("connected")
+	if st := connected(t, r, "corp"); !st.Lockdown || !slices.Contains(st.LockdownGateways, lab.GatewayAddr1.Addr().String()) {
+		t.Errorf("status: lockdown %v, gateways %v; want on, with %s", st.Lockdown, st.LockdownGateways, lab.GatewayAddr1.Addr())
+	}
 
 	// One MOBIKE move: the tunnel goes on over wwan, still locked down.
 	before := connected(t, r, "corp")

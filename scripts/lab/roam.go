@@ -353,6 +353,10 @@ type Status struct {
 	PathMTU    int    `json:"path_mtu"`
 	ICMPTooBig uint64 `json:"icmp_too_big"`
 	MSSClamped uint64 `json:"mss_clamped"`
+	// Lockdown: the kill switch is in force, letting IKE and ESP out to
+	// LockdownGateways.
+	Lockdown         bool     `json:"lockdown"`
+	LockdownGateways []string `json:"lockdown_gateways"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
