@@ -24,6 +24,9 @@ func TestLockdown(t *testing.T) {
 	_, gp := startRoamGateway(t, l, bin, gwCfg)
 	p := lab.LabProfile("psk", goodPSK, pki, nil)
 	p.Lockdown = true
+	// A lost gateway is noticed within seconds, so the test sees the
+	// profile reconnecting.
+	p.DPDDelay = 2 * time.Second
 	r := roamClient(t, l, bin, p)
 
 	// Beyond the uplinks: each NAT router's inside address, the inet
@@ -103,13 +106,21 @@ func TestLockdown(t *testing.T) {
 
 	// The gateway goes away: the profile reconnects, and nothing leaks.
 	gp.Stop()
+	deadline = time.Now().Add(30 * time.Second)
 	if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err == nil {
 		t.Error("the host answered with the gateway gone")
 	}
-	blocked("gateway gone")
-	if st := connected(t, r, "corp"); st.State == "disconnected" || !table() {
-		t.Fatalf("state %q, table present %v: want the profile up and locked", st.State, table())
+	for st := connected(t, r, "corp"); st.State != "reconnecting"; st = connected(t, r, "corp") {
+		if time.Now().After(deadline) || st.State == "disconnected" {
+			debug()
+			t.Fatalf("state %q with the gateway gone, want reconnecting", st.State)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
+	if !table() {
+		t.Fatal("reconnecting without table inet roam")
+	}
+	blocked("gateway gone, reconnecting")
 
 	if out, err := r.Disconnect("corp"); err != nil {
 		t.Fatalf("disconnect: %v\n%s", err, out)
