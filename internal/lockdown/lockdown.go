@@ -3,6 +3,8 @@
 // output chain drops every packet except those that leave through the
 // tunnel's device, go to the gateway's IKE and NAT-T ports, are DHCP, IPv6
 // neighbour discovery or loopback, and, when asked, go to the local network.
+// Its forward chain lets what the host routes for others (containers, VMs)
+// only into or out of the tunnel, or to the local network when asked.
 //
 // The table is kernel state: when the process dies without removing it the
 // host stays locked (fail closed) until RemoveLeftovers runs, which the
@@ -104,6 +106,13 @@ func Apply(cfg Config) (*Rules, error) {
 	})
 	for _, exprs := range ruleExprs(cfg, r.gw4, r.gw6, ports) {
 		nc.AddRule(&nftables.Rule{Table: r.table, Chain: out, Exprs: append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})})
+	}
+	fwd := nc.AddChain(&nftables.Chain{
+		Name: "forward", Table: r.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop,
+	})
+	for _, exprs := range forwardExprs(cfg) {
+		nc.AddRule(&nftables.Rule{Table: r.table, Chain: fwd, Exprs: append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})})
 	}
 	if err := nc.Flush(); err != nil {
 		if errors.Is(err, unix.EEXIST) {
@@ -302,6 +311,28 @@ func ruleExprs(cfg Config, gw4, gw6, ports *nftables.Set) [][]expr.Any {
 	return rules
 }
 
+// forwardExprs are the forward chain's accepting matches: what the host
+// routes for others (containers, VMs) goes through the tunnel, or comes
+// back from it, or stays on the LAN when allowed.
+func forwardExprs(cfg Config) [][]expr.Any {
+	rules := [][]expr.Any{
+		ifname(expr.MetaKeyIIFNAME, cfg.Interface),
+		ifname(expr.MetaKeyOIFNAME, cfg.Interface),
+	}
+	if cfg.LAN {
+		for _, p := range lanPrefixes {
+			rules = append(rules, prefixMatch(p))
+		}
+	}
+	if cfg.IPv6 {
+		rules = append(rules, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+		})
+	}
+	return rules
+}
+
 func concat(parts ...[]expr.Any) []expr.Any {
 	var out []expr.Any
 	for _, p := range parts {
@@ -310,11 +341,13 @@ func concat(parts ...[]expr.Any) []expr.Any {
 	return out
 }
 
-func oifname(name string) []expr.Any {
+func oifname(name string) []expr.Any { return ifname(expr.MetaKeyOIFNAME, name) }
+
+func ifname(key expr.MetaKey, name string) []expr.Any {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, name)
 	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Meta{Key: key, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
 	}
 }

@@ -2,8 +2,13 @@ package lockdown
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -178,6 +183,87 @@ func TestApplyRefusesBadConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := Apply(tt.cfg); err == nil {
 				t.Error("accepted")
+			}
+		})
+	}
+}
+
+// txPackets is the count of packets sent out of a device in this namespace.
+func txPackets(t *testing.T, dev string) int {
+	t.Helper()
+	b, err := os.ReadFile("/sys/class/net/" + dev + "/statistics/tx_packets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestForwardedTraffic: what the host routes for a container goes only
+// through the tunnel (or to the LAN when allowed).
+func TestForwardedTraffic(t *testing.T) {
+	if !nstest.InNamespace(t) {
+		return
+	}
+	lab(t)
+	ctr := fmt.Sprintf("rmtc%d", os.Getpid())
+	nstest.Exec(t, "ip", "netns", "add", ctr)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ctr).Run() })
+	for _, args := range [][]string{
+		{"ip", "link", "add", "ctr0", "type", "veth", "peer", "name", "ctr0p"},
+		{"ip", "link", "set", "ctr0p", "netns", ctr},
+		{"ip", "addr", "add", "172.31.0.1/24", "dev", "ctr0"},
+		{"ip", "link", "set", "ctr0", "up"},
+		{"ip", "-n", ctr, "link", "set", "lo", "up"},
+		{"ip", "-n", ctr, "addr", "add", "172.31.0.2/24", "dev", "ctr0p"},
+		{"ip", "-n", ctr, "link", "set", "ctr0p", "up"},
+		{"ip", "-n", ctr, "route", "add", "default", "via", "172.31.0.1"},
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		// Quiet devices: no IPv6 chatter, no ARP, so every packet
+		// counted is one forwarded.
+		{"sysctl", "-qw", "net.ipv6.conf.uplink0.disable_ipv6=1"},
+		{"sysctl", "-qw", "net.ipv6.conf.tunl0ck.disable_ipv6=1"},
+		{"ip", "neigh", "replace", "198.51.100.1", "lladdr", "02:00:00:00:00:01", "dev", "uplink0", "nud", "permanent"},
+		{"ip", "neigh", "replace", "203.0.113.7", "lladdr", "02:00:00:00:00:02", "dev", "tunl0ck", "nud", "permanent"},
+	} {
+		nstest.Exec(t, args[0], args[1:]...)
+	}
+	// forwarded sends three echoes from the container to dst and returns
+	// how many left through dev.
+	forwarded := func(dst, dev string) int {
+		before := txPackets(t, dev)
+		// No answer comes back: ping's failure is expected.
+		exec.Command("ip", "netns", "exec", ctr, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", dst).Run()
+		return txPackets(t, dev) - before
+	}
+	if n := forwarded("192.0.2.99", "uplink0"); n < 3 {
+		t.Fatalf("without lockdown %d of 3 echoes forwarded to the uplink", n)
+	}
+	tests := []struct {
+		name     string
+		lan      bool
+		dst, dev string
+		want     bool
+	}{
+		{"beyond the uplink", false, "192.0.2.99", "uplink0", false},
+		{"a private address off the tunnel", false, "10.1.2.3", "uplink0", false},
+		{"through the tunnel", false, "203.0.113.7", "tunl0ck", true},
+		{"a private address, LAN allowed", true, "10.1.2.3", "uplink0", true},
+		{"beyond the uplink, LAN allowed", true, "192.0.2.99", "uplink0", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := Apply(Config{Interface: "tunl0ck", Gateways: []netip.Addr{netip.MustParseAddr("192.0.2.10")}, Ports: []uint16{500, 4500}, LAN: tt.lan})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Remove()
+			n := forwarded(tt.dst, tt.dev)
+			if got := n >= 3; got != tt.want || (!tt.want && n != 0) {
+				t.Errorf("%d of 3 echoes to %s forwarded through %s; want them let through %v", n, tt.dst, tt.dev, tt.want)
 			}
 		})
 	}
