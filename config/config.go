@@ -83,6 +83,14 @@ type Profile struct {
 	// AllowSHA1RSA (allow_sha1_rsa): accept the gateway's RSA signature
 	// over SHA-1 (AUTH method 1); off by default.
 	AllowSHA1RSA bool
+	// Lockdown: while the profile is connecting, connected or
+	// reconnecting, nothing leaves the host except through the tunnel,
+	// IKE to the gateway, DHCP, IPv6 ND and loopback (internal/lockdown).
+	// LockdownLAN also lets the private and link-local ranges out;
+	// LockdownIPv6 lets IPv6 out beside an IPv4-only tunnel.
+	Lockdown     bool
+	LockdownLAN  bool
+	LockdownIPv6 bool
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -269,6 +277,9 @@ type rawProfile struct {
 	SwitchNotify  *int64   `toml:"switch_notify"`
 	ReauthTime    string   `toml:"reauth_time"`
 	AllowSHA1RSA  *bool    `toml:"allow_sha1_rsa"`
+	Lockdown      *bool    `toml:"lockdown"`
+	LockdownLAN   *bool    `toml:"lockdown_lan"`
+	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
 }
 
 type rawProfileFile struct {
@@ -531,6 +542,15 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		Fragmentation: boolOr(r.Fragmentation, true),
 		Reconnect:     boolOr(r.Reconnect, true),
 		AllowNAT:      boolOr(r.AllowNAT, true),
+		Lockdown:      boolOr(r.Lockdown, false),
+		LockdownLAN:   boolOr(r.LockdownLAN, false),
+		LockdownIPv6:  boolOr(r.LockdownIPv6, false),
+	}
+	if !p.Lockdown && r.LockdownLAN != nil {
+		return nil, errors.New("lockdown_lan: needs lockdown = true")
+	}
+	if !p.Lockdown && r.LockdownIPv6 != nil {
+		return nil, errors.New("lockdown_allow_ipv6: needs lockdown = true")
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")

@@ -228,6 +228,24 @@ psk_file = "` + psk + `"
 				t.Error("allow_nat = false ignored")
 			}
 		}},
+		{name: "lockdown off by default", body: base, check: func(t *testing.T, p *Profile) {
+			if p.Lockdown || p.LockdownLAN || p.LockdownIPv6 {
+				t.Errorf("lockdown %v lan %v ipv6 %v, want all off", p.Lockdown, p.LockdownLAN, p.LockdownIPv6)
+			}
+		}},
+		{name: "lockdown", body: base + "lockdown = true\n", check: func(t *testing.T, p *Profile) {
+			if !p.Lockdown || p.LockdownLAN || p.LockdownIPv6 {
+				t.Errorf("lockdown %v lan %v ipv6 %v, want only lockdown", p.Lockdown, p.LockdownLAN, p.LockdownIPv6)
+			}
+		}},
+		{name: "lockdown with lan and ipv6", body: base + "lockdown = true\nlockdown_lan = true\nlockdown_allow_ipv6 = true\n", check: func(t *testing.T, p *Profile) {
+			if !p.Lockdown || !p.LockdownLAN || !p.LockdownIPv6 {
+				t.Errorf("lockdown %v lan %v ipv6 %v, want all on", p.Lockdown, p.LockdownLAN, p.LockdownIPv6)
+			}
+		}},
+		{name: "lockdown_lan without lockdown", body: base + "lockdown_lan = true\n", wantErr: "lockdown_lan: needs lockdown = true"},
+		{name: "lockdown_allow_ipv6 without lockdown", body: base + "lockdown = false\nlockdown_allow_ipv6 = true\n", wantErr: "lockdown_allow_ipv6: needs lockdown = true"},
+		{name: "lockdown not a bool", body: base + "lockdown = \"yes\"\n", wantErr: "lockdown"},
 		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
 		{name: "sha1 rsa default", body: base, check: func(t *testing.T, p *Profile) {
 			if p.AllowSHA1RSA {

@@ -81,6 +81,10 @@ type Status struct {
 	PathMTU    int    `json:"path_mtu,omitempty"`
 	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
 	MSSClamped uint64 `json:"mss_clamped,omitempty"`
+	// Lockdown: the profile's kill switch is in force; LockdownGateways
+	// are the gateway addresses it lets IKE and ESP out to.
+	Lockdown         bool     `json:"lockdown,omitempty"`
+	LockdownGateways []string `json:"lockdown_gateways,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.

@@ -83,6 +83,9 @@ type RoamProfile struct {
 
 	// ReauthTime writes reauth_time (0: none).
 	ReauthTime time.Duration
+
+	// Lockdown writes lockdown = true (the kill switch).
+	Lockdown bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -167,6 +170,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.ReauthTime > 0 {
 			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
+		}
+		if p.Lockdown {
+			b.WriteString("lockdown = true\n")
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
@@ -365,6 +371,10 @@ type Status struct {
 	PathMTU    int    `json:"path_mtu"`
 	ICMPTooBig uint64 `json:"icmp_too_big"`
 	MSSClamped uint64 `json:"mss_clamped"`
+	// Lockdown: the kill switch is in force, letting IKE and ESP out to
+	// LockdownGateways.
+	Lockdown         bool     `json:"lockdown"`
+	LockdownGateways []string `json:"lockdown_gateways"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
