@@ -2,7 +2,7 @@
 GO       ?= go
 FUZZTIME ?= 10s
 
-.PHONY: all build test demo lab interop soak bench-roam bench-switch fuzz vet clean
+.PHONY: all build test demo lab interop soak bench-roam bench-switch bench-tput fuzz vet clean
 
 all: build
 
@@ -40,6 +40,12 @@ bench-roam:
 # the target 2 RTT + 10 ms (root, minutes; not in CI). REPS=2 for a quick run.
 bench-switch:
 	./scripts/bench-switch.sh
+
+# Throughput through roam <-> roam gateway, wireguard-go <-> wireguard-go and
+# roam -> strongSwan in the same lab, no added delay (root, minutes; not in
+# CI). REPS=1 DURATION=4s for a quick run; see README "Throughput benchmark".
+bench-tput:
+	./scripts/bench-tput.sh
 
 # A short run of every fuzz target in the module (FUZZTIME each).
 fuzz:

@@ -752,7 +752,12 @@ func (c *conn) Status() Status {
 	}
 	c.reauthStatus(&st)
 	d := c.dp.Drops()
-	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath}
+	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath, TooBig: d.TooBig}
+	if peer != nil {
+		st.PathMTU = peer.MTU()
+	}
+	ms := c.dp.MTUStats()
+	st.ICMPTooBig, st.MSSClamped = ms.ICMPTooBig, ms.MSSClamped
 	return st
 }
 

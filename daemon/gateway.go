@@ -288,7 +288,9 @@ func (gw *gateway) Status() []Status {
 			st.Children = append(st.Children, childStatus(cs))
 		}
 		d := gw.dp.Drops()
-		st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV}
+		st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, TooBig: d.TooBig}
+		ms := gw.dp.MTUStats()
+		st.PathMTU, st.ICMPTooBig, st.MSSClamped = c.peer.MTU(), ms.ICMPTooBig, ms.MSSClamped
 		out = append(out, st)
 	}
 	return out

@@ -73,6 +73,12 @@ type Status struct {
 	// when the next is due, when one is.
 	Reauthentications int        `json:"reauthentications,omitempty"`
 	NextReauth        *time.Time `json:"next_reauth,omitempty"`
+	// PathMTU is the largest inner packet the current path carries
+	// without outer fragments (0: unknown); ICMPTooBig and MSSClamped
+	// count what the dataplane did to hold traffic to it (README, MTU).
+	PathMTU    int    `json:"path_mtu,omitempty"`
+	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
+	MSSClamped uint64 `json:"mss_clamped,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.
@@ -95,6 +101,9 @@ type Drops struct {
 	Replayed   uint64 `json:"replayed"`
 	BadICV     uint64 `json:"bad_icv"`
 	NoPath     uint64 `json:"no_path"`
+	// TooBig: outbound packets larger than the path MTU that must not be
+	// fragmented, answered with ICMP instead.
+	TooBig uint64 `json:"too_big"`
 }
 
 // MarshalJSON keeps the documented shape stable for scripts: children is

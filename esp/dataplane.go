@@ -49,6 +49,8 @@ type Peer struct {
 	// peer's address with another port than ours to it: a NAT in front of
 	// the peer changed its mapping (TakeStray).
 	stray atomic.Pointer[Path]
+	// mtuPhase spreads the peers' path MTU refreshes over the interval.
+	mtuPhase int64
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -72,6 +74,7 @@ type peerPath struct {
 	Path
 	oob  []byte // PKTINFO choosing the source address and interface
 	sock *Socket
+	mtu  int // largest inner packet that fits the path (mtu.go); 0: unknown
 }
 
 // Path returns the current path.
@@ -141,11 +144,14 @@ type DropStats struct {
 	SeqExhausted uint64
 	// Truncated: datagrams larger than the receive buffer.
 	Truncated uint64
+	// TooBig: outbound packets larger than their path's MTU that must not
+	// be fragmented (mtu.go).
+	TooBig uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
-	socketOverflow, tunWrite, seqExhausted, truncated                    atomic.Uint64
+	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
 }
 
 // tables is the read-mostly lookup state, replaced whole on every change so
@@ -182,6 +188,14 @@ type Dataplane struct {
 
 	crypto  chan *cryptoPart // to idle crypto workers (crypto.go)
 	workers int
+
+	// Path MTU (mtu.go). linkMTU replaces the kernel's route lookup in
+	// tests; fit belongs to the TUN reader (routeBatch).
+	linkMTU                func(Path, *Socket) (int, error)
+	fit                    *pathFit
+	icmpLimit              rateLimit
+	icmpTooBig, mssClamped atomic.Uint64
+	peerCount              atomic.Int64
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -193,6 +207,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.tabs.Store(&tables{bySPI: map[uint32]*child{}})
 	d.sockets.Store(&[]*Socket{})
+	d.fit = d.newPathFit()
 	return d
 }
 
@@ -253,8 +268,8 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
-	p := &Peer{}
-	p.path.Store(d.resolvePath(path))
+	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds}
+	p.path.Store(d.resolvePathMTU(path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
 	d.mu.Unlock()
@@ -262,7 +277,9 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 }
 
 // SetPath moves the peer's traffic to path.
-func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePath(path)) }
+// The path's MTU is derived again: a move may change the uplink or the
+// outer address family.
+func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(path)) }
 
 // Suspend stops the peer's outbound traffic until the next SetPath: while
 // no path works, packets are dropped before sealing (DropStats.NoPath) and
@@ -467,6 +484,7 @@ func (d *Dataplane) Drops() DropStats {
 		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
+		TooBig: d.drops.tooBig.Load(),
 	}
 }
 
@@ -517,6 +535,7 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 				if iv > 0 && now.UnixNano()-p.lastSent.Load() >= iv {
 					d.SendKeepalive(p)
 				}
+				d.maybeRefreshMTU(p, now)
 			}
 		}
 	}
@@ -680,6 +699,9 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 		pp := c.peer.path.Load()
 		if pp == nil || pp.sock == nil {
 			d.drops.noPath.Add(1)
+			continue
+		}
+		if !d.fit.fits(pkt, pp.mtu) {
 			continue
 		}
 		seq, err := c.out.nextSeq()
@@ -873,6 +895,7 @@ func (rx *rxState) deliver(j *rxJob) {
 		return
 	}
 	rx.count.addIn(c, len(inner)-tunOffset, rx.now)
+	d.clampInbound(inner[tunOffset:], c.peer)
 	if cur := c.peer.path.Load().Remote; path.Remote != cur && path.Remote.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
 		stray := path
 		c.peer.stray.Store(&stray)

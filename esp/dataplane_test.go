@@ -71,10 +71,21 @@ type loopbackPair struct {
 
 func newLoopbackPair(t *testing.T) *loopbackPair {
 	t.Helper()
+	return newLoopbackPairWith(t, nil)
+}
+
+// newLoopbackPairWith is newLoopbackPair with configure applied to both
+// dataplanes before they run.
+func newLoopbackPairWith(t *testing.T, configure func(*Dataplane)) *loopbackPair {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &loopbackPair{tunA: newFakeTUN(), tunB: newFakeTUN(), ikeA: &ikeRecorder{}, ikeB: &ikeRecorder{}}
 	p.a = NewDataplane(p.tunA, p.ikeA.handle, nil)
 	p.b = NewDataplane(p.tunB, p.ikeB.handle, nil)
+	if configure != nil {
+		configure(p.a)
+		configure(p.b)
+	}
 	var err error
 	if p.sa, err = ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/roam-vpn/roam/esp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -231,19 +232,7 @@ func Cleanup(mark uint32, table int) error {
 // 4. Below 576 (the IPv4 minimum every host must accept) the uplink is
 // unusable anyway, so that is the floor.
 func MTUFor(uplinkMTU int, ipv6Outer bool) int {
-	outer := 20
-	if ipv6Outer {
-		outer = 40
-	}
-	avail := uplinkMTU - outer - 8 - 8 - 8 - 16
-	if avail < 4 {
-		return 576
-	}
-	mtu := avail/4*4 - 2
-	if mtu < 576 {
-		return 576
-	}
-	return mtu
+	return max(esp.InnerMTU(uplinkMTU, ipv6Outer), 576)
 }
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -19,6 +20,11 @@ func daemonCommand(e engines) *cli.Command {
 			&cli.BoolFlag{Name: "auto-exit", Usage: "exit when the last connection ends"},
 		},
 		Action: func(c *cli.Context) error {
+			stopProfile, err := startCPUProfile(os.Getenv)
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 			d, err := daemon.Start(daemon.Options{
 				Socket:   c.String("socket"),

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"log/slog"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -35,6 +36,11 @@ func gatewayCommand(e engines) *cli.Command {
 			if e.gateway == nil {
 				return errors.New("gateway: this build has no gateway engine")
 			}
+			stopProfile, err := startCPUProfile(os.Getenv)
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
 			err = daemon.ServeGateway(c.Context, g, daemon.GatewayOptions{

@@ -83,6 +83,9 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 		if s.IKESPIi != "" {
 			lines = append(lines, fmt.Sprintf("  IKE SA %s_i %s_r, path changes %d", s.IKESPIi, s.IKESPIr, s.PathChanges))
 		}
+		if s.PathMTU > 0 {
+			lines = append(lines, fmt.Sprintf("  path MTU %d (inner), %d ICMP too big sent, %d TCP SYNs clamped", s.PathMTU, s.ICMPTooBig, s.MSSClamped))
+		}
 		if line := reauthLine(s, now); line != "" {
 			lines = append(lines, line)
 		}
@@ -91,8 +94,8 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 				ch.Proposal, ch.SPIIn, ch.SPIOut, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
 		}
 		if d := s.Drops; d != nil && *d != (daemon.Drops{}) {
-			lines = append(lines, fmt.Sprintf("  dropped: %d malformed, %d unknown SPI, %d replayed, %d bad ICV, %d outbound without a path",
-				d.Malformed, d.UnknownSPI, d.Replayed, d.BadICV, d.NoPath))
+			lines = append(lines, fmt.Sprintf("  dropped: %d malformed, %d unknown SPI, %d replayed, %d bad ICV, %d outbound without a path, %d too big for the path",
+				d.Malformed, d.UnknownSPI, d.Replayed, d.BadICV, d.NoPath, d.TooBig))
 		}
 		if len(lines) > 0 {
 			if _, err := fmt.Fprintf(w, "%s:\n%s\n", s.Name, strings.Join(lines, "\n")); err != nil {

@@ -263,6 +263,9 @@ type Roam struct {
 	Bin    string
 	Config string
 	Socket string
+	// Env is added to the environment of every command (and so of the
+	// daemon that connect spawns), e.g. ROAM_CPUPROFILE=FILE.
+	Env []string
 }
 
 // Run runs `roam <args...>` with --socket (and --config for connect) and
@@ -281,6 +284,9 @@ func (r *Roam) Run(timeout time.Duration, args ...string) (string, error) {
 	}
 	argv = append(argv, args[1:]...)
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", r.Lab.NS(r.NS)}, argv...)...)
+	if len(r.Env) > 0 {
+		cmd.Env = append(os.Environ(), r.Env...)
+	}
 	// A daemon spawned by connect inherits stdout and stderr. A file, unlike
 	// a pipe, does not keep us waiting for the daemon to exit.
 	f, err := os.CreateTemp(r.Lab.Dir, "roam-out-")
@@ -336,6 +342,11 @@ type Status struct {
 	PeerAddresses []string `json:"peer_addresses"`
 	// Drops are the dataplane's drop counters, as printed.
 	Drops json.RawMessage `json:"drops"`
+	// Path MTU: the current path's inner MTU and what the dataplane did
+	// to hold traffic to it.
+	PathMTU    int    `json:"path_mtu"`
+	ICMPTooBig uint64 `json:"icmp_too_big"`
+	MSSClamped uint64 `json:"mss_clamped"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
@@ -382,7 +393,11 @@ func (r *Roam) GatewaySwitch(peer string, to netip.Addr, timeout time.Duration) 
 
 // StartGateway starts `roam gateway` in the background.
 func (r *Roam) StartGateway() (*Proc, error) {
-	return r.Lab.Start(r.NS, r.Bin, "gateway", "--config", r.Config, "--socket", r.Socket)
+	cmd := r.Lab.Cmd(r.NS, r.Bin, "gateway", "--config", r.Config, "--socket", r.Socket)
+	if len(r.Env) > 0 {
+		cmd.Env = append(os.Environ(), r.Env...)
+	}
+	return r.Lab.StartCmd(cmd)
 }
 
 // Processes lists the PIDs of processes in the namespace whose executable

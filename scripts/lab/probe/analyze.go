@@ -157,7 +157,7 @@ func Summarize(rs []Result) Summary {
 
 // Median is the middle value, the mean of the two middle ones for an even
 // count (the benchmarks' figures use it too).
-func Median[T ~int | ~int64](v []T) T {
+func Median[T ~int | ~int64 | ~float64](v []T) T {
 	v = slices.Clone(v)
 	slices.Sort(v)
 	n := len(v)

@@ -1,0 +1,346 @@
+// Command benchtput is issue 10's throughput benchmark (make bench-tput).
+// In the netns lab with no added delay, it runs iperf3 from the client
+// namespace to the host behind the gateway through each kind of tunnel,
+// all over the same namespaces (client, wlan NAT, inet, gateway):
+//
+//   - roam client <-> roam gateway,
+//   - wireguard-go <-> wireguard-go (both userspace, built from the Go
+//     module in go.mod, configured with wg),
+//   - roam client -> strongSwan gateway (charon, kernel-libipsec), for
+//     context.
+//
+// Repetitions are outermost and the kinds alternate inside each, so slow
+// phases of the shared machine hit every kind alike. Each repetition of a
+// kind gets a fresh lab and runs TCP upload and download with 1 and
+// -streams streams, then UDP floods (iperf3 -b 0) of each -udp-sizes
+// datagram size. For every run it also counts the CPU time of the tunnel
+// processes on both ends (/proc/PID/stat) per GB delivered. It prints a
+// table of medians with the ratio roam / wireguard-go, and one JSON line
+// per figure.
+//
+// With -profile DIR it then runs one TCP upload and one download through
+// roam <-> roam with ROAM_CPUPROFILE set on both ends and prints the top of
+// each profile.
+//
+// It needs root and is not part of CI (it takes minutes).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+type config struct {
+	reps       int
+	duration   time.Duration
+	kinds      []string
+	streams    int
+	udpSizes   []int
+	udpDown    bool
+	profileDir string
+	logDir     string
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-tput:", err)
+		os.Exit(2)
+	}
+	// An interrupt ends the run under way and tears its lab down.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = bench(ctx, cfg)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-tput:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags reads flags, each defaulting to its environment variable.
+func parseFlags(args []string, getenv func(string) string) (config, error) {
+	envDefault := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var cfg config
+	fs := flag.NewFlagSet("bench-tput", flag.ContinueOnError)
+	reps := fs.String("reps", envDefault("REPS", "3"), "repetitions (env REPS)")
+	duration := fs.String("duration", envDefault("DURATION", "8s"), "length of each iperf3 run, whole seconds (env DURATION)")
+	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan"), "tunnel kinds to run: roam, wireguard, strongswan (env KINDS)")
+	streams := fs.String("streams", envDefault("STREAMS", "4"), "TCP streams of the multi-stream runs (env STREAMS)")
+	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
+	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
+	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
+	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 || cfg.reps > 50 {
+		return cfg, fmt.Errorf("REPS/-reps %q: want an integer from 1 to 50", *reps)
+	}
+	if cfg.duration, err = time.ParseDuration(*duration); err != nil || cfg.duration < time.Second || cfg.duration > 10*time.Minute ||
+		cfg.duration%time.Second != 0 {
+		return cfg, fmt.Errorf("DURATION/-duration %q: want whole seconds from 1s to 10m, such as 8s", *duration)
+	}
+	if cfg.streams, err = strconv.Atoi(*streams); err != nil || cfg.streams < 1 || cfg.streams > 128 {
+		return cfg, fmt.Errorf("STREAMS/-streams %q: want an integer from 1 to 128", *streams)
+	}
+	seen := map[string]bool{}
+	for _, k := range strings.Split(*kinds, ",") {
+		k = strings.TrimSpace(k)
+		if _, ok := kindLabel[k]; !ok {
+			return cfg, fmt.Errorf("KINDS/-kinds: unknown kind %q (have roam, wireguard, strongswan)", k)
+		}
+		if !seen[k] {
+			seen[k] = true
+			cfg.kinds = append(cfg.kinds, k)
+		}
+	}
+	if *sizes != "" {
+		for _, s := range strings.Split(*sizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			// iperf3 needs room for its own 16-byte header; 65507 is
+			// the largest UDP payload over IPv4.
+			if err != nil || n < 16 || n > 65507 {
+				return cfg, fmt.Errorf("UDP_SIZES/-udp-sizes: %q is not a datagram size from 16 to 65507", s)
+			}
+			cfg.udpSizes = append(cfg.udpSizes, n)
+		}
+	}
+	switch *udpDown {
+	case "1", "true", "yes":
+		cfg.udpDown = true
+	case "0", "false", "no":
+	default:
+		return cfg, fmt.Errorf("UDP_DOWN/-udp-down %q: want 1 or 0", *udpDown)
+	}
+	return cfg, nil
+}
+
+// run is one kind's repetition: a result per test (missing when it
+// failed), or the error that stopped it.
+type run struct {
+	rep     int
+	mtu     int
+	results map[string]measurement
+	errs    []error
+}
+
+// measurement is one test's iperf3 result and the tunnel's CPU time.
+type measurement struct {
+	result
+	cpu time.Duration // tunnel processes, both ends, during the test
+}
+
+func bench(ctx context.Context, cfg config) error {
+	if !lab.Root() {
+		return errors.New("needs root (network namespaces): sudo make bench-tput")
+	}
+	for _, tool := range []string{"iperf3", "wg"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: run scripts/install-deps.sh (packages iperf3, wireguard-tools)", tool)
+		}
+	}
+	binDir, err := os.MkdirTemp("", "bench-tput-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(binDir)
+	var bin binaries
+	if bin.roam, err = lab.BuildRoam(binDir); err != nil {
+		return err
+	}
+	if bin.wireguardGo, err = buildWireGuardGo(binDir); err != nil {
+		return err
+	}
+	m := machine{nproc: nproc(), loadStart: loadavg(), perf: perfNote()}
+	started := time.Now()
+	ts := tests(cfg.streams, cfg.udpSizes, cfg.udpDown)
+	runs := map[string][]run{}
+	n := 0
+	for rep := 1; rep <= cfg.reps && ctx.Err() == nil; rep++ {
+		for _, kind := range cfg.kinds {
+			if ctx.Err() != nil {
+				break
+			}
+			n++
+			r := runKind(ctx, cfg, bin, kind, rep, n, ts)
+			runs[kind] = append(runs[kind], r)
+		}
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	m.loadEnd = loadavg()
+	report(os.Stdout, cfg, m, ts, runs, time.Since(started))
+	if cfg.profileDir != "" {
+		if err := profileRoam(ctx, cfg, bin, n); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+	}
+	return nil
+}
+
+// buildWireGuardGo builds wireguard-go's main package from the module
+// go.mod already requires (its root is package main).
+func buildWireGuardGo(dir string) (string, error) {
+	root, err := lab.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "wireguard-go")
+	cmd := exec.Command("go", "build", "-o", out, "golang.zx2c4.com/wireguard")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build wireguard-go: %w: %s", err, b)
+	}
+	return out, nil
+}
+
+// runKind builds a lab, brings up one kind's tunnel and runs every test
+// through it. The lab and its processes are gone when it returns.
+func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n int, ts []test) run {
+	out := run{rep: rep, results: map[string]measurement{}}
+	fail := func(err error) run {
+		out.errs = append(out.errs, err)
+		fmt.Fprintf(os.Stderr, "rep %d %s: ERROR %v\n", rep, kindLabel[kind], err)
+		return out
+	}
+	l, err := lab.New(lab.Options{})
+	if err != nil {
+		return fail(err)
+	}
+	defer l.Close()
+	t, err := startTunnel(l, kind, bin, n, profile{})
+	if t != nil && cfg.logDir != "" {
+		defer func() {
+			if len(out.errs) > 0 && t.logs != nil {
+				if err := lab.SaveLogs(cfg.logDir, fmt.Sprintf("%s-%d", kind, rep), t.logs()); err != nil {
+					fmt.Fprintln(os.Stderr, "bench-tput:", err)
+				}
+			}
+		}()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	out.mtu = t.mtu
+	for _, tt := range ts {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		m, err := measure(ctx, l, t, tt, cfg.duration)
+		if err != nil {
+			out.errs = append(out.errs, err)
+			fmt.Fprintf(os.Stderr, "rep %d %s %s: ERROR %v\n", rep, kindLabel[kind], tt.name, err)
+			continue
+		}
+		out.results[tt.name] = m
+		fmt.Fprintf(os.Stderr, "rep %d %s %s: %s\n", rep, kindLabel[kind], tt.name, describe(tt, m))
+	}
+	return out
+}
+
+// measure runs one test against a fresh one-off iperf3 server, so that a
+// run that hung cannot leave the server busy for the next.
+func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration) (measurement, error) {
+	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
+	if err != nil {
+		return measurement{}, err
+	}
+	defer srv.Stop()
+	before, err := cpuOf(t.pids)
+	if err != nil {
+		return measurement{}, err
+	}
+	r, err := runIperf(ctx, l, tt, d)
+	if err != nil {
+		srv.Stop()
+		if o := strings.TrimSpace(srv.Output()); o != "" {
+			err = fmt.Errorf("%w; server: %s", err, lastLines(o, 3))
+		}
+		return measurement{}, err
+	}
+	after, err := cpuOf(t.pids)
+	if err != nil {
+		return measurement{}, err
+	}
+	return measurement{result: r, cpu: after - before}, nil
+}
+
+func describe(t test, m measurement) string {
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB)", m.Mbps, m.cpu.Seconds(), cpuPerGB(m))
+	if t.udp {
+		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
+	}
+	return fmt.Sprintf("%s, %d retransmits", s, m.Retransmits)
+}
+
+// cpuPerGB is the tunnel's CPU seconds per 10^9 payload bytes delivered.
+func cpuPerGB(m measurement) float64 {
+	if m.Bytes <= 0 {
+		return 0
+	}
+	return m.cpu.Seconds() / (float64(m.Bytes) / 1e9)
+}
+
+// machine is what the report says about the machine the run shared.
+type machine struct {
+	nproc              int
+	loadStart, loadEnd string
+	perf               string
+}
+
+func nproc() int {
+	out, err := exec.Command("nproc").Output()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+// perfNote says whether perf can count hardware events here (a VM often
+// cannot; software events such as cpu-clock still work).
+func perfNote() string {
+	if _, err := exec.LookPath("perf"); err != nil {
+		return "perf not installed"
+	}
+	out, err := exec.Command("perf", "stat", "-e", "instructions", "true").CombinedOutput()
+	switch {
+	case err != nil:
+		return fmt.Sprintf("perf stat fails (%v)", err)
+	case strings.Contains(string(out), "not supported"):
+		return "perf: no hardware counters here (instructions <not supported>); software events only"
+	default:
+		return "perf: hardware counters available"
+	}
+}
+
+// lastLines is the end of a process's output, for an error message.
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " / ")
+}

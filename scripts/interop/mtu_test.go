@@ -1,0 +1,126 @@
+package interop
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+// fragmenters are the namespaces whose kernels could fragment tunnel
+// packets: the two ends and every router between them.
+var fragmenters = []string{lab.Client, lab.NATWLAN, lab.NATWWAN, lab.Inet, lab.Gateway}
+
+func fragCreates(t *testing.T, l *lab.Lab) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, ns := range fragmenters {
+		n, err := l.FragCreates(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[ns] = n
+	}
+	return out
+}
+
+// TestPathMTURoamGateway: the client's cellular uplink (wwan) has an MTU
+// of 1280, Wi-Fi (wlan) 1500. A TCP upload that starts on Wi-Fi keeps
+// going when Wi-Fi goes down and MOBIKE moves the tunnel to wwan: the TUN
+// device's MTU still says 1418, so the client's kernel sends segments the
+// new path cannot carry, and roam answers them with ICMP "fragmentation
+// needed" from the inner destination, which the kernel must accept (its
+// route cache then holds the path's MTU). New TCP connections over the
+// 1280 uplink, both ways, get their MSS clamped to fit. No kernel on the
+// way creates a single outer fragment.
+func TestPathMTURoamGateway(t *testing.T) {
+	l, bin := setup(t)
+	for _, c := range [][]string{
+		{lab.Client, "ip", "link", "set", lab.WWAN, "mtu", "1280"},
+		{lab.NATWWAN, "ip", "link", "set", "lan", "mtu", "1280"},
+	} {
+		if err := l.Exec(c[0], c[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pki := newPKI(t, l)
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+	time.Sleep(300 * time.Millisecond) // listening
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	fail := func(format string, args ...any) {
+		t.Helper()
+		if _, raw, err := r.Status(); err == nil {
+			t.Logf("roam status:\n%s", raw)
+		}
+		if _, raw, err := g.Status(); err == nil {
+			t.Logf("gateway status:\n%s", raw)
+		}
+		t.Logf("gateway output:\n%s", gp.Output())
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
+			t.Logf("roam daemon log:\n%s", b)
+		}
+		t.Fatalf(format, args...)
+	}
+	if out, err := r.Connect("corp", 20*time.Second); err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping: %v", err)
+	}
+	st := connected(t, r, "corp")
+	if want := esp.InnerMTU(1500, false); st.Interface != lab.WLAN || st.PathMTU != want {
+		fail("on %s with path MTU %d, want wlan and %d", st.Interface, st.PathMTU, want)
+	}
+	before := fragCreates(t, l)
+
+	tcp := make(chan error, 1)
+	go func() {
+		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
+		tcp <- err
+	}()
+	time.Sleep(2 * time.Second)
+	if err := l.LinkDown(lab.Client, lab.WLAN); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-tcp; err != nil {
+		fail("the TCP upload broke across the move to the 1280 uplink: %v", err)
+	}
+	st = connected(t, r, "corp")
+	if want := esp.InnerMTU(1280, false); st.Interface != lab.WWAN || st.PathMTU != want {
+		fail("after the move: on %s with path MTU %d, want wwan and %d", st.Interface, st.PathMTU, want)
+	}
+	if st.ICMPTooBig == 0 {
+		fail("no ICMP too big sent although the TUN MTU exceeds the new path's")
+	}
+	// The kernel took the ICMP: its route to the host learnt the MTU.
+	route, err := l.Output(lab.Client, "ip", "route", "get", lab.HostAddr.Addr().String())
+	if err != nil || !strings.Contains(route, fmt.Sprintf("mtu %d", st.PathMTU)) {
+		fail("the client's kernel did not learn the path MTU from roam's ICMP: %v\n%s", err, route)
+	}
+	t.Logf("after the move: path MTU %d, %d ICMP too big; client route: %s", st.PathMTU, st.ICMPTooBig, strings.TrimSpace(route))
+
+	up, err := l.TCPTransfer(lab.Client, lab.Host, lab.HostAddr.Addr(), 3*time.Second)
+	if err != nil {
+		fail("upload over the 1280 uplink: %v", err)
+	}
+	down, err := l.TCPDownloadRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 3*time.Second, "")
+	if err != nil {
+		fail("download over the 1280 uplink: %v", err)
+	}
+	st = connected(t, r, "corp")
+	if st.MSSClamped == 0 {
+		fail("no TCP SYN clamped on the 1280 uplink")
+	}
+	t.Logf("over the 1280 uplink: upload %.0f Mbit/s, download %.0f Mbit/s, %d SYNs clamped", up, down, st.MSSClamped)
+	after := fragCreates(t, l)
+	for _, ns := range fragmenters {
+		if n := after[ns] - before[ns]; n != 0 {
+			fail("%s created %d IP fragments", ns, n)
+		}
+	}
+}
