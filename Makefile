@@ -2,12 +2,77 @@
 GO       ?= go
 FUZZTIME ?= 10s
 
-.PHONY: all build test demo lab interop soak bench-roam bench-switch bench-tput fuzz vet clean
+# Installation layout (make install PREFIX=/usr DESTDIR=/tmp/stage).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+SYSTEMDDIR  ?= $(PREFIX)/lib/systemd/system
+
+# roam version: the newest vX.Y.Z tag (git describe), else 0.0.0+git<commit>;
+# both are valid Debian versions. COMMIT is the abbreviated commit.
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-\([0-9]*\)-g/+\1.g/'); \
+	if [ -n "$$v" ]; then echo "$$v"; elif [ -n "$(COMMIT)" ]; then echo "0.0.0+git$(COMMIT)"; else echo 0.0.0; fi)
+LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-switch bench-tput fuzz vet clean
 
 all: build
 
 build:
-	$(GO) build -o bin/roam ./cmd/roam
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/roam ./cmd/roam
+
+# roam(8) from the CLI definition, roam.toml(5) from docs/roam.toml.5.md.
+man: build
+	mkdir -p bin/man
+	bin/roam man > bin/man/roam.8
+	bin/roam man docs/roam.toml.5.md > bin/man/roam.toml.5
+
+completions: build
+	mkdir -p bin/completions
+	bin/roam completion bash > bin/completions/roam.bash
+	bin/roam completion zsh > bin/completions/_roam
+	bin/roam completion fish > bin/completions/roam.fish
+
+# systemd units from contrib/systemd/*.in, with the installed binary's path.
+units:
+	mkdir -p bin/systemd
+	for u in contrib/systemd/*.service.in; do \
+		sed 's|@BINDIR@|$(BINDIR)|g' "$$u" > bin/systemd/$$(basename "$$u" .in); \
+	done
+
+# The binary, man pages, completions, systemd units and
+# /etc/roam/roam.toml.example. An existing roam.toml is never touched.
+install: build man completions units
+	install -D -m 0755 bin/roam $(DESTDIR)$(BINDIR)/roam
+	install -D -m 0644 bin/man/roam.8 $(DESTDIR)$(MANDIR)/man8/roam.8
+	install -D -m 0644 bin/man/roam.toml.5 $(DESTDIR)$(MANDIR)/man5/roam.toml.5
+	install -D -m 0644 bin/completions/roam.bash $(DESTDIR)$(BASHCOMPDIR)/roam
+	install -D -m 0644 bin/completions/_roam $(DESTDIR)$(ZSHCOMPDIR)/_roam
+	install -D -m 0644 bin/completions/roam.fish $(DESTDIR)$(FISHCOMPDIR)/roam.fish
+	for u in bin/systemd/*.service; do \
+		install -D -m 0644 "$$u" $(DESTDIR)$(SYSTEMDDIR)/$$(basename "$$u"); \
+	done
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/roam
+	install -m 0644 contrib/roam.toml.example $(DESTDIR)$(SYSCONFDIR)/roam/roam.toml.example
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/roam $(DESTDIR)$(MANDIR)/man8/roam.8 $(DESTDIR)$(MANDIR)/man5/roam.toml.5 \
+		$(DESTDIR)$(BASHCOMPDIR)/roam $(DESTDIR)$(ZSHCOMPDIR)/_roam $(DESTDIR)$(FISHCOMPDIR)/roam.fish \
+		$(DESTDIR)$(SYSCONFDIR)/roam/roam.toml.example
+	for u in contrib/systemd/*.service.in; do \
+		rm -f $(DESTDIR)$(SYSTEMDDIR)/$$(basename "$$u" .in); \
+	done
+
+# A Debian package with the same content as make install PREFIX=/usr,
+# built by dpkg-deb: roam_<version>_<arch>.deb in this directory.
+deb:
+	VERSION="$(VERSION)" COMMIT="$(COMMIT)" GO="$(GO)" ./scripts/deb.sh
 
 # Everything CI runs: gofmt, vet, race tests, root-only lab tests.
 test:
@@ -61,4 +126,4 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin roam_*.deb

@@ -114,6 +114,10 @@ type Lifetimes struct {
 	// was made, less the same random part; IKELife (life_time): it is
 	// deleted this long after its last keys if no rekey succeeded.
 	IKERekey, IKELife time.Duration
+	// ChildRekeyPackets (child_rekey_packets): a Child SA is also
+	// replaced once it has sent this many packets, well before its
+	// sequence numbers run out (2^32 without ESN).
+	ChildRekeyPackets uint64
 }
 
 // Child SA lifetime defaults and bounds: strongSwan's one hour, with 10 %
@@ -124,6 +128,24 @@ const (
 	minChildRekey     = 10 * time.Second
 	DefaultIKERekey   = 4 * time.Hour
 )
+
+// Packet-count soft lifetime: by default three quarters of the 32-bit
+// sequence space; below 100 packets an SA would do little but rekey.
+const (
+	DefaultChildRekeyPackets = 3 << 30
+	minChildRekeyPackets     = 100
+	maxChildRekeyPackets     = 1<<32 - 1
+)
+
+func rekeyPacketsKey(v *int64) (uint64, error) {
+	if v == nil {
+		return DefaultChildRekeyPackets, nil
+	}
+	if *v < minChildRekeyPackets || *v > maxChildRekeyPackets {
+		return 0, fmt.Errorf("child_rekey_packets: %d is outside %d-%d", *v, minChildRekeyPackets, maxChildRekeyPackets)
+	}
+	return uint64(*v), nil
+}
 
 func parseLifetimes(ike, ikeLife, rekey, life string) (Lifetimes, error) {
 	var l Lifetimes
@@ -223,6 +245,7 @@ type rawProfile struct {
 	IKELife       string   `toml:"life_time"`
 	ChildRekey    string   `toml:"child_rekey_time"`
 	ChildLife     string   `toml:"child_life_time"`
+	ChildPackets  *int64   `toml:"child_rekey_packets"`
 	AllowNAT      *bool    `toml:"allow_nat"`
 	Switch        *bool    `toml:"switch"`
 	AcceptSwitch  string   `toml:"accept_switch"`
@@ -261,6 +284,7 @@ type rawGateway struct {
 	IKELife       string      `toml:"life_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
 	ChildLife     string      `toml:"child_life_time"`
+	ChildPackets  *int64      `toml:"child_rekey_packets"`
 	Clients       []rawClient `toml:"clients"`
 	ReauthTime    string      `toml:"reauth_time"`
 	HA            *rawHA      `toml:"ha"`
@@ -271,46 +295,168 @@ type rawGatewayFile struct {
 	Gateway *rawGateway `toml:"gateway"`
 }
 
-// LoadProfiles reads every profile in the file at path.
-func LoadProfiles(path string) (map[string]*Profile, error) {
-	var raw rawProfileFile
+// ProfileFile is a profile file read profile by profile: one broken
+// profile does not keep the others from connecting.
+type ProfileFile struct {
+	Path string
+	// SocketGroup (top-level socket_group) is the group whose members may
+	// read status and events from the daemon's control socket.
+	SocketGroup string
+	// LogLevel (top-level log_level): debug, info, warn or error; "" is
+	// the default, info.
+	LogLevel string
+	Profiles map[string]*Profile
+	// Broken holds, per profile name, why that profile cannot be used.
+	Broken map[string]error
+	raw    map[string]rawProfile
+	// problems holds every problem found per profile, for `roam check`;
+	// Broken has the first.
+	problems map[string][]error
+}
+
+func (f *ProfileFile) addProblem(name string, err error) {
+	if _, ok := f.Broken[name]; !ok {
+		f.Broken[name] = err
+	}
+	f.problems[name] = append(f.problems[name], err)
+}
+
+// Names returns every profile's name, usable or broken, sorted.
+func (f *ProfileFile) Names() []string {
+	names := make([]string, 0, len(f.Profiles)+len(f.Broken))
+	for n := range f.Profiles {
+		names = append(names, n)
+	}
+	for n := range f.Broken {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Profile returns the named profile, or why it cannot be used.
+func (f *ProfileFile) Profile(name string) (*Profile, error) {
+	if p, ok := f.Profiles[name]; ok {
+		return p, nil
+	}
+	if err, ok := f.Broken[name]; ok {
+		return nil, fmt.Errorf("%s: profile %q: %w", f.Path, name, err)
+	}
+	return nil, fmt.Errorf("%s: no profile %q", f.Path, name)
+}
+
+// ReadProfiles reads the profile file at path. Its error is about the file
+// as a whole (unreadable, not TOML, no profiles, an unknown top-level key);
+// problems inside one profile are in Broken.
+func ReadProfiles(path string) (*ProfileFile, error) {
+	var raw struct {
+		SocketGroup string                    `toml:"socket_group"`
+		LogLevel    string                    `toml:"log_level"`
+		Profiles    map[string]toml.Primitive `toml:"profiles"`
+	}
 	md, err := toml.DecodeFile(path, &raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := undecoded(path, md); err != nil {
-		return nil, err
-	}
 	if len(raw.Profiles) == 0 {
+		if err := undecoded(path, md); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s: no [profiles.NAME] table", path)
 	}
-	names := make([]string, 0, len(raw.Profiles))
-	for name := range raw.Profiles {
-		names = append(names, name)
+	if !validGroupName(raw.SocketGroup) {
+		return nil, fmt.Errorf("%s: socket_group: %q is not a group name", path, raw.SocketGroup)
 	}
-	sort.Strings(names)
-	out := make(map[string]*Profile, len(names))
-	for _, name := range names {
-		p, err := raw.Profiles[name].validate(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: profile %q: %w", path, name, err)
+	switch raw.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("%s: log_level: %q is not debug, info, warn or error", path, raw.LogLevel)
+	}
+	f := &ProfileFile{
+		Path:        path,
+		SocketGroup: raw.SocketGroup,
+		LogLevel:    raw.LogLevel,
+		Profiles:    make(map[string]*Profile, len(raw.Profiles)),
+		Broken:      map[string]error{},
+		raw:         make(map[string]rawProfile, len(raw.Profiles)),
+		problems:    map[string][]error{},
+	}
+	for name, prim := range raw.Profiles {
+		var r rawProfile
+		if err := md.PrimitiveDecode(prim, &r); err != nil {
+			f.addProblem(name, err)
+			continue
 		}
-		out[name] = p
+		f.raw[name] = r
 	}
-	return out, nil
+	// Unknown keys are known only once every profile is decoded.
+	for _, k := range md.Undecoded() {
+		if len(k) < 2 || k[0] != "profiles" {
+			return nil, fmt.Errorf("%s: unknown key %q", path, k.String())
+		}
+		if _, decoded := f.raw[k[1]]; decoded && len(k) > 2 {
+			f.addProblem(k[1], fmt.Errorf("unknown key %q", strings.Join(k[2:], ".")))
+		}
+	}
+	for name, r := range f.raw {
+		p, err := r.validate(name)
+		if err != nil {
+			f.addProblem(name, err)
+			continue
+		}
+		if _, broken := f.Broken[name]; !broken {
+			f.Profiles[name] = p
+		}
+	}
+	return f, nil
 }
 
-// LoadProfile reads the file and returns the named profile.
-func LoadProfile(path, name string) (*Profile, error) {
-	all, err := LoadProfiles(path)
+// validGroupName accepts what useradd/groupadd accept ("" is no group).
+func validGroupName(s string) bool {
+	if len(s) > 32 || strings.HasPrefix(s, "-") {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// ProfileNames lists the profiles in the file, usable or not, for shell
+// completion.
+func ProfileNames(path string) ([]string, error) {
+	f, err := ReadProfiles(path)
 	if err != nil {
 		return nil, err
 	}
-	p, ok := all[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: no profile %q", path, name)
+	return f.Names(), nil
+}
+
+// LoadProfiles reads every profile in the file at path; any broken profile
+// is an error. ReadProfiles is the variant that keeps the usable ones.
+func LoadProfiles(path string) (map[string]*Profile, error) {
+	f, err := ReadProfiles(path)
+	if err != nil {
+		return nil, err
 	}
-	return p, nil
+	for _, name := range f.Names() {
+		if _, err := f.Profile(name); err != nil {
+			return nil, err
+		}
+	}
+	return f.Profiles, nil
+}
+
+// LoadProfile reads the file and returns the named profile. Other profiles
+// in the file being broken does not matter.
+func LoadProfile(path, name string) (*Profile, error) {
+	f, err := ReadProfiles(path)
+	if err != nil {
+		return nil, err
+	}
+	return f.Profile(name)
 }
 
 // LoadGateway reads a gateway file.
@@ -439,6 +585,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.Lifetimes, err = parseLifetimes(r.IKERekey, r.IKELife, r.ChildRekey, r.ChildLife); err != nil {
 		return nil, err
 	}
+	if p.ChildRekeyPackets, err = rekeyPacketsKey(r.ChildPackets); err != nil {
+		return nil, err
+	}
 	if p.OutageLimit, err = durationKey("outage_limit", r.OutageLimit, DefaultOutageLimit, minOutageLimit); err != nil {
 		return nil, err
 	}
@@ -476,6 +625,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	g.Lifetimes = lt
+	if g.ChildRekeyPackets, err = rekeyPacketsKey(r.ChildPackets); err != nil {
+		return nil, err
+	}
 	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
 		return nil, err
 	}
@@ -575,17 +727,32 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	return g, nil
 }
 
+// proposals parses a proposal list. As in strongSwan, one string may hold
+// several proposals separated by commas, and "default" stands for roam's
+// default list.
 func proposals(key string, given, def []string, parse func(string) (Proposal, error)) ([]Proposal, error) {
 	if len(given) == 0 {
 		given = def
 	}
-	out := make([]Proposal, 0, len(given))
+	var out []Proposal
 	for i, s := range given {
-		p, err := parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		for _, one := range strings.Split(s, ",") {
+			if strings.EqualFold(strings.TrimSpace(one), "default") {
+				for _, d := range def {
+					p, err := parse(d)
+					if err != nil {
+						return nil, fmt.Errorf("%s[%d]: default: %w", key, i, err)
+					}
+					out = append(out, p)
+				}
+				continue
+			}
+			p, err := parse(one)
+			if err != nil {
+				return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+			}
+			out = append(out, p)
 		}
-		out = append(out, p)
 	}
 	return out, nil
 }

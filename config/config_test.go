@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -177,6 +178,19 @@ psk_file = "` + psk + `"
 		}},
 		{name: "IKE life not after rekey", body: base + "rekey_time = \"1m\"\nlife_time = \"1m\"\n", wantErr: "life_time: 1m0s must be longer than rekey_time 1m0s"},
 		{name: "child life not after rekey", body: base + "child_rekey_time = \"1m\"\nchild_life_time = \"50s\"\n", wantErr: "child_life_time: 50s must be longer than child_rekey_time 1m0s"},
+		{name: "child rekey packets default", body: base, check: func(t *testing.T, p *Profile) {
+			if p.ChildRekeyPackets != 3<<30 {
+				t.Errorf("child_rekey_packets %d, want 3<<30", p.ChildRekeyPackets)
+			}
+		}},
+		{name: "child rekey packets set", body: base + "child_rekey_packets = 1000000\n", check: func(t *testing.T, p *Profile) {
+			if p.ChildRekeyPackets != 1000000 {
+				t.Errorf("child_rekey_packets %d, want 1000000", p.ChildRekeyPackets)
+			}
+		}},
+		{name: "child rekey packets too few", body: base + "child_rekey_packets = 10\n", wantErr: "child_rekey_packets: 10 is outside 100-4294967295"},
+		{name: "child rekey packets beyond the sequence space", body: base + "child_rekey_packets = 4294967296\n", wantErr: "child_rekey_packets: 4294967296 is outside"},
+		{name: "child rekey packets not a number", body: base + "child_rekey_packets = \"many\"\n", wantErr: "child_rekey_packets"},
 		{name: "child rekey too often", body: base + "child_rekey_time = \"2s\"\n", wantErr: `child_rekey_time: "2s" is shorter than 10s`},
 		{name: "fragmentation off", body: base + "fragmentation = false\n", check: func(t *testing.T, p *Profile) {
 			if p.Fragmentation {
@@ -217,7 +231,7 @@ psk_file = "` + psk + `"
 		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
-		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `unknown key "profiles.corp.colour"`},
+		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `profile "corp": unknown key "colour"`},
 		{name: "bad esp", body: base + "esp = [\"aes256gcm16\", \"aes999\"]\n", wantErr: `esp[1]: proposal "aes999": unknown algorithm "aes999"`},
 		{name: "bad ts", body: base + "remote_ts = [\"10.0.0.0/33\"]\n", wantErr: "remote_ts[0]"},
 		{name: "loose psk", body: strings.Replace(base, psk, loose, 1), wantErr: "readable by group or others"},
@@ -267,8 +281,11 @@ psk_file = "` + psk + `"
 		body    string
 		wantErr string
 		noRR    bool
+		packets uint64 // child_rekey_packets; 0: the default
 	}{
 		{name: "ok", body: base},
+		{name: "child_rekey_packets", body: strings.Replace(base, "[gateway]\n", "[gateway]\nchild_rekey_packets = 500000\n", 1), packets: 500000},
+		{name: "bad child_rekey_packets", body: strings.Replace(base, "[gateway]\n", "[gateway]\nchild_rekey_packets = 5\n", 1), wantErr: "child_rekey_packets: 5 is outside 100-4294967295"},
 		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
 		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
 		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
@@ -294,6 +311,9 @@ psk_file = "` + psk + `"
 			}
 			if g.ReturnRoutability == tt.noRR {
 				t.Errorf("return_routability = %v", g.ReturnRoutability)
+			}
+			if want := cmp.Or(tt.packets, DefaultChildRekeyPackets); g.ChildRekeyPackets != want {
+				t.Errorf("child_rekey_packets %d, want %d", g.ChildRekeyPackets, want)
 			}
 		})
 	}

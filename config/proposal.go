@@ -77,6 +77,24 @@ var dhGroups = map[string]uint16{
 	"x25519":     ikecrypto.GroupCurve25519,
 }
 
+// refusedAlgorithms are legacy algorithms that strongSwan still accepts
+// but roam does not implement, with the reason a user reads.
+var refusedAlgorithms = map[string]string{
+	"modp768":  "MODP groups below 2048 bits are breakable by precomputation (RFC 8247); use modp2048 or larger, ecp256 or x25519",
+	"modp1024": "MODP groups below 2048 bits are breakable by precomputation (RFC 8247); use modp2048 or larger, ecp256 or x25519",
+	"modp1536": "MODP groups below 2048 bits are breakable by precomputation (RFC 8247); use modp2048 or larger, ecp256 or x25519",
+	"sha1":     "SHA-1 is deprecated for IKEv2 (RFC 8247); use sha256",
+	"sha":      "SHA-1 is deprecated for IKEv2 (RFC 8247); use sha256",
+	"prfsha1":  "SHA-1 is deprecated for IKEv2 (RFC 8247); use prfsha256",
+	"md5":      "MD5 is broken (RFC 8247 says MUST NOT); use sha256",
+	"prfmd5":   "MD5 is broken (RFC 8247 says MUST NOT); use prfsha256",
+	"3des":     "64-bit block ciphers leak plaintext on long-lived tunnels (Sweet32); use aes128gcm16 or aes256gcm16",
+	"des":      "56-bit keys are brute-forced (RFC 8247 says MUST NOT); use aes128gcm16 or aes256gcm16",
+	"blowfish": "64-bit block ciphers leak plaintext on long-lived tunnels (Sweet32); use aes128gcm16 or aes256gcm16",
+	"cast128":  "64-bit block ciphers leak plaintext on long-lived tunnels (Sweet32); use aes128gcm16 or aes256gcm16",
+	"null":     "it does not encrypt; use aes128gcm16 or aes256gcm16",
+}
+
 // ParseIKEProposal parses an IKE proposal in strongSwan's spelling. It needs
 // at least one encryption algorithm, a PRF (explicit, or following the
 // integrity algorithm), integrity unless the encryption is AEAD, and a group.
@@ -130,6 +148,9 @@ func parseProposal(s string, ike bool) (Proposal, error) {
 		}
 		if tok == "" {
 			return Proposal{}, fmt.Errorf("proposal %q: empty algorithm name", s)
+		}
+		if why, ok := refusedAlgorithms[tok]; ok {
+			return Proposal{}, fmt.Errorf("proposal %q: %s is refused: %s", s, tok, why)
 		}
 		return Proposal{}, fmt.Errorf("proposal %q: unknown algorithm %q", s, tok)
 	}

@@ -394,7 +394,7 @@ func (c *conn) install(s *session) error {
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := selectorsToPrefixes(ch.RemoteTS)
-		if err := c.installChild(s.peer, ch, remote, false); err != nil {
+		if err := c.installChild(s, ch, remote, false); err != nil {
 			c.dp.RemovePeer(s.peer)
 			return err
 		}
@@ -544,12 +544,13 @@ func (c *conn) curPeer() *esp.Peer {
 // installChild puts a Child SA pair into the dataplane; pending (a rekey we
 // answered) keeps outbound traffic on the old pair until the peer uses the
 // new one.
-func (c *conn) installChild(peer *esp.Peer, ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
+func (c *conn) installChild(s *session, ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
 	cfg, err := childConfig(ch, remote, pending)
 	if err != nil {
 		return err
 	}
-	return c.dp.InstallChild(peer, cfg)
+	rekeyOnPackets(&cfg, s.sa, c.profile.ChildRekeyPackets, c.log)
+	return c.dp.InstallChild(s.peer, cfg)
 }
 
 // childConfig makes the dataplane's SA pair from a negotiated Child SA.
@@ -566,7 +567,10 @@ func childConfig(ch ike.ChildSA, remote []netip.Prefix, pending bool) (esp.Child
 	if err != nil {
 		return esp.ChildConfig{}, fmt.Errorf("child SA %08x: %w", ch.SPIOut, err)
 	}
-	return esp.ChildConfig{In: in, Out: out, Remote: remote, Proposal: ch.Proposal, OutboundPending: pending}, nil
+	// Our own selectors bound what the peer may send us (RFC 4301 5.2);
+	// the dataplane drops inbound packets addressed outside them.
+	local := selectorsToPrefixes(ch.LocalTS)
+	return esp.ChildConfig{In: in, Out: out, Remote: remote, Local: local, Proposal: ch.Proposal, OutboundPending: pending}, nil
 }
 
 // espCipher maps a Child SA's negotiated encryption transform to the
@@ -595,7 +599,7 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		// The new SA goes in before the old one leaves (on a DELETE),
 		// so no packet finds neither. When we only answered the rekey,
 		// we send on it once the peer shows it has installed it.
-		if err := c.installChild(s.peer, ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
+		if err := c.installChild(s, ev.Child, selectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
 			c.log.Error("installing rekeyed child SA", "err", err)
 			c.emit(Event{Event: EventError, Reason: err.Error()})
 			return
@@ -752,7 +756,7 @@ func (c *conn) Status() Status {
 	}
 	c.reauthStatus(&st)
 	d := c.dp.Drops()
-	st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, NoPath: d.NoPath, TooBig: d.TooBig}
+	st.Drops = dropsFrom(d)
 	if peer != nil {
 		st.PathMTU = peer.MTU()
 	}

@@ -10,10 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The control protocol is JSON lines over a unix socket: the client sends
@@ -110,6 +114,54 @@ func ListenControl(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// ShareControl gives group read access to the control socket at path:
+// the socket 0660 and its directory 0750, both in that group. Members may
+// then run status and events; everything else stays with root (see
+// privileged).
+func ShareControl(path, group string) error {
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return fmt.Errorf("socket_group: %w", err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("socket_group: group %q has gid %q", group, g.Gid)
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(path), 0o750}, {path, 0o660}} {
+		if err := os.Lchown(f.path, -1, gid); err != nil {
+			return fmt.Errorf("socket_group: %w", err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("socket_group: %w", err)
+		}
+	}
+	return nil
+}
+
+// readOnly are the operations a peer that is neither root nor the daemon's
+// own user may ask for: a socket_group member reads, it does not steer.
+var readOnly = map[string]bool{OpStatus: true, OpEvents: true}
+
+// privileged reports whether the peer on c is root or runs as the daemon's
+// user (SO_PEERCRED).
+func privileged(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	return cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+}
+
 // server answers control connections for a backend.
 type server struct {
 	ln   *net.UnixListener
@@ -196,6 +248,11 @@ func (s *server) handle(c *net.UnixConn) {
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		send(Reply{Done: true, Error: fmt.Sprintf("bad request: %v", err)})
+		return
+	}
+
+	if !readOnly[req.Op] && !privileged(c) {
+		send(Reply{Done: true, Error: fmt.Sprintf("permission denied: only root may %s; the socket's group may read status and events", req.Op)})
 		return
 	}
 

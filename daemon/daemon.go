@@ -44,6 +44,9 @@ type Options struct {
 	// this long after it started: the connect that spawned it died before
 	// asking. Default 30 s.
 	IdleTimeout time.Duration
+	// SocketGroup, when set, lets that group's members open the control
+	// socket (and its directory), for status and events only.
+	SocketGroup string
 	Log         *slog.Logger
 }
 
@@ -69,6 +72,13 @@ func Start(opts Options) (*Daemon, error) {
 	ln, err := ListenControl(opts.Socket)
 	if err != nil {
 		return nil, err
+	}
+	if opts.SocketGroup != "" {
+		if err := ShareControl(opts.Socket, opts.SocketGroup); err != nil {
+			ln.Close()
+			os.Remove(opts.Socket)
+			return nil, err
+		}
 	}
 	m := NewManager(opts.Dial, WithLogger(log))
 	d := &Daemon{m: m, autoExit: opts.AutoExit, idleTimeout: opts.IdleTimeout, log: log}

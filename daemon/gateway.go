@@ -208,6 +208,7 @@ func (gw *gateway) install(est *ike.Established) {
 	for _, ch := range est.Children {
 		cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), false)
 		if err == nil {
+			rekeyOnPackets(&cfg, est.SA, gw.cfg.ChildRekeyPackets, gw.log)
 			err = gw.dp.InstallChild(peer, cfg)
 		}
 		if err != nil {
@@ -238,6 +239,7 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	ch := ev.Child
 	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), !ev.Initiated)
 	if err == nil {
+		rekeyOnPackets(&cfg, ev.SA, gw.cfg.ChildRekeyPackets, gw.log)
 		err = gw.dp.InstallChild(c.peer, cfg)
 	}
 	if err != nil {
@@ -288,7 +290,7 @@ func (gw *gateway) Status() []Status {
 			st.Children = append(st.Children, childStatus(cs))
 		}
 		d := gw.dp.Drops()
-		st.Drops = &Drops{Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV, TooBig: d.TooBig}
+		st.Drops = dropsFrom(d)
 		ms := gw.dp.MTUStats()
 		st.PathMTU, st.ICMPTooBig, st.MSSClamped = c.peer.MTU(), ms.ICMPTooBig, ms.MSSClamped
 		out = append(out, st)

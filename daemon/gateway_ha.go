@@ -206,7 +206,7 @@ func (h *gatewayHA) state(sa *ike.SA) (ha.State, bool) {
 	spii, spir := sa.SPIs()
 	st := ha.State{SA: ha.SAKey{SPIi: spii, SPIr: spir}, Blob: blob}
 	for _, ch := range sa.Children() {
-		out, _ := h.gw.dp.ChildSeq(ch.SPIOut)
+		out, _ := h.gw.dp.ChildOutboundSeq(ch.SPIIn)
 		in, _ := h.gw.dp.ChildInboundSeq(ch.SPIIn)
 		st.Seqs = append(st.Seqs, ha.ChildSeq{SPIOut: ch.SPIOut, Seq: out, InSeq: in})
 	}
@@ -411,6 +411,9 @@ func (h *gatewayHA) install(p *parkedSA) (from netip.AddrPort, to netip.Addr, ok
 			s := seqs[ch.SPIOut]
 			cfg.OutboundSeq = s.Seq + haSeqDelta
 			cfg.InboundSeq = s.InSeq
+			// A taken-over SA may be near its limit already: the first
+			// packet then starts the rekey.
+			rekeyOnPackets(&cfg, p.sa, gw.cfg.ChildRekeyPackets, gw.log)
 			err = gw.dp.InstallChild(peer, cfg)
 		}
 		if err != nil {

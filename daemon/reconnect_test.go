@@ -165,6 +165,7 @@ func establishedSA(spi uint32, vip string) *ike.Established {
 	child := ike.ChildSA{
 		SPIIn: spi, SPIOut: spi + 1, KeyIn: key, KeyOut: key,
 		RemoteTS:   []wire.TrafficSelector{{Start: netip.MustParseAddr("10.99.0.0"), End: netip.MustParseAddr("10.99.0.255")}},
+		LocalTS:    []wire.TrafficSelector{{Start: netip.MustParseAddr(vip), End: netip.MustParseAddr(vip)}},
 		Proposal:   "aes128gcm16",
 		Transforms: []wire.Transform{{Type: wire.TransformEncr, ID: ikecrypto.EncrAESGCM16, KeyLength: 128}},
 	}

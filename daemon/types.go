@@ -8,9 +8,11 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/esp"
 )
 
 // Tunnel is one live connection as the manager sees it.
@@ -92,18 +94,62 @@ type ChildStatus struct {
 	Proposal   string `json:"proposal"`
 }
 
-// Drops counts packets the dataplane discarded: inbound ones that failed
-// a check, and outbound ones while no path works (NoPath, the connection
-// suspended).
+// Drops counts packets the dataplane discarded, one key per reason (the
+// keys are esp.DropStats' field names in snake_case; README lists them).
 type Drops struct {
 	Malformed  uint64 `json:"malformed"`
 	UnknownSPI uint64 `json:"unknown_spi"`
 	Replayed   uint64 `json:"replayed"`
 	BadICV     uint64 `json:"bad_icv"`
-	NoPath     uint64 `json:"no_path"`
+	// NoPath: outbound while no path works (the connection suspended).
+	NoPath uint64 `json:"no_path"`
 	// TooBig: outbound packets larger than the path MTU that must not be
 	// fragmented, answered with ICMP instead.
-	TooBig uint64 `json:"too_big"`
+	TooBig     uint64 `json:"too_big"`
+	NoRoute    uint64 `json:"no_route"`
+	SendErrors uint64 `json:"send_errors"`
+	// OutsideSelectors: inbound packets from or to an address the Child
+	// SA was not negotiated for (RFC 4301 5.2).
+	OutsideSelectors uint64 `json:"outside_selectors"`
+	// SeqExhausted: outbound on an SA whose sequence numbers ran out.
+	SeqExhausted uint64 `json:"seq_exhausted"`
+	// SocketOverflow: datagrams the kernel dropped on a full socket
+	// receive buffer before roam read them.
+	SocketOverflow uint64 `json:"socket_overflow"`
+	// TUNWrite: failed writes of decrypted packets to the TUN device.
+	TUNWrite uint64 `json:"tun_write"`
+	// Truncated: datagrams larger than the receive buffer.
+	Truncated uint64 `json:"truncated"`
+}
+
+// dropsFrom maps the dataplane's counters to the status object; a new
+// esp.DropStats reason gets its field in Drops and its line here
+// (TestDropsFromEveryReason fails until it has both).
+func dropsFrom(d esp.DropStats) *Drops {
+	return &Drops{
+		Malformed: d.Malformed, UnknownSPI: d.UnknownSPI, Replayed: d.Replayed, BadICV: d.BadICV,
+		NoPath: d.NoPath, TooBig: d.TooBig, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
+		OutsideSelectors: d.OutsideSelectors, SeqExhausted: d.SeqExhausted,
+		SocketOverflow: d.SocketOverflow, TUNWrite: d.TUNWrite, Truncated: d.Truncated,
+	}
+}
+
+// DropCount is one reason of Drops.
+type DropCount struct {
+	Reason string // the status key
+	Count  uint64
+}
+
+// Nonzero lists the reasons that counted a drop, in Drops' order.
+func (d Drops) Nonzero() []DropCount {
+	var out []DropCount
+	v := reflect.ValueOf(d)
+	for i := 0; i < v.NumField(); i++ {
+		if n := v.Field(i).Uint(); n > 0 {
+			out = append(out, DropCount{Reason: v.Type().Field(i).Tag.Get("json"), Count: n})
+		}
+	}
+	return out
 }
 
 // MarshalJSON keeps the documented shape stable for scripts: children is

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -115,7 +116,7 @@ func testZeroAllocs(t *testing.T, burst int) {
 	peerIn, _ := NewInboundSA(0x1001, kOut, false)
 	peerOut, _ := NewOutboundSA(0x2002, kIn, false)
 	peer := d.NewPeer(Path{Local: sock.LocalAddr(), Remote: peerAddr})
-	if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+	if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -136,6 +137,12 @@ func testZeroAllocs(t *testing.T, burst int) {
 	rbuf := make([]byte, maxPacket)
 	lastOut := make([]byte, 0, maxPacket)
 
+	// A packet the dataplane drops must fail the test, not hang it: the
+	// waits below end at one deadline (set up before counting, so it
+	// allocates nothing per run).
+	deadline, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	peerConn.SetReadDeadline(time.Now().Add(time.Minute))
 	var failed string
 	outbound := testing.AllocsPerRun(runs, func() {
 		tun.in <- burst
@@ -166,7 +173,13 @@ func testZeroAllocs(t *testing.T, burst int) {
 			return
 		}
 		for range burst {
-			got := <-tun.out
+			var got []byte
+			select {
+			case got = <-tun.out:
+			case <-deadline.Done():
+				failed = fmt.Sprintf("inbound packet never reached the TUN (drops %+v)", d.Drops())
+				return
+			}
 			if !bytes.Equal(got, inner) {
 				failed = "inbound packet did not reach the TUN intact"
 			}

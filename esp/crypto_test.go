@@ -87,10 +87,10 @@ func TestBurstOrder(t *testing.T) {
 			backIn, _ := NewInboundSAWith(tt.cipher, 0x78, k, false)
 			pa := a.NewPeer(Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()})
 			pb := b.NewPeer(Path{Local: sb.LocalAddr(), Remote: sa.LocalAddr()})
-			if err := a.InstallChild(pa, ChildConfig{In: backIn, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+			if err := a.InstallChild(pa, ChildConfig{In: backIn, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.InstallChild(pb, ChildConfig{In: in, Out: back, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+			if err := b.InstallChild(pb, ChildConfig{In: in, Out: back, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +50,9 @@ type Peer struct {
 	stray atomic.Pointer[Path]
 	// mtuPhase spreads the peers' path MTU refreshes over the interval.
 	mtuPhase int64
+	// children are the peer's installed children (guarded by
+	// Dataplane.mu), so removing a peer does not scan every child.
+	children map[*child]struct{}
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -87,11 +89,16 @@ type child struct {
 	peer     *Peer
 	in       *InboundSA
 	out      *OutboundSA
-	remote   []netip.Prefix
+	remote   []netip.Prefix // the peer's selectors
+	local    []netip.Prefix // ours
+	routes   []netip.Prefix // remote, masked: the prefixes routed to it
 	proposal string
 	// pending: installed by a rekey we answered; its outbound SA waits
 	// behind the old one until the peer shows it installed the pair.
 	pending atomic.Bool
+	// onSoft is ChildConfig.OnRekeyPackets; softReported: it was called.
+	onSoft       func()
+	softReported atomic.Bool
 
 	// Written once per batch, outbound by the TUN loop and inbound by a
 	// socket loop: on separate cache lines.
@@ -103,11 +110,15 @@ type child struct {
 }
 
 // ChildConfig is one Child SA pair to install. Remote lists the inner
-// destinations routed into Out.
+// destinations routed into Out, the peer's traffic selectors: inbound
+// packets must come from within them. Local are our traffic selectors:
+// inbound packets must be addressed within them (RFC 4301 5.2), so a
+// child without Local delivers nothing.
 type ChildConfig struct {
 	In       *InboundSA
 	Out      *OutboundSA
 	Remote   []netip.Prefix
+	Local    []netip.Prefix
 	Proposal string
 	// OutboundPending defers sending on Out: the routes go behind those of
 	// any child already installed for the same prefixes, and move in front
@@ -121,6 +132,12 @@ type ChildConfig struct {
 	// below); zero: a fresh SA. An HA standby sets them from the replicated
 	// counters (seq.go).
 	OutboundSeq, InboundSeq uint64
+	// RekeyPackets is the packet-count soft lifetime (soft.go): once Out
+	// has used this many sequence numbers, the dataplane calls
+	// OnRekeyPackets, once, from its own goroutine (it must not block
+	// long); 0 or no callback: none.
+	RekeyPackets   uint64
+	OnRekeyPackets func()
 }
 
 // ChildStats are one Child SA's counters.
@@ -147,23 +164,16 @@ type DropStats struct {
 	// TooBig: outbound packets larger than their path's MTU that must not
 	// be fragmented (mtu.go).
 	TooBig uint64
+	// OutsideSelectors: authenticated inbound packets whose inner source
+	// is outside the peer's traffic selectors or whose destination is
+	// outside ours (RFC 4301 5.2).
+	OutsideSelectors uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
 	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
-}
-
-// tables is the read-mostly lookup state, replaced whole on every change so
-// the packet path reads it with one atomic load and no lock.
-type tables struct {
-	bySPI  map[uint32]*child
-	routes []route // longest prefix first
-}
-
-type route struct {
-	prefix netip.Prefix
-	child  *child
+	outsideSelectors                                                     atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -173,8 +183,11 @@ type Dataplane struct {
 	handleIKE IKEHandler
 	log       *slog.Logger
 
-	mu      sync.Mutex // serialises writers of tabs, sockets and peers
-	tabs    atomic.Pointer[tables]
+	mu sync.Mutex // serialises writers of bySPI, routes, sockets and peers
+	// bySPI and routes are read by the packet path without a lock
+	// (lfmap.go, routes.go).
+	bySPI   *lfMap[uint32, *child]
+	routes  *routeTable
 	sockets atomic.Pointer[[]*Socket]
 	peers   map[*Peer]struct{}
 
@@ -196,6 +209,7 @@ type Dataplane struct {
 	icmpLimit              rateLimit
 	icmpTooBig, mssClamped atomic.Uint64
 	peerCount              atomic.Int64
+	softBell               chan struct{} // rung when an SA crosses its soft limit (soft.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -203,9 +217,11 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Dataplane{dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{})}
+	d := &Dataplane{
+		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
+		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(), softBell: make(chan struct{}, 1),
+	}
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
-	d.tabs.Store(&tables{bySPI: map[uint32]*child{}})
 	d.sockets.Store(&[]*Socket{})
 	d.fit = d.newPathFit()
 	return d
@@ -238,11 +254,12 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	for _, s := range socks {
 		d.startReceive(ctx, s)
 	}
-	d.wg.Add(2 + d.workers)
+	d.wg.Add(3 + d.workers)
 	for range d.workers {
 		go func() { defer d.wg.Done(); d.cryptoWorker(ctx) }()
 	}
 	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
+	go func() { defer d.wg.Done(); d.softLoop(ctx) }()
 	tunErr := make(chan error, 1)
 	go func() { defer d.wg.Done(); tunErr <- d.tunLoop(ctx) }()
 	var err error
@@ -268,7 +285,7 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
-	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds}
+	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds, children: map[*child]struct{}{}}
 	p.path.Store(d.resolvePathMTU(path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
@@ -294,19 +311,15 @@ func (d *Dataplane) RemovePeer(p *Peer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.peers, p)
-	old := d.tabs.Load()
-	nt := &tables{bySPI: map[uint32]*child{}}
-	for spi, c := range old.bySPI {
-		if c.peer != p {
-			nt.bySPI[spi] = c
-		}
+	for c := range p.children {
+		d.removeLocked(c)
 	}
-	for _, r := range old.routes {
-		if r.child.peer != p {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	d.tabs.Store(nt)
+}
+
+// child returns the child whose inbound SPI is spi, nil if none.
+func (d *Dataplane) child(spi uint32) *child {
+	c, _ := d.bySPI.get(spi)
+	return c
 }
 
 func (d *Dataplane) resolvePath(path Path) *peerPath {
@@ -347,34 +360,24 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 		return errors.New("esp: child needs both SAs")
 	}
 	applySeq(cfg)
-	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, proposal: cfg.Proposal}
+	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, local: cfg.Local, proposal: cfg.Proposal}
+	for _, pfx := range cfg.Remote {
+		c.routes = append(c.routes, pfx.Masked())
+	}
+	d.armSoft(c, cfg)
 	defer d.deliverEarly(c) // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.tabs.Load()
-	if _, dup := old.bySPI[cfg.In.SPI()]; dup {
+	if d.child(cfg.In.SPI()) != nil {
 		return errors.New("esp: inbound SPI already installed")
 	}
-	nt := &tables{bySPI: make(map[uint32]*child, len(old.bySPI)+1)}
-	for k, v := range old.bySPI {
-		nt.bySPI[k] = v
-	}
-	nt.bySPI[cfg.In.SPI()] = c
+	d.bySPI.set(cfg.In.SPI(), c)
+	p.children[c] = struct{}{}
 	// New routes go first so that a rekeyed child replaces the old one for
 	// outbound traffic at once; the old stays for inbound stragglers. A
 	// pending child goes last until promote.
-	var mine []route
-	for _, pfx := range cfg.Remote {
-		mine = append(mine, route{prefix: pfx.Masked(), child: c})
-	}
-	if cfg.OutboundPending {
-		c.pending.Store(true)
-		nt.routes = append(slices.Clone(old.routes), mine...)
-	} else {
-		nt.routes = append(mine, old.routes...)
-	}
-	sortRoutes(nt.routes)
-	d.tabs.Store(nt)
+	c.pending.Store(cfg.OutboundPending)
+	d.routes.add(c, cfg.OutboundPending)
 	return nil
 }
 
@@ -386,30 +389,7 @@ func (d *Dataplane) promote(c *child) {
 	if !c.pending.CompareAndSwap(true, false) {
 		return
 	}
-	old := d.tabs.Load()
-	nt := &tables{bySPI: old.bySPI}
-	for _, r := range old.routes {
-		if r.child == c {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	for _, r := range old.routes {
-		if r.child != c {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	sortRoutes(nt.routes)
-	d.tabs.Store(nt)
-}
-
-// sortRoutes orders by prefix length, longest first, keeping the relative
-// order of equal lengths (a stable insertion sort; tables are small).
-func sortRoutes(rs []route) {
-	for i := 1; i < len(rs); i++ {
-		for j := i; j > 0 && rs[j].prefix.Bits() > rs[j-1].prefix.Bits(); j-- {
-			rs[j], rs[j-1] = rs[j-1], rs[j]
-		}
-	}
+	d.routes.promote(c)
 }
 
 // RetireGrace is how long a deleted Child SA still opens inbound packets:
@@ -422,15 +402,8 @@ const RetireGrace = 2 * time.Second
 // stopped using the SA still arrive.
 func (d *Dataplane) RetireChild(spiIn uint32, grace time.Duration) {
 	d.mu.Lock()
-	old := d.tabs.Load()
-	if c, ok := old.bySPI[spiIn]; ok {
-		nt := &tables{bySPI: old.bySPI}
-		for _, r := range old.routes {
-			if r.child != c {
-				nt.routes = append(nt.routes, r)
-			}
-		}
-		d.tabs.Store(nt)
+	if c := d.child(spiIn); c != nil {
+		d.routes.drop(c)
 	}
 	d.mu.Unlock()
 	time.AfterFunc(grace, func() { d.RemoveChild(spiIn) })
@@ -440,32 +413,34 @@ func (d *Dataplane) RetireChild(spiIn uint32, grace time.Duration) {
 func (d *Dataplane) RemoveChild(spiIn uint32) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.tabs.Load()
-	c, ok := old.bySPI[spiIn]
-	if !ok {
-		return
+	if c := d.child(spiIn); c != nil {
+		d.removeLocked(c)
 	}
-	nt := &tables{bySPI: make(map[uint32]*child, len(old.bySPI))}
-	for k, v := range old.bySPI {
-		if k != spiIn {
-			nt.bySPI[k] = v
-		}
-	}
-	for _, r := range old.routes {
-		if r.child != c {
-			nt.routes = append(nt.routes, r)
-		}
-	}
-	d.tabs.Store(nt)
+}
+
+// removeLocked forgets c; d.mu is held.
+func (d *Dataplane) removeLocked(c *child) {
+	d.routes.drop(c)
+	d.bySPI.delete(c.in.SPI())
+	delete(c.peer.children, c)
 }
 
 // ChildStats returns the counters of peer's children (all when peer is nil).
 func (d *Dataplane) ChildStats(p *Peer) []ChildStats {
-	var out []ChildStats
-	for _, c := range d.tabs.Load().bySPI {
-		if p != nil && c.peer != p {
-			continue
+	var cs []*child
+	if p != nil {
+		d.mu.Lock()
+		for c := range p.children {
+			cs = append(cs, c)
 		}
+		d.mu.Unlock()
+	} else {
+		for _, c := range d.bySPI.all() {
+			cs = append(cs, c)
+		}
+	}
+	var out []ChildStats
+	for _, c := range cs {
 		out = append(out, ChildStats{
 			SPIIn: c.in.SPI(), SPIOut: c.out.SPI(),
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
@@ -484,7 +459,7 @@ func (d *Dataplane) Drops() DropStats {
 		NoRoute: d.drops.noRoute.Load(), NoPath: d.drops.noPath.Load(), SendErrors: d.drops.sendErrors.Load(),
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
-		TooBig: d.drops.tooBig.Load(),
+		TooBig: d.drops.tooBig.Load(), OutsideSelectors: d.drops.outsideSelectors.Load(),
 	}
 }
 
@@ -539,16 +514,6 @@ func (d *Dataplane) keepaliveLoop(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// lookupRoute finds the child for an inner destination.
-func (t *tables) lookupRoute(dst netip.Addr) *child {
-	for _, r := range t.routes {
-		if r.prefix.Contains(dst) {
-			return r.child
-		}
-	}
-	return nil
 }
 
 func innerDst(pkt []byte) (netip.Addr, bool) {
@@ -683,7 +648,6 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 // routeBatch is the first outbound stage: it finds each packet's child and
 // path and reserves its sequence number.
 func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob {
-	tabs := d.tabs.Load()
 	for i := range bufs {
 		pkt := bufs[i][tunOffset : tunOffset+sizes[i]]
 		dst, ok := innerDst(pkt)
@@ -691,7 +655,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			d.drops.malformed.Add(1)
 			continue
 		}
-		c := tabs.lookupRoute(dst)
+		c := d.routes.lookup(dst)
 		if c == nil {
 			d.drops.noRoute.Add(1)
 			continue
@@ -769,7 +733,6 @@ type rxJob struct {
 type rxState struct {
 	d         *Dataplane
 	s         *Socket
-	tabs      *tables
 	now       int64
 	tunBufs   [][]byte
 	jobs      []rxJob
@@ -800,7 +763,6 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			d.log.Debug("UDP read", "err", err)
 			continue
 		}
-		rx.tabs = d.tabs.Load()
 		rx.now = time.Now().UnixNano()
 		for i := 0; i < count; i++ {
 			rx.datagram(rb, i)
@@ -862,7 +824,7 @@ func (rx *rxState) packet(pkt []byte, path Path) {
 		d.drops.malformed.Add(1)
 		return
 	}
-	c := rx.tabs.bySPI[binary.BigEndian.Uint32(pkt)]
+	c := d.child(binary.BigEndian.Uint32(pkt))
 	if c == nil {
 		d.drops.unknownSPI.Add(1)
 		d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, rx.now))
@@ -888,10 +850,7 @@ func (rx *rxState) deliver(j *rxJob) {
 	if len(inner) == tunOffset {
 		return // dummy packet
 	}
-	// Only the inner sources the SA was negotiated for may enter:
-	// otherwise a peer could inject traffic claiming any address.
-	if src, ok := innerSrc(inner[tunOffset:]); !ok || !c.acceptsSource(src) {
-		d.drops.malformed.Add(1)
+	if !d.admit(c, inner[tunOffset:]) {
 		return
 	}
 	rx.count.addIn(c, len(inner)-tunOffset, rx.now)
@@ -932,17 +891,6 @@ func countErrors(err error) int {
 		return max(len(j.Unwrap()), 1)
 	}
 	return 1
-}
-
-// acceptsSource reports whether an inner packet from src may arrive on this
-// child: the peer's traffic selectors are the prefixes we route to it.
-func (c *child) acceptsSource(src netip.Addr) bool {
-	for _, p := range c.remote {
-		if p.Contains(src) {
-			return true
-		}
-	}
-	return false
 }
 
 func (d *Dataplane) countOpenError(err error) {

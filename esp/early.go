@@ -67,7 +67,7 @@ func (e *earlyHold) take(spi uint32, now time.Time) [][]byte {
 // writes them to the TUN device.
 func (d *Dataplane) deliverEarly(c *child) {
 	spi := c.in.SPI()
-	if d.tabs.Load().bySPI[spi] != c {
+	if d.child(spi) != c {
 		return // the install failed
 	}
 	pkts := d.early.take(spi, time.Now())
@@ -87,8 +87,7 @@ func (d *Dataplane) deliverEarly(c *child) {
 		if len(inner) == tunOffset {
 			continue
 		}
-		if src, ok := innerSrc(inner[tunOffset:]); !ok || !c.acceptsSource(src) {
-			d.drops.malformed.Add(1)
+		if !d.admit(c, inner[tunOffset:]) {
 			continue
 		}
 		c.packetsIn.Add(1)

@@ -48,7 +48,7 @@ func TestEarlyESP(t *testing.T) {
 	kBA := keyMat(36)
 	outB, _ := NewOutboundSA(0xe4e1, kBA, false)
 	inB, _ := NewInboundSA(0x1234, keyMat(36), false)
-	if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+	if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	down := ipv4Packet(64)
@@ -62,7 +62,7 @@ func TestEarlyESP(t *testing.T) {
 	}
 	inA, _ := NewInboundSA(0xe4e1, kBA, false)
 	outA, _ := NewOutboundSA(0x1234, keyMat(36), false)
-	if err := p.a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+	if err := p.a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -82,7 +82,7 @@ func TestEarlyESP(t *testing.T) {
 	outB2, _ := NewOutboundSA(0xbad, keyMat(36), false)
 	inB2, _ := NewInboundSA(0x5678, keyMat(36), false)
 	p.b.RemoveChild(0x1234)
-	if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB2, Out: outB2, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+	if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB2, Out: outB2, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	p.tunB.in <- down
@@ -94,7 +94,7 @@ func TestEarlyESP(t *testing.T) {
 	wrong := keyMat(36)
 	wrong[0] ^= 0xff
 	inA2, _ := NewInboundSA(0xbad, wrong, false)
-	if err := p.a.InstallChild(peerOfA, ChildConfig{In: inA2, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+	if err := p.a.InstallChild(peerOfA, ChildConfig{In: inA2, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
 	// Delivery happens within InstallChild: nothing now means never.

@@ -390,10 +390,10 @@ func installPair(t *testing.T, a, b *Dataplane, peerOfA, peerOfB *Peer) {
 	inB, _ := NewInboundSA(0xb0b, kAB, false)
 	outB, _ := NewOutboundSA(0xa11ce, kBA, true)
 	inA, _ := NewInboundSA(0xa11ce, kBA, true)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -428,13 +428,16 @@ func FuzzClampMSS(f *testing.F) {
 }
 
 func FuzzTooBig(f *testing.F) {
-	f.Add(tcpPacket(v4a, v4b, 0x10, nil, 1400), 1218)
-	f.Add(tcpPacket(v6a, v6b, 0x10, nil, 1400), 1198)
-	f.Add([]byte{0x45, 0, 0, 20, 0, 0, 0x40, 0}, 8)
-	f.Fuzz(func(t *testing.T, pkt []byte, mtu int) {
-		if mtu < 68 || mtu > 65535 || len(pkt) <= mtu {
-			return // the dataplane asks only about packets larger than a real MTU
+	f.Add(tcpPacket(v4a, v4b, 0x10, nil, 1400), uint16(1218))
+	f.Add(tcpPacket(v6a, v6b, 0x10, nil, 1400), uint16(1198))
+	f.Add([]byte{0x45, 0, 0, 20, 0, 0, 0x40, 0}, uint16(8))
+	f.Fuzz(func(t *testing.T, pkt []byte, m uint16) {
+		// The dataplane asks only about packets larger than the path's
+		// MTU, which is at least 68 (RFC 791).
+		if len(pkt) <= 69 {
+			return
 		}
+		mtu := 68 + int(m)%(len(pkt)-68)
 		buf := make([]byte, minIPv6MTU)
 		n, drop := tooBig(buf, pkt, mtu)
 		if n > 0 && !drop {

@@ -103,6 +103,7 @@ type OutboundSA struct {
 	aead cipher.AEAD
 	salt [saltLen]byte
 	seq  atomic.Uint64 // last sequence number used
+	soft *softLimit    // set before the SA is installed; nil: none
 }
 
 // NewOutboundSA makes an AES-GCM-16 outbound SA from key material = key ||
@@ -144,6 +145,7 @@ func (sa *OutboundSA) nextSeq() (uint64, error) {
 	if seq > limit || seq == 0 {
 		return 0, ErrSeqExhausted
 	}
+	sa.checkSoft(seq)
 	return seq, nil
 }
 

@@ -63,10 +63,20 @@ func (d *Dataplane) ChildSeq(spiOut uint32) (uint64, bool) {
 	return 0, false
 }
 
+// ChildOutboundSeq is ChildSeq for the child whose inbound SPI is spiIn:
+// a lookup without a scan, and unambiguous where two peers chose the same
+// outbound SPI (they choose it, we choose the inbound ones).
+func (d *Dataplane) ChildOutboundSeq(spiIn uint32) (uint64, bool) {
+	if c := d.child(spiIn); c != nil {
+		return c.out.Seq(), true
+	}
+	return 0, false
+}
+
 // ChildInboundSeq returns the highest sequence number accepted on the
 // child whose inbound SPI is spiIn.
 func (d *Dataplane) ChildInboundSeq(spiIn uint32) (uint64, bool) {
-	if c := d.tabs.Load().bySPI[spiIn]; c != nil {
+	if c := d.child(spiIn); c != nil {
 		return c.in.Highest(), true
 	}
 	return 0, false
@@ -84,7 +94,7 @@ func (d *Dataplane) AdvanceSeq(spiOut uint32, delta uint64) bool {
 }
 
 func (d *Dataplane) childByOut(spiOut uint32) *child {
-	for _, c := range d.tabs.Load().bySPI {
+	for _, c := range d.bySPI.all() {
 		if c.out.SPI() == spiOut {
 			return c
 		}

@@ -110,4 +110,22 @@ func TestDataplaneSeqHooks(t *testing.T) {
 	if _, ok := d.ChildSeq(0x9999); ok {
 		t.Fatal("ChildSeq of an unknown SPI")
 	}
+	// A second peer that chose the same outbound SPI: by inbound SPI each
+	// child's counter is found.
+	in2, _ := NewInboundSA(0x2001, keyMat(36), false)
+	out2, _ := NewOutboundSA(0x3000, keyMat(36), false)
+	if err := d.InstallChild(d.NewPeer(Path{}), ChildConfig{In: in2, Out: out2, OutboundSeq: 500}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		spiIn uint32
+		want  uint64
+	}{{0x2000, 141}, {0x2001, 499}} {
+		if s, ok := d.ChildOutboundSeq(tc.spiIn); !ok || s != tc.want {
+			t.Errorf("ChildOutboundSeq(%x) = %d, %v; want %d", tc.spiIn, s, ok, tc.want)
+		}
+	}
+	if _, ok := d.ChildOutboundSeq(0x3000); ok {
+		t.Fatal("ChildOutboundSeq took an outbound SPI")
+	}
 }

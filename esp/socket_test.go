@@ -238,7 +238,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 		peer := d.NewPeer(Path{Remote: netip.MustParseAddrPort("127.0.0.1:4500")})
 		in, _ := NewInboundSA(0x2002, keyMat(20), false)
 		out, _ := NewOutboundSA(0x1001, keyMat(20), false)
-		if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}}); err != nil {
+		if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}, Local: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}); err != nil {
 			t.Fatal(err)
 		}
 		s := &Socket{local: netip.MustParseAddrPort("127.0.0.1:4500")}
@@ -250,7 +250,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 		copy(rb.ctrl[0][:], ctrl)
 		rb.hdrs[0].Hdr.SetControllen(len(ctrl))
 		rb.hdrs[0].Hdr.Namelen = putSockaddr(&rb.names[0], netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), false)
-		rx := &rxState{d: d, s: s, tabs: d.tabs.Load(), tunBufs: make([][]byte, 2), jobs: make([]rxJob, 0, 2), out: make([][]byte, 0, 2), parts: newCryptoParts()}
+		rx := &rxState{d: d, s: s, tunBufs: make([][]byte, 2), jobs: make([]rxJob, 0, 2), out: make([][]byte, 0, 2), parts: newCryptoParts()}
 		for i := range rx.tunBufs {
 			rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 		}

@@ -43,10 +43,10 @@ func TestSuspend(t *testing.T) {
 	in, _ := NewInboundSA(0xb0b, k, false)
 	inA, _ := NewInboundSA(0xa11ce, keyMat(20), false)
 	outB, _ := NewOutboundSA(0xa11ce, keyMat(20), false)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
+	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: in, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
+	if err := b.InstallChild(peerOfB, ChildConfig{In: in, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 

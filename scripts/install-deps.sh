@@ -12,6 +12,7 @@ pkgs=(
 	iperf3 conntrack nftables iptables iproute2 iputils-ping procps util-linux
 	wireguard-tools
 	ca-certificates git
+	zsh fish groff-base
 )
 
 missing=()

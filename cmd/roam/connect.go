@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +31,9 @@ func connectCommand(e engines) *cli.Command {
 			configFlag(),
 			socketFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "run the daemon in this process until interrupted"},
+			logLevelFlag(),
 		},
+		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usageError(c, "want exactly one PROFILE")
@@ -41,10 +43,18 @@ func connectCommand(e engines) *cli.Command {
 			if err != nil {
 				return err
 			}
-			// A broken profile is reported before any daemon is started.
-			p, err := config.LoadProfile(cfg, name)
+			// A broken profile is reported before any daemon is started;
+			// other profiles in the file being broken does not matter.
+			f, err := config.ReadProfiles(cfg)
+			var p *config.Profile
+			if err == nil {
+				p, err = f.Profile(name)
+			}
+			if errors.Is(err, fs.ErrPermission) {
+				return withCode(exitPermission, fmt.Errorf("connect %s: %w (roam connect needs root: sudo roam connect %s)", name, err, name))
+			}
 			if err != nil {
-				return fmt.Errorf("connect %s: %w", name, err)
+				return withCode(exitConfig, fmt.Errorf("connect %s: %w", name, err))
 			}
 			var password []byte
 			if p.NeedsPassword() {
@@ -56,20 +66,24 @@ func connectCommand(e engines) *cli.Command {
 			progress := func(ev daemon.Event) { fmt.Fprintln(w, formatEvent(ev, false)) }
 			if c.Bool("foreground") {
 				p.Password = password
-				return connectForeground(c, e, p, progress)
+				level := f.LogLevel
+				if c.IsSet("log-level") {
+					level = c.String("log-level")
+				}
+				return connectForeground(c, e, p, f.SocketGroup, level, progress)
 			}
 			socket := c.String("socket")
 			client := daemon.Client{Socket: socket}
 			if err := client.Ping(c.Context); errors.Is(err, daemon.ErrNoDaemon) {
-				if err := spawnDaemon(c.Context, socket); err != nil {
+				if err := spawnDaemon(c.Context, socket, cfg, c.String("log-level")); err != nil {
 					return fmt.Errorf("connect %s: %w", name, err)
 				}
 			} else if err != nil {
-				return fmt.Errorf("connect %s: %w", name, err)
+				return fmt.Errorf("connect %s: %w", name, socketDenied(socket, err))
 			}
 			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
 			if err != nil {
-				return fmt.Errorf("connect %s: %w", name, oneLine(err))
+				return fmt.Errorf("connect %s: %w", name, connectFailure(oneLine(err)))
 			}
 			fmt.Fprintln(w, connectedLine(st))
 			return nil
@@ -79,9 +93,13 @@ func connectCommand(e engines) *cli.Command {
 
 // connectForeground runs the daemon in this process, connects the profile
 // through it, and serves until interrupted.
-func connectForeground(c *cli.Context, e engines, p *config.Profile, progress func(daemon.Event)) error {
-	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
-	d, err := daemon.Start(daemon.Options{Socket: c.String("socket"), Dial: e.dial, Log: log})
+func connectForeground(c *cli.Context, e engines, p *config.Profile, group, level string, progress func(daemon.Event)) error {
+	log, closeLog, err := newLogger(c.App.ErrWriter, level)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	d, err := daemon.Start(daemon.Options{Socket: c.String("socket"), Dial: e.dial, SocketGroup: group, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", p.Name, err)
 	}
@@ -93,7 +111,7 @@ func connectForeground(c *cli.Context, e engines, p *config.Profile, progress fu
 	if err != nil {
 		cancel()
 		<-ran
-		return fmt.Errorf("connect %s: %w", p.Name, oneLine(err))
+		return fmt.Errorf("connect %s: %w", p.Name, connectFailure(oneLine(err)))
 	}
 	fmt.Fprintln(c.App.Writer, connectedLine(st))
 	return <-ran
@@ -122,7 +140,9 @@ func oneLine(err error) error {
 
 // spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
 // output in the log file beside the socket, and waits until it answers.
-func spawnDaemon(ctx context.Context, socket string) error {
+// The daemon reads socket_group and log_level from the profile file at cfg;
+// logLevel, when set, overrides the latter.
+func spawnDaemon(ctx context.Context, socket, cfg, logLevel string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
@@ -135,7 +155,11 @@ func spawnDaemon(ctx context.Context, socket string) error {
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
-	cmd := exec.Command(exe, "daemon", "--socket", socket, "--auto-exit")
+	args := []string{"daemon", "--socket", socket, "--config", cfg, "--auto-exit"}
+	if logLevel != "" {
+		args = append(args, "--log-level", logLevel)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()

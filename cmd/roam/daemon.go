@@ -1,23 +1,28 @@
 package main
 
 import (
-	"log/slog"
+	"context"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/systemd"
 )
 
-// daemonCommand is what `roam connect` starts when no daemon listens.
+// daemonCommand is what `roam connect` starts when no daemon listens, and
+// what roam.service runs.
 func daemonCommand(e engines) *cli.Command {
 	return &cli.Command{
 		Name:   "daemon",
-		Usage:  "run the connection daemon (started by connect)",
+		Usage:  "run the connection daemon (started by connect, or by roam.service)",
 		Hidden: true,
 		Flags: []cli.Flag{
 			socketFlag(),
+			configFlag(),
+			logLevelFlag(),
 			&cli.BoolFlag{Name: "auto-exit", Usage: "exit when the last connection ends"},
+			&cli.StringFlag{Name: "socket-group", Usage: "group that may read status and events from the socket (default: socket_group in the profile file)"},
 		},
 		Action: func(c *cli.Context) error {
 			stopProfile, err := startCPUProfile(os.Getenv)
@@ -25,18 +30,41 @@ func daemonCommand(e engines) *cli.Command {
 				return err
 			}
 			defer stopProfile()
-			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+			group, level := fileSettings(c.String("config"))
+			if c.IsSet("socket-group") {
+				group = c.String("socket-group")
+			}
+			if c.IsSet("log-level") {
+				level = c.String("log-level")
+			}
+			log, closeLog, err := newLogger(c.App.ErrWriter, level)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
 			d, err := daemon.Start(daemon.Options{
-				Socket:   c.String("socket"),
-				Dial:     e.dial,
-				AutoExit: c.Bool("auto-exit"),
-				Log:      log,
+				Socket:      c.String("socket"),
+				Dial:        e.dial,
+				AutoExit:    c.Bool("auto-exit"),
+				SocketGroup: group,
+				Log:         log,
 			})
 			if err != nil {
 				return err
 			}
-			log.Info("daemon listening", "socket", c.String("socket"), "auto_exit", c.Bool("auto-exit"))
+			log.Info("daemon listening", "socket", c.String("socket"), "auto_exit", c.Bool("auto-exit"), "socket_group", group)
+			log.Debug("daemon settings", "config", c.String("config"), "log_level", level, "pid", os.Getpid())
+			// Under systemd (Type=notify): ready once the socket answers,
+			// stopping as soon as the stop begins.
+			if err := systemd.Notify("READY=1"); err != nil {
+				log.Warn("telling systemd we are ready", "err", err)
+			}
+			stopping := func() { systemd.Notify("STOPPING=1") }
+			stop := context.AfterFunc(c.Context, stopping)
 			err = d.Run(c.Context)
+			if stop() {
+				stopping() // auto-exit: the stop began here
+			}
 			log.Info("daemon stopped")
 			return err
 		},

@@ -18,6 +18,7 @@ func disconnectCommand() *cli.Command {
 			socketFlag(),
 			&cli.BoolFlag{Name: "all", Usage: "disconnect every connection"},
 		},
+		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
 			all := c.Bool("all")
 			if all && c.NArg() != 0 || !all && c.NArg() != 1 {

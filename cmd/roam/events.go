@@ -37,7 +37,7 @@ func eventsCommand() *cli.Command {
 					_, werr = fmt.Fprintln(w, formatEvent(ev, true))
 				}
 			})
-			return errors.Join(err, werr)
+			return errors.Join(socketDenied(c.String("socket"), err), werr)
 		},
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"log/slog"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -20,6 +19,7 @@ func gatewayCommand(e engines) *cli.Command {
 			// a subcommand, and `gateway switch` needs no file.
 			&cli.StringFlag{Name: "config", Usage: "gateway file"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket for status and events", Value: daemon.DefaultGatewaySocket},
+			logLevelFlag(),
 		},
 		Subcommands: []*cli.Command{gatewaySwitchCommand()},
 		Action: func(c *cli.Context) error {
@@ -31,7 +31,7 @@ func gatewayCommand(e engines) *cli.Command {
 			}
 			g, err := config.LoadGateway(c.String("config"))
 			if err != nil {
-				return err
+				return withCode(exitConfig, err)
 			}
 			if e.gateway == nil {
 				return errors.New("gateway: this build has no gateway engine")
@@ -41,7 +41,11 @@ func gatewayCommand(e engines) *cli.Command {
 				return err
 			}
 			defer stopProfile()
-			log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+			log, closeLog, err := newLogger(c.App.ErrWriter, c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			defer closeLog()
 			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
 			err = daemon.ServeGateway(c.Context, g, daemon.GatewayOptions{
 				Socket: c.String("socket"),

@@ -64,7 +64,7 @@ func TestGatewaySwitchCommand(t *testing.T) {
 		{[]string{"--peer", "bob@example.com", "--to", "203.0.113.26"}, "", `roam: switch: no such client connected as "bob@example.com"`, 1},
 		{[]string{"--peer", "alice@example.com", "--to", "192.0.2.2"}, "", "roam: switch: 192.0.2.2 is not one of the gateway's listen addresses", 1},
 		{[]string{"--peer", "alice@example.com", "--to", "gw2"}, "", `roam: switch: --to "gw2" is not an IP address`, 1},
-		{[]string{"--peer", "alice@example.com", "--to", "203.0.113.26", "extra"}, "", "takes no arguments", 1},
+		{[]string{"--peer", "alice@example.com", "--to", "203.0.113.26", "extra"}, "", "takes no arguments", 2},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -83,7 +83,7 @@ func TestGatewaySwitchCommand(t *testing.T) {
 	if r := roam(ctx, "gateway", "--socket", socket, "switch", "--peer", "alice@example.com", "--to", "203.0.113.26"); r.code != 0 || !strings.Contains(r.stdout, "switched") {
 		t.Errorf("socket on the parent command: %+v", r)
 	}
-	if r := roam(ctx, "gateway", "--socket", socket+".x"); r.code != 1 || !strings.Contains(r.stderr, "--config FILE is required") {
+	if r := roam(ctx, "gateway", "--socket", socket+".x"); r.code != 2 || !strings.Contains(r.stderr, "--config FILE is required") {
 		t.Errorf("gateway without --config: %+v", r)
 	}
 }

@@ -12,10 +12,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/suggest"
 )
-
-// version is set at build time: -ldflags "-X main.version=1.2.3".
-var version = "dev"
 
 // defaultConfig is the profile file when neither --config nor ROAM_CONFIG
 // names one.
@@ -38,32 +36,78 @@ func main() {
 // printed as one line, "roam: <what>: <why>".
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, e engines) int {
 	app := newApp(stdout, stderr, e)
-	if err := app.RunContext(ctx, args); err != nil {
+	if err := app.RunContext(ctx, flagsFirst(app, args)); err != nil {
 		fmt.Fprintf(stderr, "roam: %v\n", err)
-		return 1
+		return exitCode(err)
 	}
-	return 0
+	return exitOK
 }
 
 func newApp(stdout, stderr io.Writer, e engines) *cli.App {
-	return &cli.App{
-		Name:            "roam",
-		Usage:           "IKEv2/MOBIKE VPN client that follows you across networks",
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
+	app := &cli.App{
+		Name:      "roam",
+		Usage:     "IKEv2/MOBIKE VPN client that follows you across networks",
+		UsageText: "roam [--version] COMMAND [flags] [arguments]",
+		Description: "roam connects to IKEv2 gateways (strongSwan, libreswan, roam gateway) with a userspace\n" +
+			"ESP dataplane over a TUN device, and keeps the tunnel up across Wi-Fi, Ethernet and\n" +
+			"cellular with MOBIKE (RFC 4555). Profiles live in /etc/roam/roam.toml (see roam.toml(5)).",
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		HideVersion:          true, // our --version prints versionLine
+		EnableBashCompletion: true,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "version", Usage: "print the version, commit and Go version"},
+		},
 		// Errors are printed once, by run, in our own format.
 		ExitErrHandler: func(*cli.Context, error) {},
+		Action:         rootAction,
 		Commands: []*cli.Command{
 			connectCommand(e),
 			disconnectCommand(),
 			statusCommand(),
 			eventsCommand(),
+			checkCommand(),
 			gatewayCommand(e),
 			versionCommand(),
+			completionCommand(),
+			manCommand(),
 			daemonCommand(e),
 		},
 	}
+	app.OnUsageError = onUsageError
+	var walk func([]*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			c.OnUsageError = onUsageError
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+	return app
+}
+
+// rootAction runs for `roam` without a command: --version, help, or an
+// unknown command with a suggestion.
+func rootAction(c *cli.Context) error {
+	if c.Bool("version") {
+		_, err := fmt.Fprintln(c.App.Writer, versionLine())
+		return err
+	}
+	if c.NArg() == 0 || c.Args().First() == "help" {
+		return cli.ShowAppHelp(c)
+	}
+	typed := c.Args().First()
+	if s := suggest.Closest(typed, commandNames(c.App.Commands)); s != "" {
+		return usageError(c, "unknown command %q; did you mean %q?", typed, s)
+	}
+	return usageError(c, "unknown command %q", typed)
+}
+
+// onUsageError makes flag parsing errors usage errors (exit 2) with a
+// suggestion for a mistyped flag.
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	return unknownFlag(c, err)
 }
 
 func socketFlag() *cli.StringFlag {
@@ -82,9 +126,4 @@ func configFlag() *cli.StringFlag {
 		EnvVars: []string{"ROAM_CONFIG"},
 		Value:   defaultConfig,
 	}
-}
-
-// usageError is a command line that makes no sense.
-func usageError(c *cli.Context, format string, args ...any) error {
-	return fmt.Errorf("%s: %s (see roam %s --help)", c.Command.Name, fmt.Sprintf(format, args...), c.Command.Name)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +35,9 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// versionRE is the version line's shape: roam <version> (<commit>, <go>).
+var versionRE = regexp.MustCompile(`^roam \S+ \([^,]+, go\S+\)\n$`)
 
 const authFailure = "authentication failed: gateway sent AUTHENTICATION_FAILED"
 
@@ -147,8 +151,11 @@ func TestHelpAndVersion(t *testing.T) {
 	if strings.Contains(r.stdout, "   daemon") {
 		t.Errorf("--help lists the hidden daemon command:\n%s", r.stdout)
 	}
-	if r := roam(ctx, "version"); r.code != 0 || r.stdout != "roam dev\n" {
-		t.Errorf("version: %+v", r)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		r := roam(ctx, args...)
+		if r.code != 0 || !versionRE.MatchString(r.stdout) {
+			t.Errorf("%v: %+v, want %s", args, r, versionRE)
+		}
 	}
 }
 
@@ -237,17 +244,17 @@ func TestCLIErrors(t *testing.T) {
 		stderr string // substring; "" means none expected
 		code   int
 	}{
-		{[]string{"connect", "--socket", socket, "--config", cfg}, "", "want exactly one PROFILE", 1},
-		{[]string{"connect", "--socket", socket, "--config", cfg, "nope"}, "", `roam: connect nope: ` + cfg + `: no profile "nope"`, 1},
-		{[]string{"connect", "--socket", socket, "--config", cfg + ".missing", "corp"}, "", "no such file", 1},
+		{[]string{"connect", "--socket", socket, "--config", cfg}, "", "want exactly one PROFILE", 2},
+		{[]string{"connect", "--socket", socket, "--config", cfg, "nope"}, "", `roam: connect nope: ` + cfg + `: no profile "nope"`, 3},
+		{[]string{"connect", "--socket", socket, "--config", cfg + ".missing", "corp"}, "", "no such file", 3},
 		{[]string{"status", "--socket", socket, "--json"}, "[]\n", "", 0},
 		{[]string{"status", "--socket", socket}, "no connections\n", "", 0},
 		{[]string{"status", "--socket", socket, "corp"}, "", "roam: corp: not connected", 1},
 		{[]string{"disconnect", "--socket", socket, "corp"}, "", "roam: disconnect corp: not connected", 1},
 		{[]string{"disconnect", "--socket", socket, "--all"}, "", "", 0},
-		{[]string{"disconnect", "--socket", socket}, "", "want one PROFILE or --all", 1},
+		{[]string{"disconnect", "--socket", socket}, "", "want one PROFILE or --all", 2},
 		{[]string{"events", "--socket", socket}, "", "no daemon", 1},
-		{[]string{"gateway", "--socket", socket, "--config", cfg + ".missing"}, "", "no such file", 1},
+		{[]string{"gateway", "--socket", socket, "--config", cfg + ".missing"}, "", "no such file", 3},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args[:1], " "), func(t *testing.T) {
@@ -351,7 +358,7 @@ func TestConnectForeground(t *testing.T) {
 
 	// A failed connect ends the foreground run with the reason.
 	r := roam(ctx, "connect", "--foreground", "--socket", socket, "--config", cfg, "bad")
-	if r.code != 1 || !strings.HasSuffix(r.stderr, "roam: connect bad: "+authFailure+"\n") {
+	if r.code != exitAuth || !strings.HasSuffix(r.stderr, "roam: connect bad: "+authFailure+"\n") {
 		t.Errorf("foreground bad: %+v", r)
 	}
 	waitGone(t, socket)

@@ -23,6 +23,7 @@ func statusCommand() *cli.Command {
 			socketFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of connections"},
 		},
+		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return usageError(c, "want at most one PROFILE")
@@ -37,7 +38,7 @@ func statusCommand() *cli.Command {
 				st, err = []daemon.Status{}, nil
 			}
 			if err != nil {
-				return err
+				return socketDenied(c.String("socket"), err)
 			}
 			if c.Bool("json") {
 				if st == nil {
@@ -94,8 +95,11 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 				ch.Proposal, ch.SPIIn, ch.SPIOut, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
 		}
 		if d := s.Drops; d != nil && *d != (daemon.Drops{}) {
-			lines = append(lines, fmt.Sprintf("  dropped: %d malformed, %d unknown SPI, %d replayed, %d bad ICV, %d outbound without a path, %d too big for the path",
-				d.Malformed, d.UnknownSPI, d.Replayed, d.BadICV, d.NoPath, d.TooBig))
+			var rs []string
+			for _, r := range d.Nonzero() {
+				rs = append(rs, fmt.Sprintf("%d %s", r.Count, r.Reason))
+			}
+			lines = append(lines, "  dropped: "+strings.Join(rs, ", "))
 		}
 		if len(lines) > 0 {
 			if _, err := fmt.Fprintf(w, "%s:\n%s\n", s.Name, strings.Join(lines, "\n")); err != nil {

@@ -152,6 +152,10 @@ type run struct {
 type measurement struct {
 	result
 	cpu time.Duration // tunnel processes, both ends, during the test
+	// drops is what the kernels of the client and the gateway namespace
+	// dropped at UDP sockets during the test: the tunnel's sockets, and
+	// in UDP tests iperf3's own socket in the client namespace too.
+	drops udpDrops
 }
 
 func bench(ctx context.Context, cfg config) error {
@@ -271,6 +275,10 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 		return measurement{}, err
 	}
 	defer srv.Stop()
+	dropsBefore, err := tunnelDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
 	before, err := cpuOf(t.pids)
 	if err != nil {
 		return measurement{}, err
@@ -287,11 +295,35 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before}, nil
+	dropsAfter, err := tunnelDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore)}, nil
+}
+
+// tunnelDrops sums the UDP socket drops of the client and the gateway
+// namespace's kernels.
+func tunnelDrops(l *lab.Lab) (udpDrops, error) {
+	var sum udpDrops
+	for _, ns := range []string{lab.Client, lab.Gateway} {
+		out, err := l.Output(ns, "cat", "/proc/net/snmp")
+		if err != nil {
+			return udpDrops{}, err
+		}
+		d, err := parseUDPDrops(out)
+		if err != nil {
+			return udpDrops{}, fmt.Errorf("%s: %w", ns, err)
+		}
+		sum.rcvbuf += d.rcvbuf
+		sum.sndbuf += d.sndbuf
+	}
+	return sum, nil
 }
 
 func describe(t test, m measurement) string {
-	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB)", m.Mbps, m.cpu.Seconds(), cpuPerGB(m))
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer",
+		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf)
 	if t.udp {
 		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
 	}

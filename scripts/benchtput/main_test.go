@@ -184,6 +184,7 @@ func TestFigures(t *testing.T) {
 	want := []row{
 		{key: "tcp-up-1/mbps", roam: f(450), wg: f(950), ratio: f(450.0 / 950), roamRuns: 3, wgErrs: 1},
 		{key: "tcp-up-1/retransmits", roam: f(50000), wg: f(0), ratio: nil, roamRuns: 3, wgErrs: 1},
+		{key: "tcp-up-1/udp_socket_drops", roam: f(0), wg: f(0), ratio: nil, roamRuns: 3, wgErrs: 1},
 		{key: "tcp-up-1/cpu_s_per_gb", roam: f(2), wg: f(1), ratio: f(2), roamRuns: 3, wgErrs: 1},
 		{key: "udp-up-64/pps", roam: f(300000), wg: f(150000), ratio: f(2), roamRuns: 1, wgErrs: 1, wantRoamErr: 2},
 		{key: "udp-up-64/lost_pct", roam: f(0), wg: f(0), ratio: nil, roamRuns: 1, wgErrs: 1, wantRoamErr: 2},
@@ -269,8 +270,8 @@ func TestReport(t *testing.T) {
 			t.Errorf("JSON line %q", j)
 		}
 	}
-	if lines != 3 { // mbps, retransmits, cpu_s_per_gb
-		t.Errorf("%d JSON lines, want 3", lines)
+	if lines != 4 { // mbps, retransmits, udp_socket_drops, cpu_s_per_gb
+		t.Errorf("%d JSON lines, want 4", lines)
 	}
 }
 
@@ -331,5 +332,36 @@ func TestRouteDevice(t *testing.T) {
 		if got != tt.want || (err != nil) != (tt.want == "") {
 			t.Errorf("routeDevice(%q) = %q, %v; want %q", tt.out, got, err, tt.want)
 		}
+	}
+}
+
+func TestParseUDPDrops(t *testing.T) {
+	const snmp = `Ip: Forwarding DefaultTTL InReceives
+Ip: 1 64 12345
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 900 1 7 800 6 2 0 0 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+UdpLite: 0 0 0 0 99 99 0 0 0
+`
+	tests := []struct {
+		name, in string
+		want     udpDrops
+		wantErr  bool
+	}{
+		{"counters", snmp, udpDrops{rcvbuf: 6, sndbuf: 2}, false},
+		{"no udp", "Ip: Forwarding\nIp: 1\n", udpDrops{}, true},
+		{"bad value", "Udp: RcvbufErrors SndbufErrors\nUdp: x 1\n", udpDrops{}, true},
+		{"short value line", "Udp: RcvbufErrors SndbufErrors\nUdp: 1\n", udpDrops{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseUDPDrops(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+	if d := (udpDrops{10, 5}).sub(udpDrops{4, 5}); d != (udpDrops{6, 0}) {
+		t.Errorf("sub = %+v", d)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -66,4 +67,47 @@ func loadavg() string {
 		return strings.TrimSpace(string(b))
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// udpDrops is what a namespace's kernel dropped at UDP sockets: datagrams
+// that found the receive buffer full, and sends refused for a full send
+// buffer (/proc/net/snmp Udp RcvbufErrors, SndbufErrors).
+type udpDrops struct{ rcvbuf, sndbuf int64 }
+
+func (d udpDrops) sub(o udpDrops) udpDrops {
+	return udpDrops{d.rcvbuf - o.rcvbuf, d.sndbuf - o.sndbuf}
+}
+
+// parseUDPDrops reads the "Udp:" header and value lines of /proc/net/snmp.
+func parseUDPDrops(snmp string) (udpDrops, error) {
+	lines := strings.Split(snmp, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "Udp:" || len(vals) != len(names) || vals[0] != "Udp:" {
+			continue
+		}
+		var d udpDrops
+		found := 0
+		for j, n := range names {
+			var to *int64
+			switch n {
+			case "RcvbufErrors":
+				to = &d.rcvbuf
+			case "SndbufErrors":
+				to = &d.sndbuf
+			default:
+				continue
+			}
+			v, err := strconv.ParseInt(vals[j], 10, 64)
+			if err != nil {
+				return udpDrops{}, fmt.Errorf("snmp Udp %s %q: %w", n, vals[j], err)
+			}
+			*to = v
+			found++
+		}
+		if found == 2 {
+			return d, nil
+		}
+	}
+	return udpDrops{}, errors.New("snmp: no Udp RcvbufErrors and SndbufErrors")
 }

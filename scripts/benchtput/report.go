@@ -23,13 +23,15 @@ var (
 	lost        = metric{"lost_pct", "% lost", func(m measurement) float64 { return m.LostPercent }}
 	retransmits = metric{"retransmits", "retransmits", func(m measurement) float64 { return float64(m.Retransmits) }}
 	cpuGB       = metric{"cpu_s_per_gb", "CPU s/GB", cpuPerGB}
+	sockDrops   = metric{"udp_socket_drops", "UDP socket drops", func(m measurement) float64 { return float64(m.drops.rcvbuf + m.drops.sndbuf) }}
 )
 
 func metricsOf(t test) []metric {
 	if t.udp {
 		return []metric{pps, lost, cpuGB}
 	}
-	return []metric{mbps, retransmits, cpuGB}
+	// In a TCP test the namespaces' only UDP sockets are the tunnel's.
+	return []metric{mbps, retransmits, sockDrops, cpuGB}
 }
 
 // kindFigure is one kind's values of a figure over the repetitions.
@@ -162,8 +164,11 @@ func report(w io.Writer, cfg config, m machine, ts []test, runs map[string][]run
 Mbit/s and datagrams/s are what the receiver got. CPU s/GB: user+system time of the
 tunnel processes on both ends (roam client daemon + roam gateway; both wireguard-go;
 roam client daemon + charon) during the run, per 10^9 payload bytes delivered.
-retransmits: the TCP sender's. roam/wg: ratio of the medians (above 1 is better for
-throughput, worse for retransmits, loss and CPU). (k/n): only k of n runs succeeded.`)
+retransmits: the TCP sender's. UDP socket drops: datagrams the client's and the
+gateway's kernels dropped at the tunnel's sockets (receive or send buffer full,
+/proc/net/snmp RcvbufErrors + SndbufErrors) during a TCP run. roam/wg: ratio of
+the medians (above 1 is better for throughput, worse for retransmits, drops,
+loss and CPU). (k/n): only k of n runs succeeded.`)
 	var errs int
 	for _, k := range cfg.kinds {
 		for _, r := range runs[k] {

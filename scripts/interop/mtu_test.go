@@ -37,7 +37,9 @@ func fragCreates(t *testing.T, l *lab.Lab) map[string]int {
 // needed" from the inner destination, which the kernel must accept (its
 // route cache then holds the path's MTU). New TCP connections over the
 // 1280 uplink, both ways, get their MSS clamped to fit. No kernel on the
-// way creates a single outer fragment.
+// way creates a single outer fragment. Then a download crosses the same
+// move, and the host behind the gateway must learn the MTU from the
+// gateway's ICMP.
 func TestPathMTURoamGateway(t *testing.T) {
 	l, bin := setup(t)
 	for _, c := range [][]string{
@@ -123,4 +125,49 @@ func TestPathMTURoamGateway(t *testing.T) {
 			fail("%s created %d IP fragments", ns, n)
 		}
 	}
+
+	// Back to Wi-Fi, then a download across the same move: the host's
+	// segments were sized for the 1500 uplink, and only the gateway can
+	// tell it. Its kernel learns the smaller MTU from the router's ICMP,
+	// roam's dataplane from the kernel, and the host from roam's ICMP,
+	// forwarded by the gateway: the host's route cache shows it.
+	if err := wlanBack(l); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); connected(t, r, "corp").Interface != lab.WLAN; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			fail("the tunnel did not return to wlan")
+		}
+	}
+	// The client's kernel still holds the 1280 path's MTU for the host
+	// and would advertise a small MSS; forget it, as after a while.
+	if err := l.Exec(lab.Client, "ip", "route", "flush", "cache"); err != nil {
+		t.Fatal(err)
+	}
+	if route, err := l.Output(lab.Client, "ip", "route", "get", lab.HostAddr.Addr().String()); err != nil || strings.Contains(route, "mtu") {
+		fail("the client's route cache still has an MTU: %v\n%s", err, route)
+	}
+	go func() {
+		_, err := l.TCPDownloadRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
+		tcp <- err
+	}()
+	time.Sleep(2 * time.Second)
+	if err := l.LinkDown(lab.Client, lab.WLAN); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-tcp; err != nil {
+		fail("the TCP download broke across the move to the 1280 uplink: %v", err)
+	}
+	gst, _, err := g.Status()
+	if err != nil || len(gst) != 1 {
+		fail("gateway status: %v (%d connections)", err, len(gst))
+	}
+	if gst[0].PathMTU != esp.InnerMTU(1280, false) || gst[0].ICMPTooBig == 0 {
+		fail("gateway: path MTU %d, %d ICMP too big; want %d and some", gst[0].PathMTU, gst[0].ICMPTooBig, esp.InnerMTU(1280, false))
+	}
+	route, err = l.Output(lab.Host, "ip", "route", "get", st.VirtualIP)
+	if err != nil || !strings.Contains(route, fmt.Sprintf("mtu %d", gst[0].PathMTU)) {
+		fail("the host did not learn the path MTU from the gateway's ICMP: %v\n%s", err, route)
+	}
+	t.Logf("download across the move: gateway sent %d ICMP too big; host route: %s", gst[0].ICMPTooBig, strings.TrimSpace(route))
 }
