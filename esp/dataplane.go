@@ -77,6 +77,9 @@ type peerPath struct {
 	oob  []byte // PKTINFO choosing the source address and interface
 	sock *Socket
 	mtu  int // largest inner packet that fits the path (mtu.go); 0: unknown
+	// noGSOUntil (unix ns): packets on a new path go out one datagram
+	// each until then (mtu.go, pmtuProbe).
+	noGSOUntil int64
 }
 
 // Path returns the current path.

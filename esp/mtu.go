@@ -483,8 +483,18 @@ func (d *Dataplane) maybeRefreshMTU(p *Peer, now time.Time) {
 func (d *Dataplane) resolvePathMTU(path Path) *peerPath {
 	pp := d.resolvePath(path)
 	pp.mtu = d.pathInnerMTU(path, pp.sock)
+	pp.noGSOUntil = time.Now().Add(pmtuProbe).UnixNano()
 	return pp
 }
+
+// pmtuProbe is how long a new path's packets go out without UDP GSO. The
+// kernel sets DF only on a datagram no larger than the path MTU it knows,
+// which a GSO datagram never is: segmented sends carry no DF, a smaller
+// link on the new path fragments them silently, and neither the kernel nor
+// roam learns its MTU. Single datagrams carry DF, so the router's ICMP
+// reaches the kernel's route cache and the next MTU refresh (every second
+// while ESP flows) brings it to the dataplane.
+const pmtuProbe = 2 * time.Second
 
 // clampInbound lowers the MSS of a TCP SYN from the peer to the path's
 // MTU, so the host behind our TUN device sends segments that fit.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -406,14 +407,15 @@ func newSendBatch(n int) *sendBatch {
 
 // build turns pkts into messages. With gso, consecutive packets on the
 // same path of the same length (the last may be shorter) share one
-// UDP_SEGMENT datagram.
+// UDP_SEGMENT datagram, except on a path still probing its MTU (pmtuProbe).
 func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 	b.pkts, b.nm, b.off = pkts, 0, 0
+	now := time.Now().UnixNano()
 	for i := 0; i < len(pkts); {
 		p := pkts[i]
 		size, total := len(p.buf), len(p.buf)
 		j := i + 1
-		for gso && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
+		for gso && p.pp.noGSOUntil <= now && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
 			l := len(pkts[j].buf)
 			if l > size || total+l > maxGSOBytes {
 				break
