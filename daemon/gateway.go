@@ -19,11 +19,17 @@ import (
 	"github.com/roam-vpn/roam/tun"
 )
 
-// gatewayTUN is the responder's device; its MTU assumes an Ethernet uplink.
-const (
-	gatewayTUN = "roam-gw"
-	gatewayMTU = 1400
-)
+// gatewayTUN is the responder's device. Its MTU is the largest inner packet
+// an IPv4 path over Ethernet carries: no smaller than any client's TUN
+// device (a client's own MTU assumes an IPv6 outer header), so a full-sized
+// segment the host sends a client fits the device and is held to that
+// client's path by the dataplane's per-path check (ICMP to the host when it
+// does not fit). At 1400 a host's first full segments to a 1418 client were
+// refused here and retransmitted.
+const gatewayTUN = "roam-gw"
+
+// gatewayUplinkMTU is the Ethernet uplink the gateway's TUN MTU assumes.
+const gatewayUplinkMTU = 1500
 
 // gateway is a running responder: every client's IKE SA and Child SAs, one
 // TUN device for all of them, and the sockets on each listen address.
@@ -77,7 +83,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		}
 		return nil, err
 	}
-	if gw.dev, err = tun.Create(gatewayTUN, gatewayMTU); err != nil {
+	if gw.dev, err = tun.Create(gatewayTUN, tun.MTUFor(gatewayUplinkMTU, false)); err != nil {
 		return fail(err)
 	}
 	peerTS, routed, err := gatewayClientTS(g)
