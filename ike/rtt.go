@@ -1,0 +1,128 @@
+package ike
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike/wire"
+)
+
+// Round-trip times (RFC 6298's smoothing) and the last signs of traffic,
+// for the owner's status: whether the gateway really answers, and how fast.
+// Samples come from the exchanges the SA runs anyway: IKE_SA_INIT, liveness
+// checks, MOBIKE updates, rekeys. IKE_AUTH is left out, as its answer can
+// wait for an EAP or certificate backend. A request that was retransmitted
+// gives no sample (Karn): which transmission was answered is unknown.
+
+// maxRTTPaths bounds the per-path table; a path unused longest is dropped.
+const maxRTTPaths = 8
+
+// rttKey names a path by its addresses: a port change (the float to 4500,
+// a NAT's new mapping) does not change the route.
+type rttKey struct{ local, remote netip.Addr }
+
+type rttEntry struct {
+	srtt, rttvar time.Duration
+	samples      int
+	used         time.Time
+}
+
+// rttTable is read by status from any goroutine; the SA goroutine writes.
+type rttTable struct {
+	mu    sync.Mutex
+	paths map[rttKey]*rttEntry
+}
+
+// PathRTT is the smoothed round-trip time of one path.
+type PathRTT struct {
+	SRTT, RTTVar time.Duration
+	Samples      int
+}
+
+func (t *rttTable) add(p esp.Path, sample time.Duration, now time.Time) {
+	if sample < 0 {
+		return
+	}
+	k := rttKey{p.Local.Addr(), p.Remote.Addr()}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.paths == nil {
+		t.paths = make(map[rttKey]*rttEntry)
+	}
+	e := t.paths[k]
+	if e == nil {
+		if len(t.paths) >= maxRTTPaths {
+			var oldest rttKey
+			var at time.Time
+			for k, e := range t.paths {
+				if at.IsZero() || e.used.Before(at) {
+					oldest, at = k, e.used
+				}
+			}
+			delete(t.paths, oldest)
+		}
+		e = &rttEntry{srtt: sample, rttvar: sample / 2}
+		t.paths[k] = e
+	} else {
+		d := e.srtt - sample
+		if d < 0 {
+			d = -d
+		}
+		e.rttvar = (3*e.rttvar + d) / 4
+		e.srtt = (7*e.srtt + sample) / 8
+	}
+	e.samples++
+	e.used = now
+}
+
+func (t *rttTable) get(p esp.Path) (PathRTT, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.paths[rttKey{p.Local.Addr(), p.Remote.Addr()}]
+	if e == nil {
+		return PathRTT{}, false
+	}
+	return PathRTT{SRTT: e.srtt, RTTVar: e.rttvar, Samples: e.samples}, true
+}
+
+// sampled reports whether an answer to exchange gives an RTT sample.
+func sampled(exchange wire.ExchangeType) bool {
+	return exchange != wire.ExchangeIKEAuth
+}
+
+// noteAnswer records the RTT of r, answered now on path (the one it came
+// back on: the local address we sent from may have been a wildcard).
+func (sa *SA) noteAnswer(r *request, path esp.Path) {
+	if r.sends != 1 || r.sentAt.IsZero() || !sampled(r.exchange) {
+		return
+	}
+	now := sa.cfg.clock.Now()
+	sa.rtt.add(path, now.Sub(r.sentAt), now)
+}
+
+// noteHeard records an authenticated message from the peer.
+func (sa *SA) noteHeard(now time.Time) {
+	sa.lastIn = now
+	sa.heardAt.Store(now.UnixNano())
+}
+
+// RTT returns the smoothed round-trip time of p (ok: at least one sample).
+func (sa *SA) RTT(p esp.Path) (PathRTT, bool) { return sa.rtt.get(p) }
+
+// Activity returns when we last sent a request (a retransmission counts)
+// and when an authenticated message last came from the peer; zero: never.
+// Unlike the DPD timer's view, a pause of DPD does not make up a message.
+func (sa *SA) Activity() (requested, heard time.Time) {
+	return unixTime(&sa.requestedAt), unixTime(&sa.heardAt)
+}
+
+func unixTime(v *atomic.Int64) time.Time {
+	n := v.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}

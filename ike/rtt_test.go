@@ -1,0 +1,111 @@
+package ike
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/internal/netsim"
+)
+
+// TestRTTSmoothing follows RFC 6298's estimator over sample sequences.
+func TestRTTSmoothing(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name    string
+		samples []time.Duration
+		srtt    time.Duration
+		rttvar  time.Duration
+	}{
+		{"first sample", []time.Duration{40 * ms}, 40 * ms, 20 * ms},
+		{"steady", []time.Duration{40 * ms, 40 * ms}, 40 * ms, 15 * ms},
+		{"spike moves an eighth", []time.Duration{40 * ms, 120 * ms}, 50 * ms, 35 * ms},
+		{"negative ignored", []time.Duration{40 * ms, -5 * ms}, 40 * ms, 20 * ms},
+	}
+	p := esp.Path{Local: netip.MustParseAddrPort("10.0.0.2:4500"), Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tab rttTable
+			now := time.Unix(1000, 0)
+			for _, s := range tt.samples {
+				tab.add(p, s, now)
+			}
+			got, ok := tab.get(p)
+			if !ok || got.SRTT != tt.srtt || got.RTTVar != tt.rttvar {
+				t.Fatalf("got %+v ok=%v, want srtt %v rttvar %v", got, ok, tt.srtt, tt.rttvar)
+			}
+			other := p
+			other.Local = netip.MustParseAddrPort("10.0.1.2:4500")
+			if _, ok := tab.get(other); ok {
+				t.Fatal("another path has an RTT it never measured")
+			}
+		})
+	}
+}
+
+// TestRTTTableBounded drops the path used longest ago when full.
+func TestRTTTableBounded(t *testing.T) {
+	var tab rttTable
+	base := time.Unix(1000, 0)
+	path := func(i int) esp.Path {
+		return esp.Path{Local: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 2}), 4500),
+			Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
+	}
+	for i := 0; i <= maxRTTPaths; i++ {
+		tab.add(path(i), time.Millisecond, base.Add(time.Duration(i)*time.Second))
+	}
+	if _, ok := tab.get(path(0)); ok {
+		t.Fatal("the oldest path was kept")
+	}
+	for i := 1; i <= maxRTTPaths; i++ {
+		if _, ok := tab.get(path(i)); !ok {
+			t.Fatalf("path %d dropped", i)
+		}
+	}
+}
+
+// TestRTTFromExchanges measures the path's RTT from real exchanges over a
+// network that delays every datagram: the estimate can never be below the
+// delay, and a rekey adds a sample; the last heard and requested times
+// follow the exchanges.
+func TestRTTFromExchanges(t *testing.T) {
+	e := newEnv(t, 960, nil)
+	delay := 15 * time.Millisecond
+	e.net.SetDefault(netsim.Impairment{Delay: delay})
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	// No retransmission before the answer: a retransmitted request gives
+	// no sample.
+	cfg.Retransmit = Retransmit{Initial: 5 * time.Second, Factor: 1, Retries: 1}
+	c := e.dial(cfg)
+	est, err := c.wait(t, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := est.SA
+	r, ok := sa.RTT(sa.Path())
+	if !ok || r.Samples != 1 {
+		t.Fatalf("after the handshake: %+v ok=%v, want one sample (IKE_SA_INIT; IKE_AUTH is not sampled)", r, ok)
+	}
+	if r.SRTT < 2*delay {
+		t.Fatalf("srtt %v below the network's round trip of %v", r.SRTT, 2*delay)
+	}
+	req0, heard0 := sa.Activity()
+	if req0.IsZero() || heard0.IsZero() || heard0.Before(req0) {
+		t.Fatalf("activity after the handshake: requested %v heard %v", req0, heard0)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sa.RekeyChild(ctx, est.Children[0].SPIIn); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = sa.RTT(sa.Path())
+	if r.Samples != 2 || r.SRTT < 2*delay {
+		t.Fatalf("after a rekey: %+v, want two samples of at least %v", r, 2*delay)
+	}
+	req1, heard1 := sa.Activity()
+	if !req1.After(req0) || !heard1.After(heard0) {
+		t.Fatalf("a rekey did not advance activity: requested %v→%v heard %v→%v", req0, req1, heard0, heard1)
+	}
+}
