@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
@@ -152,6 +153,8 @@ type Mover struct {
 	// when switchWake fires.
 	switchTo   netip.Addr
 	switchWake chan struct{}
+	// testing mirrors moving for Testing (status, from any goroutine).
+	testing atomic.Bool
 
 	// At most one update is in flight (moving); triggers that arrive
 	// meanwhile are merged into pending and run after it, with the
@@ -285,6 +288,10 @@ func (m *Mover) Current() (esp.Path, string) {
 	defer m.mu.Unlock()
 	return m.current, m.ifname
 }
+
+// Testing reports whether a path test (an UPDATE_SA_ADDRESSES) is in
+// flight: until it is answered, whether the tunnel works is not known.
+func (m *Mover) Testing() bool { return m.testing.Load() }
 
 // Run follows the monitor's events until ctx ends, events closes, or the
 // outage limit ends the connection.
@@ -569,6 +576,7 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		return
 	}
 	m.moving = true
+	m.testing.Store(true)
 	m.moveGen++
 	m.movingReq = req
 	gen := m.moveGen
@@ -647,6 +655,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 		return // a switch joined this update; its own result follows
 	}
 	m.moving = false
+	m.testing.Store(false)
 	if m.cfg.OnProbe != nil {
 		m.cfg.OnProbe(r.cands[0].path, r.cands[0].ifname, r.err)
 	}

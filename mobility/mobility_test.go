@@ -658,3 +658,39 @@ func TestSilenceAfterIdle(t *testing.T) {
 		}
 	})
 }
+
+// TestTestingWhileUpdateInFlight: Testing is true exactly while a path test
+// is unanswered, for status to show that the path's fate is open.
+func TestTestingWhileUpdateInFlight(t *testing.T) {
+	tests := []struct {
+		name    string
+		working []netmon.Address
+		wait    time.Duration // how long the answer (or the give-up) takes
+	}{
+		{"answered after an RTT", []netmon.Address{wwan}, 40 * time.Millisecond},
+		{"unanswered until the timeout", nil, 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(Config{}, wlan, []netmon.Address{wlan, wwan}, tt.working)
+				r.sa.mu.Lock()
+				r.sa.rtt = tt.wait
+				r.sa.mu.Unlock()
+				if r.m.Testing() {
+					t.Fatal("testing before any event")
+				}
+				r.setAddrs(wwan)
+				r.send(netmon.LinkDown{IfIndex: wlan.IfIndex})
+				if !r.m.Testing() {
+					t.Fatal("not testing while the update is in flight")
+				}
+				r.wait(tt.wait)
+				if r.m.Testing() {
+					t.Fatal("still testing after the update ended")
+				}
+				r.stop()
+			})
+		})
+	}
+}
