@@ -84,6 +84,14 @@ type conn struct {
 	routes map[netip.Prefix]bool
 	dns    []netip.Addr
 
+	// suspendCause is why the state is suspended: mobility's reason, then
+	// the error of each path test that failed since (health.go).
+	suspendCause string
+	// mover runs the installed SA's path changes (nil without MOBIKE);
+	// health reads whether a test is in flight.
+	mover  atomic.Pointer[mobility.Mover]
+	health connHealth
+
 	// ending is the reason for an end the connection decided itself (the
 	// outage limit); it wins over the nil of the IKE DELETE that follows.
 	ending error
@@ -211,6 +219,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	if err := c.connect(ctx); err != nil {
 		return fail(err)
 	}
+	go c.watchHealth(c.life)
 	return c, nil
 }
 
@@ -449,6 +458,9 @@ func (c *conn) install(s *session) error {
 			return err
 		}
 		s.mover = mover
+		c.mover.Store(mover)
+	} else {
+		c.mover.Store(nil)
 	}
 	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
 	if len(est.VirtualIPs) > 0 {
@@ -762,6 +774,7 @@ func (c *conn) Status() Status {
 	}
 	ms := c.dp.MTUStats()
 	st.ICMPTooBig, st.MSSClamped = ms.ICMPTooBig, ms.MSSClamped
+	c.trafficStatus(&st, peer)
 	return st
 }
 

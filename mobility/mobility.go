@@ -311,6 +311,7 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	defer func() {
 		stopTimer(m.outage)
 		stopTimer(m.retry)
+		m.testing.Store(false) // an update in flight ends with Run
 	}()
 	results := make(chan result, 1)
 	for {
