@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/config"
 )
 
 // TestHealthTracker walks the tracker through sequences of looks at the
@@ -133,6 +135,46 @@ func TestStatusHealthJSON(t *testing.T) {
 	for _, k := range []string{"last_inbound_esp", "last_outbound_esp"} {
 		if _, ok := m[k]; ok {
 			t.Errorf("%s present though nothing was received: %s", k, b)
+		}
+	}
+}
+
+// TestConnHealthEvents: a connection's health changes become health events
+// (from, to, reason) and Status shows the last verdict.
+func TestConnHealthEvents(t *testing.T) {
+	var evs []Event
+	c := newConn(&config.Profile{Name: "corp", Gateway: "198.51.100.1"}, discardLog(), func(ev Event) { evs = append(evs, ev) })
+	defer c.cancel()
+	now := time.Now()
+	steps := []struct {
+		state, cause string
+		want         string // event "from->to", "" for none
+	}{
+		{"connecting", "", "->testing"},
+		{"connecting", "", ""},
+		{stateSuspended, "system suspended for 1m0s", "testing->suspended"},
+		{stateSuspended, "ike: UPDATE_SA_ADDRESSES unanswered", "suspended->no-path"},
+		{stateReconnecting, "", "no-path->testing"},
+	}
+	for i, s := range steps {
+		c.mu.Lock()
+		c.state, c.suspendCause = s.state, s.cause
+		c.mu.Unlock()
+		n := len(evs)
+		c.checkHealth(now.Add(time.Duration(i) * time.Second))
+		var got string
+		if len(evs) > n {
+			ev := evs[len(evs)-1]
+			if ev.Event != EventHealth || ev.Reason == "" {
+				t.Fatalf("step %d: event %+v", i, ev)
+			}
+			got = ev.From + "->" + ev.To
+		}
+		if got != s.want {
+			t.Fatalf("step %d (%s): event %q, want %q", i, s.state, got, s.want)
+		}
+		if h, _ := c.healthNow(); s.want != "" && !strings.HasSuffix(s.want, h) {
+			t.Fatalf("step %d: status health %q after %q", i, h, s.want)
 		}
 	}
 }
