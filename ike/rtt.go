@@ -13,9 +13,11 @@ import (
 // Round-trip times (RFC 6298's smoothing) and the last signs of traffic,
 // for the owner's status: whether the gateway really answers, and how fast.
 // Samples come from the exchanges the SA runs anyway: IKE_SA_INIT, liveness
-// checks, MOBIKE updates, rekeys. IKE_AUTH is left out, as its answer can
-// wait for an EAP or certificate backend. A request that was retransmitted
-// gives no sample (Karn): which transmission was answered is unknown.
+// checks, MOBIKE updates, rekeys. IKE_AUTH's answer can wait for an EAP or
+// certificate backend, so it only gives a provisional first estimate (after
+// a reconnect whose IKE_SA_INIT was retransmitted there is no other), which
+// the first real sample replaces. A request that was retransmitted gives no
+// sample (Karn): which transmission was answered is unknown.
 
 // maxRTTPaths bounds the per-path table; a path unused longest is dropped.
 const maxRTTPaths = 8
@@ -28,6 +30,7 @@ type rttEntry struct {
 	srtt, rttvar time.Duration
 	samples      int
 	used         time.Time
+	provisional  bool // only IKE_AUTH measured it
 }
 
 // rttTable is read by status from any goroutine; the SA goroutine writes.
@@ -42,7 +45,9 @@ type PathRTT struct {
 	Samples      int
 }
 
-func (t *rttTable) add(p esp.Path, sample time.Duration, now time.Time) {
+// add smooths sample into p's estimate. A provisional sample only makes a
+// first estimate; a real one replaces a provisional estimate.
+func (t *rttTable) add(p esp.Path, sample time.Duration, provisional bool, now time.Time) {
 	if sample < 0 {
 		return
 	}
@@ -53,6 +58,13 @@ func (t *rttTable) add(p esp.Path, sample time.Duration, now time.Time) {
 		t.paths = make(map[rttKey]*rttEntry)
 	}
 	e := t.paths[k]
+	switch {
+	case e != nil && provisional:
+		return
+	case e != nil && e.provisional:
+		delete(t.paths, k)
+		e = nil
+	}
 	if e == nil {
 		if len(t.paths) >= maxRTTPaths {
 			var oldest rttKey
@@ -64,7 +76,7 @@ func (t *rttTable) add(p esp.Path, sample time.Duration, now time.Time) {
 			}
 			delete(t.paths, oldest)
 		}
-		e = &rttEntry{srtt: sample, rttvar: sample / 2}
+		e = &rttEntry{srtt: sample, rttvar: sample / 2, provisional: provisional}
 		t.paths[k] = e
 	} else {
 		d := e.srtt - sample
@@ -88,19 +100,14 @@ func (t *rttTable) get(p esp.Path) (PathRTT, bool) {
 	return PathRTT{SRTT: e.srtt, RTTVar: e.rttvar, Samples: e.samples}, true
 }
 
-// sampled reports whether an answer to exchange gives an RTT sample.
-func sampled(exchange wire.ExchangeType) bool {
-	return exchange != wire.ExchangeIKEAuth
-}
-
 // noteAnswer records the RTT of r, answered now on path (the one it came
 // back on: the local address we sent from may have been a wildcard).
 func (sa *SA) noteAnswer(r *request, path esp.Path) {
-	if r.sends != 1 || r.sentAt.IsZero() || !sampled(r.exchange) {
+	if r.sends != 1 || r.sentAt.IsZero() {
 		return
 	}
 	now := sa.cfg.clock.Now()
-	sa.rtt.add(path, now.Sub(r.sentAt), now)
+	sa.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth, now)
 }
 
 // noteHeard records an authenticated message from the peer.

@@ -30,7 +30,7 @@ func TestRTTSmoothing(t *testing.T) {
 			var tab rttTable
 			now := time.Unix(1000, 0)
 			for _, s := range tt.samples {
-				tab.add(p, s, now)
+				tab.add(p, s, false, now)
 			}
 			got, ok := tab.get(p)
 			if !ok || got.SRTT != tt.srtt || got.RTTVar != tt.rttvar {
@@ -45,6 +45,28 @@ func TestRTTSmoothing(t *testing.T) {
 	}
 }
 
+// TestRTTProvisional: an IKE_AUTH sample is a first estimate only; further
+// ones are ignored and the first real sample replaces it.
+func TestRTTProvisional(t *testing.T) {
+	ms := time.Millisecond
+	p := esp.Path{Local: netip.MustParseAddrPort("10.0.0.2:4500"), Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
+	now := time.Unix(1000, 0)
+	var tab rttTable
+	tab.add(p, 90*ms, true, now)
+	tab.add(p, 200*ms, true, now)
+	if got, _ := tab.get(p); got.SRTT != 90*ms || got.Samples != 1 {
+		t.Fatalf("provisional: %+v, want the first estimate alone", got)
+	}
+	tab.add(p, 30*ms, false, now)
+	if got, _ := tab.get(p); got.SRTT != 30*ms || got.Samples != 1 {
+		t.Fatalf("after a real sample: %+v, want it alone", got)
+	}
+	tab.add(p, 300*ms, true, now)
+	if got, _ := tab.get(p); got.SRTT != 30*ms {
+		t.Fatalf("a provisional sample moved a real estimate: %+v", got)
+	}
+}
+
 // TestRTTTableBounded drops the path used longest ago when full.
 func TestRTTTableBounded(t *testing.T) {
 	var tab rttTable
@@ -54,7 +76,7 @@ func TestRTTTableBounded(t *testing.T) {
 			Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
 	}
 	for i := 0; i <= maxRTTPaths; i++ {
-		tab.add(path(i), time.Millisecond, base.Add(time.Duration(i)*time.Second))
+		tab.add(path(i), time.Millisecond, false, base.Add(time.Duration(i)*time.Second))
 	}
 	if _, ok := tab.get(path(0)); ok {
 		t.Fatal("the oldest path was kept")
@@ -86,7 +108,7 @@ func TestRTTFromExchanges(t *testing.T) {
 	sa := est.SA
 	r, ok := sa.RTT(sa.Path())
 	if !ok || r.Samples != 1 {
-		t.Fatalf("after the handshake: %+v ok=%v, want one sample (IKE_SA_INIT; IKE_AUTH is not sampled)", r, ok)
+		t.Fatalf("after the handshake: %+v ok=%v, want one sample (IKE_SA_INIT; IKE_AUTH's is provisional)", r, ok)
 	}
 	if r.SRTT < 2*delay {
 		t.Fatalf("srtt %v below the network's round trip of %v", r.SRTT, 2*delay)
@@ -107,5 +129,25 @@ func TestRTTFromExchanges(t *testing.T) {
 	req1, heard1 := sa.Activity()
 	if !req1.After(req0) || !heard1.After(heard0) {
 		t.Fatalf("a rekey did not advance activity: requested %v→%v heard %v→%v", req0, req1, heard0, heard1)
+	}
+}
+
+// TestRTTAfterRetransmittedInit: a handshake whose IKE_SA_INIT was
+// retransmitted still gets an estimate, IKE_AUTH's, and it is at least the
+// network's round trip.
+func TestRTTAfterRetransmittedInit(t *testing.T) {
+	e := newEnv(t, 961, nil)
+	delay := 10 * time.Millisecond
+	e.net.SetDefault(netsim.Impairment{Delay: delay, Drop: func(i int, _ netsim.Datagram) bool { return i == 0 }})
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Retransmit = Retransmit{Initial: time.Second, Factor: 1, Retries: 5}
+	c := e.dial(cfg)
+	est, err := c.wait(t, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := est.SA.RTT(est.SA.Path())
+	if !ok || r.Samples != 1 || r.SRTT < 2*delay {
+		t.Fatalf("%+v ok=%v, want IKE_AUTH's estimate of at least %v", r, ok, 2*delay)
 	}
 }

@@ -144,6 +144,9 @@ func TestHealthBlackholedUplink(t *testing.T) {
 	if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
 		fail("status ok but no ping: %v (%+v)", err, st)
 	}
+	if text, err := r.Run(10*time.Second, "status"); err != nil || !strings.Contains(text, "  health ok (") {
+		fail("text status lacks the health line: %v\n%s", err, text)
+	}
 	var states []string
 	for k := range seen {
 		states = append(states, k)
