@@ -17,7 +17,7 @@ import (
 const (
 	// HealthOK: established, no path test in flight, and nothing we sent
 	// (ESP, or an IKE request) has gone unanswered for dead_after: an
-	// inbound ESP packet or authenticated IKE message followed it. An idle
+	// inbound ESP packet or an answer to an IKE request followed it. An idle
 	// tunnel stays ok; its liveness checks (DPD) are IKE requests, so an
 	// unanswered one turns it to testing.
 	HealthOK = "ok"
@@ -51,8 +51,8 @@ type healthInput struct {
 	suspendCause string
 	testing      bool // a path test is in flight
 	// Last outbound and inbound: ESP packets (esp.Peer.Activity), our IKE
-	// requests and the authenticated IKE messages from the gateway
-	// (ike.SA.Activity).
+	// requests and the gateway's answers to them (ike.SA.Activity; a
+	// request from the gateway proves nothing about our direction).
 	espSent, espRecv time.Time
 	ikeSent, ikeRecv time.Time
 }
@@ -220,8 +220,7 @@ func (c *conn) trafficStatus(st *Status, peer *esp.Peer) {
 		st.LastInboundESP, st.LastOutboundESP = stamp(recv), stamp(sent)
 	}
 	if sa := c.sa.Load(); sa != nil {
-		_, heard := sa.Activity()
-		st.LastInboundIKE = stamp(heard)
+		st.LastInboundIKE = stamp(sa.LastHeard())
 		if r, ok := sa.RTT(sa.Path()); ok {
 			st.RTTMS = float64(r.SRTT.Microseconds()) / 1000
 			st.RTTVarMS = float64(r.RTTVar.Microseconds()) / 1000

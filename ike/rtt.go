@@ -103,10 +103,11 @@ func (t *rttTable) get(p esp.Path) (PathRTT, bool) {
 // noteAnswer records the RTT of r, answered now on path (the one it came
 // back on: the local address we sent from may have been a wildcard).
 func (sa *SA) noteAnswer(r *request, path esp.Path) {
+	now := sa.cfg.clock.Now()
+	sa.answeredAt.Store(now.UnixNano())
 	if r.sends != 1 || r.sentAt.IsZero() {
 		return
 	}
-	now := sa.cfg.clock.Now()
 	sa.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth, now)
 }
 
@@ -120,11 +121,16 @@ func (sa *SA) noteHeard(now time.Time) {
 func (sa *SA) RTT(p esp.Path) (PathRTT, bool) { return sa.rtt.get(p) }
 
 // Activity returns when we last sent a request (a retransmission counts)
-// and when an authenticated message last came from the peer; zero: never.
-// Unlike the DPD timer's view, a pause of DPD does not make up a message.
-func (sa *SA) Activity() (requested, heard time.Time) {
-	return unixTime(&sa.requestedAt), unixTime(&sa.heardAt)
+// and when the peer last answered one; zero: never. An answer proves that
+// what we send arrives, which a request from the peer does not.
+func (sa *SA) Activity() (requested, answered time.Time) {
+	return unixTime(&sa.requestedAt), unixTime(&sa.answeredAt)
 }
+
+// LastHeard returns when an authenticated message (request or response)
+// last came from the peer; zero: never. Unlike the DPD timer's view, a
+// pause of DPD does not make one up.
+func (sa *SA) LastHeard() time.Time { return unixTime(&sa.heardAt) }
 
 func unixTime(v *atomic.Int64) time.Time {
 	n := v.Load()

@@ -114,8 +114,8 @@ func TestRTTFromExchanges(t *testing.T) {
 		t.Fatalf("srtt %v below the network's round trip of %v", r.SRTT, 2*delay)
 	}
 	req0, heard0 := sa.Activity()
-	if req0.IsZero() || heard0.IsZero() || heard0.Before(req0) {
-		t.Fatalf("activity after the handshake: requested %v heard %v", req0, heard0)
+	if req0.IsZero() || heard0.IsZero() || heard0.Before(req0) || sa.LastHeard().Before(req0) {
+		t.Fatalf("activity after the handshake: requested %v answered %v heard %v", req0, heard0, sa.LastHeard())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -129,6 +129,36 @@ func TestRTTFromExchanges(t *testing.T) {
 	req1, heard1 := sa.Activity()
 	if !req1.After(req0) || !heard1.After(heard0) {
 		t.Fatalf("a rekey did not advance activity: requested %v→%v heard %v→%v", req0, req1, heard0, heard1)
+	}
+
+	// The gateway's own request is heard, but answers nothing of ours.
+	gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)
+	child := settledPair(t, sa, gwEst.SA)
+	// Our DELETE of the old Child SA is answered.
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(time.Millisecond) {
+		var busy bool
+		if !call(sa, func() { busy = sa.out != nil || len(sa.queue) > 0 }) {
+			t.Fatal("SA died")
+		}
+		if !busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("exchange still outstanding")
+		}
+	}
+	req1, heard1 = sa.Activity()
+	lastHeard := sa.LastHeard()
+	if err := gwEst.SA.RekeyChild(ctx, child.SPIOut); err != nil {
+		t.Fatal(err)
+	}
+	settledPair(t, sa, gwEst.SA)
+	req2, heard2 := sa.Activity()
+	if !sa.LastHeard().After(lastHeard) {
+		t.Fatal("the gateway's rekey was not heard")
+	}
+	if !req2.Equal(req1) || !heard2.Equal(heard1) {
+		t.Fatalf("the gateway's requests counted as answers: requested %v→%v answered %v→%v", req1, req2, heard1, heard2)
 	}
 }
 

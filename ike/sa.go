@@ -172,10 +172,12 @@ type SA struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	stats counters
-	// rtt, requestedAt, heardAt: round-trip times and the last request
-	// sent and message heard (UnixNano), for status (rtt.go).
+	// rtt, requestedAt, answeredAt, heardAt: round-trip times, the last
+	// request sent, answer received and message heard (UnixNano), for
+	// status (rtt.go).
 	rtt         rttTable
 	requestedAt atomic.Int64
+	answeredAt  atomic.Int64
 	heardAt     atomic.Int64
 
 	resultOnce sync.Once
