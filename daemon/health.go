@@ -22,7 +22,7 @@ const (
 	// unanswered one turns it to testing.
 	HealthOK = "ok"
 	// HealthTesting: whether traffic flows is open: a path test (MOBIKE
-	// UPDATE_SA_ADDRESSES) is in flight, traffic went out for dead_after
+	// UPDATE_SA_ADDRESSES) that doubts the current path is in flight, traffic went out for dead_after
 	// with nothing back, or an IKE SA is being negotiated (connecting,
 	// reconnecting).
 	HealthTesting = "testing"

@@ -289,8 +289,10 @@ func (m *Mover) Current() (esp.Path, string) {
 	return m.current, m.ifname
 }
 
-// Testing reports whether a path test (an UPDATE_SA_ADDRESSES) is in
-// flight: until it is answered, whether the tunnel works is not known.
+// Testing reports whether a path test (an UPDATE_SA_ADDRESSES) that puts
+// the current path in doubt is in flight: until it is answered, whether the
+// tunnel works is not known. A test of a preferred uplink while the current
+// path works (make-before-break) does not count.
 func (m *Mover) Testing() bool { return m.testing.Load() }
 
 // Run follows the monitor's events until ctx ends, events closes, or the
@@ -577,7 +579,7 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		return
 	}
 	m.moving = true
-	m.testing.Store(true)
+	m.testing.Store(k != kindBetter)
 	m.moveGen++
 	m.movingReq = req
 	gen := m.moveGen
