@@ -730,6 +730,9 @@ func (c *conn) Err() error {
 
 // Status reports the connection for `roam status`.
 func (c *conn) Status() Status {
+	// Fresh, not the watcher's last look: status must not say ok for a
+	// connection that has just been suspended.
+	c.checkHealth(time.Now())
 	c.mu.Lock()
 	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
 	attempt, lastErr := c.attempt, c.lastErr

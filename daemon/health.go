@@ -137,7 +137,7 @@ func roundDuration(d time.Duration) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// connHealth is a connection's health, updated by watchHealth.
+// connHealth is a connection's health, updated by checkHealth.
 type connHealth struct {
 	mu      sync.Mutex
 	tracker healthTracker
@@ -170,7 +170,7 @@ func (c *conn) deadAfter() time.Duration {
 }
 
 // checkHealth updates the health from the connection as it is now and
-// reports a change as an event.
+// reports a change as an event. The watcher and Status call it.
 func (c *conn) checkHealth(now time.Time) {
 	in := c.healthInput()
 	c.health.mu.Lock()
@@ -182,7 +182,7 @@ func (c *conn) checkHealth(now time.Time) {
 	}
 }
 
-// healthNow returns the last health state and its reason.
+// healthNow returns the health state and its reason of the last check.
 func (c *conn) healthNow() (state, reason string) {
 	c.health.mu.Lock()
 	defer c.health.mu.Unlock()
