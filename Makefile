@@ -1,6 +1,7 @@
 # roam — common tasks. The lab, demo and interop targets need root.
 GO       ?= go
 FUZZTIME ?= 10s
+FUZZTIME_LONG ?= 10m
 
 # Installation layout (make install PREFIX=/usr DESTDIR=/tmp/stage).
 PREFIX     ?= /usr/local
@@ -20,7 +21,7 @@ VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 
 	if [ -n "$$v" ]; then echo "$$v"; elif [ -n "$(COMMIT)" ]; then echo "0.0.0+git$(COMMIT)"; else echo 0.0.0; fi)
 LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-switch bench-tput fuzz vet clean
+.PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-switch bench-tput fuzz fuzz-long vet clean
 
 all: build
 
@@ -120,6 +121,12 @@ fuzz:
 			$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+# Every fuzz target for FUZZTIME_LONG each (default 10 minutes: hours in
+# all; not in CI). A crash stops the run; its input is left in the
+# package's testdata/fuzz as a seed.
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_LONG)
 
 vet:
 	gofmt -l $$(git ls-files '*.go')

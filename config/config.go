@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,6 +80,17 @@ type Profile struct {
 	// before the old one is deleted, this long after each authentication
 	// (0: only when the gateway asks with RFC 4478 AUTH_LIFETIME).
 	ReauthTime time.Duration
+	// AllowSHA1RSA (allow_sha1_rsa): accept the gateway's RSA signature
+	// over SHA-1 (AUTH method 1); off by default.
+	AllowSHA1RSA bool
+	// Lockdown: while the profile is connecting, connected or
+	// reconnecting, nothing leaves the host except through the tunnel,
+	// IKE to the gateway, DHCP, IPv6 ND and loopback (internal/lockdown).
+	// LockdownLAN also lets the private and link-local ranges out;
+	// LockdownIPv6 lets IPv6 out beside an IPv4-only tunnel.
+	Lockdown     bool
+	LockdownLAN  bool
+	LockdownIPv6 bool
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -197,6 +209,7 @@ type Gateway struct {
 	ReturnRoutability bool
 	Lifetimes
 	GatewaySwitch
+	GatewayLimits
 	Clients []Client
 	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
 	// to authenticate again within this long, and lose SAs they did not
@@ -204,6 +217,14 @@ type Gateway struct {
 	ReauthTime time.Duration
 	// HA is the [gateway.ha] table; nil for a single node.
 	HA *HA
+	// AllowSHA1RSA (allow_sha1_rsa): accept clients' RSA signatures over
+	// SHA-1 (AUTH method 1); off by default.
+	AllowSHA1RSA bool
+	// ClientsMatch (clients_match, auth = "pubkey"): a certificate
+	// client's identity must match this pattern (path.Match syntax, names
+	// compared case-insensitively) or be listed in clients; empty: any
+	// identity the CA certified.
+	ClientsMatch string
 }
 
 // Client is one [[gateway.clients]] entry.
@@ -214,6 +235,10 @@ type Client struct {
 	// the client's EAP-MSCHAPv2 gives (default ID) and its password.
 	EAPIdentity string
 	Password    []byte
+	// TS (ts): prefixes this client may send from and be routed to
+	// besides its pool address (a network behind it). No two clients'
+	// prefixes overlap, nor do they overlap the pool.
+	TS []netip.Prefix
 }
 
 type rawProfile struct {
@@ -251,6 +276,10 @@ type rawProfile struct {
 	AcceptSwitch  string   `toml:"accept_switch"`
 	SwitchNotify  *int64   `toml:"switch_notify"`
 	ReauthTime    string   `toml:"reauth_time"`
+	AllowSHA1RSA  *bool    `toml:"allow_sha1_rsa"`
+	Lockdown      *bool    `toml:"lockdown"`
+	LockdownLAN   *bool    `toml:"lockdown_lan"`
+	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
 }
 
 type rawProfileFile struct {
@@ -258,10 +287,11 @@ type rawProfileFile struct {
 }
 
 type rawClient struct {
-	ID           string `toml:"id"`
-	PSKFile      string `toml:"psk_file"`
-	EAPIdentity  string `toml:"eap_identity"`
-	PasswordFile string `toml:"password_file"`
+	ID           string   `toml:"id"`
+	PSKFile      string   `toml:"psk_file"`
+	EAPIdentity  string   `toml:"eap_identity"`
+	PasswordFile string   `toml:"password_file"`
+	TS           []string `toml:"ts"`
 }
 
 type rawGateway struct {
@@ -286,9 +316,12 @@ type rawGateway struct {
 	ChildLife     string      `toml:"child_life_time"`
 	ChildPackets  *int64      `toml:"child_rekey_packets"`
 	Clients       []rawClient `toml:"clients"`
+	ClientsMatch  string      `toml:"clients_match"`
+	AllowSHA1RSA  *bool       `toml:"allow_sha1_rsa"`
 	ReauthTime    string      `toml:"reauth_time"`
 	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
+	rawGatewayLimits
 }
 
 type rawGatewayFile struct {
@@ -509,6 +542,15 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		Fragmentation: boolOr(r.Fragmentation, true),
 		Reconnect:     boolOr(r.Reconnect, true),
 		AllowNAT:      boolOr(r.AllowNAT, true),
+		Lockdown:      boolOr(r.Lockdown, false),
+		LockdownLAN:   boolOr(r.LockdownLAN, false),
+		LockdownIPv6:  boolOr(r.LockdownIPv6, false),
+	}
+	if !p.Lockdown && r.LockdownLAN != nil {
+		return nil, errors.New("lockdown_lan: needs lockdown = true")
+	}
+	if !p.Lockdown && r.LockdownIPv6 != nil {
+		return nil, errors.New("lockdown_allow_ipv6: needs lockdown = true")
 	}
 	if r.Gateway == "" {
 		return nil, errors.New("gateway: missing")
@@ -603,6 +645,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 	if p.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
 		return nil, err
 	}
+	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
 	return p, nil
 }
 
@@ -616,6 +659,7 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		MOBIKE:            boolOr(r.MOBIKE, true),
 		Fragmentation:     boolOr(r.Fragmentation, true),
 		ReturnRoutability: boolOr(r.RR, true),
+		AllowSHA1RSA:      boolOr(r.AllowSHA1RSA, false),
 	}
 	if len(r.Listen) == 0 {
 		return nil, errors.New("listen: missing")
@@ -629,6 +673,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	if g.GatewaySwitch, err = r.rawGatewaySwitch.validate(); err != nil {
+		return nil, err
+	}
+	if g.GatewayLimits, err = r.rawGatewayLimits.validate(); err != nil {
 		return nil, err
 	}
 	for i, s := range r.Listen {
@@ -694,6 +741,15 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	if g.ReauthTime, err = optionalDurationKey("reauth_time", r.ReauthTime, 0, minChildRekey); err != nil {
 		return nil, err
 	}
+	if r.ClientsMatch != "" {
+		if g.Auth != "pubkey" {
+			return nil, errors.New(`clients_match: only for auth = "pubkey" (PSK clients are those listed)`)
+		}
+		if _, err := path.Match(r.ClientsMatch, ""); err != nil {
+			return nil, fmt.Errorf("clients_match: %q is not a pattern: %w", r.ClientsMatch, err)
+		}
+		g.ClientsMatch = r.ClientsMatch
+	}
 	if len(r.Clients) == 0 && g.Auth == "psk" {
 		return nil, errors.New("clients: none configured")
 	}
@@ -717,7 +773,13 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		} else if g.Auth == "psk" && cl.Password == nil {
 			return nil, fmt.Errorf("clients[%d].psk_file: missing (auth = \"psk\")", i)
 		}
+		if cl.TS, err = prefixes(fmt.Sprintf("clients[%d].ts", i), c.TS); err != nil {
+			return nil, err
+		}
 		g.Clients = append(g.Clients, cl)
+	}
+	if err := checkClientTS(g); err != nil {
+		return nil, err
 	}
 	if r.HA != nil {
 		if g.HA, err = r.HA.validate(g.Listen); err != nil {
@@ -856,4 +918,30 @@ func optionalDurationKey(key, s string, def, least time.Duration) (time.Duration
 		return 0, fmt.Errorf("%w (or \"0\" for off)", err)
 	}
 	return d, nil
+}
+
+// checkClientTS refuses a client prefix that overlaps the pool or another
+// client's: the gateway routes an inner address to exactly one client, so
+// an overlap would hand one client's traffic to the other.
+func checkClientTS(g *Gateway) error {
+	for i, c := range g.Clients {
+		for k, p := range c.TS {
+			if p.Overlaps(g.Pool) {
+				return fmt.Errorf("clients[%d].ts[%d]: %s overlaps the pool %s", i, k, p, g.Pool)
+			}
+			for j := range i {
+				for _, q := range g.Clients[j].TS {
+					if p.Overlaps(q) {
+						return fmt.Errorf("clients[%d].ts[%d]: %s overlaps %s of client %q", i, k, p, q, g.Clients[j].ID)
+					}
+				}
+			}
+			for _, q := range c.TS[:k] {
+				if p.Overlaps(q) {
+					return fmt.Errorf("clients[%d].ts[%d]: %s overlaps %s", i, k, p, q)
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -228,7 +228,35 @@ psk_file = "` + psk + `"
 				t.Error("allow_nat = false ignored")
 			}
 		}},
+		{name: "lockdown off by default", body: base, check: func(t *testing.T, p *Profile) {
+			if p.Lockdown || p.LockdownLAN || p.LockdownIPv6 {
+				t.Errorf("lockdown %v lan %v ipv6 %v, want all off", p.Lockdown, p.LockdownLAN, p.LockdownIPv6)
+			}
+		}},
+		{name: "lockdown", body: base + "lockdown = true\n", check: func(t *testing.T, p *Profile) {
+			if !p.Lockdown || p.LockdownLAN || p.LockdownIPv6 {
+				t.Errorf("lockdown %v lan %v ipv6 %v, want only lockdown", p.Lockdown, p.LockdownLAN, p.LockdownIPv6)
+			}
+		}},
+		{name: "lockdown with lan and ipv6", body: base + "lockdown = true\nlockdown_lan = true\nlockdown_allow_ipv6 = true\n", check: func(t *testing.T, p *Profile) {
+			if !p.Lockdown || !p.LockdownLAN || !p.LockdownIPv6 {
+				t.Errorf("lockdown %v lan %v ipv6 %v, want all on", p.Lockdown, p.LockdownLAN, p.LockdownIPv6)
+			}
+		}},
+		{name: "lockdown_lan without lockdown", body: base + "lockdown_lan = true\n", wantErr: "lockdown_lan: needs lockdown = true"},
+		{name: "lockdown_allow_ipv6 without lockdown", body: base + "lockdown = false\nlockdown_allow_ipv6 = true\n", wantErr: "lockdown_allow_ipv6: needs lockdown = true"},
+		{name: "lockdown not a bool", body: base + "lockdown = \"yes\"\n", wantErr: "lockdown"},
 		{name: "bad allow_nat", body: base + "allow_nat = \"no\"\n", wantErr: "allow_nat"},
+		{name: "sha1 rsa default", body: base, check: func(t *testing.T, p *Profile) {
+			if p.AllowSHA1RSA {
+				t.Error("allow_sha1_rsa on by default")
+			}
+		}},
+		{name: "sha1 rsa allowed", body: base + "allow_sha1_rsa = true\n", check: func(t *testing.T, p *Profile) {
+			if !p.AllowSHA1RSA {
+				t.Error("allow_sha1_rsa = true ignored")
+			}
+		}},
 		{name: "missing gateway", body: strings.Replace(base, `gateway = "198.51.100.1"`, "", 1), wantErr: `profile "corp": gateway: missing`},
 		{name: "missing local_id", body: strings.Replace(base, `local_id = "alice@example.com"`, "", 1), wantErr: "local_id: missing"},
 		{name: "unknown key", body: base + "colour = \"red\"\n", wantErr: `profile "corp": unknown key "colour"`},
@@ -276,12 +304,15 @@ local_ts = ["10.99.0.0/24"]
 id = "alice@example.com"
 psk_file = "` + psk + `"
 `
+	bob := "\n[[gateway.clients]]\nid = \"bob@example.com\"\npsk_file = \"" + psk + "\"\n"
 	tests := []struct {
 		name    string
 		body    string
 		wantErr string
 		noRR    bool
 		packets uint64 // child_rekey_packets; 0: the default
+		wantTS  int    // prefixes of clients[0]
+		limits  GatewayLimits
 	}{
 		{name: "ok", body: base},
 		{name: "child_rekey_packets", body: strings.Replace(base, "[gateway]\n", "[gateway]\nchild_rekey_packets = 500000\n", 1), packets: 500000},
@@ -292,6 +323,20 @@ psk_file = "` + psk + `"
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
 		{name: "client without psk", body: strings.Replace(base, `psk_file = "`+psk+`"`, "", 1), wantErr: "clients[0].psk_file: missing"},
 		{name: "no gateway table", body: "x = 1\n", wantErr: "unknown key"},
+		{name: "limits", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_ike_sas = 100\nmax_ike_sas_per_client = 2\nmax_child_sas = 3\nhalf_open_per_source = 7\n", 1),
+			limits: GatewayLimits{MaxIKESAs: 100, MaxIKESAsPerClient: 2, MaxChildSAs: 3, HalfOpenPerSource: 7}},
+		{name: "limit zero", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_ike_sas = 0\n", 1), wantErr: "max_ike_sas: 0 is not between 1 and"},
+		{name: "limit huge", body: strings.Replace(base, "[gateway]\n", "[gateway]\nhalf_open_per_source = 99999999999\n", 1), wantErr: "half_open_per_source: 99999999999 is not between"},
+		{name: "one child", body: strings.Replace(base, "[gateway]\n", "[gateway]\nmax_child_sas = 1\n", 1), wantErr: "max_child_sas: 1 leaves no room"},
+		{name: "clients_match with psk", body: strings.Replace(base, "[gateway]\n", "[gateway]\nclients_match = \"*@example.com\"\n", 1), wantErr: `clients_match: only for auth = "pubkey"`},
+		{name: "client ts", body: base + `ts = ["10.99.201.0/24", "fd00:201::/64"]` + "\n", wantTS: 2},
+		{name: "client ts address", body: base + `ts = ["10.99.201.7"]` + "\n", wantTS: 1},
+		{name: "client ts bad", body: base + `ts = ["ten"]` + "\n", wantErr: `clients[0].ts[0]: "ten" is not a prefix`},
+		{name: "client ts in pool", body: base + `ts = ["10.99.200.128/25"]` + "\n", wantErr: "clients[0].ts[0]: 10.99.200.128/25 overlaps the pool"},
+		{name: "client ts twice", body: base + `ts = ["10.99.201.0/24", "10.99.201.0/25"]` + "\n", wantErr: "clients[0].ts[1]: 10.99.201.0/25 overlaps 10.99.201.0/24"},
+		{name: "client ts of another", body: base + `ts = ["10.99.201.0/24"]` + "\n" + bob + `ts = ["10.99.201.128/25"]` + "\n",
+			wantErr: `clients[1].ts[0]: 10.99.201.128/25 overlaps 10.99.201.0/24 of client "alice@example.com"`},
+		{name: "client ts apart", body: base + `ts = ["10.99.201.0/24"]` + "\n" + bob + `ts = ["10.99.202.0/24"]` + "\n", wantTS: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,6 +359,12 @@ psk_file = "` + psk + `"
 			}
 			if want := cmp.Or(tt.packets, DefaultChildRekeyPackets); g.ChildRekeyPackets != want {
 				t.Errorf("child_rekey_packets %d, want %d", g.ChildRekeyPackets, want)
+			}
+			if g.GatewayLimits != tt.limits {
+				t.Errorf("limits %+v, want %+v", g.GatewayLimits, tt.limits)
+			}
+			if len(g.Clients[0].TS) != tt.wantTS {
+				t.Errorf("clients[0].ts = %v, want %d prefixes", g.Clients[0].TS, tt.wantTS)
 			}
 		})
 	}

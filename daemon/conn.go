@@ -21,6 +21,7 @@ import (
 	"github.com/roam-vpn/roam/ike"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/lockdown"
 	"github.com/roam-vpn/roam/mobility"
 	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
@@ -110,6 +111,9 @@ type conn struct {
 	// one that still gets its IKE messages until its DELETE is answered.
 	ra       reauthState
 	retiring atomic.Pointer[ike.SA]
+
+	// lock is the profile's lockdown (lockdown.go); nil without one.
+	lock *lockdown.Rules
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -179,6 +183,9 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	fail := func(err error) (Tunnel, error) {
 		c.teardown(err)
 		return nil, err
+	}
+	if err := c.startLockdown(tunName(p.Name), gw); err != nil {
+		return fail(err)
 	}
 
 	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
@@ -251,6 +258,9 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	c.mu.Lock()
 	targets := append([]netip.AddrPort{c.gw}, c.altGateways...)
 	c.mu.Unlock()
+	for _, t := range targets {
+		c.allowGateways(t.Addr())
+	}
 	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) { return netmon.RouteTo(a, tun.DefaultMark) })
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("gateway unreachable: %w", err)
@@ -436,6 +446,7 @@ func (c *conn) install(s *session) error {
 	c.pending.CompareAndSwap(s.sa, nil)
 	var alt []netip.AddrPort
 	if s.sa != nil && est.PeerMOBIKE {
+		c.allowGateways(s.sa.PeerAddresses()...)
 		for _, a := range s.sa.PeerAddresses() {
 			if a != c.gw.Addr() && a.Is4() != c.gw.Addr().Is4() {
 				alt = append(alt, netip.AddrPortFrom(a, c.gw.Port()))
@@ -681,6 +692,7 @@ func (c *conn) teardown(reason error) {
 		if c.dpDone != nil {
 			<-c.dpDone
 		}
+		c.stopLockdown()
 		c.mu.Lock()
 		c.state = "disconnected"
 		c.err = reason
@@ -739,6 +751,7 @@ func (c *conn) Status() Status {
 	c.mu.Unlock()
 	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
 		ReconnectAttempt: attempt, LastError: lastErr}
+	c.lockdownStatus(&st)
 	if est == nil {
 		return st
 	}
@@ -861,7 +874,7 @@ func authenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("cert/key: %w", err)
 		}
-		peer, err := ike.NewCertPeer(p.RemoteID, caPEM)
+		peer, err := ike.NewCertPeer(p.RemoteID, caPEM, sha1RSA(p.AllowSHA1RSA)...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("ca: %w", err)
 		}

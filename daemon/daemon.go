@@ -81,6 +81,9 @@ func Start(opts Options) (*Daemon, error) {
 		}
 	}
 	m := NewManager(opts.Dial, WithLogger(log))
+	// A daemon that died with a lockdown left its rules (fail closed);
+	// this one has no connection yet, so they are nobody's.
+	liftLeftoverLockdown(log)
 	d := &Daemon{m: m, autoExit: opts.AutoExit, idleTimeout: opts.IdleTimeout, log: log}
 	if d.idleTimeout <= 0 {
 		d.idleTimeout = 30 * time.Second
@@ -149,7 +152,11 @@ func (b managerBackend) connect(ctx context.Context, profile, configPath string,
 
 func (b managerBackend) disconnect(ctx context.Context, name string, all bool) ([]string, error) {
 	if all {
-		return b.m.DisconnectAll(ctx)
+		names, err := b.m.DisconnectAll(ctx)
+		if b.m.Active() == 0 {
+			liftLeftoverLockdown(slog.Default())
+		}
+		return names, err
 	}
 	if name == "" {
 		return nil, errors.New("no profile named")

@@ -61,7 +61,7 @@ func eapAuthenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 			return nil, nil, fmt.Errorf("local_id/eap_identity: %w", err)
 		}
 	}
-	peer, err := ike.NewCertPeer(p.RemoteID, caPEM)
+	peer, err := ike.NewCertPeer(p.RemoteID, caPEM, sha1RSA(p.AllowSHA1RSA)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,7 +80,11 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	if gw.dev, err = tun.Create(gatewayTUN, gatewayMTU); err != nil {
 		return fail(err)
 	}
-	if err := gw.dev.AddRoutes([]netip.Prefix{g.Pool}, 0, 0); err != nil {
+	peerTS, routed, err := gatewayClientTS(g)
+	if err != nil {
+		return fail(err)
+	}
+	if err := gw.dev.AddRoutes(append([]netip.Prefix{g.Pool}, routed...), 0, 0); err != nil {
 		return fail(err)
 	}
 	gw.dp = esp.NewDataplane(gw.dev.Dev(), gw.handleIKE, log)
@@ -108,8 +114,12 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		ESP:          proposals(g.ESP),
 		LocalTS:      g.LocalTS,
 		Pool:         pool,
-		DNS:          g.DNS,
-		MOBIKE:       g.MOBIKE,
+		PeerTS:       peerTS,
+		// What one client, or everyone together, can make us hold.
+		MaxIKESAs: g.MaxIKESAs, MaxIKESAsPerIdentity: g.MaxIKESAsPerClient,
+		MaxChildSAs: g.MaxChildSAs, HalfOpenPerSource: g.HalfOpenPerSource,
+		DNS:    g.DNS,
+		MOBIKE: g.MOBIKE,
 		// MOBIKE (RFC 4555): our other listen addresses are announced,
 		// clients may move only to addresses we can answer from, and ESP
 		// follows a move to a new address after the return routability
@@ -333,7 +343,7 @@ func gatewayAuth(g *config.Gateway) (local ike.LocalAuth, localFor func(*wire.Id
 		if certLocal, err = ike.NewCertAuth(g.LocalID, certPEM, keyPEM); err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("cert/key: %w", err)
 		}
-		if certPeer, err = ike.NewCertPeer("", caPEM); err != nil {
+		if certPeer, err = ike.NewCertPeer("", caPEM, sha1RSA(g.AllowSHA1RSA)...); err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("ca: %w", err)
 		}
 	}
@@ -378,14 +388,72 @@ func gatewayAuth(g *config.Gateway) (local ike.LocalAuth, localFor func(*wire.Id
 		}
 		return nil, errors.New("unknown client")
 	}
+	allowed, err := certClientsAllowed(g)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	peerFor = func(id *wire.Identification) (ike.PeerAuth, error) {
 		if ca, ok := lookup(id); ok {
 			return ca.peer, nil
 		}
 		if certPeer != nil {
+			if !allowed(id) {
+				return nil, errors.New("identity not allowed by clients_match")
+			}
 			return certPeer, nil
 		}
 		return nil, errors.New("unknown client")
 	}
 	return local, localFor, peerFor, certReqs, nil
+}
+
+// gatewayClientTS returns what each client may use as inner source besides
+// its pool address (its ts prefixes), and all of those prefixes, which the
+// TUN device must route to us.
+func gatewayClientTS(g *config.Gateway) (func(*wire.Identification) []netip.Prefix, []netip.Prefix, error) {
+	byID := map[string][]netip.Prefix{}
+	var all []netip.Prefix
+	for _, c := range g.Clients {
+		if len(c.TS) == 0 {
+			continue
+		}
+		id, err := ike.ParseIdentity(c.ID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		byID[ike.FormatIdentity(id)] = c.TS
+		all = append(all, c.TS...)
+	}
+	return func(id *wire.Identification) []netip.Prefix { return byID[ike.FormatIdentity(id)] }, all, nil
+}
+
+// certClientsAllowed decides which identities may log in with a certificate
+// of the gateway's CA: with clients_match, those matching it or listed in
+// clients; without, any (the CA alone decides).
+func certClientsAllowed(g *config.Gateway) (func(*wire.Identification) bool, error) {
+	if g.ClientsMatch == "" {
+		return func(*wire.Identification) bool { return true }, nil
+	}
+	listed := map[string]bool{}
+	for _, c := range g.Clients {
+		id, err := ike.ParseIdentity(c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		listed[strings.ToLower(ike.FormatIdentity(id))] = true
+	}
+	pattern := strings.ToLower(g.ClientsMatch)
+	return func(id *wire.Identification) bool {
+		s := strings.ToLower(ike.FormatIdentity(id))
+		ok, err := path.Match(pattern, s)
+		return listed[s] || (err == nil && ok)
+	}, nil
+}
+
+// sha1RSA is the certificate peer option for allow_sha1_rsa.
+func sha1RSA(allow bool) []ike.CertPeerOption {
+	if allow {
+		return []ike.CertPeerOption{ike.AllowSHA1RSA()}
+	}
+	return nil
 }

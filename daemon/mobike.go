@@ -51,6 +51,13 @@ func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe
 			a.c.suspectLost(fmt.Sprintf("path test unanswered for %v", suspectAfter))
 		})
 	}
+	if a.c != nil {
+		// Under lockdown the tested paths' gateway addresses must be let
+		// out first (a switch's target, an address MOBIKE announced).
+		for _, p := range paths {
+			a.c.allowGateways(p.Remote.Addr())
+		}
+	}
 	r, err := a.sa.UpdateAddresses(ctx, paths)
 	if watch != nil {
 		watch.Stop()

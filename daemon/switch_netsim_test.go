@@ -52,6 +52,8 @@ func TestSwitchEndToEnd(t *testing.T) {
 		PeerAuth:  func(*wire.Identification) (ike.PeerAuth, error) { return ike.NewPSKPeer("alice@example.com", psk) },
 		IKE:       proposals([]config.Proposal{ikeProp}), ESP: proposals([]config.Proposal{espProp}),
 		MOBIKE: true, Addresses: []netip.Addr{r1, r2},
+		// No CP here: alice's side is a network granted to her.
+		PeerTS: func(*wire.Identification) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.1.1.0/24")} },
 	}, gwHost, gwEvents)
 	if err != nil {
 		t.Fatal(err)

@@ -95,6 +95,10 @@ type Status struct {
 	RTTMS           float64    `json:"rtt_ms,omitempty"`
 	RTTVarMS        float64    `json:"rtt_var_ms,omitempty"`
 	RTTSamples      int        `json:"rtt_samples,omitempty"`
+	// Lockdown: the profile's kill switch is in force; LockdownGateways
+	// are the gateway addresses it lets IKE and ESP out to.
+	Lockdown         bool     `json:"lockdown,omitempty"`
+	LockdownGateways []string `json:"lockdown_gateways,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.

@@ -29,10 +29,8 @@ type cryptoPart struct {
 	sc   cryptoScratch
 	done chan struct{}
 
-	// seal: jobs index bufs and sizes; sealed[i] is jobs[i]'s ESP packet
-	// or nil when it could not be sealed.
-	bufs   [][]byte
-	sizes  []int
+	// seal: sealed[i] is tx[i]'s ESP packet or nil when it could not be
+	// sealed.
 	tx     []txJob
 	sealed [][]byte
 
@@ -41,7 +39,7 @@ type cryptoPart struct {
 
 func (p *cryptoPart) run() {
 	for i, j := range p.tx {
-		p.sealed[i], _ = j.c.out.sealInPlace(&p.sc, p.bufs[j.buf], tunOffset, p.sizes[j.buf], j.seq)
+		p.sealed[i], _ = j.c.out.sealInPlace(&p.sc, j.buf, tunOffset, j.n, j.seq)
 	}
 	for i := range p.rx {
 		j := &p.rx[i]
@@ -105,13 +103,13 @@ func (d *Dataplane) runParts(ps *cryptoParts, k int) {
 
 // sealParallel seals jobs, split across parts, and writes each job's ESP
 // packet (nil: failed) to sealed.
-func (d *Dataplane) sealParallel(ps *cryptoParts, bufs [][]byte, sizes []int, jobs []txJob, sealed [][]byte) {
+func (d *Dataplane) sealParallel(ps *cryptoParts, jobs []txJob, sealed [][]byte) {
 	k := d.split(len(jobs))
 	per := (len(jobs) + k - 1) / k
 	for i := 0; i < k; i++ {
 		lo, hi := min(i*per, len(jobs)), min((i+1)*per, len(jobs))
 		p := ps[i]
-		p.bufs, p.sizes, p.tx, p.sealed, p.rx = bufs, sizes, jobs[lo:hi], sealed[lo:hi], nil
+		p.tx, p.sealed, p.rx = jobs[lo:hi], sealed[lo:hi], nil
 	}
 	d.runParts(ps, k)
 }
@@ -124,7 +122,7 @@ func (d *Dataplane) openParallel(ps *cryptoParts, jobs []rxJob) {
 	for i := 0; i < k; i++ {
 		lo, hi := min(i*per, len(jobs)), min((i+1)*per, len(jobs))
 		p := ps[i]
-		p.bufs, p.sizes, p.tx, p.sealed, p.rx = nil, nil, nil, nil, jobs[lo:hi]
+		p.tx, p.sealed, p.rx = nil, nil, jobs[lo:hi]
 	}
 	d.runParts(ps, k)
 }

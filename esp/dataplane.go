@@ -555,7 +555,8 @@ const sealRoom = 3 + 2 + icvLen
 type txJob struct {
 	c   *child
 	pp  *peerPath
-	buf int // index of the TUN buffer holding it
+	buf []byte // the TUN buffer holding it, headroom included
+	n   int    // its length behind the headroom
 	seq uint64
 }
 
@@ -603,45 +604,106 @@ func (b *batchCount) flushIn(now int64) {
 	*b = batchCount{}
 }
 
-// tunLoop reads batches from the TUN device and moves each through three
-// stages: classify and route every packet and reserve its sequence number;
-// seal the batch in place; send it per socket. The crypto stage touches
-// only its own packets' buffers, so it can be split across cores with the
-// order kept by the sequence numbers already assigned.
+// tunDepth is how many TUN read batches can wait for the send stage. A TUN
+// read returns one packet unless the kernel handed over a GSO super-packet,
+// so small packets come one per read: queueing reads lets the send stage
+// seal and send what several reads brought with one sendmmsg.
+const tunDepth = 4
+
+// tunBatch is one TUN read's buffers and what it brought.
+type tunBatch struct {
+	bufs  [][]byte
+	sizes []int
+	count int
+}
+
+// tunLoop reads batches from the TUN device and hands them to sendLoop,
+// which moves what is queued through three stages: classify and route
+// every packet and reserve its sequence number; seal in place; send per
+// socket. The crypto stage touches only its own packets' buffers, so it
+// can be split across cores with the order kept by the sequence numbers
+// already assigned.
 func (d *Dataplane) tunLoop(ctx context.Context) error {
 	n := max(d.dev.BatchSize(), 1)
-	bufs := make([][]byte, n)
-	sizes := make([]int, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, tunOffset+maxPacket, tunOffset+maxPacket+sealRoom)
+	var batches [tunDepth]tunBatch
+	full := make(chan int, tunDepth)
+	free := make(chan int, tunDepth)
+	for i := range batches {
+		b := &batches[i]
+		b.bufs, b.sizes = make([][]byte, n), make([]int, n)
+		for k := range b.bufs {
+			b.bufs[k] = make([]byte, tunOffset+maxPacket, tunOffset+maxPacket+sealRoom)
+		}
+		free <- i
 	}
-	jobs := make([]txJob, 0, n)
-	sealed := make([][]byte, n)
-	pkts := make([]outPacket, 0, n)
-	group := make([]outPacket, 0, n)
-	sb := newSendBatch(n)
-	parts := newCryptoParts()
+	sent := make(chan struct{})
+	go func() { defer close(sent); d.sendLoop(&batches, n, full, free) }()
+	defer func() { close(full); <-sent }()
 	for {
-		count, err := d.dev.Read(bufs, sizes, tunOffset)
+		var i int
+		select {
+		case i = <-free:
+		case <-ctx.Done():
+			return nil
+		}
+		b := &batches[i]
+		count, err := d.dev.Read(b.bufs, b.sizes, tunOffset)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			if errors.Is(err, wgtun.ErrTooManySegments) {
-				continue
-			}
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			d.log.Debug("TUN read", "err", err)
-			if count == 0 {
-				// A read error with nothing read: the device is gone.
-				return err
+			if !errors.Is(err, wgtun.ErrTooManySegments) {
+				d.log.Debug("TUN read", "err", err)
+				if count == 0 {
+					// A read error with nothing read: the device is gone.
+					return err
+				}
 			}
 		}
-		jobs = d.routeBatch(bufs[:count], sizes, jobs[:0])
-		pkts = d.sealBatch(parts, bufs, sizes, jobs, sealed, pkts[:0], time.Now().UnixNano())
+		b.count = count
+		full <- i
+	}
+}
+
+// sendLoop takes the queued TUN batches, oldest first, and routes, seals
+// and sends all of them together, then gives their buffers back.
+func (d *Dataplane) sendLoop(batches *[tunDepth]tunBatch, n int, full <-chan int, free chan<- int) {
+	jobs := make([]txJob, 0, tunDepth*n)
+	sealed := make([][]byte, tunDepth*n)
+	pkts := make([]outPacket, 0, tunDepth*n)
+	group := make([]outPacket, 0, tunDepth*n)
+	sb := newSendBatch(tunDepth * n)
+	parts := newCryptoParts()
+	var taken [tunDepth]int
+	for i := range full {
+		k := 1
+		taken[0] = i
+	gather:
+		for k < tunDepth {
+			select {
+			case j, ok := <-full:
+				if !ok {
+					break gather
+				}
+				taken[k] = j
+				k++
+			default:
+				break gather
+			}
+		}
+		jobs = jobs[:0]
+		for _, j := range taken[:k] {
+			b := &batches[j]
+			jobs = d.routeBatch(b.bufs[:b.count], b.sizes, jobs)
+		}
+		pkts = d.sealBatch(parts, jobs, sealed, pkts[:0], time.Now().UnixNano())
 		d.sendBatch(sb, pkts, group)
+		for _, j := range taken[:k] {
+			free <- j
+		}
 	}
 }
 
@@ -673,7 +735,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			d.drops.seqExhausted.Add(1)
 			continue
 		}
-		jobs = append(jobs, txJob{c: c, pp: pp, buf: i, seq: seq})
+		jobs = append(jobs, txJob{c: c, pp: pp, buf: bufs[i], n: sizes[i], seq: seq})
 	}
 	return jobs
 }
@@ -681,15 +743,15 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 // sealBatch is the crypto stage: each packet is sealed where the TUN read
 // put it, parts of a big batch on other cores; the packets come out in job
 // (sequence number) order.
-func (d *Dataplane) sealBatch(parts *cryptoParts, bufs [][]byte, sizes []int, jobs []txJob, sealed [][]byte, pkts []outPacket, now int64) []outPacket {
-	d.sealParallel(parts, bufs, sizes, jobs, sealed[:len(jobs)])
+func (d *Dataplane) sealBatch(parts *cryptoParts, jobs []txJob, sealed [][]byte, pkts []outPacket, now int64) []outPacket {
+	d.sealParallel(parts, jobs, sealed[:len(jobs)])
 	var count batchCount
 	for i, j := range jobs {
 		if sealed[i] == nil {
 			d.drops.malformed.Add(1)
 			continue
 		}
-		count.addOut(j.c, sizes[j.buf], now)
+		count.addOut(j.c, j.n, now)
 		pkts = append(pkts, outPacket{buf: sealed[i], pp: j.pp})
 	}
 	count.flushOut(now)

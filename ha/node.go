@@ -59,6 +59,7 @@ type Stats struct {
 	Connections       uint64 // authenticated connections
 	HandshakeFailures uint64 // bad hello, wrong key, refused role
 	RefusedAddress    uint64 // connection from an address other than Peer
+	RefusedBusy       uint64 // connection refused while maxAccepted were being served
 	BadRecords        uint64 // records that failed to open or parse after the handshake
 	Received, Sent    uint64 // records
 	Failovers         uint64
@@ -84,6 +85,7 @@ type Node struct {
 	lastFailure string
 
 	connections, handshakeFailures, refusedAddress, badRecords, received, sent, failovers atomic.Uint64
+	refusedBusy                                                                           atomic.Uint64
 }
 
 // New checks cfg and returns a node that Run starts.
@@ -127,6 +129,7 @@ func (n *Node) Stats() Stats {
 		Connections: n.connections.Load(), HandshakeFailures: n.handshakeFailures.Load(),
 		RefusedAddress: n.refusedAddress.Load(), BadRecords: n.badRecords.Load(),
 		Received: n.received.Load(), Sent: n.sent.Load(), Failovers: n.failovers.Load(),
+		RefusedBusy: n.refusedBusy.Load(),
 	}
 }
 
@@ -193,9 +196,15 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
+// maxAccepted caps the connections the listener serves at once: the peer
+// needs one, and one more while a new one replaces it; a flood of
+// connections that never finish the handshake gets no more.
+const maxAccepted = 4
+
 func (n *Node) acceptLoop(ctx context.Context, ln net.Listener) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	slots := make(chan struct{}, maxAccepted)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -213,9 +222,18 @@ func (n *Node) acceptLoop(ctx context.Context, ln net.Listener) {
 			c.Close()
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			n.refusedBusy.Add(1)
+			n.log.Debug("ha: too many connections, refused", "from", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-slots }()
 			n.serve(ctx, c, false)
 		}()
 	}
@@ -304,7 +322,7 @@ func (n *Node) serve(ctx context.Context, c net.Conn, dialed bool) {
 	var peer Role
 	if err == nil {
 		var p []byte
-		if p, err = open.read(c); err == nil {
+		if p, err = open.readFirst(c); err == nil {
 			var m message
 			if m, err = decodeMessage(p); err == nil && m.typ != msgAuth {
 				err = fmt.Errorf("%w: first record is type %d, not auth", ErrBadRecord, m.typ)

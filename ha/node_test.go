@@ -222,3 +222,33 @@ func TestNewChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAcceptedConnectionsCapped: connections from the peer's address that
+// never finish the handshake take at most maxAccepted slots; the rest are
+// refused at once.
+func TestAcceptedConnectionsCapped(t *testing.T) {
+	at := freePort(t, "127.0.0.1")
+	n, err := New(Config{Key: testKey(t, 1), Listen: at, Peer: netip.MustParseAddrPort("127.0.0.1:1"), Role: Standby}, newFake())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	waitFor(t, "a connection refused for the cap", func() bool {
+		if c, err := net.Dial("tcp", at.String()); err == nil {
+			conns = append(conns, c) // silent: the handshake never ends
+		}
+		return n.Stats().RefusedBusy > 0
+	})
+	if len(conns) <= maxAccepted {
+		t.Fatalf("refused after %d connections, cap %d", len(conns), maxAccepted)
+	}
+}

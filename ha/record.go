@@ -46,7 +46,10 @@ const (
 	// SA with its Child SAs (a few hundred bytes); an inventory lists
 	// 16 bytes per SA.
 	maxRecord = 1 << 22
-	tagSize   = 16
+	// maxAuthRecord bounds the first record, the auth message: until it
+	// has opened, the peer has proved nothing, so it gets no megabytes.
+	maxAuthRecord = 64
+	tagSize       = 16
 )
 
 // ErrBadRecord: a record failed to open (wrong key, replayed, reordered,
@@ -98,13 +101,18 @@ func (s *sealer) seal(dst, plain []byte) ([]byte, error) {
 }
 
 // read reads and opens the next record from r.
-func (o *opener) read(r io.Reader) ([]byte, error) {
+func (o *opener) read(r io.Reader) ([]byte, error) { return o.readMax(r, maxRecord) }
+
+// readFirst reads the connection's first record, which must be small.
+func (o *opener) readFirst(r io.Reader) ([]byte, error) { return o.readMax(r, maxAuthRecord) }
+
+func (o *opener) readMax(r io.Reader, limit uint32) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n < tagSize || n > maxRecord+tagSize {
+	if n < tagSize || n > limit+tagSize {
 		return nil, fmt.Errorf("%w: length %d", ErrBadRecord, n)
 	}
 	buf := make([]byte, n)

@@ -100,13 +100,18 @@ type certPeer struct {
 	roots      *x509.CertPool
 	certReq    []byte
 	now        func() time.Time
+	// allowSHA1RSA accepts AUTH method 1 (RSA over SHA-1).
+	allowSHA1RSA bool
 }
 
 // NewCertPeer accepts a peer whose certificate chains to a CA in caPEM
 // (one or more PEM certificates), whose AUTH signature verifies with that
 // certificate's key, and whose ID is named by the certificate. remoteID ""
 // accepts any such identity; otherwise the peer's ID must also equal it.
-func NewCertPeer(remoteID string, caPEM []byte) (PeerAuth, error) {
+//
+// RSA signatures over SHA-1 (AUTH method 1) are refused unless opts holds
+// AllowSHA1RSA.
+func NewCertPeer(remoteID string, caPEM []byte, opts ...CertPeerOption) (PeerAuth, error) {
 	remote, err := parseRemoteID(remoteID)
 	if err != nil {
 		return nil, err
@@ -122,8 +127,19 @@ func NewCertPeer(remoteID string, caPEM []byte) (PeerAuth, error) {
 		h := sha1.Sum(ca.RawSubjectPublicKeyInfo)
 		req = append(req, h[:]...)
 	}
-	return &certPeer{remote: remote, remoteText: remoteID, roots: roots, certReq: req, now: time.Now}, nil
+	p := &certPeer{remote: remote, remoteText: remoteID, roots: roots, certReq: req, now: time.Now}
+	for _, o := range opts {
+		o(p)
+	}
+	return p, nil
 }
+
+// CertPeerOption adjusts NewCertPeer.
+type CertPeerOption func(*certPeer)
+
+// AllowSHA1RSA accepts RSA signatures over SHA-1 (AUTH method 1) from
+// peers too old for RFC 7427.
+func AllowSHA1RSA() CertPeerOption { return func(p *certPeer) { p.allowSHA1RSA = true } }
 
 func (p *certPeer) CertReqs() []*wire.CertReq {
 	return []*wire.CertReq{{Encoding: certEncodingX509, Data: slices.Clone(p.certReq)}}
@@ -139,6 +155,9 @@ func (p *certPeer) Verify(_ *ikecrypto.PRF, octets []byte, id *wire.Identificati
 	}
 	if auth.Method == wire.AuthPSK {
 		return authErrorf(nil, "peer '%s' used a pre-shared key, expected a certificate signature", who)
+	}
+	if auth.Method == wire.AuthRSASig && !p.allowSHA1RSA {
+		return authErrorf(nil, "peer '%s' signed with RSA over SHA-1 (AUTH method 1), which is refused unless allow_sha1_rsa = true", who)
 	}
 	var leaf *x509.Certificate
 	inter := x509.NewCertPool()
@@ -173,6 +192,9 @@ func (p *certPeer) Verify(_ *ikecrypto.PRF, octets []byte, id *wire.Identificati
 	}
 	if err := identityInCert(id, leaf); err != nil {
 		return authErrorf(err, "identity '%s' does not match certificate", who)
+	}
+	if err := leafUsageOK(leaf); err != nil {
+		return authErrorf(err, "certificate of '%s' not for IKE", who)
 	}
 	if err := verifySignatureAuth(leaf.PublicKey, auth, octets); err != nil {
 		return authErrorf(err, "signature of '%s' invalid", who)
@@ -323,4 +345,34 @@ func parsePrivateKey(keyPEM []byte) (crypto.Signer, error) {
 		}
 		return nil, fmt.Errorf("unsupported private key type %T", key)
 	}
+}
+
+// oidIPsecIKE is id-kp-ipsecIKE (RFC 4945 5.1.3.12).
+var oidIPsecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
+
+// leafUsageOK checks that a peer's certificate may sign IKE AUTH: its
+// KeyUsage, if present, has digitalSignature or nonRepudiation (RFC 4945
+// 5.1.3.2); its ExtendedKeyUsage, if present, names IKE, TLS server or
+// client authentication (what VPN CAs issue, strongSwan's among them), or
+// any purpose. A certificate the CA issued for code or mail signing alone
+// does not log in.
+func leafUsageOK(c *x509.Certificate) error {
+	if c.KeyUsage != 0 && c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return fmt.Errorf("its key usage does not allow signatures")
+	}
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	for _, u := range c.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageAny, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth:
+			return nil
+		}
+	}
+	for _, o := range c.UnknownExtKeyUsage {
+		if o.Equal(oidIPsecIKE) {
+			return nil
+		}
+	}
+	return fmt.Errorf("its extended key usage names neither IKE nor TLS authentication")
 }

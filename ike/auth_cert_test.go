@@ -366,7 +366,8 @@ func repeatCert(c *wire.Cert, n int) []*wire.Cert {
 }
 
 // TestLegacyRSAVerify: method 1 is PKCS#1 v1.5 over SHA-1 (RFC 7296 3.8);
-// we never sign it but still verify it for old peers.
+// we never sign it, refuse it by default, and verify it for old peers when
+// allowed (AllowSHA1RSA).
 func TestLegacyRSAVerify(t *testing.T) {
 	k := getTestKeys(t)
 	ca := newCA(t, "Test CA", k.p256, nil)
@@ -377,12 +378,17 @@ func TestLegacyRSAVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err := NewCertPeer("vpn.example.com", ca.pem())
+	strict, err := NewCertPeer("vpn.example.com", ca.pem())
 	if err != nil {
 		t.Fatal(err)
 	}
 	id, _ := ParseIdentity("vpn.example.com")
 	certs := []*wire.Cert{{Encoding: 4, Data: leaf.cert.Raw}}
+	checkAuthErr(t, strict.Verify(nil, octets, id, &wire.Auth{Method: wire.AuthRSASig, Data: sig}, certs), "SHA-1")
+	peer, err := NewCertPeer("vpn.example.com", ca.pem(), AllowSHA1RSA())
+	if err != nil {
+		t.Fatal(err)
+	}
 	checkAuthErr(t, peer.Verify(nil, octets, id, &wire.Auth{Method: wire.AuthRSASig, Data: sig}, certs), "")
 	checkAuthErr(t, peer.Verify(nil, []byte("other"), id, &wire.Auth{Method: wire.AuthRSASig, Data: sig}, certs), "RSA signature does not verify")
 	checkAuthErr(t, peer.Verify(nil, octets, id, &wire.Auth{Method: wire.AuthDSS, Data: sig}, certs), "not supported")

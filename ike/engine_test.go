@@ -221,7 +221,15 @@ func TestEstablishPSK(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, int64(i), nil)
+			e := newEnv(t, int64(i), func(r *ResponderConfig) {
+				if !tc.vip {
+					// Without an inner address alice needs a prefix of
+					// her own (a site behind her).
+					r.PeerTS = func(*wire.Identification) []netip.Prefix {
+						return []netip.Prefix{netip.MustParsePrefix("10.99.202.0/24")}
+					}
+				}
+			})
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.IKE, cfg.ESP, cfg.VirtualIP = tc.ike, tc.esp, tc.vip
 			if tc.remoteTS != nil {

@@ -138,7 +138,7 @@ func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFra
 		// first fragment (RFC 7383 2.6.1), without reassembling it again.
 		if f.Number == 1 {
 			sa.stats.dupRequests.Add(1)
-			sa.send(sa.lastResp.pkt, sa.lastResp.frags, sa.lastResp.dest(p.path))
+			sa.resendCached(sa.lastResp, sa.lastResp.dest(p.path))
 		}
 		return
 	}

@@ -85,7 +85,13 @@ func newFuzzPair(tb testing.TB) *fuzzPair {
 	var client *SA
 	cliPath := esp.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
 	toGW := funcTransport(func(pkt []byte, p esp.Path) { resp.HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local}) })
-	toClient := funcTransport(func(pkt []byte, p esp.Path) { client.HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local}) })
+	// The gateway may answer before Dial has returned the client.
+	var clientP atomic.Pointer[SA]
+	dialed := make(chan struct{})
+	toClient := funcTransport(func(pkt []byte, p esp.Path) {
+		<-dialed
+		clientP.Load().HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local})
+	})
 	rEvents := make(chan Event, 16)
 	var err error
 	if resp, err = NewResponder(ctx, defaultResponderConfig(tb), toClient, rEvents); err != nil {
@@ -96,6 +102,8 @@ func newFuzzPair(tb testing.TB) *fuzzPair {
 	if client, err = Dial(ctx, cfg, toGW, make(chan Event, 16)); err != nil {
 		tb.Fatal(err)
 	}
+	clientP.Store(client)
+	close(dialed)
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()
 	if _, err := client.Wait(wctx); err != nil {

@@ -18,6 +18,10 @@ import (
 // new one with INITIAL_CONTACT.
 var ErrReplacedByInitialContact = errors.New("replaced: the peer made a new IKE SA with INITIAL_CONTACT")
 
+// ErrIdentityLimit ends the oldest IKE SA of an identity that made more than
+// ResponderConfig.MaxIKESAsPerIdentity.
+var ErrIdentityLimit = errors.New("replaced: the identity made more IKE SAs than it may have")
+
 // registerIdentity (responder, on sa's goroutine once it is established)
 // lists sa under its peer's identity until it dies; with INITIAL_CONTACT
 // in ps, the other SAs of that identity are ended.
@@ -30,6 +34,10 @@ func (r *Responder) registerIdentity(sa *SA, key string, ps []wire.Payload) {
 	sa.initialContact = findNotify(ps, wire.NotifyInitialContact) != nil
 	if sa.initialContact {
 		others = slices.Clone(r.byIdentity[key])
+	} else if n := len(r.byIdentity[key]) + 1 - r.cfg.MaxIKESAsPerIdentity; n > 0 {
+		// A client that reconnects and never deletes what it left
+		// behind keeps its newest SAs only.
+		others = slices.Clone(r.byIdentity[key][:n])
 	}
 	r.byIdentity[key] = append(r.byIdentity[key], sa)
 	r.mu.Unlock()
@@ -41,9 +49,13 @@ func (r *Responder) registerIdentity(sa *SA, key string, ps []wire.Payload) {
 			delete(r.byIdentity, key)
 		}
 	})
+	why := ErrReplacedByInitialContact
+	if !sa.initialContact {
+		why = ErrIdentityLimit
+	}
 	for _, old := range others {
-		sa.log.Info("INITIAL_CONTACT: dropping the peer's older IKE SA", "old_spii", spiHex(old.spii.Load()))
+		sa.log.Info("dropping the peer's older IKE SA", "old_spii", spiHex(old.spii.Load()), "reason", why)
 		// Not waited for: old's goroutine may itself be posting to ours.
-		go old.post(func() { old.die(ErrReplacedByInitialContact) })
+		go old.post(func() { old.die(why) })
 	}
 }

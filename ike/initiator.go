@@ -214,9 +214,80 @@ func (sa *SA) sendInit() {
 	}
 	sa.initReq = pkt
 	sa.nextMsgID = 1
+	sa.clearInitError()
 	sa.log.Info("initiating IKE_SA_INIT", "remote", sa.path.Remote, "group", sa.ke.Group())
 	sa.sendRequest(&request{exchange: wire.ExchangeIKESAInit, msgID: 0, pkt: pkt,
-		onResponse: sa.handleInitResponse})
+		onResponse: sa.handleInitResponse,
+		onTimeout: func(error) {
+			// No valid answer came: the error one did is the better reason.
+			if sa.initErr != nil {
+				sa.fail(sa.initErr)
+			}
+		}})
+}
+
+// initErrorGrace is how long an initiator waits for a valid IKE_SA_INIT
+// response after one that brought an error: such a response is not
+// authenticated, and anyone on the path can send one (RFC 7296 2.21.1).
+const initErrorGrace = time.Second
+
+// initResponseProblem returns the error an IKE_SA_INIT response brings
+// (an error notify, or the payloads a valid one must have missing), nil for
+// a response to go on with, COOKIE and INVALID_KE_PAYLOAD included.
+func initResponseProblem(h wire.Header, ps []wire.Payload) error {
+	if findNotify(ps, wire.NotifyCookie) != nil || findNotify(ps, wire.NotifyInvalidKEPayload) != nil {
+		return nil
+	}
+	if n := firstError(ps); n != nil {
+		return &NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true}
+	}
+	if h.SPIr == 0 {
+		return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("responder SPI is zero")}
+	}
+	var saP, ke, nonce bool
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *wire.SA:
+			saP = len(p.Proposals) == 1
+		case *wire.KE:
+			ke = true
+		case *wire.Nonce:
+			nonce = len(p.Data) >= 16 && len(p.Data) <= 256
+		}
+	}
+	if !saP || !ke || !nonce {
+		return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_SA_INIT response lacks SA, KE or Nonce")}
+	}
+	return nil
+}
+
+// unauthenticatedInitError keeps the first error an IKE_SA_INIT response
+// brought and waits initErrorGrace (and the retransmissions) for a valid
+// response before failing with it.
+func (sa *SA) unauthenticatedInitError(err error) {
+	sa.stats.unexpected.Add(1)
+	if sa.initErr != nil {
+		return
+	}
+	sa.initErr = err
+	sa.log.Info("IKE_SA_INIT answered with an error; waiting for a valid answer", "err", err)
+	r := sa.out
+	sa.initErrTimer = sa.cfg.clock.AfterFunc(initErrorGrace, func() {
+		sa.post(func() {
+			if sa.out == r && r != nil && sa.initErr != nil && sa.state != stateDead {
+				sa.completeRequestKeepQueue()
+				sa.fail(sa.initErr)
+			}
+		})
+	})
+}
+
+func (sa *SA) clearInitError() {
+	sa.initErr = nil
+	if sa.initErrTimer != nil {
+		sa.initErrTimer.Stop()
+		sa.initErrTimer = nil
+	}
 }
 
 func (sa *SA) fail(err error) {
@@ -225,6 +296,7 @@ func (sa *SA) fail(err error) {
 }
 
 func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
+	sa.clearInitError()
 	if n := findNotify(ps, wire.NotifyCookie); n != nil {
 		if sa.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
 			sa.fail(&NotifyError{Type: wire.NotifyCookie, Exchange: h.Exchange, Remote: true, Err: errors.New("cookie loop")})

@@ -443,7 +443,7 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire
 		sa.log.Info("address update refused", "remote", from.Remote, "local", from.Local, "notify", t)
 		return append(resp, &wire.Notify{Type: t}), false
 	}
-	sa.peerMoved(from)
+	sa.peerMoved(from, false)
 	return resp, true
 }
 
@@ -466,8 +466,10 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
 // peerMoved follows the initiator to p: at once when p is known to reach
 // it (or the check is off), else after a return routability check. Until
 // then IKE and ESP stay on the current path, which keeps a make-before-break
-// move lossless.
-func (sa *SA) peerMoved(p esp.Path) {
+// move lossless. A duplicate (a retransmitted UPDATE_SA_ADDRESSES, or a
+// replay of it by anyone who saw it) is checked even at an address proved
+// before: the peer may have left it, and the replay proves nothing.
+func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
 	if samePath(p, sa.path) {
 		if sa.rrTarget != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
@@ -478,7 +480,7 @@ func (sa *SA) peerMoved(p esp.Path) {
 	if sa.rrTarget != nil && samePath(*sa.rrTarget, p) {
 		return
 	}
-	if sa.resp.cfg.NoReturnRoutability || sa.isVerified(p.Remote) || sa.switchSkipsCheck(p) {
+	if sa.resp.cfg.NoReturnRoutability || (!duplicate && (sa.isVerified(p.Remote) || sa.switchSkipsCheck(p))) {
 		sa.rrTarget = nil
 		sa.movePath(p)
 		return
@@ -633,6 +635,16 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		// We are deleting it (our own rekey of it finished first).
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
 	}
+	if _, replaced := sa.peerRekeys[old.SPIIn]; replaced {
+		// The peer rekeyed it already; it only waits for the peer's
+		// DELETE. Another successor would be one more SA for nothing.
+		sa.log.Info("rekey of a Child SA the peer replaced already refused", "old_in", fmt.Sprintf("%08x", old.SPIIn))
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
+	if len(sa.children) >= sa.cfg.maxChildren {
+		sa.log.Warn("rekey refused: too many Child SAs", "children", len(sa.children))
+		return refuse(wire.NotifyNoAdditionalSAs, nil)
+	}
 	saP, nonce, ke, tsi, tsr := childPayloads(ps)
 	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
@@ -692,7 +704,9 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	if ourKE != nil {
 		resp = append(resp, ourKE)
 	}
-	resp = append(resp, &wire.TrafficSelectors{Selectors: tsi.Selectors}, &wire.TrafficSelectors{Responder: true, Selectors: tsr.Selectors})
+	// The selectors are those of the SA replaced, whatever the request
+	// says, and the answer says so.
+	resp = append(resp, &wire.TrafficSelectors{Selectors: old.RemoteTS}, &wire.TrafficSelectors{Responder: true, Selectors: old.LocalTS})
 	ev := &ChildRekeyed{SA: sa, OldSPIIn: old.SPIIn, Child: child}
 	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
 	return resp, func() { sa.emit(ev) }

@@ -513,7 +513,9 @@ func TestNoNATsAllowed(t *testing.T) {
 		if !errors.As(err, &ne) || !ne.Remote {
 			t.Fatalf("err = %#v, want the gateway's notify", err)
 		}
-		if got := e.resp.Stats().UnexpectedNAT; got != 1 {
+		// The client keeps retransmitting a while after the (unauthenticated)
+		// error, and each retransmission is answered.
+		if got := e.resp.Stats().UnexpectedNAT; got < 1 {
 			t.Fatalf("UnexpectedNAT = %d", got)
 		}
 	})

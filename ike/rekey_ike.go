@@ -683,7 +683,7 @@ func (sa *SA) sideIKE(p inPacket, msg *wire.Message) bool {
 	}
 	if s.last != nil && h.MessageID == s.last.msgID {
 		sa.stats.dupRequests.Add(1)
-		sa.send(s.last.pkt, s.last.frags, p.path)
+		sa.resendCached(s.last, p.path)
 		return true
 	}
 	if h.MessageID != s.peerNext {
@@ -713,7 +713,7 @@ func (sa *SA) sideIKE(p inPacket, msg *wire.Message) bool {
 		return true
 	}
 	s.peerNext = h.MessageID + 1
-	s.last = &cachedResponse{msgID: h.MessageID, pkt: pkt}
+	s.last = sa.cacheResponse(h.MessageID, pkt, nil)
 	sa.send(pkt, nil, p.path)
 	if deleted {
 		// Should this answer be lost, the peer's retransmissions find

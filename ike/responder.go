@@ -2,7 +2,6 @@ package ike
 
 import (
 	"context"
-	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -33,6 +33,13 @@ type ResponderConfig struct {
 	LocalTS  []netip.Prefix // default 0.0.0.0/0 and ::/0
 	Pool     *Pool
 	DNS      []netip.Addr
+	// PeerTS returns the prefixes an initiator may use as inner sources
+	// besides the addresses it leased from Pool (the subnet behind a site).
+	// A client's TSi is narrowed to those two, whatever it asks for: a
+	// client claiming another's inner address, or any other, gets
+	// TS_UNACCEPTABLE. The caller keeps the grants of different identities
+	// apart (config refuses overlaps).
+	PeerTS func(id *wire.Identification) []netip.Prefix
 	// RequireCP: initiators without a CFG_REQUEST get FAILED_CP_REQUIRED.
 	RequireCP bool
 	MOBIKE    bool
@@ -64,6 +71,12 @@ type ResponderConfig struct {
 	CookieThreshold int
 	// HalfOpenLimit caps half-open SAs; further IKE_SA_INITs are dropped.
 	HalfOpenLimit int
+	// HalfOpenPerSource caps the half-open SAs of one source address
+	// (strongSwan's block_threshold; 0 means DefaultHalfOpenPerSource), so
+	// one address that answers COOKIEs cannot take every slot. A source
+	// that has one half-open already must also send a COOKIE, so that
+	// requests forged with a victim's address cannot fill its share.
+	HalfOpenPerSource int
 	// EAPServer, when set, authenticates initiators whose IKE_AUTH
 	// request has no AUTH with EAP (RFC 7296 2.16), through the server it
 	// returns for their IDi. EAPOnly grants RFC 5998 EAP-only
@@ -75,6 +88,15 @@ type ResponderConfig struct {
 	// for replication, and takes replicated SAs over (ImportState,
 	// TakeOver).
 	HA bool
+	// MaxChildSAs caps the Child SAs of one IKE SA (0: DefaultMaxChildSAs):
+	// a client that rekeys and never deletes what it replaced gets
+	// NO_ADDITIONAL_SAS rather than ever more SAs in the dataplane.
+	MaxChildSAs int
+	// MaxIKESAs caps the IKE SAs of the responder, half-open or not (0:
+	// DefaultMaxIKESAs); IKE_SA_INITs beyond it are dropped and counted.
+	// MaxIKESAsPerIdentity caps those of one identity (0:
+	// DefaultMaxIKESAsPerIdentity): a new one ends the oldest.
+	MaxIKESAs, MaxIKESAsPerIdentity int
 	// HalfOpenTimeout ends SAs that do not complete IKE_AUTH in time.
 	HalfOpenTimeout time.Duration
 	// NoFragmentation refuses RFC 7383 IKE fragmentation; FragmentMTU as
@@ -104,6 +126,16 @@ const (
 	DefaultCookieThreshold = 32
 	DefaultHalfOpenLimit   = 1024
 	DefaultHalfOpenTimeout = 30 * time.Second
+	// DefaultMaxChildSAs caps Child SAs per IKE SA: one, its successor
+	// during a rekey, and room for a collision.
+	DefaultMaxChildSAs = 4
+	// DefaultMaxIKESAs and DefaultMaxIKESAsPerIdentity: the latter leaves
+	// room for a reauthentication's overlap and a few devices sharing an
+	// identity.
+	DefaultMaxIKESAs            = 10000
+	DefaultMaxIKESAsPerIdentity = 4
+	// DefaultHalfOpenPerSource is strongSwan's block_threshold.
+	DefaultHalfOpenPerSource = 5
 )
 
 // ResponderStats counts what a Responder dropped or refused.
@@ -115,6 +147,14 @@ type ResponderStats struct {
 	// INVALID_IKE_SPI; InvalidSPILimited: those left unanswered for the
 	// rate limit.
 	InvalidSPISent, InvalidSPILimited uint64
+	// HalfOpenBlocked: IKE_SA_INITs dropped because their source address
+	// had HalfOpenPerSource SAs half-open already.
+	HalfOpenBlocked uint64
+	// IKESALimited: IKE_SA_INITs dropped at MaxIKESAs.
+	IKESALimited uint64
+	// AuthFailures: failed authentications; AuthThrottled: IKE_AUTHs
+	// refused unchecked while their source or identity was in backoff.
+	AuthFailures, AuthThrottled uint64
 }
 
 type halfKey struct {
@@ -125,17 +165,19 @@ type halfKey struct {
 // Responder answers IKE_SA_INIT requests and routes every other message by
 // SPI to the goroutine of its IKE SA.
 type Responder struct {
-	cfg    ResponderConfig
-	common common
-	tr     Transport
-	events chan<- Event
-	ctx    context.Context
-	secret []byte
-	wg     sync.WaitGroup
+	cfg     ResponderConfig
+	common  common
+	tr      Transport
+	events  chan<- Event
+	ctx     context.Context
+	cookies cookieSecrets
+	wg      sync.WaitGroup
 
 	mu       sync.Mutex
 	bySPI    map[uint64]*SA
 	halfOpen map[halfKey]*SA
+	// halfOpenBySrc counts halfOpen by remote address.
+	halfOpenBySrc map[netip.Addr]int
 
 	// byIdentity: established SAs by peer identity (initial_contact.go).
 	byIdentity map[string][]*SA
@@ -144,6 +186,12 @@ type Responder struct {
 
 	invalidSPITokens                  tokenBucket
 	invalidSPISent, invalidSPILimited atomic.Uint64
+	halfOpenBlocked, ikeSALimited     atomic.Uint64
+	authFailures, authThrottled       atomic.Uint64
+	// unauthLog limits the log lines that unauthenticated requests cause.
+	unauthLog logLimiter
+	// guess: failed authentications by source and identity (guess.go).
+	guess guessGuard
 }
 
 // NewResponder creates a responder whose SAs live until ctx ends (or they
@@ -167,20 +215,29 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 	if cfg.HalfOpenLimit <= 0 {
 		cfg.HalfOpenLimit = DefaultHalfOpenLimit
 	}
+	if cfg.MaxIKESAs <= 0 {
+		cfg.MaxIKESAs = DefaultMaxIKESAs
+	}
+	if cfg.MaxIKESAsPerIdentity <= 0 {
+		cfg.MaxIKESAsPerIdentity = DefaultMaxIKESAsPerIdentity
+	}
+	if cfg.HalfOpenPerSource <= 0 {
+		cfg.HalfOpenPerSource = DefaultHalfOpenPerSource
+	}
 	if cfg.HalfOpenTimeout <= 0 {
 		cfg.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
 	c := common{localAuth: cfg.LocalAuth, ike: cfg.IKE, esp: cfg.ESP, mobike: cfg.MOBIKE,
 		fragmentation: !cfg.NoFragmentation, fragmentMTU: cfg.FragmentMTU, dpdDelay: cfg.DPDDelay,
 		childRekey: cfg.ChildRekeyTime, childLife: cfg.ChildLifeTime, rekeyJitter: cfg.RekeyJitter, ikeRekey: cfg.IKERekeyTime, ikeLife: cfg.IKELifeTime,
-		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log}
+		retransmit: cfg.Retransmit, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Log, maxChildren: cfg.MaxChildSAs}
 	c.fill()
 	r := &Responder{cfg: cfg, common: c, tr: tr, events: events, ctx: ctx,
-		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA)}
+		bySPI: make(map[uint64]*SA), halfOpen: make(map[halfKey]*SA), halfOpenBySrc: make(map[netip.Addr]int)}
 	r.invalidSPITokens = tokenBucket{burst: invalidSPIBurst, every: invalidSPIEvery}
-	r.secret = make([]byte, 32)
-	if _, err := io.ReadFull(c.rand, r.secret); err != nil {
-		return nil, fmt.Errorf("ike: cookie secret: %w", err)
+	r.unauthLog = logLimiter{bucket: tokenBucket{burst: unauthLogBurst, every: unauthLogEvery}}
+	if err := r.cookies.init(c.rand); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -189,7 +246,8 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{r.malformed.Load(), r.unknownSPI.Load(), r.cookiesSent.Load(),
 		r.halfOpenDropped.Load(), r.noProposal.Load(), r.invalidKE.Load(), r.unexpectedNAT.Load(),
-		r.invalidSPISent.Load(), r.invalidSPILimited.Load()}
+		r.invalidSPISent.Load(), r.invalidSPILimited.Load(), r.halfOpenBlocked.Load(), r.ikeSALimited.Load(),
+		r.authFailures.Load(), r.authThrottled.Load()}
 }
 
 // SAs returns the live IKE SAs.
@@ -334,6 +392,32 @@ func (b *tokenBucket) take(now time.Time) bool {
 	return true
 }
 
+// Log lines about unauthenticated requests (a refused proposal, a source
+// over its half-open share) are limited to a burst of unauthLogBurst,
+// refilled at one per unauthLogEvery; the next line says how many were
+// left out. A flood then costs the journal a line every few seconds.
+const (
+	unauthLogBurst = 5
+	unauthLogEvery = 2 * time.Second
+)
+
+// logLimiter rate-limits one kind of log line and counts what it drops.
+type logLimiter struct {
+	bucket     tokenBucket
+	suppressed atomic.Uint64
+}
+
+func (l *logLimiter) log(now time.Time, log *slog.Logger, level slog.Level, msg string, args ...any) {
+	if !l.bucket.take(now) {
+		l.suppressed.Add(1)
+		return
+	}
+	if n := l.suppressed.Swap(0); n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	log.Log(context.Background(), level, msg, args...)
+}
+
 // reserveSPI picks a fresh SPI for sa's end of a rekeyed IKE SA and routes
 // messages under it to sa; it is released when sa dies.
 func (r *Responder) reserveSPI(sa *SA) uint64 {
@@ -364,12 +448,19 @@ func (r *Responder) needCookie(halfOpen int) bool {
 func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	h := msg.Header
 	key := halfKey{h.SPIi, path.Remote}
+	src := path.Remote.Addr()
 	r.mu.Lock()
 	existing := r.halfOpen[key]
-	n := len(r.halfOpen)
+	n, fromSrc := len(r.halfOpen), r.halfOpenBySrc[src]
 	r.mu.Unlock()
 	if existing != nil {
 		existing.HandlePacket(pkt, path)
+		return
+	}
+	if fromSrc >= r.cfg.HalfOpenPerSource {
+		r.halfOpenBlocked.Add(1)
+		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelWarn, "IKE_SA_INIT dropped: source has too many half-open SAs",
+			"remote", src, "half_open", fromSrc)
 		return
 	}
 	var saP *wire.SA
@@ -396,27 +487,27 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 			return
 		case wire.NotifyUnexpectedNATDetected:
 			r.unexpectedNAT.Add(1)
-			r.common.log.Info("initiator forbids NAT, and there is one", "remote", path.Remote)
+			r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelInfo, "initiator forbids NAT, and there is one", "remote", path.Remote)
 			r.sendInitNotify(h, path, wire.NotifyUnexpectedNATDetected, nil)
 			return
 		}
 	}
-	if r.needCookie(n) {
-		want := cookieValue(r.secret, 0, nonce.Data, path.Remote, h.SPIi)
+	if r.needCookie(n) || fromSrc > 0 {
+		now := r.common.clock.Now()
 		var got []byte
 		if c, ok := msg.Payloads[0].(*wire.Notify); ok && c.Type == wire.NotifyCookie {
 			got = c.Data
 		}
-		if !hmac.Equal(got, want) {
+		if !r.cookies.valid(now, got, nonce.Data, path.Remote, h.SPIi) {
 			r.cookiesSent.Add(1)
-			r.sendInitNotify(h, path, wire.NotifyCookie, want)
+			r.sendInitNotify(h, path, wire.NotifyCookie, r.cookies.issue(now, nonce.Data, path.Remote, h.SPIi))
 			return
 		}
 	}
 	chosen, ok := selectProposal(r.cfg.IKE, saP.Proposals, wire.ProtoIKE, ke.Group)
 	if !ok {
 		r.noProposal.Add(1)
-		r.common.log.Info("no acceptable IKE proposal", "remote", path.Remote)
+		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelInfo, "no acceptable IKE proposal", "remote", path.Remote)
 		r.sendInitNotify(h, path, wire.NotifyNoProposalChosen, nil)
 		return
 	}
@@ -427,8 +518,23 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 		r.sendInitNotify(h, path, wire.NotifyInvalidKEPayload, b[:])
 		return
 	}
+	// A KE we cannot use is refused before we make a key of our own.
+	if err := ikecrypto.CheckPublicKey(ke.Group, ke.Data); err != nil {
+		r.malformed.Add(1)
+		r.sendInitNotify(h, path, wire.NotifyInvalidSyntax, nil)
+		return
+	}
 	if n >= r.cfg.HalfOpenLimit {
 		r.halfOpenDropped.Add(1)
+		return
+	}
+	r.mu.Lock()
+	// bySPI counts an SA twice while its IKE rekey runs: a bound, not a census.
+	full := len(r.bySPI) >= r.cfg.MaxIKESAs
+	r.mu.Unlock()
+	if full {
+		r.ikeSALimited.Add(1)
+		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelWarn, "IKE_SA_INIT dropped: the gateway has max_ike_sas IKE SAs", "remote", src)
 		return
 	}
 	sa := newSA(r.ctx, false, r.common, r.tr, r.events, path)
@@ -440,6 +546,12 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 		existing.HandlePacket(pkt, path)
 		return
 	}
+	if r.halfOpenBySrc[src] >= r.cfg.HalfOpenPerSource {
+		// Others from this source got in since we looked.
+		r.mu.Unlock()
+		r.halfOpenBlocked.Add(1)
+		return
+	}
 	spir := sa.randSPI64()
 	for r.bySPI[spir] != nil {
 		spir = sa.randSPI64()
@@ -447,14 +559,13 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 	sa.spir.Store(spir)
 	r.bySPI[spir] = sa
 	r.halfOpen[key] = sa
+	r.halfOpenBySrc[src]++
 	r.mu.Unlock()
 	sa.log = r.common.log.With("role", "responder", "spii", spiHex(h.SPIi), "spir", spiHex(spir))
 	sa.onDead = append(sa.onDead, func() {
 		r.mu.Lock()
 		delete(r.bySPI, spir)
-		if r.halfOpen[key] == sa {
-			delete(r.halfOpen, key)
-		}
+		r.dropHalfOpen(key, sa)
 		r.mu.Unlock()
 	})
 	pktCopy := slices.Clone(pkt)
@@ -480,10 +591,22 @@ func (r *Responder) sendInitNotify(req wire.Header, path esp.Path, t wire.Notify
 
 func (r *Responder) markEstablished(key halfKey, sa *SA) {
 	r.mu.Lock()
-	if r.halfOpen[key] == sa {
-		delete(r.halfOpen, key)
-	}
+	r.dropHalfOpen(key, sa)
 	r.mu.Unlock()
+}
+
+// dropHalfOpen forgets sa as half-open under key; r.mu is held.
+func (r *Responder) dropHalfOpen(key halfKey, sa *SA) {
+	if r.halfOpen[key] != sa {
+		return
+	}
+	delete(r.halfOpen, key)
+	src := key.remote.Addr()
+	if r.halfOpenBySrc[src] <= 1 {
+		delete(r.halfOpenBySrc, src)
+	} else {
+		r.halfOpenBySrc[src]--
+	}
 }
 
 // handleInitRequest runs on the new SA's goroutine.
@@ -542,7 +665,9 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 	sa.lastResp = &cachedResponse{msgID: 0, pkt: pkt}
 	sa.peerNextMsgID = 1
 	sa.state = stateAuth
-	sa.log.Info("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
+	// Debug: anyone can make us answer one, so a flood must not reach
+	// the journal.
+	sa.log.Debug("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
 		"nat_local", sa.natLocal, "nat_remote", sa.natRemote)
 	if err := sa.tr.SendIKE(pkt, path); err != nil {
 		sa.log.Debug("send failed", "err", err)
@@ -561,6 +686,11 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 // handleAuthRequest authenticates the initiator and sets up the first Child SA.
 func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after func()) {
 	r := sa.resp
+	if sa.eaps == nil {
+		if d := r.guess.wait(sa.cfg.clock.Now(), sa.guessKeys(findIDi(ps))...); d > 0 {
+			return sa.authThrottled(findIDi(ps), d)
+		}
+	}
 	if sa.wantsEAP(ps) {
 		var done bool
 		if ps, resp, after, done = sa.eapServerStep(ps); !done {
@@ -583,7 +713,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 		}
 	}
 	authFailed := func(err error) ([]wire.Payload, func()) {
-		sa.log.Warn("initiator authentication failed", "err", err)
+		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
 		return []wire.Payload{&wire.Notify{Type: wire.NotifyAuthenticationFailed}}, func() { sa.die(e) }
 	}
@@ -598,6 +728,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	if err := pa.Verify(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi), idi, auth, certs); err != nil {
 		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 	}
+	r.guess.succeed(sa.guessKeys(idi)...)
 	local := r.cfg.LocalAuth
 	if r.cfg.LocalAuthFor != nil {
 		if local, err = r.cfg.LocalAuthFor(idi); err != nil {
@@ -623,6 +754,9 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	}
 	sa.peerID = peerID
 	sa.poolKey = poolKey(idi)
+	if r.cfg.PeerTS != nil {
+		sa.peerTS = r.cfg.PeerTS(idi)
+	}
 	r.registerIdentity(sa, sa.poolKey, ps)
 	sa.state = stateEstablished
 	sa.established = true
@@ -718,13 +852,14 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 			r.cfg.Pool.Release(sa.poolKey, a)
 		}
 	}
-	allowedI := PrefixesTS([]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")})
-	if len(vips) > 0 {
-		allowedI = nil
-		for _, a := range vips {
-			allowedI = append(allowedI, AddrTS(a))
-		}
+	// The initiator's side is only what we granted it: what it asks for
+	// would otherwise let it take another client's inner address (the
+	// newest route wins) or send from any source.
+	var allowedI []wire.TrafficSelector
+	for _, a := range vips {
+		allowedI = append(allowedI, AddrTS(a))
 	}
+	allowedI = append(allowedI, PrefixesTS(sa.peerTS)...)
 	nTSi := NarrowTS(tsi.Selectors, allowedI)
 	nTSr := NarrowTS(tsr.Selectors, PrefixesTS(r.cfg.LocalTS))
 	if len(nTSi) == 0 || len(nTSr) == 0 {

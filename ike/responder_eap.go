@@ -46,7 +46,11 @@ func (sa *SA) wantsEAP(ps []wire.Payload) bool {
 func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, after func(), done bool) {
 	r := sa.resp
 	failed := func(err error, notify bool) ([]wire.Payload, []wire.Payload, func(), bool) {
-		sa.log.Warn("initiator EAP authentication failed", "err", err)
+		idi := findIDi(ps)
+		if sa.eaps != nil {
+			idi = sa.eaps.idi
+		}
+		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
 		var out []wire.Payload
 		if notify {

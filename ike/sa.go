@@ -52,10 +52,14 @@ type Counters struct {
 	// RFC 6311 synchronisation requests dropped (not negotiated,
 	// malformed, or stale).
 	ParkedDrops, SyncDropped uint64
+	// DuplicatesUnanswered: duplicate requests that got no resend (the
+	// rate limit, or the cached response was dropped).
+	DuplicatesUnanswered uint64
 }
 
 type counters struct {
 	malformed, wrongSPI, undecryptable, unexpected, inboxFull, retransmits, dupRequests atomic.Uint64
+	dupUnanswered                                                                       atomic.Uint64
 	fragmentsSent, fragmentsDropped                                                     atomic.Uint64
 	badNotifies, refusedUpdates, rrChecks, rrFailures                                   atomic.Uint64
 	parkedDrops, syncDropped                                                            atomic.Uint64
@@ -65,7 +69,7 @@ func (c *counters) snapshot() Counters {
 	return Counters{c.malformed.Load(), c.wrongSPI.Load(), c.undecryptable.Load(), c.unexpected.Load(),
 		c.inboxFull.Load(), c.retransmits.Load(), c.dupRequests.Load(), c.fragmentsSent.Load(), c.fragmentsDropped.Load(),
 		c.badNotifies.Load(), c.refusedUpdates.Load(), c.rrChecks.Load(), c.rrFailures.Load(),
-		c.parkedDrops.Load(), c.syncDropped.Load()}
+		c.parkedDrops.Load(), c.syncDropped.Load(), c.dupUnanswered.Load()}
 }
 
 type inPacket struct {
@@ -106,6 +110,17 @@ type request struct {
 	ikeRekeySPI uint64
 }
 
+// Cached responses are resent to at most cachedRespBurst duplicates in a
+// row, then one per cachedRespEvery, so replays cannot make us send an
+// IKE_AUTH response (certificates, fragments) to anyone at line rate; and
+// they are dropped cachedRespKeep after they were made, longer than any
+// initiator retransmits.
+const (
+	cachedRespBurst = 3
+	cachedRespEvery = time.Second
+	cachedRespKeep  = 3 * time.Minute
+)
+
 type cachedResponse struct {
 	msgID uint32
 	pkt   []byte
@@ -140,6 +155,9 @@ type common struct {
 	clock      Clock
 	rand       io.Reader
 	log        *slog.Logger
+	// maxChildren caps the Child SAs of one IKE SA that the peer's
+	// rekeys may create (0: DefaultMaxChildSAs).
+	maxChildren int
 }
 
 func (c *common) fill() {
@@ -153,6 +171,9 @@ func (c *common) fill() {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.retransmit = c.retransmit.normalized()
+	if c.maxChildren <= 0 {
+		c.maxChildren = DefaultMaxChildSAs
+	}
 }
 
 // SA is one IKE SA. A single goroutine owns its state; other goroutines talk
@@ -204,17 +225,19 @@ type SA struct {
 	queue         []func()
 	peerNextMsgID uint32
 	lastResp      *cachedResponse
-	natLocal      bool
-	natRemote     bool
-	natSupported  bool
-	forcedEncap   bool
-	peerMOBIKE    bool
-	peerMOBIKED   []byte
-	fragOK        bool        // RFC 7383 negotiated
-	reasm         *reassembly // the fragmented message being collected
-	lastIn        time.Time   // the last authenticated message from the peer
-	dpdTimer      Timer
-	dpdHeld       bool
+	// resendTokens limits the resends of cached responses.
+	resendTokens tokenBucket
+	natLocal     bool
+	natRemote    bool
+	natSupported bool
+	forcedEncap  bool
+	peerMOBIKE   bool
+	peerMOBIKED  []byte
+	fragOK       bool        // RFC 7383 negotiated
+	reasm        *reassembly // the fragmented message being collected
+	lastIn       time.Time   // the last authenticated message from the peer
+	dpdTimer     Timer
+	dpdHeld      bool
 	// Child SA rekeying (rekey.go), by inbound SPI of the SA replaced.
 	rekeys      map[uint32]*childRekey
 	peerRekeys  map[uint32]peerRekey
@@ -245,6 +268,13 @@ type SA struct {
 	hint         hintState // unprotected notifications (hint.go)
 	peerID       string
 	poolKey      string
+	// initErr: an error an IKE_SA_INIT response brought, kept while we
+	// wait a little for a valid one (initiator.go).
+	initErr      error
+	initErrTimer Timer
+	// peerTS: prefixes the gateway file grants this initiator besides its
+	// leases (ResponderConfig.PeerTS).
+	peerTS       []netip.Prefix
 	children     []ChildSA
 	vips         []netip.Addr
 	dns          []netip.Addr
@@ -465,7 +495,12 @@ func (sa *SA) die(reason error) {
 	}
 	sa.state = stateDead
 	sa.deadReason = reason
-	sa.log.Info("IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
+	level := slog.LevelInfo
+	if sa.resp != nil && !sa.established {
+		// A half-open SA of ours: anyone can make one.
+		level = slog.LevelDebug
+	}
+	sa.log.Log(context.Background(), level, "IKE SA deleted", "spii", spiHex(sa.spii.Load()), "spir", spiHex(sa.spir.Load()), "reason", reason)
 	sa.finish(nil, reason)
 	for _, f := range sa.onDead {
 		f()
@@ -745,6 +780,10 @@ func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
 	var ps []wire.Payload
 	if h.Exchange == wire.ExchangeIKESAInit {
 		ps = msg.Payloads
+		if err := initResponseProblem(h, ps); err != nil && sa.initiator {
+			sa.unauthenticatedInitError(err)
+			return
+		}
 	} else {
 		var err error
 		if ps, err = sa.openPacket(p, msg); err != nil {
@@ -790,10 +829,10 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 				return
 			}
 			if sa.refuseUpdate(ps, p.path) == 0 {
-				sa.peerMoved(p.path)
+				sa.peerMoved(p.path, true)
 			}
 		}
-		sa.send(sa.lastResp.pkt, sa.lastResp.frags, sa.lastResp.dest(p.path))
+		sa.resendCached(sa.lastResp, sa.lastResp.dest(p.path))
 		return
 	}
 	if h.MessageID != sa.peerNextMsgID || h.Exchange == wire.ExchangeIKESAInit {
@@ -812,8 +851,14 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	if !sa.initiator && (sa.state < stateEstablished || (sa.natRemote && !sa.peerMOBIKE)) {
 		// NAT traversal (RFC 7296 2.23): follow the peer's address as seen
 		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
-		// moves the SA (RFC 4555 3.5).
+		// moves the SA (RFC 4555 3.5). A fresh request (duplicates never
+		// get here) proves the new mapping, and ESP follows too.
+		moved := sa.state >= stateEstablished && !samePath(p.path, sa.path)
 		sa.setPath(p.path)
+		if moved {
+			sa.log.Info("peer's NAT mapping changed", "to", p.path.Remote.String())
+			sa.emit(&PathUpdated{SA: sa, Path: p.path, NATRemote: sa.natRemote})
+		}
 	}
 	var resp []wire.Payload
 	var after func()
@@ -862,8 +907,31 @@ func (sa *SA) respond(h wire.Header, ps []wire.Payload, path esp.Path) {
 		return
 	}
 	sa.peerNextMsgID = h.MessageID + 1
-	sa.lastResp = &cachedResponse{msgID: h.MessageID, pkt: pkt, frags: frags}
+	sa.lastResp = sa.cacheResponse(h.MessageID, pkt, frags)
 	sa.send(pkt, frags, path)
+}
+
+// cacheResponse keeps a response for duplicates of its request, until
+// cachedRespKeep has passed.
+func (sa *SA) cacheResponse(msgID uint32, pkt []byte, frags [][]byte) *cachedResponse {
+	cr := &cachedResponse{msgID: msgID, pkt: pkt, frags: frags}
+	sa.cfg.clock.AfterFunc(cachedRespKeep, func() {
+		sa.post(func() { cr.pkt, cr.frags = nil, nil })
+	})
+	return cr
+}
+
+// resendCached answers a duplicate request with cr, within the rate limit
+// and while cr is kept.
+func (sa *SA) resendCached(cr *cachedResponse, path esp.Path) {
+	if sa.resendTokens.every == 0 {
+		sa.resendTokens = tokenBucket{burst: cachedRespBurst, every: cachedRespEvery}
+	}
+	if (cr.pkt == nil && cr.frags == nil) || !sa.resendTokens.take(sa.cfg.clock.Now()) {
+		sa.stats.dupUnanswered.Add(1)
+		return
+	}
+	sa.send(cr.pkt, cr.frags, path)
 }
 
 // startClose sends DELETE for the IKE SA and dies when answered (or after the

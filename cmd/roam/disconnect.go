@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/lockdown"
 )
 
 func disconnectCommand() *cli.Command {
@@ -28,6 +30,15 @@ func disconnectCommand() *cli.Command {
 			if all {
 				names, err := client.DisconnectAll(c.Context)
 				if errors.Is(err, daemon.ErrNoDaemon) {
+					// No daemon: a crashed one may have left its
+					// lockdown, which fails closed until lifted here.
+					had, err := lockdown.RemoveLeftovers()
+					if err != nil && !errors.Is(err, os.ErrPermission) {
+						return fmt.Errorf("disconnect: %w", err)
+					}
+					if had {
+						fmt.Fprintln(c.App.Writer, "removed leftover lockdown rules")
+					}
 					return nil
 				}
 				for _, n := range names {

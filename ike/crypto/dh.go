@@ -63,6 +63,33 @@ func PublicKeyLen(group uint16) (int, error) {
 	return 0, fmt.Errorf("ikecrypto: unsupported key exchange group %d", group)
 }
 
+// CheckPublicKey validates a peer's KE data for group without a key of our
+// own: its length, for MODP the range of RFC 6989 2.2, for the NIST curves
+// that the point is on the curve. A responder refuses bad KE payloads with
+// it before it spends a key generation on the request.
+func CheckPublicKey(group uint16, peer []byte) error {
+	n, err := PublicKeyLen(group)
+	if err != nil {
+		return err
+	}
+	if len(peer) != n {
+		return fmt.Errorf("%w: group %d value is %d bytes, want %d", ErrInvalidPublicKey, group, len(peer), n)
+	}
+	if p := modpPrime(group); p != nil {
+		y := new(big.Int).SetBytes(peer)
+		if y.Cmp(big.NewInt(1)) <= 0 || y.Cmp(new(big.Int).Sub(p, big.NewInt(1))) >= 0 {
+			return fmt.Errorf("%w: MODP group %d value out of range", ErrInvalidPublicKey, group)
+		}
+		return nil
+	}
+	if curve, _ := ecdhCurve(group); curve != nil && group != GroupCurve25519 {
+		if _, err := curve.NewPublicKey(append([]byte{4}, peer...)); err != nil {
+			return fmt.Errorf("%w: group %d point: %v", ErrInvalidPublicKey, group, err)
+		}
+	}
+	return nil
+}
+
 // NewKeyExchange generates an ephemeral private key for group from random
 // (crypto/rand.Reader when nil).
 func NewKeyExchange(group uint16, random io.Reader) (KeyExchange, error) {

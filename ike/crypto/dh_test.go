@@ -349,3 +349,40 @@ func FuzzSharedSecret(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckPublicKey: what a responder refuses before making its own key
+// agrees with SharedSecret.
+func TestCheckPublicKey(t *testing.T) {
+	for _, g := range []uint16{GroupMODP2048, GroupECP256, GroupECP384, GroupCurve25519} {
+		kx, err := NewKeyExchange(g, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		good := kx.PublicKey()
+		offCurve := bytes.Clone(good)
+		offCurve[len(offCurve)-1] ^= 1
+		tests := []struct {
+			name string
+			data []byte
+			ok   bool
+		}{
+			{"valid", good, true},
+			{"short", good[1:], false},
+			{"long", append(bytes.Clone(good), 0), false},
+			{"one", append(make([]byte, len(good)-1), 1), g == GroupCurve25519},
+			{"flipped", offCurve, g == GroupCurve25519 || g == GroupMODP2048},
+		}
+		for _, tc := range tests {
+			err := CheckPublicKey(g, tc.data)
+			if (err == nil) != tc.ok {
+				t.Errorf("group %d %s: err %v, want ok %v", g, tc.name, err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidPublicKey) {
+				t.Errorf("group %d %s: err %v is not ErrInvalidPublicKey", g, tc.name, err)
+			}
+		}
+	}
+	if err := CheckPublicKey(99, make([]byte, 32)); err == nil {
+		t.Error("unsupported group accepted")
+	}
+}

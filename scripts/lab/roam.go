@@ -83,6 +83,9 @@ type RoamProfile struct {
 
 	// ReauthTime writes reauth_time (0: none).
 	ReauthTime time.Duration
+
+	// Lockdown writes lockdown = true (the kill switch).
+	Lockdown bool
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -168,6 +171,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.ReauthTime > 0 {
 			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
 		}
+		if p.Lockdown {
+			b.WriteString("lockdown = true\n")
+		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
@@ -191,8 +197,16 @@ type RoamGatewayConfig struct {
 
 	// Listen replaces the gateway's four addresses (an HA node has one).
 	Listen []netip.Addr
+	// Clients are PSK clients besides alice.
+	Clients []RoamGatewayClient
 	// HA writes a [gateway.ha] table (ha.go).
 	HA *RoamHA
+}
+
+// RoamGatewayClient is one more [[gateway.clients]] entry.
+type RoamGatewayClient struct {
+	ID, PSK string
+	TS      []string // ts: prefixes granted besides a pool address
 }
 
 // WriteRoamGateway writes the gateway file (and alice's PSK file) into dir.
@@ -238,6 +252,16 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "password_file = %q\n", f)
+	}
+	for i, c := range g.Clients {
+		f := filepath.Join(dir, fmt.Sprintf("client%d.psk", i))
+		if err := os.WriteFile(f, []byte(c.PSK), 0o600); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "\n[[gateway.clients]]\nid = %q\npsk_file = %q\n", c.ID, f)
+		if len(c.TS) > 0 {
+			fmt.Fprintf(&b, "ts = %s\n", tomlList(c.TS))
+		}
 	}
 	if g.HA != nil {
 		if err := writeHA(&b, dir, g.HA); err != nil {
@@ -347,6 +371,10 @@ type Status struct {
 	PathMTU    int    `json:"path_mtu"`
 	ICMPTooBig uint64 `json:"icmp_too_big"`
 	MSSClamped uint64 `json:"mss_clamped"`
+	// Lockdown: the kill switch is in force, letting IKE and ESP out to
+	// LockdownGateways.
+	Lockdown         bool     `json:"lockdown"`
+	LockdownGateways []string `json:"lockdown_gateways"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a

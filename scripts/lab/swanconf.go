@@ -24,7 +24,8 @@ type SwanConn struct {
 	RemoteID string
 	IKE      []string // IKE proposals, strongSwan spelling
 	ESP      []string // ESP proposals
-	// Gateway role.
+	// Gateway role; LocalTS also for a client that offers its own side
+	// instead of asking for a virtual IP.
 	Pool    netip.Prefix
 	DNS     []netip.Addr
 	LocalTS []netip.Prefix
@@ -160,6 +161,10 @@ func Swanctl(conns ...SwanConn) string {
 			fmt.Fprintf(&b, "        local_ts = %s\n", joinPrefixes(c.LocalTS))
 		} else {
 			fmt.Fprintf(&b, "        remote_ts = %s\n", joinPrefixes(c.RemoteTS))
+			if len(c.LocalTS) > 0 {
+				// A client's own side (a site's subnet, or what it claims).
+				fmt.Fprintf(&b, "        local_ts = %s\n", joinPrefixes(c.LocalTS))
+			}
 		}
 		fmt.Fprintf(&b, "        esp_proposals = %s\n", strings.Join(c.ESP, ","))
 		if c.ChildRekey > 0 {

@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/roam-vpn/roam/internal/lockdown"
+)
+
+// IKE's ports (RFC 7296 2.23): a gateway may answer on either, and NAT-T
+// floats to 4500 whatever the configured port.
+const (
+	ikePort  = 500
+	nattPort = 4500
+)
+
+// startLockdown puts the profile's kill switch in place before anything
+// is sent: from then on only the tunnel, IKE to the gateway, DHCP, ND and
+// loopback leave the host (internal/lockdown).
+func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
+	p := c.profile
+	if !p.Lockdown {
+		return nil
+	}
+	r, err := lockdown.Apply(lockdown.Config{
+		Interface: ifname,
+		Gateways:  []netip.Addr{gw.Addr()},
+		Ports:     []uint16{ikePort, nattPort, gw.Port()},
+		LAN:       p.LockdownLAN,
+		IPv6:      p.LockdownIPv6,
+	})
+	if err != nil {
+		return err
+	}
+	c.lock = r
+	c.log.Info("lockdown on", "interface", ifname, "lan", p.LockdownLAN, "ipv6", p.LockdownIPv6)
+	return nil
+}
+
+// allowGateways lets IKE and ESP out to gateway addresses learnt since
+// (MOBIKE's additional addresses, a switch's target, a move's path).
+func (c *conn) allowGateways(addrs ...netip.Addr) {
+	if c.lock == nil {
+		return
+	}
+	if err := c.lock.AllowGateways(addrs...); err != nil {
+		c.log.Error("lockdown: gateway address not let out", "addrs", addrs, "err", err)
+	}
+}
+
+// stopLockdown lifts the kill switch when the connection ends.
+func (c *conn) stopLockdown() {
+	if c.lock == nil {
+		return
+	}
+	if err := c.lock.Remove(); err != nil {
+		c.log.Error("lockdown: rules not lifted", "err", err)
+		return
+	}
+	c.log.Info("lockdown off")
+}
+
+// removeLockdownLeftovers lifts the rules a crashed daemon left (they
+// fail closed); only a daemon with no connection may call it.
+func removeLockdownLeftovers(log *slog.Logger) error {
+	had, err := lockdown.RemoveLeftovers()
+	if err != nil {
+		return fmt.Errorf("removing leftover lockdown rules: %w", err)
+	}
+	if had {
+		log.Info("removed lockdown rules left by an earlier daemon")
+	}
+	return nil
+}
+
+// liftLeftoverLockdown is removeLockdownLeftovers for a daemon that goes on
+// either way: without the privilege to read nftables (tests, a user's
+// daemon) there is nothing it could have left.
+func liftLeftoverLockdown(log *slog.Logger) {
+	err := removeLockdownLeftovers(log)
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrPermission):
+		log.Debug("lockdown leftovers not checked", "err", err)
+	default:
+		log.Warn("lockdown leftovers", "err", err)
+	}
+}
+
+// lockdownStatus reports the kill switch in `roam status`.
+func (c *conn) lockdownStatus(st *Status) {
+	if c.lock == nil || c.lock.Removed() {
+		return
+	}
+	st.Lockdown = true
+	for _, a := range c.lock.Gateways() {
+		st.LockdownGateways = append(st.LockdownGateways, a.String())
+	}
+}
