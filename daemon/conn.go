@@ -85,6 +85,14 @@ type conn struct {
 	routes map[netip.Prefix]bool
 	dns    []netip.Addr
 
+	// suspendCause is why the state is suspended: mobility's reason, then
+	// the error of each path test that failed since (health.go).
+	suspendCause string
+	// mover runs the installed SA's path changes (nil without MOBIKE);
+	// health reads whether a test is in flight.
+	mover  atomic.Pointer[mobility.Mover]
+	health connHealth
+
 	// ending is the reason for an end the connection decided itself (the
 	// outage limit); it wins over the nil of the IKE DELETE that follows.
 	ending error
@@ -218,6 +226,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	if err := c.connect(ctx); err != nil {
 		return fail(err)
 	}
+	go c.watchHealth(c.life)
 	return c, nil
 }
 
@@ -460,6 +469,9 @@ func (c *conn) install(s *session) error {
 			return err
 		}
 		s.mover = mover
+		c.mover.Store(mover)
+	} else {
+		c.mover.Store(nil)
 	}
 	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
 	if len(est.VirtualIPs) > 0 {
@@ -730,6 +742,9 @@ func (c *conn) Err() error {
 
 // Status reports the connection for `roam status`.
 func (c *conn) Status() Status {
+	// Fresh, not the watcher's last look: status must not say ok for a
+	// connection that has just been suspended.
+	c.checkHealth(time.Now())
 	c.mu.Lock()
 	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
 	attempt, lastErr := c.attempt, c.lastErr
@@ -775,6 +790,7 @@ func (c *conn) Status() Status {
 	}
 	ms := c.dp.MTUStats()
 	st.ICMPTooBig, st.MSSClamped = ms.ICMPTooBig, ms.MSSClamped
+	c.trafficStatus(&st, peer)
 	return st
 }
 

@@ -125,6 +125,10 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 			if err != nil {
 				c.mu.Lock()
 				down := c.peer == peer && (c.state == stateSuspended || c.state == stateReconnecting)
+				if down && c.state == stateSuspended {
+					// No longer just asleep: a path was tested and failed.
+					c.suspendCause = err.Error()
+				}
 				c.mu.Unlock()
 				if down {
 					// Paths exist (one was tested) and none answers.
@@ -165,7 +169,7 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 		return
 	}
 	lost := c.ifname
-	c.state, c.ifname = stateSuspended, ""
+	c.state, c.ifname, c.suspendCause = stateSuspended, "", reason
 	c.mu.Unlock()
 	c.holdDPD(true)
 	c.emit(Event{Event: EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
@@ -183,7 +187,7 @@ func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 		c.mu.Unlock()
 		return
 	}
-	c.state, c.ifname = "established", r.Interface
+	c.state, c.ifname, c.suspendCause = "established", r.Interface, ""
 	c.mu.Unlock()
 	c.holdDPD(false)
 	c.saAnswered()

@@ -81,6 +81,20 @@ type Status struct {
 	PathMTU    int    `json:"path_mtu,omitempty"`
 	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
 	MSSClamped uint64 `json:"mss_clamped,omitempty"`
+	// Health says whether traffic really flows (ok, testing, no-path,
+	// suspended; README) and HealthReason why; empty for a gateway's
+	// clients. The times are the last ESP packet and authenticated IKE
+	// message from the gateway and the last ESP packet to it (absent:
+	// none yet); RTTMS is the current path's smoothed round-trip time
+	// from IKE exchanges (0: not measured yet), RTTVarMS its variation.
+	Health          string     `json:"health,omitempty"`
+	HealthReason    string     `json:"health_reason,omitempty"`
+	LastInboundESP  *time.Time `json:"last_inbound_esp,omitempty"`
+	LastInboundIKE  *time.Time `json:"last_inbound_ike,omitempty"`
+	LastOutboundESP *time.Time `json:"last_outbound_esp,omitempty"`
+	RTTMS           float64    `json:"rtt_ms,omitempty"`
+	RTTVarMS        float64    `json:"rtt_var_ms,omitempty"`
+	RTTSamples      int        `json:"rtt_samples,omitempty"`
 	// Lockdown: the profile's kill switch is in force; LockdownGateways
 	// are the gateway addresses it lets IKE and ESP out to.
 	Lockdown         bool     `json:"lockdown,omitempty"`
@@ -194,6 +208,7 @@ const (
 	EventRekeyed         = "rekeyed"
 	EventDisconnected    = "disconnected"
 	EventError           = "error"
+	// EventHealth (health.go): Status.Health changed, from -> to.
 )
 
 // Event is one line of `roam events --json`. The manager fills Time (and

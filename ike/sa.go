@@ -101,6 +101,7 @@ type request struct {
 	sched   *Retransmit
 	keepSA  bool
 	sentOn  esp.Path
+	sentAt  time.Time // the last transmission (RTT, rtt.go)
 	// build made the payloads (startRequest), so a request caught by an
 	// IKE SA rekey can be sent again on the new SA; ikeRekeySPI, when
 	// set, marks our CREATE_CHILD_SA that rekeys the IKE SA (it is our
@@ -192,6 +193,13 @@ type SA struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	stats counters
+	// rtt, requestedAt, answeredAt, heardAt: round-trip times, the last
+	// request sent, answer received and message heard (UnixNano), for
+	// status (rtt.go).
+	rtt         rttTable
+	requestedAt atomic.Int64
+	answeredAt  atomic.Int64
+	heardAt     atomic.Int64
 
 	resultOnce sync.Once
 	result     chan struct{}
@@ -556,12 +564,12 @@ func sealWith(sk *ikecrypto.SKCipher, h wire.Header, ps []wire.Payload) ([]byte,
 // already for a fragmented one, else decrypted from its SK payload.
 func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) {
 	if p.payloads != nil {
-		sa.lastIn = sa.cfg.clock.Now()
+		sa.noteHeard(sa.cfg.clock.Now())
 		return p.payloads, nil
 	}
 	ps, err := sa.open(p.pkt, msg)
 	if err == nil {
-		sa.lastIn = sa.cfg.clock.Now()
+		sa.noteHeard(sa.cfg.clock.Now())
 	}
 	return ps, err
 }
@@ -661,6 +669,8 @@ func (sa *SA) transmit(r *request) {
 		}
 	}
 	r.sentOn = path
+	r.sentAt = sa.cfg.clock.Now()
+	sa.requestedAt.Store(r.sentAt.UnixNano())
 	sa.send(r.pkt, r.frags, path)
 	n := r.sends
 	r.sends++
@@ -781,6 +791,10 @@ func (sa *SA) handleResponse(p inPacket, msg *wire.Message) {
 			return
 		}
 	}
+	if h.Exchange == wire.ExchangeIKESAInit {
+		sa.noteHeard(sa.cfg.clock.Now())
+	}
+	sa.noteAnswer(r, p.path)
 	sa.completeRequestKeepQueue()
 	sa.respPath = p.path
 	r.onResponse(h, ps, p.pkt)

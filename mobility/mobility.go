@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
@@ -152,6 +153,8 @@ type Mover struct {
 	// when switchWake fires.
 	switchTo   netip.Addr
 	switchWake chan struct{}
+	// testing mirrors moving for Testing (status, from any goroutine).
+	testing atomic.Bool
 
 	// At most one update is in flight (moving); triggers that arrive
 	// meanwhile are merged into pending and run after it, with the
@@ -286,6 +289,12 @@ func (m *Mover) Current() (esp.Path, string) {
 	return m.current, m.ifname
 }
 
+// Testing reports whether a path test (an UPDATE_SA_ADDRESSES) that puts
+// the current path in doubt is in flight: until it is answered, whether the
+// tunnel works is not known. A test of a preferred uplink while the current
+// path works (make-before-break) does not count.
+func (m *Mover) Testing() bool { return m.testing.Load() }
+
 // Run follows the monitor's events until ctx ends, events closes, or the
 // outage limit ends the connection.
 func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
@@ -304,6 +313,7 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	defer func() {
 		stopTimer(m.outage)
 		stopTimer(m.retry)
+		m.testing.Store(false) // an update in flight ends with Run
 	}()
 	results := make(chan result, 1)
 	for {
@@ -569,6 +579,7 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		return
 	}
 	m.moving = true
+	m.testing.Store(k != kindBetter)
 	m.moveGen++
 	m.movingReq = req
 	gen := m.moveGen
@@ -647,6 +658,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 		return // a switch joined this update; its own result follows
 	}
 	m.moving = false
+	m.testing.Store(false)
 	if m.cfg.OnProbe != nil {
 		m.cfg.OnProbe(r.cands[0].path, r.cands[0].ifname, r.err)
 	}

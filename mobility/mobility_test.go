@@ -658,3 +658,52 @@ func TestSilenceAfterIdle(t *testing.T) {
 		}
 	})
 }
+
+// TestTestingWhileUpdateInFlight: Testing is true exactly while a path test
+// that doubts the current path is unanswered, for status to show that the
+// path's fate is open; a make-before-break test of a preferred uplink
+// leaves it false, as the current path still works.
+func TestTestingWhileUpdateInFlight(t *testing.T) {
+	tests := []struct {
+		name    string
+		better  bool // a preferred uplink appears instead of the current one going down
+		working []netmon.Address
+		wait    time.Duration // how long the answer (or the give-up) takes
+		testing bool
+	}{
+		{"answered after an RTT", false, []netmon.Address{wwan}, 40 * time.Millisecond, true},
+		{"unanswered until the timeout", false, nil, 10 * time.Second, true},
+		{"make-before-break", true, []netmon.Address{wlan, eth}, 40 * time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(Config{Interfaces: []string{"eth0", "wlan", "wwan"}}, wlan, []netmon.Address{wlan, wwan}, tt.working)
+				r.sa.mu.Lock()
+				r.sa.rtt = tt.wait
+				r.sa.mu.Unlock()
+				if r.m.Testing() {
+					t.Fatal("testing before any event")
+				}
+				if tt.better {
+					r.setAddrs(wlan, eth)
+					r.send(netmon.Snapshot{})
+				} else {
+					r.setAddrs(wwan)
+					r.send(netmon.LinkDown{IfIndex: wlan.IfIndex})
+				}
+				if n := r.sa.callCount(); n != 1 {
+					t.Fatalf("%d updates started, want 1", n)
+				}
+				if got := r.m.Testing(); got != tt.testing {
+					t.Fatalf("Testing() = %v while the update is in flight, want %v", got, tt.testing)
+				}
+				r.wait(tt.wait)
+				if r.m.Testing() {
+					t.Fatal("still testing after the update ended")
+				}
+				r.stop()
+			})
+		})
+	}
+}

@@ -78,6 +78,9 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 	}
 	for _, s := range st {
 		var lines []string
+		if line := healthLine(s, now); line != "" {
+			lines = append(lines, line)
+		}
 		if s.ReconnectAttempt > 0 {
 			lines = append(lines, fmt.Sprintf("  reconnect attempt %d, last error: %s", s.ReconnectAttempt, dash(s.LastError)))
 		}
@@ -108,6 +111,29 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// healthLine says whether traffic flows: the health state and why, when
+// something last came from the gateway, and the path's RTT.
+func healthLine(s daemon.Status, now time.Time) string {
+	if s.Health == "" {
+		return ""
+	}
+	line := "  health " + s.Health
+	if s.HealthReason != "" {
+		line += " (" + s.HealthReason + ")"
+	}
+	ago := func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		return now.Sub(*t).Round(100*time.Millisecond).String() + " ago"
+	}
+	line += fmt.Sprintf("; last received: ESP %s, IKE %s", ago(s.LastInboundESP), ago(s.LastInboundIKE))
+	if s.RTTSamples > 0 {
+		line += fmt.Sprintf("; RTT %.1f ms", s.RTTMS)
+	}
+	return line
 }
 
 func dash(s string) string {

@@ -25,3 +25,33 @@ func TestPrintStatusReconnecting(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusHealth: the health line says the state, why, when the
+// gateway was last heard and the RTT once measured.
+func TestPrintStatusHealth(t *testing.T) {
+	now := time.Date(2026, 12, 6, 21, 0, 0, 0, time.UTC)
+	esp, ike := now.Add(-200*time.Millisecond), now.Add(-12*time.Second)
+	tests := []struct {
+		name string
+		st   daemon.Status
+		want string
+	}{
+		{"ok", daemon.Status{Name: "corp", State: "established", Health: daemon.HealthOK, HealthReason: "the gateway answers",
+			LastInboundESP: &esp, LastInboundIKE: &ike, RTTMS: 21.34, RTTSamples: 4},
+			"  health ok (the gateway answers); last received: ESP 200ms ago, IKE 12s ago; RTT 21.3 ms\n"},
+		{"nothing back", daemon.Status{Name: "corp", State: "established", Health: daemon.HealthTesting,
+			HealthReason: "nothing received for 1.5s since sending", LastInboundIKE: &ike},
+			"  health testing (nothing received for 1.5s since sending); last received: ESP never, IKE 12s ago\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			if err := printStatus(&b, []daemon.Status{tt.st}, now); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), tt.want) {
+				t.Fatalf("output lacks %q:\n%s", tt.want, b.String())
+			}
+		})
+	}
+}

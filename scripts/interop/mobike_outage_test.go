@@ -93,6 +93,9 @@ func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() st
 			if st.Interface != "" {
 				fail("suspended on interface %q", st.Interface)
 			}
+			if h, ok := healthOf(r); ok && h.State == "suspended" && h.Health != "no-path" {
+				fail("health %q (%s) with every uplink down, want no-path", h.Health, h.HealthReason)
+			}
 		case "disconnected":
 			fail("connection ended during the outage")
 		}

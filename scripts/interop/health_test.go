@@ -1,0 +1,179 @@
+package interop
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/scripts/lab"
+)
+
+// healthStatus is the part of `roam status --json` that says whether
+// traffic flows.
+type healthStatus struct {
+	Name         string  `json:"name"`
+	State        string  `json:"state"`
+	Health       string  `json:"health"`
+	HealthReason string  `json:"health_reason"`
+	RTTMS        float64 `json:"rtt_ms"`
+	RTTSamples   int     `json:"rtt_samples"`
+	LastIKE      *string `json:"last_inbound_ike"`
+}
+
+func healthOf(r *lab.Roam) (healthStatus, bool) {
+	_, raw, err := r.Status()
+	if err != nil {
+		return healthStatus{}, false
+	}
+	var st []healthStatus
+	if json.Unmarshal([]byte(raw), &st) != nil {
+		return healthStatus{}, false
+	}
+	for _, s := range st {
+		if s.Name == "corp" {
+			return s, true
+		}
+	}
+	return healthStatus{}, false
+}
+
+// TestHealthBlackholedUplink: the only uplink's NAT router silently drops
+// everything from the client while a ping runs. Status must stop saying ok
+// within dead_after and a few looks (testing or no-path, whatever the SA's
+// state), never say ok while the blackhole lasts, and say ok again once
+// the router forwards again; the events report the changes as health
+// events from ok and back to it.
+func TestHealthBlackholedUplink(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+	// One uplink only: the test is about status, not about a move.
+	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
+		t.Fatal(err)
+	}
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("roam gateway output:\n%s", gp.Output())
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
+			t.Logf("roam daemon log:\n%s", b)
+		}
+		t.Fatalf(format, args...)
+	}
+	var out string
+	var err error
+	for i := 0; i < 3; i++ { // the gateway may still be starting
+		if out, err = r.Connect("corp", 20*time.Second); err == nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping before the blackhole: %v", err)
+	}
+	st, ok := healthOf(r)
+	if !ok || st.State != "established" || st.Health != "ok" {
+		fail("status before the blackhole: %+v", st)
+	}
+	if st.RTTSamples == 0 || st.RTTMS <= 0 || st.LastIKE == nil {
+		fail("no RTT or IKE time on an established tunnel: %+v", st)
+	}
+	evp, err := l.Start(lab.Client, bin, "events", "--socket", r.Socket, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evp.Stop()
+	p := startPinger(t, l, 12*time.Second)
+
+	const drop = "add table ip blackhole; add chain ip blackhole hold { type filter hook forward priority -10; policy accept; }; " +
+		"add rule ip blackhole hold iifname \"lan\" drop"
+	if err := l.Exec(lab.NATWLAN, "nft", drop); err != nil {
+		t.Fatal(err)
+	}
+	holed := true
+	defer func() {
+		if holed {
+			_ = l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole")
+		}
+	}()
+	start := time.Now()
+	// dead_after (500 ms), a tick of the health watcher, a status call on
+	// a loaded machine.
+	const notice = 2 * time.Second
+	const hole = 5 * time.Second
+	var noticed time.Duration
+	seen := map[string]bool{}
+	for time.Since(start) < hole {
+		st, ok := healthOf(r)
+		if !ok {
+			continue
+		}
+		seen[st.State+"/"+st.Health] = true
+		switch {
+		case st.Health != "ok" && noticed == 0:
+			noticed = time.Since(start)
+		case st.Health == "ok" && time.Since(start) > notice:
+			fail("status ok %v into the blackhole: %+v", time.Since(start).Round(time.Millisecond), st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if noticed == 0 {
+		fail("status stayed ok through the blackhole")
+	}
+	if err := l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole"); err != nil {
+		t.Fatal(err)
+	}
+	holed = false
+	lifted := time.Now()
+	var back time.Duration
+	for back == 0 {
+		if time.Since(lifted) > 25*time.Second {
+			fail("status not ok 25 s after the blackhole ended: %+v", st)
+		}
+		if st, ok = healthOf(r); ok && st.Health == "ok" && st.State == "established" {
+			back = time.Since(lifted)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
+		fail("status ok but no ping: %v (%+v)", err, st)
+	}
+	if text, err := r.Run(10*time.Second, "status"); err != nil || !strings.Contains(text, "  health ok (") {
+		fail("text status lacks the health line: %v\n%s", err, text)
+	}
+	var states []string
+	for k := range seen {
+		states = append(states, k)
+	}
+	t.Logf("blackholed: status not ok after %v (states seen: %s); ok again %v after the blackhole ended",
+		noticed.Round(time.Millisecond), strings.Join(states, ", "), back.Round(time.Millisecond))
+
+	// The changes are events: away from ok, then back to it.
+	time.Sleep(300 * time.Millisecond)
+	var left, returned bool
+	for _, line := range strings.Split(evp.Output(), "\n") {
+		var ev struct{ Event, Profile, From, To, Reason string }
+		if json.Unmarshal([]byte(line), &ev) != nil || ev.Event != "health" {
+			continue
+		}
+		if ev.Reason == "" {
+			fail("health event without a reason: %s", line)
+		}
+		if ev.From == "ok" && ev.To != "ok" {
+			left = true
+		}
+		if left && ev.To == "ok" {
+			returned = true
+		}
+	}
+	if !left || !returned {
+		fail("health events do not show leaving ok and coming back (left %v, back %v):\n%s", left, returned, evp.Output())
+	}
+	p.result(t, time.Minute)
+}
