@@ -131,6 +131,7 @@ func TestReauthStrongSwan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer events.Stop()
+	acct := startEchoAccount(t, l)
 	ping := startPinger(t, l, run)
 	tcp := make(chan error, 1)
 	go func() {
@@ -181,7 +182,13 @@ func TestReauthStrongSwan(t *testing.T) {
 	if strings.Contains(log, "did not reauthenticate as requested") {
 		fail("strongSwan's reauthentication deadline passed before roam replaced the SA")
 	}
-	checkLoss(t, fail, ping.proc.Output(), events.Output(), sent, recv)
+	// strongSwan's userspace ESP overflows its own UDP socket now and then
+	// under the TCP transfer, reauthentication or not (the rekey test
+	// accounts for it the same way): only losses the gateway kernel's
+	// overflow counters do not explain are the tunnel's.
+	verdict := acct.verdict(t, sent, recv)
+	t.Logf("%s", verdict)
+	checkLoss(t, fail, ping.proc.Output(), events.Output(), sent, recv, verdict.unexplained())
 	// One IKE SA with one Child SA at the end (a moment for a DELETE in
 	// flight), with the same inner address.
 	settle := time.Now().Add(8 * time.Second)
@@ -287,7 +294,7 @@ func TestReauthRoamGateway(t *testing.T) {
 	if len(w.states) != 1 || !w.states["established"] || len(w.vips) != 1 || !w.vips[before.VirtualIP] || len(w.tunChanged) > 0 {
 		fail("states %v, inner addresses %v (had %s), TUN replaced %v", keys(w.states), keys(w.vips), before.VirtualIP, w.tunChanged)
 	}
-	checkLoss(t, fail, ping.proc.Output(), events.Output(), sent, recv)
+	checkLoss(t, fail, ping.proc.Output(), events.Output(), sent, recv, sent-recv)
 	settle := time.Now().Add(8 * time.Second)
 	for {
 		st, _, err := g.Status()
@@ -318,8 +325,11 @@ const reauthWindow = time.Second
 // reauthenticated event went unanswered: those are the ones a
 // make-before-break switch must not lose. Others (the lab's two CPUs are
 // shared with other tests; loss then comes in bursts unrelated to the
-// tunnel) are reported and tolerated up to 2 %.
-func checkLoss(t *testing.T, fail func(string, ...any), pingOut, eventsOut string, sent, recv int) {
+// tunnel) are reported and tolerated up to 2 %. unexplained is how many
+// lost echoes congestion at the gateway's socket does not account for
+// (all of them where the gateway is roam's): with none, losses near a
+// reauthentication are congestion too.
+func checkLoss(t *testing.T, fail func(string, ...any), pingOut, eventsOut string, sent, recv, unexplained int) {
 	t.Helper()
 	var at []time.Time
 	for _, line := range strings.Split(eventsOut, "\n") {
@@ -337,8 +347,8 @@ func checkLoss(t *testing.T, fail func(string, ...any), pingOut, eventsOut strin
 	if lost != sent-recv {
 		t.Logf("(ping's own count: %d lost)", sent-recv)
 	}
-	if near > 0 {
-		fail("%d echoes lost across the reauthentications", near)
+	if near > 0 && unexplained > 0 {
+		fail("%d echoes lost across the reauthentications (%d lost echoes not explained by the gateway's socket overflows)", near, unexplained)
 	}
 	if lost > sent/50 {
 		fail("%d of %d echoes lost", lost, sent)
