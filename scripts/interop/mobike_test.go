@@ -92,6 +92,12 @@ type mobikeScenario struct {
 	// download: the TCP connection carries data from the host to the
 	// client instead of the other way.
 	download bool
+	// congestionExplains: echoes lost to the gateway's own full socket
+	// buffer (RcvbufErrors in its namespace) are counted as congestion,
+	// not as the move's loss. Only for strongSwan, whose userspace ESP
+	// (kernel-libipsec) falls behind the TCP transfer on this 2-CPU
+	// machine at any moment, move or not; roam gateway stays strict.
+	congestionExplains bool
 }
 
 func wlanBack(l *lab.Lab) error {
@@ -185,6 +191,10 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		fail("roam events: %v", err)
 	}
 	defer events.Stop()
+	var acct *echoAccount
+	if sc.congestionExplains {
+		acct = startEchoAccount(t, l)
+	}
 	p := startPinger(t, l, 7*time.Second)
 	time.Sleep(1500 * time.Millisecond)
 	if err := sc.move(l); err != nil {
@@ -192,6 +202,14 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 	}
 	sent, recv := p.result(t, 20*time.Second)
 	t.Logf("%s: %d echoes sent, %d answered, %d lost", sc.name, sent, recv, sent-recv)
+	// lost is the loss the move is judged by: with congestionExplains,
+	// only what the gateway's socket overflows do not account for.
+	lost := sent - recv
+	if acct != nil {
+		v := acct.verdict(t, sent, recv)
+		lost = v.unexplained()
+		t.Logf("%s: %s; %d not explained by congestion", sc.name, v, lost)
+	}
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 		fail("tunnel did not recover: %v", err)
 	}
@@ -214,8 +232,8 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 	if sc.after != nil {
 		sc.after(t, l, r, after, evs)
 	}
-	if sc.maxLoss > 0 && sent-recv > sc.maxLoss {
-		fail("%d echoes lost, want at most %d", sent-recv, sc.maxLoss)
+	if sc.maxLoss > 0 && lost > sc.maxLoss {
+		fail("%d echoes lost, want at most %d", lost, sc.maxLoss)
 	}
 	if after.VirtualIP != before.VirtualIP {
 		fail("inner address changed from %s to %s", before.VirtualIP, after.VirtualIP)
@@ -223,16 +241,16 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 	if err := <-tcp; err != nil {
 		fail("TCP connection through the tunnel broke: %v", err)
 	}
-	if sc.zeroLoss && sent > recv && sent-recv <= sc.slack {
-		t.Logf("make-before-break lost %d echo(es), within the slack of %d for this gateway", sent-recv, sc.slack)
+	if sc.zeroLoss && lost > 0 && lost <= sc.slack {
+		t.Logf("make-before-break lost %d echo(es), within the slack of %d for this gateway", lost, sc.slack)
 	}
-	if sc.zeroLoss && sent-recv > sc.slack {
+	if sc.zeroLoss && lost > sc.slack {
 		var missing []string
 		for _, line := range regexp.MustCompile(`(?m)^.*no answer yet.*$`).FindAllString(p.proc.Output(), 20) {
 			missing = append(missing, line)
 		}
 		b, _ := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log"))
-		t.Errorf("make-before-break lost %d echoes:\n%s\nroam log:\n%s", sent-recv, strings.Join(missing, "\n"), b)
+		t.Errorf("make-before-break lost %d echoes:\n%s\nroam log:\n%s", lost, strings.Join(missing, "\n"), b)
 	}
 }
 
@@ -276,6 +294,7 @@ func mobikeSwan(t *testing.T, sc mobikeScenario) {
 	gw := startSwanGateway(t, l, pki, "psk", nil)
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	sc.slack = 1
+	sc.congestionExplains = true
 	runMobike(t, l, r, sc, gw.Log)
 }
 
