@@ -77,12 +77,12 @@ type Status struct {
 	NextReauth        *time.Time `json:"next_reauth,omitempty"`
 	// PathMTU is the largest inner packet the current path carries
 	// without outer fragments (0: unknown); ICMPTooBig and MSSClamped
-	// count what the dataplane did to hold traffic to it (README, MTU).
+	// count what the dataplane did to hold traffic to it (docs/roaming.md, Path MTU).
 	PathMTU    int    `json:"path_mtu,omitempty"`
 	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
 	MSSClamped uint64 `json:"mss_clamped,omitempty"`
 	// Health says whether traffic really flows (ok, testing, no-path,
-	// suspended; README) and HealthReason why; empty for a gateway's
+	// suspended; docs/roaming.md) and HealthReason why; empty for a gateway's
 	// clients. The times are the last ESP packet and authenticated IKE
 	// message from the gateway and the last ESP packet to it (absent:
 	// none yet); RTTMS is the current path's smoothed round-trip time
@@ -113,7 +113,7 @@ type ChildStatus struct {
 }
 
 // Drops counts packets the dataplane discarded, one key per reason (the
-// keys are esp.DropStats' field names in snake_case; README lists them).
+// keys are esp.DropStats' field names in snake_case; docs/dataplane.md lists them).
 type Drops struct {
 	Malformed  uint64 `json:"malformed"`
 	UnknownSPI uint64 `json:"unknown_spi"`
@@ -194,7 +194,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// Event kinds, as DESIGN.md lists them.
+// Event kinds, as docs/reference.md lists them.
 const (
 	EventConnecting      = "connecting"
 	EventEstablished     = "established"

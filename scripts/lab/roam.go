@@ -49,7 +49,8 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// RoamProfile is a client profile for the lab, rendered as DESIGN.md's TOML.
+// RoamProfile is a client profile for the lab, rendered as the profile file's TOML
+// (docs/reference.md).
 type RoamProfile struct {
 	Name    string
 	Gateway string
