@@ -65,10 +65,7 @@ func (d Dir) Record(kind, name string, data any) error {
 	if d.path == "" {
 		return nil
 	}
-	if err := checkPart(kind); err != nil {
-		return err
-	}
-	if err := checkPart(name); err != nil {
+	if err := checkParts(kind, name); err != nil {
 		return err
 	}
 	raw, err := json.Marshal(data)
@@ -198,11 +195,14 @@ func (d Dir) fileName(kind, name string) string {
 	return filepath.Join(d.path, kind+"."+name+".json")
 }
 
-// checkPart keeps kinds and names to one path element without the dot
-// that separates them.
-func checkPart(s string) error {
-	if s == "" || strings.ContainsAny(s, "./\x00") {
-		return fmt.Errorf("undo state: bad kind or name %q", s)
+// checkParts keeps the file name KIND.NAME.json to one path element whose
+// kind ends at the first dot; names may have dots (interface names do).
+func checkParts(kind, name string) error {
+	if kind == "" || strings.ContainsAny(kind, "./\x00") {
+		return fmt.Errorf("undo state: bad kind %q", kind)
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("undo state: bad name %q", name)
 	}
 	return nil
 }

@@ -164,10 +164,18 @@ func TestRecordForget(t *testing.T) {
 
 func TestRecordRefusesPaths(t *testing.T) {
 	d := NewDir(t.TempDir())
-	for _, name := range []string{"", "../x", "a.b", "a/b"} {
+	for _, kind := range []string{"", "a.b", "a/b"} {
+		if err := d.Record(kind, "corp", 1); err == nil {
+			t.Errorf("Record(%q, corp) accepted", kind)
+		}
+	}
+	for _, name := range []string{"", ".", "..", "../x", "a/b"} {
 		if err := d.Record("tun", name, 1); err == nil {
 			t.Errorf("Record(tun, %q) accepted", name)
 		}
+	}
+	if err := d.Record("tun", "roam-a.b", 1); err != nil {
+		t.Errorf("Record(tun, roam-a.b): %v", err)
 	}
 }
 
