@@ -220,35 +220,41 @@ func self() (Owner, error) {
 	return Owner{PID: pid, Start: start, NetNS: ns}, nil
 }
 
-// running reports whether the owner's process still runs: its PID exists
-// and started when the owner did.
+// running reports whether the owner's process still runs: its PID exists,
+// started when the owner did, and is not a zombie (a killed daemon whose
+// parent has not reaped it yet holds nothing).
 func running(o Owner) bool {
-	start, err := startTime(o.PID)
-	return err == nil && start == o.Start
+	start, state, err := procStat(o.PID)
+	return err == nil && start == o.Start && state != "Z" && state != "X"
 }
 
-// startTime reads field 22 of /proc/PID/stat. The command name (field 2)
-// may contain spaces and parentheses, so fields are counted after its
-// closing parenthesis.
 func startTime(pid int) (uint64, error) {
+	start, _, err := procStat(pid)
+	return start, err
+}
+
+// procStat reads the state (field 3) and the start time (field 22) of
+// /proc/PID/stat. The command name (field 2) may contain spaces and
+// parentheses, so fields are counted after its closing parenthesis.
+func procStat(pid int) (start uint64, state string, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("process %d: %w", pid, err)
+		return 0, "", fmt.Errorf("process %d: %w", pid, err)
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("process %d: malformed stat", pid)
+		return 0, "", fmt.Errorf("process %d: malformed stat", pid)
 	}
 	fields := strings.Fields(string(b[i+1:]))
 	// fields[0] is field 3 (state), so field 22 is fields[19].
 	if len(fields) < 20 {
-		return 0, fmt.Errorf("process %d: malformed stat", pid)
+		return 0, "", fmt.Errorf("process %d: malformed stat", pid)
 	}
 	v, err := strconv.ParseUint(fields[19], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("process %d: start time: %w", pid, err)
+		return 0, "", fmt.Errorf("process %d: start time: %w", pid, err)
 	}
-	return v, nil
+	return v, fields[0], nil
 }
 
 func netNS(path string) (uint64, error) {

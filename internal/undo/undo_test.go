@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
-// otherProcess starts a child and returns its owner record; wait says
-// whether it has exited (a dead owner) or still runs when the test looks.
-func otherProcess(t *testing.T, dead bool) Owner {
+// otherProcess starts a child and returns its owner record; dead says
+// whether it has been killed (and, without zombie, reaped) or still runs
+// when the test looks.
+func otherProcess(t *testing.T, dead, zombie bool) Owner {
 	t.Helper()
 	me, err := self()
 	if err != nil {
@@ -26,10 +28,21 @@ func otherProcess(t *testing.T, dead bool) Owner {
 		t.Fatal(err)
 	}
 	o := Owner{PID: cmd.Process.Pid, Start: start, NetNS: me.NetNS}
-	if dead {
+	switch {
+	case dead && zombie:
+		// Killed but not reaped: /proc still lists it, with state Z.
+		cmd.Process.Kill()
+		for {
+			if _, state, err := procStat(o.PID); err != nil || state == "Z" {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Cleanup(func() { cmd.Wait() })
+	case dead:
 		cmd.Process.Kill()
 		cmd.Wait()
-	} else {
+	default:
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
 	return o
@@ -64,22 +77,23 @@ func TestRecover(t *testing.T) {
 		undone  bool
 		wantErr bool
 	}{
-		{name: "killed owner", owner: func(t *testing.T) Owner { return otherProcess(t, true) }, kind: "tun", undone: true},
-		{name: "running owner", owner: func(t *testing.T) Owner { return otherProcess(t, false) }, kind: "tun"},
+		{name: "killed owner", owner: func(t *testing.T) Owner { return otherProcess(t, true, false) }, kind: "tun", undone: true},
+		{name: "killed owner not reaped", owner: func(t *testing.T) Owner { return otherProcess(t, true, true) }, kind: "tun", undone: true},
+		{name: "running owner", owner: func(t *testing.T) Owner { return otherProcess(t, false, false) }, kind: "tun"},
 		{name: "reused pid", owner: func(t *testing.T) Owner {
-			o := otherProcess(t, false)
+			o := otherProcess(t, false, false)
 			o.Start++
 			return o
 		}, kind: "tun", undone: true},
 		{name: "ourselves", owner: func(*testing.T) Owner { return me }, kind: "tun", undone: true},
 		{name: "other namespace", owner: func(t *testing.T) Owner {
-			o := otherProcess(t, true)
+			o := otherProcess(t, true, false)
 			o.NetNS++
 			return o
 		}, kind: "tun"},
-		{name: "no handler", owner: func(t *testing.T) Owner { return otherProcess(t, true) }, kind: "dns"},
-		{name: "other version", owner: func(t *testing.T) Owner { return otherProcess(t, true) }, kind: "tun", version: version + 1},
-		{name: "handler fails", owner: func(t *testing.T) Owner { return otherProcess(t, true) }, kind: "tun", handler: failing, wantErr: true},
+		{name: "no handler", owner: func(t *testing.T) Owner { return otherProcess(t, true, false) }, kind: "dns"},
+		{name: "other version", owner: func(t *testing.T) Owner { return otherProcess(t, true, false) }, kind: "tun", version: version + 1},
+		{name: "handler fails", owner: func(t *testing.T) Owner { return otherProcess(t, true, false) }, kind: "tun", handler: failing, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
