@@ -101,7 +101,9 @@ func TestCrashUndo(t *testing.T) {
 			return true
 		}
 		killed := time.Now()
-		defer func() { t.Logf("%s: the daemon was gone %v after SIGKILL", when, time.Since(killed).Round(time.Millisecond)) }()
+		defer func() {
+			t.Logf("%s: the daemon was gone %v after SIGKILL", when, time.Since(killed).Round(time.Millisecond))
+		}()
 		for deadline := time.Now().Add(10 * time.Second); !gone(); {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: killed daemon still running, or its TUN device still there", when)
