@@ -198,6 +198,9 @@ type RoamGatewayConfig struct {
 
 	// Listen replaces the gateway's four addresses (an HA node has one).
 	Listen []netip.Addr
+	// LocalTS replaces local_ts (default ProtectedNet), e.g. 0.0.0.0/0 for
+	// a full tunnel.
+	LocalTS []string
 	// Clients are PSK clients besides alice.
 	Clients []RoamGatewayClient
 	// HA writes a [gateway.ha] table (ha.go).
@@ -233,7 +236,11 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 		fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", g.PKI.GatewayCrt, g.PKI.GatewayKey, g.PKI.CACert)
 	}
 	fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(orDefault(g.IKE, DefaultIKE)), tomlList(orDefault(g.ESP, DefaultESP)))
-	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = [%q]\nmobike = true\n", VirtualIPPool.String(), ProtectedNet.String())
+	localTS := g.LocalTS
+	if len(localTS) == 0 {
+		localTS = []string{ProtectedNet.String()}
+	}
+	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = %s\nmobike = true\n", VirtualIPPool.String(), tomlList(localTS))
 	if g.ReauthTime > 0 {
 		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
 	}
