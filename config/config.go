@@ -76,6 +76,9 @@ type Profile struct {
 	Switch       bool
 	AcceptSwitch string
 	SwitchNotify uint16
+	// SwitchRevision (switch_revision): "00" (default) or "03", the
+	// draft revision whose rules an accepted switch follows.
+	SwitchRevision string
 	// ReauthTime (reauth_time): authenticate again, with a new IKE SA made
 	// before the old one is deleted, this long after each authentication
 	// (0: only when the gateway asks with RFC 4478 AUTH_LIFETIME).
@@ -275,6 +278,7 @@ type rawProfile struct {
 	Switch        *bool    `toml:"switch"`
 	AcceptSwitch  string   `toml:"accept_switch"`
 	SwitchNotify  *int64   `toml:"switch_notify"`
+	SwitchRev     string   `toml:"switch_revision"`
 	ReauthTime    string   `toml:"reauth_time"`
 	AllowSHA1RSA  *bool    `toml:"allow_sha1_rsa"`
 	Lockdown      *bool    `toml:"lockdown"`

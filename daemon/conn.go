@@ -296,9 +296,10 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
 		// The gateway may move us to another of its addresses (switch.go).
-		Switch:       p.MOBIKE && p.Switch,
-		AcceptSwitch: acceptSwitch(p),
-		SwitchNotify: wire.NotifyType(p.SwitchNotify),
+		Switch:         p.MOBIKE && p.Switch,
+		AcceptSwitch:   acceptSwitch(p),
+		SwitchNotify:   wire.NotifyType(p.SwitchNotify),
+		SwitchRevision: switchRevision(p.SwitchRevision),
 		// An HA gateway's standby may take the SA over (Switch offers
 		// RFC 6311; conn_ha.go).
 		AdvanceSeq: c.advanceSeq,

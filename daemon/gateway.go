@@ -145,6 +145,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 
 		// SWITCH_TO_IP_ADDRESS (gateway_switch.go).
 		SwitchNotify:            wire.NotifyType(g.SwitchNotify),
+		SwitchRevision:          switchRevision(g.SwitchRevision),
 		SwitchReturnRoutability: g.SwitchReturnRoutability,
 		// RFC 6311 sync support for an HA pair (gateway_ha.go).
 		HA: g.HA != nil,

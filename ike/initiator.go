@@ -41,6 +41,9 @@ type InitiatorConfig struct {
 	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type, private use
 	// (40960-65535); 0 means DefaultSwitchNotify.
 	SwitchNotify wire.NotifyType
+	// SwitchRevision is the draft revision whose rules an accepted switch
+	// follows (where the answer goes); the zero value is SwitchRev00.
+	SwitchRevision SwitchRevision
 	// NoForceEncap: send a truthful NAT_DETECTION_SOURCE_IP; by default it
 	// is deliberately wrong so the peer uses UDP encapsulation (RFC 7296 2.23).
 	NoForceEncap bool
@@ -128,6 +131,9 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 		return nil, errors.New("ike: forbidding NAT needs the local address of the path")
 	}
 	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
+		return nil, err
+	}
+	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	mobikeData := cfg.MOBIKEData

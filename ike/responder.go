@@ -61,6 +61,9 @@ type ResponderConfig struct {
 	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type (switch.go),
 	// private use (40960-65535); 0 means DefaultSwitchNotify.
 	SwitchNotify wire.NotifyType
+	// SwitchRevision is the draft revision whose rules our switch requests
+	// follow (what the answer's arrival address means); zero: SwitchRev00.
+	SwitchRevision SwitchRevision
 	// SwitchReturnRoutability runs the return routability check also for
 	// the UPDATE_SA_ADDRESSES that follows our own RequestSwitch (the
 	// draft says it is not needed: the answer at the new address proved
@@ -207,6 +210,9 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	}
 	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
+		return nil, err
+	}
+	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	if cfg.CookieThreshold == 0 {

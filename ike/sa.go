@@ -878,7 +878,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		more, after = sa.handleInformationalRequest(ps)
 		resp = append(resp, more...)
 		var switched func()
-		answer, switched = sa.handleSwitchRequest(ps, p.path)
+		answer, switched = sa.handleSwitchRequest(ps, p.path, false)
 		after = chain(after, switched)
 		if report := sa.handleAuthLifetimeRequest(ps); report != nil {
 			after = chain(after, report)

@@ -87,6 +87,9 @@ type RoamProfile struct {
 
 	// Lockdown writes lockdown = true (the kill switch).
 	Lockdown bool
+
+	// SwitchRevision writes switch_revision ("": the default).
+	SwitchRevision string
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -172,6 +175,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.ReauthTime > 0 {
 			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
 		}
+		if p.SwitchRevision != "" {
+			fmt.Fprintf(&b, "switch_revision = %q\n", p.SwitchRevision)
+		}
 		if p.Lockdown {
 			b.WriteString("lockdown = true\n")
 		}
@@ -195,6 +201,8 @@ type RoamGatewayConfig struct {
 	// ReauthTime writes reauth_time: clients are told to authenticate
 	// again within it (RFC 4478).
 	ReauthTime time.Duration
+	// SwitchRevision writes switch_revision ("": the default).
+	SwitchRevision string
 
 	// Listen replaces the gateway's four addresses (an HA node has one).
 	Listen []netip.Addr
@@ -243,6 +251,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = %s\nmobike = true\n", VirtualIPPool.String(), tomlList(localTS))
 	if g.ReauthTime > 0 {
 		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
+	}
+	if g.SwitchRevision != "" {
+		fmt.Fprintf(&b, "switch_revision = %q\n", g.SwitchRevision)
 	}
 	b.WriteString("\n")
 	b.WriteString("[[gateway.clients]]\n")
