@@ -504,7 +504,7 @@ func (sa *SA) sendAuth() {
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], child.spiIn)
 	ps = append(ps,
-		&wire.SA{Proposals: offerProposals(sa.cfg.esp, wire.ProtoESP, spi[:], 0)},
+		&wire.SA{Proposals: offerProposals(stripADDKE(sa.cfg.esp), wire.ProtoESP, spi[:], 0)},
 		&wire.TrafficSelectors{Responder: false, Selectors: child.tsi},
 		&wire.TrafficSelectors{Responder: true, Selectors: child.tsr},
 	)
@@ -635,7 +635,7 @@ func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
 		return ChildSA{}, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKEAuth, Err: errors.New("response lacks SA, TSi or TSr")}
 	}
 	p := saP.Proposals[0]
-	chosen, ok := selectProposal(sa.cfg.esp, []wire.Proposal{p}, wire.ProtoESP, 0)
+	chosen, ok := selectProposal(stripADDKE(sa.cfg.esp), stripWireADDKE([]wire.Proposal{p}), wire.ProtoESP, 0)
 	if !ok || len(p.SPI) != 4 {
 		return ChildSA{}, &NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKEAuth, Err: errors.New("responder chose an ESP proposal we did not offer")}
 	}

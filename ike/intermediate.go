@@ -82,6 +82,30 @@ func withoutADDKE(ps []wire.Proposal) []wire.Proposal {
 	return out
 }
 
+// stripADDKE drops the additional key exchanges from our proposals: the
+// Child SA that IKE_AUTH makes has no key exchange of its own, so its
+// proposals name none (the rekeys that follow do).
+func stripADDKE(ps []Proposal) []Proposal {
+	out := make([]Proposal, 0, len(ps))
+	for _, p := range ps {
+		ts := slices.DeleteFunc(slices.Clone(p.Transforms), func(t wire.Transform) bool { return t.Type.IsADDKE() })
+		if !slices.ContainsFunc(out, func(q Proposal) bool { return slices.Equal(q.Transforms, ts) }) {
+			out = append(out, Proposal{Transforms: ts, Text: p.Text})
+		}
+	}
+	return out
+}
+
+// stripWireADDKE is stripADDKE for a peer's proposals in IKE_AUTH.
+func stripWireADDKE(ps []wire.Proposal) []wire.Proposal {
+	out := make([]wire.Proposal, len(ps))
+	for i, p := range ps {
+		p.Transforms = slices.DeleteFunc(slices.Clone(p.Transforms), func(t wire.Transform) bool { return t.Type.IsADDKE() })
+		out[i] = p
+	}
+	return out
+}
+
 // intAuthStep extends an IntAuth chain with one IKE_INTERMEDIATE message
 // (RFC 9242 3.3.2): IntAuth_n = prf(SK_p, IntAuth_(n-1) | A | P), where A
 // is the message's IKE header and Encrypted payload header with lengths

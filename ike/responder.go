@@ -826,7 +826,7 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 			props = append(props, p)
 		}
 	}
-	chosen, ok := selectProposal(r.cfg.ESP, props, wire.ProtoESP, 0)
+	chosen, ok := selectProposal(stripADDKE(r.cfg.ESP), stripWireADDKE(props), wire.ProtoESP, 0)
 	if !ok {
 		return nil, wire.NotifyNoProposalChosen
 	}

@@ -246,6 +246,9 @@ type SA struct {
 	peerRekeys  map[uint32]peerRekey
 	deleting    map[uint32]bool
 	childTimers map[uint32][]Timer
+	// rekeyRetries: RekeyChild calls waiting for a retry after
+	// TEMPORARY_FAILURE, by the inbound SPI of the SA to rekey.
+	rekeyRetries map[uint32]chan<- error
 	// IKE SA rekeying (rekey_ike.go): flagI is whether we are the IKE SA's
 	// initiator for the I flag and key directions (initiator at first,
 	// then whoever started the last rekey); pendingIKE is a rekeyed SA we
@@ -330,6 +333,9 @@ type SA struct {
 	intAuthI, intAuthR []byte
 	inPlain            []byte
 	inFirst            wire.PayloadType
+	// followups: the peer's CREATE_CHILD_SAs waiting for their
+	// IKE_FOLLOWUP_KE exchanges (followup.go).
+	followups []*followupState
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -913,6 +919,12 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		defer func() { sa.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)
+	case wire.ExchangeIKEFollowupKE:
+		if sa.state != stateEstablished {
+			sa.stats.unexpected.Add(1)
+			return
+		}
+		resp, after = sa.handleFollowupRequest(ps)
 	case wire.ExchangeIKEIntermediate:
 		if sa.initiator || sa.state != stateAuth || !sa.intermediate {
 			sa.stats.unexpected.Add(1)
