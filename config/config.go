@@ -20,7 +20,9 @@ import (
 
 // DefaultIKE and DefaultESP are offered when a profile names no proposals.
 var (
-	DefaultIKE = []string{"aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048"}
+	// The hybrid first: a gateway without RFC 9370 (strongSwan 5.9) picks
+	// a classical one of the others.
+	DefaultIKE = []string{"aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048"}
 	DefaultESP = []string{"aes256gcm16", "aes128gcm16"}
 )
 

@@ -793,6 +793,7 @@ func (c *conn) Status() Status {
 		st.VirtualIP = est.VirtualIPs[0].String()
 	}
 	st.EstablishedAt = at
+	st.Proposal = est.Proposal
 	if peer != nil {
 		for _, cs := range c.dp.ChildStats(peer) {
 			st.Children = append(st.Children, childStatus(cs))

@@ -49,17 +49,20 @@ type GatewayFunc func(ctx context.Context, g *config.Gateway, emit func(Event)) 
 
 // Status is one connection in `roam status --json`.
 type Status struct {
-	Name          string        `json:"name"`
-	State         string        `json:"state"`
-	Gateway       string        `json:"gateway"`
-	Local         string        `json:"local"`
-	Remote        string        `json:"remote"`
-	Interface     string        `json:"interface"`
-	NAT           bool          `json:"nat"`
-	VirtualIP     string        `json:"virtual_ip"`
-	MOBIKE        bool          `json:"mobike"`
-	IKESPIi       string        `json:"ike_spi_i"` // hex, 16 digits
-	IKESPIr       string        `json:"ike_spi_r"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Gateway   string `json:"gateway"`
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
+	Interface string `json:"interface"`
+	NAT       bool   `json:"nat"`
+	VirtualIP string `json:"virtual_ip"`
+	MOBIKE    bool   `json:"mobike"`
+	IKESPIi   string `json:"ike_spi_i"` // hex, 16 digits
+	IKESPIr   string `json:"ike_spi_r"`
+	// Proposal is the IKE SA's negotiated proposal in strongSwan's
+	// spelling, ke1_mlkem768 and the like included (docs/pq.md).
+	Proposal      string        `json:"proposal,omitempty"`
 	Children      []ChildStatus `json:"children"`
 	PathChanges   int           `json:"path_changes"`
 	PeerAddresses []string      `json:"peer_addresses,omitempty"` // gateway addresses a move may use (MOBIKE), current first

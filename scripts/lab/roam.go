@@ -372,6 +372,7 @@ type Status struct {
 	VirtualIP string `json:"virtual_ip"`
 	MOBIKE    bool   `json:"mobike"`
 	IKESPIi   string `json:"ike_spi_i"`
+	Proposal  string `json:"proposal"` // the IKE SA's
 	Children  []struct {
 		SPIIn      json.RawMessage `json:"spi_in"`
 		SPIOut     json.RawMessage `json:"spi_out"`
