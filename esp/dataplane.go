@@ -79,7 +79,7 @@ type peerPath struct {
 	// stream carries the path's packets instead of a socket when the path
 	// is a stream (Path.Stream, stream.go).
 	stream StreamSender
-	mtu  int // largest inner packet that fits the path (mtu.go); 0: unknown
+	mtu    int // largest inner packet that fits the path (mtu.go); 0: unknown
 	// noGSOUntil (unix ns): packets on a new path go out one datagram
 	// each until then (mtu.go, pmtuProbe).
 	noGSOUntil int64
