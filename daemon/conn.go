@@ -114,6 +114,10 @@ type conn struct {
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
+
+	// stream is the TCP or TLS stream to the gateway (transport.go);
+	// nil while the connection uses UDP only.
+	stream *clientStream
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -309,7 +313,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		RequestVIPs:      c.requestVIPs(),
 		NoInitialContact: dialOptionsOf(ctx).reauth,
 	}
-	sa, err := ike.Dial(ctx, cfg, c.dp, events)
+	sa, err := c.dialTransport(ctx, cfg, events)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -461,7 +465,9 @@ func (c *conn) install(s *session) error {
 	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), "established", est.NATLocal, s.peer, s.ifname
 	c.attempt, c.lastErr = 0, ""
 	c.mu.Unlock()
-	if c.profile.MOBIKE && est.PeerMOBIKE {
+	// Over a stream the path moves with the stream (transport.go): its
+	// reconnects tell the gateway; mobility's path tests are UDP's.
+	if c.profile.MOBIKE && est.PeerMOBIKE && !est.Path.Stream {
 		mctx, stop := context.WithCancel(c.life)
 		s.stopMobility = stop
 		mover, err := c.startMobility(mctx, s.sa)
@@ -473,7 +479,7 @@ func (c *conn) install(s *session) error {
 	} else {
 		c.mover.Store(nil)
 	}
-	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
+	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -762,6 +768,7 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
+	st.Transport = c.transportName(path)
 	if state == stateSuspended || state == stateReconnecting {
 		st.Local = "" // no working path: the last one is in the events
 	}
