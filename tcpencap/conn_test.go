@@ -86,12 +86,16 @@ func TestConnCarriesRecordsBothWays(t *testing.T) {
 	case err := <-srvErr:
 		t.Fatalf("server stream ended: %v", err)
 	}
+	srvIn.mu.Lock()
+	defer srvIn.mu.Unlock()
 	for i, r := range srvIn.records {
 		if !bytes.Equal(r, recs[i]) {
 			t.Fatalf("record %d differs", i)
 		}
 	}
 	<-clIn.got
+	clIn.mu.Lock()
+	defer clIn.mu.Unlock()
 	if !bytes.Equal(clIn.records[0], []byte{0, 0, 0, 0, 9}) {
 		t.Fatalf("client got % x", clIn.records[0])
 	}
