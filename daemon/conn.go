@@ -118,6 +118,9 @@ type conn struct {
 	// stream is the TCP or TLS stream to the gateway (transport.go);
 	// nil while the connection uses UDP only.
 	stream *clientStream
+	// streamed: the connection has used a stream; only then does a MOBIKE
+	// move fall back from UDP to one (transport.go).
+	streamed atomic.Bool
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -465,9 +468,7 @@ func (c *conn) install(s *session) error {
 	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), "established", est.NATLocal, s.peer, s.ifname
 	c.attempt, c.lastErr = 0, ""
 	c.mu.Unlock()
-	// Over a stream the path moves with the stream (transport.go): its
-	// reconnects tell the gateway; mobility's path tests are UDP's.
-	if c.profile.MOBIKE && est.PeerMOBIKE && !est.Path.Stream {
+	if c.profile.MOBIKE && est.PeerMOBIKE {
 		mctx, stop := context.WithCancel(c.life)
 		s.stopMobility = stop
 		mover, err := c.startMobility(mctx, s.sa)

@@ -78,7 +78,11 @@ func TestGatewayStreams(t *testing.T) {
 	waitFor(t, func() bool { return gs.garbage.Load() == 1 }, "garbage counted")
 
 	// good is open; the garbage stream has gone: one more fits, the next not.
-	waitFor(t, func() bool { gs.mu.Lock(); defer gs.mu.Unlock(); return gs.perSource[netip.MustParseAddr("127.0.0.1")] == 1 }, "garbage stream released")
+	waitFor(t, func() bool {
+		gs.mu.Lock()
+		defer gs.mu.Unlock()
+		return gs.perSource[netip.MustParseAddr("127.0.0.1")] == 1
+	}, "garbage stream released")
 	dial()
 	extra := dial()
 	extra.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -127,35 +127,44 @@ func answered(sa *ike.SA, d time.Duration) bool {
 // ensureStream returns the stream path to gw, opening the stream first
 // when there is none (or it goes to another address or transport).
 func (c *conn) ensureStream(ctx context.Context, gw netip.Addr, useTLS bool) (esp.Path, error) {
-	t := c.profile.Transport
-	port := t.TCPPort
-	if useTLS {
-		port = t.TLSPort
-	}
-	remote := netip.AddrPortFrom(gw, port)
+	remote := netip.AddrPortFrom(gw, c.streamPort(useTLS))
 	c.mu.Lock()
 	st := c.stream
 	c.mu.Unlock()
 	if st != nil && st.path.Remote == remote && st.tls == useTLS {
 		return st.path, nil
 	}
-	var tlsConf *tls.Config
+	return c.openStream(ctx, remote, useTLS, tcpencap.DialOptions{})
+}
+
+func (c *conn) streamPort(useTLS bool) uint16 {
+	if useTLS {
+		return c.profile.Transport.TLSPort
+	}
+	return c.profile.Transport.TCPPort
+}
+
+// openStream opens a new stream to remote and makes it the connection's
+// one: the dataplane's stream paths to remote go through it from now on.
+func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS bool, o tcpencap.DialOptions) (esp.Path, error) {
+	o.Mark = tun.DefaultMark
 	if useTLS {
 		var err error
-		if tlsConf, err = clientTLSConfig(c.profile); err != nil {
+		if o.TLS, err = clientTLSConfig(c.profile); err != nil {
 			return esp.Path{}, err
 		}
 	}
 	cl := tcpencap.NewClient(func(ctx context.Context) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, streamDialTimeout)
 		defer cancel()
-		return tcpencap.Dial(dctx, remote, tun.DefaultMark, tlsConf)
+		return tcpencap.Dial(dctx, remote, o)
 	})
 	if err := cl.Connect(ctx); err != nil {
 		return esp.Path{}, err
 	}
+	c.streamed.Store(true)
 	local := tcpencap.AddrPort(cl.Local())
-	path := esp.Path{Local: local, Remote: remote, Stream: true}
+	path := esp.Path{Local: local, Remote: remote, IfIndex: o.IfIndex, Stream: true}
 	sctx, stop := context.WithCancel(c.life)
 	next := &clientStream{cl: cl, path: path, tls: useTLS, stop: stop}
 	c.mu.Lock()
@@ -164,7 +173,6 @@ func (c *conn) ensureStream(ctx context.Context, gw netip.Addr, useTLS bool) (es
 	c.mu.Unlock()
 	if old != nil {
 		old.stop()
-		c.dp.RemoveStream(old.path.Remote, old.cl)
 	}
 	c.dp.AddStream(remote, cl)
 	in := c.dp.NewStreamInput(path)
@@ -173,13 +181,28 @@ func (c *conn) ensureStream(ctx context.Context, gw netip.Addr, useTLS bool) (es
 	return path, nil
 }
 
+// closeStream ends the connection's stream after the SA moved off it.
+func (c *conn) closeStream() {
+	c.mu.Lock()
+	st := c.stream
+	c.stream = nil
+	c.mu.Unlock()
+	if st != nil {
+		st.stop()
+		c.dp.RemoveStream(st.path.Remote, st.cl)
+	}
+}
+
 // streamReconnected tells the gateway about a new stream after the old one
 // broke (RFC 9329 section 6): it learns the stream from an authenticated
 // request on it, an UPDATE_SA_ADDRESSES with MOBIKE (only that moves a
 // MOBIKE SA), a liveness check otherwise.
 func (c *conn) streamReconnected(ctx context.Context, path esp.Path) {
 	sa := c.sa.Load()
-	if sa == nil || sa.Path() != path {
+	c.mu.Lock()
+	current := c.stream != nil && c.stream.path == path
+	c.mu.Unlock()
+	if sa == nil || sa.Path() != path || !current {
 		return
 	}
 	c.log.Info("stream to the gateway reopened")
@@ -219,4 +242,97 @@ func clientTLSConfig(p *config.Profile) (*tls.Config, error) {
 		conf.RootCAs = pool
 	}
 	return conf, nil
+}
+
+// update moves sa to the first of paths that answers UPDATE_SA_ADDRESSES,
+// over the profile's transports (RFC 9329 section 7): with auto, UDP
+// first; when UDP gets no answer within udpFallbackAfter (or the profile
+// says tcp or tls), a new stream opened on the first path's uplink
+// carries the update instead. A UDP move leaves the stream behind.
+func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.MoveResult, error) {
+	mode := c.profile.Transport.Mode
+	// A connection that never needed a stream moves over UDP exactly as
+	// before: its gateway may take no streams at all.
+	if mode == config.TransportUDP || len(paths) == 0 || (mode == config.TransportAuto && !c.streamed.Load()) {
+		return sa.UpdateAddresses(ctx, paths)
+	}
+	cur := sa.Path()
+	var udp []esp.Path
+	for _, p := range paths {
+		if !p.Stream {
+			udp = append(udp, c.udpPath(p, cur))
+		}
+	}
+	useTLS := mode == config.TransportTLS
+	// The current stream still counts when it is among the paths (a
+	// refresh of the path in use); otherwise a new one on the first path's
+	// uplink.
+	stream := func() (esp.Path, error) {
+		for _, p := range paths {
+			if p.Stream && p == cur {
+				return p, nil
+			}
+		}
+		first := paths[0]
+		sp, err := c.openStream(ctx, netip.AddrPortFrom(first.Remote.Addr(), c.streamPort(useTLS)), useTLS,
+			tcpencap.DialOptions{Local: first.Local.Addr(), IfIndex: first.IfIndex})
+		if err != nil {
+			return esp.Path{}, fmt.Errorf("stream from %s: %w", first.Local.Addr(), err)
+		}
+		return sp, nil
+	}
+	if mode == config.TransportAuto && len(udp) > 0 {
+		type outcome struct {
+			r   ike.MoveResult
+			err error
+		}
+		res := make(chan outcome, 1)
+		go func() {
+			r, err := sa.UpdateAddresses(ctx, udp)
+			res <- outcome{r, err}
+		}()
+		select {
+		case o := <-res:
+			if o.err == nil {
+				c.closeStream()
+			}
+			return o.r, o.err
+		case <-time.After(udpFallbackAfter):
+		}
+		// UDP is slow or blocked: a stream joins the update in flight (the
+		// newest paths win, both calls end alike). A gateway that takes no
+		// streams refuses it, and the UDP update goes on as it was.
+		sp, err := stream()
+		if err != nil {
+			o := <-res
+			if o.err == nil {
+				c.closeStream()
+			}
+			return o.r, o.err
+		}
+		c.log.Info("no answer over UDP on the new path; moving to TCP", "local", sp.Local)
+		r, err := sa.UpdateAddresses(ctx, []esp.Path{sp})
+		<-res
+		return r, err
+	}
+	sp, err := stream()
+	if err != nil {
+		return ike.MoveResult{}, err
+	}
+	return sa.UpdateAddresses(ctx, []esp.Path{sp})
+}
+
+// udpPath is p as a UDP path: mobility derives candidates from the current
+// path, whose ports are a stream's while the tunnel runs over one.
+func (c *conn) udpPath(p, cur esp.Path) esp.Path {
+	if !cur.Stream {
+		return p
+	}
+	port := c.portV4
+	if p.Remote.Addr().Is6() {
+		port = c.portV6
+	}
+	p.Local = netip.AddrPortFrom(p.Local.Addr(), port)
+	p.Remote = netip.AddrPortFrom(p.Remote.Addr(), 4500)
+	return p
 }

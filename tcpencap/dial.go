@@ -17,25 +17,44 @@ import (
 // are sent over it.
 const KeepAlive = 20 * time.Second
 
-// Dial opens a TCP connection to remote with SO_MARK mark (so that a
-// full tunnel's policy routing does not send it into the tunnel), and, with
-// tlsConf, runs a TLS handshake on it (RFC 9329 appendix A).
-func Dial(ctx context.Context, remote netip.AddrPort, mark uint32, tlsConf *tls.Config) (net.Conn, error) {
+// DialOptions shape a stream's TCP connection.
+type DialOptions struct {
+	// Mark is set as SO_MARK, so that a full tunnel's policy routing does
+	// not send the stream into the tunnel (0: none).
+	Mark uint32
+	// Local, when valid, is the source address, and IfIndex, when not 0,
+	// the interface the connection leaves by (SO_BINDTOIFINDEX): a MOBIKE
+	// move opens the new stream on the uplink it moves to.
+	Local   netip.Addr
+	IfIndex int
+	// TLS, when set, runs a TLS handshake on the connection (RFC 9329
+	// appendix A).
+	TLS *tls.Config
+}
+
+// Dial opens a stream's connection to remote.
+func Dial(ctx context.Context, remote netip.AddrPort, o DialOptions) (net.Conn, error) {
 	d := net.Dialer{
 		KeepAlive: KeepAlive,
 		Control: func(_, _ string, rc syscall.RawConn) error {
-			if mark == 0 {
-				return nil
-			}
 			var serr error
 			if err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+				if o.Mark != 0 {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark))
+				}
+				if serr == nil && o.IfIndex != 0 {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BINDTOIFINDEX, o.IfIndex)
+				}
 			}); err != nil {
 				return err
 			}
 			return serr
 		},
 	}
+	if o.Local.IsValid() && !o.Local.IsUnspecified() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(o.Local, 0))
+	}
+	tlsConf := o.TLS
 	nc, err := d.DialContext(ctx, "tcp", remote.String())
 	if err != nil {
 		return nil, err
