@@ -74,7 +74,7 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 		ucancel()
 		return nil, err
 	}
-	if answered(sa, udpFallbackAfter) {
+	keepUDP := func() (*ike.SA, error) {
 		// The UDP SA keeps its events; forward them, and drop the SA with
 		// the dial's context.
 		go func() {
@@ -94,12 +94,19 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 		}()
 		return sa, nil
 	}
-	ucancel()
-	c.log.Info("no answer over UDP; trying TCP", "after", udpFallbackAfter, "tcp_port", t.TCPPort)
+	if answered(sa, udpFallbackAfter) {
+		return keepUDP()
+	}
+	// No answer yet. A gateway that takes no streams (refused, or no
+	// route) keeps the UDP attempt going with its full retransmission
+	// schedule: it may just be slow or still starting.
 	path, err := c.ensureStream(ctx, cfg.Path.Remote.Addr(), false)
 	if err != nil {
-		return nil, fmt.Errorf("gateway unreachable: no answer over UDP within %v, and TCP port %d: %w", udpFallbackAfter, t.TCPPort, err)
+		c.log.Info("no answer over UDP yet, and no TCP stream; UDP goes on", "after", udpFallbackAfter, "tcp_port", t.TCPPort, "err", err)
+		return keepUDP()
 	}
+	ucancel()
+	c.log.Info("no answer over UDP; using TCP", "after", udpFallbackAfter, "tcp_port", t.TCPPort)
 	cfg.Path = path
 	return ike.Dial(ctx, cfg, c.dp, events)
 }
