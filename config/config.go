@@ -70,6 +70,8 @@ type Profile struct {
 	Reconnect         bool
 	ReconnectMaxDelay time.Duration
 	Lifetimes
+	// Transport: UDP, TCP or TLS to the gateway (transport.go).
+	Transport Transport
 	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
 	AllowNAT bool
 	// Switch lets the gateway move us to another of its addresses
@@ -215,6 +217,7 @@ type Gateway struct {
 	Lifetimes
 	GatewaySwitch
 	GatewayLimits
+	GatewayTransport
 	Clients []Client
 	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
 	// to authenticate again within this long, and lose SAs they did not
@@ -286,6 +289,7 @@ type rawProfile struct {
 	Lockdown      *bool    `toml:"lockdown"`
 	LockdownLAN   *bool    `toml:"lockdown_lan"`
 	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
+	rawTransport
 }
 
 type rawProfileFile struct {
@@ -328,6 +332,7 @@ type rawGateway struct {
 	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
 	rawGatewayLimits
+	rawGatewayTransport
 }
 
 type rawGatewayFile struct {
@@ -652,6 +657,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
+	if p.Transport, err = r.rawTransport.validate(p.CA); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -682,6 +690,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	if g.GatewayLimits, err = r.rawGatewayLimits.validate(); err != nil {
+		return nil, err
+	}
+	if g.GatewayTransport, err = r.rawGatewayTransport.validate(g.Cert, g.Key); err != nil {
 		return nil, err
 	}
 	for i, s := range r.Listen {

@@ -120,6 +120,12 @@ type conn struct {
 	// should the daemon be killed (undo.go); tunName names the records.
 	undo    undo.Dir
 	tunName string
+	// stream is the TCP or TLS stream to the gateway (transport.go);
+	// nil while the connection uses UDP only.
+	stream *clientStream
+	// streamed: the connection has used a stream; only then does a MOBIKE
+	// move fall back from UDP to one (transport.go).
+	streamed atomic.Bool
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -322,7 +328,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		RequestVIPs:      c.requestVIPs(),
 		NoInitialContact: dialOptionsOf(ctx).reauth,
 	}
-	sa, err := ike.Dial(ctx, cfg, c.dp, events)
+	sa, err := c.dialTransport(ctx, cfg, events)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -486,7 +492,7 @@ func (c *conn) install(s *session) error {
 	} else {
 		c.mover.Store(nil)
 	}
-	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
+	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -778,6 +784,7 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
+	st.Transport = c.transportName(path)
 	if state == stateSuspended || state == stateReconnecting {
 		st.Local = "" // no working path: the last one is in the events
 	}

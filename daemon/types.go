@@ -54,6 +54,7 @@ type Status struct {
 	Gateway   string `json:"gateway"`
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
+	Transport string `json:"transport,omitempty"` // udp, tcp or tls (docs/transport.md)
 	Interface string `json:"interface"`
 	NAT       bool   `json:"nat"`
 	VirtualIP string `json:"virtual_ip"`
@@ -98,6 +99,11 @@ type Status struct {
 	RTTMS           float64    `json:"rtt_ms,omitempty"`
 	RTTVarMS        float64    `json:"rtt_var_ms,omitempty"`
 	RTTSamples      int        `json:"rtt_samples,omitempty"`
+	// StreamsGarbage and StreamsRefused (a gateway's clients): TCP/TLS
+	// streams closed for bytes that are no RFC 9329 stream, and refused
+	// for their source's stream limit, gateway-wide.
+	StreamsGarbage uint64 `json:"streams_garbage,omitempty"`
+	StreamsRefused uint64 `json:"streams_refused,omitempty"`
 	// Lockdown: the profile's kill switch is in force; LockdownGateways
 	// are the gateway addresses it lets IKE and ESP out to.
 	Lockdown         bool     `json:"lockdown,omitempty"`
@@ -227,6 +233,8 @@ type Event struct {
 	Reason    string    `json:"reason,omitempty"`
 	VirtualIP string    `json:"virtual_ip,omitempty"`
 	Proposal  string    `json:"proposal,omitempty"`
+	// Transport (established): udp, tcp or tls.
+	Transport string `json:"transport,omitempty"`
 
 	// FromGateway and ToGateway are the gateway's ends of a path change
 	// (path-changed): a switch moves them while From and To stay.

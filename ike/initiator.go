@@ -398,7 +398,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.natRemote, sa.natLocal = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
-		if sa.path.Remote.Port() == 500 {
+		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
 			sa.setPath(esp.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
 		}
 	}

@@ -90,6 +90,10 @@ type RoamProfile struct {
 
 	// SwitchRevision writes switch_revision ("": the default).
 	SwitchRevision string
+	// Transport writes transport (empty: the default, auto); TLSCA
+	// writes tls_ca.
+	Transport string
+	TLSCA     string
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -181,6 +185,12 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.Lockdown {
 			b.WriteString("lockdown = true\n")
 		}
+		if p.Transport != "" {
+			fmt.Fprintf(&b, "transport = %q\n", p.Transport)
+		}
+		if p.TLSCA != "" {
+			fmt.Fprintf(&b, "tls_ca = %q\n", p.TLSCA)
+		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
@@ -213,6 +223,10 @@ type RoamGatewayConfig struct {
 	Clients []RoamGatewayClient
 	// HA writes a [gateway.ha] table (ha.go).
 	HA *RoamHA
+	// TCP writes tcp = true (RFC 9329 streams on TCP 4500); TLSPort
+	// writes tls_port (the gateway's IKE certificate for TLS).
+	TCP     bool
+	TLSPort int
 }
 
 // RoamGatewayClient is one more [[gateway.clients]] entry.
@@ -254,6 +268,12 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	}
 	if g.SwitchRevision != "" {
 		fmt.Fprintf(&b, "switch_revision = %q\n", g.SwitchRevision)
+	}
+	if g.TCP {
+		b.WriteString("tcp = true\n")
+	}
+	if g.TLSPort != 0 {
+		fmt.Fprintf(&b, "tls_port = %d\n", g.TLSPort)
 	}
 	b.WriteString("\n")
 	b.WriteString("[[gateway.clients]]\n")
@@ -368,6 +388,7 @@ type Status struct {
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
 	Interface string `json:"interface"`
+	Transport string `json:"transport"`
 	NAT       bool   `json:"nat"`
 	VirtualIP string `json:"virtual_ip"`
 	MOBIKE    bool   `json:"mobike"`
