@@ -124,15 +124,18 @@ type Config struct {
 const DefaultDeadAfter = 500 * time.Millisecond
 
 // Dead-path detection in RTT time. Outbound traffic with nothing back for
-// SilenceRTTs smoothed RTTs plus four variations (RFC 6298's margin) is
-// suspicious; silenceFloor keeps a jittery or very short path from being
+// SilenceRTTs smoothed RTTs plus four variations (RFC 6298's retransmission
+// timeout without its 1 s minimum, which is there for delayed ACKs) is
+// suspicious. The estimate comes from IKE exchanges, whose answers include
+// the gateway's crypto, so it errs long; a first estimate (rttvar half the
+// sample) gives three RTTs; silenceFloor keeps a jittery or very short path from being
 // tested on a scheduling hiccup, and DeadAfter caps the window. The short
 // window only counts when at least silenceSends distinct sends were seen
 // in it: on a path losing 5 % of packets each way a steady flow then
 // needs three round trips lost in a row (about 1 in 1000 windows), while a
 // sparse flow (one packet, then quiet) waits for DeadAfter as before.
 const (
-	SilenceRTTs  = 3
+	SilenceRTTs  = 1
 	silenceFloor = 60 * time.Millisecond
 	silenceSends = 3
 	// silenceTick is how often the activity atomics are read.

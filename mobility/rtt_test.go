@@ -16,10 +16,10 @@ func TestSilenceWindow(t *testing.T) {
 		srtt, rttvar, dead time.Duration
 		want               time.Duration
 	}{
-		{"lab path", 21 * ms, 5 * ms, 500 * ms, 83 * ms},
-		{"fresh estimate (rttvar srtt/2)", 21 * ms, 10 * ms, 500 * ms, 103 * ms},
+		{"lab path", 21 * ms, 15 * ms, 500 * ms, 81 * ms},
+		{"fresh estimate (rttvar srtt/2)", 30 * ms, 15 * ms, 500 * ms, 90 * ms},
 		{"LAN: the floor", 1 * ms, 0, 500 * ms, 60 * ms},
-		{"slow path: capped at dead_after", 200 * ms, 50 * ms, 500 * ms, 500 * ms},
+		{"slow path: capped at dead_after", 300 * ms, 100 * ms, 500 * ms, 500 * ms},
 		{"dead_after below the floor wins", 1 * ms, 0, 40 * ms, 40 * ms},
 	}
 	for _, tt := range tests {
@@ -37,9 +37,9 @@ func TestSilenceWindow(t *testing.T) {
 // keep the old DeadAfter behaviour.
 func TestSilentPathRTT(t *testing.T) {
 	ms := time.Millisecond
-	lab := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 5 * ms, true }
+	lab := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 15 * ms, true }
 	unknown := func(esp.Path) (time.Duration, time.Duration, bool) { return 0, 0, false }
-	window := SilenceWindow(21*ms, 5*ms, DefaultDeadAfter)
+	window := SilenceWindow(21*ms, 15*ms, DefaultDeadAfter)
 	tests := []struct {
 		name string
 		rtt  func(esp.Path) (time.Duration, time.Duration, bool)
