@@ -138,6 +138,9 @@ const (
 	SilenceRTTs  = 1
 	silenceFloor = 60 * time.Millisecond
 	silenceSends = 3
+	// healedMargin: the window is at least this many times the longest
+	// recent silence that ended without a test.
+	healedMargin = 2
 	// silenceTick is how often the activity atomics are read.
 	silenceTick = 10 * time.Millisecond
 )
@@ -219,6 +222,11 @@ type Mover struct {
 	backoff    time.Duration
 	lastSent   time.Time // the last outbound time seen
 	sends      int       // distinct outbound times seen since unanswered
+	// healed is the longest recent silence of a flow that ended by
+	// itself (an answer came without a test): the path's (or the
+	// machine's) own jitter, which the window must outlast. It decays by
+	// an eighth with every healed silence.
+	healed time.Duration
 }
 
 // request is one reason to test paths.
@@ -551,6 +559,9 @@ func (m *Mover) checkSilence(now time.Time) {
 		m.backoff = dead
 	}
 	if !recv.Equal(m.seenRecv) {
+		if !m.unanswered.IsZero() && m.sends >= silenceSends {
+			m.healed = max(recv.Sub(m.unanswered), m.healed-m.healed/8)
+		}
 		m.seenRecv, m.unanswered, m.backoff = recv, time.Time{}, dead
 	}
 	if !sent.After(recv) {
@@ -589,7 +600,7 @@ func (m *Mover) silenceWindow() time.Duration {
 	if !ok {
 		return dead
 	}
-	return SilenceWindow(srtt, rttvar, dead)
+	return min(max(SilenceWindow(srtt, rttvar, dead), healedMargin*m.healed), dead)
 }
 
 // checkStray follows a NAT in front of the gateway that changed its
@@ -762,7 +773,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	// outage also forgets the backoff earned by a one-way flow.
 	m.unanswered, m.lastCheck = time.Time{}, time.Now()
 	if to != r.from || m.broken {
-		m.backoff = 0
+		m.backoff, m.healed = 0, 0
 	}
 	took := time.Since(r.at)
 	wasBroken := m.broken

@@ -94,3 +94,48 @@ func TestSilentPathRTT(t *testing.T) {
 		})
 	}
 }
+
+// TestSilenceLearnsJitter: a flow whose answers stall now and then and
+// come back by themselves (a loaded machine, a jittery link) widens the
+// window past those stalls, so the same stall, longer than the RTT window,
+// does not test the path once it has been seen to heal.
+func TestSilenceLearnsJitter(t *testing.T) {
+	ms := time.Millisecond
+	rtt := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 15 * ms, true }
+	stall := func(tr *traffic, r *rig, d time.Duration) {
+		tr.set(true, false)
+		r.wait(d)
+		tr.set(true, true)
+		r.wait(200 * ms)
+	}
+	tests := []struct {
+		name      string
+		history   []time.Duration // stalls that healed first
+		last      time.Duration
+		wantCalls int
+	}{
+		{name: "first long stall is tested", last: 120 * ms, wantCalls: 1},
+		{name: "stall like those that healed before is not", history: []time.Duration{70 * ms, 70 * ms}, last: 120 * ms},
+		{name: "much longer than the healed ones is", history: []time.Duration{70 * ms}, last: 200 * ms, wantCalls: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				tr := &traffic{sending: true, answered: true}
+				r := newRig(Config{Activity: tr.Activity, RTT: rtt}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan})
+				defer r.stop()
+				r.wait(time.Second)
+				for _, d := range tt.history {
+					stall(tr, r, d)
+				}
+				if n := r.sa.callCount(); n != 0 {
+					t.Fatalf("stalls shorter than the window tested: %v", r.sa.calls)
+				}
+				stall(tr, r, tt.last)
+				if got := r.sa.callCount(); got != tt.wantCalls {
+					t.Fatalf("%d tests %v, want %d", got, r.sa.calls, tt.wantCalls)
+				}
+			})
+		})
+	}
+}
