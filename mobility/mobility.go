@@ -136,7 +136,7 @@ const DefaultDeadAfter = 500 * time.Millisecond
 // sparse flow (one packet, then quiet) waits for DeadAfter as before.
 const (
 	SilenceRTTs  = 1
-	silenceFloor = 60 * time.Millisecond
+	silenceFloor = 100 * time.Millisecond
 	silenceSends = 3
 	// healedMargin: the window is at least this many times the longest
 	// recent silence that ended without a test.
@@ -147,7 +147,7 @@ const (
 
 // SilenceWindow is how long outbound traffic may go unanswered on a path
 // with the given RTT estimate before it is tested: max(SilenceRTTs*srtt +
-// 4*rttvar, 60 ms), at most deadAfter.
+// 4*rttvar, 100 ms), at most deadAfter.
 func SilenceWindow(srtt, rttvar, deadAfter time.Duration) time.Duration {
 	return min(max(SilenceRTTs*srtt+4*rttvar, silenceFloor), deadAfter)
 }

@@ -16,9 +16,9 @@ func TestSilenceWindow(t *testing.T) {
 		srtt, rttvar, dead time.Duration
 		want               time.Duration
 	}{
-		{"lab path", 21 * ms, 15 * ms, 500 * ms, 81 * ms},
-		{"fresh estimate (rttvar srtt/2)", 30 * ms, 15 * ms, 500 * ms, 90 * ms},
-		{"LAN: the floor", 1 * ms, 0, 500 * ms, 60 * ms},
+		{"lab path", 21 * ms, 25 * ms, 500 * ms, 121 * ms},
+		{"fresh estimate (rttvar srtt/2)", 40 * ms, 20 * ms, 500 * ms, 120 * ms},
+		{"LAN: the floor", 1 * ms, 0, 500 * ms, 100 * ms},
 		{"slow path: capped at dead_after", 300 * ms, 100 * ms, 500 * ms, 500 * ms},
 		{"dead_after below the floor wins", 1 * ms, 0, 40 * ms, 40 * ms},
 	}
@@ -114,9 +114,9 @@ func TestSilenceLearnsJitter(t *testing.T) {
 		last      time.Duration
 		wantCalls int
 	}{
-		{name: "first long stall is tested", last: 120 * ms, wantCalls: 1},
-		{name: "stall like those that healed before is not", history: []time.Duration{70 * ms, 70 * ms}, last: 120 * ms},
-		{name: "much longer than the healed ones is", history: []time.Duration{70 * ms}, last: 200 * ms, wantCalls: 1},
+		{name: "first long stall is tested", last: 160 * ms, wantCalls: 1},
+		{name: "stall like those that healed before is not", history: []time.Duration{90 * ms, 90 * ms}, last: 160 * ms},
+		{name: "much longer than the healed ones is", history: []time.Duration{90 * ms}, last: 260 * ms, wantCalls: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

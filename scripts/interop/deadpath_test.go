@@ -95,12 +95,12 @@ func TestNoFalseMoves(t *testing.T) {
 	}
 
 	// Healthy, busy.
-	p := startPinger(t, l, 8*time.Second)
+	p := startPinger(t, l, 5*time.Second)
 	sent, recv := p.result(t, time.Minute)
 	phase("healthy path under a ping", false)
 	t.Logf("healthy: %d pings, %d answered", sent, recv)
 	// Healthy, idle.
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	phase("healthy idle path", false)
 
 	// Lossy: 5 % of what the wlan NAT forwards, either way, IKE included.
@@ -110,7 +110,7 @@ func TestNoFalseMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = l.Exec(lab.NATWLAN, "nft", "delete table ip lossy") }()
-	p = startPinger(t, l, 20*time.Second)
+	p = startPinger(t, l, 15*time.Second)
 	sent, recv = p.result(t, time.Minute)
 	counters, _ := l.Output(lab.NATWLAN, "nft", "list", "table", "ip", "lossy")
 	n := phase("path losing 5 %", true)
