@@ -111,8 +111,9 @@ type Config struct {
 	Log           *slog.Logger
 }
 
-// DefaultDeadAfter is the silence that makes us test a path that has no
-// interface event against it: an upstream failure, a NAT that flushed its
+// DefaultDeadAfter is the longest silence that makes us test a path that
+// has no interface event against it (a steady flow on a path with a
+// measured RTT is tested sooner, see SilenceWindow): an upstream failure, a NAT that flushed its
 // conntrack table or changed its public address. Recovery from those takes
 // DeadAfter plus up to two ticks (DeadAfter/10 each, see Run) plus one RTT
 // for the UPDATE_SA_ADDRESSES on the same path: about 0.6 s with a 21 ms
