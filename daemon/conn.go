@@ -164,18 +164,22 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 // or with an error whose text is the reason for the user.
 func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
 	log := slog.Default().With("profile", p.Name)
+	budget := newConnectBudget(time.Now())
 	gw, err := resolveGateway(ctx, p)
 	if err != nil {
 		return nil, err
 	}
+	budget.mark("resolve", time.Now())
 	route, err := netmon.RouteTo(gw.Addr(), tun.DefaultMark)
 	if err != nil {
 		return nil, fmt.Errorf("gateway unreachable: %w", err)
 	}
+	budget.mark("route_lookup", time.Now())
 	localAuth, peerAuth, err := authenticators(p)
 	if err != nil {
 		return nil, err
 	}
+	budget.mark("credentials", time.Now())
 
 	c := newConn(p, log, emit)
 	c.gw, c.localAuth, c.peerAuth = gw, localAuth, peerAuth
@@ -187,6 +191,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	if err := c.startLockdown(tunName(p.Name), gw); err != nil {
 		return fail(err)
 	}
+	budget.mark("lockdown", time.Now())
 
 	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
 	// the inner MTU for the larger header from the start, as an MTU that
@@ -197,6 +202,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}
 	c.dev = dev
 	c.ifname = route.IfName
+	budget.mark("tun", time.Now())
 	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
 	socks, err := clientSockets(gw.Addr(), p.MOBIKE, log)
 	if err != nil {
@@ -214,6 +220,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 			c.portV6 = s.LocalPort()
 		}
 	}
+	budget.mark("sockets", time.Now())
 	c.dpDone = make(chan struct{})
 	go func() {
 		defer close(c.dpDone)
@@ -223,21 +230,25 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}()
 
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
-	if err := c.connect(ctx); err != nil {
+	if err := c.connect(ctx, budget); err != nil {
 		return fail(err)
 	}
+	log.Info("connect budget", budget.attrs()...)
 	go c.watchHealth(c.life)
 	return c, nil
 }
 
 // connect negotiates the first IKE SA, installs it and starts following
 // it; ctx bounds the negotiation only.
-func (c *conn) connect(ctx context.Context) error {
+func (c *conn) connect(ctx context.Context, budget *connectBudget) error {
 	s, err := c.establish(ctx, false)
 	if err != nil {
 		return err
 	}
-	if err := c.install(s); err != nil {
+	budget.mark("ike", time.Now())
+	err = c.install(s)
+	budget.mark("install", time.Now()) // children, addresses, routes, DNS
+	if err != nil {
 		if s.sa != nil {
 			s.sa.Close(ctx)
 		}
