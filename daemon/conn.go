@@ -176,18 +176,22 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 // or with an error whose text is the reason for the user.
 func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
 	log := slog.Default().With("profile", p.Name)
+	budget := newConnectBudget(time.Now())
 	gw, err := resolveGateway(ctx, p)
 	if err != nil {
 		return nil, err
 	}
+	budget.mark("resolve", time.Now())
 	route, err := netmon.RouteTo(gw.Addr(), tun.DefaultMark)
 	if err != nil {
 		return nil, fmt.Errorf("gateway unreachable: %w", err)
 	}
+	budget.mark("route_lookup", time.Now())
 	localAuth, peerAuth, err := authenticators(p)
 	if err != nil {
 		return nil, err
 	}
+	budget.mark("credentials", time.Now())
 
 	c := newConn(p, log, emit)
 	c.gw, c.localAuth, c.peerAuth = gw, localAuth, peerAuth
@@ -200,6 +204,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	if err := c.startLockdown(c.tunName, gw); err != nil {
 		return fail(err)
 	}
+	budget.mark("lockdown", time.Now())
 	if err := c.undo.Record(undoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
 		return fail(fmt.Errorf("recording the TUN device for a crash: %w", err))
 	}
@@ -215,6 +220,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	dev.SetJournal(func(s tun.State) error { return c.undo.Record(undoTUN, c.tunName, s) })
 	c.dev = dev
 	c.ifname = route.IfName
+	budget.mark("tun", time.Now())
 	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
 	socks, err := clientSockets(gw.Addr(), p.MOBIKE, log)
 	if err != nil {
@@ -232,6 +238,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 			c.portV6 = s.LocalPort()
 		}
 	}
+	budget.mark("sockets", time.Now())
 	c.dpDone = make(chan struct{})
 	go func() {
 		defer close(c.dpDone)
@@ -241,21 +248,25 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}()
 
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
-	if err := c.connect(ctx); err != nil {
+	if err := c.connect(ctx, budget); err != nil {
 		return fail(err)
 	}
+	log.Info("connect budget", budget.attrs()...)
 	go c.watchHealth(c.life)
 	return c, nil
 }
 
 // connect negotiates the first IKE SA, installs it and starts following
 // it; ctx bounds the negotiation only.
-func (c *conn) connect(ctx context.Context) error {
+func (c *conn) connect(ctx context.Context, budget *connectBudget) error {
 	s, err := c.establish(ctx, false)
 	if err != nil {
 		return err
 	}
-	if err := c.install(s); err != nil {
+	budget.mark("ike", time.Now())
+	err = c.install(s)
+	budget.mark("install", time.Now()) // children, addresses, routes, DNS
+	if err != nil {
 		if s.sa != nil {
 			s.sa.Close(ctx)
 		}

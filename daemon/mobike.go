@@ -94,7 +94,13 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 	if err != nil {
 		return nil, fmt.Errorf("interface monitor: %w", err)
 	}
-	mover := mobility.New(c.mobilityConfig(ikeMobility{sa: sa, c: c}, mon.Addresses, mon.SetCurrent), sa.Path(), c.ifname)
+	cfg := c.mobilityConfig(ikeMobility{sa: sa, c: c}, mon.Addresses, mon.SetCurrent)
+	// Dead paths are noticed in RTT time: the IKE exchanges measure it.
+	cfg.RTT = func(p esp.Path) (time.Duration, time.Duration, bool) {
+		r, ok := sa.RTT(p)
+		return r.SRTT, r.RTTVar, ok
+	}
+	mover := mobility.New(cfg, sa.Path(), c.ifname)
 	go func() {
 		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("interface monitor stopped", "err", err)

@@ -114,7 +114,7 @@ func reauthDial(gw *reauthGateway, dev *fakeDevice, conns chan<- *conn) DialFunc
 		c.gw, c.dev, c.dialIKE = fakeGW, dev, gw.dial
 		c.dp = esp.NewDataplane(nil, nil, discardLog())
 		c.jitter = func() float64 { return 0.5 }
-		if err := c.connect(ctx); err != nil {
+		if err := c.connect(ctx, newConnectBudget(time.Now())); err != nil {
 			c.teardown(err)
 			return nil, err
 		}
@@ -421,7 +421,7 @@ func TestReauthMovesTraffic(t *testing.T) {
 	defer func() { c.Close(context.Background()); tunDev.Close(); <-dpDone }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := c.connect(ctx); err != nil {
+	if err := c.connect(ctx, newConnectBudget(time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	oldSPI := c.Status().Children[0].SPIOut

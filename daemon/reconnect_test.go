@@ -186,7 +186,7 @@ func fakeDial(gw *fakeIKEGateway, dev *fakeDevice, conns chan<- *conn) DialFunc 
 		c.dp = esp.NewDataplane(nil, nil, discardLog())
 		c.jitter = func() float64 { return 0.5 }
 		emit(Event{Event: EventConnecting, To: fakeGW.String()})
-		if err := c.connect(ctx); err != nil {
+		if err := c.connect(ctx, newConnectBudget(time.Now())); err != nil {
 			c.teardown(err)
 			return nil, err
 		}

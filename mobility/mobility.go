@@ -82,8 +82,14 @@ type Config struct {
 	// nil. Checked on the Activity tick.
 	StrayFrom func() (esp.Path, bool)
 	// DeadAfter is how long traffic may go out with nothing coming back
-	// before the current path is tested (default DefaultDeadAfter).
+	// before the current path is tested (default DefaultDeadAfter). With
+	// RTT it is the upper bound: a path with a measured RTT is tested
+	// after SilenceWindow of it.
 	DeadAfter time.Duration
+	// RTT returns the smoothed round-trip time and its variation of a
+	// path (ike.SA.RTT); ok false: not measured. May be nil: DeadAfter
+	// alone then decides.
+	RTT func(esp.Path) (srtt, rttvar time.Duration, ok bool)
 	// OutageLimit is how long the connection may have no working path
 	// before OnOutageLimit ends it (default DefaultOutageLimit).
 	OutageLimit time.Duration
@@ -105,8 +111,9 @@ type Config struct {
 	Log           *slog.Logger
 }
 
-// DefaultDeadAfter is the silence that makes us test a path that has no
-// interface event against it: an upstream failure, a NAT that flushed its
+// DefaultDeadAfter is the longest silence that makes us test a path that
+// has no interface event against it (a steady flow on a path with a
+// measured RTT is tested sooner, see SilenceWindow): an upstream failure, a NAT that flushed its
 // conntrack table or changed its public address. Recovery from those takes
 // DeadAfter plus up to two ticks (DeadAfter/10 each, see Run) plus one RTT
 // for the UPDATE_SA_ADDRESSES on the same path: about 0.6 s with a 21 ms
@@ -116,6 +123,35 @@ type Config struct {
 // would test healthy paths; the backoff in checkSilence bounds what a false
 // alarm costs.
 const DefaultDeadAfter = 500 * time.Millisecond
+
+// Dead-path detection in RTT time. Outbound traffic with nothing back for
+// SilenceRTTs smoothed RTTs plus four variations (RFC 6298's retransmission
+// timeout without its 1 s minimum, which is there for delayed ACKs) is
+// suspicious. The estimate comes from IKE exchanges, whose answers include
+// the gateway's crypto, so it errs long; a first estimate (rttvar half the
+// sample) gives three RTTs; silenceFloor keeps a jittery or very short path from being
+// tested on a scheduling hiccup, and DeadAfter caps the window. The short
+// window only counts when at least silenceSends distinct sends were seen
+// in it: on a path losing 5 % of packets each way a steady flow then
+// needs three round trips lost in a row (about 1 in 1000 windows), while a
+// sparse flow (one packet, then quiet) waits for DeadAfter as before.
+const (
+	SilenceRTTs  = 1
+	silenceFloor = 100 * time.Millisecond
+	silenceSends = 3
+	// healedMargin: the window is at least this many times the longest
+	// recent silence that ended without a test.
+	healedMargin = 2
+	// silenceTick is how often the activity atomics are read.
+	silenceTick = 10 * time.Millisecond
+)
+
+// SilenceWindow is how long outbound traffic may go unanswered on a path
+// with the given RTT estimate before it is tested: max(SilenceRTTs*srtt +
+// 4*rttvar, 100 ms), at most deadAfter.
+func SilenceWindow(srtt, rttvar, deadAfter time.Duration) time.Duration {
+	return min(max(SilenceRTTs*srtt+4*rttvar, silenceFloor), deadAfter)
+}
 
 // DefaultOutageLimit is how long a connection survives without a working
 // path (every uplink down, or suspended) before it ends.
@@ -185,6 +221,13 @@ type Mover struct {
 	unanswered time.Time // first outbound seen after seenRecv; zero: none
 	lastCheck  time.Time
 	backoff    time.Duration
+	lastSent   time.Time // the last outbound time seen
+	sends      int       // distinct outbound times seen since unanswered
+	// healed is the longest recent silence of a flow that ended by
+	// itself (an answer came without a test): the path's (or the
+	// machine's) own jitter, which the window must outlast. It decays by
+	// an eighth with every healed silence.
+	healed time.Duration
 }
 
 // request is one reason to test paths.
@@ -302,11 +345,12 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	if m.cfg.SetCurrent != nil {
 		m.cfg.SetCurrent(cur.Local.Addr(), cur.IfIndex)
 	}
-	// The tick only reads two atomics; a tenth of the window keeps the
-	// detection delay within DeadAfter plus two ticks.
+	// The tick only reads two atomics (and the RTT under a short lock);
+	// silenceTick keeps the detection delay within the RTT window plus
+	// two ticks.
 	var tick <-chan time.Time
 	if m.cfg.Activity != nil {
-		t := time.NewTicker(max(m.deadAfter()/10, 10*time.Millisecond))
+		t := time.NewTicker(min(max(m.deadAfter()/10, 10*time.Millisecond), silenceTick))
 		defer t.Stop()
 		tick = t.C
 	}
@@ -510,27 +554,54 @@ func (m *Mover) checkSilence(now time.Time) {
 		return // retests are driven by events and the retry timer
 	}
 	sent, recv := m.cfg.Activity()
-	window := m.deadAfter()
-	if m.backoff < window {
-		m.backoff = window
+	dead := m.deadAfter()
+	window := m.silenceWindow()
+	if m.backoff < dead {
+		m.backoff = dead
 	}
 	if !recv.Equal(m.seenRecv) {
-		m.seenRecv, m.unanswered, m.backoff = recv, time.Time{}, window
+		if !m.unanswered.IsZero() && m.sends >= silenceSends {
+			m.healed = max(recv.Sub(m.unanswered), m.healed-m.healed/8)
+		}
+		m.seenRecv, m.unanswered, m.backoff = recv, time.Time{}, dead
 	}
 	if !sent.After(recv) {
-		m.unanswered = time.Time{}
+		m.unanswered, m.sends = time.Time{}, 0
 		return
 	}
 	if m.unanswered.IsZero() {
-		m.unanswered = sent
+		m.unanswered, m.sends = sent, 0
 	}
-	if now.Sub(m.unanswered) < window || now.Sub(sent) >= window || now.Sub(m.lastCheck) < m.backoff {
+	if !sent.Equal(m.lastSent) {
+		m.lastSent = sent
+		m.sends++
+	}
+	silent := now.Sub(m.unanswered)
+	// The RTT window needs a flow (several sends); DeadAfter the legacy
+	// evidence of two.
+	due := (silent >= window && m.sends >= silenceSends) || (silent >= dead && m.sends >= 2)
+	if !due || now.Sub(sent) >= dead || now.Sub(m.lastCheck) < m.backoff {
 		return
 	}
 	m.lastCheck = now
 	m.backoff = min(2*m.backoff, maxSilenceBackoff)
-	m.log.Info("path silent", "since", m.unanswered, "last_received", recv)
+	m.log.Info("path silent", "since", m.unanswered, "last_received", recv, "window", window, "sends", m.sends)
 	m.want(request{at: now, refresh: true})
+}
+
+// silenceWindow is the current path's RTT window (SilenceWindow), or
+// DeadAfter when its RTT is not known.
+func (m *Mover) silenceWindow() time.Duration {
+	dead := m.deadAfter()
+	if m.cfg.RTT == nil {
+		return dead
+	}
+	cur, _ := m.Current()
+	srtt, rttvar, ok := m.cfg.RTT(cur)
+	if !ok {
+		return dead
+	}
+	return min(max(SilenceWindow(srtt, rttvar, dead), healedMargin*m.healed), dead)
 }
 
 // checkStray follows a NAT in front of the gateway that changed its
@@ -703,7 +774,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	// outage also forgets the backoff earned by a one-way flow.
 	m.unanswered, m.lastCheck = time.Time{}, time.Now()
 	if to != r.from || m.broken {
-		m.backoff = 0
+		m.backoff, m.healed = 0, 0
 	}
 	took := time.Since(r.at)
 	wasBroken := m.broken

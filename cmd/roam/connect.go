@@ -138,6 +138,12 @@ func oneLine(err error) error {
 	return err
 }
 
+// spawnPoll is how often spawnDaemon looks for the new daemon's socket. A
+// failed connect to a missing unix socket costs microseconds, and every
+// millisecond waited here is a millisecond of `roam connect` (the daemon
+// is usually up 10-30 ms after the spawn).
+const spawnPoll = 2 * time.Millisecond
+
 // spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
 // output in the log file beside the socket, and waits until it answers.
 // The daemon reads socket_group and log_level from the profile file at cfg;
@@ -173,7 +179,7 @@ func spawnDaemon(ctx context.Context, socket, cfg, logLevel string) error {
 	ctx, cancel := context.WithTimeout(ctx, spawnTimeout)
 	defer cancel()
 	client := daemon.Client{Socket: socket}
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(spawnPoll)
 	defer tick.Stop()
 	for {
 		pingCtx, cancelPing := context.WithTimeout(ctx, time.Second)
