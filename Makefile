@@ -98,7 +98,7 @@ soak:
 	ROAM_SOAK=1 $(GO) test -count=1 -v -timeout 20m -run TestRekeySoak ./scripts/interop/
 
 # The MOBIKE handover benchmark, roam vs strongSwan's client (root, minutes;
-# not in CI). REPS=2 for a quick run; see README "Handover benchmark".
+# not in CI). REPS=2 for a quick run; see docs/benchmarks.md.
 bench-roam:
 	./scripts/bench-roam.sh
 
@@ -109,7 +109,7 @@ bench-switch:
 
 # Throughput through roam <-> roam gateway, wireguard-go <-> wireguard-go and
 # roam -> strongSwan in the same lab, no added delay (root, minutes; not in
-# CI). REPS=1 DURATION=4s for a quick run; see README "Throughput benchmark".
+# CI). REPS=1 DURATION=4s for a quick run; see docs/benchmarks.md.
 bench-tput:
 	./scripts/bench-tput.sh
 

@@ -20,7 +20,9 @@ import (
 
 // DefaultIKE and DefaultESP are offered when a profile names no proposals.
 var (
-	DefaultIKE = []string{"aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048"}
+	// The hybrid first: a gateway without RFC 9370 (strongSwan 5.9) picks
+	// a classical one of the others.
+	DefaultIKE = []string{"aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048"}
 	DefaultESP = []string{"aes256gcm16", "aes128gcm16"}
 )
 
@@ -68,6 +70,8 @@ type Profile struct {
 	Reconnect         bool
 	ReconnectMaxDelay time.Duration
 	Lifetimes
+	// Transport: UDP, TCP or TLS to the gateway (transport.go).
+	Transport Transport
 	// AllowNAT false forbids any NAT on the path (RFC 4555 NO_NATS_ALLOWED).
 	AllowNAT bool
 	// Switch lets the gateway move us to another of its addresses
@@ -76,6 +80,9 @@ type Profile struct {
 	Switch       bool
 	AcceptSwitch string
 	SwitchNotify uint16
+	// SwitchRevision (switch_revision): "00" (default) or "03", the
+	// draft revision whose rules an accepted switch follows.
+	SwitchRevision string
 	// ReauthTime (reauth_time): authenticate again, with a new IKE SA made
 	// before the old one is deleted, this long after each authentication
 	// (0: only when the gateway asks with RFC 4478 AUTH_LIFETIME).
@@ -210,6 +217,7 @@ type Gateway struct {
 	Lifetimes
 	GatewaySwitch
 	GatewayLimits
+	GatewayTransport
 	Clients []Client
 	// ReauthTime (reauth_time): clients are told (RFC 4478 AUTH_LIFETIME)
 	// to authenticate again within this long, and lose SAs they did not
@@ -275,11 +283,13 @@ type rawProfile struct {
 	Switch        *bool    `toml:"switch"`
 	AcceptSwitch  string   `toml:"accept_switch"`
 	SwitchNotify  *int64   `toml:"switch_notify"`
+	SwitchRev     string   `toml:"switch_revision"`
 	ReauthTime    string   `toml:"reauth_time"`
 	AllowSHA1RSA  *bool    `toml:"allow_sha1_rsa"`
 	Lockdown      *bool    `toml:"lockdown"`
 	LockdownLAN   *bool    `toml:"lockdown_lan"`
 	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
+	rawTransport
 }
 
 type rawProfileFile struct {
@@ -322,6 +332,7 @@ type rawGateway struct {
 	HA            *rawHA      `toml:"ha"`
 	rawGatewaySwitch
 	rawGatewayLimits
+	rawGatewayTransport
 }
 
 type rawGatewayFile struct {
@@ -646,6 +657,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
+	if p.Transport, err = r.rawTransport.validate(p.CA); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -676,6 +690,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		return nil, err
 	}
 	if g.GatewayLimits, err = r.rawGatewayLimits.validate(); err != nil {
+		return nil, err
+	}
+	if g.GatewayTransport, err = r.rawGatewayTransport.validate(g.Cert, g.Key); err != nil {
 		return nil, err
 	}
 	for i, s := range r.Listen {

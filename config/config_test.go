@@ -69,6 +69,36 @@ func TestParseProposal(t *testing.T) {
 		{in: "sha256", wantErr: "no encryption"},
 		{in: "", wantErr: "empty proposal"},
 		{in: "aes256gcm16-esn", ike: true, wantErr: `unknown algorithm "esn"`},
+		// RFC 9370 additional key exchanges, strongSwan 6 spelling.
+		{in: "aes256gcm16-prfsha384-x25519-ke1_mlkem768", ike: true, want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
+			{Type: wire.TransformPRF, ID: 6},
+			{Type: wire.TransformDH, ID: 31},
+			{Type: wire.TransformADDKE1, ID: 36}}},
+		{in: "aes256gcm16-prfsha384-ecp384-ke2_mlkem1024-ke1_mlkem768-ke1_none", ike: true, want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
+			{Type: wire.TransformPRF, ID: 6},
+			{Type: wire.TransformDH, ID: 20},
+			{Type: wire.TransformADDKE1, ID: 36},
+			{Type: wire.TransformADDKE1, ID: 0},
+			{Type: wire.TransformADDKE1 + 1, ID: 37}}},
+		{in: "aes256gcm16-x25519-ke1_mlkem768", want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
+			{Type: wire.TransformDH, ID: 31},
+			{Type: wire.TransformESN, ID: 0},
+			{Type: wire.TransformADDKE1, ID: 36}}},
+		{in: "aes256gcm16-x25519-ke7_ecp256", want: []wire.Transform{
+			{Type: wire.TransformEncr, ID: 20, KeyLength: 256},
+			{Type: wire.TransformDH, ID: 31},
+			{Type: wire.TransformESN, ID: 0},
+			{Type: wire.TransformADDKE7, ID: 19}}},
+		{in: "aes256gcm16-prfsha384-mlkem768", ike: true, wantErr: "goes in an additional key exchange"},
+		{in: "aes256gcm16-prfsha384-ke1_mlkem768", ike: true, wantErr: "no key exchange group"},
+		{in: "aes256gcm16-ke1_mlkem768", wantErr: "need a key exchange group first"},
+		{in: "aes256gcm16-prfsha384-x25519-ke1_mlkem512", ike: true, wantErr: "ML-KEM-768 and ML-KEM-1024 only"},
+		{in: "aes256gcm16-prfsha384-x25519-ke8_mlkem768", ike: true, wantErr: `unknown algorithm "ke8_mlkem768"`},
+		{in: "aes256gcm16-prfsha384-x25519-ke1_kyber", ike: true, wantErr: `unknown key exchange method "kyber"`},
+		{in: "aes256gcm16-prfsha384-x25519-ke1_modp1024", ike: true, wantErr: "modp1024 is refused"},
 	}
 	for _, tt := range tests {
 		parse := ParseESPProposal

@@ -7,6 +7,11 @@ type GatewaySwitch struct {
 	// SWITCH_TO_IP_ADDRESS as; both ends must agree on it. Default
 	// DefaultSwitchNotify (41042, 0xA052).
 	SwitchNotify uint16
+	// SwitchRevision (switch_revision, "00" default, or "03") is the
+	// draft revision whose rules our switch requests follow: under "03"
+	// an answer at the old address is no refusal, and only the client's
+	// UPDATE_SA_ADDRESSES at the new one completes the switch.
+	SwitchRevision string
 	// SwitchReturnRoutability (switch_return_routability) also runs the
 	// RFC 4555 COOKIE2 check for the UPDATE_SA_ADDRESSES that follows our
 	// own switch request. The draft says it is not needed (the client's
@@ -21,6 +26,7 @@ type GatewaySwitch struct {
 
 type rawGatewaySwitch struct {
 	SwitchNotify *int64 `toml:"switch_notify"`
+	SwitchRev    string `toml:"switch_revision"`
 	SwitchRR     *bool  `toml:"switch_return_routability"`
 	AutoSwitch   *bool  `toml:"auto_switch"`
 }
@@ -30,5 +36,9 @@ func (r rawGatewaySwitch) validate() (GatewaySwitch, error) {
 	if err != nil {
 		return GatewaySwitch{}, err
 	}
-	return GatewaySwitch{SwitchNotify: n, SwitchReturnRoutability: boolOr(r.SwitchRR, false), AutoSwitch: boolOr(r.AutoSwitch, true)}, nil
+	rev, err := switchRevisionKey(r.SwitchRev)
+	if err != nil {
+		return GatewaySwitch{}, err
+	}
+	return GatewaySwitch{SwitchNotify: n, SwitchRevision: rev, SwitchReturnRoutability: boolOr(r.SwitchRR, false), AutoSwitch: boolOr(r.AutoSwitch, true)}, nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
@@ -75,6 +76,29 @@ var dhGroups = map[string]uint16{
 	"ecp521":     ikecrypto.GroupECP521,
 	"curve25519": ikecrypto.GroupCurve25519,
 	"x25519":     ikecrypto.GroupCurve25519,
+	"mlkem768":   ikecrypto.GroupMLKEM768,
+	"mlkem1024":  ikecrypto.GroupMLKEM1024,
+}
+
+// parseAdditionalKE reads strongSwan 6's "ke<n>_<method>" (RFC 9370
+// additional key exchange n, 1-7; "none" makes it optional).
+func parseAdditionalKE(tok string) (wire.Transform, bool, error) {
+	if len(tok) < 5 || tok[:2] != "ke" || tok[3] != '_' || tok[2] < '1' || tok[2] > '7' {
+		return wire.Transform{}, false, nil
+	}
+	typ := wire.TransformADDKE1 + wire.TransformType(tok[2]-'1')
+	name := tok[4:]
+	if name == "none" {
+		return wire.Transform{Type: typ, ID: 0}, true, nil
+	}
+	if why, ok := refusedAlgorithms[name]; ok {
+		return wire.Transform{}, true, fmt.Errorf("%s is refused: %s", name, why)
+	}
+	id, ok := dhGroups[name]
+	if !ok {
+		return wire.Transform{}, true, fmt.Errorf("unknown key exchange method %q in %q", name, tok)
+	}
+	return wire.Transform{Type: typ, ID: id}, true, nil
 }
 
 // refusedAlgorithms are legacy algorithms that strongSwan still accepts
@@ -93,6 +117,7 @@ var refusedAlgorithms = map[string]string{
 	"blowfish": "64-bit block ciphers leak plaintext on long-lived tunnels (Sweet32); use aes128gcm16 or aes256gcm16",
 	"cast128":  "64-bit block ciphers leak plaintext on long-lived tunnels (Sweet32); use aes128gcm16 or aes256gcm16",
 	"null":     "it does not encrypt; use aes128gcm16 or aes256gcm16",
+	"mlkem512": "Go's crypto/mlkem implements ML-KEM-768 and ML-KEM-1024 only; use mlkem768",
 }
 
 // ParseIKEProposal parses an IKE proposal in strongSwan's spelling. It needs
@@ -114,7 +139,7 @@ func parseProposal(s string, ike bool) (Proposal, error) {
 	if text == "" {
 		return Proposal{}, fmt.Errorf("empty proposal")
 	}
-	var encr, integ, prf, dh, esn []wire.Transform
+	var encr, integ, prf, dh, esn, addke []wire.Transform
 	aead, classic := false, false
 	for _, tok := range strings.Split(text, "-") {
 		if a, ok := encryptionAlgorithms[tok]; ok {
@@ -135,7 +160,19 @@ func parseProposal(s string, ike bool) (Proposal, error) {
 			continue
 		}
 		if id, ok := dhGroups[tok]; ok {
+			if ike && ikecrypto.IsKEM(id) {
+				// IKE_SA_INIT cannot be fragmented (RFC 7383), and an
+				// encapsulation key alone fills most of an MTU.
+				return Proposal{}, fmt.Errorf("proposal %q: %s goes in an additional key exchange (ke1_%s) after a classical group, e.g. x25519-ke1_%s", s, tok, tok, tok)
+			}
 			dh = append(dh, wire.Transform{Type: wire.TransformDH, ID: id})
+			continue
+		}
+		if t, ok, err := parseAdditionalKE(tok); ok {
+			if err != nil {
+				return Proposal{}, fmt.Errorf("proposal %q: %w", s, err)
+			}
+			addke = append(addke, t)
 			continue
 		}
 		if !ike && (tok == "esn" || tok == "noesn") {
@@ -183,7 +220,12 @@ func parseProposal(s string, ike bool) (Proposal, error) {
 	ts = append(ts, encr...)
 	ts = append(ts, prf...)
 	ts = append(ts, integ...)
+	if len(addke) > 0 && len(dh) == 0 {
+		return Proposal{}, fmt.Errorf("proposal %q: additional key exchanges need a key exchange group first (e.g. x25519)", s)
+	}
 	ts = append(ts, dh...)
 	ts = append(ts, esn...)
+	slices.SortStableFunc(addke, func(a, b wire.Transform) int { return int(a.Type) - int(b.Type) })
+	ts = append(ts, addke...)
 	return Proposal{Transforms: ts, Text: text}, nil
 }

@@ -15,6 +15,26 @@ const (
 	AcceptSwitchAny       = "any"
 )
 
+// Values of switch_revision: the draft revision whose rules switches
+// follow. "00" covers drafts -00 to -02 (an accepted switch is answered at
+// the new address), "03" drafts -03 to -09 (answered at the old one; the
+// update opens the new path). docs/r-mobike.md has the differences.
+const (
+	SwitchRevision00 = "00"
+	SwitchRevision03 = "03"
+)
+
+// switchRevisionKey checks a switch_revision value ("": the default).
+func switchRevisionKey(v string) (string, error) {
+	switch v {
+	case "":
+		return SwitchRevision00, nil
+	case SwitchRevision00, SwitchRevision03:
+		return v, nil
+	}
+	return "", fmt.Errorf("switch_revision: %q is not %q (drafts -00 to -02) or %q (drafts -03 to -09)", v, SwitchRevision00, SwitchRevision03)
+}
+
 // DefaultSwitchNotify is the SWITCH_TO_IP_ADDRESS notify type; it equals
 // ike.DefaultSwitchNotify (config does not import the engine).
 const DefaultSwitchNotify uint16 = 41042
@@ -40,6 +60,9 @@ func (r rawProfile) switchKeys(p *Profile) error {
 		return err
 	}
 	p.SwitchNotify = n
+	if p.SwitchRevision, err = switchRevisionKey(r.SwitchRev); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -19,6 +19,7 @@ psk_file = "` + psk + `"
 		sw      bool
 		accept  string
 		notify  uint16
+		rev     string // "" means the default, "00"
 		wantErr string
 	}{
 		{name: "defaults", sw: true, accept: "announced", notify: 41042},
@@ -27,6 +28,9 @@ psk_file = "` + psk + `"
 		{name: "announced", keys: "accept_switch = \"announced\"\n", sw: true, accept: "announced", notify: 41042},
 		{name: "own notify", keys: "switch_notify = 40960\n", sw: true, accept: "announced", notify: 40960},
 		{name: "top of the range", keys: "switch_notify = 65535\n", sw: true, accept: "announced", notify: 65535},
+		{name: "revision 03", keys: "switch_revision = \"03\"\n", sw: true, accept: "announced", notify: 41042, rev: "03"},
+		{name: "revision 00", keys: "switch_revision = \"00\"\n", sw: true, accept: "announced", notify: 41042, rev: "00"},
+		{name: "unknown revision", keys: "switch_revision = \"3\"\n", wantErr: `switch_revision: "3" is not "00" (drafts -00 to -02) or "03" (drafts -03 to -09)`},
 		{name: "bad accept_switch", keys: "accept_switch = \"always\"\n", wantErr: `accept_switch: "always" is not "announced" or "any"`},
 		{name: "notify below the range", keys: "switch_notify = 16400\n", wantErr: "switch_notify: 16400 is outside the private-use range 40960-65535"},
 		{name: "notify above the range", keys: "switch_notify = 70000\n", wantErr: "switch_notify: 70000 is outside"},
@@ -50,6 +54,9 @@ psk_file = "` + psk + `"
 				t.Fatal(err)
 			}
 			p := ps["corp"]
+			if want := tt.rev; p.SwitchRevision != want && !(want == "" && p.SwitchRevision == SwitchRevision00) {
+				t.Errorf("switch_revision %q, want %q", p.SwitchRevision, want)
+			}
 			if p.Switch != tt.sw || p.AcceptSwitch != tt.accept || p.SwitchNotify != tt.notify {
 				t.Errorf("switch %v accept_switch %q switch_notify %d, want %v %q %d",
 					p.Switch, p.AcceptSwitch, p.SwitchNotify, tt.sw, tt.accept, tt.notify)

@@ -22,6 +22,7 @@ import (
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/lockdown"
+	"github.com/roam-vpn/roam/internal/undo"
 	"github.com/roam-vpn/roam/mobility"
 	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/tun"
@@ -114,6 +115,17 @@ type conn struct {
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
+
+	// undo records, before each change to the machine, how to undo it
+	// should the daemon be killed (undo.go); tunName names the records.
+	undo    undo.Dir
+	tunName string
+	// stream is the TCP or TLS stream to the gateway (transport.go);
+	// nil while the connection uses UDP only.
+	stream *clientStream
+	// streamed: the connection has used a stream; only then does a MOBIKE
+	// move fall back from UDP to one (transport.go).
+	streamed atomic.Bool
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -179,22 +191,28 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 
 	c := newConn(p, log, emit)
 	c.gw, c.localAuth, c.peerAuth = gw, localAuth, peerAuth
+	c.undo, c.tunName = stateDirFrom(ctx), tunName(p.Name)
 	c.dialIKE = c.dialGateway
 	fail := func(err error) (Tunnel, error) {
 		c.teardown(err)
 		return nil, err
 	}
-	if err := c.startLockdown(tunName(p.Name), gw); err != nil {
+	if err := c.startLockdown(c.tunName, gw); err != nil {
 		return fail(err)
+	}
+	if err := c.undo.Record(undoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
+		return fail(fmt.Errorf("recording the TUN device for a crash: %w", err))
 	}
 
 	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
 	// the inner MTU for the larger header from the start, as an MTU that
 	// shrinks under open TCP connections would cost them packets.
-	dev, err := tun.Create(tunName(p.Name), tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE))
+	dev, err := tun.Create(c.tunName, tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE))
 	if err != nil {
+		c.undo.Forget(undoTUN, c.tunName)
 		return fail(err)
 	}
+	dev.SetJournal(func(s tun.State) error { return c.undo.Record(undoTUN, c.tunName, s) })
 	c.dev = dev
 	c.ifname = route.IfName
 	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
@@ -284,9 +302,10 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		VirtualIP: p.VirtualIP,
 		MOBIKE:    p.MOBIKE,
 		// The gateway may move us to another of its addresses (switch.go).
-		Switch:       p.MOBIKE && p.Switch,
-		AcceptSwitch: acceptSwitch(p),
-		SwitchNotify: wire.NotifyType(p.SwitchNotify),
+		Switch:         p.MOBIKE && p.Switch,
+		AcceptSwitch:   acceptSwitch(p),
+		SwitchNotify:   wire.NotifyType(p.SwitchNotify),
+		SwitchRevision: switchRevision(p.SwitchRevision),
 		// An HA gateway's standby may take the SA over (Switch offers
 		// RFC 6311; conn_ha.go).
 		AdvanceSeq: c.advanceSeq,
@@ -309,7 +328,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		RequestVIPs:      c.requestVIPs(),
 		NoInitialContact: dialOptionsOf(ctx).reauth,
 	}
-	sa, err := ike.Dial(ctx, cfg, c.dp, events)
+	sa, err := c.dialTransport(ctx, cfg, events)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -473,7 +492,7 @@ func (c *conn) install(s *session) error {
 	} else {
 		c.mover.Store(nil)
 	}
-	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname}
+	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -685,8 +704,11 @@ func (c *conn) teardown(reason error) {
 		// Closing the device ends the dataplane's blocked TUN read, so it
 		// comes before waiting for the dataplane.
 		if c.dev != nil {
+			// What Close could not undo stays recorded for the next daemon.
 			if err := c.dev.Close(); err != nil {
 				c.log.Error("TUN cleanup", "err", err)
+			} else if err := c.undo.Forget(undoTUN, c.tunName); err != nil {
+				c.log.Warn("TUN cleanup: record not removed", "err", err)
 			}
 		}
 		if c.dpDone != nil {
@@ -762,6 +784,7 @@ func (c *conn) Status() Status {
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
+	st.Transport = c.transportName(path)
 	if state == stateSuspended || state == stateReconnecting {
 		st.Local = "" // no working path: the last one is in the events
 	}
@@ -777,6 +800,7 @@ func (c *conn) Status() Status {
 		st.VirtualIP = est.VirtualIPs[0].String()
 	}
 	st.EstablishedAt = at
+	st.Proposal = est.Proposal
 	if peer != nil {
 		for _, cs := range c.dp.ChildStats(peer) {
 			st.Children = append(st.Children, childStatus(cs))

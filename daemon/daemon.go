@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/internal/undo"
 )
 
 // DefaultSocket is where the client daemon listens unless told otherwise.
@@ -80,15 +81,16 @@ func Start(opts Options) (*Daemon, error) {
 			return nil, err
 		}
 	}
-	m := NewManager(opts.Dial, WithLogger(log))
-	// A daemon that died with a lockdown left its rules (fail closed);
-	// this one has no connection yet, so they are nobody's.
-	liftLeftoverLockdown(log)
+	state := StateDir(opts.Socket)
+	m := NewManager(opts.Dial, WithLogger(log), WithStateDir(state))
+	// A daemon killed on this socket left its rules, routes and lockdown
+	// (fail closed); this one has no connection yet, so they are nobody's.
+	recoverLeftovers(state, log)
 	d := &Daemon{m: m, autoExit: opts.AutoExit, idleTimeout: opts.IdleTimeout, log: log}
 	if d.idleTimeout <= 0 {
 		d.idleTimeout = 30 * time.Second
 	}
-	d.srv = newServer(ln, managerBackend{m}, log)
+	d.srv = newServer(ln, managerBackend{m: m, state: state, log: log}, log)
 	return d, nil
 }
 
@@ -131,7 +133,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 // managerBackend serves a client daemon's control socket.
-type managerBackend struct{ m *Manager }
+type managerBackend struct {
+	m     *Manager
+	state undo.Dir
+	log   *slog.Logger
+}
 
 func (b managerBackend) connect(ctx context.Context, profile, configPath string, password []byte, progress func(Event)) (Status, error) {
 	if profile == "" {
@@ -154,7 +160,7 @@ func (b managerBackend) disconnect(ctx context.Context, name string, all bool) (
 	if all {
 		names, err := b.m.DisconnectAll(ctx)
 		if b.m.Active() == 0 {
-			liftLeftoverLockdown(slog.Default())
+			recoverLeftovers(b.state, b.log)
 		}
 		return names, err
 	}

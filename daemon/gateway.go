@@ -47,8 +47,9 @@ type gateway struct {
 
 	mu      sync.Mutex
 	clients map[*ike.SA]*gatewayClient
-	sw      gatewaySwitch // gateway_switch.go
-	ha      *gatewayHA    // gateway_ha.go; nil for a single node
+	sw      gatewaySwitch   // gateway_switch.go
+	ha      *gatewayHA      // gateway_ha.go; nil for a single node
+	streams *gatewayStreams // gateway_stream.go; nil without tcp or tls_port
 }
 
 type gatewayClient struct {
@@ -145,11 +146,15 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 
 		// SWITCH_TO_IP_ADDRESS (gateway_switch.go).
 		SwitchNotify:            wire.NotifyType(g.SwitchNotify),
+		SwitchRevision:          switchRevision(g.SwitchRevision),
 		SwitchReturnRoutability: g.SwitchReturnRoutability,
 		// RFC 6311 sync support for an HA pair (gateway_ha.go).
 		HA: g.HA != nil,
 	}, gw.dp, events)
 	if err != nil {
+		return fail(err)
+	}
+	if gw.streams, err = gw.listenStreams(life, gw.startListen()); err != nil {
 		return fail(err)
 	}
 	dpDone := make(chan error, 1)
@@ -174,6 +179,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		if err := <-dpDone; err != nil {
 			gw.err = err
 		}
+		gw.streams.wait()
 	}()
 	return gw, nil
 }
@@ -235,7 +241,7 @@ func (gw *gateway) install(est *ike.Established) {
 	gw.mu.Lock()
 	gw.clients[est.SA] = &gatewayClient{est: est, peer: peer, at: time.Now()}
 	gw.mu.Unlock()
-	ev := Event{Event: EventEstablished, Profile: est.PeerID, From: est.Path.Remote.String(), To: est.Path.Local.String()}
+	ev := Event{Event: EventEstablished, Profile: est.PeerID, From: est.Path.Remote.String(), To: est.Path.Local.String(), Transport: gw.transportOf(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -297,7 +303,10 @@ func (gw *gateway) Status() []Status {
 			Name: c.est.PeerID, State: "established", Gateway: path.Local.String(),
 			Local: path.Local.String(), Remote: path.Remote.String(), NAT: c.est.NATRemote,
 			MOBIKE: c.est.PeerMOBIKE, IKESPIi: fmt.Sprintf("%016x", spii), IKESPIr: fmt.Sprintf("%016x", spir),
-			EstablishedAt: c.at,
+			EstablishedAt: c.at, Transport: gw.transportOf(path),
+		}
+		if gs := gw.streams; gs != nil {
+			st.StreamsGarbage, st.StreamsRefused = gs.garbage.Load(), gs.refused.Load()
 		}
 		if len(c.est.VirtualIPs) > 0 {
 			st.VirtualIP = c.est.VirtualIPs[0].String()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/netmon"
@@ -153,6 +154,10 @@ func (gw *gateway) Switch(ctx context.Context, peer string, to netip.Addr) (Swit
 					TookMS: time.Since(start).Milliseconds()}, nil
 			}
 		case <-t.C:
+			if gw.cfg.SwitchRevision == config.SwitchRevision03 {
+				// Under -03 rules a refusal is answered like a yes.
+				return SwitchResult{}, fmt.Errorf("%s: answered but sent no UPDATE_SA_ADDRESSES to %s within %v (refused, or the path to %s does not work)", id, to, switchUpdateWait, to)
+			}
 			return SwitchResult{}, fmt.Errorf("%s: answered at %s but sent no UPDATE_SA_ADDRESSES there within %v", id, to, switchUpdateWait)
 		case <-ctx.Done():
 			return SwitchResult{}, ctx.Err()

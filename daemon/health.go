@@ -12,7 +12,7 @@ import (
 )
 
 // Health states of a client connection (Status.Health, the health event;
-// README, "Is traffic flowing?"). They say whether traffic really flows,
+// docs/roaming.md, "Is traffic flowing?"). They say whether traffic really flows,
 // judged from what came back, not from the state of the SAs.
 const (
 	// HealthOK: established, no path test in flight, and nothing we sent

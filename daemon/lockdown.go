@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
-	"os"
 
 	"github.com/roam-vpn/roam/internal/lockdown"
 )
@@ -25,6 +22,9 @@ func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
 	if !p.Lockdown {
 		return nil
 	}
+	if err := c.undo.Record(undoLockdown, ifname, lockdownState{Table: "inet roam"}); err != nil {
+		return fmt.Errorf("lockdown: recording it for a crash: %w", err)
+	}
 	r, err := lockdown.Apply(lockdown.Config{
 		Interface: ifname,
 		Gateways:  []netip.Addr{gw.Addr()},
@@ -33,6 +33,7 @@ func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
 		IPv6:      p.LockdownIPv6,
 	})
 	if err != nil {
+		c.undo.Forget(undoLockdown, ifname)
 		return err
 	}
 	c.lock = r
@@ -51,7 +52,8 @@ func (c *conn) allowGateways(addrs ...netip.Addr) {
 	}
 }
 
-// stopLockdown lifts the kill switch when the connection ends.
+// stopLockdown lifts the kill switch when the connection ends. Rules it
+// could not lift stay recorded, for the next daemon to lift.
 func (c *conn) stopLockdown() {
 	if c.lock == nil {
 		return
@@ -60,34 +62,10 @@ func (c *conn) stopLockdown() {
 		c.log.Error("lockdown: rules not lifted", "err", err)
 		return
 	}
+	if err := c.undo.Forget(undoLockdown, c.tunName); err != nil {
+		c.log.Warn("lockdown: record not removed", "err", err)
+	}
 	c.log.Info("lockdown off")
-}
-
-// removeLockdownLeftovers lifts the rules a crashed daemon left (they
-// fail closed); only a daemon with no connection may call it.
-func removeLockdownLeftovers(log *slog.Logger) error {
-	had, err := lockdown.RemoveLeftovers()
-	if err != nil {
-		return fmt.Errorf("removing leftover lockdown rules: %w", err)
-	}
-	if had {
-		log.Info("removed lockdown rules left by an earlier daemon")
-	}
-	return nil
-}
-
-// liftLeftoverLockdown is removeLockdownLeftovers for a daemon that goes on
-// either way: without the privilege to read nftables (tests, a user's
-// daemon) there is nothing it could have left.
-func liftLeftoverLockdown(log *slog.Logger) {
-	err := removeLockdownLeftovers(log)
-	switch {
-	case err == nil:
-	case errors.Is(err, os.ErrPermission):
-		log.Debug("lockdown leftovers not checked", "err", err)
-	default:
-		log.Warn("lockdown leftovers", "err", err)
-	}
 }
 
 // lockdownStatus reports the kill switch in `roam status`.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/internal/undo"
 	"log/slog"
 	"sort"
 	"sync"
@@ -16,7 +17,9 @@ import (
 type Manager struct {
 	dial DialFunc
 	log  *slog.Logger
-	hub  *hub
+	// state is where connections record how to undo their changes.
+	state undo.Dir
+	hub   *hub
 
 	mu     sync.Mutex
 	conns  map[string]*entry
@@ -104,7 +107,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 			progress(ev)
 		}
 	}
-	t, err := m.dial(dctx, p, emit)
+	t, err := m.dial(withStateDir(dctx, m.state), p, emit)
 	progMu.Lock()
 	live = false
 	progMu.Unlock()

@@ -58,7 +58,13 @@ func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe
 			a.c.allowGateways(p.Remote.Addr())
 		}
 	}
-	r, err := a.sa.UpdateAddresses(ctx, paths)
+	var r ike.MoveResult
+	var err error
+	if a.c != nil {
+		r, err = a.c.update(ctx, a.sa, paths) // over UDP or a stream (transport.go)
+	} else {
+		r, err = a.sa.UpdateAddresses(ctx, paths)
+	}
 	if watch != nil {
 		watch.Stop()
 	}

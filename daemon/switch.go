@@ -13,6 +13,14 @@ func acceptSwitch(p *config.Profile) ike.SwitchPolicy {
 	return ike.SwitchAnnounced
 }
 
+// switchRevision is a switch_revision value as the engine's rules.
+func switchRevision(v string) ike.SwitchRevision {
+	if v == config.SwitchRevision03 {
+		return ike.SwitchRev03
+	}
+	return ike.SwitchRev00
+}
+
 // followSwitch acts on a gateway's SWITCH_TO_IP_ADDRESS the engine has
 // answered: accepted, the SA moves to the new gateway address at once
 // (mobility owns path changes; path-changed follows); refused, the engine

@@ -100,3 +100,15 @@ func TestSwitchSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestSwitchRevisionMapping: switch_revision reaches the engine as its rules.
+func TestSwitchRevisionMapping(t *testing.T) {
+	for _, tt := range []struct {
+		key  string
+		want ike.SwitchRevision
+	}{{"00", ike.SwitchRev00}, {"03", ike.SwitchRev03}, {"", ike.SwitchRev00}} {
+		if got := switchRevision(tt.key); got != tt.want {
+			t.Errorf("switchRevision(%q) = %v, want %v", tt.key, got, tt.want)
+		}
+	}
+}

@@ -49,17 +49,21 @@ type GatewayFunc func(ctx context.Context, g *config.Gateway, emit func(Event)) 
 
 // Status is one connection in `roam status --json`.
 type Status struct {
-	Name          string        `json:"name"`
-	State         string        `json:"state"`
-	Gateway       string        `json:"gateway"`
-	Local         string        `json:"local"`
-	Remote        string        `json:"remote"`
-	Interface     string        `json:"interface"`
-	NAT           bool          `json:"nat"`
-	VirtualIP     string        `json:"virtual_ip"`
-	MOBIKE        bool          `json:"mobike"`
-	IKESPIi       string        `json:"ike_spi_i"` // hex, 16 digits
-	IKESPIr       string        `json:"ike_spi_r"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Gateway   string `json:"gateway"`
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
+	Transport string `json:"transport,omitempty"` // udp, tcp or tls (docs/transport.md)
+	Interface string `json:"interface"`
+	NAT       bool   `json:"nat"`
+	VirtualIP string `json:"virtual_ip"`
+	MOBIKE    bool   `json:"mobike"`
+	IKESPIi   string `json:"ike_spi_i"` // hex, 16 digits
+	IKESPIr   string `json:"ike_spi_r"`
+	// Proposal is the IKE SA's negotiated proposal in strongSwan's
+	// spelling, ke1_mlkem768 and the like included (docs/pq.md).
+	Proposal      string        `json:"proposal,omitempty"`
 	Children      []ChildStatus `json:"children"`
 	PathChanges   int           `json:"path_changes"`
 	PeerAddresses []string      `json:"peer_addresses,omitempty"` // gateway addresses a move may use (MOBIKE), current first
@@ -77,12 +81,12 @@ type Status struct {
 	NextReauth        *time.Time `json:"next_reauth,omitempty"`
 	// PathMTU is the largest inner packet the current path carries
 	// without outer fragments (0: unknown); ICMPTooBig and MSSClamped
-	// count what the dataplane did to hold traffic to it (README, MTU).
+	// count what the dataplane did to hold traffic to it (docs/roaming.md, Path MTU).
 	PathMTU    int    `json:"path_mtu,omitempty"`
 	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
 	MSSClamped uint64 `json:"mss_clamped,omitempty"`
 	// Health says whether traffic really flows (ok, testing, no-path,
-	// suspended; README) and HealthReason why; empty for a gateway's
+	// suspended; docs/roaming.md) and HealthReason why; empty for a gateway's
 	// clients. The times are the last ESP packet and authenticated IKE
 	// message from the gateway and the last ESP packet to it (absent:
 	// none yet); RTTMS is the current path's smoothed round-trip time
@@ -95,6 +99,11 @@ type Status struct {
 	RTTMS           float64    `json:"rtt_ms,omitempty"`
 	RTTVarMS        float64    `json:"rtt_var_ms,omitempty"`
 	RTTSamples      int        `json:"rtt_samples,omitempty"`
+	// StreamsGarbage and StreamsRefused (a gateway's clients): TCP/TLS
+	// streams closed for bytes that are no RFC 9329 stream, and refused
+	// for their source's stream limit, gateway-wide.
+	StreamsGarbage uint64 `json:"streams_garbage,omitempty"`
+	StreamsRefused uint64 `json:"streams_refused,omitempty"`
 	// Lockdown: the profile's kill switch is in force; LockdownGateways
 	// are the gateway addresses it lets IKE and ESP out to.
 	Lockdown         bool     `json:"lockdown,omitempty"`
@@ -113,7 +122,7 @@ type ChildStatus struct {
 }
 
 // Drops counts packets the dataplane discarded, one key per reason (the
-// keys are esp.DropStats' field names in snake_case; README lists them).
+// keys are esp.DropStats' field names in snake_case; docs/dataplane.md lists them).
 type Drops struct {
 	Malformed  uint64 `json:"malformed"`
 	UnknownSPI uint64 `json:"unknown_spi"`
@@ -194,7 +203,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// Event kinds, as DESIGN.md lists them.
+// Event kinds, as docs/reference.md lists them.
 const (
 	EventConnecting      = "connecting"
 	EventEstablished     = "established"
@@ -224,6 +233,8 @@ type Event struct {
 	Reason    string    `json:"reason,omitempty"`
 	VirtualIP string    `json:"virtual_ip,omitempty"`
 	Proposal  string    `json:"proposal,omitempty"`
+	// Transport (established): udp, tcp or tls.
+	Transport string `json:"transport,omitempty"`
 
 	// FromGateway and ToGateway are the gateway's ends of a path change
 	// (path-changed): a switch moves them while From and To stay.

@@ -18,7 +18,7 @@ func keys(t *testing.T, raw json.RawMessage) []string {
 	return slices.Sorted(maps.Keys(m))
 }
 
-// The field names are the contract of DESIGN.md; scripts depend on them.
+// The field names are the contract of docs/reference.md; scripts depend on them.
 func TestStatusJSONFields(t *testing.T) {
 	b, err := json.Marshal((&fakeTunnel{name: "corp"}).Status())
 	if err != nil {

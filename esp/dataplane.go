@@ -76,7 +76,10 @@ type peerPath struct {
 	Path
 	oob  []byte // PKTINFO choosing the source address and interface
 	sock *Socket
-	mtu  int // largest inner packet that fits the path (mtu.go); 0: unknown
+	// stream carries the path's packets instead of a socket when the path
+	// is a stream (Path.Stream, stream.go).
+	stream StreamSender
+	mtu    int // largest inner packet that fits the path (mtu.go); 0: unknown
 	// noGSOUntil (unix ns): packets on a new path go out one datagram
 	// each until then (mtu.go, pmtuProbe).
 	noGSOUntil int64
@@ -192,6 +195,7 @@ type Dataplane struct {
 	bySPI   *lfMap[uint32, *child]
 	routes  *routeTable
 	sockets atomic.Pointer[[]*Socket]
+	streams atomic.Pointer[streamTable]
 	peers   map[*Peer]struct{}
 
 	drops drops
@@ -226,6 +230,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	}
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.sockets.Store(&[]*Socket{})
+	d.streams.Store(&streamTable{})
 	d.fit = d.newPathFit()
 	return d
 }
@@ -328,6 +333,10 @@ func (d *Dataplane) child(spi uint32) *child {
 func (d *Dataplane) resolvePath(path Path) *peerPath {
 	path.Remote = netip.AddrPortFrom(path.Remote.Addr().Unmap(), path.Remote.Port())
 	pp := &peerPath{Path: path}
+	if path.Stream {
+		pp.stream = d.streamFor(path.Remote)
+		return pp
+	}
 	pp.sock = d.socketFor(path)
 	if pp.sock != nil {
 		pp.oob = pp.sock.oob(path.Local.Addr(), path.IfIndex)
@@ -470,6 +479,15 @@ func (d *Dataplane) Drops() DropStats {
 // port is 500 (RFC 7296 2.23).
 func (d *Dataplane) SendIKE(pkt []byte, path Path) error {
 	pp := d.resolvePath(path)
+	if pp.stream != nil {
+		rec := make([]byte, 4+len(pkt))
+		copy(rec[4:], pkt)
+		if !pp.stream.QueueRecord(rec) {
+			return errStreamFull
+		}
+		pp.stream.FlushRecords()
+		return nil
+	}
 	if pp.sock == nil {
 		return errors.New("esp: no socket for this path")
 	}
@@ -484,6 +502,11 @@ func (d *Dataplane) SendIKE(pkt []byte, path Path) error {
 // SendKeepalive sends one NAT keepalive (0xFF) to the peer's path now.
 func (d *Dataplane) SendKeepalive(p *Peer) error {
 	pp := p.path.Load()
+	if pp.stream != nil {
+		// A stream needs no NAT keepalive (RFC 9329 6.4 leaves it to TCP's
+		// own keepalives, which the stream's socket sends).
+		return nil
+	}
 	if pp.sock == nil {
 		return errors.New("esp: no socket for this path")
 	}
@@ -730,7 +753,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			continue
 		}
 		pp := c.peer.path.Load()
-		if pp == nil || pp.sock == nil {
+		if pp == nil || (pp.sock == nil && pp.stream == nil) {
 			d.drops.noPath.Add(1)
 			continue
 		}
@@ -769,16 +792,22 @@ func (d *Dataplane) sealBatch(parts *cryptoParts, jobs []txJob, sealed [][]byte,
 // order, with one sendmmsg for as many as the kernel takes.
 func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
 	for len(pkts) > 0 {
-		s := pkts[0].pp.sock
+		s, st := pkts[0].pp.sock, pkts[0].pp.stream
 		group, rest := group[:0], pkts[:0]
 		for _, p := range pkts {
-			if p.pp.sock == s {
+			if p.pp.sock == s && p.pp.stream == st {
 				group = append(group, p)
 			} else {
 				rest = append(rest, p) // compacts in place, order kept
 			}
 		}
 		pkts = rest
+		if st != nil {
+			if failed := sendStream(st, group); failed > 0 {
+				d.drops.sendErrors.Add(uint64(failed))
+			}
+			continue
+		}
 		if failed := s.writeBatch(sb, group); failed > 0 {
 			d.drops.sendErrors.Add(uint64(failed))
 		}
@@ -878,7 +907,7 @@ func (rx *rxState) datagram(rb *recvBatch, i int) {
 // at once, ESP of a known SA queued to be opened.
 func (rx *rxState) packet(pkt []byte, path Path) {
 	d := rx.d
-	if path.Remote.Port() == ikePort || rx.s.local.Port() == ikePort {
+	if !path.Stream && (path.Remote.Port() == ikePort || rx.s.local.Port() == ikePort) {
 		d.handleIKE(pkt, path)
 		return
 	}

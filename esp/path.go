@@ -9,4 +9,8 @@ import "net/netip"
 type Path struct {
 	Local, Remote netip.AddrPort
 	IfIndex       int
+	// Stream: the path is a TCP (or TLS) stream carrying records (RFC
+	// 9329) to Remote, not UDP; the dataplane sends through the stream
+	// registered for Remote (AddStream).
+	Stream bool
 }

@@ -210,7 +210,7 @@ func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFra
 		sa.stats.malformed.Add(1)
 		return
 	}
-	p.payloads = ps
+	p.payloads, p.plain, p.first = ps, body, r.firstInner
 	if response {
 		sa.handleResponse(p, msg)
 		return

@@ -269,16 +269,17 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 			sa.icfg.AdvanceSeq(c.SPIOut, delta)
 		}
 	}
-	// The draft's SWITCH_TO_IP_ADDRESS in the same request is decided by
-	// the switch policy (switch.go): the answer goes to the new address
-	// when accepted. MessageIDSynced alone reports it (not SwitchRequested
+	// The draft's SWITCH_TO_IP_ADDRESS in the same request (revisions -00
+	// to -02; -03 dropped the failover) is decided by the switch policy
+	// (switch.go): the answer goes to the new address when accepted, under
+	// either SwitchRevision, as the failed node cannot receive it. MessageIDSynced alone reports it (not SwitchRequested
 	// as well, so an owner moves once), and a refusal starts no liveness
 	// check of the old address: the node there has failed.
 	var to netip.Addr
 	if sn := findNotify(ps, sa.switchType()); sn != nil && sa.icfg.Switch {
 		to, _ = parseSwitchNotify(sn)
 	}
-	respPath, _ := sa.handleSwitchRequest(ps, p.path)
+	respPath, _ := sa.handleSwitchRequest(ps, p.path, true)
 	switched := respPath.Remote != p.path.Remote
 	if r := sa.out; switched && r != nil && r.paths == nil {
 		// Our outstanding request went to the failed node; its

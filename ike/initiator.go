@@ -41,6 +41,9 @@ type InitiatorConfig struct {
 	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type, private use
 	// (40960-65535); 0 means DefaultSwitchNotify.
 	SwitchNotify wire.NotifyType
+	// SwitchRevision is the draft revision whose rules an accepted switch
+	// follows (where the answer goes); the zero value is SwitchRev00.
+	SwitchRevision SwitchRevision
 	// NoForceEncap: send a truthful NAT_DETECTION_SOURCE_IP; by default it
 	// is deliberately wrong so the peer uses UDP encapsulation (RFC 7296 2.23).
 	NoForceEncap bool
@@ -116,7 +119,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	if len(dhGroups(cfg.IKE)) == 0 {
 		return nil, errors.New("ike: IKE proposals lack a key exchange group")
 	}
-	for _, g := range dhGroups(cfg.IKE) {
+	for _, g := range append(dhGroups(cfg.IKE), append(addKEGroups(cfg.IKE), addKEGroups(cfg.ESP)...)...) {
 		if !ikecrypto.SupportedGroup(g) {
 			return nil, fmt.Errorf("ike: unsupported key exchange group %d", g)
 		}
@@ -128,6 +131,9 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 		return nil, errors.New("ike: forbidding NAT needs the local address of the path")
 	}
 	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
+		return nil, err
+	}
+	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	mobikeData := cfg.MOBIKEData
@@ -202,6 +208,9 @@ func (sa *SA) sendInit() {
 	)
 	if sa.cfg.fragmentation {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
+	}
+	if offersADDKE(sa.cfg.ike) {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyIntermediateExchangeSupported})
 	}
 	if sa.icfg.ForbidNAT {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyNoNATsAllowed, Data: noNATsData(sa.path)})
@@ -389,21 +398,29 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.natRemote, sa.natLocal = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
-		if sa.path.Remote.Port() == 500 {
+		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
 			sa.setPath(esp.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
 		}
+	}
+	sa.addKEs = addKETransforms(chosen.Transforms)
+	sa.intermediate = findNotify(ps, wire.NotifyIntermediateExchangeSupported) != nil
+	if len(sa.addKEs) > 0 && !sa.intermediate {
+		sa.fail(&NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: h.Exchange, Err: errors.New("responder chose additional key exchanges but does not support IKE_INTERMEDIATE")})
+		return
 	}
 	sa.log = sa.log.With("spir", spiHex(spir))
 	sa.log.Info("IKE_SA_INIT done", "proposal", ProposalText(chosen.Transforms), "nat_local", sa.natLocal, "nat_remote", sa.natRemote)
 	sa.state = stateAuth
-	sa.sendAuth()
+	sa.nextSetupStep()
 }
 
 func sameTransforms(a, b []wire.Transform) bool {
 	if len(a) != len(b) {
 		// A responder may leave out ESN=0; compare without it.
 		strip := func(ts []wire.Transform) []wire.Transform {
-			return slices.DeleteFunc(slices.Clone(ts), func(t wire.Transform) bool { return t.Type == wire.TransformESN && t.ID == 0 })
+			return slices.DeleteFunc(slices.Clone(ts), func(t wire.Transform) bool {
+				return (t.Type == wire.TransformESN || t.Type.IsADDKE()) && t.ID == 0
+			})
 		}
 		a, b = strip(a), strip(b)
 		if len(a) != len(b) {
@@ -419,7 +436,6 @@ func sameTransforms(a, b []wire.Transform) bool {
 }
 
 func (sa *SA) deriveIKEKeys(shared []byte) error {
-	encr, _ := transformOf(sa.ikeProp.Transforms, wire.TransformEncr)
 	prfT, ok := transformOf(sa.ikeProp.Transforms, wire.TransformPRF)
 	if !ok {
 		return errors.New("ike: IKE proposal without PRF")
@@ -428,38 +444,12 @@ func (sa *SA) deriveIKEKeys(shared []byte) error {
 	if err != nil {
 		return err
 	}
-	var integ *ikecrypto.Integrity
-	integLen := 0
-	if !ikecrypto.IsAEAD(encr.ID) {
-		it, ok := transformOf(sa.ikeProp.Transforms, wire.TransformInteg)
-		if !ok {
-			return errors.New("ike: IKE proposal without integrity algorithm")
-		}
-		if integ, err = ikecrypto.NewIntegrity(it.ID); err != nil {
-			return err
-		}
-		integLen = integ.KeySize()
-	}
-	encLen, err := ikecrypto.EncrKeySize(encr.ID, int(encr.KeyLength))
+	integ, integLen, encLen, err := sa.ikeKeyLens()
 	if err != nil {
 		return err
 	}
 	sa.prf = prf
-	sa.keys = ikecrypto.DeriveIKEKeys(prf, sa.ni, sa.nr, shared, sa.spii.Load(), sa.spir.Load(), integLen, encLen)
-	ci, err := ikecrypto.NewSKCipher(encr.ID, int(encr.KeyLength), integ, sa.keys.SKei, sa.keys.SKai)
-	if err != nil {
-		return err
-	}
-	cr, err := ikecrypto.NewSKCipher(encr.ID, int(encr.KeyLength), integ, sa.keys.SKer, sa.keys.SKar)
-	if err != nil {
-		return err
-	}
-	if sa.initiator {
-		sa.skOut, sa.skIn = ci, cr
-	} else {
-		sa.skOut, sa.skIn = cr, ci
-	}
-	return nil
+	return sa.installIKEKeys(ikecrypto.DeriveIKEKeys(prf, sa.ni, sa.nr, shared, sa.spii.Load(), sa.spir.Load(), integLen, encLen), integ)
 }
 
 func (sa *SA) sendAuth() {
@@ -498,7 +488,7 @@ func (sa *SA) sendAuth() {
 		ps = append(ps, extra...)
 		onResponse = sa.handleEAPResponse
 	} else {
-		auth, err := cfg.LocalAuth.Sign(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi))
+		auth, err := cfg.LocalAuth.Sign(sa.prf, sa.signedOctets(sa.initReq, sa.nr, sa.keys.SKpi, idi))
 		if err != nil {
 			sa.fail(fmt.Errorf("ike: signing AUTH: %w", err))
 			return
@@ -520,7 +510,7 @@ func (sa *SA) sendAuth() {
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], child.spiIn)
 	ps = append(ps,
-		&wire.SA{Proposals: offerProposals(sa.cfg.esp, wire.ProtoESP, spi[:], 0)},
+		&wire.SA{Proposals: offerProposals(stripADDKE(sa.cfg.esp), wire.ProtoESP, spi[:], 0)},
 		&wire.TrafficSelectors{Responder: false, Selectors: child.tsi},
 		&wire.TrafficSelectors{Responder: true, Selectors: child.tsr},
 	)
@@ -556,7 +546,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 		sa.failAfterAuth(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_AUTH response lacks IDr or AUTH")}, false)
 		return
 	}
-	octets := SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, idr)
+	octets := sa.signedOctets(sa.initResp, sa.ni, sa.keys.SKpr, idr)
 	if err := sa.responderAuth().Verify(sa.prf, octets, idr, auth, certs); err != nil {
 		sa.failAfterAuth(&NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: h.Exchange,
 			Err: fmt.Errorf("gateway's authentication did not verify: %w", err)}, false)
@@ -651,7 +641,7 @@ func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
 		return ChildSA{}, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKEAuth, Err: errors.New("response lacks SA, TSi or TSr")}
 	}
 	p := saP.Proposals[0]
-	chosen, ok := selectProposal(sa.cfg.esp, []wire.Proposal{p}, wire.ProtoESP, 0)
+	chosen, ok := selectProposal(stripADDKE(sa.cfg.esp), stripWireADDKE([]wire.Proposal{p}), wire.ProtoESP, 0)
 	if !ok || len(p.SPI) != 4 {
 		return ChildSA{}, &NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKEAuth, Err: errors.New("responder chose an ESP proposal we did not offer")}
 	}

@@ -97,7 +97,7 @@ func (sa *SA) handleEAPResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 		if auth != nil {
 			// The gateway proves itself before we send it anything derived
 			// from the password (RFC 7296 2.16).
-			octets := SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, idr)
+			octets := sa.signedOctets(sa.initResp, sa.ni, sa.keys.SKpr, idr)
 			if err := sa.icfg.PeerAuth.Verify(sa.prf, octets, idr, auth, certs); err != nil {
 				sa.failAfterAuth(&NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: h.Exchange,
 					Err: fmt.Errorf("gateway's authentication did not verify: %w", err)}, false)
@@ -166,7 +166,7 @@ func (sa *SA) sendEAPAuth() {
 		return
 	}
 	sa.log.Info("EAP succeeded", "method", c.peer.Method())
-	auth := mskMAC(sa.prf, c.msk, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, c.idi))
+	auth := mskMAC(sa.prf, c.msk, sa.signedOctets(sa.initReq, sa.nr, sa.keys.SKpi, c.idi))
 	sa.startRequest(wire.ExchangeIKEAuth, func() []wire.Payload { return []wire.Payload{auth} },
 		sa.handleEAPFinal, nil)
 }

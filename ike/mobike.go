@@ -674,27 +674,62 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 			binary.BigEndian.PutUint16(g[:], dh.ID)
 			return refuse(wire.NotifyInvalidKEPayload, g[:])
 		}
-		kx, err := ikecrypto.NewKeyExchange(dh.ID, sa.cfg.rand)
-		if err != nil {
+		if !ikecrypto.SupportedGroup(dh.ID) {
 			return refuse(wire.NotifyNoProposalChosen, nil)
 		}
-		if shared, err = kx.SharedSecret(ke.Data); err != nil {
+		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
+		if err != nil {
 			return refuse(wire.NotifyInvalidSyntax, nil)
 		}
-		ourKE = &wire.KE{Group: dh.ID, Data: kx.PublicKey()}
+		shared = s
+		ourKE = &wire.KE{Group: dh.ID, Data: reply}
+	}
+	addKEs := addKETransforms(chosen.Transforms)
+	if len(addKEs) > 0 {
+		if _, ours := sa.rekeys[old.SPIIn]; ours {
+			// Our own rekey of it is on the wire: with additional key
+			// exchanges neither new SA exists until its IKE_FOLLOWUP_KE
+			// exchanges end, so the peer tries again later instead.
+			return refuse(wire.NotifyTemporaryFailure, nil)
+		}
 	}
 	nr := sa.randBytes(32)
 	spiIn := sa.randSPI32()
-	child, err := sa.deriveChild(chosen.Transforms, spiIn, binary.BigEndian.Uint32(chosen.SPI), shared, nonce.Data, nr, false)
-	if err != nil {
+	ev := &ChildRekeyed{SA: sa, OldSPIIn: old.SPIIn}
+	install := func(shared []byte) error {
+		child, err := sa.deriveChild(chosen.Transforms, spiIn, binary.BigEndian.Uint32(chosen.SPI), shared, nonce.Data, nr, false)
+		if err != nil {
+			return err
+		}
+		// A rekey keeps the traffic selectors of the SA it replaces.
+		child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
+		sa.children = append(sa.children, child)
+		sa.scheduleChild(child)
+		ev.Child = child
+		return nil
+	}
+	// The collision rule looks at the CREATE_CHILD_SA's nonces, also
+	// while its additional key exchanges run.
+	sa.notePeerRekey(old.SPIIn, spiIn, nonce.Data, nr)
+	var followup *wire.Notify
+	if len(addKEs) > 0 {
+		followup = sa.deferAdditional(addKEs, shared, false, func(all []byte) func() {
+			if err := install(all); err != nil {
+				sa.log.Error("deriving rekeyed Child SA keys", "err", err)
+				return nil
+			}
+			sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn), "additional_key_exchanges", len(addKEs))
+			return func() { sa.emit(ev) }
+		}, func() {
+			if pr, ok := sa.peerRekeys[old.SPIIn]; ok && pr.newSPIIn == spiIn {
+				delete(sa.peerRekeys, old.SPIIn)
+			}
+		})
+	} else if err := install(shared); err != nil {
+		delete(sa.peerRekeys, old.SPIIn)
 		sa.log.Error("deriving rekeyed Child SA keys", "err", err)
 		return refuse(wire.NotifyNoProposalChosen, nil)
 	}
-	// A rekey keeps the traffic selectors of the SA it replaces.
-	child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
-	sa.children = append(sa.children, child)
-	sa.notePeerRekey(old.SPIIn, spiIn, nonce.Data, nr)
-	sa.scheduleChild(child)
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], spiIn)
 	resp := []wire.Payload{
@@ -707,7 +742,9 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	// The selectors are those of the SA replaced, whatever the request
 	// says, and the answer says so.
 	resp = append(resp, &wire.TrafficSelectors{Selectors: old.RemoteTS}, &wire.TrafficSelectors{Responder: true, Selectors: old.LocalTS})
-	ev := &ChildRekeyed{SA: sa, OldSPIIn: old.SPIIn, Child: child}
+	if followup != nil {
+		return append(resp, followup), nil
+	}
 	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
 	return resp, func() { sa.emit(ev) }
 }

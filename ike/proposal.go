@@ -57,8 +57,26 @@ func withDefaultESN(ts []wire.Transform, proto wire.ProtocolID) []wire.Transform
 	return append(slices.Clip(ts), wire.Transform{Type: wire.TransformESN, ID: 0})
 }
 
+// withDefaultADDKE adds NONE for each additional key exchange type that
+// other has and ts lacks: a side that names no ADDKE of a type does
+// without that exchange (RFC 9370 2.2.1).
+func withDefaultADDKE(ts, other []wire.Transform) []wire.Transform {
+	for _, o := range other {
+		if !o.Type.IsADDKE() || slices.ContainsFunc(ts, func(t wire.Transform) bool { return t.Type == o.Type }) {
+			continue
+		}
+		ts = append(slices.Clip(ts), wire.Transform{Type: o.Type, ID: 0})
+	}
+	return ts
+}
+
 func matchTransforms(local, peer []wire.Transform, proto wire.ProtocolID, preferDH uint16) ([]wire.Transform, bool) {
+	offered := peer
+	peerTypes := func(typ wire.TransformType) bool {
+		return slices.ContainsFunc(offered, func(t wire.Transform) bool { return t.Type == typ })
+	}
 	local, peer = withDefaultESN(local, proto), withDefaultESN(peer, proto)
+	local, peer = withDefaultADDKE(local, peer), withDefaultADDKE(peer, local)
 	var types []wire.TransformType
 	for _, t := range append(slices.Clip(local), peer...) {
 		if !slices.Contains(types, t.Type) {
@@ -81,6 +99,9 @@ func matchTransforms(local, peer []wire.Transform, proto wire.ProtocolID, prefer
 		if pick == nil {
 			return nil, false
 		}
+		if typ.IsADDKE() && pick.ID == 0 && !peerTypes(typ) {
+			continue // the peer named no such exchange: leave it out
+		}
 		out = append(out, *pick)
 	}
 	return out, true
@@ -95,6 +116,10 @@ func transformOf(ts []wire.Transform, typ wire.TransformType) (wire.Transform, b
 	}
 	return wire.Transform{}, false
 }
+
+// groupNames spells key exchange methods as strongSwan does.
+var groupNames = map[uint16]string{14: "modp2048", 15: "modp3072", 16: "modp4096", 19: "ecp256",
+	20: "ecp384", 21: "ecp521", 31: "curve25519", 35: "mlkem512", 36: "mlkem768", 37: "mlkem1024"}
 
 // ProposalText names a negotiated transform set the way strongSwan spells
 // it, e.g. "aes256gcm16-prfsha384-ecp384" or "aes128gcm16-esn".
@@ -121,14 +146,21 @@ func ProposalText(ts []wire.Transform) string {
 		case wire.TransformPRF:
 			s = map[uint16]string{5: "prfsha256", 6: "prfsha384", 7: "prfsha512", 2: "prfsha1"}[t.ID]
 		case wire.TransformDH:
-			s = map[uint16]string{14: "modp2048", 15: "modp3072", 16: "modp4096", 19: "ecp256",
-				20: "ecp384", 21: "ecp521", 31: "curve25519"}[t.ID]
+			s = groupNames[t.ID]
 		case wire.TransformESN:
 			if t.ID == 1 {
 				s = "esn"
 			}
 			if t.ID == 0 {
 				continue
+			}
+		}
+		if t.Type.IsADDKE() {
+			if t.ID == 0 {
+				continue // NONE: the exchange did not run
+			}
+			if name := groupNames[t.ID]; name != "" {
+				s = fmt.Sprintf("ke%d_%s", t.Type-wire.TransformADDKE1+1, name)
 			}
 		}
 		if s == "" {

@@ -202,8 +202,24 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 			sa.finishRekey(cr, nil, nil)
 			spi := cr.old.SPIIn
 			wait := time.Second + time.Duration(rand.Int64N(int64(4*time.Second)))
+			if done != nil {
+				if sa.rekeyRetries == nil {
+					sa.rekeyRetries = make(map[uint32]chan<- error)
+				}
+				sa.rekeyRetries[spi] = done
+			}
 			sa.childTimers[spi] = append(sa.childTimers[spi], sa.cfg.clock.AfterFunc(wait, func() {
 				sa.post(func() {
+					if _, waiting := sa.rekeyRetries[spi]; done != nil && !waiting {
+						return // answered by childGone
+					}
+					delete(sa.rekeyRetries, spi)
+					if _, replaced := sa.peerRekeys[spi]; replaced && done != nil {
+						// The peer's rekey got through meanwhile: the
+						// SA is rekeyed, which is what was asked.
+						done <- nil
+						return
+					}
 					if err := sa.rekeyChild(spi, done); err != nil && done != nil {
 						done <- err
 					}
@@ -246,7 +262,27 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 			return
 		}
 	}
-	child, err := sa.deriveChild(chosen.Transforms, cr.newSPIIn, binary.BigEndian.Uint32(chosen.SPI), shared, cr.ni, nonce.Data, true)
+	if addKEs := addKETransforms(chosen.Transforms); len(addKEs) > 0 {
+		var link []byte
+		if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+			link = n.Data
+		}
+		sa.runFollowups(addKEs, link, [][]byte{shared}, func(all []byte, err error) {
+			if err != nil {
+				sa.finishRekey(cr, done, err)
+				return
+			}
+			sa.completeChildRekey(cr, chosen, all, nonce.Data, tsi, tsr, done)
+		})
+		return
+	}
+	sa.completeChildRekey(cr, chosen, shared, nonce.Data, tsi, tsr, done)
+}
+
+// completeChildRekey makes the Child SA our rekey negotiated, once every
+// key exchange is done (shared holds their secrets in order).
+func (sa *SA) completeChildRekey(cr *childRekey, chosen wire.Proposal, shared, nr []byte, tsi, tsr *wire.TrafficSelectors, done chan<- error) {
+	child, err := sa.deriveChild(chosen.Transforms, cr.newSPIIn, binary.BigEndian.Uint32(chosen.SPI), shared, cr.ni, nr, true)
 	if err != nil {
 		sa.finishRekey(cr, done, err)
 		return
@@ -256,7 +292,7 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 		subsetTS(tsi.Selectors, cr.old.LocalTS) && subsetTS(tsr.Selectors, cr.old.RemoteTS) {
 		child.LocalTS, child.RemoteTS = tsi.Selectors, tsr.Selectors
 	}
-	cr.nr = slices.Clone(nonce.Data)
+	cr.nr = slices.Clone(nr)
 	sa.children = append(sa.children, child)
 	sa.scheduleChild(child)
 	sa.log.Info("Child SA rekeyed", "old_in", fmt.Sprintf("%08x", cr.old.SPIIn), "new_in", fmt.Sprintf("%08x", child.SPIIn))
@@ -389,6 +425,16 @@ func (sa *SA) dropChild(spiIn uint32) {
 
 // childGone clears the rekey state of a Child SA that no longer exists.
 func (sa *SA) childGone(spiIn uint32) {
+	if done, ok := sa.rekeyRetries[spiIn]; ok {
+		// A rekey that waits to be retried ends here: the SA was
+		// replaced by the peer's rekey (done), or deleted.
+		delete(sa.rekeyRetries, spiIn)
+		var err error
+		if _, replaced := sa.peerRekeys[spiIn]; !replaced {
+			err = errNoChild
+		}
+		done <- err
+	}
 	for _, t := range sa.childTimers[spiIn] {
 		t.Stop()
 	}

@@ -124,6 +124,7 @@ func (sa *SA) switchIKE(c *ikeContext, keepOld bool) {
 	sa.pendingIKE, sa.newIKE, sa.ikeRekeying = nil, nil, false
 	sa.failedUpdate = nil // its Message ID was the old SA's
 	sa.peerRekeys = nil   // Child SA rekeys of the old IKE SA are over
+	sa.followups = nil    // and so are their IKE_FOLLOWUP_KE exchanges
 	sa.queueHeld = false
 	if sa.holdTimer != nil {
 		sa.holdTimer.Stop()
@@ -280,7 +281,7 @@ func (sa *SA) rekeyIKE(done chan<- error) error {
 	if sa.state != stateEstablished {
 		return fmt.Errorf("ike: IKE rekey in state %s", sa.state)
 	}
-	if sa.ikeRekeying || sa.pendingIKE != nil || sa.newIKE != nil {
+	if sa.ikeRekeying || sa.pendingIKE != nil || sa.newIKE != nil || sa.followupPending() {
 		return ErrRekeyInProgress
 	}
 	group := uint16(0)
@@ -381,32 +382,23 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			fail(err)
 			return
 		}
-		c, err := sa.newIKEContext(chosen, shared, ni, nonce.Data, spi, binary.BigEndian.Uint64(saP.Proposals[0].SPI), true)
-		if err != nil {
-			sa.releaseSPI(spi)
-			fail(err)
+		peerSPI := binary.BigEndian.Uint64(saP.Proposals[0].SPI)
+		if addKEs := addKETransforms(chosen.Transforms); len(addKEs) > 0 {
+			var link []byte
+			if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+				link = n.Data
+			}
+			sa.runFollowups(addKEs, link, [][]byte{shared}, func(all []byte, err error) {
+				if err != nil {
+					sa.releaseSPI(spi)
+					fail(err)
+					return
+				}
+				sa.completeIKERekey(chosen, all, ni, nonce.Data, spi, peerSPI, done)
+			})
 			return
 		}
-		sa.ikeRekeying = false
-		if p := sa.pendingIKE; p != nil && sa.collide(c, p) {
-			// We lost: our SA is deleted, the peer's replaces the old
-			// one when the peer deletes that.
-			sa.waitSwitch(done)
-			return
-		}
-		sa.newIKE = c
-		// The old SA ends with our DELETE on it; only then do we talk on
-		// the new one, so no request of ours is caught between the two.
-		sa.startRequest(wire.ExchangeInformational,
-			func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
-			func(wire.Header, []wire.Payload, []byte) { sa.finishIKERekey(c, done) },
-			nil)
-		if sa.out != nil {
-			// Losing the old SA's DELETE must not kill the SA: the new
-			// one exists at both ends.
-			sa.out.keepSA = true
-			sa.out.onTimeout = func(error) { sa.finishIKERekey(c, done) }
-		}
+		sa.completeIKERekey(chosen, shared, ni, nonce.Data, spi, peerSPI, done)
 	}
 	sa.log.Info("rekeying IKE SA", "new_spi", spiHex(spi))
 	sa.enqueue(func() {
@@ -428,6 +420,43 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			sa.ikeRekeyDone = done
 		}
 	})
+}
+
+// completeIKERekey makes the IKE SA our rekey negotiated once every key
+// exchange is done (shared holds their secrets in order) and moves to it.
+func (sa *SA) completeIKERekey(chosen wire.Proposal, shared, ni, nr []byte, spi, peerSPI uint64, done chan<- error) {
+	c, err := sa.newIKEContext(chosen, shared, ni, nr, spi, peerSPI, true)
+	if err != nil {
+		sa.releaseSPI(spi)
+		sa.ikeRekeying = false
+		if done != nil {
+			done <- err
+		} else {
+			sa.log.Warn("IKE SA rekey failed", "err", err)
+			sa.retryIKERekey()
+		}
+		return
+	}
+	sa.ikeRekeying = false
+	if p := sa.pendingIKE; p != nil && sa.collide(c, p) {
+		// We lost: our SA is deleted, the peer's replaces the old
+		// one when the peer deletes that.
+		sa.waitSwitch(done)
+		return
+	}
+	sa.newIKE = c
+	// The old SA ends with our DELETE on it; only then do we talk on
+	// the new one, so no request of ours is caught between the two.
+	sa.startRequest(wire.ExchangeInformational,
+		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
+		func(wire.Header, []wire.Payload, []byte) { sa.finishIKERekey(c, done) },
+		nil)
+	if sa.out != nil {
+		// Losing the old SA's DELETE must not kill the SA: the new
+		// one exists at both ends.
+		sa.out.keepSA = true
+		sa.out.onTimeout = func(error) { sa.finishIKERekey(c, done) }
+	}
 }
 
 func (sa *SA) finishIKERekey(c *ikeContext, done chan<- error) {
@@ -462,7 +491,7 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
 		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
 	}
-	if sa.pendingIKE != nil || sa.newIKE != nil || sa.state != stateEstablished {
+	if sa.pendingIKE != nil || sa.newIKE != nil || sa.state != stateEstablished || sa.followupPending() {
 		// RFC 7296 2.8.2, 2.25.2: the SA is being replaced or closed
 		// already (our own rekey of it finished first, say).
 		return refuse(wire.NotifyTemporaryFailure, nil)
@@ -490,30 +519,53 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 		binary.BigEndian.PutUint16(g[:], dh.ID)
 		return refuse(wire.NotifyInvalidKEPayload, g[:])
 	}
-	kx, err := ikecrypto.NewKeyExchange(dh.ID, sa.cfg.rand)
-	if err != nil {
+	if !ikecrypto.SupportedGroup(dh.ID) {
 		return refuse(wire.NotifyNoProposalChosen, nil)
 	}
-	shared, err := kx.SharedSecret(ke.Data)
+	addKEs := addKETransforms(chosen.Transforms)
+	if len(addKEs) > 0 && sa.ikeRekeying {
+		// Our own rekey is under way: with additional key exchanges the
+		// new SAs exist only after their IKE_FOLLOWUP_KE exchanges, so
+		// this one is tried again later (RFC 7296 2.25).
+		return refuse(wire.NotifyTemporaryFailure, nil)
+	}
+	reply, shared, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
 	if err != nil {
 		return refuse(wire.NotifyInvalidSyntax, nil)
 	}
 	spi := sa.newOurSPI()
 	nr := sa.randBytes(32)
-	c, err := sa.newIKEContext(chosen, shared, nonce.Data, nr, binary.BigEndian.Uint64(chosen.SPI), spi, false)
-	if err != nil {
-		sa.releaseSPI(spi)
-		sa.log.Error("deriving rekeyed IKE SA keys", "err", err)
-		return refuse(wire.NotifyNoProposalChosen, nil)
+	peerSPI := binary.BigEndian.Uint64(chosen.SPI)
+	install := func(shared []byte) error {
+		c, err := sa.newIKEContext(chosen, shared, nonce.Data, nr, peerSPI, spi, false)
+		if err != nil {
+			sa.releaseSPI(spi)
+			sa.log.Error("deriving rekeyed IKE SA keys", "err", err)
+			return err
+		}
+		sa.pendingIKE = c
+		return nil
 	}
-	sa.pendingIKE = c
 	var spiB [8]byte
 	binary.BigEndian.PutUint64(spiB[:], spi)
-	return []wire.Payload{
+	resp := []wire.Payload{
 		&wire.SA{Proposals: []wire.Proposal{{Number: chosen.Number, Protocol: wire.ProtoIKE, SPI: spiB[:], Transforms: chosen.Transforms}}},
 		&wire.Nonce{Data: nr},
-		&wire.KE{Group: dh.ID, Data: kx.PublicKey()},
-	}, nil
+		&wire.KE{Group: dh.ID, Data: reply},
+	}
+	if len(addKEs) > 0 {
+		n := sa.deferAdditional(addKEs, shared, true, func(all []byte) func() {
+			if install(all) == nil {
+				sa.log.Info("IKE SA rekeyed by peer", "new_spi", spiHex(spi), "additional_key_exchanges", len(addKEs))
+			}
+			return nil
+		}, func() { sa.releaseSPI(spi) })
+		return append(resp, n), nil
+	}
+	if install(shared) != nil {
+		return refuse(wire.NotifyNoProposalChosen, nil)
+	}
+	return resp, nil
 }
 
 // takePendingIKE switches to a pending rekeyed IKE SA when a message

@@ -61,6 +61,9 @@ type ResponderConfig struct {
 	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type (switch.go),
 	// private use (40960-65535); 0 means DefaultSwitchNotify.
 	SwitchNotify wire.NotifyType
+	// SwitchRevision is the draft revision whose rules our switch requests
+	// follow (what the answer's arrival address means); zero: SwitchRev00.
+	SwitchRevision SwitchRevision
 	// SwitchReturnRoutability runs the return routability check also for
 	// the UPDATE_SA_ADDRESSES that follows our own RequestSwitch (the
 	// draft says it is not needed: the answer at the new address proved
@@ -207,6 +210,9 @@ func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events
 		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	}
 	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
+		return nil, err
+	}
+	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	if cfg.CookieThreshold == 0 {
@@ -504,7 +510,11 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 			return
 		}
 	}
-	chosen, ok := selectProposal(r.cfg.IKE, saP.Proposals, wire.ProtoIKE, ke.Group)
+	offered := saP.Proposals
+	if findNotify(msg.Payloads, wire.NotifyIntermediateExchangeSupported) == nil {
+		offered = withoutADDKE(offered)
+	}
+	chosen, ok := selectProposal(r.cfg.IKE, offered, wire.ProtoIKE, ke.Group)
 	if !ok {
 		r.noProposal.Add(1)
 		r.unauthLog.log(r.common.clock.Now(), r.common.log, slog.LevelInfo, "no acceptable IKE proposal", "remote", path.Remote)
@@ -613,11 +623,7 @@ func (r *Responder) dropHalfOpen(key halfKey, sa *SA) {
 func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, chosen wire.Proposal, ke *wire.KE, nonce *wire.Nonce, key halfKey) {
 	r := sa.resp
 	var err error
-	if err = sa.newKE(ke.Group); err != nil {
-		sa.die(err)
-		return
-	}
-	shared, err := sa.ke.SharedSecret(ke.Data)
+	reply, shared, err := ikecrypto.Respond(ke.Group, ke.Data, sa.cfg.rand)
 	if err != nil {
 		r.sendInitNotify(msg.Header, path, wire.NotifyInvalidSyntax, nil)
 		sa.die(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKESAInit, Err: fmt.Errorf("initiator's KE: %w", err)})
@@ -638,7 +644,7 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 	sa.natRemote, sa.natLocal = sa.natSupported && !srcOK, sa.natSupported && !dstOK
 	ps := []wire.Payload{
 		&wire.SA{Proposals: []wire.Proposal{chosen}},
-		&wire.KE{Group: sa.ke.Group(), Data: sa.ke.PublicKey()},
+		&wire.KE{Group: ke.Group, Data: reply},
 		&wire.Nonce{Data: sa.nr},
 	}
 	if sa.natSupported {
@@ -655,6 +661,11 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, ch
 	if sa.cfg.fragmentation && findNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
 		sa.fragOK = true
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
+	}
+	// selectProposal saw ADDKE transforms only with the notify.
+	if sa.addKEs = addKETransforms(chosen.Transforms); len(sa.addKEs) > 0 {
+		sa.intermediate = true
+		ps = append(ps, &wire.Notify{Type: wire.NotifyIntermediateExchangeSupported})
 	}
 	pkt, err := (&wire.Message{Header: sa.header(wire.ExchangeIKESAInit, 0, true), Payloads: ps}).Encode()
 	if err != nil {
@@ -725,7 +736,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	if err != nil {
 		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 	}
-	if err := pa.Verify(sa.prf, SignedOctets(sa.initReq, sa.nr, sa.prf, sa.keys.SKpi, idi), idi, auth, certs); err != nil {
+	if err := pa.Verify(sa.prf, sa.signedOctets(sa.initReq, sa.nr, sa.keys.SKpi, idi), idi, auth, certs); err != nil {
 		return authFailed(fmt.Errorf("identity %q: %w", peerID, err))
 	}
 	r.guess.succeed(sa.guessKeys(idi)...)
@@ -738,7 +749,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	local = sa.eapLocalAuth(local)
 	idr := *local.Identity()
 	idr.Responder = true
-	myAuth, err := local.Sign(sa.prf, SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, &idr))
+	myAuth, err := local.Sign(sa.prf, sa.signedOctets(sa.initResp, sa.ni, sa.keys.SKpr, &idr))
 	if err != nil {
 		return authFailed(fmt.Errorf("signing our AUTH: %w", err))
 	}
@@ -821,7 +832,7 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 			props = append(props, p)
 		}
 	}
-	chosen, ok := selectProposal(r.cfg.ESP, props, wire.ProtoESP, 0)
+	chosen, ok := selectProposal(stripADDKE(r.cfg.ESP), stripWireADDKE(props), wire.ProtoESP, 0)
 	if !ok {
 		return nil, wire.NotifyNoProposalChosen
 	}

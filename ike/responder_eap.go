@@ -87,7 +87,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 			for _, cert := range local.Certs() {
 				resp = append(resp, cert)
 			}
-			auth, err := local.Sign(sa.prf, SignedOctets(sa.initResp, sa.ni, sa.prf, sa.keys.SKpr, &idr))
+			auth, err := local.Sign(sa.prf, sa.signedOctets(sa.initResp, sa.ni, sa.keys.SKpr, &idr))
 			if err != nil {
 				return failed(fmt.Errorf("signing our AUTH: %w", err), true)
 			}

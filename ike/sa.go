@@ -76,8 +76,11 @@ type inPacket struct {
 	pkt  []byte
 	path esp.Path
 	// payloads, when set, are the reassembled contents of a fragmented
-	// message (pkt is then its last fragment).
+	// message (pkt is then its last fragment); plain and first are their
+	// encoding.
 	payloads []wire.Payload
+	plain    []byte
+	first    wire.PayloadType
 }
 
 // request is an outstanding exchange we initiated (window size 1).
@@ -243,6 +246,9 @@ type SA struct {
 	peerRekeys  map[uint32]peerRekey
 	deleting    map[uint32]bool
 	childTimers map[uint32][]Timer
+	// rekeyRetries: RekeyChild calls waiting for a retry after
+	// TEMPORARY_FAILURE, by the inbound SPI of the SA to rekey.
+	rekeyRetries map[uint32]chan<- error
 	// IKE SA rekeying (rekey_ike.go): flagI is whether we are the IKE SA's
 	// initiator for the I flag and key directions (initiator at first,
 	// then whoever started the last rekey); pendingIKE is a rekeyed SA we
@@ -315,6 +321,21 @@ type SA struct {
 	reauthTimer  Timer
 	// initialContact: the initiator sent INITIAL_CONTACT (responder).
 	initialContact bool
+
+	// RFC 9242 / RFC 9370 (intermediate.go): the additional key exchanges
+	// IKE_SA_INIT negotiated, how many IKE_INTERMEDIATE exchanges are done,
+	// and the IntAuth chains of both directions; inPlain and inFirst are
+	// the inner payloads of the last message opened, as the peer encoded
+	// them (IntAuth covers those bytes, not our re-encoding).
+	addKEs             []wire.Transform
+	intermediate       bool
+	intDone            int
+	intAuthI, intAuthR []byte
+	inPlain            []byte
+	inFirst            wire.PayloadType
+	// followups: the peer's CREATE_CHILD_SAs waiting for their
+	// IKE_FOLLOWUP_KE exchanges (followup.go).
+	followups []*followupState
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
@@ -565,11 +586,13 @@ func sealWith(sk *ikecrypto.SKCipher, h wire.Header, ps []wire.Payload) ([]byte,
 func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) {
 	if p.payloads != nil {
 		sa.noteHeard(sa.cfg.clock.Now())
+		sa.inPlain, sa.inFirst = p.plain, p.first
 		return p.payloads, nil
 	}
-	ps, err := sa.open(p.pkt, msg)
+	ps, first, plain, err := openPlain(sa.skIn, p.pkt, msg)
 	if err == nil {
 		sa.noteHeard(sa.cfg.clock.Now())
+		sa.inPlain, sa.inFirst = plain, first
 	}
 	return ps, err
 }
@@ -581,24 +604,32 @@ func (sa *SA) open(raw []byte, msg *wire.Message) ([]wire.Payload, error) {
 
 // openWith decrypts the SK payload of msg with sk (an IKE SA's inbound keys).
 func openWith(sk *ikecrypto.SKCipher, raw []byte, msg *wire.Message) ([]wire.Payload, error) {
+	ps, _, _, err := openPlain(sk, raw, msg)
+	return ps, err
+}
+
+// openPlain is openWith that also returns the decrypted inner payloads'
+// bytes and the type of the first.
+func openPlain(sk *ikecrypto.SKCipher, raw []byte, msg *wire.Message) ([]wire.Payload, wire.PayloadType, []byte, error) {
 	if sk == nil {
-		return nil, errors.New("no keys yet")
+		return nil, 0, nil, errors.New("no keys yet")
 	}
 	if len(msg.Payloads) != 1 {
-		return nil, errors.New("expected exactly one Encrypted payload")
+		return nil, 0, nil, errors.New("expected exactly one Encrypted payload")
 	}
 	e, ok := msg.Payloads[0].(*wire.Encrypted)
 	if !ok {
-		return nil, fmt.Errorf("expected Encrypted payload, got %T", msg.Payloads[0])
+		return nil, 0, nil, fmt.Errorf("expected Encrypted payload, got %T", msg.Payloads[0])
 	}
 	if e.Offset < wire.HeaderLen || e.Offset > len(raw) {
-		return nil, errors.New("bad Encrypted payload offset")
+		return nil, 0, nil, errors.New("bad Encrypted payload offset")
 	}
 	plain, err := sk.Open(raw[:e.Offset], e.Data)
 	if err != nil {
-		return nil, err
+		return nil, 0, nil, err
 	}
-	return wire.DecodePayloads(e.FirstInner, plain)
+	ps, err := wire.DecodePayloads(e.FirstInner, plain)
+	return ps, e.FirstInner, plain, err
 }
 
 // startRequest queues an exchange; it is sent when the window is free.
@@ -866,7 +897,9 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	sa.lastRespMoved = false
 	switch h.Exchange {
 	case wire.ExchangeIKEAuth:
-		if sa.initiator || sa.state != stateAuth {
+		if sa.initiator || sa.state != stateAuth || sa.intDone < len(sa.addKEs) {
+			// IKE_AUTH before every additional key exchange ran would
+			// authenticate keys without their post-quantum part.
 			sa.stats.unexpected.Add(1)
 			return
 		}
@@ -878,7 +911,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		more, after = sa.handleInformationalRequest(ps)
 		resp = append(resp, more...)
 		var switched func()
-		answer, switched = sa.handleSwitchRequest(ps, p.path)
+		answer, switched = sa.handleSwitchRequest(ps, p.path, false)
 		after = chain(after, switched)
 		if report := sa.handleAuthLifetimeRequest(ps); report != nil {
 			after = chain(after, report)
@@ -886,6 +919,18 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		defer func() { sa.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)
+	case wire.ExchangeIKEFollowupKE:
+		if sa.state != stateEstablished {
+			sa.stats.unexpected.Add(1)
+			return
+		}
+		resp, after = sa.handleFollowupRequest(ps)
+	case wire.ExchangeIKEIntermediate:
+		if sa.initiator || sa.state != stateAuth || !sa.intermediate {
+			sa.stats.unexpected.Add(1)
+			return
+		}
+		resp, after = sa.handleIntermediateRequest(h, ps)
 	default:
 		sa.stats.unexpected.Add(1)
 		return

@@ -15,10 +15,13 @@ import (
 
 // Responder-initiated address update (draft-smyslov-ipsecme-ikev2-r-mobike):
 // the gateway asks the client, over the path the SA uses, to move to another
-// gateway address; the client answers at that address, which opens the
-// mappings of NATs and firewalls in front of it, and then moves the SA with
-// an ordinary UPDATE_SA_ADDRESSES (RFC 4555). The client advertises support
-// with the single octet 'R' in MOBIKE_SUPPORTED.
+// gateway address, and the client then moves the SA with an ordinary
+// UPDATE_SA_ADDRESSES (RFC 4555). The client advertises support with the
+// single octet 'R' in MOBIKE_SUPPORTED. Where the client answers the request
+// depends on the draft's revision (SwitchRevision): at the new address in
+// -00 to -02, which opens the mappings of NATs and firewalls in front of it
+// before the update, at the old one from -03 on, where the update itself
+// opens them.
 
 // DefaultSwitchNotify is the status notify type of SWITCH_TO_IP_ADDRESS.
 // The draft leaves the number to IANA; this one is from the private-use
@@ -56,6 +59,33 @@ func (p SwitchPolicy) String() string {
 	return fmt.Sprintf("SwitchPolicy(%d)", int(p))
 }
 
+// SwitchRevision is the revision of the draft whose rules a switch follows.
+// The notify formats are the same in all of them; they differ in where the
+// initiator sends its answer (docs/r-mobike.md).
+type SwitchRevision int
+
+const (
+	// SwitchRev00 (drafts -00 to -02): an accepted switch is answered at
+	// the new address, a refused one at the old; the responder reads the
+	// answer's arrival address as yes or no.
+	SwitchRev00 SwitchRevision = iota
+	// SwitchRev03 (drafts -03 to -09): every answer goes to the old
+	// address, as RFC 7296 2.11 has it; only the UPDATE_SA_ADDRESSES that
+	// follows, at the new address, says yes. A responder under these rules
+	// also takes an answer at the new address (a -00 client) as yes.
+	SwitchRev03
+)
+
+func (r SwitchRevision) String() string {
+	switch r {
+	case SwitchRev00:
+		return "00"
+	case SwitchRev03:
+		return "03"
+	}
+	return fmt.Sprintf("SwitchRevision(%d)", int(r))
+}
+
 // SwitchRetransmit is the default schedule of a switch request: a path that
 // does not answer within about ten seconds is not coming back, and the
 // gateway that asks usually has a reason not to wait (its address is going).
@@ -64,7 +94,7 @@ var SwitchRetransmit = MoveRetransmit
 // Errors of RequestSwitch.
 var (
 	// ErrSwitchRefused: the client answered at the old address, which is
-	// how the draft says no.
+	// how revisions -00 to -02 of the draft say no.
 	ErrSwitchRefused = errors.New("ike: the peer refused to switch")
 	// ErrNotSwitchCapable: the client did not send 'R' in MOBIKE_SUPPORTED
 	// (or no MOBIKE at all); the draft forbids asking it.
@@ -139,6 +169,7 @@ type pendingSwitch struct {
 	from     netip.Addr // our address the SA used when we asked
 	start    time.Time
 	answered bool
+	req      *request // the switch request while it is outstanding
 }
 
 // checkSwitchNotify validates a configured notify type (0: the default).
@@ -146,6 +177,14 @@ func checkSwitchNotify(t wire.NotifyType) error {
 	if t != 0 && (t < minSwitchNotify || t > maxSwitchNotify) {
 		return fmt.Errorf("ike: SWITCH_TO_IP_ADDRESS notify type %d is outside the private-use range %d-%d",
 			uint16(t), uint16(minSwitchNotify), uint16(maxSwitchNotify))
+	}
+	return nil
+}
+
+// checkSwitchRevision validates a configured revision.
+func checkSwitchRevision(r SwitchRevision) error {
+	if r != SwitchRev00 && r != SwitchRev03 {
+		return fmt.Errorf("ike: unknown SWITCH_TO_IP_ADDRESS rules %v", r)
 	}
 	return nil
 }
@@ -163,6 +202,17 @@ func (sa *SA) switchType() wire.NotifyType {
 		t = DefaultSwitchNotify
 	}
 	return t
+}
+
+// switchRevision is the draft revision this SA's switches follow.
+func (sa *SA) switchRevision() SwitchRevision {
+	switch {
+	case sa.icfg != nil:
+		return sa.icfg.SwitchRevision
+	case sa.resp != nil:
+		return sa.resp.cfg.SwitchRevision
+	}
+	return SwitchRev00
 }
 
 // switchNotify builds the notify asking to switch to a.
@@ -205,8 +255,9 @@ func (sa *SA) switchCapable() bool {
 // RequestSwitch asks the initiator to move the SA to our address to (same
 // port): INFORMATIONAL{N(SWITCH_TO_IP_ADDRESS(to))} goes out on the path
 // the SA uses, and the caller must already receive on to. It returns nil
-// when the answer arrived at to; ErrSwitchRefused when it arrived
-// elsewhere (the old address); an *UnreachableError after the
+// when the answer arrived at to (under SwitchRev03: anywhere, as a refusal
+// cannot be told from the answer there); ErrSwitchRefused when it arrived
+// elsewhere (the old address, SwitchRev00); an *UnreachableError after the
 // retransmissions; ErrNotSwitchCapable for a client without 'R'. The SA
 // itself moves only when the client's UPDATE_SA_ADDRESSES arrives at to
 // (PathUpdated, then SwitchDone), without the return routability check
@@ -282,8 +333,12 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 			sa.nextMsgID++
 		}
 		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, frags: frags, keepSA: true, sched: &sched}
-		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleSwitchResponse(sw, opt, ps, res) }
+		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) {
+			sw.req = nil
+			sa.handleSwitchResponse(sw, opt, ps, res)
+		}
 		r.onTimeout = func(err error) {
+			sw.req = nil
 			if opt.OldGone && !opt.MessageID0 && sa.nextMsgID == msgID+1 {
 				// With our old address gone the request most likely
 				// never reached the peer, which then still expects this
@@ -297,6 +352,7 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 		}
 		from := sa.path
 		sa.log.Info("asking the peer to switch", "from", from.Local.Addr(), "to", to, "remote", from.Remote.String())
+		sw.req = r
 		sa.sendRequest(r)
 		sa.emit(&SwitchSent{SA: sa, From: old, To: to})
 	}
@@ -323,12 +379,17 @@ func (sa *SA) handleSwitchResponse(sw *pendingSwitch, opt SwitchOptions, ps []wi
 			Err: fmt.Errorf("answering SWITCH_TO_IP_ADDRESS(%s)", sw.to)}, res)
 		return
 	}
-	if at != sw.to {
+	if at != sw.to && sa.switchRevision() == SwitchRev00 {
 		sa.switchFailed(sw, opt, fmt.Errorf("%w: answer to SWITCH_TO_IP_ADDRESS(%s) came to %s", ErrSwitchRefused, sw.to, at), res)
 		return
 	}
 	sw.answered = true
-	sa.log.Info("peer accepted the switch", "to", sw.to)
+	if at == sw.to {
+		sa.log.Info("peer accepted the switch", "to", sw.to)
+	} else {
+		// Revision -03: the update to sw.to, or none, will tell.
+		sa.log.Info("peer answered the switch at the old address", "to", sw.to, "at", at)
+	}
 	res <- nil
 }
 
@@ -383,6 +444,15 @@ func (sa *SA) switchLanded(p esp.Path) {
 		return
 	}
 	sa.sw = nil
+	if r := sw.req; r != nil && sa.out == r {
+		// The peer moved before its answer reached us: under revision -03
+		// the answer goes to the old address, which may be gone. Asking
+		// again over the new path gets it (or the cached copy) at once.
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		sa.transmit(r)
+	}
 	took := sa.cfg.clock.Now().Sub(sw.start)
 	sa.log.Info("switch done", "from", sw.from, "to", sw.to, "took", took)
 	sa.emit(&SwitchDone{SA: sa, From: sw.from, To: sw.to, Took: took})
@@ -390,11 +460,14 @@ func (sa *SA) switchLanded(p esp.Path) {
 
 // handleSwitchRequest takes the SWITCH_TO_IP_ADDRESS in an INFORMATIONAL
 // request that came over from: the path to send the (otherwise ordinary,
-// here empty) answer on, and what to do once it is sent. The initiator
-// answers at the new address when it accepts (deliberately against RFC
-// 7296 2.11, as the draft requires), at from when it refuses and then
-// checks the old path. A responder takes no action (draft section 4.2).
-func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path) (answer esp.Path, after func()) {
+// here empty) answer on, and what to do once it is sent. Under SwitchRev00,
+// or when atNew (the RFC 6311 failover of revisions -00 to -02, whose
+// answer could not reach the failed node at from), the initiator answers at
+// the new address when it accepts (deliberately against RFC 7296 2.11, as
+// those revisions require); under SwitchRev03 at from. A refusal is
+// answered at from and followed by a check of the old path. A responder
+// takes no action (draft section 4.2).
+func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path, atNew bool) (answer esp.Path, after func()) {
 	n := findNotify(ps, sa.switchType())
 	if n == nil {
 		return from, nil
@@ -429,8 +502,10 @@ func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path) (answer esp.
 		}
 	}
 	answer = from
-	answer.Remote = netip.AddrPortFrom(to, from.Remote.Port())
-	sa.log.Info("switch accepted", "from", old, "to", to)
+	if atNew || sa.icfg.SwitchRevision == SwitchRev00 {
+		answer.Remote = netip.AddrPortFrom(to, from.Remote.Port())
+	}
+	sa.log.Info("switch accepted", "from", old, "to", to, "answered_to", answer.Remote.Addr())
 	ev := &SwitchRequested{SA: sa, From: old, To: to, Accepted: true}
 	return answer, func() {
 		if sa.state == stateEstablished {

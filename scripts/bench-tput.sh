@@ -3,7 +3,7 @@
 # roam client <-> roam gateway, wireguard-go <-> wireguard-go and roam client
 # -> strongSwan gateway, iperf3 through each in the same netns lab.
 # Environment (or the matching flags after the script name): REPS (3),
-# DURATION (8s per iperf3 run), KINDS (roam,wireguard,strongswan), STREAMS (4),
+# DURATION (8s per iperf3 run), KINDS (roam,wireguard,strongswan,roam-tcp), STREAMS (4),
 # UDP_SIZES (64,1372: 1400-byte IP packets), UDP_DOWN (1), BENCH_PROFILE (directory: CPU profiles
 # of both roam ends during one TCP upload and one download), COUNTS (1: perf stat
 # system calls and context switches of each tunnel process), LOGS (directory

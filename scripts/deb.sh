@@ -20,9 +20,15 @@ make --no-print-directory install DESTDIR="$stage/root" PREFIX=/usr \
 root=$stage/root
 # Debian policy: man pages compressed with gzip -9n (no timestamp).
 find "$root/usr/share/man" -type f -exec gzip -9n {} +
-install -d -m 0755 "$root/usr/share/doc/roam"
+# README and the user's pages of docs/ (README links them as docs/...);
+# ARCHITECTURE.md is for developers, roam.toml.5.md is the man page's source.
+install -d -m 0755 "$root/usr/share/doc/roam/docs"
 install -m 0644 README.md "$root/usr/share/doc/roam/README.md"
-gzip -9n "$root/usr/share/doc/roam/README.md"
+for page in docs/*.md; do
+	case $page in docs/ARCHITECTURE.md | docs/roam.toml.5.md) continue ;; esac
+	install -m 0644 "$page" "$root/usr/share/doc/roam/$page"
+done
+find "$root/usr/share/doc/roam" -name '*.md' -exec gzip -9n {} +
 
 install -d -m 0755 "$root/DEBIAN"
 # Files under /etc are conffiles: an upgrade keeps the admin's edits.

@@ -41,6 +41,8 @@ type Device struct {
 	routes []*netlink.Route
 	rules  []*netlink.Rule
 	dns    *dnsState
+	// journal records the device's state before a change (SetJournal).
+	journal func(State) error
 }
 
 // Create makes the TUN device, sets its MTU and brings it up.
@@ -102,36 +104,56 @@ func (d *Device) AddAddress(p netip.Prefix) error {
 // for everything but its default route. The tunnel's own UDP socket carries
 // the mark, so it keeps using the uplink whatever the uplink is after a move;
 // no host route to the gateway is needed. Other prefixes go into the main
-// table through the device.
+// table through the device. With a journal (SetJournal) the rules and routes
+// are recorded before any of them is added.
 func (d *Device) AddRoutes(ps []netip.Prefix, mark uint32, table int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errors.New("tun: device closed")
 	}
+	var rules []*netlink.Rule
+	var routes []*netlink.Route
 	for _, p := range ps {
 		p = p.Masked()
 		r := &netlink.Route{LinkIndex: d.index, Dst: prefixToIPNet(p), Scope: netlink.SCOPE_LINK}
 		if p.Bits() == 0 {
 			r.Table = table
-			if err := d.addFullTunnelRules(p.Addr().Is6(), mark, table); err != nil {
-				return err
-			}
+			rules = append(rules, d.fullTunnelRules(rules, p.Addr().Is6(), mark, table)...)
 		}
+		routes = append(routes, r)
+	}
+	if d.journal != nil {
+		st := d.state()
+		st.Rules = append(st.Rules, rulesState(rules)...)
+		st.Routes = append(st.Routes, routesState(routes)...)
+		if err := d.journal(st); err != nil {
+			return fmt.Errorf("recording the routes of %s for a crash: %w", d.name, err)
+		}
+	}
+	for _, r := range rules {
+		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("policy rule (table %d): %w", r.Table, err)
+		}
+		d.rules = append(d.rules, r)
+	}
+	for _, r := range routes {
 		if err := netlink.RouteReplace(r); err != nil {
-			return fmt.Errorf("route %s via %s: %w", p, d.name, err)
+			return fmt.Errorf("route %s via %s: %w", r.Dst, d.name, err)
 		}
 		d.routes = append(d.routes, r)
 	}
 	return nil
 }
 
-func (d *Device) addFullTunnelRules(v6 bool, mark uint32, table int) error {
+// fullTunnelRules returns the two rules of a full tunnel for the family,
+// none when the device or pending already has them.
+func (d *Device) fullTunnelRules(pending []*netlink.Rule, v6 bool, mark uint32, table int) []*netlink.Rule {
 	family := unix.AF_INET
 	if v6 {
 		family = unix.AF_INET6
 	}
-	for _, r := range d.rules {
+	for _, r := range append(d.rules[:len(d.rules):len(d.rules)], pending...) {
 		if r.Family == family {
 			return nil
 		}
@@ -147,13 +169,7 @@ func (d *Device) addFullTunnelRules(v6 bool, mark uint32, table int) error {
 	tunnel.Mark = mark
 	tunnel.Invert = true
 	tunnel.Priority = rulePriority + 1
-	for _, r := range []*netlink.Rule{suppress, tunnel} {
-		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("policy rule (table %d): %w", r.Table, err)
-		}
-		d.rules = append(d.rules, r)
-	}
-	return nil
+	return []*netlink.Rule{suppress, tunnel}
 }
 
 // Close removes DNS settings, rules, routes and addresses, then the device.

@@ -3,12 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/roam-vpn/roam/daemon"
-	"github.com/roam-vpn/roam/internal/lockdown"
 )
 
 func disconnectCommand() *cli.Command {
@@ -30,14 +28,15 @@ func disconnectCommand() *cli.Command {
 			if all {
 				names, err := client.DisconnectAll(c.Context)
 				if errors.Is(err, daemon.ErrNoDaemon) {
-					// No daemon: a crashed one may have left its
-					// lockdown, which fails closed until lifted here.
-					had, err := lockdown.RemoveLeftovers()
-					if err != nil && !errors.Is(err, os.ErrPermission) {
-						return fmt.Errorf("disconnect: %w", err)
+					// No daemon: a killed one may have left policy
+					// rules, routes, its TUN device and its lockdown
+					// (which fails closed until lifted here).
+					undone, err := daemon.RecoverLeftovers(daemon.StateDir(client.Socket))
+					for _, u := range undone {
+						fmt.Fprintf(c.App.Writer, "removed leftover %s\n", u)
 					}
-					if had {
-						fmt.Fprintln(c.App.Writer, "removed leftover lockdown rules")
+					if err != nil {
+						return fmt.Errorf("disconnect: %w", err)
 					}
 					return nil
 				}

@@ -26,7 +26,10 @@ type engines struct {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal of `roam connect --foreground` went away, or
+	// kill -HUP) stops as cleanly as SIGTERM: every change is undone.
+	// There is no reload: connect reads the profile file afresh anyway.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	code := run(ctx, os.Args, os.Stdout, os.Stderr, realEngines())
 	stop()
 	os.Exit(code)

@@ -66,6 +66,9 @@ corp at boot (**roam@.service** runs **roam connect** and **roam disconnect**).
 */run/roam/roam.log*
 : log of that daemon
 
+*/run/roam/state/*
+: what the daemon changed (rules, routes, TUN device, lockdown), written before each change; what a killed daemon left is undone by the next daemon or **disconnect --all**
+
 */usr/lib/systemd/system/roam.service*, *roam@.service*
 : the units
 

@@ -36,7 +36,9 @@ type KeyExchange interface {
 	SharedSecret(peer []byte) ([]byte, error)
 }
 
-// SupportedGroup reports whether NewKeyExchange accepts group.
+// SupportedGroup reports whether NewKeyExchange accepts group. For an
+// ML-KEM method, NewKeyExchange makes the initiator's side and Respond the
+// responder's.
 func SupportedGroup(group uint16) bool {
 	_, err := PublicKeyLen(group)
 	return err == nil
@@ -60,6 +62,9 @@ func PublicKeyLen(group uint16) (int, error) {
 	case GroupCurve25519:
 		return 32, nil
 	}
+	if ek, _, ok := kemSizes(group); ok {
+		return ek, nil // the initiator's encapsulation key
+	}
 	return 0, fmt.Errorf("ikecrypto: unsupported key exchange group %d", group)
 }
 
@@ -68,6 +73,9 @@ func PublicKeyLen(group uint16) (int, error) {
 // that the point is on the curve. A responder refuses bad KE payloads with
 // it before it spends a key generation on the request.
 func CheckPublicKey(group uint16, peer []byte) error {
+	if IsKEM(group) {
+		return checkEncapsulationKey(group, peer)
+	}
 	n, err := PublicKeyLen(group)
 	if err != nil {
 		return err
@@ -101,6 +109,8 @@ func NewKeyExchange(group uint16, random io.Reader) (KeyExchange, error) {
 		return newMODP(group, random)
 	case GroupECP256, GroupECP384, GroupECP521, GroupCurve25519:
 		return newECDH(group, random)
+	case GroupMLKEM768, GroupMLKEM1024:
+		return newMLKEM(group, random)
 	}
 	return nil, fmt.Errorf("ikecrypto: unsupported key exchange group %d", group)
 }

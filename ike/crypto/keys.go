@@ -86,3 +86,27 @@ func PSKAuth(prf *PRF, psk, octets []byte) []byte {
 	defer clear(k)
 	return prf.Sum(k, octets)
 }
+
+// DeriveAdditionalIKEKeys computes the keys after the n-th additional key
+// exchange of an IKE SA (RFC 9370 2.2.2): SKEYSEED(n) = prf(SK_d(n-1),
+// SK(n) | Ni | Nr), expanded as in RFC 7296 2.14 with the SA's own SPIs.
+// prevSKd is SK_d(n-1), the one the previous exchange (IKE_SA_INIT for the
+// first) left; the SA keeps its PRF throughout.
+func DeriveAdditionalIKEKeys(prf *PRF, prevSKd, sharedSecret, ni, nr []byte, spii, spir uint64, integKeyLen, encKeyLen int) IKEKeys {
+	return DeriveRekeyedIKEKeysWith(prf, prf, prevSKd, sharedSecret, ni, nr, spii, spir, integKeyLen, encKeyLen)
+}
+
+// ConcatSecrets joins the shared secrets of a CREATE_CHILD_SA's key
+// exchanges in the order they ran (RFC 9370 2.2.4): g^ir (new) | SK(1) | ...
+// | SK(n) takes the place of g^ir in the RFC 7296 2.17 and 2.18 formulas.
+func ConcatSecrets(secrets ...[]byte) []byte {
+	n := 0
+	for _, s := range secrets {
+		n += len(s)
+	}
+	out := make([]byte, 0, n)
+	for _, s := range secrets {
+		out = append(out, s...)
+	}
+	return out
+}

@@ -39,7 +39,7 @@ func testRSAKey(t *testing.T) *rsa.PrivateKey {
 	return rsaKey
 }
 
-func newTestCA(t *testing.T, name string) testCA {
+func newTestCA(t testing.TB, name string) testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -56,7 +56,7 @@ func newTestCA(t *testing.T, name string) testCA {
 	return testCA{cert: c, key: key}
 }
 
-func (ca testCA) issue(t *testing.T, cn string, key crypto.Signer, eku x509.ExtKeyUsage) tls.Certificate {
+func (ca testCA) issue(t testing.TB, cn string, key crypto.Signer, eku x509.ExtKeyUsage) tls.Certificate {
 	t.Helper()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
 		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),

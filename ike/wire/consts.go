@@ -13,6 +13,11 @@ const (
 	ExchangeIKEAuth       ExchangeType = 35
 	ExchangeCreateChildSA ExchangeType = 36
 	ExchangeInformational ExchangeType = 37
+	// RFC 9242: exchanges between IKE_SA_INIT and IKE_AUTH, protected
+	// with the keys IKE_SA_INIT (or the one before) made.
+	ExchangeIKEIntermediate ExchangeType = 43
+	// RFC 9370 2.2.4: the additional key exchanges of a CREATE_CHILD_SA.
+	ExchangeIKEFollowupKE ExchangeType = 44
 )
 
 func (e ExchangeType) String() string {
@@ -25,6 +30,10 @@ func (e ExchangeType) String() string {
 		return "CREATE_CHILD_SA"
 	case ExchangeInformational:
 		return "INFORMATIONAL"
+	case ExchangeIKEIntermediate:
+		return "IKE_INTERMEDIATE"
+	case ExchangeIKEFollowupKE:
+		return "IKE_FOLLOWUP_KE"
 	}
 	return fmt.Sprintf("EXCHANGE_%d", uint8(e))
 }
@@ -99,7 +108,15 @@ const (
 	TransformInteg TransformType = 3
 	TransformDH    TransformType = 4 // "Key Exchange Method" since RFC 9370
 	TransformESN   TransformType = 5
+	// RFC 9370: Additional Key Exchange 1 to 7, each run after the
+	// previous one (transform ID 0 is NONE: that exchange is skipped).
+	TransformADDKE1 TransformType = 6
+	TransformADDKE7 TransformType = 12
 )
+
+// IsADDKE reports whether t is one of RFC 9370's additional key exchange
+// transform types.
+func (t TransformType) IsADDKE() bool { return t >= TransformADDKE1 && t <= TransformADDKE7 }
 
 func (t TransformType) String() string {
 	switch t {
@@ -113,6 +130,9 @@ func (t TransformType) String() string {
 		return "KE"
 	case TransformESN:
 		return "ESN"
+	}
+	if t.IsADDKE() {
+		return fmt.Sprintf("ADDKE%d", uint8(t-TransformADDKE1)+1)
 	}
 	return fmt.Sprintf("TRANSFORM_%d", uint8(t))
 }

@@ -28,6 +28,8 @@ const (
 	NotifyUseAssignedHoA             NotifyType = 42
 	NotifyTemporaryFailure           NotifyType = 43
 	NotifyChildSANotFound            NotifyType = 44
+	// RFC 9370 2.2.4: an IKE_FOLLOWUP_KE for no exchange in progress.
+	NotifyStateNotFound NotifyType = 47
 )
 
 // Status types.
@@ -72,6 +74,10 @@ const (
 	NotifySecurePasswordMethods           NotifyType = 16424
 	NotifyIKEv2FragmentationSupported     NotifyType = 16430
 	NotifySignatureHashAlgorithms         NotifyType = 16431
+	// RFC 9242 IKE_INTERMEDIATE, RFC 9370 links a CREATE_CHILD_SA to
+	// its IKE_FOLLOWUP_KE exchanges.
+	NotifyIntermediateExchangeSupported NotifyType = 16438
+	NotifyAdditionalKeyExchange         NotifyType = 16441
 )
 
 var notifyNames = map[NotifyType]string{
@@ -95,6 +101,7 @@ var notifyNames = map[NotifyType]string{
 	NotifyUseAssignedHoA:                  "USE_ASSIGNED_HoA",
 	NotifyTemporaryFailure:                "TEMPORARY_FAILURE",
 	NotifyChildSANotFound:                 "CHILD_SA_NOT_FOUND",
+	NotifyStateNotFound:                   "STATE_NOT_FOUND",
 	NotifyInitialContact:                  "INITIAL_CONTACT",
 	NotifySetWindowSize:                   "SET_WINDOW_SIZE",
 	NotifyAdditionalTSPossible:            "ADDITIONAL_TS_POSSIBLE",
@@ -135,6 +142,8 @@ var notifyNames = map[NotifyType]string{
 	NotifySecurePasswordMethods:           "SECURE_PASSWORD_METHODS",
 	NotifyIKEv2FragmentationSupported:     "IKEV2_FRAGMENTATION_SUPPORTED",
 	NotifySignatureHashAlgorithms:         "SIGNATURE_HASH_ALGORITHMS",
+	NotifyIntermediateExchangeSupported:   "INTERMEDIATE_EXCHANGE_SUPPORTED",
+	NotifyAdditionalKeyExchange:           "ADDITIONAL_KEY_EXCHANGE",
 }
 
 func (t NotifyType) String() string {

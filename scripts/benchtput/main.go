@@ -85,7 +85,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	fs := flag.NewFlagSet("bench-tput", flag.ContinueOnError)
 	reps := fs.String("reps", envDefault("REPS", "3"), "repetitions (env REPS)")
 	duration := fs.String("duration", envDefault("DURATION", "8s"), "length of each iperf3 run, whole seconds (env DURATION)")
-	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan"), "tunnel kinds to run: roam, wireguard, strongswan (env KINDS)")
+	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan,roam-tcp"), "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp (env KINDS)")
 	streams := fs.String("streams", envDefault("STREAMS", "4"), "TCP streams of the multi-stream runs (env STREAMS)")
 	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
@@ -113,7 +113,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	for _, k := range strings.Split(*kinds, ",") {
 		k = strings.TrimSpace(k)
 		if _, ok := kindLabel[k]; !ok {
-			return cfg, fmt.Errorf("KINDS/-kinds: unknown kind %q (have roam, wireguard, strongswan)", k)
+			return cfg, fmt.Errorf("KINDS/-kinds: unknown kind %q (have roam, wireguard, strongswan, roam-tcp)", k)
 		}
 		if !seen[k] {
 			seen[k] = true

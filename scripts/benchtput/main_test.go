@@ -284,7 +284,7 @@ func TestParseFlags(t *testing.T) {
 		check   func(config) bool
 	}{
 		{name: "defaults", check: func(c config) bool {
-			return c.reps == 3 && c.duration == 8*time.Second && slices.Equal(c.kinds, []string{kindRoam, kindWG, kindSwan}) &&
+			return c.reps == 3 && c.duration == 8*time.Second && slices.Equal(c.kinds, []string{kindRoam, kindWG, kindSwan, kindRoamTCP}) &&
 				c.streams == 4 && slices.Equal(c.udpSizes, []int{64, 1372}) && c.udpDown && c.profileDir == ""
 		}},
 		{name: "env", env: map[string]string{"REPS": "1", "DURATION": "2s", "KINDS": "wireguard, roam", "UDP_SIZES": "", "UDP_DOWN": "0", "BENCH_PROFILE": "/tmp/p"},

@@ -21,12 +21,15 @@ const (
 	kindRoam = "roam"
 	kindWG   = "wireguard"
 	kindSwan = "strongswan"
+	// kindRoamTCP is roam <-> roam over an RFC 9329 stream (transport tcp).
+	kindRoamTCP = "roam-tcp"
 )
 
 var kindLabel = map[string]string{
-	kindRoam: "roam",
-	kindWG:   "wireguard-go",
-	kindSwan: "roam->strongSwan",
+	kindRoam:    "roam",
+	kindWG:      "wireguard-go",
+	kindSwan:    "roam->strongSwan",
+	kindRoamTCP: "roam over TCP",
 }
 
 // tunnel is one kind's tunnel, up between the client and the gateway
@@ -63,7 +66,9 @@ func startTunnel(l *lab.Lab, kind string, bin binaries, n int, prof profile) (*t
 	var err error
 	switch kind {
 	case kindRoam:
-		t, err = startRoamRoam(l, bin, prof)
+		t, err = startRoamRoam(l, bin, prof, false)
+	case kindRoamTCP:
+		t, err = startRoamRoam(l, bin, prof, true)
 	case kindSwan:
 		t, err = startRoamSwan(l, bin)
 	case kindWG:
@@ -110,9 +115,11 @@ func envFor(file string) []string {
 	return []string{"ROAM_CPUPROFILE=" + file}
 }
 
-func startRoamClient(l *lab.Lab, bin binaries, prof profile) (*lab.Roam, string, error) {
+func startRoamClient(l *lab.Lab, bin binaries, prof profile, transport string) (*lab.Roam, string, error) {
 	dir := filepath.Join(l.Dir, "roam")
-	cfgPath, err := lab.WriteRoamConfig(dir, lab.LabProfile("psk", psk, nil, nil))
+	p := lab.LabProfile("psk", psk, nil, nil)
+	p.Transport = transport
+	cfgPath, err := lab.WriteRoamConfig(dir, p)
 	if err != nil {
 		return nil, "", err
 	}
@@ -163,9 +170,9 @@ func stopRoamClient(r *lab.Roam, pid int) error {
 	return waitExit(pid, 10*time.Second)
 }
 
-func startRoamRoam(l *lab.Lab, bin binaries, prof profile) (*tunnel, error) {
+func startRoamRoam(l *lab.Lab, bin binaries, prof profile, tcp bool) (*tunnel, error) {
 	dir := filepath.Join(l.Dir, "gw")
-	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
+	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk, TCP: tcp})
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +185,11 @@ func startRoamRoam(l *lab.Lab, bin binaries, prof profile) (*tunnel, error) {
 		pids: []int{gwProc.PID()},
 		logs: func() map[string]string { return map[string]string{"gateway.out": gwProc.Output()} },
 	}
-	r, logFile, err := startRoamClient(l, bin, prof)
+	transport := ""
+	if tcp {
+		transport = "tcp"
+	}
+	r, logFile, err := startRoamClient(l, bin, prof, transport)
 	if err != nil {
 		return t, err
 	}
@@ -210,7 +221,7 @@ func startRoamSwan(l *lab.Lab, bin binaries) (*tunnel, error) {
 		pids: charon,
 		logs: func() map[string]string { return map[string]string{"gateway-charon.log": gw.Log()} },
 	}
-	r, logFile, err := startRoamClient(l, bin, profile{})
+	r, logFile, err := startRoamClient(l, bin, profile{}, "")
 	if err != nil {
 		return t, err
 	}

@@ -28,12 +28,18 @@ type switchEnv struct {
 	clEvts *lab.Proc
 }
 
-func startSwitchEnv(t *testing.T) *switchEnv {
+func startSwitchEnv(t *testing.T) *switchEnv { return startSwitchEnvRevision(t, "") }
+
+// startSwitchEnvRevision is startSwitchEnv with switch_revision rev on
+// both ends ("": the default).
+func startSwitchEnvRevision(t *testing.T, rev string) *switchEnv {
 	t.Helper()
 	l, bin := setup(t)
 	pki := newPKI(t, l)
-	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, SwitchRevision: rev})
+	prof := lab.LabProfile("psk", goodPSK, pki, nil)
+	prof.SwitchRevision = rev
+	r := roamClient(t, l, bin, prof)
 	e := &switchEnv{l: l, r: r, g: g, gp: gp}
 	var out string
 	var err error
@@ -212,8 +218,12 @@ func TestSwitchRoamGateway(t *testing.T) {
 // switchOffVanished: when R1 goes away, the gateway moves the client to R2
 // by itself.
 func switchOffVanished(t *testing.T, remove func(l *lab.Lab) error) {
+	switchOffVanishedRevision(t, "", remove)
+}
+
+func switchOffVanishedRevision(t *testing.T, rev string, remove func(l *lab.Lab) error) {
 	{
-		e := startSwitchEnv(t)
+		e := startSwitchEnvRevision(t, rev)
 		if got := e.gatewaySide(t).Gateway; got != netip.AddrPortFrom(gwR1, 4500).String() {
 			e.fail(t, "gateway side starts on %s", got)
 		}
@@ -308,4 +318,41 @@ func TestSwitchStrongSwanClient(t *testing.T) {
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 		fail("tunnel after the refused command: %v", err)
 	}
+}
+
+// TestSwitchRevision03: both ends on the r-mobike -03 rules
+// (docs/r-mobike.md): the client answers at R1 and its UPDATE_SA_ADDRESSES
+// opens the restricted NAT for R2. On command, and with R1 removed, where
+// the answer to R1 cannot arrive and the update completes the switch.
+func TestSwitchRevision03(t *testing.T) {
+	t.Run("command", func(t *testing.T) {
+		e := startSwitchEnvRevision(t, "03")
+		p := startPinger(t, e.l, 4*time.Second)
+		time.Sleep(time.Second)
+		out, err := e.g.GatewaySwitch(lab.ClientID, gwR2, 20*time.Second)
+		if err != nil {
+			e.fail(t, "roam gateway switch: %v\n%s", err, out)
+		}
+		t.Logf("roam gateway switch: %s", strings.TrimSpace(out))
+		if !strings.HasPrefix(out, "switched "+lab.ClientID+" to "+gwR2.String()+" in ") {
+			e.fail(t, "switch output %q", out)
+		}
+		sent, recv := p.result(t, 20*time.Second)
+		t.Logf("switch: %d echoes sent, %d answered", sent, recv)
+		if got := e.gatewaySide(t).Gateway; got != netip.AddrPortFrom(gwR2, 4500).String() {
+			e.fail(t, "gateway side after the switch on %s", got)
+		}
+		if err := e.l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+			e.fail(t, "tunnel after the switch: %v", err)
+		}
+		if gev := lab.ParseEvents(e.gwEvts.Output()); !hasEvent(gev, "switch-done") {
+			e.fail(t, "gateway events lack switch-done")
+		}
+		if sent-recv > 10 {
+			e.fail(t, "the switch lost %d echoes", sent-recv)
+		}
+	})
+	t.Run("address-removed", func(t *testing.T) {
+		switchOffVanishedRevision(t, "03", func(l *lab.Lab) error { return l.DelAddr(lab.Gateway, "eth0", lab.GatewayAddr1) })
+	})
 }

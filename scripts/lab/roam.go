@@ -49,7 +49,8 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// RoamProfile is a client profile for the lab, rendered as DESIGN.md's TOML.
+// RoamProfile is a client profile for the lab, rendered as the profile file's TOML
+// (docs/reference.md).
 type RoamProfile struct {
 	Name    string
 	Gateway string
@@ -86,6 +87,13 @@ type RoamProfile struct {
 
 	// Lockdown writes lockdown = true (the kill switch).
 	Lockdown bool
+
+	// SwitchRevision writes switch_revision ("": the default).
+	SwitchRevision string
+	// Transport writes transport (empty: the default, auto); TLSCA
+	// writes tls_ca.
+	Transport string
+	TLSCA     string
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -171,8 +179,17 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.ReauthTime > 0 {
 			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
 		}
+		if p.SwitchRevision != "" {
+			fmt.Fprintf(&b, "switch_revision = %q\n", p.SwitchRevision)
+		}
 		if p.Lockdown {
 			b.WriteString("lockdown = true\n")
+		}
+		if p.Transport != "" {
+			fmt.Fprintf(&b, "transport = %q\n", p.Transport)
+		}
+		if p.TLSCA != "" {
+			fmt.Fprintf(&b, "tls_ca = %q\n", p.TLSCA)
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
@@ -194,13 +211,22 @@ type RoamGatewayConfig struct {
 	// ReauthTime writes reauth_time: clients are told to authenticate
 	// again within it (RFC 4478).
 	ReauthTime time.Duration
+	// SwitchRevision writes switch_revision ("": the default).
+	SwitchRevision string
 
 	// Listen replaces the gateway's four addresses (an HA node has one).
 	Listen []netip.Addr
+	// LocalTS replaces local_ts (default ProtectedNet), e.g. 0.0.0.0/0 for
+	// a full tunnel.
+	LocalTS []string
 	// Clients are PSK clients besides alice.
 	Clients []RoamGatewayClient
 	// HA writes a [gateway.ha] table (ha.go).
 	HA *RoamHA
+	// TCP writes tcp = true (RFC 9329 streams on TCP 4500); TLSPort
+	// writes tls_port (the gateway's IKE certificate for TLS).
+	TCP     bool
+	TLSPort int
 }
 
 // RoamGatewayClient is one more [[gateway.clients]] entry.
@@ -232,9 +258,22 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 		fmt.Fprintf(&b, "cert = %q\nkey = %q\nca = %q\n", g.PKI.GatewayCrt, g.PKI.GatewayKey, g.PKI.CACert)
 	}
 	fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(orDefault(g.IKE, DefaultIKE)), tomlList(orDefault(g.ESP, DefaultESP)))
-	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = [%q]\nmobike = true\n", VirtualIPPool.String(), ProtectedNet.String())
+	localTS := g.LocalTS
+	if len(localTS) == 0 {
+		localTS = []string{ProtectedNet.String()}
+	}
+	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = %s\nmobike = true\n", VirtualIPPool.String(), tomlList(localTS))
 	if g.ReauthTime > 0 {
 		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
+	}
+	if g.SwitchRevision != "" {
+		fmt.Fprintf(&b, "switch_revision = %q\n", g.SwitchRevision)
+	}
+	if g.TCP {
+		b.WriteString("tcp = true\n")
+	}
+	if g.TLSPort != 0 {
+		fmt.Fprintf(&b, "tls_port = %d\n", g.TLSPort)
 	}
 	b.WriteString("\n")
 	b.WriteString("[[gateway.clients]]\n")
@@ -349,10 +388,12 @@ type Status struct {
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
 	Interface string `json:"interface"`
+	Transport string `json:"transport"`
 	NAT       bool   `json:"nat"`
 	VirtualIP string `json:"virtual_ip"`
 	MOBIKE    bool   `json:"mobike"`
 	IKESPIi   string `json:"ike_spi_i"`
+	Proposal  string `json:"proposal"` // the IKE SA's
 	Children  []struct {
 		SPIIn      json.RawMessage `json:"spi_in"`
 		SPIOut     json.RawMessage `json:"spi_out"`
