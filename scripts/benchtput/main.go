@@ -51,6 +51,7 @@ type config struct {
 	udpDown    bool
 	profileDir string
 	logDir     string
+	counts     bool // perf stat system calls and context switches of each tunnel process
 }
 
 func main() {
@@ -89,6 +90,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
 	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
+	countsFlag := fs.String("counts", envDefault("COUNTS", "0"), "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
 	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -129,6 +131,13 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 			cfg.udpSizes = append(cfg.udpSizes, n)
 		}
 	}
+	switch *countsFlag {
+	case "1", "true", "yes":
+		cfg.counts = true
+	case "0", "false", "no":
+	default:
+		return cfg, fmt.Errorf("COUNTS/-counts %q: want 1 or 0", *countsFlag)
+	}
 	switch *udpDown {
 	case "1", "true", "yes":
 		cfg.udpDown = true
@@ -156,6 +165,8 @@ type measurement struct {
 	// dropped at UDP sockets during the test: the tunnel's sockets, and
 	// in UDP tests iperf3's own socket in the client namespace too.
 	drops udpDrops
+	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
+	counts []counts
 }
 
 func bench(ctx context.Context, cfg config) error {
@@ -255,7 +266,7 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		m, err := measure(ctx, l, t, tt, cfg.duration)
+		m, err := measure(ctx, l, t, tt, cfg.duration, cfg.counts)
 		if err != nil {
 			out.errs = append(out.errs, err)
 			fmt.Fprintf(os.Stderr, "rep %d %s %s: ERROR %v\n", rep, kindLabel[kind], tt.name, err)
@@ -263,13 +274,16 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		}
 		out.results[tt.name] = m
 		fmt.Fprintf(os.Stderr, "rep %d %s %s: %s\n", rep, kindLabel[kind], tt.name, describe(tt, m))
+		if cfg.counts {
+			fmt.Fprintf(os.Stderr, "rep %d %s %s: %s\n", rep, kindLabel[kind], tt.name, describeCounts(tt, m, []string{"gateway", "client"}))
+		}
 	}
 	return out
 }
 
 // measure runs one test against a fresh one-off iperf3 server, so that a
 // run that hung cannot leave the server busy for the next.
-func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration) (measurement, error) {
+func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration, count bool) (measurement, error) {
 	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
 	if err != nil {
 		return measurement{}, err
@@ -283,7 +297,25 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
+	var counters []*perfCounter
+	if count {
+		for _, pid := range t.pids {
+			c, err := startCounter(pid)
+			if err != nil {
+				return measurement{}, err
+			}
+			counters = append(counters, c)
+		}
+	}
 	r, err := runIperf(ctx, l, tt, d)
+	var cs []counts
+	for _, c := range counters {
+		v, cerr := c.stop()
+		if cerr != nil && err == nil {
+			err = cerr
+		}
+		cs = append(cs, v)
+	}
 	if err != nil {
 		srv.Stop()
 		if o := strings.TrimSpace(srv.Output()); o != "" {
@@ -299,7 +331,7 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore)}, nil
+	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), counts: cs}, nil
 }
 
 // tunnelDrops sums the UDP socket drops of the client and the gateway

@@ -75,7 +75,7 @@ func profiledRun(ctx context.Context, bin binaries, n int, tt test, cfg config, 
 	if err != nil {
 		return measurement{}, err
 	}
-	m, err := measure(ctx, l, t, tt, cfg.duration)
+	m, err := measure(ctx, l, t, tt, cfg.duration, false)
 	if err != nil {
 		return m, err
 	}

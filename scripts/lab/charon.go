@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -330,7 +331,9 @@ func ParseListSAs(out string) ([]IKESA, error) {
 		}
 		if child == nil {
 			if m := reEndpoint.FindStringSubmatch(line); m != nil {
-				ap, err := netip.ParseAddrPort(m[3] + ":" + m[4])
+				// net.JoinHostPort brackets an IPv6 address, as
+				// ParseAddrPort wants it; swanctl prints addr[port].
+				ap, err := netip.ParseAddrPort(net.JoinHostPort(m[3], m[4]))
 				if err != nil {
 					return nil, fmt.Errorf("list-sas: %q: %w", line, err)
 				}

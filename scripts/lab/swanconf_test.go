@@ -137,3 +137,18 @@ func TestParseListSAsEAP(t *testing.T) {
 		t.Errorf("got %+v", a)
 	}
 }
+
+// swanctl prints IPv6 endpoints as addr[port] too; the parser must
+// bracket them before parsing (the IPv6 rekey test hit this).
+func TestParseListSAsIPv6(t *testing.T) {
+	sas, err := ParseListSAs(`gw: #1, ESTABLISHED, IKEv2, 4d9aa8eb4b94ea11_i 0bbf89a98fd39b1f_r*
+  local  'vpn.example.com' @ 2001:db8:113::10[4500]
+  remote 'alice@example.com' @ 2001:db8:20::2[4500] [10.99.200.1]
+`)
+	if err != nil || len(sas) != 1 {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	if a := sas[0]; a.Local != netip.MustParseAddrPort("[2001:db8:113::10]:4500") || a.Remote != netip.MustParseAddrPort("[2001:db8:20::2]:4500") {
+		t.Errorf("got %+v", a)
+	}
+}
