@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/tun"
 )
 
 // DefaultSocket is where the client daemon listens unless told otherwise.
@@ -84,6 +85,7 @@ func Start(opts Options) (*Daemon, error) {
 	// A daemon that died with a lockdown left its rules (fail closed);
 	// this one has no connection yet, so they are nobody's.
 	liftLeftoverLockdown(log)
+	restoreLeftoverDNS(log)
 	d := &Daemon{m: m, autoExit: opts.AutoExit, idleTimeout: opts.IdleTimeout, log: log}
 	if d.idleTimeout <= 0 {
 		d.idleTimeout = 30 * time.Second
@@ -279,4 +281,20 @@ func logEvent(log *slog.Logger, ev Event) {
 		attrs = append(attrs, "took_ms", ev.TookMS)
 	}
 	log.Info(ev.Event, attrs...)
+}
+
+// restoreLeftoverDNS undoes the DNS settings of a daemon that died without
+// cleaning up (its resolv.conf rewrite, its resolvconf record).
+func restoreLeftoverDNS(log *slog.Logger) {
+	done, err := tun.RestoreDNS(tun.DefaultStateDir)
+	for _, p := range done {
+		log.Info("DNS settings of an earlier run restored", "state", p)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrPermission):
+		log.Debug("DNS leftovers not checked", "err", err)
+	default:
+		log.Warn("DNS leftovers", "err", err)
+	}
 }
