@@ -9,6 +9,7 @@ import (
 
 	"github.com/roam-vpn/roam/daemon"
 	"github.com/roam-vpn/roam/internal/lockdown"
+	"github.com/roam-vpn/roam/tun"
 )
 
 func disconnectCommand() *cli.Command {
@@ -38,6 +39,14 @@ func disconnectCommand() *cli.Command {
 					}
 					if had {
 						fmt.Fprintln(c.App.Writer, "removed leftover lockdown rules")
+					}
+					// And its DNS settings (a rewritten resolv.conf).
+					restored, err := tun.RestoreDNS(tun.DefaultStateDir)
+					if err != nil && !errors.Is(err, os.ErrPermission) {
+						return fmt.Errorf("disconnect: %w", err)
+					}
+					if len(restored) > 0 {
+						fmt.Fprintln(c.App.Writer, "restored leftover DNS settings")
 					}
 					return nil
 				}

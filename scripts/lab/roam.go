@@ -184,9 +184,11 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 type RoamGatewayConfig struct {
 	Auth string // psk | pubkey
 	PSK  string // alice's PSK
-	PKI  *PKI
-	IKE  []string
-	ESP  []string
+	// DNSDomains writes dns_domains (RFC 8598 INTERNAL_DNS_DOMAIN).
+	DNSDomains []string
+	PKI        *PKI
+	IKE        []string
+	ESP        []string
 
 	// EAPPassword, with Auth pubkey: alice logs in with EAP-MSCHAPv2
 	// (user ClientID) instead of a certificate.
@@ -233,6 +235,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	}
 	fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(orDefault(g.IKE, DefaultIKE)), tomlList(orDefault(g.ESP, DefaultESP)))
 	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = [%q]\nmobike = true\n", VirtualIPPool.String(), ProtectedNet.String())
+	if len(g.DNSDomains) > 0 {
+		fmt.Fprintf(&b, "dns_domains = %s\n", tomlList(g.DNSDomains))
+	}
 	if g.ReauthTime > 0 {
 		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
 	}
