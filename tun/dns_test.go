@@ -167,3 +167,25 @@ func TestResolvedLinkConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreDNSLiveOwner: undo state of a process that still runs (here
+// PID 1) is that process's own, so a restore leaves the file and the state.
+func TestRestoreDNSLiveOwner(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "resolv.conf")
+	os.WriteFile(path, []byte("nameserver 10.99.0.53\n"), 0o644)
+	u := DNSUndo{Method: "file", Path: path, Original: "nameserver 192.0.2.53\n", Existed: true, Written: "nameserver 10.99.0.53\n", PID: 1}
+	if err := SaveDNSUndo(DNSStatePath(dir, "corp"), u); err != nil {
+		t.Fatal(err)
+	}
+	done, err := RestoreDNS(dir)
+	if err != nil || len(done) != 0 {
+		t.Fatalf("restored %v, %v; want nothing", done, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "nameserver 10.99.0.53\n" {
+		t.Errorf("a live owner's resolv.conf changed: %q", b)
+	}
+	if _, err := os.Stat(DNSStatePath(dir, "corp")); err != nil {
+		t.Errorf("a live owner's state removed: %v", err)
+	}
+}
