@@ -85,6 +85,11 @@ type conn struct {
 	routes     map[netip.Prefix]bool
 	dns        []netip.Addr
 	dnsDomains []string
+	// dnsShown is what status reports of the DNS settings; under mu.
+	dnsShown struct {
+		servers, domains []string
+		method           string
+	}
 
 	// suspendCause is why the state is suspended: mobility's reason, then
 	// the error of each path test that failed since (health.go).
@@ -448,7 +453,15 @@ func (c *conn) install(s *session) error {
 			c.dp.RemovePeer(s.peer)
 			return err
 		default:
-			c.log.Info("DNS applied", "servers", est.DNS, "domains", domains, "default_route", full, "method", c.dev.DNSMethod())
+			method := c.dev.DNSMethod()
+			c.log.Info("DNS applied", "servers", est.DNS, "domains", domains, "default_route", full, "method", method)
+			var servers []string
+			for _, a := range est.DNS {
+				servers = append(servers, a.String())
+			}
+			c.mu.Lock()
+			c.dnsShown.servers, c.dnsShown.domains, c.dnsShown.method = servers, domains, method
+			c.mu.Unlock()
 		}
 		c.dns = slices.Clone(est.DNS)
 		c.dnsDomains = slices.Clone(est.DNSDomains)
@@ -762,9 +775,10 @@ func (c *conn) Status() Status {
 	c.mu.Lock()
 	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
 	attempt, lastErr := c.attempt, c.lastErr
+	dns := c.dnsShown
 	c.mu.Unlock()
 	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
-		ReconnectAttempt: attempt, LastError: lastErr}
+		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method}
 	c.lockdownStatus(&st)
 	if est == nil {
 		return st

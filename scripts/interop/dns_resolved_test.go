@@ -184,6 +184,9 @@ kill $!
 	if defRoute {
 		t.Error("split tunnel's link is resolved's default route")
 	}
+	if st := connected(t, r, "corp"); st.DNSMethod != "resolved" || !slices.Equal(st.DNSServers, []string{"10.99.0.53"}) || !slices.Equal(st.DNSDomains, []string{"corp.example", "lab.example"}) {
+		t.Errorf("status: dns_method %q servers %v domains %v; want resolved, 10.99.0.53, corp.example lab.example", st.DNSMethod, st.DNSServers, st.DNSDomains)
+	}
 	if b, _ := os.ReadFile(filepath.Join("/etc/netns", l.NS(lab.Client), "resolv.conf")); string(b) != lab.ResolvConf {
 		t.Errorf("resolv.conf rewritten with resolved running: %q", b)
 	}

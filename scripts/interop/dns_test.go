@@ -56,6 +56,9 @@ func TestDNSResolvConfCrash(t *testing.T) {
 		t.Fatalf("connect: %v\n%s", err, out)
 	}
 	applied("connected")
+	if st := connected(t, r, "corp"); st.DNSMethod != "file" {
+		t.Errorf("status: dns_method %q, want file", st.DNSMethod)
+	}
 
 	pids := r.Processes()
 	if len(pids) == 0 {

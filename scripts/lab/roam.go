@@ -380,6 +380,9 @@ type Status struct {
 	// LockdownGateways.
 	Lockdown         bool     `json:"lockdown"`
 	LockdownGateways []string `json:"lockdown_gateways"`
+	DNSServers       []string `json:"dns_servers"`
+	DNSDomains       []string `json:"dns_domains"`
+	DNSMethod        string   `json:"dns_method"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
