@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,4 +117,32 @@ func deadOrZombie(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
+}
+
+// TestDNSDomainsFromStrongSwan: a strongSwan gateway's RFC 8598 domains
+// (a pool attribute 25) reach the client's resolver like roam gateway's.
+func TestDNSDomainsFromStrongSwan(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	conn := lab.GatewayConn("psk", goodPSK, nil, nil)
+	conn.DNSDomains = []string{"corp.example"}
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	p := lab.LabProfile("psk", goodPSK, pki, nil)
+	p.DNS = true
+	r := roamClient(t, l, bin, p)
+	if out, err := r.Connect("corp", 30*time.Second); err != nil {
+		t.Fatalf("connect: %v\n%s", err, out)
+	}
+	st := connected(t, r, "corp")
+	if !slices.Equal(st.DNSDomains, []string{"corp.example"}) || len(st.DNSServers) == 0 {
+		t.Errorf("status: dns_servers %v dns_domains %v; want strongSwan's server and corp.example", st.DNSServers, st.DNSDomains)
+	}
+	b, _ := os.ReadFile(filepath.Join("/etc/netns", l.NS(lab.Client), "resolv.conf"))
+	if !strings.Contains(string(b), "search corp.example") {
+		t.Errorf("resolv.conf lacks the domain:\n%s", b)
+	}
 }
