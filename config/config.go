@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,9 +51,15 @@ type Profile struct {
 	ESP         []Proposal
 	RemoteTS    []netip.Prefix
 	VirtualIP   bool
-	DNS         bool
-	MOBIKE      bool
-	Interfaces  []string
+	// DNS applies the gateway's DNS servers (default on; they are only
+	// applied when the gateway sends some).
+	DNS bool
+	// DNSDomains are routed to the gateway's DNS servers (split DNS),
+	// besides those the gateway sends (RFC 8598): lower case, no trailing
+	// dot, no "~".
+	DNSDomains []string
+	MOBIKE     bool
+	Interfaces []string
 	// Fragmentation offers RFC 7383 IKE fragmentation (default on); off
 	// only for a gateway that mishandles it.
 	Fragmentation bool
@@ -204,8 +211,10 @@ type Gateway struct {
 	ESP     []Proposal
 	Pool    netip.Prefix
 	DNS     []netip.Addr
-	LocalTS []netip.Prefix
-	MOBIKE  bool
+	// DNSDomains go to clients as RFC 8598 INTERNAL_DNS_DOMAIN.
+	DNSDomains []string
+	LocalTS    []netip.Prefix
+	MOBIKE     bool
 	// Fragmentation accepts RFC 7383 IKE fragmentation (default on).
 	Fragmentation bool
 	// DPDDelay: a client silent for this long is tested, and its SAs are
@@ -266,6 +275,7 @@ type rawProfile struct {
 	RemoteTS      []string `toml:"remote_ts"`
 	VirtualIP     *bool    `toml:"virtual_ip"`
 	DNS           *bool    `toml:"dns"`
+	DNSDomains    []string `toml:"dns_domains"`
 	MOBIKE        *bool    `toml:"mobike"`
 	Interfaces    []string `toml:"interfaces"`
 	Fragmentation *bool    `toml:"fragmentation"`
@@ -315,6 +325,7 @@ type rawGateway struct {
 	ESP           []string    `toml:"esp"`
 	Pool          string      `toml:"pool"`
 	DNS           []string    `toml:"dns"`
+	DNSDomains    []string    `toml:"dns_domains"`
 	LocalTS       []string    `toml:"local_ts"`
 	MOBIKE        *bool       `toml:"mobike"`
 	Fragmentation *bool       `toml:"fragmentation"`
@@ -547,7 +558,7 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		Key:           r.Key,
 		CA:            r.CA,
 		VirtualIP:     boolOr(r.VirtualIP, true),
-		DNS:           boolOr(r.DNS, false),
+		DNS:           boolOr(r.DNS, true),
 		MOBIKE:        boolOr(r.MOBIKE, true),
 		Interfaces:    r.Interfaces,
 		Fragmentation: boolOr(r.Fragmentation, true),
@@ -557,6 +568,11 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		LockdownLAN:   boolOr(r.LockdownLAN, false),
 		LockdownIPv6:  boolOr(r.LockdownIPv6, false),
 	}
+	domains, err := parseDNSDomains(r.DNSDomains)
+	if err != nil {
+		return nil, err
+	}
+	p.DNSDomains = domains
 	if !p.Lockdown && r.LockdownLAN != nil {
 		return nil, errors.New("lockdown_lan: needs lockdown = true")
 	}
@@ -744,6 +760,9 @@ func (r *rawGateway) validate() (*Gateway, error) {
 			return nil, fmt.Errorf("dns[%d]: %q is not an IP address", i, s)
 		}
 		g.DNS = append(g.DNS, a)
+	}
+	if g.DNSDomains, err = parseDNSDomains(r.DNSDomains); err != nil {
+		return nil, err
 	}
 	ts := r.LocalTS
 	if len(ts) == 0 {
@@ -961,4 +980,38 @@ func checkClientTS(g *Gateway) error {
 		}
 	}
 	return nil
+}
+
+// parseDNSDomains checks dns_domains: DNS names, a leading "~" (resolved's
+// spelling of a routing domain) and a trailing dot tolerated; returns them
+// in lower case without either.
+func parseDNSDomains(in []string) ([]string, error) {
+	var out []string
+	for i, d := range in {
+		name := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(d, "~"), "."))
+		if !validDomain(name) {
+			return nil, fmt.Errorf("dns_domains[%d]: %q is not a DNS domain", i, d)
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+func validDomain(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,7 +149,7 @@ psk_file = "` + psk + `"
 			if p.Gateway != "198.51.100.1" || p.GatewayPort != 500 || string(p.PSK) != "s3cret" || p.Auth != "psk" {
 				t.Errorf("got %+v", p)
 			}
-			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || p.DNS || !p.AllowNAT {
+			if len(p.RemoteTS) != 2 || p.RemoteTS[0] != netip.MustParsePrefix("0.0.0.0/0") || !p.MOBIKE || !p.VirtualIP || !p.DNS || !p.AllowNAT {
 				t.Errorf("defaults wrong: %+v", p)
 			}
 			if len(p.IKE) != len(DefaultIKE) || len(p.ESP) != len(DefaultESP) {
@@ -227,6 +228,18 @@ psk_file = "` + psk + `"
 				t.Error("fragmentation = false ignored")
 			}
 		}},
+		{name: "dns off", body: base + "dns = false\n", check: func(t *testing.T, p *Profile) {
+			if p.DNS {
+				t.Error("dns = false ignored")
+			}
+		}},
+		{name: "dns domains", body: base + "dns_domains = [\"Corp.Example.\", \"~lab.example\", \"corp.example\"]\n", check: func(t *testing.T, p *Profile) {
+			if !slices.Equal(p.DNSDomains, []string{"corp.example", "lab.example"}) {
+				t.Errorf("dns_domains %v", p.DNSDomains)
+			}
+		}},
+		{name: "bad dns domain", body: base + "dns_domains = [\"corp example\"]\n", wantErr: `dns_domains[0]: "corp example" is not a DNS domain`},
+		{name: "empty dns domain", body: base + "dns_domains = [\"~\"]\n", wantErr: `dns_domains[0]: "~" is not a DNS domain`},
 		{name: "fragmentation not a bool", body: base + "fragmentation = \"no\"\n", wantErr: "fragmentation"},
 		{name: "mobility windows", body: base + "dead_after = \"400ms\"\noutage_limit = \"2m\"\n", check: func(t *testing.T, p *Profile) {
 			if p.DeadAfter != 400*time.Millisecond || p.OutageLimit != 2*time.Minute {
@@ -350,6 +363,7 @@ psk_file = "` + psk + `"
 		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
 		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
 		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
+		{name: "bad dns_domains", body: strings.Replace(base, "[gateway]\n", "[gateway]\ndns_domains = [\"a..b\"]\n", 1), wantErr: `dns_domains[0]: "a..b" is not a DNS domain`},
 		{name: "bad pool", body: strings.Replace(base, `"10.99.200.0/24"`, `"pool"`, 1), wantErr: "pool:"},
 		{name: "client without psk", body: strings.Replace(base, `psk_file = "`+psk+`"`, "", 1), wantErr: "clients[0].psk_file: missing"},
 		{name: "no gateway table", body: "x = 1\n", wantErr: "unknown key"},

@@ -82,9 +82,15 @@ type conn struct {
 	// told us), tried by a reconnect when the configured one has no route.
 	altGateways []netip.AddrPort
 	// What the TUN device carries, across SAs.
-	vips   []netip.Prefix
-	routes map[netip.Prefix]bool
-	dns    []netip.Addr
+	vips       []netip.Prefix
+	routes     map[netip.Prefix]bool
+	dns        []netip.Addr
+	dnsDomains []string
+	// dnsShown is what status reports of the DNS settings; under mu.
+	dnsShown struct {
+		servers, domains []string
+		method           string
+	}
 
 	// suspendCause is why the state is suspended: mobility's reason, then
 	// the error of each path test that failed since (health.go).
@@ -135,6 +141,7 @@ type tunDevice interface {
 	RemoveAddress(netip.Prefix) error
 	AddRoutes(ps []netip.Prefix, mark uint32, table int) error
 	SetDNS(tun.DNSOptions) error
+	DNSMethod() string
 	Close() error
 }
 
@@ -458,16 +465,36 @@ func (c *conn) install(s *session) error {
 		c.dp.RemovePeer(s.peer)
 		return err
 	}
-	if c.profile.DNS && len(est.DNS) > 0 && !slices.Equal(est.DNS, c.dns) {
+	if c.profile.DNS && len(est.DNS) > 0 && (!slices.Equal(est.DNS, c.dns) || !slices.Equal(est.DNSDomains, c.dnsDomains)) {
 		full := false
 		for r := range c.routes {
 			full = full || r.Bits() == 0
 		}
-		if err := c.dev.SetDNS(tun.DNSOptions{Servers: est.DNS, FullTunnel: full}); err != nil {
+		domains := dnsDomains(c.profile.DNSDomains, est.DNSDomains)
+		if !full && len(domains) == 0 {
+			c.log.Warn("split tunnel without DNS domains: no names go to the gateway's DNS servers; list them in dns_domains", "servers", est.DNS)
+		}
+		err := c.dev.SetDNS(tun.DNSOptions{Servers: est.DNS, Domains: domains, FullTunnel: full, Name: c.profile.Name})
+		switch {
+		case errors.Is(err, tun.ErrResolvConfManaged):
+			// Not ours to rewrite; the tunnel is still worth having.
+			c.log.Warn("DNS servers not applied", "err", err)
+		case err != nil:
 			c.dp.RemovePeer(s.peer)
 			return err
+		default:
+			method := c.dev.DNSMethod()
+			c.log.Info("DNS applied", "servers", est.DNS, "domains", domains, "default_route", full, "method", method)
+			var servers []string
+			for _, a := range est.DNS {
+				servers = append(servers, a.String())
+			}
+			c.mu.Lock()
+			c.dnsShown.servers, c.dnsShown.domains, c.dnsShown.method = servers, domains, method
+			c.mu.Unlock()
 		}
 		c.dns = slices.Clone(est.DNS)
+		c.dnsDomains = slices.Clone(est.DNSDomains)
 	}
 	if est.UDPEncap || est.NATLocal {
 		s.peer.SetKeepalive(keepaliveInterval)
@@ -781,9 +808,10 @@ func (c *conn) Status() Status {
 	c.mu.Lock()
 	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
 	attempt, lastErr := c.attempt, c.lastErr
+	dns := c.dnsShown
 	c.mu.Unlock()
 	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
-		ReconnectAttempt: attempt, LastError: lastErr}
+		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method}
 	c.lockdownStatus(&st)
 	if est == nil {
 		return st
@@ -979,6 +1007,18 @@ func selectorsToPrefixes(ts []wire.TrafficSelector) []netip.Prefix {
 	var out []netip.Prefix
 	for _, t := range ts {
 		out = append(out, wire.RangePrefixes(t.Start, t.End)...)
+	}
+	return out
+}
+
+// dnsDomains merges the profile's dns_domains with the gateway's (RFC
+// 8598), the profile's first, without repeats.
+func dnsDomains(profile, gateway []string) []string {
+	out := slices.Clone(profile)
+	for _, d := range gateway {
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/internal/undo"
+	"github.com/roam-vpn/roam/tun"
 )
 
 // DefaultSocket is where the client daemon listens unless told otherwise.
@@ -86,6 +87,7 @@ func Start(opts Options) (*Daemon, error) {
 	// A daemon killed on this socket left its rules, routes and lockdown
 	// (fail closed); this one has no connection yet, so they are nobody's.
 	recoverLeftovers(state, log)
+	restoreLeftoverDNS(log)
 	d := &Daemon{m: m, autoExit: opts.AutoExit, idleTimeout: opts.IdleTimeout, log: log}
 	if d.idleTimeout <= 0 {
 		d.idleTimeout = 30 * time.Second
@@ -285,4 +287,20 @@ func logEvent(log *slog.Logger, ev Event) {
 		attrs = append(attrs, "took_ms", ev.TookMS)
 	}
 	log.Info(ev.Event, attrs...)
+}
+
+// restoreLeftoverDNS undoes the DNS settings of a daemon that died without
+// cleaning up (its resolv.conf rewrite, its resolvconf record).
+func restoreLeftoverDNS(log *slog.Logger) {
+	done, err := tun.RestoreDNS(tun.DefaultStateDir)
+	for _, p := range done {
+		log.Info("DNS settings of an earlier run restored", "state", p)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrPermission):
+		log.Debug("DNS leftovers not checked", "err", err)
+	default:
+		log.Warn("DNS leftovers", "err", err)
+	}
 }

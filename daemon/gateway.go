@@ -125,8 +125,9 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 		// What one client, or everyone together, can make us hold.
 		MaxIKESAs: g.MaxIKESAs, MaxIKESAsPerIdentity: g.MaxIKESAsPerClient,
 		MaxChildSAs: g.MaxChildSAs, HalfOpenPerSource: g.HalfOpenPerSource,
-		DNS:    g.DNS,
-		MOBIKE: g.MOBIKE,
+		DNS:        g.DNS,
+		DNSDomains: g.DNSDomains,
+		MOBIKE:     g.MOBIKE,
 		// MOBIKE (RFC 4555): our other listen addresses are announced,
 		// clients may move only to addresses we can answer from, and ESP
 		// follows a move to a new address after the return routability

@@ -80,6 +80,7 @@ func (d *fakeDevice) AddRoutes(ps []netip.Prefix, mark uint32, table int) error 
 }
 
 func (d *fakeDevice) SetDNS(tun.DNSOptions) error { return nil }
+func (d *fakeDevice) DNSMethod() string           { return "" }
 
 func (d *fakeDevice) Close() error {
 	d.mu.Lock()

@@ -108,6 +108,12 @@ type Status struct {
 	// are the gateway addresses it lets IKE and ESP out to.
 	Lockdown         bool     `json:"lockdown,omitempty"`
 	LockdownGateways []string `json:"lockdown_gateways,omitempty"`
+	// DNS as applied: the gateway's servers, the routing domains (the
+	// profile's and the gateway's) and how ("resolved", "resolvconf",
+	// "file"); empty when none were applied.
+	DNSServers []string `json:"dns_servers,omitempty"`
+	DNSDomains []string `json:"dns_domains,omitempty"`
+	DNSMethod  string   `json:"dns_method,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/roam-vpn/roam/ike/wire"
@@ -16,11 +17,40 @@ const (
 	cfgIP4DNS     = 3
 	cfgIP6Address = 8
 	cfgIP6DNS     = 10
+	// cfgDNSDomain is RFC 8598 INTERNAL_DNS_DOMAIN: a domain whose names
+	// the peer's DNS servers answer (split DNS).
+	cfgDNSDomain = 25
 )
 
-// parseCPReply extracts the assigned addresses and DNS servers; malformed
-// attributes are skipped.
-func parseCPReply(c *wire.Config) (vips, dns []netip.Addr) {
+// maxDNSDomainLen bounds one INTERNAL_DNS_DOMAIN value: a DNS name is at
+// most 253 characters in presentation form.
+const maxDNSDomainLen = 253
+
+// parseDNSDomain checks an INTERNAL_DNS_DOMAIN value (RFC 8598 4: an FQDN
+// without the trailing dot, no NUL, no wildcard) and returns it in
+// lower case; ok is false for a value to skip.
+func parseDNSDomain(v []byte) (string, bool) {
+	if len(v) == 0 || len(v) > maxDNSDomainLen {
+		return "", false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(string(v), "."), ".") {
+		if label == "" || len(label) > 63 {
+			return "", false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+			if !ok {
+				return "", false
+			}
+		}
+	}
+	return strings.ToLower(strings.TrimSuffix(string(v), ".")), true
+}
+
+// parseCPReply extracts the assigned addresses, DNS servers and DNS
+// domains; malformed attributes are skipped.
+func parseCPReply(c *wire.Config) (vips, dns []netip.Addr, domains []string) {
 	for _, a := range c.Attributes {
 		switch a.Type {
 		case cfgIP4Address:
@@ -39,13 +69,17 @@ func parseCPReply(c *wire.Config) (vips, dns []netip.Addr) {
 			if len(a.Value) == 16 {
 				dns = append(dns, netip.AddrFrom16([16]byte(a.Value)))
 			}
+		case cfgDNSDomain:
+			if d, ok := parseDNSDomain(a.Value); ok && !slices.Contains(domains, d) {
+				domains = append(domains, d)
+			}
 		}
 	}
-	return vips, dns
+	return vips, dns, domains
 }
 
 // cpRequested reports which address families a CFG_REQUEST asks for.
-func cpRequested(c *wire.Config) (v4, v6, dns4, dns6 bool) {
+func cpRequested(c *wire.Config) (v4, v6, dns4, dns6, domains bool) {
 	for _, a := range c.Attributes {
 		switch a.Type {
 		case cfgIP4Address:
@@ -56,12 +90,17 @@ func cpRequested(c *wire.Config) (v4, v6, dns4, dns6 bool) {
 			dns4 = true
 		case cfgIP6DNS:
 			dns6 = true
+		case cfgDNSDomain:
+			domains = true
 		}
 	}
 	return
 }
 
-func cpReply(vips []netip.Addr, dns []netip.Addr, dns4, dns6 bool) *wire.Config {
+// cpReply answers a CFG_REQUEST. Domains go out only when asked for (RFC
+// 8598 4: a responder sends INTERNAL_DNS_DOMAIN only in reply to a request
+// that carries it).
+func cpReply(vips []netip.Addr, dns []netip.Addr, domains []string, dns4, dns6, wantDomains bool) *wire.Config {
 	c := &wire.Config{CfgType: wire.CfgReply}
 	for _, a := range vips {
 		if a.Is4() {
@@ -76,6 +115,11 @@ func cpReply(vips []netip.Addr, dns []netip.Addr, dns4, dns6 bool) *wire.Config 
 		}
 		if d.Is6() && dns6 {
 			c.Attributes = append(c.Attributes, wire.ConfigAttribute{Type: cfgIP6DNS, Value: d.AsSlice()})
+		}
+	}
+	if wantDomains {
+		for _, d := range domains {
+			c.Attributes = append(c.Attributes, wire.ConfigAttribute{Type: cfgDNSDomain, Value: []byte(d)})
 		}
 	}
 	return c

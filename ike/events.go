@@ -33,6 +33,9 @@ type Established struct {
 	// responder: the addresses assigned to the peer.
 	VirtualIPs []netip.Addr
 	DNS        []netip.Addr
+	// DNSDomains (initiator): the gateway's RFC 8598 INTERNAL_DNS_DOMAIN
+	// values, lower case without the trailing dot.
+	DNSDomains []string
 	// AuthLifetime (initiator): the gateway's RFC 4478 AUTH_LIFETIME,
 	// within which we must authenticate again (reauth.go); 0: none sent.
 	// Responder: the lifetime we announced.

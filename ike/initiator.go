@@ -611,7 +611,7 @@ func (sa *SA) establishedEvent() *Established {
 		NATLocal: sa.natLocal, NATRemote: sa.natRemote, UDPEncap: sa.natSupported && (sa.natLocal || sa.natRemote || sa.forcedEncap),
 		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
-		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), AuthLifetime: sa.authLifetime,
+		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.authLifetime,
 		InitialContact: sa.initialContact,
 	}
 }
@@ -633,7 +633,7 @@ func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
 			}
 		case *wire.Config:
 			if p.CfgType == wire.CfgReply {
-				sa.vips, sa.dns = parseCPReply(p)
+				sa.vips, sa.dns, sa.dnsDomains = parseCPReply(p)
 			}
 		}
 	}

@@ -170,5 +170,5 @@ func cpRequest(want []netip.Addr) *wire.Config {
 		}
 	}
 	return &wire.Config{CfgType: wire.CfgRequest, Attributes: []wire.ConfigAttribute{
-		v4, {Type: cfgIP4DNS}, v6, {Type: cfgIP6DNS}}}
+		v4, {Type: cfgIP4DNS}, v6, {Type: cfgIP6DNS}, {Type: cfgDNSDomain}}}
 }

@@ -78,7 +78,7 @@ func TestCPRequest(t *testing.T) {
 				got6 = a.Value
 			}
 		}
-		if !slices.Equal(types, []uint16{cfgIP4Address, cfgIP4DNS, cfgIP6Address, cfgIP6DNS}) ||
+		if !slices.Equal(types, []uint16{cfgIP4Address, cfgIP4DNS, cfgIP6Address, cfgIP6DNS, cfgDNSDomain}) ||
 			!slices.Equal(got4, tt.wantV4) || !slices.Equal(got6, tt.wantV6) {
 			t.Errorf("%s: attributes %+v", tt.name, c.Attributes)
 		}

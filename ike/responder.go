@@ -33,6 +33,8 @@ type ResponderConfig struct {
 	LocalTS  []netip.Prefix // default 0.0.0.0/0 and ::/0
 	Pool     *Pool
 	DNS      []netip.Addr
+	// DNSDomains go to clients that ask for INTERNAL_DNS_DOMAIN (RFC 8598).
+	DNSDomains []string
 	// PeerTS returns the prefixes an initiator may use as inner sources
 	// besides the addresses it leased from Pool (the subnet behind a site).
 	// A client's TSi is narrowed to those two, whatever it asks for: a
@@ -837,10 +839,10 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 		return nil, wire.NotifyNoProposalChosen
 	}
 	var vips []netip.Addr
-	var d4, d6 bool
+	var d4, d6, dd bool
 	if cp != nil {
 		var v4, v6 bool
-		v4, v6, d4, d6 = cpRequested(cp)
+		v4, v6, d4, d6, dd = cpRequested(cp)
 		for _, fam := range []struct{ want, v6 bool }{{v4, false}, {v6, true}} {
 			if !fam.want || !r.cfg.Pool.Has(fam.v6) {
 				continue
@@ -890,7 +892,7 @@ func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType
 	sa.onDead = append(sa.onDead, release)
 	var out []wire.Payload
 	if cp != nil {
-		out = append(out, cpReply(vips, r.cfg.DNS, d4, d6))
+		out = append(out, cpReply(vips, r.cfg.DNS, r.cfg.DNSDomains, d4, d6, dd))
 	}
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], spiIn)

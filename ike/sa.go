@@ -284,6 +284,7 @@ type SA struct {
 	children     []ChildSA
 	vips         []netip.Addr
 	dns          []netip.Addr
+	dnsDomains   []string // RFC 8598 domains from the gateway's CP reply
 	established  bool
 	onDead       []func()
 	closeWaiters []chan struct{}

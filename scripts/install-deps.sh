@@ -13,6 +13,7 @@ pkgs=(
 	wireguard-tools
 	ca-certificates git
 	zsh fish groff-base
+	dbus-daemon systemd
 )
 
 missing=()
@@ -36,6 +37,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	if command -v systemctl >/dev/null && systemctl is-active --quiet strongswan 2>/dev/null; then
 		systemctl disable --now strongswan || true
 	fi
+fi
+
+# The split DNS tests run a real systemd-resolved against a private bus in a
+# throwaway namespace. Installing its package would turn this machine's
+# /etc/resolv.conf into a symlink to resolved's stub, so the package (the
+# version matching the installed systemd, whose library it links) is only
+# unpacked into a cache directory.
+resolved_dir=/var/cache/roam-lab/systemd-resolved
+if [ ! -x /lib/systemd/systemd-resolved ] && [ ! -x "$resolved_dir/lib/systemd/systemd-resolved" ] && [ "$(id -u)" -eq 0 ]; then
+	ver=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)
+	tmp=$(mktemp -d)
+	chmod 755 "$tmp"
+	if (cd "$tmp" && apt-get download -q "systemd-resolved${ver:+=$ver}" >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && apt-get download -q "systemd-resolved${ver:+=$ver}"; }); then
+		mkdir -p "$resolved_dir"
+		dpkg-deb -x "$tmp"/systemd-resolved_*.deb "$resolved_dir"
+		echo "install-deps: systemd-resolved unpacked into $resolved_dir (not installed)"
+	else
+		echo "install-deps: could not fetch systemd-resolved; the split DNS test will skip" >&2
+	fi
+	rm -rf "$tmp"
 fi
 
 if ! command -v go >/dev/null; then

@@ -1,38 +1,55 @@
 package tun
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
-// DNSOptions says how to apply DNS servers. ResolvConf is the file to
-// rewrite when systemd-resolved is not running; tests point it at a temp
-// file so they never touch the machine's own.
+// DNSOptions says which servers and domains to give the system resolver
+// for this device.
 type DNSOptions struct {
-	Servers    []netip.Addr
-	Domains    []string // routing domains; empty with FullTunnel means all names ("~.")
+	Servers []netip.Addr
+	// Domains are routed to Servers (split DNS): lower case, without "~".
+	Domains []string
+	// FullTunnel makes the device the resolver's default route: names
+	// outside Domains go to Servers too.
 	FullTunnel bool
-	ResolvConf string // default /etc/resolv.conf
-	// ResolvedSocket is where systemd-resolved listens; default its standard path.
-	ResolvedSocket string
+	// Name names the saved state (the profile's name); default the
+	// device's name.
+	Name string
+	// StateDir holds what a crash must undo (default DefaultStateDir).
+	StateDir string
+	// ResolvConf is the file to rewrite as the last resort; default
+	// /etc/resolv.conf. Tests point it at a temp file.
+	ResolvConf string
+	// Resolver forces a method: "" picks the first that works among
+	// "resolved", "resolvconf" and "file".
+	Resolver string
 }
 
+// DefaultStateDir is where undo state lives: a tmpfs that a reboot empties,
+// which is right, since what it undoes does not survive a reboot either.
+const DefaultStateDir = "/run/roam"
+
 type dnsState struct {
+	method  string
 	restore func() error
 }
 
-const resolvedSocket = "/run/systemd/resolve/io.systemd.Resolve"
+// ErrResolvConfManaged reports a resolv.conf that another program owns (a
+// symlink, as systemd-resolved, NetworkManager and resolvconf make it):
+// rewriting it would fight that program, so roam leaves it alone.
+var ErrResolvConfManaged = errors.New("resolv.conf is managed by another program")
 
-// SetDNS applies the servers through systemd-resolved when it runs (per link,
-// so it goes away with the device), otherwise by rewriting resolv.conf in
-// place after keeping its exact contents for Close. In place, not by rename:
-// resolv.conf is often a bind mount (containers, `ip netns`), where a rename
-// fails.
+// SetDNS gives the system resolver the servers, in this order of
+// preference: systemd-resolved over D-Bus (per link, so nothing outlives
+// the device), resolvconf/openresolv per interface, and last a rewrite of
+// resolv.conf whose original is saved under StateDir first, so that
+// RestoreDNS puts it back after a crash.
 func (d *Device) SetDNS(o DNSOptions) error {
 	if len(o.Servers) == 0 {
 		return nil
@@ -48,58 +65,62 @@ func (d *Device) SetDNS(o DNSOptions) error {
 		}
 		d.dns = nil
 	}
-	sock := o.ResolvedSocket
-	if sock == "" {
-		sock = resolvedSocket
+	if o.Name == "" {
+		o.Name = d.name
 	}
-	if _, err := os.Stat(sock); err == nil {
-		if _, err := exec.LookPath("resolvectl"); err == nil {
-			st, err := setResolved(d.name, o)
-			if err != nil {
-				return err
-			}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.ResolvConf == "" {
+		o.ResolvConf = "/etc/resolv.conf"
+	}
+	var errs []error
+	for _, m := range []string{"resolved", "resolvconf", "file"} {
+		if o.Resolver != "" && o.Resolver != m {
+			continue
+		}
+		var st *dnsState
+		var err error
+		switch m {
+		case "resolved":
+			st, err = setResolved(d.index, o)
+		case "resolvconf":
+			st, err = setResolvconf(d.name, o)
+		case "file":
+			st, err = setResolvConfFile(o)
+		}
+		if err == nil {
 			d.dns = st
 			return nil
 		}
-	}
-	path := o.ResolvConf
-	if path == "" {
-		path = "/etc/resolv.conf"
-	}
-	st, err := setResolvConf(path, o)
-	if err != nil {
-		return err
-	}
-	d.dns = st
-	return nil
-}
-
-func setResolved(ifname string, o DNSOptions) (*dnsState, error) {
-	args := []string{"dns", ifname}
-	for _, s := range o.Servers {
-		args = append(args, s.String())
-	}
-	if out, err := exec.Command("resolvectl", args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("resolvectl dns: %v: %s", err, bytes.TrimSpace(out))
-	}
-	domains := o.Domains
-	if len(domains) == 0 && o.FullTunnel {
-		domains = []string{"~."}
-	}
-	if len(domains) > 0 {
-		if out, err := exec.Command("resolvectl", append([]string{"domain", ifname}, domains...)...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("resolvectl domain: %v: %s", err, bytes.TrimSpace(out))
+		if !errors.Is(err, errUnavailable) {
+			return err
 		}
+		errs = append(errs, err)
 	}
-	return &dnsState{restore: func() error {
-		// The link's settings vanish with the device; revert anyway in case
-		// the device outlives this call.
-		exec.Command("resolvectl", "revert", ifname).Run()
-		return nil
-	}}, nil
+	return fmt.Errorf("tun: no way to set DNS: %w", errors.Join(errs...))
 }
 
-func setResolvConf(path string, o DNSOptions) (*dnsState, error) {
+// DNSMethod names how the device's DNS settings were applied ("" none).
+func (d *Device) DNSMethod() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dns == nil {
+		return ""
+	}
+	return d.dns.method
+}
+
+// errUnavailable marks a method that this machine does not offer, so the
+// next one is tried.
+var errUnavailable = errors.New("unavailable")
+
+func setResolvConfFile(o DNSOptions) (*dnsState, error) {
+	path := o.ResolvConf
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		target, _ := os.Readlink(path)
+		return nil, fmt.Errorf("%s is a symlink to %s: %w; not rewriting it", path, target, ErrResolvConfManaged)
+	}
 	orig, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -121,20 +142,28 @@ func setResolvConf(path string, o DNSOptions) (*dnsState, error) {
 			}
 		}
 	}
-	if err := writeInPlace(path, []byte(b.String())); err != nil {
+	written := []byte(b.String())
+	state := DNSUndo{Method: "file", Path: path, Original: string(orig), Existed: existed, Written: string(written)}
+	statePath := DNSStatePath(o.StateDir, o.Name)
+	// The original goes to disk before the file changes: a crash between
+	// the two leaves an undo that finds the file unchanged and drops itself.
+	if err := SaveDNSUndo(statePath, state); err != nil {
 		return nil, err
 	}
-	return &dnsState{restore: func() error {
-		if !existed {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("remove %s: %w", path, err)
-			}
-			return nil
+	if err := writeInPlace(path, written); err != nil {
+		os.Remove(statePath)
+		return nil, err
+	}
+	return &dnsState{method: "file", restore: func() error {
+		if err := state.Undo(); err != nil {
+			return err
 		}
-		return writeInPlace(path, orig)
+		return removeState(statePath)
 	}}, nil
 }
 
+// writeInPlace rewrites path without renaming: resolv.conf is often a bind
+// mount (containers, `ip netns`), where a rename fails.
 func writeInPlace(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -145,4 +174,16 @@ func writeInPlace(path string, data []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+func removeState(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// DNSStatePath is the undo file of one profile's DNS settings.
+func DNSStatePath(dir, name string) string {
+	return filepath.Join(dir, name+".dns.json")
 }

@@ -41,61 +41,6 @@ func TestMTUFor(t *testing.T) {
 	}
 }
 
-func TestResolvConfSaveRestore(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "resolv.conf")
-	orig := "nameserver 192.0.2.53\nsearch example.net\n"
-	if err := os.WriteFile(path, []byte(orig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name       string
-		full       bool
-		wantLines  []string
-		wantAbsent []string
-	}{
-		{"full tunnel", true, []string{"nameserver 10.99.0.53", "search corp.example"}, []string{"192.0.2.53"}},
-		{"split tunnel", false, []string{"nameserver 10.99.0.53", "nameserver 192.0.2.53"}, nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			st, err := setResolvConf(path, DNSOptions{Servers: []netip.Addr{netip.MustParseAddr("10.99.0.53")}, Domains: []string{"corp.example"}, FullTunnel: tt.full})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := os.ReadFile(path)
-			for _, l := range tt.wantLines {
-				if !strings.Contains(string(got), l) {
-					t.Errorf("resolv.conf lacks %q:\n%s", l, got)
-				}
-			}
-			for _, l := range tt.wantAbsent {
-				if strings.Contains(string(got), l) {
-					t.Errorf("resolv.conf still has %q:\n%s", l, got)
-				}
-			}
-			if err := st.restore(); err != nil {
-				t.Fatal(err)
-			}
-			back, _ := os.ReadFile(path)
-			if string(back) != orig {
-				t.Errorf("restored %q, want %q", back, orig)
-			}
-		})
-	}
-	missing := filepath.Join(dir, "absent.conf")
-	st, err := setResolvConf(missing, DNSOptions{Servers: []netip.Addr{netip.MustParseAddr("10.99.0.53")}, FullTunnel: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.restore(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(missing); !os.IsNotExist(err) {
-		t.Errorf("file that did not exist before is left behind: %v", err)
-	}
-}
-
 // TestDeviceLifecycle creates a device in a throwaway namespace, configures
 // a split and a full tunnel, checks the kernel's view, and checks that Close
 // leaves nothing behind.
@@ -128,7 +73,7 @@ func TestDeviceLifecycle(t *testing.T) {
 	if err := d.AddRoutes([]netip.Prefix{netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}, DefaultMark, DefaultTable); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetDNS(DNSOptions{Servers: []netip.Addr{netip.MustParseAddr("10.99.0.53")}, FullTunnel: true, ResolvConf: resolv, ResolvedSocket: "/nonexistent"}); err != nil {
+	if err := d.SetDNS(DNSOptions{Servers: []netip.Addr{netip.MustParseAddr("10.99.0.53")}, FullTunnel: true, ResolvConf: resolv, Resolver: "file", StateDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
 

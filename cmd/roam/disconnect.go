@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/tun"
 )
 
 func disconnectCommand() *cli.Command {
@@ -37,6 +39,14 @@ func disconnectCommand() *cli.Command {
 					}
 					if err != nil {
 						return fmt.Errorf("disconnect: %w", err)
+					}
+					// And its DNS settings (a rewritten resolv.conf).
+					restored, err := tun.RestoreDNS(tun.DefaultStateDir)
+					if err != nil && !errors.Is(err, os.ErrPermission) {
+						return fmt.Errorf("disconnect: %w", err)
+					}
+					if len(restored) > 0 {
+						fmt.Fprintln(c.App.Writer, "restored leftover DNS settings")
 					}
 					return nil
 				}

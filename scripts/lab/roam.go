@@ -201,9 +201,11 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 type RoamGatewayConfig struct {
 	Auth string // psk | pubkey
 	PSK  string // alice's PSK
-	PKI  *PKI
-	IKE  []string
-	ESP  []string
+	// DNSDomains writes dns_domains (RFC 8598 INTERNAL_DNS_DOMAIN).
+	DNSDomains []string
+	PKI        *PKI
+	IKE        []string
+	ESP        []string
 
 	// EAPPassword, with Auth pubkey: alice logs in with EAP-MSCHAPv2
 	// (user ClientID) instead of a certificate.
@@ -263,6 +265,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 		localTS = []string{ProtectedNet.String()}
 	}
 	fmt.Fprintf(&b, "pool = %q\ndns = [\"10.99.0.53\"]\nlocal_ts = %s\nmobike = true\n", VirtualIPPool.String(), tomlList(localTS))
+	if len(g.DNSDomains) > 0 {
+		fmt.Fprintf(&b, "dns_domains = %s\n", tomlList(g.DNSDomains))
+	}
 	if g.ReauthTime > 0 {
 		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
 	}
@@ -416,6 +421,9 @@ type Status struct {
 	// LockdownGateways.
 	Lockdown         bool     `json:"lockdown"`
 	LockdownGateways []string `json:"lockdown_gateways"`
+	DNSServers       []string `json:"dns_servers"`
+	DNSDomains       []string `json:"dns_domains"`
+	DNSMethod        string   `json:"dns_method"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a

@@ -26,9 +26,11 @@ type SwanConn struct {
 	ESP      []string // ESP proposals
 	// Gateway role; LocalTS also for a client that offers its own side
 	// instead of asking for a virtual IP.
-	Pool    netip.Prefix
-	DNS     []netip.Addr
-	LocalTS []netip.Prefix
+	Pool netip.Prefix
+	DNS  []netip.Addr
+	// DNSDomains go out as RFC 8598 INTERNAL_DNS_DOMAIN (attribute 25).
+	DNSDomains []string
+	LocalTS    []netip.Prefix
 	// Client role.
 	RemoteTS  []netip.Prefix
 	VirtualIP bool
@@ -131,6 +133,10 @@ func Swanctl(conns ...SwanConn) string {
 			fmt.Fprintf(&pools, "  pool-%s {\n    addrs = %s\n", c.Name, c.Pool)
 			if len(c.DNS) > 0 {
 				fmt.Fprintf(&pools, "    dns = %s\n", joinAddrs(c.DNS))
+			}
+			if len(c.DNSDomains) > 0 {
+				// A numeric attribute type: strongSwan has no name for 25.
+				fmt.Fprintf(&pools, "    25 = %s\n", strings.Join(c.DNSDomains, ", "))
 			}
 			pools.WriteString("  }\n")
 		}

@@ -1,0 +1,234 @@
+package tun
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var testServer = []netip.Addr{netip.MustParseAddr("10.99.0.53")}
+
+func TestResolvConfSaveRestore(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "resolv.conf")
+	orig := "nameserver 192.0.2.53\nsearch example.net\n"
+	if err := os.WriteFile(path, []byte(orig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		full       bool
+		wantLines  []string
+		wantAbsent []string
+	}{
+		{"full tunnel", true, []string{"nameserver 10.99.0.53", "search corp.example"}, []string{"192.0.2.53"}},
+		{"split tunnel", false, []string{"nameserver 10.99.0.53", "nameserver 192.0.2.53"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state := t.TempDir()
+			st, err := setResolvConfFile(DNSOptions{Servers: testServer, Domains: []string{"corp.example"}, FullTunnel: tt.full, ResolvConf: path, StateDir: state, Name: "corp"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(path)
+			for _, l := range tt.wantLines {
+				if !strings.Contains(string(got), l) {
+					t.Errorf("resolv.conf lacks %q:\n%s", l, got)
+				}
+			}
+			for _, l := range tt.wantAbsent {
+				if strings.Contains(string(got), l) {
+					t.Errorf("resolv.conf still has %q:\n%s", l, got)
+				}
+			}
+			if _, err := os.Stat(DNSStatePath(state, "corp")); err != nil {
+				t.Errorf("original not saved on disk: %v", err)
+			}
+			if err := st.restore(); err != nil {
+				t.Fatal(err)
+			}
+			back, _ := os.ReadFile(path)
+			if string(back) != orig {
+				t.Errorf("restored %q, want %q", back, orig)
+			}
+			if _, err := os.Stat(DNSStatePath(state, "corp")); !os.IsNotExist(err) {
+				t.Errorf("undo state left after restore: %v", err)
+			}
+		})
+	}
+	missing := filepath.Join(dir, "absent.conf")
+	st, err := setResolvConfFile(DNSOptions{Servers: testServer, FullTunnel: true, ResolvConf: missing, StateDir: t.TempDir(), Name: "corp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.restore(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("file that did not exist before is left behind: %v", err)
+	}
+}
+
+// TestRestoreDNSAfterCrash leaves the undo state as a killed process
+// would (applied, never restored) and checks what the next start does.
+func TestRestoreDNSAfterCrash(t *testing.T) {
+	orig := "nameserver 192.0.2.53\n"
+	tests := []struct {
+		name     string
+		meddle   string // what another program writes after roam; "" none
+		want     string
+		restored int
+	}{
+		{"restored", "", orig, 1},
+		{"changed by someone else since", "nameserver 203.0.113.1\n", "nameserver 203.0.113.1\n", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			state := filepath.Join(dir, "run")
+			path := filepath.Join(dir, "resolv.conf")
+			os.WriteFile(path, []byte(orig), 0o644)
+			if _, err := setResolvConfFile(DNSOptions{Servers: testServer, FullTunnel: true, ResolvConf: path, StateDir: state, Name: "corp"}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.meddle != "" {
+				os.WriteFile(path, []byte(tt.meddle), 0o644)
+			}
+			done, err := RestoreDNS(state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(done) != tt.restored {
+				t.Errorf("restored %v", done)
+			}
+			if b, _ := os.ReadFile(path); string(b) != tt.want {
+				t.Errorf("resolv.conf %q, want %q", b, tt.want)
+			}
+			if again, err := RestoreDNS(state); err != nil || len(again) != 0 {
+				t.Errorf("second restore: %v %v", again, err)
+			}
+		})
+	}
+}
+
+func TestRestoreDNSBadState(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(DNSStatePath(dir, "corp"), []byte("{not json"), 0o600)
+	if _, err := RestoreDNS(dir); err == nil {
+		t.Error("unreadable state not reported")
+	}
+	if _, err := os.Stat(DNSStatePath(dir, "corp")); !os.IsNotExist(err) {
+		t.Error("unreadable state kept")
+	}
+}
+
+func TestResolvConfSymlinkLeftAlone(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "stub-resolv.conf")
+	os.WriteFile(target, []byte("nameserver 127.0.0.53\n"), 0o644)
+	link := filepath.Join(dir, "resolv.conf")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err := setResolvConfFile(DNSOptions{Servers: testServer, ResolvConf: link, StateDir: dir, Name: "corp"})
+	if err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("err %v, want a refusal naming the symlink", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "nameserver 127.0.0.53\n" {
+		t.Errorf("managed file changed: %q", b)
+	}
+}
+
+func TestResolvedLinkConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		o       DNSOptions
+		route   bool
+		domains []resolvedDomain
+		servers []resolvedAddr
+	}{
+		{"split", DNSOptions{Servers: []netip.Addr{netip.MustParseAddr("10.99.0.53"), netip.MustParseAddr("fd00::53")}, Domains: []string{"corp.example"}},
+			false, []resolvedDomain{{"corp.example", true}},
+			[]resolvedAddr{{2, []byte{10, 99, 0, 53}}, {10, netip.MustParseAddr("fd00::53").AsSlice()}}},
+		{"full", DNSOptions{Servers: testServer, Domains: []string{"corp.example"}, FullTunnel: true},
+			true, []resolvedDomain{{"corp.example", true}, {".", true}},
+			[]resolvedAddr{{2, []byte{10, 99, 0, 53}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			route, domains, servers := resolvedLinkConfig(tt.o)
+			if route != tt.route || !reflect.DeepEqual(domains, tt.domains) || !reflect.DeepEqual(servers, tt.servers) {
+				t.Errorf("got %v %v %v", route, domains, servers)
+			}
+		})
+	}
+}
+
+// TestRestoreDNSLiveOwner: undo state of a process that still runs (here
+// PID 1) is that process's own, so a restore leaves the file and the state.
+func TestRestoreDNSLiveOwner(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "resolv.conf")
+	os.WriteFile(path, []byte("nameserver 10.99.0.53\n"), 0o644)
+	u := DNSUndo{Method: "file", Path: path, Original: "nameserver 192.0.2.53\n", Existed: true, Written: "nameserver 10.99.0.53\n", PID: 1}
+	if err := SaveDNSUndo(DNSStatePath(dir, "corp"), u); err != nil {
+		t.Fatal(err)
+	}
+	done, err := RestoreDNS(dir)
+	if err != nil || len(done) != 0 {
+		t.Fatalf("restored %v, %v; want nothing", done, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "nameserver 10.99.0.53\n" {
+		t.Errorf("a live owner's resolv.conf changed: %q", b)
+	}
+	if _, err := os.Stat(DNSStatePath(dir, "corp")); err != nil {
+		t.Errorf("a live owner's state removed: %v", err)
+	}
+}
+
+// TestRestoreDNSOtherNetNS: state a dead daemon left in another network
+// namespace names a resolv.conf this process does not see (ip netns exec
+// bind-mounts its own), so it is neither acted on nor removed.
+func TestRestoreDNSOtherNetNS(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		netns       uint64
+		wantRestore bool
+	}{
+		{name: "same namespace", netns: currentNetNS(), wantRestore: true},
+		{name: "other namespace", netns: currentNetNS() + 1, wantRestore: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "resolv.conf")
+			if err := os.WriteFile(path, []byte("nameserver 10.99.0.53\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// PID 2^22+1 is above pid_max's ceiling: no such process.
+			u := DNSUndo{Method: "file", Path: path, Original: "nameserver 192.0.2.53\n", Existed: true,
+				Written: "nameserver 10.99.0.53\n", PID: 1<<22 + 1, NetNS: tc.netns}
+			if err := SaveDNSUndo(DNSStatePath(dir, "corp"), u); err != nil {
+				t.Fatal(err)
+			}
+			done, err := RestoreDNS(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := os.ReadFile(path)
+			_, statErr := os.Stat(DNSStatePath(dir, "corp"))
+			if tc.wantRestore {
+				if len(done) != 1 || string(b) != "nameserver 192.0.2.53\n" || statErr == nil {
+					t.Errorf("restored %v, file %q, state kept %v; want restored and state removed", done, b, statErr == nil)
+				}
+				return
+			}
+			if len(done) != 0 || string(b) != "nameserver 10.99.0.53\n" || statErr != nil {
+				t.Errorf("restored %v, file %q, state err %v; want untouched", done, b, statErr)
+			}
+		})
+	}
+}
