@@ -789,3 +789,35 @@ func TestUpdatePathsReplacedSendAtOnce(t *testing.T) {
 		t.Fatalf("%d retransmissions", got)
 	}
 }
+
+// TestReturnRoutabilityBehindOutstandingRequest: the gateway's liveness
+// check went to the client's old path, which no longer delivers (a NAT
+// that forgot the client while it slept), when the client's update
+// arrives from a new one. The check must follow the client there, or the
+// routability check queued behind it never runs and the SA dies of
+// unanswered retransmissions with ESP still on the dead path.
+func TestReturnRoutabilityBehindOutstandingRequest(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
+	e.net.SetLink(gwAddr, clientAddr, netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }})
+	live := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
+		defer cancel()
+		live <- gw.CheckLiveness(ctx)
+	}()
+	waitCounter(t, gw, "Retransmits", func(c Counters) uint64 { return c.Retransmits }, 1)
+	if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {
+		t.Fatal(err)
+	}
+	pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+	if pu.Path.Remote.Addr() != clientAddr2 {
+		t.Fatalf("gateway moved to %v", pu.Path)
+	}
+	if err := <-live; err != nil {
+		t.Fatalf("liveness check: %v", err)
+	}
+	if got := gw.Counters().RoutabilityChecks; got != 1 {
+		t.Fatalf("%d routability checks, want 1", got)
+	}
+}
