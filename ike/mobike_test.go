@@ -821,3 +821,48 @@ func TestReturnRoutabilityBehindOutstandingRequest(t *testing.T) {
 		t.Fatalf("%d routability checks, want 1", got)
 	}
 }
+
+// TestRekeyKeepsMOBIKE (issue 15 item 6): after an IKE SA rekey by either
+// end, or a Child SA rekey, the SA still knows the gateway's additional
+// addresses, the gateway still knows the client can switch, and a MOBIKE
+// move still works and is followed by the gateway.
+func TestRekeyKeepsMOBIKE(t *testing.T) {
+	tests := []struct {
+		name  string
+		rekey func(ctx context.Context, cli, gw *SA) error
+	}{
+		{"IKE SA by the client", func(ctx context.Context, cli, _ *SA) error { return cli.RekeyIKE(ctx) }},
+		{"IKE SA by the gateway", func(ctx context.Context, _, gw *SA) error { return gw.RekeyIKE(ctx) }},
+		{"Child SA by the client", func(ctx context.Context, cli, _ *SA) error {
+			return cli.RekeyChild(ctx, cli.Children()[0].SPIIn)
+		}},
+		{"Child SA by the gateway", func(ctx context.Context, _, gw *SA) error {
+			return gw.RekeyChild(ctx, gw.Children()[0].SPIIn)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newMobikeEnv(t, nil)
+			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			cfg.Switch = true
+			c, gw := e.established(cfg, e.net.AddHost("client", clientAddr, clientAddr2))
+			ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
+			defer cancel()
+			if err := tt.rekey(ctx, c.sa, gw); err != nil {
+				t.Fatalf("rekey: %v", err)
+			}
+			if peers := c.sa.PeerAddresses(); !slices.Contains(peers, gwAddr2) {
+				t.Fatalf("client's peer addresses after the rekey: %v, want %v among them", peers, gwAddr2)
+			}
+			if !gw.SwitchCapable() {
+				t.Fatal("gateway forgot the client's switch support in the rekey")
+			}
+			if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {
+				t.Fatalf("move after the rekey: %v", err)
+			}
+			if pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait); pu.Path.Remote.Addr() != clientAddr2 {
+				t.Fatalf("gateway moved to %v", pu.Path)
+			}
+		})
+	}
+}
