@@ -31,9 +31,9 @@ func (systemClock) Now() ClockReading {
 }
 
 // wakeDetector compares successive clock readings, taken every interval.
-// The time the process did not run between two looks is the boot clock's
-// advance beyond the interval: suspended time (boot minus monotonic) plus
-// stopped time (monotonic beyond the interval). A gap above threshold is a
+// The time the process did not run between two looks (the gap) is the
+// boot clock's advance beyond the interval; of it, the boot clock's lead
+// over the monotonic clock was suspended, the rest stopped. A gap above threshold is a
 // wake-up. A stepped wall clock moves neither clock and is never one.
 type wakeDetector struct {
 	interval, threshold time.Duration
@@ -48,7 +48,15 @@ func (d *wakeDetector) observe(r ClockReading) (Wake, bool) {
 	}
 	db, dm := r.Boot-d.boot, r.Mono-d.mono
 	d.boot, d.mono = r.Boot, r.Mono
-	w := Wake{Suspended: max(db-dm, 0), Stopped: max(dm-d.interval, 0), At: r.Wall}
+	gap := max(db-d.interval, 0)
+	slept := db - dm
+	if slept < d.interval {
+		// Noise: the two clocks are read one after the other, and the
+		// process may be preempted in between.
+		slept = 0
+	}
+	slept = min(slept, gap)
+	w := Wake{Suspended: slept, Stopped: gap - slept, At: r.Wall}
 	if w.Gap() > d.threshold {
 		return w, true
 	}

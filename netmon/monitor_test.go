@@ -302,6 +302,8 @@ func TestWakeDetector(t *testing.T) {
 		{"suspended briefly", []reading{steady(0), {10 * time.Second, 10 * time.Second, iv}}, nil},
 		{"stopped 40 s (SIGSTOP)", []reading{steady(0), {40 * time.Second, 40 * time.Second, 40 * time.Second}},
 			[]Wake{{Stopped: 40*time.Second - iv}}},
+		{"stopped, clocks read a moment apart", []reading{steady(0), {40 * time.Second, 40*time.Second + 3*time.Microsecond, 40 * time.Second}},
+			[]Wake{{Stopped: 40*time.Second - iv + 3*time.Microsecond}}},
 		{"stopped, then suspended", []reading{steady(0), {50 * time.Second, 50 * time.Second, 20 * time.Second}},
 			[]Wake{{Suspended: 30 * time.Second, Stopped: 20*time.Second - iv}}},
 		{"suspended with the wall clock stepped back", []reading{steady(0), {-time.Hour, time.Minute + iv, iv}},
