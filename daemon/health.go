@@ -29,18 +29,15 @@ const (
 	// HealthNoPath: nothing can flow: no usable local address, or no
 	// candidate path answered a test. Outbound packets are dropped.
 	HealthNoPath = "no-path"
-	// HealthSuspended: the system slept (a wall-clock jump) and the path
-	// has not yet been found dead since the wake-up; outbound waits for a
-	// path test.
+	// HealthSuspended: the system slept or the daemon was stopped for
+	// longer than a NAT mapping lives (netmon.Wake), and the path has not
+	// yet been found dead since the wake-up; outbound waits for a path test.
 	HealthSuspended = "suspended"
 )
 
 // EventHealth reports a change of Status.Health: from and to are states,
 // reason why the new one holds.
 const EventHealth = "health"
-
-// sleptPrefix starts mobility's suspend reason for a wake-up.
-const sleptPrefix = "system suspended"
 
 // healthInput is what the health of a connection is decided from, read at
 // one moment.
@@ -98,7 +95,7 @@ func (h *healthTracker) decide(in healthInput, now time.Time) (state, reason str
 	case stateReconnecting:
 		return HealthTesting, "negotiating a new IKE SA"
 	case stateSuspended:
-		if strings.HasPrefix(in.suspendCause, sleptPrefix) {
+		if strings.HasPrefix(in.suspendCause, mobility.WakePrefix) {
 			return HealthSuspended, in.suspendCause
 		}
 		return HealthNoPath, in.suspendCause

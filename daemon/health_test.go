@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/mobility"
 )
 
 // TestHealthTracker walks the tracker through sequences of looks at the
@@ -66,7 +67,7 @@ func TestHealthTracker(t *testing.T) {
 		}},
 		{"no path, then asleep", []look{
 			{100, healthInput{state: stateSuspended, suspendCause: "no usable network address"}, HealthNoPath},
-			{200, healthInput{state: stateSuspended, suspendCause: "system suspended for 1m0s"}, HealthSuspended},
+			{200, healthInput{state: stateSuspended, suspendCause: mobility.WakePrefix + "system suspended for 1m0s"}, HealthSuspended},
 			{300, healthInput{state: stateSuspended, suspendCause: "mobility: no working path: timeout"}, HealthNoPath},
 		}},
 		{"reconnecting", []look{
@@ -152,7 +153,7 @@ func TestConnHealthEvents(t *testing.T) {
 	}{
 		{"connecting", "", "->testing"},
 		{"connecting", "", ""},
-		{stateSuspended, "system suspended for 1m0s", "testing->suspended"},
+		{stateSuspended, mobility.WakePrefix + "process stopped for 40s", "testing->suspended"},
 		{stateSuspended, "ike: UPDATE_SA_ADDRESSES unanswered", "suspended->no-path"},
 		{stateReconnecting, "", "no-path->testing"},
 	}

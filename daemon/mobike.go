@@ -185,6 +185,9 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 	c.mu.Unlock()
 	c.holdDPD(true)
 	c.emit(Event{Event: EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
+	// A wake-up's suspension often lasts one round trip: judged now, not
+	// at the watcher's next look, or status and events would miss it.
+	c.checkHealth(time.Now())
 	if strings.HasPrefix(reason, mobility.ErrNoPath.Error()) {
 		// Addresses exist, yet no path answers: the network may be
 		// broken upstream, or the gateway may have lost our SA.
@@ -203,6 +206,7 @@ func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	c.mu.Unlock()
 	c.holdDPD(false)
 	c.saAnswered()
+	c.checkHealth(time.Now())
 	c.emit(Event{Event: EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
 		Reason: fmt.Sprintf("after %v without a usable path", r.Outage.Round(time.Millisecond))})
 }

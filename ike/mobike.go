@@ -486,7 +486,32 @@ func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
 		return
 	}
 	sa.rrTarget = &p
+	sa.redirectOutstanding()
 	sa.startRoutabilityCheck()
+}
+
+// redirectOutstanding sends our own request in flight, if it went to the
+// path the peer has just left, after the peer: a liveness check sent while
+// a client slept or its NAT forgot it cannot be answered there, and the
+// routability check queues behind it, so ESP would stay on the dead path
+// until dead peer detection gave up on the SA. It is retransmitted at once
+// to the path under test (the same authenticated message, so a forged
+// source gains an attacker one packet per retransmission, no more); its
+// answer frees the window for the check.
+func (sa *SA) redirectOutstanding() {
+	o := sa.out
+	if o == nil || o.paths != nil || !samePath(o.sentOn, sa.path) || o.timer == nil {
+		return
+	}
+	o.paths = func(int) (esp.Path, bool) {
+		if sa.rrTarget != nil {
+			return *sa.rrTarget, true
+		}
+		return sa.path, true
+	}
+	o.timer.Stop()
+	sa.log.Info("peer moved while a request was outstanding; retransmitting it there", "exchange", o.exchange, "to", sa.rrTarget.Remote.String())
+	sa.transmit(o)
 }
 
 // movePath moves a responder's SA (and, through PathUpdated, its ESP) to

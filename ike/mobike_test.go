@@ -789,3 +789,80 @@ func TestUpdatePathsReplacedSendAtOnce(t *testing.T) {
 		t.Fatalf("%d retransmissions", got)
 	}
 }
+
+// TestReturnRoutabilityBehindOutstandingRequest: the gateway's liveness
+// check went to the client's old path, which no longer delivers (a NAT
+// that forgot the client while it slept), when the client's update
+// arrives from a new one. The check must follow the client there, or the
+// routability check queued behind it never runs and the SA dies of
+// unanswered retransmissions with ESP still on the dead path.
+func TestReturnRoutabilityBehindOutstandingRequest(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
+	e.net.SetLink(gwAddr, clientAddr, netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }})
+	live := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
+		defer cancel()
+		live <- gw.CheckLiveness(ctx)
+	}()
+	waitCounter(t, gw, "Retransmits", func(c Counters) uint64 { return c.Retransmits }, 1)
+	if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {
+		t.Fatal(err)
+	}
+	pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+	if pu.Path.Remote.Addr() != clientAddr2 {
+		t.Fatalf("gateway moved to %v", pu.Path)
+	}
+	if err := <-live; err != nil {
+		t.Fatalf("liveness check: %v", err)
+	}
+	if got := gw.Counters().RoutabilityChecks; got != 1 {
+		t.Fatalf("%d routability checks, want 1", got)
+	}
+}
+
+// TestRekeyKeepsMOBIKE (issue 15 item 6): after an IKE SA rekey by either
+// end, or a Child SA rekey, the SA still knows the gateway's additional
+// addresses, the gateway still knows the client can switch, and a MOBIKE
+// move still works and is followed by the gateway.
+func TestRekeyKeepsMOBIKE(t *testing.T) {
+	tests := []struct {
+		name  string
+		rekey func(ctx context.Context, cli, gw *SA) error
+	}{
+		{"IKE SA by the client", func(ctx context.Context, cli, _ *SA) error { return cli.RekeyIKE(ctx) }},
+		{"IKE SA by the gateway", func(ctx context.Context, _, gw *SA) error { return gw.RekeyIKE(ctx) }},
+		{"Child SA by the client", func(ctx context.Context, cli, _ *SA) error {
+			return cli.RekeyChild(ctx, cli.Children()[0].SPIIn)
+		}},
+		{"Child SA by the gateway", func(ctx context.Context, _, gw *SA) error {
+			return gw.RekeyChild(ctx, gw.Children()[0].SPIIn)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newMobikeEnv(t, nil)
+			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			cfg.Switch = true
+			c, gw := e.established(cfg, e.net.AddHost("client", clientAddr, clientAddr2))
+			ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
+			defer cancel()
+			if err := tt.rekey(ctx, c.sa, gw); err != nil {
+				t.Fatalf("rekey: %v", err)
+			}
+			if peers := c.sa.PeerAddresses(); !slices.Contains(peers, gwAddr2) {
+				t.Fatalf("client's peer addresses after the rekey: %v, want %v among them", peers, gwAddr2)
+			}
+			if !gw.SwitchCapable() {
+				t.Fatal("gateway forgot the client's switch support in the rekey")
+			}
+			if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {
+				t.Fatalf("move after the rekey: %v", err)
+			}
+			if pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait); pu.Path.Remote.Addr() != clientAddr2 {
+				t.Fatalf("gateway moved to %v", pu.Path)
+			}
+		})
+	}
+}

@@ -460,23 +460,35 @@ func (m *Mover) handle(ev netmon.Event) (ended bool) {
 			// the old path keeps working (make-before-break).
 			m.want(request{at: e.At, better: true})
 		}
-	case netmon.ClockJump:
+	case netmon.Wake:
 		return m.wake(e)
 	}
 	return false
 }
 
-// wake handles a wall-clock jump: the system was suspended (or its clock
-// stepped). Every NAT binding may be gone, so the current path is tested
-// before anything else is sent; the time asleep counts towards the outage
-// limit, which the monotonic timers did not see pass.
-func (m *Mover) wake(e netmon.ClockJump) (ended bool) {
-	slept := e.Jump()
-	if slept > 0 {
-		if !m.broken {
-			m.suspend(fmt.Sprintf("system suspended for %v", roundDuration(slept)), time.Now())
+// WakePrefix starts the OnSuspend reason after a wake-up (see wake).
+const WakePrefix = "woke up: "
+
+// wake handles a wake-up: the system was suspended or the process stopped
+// for longer than a NAT mapping lives (netmon.Wake). Every NAT binding may
+// be gone, so the current path is tested before anything else is sent.
+// Time suspended counts towards the outage limit, which the monotonic
+// timers did not see pass; time stopped they did see.
+func (m *Mover) wake(e netmon.Wake) (ended bool) {
+	if !m.broken {
+		var why string
+		switch {
+		case e.Suspended > 0 && e.Stopped > 0:
+			why = fmt.Sprintf("system suspended for %v, process stopped for %v", roundDuration(e.Suspended), roundDuration(e.Stopped))
+		case e.Suspended > 0:
+			why = fmt.Sprintf("system suspended for %v", roundDuration(e.Suspended))
+		default:
+			why = fmt.Sprintf("process stopped for %v", roundDuration(e.Stopped))
 		}
-		m.asleep += slept
+		m.suspend(WakePrefix+why, time.Now())
+	}
+	if e.Suspended > 0 {
+		m.asleep += e.Suspended
 		if m.outageOver() {
 			return true
 		}

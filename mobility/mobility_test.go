@@ -184,7 +184,7 @@ func (r *rig) send(ev netmon.Event) {
 	case netmon.Snapshot:
 		e.At = now
 		ev = e
-	case netmon.ClockJump:
+	case netmon.Wake:
 		e.At = now
 		ev = e
 	}
@@ -477,32 +477,35 @@ func TestOutage(t *testing.T) {
 	}
 }
 
-// TestClockJump: a wall-clock jump (resume from suspend) suspends the
-// connection, tests the current path first and resumes; time asleep counts
-// towards the outage limit.
-func TestClockJump(t *testing.T) {
-	jump := func(d time.Duration) netmon.ClockJump {
-		return netmon.ClockJump{Wall: d + time.Second, Monotonic: time.Second}
-	}
+// TestWake: a wake-up (resume from suspend, or a stopped daemon continued)
+// suspends the connection, tests the current path first and resumes; time
+// suspended counts towards the outage limit, time stopped was seen by the
+// timers already.
+func TestWake(t *testing.T) {
+	slept := func(d time.Duration) netmon.Wake { return netmon.Wake{Suspended: d} }
 	tests := []struct {
 		name      string
 		working   []netmon.Address
-		before    time.Duration // outage before the jump (all addresses gone); 0: none
-		jump      netmon.ClockJump
+		before    time.Duration // outage before the wake (all addresses gone); 0: none
+		wake      netmon.Wake
 		wantLog   []string
 		wantFirst netmon.Address // where the first update went
 		wantEnded bool
 	}{
-		{name: "short suspend, path still works", working: []netmon.Address{wlan, wwan}, jump: jump(5 * time.Minute),
-			wantLog: []string{"suspend: system suspended for 5m0s", "resume wlan after 5m0s"}, wantFirst: wlan},
-		{name: "short suspend, NAT gone on wlan", working: []netmon.Address{wwan}, jump: jump(5 * time.Minute),
-			wantLog: []string{"suspend: system suspended for 5m0s", "move wlan->wwan", "resume wwan"}, wantFirst: wlan},
-		{name: "suspended longer than the limit", working: []netmon.Address{wlan}, jump: jump(2 * time.Hour),
-			wantLog: []string{"suspend: system suspended for 2h0m0s", "end: no usable network for 2h0m0s"}, wantEnded: true},
-		{name: "outage, then asleep past the limit", working: []netmon.Address{wlan}, before: 10 * time.Minute, jump: jump(25 * time.Minute),
+		{name: "short suspend, path still works", working: []netmon.Address{wlan, wwan}, wake: slept(5 * time.Minute),
+			wantLog: []string{"suspend: woke up: system suspended for 5m0s", "resume wlan after 5m0s"}, wantFirst: wlan},
+		{name: "short suspend, NAT gone on wlan", working: []netmon.Address{wwan}, wake: slept(5 * time.Minute),
+			wantLog: []string{"suspend: woke up: system suspended for 5m0s", "move wlan->wwan", "resume wwan"}, wantFirst: wlan},
+		{name: "process stopped, path still works", working: []netmon.Address{wlan, wwan}, wake: netmon.Wake{Stopped: 40 * time.Second},
+			wantLog: []string{"suspend: woke up: process stopped for 40s", "resume wlan after 0s"}, wantFirst: wlan},
+		{name: "stopped, then suspended", working: []netmon.Address{wlan}, wake: netmon.Wake{Stopped: 20 * time.Second, Suspended: time.Minute},
+			wantLog: []string{"suspend: woke up: system suspended for 1m0s, process stopped for 20s", "resume wlan after 1m0s"}, wantFirst: wlan},
+		{name: "process stopped for longer than the limit: not counted", working: []netmon.Address{wlan}, wake: netmon.Wake{Stopped: 2 * time.Hour},
+			wantLog: []string{"suspend: woke up: process stopped for 2h0m0s", "resume wlan after 0s"}, wantFirst: wlan},
+		{name: "suspended longer than the limit", working: []netmon.Address{wlan}, wake: slept(2 * time.Hour),
+			wantLog: []string{"suspend: woke up: system suspended for 2h0m0s", "end: no usable network for 2h0m0s"}, wantEnded: true},
+		{name: "outage, then asleep past the limit", working: []netmon.Address{wlan}, before: 10 * time.Minute, wake: slept(25 * time.Minute),
 			wantLog: []string{"suspend: no usable network address", "end: no usable network for 35m0s"}, wantEnded: true},
-		{name: "wall clock stepped back: tested, not suspended", working: []netmon.Address{wlan},
-			jump: netmon.ClockJump{Wall: time.Second, Monotonic: time.Hour}, wantLog: []string{"refresh wlan"}, wantFirst: wlan},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -515,7 +518,7 @@ func TestClockJump(t *testing.T) {
 					r.wait(tt.before)
 					r.setAddrs(wlan, wwan)
 				}
-				r.send(tt.jump)
+				r.send(tt.wake)
 				expectLog(t, r.take(), tt.wantLog...)
 				if r.ended() != tt.wantEnded {
 					t.Fatalf("Run ended: %v", r.ended())

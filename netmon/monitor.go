@@ -24,10 +24,10 @@ type Address struct {
 }
 
 // Event is what a Monitor reports. It is one of AddressAdded,
-// AddressRemoved, LinkUp, LinkDown, RouteChanged, ClockJump and Snapshot.
+// AddressRemoved, LinkUp, LinkDown, RouteChanged, Wake and Snapshot.
 type Event interface {
 	// Time is when the monitor learnt of the change: the arrival of the
-	// first netlink message of the batch, or the clock check that saw a jump.
+	// first netlink message of the batch, or the clock check that saw a wake-up.
 	Time() time.Time
 }
 
@@ -71,18 +71,20 @@ type RouteChanged struct {
 	At      time.Time
 }
 
-// ClockJump: the wall clock moved by Wall while the monotonic clock moved by
-// Monotonic. Linux's monotonic clock stops during suspend, so a resume shows
-// up as Wall far ahead of Monotonic; a stepped wall clock shows up the same
-// way, which is fine, as both call for checking the path.
-type ClockJump struct {
-	Wall, Monotonic time.Duration
-	At              time.Time
+// Wake: the monitor did not run for longer than Options.WakeAfter between
+// two clock checks: the system was suspended (CLOCK_BOOTTIME advanced while
+// CLOCK_MONOTONIC stood still) or the process was stopped (both advanced,
+// far beyond the check interval). Either way the NAT mappings of our paths
+// may be gone and the path must be tested. A stepped wall clock is no Wake.
+type Wake struct {
+	// Suspended is the time the system slept; Stopped the time the process
+	// did not run while the system did.
+	Suspended, Stopped time.Duration
+	At                 time.Time
 }
 
-// Jump is how far the wall clock moved beyond the monotonic clock: roughly
-// the time spent suspended.
-func (c ClockJump) Jump() time.Duration { return c.Wall - c.Monotonic }
+// Gap is how long the monitor was away: suspended plus stopped.
+func (w Wake) Gap() time.Duration { return w.Suspended + w.Stopped }
 
 // Snapshot is the full set of usable addresses, sorted by interface index
 // and address. One ends every batch of changes; the first event of a
@@ -97,7 +99,7 @@ func (e AddressRemoved) Time() time.Time { return e.At }
 func (e LinkUp) Time() time.Time         { return e.At }
 func (e LinkDown) Time() time.Time       { return e.At }
 func (e RouteChanged) Time() time.Time   { return e.At }
-func (e ClockJump) Time() time.Time      { return e.At }
+func (e Wake) Time() time.Time           { return e.At }
 func (e Snapshot) Time() time.Time       { return e.At }
 
 // Source is where a Monitor's netlink messages come from. The default reads
@@ -122,10 +124,9 @@ type Updates struct {
 	Routes chan<- netlink.RouteUpdate
 }
 
-// Clock reads wall and monotonic time together, so that their divergence
-// reveals a suspend.
+// Clock reads the system's clocks; tests inject their own.
 type Clock interface {
-	Now() (wall time.Time, mono time.Duration)
+	Now() ClockReading
 }
 
 // Options configure a Monitor. The zero value watches every interface in
@@ -139,10 +140,10 @@ type Options struct {
 	// reported (default 50 ms). The loss of the current address or uplink
 	// is reported at once regardless.
 	Debounce time.Duration
-	// ClockInterval is how often wall and monotonic clocks are compared
-	// (default 1 s); ClockThreshold is the divergence reported as a
-	// ClockJump (default 1 s).
-	ClockInterval, ClockThreshold time.Duration
+	// ClockInterval is how often the clocks are looked at (default
+	// 500 ms: a wake-up is noticed within that). WakeAfter is the gap that
+	// counts as a Wake (default DefaultWakeAfter).
+	ClockInterval, WakeAfter time.Duration
 	// Source defaults to rtnetlink in the namespace of the process.
 	Source Source
 	// Clock defaults to the system clocks.
@@ -152,10 +153,19 @@ type Options struct {
 	OnError func(error)
 }
 
+// DefaultWakeAfter is how long the monitor may go without running before
+// it reports a Wake: the shortest UDP mapping lifetime common among NATs
+// (Linux conntrack's 30 s for a flow not yet seen both ways; many home
+// routers use 30 to 60 s). Our NAT keepalives (every 20 s) keep a mapping
+// alive only while we run; a gap this long may have let it expire, so the
+// path is retested before traffic resumes. Shorter gaps (a busy machine, a
+// brief suspend) leave the mappings standing, and the dead-path detection
+// covers one lost all the same.
+const DefaultWakeAfter = 30 * time.Second
+
 const (
 	defaultDebounce       = 50 * time.Millisecond
-	defaultClockInterval  = time.Second
-	defaultClockThreshold = time.Second
+	defaultClockInterval  = 500 * time.Millisecond
 	maxResubscribeBackoff = 5 * time.Second
 	eventBuffer           = 64
 	updateBuffer          = 64
@@ -191,7 +201,7 @@ func New(opts Options) (*Monitor, error) {
 			return nil, fmt.Errorf("netmon: ignore pattern %q: %w", p, err)
 		}
 	}
-	if opts.Debounce < 0 || opts.ClockInterval < 0 || opts.ClockThreshold < 0 {
+	if opts.Debounce < 0 || opts.ClockInterval < 0 || opts.WakeAfter < 0 {
 		return nil, errors.New("netmon: negative duration in options")
 	}
 	if opts.Debounce == 0 {
@@ -200,8 +210,8 @@ func New(opts Options) (*Monitor, error) {
 	if opts.ClockInterval == 0 {
 		opts.ClockInterval = defaultClockInterval
 	}
-	if opts.ClockThreshold == 0 {
-		opts.ClockThreshold = defaultClockThreshold
+	if opts.WakeAfter == 0 {
+		opts.WakeAfter = DefaultWakeAfter
 	}
 	m := &Monitor{
 		opts:   opts,
@@ -215,7 +225,7 @@ func New(opts Options) (*Monitor, error) {
 		m.src = &NetlinkSource{}
 	}
 	if m.clock == nil {
-		m.clock = newSystemClock()
+		m.clock = systemClock{}
 	}
 	return m, nil
 }
@@ -408,8 +418,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 	clockTick := time.NewTicker(m.opts.ClockInterval)
 	defer clockTick.Stop()
-	jumps := jumpDetector{threshold: m.opts.ClockThreshold}
-	jumps.observe(m.clock.Now())
+	wakes := wakeDetector{interval: m.opts.ClockInterval, threshold: m.opts.WakeAfter}
+	wakes.observe(m.clock.Now())
 
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -512,9 +522,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 			armed = false
 			ok = m.flush(ctx)
 		case <-clockTick.C:
-			if j, jumped := jumps.observe(m.clock.Now()); jumped {
-				j.At = time.Now()
-				ok = m.send(ctx, []Event{j})
+			if w, woke := wakes.observe(m.clock.Now()); woke {
+				// Stamped like every other event, with a monotonic
+				// reading: durations measured from it ignore wall steps.
+				w.At = time.Now()
+				ok = m.send(ctx, []Event{w})
 				// Netlink messages may have been lost while asleep; a
 				// fresh dump costs little and settles it.
 				if ok && sub != nil {

@@ -1,39 +1,64 @@
 package netmon
 
-import "time"
+import (
+	"time"
 
-// systemClock reads both clocks from one time.Now: its wall reading comes
-// from CLOCK_REALTIME and its monotonic reading from CLOCK_MONOTONIC, which
-// on Linux does not advance during suspend.
-type systemClock struct{ start time.Time }
+	"golang.org/x/sys/unix"
+)
 
-func newSystemClock() systemClock { return systemClock{start: time.Now()} }
-
-func (c systemClock) Now() (time.Time, time.Duration) {
-	now := time.Now()
-	return now.Round(0), now.Sub(c.start)
+// ClockReading is one look at the system's clocks.
+type ClockReading struct {
+	// Wall is CLOCK_REALTIME: it stamps events and nothing else, as NTP or
+	// the user may step it at any time.
+	Wall time.Time
+	// Boot is CLOCK_BOOTTIME and Mono CLOCK_MONOTONIC. Neither is stepped;
+	// Boot advances while the system is suspended, Mono does not. Both
+	// advance while the process is stopped (SIGSTOP), so a stopped process
+	// sees a gap in both since its last look.
+	Boot, Mono time.Duration
 }
 
-// jumpDetector compares how far the wall and monotonic clocks moved between
-// two readings. Scheduling delays move both alike and cancel out; only a
-// suspend or a stepped wall clock makes them diverge.
-type jumpDetector struct {
-	threshold time.Duration
-	primed    bool
-	wall      time.Time
-	mono      time.Duration
+// systemClock reads the kernel's clocks.
+type systemClock struct{}
+
+func (systemClock) Now() ClockReading {
+	var boot, mono unix.Timespec
+	// Both calls go through the vDSO on Linux and cannot fail for these
+	// clock ids; a zero reading would only look like no time passing.
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	return ClockReading{Wall: time.Now().Round(0), Boot: time.Duration(boot.Nano()), Mono: time.Duration(mono.Nano())}
 }
 
-func (d *jumpDetector) observe(wall time.Time, mono time.Duration) (ClockJump, bool) {
+// wakeDetector compares successive clock readings, taken every interval.
+// The time the process did not run between two looks (the gap) is the
+// boot clock's advance beyond the interval; of it, the boot clock's lead
+// over the monotonic clock was suspended, the rest stopped. A gap above threshold is a
+// wake-up. A stepped wall clock moves neither clock and is never one.
+type wakeDetector struct {
+	interval, threshold time.Duration
+	primed              bool
+	boot, mono          time.Duration
+}
+
+func (d *wakeDetector) observe(r ClockReading) (Wake, bool) {
 	if !d.primed {
-		d.primed, d.wall, d.mono = true, wall, mono
-		return ClockJump{}, false
+		d.primed, d.boot, d.mono = true, r.Boot, r.Mono
+		return Wake{}, false
 	}
-	dw, dm := wall.Sub(d.wall), mono-d.mono
-	d.wall, d.mono = wall, mono
-	j := ClockJump{Wall: dw, Monotonic: dm}
-	if delta := j.Jump(); delta > d.threshold || delta < -d.threshold {
-		return j, true
+	db, dm := r.Boot-d.boot, r.Mono-d.mono
+	d.boot, d.mono = r.Boot, r.Mono
+	gap := max(db-d.interval, 0)
+	slept := db - dm
+	if slept < d.interval {
+		// Noise: the two clocks are read one after the other, and the
+		// process may be preempted in between.
+		slept = 0
 	}
-	return ClockJump{}, false
+	slept = min(slept, gap)
+	w := Wake{Suspended: slept, Stopped: gap - slept, At: r.Wall}
+	if w.Gap() > d.threshold {
+		return w, true
+	}
+	return Wake{}, false
 }

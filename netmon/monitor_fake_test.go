@@ -165,26 +165,38 @@ func (f *fakeSource) counts() (subscribes, lists int) {
 
 var errFakeSubscribe = errors.New("fake subscribe failure")
 
-// fakeClock is a Clock whose wall reading can jump while its monotonic
-// reading follows time.Now (which, inside a synctest bubble, is fake too).
+// fakeClock is a Clock that follows time.Now (inside a synctest bubble,
+// fake too) and can be told that the system slept, the process stopped, or
+// the wall clock was stepped.
 type fakeClock struct {
 	mu    sync.Mutex
 	start time.Time
-	skew  time.Duration
+	// asleep is added to the boot clock alone; wallStep to the wall clock
+	// alone. A stopped process needs no field: time simply passes without
+	// the monitor running, which the test arranges by holding its ticker.
+	asleep, wallStep time.Duration
 }
 
 func newFakeClock() *fakeClock { return &fakeClock{start: time.Now()} }
 
-func (c *fakeClock) Now() (time.Time, time.Duration) {
+func (c *fakeClock) Now() ClockReading {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	mono := time.Since(c.start)
-	return c.start.Round(0).Add(mono + c.skew), mono
+	return ClockReading{Wall: c.start.Round(0).Add(mono + c.asleep + c.wallStep), Boot: mono + c.asleep, Mono: mono}
 }
 
-// jump moves the wall clock alone, as a resume from suspend does.
-func (c *fakeClock) jump(d time.Duration) {
+// sleep records a suspend of d that has just ended: boot and wall clocks
+// moved on, the monotonic clock did not.
+func (c *fakeClock) sleep(d time.Duration) {
 	c.mu.Lock()
-	c.skew += d
+	c.asleep += d
+	c.mu.Unlock()
+}
+
+// stepWall steps the wall clock alone, as NTP or `date -s` does.
+func (c *fakeClock) stepWall(d time.Duration) {
+	c.mu.Lock()
+	c.wallStep += d
 	c.mu.Unlock()
 }

@@ -129,7 +129,7 @@ func kinds(evs []Event) []string {
 			out = append(out, s)
 		case RouteChanged:
 			out = append(out, "route")
-		case ClockJump:
+		case Wake:
 			out = append(out, "clock")
 		case Snapshot:
 			var as []string
@@ -280,38 +280,64 @@ func TestNetStateDropsBadUpdates(t *testing.T) {
 	}
 }
 
-func TestJumpDetector(t *testing.T) {
+func TestWakeDetector(t *testing.T) {
+	const iv = 500 * time.Millisecond
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	type reading struct {
-		wall time.Duration // since base
-		mono time.Duration
+		wall, boot, mono time.Duration // wall since base
 	}
+	// steady is the n-th regular look.
+	steady := func(n int) reading { d := time.Duration(n) * iv; return reading{d, d, d} }
 	tests := []struct {
 		name     string
 		readings []reading
-		want     []time.Duration // Jump() of each reported jump
+		want     []Wake // At left out
 	}{
-		{"steady", []reading{{0, 0}, {time.Second, time.Second}, {2 * time.Second, 2 * time.Second}}, nil},
-		{"late tick is no jump", []reading{{0, 0}, {5 * time.Second, 5 * time.Second}}, nil},
-		{"suspend", []reading{{0, 0}, {time.Second, time.Second}, {62 * time.Second, 2 * time.Second}, {63 * time.Second, 3 * time.Second}},
-			[]time.Duration{60 * time.Second}},
-		{"wall stepped back", []reading{{0, 0}, {-10 * time.Second, time.Second}}, []time.Duration{-11 * time.Second}},
-		{"at threshold", []reading{{0, 0}, {2 * time.Second, time.Second}}, nil},
-		{"just over threshold", []reading{{0, 0}, {2*time.Second + 1, time.Second}}, []time.Duration{time.Second + 1}},
+		{"steady", []reading{steady(0), steady(1), steady(2)}, nil},
+		{"late tick on a busy machine", []reading{steady(0), {5 * time.Second, 5 * time.Second, 5 * time.Second}}, nil},
+		{"wall clock stepped ahead an hour", []reading{steady(0), steady(1), {time.Hour + 2*iv, 2 * iv, 2 * iv}, {time.Hour + 3*iv, 3 * iv, 3 * iv}}, nil},
+		{"wall clock stepped back an hour", []reading{steady(0), {-time.Hour + iv, iv, iv}}, nil},
+		{"suspended a minute", []reading{steady(0), steady(1), {61*time.Second + 2*iv, 61*time.Second + 2*iv, 2 * iv}, {61*time.Second + 3*iv, 61*time.Second + 3*iv, 3 * iv}},
+			[]Wake{{Suspended: 61 * time.Second}}},
+		{"suspended briefly", []reading{steady(0), {10 * time.Second, 10 * time.Second, iv}}, nil},
+		{"stopped 40 s (SIGSTOP)", []reading{steady(0), {40 * time.Second, 40 * time.Second, 40 * time.Second}},
+			[]Wake{{Stopped: 40*time.Second - iv}}},
+		{"stopped, clocks read a moment apart", []reading{steady(0), {40 * time.Second, 40*time.Second + 3*time.Microsecond, 40 * time.Second}},
+			[]Wake{{Stopped: 40*time.Second - iv + 3*time.Microsecond}}},
+		{"stopped, then suspended", []reading{steady(0), {50 * time.Second, 50 * time.Second, 20 * time.Second}},
+			[]Wake{{Suspended: 30 * time.Second, Stopped: 20*time.Second - iv}}},
+		{"suspended with the wall clock stepped back", []reading{steady(0), {-time.Hour, time.Minute + iv, iv}},
+			[]Wake{{Suspended: time.Minute}}},
+		{"gap at the threshold", []reading{steady(0), {30*time.Second + iv, 30*time.Second + iv, iv}}, nil},
+		{"gap just over the threshold", []reading{steady(0), {30*time.Second + iv + 1, 30*time.Second + iv + 1, iv}},
+			[]Wake{{Suspended: 30*time.Second + 1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := jumpDetector{threshold: time.Second}
-			var got []time.Duration
+			d := wakeDetector{interval: iv, threshold: DefaultWakeAfter}
+			var got []Wake
 			for _, r := range tt.readings {
-				if j, ok := d.observe(base.Add(r.wall), r.mono); ok {
-					got = append(got, j.Jump())
+				if w, ok := d.observe(ClockReading{Wall: base.Add(r.wall), Boot: r.boot, Mono: r.mono}); ok {
+					if !w.At.Equal(base.Add(r.wall)) {
+						t.Errorf("wake stamped %v, want the reading's wall time %v", w.At, base.Add(r.wall))
+					}
+					w.At = time.Time{}
+					got = append(got, w)
 				}
 			}
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("jumps = %v, want %v", got, tt.want)
+				t.Errorf("wakes = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSystemClock: the real clocks are read and move forward.
+func TestSystemClock(t *testing.T) {
+	a := systemClock{}.Now()
+	b := systemClock{}.Now()
+	if a.Mono <= 0 || a.Boot <= 0 || b.Mono < a.Mono || b.Boot < a.Boot || a.Wall.IsZero() {
+		t.Fatalf("readings %+v then %+v", a, b)
 	}
 }
 
@@ -566,26 +592,33 @@ func TestMonitorResubscribes(t *testing.T) {
 	})
 }
 
-func TestMonitorClockJump(t *testing.T) {
+func TestMonitorWake(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := startHarness(t, Options{ClockInterval: time.Second, ClockThreshold: 2 * time.Second}, twoUplinks)
+		h := startHarness(t, Options{ClockInterval: time.Second}, twoUplinks)
 		h.drain()
 		time.Sleep(10 * time.Second)
 		h.expect("steady clocks")
+		// An NTP step is no wake-up: nothing to report, nothing to dump.
 		_, listsBefore := h.src.counts()
-		h.clock.jump(45 * time.Second)
+		h.clock.stepWall(2 * time.Hour)
+		time.Sleep(3 * time.Second)
+		h.expect("after a wall-clock step")
+		if _, lists := h.src.counts(); lists != listsBefore {
+			t.Errorf("%d dumps after a wall-clock step, want none", lists-listsBefore)
+		}
+		h.clock.sleep(45 * time.Second)
 		time.Sleep(time.Second)
 		evs := h.drain()
 		if len(evs) == 0 {
-			t.Fatal("no event after a 45 s wall-clock jump")
+			t.Fatal("no event after a 45 s suspend")
 		}
-		j, ok := evs[0].(ClockJump)
-		if !ok || j.Jump() != 45*time.Second || j.Monotonic != time.Second {
-			t.Errorf("first event %#v, want a ClockJump of 45 s over 1 s", evs[0])
+		w, ok := evs[0].(Wake)
+		if !ok || w.Suspended != 45*time.Second || w.Stopped != 0 {
+			t.Errorf("first event %#v, want a Wake after 45 s suspended", evs[0])
 		}
 		// The resume triggers a fresh dump, which finds nothing new but routes.
 		if _, lists := h.src.counts(); lists != listsBefore+1 {
-			t.Errorf("%d dumps after the jump, want 1", lists-listsBefore)
+			t.Errorf("%d dumps after the wake, want 1", lists-listsBefore)
 		}
 		time.Sleep(10 * time.Second)
 		h.expect("steady again")
