@@ -404,15 +404,27 @@ func (c *conn) lastInbound() time.Time {
 // usable. A pending SA is a replacement negotiated while the current one
 // is still installed: it gets the IKE messages addressed to it only.
 func (c *conn) establish(ctx context.Context, pending bool) (*session, error) {
-	sctx, cancel := context.WithCancel(context.WithValue(c.life, dialOptionsKey{}, dialOptionsOf(ctx)))
-	sa, events, ifname, err := c.dialIKE(sctx)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
 	slot := &c.sa
 	if pending {
 		slot = &c.pending
+	}
+	// The SA must get its IKE messages from the moment its first request
+	// is out: a dial that waits for an answer before returning (transport
+	// auto, transport.go) would otherwise drop the gateway's response and
+	// wait for a retransmission.
+	var published atomic.Pointer[ike.SA]
+	publish := func(sa *ike.SA) {
+		slot.Store(sa)
+		published.Store(sa)
+	}
+	sctx, cancel := context.WithCancel(context.WithValue(context.WithValue(c.life, dialOptionsKey{}, dialOptionsOf(ctx)), publishKey{}, publish))
+	sa, events, ifname, err := c.dialIKE(sctx)
+	if err != nil {
+		cancel()
+		if p := published.Load(); p != nil {
+			slot.CompareAndSwap(p, nil)
+		}
+		return nil, err
 	}
 	slot.Store(sa)
 	drop := func() {

@@ -51,6 +51,17 @@ func (c *conn) transportName(path esp.Path) string {
 	return config.TransportTCP
 }
 
+// publishKey carries, in a dial's context, the function that makes a new
+// SA the one the dataplane hands the gateway's IKE messages to.
+type publishKey struct{}
+
+// publishSA hands sa its inbound IKE messages from now on (establish).
+func publishSA(ctx context.Context, sa *ike.SA) {
+	if publish, ok := ctx.Value(publishKey{}).(func(*ike.SA)); ok {
+		publish(sa)
+	}
+}
+
 // dialTransport starts the IKE SA over the profile's transport: cfg.Path
 // is the UDP path; auto falls back to a stream when UDP gets no answer.
 func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, events chan ike.Event) (*ike.SA, error) {
@@ -74,6 +85,8 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 		ucancel()
 		return nil, err
 	}
+	// Its answer must reach it while we wait for one below.
+	publishSA(ctx, sa)
 	keepUDP := func() (*ike.SA, error) {
 		// The UDP SA keeps its events; forward them, and drop the SA with
 		// the dial's context.
