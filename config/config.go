@@ -605,16 +605,8 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 			return nil, fmt.Errorf("psk_file: %w", err)
 		}
 	case "pubkey":
-		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
-			if kv.val == "" {
-				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
-			}
-			if _, err := os.Stat(kv.val); err != nil {
-				return nil, fmt.Errorf("%s: %w", kv.key, err)
-			}
-		}
-		if err := checkPrivate(r.Key); err != nil {
-			return nil, fmt.Errorf("key: %w", err)
+		if err := checkPubkeyFiles(r.Cert, r.Key, r.CA); err != nil {
+			return nil, err
 		}
 	case AuthEAPMSCHAPv2:
 		if err := r.eapMSCHAPv2(p); err != nil {
@@ -727,16 +719,8 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	switch g.Auth {
 	case "psk":
 	case "pubkey":
-		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
-			if kv.val == "" {
-				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
-			}
-			if _, err := os.Stat(kv.val); err != nil {
-				return nil, fmt.Errorf("%s: %w", kv.key, err)
-			}
-		}
-		if err := checkPrivate(r.Key); err != nil {
-			return nil, fmt.Errorf("key: %w", err)
+		if err := checkPubkeyFiles(r.Cert, r.Key, r.CA); err != nil {
+			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("auth: %q is not psk or pubkey", g.Auth)
@@ -1014,4 +998,22 @@ func validDomain(name string) bool {
 		}
 	}
 	return true
+}
+
+// checkPubkeyFiles checks what auth = "pubkey" needs, in a profile and in a
+// gateway file alike: the certificate, the private key and the CA are named
+// and exist, and the key is readable by its owner only.
+func checkPubkeyFiles(cert, key, ca string) error {
+	for _, kv := range []struct{ key, val string }{{"cert", cert}, {"key", key}, {"ca", ca}} {
+		if kv.val == "" {
+			return fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
+		}
+		if _, err := os.Stat(kv.val); err != nil {
+			return fmt.Errorf("%s: %w", kv.key, err)
+		}
+	}
+	if err := checkPrivate(key); err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	return nil
 }
