@@ -237,6 +237,8 @@ func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*s
 		t := time.NewTimer(reconnectDelay(n, c.profile.ReconnectMaxDelay, c.jitter()))
 		select {
 		case <-t.C:
+		case <-c.captiveRetry: // a captive portal let us through
+			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
 			return nil, errReconnectStopped
