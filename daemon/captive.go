@@ -27,12 +27,15 @@ const EventCaptivePortal = "captive-portal"
 // captive portal (the probe says so); IKE is retried meanwhile.
 const HealthCaptivePortal = "captive-portal"
 
-// Captive portal pacing. While IKE gets no answer the probe runs at once,
-// then after captiveProbeFirst, doubling up to captiveProbeMax. Once a
-// portal is found it is probed every captiveProbeFirst, so that its
-// letting us through (the probe's 204) retests IKE at once.
+// Captive portal pacing. Once IKE has gone unanswered for
+// captiveStuckAfter (a connect or reconnect attempt, a path test: a
+// healthy path answers within a few RTTs) the probe runs, and again after
+// captiveProbeFirst, doubling up to captiveProbeMax while it finds no
+// portal. Once a portal is found it is probed every captiveProbeFirst, so
+// that its letting us through (the probe's 204) retries IKE at once.
 const (
 	captiveLook       = 250 * time.Millisecond
+	captiveStuckAfter = 2 * time.Second
 	captiveProbeFirst = 2 * time.Second
 	captiveProbeMax   = 30 * time.Second
 )
@@ -66,18 +69,36 @@ func probePort(probe string) uint16 {
 }
 
 // stuck reports whether IKE gets no answer while an uplink has addresses:
-// a failed path test (suspended with no working path), or a new IKE SA
-// being negotiated. That is when a portal may be in the way.
+// a first connect or a reconnect under way, a path test in flight that
+// doubts the current path, or a suspension after one failed. That is when
+// a portal may be in the way.
 func (c *conn) stuck() bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch c.state {
+	state, cause := c.state, c.suspendCause
+	c.mu.Unlock()
+	switch state {
 	case stateReconnecting, "connecting":
 		return true
 	case stateSuspended:
-		return c.suspendCause != "" && c.suspendCause != noAddressCause
+		return cause != "" && cause != noAddressCause
+	case "established":
+		m := c.mover.Load()
+		return m != nil && m.Testing()
 	}
 	return false
+}
+
+// passed reports whether IKE answers again: established, and no path test
+// in doubt.
+func (c *conn) passed() bool {
+	c.mu.Lock()
+	state := c.state
+	c.mu.Unlock()
+	if state != "established" {
+		return false
+	}
+	m := c.mover.Load()
+	return m == nil || !m.Testing()
 }
 
 // noAddressCause is mobility's suspension reason without any address: no
@@ -99,17 +120,23 @@ func (c *conn) probeCaptive(ctx context.Context, pr captive.Prober) (captive.Res
 	return r, iface, nil
 }
 
-// watchCaptive looks for a captive portal while IKE gets no answer, and
-// steps back into the tunnel once IKE passes again; it ends with ctx.
+// watchCaptive looks for a captive portal while IKE gets no answer, from
+// the first connect on, and steps back into the tunnel once IKE passes
+// again; it ends with ctx.
 func (c *conn) watchCaptive(ctx context.Context) {
 	pr, ok := c.captiveProber()
 	if !ok {
 		return
 	}
-	defer c.leaveCaptive("the connection ended")
+	defer func() {
+		// The teardown takes the routes and lockdown away with the rest.
+		c.mu.Lock()
+		c.captive = nil
+		c.mu.Unlock()
+	}()
 	t := time.NewTicker(captiveLook)
 	defer t.Stop()
-	var next time.Time
+	var since, next time.Time
 	delay := time.Duration(0)
 	for {
 		select {
@@ -117,18 +144,19 @@ func (c *conn) watchCaptive(ctx context.Context) {
 			return
 		case now := <-t.C:
 			c.mu.Lock()
-			found, state := c.captive != nil, c.state
+			found := c.captive != nil
 			c.mu.Unlock()
-			if found && state == "established" {
+			if found && c.passed() {
 				c.leaveCaptive("IKE answers again")
-				next, delay = time.Time{}, 0
-				continue
 			}
 			if !c.stuck() {
-				next, delay = time.Time{}, 0
+				since, next, delay = time.Time{}, time.Time{}, 0
 				continue
 			}
-			if now.Before(next) {
+			if since.IsZero() {
+				since = now
+			}
+			if now.Sub(since) < captiveStuckAfter || now.Before(next) {
 				continue
 			}
 			r, iface, err := c.probeCaptive(ctx, pr)
@@ -219,11 +247,13 @@ func (c *conn) followCaptive(r captive.Result, iface string, err error) {
 	}
 }
 
-// retryNow makes the mover retest its paths and a reconnect attempt that
-// waits start now.
+// retryNow retries IKE at once: the installed SA's mover retests its
+// paths (an answer also calls off a replacement negotiated alongside);
+// without one, a connect or reconnect attempt that waits starts now.
 func (c *conn) retryNow() {
-	if m := c.mover.Load(); m != nil {
+	if m := c.mover.Load(); m != nil && c.curPeer() != nil {
 		m.Retest()
+		return
 	}
 	select {
 	case c.captiveRetry <- struct{}{}:
@@ -240,7 +270,7 @@ func (c *conn) leaveCaptive(why string) {
 	if st == nil {
 		return
 	}
-	if st.aside {
+	if st.aside && !c.closing.Load() {
 		if err := c.dev.StepAside(false); err != nil {
 			c.log.Error("captive portal: routes not restored", "err", err)
 		}
@@ -288,56 +318,51 @@ func sameAddrs(a, b []netip.Addr) bool {
 	return true
 }
 
-// connectThroughPortal is connect for the first SA: when IKE gets no
-// answer and the probe finds a portal, the connect goes on (the caller's
-// ctx bounds it) with one attempt after another while the user logs in,
-// and returns once the tunnel is up.
+// connectThroughPortal is connect for the first SA. Behind a captive
+// portal (watchCaptive found one while the attempt went unanswered) it
+// goes on, one attempt after another, while the user logs in, bounded by
+// the caller's ctx; the portal letting us through starts a new attempt at
+// once. It returns once the tunnel is up.
 func (c *conn) connectThroughPortal(ctx context.Context, budget *connectBudget) error {
-	err := c.connect(ctx, budget)
-	pr, ok := c.captiveProber()
-	if err == nil || !ok || permanent(err) || ctx.Err() != nil || !unanswered(err) {
-		return err
+	if _, ok := c.captiveProber(); !ok {
+		return c.connect(ctx, budget)
 	}
-	r, iface, perr := c.probeCaptive(ctx, pr)
-	if perr != nil || !r.Portal {
-		return err
-	}
-	c.enterCaptive(r, iface)
-	// While an attempt runs, the probe watches for the portal to let us
-	// through; the attempt's retransmissions then get an answer.
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		t := time.NewTicker(captiveProbeFirst)
-		defer t.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case <-t.C:
-				r, iface, err := c.probeCaptive(wctx, pr)
-				if wctx.Err() == nil {
-					c.followCaptive(r, iface, err)
-				}
-			}
-		}
-	}()
 	for {
-		c.emit(Event{Event: EventConnecting, To: c.gw.String(), Reason: "behind a captive portal: " + err.Error()})
-		if err = c.connect(ctx, budget); err == nil {
-			stop()
-			c.leaveCaptive("IKE answers")
+		actx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- c.connect(actx, budget) }()
+		var err error
+		retry := false
+		select {
+		case err = <-errc:
+		case <-c.captiveRetry:
+			// The attempt under way may be in a long retransmission
+			// wait; a fresh one is answered in a round trip.
+			cancel()
+			err, retry = <-errc, true
+		}
+		cancel()
+		if err == nil {
 			return nil
 		}
-		if permanent(err) || ctx.Err() != nil {
-			stop()
-			c.leaveCaptive("connect failed")
+		c.mu.Lock()
+		behind := c.captive != nil
+		c.mu.Unlock()
+		if !behind || permanent(err) || ctx.Err() != nil || !(retry || unanswered(err)) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-		case <-c.captiveRetry:
-		case <-time.After(captiveProbeFirst):
+		reason := "behind a captive portal: " + err.Error()
+		if retry {
+			reason = "the captive portal lets us through"
+		}
+		c.emit(Event{Event: EventConnecting, To: c.gw.String(), Reason: reason})
+		if !retry {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-c.captiveRetry:
+			case <-time.After(captiveProbeFirst):
+			}
 		}
 	}
 }

@@ -262,12 +262,12 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}()
 
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
+	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink
 	if err := c.connectThroughPortal(ctx, budget); err != nil {
 		return fail(err)
 	}
 	log.Info("connect budget", budget.attrs()...)
 	go c.watchHealth(c.life)
-	go c.watchCaptive(c.life)
 	return c, nil
 }
 

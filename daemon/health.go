@@ -92,7 +92,7 @@ func (h *healthTracker) update(in healthInput, now time.Time) (state, reason, fr
 }
 
 func (h *healthTracker) decide(in healthInput, now time.Time) (state, reason string) {
-	if in.captive != "" && in.state != "established" && in.state != "" && in.state != "disconnected" {
+	if in.captive != "" && (in.state != "established" || in.testing) && in.state != "" && in.state != "disconnected" {
 		return HealthCaptivePortal, captiveReason(in.captive)
 	}
 	switch in.state {

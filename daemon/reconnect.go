@@ -128,6 +128,11 @@ func (c *conn) supervise(s *session) {
 				run = c.startReauth(s)
 			}
 		case <-c.resume:
+			// A doubt raised before this answer is answered by it.
+			select {
+			case <-c.suspect:
+			default:
+			}
 			if s != nil && run != nil && !run.reauth {
 				// The old SA answers again: it was the network.
 				stop()
