@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/url"
+	"slices"
 	"syscall"
 	"time"
 
@@ -94,7 +95,11 @@ func (p Prober) Probe(ctx context.Context) (Result, error) {
 	if remote.IsValid() {
 		r.Addrs = append(r.Addrs, remote)
 	}
-	r.Addrs = append(r.Addrs, p.hostAddrs(ctx, dialer.Resolver, r.Location)...)
+	for _, a := range p.hostAddrs(ctx, dialer.Resolver, r.Location) {
+		if !slices.Contains(r.Addrs, a) {
+			r.Addrs = append(r.Addrs, a)
+		}
+	}
 	return r, nil
 }
 

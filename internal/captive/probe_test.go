@@ -94,7 +94,7 @@ func TestProbe(t *testing.T) {
 		{name: "open", url: open.URL + "/generate_204"},
 		{name: "redirect", url: portal.URL + "/generate_204", portal: true, loc: "http://127.0.0.2:1/login",
 			addrs: []netip.Addr{loop, netip.MustParseAddr("127.0.0.2")}},
-		{name: "page in place", url: portal.URL + "/login", portal: true, loc: portal.URL + "/login", addrs: []netip.Addr{loop, loop}},
+		{name: "page in place", url: portal.URL + "/login", portal: true, loc: portal.URL + "/login", addrs: []netip.Addr{loop}},
 		{name: "no answer", url: deadURL + "/", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
