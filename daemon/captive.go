@@ -343,6 +343,8 @@ func (c *conn) connectThroughPortal(ctx context.Context, budget *connectBudget) 
 		}
 		cancel()
 		if err == nil {
+			// The tunnel's routes and lockdown before the caller is told.
+			c.leaveCaptive("IKE answers")
 			return nil
 		}
 		c.mu.Lock()
