@@ -80,13 +80,25 @@ func TestProbePort(t *testing.T) {
 }
 
 // TestWatchCaptive runs the watcher against a real portal on loopback:
-// while IKE gets no answer it finds the portal (event, status, routes
-// stepped aside), the portal's 204 asks for a retry at once, and IKE
-// passing again takes the routes back.
+// while IKE gets no answer it finds the portal (event, status, and with
+// step-aside the routes aside), the portal's 204 asks for a retry at once,
+// and IKE passing again takes the routes back.
 func TestWatchCaptive(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the probe's SO_MARK needs CAP_NET_ADMIN")
 	}
+	for _, tc := range []struct {
+		mode  string
+		aside bool
+	}{
+		{config.CaptiveStepAside, true},
+		{config.CaptiveReport, false},
+	} {
+		t.Run(tc.mode, func(t *testing.T) { testWatchCaptive(t, tc.mode, tc.aside) })
+	}
+}
+
+func testWatchCaptive(t *testing.T, mode string, wantAside bool) {
 	var open atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if open.Load() {
@@ -97,7 +109,7 @@ func TestWatchCaptive(t *testing.T) {
 	}))
 	defer srv.Close()
 	events := make(chan Event, 16)
-	p := &config.Profile{Name: "corp", Gateway: "198.51.100.1", Captive: config.Captive{Probe: srv.URL + "/generate_204", Mode: config.CaptiveStepAside}}
+	p := &config.Profile{Name: "corp", Gateway: "198.51.100.1", Captive: config.Captive{Probe: srv.URL + "/generate_204", Mode: mode}}
 	c := newConn(p, discardLog(), func(ev Event) { events <- ev })
 	dev := &asideDevice{fakeDevice: &fakeDevice{}}
 	c.dev = dev
@@ -128,15 +140,15 @@ func TestWatchCaptive(t *testing.T) {
 		}
 	}
 	ev := waitEvent(EventCaptivePortal)
-	if ev.To != "http://127.0.0.1:1/login" || !strings.Contains(ev.Reason, "302") || !strings.Contains(ev.Reason, "stepped aside") {
+	if ev.To != "http://127.0.0.1:1/login" || !strings.Contains(ev.Reason, "302") || strings.Contains(ev.Reason, "stepped aside") != wantAside {
 		t.Errorf("event %+v", ev)
 	}
-	if aside, _ := dev.state(); !aside {
-		t.Error("routes not stepped aside")
+	if aside, _ := dev.state(); aside != wantAside {
+		t.Errorf("routes stepped aside: %v, want %v", aside, wantAside)
 	}
 	st := c.Status() // no SA yet: health is judged, not shown
 	health, _ := c.healthNow()
-	if st.CaptivePortal != ev.To || !st.CaptiveStepAside || health != HealthCaptivePortal {
+	if st.CaptivePortal != ev.To || st.CaptiveStepAside != wantAside || health != HealthCaptivePortal {
 		t.Errorf("status: captive_portal %q step aside %v health %q", st.CaptivePortal, st.CaptiveStepAside, health)
 	}
 
@@ -151,12 +163,16 @@ func TestWatchCaptive(t *testing.T) {
 	c.mu.Lock()
 	c.state, c.suspendCause = "established", ""
 	c.mu.Unlock()
+	wantCalls := 0
+	if wantAside {
+		wantCalls = 2
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		aside, calls := dev.state()
 		c.mu.Lock()
 		gone := c.captive == nil
 		c.mu.Unlock()
-		if gone && !aside && calls == 2 {
+		if gone && !aside && calls == wantCalls {
 			break
 		}
 		if time.Now().After(deadline) {
