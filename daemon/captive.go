@@ -174,8 +174,11 @@ func (c *conn) watchCaptive(ctx context.Context) {
 				c.enterCaptive(r, iface)
 				delay = captiveProbeFirst
 			default:
-				// HTTP passes and IKE does not: a firewall, not a portal.
-				c.log.Info("IKE gets no answer, yet the captive portal probe passes", "status", r.Status)
+				// HTTP passes and IKE does not: a firewall, or the
+				// gateway is away; said once per stuck spell.
+				if delay == 0 {
+					c.log.Info("IKE gets no answer, yet the captive portal probe passes", "status", r.Status)
+				}
 				delay = min(max(2*delay, captiveProbeFirst), captiveProbeMax)
 			}
 			next = time.Now().Add(delay)
