@@ -105,6 +105,9 @@ type Profile struct {
 	Lockdown     bool
 	LockdownLAN  bool
 	LockdownIPv6 bool
+	// Captive: captive portal detection and what to do about one
+	// (captive_probe, captive_portal).
+	Captive Captive
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -300,6 +303,7 @@ type rawProfile struct {
 	LockdownLAN   *bool    `toml:"lockdown_lan"`
 	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
 	rawTransport
+	rawCaptive
 }
 
 type rawProfileFile struct {
@@ -665,6 +669,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
+	if p.Captive, err = r.rawCaptive.validate(); err != nil {
+		return nil, err
+	}
 	if p.Transport, err = r.rawTransport.validate(p.CA); err != nil {
 		return nil, err
 	}

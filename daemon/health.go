@@ -47,6 +47,9 @@ type healthInput struct {
 	// or the error of the last failed path test since).
 	suspendCause string
 	testing      bool // a path test is in flight
+	// captive is the login page of a captive portal holding the uplink
+	// ("" none; captive.go).
+	captive string
 	// Last outbound and inbound: ESP packets (esp.Peer.Activity), our IKE
 	// requests and the gateway's answers to them (ike.SA.Activity; a
 	// request from the gateway proves nothing about our direction).
@@ -89,6 +92,9 @@ func (h *healthTracker) update(in healthInput, now time.Time) (state, reason, fr
 }
 
 func (h *healthTracker) decide(in healthInput, now time.Time) (state, reason string) {
+	if in.captive != "" && (in.state != "established" || in.testing) && in.state != "" && in.state != "disconnected" {
+		return HealthCaptivePortal, captiveReason(in.captive)
+	}
 	switch in.state {
 	case "connecting":
 		return HealthTesting, "negotiating the IKE SA"
@@ -144,6 +150,9 @@ type connHealth struct {
 func (c *conn) healthInput() healthInput {
 	c.mu.Lock()
 	in := healthInput{state: c.state, suspendCause: c.suspendCause}
+	if c.captive != nil {
+		in.captive = c.captive.location
+	}
 	peer := c.peer
 	c.mu.Unlock()
 	if peer != nil {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/roam-vpn/roam/internal/lockdown"
+	"github.com/roam-vpn/roam/tun"
 )
 
 // IKE's ports (RFC 7296 2.23): a gateway may answer on either, and NAT-T
@@ -31,6 +32,9 @@ func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
 		Ports:     []uint16{ikePort, nattPort, gw.Port()},
 		LAN:       p.LockdownLAN,
 		IPv6:      p.LockdownIPv6,
+		// The captive portal probe leaves from marked sockets (captive.go).
+		ProbeMark: tun.DefaultMark,
+		ProbePort: probePort(p.Captive.Probe),
 	})
 	if err != nil {
 		c.undo.Forget(undoLockdown, ifname)

@@ -114,6 +114,12 @@ type Status struct {
 	DNSServers []string `json:"dns_servers,omitempty"`
 	DNSDomains []string `json:"dns_domains,omitempty"`
 	DNSMethod  string   `json:"dns_method,omitempty"`
+	// CaptivePortal is the login page of a captive portal that holds the
+	// uplink (IKE gets no answer, the HTTP probe was redirected), absent
+	// otherwise; CaptiveStepAside: the full-tunnel routes are stepped
+	// aside (and lockdown opened to the portal) for the login.
+	CaptivePortal    string `json:"captive_portal,omitempty"`
+	CaptiveStepAside bool   `json:"captive_step_aside,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.

@@ -40,6 +40,12 @@ type Config struct {
 	LAN bool
 	// IPv6 lets out all IPv6, for a tunnel that carries IPv4 only.
 	IPv6 bool
+	// ProbeMark and ProbePort let out the daemon's captive portal probe:
+	// TCP to ProbePort, and its name lookup (port 53), from sockets that
+	// carry ProbeMark (SO_MARK, which only privileged processes set).
+	// ProbePort 0: no probe.
+	ProbeMark uint32
+	ProbePort uint16
 }
 
 // ErrHeld means the table exists already: another connection holds the
@@ -52,7 +58,11 @@ type Rules struct {
 	table    *nftables.Table
 	gw4, gw6 *nftables.Set
 	known    []netip.Addr
-	removed  bool
+	// portal4, portal6: a captive portal's addresses, let out on TCP
+	// ports 80 and 443 while set (AllowPortal).
+	portal4, portal6 *nftables.Set
+	portal           []netip.Addr
+	removed          bool
 }
 
 // Apply installs the rules in one transaction: they are in force entirely
@@ -78,6 +88,8 @@ func Apply(cfg Config) (*Rules, error) {
 	r.gw4 = &nftables.Set{Table: r.table, Name: "gateway4", KeyType: nftables.TypeIPAddr}
 	r.gw6 = &nftables.Set{Table: r.table, Name: "gateway6", KeyType: nftables.TypeIP6Addr}
 	ports := &nftables.Set{Table: r.table, Name: "ikeports", KeyType: nftables.TypeInetService}
+	r.portal4 = &nftables.Set{Table: r.table, Name: "portal4", KeyType: nftables.TypeIPAddr}
+	r.portal6 = &nftables.Set{Table: r.table, Name: "portal6", KeyType: nftables.TypeIP6Addr}
 	var g4, g6 []nftables.SetElement
 	for _, a := range uniqueAddrs(cfg.Gateways) {
 		if a.Is4() {
@@ -94,7 +106,7 @@ func Apply(cfg Config) (*Rules, error) {
 	for _, s := range []struct {
 		set  *nftables.Set
 		elts []nftables.SetElement
-	}{{r.gw4, g4}, {r.gw6, g6}, {ports, pe}} {
+	}{{r.gw4, g4}, {r.gw6, g6}, {ports, pe}, {r.portal4, nil}, {r.portal6, nil}} {
 		if err := nc.AddSet(s.set, s.elts); err != nil {
 			return nil, fmt.Errorf("lockdown: set %s: %w", s.set.Name, err)
 		}
@@ -104,7 +116,7 @@ func Apply(cfg Config) (*Rules, error) {
 		Name: "output", Table: r.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &drop,
 	})
-	for _, exprs := range ruleExprs(cfg, r.gw4, r.gw6, ports) {
+	for _, exprs := range append(ruleExprs(cfg, r.gw4, r.gw6, ports), portalExprs(cfg, r.portal4, r.portal6)...) {
 		nc.AddRule(&nftables.Rule{Table: r.table, Chain: out, Exprs: append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})})
 	}
 	fwd := nc.AddChain(&nftables.Chain{
