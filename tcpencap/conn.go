@@ -80,9 +80,10 @@ func (s *Conn) RemoteAddr() net.Addr { return s.c.RemoteAddr() }
 // is closed or stalled, or rec is too long for a record).
 func (s *Conn) QueueRecord(rec []byte) bool {
 	var deadline *time.Timer
+	timedOut := false
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for !s.closed && !s.stalled && len(s.queue)+len(rec)+lengthSize > QueueLimit {
+	for !s.closed && !s.stalled && !timedOut && len(s.queue)+len(rec)+lengthSize > QueueLimit {
 		if deadline == nil {
 			deadline = time.NewTimer(s.queueWait)
 			defer deadline.Stop()
@@ -100,6 +101,9 @@ func (s *Conn) QueueRecord(rec []byte) bool {
 		case <-s.done:
 			s.mu.Lock()
 		case <-deadline.C:
+			// Never past the bound; the stream is stalled unless the
+			// writer took the queue just now.
+			timedOut = true
 			s.mu.Lock()
 			if s.room == room {
 				s.stalled = true
