@@ -133,9 +133,6 @@ type conn struct {
 	// stream is the TCP or TLS stream to the gateway (transport.go);
 	// nil while the connection uses UDP only.
 	stream *clientStream
-	// streamed: the connection has used a stream; only then does a MOBIKE
-	// move fall back from UDP to one (transport.go).
-	streamed atomic.Bool
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).

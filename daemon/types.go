@@ -159,6 +159,8 @@ type Drops struct {
 	TUNWrite uint64 `json:"tun_write"`
 	// Truncated: datagrams larger than the receive buffer.
 	Truncated uint64 `json:"truncated"`
+	// StreamFull: outbound a TCP stream refused (down, or stalled).
+	StreamFull uint64 `json:"stream_full"`
 }
 
 // dropsFrom maps the dataplane's counters to the status object; a new
@@ -170,6 +172,7 @@ func dropsFrom(d esp.DropStats) *Drops {
 		NoPath: d.NoPath, TooBig: d.TooBig, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
 		OutsideSelectors: d.OutsideSelectors, SeqExhausted: d.SeqExhausted,
 		SocketOverflow: d.SocketOverflow, TUNWrite: d.TUNWrite, Truncated: d.Truncated,
+		StreamFull: d.StreamFull,
 	}
 }
 
