@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/mobility"
 )
 
@@ -206,6 +207,12 @@ func (c *conn) watchHealth(ctx context.Context) {
 // trafficStatus fills the health, the traffic times and the RTT.
 func (c *conn) trafficStatus(st *Status, peer *esp.Peer) {
 	st.Health, st.HealthReason = c.healthNow()
+	fillTraffic(st, peer, c.sa.Load())
+}
+
+// fillTraffic fills the traffic times of a tunnel (either end) and its
+// current path's RTT; peer and sa may be nil.
+func fillTraffic(st *Status, peer *esp.Peer, sa *ike.SA) {
 	stamp := func(t time.Time) *time.Time {
 		if t.IsZero() {
 			return nil
@@ -216,7 +223,7 @@ func (c *conn) trafficStatus(st *Status, peer *esp.Peer) {
 		sent, recv := espActivity(peer)
 		st.LastInboundESP, st.LastOutboundESP = stamp(recv), stamp(sent)
 	}
-	if sa := c.sa.Load(); sa != nil {
+	if sa != nil {
 		st.LastInboundIKE = stamp(sa.LastHeard())
 		if r, ok := sa.RTT(sa.Path()); ok {
 			st.RTTMS = float64(r.SRTT.Microseconds()) / 1000
