@@ -339,6 +339,7 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 	<-pdone
 	stopProbes()
 	<-sdone
+	e.saveLogs("end") // the whole run's logs, for reading what happened
 	recs := e.snd.Records()
 	e.mu.Lock()
 	samples := append([]statusSample(nil), e.samples...)
@@ -529,18 +530,17 @@ func (e *tenv) waitFlow(since time.Time, bound time.Duration) error {
 // active is the uplink that carried the last tunnel packets toward the
 // client: the delay lines see IPv4 only, so none within the last second
 // means the tunnel runs over wwan's IPv6.
-func (e *tenv) active() lab.Uplink {
-	var best lab.Uplink
+func (e *tenv) active() (u lab.Uplink, v6 bool) {
 	var bestAt time.Time
-	for _, u := range e.l.Uplinks {
-		if p, ok := e.delays[u.Router].LastIn(); ok && p.Release.After(bestAt) {
-			best, bestAt = u, p.Release
+	for _, up := range e.l.Uplinks {
+		if p, ok := e.delays[up.Router].LastIn(); ok && p.Release.After(bestAt) {
+			u, bestAt = up, p.Release
 		}
 	}
 	if bestAt.IsZero() || time.Since(bestAt) > time.Second {
-		return e.l.Uplinks[1]
+		return e.l.Uplinks[1], true
 	}
-	return best
+	return u, false
 }
 
 // restoreCmd brings an uplink back as a network manager would: link up,
@@ -606,9 +606,9 @@ func (e *tenv) runEvent(ev tevent) tresult {
 		r.na = why
 		return r
 	}
-	u := e.active()
+	u, v6 := e.active()
 	r.on = u.Name
-	if u.Name == lab.WWAN && !e.v4On(u) {
+	if v6 {
 		r.on = "wwan-v6"
 	}
 	var restore func() error
@@ -761,12 +761,6 @@ func (e *tenv) runEvent(ev tevent) tresult {
 		r.end = time.Now()
 	}
 	return r
-}
-
-// v4On reports whether the uplink still has its IPv4 address.
-func (e *tenv) v4On(u lab.Uplink) bool {
-	out, err := e.l.Output(lab.Client, "ip", "-4", "-o", "addr", "show", "dev", u.Name)
-	return err == nil && strings.Contains(out, u.Client.Addr().String())
 }
 
 func describeEvent(r tresult) string {
