@@ -163,6 +163,7 @@ type tresult struct {
 	err         error
 	on          string // uplink in use when the event began
 	status      statusVerdict
+	trigger     time.Duration // how long the event's command took
 }
 
 func parseTortureFlags(cfg *config, events, duration, seed, kinds, grace, outage string) (tortureConfig, error) {
@@ -722,6 +723,7 @@ func (e *tenv) runEvent(ev tevent) tresult {
 		return r
 	}
 	applied := time.Now()
+	r.trigger = applied.Sub(r.at)
 	if holds {
 		if d, ok := e.waitFlowFor(applied, max(hold, e.tc.bound)); ok {
 			d += applied.Sub(r.at)
@@ -879,6 +881,7 @@ type kindJSON struct {
 	StatusNoAns  int            `json:"status_no_reply"`
 	Samples      int            `json:"status_samples"`
 	Seen         map[string]int `json:"status_seen"`
+	TriggerMedMS *float64       `json:"trigger_median_ms"`
 	DuringMS     []float64      `json:"during_ms"`
 	AfterMS      []float64      `json:"after_restore_ms"`
 	SeedSequence uint64         `json:"seed"`
@@ -907,12 +910,13 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 	fmt.Fprintf(w, "status polled every %v (roam: health; strongSwan: an ESTABLISHED SA with an INSTALLED child); grace %v; bound %v; took %v; load average %s at start, %s at end\n\n",
 		tc.poll, tc.grace, tc.bound, took.Round(time.Second), load0, load1)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "kind\tclient\tevents\tflowing during\tduring med ms\tduring max ms\tafter restore med ms\tmax ms\tnever recovered\tstatus lies\tnot ok while flowing\tstatus seen\t")
+	fmt.Fprintln(tw, "kind\tclient\tevents\tflowing during\tduring med ms\tduring max ms\tafter restore med ms\tmax ms\tnever recovered\tstatus lies\tnot ok while flowing\ttrigger ms\tstatus seen\t")
 	var lines []string
 	kinds := tc.kinds
 	for _, k := range kinds {
 		for ci, cl := range cfg.clients {
 			kj := kindJSON{Kind: k, Client: cl, Seen: map[string]int{}, DuringMS: []float64{}, AfterMS: []float64{}, SeedSequence: tc.seed}
+			var triggers []float64
 			for _, r := range results[cl] {
 				if r.ev.Kind != k {
 					continue
@@ -926,6 +930,7 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 					kj.Errors++
 					continue
 				}
+				triggers = append(triggers, msf(r.trigger))
 				if r.during != nil {
 					kj.DuringN++
 					kj.DuringMS = append(kj.DuringMS, msf(*r.during))
@@ -946,12 +951,13 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 			}
 			kj.DuringMedMS, kj.DuringMaxMS = medianMax(kj.DuringMS)
 			kj.AfterMedMS, kj.AfterMaxMS = medianMax(kj.AfterMS)
+			kj.TriggerMedMS, _ = medianMax(triggers)
 			name := ""
 			if ci == 0 {
 				name = k
 			}
 			if kj.NA != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%d\tdoes not apply\t\t\t\t\t\t\t\t\t\n", name, clientLabel[cl], kj.Events)
+				fmt.Fprintf(tw, "%s\t%s\t%d\tdoes not apply\t\t\t\t\t\t\t\t\t\t\n", name, clientLabel[cl], kj.Events)
 			} else {
 				during := fmt.Sprintf("%d/%d", kj.DuringN, kj.Events-kj.Errors)
 				if slices.Contains([]string{kNoUplink, kStop}, k) {
@@ -960,9 +966,9 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 				if kj.Errors > 0 {
 					during += fmt.Sprintf(" (%d err)", kj.Errors)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t\n", name, clientLabel[cl], kj.Events, during,
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t\n", name, clientLabel[cl], kj.Events, during,
 					fmtMS(kj.DuringMedMS), fmtMS(kj.DuringMaxMS), fmtMS(kj.AfterMedMS), fmtMS(kj.AfterMaxMS),
-					kj.NeverRec, kj.StatusLies, kj.StatusNotOK, seenString(kj.Seen))
+					kj.NeverRec, kj.StatusLies, kj.StatusNotOK, fmtMS(kj.TriggerMedMS), seenString(kj.Seen))
 			}
 			b, _ := json.Marshal(kj)
 			lines = append(lines, "BENCH-TORTURE "+string(b))
@@ -994,7 +1000,10 @@ the client stopped). after restore: from the restore (uplinks back, SIGCONT, add
 back) to the first echo of a probe sent after it. never recovered: no echo within the
 bound after the restore (the connection is then set up anew). status lies: looks at the
 client's status that said ok (strongSwan: established) while no probe sent from the
-grace window before the look to its end was ever answered.`)
+grace window before the look to its end was ever answered. not ok while flowing: looks
+that said anything else while every probe of that window was answered. trigger: how
+long the event's commands took (starting processes in the namespaces of a loaded
+machine; the figures above include it).`)
 	for k, why := range notApplicable[swanClient] {
 		if slices.Contains(cfg.clients, swanClient) && slices.Contains(kinds, k) {
 			fmt.Fprintf(w, "%s does not apply to strongSwan: %s.\n", k, why)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -120,5 +121,70 @@ func TestJudgeStatus(t *testing.T) {
 	}
 	if v.Seen["ok"] != 3 || v.Seen["testing"] != 2 {
 		t.Errorf("seen %v", v.Seen)
+	}
+}
+
+func TestTortureReport(t *testing.T) {
+	d := func(ms int) *time.Duration { v := time.Duration(ms) * time.Millisecond; return &v }
+	t0 := time.Now()
+	ev := func(i int, k string) tevent { return tevent{Index: i, Kind: k} }
+	results := map[string][]tresult{
+		roamClient: {
+			{ev: ev(1, kLinkDown), at: t0, restoreAt: t0.Add(3 * time.Second), during: d(60), after: d(30), recovered: true,
+				status: statusVerdict{Samples: 10, Seen: map[string]int{"ok": 8, "testing": 2}}},
+			{ev: ev(2, kLinkDown), at: t0, restoreAt: t0.Add(3 * time.Second), during: d(80), after: d(40), recovered: true},
+			{ev: ev(3, kGWAddress), at: t0, restoreAt: t0.Add(3 * time.Second), during: d(90), recovered: false, reconnected: true,
+				status: statusVerdict{Samples: 4, Lies: 2, Seen: map[string]int{"ok": 4}}},
+		},
+		swanClient: {
+			{ev: ev(1, kLinkDown), at: t0, restoreAt: t0.Add(3 * time.Second), during: d(200), after: d(30), recovered: true},
+			{ev: ev(2, kLinkDown), at: t0, restoreAt: t0.Add(3 * time.Second), recovered: false},
+			{ev: ev(3, kGWAddress), na: notApplicable[swanClient][kGWAddress]},
+		},
+	}
+	cfg := config{clients: []string{roamClient, swanClient}, delay: 10 * time.Millisecond}
+	tc := tortureConfig{duration: time.Minute, seed: 3, kinds: []string{kLinkDown, kGWAddress}, grace: 2 * time.Second}
+	var b strings.Builder
+	tortureReport(&b, cfg, tc, []tevent{ev(1, kLinkDown), ev(2, kLinkDown), ev(3, kGWAddress)}, results, time.Minute, "1 1 1", "2 2 2")
+	out := b.String()
+	kinds := map[string]kindJSON{}
+	totals := map[string]map[string]any{}
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "BENCH-TORTURE "):
+			var k kindJSON
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "BENCH-TORTURE ")), &k); err != nil {
+				t.Fatalf("%v: %s", err, line)
+			}
+			kinds[k.Kind+"/"+k.Client] = k
+		case strings.HasPrefix(line, "BENCH-TORTURE-TOTAL "):
+			var m map[string]any
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "BENCH-TORTURE-TOTAL ")), &m); err != nil {
+				t.Fatalf("%v: %s", err, line)
+			}
+			totals[m["client"].(string)] = m
+		}
+	}
+	if len(kinds) != 4 || len(totals) != 2 {
+		t.Fatalf("%d kind lines, %d totals:\n%s", len(kinds), len(totals), out)
+	}
+	rl := kinds[kLinkDown+"/roam"]
+	if rl.Events != 2 || rl.DuringN != 2 || *rl.DuringMedMS != 80 || *rl.AfterMaxMS != 40 || rl.NeverRec != 0 || rl.Seen["testing"] != 2 {
+		t.Errorf("roam link-down: %+v", rl)
+	}
+	if g := kinds[kGWAddress+"/roam"]; g.NeverRec != 1 || g.StatusLies != 2 || g.AfterMedMS != nil {
+		t.Errorf("roam gw-address-loss: %+v", g)
+	}
+	if g := kinds[kGWAddress+"/strongswan"]; g.NA == "" {
+		t.Errorf("strongSwan gw-address-loss applies: %+v", g)
+	}
+	if s := kinds[kLinkDown+"/strongswan"]; s.NeverRec != 1 || s.DuringN != 1 {
+		t.Errorf("strongSwan link-down: %+v", s)
+	}
+	if totals["roam"]["never_recovered"] != 1.0 || totals["strongswan"]["never_recovered"] != 1.0 || totals["strongswan"]["events"] != 2.0 {
+		t.Errorf("totals %v", totals)
+	}
+	if !strings.Contains(out, "gw-address-loss does not apply to strongSwan") {
+		t.Errorf("no note on what does not apply:\n%s", out)
 	}
 }
