@@ -164,6 +164,32 @@ type tresult struct {
 	on          string // uplink in use when the event began
 	status      statusVerdict
 	trigger     time.Duration // how long the event's command took
+	// lost: probes sent from the event to its end without an echo;
+	// lostAfter: of those, the ones sent from the restore on (a return
+	// of the preferred uplink should lose none).
+	lost, lostAfter int
+}
+
+// countLoss fills each event's lost probes from the records.
+func countLoss(rs []tresult, recs []probe.Record) {
+	for i := range rs {
+		r := &rs[i]
+		if r.at.IsZero() || r.end.IsZero() {
+			continue
+		}
+		lo, _ := slices.BinarySearchFunc(recs, r.at, func(p probe.Record, t time.Time) int { return p.Sent.Compare(t) })
+		for _, p := range recs[lo:] {
+			if p.Sent.After(r.end) {
+				break
+			}
+			if !p.Answered() {
+				r.lost++
+				if r.restoreAt != r.at && !p.Sent.Before(r.restoreAt) {
+					r.lostAfter++
+				}
+			}
+		}
+	}
 }
 
 func parseTortureFlags(cfg *config, events, duration, seed, kinds, grace, outage string) (tortureConfig, error) {
@@ -346,6 +372,7 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 	samples := append([]statusSample(nil), e.samples...)
 	e.mu.Unlock()
 	judgeStatus(out, recs, samples, tc.grace)
+	countLoss(out, recs)
 	return out, nil
 }
 
@@ -882,6 +909,8 @@ type kindJSON struct {
 	Samples      int            `json:"status_samples"`
 	Seen         map[string]int `json:"status_seen"`
 	TriggerMedMS *float64       `json:"trigger_median_ms"`
+	Lost         []int          `json:"lost"`               // per event
+	LostAfter    []int          `json:"lost_after_restore"` // per event with a restore
 	DuringMS     []float64      `json:"during_ms"`
 	AfterMS      []float64      `json:"after_restore_ms"`
 	SeedSequence uint64         `json:"seed"`
@@ -894,6 +923,15 @@ func medianMax(v []float64) (*float64, *float64) {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return ptr(s[len(s)/2]), ptr(s[len(s)-1])
+}
+
+func medianInt(v []int) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return fmt.Sprint(s[len(s)/2])
 }
 
 func fmtMS(p *float64) string {
@@ -910,12 +948,13 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 	fmt.Fprintf(w, "status polled every %v (roam: health; strongSwan: an ESTABLISHED SA with an INSTALLED child); grace %v; bound %v; took %v; load average %s at start, %s at end\n\n",
 		tc.poll, tc.grace, tc.bound, took.Round(time.Second), load0, load1)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "kind\tclient\tevents\tflowing during\tduring med ms\tduring max ms\tafter restore med ms\tmax ms\tnever recovered\tstatus lies\tnot ok while flowing\ttrigger ms\tstatus seen\t")
+	fmt.Fprintln(tw, "kind\tclient\tevents\tflowing during\tduring med ms\tduring max ms\tafter restore med ms\tmax ms\tlost med\tlost after restore med\tnever recovered\tstatus lies\tnot ok while flowing\ttrigger ms\tstatus seen\t")
 	var lines []string
 	kinds := tc.kinds
 	for _, k := range kinds {
 		for ci, cl := range cfg.clients {
-			kj := kindJSON{Kind: k, Client: cl, Seen: map[string]int{}, DuringMS: []float64{}, AfterMS: []float64{}, SeedSequence: tc.seed}
+			kj := kindJSON{Kind: k, Client: cl, Seen: map[string]int{}, DuringMS: []float64{}, AfterMS: []float64{}, SeedSequence: tc.seed,
+				Lost: []int{}, LostAfter: []int{}}
 			var triggers []float64
 			for _, r := range results[cl] {
 				if r.ev.Kind != k {
@@ -931,6 +970,10 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 					continue
 				}
 				triggers = append(triggers, msf(r.trigger))
+				kj.Lost = append(kj.Lost, r.lost)
+				if r.restoreAt != r.at {
+					kj.LostAfter = append(kj.LostAfter, r.lostAfter)
+				}
 				if r.during != nil {
 					kj.DuringN++
 					kj.DuringMS = append(kj.DuringMS, msf(*r.during))
@@ -957,7 +1000,7 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 				name = k
 			}
 			if kj.NA != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%d\tdoes not apply\t\t\t\t\t\t\t\t\t\t\n", name, clientLabel[cl], kj.Events)
+				fmt.Fprintf(tw, "%s\t%s\t%d\tdoes not apply\t\t\t\t\t\t\t\t\t\t\t\t\n", name, clientLabel[cl], kj.Events)
 			} else {
 				during := fmt.Sprintf("%d/%d", kj.DuringN, kj.Events-kj.Errors)
 				if slices.Contains([]string{kNoUplink, kStop}, k) {
@@ -966,9 +1009,9 @@ func tortureReport(w io.Writer, cfg config, tc tortureConfig, seq []tevent, resu
 				if kj.Errors > 0 {
 					during += fmt.Sprintf(" (%d err)", kj.Errors)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t\n", name, clientLabel[cl], kj.Events, during,
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t\n", name, clientLabel[cl], kj.Events, during,
 					fmtMS(kj.DuringMedMS), fmtMS(kj.DuringMaxMS), fmtMS(kj.AfterMedMS), fmtMS(kj.AfterMaxMS),
-					kj.NeverRec, kj.StatusLies, kj.StatusNotOK, fmtMS(kj.TriggerMedMS), seenString(kj.Seen))
+					medianInt(kj.Lost), medianInt(kj.LostAfter), kj.NeverRec, kj.StatusLies, kj.StatusNotOK, fmtMS(kj.TriggerMedMS), seenString(kj.Seen))
 			}
 			b, _ := json.Marshal(kj)
 			lines = append(lines, "BENCH-TORTURE "+string(b))
@@ -1001,7 +1044,9 @@ back) to the first echo of a probe sent after it. never recovered: no echo withi
 bound after the restore (the connection is then set up anew). status lies: looks at the
 client's status that said ok (strongSwan: established) while no probe sent from the
 grace window before the look to its end was ever answered. not ok while flowing: looks
-that said anything else while every probe of that window was answered. trigger: how
+that said anything else while every probe of that window was answered. lost: probes
+sent from the event to its end without an echo (after restore: from the restore on).
+trigger: how
 long the event's commands took (starting processes in the namespaces of a loaded
 machine; the figures above include it).`)
 	for k, why := range notApplicable[swanClient] {

@@ -188,3 +188,28 @@ func TestTortureReport(t *testing.T) {
 		t.Errorf("no note on what does not apply:\n%s", out)
 	}
 }
+
+func TestCountLoss(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	var recs []probe.Record
+	for ms := 0; ms < 10000; ms += 10 { // no echo for those sent from 3 s to 6 s
+		r := probe.Record{Seq: uint32(ms / 10), Sent: at(ms)}
+		if ms < 3000 || ms >= 6000 {
+			r.Recv = at(ms + 20)
+		}
+		recs = append(recs, r)
+	}
+	rs := []tresult{
+		{at: at(2000), restoreAt: at(5000), end: at(7000)}, // 300 lost, 100 of them from the restore on
+		{at: at(2000), restoreAt: at(2000), end: at(4000)}, // no restore step: 100 lost, none after
+		{at: at(7000), restoreAt: at(8000), end: at(9000)}, // nothing lost
+		{}, // did not run (does not apply)
+	}
+	countLoss(rs, recs)
+	for i, want := range [][2]int{{300, 100}, {100, 0}, {0, 0}, {0, 0}} {
+		if rs[i].lost != want[0] || rs[i].lostAfter != want[1] {
+			t.Errorf("event %d: lost %d, after restore %d; want %v", i, rs[i].lost, rs[i].lostAfter, want)
+		}
+	}
+}
