@@ -202,12 +202,12 @@ func TestCountLoss(t *testing.T) {
 	}
 	rs := []tresult{
 		{at: at(2000), restoreAt: at(5000), end: at(7000)}, // 300 lost, 100 of them from the restore on
-		{at: at(2000), restoreAt: at(2000), end: at(4000)}, // no restore step: 100 lost, none after
+		{at: at(2000), restoreAt: at(2000), end: at(4000)}, // no restore step: 101 lost (both ends count), none after
 		{at: at(7000), restoreAt: at(8000), end: at(9000)}, // nothing lost
 		{}, // did not run (does not apply)
 	}
 	countLoss(rs, recs)
-	for i, want := range [][2]int{{300, 100}, {100, 0}, {0, 0}, {0, 0}} {
+	for i, want := range [][2]int{{300, 100}, {101, 0}, {0, 0}, {0, 0}} {
 		if rs[i].lost != want[0] || rs[i].lostAfter != want[1] {
 			t.Errorf("event %d: lost %d, after restore %d; want %v", i, rs[i].lost, rs[i].lostAfter, want)
 		}
