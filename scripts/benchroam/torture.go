@@ -620,11 +620,19 @@ func (e *tenv) clientPID() (int, error) {
 	if e.client == swanClient {
 		return e.swan.PID(), nil
 	}
-	pids := e.roam.Processes()
-	if len(pids) != 1 {
-		return 0, fmt.Errorf("want one roam daemon in the client namespace, have %v", pids)
+	// The status poller runs the same binary: the daemon is the one
+	// started as `roam daemon`.
+	var daemons []int
+	for _, pid := range e.roam.Processes() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if args := strings.Split(string(b), "\x00"); err == nil && len(args) > 1 && args[1] == "daemon" {
+			daemons = append(daemons, pid)
+		}
 	}
-	return pids[0], nil
+	if len(daemons) != 1 {
+		return 0, fmt.Errorf("want one roam daemon in the client namespace, have %v", daemons)
+	}
+	return daemons[0], nil
 }
 
 // runEvent applies one event, measures it, and restores the lab.
