@@ -373,6 +373,13 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 	e.mu.Unlock()
 	judgeStatus(out, recs, samples, tc.grace)
 	countLoss(out, recs)
+	for _, r := range out {
+		for _, s := range r.status.lieAt {
+			fmt.Fprintf(os.Stderr, "[%s %d] status lie: %s (state %s) asked %s, answered %s; event began %s, restored %s\n",
+				clientLabel[client], r.ev.Index, s.health, s.state, s.start.Format("15:04:05.000"), s.end.Format("15:04:05.000"),
+				r.at.Format("15:04:05.000"), r.restoreAt.Format("15:04:05.000"))
+		}
+	}
 	return out, nil
 }
 
@@ -839,6 +846,7 @@ type statusVerdict struct {
 	Unsure  int            `json:"not_ok"`   // not ok while traffic flowed
 	NoAns   int            `json:"no_reply"` // status did not answer
 	Seen    map[string]int `json:"seen"`     // health values seen
+	lieAt   []statusSample
 }
 
 // judgeStatus checks each sample against the probes: a sample saying ok
@@ -888,6 +896,7 @@ func judgeStatus(rs []tresult, recs []probe.Record, samples []statusSample, grac
 		ok := s.health == "ok" || s.health == "established"
 		if ok && answered == 0 {
 			v.Lies++
+			v.lieAt = append(v.lieAt, s)
 		}
 		if !ok && answered == sent {
 			v.Unsure++
