@@ -31,7 +31,7 @@ func gatewayHealthInput(sa *ike.SA, peer *esp.Peer) healthInput {
 // checkClientHealth updates every client's health. The caller holds gw.mu.
 func (gw *gateway) checkClientHealth(now time.Time) {
 	for sa, c := range gw.clients {
-		c.health.deadAfter = mobility.DefaultDeadAfter
+		c.health.deadAfter, c.health.lookEvery = mobility.DefaultDeadAfter, gatewayHealthEvery
 		c.health.update(gatewayHealthInput(sa, c.peer), now)
 	}
 }
@@ -39,7 +39,7 @@ func (gw *gateway) checkClientHealth(now time.Time) {
 // clientTraffic fills a client's health, traffic times and RTT. The caller
 // holds gw.mu.
 func (gw *gateway) clientTraffic(st *Status, sa *ike.SA, c *gatewayClient, now time.Time) {
-	c.health.deadAfter = mobility.DefaultDeadAfter
+	c.health.deadAfter, c.health.lookEvery = mobility.DefaultDeadAfter, gatewayHealthEvery
 	st.Health, st.HealthReason, _, _ = c.health.update(gatewayHealthInput(sa, c.peer), now)
 	fillTraffic(st, c.peer, sa)
 }
