@@ -86,11 +86,13 @@ type Status struct {
 	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
 	MSSClamped uint64 `json:"mss_clamped,omitempty"`
 	// Health says whether traffic really flows (ok, testing, no-path,
-	// suspended; docs/roaming.md) and HealthReason why; empty for a gateway's
-	// clients. The times are the last ESP packet and authenticated IKE
-	// message from the gateway and the last ESP packet to it (absent:
-	// none yet); RTTMS is the current path's smoothed round-trip time
-	// from IKE exchanges (0: not measured yet), RTTVarMS its variation.
+	// suspended; docs/roaming.md) and HealthReason why; a gateway's
+	// clients are ok or testing, judged the same way from the gateway's
+	// side (gateway_health.go). The times are the last ESP packet and
+	// authenticated IKE message from the other end and the last ESP
+	// packet to it (absent: none yet); RTTMS is the current path's
+	// smoothed round-trip time from IKE exchanges (0: not measured yet),
+	// RTTVarMS its variation.
 	Health          string     `json:"health,omitempty"`
 	HealthReason    string     `json:"health_reason,omitempty"`
 	LastInboundESP  *time.Time `json:"last_inbound_esp,omitempty"`
