@@ -127,8 +127,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 		err = fmt.Errorf("connect cancelled: %w", context.Cause(dctx))
 	}
 	if err != nil {
-		m.publish(Event{Profile: p.Name, Event: EventError, Reason: err.Error()})
-		m.remove(e)
+		m.remove(e, Event{Profile: p.Name, Event: EventError, Reason: err.Error()})
 		return Status{}, err
 	}
 	m.mu.Lock()
@@ -156,16 +155,22 @@ func (m *Manager) watch(e *entry) {
 	if err := e.tunnel.Err(); err != nil {
 		ev.Reason = err.Error()
 	}
-	m.publish(ev)
-	m.remove(e)
+	m.remove(e, ev)
 }
 
-func (m *Manager) remove(e *entry) {
+// remove forgets the connection, then says why with last, then lets those
+// waiting for it go. In that order: whoever hears last and asks for status
+// no longer finds the connection, and an auto-exit daemon does not stop
+// before last is out.
+func (m *Manager) remove(e *entry, last Event) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.conns[e.name] == e {
 		delete(m.conns, e.name)
 	}
+	m.mu.Unlock()
+	m.publish(last)
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	close(e.gone)
 	if len(m.conns) == 0 {
 		select {
