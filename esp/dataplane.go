@@ -747,7 +747,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			d.drops.malformed.Add(1)
 			continue
 		}
-		c := d.routes.lookup(dst)
+		c := d.routes.lookup(dst, pkt)
 		if c == nil {
 			d.drops.noRoute.Add(1)
 			continue
