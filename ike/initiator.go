@@ -36,8 +36,8 @@ type InitiatorConfig struct {
 	// Established.FailedChildren.
 	MoreChildren []Selectors
 	VirtualIP    bool // request inner addresses and DNS servers via CP
-	MOBIKE            bool
-	MOBIKEData        []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
+	MOBIKE       bool
+	MOBIKEData   []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
 	// Switch advertises the responder-initiated switch (switch.go): our
 	// MOBIKE_SUPPORTED carries the octet 'R', and a SWITCH_TO_IP_ADDRESS
 	// from the gateway is answered per AcceptSwitch (SwitchRequested).
