@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,6 +152,8 @@ type ChildStats struct {
 	SPIIn, SPIOut                            uint32
 	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
 	Proposal                                 string
+	// Remote and Local are the child's selectors (ChildConfig's).
+	Remote, Local []netip.Prefix
 }
 
 // DropStats count packets dropped, by reason.
@@ -457,7 +460,7 @@ func (d *Dataplane) ChildStats(p *Peer) []ChildStats {
 			SPIIn: c.in.SPI(), SPIOut: c.out.SPI(),
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 			PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
-			Proposal: c.proposal,
+			Proposal: c.proposal, Remote: slices.Clone(c.remote), Local: slices.Clone(c.local),
 		})
 	}
 	return out
