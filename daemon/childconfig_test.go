@@ -62,4 +62,3 @@ func TestChildConfigSelectors(t *testing.T) {
 		})
 	}
 }
-
