@@ -49,19 +49,33 @@ type FailedChild struct {
 	Err    error
 }
 
-// localFor fills in s.Local: the full range of each family of s.Remote.
-func (s Selectors) localFor() []netip.Prefix {
+// localFor fills in s.Local for each family of s.Remote: our inner
+// address of that family when we have one (what IKE_AUTH narrowed our side
+// to; strongSwan refuses a wider TSi in CREATE_CHILD_SA), else the full
+// range.
+func (s Selectors) localFor(vips []netip.Addr) []netip.Prefix {
 	if len(s.Local) > 0 {
 		return s.Local
 	}
 	var out []netip.Prefix
 	for _, p := range s.Remote {
-		full := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		add := []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
 		if p.Addr().Is6() {
-			full = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			add[0] = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
-		if !slices.Contains(out, full) {
-			out = append(out, full)
+		var own []netip.Prefix
+		for _, a := range vips {
+			if a.Is6() == p.Addr().Is6() {
+				own = append(own, netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+		if len(own) > 0 {
+			add = own
+		}
+		for _, q := range add {
+			if !slices.Contains(out, q) {
+				out = append(out, q)
+			}
 		}
 	}
 	return out
@@ -92,7 +106,7 @@ func (sa *SA) createChild(sel Selectors, created func(ChildSA), done chan<- erro
 		return
 	}
 	cr := &childRekey{
-		old:      ChildSA{LocalTS: PrefixesTS(sel.localFor()), RemoteTS: PrefixesTS(sel.Remote)},
+		old:      ChildSA{LocalTS: PrefixesTS(sel.localFor(sa.vips)), RemoteTS: PrefixesTS(sel.Remote)},
 		ni:       sa.randBytes(32),
 		newSPIIn: sa.randSPI32(),
 		add:      true,
