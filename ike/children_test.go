@@ -168,12 +168,15 @@ func TestCreateChildLater(t *testing.T) {
 
 // TestChildrenKeepEachOther: with two Child SAs, a rekey of either (from
 // either end) replaces that one only; an IKE SA rekey and MOBIKE moves
-// keep both, unchanged, on the new path.
+// keep both, unchanged, on the new path, and every step keeps MOBIKE, the
+// peers' additional addresses and the switch support.
 func TestChildrenKeepEachOther(t *testing.T) {
 	e := newMobikeEnv(t, nil)
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.RemoteTS = []netip.Prefix{netA}
 	cfg.MoreChildren = []Selectors{{Remote: []netip.Prefix{netB}}}
+	cfg.Switch = true
+	cfg.LocalAddresses = func() []netip.Addr { return []netip.Addr{clientAddr, clientAddr2} }
 	c, gw := e.established(cfg, e.net.AddHost("client", clientAddr, clientAddr2))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -227,8 +230,11 @@ func TestChildrenKeepEachOther(t *testing.T) {
 				t.Fatalf("%s: Child SA for %v replaced %v, want %v", s.name, p, replaced, want)
 			}
 		}
-		if !c.sa.peerMOBIKEOK(t) {
-			t.Fatalf("%s: MOBIKE lost", s.name)
+		if !c.sa.peerMOBIKEOK(t) || !gw.peerMOBIKEOK(t) {
+			t.Fatalf("%s: MOBIKE or the peer's addresses lost", s.name)
+		}
+		if !gw.SwitchCapable() {
+			t.Fatalf("%s: the gateway forgot the client's switch support", s.name)
 		}
 	}
 	if gw.Path().Remote.Addr() != clientAddr || c.sa.Path().Local.Addr() != clientAddr {
@@ -237,10 +243,10 @@ func TestChildrenKeepEachOther(t *testing.T) {
 }
 
 // peerMOBIKEOK reports whether the SA still holds MOBIKE and the peer's
-// addresses.
+// addresses (both ends announce two here).
 func (sa *SA) peerMOBIKEOK(t *testing.T) bool {
 	var ok bool
-	if !call(sa, func() { ok = sa.peerMOBIKE && len(sa.peerAddrs) > 0 }) {
+	if !call(sa, func() { ok = sa.peerMOBIKE && len(sa.peerAddrs) >= 2 }) {
 		t.Fatal("SA gone")
 	}
 	return ok
