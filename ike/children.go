@@ -193,6 +193,11 @@ func (sa *SA) handleNewChildRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 		// A gateway has no business adding Child SAs to a client.
 		return refuse(wire.NotifyNoAdditionalSAs)
 	}
+	if sa.state != stateEstablished {
+		// Keys from IKE_SA_INIT alone authenticate nobody.
+		sa.stats.unexpected.Add(1)
+		return refuse(wire.NotifyNoAdditionalSAs)
+	}
 	// One place stays free for the successor of a rekey.
 	live := 0
 	for _, c := range sa.children {
