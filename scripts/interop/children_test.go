@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,9 +57,11 @@ func TestChildSAsFollowMoves(t *testing.T) {
 			l, bin := setup(t)
 			pki := newPKI(t, l)
 			var logs func() string
+			var gwStatus func() ([]lab.Status, string, error)
 			if kind == "roam" {
 				g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 				time.Sleep(300 * time.Millisecond) // listening
+				gwStatus = g.Status
 				logs = func() string {
 					_, raw, _ := g.Status()
 					return gp.Output() + "\ngateway status:\n" + string(raw)
@@ -156,6 +159,25 @@ func TestChildSAsFollowMoves(t *testing.T) {
 				default:
 					t.Logf("%s: the gateway rekeyed the Child SA after the move: %s/%s now %s/%s", half,
 						was[half].spiIn, was[half].spiOut, now[half].spiIn, now[half].spiOut)
+				}
+			}
+			if gwStatus != nil {
+				// The gateway's side: one client, a Child SA per half
+				// (its own selectors), each having carried traffic.
+				sts, raw, err := gwStatus()
+				if err != nil || len(sts) != 1 {
+					fail("gateway status: %v\n%s", err, raw)
+				}
+				var locals []string
+				for _, c := range sts[0].Children {
+					if c.PacketsIn == 0 || c.PacketsOut == 0 {
+						fail("gateway Child SA %s carried nothing:\n%s", c.SPIIn, raw)
+					}
+					locals = append(locals, strings.Join(c.LocalTS, ","))
+				}
+				slices.Sort(locals)
+				if strings.Join(locals, " ") != lowerHalf+" "+upperHalf {
+					fail("gateway Child SAs with local_ts %v, want %s and %s:\n%s", locals, lowerHalf, upperHalf, raw)
 				}
 			}
 			if after.VirtualIP != before.VirtualIP {

@@ -413,6 +413,7 @@ type Status struct {
 		PacketsOut uint64          `json:"packets_out"`
 		Proposal   string          `json:"proposal"`
 		RemoteTS   []string        `json:"remote_ts"`
+		LocalTS    []string        `json:"local_ts"`
 	} `json:"children"`
 	PathChanges   int      `json:"path_changes"`
 	PeerAddresses []string `json:"peer_addresses"`
