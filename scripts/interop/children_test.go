@@ -46,13 +46,14 @@ func childrenByTS(st lab.Status) (map[string]childByTS, int) {
 // TestChildSAsFollowMoves: with children = "per_ts" two remote_ts entries
 // become two Child SAs (one in IKE_AUTH, one by CREATE_CHILD_SA), against
 // roam gateway and strongSwan (one child config whose local_ts covers both
-// halves; it narrows each request to its half). Both carry pings; after
+// halves, which it narrows each request to, and one child config per
+// half). Both carry pings; after
 // the Wi-Fi link goes down and MOBIKE moves the IKE SA to cellular, both
 // still carry them and status still shows two Child SAs. roam gateway
 // moves them as they are (SPIs unchanged); strongSwan with kernel-libipsec
 // may rekey them after the update instead, which is logged.
 func TestChildSAsFollowMoves(t *testing.T) {
-	for _, kind := range []string{"roam", "strongswan"} {
+	for _, kind := range []string{"roam", "strongswan", "strongswan-two-children"} {
 		t.Run(kind, func(t *testing.T) {
 			l, bin := setup(t)
 			pki := newPKI(t, l)
@@ -67,7 +68,18 @@ func TestChildSAsFollowMoves(t *testing.T) {
 					return gp.Output() + "\ngateway status:\n" + string(raw)
 				}
 			} else {
-				logs = startSwanGateway(t, l, pki, "psk", nil).Log
+				conn := lab.GatewayConn("psk", goodPSK, nil, nil)
+				if kind == "strongswan-two-children" {
+					// A child section per half instead of one child
+					// narrowed to each.
+					conn.ChildTS = [][]netip.Prefix{{netip.MustParsePrefix(lowerHalf)}, {netip.MustParsePrefix(upperHalf)}}
+				}
+				gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(gw.Stop)
+				logs = gw.Log
 			}
 			if err := l.Exec(lab.Host, "ip", "addr", "add", hostUpper.String()+"/24", "dev", "eth0"); err != nil {
 				t.Fatal(err)
