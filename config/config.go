@@ -108,6 +108,9 @@ type Profile struct {
 	Lockdown     bool
 	LockdownLAN  bool
 	LockdownIPv6 bool
+	// Captive: captive portal detection and what to do about one
+	// (captive_probe, captive_portal).
+	Captive Captive
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -304,6 +307,7 @@ type rawProfile struct {
 	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
 	rawTransport
 	rawChildren
+	rawCaptive
 }
 
 type rawProfileFile struct {
@@ -609,16 +613,8 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 			return nil, fmt.Errorf("psk_file: %w", err)
 		}
 	case "pubkey":
-		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
-			if kv.val == "" {
-				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
-			}
-			if _, err := os.Stat(kv.val); err != nil {
-				return nil, fmt.Errorf("%s: %w", kv.key, err)
-			}
-		}
-		if err := checkPrivate(r.Key); err != nil {
-			return nil, fmt.Errorf("key: %w", err)
+		if err := checkPubkeyFiles(r.Cert, r.Key, r.CA); err != nil {
+			return nil, err
 		}
 	case AuthEAPMSCHAPv2:
 		if err := r.eapMSCHAPv2(p); err != nil {
@@ -680,6 +676,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
+	if p.Captive, err = r.rawCaptive.validate(); err != nil {
+		return nil, err
+	}
 	if p.Transport, err = r.rawTransport.validate(p.CA); err != nil {
 		return nil, err
 	}
@@ -734,16 +733,8 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	switch g.Auth {
 	case "psk":
 	case "pubkey":
-		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
-			if kv.val == "" {
-				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
-			}
-			if _, err := os.Stat(kv.val); err != nil {
-				return nil, fmt.Errorf("%s: %w", kv.key, err)
-			}
-		}
-		if err := checkPrivate(r.Key); err != nil {
-			return nil, fmt.Errorf("key: %w", err)
+		if err := checkPubkeyFiles(r.Cert, r.Key, r.CA); err != nil {
+			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("auth: %q is not psk or pubkey", g.Auth)
@@ -1021,4 +1012,22 @@ func validDomain(name string) bool {
 		}
 	}
 	return true
+}
+
+// checkPubkeyFiles checks what auth = "pubkey" needs, in a profile and in a
+// gateway file alike: the certificate, the private key and the CA are named
+// and exist, and the key is readable by its owner only.
+func checkPubkeyFiles(cert, key, ca string) error {
+	for _, kv := range []struct{ key, val string }{{"cert", cert}, {"key", key}, {"ca", ca}} {
+		if kv.val == "" {
+			return fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
+		}
+		if _, err := os.Stat(kv.val); err != nil {
+			return fmt.Errorf("%s: %w", kv.key, err)
+		}
+	}
+	if err := checkPrivate(key); err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	return nil
 }

@@ -121,6 +121,10 @@ type conn struct {
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
+	// captive is the captive portal holding the uplink (captive.go), under
+	// mu; captiveRetry asks a waiting reconnect attempt to start now.
+	captive      *captiveState
+	captiveRetry chan struct{}
 
 	// undo records, before each change to the machine, how to undo it
 	// should the daemon be killed (undo.go); tunName names the records.
@@ -129,9 +133,6 @@ type conn struct {
 	// stream is the TCP or TLS stream to the gateway (transport.go);
 	// nil while the connection uses UDP only.
 	stream *clientStream
-	// streamed: the connection has used a stream; only then does a MOBIKE
-	// move fall back from UDP to one (transport.go).
-	streamed atomic.Bool
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -142,6 +143,9 @@ type tunDevice interface {
 	AddRoutes(ps []netip.Prefix, mark uint32, table int) error
 	SetDNS(tun.DNSOptions) error
 	DNSMethod() string
+	// StepAside takes the full-tunnel routes out of the way or back
+	// (a captive portal's login, captive.go).
+	StepAside(on bool) error
 	Close() error
 }
 
@@ -176,7 +180,7 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 	life, cancel := context.WithCancel(context.Background())
 	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: "connecting", life: life,
 		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
-		ra: reauthState{due: make(chan *session, 1)}}
+		ra: reauthState{due: make(chan *session, 1)}, captiveRetry: make(chan struct{}, 1)}
 }
 
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
@@ -255,7 +259,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}()
 
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
-	if err := c.connect(ctx, budget); err != nil {
+	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink
+	if err := c.connectThroughPortal(ctx, budget); err != nil {
 		return fail(err)
 	}
 	log.Info("connect budget", budget.attrs()...)
@@ -864,6 +869,7 @@ func (c *conn) Status() Status {
 	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
 		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method}
 	c.lockdownStatus(&st)
+	c.captiveStatus(&st)
 	if est == nil {
 		return st
 	}

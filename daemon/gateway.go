@@ -58,6 +58,9 @@ type gatewayClient struct {
 	at   time.Time
 	// replaced: a reauthentication's new SA took over (gateway_reauth.go).
 	replaced bool
+	// health: whether the client's traffic flows (gateway_health.go),
+	// under gateway.mu.
+	health healthTracker
 }
 
 // RunGateway starts the responder for g; it serves until ctx ends.
@@ -188,10 +191,16 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 func (gw *gateway) handleIKE(pkt []byte, path esp.Path) { gw.resp.HandlePacket(pkt, path) }
 
 func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
+	health := time.NewTicker(gatewayHealthEvery)
+	defer health.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-health.C:
+			gw.mu.Lock()
+			gw.checkClientHealth(now)
+			gw.mu.Unlock()
 		case ev := <-events:
 			if gw.switchEvent(ev) {
 				continue
@@ -323,6 +332,7 @@ func (gw *gateway) Status() []Status {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	var out []Status
+	now := time.Now()
 	for sa, c := range gw.clients {
 		path := sa.Path()
 		spii, spir := sa.SPIs()
@@ -343,6 +353,7 @@ func (gw *gateway) Status() []Status {
 		st.Drops = dropsFrom(d)
 		ms := gw.dp.MTUStats()
 		st.PathMTU, st.ICMPTooBig, st.MSSClamped = c.peer.MTU(), ms.ICMPTooBig, ms.MSSClamped
+		gw.clientTraffic(&st, sa, c, now)
 		out = append(out, st)
 	}
 	return out

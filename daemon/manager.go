@@ -35,6 +35,9 @@ type entry struct {
 	cancel  context.CancelFunc // aborts the dial
 	tunnel  Tunnel
 	gone    chan struct{} // closed once the entry left the map
+	// captive is the login page of a captive portal the connect waits
+	// behind (its captive-portal event), under Manager.mu.
+	captive string
 }
 
 // ManagerOption configures a Manager.
@@ -99,6 +102,11 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 	emit := func(ev Event) {
 		if ev.Profile == "" {
 			ev.Profile = p.Name
+		}
+		if ev.Event == EventCaptivePortal {
+			m.mu.Lock()
+			e.captive = ev.To
+			m.mu.Unlock()
 		}
 		ev = m.publish(ev)
 		progMu.Lock()
@@ -245,8 +253,9 @@ func (m *Manager) Status(name string) ([]Status, error) {
 		}
 	}
 	tunnels := make([]Tunnel, len(entries))
+	captives := make([]string, len(entries))
 	for i, e := range entries {
-		tunnels[i] = e.tunnel
+		tunnels[i], captives[i] = e.tunnel, e.captive
 	}
 	m.mu.Unlock()
 	if name != "" && len(entries) == 0 {
@@ -256,6 +265,11 @@ func (m *Manager) Status(name string) ([]Status, error) {
 	for i, e := range entries {
 		if tunnels[i] == nil {
 			out[i] = Status{Name: e.name, State: "connecting", Gateway: e.gateway}
+			if captives[i] != "" {
+				// The connect waits behind a portal (captive.go).
+				out[i].CaptivePortal = captives[i]
+				out[i].Health, out[i].HealthReason = HealthCaptivePortal, captiveReason(captives[i])
+			}
 			continue
 		}
 		out[i] = tunnels[i].Status()

@@ -134,7 +134,10 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 				ev.Reason = err.Error()
 			}
 			c.emit(ev)
-			if err != nil {
+			// A test whose addresses have all gone since (every uplink
+			// down while it was in flight) failed for that alone: it is
+			// no news about the gateway or the SA.
+			if err != nil && len(addrs()) > 0 {
 				c.mu.Lock()
 				down := c.peer == peer && (c.state == stateSuspended || c.state == stateReconnecting)
 				if down && c.state == stateSuspended {

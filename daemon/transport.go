@@ -182,7 +182,6 @@ func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS boo
 	if err := cl.Connect(ctx); err != nil {
 		return esp.Path{}, err
 	}
-	c.streamed.Store(true)
 	local := tcpencap.AddrPort(cl.Local())
 	path := esp.Path{Local: local, Remote: remote, IfIndex: o.IfIndex, Stream: true}
 	sctx, stop := context.WithCancel(c.life)
@@ -271,9 +270,10 @@ func clientTLSConfig(p *config.Profile) (*tls.Config, error) {
 // carries the update instead. A UDP move leaves the stream behind.
 func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.MoveResult, error) {
 	mode := c.profile.Transport.Mode
-	// A connection that never needed a stream moves over UDP exactly as
-	// before: its gateway may take no streams at all.
-	if mode == config.TransportUDP || len(paths) == 0 || (mode == config.TransportAuto && !c.streamed.Load()) {
+	// With auto, a connection that started on UDP falls back to a stream
+	// too: the new uplink may pass no UDP. A gateway that takes no streams
+	// refuses the connect, and the UDP update goes on as it was.
+	if mode == config.TransportUDP || len(paths) == 0 {
 		return sa.UpdateAddresses(ctx, paths)
 	}
 	cur := sa.Path()

@@ -177,12 +177,16 @@ type DropStats struct {
 	// is outside the peer's traffic selectors or whose destination is
 	// outside ours (RFC 4301 5.2).
 	OutsideSelectors uint64
+	// StreamFull: outbound records a TCP stream refused: it is down, or
+	// its queue stayed full for the stream's bound on waiting (a stalled
+	// connection; tcpencap.QueueWait).
+	StreamFull uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
 	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
-	outsideSelectors                                                     atomic.Uint64
+	outsideSelectors, streamFull                                         atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -475,6 +479,7 @@ func (d *Dataplane) Drops() DropStats {
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
 		TooBig: d.drops.tooBig.Load(), OutsideSelectors: d.drops.outsideSelectors.Load(),
+		StreamFull: d.drops.streamFull.Load(),
 	}
 }
 
@@ -807,7 +812,7 @@ func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
 		pkts = rest
 		if st != nil {
 			if failed := sendStream(st, group); failed > 0 {
-				d.drops.sendErrors.Add(uint64(failed))
+				d.drops.streamFull.Add(uint64(failed))
 			}
 			continue
 		}

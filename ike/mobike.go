@@ -490,17 +490,20 @@ func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
 	sa.startRoutabilityCheck()
 }
 
-// redirectOutstanding sends our own request in flight, if it went to the
-// path the peer has just left, after the peer: a liveness check sent while
+// redirectOutstanding sends our own request in flight, if it went to a
+// path other than the one under test, after the peer: a liveness check sent while
 // a client slept or its NAT forgot it cannot be answered there, and the
 // routability check queues behind it, so ESP would stay on the dead path
 // until dead peer detection gave up on the SA. It is retransmitted at once
 // to the path under test (the same authenticated message, so a forged
 // source gains an attacker one packet per retransmission, no more); its
-// answer frees the window for the check.
+// answer frees the window for the check. The request may have gone out
+// before the SA's latest move, to a path the peer left even earlier: an
+// update from a proved address moves the SA at once, and its
+// retransmission from an unproved one, moments later, starts the check.
 func (sa *SA) redirectOutstanding() {
 	o := sa.out
-	if o == nil || o.paths != nil || !samePath(o.sentOn, sa.path) || o.timer == nil {
+	if o == nil || o.paths != nil || o.timer == nil || sa.rrTarget == nil || samePath(o.sentOn, *sa.rrTarget) {
 		return
 	}
 	o.paths = func(int) (esp.Path, bool) {

@@ -866,3 +866,60 @@ func TestRekeyKeepsMOBIKE(t *testing.T) {
 		})
 	}
 }
+
+// TestRetransmittedUpdateRedirectsOutstandingRequest: the gateway's
+// liveness check is out on the client's old path, which no longer
+// delivers, when the client's update arrives first from an address
+// proved before (the gateway follows it at once) and then, retransmitted,
+// from a third (that address went away before the answer came back: an
+// uplink replaced by another family). The check must follow the client
+// to the third path although it was last sent on neither, or the
+// routability check queued behind it waits for its retransmissions to
+// the dead path to run out, with ESP on a dead path meanwhile (the
+// torture bench's IPv6-only event: 30 s without traffic while the client
+// got its IKE answers).
+func TestRetransmittedUpdateRedirectsOutstandingRequest(t *testing.T) {
+	// Slow retransmissions of the gateway's own requests: none falls
+	// between the two copies of the update.
+	e := newMobikeEnv(t, func(c *ResponderConfig) {
+		c.Retransmit = Retransmit{Initial: 2 * time.Second, Factor: 1, Max: 2 * time.Second, Retries: 10}
+	})
+	clientAddr3 := netip.MustParseAddr("192.0.2.30")
+	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2, clientAddr3))
+	movedTo := func(a netip.Addr) {
+		t.Helper()
+		for {
+			if pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait); pu.Path.Remote.Addr() == a {
+				return
+			}
+		}
+	}
+	// clientAddr2 proves itself once: a move there and back.
+	for _, a := range []netip.Addr{clientAddr2, clientAddr} {
+		if _, err := e.move(c, pathFrom(a, gwNATT)); err != nil {
+			t.Fatal(err)
+		}
+		movedTo(a)
+	}
+	e.net.SetLink(gwAddr, clientAddr, netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }})
+	live := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*mobikeWait)
+		defer cancel()
+		live <- gw.CheckLiveness(ctx)
+	}()
+	waitCounter(t, gw, "Retransmits", func(c Counters) uint64 { return c.Retransmits }, gw.Counters().Retransmits+1)
+	e.net.SetLink(gwAddr, clientAddr2, netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }})
+	res, err := e.move(c, pathFrom(clientAddr2, gwNATT), pathFrom(clientAddr3, gwNATT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path.Local.Addr() != clientAddr3 {
+		t.Fatalf("client moved to %v", res.Path)
+	}
+	movedTo(clientAddr2) // the first copy, from a proved address
+	movedTo(clientAddr3) // the retransmission, after the routability check
+	if err := <-live; err != nil {
+		t.Fatalf("liveness check: %v", err)
+	}
+}

@@ -189,6 +189,8 @@ type Mover struct {
 	// when switchWake fires.
 	switchTo   netip.Addr
 	switchWake chan struct{}
+	// retestWake asks Run to retest every path now (Retest).
+	retestWake chan struct{}
 	// testing mirrors moving for Testing (status, from any goroutine).
 	testing atomic.Bool
 
@@ -293,7 +295,8 @@ func New(cfg Config, start esp.Path, ifname string) *Mover {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname, switchWake: make(chan struct{}, 1)}
+	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname, switchWake: make(chan struct{}, 1),
+		retestWake: make(chan struct{}, 1)}
 }
 
 // SwitchTo moves the SA to the gateway's address to (same port) at once,
@@ -322,6 +325,17 @@ func (m *Mover) takeSwitch(now time.Time) {
 	if to.IsValid() {
 		m.log.Info("gateway asks to switch", "to", to)
 		m.want(request{at: now, switchTo: to})
+	}
+}
+
+// Retest tests every path now instead of at the next retry, while no
+// path works: something outside IKE says the network may have opened (a
+// captive portal let us through). It does not block; it does nothing while
+// a path works.
+func (m *Mover) Retest() {
+	select {
+	case m.retestWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -384,6 +398,10 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 			m.want(request{at: now, retry: true})
 		case <-m.switchWake:
 			m.takeSwitch(time.Now())
+		case <-m.retestWake:
+			if m.broken {
+				m.want(request{at: time.Now(), retry: true})
+			}
 		}
 		m.kick(ctx, results)
 	}

@@ -96,6 +96,11 @@ type RoamProfile struct {
 	// writes tls_ca.
 	Transport string
 	TLSCA     string
+	// CaptiveProbe writes captive_probe: a URL inside the lab. Empty
+	// writes captive_probe = "" (detection off), so that no lab profile
+	// ever probes the real Internet. CaptivePortal writes captive_portal.
+	CaptiveProbe  string
+	CaptivePortal string
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -195,6 +200,10 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.TLSCA != "" {
 			fmt.Fprintf(&b, "tls_ca = %q\n", p.TLSCA)
+		}
+		fmt.Fprintf(&b, "captive_probe = %q\n", p.CaptiveProbe)
+		if p.CaptivePortal != "" {
+			fmt.Fprintf(&b, "captive_portal = %q\n", p.CaptivePortal)
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
@@ -431,6 +440,12 @@ type Status struct {
 	DNSServers       []string `json:"dns_servers"`
 	DNSDomains       []string `json:"dns_domains"`
 	DNSMethod        string   `json:"dns_method"`
+	Health           string   `json:"health"`
+	HealthReason     string   `json:"health_reason"`
+	// A captive portal holds the uplink: its login page, and whether the
+	// routes stepped aside for it.
+	CaptivePortal    string `json:"captive_portal"`
+	CaptiveStepAside bool   `json:"captive_step_aside"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a
