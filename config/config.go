@@ -50,7 +50,10 @@ type Profile struct {
 	IKE         []Proposal
 	ESP         []Proposal
 	RemoteTS    []netip.Prefix
-	VirtualIP   bool
+	// Children is ChildrenSingle (one Child SA for all of RemoteTS) or
+	// ChildrenPerTS (one per entry; children.go).
+	Children  string
+	VirtualIP bool
 	// DNS applies the gateway's DNS servers (default on; they are only
 	// applied when the gateway sends some).
 	DNS bool
@@ -303,6 +306,7 @@ type rawProfile struct {
 	LockdownLAN   *bool    `toml:"lockdown_lan"`
 	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
 	rawTransport
+	rawChildren
 	rawCaptive
 }
 
@@ -637,6 +641,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		ts = []string{"0.0.0.0/0", "::/0"}
 	}
 	if p.RemoteTS, err = prefixes("remote_ts", ts); err != nil {
+		return nil, err
+	}
+	if p.Children, err = r.rawChildren.validate(); err != nil {
 		return nil, err
 	}
 	for i, ifname := range p.Interfaces {

@@ -315,15 +315,16 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	}
 	events := make(chan ike.Event, 16)
 	cfg := ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
-		LocalAuth: c.localAuth,
-		PeerAuth:  c.peerAuth,
-		RemoteID:  p.RemoteID,
-		IKE:       proposals(p.IKE),
-		ESP:       proposals(p.ESP),
-		RemoteTS:  p.RemoteTS,
-		VirtualIP: p.VirtualIP,
-		MOBIKE:    p.MOBIKE,
+		Path:         esp.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
+		LocalAuth:    c.localAuth,
+		PeerAuth:     c.peerAuth,
+		RemoteID:     p.RemoteID,
+		IKE:          proposals(p.IKE),
+		ESP:          proposals(p.ESP),
+		RemoteTS:     firstTS(p),
+		MoreChildren: moreChildren(p),
+		VirtualIP:    p.VirtualIP,
+		MOBIKE:       p.MOBIKE,
 		// The gateway may move us to another of its addresses (switch.go).
 		Switch:         p.MOBIKE && p.Switch,
 		AcceptSwitch:   acceptSwitch(p),
@@ -356,6 +357,27 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		return nil, nil, "", err
 	}
 	return sa, events, route.IfName, nil
+}
+
+// moreChildren splits the profile's remote_ts into one Child SA each with
+// children = "per_ts"; dialGateway's RemoteTS is then the first's only.
+func moreChildren(p *config.Profile) []ike.Selectors {
+	if p.Children != config.ChildrenPerTS {
+		return nil
+	}
+	var out []ike.Selectors
+	for _, ts := range p.RemoteTS[min(1, len(p.RemoteTS)):] {
+		out = append(out, ike.Selectors{Remote: []netip.Prefix{ts}})
+	}
+	return out
+}
+
+// firstTS is the remote_ts of the Child SA in IKE_AUTH.
+func firstTS(p *config.Profile) []netip.Prefix {
+	if p.Children == config.ChildrenPerTS && len(p.RemoteTS) > 1 {
+		return p.RemoteTS[:1]
+	}
+	return p.RemoteTS
 }
 
 // pickRoute returns the first target the kernel has a route to (with its
@@ -472,6 +494,12 @@ func (c *conn) install(s *session) error {
 			return err
 		}
 		routes = append(routes, remote...)
+	}
+	for _, f := range est.FailedChildren {
+		// The tunnel is worth having for the networks that did work; the
+		// others stay outside it, which the user must hear of.
+		c.log.Warn("child SA refused", "remote_ts", f.Remote, "err", f.Err)
+		c.emit(Event{Event: EventError, Profile: c.profile.Name, Reason: fmt.Sprintf("child SA for %s: %v", prefixList(f.Remote), userError(f.Err))})
 	}
 	oldVIPs := c.vipStrings()
 	if err := c.setAddresses(est.VirtualIPs); err != nil {
@@ -702,6 +730,17 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 			return
 		}
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+	case *ike.ChildCreated:
+		remote := selectorsToPrefixes(ev.Child.RemoteTS)
+		if err := c.installChild(s, ev.Child, remote, false); err != nil {
+			c.log.Error("installing child SA", "err", err)
+			c.emit(Event{Event: EventError, Reason: err.Error()})
+			return
+		}
+		if err := c.addRoutes(remote); err != nil {
+			c.log.Error("routing child SA", "err", err)
+			c.emit(Event{Event: EventError, Reason: err.Error()})
+		}
 	case *ike.IKERekeyed:
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 	case *ike.ChildDeleted:
@@ -859,9 +898,7 @@ func (c *conn) Status() Status {
 	st.EstablishedAt = at
 	st.Proposal = est.Proposal
 	if peer != nil {
-		for _, cs := range c.dp.ChildStats(peer) {
-			st.Children = append(st.Children, childStatus(cs))
-		}
+		st.Children = childStatuses(c.dp.ChildStats(peer))
 	}
 	c.reauthStatus(&st)
 	d := c.dp.Drops()
@@ -879,8 +916,34 @@ func childStatus(cs esp.ChildStats) ChildStatus {
 	return ChildStatus{
 		SPIIn: fmt.Sprintf("%08x", cs.SPIIn), SPIOut: fmt.Sprintf("%08x", cs.SPIOut),
 		BytesIn: cs.BytesIn, BytesOut: cs.BytesOut, PacketsIn: cs.PacketsIn, PacketsOut: cs.PacketsOut,
-		Proposal: cs.Proposal,
+		Proposal: cs.Proposal, RemoteTS: prefixStrings(cs.Remote), LocalTS: prefixStrings(cs.Local),
 	}
+}
+
+// childStatuses lists a peer's Child SAs in a stable order: by remote
+// selectors, then inbound SPI.
+func childStatuses(stats []esp.ChildStats) []ChildStatus {
+	out := make([]ChildStatus, 0, len(stats))
+	for _, cs := range stats {
+		out = append(out, childStatus(cs))
+	}
+	slices.SortFunc(out, func(a, b ChildStatus) int {
+		if c := strings.Compare(strings.Join(a.RemoteTS, ","), strings.Join(b.RemoteTS, ",")); c != 0 {
+			return c
+		}
+		return strings.Compare(a.SPIIn, b.SPIIn)
+	})
+	return out
+}
+
+func prefixList(ps []netip.Prefix) string { return strings.Join(prefixStrings(ps), ",") }
+
+func prefixStrings(ps []netip.Prefix) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // userError turns an engine failure into the one line `roam connect`

@@ -210,6 +210,8 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.install(ev)
 			case *ike.ChildRekeyed:
 				gw.installRekeyed(ev)
+			case *ike.ChildCreated:
+				gw.installCreated(ev)
 			case *ike.IKERekeyed:
 				gw.mu.Lock()
 				c := gw.clients[ev.SA]
@@ -282,6 +284,30 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ch.SPIIn)})
 }
 
+// installCreated adds a further Child SA the client asked for. It sends at
+// once, on the client's packets from its own selectors: the client holds
+// ESP for an SPI it has not installed yet for a moment (esp early hold).
+func (gw *gateway) installCreated(ev *ike.ChildCreated) {
+	gw.mu.Lock()
+	c := gw.clients[ev.SA]
+	gw.mu.Unlock()
+	if c == nil {
+		return
+	}
+	ch := ev.Child
+	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), false)
+	if err == nil {
+		rekeyOnPackets(&cfg, ev.SA, gw.cfg.ChildRekeyPackets, gw.log)
+		err = gw.dp.InstallChild(c.peer, cfg)
+	}
+	if err != nil {
+		gw.log.Error("installing child SA", "peer", c.est.PeerID, "err", err)
+		gw.emit(Event{Event: EventError, Profile: c.est.PeerID, Reason: err.Error()})
+		return
+	}
+	gw.log.Info("child SA added", "peer", c.est.PeerID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "local_ts", cfg.Local)
+}
+
 func (gw *gateway) remove(ev *ike.Deleted) {
 	gw.mu.Lock()
 	c, ok := gw.clients[ev.SA]
@@ -322,9 +348,7 @@ func (gw *gateway) Status() []Status {
 		if len(c.est.VirtualIPs) > 0 {
 			st.VirtualIP = c.est.VirtualIPs[0].String()
 		}
-		for _, cs := range gw.dp.ChildStats(c.peer) {
-			st.Children = append(st.Children, childStatus(cs))
-		}
+		st.Children = childStatuses(gw.dp.ChildStats(c.peer))
 		d := gw.dp.Drops()
 		st.Drops = dropsFrom(d)
 		ms := gw.dp.MTUStats()

@@ -133,6 +133,10 @@ type ChildStatus struct {
 	PacketsIn  uint64 `json:"packets_in"`
 	PacketsOut uint64 `json:"packets_out"`
 	Proposal   string `json:"proposal"`
+	// RemoteTS and LocalTS are the Child SA's traffic selectors as
+	// prefixes: the peer's side and ours.
+	RemoteTS []string `json:"remote_ts,omitempty"`
+	LocalTS  []string `json:"local_ts,omitempty"`
 }
 
 // Drops counts packets the dataplane discarded, one key per reason (the

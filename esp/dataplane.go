@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,6 +152,8 @@ type ChildStats struct {
 	SPIIn, SPIOut                            uint32
 	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
 	Proposal                                 string
+	// Remote and Local are the child's selectors (ChildConfig's).
+	Remote, Local []netip.Prefix
 }
 
 // DropStats count packets dropped, by reason.
@@ -461,7 +464,7 @@ func (d *Dataplane) ChildStats(p *Peer) []ChildStats {
 			SPIIn: c.in.SPI(), SPIOut: c.out.SPI(),
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 			PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
-			Proposal: c.proposal,
+			Proposal: c.proposal, Remote: slices.Clone(c.remote), Local: slices.Clone(c.local),
 		})
 	}
 	return out
@@ -752,7 +755,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			d.drops.malformed.Add(1)
 			continue
 		}
-		c := d.routes.lookup(dst)
+		c := d.routes.lookup(dst, pkt)
 		if c == nil {
 			d.drops.noRoute.Add(1)
 			continue

@@ -30,9 +30,14 @@ type InitiatorConfig struct {
 	// responder narrows them, to our virtual IPs with CP). RemoteTS defaults
 	// to 0.0.0.0/0 and ::/0.
 	LocalTS, RemoteTS []netip.Prefix
-	VirtualIP         bool // request inner addresses and DNS servers via CP
-	MOBIKE            bool
-	MOBIKEData        []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
+	// MoreChildren are Child SAs to negotiate after the first (LocalTS,
+	// RemoteTS) with CREATE_CHILD_SA, before Established reports them all
+	// (children.go); one the gateway refuses is in
+	// Established.FailedChildren.
+	MoreChildren []Selectors
+	VirtualIP    bool // request inner addresses and DNS servers via CP
+	MOBIKE       bool
+	MOBIKEData   []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
 	// Switch advertises the responder-initiated switch (switch.go): our
 	// MOBIKE_SUPPORTED carries the octet 'R', and a SWITCH_TO_IP_ADDRESS
 	// from the gateway is answered per AcceptSwitch (SwitchRequested).
@@ -578,11 +583,19 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	}
 	sa.children = append(sa.children, child)
 	sa.scheduleChild(child)
-	ev := sa.establishedEvent()
-	sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
-		"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "vips", sa.vips)
-	sa.finish(ev, nil)
-	sa.emit(ev)
+	report := func(failed []FailedChild) {
+		ev := sa.establishedEvent()
+		ev.FailedChildren = failed
+		sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
+			"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "children", len(sa.children), "vips", sa.vips)
+		sa.finish(ev, nil)
+		sa.emit(ev)
+	}
+	if len(sa.icfg.MoreChildren) > 0 {
+		sa.createMoreChildren(sa.icfg.MoreChildren, report)
+		return
+	}
+	report(nil)
 }
 
 // failAfterAuth ends an SA whose keys the peer holds: we tell the peer with

@@ -638,7 +638,8 @@ func (sa *SA) routabilityFailed(err error) {
 }
 
 // handleCreateChildRequest answers a CREATE_CHILD_SA that rekeys one of our
-// Child SAs (RFC 7296 1.3.3). Requests for additional Child SAs are refused.
+// Child SAs (RFC 7296 1.3.3), or the IKE SA; one for an additional Child
+// SA goes to handleNewChildRequest (children.go).
 func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func()) {
 	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
 		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
@@ -648,7 +649,7 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	}
 	rekey := findNotify(ps, wire.NotifyRekeySA)
 	if rekey == nil {
-		return refuse(wire.NotifyNoAdditionalSAs, nil)
+		return sa.handleNewChildRequest(ps)
 	}
 	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
@@ -673,45 +674,11 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		sa.log.Warn("rekey refused: too many Child SAs", "children", len(sa.children))
 		return refuse(wire.NotifyNoAdditionalSAs, nil)
 	}
-	saP, nonce, ke, tsi, tsr := childPayloads(ps)
-	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
-		return refuse(wire.NotifyInvalidSyntax, nil)
+	offer, refusal := sa.childOffer(ps)
+	if refusal != nil {
+		return []wire.Payload{refusal}, nil
 	}
-	var props []wire.Proposal
-	for _, p := range saP.Proposals {
-		if len(p.SPI) == 4 {
-			props = append(props, p)
-		}
-	}
-	var preferDH uint16
-	if ke != nil {
-		preferDH = ke.Group
-	}
-	chosen, ok := selectProposal(sa.cfg.esp, props, wire.ProtoESP, preferDH)
-	if !ok {
-		chosen, ok = selectProposal(withPFS(sa.cfg.esp, preferDH), props, wire.ProtoESP, preferDH)
-	}
-	if !ok {
-		return refuse(wire.NotifyNoProposalChosen, nil)
-	}
-	var shared []byte
-	var ourKE *wire.KE
-	if dh, ok := transformOf(chosen.Transforms, wire.TransformDH); ok && dh.ID != 0 {
-		if ke == nil || ke.Group != dh.ID {
-			var g [2]byte
-			binary.BigEndian.PutUint16(g[:], dh.ID)
-			return refuse(wire.NotifyInvalidKEPayload, g[:])
-		}
-		if !ikecrypto.SupportedGroup(dh.ID) {
-			return refuse(wire.NotifyNoProposalChosen, nil)
-		}
-		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
-		if err != nil {
-			return refuse(wire.NotifyInvalidSyntax, nil)
-		}
-		shared = s
-		ourKE = &wire.KE{Group: dh.ID, Data: reply}
-	}
+	chosen, shared, ourKE, nonce := offer.chosen, offer.shared, offer.ourKE, offer.nonce
 	addKEs := addKETransforms(chosen.Transforms)
 	if len(addKEs) > 0 {
 		if _, ours := sa.rekeys[old.SPIIn]; ours {
@@ -775,6 +742,63 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	}
 	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
 	return resp, func() { sa.emit(ev) }
+}
+
+// childOffer is what a CREATE_CHILD_SA request for a Child SA brings, with
+// the proposal we chose and our side of its key exchange.
+type childOffer struct {
+	chosen   wire.Proposal
+	shared   []byte
+	ourKE    *wire.KE
+	nonce    *wire.Nonce
+	tsi, tsr *wire.TrafficSelectors
+}
+
+// childOffer picks the ESP proposal of a CREATE_CHILD_SA request for a
+// Child SA and answers its KE; refusal is the notify to answer instead.
+func (sa *SA) childOffer(ps []wire.Payload) (o childOffer, refusal *wire.Notify) {
+	refuse := func(t wire.NotifyType, data []byte) (childOffer, *wire.Notify) {
+		return childOffer{}, &wire.Notify{Type: t, Data: data}
+	}
+	saP, nonce, ke, tsi, tsr := childPayloads(ps)
+	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
+		return refuse(wire.NotifyInvalidSyntax, nil)
+	}
+	var props []wire.Proposal
+	for _, p := range saP.Proposals {
+		if len(p.SPI) == 4 {
+			props = append(props, p)
+		}
+	}
+	var preferDH uint16
+	if ke != nil {
+		preferDH = ke.Group
+	}
+	chosen, ok := selectProposal(sa.cfg.esp, props, wire.ProtoESP, preferDH)
+	if !ok {
+		chosen, ok = selectProposal(withPFS(sa.cfg.esp, preferDH), props, wire.ProtoESP, preferDH)
+	}
+	if !ok {
+		return refuse(wire.NotifyNoProposalChosen, nil)
+	}
+	o = childOffer{chosen: chosen, nonce: nonce, tsi: tsi, tsr: tsr}
+	if dh, ok := transformOf(chosen.Transforms, wire.TransformDH); ok && dh.ID != 0 {
+		if ke == nil || ke.Group != dh.ID {
+			var g [2]byte
+			binary.BigEndian.PutUint16(g[:], dh.ID)
+			return refuse(wire.NotifyInvalidKEPayload, g[:])
+		}
+		if !ikecrypto.SupportedGroup(dh.ID) {
+			return refuse(wire.NotifyNoProposalChosen, nil)
+		}
+		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
+		if err != nil {
+			return refuse(wire.NotifyInvalidSyntax, nil)
+		}
+		o.shared = s
+		o.ourKE = &wire.KE{Group: dh.ID, Data: reply}
+	}
+	return o, nil
 }
 
 // withPFS adds the peer's group to our ESP proposals: a gateway configured

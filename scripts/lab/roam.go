@@ -63,8 +63,10 @@ type RoamProfile struct {
 	MOBIKE  bool
 	// ForbidNAT writes allow_nat = false.
 	ForbidNAT bool
-	// RemoteTS defaults to ProtectedNet.
+	// RemoteTS defaults to ProtectedNet; Children writes children
+	// ("per_ts": one Child SA per entry).
 	RemoteTS []string
+	Children string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
 	// ChildRekey sets child_rekey_time, ChildLife child_life_time,
@@ -162,6 +164,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
 		if p.NoFragmentation {
 			b.WriteString("fragmentation = false\n")
+		}
+		if p.Children != "" {
+			fmt.Fprintf(&b, "children = %q\n", p.Children)
 		}
 		if p.ChildRekey > 0 {
 			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
@@ -416,6 +421,8 @@ type Status struct {
 		PacketsIn  uint64          `json:"packets_in"`
 		PacketsOut uint64          `json:"packets_out"`
 		Proposal   string          `json:"proposal"`
+		RemoteTS   []string        `json:"remote_ts"`
+		LocalTS    []string        `json:"local_ts"`
 	} `json:"children"`
 	PathChanges   int      `json:"path_changes"`
 	PeerAddresses []string `json:"peer_addresses"`
