@@ -81,8 +81,10 @@ type peerPath struct {
 	stream StreamSender
 	mtu    int // largest inner packet that fits the path (mtu.go); 0: unknown
 	// noGSOUntil (unix ns): packets on a new path go out one datagram
-	// each until then (mtu.go, pmtuProbe).
+	// each until then (mtu.go, pmtuProbe), or until probe has shown that
+	// their size fits (gsoprobe.go).
 	noGSOUntil int64
+	probe      *gsoProbe
 }
 
 // Path returns the current path.
@@ -216,7 +218,8 @@ type Dataplane struct {
 	icmpLimit              rateLimit
 	icmpTooBig, mssClamped atomic.Uint64
 	peerCount              atomic.Int64
-	softBell               chan struct{} // rung when an SA crosses its soft limit (soft.go)
+	softBell               chan struct{}  // rung when an SA crosses its soft limit (soft.go)
+	probes                 chan *gsoProbe // new paths' GSO probes to check (gsoprobe.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -227,6 +230,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	d := &Dataplane{
 		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
 		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(), softBell: make(chan struct{}, 1),
+		probes: make(chan *gsoProbe, probeQueue),
 	}
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.sockets.Store(&[]*Socket{})
@@ -262,12 +266,13 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	for _, s := range socks {
 		d.startReceive(ctx, s)
 	}
-	d.wg.Add(3 + d.workers)
+	d.wg.Add(4 + d.workers)
 	for range d.workers {
 		go func() { defer d.wg.Done(); d.cryptoWorker(ctx) }()
 	}
 	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
 	go func() { defer d.wg.Done(); d.softLoop(ctx) }()
+	go func() { defer d.wg.Done(); d.probeLoop(ctx) }()
 	tunErr := make(chan error, 1)
 	go func() { defer d.wg.Done(); tunErr <- d.tunLoop(ctx) }()
 	var err error
@@ -294,7 +299,7 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
 	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds, children: map[*child]struct{}{}}
-	p.path.Store(d.resolvePathMTU(path))
+	p.path.Store(d.resolvePathMTU(p, path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
 	d.mu.Unlock()
@@ -304,7 +309,7 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 // SetPath moves the peer's traffic to path.
 // The path's MTU is derived again: a move may change the uplink or the
 // outer address family.
-func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(path)) }
+func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(p, path)) }
 
 // Suspend stops the peer's outbound traffic until the next SetPath: while
 // no path works, packets are dropped before sealing (DropStats.NoPath) and

@@ -407,7 +407,8 @@ func newSendBatch(n int) *sendBatch {
 
 // build turns pkts into messages. With gso, consecutive packets on the
 // same path of the same length (the last may be shorter) share one
-// UDP_SEGMENT datagram, except on a path still probing its MTU (pmtuProbe).
+// UDP_SEGMENT datagram, except on a path still probing its MTU (pmtuProbe)
+// for sizes not yet shown to fit (gsoprobe.go).
 func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 	b.pkts, b.nm, b.off = pkts, 0, 0
 	now := time.Now().UnixNano()
@@ -415,7 +416,7 @@ func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 		p := pkts[i]
 		size, total := len(p.buf), len(p.buf)
 		j := i + 1
-		for gso && p.pp.noGSOUntil <= now && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
+		for gso && size <= p.pp.gsoLimit(now) && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
 			l := len(pkts[j].buf)
 			if l > size || total+l > maxGSOBytes {
 				break
@@ -447,6 +448,9 @@ func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 			h.Control = &b.ctrl[b.nm][0]
 		}
 		h.SetControllen(len(ctl))
+		if j-i == 1 {
+			p.pp.sentAlone(size, now)
+		}
 		b.first[b.nm] = i
 		b.nm++
 		i = j
