@@ -845,13 +845,24 @@ type rxState struct {
 	lastDrops uint32 // the socket's SO_RXQ_OVFL count already added
 }
 
+const (
+	// recvMessages is how many datagrams one recvmmsg reads.
+	recvMessages = 64
+	// rxPackets is how many opened packets a receive loop writes to the
+	// TUN device at once, whose GRO coalesces the segments of a flow among
+	// them into one write. A GRO datagram from a peer's GSO send holds up
+	// to 45 full-sized packets: with room for 64 the write of two such
+	// datagrams was split in three; 128 (wireguard-go's batch) holds two
+	// and a half.
+	rxPackets = 128
+)
+
 // receiveLoop reads batches from one socket, splits GRO-coalesced
 // datagrams into their packets, demultiplexes IKE, keepalives and ESP, and
 // writes decrypted packets to the TUN device in batches.
 func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
-	const n = 64
-	rb := newRecvBatch(n)
-	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, n), jobs: make([]rxJob, 0, n), out: make([][]byte, 0, n), parts: newCryptoParts()}
+	rb := newRecvBatch(recvMessages)
+	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, rxPackets), jobs: make([]rxJob, 0, rxPackets), out: make([][]byte, 0, rxPackets), parts: newCryptoParts()}
 	for i := range rx.tunBufs {
 		// Each its own allocation: the TUN write's GRO appends coalesced
 		// packets to the first buffer of a flow, within its capacity.
