@@ -34,6 +34,7 @@ func TestGSOProbe(t *testing.T) {
 			}
 			defer s.Close()
 			d.AddSocket(s)
+			s.gso.Store(false) // as after a segmented send the kernel refused
 			p := d.NewPeer(Path{Local: s.LocalAddr(), Remote: netip.MustParseAddrPort("127.0.0.1:4500")})
 			pp := p.path.Load()
 			now := time.Now().UnixNano()
@@ -68,6 +69,9 @@ func TestGSOProbe(t *testing.T) {
 				return
 			}
 			np := p.path.Load()
+			if s.gsoKernel && !s.gso.Load() {
+				t.Error("GSO still off on the socket after the MTU change")
+			}
 			if proven != 0 || np == pp || np.probe == pp.probe || np.probe.proven.Load() != 0 {
 				t.Fatalf("proven %d, new path %v: want nothing proven and a fresh probe", proven, np != pp)
 			}

@@ -140,6 +140,7 @@ func (d *Dataplane) refreshMTU(p *Peer) {
 	np.mtu = mtu
 	np.probe = d.newProbe(p) // datagrams of the new size have to show they fit
 	if p.path.CompareAndSwap(pp, &np) {
+		pp.sock.rearmGSO()
 		d.log.Info("path MTU changed", "remote", pp.Remote, "inner_mtu", mtu)
 	}
 }
