@@ -652,60 +652,12 @@ type tunBatch struct {
 	count int
 }
 
-// inlineMax is the most packets a TUN read may bring for the reader to
-// seal and send them itself, when the read had to wait for them
-// (readWaited) and the send stage is idle. Such reads are the TCP ACKs of
-// a transfer the other way: handing each to the send stage cost a
-// goroutine wake-up and two context switches, and on a busy machine a
-// wait for the woken thread to get a CPU, all of which delays the ACK
-// the peer's TCP is clocked by. A read that did not wait found a backlog
-// (a flood of small packets): it still goes to the send stage, so the
-// next read overlaps the send and the send stage gathers reads into one
-// sendmmsg; in an A/B run sending those inline too cut the 64-byte UDP
-// upload by a third.
-const inlineMax = 4
-
-// readWaited is how long a TUN read must have taken to count as having
-// waited for its packet rather than finding one queued: more than the
-// system call, less than parking and waking the goroutine.
-const readWaited = 20 * time.Microsecond
-
-// txState is the outbound stages' reused state. The send stage owns it
-// while it has batches; the reader uses it only when no batch is queued
-// or in the send stage (sendLoop's inflight count is 0).
-type txState struct {
-	jobs   []txJob
-	sealed [][]byte
-	pkts   []outPacket
-	group  []outPacket
-	sb     *sendBatch
-	parts  *cryptoParts
-}
-
-func newTxState(n int) *txState {
-	return &txState{
-		jobs: make([]txJob, 0, n), sealed: make([][]byte, n), pkts: make([]outPacket, 0, n),
-		group: make([]outPacket, 0, n), sb: newSendBatch(n), parts: newCryptoParts(),
-	}
-}
-
-// send routes, seals and sends the packets of batches, in order.
-func (d *Dataplane) send(tx *txState, batches ...*tunBatch) {
-	tx.jobs = tx.jobs[:0]
-	for _, b := range batches {
-		tx.jobs = d.routeBatch(b.bufs[:b.count], b.sizes, tx.jobs)
-	}
-	tx.pkts = d.sealBatch(tx.parts, tx.jobs, tx.sealed, tx.pkts[:0], time.Now().UnixNano())
-	d.sendBatch(tx.sb, tx.pkts, tx.group)
-}
-
 // tunLoop reads batches from the TUN device and hands them to sendLoop,
 // which moves what is queued through three stages: classify and route
 // every packet and reserve its sequence number; seal in place; send per
 // socket. The crypto stage touches only its own packets' buffers, so it
 // can be split across cores with the order kept by the sequence numbers
-// already assigned. A small read that waited for its packets goes through
-// the same stages in the reader when nothing is queued (inlineMax).
+// already assigned.
 func (d *Dataplane) tunLoop(ctx context.Context) error {
 	n := max(d.dev.BatchSize(), 1)
 	var batches [tunDepth]tunBatch
@@ -719,13 +671,8 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 		}
 		free <- i
 	}
-	tx := newTxState(tunDepth * n)
-	// inflight counts the batches queued for or in the send stage. Only
-	// this goroutine adds to it, so when it reads 0 the send stage has
-	// finished with tx and has nothing to start on.
-	var inflight atomic.Int32
 	sent := make(chan struct{})
-	go func() { defer close(sent); d.sendLoop(tx, &batches, full, free, &inflight) }()
+	go func() { defer close(sent); d.sendLoop(&batches, n, full, free) }()
 	defer func() { close(full); <-sent }()
 	for {
 		var i int
@@ -735,9 +682,7 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			return nil
 		}
 		b := &batches[i]
-		start := time.Now()
 		count, err := d.dev.Read(b.bufs, b.sizes, tunOffset)
-		waited := time.Since(start) > readWaited
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -754,21 +699,20 @@ func (d *Dataplane) tunLoop(ctx context.Context) error {
 			}
 		}
 		b.count = count
-		if count <= inlineMax && waited && inflight.Load() == 0 {
-			d.send(tx, b)
-			free <- i
-			continue
-		}
-		inflight.Add(1)
 		full <- i
 	}
 }
 
 // sendLoop takes the queued TUN batches, oldest first, and routes, seals
 // and sends all of them together, then gives their buffers back.
-func (d *Dataplane) sendLoop(tx *txState, batches *[tunDepth]tunBatch, full <-chan int, free chan<- int, inflight *atomic.Int32) {
+func (d *Dataplane) sendLoop(batches *[tunDepth]tunBatch, n int, full <-chan int, free chan<- int) {
+	jobs := make([]txJob, 0, tunDepth*n)
+	sealed := make([][]byte, tunDepth*n)
+	pkts := make([]outPacket, 0, tunDepth*n)
+	group := make([]outPacket, 0, tunDepth*n)
+	sb := newSendBatch(tunDepth * n)
+	parts := newCryptoParts()
 	var taken [tunDepth]int
-	var queued [tunDepth]*tunBatch
 	for i := range full {
 		k := 1
 		taken[0] = i
@@ -785,14 +729,16 @@ func (d *Dataplane) sendLoop(tx *txState, batches *[tunDepth]tunBatch, full <-ch
 				break gather
 			}
 		}
-		for x, j := range taken[:k] {
-			queued[x] = &batches[j]
+		jobs = jobs[:0]
+		for _, j := range taken[:k] {
+			b := &batches[j]
+			jobs = d.routeBatch(b.bufs[:b.count], b.sizes, jobs)
 		}
-		d.send(tx, queued[:k]...)
+		pkts = d.sealBatch(parts, jobs, sealed, pkts[:0], time.Now().UnixNano())
+		d.sendBatch(sb, pkts, group)
 		for _, j := range taken[:k] {
 			free <- j
 		}
-		inflight.Add(int32(-k))
 	}
 }
 
