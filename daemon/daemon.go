@@ -212,7 +212,7 @@ func ServeGateway(ctx context.Context, g *config.Gateway, opts GatewayOptions) e
 	h := newHub(time.Now)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	handle, err := opts.Run(gctx, g, func(ev Event) { logEvent(log, h.publish(ev)) })
+	handle, err := opts.Run(withLogger(gctx, log), g, func(ev Event) { logEvent(log, h.publish(ev)) })
 	if err != nil {
 		ln.Close()
 		os.Remove(opts.Socket)
