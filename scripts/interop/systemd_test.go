@@ -277,6 +277,19 @@ systemctl restart roam.service`); err != nil {
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 10*time.Second); err != nil {
 		t.Errorf("no ping after the restart: %v", err)
 	}
+	recs = journal(t, c, "roam.service")
+	for _, msg := range []string{"undid what an earlier daemon left", "DNS settings of an earlier run restored"} {
+		if record(recs, msg) == nil {
+			t.Errorf("no %q record: the restarted daemon did not undo the killed one's changes", msg)
+		}
+	}
+	// The restart stopped roam@corp against a daemon that was gone: its
+	// ExecStop has nothing to disconnect, which is no failure.
+	for _, r := range journal(t, c, "roam@corp.service") {
+		if strings.Contains(r["MESSAGE"], "Failed with result") {
+			t.Errorf("roam@corp failed around the restart: %q", r["MESSAGE"])
+		}
+	}
 
 	// systemctl stop: roam@corp disconnects, roam.service ends, nothing
 	// is left.
@@ -295,4 +308,6 @@ systemctl restart roam.service`); err != nil {
 	if r := record(journal(t, c, "roam.service"), "daemon stopped"); r == nil {
 		t.Error("no \"daemon stopped\" record: the daemon did not stop cleanly")
 	}
+	out, _ := c.Run(20*time.Second, "journalctl", "-u", "roam.service", "-u", "roam@corp.service", "-o", "short-monotonic", "--no-pager")
+	t.Logf("journal of the units:\n%s", out)
 }
