@@ -311,3 +311,111 @@ systemctl restart roam.service`); err != nil {
 	out, _ := c.Run(20*time.Second, "journalctl", "-u", "roam.service", "-u", "roam@corp.service", "-o", "short-monotonic", "--no-pager")
 	t.Logf("journal of the units:\n%s", out)
 }
+
+// debsDir holds the openresolv and resolvconf packages that
+// scripts/install-deps.sh downloads (and does not install).
+const debsDir = "/var/cache/roam-lab/debs"
+
+// TestSystemdResolvconf: roam's resolvconf method with the real programs,
+// installed with dpkg inside the systemd container (on this machine
+// either would take over /etc/resolv.conf). The uplink's server comes in
+// as the record a DHCP client would add; roam gateway sends a server and
+// a domain in CP. Connected, the generated resolv.conf has the tunnel's
+// server first and the domain; systemctl stop takes them back; so does
+// roam disconnect --all after the daemon was killed with nobody to
+// restart it.
+func TestSystemdResolvconf(t *testing.T) {
+	tests := []struct {
+		name string
+		debs []string // globs in debsDir, installed in this order
+	}{
+		{"openresolv", []string{"openresolv_*.deb"}},
+		{"resolvconf", []string{"lsb-base_*.deb", "resolvconf_*.deb"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var debs []string
+			for _, g := range tt.debs {
+				m, _ := filepath.Glob(filepath.Join(debsDir, g))
+				if len(m) == 0 {
+					t.Skipf("%s not in %s; scripts/install-deps.sh downloads it", g, debsDir)
+				}
+				debs = append(debs, m[len(m)-1])
+			}
+			l, bin := setup(t)
+			pki := newPKI(t, l)
+			startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, DNSDomains: []string{"corp.example"}})
+			c := bootSystemd(t, l, lab.LabProfile("psk", goodPSK, pki, nil), debsDir)
+			if out, err := c.Run(60*time.Second, append([]string{"env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i"}, debs...)...); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			// What the uplink's DHCP client would have handed resolvconf.
+			if out, err := c.Sh(20*time.Second, `printf 'nameserver 192.0.2.53\n' | resolvconf -a wlan && resolvconf -u`); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			resolv := func() string {
+				t.Helper()
+				out, err := c.Run(10*time.Second, "cat", "/etc/resolv.conf")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			before := resolv()
+			if !strings.Contains(before, "nameserver 192.0.2.53") {
+				t.Fatalf("resolvconf did not take the uplink's record:\n%s", before)
+			}
+			applied := func(when string) {
+				t.Helper()
+				got := resolv()
+				ours, theirs := strings.Index(got, "nameserver 10.99.0.53"), strings.Index(got, "nameserver 192.0.2.53")
+				if ours < 0 || !strings.Contains(got, "corp.example") {
+					t.Fatalf("%s: resolv.conf lacks the tunnel's server or domain:\n%s", when, got)
+				}
+				if theirs >= 0 && theirs < ours {
+					t.Errorf("%s: the uplink's server comes before the tunnel's:\n%s", when, got)
+				}
+			}
+
+			if out, err := c.Run(60*time.Second, "systemctl", "start", "roam@corp"); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if st := ctConnected(t, c, "corp"); st.DNSMethod != "resolvconf" {
+				t.Errorf("dns_method %q, want resolvconf", st.DNSMethod)
+			}
+			applied("connected")
+			if out, err := c.Run(30*time.Second, "systemctl", "stop", "roam@corp"); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if got := resolv(); got != before {
+				t.Errorf("resolv.conf after systemctl stop:\n%s\nwant as before:\n%s", got, before)
+			}
+
+			// Killed with nobody to restart it: the record stays until
+			// disconnect --all finds the killed daemon's undo state.
+			if out, err := c.Sh(60*time.Second, `set -e
+mkdir -p /etc/systemd/system/roam.service.d
+printf '[Service]\nRestart=no\n' > /etc/systemd/system/roam.service.d/norestart.conf
+systemctl daemon-reload
+systemctl start roam@corp`); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			applied("connected again")
+			if out, err := c.Run(20*time.Second, "systemctl", "kill", "-s", "KILL", "roam.service"); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			waitUnit(t, c, "roam.service", "failed", 30*time.Second)
+			applied("daemon killed")
+			out, err := c.Run(30*time.Second, "roam", "disconnect", "--all")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if !strings.Contains(out, "restored leftover DNS settings") {
+				t.Errorf("disconnect --all said %q, want it to name the DNS settings it restored", out)
+			}
+			if got := resolv(); got != before {
+				t.Errorf("resolv.conf after disconnect --all:\n%s\nwant as before:\n%s", got, before)
+			}
+		})
+	}
+}
