@@ -151,6 +151,9 @@ func journal(t *testing.T, c *lab.Container, unit string) []map[string]string {
 		}
 		recs = append(recs, rec)
 	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("journalctl -u %s: %v", unit, err)
+	}
 	return recs
 }
 
@@ -309,8 +312,33 @@ systemctl restart roam.service`); err != nil {
 	if after := ctState(t, c); after != before {
 		t.Errorf("state after systemctl stop differs.\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if r := record(journal(t, c, "roam.service"), "daemon stopped"); r == nil {
+	recs = journal(t, c, "roam.service")
+	if r := record(recs, "daemon stopped"); r == nil {
 		t.Error("no \"daemon stopped\" record: the daemon did not stop cleanly")
+	}
+	// systemd logs the sd_notify messages it takes at debug level, which
+	// is on only now: its forked children log at that level too, and
+	// journald then files a daemon's first records under the child's
+	// stale cgroup (init.scope) instead of roam.service.
+	if out, err := c.Sh(30*time.Second, `set -e
+systemd-analyze log-level debug
+systemctl start roam.service
+systemctl stop roam.service
+systemd-analyze log-level info`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	notified := map[string]int{}
+	for _, r := range journal(t, c, "roam.service") {
+		if m := r["MESSAGE"]; strings.Contains(m, "Got notification message") {
+			for _, st := range []string{"READY=1", "STOPPING=1"} {
+				if strings.Contains(m, st) {
+					notified[st]++
+				}
+			}
+		}
+	}
+	if notified["READY=1"] != 1 || notified["STOPPING=1"] != 1 {
+		t.Errorf("systemd took READY=1 %d times and STOPPING=1 %d times, want once each", notified["READY=1"], notified["STOPPING=1"])
 	}
 	out, _ := c.Run(20*time.Second, "journalctl", "-u", "roam.service", "-u", "roam@corp.service", "-o", "short-monotonic", "--no-pager")
 	t.Logf("journal of the units:\n%s", out)
