@@ -235,6 +235,14 @@ func TestSystemdUnits(t *testing.T) {
 	if record(recs, "daemon settings") != nil {
 		t.Error("a debug record at the default level info")
 	}
+	// roam@corp's own journal is what roam connect printed.
+	said := false
+	for _, r := range journal(t, c, "roam@corp.service") {
+		said = said || strings.HasPrefix(r["MESSAGE"], "corp: connected to ")
+	}
+	if !said {
+		t.Error("roam@corp's journal lacks roam connect's \"corp: connected to\" line")
+	}
 	if out, err := c.Run(20*time.Second, "journalctl", "-o", "export", "--no-pager"); err != nil || strings.Contains(out, goodPSK) {
 		t.Errorf("the journal holds the PSK (or could not be read: %v)", err)
 	}
