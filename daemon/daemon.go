@@ -286,7 +286,12 @@ func logEvent(log *slog.Logger, ev Event) {
 	if ev.TookMS != 0 {
 		attrs = append(attrs, "took_ms", ev.TookMS)
 	}
-	log.Info(ev.Event, attrs...)
+	// A failed connection is what `journalctl -p err` is asked for.
+	level := slog.LevelInfo
+	if ev.Event == EventError {
+		level = slog.LevelError
+	}
+	log.Log(context.Background(), level, ev.Event, attrs...)
 }
 
 // restoreLeftoverDNS undoes the DNS settings of a daemon that died without

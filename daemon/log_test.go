@@ -55,3 +55,26 @@ func TestEnginesLogThroughDaemonLogger(t *testing.T) {
 		})
 	}
 }
+
+// Events are logged at info, a failed connection at error.
+func TestLogEventLevel(t *testing.T) {
+	tests := []struct {
+		ev   Event
+		want string
+	}{
+		{Event{Event: EventEstablished, Profile: "corp", To: "203.0.113.10:4500"}, "level=INFO msg=established profile=corp to=203.0.113.10:4500"},
+		{Event{Event: EventError, Profile: "corp", Reason: "authentication failed"}, `level=ERROR msg=error profile=corp reason="authentication failed"`},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		logEvent(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})), tt.ev)
+		if got := strings.TrimSpace(buf.String()); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+}

@@ -157,10 +157,11 @@ func journal(t *testing.T, c *lab.Container, unit string) []map[string]string {
 	return recs
 }
 
-// record is the first record whose MESSAGE is msg, nil when none.
+// record is the first record whose message is msg (MESSAGE is the
+// message and then its attributes, " key=value"), nil when none.
 func record(recs []map[string]string, msg string) map[string]string {
 	for _, r := range recs {
-		if r["MESSAGE"] == msg {
+		if m := r["MESSAGE"]; m == msg || strings.HasPrefix(m, msg+" ") {
 			return r
 		}
 	}
@@ -226,8 +227,8 @@ func TestSystemdUnits(t *testing.T) {
 	recs := journal(t, c, "roam.service")
 	if r := record(recs, "daemon listening"); r == nil {
 		t.Errorf("no \"daemon listening\" record for roam.service (%d records)", len(recs))
-	} else if r["PRIORITY"] != "6" || r["ROAM_SOCKET"] != "/run/roam/roam.sock" {
-		t.Errorf("\"daemon listening\": PRIORITY %q ROAM_SOCKET %q, want 6 and /run/roam/roam.sock", r["PRIORITY"], r["ROAM_SOCKET"])
+	} else if r["PRIORITY"] != "6" || r["ROAM_SOCKET"] != "/run/roam/roam.sock" || !strings.Contains(r["MESSAGE"], " socket=/run/roam/roam.sock") {
+		t.Errorf("\"daemon listening\": PRIORITY %q ROAM_SOCKET %q MESSAGE %q, want 6 and /run/roam/roam.sock in both", r["PRIORITY"], r["ROAM_SOCKET"], r["MESSAGE"])
 	}
 	if r := record(recs, "DNS applied"); r == nil || r["ROAM_PROFILE"] != "corp" || r["ROAM_METHOD"] != "file" || r["PRIORITY"] != "6" {
 		t.Errorf("\"DNS applied\" record %v, want ROAM_PROFILE corp, ROAM_METHOD file, PRIORITY 6", r)
