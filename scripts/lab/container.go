@@ -30,9 +30,7 @@ type ContainerOptions struct {
 // container writes (packages, /etc, its resolv.conf, its journal) reaches
 // the machine, and all of it vanishes when the container stops.
 type Container struct {
-	lab    *Lab
 	nspawn *Proc
-	dir    string
 	// Init is PID 1 of the container as this machine's PID namespace
 	// numbers it.
 	Init int
@@ -58,7 +56,9 @@ mount -t tmpfs -o mode=0755 roamlab-layer "$D/layer"
 mkdir "$D/layer/upper" "$D/layer/work"
 mount -t overlay roamlab-root -o "lowerdir=/,upperdir=$D/layer/upper,workdir=$D/layer/work" "$D/root"
 # nspawn keeps its propagation directories under /run/systemd; this
-# tmpfs keeps them off the machine.
+# tmpfs keeps them off the machine (where /run/systemd may not exist
+# when systemd is not PID 1: an empty directory is all it leaves).
+mkdir -p /run/systemd
 mount -t tmpfs -o mode=0755 roamlab-run /run/systemd
 if [ -n "$INSTALL" ]; then cp -a "$INSTALL/." "$D/root/"; fi
 cp "$D/roamlab.target" "$D/root/etc/systemd/system/roamlab.target"
@@ -101,14 +101,14 @@ func (l *Lab) BootContainer(o ContainerOptions) (*Container, error) {
 	for _, b := range o.Binds {
 		extra = append(extra, "--bind-ro="+b)
 	}
-	machine := l.NS(o.NS)
-	args := append([]string{"-m", "--propagation", "private", "sh", script, dir, l.NS(o.NS), o.Install, machine}, extra...)
+	// The machine name is the namespace's: unique per lab run.
+	args := append([]string{"-m", "--propagation", "private", "sh", script, dir, l.NS(o.NS), o.Install, l.NS(o.NS)}, extra...)
 	cmd := exec.Command("unshare", args...)
 	p, err := l.StartCmd(cmd)
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{lab: l, nspawn: p, dir: dir}
+	c := &Container{nspawn: p}
 	deadline := time.Now().Add(60 * time.Second)
 	for c.Init == 0 {
 		select {
@@ -172,9 +172,6 @@ func (c *Container) Run(timeout time.Duration, args ...string) (string, error) {
 func (c *Container) Sh(timeout time.Duration, script string) (string, error) {
 	return c.Run(timeout, "sh", "-c", script)
 }
-
-// Console is what the container printed on its console so far.
-func (c *Container) Console() string { return c.nspawn.Output() }
 
 // Stop shuts the container down as a machine would (nspawn turns SIGTERM
 // into a poweroff of its systemd), SIGKILL after 30 s, and waits.
