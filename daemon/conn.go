@@ -186,7 +186,7 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
 // or with an error whose text is the reason for the user.
 func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
-	log := slog.Default().With("profile", p.Name)
+	log := loggerFrom(ctx).With("profile", p.Name)
 	budget := newConnectBudget(time.Now())
 	gw, err := resolveGateway(ctx, p)
 	if err != nil {

@@ -65,7 +65,7 @@ type gatewayClient struct {
 
 // RunGateway starts the responder for g; it serves until ctx ends.
 func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (GatewayHandle, error) {
-	log := slog.Default().With("gateway", g.LocalID)
+	log := loggerFrom(ctx).With("gateway", g.LocalID)
 	local, localFor, peerFor, certReqs, err := gatewayAuth(g)
 	if err != nil {
 		return nil, err

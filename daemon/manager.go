@@ -115,7 +115,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 			progress(ev)
 		}
 	}
-	t, err := m.dial(withStateDir(dctx, m.state), p, emit)
+	t, err := m.dial(withLogger(withStateDir(dctx, m.state), m.log), p, emit)
 	progMu.Lock()
 	live = false
 	progMu.Unlock()

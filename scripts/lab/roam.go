@@ -23,7 +23,9 @@ func BuildRoam(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "roam")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/roam")
+	// -trimpath as make build has it: a test that runs make install or
+	// make deb then reuses the compiled packages and only links anew.
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/roam")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build roam: %w: %s", err, out)
