@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -315,7 +316,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	}
 	events := make(chan ike.Event, 16)
 	cfg := ike.InitiatorConfig{
-		Path:         esp.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
+		Path:         netpath.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
 		LocalAuth:    c.localAuth,
 		PeerAuth:     c.peerAuth,
 		RemoteID:     p.RemoteID,
@@ -765,7 +766,7 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 
 // handleIKE hands an IKE message to its SA: a replacement being negotiated
 // gets those with its SPI, the installed SA everything else.
-func (c *conn) handleIKE(pkt []byte, path esp.Path) {
+func (c *conn) handleIKE(pkt []byte, path netpath.Path) {
 	if p := c.pending.Load(); p != nil && len(pkt) >= 8 {
 		if spii, _ := p.SPIs(); binary.BigEndian.Uint64(pkt[:8]) == spii {
 			p.HandlePacket(pkt, path)

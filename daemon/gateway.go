@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -188,7 +189,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	return gw, nil
 }
 
-func (gw *gateway) handleIKE(pkt []byte, path esp.Path) { gw.resp.HandlePacket(pkt, path) }
+func (gw *gateway) handleIKE(pkt []byte, path netpath.Path) { gw.resp.HandlePacket(pkt, path) }
 
 func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 	health := time.NewTicker(gatewayHealthEvery)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net"
 	"net/netip"
 	"slices"
@@ -55,13 +56,13 @@ func TestHAStandbyStreams(t *testing.T) {
 	}
 	nstest.Exec(t, "ip", "link", "set", "lo", "up")
 	lo := netip.MustParseAddr("127.0.0.1")
-	got := make(chan esp.Path, 1)
+	got := make(chan netpath.Path, 1)
 	gw := &gateway{
 		cfg: &config.Gateway{Listen: []netip.Addr{lo}, HA: &config.HA{Role: "standby"},
 			GatewayTransport: config.GatewayTransport{TCP: true, TCPPort: 4500, StreamsPerSource: 2}},
 		log: discardLog(), clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {},
 	}
-	gw.dp = esp.NewDataplane(nil, func(pkt []byte, p esp.Path) {
+	gw.dp = esp.NewDataplane(nil, func(pkt []byte, p netpath.Path) {
 		if string(pkt) == "hello IKE" {
 			select {
 			case got <- p:

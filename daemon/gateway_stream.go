@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net"
 	"net/netip"
 	"sync"
@@ -164,7 +165,7 @@ func (gs *gatewayStreams) serve(ctx context.Context, nc net.Conn) {
 	remote, local := tcpencap.AddrPort(nc.RemoteAddr()), tcpencap.AddrPort(nc.LocalAddr())
 	nc.SetReadDeadline(time.Now().Add(streamFirstRecord))
 	s := tcpencap.NewConn(nc, false)
-	path := esp.Path{Local: local, Remote: remote, Stream: true}
+	path := netpath.Path{Local: local, Remote: remote, Stream: true}
 	dp := gs.gw.dp
 	dp.AddStream(remote, s)
 	defer dp.RemoveStream(remote, s)
@@ -179,7 +180,7 @@ func (gs *gatewayStreams) serve(ctx context.Context, nc net.Conn) {
 }
 
 // transportOf names the transport of a client's path.
-func (gw *gateway) transportOf(path esp.Path) string {
+func (gw *gateway) transportOf(path netpath.Path) string {
 	switch {
 	case !path.Stream:
 		return config.TransportUDP

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -26,7 +27,7 @@ type fakeMobilitySA struct {
 
 func (f *fakeMobilitySA) PeerAddresses() []netip.Addr { return nil }
 
-func (f *fakeMobilitySA) Move(ctx context.Context, paths []esp.Path) (mobility.Probe, error) {
+func (f *fakeMobilitySA) Move(ctx context.Context, paths []netpath.Path) (mobility.Probe, error) {
 	f.mu.Lock()
 	for _, p := range paths {
 		if f.working[p.Local.Addr()] {
@@ -53,8 +54,8 @@ func TestConnOutage(t *testing.T) {
 		gw := netip.MustParseAddrPort("198.51.100.1:4500")
 		wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
 		wwan := netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
-		pathOf := func(a netmon.Address) esp.Path {
-			return esp.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
+		pathOf := func(a netmon.Address) netpath.Path {
+			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
 		}
 		var mu sync.Mutex
 		var events []Event
@@ -201,8 +202,8 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 		gw := netip.MustParseAddrPort("198.51.100.1:4500")
 		wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
 		wwan := netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
-		pathOf := func(a netmon.Address) esp.Path {
-			return esp.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
+		pathOf := func(a netmon.Address) netpath.Path {
+			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
 		}
 		var mu sync.Mutex
 		var events []Event

@@ -1,10 +1,10 @@
 package ike
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -17,7 +17,7 @@ type Established struct {
 	SA         *SA
 	Initiator  bool
 	SPIi, SPIr uint64
-	Path       esp.Path
+	Path       netpath.Path
 	// NATLocal: a NAT is in front of us; NATRemote: in front of the peer (or
 	// the initiator forced UDP encapsulation by pretending so).
 	NATLocal, NATRemote bool

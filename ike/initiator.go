@@ -5,13 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -21,7 +21,7 @@ type InitiatorConfig struct {
 	// Path: Remote is the gateway (port 500 normally); Local is the address
 	// and port of our single socket (the address may be unspecified, but
 	// NAT detection then always reports a local NAT).
-	Path      esp.Path
+	Path      netpath.Path
 	LocalAuth LocalAuth
 	PeerAuth  PeerAuth
 	RemoteID  string // sent as IDr when set
@@ -404,7 +404,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
 		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
-			sa.setPath(esp.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
+			sa.setPath(netpath.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
 		}
 	}
 	sa.addKEs = addKETransforms(chosen.Transforms)

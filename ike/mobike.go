@@ -6,11 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -19,7 +19,7 @@ import (
 // SA with UPDATE_SA_ADDRESSES: ESP must follow to Path.
 type PathUpdated struct {
 	SA        *SA
-	Path      esp.Path
+	Path      netpath.Path
 	NATRemote bool
 }
 
@@ -27,8 +27,8 @@ func (*PathUpdated) event() {}
 
 // MoveResult is where a MOBIKE update landed.
 type MoveResult struct {
-	Path     esp.Path // as the response arrived (local address and interface filled in)
-	NATLocal bool     // a NAT is in front of us on this path
+	Path     netpath.Path // as the response arrived (local address and interface filled in)
+	NATLocal bool         // a NAT is in front of us on this path
 	RTT      time.Duration
 }
 
@@ -57,7 +57,7 @@ type moveOutcome struct {
 // paths the peer refuses (UNACCEPTABLE_ADDRESSES, UNEXPECTED_NAT_DETECTED)
 // leave paths; while any remain the update goes on with a new request.
 type pendingUpdate struct {
-	paths   []esp.Path
+	paths   []netpath.Path
 	waiters []chan moveOutcome
 	start   time.Time
 	refused error // the last refusal, returned when no path is left
@@ -177,7 +177,7 @@ func (sa *SA) learnAddresses(ps []wire.Payload, from netip.Addr) {
 // noNATsData is the NO_NATS_ALLOWED data for a packet sent on path (RFC
 // 4555 4.2): source address, destination address, source port, destination
 // port, as the sender puts them in the IP and UDP headers.
-func noNATsData(path esp.Path) []byte {
+func noNATsData(path netpath.Path) []byte {
 	src, dst := path.Local.Addr().Unmap(), path.Remote.Addr().Unmap()
 	if src.Is4() != dst.Is4() {
 		return nil
@@ -190,7 +190,7 @@ func noNATsData(path esp.Path) []byte {
 // packet that carried it (from: Remote its source, Local its destination):
 // 0 when they match, UNEXPECTED_NAT_DETECTED when not, INVALID_SYNTAX when
 // the data is no such address pair.
-func checkNoNATs(data []byte, from esp.Path) wire.NotifyType {
+func checkNoNATs(data []byte, from netpath.Path) wire.NotifyType {
 	var n int
 	switch len(data) {
 	case 12:
@@ -215,13 +215,13 @@ func unmapPort(ap netip.AddrPort) netip.AddrPort {
 }
 
 // samePath compares the endpoints of two paths (not the interface).
-func samePath(a, b esp.Path) bool {
+func samePath(a, b netpath.Path) bool {
 	return unmapPort(a.Local) == unmapPort(b.Local) && unmapPort(a.Remote) == unmapPort(b.Remote)
 }
 
 // natdFor returns the NAT detection notifies for a path. With forced UDP
 // encapsulation the source hash stays deliberately wrong, as in IKE_SA_INIT.
-func (sa *SA) natdFor(path esp.Path) []wire.Payload {
+func (sa *SA) natdFor(path netpath.Path) []wire.Payload {
 	spii, spir := sa.SPIs()
 	src := natHash(spii, spir, path.Local)
 	if sa.forcedEncap {
@@ -246,7 +246,7 @@ func (sa *SA) natdFor(path esp.Path) []wire.Payload {
 // ErrUnacceptableAddresses or ErrUnexpectedNAT. A call while an update is
 // in progress replaces its paths (the newest addresses win) and gets the
 // same outcome.
-func (sa *SA) UpdateAddresses(ctx context.Context, paths []esp.Path) (MoveResult, error) {
+func (sa *SA) UpdateAddresses(ctx context.Context, paths []netpath.Path) (MoveResult, error) {
 	if len(paths) == 0 {
 		return MoveResult{}, errors.New("ike: no path to update to")
 	}
@@ -307,7 +307,7 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		cookie2, msgID = f.cookie2, f.msgID
 	}
 	sa.failedUpdate = nil
-	build := func(path esp.Path) []wire.Payload {
+	build := func(path netpath.Path) []wire.Payload {
 		ps := []wire.Payload{&wire.Notify{Type: wire.NotifyUpdateSAAddresses}}
 		ps = append(ps, sa.natdFor(path)...)
 		if sa.icfg.ForbidNAT {
@@ -317,10 +317,10 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		}
 		return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
 	}
-	paths := func(n int) (esp.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
+	paths := func(n int) (netpath.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
 	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths}
 	u.req, u.base = r, 0
-	r.rebuild = func(path esp.Path) ([]byte, error) {
+	r.rebuild = func(path netpath.Path) ([]byte, error) {
 		return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
 	}
 	r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleUpdateResponse(u, r, ps, cookie2) }
@@ -402,10 +402,10 @@ func (sa *SA) resendUpdate(u *pendingUpdate) {
 
 // refusePath drops the candidate the peer refused (matched by where the
 // answer came from) and goes on with the others.
-func (sa *SA) refusePath(u *pendingUpdate, path esp.Path, err error) {
+func (sa *SA) refusePath(u *pendingUpdate, path netpath.Path, err error) {
 	sa.log.Info("path refused", "local", path.Local.Addr(), "remote", path.Remote, "err", err)
 	n := len(u.paths)
-	u.paths = slices.DeleteFunc(u.paths, func(c esp.Path) bool {
+	u.paths = slices.DeleteFunc(u.paths, func(c netpath.Path) bool {
 		return unmapPort(c.Remote) == unmapPort(path.Remote) && c.Local.Addr().Unmap() == path.Local.Addr().Unmap()
 	})
 	u.refused = err
@@ -421,7 +421,7 @@ func (sa *SA) refusePath(u *pendingUpdate, path esp.Path, err error) {
 // lists learnt, and an UPDATE_SA_ADDRESSES from the initiator that passes
 // our policy moves the SA to the path it came from (after the return
 // routability check, see peerMoved).
-func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire.Payload, moved bool) {
+func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []wire.Payload, moved bool) {
 	if findNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
 		spii, spir := sa.SPIs()
 		resp = append(resp,
@@ -449,7 +449,7 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire
 
 // refuseUpdate applies the responder's policy to an UPDATE_SA_ADDRESSES
 // that came over from: the error notify to answer with, or 0.
-func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
+func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType {
 	if f := sa.resp.cfg.AcceptPeerAddress; f != nil && !f(from.Remote.Addr().Unmap()) {
 		return wire.NotifyUnacceptableAddresses
 	}
@@ -469,7 +469,7 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
 // move lossless. A duplicate (a retransmitted UPDATE_SA_ADDRESSES, or a
 // replay of it by anyone who saw it) is checked even at an address proved
 // before: the peer may have left it, and the replay proves nothing.
-func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
+func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
 	if samePath(p, sa.path) {
 		if sa.rrTarget != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
@@ -506,7 +506,7 @@ func (sa *SA) redirectOutstanding() {
 	if o == nil || o.paths != nil || o.timer == nil || sa.rrTarget == nil || samePath(o.sentOn, *sa.rrTarget) {
 		return
 	}
-	o.paths = func(int) (esp.Path, bool) {
+	o.paths = func(int) (netpath.Path, bool) {
 		if sa.rrTarget != nil {
 			return *sa.rrTarget, true
 		}
@@ -519,7 +519,7 @@ func (sa *SA) redirectOutstanding() {
 
 // movePath moves a responder's SA (and, through PathUpdated, its ESP) to
 // the path an UPDATE_SA_ADDRESSES came from.
-func (sa *SA) movePath(p esp.Path) {
+func (sa *SA) movePath(p netpath.Path) {
 	old := sa.path
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
@@ -577,7 +577,7 @@ func (sa *SA) startRoutabilityCheck() {
 			sched = MoveRetransmit
 		}
 		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, keepSA: true, sched: &sched,
-			paths: func(int) (esp.Path, bool) {
+			paths: func(int) (netpath.Path, bool) {
 				if sa.rrTarget != nil {
 					last = *sa.rrTarget
 				}

@@ -2,12 +2,12 @@ package ike
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -34,13 +34,13 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &heldPair{cancel: cancel, held: make(chan []byte, 4)}
-	cliPath := esp.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
-	toGW := funcTransport(func(pkt []byte, path esp.Path) {
-		p.resp.HandlePacket(pkt, esp.Path{Local: path.Remote, Remote: path.Local})
+	cliPath := netpath.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
+	toGW := funcTransport(func(pkt []byte, path netpath.Path) {
+		p.resp.HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
 	})
 	var clientP atomic.Pointer[SA]
 	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, path esp.Path) {
+	toClient := funcTransport(func(pkt []byte, path netpath.Path) {
 		if hold(pkt) {
 			select {
 			case p.held <- append([]byte(nil), pkt...):
@@ -49,7 +49,7 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 			return
 		}
 		<-dialed
-		clientP.Load().HandlePacket(pkt, esp.Path{Local: path.Remote, Remote: path.Local})
+		clientP.Load().HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
 	})
 	rEvents := make(chan Event, 64)
 	go func() {
