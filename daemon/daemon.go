@@ -1,3 +1,9 @@
+// Package daemon is roam's long-running process: the control socket, the
+// connection manager that owns one tunnel per profile, and the control
+// socket of a gateway. It sees the connections only through
+// report.Tunnel and report.GatewayHandle (package tunnel dials the
+// client's, package gateway runs the responder), so it is tested with
+// fakes; it never speaks IKE or ESP.
 package daemon
 
 import (
@@ -11,6 +17,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/internal/undo"
+	"github.com/roam-vpn/roam/report"
 	"github.com/roam-vpn/roam/tun"
 )
 
@@ -212,7 +219,7 @@ func ServeGateway(ctx context.Context, g *config.Gateway, opts GatewayOptions) e
 	h := newHub(time.Now)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	handle, err := opts.Run(withLogger(gctx, log), g, func(ev Event) { logEvent(log, h.publish(ev)) })
+	handle, err := opts.Run(report.WithLogger(gctx, log), g, func(ev Event) { logEvent(log, h.publish(ev)) })
 	if err != nil {
 		ln.Close()
 		os.Remove(opts.Socket)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/report"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -47,7 +48,7 @@ func TestEnginesLogThroughDaemonLogger(t *testing.T) {
 			var buf bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			tt.run(t, log, func(ctx context.Context) {
-				loggerFrom(ctx).Debug("engine record", "profile", "corp")
+				report.LoggerFrom(ctx).Debug("engine record", "profile", "corp")
 			})
 			if !strings.Contains(buf.String(), "engine record") {
 				t.Errorf("the engine's debug record missed the daemon's logger; it logged %q", buf.String())

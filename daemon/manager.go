@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/internal/undo"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/roam-vpn/roam/internal/undo"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 )
@@ -115,7 +117,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 			progress(ev)
 		}
 	}
-	t, err := m.dial(withLogger(withStateDir(dctx, m.state), m.log), p, emit)
+	t, err := m.dial(report.WithLogger(report.WithStateDir(dctx, m.state), m.log), p, emit)
 	progMu.Lock()
 	live = false
 	progMu.Unlock()
@@ -273,7 +275,7 @@ func (m *Manager) Status(name string) ([]Status, error) {
 			if captives[i] != "" {
 				// The connect waits behind a portal (captive.go).
 				out[i].CaptivePortal = captives[i]
-				out[i].Health, out[i].HealthReason = HealthCaptivePortal, captiveReason(captives[i])
+				out[i].Health, out[i].HealthReason = HealthCaptivePortal, report.CaptiveReason(captives[i])
 			}
 			continue
 		}

@@ -1,41 +1,29 @@
 package daemon
 
 import (
-	"github.com/roam-vpn/roam/config"
-	"github.com/roam-vpn/roam/ike"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
 )
 
-// acceptSwitch is the profile's accept_switch as the engine's policy.
-func acceptSwitch(p *config.Profile) ike.SwitchPolicy {
-	if p.AcceptSwitch == config.AcceptSwitchAny {
-		return ike.SwitchAny
-	}
-	return ike.SwitchAnnounced
+func (b managerBackend) switchPeer(context.Context, string, string) (SwitchResult, error) {
+	return SwitchResult{}, errors.New("this control socket belongs to a client daemon; switch is `roam gateway switch --socket GATEWAY-SOCKET`")
 }
 
-// switchRevision is a switch_revision value as the engine's rules.
-func switchRevision(v string) ike.SwitchRevision {
-	if v == config.SwitchRevision03 {
-		return ike.SwitchRev03
+func (b gatewayBackend) switchPeer(ctx context.Context, peer, to string) (SwitchResult, error) {
+	peer = strings.TrimSpace(peer)
+	if peer == "" {
+		return SwitchResult{}, errors.New("switch: no client named (--peer ID|ADDRESS)")
 	}
-	return ike.SwitchRev00
-}
-
-// followSwitch acts on a gateway's SWITCH_TO_IP_ADDRESS the engine has
-// answered: accepted, the SA moves to the new gateway address at once
-// (mobility owns path changes; path-changed follows); refused, the engine
-// checks the old path itself and only the refusal is reported.
-func (c *conn) followSwitch(s *session, ev *ike.SwitchRequested) {
-	if !ev.Accepted {
-		c.emit(Event{Event: EventSwitchRefused, From: ev.From.String(), To: ev.To.String(), Reason: ev.Reason})
-		return
+	addr, err := netip.ParseAddr(strings.TrimSpace(to))
+	if err != nil {
+		return SwitchResult{}, fmt.Errorf("switch: --to %q is not an IP address", to)
 	}
-	c.emit(Event{Event: EventSwitchRequested, From: ev.From.String(), To: ev.To.String()})
-	if s == nil || s.mover == nil {
-		// The engine accepts switches only with MOBIKE, which runs a
-		// mover; without one the gateway waits for an update in vain.
-		c.log.Warn("switch accepted without path mobility", "to", ev.To)
-		return
+	sw, ok := b.handle.(GatewaySwitcher)
+	if !ok || b.handle == nil {
+		return SwitchResult{}, errors.New("switch: this gateway cannot move clients")
 	}
-	s.mover.SwitchTo(ev.To)
+	return sw.Switch(ctx, peer, addr.Unmap())
 }

@@ -2,114 +2,102 @@ package daemon
 
 import (
 	"context"
-	"github.com/roam-vpn/roam/netpath"
+	"errors"
 	"net/netip"
-	"slices"
-	"sync"
+	"path/filepath"
+	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/roam-vpn/roam/config"
-	"github.com/roam-vpn/roam/esp"
-	"github.com/roam-vpn/roam/ike"
-	"github.com/roam-vpn/roam/mobility"
-	"github.com/roam-vpn/roam/netmon"
 )
 
-// TestConnFollowsSwitch: an accepted switch request becomes switch-requested,
-// a move to the gateway's new address from the current local address
-// (path-changed naming both gateway addresses) and ESP on the new path; a
-// refused one only switch-refused.
-func TestConnFollowsSwitch(t *testing.T) {
-	r1 := netip.MustParseAddrPort("198.51.100.1:4500")
-	r2 := netip.MustParseAddr("198.51.100.2")
-	wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
-	start := netpath.Path{Local: netip.AddrPortFrom(wlan.Addr, 4500), Remote: r1, IfIndex: wlan.IfIndex}
-	moved := start
-	moved.Remote = netip.AddrPortFrom(r2, r1.Port())
+// TestSwitchThroughControlSocket: the switch request reaches the gateway's
+// handle with a parsed address, its errors come back as the one line, and
+// a client daemon's socket refuses it.
+func TestSwitchThroughControlSocket(t *testing.T) {
 	tests := []struct {
-		name     string
-		ev       ike.SwitchRequested
-		wantPath netpath.Path
-		want     []Event
+		name, peer, to string
+		engineErr      error
+		wantErr        string
+		wantTo         string
 	}{
-		{name: "accepted", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Accepted: true}, wantPath: moved, want: []Event{
-			{Event: EventSwitchRequested, From: "198.51.100.1", To: "198.51.100.2"},
-			{Event: EventPathTest, From: "192.168.10.2:4500", To: "198.51.100.2:4500", Interface: "wlan"},
-			{Event: EventPathChanged, From: "192.168.10.2:4500", To: "192.168.10.2:4500", FromGateway: "198.51.100.1:4500",
-				ToGateway: "198.51.100.2:4500", Interface: "wlan", Reason: "the gateway asked to switch"},
-		}},
-		{name: "refused", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Reason: "not announced by the gateway"}, wantPath: start, want: []Event{
-			{Event: EventSwitchRefused, From: "198.51.100.1", To: "198.51.100.2", Reason: "not announced by the gateway"},
-		}},
+		{name: "ok", peer: "alice@example.com", to: "203.0.113.26", wantTo: "203.0.113.26"},
+		{name: "mapped address", peer: "198.51.100.2", to: "::ffff:203.0.113.26", wantTo: "203.0.113.26"},
+		{name: "bad address", peer: "alice@example.com", to: "gw2", wantErr: `switch: --to "gw2" is not an IP address`},
+		{name: "no peer", peer: " ", to: "203.0.113.26", wantErr: "no client named"},
+		{name: "refused", peer: "alice@example.com", to: "203.0.113.26", engineErr: ErrSwitchRefused, wantErr: ErrSwitchRefused.Error(), wantTo: "203.0.113.26"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				var mu sync.Mutex
-				var events []Event
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				dp := esp.NewDataplane(nil, nil, discardLog())
-				c := &conn{
-					profile: &config.Profile{Name: "corp", MOBIKE: true, Switch: true, OutageLimit: time.Minute},
-					log:     discardLog(),
-					emit: func(ev Event) {
-						ev.TookMS = 0
-						mu.Lock()
-						events = append(events, ev)
-						mu.Unlock()
-					},
-					cancel: cancel, dp: dp, done: make(chan struct{}), state: "established", ifname: "wlan",
-					est: &ike.Established{Path: start, PeerMOBIKE: true},
+			ctx := testCtx(t)
+			socket := filepath.Join(t.TempDir(), "gw.sock")
+			g := &switchGateway{fakeGateway: &fakeGateway{stopped: make(chan struct{})}, err: tt.engineErr, got: make(chan netip.Addr, 1), peer: make(chan string, 1)}
+			ready := make(chan struct{})
+			run := func(ctx context.Context, _ *config.Gateway, emit func(Event)) (GatewayHandle, error) {
+				context.AfterFunc(ctx, func() { g.stop(nil) })
+				close(ready)
+				return g, nil
+			}
+			sctx, stop := context.WithCancel(ctx)
+			served := make(chan error, 1)
+			go func() {
+				served <- ServeGateway(sctx, &config.Gateway{}, GatewayOptions{Socket: socket, Run: run, Log: discardLog()})
+			}()
+			defer func() {
+				stop()
+				<-served
+			}()
+			<-ready
+			client := Client{Socket: socket}
+			var res SwitchResult
+			var err error
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				res, err = client.Switch(ctx, tt.peer, tt.to)
+				if !errors.Is(err, ErrNoDaemon) || time.Now().After(deadline) {
+					break
 				}
-				c.peer = dp.NewPeer(start)
-				sa := &fakeMobilitySA{working: map[netip.Addr]bool{wlan.Addr: true}}
-				s := &session{peer: c.peer}
-				s.mover = mobility.New(c.mobilityConfig(sa, func() []netmon.Address { return []netmon.Address{wlan} }, nil), start, "wlan")
-				go s.mover.Run(ctx, make(chan netmon.Event))
-				ev := tt.ev
-				c.handleChildEvent(s, &ev)
-				synctest.Wait()
-				mu.Lock()
-				got := slices.Clone(events)
-				mu.Unlock()
-				if !slices.Equal(got, tt.want) {
-					t.Fatalf("events\n  %+v\nwant\n  %+v", got, tt.want)
+				time.Sleep(10 * time.Millisecond)
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
 				}
-				if p := c.peer.Path(); p != tt.wantPath {
-					t.Fatalf("ESP on %v, want %v", p, tt.wantPath)
+			} else if err != nil {
+				t.Fatal(err)
+			} else if res.Peer != "alice@example.com" || res.To != tt.wantTo || res.TookMS != 23 {
+				t.Errorf("result %+v", res)
+			}
+			if tt.wantTo != "" {
+				if got := <-g.got; got.String() != tt.wantTo {
+					t.Errorf("gateway asked to switch to %v, want %s", got, tt.wantTo)
 				}
-				cancel()
-				synctest.Wait()
-			})
+				if got := <-g.peer; got != strings.TrimSpace(tt.peer) {
+					t.Errorf("peer %q", got)
+				}
+			}
 		})
 	}
-}
 
-func TestSwitchSettings(t *testing.T) {
-	if config.DefaultSwitchNotify != uint16(ike.DefaultSwitchNotify) {
-		t.Fatalf("config %d, ike %d", config.DefaultSwitchNotify, ike.DefaultSwitchNotify)
-	}
-	for _, tt := range []struct {
-		accept string
-		want   ike.SwitchPolicy
-	}{{config.AcceptSwitchAnnounced, ike.SwitchAnnounced}, {config.AcceptSwitchAny, ike.SwitchAny}, {"", ike.SwitchAnnounced}} {
-		if got := acceptSwitch(&config.Profile{AcceptSwitch: tt.accept}); got != tt.want {
-			t.Errorf("accept_switch %q: %v, want %v", tt.accept, got, tt.want)
-		}
+	td := startTestDaemon(t, false)
+	if _, err := td.client.Switch(testCtx(t), "alice@example.com", "203.0.113.26"); err == nil || !strings.Contains(err.Error(), "client daemon") {
+		t.Errorf("switch on a client daemon's socket: %v", err)
 	}
 }
 
-// TestSwitchRevisionMapping: switch_revision reaches the engine as its rules.
-func TestSwitchRevisionMapping(t *testing.T) {
-	for _, tt := range []struct {
-		key  string
-		want ike.SwitchRevision
-	}{{"00", ike.SwitchRev00}, {"03", ike.SwitchRev03}, {"", ike.SwitchRev00}} {
-		if got := switchRevision(tt.key); got != tt.want {
-			t.Errorf("switchRevision(%q) = %v, want %v", tt.key, got, tt.want)
-		}
+// switchGateway is a fakeGateway that can switch its one client.
+type switchGateway struct {
+	*fakeGateway
+	err  error
+	got  chan netip.Addr
+	peer chan string
+}
+
+func (g *switchGateway) Switch(ctx context.Context, peer string, to netip.Addr) (SwitchResult, error) {
+	g.peer <- peer
+	g.got <- to
+	if g.err != nil {
+		return SwitchResult{}, g.err
 	}
+	return SwitchResult{Peer: "alice@example.com", From: "203.0.113.10", To: to.String(), TookMS: 23}, nil
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,15 +11,8 @@ import (
 
 	"github.com/roam-vpn/roam/internal/lockdown"
 	"github.com/roam-vpn/roam/internal/undo"
+	"github.com/roam-vpn/roam/report"
 	"github.com/roam-vpn/roam/tun"
-)
-
-// Kinds of undo state a client connection records (internal/undo): the
-// TUN device with its rules and routes, and the lockdown table. Other
-// parts add their own kinds to UndoHandlers.
-const (
-	undoTUN      = "tun"
-	undoLockdown = "lockdown"
 )
 
 // StateDir is where the daemon listening on socket keeps what it takes to
@@ -30,24 +22,18 @@ func StateDir(socket string) undo.Dir {
 	return undo.NewDir(filepath.Join(filepath.Dir(socket), "state"))
 }
 
-// lockdownState is the lockdown record: the table is the one table inet
-// roam, so the record only says that it was ours.
-type lockdownState struct {
-	Table string `json:"table"`
-}
-
 // UndoHandlers undo each kind of state a killed client daemon may have
 // left: policy rules, routes and TUN devices, and the lockdown table.
 func UndoHandlers() map[string]undo.Handler {
 	return map[string]undo.Handler{
-		undoTUN: func(_ string, data json.RawMessage) error {
+		report.UndoTUN: func(_ string, data json.RawMessage) error {
 			var s tun.State
 			if err := json.Unmarshal(data, &s); err != nil {
 				return fmt.Errorf("tun state: %w", err)
 			}
 			return tun.Undo(s)
 		},
-		undoLockdown: func(string, json.RawMessage) error {
+		report.UndoLockdown: func(string, json.RawMessage) error {
 			_, err := lockdown.RemoveLeftovers()
 			return err
 		},
@@ -84,9 +70,9 @@ const lockdownWords = "lockdown rules"
 // describeLeftover names what was undone for the user.
 func describeLeftover(l undo.Leftover) string {
 	switch l.Kind {
-	case undoTUN:
+	case report.UndoTUN:
 		return "routes and policy rules of " + l.Name
-	case undoLockdown:
+	case report.UndoLockdown:
 		return lockdownWords
 	}
 	return l.String()
@@ -104,39 +90,6 @@ func recoverLeftovers(dir undo.Dir, log *slog.Logger) {
 	}
 }
 
-type stateDirKey struct{}
-
-// withStateDir hands the manager's state directory to the DialFunc, which
-// is called by the manager with no other way to receive it.
-func withStateDir(ctx context.Context, dir undo.Dir) context.Context {
-	return context.WithValue(ctx, stateDirKey{}, dir)
-}
-
-// stateDirFrom is the state directory DialTunnel records its changes in
-// (the zero Dir, recording nothing, outside a daemon).
-func stateDirFrom(ctx context.Context) undo.Dir {
-	dir, _ := ctx.Value(stateDirKey{}).(undo.Dir)
-	return dir
-}
-
 // WithStateDir makes the manager's connections record what it takes to undo
 // their changes in dir (StateDir).
 func WithStateDir(dir undo.Dir) ManagerOption { return func(m *Manager) { m.state = dir } }
-
-type loggerKey struct{}
-
-// withLogger hands the daemon's logger to a DialFunc or GatewayFunc, which
-// have no other way to receive it: under systemd it is the journal's
-// handler at the configured level, and slog.Default would bypass both.
-func withLogger(ctx context.Context, log *slog.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, log)
-}
-
-// loggerFrom is the logger withLogger attached, slog.Default outside a
-// daemon (tests calling DialTunnel directly).
-func loggerFrom(ctx context.Context) *slog.Logger {
-	if log, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok && log != nil {
-		return log
-	}
-	return slog.Default()
-}

@@ -1,9 +1,12 @@
 package main
 
-import "github.com/roam-vpn/roam/daemon"
+import (
+	"github.com/roam-vpn/roam/gateway"
+	"github.com/roam-vpn/roam/tunnel"
+)
 
-// realEngines are the tunnel and gateway implementations of daemon/conn.go
-// and daemon/gateway.go.
+// realEngines are the client tunnel (package tunnel) and the responder
+// (package gateway).
 func realEngines() engines {
-	return engines{dial: daemon.DialTunnel, gateway: daemon.RunGateway}
+	return engines{dial: tunnel.DialTunnel, gateway: gateway.RunGateway}
 }

@@ -92,7 +92,7 @@ func exitCode(err error) int {
 }
 
 // failureClasses are the prefixes the daemon gives a failed connection's
-// one-line reason (daemon.userError); the text crosses the control socket,
+// one-line reason (tunnel.userError); the text crosses the control socket,
 // so the class is read back from it.
 var failureClasses = []struct {
 	prefix string
@@ -114,7 +114,7 @@ func connectFailure(err error) error {
 			return withCode(fc.code, err)
 		}
 	}
-	// daemon.resolveGateway: `gateway "vpn.example.com": cannot resolve`.
+	// tunnel.resolveGateway: `gateway "vpn.example.com": cannot resolve`.
 	if strings.HasPrefix(msg, "gateway ") && strings.Contains(msg, ": cannot resolve") {
 		return withCode(exitUnreachable, err)
 	}
