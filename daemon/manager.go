@@ -271,7 +271,7 @@ func (m *Manager) Status(name string) ([]Status, error) {
 	out := make([]Status, len(entries))
 	for i, e := range entries {
 		if tunnels[i] == nil {
-			out[i] = Status{Name: e.name, State: "connecting", Gateway: e.gateway}
+			out[i] = Status{Name: e.name, State: StateConnecting, Gateway: e.gateway}
 			if captives[i] != "" {
 				// The connect waits behind a portal (captive.go).
 				out[i].CaptivePortal = captives[i]

@@ -341,7 +341,7 @@ func (gw *gateway) Status() []Status {
 		path := sa.Path()
 		spii, spir := sa.SPIs()
 		st := Status{
-			Name: c.est.PeerID, State: "established", Gateway: path.Local.String(),
+			Name: c.est.PeerID, State: StateEstablished, Gateway: path.Local.String(),
 			Local: path.Local.String(), Remote: path.Remote.String(), NAT: c.est.NATRemote,
 			MOBIKE: c.est.PeerMOBIKE, IKESPIi: fmt.Sprintf("%016x", spii), IKESPIr: fmt.Sprintf("%016x", spir),
 			EstablishedAt: c.at, Transport: gw.transportOf(path),

@@ -67,11 +67,11 @@ func (c *conn) stuck() bool {
 	state, cause := c.state, c.suspendCause
 	c.mu.Unlock()
 	switch state {
-	case StateReconnecting, "connecting":
+	case StateReconnecting, StateConnecting:
 		return true
 	case StateSuspended:
 		return cause != "" && cause != noAddressCause
-	case "established":
+	case StateEstablished:
 		m := c.mover.Load()
 		return m != nil && m.Testing()
 	}
@@ -84,7 +84,7 @@ func (c *conn) passed() bool {
 	c.mu.Lock()
 	state := c.state
 	c.mu.Unlock()
-	if state != "established" {
+	if state != StateEstablished {
 		return false
 	}
 	m := c.mover.Load()

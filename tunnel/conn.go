@@ -177,7 +177,7 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 	// The connection outlives the connect request, so it gets its own
 	// context; the request's ctx only bounds the wait for establishment.
 	life, cancel := context.WithCancel(context.Background())
-	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: "connecting", life: life,
+	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: StateConnecting, life: life,
 		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
 		ra: reauthState{due: make(chan *session, 1)}, captiveRetry: make(chan struct{}, 1)}
 }
@@ -257,7 +257,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		}
 	}()
 
-	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
+	emit(Event{Event: EventConnecting, Profile: p.Name, To: gw.String(), Interface: route.IfName})
 	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink
 	if err := c.connectThroughPortal(ctx, budget); err != nil {
 		return fail(err)
@@ -559,7 +559,7 @@ func (c *conn) install(s *session) error {
 		c.altGateways = alt
 	}
 	attempts := c.attempt
-	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), "established", est.NATLocal, s.peer, s.ifname
+	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), StateEstablished, est.NATLocal, s.peer, s.ifname
 	c.attempt, c.lastErr = 0, ""
 	c.mu.Unlock()
 	if c.profile.MOBIKE && est.PeerMOBIKE {
@@ -574,7 +574,7 @@ func (c *conn) install(s *session) error {
 	} else {
 		c.mover.Store(nil)
 	}
-	ev := Event{Event: "established", Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
+	ev := Event{Event: EventEstablished, Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -771,7 +771,7 @@ func (c *conn) teardown(reason error) {
 		}
 		c.stopLockdown()
 		c.mu.Lock()
-		c.state = "disconnected"
+		c.state = StateDisconnected
 		c.err = reason
 		c.mu.Unlock()
 		close(c.done)

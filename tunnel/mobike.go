@@ -176,7 +176,7 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 func (c *conn) suspended(peer *esp.Peer, reason string) {
 	c.dp.Suspend(peer)
 	c.mu.Lock()
-	if c.state == "disconnected" || c.peer != peer {
+	if c.state == StateDisconnected || c.peer != peer {
 		c.mu.Unlock()
 		return
 	}
@@ -198,11 +198,11 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 // resumed follows the Mover's SetPath: traffic flows again on r.Path.
 func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	c.mu.Lock()
-	if c.state == "disconnected" || c.peer != peer {
+	if c.state == StateDisconnected || c.peer != peer {
 		c.mu.Unlock()
 		return
 	}
-	c.state, c.ifname, c.suspendCause = "established", r.Interface, ""
+	c.state, c.ifname, c.suspendCause = StateEstablished, r.Interface, ""
 	c.mu.Unlock()
 	c.holdDPD(false)
 	c.saAnswered()

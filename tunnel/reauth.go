@@ -136,32 +136,17 @@ func (c *conn) startReauth(s *session) *attempts {
 // the old SA carries the traffic meanwhile.
 func (c *conn) reauthLoop(ctx context.Context, cause string) (*session, error) {
 	ctx = context.WithValue(ctx, dialOptionsKey{}, dialOptions{reauth: true})
-	for n := 1; ; n++ {
-		if n > 1 {
-			t := time.NewTimer(reconnectDelay(n, c.profile.ReconnectMaxDelay, c.jitter()))
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return nil, errReconnectStopped
-			}
-		}
-		if c.closing.Load() || ctx.Err() != nil {
-			return nil, errReconnectStopped
-		}
-		s, err := c.establish(ctx, true)
-		if err == nil {
-			s.reauth, s.reauthCause = true, cause
-			return s, nil
-		}
-		if ctx.Err() != nil {
-			return nil, errReconnectStopped
-		}
-		if permanent(err) {
-			return nil, err
-		}
-		c.log.Info("reauthentication attempt failed; the current IKE SA stays", "attempt", n, "err", err)
+	s, err := c.retry(ctx, backoff{
+		believeRefusal: 1,
+		failed: func(n int, err error) {
+			c.log.Info("reauthentication attempt failed; the current IKE SA stays", "attempt", n, "err", err)
+		},
+	}, func(ctx context.Context) (*session, error) { return c.establish(ctx, true) })
+	if err != nil {
+		return nil, err
 	}
+	s.reauth, s.reauthCause = true, cause
+	return s, nil
 }
 
 // reauthFailed reports a reauthentication the gateway refused. The old SA

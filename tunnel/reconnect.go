@@ -134,7 +134,7 @@ func (c *conn) supervise(s *session) {
 				stop()
 				c.mu.Lock()
 				if c.state == StateReconnecting {
-					c.state = "established"
+					c.state = StateEstablished
 				}
 				c.attempt, c.lastErr = 0, ""
 				c.mu.Unlock()
@@ -228,49 +228,98 @@ var errReconnectStopped = errors.New("reconnect stopped")
 // ends. cause is why the last SA was lost.
 func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*session, error) {
 	start := time.Now()
+	return c.retry(ctx, backoff{
+		waitFirst: true,
+		wake:      c.captiveRetry, // a captive portal let us through
+		// A gateway that accepted this profile before and refuses it now
+		// is most likely restarting (strongSwan answers NO_PROPOSAL_CHOSEN
+		// until its connections are loaded): a few refusals in a row are
+		// retried, more end the connection.
+		believeRefusal: maxRefusals,
+		before: func(n int) {
+			c.mu.Lock()
+			if ctx.Err() == nil {
+				c.state, c.attempt, c.lastErr = StateReconnecting, n, cause.Error()
+			}
+			c.mu.Unlock()
+		},
+		ready: func(n int) error {
+			if limit := c.profile.OutageLimit; limit > 0 && time.Since(start) >= limit {
+				return fmt.Errorf("gateway lost for %v: %w", roundOutage(time.Since(start)), cause)
+			}
+			c.emit(Event{Event: EventConnecting, To: c.gw.String(), Reason: fmt.Sprintf("reconnect attempt %d: %v", n, cause)})
+			return nil
+		},
+		failed: func(n int, err error) {
+			c.log.Info("reconnect attempt failed", "attempt", n, "err", err)
+			cause = err
+		},
+	}, func(ctx context.Context) (*session, error) { return c.establish(ctx, pending) })
+}
+
+// backoff is what tells one loop of attempts from another (reconnect,
+// reauthentication); the pacing is reconnectDelay for both.
+type backoff struct {
+	// waitFirst: the first attempt waits too (firstAttemptSpread).
+	waitFirst bool
+	// wake cuts a wait short (nil: nothing does).
+	wake <-chan struct{}
+	// believeRefusal is how many refusals in a row (permanent) end the
+	// loop; 1 believes the first.
+	believeRefusal int
+	// before runs ahead of each wait, ready after it (an error from ready
+	// ends the loop with it), failed after each failed attempt; any may be
+	// nil.
+	before func(n int)
+	ready  func(n int) error
+	failed func(n int, err error)
+}
+
+// retry runs attempt (attempt n from 1) paced by b until one succeeds, the
+// gateway's refusals are believed, ready says stop, or ctx ends or the
+// connection closes (errReconnectStopped).
+func (c *conn) retry(ctx context.Context, b backoff, attempt func(context.Context) (*session, error)) (*session, error) {
 	refusals := 0
 	for n := 1; ; n++ {
-		c.mu.Lock()
-		if ctx.Err() == nil {
-			c.state, c.attempt, c.lastErr = StateReconnecting, n, cause.Error()
+		if b.before != nil {
+			b.before(n)
 		}
-		c.mu.Unlock()
-		t := time.NewTimer(reconnectDelay(n, c.profile.ReconnectMaxDelay, c.jitter()))
-		select {
-		case <-t.C:
-		case <-c.captiveRetry: // a captive portal let us through
-			t.Stop()
-		case <-ctx.Done():
-			t.Stop()
-			return nil, errReconnectStopped
+		if n > 1 || b.waitFirst {
+			t := time.NewTimer(reconnectDelay(n, c.profile.ReconnectMaxDelay, c.jitter()))
+			select {
+			case <-t.C:
+			case <-b.wake:
+				t.Stop()
+			case <-ctx.Done():
+				t.Stop()
+				return nil, errReconnectStopped
+			}
 		}
 		if c.closing.Load() || ctx.Err() != nil {
 			return nil, errReconnectStopped
 		}
-		if limit := c.profile.OutageLimit; limit > 0 && time.Since(start) >= limit {
-			return nil, fmt.Errorf("gateway lost for %v: %w", roundOutage(time.Since(start)), cause)
+		if b.ready != nil {
+			if err := b.ready(n); err != nil {
+				return nil, err
+			}
 		}
-		c.emit(Event{Event: EventConnecting, To: c.gw.String(), Reason: fmt.Sprintf("reconnect attempt %d: %v", n, cause)})
-		s, err := c.establish(ctx, pending)
+		s, err := attempt(ctx)
 		if err == nil {
 			return s, nil
 		}
 		if ctx.Err() != nil {
 			return nil, errReconnectStopped
 		}
-		// A gateway that accepted this profile before and refuses it now
-		// is most likely restarting (strongSwan answers NO_PROPOSAL_CHOSEN
-		// until its connections are loaded): a few refusals in a row are
-		// retried, more end the connection.
 		if permanent(err) {
-			if refusals++; refusals >= maxRefusals {
+			if refusals++; refusals >= b.believeRefusal {
 				return nil, err
 			}
 		} else {
 			refusals = 0
 		}
-		c.log.Info("reconnect attempt failed", "attempt", n, "err", err)
-		cause = err
+		if b.failed != nil {
+			b.failed(n, err)
+		}
 	}
 }
 
