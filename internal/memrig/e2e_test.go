@@ -1,0 +1,222 @@
+package memrig
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/roam-vpn/roam/ike"
+	"github.com/roam-vpn/roam/netpath"
+)
+
+// TestPing sends inner pings each way through the tunnel and counts every
+// reply: the netsim network is lossless here, so all must come back once.
+func TestPing(t *testing.T) {
+	r := newRig(t, 1)
+	tests := []struct {
+		name string
+		flow func() *flow
+	}{
+		{"client to gateway side", func() *flow { return &flow{from: r.client, src: r.vip, dst: gwInner, id: 1} }},
+		{"gateway side to client", func() *flow { return &flow{from: r.gw, src: gwInner, dst: r.vip, id: 2} }},
+	}
+	const pings = 20
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.flow()
+			for range pings {
+				if err := f.send(r.ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := f.answered(t, 1, pings); got != pings {
+				t.Fatalf("%d of %d pings answered", got, pings)
+			}
+		})
+	}
+	if d := r.client.stack.duplicates() + r.gw.stack.duplicates(); d != 0 {
+		t.Fatalf("%d duplicate replies", d)
+	}
+	for _, e := range []*end{r.client, r.gw} {
+		checkDrops(t, e)
+		cs := e.dp.ChildStats(nil)
+		if len(cs) != 1 || cs[0].PacketsIn != 2*pings || cs[0].PacketsOut != 2*pings {
+			t.Fatalf("%s child stats %+v, want %d packets each way", e.name, cs, 2*pings)
+		}
+	}
+}
+
+// TestMOBIKEMove moves the client to its second address while pings flow:
+// the old address goes away, UPDATE_SA_ADDRESSES goes out from the new
+// one, both dataplanes follow, and every ping sent after both moved is
+// answered. Pings sent in between may be lost (sent from an address that is
+// gone, or answered to it); they are counted.
+func TestMOBIKEMove(t *testing.T) {
+	r := newRig(t, 2)
+	f := &flow{from: r.client, src: r.vip, dst: gwInner, id: 3}
+	for range 10 {
+		f.send(r.ctx)
+	}
+	f.answered(t, 1, 10)
+
+	ctx, stop := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(ctx, 2*time.Millisecond) }()
+	// Every ping up to before is answered before the address goes: only
+	// later ones can be lost to the move.
+	time.Sleep(50 * time.Millisecond)
+	before := uint16(f.sent.Load())
+	f.answered(t, 1, before)
+	r.client.host.RemoveAddr(clientAddr)
+	to := netpath.Path{Local: netip.AddrPortFrom(clientAddr2, clientPort), Remote: r.client.peer.Path().Remote}
+	if err := r.client.moveTo(r.ctx, r.clientSA, r.client.peer, to); err != nil {
+		t.Fatal(err)
+	}
+	cm := expect(t, "client move", r.client.moved)
+	gm := expect(t, "gateway move", r.gw.moved)
+	during := uint16(f.sent.Load())
+	// Both sides follow; wait for 50 more pings on the new path.
+	for uint16(f.sent.Load()) < during+50 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	last := uint16(f.sent.Load())
+
+	if cm.Local.Addr() != clientAddr2 || gm.Remote != netip.AddrPortFrom(clientAddr2, clientPort) {
+		t.Fatalf("client moved to %v, gateway to %v", cm, gm)
+	}
+	if p := r.gw.peer.Path(); p.Remote.Addr() != clientAddr2 {
+		t.Fatalf("gateway's ESP goes to %v", p)
+	}
+	got := f.answered(t, during+1, last)
+	lost := int(last) - got
+	t.Logf("pings %d, answered %d, lost %d; %d sent after the last answered check and before both sides moved", last, got, lost, during-before)
+	if lost > int(during-before) {
+		t.Fatalf("%d pings lost, more than the %d sent while moving", lost, during-before)
+	}
+	if d := r.client.stack.duplicates(); d != 0 {
+		t.Fatalf("%d duplicate replies", d)
+	}
+	for _, e := range []*end{r.client, r.gw} {
+		t.Logf("%s drops %+v", e.name, checkDrops(t, e))
+	}
+}
+
+// TestRekeyUnderTraffic replaces the Child SA, run by either side, while
+// pings flow both ways. The new pair goes in before the old one leaves and
+// the side that answered the rekey sends on the new pair only once the
+// other uses it, so on a lossless network no ping is lost.
+func TestRekeyUnderTraffic(t *testing.T) {
+	tests := []struct {
+		name      string
+		initiator func(*rig) *end
+	}{
+		{"client rekeys", func(r *rig) *end { return r.client }},
+		{"gateway rekeys", func(r *rig) *end { return r.gw }},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, int64(10+i))
+			up := &flow{from: r.client, src: r.vip, dst: gwInner, id: 4}
+			down := &flow{from: r.gw, src: gwInner, dst: r.vip, id: 5}
+			ctx, stop := context.WithCancel(r.ctx)
+			done := make(chan struct{}, 2)
+			for _, f := range []*flow{up, down} {
+				go func() { defer func() { done <- struct{}{} }(); f.run(ctx, 2*time.Millisecond) }()
+			}
+			time.Sleep(50 * time.Millisecond)
+
+			e := tc.initiator(r)
+			old := e.dp.ChildStats(nil)[0].SPIIn
+			rctx, cancel := context.WithTimeout(r.ctx, wait)
+			defer cancel()
+			e.mu.Lock()
+			sa := e.sa
+			e.mu.Unlock()
+			if err := sa.RekeyChild(rctx, old); err != nil {
+				t.Fatalf("rekey: %v", err)
+			}
+			newSPI := map[*end]uint32{}
+			for _, x := range []*end{r.client, r.gw} {
+				newSPI[x] = r.expectInstalled(t, x).SPIIn
+				expect(t, x.name+" old child retired", x.retired)
+			}
+			marks := [2]uint16{uint16(up.sent.Load()), uint16(down.sent.Load())}
+			for uint16(up.sent.Load()) < marks[0]+50 || uint16(down.sent.Load()) < marks[1]+50 {
+				time.Sleep(5 * time.Millisecond)
+			}
+			stop()
+			<-done
+			<-done
+			for _, f := range []*flow{up, down} {
+				last := uint16(f.sent.Load())
+				if got := f.answered(t, 1, last); got != int(last) {
+					t.Fatalf("%v: %d of %d pings answered", f, got, last)
+				}
+			}
+			for _, x := range []*end{r.client, r.gw} {
+				checkDrops(t, x)
+				for _, cs := range x.dp.ChildStats(nil) {
+					if cs.SPIIn == newSPI[x] && (cs.PacketsIn == 0 || cs.PacketsOut == 0) {
+						t.Fatalf("%s: the new Child SA carried %d packets in, %d out", x.name, cs.PacketsIn, cs.PacketsOut)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestGatewaySwitch has the gateway ask the client to move to its second
+// address (SWITCH_TO_IP_ADDRESS) while pings flow: the client accepts,
+// moves the SA there with UPDATE_SA_ADDRESSES, and ESP follows on both
+// sides; the gateway's old address is removed after the switch, and pings
+// sent after both moved are all answered.
+func TestGatewaySwitch(t *testing.T) {
+	r := newRig(t, 3)
+	f := &flow{from: r.client, src: r.vip, dst: gwInner, id: 6}
+	ctx, stop := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(ctx, 2*time.Millisecond) }()
+	time.Sleep(50 * time.Millisecond)
+	before := uint16(f.sent.Load())
+	f.answered(t, 1, before)
+
+	r.gw.mu.Lock()
+	gwSA := r.gw.sa
+	r.gw.mu.Unlock()
+	sctx, cancel := context.WithTimeout(r.ctx, wait)
+	defer cancel()
+	if err := gwSA.RequestSwitch(sctx, gwAddr2, ike.SwitchOptions{Retransmit: fast}); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	cm := expect(t, "client move", r.client.moved)
+	gm := expect(t, "gateway move", r.gw.moved)
+	sd := expect(t, "switch done", r.gw.switched)
+	r.gw.host.RemoveAddr(gwAddr)
+	during := uint16(f.sent.Load())
+	for uint16(f.sent.Load()) < during+50 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	last := uint16(f.sent.Load())
+
+	for _, e := range []*end{r.client, r.gw} {
+		t.Logf("%s drops %+v, path %v", e.name, e.dp.Drops(), e.peer.Path())
+	}
+	t.Logf("network %+v", r.net.Stats())
+	if cm.Remote.Addr() != gwAddr2 || gm.Local.Addr() != gwAddr2 || sd.To != gwAddr2 {
+		t.Fatalf("client moved to %v, gateway to %v, switch to %v", cm, gm, sd.To)
+	}
+	got := f.answered(t, during+1, last)
+	lost := int(last) - got
+	t.Logf("pings %d, answered %d, lost %d; %d sent after the last answered check and before the switch was done", last, got, lost, during-before)
+	if lost > int(during-before) {
+		t.Fatalf("%d pings lost, more than the %d sent during the switch", lost, during-before)
+	}
+	for _, e := range []*end{r.client, r.gw} {
+		t.Logf("%s drops %+v", e.name, checkDrops(t, e))
+	}
+}
