@@ -124,3 +124,35 @@ func TestReadWrite(t *testing.T) {
 		t.Fatalf("write after close: %v", err)
 	}
 }
+
+// TestLinkMTU runs a dataplane over a Conn: the inner MTU of a peer's path
+// follows the link MTU the Conn reports, and is unknown (0) without one.
+func TestLinkMTU(t *testing.T) {
+	tests := []struct {
+		name    string
+		linkMTU int
+		want    int
+	}{
+		{"unknown", 0, 0},
+		{"1500", 1500, esp.InnerMTU(1500, false)},
+		{"1280", 1280, esp.InnerMTU(1280, false)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := netsim.New(1)
+			defer n.Close()
+			c, err := Listen(n.AddHost("a", aAddr), netip.AddrPortFrom(aAddr, 4500), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetLinkMTU(tc.linkMTU)
+			d := esp.NewDataplane(nil, nil, nil)
+			d.AddConn(c)
+			p := d.NewPeer(netpath.Path{Local: c.LocalAddr(), Remote: netip.AddrPortFrom(bAddr, 4500)})
+			if got := p.MTU(); got != tc.want {
+				t.Fatalf("inner MTU %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
