@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/ike"
+	"github.com/roam-vpn/roam/internal/netsim"
 	"github.com/roam-vpn/roam/netpath"
 )
 
@@ -218,5 +219,68 @@ func TestGatewaySwitch(t *testing.T) {
 	}
 	for _, e := range []*end{r.client, r.gw} {
 		t.Logf("%s drops %+v", e.name, checkDrops(t, e))
+	}
+}
+
+// TestImpairedPath sends pings over an impaired network once the SA is up
+// and accounts for every one: a lost datagram (request or reply) costs
+// exactly one ping, a duplicated one is refused by the receiver's replay
+// window, and reordering within the window costs nothing.
+func TestImpairedPath(t *testing.T) {
+	tests := []struct {
+		name string
+		imp  netsim.Impairment
+	}{
+		{"loss", netsim.Impairment{Loss: 0.1}},
+		{"duplication", netsim.Impairment{Duplicate: 0.2}},
+		{"reordering", netsim.Impairment{Jitter: 5 * time.Millisecond}},
+	}
+	const pings = 100
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, int64(20+i))
+			r.net.SetDefault(tc.imp) // only ESP from here on: no DPD, no NAT keepalives
+			f := &flow{from: r.client, src: r.vip, dst: gwInner, id: 7}
+			for range pings {
+				if err := f.send(r.ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Every ping ends answered or with one datagram lost.
+			deadline := time.Now().Add(wait)
+			var got int
+			for {
+				got = 0
+				for s := uint16(1); s <= pings; s++ {
+					if f.from.stack.replied(f.id, s) {
+						got++
+					}
+				}
+				if got+int(r.net.Stats().Lost) >= pings || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			st := r.net.Stats()
+			replayed := r.client.dp.Drops().Replayed + r.gw.dp.Drops().Replayed
+			t.Logf("answered %d of %d; network %+v; replayed drops %d", got, pings, st, replayed)
+			if got+int(st.Lost) != pings {
+				t.Fatalf("%d answered and %d datagrams lost, want them to add up to %d pings", got, st.Lost, pings)
+			}
+			if replayed != st.Duplicated {
+				t.Fatalf("%d duplicates refused by the replay windows, the network duplicated %d", replayed, st.Duplicated)
+			}
+			if d := r.client.stack.duplicates(); d != 0 {
+				t.Fatalf("%d duplicate replies reached the client's stack", d)
+			}
+			if tc.imp.Loss == 0 && got != pings {
+				t.Fatalf("%d of %d answered without loss", got, pings)
+			}
+			for _, e := range []*end{r.client, r.gw} {
+				if d := e.dp.Drops(); d.BadICV != 0 || d.Malformed != 0 || d.OutsideSelectors != 0 || d.TUNWrite != 0 {
+					t.Errorf("%s drops: %+v", e.name, d)
+				}
+			}
+		})
 	}
 }
