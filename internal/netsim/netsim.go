@@ -6,7 +6,9 @@
 //
 // Hosts speak the same datagram framing as the real socket (esp.Socket):
 // IKE on a port other than 500 carries the 4-byte non-ESP marker, a single
-// 0xFF byte is a NAT keepalive, anything else is ESP.
+// 0xFF byte is a NAT keepalive, anything else is ESP. A bound address and
+// port (Host.Bind) takes its datagrams ahead of that demux, as a socket
+// would: internal/memconn puts the dataplane there.
 package netsim
 
 import (
