@@ -48,60 +48,82 @@ func TestPing(t *testing.T) {
 	}
 }
 
-// TestMOBIKEMove moves the client to its second address while pings flow:
+// TestMOBIKEMove moves the client to its second uplink while pings flow:
 // the old address goes away, UPDATE_SA_ADDRESSES goes out from the new
 // one, both dataplanes follow, and every ping sent after both moved is
 // answered. Pings sent in between may be lost (sent from an address that is
-// gone, or answered to it); they are counted.
+// gone, or answered to it); they are counted. From behind a NAT, the
+// gateway first reaches the client at the NAT's public address.
 func TestMOBIKEMove(t *testing.T) {
-	r := newRig(t, 2)
-	f := &flow{from: r.client, src: r.vip, dst: gwInner, id: 3}
-	for range 10 {
-		f.send(r.ctx)
+	tests := []struct {
+		name string
+		nat  bool
+	}{
+		{"direct to direct", false},
+		{"from behind a NAT to direct", true},
 	}
-	f.answered(t, 1, 10)
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRigWith(t, int64(2+i), rigOptions{clientNAT: tc.nat})
+			if r.est.NATLocal != tc.nat {
+				t.Fatalf("established with NATLocal %v", r.est.NATLocal)
+			}
+			wantFirst := clientAddr
+			if tc.nat {
+				wantFirst = natPublic
+			}
+			if p := r.gw.peer.Path(); p.Remote.Addr() != wantFirst {
+				t.Fatalf("gateway's ESP goes to %v before the move, want %s", p, wantFirst)
+			}
+			f := &flow{from: r.client, src: r.vip, dst: gwInner, id: 3}
+			for range 10 {
+				f.send(r.ctx)
+			}
+			f.answered(t, 1, 10)
 
-	ctx, stop := context.WithCancel(r.ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); f.run(ctx, 2*time.Millisecond) }()
-	// Every ping up to before is answered before the address goes: only
-	// later ones can be lost to the move.
-	time.Sleep(50 * time.Millisecond)
-	before := uint16(f.sent.Load())
-	f.answered(t, 1, before)
-	r.client.host.RemoveAddr(clientAddr)
-	to := netpath.Path{Local: netip.AddrPortFrom(clientAddr2, clientPort), Remote: r.client.peer.Path().Remote}
-	if err := r.client.moveTo(r.ctx, r.clientSA, r.client.peer, to); err != nil {
-		t.Fatal(err)
-	}
-	cm := expect(t, "client move", r.client.moved)
-	gm := expect(t, "gateway move", r.gw.moved)
-	during := uint16(f.sent.Load())
-	// Both sides follow; wait for 50 more pings on the new path.
-	for uint16(f.sent.Load()) < during+50 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	stop()
-	<-done
-	last := uint16(f.sent.Load())
+			ctx, stop := context.WithCancel(r.ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); f.run(ctx, 2*time.Millisecond) }()
+			// Every ping up to before is answered before the address goes: only
+			// later ones can be lost to the move.
+			time.Sleep(50 * time.Millisecond)
+			before := uint16(f.sent.Load())
+			f.answered(t, 1, before)
+			r.client.hosts[clientAddr].RemoveAddr(clientAddr)
+			to := netpath.Path{Local: netip.AddrPortFrom(clientAddr2, clientPort), Remote: r.client.peer.Path().Remote}
+			if err := r.client.moveTo(r.ctx, r.clientSA, r.client.peer, to); err != nil {
+				t.Fatal(err)
+			}
+			cm := expect(t, "client move", r.client.moved)
+			gm := expect(t, "gateway move", r.gw.moved)
+			during := uint16(f.sent.Load())
+			// Both sides follow; wait for 50 more pings on the new path.
+			for uint16(f.sent.Load()) < during+50 {
+				time.Sleep(5 * time.Millisecond)
+			}
+			stop()
+			<-done
+			last := uint16(f.sent.Load())
 
-	if cm.Local.Addr() != clientAddr2 || gm.Remote != netip.AddrPortFrom(clientAddr2, clientPort) {
-		t.Fatalf("client moved to %v, gateway to %v", cm, gm)
-	}
-	if p := r.gw.peer.Path(); p.Remote.Addr() != clientAddr2 {
-		t.Fatalf("gateway's ESP goes to %v", p)
-	}
-	got := f.answered(t, during+1, last)
-	lost := int(last) - got
-	t.Logf("pings %d, answered %d, lost %d; %d sent after the last answered check and before both sides moved", last, got, lost, during-before)
-	if lost > int(during-before) {
-		t.Fatalf("%d pings lost, more than the %d sent while moving", lost, during-before)
-	}
-	if d := r.client.stack.duplicates(); d != 0 {
-		t.Fatalf("%d duplicate replies", d)
-	}
-	for _, e := range []*end{r.client, r.gw} {
-		t.Logf("%s drops %+v", e.name, checkDrops(t, e))
+			if cm.Local.Addr() != clientAddr2 || gm.Remote != netip.AddrPortFrom(clientAddr2, clientPort) {
+				t.Fatalf("client moved to %v, gateway to %v", cm, gm)
+			}
+			if p := r.gw.peer.Path(); p.Remote.Addr() != clientAddr2 {
+				t.Fatalf("gateway's ESP goes to %v", p)
+			}
+			got := f.answered(t, during+1, last)
+			lost := int(last) - got
+			t.Logf("pings %d, answered %d, lost %d; %d sent after the last answered check and before both sides moved", last, got, lost, during-before)
+			if lost > int(during-before) {
+				t.Fatalf("%d pings lost, more than the %d sent while moving", lost, during-before)
+			}
+			if d := r.client.stack.duplicates(); d != 0 {
+				t.Fatalf("%d duplicate replies", d)
+			}
+			for _, e := range []*end{r.client, r.gw} {
+				t.Logf("%s drops %+v", e.name, checkDrops(t, e))
+			}
+		})
 	}
 }
 
@@ -195,7 +217,7 @@ func TestGatewaySwitch(t *testing.T) {
 	cm := expect(t, "client move", r.client.moved)
 	gm := expect(t, "gateway move", r.gw.moved)
 	sd := expect(t, "switch done", r.gw.switched)
-	r.gw.host.RemoveAddr(gwAddr)
+	r.gw.hosts[gwAddr].RemoveAddr(gwAddr)
 	during := uint16(f.sent.Load())
 	for uint16(f.sent.Load()) < during+50 {
 		time.Sleep(5 * time.Millisecond)

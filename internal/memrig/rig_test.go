@@ -27,6 +27,7 @@ var (
 	clientAddr2 = netip.MustParseAddr("192.0.2.20")
 	gwAddr      = netip.MustParseAddr("198.51.100.1")
 	gwAddr2     = netip.MustParseAddr("198.51.100.2")
+	natPublic   = netip.MustParseAddr("203.0.113.7")
 	// gwInner is the host behind the gateway's TUN device, inside the
 	// gateway's traffic selector.
 	gwInner = netip.MustParseAddr("10.99.0.1")
@@ -42,13 +43,13 @@ const (
 
 var fast = ike.Retransmit{Initial: 50 * time.Millisecond, Factor: 1.5, Max: 400 * time.Millisecond, Retries: 12}
 
-// end is one side: a simulated host, its dataplane over a memory TUN, a
-// small IP stack answering pings on the TUN side, and the glue installing
-// what IKE negotiates.
+// end is one side: simulated hosts (one per uplink), its dataplane over a
+// memory TUN, a small IP stack answering pings on the TUN side, and the
+// glue installing what IKE negotiates.
 type end struct {
 	t     *testing.T
 	name  string
-	host  *netsim.Host
+	hosts map[netip.Addr]*netsim.Host // by address; one host may own several
 	tun   *memtun.Device
 	dp    *esp.Dataplane
 	stack *stack
@@ -63,12 +64,24 @@ type end struct {
 	switched  chan *ike.SwitchDone // gateway: finished switches
 }
 
-func newEnd(t *testing.T, n *netsim.Network, name string, inner []netip.Addr, addrs ...netip.Addr) *end {
-	e := &end{t: t, name: name, host: n.AddHost(name, addrs...),
+// newEnd makes the side's hosts: one owning every address, or with split
+// one per address (uplinks that can sit behind different NATs).
+func newEnd(t *testing.T, n *netsim.Network, name string, inner []netip.Addr, split bool, addrs ...netip.Addr) *end {
+	e := &end{t: t, name: name, hosts: map[netip.Addr]*netsim.Host{},
 		tun:       memtun.New(memtun.Config{Name: name, BatchSize: 8}),
 		installed: make(chan ike.ChildSA, 16), retired: make(chan uint32, 16),
 		moved: make(chan netpath.Path, 16), switched: make(chan *ike.SwitchDone, 4)}
 	e.stack = newStack(e.tun, inner)
+	if !split {
+		h := n.AddHost(name, addrs...)
+		for _, a := range addrs {
+			e.hosts[a] = h
+		}
+		return e
+	}
+	for _, a := range addrs {
+		e.hosts[a] = n.AddHost(name+"-"+a.String(), a)
+	}
 	return e
 }
 
@@ -77,7 +90,7 @@ func newEnd(t *testing.T, n *netsim.Network, name string, inner []netip.Addr, ad
 func (e *end) start(ctx context.Context, handleIKE esp.IKEHandler, binds ...netip.AddrPort) {
 	e.dp = esp.NewDataplane(e.tun, handleIKE, nil)
 	for _, b := range binds {
-		c, err := memconn.Listen(e.host, b, 0)
+		c, err := memconn.Listen(e.hosts[b.Addr()], b, 0)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -200,8 +213,16 @@ func proposal(t *testing.T, ikeSide bool, text string) ike.Proposal {
 }
 
 // newRig builds the network, the gateway (two addresses, ports 500 and
-// 4500 on each) and the client (two addresses, one port), and connects.
-func newRig(t *testing.T, seed int64) *rig {
+// 4500 on each) and the client (two uplinks, one address each, the same
+// port on both), and connects from the client's first address.
+func newRig(t *testing.T, seed int64) *rig { return newRigWith(t, seed, rigOptions{}) }
+
+type rigOptions struct {
+	// clientNAT puts the client's first uplink behind a NAT.
+	clientNAT bool
+}
+
+func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{net: netsim.New(seed), ctx: ctx, cancel: cancel}
@@ -209,8 +230,11 @@ func newRig(t *testing.T, seed int64) *rig {
 		cancel()
 		r.net.Close()
 	})
-	r.gw = newEnd(t, r.net, "gw", []netip.Addr{gwInner}, gwAddr, gwAddr2)
-	r.client = newEnd(t, r.net, "client", nil, clientAddr, clientAddr2)
+	r.gw = newEnd(t, r.net, "gw", []netip.Addr{gwInner}, false, gwAddr, gwAddr2)
+	r.client = newEnd(t, r.net, "client", nil, true, clientAddr, clientAddr2)
+	if opt.clientNAT {
+		r.net.AddNAT(natPublic, netsim.PortRestrictedCone).Attach(r.client.hosts[clientAddr])
+	}
 
 	ikeProp, espProp := proposal(t, true, "aes128gcm16-prfsha256-x25519"), proposal(t, false, "aes128gcm16")
 	pool, err := ike.NewPool([]netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")})
@@ -279,7 +303,7 @@ func newRig(t *testing.T, seed int64) *rig {
 		if s != nil {
 			s.HandlePacket(pkt, path)
 		}
-	}, netip.AddrPortFrom(netip.IPv4Unspecified(), clientPort))
+	}, netip.AddrPortFrom(clientAddr, clientPort), netip.AddrPortFrom(clientAddr2, clientPort))
 	clientEvents := make(chan ike.Event, 64)
 	saMu.Lock()
 	sa, err = ike.Dial(ctx, icfg, r.client.dp, clientEvents)
