@@ -81,14 +81,10 @@ func TestMOBIKEMove(t *testing.T) {
 			}
 			f.answered(t, 1, 10)
 
-			ctx, stop := context.WithCancel(r.ctx)
-			done := make(chan struct{})
-			go func() { defer close(done); f.run(ctx, 2*time.Millisecond) }()
 			// Every ping up to before is answered before the address goes: only
 			// later ones can be lost to the move.
-			time.Sleep(50 * time.Millisecond)
-			before := uint16(f.sent.Load())
-			f.answered(t, 1, before)
+			st := startFlows(r.ctx, f)
+			before := st.settle(t)[0]
 			r.client.hosts[clientAddr].RemoveAddr(clientAddr)
 			to := netpath.Path{Local: netip.AddrPortFrom(clientAddr2, clientPort), Remote: r.client.peer.Path().Remote}
 			if err := r.client.moveTo(r.ctx, r.clientSA, r.client.peer, to); err != nil {
@@ -96,14 +92,9 @@ func TestMOBIKEMove(t *testing.T) {
 			}
 			cm := expect(t, "client move", r.client.moved)
 			gm := expect(t, "gateway move", r.gw.moved)
-			during := uint16(f.sent.Load())
-			// Both sides follow; wait for 50 more pings on the new path.
-			for uint16(f.sent.Load()) < during+50 {
-				time.Sleep(5 * time.Millisecond)
-			}
-			stop()
-			<-done
-			last := uint16(f.sent.Load())
+			// Both sides follow; 50 more pings on the new path.
+			marks, lasts := st.finish(50)
+			during, last := marks[0], lasts[0]
 
 			if cm.Local.Addr() != clientAddr2 || gm.Remote != netip.AddrPortFrom(clientAddr2, clientPort) {
 				t.Fatalf("client moved to %v, gateway to %v", cm, gm)
@@ -144,12 +135,8 @@ func TestRekeyUnderTraffic(t *testing.T) {
 			r := newRig(t, int64(10+i))
 			up := &flow{from: r.client, src: r.vip, dst: gwInner, id: 4}
 			down := &flow{from: r.gw, src: gwInner, dst: r.vip, id: 5}
-			ctx, stop := context.WithCancel(r.ctx)
-			done := make(chan struct{}, 2)
-			for _, f := range []*flow{up, down} {
-				go func() { defer func() { done <- struct{}{} }(); f.run(ctx, 2*time.Millisecond) }()
-			}
-			time.Sleep(50 * time.Millisecond)
+			st := startFlows(r.ctx, up, down)
+			st.settle(t)
 
 			e := tc.initiator(r)
 			old := e.dp.ChildStats(nil)[0].SPIIn
@@ -166,15 +153,9 @@ func TestRekeyUnderTraffic(t *testing.T) {
 				newSPI[x] = r.expectInstalled(t, x).SPIIn
 				expect(t, x.name+" old child retired", x.retired)
 			}
-			marks := [2]uint16{uint16(up.sent.Load()), uint16(down.sent.Load())}
-			for uint16(up.sent.Load()) < marks[0]+50 || uint16(down.sent.Load()) < marks[1]+50 {
-				time.Sleep(5 * time.Millisecond)
-			}
-			stop()
-			<-done
-			<-done
-			for _, f := range []*flow{up, down} {
-				last := uint16(f.sent.Load())
+			_, lasts := st.finish(50)
+			for i, f := range []*flow{up, down} {
+				last := lasts[i]
 				if got := f.answered(t, 1, last); got != int(last) {
 					t.Fatalf("%v: %d of %d pings answered", f, got, last)
 				}
@@ -199,12 +180,8 @@ func TestRekeyUnderTraffic(t *testing.T) {
 func TestGatewaySwitch(t *testing.T) {
 	r := newRig(t, 3)
 	f := &flow{from: r.client, src: r.vip, dst: gwInner, id: 6}
-	ctx, stop := context.WithCancel(r.ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); f.run(ctx, 2*time.Millisecond) }()
-	time.Sleep(50 * time.Millisecond)
-	before := uint16(f.sent.Load())
-	f.answered(t, 1, before)
+	st := startFlows(r.ctx, f)
+	before := st.settle(t)[0]
 
 	r.gw.mu.Lock()
 	gwSA := r.gw.sa
@@ -218,13 +195,8 @@ func TestGatewaySwitch(t *testing.T) {
 	gm := expect(t, "gateway move", r.gw.moved)
 	sd := expect(t, "switch done", r.gw.switched)
 	r.gw.hosts[gwAddr].RemoveAddr(gwAddr)
-	during := uint16(f.sent.Load())
-	for uint16(f.sent.Load()) < during+50 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	stop()
-	<-done
-	last := uint16(f.sent.Load())
+	marks, lasts := st.finish(50)
+	during, last := marks[0], lasts[0]
 
 	for _, e := range []*end{r.client, r.gw} {
 		t.Logf("%s drops %+v, path %v", e.name, e.dp.Drops(), e.peer.Path())

@@ -435,6 +435,63 @@ func (f *flow) run(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// flows are flows sending a ping every 2 ms, each on its own goroutine.
+type flows struct {
+	fs   []*flow
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func startFlows(ctx context.Context, fs ...*flow) *flows {
+	ctx, stop := context.WithCancel(ctx)
+	st := &flows{fs: fs, stop: stop, done: make(chan struct{}, len(fs))}
+	for _, f := range fs {
+		go func() { defer func() { st.done <- struct{}{} }(); f.run(ctx, 2*time.Millisecond) }()
+	}
+	return st
+}
+
+func (st *flows) sent() []uint16 {
+	n := make([]uint16, len(st.fs))
+	for i, f := range st.fs {
+		n[i] = uint16(f.sent.Load())
+	}
+	return n
+}
+
+// settle lets the flows run a little and waits until every ping sent so
+// far is answered; it returns how many each has sent.
+func (st *flows) settle(t *testing.T) []uint16 {
+	t.Helper()
+	time.Sleep(50 * time.Millisecond)
+	n := st.sent()
+	for i, f := range st.fs {
+		f.answered(t, 1, n[i])
+	}
+	return n
+}
+
+// finish lets every flow send n more pings, stops them, and returns how
+// many each had sent when finish was called and in the end.
+func (st *flows) finish(n uint16) (marks, lasts []uint16) {
+	marks = st.sent()
+	for {
+		cur, more := st.sent(), true
+		for i := range cur {
+			more = more && cur[i] >= marks[i]+n
+		}
+		if more {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st.stop()
+	for range st.fs {
+		<-st.done
+	}
+	return marks, st.sent()
+}
+
 // answered waits until every ping numbered from..to has its reply, and
 // returns how many of 1..to have one.
 func (f *flow) answered(t *testing.T, from, to uint16) int {

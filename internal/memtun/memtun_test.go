@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -55,7 +56,7 @@ func TestReadBatches(t *testing.T) {
 					}
 				}
 			}
-			if !equal(got, tc.wantReads) {
+			if !slices.Equal(got, tc.wantReads) {
 				t.Fatalf("packets per read %v, want %v", got, tc.wantReads)
 			}
 			if _, _, tooBig := d.Stats(); tooBig != tc.tooBig {
@@ -63,18 +64,6 @@ func TestReadBatches(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equal(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestWriteAndClose(t *testing.T) {
