@@ -11,10 +11,25 @@ import (
 	"github.com/roam-vpn/roam/netpath"
 )
 
-// TestPing sends inner pings each way through the tunnel and counts every
-// reply: the netsim network is lossless here, so all must come back once.
+// TestPing sends inner pings each way through the tunnel, over IPv4 and
+// over IPv6 outer addresses, and counts every reply: the netsim network is
+// lossless here, so all must come back once.
 func TestPing(t *testing.T) {
-	r := newRig(t, 1)
+	for _, outer := range []struct {
+		name string
+		v6   bool
+	}{{"ipv4 outer", false}, {"ipv6 outer", true}} {
+		t.Run(outer.name, func(t *testing.T) {
+			r := newRigWith(t, 1, rigOptions{v6: outer.v6})
+			if got := r.gw.peer.Path().Remote.Addr().Is6(); got != outer.v6 {
+				t.Fatalf("the gateway's ESP goes to %v", r.gw.peer.Path())
+			}
+			testPing(t, r)
+		})
+	}
+}
+
+func testPing(t *testing.T, r *rig) {
 	tests := []struct {
 		name string
 		flow func() *flow

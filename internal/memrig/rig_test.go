@@ -28,6 +28,9 @@ var (
 	gwAddr      = netip.MustParseAddr("198.51.100.1")
 	gwAddr2     = netip.MustParseAddr("198.51.100.2")
 	natPublic   = netip.MustParseAddr("203.0.113.7")
+	// The outer addresses of an IPv6 rig (rigOptions.v6).
+	clientAddrs6 = [2]netip.Addr{netip.MustParseAddr("2001:db8:1::10"), netip.MustParseAddr("2001:db8:1::20")}
+	gwAddrs6     = [2]netip.Addr{netip.MustParseAddr("2001:db8:2::1"), netip.MustParseAddr("2001:db8:2::2")}
 	// gwInner is the host behind the gateway's TUN device, inside the
 	// gateway's traffic selector.
 	gwInner = netip.MustParseAddr("10.99.0.1")
@@ -220,6 +223,9 @@ func newRig(t *testing.T, seed int64) *rig { return newRigWith(t, seed, rigOptio
 type rigOptions struct {
 	// clientNAT puts the client's first uplink behind a NAT.
 	clientNAT bool
+	// v6: the outer addresses are IPv6 (clientAddrs6, gwAddrs6); the
+	// inner ones stay IPv4.
+	v6 bool
 }
 
 func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
@@ -230,10 +236,14 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 		cancel()
 		r.net.Close()
 	})
-	r.gw = newEnd(t, r.net, "gw", []netip.Addr{gwInner}, false, gwAddr, gwAddr2)
-	r.client = newEnd(t, r.net, "client", nil, true, clientAddr, clientAddr2)
+	cAddrs, gAddrs := [2]netip.Addr{clientAddr, clientAddr2}, [2]netip.Addr{gwAddr, gwAddr2}
+	if opt.v6 {
+		cAddrs, gAddrs = clientAddrs6, gwAddrs6
+	}
+	r.gw = newEnd(t, r.net, "gw", []netip.Addr{gwInner}, false, gAddrs[:]...)
+	r.client = newEnd(t, r.net, "client", nil, true, cAddrs[:]...)
 	if opt.clientNAT {
-		r.net.AddNAT(natPublic, netsim.PortRestrictedCone).Attach(r.client.hosts[clientAddr])
+		r.net.AddNAT(natPublic, netsim.PortRestrictedCone).Attach(r.client.hosts[cAddrs[0]])
 	}
 
 	ikeProp, espProp := proposal(t, true, "aes128gcm16-prfsha256-x25519"), proposal(t, false, "aes128gcm16")
@@ -255,13 +265,13 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 		},
 		IKE: []ike.Proposal{ikeProp}, ESP: []ike.Proposal{espProp},
 		LocalTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Pool: pool,
-		MOBIKE: true, Addresses: []netip.Addr{gwAddr, gwAddr2},
+		MOBIKE: true, Addresses: gAddrs[:],
 		RoutabilityRetransmit: fast, Retransmit: fast,
 	}
 	gwEvents := make(chan ike.Event, 64)
 	var resp atomic.Pointer[ike.Responder]
 	var binds []netip.AddrPort
-	for _, a := range []netip.Addr{gwAddr, gwAddr2} {
+	for _, a := range gAddrs {
 		binds = append(binds, netip.AddrPortFrom(a, 500), netip.AddrPortFrom(a, 4500))
 	}
 	r.gw.start(ctx, func(pkt []byte, path netpath.Path) {
@@ -286,7 +296,7 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 		t.Fatal(err)
 	}
 	icfg := ike.InitiatorConfig{
-		Path:      netpath.Path{Local: netip.AddrPortFrom(clientAddr, clientPort), Remote: netip.AddrPortFrom(gwAddr, 500)},
+		Path:      netpath.Path{Local: netip.AddrPortFrom(cAddrs[0], clientPort), Remote: netip.AddrPortFrom(gAddrs[0], 500)},
 		LocalAuth: clientAuth, PeerAuth: gwPeer, RemoteID: "vpn.example.com",
 		IKE: []ike.Proposal{ikeProp}, ESP: []ike.Proposal{espProp},
 		RemoteTS:  []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
@@ -303,7 +313,7 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 		if s != nil {
 			s.HandlePacket(pkt, path)
 		}
-	}, netip.AddrPortFrom(clientAddr, clientPort), netip.AddrPortFrom(clientAddr2, clientPort))
+	}, netip.AddrPortFrom(cAddrs[0], clientPort), netip.AddrPortFrom(cAddrs[1], clientPort))
 	clientEvents := make(chan ike.Event, 64)
 	saMu.Lock()
 	sa, err = ike.Dial(ctx, icfg, r.client.dp, clientEvents)
