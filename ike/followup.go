@@ -116,7 +116,7 @@ func (sa *SA) dropFollowup(f *followupState) {
 
 // handleFollowupRequest answers an IKE_FOLLOWUP_KE (responder).
 func (sa *SA) handleFollowupRequest(ps []wire.Payload) ([]wire.Payload, func()) {
-	n := findNotify(ps, wire.NotifyAdditionalKeyExchange)
+	n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange)
 	var f *followupState
 	for _, g := range sa.followups {
 		if n != nil && bytes.Equal(g.link, n.Data) {
@@ -193,7 +193,7 @@ func (sa *SA) runFollowups(addKEs []wire.Transform, link []byte, secrets [][]byt
 		}
 	}
 	sa.startRequest(wire.ExchangeIKEFollowupKE, build, func(h wire.Header, ps []wire.Payload, _ []byte) {
-		if n := firstError(ps); n != nil {
+		if n := wire.FirstError(ps); n != nil {
 			done(nil, &NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -209,7 +209,7 @@ func (sa *SA) runFollowups(addKEs []wire.Transform, link []byte, secrets [][]byt
 			return
 		}
 		var next []byte
-		if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+		if n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
 			next = n.Data
 		}
 		sa.runFollowups(addKEs[1:], next, append(secrets, shared), done)

@@ -447,7 +447,7 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			sync = append(sync, replaySyncNotify(opt.ReplayDelta))
 		}
 		adopt := func(ps []wire.Payload) error {
-			n := findNotify(ps, wire.NotifyIKEv2MessageIDSync)
+			n := wire.FindNotify(ps, wire.NotifyIKEv2MessageIDSync)
 			if n == nil {
 				return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
 					Err: errors.New("the answer to the Message ID synchronisation lacks IKEV2_MESSAGE_ID_SYNC")}

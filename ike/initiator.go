@@ -249,27 +249,19 @@ const initErrorGrace = time.Second
 // (an error notify, or the payloads a valid one must have missing), nil for
 // a response to go on with, COOKIE and INVALID_KE_PAYLOAD included.
 func initResponseProblem(h wire.Header, ps []wire.Payload) error {
-	if findNotify(ps, wire.NotifyCookie) != nil || findNotify(ps, wire.NotifyInvalidKEPayload) != nil {
+	pl := wire.Collect(ps)
+	if pl.Has(wire.NotifyCookie) || pl.Has(wire.NotifyInvalidKEPayload) {
 		return nil
 	}
-	if n := firstError(ps); n != nil {
+	if n := pl.FirstError(); n != nil {
 		return &NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true}
 	}
 	if h.SPIr == 0 {
 		return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("responder SPI is zero")}
 	}
-	var saP, ke, nonce bool
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = len(p.Proposals) == 1
-		case *wire.KE:
-			ke = true
-		case *wire.Nonce:
-			nonce = len(p.Data) >= 16 && len(p.Data) <= 256
-		}
-	}
-	if !saP || !ke || !nonce {
+	saP := pl.SA != nil && len(pl.SA.Proposals) == 1
+	nonce := pl.Nonce != nil && len(pl.Nonce.Data) >= 16 && len(pl.Nonce.Data) <= 256
+	if !saP || pl.KE == nil || !nonce {
 		return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_SA_INIT response lacks SA, KE or Nonce")}
 	}
 	return nil
@@ -311,7 +303,8 @@ func (sa *SA) fail(err error) {
 
 func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	sa.clearInitError()
-	if n := findNotify(ps, wire.NotifyCookie); n != nil {
+	pl := wire.Collect(ps)
+	if n := pl.Notify(wire.NotifyCookie); n != nil {
 		if sa.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
 			sa.fail(&NotifyError{Type: wire.NotifyCookie, Exchange: h.Exchange, Remote: true, Err: errors.New("cookie loop")})
 			return
@@ -322,7 +315,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.sendInit()
 		return
 	}
-	if n := findNotify(ps, wire.NotifyInvalidKEPayload); n != nil {
+	if n := pl.Notify(wire.NotifyInvalidKEPayload); n != nil {
 		if len(n.Data) == 2 {
 			g := binary.BigEndian.Uint16(n.Data)
 			if sa.keTries < 2 && g != sa.ke.Group() && slices.Contains(dhGroups(sa.cfg.ike), g) {
@@ -339,7 +332,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.fail(&NotifyError{Type: wire.NotifyInvalidKEPayload, Exchange: h.Exchange, Remote: true, Err: ErrNoProposalChosen})
 		return
 	}
-	if n := firstError(ps); n != nil {
+	if n := pl.FirstError(); n != nil {
 		sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 		return
 	}
@@ -348,19 +341,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("responder SPI is zero")})
 		return
 	}
-	var saP *wire.SA
-	var ke *wire.KE
-	var nonce *wire.Nonce
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.KE:
-			ke = p
-		case *wire.Nonce:
-			nonce = p
-		}
-	}
+	saP, ke, nonce := pl.SA, pl.KE, pl.Nonce
 	if saP == nil || ke == nil || nonce == nil || len(saP.Proposals) != 1 || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
 		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_SA_INIT response lacks SA, KE or Nonce")})
 		return
@@ -398,7 +379,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 			Err: fmt.Errorf("NAT between %s and %s, and the profile forbids NAT", sa.path.Local.Addr(), sa.path.Remote.Addr())})
 		return
 	}
-	sa.fragOK = sa.cfg.fragmentation && findNotify(ps, wire.NotifyIKEv2FragmentationSupported) != nil
+	sa.fragOK = sa.cfg.fragmentation && pl.Has(wire.NotifyIKEv2FragmentationSupported)
 	if sa.natSupported {
 		sa.natRemote, sa.natLocal = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
@@ -408,7 +389,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		}
 	}
 	sa.addKEs = addKETransforms(chosen.Transforms)
-	sa.intermediate = findNotify(ps, wire.NotifyIntermediateExchangeSupported) != nil
+	sa.intermediate = pl.Has(wire.NotifyIntermediateExchangeSupported)
 	if len(sa.addKEs) > 0 && !sa.intermediate {
 		sa.fail(&NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: h.Exchange, Err: errors.New("responder chose additional key exchanges but does not support IKE_INTERMEDIATE")})
 		return
@@ -523,28 +504,15 @@ func (sa *SA) sendAuth() {
 }
 
 func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
-	if n := findNotify(ps, wire.NotifyAuthenticationFailed); n != nil {
+	pl := wire.Collect(ps)
+	if n := pl.Notify(wire.NotifyAuthenticationFailed); n != nil {
 		// RFC 7296 2.21.2: the responder has already deleted the IKE SA.
 		sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 		return
 	}
-	var idr *wire.Identification
-	var auth *wire.Auth
-	var certs []*wire.Cert
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.Identification:
-			if p.Responder {
-				idr = p
-			}
-		case *wire.Auth:
-			auth = p
-		case *wire.Cert:
-			certs = append(certs, p)
-		}
-	}
+	idr, auth, certs := pl.IDr, pl.Auth, pl.Certs
 	if idr == nil || auth == nil {
-		if n := firstError(ps); n != nil {
+		if n := pl.FirstError(); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -564,13 +532,13 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	sa.noteAuthLifetime(ps)
-	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
+	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
 		sa.learnAddresses(ps, sa.respPath.Remote.Addr())
 	}
 	sa.noteHASupport(ps)
-	if n := firstError(ps); n != nil {
+	if n := pl.FirstError(); n != nil {
 		// The IKE SA exists, but without a Child SA the client has no use
 		// for it (RFC 7296 2.21.2 lets us delete it).
 		sa.failAfterAuth(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true}, true)
@@ -632,23 +600,10 @@ func (sa *SA) establishedEvent() *Established {
 // acceptChild checks the responder's Child SA and derives its keys.
 func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
 	req := sa.pendingChild
-	var saP *wire.SA
-	var tsi, tsr *wire.TrafficSelectors
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		case *wire.Config:
-			if p.CfgType == wire.CfgReply {
-				sa.vips, sa.dns, sa.dnsDomains = parseCPReply(p)
-			}
-		}
+	pl := wire.Collect(ps)
+	saP, tsi, tsr := pl.SA, pl.TSi, pl.TSr
+	if cp := pl.Config(wire.CfgReply); cp != nil {
+		sa.vips, sa.dns, sa.dnsDomains = parseCPReply(cp)
 	}
 	if saP == nil || tsi == nil || tsr == nil || len(saP.Proposals) != 1 {
 		return ChildSA{}, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKEAuth, Err: errors.New("response lacks SA, TSi or TSr")}

@@ -57,30 +57,14 @@ func (sa *SA) responderAuth() PeerAuth {
 
 func (sa *SA) handleEAPResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	c := sa.eapc
-	var idr *wire.Identification
-	var auth *wire.Auth
-	var certs []*wire.Cert
-	var eapP *wire.EAP
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.Identification:
-			if p.Responder {
-				idr = p
-			}
-		case *wire.Auth:
-			auth = p
-		case *wire.Cert:
-			certs = append(certs, p)
-		case *wire.EAP:
-			eapP = p
-		}
-	}
+	pl := wire.Collect(ps)
+	idr, auth, certs, eapP := pl.IDr, pl.Auth, pl.Certs, pl.EAP
 	if eapP == nil {
-		if n := findNotify(ps, wire.NotifyAuthenticationFailed); n != nil {
+		if n := pl.Notify(wire.NotifyAuthenticationFailed); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
-		if n := firstError(ps); n != nil {
+		if n := pl.FirstError(); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -179,7 +163,7 @@ func (sa *SA) handleEAPFinal(h wire.Header, ps []wire.Payload, raw []byte) {
 	if !slices.ContainsFunc(ps, func(p wire.Payload) bool { id, ok := p.(*wire.Identification); return ok && id.Responder }) {
 		merged = append(merged, c.idr)
 	}
-	if findNotify(ps, wire.NotifyMOBIKESupported) == nil {
+	if wire.FindNotify(ps, wire.NotifyMOBIKESupported) == nil {
 		merged = append(merged, c.firstNotifies...)
 	}
 	sa.handleAuthResponse(h, merged, raw)

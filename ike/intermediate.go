@@ -216,7 +216,7 @@ func (sa *SA) sendIntermediate() {
 	}
 	sa.log.Debug("IKE_INTERMEDIATE", "exchange", sa.intDone+1, "method", t.ID)
 	sa.startRequest(wire.ExchangeIKEIntermediate, build, func(h wire.Header, ps []wire.Payload, _ []byte) {
-		if n := firstError(ps); n != nil {
+		if n := wire.FirstError(ps); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -297,11 +297,8 @@ func (sa *SA) handleIntermediateRequest(h wire.Header, ps []wire.Payload) ([]wir
 	}
 }
 
+// findKE returns the first KE payload of ps, or nil.
 func findKE(ps []wire.Payload) *wire.KE {
-	for _, p := range ps {
-		if ke, ok := p.(*wire.KE); ok {
-			return ke
-		}
-	}
-	return nil
+	ke, _ := wire.Find(ps, wire.PayloadKE).(*wire.KE)
+	return ke
 }

@@ -345,7 +345,7 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 }
 
 func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Payload, cookie2 []byte) {
-	n := findNotify(ps, wire.NotifyCookie2)
+	n := wire.FindNotify(ps, wire.NotifyCookie2)
 	if n == nil || subtle.ConstantTimeCompare(n.Data, cookie2) != 1 {
 		// An authenticated answer with the wrong cookie: the peer is broken
 		// or worse, and RFC 4555 3.7 says to close the IKE SA.
@@ -357,7 +357,7 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 	}
 	path := sa.respPath
 	path.IfIndex = r.sentOn.IfIndex
-	if e := firstError(ps); e != nil {
+	if e := wire.FirstError(ps); e != nil {
 		if e.Type != wire.NotifyUnacceptableAddresses && e.Type != wire.NotifyUnexpectedNATDetected {
 			sa.finishUpdate(u, moveOutcome{err: &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true}})
 			return
@@ -422,20 +422,20 @@ func (sa *SA) refusePath(u *pendingUpdate, path netpath.Path, err error) {
 // our policy moves the SA to the path it came from (after the return
 // routability check, see peerMoved).
 func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []wire.Payload, moved bool) {
-	if findNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
+	if wire.FindNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
 		spii, spir := sa.SPIs()
 		resp = append(resp,
 			&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: natHash(spii, spir, from.Local)},
 			&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, spir, from.Remote)})
 	}
-	if c := findNotify(ps, wire.NotifyCookie2); c != nil {
+	if c := wire.FindNotify(ps, wire.NotifyCookie2); c != nil {
 		resp = append(resp, &wire.Notify{Type: wire.NotifyCookie2, Data: slices.Clone(c.Data)})
 	}
 	if !sa.peerMOBIKE {
 		return resp, false
 	}
 	sa.learnAddresses(ps, from.Remote.Addr())
-	if findNotify(ps, wire.NotifyUpdateSAAddresses) == nil || sa.initiator {
+	if wire.FindNotify(ps, wire.NotifyUpdateSAAddresses) == nil || sa.initiator {
 		return resp, false
 	}
 	if t := sa.refuseUpdate(ps, from); t != 0 {
@@ -453,7 +453,7 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType
 	if f := sa.resp.cfg.AcceptPeerAddress; f != nil && !f(from.Remote.Addr().Unmap()) {
 		return wire.NotifyUnacceptableAddresses
 	}
-	if n := findNotify(ps, wire.NotifyNoNATsAllowed); n != nil {
+	if n := wire.FindNotify(ps, wire.NotifyNoNATsAllowed); n != nil {
 		t := checkNoNATs(n.Data, from)
 		if t == wire.NotifyInvalidSyntax {
 			sa.stats.badNotifies.Add(1)
@@ -604,7 +604,7 @@ func (sa *SA) startRoutabilityCheck() {
 // (RFC 4555 3.7).
 func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
 	sa.rrRunning = false
-	c := findNotify(ps, wire.NotifyCookie2)
+	c := wire.FindNotify(ps, wire.NotifyCookie2)
 	if c == nil || subtle.ConstantTimeCompare(c.Data, cookie) != 1 {
 		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
 			Err: errors.New("COOKIE2 missing or wrong in the answer to the return routability check")}
@@ -647,7 +647,7 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	if isIKERekey(ps) {
 		return sa.handleIKERekeyRequest(ps)
 	}
-	rekey := findNotify(ps, wire.NotifyRekeySA)
+	rekey := wire.FindNotify(ps, wire.NotifyRekeySA)
 	if rekey == nil {
 		return sa.handleNewChildRequest(ps)
 	}
@@ -760,7 +760,8 @@ func (sa *SA) childOffer(ps []wire.Payload) (o childOffer, refusal *wire.Notify)
 	refuse := func(t wire.NotifyType, data []byte) (childOffer, *wire.Notify) {
 		return childOffer{}, &wire.Notify{Type: t, Data: data}
 	}
-	saP, nonce, ke, tsi, tsr := childPayloads(ps)
+	pl := wire.Collect(ps)
+	saP, nonce, ke, tsi, tsr := pl.SA, pl.Nonce, pl.KE, pl.TSi, pl.TSr
 	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
 	}

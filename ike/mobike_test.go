@@ -650,7 +650,7 @@ func TestMalformedMOBIKENotifies(t *testing.T) {
 				t.Fatal("no answer")
 			}
 			var errType wire.NotifyType
-			if n := firstError(ps); n != nil {
+			if n := wire.FirstError(ps); n != nil {
 				errType = n.Type
 			}
 			if errType != tt.want {

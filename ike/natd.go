@@ -34,42 +34,15 @@ func natHash(spii, spir uint64, ap netip.AddrPort) []byte {
 // of ap, and whether there was any such notify at all.
 func natMatches(ps []wire.Payload, t wire.NotifyType, spii, spir uint64, ap netip.AddrPort) (match, present bool) {
 	want := natHash(spii, spir, ap)
-	for _, n := range notifies(ps, t) {
-		present = true
-		if hmac.Equal(n.Data, want) {
-			match = true
+	for _, p := range ps {
+		if n, ok := p.(*wire.Notify); ok && n.Type == t {
+			present = true
+			if hmac.Equal(n.Data, want) {
+				match = true
+			}
 		}
 	}
 	return match, present
-}
-
-func notifies(ps []wire.Payload, t wire.NotifyType) []*wire.Notify {
-	var out []*wire.Notify
-	for _, p := range ps {
-		if n, ok := p.(*wire.Notify); ok && n.Type == t {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-func findNotify(ps []wire.Payload, t wire.NotifyType) *wire.Notify {
-	for _, p := range ps {
-		if n, ok := p.(*wire.Notify); ok && n.Type == t {
-			return n
-		}
-	}
-	return nil
-}
-
-// firstError returns the first error notify (types below 16384).
-func firstError(ps []wire.Payload) *wire.Notify {
-	for _, p := range ps {
-		if n, ok := p.(*wire.Notify); ok && n.Type < 16384 && n.Type != 0 {
-			return n
-		}
-	}
-	return nil
 }
 
 // cookieValue computes the stateless COOKIE of RFC 7296 2.6:

@@ -44,7 +44,7 @@ const maxAuthLifetime = 10 * 365 * 24 * time.Hour
 // parseAuthLifetime returns the lifetime of the AUTH_LIFETIME notify in ps:
 // ok is false when there is none or it is malformed (not four octets).
 func parseAuthLifetime(ps []wire.Payload) (d time.Duration, present, ok bool) {
-	n := findNotify(ps, wire.NotifyAuthLifetime)
+	n := wire.FindNotify(ps, wire.NotifyAuthLifetime)
 	if n == nil {
 		return 0, false, false
 	}

@@ -195,7 +195,7 @@ func (sa *SA) finishRekey(cr *childRekey, done chan<- error, err error) {
 }
 
 func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchange, ps []wire.Payload, done chan<- error) {
-	if n := firstError(ps); n != nil {
+	if n := wire.FirstError(ps); n != nil {
 		switch n.Type {
 		case wire.NotifyInvalidKEPayload:
 			// RFC 7296 1.3: retry with the group the peer wants, if ours.
@@ -249,7 +249,8 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 		sa.finishRekey(cr, done, &NotifyError{Type: n.Type, Exchange: wire.ExchangeCreateChildSA, Remote: true})
 		return
 	}
-	saP, nonce, ke, tsi, tsr := childPayloads(ps)
+	pl := wire.Collect(ps)
+	saP, nonce, ke, tsi, tsr := pl.SA, pl.Nonce, pl.KE, pl.TSi, pl.TSr
 	invalid := func(why string) {
 		sa.finishRekey(cr, done, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeCreateChildSA, Remote: true, Err: errors.New(why)})
 	}
@@ -280,7 +281,7 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 	}
 	if addKEs := addKETransforms(chosen.Transforms); len(addKEs) > 0 {
 		var link []byte
-		if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+		if n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
 			link = n.Data
 		}
 		sa.runFollowups(addKEs, link, [][]byte{shared}, func(all []byte, err error) {
@@ -337,27 +338,6 @@ func (sa *SA) completeChildRekey(cr *childRekey, chosen wire.Proposal, shared, n
 	if done != nil {
 		done <- nil
 	}
-}
-
-// childPayloads picks the payloads of a CREATE_CHILD_SA message.
-func childPayloads(ps []wire.Payload) (saP *wire.SA, nonce *wire.Nonce, ke *wire.KE, tsi, tsr *wire.TrafficSelectors) {
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.Nonce:
-			nonce = p
-		case *wire.KE:
-			ke = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		}
-	}
-	return saP, nonce, ke, tsi, tsr
 }
 
 // notePeerRekey records that the peer replaced old with newSPIIn through

@@ -332,7 +332,7 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			sa.releaseSPI(spi)
 			return
 		}
-		if n := firstError(ps); n != nil {
+		if n := wire.FirstError(ps); n != nil {
 			sa.releaseSPI(spi)
 			switch {
 			case n.Type == wire.NotifyInvalidKEPayload && len(n.Data) == 2:
@@ -369,7 +369,8 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			fail(&NotifyError{Type: n.Type, Exchange: wire.ExchangeCreateChildSA, Remote: true})
 			return
 		}
-		saP, nonce, ke := ikeRekeyPayloads(ps)
+		pl := wire.Collect(ps)
+		saP, nonce, ke := pl.SA, pl.Nonce, pl.KE
 		if saP == nil || nonce == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 || len(nonce.Data) < 16 {
 			sa.releaseSPI(spi)
 			fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeCreateChildSA, Remote: true, Err: errors.New("IKE rekey response lacks SA, nonce or KE")})
@@ -391,7 +392,7 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 		peerSPI := binary.BigEndian.Uint64(saP.Proposals[0].SPI)
 		if addKEs := addKETransforms(chosen.Transforms); len(addKEs) > 0 {
 			var link []byte
-			if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+			if n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
 				link = n.Data
 			}
 			sa.runFollowups(addKEs, link, [][]byte{shared}, func(all []byte, err error) {
@@ -473,22 +474,13 @@ func (sa *SA) finishIKERekey(c *ikeContext, done chan<- error) {
 	sa.switchIKE(c, false)
 }
 
-func ikeRekeyPayloads(ps []wire.Payload) (*wire.SA, *wire.Nonce, *wire.KE) {
-	saP, nonce, ke, _, _ := childPayloads(ps)
-	return saP, nonce, ke
-}
-
 // isIKERekey reports whether a CREATE_CHILD_SA request rekeys the IKE SA.
 func isIKERekey(ps []wire.Payload) bool {
-	if findNotify(ps, wire.NotifyRekeySA) != nil {
+	if wire.FindNotify(ps, wire.NotifyRekeySA) != nil {
 		return false
 	}
-	for _, p := range ps {
-		if s, ok := p.(*wire.SA); ok {
-			return len(s.Proposals) > 0 && s.Proposals[0].Protocol == wire.ProtoIKE
-		}
-	}
-	return false
+	s, _ := wire.Find(ps, wire.PayloadSA).(*wire.SA)
+	return s != nil && len(s.Proposals) > 0 && s.Proposals[0].Protocol == wire.ProtoIKE
 }
 
 // handleIKERekeyRequest answers the peer's rekey of the IKE SA. The new SA
@@ -505,7 +497,8 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	// A rekey of ours still waiting for its answer is a collision
 	// (2.8.2): both exchanges complete, and the nonces decide which new
 	// SA stays (collide).
-	saP, nonce, ke := ikeRekeyPayloads(ps)
+	pl := wire.Collect(ps)
+	saP, nonce, ke := pl.SA, pl.Nonce, pl.KE
 	if saP == nil || nonce == nil || ke == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
 	}

@@ -471,24 +471,13 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path netpath.Path)
 			"remote", src, "half_open", fromSrc)
 		return
 	}
-	var saP *wire.SA
-	var ke *wire.KE
-	var nonce *wire.Nonce
-	for _, p := range msg.Payloads {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.KE:
-			ke = p
-		case *wire.Nonce:
-			nonce = p
-		}
-	}
+	pl := wire.Collect(msg.Payloads)
+	saP, ke, nonce := pl.SA, pl.KE, pl.Nonce
 	if saP == nil || ke == nil || nonce == nil || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
 		r.malformed.Add(1)
 		return
 	}
-	if nn := findNotify(msg.Payloads, wire.NotifyNoNATsAllowed); nn != nil {
+	if nn := pl.Notify(wire.NotifyNoNATsAllowed); nn != nil {
 		switch checkNoNATs(nn.Data, path) {
 		case wire.NotifyInvalidSyntax:
 			r.malformed.Add(1)
@@ -513,7 +502,7 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path netpath.Path)
 		}
 	}
 	offered := saP.Proposals
-	if findNotify(msg.Payloads, wire.NotifyIntermediateExchangeSupported) == nil {
+	if !pl.Has(wire.NotifyIntermediateExchangeSupported) {
 		offered = withoutADDKE(offered)
 	}
 	chosen, ok := selectProposal(r.cfg.IKE, offered, wire.ProtoIKE, ke.Group)
@@ -657,10 +646,10 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 	for _, c := range r.cfg.CertReqs {
 		ps = append(ps, c)
 	}
-	if findNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
+	if wire.FindNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
 		ps = append(ps, SignatureHashNotify())
 	}
-	if sa.cfg.fragmentation && findNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
+	if sa.cfg.fragmentation && wire.FindNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
 		sa.fragOK = true
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
 	}
@@ -710,21 +699,8 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 			return resp, after
 		}
 	}
-	var idi *wire.Identification
-	var auth *wire.Auth
-	var certs []*wire.Cert
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.Identification:
-			if !p.Responder {
-				idi = p
-			}
-		case *wire.Auth:
-			auth = p
-		case *wire.Cert:
-			certs = append(certs, p)
-		}
-	}
+	pl := wire.Collect(ps)
+	idi, auth, certs := pl.IDi, pl.Auth, pl.Certs
 	authFailed := func(err error) ([]wire.Payload, func()) {
 		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
@@ -778,7 +754,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	sa.scheduleIKERekey()
 	r.markEstablished(sa.halfKey, sa)
 	resp = append(resp, sa.answerHASupport(ps)...)
-	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
+	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
 		resp = append(resp, &wire.Notify{Type: wire.NotifyMOBIKESupported})
@@ -806,25 +782,8 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 // the traffic selectors; it returns the response payloads or an error notify.
 func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType) {
 	r := sa.resp
-	var saP *wire.SA
-	var tsi, tsr *wire.TrafficSelectors
-	var cp *wire.Config
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		case *wire.Config:
-			if p.CfgType == wire.CfgRequest {
-				cp = p
-			}
-		}
-	}
+	pl := wire.Collect(ps)
+	saP, tsi, tsr, cp := pl.SA, pl.TSi, pl.TSr, pl.Config(wire.CfgRequest)
 	if saP == nil || tsi == nil || tsr == nil {
 		return nil, wire.NotifyNoProposalChosen
 	}

@@ -82,7 +82,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 		idr.Responder = true
 		c = &eapResponder{srv: srv, first: slices.Clone(ps), idi: idi, idr: &idr}
 		resp = append(resp, &idr)
-		eapOnly := r.cfg.EAPOnly && findNotify(ps, wire.NotifyEAPOnlyAuthentication) != nil
+		eapOnly := r.cfg.EAPOnly && wire.FindNotify(ps, wire.NotifyEAPOnlyAuthentication) != nil
 		if !eapOnly {
 			for _, cert := range local.Certs() {
 				resp = append(resp, cert)
@@ -100,23 +100,13 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 		return nil, append(resp, &wire.EAP{Data: first}), nil, false
 	}
 	if c.msk != nil {
-		var auth *wire.Auth
-		for _, p := range ps {
-			if a, ok := p.(*wire.Auth); ok {
-				auth = a
-			}
-		}
+		auth := wire.Collect(ps).Auth
 		if auth == nil {
 			return failed(errors.New("IKE_AUTH request after EAP lacks AUTH"), true)
 		}
 		return append(slices.Clone(c.first), auth), nil, nil, true
 	}
-	var eapP *wire.EAP
-	for _, p := range ps {
-		if e, ok := p.(*wire.EAP); ok {
-			eapP = e
-		}
-	}
+	eapP := wire.Collect(ps).EAP
 	if eapP == nil {
 		return failed(errors.New("IKE_AUTH request lacks the EAP payload"), true)
 	}
@@ -153,11 +143,8 @@ func (sa *SA) eapLocalAuth(local LocalAuth) LocalAuth {
 	return local
 }
 
+// findIDi returns the first IDi payload of ps, or nil.
 func findIDi(ps []wire.Payload) *wire.Identification {
-	for _, p := range ps {
-		if id, ok := p.(*wire.Identification); ok && !id.Responder {
-			return id
-		}
-	}
-	return nil
+	id, _ := wire.Find(ps, wire.PayloadIDi).(*wire.Identification)
+	return id
 }

@@ -374,7 +374,7 @@ func (sa *SA) handleSwitchResponse(sw *pendingSwitch, opt SwitchOptions, ps []wi
 			return
 		}
 	}
-	if n := firstError(ps); n != nil {
+	if n := wire.FirstError(ps); n != nil {
 		sa.switchFailed(sw, opt, &NotifyError{Type: n.Type, Exchange: wire.ExchangeInformational, Remote: true,
 			Err: fmt.Errorf("answering SWITCH_TO_IP_ADDRESS(%s)", sw.to)}, res)
 		return
@@ -468,7 +468,7 @@ func (sa *SA) switchLanded(p netpath.Path) {
 // answered at from and followed by a check of the old path. A responder
 // takes no action (draft section 4.2).
 func (sa *SA) handleSwitchRequest(ps []wire.Payload, from netpath.Path, atNew bool) (answer netpath.Path, after func()) {
-	n := findNotify(ps, sa.switchType())
+	n := wire.FindNotify(ps, sa.switchType())
 	if n == nil {
 		return from, nil
 	}
