@@ -16,6 +16,18 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// initRetries is the initiator's IKE_SA_INIT state across retries: the
+// COOKIE to return and how often we were asked, how often the responder
+// asked for another key exchange group, and an error a response brought,
+// kept while we wait a little for a valid one.
+type initRetries struct {
+	cookie      []byte
+	cookieTries int
+	keTries     int
+	err         error
+	errTimer    Timer
+}
+
 // InitiatorConfig configures Dial.
 type InitiatorConfig struct {
 	// Path: Remote is the gateway (port 500 normally); Local is the address
@@ -195,12 +207,12 @@ func (sa *SA) newKE(group uint16) error {
 func (sa *SA) sendInit() {
 	spii := sa.spii.Load()
 	var ps []wire.Payload
-	if sa.cookie != nil {
-		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: sa.cookie})
+	if sa.saInit.cookie != nil {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: sa.saInit.cookie})
 	}
 	srcHash := natHash(spii, 0, sa.path.Local)
-	sa.forcedEncap = !sa.icfg.NoForceEncap
-	if sa.forcedEncap {
+	sa.nat.forced = !sa.icfg.NoForceEncap
+	if sa.nat.forced {
 		srcHash = sa.randBytes(len(srcHash))
 	}
 	ps = append(ps,
@@ -234,8 +246,8 @@ func (sa *SA) sendInit() {
 		onResponse: sa.handleInitResponse,
 		onTimeout: func(error) {
 			// No valid answer came: the error one did is the better reason.
-			if sa.initErr != nil {
-				sa.fail(sa.initErr)
+			if sa.saInit.err != nil {
+				sa.fail(sa.saInit.err)
 			}
 		}})
 }
@@ -272,27 +284,27 @@ func initResponseProblem(h wire.Header, ps []wire.Payload) error {
 // response before failing with it.
 func (sa *SA) unauthenticatedInitError(err error) {
 	sa.stats.unexpected.Add(1)
-	if sa.initErr != nil {
+	if sa.saInit.err != nil {
 		return
 	}
-	sa.initErr = err
+	sa.saInit.err = err
 	sa.log.Info("IKE_SA_INIT answered with an error; waiting for a valid answer", "err", err)
 	r := sa.out
-	sa.initErrTimer = sa.cfg.clock.AfterFunc(initErrorGrace, func() {
+	sa.saInit.errTimer = sa.cfg.clock.AfterFunc(initErrorGrace, func() {
 		sa.post(func() {
-			if sa.out == r && r != nil && sa.initErr != nil && sa.state != stateDead {
+			if sa.out == r && r != nil && sa.saInit.err != nil && sa.state != stateDead {
 				sa.completeRequestKeepQueue()
-				sa.fail(sa.initErr)
+				sa.fail(sa.saInit.err)
 			}
 		})
 	})
 }
 
 func (sa *SA) clearInitError() {
-	sa.initErr = nil
-	if sa.initErrTimer != nil {
-		sa.initErrTimer.Stop()
-		sa.initErrTimer = nil
+	sa.saInit.err = nil
+	if sa.saInit.errTimer != nil {
+		sa.saInit.errTimer.Stop()
+		sa.saInit.errTimer = nil
 	}
 }
 
@@ -305,12 +317,12 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	sa.clearInitError()
 	pl := wire.Collect(ps)
 	if n := pl.Notify(wire.NotifyCookie); n != nil {
-		if sa.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
+		if sa.saInit.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
 			sa.fail(&NotifyError{Type: wire.NotifyCookie, Exchange: h.Exchange, Remote: true, Err: errors.New("cookie loop")})
 			return
 		}
-		sa.cookieTries++
-		sa.cookie = slices.Clone(n.Data)
+		sa.saInit.cookieTries++
+		sa.saInit.cookie = slices.Clone(n.Data)
 		sa.log.Info("responder requested a cookie")
 		sa.sendInit()
 		return
@@ -318,8 +330,8 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	if n := pl.Notify(wire.NotifyInvalidKEPayload); n != nil {
 		if len(n.Data) == 2 {
 			g := binary.BigEndian.Uint16(n.Data)
-			if sa.keTries < 2 && g != sa.ke.Group() && slices.Contains(dhGroups(sa.cfg.ike), g) {
-				sa.keTries++
+			if sa.saInit.keTries < 2 && g != sa.ke.Group() && slices.Contains(dhGroups(sa.cfg.ike), g) {
+				sa.saInit.keTries++
 				sa.log.Info("responder requested another key exchange group", "group", g)
 				if err := sa.newKE(g); err != nil {
 					sa.fail(err)
@@ -371,31 +383,31 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	spii, spir := sa.spii.Load(), h.SPIr
 	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.path.Remote)
 	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.path.Local)
-	sa.natSupported = srcPresent && dstPresent
-	if sa.icfg.ForbidNAT && (!sa.natSupported || !srcOK || !dstOK) {
+	sa.nat.supported = srcPresent && dstPresent
+	if sa.icfg.ForbidNAT && (!sa.nat.supported || !srcOK || !dstOK) {
 		// Without the responder's NAT detection payloads we cannot tell,
 		// and a forbidden NAT must not pass unnoticed.
 		sa.fail(&NotifyError{Type: wire.NotifyUnexpectedNATDetected, Exchange: h.Exchange,
 			Err: fmt.Errorf("NAT between %s and %s, and the profile forbids NAT", sa.path.Local.Addr(), sa.path.Remote.Addr())})
 		return
 	}
-	sa.fragOK = sa.cfg.fragmentation && pl.Has(wire.NotifyIKEv2FragmentationSupported)
-	if sa.natSupported {
-		sa.natRemote, sa.natLocal = !srcOK, !dstOK
+	sa.frag.ok = sa.cfg.fragmentation && pl.Has(wire.NotifyIKEv2FragmentationSupported)
+	if sa.nat.supported {
+		sa.nat.remote, sa.nat.local = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
 		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
 			sa.setPath(netpath.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
 		}
 	}
-	sa.addKEs = addKETransforms(chosen.Transforms)
-	sa.intermediate = pl.Has(wire.NotifyIntermediateExchangeSupported)
-	if len(sa.addKEs) > 0 && !sa.intermediate {
+	sa.addKE.transforms = addKETransforms(chosen.Transforms)
+	sa.addKE.intermediate = pl.Has(wire.NotifyIntermediateExchangeSupported)
+	if len(sa.addKE.transforms) > 0 && !sa.addKE.intermediate {
 		sa.fail(&NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: h.Exchange, Err: errors.New("responder chose additional key exchanges but does not support IKE_INTERMEDIATE")})
 		return
 	}
 	sa.log = sa.log.With("spir", spiHex(spir))
-	sa.log.Info("IKE_SA_INIT done", "proposal", ProposalText(chosen.Transforms), "nat_local", sa.natLocal, "nat_remote", sa.natRemote)
+	sa.log.Info("IKE_SA_INIT done", "proposal", ProposalText(chosen.Transforms), "nat_local", sa.nat.local, "nat_remote", sa.nat.remote)
 	sa.state = stateAuth
 	sa.nextSetupStep()
 }
@@ -528,7 +540,7 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.peerID = identityString(idr)
 	sa.state = stateEstablished
 	sa.established = true
-	sa.lastIn = sa.cfg.clock.Now()
+	sa.dpd.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	sa.noteAuthLifetime(ps)
@@ -589,10 +601,10 @@ func (sa *SA) failAfterAuth(err error, established bool) {
 func (sa *SA) establishedEvent() *Established {
 	return &Established{
 		SA: sa, Initiator: sa.initiator, SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Path: sa.path,
-		NATLocal: sa.natLocal, NATRemote: sa.natRemote, UDPEncap: sa.natSupported && (sa.natLocal || sa.natRemote || sa.forcedEncap),
+		NATLocal: sa.nat.local, NATRemote: sa.nat.remote, UDPEncap: sa.nat.supported && (sa.nat.local || sa.nat.remote || sa.nat.forced),
 		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
-		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.authLifetime,
+		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.reauth.lifetime,
 		InitialContact: sa.initialContact,
 	}
 }

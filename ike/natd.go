@@ -15,6 +15,15 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// natState is what NAT detection (RFC 7296 2.23) found: a NAT in front of
+// us (local) or of the peer (remote), whether both sides sent the
+// detection payloads, and whether encapsulation is forced without a NAT.
+type natState struct {
+	local, remote bool
+	supported     bool
+	forced        bool
+}
+
 // natHash is the NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port)
 // (RFC 7296 2.23).
 func natHash(spii, spir uint64, ap netip.AddrPort) []byte {

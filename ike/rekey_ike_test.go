@@ -109,8 +109,8 @@ func TestRekeyIKECollision(t *testing.T) {
 		}
 		var cc, gc *ikeCollision
 		var cliFlagI bool
-		call(cli, func() { cc, cliFlagI = cli.collision, cli.flagI })
-		call(gw, func() { gc = gw.collision })
+		call(cli, func() { cc, cliFlagI = cli.ikeRekey.collision, cli.flagI })
+		call(gw, func() { gc = gw.ikeRekey.collision })
 		if cc == nil || gc == nil {
 			t.Fatalf("seed %d: collision seen by client %v, gateway %v: the requests did not cross", seed, cc != nil, gc != nil)
 		}
@@ -141,7 +141,7 @@ func TestRekeyIKECollision(t *testing.T) {
 			n := len(e.resp.bySPI)
 			e.resp.mu.Unlock()
 			var sides int
-			call(cli, func() { sides = len(cli.sides) })
+			call(cli, func() { sides = len(cli.ikeRekey.sides) })
 			if n == 1 && sides == 0 {
 				break
 			}

@@ -631,14 +631,14 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 	spii, spir := sa.spii.Load(), sa.spir.Load()
 	srcOK, srcPresent := natMatches(msg.Payloads, wire.NotifyNATDetectionSourceIP, spii, 0, path.Remote)
 	dstOK, dstPresent := natMatches(msg.Payloads, wire.NotifyNATDetectionDestinationIP, spii, 0, path.Local)
-	sa.natSupported = srcPresent && dstPresent
-	sa.natRemote, sa.natLocal = sa.natSupported && !srcOK, sa.natSupported && !dstOK
+	sa.nat.supported = srcPresent && dstPresent
+	sa.nat.remote, sa.nat.local = sa.nat.supported && !srcOK, sa.nat.supported && !dstOK
 	ps := []wire.Payload{
 		&wire.SA{Proposals: []wire.Proposal{chosen}},
 		&wire.KE{Group: ke.Group, Data: reply},
 		&wire.Nonce{Data: sa.nr},
 	}
-	if sa.natSupported {
+	if sa.nat.supported {
 		ps = append(ps,
 			&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: natHash(spii, spir, path.Local)},
 			&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, spir, path.Remote)})
@@ -650,12 +650,12 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 		ps = append(ps, SignatureHashNotify())
 	}
 	if sa.cfg.fragmentation && wire.FindNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
-		sa.fragOK = true
+		sa.frag.ok = true
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
 	}
 	// selectProposal saw ADDKE transforms only with the notify.
-	if sa.addKEs = addKETransforms(chosen.Transforms); len(sa.addKEs) > 0 {
-		sa.intermediate = true
+	if sa.addKE.transforms = addKETransforms(chosen.Transforms); len(sa.addKE.transforms) > 0 {
+		sa.addKE.intermediate = true
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIntermediateExchangeSupported})
 	}
 	pkt, err := (&wire.Message{Header: sa.header(wire.ExchangeIKESAInit, 0, true), Payloads: ps}).Encode()
@@ -670,7 +670,7 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 	// Debug: anyone can make us answer one, so a flood must not reach
 	// the journal.
 	sa.log.Debug("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
-		"nat_local", sa.natLocal, "nat_remote", sa.natRemote)
+		"nat_local", sa.nat.local, "nat_remote", sa.nat.remote)
 	if err := sa.tr.SendIKE(pkt, path); err != nil {
 		sa.log.Debug("send failed", "err", err)
 	}
@@ -738,7 +738,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	resp = append(resp, myAuth)
 	if r.cfg.ReauthTime > 0 {
 		resp = append(resp, authLifetimeNotify(r.cfg.ReauthTime))
-		sa.authLifetime = r.cfg.ReauthTime
+		sa.reauth.lifetime = r.cfg.ReauthTime
 		sa.armReauthDeadline(r.cfg.ReauthTime)
 	}
 	sa.peerID = peerID
@@ -749,7 +749,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	r.registerIdentity(sa, sa.poolKey, ps)
 	sa.state = stateEstablished
 	sa.established = true
-	sa.lastIn = sa.cfg.clock.Now()
+	sa.dpd.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	r.markEstablished(sa.halfKey, sa)

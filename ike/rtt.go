@@ -113,7 +113,7 @@ func (sa *SA) noteAnswer(r *request, path netpath.Path) {
 
 // noteHeard records an authenticated message from the peer.
 func (sa *SA) noteHeard(now time.Time) {
-	sa.lastIn = now
+	sa.dpd.lastIn = now
 	sa.heardAt.Store(now.UnixNano())
 }
 
