@@ -76,7 +76,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 		tb.Fatalf("%d gateway SAs", len(sas))
 	}
 	var inEAP bool
-	call(sas[0], func() { inEAP = sas[0].eaps != nil })
+	call(sas[0], func() { inEAP = sas[0].eap.server != nil })
 	if !inEAP {
 		tb.Fatal("the gateway SA is not in an EAP round")
 	}

@@ -33,7 +33,7 @@ func (sa *SA) startEAP(a *EAPAuth, idi *wire.Identification) (extra []wire.Paylo
 	if err != nil {
 		return nil, err
 	}
-	sa.eapc = &eapInitiator{auth: a, peer: peer, idi: idi}
+	sa.eap.client = &eapInitiator{auth: a, peer: peer, idi: idi}
 	sa.onDead = append(sa.onDead, peer.Close)
 	if a.eapOnly {
 		extra = append(extra, &wire.Notify{Type: wire.NotifyEAPOnlyAuthentication})
@@ -44,7 +44,7 @@ func (sa *SA) startEAP(a *EAPAuth, idi *wire.Identification) (extra []wire.Paylo
 // responderAuth is what checks the gateway's AUTH in handleAuthResponse:
 // the configured PeerAuth, or the MSK once EAP has run.
 func (sa *SA) responderAuth() PeerAuth {
-	if c := sa.eapc; c != nil && c.msk != nil {
+	if c := sa.eap.client; c != nil && c.msk != nil {
 		p := &mskPeer{msk: c.msk, checkID: !c.sigVerified}
 		if p.checkID {
 			p.remote, _ = parseRemoteID(sa.icfg.RemoteID)
@@ -56,7 +56,7 @@ func (sa *SA) responderAuth() PeerAuth {
 }
 
 func (sa *SA) handleEAPResponse(h wire.Header, ps []wire.Payload, _ []byte) {
-	c := sa.eapc
+	c := sa.eap.client
 	pl := wire.Collect(ps)
 	idr, auth, certs, eapP := pl.IDr, pl.Auth, pl.Certs, pl.EAP
 	if eapP == nil {
@@ -143,7 +143,7 @@ func (sa *SA) sendEAPLastWord(resp []byte, err error) {
 
 // sendEAPAuth sends our AUTH keyed with the MSK (RFC 7296 2.16).
 func (sa *SA) sendEAPAuth() {
-	c := sa.eapc
+	c := sa.eap.client
 	c.msk = c.peer.MSK()
 	if len(c.msk) == 0 {
 		sa.failAfterAuth(&EAPError{Err: errors.New("EAP method produced no MSK")}, false)
@@ -158,7 +158,7 @@ func (sa *SA) sendEAPAuth() {
 // handleEAPFinal completes IKE_AUTH as without EAP; the final response
 // need not repeat IDr or what the first one announced.
 func (sa *SA) handleEAPFinal(h wire.Header, ps []wire.Payload, raw []byte) {
-	c := sa.eapc
+	c := sa.eap.client
 	merged := slices.Clone(ps)
 	if !slices.ContainsFunc(ps, func(p wire.Payload) bool { id, ok := p.(*wire.Identification); return ok && id.Responder }) {
 		merged = append(merged, c.idr)

@@ -688,7 +688,7 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 // handleAuthRequest authenticates the initiator and sets up the first Child SA.
 func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after func()) {
 	r := sa.resp
-	if sa.eaps == nil {
+	if sa.eap.server == nil {
 		if d := r.guess.wait(sa.cfg.clock.Now(), sa.guessKeys(findIDi(ps))...); d > 0 {
 			return sa.authThrottled(findIDi(ps), d)
 		}

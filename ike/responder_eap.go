@@ -33,7 +33,7 @@ type eapResponder struct {
 // wantsEAP: the initiator asked for EAP by leaving AUTH out (RFC 7296
 // 2.16), or is in the middle of it.
 func (sa *SA) wantsEAP(ps []wire.Payload) bool {
-	if sa.eaps != nil {
+	if sa.eap.server != nil {
 		return true
 	}
 	return sa.resp.cfg.EAPServer != nil && !slices.ContainsFunc(ps, func(p wire.Payload) bool { _, ok := p.(*wire.Auth); return ok })
@@ -47,8 +47,8 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 	r := sa.resp
 	failed := func(err error, notify bool) ([]wire.Payload, []wire.Payload, func(), bool) {
 		idi := findIDi(ps)
-		if sa.eaps != nil {
-			idi = sa.eaps.idi
+		if sa.eap.server != nil {
+			idi = sa.eap.server.idi
 		}
 		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
@@ -58,7 +58,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 		}
 		return nil, out, func() { sa.die(e) }, false
 	}
-	c := sa.eaps
+	c := sa.eap.server
 	if c == nil {
 		idi := findIDi(ps)
 		if idi == nil {
@@ -93,7 +93,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 			}
 			resp = append(resp, auth)
 		}
-		sa.eaps = c
+		sa.eap.server = c
 		if cl, ok := srv.(interface{ Close() }); ok {
 			sa.onDead = append(sa.onDead, cl.Close)
 		}
@@ -129,7 +129,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 // configured PeerAuth, or the MSK after EAP (its identity was proven by
 // EAP, with the EAPServer chosen for it).
 func (sa *SA) initiatorAuth(idi *wire.Identification) (PeerAuth, error) {
-	if c := sa.eaps; c != nil && c.msk != nil {
+	if c := sa.eap.server; c != nil && c.msk != nil {
 		return &mskPeer{msk: c.msk}, nil
 	}
 	return sa.resp.cfg.PeerAuth(idi)
@@ -137,7 +137,7 @@ func (sa *SA) initiatorAuth(idi *wire.Identification) (PeerAuth, error) {
 
 // eapLocalAuth replaces our authenticator for the final AUTH of EAP.
 func (sa *SA) eapLocalAuth(local LocalAuth) LocalAuth {
-	if c := sa.eaps; c != nil && c.msk != nil {
+	if c := sa.eap.server; c != nil && c.msk != nil {
 		return &mskLocal{id: c.idr, msk: c.msk}
 	}
 	return local

@@ -196,13 +196,7 @@ type SA struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	stats counters
-	// rtt, requestedAt, answeredAt, heardAt: round-trip times, the last
-	// request sent, answer received and message heard (UnixNano), for
-	// status (rtt.go).
-	rtt         rttTable
-	requestedAt atomic.Int64
-	answeredAt  atomic.Int64
-	heardAt     atomic.Int64
+	times exchangeTimes // round-trip times and the last exchange, for status (rtt.go)
 
 	resultOnce sync.Once
 	result     chan struct{}
@@ -261,9 +255,8 @@ type SA struct {
 	deadReason   error
 
 	pendingChild *childRequest
-	halfKey      halfKey       // responder
-	eapc         *eapInitiator // EAP in IKE_AUTH (initiator_eap.go)
-	eaps         *eapResponder // EAP in IKE_AUTH (responder_eap.go)
+	halfKey      halfKey   // responder
+	eap          eapRounds // EAP in IKE_AUTH (initiator_eap.go, responder_eap.go)
 
 	// MOBIKE (mobike.go).
 	respPath      netpath.Path // where the last response arrived
@@ -649,7 +642,7 @@ func (sa *SA) transmit(r *request) {
 	}
 	r.sentOn = path
 	r.sentAt = sa.cfg.clock.Now()
-	sa.requestedAt.Store(r.sentAt.UnixNano())
+	sa.times.requestedAt.Store(r.sentAt.UnixNano())
 	sa.send(r.pkt, r.frags, path)
 	n := r.sends
 	r.sends++
