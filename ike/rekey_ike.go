@@ -159,8 +159,10 @@ func (sa *SA) switchIKE(c *ikeContext, keepOld bool) {
 	}
 	sa.log = sa.cfg.log.With("role", role, "spii", spiHex(c.spii), "spir", spiHex(c.spir))
 	sa.log.Info("IKE SA rekeyed", "proposal", ProposalText(c.prop.Transforms))
-	sa.emit(&IKERekeyed{SA: sa, SPIi: c.spii, SPIr: c.spir})
+	// The next lifetimes are armed before the owner hears of the rekey,
+	// so whoever reacts to IKERekeyed finds them in place.
 	sa.scheduleIKERekey()
+	sa.emit(&IKERekeyed{SA: sa, SPIi: c.spii, SPIr: c.spir})
 	if stale != nil && stale.ikeRekeySPI != 0 {
 		// The peer's rekey replaced the SA before ours was answered
 		// (2.8.2, the collision it did not see): that is our outcome.
