@@ -29,16 +29,9 @@ func NewEAPTLSAuth(localID, eapIdentity string, certPEM, keyPEM, caPEM []byte, r
 	if eapIdentity == "" {
 		eapIdentity = localID
 	}
-	chain, err := parseCertificates(certPEM)
+	chain, signer, err := parseCertAndKey(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
-	}
-	signer, err := parsePrivateKey(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("private key: %w", err)
-	}
-	if !publicKeysEqual(chain[0].PublicKey, signer.Public()) {
-		return nil, fmt.Errorf("private key does not belong to certificate %q", chain[0].Subject)
+		return nil, err
 	}
 	cas, err := parseCertificates(caPEM)
 	if err != nil {

@@ -117,19 +117,8 @@ func FuzzResponderEAPRound(f *testing.F) {
 		if !call(gw, func() { msgID = gw.peerNextMsgID }) {
 			return
 		}
-		var pkt []byte
-		ok := call(client, func() {
-			h := client.header(wire.ExchangeIKEAuth, msgID, false)
-			aad := wire.EncryptedHeader(h, wire.PayloadType(first), client.skOut.SealedLen(len(body)))
-			data, err := client.skOut.Seal(aad, body)
-			if err == nil {
-				pkt = append(aad, data...)
-			}
+		deliverSealed(gw, client, body, func(sealedLen int) []byte {
+			return wire.EncryptedHeader(client.header(wire.ExchangeIKEAuth, msgID, false), wire.PayloadType(first), sealedLen)
 		})
-		if !ok || pkt == nil {
-			return
-		}
-		gw.HandlePacket(pkt, gw.Path())
-		call(gw, func() {})
 	})
 }

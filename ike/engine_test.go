@@ -152,19 +152,27 @@ func (e *testEnv) dial(cfg InitiatorConfig) *client {
 
 func (e *testEnv) dialHost(h *netsim.Host, cfg InitiatorConfig) *client {
 	e.t.Helper()
-	c := &client{host: h, events: make(chan Event, 16)}
+	return e.dialOn(cfg, h, h)
+}
+
+// dialOn starts an initiator that sends through tr and hears on hosts.
+func (e *testEnv) dialOn(cfg InitiatorConfig, tr Transport, hosts ...*netsim.Host) *client {
+	e.t.Helper()
+	c := &client{host: hosts[0], events: make(chan Event, 16)}
 	var mu sync.Mutex
 	var sa *SA
-	h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		mu.Lock()
-		s := sa
-		mu.Unlock()
-		if s != nil {
-			s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-		}
-	})
+	for _, h := range hosts {
+		h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+			mu.Lock()
+			s := sa
+			mu.Unlock()
+			if s != nil {
+				s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+			}
+		})
+	}
 	mu.Lock()
-	s, err := Dial(e.ctx, cfg, h, c.events)
+	s, err := Dial(e.ctx, cfg, tr, c.events)
 	sa = s
 	mu.Unlock()
 	if err != nil {

@@ -35,19 +35,8 @@ func FuzzSAHandleFragment(f *testing.F) {
 		if !call(gw, func() { msgID = gw.peerNextMsgID + uint32(int8(idDelta)%2) }) {
 			return
 		}
-		var pkt []byte
-		ok := call(client, func() {
-			h := client.header(wire.ExchangeInformational, msgID, false)
-			aad := wire.EncryptedFragmentHeader(h, wire.PayloadType(first), number, total, client.skOut.SealedLen(len(body)))
-			data, err := client.skOut.Seal(aad, body)
-			if err == nil {
-				pkt = append(aad, data...)
-			}
+		deliverSealed(gw, client, body, func(sealedLen int) []byte {
+			return wire.EncryptedFragmentHeader(client.header(wire.ExchangeInformational, msgID, false), wire.PayloadType(first), number, total, sealedLen)
 		})
-		if !ok || pkt == nil {
-			return
-		}
-		gw.HandlePacket(pkt, gw.Path())
-		call(gw, func() {})
 	})
 }

@@ -153,22 +153,30 @@ func FuzzSAHandleRequest(f *testing.F) {
 		if !call(gw, func() { msgID = gw.peerNextMsgID }) {
 			return
 		}
-		var pkt []byte
-		ok := call(client, func() {
-			h := client.header(wire.ExchangeType(exchange), msgID, false)
-			aad := wire.EncryptedHeader(h, wire.PayloadType(first), client.skOut.SealedLen(len(body)))
-			data, err := client.skOut.Seal(aad, body)
-			if err == nil {
-				pkt = append(aad, data...)
-			}
+		deliverSealed(gw, client, body, func(sealedLen int) []byte {
+			return wire.EncryptedHeader(client.header(wire.ExchangeType(exchange), msgID, false), wire.PayloadType(first), sealedLen)
 		})
-		if !ok || pkt == nil {
-			return
-		}
-		gw.HandlePacket(pkt, gw.Path())
-		// Let the SA goroutine process it before the next input.
-		call(gw, func() {})
 	})
+}
+
+// deliverSealed seals body under the client's keys behind the header aad
+// makes (for the sealed length), inside the client's goroutine, hands the
+// packet to the gateway, and lets the gateway's goroutine process it before
+// the next input. Nothing is sent once either SA has ended.
+func deliverSealed(gw, client *SA, body []byte, aad func(sealedLen int) []byte) {
+	var pkt []byte
+	ok := call(client, func() {
+		a := aad(client.skOut.SealedLen(len(body)))
+		data, err := client.skOut.Seal(a, body)
+		if err == nil {
+			pkt = append(a, data...)
+		}
+	})
+	if !ok || pkt == nil {
+		return
+	}
+	gw.HandlePacket(pkt, gw.Path())
+	call(gw, func() {})
 }
 
 func isDone(sa *SA) bool {

@@ -116,6 +116,18 @@ type InitiatorConfig struct {
 	NoInitialContact bool
 }
 
+// checkBasics checks what either role's configuration must have: both
+// authenticators (auth) and proposals for IKE and ESP.
+func checkBasics(role string, auth bool, ike, esp []Proposal) error {
+	if !auth {
+		return fmt.Errorf("ike: %s needs LocalAuth and PeerAuth", role)
+	}
+	if len(ike) == 0 || len(esp) == 0 {
+		return fmt.Errorf("ike: %s needs IKE and ESP proposals", role)
+	}
+	return nil
+}
+
 type childRequest struct {
 	spiIn    uint32
 	tsi, tsr []wire.TrafficSelector
@@ -127,11 +139,8 @@ type childRequest struct {
 // bounds the SA's whole life: cancelling it drops the SA without a DELETE.
 // Incoming messages for the SA must be passed to HandlePacket.
 func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- Event) (*SA, error) {
-	if cfg.LocalAuth == nil || cfg.PeerAuth == nil {
-		return nil, errors.New("ike: initiator needs LocalAuth and PeerAuth")
-	}
-	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
-		return nil, errors.New("ike: initiator needs IKE and ESP proposals")
+	if err := checkBasics("initiator", cfg.LocalAuth != nil && cfg.PeerAuth != nil, cfg.IKE, cfg.ESP); err != nil {
+		return nil, err
 	}
 	if len(dhGroups(cfg.IKE)) == 0 {
 		return nil, errors.New("ike: IKE proposals lack a key exchange group")
@@ -147,10 +156,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	if cfg.ForbidNAT && (!cfg.Path.Local.Addr().IsValid() || cfg.Path.Local.Addr().IsUnspecified()) {
 		return nil, errors.New("ike: forbidding NAT needs the local address of the path")
 	}
-	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
-		return nil, err
-	}
-	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
+	if err := checkSwitchConfig(cfg.SwitchNotify, cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	mobikeData := cfg.MOBIKEData
@@ -586,11 +592,16 @@ func (sa *SA) failAfterAuth(err error, established bool) {
 	sa.established = established
 	sa.state = stateDeleting
 	sa.queue = nil
-	sa.startRequest(wire.ExchangeInformational,
-		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
+	// One transmission is enough: the peer times the SA out otherwise.
+	sa.sendLastWord(wire.ExchangeInformational, &wire.Delete{Protocol: wire.ProtoIKE}, err)
+}
+
+// sendLastWord sends p, the SA's last request, once, and ends the SA with
+// err when the answer comes or after one retransmission timeout.
+func (sa *SA) sendLastWord(exchange wire.ExchangeType, p wire.Payload, err error) {
+	sa.startRequest(exchange, func() []wire.Payload { return []wire.Payload{p} },
 		func(wire.Header, []wire.Payload, []byte) { sa.die(err) },
 		func(error) { sa.die(err) })
-	// One transmission is enough: the peer times the SA out otherwise.
 	if sa.out != nil {
 		r := sa.out
 		r.timer.Stop()

@@ -131,14 +131,7 @@ func (sa *SA) handleEAPResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 func (sa *SA) sendEAPLastWord(resp []byte, err error) {
 	sa.log.Warn("EAP authentication refused", "err", err)
 	sa.finish(nil, err)
-	sa.startRequest(wire.ExchangeIKEAuth, func() []wire.Payload { return []wire.Payload{&wire.EAP{Data: resp}} },
-		func(wire.Header, []wire.Payload, []byte) { sa.die(err) },
-		func(error) { sa.die(err) })
-	if sa.out != nil {
-		r := sa.out
-		r.timer.Stop()
-		r.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(0), func() { sa.post(func() { sa.die(err) }) })
-	}
+	sa.sendLastWord(wire.ExchangeIKEAuth, &wire.EAP{Data: resp}, err)
 }
 
 // sendEAPAuth sends our AUTH keyed with the MSK (RFC 7296 2.16).

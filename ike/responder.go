@@ -202,19 +202,13 @@ type Responder struct {
 // NewResponder creates a responder whose SAs live until ctx ends (or they
 // are deleted). Events of all its SAs go to events.
 func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events chan<- Event) (*Responder, error) {
-	if cfg.LocalAuth == nil || cfg.PeerAuth == nil {
-		return nil, errors.New("ike: responder needs LocalAuth and PeerAuth")
-	}
-	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
-		return nil, errors.New("ike: responder needs IKE and ESP proposals")
+	if err := checkBasics("responder", cfg.LocalAuth != nil && cfg.PeerAuth != nil, cfg.IKE, cfg.ESP); err != nil {
+		return nil, err
 	}
 	if len(cfg.LocalTS) == 0 {
 		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	}
-	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
-		return nil, err
-	}
-	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
+	if err := checkSwitchConfig(cfg.SwitchNotify, cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	if cfg.CookieThreshold == 0 {

@@ -172,17 +172,13 @@ type pendingSwitch struct {
 	req      *request // the switch request while it is outstanding
 }
 
-// checkSwitchNotify validates a configured notify type (0: the default).
-func checkSwitchNotify(t wire.NotifyType) error {
+// checkSwitchConfig validates a configured notify type (0: the default)
+// and revision.
+func checkSwitchConfig(t wire.NotifyType, r SwitchRevision) error {
 	if t != 0 && (t < minSwitchNotify || t > maxSwitchNotify) {
 		return fmt.Errorf("ike: SWITCH_TO_IP_ADDRESS notify type %d is outside the private-use range %d-%d",
 			uint16(t), uint16(minSwitchNotify), uint16(maxSwitchNotify))
 	}
-	return nil
-}
-
-// checkSwitchRevision validates a configured revision.
-func checkSwitchRevision(r SwitchRevision) error {
 	if r != SwitchRev00 && r != SwitchRev03 {
 		return fmt.Errorf("ike: unknown SWITCH_TO_IP_ADDRESS rules %v", r)
 	}
