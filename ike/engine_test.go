@@ -150,6 +150,18 @@ func (e *testEnv) dial(cfg InitiatorConfig) *client {
 	return e.dialHost(e.net.AddHost("client-"+addr.String(), addr), cfg)
 }
 
+// dialPair dials and returns the client, its SA and the gateway's, once
+// both are established.
+func (e *testEnv) dialPair(t *testing.T, cfg InitiatorConfig) (*client, *SA, *SA) {
+	t.Helper()
+	c := e.dial(cfg)
+	est, err := c.wait(t, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, est.SA, nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+}
+
 func (e *testEnv) dialHost(h *netsim.Host, cfg InitiatorConfig) *client {
 	e.t.Helper()
 	return e.dialOn(cfg, h, h)

@@ -87,13 +87,7 @@ func TestRekeyIKECollision(t *testing.T) {
 		e.net.SetDefault(netsim.Impairment{Delay: 30 * time.Millisecond})
 		cfg := defaultInitiatorConfig(t, "alice@example.com")
 		cfg.Rand = seededRand(seed, 'c')
-		c := e.dial(cfg)
-		est, err := c.wait(t, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cli := est.SA
-		gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+		c, cli, gw := e.dialPair(t, cfg)
 		child := checkPair(t, cli, gw)
 		oldI, oldR := cli.SPIs()
 
@@ -320,13 +314,7 @@ func TestIKELifeTime(t *testing.T) {
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.Clock = fc
 			cfg.IKERekeyTime, cfg.IKELifeTime, cfg.RekeyJitter = tt.rekey, time.Hour, 0
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sa := est.SA
-			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+			c, sa, gw := e.dialPair(t, cfg)
 			for n := 0; n < tt.rekeyed; n++ {
 				if !fc.fireNext(sa.Done()) {
 					t.Fatal("no timer pending")
