@@ -109,14 +109,12 @@ func NewCertPeer(remoteID string, caPEM []byte, opts ...CertPeerOption) (PeerAut
 	if err != nil {
 		return nil, err
 	}
-	cas, err := parseCertificates(caPEM)
+	cas, roots, err := parseCAs(caPEM)
 	if err != nil {
-		return nil, fmt.Errorf("CA: %w", err)
+		return nil, err
 	}
-	roots := x509.NewCertPool()
 	var req []byte
 	for _, ca := range cas {
-		roots.AddCert(ca)
 		h := sha1.Sum(ca.RawSubjectPublicKeyInfo)
 		req = append(req, h[:]...)
 	}
@@ -285,6 +283,19 @@ func parseCertAndKey(certPEM, keyPEM []byte) ([]*x509.Certificate, crypto.Signer
 		return nil, nil, fmt.Errorf("private key does not belong to certificate %q", chain[0].Subject)
 	}
 	return chain, signer, nil
+}
+
+// parseCAs reads the trusted CA certificates, also as a pool.
+func parseCAs(caPEM []byte) ([]*x509.Certificate, *x509.CertPool, error) {
+	cas, err := parseCertificates(caPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		roots.AddCert(ca)
+	}
+	return cas, roots, nil
 }
 
 // parseCertificates reads PEM "CERTIFICATE" blocks in order, or a single

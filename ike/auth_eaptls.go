@@ -33,13 +33,9 @@ func NewEAPTLSAuth(localID, eapIdentity string, certPEM, keyPEM, caPEM []byte, r
 	if err != nil {
 		return nil, err
 	}
-	cas, err := parseCertificates(caPEM)
+	_, roots, err := parseCAs(caPEM)
 	if err != nil {
-		return nil, fmt.Errorf("CA: %w", err)
-	}
-	roots := x509.NewCertPool()
-	for _, ca := range cas {
-		roots.AddCert(ca)
+		return nil, err
 	}
 	remote, err := parseRemoteID(remoteID)
 	if err != nil {

@@ -35,12 +35,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 		resp.HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
 	})
 	// The gateway may answer before Dial has returned the client.
-	var clientP atomic.Pointer[SA]
-	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, p netpath.Path) {
-		<-dialed
-		clientP.Load().HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
-	})
+	toClient := newLateSA()
 	rcfg := defaultResponderConfig(tb)
 	rcfg.LocalAuth = gwAuth
 	rcfg.PeerAuth = func(*wire.Identification) (PeerAuth, error) { return nil, errors.New("EAP clients only") }
@@ -62,8 +57,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 	if client, err = Dial(ctx, cfg, toGW, make(chan Event, 16)); err != nil {
 		tb.Fatal(err)
 	}
-	clientP.Store(client)
-	close(dialed)
+	toClient.set(client)
 	deadline := time.Now().Add(5 * time.Second)
 	for !hold.Load() {
 		if time.Now().After(deadline) {

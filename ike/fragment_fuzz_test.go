@@ -24,12 +24,7 @@ func FuzzSAHandleFragment(f *testing.F) {
 		}
 	})
 	f.Fuzz(func(t *testing.T, number, total uint16, first, idDelta byte, body []byte) {
-		if pair == nil || isDone(pair.gw) || isDone(pair.client) {
-			if pair != nil {
-				pair.cancel()
-			}
-			pair = newFuzzPair(t)
-		}
+		pair = livePair(t, pair)
 		gw, client := pair.gw, pair.client
 		var msgID uint32
 		if !call(gw, func() { msgID = gw.peerNextMsgID + uint32(int8(idDelta)%2) }) {
