@@ -3,7 +3,6 @@ package ike
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -24,19 +24,9 @@ type natState struct {
 	forced        bool
 }
 
-// natHash is the NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port)
-// (RFC 7296 2.23).
+// natHash is the NAT_DETECTION_*_IP data (RFC 7296 2.23).
 func natHash(spii, spir uint64, ap netip.AddrPort) []byte {
-	h := sha1.New()
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], spii)
-	binary.BigEndian.PutUint64(b[8:], spir)
-	h.Write(b[:])
-	h.Write(ap.Addr().Unmap().AsSlice())
-	var p [2]byte
-	binary.BigEndian.PutUint16(p[:], ap.Port())
-	h.Write(p[:])
-	return h.Sum(nil)
+	return ikecrypto.NATDetectionHash(spii, spir, ap)
 }
 
 // natMatches reports whether any of the notifies of type t carries the hash

@@ -92,12 +92,7 @@ func TestRekeyIKECollision(t *testing.T) {
 		oldI, oldR := cli.SPIs()
 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		wg.Add(2)
-		go func() { defer wg.Done(); errs[0] = cli.RekeyIKE(ctx) }()
-		go func() { defer wg.Done(); errs[1] = gw.RekeyIKE(ctx) }()
-		wg.Wait()
+		errs := rekeyBoth(ctx, cli, gw)
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("seed %d: rekeys: client %v, gateway %v", seed, errs[0], errs[1])
 		}
@@ -201,12 +196,7 @@ func TestRekeyIKECollisionUnnoticed(t *testing.T) {
 			}})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			var wg sync.WaitGroup
-			errs := make([]error, 2)
-			wg.Add(2)
-			go func() { defer wg.Done(); errs[0] = cli.RekeyIKE(ctx) }()
-			go func() { defer wg.Done(); errs[1] = gw.RekeyIKE(ctx) }()
-			wg.Wait()
+			errs := rekeyBoth(ctx, cli, gw)
 			if errs[0] != nil || errs[1] != nil {
 				t.Fatalf("rekeys: client %v, gateway %v", errs[0], errs[1])
 			}
@@ -340,4 +330,16 @@ func TestIKELifeTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rekeyBoth rekeys the IKE SA from both ends at once and returns the
+// client's and the gateway's outcome.
+func rekeyBoth(ctx context.Context, cli, gw *SA) [2]error {
+	var wg sync.WaitGroup
+	var errs [2]error
+	wg.Add(2)
+	go func() { defer wg.Done(); errs[0] = cli.RekeyIKE(ctx) }()
+	go func() { defer wg.Done(); errs[1] = gw.RekeyIKE(ctx) }()
+	wg.Wait()
+	return errs
 }
