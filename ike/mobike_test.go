@@ -8,7 +8,6 @@ import (
 	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,32 +58,13 @@ func newMobikeEnv(t *testing.T, mod func(*ResponderConfig)) *testEnv {
 // (keyed by local address); cfg.Path.Local must be one of them.
 func (e *testEnv) dialHosts(cfg InitiatorConfig, hosts ...*netsim.Host) *client {
 	e.t.Helper()
-	c := &client{host: hosts[0], events: make(chan Event, 16)}
 	tr := hostsTransport{}
-	var mu sync.Mutex
-	var sa *SA
 	for _, h := range hosts {
 		for _, a := range h.Addrs() {
 			tr[a] = h
 		}
-		h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-			mu.Lock()
-			s := sa
-			mu.Unlock()
-			if s != nil {
-				s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-			}
-		})
 	}
-	mu.Lock()
-	s, err := Dial(e.ctx, cfg, tr, c.events)
-	sa = s
-	mu.Unlock()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c.sa = s
-	return c
+	return e.dialOn(cfg, tr, hosts...)
 }
 
 // established dials and returns the client and the gateway's SA.
@@ -650,7 +630,7 @@ func TestMalformedMOBIKENotifies(t *testing.T) {
 				t.Fatal("no answer")
 			}
 			var errType wire.NotifyType
-			if n := firstError(ps); n != nil {
+			if n := wire.FirstError(ps); n != nil {
 				errType = n.Type
 			}
 			if errType != tt.want {
