@@ -15,8 +15,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -30,6 +28,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
@@ -133,68 +132,44 @@ type run struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam:", err)
-		os.Exit(2)
-	}
-	run := bench
-	if cfg.torture != nil {
-		run = func(cfg config) error { return torture(cfg, *cfg.torture) }
-	}
-	if err := run(cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench-roam", parseFlags, func(cfg config) error {
+		if cfg.torture != nil {
+			return torture(cfg, *cfg.torture)
+		}
+		return bench(cfg)
+	})
 }
 
 // parseFlags reads flags, each defaulting to its environment variable.
 func parseFlags(args []string, getenv func(string) string) (config, error) {
-	envDefault := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	var cfg config
-	flag := flag.NewFlagSet("bench-roam", flag.ContinueOnError)
-	reps := flag.String("reps", envDefault("REPS", "10"), "repetitions per scenario and client (env REPS)")
-	bound := flag.String("bound", envDefault("BOUND", "10s"), "a run not recovered this long after the event counts as not recovered (env BOUND)")
-	delay := flag.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each uplink (env DELAY)")
-	interval := flag.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
-	scen := flag.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names or letters (a,b,c,d,d2); empty = all (env SCENARIOS)")
-	clients := flag.String("clients", envDefault("CLIENTS", "roam,strongswan"), "clients to run (env CLIENTS)")
-	flag.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
-	tort := flag.String("torture", envDefault("TORTURE", ""), "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
-	events := flag.String("events", envDefault("EVENTS", ""), "torture: number of events (env EVENTS; 60, short 9)")
-	duration := flag.String("duration", envDefault("DURATION", ""), "torture: the sequence spreads over about this long (env DURATION; 10m, short 90s)")
-	seed := flag.String("seed", envDefault("SEED", "1"), "torture: seed of the event sequence (env SEED)")
-	kinds := flag.String("kinds", envDefault("KINDS", ""), "torture: comma-separated event kinds; empty = all (env KINDS)")
-	grace := flag.String("grace", envDefault("GRACE", "2s"), "torture: status saying ok while nothing flowed for this long is a lie (env GRACE)")
-	outage := flag.String("outage", envDefault("OUTAGE", "20s"), "torture: how long the no-uplink event holds (env OUTAGE)")
+	flag := benchkit.NewFlags("bench-roam", getenv)
+	reps := flag.Env("reps", "REPS", "10", "repetitions per scenario and client (env REPS)")
+	bound := flag.Env("bound", "BOUND", "10s", "a run not recovered this long after the event counts as not recovered (env BOUND)")
+	delay := flag.Env("delay", "DELAY", "10ms", "one-way delay added on each uplink (env DELAY)")
+	interval := flag.Env("interval", "INTERVAL", "5ms", "probe interval (env INTERVAL)")
+	scen := flag.Env("scenarios", "SCENARIOS", "", "comma-separated scenario names or letters (a,b,c,d,d2); empty = all (env SCENARIOS)")
+	clients := flag.Env("clients", "CLIENTS", "roam,strongswan", "clients to run (env CLIENTS)")
+	logDir := flag.Env("logs", "LOGS", "", "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
+	tort := flag.Env("torture", "TORTURE", "", "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
+	events := flag.Env("events", "EVENTS", "", "torture: number of events (env EVENTS; 60, short 9)")
+	duration := flag.Env("duration", "DURATION", "", "torture: the sequence spreads over about this long (env DURATION; 10m, short 90s)")
+	seed := flag.Env("seed", "SEED", "1", "torture: seed of the event sequence (env SEED)")
+	kinds := flag.Env("kinds", "KINDS", "", "torture: comma-separated event kinds; empty = all (env KINDS)")
+	grace := flag.Env("grace", "GRACE", "2s", "torture: status saying ok while nothing flowed for this long is a lie (env GRACE)")
+	outage := flag.Env("outage", "OUTAGE", "20s", "torture: how long the no-uplink event holds (env OUTAGE)")
 	if err := flag.Parse(args); err != nil {
 		return cfg, err
 	}
-	if flag.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", flag.Arg(0))
-	}
+	cfg.logDir = *logDir
 	var err error
-	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
-		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
+	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 0); err != nil {
+		return cfg, err
 	}
-	for _, d := range []struct {
-		name string
-		s    string
-		to   *time.Duration
-	}{{"BOUND/-bound", *bound, &cfg.bound}, {"DELAY/-delay", *delay, &cfg.delay}, {"INTERVAL/-interval", *interval, &cfg.interval}} {
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v < 0 || (v == 0 && d.to != &cfg.delay) {
-			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
-		}
-		*d.to = v
+	if err := benchkit.ParseDurations(benchkit.Duration{Label: "BOUND/-bound", Value: *bound, To: &cfg.bound},
+		benchkit.Duration{Label: "DELAY/-delay", Value: *delay, To: &cfg.delay, ZeroOK: true},
+		benchkit.Duration{Label: "INTERVAL/-interval", Value: *interval, To: &cfg.interval}); err != nil {
+		return cfg, err
 	}
 	cfg.baseline = time.Second
 	cfg.after = time.Second
@@ -247,20 +222,15 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 }
 
 func bench(cfg config) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-roam")
+	if err := benchkit.NeedRoot("bench-roam"); err != nil {
+		return err
 	}
-	bin, err := os.MkdirTemp("", "bench-roam-bin-")
+	bin, err := benchkit.BuildLab("bench-roam")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
-	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
-		return err
-	}
-	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
-		return err
-	}
+	defer bin.Remove()
+	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	started := time.Now()
 	results := map[string]map[string][]run{}
 	total := cfg.reps * len(cfg.scenarios) * len(cfg.clients)
@@ -296,7 +266,7 @@ func describe(r run) string {
 	return "NOT recovered within the bound; " + s
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+func ms(d time.Duration) string { return benchkit.MS(d) }
 
 // runOnce builds a fresh lab, connects the client, makes the move and
 // measures it. The lab (and every process in it) is gone when it returns.
@@ -523,9 +493,7 @@ func onlyOn(delays lab.Delays, router string, t time.Time) error {
 
 // saveLogs keeps a run's logs; failing to is worth a line, not the run.
 func saveLogs(dir, name string, files map[string]string) {
-	if err := lab.SaveLogs(dir, name, files); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam:", err)
-	}
+	benchkit.SaveLogs("bench-roam", dir, name, files)
 }
 
 // clientJSON is one client's figures in the machine-readable line.
@@ -554,9 +522,9 @@ type scenarioJSON struct {
 	Ratio    *float64              `json:"ratio_roam_strongswan"`
 }
 
-func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+func msf(d time.Duration) float64 { return benchkit.MSF(d) }
 
-func ptr[T any](v T) *T { return &v }
+func ptr[T any](v T) *T { return benchkit.Ptr(v) }
 
 func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration) {
 	fmt.Fprintf(w, "\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")

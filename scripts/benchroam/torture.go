@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
@@ -233,23 +234,18 @@ func parseTortureFlags(cfg *config, events, duration, seed, kinds, grace, outage
 
 // torture runs the sequence against each client in turn and reports.
 func torture(cfg config, tc tortureConfig) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-torture")
+	if err := benchkit.NeedRoot("bench-torture"); err != nil {
+		return err
 	}
-	bin, err := os.MkdirTemp("", "bench-roam-bin-")
+	bin, err := benchkit.BuildLab("bench-roam")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
-	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
-		return err
-	}
-	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
-		return err
-	}
+	defer bin.Remove()
+	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	seq := sequence(tc)
 	started := time.Now()
-	load0 := loadavg()
+	load0 := benchkit.Loadavg()
 	results := map[string][]tresult{}
 	for _, cl := range cfg.clients {
 		rs, err := tortureClient(cfg, tc, cl, seq)
@@ -258,20 +254,8 @@ func torture(cfg config, tc tortureConfig) error {
 		}
 		results[cl] = rs
 	}
-	tortureReport(os.Stdout, cfg, tc, seq, results, time.Since(started), load0, loadavg())
+	tortureReport(os.Stdout, cfg, tc, seq, results, time.Since(started), load0, benchkit.Loadavg())
 	return nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // tortureClient builds the lab, connects, and runs the sequence.
@@ -440,15 +424,7 @@ func (e *tenv) connect() error {
 			}
 			e.roam = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: e.cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 		}
-		var out string
-		var err error
-		for i := 0; i < 5; i++ { // the gateway may still be binding
-			if out, err = e.roam.Connect("corp", 20*time.Second); err == nil {
-				return nil
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-		return fmt.Errorf("roam connect: %w: %s", err, out)
+		return e.roam.ConnectRetry("corp")
 	case swanClient:
 		if e.swanGW == nil {
 			gw, err := e.l.StartCharon(lab.Gateway, lab.CharonOptions{

@@ -100,15 +100,8 @@ func setupHAPair(cfg config, e *env) error {
 		m["roam.log"] = string(b)
 		return m
 	}
-	var out string
-	for i := 0; i < 5; i++ { // the gateway may still be binding
-		if out, err = e.client.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("roam connect: %w: %s", err, out)
+	if err := e.client.ConnectRetry("corp"); err != nil {
+		return err
 	}
 	e.cur = h.nodes[0].addr
 	return h.nodes[1].waitReplicating(15 * time.Second)

@@ -24,8 +24,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -39,6 +37,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
@@ -210,59 +209,32 @@ type run struct {
 	err      error
 }
 
-func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch:", err)
-		os.Exit(2)
-	}
-	if err := bench(cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main("bench-switch", parseFlags, bench) }
 
 // parseFlags reads flags, each defaulting to its environment variable.
 func parseFlags(args []string, getenv func(string) string) (config, error) {
-	envDefault := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	cfg := config{scenarios: map[string]bool{}}
-	fs := flag.NewFlagSet("bench-switch", flag.ContinueOnError)
-	reps := fs.String("reps", envDefault("REPS", "10"), "repetitions per scenario (env REPS)")
-	bound := fs.String("bound", envDefault("BOUND", "10s"), "a move whose first packet on the new path is later than this counts as not recovered (env BOUND)")
-	delay := fs.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each client uplink (env DELAY)")
-	interval := fs.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
-	scen := fs.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names; empty = all (env SCENARIOS)")
-	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save logs of failed runs into this directory (env LOGS)")
-	deadAfter := fs.String("dead-after", envDefault("DEAD_AFTER", "0"), "the HA nodes' dead_after; 0: roam's default (env DEAD_AFTER)")
+	fs := benchkit.NewFlags("bench-switch", getenv)
+	reps := fs.Env("reps", "REPS", "10", "repetitions per scenario (env REPS)")
+	bound := fs.Env("bound", "BOUND", "10s", "a move whose first packet on the new path is later than this counts as not recovered (env BOUND)")
+	delay := fs.Env("delay", "DELAY", "10ms", "one-way delay added on each client uplink (env DELAY)")
+	interval := fs.Env("interval", "INTERVAL", "5ms", "probe interval (env INTERVAL)")
+	scen := fs.Env("scenarios", "SCENARIOS", "", "comma-separated scenario names; empty = all (env SCENARIOS)")
+	logDir := fs.Env("logs", "LOGS", "", "save logs of failed runs into this directory (env LOGS)")
+	deadAfter := fs.Env("dead-after", "DEAD_AFTER", "0", "the HA nodes' dead_after; 0: roam's default (env DEAD_AFTER)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	cfg.logDir = *logDir
 	var err error
-	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
-		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
+	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 0); err != nil {
+		return cfg, err
 	}
-	for _, d := range []struct {
-		name, s string
-		to      *time.Duration
-		zeroOK  bool
-	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false},
-		{"DEAD_AFTER/-dead-after", *deadAfter, &cfg.haDeadAfter, true}} {
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v < 0 || v == 0 && !d.zeroOK {
-			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
-		}
-		*d.to = v
+	if err := benchkit.ParseDurations(benchkit.Duration{Label: "BOUND/-bound", Value: *bound, To: &cfg.bound},
+		benchkit.Duration{Label: "DELAY/-delay", Value: *delay, To: &cfg.delay, ZeroOK: true},
+		benchkit.Duration{Label: "INTERVAL/-interval", Value: *interval, To: &cfg.interval},
+		benchkit.Duration{Label: "DEAD_AFTER/-dead-after", Value: *deadAfter, To: &cfg.haDeadAfter, ZeroOK: true}); err != nil {
+		return cfg, err
 	}
 	known := map[string]bool{}
 	var names []string
@@ -287,20 +259,15 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 func (cfg config) wanted(s scenario) bool { return len(cfg.scenarios) == 0 || cfg.scenarios[s.name] }
 
 func bench(cfg config) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-switch")
+	if err := benchkit.NeedRoot("bench-switch"); err != nil {
+		return err
 	}
-	bin, err := os.MkdirTemp("", "bench-switch-bin-")
+	bin, err := benchkit.BuildLab("bench-switch")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
-	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
-		return err
-	}
-	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
-		return err
-	}
+	defer bin.Remove()
+	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	started := time.Now()
 	results := map[string][]run{}
 	var order []scenario
@@ -417,15 +384,8 @@ func setupRoamGateway(cfg config, e *env) error {
 		}
 		return m
 	}
-	var out string
-	for i := 0; i < 5; i++ { // the gateway may still be binding
-		if out, err = e.client.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("roam connect: %w: %s", err, out)
+	if err := e.client.ConnectRetry("corp"); err != nil {
+		return err
 	}
 	e.cur = lab.GatewayAddr1.Addr()
 	return nil
@@ -531,15 +491,13 @@ func describe(r run) string {
 	return "no packet on the new path within the bound; " + s
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+func ms(d time.Duration) string { return benchkit.MS(d) }
 
-func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+func msf(d time.Duration) float64 { return benchkit.MSF(d) }
 
 // saveLogs keeps a run's logs; failing to is worth a line, not the run.
 func saveLogs(dir, name string, files map[string]string) {
-	if err := lab.SaveLogs(dir, name, files); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch:", err)
-	}
+	benchkit.SaveLogs("bench-switch", dir, name, files)
 }
 
 // summary of one scenario's runs.
@@ -563,7 +521,7 @@ type summary struct {
 	median     time.Duration
 }
 
-func ptr[T any](v T) *T { return &v }
+func ptr[T any](v T) *T { return benchkit.Ptr(v) }
 
 func summarize(s scenario, runs []run) summary {
 	sum := summary{Scenario: s.name, Runs: len(runs), FirstMS: []float64{}, Lost: []int{}}

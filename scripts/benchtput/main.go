@@ -28,7 +28,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 )
 
@@ -59,61 +59,43 @@ type config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-tput:", err)
-		os.Exit(2)
-	}
-	// An interrupt ends the run under way and tears its lab down.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = bench(ctx, cfg)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-tput:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench-tput", parseFlags, func(cfg config) error {
+		// An interrupt ends the run under way and tears its lab down.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return bench(ctx, cfg)
+	})
 }
 
 // parseFlags reads flags, each defaulting to its environment variable.
 func parseFlags(args []string, getenv func(string) string) (config, error) {
-	envDefault := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	var cfg config
-	fs := flag.NewFlagSet("bench-tput", flag.ContinueOnError)
-	reps := fs.String("reps", envDefault("REPS", "3"), "repetitions (env REPS)")
-	duration := fs.String("duration", envDefault("DURATION", "8s"), "length of each iperf3 run, whole seconds (env DURATION)")
-	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan,roam-tcp"), "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp, roam-base (env KINDS)")
-	streams := fs.String("streams", envDefault("STREAMS", "4"), "TCP streams of the multi-stream runs (env STREAMS)")
-	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
-	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
-	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
-	countsFlag := fs.String("counts", envDefault("COUNTS", "0"), "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
-	only := fs.String("tests", getenv("TESTS"), "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
-	fs.StringVar(&cfg.roamBase, "roam-base", getenv("ROAM_BASE"), "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
-	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
+	fs := benchkit.NewFlags("bench-tput", getenv)
+	reps := fs.Env("reps", "REPS", "3", "repetitions (env REPS)")
+	duration := fs.Env("duration", "DURATION", "8s", "length of each iperf3 run, whole seconds (env DURATION)")
+	kinds := fs.Env("kinds", "KINDS", "roam,wireguard,strongswan,roam-tcp", "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp, roam-base (env KINDS)")
+	streams := fs.Env("streams", "STREAMS", "4", "TCP streams of the multi-stream runs (env STREAMS)")
+	sizes := fs.Env("udp-sizes", "UDP_SIZES", "64,1372", "UDP datagram payload sizes (env UDP_SIZES)")
+	udpDown := fs.Env("udp-down", "UDP_DOWN", "1", "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
+	profileDir := fs.Env("profile", "BENCH_PROFILE", "", "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
+	countsFlag := fs.Env("counts", "COUNTS", "0", "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
+	only := fs.Env("tests", "TESTS", "", "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
+	roamBase := fs.Env("roam-base", "ROAM_BASE", "", "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
+	logDir := fs.Env("logs", "LOGS", "", "save the tunnel logs of failed runs into this directory (env LOGS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	cfg.profileDir, cfg.roamBase, cfg.logDir = *profileDir, *roamBase, *logDir
 	var err error
-	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 || cfg.reps > 50 {
-		return cfg, fmt.Errorf("REPS/-reps %q: want an integer from 1 to 50", *reps)
+	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 50); err != nil {
+		return cfg, err
 	}
 	if cfg.duration, err = time.ParseDuration(*duration); err != nil || cfg.duration < time.Second || cfg.duration > 10*time.Minute ||
 		cfg.duration%time.Second != 0 {
 		return cfg, fmt.Errorf("DURATION/-duration %q: want whole seconds from 1s to 10m, such as 8s", *duration)
 	}
-	if cfg.streams, err = strconv.Atoi(*streams); err != nil || cfg.streams < 1 || cfg.streams > 128 {
-		return cfg, fmt.Errorf("STREAMS/-streams %q: want an integer from 1 to 128", *streams)
+	if cfg.streams, err = benchkit.Int("STREAMS/-streams", *streams, 1, 128); err != nil {
+		return cfg, err
 	}
 	seen := map[string]bool{}
 	for _, k := range strings.Split(*kinds, ",") {
@@ -137,19 +119,11 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 			cfg.udpSizes = append(cfg.udpSizes, n)
 		}
 	}
-	switch *countsFlag {
-	case "1", "true", "yes":
-		cfg.counts = true
-	case "0", "false", "no":
-	default:
-		return cfg, fmt.Errorf("COUNTS/-counts %q: want 1 or 0", *countsFlag)
+	if cfg.counts, err = benchkit.Bool("COUNTS/-counts", *countsFlag); err != nil {
+		return cfg, err
 	}
-	switch *udpDown {
-	case "1", "true", "yes":
-		cfg.udpDown = true
-	case "0", "false", "no":
-	default:
-		return cfg, fmt.Errorf("UDP_DOWN/-udp-down %q: want 1 or 0", *udpDown)
+	if cfg.udpDown, err = benchkit.Bool("UDP_DOWN/-udp-down", *udpDown); err != nil {
+		return cfg, err
 	}
 	if seen[kindRoamBase] && cfg.roamBase == "" {
 		return cfg, errors.New("KINDS/-kinds: roam-base needs ROAM_BASE/-roam-base, a roam binary")
@@ -193,8 +167,8 @@ type measurement struct {
 }
 
 func bench(ctx context.Context, cfg config) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-tput")
+	if err := benchkit.NeedRoot("bench-tput"); err != nil {
+		return err
 	}
 	for _, tool := range []string{"iperf3", "wg"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -214,7 +188,7 @@ func bench(ctx context.Context, cfg config) error {
 	if bin.wireguardGo, err = buildWireGuardGo(binDir); err != nil {
 		return err
 	}
-	m := machine{nproc: nproc(), loadStart: loadavg(), perf: perfNote()}
+	m := machine{nproc: nproc(), loadStart: benchkit.Loadavg(), perf: perfNote()}
 	started := time.Now()
 	ts := tests(cfg.streams, cfg.udpSizes, cfg.udpDown)
 	if cfg.only != nil {
@@ -241,7 +215,7 @@ func bench(ctx context.Context, cfg config) error {
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}
-	m.loadEnd = loadavg()
+	m.loadEnd = benchkit.Loadavg()
 	report(os.Stdout, cfg, m, ts, runs, time.Since(started))
 	if cfg.profileDir != "" {
 		if err := profileRoam(ctx, cfg, bin, n); err != nil {

@@ -56,19 +56,6 @@ func cpuOf(pids []int) (time.Duration, error) {
 	return sum, nil
 }
 
-// loadavg is the first three fields of /proc/loadavg.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return strings.TrimSpace(string(b))
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // udpDrops is what a namespace's kernel dropped at UDP sockets: datagrams
 // that found the receive buffer full, and sends refused for a full send
 // buffer (/proc/net/snmp Udp RcvbufErrors, SndbufErrors).

@@ -133,14 +133,7 @@ func startRoamClient(l *lab.Lab, bin binaries, prof profile, transport string) (
 		return nil, "", err
 	}
 	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin.roam, Config: cfgPath, Socket: filepath.Join(dir, "roam.sock"), Env: envFor(prof.client)}
-	var out string
-	for i := 0; i < 5; i++ { // a roam gateway may still be binding
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			return r, filepath.Join(dir, "roam.log"), nil
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	return r, filepath.Join(dir, "roam.log"), fmt.Errorf("roam connect: %w: %s", err, out)
+	return r, filepath.Join(dir, "roam.log"), r.ConnectRetry("corp")
 }
 
 // roamTunnel fills in the client side common to both roam kinds.

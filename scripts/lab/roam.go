@@ -396,6 +396,20 @@ func (r *Roam) Connect(profile string, timeout time.Duration) (string, error) {
 	return r.Run(timeout, "connect", profile)
 }
 
+// ConnectRetry runs `roam connect PROFILE` up to five times, 300 ms
+// apart: a gateway started just before may still be binding its sockets.
+func (r *Roam) ConnectRetry(profile string) error {
+	var out string
+	var err error
+	for i := 0; i < 5; i++ {
+		if out, err = r.Connect(profile, 20*time.Second); err == nil {
+			return nil
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return fmt.Errorf("roam connect: %w: %s", err, out)
+}
+
 // Disconnect runs `roam disconnect PROFILE`.
 func (r *Roam) Disconnect(profile string) (string, error) {
 	return r.Run(15*time.Second, "disconnect", profile)
