@@ -28,11 +28,7 @@ func TestChaCha20Poly1305StrongSwan(t *testing.T) {
 	p := lab.LabProfile("psk", goodPSK, pki, ike)
 	p.ESP = esp
 	r := roamClient(t, l, bin, p)
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("strongSwan gateway log:\n%s", gw.Log())
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, swanLog("strongSwan gateway log", gw))
 	if out, err := r.Connect("corp", 20*time.Second); err != nil {
 		fail("connect: %v", err)
 	} else {

@@ -80,11 +80,7 @@ func TestEAPMSCHAPv2ToStrongSwan(t *testing.T) {
 
 	t.Run("connect", func(t *testing.T) {
 		r := roamClient(t, l, bin, eapProfile(pki, eapPassword))
-		fail := func(format string, args ...any) {
-			t.Helper()
-			t.Logf("strongSwan gateway log:\n%s", gw.Log())
-			t.Fatalf(format, args...)
-		}
+		fail := failWith(t, swanLog("strongSwan gateway log", gw))
 		out, err := r.Connect("corp", 20*time.Second)
 		if err != nil {
 			fail("connect: %v\n%s", err, out)
@@ -206,11 +202,7 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 	}
 	t.Cleanup(gw.Stop)
 	r := roamClient(t, l, bin, lab.LabProfile("eap-tls", "", pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("strongSwan gateway log:\n%s", gw.Log())
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, swanLog("strongSwan gateway log", gw))
 	out, err := r.Connect("corp", 20*time.Second)
 	if err != nil {
 		fail("connect: %v\n%s", err, out)

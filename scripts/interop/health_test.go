@@ -2,8 +2,6 @@ package interop
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,28 +53,8 @@ func TestHealthBlackholedUplink(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the blackhole: %v", err)
-	}
+	fail := failWith(t, gatewayOutput(gp), clientLog(r))
+	connectRoam(t, l, r, fail)
 	st, ok := healthOf(r)
 	if !ok || st.State != "established" || st.Health != "ok" {
 		fail("status before the blackhole: %+v", st)
@@ -212,21 +190,9 @@ func TestGatewayClientHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, nil, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
+	fail := failWith(t, gatewayOutput(gp))
+	if err := r.ConnectRetry("corp"); err != nil {
+		fail("connect: %v", err)
 	}
 	st, _, err := r.Status()
 	if err != nil || len(st) != 1 || st[0].VirtualIP == "" {

@@ -3,8 +3,6 @@ package interop
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,28 +34,8 @@ func TestSuspendStoppedDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the freeze: %v", err)
-	}
+	fail := failWith(t, gatewayOutput(gp), clientLog(r))
+	connectRoam(t, l, r, fail)
 	before := connected(t, r, "corp")
 	spis := func(st lab.Status) string {
 		var b strings.Builder
