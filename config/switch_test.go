@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 )
 
@@ -40,18 +39,9 @@ psk_file = "` + psk + `"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ps, err := LoadProfiles(writeFile(t, t.TempDir(), "roam.toml", base+tt.keys, 0o644))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
-				}
-				if strings.Contains(err.Error(), "\n") {
-					t.Fatalf("error is not one line: %q", err)
-				}
+			ps := mustLoadProfiles(t, writeFile(t, t.TempDir(), "roam.toml", base+tt.keys, 0o644), tt.wantErr)
+			if ps == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			p := ps["corp"]
 			if want := tt.rev; p.SwitchRevision != want && !(want == "" && p.SwitchRevision == SwitchRevision00) {
