@@ -99,3 +99,43 @@ func commandOutput(l *lab.Lab, name string, args ...string) evidence {
 		return out
 	}}
 }
+
+// wlanOnlyTunnel starts a roam gateway (PSK auth) and connects a roam
+// client over wlan alone, its wwan uplink down, for tests about one path
+// rather than a move; pki, when not nil, goes into both configs. fail
+// logs the gateway's output and the client daemon's log.
+func wlanOnlyTunnel(t *testing.T, l *lab.Lab, bin string, pki *lab.PKI) (g, r *lab.Roam, fail func(string, ...any)) {
+	t.Helper()
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
+		t.Fatal(err)
+	}
+	r = roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	fail = failWith(t, gatewayOutput(gp), clientLog(r))
+	connectRoam(t, l, r, fail)
+	return g, r, fail
+}
+
+// blackhole makes router drop everything that comes from the client's
+// side until lift is called (or the test ends).
+func blackhole(t *testing.T, l *lab.Lab, router string) (lift func()) {
+	t.Helper()
+	const drop = "add table ip blackhole; add chain ip blackhole hold { type filter hook forward priority -10; policy accept; }; " +
+		"add rule ip blackhole hold iifname \"lan\" drop"
+	if err := l.Exec(router, "nft", drop); err != nil {
+		t.Fatal(err)
+	}
+	holed := true
+	t.Cleanup(func() {
+		if holed {
+			_ = l.Exec(router, "nft", "delete table ip blackhole")
+		}
+	})
+	return func() {
+		t.Helper()
+		if err := l.Exec(router, "nft", "delete table ip blackhole"); err != nil {
+			t.Fatal(err)
+		}
+		holed = false
+	}
+}

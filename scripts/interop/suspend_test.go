@@ -27,15 +27,8 @@ const freeze = 38 * time.Second
 // negotiation, the same SPIs, and events that show the wake.
 func TestSuspendStoppedDaemon(t *testing.T) {
 	l, bin := setup(t)
-	pki := newPKI(t, l)
-	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	// One uplink: the recovery must be on the same path, not a move.
-	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
-		t.Fatal(err)
-	}
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	fail := failWith(t, gatewayOutput(gp), clientLog(r))
-	connectRoam(t, l, r, fail)
+	_, r, fail := wlanOnlyTunnel(t, l, bin, newPKI(t, l))
 	before := connected(t, r, "corp")
 	spis := func(st lab.Status) string {
 		var b strings.Builder
