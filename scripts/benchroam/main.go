@@ -222,10 +222,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 }
 
 func bench(cfg config) error {
-	if err := benchkit.NeedRoot("bench-roam"); err != nil {
-		return err
-	}
-	bin, err := benchkit.BuildLab("bench-roam")
+	bin, err := benchkit.BuildLab("bench-roam", "bench-roam")
 	if err != nil {
 		return err
 	}

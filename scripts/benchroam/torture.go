@@ -234,10 +234,7 @@ func parseTortureFlags(cfg *config, events, duration, seed, kinds, grace, outage
 
 // torture runs the sequence against each client in turn and reports.
 func torture(cfg config, tc tortureConfig) error {
-	if err := benchkit.NeedRoot("bench-torture"); err != nil {
-		return err
-	}
-	bin, err := benchkit.BuildLab("bench-roam")
+	bin, err := benchkit.BuildLab("bench-roam", "bench-torture")
 	if err != nil {
 		return err
 	}

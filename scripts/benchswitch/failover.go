@@ -80,12 +80,10 @@ func setupHAPair(cfg config, e *env) error {
 	if err := h.nodes[0].start(cfg, e.l, "active"); err != nil {
 		return err
 	}
-	cdir := filepath.Join(e.l.Dir, "roam")
-	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	cdir, err := e.newClient(cfg)
 	if err != nil {
 		return err
 	}
-	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 	e.logs = func() map[string]string {
 		m := map[string]string{}
 		for _, n := range h.nodes {

@@ -259,10 +259,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 func (cfg config) wanted(s scenario) bool { return len(cfg.scenarios) == 0 || cfg.scenarios[s.name] }
 
 func bench(cfg config) error {
-	if err := benchkit.NeedRoot("bench-switch"); err != nil {
-		return err
-	}
-	bin, err := benchkit.BuildLab("bench-switch")
+	bin, err := benchkit.BuildLab("bench-switch", "bench-switch")
 	if err != nil {
 		return err
 	}
@@ -369,12 +366,10 @@ func setupRoamGateway(cfg config, e *env) error {
 	if e.gwProc, err = e.gw.StartGateway(); err != nil {
 		return err
 	}
-	cdir := filepath.Join(e.l.Dir, "roam")
-	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	cdir, err := e.newClient(cfg)
 	if err != nil {
 		return err
 	}
-	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 	e.logs = func() map[string]string {
 		m := map[string]string{"gateway.out": e.gwProc.Output()}
 		b, _ := os.ReadFile(filepath.Join(cdir, "roam.log"))
@@ -389,6 +384,19 @@ func setupRoamGateway(cfg config, e *env) error {
 	}
 	e.cur = lab.GatewayAddr1.Addr()
 	return nil
+}
+
+// newClient writes the client's profile (PSK, as the gateways use) and
+// makes e.client its CLI handle; it returns the client's directory, where
+// its daemon writes roam.log.
+func (e *env) newClient(cfg config) (string, error) {
+	cdir := filepath.Join(e.l.Dir, "roam")
+	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	if err != nil {
+		return "", err
+	}
+	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
+	return cdir, nil
 }
 
 // measure runs one repetition: steady state on e.cur, a second of

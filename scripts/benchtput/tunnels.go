@@ -191,20 +191,7 @@ func startRoamRoam(l *lab.Lab, bin binaries, prof profile, tcp bool) (*tunnel, e
 	if tcp {
 		transport = "tcp"
 	}
-	r, logFile, err := startRoamClient(l, bin, prof, transport)
-	if err != nil {
-		return t, err
-	}
-	if err := roamTunnel(l, r, logFile, t); err != nil {
-		return t, err
-	}
-	client := t.pids[1]
-	t.stop = func() error {
-		err := stopRoamClient(r, client)
-		gwProc.Stop()
-		return err
-	}
-	return t, nil
+	return t, withRoamClient(l, bin, prof, transport, t, gwProc.Stop)
 }
 
 func startRoamSwan(l *lab.Lab, bin binaries) (*tunnel, error) {
@@ -223,20 +210,26 @@ func startRoamSwan(l *lab.Lab, bin binaries) (*tunnel, error) {
 		pids: charon,
 		logs: func() map[string]string { return map[string]string{"gateway-charon.log": gw.Log()} },
 	}
-	r, logFile, err := startRoamClient(l, bin, profile{}, "")
+	return t, withRoamClient(l, bin, profile{}, "", t, gw.Stop)
+}
+
+// withRoamClient connects a roam client to t's gateway and completes t:
+// stopping it stops the client, then the gateway (stopGateway).
+func withRoamClient(l *lab.Lab, bin binaries, prof profile, transport string, t *tunnel, stopGateway func()) error {
+	r, logFile, err := startRoamClient(l, bin, prof, transport)
 	if err != nil {
-		return t, err
+		return err
 	}
 	if err := roamTunnel(l, r, logFile, t); err != nil {
-		return t, err
+		return err
 	}
 	client := t.pids[1]
 	t.stop = func() error {
 		err := stopRoamClient(r, client)
-		gw.Stop()
+		stopGateway()
 		return err
 	}
-	return t, nil
+	return nil
 }
 
 // startWireGuard runs wireguard-go (userspace, foreground) in the client

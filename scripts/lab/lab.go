@@ -309,6 +309,12 @@ func (l *Lab) build() error {
 		[]string{Gateway, "ip", "-6", "rule", "add", "from", GatewayAddr2V6.Addr().String(), "table", "102", "priority", "1000"},
 	)
 	// The build's ~100 commands would drown a test's verbose output.
+	return l.runQuiet(steps)
+}
+
+// runQuiet runs each step (a namespace, then a command) without logging
+// it, stopping at the first that fails.
+func (l *Lab) runQuiet(steps [][]string) error {
 	logf := l.logf
 	l.logf = nil
 	defer func() { l.logf = logf }()

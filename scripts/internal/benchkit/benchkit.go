@@ -120,15 +120,6 @@ func Bool(label, s string) (bool, error) {
 	return false, fmt.Errorf("%s %q: want 1 or 0", label, s)
 }
 
-// NeedRoot says how to run make target when the process cannot make
-// network namespaces.
-func NeedRoot(target string) error {
-	if !lab.Root() {
-		return fmt.Errorf("needs root (network namespaces): sudo make %s", target)
-	}
-	return nil
-}
-
 // Binaries are the roam and delay-line executables built for one run.
 type Binaries struct {
 	Dir   string // a temporary directory holding both; Remove deletes it
@@ -137,8 +128,12 @@ type Binaries struct {
 }
 
 // BuildLab builds roam and the delay line into a new temporary directory
-// named after prog.
-func BuildLab(prog string) (Binaries, error) {
+// named after prog; without root (network namespaces) it says to run make
+// target with sudo instead.
+func BuildLab(prog, target string) (Binaries, error) {
+	if err := NeedRoot(target); err != nil {
+		return Binaries{}, err
+	}
 	var b Binaries
 	var err error
 	if b.Dir, err = os.MkdirTemp("", prog+"-bin-"); err != nil {
@@ -160,6 +155,15 @@ func (b Binaries) Remove() {
 	if b.Dir != "" {
 		os.RemoveAll(b.Dir)
 	}
+}
+
+// NeedRoot says how to run make target when the process cannot make
+// network namespaces.
+func NeedRoot(target string) error {
+	if !lab.Root() {
+		return fmt.Errorf("needs root (network namespaces): sudo make %s", target)
+	}
+	return nil
 }
 
 // SaveLogs keeps a run's logs under dir/name; failing to is worth a line
