@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/syncbuf"
 )
 
 // fakeDaemonEnv makes the test binary act as `roam` with fake engines, so
@@ -74,27 +74,9 @@ type result struct {
 }
 
 func roam(ctx context.Context, args ...string) result {
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	code := run(ctx, append([]string{"roam"}, args...), &out, &errb, fakeEngines())
 	return result{code, out.String(), errb.String()}
-}
-
-// syncBuffer is written by a command while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // setup writes a profile file with profiles corp and bad and returns it
@@ -285,7 +267,7 @@ func TestEventsJSON(t *testing.T) {
 	defer func() { stopDaemon(); <-ran }()
 
 	ectx, stopEvents := context.WithCancel(ctx)
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(ectx, []string{"roam", "events", "--socket", socket, "--json"}, &out, &errb, fakeEngines())
@@ -326,7 +308,7 @@ func TestConnectForeground(t *testing.T) {
 	cfg, socket := setup(t)
 	ctx := testCtx(t)
 	fctx, stop := context.WithCancel(ctx)
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(fctx, []string{"roam", "connect", "--foreground", "--socket", socket, "--config", cfg, "corp"}, &out, &errb, fakeEngines())

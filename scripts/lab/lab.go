@@ -34,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/internal/syncbuf"
 )
 
 // Prefix starts the name of every namespace the lab creates.
@@ -445,7 +447,7 @@ func (l *Lab) Cmd(ns string, args ...string) *exec.Cmd {
 // Proc is a background process started in a namespace.
 type Proc struct {
 	Cmd  *exec.Cmd
-	out  syncBuffer
+	out  syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
@@ -836,24 +838,6 @@ func run(name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var reIperfReceiver = regexp.MustCompile(`([\d.]+) Mbits/sec\s+(?:\d+\s+)?receiver`)
