@@ -22,6 +22,10 @@ func writeFile(t *testing.T, dir, name, body string, mode os.FileMode) string {
 	return p
 }
 
+// corpProfile starts a profile file: profile corp's gateway and
+// identities, without auth.
+const corpProfile = "[profiles.corp]\ngateway = \"198.51.100.1\"\nlocal_id = \"alice@example.com\"\nremote_id = \"vpn.example.com\"\n"
+
 // secretInTests is in every PSK and password the tests write, so an error
 // that quotes one is caught.
 const secretInTests = "s3cret"
@@ -180,11 +184,7 @@ func TestLoadProfiles(t *testing.T) {
 	dir := t.TempDir()
 	psk := writeFile(t, dir, "corp.psk", "s3cret\n", 0o600)
 	loose := writeFile(t, dir, "loose.psk", "s3cret\n", 0o644)
-	base := `[profiles.corp]
-gateway = "198.51.100.1"
-local_id = "alice@example.com"
-remote_id = "vpn.example.com"
-psk_file = "` + psk + `"
+	base := corpProfile + `psk_file = "` + psk + `"
 `
 	tests := []struct {
 		name    string

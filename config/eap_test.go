@@ -12,11 +12,7 @@ func TestLoadProfileEAPMSCHAPv2(t *testing.T) {
 	loose := writeFile(t, dir, "loose.pw", "pässwörd s3cret\n", 0o640)
 	notUTF8 := writeFile(t, dir, "bad.pw", "\xff\xfe", 0o600)
 	psk := writeFile(t, dir, "corp.psk", "s3cret\n", 0o600)
-	base := `[profiles.corp]
-gateway = "198.51.100.1"
-local_id = "alice@example.com"
-remote_id = "vpn.example.com"
-auth = "eap-mschapv2"
+	base := corpProfile + `auth = "eap-mschapv2"
 ca = "` + ca + `"
 `
 	tests := []struct {
@@ -75,11 +71,7 @@ func TestLoadProfileEAPTLS(t *testing.T) {
 	key := writeFile(t, dir, "alice.key", "x", 0o600)
 	looseKey := writeFile(t, dir, "loose.key", "x", 0o644)
 	pw := writeFile(t, dir, "corp.pw", "s3cret", 0o600)
-	base := `[profiles.corp]
-gateway = "198.51.100.1"
-local_id = "alice@example.com"
-remote_id = "vpn.example.com"
-auth = "eap-tls"
+	base := corpProfile + `auth = "eap-tls"
 ca = "` + ca + `"
 cert = "` + cert + `"
 `

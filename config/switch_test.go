@@ -6,11 +6,7 @@ import (
 
 func TestSwitchKeys(t *testing.T) {
 	psk := writeFile(t, t.TempDir(), "corp.psk", "s3cret\n", 0o600)
-	base := `[profiles.corp]
-gateway = "198.51.100.1"
-local_id = "alice@example.com"
-remote_id = "vpn.example.com"
-psk_file = "` + psk + `"
+	base := corpProfile + `psk_file = "` + psk + `"
 `
 	tests := []struct {
 		name    string
