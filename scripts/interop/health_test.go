@@ -166,9 +166,6 @@ func gatewayHealthOf(g *lab.Roam) (healthStatus, *string, bool) {
 func TestGatewayClientHealth(t *testing.T) {
 	l, bin := setup(t)
 	g, r, fail := wlanOnlyTunnel(t, l, bin, nil)
-	if err := r.ConnectRetry("corp"); err != nil {
-		fail("connect: %v", err)
-	}
 	st, _, err := r.Status()
 	if err != nil || len(st) != 1 || st[0].VirtualIP == "" {
 		fail("client status: %v %+v", err, st)

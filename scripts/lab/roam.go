@@ -398,16 +398,19 @@ func (r *Roam) Connect(profile string, timeout time.Duration) (string, error) {
 
 // ConnectRetry runs `roam connect PROFILE` up to five times, 300 ms
 // apart: a gateway started just before may still be binding its sockets.
+// The error names every attempt's failure: a later one may only say what
+// the first left behind.
 func (r *Roam) ConnectRetry(profile string) error {
-	var out string
-	var err error
+	var errs []error
 	for i := 0; i < 5; i++ {
-		if out, err = r.Connect(profile, 20*time.Second); err == nil {
+		out, err := r.Connect(profile, 20*time.Second)
+		if err == nil {
 			return nil
 		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w: %s", i+1, err, strings.TrimSpace(out)))
 		time.Sleep(300 * time.Millisecond)
 	}
-	return fmt.Errorf("roam connect: %w: %s", err, out)
+	return fmt.Errorf("roam connect: %w", errors.Join(errs...))
 }
 
 // Disconnect runs `roam disconnect PROFILE`.
