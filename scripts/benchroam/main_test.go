@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
 
@@ -46,14 +47,8 @@ func TestParseFlags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseFlags(tc.args, func(k string) string { return tc.env[k] })
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err %v, want one naming %q", err, tc.err)
-				}
+			if benchkit.WantErr(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.reps != tc.reps || cfg.bound != tc.bound || names(cfg) != tc.scenarios || strings.Join(cfg.clients, ",") != tc.clients {
 				t.Errorf("got reps %d bound %v scenarios %s clients %v", cfg.reps, cfg.bound, names(cfg), cfg.clients)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -32,14 +34,8 @@ func TestParseIperf(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := parseIperf(b)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
+			if benchkit.WantErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got.Seconds != tt.want.Seconds || got.Bytes != tt.want.Bytes || got.Packets != tt.want.Packets || got.Retransmits != tt.want.Retransmits {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
@@ -313,14 +309,8 @@ func TestParseFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := parseFlags(tt.args, func(k string) string { return tt.env[k] })
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
+			if benchkit.WantErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !tt.check(cfg) {
 				t.Fatalf("config %+v", cfg)
