@@ -29,14 +29,7 @@ func TestChaCha20Poly1305StrongSwan(t *testing.T) {
 	p.ESP = esp
 	r := roamClient(t, l, bin, p)
 	fail := failWith(t, swanLog("strongSwan gateway log", gw))
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v", err)
-	} else {
-		t.Logf("roam connect:\n%s", out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	tcpTransfer(t, l)
 	sas, err := gw.WaitSA(2*time.Second, lab.Established)
 	if err != nil {

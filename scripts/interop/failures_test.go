@@ -139,3 +139,19 @@ func blackhole(t *testing.T, l *lab.Lab, router string) (lift func()) {
 		holed = false
 	}
 }
+
+// connectOnce connects r's profile corp to a gateway that is up already
+// (strongSwan's, whose start waits for it), logs what connect printed and
+// waits for a ping to the host behind the gateway; fail reports either
+// failure.
+func connectOnce(t testing.TB, l *lab.Lab, r *lab.Roam, fail func(string, ...any)) {
+	t.Helper()
+	out, err := r.Connect("corp", 20*time.Second)
+	if err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	t.Logf("roam connect:\n%s", out)
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping through the tunnel: %v", err)
+	}
+}

@@ -174,14 +174,7 @@ func TestRoamClientToStrongSwan(t *testing.T) {
 				gw := startSwanGateway(t, l, pki, auth, []string{ike})
 				r := roamClient(t, l, bin, lab.LabProfile(auth, goodPSK, pki, []string{ike}))
 				fail := failWith(t, swanLog("strongSwan gateway log", gw))
-				if out, err := r.Connect("corp", 20*time.Second); err != nil {
-					fail("connect: %v", err)
-				} else {
-					t.Logf("roam connect:\n%s", out)
-				}
-				if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-					fail("ping through the tunnel: %v", err)
-				}
+				connectOnce(t, l, r, fail)
 				if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 3); err != nil {
 					fail("ping through the tunnel: %v", err)
 				}

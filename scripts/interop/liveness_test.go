@@ -56,12 +56,7 @@ func TestIdleDPDStrongSwan(t *testing.T) {
 				}
 			}()
 			fail := failWith(t, swanLog("strongSwan gateway log", gw), clientLog(r))
-			if out, err := r.Connect("corp", 20*time.Second); err != nil {
-				fail("connect: %v\n%s", err, out)
-			}
-			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-				fail("ping before the freeze: %v", err)
-			}
+			connectOnce(t, l, r, fail)
 			evp, err := l.Start(lab.Client, bin, "events", "--socket", r.Socket, "--json")
 			if err != nil {
 				t.Fatal(err)

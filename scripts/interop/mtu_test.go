@@ -53,12 +53,7 @@ func TestPathMTURoamGateway(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // listening
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	fail := failWith(t, roamStatus("roam status", r), roamStatus("gateway status", g), evidence{"gateway output", gp.Output}, clientLog(r))
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	st := connected(t, r, "corp")
 	if want := esp.InnerMTU(1500, false); st.Interface != lab.WLAN || st.PathMTU != want {
 		fail("on %s with path MTU %d, want wlan and %d", st.Interface, st.PathMTU, want)

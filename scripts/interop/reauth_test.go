@@ -117,12 +117,7 @@ func TestReauthStrongSwan(t *testing.T) {
 		}
 		t.Fatalf(format, args...)
 	}
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	before, ok := reauthState(r)
 	if !ok || before.VirtualIP == "" {
 		fail("status before: %+v", before)
