@@ -188,6 +188,9 @@ type measurement struct {
 	// dropped at UDP sockets during the test: the tunnel's sockets, and
 	// in UDP tests iperf3's own socket in the client namespace too.
 	drops udpDrops
+	// devDrops: what every lab namespace's devices dropped during the
+	// test, by device.
+	devDrops devDrops
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
 }
@@ -326,6 +329,10 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
+	devBefore, err := labDevDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
 	before, err := cpuOf(t.pids)
 	if err != nil {
 		return measurement{}, err
@@ -364,7 +371,27 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), counts: cs}, nil
+	devAfter, err := labDevDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore), counts: cs}, nil
+}
+
+// labDevDrops reads the drop counters of every device in the lab's
+// namespaces.
+func labDevDrops(l *lab.Lab) (devDrops, error) {
+	d := devDrops{}
+	for _, ns := range lab.Roles {
+		out, err := l.Output(ns, "cat", "/proc/net/dev")
+		if err != nil {
+			return nil, err
+		}
+		if err := parseDevDrops(ns, out, d); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return d, nil
 }
 
 // tunnelDrops sums the UDP socket drops of the client and the gateway
@@ -387,8 +414,8 @@ func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 }
 
 func describe(t test, m measurement) string {
-	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer",
-		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf)
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, device drops: %s",
+		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.devDrops)
 	if t.udp {
 		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
 	}
