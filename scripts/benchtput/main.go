@@ -191,6 +191,9 @@ type measurement struct {
 	// devDrops: what every lab namespace's devices dropped during the
 	// test, by device.
 	devDrops devDrops
+	// tcpExt: how the TCP ends (client and host namespace) saw the
+	// test, TcpExt counters that moved (tcpExtKeys).
+	tcpExt tcpExt
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
 }
@@ -333,6 +336,10 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
+	extBefore, err := labTCPExt(l)
+	if err != nil {
+		return measurement{}, err
+	}
 	before, err := cpuOf(t.pids)
 	if err != nil {
 		return measurement{}, err
@@ -375,7 +382,27 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore), counts: cs}, nil
+	extAfter, err := labTCPExt(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
+		tcpExt: extAfter.sub(extBefore), counts: cs}, nil
+}
+
+// labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
+func labTCPExt(l *lab.Lab) (tcpExt, error) {
+	t := tcpExt{}
+	for _, ns := range []string{lab.Client, lab.Host} {
+		out, err := l.Output(ns, "cat", "/proc/net/netstat")
+		if err != nil {
+			return nil, err
+		}
+		if err := parseTCPExt(ns, out, t); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return t, nil
 }
 
 // labDevDrops reads the drop counters of every device in the lab's
@@ -419,7 +446,7 @@ func describe(t test, m measurement) string {
 	if t.udp {
 		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
 	}
-	return fmt.Sprintf("%s, %d retransmits", s, m.Retransmits)
+	return fmt.Sprintf("%s, %d retransmits, TCP: %s", s, m.Retransmits, m.tcpExt)
 }
 
 // cpuPerGB is the tunnel's CPU seconds per 10^9 payload bytes delivered.

@@ -409,3 +409,37 @@ func TestParseDevDrops(t *testing.T) {
 		t.Errorf("sub: %v", d)
 	}
 }
+
+func TestParseTCPExt(t *testing.T) {
+	const netstat = `TcpExt: SyncookiesSent TCPLossProbes TCPOFOQueue
+TcpExt: 1 7 30
+IpExt: InNoRoutes
+IpExt: 0
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    tcpExt
+		wantErr bool
+	}{
+		{"counters", netstat, tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30}, false},
+		{"no TcpExt", "IpExt: InNoRoutes\nIpExt: 0\n", nil, true},
+		{"bad value", "TcpExt: TCPLossProbes\nTcpExt: x\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tcpExt{}
+			err := parseTCPExt("host", tt.in, got)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !maps.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	d := tcpExt{"host/TCPLossProbes": 9, "host/TCPOFOQueue": 30}.sub(tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30})
+	if d.String() != "host/TCPLossProbes 2" {
+		t.Errorf("sub: %v", d)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -169,4 +170,69 @@ func parseDevDrops(ns, dev string, d devDrops) error {
 		d[ns+"/"+strings.TrimSpace(name)] = [2]int64{rx, tx}
 	}
 	return nil
+}
+
+// tcpExtKeys are the TcpExt counters (/proc/net/netstat) that tell a TCP
+// sender's retransmits apart: tail loss probes and fast retransmits (loss
+// or reordering), timeouts, and what the receiver reported back (D-SACK:
+// the retransmit was spurious; reordering seen), plus the receiver's
+// out-of-order queue.
+var tcpExtKeys = []string{"TCPLossProbes", "TCPFastRetrans", "TCPTimeouts", "TCPSpuriousRTOs", "TCPDSACKRecv",
+	"TCPSACKReorder", "TCPTSReorder", "TCPOFOQueue", "TCPDSACKOldSent"}
+
+// tcpExt is a set of TcpExt counters per "namespace/counter".
+type tcpExt map[string]int64
+
+// parseTCPExt reads tcpExtKeys from /proc/net/netstat of namespace ns
+// into t.
+func parseTCPExt(ns, netstat string, t tcpExt) error {
+	lines := strings.Split(netstat, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(vals) != len(names) || vals[0] != "TcpExt:" {
+			continue
+		}
+		for j, n := range names {
+			if !slices.Contains(tcpExtKeys, n) {
+				continue
+			}
+			v, err := strconv.ParseInt(vals[j], 10, 64)
+			if err != nil {
+				return fmt.Errorf("netstat TcpExt %s %q: %w", n, vals[j], err)
+			}
+			t[ns+"/"+n] = v
+		}
+		return nil
+	}
+	return errors.New("netstat: no TcpExt lines")
+}
+
+// sub is t minus o, with only the counters that moved.
+func (t tcpExt) sub(o tcpExt) tcpExt {
+	out := tcpExt{}
+	for k, v := range t {
+		if d := v - o[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func (t tcpExt) String() string {
+	if len(t) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s %d", k, t[k])
+	}
+	return b.String()
 }
