@@ -194,6 +194,8 @@ type measurement struct {
 	// tcpExt: how the TCP ends (client and host namespace) saw the
 	// test, TcpExt counters that moved (tcpExtKeys).
 	tcpExt tcpExt
+	// roamDrops: the roam ends' drop counters that moved (roam kinds).
+	roamDrops tcpExt
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
 }
@@ -340,6 +342,10 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
+	var roamBefore tcpExt
+	if t.roamDrops != nil {
+		roamBefore = tcpExt(t.roamDrops())
+	}
 	before, err := cpuOf(t.pids)
 	if err != nil {
 		return measurement{}, err
@@ -386,8 +392,12 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
-		tcpExt: extAfter.sub(extBefore), counts: cs}, nil
+	m := measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
+		tcpExt: extAfter.sub(extBefore), counts: cs}
+	if t.roamDrops != nil {
+		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
+	}
+	return m, nil
 }
 
 // labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
@@ -443,6 +453,9 @@ func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 func describe(t test, m measurement) string {
 	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, device drops: %s",
 		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.devDrops)
+	if m.roamDrops != nil {
+		s += fmt.Sprintf(", roam drops: %s", m.roamDrops)
+	}
 	if t.udp {
 		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
 	}
