@@ -882,65 +882,31 @@ const (
 	rxPackets = 128
 )
 
-// rxDepth is how many socket read batches can wait for a receive loop.
-// The loop's TUN write carries the decrypted packets through the inner
-// TCP stack in our own system call, and the kernel drops what arrives
-// meanwhile once the socket buffer is full: a reader of its own keeps
-// draining the socket while the loop opens and writes. A socket dropped
-// datagrams in about one download run in ten with the read in the loop
-// (7 datagrams, 315 TCP retransmits in one 4-stream download).
-const rxDepth = 3
-
 // receiveLoop reads batches from one socket, splits GRO-coalesced
 // datagrams into their packets, demultiplexes IKE, keepalives and ESP, and
-// writes decrypted packets to the TUN device in batches. The socket is
-// read by a goroutine of its own (readLoop), up to rxDepth batches ahead.
+// writes decrypted packets to the TUN device in batches.
 func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
-	var batches [rxDepth]*recvBatch
-	var counts [rxDepth]int
-	full := make(chan int, rxDepth)
-	free := make(chan int, rxDepth)
-	for i := range batches {
-		batches[i] = newRecvBatch(recvMessages)
-		free <- i
-	}
-	go d.readLoop(ctx, s, &batches, &counts, full, free)
+	rb := newRecvBatch(recvMessages)
 	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, rxPackets), jobs: make([]rxJob, 0, rxPackets), out: make([][]byte, 0, rxPackets), parts: newCryptoParts()}
 	for i := range rx.tunBufs {
 		// Each its own allocation: the TUN write's GRO appends coalesced
 		// packets to the first buffer of a flow, within its capacity.
 		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 	}
-	// readLoop closes full when the socket is closed, so the loop ends
-	// after its reader.
-	for i := range full {
-		rb := batches[i]
-		rx.now = time.Now().UnixNano()
-		for k := 0; k < counts[i]; k++ {
-			rx.datagram(rb, k)
-		}
-		rx.flush()
-		free <- i
-	}
-}
-
-// readLoop fills free read batches from s and queues them, oldest first,
-// in full; it closes full when s is closed.
-func (d *Dataplane) readLoop(ctx context.Context, s *Socket, batches *[rxDepth]*recvBatch, counts *[rxDepth]int, full chan<- int, free <-chan int) {
-	defer close(full)
-	for i := range free {
-		for {
-			count, err := s.readBatch(batches[i])
-			if err == nil {
-				counts[i] = count
-				break
-			}
+	for {
+		count, err := s.readBatch(rb)
+		if err != nil {
 			if ctx.Err() != nil || errClosedSocket(err) {
 				return
 			}
 			d.log.Debug("UDP read", "err", err)
+			continue
 		}
-		full <- i
+		rx.now = time.Now().UnixNano()
+		for i := 0; i < count; i++ {
+			rx.datagram(rb, i)
+		}
+		rx.flush()
 	}
 }
 
