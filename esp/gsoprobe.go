@@ -13,8 +13,8 @@ import (
 // GSO each packet crosses the sender's stack on its own. The pause is
 // only needed until a datagram as large as the segments GSO would send has
 // gone out with DF and had time to draw an ICMP: the send stage records
-// the largest single datagram it sent, and the probe loop, pmtuProbeRTT
-// later, derives the path MTU again. If the kernel learnt nothing smaller,
+// the largest single datagram it sent, and the probe loop, a few round
+// trips later (probeWait), derives the path MTU again. If the kernel learnt nothing smaller,
 // segments up to that size may go out with GSO at once.
 
 // pmtuProbeRTT is how long a datagram sent with DF is given to draw an
