@@ -487,6 +487,7 @@ func (c *conn) install(s *session) error {
 	prev := c.est
 	c.mu.Unlock()
 	s.peer = c.dp.NewPeer(est.Path)
+	s.peer.SetRTT(ikeRTT(est.SA))
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := selectorsToPrefixes(ch.RemoteTS)
