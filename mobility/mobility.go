@@ -66,7 +66,9 @@ type Config struct {
 	// Addresses returns the usable local addresses (netmon.Monitor.Addresses).
 	Addresses func() []netmon.Address
 	// SetPath moves ESP (and NAT keepalives) to the path; called after the
-	// SA accepted the update.
+	// SA accepted the update, and, when the current path is gone (its
+	// address or uplink went away), also at once with the first path the
+	// update tries: see kick.
 	SetPath func(esp.Path)
 	// SetCurrent tells the monitor which address and uplink to watch for an
 	// immediate loss.
@@ -285,6 +287,8 @@ type result struct {
 	cands []candidate
 	probe Probe
 	err   error
+	// early: ESP was moved to cands[0] when the update started (kick).
+	early bool
 }
 
 // New makes a Mover; start is the SA's path now and ifname its uplink.
@@ -670,15 +674,27 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	for i, c := range cands {
 		paths[i] = c.path
 	}
+	// The current path is gone: ESP follows the update onto the first
+	// path it tries instead of waiting a round trip for the answer. The
+	// update goes out first and its answer is the return routability
+	// check (RFC 4555 3.5): until the gateway has taken it, its ESP still
+	// goes to the lost path, so nothing is lost that waiting would have
+	// saved, and the gateway finds the SPI of our ESP whatever the source.
+	// Should another path answer, finish moves ESP there.
+	early := k == kindLost && !m.broken
 	go func() {
 		p, err := m.cfg.SA.Move(ctx, paths)
 		// Several may be in flight (a switch joins one); none may outlive
 		// Run.
 		select {
-		case results <- result{kind: k, gen: gen, at: req.at, from: cur, cands: cands, probe: p, err: err}:
+		case results <- result{kind: k, gen: gen, at: req.at, from: cur, cands: cands, probe: p, err: err, early: early}:
 		case <-ctx.Done():
 		}
 	}()
+	if early {
+		m.log.Debug("current path gone: ESP on the first candidate at once", "path", paths[0].Local.String(), "gateway", paths[0].Remote.String())
+		m.cfg.SetPath(paths[0])
+	}
 }
 
 // kind is what an update is for.
@@ -759,6 +775,11 @@ func (m *Mover) finish(ctx context.Context, r result) {
 			m.want(request{at: r.at, refresh: true})
 			return
 		}
+		if r.early {
+			// ESP went ahead on a path that never answered; the outage
+			// is reported for the path that was lost.
+			m.cfg.SetPath(r.from)
+		}
 		m.suspend(fmt.Sprintf("%v: %v", ErrNoPath, r.err), r.at)
 		if len(m.cfg.Addresses()) > 0 {
 			stopTimer(m.retry)
@@ -775,7 +796,9 @@ func (m *Mover) finish(ctx context.Context, r result) {
 			break
 		}
 	}
-	m.cfg.SetPath(to)
+	if !r.early || to != r.cands[0].path {
+		m.cfg.SetPath(to)
+	}
 	if m.cfg.SetCurrent != nil {
 		m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
 	}
