@@ -114,6 +114,9 @@ type Status struct {
 	DNSServers []string `json:"dns_servers,omitempty"`
 	DNSDomains []string `json:"dns_domains,omitempty"`
 	DNSMethod  string   `json:"dns_method,omitempty"`
+	// ConnectBudget is the first connect's time per step (budget.go);
+	// absent for a gateway's clients.
+	ConnectBudget *ConnectBudget `json:"connect_budget,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.
