@@ -139,3 +139,52 @@ func TestSilenceLearnsJitter(t *testing.T) {
 		})
 	}
 }
+
+// TestSilenceStalledProcess: a tick that comes late (this process was not
+// running, so answers may wait unread in the socket) does not count the
+// stall as silence of the path; the same silence seen by timely ticks
+// tests the path.
+func TestSilenceStalledProcess(t *testing.T) {
+	ms := time.Millisecond
+	rtt := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 5 * ms, true }
+	window := SilenceWindow(21*ms, 5*ms, DefaultDeadAfter)
+	tests := []struct {
+		name  string
+		ticks []time.Duration // offsets of the checks from the last answer
+		want  bool            // a path test wanted
+	}{
+		{"timely ticks", ticksEvery(silenceTick, window+2*silenceTick), true},
+		{"one late tick: the stall is ours", append(ticksEvery(silenceTick, 2*silenceTick), window+2*silenceTick), false},
+		{"late tick, then the silence goes on", append(append(ticksEvery(silenceTick, 2*silenceTick), window+2*silenceTick),
+			ticksBetween(window+3*silenceTick, silenceTick, 2*window+4*silenceTick)...), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t0 := time.Unix(1000, 0)
+			sent, recv := t0, t0
+			m := New(Config{RTT: rtt, Activity: func() (time.Time, time.Time) { return sent, recv }}, pathOn(wlan), wlan.IfName)
+			m.tickEvery = silenceTick
+			m.checkSilence(t0)
+			for _, d := range tt.ticks {
+				now := t0.Add(d)
+				sent = now.Add(-ms) // a steady flow, unanswered since t0
+				m.checkSilence(now)
+			}
+			if got := m.pending != nil; got != tt.want {
+				t.Fatalf("path test wanted: %v, want %v (ticks %v)", got, tt.want, tt.ticks)
+			}
+		})
+	}
+}
+
+// ticksEvery lists the offsets every, 2·every, ... up to end.
+func ticksEvery(every, end time.Duration) []time.Duration { return ticksBetween(every, every, end) }
+
+// ticksBetween lists the offsets from, from+every, ... up to end.
+func ticksBetween(from, every, end time.Duration) []time.Duration {
+	var out []time.Duration
+	for d := from; d <= end; d += every {
+		out = append(out, d)
+	}
+	return out
+}
