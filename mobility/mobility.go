@@ -139,7 +139,7 @@ const DefaultDeadAfter = 500 * time.Millisecond
 // sparse flow (one packet, then quiet) waits for DeadAfter as before.
 const (
 	SilenceRTTs  = 1
-	silenceFloor = 100 * time.Millisecond
+	silenceFloor = 60 * time.Millisecond
 	silenceSends = 3
 	// healedMargin: the window is at least this many times the longest
 	// recent silence that ended without a test.
