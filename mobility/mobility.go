@@ -666,14 +666,15 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	if m.pending == nil || ctx.Err() != nil {
 		return
 	}
-	if m.moving && !m.pending.switchTo.IsValid() {
+	if m.moving && !m.pending.switchTo.IsValid() && !m.lossJoins() {
 		return
 	}
 	req := *m.pending
 	m.pending = nil
 	if m.moving {
-		// A switch joins the update in flight: what made that one start
-		// (an address or uplink gone) still holds for the switch's paths.
+		// A switch or a loss joins the update in flight: what made that
+		// one start (an address or uplink gone) still holds for the new
+		// paths.
 		req.gone = append(req.gone, m.movingReq.gone...)
 		req.goneIf = append(req.goneIf, m.movingReq.goneIf...)
 	}
@@ -715,6 +716,21 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		m.log.Debug("current path gone: ESP on the first candidate at once", "path", paths[0].Local.String(), "gateway", paths[0].Remote.String())
 		m.cfg.SetPath(paths[0])
 	}
+}
+
+// lossJoins reports whether the pending request, the loss of the current
+// path, should join the update in flight rather than wait for it: that
+// update is a silence check, which tries the current path first and the
+// others only after a retransmission interval (ike.MoveRetransmit), and
+// the path it doubted is now known gone. On a loaded machine the silence
+// is often noticed before the interface event arrives.
+func (m *Mover) lossJoins() bool {
+	p := m.pending
+	if m.broken || !m.movingReq.refresh || m.movingReq.lost || !p.lost || p.refresh || p.better || p.retry || p.via != nil {
+		return false
+	}
+	cur, _ := m.Current()
+	return slices.Contains(p.gone, cur.Local.Addr()) || slices.Contains(p.goneIf, cur.IfIndex)
 }
 
 // kind is what an update is for.

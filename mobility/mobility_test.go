@@ -754,3 +754,40 @@ func TestESPAheadOfAnswer(t *testing.T) {
 		}
 	})
 }
+
+// TestLossJoinsSilenceCheck: the current uplink goes down while a silence
+// check (current path first) is in flight: the loss does not wait behind
+// it but joins it with the remaining paths at once, and ESP goes ahead.
+func TestLossJoinsSilenceCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &traffic{sending: true, answered: true}
+		r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wwan})
+		defer r.stop()
+		r.sa.rtt = 300 * time.Millisecond
+		r.wait(time.Second)
+		tr.set(true, false)
+		for r.sa.callCount() == 0 {
+			r.wait(silenceTick)
+		}
+		if got := r.sa.calls[0]; len(got) != 2 || got[0] != pathOn(wlan) {
+			t.Fatalf("silence check over %v, want the current path first", got)
+		}
+		r.setAddrs(wwan)
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		if n := r.sa.callCount(); n != 2 || !slices.Equal(r.sa.calls[1], []esp.Path{pathOn(wwan)}) {
+			t.Fatalf("updates %v, want the loss to join with wwan at once", r.sa.calls)
+		}
+		r.mu.Lock()
+		early := slices.Clone(r.setPath)
+		r.mu.Unlock()
+		if !slices.Equal(early, []esp.Path{pathOn(wwan)}) {
+			t.Fatalf("ESP given %v before the answer, want wwan", early)
+		}
+		tr.set(true, true)
+		r.wait(time.Second)
+		expectLog(t, r.take(), "move wlan->wwan")
+		if r.sa.callCount() != 2 {
+			t.Fatalf("updates %v after the move", r.sa.calls)
+		}
+	})
+}
