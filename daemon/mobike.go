@@ -107,15 +107,6 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 		}
 	}()
 	go mover.Run(ctx, mon.Events())
-	// The handshake's RTT samples are provisional (ike/rtt.go: their
-	// answers wait for the gateway's key exchange or authentication, and
-	// a first estimate sets the silence window to three of them); one
-	// liveness check, light for the gateway, measures the path itself.
-	go func() {
-		if err := sa.CheckLiveness(ctx); err != nil && ctx.Err() == nil {
-			c.log.Debug("liveness check after connect", "err", err)
-		}
-	}()
 	return mover, nil
 }
 

@@ -14,11 +14,9 @@ import (
 // for the owner's status: whether the gateway really answers, and how fast.
 // Samples come from the exchanges the SA runs anyway: IKE_SA_INIT, liveness
 // checks, MOBIKE updates, rekeys. IKE_AUTH's answer can wait for an EAP or
-// certificate backend, and IKE_SA_INIT's for the peer's key exchange (a
-// post-quantum one, on a busy gateway, adds tens of milliseconds in the
-// lab), so they only give a provisional first estimate, which the first
-// other sample replaces: the owner runs a liveness check after connecting
-// for one (daemon, install). A request that was retransmitted gives no
+// certificate backend, so it only gives a provisional first estimate (after
+// a reconnect whose IKE_SA_INIT was retransmitted there is no other), which
+// the first real sample replaces. A request that was retransmitted gives no
 // sample (Karn): which transmission was answered is unknown.
 
 // maxRTTPaths bounds the per-path table; a path unused longest is dropped.
@@ -110,7 +108,7 @@ func (sa *SA) noteAnswer(r *request, path esp.Path) {
 	if r.sends != 1 || r.sentAt.IsZero() {
 		return
 	}
-	sa.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth || r.exchange == wire.ExchangeIKESAInit, now)
+	sa.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth, now)
 }
 
 // noteHeard records an authenticated message from the peer.
