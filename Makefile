@@ -21,7 +21,7 @@ VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 
 	if [ -n "$$v" ]; then echo "$$v"; elif [ -n "$(COMMIT)" ]; then echo "0.0.0+git$(COMMIT)"; else echo 0.0.0; fi)
 LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-switch bench-tput fuzz fuzz-long vet clean
+.PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-torture bench-switch bench-tput fuzz fuzz-long vet clean
 
 all: build
 
@@ -101,6 +101,14 @@ soak:
 # not in CI). REPS=2 for a quick run; see docs/benchmarks.md.
 bench-roam:
 	./scripts/bench-roam.sh
+
+# The torture sequence of issue 15: 60 seeded random events (link, address,
+# NAT, IPv6-only, outage, SIGSTOP, gateway address) over about 10 minutes
+# per client, roam vs strongSwan's client (root; not in CI). TORTURE=short
+# for a 9-event look; SEED, EVENTS, DURATION, KINDS; see docs/benchmarks.md.
+TORTURE ?= 1
+bench-torture:
+	TORTURE=$(TORTURE) ./scripts/bench-roam.sh
 
 # Gateway-initiated moves (roam gateway switch) vs a full reconnect, with
 # the target 2 RTT + 10 ms (root, minutes; not in CI). REPS=2 for a quick run.

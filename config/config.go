@@ -50,7 +50,10 @@ type Profile struct {
 	IKE         []Proposal
 	ESP         []Proposal
 	RemoteTS    []netip.Prefix
-	VirtualIP   bool
+	// Children is ChildrenSingle (one Child SA for all of RemoteTS) or
+	// ChildrenPerTS (one per entry; children.go).
+	Children  string
+	VirtualIP bool
 	// DNS applies the gateway's DNS servers (default on; they are only
 	// applied when the gateway sends some).
 	DNS bool
@@ -105,6 +108,9 @@ type Profile struct {
 	Lockdown     bool
 	LockdownLAN  bool
 	LockdownIPv6 bool
+	// Captive: captive portal detection and what to do about one
+	// (captive_probe, captive_portal).
+	Captive Captive
 }
 
 // Dead peer detection and reconnect defaults. A DPD delay below a second
@@ -300,6 +306,8 @@ type rawProfile struct {
 	LockdownLAN   *bool    `toml:"lockdown_lan"`
 	LockdownIPv6  *bool    `toml:"lockdown_allow_ipv6"`
 	rawTransport
+	rawChildren
+	rawCaptive
 }
 
 type rawProfileFile struct {
@@ -605,16 +613,8 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 			return nil, fmt.Errorf("psk_file: %w", err)
 		}
 	case "pubkey":
-		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
-			if kv.val == "" {
-				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
-			}
-			if _, err := os.Stat(kv.val); err != nil {
-				return nil, fmt.Errorf("%s: %w", kv.key, err)
-			}
-		}
-		if err := checkPrivate(r.Key); err != nil {
-			return nil, fmt.Errorf("key: %w", err)
+		if err := checkPubkeyFiles(r.Cert, r.Key, r.CA); err != nil {
+			return nil, err
 		}
 	case AuthEAPMSCHAPv2:
 		if err := r.eapMSCHAPv2(p); err != nil {
@@ -641,6 +641,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		ts = []string{"0.0.0.0/0", "::/0"}
 	}
 	if p.RemoteTS, err = prefixes("remote_ts", ts); err != nil {
+		return nil, err
+	}
+	if p.Children, err = r.rawChildren.validate(); err != nil {
 		return nil, err
 	}
 	for i, ifname := range p.Interfaces {
@@ -673,6 +676,9 @@ func (r rawProfile) validate(name string) (*Profile, error) {
 		return nil, err
 	}
 	p.AllowSHA1RSA = boolOr(r.AllowSHA1RSA, false)
+	if p.Captive, err = r.rawCaptive.validate(); err != nil {
+		return nil, err
+	}
 	if p.Transport, err = r.rawTransport.validate(p.CA); err != nil {
 		return nil, err
 	}
@@ -727,16 +733,8 @@ func (r *rawGateway) validate() (*Gateway, error) {
 	switch g.Auth {
 	case "psk":
 	case "pubkey":
-		for _, kv := range []struct{ key, val string }{{"cert", r.Cert}, {"key", r.Key}, {"ca", r.CA}} {
-			if kv.val == "" {
-				return nil, fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
-			}
-			if _, err := os.Stat(kv.val); err != nil {
-				return nil, fmt.Errorf("%s: %w", kv.key, err)
-			}
-		}
-		if err := checkPrivate(r.Key); err != nil {
-			return nil, fmt.Errorf("key: %w", err)
+		if err := checkPubkeyFiles(r.Cert, r.Key, r.CA); err != nil {
+			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("auth: %q is not psk or pubkey", g.Auth)
@@ -1014,4 +1012,22 @@ func validDomain(name string) bool {
 		}
 	}
 	return true
+}
+
+// checkPubkeyFiles checks what auth = "pubkey" needs, in a profile and in a
+// gateway file alike: the certificate, the private key and the CA are named
+// and exist, and the key is readable by its owner only.
+func checkPubkeyFiles(cert, key, ca string) error {
+	for _, kv := range []struct{ key, val string }{{"cert", cert}, {"key", key}, {"ca", ca}} {
+		if kv.val == "" {
+			return fmt.Errorf("%s: missing (auth = \"pubkey\")", kv.key)
+		}
+		if _, err := os.Stat(kv.val); err != nil {
+			return fmt.Errorf("%s: %w", kv.key, err)
+		}
+	}
+	if err := checkPrivate(key); err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	return nil
 }

@@ -62,11 +62,3 @@ func TestChildConfigSelectors(t *testing.T) {
 		})
 	}
 }
-
-func prefixStrings(ps []netip.Prefix) []string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, p.String())
-	}
-	return out
-}

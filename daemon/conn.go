@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -124,6 +125,10 @@ type conn struct {
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
+	// captive is the captive portal holding the uplink (captive.go), under
+	// mu; captiveRetry asks a waiting reconnect attempt to start now.
+	captive      *captiveState
+	captiveRetry chan struct{}
 
 	// undo records, before each change to the machine, how to undo it
 	// should the daemon be killed (undo.go); tunName names the records.
@@ -132,9 +137,6 @@ type conn struct {
 	// stream is the TCP or TLS stream to the gateway (transport.go);
 	// nil while the connection uses UDP only.
 	stream *clientStream
-	// streamed: the connection has used a stream; only then does a MOBIKE
-	// move fall back from UDP to one (transport.go).
-	streamed atomic.Bool
 }
 
 // tunDevice is what a connection does with its TUN device (*tun.Device).
@@ -145,6 +147,9 @@ type tunDevice interface {
 	AddRoutes(ps []netip.Prefix, mark uint32, table int) error
 	SetDNS(tun.DNSOptions) error
 	DNSMethod() string
+	// StepAside takes the full-tunnel routes out of the way or back
+	// (a captive portal's login, captive.go).
+	StepAside(on bool) error
 	Close() error
 }
 
@@ -179,13 +184,13 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
 	life, cancel := context.WithCancel(context.Background())
 	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: "connecting", life: life,
 		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
-		ra: reauthState{due: make(chan *session, 1)}}
+		ra: reauthState{due: make(chan *session, 1)}, captiveRetry: make(chan struct{}, 1)}
 }
 
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
 // or with an error whose text is the reason for the user.
 func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
-	log := slog.Default().With("profile", p.Name)
+	log := loggerFrom(ctx).With("profile", p.Name)
 	budget := newConnectBudget(time.Now())
 	gw, err := resolveGateway(ctx, p)
 	if err != nil {
@@ -258,7 +263,8 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	}()
 
 	emit(Event{Event: "connecting", Profile: p.Name, To: gw.String(), Interface: route.IfName})
-	if err := c.connect(ctx, budget); err != nil {
+	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink
+	if err := c.connectThroughPortal(ctx, budget); err != nil {
 		return fail(err)
 	}
 	log.Info("connect budget", budget.attrs()...)
@@ -316,15 +322,16 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	}
 	events := make(chan ike.Event, 16)
 	cfg := ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
-		LocalAuth: c.localAuth,
-		PeerAuth:  c.peerAuth,
-		RemoteID:  p.RemoteID,
-		IKE:       proposals(p.IKE),
-		ESP:       proposals(p.ESP),
-		RemoteTS:  p.RemoteTS,
-		VirtualIP: p.VirtualIP,
-		MOBIKE:    p.MOBIKE,
+		Path:         netpath.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
+		LocalAuth:    c.localAuth,
+		PeerAuth:     c.peerAuth,
+		RemoteID:     p.RemoteID,
+		IKE:          proposals(p.IKE),
+		ESP:          proposals(p.ESP),
+		RemoteTS:     firstTS(p),
+		MoreChildren: moreChildren(p),
+		VirtualIP:    p.VirtualIP,
+		MOBIKE:       p.MOBIKE,
 		// The gateway may move us to another of its addresses (switch.go).
 		Switch:         p.MOBIKE && p.Switch,
 		AcceptSwitch:   acceptSwitch(p),
@@ -357,6 +364,27 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		return nil, nil, "", err
 	}
 	return sa, events, route.IfName, nil
+}
+
+// moreChildren splits the profile's remote_ts into one Child SA each with
+// children = "per_ts"; dialGateway's RemoteTS is then the first's only.
+func moreChildren(p *config.Profile) []ike.Selectors {
+	if p.Children != config.ChildrenPerTS {
+		return nil
+	}
+	var out []ike.Selectors
+	for _, ts := range p.RemoteTS[min(1, len(p.RemoteTS)):] {
+		out = append(out, ike.Selectors{Remote: []netip.Prefix{ts}})
+	}
+	return out
+}
+
+// firstTS is the remote_ts of the Child SA in IKE_AUTH.
+func firstTS(p *config.Profile) []netip.Prefix {
+	if p.Children == config.ChildrenPerTS && len(p.RemoteTS) > 1 {
+		return p.RemoteTS[:1]
+	}
+	return p.RemoteTS
 }
 
 // pickRoute returns the first target the kernel has a route to (with its
@@ -473,6 +501,12 @@ func (c *conn) install(s *session) error {
 			return err
 		}
 		routes = append(routes, remote...)
+	}
+	for _, f := range est.FailedChildren {
+		// The tunnel is worth having for the networks that did work; the
+		// others stay outside it, which the user must hear of.
+		c.log.Warn("child SA refused", "remote_ts", f.Remote, "err", f.Err)
+		c.emit(Event{Event: EventError, Profile: c.profile.Name, Reason: fmt.Sprintf("child SA for %s: %v", prefixList(f.Remote), userError(f.Err))})
 	}
 	oldVIPs := c.vipStrings()
 	if err := c.setAddresses(est.VirtualIPs); err != nil {
@@ -703,6 +737,17 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 			return
 		}
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+	case *ike.ChildCreated:
+		remote := selectorsToPrefixes(ev.Child.RemoteTS)
+		if err := c.installChild(s, ev.Child, remote, false); err != nil {
+			c.log.Error("installing child SA", "err", err)
+			c.emit(Event{Event: EventError, Reason: err.Error()})
+			return
+		}
+		if err := c.addRoutes(remote); err != nil {
+			c.log.Error("routing child SA", "err", err)
+			c.emit(Event{Event: EventError, Reason: err.Error()})
+		}
 	case *ike.IKERekeyed:
 		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 	case *ike.ChildDeleted:
@@ -727,7 +772,7 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 
 // handleIKE hands an IKE message to its SA: a replacement being negotiated
 // gets those with its SPI, the installed SA everything else.
-func (c *conn) handleIKE(pkt []byte, path esp.Path) {
+func (c *conn) handleIKE(pkt []byte, path netpath.Path) {
 	if p := c.pending.Load(); p != nil && len(pkt) >= 8 {
 		if spii, _ := p.SPIs(); binary.BigEndian.Uint64(pkt[:8]) == spii {
 			p.HandlePacket(pkt, path)
@@ -837,6 +882,7 @@ func (c *conn) Status() Status {
 		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method,
 		ConnectBudget: budget}
 	c.lockdownStatus(&st)
+	c.captiveStatus(&st)
 	if est == nil {
 		return st
 	}
@@ -865,9 +911,7 @@ func (c *conn) Status() Status {
 	st.EstablishedAt = at
 	st.Proposal = est.Proposal
 	if peer != nil {
-		for _, cs := range c.dp.ChildStats(peer) {
-			st.Children = append(st.Children, childStatus(cs))
-		}
+		st.Children = childStatuses(c.dp.ChildStats(peer))
 	}
 	c.reauthStatus(&st)
 	d := c.dp.Drops()
@@ -885,8 +929,34 @@ func childStatus(cs esp.ChildStats) ChildStatus {
 	return ChildStatus{
 		SPIIn: fmt.Sprintf("%08x", cs.SPIIn), SPIOut: fmt.Sprintf("%08x", cs.SPIOut),
 		BytesIn: cs.BytesIn, BytesOut: cs.BytesOut, PacketsIn: cs.PacketsIn, PacketsOut: cs.PacketsOut,
-		Proposal: cs.Proposal,
+		Proposal: cs.Proposal, RemoteTS: prefixStrings(cs.Remote), LocalTS: prefixStrings(cs.Local),
 	}
+}
+
+// childStatuses lists a peer's Child SAs in a stable order: by remote
+// selectors, then inbound SPI.
+func childStatuses(stats []esp.ChildStats) []ChildStatus {
+	out := make([]ChildStatus, 0, len(stats))
+	for _, cs := range stats {
+		out = append(out, childStatus(cs))
+	}
+	slices.SortFunc(out, func(a, b ChildStatus) int {
+		if c := strings.Compare(strings.Join(a.RemoteTS, ","), strings.Join(b.RemoteTS, ",")); c != 0 {
+			return c
+		}
+		return strings.Compare(a.SPIIn, b.SPIIn)
+	})
+	return out
+}
+
+func prefixList(ps []netip.Prefix) string { return strings.Join(prefixStrings(ps), ",") }
+
+func prefixStrings(ps []netip.Prefix) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // userError turns an engine failure into the one line `roam connect`

@@ -212,7 +212,7 @@ func ServeGateway(ctx context.Context, g *config.Gateway, opts GatewayOptions) e
 	h := newHub(time.Now)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	handle, err := opts.Run(gctx, g, func(ev Event) { logEvent(log, h.publish(ev)) })
+	handle, err := opts.Run(withLogger(gctx, log), g, func(ev Event) { logEvent(log, h.publish(ev)) })
 	if err != nil {
 		ln.Close()
 		os.Remove(opts.Socket)
@@ -286,7 +286,12 @@ func logEvent(log *slog.Logger, ev Event) {
 	if ev.TookMS != 0 {
 		attrs = append(attrs, "took_ms", ev.TookMS)
 	}
-	log.Info(ev.Event, attrs...)
+	// A failed connection is what `journalctl -p err` is asked for.
+	level := slog.LevelInfo
+	if ev.Event == EventError {
+		level = slog.LevelError
+	}
+	log.Log(context.Background(), level, ev.Event, attrs...)
 }
 
 // restoreLeftoverDNS undoes the DNS settings of a daemon that died without

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -58,11 +59,14 @@ type gatewayClient struct {
 	at   time.Time
 	// replaced: a reauthentication's new SA took over (gateway_reauth.go).
 	replaced bool
+	// health: whether the client's traffic flows (gateway_health.go),
+	// under gateway.mu.
+	health healthTracker
 }
 
 // RunGateway starts the responder for g; it serves until ctx ends.
 func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (GatewayHandle, error) {
-	log := slog.Default().With("gateway", g.LocalID)
+	log := loggerFrom(ctx).With("gateway", g.LocalID)
 	local, localFor, peerFor, certReqs, err := gatewayAuth(g)
 	if err != nil {
 		return nil, err
@@ -185,13 +189,19 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	return gw, nil
 }
 
-func (gw *gateway) handleIKE(pkt []byte, path esp.Path) { gw.resp.HandlePacket(pkt, path) }
+func (gw *gateway) handleIKE(pkt []byte, path netpath.Path) { gw.resp.HandlePacket(pkt, path) }
 
 func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
+	health := time.NewTicker(gatewayHealthEvery)
+	defer health.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-health.C:
+			gw.mu.Lock()
+			gw.checkClientHealth(now)
+			gw.mu.Unlock()
 		case ev := <-events:
 			if gw.switchEvent(ev) {
 				continue
@@ -201,6 +211,8 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.install(ev)
 			case *ike.ChildRekeyed:
 				gw.installRekeyed(ev)
+			case *ike.ChildCreated:
+				gw.installCreated(ev)
 			case *ike.IKERekeyed:
 				gw.mu.Lock()
 				c := gw.clients[ev.SA]
@@ -273,6 +285,30 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ch.SPIIn)})
 }
 
+// installCreated adds a further Child SA the client asked for. It sends at
+// once, on the client's packets from its own selectors: the client holds
+// ESP for an SPI it has not installed yet for a moment (esp early hold).
+func (gw *gateway) installCreated(ev *ike.ChildCreated) {
+	gw.mu.Lock()
+	c := gw.clients[ev.SA]
+	gw.mu.Unlock()
+	if c == nil {
+		return
+	}
+	ch := ev.Child
+	cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), false)
+	if err == nil {
+		rekeyOnPackets(&cfg, ev.SA, gw.cfg.ChildRekeyPackets, gw.log)
+		err = gw.dp.InstallChild(c.peer, cfg)
+	}
+	if err != nil {
+		gw.log.Error("installing child SA", "peer", c.est.PeerID, "err", err)
+		gw.emit(Event{Event: EventError, Profile: c.est.PeerID, Reason: err.Error()})
+		return
+	}
+	gw.log.Info("child SA added", "peer", c.est.PeerID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "local_ts", cfg.Local)
+}
+
 func (gw *gateway) remove(ev *ike.Deleted) {
 	gw.mu.Lock()
 	c, ok := gw.clients[ev.SA]
@@ -297,6 +333,7 @@ func (gw *gateway) Status() []Status {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	var out []Status
+	now := time.Now()
 	for sa, c := range gw.clients {
 		path := sa.Path()
 		spii, spir := sa.SPIs()
@@ -312,13 +349,12 @@ func (gw *gateway) Status() []Status {
 		if len(c.est.VirtualIPs) > 0 {
 			st.VirtualIP = c.est.VirtualIPs[0].String()
 		}
-		for _, cs := range gw.dp.ChildStats(c.peer) {
-			st.Children = append(st.Children, childStatus(cs))
-		}
+		st.Children = childStatuses(gw.dp.ChildStats(c.peer))
 		d := gw.dp.Drops()
 		st.Drops = dropsFrom(d)
 		ms := gw.dp.MTUStats()
 		st.PathMTU, st.ICMPTooBig, st.MSSClamped = c.peer.MTU(), ms.ICMPTooBig, ms.MSSClamped
+		gw.clientTraffic(&st, sa, c, now)
 		out = append(out, st)
 	}
 	return out

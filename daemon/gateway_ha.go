@@ -95,7 +95,8 @@ func (gw *gateway) startListen() []netip.Addr {
 	return gw.cfg.Listen
 }
 
-// openListen opens the sockets a standby skipped at start.
+// openListen opens the sockets a standby skipped at start: UDP, and the
+// stream listeners when the gateway takes streams.
 func (gw *gateway) openListen() error {
 	for _, a := range gw.cfg.Listen {
 		for _, port := range []uint16{500, 4500} {
@@ -105,6 +106,11 @@ func (gw *gateway) openListen() error {
 			}
 			gw.transparent(s)
 			gw.dp.AddSocket(s)
+		}
+	}
+	if gw.streams != nil {
+		if err := gw.streams.listen(gw.cfg.Listen); err != nil {
+			return fmt.Errorf("streams: %w", err)
 		}
 	}
 	return nil

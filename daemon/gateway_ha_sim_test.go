@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/roam-vpn/roam/netpath"
 	"net"
 	"net/netip"
 	"os"
@@ -66,7 +67,7 @@ func startHASim(t *testing.T) *haSim {
 		if err != nil {
 			t.Fatal(err)
 		}
-		host.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { r.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+		host.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { r.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src}) })
 		return r
 	}
 	activeEvents := make(chan ike.Event, 64)
@@ -83,7 +84,7 @@ func startHASim(t *testing.T) *haSim {
 		t.Fatal(err)
 	}
 	client, err := ike.Dial(ctx, ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
+		Path:      netpath.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
 		LocalAuth: clientAuth, PeerAuth: gwAuth, RemoteID: "vpn.example.com",
 		IKE: ikeP, ESP: espP, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
 		VirtualIP: true, MOBIKE: true, Switch: true, Retransmit: fast,
@@ -91,7 +92,9 @@ func startHASim(t *testing.T) *haSim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { client.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+		client.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+	})
 	for {
 		select {
 		case ev := <-activeEvents:
@@ -229,7 +232,7 @@ func TestHAActiveReplicates(t *testing.T) {
 	cfg := &config.HA{Role: "active", Key: key, Listen: activeAt, Peer: standbyAt, TakeoverAddress: simR2, DeadAfter: time.Second}
 	gw := &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR1}, HA: cfg}, log: discardLog(), resp: sim.activeResp,
 		clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {}}
-	gw.dp = esp.NewDataplane(nopTUN{}, func([]byte, esp.Path) {}, discardLog())
+	gw.dp = esp.NewDataplane(nopTUN{}, func([]byte, netpath.Path) {}, discardLog())
 	gw.install(sim.est)
 	var err error
 	if gw.ha, err = newGatewayHA(gw, cfg); err != nil {

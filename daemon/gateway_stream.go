@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net"
 	"net/netip"
 	"sync"
@@ -26,8 +27,10 @@ const streamFirstRecord = 10 * time.Second
 // streams, and per stream the decoder's two records at most while the
 // first IKE_SA_INIT is still to come.
 type gatewayStreams struct {
-	gw    *gateway
-	limit int
+	gw      *gateway
+	ctx     context.Context
+	limit   int
+	tlsConf *tls.Config // nil without tls_port
 
 	mu        sync.Mutex
 	perSource map[netip.Addr]int
@@ -36,22 +39,31 @@ type gatewayStreams struct {
 	garbage, refused, accepted atomic.Uint64
 }
 
-// listenStreams opens the stream listeners on every listen address and
-// serves them until ctx ends.
+// listenStreams opens the stream listeners on addrs and serves them until
+// ctx ends; listen adds the addresses an HA standby opens on takeover.
 func (gw *gateway) listenStreams(ctx context.Context, addrs []netip.Addr) (*gatewayStreams, error) {
 	t := gw.cfg.GatewayTransport
 	if !t.TCP && t.TLSPort == 0 {
 		return nil, nil
 	}
-	gs := &gatewayStreams{gw: gw, limit: t.StreamsPerSource, perSource: map[netip.Addr]int{}}
-	var tlsConf *tls.Config
+	gs := &gatewayStreams{gw: gw, ctx: ctx, limit: t.StreamsPerSource, perSource: map[netip.Addr]int{}}
 	if t.TLSPort != 0 {
 		cert, err := tls.LoadX509KeyPair(t.TLSCert, t.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("tls_cert/tls_key: %w", err)
 		}
-		tlsConf = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+		gs.tlsConf = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
 	}
+	if err := gs.listen(addrs); err != nil {
+		return nil, err
+	}
+	return gs, nil
+}
+
+// listen opens the stream listeners on addrs, all or none, and serves them
+// until the gateway's context ends.
+func (gs *gatewayStreams) listen(addrs []netip.Addr) error {
+	t := gs.gw.cfg.GatewayTransport
 	var ls []net.Listener
 	closeAll := func() {
 		for _, l := range ls {
@@ -63,26 +75,29 @@ func (gw *gateway) listenStreams(ctx context.Context, addrs []netip.Addr) (*gate
 			l, err := net.Listen("tcp", netip.AddrPortFrom(a, t.TCPPort).String())
 			if err != nil {
 				closeAll()
-				return nil, fmt.Errorf("tcp: %w", err)
+				return fmt.Errorf("tcp: %w", err)
 			}
 			ls = append(ls, l)
 		}
-		if tlsConf != nil {
+		if gs.tlsConf != nil {
 			l, err := net.Listen("tcp", netip.AddrPortFrom(a, t.TLSPort).String())
 			if err != nil {
 				closeAll()
-				return nil, fmt.Errorf("tls_port: %w", err)
+				return fmt.Errorf("tls_port: %w", err)
 			}
-			ls = append(ls, tls.NewListener(l, tlsConf))
+			ls = append(ls, tls.NewListener(l, gs.tlsConf))
 		}
+	}
+	if len(ls) == 0 {
+		return nil
 	}
 	for _, l := range ls {
 		gs.wg.Add(1)
-		go func() { defer gs.wg.Done(); gs.accept(ctx, l) }()
+		go func() { defer gs.wg.Done(); gs.accept(gs.ctx, l) }()
 	}
 	gs.wg.Add(1)
-	go func() { defer gs.wg.Done(); <-ctx.Done(); closeAll() }()
-	return gs, nil
+	go func() { defer gs.wg.Done(); <-gs.ctx.Done(); closeAll() }()
+	return nil
 }
 
 // wait returns when every listener and stream has ended.
@@ -150,7 +165,7 @@ func (gs *gatewayStreams) serve(ctx context.Context, nc net.Conn) {
 	remote, local := tcpencap.AddrPort(nc.RemoteAddr()), tcpencap.AddrPort(nc.LocalAddr())
 	nc.SetReadDeadline(time.Now().Add(streamFirstRecord))
 	s := tcpencap.NewConn(nc, false)
-	path := esp.Path{Local: local, Remote: remote, Stream: true}
+	path := netpath.Path{Local: local, Remote: remote, Stream: true}
 	dp := gs.gw.dp
 	dp.AddStream(remote, s)
 	defer dp.RemoveStream(remote, s)
@@ -165,7 +180,7 @@ func (gs *gatewayStreams) serve(ctx context.Context, nc net.Conn) {
 }
 
 // transportOf names the transport of a client's path.
-func (gw *gateway) transportOf(path esp.Path) string {
+func (gw *gateway) transportOf(path netpath.Path) string {
 	switch {
 	case !path.Stream:
 		return config.TransportUDP

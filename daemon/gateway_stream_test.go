@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"io"
 	"net"
 	"net/netip"
@@ -30,12 +31,12 @@ func freeTCPPort(t *testing.T) uint16 {
 // that sends garbage, and refuses a source's streams beyond the limit.
 func TestGatewayStreams(t *testing.T) {
 	port := freeTCPPort(t)
-	got := make(chan esp.Path, 4)
+	got := make(chan netpath.Path, 4)
 	gw := &gateway{
 		cfg: &config.Gateway{GatewayTransport: config.GatewayTransport{TCP: true, TCPPort: port, StreamsPerSource: 2}},
 		log: discardLog(), clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {},
 	}
-	gw.dp = esp.NewDataplane(nil, func(pkt []byte, p esp.Path) {
+	gw.dp = esp.NewDataplane(nil, func(pkt []byte, p netpath.Path) {
 		if string(pkt) == "hello IKE" {
 			got <- p
 		}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"strings"
 	"sync"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
@@ -80,7 +80,9 @@ func startSimGateway(t *testing.T, clientSwitch bool) *simGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+	})
 	s := &simGateway{}
 	s.gw = &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR1, simR2, simR3}}, log: discardLog(), clients: map[*ike.SA]*gatewayClient{},
 		emit: func(ev Event) { s.mu.Lock(); s.events = append(s.events, ev); s.mu.Unlock() }}
@@ -120,12 +122,12 @@ func startSimGateway(t *testing.T, clientSwitch bool) *simGateway {
 		sa := s.client
 		mu.Unlock()
 		if sa != nil {
-			sa.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+			sa.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 		}
 	})
 	mu.Lock()
 	s.client, err = ike.Dial(ctx, ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
+		Path:      netpath.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
 		LocalAuth: clientAuth, PeerAuth: gwAuth, RemoteID: "vpn.example.com",
 		IKE: ikeP, ESP: espP, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
 		VirtualIP: true, MOBIKE: true, Switch: clientSwitch, Retransmit: fast,
@@ -143,7 +145,7 @@ func startSimGateway(t *testing.T, clientSwitch bool) *simGateway {
 			case ev := <-cevents:
 				if sw, ok := ev.(*ike.SwitchRequested); ok && sw.Accepted {
 					cur := s.client.Path()
-					go s.client.UpdateAddresses(ctx, []esp.Path{{Local: cur.Local, Remote: netip.AddrPortFrom(sw.To, cur.Remote.Port())}})
+					go s.client.UpdateAddresses(ctx, []netpath.Path{{Local: cur.Local, Remote: netip.AddrPortFrom(sw.To, cur.Remote.Port())}})
 				}
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/mobility"
 )
 
@@ -47,6 +48,9 @@ type healthInput struct {
 	// or the error of the last failed path test since).
 	suspendCause string
 	testing      bool // a path test is in flight
+	// captive is the login page of a captive portal holding the uplink
+	// ("" none; captive.go).
+	captive string
 	// Last outbound and inbound: ESP packets (esp.Peer.Activity), our IKE
 	// requests and the gateway's answers to them (ike.SA.Activity; a
 	// request from the gateway proves nothing about our direction).
@@ -59,6 +63,13 @@ type healthInput struct {
 // tell (the inputs hold the last packet times only).
 type healthTracker struct {
 	deadAfter time.Duration
+	// lookEvery is how often a watcher looks (0: only on request). A look
+	// that comes much later than that means the process did not run
+	// meanwhile (SIGSTOP, a starved machine): what it remembers is stale.
+	lookEvery time.Duration
+	lastLook  time.Time
+	gapEnd    time.Time     // the first look after such a gap; zero: none pending
+	gap       time.Duration // how long the process did not look
 
 	seenIn     time.Time // the latest inbound looked at
 	unanswered time.Time // the first outbound seen after seenIn; zero: none
@@ -69,6 +80,12 @@ type healthTracker struct {
 // update looks at in, taken at now, and reports the new state with its
 // reason, and the previous state when it changed.
 func (h *healthTracker) update(in healthInput, now time.Time) (state, reason, from string, changed bool) {
+	if h.lookEvery > 0 && !h.lastLook.IsZero() {
+		if gap := now.Sub(h.lastLook); gap > max(10*h.lookEvery, time.Second) {
+			h.gapEnd, h.gap = now, gap
+		}
+	}
+	h.lastLook = now
 	inbound := later(in.espRecv, in.ikeRecv)
 	outbound := later(in.espSent, in.ikeSent)
 	if !inbound.Equal(h.seenIn) {
@@ -89,6 +106,9 @@ func (h *healthTracker) update(in healthInput, now time.Time) (state, reason, fr
 }
 
 func (h *healthTracker) decide(in healthInput, now time.Time) (state, reason string) {
+	if in.captive != "" && (in.state != "established" || in.testing) && in.state != "" && in.state != "disconnected" {
+		return HealthCaptivePortal, captiveReason(in.captive)
+	}
 	switch in.state {
 	case "connecting":
 		return HealthTesting, "negotiating the IKE SA"
@@ -105,6 +125,17 @@ func (h *healthTracker) decide(in healthInput, now time.Time) (state, reason str
 	}
 	if in.testing {
 		return HealthTesting, "path test in flight"
+	}
+	if !h.gapEnd.IsZero() {
+		// After a gap, nothing says the path still works until the
+		// gateway is heard again: a NAT may have forgotten us meanwhile.
+		// A tunnel that stays idle is judged as any idle one after
+		// dead_after; traffic sent meanwhile by the usual rule.
+		if later(in.espRecv, in.ikeRecv).After(h.gapEnd) || now.Sub(h.gapEnd) >= h.deadAfter {
+			h.gapEnd = time.Time{}
+		} else {
+			return HealthTesting, fmt.Sprintf("not running for %v: waiting to hear from the other end", roundDuration(h.gap))
+		}
 	}
 	if !h.unanswered.IsZero() {
 		if silent := now.Sub(h.unanswered); silent >= h.deadAfter {
@@ -144,6 +175,9 @@ type connHealth struct {
 func (c *conn) healthInput() healthInput {
 	c.mu.Lock()
 	in := healthInput{state: c.state, suspendCause: c.suspendCause}
+	if c.captive != nil {
+		in.captive = c.captive.location
+	}
 	peer := c.peer
 	c.mu.Unlock()
 	if peer != nil {
@@ -190,8 +224,12 @@ func (c *conn) healthNow() (state, reason string) {
 // ctx ends: a state can change with time alone (traffic unanswered). The
 // look reads a few atomics.
 func (c *conn) watchHealth(ctx context.Context) {
+	every := max(c.deadAfter()/5, 20*time.Millisecond)
+	c.health.mu.Lock()
+	c.health.tracker.lookEvery = every
+	c.health.mu.Unlock()
 	c.checkHealth(time.Now())
-	t := time.NewTicker(max(c.deadAfter()/5, 20*time.Millisecond))
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -206,6 +244,12 @@ func (c *conn) watchHealth(ctx context.Context) {
 // trafficStatus fills the health, the traffic times and the RTT.
 func (c *conn) trafficStatus(st *Status, peer *esp.Peer) {
 	st.Health, st.HealthReason = c.healthNow()
+	fillTraffic(st, peer, c.sa.Load())
+}
+
+// fillTraffic fills the traffic times of a tunnel (either end) and its
+// current path's RTT; peer and sa may be nil.
+func fillTraffic(st *Status, peer *esp.Peer, sa *ike.SA) {
 	stamp := func(t time.Time) *time.Time {
 		if t.IsZero() {
 			return nil
@@ -216,7 +260,7 @@ func (c *conn) trafficStatus(st *Status, peer *esp.Peer) {
 		sent, recv := espActivity(peer)
 		st.LastInboundESP, st.LastOutboundESP = stamp(recv), stamp(sent)
 	}
-	if sa := c.sa.Load(); sa != nil {
+	if sa != nil {
 		st.LastInboundIKE = stamp(sa.LastHeard())
 		if r, ok := sa.RTT(sa.Path()); ok {
 			st.RTTMS = float64(r.SRTT.Microseconds()) / 1000

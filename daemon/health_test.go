@@ -179,3 +179,59 @@ func TestConnHealthEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthAfterGap: a watcher looks every 100 ms; a look long after the
+// one before (the daemon was stopped, SIGSTOP) must not repeat the ok of
+// before the gap until the other end is heard again, or dead_after passes
+// with nothing sent (an idle tunnel is judged as ever).
+func TestHealthAfterGap(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	est := func(espSent, espRecv time.Time) healthInput {
+		return healthInput{state: "established", espSent: espSent, espRecv: espRecv, ikeSent: at(0), ikeRecv: at(40)}
+	}
+	type look struct {
+		ms   int
+		in   healthInput
+		want string
+	}
+	before := []look{{100, est(at(90), at(95)), HealthOK}, {200, est(at(190), at(195)), HealthOK}}
+	tests := []struct {
+		name  string
+		every time.Duration
+		looks []look
+	}{
+		{"answered after the gap", 100 * time.Millisecond, append(before,
+			look{35_200, est(at(35_190), at(195)), HealthTesting},
+			look{35_300, est(at(35_290), at(35_250)), HealthOK},
+		)},
+		{"idle after the gap", 100 * time.Millisecond, append(before,
+			look{35_200, est(at(190), at(195)), HealthTesting},
+			look{35_300, est(at(190), at(195)), HealthTesting},
+			look{35_700, est(at(190), at(195)), HealthOK},
+		)},
+		{"sending after the gap, never answered", 100 * time.Millisecond, append(before,
+			look{35_200, est(at(35_190), at(195)), HealthTesting},
+			look{35_700, est(at(35_690), at(195)), HealthTesting},
+			look{40_000, est(at(39_990), at(195)), HealthTesting},
+		)},
+		{"regular looks: no gap", 100 * time.Millisecond, append(before,
+			look{300, est(at(290), at(295)), HealthOK},
+			look{1_100, est(at(1_090), at(1_095)), HealthOK},
+		)},
+		{"looks on request only: a pause is no gap", 0, append(before,
+			look{35_200, est(at(35_190), at(35_195)), HealthOK},
+		)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := healthTracker{deadAfter: 500 * time.Millisecond, lookEvery: tt.every}
+			for i, l := range tt.looks {
+				got, reason, _, _ := h.update(l.in, at(l.ms))
+				if got != l.want {
+					t.Fatalf("look %d (t0+%dms): %q (%s), want %q", i, l.ms, got, reason, l.want)
+				}
+			}
+		})
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/internal/lockdown"
+	"github.com/roam-vpn/roam/tun"
 )
 
 // IKE's ports (RFC 7296 2.23): a gateway may answer on either, and NAT-T
@@ -15,7 +17,8 @@ const (
 )
 
 // startLockdown puts the profile's kill switch in place before anything
-// is sent: from then on only the tunnel, IKE to the gateway, DHCP, ND and
+// is sent: from then on only the tunnel, IKE to the gateway (over UDP, and
+// over TCP to the stream port the transport may use), DHCP, ND and
 // loopback leave the host (internal/lockdown).
 func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
 	p := c.profile
@@ -29,8 +32,12 @@ func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
 		Interface: ifname,
 		Gateways:  []netip.Addr{gw.Addr()},
 		Ports:     []uint16{ikePort, nattPort, gw.Port()},
+		TCPPorts:  streamPorts(p.Transport),
 		LAN:       p.LockdownLAN,
 		IPv6:      p.LockdownIPv6,
+		// The captive portal probe leaves from marked sockets (captive.go).
+		ProbeMark: tun.DefaultMark,
+		ProbePort: probePort(p.Captive.Probe),
 	})
 	if err != nil {
 		c.undo.Forget(undoLockdown, ifname)
@@ -38,6 +45,18 @@ func (c *conn) startLockdown(ifname string, gw netip.AddrPort) error {
 	}
 	c.lock = r
 	c.log.Info("lockdown on", "interface", ifname, "lan", p.LockdownLAN, "ipv6", p.LockdownIPv6)
+	return nil
+}
+
+// streamPorts are the gateway's TCP ports the profile's transport may open
+// a stream to: tcp_port for auto's fallback and tcp, tls_port for tls.
+func streamPorts(t config.Transport) []uint16 {
+	switch t.Mode {
+	case config.TransportAuto, config.TransportTCP:
+		return []uint16{t.TCPPort}
+	case config.TransportTLS:
+		return []uint16{t.TLSPort}
+	}
 	return nil
 }
 

@@ -35,6 +35,9 @@ type entry struct {
 	cancel  context.CancelFunc // aborts the dial
 	tunnel  Tunnel
 	gone    chan struct{} // closed once the entry left the map
+	// captive is the login page of a captive portal the connect waits
+	// behind (its captive-portal event), under Manager.mu.
+	captive string
 }
 
 // ManagerOption configures a Manager.
@@ -100,6 +103,11 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 		if ev.Profile == "" {
 			ev.Profile = p.Name
 		}
+		if ev.Event == EventCaptivePortal {
+			m.mu.Lock()
+			e.captive = ev.To
+			m.mu.Unlock()
+		}
 		ev = m.publish(ev)
 		progMu.Lock()
 		defer progMu.Unlock()
@@ -107,7 +115,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 			progress(ev)
 		}
 	}
-	t, err := m.dial(withStateDir(dctx, m.state), p, emit)
+	t, err := m.dial(withLogger(withStateDir(dctx, m.state), m.log), p, emit)
 	progMu.Lock()
 	live = false
 	progMu.Unlock()
@@ -119,8 +127,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 		err = fmt.Errorf("connect cancelled: %w", context.Cause(dctx))
 	}
 	if err != nil {
-		m.publish(Event{Profile: p.Name, Event: EventError, Reason: err.Error()})
-		m.remove(e)
+		m.remove(e, Event{Profile: p.Name, Event: EventError, Reason: err.Error()})
 		return Status{}, err
 	}
 	m.mu.Lock()
@@ -148,16 +155,22 @@ func (m *Manager) watch(e *entry) {
 	if err := e.tunnel.Err(); err != nil {
 		ev.Reason = err.Error()
 	}
-	m.publish(ev)
-	m.remove(e)
+	m.remove(e, ev)
 }
 
-func (m *Manager) remove(e *entry) {
+// remove forgets the connection, then says why with last, then lets those
+// waiting for it go. In that order: whoever hears last and asks for status
+// no longer finds the connection, and an auto-exit daemon does not stop
+// before last is out.
+func (m *Manager) remove(e *entry, last Event) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.conns[e.name] == e {
 		delete(m.conns, e.name)
 	}
+	m.mu.Unlock()
+	m.publish(last)
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	close(e.gone)
 	if len(m.conns) == 0 {
 		select {
@@ -245,8 +258,9 @@ func (m *Manager) Status(name string) ([]Status, error) {
 		}
 	}
 	tunnels := make([]Tunnel, len(entries))
+	captives := make([]string, len(entries))
 	for i, e := range entries {
-		tunnels[i] = e.tunnel
+		tunnels[i], captives[i] = e.tunnel, e.captive
 	}
 	m.mu.Unlock()
 	if name != "" && len(entries) == 0 {
@@ -256,6 +270,11 @@ func (m *Manager) Status(name string) ([]Status, error) {
 	for i, e := range entries {
 		if tunnels[i] == nil {
 			out[i] = Status{Name: e.name, State: "connecting", Gateway: e.gateway}
+			if captives[i] != "" {
+				// The connect waits behind a portal (captive.go).
+				out[i].CaptivePortal = captives[i]
+				out[i].Health, out[i].HealthReason = HealthCaptivePortal, captiveReason(captives[i])
+			}
 			continue
 		}
 		out[i] = tunnels[i].Status()

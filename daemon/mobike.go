@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"strings"
 	"time"
@@ -35,7 +36,7 @@ type ikeMobility struct {
 const suspectAfter = 3 * time.Second
 
 func (a ikeMobility) PeerAddresses() []netip.Addr { return a.sa.PeerAddresses() }
-func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe, error) {
+func (a ikeMobility) Move(ctx context.Context, paths []netpath.Path) (mobility.Probe, error) {
 	var watch *time.Timer
 	if a.c != nil && testsCurrent(a.sa.Path(), paths) {
 		// Only a test of the path in use says something about the SA: a
@@ -78,7 +79,7 @@ func (a ikeMobility) Move(ctx context.Context, paths []esp.Path) (mobility.Probe
 }
 
 // testsCurrent reports whether paths include the SA's current path.
-func testsCurrent(cur esp.Path, paths []esp.Path) bool {
+func testsCurrent(cur netpath.Path, paths []netpath.Path) bool {
 	for _, p := range paths {
 		if p.Local == cur.Local && p.Remote == cur.Remote {
 			return true
@@ -96,7 +97,7 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 	}
 	cfg := c.mobilityConfig(ikeMobility{sa: sa, c: c}, mon.Addresses, mon.SetCurrent)
 	// Dead paths are noticed in RTT time: the IKE exchanges measure it.
-	cfg.RTT = func(p esp.Path) (time.Duration, time.Duration, bool) {
+	cfg.RTT = func(p netpath.Path) (time.Duration, time.Duration, bool) {
 		r, ok := sa.RTT(p)
 		return r.SRTT, r.RTTVar, ok
 	}
@@ -118,23 +119,26 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 	return mobility.Config{
 		SA:          sa,
 		Addresses:   addrs,
-		SetPath:     func(p esp.Path) { c.dp.SetPath(peer, p) },
+		SetPath:     func(p netpath.Path) { c.dp.SetPath(peer, p) },
 		SetCurrent:  setCurrent,
 		Interfaces:  c.profile.Interfaces,
 		Activity:    peer.Activity,
 		StrayFrom:   peer.TakeStray,
 		DeadAfter:   c.profile.DeadAfter,
 		OutageLimit: c.profile.OutageLimit,
-		OnNATRefresh: func(p esp.Path, took time.Duration) {
+		OnNATRefresh: func(p netpath.Path, took time.Duration) {
 			c.emit(Event{Event: EventNATChanged, To: p.Remote.String(), From: p.Local.String(), TookMS: took.Milliseconds()})
 		},
-		OnProbe: func(p esp.Path, ifname string, err error) {
+		OnProbe: func(p netpath.Path, ifname string, err error) {
 			ev := Event{Event: EventPathTest, To: p.Remote.String(), From: p.Local.String(), Interface: ifname}
 			if err != nil {
 				ev.Reason = err.Error()
 			}
 			c.emit(ev)
-			if err != nil {
+			// A test whose addresses have all gone since (every uplink
+			// down while it was in flight) failed for that alone: it is
+			// no news about the gateway or the SA.
+			if err != nil && len(addrs()) > 0 {
 				c.mu.Lock()
 				down := c.peer == peer && (c.state == stateSuspended || c.state == stateReconnecting)
 				if down && c.state == stateSuspended {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -26,7 +27,7 @@ type fakeMobilitySA struct {
 
 func (f *fakeMobilitySA) PeerAddresses() []netip.Addr { return nil }
 
-func (f *fakeMobilitySA) Move(ctx context.Context, paths []esp.Path) (mobility.Probe, error) {
+func (f *fakeMobilitySA) Move(ctx context.Context, paths []netpath.Path) (mobility.Probe, error) {
 	f.mu.Lock()
 	for _, p := range paths {
 		if f.working[p.Local.Addr()] {
@@ -53,8 +54,8 @@ func TestConnOutage(t *testing.T) {
 		gw := netip.MustParseAddrPort("198.51.100.1:4500")
 		wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
 		wwan := netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
-		pathOf := func(a netmon.Address) esp.Path {
-			return esp.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
+		pathOf := func(a netmon.Address) netpath.Path {
+			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
 		}
 		var mu sync.Mutex
 		var events []Event
@@ -187,4 +188,91 @@ func TestOutageLimitDefaults(t *testing.T) {
 	if config.DefaultOutageLimit != mobility.DefaultOutageLimit {
 		t.Fatalf("config %v, mobility %v", config.DefaultOutageLimit, mobility.DefaultOutageLimit)
 	}
+}
+
+// TestConnAddressesGoneDuringTest: a path test is in flight when the last
+// usable address goes too (both uplinks down within moments, as the
+// torture bench does). Its failure, about ten seconds later, says nothing
+// about the gateway: the connection stays suspended with no usable
+// address as the reason (health no-path), and no replacement SA is
+// suspected lost, which would show a reconnect (health testing) for the
+// rest of an outage that no reconnect can end.
+func TestConnAddressesGoneDuringTest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gw := netip.MustParseAddrPort("198.51.100.1:4500")
+		wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
+		wwan := netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
+		pathOf := func(a netmon.Address) netpath.Path {
+			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
+		}
+		var mu sync.Mutex
+		var events []Event
+		addrs := []netmon.Address{wwan}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		dp := esp.NewDataplane(nil, nil, discardLog())
+		c := &conn{
+			profile: &config.Profile{Name: "corp", MOBIKE: true, Interfaces: []string{"wlan", "wwan"}, OutageLimit: 30 * time.Minute},
+			log:     discardLog(),
+			emit: func(ev Event) {
+				mu.Lock()
+				events = append(events, ev)
+				mu.Unlock()
+			},
+			cancel: cancel, dp: dp, done: make(chan struct{}), state: "established", ifname: "wlan",
+			est:     &ike.Established{Path: pathOf(wlan), PeerMOBIKE: true},
+			suspect: make(chan string, 1),
+		}
+		c.peer = dp.NewPeer(pathOf(wlan))
+		c.dpdHold = func(bool) {}
+		sa := &fakeMobilitySA{working: map[netip.Addr]bool{}} // nothing answers
+		cfg := c.mobilityConfig(sa, func() []netmon.Address {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(addrs)
+		}, nil)
+		evs := make(chan netmon.Event, 4)
+		ran := make(chan struct{})
+		go func() {
+			defer close(ran)
+			mobility.New(cfg, pathOf(wlan), "wlan").Run(ctx, evs)
+		}()
+		send := func(ev netmon.Event) {
+			evs <- ev
+			synctest.Wait()
+		}
+		// wlan goes: wwan is tested. Then wwan goes as well.
+		send(netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true, At: time.Now()})
+		mu.Lock()
+		addrs = nil
+		mu.Unlock()
+		send(netmon.Snapshot{At: time.Now()})
+		if st := c.Status(); st.State != stateSuspended || st.Health != HealthNoPath {
+			t.Fatalf("status with no address: state %q health %q (%s)", st.State, st.Health, st.HealthReason)
+		}
+		// The test of wwan fails after the retransmissions.
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		mu.Lock()
+		var tests []Event
+		for _, ev := range events {
+			if ev.Event == EventPathTest {
+				tests = append(tests, ev)
+			}
+		}
+		mu.Unlock()
+		if len(tests) != 1 || tests[0].Reason == "" {
+			t.Fatalf("path-test events %+v, want the failed test of wwan", tests)
+		}
+		select {
+		case reason := <-c.suspect:
+			t.Fatalf("a test over an address gone since made the SA suspect: %s", reason)
+		default:
+		}
+		if st := c.Status(); st.State != stateSuspended || st.Health != HealthNoPath || st.HealthReason != "no usable network address" {
+			t.Fatalf("status after the failed test: state %q health %q (%s)", st.State, st.Health, st.HealthReason)
+		}
+		cancel()
+		<-ran
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net"
 	"net/netip"
 	"os"
@@ -352,7 +353,7 @@ func TestReauthMovesTraffic(t *testing.T) {
 	}
 	defer gwConn.Close()
 	gwAddr := gwConn.LocalAddr().(*net.UDPAddr).AddrPort()
-	path := esp.Path{Local: sock.LocalAddr(), Remote: gwAddr}
+	path := netpath.Path{Local: sock.LocalAddr(), Remote: gwAddr}
 
 	// The gateway's side: which SPI each ESP packet came on, in order.
 	var mu sync.Mutex

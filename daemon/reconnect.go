@@ -128,6 +128,11 @@ func (c *conn) supervise(s *session) {
 				run = c.startReauth(s)
 			}
 		case <-c.resume:
+			// A doubt raised before this answer is answered by it.
+			select {
+			case <-c.suspect:
+			default:
+			}
 			if s != nil && run != nil && !run.reauth {
 				// The old SA answers again: it was the network.
 				stop()
@@ -237,6 +242,8 @@ func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*s
 		t := time.NewTimer(reconnectDelay(n, c.profile.ReconnectMaxDelay, c.jitter()))
 		select {
 		case <-t.C:
+		case <-c.captiveRetry: // a captive portal let us through
+			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
 			return nil, errReconnectStopped

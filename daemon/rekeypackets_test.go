@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -61,7 +62,7 @@ type espEnd struct {
 func startESPEnd(t *testing.T) *espEnd {
 	t.Helper()
 	e := &espEnd{tun: newChanTUN()}
-	e.dp = esp.NewDataplane(e.tun, func([]byte, esp.Path) {}, nil)
+	e.dp = esp.NewDataplane(e.tun, func([]byte, netpath.Path) {}, nil)
 	var err error
 	if e.sock, err = esp.ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
 		t.Fatal(err)
@@ -103,13 +104,15 @@ func TestRekeyOnPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+	})
 	clHost := n.AddHost("client", simClient)
 	clAuth, _ := ike.NewPSKAuth("alice@example.com", simPSK)
 	gwAuth, _ := ike.NewPSKPeer("vpn.example.com", simPSK)
 	clEvents := make(chan ike.Event, 64)
 	client, err := ike.Dial(ctx, ike.InitiatorConfig{
-		Path:      esp.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
+		Path:      netpath.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
 		LocalAuth: clAuth, PeerAuth: gwAuth, RemoteID: "vpn.example.com",
 		IKE: ikeP, ESP: espP, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
 		VirtualIP: true, Retransmit: fast,
@@ -117,7 +120,9 @@ func TestRekeyOnPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { client.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+		client.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+	})
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	clEst, err := client.Wait(wctx)
 	wcancel()
@@ -128,8 +133,8 @@ func TestRekeyOnPackets(t *testing.T) {
 
 	// ESP between the two ends goes over loopback; IKE stays on netsim.
 	cl, gw := startESPEnd(t), startESPEnd(t)
-	cl.peer = cl.dp.NewPeer(esp.Path{Local: cl.sock.LocalAddr(), Remote: gw.sock.LocalAddr()})
-	gw.peer = gw.dp.NewPeer(esp.Path{Local: gw.sock.LocalAddr(), Remote: cl.sock.LocalAddr()})
+	cl.peer = cl.dp.NewPeer(netpath.Path{Local: cl.sock.LocalAddr(), Remote: gw.sock.LocalAddr()})
+	gw.peer = gw.dp.NewPeer(netpath.Path{Local: gw.sock.LocalAddr(), Remote: cl.sock.LocalAddr()})
 	install := func(e *espEnd, sa *ike.SA, ch ike.ChildSA, pending bool, startSeq uint64) {
 		t.Helper()
 		cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), pending)

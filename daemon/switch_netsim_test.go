@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
@@ -58,7 +59,9 @@ func TestSwitchEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+	})
 
 	p := &config.Profile{Name: "corp", MOBIKE: true, Switch: true, AcceptSwitch: config.AcceptSwitchAnnounced,
 		SwitchNotify: config.DefaultSwitchNotify, OutageLimit: time.Minute}
@@ -80,10 +83,10 @@ func TestSwitchEndToEnd(t *testing.T) {
 		sa := ready
 		mu.Unlock()
 		if sa != nil {
-			sa.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+			sa.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 		}
 	})
-	start := esp.Path{Local: netip.AddrPortFrom(inside, 4500), Remote: netip.AddrPortFrom(r1, 4500)}
+	start := netpath.Path{Local: netip.AddrPortFrom(inside, 4500), Remote: netip.AddrPortFrom(r1, 4500)}
 	mu.Lock()
 	sa, err := ike.Dial(ctx, ike.InitiatorConfig{
 		Path: start, LocalAuth: local, PeerAuth: peer, RemoteID: "vpn.example.com",

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -24,13 +25,13 @@ func TestConnFollowsSwitch(t *testing.T) {
 	r1 := netip.MustParseAddrPort("198.51.100.1:4500")
 	r2 := netip.MustParseAddr("198.51.100.2")
 	wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
-	start := esp.Path{Local: netip.AddrPortFrom(wlan.Addr, 4500), Remote: r1, IfIndex: wlan.IfIndex}
+	start := netpath.Path{Local: netip.AddrPortFrom(wlan.Addr, 4500), Remote: r1, IfIndex: wlan.IfIndex}
 	moved := start
 	moved.Remote = netip.AddrPortFrom(r2, r1.Port())
 	tests := []struct {
 		name     string
 		ev       ike.SwitchRequested
-		wantPath esp.Path
+		wantPath netpath.Path
 		want     []Event
 	}{
 		{name: "accepted", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Accepted: true}, wantPath: moved, want: []Event{

@@ -6,13 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net"
 	"net/netip"
 	"os"
 	"time"
 
 	"github.com/roam-vpn/roam/config"
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/tcpencap"
 	"github.com/roam-vpn/roam/tun"
@@ -32,13 +32,13 @@ const streamDialTimeout = 5 * time.Second
 // the TCP connection breaks.
 type clientStream struct {
 	cl   *tcpencap.Client
-	path esp.Path
+	path netpath.Path
 	tls  bool
 	stop context.CancelFunc
 }
 
 // transportName is what status and the established event say for path.
-func (c *conn) transportName(path esp.Path) string {
+func (c *conn) transportName(path netpath.Path) string {
 	if !path.Stream {
 		return config.TransportUDP
 	}
@@ -146,7 +146,7 @@ func answered(sa *ike.SA, d time.Duration) bool {
 
 // ensureStream returns the stream path to gw, opening the stream first
 // when there is none (or it goes to another address or transport).
-func (c *conn) ensureStream(ctx context.Context, gw netip.Addr, useTLS bool) (esp.Path, error) {
+func (c *conn) ensureStream(ctx context.Context, gw netip.Addr, useTLS bool) (netpath.Path, error) {
 	remote := netip.AddrPortFrom(gw, c.streamPort(useTLS))
 	c.mu.Lock()
 	st := c.stream
@@ -166,12 +166,12 @@ func (c *conn) streamPort(useTLS bool) uint16 {
 
 // openStream opens a new stream to remote and makes it the connection's
 // one: the dataplane's stream paths to remote go through it from now on.
-func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS bool, o tcpencap.DialOptions) (esp.Path, error) {
+func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS bool, o tcpencap.DialOptions) (netpath.Path, error) {
 	o.Mark = tun.DefaultMark
 	if useTLS {
 		var err error
 		if o.TLS, err = clientTLSConfig(c.profile); err != nil {
-			return esp.Path{}, err
+			return netpath.Path{}, err
 		}
 	}
 	cl := tcpencap.NewClient(func(ctx context.Context) (net.Conn, error) {
@@ -180,11 +180,10 @@ func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS boo
 		return tcpencap.Dial(dctx, remote, o)
 	})
 	if err := cl.Connect(ctx); err != nil {
-		return esp.Path{}, err
+		return netpath.Path{}, err
 	}
-	c.streamed.Store(true)
 	local := tcpencap.AddrPort(cl.Local())
-	path := esp.Path{Local: local, Remote: remote, IfIndex: o.IfIndex, Stream: true}
+	path := netpath.Path{Local: local, Remote: remote, IfIndex: o.IfIndex, Stream: true}
 	sctx, stop := context.WithCancel(c.life)
 	next := &clientStream{cl: cl, path: path, tls: useTLS, stop: stop}
 	c.mu.Lock()
@@ -217,7 +216,7 @@ func (c *conn) closeStream() {
 // broke (RFC 9329 section 6): it learns the stream from an authenticated
 // request on it, an UPDATE_SA_ADDRESSES with MOBIKE (only that moves a
 // MOBIKE SA), a liveness check otherwise.
-func (c *conn) streamReconnected(ctx context.Context, path esp.Path) {
+func (c *conn) streamReconnected(ctx context.Context, path netpath.Path) {
 	sa := c.sa.Load()
 	c.mu.Lock()
 	current := c.stream != nil && c.stream.path == path
@@ -231,7 +230,7 @@ func (c *conn) streamReconnected(ctx context.Context, path esp.Path) {
 	c.mu.Unlock()
 	go func() {
 		if mobike {
-			if _, err := sa.UpdateAddresses(ctx, []esp.Path{path}); err != nil {
+			if _, err := sa.UpdateAddresses(ctx, []netpath.Path{path}); err != nil {
 				c.log.Warn("address update over the new stream", "err", err)
 			}
 			return
@@ -269,15 +268,16 @@ func clientTLSConfig(p *config.Profile) (*tls.Config, error) {
 // first; when UDP gets no answer within udpFallbackAfter (or the profile
 // says tcp or tls), a new stream opened on the first path's uplink
 // carries the update instead. A UDP move leaves the stream behind.
-func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.MoveResult, error) {
+func (c *conn) update(ctx context.Context, sa *ike.SA, paths []netpath.Path) (ike.MoveResult, error) {
 	mode := c.profile.Transport.Mode
-	// A connection that never needed a stream moves over UDP exactly as
-	// before: its gateway may take no streams at all.
-	if mode == config.TransportUDP || len(paths) == 0 || (mode == config.TransportAuto && !c.streamed.Load()) {
+	// With auto, a connection that started on UDP falls back to a stream
+	// too: the new uplink may pass no UDP. A gateway that takes no streams
+	// refuses the connect, and the UDP update goes on as it was.
+	if mode == config.TransportUDP || len(paths) == 0 {
 		return sa.UpdateAddresses(ctx, paths)
 	}
 	cur := sa.Path()
-	var udp []esp.Path
+	var udp []netpath.Path
 	for _, p := range paths {
 		if !p.Stream {
 			udp = append(udp, c.udpPath(p, cur))
@@ -287,7 +287,7 @@ func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.Mo
 	// The current stream still counts when it is among the paths (a
 	// refresh of the path in use); otherwise a new one on the first path's
 	// uplink.
-	stream := func() (esp.Path, error) {
+	stream := func() (netpath.Path, error) {
 		for _, p := range paths {
 			if p.Stream && p == cur {
 				return p, nil
@@ -297,7 +297,7 @@ func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.Mo
 		sp, err := c.openStream(ctx, netip.AddrPortFrom(first.Remote.Addr(), c.streamPort(useTLS)), useTLS,
 			tcpencap.DialOptions{Local: first.Local.Addr(), IfIndex: first.IfIndex})
 		if err != nil {
-			return esp.Path{}, fmt.Errorf("stream from %s: %w", first.Local.Addr(), err)
+			return netpath.Path{}, fmt.Errorf("stream from %s: %w", first.Local.Addr(), err)
 		}
 		return sp, nil
 	}
@@ -331,7 +331,7 @@ func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.Mo
 			return o.r, o.err
 		}
 		c.log.Info("no answer over UDP on the new path; moving to TCP", "local", sp.Local)
-		r, err := sa.UpdateAddresses(ctx, []esp.Path{sp})
+		r, err := sa.UpdateAddresses(ctx, []netpath.Path{sp})
 		<-res
 		return r, err
 	}
@@ -339,12 +339,12 @@ func (c *conn) update(ctx context.Context, sa *ike.SA, paths []esp.Path) (ike.Mo
 	if err != nil {
 		return ike.MoveResult{}, err
 	}
-	return sa.UpdateAddresses(ctx, []esp.Path{sp})
+	return sa.UpdateAddresses(ctx, []netpath.Path{sp})
 }
 
 // udpPath is p as a UDP path: mobility derives candidates from the current
 // path, whose ports are a stream's while the tunnel runs over one.
-func (c *conn) udpPath(p, cur esp.Path) esp.Path {
+func (c *conn) udpPath(p, cur netpath.Path) netpath.Path {
 	if !cur.Stream {
 		return p
 	}

@@ -86,11 +86,13 @@ type Status struct {
 	ICMPTooBig uint64 `json:"icmp_too_big,omitempty"`
 	MSSClamped uint64 `json:"mss_clamped,omitempty"`
 	// Health says whether traffic really flows (ok, testing, no-path,
-	// suspended; docs/roaming.md) and HealthReason why; empty for a gateway's
-	// clients. The times are the last ESP packet and authenticated IKE
-	// message from the gateway and the last ESP packet to it (absent:
-	// none yet); RTTMS is the current path's smoothed round-trip time
-	// from IKE exchanges (0: not measured yet), RTTVarMS its variation.
+	// suspended; docs/roaming.md) and HealthReason why; a gateway's
+	// clients are ok or testing, judged the same way from the gateway's
+	// side (gateway_health.go). The times are the last ESP packet and
+	// authenticated IKE message from the other end and the last ESP
+	// packet to it (absent: none yet); RTTMS is the current path's
+	// smoothed round-trip time from IKE exchanges (0: not measured yet),
+	// RTTVarMS its variation.
 	Health          string     `json:"health,omitempty"`
 	HealthReason    string     `json:"health_reason,omitempty"`
 	LastInboundESP  *time.Time `json:"last_inbound_esp,omitempty"`
@@ -117,6 +119,12 @@ type Status struct {
 	// ConnectBudget is the first connect's time per step (budget.go);
 	// absent for a gateway's clients.
 	ConnectBudget *ConnectBudget `json:"connect_budget,omitempty"`
+	// CaptivePortal is the login page of a captive portal that holds the
+	// uplink (IKE gets no answer, the HTTP probe was redirected), absent
+	// otherwise; CaptiveStepAside: the full-tunnel routes are stepped
+	// aside (and lockdown opened to the portal) for the login.
+	CaptivePortal    string `json:"captive_portal,omitempty"`
+	CaptiveStepAside bool   `json:"captive_step_aside,omitempty"`
 }
 
 // ChildStatus is one Child SA of a connection.
@@ -128,6 +136,10 @@ type ChildStatus struct {
 	PacketsIn  uint64 `json:"packets_in"`
 	PacketsOut uint64 `json:"packets_out"`
 	Proposal   string `json:"proposal"`
+	// RemoteTS and LocalTS are the Child SA's traffic selectors as
+	// prefixes: the peer's side and ours.
+	RemoteTS []string `json:"remote_ts,omitempty"`
+	LocalTS  []string `json:"local_ts,omitempty"`
 }
 
 // Drops counts packets the dataplane discarded, one key per reason (the
@@ -156,6 +168,8 @@ type Drops struct {
 	TUNWrite uint64 `json:"tun_write"`
 	// Truncated: datagrams larger than the receive buffer.
 	Truncated uint64 `json:"truncated"`
+	// StreamFull: outbound a TCP stream refused (down, or stalled).
+	StreamFull uint64 `json:"stream_full"`
 }
 
 // dropsFrom maps the dataplane's counters to the status object; a new
@@ -167,6 +181,7 @@ func dropsFrom(d esp.DropStats) *Drops {
 		NoPath: d.NoPath, TooBig: d.TooBig, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
 		OutsideSelectors: d.OutsideSelectors, SeqExhausted: d.SeqExhausted,
 		SocketOverflow: d.SocketOverflow, TUNWrite: d.TUNWrite, Truncated: d.Truncated,
+		StreamFull: d.StreamFull,
 	}
 }
 

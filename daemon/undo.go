@@ -122,3 +122,21 @@ func stateDirFrom(ctx context.Context) undo.Dir {
 // WithStateDir makes the manager's connections record what it takes to undo
 // their changes in dir (StateDir).
 func WithStateDir(dir undo.Dir) ManagerOption { return func(m *Manager) { m.state = dir } }
+
+type loggerKey struct{}
+
+// withLogger hands the daemon's logger to a DialFunc or GatewayFunc, which
+// have no other way to receive it: under systemd it is the journal's
+// handler at the configured level, and slog.Default would bypass both.
+func withLogger(ctx context.Context, log *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, log)
+}
+
+// loggerFrom is the logger withLogger attached, slog.Default outside a
+// daemon (tests calling DialTunnel directly).
+func loggerFrom(ctx context.Context) *slog.Logger {
+	if log, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok && log != nil {
+		return log
+	}
+	return slog.Default()
+}

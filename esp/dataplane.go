@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,8 +82,10 @@ type peerPath struct {
 	stream StreamSender
 	mtu    int // largest inner packet that fits the path (mtu.go); 0: unknown
 	// noGSOUntil (unix ns): packets on a new path go out one datagram
-	// each until then (mtu.go, pmtuProbe).
+	// each until then (mtu.go, pmtuProbe), or until probe has shown that
+	// their size fits (gsoprobe.go).
 	noGSOUntil int64
+	probe      *gsoProbe
 }
 
 // Path returns the current path.
@@ -151,6 +154,8 @@ type ChildStats struct {
 	SPIIn, SPIOut                            uint32
 	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
 	Proposal                                 string
+	// Remote and Local are the child's selectors (ChildConfig's).
+	Remote, Local []netip.Prefix
 }
 
 // DropStats count packets dropped, by reason.
@@ -174,12 +179,16 @@ type DropStats struct {
 	// is outside the peer's traffic selectors or whose destination is
 	// outside ours (RFC 4301 5.2).
 	OutsideSelectors uint64
+	// StreamFull: outbound records a TCP stream refused: it is down, or
+	// its queue stayed full for the stream's bound on waiting (a stalled
+	// connection; tcpencap.QueueWait).
+	StreamFull uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
 	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
-	outsideSelectors                                                     atomic.Uint64
+	outsideSelectors, streamFull                                         atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -216,7 +225,8 @@ type Dataplane struct {
 	icmpLimit              rateLimit
 	icmpTooBig, mssClamped atomic.Uint64
 	peerCount              atomic.Int64
-	softBell               chan struct{} // rung when an SA crosses its soft limit (soft.go)
+	softBell               chan struct{}  // rung when an SA crosses its soft limit (soft.go)
+	probes                 chan *gsoProbe // new paths' GSO probes to check (gsoprobe.go)
 }
 
 // NewDataplane makes a dataplane over dev. handleIKE gets IKE messages.
@@ -227,6 +237,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	d := &Dataplane{
 		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
 		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(), softBell: make(chan struct{}, 1),
+		probes: make(chan *gsoProbe, probeQueue),
 	}
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.sockets.Store(&[]*Socket{})
@@ -262,12 +273,13 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	for _, s := range socks {
 		d.startReceive(ctx, s)
 	}
-	d.wg.Add(3 + d.workers)
+	d.wg.Add(4 + d.workers)
 	for range d.workers {
 		go func() { defer d.wg.Done(); d.cryptoWorker(ctx) }()
 	}
 	go func() { defer d.wg.Done(); d.keepaliveLoop(ctx) }()
 	go func() { defer d.wg.Done(); d.softLoop(ctx) }()
+	go func() { defer d.wg.Done(); d.probeLoop(ctx) }()
 	tunErr := make(chan error, 1)
 	go func() { defer d.wg.Done(); tunErr <- d.tunLoop(ctx) }()
 	var err error
@@ -294,7 +306,7 @@ func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
 // NewPeer registers a peer reached over path.
 func (d *Dataplane) NewPeer(path Path) *Peer {
 	p := &Peer{mtuPhase: d.peerCount.Add(1) % mtuRefreshSeconds, children: map[*child]struct{}{}}
-	p.path.Store(d.resolvePathMTU(path))
+	p.path.Store(d.resolvePathMTU(p, path))
 	d.mu.Lock()
 	d.peers[p] = struct{}{}
 	d.mu.Unlock()
@@ -304,7 +316,7 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 // SetPath moves the peer's traffic to path.
 // The path's MTU is derived again: a move may change the uplink or the
 // outer address family.
-func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(path)) }
+func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(p, path)) }
 
 // Suspend stops the peer's outbound traffic until the next SetPath: while
 // no path works, packets are dropped before sealing (DropStats.NoPath) and
@@ -457,7 +469,7 @@ func (d *Dataplane) ChildStats(p *Peer) []ChildStats {
 			SPIIn: c.in.SPI(), SPIOut: c.out.SPI(),
 			BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 			PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
-			Proposal: c.proposal,
+			Proposal: c.proposal, Remote: slices.Clone(c.remote), Local: slices.Clone(c.local),
 		})
 	}
 	return out
@@ -472,6 +484,7 @@ func (d *Dataplane) Drops() DropStats {
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
 		TooBig: d.drops.tooBig.Load(), OutsideSelectors: d.drops.outsideSelectors.Load(),
+		StreamFull: d.drops.streamFull.Load(),
 	}
 }
 
@@ -747,7 +760,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			d.drops.malformed.Add(1)
 			continue
 		}
-		c := d.routes.lookup(dst)
+		c := d.routes.lookup(dst, pkt)
 		if c == nil {
 			d.drops.noRoute.Add(1)
 			continue
@@ -804,7 +817,7 @@ func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
 		pkts = rest
 		if st != nil {
 			if failed := sendStream(st, group); failed > 0 {
-				d.drops.sendErrors.Add(uint64(failed))
+				d.drops.streamFull.Add(uint64(failed))
 			}
 			continue
 		}
@@ -840,13 +853,24 @@ type rxState struct {
 	lastDrops uint32 // the socket's SO_RXQ_OVFL count already added
 }
 
+const (
+	// recvMessages is how many datagrams one recvmmsg reads.
+	recvMessages = 64
+	// rxPackets is how many opened packets a receive loop writes to the
+	// TUN device at once, whose GRO coalesces the segments of a flow among
+	// them into one write. A GRO datagram from a peer's GSO send holds up
+	// to 45 full-sized packets: with room for 64 the write of two such
+	// datagrams was split in three; 128 (wireguard-go's batch) holds two
+	// and a half.
+	rxPackets = 128
+)
+
 // receiveLoop reads batches from one socket, splits GRO-coalesced
 // datagrams into their packets, demultiplexes IKE, keepalives and ESP, and
 // writes decrypted packets to the TUN device in batches.
 func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
-	const n = 64
-	rb := newRecvBatch(n)
-	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, n), jobs: make([]rxJob, 0, n), out: make([][]byte, 0, n), parts: newCryptoParts()}
+	rb := newRecvBatch(recvMessages)
+	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, rxPackets), jobs: make([]rxJob, 0, rxPackets), out: make([][]byte, 0, rxPackets), parts: newCryptoParts()}
 	for i := range rx.tunBufs {
 		// Each its own allocation: the TUN write's GRO appends coalesced
 		// packets to the first buffer of a flow, within its capacity.

@@ -138,7 +138,9 @@ func (d *Dataplane) refreshMTU(p *Peer) {
 	}
 	np := *pp
 	np.mtu = mtu
+	np.probe = d.newProbe(p) // datagrams of the new size have to show they fit
 	if p.path.CompareAndSwap(pp, &np) {
+		pp.sock.rearmGSO()
 		d.log.Info("path MTU changed", "remote", pp.Remote, "inner_mtu", mtu)
 	}
 }
@@ -480,10 +482,11 @@ func (d *Dataplane) maybeRefreshMTU(p *Peer, now time.Time) {
 
 // resolvePathMTU is resolvePath with the path's MTU, for the paths ESP
 // takes (an IKE message's path needs none).
-func (d *Dataplane) resolvePathMTU(path Path) *peerPath {
+func (d *Dataplane) resolvePathMTU(p *Peer, path Path) *peerPath {
 	pp := d.resolvePath(path)
 	pp.mtu = d.pathInnerMTU(path, pp.sock)
 	pp.noGSOUntil = time.Now().Add(pmtuProbe).UnixNano()
+	pp.probe = d.newProbe(p)
 	return pp
 }
 
@@ -493,7 +496,8 @@ func (d *Dataplane) resolvePathMTU(path Path) *peerPath {
 // link on the new path fragments them silently, and neither the kernel nor
 // roam learns its MTU. Single datagrams carry DF, so the router's ICMP
 // reaches the kernel's route cache and the next MTU refresh (every second
-// while ESP flows) brings it to the dataplane.
+// while ESP flows) brings it to the dataplane. The pause ends sooner for
+// datagrams of a size that has shown it fits (gsoprobe.go).
 const pmtuProbe = 2 * time.Second
 
 // clampInbound lowers the MSS of a TCP SYN from the peer to the path's

@@ -1,6 +1,8 @@
 package esp
 
 import (
+	"bytes"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"testing"
@@ -82,32 +84,44 @@ func TestTooBigKernelAccepts(t *testing.T) {
 			if err := unix.Connect(fd, sa); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := unix.Write(fd, make([]byte, 1400)); err != nil {
-				t.Fatal(err)
-			}
-			var pkt []byte
-			for pkt == nil {
-				select {
-				case p := <-packets:
-					if dst, ok := innerDst(p); ok && dst == tc.dst.Addr() && len(p) > 1400 {
-						pkt = p
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatal("the datagram did not come out of the TUN device")
-				}
-			}
-			if d.fit.fits(pkt, tc.wantMTU) {
-				t.Fatalf("a %d-byte packet fits an MTU of %d", len(pkt), tc.wantMTU)
-			}
-			// The kernel handles the ICMP as the device delivers it; wait
-			// for that, not for any particular time.
+			// The kernel takes the ICMP as the device delivers it; wait for
+			// that, not for any particular time. It records the path MTU
+			// on the destination's route (an exception) and, when it
+			// finds the socket, on the socket's cached route. Now and then
+			// (about 1 run in 20 here) IPv6 records neither for one ICMP:
+			// a sender would send again and get another, so the test gives
+			// the kernel three datagrams, and each one its own ICMP.
 			var mtu int
-			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-				if mtu, err = unix.GetsockoptInt(fd, tc.level, tc.mtuOp); err == nil && mtu == tc.wantMTU {
-					return
+			var route []byte
+			for attempt := 0; attempt < 3; attempt++ {
+				if _, err := unix.Write(fd, make([]byte, 1400)); err != nil {
+					t.Fatal(err)
+				}
+				var pkt []byte
+				for pkt == nil {
+					select {
+					case p := <-packets:
+						if dst, ok := innerDst(p); ok && dst == tc.dst.Addr() && len(p) > 1400 {
+							pkt = p
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatal("the datagram did not come out of the TUN device")
+					}
+				}
+				if d.fit.fits(pkt, tc.wantMTU) {
+					t.Fatalf("a %d-byte packet fits an MTU of %d", len(pkt), tc.wantMTU)
+				}
+				for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					if mtu, err = unix.GetsockoptInt(fd, tc.level, tc.mtuOp); err == nil && mtu == tc.wantMTU {
+						return
+					}
+					route, _ = exec.Command("ip", "route", "get", tc.dst.Addr().String()).CombinedOutput()
+					if bytes.Contains(route, []byte(fmt.Sprintf(" mtu %d", tc.wantMTU))) {
+						return
+					}
 				}
 			}
-			t.Fatalf("the socket's path MTU is %d (%v), want %d from the ICMP; ICMP sent %d", mtu, err, tc.wantMTU, d.MTUStats().ICMPTooBig)
+			t.Fatalf("the socket's path MTU is %d (%v), the route is %q, want %d from the ICMP; ICMP sent %d", mtu, err, route, tc.wantMTU, d.MTUStats().ICMPTooBig)
 		})
 	}
 }

@@ -14,7 +14,10 @@ import (
 // each have a virtual IP, one on a client routing 0.0.0.0/0), not on how
 // many peers there are. Children sharing a prefix are kept in the order
 // that decides which one sends: newest first, a rekey responder's pending
-// child behind the others until promote.
+// child behind the others until promote. Children of one prefix whose own
+// selectors differ (a gateway's Child SAs of one client, each for another
+// of its local networks) are told apart by the packet's source: the first
+// in order whose Local holds it sends.
 
 // routeKey is a masked prefix.
 type routeKey struct {
@@ -57,12 +60,35 @@ func prefixKey(p netip.Prefix) routeKey {
 // first; first repeats children[0] inside the map's node, which saves the
 // lookup a dependent load (a cache miss on a gateway with many clients).
 // It is replaced, never modified, so readers need no lock.
+// bySource is set when the children's Local selectors differ, so the
+// source address picks among them.
 type routeSet struct {
 	first    *child
 	children []*child
+	bySource bool
 }
 
-func newRouteSet(children []*child) routeSet { return routeSet{first: children[0], children: children} }
+func newRouteSet(children []*child) routeSet {
+	s := routeSet{first: children[0], children: children}
+	for _, c := range children[1:] {
+		if !slices.Equal(c.local, s.first.local) {
+			s.bySource = true
+			break
+		}
+	}
+	return s
+}
+
+// from picks the child for an inner packet from src: the first whose
+// selectors hold src, else the first.
+func (s *routeSet) from(src netip.Addr) *child {
+	for _, c := range s.children {
+		if within(c.local, src) {
+			return c
+		}
+	}
+	return s.first
+}
 
 // routeTable maps inner destinations to children. lookup is safe at any
 // time; the other methods are for one writer at a time (Dataplane.mu).
@@ -81,26 +107,41 @@ func newRouteTable() *routeTable {
 }
 
 // lookup returns the child an inner packet to dst goes out on, nil if
-// none.
-func (rt *routeTable) lookup(dst netip.Addr) *child {
+// none; pkt is the packet, whose source decides among children of one
+// prefix with differing selectors.
+func (rt *routeTable) lookup(dst netip.Addr, pkt []byte) *child {
+	s, ok := rt.set(dst)
+	if !ok {
+		return nil
+	}
+	if s.bySource {
+		if src, ok := innerSrc(pkt); ok {
+			return s.from(src)
+		}
+	}
+	return s.first
+}
+
+// set returns the children of the longest prefix holding dst.
+func (rt *routeTable) set(dst netip.Addr) (routeSet, bool) {
 	if dst.Is4() {
 		b := dst.As4()
 		a := binary.BigEndian.Uint32(b[:])
 		for _, l := range *rt.lens4.Load() {
 			if s, ok := rt.sets.get(v4Key(a, l)); ok {
-				return s.first
+				return s, true
 			}
 		}
-		return nil
+		return routeSet{}, false
 	}
 	b := dst.As16()
 	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 	for _, l := range *rt.lens6.Load() {
 		if s, ok := rt.sets.get(v6Key(hi, lo, l)); ok {
-			return s.first
+			return s, true
 		}
 	}
-	return nil
+	return routeSet{}, false
 }
 
 // add routes c's prefixes to it, in front of the children already there

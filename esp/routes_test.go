@@ -42,7 +42,7 @@ func (r *routeRig) install(pending bool, prefixes ...string) uint32 {
 
 // via returns the inbound SPI of the child dst goes out on, 0 for none.
 func (r *routeRig) via(dst string) uint32 {
-	if c := r.d.routes.lookup(netip.MustParseAddr(dst)); c != nil {
+	if c := r.d.routes.lookup(netip.MustParseAddr(dst), nil); c != nil {
 		return c.in.SPI()
 	}
 	return 0
@@ -168,6 +168,77 @@ func TestRouteLookup(t *testing.T) {
 	}
 }
 
+// TestRouteBySource: a gateway's Child SAs of one client share the
+// client's address as destination; the packet's source, within one
+// child's own selectors, picks which one sends.
+func TestRouteBySource(t *testing.T) {
+	install := func(r *routeRig, pending bool, local string) uint32 {
+		r.t.Helper()
+		r.spi++
+		key := make([]byte, 20)
+		in, _ := NewInboundSA(r.spi, key, false)
+		out, _ := NewOutboundSA(0x10000+r.spi, key, false)
+		cfg := ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.9.0.2/32")},
+			Local: []netip.Prefix{netip.MustParsePrefix(local)}, OutboundPending: pending}
+		if err := r.d.InstallChild(r.peer, cfg); err != nil {
+			r.t.Fatal(err)
+		}
+		return r.spi
+	}
+	from := func(r *routeRig, src string) uint32 {
+		pkt := make([]byte, 20)
+		pkt[0] = 0x45
+		s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr("10.9.0.2").As4()
+		copy(pkt[12:16], s[:])
+		copy(pkt[16:20], d[:])
+		if c := r.d.routes.lookup(netip.AddrFrom4(d), pkt); c != nil {
+			return c.in.SPI()
+		}
+		return 0
+	}
+	type probe struct {
+		src  string
+		want uint32
+	}
+	tests := []struct {
+		name   string
+		setup  func(r *routeRig)
+		probes []probe
+	}{
+		{"each source its own child", func(r *routeRig) {
+			install(r, false, "10.1.0.0/24")
+			install(r, false, "10.2.0.0/24")
+		}, []probe{{"10.1.0.1", 1}, {"10.2.0.1", 2}, {"10.3.0.1", 2}}},
+		{"a rekeyed child takes over its source only", func(r *routeRig) {
+			install(r, false, "10.1.0.0/24")
+			install(r, false, "10.2.0.0/24")
+			install(r, false, "10.1.0.0/24") // rekey of 1, initiated
+		}, []probe{{"10.1.0.1", 3}, {"10.2.0.1", 2}}},
+		{"a pending rekey waits behind the old child of its source", func(r *routeRig) {
+			install(r, false, "10.1.0.0/24")
+			install(r, false, "10.2.0.0/24")
+			install(r, true, "10.2.0.0/24")
+		}, []probe{{"10.1.0.1", 1}, {"10.2.0.1", 2}}},
+		{"the old child removed, its successor sends", func(r *routeRig) {
+			install(r, false, "10.1.0.0/24")
+			install(r, false, "10.2.0.0/24")
+			install(r, true, "10.2.0.0/24")
+			r.d.RemoveChild(2)
+		}, []probe{{"10.1.0.1", 1}, {"10.2.0.1", 3}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRouteRig(t)
+			tt.setup(r)
+			for _, p := range tt.probes {
+				if got := from(r, p.src); got != p.want {
+					t.Errorf("from %s: child %d, want %d", p.src, got, p.want)
+				}
+			}
+		})
+	}
+}
+
 // TestLFMapAgainstMap drives the map through growth and shrinkage and
 // compares it with a Go map after every step.
 func TestLFMapAgainstMap(t *testing.T) {
@@ -216,7 +287,7 @@ func TestRouteLookupAllocs(t *testing.T) {
 	i := 0
 	if n := testing.AllocsPerRun(1000, func() {
 		i++
-		if r.d.routes.lookup(addrs[i%len(addrs)]) == nil || r.d.routes.lookup(v6) == nil || r.d.child(uint32(i%1000+1)) == nil {
+		if r.d.routes.lookup(addrs[i%len(addrs)], nil) == nil || r.d.routes.lookup(v6, nil) == nil || r.d.child(uint32(i%1000+1)) == nil {
 			t.Fatal("lookup failed")
 		}
 	}); n != 0 {
@@ -272,7 +343,7 @@ func benchOutbound(b *testing.B, n, active int) {
 	for i := 0; i < b.N; i++ {
 		pkt := pkts[i%active]
 		dst, _ := innerDst(pkt)
-		c := r.d.routes.lookup(dst)
+		c := r.d.routes.lookup(dst, nil)
 		if c == nil || c.peer.path.Load() == nil {
 			b.Fatal("no route")
 		}
@@ -294,7 +365,7 @@ func BenchmarkRouteLookup(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if r.d.routes.lookup(addrs[i%n]) == nil {
+				if r.d.routes.lookup(addrs[i%n], nil) == nil {
 					b.Fatal("no route")
 				}
 			}

@@ -48,7 +48,10 @@ type Socket struct {
 	// gso: UDP_SEGMENT works on this socket. Cleared at run time when the
 	// kernel or the device refuses a segmented send.
 	gso atomic.Bool
-	gro bool // UDP_GRO is on: a received datagram may hold several packets
+	// gsoKernel: the kernel has UDP_SEGMENT, so a path MTU change may turn
+	// gso back on (rearmGSO).
+	gsoKernel bool
+	gro       bool // UDP_GRO is on: a received datagram may hold several packets
 }
 
 // ListenUDP binds a UDP socket. mark, when non-zero, is set as SO_MARK so
@@ -128,7 +131,8 @@ func (s *Socket) setup(fd int) error {
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
 	s.gro = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
-	s.gso.Store(err == nil)
+	s.gsoKernel = err == nil
+	s.gso.Store(s.gsoKernel)
 	return nil
 }
 
@@ -407,7 +411,8 @@ func newSendBatch(n int) *sendBatch {
 
 // build turns pkts into messages. With gso, consecutive packets on the
 // same path of the same length (the last may be shorter) share one
-// UDP_SEGMENT datagram, except on a path still probing its MTU (pmtuProbe).
+// UDP_SEGMENT datagram, except on a path still probing its MTU (pmtuProbe)
+// for sizes not yet shown to fit (gsoprobe.go).
 func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 	b.pkts, b.nm, b.off = pkts, 0, 0
 	now := time.Now().UnixNano()
@@ -415,7 +420,7 @@ func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 		p := pkts[i]
 		size, total := len(p.buf), len(p.buf)
 		j := i + 1
-		for gso && p.pp.noGSOUntil <= now && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
+		for gso && size <= p.pp.gsoLimit(now) && j < len(pkts) && j-i < maxGSOSegments && pkts[j].pp == p.pp {
 			l := len(pkts[j].buf)
 			if l > size || total+l > maxGSOBytes {
 				break
@@ -447,6 +452,9 @@ func (b *sendBatch) build(s *Socket, pkts []outPacket, gso bool) {
 			h.Control = &b.ctrl[b.nm][0]
 		}
 		h.SetControllen(len(ctl))
+		if j-i == 1 {
+			p.pp.sentAlone(size, now)
+		}
 		b.first[b.nm] = i
 		b.nm++
 		i = j
@@ -500,6 +508,17 @@ func (s *Socket) writeBatch(b *sendBatch, pkts []outPacket) (failed int) {
 		b.off++
 	}
 	return failed
+}
+
+// rearmGSO turns GSO back on after a path MTU change. The kernel refuses a
+// segmented send whose segments exceed the path MTU it learnt from an ICMP
+// (writeBatch then turned GSO off); once the path's packets are sized to
+// the new MTU, segmenting works again. Where a device refuses GSO itself,
+// the next segmented send turns it off again, one failed call per change.
+func (s *Socket) rearmGSO() {
+	if s.gsoKernel {
+		s.gso.Store(true)
+	}
 }
 
 // errClosedSocket reports whether err means the socket was closed.

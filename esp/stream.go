@@ -12,8 +12,9 @@ import (
 type StreamSender interface {
 	// QueueRecord frames rec (an ESP packet, or an IKE message behind the
 	// non-ESP marker) behind the records already queued, copying it.
-	// It never blocks; false: the record was dropped (the stream is down
-	// or its queue full).
+	// With the queue full it waits for room, as a send on a full socket
+	// buffer does, but only for a bounded time; false: the record was
+	// dropped (the stream is down or stalled).
 	QueueRecord(rec []byte) bool
 	// FlushRecords starts writing what is queued without waiting for it.
 	FlushRecords()

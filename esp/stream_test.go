@@ -153,7 +153,7 @@ func TestStreamPath(t *testing.T) {
 	ab.refuse = true
 	ab.mu.Unlock()
 	tunA.in <- ipv4Packet(50)
-	for a.Drops().SendErrors == 0 {
+	for a.Drops().StreamFull == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("refused record not counted: %+v", a.Drops())
 		}

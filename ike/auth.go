@@ -81,6 +81,9 @@ func idPayloadBody(id *wire.Identification) []byte {
 	return append(b, id.Data...)
 }
 
+// maxIdentityText bounds an identity as a profile or gateway file writes it.
+const maxIdentityText = 1024
+
 // ParseIdentity turns a configured identity into an ID payload the way
 // strongSwan reads leftid/rightid:
 //   - an IPv4 or IPv6 literal is ID_IPV4_ADDR / ID_IPV6_ADDR;
@@ -97,8 +100,8 @@ func ParseIdentity(s string) (*wire.Identification, error) {
 	if s == "" {
 		return nil, errors.New("empty identity")
 	}
-	if len(s) > 1024 {
-		return nil, errors.New("identity longer than 1024 bytes")
+	if len(s) > maxIdentityText {
+		return nil, fmt.Errorf("identity longer than %d bytes", maxIdentityText)
 	}
 	if !utf8.ValidString(s) {
 		return nil, fmt.Errorf("identity %q is not valid UTF-8", s)
@@ -250,7 +253,11 @@ func formatIdentityExact(id *wire.Identification) (string, bool) {
 			s, prefix = dn, "dn:"
 		}
 	case wire.IDKeyID:
-		return "keyid:#" + hex.EncodeToString(id.Data), len(id.Data) > 0
+		s := "keyid:#" + hex.EncodeToString(id.Data)
+		// A peer may send a key ID whose hex form is longer than any
+		// identity a profile may hold: it is shown, but not as one to
+		// copy into remote_id.
+		return s, len(id.Data) > 0 && len(s) <= maxIdentityText
 	}
 	if prefix == "" {
 		return fmt.Sprintf("id-type-%d:#%s", id.IDType, hex.EncodeToString(id.Data)), false

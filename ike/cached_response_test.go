@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -8,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -54,7 +54,7 @@ func TestCachedResponseLimits(t *testing.T) {
 					authReq = append([]byte(nil), pkt...)
 					mu.Unlock()
 				}
-				e.resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+				e.resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 			})
 			victim := netip.MustParseAddr("192.0.2.222")
 			var got atomic.Int64
@@ -72,7 +72,7 @@ func TestCachedResponseLimits(t *testing.T) {
 			replay := authReq
 			mu.Unlock()
 			for range tc.replays {
-				e.resp.HandlePacket(replay, esp.Path{Local: gwNATT, Remote: netip.AddrPortFrom(victim, 4500)})
+				e.resp.HandlePacket(replay, netpath.Path{Local: gwNATT, Remote: netip.AddrPortFrom(victim, 4500)})
 			}
 			call(gw, func() {})
 			// Whatever was sent has arrived once the network is idle.

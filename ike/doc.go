@@ -13,7 +13,7 @@
 // its SAs, answers IKE_SA_INIT statelessly where it can (COOKIE,
 // INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN) and holds the address Pool.
 //
-// The SA addresses its peer through an esp.Path (local and remote address
+// The SA addresses its peer through an netpath.Path (local and remote address
 // and port, interface); a Transport sends along it. MOBIKE and the
 // responder-initiated switch change the path; the engine itself only follows
 // the port float of RFC 7296 2.23 and NAT traversal before MOBIKE.

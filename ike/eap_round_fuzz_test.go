@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/eap"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -26,20 +26,20 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 	var resp *Responder
 	var client *SA
 	var hold atomic.Bool // drop the client's own EAP answers: the fuzzer sends them
-	cliPath := esp.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
-	toGW := funcTransport(func(pkt []byte, p esp.Path) {
+	cliPath := netpath.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
+	toGW := funcTransport(func(pkt []byte, p netpath.Path) {
 		if len(pkt) >= wire.HeaderLen && wire.ExchangeType(pkt[18]) == wire.ExchangeIKEAuth && binary.BigEndian.Uint32(pkt[20:24]) >= 2 {
 			hold.Store(true)
 			return
 		}
-		resp.HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local})
+		resp.HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
 	})
 	// The gateway may answer before Dial has returned the client.
 	var clientP atomic.Pointer[SA]
 	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, p esp.Path) {
+	toClient := funcTransport(func(pkt []byte, p netpath.Path) {
 		<-dialed
-		clientP.Load().HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local})
+		clientP.Load().HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
 	})
 	rcfg := defaultResponderConfig(tb)
 	rcfg.LocalAuth = gwAuth

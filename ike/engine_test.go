@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -110,7 +110,7 @@ func newEnv(t *testing.T, seed int64, mod func(*ResponderConfig)) *testEnv {
 	}
 	e.resp = resp
 	e.gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 	})
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -130,7 +130,7 @@ type client struct {
 
 func defaultInitiatorConfig(t testing.TB, id string) InitiatorConfig {
 	return InitiatorConfig{
-		Path:       esp.Path{Local: netip.AddrPortFrom(clientAddr, 40000), Remote: gwIKE},
+		Path:       netpath.Path{Local: netip.AddrPortFrom(clientAddr, 40000), Remote: gwIKE},
 		LocalAuth:  mustPSKAuth(t, id, testPSK),
 		PeerAuth:   mustPSKPeer(t, "vpn.example.com", testPSK),
 		RemoteID:   "vpn.example.com",
@@ -160,7 +160,7 @@ func (e *testEnv) dialHost(h *netsim.Host, cfg InitiatorConfig) *client {
 		s := sa
 		mu.Unlock()
 		if s != nil {
-			s.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+			s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 		}
 	})
 	mu.Lock()

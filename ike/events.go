@@ -1,15 +1,15 @@
 package ike
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
 // Event is something an IKE SA reports to its owner: *Established,
-// *ChildDeleted or *Deleted.
+// *ChildCreated, *ChildRekeyed, *ChildDeleted, *Deleted and others.
 type Event interface{ event() }
 
 // Established reports a usable IKE SA with its first Child SAs.
@@ -17,7 +17,7 @@ type Established struct {
 	SA         *SA
 	Initiator  bool
 	SPIi, SPIr uint64
-	Path       esp.Path
+	Path       netpath.Path
 	// NATLocal: a NAT is in front of us; NATRemote: in front of the peer (or
 	// the initiator forced UDP encapsulation by pretending so).
 	NATLocal, NATRemote bool
@@ -40,6 +40,9 @@ type Established struct {
 	// within which we must authenticate again (reauth.go); 0: none sent.
 	// Responder: the lifetime we announced.
 	AuthLifetime time.Duration
+	// FailedChildren (initiator): InitiatorConfig.MoreChildren that were
+	// not negotiated; Children holds the others.
+	FailedChildren []FailedChild
 	// InitialContact (responder): the initiator sent INITIAL_CONTACT, so
 	// its other IKE SAs were ended; without it, a new SA of a peer that
 	// has one is typically its reauthentication.

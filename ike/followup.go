@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
@@ -22,6 +24,13 @@ import (
 // maxFollowups bounds the peer's unfinished exchanges we keep state for.
 const maxFollowups = 4
 
+// followupTimeout bounds how long the responder keeps a CREATE_CHILD_SA
+// waiting for its next IKE_FOLLOWUP_KE (RFC 9370 2.2.4: a responder must
+// not hold the state of an exchange the initiator abandoned forever). It is
+// counted from the answer that asked for it, and is longer than an
+// initiator retransmits one request for.
+const followupTimeout = 60 * time.Second
+
 // followupState is the responder's record of one CREATE_CHILD_SA waiting
 // for its IKE_FOLLOWUP_KE exchanges.
 type followupState struct {
@@ -33,6 +42,9 @@ type followupState struct {
 	complete func(shared []byte) func()
 	abandon  func()
 	ikeRekey bool
+	// timer drops the state when the next request does not come within
+	// followupTimeout.
+	timer Timer
 }
 
 // deferAdditional records a CREATE_CHILD_SA whose SA waits for the
@@ -40,7 +52,7 @@ type followupState struct {
 func (sa *SA) deferAdditional(addKEs []wire.Transform, shared []byte, ikeRekey bool, complete func([]byte) func(), abandon func()) *wire.Notify {
 	if len(sa.followups) >= maxFollowups {
 		old := sa.followups[0]
-		sa.followups = sa.followups[1:]
+		sa.dropFollowup(old)
 		if old.abandon != nil {
 			old.abandon()
 		}
@@ -48,7 +60,35 @@ func (sa *SA) deferAdditional(addKEs []wire.Transform, shared []byte, ikeRekey b
 	f := &followupState{link: sa.randBytes(8), remaining: addKEs, secrets: [][]byte{shared},
 		complete: complete, abandon: abandon, ikeRekey: ikeRekey}
 	sa.followups = append(sa.followups, f)
+	sa.armFollowup(f)
 	return &wire.Notify{Type: wire.NotifyAdditionalKeyExchange, Data: f.link}
+}
+
+// armFollowup (re)starts f's wait for the next IKE_FOLLOWUP_KE.
+func (sa *SA) armFollowup(f *followupState) {
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+	link := f.link
+	f.timer = sa.cfg.clock.AfterFunc(followupTimeout, func() {
+		sa.post(func() { sa.expireFollowup(f, link) })
+	})
+}
+
+// expireFollowup abandons f if it still waits for the request quoting link.
+func (sa *SA) expireFollowup(f *followupState, link []byte) {
+	if !slices.Contains(sa.followups, f) || !bytes.Equal(f.link, link) {
+		return
+	}
+	sa.log.Info("IKE_FOLLOWUP_KE did not come; the CREATE_CHILD_SA waiting for it is abandoned",
+		"after", followupTimeout, "ike_rekey", f.ikeRekey)
+	sa.dropFollowup(f)
+	for _, s := range f.secrets {
+		clear(s)
+	}
+	if f.abandon != nil {
+		f.abandon()
+	}
 }
 
 // followupPending reports whether an IKE SA rekey of the peer's waits for
@@ -63,6 +103,9 @@ func (sa *SA) followupPending() bool {
 }
 
 func (sa *SA) dropFollowup(f *followupState) {
+	if f.timer != nil {
+		f.timer.Stop()
+	}
 	for i, g := range sa.followups {
 		if g == f {
 			sa.followups = append(sa.followups[:i:i], sa.followups[i+1:]...)
@@ -112,6 +155,7 @@ func (sa *SA) handleFollowupRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	resp := []wire.Payload{&wire.KE{Group: t.ID, Data: reply}}
 	if len(f.remaining) > 0 {
 		f.link = sa.randBytes(8)
+		sa.armFollowup(f)
 		return append(resp, &wire.Notify{Type: wire.NotifyAdditionalKeyExchange, Data: f.link}), nil
 	}
 	sa.dropFollowup(f)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -215,5 +216,98 @@ func TestFollowupRefusals(t *testing.T) {
 	}
 	if n := notify(gone); n == nil || n.Type != wire.NotifyStateNotFound {
 		t.Errorf("after the failure: %+v", gone)
+	}
+}
+
+// TestFollowupTimeout: a responder waiting for an IKE_FOLLOWUP_KE that
+// never comes drops the pending CREATE_CHILD_SA after followupTimeout,
+// counted from the answer that asked for it (RFC 9370 2.2.4), undoing what
+// it reserved; a later request quoting it finds no state. A request that
+// comes in time restarts the wait for the next one.
+func TestFollowupTimeout(t *testing.T) {
+	ml768 := tr(wire.TransformADDKE1, 36, 0)
+	for i, tc := range []struct {
+		name     string
+		addKEs   []wire.Transform
+		ikeRekey bool
+		answer   bool // answer the first follow-up at half the timeout
+	}{
+		{"child, none comes", []wire.Transform{ml768}, false, false},
+		{"ike rekey, none comes", []wire.Transform{ml768}, true, false},
+		{"second of two never comes", []wire.Transform{ml768, tr(wire.TransformADDKE1+1, 36, 0)}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			e := newEnv(t, int64(2400+i), func(r *ResponderConfig) {
+				r.IKE, r.ESP, r.Clock = []Proposal{ikeHybrid}, []Proposal{espHybrid}, clock
+			})
+			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			cfg.IKE, cfg.ESP = []Proposal{ikeHybrid}, []Proposal{espHybrid}
+			if _, err := e.dial(cfg).wait(t, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+			var abandoned, completed int
+			var link *wire.Notify
+			if !call(gw, func() {
+				link = gw.deferAdditional(tc.addKEs, []byte("first secret"), tc.ikeRekey,
+					func([]byte) func() { completed++; return nil }, func() { abandoned++ })
+			}) {
+				t.Fatal("SA gone")
+			}
+			pending := func() (n int, ikeRekey bool) {
+				t.Helper()
+				if !call(gw, func() { n, ikeRekey = len(gw.followups), gw.followupPending() }) {
+					t.Fatal("SA gone")
+				}
+				return n, ikeRekey
+			}
+			step := func(d time.Duration) {
+				clock.advance(d)
+				clock.fireDue()
+			}
+			if tc.answer {
+				step(followupTimeout / 2)
+				kx, err := ikecrypto.NewKeyExchange(36, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var resp []wire.Payload
+				call(gw, func() {
+					resp, _ = gw.handleFollowupRequest([]wire.Payload{link, &wire.KE{Group: 36, Data: kx.PublicKey()}})
+				})
+				if len(resp) != 2 {
+					t.Fatalf("first follow-up answered %+v, want KE and the next ADDITIONAL_KEY_EXCHANGE", resp)
+				}
+				link = resp[1].(*wire.Notify)
+				// The wait restarted: past the first deadline, still there.
+				step(followupTimeout/2 + time.Second)
+				if n, _ := pending(); n != 1 || abandoned != 0 {
+					t.Fatalf("after an answered follow-up: %d pending, %d abandoned; want 1 and 0", n, abandoned)
+				}
+			}
+			step(followupTimeout - time.Second - map[bool]time.Duration{true: followupTimeout/2 + time.Second}[tc.answer])
+			if n, ike := pending(); n != 1 || ike != tc.ikeRekey || abandoned != 0 {
+				t.Fatalf("before the timeout: %d pending (IKE rekey %v), %d abandoned; want 1 (%v) and 0", n, ike, abandoned, tc.ikeRekey)
+			}
+			step(2 * time.Second)
+			if n, ike := pending(); n != 0 || ike || abandoned != 1 || completed != 0 {
+				t.Fatalf("after the timeout: %d pending (IKE rekey %v), %d abandoned, %d completed; want 0, 1, 0", n, ike, abandoned, completed)
+			}
+			var late []wire.Payload
+			kx, err := ikecrypto.NewKeyExchange(36, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			call(gw, func() {
+				late, _ = gw.handleFollowupRequest([]wire.Payload{link, &wire.KE{Group: 36, Data: kx.PublicKey()}})
+			})
+			if n, ok := late[0].(*wire.Notify); len(late) != 1 || !ok || n.Type != wire.NotifyStateNotFound {
+				t.Errorf("a follow-up after the timeout: %+v, want STATE_NOT_FOUND", late)
+			}
+			if abandoned != 1 || completed != 0 {
+				t.Errorf("the late follow-up changed things: %d abandoned, %d completed", abandoned, completed)
+			}
+		})
 	}
 }

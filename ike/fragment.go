@@ -2,9 +2,9 @@ package ike
 
 import (
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -108,7 +108,7 @@ func (sa *SA) fragments(h wire.Header, first wire.PayloadType, body []byte, chun
 }
 
 // send transmits a message, as its fragments when it has them.
-func (sa *SA) send(pkt []byte, frags [][]byte, path esp.Path) {
+func (sa *SA) send(pkt []byte, frags [][]byte, path netpath.Path) {
 	if sa.ha.parked.Load() {
 		return // a standby SA sends nothing until TakeOver
 	}

@@ -2,19 +2,19 @@ package ike
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
 type countingTransport struct{ n atomic.Uint64 }
 
-func (c *countingTransport) SendIKE([]byte, esp.Path) error { c.n.Add(1); return nil }
+func (c *countingTransport) SendIKE([]byte, netpath.Path) error { c.n.Add(1); return nil }
 
 // FuzzResponderHandlePacket feeds arbitrary datagrams to a responder: it
 // must drop or answer them, never panic.
@@ -62,15 +62,15 @@ func FuzzResponderHandlePacket(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add(make([]byte, wire.HeaderLen))
-	path := esp.Path{Local: netip.MustParseAddrPort("198.51.100.1:500"), Remote: netip.MustParseAddrPort("192.0.2.1:500")}
+	path := netpath.Path{Local: netip.MustParseAddrPort("198.51.100.1:500"), Remote: netip.MustParseAddrPort("192.0.2.1:500")}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r.HandlePacket(data, path)
 	})
 }
 
-type funcTransport func(pkt []byte, path esp.Path)
+type funcTransport func(pkt []byte, path netpath.Path)
 
-func (f funcTransport) SendIKE(pkt []byte, path esp.Path) error { f(pkt, path); return nil }
+func (f funcTransport) SendIKE(pkt []byte, path netpath.Path) error { f(pkt, path); return nil }
 
 // fuzzPair is an established initiator/responder pair wired back to back.
 type fuzzPair struct {
@@ -83,14 +83,16 @@ func newFuzzPair(tb testing.TB) *fuzzPair {
 	ctx, cancel := context.WithCancel(context.Background())
 	var resp *Responder
 	var client *SA
-	cliPath := esp.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
-	toGW := funcTransport(func(pkt []byte, p esp.Path) { resp.HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local}) })
+	cliPath := netpath.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
+	toGW := funcTransport(func(pkt []byte, p netpath.Path) {
+		resp.HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
+	})
 	// The gateway may answer before Dial has returned the client.
 	var clientP atomic.Pointer[SA]
 	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, p esp.Path) {
+	toClient := funcTransport(func(pkt []byte, p netpath.Path) {
 		<-dialed
-		clientP.Load().HandlePacket(pkt, esp.Path{Local: p.Remote, Remote: p.Local})
+		clientP.Load().HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
 	})
 	rEvents := make(chan Event, 16)
 	var err error

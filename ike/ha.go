@@ -5,11 +5,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -438,7 +438,7 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			res <- ErrNotParked
 			return
 		}
-		sa.setPath(esp.Path{Local: opt.From, Remote: sa.path.Remote})
+		sa.setPath(netpath.Path{Local: opt.From, Remote: sa.path.Remote})
 		sa.startHATimers()
 		var nonce [4]byte
 		copy(nonce[:], sa.randBytes(4))

@@ -3,6 +3,7 @@ package ike
 import (
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
@@ -36,7 +37,7 @@ func newHAPair(t *testing.T, clientSync bool) *haPair {
 		c.HA = true
 		c.Addresses = []netip.Addr{gwAddr, gwAddr2}
 	})
-	p := &haPair{e: e, advanced: map[uint32]uint64{}, dp: esp.NewDataplane(nil, func([]byte, esp.Path) {}, nil)}
+	p := &haPair{e: e, advanced: map[uint32]uint64{}, dp: esp.NewDataplane(nil, func([]byte, netpath.Path) {}, nil)}
 	p.b, p.bEvents = e.haStandby(gwAddr2)
 	p.natted = e.net.AddHost("client-nat", natInside)
 	e.net.AddNAT(natPublic, netsim.RestrictedCone).Attach(p.natted)
@@ -170,7 +171,7 @@ func TestHAFailover(t *testing.T) {
 		t.Fatalf("client's ESP sequence number %d (%v), want %d", seq, ok, delta)
 	}
 	// The owner's part (daemon/mobility): move the SA to the new address.
-	res, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}})
+	res, err := p.c.sa.UpdateAddresses(ctx, []netpath.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}})
 	if err != nil {
 		t.Fatalf("UPDATE_SA_ADDRESSES to the standby: %v", err)
 	}
@@ -396,7 +397,7 @@ func TestTakeOverWithOutstandingRequest(t *testing.T) {
 	if err := <-live; err != nil {
 		t.Fatalf("the outstanding liveness check: %v", err)
 	}
-	if _, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
+	if _, err := p.c.sa.UpdateAddresses(ctx, []netpath.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
 		t.Fatalf("UPDATE_SA_ADDRESSES: %v", err)
 	}
 	if err := standby.CheckLiveness(ctx); err != nil {
@@ -455,7 +456,7 @@ func TestImportAfterIKERekey(t *testing.T) {
 			if err := second.TakeOver(ctx, TakeOverOptions{From: gwNATT, To: gwAddr2}); err != nil {
 				t.Fatalf("TakeOver: %v", err)
 			}
-			if _, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
+			if _, err := p.c.sa.UpdateAddresses(ctx, []netpath.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
 				t.Fatal(err)
 			}
 			if err := second.CheckLiveness(ctx); err != nil {
@@ -494,7 +495,7 @@ func TestTakeOverAnswersFromReplicatedCache(t *testing.T) {
 	if got := standby.Counters().DuplicateRequests; got == 0 {
 		t.Fatal("the standby did not answer from its replicated cache")
 	}
-	if _, err := p.c.sa.UpdateAddresses(ctx, []esp.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
+	if _, err := p.c.sa.UpdateAddresses(ctx, []netpath.Path{{Local: netip.AddrPortFrom(natInside, 40000), Remote: gw2NATT}}); err != nil {
 		t.Fatalf("UPDATE_SA_ADDRESSES: %v", err)
 	}
 	if err := p.c.sa.CheckLiveness(ctx); err != nil {

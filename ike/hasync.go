@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -139,7 +139,7 @@ func (h *haSA) aged(spi uint32, now time.Time, soft, hard time.Duration) (time.D
 type syncAnswer struct {
 	nonce [4]byte
 	pkt   []byte
-	path  esp.Path
+	path  netpath.Path
 }
 
 // haSupportNotifies are the initiator's RFC 6311 offers in IKE_AUTH.
@@ -284,7 +284,7 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	if r := sa.out; switched && r != nil && r.paths == nil {
 		// Our outstanding request went to the failed node; its
 		// retransmissions go where the new one listens.
-		r.paths = func(int) (esp.Path, bool) { return respPath, true }
+		r.paths = func(int) (netpath.Path, bool) { return respPath, true }
 	}
 	pkt, err := sa.seal(sa.header(wire.ExchangeInformational, 0, true), []wire.Payload{msgIDSync{m.nonce, p2, m2}.notify()})
 	if err != nil {

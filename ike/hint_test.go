@@ -3,12 +3,12 @@ package ike
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -46,7 +46,7 @@ func TestUnprotectedHints(t *testing.T) {
 	}
 	sa := est.SA
 	spii, spir := sa.SPIs()
-	from := esp.Path{Local: est.Path.Local, Remote: est.Path.Remote}
+	from := netpath.Path{Local: est.Path.Local, Remote: est.Path.Remote}
 	sent := func() uint64 { return e.net.Stats().Sent }
 	settle := func() {
 		t.Helper()
@@ -71,7 +71,7 @@ func TestUnprotectedHints(t *testing.T) {
 	tests := []struct {
 		name      string
 		pkt       []byte
-		path      esp.Path
+		path      netpath.Path
 		wantHints uint64
 		wantSent  uint64
 	}{
@@ -84,12 +84,12 @@ func TestUnprotectedHints(t *testing.T) {
 		{name: "not our ESP SPI", pkt: unprotected(t, 77, 0, &wire.Notify{Type: wire.NotifyInvalidSPI, Data: []byte{1, 2, 3, 4}}),
 			path: from, wantHints: 2, wantSent: 0},
 		{name: "from elsewhere", pkt: unprotected(t, spii, spir, &wire.Notify{Type: wire.NotifyInvalidIKESPI}),
-			path: esp.Path{Local: from.Local, Remote: netip.MustParseAddrPort("203.0.113.99:4500")}, wantHints: 2, wantSent: 0},
+			path: netpath.Path{Local: from.Local, Remote: netip.MustParseAddrPort("203.0.113.99:4500")}, wantHints: 2, wantSent: 0},
 	}
 	// deliver hands a packet to the SA goroutine and returns once it was
 	// handled: HandlePacket's inbox and call's control channel are served
 	// in either order.
-	deliver := func(pkt []byte, path esp.Path) {
+	deliver := func(pkt []byte, path netpath.Path) {
 		t.Helper()
 		if !call(sa, func() { sa.handlePacket(inPacket{pkt: pkt, path: path}) }) {
 			t.Fatal("SA gone")

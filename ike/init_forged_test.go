@@ -1,12 +1,12 @@
 package ike
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -40,10 +40,10 @@ func TestForgedInitErrorIgnored(t *testing.T) {
 							t.Error(err)
 							return
 						}
-						c.sa.HandlePacket(b, esp.Path{Local: src, Remote: dst})
+						c.sa.HandlePacket(b, netpath.Path{Local: src, Remote: dst})
 					})
 				}
-				e.resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+				e.resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 			})
 			c = e.dial(defaultInitiatorConfig(t, "alice@example.com"))
 			close(ready)

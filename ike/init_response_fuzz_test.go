@@ -3,11 +3,11 @@ package ike
 import (
 	"context"
 	"encoding/binary"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -23,7 +23,7 @@ func FuzzInitiatorInitResponse(f *testing.F) {
 	var mu sync.Mutex
 	var resp *Responder
 	var err error
-	resp, err = NewResponder(ctx, defaultResponderConfig(f), funcTransport(func(pkt []byte, _ esp.Path) {
+	resp, err = NewResponder(ctx, defaultResponderConfig(f), funcTransport(func(pkt []byte, _ netpath.Path) {
 		mu.Lock()
 		if real == nil {
 			real = append([]byte(nil), pkt...)
@@ -34,8 +34,8 @@ func FuzzInitiatorInitResponse(f *testing.F) {
 		f.Fatal(err)
 	}
 	cfg := defaultInitiatorConfig(f, "alice@example.com")
-	gwPath := esp.Path{Local: netip.MustParseAddrPort("198.51.100.1:500"), Remote: cfg.Path.Local}
-	sa, err := Dial(ctx, cfg, funcTransport(func(pkt []byte, _ esp.Path) { resp.HandlePacket(pkt, gwPath) }), make(chan Event, 16))
+	gwPath := netpath.Path{Local: netip.MustParseAddrPort("198.51.100.1:500"), Remote: cfg.Path.Local}
+	sa, err := Dial(ctx, cfg, funcTransport(func(pkt []byte, _ netpath.Path) { resp.HandlePacket(pkt, gwPath) }), make(chan Event, 16))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func FuzzInitiatorInitResponse(f *testing.F) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		cfg := defaultInitiatorConfig(t, "alice@example.com")
-		sa, err := Dial(ctx, cfg, funcTransport(func([]byte, esp.Path) {}), make(chan Event, 16))
+		sa, err := Dial(ctx, cfg, funcTransport(func([]byte, netpath.Path) {}), make(chan Event, 16))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func FuzzInitiatorInitResponse(f *testing.F) {
 			pkt[18], pkt[19] = byte(wire.ExchangeIKESAInit), wire.FlagResponse
 			binary.BigEndian.PutUint32(pkt[20:24], 0)
 		}
-		sa.HandlePacket(pkt, esp.Path{Local: cfg.Path.Local, Remote: cfg.Path.Remote})
+		sa.HandlePacket(pkt, netpath.Path{Local: cfg.Path.Local, Remote: cfg.Path.Remote})
 		call(sa, func() {})
 	})
 }

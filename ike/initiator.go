@@ -5,13 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -21,7 +21,7 @@ type InitiatorConfig struct {
 	// Path: Remote is the gateway (port 500 normally); Local is the address
 	// and port of our single socket (the address may be unspecified, but
 	// NAT detection then always reports a local NAT).
-	Path      esp.Path
+	Path      netpath.Path
 	LocalAuth LocalAuth
 	PeerAuth  PeerAuth
 	RemoteID  string // sent as IDr when set
@@ -30,9 +30,14 @@ type InitiatorConfig struct {
 	// responder narrows them, to our virtual IPs with CP). RemoteTS defaults
 	// to 0.0.0.0/0 and ::/0.
 	LocalTS, RemoteTS []netip.Prefix
-	VirtualIP         bool // request inner addresses and DNS servers via CP
-	MOBIKE            bool
-	MOBIKEData        []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
+	// MoreChildren are Child SAs to negotiate after the first (LocalTS,
+	// RemoteTS) with CREATE_CHILD_SA, before Established reports them all
+	// (children.go); one the gateway refuses is in
+	// Established.FailedChildren.
+	MoreChildren []Selectors
+	VirtualIP    bool // request inner addresses and DNS servers via CP
+	MOBIKE       bool
+	MOBIKEData   []byte // data of our MOBIKE_SUPPORTED notify (default: 'R' with Switch)
 	// Switch advertises the responder-initiated switch (switch.go): our
 	// MOBIKE_SUPPORTED carries the octet 'R', and a SWITCH_TO_IP_ADDRESS
 	// from the gateway is answered per AcceptSwitch (SwitchRequested).
@@ -399,7 +404,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
 		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
-			sa.setPath(esp.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
+			sa.setPath(netpath.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
 		}
 	}
 	sa.addKEs = addKETransforms(chosen.Transforms)
@@ -578,11 +583,19 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	}
 	sa.children = append(sa.children, child)
 	sa.scheduleChild(child)
-	ev := sa.establishedEvent()
-	sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
-		"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "vips", sa.vips)
-	sa.finish(ev, nil)
-	sa.emit(ev)
+	report := func(failed []FailedChild) {
+		ev := sa.establishedEvent()
+		ev.FailedChildren = failed
+		sa.log.Info("IKE SA established", "peer", sa.peerID, "child_spi_in", fmt.Sprintf("%08x", child.SPIIn),
+			"child_spi_out", fmt.Sprintf("%08x", child.SPIOut), "esp", child.Proposal, "children", len(sa.children), "vips", sa.vips)
+		sa.finish(ev, nil)
+		sa.emit(ev)
+	}
+	if len(sa.icfg.MoreChildren) > 0 {
+		sa.createMoreChildren(sa.icfg.MoreChildren, report)
+		return
+	}
+	report(nil)
 }
 
 // failAfterAuth ends an SA whose keys the peer holds: we tell the peer with

@@ -2,10 +2,10 @@ package ike
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -16,8 +16,8 @@ import (
 func fuzzHybridResponder(t *testing.T) (*SA, *wire.Notify) {
 	c := common{ike: []Proposal{ikeHybrid}, esp: []Proposal{espHybrid}}
 	c.fill()
-	sa := newSA(context.Background(), false, c, funcTransport(func([]byte, esp.Path) {}), make(chan Event, 64),
-		esp.Path{Local: netip.MustParseAddrPort("198.51.100.1:500"), Remote: netip.MustParseAddrPort("192.0.2.10:500")})
+	sa := newSA(context.Background(), false, c, funcTransport(func([]byte, netpath.Path) {}), make(chan Event, 64),
+		netpath.Path{Local: netip.MustParseAddrPort("198.51.100.1:500"), Remote: netip.MustParseAddrPort("192.0.2.10:500")})
 	sa.spii.Store(1)
 	sa.spir.Store(2)
 	sa.ikeProp = wire.Proposal{Number: 1, Protocol: wire.ProtoIKE, Transforms: ikeHybrid.Transforms}

@@ -6,11 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -19,7 +19,7 @@ import (
 // SA with UPDATE_SA_ADDRESSES: ESP must follow to Path.
 type PathUpdated struct {
 	SA        *SA
-	Path      esp.Path
+	Path      netpath.Path
 	NATRemote bool
 }
 
@@ -27,8 +27,8 @@ func (*PathUpdated) event() {}
 
 // MoveResult is where a MOBIKE update landed.
 type MoveResult struct {
-	Path     esp.Path // as the response arrived (local address and interface filled in)
-	NATLocal bool     // a NAT is in front of us on this path
+	Path     netpath.Path // as the response arrived (local address and interface filled in)
+	NATLocal bool         // a NAT is in front of us on this path
 	RTT      time.Duration
 }
 
@@ -60,7 +60,7 @@ type moveOutcome struct {
 // paths the peer refuses (UNACCEPTABLE_ADDRESSES, UNEXPECTED_NAT_DETECTED)
 // leave paths; while any remain the update goes on with a new request.
 type pendingUpdate struct {
-	paths   []esp.Path
+	paths   []netpath.Path
 	waiters []chan moveOutcome
 	start   time.Time
 	refused error // the last refusal, returned when no path is left
@@ -180,7 +180,7 @@ func (sa *SA) learnAddresses(ps []wire.Payload, from netip.Addr) {
 // noNATsData is the NO_NATS_ALLOWED data for a packet sent on path (RFC
 // 4555 4.2): source address, destination address, source port, destination
 // port, as the sender puts them in the IP and UDP headers.
-func noNATsData(path esp.Path) []byte {
+func noNATsData(path netpath.Path) []byte {
 	src, dst := path.Local.Addr().Unmap(), path.Remote.Addr().Unmap()
 	if src.Is4() != dst.Is4() {
 		return nil
@@ -193,7 +193,7 @@ func noNATsData(path esp.Path) []byte {
 // packet that carried it (from: Remote its source, Local its destination):
 // 0 when they match, UNEXPECTED_NAT_DETECTED when not, INVALID_SYNTAX when
 // the data is no such address pair.
-func checkNoNATs(data []byte, from esp.Path) wire.NotifyType {
+func checkNoNATs(data []byte, from netpath.Path) wire.NotifyType {
 	var n int
 	switch len(data) {
 	case 12:
@@ -218,13 +218,13 @@ func unmapPort(ap netip.AddrPort) netip.AddrPort {
 }
 
 // samePath compares the endpoints of two paths (not the interface).
-func samePath(a, b esp.Path) bool {
+func samePath(a, b netpath.Path) bool {
 	return unmapPort(a.Local) == unmapPort(b.Local) && unmapPort(a.Remote) == unmapPort(b.Remote)
 }
 
 // natdFor returns the NAT detection notifies for a path. With forced UDP
 // encapsulation the source hash stays deliberately wrong, as in IKE_SA_INIT.
-func (sa *SA) natdFor(path esp.Path) []wire.Payload {
+func (sa *SA) natdFor(path netpath.Path) []wire.Payload {
 	spii, spir := sa.SPIs()
 	src := natHash(spii, spir, path.Local)
 	if sa.forcedEncap {
@@ -249,7 +249,7 @@ func (sa *SA) natdFor(path esp.Path) []wire.Payload {
 // ErrUnacceptableAddresses or ErrUnexpectedNAT. A call while an update is
 // in progress replaces its paths (the newest addresses win) and gets the
 // same outcome.
-func (sa *SA) UpdateAddresses(ctx context.Context, paths []esp.Path) (MoveResult, error) {
+func (sa *SA) UpdateAddresses(ctx context.Context, paths []netpath.Path) (MoveResult, error) {
 	if len(paths) == 0 {
 		return MoveResult{}, errors.New("ike: no path to update to")
 	}
@@ -311,7 +311,7 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		cookie2, msgID, copies = f.cookie2, f.msgID, f.copies
 	}
 	sa.failedUpdate = nil
-	build := func(path esp.Path) []wire.Payload {
+	build := func(path netpath.Path) []wire.Payload {
 		ps := []wire.Payload{&wire.Notify{Type: wire.NotifyUpdateSAAddresses}}
 		ps = append(ps, sa.natdFor(path)...)
 		if sa.icfg.ForbidNAT {
@@ -321,10 +321,10 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		}
 		return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
 	}
-	paths := func(n int) (esp.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
+	paths := func(n int) (netpath.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
 	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths, copies: copies}
 	u.req, u.base = r, 0
-	r.rebuild = func(path esp.Path) ([]byte, error) {
+	r.rebuild = func(path netpath.Path) ([]byte, error) {
 		return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
 	}
 	r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleUpdateResponse(u, r, ps, cookie2) }
@@ -406,10 +406,10 @@ func (sa *SA) resendUpdate(u *pendingUpdate) {
 
 // refusePath drops the candidate the peer refused (matched by where the
 // answer came from) and goes on with the others.
-func (sa *SA) refusePath(u *pendingUpdate, path esp.Path, err error) {
+func (sa *SA) refusePath(u *pendingUpdate, path netpath.Path, err error) {
 	sa.log.Info("path refused", "local", path.Local.Addr(), "remote", path.Remote, "err", err)
 	n := len(u.paths)
-	u.paths = slices.DeleteFunc(u.paths, func(c esp.Path) bool {
+	u.paths = slices.DeleteFunc(u.paths, func(c netpath.Path) bool {
 		return unmapPort(c.Remote) == unmapPort(path.Remote) && c.Local.Addr().Unmap() == path.Local.Addr().Unmap()
 	})
 	u.refused = err
@@ -425,7 +425,7 @@ func (sa *SA) refusePath(u *pendingUpdate, path esp.Path, err error) {
 // lists learnt, and an UPDATE_SA_ADDRESSES from the initiator that passes
 // our policy moves the SA to the path it came from (after the return
 // routability check, see peerMoved).
-func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire.Payload, moved bool) {
+func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []wire.Payload, moved bool) {
 	if findNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
 		spii, spir := sa.SPIs()
 		resp = append(resp,
@@ -453,7 +453,7 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from esp.Path) (resp []wire
 
 // refuseUpdate applies the responder's policy to an UPDATE_SA_ADDRESSES
 // that came over from: the error notify to answer with, or 0.
-func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
+func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType {
 	if f := sa.resp.cfg.AcceptPeerAddress; f != nil && !f(from.Remote.Addr().Unmap()) {
 		return wire.NotifyUnacceptableAddresses
 	}
@@ -473,7 +473,7 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from esp.Path) wire.NotifyType {
 // move lossless. A duplicate (a retransmitted UPDATE_SA_ADDRESSES, or a
 // replay of it by anyone who saw it) is checked even at an address proved
 // before: the peer may have left it, and the replay proves nothing.
-func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
+func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
 	if samePath(p, sa.path) {
 		if sa.rrTarget != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
@@ -494,20 +494,23 @@ func (sa *SA) peerMoved(p esp.Path, duplicate bool) {
 	sa.startRoutabilityCheck()
 }
 
-// redirectOutstanding sends our own request in flight, if it went to the
-// path the peer has just left, after the peer: a liveness check sent while
+// redirectOutstanding sends our own request in flight, if it went to a
+// path other than the one under test, after the peer: a liveness check sent while
 // a client slept or its NAT forgot it cannot be answered there, and the
 // routability check queues behind it, so ESP would stay on the dead path
 // until dead peer detection gave up on the SA. It is retransmitted at once
 // to the path under test (the same authenticated message, so a forged
 // source gains an attacker one packet per retransmission, no more); its
-// answer frees the window for the check.
+// answer frees the window for the check. The request may have gone out
+// before the SA's latest move, to a path the peer left even earlier: an
+// update from a proved address moves the SA at once, and its
+// retransmission from an unproved one, moments later, starts the check.
 func (sa *SA) redirectOutstanding() {
 	o := sa.out
-	if o == nil || o.paths != nil || !samePath(o.sentOn, sa.path) || o.timer == nil {
+	if o == nil || o.paths != nil || o.timer == nil || sa.rrTarget == nil || samePath(o.sentOn, *sa.rrTarget) {
 		return
 	}
-	o.paths = func(int) (esp.Path, bool) {
+	o.paths = func(int) (netpath.Path, bool) {
 		if sa.rrTarget != nil {
 			return *sa.rrTarget, true
 		}
@@ -520,7 +523,7 @@ func (sa *SA) redirectOutstanding() {
 
 // movePath moves a responder's SA (and, through PathUpdated, its ESP) to
 // the path an UPDATE_SA_ADDRESSES came from.
-func (sa *SA) movePath(p esp.Path) {
+func (sa *SA) movePath(p netpath.Path) {
 	old := sa.path
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
@@ -578,7 +581,7 @@ func (sa *SA) startRoutabilityCheck() {
 			sched = MoveRetransmit
 		}
 		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, keepSA: true, sched: &sched,
-			paths: func(int) (esp.Path, bool) {
+			paths: func(int) (netpath.Path, bool) {
 				if sa.rrTarget != nil {
 					last = *sa.rrTarget
 				}
@@ -639,7 +642,8 @@ func (sa *SA) routabilityFailed(err error) {
 }
 
 // handleCreateChildRequest answers a CREATE_CHILD_SA that rekeys one of our
-// Child SAs (RFC 7296 1.3.3). Requests for additional Child SAs are refused.
+// Child SAs (RFC 7296 1.3.3), or the IKE SA; one for an additional Child
+// SA goes to handleNewChildRequest (children.go).
 func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func()) {
 	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
 		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
@@ -649,7 +653,7 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	}
 	rekey := findNotify(ps, wire.NotifyRekeySA)
 	if rekey == nil {
-		return refuse(wire.NotifyNoAdditionalSAs, nil)
+		return sa.handleNewChildRequest(ps)
 	}
 	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
@@ -674,45 +678,11 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 		sa.log.Warn("rekey refused: too many Child SAs", "children", len(sa.children))
 		return refuse(wire.NotifyNoAdditionalSAs, nil)
 	}
-	saP, nonce, ke, tsi, tsr := childPayloads(ps)
-	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
-		return refuse(wire.NotifyInvalidSyntax, nil)
+	offer, refusal := sa.childOffer(ps)
+	if refusal != nil {
+		return []wire.Payload{refusal}, nil
 	}
-	var props []wire.Proposal
-	for _, p := range saP.Proposals {
-		if len(p.SPI) == 4 {
-			props = append(props, p)
-		}
-	}
-	var preferDH uint16
-	if ke != nil {
-		preferDH = ke.Group
-	}
-	chosen, ok := selectProposal(sa.cfg.esp, props, wire.ProtoESP, preferDH)
-	if !ok {
-		chosen, ok = selectProposal(withPFS(sa.cfg.esp, preferDH), props, wire.ProtoESP, preferDH)
-	}
-	if !ok {
-		return refuse(wire.NotifyNoProposalChosen, nil)
-	}
-	var shared []byte
-	var ourKE *wire.KE
-	if dh, ok := transformOf(chosen.Transforms, wire.TransformDH); ok && dh.ID != 0 {
-		if ke == nil || ke.Group != dh.ID {
-			var g [2]byte
-			binary.BigEndian.PutUint16(g[:], dh.ID)
-			return refuse(wire.NotifyInvalidKEPayload, g[:])
-		}
-		if !ikecrypto.SupportedGroup(dh.ID) {
-			return refuse(wire.NotifyNoProposalChosen, nil)
-		}
-		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
-		if err != nil {
-			return refuse(wire.NotifyInvalidSyntax, nil)
-		}
-		shared = s
-		ourKE = &wire.KE{Group: dh.ID, Data: reply}
-	}
+	chosen, shared, ourKE, nonce := offer.chosen, offer.shared, offer.ourKE, offer.nonce
 	addKEs := addKETransforms(chosen.Transforms)
 	if len(addKEs) > 0 {
 		if _, ours := sa.rekeys[old.SPIIn]; ours {
@@ -776,6 +746,63 @@ func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func(
 	}
 	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
 	return resp, func() { sa.emit(ev) }
+}
+
+// childOffer is what a CREATE_CHILD_SA request for a Child SA brings, with
+// the proposal we chose and our side of its key exchange.
+type childOffer struct {
+	chosen   wire.Proposal
+	shared   []byte
+	ourKE    *wire.KE
+	nonce    *wire.Nonce
+	tsi, tsr *wire.TrafficSelectors
+}
+
+// childOffer picks the ESP proposal of a CREATE_CHILD_SA request for a
+// Child SA and answers its KE; refusal is the notify to answer instead.
+func (sa *SA) childOffer(ps []wire.Payload) (o childOffer, refusal *wire.Notify) {
+	refuse := func(t wire.NotifyType, data []byte) (childOffer, *wire.Notify) {
+		return childOffer{}, &wire.Notify{Type: t, Data: data}
+	}
+	saP, nonce, ke, tsi, tsr := childPayloads(ps)
+	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
+		return refuse(wire.NotifyInvalidSyntax, nil)
+	}
+	var props []wire.Proposal
+	for _, p := range saP.Proposals {
+		if len(p.SPI) == 4 {
+			props = append(props, p)
+		}
+	}
+	var preferDH uint16
+	if ke != nil {
+		preferDH = ke.Group
+	}
+	chosen, ok := selectProposal(sa.cfg.esp, props, wire.ProtoESP, preferDH)
+	if !ok {
+		chosen, ok = selectProposal(withPFS(sa.cfg.esp, preferDH), props, wire.ProtoESP, preferDH)
+	}
+	if !ok {
+		return refuse(wire.NotifyNoProposalChosen, nil)
+	}
+	o = childOffer{chosen: chosen, nonce: nonce, tsi: tsi, tsr: tsr}
+	if dh, ok := transformOf(chosen.Transforms, wire.TransformDH); ok && dh.ID != 0 {
+		if ke == nil || ke.Group != dh.ID {
+			var g [2]byte
+			binary.BigEndian.PutUint16(g[:], dh.ID)
+			return refuse(wire.NotifyInvalidKEPayload, g[:])
+		}
+		if !ikecrypto.SupportedGroup(dh.ID) {
+			return refuse(wire.NotifyNoProposalChosen, nil)
+		}
+		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
+		if err != nil {
+			return refuse(wire.NotifyInvalidSyntax, nil)
+		}
+		o.shared = s
+		o.ourKE = &wire.KE{Group: dh.ID, Data: reply}
+	}
+	return o, nil
 }
 
 // withPFS adds the peer's group to our ESP proposals: a gateway configured

@@ -3,13 +3,13 @@ package ike
 import (
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
 
@@ -34,7 +34,7 @@ func TestUpdateAfterOutage(t *testing.T) {
 
 		moved := netip.MustParseAddr("192.0.2.20")
 		c.host.AddAddr(moved)
-		to := []esp.Path{{Local: netip.AddrPortFrom(moved, est.Path.Local.Port()), Remote: est.Path.Remote}}
+		to := []netpath.Path{{Local: netip.AddrPortFrom(moved, est.Path.Local.Port()), Remote: est.Path.Remote}}
 		blackout.Store(true)
 		start := time.Now()
 		_, err = c.sa.UpdateAddresses(ctx, to)

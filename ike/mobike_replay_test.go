@@ -2,11 +2,11 @@ package ike
 
 import (
 	"encoding/binary"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -26,7 +26,7 @@ func TestReplayedUpdateChecksRoutability(t *testing.T) {
 			lastUpdate = append([]byte(nil), pkt...)
 			mu.Unlock()
 		}
-		e.resp.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+		e.resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 	})
 	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
 	if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {
@@ -43,7 +43,7 @@ func TestReplayedUpdateChecksRoutability(t *testing.T) {
 	if replay == nil || binary.BigEndian.Uint32(replay[20:24]) == 0 {
 		t.Fatal("no UPDATE_SA_ADDRESSES captured")
 	}
-	e.resp.HandlePacket(replay, esp.Path{Local: gwNATT, Remote: netip.AddrPortFrom(clientAddr, 40000)})
+	e.resp.HandlePacket(replay, netpath.Path{Local: gwNATT, Remote: netip.AddrPortFrom(clientAddr, 40000)})
 	waitCounter(t, gw, "DuplicateRequests", func(c Counters) uint64 { return c.DuplicateRequests }, 1)
 	waitCounter(t, gw, "RoutabilityFailures", func(c Counters) uint64 { return c.RoutabilityFailures }, 1)
 	noPathUpdated(t, e.respEvents)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -34,7 +34,7 @@ var (
 // local address, so one SA can use uplinks with different NAT situations.
 type hostsTransport map[netip.Addr]*netsim.Host
 
-func (m hostsTransport) SendIKE(pkt []byte, path esp.Path) error {
+func (m hostsTransport) SendIKE(pkt []byte, path netpath.Path) error {
 	h := m[path.Local.Addr()]
 	if h == nil {
 		return fmt.Errorf("no host for %s", path.Local.Addr())
@@ -73,7 +73,7 @@ func (e *testEnv) dialHosts(cfg InitiatorConfig, hosts ...*netsim.Host) *client 
 			s := sa
 			mu.Unlock()
 			if s != nil {
-				s.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+				s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 			}
 		})
 	}
@@ -99,11 +99,11 @@ func (e *testEnv) established(cfg InitiatorConfig, hosts ...*netsim.Host) (*clie
 	return c, est.SA
 }
 
-func pathFrom(local netip.Addr, remote netip.AddrPort) esp.Path {
-	return esp.Path{Local: netip.AddrPortFrom(local, 40000), Remote: remote}
+func pathFrom(local netip.Addr, remote netip.AddrPort) netpath.Path {
+	return netpath.Path{Local: netip.AddrPortFrom(local, 40000), Remote: remote}
 }
 
-func (e *testEnv) move(c *client, paths ...esp.Path) (MoveResult, error) {
+func (e *testEnv) move(c *client, paths ...netpath.Path) (MoveResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
 	defer cancel()
 	return c.sa.UpdateAddresses(ctx, paths)
@@ -300,35 +300,35 @@ func TestLearnAddresses(t *testing.T) {
 }
 
 func TestNoNATsData(t *testing.T) {
-	p4 := esp.Path{Local: netip.MustParseAddrPort("192.0.2.10:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:4500")}
+	p4 := netpath.Path{Local: netip.MustParseAddrPort("192.0.2.10:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:4500")}
 	d := noNATsData(p4)
 	want := []byte{192, 0, 2, 10, 198, 51, 100, 1, 0x9c, 0x40, 0x11, 0x94}
 	if !slices.Equal(d, want) {
 		t.Fatalf("data %x, want %x", d, want)
 	}
-	p6 := esp.Path{Local: netip.MustParseAddrPort("[2001:db8::10]:4500"), Remote: netip.MustParseAddrPort("[2001:db8:1::1]:4500")}
+	p6 := netpath.Path{Local: netip.MustParseAddrPort("[2001:db8::10]:4500"), Remote: netip.MustParseAddrPort("[2001:db8:1::1]:4500")}
 	if d6 := noNATsData(p6); len(d6) != 36 {
 		t.Fatalf("IPv6 data is %d bytes", len(d6))
 	}
-	if noNATsData(esp.Path{Local: p4.Local, Remote: p6.Remote}) != nil {
+	if noNATsData(netpath.Path{Local: p4.Local, Remote: p6.Remote}) != nil {
 		t.Error("mixed families gave data")
 	}
 	// As the receiver sees the packet: Remote is its source.
-	seen := esp.Path{Local: p4.Remote, Remote: p4.Local}
-	natted := esp.Path{Local: p4.Remote, Remote: netip.MustParseAddrPort("203.0.113.5:40000")}
-	portChanged := esp.Path{Local: p4.Remote, Remote: netip.MustParseAddrPort("192.0.2.10:40001")}
+	seen := netpath.Path{Local: p4.Remote, Remote: p4.Local}
+	natted := netpath.Path{Local: p4.Remote, Remote: netip.MustParseAddrPort("203.0.113.5:40000")}
+	portChanged := netpath.Path{Local: p4.Remote, Remote: netip.MustParseAddrPort("192.0.2.10:40001")}
 	tests := []struct {
 		name string
 		data []byte
-		from esp.Path
+		from netpath.Path
 		want wire.NotifyType
 	}{
 		{"match", d, seen, 0},
-		{"mapped receiver view", d, esp.Path{Local: netip.AddrPortFrom(netip.AddrFrom16(p4.Remote.Addr().As16()), 4500), Remote: p4.Local}, 0},
+		{"mapped receiver view", d, netpath.Path{Local: netip.AddrPortFrom(netip.AddrFrom16(p4.Remote.Addr().As16()), 4500), Remote: p4.Local}, 0},
 		{"address translated", d, natted, wire.NotifyUnexpectedNATDetected},
 		{"port translated", d, portChanged, wire.NotifyUnexpectedNATDetected},
 		{"IPv6 data on IPv4 packet", noNATsData(p6), seen, wire.NotifyUnexpectedNATDetected},
-		{"IPv6 match", noNATsData(p6), esp.Path{Local: p6.Remote, Remote: p6.Local}, 0},
+		{"IPv6 match", noNATsData(p6), netpath.Path{Local: p6.Remote, Remote: p6.Local}, 0},
 		{"empty", nil, seen, wire.NotifyInvalidSyntax},
 		{"short", d[:11], seen, wire.NotifyInvalidSyntax},
 		{"long", append(slices.Clone(d), 0), seen, wire.NotifyInvalidSyntax},
@@ -593,7 +593,7 @@ func TestUnacceptableAddresses(t *testing.T) {
 	if !errors.As(err, &ne) || ne.Type != wire.NotifyUnacceptableAddresses || !ne.Remote {
 		t.Fatalf("err = %#v", err)
 	}
-	if c.sa.Path() != old || !samePath(gw.Path(), esp.Path{Local: old.Remote, Remote: old.Local}) {
+	if c.sa.Path() != old || !samePath(gw.Path(), netpath.Path{Local: old.Remote, Remote: old.Local}) {
 		t.Fatalf("moved: client %v, gateway %v", c.sa.Path(), gw.Path())
 	}
 	noPathUpdated(t, e.respEvents)
@@ -715,7 +715,7 @@ func TestCookie2MismatchClosesSA(t *testing.T) {
 		out := make(chan moveOutcome, 1)
 		// The SA may be gone by the time call returns: post only.
 		if !c.sa.post(func() {
-			u := &pendingUpdate{paths: []esp.Path{c.sa.path}, waiters: []chan moveOutcome{out}, start: time.Now()}
+			u := &pendingUpdate{paths: []netpath.Path{c.sa.path}, waiters: []chan moveOutcome{out}, start: time.Now()}
 			c.sa.update = u
 			c.sa.handleUpdateResponse(u, &request{}, answer, right)
 		}) {
@@ -921,5 +921,62 @@ func TestUpdateRetransmissionCarriesEarlierCopies(t *testing.T) {
 		if !bytes.Equal(p, first) {
 			t.Fatal("a retransmission over the first path differs from its first copy")
 		}
+	}
+}
+
+// TestRetransmittedUpdateRedirectsOutstandingRequest: the gateway's
+// liveness check is out on the client's old path, which no longer
+// delivers, when the client's update arrives first from an address
+// proved before (the gateway follows it at once) and then, retransmitted,
+// from a third (that address went away before the answer came back: an
+// uplink replaced by another family). The check must follow the client
+// to the third path although it was last sent on neither, or the
+// routability check queued behind it waits for its retransmissions to
+// the dead path to run out, with ESP on a dead path meanwhile (the
+// torture bench's IPv6-only event: 30 s without traffic while the client
+// got its IKE answers).
+func TestRetransmittedUpdateRedirectsOutstandingRequest(t *testing.T) {
+	// Slow retransmissions of the gateway's own requests: none falls
+	// between the two copies of the update.
+	e := newMobikeEnv(t, func(c *ResponderConfig) {
+		c.Retransmit = Retransmit{Initial: 2 * time.Second, Factor: 1, Max: 2 * time.Second, Retries: 10}
+	})
+	clientAddr3 := netip.MustParseAddr("192.0.2.30")
+	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2, clientAddr3))
+	movedTo := func(a netip.Addr) {
+		t.Helper()
+		for {
+			if pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait); pu.Path.Remote.Addr() == a {
+				return
+			}
+		}
+	}
+	// clientAddr2 proves itself once: a move there and back.
+	for _, a := range []netip.Addr{clientAddr2, clientAddr} {
+		if _, err := e.move(c, pathFrom(a, gwNATT)); err != nil {
+			t.Fatal(err)
+		}
+		movedTo(a)
+	}
+	e.net.SetLink(gwAddr, clientAddr, netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }})
+	live := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*mobikeWait)
+		defer cancel()
+		live <- gw.CheckLiveness(ctx)
+	}()
+	waitCounter(t, gw, "Retransmits", func(c Counters) uint64 { return c.Retransmits }, gw.Counters().Retransmits+1)
+	e.net.SetLink(gwAddr, clientAddr2, netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }})
+	res, err := e.move(c, pathFrom(clientAddr2, gwNATT), pathFrom(clientAddr3, gwNATT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path.Local.Addr() != clientAddr3 {
+		t.Fatalf("client moved to %v", res.Path)
+	}
+	movedTo(clientAddr2) // the first copy, from a proved address
+	movedTo(clientAddr3) // the retransmission, after the routability check
+	if err := <-live; err != nil {
+		t.Fatalf("liveness check: %v", err)
 	}
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -107,14 +107,14 @@ func newRecordingHost(n *netsim.Network, addr netip.Addr) *recordingHost {
 		r.mu.Unlock()
 		for _, sa := range sas {
 			if s, _ := sa.SPIs(); s == spii {
-				sa.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+				sa.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 			}
 		}
 	})
 	return r
 }
 
-func (r *recordingHost) SendIKE(pkt []byte, path esp.Path) error {
+func (r *recordingHost) SendIKE(pkt []byte, path netpath.Path) error {
 	r.mu.Lock()
 	r.sent = append(r.sent, slices.Clone(pkt))
 	r.mu.Unlock()

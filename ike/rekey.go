@@ -40,11 +40,14 @@ func (*ChildRekeyed) event() {}
 // replaced.
 var ErrRekeyInProgress = errors.New("ike: the Child SA is being rekeyed already")
 
-// childRekey is a rekey of old that we started.
+// childRekey is a rekey of old that we started or, with add, a new
+// Child SA for old's selectors (children.go); created then gets it.
 type childRekey struct {
 	old      ChildSA
 	ni, nr   []byte
 	newSPIIn uint32
+	add      bool
+	created  func(ChildSA)
 }
 
 // peerRekey is a rekey of one of our Child SAs that the peer ran.
@@ -157,11 +160,13 @@ func (sa *SA) sendRekey(cr *childRekey, group uint16, done chan<- error) {
 	binary.BigEndian.PutUint32(oldSPI[:], cr.old.SPIIn)
 	binary.BigEndian.PutUint32(newSPI[:], cr.newSPIIn)
 	build := func() []wire.Payload {
-		ps := []wire.Payload{
-			&wire.Notify{Type: wire.NotifyRekeySA, Protocol: wire.ProtoESP, SPI: oldSPI[:]},
-			&wire.SA{Proposals: offerProposals(sa.cfg.esp, wire.ProtoESP, newSPI[:], group)},
-			&wire.Nonce{Data: cr.ni},
+		var ps []wire.Payload
+		if !cr.add {
+			ps = append(ps, &wire.Notify{Type: wire.NotifyRekeySA, Protocol: wire.ProtoESP, SPI: oldSPI[:]})
 		}
+		ps = append(ps,
+			&wire.SA{Proposals: offerProposals(sa.cfg.esp, wire.ProtoESP, newSPI[:], group)},
+			&wire.Nonce{Data: cr.ni})
 		if kx != nil {
 			ps = append(ps, &wire.KE{Group: group, Data: kx.PublicKey()})
 		}
@@ -169,7 +174,11 @@ func (sa *SA) sendRekey(cr *childRekey, group uint16, done chan<- error) {
 			&wire.TrafficSelectors{Selectors: cr.old.LocalTS},
 			&wire.TrafficSelectors{Responder: true, Selectors: cr.old.RemoteTS})
 	}
-	sa.log.Info("rekeying Child SA", "old_in", fmt.Sprintf("%08x", cr.old.SPIIn), "new_in", fmt.Sprintf("%08x", cr.newSPIIn))
+	if cr.add {
+		sa.log.Info("creating Child SA", "new_in", fmt.Sprintf("%08x", cr.newSPIIn), "remote_ts", tsText(cr.old.RemoteTS))
+	} else {
+		sa.log.Info("rekeying Child SA", "old_in", fmt.Sprintf("%08x", cr.old.SPIIn), "new_in", fmt.Sprintf("%08x", cr.newSPIIn))
+	}
 	sa.startRequest(wire.ExchangeCreateChildSA, build,
 		func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.rekeyAnswered(cr, group, kx, ps, done) },
 		func(err error) { sa.finishRekey(cr, done, err) })
@@ -177,7 +186,9 @@ func (sa *SA) sendRekey(cr *childRekey, group uint16, done chan<- error) {
 
 // finishRekey ends our rekey of cr.old without a new SA.
 func (sa *SA) finishRekey(cr *childRekey, done chan<- error, err error) {
-	delete(sa.rekeys, cr.old.SPIIn)
+	if !cr.add {
+		delete(sa.rekeys, cr.old.SPIIn)
+	}
 	if done != nil {
 		done <- err
 	}
@@ -197,6 +208,9 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 				}
 			}
 		case wire.NotifyTemporaryFailure:
+			if cr.add {
+				break // the caller decides whether to ask again
+			}
 			// RFC 7296 2.25: the peer is busy (its own rekey of this SA,
 			// say); try again after a short random wait.
 			sa.finishRekey(cr, nil, nil)
@@ -228,7 +242,9 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 			return
 		case wire.NotifyChildSANotFound:
 			// The peer no longer has it: neither do we.
-			sa.dropChild(cr.old.SPIIn)
+			if !cr.add {
+				sa.dropChild(cr.old.SPIIn)
+			}
 		}
 		sa.finishRekey(cr, done, &NotifyError{Type: n.Type, Exchange: wire.ExchangeCreateChildSA, Remote: true})
 		return
@@ -288,9 +304,14 @@ func (sa *SA) completeChildRekey(cr *childRekey, chosen wire.Proposal, shared, n
 		return
 	}
 	child.LocalTS, child.RemoteTS = cr.old.LocalTS, cr.old.RemoteTS
-	if tsi != nil && tsr != nil && len(tsi.Selectors) > 0 && len(tsr.Selectors) > 0 &&
-		subsetTS(tsi.Selectors, cr.old.LocalTS) && subsetTS(tsr.Selectors, cr.old.RemoteTS) {
+	narrowed := tsi != nil && tsr != nil && len(tsi.Selectors) > 0 && len(tsr.Selectors) > 0 &&
+		subsetTS(tsi.Selectors, cr.old.LocalTS) && subsetTS(tsr.Selectors, cr.old.RemoteTS)
+	if narrowed {
 		child.LocalTS, child.RemoteTS = tsi.Selectors, tsr.Selectors
+	}
+	if cr.add {
+		sa.completeNewChild(cr, child, narrowed, done)
+		return
 	}
 	cr.nr = slices.Clone(nr)
 	sa.children = append(sa.children, child)

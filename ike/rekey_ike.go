@@ -353,7 +353,13 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 				wait := time.Second + time.Duration(rand.Int64N(int64(4*time.Second)))
 				sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(wait, func() {
 					sa.post(func() {
-						if err := sa.rekeyIKE(done); err != nil && done != nil {
+						err := sa.rekeyIKE(done)
+						switch {
+						case errors.Is(err, ErrRekeyInProgress) && (sa.pendingIKE != nil || sa.followupPending()):
+							// The peer's retry came first and is under
+							// way: its new SA is our outcome too.
+							sa.waitSwitch(done)
+						case err != nil && done != nil:
 							done <- err
 						}
 					})

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -13,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -303,7 +303,7 @@ func (r *Responder) Close(ctx context.Context) error {
 
 // HandlePacket processes one IKE message (without non-ESP marker) that
 // arrived on path. It never blocks on an SA and never retains pkt.
-func (r *Responder) HandlePacket(pkt []byte, path esp.Path) {
+func (r *Responder) HandlePacket(pkt []byte, path netpath.Path) {
 	msg, err := wire.Decode(pkt)
 	if err != nil {
 		r.malformed.Add(1)
@@ -349,7 +349,7 @@ const (
 // client reconnects without waiting for dead peer detection. Responses
 // are never answered, and the reply copies the request's SPIs and
 // Message ID.
-func (r *Responder) answerUnknownSPI(req wire.Header, path esp.Path) {
+func (r *Responder) answerUnknownSPI(req wire.Header, path netpath.Path) {
 	if req.Flags&wire.FlagResponse != 0 || req.Exchange == wire.ExchangeIKESAInit {
 		return
 	}
@@ -453,7 +453,7 @@ func (r *Responder) needCookie(halfOpen int) bool {
 	return r.cfg.CookieThreshold < 0 || halfOpen >= r.cfg.CookieThreshold
 }
 
-func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
+func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path netpath.Path) {
 	h := msg.Header
 	key := halfKey{h.SPIi, path.Remote}
 	src := path.Remote.Addr()
@@ -589,7 +589,7 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path esp.Path) {
 }
 
 // sendInitNotify answers an IKE_SA_INIT statelessly with a single notify.
-func (r *Responder) sendInitNotify(req wire.Header, path esp.Path, t wire.NotifyType, data []byte) {
+func (r *Responder) sendInitNotify(req wire.Header, path netpath.Path, t wire.NotifyType, data []byte) {
 	h := wire.Header{SPIi: req.SPIi, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagResponse}
 	pkt, err := (&wire.Message{Header: h, Payloads: []wire.Payload{&wire.Notify{Type: t, Data: data}}}).Encode()
 	if err != nil {
@@ -622,7 +622,7 @@ func (r *Responder) dropHalfOpen(key halfKey, sa *SA) {
 }
 
 // handleInitRequest runs on the new SA's goroutine.
-func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path esp.Path, chosen wire.Proposal, ke *wire.KE, nonce *wire.Nonce, key halfKey) {
+func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path, chosen wire.Proposal, ke *wire.KE, nonce *wire.Nonce, key halfKey) {
 	r := sa.resp
 	var err error
 	reply, shared, err := ikecrypto.Respond(ke.Group, ke.Data, sa.cfg.rand)

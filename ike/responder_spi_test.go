@@ -2,12 +2,12 @@ package ike
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -34,7 +34,7 @@ func TestInvalidIKESPIAfterRestart(t *testing.T) {
 	var mu sync.Mutex
 	var answers []*wire.Message
 	e.gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		restarted.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+		restarted.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 	})
 	c.host.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
 		if m, err := wire.Decode(pkt); err == nil && m.Header.Flags&wire.FlagResponse != 0 {
@@ -42,7 +42,7 @@ func TestInvalidIKESPIAfterRestart(t *testing.T) {
 			answers = append(answers, m)
 			mu.Unlock()
 		}
-		est.SA.HandlePacket(pkt, esp.Path{Local: dst, Remote: src})
+		est.SA.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
 	})
 	res := make(chan error, 1)
 	go func() { res <- est.SA.CheckLiveness(context.Background()) }()
@@ -77,7 +77,7 @@ func TestInvalidIKESPIAfterRestart(t *testing.T) {
 func TestInvalidIKESPIOnlyForRequests(t *testing.T) {
 	fc := newFakeClock()
 	sent := 0
-	tr := funcTransport(func([]byte, esp.Path) { sent++ })
+	tr := funcTransport(func([]byte, netpath.Path) { sent++ })
 	cfg := defaultResponderConfig(t)
 	cfg.Clock = fc
 	r, err := NewResponder(context.Background(), cfg, tr, make(chan Event, 1))
@@ -92,7 +92,7 @@ func TestInvalidIKESPIOnlyForRequests(t *testing.T) {
 		}
 		return b
 	}
-	path := esp.Path{Local: netip.MustParseAddrPort("198.51.100.1:4500"), Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
+	path := netpath.Path{Local: netip.MustParseAddrPort("198.51.100.1:4500"), Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
 	for _, tc := range []struct {
 		name string
 		pkt  []byte

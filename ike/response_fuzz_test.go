@@ -2,12 +2,12 @@ package ike
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -34,13 +34,13 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &heldPair{cancel: cancel, held: make(chan []byte, 4)}
-	cliPath := esp.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
-	toGW := funcTransport(func(pkt []byte, path esp.Path) {
-		p.resp.HandlePacket(pkt, esp.Path{Local: path.Remote, Remote: path.Local})
+	cliPath := netpath.Path{Local: netip.MustParseAddrPort("192.0.2.1:40000"), Remote: netip.MustParseAddrPort("198.51.100.1:500")}
+	toGW := funcTransport(func(pkt []byte, path netpath.Path) {
+		p.resp.HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
 	})
 	var clientP atomic.Pointer[SA]
 	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, path esp.Path) {
+	toClient := funcTransport(func(pkt []byte, path netpath.Path) {
 		if hold(pkt) {
 			select {
 			case p.held <- append([]byte(nil), pkt...):
@@ -49,7 +49,7 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 			return
 		}
 		<-dialed
-		clientP.Load().HandlePacket(pkt, esp.Path{Local: path.Remote, Remote: path.Local})
+		clientP.Load().HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
 	})
 	rEvents := make(chan Event, 64)
 	go func() {
@@ -266,11 +266,11 @@ func FuzzInitiatorAuthResponse(f *testing.F) {
 
 // FuzzInitiatorCreateChildResponse hands an established client waiting
 // for the answer to its CREATE_CHILD_SA (kind 0: a Child SA rekey, 1: an
-// IKE SA rekey) arbitrary inner payloads sealed with the gateway's keys:
+// IKE SA rekey, 2: an additional Child SA) arbitrary inner payloads sealed with the gateway's keys:
 // proposals, KE, nonces, TS and notifies of the response must be checked,
 // never trusted into a panic. Seeds are the gateway's real answers.
 func FuzzInitiatorCreateChildResponse(f *testing.F) {
-	for kind := range byte(2) {
+	for kind := range byte(3) {
 		p := newCreateChildPair(f, kind)
 		first, body, _ := p.open(f, p.next(f))
 		p.cancel()
@@ -280,7 +280,7 @@ func FuzzInitiatorCreateChildResponse(f *testing.F) {
 	f.Add(byte(1), byte(wire.PayloadNotify), []byte{0, 0, 0, 10, 0, 0, 0, 17, 0, 20})
 	f.Add(byte(0), byte(wire.PayloadNone), []byte{})
 	f.Fuzz(func(t *testing.T, kind, first byte, body []byte) {
-		p := newCreateChildPair(t, kind%2)
+		p := newCreateChildPair(t, kind%3)
 		defer p.cancel()
 		_, _, msgID := p.open(t, p.next(t))
 		p.deliver(wire.ExchangeCreateChildSA, msgID, first, body)
@@ -289,7 +289,7 @@ func FuzzInitiatorCreateChildResponse(f *testing.F) {
 
 // newCreateChildPair is an established pair whose client has sent a
 // CREATE_CHILD_SA the gateway answered (held back): a rekey of its Child SA
-// (kind 0) or of the IKE SA (1).
+// (kind 0), of the IKE SA (1), or a further Child SA (2).
 func newCreateChildPair(tb testing.TB, kind byte) *heldPair {
 	tb.Helper()
 	p := newHeldPair(tb, heldResponse(wire.ExchangeCreateChildSA))
@@ -298,10 +298,13 @@ func newCreateChildPair(tb testing.TB, kind byte) *heldPair {
 	prev := p.cancel
 	p.cancel = func() { cancel(); prev() }
 	go func() {
-		if kind == 0 {
+		switch kind {
+		case 0:
 			p.client.RekeyChild(ctx, p.est.Children[0].SPIIn)
-		} else {
+		case 1:
 			p.client.RekeyIKE(ctx)
+		default:
+			p.client.CreateChild(ctx, Selectors{Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.128/25")}})
 		}
 	}()
 	return p

@@ -1,12 +1,12 @@
 package ike
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -47,7 +47,7 @@ type PathRTT struct {
 
 // add smooths sample into p's estimate. A provisional sample only makes a
 // first estimate; a real one replaces a provisional estimate.
-func (t *rttTable) add(p esp.Path, sample time.Duration, provisional bool, now time.Time) {
+func (t *rttTable) add(p netpath.Path, sample time.Duration, provisional bool, now time.Time) {
 	if sample < 0 {
 		return
 	}
@@ -90,7 +90,7 @@ func (t *rttTable) add(p esp.Path, sample time.Duration, provisional bool, now t
 	e.used = now
 }
 
-func (t *rttTable) get(p esp.Path) (PathRTT, bool) {
+func (t *rttTable) get(p netpath.Path) (PathRTT, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.paths[rttKey{p.Local.Addr(), p.Remote.Addr()}]
@@ -102,7 +102,7 @@ func (t *rttTable) get(p esp.Path) (PathRTT, bool) {
 
 // noteAnswer records the RTT of r, answered now on path (the one it came
 // back on: the local address we sent from may have been a wildcard).
-func (sa *SA) noteAnswer(r *request, path esp.Path) {
+func (sa *SA) noteAnswer(r *request, path netpath.Path) {
 	now := sa.cfg.clock.Now()
 	sa.answeredAt.Store(now.UnixNano())
 	if r.sends != 1 || r.sentAt.IsZero() {
@@ -118,7 +118,7 @@ func (sa *SA) noteHeard(now time.Time) {
 }
 
 // RTT returns the smoothed round-trip time of p (ok: at least one sample).
-func (sa *SA) RTT(p esp.Path) (PathRTT, bool) { return sa.rtt.get(p) }
+func (sa *SA) RTT(p netpath.Path) (PathRTT, bool) { return sa.rtt.get(p) }
 
 // Activity returns when we last sent a request (a retransmission counts)
 // and when the peer last answered one; zero: never. An answer proves that

@@ -2,11 +2,11 @@ package ike
 
 import (
 	"context"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
 
@@ -24,7 +24,7 @@ func TestRTTSmoothing(t *testing.T) {
 		{"spike moves an eighth", []time.Duration{40 * ms, 120 * ms}, 50 * ms, 35 * ms},
 		{"negative ignored", []time.Duration{40 * ms, -5 * ms}, 40 * ms, 20 * ms},
 	}
-	p := esp.Path{Local: netip.MustParseAddrPort("10.0.0.2:4500"), Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
+	p := netpath.Path{Local: netip.MustParseAddrPort("10.0.0.2:4500"), Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var tab rttTable
@@ -49,7 +49,7 @@ func TestRTTSmoothing(t *testing.T) {
 // ones are ignored and the first real sample replaces it.
 func TestRTTProvisional(t *testing.T) {
 	ms := time.Millisecond
-	p := esp.Path{Local: netip.MustParseAddrPort("10.0.0.2:4500"), Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
+	p := netpath.Path{Local: netip.MustParseAddrPort("10.0.0.2:4500"), Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
 	now := time.Unix(1000, 0)
 	var tab rttTable
 	tab.add(p, 90*ms, true, now)
@@ -71,8 +71,8 @@ func TestRTTProvisional(t *testing.T) {
 func TestRTTTableBounded(t *testing.T) {
 	var tab rttTable
 	base := time.Unix(1000, 0)
-	path := func(i int) esp.Path {
-		return esp.Path{Local: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 2}), 4500),
+	path := func(i int) netpath.Path {
+		return netpath.Path{Local: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 2}), 4500),
 			Remote: netip.MustParseAddrPort("192.0.2.1:4500")}
 	}
 	for i := 0; i <= maxRTTPaths; i++ {

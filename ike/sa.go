@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -13,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
@@ -21,7 +21,7 @@ import (
 // Transport sends IKE messages. The implementation adds the non-ESP marker
 // when neither port is 500 (docs/ARCHITECTURE.md); it must not retain pkt.
 type Transport interface {
-	SendIKE(pkt []byte, path esp.Path) error
+	SendIKE(pkt []byte, path netpath.Path) error
 }
 
 type saState int
@@ -74,7 +74,7 @@ func (c *counters) snapshot() Counters {
 
 type inPacket struct {
 	pkt  []byte
-	path esp.Path
+	path netpath.Path
 	// payloads, when set, are the reassembled contents of a fragmented
 	// message (pkt is then its last fragment); plain and first are their
 	// encoding.
@@ -99,13 +99,13 @@ type request struct {
 	// gives the path of transmission n (nil: the SA's path), rebuild the
 	// packet for it. They have their own schedule, and running out of
 	// retransmissions fails the request without killing the SA.
-	paths   func(n int) (esp.Path, bool)
-	rebuild func(path esp.Path) ([]byte, error)
+	paths   func(n int) (netpath.Path, bool)
+	rebuild func(path netpath.Path) ([]byte, error)
 	// copies are the packets rebuild made, one per path (see transmit).
 	copies []sentCopy
 	sched  *Retransmit
 	keepSA bool
-	sentOn esp.Path
+	sentOn netpath.Path
 	sentAt time.Time // the last transmission (RTT, rtt.go)
 	// build made the payloads (startRequest), so a request caught by an
 	// IKE SA rekey can be sent again on the new SA; ikeRekeySPI, when
@@ -212,11 +212,11 @@ type SA struct {
 	failErr    error
 
 	spii, spir atomic.Uint64
-	curPath    atomic.Pointer[esp.Path]
+	curPath    atomic.Pointer[netpath.Path]
 
 	// Owned by the SA goroutine.
 	state         saState
-	path          esp.Path
+	path          netpath.Path
 	ikeProp       wire.Proposal
 	prf           *ikecrypto.PRF
 	keys          ikecrypto.IKEKeys
@@ -302,7 +302,7 @@ type SA struct {
 	eaps         *eapResponder // EAP in IKE_AUTH (responder_eap.go)
 
 	// MOBIKE (mobike.go).
-	respPath      esp.Path     // where the last response arrived
+	respPath      netpath.Path // where the last response arrived
 	peerAddrs     []netip.Addr // the peer's address set (learnAddresses)
 	failedUpdate  *failedUpdate
 	update        *pendingUpdate // initiator: the address update in progress
@@ -311,7 +311,7 @@ type SA struct {
 	// path the peer asked for while it is being checked, and whether a
 	// check is queued or outstanding.
 	verified  []netip.AddrPort
-	rrTarget  *esp.Path
+	rrTarget  *netpath.Path
 	rrRunning bool
 	// Responder: the SWITCH_TO_IP_ADDRESS in progress (switch.go).
 	sw *pendingSwitch
@@ -341,7 +341,7 @@ type SA struct {
 	followups []*followupState
 }
 
-func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path esp.Path) *SA {
+func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path netpath.Path) *SA {
 	sa := &SA{
 		initiator: initiator,
 		cfg:       cfg,
@@ -364,10 +364,10 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 func (sa *SA) SPIs() (spii, spir uint64) { return sa.spii.Load(), sa.spir.Load() }
 
 // Path returns the path the SA currently uses for IKE (and its peer's ESP).
-func (sa *SA) Path() esp.Path { return *sa.curPath.Load() }
+func (sa *SA) Path() netpath.Path { return *sa.curPath.Load() }
 
 // setPath changes the SA's path; only the SA goroutine calls it.
-func (sa *SA) setPath(p esp.Path) {
+func (sa *SA) setPath(p netpath.Path) {
 	sa.path = p
 	sa.curPath.Store(&p)
 }
@@ -380,7 +380,7 @@ func (sa *SA) Done() <-chan struct{} { return sa.done }
 
 // HandlePacket queues an IKE message (without non-ESP marker) received on
 // path. It never blocks; pkt is copied.
-func (sa *SA) HandlePacket(pkt []byte, path esp.Path) {
+func (sa *SA) HandlePacket(pkt []byte, path netpath.Path) {
 	p := inPacket{pkt: append([]byte(nil), pkt...), path: path}
 	select {
 	case sa.inbox <- p:
@@ -690,7 +690,7 @@ func (sa *SA) sendRequest(r *request) {
 
 // sentCopy is a rebuilt request as it went out over path.
 type sentCopy struct {
-	path esp.Path
+	path netpath.Path
 	pkt  []byte
 }
 
@@ -745,7 +745,7 @@ func (sa *SA) transmit(r *request) {
 }
 
 // copyFor returns the packet r was built into for path, nil if none.
-func (r *request) copyFor(path esp.Path) []byte {
+func (r *request) copyFor(path netpath.Path) []byte {
 	for _, c := range r.copies {
 		if c.path == path {
 			return c.pkt
@@ -756,7 +756,7 @@ func (r *request) copyFor(path esp.Path) []byte {
 
 // keepCopy records pkt as r's copy for path, keeping the first copy and
 // the latest others.
-func (r *request) keepCopy(path esp.Path, pkt []byte) {
+func (r *request) keepCopy(path netpath.Path, pkt []byte) {
 	if len(r.copies) >= maxCopies {
 		r.copies = append(r.copies[:1], r.copies[2:]...)
 	}
@@ -994,7 +994,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 }
 
 // respond encrypts, sends and caches the response to request header h.
-func (sa *SA) respond(h wire.Header, ps []wire.Payload, path esp.Path) {
+func (sa *SA) respond(h wire.Header, ps []wire.Payload, path netpath.Path) {
 	pkt, frags, err := sa.sealOut(sa.header(h.Exchange, h.MessageID, true), ps)
 	if err != nil {
 		sa.log.Error("cannot build response", "exchange", h.Exchange, "err", err)
@@ -1017,7 +1017,7 @@ func (sa *SA) cacheResponse(msgID uint32, pkt []byte, frags [][]byte) *cachedRes
 
 // resendCached answers a duplicate request with cr, within the rate limit
 // and while cr is kept.
-func (sa *SA) resendCached(cr *cachedResponse, path esp.Path) {
+func (sa *SA) resendCached(cr *cachedResponse, path netpath.Path) {
 	if sa.resendTokens.every == 0 {
 		sa.resendTokens = tokenBucket{burst: cachedRespBurst, every: cachedRespEvery}
 	}

@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -48,7 +48,7 @@ type haState struct {
 	nextMsgID, peerNextMsgID                  uint32
 	prop                                      wire.Proposal
 	skd, skai, skar, skei, sker, skpi, skpr   []byte
-	path                                      esp.Path
+	path                                      netpath.Path
 	peerMOBIKED                               []byte
 	peerID, poolKey                           string
 	vips, dns, peerAddrs                      []netip.Addr

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -21,7 +21,7 @@ func (e *testEnv) haStandby(addr netip.Addr) (*Responder, chan Event) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { r.HandlePacket(pkt, esp.Path{Local: dst, Remote: src}) })
+	h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { r.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src}) })
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
@@ -141,7 +141,7 @@ func sampleState() *haState {
 		spii: 0x1111, spir: 0x2222, nextMsgID: 5, peerNextMsgID: 9,
 		prop: wire.Proposal{Number: 1, Protocol: wire.ProtoIKE, Transforms: ikeECP384.Transforms},
 		skd:  key(48, 1), skai: nil, skar: nil, skei: key(36, 2), sker: key(36, 3), skpi: key(48, 4), skpr: key(48, 5),
-		path:        esp.Path{Local: netip.MustParseAddrPort("198.51.100.1:4500"), Remote: netip.MustParseAddrPort("203.0.113.77:1024")},
+		path:        netpath.Path{Local: netip.MustParseAddrPort("198.51.100.1:4500"), Remote: netip.MustParseAddrPort("203.0.113.77:1024")},
 		peerMOBIKED: []byte{'R'}, peerID: "alice@example.com", poolKey: "alice@example.com",
 		vips: []netip.Addr{netip.MustParseAddr("10.99.200.1")}, peerAddrs: []netip.Addr{netip.MustParseAddr("203.0.113.77")},
 		verified:   []netip.AddrPort{netip.MustParseAddrPort("203.0.113.77:1024")},
@@ -182,7 +182,7 @@ func TestDecodeStateRejects(t *testing.T) {
 			b, _ := encodeState(s)
 			return b
 		}()},
-		{"no path", func() []byte { s := sampleState(); s.path = esp.Path{}; b, _ := encodeState(s); return b }()},
+		{"no path", func() []byte { s := sampleState(); s.path = netpath.Path{}; b, _ := encodeState(s); return b }()},
 		{"child without keys", func() []byte { s := sampleState(); s.children[0].KeyIn = nil; b, _ := encodeState(s); return b }()},
 		{"mixed-family selector", func() []byte {
 			s := sampleState()

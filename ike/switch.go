@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -426,13 +426,13 @@ func (sa *SA) hasAlternative(old netip.Addr) bool {
 // lands where we asked the peer to switch to: the answer at that address
 // already proved the path (draft section 4.2), so no return routability
 // check, unless the policy wants one anyway.
-func (sa *SA) switchSkipsCheck(p esp.Path) bool {
+func (sa *SA) switchSkipsCheck(p netpath.Path) bool {
 	return sa.sw != nil && p.Local.Addr().Unmap() == sa.sw.to && !sa.resp.cfg.SwitchReturnRoutability
 }
 
 // switchLanded follows a move of the SA: on to, the switch is done; a move
 // elsewhere after the answer supersedes it.
-func (sa *SA) switchLanded(p esp.Path) {
+func (sa *SA) switchLanded(p netpath.Path) {
 	sw := sa.sw
 	if sw == nil {
 		return
@@ -467,7 +467,7 @@ func (sa *SA) switchLanded(p esp.Path) {
 // those revisions require); under SwitchRev03 at from. A refusal is
 // answered at from and followed by a check of the old path. A responder
 // takes no action (draft section 4.2).
-func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path, atNew bool) (answer esp.Path, after func()) {
+func (sa *SA) handleSwitchRequest(ps []wire.Payload, from netpath.Path, atNew bool) (answer netpath.Path, after func()) {
 	n := findNotify(ps, sa.switchType())
 	if n == nil {
 		return from, nil
@@ -516,7 +516,7 @@ func (sa *SA) handleSwitchRequest(ps []wire.Payload, from esp.Path, atNew bool) 
 
 // refuseSwitch applies the initiator's policy to a switch to to over path
 // from: the reason to refuse, or "".
-func (sa *SA) refuseSwitch(to netip.Addr, from esp.Path) string {
+func (sa *SA) refuseSwitch(to netip.Addr, from netpath.Path) string {
 	local := from.Local.Addr().Unmap()
 	switch {
 	case !sa.peerMOBIKE:
@@ -550,7 +550,7 @@ func (sa *SA) ownAddress(a netip.Addr) bool {
 // dest is where a retransmitted request's cached answer goes: where the
 // duplicate came from, unless the answer was sent elsewhere (an accepted
 // switch, whose answer must keep opening the path to the new address).
-func (c *cachedResponse) dest(from esp.Path) esp.Path {
+func (c *cachedResponse) dest(from netpath.Path) netpath.Path {
 	if c.redirect.IsValid() {
 		from.Remote = c.redirect
 	}

@@ -3,12 +3,12 @@ package ike
 import (
 	"context"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
 
@@ -75,7 +75,7 @@ func TestSwitchRevisions(t *testing.T) {
 				t.Fatalf("gateway moved to %v before the client's UPDATE_SA_ADDRESSES", p)
 			}
 			// The owner (daemon/mobility) moves the SA at once.
-			res, err := e.move(c, esp.Path{Local: c.sa.Path().Local, Remote: gw2NATT})
+			res, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: gw2NATT})
 			if err != nil {
 				t.Fatalf("client update: %v", err)
 			}
@@ -134,7 +134,7 @@ func TestSwitchRev03OldGone(t *testing.T) {
 	if !req.Accepted || req.To != gwAddr2 {
 		t.Fatalf("client: %+v", req)
 	}
-	if _, err := e.move(c, esp.Path{Local: c.sa.Path().Local, Remote: gw2NATT}); err != nil {
+	if _, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: gw2NATT}); err != nil {
 		t.Fatalf("client update: %v", err)
 	}
 	if done := nextEvent[*SwitchDone](t, e.respEvents, mobikeWait); done.From != gwAddr || done.To != gwAddr2 {

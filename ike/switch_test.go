@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
@@ -36,7 +36,7 @@ func (e *testEnv) requestSwitch(gw *SA, to netip.Addr, opt SwitchOptions) error 
 // requestFrom makes sa send an INFORMATIONAL request with ps over path,
 // retransmitted on fastRR, and reports its answer (nil) or timeout. An
 // unanswered request gives its Message ID back: the peer never saw it.
-func requestFrom(t *testing.T, sa *SA, path esp.Path, ps []wire.Payload) <-chan error {
+func requestFrom(t *testing.T, sa *SA, path netpath.Path, ps []wire.Payload) <-chan error {
 	t.Helper()
 	res := make(chan error, 1)
 	if !call(sa, func() {
@@ -52,7 +52,7 @@ func requestFrom(t *testing.T, sa *SA, path esp.Path, ps []wire.Payload) <-chan 
 		}
 		sa.nextMsgID++
 		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, keepSA: true, sched: &fastRR,
-			paths: func(int) (esp.Path, bool) { return path, true }}
+			paths: func(int) (netpath.Path, bool) { return path, true }}
 		r.onResponse = func(wire.Header, []wire.Payload, []byte) { res <- nil }
 		r.onTimeout = func(err error) {
 			if sa.nextMsgID == msgID+1 {
@@ -111,7 +111,7 @@ func TestSwitchThroughRestrictedNAT(t *testing.T) {
 	// (a) RFC 4555 alone: the gateway just talks from R2. The NAT has no
 	// permission for R2 and drops every transmission.
 	filtered := e.net.Stats().NATFiltered
-	fromR2 := esp.Path{Local: gw2NATT, Remote: old.Remote}
+	fromR2 := netpath.Path{Local: gw2NATT, Remote: old.Remote}
 	err := waitErr(t, requestFrom(t, gw, fromR2, nil))
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("liveness from R2: %v, want no answer", err)
@@ -137,7 +137,7 @@ func TestSwitchThroughRestrictedNAT(t *testing.T) {
 	if gw.Path().Local.Addr() != gwAddr {
 		t.Fatal("gateway moved before the client's UPDATE_SA_ADDRESSES")
 	}
-	res, err := e.move(c, esp.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(req.To, 4500)})
+	res, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(req.To, 4500)})
 	if err != nil {
 		t.Fatalf("client update: %v", err)
 	}
@@ -703,7 +703,7 @@ func TestSwitchIPv6(t *testing.T) {
 	if !req.Accepted || req.From != gw6a || req.To != gw6b {
 		t.Fatalf("client: %+v", req)
 	}
-	if _, err := e.move(c, esp.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(gw6b, 4500)}); err != nil {
+	if _, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(gw6b, 4500)}); err != nil {
 		t.Fatalf("client update: %v", err)
 	}
 	if done := nextEvent[*SwitchDone](t, e.respEvents, mobikeWait); done.From != gw6a || done.To != gw6b {

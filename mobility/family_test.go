@@ -1,12 +1,12 @@
 package mobility
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -17,21 +17,21 @@ func TestFamilies(t *testing.T) {
 	gw6 := netip.MustParseAddr("2001:db8:113::10")
 	gw6b := netip.MustParseAddr("2001:db8:113:1::26")
 	wwan6 := netmon.Address{Addr: netip.MustParseAddr("2001:db8:20::2"), Bits: 64, IfIndex: 3, IfName: "wwan"}
-	on6 := func(a netmon.Address, peer netip.Addr) esp.Path {
-		return esp.Path{Local: netip.AddrPortFrom(a.Addr, 40000), Remote: netip.AddrPortFrom(peer, gw.Port()), IfIndex: a.IfIndex}
+	on6 := func(a netmon.Address, peer netip.Addr) netpath.Path {
+		return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 40000), Remote: netip.AddrPortFrom(peer, gw.Port()), IfIndex: a.IfIndex}
 	}
 	tests := []struct {
 		name      string
 		addrs     []netmon.Address
 		peers     []netip.Addr
-		wantPaths []esp.Path
+		wantPaths []netpath.Path
 	}{
 		{name: "IPv4 uplink replaced by an IPv6-only one", addrs: []netmon.Address{wwan6},
 			peers:     []netip.Addr{gw.Addr(), gw6, netip.MustParseAddr("fe80::1"), netip.IPv6Loopback(), gw6b},
-			wantPaths: []esp.Path{on6(wwan6, gw6), on6(wwan6, gw6b)}},
+			wantPaths: []netpath.Path{on6(wwan6, gw6), on6(wwan6, gw6b)}},
 		{name: "dual-stack uplink: both families", addrs: []netmon.Address{wwan, wwan6},
 			peers:     []netip.Addr{gw.Addr(), gw6},
-			wantPaths: []esp.Path{pathOn(wwan), on6(wwan6, gw6)}},
+			wantPaths: []netpath.Path{pathOn(wwan), on6(wwan6, gw6)}},
 		{name: "gateway without IPv6: no path for an IPv6-only uplink", addrs: []netmon.Address{wwan6},
 			peers: []netip.Addr{gw.Addr()}},
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -15,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -29,18 +29,18 @@ type SA interface {
 	// the Mover tries again later. A Move while another is in flight (only
 	// for a switch) replaces that one's paths, sends over the first of
 	// them at once, and both end with the same outcome.
-	Move(ctx context.Context, paths []esp.Path) (Probe, error)
+	Move(ctx context.Context, paths []netpath.Path) (Probe, error)
 }
 
 // Probe is where a move landed.
 type Probe struct {
-	Path     esp.Path // as the answer arrived
-	NATLocal bool     // a NAT is in front of us on this path
+	Path     netpath.Path // as the answer arrived
+	NATLocal bool         // a NAT is in front of us on this path
 }
 
 // Move reports a completed path change.
 type Move struct {
-	From, To  esp.Path
+	From, To  netpath.Path
 	Interface string
 	NAT       bool
 	Took      time.Duration // from the triggering event to the SA's update
@@ -50,7 +50,7 @@ type Move struct {
 
 // Resume reports that traffic flows again after an outage (OnSuspend).
 type Resume struct {
-	Path      esp.Path
+	Path      netpath.Path
 	Interface string
 	// Took runs from the event that made a path available again (an
 	// address appeared, the system woke up) to the SA's update.
@@ -69,7 +69,7 @@ type Config struct {
 	// SA accepted the update, and, when the current path is gone (its
 	// address or uplink went away), also at once with the first path the
 	// update tries: see kick.
-	SetPath func(esp.Path)
+	SetPath func(netpath.Path)
 	// SetCurrent tells the monitor which address and uplink to watch for an
 	// immediate loss.
 	SetCurrent func(addr netip.Addr, ifindex int)
@@ -82,7 +82,7 @@ type Config struct {
 	// StrayFrom reports, once, a path on which authenticated ESP came from
 	// the gateway's address but another port (esp.Peer.TakeStray); may be
 	// nil. Checked on the Activity tick.
-	StrayFrom func() (esp.Path, bool)
+	StrayFrom func() (netpath.Path, bool)
 	// DeadAfter is how long traffic may go out with nothing coming back
 	// before the current path is tested (default DefaultDeadAfter). With
 	// RTT it is the upper bound: a path with a measured RTT is tested
@@ -91,16 +91,16 @@ type Config struct {
 	// RTT returns the smoothed round-trip time and its variation of a
 	// path (ike.SA.RTT); ok false: not measured. May be nil: DeadAfter
 	// alone then decides.
-	RTT func(esp.Path) (srtt, rttvar time.Duration, ok bool)
+	RTT func(netpath.Path) (srtt, rttvar time.Duration, ok bool)
 	// OutageLimit is how long the connection may have no working path
 	// before OnOutageLimit ends it (default DefaultOutageLimit).
 	OutageLimit time.Duration
 	// OnNATRefresh reports an update sent on the same path after it went
 	// silent (a NAT that lost or changed its mapping); may be nil.
-	OnNATRefresh func(path esp.Path, took time.Duration)
+	OnNATRefresh func(path netpath.Path, took time.Duration)
 	// OnMove and OnProbe report for events and status; may be nil.
 	OnMove  func(Move)
-	OnProbe func(path esp.Path, ifname string, err error)
+	OnProbe func(path netpath.Path, ifname string, err error)
 	// OnSuspend reports that no path works (every address gone, every
 	// candidate silent, or the system slept); the connection should stop
 	// sending until OnResume (after SetPath) says a path works again. The
@@ -189,12 +189,14 @@ type Mover struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	current esp.Path
+	current netpath.Path
 	ifname  string
 	// switchTo is the gateway address SwitchTo asked for, taken by Run
 	// when switchWake fires.
 	switchTo   netip.Addr
 	switchWake chan struct{}
+	// retestWake asks Run to retest every path now (Retest).
+	retestWake chan struct{}
 	// testing mirrors moving for Testing (status, from any goroutine).
 	testing atomic.Bool
 
@@ -258,7 +260,7 @@ type request struct {
 	retry bool
 	// via: the peer's traffic arrives from another port of its address
 	// (a NAT in front of it moved): test that path first.
-	via *esp.Path
+	via *netpath.Path
 	// switchTo: the gateway asked us to move to this address of its
 	// (SWITCH_TO_IP_ADDRESS): the newest request wins.
 	switchTo netip.Addr
@@ -283,7 +285,7 @@ func (r *request) merge(o request) {
 }
 
 type candidate struct {
-	path   esp.Path
+	path   netpath.Path
 	ifname string
 }
 
@@ -292,7 +294,7 @@ type result struct {
 	kind  kind
 	gen   uint64    // Mover.moveGen when it started
 	at    time.Time // the triggering event
-	from  esp.Path
+	from  netpath.Path
 	cands []candidate
 	probe Probe
 	err   error
@@ -301,12 +303,13 @@ type result struct {
 }
 
 // New makes a Mover; start is the SA's path now and ifname its uplink.
-func New(cfg Config, start esp.Path, ifname string) *Mover {
+func New(cfg Config, start netpath.Path, ifname string) *Mover {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname, switchWake: make(chan struct{}, 1)}
+	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname, switchWake: make(chan struct{}, 1),
+		retestWake: make(chan struct{}, 1)}
 }
 
 // SwitchTo moves the SA to the gateway's address to (same port) at once,
@@ -338,8 +341,19 @@ func (m *Mover) takeSwitch(now time.Time) {
 	}
 }
 
+// Retest tests every path now instead of at the next retry, while no
+// path works: something outside IKE says the network may have opened (a
+// captive portal let us through). It does not block; it does nothing while
+// a path works.
+func (m *Mover) Retest() {
+	select {
+	case m.retestWake <- struct{}{}:
+	default:
+	}
+}
+
 // Current returns the path in use and its interface name.
-func (m *Mover) Current() (esp.Path, string) {
+func (m *Mover) Current() (netpath.Path, string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.current, m.ifname
@@ -398,6 +412,10 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 			m.want(request{at: now, retry: true})
 		case <-m.switchWake:
 			m.takeSwitch(time.Now())
+		case <-m.retestWake:
+			if m.broken {
+				m.want(request{at: time.Now(), retry: true})
+			}
 		}
 		m.kick(ctx, results)
 	}
@@ -691,7 +709,7 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	m.moveGen++
 	m.movingReq = req
 	gen := m.moveGen
-	paths := make([]esp.Path, len(cands))
+	paths := make([]netpath.Path, len(cands))
 	for i, c := range cands {
 		paths[i] = c.path
 	}
@@ -937,7 +955,7 @@ func (m *Mover) candidatesTo(addrs []netmon.Address, peers []netip.Addr) []candi
 			if a.Addr.Is4() != p.Is4() || !p.IsGlobalUnicast() {
 				continue
 			}
-			out = append(out, candidate{ifname: a.IfName, path: esp.Path{
+			out = append(out, candidate{ifname: a.IfName, path: netpath.Path{
 				Local:   netip.AddrPortFrom(a.Addr, cur.Local.Port()),
 				Remote:  netip.AddrPortFrom(p, cur.Remote.Port()),
 				IfIndex: a.IfIndex,

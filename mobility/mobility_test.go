@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -25,8 +25,8 @@ type fakeSA struct {
 	working map[netip.Addr]bool
 	timeout time.Duration
 	rtt     time.Duration // how long a working path takes to answer
-	calls   [][]esp.Path
-	updates []esp.Path
+	calls   [][]netpath.Path
+	updates []netpath.Path
 	// deadRemote: gateway addresses that answer on no path.
 	deadRemote map[netip.Addr]bool
 }
@@ -37,7 +37,7 @@ func (f *fakeSA) PeerAddresses() []netip.Addr {
 
 // Move tries the paths in order, as the engine's round-robin does when
 // only working paths answer.
-func (f *fakeSA) Move(ctx context.Context, paths []esp.Path) (Probe, error) {
+func (f *fakeSA) Move(ctx context.Context, paths []netpath.Path) (Probe, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, slices.Clone(paths))
 	timeout, rtt := f.timeout, f.rtt
@@ -82,11 +82,11 @@ var (
 	eth  = netmon.Address{Addr: netip.MustParseAddr("192.168.30.2"), Bits: 24, IfIndex: 4, IfName: "eth0"}
 )
 
-func pathOn(a netmon.Address) esp.Path {
-	return esp.Path{Local: netip.AddrPortFrom(a.Addr, 40000), Remote: gw, IfIndex: a.IfIndex}
+func pathOn(a netmon.Address) netpath.Path {
+	return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 40000), Remote: gw, IfIndex: a.IfIndex}
 }
 
-func nameOf(p esp.Path) string {
+func nameOf(p netpath.Path) string {
 	for _, a := range []netmon.Address{wlan, wwan, eth} {
 		if a.Addr == p.Local.Addr() {
 			return a.IfName
@@ -107,7 +107,7 @@ type rig struct {
 	mu      sync.Mutex
 	addrs   []netmon.Address
 	log     []string
-	setPath []esp.Path
+	setPath []netpath.Path
 }
 
 // newRig starts a Mover on start with addrs usable and working answering;
@@ -127,7 +127,7 @@ func newRig(cfg Config, start netmon.Address, addrs, working []netmon.Address) *
 		defer r.mu.Unlock()
 		return slices.Clone(r.addrs)
 	}
-	cfg.SetPath = func(p esp.Path) {
+	cfg.SetPath = func(p netpath.Path) {
 		r.mu.Lock()
 		r.setPath = append(r.setPath, p)
 		r.mu.Unlock()
@@ -135,7 +135,7 @@ func newRig(cfg Config, start netmon.Address, addrs, working []netmon.Address) *
 	cfg.OnMove = func(mv Move) {
 		r.record("move %s->%s nat=%v", nameOf(mv.From), mv.Interface, mv.NAT)
 	}
-	cfg.OnNATRefresh = func(p esp.Path, _ time.Duration) { r.record("refresh %s", nameOf(p)) }
+	cfg.OnNATRefresh = func(p netpath.Path, _ time.Duration) { r.record("refresh %s", nameOf(p)) }
 	cfg.OnSuspend = func(reason string) { r.record("suspend: %s", reason) }
 	cfg.OnResume = func(res Resume) {
 		r.mu.Lock()
@@ -298,12 +298,12 @@ func TestMover(t *testing.T) {
 					t.Fatalf("updates over %v, want one over %d paths", r.sa.calls, tt.wantProbes)
 				}
 				expectLog(t, r.take(), tt.wantLog...)
-				var wantESP []esp.Path
+				var wantESP []netpath.Path
 				for _, a := range tt.wantESP {
 					wantESP = append(wantESP, pathOn(a))
 				}
 				if tt.wantESP == nil && tt.wantMoveTo != nil {
-					wantESP = []esp.Path{pathOn(*tt.wantMoveTo)}
+					wantESP = []netpath.Path{pathOn(*tt.wantMoveTo)}
 				}
 				if !slices.Equal(r.setPath, wantESP) {
 					t.Fatalf("ESP given %v, want %v", r.setPath, wantESP)
@@ -590,7 +590,7 @@ func TestSilentPath(t *testing.T) {
 		healed       bool // the update repairs the path (the NAT maps us again)
 		wantLog      []string
 		wantCalls    int // over the first minute of silence
-		wantFirstTo  esp.Path
+		wantFirstTo  netpath.Path
 	}{
 		{name: "traffic both ways", sending: true, answered: true},
 		{name: "idle tunnel", sending: false},
@@ -738,7 +738,7 @@ func TestESPAheadOfAnswer(t *testing.T) {
 		r.mu.Lock()
 		early := slices.Clone(r.setPath)
 		r.mu.Unlock()
-		if want := []esp.Path{pathOn(wwan)}; !slices.Equal(early, want) {
+		if want := []netpath.Path{pathOn(wwan)}; !slices.Equal(early, want) {
 			t.Fatalf("ESP given %v before the answer, want %v", early, want)
 		}
 		if cur, _ := r.m.Current(); cur != pathOn(wlan) {
@@ -774,13 +774,13 @@ func TestLossJoinsSilenceCheck(t *testing.T) {
 		}
 		r.setAddrs(wwan)
 		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
-		if n := r.sa.callCount(); n != 2 || !slices.Equal(r.sa.calls[1], []esp.Path{pathOn(wwan)}) {
+		if n := r.sa.callCount(); n != 2 || !slices.Equal(r.sa.calls[1], []netpath.Path{pathOn(wwan)}) {
 			t.Fatalf("updates %v, want the loss to join with wwan at once", r.sa.calls)
 		}
 		r.mu.Lock()
 		early := slices.Clone(r.setPath)
 		r.mu.Unlock()
-		if !slices.Equal(early, []esp.Path{pathOn(wwan)}) {
+		if !slices.Equal(early, []netpath.Path{pathOn(wwan)}) {
 			t.Fatalf("ESP given %v before the answer, want wwan", early)
 		}
 		tr.set(true, true)

@@ -1,11 +1,11 @@
 package mobility
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -37,12 +37,12 @@ func TestSilenceWindow(t *testing.T) {
 // keep the old DeadAfter behaviour.
 func TestSilentPathRTT(t *testing.T) {
 	ms := time.Millisecond
-	lab := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 15 * ms, true }
-	unknown := func(esp.Path) (time.Duration, time.Duration, bool) { return 0, 0, false }
+	lab := func(netpath.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 15 * ms, true }
+	unknown := func(netpath.Path) (time.Duration, time.Duration, bool) { return 0, 0, false }
 	window := SilenceWindow(21*ms, 15*ms, DefaultDeadAfter)
 	tests := []struct {
 		name string
-		rtt  func(esp.Path) (time.Duration, time.Duration, bool)
+		rtt  func(netpath.Path) (time.Duration, time.Duration, bool)
 		// silence: how long the flow goes unanswered (0: until tested).
 		silence time.Duration
 		// once: one packet goes out, then nothing.
@@ -101,7 +101,7 @@ func TestSilentPathRTT(t *testing.T) {
 // does not test the path once it has been seen to heal.
 func TestSilenceLearnsJitter(t *testing.T) {
 	ms := time.Millisecond
-	rtt := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 15 * ms, true }
+	rtt := func(netpath.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 15 * ms, true }
 	stall := func(tr *traffic, r *rig, d time.Duration) {
 		tr.set(true, false)
 		r.wait(d)
@@ -146,7 +146,7 @@ func TestSilenceLearnsJitter(t *testing.T) {
 // and a silence that goes on after the stall is tested on the next tick.
 func TestSilenceStalledProcess(t *testing.T) {
 	ms := time.Millisecond
-	rtt := func(esp.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 5 * ms, true }
+	rtt := func(netpath.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 5 * ms, true }
 	window := SilenceWindow(21*ms, 5*ms, DefaultDeadAfter)
 	tests := []struct {
 		name  string

@@ -1,28 +1,28 @@
 package mobility
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
 // strays hands out one stray path when armed, like esp.Peer.TakeStray.
 type strays struct {
 	mu sync.Mutex
-	p  *esp.Path
+	p  *netpath.Path
 }
 
-func (s *strays) set(p esp.Path) { s.mu.Lock(); s.p = &p; s.mu.Unlock() }
-func (s *strays) take() (esp.Path, bool) {
+func (s *strays) set(p netpath.Path) { s.mu.Lock(); s.p = &p; s.mu.Unlock() }
+func (s *strays) take() (netpath.Path, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.p == nil {
-		return esp.Path{}, false
+		return netpath.Path{}, false
 	}
 	p := *s.p
 	s.p = nil

@@ -1,12 +1,12 @@
 package mobility
 
 import (
+	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -15,7 +15,7 @@ import (
 // path, the current path and the others are tested as after a silence.
 func TestSwitchTo(t *testing.T) {
 	gw2 := netip.MustParseAddr("203.0.113.20")
-	to := func(a netmon.Address) esp.Path {
+	to := func(a netmon.Address) netpath.Path {
 		p := pathOn(a)
 		p.Remote = netip.AddrPortFrom(gw2, gw.Port())
 		return p
@@ -26,18 +26,18 @@ func TestSwitchTo(t *testing.T) {
 		addrs     []netmon.Address
 		working   []netmon.Address
 		deadGW2   bool
-		wantCalls [][]esp.Path
-		want      esp.Path // the path the SA ends on
+		wantCalls [][]netpath.Path
+		want      netpath.Path // the path the SA ends on
 		wantLog   []string
 	}{
 		{name: "current local address first", start: wlan, addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wlan, wwan},
-			wantCalls: [][]esp.Path{{to(wlan), to(wwan)}}, want: to(wlan), wantLog: []string{"move wlan->wlan switched"}},
+			wantCalls: [][]netpath.Path{{to(wlan), to(wwan)}}, want: to(wlan), wantLog: []string{"move wlan->wlan switched"}},
 		{name: "current uplink cannot reach it, the other can", start: wlan, addrs: []netmon.Address{wlan, wwan}, working: []netmon.Address{wwan},
-			wantCalls: [][]esp.Path{{to(wlan), to(wwan)}}, want: to(wwan), wantLog: []string{"move wlan->wwan switched"}},
+			wantCalls: [][]netpath.Path{{to(wlan), to(wwan)}}, want: to(wwan), wantLog: []string{"move wlan->wwan switched"}},
 		{name: "current address unlisted by the monitor still first", start: eth, addrs: []netmon.Address{wwan}, working: []netmon.Address{eth},
-			wantCalls: [][]esp.Path{{to(eth), to(wwan)}}, want: to(eth), wantLog: []string{"move eth0->eth0 switched"}},
+			wantCalls: [][]netpath.Path{{to(eth), to(wwan)}}, want: to(eth), wantLog: []string{"move eth0->eth0 switched"}},
 		{name: "new address dead: back to testing the current path", start: wlan, addrs: []netmon.Address{wlan}, working: []netmon.Address{wlan},
-			deadGW2: true, wantCalls: [][]esp.Path{{to(wlan)}, {pathOn(wlan), to(wlan)}}, want: pathOn(wlan), wantLog: []string{"refresh wlan"}},
+			deadGW2: true, wantCalls: [][]netpath.Path{{to(wlan)}, {pathOn(wlan), to(wlan)}}, want: pathOn(wlan), wantLog: []string{"refresh wlan"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

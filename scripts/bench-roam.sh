@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The MOBIKE handover benchmark of issue 3 (root; takes minutes, not in CI).
+# The MOBIKE handover benchmark of issue 3 (root; takes minutes, not in CI);
+# TORTURE=1 (or short) runs the torture sequence instead (docs/benchmarks.md).
 # Environment (or the matching flags after the script name): REPS (10),
 # BOUND (10s), DELAY (10ms), INTERVAL (5ms), SCENARIOS (a,b,c,d,d2; empty =
 # all), CLIENTS (roam,strongswan), LOGS (directory for the logs of runs that

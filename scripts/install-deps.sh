@@ -13,7 +13,7 @@ pkgs=(
 	wireguard-tools
 	ca-certificates git
 	zsh fish groff-base
-	dbus-daemon systemd
+	dbus-daemon systemd systemd-container
 )
 
 missing=()
@@ -58,6 +58,23 @@ if [ ! -x /lib/systemd/systemd-resolved ] && [ ! -x "$resolved_dir/lib/systemd/s
 		echo "install-deps: could not fetch systemd-resolved; the split DNS test will skip" >&2
 	fi
 	rm -rf "$tmp"
+fi
+
+# The resolvconf tests install openresolv and Debian's resolvconf inside a
+# throwaway systemd container (scripts/lab/container.go), never here: on
+# this machine either would take over /etc/resolv.conf, which apt needs.
+# Their packages (and lsb-base, which resolvconf depends on) are only
+# downloaded.
+debs_dir=/var/cache/roam-lab/debs
+if [ "$(id -u)" -eq 0 ] && ! { ls "$debs_dir"/openresolv_*.deb && ls "$debs_dir"/resolvconf_*.deb && ls "$debs_dir"/lsb-base_*.deb; } >/dev/null 2>&1; then
+	mkdir -p "$debs_dir"
+	chmod 755 "$debs_dir"
+	if (cd "$debs_dir" && apt-get download -q openresolv resolvconf lsb-base >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && apt-get download -q openresolv resolvconf lsb-base; }); then
+		echo "install-deps: openresolv and resolvconf downloaded into $debs_dir (not installed)"
+	else
+		echo "install-deps: could not fetch openresolv/resolvconf; the resolvconf tests will skip" >&2
+	fi
 fi
 
 if ! command -v go >/dev/null; then

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // collect is an Input that keeps copies of the records it is given.
@@ -128,19 +130,94 @@ func TestConnGarbageEndsStream(t *testing.T) {
 	}
 }
 
-func TestQueueLimitDrops(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
+// TestQueueWaitsForRoom: records beyond QueueLimit wait for the writer
+// to hand the queue to TCP instead of being dropped, as a sender waits on
+// a full socket buffer. The reader starts only once a record waits, so
+// every record past the limit must have waited, none dropped.
+func TestQueueWaitsForRoom(t *testing.T) {
+	a, b := net.Pipe() // unbuffered: the writer's Write waits for the reader
 	defer b.Close()
-	s := NewConn(a, false) // no writer runs: everything stays queued
+	s := NewConn(a, false)
+	s.queueWait = time.Hour // the test is about waiting, not the bound
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx, &collect{got: make(chan struct{})}, false) }()
+	per := MaxRecord + lengthSize
+	n := 3 * QueueLimit / per
+	read := make(chan int, 1)
+	go func() {
+		for s.Waited() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		total, buf := 0, make([]byte, 64<<10)
+		for total < n*per {
+			k, err := b.Read(buf)
+			total += k
+			if err != nil {
+				break
+			}
+		}
+		read <- total
+	}()
+	rec := make([]byte, MaxRecord)
+	for i := 0; i < n; i++ {
+		if !s.QueueRecord(rec) {
+			t.Fatalf("record %d of %d dropped (waited %d)", i, n, s.Waited())
+		}
+		if i%16 == 15 {
+			s.FlushRecords()
+		}
+	}
+	s.FlushRecords()
+	if got := <-read; got != n*per {
+		t.Fatalf("reader got %d bytes, want %d", got, n*per)
+	}
+	if s.Dropped() != 0 || s.Waited() == 0 {
+		t.Fatalf("dropped %d, waited %d: want no drop, and waits", s.Dropped(), s.Waited())
+	}
+	cancel()
+	<-ran
+}
+
+// TestQueueStallDrops: a stream whose writer takes nothing (a dead
+// connection) refuses the record that waited its bound in vain, and the
+// next ones without waiting, so it holds its sender up once; once the
+// writer takes the queue again, records are accepted again.
+func TestQueueStallDrops(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	s := NewConn(a, false) // no writer runs yet: everything stays queued
+	s.queueWait = 10 * time.Millisecond
 	rec := make([]byte, MaxRecord)
 	queued := 0
 	for s.QueueRecord(rec) {
 		queued++
 	}
-	if want := QueueLimit / (MaxRecord + lengthSize); queued != want || s.Dropped() != 1 {
-		t.Fatalf("queued %d (want %d), dropped %d", queued, want, s.Dropped())
+	if want := QueueLimit / (MaxRecord + lengthSize); queued != want || s.Dropped() != 1 || s.Waited() != 1 {
+		t.Fatalf("queued %d (want %d), dropped %d, waited %d; want 1 and 1", queued, want, s.Dropped(), s.Waited())
 	}
+	for i := 0; i < 10; i++ {
+		if s.QueueRecord(rec) {
+			t.Fatal("a stalled stream took a record")
+		}
+	}
+	if s.Dropped() != 11 || s.Waited() != 1 {
+		t.Fatalf("stalled: dropped %d, waited %d; want 11 and still 1", s.Dropped(), s.Waited())
+	}
+	// The connection comes back to life: a reader drains it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx, &collect{got: make(chan struct{})}, false) }()
+	go io.Copy(io.Discard, b)
+	s.FlushRecords()
+	for !s.QueueRecord(rec) {
+		s.FlushRecords()
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-ran
 }
 
 func TestClientRedialsAfterBreak(t *testing.T) {

@@ -109,31 +109,14 @@ func setResolvconf(ifname string, o DNSOptions) (*dnsState, error) {
 	if real, err := filepath.EvalSymlinks(bin); err == nil && strings.Contains(filepath.Base(real), "resolvectl") {
 		return nil, fmt.Errorf("resolvconf is systemd's shim: %w", errUnavailable)
 	}
-	var b strings.Builder
-	for _, s := range o.Servers {
-		fmt.Fprintf(&b, "nameserver %s\n", s)
-	}
-	if len(o.Domains) > 0 {
-		fmt.Fprintf(&b, "search %s\n", strings.Join(o.Domains, " "))
-	}
-	// Debian's resolvconf orders records by interface-order, where "tun*"
-	// comes first; openresolv takes -m 0 and, for a full tunnel, -x
-	// (exclusive: only our servers).
-	record := "tun." + ifname
-	args := []string{"-a", record}
-	if isOpenresolv(bin) {
-		args = append(args, "-m", "0")
-		if o.FullTunnel {
-			args = append(args, "-x")
-		}
-	}
+	record, args, input := resolvconfRecord(ifname, isOpenresolv(bin), o)
 	statePath := DNSStatePath(o.StateDir, o.Name)
 	undo := DNSUndo{Method: "resolvconf", Interface: record}
 	if err := SaveDNSUndo(statePath, undo); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Stdin = strings.NewReader(b.String())
+	cmd.Stdin = strings.NewReader(input)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(statePath)
 		return nil, fmt.Errorf("resolvconf -a %s: %v: %s", record, err, bytes.TrimSpace(out))
@@ -144,6 +127,34 @@ func setResolvconf(ifname string, o DNSOptions) (*dnsState, error) {
 		}
 		return removeState(statePath)
 	}}, nil
+}
+
+// resolvconfRecord is the record for device ifname: its name, resolvconf's
+// arguments and the resolv.conf lines it reads from stdin.
+//
+// glibc asks the servers in resolv.conf's order and takes the first answer,
+// a "no such name" too, so the tunnel's servers must come first or the
+// tunnel's domains never resolve. Both programs order records by name:
+// Debian's by /etc/resolvconf/interface-order, where "vpn*" comes before
+// every Ethernet and Wi-Fi record, openresolv by its dynamic_order, where
+// "vpn.*" comes right after loopback. openresolv gets no metric (-m): a
+// record with any metric goes after every record without one, and DHCP
+// clients add theirs without. A full tunnel is exclusive (-x, openresolv
+// only): its servers alone.
+func resolvconfRecord(ifname string, openresolv bool, o DNSOptions) (record string, args []string, input string) {
+	var b strings.Builder
+	for _, s := range o.Servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if len(o.Domains) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(o.Domains, " "))
+	}
+	record = "vpn." + ifname
+	args = []string{"-a", record}
+	if openresolv && o.FullTunnel {
+		args = append(args, "-x")
+	}
+	return record, args, b.String()
 }
 
 func isOpenresolv(bin string) bool {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -228,6 +229,35 @@ func TestRestoreDNSOtherNetNS(t *testing.T) {
 			}
 			if len(done) != 0 || string(b) != "nameserver 10.99.0.53\n" || statErr != nil {
 				t.Errorf("restored %v, file %q, state err %v; want untouched", done, b, statErr)
+			}
+		})
+	}
+}
+
+func TestResolvconfRecord(t *testing.T) {
+	servers := []netip.Addr{netip.MustParseAddr("10.99.0.53"), netip.MustParseAddr("fd00::53")}
+	tests := []struct {
+		name       string
+		openresolv bool
+		o          DNSOptions
+		args       []string
+		input      string
+	}{
+		{"debian split", false, DNSOptions{Servers: servers, Domains: []string{"corp.example", "lab.example"}},
+			[]string{"-a", "vpn.roam-corp"}, "nameserver 10.99.0.53\nnameserver fd00::53\nsearch corp.example lab.example\n"},
+		{"debian full", false, DNSOptions{Servers: servers[:1], FullTunnel: true},
+			[]string{"-a", "vpn.roam-corp"}, "nameserver 10.99.0.53\n"},
+		// No -m: a metric would sort the record after the uplink's.
+		{"openresolv split", true, DNSOptions{Servers: servers[:1], Domains: []string{"corp.example"}},
+			[]string{"-a", "vpn.roam-corp"}, "nameserver 10.99.0.53\nsearch corp.example\n"},
+		{"openresolv full", true, DNSOptions{Servers: servers[:1], FullTunnel: true},
+			[]string{"-a", "vpn.roam-corp", "-x"}, "nameserver 10.99.0.53\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			record, args, input := resolvconfRecord("roam-corp", tt.openresolv, tt.o)
+			if record != "vpn.roam-corp" || !slices.Equal(args, tt.args) || input != tt.input {
+				t.Errorf("got %q %q %q, want vpn.roam-corp %q %q", record, args, input, tt.args, tt.input)
 			}
 		})
 	}

@@ -53,7 +53,7 @@ func (d *Device) State() State {
 }
 
 func (d *Device) state() State {
-	return State{Device: d.name, Rules: rulesState(d.rules), Routes: routesState(d.routes)}
+	return State{Device: d.name, Rules: rulesState(append(d.rules[:len(d.rules):len(d.rules)], d.aside...)), Routes: routesState(d.routes)}
 }
 
 func rulesState(rs []*netlink.Rule) []RuleState {

@@ -40,7 +40,9 @@ type Device struct {
 	addrs  []*netlink.Addr
 	routes []*netlink.Route
 	rules  []*netlink.Rule
-	dns    *dnsState
+	// aside are the rules that step the full tunnel aside (StepAside).
+	aside []*netlink.Rule
+	dns   *dnsState
 	// journal records the device's state before a change (SetJournal).
 	journal func(State) error
 }
@@ -187,8 +189,8 @@ func (d *Device) Close() error {
 		errs = append(errs, d.dns.restore())
 		d.dns = nil
 	}
-	for i := len(d.rules) - 1; i >= 0; i-- {
-		if err := netlink.RuleDel(d.rules[i]); err != nil && !errors.Is(err, unix.ENOENT) {
+	for _, r := range append(d.rules, d.aside...) {
+		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete rule: %w", err))
 		}
 	}
@@ -197,7 +199,7 @@ func (d *Device) Close() error {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
 		}
 	}
-	d.rules, d.routes, d.addrs = nil, nil, nil
+	d.rules, d.aside, d.routes, d.addrs = nil, nil, nil, nil
 	// Closing the TUN file removes the device, and with it its addresses and
 	// any route still pointing at it.
 	if err := d.dev.Close(); err != nil {
@@ -219,7 +221,8 @@ func Cleanup(mark uint32, table int) error {
 		}
 		for _, r := range rules {
 			ours := (r.Table == table && r.Mark == mark && r.Invert) ||
-				(r.Priority == rulePriority && r.Table == unix.RT_TABLE_MAIN && r.SuppressPrefixlen == 0)
+				(r.Priority == rulePriority && r.Table == unix.RT_TABLE_MAIN && r.SuppressPrefixlen == 0) ||
+				(r.Priority == asidePriority && r.Table == unix.RT_TABLE_MAIN)
 			if ours {
 				r := r
 				if err := netlink.RuleDel(&r); err != nil {

@@ -94,8 +94,13 @@ func printStatus(w io.Writer, st []daemon.Status, now time.Time) error {
 			lines = append(lines, line)
 		}
 		for _, ch := range s.Children {
-			lines = append(lines, fmt.Sprintf("  child %s (in %s, out %s): in %d bytes/%d packets, out %d bytes/%d packets",
-				ch.Proposal, ch.SPIIn, ch.SPIOut, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
+			var to string
+			if len(ch.RemoteTS) > 0 {
+				// Which networks it carries tells several Child SAs apart.
+				to = " to " + strings.Join(ch.RemoteTS, ",")
+			}
+			lines = append(lines, fmt.Sprintf("  child %s (in %s, out %s)%s: in %d bytes/%d packets, out %d bytes/%d packets",
+				ch.Proposal, ch.SPIIn, ch.SPIOut, to, ch.BytesIn, ch.PacketsIn, ch.BytesOut, ch.PacketsOut))
 		}
 		if d := s.Drops; d != nil && *d != (daemon.Drops{}) {
 			var rs []string

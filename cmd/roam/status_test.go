@@ -55,3 +55,31 @@ func TestPrintStatusHealth(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintStatusChildren: each Child SA's line names the networks it
+// carries when the status has them, so several are told apart.
+func TestPrintStatusChildren(t *testing.T) {
+	tests := []struct {
+		name  string
+		child daemon.ChildStatus
+		want  string
+	}{
+		{"with selectors", daemon.ChildStatus{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16", PacketsIn: 3, BytesIn: 252,
+			RemoteTS: []string{"10.1.0.0/24", "10.2.0.0/24"}},
+			"  child aes256gcm16 (in c0000001, out d0000001) to 10.1.0.0/24,10.2.0.0/24: in 252 bytes/3 packets, out 0 bytes/0 packets\n"},
+		{"without", daemon.ChildStatus{SPIIn: "c0000002", SPIOut: "d0000002", Proposal: "aes128gcm16"},
+			"  child aes128gcm16 (in c0000002, out d0000002): in 0 bytes/0 packets, out 0 bytes/0 packets\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			st := daemon.Status{Name: "corp", State: "established", Children: []daemon.ChildStatus{tt.child}}
+			if err := printStatus(&b, []daemon.Status{st}, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), tt.want) {
+				t.Fatalf("output lacks %q:\n%s", tt.want, b.String())
+			}
+		})
+	}
+}

@@ -1,7 +1,8 @@
 // Package lockdown keeps traffic from leaving the host outside a VPN tunnel
 // (a kill switch). Rules is an nftables table of its own, inet roam, whose
 // output chain drops every packet except those that leave through the
-// tunnel's device, go to the gateway's IKE and NAT-T ports, are DHCP, IPv6
+// tunnel's device, go to the gateway's IKE and NAT-T ports (and, for a
+// connection that may use RFC 9329 streams, its TCP ports), are DHCP, IPv6
 // neighbour discovery or loopback, and, when asked, go to the local network.
 // Its forward chain lets what the host routes for others (containers, VMs)
 // only into or out of the tunnel, or to the local network when asked.
@@ -36,10 +37,19 @@ type Config struct {
 	Gateways []netip.Addr
 	// Ports are the gateway's UDP ports for IKE and ESP in UDP.
 	Ports []uint16
+	// TCPPorts are the gateway's TCP ports for IKE and ESP in a TCP or
+	// TLS stream (RFC 9329); none lets no TCP out to the gateway.
+	TCPPorts []uint16
 	// LAN lets out traffic to the private, link-local and multicast ranges.
 	LAN bool
 	// IPv6 lets out all IPv6, for a tunnel that carries IPv4 only.
 	IPv6 bool
+	// ProbeMark and ProbePort let out the daemon's captive portal probe:
+	// TCP to ProbePort, and its name lookup (port 53), from sockets that
+	// carry ProbeMark (SO_MARK, which only privileged processes set).
+	// ProbePort 0: no probe.
+	ProbeMark uint32
+	ProbePort uint16
 }
 
 // ErrHeld means the table exists already: another connection holds the
@@ -52,7 +62,11 @@ type Rules struct {
 	table    *nftables.Table
 	gw4, gw6 *nftables.Set
 	known    []netip.Addr
-	removed  bool
+	// portal4, portal6: a captive portal's addresses, let out on TCP
+	// ports 80 and 443 while set (AllowPortal).
+	portal4, portal6 *nftables.Set
+	portal           []netip.Addr
+	removed          bool
 }
 
 // Apply installs the rules in one transaction: they are in force entirely
@@ -78,6 +92,9 @@ func Apply(cfg Config) (*Rules, error) {
 	r.gw4 = &nftables.Set{Table: r.table, Name: "gateway4", KeyType: nftables.TypeIPAddr}
 	r.gw6 = &nftables.Set{Table: r.table, Name: "gateway6", KeyType: nftables.TypeIP6Addr}
 	ports := &nftables.Set{Table: r.table, Name: "ikeports", KeyType: nftables.TypeInetService}
+	r.portal4 = &nftables.Set{Table: r.table, Name: "portal4", KeyType: nftables.TypeIPAddr}
+	r.portal6 = &nftables.Set{Table: r.table, Name: "portal6", KeyType: nftables.TypeIP6Addr}
+	tcpPorts := &nftables.Set{Table: r.table, Name: "streamports", KeyType: nftables.TypeInetService}
 	var g4, g6 []nftables.SetElement
 	for _, a := range uniqueAddrs(cfg.Gateways) {
 		if a.Is4() {
@@ -87,14 +104,17 @@ func Apply(cfg Config) (*Rules, error) {
 		}
 		r.known = append(r.known, a)
 	}
-	var pe []nftables.SetElement
+	var pe, te []nftables.SetElement
 	for _, p := range uniquePorts(cfg.Ports) {
 		pe = append(pe, nftables.SetElement{Key: be16(p)})
+	}
+	for _, p := range uniquePorts(cfg.TCPPorts) {
+		te = append(te, nftables.SetElement{Key: be16(p)})
 	}
 	for _, s := range []struct {
 		set  *nftables.Set
 		elts []nftables.SetElement
-	}{{r.gw4, g4}, {r.gw6, g6}, {ports, pe}} {
+	}{{r.gw4, g4}, {r.gw6, g6}, {ports, pe}, {tcpPorts, te}, {r.portal4, nil}, {r.portal6, nil}} {
 		if err := nc.AddSet(s.set, s.elts); err != nil {
 			return nil, fmt.Errorf("lockdown: set %s: %w", s.set.Name, err)
 		}
@@ -104,7 +124,7 @@ func Apply(cfg Config) (*Rules, error) {
 		Name: "output", Table: r.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &drop,
 	})
-	for _, exprs := range ruleExprs(cfg, r.gw4, r.gw6, ports) {
+	for _, exprs := range append(ruleExprs(cfg, r.gw4, r.gw6, ports, tcpPorts), portalExprs(cfg, r.portal4, r.portal6)...) {
 		nc.AddRule(&nftables.Rule{Table: r.table, Chain: out, Exprs: append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})})
 	}
 	fwd := nc.AddChain(&nftables.Chain{
@@ -271,7 +291,7 @@ var lanPrefixes = []netip.Prefix{
 
 // ruleExprs are the accepting rules' matches, in order (each gets an
 // accept verdict); the chain's policy drops the rest.
-func ruleExprs(cfg Config, gw4, gw6, ports *nftables.Set) [][]expr.Any {
+func ruleExprs(cfg Config, gw4, gw6, ports, tcpPorts *nftables.Set) [][]expr.Any {
 	rules := [][]expr.Any{
 		oifname("lo"),
 		oifname(cfg.Interface),
@@ -296,6 +316,16 @@ func ruleExprs(cfg Config, gw4, gw6, ports *nftables.Set) [][]expr.Any {
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: icmp6TypeOff, Len: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{icmp6MLDReport}},
 			}),
+	}
+	if len(cfg.TCPPorts) > 0 {
+		// IKE and ESP in a TCP stream to the gateway (RFC 9329).
+		rules = append(rules,
+			concat(proto(unix.NFPROTO_IPV4, unix.IPPROTO_TCP),
+				payloadIn(expr.PayloadBaseNetworkHeader, ip4DaddrOffset, 4, gw4),
+				payloadIn(expr.PayloadBaseTransportHeader, dportOffset, 2, tcpPorts)),
+			concat(proto(unix.NFPROTO_IPV6, unix.IPPROTO_TCP),
+				payloadIn(expr.PayloadBaseNetworkHeader, ip6DaddrOffset, 16, gw6),
+				payloadIn(expr.PayloadBaseTransportHeader, dportOffset, 2, tcpPorts)))
 	}
 	if cfg.LAN {
 		for _, p := range lanPrefixes {

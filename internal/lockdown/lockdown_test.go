@@ -7,10 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/roam-vpn/roam/internal/nstest"
 )
@@ -59,33 +61,70 @@ func lab(t *testing.T) {
 	}
 }
 
+// tcpSent counts the TCP packets that got past the lockdown's output
+// chain: a chain of a table of the test's own, hooked in after it, sees
+// only what the lockdown accepted.
+func tcpSent(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "chain", "inet", "rmprobe", "out").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`packets (\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no counter in\n%s", out)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// connectTCP starts a TCP connection to dst and reports whether its SYN
+// got past the lockdown. Nothing answers behind the uplink: the connect
+// is abandoned after its first SYN.
+func connectTCP(t *testing.T, dst netip.AddrPort) bool {
+	t.Helper()
+	before := tcpSent(t)
+	if c, err := net.DialTimeout("tcp", dst.String(), 100*time.Millisecond); err == nil {
+		c.Close()
+	}
+	return tcpSent(t) > before
+}
+
 func TestRulesOnRealPackets(t *testing.T) {
 	if !nstest.InNamespace(t) {
 		return
 	}
 	lab(t)
-	gw := netip.MustParseAddr("192.0.2.10")
+	nstest.Exec(t, "nft", "add table inet rmprobe; add chain inet rmprobe out { type filter hook output priority 10; }; add rule inet rmprobe out meta l4proto tcp counter")
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "inet", "rmprobe").Run() })
+	gw, gw6 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8:5::10")
 	type probe struct {
 		name  string
 		sport uint16
 		dst   string
 		want  bool
+		tcp   bool
 	}
 	base := []probe{
-		{"loopback", 0, "127.0.0.1:9", true},
-		{"through the tunnel", 0, "203.0.113.7:443", true},
-		{"through the tunnel, IPv6", 0, "[2001:db8:77::7]:443", true},
-		{"IKE to the gateway", 0, "192.0.2.10:500", true},
-		{"NAT-T to the gateway", 0, "192.0.2.10:4500", true},
-		{"configured port to the gateway", 0, "192.0.2.10:4501", true},
-		{"another port on the gateway", 0, "192.0.2.10:53", false},
-		{"IKE to another host", 0, "192.0.2.11:500", false},
-		{"beyond the uplink", 0, "192.0.2.99:53", false},
-		{"the uplink's router", 0, "198.51.100.1:53", false},
-		{"DHCP client", 68, "255.255.255.255:67", true},
-		{"DHCPv6 client", 546, "[ff02::1:2%uplink0]:547", true},
-		{"IPv6 beyond the uplink", 0, "[2001:db8:9::9]:53", false},
-		{"a private address off the tunnel", 0, "10.1.2.3:53", false},
+		{"loopback", 0, "127.0.0.1:9", true, false},
+		{"through the tunnel", 0, "203.0.113.7:443", true, false},
+		{"through the tunnel, IPv6", 0, "[2001:db8:77::7]:443", true, false},
+		{"IKE to the gateway", 0, "192.0.2.10:500", true, false},
+		{"NAT-T to the gateway", 0, "192.0.2.10:4500", true, false},
+		{"configured port to the gateway", 0, "192.0.2.10:4501", true, false},
+		{"another port on the gateway", 0, "192.0.2.10:53", false, false},
+		{"IKE to another host", 0, "192.0.2.11:500", false, false},
+		{"beyond the uplink", 0, "192.0.2.99:53", false, false},
+		{"the uplink's router", 0, "198.51.100.1:53", false, false},
+		{"DHCP client", 68, "255.255.255.255:67", true, false},
+		{"DHCPv6 client", 546, "[ff02::1:2%uplink0]:547", true, false},
+		{"IPv6 beyond the uplink", 0, "[2001:db8:9::9]:53", false, false},
+		{"a private address off the tunnel", 0, "10.1.2.3:53", false, false},
+		{"TCP to the gateway's NAT-T port", 0, "192.0.2.10:4500", false, true},
+		{"TCP to the gateway's TLS port", 0, "192.0.2.10:443", false, true},
+		{"TCP to the gateway's TLS port, IPv6", 0, "[2001:db8:5::10]:443", false, true},
+		{"TCP to the gateway, another port", 0, "192.0.2.10:22", false, true},
+		{"TCP to another host's TLS port", 0, "192.0.2.11:443", false, true},
 	}
 	tests := []struct {
 		name   string
@@ -94,12 +133,14 @@ func TestRulesOnRealPackets(t *testing.T) {
 	}{
 		{name: "plain", cfg: Config{}},
 		{name: "lan", cfg: Config{LAN: true}, change: map[string]bool{"a private address off the tunnel": true}},
-		{name: "ipv6 allowed", cfg: Config{IPv6: true}, change: map[string]bool{"IPv6 beyond the uplink": true}},
+		{name: "ipv6 allowed", cfg: Config{IPv6: true}, change: map[string]bool{"IPv6 beyond the uplink": true, "TCP to the gateway's TLS port, IPv6": true}},
+		{name: "streams", cfg: Config{TCPPorts: []uint16{4500, 443}}, change: map[string]bool{
+			"TCP to the gateway's NAT-T port": true, "TCP to the gateway's TLS port": true, "TCP to the gateway's TLS port, IPv6": true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Interface, cfg.Gateways, cfg.Ports = "tunl0ck", []netip.Addr{gw}, []uint16{500, 4500, 4501}
+			cfg.Interface, cfg.Gateways, cfg.Ports = "tunl0ck", []netip.Addr{gw, gw6}, []uint16{500, 4500, 4501}
 			r, err := Apply(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +151,14 @@ func TestRulesOnRealPackets(t *testing.T) {
 				if c, ok := tt.change[p.name]; ok {
 					want = c
 				}
-				if got := send(t, p.sport, netip.MustParseAddrPort(p.dst)); got != want {
+				dst := netip.MustParseAddrPort(p.dst)
+				got := false
+				if p.tcp {
+					got = connectTCP(t, dst)
+				} else {
+					got = send(t, p.sport, dst)
+				}
+				if got != want {
 					t.Errorf("%s (%s): let out %v, want %v", p.name, p.dst, got, want)
 				}
 			}

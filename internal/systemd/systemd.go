@@ -62,15 +62,21 @@ func StderrIsJournal() bool {
 
 // JournalHandler is a slog.Handler that sends each record to journald
 // with PRIORITY from its level and every attribute as a field of its own
-// (ROAM_PROFILE=corp for "profile", groups joined with "_").
+// (ROAM_PROFILE=corp for "profile", groups joined with "_"). MESSAGE is
+// the record's message followed by its attributes as key=value, as slog's
+// text handler writes them: journalctl shows MESSAGE alone, and "error"
+// without its reason would tell the reader nothing.
 type JournalHandler struct {
 	opts   slog.HandlerOptions
 	conn   *net.UnixConn
-	prefix string      // of the field names, e.g. "ROAM_"
-	attrs  []byte      // preformatted fields of WithAttrs
-	group  string      // field name prefix of WithGroup
-	mu     *sync.Mutex // guards buf
-	buf    *bytes.Buffer
+	prefix string // of the field names, e.g. "ROAM_"
+	attrs  []byte // preformatted fields of WithAttrs
+	text   []byte // the same attributes as " key=value", for MESSAGE
+	group  string // field name prefix of WithGroup
+	tgroup string // key prefix of WithGroup in MESSAGE ("group.")
+	mu     *sync.Mutex
+	// Guarded by mu: the datagram, MESSAGE and the record's own fields.
+	buf, msg, fields *bytes.Buffer
 }
 
 // NewJournalHandler connects to the journal socket at path (JournalSocket).
@@ -80,7 +86,7 @@ func NewJournalHandler(path, prefix string, opts *slog.HandlerOptions) (*Journal
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	h := &JournalHandler{conn: c, prefix: prefix, mu: new(sync.Mutex), buf: new(bytes.Buffer)}
+	h := &JournalHandler{conn: c, prefix: prefix, mu: new(sync.Mutex), buf: new(bytes.Buffer), msg: new(bytes.Buffer), fields: new(bytes.Buffer)}
 	if opts != nil {
 		h.opts = *opts
 	}
@@ -117,15 +123,20 @@ func Priority(l slog.Level) int {
 func (h *JournalHandler) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	b := h.buf
+	b, msg, fields := h.buf, h.msg, h.fields
 	b.Reset()
-	writeField(b, "MESSAGE", r.Message)
-	writeField(b, "PRIORITY", strconv.Itoa(Priority(r.Level)))
-	b.Write(h.attrs)
+	msg.Reset()
+	fields.Reset()
+	msg.WriteString(r.Message)
+	msg.Write(h.text)
 	r.Attrs(func(a slog.Attr) bool {
-		h.appendAttr(b, h.group, a)
+		h.appendAttr(fields, msg, h.group, h.tgroup, a)
 		return true
 	})
+	writeField(b, "MESSAGE", msg.String())
+	writeField(b, "PRIORITY", strconv.Itoa(Priority(r.Level)))
+	b.Write(h.attrs)
+	b.Write(fields.Bytes())
 	_, err := h.conn.Write(b.Bytes())
 	if errors.Is(err, syscall.EMSGSIZE) {
 		return fmt.Errorf("journal: record of %d bytes too large", b.Len())
@@ -135,13 +146,14 @@ func (h *JournalHandler) Handle(_ context.Context, r slog.Record) error {
 
 // WithAttrs implements slog.Handler.
 func (h *JournalHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	var b bytes.Buffer
+	var b, text bytes.Buffer
 	b.Write(h.attrs)
+	text.Write(h.text)
 	for _, a := range attrs {
-		h.appendAttr(&b, h.group, a)
+		h.appendAttr(&b, &text, h.group, h.tgroup, a)
 	}
 	h2 := *h
-	h2.attrs = b.Bytes()
+	h2.attrs, h2.text = b.Bytes(), text.Bytes()
 	return &h2
 }
 
@@ -152,25 +164,52 @@ func (h *JournalHandler) WithGroup(name string) slog.Handler {
 	}
 	h2 := *h
 	h2.group = h.group + name + "_"
+	h2.tgroup = h.tgroup + name + "."
 	return &h2
 }
 
-func (h *JournalHandler) appendAttr(b *bytes.Buffer, group string, a slog.Attr) {
+// appendAttr writes a as a field to fields and as " key=value" to text;
+// group and tgroup prefix the field name and the key.
+func (h *JournalHandler) appendAttr(fields, text *bytes.Buffer, group, tgroup string, a slog.Attr) {
 	a.Value = a.Value.Resolve()
 	if a.Equal(slog.Attr{}) {
 		return
 	}
 	if a.Value.Kind() == slog.KindGroup {
-		g := group
+		g, tg := group, tgroup
 		if a.Key != "" {
 			g += a.Key + "_"
+			tg += a.Key + "."
 		}
 		for _, ga := range a.Value.Group() {
-			h.appendAttr(b, g, ga)
+			h.appendAttr(fields, text, g, tg, ga)
 		}
 		return
 	}
-	writeField(b, FieldName(h.prefix+group+a.Key), a.Value.String())
+	v := a.Value.String()
+	writeField(fields, FieldName(h.prefix+group+a.Key), v)
+	text.WriteByte(' ')
+	text.WriteString(tgroup + a.Key)
+	text.WriteByte('=')
+	if needsQuote(v) {
+		text.WriteString(strconv.Quote(v))
+	} else {
+		text.WriteString(v)
+	}
+}
+
+// needsQuote reports whether v must be quoted to read back as one value,
+// as slog's text handler decides it.
+func needsQuote(v string) bool {
+	if v == "" {
+		return true
+	}
+	for _, r := range v {
+		if r <= ' ' || r == '=' || r == '"' || r == 0x7f || !strconv.IsPrint(r) {
+			return true
+		}
+	}
+	return false
 }
 
 // FieldName makes a journal field name: upper case letters, digits and

@@ -116,11 +116,12 @@ func TestJournalHandler(t *testing.T) {
 		want map[string]string
 	}{
 		{func() { log.Info("connected", "virtual_ip", "10.99.200.7") },
-			map[string]string{"MESSAGE": "connected", "PRIORITY": "6", "ROAM_PROFILE": "corp", "ROAM_VIRTUAL_IP": "10.99.200.7"}},
+			map[string]string{"MESSAGE": "connected profile=corp virtual_ip=10.99.200.7", "PRIORITY": "6", "ROAM_PROFILE": "corp", "ROAM_VIRTUAL_IP": "10.99.200.7"}},
 		{func() { log.Debug("path test", "took", "12ms") }, map[string]string{"PRIORITY": "7", "ROAM_TOOK": "12ms"}},
-		{func() { log.Warn("rekey refused") }, map[string]string{"PRIORITY": "4"}},
+		{func() { log.Warn("rekey refused", "reason", "NO_PROPOSAL_CHOSEN from the gateway", "empty", "") },
+			map[string]string{"MESSAGE": `rekey refused profile=corp reason="NO_PROPOSAL_CHOSEN from the gateway" empty=""`, "PRIORITY": "4"}},
 		{func() { log.WithGroup("child").Error("two\nlines", slog.Group("sa", "spi", "c0000001")) },
-			map[string]string{"MESSAGE": "two\nlines", "PRIORITY": "3", "ROAM_PROFILE": "corp", "ROAM_CHILD_SA_SPI": "c0000001"}},
+			map[string]string{"MESSAGE": "two\nlines profile=corp child.sa.spi=c0000001", "PRIORITY": "3", "ROAM_PROFILE": "corp", "ROAM_CHILD_SA_SPI": "c0000001"}},
 	}
 	for i, tt := range tests {
 		tt.log()

@@ -51,6 +51,9 @@ type config struct {
 	logDir    string
 	roamBin   string
 	delayBin  string
+	// torture, when set, runs the torture sequence (torture.go) instead
+	// of the scenarios.
+	torture *tortureConfig
 }
 
 // scenario is one move. The tunnel starts on wlan (or, after prepare, on
@@ -160,7 +163,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-roam:", err)
 		os.Exit(2)
 	}
-	if err := bench(cfg); err != nil {
+	run := bench
+	if cfg.torture != nil {
+		run = func(cfg config) error { return torture(cfg, *cfg.torture) }
+	}
+	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-roam:", err)
 		os.Exit(1)
 	}
@@ -183,6 +190,13 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	scen := flag.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names or letters (a,b,c,d,d2,e,e2); empty = all (env SCENARIOS)")
 	clients := flag.String("clients", envDefault("CLIENTS", "roam,strongswan"), "clients to run (env CLIENTS)")
 	flag.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
+	tort := flag.String("torture", envDefault("TORTURE", ""), "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
+	events := flag.String("events", envDefault("EVENTS", ""), "torture: number of events (env EVENTS; 60, short 9)")
+	duration := flag.String("duration", envDefault("DURATION", ""), "torture: the sequence spreads over about this long (env DURATION; 10m, short 90s)")
+	seed := flag.String("seed", envDefault("SEED", "1"), "torture: seed of the event sequence (env SEED)")
+	kinds := flag.String("kinds", envDefault("KINDS", ""), "torture: comma-separated event kinds; empty = all (env KINDS)")
+	grace := flag.String("grace", envDefault("GRACE", "2s"), "torture: status saying ok while nothing flowed for this long is a lie (env GRACE)")
+	outage := flag.String("outage", envDefault("OUTAGE", "20s"), "torture: how long the no-uplink event holds (env OUTAGE)")
 	if err := flag.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -222,6 +236,27 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 				return cfg, fmt.Errorf("unknown scenario %q (have a-link-down, b-address-removed, c-preferred-back, d-nat-flushed, d2-nat-address, e-connect, e2-connect-daemon)", want)
 			}
 		}
+	}
+	switch *tort {
+	case "", "0":
+	case "1", "short":
+		ev, dur := "60", "10m"
+		if *tort == "short" {
+			ev, dur = strconv.Itoa(len(tortureKinds)), "90s"
+		}
+		if *events == "" {
+			*events = ev
+		}
+		if *duration == "" {
+			*duration = dur
+		}
+		tc, err := parseTortureFlags(&cfg, *events, *duration, *seed, *kinds, *grace, *outage)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.torture = &tc
+	default:
+		return cfg, fmt.Errorf("TORTURE/-torture %q: want 1 or short", *tort)
 	}
 	for _, c := range strings.Split(*clients, ",") {
 		c = strings.TrimSpace(c)

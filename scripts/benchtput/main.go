@@ -51,7 +51,11 @@ type config struct {
 	udpDown    bool
 	profileDir string
 	logDir     string
-	counts     bool // perf stat system calls and context switches of each tunnel process
+	roamBase   string // ROAM_BASE: roam binary of the roam-base kind
+	counts     bool   // perf stat system calls and context switches of each tunnel process
+	// only, when not empty, names the tests to run (TESTS): an A/B of one
+	// figure need not wait for all the others.
+	only map[string]bool
 }
 
 func main() {
@@ -85,12 +89,14 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	fs := flag.NewFlagSet("bench-tput", flag.ContinueOnError)
 	reps := fs.String("reps", envDefault("REPS", "3"), "repetitions (env REPS)")
 	duration := fs.String("duration", envDefault("DURATION", "8s"), "length of each iperf3 run, whole seconds (env DURATION)")
-	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan,roam-tcp"), "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp (env KINDS)")
+	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan,roam-tcp"), "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp, roam-base (env KINDS)")
 	streams := fs.String("streams", envDefault("STREAMS", "4"), "TCP streams of the multi-stream runs (env STREAMS)")
 	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
 	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
 	countsFlag := fs.String("counts", envDefault("COUNTS", "0"), "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
+	only := fs.String("tests", getenv("TESTS"), "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
+	fs.StringVar(&cfg.roamBase, "roam-base", getenv("ROAM_BASE"), "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
 	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -113,7 +119,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	for _, k := range strings.Split(*kinds, ",") {
 		k = strings.TrimSpace(k)
 		if _, ok := kindLabel[k]; !ok {
-			return cfg, fmt.Errorf("KINDS/-kinds: unknown kind %q (have roam, wireguard, strongswan, roam-tcp)", k)
+			return cfg, fmt.Errorf("KINDS/-kinds: unknown kind %q (have roam, wireguard, strongswan, roam-tcp, roam-base)", k)
 		}
 		if !seen[k] {
 			seen[k] = true
@@ -144,6 +150,23 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	case "0", "false", "no":
 	default:
 		return cfg, fmt.Errorf("UDP_DOWN/-udp-down %q: want 1 or 0", *udpDown)
+	}
+	if seen[kindRoamBase] && cfg.roamBase == "" {
+		return cfg, errors.New("KINDS/-kinds: roam-base needs ROAM_BASE/-roam-base, a roam binary")
+	}
+	if *only != "" {
+		known := map[string]bool{}
+		for _, t := range tests(cfg.streams, cfg.udpSizes, cfg.udpDown) {
+			known[t.name] = true
+		}
+		cfg.only = map[string]bool{}
+		for _, name := range strings.Split(*only, ",") {
+			name = strings.TrimSpace(name)
+			if !known[name] {
+				return cfg, fmt.Errorf("TESTS/-tests: unknown test %q", name)
+			}
+			cfg.only[name] = true
+		}
 	}
 	return cfg, nil
 }
@@ -187,12 +210,22 @@ func bench(ctx context.Context, cfg config) error {
 	if bin.roam, err = lab.BuildRoam(binDir); err != nil {
 		return err
 	}
+	bin.roamBase = cfg.roamBase
 	if bin.wireguardGo, err = buildWireGuardGo(binDir); err != nil {
 		return err
 	}
 	m := machine{nproc: nproc(), loadStart: loadavg(), perf: perfNote()}
 	started := time.Now()
 	ts := tests(cfg.streams, cfg.udpSizes, cfg.udpDown)
+	if cfg.only != nil {
+		kept := ts[:0]
+		for _, t := range ts {
+			if cfg.only[t.name] {
+				kept = append(kept, t)
+			}
+		}
+		ts = kept
+	}
 	runs := map[string][]run{}
 	n := 0
 	for rep := 1; rep <= cfg.reps && ctx.Err() == nil; rep++ {

@@ -300,6 +300,15 @@ func TestParseFlags(t *testing.T) {
 		{name: "tiny datagram", args: []string{"-udp-sizes", "8"}, wantErr: "UDP_SIZES"},
 		{name: "bad udp-down", env: map[string]string{"UDP_DOWN": "maybe"}, wantErr: "UDP_DOWN"},
 		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected argument"},
+		{name: "tests", env: map[string]string{"TESTS": "tcp-up-1, udp-up-64"},
+			check: func(c config) bool { return len(c.only) == 2 && c.only["tcp-up-1"] && c.only["udp-up-64"] }},
+		{name: "roam-base without binary", env: map[string]string{"KINDS": "roam,roam-base"}, wantErr: "ROAM_BASE"},
+		{name: "roam-base", env: map[string]string{"KINDS": "roam-base,roam", "ROAM_BASE": "/tmp/roam"},
+			check: func(c config) bool {
+				return c.roamBase == "/tmp/roam" && slices.Equal(c.kinds, []string{kindRoamBase, kindRoam})
+			}},
+		{name: "all tests", check: func(c config) bool { return c.only == nil }},
+		{name: "unknown test", env: map[string]string{"TESTS": "tcp-up-3"}, wantErr: `unknown test "tcp-up-3"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

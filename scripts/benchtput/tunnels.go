@@ -23,13 +23,17 @@ const (
 	kindSwan = "strongswan"
 	// kindRoamTCP is roam <-> roam over an RFC 9329 stream (transport tcp).
 	kindRoamTCP = "roam-tcp"
+	// kindRoamBase is roam <-> roam with another roam binary (ROAM_BASE),
+	// for an A/B of two builds in one run.
+	kindRoamBase = "roam-base"
 )
 
 var kindLabel = map[string]string{
-	kindRoam:    "roam",
-	kindWG:      "wireguard-go",
-	kindSwan:    "roam->strongSwan",
-	kindRoamTCP: "roam over TCP",
+	kindRoam:     "roam",
+	kindWG:       "wireguard-go",
+	kindSwan:     "roam->strongSwan",
+	kindRoamTCP:  "roam over TCP",
+	kindRoamBase: "roam-base",
 }
 
 // tunnel is one kind's tunnel, up between the client and the gateway
@@ -47,6 +51,7 @@ type tunnel struct {
 // binaries are what the kinds run.
 type binaries struct {
 	roam, wireguardGo string
+	roamBase          string // ROAM_BASE: the build kind roam-base runs
 }
 
 // profile asks roam's ends for CPU profiles (ROAM_CPUPROFILE) into these
@@ -69,6 +74,10 @@ func startTunnel(l *lab.Lab, kind string, bin binaries, n int, prof profile) (*t
 		t, err = startRoamRoam(l, bin, prof, false)
 	case kindRoamTCP:
 		t, err = startRoamRoam(l, bin, prof, true)
+	case kindRoamBase:
+		base := bin
+		base.roam = bin.roamBase
+		t, err = startRoamRoam(l, base, prof, false)
 	case kindSwan:
 		t, err = startRoamSwan(l, bin)
 	case kindWG:

@@ -177,3 +177,129 @@ func TestHealthBlackholedUplink(t *testing.T) {
 	}
 	p.result(t, time.Minute)
 }
+
+// gatewayHealthOf is the gateway's view of alice (roam gateway's status).
+func gatewayHealthOf(g *lab.Roam) (healthStatus, *string, bool) {
+	_, raw, err := g.Status()
+	if err != nil {
+		return healthStatus{}, nil, false
+	}
+	var st []struct {
+		healthStatus
+		LastESP *string `json:"last_inbound_esp"`
+	}
+	if json.Unmarshal([]byte(raw), &st) != nil {
+		return healthStatus{}, nil, false
+	}
+	for _, s := range st {
+		if s.Name == lab.ClientID {
+			return s.healthStatus, s.LastESP, true
+		}
+	}
+	return healthStatus{}, nil, false
+}
+
+// TestGatewayClientHealth: roam gateway's status says for each client
+// whether its traffic flows. The host behind the gateway pings the
+// client's virtual address; while the client's NAT router drops
+// everything from the client, the gateway's ESP goes unanswered, so the
+// client's health there must leave ok within a few looks, never be ok
+// later in the blackhole, and come back once the router forwards again.
+func TestGatewayClientHealth(t *testing.T) {
+	l, bin := setup(t)
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK})
+	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
+		t.Fatal(err)
+	}
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, nil, nil))
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("roam gateway output:\n%s", gp.Output())
+		t.Fatalf(format, args...)
+	}
+	var out string
+	var err error
+	for i := 0; i < 3; i++ { // the gateway may still be starting
+		if out, err = r.Connect("corp", 20*time.Second); err == nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		fail("connect: %v\n%s", err, out)
+	}
+	st, _, err := r.Status()
+	if err != nil || len(st) != 1 || st[0].VirtualIP == "" {
+		fail("client status: %v %+v", err, st)
+	}
+	ping, err := l.Start(lab.Host, "ping", "-n", "-q", "-i", "0.05", "-W", "1", "-w", "40", st[0].VirtualIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ping.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, esp, ok := gatewayHealthOf(g)
+		if ok && h.Health == "ok" && esp != nil && h.LastIKE != nil && h.HealthReason != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			fail("gateway status of the client not ok with traffic times under a ping: %+v (last ESP %v)", h, esp)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	const drop = "add table ip blackhole; add chain ip blackhole hold { type filter hook forward priority -10; policy accept; }; " +
+		"add rule ip blackhole hold iifname \"lan\" drop"
+	if err := l.Exec(lab.NATWLAN, "nft", drop); err != nil {
+		t.Fatal(err)
+	}
+	holed := true
+	defer func() {
+		if holed {
+			_ = l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole")
+		}
+	}()
+	start := time.Now()
+	// dead_after (500 ms), a tick of the gateway's health look, a status
+	// call on a loaded machine.
+	const notice = 2 * time.Second
+	var noticed time.Duration
+	for time.Since(start) < 5*time.Second {
+		h, _, ok := gatewayHealthOf(g)
+		if !ok {
+			continue
+		}
+		switch {
+		case h.Health != "ok" && noticed == 0:
+			noticed = time.Since(start)
+			if h.Health != "testing" || !strings.Contains(h.HealthReason, "nothing received") {
+				fail("gateway health %q (%s) in the blackhole, want testing: nothing received", h.Health, h.HealthReason)
+			}
+		case h.Health == "ok" && time.Since(start) > notice:
+			fail("gateway says the client is ok %v into the blackhole: %+v", time.Since(start).Round(time.Millisecond), h)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if noticed == 0 {
+		fail("gateway status of the client stayed ok through the blackhole")
+	}
+	if err := l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole"); err != nil {
+		t.Fatal(err)
+	}
+	holed = false
+	lifted := time.Now()
+	for {
+		if h, _, ok := gatewayHealthOf(g); ok && h.Health == "ok" {
+			break
+		}
+		if time.Since(lifted) > 20*time.Second {
+			fail("gateway status of the client not ok 20 s after the blackhole ended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	text, err := g.Run(10*time.Second, "status")
+	if err != nil || !strings.Contains(text, "  health ok (") {
+		fail("gateway's text status lacks the client's health line: %v\n%s", err, text)
+	}
+	t.Logf("gateway: client not ok %v into the blackhole, ok again %v after it", noticed.Round(time.Millisecond), time.Since(lifted).Round(time.Millisecond))
+}

@@ -167,3 +167,50 @@ func TestLockdown(t *testing.T) {
 	}
 	reachable("after roam disconnect --all")
 }
+
+// TestLockdownStream: with lockdown = true and transport = "tcp" the
+// kill switch lets the stream to the gateway's tcp_port out (and nothing
+// else beside the tunnel): roam connects over TCP and carries traffic,
+// while the gateway and the routers stay unreachable outside the tunnel.
+func TestLockdownStream(t *testing.T) {
+	l, bin := setup(t)
+	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, TCP: true})
+	p := lab.LabProfile("psk", goodPSK, nil, nil)
+	p.Lockdown = true
+	p.Transport = "tcp"
+	r := roamClient(t, l, bin, p)
+	debug := func() {
+		if out, err := l.Output(lab.Client, "nft", "list", "ruleset"); err == nil {
+			t.Logf("client ruleset:\n%s", out)
+		}
+		t.Logf("roam gateway output:\n%s", gp.Output())
+	}
+	var out string
+	var err error
+	for i := 0; i < 3; i++ { // the gateway may still be starting
+		if out, err = r.Connect("corp", 20*time.Second); err == nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		debug()
+		t.Fatalf("connect over TCP under lockdown: %v\n%s", err, out)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		debug()
+		t.Fatalf("no traffic through the tunnel: %v", err)
+	}
+	tcpTransfer(t, l)
+	if st := connected(t, r, "corp"); st.Transport != "tcp" || !st.Lockdown {
+		t.Errorf("status: transport %q lockdown %v, want tcp under lockdown", st.Transport, st.Lockdown)
+	}
+	for _, a := range []netip.Addr{lab.RouterWLAN.Addr(), lab.InetWLAN.Addr(), lab.GatewayAddr1.Addr()} {
+		if err := l.Ping(lab.Client, a, 1); err == nil {
+			t.Errorf("%s reachable outside the tunnel", a)
+		}
+	}
+	if out, err := r.Disconnect("corp"); err != nil {
+		t.Fatalf("disconnect: %v\n%s", err, out)
+	}
+}

@@ -23,7 +23,9 @@ func BuildRoam(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "roam")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/roam")
+	// -trimpath as make build has it: a test that runs make install or
+	// make deb then reuses the compiled packages and only links anew.
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/roam")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build roam: %w: %s", err, out)
@@ -63,8 +65,10 @@ type RoamProfile struct {
 	MOBIKE  bool
 	// ForbidNAT writes allow_nat = false.
 	ForbidNAT bool
-	// RemoteTS defaults to ProtectedNet.
+	// RemoteTS defaults to ProtectedNet; Children writes children
+	// ("per_ts": one Child SA per entry).
 	RemoteTS []string
+	Children string
 	// NoFragmentation writes fragmentation = false (RFC 7383 off).
 	NoFragmentation bool
 	// ChildRekey sets child_rekey_time, ChildLife child_life_time,
@@ -94,6 +98,11 @@ type RoamProfile struct {
 	// writes tls_ca.
 	Transport string
 	TLSCA     string
+	// CaptiveProbe writes captive_probe: a URL inside the lab. Empty
+	// writes captive_probe = "" (detection off), so that no lab profile
+	// ever probes the real Internet. CaptivePortal writes captive_portal.
+	CaptiveProbe  string
+	CaptivePortal string
 }
 
 // LabProfile is the usual profile: alice to the gateway's primary address,
@@ -158,6 +167,9 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		if p.NoFragmentation {
 			b.WriteString("fragmentation = false\n")
 		}
+		if p.Children != "" {
+			fmt.Fprintf(&b, "children = %q\n", p.Children)
+		}
 		if p.ChildRekey > 0 {
 			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
 		}
@@ -190,6 +202,10 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 		}
 		if p.TLSCA != "" {
 			fmt.Fprintf(&b, "tls_ca = %q\n", p.TLSCA)
+		}
+		fmt.Fprintf(&b, "captive_probe = %q\n", p.CaptiveProbe)
+		if p.CaptivePortal != "" {
+			fmt.Fprintf(&b, "captive_portal = %q\n", p.CaptivePortal)
 		}
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
@@ -407,6 +423,8 @@ type Status struct {
 		PacketsIn  uint64          `json:"packets_in"`
 		PacketsOut uint64          `json:"packets_out"`
 		Proposal   string          `json:"proposal"`
+		RemoteTS   []string        `json:"remote_ts"`
+		LocalTS    []string        `json:"local_ts"`
 	} `json:"children"`
 	PathChanges   int      `json:"path_changes"`
 	PeerAddresses []string `json:"peer_addresses"`
@@ -424,6 +442,12 @@ type Status struct {
 	DNSServers       []string `json:"dns_servers"`
 	DNSDomains       []string `json:"dns_domains"`
 	DNSMethod        string   `json:"dns_method"`
+	Health           string   `json:"health"`
+	HealthReason     string   `json:"health_reason"`
+	// A captive portal holds the uplink: its login page, and whether the
+	// routes stepped aside for it.
+	CaptivePortal    string `json:"captive_portal"`
+	CaptiveStepAside bool   `json:"captive_step_aside"`
 }
 
 // Status runs `roam status --json` and decodes it: either a JSON array or a

@@ -37,6 +37,10 @@ func TestWriteRoamConfig(t *testing.T) {
 	if fi, err := os.Stat(corp["psk_file"].(string)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("psk file mode: %v %v", fi.Mode(), err)
 	}
+	// No lab profile probes the real Internet for a captive portal.
+	if v, ok := corp["captive_probe"]; !ok || v != "" {
+		t.Errorf("corp profile: captive_probe %v (set %v), want \"\"", v, ok)
+	}
 	if f.Profiles["cert"]["ca"] != pki.CACert || f.Profiles["cert"]["key"] != pki.ClientKey {
 		t.Errorf("cert profile: %v", f.Profiles["cert"])
 	}

@@ -31,6 +31,9 @@ type SwanConn struct {
 	// DNSDomains go out as RFC 8598 INTERNAL_DNS_DOMAIN (attribute 25).
 	DNSDomains []string
 	LocalTS    []netip.Prefix
+	// ChildTS (gateway role), when set, writes one child per entry with
+	// that local_ts (named Name, Name-2, ...) instead of one with LocalTS.
+	ChildTS [][]netip.Prefix
 	// Client role.
 	RemoteTS  []netip.Prefix
 	VirtualIP bool
@@ -162,21 +165,32 @@ func Swanctl(conns ...SwanConn) string {
 			b.WriteString("      eap_id = %any\n")
 		}
 		b.WriteString("    }\n    children {\n")
-		fmt.Fprintf(&b, "      %s {\n", c.Name)
-		if c.Role == "gateway" {
-			fmt.Fprintf(&b, "        local_ts = %s\n", joinPrefixes(c.LocalTS))
-		} else {
-			fmt.Fprintf(&b, "        remote_ts = %s\n", joinPrefixes(c.RemoteTS))
-			if len(c.LocalTS) > 0 {
-				// A client's own side (a site's subnet, or what it claims).
-				fmt.Fprintf(&b, "        local_ts = %s\n", joinPrefixes(c.LocalTS))
+		children := [][]netip.Prefix{c.LocalTS}
+		if c.Role == "gateway" && len(c.ChildTS) > 0 {
+			children = c.ChildTS
+		}
+		for i, ts := range children {
+			name := c.Name
+			if i > 0 {
+				name = fmt.Sprintf("%s-%d", c.Name, i+1)
 			}
+			fmt.Fprintf(&b, "      %s {\n", name)
+			if c.Role == "gateway" {
+				fmt.Fprintf(&b, "        local_ts = %s\n", joinPrefixes(ts))
+			} else {
+				fmt.Fprintf(&b, "        remote_ts = %s\n", joinPrefixes(c.RemoteTS))
+				if len(c.LocalTS) > 0 {
+					// A client's own side (a site's subnet, or what it claims).
+					fmt.Fprintf(&b, "        local_ts = %s\n", joinPrefixes(c.LocalTS))
+				}
+			}
+			fmt.Fprintf(&b, "        esp_proposals = %s\n", strings.Join(c.ESP, ","))
+			if c.ChildRekey > 0 {
+				fmt.Fprintf(&b, "        rekey_time = %ds\n", int(c.ChildRekey.Seconds()))
+			}
+			b.WriteString("      }\n")
 		}
-		fmt.Fprintf(&b, "        esp_proposals = %s\n", strings.Join(c.ESP, ","))
-		if c.ChildRekey > 0 {
-			fmt.Fprintf(&b, "        rekey_time = %ds\n", int(c.ChildRekey.Seconds()))
-		}
-		b.WriteString("      }\n    }\n  }\n")
+		b.WriteString("    }\n  }\n")
 		if c.Auth == "psk" {
 			fmt.Fprintf(&secrets, "  ike-%s {\n    id-1 = %s\n    id-2 = %s\n    secret = 0x%x\n  }\n",
 				c.Name, c.LocalID, c.RemoteID, c.PSK)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,4 +202,21 @@ func (s *Sender) Answered(t, notBefore time.Time) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return firstAnswer(s.recs, t, notBefore)
+}
+
+// FirstEchoSince returns the arrival of the first echo of a probe sent at
+// or after t (an echo arriving earlier belongs to an earlier probe). The
+// records are in send order, so the search starts at t: a sender that runs
+// for many minutes is asked this every few milliseconds.
+func (s *Sender) FirstEchoSince(t time.Time) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := sort.Search(len(s.recs), func(i int) bool { return !s.recs[i].Sent.Before(t) })
+	var best time.Time
+	for _, r := range s.recs[i:] {
+		if r.Answered() && (best.IsZero() || r.Recv.Before(best)) {
+			best = r.Recv
+		}
+	}
+	return best, !best.IsZero()
 }

@@ -288,8 +288,15 @@ func TestSenderResponder(t *testing.T) {
 			t.Errorf("probe %d answered before it was sent", i)
 		}
 	}
-	if _, ok := s.Answered(recs[0].Sent, recs[0].Sent); !ok {
+	first, ok := s.Answered(recs[0].Sent, recs[0].Sent)
+	if !ok {
 		t.Error("Answered finds no echo")
+	}
+	if got, ok := s.FirstEchoSince(recs[0].Sent); !ok || !got.Equal(first) {
+		t.Errorf("FirstEchoSince(first probe) = %v, %v; want %v as Answered", got, ok, first)
+	}
+	if got, ok := s.FirstEchoSince(recs[len(recs)-1].Sent.Add(time.Nanosecond)); ok {
+		t.Errorf("FirstEchoSince(after the last probe) = %v, want none", got)
 	}
 	if resp.Dropped.Load() != 1 {
 		t.Errorf("responder dropped %d, want 1", resp.Dropped.Load())
