@@ -49,8 +49,11 @@ type config struct {
 	scenarios []scenario
 	clients   []string
 	logDir    string
-	roamBin   string
-	delayBin  string
+	// keepLogs saves every run's logs (not only failures) into logDir,
+	// with the roam client at debug level: the timeline of a handover.
+	keepLogs bool
+	roamBin  string
+	delayBin string
 	// torture, when set, runs the torture sequence (torture.go) instead
 	// of the scenarios.
 	torture *tortureConfig
@@ -152,6 +155,10 @@ type run struct {
 	err     error
 	// budget: `roam connect --json`'s connect_budget (connect scenarios).
 	budget map[string]float64
+	// firstOut (connect scenarios): from the start of the command to the
+	// first tunnel packet the client sent, as the uplink's delay line took
+	// it: when traffic flows, one round trip before its first echo.
+	firstOut time.Duration
 }
 
 func main() {
@@ -190,6 +197,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	scen := flag.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names or letters (a,b,c,d,d2,e,e2); empty = all (env SCENARIOS)")
 	clients := flag.String("clients", envDefault("CLIENTS", "roam,strongswan"), "clients to run (env CLIENTS)")
 	flag.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
+	keep := flag.String("keep-logs", envDefault("KEEPLOGS", ""), "with -logs: save every run's logs, the roam client logging at debug level (env KEEPLOGS=1)")
 	tort := flag.String("torture", envDefault("TORTURE", ""), "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
 	events := flag.String("events", envDefault("EVENTS", ""), "torture: number of events (env EVENTS; 60, short 9)")
 	duration := flag.String("duration", envDefault("DURATION", ""), "torture: the sequence spreads over about this long (env DURATION; 10m, short 90s)")
@@ -204,6 +212,16 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return cfg, fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	}
 	var err error
+	switch *keep {
+	case "", "0":
+	case "1":
+		if cfg.logDir == "" {
+			return cfg, errors.New("KEEPLOGS/-keep-logs needs LOGS/-logs (the directory)")
+		}
+		cfg.keepLogs = true
+	default:
+		return cfg, fmt.Errorf("KEEPLOGS/-keep-logs %q: want 1", *keep)
+	}
 	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
 		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
 	}
@@ -312,6 +330,9 @@ func describe(r run) string {
 	}
 	s := fmt.Sprintf("sent %d, lost %d, longest silence %s, rtt %s, trigger %s, longest send gap %s",
 		r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT), ms(r.trigger), ms(r.res.SendGap))
+	if r.firstOut > 0 {
+		s += ", first tunnel packet out " + ms(r.firstOut)
+	}
 	if len(r.budget) > 0 {
 		s += "; roam's budget:"
 		for _, k := range budgetKeys {
@@ -351,7 +372,7 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 	}
 	var logs func() map[string]string
 	defer func() {
-		if cfg.logDir != "" && logs != nil && (out.err != nil || !out.res.Recovered) {
+		if cfg.logDir != "" && logs != nil && (cfg.keepLogs || out.err != nil || !out.res.Recovered) {
 			saveLogs(cfg.logDir, fmt.Sprintf("%s-%s-%d", sc.name, client, rep), logs())
 		}
 	}()
@@ -388,6 +409,11 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 			return out
 		}
 		r := &lab.Roam{Lab: l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(dir, "roam.sock")}
+		daemonArgs := []string{cfg.roamBin, "daemon", "--socket", r.Socket, "--config", cfgPath}
+		if cfg.keepLogs {
+			r.Env = []string{"ROAM_LOG_LEVEL=debug"}
+			daemonArgs = append(daemonArgs, "--log-level", "debug")
+		}
 		prev := logs
 		logs = func() map[string]string {
 			m := prev()
@@ -406,7 +432,7 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 			}
 		case connectDaemon:
 			// As the systemd unit runs it: no --auto-exit.
-			if _, err := l.Start(lab.Client, cfg.roamBin, "daemon", "--socket", r.Socket, "--config", cfgPath); err != nil {
+			if _, err := l.Start(lab.Client, daemonArgs...); err != nil {
 				out.err = fmt.Errorf("roam daemon: %w", err)
 				return out
 			}
@@ -597,6 +623,9 @@ func measureConnect(cfg config, sc scenario, out run, snd *probe.Sender, delays 
 	for time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	if p, ok := delays[sc.newRouter].FirstOut(event); ok {
+		out.firstOut = p.Enter.Sub(event)
+	}
 	stopProbes()
 	<-sdone
 	out.res = probe.Analyze(snd.Records(), probe.Move{
@@ -676,6 +705,11 @@ type clientJSON struct {
 	// Budgets: roam connect's connect_budget of every measured run
 	// (connect scenarios).
 	Budgets []map[string]float64 `json:"connect_budgets,omitempty"`
+	// FirstOutMS (connect scenarios): the start of the command to the
+	// client's first tunnel packet, every measured run that sent one, and
+	// their median: "connect to traffic".
+	FirstOutMS       []float64 `json:"first_out_ms,omitempty"`
+	FirstOutMedianMS *float64  `json:"first_out_median_ms,omitempty"`
 }
 
 type scenarioJSON struct {
@@ -702,6 +736,7 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 	var lines []string
 	allRTT := map[string][]time.Duration{}
 	stalled, maxStall := 0, time.Duration(0)
+	var firstOut []string
 	for _, sc := range cfg.scenarios {
 		sj := scenarioJSON{Scenario: sc.name, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
 		sums := map[string]probe.Summary{}
@@ -719,6 +754,9 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 				cj.Lost = append(cj.Lost, r.res.Lost)
 				if r.budget != nil {
 					cj.Budgets = append(cj.Budgets, r.budget)
+				}
+				if r.firstOut > 0 {
+					cj.FirstOutMS = append(cj.FirstOutMS, msf(r.firstOut))
 				}
 				if cj.SendGapMS == nil || msf(r.res.SendGap) > *cj.SendGapMS {
 					cj.SendGapMS = ptr(msf(r.res.SendGap))
@@ -747,6 +785,12 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 			}
 			if len(rs) > 0 {
 				cj.LostMedian, cj.LostMax = ptr(s.LostMed), ptr(s.LostMax)
+			}
+			if n := len(cj.FirstOutMS); n > 0 {
+				v := slices.Clone(cj.FirstOutMS)
+				slices.Sort(v)
+				cj.FirstOutMedianMS = ptr(v[n/2])
+				firstOut = append(firstOut, fmt.Sprintf("%s %s: median %.1f ms (%d runs)", sc.name, clientLabel[cl], v[n/2], n))
 			}
 			sj.Clients[cl] = cj
 			rec := fmt.Sprintf("%d/%d", s.Recovered, cj.Runs)
@@ -794,6 +838,9 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 			fmt.Fprintf(w, "measured tunnel RTT (%s, median of the scenarios' medians): %.1f ms\n", clientLabel[cl], msf(v[len(v)/2]))
 		}
 	}
+	for _, f := range firstOut {
+		fmt.Fprintf(w, "connect to traffic (the client's first tunnel packet), %s\n", f)
+	}
 	if stalled > 0 {
 		fmt.Fprintf(w, "warning: in %d runs the prober itself was starved of CPU (up to %s between two probes): their loss counts and times are less precise\n",
 			stalled, ms(maxStall))
@@ -807,7 +854,9 @@ the bound). trigger: how long the command itself took. roam/sS: ratio of the med
 moved to the returning uplink; the loss column is the make-before-break figure.
 e-connect, e2-connect-daemon: from the start of the connect command to the first
 echo through the new tunnel; trigger is how long the command took (roam connect
-returns once the tunnel carries traffic); lost counts the probes sent meanwhile.`)
+returns once the tunnel carries traffic); lost counts the probes sent meanwhile.
+connect to traffic: from the start of the command to the client's first tunnel
+packet on its uplink (a probe goes every interval), one round trip before its echo.`)
 	fmt.Fprintln(w)
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
