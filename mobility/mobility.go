@@ -138,12 +138,19 @@ const DefaultDeadAfter = 500 * time.Millisecond
 // needs three round trips lost in a row (about 1 in 1000 windows), while a
 // sparse flow (one packet, then quiet) waits for DeadAfter as before.
 //
-// The floor is 100 ms: with 60 ms, and late ticks left out (checkSilence),
-// the lab's healthy 1 ms path under a 10 ms ping was still tested once in
-// two runs on the loaded 2-CPU machine (the answers themselves were late).
+// The floor is 70 ms. A NAT rebinding costs the window plus two round trips
+// a gateway spends before its ESP reaches our new mapping (the update's
+// way there, then a Child SA rekey or a return routability check, then its
+// ESP back), and about 25 ms of the NAT's flush and packets in flight: 70
+// ms keeps that under 150 ms at 21 ms RTT. With 60 ms, late ticks left out
+// (checkSilence), the lab's healthy 1 ms path under a 10 ms ping was tested
+// once in two runs at load average 20 (the answers themselves were late);
+// 70 ms passed two runs at load average 5-6 on the 2-CPU machine (one path
+// test in the lossy phase, none in the healthy one). The healed term below
+// widens the window past the stalls a machine shows.
 const (
 	SilenceRTTs  = 1
-	silenceFloor = 100 * time.Millisecond
+	silenceFloor = 70 * time.Millisecond
 	silenceSends = 3
 	// healedMargin: the window is at least this many times the longest
 	// recent silence that ended without a test.
@@ -154,7 +161,7 @@ const (
 
 // SilenceWindow is how long outbound traffic may go unanswered on a path
 // with the given RTT estimate before it is tested: max(SilenceRTTs*srtt +
-// 4*rttvar, 100 ms), at most deadAfter.
+// 4*rttvar, 70 ms), at most deadAfter.
 func SilenceWindow(srtt, rttvar, deadAfter time.Duration) time.Duration {
 	return min(max(SilenceRTTs*srtt+4*rttvar, silenceFloor), deadAfter)
 }

@@ -18,7 +18,7 @@ func TestSilenceWindow(t *testing.T) {
 	}{
 		{"lab path", 21 * ms, 25 * ms, 500 * ms, 121 * ms},
 		{"fresh estimate (rttvar srtt/2)", 40 * ms, 20 * ms, 500 * ms, 120 * ms},
-		{"LAN: the floor", 1 * ms, 0, 500 * ms, 100 * ms},
+		{"LAN: the floor", 1 * ms, 0, 500 * ms, 70 * ms},
 		{"slow path: capped at dead_after", 300 * ms, 100 * ms, 500 * ms, 500 * ms},
 		{"dead_after below the floor wins", 1 * ms, 0, 40 * ms, 40 * ms},
 	}
