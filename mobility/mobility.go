@@ -646,7 +646,9 @@ func (m *Mover) checkSilence(now time.Time) {
 	}
 	m.lastCheck = now
 	m.backoff = min(2*m.backoff, maxSilenceBackoff)
-	m.log.Info("path silent", "since", m.unanswered, "last_received", recv, "window", window, "sends", m.sends)
+	// The window's terms, so a log tells whether the RTT estimate or the
+	// machine's healed stalls widened it past the floor.
+	m.log.Info("path silent", "since", m.unanswered, "last_received", recv, "window", window, "sends", m.sends, "healed", m.healed)
 	m.want(request{at: now, refresh: true})
 }
 
