@@ -145,7 +145,7 @@ const DefaultDeadAfter = 500 * time.Millisecond
 // ms keeps that under 150 ms at 21 ms RTT. With 60 ms, late ticks left out
 // (checkSilence), the lab's healthy 1 ms path under a 10 ms ping was tested
 // once in two runs at load average 20 (the answers themselves were late);
-// 70 ms passed two runs at load average 5-6 on the 2-CPU machine (one path
+// 70 ms passed three runs at load average 5-7 on the 2-CPU machine (one path
 // test in the lossy phase, none in the healthy one). The healed term below
 // widens the window past the stalls a machine shows.
 const (
