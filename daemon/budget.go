@@ -6,8 +6,9 @@ import (
 )
 
 // connectBudget records where a connect's time goes, step by step, for the
-// debug log ("connect budget"): the issue's target is traffic within two
-// RTTs of the command, so every wait outside the IKE exchanges shows.
+// log ("connect budget") and `roam connect --json` (ConnectBudget): the
+// issue's target is traffic within two RTTs of the command, so every wait
+// outside the IKE exchanges shows.
 type connectBudget struct {
 	start, last time.Time
 	steps       []budgetStep
@@ -35,6 +36,54 @@ func (b *connectBudget) attrs() []any {
 		out = append(out, slog.Float64(s.name+"_ms", ms(s.took)))
 	}
 	return append(out, slog.Float64("total_ms", ms(b.last.Sub(b.start))))
+}
+
+// ConnectBudget is a connect's time per step, in milliseconds, as status
+// shows it (`connect_budget`). The daemon fills the steps of its dial; the
+// CLI adds its own two figures to what `roam connect --json` prints.
+type ConnectBudget struct {
+	ResolveMS     float64 `json:"resolve_ms"`      // the gateway's name
+	RouteLookupMS float64 `json:"route_lookup_ms"` // the kernel's route to it
+	CredentialsMS float64 `json:"credentials_ms"`  // keys and certificates read
+	LockdownMS    float64 `json:"lockdown_ms"`     // lockdown rules, when configured
+	TUNMS         float64 `json:"tun_ms"`          // the TUN device created
+	SocketsMS     float64 `json:"sockets_ms"`      // the UDP sockets opened
+	IKEMS         float64 `json:"ike_ms"`          // IKE_SA_INIT and IKE_AUTH
+	InstallMS     float64 `json:"install_ms"`      // Child SAs, inner addresses, routes, DNS
+	TotalMS       float64 `json:"total_ms"`        // the daemon's dial, all of the above
+	// DaemonStartMS: from starting `roam daemon` to its first answer on
+	// the control socket; absent when a daemon was running.
+	DaemonStartMS float64 `json:"daemon_start_ms,omitempty"`
+	// CommandMS: from the start of `roam connect` to the daemon's reply.
+	CommandMS float64 `json:"command_ms,omitempty"`
+}
+
+// report turns the recorded steps into a ConnectBudget; steps of other
+// names (none today) count in the total only.
+func (b *connectBudget) report() *ConnectBudget {
+	r := &ConnectBudget{TotalMS: ms(b.last.Sub(b.start))}
+	for _, s := range b.steps {
+		v := ms(s.took)
+		switch s.name {
+		case "resolve":
+			r.ResolveMS = v
+		case "route_lookup":
+			r.RouteLookupMS = v
+		case "credentials":
+			r.CredentialsMS = v
+		case "lockdown":
+			r.LockdownMS = v
+		case "tun":
+			r.TUNMS = v
+		case "sockets":
+			r.SocketsMS = v
+		case "ike":
+			r.IKEMS = v
+		case "install":
+			r.InstallMS = v
+		}
+	}
+	return r
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

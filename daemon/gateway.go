@@ -240,6 +240,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 
 func (gw *gateway) install(est *ike.Established) {
 	peer := gw.dp.NewPeer(est.Path)
+	peer.SetRTT(ikeRTT(est.SA))
 	for _, ch := range est.Children {
 		cfg, err := childConfig(ch, selectorsToPrefixes(ch.RemoteTS), false)
 		if err == nil {

@@ -116,6 +116,9 @@ type Status struct {
 	DNSServers []string `json:"dns_servers,omitempty"`
 	DNSDomains []string `json:"dns_domains,omitempty"`
 	DNSMethod  string   `json:"dns_method,omitempty"`
+	// ConnectBudget is the first connect's time per step (budget.go);
+	// absent for a gateway's clients.
+	ConnectBudget *ConnectBudget `json:"connect_budget,omitempty"`
 	// CaptivePortal is the login page of a captive portal that holds the
 	// uplink (IKE gets no answer, the HTTP probe was redirected), absent
 	// otherwise; CaptiveStepAside: the full-tunnel routes are stepped

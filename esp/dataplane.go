@@ -54,6 +54,23 @@ type Peer struct {
 	// children are the peer's installed children (guarded by
 	// Dataplane.mu), so removing a peer does not scan every child.
 	children map[*child]struct{}
+	// rtt reports measured round-trip times (SetRTT); nil: none.
+	rtt atomic.Pointer[RTTFunc]
+}
+
+// RTTFunc reports a round-trip time measured on path, such as IKE's
+// smoothed estimate; ok is false when there is none for that path.
+type RTTFunc func(path Path) (rtt time.Duration, ok bool)
+
+// SetRTT gives the peer a source of round-trip times. A new path's GSO
+// pause (gsoprobe.go) then waits a few round trips of that path for an
+// ICMP instead of pmtuProbeRTT. nil removes the source.
+func (p *Peer) SetRTT(f RTTFunc) {
+	if f == nil {
+		p.rtt.Store(nil)
+		return
+	}
+	p.rtt.Store(&f)
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived

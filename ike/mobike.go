@@ -45,6 +45,9 @@ var ErrNoMOBIKE = errors.New("ike: the peer does not support MOBIKE")
 type failedUpdate struct {
 	msgID   uint32
 	cookie2 []byte
+	// copies went out (sa.go transmit); the next update sends them again,
+	// as a peer that took one of them answers only an identical copy.
+	copies []sentCopy
 }
 
 type moveOutcome struct {
@@ -302,8 +305,9 @@ func (sa *SA) finishUpdate(u *pendingUpdate, o moveOutcome) {
 func (sa *SA) sendUpdate(u *pendingUpdate) {
 	cookie2 := sa.randBytes(16)
 	msgID := sa.nextMsgID
+	var copies []sentCopy
 	if f := sa.failedUpdate; f != nil {
-		cookie2, msgID = f.cookie2, f.msgID
+		cookie2, msgID, copies = f.cookie2, f.msgID, f.copies
 	}
 	sa.failedUpdate = nil
 	build := func(path netpath.Path) []wire.Payload {
@@ -317,14 +321,14 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
 	}
 	paths := func(n int) (netpath.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
-	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths}
+	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths, copies: copies}
 	u.req, u.base = r, 0
 	r.rebuild = func(path netpath.Path) ([]byte, error) {
 		return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
 	}
 	r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleUpdateResponse(u, r, ps, cookie2) }
 	r.onTimeout = func(err error) {
-		sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2}
+		sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2, copies: r.copies}
 		if u.refused != nil {
 			err = fmt.Errorf("%w; before that: %w", err, u.refused)
 		}

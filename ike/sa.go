@@ -101,10 +101,12 @@ type request struct {
 	// retransmissions fails the request without killing the SA.
 	paths   func(n int) (netpath.Path, bool)
 	rebuild func(path netpath.Path) ([]byte, error)
-	sched   *Retransmit
-	keepSA  bool
-	sentOn  netpath.Path
-	sentAt  time.Time // the last transmission (RTT, rtt.go)
+	// copies are the packets rebuild made, one per path (see transmit).
+	copies []sentCopy
+	sched  *Retransmit
+	keepSA bool
+	sentOn netpath.Path
+	sentAt time.Time // the last transmission (RTT, rtt.go)
 	// build made the payloads (startRequest), so a request caught by an
 	// IKE SA rekey can be sent again on the new SA; ikeRekeySPI, when
 	// set, marks our CREATE_CHILD_SA that rekeys the IKE SA (it is our
@@ -626,6 +628,24 @@ func (sa *SA) sendRequest(r *request) {
 	sa.transmit(r)
 }
 
+// sentCopy is a rebuilt request as it went out over path.
+type sentCopy struct {
+	path netpath.Path
+	pkt  []byte
+}
+
+// maxCopies bounds the copies a request keeps: the first (the one most
+// likely to have reached the peer) and the latest others.
+const maxCopies = 4
+
+// transmit sends r, and for a request rebuilt per path (MOBIKE) the
+// copies made for the other paths too. A responder may count only a
+// bitwise identical message as a retransmission (strongSwan ignores any
+// other with "received message ID N, expected N+1"): when it took an
+// earlier copy and its answer was lost (on an uplink that went down
+// meanwhile), only that copy, sent again, brings the answer back. So a
+// path keeps the bytes it was first sent, and every transmission carries
+// the other paths' copies after its own.
 func (sa *SA) transmit(r *request) {
 	path := sa.path
 	if r.paths != nil {
@@ -634,9 +654,11 @@ func (sa *SA) transmit(r *request) {
 			path = p
 		}
 		if r.rebuild != nil {
-			pkt, err := r.rebuild(path)
-			if err == nil {
+			if pkt := r.copyFor(path); pkt != nil {
 				r.pkt, r.frags = pkt, nil
+			} else if pkt, err := r.rebuild(path); err == nil {
+				r.pkt, r.frags = pkt, nil
+				r.keepCopy(path, pkt)
 			}
 		}
 	}
@@ -644,6 +666,13 @@ func (sa *SA) transmit(r *request) {
 	r.sentAt = sa.cfg.clock.Now()
 	sa.times.requestedAt.Store(r.sentAt.UnixNano())
 	sa.send(r.pkt, r.frags, path)
+	if r.rebuild != nil {
+		for _, c := range r.copies {
+			if c.path != path {
+				sa.send(c.pkt, nil, path)
+			}
+		}
+	}
 	n := r.sends
 	r.sends++
 	sched := sa.cfg.retransmit
@@ -653,6 +682,25 @@ func (sa *SA) transmit(r *request) {
 	r.timer = sa.cfg.clock.AfterFunc(sched.Timeout(n), func() {
 		sa.post(func() { sa.onTimer(r, n) })
 	})
+}
+
+// copyFor returns the packet r was built into for path, nil if none.
+func (r *request) copyFor(path netpath.Path) []byte {
+	for _, c := range r.copies {
+		if c.path == path {
+			return c.pkt
+		}
+	}
+	return nil
+}
+
+// keepCopy records pkt as r's copy for path, keeping the first copy and
+// the latest others.
+func (r *request) keepCopy(path netpath.Path, pkt []byte) {
+	if len(r.copies) >= maxCopies {
+		r.copies = append(r.copies[:1], r.copies[2:]...)
+	}
+	r.copies = append(r.copies, sentCopy{path: path, pkt: pkt})
 }
 
 func (sa *SA) onTimer(r *request, n int) {

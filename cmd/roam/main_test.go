@@ -62,7 +62,8 @@ type fakeTunnel struct {
 func (t *fakeTunnel) Status() daemon.Status {
 	return daemon.Status{Name: t.name, State: "established", Gateway: t.gateway + ":4500", Interface: "wlan0",
 		VirtualIP: "10.99.200.7", EstablishedAt: time.Now(),
-		Children: []daemon.ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16"}}}
+		Children:      []daemon.ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16"}},
+		ConnectBudget: &daemon.ConnectBudget{IKEMS: 42.5, TotalMS: 44}}
 }
 func (t *fakeTunnel) Close(context.Context) error { t.once.Do(func() { close(t.done) }); return nil }
 func (t *fakeTunnel) Done() <-chan struct{}       { return t.done }
@@ -349,4 +350,54 @@ func TestConnectForeground(t *testing.T) {
 func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// TestConnectJSON: connect --json prints the connection as one object with
+// the daemon's budget and the CLI's own figures, and no progress lines;
+// daemon_start_ms only when this connect started the daemon.
+func TestConnectJSON(t *testing.T) {
+	t.Setenv(fakeDaemonEnv, "1")
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+	type budget struct {
+		IKEMS         float64  `json:"ike_ms"`
+		TotalMS       float64  `json:"total_ms"`
+		DaemonStartMS *float64 `json:"daemon_start_ms"`
+		CommandMS     float64  `json:"command_ms"`
+	}
+	type status struct {
+		Name   string  `json:"name"`
+		State  string  `json:"state"`
+		Budget *budget `json:"connect_budget"`
+	}
+	connect := func(profile string, spawns bool) {
+		t.Helper()
+		r := roam(ctx, "connect", "--json", "--socket", socket, "--config", cfg, profile)
+		if r.code != 0 {
+			t.Fatalf("connect --json %s: %+v", profile, r)
+		}
+		var st status
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("connect --json is not one JSON object: %v\n%s", err, r.stdout)
+		}
+		b := st.Budget
+		if st.Name != profile || st.State != "established" || b == nil || b.IKEMS != 42.5 || b.TotalMS != 44 || b.CommandMS <= 0 {
+			t.Fatalf("connect --json %s: %s", profile, r.stdout)
+		}
+		if spawns != (b.DaemonStartMS != nil) || spawns && (*b.DaemonStartMS <= 0 || *b.DaemonStartMS > b.CommandMS) {
+			t.Fatalf("daemon_start_ms (this connect started the daemon: %v): %s", spawns, r.stdout)
+		}
+	}
+	connect("corp", true)
+	// A second profile through the running daemon.
+	cfg2 := strings.Replace(readFile(cfg), "profiles.bad", "profiles.home", 1)
+	if err := os.WriteFile(cfg, []byte(cfg2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	connect("home", false)
+	t.Setenv("ROAM_SOCKET", socket)
+	if r := roam(ctx, "disconnect", "--all"); r.code != 0 {
+		t.Fatalf("disconnect --all: %+v", r)
+	}
+	waitGone(t, socket)
 }

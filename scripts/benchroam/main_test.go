@@ -31,7 +31,7 @@ func TestParseFlags(t *testing.T) {
 		err       string
 	}{
 		{name: "defaults", reps: 10, bound: 10 * time.Second,
-			scenarios: "a-link-down,b-address-removed,c-preferred-back,d-nat-flushed,d2-nat-address", clients: "roam,strongswan"},
+			scenarios: "a-link-down,b-address-removed,c-preferred-back,d-nat-flushed,d2-nat-address,e-connect,e2-connect-daemon", clients: "roam,strongswan"},
 		{name: "env", env: map[string]string{"REPS": "2", "BOUND": "3s", "SCENARIOS": "a,d2", "CLIENTS": "roam"},
 			reps: 2, bound: 3 * time.Second, scenarios: "a-link-down,d2-nat-address", clients: "roam"},
 		{name: "flags beat env", args: []string{"-reps", "3", "-scenarios", "d"}, env: map[string]string{"REPS": "2"},
@@ -41,7 +41,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad reps", env: map[string]string{"REPS": "0"}, err: "REPS"},
 		{name: "bad bound", args: []string{"-bound", "soon"}, err: "BOUND"},
 		{name: "zero interval", args: []string{"-interval", "0s"}, err: "INTERVAL"},
-		{name: "unknown scenario", args: []string{"-scenarios", "e"}, err: `unknown scenario "e"`},
+		{name: "unknown scenario", args: []string{"-scenarios", "f"}, err: `unknown scenario "f"`},
+		{name: "connect scenarios", args: []string{"-scenarios", "e,e2"}, reps: 10, bound: 10 * time.Second,
+			scenarios: "e-connect,e2-connect-daemon", clients: "roam,strongswan"},
 		{name: "unknown client", args: []string{"-clients", "wireguard"}, err: `unknown client "wireguard"`},
 		{name: "stray argument", args: []string{"now"}, err: "unexpected argument"},
 	} {

@@ -162,6 +162,14 @@ type measurement struct {
 	// dropped at UDP sockets during the test: the tunnel's sockets, and
 	// in UDP tests iperf3's own socket in the client namespace too.
 	drops udpDrops
+	// devDrops: what every lab namespace's devices dropped during the
+	// test, by device.
+	devDrops devDrops
+	// tcpExt: how the TCP ends (client and host namespace) saw the
+	// test, TcpExt counters that moved (tcpExtKeys).
+	tcpExt tcpExt
+	// roamDrops: the roam ends' drop counters that moved (roam kinds).
+	roamDrops tcpExt
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
 }
@@ -300,6 +308,18 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
+	devBefore, err := labDevDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	extBefore, err := labTCPExt(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	var roamBefore tcpExt
+	if t.roamDrops != nil {
+		roamBefore = tcpExt(t.roamDrops())
+	}
 	before, err := cpuOf(t.pids)
 	if err != nil {
 		return measurement{}, err
@@ -338,7 +358,51 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), counts: cs}, nil
+	devAfter, err := labDevDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	extAfter, err := labTCPExt(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	m := measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
+		tcpExt: extAfter.sub(extBefore), counts: cs}
+	if t.roamDrops != nil {
+		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
+	}
+	return m, nil
+}
+
+// labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
+func labTCPExt(l *lab.Lab) (tcpExt, error) {
+	t := tcpExt{}
+	for _, ns := range []string{lab.Client, lab.Host} {
+		out, err := l.Output(ns, "cat", "/proc/net/netstat")
+		if err != nil {
+			return nil, err
+		}
+		if err := parseTCPExt(ns, out, t); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return t, nil
+}
+
+// labDevDrops reads the drop counters of every device in the lab's
+// namespaces.
+func labDevDrops(l *lab.Lab) (devDrops, error) {
+	d := devDrops{}
+	for _, ns := range lab.Roles {
+		out, err := l.Output(ns, "cat", "/proc/net/dev")
+		if err != nil {
+			return nil, err
+		}
+		if err := parseDevDrops(ns, out, d); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return d, nil
 }
 
 // tunnelDrops sums the UDP socket drops of the client and the gateway
@@ -361,12 +425,15 @@ func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 }
 
 func describe(t test, m measurement) string {
-	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer",
-		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf)
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, device drops: %s",
+		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.devDrops)
+	if m.roamDrops != nil {
+		s += fmt.Sprintf(", roam drops: %s", m.roamDrops)
+	}
 	if t.udp {
 		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
 	}
-	return fmt.Sprintf("%s, %d retransmits", s, m.Retransmits)
+	return fmt.Sprintf("%s, %d retransmits, TCP: %s", s, m.Retransmits, m.tcpExt)
 }
 
 // cpuPerGB is the tunnel's CPU seconds per 10^9 payload bytes delivered.

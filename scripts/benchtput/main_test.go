@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -362,5 +363,73 @@ UdpLite: 0 0 0 0 99 99 0 0 0
 	}
 	if d := (udpDrops{10, 5}).sub(udpDrops{4, 5}); d != (udpDrops{6, 0}) {
 		t.Errorf("sub = %+v", d)
+	}
+}
+
+func TestParseDevDrops(t *testing.T) {
+	const dev = `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  tun0:    5000      10    0    3    0     0          0         0     7000      12    0   41    0     0       0          0
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    devDrops
+		wantErr bool
+	}{
+		{"counters", dev, devDrops{"gw/lo": {0, 0}, "gw/tun0": {3, 41}}, false},
+		{"short line", "  tun0: 1 2 3\n", nil, true},
+		{"bad value", "  tun0: 1 2 3 x 5 6 7 8 9 10 11 12 13 14 15 16\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := devDrops{}
+			err := parseDevDrops("gw", tt.in, got)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !maps.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	after := devDrops{"gw/lo": {0, 0}, "gw/tun0": {3, 50}}
+	if d := after.sub(devDrops{"gw/lo": {0, 0}, "gw/tun0": {3, 41}}); !maps.Equal(d, devDrops{"gw/tun0": {0, 9}}) || d.String() != "gw/tun0 rx 0 tx 9" {
+		t.Errorf("sub: %v", d)
+	}
+}
+
+func TestParseTCPExt(t *testing.T) {
+	const netstat = `TcpExt: SyncookiesSent TCPLossProbes TCPOFOQueue
+TcpExt: 1 7 30
+IpExt: InNoRoutes
+IpExt: 0
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    tcpExt
+		wantErr bool
+	}{
+		{"counters", netstat, tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30}, false},
+		{"no TcpExt", "IpExt: InNoRoutes\nIpExt: 0\n", nil, true},
+		{"bad value", "TcpExt: TCPLossProbes\nTcpExt: x\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tcpExt{}
+			err := parseTCPExt("host", tt.in, got)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !maps.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	d := tcpExt{"host/TCPLossProbes": 9, "host/TCPOFOQueue": 30}.sub(tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30})
+	if d.String() != "host/TCPLossProbes 2" {
+		t.Errorf("sub: %v", d)
 	}
 }

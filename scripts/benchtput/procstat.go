@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -97,4 +99,127 @@ func parseUDPDrops(snmp string) (udpDrops, error) {
 		}
 	}
 	return udpDrops{}, errors.New("snmp: no Udp RcvbufErrors and SndbufErrors")
+}
+
+// devDrops is what the namespaces' network devices dropped, per
+// "namespace/device" (/proc/net/dev receive and transmit drop columns): a
+// TUN device whose reader falls behind drops on transmit, before the
+// tunnel sees the packet, and the sender's TCP retransmits.
+type devDrops map[string][2]int64
+
+// sub is d minus o, with only the devices that dropped something.
+func (d devDrops) sub(o devDrops) devDrops {
+	out := devDrops{}
+	for k, v := range d {
+		w := o[k]
+		if r := [2]int64{v[0] - w[0], v[1] - w[1]}; r != [2]int64{} {
+			out[k] = r
+		}
+	}
+	return out
+}
+
+func (d devDrops) String() string {
+	if len(d) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(d))
+	for k := range d {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s rx %d tx %d", k, d[k][0], d[k][1])
+	}
+	return b.String()
+}
+
+// parseDevDrops reads /proc/net/dev of namespace ns into d.
+func parseDevDrops(ns, dev string, d devDrops) error {
+	for _, line := range strings.Split(dev, "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || strings.Contains(name, "|") {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 16 {
+			return fmt.Errorf("/proc/net/dev %s: %d fields, want 16", strings.TrimSpace(name), len(f))
+		}
+		rx, err1 := strconv.ParseInt(f[3], 10, 64)
+		tx, err2 := strconv.ParseInt(f[11], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("/proc/net/dev %s: %w", strings.TrimSpace(name), err)
+		}
+		d[ns+"/"+strings.TrimSpace(name)] = [2]int64{rx, tx}
+	}
+	return nil
+}
+
+// tcpExtKeys are the TcpExt counters (/proc/net/netstat) that tell a TCP
+// sender's retransmits apart: tail loss probes and fast retransmits (loss
+// or reordering), timeouts, and what the receiver reported back (D-SACK:
+// the retransmit was spurious; reordering seen), plus the receiver's
+// out-of-order queue.
+var tcpExtKeys = []string{"TCPLossProbes", "TCPFastRetrans", "TCPTimeouts", "TCPSpuriousRTOs", "TCPDSACKRecv",
+	"TCPSACKReorder", "TCPTSReorder", "TCPOFOQueue", "TCPDSACKOldSent"}
+
+// tcpExt is a set of TcpExt counters per "namespace/counter".
+type tcpExt map[string]int64
+
+// parseTCPExt reads tcpExtKeys from /proc/net/netstat of namespace ns
+// into t.
+func parseTCPExt(ns, netstat string, t tcpExt) error {
+	lines := strings.Split(netstat, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(vals) != len(names) || vals[0] != "TcpExt:" {
+			continue
+		}
+		for j, n := range names {
+			if !slices.Contains(tcpExtKeys, n) {
+				continue
+			}
+			v, err := strconv.ParseInt(vals[j], 10, 64)
+			if err != nil {
+				return fmt.Errorf("netstat TcpExt %s %q: %w", n, vals[j], err)
+			}
+			t[ns+"/"+n] = v
+		}
+		return nil
+	}
+	return errors.New("netstat: no TcpExt lines")
+}
+
+// sub is t minus o, with only the counters that moved.
+func (t tcpExt) sub(o tcpExt) tcpExt {
+	out := tcpExt{}
+	for k, v := range t {
+		if d := v - o[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func (t tcpExt) String() string {
+	if len(t) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s %d", k, t[k])
+	}
+	return b.String()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -43,6 +44,9 @@ type tunnel struct {
 	iface string // client-side device the host is routed through
 	mtu   int
 	logs  func() map[string]string
+	// roamDrops, for the roam kinds, reads the non-zero drop counters of
+	// `roam status --json` of each roam end, by "end/reason".
+	roamDrops func() map[string]int64
 	// stop ends the tunnel's processes in order (client first) and waits
 	// for them: a CPU profile is complete once it returns.
 	stop func() error
@@ -150,6 +154,15 @@ func roamTunnel(l *lab.Lab, r *lab.Roam, logFile string, t *tunnel) error {
 		return fmt.Errorf("roam client: %d daemon processes in the client namespace, want 1", len(daemons))
 	}
 	t.pids = append(t.pids, daemons...)
+	prevDrops := t.roamDrops
+	t.roamDrops = func() map[string]int64 {
+		m := map[string]int64{}
+		if prevDrops != nil {
+			m = prevDrops()
+		}
+		addRoamDrops(m, "client", r)
+		return m
+	}
 	prev := t.logs
 	t.logs = func() map[string]string {
 		m := prev()
@@ -186,6 +199,11 @@ func startRoamRoam(l *lab.Lab, bin binaries, prof profile, tcp bool) (*tunnel, e
 	t := &tunnel{
 		pids: []int{gwProc.PID()},
 		logs: func() map[string]string { return map[string]string{"gateway.out": gwProc.Output()} },
+		roamDrops: func() map[string]int64 {
+			m := map[string]int64{}
+			addRoamDrops(m, "gateway", gw)
+			return m
+		},
 	}
 	transport := ""
 	if tcp {
@@ -367,5 +385,25 @@ func waitExit(pid int, timeout time.Duration) error {
 			return fmt.Errorf("process %d still running %v after the disconnect", pid, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// addRoamDrops adds r's non-zero drop counters to m as "end/reason"; a
+// status that cannot be read shows as "end/status-error".
+func addRoamDrops(m map[string]int64, end string, r *lab.Roam) {
+	st, _, err := r.Status()
+	if err != nil || len(st) == 0 {
+		m[end+"/status-error"] = 1
+		return
+	}
+	var d map[string]int64
+	if json.Unmarshal(st[0].Drops, &d) != nil {
+		m[end+"/status-error"] = 1
+		return
+	}
+	for k, v := range d {
+		if v != 0 {
+			m[end+"/"+k] = v
+		}
 	}
 }
