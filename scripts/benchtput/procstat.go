@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -120,20 +120,21 @@ func (d devDrops) sub(o devDrops) devDrops {
 }
 
 func (d devDrops) String() string {
-	if len(d) == 0 {
+	return sortedFields(d, func(k string, v [2]int64) string { return fmt.Sprintf("%s rx %d tx %d", k, v[0], v[1]) })
+}
+
+// sortedFields renders m's entries with field in key order, space-separated;
+// "none" when m is empty.
+func sortedFields[V any](m map[string]V, field func(string, V) string) string {
+	if len(m) == 0 {
 		return "none"
 	}
-	keys := make([]string, 0, len(d))
-	for k := range d {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			b.WriteString(" ")
 		}
-		fmt.Fprintf(&b, "%s rx %d tx %d", k, d[k][0], d[k][1])
+		b.WriteString(field(k, m[k]))
 	}
 	return b.String()
 }
@@ -206,20 +207,5 @@ func (t tcpExt) sub(o tcpExt) tcpExt {
 }
 
 func (t tcpExt) String() string {
-	if len(t) == 0 {
-		return "none"
-	}
-	keys := make([]string, 0, len(t))
-	for k := range t {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteString(" ")
-		}
-		fmt.Fprintf(&b, "%s %d", k, t[k])
-	}
-	return b.String()
+	return sortedFields(t, func(k string, v int64) string { return fmt.Sprintf("%s %d", k, v) })
 }
