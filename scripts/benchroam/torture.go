@@ -563,22 +563,6 @@ func restoreCmd(u lab.Uplink) string {
 	return s
 }
 
-// gatewayIf: the lab gateway's interface of each address, with the
-// default routes through it (lab.go builds them; removing the address
-// flushes them).
-var gatewayIf = map[netip.Addr]struct {
-	dev    string
-	prefix netip.Prefix
-	via    netip.Addr
-	metric string
-	table  string
-}{
-	lab.GatewayAddr1.Addr():   {"eth0", lab.GatewayAddr1, lab.InetGW1.Addr(), "100", "101"},
-	lab.GatewayAddr2.Addr():   {"eth1", lab.GatewayAddr2, lab.InetGW2.Addr(), "200", "102"},
-	lab.GatewayAddr1V6.Addr(): {"eth0", lab.GatewayAddr1V6, lab.InetGW1V6.Addr(), "100", "101"},
-	lab.GatewayAddr2V6.Addr(): {"eth1", lab.GatewayAddr2V6, lab.InetGW2V6.Addr(), "200", "102"},
-}
-
 // gatewayInUse is the gateway address of the client's SA (roam status).
 func (e *tenv) gatewayInUse() (netip.Addr, error) {
 	st, _, err := e.roam.Status()
@@ -709,25 +693,8 @@ func (e *tenv) runEvent(ev tevent) tresult {
 			r.err = err
 			return r
 		}
-		g, ok := gatewayIf[gone]
-		if !ok {
-			r.err = fmt.Errorf("gateway address %s in use is not one of the lab's", gone)
-			return r
-		}
-		disturb = func() error { return e.l.DelAddr(lab.Gateway, g.dev, g.prefix) }
-		restore = func() error {
-			ip := "ip"
-			if gone.Is6() {
-				ip = "ip -6"
-			}
-			cmd := fmt.Sprintf("%[6]s addr add %[1]s dev %[2]s nodad 2>/dev/null || %[6]s addr add %[1]s dev %[2]s; %[6]s route replace default via %[3]s dev %[2]s metric %[4]s && %[6]s route replace default via %[3]s dev %[2]s table %[5]s",
-				g.prefix, g.dev, g.via, g.metric, g.table, ip)
-			if !gone.Is6() {
-				cmd = fmt.Sprintf("ip addr add %[1]s dev %[2]s && ip route replace default via %[3]s dev %[2]s metric %[4]s && ip route replace default via %[3]s dev %[2]s table %[5]s",
-					g.prefix, g.dev, g.via, g.metric, g.table)
-			}
-			return e.l.Exec(lab.Gateway, "sh", "-c", cmd)
-		}
+		disturb = func() error { return e.l.RemoveGatewayAddr(gone) }
+		restore = func() error { return e.l.RestoreGatewayAddr(gone) }
 	}
 	r.at = time.Now()
 	if err := disturb(); err != nil {

@@ -140,20 +140,6 @@ var switchScenario = scenario{
 	target: func(rtt time.Duration) time.Duration { return 2*rtt + 10*time.Millisecond },
 }
 
-// gatewayIf is the lab gateway's interface of each address, with the
-// routes that leave through it (lab.go builds them; removing the address
-// flushes them).
-var gatewayIf = map[netip.Addr]struct {
-	dev    string
-	prefix netip.Prefix
-	via    netip.Addr
-	metric string
-	table  string
-}{
-	lab.GatewayAddr1.Addr(): {"eth0", lab.GatewayAddr1, lab.InetGW1.Addr(), "100", "101"},
-	lab.GatewayAddr2.Addr(): {"eth1", lab.GatewayAddr2, lab.InetGW2.Addr(), "200", "102"},
-}
-
 var addressGoneScenario = scenario{
 	name: "address-gone", desc: "the address the SA uses removed from the gateway (automatic switch)",
 	trigger: func(cfg config, e *env, rep int, event time.Time) (move, error) {
@@ -162,8 +148,7 @@ var addressGoneScenario = scenario{
 		if gone == to {
 			to = lab.GatewayAddr1.Addr()
 		}
-		g := gatewayIf[gone]
-		if err := e.l.DelAddr(lab.Gateway, g.dev, g.prefix); err != nil {
+		if err := e.l.RemoveGatewayAddr(gone); err != nil {
 			return move{}, err
 		}
 		e.cur, e.removed = to, gone
@@ -173,11 +158,9 @@ var addressGoneScenario = scenario{
 		if !e.removed.IsValid() {
 			return nil
 		}
-		g := gatewayIf[e.removed]
+		gone := e.removed
 		e.removed = netip.Addr{}
-		cmd := fmt.Sprintf("ip addr add %s dev %[2]s && ip route replace default via %[3]s dev %[2]s metric %[4]s && ip route replace default via %[3]s dev %[2]s table %[5]s",
-			g.prefix, g.dev, g.via, g.metric, g.table)
-		return e.l.Exec(lab.Gateway, "sh", "-c", cmd)
+		return e.l.RestoreGatewayAddr(gone)
 	},
 }
 
