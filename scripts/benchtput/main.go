@@ -53,12 +53,25 @@ type config struct {
 	logDir     string
 	roamBase   string // ROAM_BASE: roam binary of the roam-base kind
 	counts     bool   // perf stat system calls and context switches of each tunnel process
+	// captureDir (CAPTURE), when set, gets packet captures of every
+	// TCP download along its path, and the run's log a line per point
+	// on where the inner stream's order broke.
+	captureDir string
 	// only, when not empty, names the tests to run (TESTS): an A/B of one
 	// figure need not wait for all the others.
 	only map[string]bool
 }
 
 func main() {
+	// "order FILE.pcap...": the CAPTURE report of captures kept from
+	// an earlier run.
+	if len(os.Args) > 1 && os.Args[1] == "order" {
+		if err := orderFiles(os.Stdout, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-tput:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -97,6 +110,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	countsFlag := fs.String("counts", envDefault("COUNTS", "0"), "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
 	only := fs.String("tests", getenv("TESTS"), "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
 	fs.StringVar(&cfg.roamBase, "roam-base", getenv("ROAM_BASE"), "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
+	fs.StringVar(&cfg.captureDir, "capture", getenv("CAPTURE"), "capture packet headers of TCP downloads at every hop into this directory and report where order broke; needs tcpdump, costs CPU (env CAPTURE)")
 	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -209,6 +223,19 @@ func bench(ctx context.Context, cfg config) error {
 			return fmt.Errorf("%s not found: run scripts/install-deps.sh (packages iperf3, wireguard-tools)", tool)
 		}
 	}
+	if cfg.captureDir != "" {
+		if _, err := exec.LookPath("tcpdump"); err != nil {
+			return errors.New("CAPTURE needs tcpdump (apt-get install tcpdump)")
+		}
+		dir, err := filepath.Abs(cfg.captureDir)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		cfg.captureDir = dir
+	}
 	binDir, err := os.MkdirTemp("", "bench-tput-bin-")
 	if err != nil {
 		return err
@@ -307,7 +334,11 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		m, err := measure(ctx, l, t, tt, cfg.duration, cfg.counts)
+		capture := ""
+		if cfg.captureDir != "" && !tt.udp && tt.reverse {
+			capture = fmt.Sprintf("%s-%d-%s", kind, rep, tt.name)
+		}
+		m, err := measure(ctx, l, t, tt, cfg, capture)
 		if err != nil {
 			out.errs = append(out.errs, err)
 			fmt.Fprintf(os.Stderr, "rep %d %s %s: ERROR %v\n", rep, kindLabel[kind], tt.name, err)
@@ -324,7 +355,10 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 
 // measure runs one test against a fresh one-off iperf3 server, so that a
 // run that hung cannot leave the server busy for the next.
-func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration, count bool) (measurement, error) {
+// A non-empty capture names the packet captures of this test in
+// cfg.captureDir.
+func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, capture string) (measurement, error) {
+	d, count := cfg.duration, cfg.counts
 	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
 	if err != nil {
 		return measurement{}, err
@@ -360,7 +394,19 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 			counters = append(counters, c)
 		}
 	}
+	var caps *captures
+	if capture != "" {
+		if caps, err = startCaptures(l, t, cfg.captureDir, capture); err != nil {
+			return measurement{}, err
+		}
+	}
 	r, err := runIperf(ctx, l, tt, d)
+	if caps != nil {
+		caps.stop()
+		if rerr := caps.report(os.Stderr, capture); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
 	var cs []counts
 	for _, c := range counters {
 		v, cerr := c.stop()
