@@ -57,6 +57,13 @@ type config struct {
 	// TCP download along its path, and the run's log a line per point
 	// on where the inner stream's order broke.
 	captureDir string
+	// rps (RPS) turns on receive packet steering on every device of
+	// the lab: a veth queues each packet on the backlog of the CPU that
+	// sent it, so one flow sent from two CPUs (a TCP sender's system
+	// calls and its ACK processing; a tunnel's sending thread that moved)
+	// can arrive reordered; with RPS each flow's packets go to one CPU by
+	// hash.
+	rps bool
 	// only, when not empty, names the tests to run (TESTS): an A/B of one
 	// figure need not wait for all the others.
 	only map[string]bool
@@ -107,6 +114,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
 	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
+	rps := fs.String("rps", envDefault("RPS", "0"), "receive packet steering on every lab device, which then keeps each flow's order: 1 or 0 (env RPS)")
 	countsFlag := fs.String("counts", envDefault("COUNTS", "0"), "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
 	only := fs.String("tests", getenv("TESTS"), "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
 	fs.StringVar(&cfg.roamBase, "roam-base", getenv("ROAM_BASE"), "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
@@ -157,6 +165,13 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	case "0", "false", "no":
 	default:
 		return cfg, fmt.Errorf("COUNTS/-counts %q: want 1 or 0", *countsFlag)
+	}
+	switch *rps {
+	case "1", "true", "yes":
+		cfg.rps = true
+	case "0", "false", "no":
+	default:
+		return cfg, fmt.Errorf("RPS/-rps %q: want 1 or 0", *rps)
 	}
 	switch *udpDown {
 	case "1", "true", "yes":
@@ -316,6 +331,11 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		return fail(err)
 	}
 	defer l.Close()
+	if cfg.rps {
+		if err := steerLab(l); err != nil {
+			return fail(err)
+		}
+	}
 	t, err := startTunnel(l, kind, bin, n, profile{})
 	if t != nil && cfg.logDir != "" {
 		defer func() {
@@ -444,6 +464,22 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, ca
 		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
 	}
 	return m, nil
+}
+
+// steerLab turns on receive packet steering over all CPUs on every
+// device of every lab namespace but lo.
+func steerLab(l *lab.Lab) error {
+	script := fmt.Sprintf(`for f in /sys/class/net/*/queues/rx-*/rps_cpus; do
+	case $f in /sys/class/net/lo/*) continue;; esac
+	echo %x > "$f" || exit 1
+done`, 1<<nproc()-1)
+	for _, ns := range lab.Roles {
+		// ip netns exec mounts the namespace's own /sys.
+		if err := l.Exec(ns, "sh", "-c", script); err != nil {
+			return fmt.Errorf("RPS in %s: %w", ns, err)
+		}
+	}
+	return nil
 }
 
 // labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
