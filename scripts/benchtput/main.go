@@ -72,6 +72,13 @@ type config struct {
 func main() {
 	// "order FILE.pcap...": the CAPTURE report of captures kept from
 	// an earlier run.
+	if len(os.Args) > 1 && os.Args[1] == "udpq" {
+		if err := udpqMain(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-tput udpq:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "order" {
 		if err := orderFiles(os.Stdout, os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench-tput:", err)
@@ -227,6 +234,10 @@ type measurement struct {
 	roamDrops tcpExt
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
+	// rxPeak: the largest receive queue, in bytes, of any UDP socket in
+	// the client's and in the gateway's namespace, sampled every
+	// millisecond during the test.
+	rxPeak [2]int64
 }
 
 func bench(ctx context.Context, cfg config) error {
@@ -414,6 +425,10 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, ca
 			counters = append(counters, c)
 		}
 	}
+	sampler, err := startQueueSampler(l)
+	if err != nil {
+		return measurement{}, err
+	}
 	var caps *captures
 	if capture != "" {
 		if caps, err = startCaptures(l, t, cfg.captureDir, capture); err != nil {
@@ -421,6 +436,10 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, ca
 		}
 	}
 	r, err := runIperf(ctx, l, tt, d)
+	rxPeak, serr := sampler.stop()
+	if serr != nil && err == nil {
+		err = serr
+	}
 	if caps != nil {
 		caps.stop()
 		if rerr := caps.report(os.Stderr, capture); rerr != nil && err == nil {
@@ -459,7 +478,7 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, ca
 		return measurement{}, err
 	}
 	m := measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
-		tcpExt: extAfter.sub(extBefore), counts: cs}
+		tcpExt: extAfter.sub(extBefore), counts: cs, rxPeak: rxPeak}
 	if t.roamDrops != nil {
 		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
 	}
@@ -533,8 +552,8 @@ func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 }
 
 func describe(t test, m measurement) string {
-	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, device drops: %s",
-		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.devDrops)
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, peak UDP receive queue: client %d KiB, gateway %d KiB, device drops: %s",
+		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.rxPeak[0]>>10, m.rxPeak[1]>>10, m.devDrops)
 	if m.roamDrops != nil {
 		s += fmt.Sprintf(", roam drops: %s", m.roamDrops)
 	}
