@@ -53,12 +53,39 @@ type config struct {
 	logDir     string
 	roamBase   string // ROAM_BASE: roam binary of the roam-base kind
 	counts     bool   // perf stat system calls and context switches of each tunnel process
+	// captureDir (CAPTURE), when set, gets packet captures of every
+	// TCP download along its path, and the run's log a line per point
+	// on where the inner stream's order broke.
+	captureDir string
+	// rps (RPS) turns on receive packet steering on every device of
+	// the lab: a veth queues each packet on the backlog of the CPU that
+	// sent it, so one flow sent from two CPUs (a TCP sender's system
+	// calls and its ACK processing; a tunnel's sending thread that moved)
+	// can arrive reordered; with RPS each flow's packets go to one CPU by
+	// hash.
+	rps bool
 	// only, when not empty, names the tests to run (TESTS): an A/B of one
 	// figure need not wait for all the others.
 	only map[string]bool
 }
 
 func main() {
+	// Subcommands the bench runs of itself: "udpq" samples the UDP
+	// receive queues, "order FILE.pcap..." reports on captures kept from
+	// an earlier CAPTURE run.
+	if len(os.Args) > 1 && (os.Args[1] == "udpq" || os.Args[1] == "order") {
+		var err error
+		if os.Args[1] == "udpq" {
+			err = udpqMain(os.Stdout)
+		} else {
+			err = orderFiles(os.Stdout, os.Args[2:])
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-tput "+os.Args[1]+":", err)
+			os.Exit(1)
+		}
+		return
+	}
 	benchkit.Main("bench-tput", parseFlags, func(cfg config) error {
 		// An interrupt ends the run under way and tears its lab down.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -77,15 +104,17 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	streams := fs.Env("streams", "STREAMS", "4", "TCP streams of the multi-stream runs (env STREAMS)")
 	sizes := fs.Env("udp-sizes", "UDP_SIZES", "64,1372", "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.Env("udp-down", "UDP_DOWN", "1", "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
+	rps := fs.Env("rps", "RPS", "1", "receive packet steering on every lab device, which then keeps each flow's order: 1 or 0 (env RPS)")
 	profileDir := fs.Env("profile", "BENCH_PROFILE", "", "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
 	countsFlag := fs.Env("counts", "COUNTS", "0", "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
 	only := fs.Env("tests", "TESTS", "", "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
 	roamBase := fs.Env("roam-base", "ROAM_BASE", "", "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
+	captureDir := fs.Env("capture", "CAPTURE", "", "capture packet headers of TCP downloads at every hop into this directory and report where order broke; needs tcpdump, costs CPU (env CAPTURE)")
 	logDir := fs.Env("logs", "LOGS", "", "save the tunnel logs of failed runs into this directory (env LOGS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	cfg.profileDir, cfg.roamBase, cfg.logDir = *profileDir, *roamBase, *logDir
+	cfg.profileDir, cfg.roamBase, cfg.logDir, cfg.captureDir = *profileDir, *roamBase, *logDir, *captureDir
 	var err error
 	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 50); err != nil {
 		return cfg, err
@@ -120,6 +149,9 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		}
 	}
 	if cfg.counts, err = benchkit.Bool("COUNTS/-counts", *countsFlag); err != nil {
+		return cfg, err
+	}
+	if cfg.rps, err = benchkit.Bool("RPS/-rps", *rps); err != nil {
 		return cfg, err
 	}
 	if cfg.udpDown, err = benchkit.Bool("UDP_DOWN/-udp-down", *udpDown); err != nil {
@@ -172,6 +204,10 @@ type measurement struct {
 	roamDrops tcpExt
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
+	// rxPeak: the largest receive queue, in bytes, of any UDP socket in
+	// the client's and in the gateway's namespace, sampled every
+	// millisecond during the test.
+	rxPeak [2]int64
 }
 
 func bench(ctx context.Context, cfg config) error {
@@ -182,6 +218,19 @@ func bench(ctx context.Context, cfg config) error {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found: run scripts/install-deps.sh (packages iperf3, wireguard-tools)", tool)
 		}
+	}
+	if cfg.captureDir != "" {
+		if _, err := exec.LookPath("tcpdump"); err != nil {
+			return errors.New("CAPTURE needs tcpdump (apt-get install tcpdump)")
+		}
+		dir, err := filepath.Abs(cfg.captureDir)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		cfg.captureDir = dir
 	}
 	binDir, err := os.MkdirTemp("", "bench-tput-bin-")
 	if err != nil {
@@ -263,6 +312,11 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		return fail(err)
 	}
 	defer l.Close()
+	if cfg.rps {
+		if err := steerLab(l); err != nil {
+			return fail(err)
+		}
+	}
 	t, err := startTunnel(l, kind, bin, n, profile{})
 	if t != nil && cfg.logDir != "" {
 		defer func() {
@@ -281,7 +335,11 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		m, err := measure(ctx, l, t, tt, cfg.duration, cfg.counts)
+		capture := ""
+		if cfg.captureDir != "" && !tt.udp && tt.reverse {
+			capture = fmt.Sprintf("%s-%d-%s", kind, rep, tt.name)
+		}
+		m, err := measure(ctx, l, t, tt, cfg, capture)
 		if err != nil {
 			out.errs = append(out.errs, err)
 			fmt.Fprintf(os.Stderr, "rep %d %s %s: ERROR %v\n", rep, kindLabel[kind], tt.name, err)
@@ -298,7 +356,10 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 
 // measure runs one test against a fresh one-off iperf3 server, so that a
 // run that hung cannot leave the server busy for the next.
-func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration, count bool) (measurement, error) {
+// A non-empty capture names the packet captures of this test in
+// cfg.captureDir.
+func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, capture string) (measurement, error) {
+	d, count := cfg.duration, cfg.counts
 	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
 	if err != nil {
 		return measurement{}, err
@@ -334,7 +395,27 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 			counters = append(counters, c)
 		}
 	}
+	sampler, err := startQueueSampler(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	var caps *captures
+	if capture != "" {
+		if caps, err = startCaptures(l, t, cfg.captureDir, capture); err != nil {
+			return measurement{}, err
+		}
+	}
 	r, err := runIperf(ctx, l, tt, d)
+	rxPeak, serr := sampler.stop()
+	if serr != nil && err == nil {
+		err = serr
+	}
+	if caps != nil {
+		caps.stop()
+		if rerr := caps.report(os.Stderr, capture); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
 	var cs []counts
 	for _, c := range counters {
 		v, cerr := c.stop()
@@ -367,11 +448,27 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 		return measurement{}, err
 	}
 	m := measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
-		tcpExt: extAfter.sub(extBefore), counts: cs}
+		tcpExt: extAfter.sub(extBefore), counts: cs, rxPeak: rxPeak}
 	if t.roamDrops != nil {
 		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
 	}
 	return m, nil
+}
+
+// steerLab turns on receive packet steering over all CPUs on every
+// device of every lab namespace but lo.
+func steerLab(l *lab.Lab) error {
+	script := fmt.Sprintf(`for f in /sys/class/net/*/queues/rx-*/rps_cpus; do
+	case $f in /sys/class/net/lo/*) continue;; esac
+	echo %x > "$f" || exit 1
+done`, 1<<nproc()-1)
+	for _, ns := range lab.Roles {
+		// ip netns exec mounts the namespace's own /sys.
+		if err := l.Exec(ns, "sh", "-c", script); err != nil {
+			return fmt.Errorf("RPS in %s: %w", ns, err)
+		}
+	}
+	return nil
 }
 
 // labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
@@ -425,8 +522,8 @@ func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 }
 
 func describe(t test, m measurement) string {
-	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, device drops: %s",
-		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.devDrops)
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, peak UDP receive queue: client %d KiB, gateway %d KiB, device drops: %s",
+		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.rxPeak[0]>>10, m.rxPeak[1]>>10, m.devDrops)
 	if m.roamDrops != nil {
 		s += fmt.Sprintf(", roam drops: %s", m.roamDrops)
 	}

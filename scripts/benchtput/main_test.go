@@ -296,6 +296,10 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad kind", env: map[string]string{"KINDS": "roam,ipsec"}, wantErr: `unknown kind "ipsec"`},
 		{name: "tiny datagram", args: []string{"-udp-sizes", "8"}, wantErr: "UDP_SIZES"},
 		{name: "bad udp-down", env: map[string]string{"UDP_DOWN": "maybe"}, wantErr: "UDP_DOWN"},
+		{name: "rps off and capture", env: map[string]string{"RPS": "0", "CAPTURE": "/tmp/cap"},
+			check: func(c config) bool { return !c.rps && c.captureDir == "/tmp/cap" }},
+		{name: "rps on by default", check: func(c config) bool { return c.rps && c.captureDir == "" }},
+		{name: "bad rps", env: map[string]string{"RPS": "all"}, wantErr: "RPS"},
 		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected argument"},
 		{name: "tests", env: map[string]string{"TESTS": "tcp-up-1, udp-up-64"},
 			check: func(c config) bool { return len(c.only) == 2 && c.only["tcp-up-1"] && c.only["udp-up-64"] }},
@@ -331,6 +335,19 @@ func TestRouteDevice(t *testing.T) {
 		got, err := routeDevice(tt.out)
 		if got != tt.want || (err != nil) != (tt.want == "") {
 			t.Errorf("routeDevice(%q) = %q, %v; want %q", tt.out, got, err, tt.want)
+		}
+	}
+}
+
+func TestRouteField(t *testing.T) {
+	for _, tt := range []struct{ out, key, want string }{
+		{"10.99.0.10 dev roam-corp table 220 src 10.99.200.1 uid 0 \n    cache \n", "src", "10.99.200.1"},
+		{"10.99.200.1 dev roam-gw src 10.99.0.1 uid 0", "dev", "roam-gw"},
+		{"10.99.0.10 dev wlan", "src", ""},
+	} {
+		got, err := routeField(tt.out, tt.key)
+		if got != tt.want || (err != nil) != (tt.want == "") {
+			t.Errorf("routeField(%q, %q) = %q, %v; want %q", tt.out, tt.key, got, err, tt.want)
 		}
 	}
 }

@@ -111,15 +111,7 @@ func startTunnel(l *lab.Lab, kind string, bin binaries, n int, prof profile) (*t
 }
 
 // routeDevice reads the device from `ip route get` output.
-func routeDevice(out string) (string, error) {
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "dev" {
-			return f[i+1], nil
-		}
-	}
-	return "", fmt.Errorf("no device in route %q", strings.TrimSpace(out))
-}
+func routeDevice(out string) (string, error) { return routeField(out, "dev") }
 
 func envFor(file string) []string {
 	if file == "" {
