@@ -101,15 +101,9 @@ func CheckProfiles(path string, names []string, now time.Time) []Problem {
 		if !decoded {
 			continue
 		}
-		auth := r.Auth
-		if auth == "" {
-			auth = "psk"
-		}
-		for _, p := range checkCredentials(auth, r.Cert, r.Key, r.CA, r.LocalID, now) {
-			if !alreadyReported(reported, p.Msg) {
-				p.Profile = name
-				out = append(out, p)
-			}
+		for _, p := range newCredentials(r.Auth, r.Cert, r.Key, r.CA, r.LocalID, now, reported) {
+			p.Profile = name
+			out = append(out, p)
 		}
 	}
 	return out
@@ -132,13 +126,23 @@ func CheckGateway(path string, now time.Time) []Problem {
 		return out
 	}
 	g := raw.Gateway
-	auth := g.Auth
+	for _, p := range newCredentials(g.Auth, g.Cert, g.Key, g.CA, g.LocalID, now, reported) {
+		p.Gateway = true
+		out = append(out, p)
+	}
+	return out
+}
+
+// newCredentials is checkCredentials for a profile or a gateway section
+// (auth defaulting to psk as the loaders do), without the problems the
+// loader reported already.
+func newCredentials(auth, cert, key, ca, localID string, now time.Time, reported []string) []Problem {
 	if auth == "" {
 		auth = "psk"
 	}
-	for _, p := range checkCredentials(auth, g.Cert, g.Key, g.CA, g.LocalID, now) {
+	var out []Problem
+	for _, p := range checkCredentials(auth, cert, key, ca, localID, now) {
 		if !alreadyReported(reported, p.Msg) {
-			p.Gateway = true
 			out = append(out, p)
 		}
 	}

@@ -7,11 +7,7 @@ import (
 
 func TestChildrenKey(t *testing.T) {
 	psk := writeFile(t, t.TempDir(), "corp.psk", "s3cret\n", 0o600)
-	base := `[profiles.corp]
-gateway = "198.51.100.1"
-local_id = "alice@example.com"
-remote_id = "vpn.example.com"
-psk_file = "` + psk + `"
+	base := corpProfile + `psk_file = "` + psk + `"
 remote_ts = ["10.1.0.0/24", "10.2.0.0/24"]
 `
 	tests := []struct {

@@ -22,6 +22,57 @@ func writeFile(t *testing.T, dir, name, body string, mode os.FileMode) string {
 	return p
 }
 
+// corpProfile starts a profile file: profile corp's gateway and
+// identities, without auth.
+const corpProfile = "[profiles.corp]\ngateway = \"198.51.100.1\"\nlocal_id = \"alice@example.com\"\nremote_id = \"vpn.example.com\"\n"
+
+// secretInTests is in every PSK and password the tests write, so an error
+// that quotes one is caught.
+const secretInTests = "s3cret"
+
+// mustLoadProfiles loads the profile file at path. With wantErr set the
+// load must fail with one line containing it and no secret, and the
+// result is nil: the case is done.
+func mustLoadProfiles(t *testing.T, path, wantErr string) map[string]*Profile {
+	t.Helper()
+	ps, err := LoadProfiles(path)
+	if checkErr(t, err, wantErr) {
+		return nil
+	}
+	return ps
+}
+
+// mustLoadGateway is mustLoadProfiles for a gateway file.
+func mustLoadGateway(t *testing.T, path, wantErr string) *Gateway {
+	t.Helper()
+	g, err := LoadGateway(path)
+	if checkErr(t, err, wantErr) {
+		return nil
+	}
+	return g
+}
+
+// checkErr fails the test unless err is what wantErr asks for, and
+// says whether the load failed as it should.
+func checkErr(t *testing.T, err error, wantErr string) bool {
+	t.Helper()
+	if wantErr == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	switch {
+	case err == nil || !strings.Contains(err.Error(), wantErr):
+		t.Fatalf("err = %v, want containing %q", err, wantErr)
+	case strings.Contains(err.Error(), "\n"):
+		t.Fatalf("error is not one line: %q", err)
+	case strings.Contains(err.Error(), secretInTests):
+		t.Fatalf("error leaks a secret: %v", err)
+	}
+	return true
+}
+
 func TestParseProposal(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -133,11 +184,7 @@ func TestLoadProfiles(t *testing.T) {
 	dir := t.TempDir()
 	psk := writeFile(t, dir, "corp.psk", "s3cret\n", 0o600)
 	loose := writeFile(t, dir, "loose.psk", "s3cret\n", 0o644)
-	base := `[profiles.corp]
-gateway = "198.51.100.1"
-local_id = "alice@example.com"
-remote_id = "vpn.example.com"
-psk_file = "` + psk + `"
+	base := corpProfile + `psk_file = "` + psk + `"
 `
 	tests := []struct {
 		name    string
@@ -315,18 +362,9 @@ psk_file = "` + psk + `"
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := writeFile(t, t.TempDir(), "roam.toml", tt.body, 0o644)
-			ps, err := LoadProfiles(path)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
-				}
-				if strings.Contains(err.Error(), "s3cret") {
-					t.Fatalf("error leaks the PSK: %v", err)
-				}
+			ps := mustLoadProfiles(t, path, tt.wantErr)
+			if ps == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			tt.check(t, ps["corp"])
 		})
@@ -385,15 +423,9 @@ psk_file = "` + psk + `"
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := writeFile(t, t.TempDir(), "gw.toml", tt.body, 0o644)
-			g, err := LoadGateway(path)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
-				}
+			g := mustLoadGateway(t, path, tt.wantErr)
+			if g == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if len(g.Listen) != 2 || g.Pool != netip.MustParsePrefix("10.99.200.0/24") || string(g.Clients[0].PSK) != "s3cret" || !g.MOBIKE {
 				t.Errorf("got %+v", g)
@@ -431,15 +463,9 @@ func TestGatewayDPD(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			body := "[gateway]\nlisten = [\"203.0.113.10\"]\nlocal_id = \"vpn.example.com\"\npool = \"10.99.200.0/24\"\n" + tt.line +
 				"\n[[gateway.clients]]\nid = \"alice@example.com\"\npsk_file = \"" + psk + "\"\n"
-			g, err := LoadGateway(writeFile(t, t.TempDir(), "gw.toml", body, 0o644))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
-				}
+			g := mustLoadGateway(t, writeFile(t, t.TempDir(), "gw.toml", body, 0o644), tt.wantErr)
+			if g == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if g.DPDDelay != tt.want {
 				t.Fatalf("dpd_delay %v, want %v", g.DPDDelay, tt.want)

@@ -54,6 +54,23 @@ type Peer struct {
 	// children are the peer's installed children (guarded by
 	// Dataplane.mu), so removing a peer does not scan every child.
 	children map[*child]struct{}
+	// rtt reports measured round-trip times (SetRTT); nil: none.
+	rtt atomic.Pointer[RTTFunc]
+}
+
+// RTTFunc reports a round-trip time measured on path, such as IKE's
+// smoothed estimate; ok is false when there is none for that path.
+type RTTFunc func(path Path) (rtt time.Duration, ok bool)
+
+// SetRTT gives the peer a source of round-trip times. A new path's GSO
+// pause (gsoprobe.go) then waits a few round trips of that path for an
+// ICMP instead of pmtuProbeRTT. nil removes the source.
+func (p *Peer) SetRTT(f RTTFunc) {
+	if f == nil {
+		p.rtt.Store(nil)
+		return
+	}
+	p.rtt.Store(&f)
 }
 
 // TakeStray returns, once, the path on which authenticated ESP arrived
@@ -75,7 +92,11 @@ func (p *Peer) Activity() (sent, received time.Time) {
 // peerPath caches what sending to a path needs.
 type peerPath struct {
 	Path
-	oob  []byte // PKTINFO choosing the source address and interface
+	oob []byte // PKTINFO choosing the source address and interface
+	// conn is the path's Conn; sock the same when it is a kernel socket,
+	// whose batch send (GSO, cached PKTINFO) the packet path calls
+	// directly.
+	conn Conn
 	sock *Socket
 	// stream carries the path's packets instead of a socket when the path
 	// is a stream (Path.Stream, stream.go).
@@ -203,7 +224,7 @@ type Dataplane struct {
 	// (lfmap.go, routes.go).
 	bySPI   *lfMap[uint32, *child]
 	routes  *routeTable
-	sockets atomic.Pointer[[]*Socket]
+	sockets atomic.Pointer[[]Conn]
 	streams atomic.Pointer[streamTable]
 	peers   map[*Peer]struct{}
 
@@ -240,17 +261,20 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 		probes: make(chan *gsoProbe, probeQueue),
 	}
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
-	d.sockets.Store(&[]*Socket{})
+	d.sockets.Store(&[]Conn{})
 	d.streams.Store(&streamTable{})
 	d.fit = d.newPathFit()
 	return d
 }
 
-// AddSocket adds a socket; its receive loop starts with Run (or at once if
-// Run is already going). The dataplane closes it when Run ends.
-func (d *Dataplane) AddSocket(s *Socket) {
+// AddSocket adds a kernel UDP socket (AddConn).
+func (d *Dataplane) AddSocket(s *Socket) { d.AddConn(s) }
+
+// AddConn adds a network endpoint; its receive loop starts with Run (or at
+// once if Run is already going). The dataplane closes it when Run ends.
+func (d *Dataplane) AddConn(s Conn) {
 	d.mu.Lock()
-	socks := append(append([]*Socket{}, *d.sockets.Load()...), s)
+	socks := append(append([]Conn{}, *d.sockets.Load()...), s)
 	d.sockets.Store(&socks)
 	ctx := d.runCtx
 	d.mu.Unlock()
@@ -295,7 +319,7 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	return err
 }
 
-func (d *Dataplane) startReceive(ctx context.Context, s *Socket) {
+func (d *Dataplane) startReceive(ctx context.Context, s Conn) {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -349,24 +373,26 @@ func (d *Dataplane) resolvePath(path Path) *peerPath {
 		pp.stream = d.streamFor(path.Remote)
 		return pp
 	}
-	pp.sock = d.socketFor(path)
-	if pp.sock != nil {
-		pp.oob = pp.sock.oob(path.Local.Addr(), path.IfIndex)
+	pp.conn = d.socketFor(path)
+	if s, ok := pp.conn.(*Socket); ok {
+		pp.sock = s
+		pp.oob = s.oob(path.Local.Addr(), path.IfIndex)
 	}
 	return pp
 }
 
 // socketFor picks the socket of the path's family and local port (a
 // gateway has one per address and port); any of the family otherwise.
-func (d *Dataplane) socketFor(path Path) *Socket {
+func (d *Dataplane) socketFor(path Path) Conn {
 	v6 := path.Remote.Addr().Is6()
-	var fallback *Socket
+	var fallback Conn
 	for _, s := range *d.sockets.Load() {
-		if s.v6 != v6 {
+		local := s.LocalAddr()
+		if local.Addr().Is6() != v6 {
 			continue
 		}
-		la := s.local.Addr()
-		portOK := path.Local.Port() == 0 || s.local.Port() == path.Local.Port()
+		la := local.Addr()
+		portOK := path.Local.Port() == 0 || local.Port() == path.Local.Port()
 		addrOK := la.IsUnspecified() || !path.Local.Addr().IsValid() || path.Local.Addr().IsUnspecified() || la == path.Local.Addr()
 		if portOK && addrOK {
 			return s
@@ -501,15 +527,24 @@ func (d *Dataplane) SendIKE(pkt []byte, path Path) error {
 		pp.stream.FlushRecords()
 		return nil
 	}
-	if pp.sock == nil {
+	if pp.conn == nil {
 		return errors.New("esp: no socket for this path")
 	}
 	buf := pkt
-	if path.Remote.Port() != ikePort && pp.sock.local.Port() != ikePort {
+	if path.Remote.Port() != ikePort && pp.conn.LocalAddr().Port() != ikePort {
 		buf = make([]byte, 4+len(pkt))
 		copy(buf[4:], pkt)
 	}
-	return pp.sock.writeOne(buf, pp)
+	return pp.writeOne(buf)
+}
+
+// writeOne sends one datagram on the path: a kernel socket with the
+// control message cached for the path.
+func (pp *peerPath) writeOne(b []byte) error {
+	if pp.sock != nil {
+		return pp.sock.writeOne(b, pp)
+	}
+	return pp.conn.WriteTo(b, pp.Path)
 }
 
 // SendKeepalive sends one NAT keepalive (0xFF) to the peer's path now.
@@ -520,10 +555,10 @@ func (d *Dataplane) SendKeepalive(p *Peer) error {
 		// own keepalives, which the stream's socket sends).
 		return nil
 	}
-	if pp.sock == nil {
+	if pp.conn == nil {
 		return errors.New("esp: no socket for this path")
 	}
-	err := pp.sock.writeOne([]byte{0xff}, pp) // RFC 3948 2.3
+	err := pp.writeOne([]byte{0xff}) // RFC 3948 2.3
 	if err == nil {
 		p.lastSent.Store(time.Now().UnixNano())
 	}
@@ -766,7 +801,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			continue
 		}
 		pp := c.peer.path.Load()
-		if pp == nil || (pp.sock == nil && pp.stream == nil) {
+		if pp == nil || (pp.conn == nil && pp.stream == nil) {
 			d.drops.noPath.Add(1)
 			continue
 		}
@@ -805,10 +840,10 @@ func (d *Dataplane) sealBatch(parts *cryptoParts, jobs []txJob, sealed [][]byte,
 // order, with one sendmmsg for as many as the kernel takes.
 func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
 	for len(pkts) > 0 {
-		s, st := pkts[0].pp.sock, pkts[0].pp.stream
+		c, st := pkts[0].pp.conn, pkts[0].pp.stream
 		group, rest := group[:0], pkts[:0]
 		for _, p := range pkts {
-			if p.pp.sock == s && p.pp.stream == st {
+			if p.pp.conn == c && p.pp.stream == st {
 				group = append(group, p)
 			} else {
 				rest = append(rest, p) // compacts in place, order kept
@@ -821,7 +856,13 @@ func (d *Dataplane) sendBatch(sb *sendBatch, pkts, group []outPacket) {
 			}
 			continue
 		}
-		if failed := s.writeBatch(sb, group); failed > 0 {
+		var failed int
+		if s := group[0].pp.sock; s != nil {
+			failed = s.writeBatch(sb, group)
+		} else {
+			failed = sb.writeConn(c, group)
+		}
+		if failed > 0 {
 			d.drops.sendErrors.Add(uint64(failed))
 		}
 	}
@@ -843,7 +884,7 @@ type rxJob struct {
 // write, and the counters added up over the batch.
 type rxState struct {
 	d         *Dataplane
-	s         *Socket
+	local     netip.AddrPort // the Conn's bound address
 	now       int64
 	tunBufs   [][]byte
 	jobs      []rxJob
@@ -868,16 +909,16 @@ const (
 // receiveLoop reads batches from one socket, splits GRO-coalesced
 // datagrams into their packets, demultiplexes IKE, keepalives and ESP, and
 // writes decrypted packets to the TUN device in batches.
-func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
-	rb := newRecvBatch(recvMessages)
-	rx := &rxState{d: d, s: s, tunBufs: make([][]byte, rxPackets), jobs: make([]rxJob, 0, rxPackets), out: make([][]byte, 0, rxPackets), parts: newCryptoParts()}
+func (d *Dataplane) receiveLoop(ctx context.Context, s Conn) {
+	msgs := make([]Message, recvMessages)
+	rx := &rxState{d: d, local: s.LocalAddr(), tunBufs: make([][]byte, rxPackets), jobs: make([]rxJob, 0, rxPackets), out: make([][]byte, 0, rxPackets), parts: newCryptoParts()}
 	for i := range rx.tunBufs {
 		// Each its own allocation: the TUN write's GRO appends coalesced
 		// packets to the first buffer of a flow, within its capacity.
 		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 	}
 	for {
-		count, err := s.readBatch(rb)
+		count, err := s.ReadBatch(msgs)
 		if err != nil {
 			if ctx.Err() != nil || errClosedSocket(err) {
 				return
@@ -886,34 +927,34 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s *Socket) {
 			continue
 		}
 		rx.now = time.Now().UnixNano()
-		for i := 0; i < count; i++ {
-			rx.datagram(rb, i)
+		for i := range msgs[:count] {
+			rx.datagram(&msgs[i])
 		}
 		rx.flush()
 	}
 }
 
-// datagram handles received message i: one packet, or several of one size
-// (the last may be shorter) when GRO coalesced them.
-func (rx *rxState) datagram(rb *recvBatch, i int) {
-	data, from, ok, truncated, ctl := rb.message(i)
-	if ctl.hasDrop && ctl.drops != rx.lastDrops {
-		rx.d.drops.socketOverflow.Add(uint64(ctl.drops - rx.lastDrops))
-		rx.lastDrops = ctl.drops
+// datagram handles one received datagram: one packet, or several of one
+// size (the last may be shorter) when GRO coalesced them.
+func (rx *rxState) datagram(m *Message) {
+	data, from := m.Buf, m.From
+	if m.OverflowKnown && m.Overflow != rx.lastDrops {
+		rx.d.drops.socketOverflow.Add(uint64(m.Overflow - rx.lastDrops))
+		rx.lastDrops = m.Overflow
 	}
-	if truncated {
+	if m.Truncated {
 		rx.d.drops.truncated.Add(1)
 		return
 	}
-	if !ok {
+	if !from.IsValid() {
 		return
 	}
-	dst := ctl.dst
+	dst := m.Local
 	if !dst.IsValid() {
-		dst = rx.s.local.Addr()
+		dst = rx.local.Addr()
 	}
-	path := Path{Local: netip.AddrPortFrom(dst, rx.s.local.Port()), Remote: from, IfIndex: ctl.ifindex}
-	seg := ctl.segment
+	path := Path{Local: netip.AddrPortFrom(dst, rx.local.Port()), Remote: from, IfIndex: m.IfIndex}
+	seg := m.Segment
 	if seg <= 0 || seg > len(data) {
 		seg = len(data)
 	}
@@ -931,7 +972,7 @@ func (rx *rxState) datagram(rb *recvBatch, i int) {
 // at once, ESP of a known SA queued to be opened.
 func (rx *rxState) packet(pkt []byte, path Path) {
 	d := rx.d
-	if !path.Stream && (path.Remote.Port() == ikePort || rx.s.local.Port() == ikePort) {
+	if !path.Stream && (path.Remote.Port() == ikePort || rx.local.Port() == ikePort) {
 		d.handleIKE(pkt, path)
 		return
 	}

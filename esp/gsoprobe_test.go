@@ -18,9 +18,12 @@ func TestGSOProbe(t *testing.T) {
 		uplinkThen int // the uplink MTU when the probe is checked
 		sent       int // the datagram sent alone
 		wantProven bool
+		rtt        time.Duration // the path's measured round trip; 0: none
 	}{
-		{"same MTU", 1500, 1452, true},
-		{"ICMP lowered the MTU", 1280, 1452, false},
+		{"same MTU", 1500, 1452, true, 0},
+		{"ICMP lowered the MTU", 1280, 1452, false, 0},
+		{"same MTU, measured RTT", 1500, 1452, true, time.Millisecond},
+		{"ICMP lowered the MTU, measured RTT", 1280, 1452, false, time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -36,6 +39,9 @@ func TestGSOProbe(t *testing.T) {
 			d.AddSocket(s)
 			s.gso.Store(false) // as after a segmented send the kernel refused
 			p := d.NewPeer(Path{Local: s.LocalAddr(), Remote: netip.MustParseAddrPort("127.0.0.1:4500")})
+			if tt.rtt > 0 {
+				p.SetRTT(func(Path) (time.Duration, bool) { return tt.rtt, true })
+			}
 			pp := p.path.Load()
 			now := time.Now().UnixNano()
 			if got := pp.gsoLimit(now); got != 0 {
@@ -111,6 +117,38 @@ func TestGSOProbeBuild(t *testing.T) {
 			}
 			if got := pp.probe.sentSize.Load(); got != tt.wantRecorded {
 				t.Errorf("recorded %d, want %d", got, tt.wantRecorded)
+			}
+		})
+	}
+}
+
+// TestProbeWait checks how long a probing path waits for an ICMP: a few
+// measured round trips of that path within bounds, pmtuProbeRTT without a
+// measurement.
+func TestProbeWait(t *testing.T) {
+	path := Path{Local: netip.MustParseAddrPort("192.0.2.1:4500"), Remote: netip.MustParseAddrPort("198.51.100.1:4500")}
+	other := Path{Local: netip.MustParseAddrPort("192.0.2.9:4500"), Remote: path.Remote}
+	tests := []struct {
+		name string
+		rtt  RTTFunc // nil: no SetRTT
+		want time.Duration
+	}{
+		{"no source", nil, pmtuProbeRTT},
+		{"nil source", RTTFunc(nil), pmtuProbeRTT},
+		{"no sample for the path", func(p Path) (time.Duration, bool) { return time.Millisecond, p == other }, pmtuProbeRTT},
+		{"zero sample", func(Path) (time.Duration, bool) { return 0, true }, pmtuProbeRTT},
+		{"lab round trip", func(Path) (time.Duration, bool) { return 200 * time.Microsecond, true }, minProbeWait},
+		{"30 ms", func(p Path) (time.Duration, bool) { return 30 * time.Millisecond, p == path }, 90 * time.Millisecond},
+		{"satellite", func(Path) (time.Duration, bool) { return 600 * time.Millisecond, true }, pmtuProbeRTT},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Peer{}
+			if tt.name != "no source" {
+				p.SetRTT(tt.rtt)
+			}
+			if got := p.probeWait(path); got != tt.want {
+				t.Errorf("probeWait %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -99,17 +99,26 @@ func socketMark(s *Socket) uint32 {
 	return uint32(mark)
 }
 
-// pathInnerMTU is the inner MTU of a path through s; 0 when the kernel
-// cannot say (then nothing is clamped or refused).
-func (d *Dataplane) pathInnerMTU(path Path, s *Socket) int {
-	if s == nil || !path.Remote.IsValid() {
+// pathInnerMTU is the inner MTU of a path through c; 0 when the kernel
+// (or the Conn) cannot say (then nothing is clamped or refused).
+func (d *Dataplane) pathInnerMTU(path Path, c Conn) int {
+	if c == nil || !path.Remote.IsValid() {
 		return 0
 	}
-	link := d.linkMTU
-	if link == nil {
-		link = kernelLinkMTU
+	var mtu int
+	var err error
+	switch c := c.(type) {
+	case *Socket:
+		link := d.linkMTU
+		if link == nil {
+			link = kernelLinkMTU
+		}
+		mtu, err = link(path, c)
+	case LinkMTUConn:
+		mtu, err = c.LinkMTU(path)
+	default:
+		return 0
 	}
-	mtu, err := link(path, s)
 	if err != nil {
 		d.log.Debug("path MTU unknown", "remote", path.Remote, "err", err)
 		return 0
@@ -129,10 +138,10 @@ func (p *Peer) MTU() int {
 // learnt from ICMP after the path was set. A SetPath in between wins.
 func (d *Dataplane) refreshMTU(p *Peer) {
 	pp := p.path.Load()
-	if pp == nil || pp.sock == nil {
+	if pp == nil || pp.conn == nil {
 		return
 	}
-	mtu := d.pathInnerMTU(pp.Path, pp.sock)
+	mtu := d.pathInnerMTU(pp.Path, pp.conn)
 	if mtu == 0 || mtu == pp.mtu {
 		return
 	}
@@ -140,7 +149,9 @@ func (d *Dataplane) refreshMTU(p *Peer) {
 	np.mtu = mtu
 	np.probe = d.newProbe(p) // datagrams of the new size have to show they fit
 	if p.path.CompareAndSwap(pp, &np) {
-		pp.sock.rearmGSO()
+		if pp.sock != nil {
+			pp.sock.rearmGSO()
+		}
 		d.log.Info("path MTU changed", "remote", pp.Remote, "inner_mtu", mtu)
 	}
 }
@@ -484,7 +495,7 @@ func (d *Dataplane) maybeRefreshMTU(p *Peer, now time.Time) {
 // takes (an IKE message's path needs none).
 func (d *Dataplane) resolvePathMTU(p *Peer, path Path) *peerPath {
 	pp := d.resolvePath(path)
-	pp.mtu = d.pathInnerMTU(path, pp.sock)
+	pp.mtu = d.pathInnerMTU(path, pp.conn)
 	pp.noGSOUntil = time.Now().Add(pmtuProbe).UnixNano()
 	pp.probe = d.newProbe(p)
 	return pp

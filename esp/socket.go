@@ -16,10 +16,19 @@ import (
 )
 
 const (
-	// socketBuffer is the send and receive buffer we ask for: the kernel
-	// default (~208 KiB) overflows within a millisecond at gigabit rates
-	// while a loop is busy with crypto.
+	// socketBuffer is the send buffer we ask for: the kernel default
+	// (~208 KiB) overflows within a millisecond at gigabit rates while a
+	// loop is busy with crypto.
 	socketBuffer = 7 << 20
+	// recvSocketBuffer is the receive buffer we ask for. When the peer
+	// sends faster than we open, this socket is the bottleneck queue and
+	// the inner TCP flows fill it up to their windows: in the lab a
+	// 4-stream download held up to 13.6 MiB of queued datagrams (kernel
+	// accounting), past what 7 MiB allows (the kernel doubles the value;
+	// drops began near 12.4 MiB). The queue stays bounded by those
+	// windows, so a larger buffer trades loss for delay only where the
+	// loss would have happened.
+	recvSocketBuffer = 16 << 20
 	// recvBufSize holds the largest UDP datagram, which is also the
 	// largest coalesced one UDP GRO hands us.
 	recvBufSize = 1 << 16
@@ -52,7 +61,12 @@ type Socket struct {
 	// gso back on (rearmGSO).
 	gsoKernel bool
 	gro       bool // UDP_GRO is on: a received datagram may hold several packets
+	// rb is ReadBatch's recvmmsg state, made on the first read: one
+	// reader at a time (the dataplane's receive loop).
+	rb *recvBatch
 }
+
+var _ LinkMTUConn = (*Socket)(nil)
 
 // ListenUDP binds a UDP socket. mark, when non-zero, is set as SO_MARK so
 // full-tunnel policy routing sends our own packets around the tunnel.
@@ -121,8 +135,8 @@ func (s *Socket) setup(fd int) error {
 	}
 	// The FORCE variants pass rmem_max/wmem_max but need CAP_NET_ADMIN;
 	// without it the plain ones get what the limit allows.
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, recvSocketBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, recvSocketBuffer)
 	}
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer) != nil {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
@@ -150,6 +164,43 @@ func (s *Socket) Close() error { return s.conn.Close() }
 func (s *Socket) writeOne(b []byte, pp *peerPath) error {
 	_, _, err := s.conn.WriteMsgUDPAddrPort(b, pp.oob, pp.Remote)
 	return err
+}
+
+// WriteTo sends one datagram on path, from its local address and
+// interface.
+func (s *Socket) WriteTo(b []byte, path Path) error {
+	_, _, err := s.conn.WriteMsgUDPAddrPort(b, s.oob(path.Local.Addr(), path.IfIndex), path.Remote)
+	return err
+}
+
+// WriteBatch sends pkts one datagram each. The dataplane's own packets do
+// not come this way: they take the batch path with UDP GSO and the
+// control messages cached per path (writeBatch), which needs the
+// dataplane's per-path state; this is the plain send for other callers.
+func (s *Socket) WriteBatch(pkts []Packet) (failed int) {
+	for _, p := range pkts {
+		if s.WriteTo(p.Buf, p.Path) != nil {
+			failed++
+		}
+	}
+	return failed
+}
+
+// LinkMTU asks the kernel what MTU a packet from the socket on path meets.
+func (s *Socket) LinkMTU(path Path) (int, error) { return kernelLinkMTU(path, s) }
+
+// ReadBatch reads up to len(msgs) datagrams with one recvmmsg, blocking
+// until there is one. The buffers are the socket's, reused by the next
+// call; one goroutine reads at a time.
+func (s *Socket) ReadBatch(msgs []Message) (int, error) {
+	if s.rb == nil || len(s.rb.hdrs) != len(msgs) {
+		s.rb = newRecvBatch(len(msgs))
+	}
+	n, err := s.readBatch(s.rb)
+	for i := range n {
+		s.rb.fill(i, &msgs[i])
+	}
+	return n, err
 }
 
 // oob returns the control message that makes a packet leave from src
@@ -343,6 +394,16 @@ func (b *recvBatch) message(i int) (data []byte, from netip.AddrPort, ok, trunca
 	return b.bufs[i][:min(int(m.Len), recvBufSize)], from, ok, truncated, ctl
 }
 
+// fill describes received message i as a Message.
+func (b *recvBatch) fill(i int, m *Message) {
+	data, from, ok, truncated, ctl := b.message(i)
+	if !ok {
+		from = netip.AddrPort{}
+	}
+	*m = Message{Buf: data, From: from, Local: ctl.dst, IfIndex: ctl.ifindex, Segment: ctl.segment,
+		Truncated: truncated, Overflow: ctl.drops, OverflowKnown: ctl.hasDrop}
+}
+
 // readBatch reads up to len(b.hdrs) datagrams; it blocks until at least
 // one is there.
 func (s *Socket) readBatch(b *recvBatch) (int, error) {
@@ -377,7 +438,9 @@ type sendBatch struct {
 	ctrl  [][sendCtrlSpace]byte
 	first []int // the index in pkts of each message's first packet
 	pkts  []outPacket
-	nm    int // messages built
+	// generic is writeConn's packet list for a Conn other than a socket.
+	generic []Packet
+	nm      int // messages built
 
 	off   int // first message not yet sent
 	sent  int

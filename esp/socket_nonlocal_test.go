@@ -52,7 +52,7 @@ func TestSendFromForeignAddress(t *testing.T) {
 				}
 			}
 			d := &Dataplane{}
-			socks := []*Socket{s}
+			socks := []Conn{s}
 			d.sockets.Store(&socks)
 			err = d.SendIKE([]byte{0, 0, 0, 0, 1, 2, 3}, to)
 			if tc.wantErr == nil && err != nil {

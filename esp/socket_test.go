@@ -250,7 +250,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 		copy(rb.ctrl[0][:], ctrl)
 		rb.hdrs[0].Hdr.SetControllen(len(ctrl))
 		rb.hdrs[0].Hdr.Namelen = putSockaddr(&rb.names[0], netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), false)
-		rx := &rxState{d: d, s: s, tunBufs: make([][]byte, 2), jobs: make([]rxJob, 0, 2), out: make([][]byte, 0, 2), parts: newCryptoParts()}
+		rx := &rxState{d: d, local: s.local, tunBufs: make([][]byte, 2), jobs: make([]rxJob, 0, 2), out: make([][]byte, 0, 2), parts: newCryptoParts()}
 		for i := range rx.tunBufs {
 			rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 		}
@@ -258,7 +258,9 @@ func FuzzReceiveDatagram(f *testing.F) {
 			for range tun.out {
 			}
 		}()
-		rx.datagram(rb, 0)
+		var m Message
+		rb.fill(0, &m)
+		rx.datagram(&m)
 		rx.flush()
 		close(tun.out)
 	})

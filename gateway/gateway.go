@@ -243,6 +243,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 
 func (gw *gateway) install(est *ike.Established) {
 	peer := gw.dp.NewPeer(est.Path)
+	peer.SetRTT(ikeesp.IKERTT(est.SA))
 	for _, ch := range est.Children {
 		cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), false)
 		if err == nil {

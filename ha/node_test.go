@@ -188,10 +188,7 @@ func TestForeignAddressRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runUntilEnd(t, n)
 	waitFor(t, "a refused connection", func() bool {
 		if c, err := net.Dial("tcp", at.String()); err == nil {
 			c.Close()
@@ -232,10 +229,7 @@ func TestAcceptedConnectionsCapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runUntilEnd(t, n)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -251,4 +245,12 @@ func TestAcceptedConnectionsCapped(t *testing.T) {
 	if len(conns) <= maxAccepted {
 		t.Fatalf("refused after %d connections, cap %d", len(conns), maxAccepted)
 	}
+}
+
+// runUntilEnd runs n until the test ends, and waits for Run to return.
+func runUntilEnd(t *testing.T, n *Node) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -48,18 +48,11 @@ func NewCertAuth(localID string, certPEM, keyPEM []byte) (LocalAuth, error) {
 
 // NewCertAuthScheme is NewCertAuth with a choice of signature scheme.
 func NewCertAuthScheme(localID string, certPEM, keyPEM []byte, scheme SignatureScheme) (LocalAuth, error) {
-	chain, err := parseCertificates(certPEM)
+	chain, signer, err := parseCertAndKey(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
-	}
-	signer, err := parsePrivateKey(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("private key: %w", err)
+		return nil, err
 	}
 	leaf := chain[0]
-	if !publicKeysEqual(leaf.PublicKey, signer.Public()) {
-		return nil, fmt.Errorf("private key does not belong to certificate %q", leaf.Subject)
-	}
 	s, err := chooseScheme(signer.Public(), scheme)
 	if err != nil {
 		return nil, fmt.Errorf("certificate %q: %w", leaf.Subject, err)
@@ -116,14 +109,12 @@ func NewCertPeer(remoteID string, caPEM []byte, opts ...CertPeerOption) (PeerAut
 	if err != nil {
 		return nil, err
 	}
-	cas, err := parseCertificates(caPEM)
+	cas, roots, err := parseCAs(caPEM)
 	if err != nil {
-		return nil, fmt.Errorf("CA: %w", err)
+		return nil, err
 	}
-	roots := x509.NewCertPool()
 	var req []byte
 	for _, ca := range cas {
-		roots.AddCert(ca)
 		h := sha1.Sum(ca.RawSubjectPublicKeyInfo)
 		req = append(req, h[:]...)
 	}
@@ -275,6 +266,36 @@ func publicKeySHA1(cert *x509.Certificate) ([]byte, bool) {
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && e.Equal(b)
+}
+
+// parseCertAndKey reads our certificate chain and private key, and checks
+// that the key is the leaf's.
+func parseCertAndKey(certPEM, keyPEM []byte) ([]*x509.Certificate, crypto.Signer, error) {
+	chain, err := parseCertificates(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate: %w", err)
+	}
+	signer, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("private key: %w", err)
+	}
+	if !publicKeysEqual(chain[0].PublicKey, signer.Public()) {
+		return nil, nil, fmt.Errorf("private key does not belong to certificate %q", chain[0].Subject)
+	}
+	return chain, signer, nil
+}
+
+// parseCAs reads the trusted CA certificates, also as a pool.
+func parseCAs(caPEM []byte) ([]*x509.Certificate, *x509.CertPool, error) {
+	cas, err := parseCertificates(caPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		roots.AddCert(ca)
+	}
+	return cas, roots, nil
 }
 
 // parseCertificates reads PEM "CERTIFICATE" blocks in order, or a single

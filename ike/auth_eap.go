@@ -12,6 +12,14 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// eapRounds is EAP in IKE_AUTH (RFC 7296 2.16): the initiator's client
+// rounds (initiator_eap.go) or the responder's server rounds
+// (responder_eap.go); nil until EAP starts.
+type eapRounds struct {
+	client *eapInitiator
+	server *eapResponder
+}
+
 // EAPAuth is a LocalAuth for an initiator that proves itself through EAP
 // inside IKE_AUTH (RFC 7296 2.16): its first IKE_AUTH request carries no
 // AUTH, and the AUTH it sends once EAP has succeeded is keyed with the

@@ -29,24 +29,13 @@ func NewEAPTLSAuth(localID, eapIdentity string, certPEM, keyPEM, caPEM []byte, r
 	if eapIdentity == "" {
 		eapIdentity = localID
 	}
-	chain, err := parseCertificates(certPEM)
+	chain, signer, err := parseCertAndKey(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
+		return nil, err
 	}
-	signer, err := parsePrivateKey(keyPEM)
+	_, roots, err := parseCAs(caPEM)
 	if err != nil {
-		return nil, fmt.Errorf("private key: %w", err)
-	}
-	if !publicKeysEqual(chain[0].PublicKey, signer.Public()) {
-		return nil, fmt.Errorf("private key does not belong to certificate %q", chain[0].Subject)
-	}
-	cas, err := parseCertificates(caPEM)
-	if err != nil {
-		return nil, fmt.Errorf("CA: %w", err)
-	}
-	roots := x509.NewCertPool()
-	for _, ca := range cas {
-		roots.AddCert(ca)
+		return nil, err
 	}
 	remote, err := parseRemoteID(remoteID)
 	if err != nil {

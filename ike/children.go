@@ -201,7 +201,7 @@ func (sa *SA) handleNewChildRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	// One place stays free for the successor of a rekey.
 	live := 0
 	for _, c := range sa.children {
-		if !sa.deleting[c.SPIIn] {
+		if !sa.rekey.deleting[c.SPIIn] {
 			live++
 		}
 	}

@@ -8,6 +8,15 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// dpdState is the liveness check's: when the peer was last heard (an
+// authenticated message), the timer of the next check, and whether checks
+// are held back.
+type dpdState struct {
+	lastIn time.Time
+	timer  Timer
+	held   bool
+}
+
 // ErrDeadPeer ends an SA whose peer stopped answering liveness checks.
 var ErrDeadPeer = errors.New("gateway not answering (dead peer detection)")
 
@@ -22,15 +31,15 @@ func (sa *SA) armDPD(d time.Duration) {
 	if sa.cfg.dpdDelay <= 0 || sa.state == stateDead {
 		return
 	}
-	if sa.dpdTimer != nil {
-		sa.dpdTimer.Stop()
+	if sa.dpd.timer != nil {
+		sa.dpd.timer.Stop()
 	}
-	sa.dpdTimer = sa.cfg.clock.AfterFunc(d, func() { sa.post(sa.dpdCheck) })
+	sa.dpd.timer = sa.cfg.clock.AfterFunc(d, func() { sa.post(sa.dpdCheck) })
 }
 
 // lastSignOfLife is when the peer last proved it is there.
 func (sa *SA) lastSignOfLife() time.Time {
-	last := sa.lastIn
+	last := sa.dpd.lastIn
 	if sa.cfg.lastInbound != nil {
 		if esp := sa.cfg.lastInbound(); esp.After(last) {
 			last = esp
@@ -46,7 +55,7 @@ func (sa *SA) dpdCheck() {
 	delay := sa.cfg.dpdDelay
 	idle := sa.cfg.clock.Now().Sub(sa.lastSignOfLife())
 	switch {
-	case sa.dpdHeld:
+	case sa.dpd.held:
 		// No usable network (the owner said so): a check could only
 		// fail, and the SA is to survive the outage.
 		sa.armDPD(delay)
@@ -72,10 +81,10 @@ func (sa *SA) dpdCheck() {
 // has no usable network, silence from the peer proves nothing.
 func (sa *SA) HoldDPD(hold bool) {
 	sa.post(func() {
-		sa.dpdHeld = hold
+		sa.dpd.held = hold
 		if !hold {
 			// Count from now: the peer could not reach us while held.
-			sa.lastIn = sa.cfg.clock.Now()
+			sa.dpd.lastIn = sa.cfg.clock.Now()
 			sa.armDPD(sa.cfg.dpdDelay)
 		}
 	})

@@ -35,12 +35,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 		resp.HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
 	})
 	// The gateway may answer before Dial has returned the client.
-	var clientP atomic.Pointer[SA]
-	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, p netpath.Path) {
-		<-dialed
-		clientP.Load().HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
-	})
+	toClient := newLateSA()
 	rcfg := defaultResponderConfig(tb)
 	rcfg.LocalAuth = gwAuth
 	rcfg.PeerAuth = func(*wire.Identification) (PeerAuth, error) { return nil, errors.New("EAP clients only") }
@@ -62,8 +57,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 	if client, err = Dial(ctx, cfg, toGW, make(chan Event, 16)); err != nil {
 		tb.Fatal(err)
 	}
-	clientP.Store(client)
-	close(dialed)
+	toClient.set(client)
 	deadline := time.Now().Add(5 * time.Second)
 	for !hold.Load() {
 		if time.Now().After(deadline) {
@@ -76,7 +70,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 		tb.Fatalf("%d gateway SAs", len(sas))
 	}
 	var inEAP bool
-	call(sas[0], func() { inEAP = sas[0].eaps != nil })
+	call(sas[0], func() { inEAP = sas[0].eap.server != nil })
 	if !inEAP {
 		tb.Fatal("the gateway SA is not in an EAP round")
 	}
@@ -117,19 +111,8 @@ func FuzzResponderEAPRound(f *testing.F) {
 		if !call(gw, func() { msgID = gw.peerNextMsgID }) {
 			return
 		}
-		var pkt []byte
-		ok := call(client, func() {
-			h := client.header(wire.ExchangeIKEAuth, msgID, false)
-			aad := wire.EncryptedHeader(h, wire.PayloadType(first), client.skOut.SealedLen(len(body)))
-			data, err := client.skOut.Seal(aad, body)
-			if err == nil {
-				pkt = append(aad, data...)
-			}
+		deliverSealed(gw, client, body, func(sealedLen int) []byte {
+			return wire.EncryptedHeader(client.header(wire.ExchangeIKEAuth, msgID, false), wire.PayloadType(first), sealedLen)
 		})
-		if !ok || pkt == nil {
-			return
-		}
-		gw.HandlePacket(pkt, gw.Path())
-		call(gw, func() {})
 	})
 }

@@ -150,21 +150,41 @@ func (e *testEnv) dial(cfg InitiatorConfig) *client {
 	return e.dialHost(e.net.AddHost("client-"+addr.String(), addr), cfg)
 }
 
+// dialPair dials and returns the client, its SA and the gateway's, once
+// both are established.
+func (e *testEnv) dialPair(t *testing.T, cfg InitiatorConfig) (*client, *SA, *SA) {
+	t.Helper()
+	c := e.dial(cfg)
+	est, err := c.wait(t, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, est.SA, nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+}
+
 func (e *testEnv) dialHost(h *netsim.Host, cfg InitiatorConfig) *client {
 	e.t.Helper()
-	c := &client{host: h, events: make(chan Event, 16)}
+	return e.dialOn(cfg, h, h)
+}
+
+// dialOn starts an initiator that sends through tr and hears on hosts.
+func (e *testEnv) dialOn(cfg InitiatorConfig, tr Transport, hosts ...*netsim.Host) *client {
+	e.t.Helper()
+	c := &client{host: hosts[0], events: make(chan Event, 16)}
 	var mu sync.Mutex
 	var sa *SA
-	h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		mu.Lock()
-		s := sa
-		mu.Unlock()
-		if s != nil {
-			s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-		}
-	})
+	for _, h := range hosts {
+		h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
+			mu.Lock()
+			s := sa
+			mu.Unlock()
+			if s != nil {
+				s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
+			}
+		})
+	}
 	mu.Lock()
-	s, err := Dial(e.ctx, cfg, h, c.events)
+	s, err := Dial(e.ctx, cfg, tr, c.events)
 	sa = s
 	mu.Unlock()
 	if err != nil {

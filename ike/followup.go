@@ -50,8 +50,8 @@ type followupState struct {
 // deferAdditional records a CREATE_CHILD_SA whose SA waits for the
 // additional key exchanges addKEs and returns the notify for its answer.
 func (sa *SA) deferAdditional(addKEs []wire.Transform, shared []byte, ikeRekey bool, complete func([]byte) func(), abandon func()) *wire.Notify {
-	if len(sa.followups) >= maxFollowups {
-		old := sa.followups[0]
+	if len(sa.addKE.followups) >= maxFollowups {
+		old := sa.addKE.followups[0]
 		sa.dropFollowup(old)
 		if old.abandon != nil {
 			old.abandon()
@@ -59,7 +59,7 @@ func (sa *SA) deferAdditional(addKEs []wire.Transform, shared []byte, ikeRekey b
 	}
 	f := &followupState{link: sa.randBytes(8), remaining: addKEs, secrets: [][]byte{shared},
 		complete: complete, abandon: abandon, ikeRekey: ikeRekey}
-	sa.followups = append(sa.followups, f)
+	sa.addKE.followups = append(sa.addKE.followups, f)
 	sa.armFollowup(f)
 	return &wire.Notify{Type: wire.NotifyAdditionalKeyExchange, Data: f.link}
 }
@@ -77,7 +77,7 @@ func (sa *SA) armFollowup(f *followupState) {
 
 // expireFollowup abandons f if it still waits for the request quoting link.
 func (sa *SA) expireFollowup(f *followupState, link []byte) {
-	if !slices.Contains(sa.followups, f) || !bytes.Equal(f.link, link) {
+	if !slices.Contains(sa.addKE.followups, f) || !bytes.Equal(f.link, link) {
 		return
 	}
 	sa.log.Info("IKE_FOLLOWUP_KE did not come; the CREATE_CHILD_SA waiting for it is abandoned",
@@ -94,7 +94,7 @@ func (sa *SA) expireFollowup(f *followupState, link []byte) {
 // followupPending reports whether an IKE SA rekey of the peer's waits for
 // its IKE_FOLLOWUP_KE exchanges.
 func (sa *SA) followupPending() bool {
-	for _, f := range sa.followups {
+	for _, f := range sa.addKE.followups {
 		if f.ikeRekey {
 			return true
 		}
@@ -106,9 +106,9 @@ func (sa *SA) dropFollowup(f *followupState) {
 	if f.timer != nil {
 		f.timer.Stop()
 	}
-	for i, g := range sa.followups {
+	for i, g := range sa.addKE.followups {
 		if g == f {
-			sa.followups = append(sa.followups[:i:i], sa.followups[i+1:]...)
+			sa.addKE.followups = append(sa.addKE.followups[:i:i], sa.addKE.followups[i+1:]...)
 			return
 		}
 	}
@@ -116,9 +116,9 @@ func (sa *SA) dropFollowup(f *followupState) {
 
 // handleFollowupRequest answers an IKE_FOLLOWUP_KE (responder).
 func (sa *SA) handleFollowupRequest(ps []wire.Payload) ([]wire.Payload, func()) {
-	n := findNotify(ps, wire.NotifyAdditionalKeyExchange)
+	n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange)
 	var f *followupState
-	for _, g := range sa.followups {
+	for _, g := range sa.addKE.followups {
 		if n != nil && bytes.Equal(g.link, n.Data) {
 			f = g
 		}
@@ -193,7 +193,7 @@ func (sa *SA) runFollowups(addKEs []wire.Transform, link []byte, secrets [][]byt
 		}
 	}
 	sa.startRequest(wire.ExchangeIKEFollowupKE, build, func(h wire.Header, ps []wire.Payload, _ []byte) {
-		if n := firstError(ps); n != nil {
+		if n := wire.FirstError(ps); n != nil {
 			done(nil, &NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -209,7 +209,7 @@ func (sa *SA) runFollowups(addKEs []wire.Transform, link []byte, secrets [][]byt
 			return
 		}
 		var next []byte
-		if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+		if n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
 			next = n.Data
 		}
 		sa.runFollowups(addKEs[1:], next, append(secrets, shared), done)

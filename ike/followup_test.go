@@ -257,7 +257,7 @@ func TestFollowupTimeout(t *testing.T) {
 			}
 			pending := func() (n int, ikeRekey bool) {
 				t.Helper()
-				if !call(gw, func() { n, ikeRekey = len(gw.followups), gw.followupPending() }) {
+				if !call(gw, func() { n, ikeRekey = len(gw.addKE.followups), gw.followupPending() }) {
 					t.Fatal("SA gone")
 				}
 				return n, ikeRekey

@@ -8,6 +8,13 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// fragState is RFC 7383's: whether fragmentation was negotiated, and the
+// fragmented message being collected.
+type fragState struct {
+	ok    bool
+	reasm *reassembly
+}
+
 // IKE fragmentation (RFC 7383). A message too large for the path goes out
 // as several Encrypted Fragment (SKF) payloads, each in its own IKE message
 // and each protected on its own, so that no IP fragmentation is needed:
@@ -64,7 +71,7 @@ func (sa *SA) fragmentSize() int {
 // message goes whole.
 func (sa *SA) sealOut(h wire.Header, ps []wire.Payload) (pkt []byte, frags [][]byte, err error) {
 	pkt, err = sa.seal(h, ps)
-	if err != nil || !sa.fragOK {
+	if err != nil || !sa.frag.ok {
 		return pkt, nil, err
 	}
 	limit := sa.fragmentSize()
@@ -129,7 +136,7 @@ func (sa *SA) send(pkt []byte, frags [][]byte, path netpath.Path) {
 func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFragment) {
 	h := msg.Header
 	response := h.Flags&wire.FlagResponse != 0
-	if !sa.fragOK || sa.skIn == nil || h.Exchange == wire.ExchangeIKESAInit {
+	if !sa.frag.ok || sa.skIn == nil || h.Exchange == wire.ExchangeIKESAInit {
 		sa.stats.unexpected.Add(1)
 		return
 	}
@@ -164,7 +171,7 @@ func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFra
 		return
 	}
 	now := sa.cfg.clock.Now()
-	r := sa.reasm
+	r := sa.frag.reasm
 	if r != nil && (r.msgID != h.MessageID || r.response != response || now.Sub(r.started) > reassemblyTimeout) {
 		r = nil
 	}
@@ -180,7 +187,7 @@ func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFra
 	}
 	if r == nil {
 		r = &reassembly{msgID: h.MessageID, response: response, total: f.Total, parts: make([][]byte, f.Total), started: now}
-		sa.reasm = r
+		sa.frag.reasm = r
 	}
 	idx := int(f.Number) - 1
 	if r.parts[idx] != nil {
@@ -188,7 +195,7 @@ func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFra
 	}
 	if r.size+len(plain) > maxReassembled {
 		sa.stats.fragmentsDropped.Add(1)
-		sa.reasm = nil
+		sa.frag.reasm = nil
 		return
 	}
 	if f.Number == 1 {
@@ -200,7 +207,7 @@ func (sa *SA) handleFragment(p inPacket, msg *wire.Message, f *wire.EncryptedFra
 	if r.have < int(r.total) {
 		return
 	}
-	sa.reasm = nil
+	sa.frag.reasm = nil
 	body := make([]byte, 0, r.size)
 	for _, part := range r.parts {
 		body = append(body, part...)

@@ -24,30 +24,14 @@ func FuzzSAHandleFragment(f *testing.F) {
 		}
 	})
 	f.Fuzz(func(t *testing.T, number, total uint16, first, idDelta byte, body []byte) {
-		if pair == nil || isDone(pair.gw) || isDone(pair.client) {
-			if pair != nil {
-				pair.cancel()
-			}
-			pair = newFuzzPair(t)
-		}
+		pair = livePair(t, pair)
 		gw, client := pair.gw, pair.client
 		var msgID uint32
 		if !call(gw, func() { msgID = gw.peerNextMsgID + uint32(int8(idDelta)%2) }) {
 			return
 		}
-		var pkt []byte
-		ok := call(client, func() {
-			h := client.header(wire.ExchangeInformational, msgID, false)
-			aad := wire.EncryptedFragmentHeader(h, wire.PayloadType(first), number, total, client.skOut.SealedLen(len(body)))
-			data, err := client.skOut.Seal(aad, body)
-			if err == nil {
-				pkt = append(aad, data...)
-			}
+		deliverSealed(gw, client, body, func(sealedLen int) []byte {
+			return wire.EncryptedFragmentHeader(client.header(wire.ExchangeInformational, msgID, false), wire.PayloadType(first), number, total, sealedLen)
 		})
-		if !ok || pkt == nil {
-			return
-		}
-		gw.HandlePacket(pkt, gw.Path())
-		call(gw, func() {})
 	})
 }

@@ -72,6 +72,26 @@ type funcTransport func(pkt []byte, path netpath.Path)
 
 func (f funcTransport) SendIKE(pkt []byte, path netpath.Path) error { f(pkt, path); return nil }
 
+// lateSA is a Transport to an SA that Dial has not returned yet: what is
+// sent to it waits until set.
+type lateSA struct {
+	sa     atomic.Pointer[SA]
+	dialed chan struct{}
+}
+
+func newLateSA() *lateSA { return &lateSA{dialed: make(chan struct{})} }
+
+func (l *lateSA) set(sa *SA) {
+	l.sa.Store(sa)
+	close(l.dialed)
+}
+
+func (l *lateSA) SendIKE(pkt []byte, path netpath.Path) error {
+	<-l.dialed
+	l.sa.Load().HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
+	return nil
+}
+
 // fuzzPair is an established initiator/responder pair wired back to back.
 type fuzzPair struct {
 	cancel context.CancelFunc
@@ -88,12 +108,7 @@ func newFuzzPair(tb testing.TB) *fuzzPair {
 		resp.HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
 	})
 	// The gateway may answer before Dial has returned the client.
-	var clientP atomic.Pointer[SA]
-	dialed := make(chan struct{})
-	toClient := funcTransport(func(pkt []byte, p netpath.Path) {
-		<-dialed
-		clientP.Load().HandlePacket(pkt, netpath.Path{Local: p.Remote, Remote: p.Local})
-	})
+	toClient := newLateSA()
 	rEvents := make(chan Event, 16)
 	var err error
 	if resp, err = NewResponder(ctx, defaultResponderConfig(tb), toClient, rEvents); err != nil {
@@ -104,8 +119,7 @@ func newFuzzPair(tb testing.TB) *fuzzPair {
 	if client, err = Dial(ctx, cfg, toGW, make(chan Event, 16)); err != nil {
 		tb.Fatal(err)
 	}
-	clientP.Store(client)
-	close(dialed)
+	toClient.set(client)
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()
 	if _, err := client.Wait(wctx); err != nil {
@@ -142,33 +156,48 @@ func FuzzSAHandleRequest(f *testing.F) {
 		}
 	})
 	f.Fuzz(func(t *testing.T, exchange, first byte, body []byte) {
-		if pair == nil || isDone(pair.gw) || isDone(pair.client) {
-			if pair != nil {
-				pair.cancel()
-			}
-			pair = newFuzzPair(t)
-		}
+		pair = livePair(t, pair)
 		gw, client := pair.gw, pair.client
 		var msgID uint32
 		if !call(gw, func() { msgID = gw.peerNextMsgID }) {
 			return
 		}
-		var pkt []byte
-		ok := call(client, func() {
-			h := client.header(wire.ExchangeType(exchange), msgID, false)
-			aad := wire.EncryptedHeader(h, wire.PayloadType(first), client.skOut.SealedLen(len(body)))
-			data, err := client.skOut.Seal(aad, body)
-			if err == nil {
-				pkt = append(aad, data...)
-			}
+		deliverSealed(gw, client, body, func(sealedLen int) []byte {
+			return wire.EncryptedHeader(client.header(wire.ExchangeType(exchange), msgID, false), wire.PayloadType(first), sealedLen)
 		})
-		if !ok || pkt == nil {
-			return
-		}
-		gw.HandlePacket(pkt, gw.Path())
-		// Let the SA goroutine process it before the next input.
-		call(gw, func() {})
 	})
+}
+
+// livePair returns pair while both its SAs live, else (ending pair) a new
+// one.
+func livePair(t *testing.T, pair *fuzzPair) *fuzzPair {
+	if pair != nil && !isDone(pair.gw) && !isDone(pair.client) {
+		return pair
+	}
+	if pair != nil {
+		pair.cancel()
+	}
+	return newFuzzPair(t)
+}
+
+// deliverSealed seals body under the client's keys behind the header aad
+// makes (for the sealed length), inside the client's goroutine, hands the
+// packet to the gateway, and lets the gateway's goroutine process it before
+// the next input. Nothing is sent once either SA has ended.
+func deliverSealed(gw, client *SA, body []byte, aad func(sealedLen int) []byte) {
+	var pkt []byte
+	ok := call(client, func() {
+		a := aad(client.skOut.SealedLen(len(body)))
+		data, err := client.skOut.Seal(a, body)
+		if err == nil {
+			pkt = append(a, data...)
+		}
+	})
+	if !ok || pkt == nil {
+		return
+	}
+	gw.HandlePacket(pkt, gw.Path())
+	call(gw, func() {})
 }
 
 func isDone(sa *SA) bool {

@@ -153,8 +153,8 @@ func (sa *SA) exportState(withAges bool) ([]byte, error) {
 	k := sa.keys
 	st := &haState{
 		id: sa.ha.id, initiator: sa.initiator, flagI: sa.flagI,
-		natLocal: sa.natLocal, natRemote: sa.natRemote, natSupported: sa.natSupported, forced: sa.forcedEncap,
-		peerMOBIKE: sa.peerMOBIKE, fragOK: sa.fragOK, msgIDSync: sa.ha.msgIDSync, replaySync: sa.ha.replaySync,
+		natLocal: sa.nat.local, natRemote: sa.nat.remote, natSupported: sa.nat.supported, forced: sa.nat.forced,
+		peerMOBIKE: sa.peerMOBIKE, fragOK: sa.frag.ok, msgIDSync: sa.ha.msgIDSync, replaySync: sa.ha.replaySync,
 		spii: sa.spii.Load(), spir: sa.spir.Load(), nextMsgID: sa.nextMsgID, peerNextMsgID: sa.peerNextMsgID,
 		prop: sa.ikeProp, skd: k.SKd, skai: k.SKai, skar: k.SKar, skei: k.SKei, sker: k.SKer, skpi: k.SKpi, skpr: k.SKpr,
 		path: sa.path, peerMOBIKED: sa.peerMOBIKED, peerID: sa.peerID, poolKey: sa.poolKey,
@@ -250,8 +250,8 @@ func (sa *SA) restore(st *haState) error {
 	sa.spii.Store(st.spii)
 	sa.spir.Store(st.spir)
 	sa.nextMsgID, sa.peerNextMsgID = st.nextMsgID, st.peerNextMsgID
-	sa.natLocal, sa.natRemote, sa.natSupported, sa.forcedEncap = st.natLocal, st.natRemote, st.natSupported, st.forced
-	sa.peerMOBIKE, sa.peerMOBIKED, sa.fragOK = st.peerMOBIKE, st.peerMOBIKED, st.fragOK
+	sa.nat.local, sa.nat.remote, sa.nat.supported, sa.nat.forced = st.natLocal, st.natRemote, st.natSupported, st.forced
+	sa.peerMOBIKE, sa.peerMOBIKED, sa.frag.ok = st.peerMOBIKE, st.peerMOBIKED, st.fragOK
 	sa.ha.msgIDSync, sa.ha.replaySync, sa.ha.id = st.msgIDSync, st.replaySync, st.id
 	sa.peerID, sa.poolKey = st.peerID, st.poolKey
 	sa.vips, sa.dns, sa.peerAddrs, sa.verified = st.vips, st.dns, st.peerAddrs, st.verified
@@ -447,7 +447,7 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			sync = append(sync, replaySyncNotify(opt.ReplayDelta))
 		}
 		adopt := func(ps []wire.Payload) error {
-			n := findNotify(ps, wire.NotifyIKEv2MessageIDSync)
+			n := wire.FindNotify(ps, wire.NotifyIKEv2MessageIDSync)
 			if n == nil {
 				return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
 					Err: errors.New("the answer to the Message ID synchronisation lacks IKEV2_MESSAGE_ID_SYNC")}
@@ -509,7 +509,7 @@ func (sa *SA) unpark() bool {
 // the IKE SA's lifetime (counted from now) and the Child SAs' (from their
 // replicated age, so a failover does not extend a key's use).
 func (sa *SA) startHATimers() {
-	sa.lastIn = sa.cfg.clock.Now()
+	sa.dpd.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	for _, c := range sa.children {

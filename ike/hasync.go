@@ -158,19 +158,19 @@ func (sa *SA) noteHASupport(ps []wire.Payload) {
 	if sa.icfg == nil || !(sa.icfg.HASync || sa.icfg.Switch) {
 		return
 	}
-	sa.ha.msgIDSync = findNotify(ps, wire.NotifyIKEv2MessageIDSyncSupported) != nil
-	sa.ha.replaySync = sa.ha.msgIDSync && findNotify(ps, wire.NotifyIPsecReplayCounterSyncSupported) != nil
+	sa.ha.msgIDSync = wire.FindNotify(ps, wire.NotifyIKEv2MessageIDSyncSupported) != nil
+	sa.ha.replaySync = sa.ha.msgIDSync && wire.FindNotify(ps, wire.NotifyIPsecReplayCounterSyncSupported) != nil
 }
 
 // answerHASupport is the responder's side: an HA gateway echoes what the
 // initiator offered.
 func (sa *SA) answerHASupport(ps []wire.Payload) []wire.Payload {
-	if sa.resp == nil || !sa.resp.cfg.HA || findNotify(ps, wire.NotifyIKEv2MessageIDSyncSupported) == nil {
+	if sa.resp == nil || !sa.resp.cfg.HA || wire.FindNotify(ps, wire.NotifyIKEv2MessageIDSyncSupported) == nil {
 		return nil
 	}
 	sa.ha.msgIDSync = true
 	out := []wire.Payload{&wire.Notify{Type: wire.NotifyIKEv2MessageIDSyncSupported}}
-	if findNotify(ps, wire.NotifyIPsecReplayCounterSyncSupported) != nil {
+	if wire.FindNotify(ps, wire.NotifyIPsecReplayCounterSyncSupported) != nil {
 		sa.ha.replaySync = true
 		out = append(out, &wire.Notify{Type: wire.NotifyIPsecReplayCounterSyncSupported})
 	}
@@ -205,7 +205,7 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	if err != nil {
 		return false // counted where the ordinary path fails to open it
 	}
-	n := findNotify(ps, wire.NotifyIKEv2MessageIDSync)
+	n := wire.FindNotify(ps, wire.NotifyIKEv2MessageIDSync)
 	if n == nil {
 		return false
 	}
@@ -237,7 +237,7 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 		return drop("stale", fmt.Errorf("sender's next Message ID %d, we expect at least %d", m.send, sa.peerNextMsgID))
 	}
 	var delta uint64
-	if rn := findNotify(ps, wire.NotifyIPsecReplayCounterSync); rn != nil {
+	if rn := wire.FindNotify(ps, wire.NotifyIPsecReplayCounterSync); rn != nil {
 		d, err := decodeReplaySync(rn)
 		if err != nil {
 			sa.stats.badNotifies.Add(1)
@@ -276,7 +276,7 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	// as well, so an owner moves once), and a refusal starts no liveness
 	// check of the old address: the node there has failed.
 	var to netip.Addr
-	if sn := findNotify(ps, sa.switchType()); sn != nil && sa.icfg.Switch {
+	if sn := wire.FindNotify(ps, sa.switchType()); sn != nil && sa.icfg.Switch {
 		to, _ = parseSwitchNotify(sn)
 	}
 	respPath, _ := sa.handleSwitchRequest(ps, p.path, true)

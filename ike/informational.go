@@ -18,7 +18,7 @@ func (sa *SA) handleInformationalRequest(ps []wire.Payload) (resp []wire.Payload
 		}
 		switch d.Protocol {
 		case wire.ProtoIKE:
-			if c := sa.pendingIKE; c != nil {
+			if c := sa.ikeRekey.pending; c != nil {
 				// The end of the old IKE SA after the peer's rekey: the
 				// answer goes out under the old keys, then the new SA
 				// takes over.

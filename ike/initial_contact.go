@@ -31,7 +31,7 @@ func (r *Responder) registerIdentity(sa *SA, key string, ps []wire.Payload) {
 		r.byIdentity = map[string][]*SA{}
 	}
 	var others []*SA
-	sa.initialContact = findNotify(ps, wire.NotifyInitialContact) != nil
+	sa.initialContact = wire.FindNotify(ps, wire.NotifyInitialContact) != nil
 	if sa.initialContact {
 		others = slices.Clone(r.byIdentity[key])
 	} else if n := len(r.byIdentity[key]) + 1 - r.cfg.MaxIKESAsPerIdentity; n > 0 {

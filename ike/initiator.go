@@ -16,6 +16,18 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// initRetries is the initiator's IKE_SA_INIT state across retries: the
+// COOKIE to return and how often we were asked, how often the responder
+// asked for another key exchange group, and an error a response brought,
+// kept while we wait a little for a valid one.
+type initRetries struct {
+	cookie      []byte
+	cookieTries int
+	keTries     int
+	err         error
+	errTimer    Timer
+}
+
 // InitiatorConfig configures Dial.
 type InitiatorConfig struct {
 	// Path: Remote is the gateway (port 500 normally); Local is the address
@@ -104,6 +116,18 @@ type InitiatorConfig struct {
 	NoInitialContact bool
 }
 
+// checkBasics checks what either role's configuration must have: both
+// authenticators (auth) and proposals for IKE and ESP.
+func checkBasics(role string, auth bool, ike, esp []Proposal) error {
+	if !auth {
+		return fmt.Errorf("ike: %s needs LocalAuth and PeerAuth", role)
+	}
+	if len(ike) == 0 || len(esp) == 0 {
+		return fmt.Errorf("ike: %s needs IKE and ESP proposals", role)
+	}
+	return nil
+}
+
 type childRequest struct {
 	spiIn    uint32
 	tsi, tsr []wire.TrafficSelector
@@ -115,11 +139,8 @@ type childRequest struct {
 // bounds the SA's whole life: cancelling it drops the SA without a DELETE.
 // Incoming messages for the SA must be passed to HandlePacket.
 func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- Event) (*SA, error) {
-	if cfg.LocalAuth == nil || cfg.PeerAuth == nil {
-		return nil, errors.New("ike: initiator needs LocalAuth and PeerAuth")
-	}
-	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
-		return nil, errors.New("ike: initiator needs IKE and ESP proposals")
+	if err := checkBasics("initiator", cfg.LocalAuth != nil && cfg.PeerAuth != nil, cfg.IKE, cfg.ESP); err != nil {
+		return nil, err
 	}
 	if len(dhGroups(cfg.IKE)) == 0 {
 		return nil, errors.New("ike: IKE proposals lack a key exchange group")
@@ -135,10 +156,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	if cfg.ForbidNAT && (!cfg.Path.Local.Addr().IsValid() || cfg.Path.Local.Addr().IsUnspecified()) {
 		return nil, errors.New("ike: forbidding NAT needs the local address of the path")
 	}
-	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
-		return nil, err
-	}
-	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
+	if err := checkSwitchConfig(cfg.SwitchNotify, cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	mobikeData := cfg.MOBIKEData
@@ -195,12 +213,12 @@ func (sa *SA) newKE(group uint16) error {
 func (sa *SA) sendInit() {
 	spii := sa.spii.Load()
 	var ps []wire.Payload
-	if sa.cookie != nil {
-		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: sa.cookie})
+	if sa.saInit.cookie != nil {
+		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: sa.saInit.cookie})
 	}
 	srcHash := natHash(spii, 0, sa.path.Local)
-	sa.forcedEncap = !sa.icfg.NoForceEncap
-	if sa.forcedEncap {
+	sa.nat.forced = !sa.icfg.NoForceEncap
+	if sa.nat.forced {
 		srcHash = sa.randBytes(len(srcHash))
 	}
 	ps = append(ps,
@@ -234,8 +252,8 @@ func (sa *SA) sendInit() {
 		onResponse: sa.handleInitResponse,
 		onTimeout: func(error) {
 			// No valid answer came: the error one did is the better reason.
-			if sa.initErr != nil {
-				sa.fail(sa.initErr)
+			if sa.saInit.err != nil {
+				sa.fail(sa.saInit.err)
 			}
 		}})
 }
@@ -249,27 +267,19 @@ const initErrorGrace = time.Second
 // (an error notify, or the payloads a valid one must have missing), nil for
 // a response to go on with, COOKIE and INVALID_KE_PAYLOAD included.
 func initResponseProblem(h wire.Header, ps []wire.Payload) error {
-	if findNotify(ps, wire.NotifyCookie) != nil || findNotify(ps, wire.NotifyInvalidKEPayload) != nil {
+	pl := wire.Collect(ps)
+	if pl.Has(wire.NotifyCookie) || pl.Has(wire.NotifyInvalidKEPayload) {
 		return nil
 	}
-	if n := firstError(ps); n != nil {
+	if n := pl.FirstError(); n != nil {
 		return &NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true}
 	}
 	if h.SPIr == 0 {
 		return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("responder SPI is zero")}
 	}
-	var saP, ke, nonce bool
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = len(p.Proposals) == 1
-		case *wire.KE:
-			ke = true
-		case *wire.Nonce:
-			nonce = len(p.Data) >= 16 && len(p.Data) <= 256
-		}
-	}
-	if !saP || !ke || !nonce {
+	saP := pl.SA != nil && len(pl.SA.Proposals) == 1
+	nonce := pl.Nonce != nil && len(pl.Nonce.Data) >= 16 && len(pl.Nonce.Data) <= 256
+	if !saP || pl.KE == nil || !nonce {
 		return &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_SA_INIT response lacks SA, KE or Nonce")}
 	}
 	return nil
@@ -280,27 +290,27 @@ func initResponseProblem(h wire.Header, ps []wire.Payload) error {
 // response before failing with it.
 func (sa *SA) unauthenticatedInitError(err error) {
 	sa.stats.unexpected.Add(1)
-	if sa.initErr != nil {
+	if sa.saInit.err != nil {
 		return
 	}
-	sa.initErr = err
+	sa.saInit.err = err
 	sa.log.Info("IKE_SA_INIT answered with an error; waiting for a valid answer", "err", err)
 	r := sa.out
-	sa.initErrTimer = sa.cfg.clock.AfterFunc(initErrorGrace, func() {
+	sa.saInit.errTimer = sa.cfg.clock.AfterFunc(initErrorGrace, func() {
 		sa.post(func() {
-			if sa.out == r && r != nil && sa.initErr != nil && sa.state != stateDead {
+			if sa.out == r && r != nil && sa.saInit.err != nil && sa.state != stateDead {
 				sa.completeRequestKeepQueue()
-				sa.fail(sa.initErr)
+				sa.fail(sa.saInit.err)
 			}
 		})
 	})
 }
 
 func (sa *SA) clearInitError() {
-	sa.initErr = nil
-	if sa.initErrTimer != nil {
-		sa.initErrTimer.Stop()
-		sa.initErrTimer = nil
+	sa.saInit.err = nil
+	if sa.saInit.errTimer != nil {
+		sa.saInit.errTimer.Stop()
+		sa.saInit.errTimer = nil
 	}
 }
 
@@ -311,22 +321,23 @@ func (sa *SA) fail(err error) {
 
 func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	sa.clearInitError()
-	if n := findNotify(ps, wire.NotifyCookie); n != nil {
-		if sa.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
+	pl := wire.Collect(ps)
+	if n := pl.Notify(wire.NotifyCookie); n != nil {
+		if sa.saInit.cookieTries >= 3 || len(n.Data) < 1 || len(n.Data) > 64 {
 			sa.fail(&NotifyError{Type: wire.NotifyCookie, Exchange: h.Exchange, Remote: true, Err: errors.New("cookie loop")})
 			return
 		}
-		sa.cookieTries++
-		sa.cookie = slices.Clone(n.Data)
+		sa.saInit.cookieTries++
+		sa.saInit.cookie = slices.Clone(n.Data)
 		sa.log.Info("responder requested a cookie")
 		sa.sendInit()
 		return
 	}
-	if n := findNotify(ps, wire.NotifyInvalidKEPayload); n != nil {
+	if n := pl.Notify(wire.NotifyInvalidKEPayload); n != nil {
 		if len(n.Data) == 2 {
 			g := binary.BigEndian.Uint16(n.Data)
-			if sa.keTries < 2 && g != sa.ke.Group() && slices.Contains(dhGroups(sa.cfg.ike), g) {
-				sa.keTries++
+			if sa.saInit.keTries < 2 && g != sa.ke.Group() && slices.Contains(dhGroups(sa.cfg.ike), g) {
+				sa.saInit.keTries++
 				sa.log.Info("responder requested another key exchange group", "group", g)
 				if err := sa.newKE(g); err != nil {
 					sa.fail(err)
@@ -339,7 +350,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.fail(&NotifyError{Type: wire.NotifyInvalidKEPayload, Exchange: h.Exchange, Remote: true, Err: ErrNoProposalChosen})
 		return
 	}
-	if n := firstError(ps); n != nil {
+	if n := pl.FirstError(); n != nil {
 		sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 		return
 	}
@@ -348,19 +359,7 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("responder SPI is zero")})
 		return
 	}
-	var saP *wire.SA
-	var ke *wire.KE
-	var nonce *wire.Nonce
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.KE:
-			ke = p
-		case *wire.Nonce:
-			nonce = p
-		}
-	}
+	saP, ke, nonce := pl.SA, pl.KE, pl.Nonce
 	if saP == nil || ke == nil || nonce == nil || len(saP.Proposals) != 1 || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
 		sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_SA_INIT response lacks SA, KE or Nonce")})
 		return
@@ -390,31 +389,31 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 	spii, spir := sa.spii.Load(), h.SPIr
 	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.path.Remote)
 	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.path.Local)
-	sa.natSupported = srcPresent && dstPresent
-	if sa.icfg.ForbidNAT && (!sa.natSupported || !srcOK || !dstOK) {
+	sa.nat.supported = srcPresent && dstPresent
+	if sa.icfg.ForbidNAT && (!sa.nat.supported || !srcOK || !dstOK) {
 		// Without the responder's NAT detection payloads we cannot tell,
 		// and a forbidden NAT must not pass unnoticed.
 		sa.fail(&NotifyError{Type: wire.NotifyUnexpectedNATDetected, Exchange: h.Exchange,
 			Err: fmt.Errorf("NAT between %s and %s, and the profile forbids NAT", sa.path.Local.Addr(), sa.path.Remote.Addr())})
 		return
 	}
-	sa.fragOK = sa.cfg.fragmentation && findNotify(ps, wire.NotifyIKEv2FragmentationSupported) != nil
-	if sa.natSupported {
-		sa.natRemote, sa.natLocal = !srcOK, !dstOK
+	sa.frag.ok = sa.cfg.fragmentation && pl.Has(wire.NotifyIKEv2FragmentationSupported)
+	if sa.nat.supported {
+		sa.nat.remote, sa.nat.local = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
 		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
 			sa.setPath(netpath.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
 		}
 	}
-	sa.addKEs = addKETransforms(chosen.Transforms)
-	sa.intermediate = findNotify(ps, wire.NotifyIntermediateExchangeSupported) != nil
-	if len(sa.addKEs) > 0 && !sa.intermediate {
+	sa.addKE.transforms = addKETransforms(chosen.Transforms)
+	sa.addKE.intermediate = pl.Has(wire.NotifyIntermediateExchangeSupported)
+	if len(sa.addKE.transforms) > 0 && !sa.addKE.intermediate {
 		sa.fail(&NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: h.Exchange, Err: errors.New("responder chose additional key exchanges but does not support IKE_INTERMEDIATE")})
 		return
 	}
 	sa.log = sa.log.With("spir", spiHex(spir))
-	sa.log.Info("IKE_SA_INIT done", "proposal", ProposalText(chosen.Transforms), "nat_local", sa.natLocal, "nat_remote", sa.natRemote)
+	sa.log.Info("IKE_SA_INIT done", "proposal", ProposalText(chosen.Transforms), "nat_local", sa.nat.local, "nat_remote", sa.nat.remote)
 	sa.state = stateAuth
 	sa.nextSetupStep()
 }
@@ -523,28 +522,15 @@ func (sa *SA) sendAuth() {
 }
 
 func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
-	if n := findNotify(ps, wire.NotifyAuthenticationFailed); n != nil {
+	pl := wire.Collect(ps)
+	if n := pl.Notify(wire.NotifyAuthenticationFailed); n != nil {
 		// RFC 7296 2.21.2: the responder has already deleted the IKE SA.
 		sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 		return
 	}
-	var idr *wire.Identification
-	var auth *wire.Auth
-	var certs []*wire.Cert
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.Identification:
-			if p.Responder {
-				idr = p
-			}
-		case *wire.Auth:
-			auth = p
-		case *wire.Cert:
-			certs = append(certs, p)
-		}
-	}
+	idr, auth, certs := pl.IDr, pl.Auth, pl.Certs
 	if idr == nil || auth == nil {
-		if n := firstError(ps); n != nil {
+		if n := pl.FirstError(); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -560,17 +546,17 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.peerID = identityString(idr)
 	sa.state = stateEstablished
 	sa.established = true
-	sa.lastIn = sa.cfg.clock.Now()
+	sa.dpd.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	sa.noteAuthLifetime(ps)
-	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil {
+	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
 		sa.learnAddresses(ps, sa.respPath.Remote.Addr())
 	}
 	sa.noteHASupport(ps)
-	if n := firstError(ps); n != nil {
+	if n := pl.FirstError(); n != nil {
 		// The IKE SA exists, but without a Child SA the client has no use
 		// for it (RFC 7296 2.21.2 lets us delete it).
 		sa.failAfterAuth(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true}, true)
@@ -606,11 +592,16 @@ func (sa *SA) failAfterAuth(err error, established bool) {
 	sa.established = established
 	sa.state = stateDeleting
 	sa.queue = nil
-	sa.startRequest(wire.ExchangeInformational,
-		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
+	// One transmission is enough: the peer times the SA out otherwise.
+	sa.sendLastWord(wire.ExchangeInformational, &wire.Delete{Protocol: wire.ProtoIKE}, err)
+}
+
+// sendLastWord sends p, the SA's last request, once, and ends the SA with
+// err when the answer comes or after one retransmission timeout.
+func (sa *SA) sendLastWord(exchange wire.ExchangeType, p wire.Payload, err error) {
+	sa.startRequest(exchange, func() []wire.Payload { return []wire.Payload{p} },
 		func(wire.Header, []wire.Payload, []byte) { sa.die(err) },
 		func(error) { sa.die(err) })
-	// One transmission is enough: the peer times the SA out otherwise.
 	if sa.out != nil {
 		r := sa.out
 		r.timer.Stop()
@@ -621,10 +612,10 @@ func (sa *SA) failAfterAuth(err error, established bool) {
 func (sa *SA) establishedEvent() *Established {
 	return &Established{
 		SA: sa, Initiator: sa.initiator, SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Path: sa.path,
-		NATLocal: sa.natLocal, NATRemote: sa.natRemote, UDPEncap: sa.natSupported && (sa.natLocal || sa.natRemote || sa.forcedEncap),
+		NATLocal: sa.nat.local, NATRemote: sa.nat.remote, UDPEncap: sa.nat.supported && (sa.nat.local || sa.nat.remote || sa.nat.forced),
 		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
-		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.authLifetime,
+		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.reauth.lifetime,
 		InitialContact: sa.initialContact,
 	}
 }
@@ -632,23 +623,10 @@ func (sa *SA) establishedEvent() *Established {
 // acceptChild checks the responder's Child SA and derives its keys.
 func (sa *SA) acceptChild(ps []wire.Payload) (ChildSA, error) {
 	req := sa.pendingChild
-	var saP *wire.SA
-	var tsi, tsr *wire.TrafficSelectors
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		case *wire.Config:
-			if p.CfgType == wire.CfgReply {
-				sa.vips, sa.dns, sa.dnsDomains = parseCPReply(p)
-			}
-		}
+	pl := wire.Collect(ps)
+	saP, tsi, tsr := pl.SA, pl.TSi, pl.TSr
+	if cp := pl.Config(wire.CfgReply); cp != nil {
+		sa.vips, sa.dns, sa.dnsDomains = parseCPReply(cp)
 	}
 	if saP == nil || tsi == nil || tsr == nil || len(saP.Proposals) != 1 {
 		return ChildSA{}, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeIKEAuth, Err: errors.New("response lacks SA, TSi or TSr")}

@@ -33,7 +33,7 @@ func (sa *SA) startEAP(a *EAPAuth, idi *wire.Identification) (extra []wire.Paylo
 	if err != nil {
 		return nil, err
 	}
-	sa.eapc = &eapInitiator{auth: a, peer: peer, idi: idi}
+	sa.eap.client = &eapInitiator{auth: a, peer: peer, idi: idi}
 	sa.onDead = append(sa.onDead, peer.Close)
 	if a.eapOnly {
 		extra = append(extra, &wire.Notify{Type: wire.NotifyEAPOnlyAuthentication})
@@ -44,7 +44,7 @@ func (sa *SA) startEAP(a *EAPAuth, idi *wire.Identification) (extra []wire.Paylo
 // responderAuth is what checks the gateway's AUTH in handleAuthResponse:
 // the configured PeerAuth, or the MSK once EAP has run.
 func (sa *SA) responderAuth() PeerAuth {
-	if c := sa.eapc; c != nil && c.msk != nil {
+	if c := sa.eap.client; c != nil && c.msk != nil {
 		p := &mskPeer{msk: c.msk, checkID: !c.sigVerified}
 		if p.checkID {
 			p.remote, _ = parseRemoteID(sa.icfg.RemoteID)
@@ -56,31 +56,15 @@ func (sa *SA) responderAuth() PeerAuth {
 }
 
 func (sa *SA) handleEAPResponse(h wire.Header, ps []wire.Payload, _ []byte) {
-	c := sa.eapc
-	var idr *wire.Identification
-	var auth *wire.Auth
-	var certs []*wire.Cert
-	var eapP *wire.EAP
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.Identification:
-			if p.Responder {
-				idr = p
-			}
-		case *wire.Auth:
-			auth = p
-		case *wire.Cert:
-			certs = append(certs, p)
-		case *wire.EAP:
-			eapP = p
-		}
-	}
+	c := sa.eap.client
+	pl := wire.Collect(ps)
+	idr, auth, certs, eapP := pl.IDr, pl.Auth, pl.Certs, pl.EAP
 	if eapP == nil {
-		if n := findNotify(ps, wire.NotifyAuthenticationFailed); n != nil {
+		if n := pl.Notify(wire.NotifyAuthenticationFailed); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
-		if n := firstError(ps); n != nil {
+		if n := pl.FirstError(); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -147,19 +131,12 @@ func (sa *SA) handleEAPResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 func (sa *SA) sendEAPLastWord(resp []byte, err error) {
 	sa.log.Warn("EAP authentication refused", "err", err)
 	sa.finish(nil, err)
-	sa.startRequest(wire.ExchangeIKEAuth, func() []wire.Payload { return []wire.Payload{&wire.EAP{Data: resp}} },
-		func(wire.Header, []wire.Payload, []byte) { sa.die(err) },
-		func(error) { sa.die(err) })
-	if sa.out != nil {
-		r := sa.out
-		r.timer.Stop()
-		r.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(0), func() { sa.post(func() { sa.die(err) }) })
-	}
+	sa.sendLastWord(wire.ExchangeIKEAuth, &wire.EAP{Data: resp}, err)
 }
 
 // sendEAPAuth sends our AUTH keyed with the MSK (RFC 7296 2.16).
 func (sa *SA) sendEAPAuth() {
-	c := sa.eapc
+	c := sa.eap.client
 	c.msk = c.peer.MSK()
 	if len(c.msk) == 0 {
 		sa.failAfterAuth(&EAPError{Err: errors.New("EAP method produced no MSK")}, false)
@@ -174,12 +151,12 @@ func (sa *SA) sendEAPAuth() {
 // handleEAPFinal completes IKE_AUTH as without EAP; the final response
 // need not repeat IDr or what the first one announced.
 func (sa *SA) handleEAPFinal(h wire.Header, ps []wire.Payload, raw []byte) {
-	c := sa.eapc
+	c := sa.eap.client
 	merged := slices.Clone(ps)
 	if !slices.ContainsFunc(ps, func(p wire.Payload) bool { id, ok := p.(*wire.Identification); return ok && id.Responder }) {
 		merged = append(merged, c.idr)
 	}
-	if findNotify(ps, wire.NotifyMOBIKESupported) == nil {
+	if wire.FindNotify(ps, wire.NotifyMOBIKESupported) == nil {
 		merged = append(merged, c.firstNotifies...)
 	}
 	sa.handleAuthResponse(h, merged, raw)

@@ -10,6 +10,23 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// addKEState is RFC 9242 / RFC 9370's: the additional key exchanges
+// IKE_SA_INIT negotiated, whether the peer supports IKE_INTERMEDIATE, how
+// many IKE_INTERMEDIATE exchanges are done, and the IntAuth chains of both
+// directions. inPlain and inFirst are the inner payloads of the last
+// message opened, as the peer encoded them (IntAuth covers those bytes,
+// not our re-encoding). followups are the peer's CREATE_CHILD_SAs waiting
+// for their IKE_FOLLOWUP_KE exchanges (followup.go).
+type addKEState struct {
+	transforms   []wire.Transform
+	intermediate bool
+	intDone      int
+	authI, authR []byte
+	inPlain      []byte
+	inFirst      wire.PayloadType
+	followups    []*followupState
+}
+
 // Additional key exchanges for the IKE SA (RFC 9370) in IKE_INTERMEDIATE
 // exchanges (RFC 9242). After IKE_SA_INIT the initiator runs one
 // IKE_INTERMEDIATE per negotiated ADDKE transform, in transform type
@@ -121,11 +138,11 @@ func intAuthStep(prf *ikecrypto.PRF, skp, prev []byte, h wire.Header, first wire
 // IKE_INTERMEDIATE. IKE_AUTH's first Message ID follows the last
 // IKE_INTERMEDIATE's.
 func (sa *SA) intAuth() []byte {
-	if sa.intDone == 0 {
+	if sa.addKE.intDone == 0 {
 		return nil
 	}
-	out := slices.Concat(sa.intAuthI, sa.intAuthR)
-	return binary.BigEndian.AppendUint32(out, uint32(sa.intDone)+1)
+	out := slices.Concat(sa.addKE.authI, sa.addKE.authR)
+	return binary.BigEndian.AppendUint32(out, uint32(sa.addKE.intDone)+1)
 }
 
 // signedOctets is SignedOctets with the IntAuth of this SA's
@@ -187,7 +204,7 @@ func (sa *SA) applyAdditionalKE(shared []byte) error {
 // nextSetupStep runs the next IKE_INTERMEDIATE, or IKE_AUTH when all are
 // done (initiator).
 func (sa *SA) nextSetupStep() {
-	if sa.intDone < len(sa.addKEs) {
+	if sa.addKE.intDone < len(sa.addKE.transforms) {
 		sa.sendIntermediate()
 		return
 	}
@@ -197,7 +214,7 @@ func (sa *SA) nextSetupStep() {
 // sendIntermediate starts the IKE_INTERMEDIATE exchange of the next
 // additional key exchange (initiator).
 func (sa *SA) sendIntermediate() {
-	t := sa.addKEs[sa.intDone]
+	t := sa.addKE.transforms[sa.addKE.intDone]
 	kx, err := ikecrypto.NewKeyExchange(t.ID, sa.cfg.rand)
 	if err != nil {
 		sa.fail(fmt.Errorf("ike: additional key exchange %s method %d: %w", t.Type, t.ID, err))
@@ -214,9 +231,9 @@ func (sa *SA) sendIntermediate() {
 		reqFirst, reqPlain, _ = wire.EncodePayloads(ps)
 		return ps
 	}
-	sa.log.Debug("IKE_INTERMEDIATE", "exchange", sa.intDone+1, "method", t.ID)
+	sa.log.Debug("IKE_INTERMEDIATE", "exchange", sa.addKE.intDone+1, "method", t.ID)
 	sa.startRequest(wire.ExchangeIKEIntermediate, build, func(h wire.Header, ps []wire.Payload, _ []byte) {
-		if n := firstError(ps); n != nil {
+		if n := wire.FirstError(ps); n != nil {
 			sa.fail(&NotifyError{Type: n.Type, Exchange: h.Exchange, Remote: true})
 			return
 		}
@@ -230,13 +247,13 @@ func (sa *SA) sendIntermediate() {
 			sa.fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: fmt.Errorf("responder's additional KE: %w", err)})
 			return
 		}
-		sa.intAuthI = intAuthStep(sa.prf, sa.keys.SKpi, sa.intAuthI, reqH, reqFirst, reqPlain)
-		sa.intAuthR = intAuthStep(sa.prf, sa.keys.SKpr, sa.intAuthR, h, sa.inFirst, sa.inPlain)
+		sa.addKE.authI = intAuthStep(sa.prf, sa.keys.SKpi, sa.addKE.authI, reqH, reqFirst, reqPlain)
+		sa.addKE.authR = intAuthStep(sa.prf, sa.keys.SKpr, sa.addKE.authR, h, sa.addKE.inFirst, sa.addKE.inPlain)
 		if err := sa.applyAdditionalKE(shared); err != nil {
 			sa.fail(err)
 			return
 		}
-		sa.intDone++
+		sa.addKE.intDone++
 		sa.nextSetupStep()
 	}, nil)
 }
@@ -245,16 +262,16 @@ func (sa *SA) sendIntermediate() {
 // response goes out under the current keys, and after it the keys of the
 // new shared secret take over.
 func (sa *SA) handleIntermediateRequest(h wire.Header, ps []wire.Payload) ([]wire.Payload, func()) {
-	reqFirst, reqPlain := sa.inFirst, sa.inPlain
+	reqFirst, reqPlain := sa.addKE.inFirst, sa.addKE.inPlain
 	var resp []wire.Payload
 	var shared []byte
 	var failure error
-	if sa.intDone >= len(sa.addKEs) {
+	if sa.addKE.intDone >= len(sa.addKE.transforms) {
 		// RFC 9242 allows IKE_INTERMEDIATE for other uses; we know none.
 		failure = &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: h.Exchange, Err: errors.New("IKE_INTERMEDIATE after every additional key exchange")}
 		resp = []wire.Payload{&wire.Notify{Type: wire.NotifyInvalidSyntax}}
 	} else {
-		t := sa.addKEs[sa.intDone]
+		t := sa.addKE.transforms[sa.addKE.intDone]
 		ke := findKE(ps)
 		switch {
 		case ke == nil:
@@ -286,22 +303,19 @@ func (sa *SA) handleIntermediateRequest(h wire.Header, ps []wire.Payload) ([]wir
 	if err != nil {
 		return nil, func() { sa.die(fmt.Errorf("ike: encoding IKE_INTERMEDIATE response: %w", err)) }
 	}
-	sa.intAuthI = intAuthStep(sa.prf, sa.keys.SKpi, sa.intAuthI, h, reqFirst, reqPlain)
-	sa.intAuthR = intAuthStep(sa.prf, sa.keys.SKpr, sa.intAuthR, respH, respFirst, respPlain)
+	sa.addKE.authI = intAuthStep(sa.prf, sa.keys.SKpi, sa.addKE.authI, h, reqFirst, reqPlain)
+	sa.addKE.authR = intAuthStep(sa.prf, sa.keys.SKpr, sa.addKE.authR, respH, respFirst, respPlain)
 	return resp, func() {
 		if err := sa.applyAdditionalKE(shared); err != nil {
 			sa.die(err)
 			return
 		}
-		sa.intDone++
+		sa.addKE.intDone++
 	}
 }
 
+// findKE returns the first KE payload of ps, or nil.
 func findKE(ps []wire.Payload) *wire.KE {
-	for _, p := range ps {
-		if ke, ok := p.(*wire.KE); ok {
-			return ke
-		}
-	}
-	return nil
+	ke, _ := wire.Find(ps, wire.PayloadKE).(*wire.KE)
+	return ke
 }

@@ -26,9 +26,9 @@ func fuzzHybridResponder(t *testing.T) (*SA, *wire.Notify) {
 		t.Fatal(err)
 	}
 	sa.state = stateAuth
-	sa.addKEs = addKETransforms(ikeHybrid.Transforms)
-	sa.intermediate = true
-	n := sa.deferAdditional(sa.addKEs, make([]byte, 32), false, func([]byte) func() { return nil }, nil)
+	sa.addKE.transforms = addKETransforms(ikeHybrid.Transforms)
+	sa.addKE.intermediate = true
+	n := sa.deferAdditional(sa.addKE.transforms, make([]byte, 32), false, func([]byte) func() { return nil }, nil)
 	return sa, n
 }
 

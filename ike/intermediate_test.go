@@ -117,7 +117,7 @@ func TestIntermediateIntAuth(t *testing.T) {
 	var ia []byte
 	var li, lr int
 	done := make(chan struct{})
-	c.sa.post(func() { ia, li, lr = c.sa.intAuth(), len(c.sa.intAuthI), len(c.sa.intAuthR); close(done) })
+	c.sa.post(func() { ia, li, lr = c.sa.intAuth(), len(c.sa.addKE.authI), len(c.sa.addKE.authR); close(done) })
 	<-done
 	if li != 48 || lr != 48 {
 		t.Fatalf("IntAuth chains of %d and %d bytes, want the PRF size 48", li, lr)
@@ -181,7 +181,7 @@ func (sa *SA) keysForTest() ikecrypto.IKEKeys {
 func (sa *SA) intDoneForTest() int {
 	n := -1
 	done := make(chan struct{})
-	if !sa.post(func() { n = sa.intDone; close(done) }) {
+	if !sa.post(func() { n = sa.addKE.intDone; close(done) }) {
 		return n
 	}
 	<-done

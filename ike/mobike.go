@@ -11,7 +11,6 @@ import (
 	"slices"
 	"time"
 
-	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
@@ -46,6 +45,9 @@ var ErrNoMOBIKE = errors.New("ike: the peer does not support MOBIKE")
 type failedUpdate struct {
 	msgID   uint32
 	cookie2 []byte
+	// copies went out (sa.go transmit); the next update sends them again,
+	// as a peer that took one of them answers only an identical copy.
+	copies []sentCopy
 }
 
 type moveOutcome struct {
@@ -224,7 +226,7 @@ func samePath(a, b netpath.Path) bool {
 func (sa *SA) natdFor(path netpath.Path) []wire.Payload {
 	spii, spir := sa.SPIs()
 	src := natHash(spii, spir, path.Local)
-	if sa.forcedEncap {
+	if sa.nat.forced {
 		src = sa.randBytes(len(src))
 	}
 	return []wire.Payload{
@@ -303,8 +305,9 @@ func (sa *SA) finishUpdate(u *pendingUpdate, o moveOutcome) {
 func (sa *SA) sendUpdate(u *pendingUpdate) {
 	cookie2 := sa.randBytes(16)
 	msgID := sa.nextMsgID
+	var copies []sentCopy
 	if f := sa.failedUpdate; f != nil {
-		cookie2, msgID = f.cookie2, f.msgID
+		cookie2, msgID, copies = f.cookie2, f.msgID, f.copies
 	}
 	sa.failedUpdate = nil
 	build := func(path netpath.Path) []wire.Payload {
@@ -318,14 +321,14 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 		return append(ps, &wire.Notify{Type: wire.NotifyCookie2, Data: cookie2})
 	}
 	paths := func(n int) (netpath.Path, bool) { return u.paths[(n-u.base)%len(u.paths)], true }
-	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths}
+	r := &request{exchange: wire.ExchangeInformational, msgID: msgID, keepSA: true, sched: &MoveRetransmit, paths: paths, copies: copies}
 	u.req, u.base = r, 0
 	r.rebuild = func(path netpath.Path) ([]byte, error) {
 		return sa.seal(sa.header(wire.ExchangeInformational, msgID, false), build(path))
 	}
 	r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleUpdateResponse(u, r, ps, cookie2) }
 	r.onTimeout = func(err error) {
-		sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2}
+		sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2, copies: r.copies}
 		if u.refused != nil {
 			err = fmt.Errorf("%w; before that: %w", err, u.refused)
 		}
@@ -345,7 +348,7 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 }
 
 func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Payload, cookie2 []byte) {
-	n := findNotify(ps, wire.NotifyCookie2)
+	n := wire.FindNotify(ps, wire.NotifyCookie2)
 	if n == nil || subtle.ConstantTimeCompare(n.Data, cookie2) != 1 {
 		// An authenticated answer with the wrong cookie: the peer is broken
 		// or worse, and RFC 4555 3.7 says to close the IKE SA.
@@ -357,7 +360,7 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 	}
 	path := sa.respPath
 	path.IfIndex = r.sentOn.IfIndex
-	if e := firstError(ps); e != nil {
+	if e := wire.FirstError(ps); e != nil {
 		if e.Type != wire.NotifyUnacceptableAddresses && e.Type != wire.NotifyUnexpectedNATDetected {
 			sa.finishUpdate(u, moveOutcome{err: &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true}})
 			return
@@ -378,7 +381,7 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 		return
 	}
 	sa.setPath(path)
-	sa.natLocal = !dstOK
+	sa.nat.local = !dstOK
 	sa.learnAddresses(ps, path.Remote.Addr())
 	sa.finishUpdate(u, moveOutcome{res: MoveResult{Path: path, NATLocal: !dstOK, RTT: time.Since(u.start)}})
 }
@@ -422,20 +425,20 @@ func (sa *SA) refusePath(u *pendingUpdate, path netpath.Path, err error) {
 // our policy moves the SA to the path it came from (after the return
 // routability check, see peerMoved).
 func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []wire.Payload, moved bool) {
-	if findNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
+	if wire.FindNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
 		spii, spir := sa.SPIs()
 		resp = append(resp,
 			&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: natHash(spii, spir, from.Local)},
 			&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, spir, from.Remote)})
 	}
-	if c := findNotify(ps, wire.NotifyCookie2); c != nil {
+	if c := wire.FindNotify(ps, wire.NotifyCookie2); c != nil {
 		resp = append(resp, &wire.Notify{Type: wire.NotifyCookie2, Data: slices.Clone(c.Data)})
 	}
 	if !sa.peerMOBIKE {
 		return resp, false
 	}
 	sa.learnAddresses(ps, from.Remote.Addr())
-	if findNotify(ps, wire.NotifyUpdateSAAddresses) == nil || sa.initiator {
+	if wire.FindNotify(ps, wire.NotifyUpdateSAAddresses) == nil || sa.initiator {
 		return resp, false
 	}
 	if t := sa.refuseUpdate(ps, from); t != 0 {
@@ -453,7 +456,7 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType
 	if f := sa.resp.cfg.AcceptPeerAddress; f != nil && !f(from.Remote.Addr().Unmap()) {
 		return wire.NotifyUnacceptableAddresses
 	}
-	if n := findNotify(ps, wire.NotifyNoNATsAllowed); n != nil {
+	if n := wire.FindNotify(ps, wire.NotifyNoNATsAllowed); n != nil {
 		t := checkNoNATs(n.Data, from)
 		if t == wire.NotifyInvalidSyntax {
 			sa.stats.badNotifies.Add(1)
@@ -523,7 +526,7 @@ func (sa *SA) movePath(p netpath.Path) {
 	old := sa.path
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
-	sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.natRemote})
+	sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.nat.remote})
 	sa.switchLanded(p)
 }
 
@@ -604,7 +607,7 @@ func (sa *SA) startRoutabilityCheck() {
 // (RFC 4555 3.7).
 func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
 	sa.rrRunning = false
-	c := findNotify(ps, wire.NotifyCookie2)
+	c := wire.FindNotify(ps, wire.NotifyCookie2)
 	if c == nil || subtle.ConstantTimeCompare(c.Data, cookie) != 1 {
 		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
 			Err: errors.New("COOKIE2 missing or wrong in the answer to the return routability check")}
@@ -635,186 +638,6 @@ func (sa *SA) routabilityFailed(err error) {
 	}
 	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.path.Remote.String(), "err", err)
 	sa.rrTarget = nil
-}
-
-// handleCreateChildRequest answers a CREATE_CHILD_SA that rekeys one of our
-// Child SAs (RFC 7296 1.3.3), or the IKE SA; one for an additional Child
-// SA goes to handleNewChildRequest (children.go).
-func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func()) {
-	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
-		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
-	}
-	if isIKERekey(ps) {
-		return sa.handleIKERekeyRequest(ps)
-	}
-	rekey := findNotify(ps, wire.NotifyRekeySA)
-	if rekey == nil {
-		return sa.handleNewChildRequest(ps)
-	}
-	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
-		return refuse(wire.NotifyInvalidSyntax, nil)
-	}
-	oldOut := binary.BigEndian.Uint32(rekey.SPI)
-	idx := slices.IndexFunc(sa.children, func(c ChildSA) bool { return c.SPIOut == oldOut })
-	if idx < 0 {
-		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
-	}
-	old := sa.children[idx]
-	if sa.deleting[old.SPIIn] {
-		// We are deleting it (our own rekey of it finished first).
-		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
-	}
-	if _, replaced := sa.peerRekeys[old.SPIIn]; replaced {
-		// The peer rekeyed it already; it only waits for the peer's
-		// DELETE. Another successor would be one more SA for nothing.
-		sa.log.Info("rekey of a Child SA the peer replaced already refused", "old_in", fmt.Sprintf("%08x", old.SPIIn))
-		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
-	}
-	if len(sa.children) >= sa.cfg.maxChildren {
-		sa.log.Warn("rekey refused: too many Child SAs", "children", len(sa.children))
-		return refuse(wire.NotifyNoAdditionalSAs, nil)
-	}
-	offer, refusal := sa.childOffer(ps)
-	if refusal != nil {
-		return []wire.Payload{refusal}, nil
-	}
-	chosen, shared, ourKE, nonce := offer.chosen, offer.shared, offer.ourKE, offer.nonce
-	addKEs := addKETransforms(chosen.Transforms)
-	if len(addKEs) > 0 {
-		if _, ours := sa.rekeys[old.SPIIn]; ours {
-			// Our own rekey of it is on the wire: with additional key
-			// exchanges neither new SA exists until its IKE_FOLLOWUP_KE
-			// exchanges end, so the peer tries again later instead.
-			return refuse(wire.NotifyTemporaryFailure, nil)
-		}
-	}
-	nr := sa.randBytes(32)
-	spiIn := sa.randSPI32()
-	ev := &ChildRekeyed{SA: sa, OldSPIIn: old.SPIIn}
-	install := func(shared []byte) error {
-		child, err := sa.deriveChild(chosen.Transforms, spiIn, binary.BigEndian.Uint32(chosen.SPI), shared, nonce.Data, nr, false)
-		if err != nil {
-			return err
-		}
-		// A rekey keeps the traffic selectors of the SA it replaces.
-		child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
-		sa.children = append(sa.children, child)
-		sa.scheduleChild(child)
-		ev.Child = child
-		return nil
-	}
-	// The collision rule looks at the CREATE_CHILD_SA's nonces, also
-	// while its additional key exchanges run.
-	sa.notePeerRekey(old.SPIIn, spiIn, nonce.Data, nr)
-	var followup *wire.Notify
-	if len(addKEs) > 0 {
-		followup = sa.deferAdditional(addKEs, shared, false, func(all []byte) func() {
-			if err := install(all); err != nil {
-				sa.log.Error("deriving rekeyed Child SA keys", "err", err)
-				return nil
-			}
-			sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn), "additional_key_exchanges", len(addKEs))
-			return func() { sa.emit(ev) }
-		}, func() {
-			if pr, ok := sa.peerRekeys[old.SPIIn]; ok && pr.newSPIIn == spiIn {
-				delete(sa.peerRekeys, old.SPIIn)
-			}
-		})
-	} else if err := install(shared); err != nil {
-		delete(sa.peerRekeys, old.SPIIn)
-		sa.log.Error("deriving rekeyed Child SA keys", "err", err)
-		return refuse(wire.NotifyNoProposalChosen, nil)
-	}
-	var spi [4]byte
-	binary.BigEndian.PutUint32(spi[:], spiIn)
-	resp := []wire.Payload{
-		&wire.SA{Proposals: []wire.Proposal{{Number: chosen.Number, Protocol: wire.ProtoESP, SPI: spi[:], Transforms: chosen.Transforms}}},
-		&wire.Nonce{Data: nr},
-	}
-	if ourKE != nil {
-		resp = append(resp, ourKE)
-	}
-	// The selectors are those of the SA replaced, whatever the request
-	// says, and the answer says so.
-	resp = append(resp, &wire.TrafficSelectors{Selectors: old.RemoteTS}, &wire.TrafficSelectors{Responder: true, Selectors: old.LocalTS})
-	if followup != nil {
-		return append(resp, followup), nil
-	}
-	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
-	return resp, func() { sa.emit(ev) }
-}
-
-// childOffer is what a CREATE_CHILD_SA request for a Child SA brings, with
-// the proposal we chose and our side of its key exchange.
-type childOffer struct {
-	chosen   wire.Proposal
-	shared   []byte
-	ourKE    *wire.KE
-	nonce    *wire.Nonce
-	tsi, tsr *wire.TrafficSelectors
-}
-
-// childOffer picks the ESP proposal of a CREATE_CHILD_SA request for a
-// Child SA and answers its KE; refusal is the notify to answer instead.
-func (sa *SA) childOffer(ps []wire.Payload) (o childOffer, refusal *wire.Notify) {
-	refuse := func(t wire.NotifyType, data []byte) (childOffer, *wire.Notify) {
-		return childOffer{}, &wire.Notify{Type: t, Data: data}
-	}
-	saP, nonce, ke, tsi, tsr := childPayloads(ps)
-	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
-		return refuse(wire.NotifyInvalidSyntax, nil)
-	}
-	var props []wire.Proposal
-	for _, p := range saP.Proposals {
-		if len(p.SPI) == 4 {
-			props = append(props, p)
-		}
-	}
-	var preferDH uint16
-	if ke != nil {
-		preferDH = ke.Group
-	}
-	chosen, ok := selectProposal(sa.cfg.esp, props, wire.ProtoESP, preferDH)
-	if !ok {
-		chosen, ok = selectProposal(withPFS(sa.cfg.esp, preferDH), props, wire.ProtoESP, preferDH)
-	}
-	if !ok {
-		return refuse(wire.NotifyNoProposalChosen, nil)
-	}
-	o = childOffer{chosen: chosen, nonce: nonce, tsi: tsi, tsr: tsr}
-	if dh, ok := transformOf(chosen.Transforms, wire.TransformDH); ok && dh.ID != 0 {
-		if ke == nil || ke.Group != dh.ID {
-			var g [2]byte
-			binary.BigEndian.PutUint16(g[:], dh.ID)
-			return refuse(wire.NotifyInvalidKEPayload, g[:])
-		}
-		if !ikecrypto.SupportedGroup(dh.ID) {
-			return refuse(wire.NotifyNoProposalChosen, nil)
-		}
-		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
-		if err != nil {
-			return refuse(wire.NotifyInvalidSyntax, nil)
-		}
-		o.shared = s
-		o.ourKE = &wire.KE{Group: dh.ID, Data: reply}
-	}
-	return o, nil
-}
-
-// withPFS adds the peer's group to our ESP proposals: a gateway configured
-// for PFS rekeys with a KE payload even though the first Child SA (made in
-// IKE_AUTH) had none.
-func withPFS(ps []Proposal, group uint16) []Proposal {
-	if group == 0 || !ikecrypto.SupportedGroup(group) {
-		return nil
-	}
-	out := make([]Proposal, len(ps))
-	for i, p := range ps {
-		ts := slices.Clone(p.Transforms)
-		ts = append(ts, wire.Transform{Type: wire.TransformDH, ID: group})
-		out[i] = Proposal{Transforms: ts, Text: p.Text}
-	}
-	return out
 }
 
 // AcceptRoutable returns an AcceptPeerAddress policy for a gateway whose

@@ -1,11 +1,11 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 var (
@@ -59,32 +60,13 @@ func newMobikeEnv(t *testing.T, mod func(*ResponderConfig)) *testEnv {
 // (keyed by local address); cfg.Path.Local must be one of them.
 func (e *testEnv) dialHosts(cfg InitiatorConfig, hosts ...*netsim.Host) *client {
 	e.t.Helper()
-	c := &client{host: hosts[0], events: make(chan Event, 16)}
 	tr := hostsTransport{}
-	var mu sync.Mutex
-	var sa *SA
 	for _, h := range hosts {
 		for _, a := range h.Addrs() {
 			tr[a] = h
 		}
-		h.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-			mu.Lock()
-			s := sa
-			mu.Unlock()
-			if s != nil {
-				s.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-			}
-		})
 	}
-	mu.Lock()
-	s, err := Dial(e.ctx, cfg, tr, c.events)
-	sa = s
-	mu.Unlock()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	c.sa = s
-	return c
+	return e.dialOn(cfg, tr, hosts...)
 }
 
 // established dials and returns the client and the gateway's SA.
@@ -650,7 +632,7 @@ func TestMalformedMOBIKENotifies(t *testing.T) {
 				t.Fatal("no answer")
 			}
 			var errType wire.NotifyType
-			if n := firstError(ps); n != nil {
+			if n := wire.FirstError(ps); n != nil {
 				errType = n.Type
 			}
 			if errType != tt.want {
@@ -864,6 +846,62 @@ func TestRekeyKeepsMOBIKE(t *testing.T) {
 				t.Fatalf("gateway moved to %v", pu.Path)
 			}
 		})
+	}
+}
+
+// TestUpdateRetransmissionCarriesEarlierCopies: a responder may take only
+// a bitwise identical message as a retransmission (strongSwan does). When
+// the answer to the copy over the first path is lost, the transmissions
+// over the second path also carry that first copy unchanged, and a path
+// retransmitted on keeps its own bytes.
+func TestUpdateRetransmissionCarriesEarlierCopies(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	clientAddr3 := netip.MustParseAddr("192.0.2.30")
+	gwResponse := func(_ int, d netsim.Datagram) bool {
+		p := d.Payload
+		return len(p) >= 4+wire.HeaderLen && binary.BigEndian.Uint32(p) == 0 && p[4+19]&wire.FlagResponse != 0
+	}
+	var mu sync.Mutex
+	sent := map[netip.Addr][][]byte{}
+	record := func(from netip.Addr) func(int, netsim.Datagram) bool {
+		return func(_ int, d netsim.Datagram) bool {
+			p := d.Payload
+			if len(p) >= 4+wire.HeaderLen && binary.BigEndian.Uint32(p) == 0 && p[4+19]&wire.FlagResponse == 0 {
+				mu.Lock()
+				sent[from] = append(sent[from], slices.Clone(p))
+				mu.Unlock()
+			}
+			return false
+		}
+	}
+	e.net.SetLink(gwAddr, clientAddr2, netsim.Impairment{Drop: gwResponse})
+	c, _ := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2, clientAddr3))
+	e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: record(clientAddr2)})
+	e.net.SetLink(clientAddr3, gwAddr, netsim.Impairment{Drop: record(clientAddr3)})
+	res, err := e.move(c, pathFrom(clientAddr2, gwNATT), pathFrom(clientAddr3, gwNATT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path.Local.Addr() != clientAddr3 {
+		t.Fatalf("client moved to %v", res.Path)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent[clientAddr2]) == 0 || len(sent[clientAddr3]) == 0 {
+		t.Fatalf("requests sent: %d over the first path, %d over the second", len(sent[clientAddr2]), len(sent[clientAddr3]))
+	}
+	first := sent[clientAddr2][0]
+	var carried bool
+	for _, p := range sent[clientAddr3] {
+		carried = carried || bytes.Equal(p, first)
+	}
+	if !carried {
+		t.Fatalf("none of the %d requests over the second path is the first path's copy", len(sent[clientAddr3]))
+	}
+	for _, p := range sent[clientAddr2][1:] {
+		if !bytes.Equal(p, first) {
+			t.Fatal("a retransmission over the first path differs from its first copy")
+		}
 	}
 }
 

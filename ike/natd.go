@@ -3,7 +3,6 @@ package ike
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -12,64 +11,37 @@ import (
 	"sync"
 	"time"
 
+	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
-// natHash is the NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port)
-// (RFC 7296 2.23).
+// natState is what NAT detection (RFC 7296 2.23) found: a NAT in front of
+// us (local) or of the peer (remote), whether both sides sent the
+// detection payloads, and whether encapsulation is forced without a NAT.
+type natState struct {
+	local, remote bool
+	supported     bool
+	forced        bool
+}
+
+// natHash is the NAT_DETECTION_*_IP data (RFC 7296 2.23).
 func natHash(spii, spir uint64, ap netip.AddrPort) []byte {
-	h := sha1.New()
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], spii)
-	binary.BigEndian.PutUint64(b[8:], spir)
-	h.Write(b[:])
-	h.Write(ap.Addr().Unmap().AsSlice())
-	var p [2]byte
-	binary.BigEndian.PutUint16(p[:], ap.Port())
-	h.Write(p[:])
-	return h.Sum(nil)
+	return ikecrypto.NATDetectionHash(spii, spir, ap)
 }
 
 // natMatches reports whether any of the notifies of type t carries the hash
 // of ap, and whether there was any such notify at all.
 func natMatches(ps []wire.Payload, t wire.NotifyType, spii, spir uint64, ap netip.AddrPort) (match, present bool) {
 	want := natHash(spii, spir, ap)
-	for _, n := range notifies(ps, t) {
-		present = true
-		if hmac.Equal(n.Data, want) {
-			match = true
+	for _, p := range ps {
+		if n, ok := p.(*wire.Notify); ok && n.Type == t {
+			present = true
+			if hmac.Equal(n.Data, want) {
+				match = true
+			}
 		}
 	}
 	return match, present
-}
-
-func notifies(ps []wire.Payload, t wire.NotifyType) []*wire.Notify {
-	var out []*wire.Notify
-	for _, p := range ps {
-		if n, ok := p.(*wire.Notify); ok && n.Type == t {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-func findNotify(ps []wire.Payload, t wire.NotifyType) *wire.Notify {
-	for _, p := range ps {
-		if n, ok := p.(*wire.Notify); ok && n.Type == t {
-			return n
-		}
-	}
-	return nil
-}
-
-// firstError returns the first error notify (types below 16384).
-func firstError(ps []wire.Payload) *wire.Notify {
-	for _, p := range ps {
-		if n, ok := p.(*wire.Notify); ok && n.Type < 16384 && n.Type != 0 {
-			return n
-		}
-	}
-	return nil
 }
 
 // cookieValue computes the stateless COOKIE of RFC 7296 2.6:

@@ -11,6 +11,13 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// reauthState is RFC 4478's: the lifetime the responder announced
+// (initiator), and the responder's deadline for a replacement.
+type reauthState struct {
+	lifetime time.Duration
+	timer    Timer
+}
+
 // Repeated authentication (RFC 4478). The original responder tells the
 // original initiator, with an AUTH_LIFETIME notify in the IKE_AUTH
 // response or in a later INFORMATIONAL request, how many seconds remain
@@ -44,7 +51,7 @@ const maxAuthLifetime = 10 * 365 * 24 * time.Hour
 // parseAuthLifetime returns the lifetime of the AUTH_LIFETIME notify in ps:
 // ok is false when there is none or it is malformed (not four octets).
 func parseAuthLifetime(ps []wire.Payload) (d time.Duration, present, ok bool) {
-	n := findNotify(ps, wire.NotifyAuthLifetime)
+	n := wire.FindNotify(ps, wire.NotifyAuthLifetime)
 	if n == nil {
 		return 0, false, false
 	}
@@ -78,7 +85,7 @@ func (sa *SA) noteAuthLifetime(ps []wire.Payload) {
 		return
 	}
 	if ok {
-		sa.authLifetime = d
+		sa.reauth.lifetime = d
 		sa.log.Info("gateway asks for reauthentication", "auth_lifetime", d)
 	}
 }
@@ -94,7 +101,7 @@ func (sa *SA) handleAuthLifetimeRequest(ps []wire.Payload) func() {
 		// RFC 4478 defines it from the original responder only.
 		return nil
 	}
-	sa.authLifetime = d
+	sa.reauth.lifetime = d
 	sa.log.Info("gateway announced a new authentication lifetime", "auth_lifetime", d)
 	ev := &AuthLifetime{SA: sa, Lifetime: d}
 	return func() { sa.emit(ev) }
@@ -114,10 +121,10 @@ func (sa *SA) armReauthDeadline(lifetime time.Duration) {
 	if lifetime <= 0 {
 		return
 	}
-	if sa.reauthTimer != nil {
-		sa.reauthTimer.Stop()
+	if sa.reauth.timer != nil {
+		sa.reauth.timer.Stop()
 	}
-	sa.reauthTimer = sa.cfg.clock.AfterFunc(lifetime+reauthGrace(lifetime), func() {
+	sa.reauth.timer = sa.cfg.clock.AfterFunc(lifetime+reauthGrace(lifetime), func() {
 		sa.post(func() {
 			if sa.state != stateEstablished {
 				return

@@ -194,8 +194,8 @@ func TestReauthSameAddress(t *testing.T) {
 		t.Fatalf("auth lifetime: client read %v, gateway sent %v; want %v", est1.AuthLifetime, gw1.AuthLifetime, lifetime)
 	}
 	first := host.authRequest(t, gw1.SA)
-	if findNotify(first, wire.NotifyInitialContact) == nil || requestedIP4(first) != nil {
-		t.Fatalf("first IKE_AUTH: INITIAL_CONTACT %v, requested address %v", findNotify(first, wire.NotifyInitialContact) != nil, requestedIP4(first))
+	if wire.FindNotify(first, wire.NotifyInitialContact) == nil || requestedIP4(first) != nil {
+		t.Fatalf("first IKE_AUTH: INITIAL_CONTACT %v, requested address %v", wire.FindNotify(first, wire.NotifyInitialContact) != nil, requestedIP4(first))
 	}
 
 	// A new lifetime in an INFORMATIONAL request.
@@ -225,7 +225,7 @@ func TestReauthSameAddress(t *testing.T) {
 		t.Fatalf("reauthenticated SA: addresses %v (had %v), auth lifetime %v", est2.VirtualIPs, est1.VirtualIPs, est2.AuthLifetime)
 	}
 	again := host.authRequest(t, gw2.SA)
-	if findNotify(again, wire.NotifyInitialContact) != nil {
+	if wire.FindNotify(again, wire.NotifyInitialContact) != nil {
 		t.Fatal("reauthentication sent INITIAL_CONTACT")
 	}
 	if got := requestedIP4(again); !slices.Equal(got, est1.VirtualIPs[0].AsSlice()) {

@@ -14,6 +14,18 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// childRekeys is the state of Child SA rekeys, each map by the inbound SPI
+// of the SA replaced: our rekeys under way, the peer's (for the collision
+// rule), the SAs being deleted, the lifetime timers, and the RekeyChild
+// calls waiting for a retry after TEMPORARY_FAILURE.
+type childRekeys struct {
+	ours     map[uint32]*childRekey
+	peer     map[uint32]peerRekey
+	deleting map[uint32]bool
+	timers   map[uint32][]Timer
+	retries  map[uint32]chan<- error
+}
+
 // Child SA rekeying that we start (RFC 7296 1.3.3, 2.8). Before a Child
 // SA's soft lifetime runs out (minus a random jitter, so both ends rarely
 // start at once) a CREATE_CHILD_SA with REKEY_SA makes its successor; we
@@ -72,11 +84,11 @@ func (sa *SA) scheduleChild(c ChildSA) {
 	spi := c.SPIIn
 	// A Child SA an HA standby took over is as old as on the failed node.
 	soft, hard = sa.ha.aged(spi, sa.cfg.clock.Now(), soft, hard)
-	if sa.childTimers == nil {
-		sa.childTimers = make(map[uint32][]Timer)
+	if sa.rekey.timers == nil {
+		sa.rekey.timers = make(map[uint32][]Timer)
 	}
 	if soft > 0 {
-		sa.childTimers[spi] = append(sa.childTimers[spi], sa.cfg.clock.AfterFunc(soft, func() {
+		sa.rekey.timers[spi] = append(sa.rekey.timers[spi], sa.cfg.clock.AfterFunc(soft, func() {
 			sa.post(func() {
 				if err := sa.rekeyChild(spi, nil); err != nil && !errors.Is(err, errNoChild) {
 					sa.log.Warn("Child SA rekey not started", "spi_in", fmt.Sprintf("%08x", spi), "err", err)
@@ -85,9 +97,9 @@ func (sa *SA) scheduleChild(c ChildSA) {
 		}))
 	}
 	if hard > 0 {
-		sa.childTimers[spi] = append(sa.childTimers[spi], sa.cfg.clock.AfterFunc(hard, func() {
+		sa.rekey.timers[spi] = append(sa.rekey.timers[spi], sa.cfg.clock.AfterFunc(hard, func() {
 			sa.post(func() {
-				if sa.state == stateEstablished && sa.hasChild(spi) && !sa.deleting[spi] {
+				if sa.state == stateEstablished && sa.hasChild(spi) && !sa.rekey.deleting[spi] {
 					sa.log.Warn("Child SA expired before it was rekeyed", "spi_in", fmt.Sprintf("%08x", spi))
 					sa.startDeleteChild(spi, nil)
 				}
@@ -119,21 +131,21 @@ func (sa *SA) rekeyChild(spiIn uint32, done chan<- error) error {
 		return fmt.Errorf("ike: rekey in state %s", sa.state)
 	}
 	idx := slices.IndexFunc(sa.children, func(c ChildSA) bool { return c.SPIIn == spiIn })
-	if idx < 0 || sa.deleting[spiIn] {
+	if idx < 0 || sa.rekey.deleting[spiIn] {
 		return errNoChild
 	}
-	if _, ok := sa.rekeys[spiIn]; ok {
+	if _, ok := sa.rekey.ours[spiIn]; ok {
 		return ErrRekeyInProgress
 	}
-	if _, ok := sa.peerRekeys[spiIn]; ok {
+	if _, ok := sa.rekey.peer[spiIn]; ok {
 		// The peer replaced it already and will delete it.
 		return ErrRekeyInProgress
 	}
 	cr := &childRekey{old: sa.children[idx], ni: sa.randBytes(32), newSPIIn: sa.randSPI32()}
-	if sa.rekeys == nil {
-		sa.rekeys = make(map[uint32]*childRekey)
+	if sa.rekey.ours == nil {
+		sa.rekey.ours = make(map[uint32]*childRekey)
 	}
-	sa.rekeys[spiIn] = cr
+	sa.rekey.ours[spiIn] = cr
 	sa.sendRekey(cr, pfsGroup(sa.cfg.esp), done)
 	return nil
 }
@@ -187,7 +199,7 @@ func (sa *SA) sendRekey(cr *childRekey, group uint16, done chan<- error) {
 // finishRekey ends our rekey of cr.old without a new SA.
 func (sa *SA) finishRekey(cr *childRekey, done chan<- error, err error) {
 	if !cr.add {
-		delete(sa.rekeys, cr.old.SPIIn)
+		delete(sa.rekey.ours, cr.old.SPIIn)
 	}
 	if done != nil {
 		done <- err
@@ -195,7 +207,7 @@ func (sa *SA) finishRekey(cr *childRekey, done chan<- error, err error) {
 }
 
 func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchange, ps []wire.Payload, done chan<- error) {
-	if n := firstError(ps); n != nil {
+	if n := wire.FirstError(ps); n != nil {
 		switch n.Type {
 		case wire.NotifyInvalidKEPayload:
 			// RFC 7296 1.3: retry with the group the peer wants, if ours.
@@ -217,18 +229,18 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 			spi := cr.old.SPIIn
 			wait := time.Second + time.Duration(rand.Int64N(int64(4*time.Second)))
 			if done != nil {
-				if sa.rekeyRetries == nil {
-					sa.rekeyRetries = make(map[uint32]chan<- error)
+				if sa.rekey.retries == nil {
+					sa.rekey.retries = make(map[uint32]chan<- error)
 				}
-				sa.rekeyRetries[spi] = done
+				sa.rekey.retries[spi] = done
 			}
-			sa.childTimers[spi] = append(sa.childTimers[spi], sa.cfg.clock.AfterFunc(wait, func() {
+			sa.rekey.timers[spi] = append(sa.rekey.timers[spi], sa.cfg.clock.AfterFunc(wait, func() {
 				sa.post(func() {
-					if _, waiting := sa.rekeyRetries[spi]; done != nil && !waiting {
+					if _, waiting := sa.rekey.retries[spi]; done != nil && !waiting {
 						return // answered by childGone
 					}
-					delete(sa.rekeyRetries, spi)
-					if _, replaced := sa.peerRekeys[spi]; replaced && done != nil {
+					delete(sa.rekey.retries, spi)
+					if _, replaced := sa.rekey.peer[spi]; replaced && done != nil {
 						// The peer's rekey got through meanwhile: the
 						// SA is rekeyed, which is what was asked.
 						done <- nil
@@ -249,7 +261,8 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 		sa.finishRekey(cr, done, &NotifyError{Type: n.Type, Exchange: wire.ExchangeCreateChildSA, Remote: true})
 		return
 	}
-	saP, nonce, ke, tsi, tsr := childPayloads(ps)
+	pl := wire.Collect(ps)
+	saP, nonce, ke, tsi, tsr := pl.SA, pl.Nonce, pl.KE, pl.TSi, pl.TSr
 	invalid := func(why string) {
 		sa.finishRekey(cr, done, &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeCreateChildSA, Remote: true, Err: errors.New(why)})
 	}
@@ -280,7 +293,7 @@ func (sa *SA) rekeyAnswered(cr *childRekey, group uint16, kx ikecrypto.KeyExchan
 	}
 	if addKEs := addKETransforms(chosen.Transforms); len(addKEs) > 0 {
 		var link []byte
-		if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+		if n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
 			link = n.Data
 		}
 		sa.runFollowups(addKEs, link, [][]byte{shared}, func(all []byte, err error) {
@@ -318,12 +331,12 @@ func (sa *SA) completeChildRekey(cr *childRekey, chosen wire.Proposal, shared, n
 	sa.scheduleChild(child)
 	sa.log.Info("Child SA rekeyed", "old_in", fmt.Sprintf("%08x", cr.old.SPIIn), "new_in", fmt.Sprintf("%08x", child.SPIIn))
 	sa.emit(&ChildRekeyed{SA: sa, OldSPIIn: cr.old.SPIIn, Child: child, Initiated: true})
-	delete(sa.rekeys, cr.old.SPIIn)
+	delete(sa.rekey.ours, cr.old.SPIIn)
 
 	// RFC 7296 2.8.1: if the peer rekeyed the same SA meanwhile, the
 	// exchange with the lowest of the four nonces made a redundant SA,
 	// which its initiator deletes; the other initiator deletes the old SA.
-	if pr, ok := sa.peerRekeys[cr.old.SPIIn]; ok {
+	if pr, ok := sa.rekey.peer[cr.old.SPIIn]; ok {
 		if bytes.Compare(minNonce(cr.ni, cr.nr), minNonce(pr.ni, pr.nr)) < 0 {
 			sa.log.Info("rekey collision: ours is redundant", "redundant_in", fmt.Sprintf("%08x", child.SPIIn))
 			sa.startDeleteChild(child.SPIIn, nil)
@@ -339,34 +352,13 @@ func (sa *SA) completeChildRekey(cr *childRekey, chosen wire.Proposal, shared, n
 	}
 }
 
-// childPayloads picks the payloads of a CREATE_CHILD_SA message.
-func childPayloads(ps []wire.Payload) (saP *wire.SA, nonce *wire.Nonce, ke *wire.KE, tsi, tsr *wire.TrafficSelectors) {
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.Nonce:
-			nonce = p
-		case *wire.KE:
-			ke = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		}
-	}
-	return saP, nonce, ke, tsi, tsr
-}
-
 // notePeerRekey records that the peer replaced old with newSPIIn through
 // an exchange with nonces ni and nr, for the collision rule.
 func (sa *SA) notePeerRekey(old, newSPIIn uint32, ni, nr []byte) {
-	if sa.peerRekeys == nil {
-		sa.peerRekeys = make(map[uint32]peerRekey)
+	if sa.rekey.peer == nil {
+		sa.rekey.peer = make(map[uint32]peerRekey)
 	}
-	sa.peerRekeys[old] = peerRekey{ni: slices.Clone(ni), nr: slices.Clone(nr), newSPIIn: newSPIIn}
+	sa.rekey.peer[old] = peerRekey{ni: slices.Clone(ni), nr: slices.Clone(nr), newSPIIn: newSPIIn}
 }
 
 func minNonce(a, b []byte) []byte {
@@ -390,14 +382,14 @@ const replacedDeleteDelay = 500 * time.Millisecond
 // replacedDeleteDelay; from now on it is no longer rekeyed or offered for
 // the peer's rekeys.
 func (sa *SA) deleteReplaced(spiIn uint32) {
-	if sa.deleting == nil {
-		sa.deleting = make(map[uint32]bool)
+	if sa.rekey.deleting == nil {
+		sa.rekey.deleting = make(map[uint32]bool)
 	}
-	sa.deleting[spiIn] = true
-	if sa.childTimers == nil {
-		sa.childTimers = make(map[uint32][]Timer)
+	sa.rekey.deleting[spiIn] = true
+	if sa.rekey.timers == nil {
+		sa.rekey.timers = make(map[uint32][]Timer)
 	}
-	sa.childTimers[spiIn] = append(sa.childTimers[spiIn], sa.cfg.clock.AfterFunc(replacedDeleteDelay, func() {
+	sa.rekey.timers[spiIn] = append(sa.rekey.timers[spiIn], sa.cfg.clock.AfterFunc(replacedDeleteDelay, func() {
 		sa.post(func() {
 			if sa.state == stateEstablished && sa.hasChild(spiIn) {
 				sa.startDeleteChild(spiIn, nil)
@@ -409,10 +401,10 @@ func (sa *SA) deleteReplaced(spiIn uint32) {
 // startDeleteChild deletes one of our Child SAs with an INFORMATIONAL;
 // ChildDeleted follows the peer's answer. done, when set, gets the outcome.
 func (sa *SA) startDeleteChild(spiIn uint32, done chan<- error) {
-	if sa.deleting == nil {
-		sa.deleting = make(map[uint32]bool)
+	if sa.rekey.deleting == nil {
+		sa.rekey.deleting = make(map[uint32]bool)
 	}
-	sa.deleting[spiIn] = true
+	sa.rekey.deleting[spiIn] = true
 	var spi [4]byte
 	binary.BigEndian.PutUint32(spi[:], spiIn)
 	sa.startRequest(wire.ExchangeInformational,
@@ -446,31 +438,212 @@ func (sa *SA) dropChild(spiIn uint32) {
 
 // childGone clears the rekey state of a Child SA that no longer exists.
 func (sa *SA) childGone(spiIn uint32) {
-	if done, ok := sa.rekeyRetries[spiIn]; ok {
+	if done, ok := sa.rekey.retries[spiIn]; ok {
 		// A rekey that waits to be retried ends here: the SA was
 		// replaced by the peer's rekey (done), or deleted.
-		delete(sa.rekeyRetries, spiIn)
+		delete(sa.rekey.retries, spiIn)
 		var err error
-		if _, replaced := sa.peerRekeys[spiIn]; !replaced {
+		if _, replaced := sa.rekey.peer[spiIn]; !replaced {
 			err = errNoChild
 		}
 		done <- err
 	}
-	for _, t := range sa.childTimers[spiIn] {
+	for _, t := range sa.rekey.timers[spiIn] {
 		t.Stop()
 	}
-	delete(sa.childTimers, spiIn)
-	delete(sa.deleting, spiIn)
-	delete(sa.peerRekeys, spiIn)
+	delete(sa.rekey.timers, spiIn)
+	delete(sa.rekey.deleting, spiIn)
+	delete(sa.rekey.peer, spiIn)
 	delete(sa.ha.childBorn, spiIn)
 }
 
 // stopChildTimers cancels every lifetime when the SA ends.
 func (sa *SA) stopChildTimers() {
-	for _, ts := range sa.childTimers {
+	for _, ts := range sa.rekey.timers {
 		for _, t := range ts {
 			t.Stop()
 		}
 	}
-	sa.childTimers = nil
+	sa.rekey.timers = nil
+}
+
+// handleCreateChildRequest answers a CREATE_CHILD_SA that rekeys one of our
+// Child SAs (RFC 7296 1.3.3), or the IKE SA; one for an additional Child
+// SA goes to handleNewChildRequest (children.go).
+func (sa *SA) handleCreateChildRequest(ps []wire.Payload) ([]wire.Payload, func()) {
+	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
+		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
+	}
+	if isIKERekey(ps) {
+		return sa.handleIKERekeyRequest(ps)
+	}
+	rekey := wire.FindNotify(ps, wire.NotifyRekeySA)
+	if rekey == nil {
+		return sa.handleNewChildRequest(ps)
+	}
+	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
+		return refuse(wire.NotifyInvalidSyntax, nil)
+	}
+	oldOut := binary.BigEndian.Uint32(rekey.SPI)
+	idx := slices.IndexFunc(sa.children, func(c ChildSA) bool { return c.SPIOut == oldOut })
+	if idx < 0 {
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
+	old := sa.children[idx]
+	if sa.rekey.deleting[old.SPIIn] {
+		// We are deleting it (our own rekey of it finished first).
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
+	if _, replaced := sa.rekey.peer[old.SPIIn]; replaced {
+		// The peer rekeyed it already; it only waits for the peer's
+		// DELETE. Another successor would be one more SA for nothing.
+		sa.log.Info("rekey of a Child SA the peer replaced already refused", "old_in", fmt.Sprintf("%08x", old.SPIIn))
+		return []wire.Payload{&wire.Notify{Type: wire.NotifyChildSANotFound, Protocol: wire.ProtoESP, SPI: slices.Clone(rekey.SPI)}}, nil
+	}
+	if len(sa.children) >= sa.cfg.maxChildren {
+		sa.log.Warn("rekey refused: too many Child SAs", "children", len(sa.children))
+		return refuse(wire.NotifyNoAdditionalSAs, nil)
+	}
+	offer, refusal := sa.childOffer(ps)
+	if refusal != nil {
+		return []wire.Payload{refusal}, nil
+	}
+	chosen, shared, ourKE, nonce := offer.chosen, offer.shared, offer.ourKE, offer.nonce
+	addKEs := addKETransforms(chosen.Transforms)
+	if len(addKEs) > 0 {
+		if _, ours := sa.rekey.ours[old.SPIIn]; ours {
+			// Our own rekey of it is on the wire: with additional key
+			// exchanges neither new SA exists until its IKE_FOLLOWUP_KE
+			// exchanges end, so the peer tries again later instead.
+			return refuse(wire.NotifyTemporaryFailure, nil)
+		}
+	}
+	nr := sa.randBytes(32)
+	spiIn := sa.randSPI32()
+	ev := &ChildRekeyed{SA: sa, OldSPIIn: old.SPIIn}
+	install := func(shared []byte) error {
+		child, err := sa.deriveChild(chosen.Transforms, spiIn, binary.BigEndian.Uint32(chosen.SPI), shared, nonce.Data, nr, false)
+		if err != nil {
+			return err
+		}
+		// A rekey keeps the traffic selectors of the SA it replaces.
+		child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
+		sa.children = append(sa.children, child)
+		sa.scheduleChild(child)
+		ev.Child = child
+		return nil
+	}
+	// The collision rule looks at the CREATE_CHILD_SA's nonces, also
+	// while its additional key exchanges run.
+	sa.notePeerRekey(old.SPIIn, spiIn, nonce.Data, nr)
+	var followup *wire.Notify
+	if len(addKEs) > 0 {
+		followup = sa.deferAdditional(addKEs, shared, false, func(all []byte) func() {
+			if err := install(all); err != nil {
+				sa.log.Error("deriving rekeyed Child SA keys", "err", err)
+				return nil
+			}
+			sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn), "additional_key_exchanges", len(addKEs))
+			return func() { sa.emit(ev) }
+		}, func() {
+			if pr, ok := sa.rekey.peer[old.SPIIn]; ok && pr.newSPIIn == spiIn {
+				delete(sa.rekey.peer, old.SPIIn)
+			}
+		})
+	} else if err := install(shared); err != nil {
+		delete(sa.rekey.peer, old.SPIIn)
+		sa.log.Error("deriving rekeyed Child SA keys", "err", err)
+		return refuse(wire.NotifyNoProposalChosen, nil)
+	}
+	var spi [4]byte
+	binary.BigEndian.PutUint32(spi[:], spiIn)
+	resp := []wire.Payload{
+		&wire.SA{Proposals: []wire.Proposal{{Number: chosen.Number, Protocol: wire.ProtoESP, SPI: spi[:], Transforms: chosen.Transforms}}},
+		&wire.Nonce{Data: nr},
+	}
+	if ourKE != nil {
+		resp = append(resp, ourKE)
+	}
+	// The selectors are those of the SA replaced, whatever the request
+	// says, and the answer says so.
+	resp = append(resp, &wire.TrafficSelectors{Selectors: old.RemoteTS}, &wire.TrafficSelectors{Responder: true, Selectors: old.LocalTS})
+	if followup != nil {
+		return append(resp, followup), nil
+	}
+	sa.log.Info("Child SA rekeyed by peer", "old_in", fmt.Sprintf("%08x", old.SPIIn), "new_in", fmt.Sprintf("%08x", spiIn))
+	return resp, func() { sa.emit(ev) }
+}
+
+// childOffer is what a CREATE_CHILD_SA request for a Child SA brings, with
+// the proposal we chose and our side of its key exchange.
+type childOffer struct {
+	chosen   wire.Proposal
+	shared   []byte
+	ourKE    *wire.KE
+	nonce    *wire.Nonce
+	tsi, tsr *wire.TrafficSelectors
+}
+
+// childOffer picks the ESP proposal of a CREATE_CHILD_SA request for a
+// Child SA and answers its KE; refusal is the notify to answer instead.
+func (sa *SA) childOffer(ps []wire.Payload) (o childOffer, refusal *wire.Notify) {
+	refuse := func(t wire.NotifyType, data []byte) (childOffer, *wire.Notify) {
+		return childOffer{}, &wire.Notify{Type: t, Data: data}
+	}
+	pl := wire.Collect(ps)
+	saP, nonce, ke, tsi, tsr := pl.SA, pl.Nonce, pl.KE, pl.TSi, pl.TSr
+	if saP == nil || nonce == nil || tsi == nil || tsr == nil || len(nonce.Data) < 16 {
+		return refuse(wire.NotifyInvalidSyntax, nil)
+	}
+	var props []wire.Proposal
+	for _, p := range saP.Proposals {
+		if len(p.SPI) == 4 {
+			props = append(props, p)
+		}
+	}
+	var preferDH uint16
+	if ke != nil {
+		preferDH = ke.Group
+	}
+	chosen, ok := selectProposal(sa.cfg.esp, props, wire.ProtoESP, preferDH)
+	if !ok {
+		chosen, ok = selectProposal(withPFS(sa.cfg.esp, preferDH), props, wire.ProtoESP, preferDH)
+	}
+	if !ok {
+		return refuse(wire.NotifyNoProposalChosen, nil)
+	}
+	o = childOffer{chosen: chosen, nonce: nonce, tsi: tsi, tsr: tsr}
+	if dh, ok := transformOf(chosen.Transforms, wire.TransformDH); ok && dh.ID != 0 {
+		if ke == nil || ke.Group != dh.ID {
+			var g [2]byte
+			binary.BigEndian.PutUint16(g[:], dh.ID)
+			return refuse(wire.NotifyInvalidKEPayload, g[:])
+		}
+		if !ikecrypto.SupportedGroup(dh.ID) {
+			return refuse(wire.NotifyNoProposalChosen, nil)
+		}
+		reply, s, err := ikecrypto.Respond(dh.ID, ke.Data, sa.cfg.rand)
+		if err != nil {
+			return refuse(wire.NotifyInvalidSyntax, nil)
+		}
+		o.shared = s
+		o.ourKE = &wire.KE{Group: dh.ID, Data: reply}
+	}
+	return o, nil
+}
+
+// withPFS adds the peer's group to our ESP proposals: a gateway configured
+// for PFS rekeys with a KE payload even though the first Child SA (made in
+// IKE_AUTH) had none.
+func withPFS(ps []Proposal, group uint16) []Proposal {
+	if group == 0 || !ikecrypto.SupportedGroup(group) {
+		return nil
+	}
+	out := make([]Proposal, len(ps))
+	for i, p := range ps {
+		ts := slices.Clone(p.Transforms)
+		ts = append(ts, wire.Transform{Type: wire.TransformDH, ID: group})
+		out[i] = Proposal{Transforms: ts, Text: p.Text}
+	}
+	return out
 }

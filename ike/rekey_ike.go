@@ -14,6 +14,29 @@ import (
 	"github.com/roam-vpn/roam/ike/wire"
 )
 
+// ikeRekeyState is the state of IKE SA rekeys. pending is a rekeyed SA we
+// answered, waiting for the peer to delete the old one; running, timer and
+// lifeTimer are our own rekey and its schedule. Simultaneous rekeys (RFC
+// 7296 2.8.2): next is the SA our finished rekey made while its DELETE of
+// the old one is outstanding; sides are IKE SAs other than the current one
+// that still get messages (redundant ones, the old one); waiters get the
+// outcome of RekeyIKE calls when the SA switches; queueHeld (until
+// holdTimer) keeps our requests back until the collision's winner deletes
+// the old SA; done is the RekeyIKE call of the rekey on the wire.
+type ikeRekeyState struct {
+	pending   *ikeContext
+	running   bool
+	timer     Timer
+	lifeTimer Timer
+	next      *ikeContext
+	sides     []*sideSA
+	waiters   []chan<- error
+	queueHeld bool
+	holdTimer Timer
+	done      chan<- error
+	collision *ikeCollision
+}
+
 // IKE SA rekeying (RFC 7296 1.3.2, 2.18). The SA is rekeyed in place: the
 // same *SA takes the new SPIs, keys and Message IDs, so its Child SAs, its
 // MOBIKE state and its owner's references move to the new IKE SA without
@@ -120,15 +143,15 @@ func (sa *SA) switchIKE(c *ikeContext, keepOld bool) {
 	sa.spir.Store(c.spir)
 	sa.flagI = c.flagI
 	sa.ikeProp, sa.prf, sa.keys, sa.skIn, sa.skOut = c.prop, c.prf, c.keys, c.skIn, c.skOut
-	sa.nextMsgID, sa.peerNextMsgID, sa.lastResp, sa.reasm = 0, 0, nil, nil
-	sa.pendingIKE, sa.newIKE, sa.ikeRekeying = nil, nil, false
-	sa.failedUpdate = nil // its Message ID was the old SA's
-	sa.peerRekeys = nil   // Child SA rekeys of the old IKE SA are over
-	sa.followups = nil    // and so are their IKE_FOLLOWUP_KE exchanges
-	sa.queueHeld = false
-	if sa.holdTimer != nil {
-		sa.holdTimer.Stop()
-		sa.holdTimer = nil
+	sa.nextMsgID, sa.peerNextMsgID, sa.lastResp, sa.frag.reasm = 0, 0, nil, nil
+	sa.ikeRekey.pending, sa.ikeRekey.next, sa.ikeRekey.running = nil, nil, false
+	sa.failedUpdate = nil    // its Message ID was the old SA's
+	sa.rekey.peer = nil      // Child SA rekeys of the old IKE SA are over
+	sa.addKE.followups = nil // and so are their IKE_FOLLOWUP_KE exchanges
+	sa.ikeRekey.queueHeld = false
+	if sa.ikeRekey.holdTimer != nil {
+		sa.ikeRekey.holdTimer.Stop()
+		sa.ikeRekey.holdTimer = nil
 	}
 	role := "responder"
 	if sa.initiator {
@@ -136,20 +159,22 @@ func (sa *SA) switchIKE(c *ikeContext, keepOld bool) {
 	}
 	sa.log = sa.cfg.log.With("role", role, "spii", spiHex(c.spii), "spir", spiHex(c.spir))
 	sa.log.Info("IKE SA rekeyed", "proposal", ProposalText(c.prop.Transforms))
-	sa.emit(&IKERekeyed{SA: sa, SPIi: c.spii, SPIr: c.spir})
+	// The next lifetimes are armed before the owner hears of the rekey,
+	// so whoever reacts to IKERekeyed finds them in place.
 	sa.scheduleIKERekey()
+	sa.emit(&IKERekeyed{SA: sa, SPIi: c.spii, SPIr: c.spir})
 	if stale != nil && stale.ikeRekeySPI != 0 {
 		// The peer's rekey replaced the SA before ours was answered
 		// (2.8.2, the collision it did not see): that is our outcome.
-		sa.waitSwitch(sa.ikeRekeyDone)
+		sa.waitSwitch(sa.ikeRekey.done)
 	}
-	for _, w := range sa.ikeWaiters {
+	for _, w := range sa.ikeRekey.waiters {
 		select {
 		case w <- nil:
 		default: // told already
 		}
 	}
-	sa.ikeWaiters, sa.ikeRekeyDone = nil, nil
+	sa.ikeRekey.waiters, sa.ikeRekey.done = nil, nil
 	if stale != nil {
 		sa.resend(stale)
 	}
@@ -205,8 +230,8 @@ func (sa *SA) scheduleIKERekey() {
 	if sa.cfg.ikeRekey <= 0 {
 		return
 	}
-	if sa.ikeRekeyTimer != nil {
-		sa.ikeRekeyTimer.Stop()
+	if sa.ikeRekey.timer != nil {
+		sa.ikeRekey.timer.Stop()
 	}
 	d := sa.cfg.ikeRekey
 	// The jitter is the Child SAs' (their life less their rekey time),
@@ -215,7 +240,7 @@ func (sa *SA) scheduleIKERekey() {
 	if j := min(sa.cfg.rekeyJitter, d/10); j > 0 {
 		d -= time.Duration(rand.Int64N(int64(j)))
 	}
-	sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(d, func() {
+	sa.ikeRekey.timer = sa.cfg.clock.AfterFunc(d, func() {
 		sa.post(func() {
 			if err := sa.rekeyIKE(nil); err != nil {
 				sa.log.Warn("IKE SA rekey not started", "err", err)
@@ -240,17 +265,17 @@ func (sa *SA) armIKELife() {
 	if sa.cfg.ikeLife <= 0 {
 		return
 	}
-	if sa.ikeLifeTimer != nil {
-		sa.ikeLifeTimer.Stop()
+	if sa.ikeRekey.lifeTimer != nil {
+		sa.ikeRekey.lifeTimer.Stop()
 	}
-	sa.ikeLifeTimer = sa.cfg.clock.AfterFunc(sa.cfg.ikeLife, func() {
+	sa.ikeRekey.lifeTimer = sa.cfg.clock.AfterFunc(sa.cfg.ikeLife, func() {
 		sa.post(func() {
 			if sa.state != stateEstablished || sa.ha.parked.Load() {
 				return
 			}
 			sa.log.Warn("IKE SA expired before it was rekeyed: deleting it", "life_time", sa.cfg.ikeLife)
 			sa.state = stateDeleting
-			sa.queue, sa.queueHeld = nil, false
+			sa.queue, sa.ikeRekey.queueHeld = nil, false
 			sa.startRequest(wire.ExchangeInformational,
 				func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
 				func(wire.Header, []wire.Payload, []byte) { sa.die(ErrIKEExpired) },
@@ -265,10 +290,10 @@ func (sa *SA) retryIKERekey() {
 	if sa.cfg.ikeRekey <= 0 || sa.state != stateEstablished {
 		return
 	}
-	if sa.ikeRekeyTimer != nil {
-		sa.ikeRekeyTimer.Stop()
+	if sa.ikeRekey.timer != nil {
+		sa.ikeRekey.timer.Stop()
 	}
-	sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(ikeRekeyRetry, func() {
+	sa.ikeRekey.timer = sa.cfg.clock.AfterFunc(ikeRekeyRetry, func() {
 		sa.post(func() {
 			if err := sa.rekeyIKE(nil); err != nil {
 				sa.log.Warn("IKE SA rekey not started", "err", err)
@@ -281,14 +306,14 @@ func (sa *SA) rekeyIKE(done chan<- error) error {
 	if sa.state != stateEstablished {
 		return fmt.Errorf("ike: IKE rekey in state %s", sa.state)
 	}
-	if sa.ikeRekeying || sa.pendingIKE != nil || sa.newIKE != nil || sa.followupPending() {
+	if sa.ikeRekey.running || sa.ikeRekey.pending != nil || sa.ikeRekey.next != nil || sa.followupPending() {
 		return ErrRekeyInProgress
 	}
 	group := uint16(0)
 	if dh, ok := transformOf(sa.ikeProp.Transforms, wire.TransformDH); ok {
 		group = dh.ID
 	}
-	sa.ikeRekeying = true
+	sa.ikeRekey.running = true
 	sa.sendIKERekey(group, done)
 	return nil
 }
@@ -296,13 +321,13 @@ func (sa *SA) rekeyIKE(done chan<- error) error {
 // waitSwitch hands done the outcome of the next switch to a new IKE SA.
 func (sa *SA) waitSwitch(done chan<- error) {
 	if done != nil {
-		sa.ikeWaiters = append(sa.ikeWaiters, done)
+		sa.ikeRekey.waiters = append(sa.ikeRekey.waiters, done)
 	}
 }
 
 func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 	fail := func(err error) {
-		sa.ikeRekeying = false
+		sa.ikeRekey.running = false
 		if done != nil {
 			done <- err
 			return
@@ -327,12 +352,12 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 		}
 	}
 	onResponse := func(_ wire.Header, ps []wire.Payload, _ []byte) {
-		if !sa.ikeRekeying {
+		if !sa.ikeRekey.running {
 			// Given up meanwhile (the peer's rekey took over).
 			sa.releaseSPI(spi)
 			return
 		}
-		if n := firstError(ps); n != nil {
+		if n := wire.FirstError(ps); n != nil {
 			sa.releaseSPI(spi)
 			switch {
 			case n.Type == wire.NotifyInvalidKEPayload && len(n.Data) == 2:
@@ -340,22 +365,22 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 					sa.sendIKERekey(g, done)
 					return
 				}
-			case n.Type == wire.NotifyTemporaryFailure && sa.pendingIKE != nil:
+			case n.Type == wire.NotifyTemporaryFailure && sa.ikeRekey.pending != nil:
 				// The peer finished its own rekey of this SA before ours
 				// reached it (RFC 7296 2.8.2): its SA replaces this one
 				// when it deletes the old, and that is our outcome too.
-				sa.ikeRekeying = false
+				sa.ikeRekey.running = false
 				sa.waitSwitch(done)
 				return
 			case n.Type == wire.NotifyTemporaryFailure:
 				// The peer is busy (say, rekeying a Child SA): later.
-				sa.ikeRekeying = false
+				sa.ikeRekey.running = false
 				wait := time.Second + time.Duration(rand.Int64N(int64(4*time.Second)))
-				sa.ikeRekeyTimer = sa.cfg.clock.AfterFunc(wait, func() {
+				sa.ikeRekey.timer = sa.cfg.clock.AfterFunc(wait, func() {
 					sa.post(func() {
 						err := sa.rekeyIKE(done)
 						switch {
-						case errors.Is(err, ErrRekeyInProgress) && (sa.pendingIKE != nil || sa.followupPending()):
+						case errors.Is(err, ErrRekeyInProgress) && (sa.ikeRekey.pending != nil || sa.followupPending()):
 							// The peer's retry came first and is under
 							// way: its new SA is our outcome too.
 							sa.waitSwitch(done)
@@ -369,7 +394,8 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 			fail(&NotifyError{Type: n.Type, Exchange: wire.ExchangeCreateChildSA, Remote: true})
 			return
 		}
-		saP, nonce, ke := ikeRekeyPayloads(ps)
+		pl := wire.Collect(ps)
+		saP, nonce, ke := pl.SA, pl.Nonce, pl.KE
 		if saP == nil || nonce == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 || len(nonce.Data) < 16 {
 			sa.releaseSPI(spi)
 			fail(&NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeCreateChildSA, Remote: true, Err: errors.New("IKE rekey response lacks SA, nonce or KE")})
@@ -391,7 +417,7 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 		peerSPI := binary.BigEndian.Uint64(saP.Proposals[0].SPI)
 		if addKEs := addKETransforms(chosen.Transforms); len(addKEs) > 0 {
 			var link []byte
-			if n := findNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
+			if n := wire.FindNotify(ps, wire.NotifyAdditionalKeyExchange); n != nil {
 				link = n.Data
 			}
 			sa.runFollowups(addKEs, link, [][]byte{shared}, func(all []byte, err error) {
@@ -408,14 +434,14 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 	}
 	sa.log.Info("rekeying IKE SA", "new_spi", spiHex(spi))
 	sa.enqueue(func() {
-		if !sa.ikeRekeying || sa.pendingIKE != nil || sa.state != stateEstablished {
+		if !sa.ikeRekey.running || sa.ikeRekey.pending != nil || sa.state != stateEstablished {
 			// While it waited its turn, the peer rekeyed the SA (or it
 			// is closing): nothing to send.
 			sa.releaseSPI(spi)
-			if sa.ikeRekeying && sa.pendingIKE != nil {
-				sa.ikeRekeying = false
+			if sa.ikeRekey.running && sa.ikeRekey.pending != nil {
+				sa.ikeRekey.running = false
 				sa.waitSwitch(done)
-			} else if sa.ikeRekeying {
+			} else if sa.ikeRekey.running {
 				fail(fmt.Errorf("ike: IKE rekey in state %s", sa.state))
 			}
 			return
@@ -423,7 +449,7 @@ func (sa *SA) sendIKERekey(group uint16, done chan<- error) {
 		sa.startRequest(wire.ExchangeCreateChildSA, build, onResponse, func(err error) { fail(err) })
 		if sa.out != nil { // nil only if the SA died building it
 			sa.out.ikeRekeySPI = spi
-			sa.ikeRekeyDone = done
+			sa.ikeRekey.done = done
 		}
 	})
 }
@@ -434,7 +460,7 @@ func (sa *SA) completeIKERekey(chosen wire.Proposal, shared, ni, nr []byte, spi,
 	c, err := sa.newIKEContext(chosen, shared, ni, nr, spi, peerSPI, true)
 	if err != nil {
 		sa.releaseSPI(spi)
-		sa.ikeRekeying = false
+		sa.ikeRekey.running = false
 		if done != nil {
 			done <- err
 		} else {
@@ -443,14 +469,14 @@ func (sa *SA) completeIKERekey(chosen wire.Proposal, shared, ni, nr []byte, spi,
 		}
 		return
 	}
-	sa.ikeRekeying = false
-	if p := sa.pendingIKE; p != nil && sa.collide(c, p) {
+	sa.ikeRekey.running = false
+	if p := sa.ikeRekey.pending; p != nil && sa.collide(c, p) {
 		// We lost: our SA is deleted, the peer's replaces the old
 		// one when the peer deletes that.
 		sa.waitSwitch(done)
 		return
 	}
-	sa.newIKE = c
+	sa.ikeRekey.next = c
 	// The old SA ends with our DELETE on it; only then do we talk on
 	// the new one, so no request of ours is caught between the two.
 	sa.startRequest(wire.ExchangeInformational,
@@ -466,29 +492,20 @@ func (sa *SA) completeIKERekey(chosen wire.Proposal, shared, ni, nr []byte, spi,
 }
 
 func (sa *SA) finishIKERekey(c *ikeContext, done chan<- error) {
-	if sa.newIKE != c {
+	if sa.ikeRekey.next != c {
 		return
 	}
 	sa.waitSwitch(done)
 	sa.switchIKE(c, false)
 }
 
-func ikeRekeyPayloads(ps []wire.Payload) (*wire.SA, *wire.Nonce, *wire.KE) {
-	saP, nonce, ke, _, _ := childPayloads(ps)
-	return saP, nonce, ke
-}
-
 // isIKERekey reports whether a CREATE_CHILD_SA request rekeys the IKE SA.
 func isIKERekey(ps []wire.Payload) bool {
-	if findNotify(ps, wire.NotifyRekeySA) != nil {
+	if wire.FindNotify(ps, wire.NotifyRekeySA) != nil {
 		return false
 	}
-	for _, p := range ps {
-		if s, ok := p.(*wire.SA); ok {
-			return len(s.Proposals) > 0 && s.Proposals[0].Protocol == wire.ProtoIKE
-		}
-	}
-	return false
+	s, _ := wire.Find(ps, wire.PayloadSA).(*wire.SA)
+	return s != nil && len(s.Proposals) > 0 && s.Proposals[0].Protocol == wire.ProtoIKE
 }
 
 // handleIKERekeyRequest answers the peer's rekey of the IKE SA. The new SA
@@ -497,7 +514,7 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	refuse := func(t wire.NotifyType, data []byte) ([]wire.Payload, func()) {
 		return []wire.Payload{&wire.Notify{Type: t, Data: data}}, nil
 	}
-	if sa.pendingIKE != nil || sa.newIKE != nil || sa.state != stateEstablished || sa.followupPending() {
+	if sa.ikeRekey.pending != nil || sa.ikeRekey.next != nil || sa.state != stateEstablished || sa.followupPending() {
 		// RFC 7296 2.8.2, 2.25.2: the SA is being replaced or closed
 		// already (our own rekey of it finished first, say).
 		return refuse(wire.NotifyTemporaryFailure, nil)
@@ -505,7 +522,8 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 	// A rekey of ours still waiting for its answer is a collision
 	// (2.8.2): both exchanges complete, and the nonces decide which new
 	// SA stays (collide).
-	saP, nonce, ke := ikeRekeyPayloads(ps)
+	pl := wire.Collect(ps)
+	saP, nonce, ke := pl.SA, pl.Nonce, pl.KE
 	if saP == nil || nonce == nil || ke == nil || len(nonce.Data) < 16 {
 		return refuse(wire.NotifyInvalidSyntax, nil)
 	}
@@ -529,7 +547,7 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 		return refuse(wire.NotifyNoProposalChosen, nil)
 	}
 	addKEs := addKETransforms(chosen.Transforms)
-	if len(addKEs) > 0 && sa.ikeRekeying {
+	if len(addKEs) > 0 && sa.ikeRekey.running {
 		// Our own rekey is under way: with additional key exchanges the
 		// new SAs exist only after their IKE_FOLLOWUP_KE exchanges, so
 		// this one is tried again later (RFC 7296 2.25).
@@ -549,7 +567,7 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 			sa.log.Error("deriving rekeyed IKE SA keys", "err", err)
 			return err
 		}
-		sa.pendingIKE = c
+		sa.ikeRekey.pending = c
 		return nil
 	}
 	var spiB [8]byte
@@ -577,7 +595,7 @@ func (sa *SA) handleIKERekeyRequest(ps []wire.Payload) ([]wire.Payload, func()) 
 // takePendingIKE switches to a pending rekeyed IKE SA when a message
 // arrives under its SPIs; it reports whether it did.
 func (sa *SA) takePendingIKE(h wire.Header) bool {
-	c := sa.pendingIKE
+	c := sa.ikeRekey.pending
 	if c == nil || h.SPIi != c.spii || h.SPIr != c.spir {
 		return false
 	}
@@ -603,10 +621,10 @@ type ikeCollision struct {
 func (sa *SA) collide(ours, theirs *ikeContext) (lost bool) {
 	col := &ikeCollision{ours: minNonce(ours.ni, ours.nr), theirs: minNonce(theirs.ni, theirs.nr)}
 	col.won = bytes.Compare(col.ours, col.theirs) > 0
-	sa.collision = col
+	sa.ikeRekey.collision = col
 	if col.won {
 		sa.log.Info("IKE SA rekey collision won: the peer deletes its redundant SA", "redundant_spii", spiHex(theirs.spii), "redundant_spir", spiHex(theirs.spir))
-		sa.pendingIKE = nil
+		sa.ikeRekey.pending = nil
 		sa.addSide(&sideSA{ctx: theirs})
 		return false
 	}
@@ -614,12 +632,12 @@ func (sa *SA) collide(ours, theirs *ikeContext) (lost bool) {
 	side := &sideSA{ctx: ours}
 	sa.addSide(side)
 	sa.sendSideDelete(side, 0)
-	sa.queueHeld = true
+	sa.ikeRekey.queueHeld = true
 	// Should the winner's DELETE of the old SA never come, it has
 	// switched anyway after its retransmissions (keepSA): so do we.
-	sa.holdTimer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Total(), func() {
+	sa.ikeRekey.holdTimer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Total(), func() {
 		sa.post(func() {
-			if c := sa.pendingIKE; c == theirs && sa.queueHeld {
+			if c := sa.ikeRekey.pending; c == theirs && sa.ikeRekey.queueHeld {
 				sa.log.Warn("the peer did not delete the old IKE SA after a rekey collision; switching to its new one")
 				sa.switchIKE(c, true)
 			}
@@ -645,7 +663,7 @@ type sideSA struct {
 // addSide registers s; it expires after the retransmission time, by when
 // the peer has given up on any exchange on it.
 func (sa *SA) addSide(s *sideSA) {
-	sa.sides = append(sa.sides, s)
+	sa.ikeRekey.sides = append(sa.ikeRekey.sides, s)
 	sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Total()+time.Second, func() {
 		sa.post(func() { sa.dropSide(s) })
 	})
@@ -653,11 +671,11 @@ func (sa *SA) addSide(s *sideSA) {
 
 // dropSide forgets s and frees its SPI.
 func (sa *SA) dropSide(s *sideSA) {
-	i := slices.Index(sa.sides, s)
+	i := slices.Index(sa.ikeRekey.sides, s)
 	if i < 0 {
 		return
 	}
-	sa.sides = slices.Delete(sa.sides, i, i+1)
+	sa.ikeRekey.sides = slices.Delete(sa.ikeRekey.sides, i, i+1)
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -694,7 +712,7 @@ func (sa *SA) sendSideDelete(side *sideSA, n int) {
 	sa.send(side.del, nil, sa.path)
 	side.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(n), func() {
 		sa.post(func() {
-			if slices.Contains(sa.sides, side) {
+			if slices.Contains(sa.ikeRekey.sides, side) {
 				sa.sendSideDelete(side, n+1)
 			}
 		})
@@ -705,19 +723,19 @@ func (sa *SA) sendSideDelete(side *sideSA, n int) {
 // message was for one (and is consumed).
 func (sa *SA) sideIKE(p inPacket, msg *wire.Message) bool {
 	h := msg.Header
-	if c := sa.pendingIKE; c != nil && sa.out != nil && sa.out.ikeRekeySPI != 0 && h.SPIi == c.spii && h.SPIr == c.spir {
+	if c := sa.ikeRekey.pending; c != nil && sa.out != nil && sa.out.ikeRekeySPI != 0 && h.SPIi == c.spii && h.SPIr == c.spir {
 		// The peer's new SA speaks while our own rekey still waits for
 		// its answer: the peer saw both exchanges and deletes its SA as
 		// the redundant one (2.8.2). Ours then replaces the old SA.
 		sa.log.Info("IKE SA rekey collision: the peer deletes its new SA", "spii", spiHex(c.spii), "spir", spiHex(c.spir))
-		sa.pendingIKE = nil
+		sa.ikeRekey.pending = nil
 		sa.addSide(&sideSA{ctx: c})
 	}
-	i := slices.IndexFunc(sa.sides, func(s *sideSA) bool { return s.ctx.spii == h.SPIi && s.ctx.spir == h.SPIr })
+	i := slices.IndexFunc(sa.ikeRekey.sides, func(s *sideSA) bool { return s.ctx.spii == h.SPIi && s.ctx.spir == h.SPIr })
 	if i < 0 {
 		return false
 	}
-	s := sa.sides[i]
+	s := sa.ikeRekey.sides[i]
 	if (h.Flags&wire.FlagInitiator != 0) == s.ctx.flagI || len(msg.Payloads) != 1 {
 		sa.stats.unexpected.Add(1)
 		return true

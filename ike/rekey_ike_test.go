@@ -87,30 +87,19 @@ func TestRekeyIKECollision(t *testing.T) {
 		e.net.SetDefault(netsim.Impairment{Delay: 30 * time.Millisecond})
 		cfg := defaultInitiatorConfig(t, "alice@example.com")
 		cfg.Rand = seededRand(seed, 'c')
-		c := e.dial(cfg)
-		est, err := c.wait(t, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cli := est.SA
-		gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+		c, cli, gw := e.dialPair(t, cfg)
 		child := checkPair(t, cli, gw)
 		oldI, oldR := cli.SPIs()
 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		wg.Add(2)
-		go func() { defer wg.Done(); errs[0] = cli.RekeyIKE(ctx) }()
-		go func() { defer wg.Done(); errs[1] = gw.RekeyIKE(ctx) }()
-		wg.Wait()
+		errs := rekeyBoth(ctx, cli, gw)
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("seed %d: rekeys: client %v, gateway %v", seed, errs[0], errs[1])
 		}
 		var cc, gc *ikeCollision
 		var cliFlagI bool
-		call(cli, func() { cc, cliFlagI = cli.collision, cli.flagI })
-		call(gw, func() { gc = gw.collision })
+		call(cli, func() { cc, cliFlagI = cli.ikeRekey.collision, cli.flagI })
+		call(gw, func() { gc = gw.ikeRekey.collision })
 		if cc == nil || gc == nil {
 			t.Fatalf("seed %d: collision seen by client %v, gateway %v: the requests did not cross", seed, cc != nil, gc != nil)
 		}
@@ -141,7 +130,7 @@ func TestRekeyIKECollision(t *testing.T) {
 			n := len(e.resp.bySPI)
 			e.resp.mu.Unlock()
 			var sides int
-			call(cli, func() { sides = len(cli.sides) })
+			call(cli, func() { sides = len(cli.ikeRekey.sides) })
 			if n == 1 && sides == 0 {
 				break
 			}
@@ -207,12 +196,7 @@ func TestRekeyIKECollisionUnnoticed(t *testing.T) {
 			}})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			var wg sync.WaitGroup
-			errs := make([]error, 2)
-			wg.Add(2)
-			go func() { defer wg.Done(); errs[0] = cli.RekeyIKE(ctx) }()
-			go func() { defer wg.Done(); errs[1] = gw.RekeyIKE(ctx) }()
-			wg.Wait()
+			errs := rekeyBoth(ctx, cli, gw)
 			if errs[0] != nil || errs[1] != nil {
 				t.Fatalf("rekeys: client %v, gateway %v", errs[0], errs[1])
 			}
@@ -320,13 +304,7 @@ func TestIKELifeTime(t *testing.T) {
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.Clock = fc
 			cfg.IKERekeyTime, cfg.IKELifeTime, cfg.RekeyJitter = tt.rekey, time.Hour, 0
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sa := est.SA
-			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+			c, sa, gw := e.dialPair(t, cfg)
 			for n := 0; n < tt.rekeyed; n++ {
 				if !fc.fireNext(sa.Done()) {
 					t.Fatal("no timer pending")
@@ -352,4 +330,16 @@ func TestIKELifeTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rekeyBoth rekeys the IKE SA from both ends at once and returns the
+// client's and the gateway's outcome.
+func rekeyBoth(ctx context.Context, cli, gw *SA) [2]error {
+	var wg sync.WaitGroup
+	var errs [2]error
+	wg.Add(2)
+	go func() { defer wg.Done(); errs[0] = cli.RekeyIKE(ctx) }()
+	go func() { defer wg.Done(); errs[1] = gw.RekeyIKE(ctx) }()
+	wg.Wait()
+	return errs
 }

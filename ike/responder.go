@@ -202,19 +202,13 @@ type Responder struct {
 // NewResponder creates a responder whose SAs live until ctx ends (or they
 // are deleted). Events of all its SAs go to events.
 func NewResponder(ctx context.Context, cfg ResponderConfig, tr Transport, events chan<- Event) (*Responder, error) {
-	if cfg.LocalAuth == nil || cfg.PeerAuth == nil {
-		return nil, errors.New("ike: responder needs LocalAuth and PeerAuth")
-	}
-	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
-		return nil, errors.New("ike: responder needs IKE and ESP proposals")
+	if err := checkBasics("responder", cfg.LocalAuth != nil && cfg.PeerAuth != nil, cfg.IKE, cfg.ESP); err != nil {
+		return nil, err
 	}
 	if len(cfg.LocalTS) == 0 {
 		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	}
-	if err := checkSwitchNotify(cfg.SwitchNotify); err != nil {
-		return nil, err
-	}
-	if err := checkSwitchRevision(cfg.SwitchRevision); err != nil {
+	if err := checkSwitchConfig(cfg.SwitchNotify, cfg.SwitchRevision); err != nil {
 		return nil, err
 	}
 	if cfg.CookieThreshold == 0 {
@@ -471,24 +465,13 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path netpath.Path)
 			"remote", src, "half_open", fromSrc)
 		return
 	}
-	var saP *wire.SA
-	var ke *wire.KE
-	var nonce *wire.Nonce
-	for _, p := range msg.Payloads {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.KE:
-			ke = p
-		case *wire.Nonce:
-			nonce = p
-		}
-	}
+	pl := wire.Collect(msg.Payloads)
+	saP, ke, nonce := pl.SA, pl.KE, pl.Nonce
 	if saP == nil || ke == nil || nonce == nil || len(nonce.Data) < 16 || len(nonce.Data) > 256 {
 		r.malformed.Add(1)
 		return
 	}
-	if nn := findNotify(msg.Payloads, wire.NotifyNoNATsAllowed); nn != nil {
+	if nn := pl.Notify(wire.NotifyNoNATsAllowed); nn != nil {
 		switch checkNoNATs(nn.Data, path) {
 		case wire.NotifyInvalidSyntax:
 			r.malformed.Add(1)
@@ -513,7 +496,7 @@ func (r *Responder) handleInit(pkt []byte, msg *wire.Message, path netpath.Path)
 		}
 	}
 	offered := saP.Proposals
-	if findNotify(msg.Payloads, wire.NotifyIntermediateExchangeSupported) == nil {
+	if !pl.Has(wire.NotifyIntermediateExchangeSupported) {
 		offered = withoutADDKE(offered)
 	}
 	chosen, ok := selectProposal(r.cfg.IKE, offered, wire.ProtoIKE, ke.Group)
@@ -642,14 +625,14 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 	spii, spir := sa.spii.Load(), sa.spir.Load()
 	srcOK, srcPresent := natMatches(msg.Payloads, wire.NotifyNATDetectionSourceIP, spii, 0, path.Remote)
 	dstOK, dstPresent := natMatches(msg.Payloads, wire.NotifyNATDetectionDestinationIP, spii, 0, path.Local)
-	sa.natSupported = srcPresent && dstPresent
-	sa.natRemote, sa.natLocal = sa.natSupported && !srcOK, sa.natSupported && !dstOK
+	sa.nat.supported = srcPresent && dstPresent
+	sa.nat.remote, sa.nat.local = sa.nat.supported && !srcOK, sa.nat.supported && !dstOK
 	ps := []wire.Payload{
 		&wire.SA{Proposals: []wire.Proposal{chosen}},
 		&wire.KE{Group: ke.Group, Data: reply},
 		&wire.Nonce{Data: sa.nr},
 	}
-	if sa.natSupported {
+	if sa.nat.supported {
 		ps = append(ps,
 			&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: natHash(spii, spir, path.Local)},
 			&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, spir, path.Remote)})
@@ -657,16 +640,16 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 	for _, c := range r.cfg.CertReqs {
 		ps = append(ps, c)
 	}
-	if findNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
+	if wire.FindNotify(msg.Payloads, wire.NotifySignatureHashAlgorithms) != nil {
 		ps = append(ps, SignatureHashNotify())
 	}
-	if sa.cfg.fragmentation && findNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
-		sa.fragOK = true
+	if sa.cfg.fragmentation && wire.FindNotify(msg.Payloads, wire.NotifyIKEv2FragmentationSupported) != nil {
+		sa.frag.ok = true
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIKEv2FragmentationSupported})
 	}
 	// selectProposal saw ADDKE transforms only with the notify.
-	if sa.addKEs = addKETransforms(chosen.Transforms); len(sa.addKEs) > 0 {
-		sa.intermediate = true
+	if sa.addKE.transforms = addKETransforms(chosen.Transforms); len(sa.addKE.transforms) > 0 {
+		sa.addKE.intermediate = true
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIntermediateExchangeSupported})
 	}
 	pkt, err := (&wire.Message{Header: sa.header(wire.ExchangeIKESAInit, 0, true), Payloads: ps}).Encode()
@@ -681,7 +664,7 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 	// Debug: anyone can make us answer one, so a flood must not reach
 	// the journal.
 	sa.log.Debug("IKE_SA_INIT answered", "remote", path.Remote, "proposal", ProposalText(chosen.Transforms),
-		"nat_local", sa.natLocal, "nat_remote", sa.natRemote)
+		"nat_local", sa.nat.local, "nat_remote", sa.nat.remote)
 	if err := sa.tr.SendIKE(pkt, path); err != nil {
 		sa.log.Debug("send failed", "err", err)
 	}
@@ -699,7 +682,7 @@ func (sa *SA) handleInitRequest(raw []byte, msg *wire.Message, path netpath.Path
 // handleAuthRequest authenticates the initiator and sets up the first Child SA.
 func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after func()) {
 	r := sa.resp
-	if sa.eaps == nil {
+	if sa.eap.server == nil {
 		if d := r.guess.wait(sa.cfg.clock.Now(), sa.guessKeys(findIDi(ps))...); d > 0 {
 			return sa.authThrottled(findIDi(ps), d)
 		}
@@ -710,21 +693,8 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 			return resp, after
 		}
 	}
-	var idi *wire.Identification
-	var auth *wire.Auth
-	var certs []*wire.Cert
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.Identification:
-			if !p.Responder {
-				idi = p
-			}
-		case *wire.Auth:
-			auth = p
-		case *wire.Cert:
-			certs = append(certs, p)
-		}
-	}
+	pl := wire.Collect(ps)
+	idi, auth, certs := pl.IDi, pl.Auth, pl.Certs
 	authFailed := func(err error) ([]wire.Payload, func()) {
 		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
@@ -762,7 +732,7 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	resp = append(resp, myAuth)
 	if r.cfg.ReauthTime > 0 {
 		resp = append(resp, authLifetimeNotify(r.cfg.ReauthTime))
-		sa.authLifetime = r.cfg.ReauthTime
+		sa.reauth.lifetime = r.cfg.ReauthTime
 		sa.armReauthDeadline(r.cfg.ReauthTime)
 	}
 	sa.peerID = peerID
@@ -773,12 +743,12 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	r.registerIdentity(sa, sa.poolKey, ps)
 	sa.state = stateEstablished
 	sa.established = true
-	sa.lastIn = sa.cfg.clock.Now()
+	sa.dpd.lastIn = sa.cfg.clock.Now()
 	sa.armDPD(sa.cfg.dpdDelay)
 	sa.scheduleIKERekey()
 	r.markEstablished(sa.halfKey, sa)
 	resp = append(resp, sa.answerHASupport(ps)...)
-	if n := findNotify(ps, wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
+	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
 		sa.peerMOBIKE = true
 		sa.peerMOBIKED = slices.Clone(n.Data)
 		resp = append(resp, &wire.Notify{Type: wire.NotifyMOBIKESupported})
@@ -806,25 +776,8 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 // the traffic selectors; it returns the response payloads or an error notify.
 func (sa *SA) negotiateChild(ps []wire.Payload) ([]wire.Payload, wire.NotifyType) {
 	r := sa.resp
-	var saP *wire.SA
-	var tsi, tsr *wire.TrafficSelectors
-	var cp *wire.Config
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *wire.SA:
-			saP = p
-		case *wire.TrafficSelectors:
-			if p.Responder {
-				tsr = p
-			} else {
-				tsi = p
-			}
-		case *wire.Config:
-			if p.CfgType == wire.CfgRequest {
-				cp = p
-			}
-		}
-	}
+	pl := wire.Collect(ps)
+	saP, tsi, tsr, cp := pl.SA, pl.TSi, pl.TSr, pl.Config(wire.CfgRequest)
 	if saP == nil || tsi == nil || tsr == nil {
 		return nil, wire.NotifyNoProposalChosen
 	}

@@ -33,7 +33,7 @@ type eapResponder struct {
 // wantsEAP: the initiator asked for EAP by leaving AUTH out (RFC 7296
 // 2.16), or is in the middle of it.
 func (sa *SA) wantsEAP(ps []wire.Payload) bool {
-	if sa.eaps != nil {
+	if sa.eap.server != nil {
 		return true
 	}
 	return sa.resp.cfg.EAPServer != nil && !slices.ContainsFunc(ps, func(p wire.Payload) bool { _, ok := p.(*wire.Auth); return ok })
@@ -47,8 +47,8 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 	r := sa.resp
 	failed := func(err error, notify bool) ([]wire.Payload, []wire.Payload, func(), bool) {
 		idi := findIDi(ps)
-		if sa.eaps != nil {
-			idi = sa.eaps.idi
+		if sa.eap.server != nil {
+			idi = sa.eap.server.idi
 		}
 		sa.authFailed(idi, err)
 		e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: err}
@@ -58,7 +58,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 		}
 		return nil, out, func() { sa.die(e) }, false
 	}
-	c := sa.eaps
+	c := sa.eap.server
 	if c == nil {
 		idi := findIDi(ps)
 		if idi == nil {
@@ -82,7 +82,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 		idr.Responder = true
 		c = &eapResponder{srv: srv, first: slices.Clone(ps), idi: idi, idr: &idr}
 		resp = append(resp, &idr)
-		eapOnly := r.cfg.EAPOnly && findNotify(ps, wire.NotifyEAPOnlyAuthentication) != nil
+		eapOnly := r.cfg.EAPOnly && wire.FindNotify(ps, wire.NotifyEAPOnlyAuthentication) != nil
 		if !eapOnly {
 			for _, cert := range local.Certs() {
 				resp = append(resp, cert)
@@ -93,30 +93,20 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 			}
 			resp = append(resp, auth)
 		}
-		sa.eaps = c
+		sa.eap.server = c
 		if cl, ok := srv.(interface{ Close() }); ok {
 			sa.onDead = append(sa.onDead, cl.Close)
 		}
 		return nil, append(resp, &wire.EAP{Data: first}), nil, false
 	}
 	if c.msk != nil {
-		var auth *wire.Auth
-		for _, p := range ps {
-			if a, ok := p.(*wire.Auth); ok {
-				auth = a
-			}
-		}
+		auth := wire.Collect(ps).Auth
 		if auth == nil {
 			return failed(errors.New("IKE_AUTH request after EAP lacks AUTH"), true)
 		}
 		return append(slices.Clone(c.first), auth), nil, nil, true
 	}
-	var eapP *wire.EAP
-	for _, p := range ps {
-		if e, ok := p.(*wire.EAP); ok {
-			eapP = e
-		}
-	}
+	eapP := wire.Collect(ps).EAP
 	if eapP == nil {
 		return failed(errors.New("IKE_AUTH request lacks the EAP payload"), true)
 	}
@@ -139,7 +129,7 @@ func (sa *SA) eapServerStep(ps []wire.Payload) (merged, resp []wire.Payload, aft
 // configured PeerAuth, or the MSK after EAP (its identity was proven by
 // EAP, with the EAPServer chosen for it).
 func (sa *SA) initiatorAuth(idi *wire.Identification) (PeerAuth, error) {
-	if c := sa.eaps; c != nil && c.msk != nil {
+	if c := sa.eap.server; c != nil && c.msk != nil {
 		return &mskPeer{msk: c.msk}, nil
 	}
 	return sa.resp.cfg.PeerAuth(idi)
@@ -147,17 +137,14 @@ func (sa *SA) initiatorAuth(idi *wire.Identification) (PeerAuth, error) {
 
 // eapLocalAuth replaces our authenticator for the final AUTH of EAP.
 func (sa *SA) eapLocalAuth(local LocalAuth) LocalAuth {
-	if c := sa.eaps; c != nil && c.msk != nil {
+	if c := sa.eap.server; c != nil && c.msk != nil {
 		return &mskLocal{id: c.idr, msk: c.msk}
 	}
 	return local
 }
 
+// findIDi returns the first IDi payload of ps, or nil.
 func findIDi(ps []wire.Payload) *wire.Identification {
-	for _, p := range ps {
-		if id, ok := p.(*wire.Identification); ok && !id.Responder {
-			return id
-		}
-	}
-	return nil
+	id, _ := wire.Find(ps, wire.PayloadIDi).(*wire.Identification)
+	return id
 }

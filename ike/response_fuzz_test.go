@@ -4,7 +4,6 @@ import (
 	"context"
 	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,8 +37,7 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 	toGW := funcTransport(func(pkt []byte, path netpath.Path) {
 		p.resp.HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
 	})
-	var clientP atomic.Pointer[SA]
-	dialed := make(chan struct{})
+	late := newLateSA()
 	toClient := funcTransport(func(pkt []byte, path netpath.Path) {
 		if hold(pkt) {
 			select {
@@ -48,8 +46,7 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 			}
 			return
 		}
-		<-dialed
-		clientP.Load().HandlePacket(pkt, netpath.Path{Local: path.Remote, Remote: path.Local})
+		late.SendIKE(pkt, path)
 	})
 	rEvents := make(chan Event, 64)
 	go func() {
@@ -72,8 +69,7 @@ func newHeldPair(tb testing.TB, hold func([]byte) bool) *heldPair {
 		cancel()
 		tb.Fatal(err)
 	}
-	clientP.Store(p.client)
-	close(dialed)
+	late.set(p.client)
 	return p
 }
 

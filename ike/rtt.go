@@ -34,6 +34,17 @@ type rttEntry struct {
 }
 
 // rttTable is read by status from any goroutine; the SA goroutine writes.
+// exchangeTimes is what status shows of the SA's exchanges: round-trip
+// times by path, and when the last request was sent, the last answer
+// received and the peer last heard (UnixNano). Status reads them from
+// other goroutines.
+type exchangeTimes struct {
+	rtt         rttTable
+	requestedAt atomic.Int64
+	answeredAt  atomic.Int64
+	heardAt     atomic.Int64
+}
+
 type rttTable struct {
 	mu    sync.Mutex
 	paths map[rttKey]*rttEntry
@@ -104,33 +115,33 @@ func (t *rttTable) get(p netpath.Path) (PathRTT, bool) {
 // back on: the local address we sent from may have been a wildcard).
 func (sa *SA) noteAnswer(r *request, path netpath.Path) {
 	now := sa.cfg.clock.Now()
-	sa.answeredAt.Store(now.UnixNano())
+	sa.times.answeredAt.Store(now.UnixNano())
 	if r.sends != 1 || r.sentAt.IsZero() {
 		return
 	}
-	sa.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth, now)
+	sa.times.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth, now)
 }
 
 // noteHeard records an authenticated message from the peer.
 func (sa *SA) noteHeard(now time.Time) {
-	sa.lastIn = now
-	sa.heardAt.Store(now.UnixNano())
+	sa.dpd.lastIn = now
+	sa.times.heardAt.Store(now.UnixNano())
 }
 
 // RTT returns the smoothed round-trip time of p (ok: at least one sample).
-func (sa *SA) RTT(p netpath.Path) (PathRTT, bool) { return sa.rtt.get(p) }
+func (sa *SA) RTT(p netpath.Path) (PathRTT, bool) { return sa.times.rtt.get(p) }
 
 // Activity returns when we last sent a request (a retransmission counts)
 // and when the peer last answered one; zero: never. An answer proves that
 // what we send arrives, which a request from the peer does not.
 func (sa *SA) Activity() (requested, answered time.Time) {
-	return unixTime(&sa.requestedAt), unixTime(&sa.answeredAt)
+	return unixTime(&sa.times.requestedAt), unixTime(&sa.times.answeredAt)
 }
 
 // LastHeard returns when an authenticated message (request or response)
 // last came from the peer; zero: never. Unlike the DPD timer's view, a
 // pause of DPD does not make one up.
-func (sa *SA) LastHeard() time.Time { return unixTime(&sa.heardAt) }
+func (sa *SA) LastHeard() time.Time { return unixTime(&sa.times.heardAt) }
 
 func unixTime(v *atomic.Int64) time.Time {
 	n := v.Load()

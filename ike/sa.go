@@ -101,10 +101,12 @@ type request struct {
 	// retransmissions fails the request without killing the SA.
 	paths   func(n int) (netpath.Path, bool)
 	rebuild func(path netpath.Path) ([]byte, error)
-	sched   *Retransmit
-	keepSA  bool
-	sentOn  netpath.Path
-	sentAt  time.Time // the last transmission (RTT, rtt.go)
+	// copies are the packets rebuild made, one per path (see transmit).
+	copies []sentCopy
+	sched  *Retransmit
+	keepSA bool
+	sentOn netpath.Path
+	sentAt time.Time // the last transmission (RTT, rtt.go)
 	// build made the payloads (startRequest), so a request caught by an
 	// IKE SA rekey can be sent again on the new SA; ikeRekeySPI, when
 	// set, marks our CREATE_CHILD_SA that rekeys the IKE SA (it is our
@@ -196,13 +198,7 @@ type SA struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	stats counters
-	// rtt, requestedAt, answeredAt, heardAt: round-trip times, the last
-	// request sent, answer received and message heard (UnixNano), for
-	// status (rtt.go).
-	rtt         rttTable
-	requestedAt atomic.Int64
-	answeredAt  atomic.Int64
-	heardAt     atomic.Int64
+	times exchangeTimes // round-trip times and the last exchange, for status (rtt.go)
 
 	resultOnce sync.Once
 	result     chan struct{}
@@ -230,54 +226,24 @@ type SA struct {
 	lastResp      *cachedResponse
 	// resendTokens limits the resends of cached responses.
 	resendTokens tokenBucket
-	natLocal     bool
-	natRemote    bool
-	natSupported bool
-	forcedEncap  bool
 	peerMOBIKE   bool
 	peerMOBIKED  []byte
-	fragOK       bool        // RFC 7383 negotiated
-	reasm        *reassembly // the fragmented message being collected
-	lastIn       time.Time   // the last authenticated message from the peer
-	dpdTimer     Timer
-	dpdHeld      bool
-	// Child SA rekeying (rekey.go), by inbound SPI of the SA replaced.
-	rekeys      map[uint32]*childRekey
-	peerRekeys  map[uint32]peerRekey
-	deleting    map[uint32]bool
-	childTimers map[uint32][]Timer
-	// rekeyRetries: RekeyChild calls waiting for a retry after
-	// TEMPORARY_FAILURE, by the inbound SPI of the SA to rekey.
-	rekeyRetries map[uint32]chan<- error
-	// IKE SA rekeying (rekey_ike.go): flagI is whether we are the IKE SA's
-	// initiator for the I flag and key directions (initiator at first,
-	// then whoever started the last rekey); pendingIKE is a rekeyed SA we
-	// answered, waiting for the peer to delete the old one.
-	flagI         bool
-	pendingIKE    *ikeContext
-	ikeRekeying   bool
-	ikeRekeyTimer Timer
-	ikeLifeTimer  Timer
-	// Simultaneous IKE rekeys (RFC 7296 2.8.2, rekey_ike.go): newIKE is
-	// the SA our finished rekey made while its DELETE of the old one is
-	// outstanding; sides are IKE SAs other than the current one that
-	// still get messages (redundant ones, the old one); ikeWaiters get
-	// the outcome of RekeyIKE calls when the SA switches; queueHeld keeps
-	// our requests back until the collision's winner deletes the old SA.
-	newIKE       *ikeContext
-	sides        []*sideSA
-	ikeWaiters   []chan<- error
-	queueHeld    bool
-	holdTimer    Timer
-	ikeRekeyDone chan<- error // the RekeyIKE call of the rekey on the wire
-	collision    *ikeCollision
-	hint         hintState // unprotected notifications (hint.go)
-	peerID       string
-	poolKey      string
-	// initErr: an error an IKE_SA_INIT response brought, kept while we
-	// wait a little for a valid one (initiator.go).
-	initErr      error
-	initErrTimer Timer
+	// flagI is whether we are the IKE SA's initiator for the I flag and
+	// key directions: the initiator at first, then whoever started the
+	// last rekey of the IKE SA (rekey_ike.go).
+	flagI bool
+	// Each concern's state, in the file that implements it.
+	nat      natState      // NAT detection and encapsulation (natd.go)
+	frag     fragState     // RFC 7383 fragmentation (fragment.go)
+	dpd      dpdState      // liveness checks (dpd.go)
+	rekey    childRekeys   // Child SA rekeys (rekey.go)
+	ikeRekey ikeRekeyState // IKE SA rekeys and their collisions (rekey_ike.go)
+	saInit   initRetries   // initiator: IKE_SA_INIT retries (initiator.go)
+	reauth   reauthState   // RFC 4478 reauthentication (reauth.go)
+	addKE    addKEState    // RFC 9242 / RFC 9370 key exchanges (intermediate.go, followup.go)
+	hint     hintState     // unprotected notifications (hint.go)
+	peerID   string
+	poolKey  string
 	// peerTS: prefixes the gateway file grants this initiator besides its
 	// leases (ResponderConfig.PeerTS).
 	peerTS       []netip.Prefix
@@ -290,14 +256,9 @@ type SA struct {
 	closeWaiters []chan struct{}
 	deadReason   error
 
-	// Initiator IKE_SA_INIT retries.
-	cookie       []byte
-	cookieTries  int
-	keTries      int
 	pendingChild *childRequest
-	halfKey      halfKey       // responder
-	eapc         *eapInitiator // EAP in IKE_AUTH (initiator_eap.go)
-	eaps         *eapResponder // EAP in IKE_AUTH (responder_eap.go)
+	halfKey      halfKey   // responder
+	eap          eapRounds // EAP in IKE_AUTH (initiator_eap.go, responder_eap.go)
 
 	// MOBIKE (mobike.go).
 	respPath      netpath.Path // where the last response arrived
@@ -316,27 +277,8 @@ type SA struct {
 
 	ha haSA // HA: RFC 6311 state, parking, StateChanged (ha.go)
 
-	// RFC 4478 (reauth.go): the lifetime the responder announced
-	// (initiator), and the responder's deadline for a replacement.
-	authLifetime time.Duration
-	reauthTimer  Timer
 	// initialContact: the initiator sent INITIAL_CONTACT (responder).
 	initialContact bool
-
-	// RFC 9242 / RFC 9370 (intermediate.go): the additional key exchanges
-	// IKE_SA_INIT negotiated, how many IKE_INTERMEDIATE exchanges are done,
-	// and the IntAuth chains of both directions; inPlain and inFirst are
-	// the inner payloads of the last message opened, as the peer encoded
-	// them (IntAuth covers those bytes, not our re-encoding).
-	addKEs             []wire.Transform
-	intermediate       bool
-	intDone            int
-	intAuthI, intAuthR []byte
-	inPlain            []byte
-	inFirst            wire.PayloadType
-	// followups: the peer's CREATE_CHILD_SAs waiting for their
-	// IKE_FOLLOWUP_KE exchanges (followup.go).
-	followups []*followupState
 }
 
 func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events chan<- Event, path netpath.Path) *SA {
@@ -494,23 +436,23 @@ func (sa *SA) die(reason error) {
 	if sa.out != nil && sa.out.timer != nil {
 		sa.out.timer.Stop()
 	}
-	if sa.dpdTimer != nil {
-		sa.dpdTimer.Stop()
+	if sa.dpd.timer != nil {
+		sa.dpd.timer.Stop()
 	}
 	sa.stopChildTimers()
-	if sa.ikeRekeyTimer != nil {
-		sa.ikeRekeyTimer.Stop()
+	if sa.ikeRekey.timer != nil {
+		sa.ikeRekey.timer.Stop()
 	}
-	if sa.ikeLifeTimer != nil {
-		sa.ikeLifeTimer.Stop()
+	if sa.ikeRekey.lifeTimer != nil {
+		sa.ikeRekey.lifeTimer.Stop()
 	}
-	if sa.reauthTimer != nil {
-		sa.reauthTimer.Stop()
+	if sa.reauth.timer != nil {
+		sa.reauth.timer.Stop()
 	}
-	if sa.holdTimer != nil {
-		sa.holdTimer.Stop()
+	if sa.ikeRekey.holdTimer != nil {
+		sa.ikeRekey.holdTimer.Stop()
 	}
-	for _, s := range sa.sides {
+	for _, s := range sa.ikeRekey.sides {
 		if s.timer != nil {
 			s.timer.Stop()
 		}
@@ -587,13 +529,13 @@ func sealWith(sk *ikecrypto.SKCipher, h wire.Header, ps []wire.Payload) ([]byte,
 func (sa *SA) openPacket(p inPacket, msg *wire.Message) ([]wire.Payload, error) {
 	if p.payloads != nil {
 		sa.noteHeard(sa.cfg.clock.Now())
-		sa.inPlain, sa.inFirst = p.plain, p.first
+		sa.addKE.inPlain, sa.addKE.inFirst = p.plain, p.first
 		return p.payloads, nil
 	}
 	ps, first, plain, err := openPlain(sa.skIn, p.pkt, msg)
 	if err == nil {
 		sa.noteHeard(sa.cfg.clock.Now())
-		sa.inPlain, sa.inFirst = plain, first
+		sa.addKE.inPlain, sa.addKE.inFirst = plain, first
 	}
 	return ps, err
 }
@@ -655,7 +597,7 @@ func (sa *SA) startRequest(exchange wire.ExchangeType, build func() []wire.Paylo
 // busy reports whether a request must wait: one is outstanding (window
 // size 1), or the queue is held while a lost IKE rekey collision waits
 // for the peer's DELETE of the old IKE SA (rekey_ike.go).
-func (sa *SA) busy() bool { return sa.out != nil || sa.queueHeld }
+func (sa *SA) busy() bool { return sa.out != nil || sa.ikeRekey.queueHeld }
 
 // enqueue runs send now when the window is free, else after the requests
 // before it.
@@ -686,6 +628,24 @@ func (sa *SA) sendRequest(r *request) {
 	sa.transmit(r)
 }
 
+// sentCopy is a rebuilt request as it went out over path.
+type sentCopy struct {
+	path netpath.Path
+	pkt  []byte
+}
+
+// maxCopies bounds the copies a request keeps: the first (the one most
+// likely to have reached the peer) and the latest others.
+const maxCopies = 4
+
+// transmit sends r, and for a request rebuilt per path (MOBIKE) the
+// copies made for the other paths too. A responder may count only a
+// bitwise identical message as a retransmission (strongSwan ignores any
+// other with "received message ID N, expected N+1"): when it took an
+// earlier copy and its answer was lost (on an uplink that went down
+// meanwhile), only that copy, sent again, brings the answer back. So a
+// path keeps the bytes it was first sent, and every transmission carries
+// the other paths' copies after its own.
 func (sa *SA) transmit(r *request) {
 	path := sa.path
 	if r.paths != nil {
@@ -694,16 +654,25 @@ func (sa *SA) transmit(r *request) {
 			path = p
 		}
 		if r.rebuild != nil {
-			pkt, err := r.rebuild(path)
-			if err == nil {
+			if pkt := r.copyFor(path); pkt != nil {
 				r.pkt, r.frags = pkt, nil
+			} else if pkt, err := r.rebuild(path); err == nil {
+				r.pkt, r.frags = pkt, nil
+				r.keepCopy(path, pkt)
 			}
 		}
 	}
 	r.sentOn = path
 	r.sentAt = sa.cfg.clock.Now()
-	sa.requestedAt.Store(r.sentAt.UnixNano())
+	sa.times.requestedAt.Store(r.sentAt.UnixNano())
 	sa.send(r.pkt, r.frags, path)
+	if r.rebuild != nil {
+		for _, c := range r.copies {
+			if c.path != path {
+				sa.send(c.pkt, nil, path)
+			}
+		}
+	}
 	n := r.sends
 	r.sends++
 	sched := sa.cfg.retransmit
@@ -713,6 +682,25 @@ func (sa *SA) transmit(r *request) {
 	r.timer = sa.cfg.clock.AfterFunc(sched.Timeout(n), func() {
 		sa.post(func() { sa.onTimer(r, n) })
 	})
+}
+
+// copyFor returns the packet r was built into for path, nil if none.
+func (r *request) copyFor(path netpath.Path) []byte {
+	for _, c := range r.copies {
+		if c.path == path {
+			return c.pkt
+		}
+	}
+	return nil
+}
+
+// keepCopy records pkt as r's copy for path, keeping the first copy and
+// the latest others.
+func (r *request) keepCopy(path netpath.Path, pkt []byte) {
+	if len(r.copies) >= maxCopies {
+		r.copies = append(r.copies[:1], r.copies[2:]...)
+	}
+	r.copies = append(r.copies, sentCopy{path: path, pkt: pkt})
 }
 
 func (sa *SA) onTimer(r *request, n int) {
@@ -880,7 +868,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		sa.stats.undecryptable.Add(1)
 		return
 	}
-	if !sa.initiator && (sa.state < stateEstablished || (sa.natRemote && !sa.peerMOBIKE)) {
+	if !sa.initiator && (sa.state < stateEstablished || (sa.nat.remote && !sa.peerMOBIKE)) {
 		// NAT traversal (RFC 7296 2.23): follow the peer's address as seen
 		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
 		// moves the SA (RFC 4555 3.5). A fresh request (duplicates never
@@ -889,7 +877,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		sa.setPath(p.path)
 		if moved {
 			sa.log.Info("peer's NAT mapping changed", "to", p.path.Remote.String())
-			sa.emit(&PathUpdated{SA: sa, Path: p.path, NATRemote: sa.natRemote})
+			sa.emit(&PathUpdated{SA: sa, Path: p.path, NATRemote: sa.nat.remote})
 		}
 	}
 	var resp []wire.Payload
@@ -898,7 +886,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	sa.lastRespMoved = false
 	switch h.Exchange {
 	case wire.ExchangeIKEAuth:
-		if sa.initiator || sa.state != stateAuth || sa.intDone < len(sa.addKEs) {
+		if sa.initiator || sa.state != stateAuth || sa.addKE.intDone < len(sa.addKE.transforms) {
 			// IKE_AUTH before every additional key exchange ran would
 			// authenticate keys without their post-quantum part.
 			sa.stats.unexpected.Add(1)
@@ -927,7 +915,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		}
 		resp, after = sa.handleFollowupRequest(ps)
 	case wire.ExchangeIKEIntermediate:
-		if sa.initiator || sa.state != stateAuth || !sa.intermediate {
+		if sa.initiator || sa.state != stateAuth || !sa.addKE.intermediate {
 			sa.stats.unexpected.Add(1)
 			return
 		}
@@ -994,7 +982,7 @@ func (sa *SA) startClose(wait chan struct{}) {
 	sa.state = stateDeleting
 	// Pending work is moot; DELETE goes next (after an outstanding request),
 	// also while a lost rekey collision holds requests back.
-	sa.queue, sa.queueHeld = nil, false
+	sa.queue, sa.ikeRekey.queueHeld = nil, false
 	sa.startRequest(wire.ExchangeInformational,
 		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
 		func(wire.Header, []wire.Payload, []byte) { sa.die(ErrClosed) },

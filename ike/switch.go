@@ -172,17 +172,13 @@ type pendingSwitch struct {
 	req      *request // the switch request while it is outstanding
 }
 
-// checkSwitchNotify validates a configured notify type (0: the default).
-func checkSwitchNotify(t wire.NotifyType) error {
+// checkSwitchConfig validates a configured notify type (0: the default)
+// and revision.
+func checkSwitchConfig(t wire.NotifyType, r SwitchRevision) error {
 	if t != 0 && (t < minSwitchNotify || t > maxSwitchNotify) {
 		return fmt.Errorf("ike: SWITCH_TO_IP_ADDRESS notify type %d is outside the private-use range %d-%d",
 			uint16(t), uint16(minSwitchNotify), uint16(maxSwitchNotify))
 	}
-	return nil
-}
-
-// checkSwitchRevision validates a configured revision.
-func checkSwitchRevision(r SwitchRevision) error {
 	if r != SwitchRev00 && r != SwitchRev03 {
 		return fmt.Errorf("ike: unknown SWITCH_TO_IP_ADDRESS rules %v", r)
 	}
@@ -374,7 +370,7 @@ func (sa *SA) handleSwitchResponse(sw *pendingSwitch, opt SwitchOptions, ps []wi
 			return
 		}
 	}
-	if n := firstError(ps); n != nil {
+	if n := wire.FirstError(ps); n != nil {
 		sa.switchFailed(sw, opt, &NotifyError{Type: n.Type, Exchange: wire.ExchangeInformational, Remote: true,
 			Err: fmt.Errorf("answering SWITCH_TO_IP_ADDRESS(%s)", sw.to)}, res)
 		return
@@ -468,7 +464,7 @@ func (sa *SA) switchLanded(p netpath.Path) {
 // answered at from and followed by a check of the old path. A responder
 // takes no action (draft section 4.2).
 func (sa *SA) handleSwitchRequest(ps []wire.Payload, from netpath.Path, atNew bool) (answer netpath.Path, after func()) {
-	n := findNotify(ps, sa.switchType())
+	n := wire.FindNotify(ps, sa.switchType())
 	if n == nil {
 		return from, nil
 	}

@@ -629,7 +629,7 @@ func FuzzSwitchNotify(f *testing.F) {
 		if err != nil {
 			return
 		}
-		n := findNotify(ps, DefaultSwitchNotify)
+		n := wire.FindNotify(ps, DefaultSwitchNotify)
 		if n == nil {
 			t.Fatal("notify lost in decoding")
 		}

@@ -66,7 +66,9 @@ type Config struct {
 	// Addresses returns the usable local addresses (netmon.Monitor.Addresses).
 	Addresses func() []netmon.Address
 	// SetPath moves ESP (and NAT keepalives) to the path; called after the
-	// SA accepted the update.
+	// SA accepted the update, and, when the current path is gone (its
+	// address or uplink went away), also at once with the first path the
+	// update tries: see kick.
 	SetPath func(netpath.Path)
 	// SetCurrent tells the monitor which address and uplink to watch for an
 	// immediate loss.
@@ -135,9 +137,20 @@ const DefaultDeadAfter = 500 * time.Millisecond
 // in it: on a path losing 5 % of packets each way a steady flow then
 // needs three round trips lost in a row (about 1 in 1000 windows), while a
 // sparse flow (one packet, then quiet) waits for DeadAfter as before.
+//
+// The floor is 70 ms. A NAT rebinding costs the window plus two round trips
+// a gateway spends before its ESP reaches our new mapping (the update's
+// way there, then a Child SA rekey or a return routability check, then its
+// ESP back), and about 25 ms of the NAT's flush and packets in flight: 70
+// ms keeps that under 150 ms at 21 ms RTT. With 60 ms, late ticks left out
+// (checkSilence), the lab's healthy 1 ms path under a 10 ms ping was tested
+// once in two runs at load average 20 (the answers themselves were late);
+// 70 ms passed three runs at load average 5-7 on the 2-CPU machine (one path
+// test in the lossy phase, none in the healthy one). The healed term below
+// widens the window past the stalls a machine shows.
 const (
 	SilenceRTTs  = 1
-	silenceFloor = 100 * time.Millisecond
+	silenceFloor = 70 * time.Millisecond
 	silenceSends = 3
 	// healedMargin: the window is at least this many times the longest
 	// recent silence that ended without a test.
@@ -148,7 +161,7 @@ const (
 
 // SilenceWindow is how long outbound traffic may go unanswered on a path
 // with the given RTT estimate before it is tested: max(SilenceRTTs*srtt +
-// 4*rttvar, 100 ms), at most deadAfter.
+// 4*rttvar, 70 ms), at most deadAfter.
 func SilenceWindow(srtt, rttvar, deadAfter time.Duration) time.Duration {
 	return min(max(SilenceRTTs*srtt+4*rttvar, silenceFloor), deadAfter)
 }
@@ -225,6 +238,11 @@ type Mover struct {
 	backoff    time.Duration
 	lastSent   time.Time // the last outbound time seen
 	sends      int       // distinct outbound times seen since unanswered
+	// lastTick is when checkSilence last ran, tickEvery the ticker's
+	// period: a tick much later than that means this process was not
+	// running (stalled, see checkSilence).
+	lastTick  time.Time
+	tickEvery time.Duration
 	// healed is the longest recent silence of a flow that ended by
 	// itself (an answer came without a test): the path's (or the
 	// machine's) own jitter, which the window must outlast. It decays by
@@ -287,6 +305,8 @@ type result struct {
 	cands []candidate
 	probe Probe
 	err   error
+	// early: ESP was moved to cands[0] when the update started (kick).
+	early bool
 }
 
 // New makes a Mover; start is the SA's path now and ifname its uplink.
@@ -364,7 +384,8 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	// two ticks.
 	var tick <-chan time.Time
 	if m.cfg.Activity != nil {
-		t := time.NewTicker(min(max(m.deadAfter()/10, 10*time.Millisecond), silenceTick))
+		m.tickEvery = min(max(m.deadAfter()/10, 10*time.Millisecond), silenceTick)
+		t := time.NewTicker(m.tickEvery)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -580,7 +601,17 @@ func roundDuration(d time.Duration) time.Duration {
 // the path alive doubles the wait before the next one until ESP comes in
 // again, so a one-way flow costs a few updates, not a storm.
 func (m *Mover) checkSilence(now time.Time) {
-	if m.broken || m.moving {
+	// A tick that comes more than a period late means this process was
+	// not running: the gateway's answers may be waiting unread in the
+	// socket, and the receiving goroutine catches up as we run again. So
+	// the silence is judged at the next tick, not this one. On the shared
+	// lab machine such stalls of 60 ms and more are common, and without
+	// this they alone tested healthy paths. Counting the stall out of the
+	// silence instead stretched the window on a busy machine by its load
+	// (NAT rebinding found after dead_after instead of the window).
+	late := !m.lastTick.IsZero() && m.tickEvery > 0 && now.Sub(m.lastTick) > 2*m.tickEvery
+	m.lastTick = now
+	if m.broken || m.moving || late {
 		return // retests are driven by events and the retry timer
 	}
 	sent, recv := m.cfg.Activity()
@@ -615,7 +646,9 @@ func (m *Mover) checkSilence(now time.Time) {
 	}
 	m.lastCheck = now
 	m.backoff = min(2*m.backoff, maxSilenceBackoff)
-	m.log.Info("path silent", "since", m.unanswered, "last_received", recv, "window", window, "sends", m.sends)
+	// The window's terms, so a log tells whether the RTT estimate or the
+	// machine's healed stalls widened it past the floor.
+	m.log.Info("path silent", "since", m.unanswered, "last_received", recv, "window", window, "sends", m.sends, "healed", m.healed)
 	m.want(request{at: now, refresh: true})
 }
 
@@ -660,14 +693,15 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	if m.pending == nil || ctx.Err() != nil {
 		return
 	}
-	if m.moving && !m.pending.switchTo.IsValid() {
+	if m.moving && !m.pending.switchTo.IsValid() && !m.lossJoins() {
 		return
 	}
 	req := *m.pending
 	m.pending = nil
 	if m.moving {
-		// A switch joins the update in flight: what made that one start
-		// (an address or uplink gone) still holds for the switch's paths.
+		// A switch or a loss joins the update in flight: what made that
+		// one start (an address or uplink gone) still holds for the new
+		// paths.
 		req.gone = append(req.gone, m.movingReq.gone...)
 		req.goneIf = append(req.goneIf, m.movingReq.goneIf...)
 	}
@@ -688,15 +722,42 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	for i, c := range cands {
 		paths[i] = c.path
 	}
+	// The current path is gone: ESP follows the update onto the first
+	// path it tries instead of waiting a round trip for the answer. The
+	// update goes out first and its answer is the return routability
+	// check (RFC 4555 3.5): until the gateway has taken it, its ESP still
+	// goes to the lost path, so nothing is lost that waiting would have
+	// saved, and the gateway finds the SPI of our ESP whatever the source.
+	// Should another path answer, finish moves ESP there.
+	early := k == kindLost && !m.broken
 	go func() {
 		p, err := m.cfg.SA.Move(ctx, paths)
 		// Several may be in flight (a switch joins one); none may outlive
 		// Run.
 		select {
-		case results <- result{kind: k, gen: gen, at: req.at, from: cur, cands: cands, probe: p, err: err}:
+		case results <- result{kind: k, gen: gen, at: req.at, from: cur, cands: cands, probe: p, err: err, early: early}:
 		case <-ctx.Done():
 		}
 	}()
+	if early {
+		m.log.Debug("current path gone: ESP on the first candidate at once", "path", paths[0].Local.String(), "gateway", paths[0].Remote.String())
+		m.cfg.SetPath(paths[0])
+	}
+}
+
+// lossJoins reports whether the pending request, the loss of the current
+// path, should join the update in flight rather than wait for it: that
+// update is a silence check, which tries the current path first and the
+// others only after a retransmission interval (ike.MoveRetransmit), and
+// the path it doubted is now known gone. On a loaded machine the silence
+// is often noticed before the interface event arrives.
+func (m *Mover) lossJoins() bool {
+	p := m.pending
+	if m.broken || !m.movingReq.refresh || m.movingReq.lost || !p.lost || p.refresh || p.better || p.retry || p.via != nil {
+		return false
+	}
+	cur, _ := m.Current()
+	return slices.Contains(p.gone, cur.Local.Addr()) || slices.Contains(p.goneIf, cur.IfIndex)
 }
 
 // kind is what an update is for.
@@ -777,6 +838,11 @@ func (m *Mover) finish(ctx context.Context, r result) {
 			m.want(request{at: r.at, refresh: true})
 			return
 		}
+		if r.early {
+			// ESP went ahead on a path that never answered; the outage
+			// is reported for the path that was lost.
+			m.cfg.SetPath(r.from)
+		}
 		m.suspend(fmt.Sprintf("%v: %v", ErrNoPath, r.err), r.at)
 		if len(m.cfg.Addresses()) > 0 {
 			stopTimer(m.retry)
@@ -793,7 +859,9 @@ func (m *Mover) finish(ctx context.Context, r result) {
 			break
 		}
 	}
-	m.cfg.SetPath(to)
+	if !r.early || to != r.cands[0].path {
+		m.cfg.SetPath(to)
+	}
 	if m.cfg.SetCurrent != nil {
 		m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
 	}

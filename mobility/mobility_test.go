@@ -251,6 +251,11 @@ func TestMover(t *testing.T) {
 		wantMoveTo *netmon.Address
 		wantProbes int // paths offered in the update
 		wantLog    []string
+		// wantESP: the paths ESP was given, in order, when not just the
+		// one moved to: a lost path moves ESP onto the first candidate
+		// at once, then where the update landed (or back, to report
+		// the lost path, when none answered).
+		wantESP []netmon.Address
 	}{
 		{name: "current link down moves to the other uplink", start: wlan, addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan},
 			event: netmon.LinkDown{IfIndex: 2, IfName: "wlan", Current: true}, wantMoveTo: &wwan, wantProbes: 1,
@@ -264,7 +269,7 @@ func TestMover(t *testing.T) {
 		{name: "dead candidate skipped, preference order kept", prefs: []string{"eth0", "wlan", "wwan"}, start: wlan,
 			addrs: []netmon.Address{wwan, eth}, working: []netmon.Address{wwan},
 			event: netmon.LinkDown{IfIndex: 2, Current: true}, wantMoveTo: &wwan, wantProbes: 2,
-			wantLog: []string{"move wlan->wwan"}},
+			wantLog: []string{"move wlan->wwan"}, wantESP: []netmon.Address{eth, wwan}},
 		{name: "preferred uplink back: make-before-break", prefs: []string{"wlan", "wwan"}, start: wwan,
 			addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wwan, wlan},
 			event: netmon.Snapshot{}, wantMoveTo: &wlan, wantProbes: 1, wantLog: []string{"move wwan->wlan"}},
@@ -277,7 +282,7 @@ func TestMover(t *testing.T) {
 		{name: "preferred uplink does not answer: stay, not suspended", prefs: []string{"wlan", "wwan"}, start: wwan,
 			addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wwan}, event: netmon.Snapshot{}, wantProbes: 1},
 		{name: "nothing answers: suspended", start: wlan, addrs: []netmon.Address{wwan}, event: netmon.LinkDown{IfIndex: 2, Current: true},
-			wantProbes: 1, wantLog: []string{"suspend: mobility: no working path: timeout"}},
+			wantProbes: 1, wantLog: []string{"suspend: mobility: no working path: timeout"}, wantESP: []netmon.Address{wwan, wlan}},
 		{name: "last address gone: suspended without a probe", start: wlan, event: netmon.LinkDown{IfIndex: 2, Current: true},
 			wantLog: []string{"suspend: no usable network address"}},
 	}
@@ -293,15 +298,25 @@ func TestMover(t *testing.T) {
 					t.Fatalf("updates over %v, want one over %d paths", r.sa.calls, tt.wantProbes)
 				}
 				expectLog(t, r.take(), tt.wantLog...)
+				var wantESP []netpath.Path
+				for _, a := range tt.wantESP {
+					wantESP = append(wantESP, pathOn(a))
+				}
+				if tt.wantESP == nil && tt.wantMoveTo != nil {
+					wantESP = []netpath.Path{pathOn(*tt.wantMoveTo)}
+				}
+				if !slices.Equal(r.setPath, wantESP) {
+					t.Fatalf("ESP given %v, want %v", r.setPath, wantESP)
+				}
 				if tt.wantMoveTo == nil {
-					if len(r.sa.updates) != 0 || len(r.setPath) != 0 {
+					if len(r.sa.updates) != 0 {
 						t.Fatalf("moved: %v", r.sa.updates)
 					}
 					return
 				}
 				want := pathOn(*tt.wantMoveTo)
-				if len(r.sa.updates) != 1 || r.sa.updates[0] != want || len(r.setPath) != 1 || r.setPath[0] != want {
-					t.Fatalf("updates %v setPath %v, want %v", r.sa.updates, r.setPath, want)
+				if len(r.sa.updates) != 1 || r.sa.updates[0] != want {
+					t.Fatalf("updates %v, want %v", r.sa.updates, want)
 				}
 				if cur, ifname := r.m.Current(); cur != want || ifname != tt.wantMoveTo.IfName {
 					t.Fatalf("current %v %s", cur, ifname)
@@ -709,4 +724,70 @@ func TestTestingWhileUpdateInFlight(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestESPAheadOfAnswer: when the current uplink goes away, ESP is sent on
+// the first candidate while its update is still unanswered, and the
+// Mover's current path changes only with the answer.
+func TestESPAheadOfAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(Config{}, wlan, []netmon.Address{wwan}, []netmon.Address{wwan})
+		defer r.stop()
+		r.sa.rtt = 20 * time.Millisecond
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		r.mu.Lock()
+		early := slices.Clone(r.setPath)
+		r.mu.Unlock()
+		if want := []netpath.Path{pathOn(wwan)}; !slices.Equal(early, want) {
+			t.Fatalf("ESP given %v before the answer, want %v", early, want)
+		}
+		if cur, _ := r.m.Current(); cur != pathOn(wlan) {
+			t.Fatalf("current %v before the answer", cur)
+		}
+		r.wait(r.sa.rtt)
+		expectLog(t, r.take(), "move wlan->wwan")
+		if cur, _ := r.m.Current(); cur != pathOn(wwan) {
+			t.Fatalf("current %v after the answer", cur)
+		}
+		if len(r.setPath) != 1 {
+			t.Fatalf("ESP given %v, want the early path only", r.setPath)
+		}
+	})
+}
+
+// TestLossJoinsSilenceCheck: the current uplink goes down while a silence
+// check (current path first) is in flight: the loss does not wait behind
+// it but joins it with the remaining paths at once, and ESP goes ahead.
+func TestLossJoinsSilenceCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := &traffic{sending: true, answered: true}
+		r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wwan})
+		defer r.stop()
+		r.sa.rtt = 300 * time.Millisecond
+		r.wait(time.Second)
+		tr.set(true, false)
+		for r.sa.callCount() == 0 {
+			r.wait(silenceTick)
+		}
+		if got := r.sa.calls[0]; len(got) != 2 || got[0] != pathOn(wlan) {
+			t.Fatalf("silence check over %v, want the current path first", got)
+		}
+		r.setAddrs(wwan)
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
+		if n := r.sa.callCount(); n != 2 || !slices.Equal(r.sa.calls[1], []netpath.Path{pathOn(wwan)}) {
+			t.Fatalf("updates %v, want the loss to join with wwan at once", r.sa.calls)
+		}
+		r.mu.Lock()
+		early := slices.Clone(r.setPath)
+		r.mu.Unlock()
+		if !slices.Equal(early, []netpath.Path{pathOn(wwan)}) {
+			t.Fatalf("ESP given %v before the answer, want wwan", early)
+		}
+		tr.set(true, true)
+		r.wait(time.Second)
+		expectLog(t, r.take(), "move wlan->wwan")
+		if r.sa.callCount() != 2 {
+			t.Fatalf("updates %v after the move", r.sa.calls)
+		}
+	})
 }

@@ -18,7 +18,7 @@ func TestSilenceWindow(t *testing.T) {
 	}{
 		{"lab path", 21 * ms, 25 * ms, 500 * ms, 121 * ms},
 		{"fresh estimate (rttvar srtt/2)", 40 * ms, 20 * ms, 500 * ms, 120 * ms},
-		{"LAN: the floor", 1 * ms, 0, 500 * ms, 100 * ms},
+		{"LAN: the floor", 1 * ms, 0, 500 * ms, 70 * ms},
 		{"slow path: capped at dead_after", 300 * ms, 100 * ms, 500 * ms, 500 * ms},
 		{"dead_after below the floor wins", 1 * ms, 0, 40 * ms, 40 * ms},
 	}
@@ -138,4 +138,49 @@ func TestSilenceLearnsJitter(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestSilenceStalledProcess: a tick that comes late (this process was not
+// running, so answers may wait unread in the socket) leaves the judgement
+// to the next tick; the same silence seen by timely ticks tests the path,
+// and a silence that goes on after the stall is tested on the next tick.
+func TestSilenceStalledProcess(t *testing.T) {
+	ms := time.Millisecond
+	rtt := func(netpath.Path) (time.Duration, time.Duration, bool) { return 21 * ms, 5 * ms, true }
+	window := SilenceWindow(21*ms, 5*ms, DefaultDeadAfter)
+	tests := []struct {
+		name  string
+		ticks []time.Duration // offsets of the checks from the last answer
+		want  bool            // a path test wanted
+	}{
+		{"timely ticks", ticksEvery(silenceTick, window+2*silenceTick), true},
+		{"one late tick: the stall is ours", append(ticksEvery(silenceTick, 2*silenceTick), window+2*silenceTick), false},
+		{"late tick, then the silence goes on", append(ticksEvery(silenceTick, 2*silenceTick), window+2*silenceTick, window+3*silenceTick), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t0 := time.Unix(1000, 0)
+			sent, recv := t0, t0
+			m := New(Config{RTT: rtt, Activity: func() (time.Time, time.Time) { return sent, recv }}, pathOn(wlan), wlan.IfName)
+			m.tickEvery = silenceTick
+			m.checkSilence(t0)
+			for _, d := range tt.ticks {
+				now := t0.Add(d)
+				sent = now.Add(-ms) // a steady flow, unanswered since t0
+				m.checkSilence(now)
+			}
+			if got := m.pending != nil; got != tt.want {
+				t.Fatalf("path test wanted: %v, want %v (ticks %v)", got, tt.want, tt.ticks)
+			}
+		})
+	}
+}
+
+// ticksEvery lists the offsets every, 2·every, ... up to end.
+func ticksEvery(every, end time.Duration) []time.Duration {
+	var out []time.Duration
+	for d := every; d <= end; d += every {
+		out = append(out, d)
+	}
+	return out
 }

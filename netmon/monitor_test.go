@@ -106,6 +106,20 @@ func addr(s string, idx int, name string) Address {
 	return Address{Addr: p.Addr(), Bits: p.Bits(), IfIndex: idx, IfName: name}
 }
 
+// checkEvents fails the test unless the events are want (as kinds renders
+// them) and each carries the time at.
+func checkEvents(t *testing.T, evs []Event, want []string, at time.Time) {
+	t.Helper()
+	if got := kinds(evs); !reflect.DeepEqual(got, want) {
+		t.Errorf("events\n %q\nwant\n %q", got, want)
+	}
+	for _, ev := range evs {
+		if !ev.Time().Equal(at) {
+			t.Errorf("%T at %v, want %v", ev, ev.Time(), at)
+		}
+	}
+}
+
 // kinds renders events compactly for comparison.
 func kinds(evs []Event) []string {
 	var out []string
@@ -181,15 +195,7 @@ func TestDiff(t *testing.T) {
 	at := time.Unix(1000, 0)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			evs := diff(tt.old, tt.now, tt.cur, tt.routes, at)
-			if got := kinds(evs); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("diff =\n %q\nwant\n %q", got, tt.want)
-			}
-			for _, ev := range evs {
-				if !ev.Time().Equal(at) {
-					t.Errorf("%T.Time() = %v, want %v", ev, ev.Time(), at)
-				}
-			}
+			checkEvents(t, diff(tt.old, tt.now, tt.cur, tt.routes, at), tt.want, at)
 		})
 	}
 }
@@ -483,16 +489,9 @@ func TestMonitorDebounce(t *testing.T) {
 				time.Sleep(window - 1)
 				h.expect("just before the window")
 				time.Sleep(1)
-				evs := h.drain()
-				if got := kinds(evs); !reflect.DeepEqual(got, tt.want) {
-					t.Errorf("after the window: events\n %q\nwant\n %q", got, tt.want)
-				}
-				// The events carry the time of the batch's first message.
-				for _, ev := range evs {
-					if !ev.Time().Equal(start) {
-						t.Errorf("%T at %v, want %v", ev, ev.Time(), start)
-					}
-				}
+				// After the window: the events carry the time of the
+				// batch's first message.
+				checkEvents(t, h.drain(), tt.want, start)
 			})
 		})
 	}
@@ -536,17 +535,9 @@ func TestMonitorImmediateLoss(t *testing.T) {
 				tt.act(h.src)
 				// No fake time passes: the loss cannot have waited for the
 				// debounce timer.
-				evs := h.drain()
-				if got := kinds(evs); !reflect.DeepEqual(got, tt.want) {
-					t.Errorf("events\n %q\nwant\n %q", got, tt.want)
-				}
+				checkEvents(t, h.drain(), tt.want, start)
 				if elapsed := time.Since(start); elapsed != 0 {
 					t.Errorf("%v of fake time passed", elapsed)
-				}
-				for _, ev := range evs {
-					if !ev.Time().Equal(start) {
-						t.Errorf("%T at %v, want %v", ev, ev.Time(), start)
-					}
 				}
 				// Nothing left for the debounce timer to report.
 				time.Sleep(2 * time.Second)

@@ -117,6 +117,9 @@ type Status struct {
 	DNSServers []string `json:"dns_servers,omitempty"`
 	DNSDomains []string `json:"dns_domains,omitempty"`
 	DNSMethod  string   `json:"dns_method,omitempty"`
+	// ConnectBudget is the first connect's time per step (tunnel/budget.go);
+	// absent for a gateway's clients.
+	ConnectBudget *ConnectBudget `json:"connect_budget,omitempty"`
 	// CaptivePortal is the login page of a captive portal that holds the
 	// uplink (IKE gets no answer, the HTTP probe was redirected), absent
 	// otherwise; CaptiveStepAside: the full-tunnel routes are stepped
@@ -275,4 +278,24 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		plain
 		Time string `json:"time"`
 	}{plain(e), e.Time.Format(eventTimeLayout)})
+}
+
+// ConnectBudget is a connect's time per step, in milliseconds, as status
+// shows it (`connect_budget`). The daemon fills the steps of its dial; the
+// CLI adds its own two figures to what `roam connect --json` prints.
+type ConnectBudget struct {
+	ResolveMS     float64 `json:"resolve_ms"`      // the gateway's name
+	RouteLookupMS float64 `json:"route_lookup_ms"` // the kernel's route to it
+	CredentialsMS float64 `json:"credentials_ms"`  // keys and certificates read
+	LockdownMS    float64 `json:"lockdown_ms"`     // lockdown rules, when configured
+	TUNMS         float64 `json:"tun_ms"`          // the TUN device created
+	SocketsMS     float64 `json:"sockets_ms"`      // the UDP sockets opened
+	IKEMS         float64 `json:"ike_ms"`          // IKE_SA_INIT and IKE_AUTH
+	InstallMS     float64 `json:"install_ms"`      // Child SAs, inner addresses, routes, DNS
+	TotalMS       float64 `json:"total_ms"`        // the daemon's dial, all of the above
+	// DaemonStartMS: from starting `roam daemon` to its first answer on
+	// the control socket; absent when a daemon was running.
+	DaemonStartMS float64 `json:"daemon_start_ms,omitempty"`
+	// CommandMS: from the start of `roam connect` to the daemon's reply.
+	CommandMS float64 `json:"command_ms,omitempty"`
 }

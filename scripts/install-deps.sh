@@ -10,7 +10,7 @@ pkgs=(
 	strongswan-charon strongswan-swanctl strongswan-pki
 	libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
 	iperf3 conntrack nftables iptables iproute2 iputils-ping procps util-linux
-	wireguard-tools
+	wireguard-tools tcpdump
 	ca-certificates git
 	zsh fish groff-base
 	dbus-daemon systemd systemd-container

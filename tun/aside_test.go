@@ -18,12 +18,7 @@ func TestStepAside(t *testing.T) {
 	if !nstest.InNamespace(t) {
 		return
 	}
-	nstest.Exec(t, "ip", "link", "set", "lo", "up")
-	nstest.Exec(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
-	nstest.Exec(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "up0")
-	nstest.Exec(t, "ip", "link", "set", "up0", "up")
-	nstest.Exec(t, "ip", "link", "set", "up1", "up")
-	nstest.Exec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
+	withUplink(t)
 
 	d, err := Create("roamt0", 1400)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -144,21 +143,20 @@ func setResolvConfFile(o DNSOptions) (*dnsState, error) {
 	}
 	written := []byte(b.String())
 	state := DNSUndo{Method: "file", Path: path, Original: string(orig), Existed: existed, Written: string(written)}
-	statePath := DNSStatePath(o.StateDir, o.Name)
 	// The original goes to disk before the file changes: a crash between
 	// the two leaves an undo that finds the file unchanged and drops itself.
-	if err := SaveDNSUndo(statePath, state); err != nil {
+	if err := recordDNS(o.StateDir, o.Name, state); err != nil {
 		return nil, err
 	}
 	if err := writeInPlace(path, written); err != nil {
-		os.Remove(statePath)
+		forgetDNS(o.StateDir, o.Name)
 		return nil, err
 	}
 	return &dnsState{method: "file", restore: func() error {
 		if err := state.Undo(); err != nil {
 			return err
 		}
-		return removeState(statePath)
+		return forgetDNS(o.StateDir, o.Name)
 	}}, nil
 }
 
@@ -174,16 +172,4 @@ func writeInPlace(path string, data []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-func removeState(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", path, err)
-	}
-	return nil
-}
-
-// DNSStatePath is the undo file of one profile's DNS settings.
-func DNSStatePath(dir, name string) string {
-	return filepath.Join(dir, name+".dns.json")
 }

@@ -3,7 +3,6 @@ package tun
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -110,22 +109,21 @@ func setResolvconf(ifname string, o DNSOptions) (*dnsState, error) {
 		return nil, fmt.Errorf("resolvconf is systemd's shim: %w", errUnavailable)
 	}
 	record, args, input := resolvconfRecord(ifname, isOpenresolv(bin), o)
-	statePath := DNSStatePath(o.StateDir, o.Name)
 	undo := DNSUndo{Method: "resolvconf", Interface: record}
-	if err := SaveDNSUndo(statePath, undo); err != nil {
+	if err := recordDNS(o.StateDir, o.Name, undo); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin = strings.NewReader(input)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(statePath)
+		forgetDNS(o.StateDir, o.Name)
 		return nil, fmt.Errorf("resolvconf -a %s: %v: %s", record, err, bytes.TrimSpace(out))
 	}
 	return &dnsState{method: "resolvconf", restore: func() error {
 		if err := undo.Undo(); err != nil {
 			return err
 		}
-		return removeState(statePath)
+		return forgetDNS(o.StateDir, o.Name)
 	}}, nil
 }
 

@@ -15,38 +15,12 @@ import (
 	"github.com/roam-vpn/roam/internal/nstest"
 )
 
-// resolvedBinary finds systemd-resolved: installed, or unpacked from its
-// Debian package by scripts/install-deps.sh (installing the package would
-// take over the machine's resolv.conf).
-func resolvedBinary() string {
-	for _, p := range []string{
-		os.Getenv("ROAM_RESOLVED"),
-		"/lib/systemd/systemd-resolved",
-		"/usr/lib/systemd/systemd-resolved",
-		"/var/cache/roam-lab/systemd-resolved/lib/systemd/systemd-resolved",
-	} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
 // TestResolvedSplitDNS runs a real systemd-resolved against a private
 // dbus-daemon inside a throwaway network and mount namespace (ip netns exec
 // makes the mounts private), sets a split and then a full tunnel's DNS on a
 // TUN device and reads back what resolved holds for the link.
 func TestResolvedSplitDNS(t *testing.T) {
-	bin := resolvedBinary()
-	if bin == "" {
-		t.Skip("systemd-resolved not found; scripts/install-deps.sh unpacks it")
-	}
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		t.Skip("dbus-daemon not found; scripts/install-deps.sh installs it")
-	}
+	bin := nstest.NeedResolved(t)
 	if !nstest.InNamespace(t) {
 		return
 	}

@@ -1,12 +1,17 @@
 package tun
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -46,7 +51,7 @@ func TestResolvConfSaveRestore(t *testing.T) {
 					t.Errorf("resolv.conf still has %q:\n%s", l, got)
 				}
 			}
-			if _, err := os.Stat(DNSStatePath(state, "corp")); err != nil {
+			if _, err := os.Stat(dnsStatePath(state, "corp")); err != nil {
 				t.Errorf("original not saved on disk: %v", err)
 			}
 			if err := st.restore(); err != nil {
@@ -56,7 +61,7 @@ func TestResolvConfSaveRestore(t *testing.T) {
 			if string(back) != orig {
 				t.Errorf("restored %q, want %q", back, orig)
 			}
-			if _, err := os.Stat(DNSStatePath(state, "corp")); !os.IsNotExist(err) {
+			if _, err := os.Stat(dnsStatePath(state, "corp")); !os.IsNotExist(err) {
 				t.Errorf("undo state left after restore: %v", err)
 			}
 		})
@@ -118,11 +123,11 @@ func TestRestoreDNSAfterCrash(t *testing.T) {
 
 func TestRestoreDNSBadState(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(DNSStatePath(dir, "corp"), []byte("{not json"), 0o600)
+	os.WriteFile(dnsStatePath(dir, "corp"), []byte("{not json"), 0o600)
 	if _, err := RestoreDNS(dir); err == nil {
 		t.Error("unreadable state not reported")
 	}
-	if _, err := os.Stat(DNSStatePath(dir, "corp")); !os.IsNotExist(err) {
+	if _, err := os.Stat(dnsStatePath(dir, "corp")); !os.IsNotExist(err) {
 		t.Error("unreadable state kept")
 	}
 }
@@ -169,39 +174,65 @@ func TestResolvedLinkConfig(t *testing.T) {
 	}
 }
 
-// TestRestoreDNSLiveOwner: undo state of a process that still runs (here
-// PID 1) is that process's own, so a restore leaves the file and the state.
-func TestRestoreDNSLiveOwner(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "resolv.conf")
-	os.WriteFile(path, []byte("nameserver 10.99.0.53\n"), 0o644)
-	u := DNSUndo{Method: "file", Path: path, Original: "nameserver 192.0.2.53\n", Existed: true, Written: "nameserver 10.99.0.53\n", PID: 1}
-	if err := SaveDNSUndo(DNSStatePath(dir, "corp"), u); err != nil {
+// writeDNSRecord writes an undo-log record of settings made by another
+// process, as package undo lays it out, so the restore sees an owner that
+// is not this test.
+func writeDNSRecord(t *testing.T, dir string, u DNSUndo, pid int, start, netns uint64) {
+	t.Helper()
+	data, err := json.Marshal(u)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done, err := RestoreDNS(dir)
-	if err != nil || len(done) != 0 {
-		t.Fatalf("restored %v, %v; want nothing", done, err)
+	rec, err := json.Marshal(map[string]any{"version": 1, "kind": dnsKind, "name": "corp",
+		"owner": map[string]any{"pid": pid, "start": start, "netns": netns}, "data": json.RawMessage(data)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(path); string(b) != "nameserver 10.99.0.53\n" {
-		t.Errorf("a live owner's resolv.conf changed: %q", b)
-	}
-	if _, err := os.Stat(DNSStatePath(dir, "corp")); err != nil {
-		t.Errorf("a live owner's state removed: %v", err)
+	if err := os.WriteFile(dnsStatePath(dir, "corp"), rec, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// TestRestoreDNSOtherNetNS: state a dead daemon left in another network
-// namespace names a resolv.conf this process does not see (ip netns exec
-// bind-mounts its own), so it is neither acted on nor removed.
-func TestRestoreDNSOtherNetNS(t *testing.T) {
+// procStart is field 22 of /proc/PID/stat, the process's start time.
+func procStart(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Skipf("no process %d: %v", pid, err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func selfNetNS(t *testing.T) uint64 {
+	t.Helper()
+	fi, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestRestoreDNSOwners: undo state of a process that still runs (here PID
+// 1) is that process's own, and state a dead daemon left in another
+// network namespace names a resolv.conf this process does not see (ip
+// netns exec bind-mounts its own): both are neither acted on nor removed.
+// A dead owner's in this namespace is restored and its record removed.
+func TestRestoreDNSOwners(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
-		netns       uint64
+		pid         int
+		live        bool // the owner record carries the live PID's start time
+		otherNS     bool
 		wantRestore bool
 	}{
-		{name: "same namespace", netns: currentNetNS(), wantRestore: true},
-		{name: "other namespace", netns: currentNetNS() + 1, wantRestore: false},
+		{name: "dead owner", pid: 1<<22 + 1, wantRestore: true}, // above pid_max's ceiling: no such process
+		{name: "live owner", pid: 1, live: true},
+		{name: "other namespace", pid: 1<<22 + 1, otherNS: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -209,18 +240,22 @@ func TestRestoreDNSOtherNetNS(t *testing.T) {
 			if err := os.WriteFile(path, []byte("nameserver 10.99.0.53\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			// PID 2^22+1 is above pid_max's ceiling: no such process.
-			u := DNSUndo{Method: "file", Path: path, Original: "nameserver 192.0.2.53\n", Existed: true,
-				Written: "nameserver 10.99.0.53\n", PID: 1<<22 + 1, NetNS: tc.netns}
-			if err := SaveDNSUndo(DNSStatePath(dir, "corp"), u); err != nil {
-				t.Fatal(err)
+			var start uint64
+			if tc.live {
+				start = procStart(t, tc.pid)
 			}
+			netns := selfNetNS(t)
+			if tc.otherNS {
+				netns++
+			}
+			u := DNSUndo{Method: "file", Path: path, Original: "nameserver 192.0.2.53\n", Existed: true, Written: "nameserver 10.99.0.53\n"}
+			writeDNSRecord(t, dir, u, tc.pid, start, netns)
 			done, err := RestoreDNS(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
 			b, _ := os.ReadFile(path)
-			_, statErr := os.Stat(DNSStatePath(dir, "corp"))
+			_, statErr := os.Stat(dnsStatePath(dir, "corp"))
 			if tc.wantRestore {
 				if len(done) != 1 || string(b) != "nameserver 192.0.2.53\n" || statErr == nil {
 					t.Errorf("restored %v, file %q, state kept %v; want restored and state removed", done, b, statErr == nil)

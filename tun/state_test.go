@@ -34,11 +34,7 @@ func TestUndoAfterCrash(t *testing.T) {
 	if !nstest.InNamespace(t) {
 		return
 	}
-	nstest.Exec(t, "ip", "link", "set", "lo", "up")
-	nstest.Exec(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
-	nstest.Exec(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "up0")
-	nstest.Exec(t, "ip", "link", "set", "up0", "up")
-	nstest.Exec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
+	withUplink(t)
 	routes := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 	tests := []struct {

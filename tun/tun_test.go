@@ -41,6 +41,18 @@ func TestMTUFor(t *testing.T) {
 	}
 }
 
+// withUplink gives the throwaway namespace an uplink with a default route,
+// like a laptop's Wi-Fi: veth up0 (192.0.2.2/24) via 192.0.2.1.
+func withUplink(t *testing.T) {
+	t.Helper()
+	nstest.Exec(t, "ip", "link", "set", "lo", "up")
+	nstest.Exec(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	nstest.Exec(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "up0")
+	nstest.Exec(t, "ip", "link", "set", "up0", "up")
+	nstest.Exec(t, "ip", "link", "set", "up1", "up")
+	nstest.Exec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
+}
+
 // TestDeviceLifecycle creates a device in a throwaway namespace, configures
 // a split and a full tunnel, checks the kernel's view, and checks that Close
 // leaves nothing behind.
@@ -48,13 +60,7 @@ func TestDeviceLifecycle(t *testing.T) {
 	if !nstest.InNamespace(t) {
 		return
 	}
-	nstest.Exec(t, "ip", "link", "set", "lo", "up")
-	// An uplink with a default route, like a laptop's Wi-Fi.
-	nstest.Exec(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
-	nstest.Exec(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "up0")
-	nstest.Exec(t, "ip", "link", "set", "up0", "up")
-	nstest.Exec(t, "ip", "link", "set", "up1", "up")
-	nstest.Exec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
+	withUplink(t)
 
 	d, err := Create("roamt0", 1400)
 	if err != nil {

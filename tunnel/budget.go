@@ -6,8 +6,9 @@ import (
 )
 
 // connectBudget records where a connect's time goes, step by step, for the
-// debug log ("connect budget"): the issue's target is traffic within two
-// RTTs of the command, so every wait outside the IKE exchanges shows.
+// log ("connect budget") and `roam connect --json` (ConnectBudget): the
+// issue's target is traffic within two RTTs of the command, so every wait
+// outside the IKE exchanges shows.
 type connectBudget struct {
 	start, last time.Time
 	steps       []budgetStep
@@ -35,6 +36,34 @@ func (b *connectBudget) attrs() []any {
 		out = append(out, slog.Float64(s.name+"_ms", ms(s.took)))
 	}
 	return append(out, slog.Float64("total_ms", ms(b.last.Sub(b.start))))
+}
+
+// report turns the recorded steps into a ConnectBudget; steps of other
+// names (none today) count in the total only.
+func (b *connectBudget) report() *ConnectBudget {
+	r := &ConnectBudget{TotalMS: ms(b.last.Sub(b.start))}
+	for _, s := range b.steps {
+		v := ms(s.took)
+		switch s.name {
+		case "resolve":
+			r.ResolveMS = v
+		case "route_lookup":
+			r.RouteLookupMS = v
+		case "credentials":
+			r.CredentialsMS = v
+		case "lockdown":
+			r.LockdownMS = v
+		case "tun":
+			r.TUNMS = v
+		case "sockets":
+			r.SocketsMS = v
+		case "ike":
+			r.IKEMS = v
+		case "install":
+			r.InstallMS = v
+		}
+	}
+	return r
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -35,3 +35,26 @@ func TestConnectBudget(t *testing.T) {
 		})
 	}
 }
+
+func TestConnectBudgetReport(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		name string
+		at   time.Duration
+	}{
+		{"resolve", 100 * time.Microsecond}, {"route_lookup", 300 * time.Microsecond},
+		{"credentials", 400 * time.Microsecond}, {"lockdown", 400 * time.Microsecond},
+		{"tun", 1200 * time.Microsecond}, {"sockets", 1500 * time.Microsecond},
+		{"ike", 44 * time.Millisecond}, {"install", 45 * time.Millisecond},
+	}
+	b := newConnectBudget(t0)
+	for _, s := range steps {
+		b.mark(s.name, t0.Add(s.at))
+	}
+	got := *b.report()
+	want := ConnectBudget{ResolveMS: 0.1, RouteLookupMS: 0.2, CredentialsMS: 0.1, LockdownMS: 0, TUNMS: 0.8,
+		SocketsMS: 0.3, IKEMS: 42.5, InstallMS: 1, TotalMS: 45}
+	if got != want {
+		t.Fatalf("report %+v, want %+v", got, want)
+	}
+}

@@ -118,6 +118,9 @@ type conn struct {
 	ra       reauthState
 	retiring atomic.Pointer[ike.SA]
 
+	// budget is the first connect's time per step (budget.go), under mu.
+	budget *ConnectBudget
+
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
 	// captive is the captive portal holding the uplink (captive.go), under
@@ -263,6 +266,9 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		return fail(err)
 	}
 	log.Info("connect budget", budget.attrs()...)
+	c.mu.Lock()
+	c.budget = budget.report()
+	c.mu.Unlock()
 	go c.watchHealth(c.life)
 	return c, nil
 }
@@ -485,6 +491,7 @@ func (c *conn) install(s *session) error {
 	prev := c.est
 	c.mu.Unlock()
 	s.peer = c.dp.NewPeer(est.Path)
+	s.peer.SetRTT(ikeesp.IKERTT(est.SA))
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := ikeesp.SelectorsToPrefixes(ch.RemoteTS)
@@ -826,9 +833,15 @@ func (c *conn) Status() Status {
 	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
 	attempt, lastErr := c.attempt, c.lastErr
 	dns := c.dnsShown
+	var budget *ConnectBudget
+	if c.budget != nil {
+		b := *c.budget
+		budget = &b
+	}
 	c.mu.Unlock()
 	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
-		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method}
+		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method,
+		ConnectBudget: budget}
 	c.lockdownStatus(&st)
 	c.captiveStatus(&st)
 	if est == nil {

@@ -17,6 +17,7 @@ type (
 	DropCount       = report.DropCount
 	Event           = report.Event
 	SwitchResult    = report.SwitchResult
+	ConnectBudget   = report.ConnectBudget
 )
 
 // Event kinds, states and health states (report lists them all).

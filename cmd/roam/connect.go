@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,9 +33,11 @@ func connectCommand(e engines) *cli.Command {
 			socketFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "run the daemon in this process until interrupted"},
 			logLevelFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "print the connection as one JSON object (as in roam status --json) with its connect_budget instead of progress lines"},
 		},
 		BashComplete: completeProfiles,
 		Action: func(c *cli.Context) error {
+			start := time.Now()
 			if c.NArg() != 1 {
 				return usageError(c, "want exactly one PROFILE")
 			}
@@ -63,21 +66,28 @@ func connectCommand(e engines) *cli.Command {
 				}
 			}
 			w := c.App.Writer
+			asJSON := c.Bool("json")
 			progress := func(ev daemon.Event) { fmt.Fprintln(w, formatEvent(ev, false)) }
+			if asJSON {
+				progress = nil
+			}
 			if c.Bool("foreground") {
 				p.Password = password
 				level := f.LogLevel
 				if c.IsSet("log-level") {
 					level = c.String("log-level")
 				}
-				return connectForeground(c, e, p, f.SocketGroup, level, progress)
+				return connectForeground(c, e, p, f.SocketGroup, level, progress, start)
 			}
 			socket := c.String("socket")
 			client := daemon.Client{Socket: socket}
+			var daemonStart time.Duration
 			if err := client.Ping(c.Context); errors.Is(err, daemon.ErrNoDaemon) {
+				spawned := time.Now()
 				if err := spawnDaemon(c.Context, socket, cfg, c.String("log-level")); err != nil {
 					return fmt.Errorf("connect %s: %w", name, err)
 				}
+				daemonStart = time.Since(spawned)
 			} else if err != nil {
 				return fmt.Errorf("connect %s: %w", name, socketDenied(socket, err))
 			}
@@ -85,15 +95,38 @@ func connectCommand(e engines) *cli.Command {
 			if err != nil {
 				return fmt.Errorf("connect %s: %w", name, connectFailure(oneLine(err)))
 			}
-			fmt.Fprintln(w, connectedLine(st))
-			return nil
+			return printConnected(w, st, asJSON, daemonStart, time.Since(start))
 		},
 	}
 }
 
+// printConnected reports an established connection: one line, or with
+// --json the status object whose connect_budget gains the CLI's own
+// figures (the daemon's start, when this command started it, and the
+// whole command up to the daemon's reply).
+func printConnected(w io.Writer, st daemon.Status, asJSON bool, daemonStart, command time.Duration) error {
+	if !asJSON {
+		fmt.Fprintln(w, connectedLine(st))
+		return nil
+	}
+	if st.ConnectBudget == nil {
+		st.ConnectBudget = &daemon.ConnectBudget{}
+	}
+	st.ConnectBudget.DaemonStartMS = msOf(daemonStart)
+	st.ConnectBudget.CommandMS = msOf(command)
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, string(b))
+	return nil
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // connectForeground runs the daemon in this process, connects the profile
 // through it, and serves until interrupted.
-func connectForeground(c *cli.Context, e engines, p *config.Profile, group, level string, progress func(daemon.Event)) error {
+func connectForeground(c *cli.Context, e engines, p *config.Profile, group, level string, progress func(daemon.Event), start time.Time) error {
 	log, closeLog, err := newLogger(c.App.ErrWriter, level)
 	if err != nil {
 		return err
@@ -113,7 +146,11 @@ func connectForeground(c *cli.Context, e engines, p *config.Profile, group, leve
 		<-ran
 		return fmt.Errorf("connect %s: %w", p.Name, connectFailure(oneLine(err)))
 	}
-	fmt.Fprintln(c.App.Writer, connectedLine(st))
+	if err := printConnected(c.App.Writer, st, c.Bool("json"), 0, time.Since(start)); err != nil {
+		cancel()
+		<-ran
+		return err
+	}
 	return <-ran
 }
 

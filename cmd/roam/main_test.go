@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/syncbuf"
 )
 
 // fakeDaemonEnv makes the test binary act as `roam` with fake engines, so
@@ -62,7 +62,8 @@ type fakeTunnel struct {
 func (t *fakeTunnel) Status() daemon.Status {
 	return daemon.Status{Name: t.name, State: "established", Gateway: t.gateway + ":4500", Interface: "wlan0",
 		VirtualIP: "10.99.200.7", EstablishedAt: time.Now(),
-		Children: []daemon.ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16"}}}
+		Children:      []daemon.ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16"}},
+		ConnectBudget: &daemon.ConnectBudget{IKEMS: 42.5, TotalMS: 44}}
 }
 func (t *fakeTunnel) Close(context.Context) error { t.once.Do(func() { close(t.done) }); return nil }
 func (t *fakeTunnel) Done() <-chan struct{}       { return t.done }
@@ -74,27 +75,9 @@ type result struct {
 }
 
 func roam(ctx context.Context, args ...string) result {
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	code := run(ctx, append([]string{"roam"}, args...), &out, &errb, fakeEngines())
 	return result{code, out.String(), errb.String()}
-}
-
-// syncBuffer is written by a command while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // setup writes a profile file with profiles corp and bad and returns it
@@ -285,7 +268,7 @@ func TestEventsJSON(t *testing.T) {
 	defer func() { stopDaemon(); <-ran }()
 
 	ectx, stopEvents := context.WithCancel(ctx)
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(ectx, []string{"roam", "events", "--socket", socket, "--json"}, &out, &errb, fakeEngines())
@@ -326,7 +309,7 @@ func TestConnectForeground(t *testing.T) {
 	cfg, socket := setup(t)
 	ctx := testCtx(t)
 	fctx, stop := context.WithCancel(ctx)
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(fctx, []string{"roam", "connect", "--foreground", "--socket", socket, "--config", cfg, "corp"}, &out, &errb, fakeEngines())
@@ -367,4 +350,54 @@ func TestConnectForeground(t *testing.T) {
 func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// TestConnectJSON: connect --json prints the connection as one object with
+// the daemon's budget and the CLI's own figures, and no progress lines;
+// daemon_start_ms only when this connect started the daemon.
+func TestConnectJSON(t *testing.T) {
+	t.Setenv(fakeDaemonEnv, "1")
+	cfg, socket := setup(t)
+	ctx := testCtx(t)
+	type budget struct {
+		IKEMS         float64  `json:"ike_ms"`
+		TotalMS       float64  `json:"total_ms"`
+		DaemonStartMS *float64 `json:"daemon_start_ms"`
+		CommandMS     float64  `json:"command_ms"`
+	}
+	type status struct {
+		Name   string  `json:"name"`
+		State  string  `json:"state"`
+		Budget *budget `json:"connect_budget"`
+	}
+	connect := func(profile string, spawns bool) {
+		t.Helper()
+		r := roam(ctx, "connect", "--json", "--socket", socket, "--config", cfg, profile)
+		if r.code != 0 {
+			t.Fatalf("connect --json %s: %+v", profile, r)
+		}
+		var st status
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("connect --json is not one JSON object: %v\n%s", err, r.stdout)
+		}
+		b := st.Budget
+		if st.Name != profile || st.State != "established" || b == nil || b.IKEMS != 42.5 || b.TotalMS != 44 || b.CommandMS <= 0 {
+			t.Fatalf("connect --json %s: %s", profile, r.stdout)
+		}
+		if spawns != (b.DaemonStartMS != nil) || spawns && (*b.DaemonStartMS <= 0 || *b.DaemonStartMS > b.CommandMS) {
+			t.Fatalf("daemon_start_ms (this connect started the daemon: %v): %s", spawns, r.stdout)
+		}
+	}
+	connect("corp", true)
+	// A second profile through the running daemon.
+	cfg2 := strings.Replace(readFile(cfg), "profiles.bad", "profiles.home", 1)
+	if err := os.WriteFile(cfg, []byte(cfg2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	connect("home", false)
+	t.Setenv("ROAM_SOCKET", socket)
+	if r := roam(ctx, "disconnect", "--all"); r.code != 0 {
+		t.Fatalf("disconnect --all: %+v", r)
+	}
+	waitGone(t, socket)
 }

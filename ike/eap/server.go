@@ -65,6 +65,19 @@ func (s *Server) Start() ([]byte, error) {
 	return (&Packet{Code: CodeRequest, Identifier: s.id, Type: TypeIdentity}).Encode(), nil
 }
 
+// parseResponse parses msg, which must be the peer's Response to our
+// request id.
+func parseResponse(msg []byte, id uint8) (*Packet, error) {
+	pkt, err := Parse(msg)
+	if err != nil {
+		return nil, err
+	}
+	if pkt.Code != CodeResponse || pkt.Identifier != id {
+		return nil, fmt.Errorf("eap: unexpected %s with identifier %d", pkt.Code, pkt.Identifier)
+	}
+	return pkt, nil
+}
+
 // Identity is what the peer answered to EAP-Identity.
 func (s *Server) Identity() string { return s.identity }
 
@@ -81,12 +94,9 @@ func (s *Server) MSK() []byte {
 
 // Handle processes a response and returns the next packet to send.
 func (s *Server) Handle(msg []byte) ([]byte, Result, error) {
-	pkt, err := Parse(msg)
+	pkt, err := parseResponse(msg, s.id)
 	if err != nil {
 		return nil, Failed, err
-	}
-	if pkt.Code != CodeResponse || pkt.Identifier != s.id {
-		return nil, Failed, fmt.Errorf("eap: unexpected %s with identifier %d", pkt.Code, pkt.Identifier)
 	}
 	fail := func() ([]byte, Result, error) {
 		s.state, s.msk = srvDone, nil

@@ -452,12 +452,9 @@ func (s *TLSServer) Handle(msg []byte) ([]byte, Result, error) {
 	if s.ended {
 		return nil, Failed, errors.New("eap-tls: conversation over")
 	}
-	pkt, err := Parse(msg)
+	pkt, err := parseResponse(msg, s.id)
 	if err != nil {
 		return nil, Failed, err
-	}
-	if pkt.Code != CodeResponse || pkt.Identifier != s.id {
-		return nil, Failed, fmt.Errorf("eap: unexpected %s with identifier %d", pkt.Code, pkt.Identifier)
 	}
 	fail := func() ([]byte, Result, error) {
 		s.ended = true

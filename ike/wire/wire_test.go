@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -254,6 +255,17 @@ func FuzzDecodePayloads(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// The view of any decoded chain holds only payloads of the chain.
+		v := Collect(ps)
+		for _, p := range []Payload{v.SA, v.KE, v.Nonce, v.IDi, v.IDr, v.Auth, v.TSi, v.TSr, v.CP, v.EAP} {
+			if !reflect.ValueOf(p).IsNil() && !slices.Contains(ps, p) {
+				t.Fatalf("view holds %v, not in the chain", p.PType())
+			}
+		}
+		if len(v.Certs)+len(v.CertReqs)+len(v.Deletes) > len(ps) {
+			t.Fatal("view holds more payloads than the chain")
+		}
+		v.FirstError()
 		if _, _, err := EncodePayloads(ps); err != nil {
 			// Decoded values must re-encode, except an empty SA proposal list,
 			// which decode already refuses.

@@ -327,18 +327,7 @@ func ruleExprs(cfg Config, gw4, gw6, ports, tcpPorts *nftables.Set) [][]expr.Any
 				payloadIn(expr.PayloadBaseNetworkHeader, ip6DaddrOffset, 16, gw6),
 				payloadIn(expr.PayloadBaseTransportHeader, dportOffset, 2, tcpPorts)))
 	}
-	if cfg.LAN {
-		for _, p := range lanPrefixes {
-			rules = append(rules, prefixMatch(p))
-		}
-	}
-	if cfg.IPv6 {
-		rules = append(rules, []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
-		})
-	}
-	return rules
+	return withLANAndIPv6(cfg, rules)
 }
 
 // forwardExprs are the forward chain's accepting matches: what the host
@@ -349,6 +338,13 @@ func forwardExprs(cfg Config) [][]expr.Any {
 		ifname(expr.MetaKeyIIFNAME, cfg.Interface),
 		ifname(expr.MetaKeyOIFNAME, cfg.Interface),
 	}
+	return withLANAndIPv6(cfg, rules)
+}
+
+// withLANAndIPv6 adds the matches both chains share: the LAN prefixes when
+// cfg allows the LAN, and all IPv6 when cfg lets it out (a tunnel that
+// carries IPv4 only).
+func withLANAndIPv6(cfg Config, rules [][]expr.Any) [][]expr.Any {
 	if cfg.LAN {
 		for _, p := range lanPrefixes {
 			rules = append(rules, prefixMatch(p))

@@ -6,7 +6,9 @@
 //
 // Hosts speak the same datagram framing as the real socket (esp.Socket):
 // IKE on a port other than 500 carries the 4-byte non-ESP marker, a single
-// 0xFF byte is a NAT keepalive, anything else is ESP.
+// 0xFF byte is a NAT keepalive, anything else is ESP. A bound address and
+// port (Host.Bind) takes its datagrams ahead of that demux, as a socket
+// would: internal/memconn puts the dataplane there.
 package netsim
 
 import (
@@ -261,6 +263,7 @@ type Host struct {
 	nat   *NAT
 
 	hmu       sync.Mutex
+	bound     map[netip.AddrPort]func(d Datagram)
 	ike       func(pkt []byte, src, dst netip.AddrPort)
 	raw       func(d Datagram)
 	esp       func(d Datagram)
@@ -323,6 +326,40 @@ func (h *Host) HandleRaw(fn func(d Datagram)) {
 	h.hmu.Unlock()
 }
 
+// Bind makes fn the receiver of every datagram to local, ahead of the
+// demux, as a socket bound there would be: local's address is one of the
+// host's or unspecified (any of the family's). fn runs on the network's
+// delivery goroutine and must not block; the payload is fn's to keep. The
+// returned func unbinds.
+func (h *Host) Bind(local netip.AddrPort, fn func(d Datagram)) (unbind func(), err error) {
+	h.hmu.Lock()
+	defer h.hmu.Unlock()
+	if h.bound[local] != nil {
+		return nil, fmt.Errorf("netsim: %s is bound already on host %s", local, h.name)
+	}
+	if h.bound == nil {
+		h.bound = make(map[netip.AddrPort]func(Datagram))
+	}
+	h.bound[local] = fn
+	return func() {
+		h.hmu.Lock()
+		delete(h.bound, local)
+		h.hmu.Unlock()
+	}, nil
+}
+
+// Owns reports whether a is one of the host's addresses now.
+func (h *Host) Owns(a netip.Addr) bool {
+	h.net.mu.Lock()
+	defer h.net.mu.Unlock()
+	for _, x := range h.addrs {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
 // Keepalives returns how many NAT keepalives the host received.
 func (h *Host) Keepalives() uint64 {
 	h.hmu.Lock()
@@ -367,7 +404,19 @@ func (h *Host) addrFor(dst netip.Addr) (netip.Addr, bool) {
 func (h *Host) receive(d Datagram) {
 	h.hmu.Lock()
 	raw, ike, esp := h.raw, h.ike, h.esp
+	bound := h.bound[d.Dst]
+	if bound == nil {
+		unspec := netip.IPv4Unspecified()
+		if d.Dst.Addr().Is6() {
+			unspec = netip.IPv6Unspecified()
+		}
+		bound = h.bound[netip.AddrPortFrom(unspec, d.Dst.Port())]
+	}
 	h.hmu.Unlock()
+	if bound != nil {
+		bound(d)
+		return
+	}
 	if raw != nil {
 		raw(d)
 		return

@@ -177,3 +177,57 @@ func TestRestrictedConeNAT(t *testing.T) {
 		t.Fatal("packet delivered after flush")
 	}
 }
+
+// TestBind checks that a bound address and port takes its datagrams ahead
+// of the demux, an unspecified address any of the family's, and that
+// unbinding gives them back to the demux.
+func TestBind(t *testing.T) {
+	tests := []struct {
+		name  string
+		bind  netip.AddrPort
+		to    netip.AddrPort
+		bound bool
+	}{
+		{"exact", netip.AddrPortFrom(bAddr, 4500), netip.AddrPortFrom(bAddr, 4500), true},
+		{"unspecified", netip.AddrPortFrom(netip.IPv4Unspecified(), 4500), netip.AddrPortFrom(b2, 4500), true},
+		{"other port", netip.AddrPortFrom(bAddr, 4500), netip.AddrPortFrom(bAddr, 4501), false},
+		{"other address", netip.AddrPortFrom(bAddr, 4500), netip.AddrPortFrom(b2, 4500), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := New(1)
+			defer n.Close()
+			a := n.AddHost("a", aAddr)
+			b := n.AddHost("b", bAddr, b2)
+			got, demux := newCollector(), newCollector()
+			b.HandleESP(demux.add)
+			unbind, err := b.Bind(tc.bind, got.add)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Bind(tc.bind, got.add); err == nil {
+				t.Fatal("second bind of the same address and port succeeded")
+			}
+			src := netip.AddrPortFrom(aAddr, 4500)
+			a.Send(src, tc.to, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+			if tc.bound {
+				if g := got.wait(t, 1); g[0].Payload[0] != 1 || g[0].Dst != tc.to {
+					t.Fatalf("bound receiver got %v", g[0])
+				}
+			}
+			unbind()
+			a.Send(src, tc.to, []byte{9, 2, 3, 4, 5, 6, 7, 8})
+			want := 1
+			if !tc.bound {
+				want = 2
+			}
+			d := demux.wait(t, want)
+			if d[want-1].Payload[0] != 9 {
+				t.Fatalf("after unbind the demux got %v", d[want-1])
+			}
+			if !tc.bound && got.count() != 0 {
+				t.Fatalf("bound receiver got %d datagrams to another address", got.count())
+			}
+		})
+	}
+}

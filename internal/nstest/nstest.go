@@ -76,3 +76,34 @@ func Exec(t testing.TB, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// NeedResolved returns the path of systemd-resolved, installed or unpacked
+// from its Debian package by scripts/install-deps.sh (installing the
+// package would take over the machine's resolv.conf), and checks that
+// dbus-daemon, which it talks over, is there; it skips the test, saying
+// why, when either is missing. ROAM_RESOLVED names another binary.
+func NeedResolved(t testing.TB) string {
+	t.Helper()
+	bin := ""
+	for _, p := range []string{
+		os.Getenv("ROAM_RESOLVED"),
+		"/lib/systemd/systemd-resolved",
+		"/usr/lib/systemd/systemd-resolved",
+		"/var/cache/roam-lab/systemd-resolved/lib/systemd/systemd-resolved",
+	} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		t.Skip("systemd-resolved not found; scripts/install-deps.sh unpacks it")
+	}
+	if _, err := exec.LookPath("dbus-daemon"); err != nil {
+		t.Skip("dbus-daemon not found; scripts/install-deps.sh installs it")
+	}
+	return bin
+}

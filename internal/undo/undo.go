@@ -139,7 +139,8 @@ func (l Leftover) String() string { return l.Kind + " " + l.Name }
 // it holds none of the changes (a daemon with no connection). Files of
 // another network namespace, of a kind without a handler, or of another
 // format version are left for whoever can undo them. A file whose handler
-// fails stays, so the next Recover tries again. It returns what it undid.
+// fails stays, so the next Recover tries again; one that is not JSON is
+// reported and removed. It returns what it undid.
 func (d Dir) Recover(handlers map[string]Handler) ([]Leftover, error) {
 	if d.path == "" {
 		return nil, nil
@@ -166,7 +167,10 @@ func (d Dir) Recover(handlers map[string]Handler) ([]Leftover, error) {
 		}
 		var f file
 		if err := json.Unmarshal(b, &f); err != nil {
+			// Not JSON: no version of roam can act on it, and keeping it
+			// would only repeat this error at every start.
 			errs = append(errs, fmt.Errorf("undo state %s: %w", path, err))
+			os.Remove(path)
 			continue
 		}
 		if f.Version != version || f.Owner.NetNS != me.NetNS || path != d.fileName(f.Kind, f.Name) {

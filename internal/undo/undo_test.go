@@ -130,6 +130,29 @@ func TestRecover(t *testing.T) {
 	}
 }
 
+// TestRecoverUnreadable: a file that is not JSON is reported and removed,
+// and the records beside it are still undone.
+func TestRecoverUnreadable(t *testing.T) {
+	d := NewDir(filepath.Join(t.TempDir(), "state"))
+	if err := d.Record("tun", "corp", map[string]string{"device": "roam-corp"}); err != nil {
+		t.Fatal(err)
+	}
+	bad := d.fileName("tun", "torn")
+	if err := os.WriteFile(bad, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	undone, err := d.Recover(map[string]Handler{"tun": func(string, json.RawMessage) error { return nil }})
+	if err == nil {
+		t.Error("unreadable state not reported")
+	}
+	if len(undone) != 1 || undone[0].Name != "corp" {
+		t.Errorf("undone %v, want the readable record", undone)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Errorf("unreadable state kept: %v", err)
+	}
+}
+
 // TestRecordForget: a record is readable by Recover as written, a second
 // record replaces the first, Forget removes it, and nothing else is left
 // in the directory (no temporary files).

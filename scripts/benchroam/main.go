@@ -16,7 +16,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -30,6 +29,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
@@ -49,8 +49,11 @@ type config struct {
 	scenarios []scenario
 	clients   []string
 	logDir    string
-	roamBin   string
-	delayBin  string
+	// keepLogs saves every run's logs (not only failures) into logDir,
+	// with the roam client at debug level: the timeline of a handover.
+	keepLogs bool
+	roamBin  string
+	delayBin string
 	// torture, when set, runs the torture sequence (torture.go) instead
 	// of the scenarios.
 	torture *tortureConfig
@@ -66,7 +69,19 @@ type scenario struct {
 	trigger    func(l *lab.Lab) error
 	oldRouter  string
 	newRouter  string
+	// connect: the scenario is the connect itself, from the start of the
+	// command to the first echo through the new tunnel (no tunnel before):
+	// connectSpawn lets `roam connect` start its daemon, connectDaemon
+	// has `roam daemon` running already (as the systemd unit does). For
+	// strongSwan's client both are `swanctl --initiate` to a running
+	// charon.
+	connect string
 }
+
+const (
+	connectSpawn  = "spawn"
+	connectDaemon = "daemon"
+)
 
 var allScenarios = []scenario{
 	{
@@ -115,6 +130,14 @@ var allScenarios = []scenario{
 		},
 		oldRouter: lab.NATWLAN, newRouter: lab.NATWLAN,
 	},
+	{
+		name: "e-connect", desc: "connect: `roam connect` starting its daemon / `swanctl --initiate`",
+		connect: connectSpawn, oldRouter: lab.NATWLAN, newRouter: lab.NATWLAN,
+	},
+	{
+		name: "e2-connect-daemon", desc: "connect with `roam daemon` already running / `swanctl --initiate`",
+		connect: connectDaemon, oldRouter: lab.NATWLAN, newRouter: lab.NATWLAN,
+	},
 }
 
 // Client kinds.
@@ -130,71 +153,64 @@ type run struct {
 	res     probe.Result
 	trigger time.Duration
 	err     error
+	// budget: `roam connect --json`'s connect_budget (connect scenarios).
+	budget map[string]float64
+	// firstOut (connect scenarios): from the start of the command to the
+	// first tunnel packet the client sent, as the uplink's delay line took
+	// it: when traffic flows, one round trip before its first echo.
+	firstOut time.Duration
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam:", err)
-		os.Exit(2)
-	}
-	run := bench
-	if cfg.torture != nil {
-		run = func(cfg config) error { return torture(cfg, *cfg.torture) }
-	}
-	if err := run(cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench-roam", parseFlags, func(cfg config) error {
+		if cfg.torture != nil {
+			return torture(cfg, *cfg.torture)
+		}
+		return bench(cfg)
+	})
 }
 
 // parseFlags reads flags, each defaulting to its environment variable.
 func parseFlags(args []string, getenv func(string) string) (config, error) {
-	envDefault := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	var cfg config
-	flag := flag.NewFlagSet("bench-roam", flag.ContinueOnError)
-	reps := flag.String("reps", envDefault("REPS", "10"), "repetitions per scenario and client (env REPS)")
-	bound := flag.String("bound", envDefault("BOUND", "10s"), "a run not recovered this long after the event counts as not recovered (env BOUND)")
-	delay := flag.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each uplink (env DELAY)")
-	interval := flag.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
-	scen := flag.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names or letters (a,b,c,d,d2); empty = all (env SCENARIOS)")
-	clients := flag.String("clients", envDefault("CLIENTS", "roam,strongswan"), "clients to run (env CLIENTS)")
-	flag.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
-	tort := flag.String("torture", envDefault("TORTURE", ""), "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
-	events := flag.String("events", envDefault("EVENTS", ""), "torture: number of events (env EVENTS; 60, short 9)")
-	duration := flag.String("duration", envDefault("DURATION", ""), "torture: the sequence spreads over about this long (env DURATION; 10m, short 90s)")
-	seed := flag.String("seed", envDefault("SEED", "1"), "torture: seed of the event sequence (env SEED)")
-	kinds := flag.String("kinds", envDefault("KINDS", ""), "torture: comma-separated event kinds; empty = all (env KINDS)")
-	grace := flag.String("grace", envDefault("GRACE", "2s"), "torture: status saying ok while nothing flowed for this long is a lie (env GRACE)")
-	outage := flag.String("outage", envDefault("OUTAGE", "20s"), "torture: how long the no-uplink event holds (env OUTAGE)")
+	flag := benchkit.NewFlags("bench-roam", getenv)
+	reps := flag.Env("reps", "REPS", "10", "repetitions per scenario and client (env REPS)")
+	bound := flag.Env("bound", "BOUND", "10s", "a run not recovered this long after the event counts as not recovered (env BOUND)")
+	delay := flag.Env("delay", "DELAY", "10ms", "one-way delay added on each uplink (env DELAY)")
+	interval := flag.Env("interval", "INTERVAL", "5ms", "probe interval (env INTERVAL)")
+	scen := flag.Env("scenarios", "SCENARIOS", "", "comma-separated scenario names or letters (a,b,c,d,d2,e,e2); empty = all (env SCENARIOS)")
+	clients := flag.Env("clients", "CLIENTS", "roam,strongswan", "clients to run (env CLIENTS)")
+	logDir := flag.Env("logs", "LOGS", "", "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
+	keep := flag.Env("keep-logs", "KEEPLOGS", "", "with -logs: save every run's logs, the roam client logging at debug level (env KEEPLOGS=1)")
+	tort := flag.Env("torture", "TORTURE", "", "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
+	events := flag.Env("events", "EVENTS", "", "torture: number of events (env EVENTS; 60, short 9)")
+	duration := flag.Env("duration", "DURATION", "", "torture: the sequence spreads over about this long (env DURATION; 10m, short 90s)")
+	seed := flag.Env("seed", "SEED", "1", "torture: seed of the event sequence (env SEED)")
+	kinds := flag.Env("kinds", "KINDS", "", "torture: comma-separated event kinds; empty = all (env KINDS)")
+	grace := flag.Env("grace", "GRACE", "2s", "torture: status saying ok while nothing flowed for this long is a lie (env GRACE)")
+	outage := flag.Env("outage", "OUTAGE", "20s", "torture: how long the no-uplink event holds (env OUTAGE)")
 	if err := flag.Parse(args); err != nil {
 		return cfg, err
 	}
-	if flag.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", flag.Arg(0))
-	}
+	cfg.logDir = *logDir
 	var err error
-	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
-		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
-	}
-	for _, d := range []struct {
-		name string
-		s    string
-		to   *time.Duration
-	}{{"BOUND/-bound", *bound, &cfg.bound}, {"DELAY/-delay", *delay, &cfg.delay}, {"INTERVAL/-interval", *interval, &cfg.interval}} {
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v < 0 || (v == 0 && d.to != &cfg.delay) {
-			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
+	switch *keep {
+	case "", "0":
+	case "1":
+		if cfg.logDir == "" {
+			return cfg, errors.New("KEEPLOGS/-keep-logs needs LOGS/-logs (the directory)")
 		}
-		*d.to = v
+		cfg.keepLogs = true
+	default:
+		return cfg, fmt.Errorf("KEEPLOGS/-keep-logs %q: want 1", *keep)
+	}
+	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 0); err != nil {
+		return cfg, err
+	}
+	if err := benchkit.ParseDurations(benchkit.Duration{Label: "BOUND/-bound", Value: *bound, To: &cfg.bound},
+		benchkit.Duration{Label: "DELAY/-delay", Value: *delay, To: &cfg.delay, ZeroOK: true},
+		benchkit.Duration{Label: "INTERVAL/-interval", Value: *interval, To: &cfg.interval}); err != nil {
+		return cfg, err
 	}
 	cfg.baseline = time.Second
 	cfg.after = time.Second
@@ -211,7 +227,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 				}
 			}
 			if !found {
-				return cfg, fmt.Errorf("unknown scenario %q (have a-link-down, b-address-removed, c-preferred-back, d-nat-flushed, d2-nat-address)", want)
+				return cfg, fmt.Errorf("unknown scenario %q (have a-link-down, b-address-removed, c-preferred-back, d-nat-flushed, d2-nat-address, e-connect, e2-connect-daemon)", want)
 			}
 		}
 	}
@@ -247,20 +263,12 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 }
 
 func bench(cfg config) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-roam")
-	}
-	bin, err := os.MkdirTemp("", "bench-roam-bin-")
+	bin, err := benchkit.BuildLab("bench-roam", "bench-roam")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
-	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
-		return err
-	}
-	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
-		return err
-	}
+	defer bin.Remove()
+	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	started := time.Now()
 	results := map[string]map[string][]run{}
 	total := cfg.reps * len(cfg.scenarios) * len(cfg.clients)
@@ -290,13 +298,27 @@ func describe(r run) string {
 	}
 	s := fmt.Sprintf("sent %d, lost %d, longest silence %s, rtt %s, trigger %s, longest send gap %s",
 		r.res.Sent, r.res.Lost, ms(r.res.Gap), ms(r.res.RTT), ms(r.trigger), ms(r.res.SendGap))
+	if r.firstOut > 0 {
+		s += ", first tunnel packet out " + ms(r.firstOut)
+	}
+	if len(r.budget) > 0 {
+		s += "; roam's budget:"
+		for _, k := range budgetKeys {
+			if v, ok := r.budget[k]; ok {
+				s += fmt.Sprintf(" %s %.1f", k, v)
+			}
+		}
+	}
 	if r.res.Recovered {
 		return fmt.Sprintf("recovered after %s; %s", ms(r.res.Recovery), s)
 	}
 	return "NOT recovered within the bound; " + s
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+func ms(d time.Duration) string { return benchkit.MS(d) }
+
+// budgetKeys are the connect_budget figures shown per run, in order.
+var budgetKeys = []string{"command_ms", "daemon_start_ms", "total_ms", "ike_ms", "tun_ms", "install_ms"}
 
 // runOnce builds a fresh lab, connects the client, makes the move and
 // measures it. The lab (and every process in it) is gone when it returns.
@@ -318,7 +340,7 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 	}
 	var logs func() map[string]string
 	defer func() {
-		if cfg.logDir != "" && logs != nil && (out.err != nil || !out.res.Recovered) {
+		if cfg.logDir != "" && logs != nil && (cfg.keepLogs || out.err != nil || !out.res.Recovered) {
 			saveLogs(cfg.logDir, fmt.Sprintf("%s-%s-%d", sc.name, client, rep), logs())
 		}
 	}()
@@ -345,6 +367,7 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 	resp := probe.NewResponder(rconn)
 	go resp.Serve(ctx)
 
+	var connectNow func() (map[string]float64, error)
 	switch client {
 	case roamClient:
 		dir := filepath.Join(l.Dir, "roam")
@@ -354,6 +377,11 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 			return out
 		}
 		r := &lab.Roam{Lab: l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(dir, "roam.sock")}
+		daemonArgs := []string{cfg.roamBin, "daemon", "--socket", r.Socket, "--config", cfgPath}
+		if cfg.keepLogs {
+			r.Env = []string{"ROAM_LOG_LEVEL=debug"}
+			daemonArgs = append(daemonArgs, "--log-level", "debug")
+		}
 		prev := logs
 		logs = func() map[string]string {
 			m := prev()
@@ -364,9 +392,35 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 			}
 			return m
 		}
-		if o, err := r.Connect("corp", 30*time.Second); err != nil {
-			out.err = fmt.Errorf("roam connect: %w: %s", err, o)
-			return out
+		switch sc.connect {
+		case "":
+			if o, err := r.Connect("corp", 30*time.Second); err != nil {
+				out.err = fmt.Errorf("roam connect: %w: %s", err, o)
+				return out
+			}
+		case connectDaemon:
+			// As the systemd unit runs it: no --auto-exit.
+			if _, err := l.Start(lab.Client, daemonArgs...); err != nil {
+				out.err = fmt.Errorf("roam daemon: %w", err)
+				return out
+			}
+			if err := waitDaemon(r, 10*time.Second); err != nil {
+				out.err = err
+				return out
+			}
+		}
+		connectNow = func() (map[string]float64, error) {
+			o, err := r.Run(30*time.Second, "connect", "--json", "corp")
+			if err != nil {
+				return nil, fmt.Errorf("roam connect: %w", err)
+			}
+			var st struct {
+				Budget map[string]float64 `json:"connect_budget"`
+			}
+			if err := json.Unmarshal([]byte(o), &st); err != nil {
+				return nil, fmt.Errorf("roam connect --json: %w: %s", err, o)
+			}
+			return st.Budget, nil
 		}
 	case swanClient:
 		cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
@@ -385,9 +439,17 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 			}
 			return m
 		}
-		if err := cl.Initiate("home", 20*time.Second); err != nil {
-			out.err = fmt.Errorf("strongSwan client initiate: %w", err)
-			return out
+		connectNow = func() (map[string]float64, error) {
+			if err := cl.Initiate("home", 20*time.Second); err != nil {
+				return nil, fmt.Errorf("strongSwan client initiate: %w", err)
+			}
+			return nil, nil
+		}
+		if sc.connect == "" {
+			if _, err := connectNow(); err != nil {
+				out.err = err
+				return out
+			}
 		}
 	}
 
@@ -409,6 +471,9 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		close(sdone)
 	}()
 
+	if sc.connect != "" {
+		return measureConnect(cfg, sc, out, snd, delays, connectNow, stopProbes, sdone)
+	}
 	onRouter := lab.NATWLAN
 	if sc.prepare != nil {
 		if err := waitOn(snd, delays, onRouter, 15*time.Second); err != nil {
@@ -489,6 +554,69 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 	return out
 }
 
+// measureConnect times a connect scenario: with the prober running and no
+// tunnel yet (nothing may be answered), from the start of the connect
+// command to the first echo of a probe sent after it that came back
+// through the tunnel. trigger is how long the command took: roam connect
+// returns once the tunnel carries traffic, swanctl once the SA is up.
+func measureConnect(cfg config, sc scenario, out run, snd *probe.Sender, delays lab.Delays, connectNow func() (map[string]float64, error), stopProbes func(), sdone <-chan struct{}) run {
+	window := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	if _, ok := snd.Answered(window, window); ok {
+		out.err = errors.New("probes answered before the tunnel was up")
+		return out
+	}
+	event := time.Now()
+	budget, err := connectNow()
+	applied := time.Now()
+	out.trigger, out.budget = applied.Sub(event), budget
+	if err != nil {
+		out.err = err
+		return out
+	}
+	var newPath time.Time
+	deadline := event.Add(cfg.bound)
+	for time.Now().Before(deadline) {
+		if p, ok := delays[sc.newRouter].FirstIn(event); ok {
+			if at, ok := snd.Answered(event, p.Release); ok {
+				newPath = p.Release
+				if until := at.Add(cfg.after); until.Before(deadline) {
+					deadline = until
+				}
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p, ok := delays[sc.newRouter].FirstOut(event); ok {
+		out.firstOut = p.Enter.Sub(event)
+	}
+	stopProbes()
+	<-sdone
+	out.res = probe.Analyze(snd.Records(), probe.Move{
+		Event: event, Applied: event, NewPath: newPath, WindowStart: event, Bound: cfg.bound,
+	})
+	return out
+}
+
+// waitDaemon waits until a started `roam daemon` answers on its socket.
+func waitDaemon(r *lab.Roam, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, _, err := r.Status()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("roam daemon not answering after %v: %w", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // waitOn waits until probes are answered and the tunnel's inbound packets
 // come through router only.
 func waitOn(snd *probe.Sender, delays lab.Delays, router string, timeout time.Duration) error {
@@ -523,9 +651,7 @@ func onlyOn(delays lab.Delays, router string, t time.Time) error {
 
 // saveLogs keeps a run's logs; failing to is worth a line, not the run.
 func saveLogs(dir, name string, files map[string]string) {
-	if err := lab.SaveLogs(dir, name, files); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-roam:", err)
-	}
+	benchkit.SaveLogs("bench-roam", dir, name, files)
 }
 
 // clientJSON is one client's figures in the machine-readable line.
@@ -542,6 +668,14 @@ type clientJSON struct {
 	SendGapMS  *float64  `json:"send_gap_max_ms"`
 	RecoveryMS []float64 `json:"recovery_ms"` // recovered runs, in run order
 	Lost       []int     `json:"lost"`        // every measured run
+	// Budgets: roam connect's connect_budget of every measured run
+	// (connect scenarios).
+	Budgets []map[string]float64 `json:"connect_budgets,omitempty"`
+	// FirstOutMS (connect scenarios): the start of the command to the
+	// client's first tunnel packet, every measured run that sent one, and
+	// their median: "connect to traffic".
+	FirstOutMS       []float64 `json:"first_out_ms,omitempty"`
+	FirstOutMedianMS *float64  `json:"first_out_median_ms,omitempty"`
 }
 
 type scenarioJSON struct {
@@ -554,9 +688,9 @@ type scenarioJSON struct {
 	Ratio    *float64              `json:"ratio_roam_strongswan"`
 }
 
-func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+func msf(d time.Duration) float64 { return benchkit.MSF(d) }
 
-func ptr[T any](v T) *T { return &v }
+func ptr[T any](v T) *T { return benchkit.Ptr(v) }
 
 func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration) {
 	fmt.Fprintf(w, "\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")
@@ -568,6 +702,7 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 	var lines []string
 	allRTT := map[string][]time.Duration{}
 	stalled, maxStall := 0, time.Duration(0)
+	var firstOut []string
 	for _, sc := range cfg.scenarios {
 		sj := scenarioJSON{Scenario: sc.name, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
 		sums := map[string]probe.Summary{}
@@ -583,6 +718,12 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 				rs = append(rs, r.res)
 				trig = append(trig, r.trigger)
 				cj.Lost = append(cj.Lost, r.res.Lost)
+				if r.budget != nil {
+					cj.Budgets = append(cj.Budgets, r.budget)
+				}
+				if r.firstOut > 0 {
+					cj.FirstOutMS = append(cj.FirstOutMS, msf(r.firstOut))
+				}
 				if cj.SendGapMS == nil || msf(r.res.SendGap) > *cj.SendGapMS {
 					cj.SendGapMS = ptr(msf(r.res.SendGap))
 				}
@@ -610,6 +751,12 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 			}
 			if len(rs) > 0 {
 				cj.LostMedian, cj.LostMax = ptr(s.LostMed), ptr(s.LostMax)
+			}
+			if n := len(cj.FirstOutMS); n > 0 {
+				v := slices.Clone(cj.FirstOutMS)
+				slices.Sort(v)
+				cj.FirstOutMedianMS = ptr(v[n/2])
+				firstOut = append(firstOut, fmt.Sprintf("%s %s: median %.1f ms (%d runs)", sc.name, clientLabel[cl], v[n/2], n))
 			}
 			sj.Clients[cl] = cj
 			rec := fmt.Sprintf("%d/%d", s.Recovered, cj.Runs)
@@ -657,6 +804,9 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 			fmt.Fprintf(w, "measured tunnel RTT (%s, median of the scenarios' medians): %.1f ms\n", clientLabel[cl], msf(v[len(v)/2]))
 		}
 	}
+	for _, f := range firstOut {
+		fmt.Fprintf(w, "connect to traffic (the client's first tunnel packet), %s\n", f)
+	}
 	if stalled > 0 {
 		fmt.Fprintf(w, "warning: in %d runs the prober itself was starved of CPU (up to %s between two probes): their loss counts and times are less precise\n",
 			stalled, ms(maxStall))
@@ -667,7 +817,12 @@ change) to the first probe echo that arrived over the new path, over recovered r
 lost: probes without an echo from 1 s before the event to 1 s after recovery (or to
 the bound). trigger: how long the command itself took. roam/sS: ratio of the medians
 (n/a when either side never recovered). c-preferred-back: "recovered" means the tunnel
-moved to the returning uplink; the loss column is the make-before-break figure.`)
+moved to the returning uplink; the loss column is the make-before-break figure.
+e-connect, e2-connect-daemon: from the start of the connect command to the first
+echo through the new tunnel; trigger is how long the command took (roam connect
+returns once the tunnel carries traffic); lost counts the probes sent meanwhile.
+connect to traffic: from the start of the command to the client's first tunnel
+packet on its uplink (a probe goes every interval), one round trip before its echo.`)
 	fmt.Fprintln(w)
 	for _, l := range lines {
 		fmt.Fprintln(w, l)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
 
@@ -30,7 +31,7 @@ func TestParseFlags(t *testing.T) {
 		err       string
 	}{
 		{name: "defaults", reps: 10, bound: 10 * time.Second,
-			scenarios: "a-link-down,b-address-removed,c-preferred-back,d-nat-flushed,d2-nat-address", clients: "roam,strongswan"},
+			scenarios: "a-link-down,b-address-removed,c-preferred-back,d-nat-flushed,d2-nat-address,e-connect,e2-connect-daemon", clients: "roam,strongswan"},
 		{name: "env", env: map[string]string{"REPS": "2", "BOUND": "3s", "SCENARIOS": "a,d2", "CLIENTS": "roam"},
 			reps: 2, bound: 3 * time.Second, scenarios: "a-link-down,d2-nat-address", clients: "roam"},
 		{name: "flags beat env", args: []string{"-reps", "3", "-scenarios", "d"}, env: map[string]string{"REPS": "2"},
@@ -40,20 +41,16 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad reps", env: map[string]string{"REPS": "0"}, err: "REPS"},
 		{name: "bad bound", args: []string{"-bound", "soon"}, err: "BOUND"},
 		{name: "zero interval", args: []string{"-interval", "0s"}, err: "INTERVAL"},
-		{name: "unknown scenario", args: []string{"-scenarios", "e"}, err: `unknown scenario "e"`},
+		{name: "unknown scenario", args: []string{"-scenarios", "f"}, err: `unknown scenario "f"`},
+		{name: "connect scenarios", args: []string{"-scenarios", "e,e2"}, reps: 10, bound: 10 * time.Second,
+			scenarios: "e-connect,e2-connect-daemon", clients: "roam,strongswan"},
 		{name: "unknown client", args: []string{"-clients", "wireguard"}, err: `unknown client "wireguard"`},
 		{name: "stray argument", args: []string{"now"}, err: "unexpected argument"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseFlags(tc.args, func(k string) string { return tc.env[k] })
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err %v, want one naming %q", err, tc.err)
-				}
+			if benchkit.WantErr(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.reps != tc.reps || cfg.bound != tc.bound || names(cfg) != tc.scenarios || strings.Join(cfg.clients, ",") != tc.clients {
 				t.Errorf("got reps %d bound %v scenarios %s clients %v", cfg.reps, cfg.bound, names(cfg), cfg.clients)

@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
@@ -233,23 +234,15 @@ func parseTortureFlags(cfg *config, events, duration, seed, kinds, grace, outage
 
 // torture runs the sequence against each client in turn and reports.
 func torture(cfg config, tc tortureConfig) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-torture")
-	}
-	bin, err := os.MkdirTemp("", "bench-roam-bin-")
+	bin, err := benchkit.BuildLab("bench-roam", "bench-torture")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
-	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
-		return err
-	}
-	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
-		return err
-	}
+	defer bin.Remove()
+	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	seq := sequence(tc)
 	started := time.Now()
-	load0 := loadavg()
+	load0 := benchkit.Loadavg()
 	results := map[string][]tresult{}
 	for _, cl := range cfg.clients {
 		rs, err := tortureClient(cfg, tc, cl, seq)
@@ -258,20 +251,8 @@ func torture(cfg config, tc tortureConfig) error {
 		}
 		results[cl] = rs
 	}
-	tortureReport(os.Stdout, cfg, tc, seq, results, time.Since(started), load0, loadavg())
+	tortureReport(os.Stdout, cfg, tc, seq, results, time.Since(started), load0, benchkit.Loadavg())
 	return nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // tortureClient builds the lab, connects, and runs the sequence.
@@ -440,15 +421,7 @@ func (e *tenv) connect() error {
 			}
 			e.roam = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: e.cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 		}
-		var out string
-		var err error
-		for i := 0; i < 5; i++ { // the gateway may still be binding
-			if out, err = e.roam.Connect("corp", 20*time.Second); err == nil {
-				return nil
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-		return fmt.Errorf("roam connect: %w: %s", err, out)
+		return e.roam.ConnectRetry("corp")
 	case swanClient:
 		if e.swanGW == nil {
 			gw, err := e.l.StartCharon(lab.Gateway, lab.CharonOptions{
@@ -590,22 +563,6 @@ func restoreCmd(u lab.Uplink) string {
 	return s
 }
 
-// gatewayIf: the lab gateway's interface of each address, with the
-// default routes through it (lab.go builds them; removing the address
-// flushes them).
-var gatewayIf = map[netip.Addr]struct {
-	dev    string
-	prefix netip.Prefix
-	via    netip.Addr
-	metric string
-	table  string
-}{
-	lab.GatewayAddr1.Addr():   {"eth0", lab.GatewayAddr1, lab.InetGW1.Addr(), "100", "101"},
-	lab.GatewayAddr2.Addr():   {"eth1", lab.GatewayAddr2, lab.InetGW2.Addr(), "200", "102"},
-	lab.GatewayAddr1V6.Addr(): {"eth0", lab.GatewayAddr1V6, lab.InetGW1V6.Addr(), "100", "101"},
-	lab.GatewayAddr2V6.Addr(): {"eth1", lab.GatewayAddr2V6, lab.InetGW2V6.Addr(), "200", "102"},
-}
-
 // gatewayInUse is the gateway address of the client's SA (roam status).
 func (e *tenv) gatewayInUse() (netip.Addr, error) {
 	st, _, err := e.roam.Status()
@@ -736,25 +693,8 @@ func (e *tenv) runEvent(ev tevent) tresult {
 			r.err = err
 			return r
 		}
-		g, ok := gatewayIf[gone]
-		if !ok {
-			r.err = fmt.Errorf("gateway address %s in use is not one of the lab's", gone)
-			return r
-		}
-		disturb = func() error { return e.l.DelAddr(lab.Gateway, g.dev, g.prefix) }
-		restore = func() error {
-			ip := "ip"
-			if gone.Is6() {
-				ip = "ip -6"
-			}
-			cmd := fmt.Sprintf("%[6]s addr add %[1]s dev %[2]s nodad 2>/dev/null || %[6]s addr add %[1]s dev %[2]s; %[6]s route replace default via %[3]s dev %[2]s metric %[4]s && %[6]s route replace default via %[3]s dev %[2]s table %[5]s",
-				g.prefix, g.dev, g.via, g.metric, g.table, ip)
-			if !gone.Is6() {
-				cmd = fmt.Sprintf("ip addr add %[1]s dev %[2]s && ip route replace default via %[3]s dev %[2]s metric %[4]s && ip route replace default via %[3]s dev %[2]s table %[5]s",
-					g.prefix, g.dev, g.via, g.metric, g.table)
-			}
-			return e.l.Exec(lab.Gateway, "sh", "-c", cmd)
-		}
+		disturb = func() error { return e.l.RemoveGatewayAddr(gone) }
+		restore = func() error { return e.l.RestoreGatewayAddr(gone) }
 	}
 	r.at = time.Now()
 	if err := disturb(); err != nil {

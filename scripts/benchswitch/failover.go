@@ -80,12 +80,10 @@ func setupHAPair(cfg config, e *env) error {
 	if err := h.nodes[0].start(cfg, e.l, "active"); err != nil {
 		return err
 	}
-	cdir := filepath.Join(e.l.Dir, "roam")
-	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	cdir, err := e.newClient(cfg)
 	if err != nil {
 		return err
 	}
-	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 	e.logs = func() map[string]string {
 		m := map[string]string{}
 		for _, n := range h.nodes {
@@ -100,15 +98,8 @@ func setupHAPair(cfg config, e *env) error {
 		m["roam.log"] = string(b)
 		return m
 	}
-	var out string
-	for i := 0; i < 5; i++ { // the gateway may still be binding
-		if out, err = e.client.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("roam connect: %w: %s", err, out)
+	if err := e.client.ConnectRetry("corp"); err != nil {
+		return err
 	}
 	e.cur = h.nodes[0].addr
 	return h.nodes[1].waitReplicating(15 * time.Second)

@@ -24,8 +24,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -39,6 +37,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
@@ -141,20 +140,6 @@ var switchScenario = scenario{
 	target: func(rtt time.Duration) time.Duration { return 2*rtt + 10*time.Millisecond },
 }
 
-// gatewayIf is the lab gateway's interface of each address, with the
-// routes that leave through it (lab.go builds them; removing the address
-// flushes them).
-var gatewayIf = map[netip.Addr]struct {
-	dev    string
-	prefix netip.Prefix
-	via    netip.Addr
-	metric string
-	table  string
-}{
-	lab.GatewayAddr1.Addr(): {"eth0", lab.GatewayAddr1, lab.InetGW1.Addr(), "100", "101"},
-	lab.GatewayAddr2.Addr(): {"eth1", lab.GatewayAddr2, lab.InetGW2.Addr(), "200", "102"},
-}
-
 var addressGoneScenario = scenario{
 	name: "address-gone", desc: "the address the SA uses removed from the gateway (automatic switch)",
 	trigger: func(cfg config, e *env, rep int, event time.Time) (move, error) {
@@ -163,8 +148,7 @@ var addressGoneScenario = scenario{
 		if gone == to {
 			to = lab.GatewayAddr1.Addr()
 		}
-		g := gatewayIf[gone]
-		if err := e.l.DelAddr(lab.Gateway, g.dev, g.prefix); err != nil {
+		if err := e.l.RemoveGatewayAddr(gone); err != nil {
 			return move{}, err
 		}
 		e.cur, e.removed = to, gone
@@ -174,11 +158,9 @@ var addressGoneScenario = scenario{
 		if !e.removed.IsValid() {
 			return nil
 		}
-		g := gatewayIf[e.removed]
+		gone := e.removed
 		e.removed = netip.Addr{}
-		cmd := fmt.Sprintf("ip addr add %s dev %[2]s && ip route replace default via %[3]s dev %[2]s metric %[4]s && ip route replace default via %[3]s dev %[2]s table %[5]s",
-			g.prefix, g.dev, g.via, g.metric, g.table)
-		return e.l.Exec(lab.Gateway, "sh", "-c", cmd)
+		return e.l.RestoreGatewayAddr(gone)
 	},
 }
 
@@ -210,59 +192,32 @@ type run struct {
 	err      error
 }
 
-func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch:", err)
-		os.Exit(2)
-	}
-	if err := bench(cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main("bench-switch", parseFlags, bench) }
 
 // parseFlags reads flags, each defaulting to its environment variable.
 func parseFlags(args []string, getenv func(string) string) (config, error) {
-	envDefault := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	cfg := config{scenarios: map[string]bool{}}
-	fs := flag.NewFlagSet("bench-switch", flag.ContinueOnError)
-	reps := fs.String("reps", envDefault("REPS", "10"), "repetitions per scenario (env REPS)")
-	bound := fs.String("bound", envDefault("BOUND", "10s"), "a move whose first packet on the new path is later than this counts as not recovered (env BOUND)")
-	delay := fs.String("delay", envDefault("DELAY", "10ms"), "one-way delay added on each client uplink (env DELAY)")
-	interval := fs.String("interval", envDefault("INTERVAL", "5ms"), "probe interval (env INTERVAL)")
-	scen := fs.String("scenarios", envDefault("SCENARIOS", ""), "comma-separated scenario names; empty = all (env SCENARIOS)")
-	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save logs of failed runs into this directory (env LOGS)")
-	deadAfter := fs.String("dead-after", envDefault("DEAD_AFTER", "0"), "the HA nodes' dead_after; 0: roam's default (env DEAD_AFTER)")
+	fs := benchkit.NewFlags("bench-switch", getenv)
+	reps := fs.Env("reps", "REPS", "10", "repetitions per scenario (env REPS)")
+	bound := fs.Env("bound", "BOUND", "10s", "a move whose first packet on the new path is later than this counts as not recovered (env BOUND)")
+	delay := fs.Env("delay", "DELAY", "10ms", "one-way delay added on each client uplink (env DELAY)")
+	interval := fs.Env("interval", "INTERVAL", "5ms", "probe interval (env INTERVAL)")
+	scen := fs.Env("scenarios", "SCENARIOS", "", "comma-separated scenario names; empty = all (env SCENARIOS)")
+	logDir := fs.Env("logs", "LOGS", "", "save logs of failed runs into this directory (env LOGS)")
+	deadAfter := fs.Env("dead-after", "DEAD_AFTER", "0", "the HA nodes' dead_after; 0: roam's default (env DEAD_AFTER)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	cfg.logDir = *logDir
 	var err error
-	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 {
-		return cfg, fmt.Errorf("REPS/-reps %q: want a positive integer", *reps)
+	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 0); err != nil {
+		return cfg, err
 	}
-	for _, d := range []struct {
-		name, s string
-		to      *time.Duration
-		zeroOK  bool
-	}{{"BOUND/-bound", *bound, &cfg.bound, false}, {"DELAY/-delay", *delay, &cfg.delay, true}, {"INTERVAL/-interval", *interval, &cfg.interval, false},
-		{"DEAD_AFTER/-dead-after", *deadAfter, &cfg.haDeadAfter, true}} {
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v < 0 || v == 0 && !d.zeroOK {
-			return cfg, fmt.Errorf("%s %q: want a duration such as 10s or 5ms", d.name, d.s)
-		}
-		*d.to = v
+	if err := benchkit.ParseDurations(benchkit.Duration{Label: "BOUND/-bound", Value: *bound, To: &cfg.bound},
+		benchkit.Duration{Label: "DELAY/-delay", Value: *delay, To: &cfg.delay, ZeroOK: true},
+		benchkit.Duration{Label: "INTERVAL/-interval", Value: *interval, To: &cfg.interval},
+		benchkit.Duration{Label: "DEAD_AFTER/-dead-after", Value: *deadAfter, To: &cfg.haDeadAfter, ZeroOK: true}); err != nil {
+		return cfg, err
 	}
 	known := map[string]bool{}
 	var names []string
@@ -287,20 +242,12 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 func (cfg config) wanted(s scenario) bool { return len(cfg.scenarios) == 0 || cfg.scenarios[s.name] }
 
 func bench(cfg config) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-switch")
-	}
-	bin, err := os.MkdirTemp("", "bench-switch-bin-")
+	bin, err := benchkit.BuildLab("bench-switch", "bench-switch")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(bin)
-	if cfg.roamBin, err = lab.BuildRoam(bin); err != nil {
-		return err
-	}
-	if cfg.delayBin, err = lab.BuildDelay(bin); err != nil {
-		return err
-	}
+	defer bin.Remove()
+	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	started := time.Now()
 	results := map[string][]run{}
 	var order []scenario
@@ -402,12 +349,10 @@ func setupRoamGateway(cfg config, e *env) error {
 	if e.gwProc, err = e.gw.StartGateway(); err != nil {
 		return err
 	}
-	cdir := filepath.Join(e.l.Dir, "roam")
-	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	cdir, err := e.newClient(cfg)
 	if err != nil {
 		return err
 	}
-	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 	e.logs = func() map[string]string {
 		m := map[string]string{"gateway.out": e.gwProc.Output()}
 		b, _ := os.ReadFile(filepath.Join(cdir, "roam.log"))
@@ -417,18 +362,24 @@ func setupRoamGateway(cfg config, e *env) error {
 		}
 		return m
 	}
-	var out string
-	for i := 0; i < 5; i++ { // the gateway may still be binding
-		if out, err = e.client.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("roam connect: %w: %s", err, out)
+	if err := e.client.ConnectRetry("corp"); err != nil {
+		return err
 	}
 	e.cur = lab.GatewayAddr1.Addr()
 	return nil
+}
+
+// newClient writes the client's profile (PSK, as the gateways use) and
+// makes e.client its CLI handle; it returns the client's directory, where
+// its daemon writes roam.log.
+func (e *env) newClient(cfg config) (string, error) {
+	cdir := filepath.Join(e.l.Dir, "roam")
+	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+	if err != nil {
+		return "", err
+	}
+	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
+	return cdir, nil
 }
 
 // measure runs one repetition: steady state on e.cur, a second of
@@ -531,15 +482,13 @@ func describe(r run) string {
 	return "no packet on the new path within the bound; " + s
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+func ms(d time.Duration) string { return benchkit.MS(d) }
 
-func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+func msf(d time.Duration) float64 { return benchkit.MSF(d) }
 
 // saveLogs keeps a run's logs; failing to is worth a line, not the run.
 func saveLogs(dir, name string, files map[string]string) {
-	if err := lab.SaveLogs(dir, name, files); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-switch:", err)
-	}
+	benchkit.SaveLogs("bench-switch", dir, name, files)
 }
 
 // summary of one scenario's runs.
@@ -563,7 +512,7 @@ type summary struct {
 	median     time.Duration
 }
 
-func ptr[T any](v T) *T { return &v }
+func ptr[T any](v T) *T { return benchkit.Ptr(v) }
 
 func summarize(s scenario, runs []run) summary {
 	sum := summary{Scenario: s.name, Runs: len(runs), FirstMS: []float64{}, Lost: []int{}}

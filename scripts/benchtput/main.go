@@ -28,7 +28,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 )
 
@@ -53,67 +53,78 @@ type config struct {
 	logDir     string
 	roamBase   string // ROAM_BASE: roam binary of the roam-base kind
 	counts     bool   // perf stat system calls and context switches of each tunnel process
+	// captureDir (CAPTURE), when set, gets packet captures of every
+	// TCP download along its path, and the run's log a line per point
+	// on where the inner stream's order broke.
+	captureDir string
+	// rps (RPS) turns on receive packet steering on every device of
+	// the lab: a veth queues each packet on the backlog of the CPU that
+	// sent it, so one flow sent from two CPUs (a TCP sender's system
+	// calls and its ACK processing; a tunnel's sending thread that moved)
+	// can arrive reordered; with RPS each flow's packets go to one CPU by
+	// hash.
+	rps bool
 	// only, when not empty, names the tests to run (TESTS): an A/B of one
 	// figure need not wait for all the others.
 	only map[string]bool
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
+	// Subcommands the bench runs of itself: "udpq" samples the UDP
+	// receive queues, "order FILE.pcap..." reports on captures kept from
+	// an earlier CAPTURE run.
+	if len(os.Args) > 1 && (os.Args[1] == "udpq" || os.Args[1] == "order") {
+		var err error
+		if os.Args[1] == "udpq" {
+			err = udpqMain(os.Stdout)
+		} else {
+			err = orderFiles(os.Stdout, os.Args[2:])
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-tput "+os.Args[1]+":", err)
+			os.Exit(1)
+		}
 		return
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-tput:", err)
-		os.Exit(2)
-	}
-	// An interrupt ends the run under way and tears its lab down.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = bench(ctx, cfg)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-tput:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench-tput", parseFlags, func(cfg config) error {
+		// An interrupt ends the run under way and tears its lab down.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return bench(ctx, cfg)
+	})
 }
 
 // parseFlags reads flags, each defaulting to its environment variable.
 func parseFlags(args []string, getenv func(string) string) (config, error) {
-	envDefault := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	var cfg config
-	fs := flag.NewFlagSet("bench-tput", flag.ContinueOnError)
-	reps := fs.String("reps", envDefault("REPS", "3"), "repetitions (env REPS)")
-	duration := fs.String("duration", envDefault("DURATION", "8s"), "length of each iperf3 run, whole seconds (env DURATION)")
-	kinds := fs.String("kinds", envDefault("KINDS", "roam,wireguard,strongswan,roam-tcp"), "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp, roam-base (env KINDS)")
-	streams := fs.String("streams", envDefault("STREAMS", "4"), "TCP streams of the multi-stream runs (env STREAMS)")
-	sizes := fs.String("udp-sizes", envDefault("UDP_SIZES", "64,1372"), "UDP datagram payload sizes (env UDP_SIZES)")
-	udpDown := fs.String("udp-down", envDefault("UDP_DOWN", "1"), "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
-	fs.StringVar(&cfg.profileDir, "profile", getenv("BENCH_PROFILE"), "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
-	countsFlag := fs.String("counts", envDefault("COUNTS", "0"), "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
-	only := fs.String("tests", getenv("TESTS"), "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
-	fs.StringVar(&cfg.roamBase, "roam-base", getenv("ROAM_BASE"), "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
-	fs.StringVar(&cfg.logDir, "logs", getenv("LOGS"), "save the tunnel logs of failed runs into this directory (env LOGS)")
+	fs := benchkit.NewFlags("bench-tput", getenv)
+	reps := fs.Env("reps", "REPS", "3", "repetitions (env REPS)")
+	duration := fs.Env("duration", "DURATION", "8s", "length of each iperf3 run, whole seconds (env DURATION)")
+	kinds := fs.Env("kinds", "KINDS", "roam,wireguard,strongswan,roam-tcp", "tunnel kinds to run: roam, wireguard, strongswan, roam-tcp, roam-base (env KINDS)")
+	streams := fs.Env("streams", "STREAMS", "4", "TCP streams of the multi-stream runs (env STREAMS)")
+	sizes := fs.Env("udp-sizes", "UDP_SIZES", "64,1372", "UDP datagram payload sizes (env UDP_SIZES)")
+	udpDown := fs.Env("udp-down", "UDP_DOWN", "1", "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
+	rps := fs.Env("rps", "RPS", "1", "receive packet steering on every lab device, which then keeps each flow's order: 1 or 0 (env RPS)")
+	profileDir := fs.Env("profile", "BENCH_PROFILE", "", "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
+	countsFlag := fs.Env("counts", "COUNTS", "0", "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
+	only := fs.Env("tests", "TESTS", "", "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
+	roamBase := fs.Env("roam-base", "ROAM_BASE", "", "roam binary the roam-base kind runs, such as a build of main for an A/B (env ROAM_BASE)")
+	captureDir := fs.Env("capture", "CAPTURE", "", "capture packet headers of TCP downloads at every hop into this directory and report where order broke; needs tcpdump, costs CPU (env CAPTURE)")
+	logDir := fs.Env("logs", "LOGS", "", "save the tunnel logs of failed runs into this directory (env LOGS)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	cfg.profileDir, cfg.roamBase, cfg.logDir, cfg.captureDir = *profileDir, *roamBase, *logDir, *captureDir
 	var err error
-	if cfg.reps, err = strconv.Atoi(*reps); err != nil || cfg.reps < 1 || cfg.reps > 50 {
-		return cfg, fmt.Errorf("REPS/-reps %q: want an integer from 1 to 50", *reps)
+	if cfg.reps, err = benchkit.Int("REPS/-reps", *reps, 1, 50); err != nil {
+		return cfg, err
 	}
 	if cfg.duration, err = time.ParseDuration(*duration); err != nil || cfg.duration < time.Second || cfg.duration > 10*time.Minute ||
 		cfg.duration%time.Second != 0 {
 		return cfg, fmt.Errorf("DURATION/-duration %q: want whole seconds from 1s to 10m, such as 8s", *duration)
 	}
-	if cfg.streams, err = strconv.Atoi(*streams); err != nil || cfg.streams < 1 || cfg.streams > 128 {
-		return cfg, fmt.Errorf("STREAMS/-streams %q: want an integer from 1 to 128", *streams)
+	if cfg.streams, err = benchkit.Int("STREAMS/-streams", *streams, 1, 128); err != nil {
+		return cfg, err
 	}
 	seen := map[string]bool{}
 	for _, k := range strings.Split(*kinds, ",") {
@@ -137,19 +148,14 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 			cfg.udpSizes = append(cfg.udpSizes, n)
 		}
 	}
-	switch *countsFlag {
-	case "1", "true", "yes":
-		cfg.counts = true
-	case "0", "false", "no":
-	default:
-		return cfg, fmt.Errorf("COUNTS/-counts %q: want 1 or 0", *countsFlag)
+	if cfg.counts, err = benchkit.Bool("COUNTS/-counts", *countsFlag); err != nil {
+		return cfg, err
 	}
-	switch *udpDown {
-	case "1", "true", "yes":
-		cfg.udpDown = true
-	case "0", "false", "no":
-	default:
-		return cfg, fmt.Errorf("UDP_DOWN/-udp-down %q: want 1 or 0", *udpDown)
+	if cfg.rps, err = benchkit.Bool("RPS/-rps", *rps); err != nil {
+		return cfg, err
+	}
+	if cfg.udpDown, err = benchkit.Bool("UDP_DOWN/-udp-down", *udpDown); err != nil {
+		return cfg, err
 	}
 	if seen[kindRoamBase] && cfg.roamBase == "" {
 		return cfg, errors.New("KINDS/-kinds: roam-base needs ROAM_BASE/-roam-base, a roam binary")
@@ -188,18 +194,43 @@ type measurement struct {
 	// dropped at UDP sockets during the test: the tunnel's sockets, and
 	// in UDP tests iperf3's own socket in the client namespace too.
 	drops udpDrops
+	// devDrops: what every lab namespace's devices dropped during the
+	// test, by device.
+	devDrops devDrops
+	// tcpExt: how the TCP ends (client and host namespace) saw the
+	// test, TcpExt counters that moved (tcpExtKeys).
+	tcpExt tcpExt
+	// roamDrops: the roam ends' drop counters that moved (roam kinds).
+	roamDrops tcpExt
 	// counts: perf stat of each tunnel process (COUNTS=1), in pids order.
 	counts []counts
+	// rxPeak: the largest receive queue, in bytes, of any UDP socket in
+	// the client's and in the gateway's namespace, sampled every
+	// millisecond during the test.
+	rxPeak [2]int64
 }
 
 func bench(ctx context.Context, cfg config) error {
-	if !lab.Root() {
-		return errors.New("needs root (network namespaces): sudo make bench-tput")
+	if err := benchkit.NeedRoot("bench-tput"); err != nil {
+		return err
 	}
 	for _, tool := range []string{"iperf3", "wg"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found: run scripts/install-deps.sh (packages iperf3, wireguard-tools)", tool)
 		}
+	}
+	if cfg.captureDir != "" {
+		if _, err := exec.LookPath("tcpdump"); err != nil {
+			return errors.New("CAPTURE needs tcpdump (apt-get install tcpdump)")
+		}
+		dir, err := filepath.Abs(cfg.captureDir)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		cfg.captureDir = dir
 	}
 	binDir, err := os.MkdirTemp("", "bench-tput-bin-")
 	if err != nil {
@@ -214,7 +245,7 @@ func bench(ctx context.Context, cfg config) error {
 	if bin.wireguardGo, err = buildWireGuardGo(binDir); err != nil {
 		return err
 	}
-	m := machine{nproc: nproc(), loadStart: loadavg(), perf: perfNote()}
+	m := machine{nproc: nproc(), loadStart: benchkit.Loadavg(), perf: perfNote()}
 	started := time.Now()
 	ts := tests(cfg.streams, cfg.udpSizes, cfg.udpDown)
 	if cfg.only != nil {
@@ -241,7 +272,7 @@ func bench(ctx context.Context, cfg config) error {
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}
-	m.loadEnd = loadavg()
+	m.loadEnd = benchkit.Loadavg()
 	report(os.Stdout, cfg, m, ts, runs, time.Since(started))
 	if cfg.profileDir != "" {
 		if err := profileRoam(ctx, cfg, bin, n); err != nil {
@@ -281,6 +312,11 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		return fail(err)
 	}
 	defer l.Close()
+	if cfg.rps {
+		if err := steerLab(l); err != nil {
+			return fail(err)
+		}
+	}
 	t, err := startTunnel(l, kind, bin, n, profile{})
 	if t != nil && cfg.logDir != "" {
 		defer func() {
@@ -299,7 +335,11 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		m, err := measure(ctx, l, t, tt, cfg.duration, cfg.counts)
+		capture := ""
+		if cfg.captureDir != "" && !tt.udp && tt.reverse {
+			capture = fmt.Sprintf("%s-%d-%s", kind, rep, tt.name)
+		}
+		m, err := measure(ctx, l, t, tt, cfg, capture)
 		if err != nil {
 			out.errs = append(out.errs, err)
 			fmt.Fprintf(os.Stderr, "rep %d %s %s: ERROR %v\n", rep, kindLabel[kind], tt.name, err)
@@ -316,7 +356,10 @@ func runKind(ctx context.Context, cfg config, bin binaries, kind string, rep, n 
 
 // measure runs one test against a fresh one-off iperf3 server, so that a
 // run that hung cannot leave the server busy for the next.
-func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duration, count bool) (measurement, error) {
+// A non-empty capture names the packet captures of this test in
+// cfg.captureDir.
+func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, capture string) (measurement, error) {
+	d, count := cfg.duration, cfg.counts
 	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
 	if err != nil {
 		return measurement{}, err
@@ -325,6 +368,18 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	dropsBefore, err := tunnelDrops(l)
 	if err != nil {
 		return measurement{}, err
+	}
+	devBefore, err := labDevDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	extBefore, err := labTCPExt(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	var roamBefore tcpExt
+	if t.roamDrops != nil {
+		roamBefore = tcpExt(t.roamDrops())
 	}
 	before, err := cpuOf(t.pids)
 	if err != nil {
@@ -340,7 +395,27 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 			counters = append(counters, c)
 		}
 	}
+	sampler, err := startQueueSampler(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	var caps *captures
+	if capture != "" {
+		if caps, err = startCaptures(l, t, cfg.captureDir, capture); err != nil {
+			return measurement{}, err
+		}
+	}
 	r, err := runIperf(ctx, l, tt, d)
+	rxPeak, serr := sampler.stop()
+	if serr != nil && err == nil {
+		err = serr
+	}
+	if caps != nil {
+		caps.stop()
+		if rerr := caps.report(os.Stderr, capture); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
 	var cs []counts
 	for _, c := range counters {
 		v, cerr := c.stop()
@@ -364,7 +439,67 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, d time.Duratio
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), counts: cs}, nil
+	devAfter, err := labDevDrops(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	extAfter, err := labTCPExt(l)
+	if err != nil {
+		return measurement{}, err
+	}
+	m := measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
+		tcpExt: extAfter.sub(extBefore), counts: cs, rxPeak: rxPeak}
+	if t.roamDrops != nil {
+		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
+	}
+	return m, nil
+}
+
+// steerLab turns on receive packet steering over all CPUs on every
+// device of every lab namespace but lo.
+func steerLab(l *lab.Lab) error {
+	script := fmt.Sprintf(`for f in /sys/class/net/*/queues/rx-*/rps_cpus; do
+	case $f in /sys/class/net/lo/*) continue;; esac
+	echo %x > "$f" || exit 1
+done`, 1<<nproc()-1)
+	for _, ns := range lab.Roles {
+		// ip netns exec mounts the namespace's own /sys.
+		if err := l.Exec(ns, "sh", "-c", script); err != nil {
+			return fmt.Errorf("RPS in %s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+// labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
+func labTCPExt(l *lab.Lab) (tcpExt, error) {
+	t := tcpExt{}
+	for _, ns := range []string{lab.Client, lab.Host} {
+		out, err := l.Output(ns, "cat", "/proc/net/netstat")
+		if err != nil {
+			return nil, err
+		}
+		if err := parseTCPExt(ns, out, t); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return t, nil
+}
+
+// labDevDrops reads the drop counters of every device in the lab's
+// namespaces.
+func labDevDrops(l *lab.Lab) (devDrops, error) {
+	d := devDrops{}
+	for _, ns := range lab.Roles {
+		out, err := l.Output(ns, "cat", "/proc/net/dev")
+		if err != nil {
+			return nil, err
+		}
+		if err := parseDevDrops(ns, out, d); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return d, nil
 }
 
 // tunnelDrops sums the UDP socket drops of the client and the gateway
@@ -387,12 +522,15 @@ func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 }
 
 func describe(t test, m measurement) string {
-	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer",
-		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf)
+	s := fmt.Sprintf("%.0f Mbit/s, tunnel CPU %.2f s (%.2f s/GB), UDP socket drops: %d receive buffer, %d send buffer, peak UDP receive queue: client %d KiB, gateway %d KiB, device drops: %s",
+		m.Mbps, m.cpu.Seconds(), cpuPerGB(m), m.drops.rcvbuf, m.drops.sndbuf, m.rxPeak[0]>>10, m.rxPeak[1]>>10, m.devDrops)
+	if m.roamDrops != nil {
+		s += fmt.Sprintf(", roam drops: %s", m.roamDrops)
+	}
 	if t.udp {
 		return fmt.Sprintf("%.0f datagrams/s delivered, %.1f %% lost, %s", m.PPS, m.LostPercent, s)
 	}
-	return fmt.Sprintf("%s, %d retransmits", s, m.Retransmits)
+	return fmt.Sprintf("%s, %d retransmits, TCP: %s", s, m.Retransmits, m.tcpExt)
 }
 
 // cpuPerGB is the tunnel's CPU seconds per 10^9 payload bytes delivered.

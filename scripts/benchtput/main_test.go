@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -32,14 +35,8 @@ func TestParseIperf(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := parseIperf(b)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
+			if benchkit.WantErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got.Seconds != tt.want.Seconds || got.Bytes != tt.want.Bytes || got.Packets != tt.want.Packets || got.Retransmits != tt.want.Retransmits {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
@@ -299,6 +296,10 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad kind", env: map[string]string{"KINDS": "roam,ipsec"}, wantErr: `unknown kind "ipsec"`},
 		{name: "tiny datagram", args: []string{"-udp-sizes", "8"}, wantErr: "UDP_SIZES"},
 		{name: "bad udp-down", env: map[string]string{"UDP_DOWN": "maybe"}, wantErr: "UDP_DOWN"},
+		{name: "rps off and capture", env: map[string]string{"RPS": "0", "CAPTURE": "/tmp/cap"},
+			check: func(c config) bool { return !c.rps && c.captureDir == "/tmp/cap" }},
+		{name: "rps on by default", check: func(c config) bool { return c.rps && c.captureDir == "" }},
+		{name: "bad rps", env: map[string]string{"RPS": "all"}, wantErr: "RPS"},
 		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected argument"},
 		{name: "tests", env: map[string]string{"TESTS": "tcp-up-1, udp-up-64"},
 			check: func(c config) bool { return len(c.only) == 2 && c.only["tcp-up-1"] && c.only["udp-up-64"] }},
@@ -313,14 +314,8 @@ func TestParseFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := parseFlags(tt.args, func(k string) string { return tt.env[k] })
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
-				}
+			if benchkit.WantErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !tt.check(cfg) {
 				t.Fatalf("config %+v", cfg)
@@ -340,6 +335,19 @@ func TestRouteDevice(t *testing.T) {
 		got, err := routeDevice(tt.out)
 		if got != tt.want || (err != nil) != (tt.want == "") {
 			t.Errorf("routeDevice(%q) = %q, %v; want %q", tt.out, got, err, tt.want)
+		}
+	}
+}
+
+func TestRouteField(t *testing.T) {
+	for _, tt := range []struct{ out, key, want string }{
+		{"10.99.0.10 dev roam-corp table 220 src 10.99.200.1 uid 0 \n    cache \n", "src", "10.99.200.1"},
+		{"10.99.200.1 dev roam-gw src 10.99.0.1 uid 0", "dev", "roam-gw"},
+		{"10.99.0.10 dev wlan", "src", ""},
+	} {
+		got, err := routeField(tt.out, tt.key)
+		if got != tt.want || (err != nil) != (tt.want == "") {
+			t.Errorf("routeField(%q, %q) = %q, %v; want %q", tt.out, tt.key, got, err, tt.want)
 		}
 	}
 }
@@ -372,5 +380,73 @@ UdpLite: 0 0 0 0 99 99 0 0 0
 	}
 	if d := (udpDrops{10, 5}).sub(udpDrops{4, 5}); d != (udpDrops{6, 0}) {
 		t.Errorf("sub = %+v", d)
+	}
+}
+
+func TestParseDevDrops(t *testing.T) {
+	const dev = `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  tun0:    5000      10    0    3    0     0          0         0     7000      12    0   41    0     0       0          0
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    devDrops
+		wantErr bool
+	}{
+		{"counters", dev, devDrops{"gw/lo": {0, 0}, "gw/tun0": {3, 41}}, false},
+		{"short line", "  tun0: 1 2 3\n", nil, true},
+		{"bad value", "  tun0: 1 2 3 x 5 6 7 8 9 10 11 12 13 14 15 16\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := devDrops{}
+			err := parseDevDrops("gw", tt.in, got)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !maps.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	after := devDrops{"gw/lo": {0, 0}, "gw/tun0": {3, 50}}
+	if d := after.sub(devDrops{"gw/lo": {0, 0}, "gw/tun0": {3, 41}}); !maps.Equal(d, devDrops{"gw/tun0": {0, 9}}) || d.String() != "gw/tun0 rx 0 tx 9" {
+		t.Errorf("sub: %v", d)
+	}
+}
+
+func TestParseTCPExt(t *testing.T) {
+	const netstat = `TcpExt: SyncookiesSent TCPLossProbes TCPOFOQueue
+TcpExt: 1 7 30
+IpExt: InNoRoutes
+IpExt: 0
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    tcpExt
+		wantErr bool
+	}{
+		{"counters", netstat, tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30}, false},
+		{"no TcpExt", "IpExt: InNoRoutes\nIpExt: 0\n", nil, true},
+		{"bad value", "TcpExt: TCPLossProbes\nTcpExt: x\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tcpExt{}
+			err := parseTCPExt("host", tt.in, got)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !maps.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	d := tcpExt{"host/TCPLossProbes": 9, "host/TCPOFOQueue": 30}.sub(tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30})
+	if d.String() != "host/TCPLossProbes 2" {
+		t.Errorf("sub: %v", d)
 	}
 }

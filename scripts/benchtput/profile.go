@@ -75,7 +75,9 @@ func profiledRun(ctx context.Context, bin binaries, n int, tt test, cfg config, 
 	if err != nil {
 		return measurement{}, err
 	}
-	m, err := measure(ctx, l, t, tt, cfg.duration, false)
+	plain := cfg
+	plain.counts = false
+	m, err := measure(ctx, l, t, tt, plain, "")
 	if err != nil {
 		return m, err
 	}

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab/probe"
 )
 
@@ -68,21 +69,19 @@ func figures(ts []test, kinds []string, runs map[string][]run) []figure {
 					}
 				}
 				if len(kf.Runs) > 0 {
-					kf.Median = ptr(probe.Median(kf.Runs))
+					kf.Median = benchkit.Ptr(probe.Median(kf.Runs))
 				}
 				f.Kinds[k] = kf
 			}
 			r, w := f.Kinds[kindRoam].Median, f.Kinds[kindWG].Median
 			if r != nil && w != nil && *w != 0 {
-				f.Ratio = ptr(*r / *w)
+				f.Ratio = benchkit.Ptr(*r / *w)
 			}
 			fs = append(fs, f)
 		}
 	}
 	return fs
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // label is a figure's row name in the table.
 func label(f figure) string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -43,6 +44,9 @@ type tunnel struct {
 	iface string // client-side device the host is routed through
 	mtu   int
 	logs  func() map[string]string
+	// roamDrops, for the roam kinds, reads the non-zero drop counters of
+	// `roam status --json` of each roam end, by "end/reason".
+	roamDrops func() map[string]int64
 	// stop ends the tunnel's processes in order (client first) and waits
 	// for them: a CPU profile is complete once it returns.
 	stop func() error
@@ -107,15 +111,7 @@ func startTunnel(l *lab.Lab, kind string, bin binaries, n int, prof profile) (*t
 }
 
 // routeDevice reads the device from `ip route get` output.
-func routeDevice(out string) (string, error) {
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "dev" {
-			return f[i+1], nil
-		}
-	}
-	return "", fmt.Errorf("no device in route %q", strings.TrimSpace(out))
-}
+func routeDevice(out string) (string, error) { return routeField(out, "dev") }
 
 func envFor(file string) []string {
 	if file == "" {
@@ -133,14 +129,7 @@ func startRoamClient(l *lab.Lab, bin binaries, prof profile, transport string) (
 		return nil, "", err
 	}
 	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin.roam, Config: cfgPath, Socket: filepath.Join(dir, "roam.sock"), Env: envFor(prof.client)}
-	var out string
-	for i := 0; i < 5; i++ { // a roam gateway may still be binding
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			return r, filepath.Join(dir, "roam.log"), nil
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	return r, filepath.Join(dir, "roam.log"), fmt.Errorf("roam connect: %w: %s", err, out)
+	return r, filepath.Join(dir, "roam.log"), r.ConnectRetry("corp")
 }
 
 // roamTunnel fills in the client side common to both roam kinds.
@@ -157,6 +146,15 @@ func roamTunnel(l *lab.Lab, r *lab.Roam, logFile string, t *tunnel) error {
 		return fmt.Errorf("roam client: %d daemon processes in the client namespace, want 1", len(daemons))
 	}
 	t.pids = append(t.pids, daemons...)
+	prevDrops := t.roamDrops
+	t.roamDrops = func() map[string]int64 {
+		m := map[string]int64{}
+		if prevDrops != nil {
+			m = prevDrops()
+		}
+		addRoamDrops(m, "client", r)
+		return m
+	}
 	prev := t.logs
 	t.logs = func() map[string]string {
 		m := prev()
@@ -193,25 +191,17 @@ func startRoamRoam(l *lab.Lab, bin binaries, prof profile, tcp bool) (*tunnel, e
 	t := &tunnel{
 		pids: []int{gwProc.PID()},
 		logs: func() map[string]string { return map[string]string{"gateway.out": gwProc.Output()} },
+		roamDrops: func() map[string]int64 {
+			m := map[string]int64{}
+			addRoamDrops(m, "gateway", gw)
+			return m
+		},
 	}
 	transport := ""
 	if tcp {
 		transport = "tcp"
 	}
-	r, logFile, err := startRoamClient(l, bin, prof, transport)
-	if err != nil {
-		return t, err
-	}
-	if err := roamTunnel(l, r, logFile, t); err != nil {
-		return t, err
-	}
-	client := t.pids[1]
-	t.stop = func() error {
-		err := stopRoamClient(r, client)
-		gwProc.Stop()
-		return err
-	}
-	return t, nil
+	return t, withRoamClient(l, bin, prof, transport, t, gwProc.Stop)
 }
 
 func startRoamSwan(l *lab.Lab, bin binaries) (*tunnel, error) {
@@ -230,20 +220,26 @@ func startRoamSwan(l *lab.Lab, bin binaries) (*tunnel, error) {
 		pids: charon,
 		logs: func() map[string]string { return map[string]string{"gateway-charon.log": gw.Log()} },
 	}
-	r, logFile, err := startRoamClient(l, bin, profile{}, "")
+	return t, withRoamClient(l, bin, profile{}, "", t, gw.Stop)
+}
+
+// withRoamClient connects a roam client to t's gateway and completes t:
+// stopping it stops the client, then the gateway (stopGateway).
+func withRoamClient(l *lab.Lab, bin binaries, prof profile, transport string, t *tunnel, stopGateway func()) error {
+	r, logFile, err := startRoamClient(l, bin, prof, transport)
 	if err != nil {
-		return t, err
+		return err
 	}
 	if err := roamTunnel(l, r, logFile, t); err != nil {
-		return t, err
+		return err
 	}
 	client := t.pids[1]
 	t.stop = func() error {
 		err := stopRoamClient(r, client)
-		gw.Stop()
+		stopGateway()
 		return err
 	}
-	return t, nil
+	return nil
 }
 
 // startWireGuard runs wireguard-go (userspace, foreground) in the client
@@ -381,5 +377,25 @@ func waitExit(pid int, timeout time.Duration) error {
 			return fmt.Errorf("process %d still running %v after the disconnect", pid, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// addRoamDrops adds r's non-zero drop counters to m as "end/reason"; a
+// status that cannot be read shows as "end/status-error".
+func addRoamDrops(m map[string]int64, end string, r *lab.Roam) {
+	st, _, err := r.Status()
+	if err != nil || len(st) == 0 {
+		m[end+"/status-error"] = 1
+		return
+	}
+	var d map[string]int64
+	if json.Unmarshal(st[0].Drops, &d) != nil {
+		m[end+"/status-error"] = 1
+		return
+	}
+	for k, v := range d {
+		if v != 0 {
+			m[end+"/"+k] = v
+		}
 	}
 }

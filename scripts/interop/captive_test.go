@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -193,30 +191,10 @@ func TestCaptivePortalRoaming(t *testing.T) {
 	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, LocalTS: []string{"0.0.0.0/0"}})
 	portal := startPortal(t, l)
 	r := roamClient(t, l, bin, captiveProfile(pki, "step-aside"))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if out, err := l.Output(lab.Client, "nft", "list", "ruleset"); err == nil {
-			t.Logf("client ruleset:\n%s", out)
-		}
-		if out, err := l.Output(lab.Client, "ip", "rule"); err == nil {
-			t.Logf("client rules:\n%s", out)
-		}
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
+	fail := failWith(t, gatewayOutput(gp), commandOutput(l, "client ruleset", "nft", "list", "ruleset"),
+		commandOutput(l, "client rules", "ip", "rule"), clientLog(r))
+	if err := r.ConnectRetry("corp"); err != nil {
+		fail("connect: %v", err)
 	}
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 		fail("no traffic through the tunnel: %v", err)
@@ -336,14 +314,7 @@ func TestCaptivePortalConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := roamClient(t, l, bin, captiveProfile(pki, "step-aside"))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, gatewayOutput(gp), clientLog(r))
 	type result struct {
 		out string
 		err error

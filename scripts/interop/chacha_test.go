@@ -28,19 +28,8 @@ func TestChaCha20Poly1305StrongSwan(t *testing.T) {
 	p := lab.LabProfile("psk", goodPSK, pki, ike)
 	p.ESP = esp
 	r := roamClient(t, l, bin, p)
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("strongSwan gateway log:\n%s", gw.Log())
-		t.Fatalf(format, args...)
-	}
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v", err)
-	} else {
-		t.Logf("roam connect:\n%s", out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	fail := failWith(t, swanLog("strongSwan gateway log", gw))
+	connectOnce(t, l, r, fail)
 	tcpTransfer(t, l)
 	sas, err := gw.WaitSA(2*time.Second, lab.Established)
 	if err != nil {

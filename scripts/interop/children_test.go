@@ -3,8 +3,6 @@ package interop
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -93,17 +91,7 @@ func TestChildSAsFollowMoves(t *testing.T) {
 			p.RemoteTS = []string{lowerHalf, upperHalf}
 			p.Children = "per_ts"
 			r := roamClient(t, l, bin, p)
-			fail := func(format string, args ...any) {
-				t.Helper()
-				t.Logf("gateway log:\n%s", logs())
-				if _, raw, err := r.Status(); err == nil {
-					t.Logf("roam status:\n%s", raw)
-				}
-				if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-					t.Logf("roam daemon log:\n%s", b)
-				}
-				t.Fatalf(format, args...)
-			}
+			fail := failWith(t, evidence{"gateway log", logs}, roamStatus("roam status", r), clientLog(r))
 			pingBoth := func(when string) {
 				t.Helper()
 				for _, dst := range []netip.Addr{lab.HostAddr.Addr(), hostUpper} {

@@ -41,12 +41,7 @@ func TestIKERekeyCollisionStrongSwan(t *testing.T) {
 		t.Logf("strongSwan gateway log:\n%s\nroam log:\n%s", gw.Log(), roamLog())
 		t.Fatalf(format, args...)
 	}
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	const rounds = 2
 	collisions := 0
 	for round := 1; round <= rounds; round++ {

@@ -2,8 +2,6 @@ package interop
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,31 +38,9 @@ func TestNoFalseMoves(t *testing.T) {
 	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	var evp *lab.Proc
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		if evp != nil {
-			t.Logf("events:\n%s", evp.Output())
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
+	fail := failWith(t, gatewayOutput(gp), clientLog(r), procOutput("events", &evp))
+	connectRoam(t, l, r, fail)
 	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping: %v", err)
-	}
 	if evp, err = l.Start(lab.Client, bin, "events", "--socket", r.Socket, "--json"); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package interop
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,25 +12,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/roam-vpn/roam/internal/nstest"
 	"github.com/roam-vpn/roam/scripts/lab"
 )
-
-// resolvedBinary finds systemd-resolved: installed, or unpacked from its
-// Debian package by scripts/install-deps.sh.
-func resolvedBinary() string {
-	for _, p := range []string{
-		os.Getenv("ROAM_RESOLVED"),
-		"/lib/systemd/systemd-resolved",
-		"/var/cache/roam-lab/systemd-resolved/lib/systemd/systemd-resolved",
-	} {
-		if p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	return ""
-}
 
 // TestDNSResolved: a real systemd-resolved runs in the client namespace
 // (its own mounts: a passwd with its user, a tmpfs /run/systemd) on a
@@ -40,13 +23,7 @@ func resolvedBinary() string {
 // servers, each domain as a routing domain, no default route for this split
 // tunnel; the namespace's resolv.conf stays as it was.
 func TestDNSResolved(t *testing.T) {
-	bin := resolvedBinary()
-	if bin == "" {
-		t.Skip("systemd-resolved not found; scripts/install-deps.sh unpacks it")
-	}
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		t.Skip("dbus-daemon not found; scripts/install-deps.sh installs it")
-	}
+	bin := nstest.NeedResolved(t)
 	l, roamBin := setup(t)
 	pki := newPKI(t, l)
 	startRoamGateway(t, l, roamBin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, DNSDomains: []string{"corp.example", "lab.example"}})

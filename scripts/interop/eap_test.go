@@ -80,11 +80,7 @@ func TestEAPMSCHAPv2ToStrongSwan(t *testing.T) {
 
 	t.Run("connect", func(t *testing.T) {
 		r := roamClient(t, l, bin, eapProfile(pki, eapPassword))
-		fail := func(format string, args ...any) {
-			t.Helper()
-			t.Logf("strongSwan gateway log:\n%s", gw.Log())
-			t.Fatalf(format, args...)
-		}
+		fail := failWith(t, swanLog("strongSwan gateway log", gw))
 		out, err := r.Connect("corp", 20*time.Second)
 		if err != nil {
 			fail("connect: %v\n%s", err, out)
@@ -206,19 +202,8 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 	}
 	t.Cleanup(gw.Stop)
 	r := roamClient(t, l, bin, lab.LabProfile("eap-tls", "", pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("strongSwan gateway log:\n%s", gw.Log())
-		t.Fatalf(format, args...)
-	}
-	out, err := r.Connect("corp", 20*time.Second)
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	t.Logf("roam connect:\n%s", out)
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	fail := failWith(t, swanLog("strongSwan gateway log", gw))
+	connectOnce(t, l, r, fail)
 	sas, err := gw.WaitSA(2*time.Second, lab.Established)
 	if err != nil {
 		fail("%v", err)
@@ -255,7 +240,7 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err = r.Connect("corp", 20*time.Second)
+	out, err := r.Connect("corp", 20*time.Second)
 	took := time.Since(start)
 	if err == nil {
 		t.Fatalf("connect with an untrusted client certificate succeeded:\n%s", out)

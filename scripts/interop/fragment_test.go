@@ -67,11 +67,7 @@ func TestIKEFragmentationStrongSwan(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("strongSwan gateway log:\n%s", gw.Log())
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, swanLog("strongSwan gateway log", gw))
 
 	t.Run("without fragmentation", func(t *testing.T) {
 		p := lab.LabProfile("pubkey", "", pki, ike)

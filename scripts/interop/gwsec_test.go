@@ -43,19 +43,7 @@ func TestTSClaimRefused(t *testing.T) {
 		}
 		t.Fatalf(format, args...)
 	}
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if _, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("alice connect: %v", err)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("alice's ping through the tunnel: %v", err)
-	}
+	connectRoam(t, l, r, fail)
 	st := connected(t, r, "corp")
 	alice, err := netip.ParseAddr(strings.Split(st.VirtualIP, "/")[0])
 	if err != nil {

@@ -75,20 +75,8 @@ func startHAEnv(t *testing.T) *haEnv {
 	e.standby, e.sp = startHANode(t, l, bin, lab.Gateway2, e.standAt, stby)
 	e.active, e.ap = startHANode(t, l, bin, lab.Gateway, e.activeAt, act)
 	e.r = roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, nil, nil))
-	var out string
+	connectRoam(t, l, e.r, func(format string, args ...any) { t.Helper(); e.fail(t, format, args...) })
 	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = e.r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		e.fail(t, "connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		e.fail(t, "ping through the tunnel: %v", err)
-	}
 	for _, s := range []struct {
 		r *lab.Roam
 		p **lab.Proc

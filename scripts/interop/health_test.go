@@ -2,8 +2,6 @@ package interop
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,35 +46,8 @@ func healthOf(r *lab.Roam) (healthStatus, bool) {
 // events from ok and back to it.
 func TestHealthBlackholedUplink(t *testing.T) {
 	l, bin := setup(t)
-	pki := newPKI(t, l)
-	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	// One uplink only: the test is about status, not about a move.
-	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
-		t.Fatal(err)
-	}
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the blackhole: %v", err)
-	}
+	_, r, fail := wlanOnlyTunnel(t, l, bin, newPKI(t, l))
 	st, ok := healthOf(r)
 	if !ok || st.State != "established" || st.Health != "ok" {
 		fail("status before the blackhole: %+v", st)
@@ -91,17 +62,7 @@ func TestHealthBlackholedUplink(t *testing.T) {
 	defer evp.Stop()
 	p := startPinger(t, l, 12*time.Second)
 
-	const drop = "add table ip blackhole; add chain ip blackhole hold { type filter hook forward priority -10; policy accept; }; " +
-		"add rule ip blackhole hold iifname \"lan\" drop"
-	if err := l.Exec(lab.NATWLAN, "nft", drop); err != nil {
-		t.Fatal(err)
-	}
-	holed := true
-	defer func() {
-		if holed {
-			_ = l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole")
-		}
-	}()
+	lift := blackhole(t, l, lab.NATWLAN)
 	start := time.Now()
 	// dead_after (500 ms), a tick of the health watcher, a status call on
 	// a loaded machine.
@@ -126,10 +87,7 @@ func TestHealthBlackholedUplink(t *testing.T) {
 	if noticed == 0 {
 		fail("status stayed ok through the blackhole")
 	}
-	if err := l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole"); err != nil {
-		t.Fatal(err)
-	}
-	holed = false
+	lift()
 	lifted := time.Now()
 	var back time.Duration
 	for back == 0 {
@@ -207,27 +165,7 @@ func gatewayHealthOf(g *lab.Roam) (healthStatus, *string, bool) {
 // later in the blackhole, and come back once the router forwards again.
 func TestGatewayClientHealth(t *testing.T) {
 	l, bin := setup(t)
-	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK})
-	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
-		t.Fatal(err)
-	}
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, nil, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
+	g, r, fail := wlanOnlyTunnel(t, l, bin, nil)
 	st, _, err := r.Status()
 	if err != nil || len(st) != 1 || st[0].VirtualIP == "" {
 		fail("client status: %v %+v", err, st)
@@ -248,17 +186,7 @@ func TestGatewayClientHealth(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	const drop = "add table ip blackhole; add chain ip blackhole hold { type filter hook forward priority -10; policy accept; }; " +
-		"add rule ip blackhole hold iifname \"lan\" drop"
-	if err := l.Exec(lab.NATWLAN, "nft", drop); err != nil {
-		t.Fatal(err)
-	}
-	holed := true
-	defer func() {
-		if holed {
-			_ = l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole")
-		}
-	}()
+	lift := blackhole(t, l, lab.NATWLAN)
 	start := time.Now()
 	// dead_after (500 ms), a tick of the gateway's health look, a status
 	// call on a loaded machine.
@@ -283,10 +211,7 @@ func TestGatewayClientHealth(t *testing.T) {
 	if noticed == 0 {
 		fail("gateway status of the client stayed ok through the blackhole")
 	}
-	if err := l.Exec(lab.NATWLAN, "nft", "delete table ip blackhole"); err != nil {
-		t.Fatal(err)
-	}
-	holed = false
+	lift()
 	lifted := time.Now()
 	for {
 		if h, _, ok := gatewayHealthOf(g); ok && h.Health == "ok" {

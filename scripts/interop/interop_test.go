@@ -173,19 +173,8 @@ func TestRoamClientToStrongSwan(t *testing.T) {
 			t.Run(auth+"/"+ike, func(t *testing.T) {
 				gw := startSwanGateway(t, l, pki, auth, []string{ike})
 				r := roamClient(t, l, bin, lab.LabProfile(auth, goodPSK, pki, []string{ike}))
-				fail := func(format string, args ...any) {
-					t.Helper()
-					t.Logf("strongSwan gateway log:\n%s", gw.Log())
-					t.Fatalf(format, args...)
-				}
-				if out, err := r.Connect("corp", 20*time.Second); err != nil {
-					fail("connect: %v", err)
-				} else {
-					t.Logf("roam connect:\n%s", out)
-				}
-				if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-					fail("ping through the tunnel: %v", err)
-				}
+				fail := failWith(t, swanLog("strongSwan gateway log", gw))
+				connectOnce(t, l, r, fail)
 				if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 3); err != nil {
 					fail("ping through the tunnel: %v", err)
 				}
@@ -358,12 +347,7 @@ func TestStrongSwanClientToRoamGateway(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cl.Stop()
-			fail := func(format string, args ...any) {
-				t.Helper()
-				t.Logf("roam gateway output:\n%s", gp.Output())
-				t.Logf("strongSwan client log:\n%s", cl.Log())
-				t.Fatalf(format, args...)
-			}
+			fail := failWith(t, gatewayOutput(gp), swanLog("strongSwan client log", cl))
 			// The gateway needs a moment to bind; strongSwan retransmits.
 			if err := cl.Initiate("home", 15*time.Second); err != nil {
 				fail("initiate: %v", err)
@@ -397,25 +381,8 @@ func TestRoamToRoam(t *testing.T) {
 			ike := []string{"aes256gcm16-prfsha256-curve25519"}
 			_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki, IKE: ike})
 			r := roamClient(t, l, bin, lab.LabProfile(auth, goodPSK, pki, ike))
-			fail := func(format string, args ...any) {
-				t.Helper()
-				t.Logf("roam gateway output:\n%s", gp.Output())
-				t.Fatalf(format, args...)
-			}
-			var out string
-			var err error
-			for i := 0; i < 3; i++ { // the gateway may still be starting
-				if out, err = r.Connect("corp", 20*time.Second); err == nil {
-					break
-				}
-				time.Sleep(300 * time.Millisecond)
-			}
-			if err != nil {
-				fail("connect: %v", err)
-			}
-			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-				fail("ping through the tunnel: %v\n%s", err, out)
-			}
+			fail := failWith(t, gatewayOutput(gp))
+			connectRoam(t, l, r, fail)
 			tcpTransfer(t, l)
 			st := connected(t, r, "corp")
 			vip, err := netip.ParsePrefix(st.VirtualIP)

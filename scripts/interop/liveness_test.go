@@ -55,20 +55,8 @@ func TestIdleDPDStrongSwan(t *testing.T) {
 					_ = syscall.Kill(gw.PID(), syscall.SIGCONT)
 				}
 			}()
-			fail := func(format string, args ...any) {
-				t.Helper()
-				t.Logf("strongSwan gateway log:\n%s", gw.Log())
-				if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-					t.Logf("roam daemon log:\n%s", b)
-				}
-				t.Fatalf(format, args...)
-			}
-			if out, err := r.Connect("corp", 20*time.Second); err != nil {
-				fail("connect: %v\n%s", err, out)
-			}
-			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-				fail("ping before the freeze: %v", err)
-			}
+			fail := failWith(t, swanLog("strongSwan gateway log", gw), clientLog(r))
+			connectOnce(t, l, r, fail)
 			evp, err := l.Start(lab.Client, bin, "events", "--socket", r.Socket, "--json")
 			if err != nil {
 				t.Fatal(err)
@@ -128,31 +116,8 @@ func TestReconnectAfterRoamGatewayRestart(t *testing.T) {
 	_, gp := startRoamGateway(t, l, bin, cfg)
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	var gp2 *lab.Proc
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("first roam gateway output:\n%s", gp.Output())
-		if gp2 != nil {
-			t.Logf("restarted roam gateway output:\n%s", gp2.Output())
-		}
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the restart: %v", err)
-	}
+	fail := failWith(t, evidence{"first roam gateway output", gp.Output}, procOutput("restarted roam gateway output", &gp2), clientLog(r))
+	connectRoam(t, l, r, fail)
 	before, ok := reconnectState(r)
 	if !ok || before.State != "established" {
 		fail("status before the restart: %+v", before)

@@ -185,17 +185,9 @@ func TestLockdownStream(t *testing.T) {
 		}
 		t.Logf("roam gateway output:\n%s", gp.Output())
 	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
+	if err := r.ConnectRetry("corp"); err != nil {
 		debug()
-		t.Fatalf("connect over TCP under lockdown: %v\n%s", err, out)
+		t.Fatalf("connect over TCP under lockdown: %v", err)
 	}
 	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
 		debug()

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,17 +36,7 @@ func restoreUplink(l *lab.Lab, name string) error {
 // outage as suspended, then resumed.
 func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() string) {
 	t.Helper()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("gateway log:\n%s", logs())
-		if _, raw, err := r.Status(); err == nil {
-			t.Logf("roam status:\n%s", raw)
-		}
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, evidence{"gateway log", logs}, roamStatus("roam status", r), clientLog(r))
 	out, err := r.Connect("corp", 20*time.Second)
 	if err != nil {
 		fail("connect: %v\n%s", err, out)

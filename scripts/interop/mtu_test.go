@@ -2,8 +2,6 @@ package interop
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,26 +52,8 @@ func TestPathMTURoamGateway(t *testing.T) {
 	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	time.Sleep(300 * time.Millisecond) // listening
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		if _, raw, err := r.Status(); err == nil {
-			t.Logf("roam status:\n%s", raw)
-		}
-		if _, raw, err := g.Status(); err == nil {
-			t.Logf("gateway status:\n%s", raw)
-		}
-		t.Logf("gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping: %v", err)
-	}
+	fail := failWith(t, roamStatus("roam status", r), roamStatus("gateway status", g), evidence{"gateway output", gp.Output}, clientLog(r))
+	connectOnce(t, l, r, fail)
 	st := connected(t, r, "corp")
 	if want := esp.InnerMTU(1500, false); st.Interface != lab.WLAN || st.PathMTU != want {
 		fail("on %s with path MTU %d, want wlan and %d", st.Interface, st.PathMTU, want)

@@ -38,21 +38,7 @@ func TestPQHybrid(t *testing.T) {
 	t.Run("roam-to-roam", func(t *testing.T) {
 		_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, IKE: []string{hybrid}})
 		r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, []string{"default"}))
-		var out string
-		var err error
-		for i := 0; i < 3; i++ { // the gateway may still be starting
-			if out, err = r.Connect("corp", 20*time.Second); err == nil {
-				break
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-		if err != nil {
-			t.Logf("roam gateway output:\n%s", gp.Output())
-			t.Fatalf("connect: %v\n%s", err, out)
-		}
-		if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-			t.Fatalf("ping through the tunnel: %v", err)
-		}
+		connectRoam(t, l, r, failWith(t, gatewayOutput(gp)))
 		tcpTransfer(t, l)
 		st := connected(t, r, "corp")
 		if !strings.Contains(st.Proposal, "ke1_mlkem768") {
@@ -83,25 +69,8 @@ func pqRekeys(t *testing.T, l *lab.Lab, bin, hybrid string) {
 	p.ESP = []string{espHybrid}
 	p.ChildRekey, p.IKERekey = 10*time.Second, 10*time.Second
 	r := roamClient(t, l, bin, p)
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	fail := failWith(t, gatewayOutput(gp))
+	connectRoam(t, l, r, fail)
 	first := map[string]bool{}
 	for _, c := range connected(t, r, "corp").Children {
 		first[string(c.SPIIn)] = true

@@ -3,8 +3,6 @@ package interop
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -108,21 +106,8 @@ func TestReauthStrongSwan(t *testing.T) {
 	defer gw.Stop()
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	var events *lab.Proc
-	fail := func(format string, args ...any) {
-		t.Helper()
-		roamLog, _ := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log"))
-		t.Logf("strongSwan gateway log:\n%s\nroam log:\n%s", gw.Log(), roamLog)
-		if events != nil {
-			t.Logf("roam events:\n%s", events.Output())
-		}
-		t.Fatalf(format, args...)
-	}
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	fail := failWith(t, swanLog("strongSwan gateway log", gw), clientLog(r), procOutput("roam events", &events))
+	connectOnce(t, l, r, fail)
 	before, ok := reauthState(r)
 	if !ok || before.VirtualIP == "" {
 		fail("status before: %+v", before)
@@ -220,15 +205,7 @@ func TestReauthRoamGateway(t *testing.T) {
 	p.EAPIdentity = lab.ClientID // the roam gateway's default eap_identity
 	r := roamClient(t, l, bin, p)
 	var events *lab.Proc
-	fail := func(format string, args ...any) {
-		t.Helper()
-		roamLog, _ := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log"))
-		t.Logf("roam gateway output:\n%s\nroam log:\n%s", gp.Output(), roamLog)
-		if events != nil {
-			t.Logf("roam events:\n%s", events.Output())
-		}
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, gatewayOutput(gp), clientLog(r), procOutput("roam events", &events))
 	var out string
 	var err error
 	// The gateway needs a moment to bind.

@@ -91,12 +91,7 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 		}
 		t.Fatalf(format, args...)
 	}
-	if out, err := r.Connect("corp", 20*time.Second); err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the restart: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	before, ok := reconnectState(r)
 	if !ok || before.State != "established" || before.VirtualIP == "" {
 		fail("status before the restart: %+v", before)

@@ -84,12 +84,7 @@ func TestRekeyStrongSwan(t *testing.T) {
 				fail("roam status has no corp:\n%s", raw)
 				return lab.Status{}
 			}
-			if out, err := r.Connect("corp", 20*time.Second); err != nil {
-				fail("connect: %v\n%s", err, out)
-			}
-			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-				fail("ping through the tunnel: %v", err)
-			}
+			connectOnce(t, l, r, fail)
 			acct := startEchoAccount(t, l)
 			ping := startPinger(t, l, run)
 			tcp := make(chan error, 1)

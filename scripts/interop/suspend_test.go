@@ -3,8 +3,6 @@ package interop
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,35 +27,8 @@ const freeze = 38 * time.Second
 // negotiation, the same SPIs, and events that show the wake.
 func TestSuspendStoppedDaemon(t *testing.T) {
 	l, bin := setup(t)
-	pki := newPKI(t, l)
-	_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	// One uplink: the recovery must be on the same path, not a move.
-	if err := l.LinkDown(lab.Client, lab.WWAN); err != nil {
-		t.Fatal(err)
-	}
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	var out string
-	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the freeze: %v", err)
-	}
+	_, r, fail := wlanOnlyTunnel(t, l, bin, newPKI(t, l))
 	before := connected(t, r, "corp")
 	spis := func(st lab.Status) string {
 		var b strings.Builder

@@ -41,20 +41,8 @@ func startSwitchEnvRevision(t *testing.T, rev string) *switchEnv {
 	prof.SwitchRevision = rev
 	r := roamClient(t, l, bin, prof)
 	e := &switchEnv{l: l, r: r, g: g, gp: gp}
-	var out string
+	connectRoam(t, l, r, func(format string, args ...any) { t.Helper(); e.fail(t, format, args...) })
 	var err error
-	for i := 0; i < 3; i++ { // the gateway may still be starting
-		if out, err = r.Connect("corp", 20*time.Second); err == nil {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	if err != nil {
-		e.fail(t, "connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		e.fail(t, "ping through the tunnel: %v", err)
-	}
 	if e.gwEvts, err = g.StartEvents(); err != nil {
 		e.fail(t, "gateway events: %v", err)
 	}
@@ -278,12 +266,7 @@ func TestSwitchStrongSwanClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Stop()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("roam gateway output:\n%s", gp.Output())
-		t.Logf("strongSwan client log:\n%s", cl.Log())
-		t.Fatalf(format, args...)
-	}
+	fail := failWith(t, gatewayOutput(gp), swanLog("strongSwan client log", cl))
 	if err := cl.Initiate("home", 15*time.Second); err != nil {
 		fail("initiate: %v", err)
 	}

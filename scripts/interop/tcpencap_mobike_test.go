@@ -50,11 +50,7 @@ func TestTCPEncapsulationMOBIKE(t *testing.T) {
 			}
 			_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, TCP: true})
 			r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, nil, nil))
-			fail := func(format string, args ...any) {
-				t.Helper()
-				t.Logf("roam gateway output:\n%s", gp.Output())
-				t.Fatalf(format, args...)
-			}
+			fail := failWith(t, gatewayOutput(gp))
 			var err error
 			for i := 0; i < 3; i++ {
 				if _, err = r.Connect("corp", 20*time.Second); err == nil {

@@ -39,27 +39,10 @@ func TestTCPEncapsulation(t *testing.T) {
 			p := lab.LabProfile(tc.auth, goodPSK, pki, nil)
 			p.Transport = tc.transport
 			r := roamClient(t, l, bin, p)
-			fail := func(format string, args ...any) {
-				t.Helper()
-				t.Logf("roam gateway output:\n%s", gp.Output())
-				t.Fatalf(format, args...)
-			}
-			var out string
-			var err error
+			fail := failWith(t, gatewayOutput(gp))
 			start := time.Now()
-			for i := 0; i < 3; i++ { // the gateway may still be starting
-				if out, err = r.Connect("corp", 20*time.Second); err == nil {
-					break
-				}
-				time.Sleep(300 * time.Millisecond)
-			}
-			if err != nil {
-				fail("connect: %v\n%s", err, out)
-			}
+			connectRoam(t, l, r, fail)
 			t.Logf("connected over %s in %v", tc.want, time.Since(start).Round(time.Millisecond))
-			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-				fail("ping through the tunnel: %v\n%s", err, out)
-			}
 			tcpTransfer(t, l)
 			st := connected(t, r, "corp")
 			if st.Transport != tc.want {

@@ -125,6 +125,12 @@ func (d *Delay) FirstIn(t time.Time) (TunnelPacket, bool) {
 	return d.log.first(func(p TunnelPacket) bool { return p.In && !p.Enter.Before(t) })
 }
 
+// FirstOut returns the first tunnel packet from the client that the delay
+// line took at or after t.
+func (d *Delay) FirstOut(t time.Time) (TunnelPacket, bool) {
+	return d.log.first(func(p TunnelPacket) bool { return !p.In && !p.Enter.Before(t) })
+}
+
 // FirstInFrom returns the first tunnel packet toward the client from the
 // gateway address peer that the delay line took at or after t.
 func (d *Delay) FirstInFrom(t time.Time, peer netip.Addr) (TunnelPacket, bool) {

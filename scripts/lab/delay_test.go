@@ -62,6 +62,16 @@ func TestTunnelLogSplitWrites(t *testing.T) {
 	if p, ok := (&Delay{log: tl}).FirstInFrom(time.Unix(0, 0), netip.MustParseAddr("203.0.113.26")); !ok || p.Len != 120 {
 		t.Errorf("first in from 203.0.113.26 = %+v, %v", p, ok)
 	}
+	for _, tt := range []struct {
+		from int64
+		ok   bool
+		len  int
+	}{{0, true, 60}, {40, true, 60}, {41, false, 0}} {
+		p, ok := (&Delay{log: tl}).FirstOut(time.Unix(0, tt.from))
+		if ok != tt.ok || p.Len != tt.len {
+			t.Errorf("first out from %d = %+v, %v; want length %d, %v", tt.from, p, ok, tt.len, tt.ok)
+		}
+	}
 }
 
 var reRTTMin = regexp.MustCompile(`rtt min/avg/max/mdev = ([\d.]+)/`)

@@ -67,15 +67,7 @@ func (l *Lab) buildHA() error {
 		{Gateway2, "sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=0"},
 		{Inet, "sysctl", "-qw", "net.ipv4.conf.to-gw2.rp_filter=0"},
 	}
-	logf := l.logf
-	l.logf = nil
-	defer func() { l.logf = logf }()
-	for _, s := range steps {
-		if _, err := l.Output(s[0], s[1:]...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return l.runQuiet(steps)
 }
 
 // CorpRouteVia points the corp host's route to the client pool at a

@@ -34,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/internal/syncbuf"
 )
 
 // Prefix starts the name of every namespace the lab creates.
@@ -309,6 +311,12 @@ func (l *Lab) build() error {
 		[]string{Gateway, "ip", "-6", "rule", "add", "from", GatewayAddr2V6.Addr().String(), "table", "102", "priority", "1000"},
 	)
 	// The build's ~100 commands would drown a test's verbose output.
+	return l.runQuiet(steps)
+}
+
+// runQuiet runs each step (a namespace, then a command) without logging
+// it, stopping at the first that fails.
+func (l *Lab) runQuiet(steps [][]string) error {
 	logf := l.logf
 	l.logf = nil
 	defer func() { l.logf = logf }()
@@ -439,7 +447,7 @@ func (l *Lab) Cmd(ns string, args ...string) *exec.Cmd {
 // Proc is a background process started in a namespace.
 type Proc struct {
 	Cmd  *exec.Cmd
-	out  syncBuffer
+	out  syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
@@ -832,24 +840,6 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var reIperfReceiver = regexp.MustCompile(`([\d.]+) Mbits/sec\s+(?:\d+\s+)?receiver`)
 
 // TCPTransfer runs an iperf3 server in srvNS on dst and a client in cliNS
@@ -907,4 +897,57 @@ func (l *Lab) tcpTransfer(cliNS, srvNS string, dst netip.Addr, d time.Duration, 
 		return 0, fmt.Errorf("TCP transfer to %v moved nothing:\n%s", dst, out)
 	}
 	return mbps, nil
+}
+
+// gatewayIf is the lab gateway's interface of one of its addresses, with
+// the default routes that leave through it (New builds them; removing the
+// address flushes them).
+type gatewayIf struct {
+	dev    string
+	prefix netip.Prefix
+	via    netip.Addr
+	metric string
+	table  string
+}
+
+func gatewayIfOf(a netip.Addr) (gatewayIf, error) {
+	switch a {
+	case GatewayAddr1.Addr():
+		return gatewayIf{"eth0", GatewayAddr1, InetGW1.Addr(), "100", "101"}, nil
+	case GatewayAddr2.Addr():
+		return gatewayIf{"eth1", GatewayAddr2, InetGW2.Addr(), "200", "102"}, nil
+	case GatewayAddr1V6.Addr():
+		return gatewayIf{"eth0", GatewayAddr1V6, InetGW1V6.Addr(), "100", "101"}, nil
+	case GatewayAddr2V6.Addr():
+		return gatewayIf{"eth1", GatewayAddr2V6, InetGW2V6.Addr(), "200", "102"}, nil
+	}
+	return gatewayIf{}, fmt.Errorf("gateway address %s is not one of the lab's", a)
+}
+
+// RemoveGatewayAddr removes one of the gateway's addresses from its
+// interface, which takes the default routes through it along.
+func (l *Lab) RemoveGatewayAddr(a netip.Addr) error {
+	g, err := gatewayIfOf(a)
+	if err != nil {
+		return err
+	}
+	return l.DelAddr(Gateway, g.dev, g.prefix)
+}
+
+// RestoreGatewayAddr puts an address RemoveGatewayAddr removed back, with
+// its default routes (the main table's and the address's own).
+func (l *Lab) RestoreGatewayAddr(a netip.Addr) error {
+	g, err := gatewayIfOf(a)
+	if err != nil {
+		return err
+	}
+	cmd := fmt.Sprintf("ip addr add %[1]s dev %[2]s && ip route replace default via %[3]s dev %[2]s metric %[4]s && ip route replace default via %[3]s dev %[2]s table %[5]s",
+		g.prefix, g.dev, g.via, g.metric, g.table)
+	if a.Is6() {
+		// Without DAD where the kernel allows it: a tentative address
+		// cannot be sent from yet.
+		cmd = fmt.Sprintf("ip -6 addr add %[1]s dev %[2]s nodad 2>/dev/null || ip -6 addr add %[1]s dev %[2]s; ip -6 route replace default via %[3]s dev %[2]s metric %[4]s && ip -6 route replace default via %[3]s dev %[2]s table %[5]s",
+			g.prefix, g.dev, g.via, g.metric, g.table)
+	}
+	return l.Exec(Gateway, "sh", "-c", cmd)
 }

@@ -224,3 +224,58 @@ func TestUDP4(t *testing.T) {
 		t.Errorf("udp %d -> %d len %d", sport, dport, ulen)
 	}
 }
+
+// TestGatewayAddrRemoveRestore: removing a gateway address makes it
+// unreachable from the client and restoring it brings it back with its
+// routes, for each of the gateway's four addresses.
+func TestGatewayAddrRemoveRestore(t *testing.T) {
+	l := NewT(t, Options{})
+	for _, tc := range []struct {
+		addr  netip.Addr
+		via   string // the client uplink that reaches it
+		table string // the address's own routing table
+	}{
+		{GatewayAddr1.Addr(), WLAN, "101"}, {GatewayAddr2.Addr(), WLAN, "102"},
+		{GatewayAddr1V6.Addr(), WWAN, "101"}, {GatewayAddr2V6.Addr(), WWAN, "102"},
+	} {
+		t.Run(tc.addr.String(), func(t *testing.T) {
+			ping := func() error {
+				_, err := l.Output(Client, "ping", "-n", "-q", "-c", "1", "-W", "2", "-I", tc.via, tc.addr.String())
+				return err
+			}
+			if err := ping(); err != nil {
+				t.Fatalf("before: %v", err)
+			}
+			if err := l.RemoveGatewayAddr(tc.addr); err != nil {
+				t.Fatal(err)
+			}
+			if err := ping(); err == nil {
+				t.Fatal("the removed address still answers")
+			}
+			if err := l.RestoreGatewayAddr(tc.addr); err != nil {
+				t.Fatal(err)
+			}
+			family := "-4"
+			if tc.addr.Is6() {
+				family = "-6"
+			}
+			out, err := l.Output(Gateway, "ip", family, "route", "show", "table", tc.table)
+			if err != nil || !strings.Contains(out, "default") {
+				t.Errorf("the address's table has no default route after the restore: %v\n%s", err, out)
+			}
+			var pingErr error
+			for i := 0; i < 10; i++ { // an IPv6 address may be tentative for a moment
+				if pingErr = ping(); pingErr == nil {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if pingErr != nil {
+				t.Errorf("after the restore: %v", pingErr)
+			}
+		})
+	}
+	if _, err := gatewayIfOf(HostAddr.Addr()); err == nil {
+		t.Error("an address the gateway does not have was accepted")
+	}
+}

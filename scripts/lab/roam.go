@@ -396,6 +396,23 @@ func (r *Roam) Connect(profile string, timeout time.Duration) (string, error) {
 	return r.Run(timeout, "connect", profile)
 }
 
+// ConnectRetry runs `roam connect PROFILE` up to five times, 300 ms
+// apart: a gateway started just before may still be binding its sockets.
+// The error names every attempt's failure: a later one may only say what
+// the first left behind.
+func (r *Roam) ConnectRetry(profile string) error {
+	var errs []error
+	for i := 0; i < 5; i++ {
+		out, err := r.Connect(profile, 20*time.Second)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w: %s", i+1, err, strings.TrimSpace(out)))
+		time.Sleep(300 * time.Millisecond)
+	}
+	return fmt.Errorf("roam connect: %w", errors.Join(errs...))
+}
+
 // Disconnect runs `roam disconnect PROFILE`.
 func (r *Roam) Disconnect(profile string) (string, error) {
 	return r.Run(15*time.Second, "disconnect", profile)

@@ -1,0 +1,15 @@
+// Package memrig holds the in-memory end-to-end tests: a client and a
+// gateway, each a real IKE SA engine (ike) bound to a real dataplane (esp)
+// over a TUN device in memory (internal/memtun) and UDP endpoints on the
+// simulated network (internal/memconn over internal/netsim), all in one
+// test process, without root. Inner packets go in at one TUN device and
+// come out at the other, through ESP sealed and opened for real.
+//
+// The glue between IKE's events and the dataplane lives in the tests
+// (rig_test.go) and mirrors what the daemon does: Child SA installation
+// (daemon conn.go childConfig, installChild, handleChildEvent; gateway.go
+// install, installRekeyed, the PathUpdated case) and the client's path
+// moves (mobility's SetPath after a successful UpdateAddresses; a
+// gateway's switch request as daemon switch.go followSwitch hands it to
+// the mover).
+package memrig
