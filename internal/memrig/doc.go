@@ -7,9 +7,9 @@
 //
 // The glue between IKE's events and the dataplane lives in the tests
 // (rig_test.go) and mirrors what the daemon does: Child SA installation
-// (daemon conn.go childConfig, installChild, handleChildEvent; gateway.go
+// (ikeesp.ChildConfig; tunnel conn.go installChild, handleChildEvent; gateway.go
 // install, installRekeyed, the PathUpdated case) and the client's path
 // moves (mobility's SetPath after a successful UpdateAddresses; a
-// gateway's switch request as daemon switch.go followSwitch hands it to
+// gateway's switch request as tunnel switch.go followSwitch hands it to
 // the mover).
 package memrig

@@ -14,8 +14,8 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
-	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/internal/memconn"
 	"github.com/roam-vpn/roam/internal/memtun"
 	"github.com/roam-vpn/roam/internal/netsim"
@@ -105,27 +105,15 @@ func (e *end) start(ctx context.Context, handleIKE esp.IKEHandler, binds ...neti
 	e.t.Cleanup(func() { e.tun.Close(); <-done })
 }
 
-// install puts a negotiated Child SA pair into the dataplane (daemon
-// conn.go childConfig and installChild; pending: a rekey we answered).
+// install puts a negotiated Child SA pair into the dataplane the way both
+// roles do (ikeesp.ChildConfig; pending: a rekey we answered).
 func (e *end) install(peer *esp.Peer, ch ike.ChildSA, pending bool) {
 	e.t.Helper()
-	cipher := esp.AESGCM16
-	for _, tr := range ch.Transforms {
-		if tr.Type == wire.TransformEncr && tr.ID == ikecrypto.EncrChaCha20Poly1305 {
-			cipher = esp.ChaCha20Poly1305
-		}
-	}
-	in, err := esp.NewInboundSAWith(cipher, ch.SPIIn, ch.KeyIn, ch.ESN)
+	cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), pending)
 	if err != nil {
 		e.t.Error(err)
 		return
 	}
-	out, err := esp.NewOutboundSAWith(cipher, ch.SPIOut, ch.KeyOut, ch.ESN)
-	if err != nil {
-		e.t.Error(err)
-		return
-	}
-	cfg := esp.ChildConfig{In: in, Out: out, Remote: prefixes(ch.RemoteTS), Local: prefixes(ch.LocalTS), Proposal: ch.Proposal, OutboundPending: pending}
 	if err := e.dp.InstallChild(peer, cfg); err != nil {
 		e.t.Errorf("%s: installing child SA %08x: %v", e.name, ch.SPIIn, err)
 		return
@@ -133,15 +121,7 @@ func (e *end) install(peer *esp.Peer, ch ike.ChildSA, pending bool) {
 	e.installed <- ch
 }
 
-func prefixes(ts []wire.TrafficSelector) []netip.Prefix {
-	var out []netip.Prefix
-	for _, t := range ts {
-		out = append(out, wire.RangePrefixes(t.Start, t.End)...)
-	}
-	return out
-}
-
-// follow handles the events both roles share after establishment (daemon
+// follow handles the events both roles share after establishment (tunnel
 // conn.go handleChildEvent, gateway.go's event loop).
 func (e *end) follow(ctx context.Context, ev ike.Event) {
 	e.mu.Lock()
@@ -354,7 +334,7 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 	return r
 }
 
-// gatewayLoop is the gateway's event loop (daemon gateway.go): install a
+// gatewayLoop is the gateway's event loop (gateway/gateway.go): install a
 // client's Child SAs when it is established, then follow it.
 func (e *end) gatewayLoop(ctx context.Context, events <-chan ike.Event) {
 	for {
