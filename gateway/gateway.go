@@ -40,7 +40,7 @@ const gatewayUplinkMTU = 1500
 type gateway struct {
 	cfg  *config.Gateway
 	log  *slog.Logger
-	emit func(Event)
+	emit func(report.Event)
 
 	dev    *tun.Device
 	dp     *esp.Dataplane
@@ -68,7 +68,7 @@ type gatewayClient struct {
 }
 
 // RunGateway starts the responder for g; it serves until ctx ends.
-func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (GatewayHandle, error) {
+func RunGateway(ctx context.Context, g *config.Gateway, emit func(report.Event)) (report.GatewayHandle, error) {
 	log := report.LoggerFrom(ctx).With("gateway", g.LocalID)
 	local, localFor, peerFor, certReqs, err := gatewayAuth(g)
 	if err != nil {
@@ -84,7 +84,7 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(Event)) (Gatew
 	}
 	life, cancel := context.WithCancel(ctx)
 	gw := &gateway{cfg: g, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), clients: map[*ike.SA]*gatewayClient{}}
-	fail := func(err error) (GatewayHandle, error) {
+	fail := func(err error) (report.GatewayHandle, error) {
 		cancel()
 		if gw.dev != nil {
 			gw.dev.Close()
@@ -221,7 +221,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				c := gw.clients[ev.SA]
 				gw.mu.Unlock()
 				if c != nil {
-					gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+					gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 				}
 			case *ike.ChildDeleted:
 				gw.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
@@ -231,7 +231,7 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.mu.Unlock()
 				if c != nil {
 					gw.dp.SetPath(c.peer, ev.Path)
-					gw.emit(Event{Event: EventPathChanged, Profile: c.est.PeerID, To: ev.Path.Remote.String(), From: ev.Path.Local.String()})
+					gw.emit(report.Event{Event: report.EventPathChanged, Profile: c.est.PeerID, To: ev.Path.Remote.String(), From: ev.Path.Local.String()})
 				}
 			case *ike.Deleted:
 				gw.remove(ev)
@@ -252,13 +252,13 @@ func (gw *gateway) install(est *ike.Established) {
 		}
 		if err != nil {
 			gw.log.Error("installing child SA", "peer", est.PeerID, "err", err)
-			gw.emit(Event{Event: EventError, Profile: est.PeerID, Reason: err.Error()})
+			gw.emit(report.Event{Event: report.EventError, Profile: est.PeerID, Reason: err.Error()})
 		}
 	}
 	gw.mu.Lock()
 	gw.clients[est.SA] = &gatewayClient{est: est, peer: peer, at: time.Now()}
 	gw.mu.Unlock()
-	ev := Event{Event: EventEstablished, Profile: est.PeerID, From: est.Path.Remote.String(), To: est.Path.Local.String(), Transport: gw.transportOf(est.Path)}
+	ev := report.Event{Event: report.EventEstablished, Profile: est.PeerID, From: est.Path.Remote.String(), To: est.Path.Local.String(), Transport: gw.transportOf(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -283,10 +283,10 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	}
 	if err != nil {
 		gw.log.Error("installing rekeyed child SA", "peer", c.est.PeerID, "err", err)
-		gw.emit(Event{Event: EventError, Profile: c.est.PeerID, Reason: err.Error()})
+		gw.emit(report.Event{Event: report.EventError, Profile: c.est.PeerID, Reason: err.Error()})
 		return
 	}
-	gw.emit(Event{Event: EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ch.SPIIn)})
+	gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ch.SPIIn)})
 }
 
 // installCreated adds a further Child SA the client asked for. It sends at
@@ -307,7 +307,7 @@ func (gw *gateway) installCreated(ev *ike.ChildCreated) {
 	}
 	if err != nil {
 		gw.log.Error("installing child SA", "peer", c.est.PeerID, "err", err)
-		gw.emit(Event{Event: EventError, Profile: c.est.PeerID, Reason: err.Error()})
+		gw.emit(report.Event{Event: report.EventError, Profile: c.est.PeerID, Reason: err.Error()})
 		return
 	}
 	gw.log.Info("child SA added", "peer", c.est.PeerID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "local_ts", cfg.Local)
@@ -325,7 +325,7 @@ func (gw *gateway) remove(ev *ike.Deleted) {
 	if c.replaced {
 		return // the client is still there, on its new SA
 	}
-	out := Event{Event: EventDisconnected, Profile: c.est.PeerID}
+	out := report.Event{Event: report.EventDisconnected, Profile: c.est.PeerID}
 	if ev.Reason != nil && !errors.Is(ev.Reason, ike.ErrClosed) {
 		out.Reason = ev.Reason.Error()
 	}
@@ -333,16 +333,16 @@ func (gw *gateway) remove(ev *ike.Deleted) {
 }
 
 // Status lists the connected clients.
-func (gw *gateway) Status() []Status {
+func (gw *gateway) Status() []report.Status {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	var out []Status
+	var out []report.Status
 	now := time.Now()
 	for sa, c := range gw.clients {
 		path := sa.Path()
 		spii, spir := sa.SPIs()
-		st := Status{
-			Name: c.est.PeerID, State: StateEstablished, Gateway: path.Local.String(),
+		st := report.Status{
+			Name: c.est.PeerID, State: report.StateEstablished, Gateway: path.Local.String(),
 			Local: path.Local.String(), Remote: path.Remote.String(), NAT: c.est.NATRemote,
 			MOBIKE: c.est.PeerMOBIKE, IKESPIi: fmt.Sprintf("%016x", spii), IKESPIr: fmt.Sprintf("%016x", spir),
 			EstablishedAt: c.at, Transport: gw.transportOf(path),

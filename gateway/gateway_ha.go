@@ -15,6 +15,7 @@ import (
 	"github.com/roam-vpn/roam/ha"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ikeesp"
+	"github.com/roam-vpn/roam/report"
 )
 
 const (
@@ -125,7 +126,7 @@ func (gw *gateway) startHA(ctx context.Context) (wait func()) {
 		defer h.wg.Done()
 		if err := h.node.Run(ctx); err != nil {
 			h.log.Error("HA replication stopped", "err", err)
-			gw.emit(Event{Event: EventError, Reason: err.Error()})
+			gw.emit(report.Event{Event: report.EventError, Reason: err.Error()})
 		}
 	}()
 	go func() {
@@ -312,7 +313,7 @@ func (h *gatewayHA) takeOver(ctx context.Context, dead time.Time) {
 	h.mu.Unlock()
 	if err := gw.openListen(); err != nil {
 		h.log.Error("HA takeover: cannot listen", "err", err)
-		gw.emit(Event{Event: EventError, Reason: "failover: " + err.Error()})
+		gw.emit(report.Event{Event: report.EventError, Reason: "failover: " + err.Error()})
 		return
 	}
 	froms := map[netip.AddrPort]bool{}
@@ -358,7 +359,7 @@ func (h *gatewayHA) takeOver(ctx context.Context, dead time.Time) {
 			err := p.sa.TakeOver(tctx, ike.TakeOverOptions{From: from, To: dst, ReplayDelta: haSeqDelta})
 			if err != nil {
 				h.log.Warn("HA takeover failed", "peer", p.meta.PeerID, "err", err)
-				gw.emit(Event{Event: EventError, Profile: p.meta.PeerID, Reason: "failover: " + err.Error()})
+				gw.emit(report.Event{Event: report.EventError, Profile: p.meta.PeerID, Reason: "failover: " + err.Error()})
 				return
 			}
 			mu.Lock()
@@ -371,7 +372,7 @@ func (h *gatewayHA) takeOver(ctx context.Context, dead time.Time) {
 		return
 	}
 	took := time.Since(dead)
-	ev := Event{Event: EventFailover, From: h.cfg.TakeoverAddress.String(), TookMS: max(1, took.Milliseconds()),
+	ev := report.Event{Event: report.EventFailover, From: h.cfg.TakeoverAddress.String(), TookMS: max(1, took.Milliseconds()),
 		Reason: fmt.Sprintf("%d of %d peers moved; the active node was silent for %v", moved, len(parked), h.cfg.DeadAfter)}
 	if to.IsValid() {
 		ev.To = to.String()
@@ -420,7 +421,7 @@ func (h *gatewayHA) install(p *parkedSA) (from netip.AddrPort, to netip.Addr, ok
 		}
 		if err != nil {
 			h.log.Error("HA takeover: installing child SA", "peer", p.meta.PeerID, "err", err)
-			gw.emit(Event{Event: EventError, Profile: p.meta.PeerID, Reason: err.Error()})
+			gw.emit(report.Event{Event: report.EventError, Profile: p.meta.PeerID, Reason: err.Error()})
 		}
 	}
 	spii, spir := p.sa.SPIs()

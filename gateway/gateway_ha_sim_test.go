@@ -13,6 +13,7 @@ import (
 
 	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
@@ -121,7 +122,7 @@ func TestHAStandbyBookkeeping(t *testing.T) {
 	meta, _ := json.Marshal(haMeta{PeerID: "alice@example.com"})
 	st := ha.State{SA: key, Seqs: []ha.ChildSeq{{SPIOut: 1, Seq: 7, InSeq: 9}}, Meta: meta, Blob: blob}
 
-	gw := &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR2}}, log: discardLog(), resp: standbyResp, clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {}}
+	gw := &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR2}}, log: discardLog(), resp: standbyResp, clients: map[*ike.SA]*gatewayClient{}, emit: func(report.Event) {}}
 	h, err := newGatewayHA(gw, &config.HA{Role: "standby", Key: bytes.Repeat([]byte{1}, ha.KeySize),
 		Listen: netip.MustParseAddrPort("127.0.0.1:1"), Peer: netip.MustParseAddrPort("127.0.0.1:2"), TakeoverAddress: simR1, DeadAfter: time.Second})
 	if err != nil {
@@ -233,7 +234,7 @@ func TestHAActiveReplicates(t *testing.T) {
 	activeAt, standbyAt := ports(), ports()
 	cfg := &config.HA{Role: "active", Key: key, Listen: activeAt, Peer: standbyAt, TakeoverAddress: simR2, DeadAfter: time.Second}
 	gw := &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR1}, HA: cfg}, log: discardLog(), resp: sim.activeResp,
-		clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {}}
+		clients: map[*ike.SA]*gatewayClient{}, emit: func(report.Event) {}}
 	gw.dp = esp.NewDataplane(nopTUN{}, func([]byte, netpath.Path) {}, discardLog())
 	gw.install(sim.est)
 	var err error

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -61,7 +62,7 @@ func TestHAStandbyStreams(t *testing.T) {
 	gw := &gateway{
 		cfg: &config.Gateway{Listen: []netip.Addr{lo}, HA: &config.HA{Role: "standby"},
 			GatewayTransport: config.GatewayTransport{TCP: true, TCPPort: 4500, StreamsPerSource: 2}},
-		log: discardLog(), clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {},
+		log: discardLog(), clients: map[*ike.SA]*gatewayClient{}, emit: func(report.Event) {},
 	}
 	gw.dp = esp.NewDataplane(nil, func(pkt []byte, p netpath.Path) {
 		if string(pkt) == "hello IKE" {

@@ -40,7 +40,7 @@ func (gw *gateway) checkClientHealth(now time.Time) {
 
 // clientTraffic fills a client's health, traffic times and RTT. The caller
 // holds gw.mu.
-func (gw *gateway) clientTraffic(st *Status, sa *ike.SA, c *gatewayClient, now time.Time) {
+func (gw *gateway) clientTraffic(st *report.Status, sa *ike.SA, c *gatewayClient, now time.Time) {
 	c.health.DeadAfter, c.health.LookEvery = mobility.DefaultDeadAfter, gatewayHealthEvery
 	st.Health, st.HealthReason, _, _ = c.health.Update(gatewayHealthInput(sa, c.peer), now)
 	ikeesp.FillTraffic(st, c.peer, sa)

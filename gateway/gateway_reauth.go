@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/roam-vpn/roam/ike"
+	"github.com/roam-vpn/roam/report"
 )
 
 // reauthEvent turns the established event of a client's new IKE SA into a
@@ -11,7 +12,7 @@ import (
 // INITIAL_CONTACT (which would have ended the old one): that is a
 // make-before-break reauthentication (RFC 4478), and the old SA's end,
 // with the client's DELETE that follows, is no disconnect.
-func (gw *gateway) reauthEvent(est *ike.Established, ev Event) Event {
+func (gw *gateway) reauthEvent(est *ike.Established, ev report.Event) report.Event {
 	if est.InitialContact {
 		return ev
 	}
@@ -22,7 +23,7 @@ func (gw *gateway) reauthEvent(est *ike.Established, ev Event) Event {
 			continue
 		}
 		c.replaced = true
-		ev.Event = EventReauthenticated
+		ev.Event = report.EventReauthenticated
 		ev.Reason = fmt.Sprintf("IKE SA %016x_i replaces %016x_i", est.SPIi, c.est.SPIi)
 		break
 	}

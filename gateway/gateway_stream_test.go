@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -35,7 +36,7 @@ func TestGatewayStreams(t *testing.T) {
 	got := make(chan netpath.Path, 4)
 	gw := &gateway{
 		cfg: &config.Gateway{GatewayTransport: config.GatewayTransport{TCP: true, TCPPort: port, StreamsPerSource: 2}},
-		log: discardLog(), clients: map[*ike.SA]*gatewayClient{}, emit: func(Event) {},
+		log: discardLog(), clients: map[*ike.SA]*gatewayClient{}, emit: func(report.Event) {},
 	}
 	gw.dp = esp.NewDataplane(nil, func(pkt []byte, p netpath.Path) {
 		if string(pkt) == "hello IKE" {

@@ -13,6 +13,7 @@ import (
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/report"
 )
 
 // switchUpdateWait bounds the wait for the client's UPDATE_SA_ADDRESSES
@@ -83,17 +84,17 @@ func (s *gatewaySwitch) tell(sa *ike.SA, o switchOutcome) {
 // one of them.
 func (gw *gateway) switchEvent(ev ike.Event) bool {
 	var sa *ike.SA
-	var out Event
+	var out report.Event
 	var o switchOutcome
 	switch ev := ev.(type) {
 	case *ike.SwitchSent:
-		sa, out = ev.SA, Event{Event: EventSwitchSent, From: ev.From.String(), To: ev.To.String()}
+		sa, out = ev.SA, report.Event{Event: report.EventSwitchSent, From: ev.From.String(), To: ev.To.String()}
 	case *ike.SwitchDone:
 		sa, o = ev.SA, switchOutcome{done: ev}
-		out = Event{Event: EventSwitchDone, From: ev.From.String(), To: ev.To.String(), TookMS: max(1, ev.Took.Milliseconds())}
+		out = report.Event{Event: report.EventSwitchDone, From: ev.From.String(), To: ev.To.String(), TookMS: max(1, ev.Took.Milliseconds())}
 	case *ike.SwitchFailed:
 		sa, o = ev.SA, switchOutcome{failed: ev}
-		out = Event{Event: EventSwitchFailed, To: ev.To.String(), Reason: ev.Err.Error()}
+		out = report.Event{Event: report.EventSwitchFailed, To: ev.To.String(), Reason: ev.Err.Error()}
 		if ev.TornDown {
 			out.Reason += " (SA torn down: the old address is gone and no other was announced)"
 		}
@@ -121,23 +122,23 @@ func (gw *gateway) switchEvent(ev ike.Event) bool {
 
 // Switch is `roam gateway switch`: it asks the client peer names to move
 // to our address to and returns once its SAs use to.
-func (gw *gateway) Switch(ctx context.Context, peer string, to netip.Addr) (SwitchResult, error) {
+func (gw *gateway) Switch(ctx context.Context, peer string, to netip.Addr) (report.SwitchResult, error) {
 	start := time.Now()
 	sa, id, err := gw.findClient(peer)
 	if err != nil {
-		return SwitchResult{}, err
+		return report.SwitchResult{}, err
 	}
 	path := sa.Path()
 	if err := checkSwitchTarget(gw.cfg.Listen, path.Local.Addr(), to); err != nil {
-		return SwitchResult{}, fmt.Errorf("%s: %w", id, err)
+		return report.SwitchResult{}, fmt.Errorf("%s: %w", id, err)
 	}
 	if !sa.SwitchCapable() {
-		return SwitchResult{}, fmt.Errorf("%s: %w", id, ErrSwitchNotAdvertised)
+		return report.SwitchResult{}, fmt.Errorf("%s: %w", id, report.ErrSwitchNotAdvertised)
 	}
 	ch := gw.sw.wait(sa)
 	defer gw.sw.unwait(sa, ch)
 	if err := sa.RequestSwitch(ctx, to, ike.SwitchOptions{}); err != nil {
-		return SwitchResult{}, fmt.Errorf("%s: %w", id, switchError(err))
+		return report.SwitchResult{}, fmt.Errorf("%s: %w", id, switchError(err))
 	}
 	t := time.NewTimer(switchUpdateWait)
 	defer t.Stop()
@@ -146,21 +147,21 @@ func (gw *gateway) Switch(ctx context.Context, peer string, to netip.Addr) (Swit
 		case o := <-ch:
 			switch {
 			case o.deleted:
-				return SwitchResult{}, fmt.Errorf("%s: the SA was deleted during the switch", id)
+				return report.SwitchResult{}, fmt.Errorf("%s: the SA was deleted during the switch", id)
 			case o.failed != nil && o.failed.To == to:
-				return SwitchResult{}, fmt.Errorf("%s: %w", id, switchError(o.failed.Err))
+				return report.SwitchResult{}, fmt.Errorf("%s: %w", id, switchError(o.failed.Err))
 			case o.done != nil && o.done.To == to:
-				return SwitchResult{Peer: id, Remote: sa.Path().Remote.String(), From: path.Local.Addr().String(), To: to.String(),
+				return report.SwitchResult{Peer: id, Remote: sa.Path().Remote.String(), From: path.Local.Addr().String(), To: to.String(),
 					TookMS: time.Since(start).Milliseconds()}, nil
 			}
 		case <-t.C:
 			if gw.cfg.SwitchRevision == config.SwitchRevision03 {
 				// Under -03 rules a refusal is answered like a yes.
-				return SwitchResult{}, fmt.Errorf("%s: answered but sent no UPDATE_SA_ADDRESSES to %s within %v (refused, or the path to %s does not work)", id, to, switchUpdateWait, to)
+				return report.SwitchResult{}, fmt.Errorf("%s: answered but sent no UPDATE_SA_ADDRESSES to %s within %v (refused, or the path to %s does not work)", id, to, switchUpdateWait, to)
 			}
-			return SwitchResult{}, fmt.Errorf("%s: answered at %s but sent no UPDATE_SA_ADDRESSES there within %v", id, to, switchUpdateWait)
+			return report.SwitchResult{}, fmt.Errorf("%s: answered at %s but sent no UPDATE_SA_ADDRESSES there within %v", id, to, switchUpdateWait)
 		case <-ctx.Done():
-			return SwitchResult{}, ctx.Err()
+			return report.SwitchResult{}, ctx.Err()
 		}
 	}
 }
@@ -169,11 +170,11 @@ func (gw *gateway) Switch(ctx context.Context, peer string, to netip.Addr) (Swit
 func switchError(err error) error {
 	switch {
 	case errors.Is(err, ike.ErrNotSwitchCapable):
-		return ErrSwitchNotAdvertised
+		return report.ErrSwitchNotAdvertised
 	case errors.Is(err, ike.ErrSwitchRefused):
-		return fmt.Errorf("%w (it answered at the old address)", ErrSwitchRefused)
+		return fmt.Errorf("%w (it answered at the old address)", report.ErrSwitchRefused)
 	case errors.Is(err, ike.ErrUnreachable):
-		return fmt.Errorf("%w to the switch request after the retransmissions; the SA stays where it was", ErrSwitchNoResponse)
+		return fmt.Errorf("%w to the switch request after the retransmissions; the SA stays where it was", report.ErrSwitchNoResponse)
 	}
 	return err
 }
@@ -298,7 +299,7 @@ func (gw *gateway) addressGone(ctx context.Context, gone netip.Addr, usable func
 			continue
 		}
 		if !ok {
-			gw.emit(Event{Event: EventSwitchFailed, Profile: v.id, From: gone.String(),
+			gw.emit(report.Event{Event: report.EventSwitchFailed, Profile: v.id, From: gone.String(),
 				Reason: fmt.Sprintf("%s went away and no other listen address of its family is usable", gone)})
 			continue
 		}

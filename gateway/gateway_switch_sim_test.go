@@ -11,6 +11,7 @@ import (
 
 	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ike"
@@ -32,7 +33,7 @@ var (
 type simGateway struct {
 	gw     *gateway
 	mu     sync.Mutex
-	events []Event
+	events []report.Event
 	sa     *ike.SA // the gateway's SA of the client
 	client *ike.SA
 }
@@ -87,7 +88,7 @@ func startSimGateway(t *testing.T, clientSwitch bool) *simGateway {
 	})
 	s := &simGateway{}
 	s.gw = &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR1, simR2, simR3}}, log: discardLog(), clients: map[*ike.SA]*gatewayClient{},
-		emit: func(ev Event) { s.mu.Lock(); s.events = append(s.events, ev); s.mu.Unlock() }}
+		emit: func(ev report.Event) { s.mu.Lock(); s.events = append(s.events, ev); s.mu.Unlock() }}
 	established := make(chan *ike.SA, 1)
 	go func() {
 		for {
@@ -198,10 +199,10 @@ func TestGatewaySwitchSim(t *testing.T) {
 		wantTxt string
 	}{
 		{peer: "alice@example.com", to: simR2, wantTxt: "already uses"},
-		{peer: "bob@example.com", to: simR1, want: ErrUnknownPeer},
-		{peer: "alice@example.com", to: netip.MustParseAddr("198.51.100.9"), want: ErrNotListenAddress},
+		{peer: "bob@example.com", to: simR1, want: report.ErrUnknownPeer},
+		{peer: "alice@example.com", to: netip.MustParseAddr("198.51.100.9"), want: report.ErrNotListenAddress},
 		// R3 is ours but was never announced: the client refuses.
-		{peer: simClient.String(), to: simR3, want: ErrSwitchRefused},
+		{peer: simClient.String(), to: simR3, want: report.ErrSwitchRefused},
 	} {
 		_, err := s.gw.Switch(ctx, tt.peer, tt.to)
 		if err == nil || tt.want != nil && !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.wantTxt) {
@@ -226,7 +227,7 @@ func TestGatewaySwitchSim(t *testing.T) {
 	// Nowhere to go: reported, nothing sent.
 	before := len(s.eventNames())
 	s.gw.addressGone(ctx, simR1, func(netip.Addr) bool { return false })
-	if evs := s.eventNames(); len(evs) != before+1 || evs[before] != EventSwitchFailed {
+	if evs := s.eventNames(); len(evs) != before+1 || evs[before] != report.EventSwitchFailed {
 		t.Errorf("events %v after losing the last address", evs)
 	}
 }
@@ -235,7 +236,7 @@ func TestGatewaySwitchSimNotAdvertised(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s := startSimGateway(t, false)
-	if _, err := s.gw.Switch(ctx, "alice@example.com", simR2); !errors.Is(err, ErrSwitchNotAdvertised) {
+	if _, err := s.gw.Switch(ctx, "alice@example.com", simR2); !errors.Is(err, report.ErrSwitchNotAdvertised) {
 		t.Errorf("switch of a client without 'R': %v", err)
 	}
 	s.gw.addressGone(ctx, simR1, func(a netip.Addr) bool { return a != simR1 })

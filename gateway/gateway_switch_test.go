@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/ike"
+	"github.com/roam-vpn/roam/report"
 )
 
 // TestSwitchEvents: the engine's switch reports become the gateway's
@@ -20,25 +21,25 @@ func TestSwitchEvents(t *testing.T) {
 	tests := []struct {
 		ev      ike.Event
 		handled bool
-		want    Event
+		want    report.Event
 		outcome string
 	}{
-		{ev: &ike.SwitchSent{SA: sa, From: r1, To: r2}, handled: true, want: Event{Event: EventSwitchSent, From: "203.0.113.10", To: "203.0.113.26"}},
+		{ev: &ike.SwitchSent{SA: sa, From: r1, To: r2}, handled: true, want: report.Event{Event: report.EventSwitchSent, From: "203.0.113.10", To: "203.0.113.26"}},
 		{ev: &ike.SwitchDone{SA: sa, From: r1, To: r2, Took: 23 * time.Millisecond}, handled: true,
-			want: Event{Event: EventSwitchDone, From: "203.0.113.10", To: "203.0.113.26", TookMS: 23}, outcome: "done"},
+			want: report.Event{Event: report.EventSwitchDone, From: "203.0.113.10", To: "203.0.113.26", TookMS: 23}, outcome: "done"},
 		{ev: &ike.SwitchDone{SA: sa, From: r1, To: r2, Took: 300 * time.Microsecond}, handled: true,
-			want: Event{Event: EventSwitchDone, From: "203.0.113.10", To: "203.0.113.26", TookMS: 1}, outcome: "done"},
+			want: report.Event{Event: report.EventSwitchDone, From: "203.0.113.10", To: "203.0.113.26", TookMS: 1}, outcome: "done"},
 		{ev: &ike.SwitchFailed{SA: sa, To: r2, Err: ike.ErrSwitchRefused}, handled: true,
-			want: Event{Event: EventSwitchFailed, To: "203.0.113.26", Reason: ike.ErrSwitchRefused.Error()}, outcome: "failed"},
+			want: report.Event{Event: report.EventSwitchFailed, To: "203.0.113.26", Reason: ike.ErrSwitchRefused.Error()}, outcome: "failed"},
 		{ev: &ike.SwitchFailed{SA: sa, To: r2, Err: errors.New("no answer"), TornDown: true}, handled: true,
-			want: Event{Event: EventSwitchFailed, To: "203.0.113.26", Reason: "no answer (SA torn down: the old address is gone and no other was announced)"}, outcome: "failed"},
+			want: report.Event{Event: report.EventSwitchFailed, To: "203.0.113.26", Reason: "no answer (SA torn down: the old address is gone and no other was announced)"}, outcome: "failed"},
 		{ev: &ike.Deleted{SA: sa}, outcome: "deleted"},
 		{ev: &ike.ChildDeleted{SA: sa}},
 	}
 	for i, tt := range tests {
 		t.Run(fmt.Sprintf("%d %T", i, tt.ev), func(t *testing.T) {
-			var got []Event
-			gw := &gateway{emit: func(ev Event) { got = append(got, ev) }, clients: map[*ike.SA]*gatewayClient{}}
+			var got []report.Event
+			gw := &gateway{emit: func(ev report.Event) { got = append(got, ev) }, clients: map[*ike.SA]*gatewayClient{}}
 			ch := gw.sw.wait(sa)
 			if h := gw.switchEvent(tt.ev); h != tt.handled {
 				t.Errorf("handled = %v", h)
@@ -80,9 +81,9 @@ func TestSwitchError(t *testing.T) {
 		want error
 		text string
 	}{
-		{ike.ErrNotSwitchCapable, ErrSwitchNotAdvertised, "did not advertise"},
-		{fmt.Errorf("%w: answer came to 203.0.113.10", ike.ErrSwitchRefused), ErrSwitchRefused, "answered at the old address"},
-		{fmt.Errorf("ike: no answer: %w", &ike.UnreachableError{Retransmissions: 5}), ErrSwitchNoResponse, "no response from the client"},
+		{ike.ErrNotSwitchCapable, report.ErrSwitchNotAdvertised, "did not advertise"},
+		{fmt.Errorf("%w: answer came to 203.0.113.10", ike.ErrSwitchRefused), report.ErrSwitchRefused, "answered at the old address"},
+		{fmt.Errorf("ike: no answer: %w", &ike.UnreachableError{Retransmissions: 5}), report.ErrSwitchNoResponse, "no response from the client"},
 		{errors.New("ike: a switch to 203.0.113.26 is in progress"), nil, "in progress"},
 	} {
 		got := switchError(tt.err)

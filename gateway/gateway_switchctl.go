@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/roam-vpn/roam/report"
 )
 
 // switchCandidate is one client SA as the switch command sees it.
@@ -30,7 +32,7 @@ func matchPeer(cands []switchCandidate, peer string) (int, error) {
 	}
 	switch len(hits) {
 	case 0:
-		return -1, fmt.Errorf("%w connected as %q (give its identity or its address as `roam status` shows it)", ErrUnknownPeer, peer)
+		return -1, fmt.Errorf("%w connected as %q (give its identity or its address as `roam status` shows it)", report.ErrUnknownPeer, peer)
 	case 1:
 		return hits[0], nil
 	}
@@ -38,7 +40,7 @@ func matchPeer(cands []switchCandidate, peer string) (int, error) {
 	for _, i := range hits {
 		names = append(names, cands[i].ID+" at "+cands[i].Remote.String())
 	}
-	return -1, fmt.Errorf("%q: %w (%s); name it by address:port", peer, ErrAmbiguousPeer, strings.Join(names, ", "))
+	return -1, fmt.Errorf("%q: %w (%s); name it by address:port", peer, report.ErrAmbiguousPeer, strings.Join(names, ", "))
 }
 
 // checkSwitchTarget is the gateway's side of the draft's precondition: it
@@ -57,7 +59,7 @@ func checkSwitchTarget(listen []netip.Addr, from netip.Addr, to netip.Addr) erro
 		for i, a := range listen {
 			s[i] = a.String()
 		}
-		return fmt.Errorf("%s is %w (listen = [%s])", to, ErrNotListenAddress, strings.Join(s, ", "))
+		return fmt.Errorf("%s is %w (listen = [%s])", to, report.ErrNotListenAddress, strings.Join(s, ", "))
 	}
 	from = from.Unmap()
 	if from == to {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/roam-vpn/roam/report"
 )
 
 func TestMatchPeer(t *testing.T) {
@@ -22,9 +24,9 @@ func TestMatchPeer(t *testing.T) {
 		{peer: "198.51.100.2", want: 0},
 		{peer: "198.51.100.2:4500", want: 0},
 		{peer: "198.51.100.6:1025", want: 2},
-		{peer: "198.51.100.6", wantErr: ErrAmbiguousPeer},
-		{peer: "dave@example.com", wantErr: ErrUnknownPeer},
-		{peer: "198.51.100.2:500", wantErr: ErrUnknownPeer},
+		{peer: "198.51.100.6", wantErr: report.ErrAmbiguousPeer},
+		{peer: "dave@example.com", wantErr: report.ErrUnknownPeer},
+		{peer: "198.51.100.2:500", wantErr: report.ErrUnknownPeer},
 		{peer: "::ffff:198.51.100.2", want: 0},
 	}
 	for _, tt := range tests {
@@ -74,7 +76,7 @@ func TestCheckSwitchTarget(t *testing.T) {
 			}
 		})
 	}
-	if err := checkSwitchTarget(listen, r1, netip.MustParseAddr("192.0.2.2")); !errors.Is(err, ErrNotListenAddress) {
+	if err := checkSwitchTarget(listen, r1, netip.MustParseAddr("192.0.2.2")); !errors.Is(err, report.ErrNotListenAddress) {
 		t.Errorf("not ours: %v is not ErrNotListenAddress", err)
 	}
 }

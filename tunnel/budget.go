@@ -3,6 +3,8 @@ package tunnel
 import (
 	"log/slog"
 	"time"
+
+	"github.com/roam-vpn/roam/report"
 )
 
 // connectBudget records where a connect's time goes, step by step, for the
@@ -40,8 +42,8 @@ func (b *connectBudget) attrs() []any {
 
 // report turns the recorded steps into a ConnectBudget; steps of other
 // names (none today) count in the total only.
-func (b *connectBudget) report() *ConnectBudget {
-	r := &ConnectBudget{TotalMS: ms(b.last.Sub(b.start))}
+func (b *connectBudget) report() *report.ConnectBudget {
+	r := &report.ConnectBudget{TotalMS: ms(b.last.Sub(b.start))}
 	for _, s := range b.steps {
 		v := ms(s.took)
 		switch s.name {

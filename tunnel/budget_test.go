@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/report"
 )
 
 func TestConnectBudget(t *testing.T) {
@@ -52,7 +54,7 @@ func TestConnectBudgetReport(t *testing.T) {
 		b.mark(s.name, t0.Add(s.at))
 	}
 	got := *b.report()
-	want := ConnectBudget{ResolveMS: 0.1, RouteLookupMS: 0.2, CredentialsMS: 0.1, LockdownMS: 0, TUNMS: 0.8,
+	want := report.ConnectBudget{ResolveMS: 0.1, RouteLookupMS: 0.2, CredentialsMS: 0.1, LockdownMS: 0, TUNMS: 0.8,
 		SocketsMS: 0.3, IKEMS: 42.5, InstallMS: 1, TotalMS: 45}
 	if got != want {
 		t.Fatalf("report %+v, want %+v", got, want)

@@ -14,6 +14,7 @@ import (
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/internal/captive"
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/report"
 	"github.com/roam-vpn/roam/tun"
 )
 
@@ -67,11 +68,11 @@ func (c *conn) stuck() bool {
 	state, cause := c.state, c.suspendCause
 	c.mu.Unlock()
 	switch state {
-	case StateReconnecting, StateConnecting:
+	case report.StateReconnecting, report.StateConnecting:
 		return true
-	case StateSuspended:
+	case report.StateSuspended:
 		return cause != "" && cause != noAddressCause
-	case StateEstablished:
+	case report.StateEstablished:
 		m := c.mover.Load()
 		return m != nil && m.Testing()
 	}
@@ -84,7 +85,7 @@ func (c *conn) passed() bool {
 	c.mu.Lock()
 	state := c.state
 	c.mu.Unlock()
-	if state != StateEstablished {
+	if state != report.StateEstablished {
 		return false
 	}
 	m := c.mover.Load()
@@ -192,7 +193,7 @@ func (c *conn) enterCaptive(r captive.Result, iface string) {
 	c.captive = st
 	c.mu.Unlock()
 	c.log.Warn("captive portal", "location", r.Location, "interface", iface, "addrs", r.Addrs, "step_aside", st.aside)
-	c.emit(Event{Event: EventCaptivePortal, To: r.Location, Interface: iface, Reason: reason})
+	c.emit(report.Event{Event: report.EventCaptivePortal, To: r.Location, Interface: iface, Reason: reason})
 	c.checkHealth(time.Now())
 }
 
@@ -278,7 +279,7 @@ func (c *conn) leaveCaptive(why string) {
 }
 
 // captiveStatus fills the portal fields of `roam status`.
-func (c *conn) captiveStatus(st *Status) {
+func (c *conn) captiveStatus(st *report.Status) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.captive == nil {
@@ -345,7 +346,7 @@ func (c *conn) connectThroughPortal(ctx context.Context, budget *connectBudget) 
 		if retry {
 			reason = "the captive portal lets us through"
 		}
-		c.emit(Event{Event: EventConnecting, To: c.gw.String(), Reason: reason})
+		c.emit(report.Event{Event: report.EventConnecting, To: c.gw.String(), Reason: reason})
 		if !retry {
 			select {
 			case <-ctx.Done():

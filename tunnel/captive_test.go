@@ -12,6 +12,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ikeesp"
+	"github.com/roam-vpn/roam/report"
 )
 
 // StepAside records nothing: the fake device has no policy rules.
@@ -46,12 +47,12 @@ func TestHealthCaptive(t *testing.T) {
 		want    string
 		portalR bool
 	}{
-		{"reconnecting behind a portal", ikeesp.HealthInput{State: StateReconnecting, Captive: loc}, HealthCaptivePortal, true},
-		{"suspended behind a portal", ikeesp.HealthInput{State: StateSuspended, SuspendCause: "mobility: no working path: x", Captive: loc}, HealthCaptivePortal, true},
-		{"path test behind a portal", ikeesp.HealthInput{State: "established", Testing: true, Captive: loc}, HealthCaptivePortal, true},
-		{"connecting behind a portal", ikeesp.HealthInput{State: "connecting", Captive: loc}, HealthCaptivePortal, true},
-		{"suspended without one", ikeesp.HealthInput{State: StateSuspended, SuspendCause: "mobility: no working path: x"}, HealthNoPath, false},
-		{"established again", ikeesp.HealthInput{State: "established", Captive: loc, ESPRecv: time.Unix(1, 0)}, HealthOK, false},
+		{"reconnecting behind a portal", ikeesp.HealthInput{State: report.StateReconnecting, Captive: loc}, report.HealthCaptivePortal, true},
+		{"suspended behind a portal", ikeesp.HealthInput{State: report.StateSuspended, SuspendCause: "mobility: no working path: x", Captive: loc}, report.HealthCaptivePortal, true},
+		{"path test behind a portal", ikeesp.HealthInput{State: "established", Testing: true, Captive: loc}, report.HealthCaptivePortal, true},
+		{"connecting behind a portal", ikeesp.HealthInput{State: "connecting", Captive: loc}, report.HealthCaptivePortal, true},
+		{"suspended without one", ikeesp.HealthInput{State: report.StateSuspended, SuspendCause: "mobility: no working path: x"}, report.HealthNoPath, false},
+		{"established again", ikeesp.HealthInput{State: "established", Captive: loc, ESPRecv: time.Unix(1, 0)}, report.HealthOK, false},
 		{"disconnected", ikeesp.HealthInput{State: "disconnected", Captive: loc}, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,13 +110,13 @@ func testWatchCaptive(t *testing.T, mode string, wantAside bool) {
 		http.Redirect(w, r, "http://127.0.0.1:1/login", http.StatusFound)
 	}))
 	defer srv.Close()
-	events := make(chan Event, 16)
+	events := make(chan report.Event, 16)
 	p := &config.Profile{Name: "corp", Gateway: "198.51.100.1", Captive: config.Captive{Probe: srv.URL + "/generate_204", Mode: mode}}
-	c := newConn(p, discardLog(), func(ev Event) { events <- ev })
+	c := newConn(p, discardLog(), func(ev report.Event) { events <- ev })
 	dev := &asideDevice{fakeDevice: &fakeDevice{}}
 	c.dev = dev
 	c.mu.Lock()
-	c.state, c.suspendCause = StateSuspended, "mobility: no working path: timeout"
+	c.state, c.suspendCause = report.StateSuspended, "mobility: no working path: timeout"
 	c.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
@@ -126,7 +127,7 @@ func testWatchCaptive(t *testing.T, mode string, wantAside bool) {
 		c.cancel()
 		<-done
 	}()
-	waitEvent := func(kind string) Event {
+	waitEvent := func(kind string) report.Event {
 		t.Helper()
 		timeout := time.After(30 * time.Second)
 		for {
@@ -140,7 +141,7 @@ func testWatchCaptive(t *testing.T, mode string, wantAside bool) {
 			}
 		}
 	}
-	ev := waitEvent(EventCaptivePortal)
+	ev := waitEvent(report.EventCaptivePortal)
 	if ev.To != "http://127.0.0.1:1/login" || !strings.Contains(ev.Reason, "302") || strings.Contains(ev.Reason, "stepped aside") != wantAside {
 		t.Errorf("event %+v", ev)
 	}
@@ -149,7 +150,7 @@ func testWatchCaptive(t *testing.T, mode string, wantAside bool) {
 	}
 	st := c.Status() // no SA yet: health is judged, not shown
 	health, _ := c.healthNow()
-	if st.CaptivePortal != ev.To || st.CaptiveStepAside != wantAside || health != HealthCaptivePortal {
+	if st.CaptivePortal != ev.To || st.CaptiveStepAside != wantAside || health != report.HealthCaptivePortal {
 		t.Errorf("status: captive_portal %q step aside %v health %q", st.CaptivePortal, st.CaptiveStepAside, health)
 	}
 

@@ -42,7 +42,7 @@ const keepaliveInterval = 20 * time.Second
 type conn struct {
 	profile *config.Profile
 	log     *slog.Logger
-	emit    func(Event)
+	emit    func(report.Event)
 
 	cancel    context.CancelFunc
 	dev       tunDevice
@@ -70,7 +70,7 @@ type conn struct {
 	est         *ike.Established
 	established time.Time
 	ifname      string
-	state       State
+	state       report.State
 	nat         bool
 	pathChanges int
 	life        context.Context
@@ -119,7 +119,7 @@ type conn struct {
 	retiring atomic.Pointer[ike.SA]
 
 	// budget is the first connect's time per step (budget.go), under mu.
-	budget *ConnectBudget
+	budget *report.ConnectBudget
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
@@ -176,18 +176,18 @@ type session struct {
 	reauth           bool
 }
 
-func newConn(p *config.Profile, log *slog.Logger, emit func(Event)) *conn {
+func newConn(p *config.Profile, log *slog.Logger, emit func(report.Event)) *conn {
 	// The connection outlives the connect request, so it gets its own
 	// context; the request's ctx only bounds the wait for establishment.
 	life, cancel := context.WithCancel(context.Background())
-	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: StateConnecting, life: life,
+	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: report.StateConnecting, life: life,
 		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
 		ra: reauthState{due: make(chan *session, 1)}, captiveRetry: make(chan struct{}, 1)}
 }
 
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
 // or with an error whose text is the reason for the user.
-func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
+func DialTunnel(ctx context.Context, p *config.Profile, emit func(report.Event)) (report.Tunnel, error) {
 	log := report.LoggerFrom(ctx).With("profile", p.Name)
 	budget := newConnectBudget(time.Now())
 	gw, err := resolveGateway(ctx, p)
@@ -210,7 +210,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 	c.gw, c.localAuth, c.peerAuth = gw, localAuth, peerAuth
 	c.undo, c.tunName = report.StateDirFrom(ctx), tunName(p.Name)
 	c.dialIKE = c.dialGateway
-	fail := func(err error) (Tunnel, error) {
+	fail := func(err error) (report.Tunnel, error) {
 		c.teardown(err)
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(Event)) (Tunne
 		}
 	}()
 
-	emit(Event{Event: EventConnecting, Profile: p.Name, To: gw.String(), Interface: route.IfName})
+	emit(report.Event{Event: report.EventConnecting, Profile: p.Name, To: gw.String(), Interface: route.IfName})
 	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink
 	if err := c.connectThroughPortal(ctx, budget); err != nil {
 		return fail(err)
@@ -505,7 +505,7 @@ func (c *conn) install(s *session) error {
 		// The tunnel is worth having for the networks that did work; the
 		// others stay outside it, which the user must hear of.
 		c.log.Warn("child SA refused", "remote_ts", f.Remote, "err", f.Err)
-		c.emit(Event{Event: EventError, Profile: c.profile.Name, Reason: fmt.Sprintf("child SA for %s: %v", ikeesp.PrefixList(f.Remote), userError(f.Err))})
+		c.emit(report.Event{Event: report.EventError, Profile: c.profile.Name, Reason: fmt.Sprintf("child SA for %s: %v", ikeesp.PrefixList(f.Remote), userError(f.Err))})
 	}
 	oldVIPs := c.vipStrings()
 	if err := c.setAddresses(est.VirtualIPs); err != nil {
@@ -566,7 +566,7 @@ func (c *conn) install(s *session) error {
 		c.altGateways = alt
 	}
 	attempts := c.attempt
-	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), StateEstablished, est.NATLocal, s.peer, s.ifname
+	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), report.StateEstablished, est.NATLocal, s.peer, s.ifname
 	c.attempt, c.lastErr = 0, ""
 	c.mu.Unlock()
 	if c.profile.MOBIKE && est.PeerMOBIKE {
@@ -581,7 +581,7 @@ func (c *conn) install(s *session) error {
 	} else {
 		c.mover.Store(nil)
 	}
-	ev := Event{Event: EventEstablished, Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
+	ev := report.Event{Event: report.EventEstablished, Profile: c.profile.Name, To: est.Path.Remote.String(), Interface: s.ifname, Transport: c.transportName(est.Path)}
 	if len(est.VirtualIPs) > 0 {
 		ev.VirtualIP = est.VirtualIPs[0].String()
 	}
@@ -694,23 +694,23 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		// we send on it once the peer shows it has installed it.
 		if err := c.installChild(s, ev.Child, ikeesp.SelectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
 			c.log.Error("installing rekeyed child SA", "err", err)
-			c.emit(Event{Event: EventError, Reason: err.Error()})
+			c.emit(report.Event{Event: report.EventError, Reason: err.Error()})
 			return
 		}
-		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+		c.emit(report.Event{Event: report.EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
 	case *ike.ChildCreated:
 		remote := ikeesp.SelectorsToPrefixes(ev.Child.RemoteTS)
 		if err := c.installChild(s, ev.Child, remote, false); err != nil {
 			c.log.Error("installing child SA", "err", err)
-			c.emit(Event{Event: EventError, Reason: err.Error()})
+			c.emit(report.Event{Event: report.EventError, Reason: err.Error()})
 			return
 		}
 		if err := c.addRoutes(remote); err != nil {
 			c.log.Error("routing child SA", "err", err)
-			c.emit(Event{Event: EventError, Reason: err.Error()})
+			c.emit(report.Event{Event: report.EventError, Reason: err.Error()})
 		}
 	case *ike.IKERekeyed:
-		c.emit(Event{Event: EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+		c.emit(report.Event{Event: report.EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
 	case *ike.ChildDeleted:
 		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
 	case *ike.SwitchRequested:
@@ -778,7 +778,7 @@ func (c *conn) teardown(reason error) {
 		}
 		c.stopLockdown()
 		c.mu.Lock()
-		c.state = StateDisconnected
+		c.state = report.StateDisconnected
 		c.err = reason
 		c.mu.Unlock()
 		close(c.done)
@@ -825,7 +825,7 @@ func (c *conn) Err() error {
 }
 
 // Status reports the connection for `roam status`.
-func (c *conn) Status() Status {
+func (c *conn) Status() report.Status {
 	// Fresh, not the watcher's last look: status must not say ok for a
 	// connection that has just been suspended.
 	c.checkHealth(time.Now())
@@ -833,13 +833,13 @@ func (c *conn) Status() Status {
 	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
 	attempt, lastErr := c.attempt, c.lastErr
 	dns := c.dnsShown
-	var budget *ConnectBudget
+	var budget *report.ConnectBudget
 	if c.budget != nil {
 		b := *c.budget
 		budget = &b
 	}
 	c.mu.Unlock()
-	st := Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
+	st := report.Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
 		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method,
 		ConnectBudget: budget}
 	c.lockdownStatus(&st)
@@ -855,7 +855,7 @@ func (c *conn) Status() Status {
 	}
 	st.Local, st.Remote = path.Local.String(), path.Remote.String()
 	st.Transport = c.transportName(path)
-	if state == StateSuspended || state == StateReconnecting {
+	if state == report.StateSuspended || state == report.StateReconnecting {
 		st.Local = "" // no working path: the last one is in the events
 	}
 	st.MOBIKE = c.profile.MOBIKE && est.PeerMOBIKE

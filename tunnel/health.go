@@ -8,6 +8,7 @@ import (
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/mobility"
+	"github.com/roam-vpn/roam/report"
 )
 
 // connHealth is a connection's health, updated by checkHealth.
@@ -54,7 +55,7 @@ func (c *conn) checkHealth(now time.Time) {
 	state, reason, from, changed := c.health.tracker.Update(in, now)
 	c.health.mu.Unlock()
 	if changed && state != "" {
-		c.emit(Event{Event: EventHealth, From: from, To: state, Reason: reason})
+		c.emit(report.Event{Event: report.EventHealth, From: from, To: state, Reason: reason})
 	}
 }
 
@@ -87,7 +88,7 @@ func (c *conn) watchHealth(ctx context.Context) {
 }
 
 // trafficStatus fills the health, the traffic times and the RTT.
-func (c *conn) trafficStatus(st *Status, peer *esp.Peer) {
+func (c *conn) trafficStatus(st *report.Status, peer *esp.Peer) {
 	st.Health, st.HealthReason = c.healthNow()
 	ikeesp.FillTraffic(st, peer, c.sa.Load())
 }

@@ -8,13 +8,14 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/mobility"
+	"github.com/roam-vpn/roam/report"
 )
 
 // TestStatusHealthJSON: the new fields appear under their documented
 // names, and the times are absent until something happened.
 func TestStatusHealthJSON(t *testing.T) {
 	now := time.Date(2026, 12, 6, 21, 0, 0, 0, time.UTC)
-	st := Status{Name: "office", State: "established", Health: HealthOK, HealthReason: "the gateway answers",
+	st := report.Status{Name: "office", State: "established", Health: report.HealthOK, HealthReason: "the gateway answers",
 		LastInboundIKE: &now, RTTMS: 21.5, RTTSamples: 3}
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -39,20 +40,20 @@ func TestStatusHealthJSON(t *testing.T) {
 // TestConnHealthEvents: a connection's health changes become health events
 // (from, to, reason) and Status shows the last verdict.
 func TestConnHealthEvents(t *testing.T) {
-	var evs []Event
-	c := newConn(&config.Profile{Name: "corp", Gateway: "198.51.100.1"}, discardLog(), func(ev Event) { evs = append(evs, ev) })
+	var evs []report.Event
+	c := newConn(&config.Profile{Name: "corp", Gateway: "198.51.100.1"}, discardLog(), func(ev report.Event) { evs = append(evs, ev) })
 	defer c.cancel()
 	now := time.Now()
 	steps := []struct {
-		state State
+		state report.State
 		cause string
 		want  string // event "from->to", "" for none
 	}{
 		{"connecting", "", "->testing"},
 		{"connecting", "", ""},
-		{StateSuspended, mobility.WakePrefix + "process stopped for 40s", "testing->suspended"},
-		{StateSuspended, "ike: UPDATE_SA_ADDRESSES unanswered", "suspended->no-path"},
-		{StateReconnecting, "", "no-path->testing"},
+		{report.StateSuspended, mobility.WakePrefix + "process stopped for 40s", "testing->suspended"},
+		{report.StateSuspended, "ike: UPDATE_SA_ADDRESSES unanswered", "suspended->no-path"},
+		{report.StateReconnecting, "", "no-path->testing"},
 	}
 	for i, s := range steps {
 		c.mu.Lock()
@@ -63,7 +64,7 @@ func TestConnHealthEvents(t *testing.T) {
 		var got string
 		if len(evs) > n {
 			ev := evs[len(evs)-1]
-			if ev.Event != EventHealth || ev.Reason == "" {
+			if ev.Event != report.EventHealth || ev.Reason == "" {
 				t.Fatalf("step %d: event %+v", i, ev)
 			}
 			got = ev.From + "->" + ev.To

@@ -89,7 +89,7 @@ func (c *conn) stopLockdown() {
 }
 
 // lockdownStatus reports the kill switch in `roam status`.
-func (c *conn) lockdownStatus(st *Status) {
+func (c *conn) lockdownStatus(st *report.Status) {
 	if c.lock == nil || c.lock.Removed() {
 		return
 	}

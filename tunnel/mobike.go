@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
@@ -123,10 +124,10 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 		DeadAfter:   c.profile.DeadAfter,
 		OutageLimit: c.profile.OutageLimit,
 		OnNATRefresh: func(p netpath.Path, took time.Duration) {
-			c.emit(Event{Event: EventNATChanged, To: p.Remote.String(), From: p.Local.String(), TookMS: took.Milliseconds()})
+			c.emit(report.Event{Event: report.EventNATChanged, To: p.Remote.String(), From: p.Local.String(), TookMS: took.Milliseconds()})
 		},
 		OnProbe: func(p netpath.Path, ifname string, err error) {
-			ev := Event{Event: EventPathTest, To: p.Remote.String(), From: p.Local.String(), Interface: ifname}
+			ev := report.Event{Event: report.EventPathTest, To: p.Remote.String(), From: p.Local.String(), Interface: ifname}
 			if err != nil {
 				ev.Reason = err.Error()
 			}
@@ -136,8 +137,8 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 			// no news about the gateway or the SA.
 			if err != nil && len(addrs()) > 0 {
 				c.mu.Lock()
-				down := c.peer == peer && (c.state == StateSuspended || c.state == StateReconnecting)
-				if down && c.state == StateSuspended {
+				down := c.peer == peer && (c.state == report.StateSuspended || c.state == report.StateReconnecting)
+				if down && c.state == report.StateSuspended {
 					// No longer just asleep: a path was tested and failed.
 					c.suspendCause = err.Error()
 				}
@@ -154,7 +155,7 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 			c.pathChanges++
 			c.nat = m.NAT
 			c.mu.Unlock()
-			ev := Event{Event: EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
+			ev := report.Event{Event: report.EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
 				FromGateway: m.From.Remote.String(), ToGateway: m.To.Remote.String(),
 				Interface: m.Interface, TookMS: m.Took.Milliseconds()}
 			if m.Switched {
@@ -176,15 +177,15 @@ func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, set
 func (c *conn) suspended(peer *esp.Peer, reason string) {
 	c.dp.Suspend(peer)
 	c.mu.Lock()
-	if c.state == StateDisconnected || c.peer != peer {
+	if c.state == report.StateDisconnected || c.peer != peer {
 		c.mu.Unlock()
 		return
 	}
 	lost := c.ifname
-	c.state, c.ifname, c.suspendCause = StateSuspended, "", reason
+	c.state, c.ifname, c.suspendCause = report.StateSuspended, "", reason
 	c.mu.Unlock()
 	c.holdDPD(true)
-	c.emit(Event{Event: EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
+	c.emit(report.Event{Event: report.EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
 	// A wake-up's suspension often lasts one round trip: judged now, not
 	// at the watcher's next look, or status and events would miss it.
 	c.checkHealth(time.Now())
@@ -198,16 +199,16 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 // resumed follows the Mover's SetPath: traffic flows again on r.Path.
 func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	c.mu.Lock()
-	if c.state == StateDisconnected || c.peer != peer {
+	if c.state == report.StateDisconnected || c.peer != peer {
 		c.mu.Unlock()
 		return
 	}
-	c.state, c.ifname, c.suspendCause = StateEstablished, r.Interface, ""
+	c.state, c.ifname, c.suspendCause = report.StateEstablished, r.Interface, ""
 	c.mu.Unlock()
 	c.holdDPD(false)
 	c.saAnswered()
 	c.checkHealth(time.Now())
-	c.emit(Event{Event: EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
+	c.emit(report.Event{Event: report.EventResumed, To: r.Path.Local.String(), Interface: r.Interface, TookMS: r.Took.Milliseconds(),
 		Reason: fmt.Sprintf("after %v without a usable path", r.Outage.Round(time.Millisecond))})
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -59,16 +60,16 @@ func TestConnOutage(t *testing.T) {
 			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
 		}
 		var mu sync.Mutex
-		var events []Event
+		var events []report.Event
 		var addrs []netmon.Address
 		// take returns the events since the last take but the health
 		// ones, which Status emits as it looks (checked through Status).
-		take := func() []Event {
+		take := func() []report.Event {
 			mu.Lock()
 			defer mu.Unlock()
-			var out []Event
+			var out []report.Event
 			for _, ev := range events {
-				if ev.Event != EventHealth {
+				if ev.Event != report.EventHealth {
 					out = append(out, ev)
 				}
 			}
@@ -86,7 +87,7 @@ func TestConnOutage(t *testing.T) {
 		c := &conn{
 			profile: &config.Profile{Name: "corp", MOBIKE: true, Interfaces: []string{"wlan", "wwan"}, OutageLimit: 30 * time.Minute},
 			log:     discardLog(),
-			emit: func(ev Event) {
+			emit: func(ev report.Event) {
 				mu.Lock()
 				events = append(events, ev)
 				mu.Unlock()
@@ -126,12 +127,12 @@ func TestConnOutage(t *testing.T) {
 		// Every uplink down.
 		send(netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true, At: time.Now()})
 		got := take()
-		if len(got) != 1 || got[0].Event != EventSuspended || got[0].Interface != "wlan" || got[0].From != "192.168.10.2:4500" ||
+		if len(got) != 1 || got[0].Event != report.EventSuspended || got[0].Interface != "wlan" || got[0].From != "192.168.10.2:4500" ||
 			got[0].Reason != "no usable network address" {
 			t.Fatalf("events %+v, want one suspended naming wlan", got)
 		}
 		if st := c.Status(); st.State != "suspended" || st.Interface != "" || st.Local != "" || st.Remote != gw.String() || st.VirtualIP != "10.99.200.1" ||
-			st.Health != HealthNoPath {
+			st.Health != report.HealthNoPath {
 			t.Fatalf("status while suspended: %+v", st)
 		}
 		// Silence from the gateway proves nothing now: DPD waits.
@@ -148,7 +149,7 @@ func TestConnOutage(t *testing.T) {
 		for _, ev := range got {
 			kinds = append(kinds, ev.Event)
 		}
-		if !slices.Equal(kinds, []string{EventPathTest, EventPathChanged, EventResumed}) {
+		if !slices.Equal(kinds, []string{report.EventPathTest, report.EventPathChanged, report.EventResumed}) {
 			t.Fatalf("events %+v", got)
 		}
 		if r := got[2]; r.Interface != "wwan" || r.To != "192.168.20.2:4500" || r.Reason != "after 20s without a usable path" {
@@ -207,7 +208,7 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
 		}
 		var mu sync.Mutex
-		var events []Event
+		var events []report.Event
 		addrs := []netmon.Address{wwan}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -215,7 +216,7 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 		c := &conn{
 			profile: &config.Profile{Name: "corp", MOBIKE: true, Interfaces: []string{"wlan", "wwan"}, OutageLimit: 30 * time.Minute},
 			log:     discardLog(),
-			emit: func(ev Event) {
+			emit: func(ev report.Event) {
 				mu.Lock()
 				events = append(events, ev)
 				mu.Unlock()
@@ -248,16 +249,16 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 		addrs = nil
 		mu.Unlock()
 		send(netmon.Snapshot{At: time.Now()})
-		if st := c.Status(); st.State != StateSuspended || st.Health != HealthNoPath {
+		if st := c.Status(); st.State != report.StateSuspended || st.Health != report.HealthNoPath {
 			t.Fatalf("status with no address: state %q health %q (%s)", st.State, st.Health, st.HealthReason)
 		}
 		// The test of wwan fails after the retransmissions.
 		time.Sleep(11 * time.Second)
 		synctest.Wait()
 		mu.Lock()
-		var tests []Event
+		var tests []report.Event
 		for _, ev := range events {
-			if ev.Event == EventPathTest {
+			if ev.Event == report.EventPathTest {
 				tests = append(tests, ev)
 			}
 		}
@@ -270,7 +271,7 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 			t.Fatalf("a test over an address gone since made the SA suspect: %s", reason)
 		default:
 		}
-		if st := c.Status(); st.State != StateSuspended || st.Health != HealthNoPath || st.HealthReason != "no usable network address" {
+		if st := c.Status(); st.State != report.StateSuspended || st.Health != report.HealthNoPath || st.HealthReason != "no usable network address" {
 			t.Fatalf("status after the failed test: state %q health %q (%s)", st.State, st.Health, st.HealthReason)
 		}
 		cancel()

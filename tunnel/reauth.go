@@ -11,6 +11,7 @@ import (
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ikeesp"
+	"github.com/roam-vpn/roam/report"
 )
 
 // Reauthentication (RFC 4478): before the gateway's AUTH_LIFETIME runs
@@ -158,18 +159,18 @@ func (c *conn) reauthFailed(err error) {
 		return
 	}
 	c.log.Warn("reauthentication refused; the current IKE SA stays until it expires", "err", err)
-	c.emit(Event{Event: EventError, Profile: c.profile.Name,
+	c.emit(report.Event{Event: report.EventError, Profile: c.profile.Name,
 		Reason: fmt.Sprintf("reauthentication refused: %v (the current IKE SA stays until it expires)", userError(err))})
 }
 
 // reauthEvent turns install's established event for a reauthenticated
 // session into the reauthenticated one.
-func (c *conn) reauthEvent(ev Event, s *session, prev *ike.Established, oldVIPs []string) Event {
+func (c *conn) reauthEvent(ev report.Event, s *session, prev *ike.Established, oldVIPs []string) report.Event {
 	c.mu.Lock()
 	c.ra.count++
 	n := c.ra.count
 	c.mu.Unlock()
-	ev.Event = EventReauthenticated
+	ev.Event = report.EventReauthenticated
 	ev.Reason = fmt.Sprintf("reauthentication %d (%s): IKE SA %016x_i replaces %016x_i", n, s.reauthCause, s.est.SPIi, prevSPI(prev))
 	if now := c.vipStrings(); len(oldVIPs) > 0 && !slices.Equal(oldVIPs, now) {
 		ev.Reason += fmt.Sprintf("; virtual IP changed from %s to %s", strings.Join(oldVIPs, ","), strings.Join(now, ","))
@@ -262,7 +263,7 @@ func (c *conn) requestVIPs() []netip.Addr {
 }
 
 // reauthStatus adds the reauthentication count and time to st.
-func (c *conn) reauthStatus(st *Status) {
+func (c *conn) reauthStatus(st *report.Status) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st.Reauthentications = c.ra.count

@@ -17,6 +17,7 @@ import (
 
 	"github.com/roam-vpn/roam/daemon"
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -108,8 +109,8 @@ func (g *reauthGateway) dialed() ([]dialOptions, [][]netip.Addr) {
 
 // reauthDial returns a DialFunc like fakeDial whose connections dial
 // through gw.
-func reauthDial(gw *reauthGateway, dev *fakeDevice, conns chan<- *conn) DialFunc {
-	return func(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
+func reauthDial(gw *reauthGateway, dev *fakeDevice, conns chan<- *conn) report.DialFunc {
+	return func(ctx context.Context, p *config.Profile, emit func(report.Event)) (report.Tunnel, error) {
 		c := newConn(p, discardLog(), emit)
 		gw.mu.Lock()
 		gw.c = c
@@ -145,7 +146,7 @@ func TestReauthAlongside(t *testing.T) {
 			{took: 100 * time.Millisecond, vip: "10.99.200.1"},   // and its retry
 			{took: 100 * time.Millisecond, err: authFailed},      // reauthentication 3
 		}}}
-		m, c, dev, rec := connectFake(t, ctx, func(dev *fakeDevice, conns chan<- *conn) DialFunc { return reauthDial(gw, dev, conns) }, reconnectProfile())
+		m, c, dev, rec := connectFake(t, ctx, func(dev *fakeDevice, conns chan<- *conn) report.DialFunc { return reauthDial(gw, dev, conns) }, reconnectProfile())
 		synctest.Wait()
 		start := time.Now()
 		rec.take()
@@ -171,7 +172,7 @@ func TestReauthAlongside(t *testing.T) {
 			t.Fatalf("%d child SAs right after the switch, want the new one and the old one for stragglers", n)
 		}
 		evs := rec.take()
-		if k := kinds(evs); !slices.Equal(k, []string{EventReauthenticated}) {
+		if k := kinds(evs); !slices.Equal(k, []string{report.EventReauthenticated}) {
 			t.Fatalf("events %v, want only reauthenticated", k)
 		}
 		if r := evs[0].Reason; !strings.HasPrefix(r, "reauthentication 1 (gateway's AUTH_LIFETIME 20s)") || strings.Contains(r, "virtual IP changed") {
@@ -202,7 +203,7 @@ func TestReauthAlongside(t *testing.T) {
 		if st := c.Status(); st.Reauthentications != 2 {
 			t.Fatalf("not reauthenticated after a retry: %+v", st)
 		}
-		if k := kinds(rec.take()); !slices.Equal(k, []string{EventReauthenticated}) {
+		if k := kinds(rec.take()); !slices.Equal(k, []string{report.EventReauthenticated}) {
 			t.Fatalf("events %v", k)
 		}
 
@@ -216,7 +217,7 @@ func TestReauthAlongside(t *testing.T) {
 			t.Fatalf("%d negotiations after the refusal, want one", n-dials)
 		}
 		evs = rec.take()
-		if len(evs) != 1 || evs[0].Event != EventError || !strings.Contains(evs[0].Reason, "reauthentication refused: authentication failed") {
+		if len(evs) != 1 || evs[0].Event != report.EventError || !strings.Contains(evs[0].Reason, "reauthentication refused: authentication failed") {
 			t.Fatalf("events after the refusal %+v", evs)
 		}
 		if st := c.Status(); st.State != "established" || st.Children[0].SPIIn != spi || st.NextReauth != nil {
@@ -250,7 +251,7 @@ func TestReauthAddressChange(t *testing.T) {
 		time.Sleep(time.Hour)
 		synctest.Wait()
 		evs := rec.take()
-		if len(evs) != 1 || evs[0].Event != EventReauthenticated || evs[0].VirtualIP != "10.99.200.9" ||
+		if len(evs) != 1 || evs[0].Event != report.EventReauthenticated || evs[0].VirtualIP != "10.99.200.9" ||
 			!strings.HasPrefix(evs[0].Reason, "reauthentication 1 (reauth_time 1h0m0s)") ||
 			!strings.HasSuffix(evs[0].Reason, "virtual IP changed from 10.99.200.1 to 10.99.200.9") {
 			t.Fatalf("events %+v", evs)
@@ -294,7 +295,7 @@ func TestReauthLostMeanwhile(t *testing.T) {
 		}
 		gw.lose(0, ike.ErrPeerDeleted)
 		synctest.Wait()
-		if st := c.Status(); st.State != StateReconnecting {
+		if st := c.Status(); st.State != report.StateReconnecting {
 			t.Fatalf("state %q after losing the old SA", st.State)
 		}
 		time.Sleep(5 * time.Second)
@@ -410,9 +411,9 @@ func TestReauthMovesTraffic(t *testing.T) {
 	}
 	dev := &fakeDevice{}
 	tunDev := &fakeTUN{in: make(chan []byte, 64), closed: make(chan struct{})}
-	events := make(chan Event, 64)
+	events := make(chan report.Event, 64)
 	p := reconnectProfile()
-	c := newConn(p, discardLog(), func(ev Event) { events <- ev })
+	c := newConn(p, discardLog(), func(ev report.Event) { events <- ev })
 	c.gw, c.dev, c.dialIKE = gwAddr, dev, dialIKE
 	c.jitter = func() float64 { return 0.5 }
 	c.dp = esp.NewDataplane(tunDev, c.handleIKE, discardLog())
@@ -436,7 +437,7 @@ func TestReauthMovesTraffic(t *testing.T) {
 	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
 	copy(pkt[12:], []byte{10, 99, 200, 1})
 	copy(pkt[16:], []byte{10, 99, 0, 1})
-	var reauth Event
+	var reauth report.Event
 	var newSPI string
 	deadline := time.After(8 * time.Second)
 	for newSPI == "" || countSPI(seen(), newSPI) < 20 {
@@ -447,7 +448,7 @@ func TestReauthMovesTraffic(t *testing.T) {
 		}
 		select {
 		case ev := <-events:
-			if ev.Event == EventReauthenticated {
+			if ev.Event == report.EventReauthenticated {
 				reauth = ev
 				newSPI = c.Status().Children[0].SPIOut
 			}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ikeesp"
+	"github.com/roam-vpn/roam/report"
 )
 
 // Reconnect pacing. The first attempt starts within firstAttemptSpread, so
@@ -133,8 +134,8 @@ func (c *conn) supervise(s *session) {
 				// The old SA answers again: it was the network.
 				stop()
 				c.mu.Lock()
-				if c.state == StateReconnecting {
-					c.state = StateEstablished
+				if c.state == report.StateReconnecting {
+					c.state = report.StateEstablished
 				}
 				c.attempt, c.lastErr = 0, ""
 				c.mu.Unlock()
@@ -239,7 +240,7 @@ func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*s
 		before: func(n int) {
 			c.mu.Lock()
 			if ctx.Err() == nil {
-				c.state, c.attempt, c.lastErr = StateReconnecting, n, cause.Error()
+				c.state, c.attempt, c.lastErr = report.StateReconnecting, n, cause.Error()
 			}
 			c.mu.Unlock()
 		},
@@ -247,7 +248,7 @@ func (c *conn) reconnectLoop(ctx context.Context, cause error, pending bool) (*s
 			if limit := c.profile.OutageLimit; limit > 0 && time.Since(start) >= limit {
 				return fmt.Errorf("gateway lost for %v: %w", roundOutage(time.Since(start)), cause)
 			}
-			c.emit(Event{Event: EventConnecting, To: c.gw.String(), Reason: fmt.Sprintf("reconnect attempt %d: %v", n, cause)})
+			c.emit(report.Event{Event: report.EventConnecting, To: c.gw.String(), Reason: fmt.Sprintf("reconnect attempt %d: %v", n, cause)})
 			return nil
 		},
 		failed: func(n int, err error) {

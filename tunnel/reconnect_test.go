@@ -14,6 +14,7 @@ import (
 
 	"github.com/roam-vpn/roam/daemon"
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -183,13 +184,13 @@ func establishedSA(spi uint32, vip string) *ike.Established {
 
 // fakeDial returns a DialFunc whose connections are real conns (this file's
 // subject) over a fake gateway, TUN device and dataplane.
-func fakeDial(gw *fakeIKEGateway, dev *fakeDevice, conns chan<- *conn) DialFunc {
-	return func(ctx context.Context, p *config.Profile, emit func(Event)) (Tunnel, error) {
+func fakeDial(gw *fakeIKEGateway, dev *fakeDevice, conns chan<- *conn) report.DialFunc {
+	return func(ctx context.Context, p *config.Profile, emit func(report.Event)) (report.Tunnel, error) {
 		c := newConn(p, discardLog(), emit)
 		c.gw, c.dev, c.dialIKE = fakeGW, dev, gw.dial
 		c.dp = esp.NewDataplane(nil, nil, discardLog())
 		c.jitter = func() float64 { return 0.5 }
-		emit(Event{Event: EventConnecting, To: fakeGW.String()})
+		emit(report.Event{Event: report.EventConnecting, To: fakeGW.String()})
 		if err := c.connect(ctx, newConnectBudget(time.Now())); err != nil {
 			c.teardown(err)
 			return nil, err
@@ -202,7 +203,7 @@ func fakeDial(gw *fakeIKEGateway, dev *fakeDevice, conns chan<- *conn) DialFunc 
 // connectFake runs profile p through a manager whose tunnels dial through
 // dial (fakeDial or reauthDial over a fake gateway) and returns once the
 // first conn is up; rec has followed the manager's events from the start.
-func connectFake(t *testing.T, ctx context.Context, dial func(*fakeDevice, chan<- *conn) DialFunc, p *config.Profile) (m *daemon.Manager, c *conn, dev *fakeDevice, rec *recorder) {
+func connectFake(t *testing.T, ctx context.Context, dial func(*fakeDevice, chan<- *conn) report.DialFunc, p *config.Profile) (m *daemon.Manager, c *conn, dev *fakeDevice, rec *recorder) {
 	t.Helper()
 	dev = &fakeDevice{}
 	conns := make(chan *conn, 1)
@@ -217,8 +218,8 @@ func connectFake(t *testing.T, ctx context.Context, dial func(*fakeDevice, chan<
 }
 
 // dialVia binds fakeDial to gw for connectFake.
-func dialVia(gw *fakeIKEGateway) func(*fakeDevice, chan<- *conn) DialFunc {
-	return func(dev *fakeDevice, conns chan<- *conn) DialFunc { return fakeDial(gw, dev, conns) }
+func dialVia(gw *fakeIKEGateway) func(*fakeDevice, chan<- *conn) report.DialFunc {
+	return func(dev *fakeDevice, conns chan<- *conn) report.DialFunc { return fakeDial(gw, dev, conns) }
 }
 
 func reconnectProfile() *config.Profile {
@@ -229,7 +230,7 @@ func reconnectProfile() *config.Profile {
 // recorder collects the manager's events.
 type recorder struct {
 	mu     sync.Mutex
-	events []Event
+	events []report.Event
 }
 
 func (r *recorder) follow(ctx context.Context, m *daemon.Manager) {
@@ -243,7 +244,7 @@ func (r *recorder) follow(ctx context.Context, m *daemon.Manager) {
 	}()
 }
 
-func (r *recorder) take() []Event {
+func (r *recorder) take() []report.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.events
@@ -251,7 +252,7 @@ func (r *recorder) take() []Event {
 	return out
 }
 
-func kinds(evs []Event) []string {
+func kinds(evs []report.Event) []string {
 	var out []string
 	for _, ev := range evs {
 		out = append(out, ev.Event)
@@ -289,7 +290,7 @@ func TestReconnectAfterDeadPeer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := st[0]; s.State != StateReconnecting || s.ReconnectAttempt != 1 || !strings.Contains(s.LastError, "dead peer detection") ||
+		if s := st[0]; s.State != report.StateReconnecting || s.ReconnectAttempt != 1 || !strings.Contains(s.LastError, "dead peer detection") ||
 			len(s.Children) != 0 || s.VirtualIP != "10.99.200.1" {
 			t.Fatalf("status after the loss: %+v", s)
 		}
@@ -314,7 +315,7 @@ func TestReconnectAfterDeadPeer(t *testing.T) {
 		}
 
 		evs := rec.take()
-		if !slices.Equal(kinds(evs), []string{EventConnecting, EventConnecting, EventConnecting, EventEstablished}) {
+		if !slices.Equal(kinds(evs), []string{report.EventConnecting, report.EventConnecting, report.EventConnecting, report.EventEstablished}) {
 			t.Fatalf("events %+v", evs)
 		}
 		if r := evs[0].Reason; !strings.HasPrefix(r, "reconnect attempt 1: gateway not answering (dead peer detection)") {
@@ -408,7 +409,7 @@ func TestNoReconnect(t *testing.T) {
 				}
 				evs := rec.take()
 				last := evs[len(evs)-1]
-				if last.Event != EventDisconnected || !strings.Contains(last.Reason, tt.wantErr) {
+				if last.Event != report.EventDisconnected || !strings.Contains(last.Reason, tt.wantErr) {
 					t.Fatalf("last event %+v, want disconnected naming %q", last, tt.wantErr)
 				}
 				if _, err := m.Status("corp"); !errors.Is(err, daemon.ErrNotConnected) {
@@ -485,7 +486,7 @@ func TestDisconnectStopsReconnect(t *testing.T) {
 			t.Fatalf("ended with %v after disconnect", err)
 		}
 		for _, ev := range rec.take() {
-			if ev.Event == EventConnecting {
+			if ev.Event == report.EventConnecting {
 				t.Fatalf("attempt after disconnect: %+v", ev)
 			}
 		}
@@ -510,7 +511,7 @@ func TestReconnectAlongside(t *testing.T) {
 		c.suspended(oldPeer, "mobility: no working path: gateway unreachable")
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
-		if st := c.Status(); st.State != StateReconnecting || st.ReconnectAttempt != 1 || len(st.Children) != 1 {
+		if st := c.Status(); st.State != report.StateReconnecting || st.ReconnectAttempt != 1 || len(st.Children) != 1 {
 			t.Fatalf("status while negotiating alongside: %+v", st)
 		}
 		// The old path answers again: the attempt is called off.
@@ -535,11 +536,11 @@ func TestReconnectAlongside(t *testing.T) {
 		}
 		// Health changes are events of their own, timed by the health
 		// watch: the connection's story is told by the others.
-		evs := slices.DeleteFunc(rec.take(), func(ev Event) bool { return ev.Event == EventHealth })
-		if k := kinds(evs); !slices.Contains(k, EventEstablished) {
+		evs := slices.DeleteFunc(rec.take(), func(ev report.Event) bool { return ev.Event == report.EventHealth })
+		if k := kinds(evs); !slices.Contains(k, report.EventEstablished) {
 			t.Fatalf("events %v", k)
 		}
-		if ev := evs[len(evs)-1]; ev.Event != EventEstablished || ev.Reason != "reconnected after 1 attempt" {
+		if ev := evs[len(evs)-1]; ev.Event != report.EventEstablished || ev.Reason != "reconnected after 1 attempt" {
 			t.Fatalf("last event %+v", ev)
 		}
 		if addrs, _, _ := dev.state(); !slices.Equal(addrs, []netip.Prefix{netip.MustParsePrefix("10.99.200.1/32")}) {

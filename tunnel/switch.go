@@ -3,6 +3,7 @@ package tunnel
 import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ike"
+	"github.com/roam-vpn/roam/report"
 )
 
 // acceptSwitch is the profile's accept_switch as the engine's policy.
@@ -19,10 +20,10 @@ func acceptSwitch(p *config.Profile) ike.SwitchPolicy {
 // checks the old path itself and only the refusal is reported.
 func (c *conn) followSwitch(s *session, ev *ike.SwitchRequested) {
 	if !ev.Accepted {
-		c.emit(Event{Event: EventSwitchRefused, From: ev.From.String(), To: ev.To.String(), Reason: ev.Reason})
+		c.emit(report.Event{Event: report.EventSwitchRefused, From: ev.From.String(), To: ev.To.String(), Reason: ev.Reason})
 		return
 	}
-	c.emit(Event{Event: EventSwitchRequested, From: ev.From.String(), To: ev.To.String()})
+	c.emit(report.Event{Event: report.EventSwitchRequested, From: ev.From.String(), To: ev.To.String()})
 	if s == nil || s.mover == nil {
 		// The engine accepts switches only with MOBIKE, which runs a
 		// mover; without one the gateway waits for an update in vain.

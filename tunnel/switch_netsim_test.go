@@ -9,6 +9,7 @@ import (
 
 	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -119,9 +120,9 @@ func TestSwitchEndToEnd(t *testing.T) {
 		}
 	}
 
-	emitted := make(chan Event, 16)
+	emitted := make(chan report.Event, 16)
 	dp := esp.NewDataplane(nil, nil, discardLog())
-	c := &conn{profile: p, log: discardLog(), emit: func(ev Event) { emitted <- ev }, cancel: cancel, dp: dp,
+	c := &conn{profile: p, log: discardLog(), emit: func(ev report.Event) { emitted <- ev }, cancel: cancel, dp: dp,
 		done: make(chan struct{}), state: "established", ifname: "eth0", est: &ike.Established{Path: sa.Path(), PeerMOBIKE: true}}
 	c.peer = dp.NewPeer(sa.Path())
 	addrs := func() []netmon.Address {
@@ -149,14 +150,14 @@ func TestSwitchEndToEnd(t *testing.T) {
 		select {
 		case ev := <-emitted:
 			kinds = append(kinds, ev.Event)
-			if ev.Event == EventPathChanged && (ev.ToGateway != "198.51.100.2:4500" || ev.FromGateway != "198.51.100.1:4500") {
+			if ev.Event == report.EventPathChanged && (ev.ToGateway != "198.51.100.2:4500" || ev.FromGateway != "198.51.100.1:4500") {
 				t.Fatalf("path-changed %+v", ev)
 			}
 		case <-wctx.Done():
 			t.Fatalf("events so far %v", kinds)
 		}
 	}
-	if kinds[0] != EventSwitchRequested || kinds[2] != EventPathChanged {
+	if kinds[0] != report.EventSwitchRequested || kinds[2] != report.EventPathChanged {
 		t.Fatalf("events %v, want switch-requested, path-test, path-changed", kinds)
 	}
 	for done := false; !done; {

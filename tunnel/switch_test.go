@@ -11,6 +11,7 @@ import (
 
 	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/netpath"
+	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -34,30 +35,30 @@ func TestConnFollowsSwitch(t *testing.T) {
 		name     string
 		ev       ike.SwitchRequested
 		wantPath netpath.Path
-		want     []Event
+		want     []report.Event
 	}{
-		{name: "accepted", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Accepted: true}, wantPath: moved, want: []Event{
-			{Event: EventSwitchRequested, From: "198.51.100.1", To: "198.51.100.2"},
-			{Event: EventPathTest, From: "192.168.10.2:4500", To: "198.51.100.2:4500", Interface: "wlan"},
-			{Event: EventPathChanged, From: "192.168.10.2:4500", To: "192.168.10.2:4500", FromGateway: "198.51.100.1:4500",
+		{name: "accepted", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Accepted: true}, wantPath: moved, want: []report.Event{
+			{Event: report.EventSwitchRequested, From: "198.51.100.1", To: "198.51.100.2"},
+			{Event: report.EventPathTest, From: "192.168.10.2:4500", To: "198.51.100.2:4500", Interface: "wlan"},
+			{Event: report.EventPathChanged, From: "192.168.10.2:4500", To: "192.168.10.2:4500", FromGateway: "198.51.100.1:4500",
 				ToGateway: "198.51.100.2:4500", Interface: "wlan", Reason: "the gateway asked to switch"},
 		}},
-		{name: "refused", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Reason: "not announced by the gateway"}, wantPath: start, want: []Event{
-			{Event: EventSwitchRefused, From: "198.51.100.1", To: "198.51.100.2", Reason: "not announced by the gateway"},
+		{name: "refused", ev: ike.SwitchRequested{From: r1.Addr(), To: r2, Reason: "not announced by the gateway"}, wantPath: start, want: []report.Event{
+			{Event: report.EventSwitchRefused, From: "198.51.100.1", To: "198.51.100.2", Reason: "not announced by the gateway"},
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var mu sync.Mutex
-				var events []Event
+				var events []report.Event
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				dp := esp.NewDataplane(nil, nil, discardLog())
 				c := &conn{
 					profile: &config.Profile{Name: "corp", MOBIKE: true, Switch: true, OutageLimit: time.Minute},
 					log:     discardLog(),
-					emit: func(ev Event) {
+					emit: func(ev report.Event) {
 						ev.TookMS = 0
 						mu.Lock()
 						events = append(events, ev)
