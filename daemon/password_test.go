@@ -2,23 +2,16 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/internal/testpki"
 )
 
 func TestUsePassword(t *testing.T) {
@@ -71,7 +64,7 @@ func TestUsePassword(t *testing.T) {
 func TestConnectPasswordOverSocket(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeProfiles(t, dir, "corp")
-	ca := writeTestCA(t)
+	ca := testpki.WriteCA(t)
 	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -126,27 +119,6 @@ func TestConnectPasswordOverSocket(t *testing.T) {
 			t.Fatalf("password visible: %s", s)
 		}
 	}
-}
-
-// writeTestCA writes a self-signed CA certificate and returns its path.
-func writeTestCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 type safeBuffer struct {
