@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roam-vpn/roam/netpath"
 	"golang.org/x/sys/cpu"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -341,6 +342,22 @@ func (d *Dataplane) NewPeer(path Path) *Peer {
 // The path's MTU is derived again: a move may change the uplink or the
 // outer address family.
 func (d *Dataplane) SetPath(p *Peer, path Path) { p.path.Store(d.resolvePathMTU(p, path)) }
+
+// Follower returns what moves the peer's traffic as its connection's
+// netpath.Current changes: to the path sent on (State.Sending), unless the
+// change kept it (State.Kept).
+func (d *Dataplane) Follower(p *Peer) netpath.Follower { return peerFollower{d: d, p: p} }
+
+type peerFollower struct {
+	d *Dataplane
+	p *Peer
+}
+
+func (f peerFollower) FollowPath(s netpath.State) {
+	if !s.Kept {
+		f.d.SetPath(f.p, s.Sending)
+	}
+}
 
 // Suspend stops the peer's outbound traffic until the next SetPath: while
 // no path works, packets are dropped before sealing (DropStats.NoPath) and

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestSuspend: a suspended peer's outbound packets are dropped before
@@ -86,4 +88,55 @@ func TestSuspend(t *testing.T) {
 	tunA.Close()
 	tunB.Close()
 	wg.Wait()
+}
+
+// TestFollower: the peer sends where its connection's netpath.Current
+// says; a change that kept the sending path (a Set confirming a Try)
+// leaves its derived send state as it was.
+func TestFollower(t *testing.T) {
+	wlan := Path{Local: netip.MustParseAddrPort("192.168.10.2:4500"), Remote: netip.MustParseAddrPort("203.0.113.10:4500"), IfIndex: 2}
+	wwan := Path{Local: netip.MustParseAddrPort("192.168.20.2:4500"), Remote: wlan.Remote, IfIndex: 3}
+	eth := Path{Local: netip.MustParseAddrPort("192.168.30.2:4500"), Remote: wlan.Remote, IfIndex: 4}
+	type step struct {
+		try    bool
+		path   Path
+		want   Path // where the peer sends after the step
+		derive bool // the step derived the peer's send state again
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"set", []step{{path: wwan, want: wwan, derive: true}}},
+		{"set the same path", []step{{path: wlan, want: wlan, derive: true}}},
+		{"try, confirmed", []step{{try: true, path: wwan, want: wwan, derive: true}, {path: wwan, want: wwan}}},
+		{"try, another answers", []step{{try: true, path: wwan, want: wwan, derive: true}, {path: eth, want: eth, derive: true}}},
+		{"try, back to the old path", []step{{try: true, path: wwan, want: wwan, derive: true}, {try: true, path: wlan, want: wlan, derive: true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDataplane(nil, nil, nil)
+			p := d.NewPeer(wlan)
+			start := p.path.Load()
+			cur := netpath.NewCurrent(wlan, "wlan")
+			cur.Follow(d.Follower(p))
+			if p.path.Load() != start {
+				t.Fatal("Follow derived the peer's path again")
+			}
+			for i, s := range tt.steps {
+				before := p.path.Load()
+				if s.try {
+					cur.Try(s.path)
+				} else {
+					cur.Set(s.path, "")
+				}
+				if got := p.Path(); got != s.want {
+					t.Fatalf("step %d: peer on %v, want %v", i, got, s.want)
+				}
+				if derived := p.path.Load() != before; derived != s.derive {
+					t.Fatalf("step %d: derived again %v, want %v", i, derived, s.derive)
+				}
+			}
+		})
+	}
 }

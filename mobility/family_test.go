@@ -38,7 +38,7 @@ func TestFamilies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := newRig(Config{}, wlan, tt.addrs, tt.addrs)
+				r := newRig(knobs{}, wlan, tt.addrs, tt.addrs)
 				defer r.stop()
 				r.sa.peers = tt.peers
 				got := r.m.candidates(tt.addrs)

@@ -38,6 +38,39 @@ type Probe struct {
 	NATLocal bool         // a NAT is in front of us on this path
 }
 
+// Conn is what a Mover asks of the connection whose path it moves.
+type Conn interface {
+	SA
+	// Addresses returns the usable local addresses (netmon.Monitor.Addresses).
+	Addresses() []netmon.Address
+	// Traffic is the dataplane's account of the current path (esp.Peer);
+	// nil disables dead-path detection.
+	Traffic() Traffic
+	// RTT returns the smoothed round-trip time and its variation of a
+	// path (ike.SA.RTT); ok false: not measured, DeadAfter alone then
+	// decides.
+	RTT(netpath.Path) (srtt, rttvar time.Duration, ok bool)
+	// Report tells the connection what the Mover did or found, for its
+	// events, status and supervision. It must not block; Suspect comes
+	// from a timer's goroutine, the others from Run's.
+	Report(Report)
+}
+
+// Traffic is what dead-path detection reads of the dataplane, on its
+// tick.
+type Traffic interface {
+	// Activity reports when ESP was last sent and received on the
+	// current path.
+	Activity() (sent, received time.Time)
+	// TakeStray reports, once, a path on which authenticated ESP came
+	// from the gateway's address but another port.
+	TakeStray() (netpath.Path, bool)
+}
+
+// Report is one of Move, PathTest, NATRefresh, Suspend, Resume, Suspect
+// and OutageEnd.
+type Report interface{ report() }
+
 // Move reports a completed path change.
 type Move struct {
 	From, To  netpath.Path
@@ -48,7 +81,28 @@ type Move struct {
 	Switched bool
 }
 
-// Resume reports that traffic flows again after an outage (OnSuspend).
+// PathTest reports the outcome of an update: Path is the first path it
+// tried, over the uplink Interface; Err is nil when a path answered.
+type PathTest struct {
+	Path      netpath.Path
+	Interface string
+	Err       error
+}
+
+// NATRefresh reports an update sent on the same path after it went silent
+// (a NAT that lost or changed its mapping).
+type NATRefresh struct {
+	Path netpath.Path
+	Took time.Duration
+}
+
+// Suspend reports that no path works (every address gone, every candidate
+// silent, or the system slept); the connection should stop sending until
+// Resume (after the path is Set) says a path works again. The IKE SA is
+// kept.
+type Suspend struct{ Reason string }
+
+// Resume reports that traffic flows again after an outage (Suspend).
 type Resume struct {
 	Path      netpath.Path
 	Interface string
@@ -60,57 +114,41 @@ type Resume struct {
 	Outage time.Duration
 }
 
-// Config wires a Mover to its SA and the rest of the connection.
+// Suspect reports that a test of the current path went unanswered for
+// Config.SuspectAfter with no ESP from the gateway meanwhile (the
+// liveness watch, see liveness): the gateway may have lost the SA.
+type Suspect struct{ Reason string }
+
+// OutageEnd reports that the outage lasted OutageLimit; the Mover has
+// stopped and the connection should end with Err as its reason.
+type OutageEnd struct{ Err error }
+
+func (Move) report()       {}
+func (PathTest) report()   {}
+func (NATRefresh) report() {}
+func (Suspend) report()    {}
+func (Resume) report()     {}
+func (Suspect) report()    {}
+func (OutageEnd) report()  {}
+
+// Config is a Mover's configuration: the profile's knobs.
 type Config struct {
-	SA SA
-	// Addresses returns the usable local addresses (netmon.Monitor.Addresses).
-	Addresses func() []netmon.Address
-	// SetPath moves ESP (and NAT keepalives) to the path; called after the
-	// SA accepted the update, and, when the current path is gone (its
-	// address or uplink went away), also at once with the first path the
-	// update tries: see kick.
-	SetPath func(netpath.Path)
-	// SetCurrent tells the monitor which address and uplink to watch for an
-	// immediate loss.
-	SetCurrent func(addr netip.Addr, ifindex int)
 	// Interfaces is the profile's uplink preference, most preferred first;
 	// empty means no preference (the current path is kept while it works).
 	Interfaces []string
-	// Activity reports when ESP was last sent and received on the current
-	// path (esp.Peer.Activity); nil disables dead-path detection.
-	Activity func() (sent, received time.Time)
-	// StrayFrom reports, once, a path on which authenticated ESP came from
-	// the gateway's address but another port (esp.Peer.TakeStray); may be
-	// nil. Checked on the Activity tick.
-	StrayFrom func() (netpath.Path, bool)
 	// DeadAfter is how long traffic may go out with nothing coming back
 	// before the current path is tested (default DefaultDeadAfter). With
-	// RTT it is the upper bound: a path with a measured RTT is tested
+	// an RTT it is the upper bound: a path with a measured RTT is tested
 	// after SilenceWindow of it.
 	DeadAfter time.Duration
-	// RTT returns the smoothed round-trip time and its variation of a
-	// path (ike.SA.RTT); ok false: not measured. May be nil: DeadAfter
-	// alone then decides.
-	RTT func(netpath.Path) (srtt, rttvar time.Duration, ok bool)
 	// OutageLimit is how long the connection may have no working path
-	// before OnOutageLimit ends it (default DefaultOutageLimit).
+	// before OutageEnd ends it (default DefaultOutageLimit).
 	OutageLimit time.Duration
-	// OnNATRefresh reports an update sent on the same path after it went
-	// silent (a NAT that lost or changed its mapping); may be nil.
-	OnNATRefresh func(path netpath.Path, took time.Duration)
-	// OnMove and OnProbe report for events and status; may be nil.
-	OnMove  func(Move)
-	OnProbe func(path netpath.Path, ifname string, err error)
-	// OnSuspend reports that no path works (every address gone, every
-	// candidate silent, or the system slept); the connection should stop
-	// sending until OnResume (after SetPath) says a path works again. The
-	// IKE SA is kept. May be nil.
-	OnSuspend func(reason string)
-	OnResume  func(Resume)
-	// OnOutageLimit reports that the outage lasted OutageLimit; the Mover
-	// has stopped and the connection should end with err as its reason.
-	OnOutageLimit func(err error)
-	Log           *slog.Logger
+	// SuspectAfter is how long a test of the current path may go
+	// unanswered, with no ESP from the gateway, before Suspect is
+	// reported; 0 disables the liveness watch.
+	SuspectAfter time.Duration
+	Log          *slog.Logger
 }
 
 // DefaultDeadAfter is the longest silence that makes us test a path that
@@ -189,15 +227,22 @@ var ErrNoPath = errors.New("mobility: no working path")
 // working path.
 var ErrOutage = errors.New("no usable network")
 
-// Mover runs the initiator's MOBIKE decisions for one SA. Its state belongs
-// to the goroutine running Run; Current may be called from any goroutine.
+// Mover runs the initiator's MOBIKE decisions for one SA. It is the one
+// that sets the connection's netpath.Current: after the SA accepted an
+// update (Set), and, when the current path is gone (its address or uplink
+// went away), at once with the first path the update tries (Try, see
+// kick); the dataplane and the interface monitor follow it. Its other
+// state belongs to the goroutine running Run; Current may be called from
+// any goroutine.
 type Mover struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	conn Conn
+	log  *slog.Logger
+	cur  *netpath.Current
+	// traffic is conn's Traffic (nil: no dead-path detection).
+	traffic Traffic
 
-	mu      sync.Mutex
-	current netpath.Path
-	ifname  string
+	mu sync.Mutex
 	// switchTo is the gateway address SwitchTo asked for, taken by Run
 	// when switchWake fires.
 	switchTo   netip.Addr
@@ -221,7 +266,7 @@ type Mover struct {
 	movingReq request
 	pending   *request
 
-	// broken: no path works; outbound traffic is stopped (OnSuspend) and
+	// broken: no path works; outbound traffic is stopped (Suspend) and
 	// every trigger retests all candidates. outageStart is when it began,
 	// asleep how much suspended time the monotonic clock missed since.
 	broken      bool
@@ -309,13 +354,14 @@ type result struct {
 	early bool
 }
 
-// New makes a Mover; start is the SA's path now and ifname its uplink.
-func New(cfg Config, start netpath.Path, ifname string) *Mover {
+// New makes a Mover of conn's SA that owns cur, which holds the SA's path
+// now.
+func New(cfg Config, conn Conn, cur *netpath.Current) *Mover {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Mover{cfg: cfg, log: log, current: start, ifname: ifname, switchWake: make(chan struct{}, 1),
+	return &Mover{cfg: cfg, conn: conn, traffic: conn.Traffic(), log: log, cur: cur, switchWake: make(chan struct{}, 1),
 		retestWake: make(chan struct{}, 1)}
 }
 
@@ -361,9 +407,8 @@ func (m *Mover) Retest() {
 
 // Current returns the path in use and its interface name.
 func (m *Mover) Current() (netpath.Path, string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.current, m.ifname
+	s := m.cur.Load()
+	return s.Path, s.IfName
 }
 
 // Testing reports whether a path test (an UPDATE_SA_ADDRESSES) that puts
@@ -375,15 +420,11 @@ func (m *Mover) Testing() bool { return m.testing.Load() }
 // Run follows the monitor's events until ctx ends, events closes, or the
 // outage limit ends the connection.
 func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
-	cur, _ := m.Current()
-	if m.cfg.SetCurrent != nil {
-		m.cfg.SetCurrent(cur.Local.Addr(), cur.IfIndex)
-	}
 	// The tick only reads two atomics (and the RTT under a short lock);
 	// silenceTick keeps the detection delay within the RTT window plus
 	// two ticks.
 	var tick <-chan time.Time
-	if m.cfg.Activity != nil {
+	if m.traffic != nil {
 		m.tickEvery = min(max(m.deadAfter()/10, 10*time.Millisecond), silenceTick)
 		t := time.NewTicker(m.tickEvery)
 		defer t.Stop()
@@ -488,7 +529,7 @@ func (m *Mover) handle(ev netmon.Event) (ended bool) {
 			m.pending.gone, m.pending.goneIf = nil, nil
 		}
 		switch {
-		case len(m.cfg.Addresses()) == 0:
+		case len(m.conn.Addresses()) == 0:
 			m.suspend("no usable network address", e.At)
 		case m.broken:
 			// Retest; should the update in flight land on a less
@@ -505,7 +546,7 @@ func (m *Mover) handle(ev netmon.Event) (ended bool) {
 	return false
 }
 
-// WakePrefix starts the OnSuspend reason after a wake-up (see wake).
+// WakePrefix starts the Suspend reason after a wake-up (see wake).
 const WakePrefix = "woke up: "
 
 // wake handles a wake-up: the system was suspended or the process stopped
@@ -553,9 +594,7 @@ func (m *Mover) suspend(reason string, since time.Time) {
 	stopTimer(m.outage)
 	m.outage = time.NewTimer(max(m.outageLimit()-now.Sub(since), 0))
 	m.log.Info("no working path", "reason", reason)
-	if m.cfg.OnSuspend != nil {
-		m.cfg.OnSuspend(reason)
-	}
+	m.conn.Report(Suspend{Reason: reason})
 }
 
 func (m *Mover) outageElapsed() time.Duration {
@@ -576,9 +615,7 @@ func (m *Mover) outageOver() bool {
 	}
 	err := fmt.Errorf("%w for %v", ErrOutage, roundDuration(elapsed))
 	m.log.Warn("giving up", "err", err)
-	if m.cfg.OnOutageLimit != nil {
-		m.cfg.OnOutageLimit(err)
-	}
+	m.conn.Report(OutageEnd{Err: err})
 	return true
 }
 
@@ -614,7 +651,7 @@ func (m *Mover) checkSilence(now time.Time) {
 	if m.broken || m.moving || late {
 		return // retests are driven by events and the retry timer
 	}
-	sent, recv := m.cfg.Activity()
+	sent, recv := m.traffic.Activity()
 	dead := m.deadAfter()
 	window := m.silenceWindow()
 	if m.backoff < dead {
@@ -656,11 +693,8 @@ func (m *Mover) checkSilence(now time.Time) {
 // DeadAfter when its RTT is not known.
 func (m *Mover) silenceWindow() time.Duration {
 	dead := m.deadAfter()
-	if m.cfg.RTT == nil {
-		return dead
-	}
 	cur, _ := m.Current()
-	srtt, rttvar, ok := m.cfg.RTT(cur)
+	srtt, rttvar, ok := m.conn.RTT(cur)
 	if !ok {
 		return dead
 	}
@@ -671,10 +705,10 @@ func (m *Mover) silenceWindow() time.Duration {
 // mapping: authenticated ESP arriving from another port of the gateway's
 // address is where our updates should go now.
 func (m *Mover) checkStray(now time.Time) {
-	if m.cfg.StrayFrom == nil || m.broken || m.moving {
+	if m.traffic == nil || m.broken || m.moving {
 		return
 	}
-	p, ok := m.cfg.StrayFrom()
+	p, ok := m.traffic.TakeStray()
 	if !ok {
 		return
 	}
@@ -730,8 +764,10 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	// saved, and the gateway finds the SPI of our ESP whatever the source.
 	// Should another path answer, finish moves ESP there.
 	early := k == kindLost && !m.broken
+	watch := m.watchLiveness(cur, paths)
 	go func() {
-		p, err := m.cfg.SA.Move(ctx, paths)
+		p, err := m.conn.Move(ctx, paths)
+		watch.stop()
 		// Several may be in flight (a switch joins one); none may outlive
 		// Run.
 		select {
@@ -741,7 +777,48 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	}()
 	if early {
 		m.log.Debug("current path gone: ESP on the first candidate at once", "path", paths[0].Local.String(), "gateway", paths[0].Remote.String())
-		m.cfg.SetPath(paths[0])
+		m.cur.Try(paths[0])
+	}
+}
+
+// liveness watches one update that tests the current path: unanswered
+// for SuspectAfter, with no ESP from the gateway since it started, it
+// suggests the gateway has lost the SA (a restarted gateway ignores an
+// unknown SPI), and Suspect is reported so that the connection can
+// negotiate a replacement alongside. An update that tests only other
+// paths (a preferred uplink, make-before-break) says nothing about the
+// SA: that uplink may just have no upstream.
+type liveness struct{ t *time.Timer }
+
+// watchLiveness starts the watch of an update over paths from cur; it is
+// inert when the update does not test cur or SuspectAfter is 0.
+func (m *Mover) watchLiveness(cur netpath.Path, paths []netpath.Path) liveness {
+	if m.cfg.SuspectAfter <= 0 || !testsCurrent(cur, paths) {
+		return liveness{}
+	}
+	start, after := time.Now(), m.cfg.SuspectAfter
+	return liveness{t: time.AfterFunc(after, func() {
+		if m.traffic != nil {
+			if _, recv := m.traffic.Activity(); recv.After(start) {
+				return
+			}
+		}
+		m.conn.Report(Suspect{Reason: fmt.Sprintf("path test unanswered for %v", after)})
+	})}
+}
+
+// testsCurrent reports whether paths include cur (the interface index may
+// not be known yet).
+func testsCurrent(cur netpath.Path, paths []netpath.Path) bool {
+	return slices.ContainsFunc(paths, func(p netpath.Path) bool {
+		return p.Local == cur.Local && p.Remote == cur.Remote
+	})
+}
+
+// stop ends the watch: the update returned.
+func (l liveness) stop() {
+	if l.t != nil {
+		l.t.Stop()
 	}
 }
 
@@ -776,7 +853,7 @@ const (
 // earlier update finished) and lists the paths to test, in order.
 func (m *Mover) plan(req request) (kind, []candidate) {
 	cur, curIf := m.Current()
-	addrs := slices.DeleteFunc(m.cfg.Addresses(), func(a netmon.Address) bool {
+	addrs := slices.DeleteFunc(m.conn.Addresses(), func(a netmon.Address) bool {
 		return slices.Contains(req.gone, a.Addr) || slices.Contains(req.goneIf, a.IfIndex)
 	})
 	if req.switchTo.IsValid() {
@@ -821,9 +898,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	}
 	m.moving = false
 	m.testing.Store(false)
-	if m.cfg.OnProbe != nil {
-		m.cfg.OnProbe(r.cands[0].path, r.cands[0].ifname, r.err)
-	}
+	m.conn.Report(PathTest{Path: r.cands[0].path, Interface: r.cands[0].ifname, Err: r.err})
 	if r.err != nil {
 		if ctx.Err() != nil {
 			return
@@ -841,10 +916,10 @@ func (m *Mover) finish(ctx context.Context, r result) {
 		if r.early {
 			// ESP went ahead on a path that never answered; the outage
 			// is reported for the path that was lost.
-			m.cfg.SetPath(r.from)
+			m.cur.Try(r.from)
 		}
 		m.suspend(fmt.Sprintf("%v: %v", ErrNoPath, r.err), r.at)
-		if len(m.cfg.Addresses()) > 0 {
+		if len(m.conn.Addresses()) > 0 {
 			stopTimer(m.retry)
 			m.retry = time.NewTimer(m.retryDelay)
 			m.retryDelay = min(2*m.retryDelay, maxRetry)
@@ -859,15 +934,8 @@ func (m *Mover) finish(ctx context.Context, r result) {
 			break
 		}
 	}
-	if !r.early || to != r.cands[0].path {
-		m.cfg.SetPath(to)
-	}
-	if m.cfg.SetCurrent != nil {
-		m.cfg.SetCurrent(to.Local.Addr(), to.IfIndex)
-	}
-	m.mu.Lock()
-	m.current, m.ifname = to, ifname
-	m.mu.Unlock()
+	// After an early move to to, ESP is there already (State.Kept).
+	m.cur.Set(to, ifname)
 	// The path starts a new silence window; a new path or the end of an
 	// outage also forgets the backoff earned by a one-way flow.
 	m.unanswered, m.lastCheck = time.Time{}, time.Now()
@@ -879,11 +947,9 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	// Only the gateway's port moved: a NAT change, not an uplink move.
 	portOnly := to.Local == r.from.Local && to.IfIndex == r.from.IfIndex && to.Remote.Addr() == r.from.Remote.Addr()
 	if to != r.from && !portOnly {
-		if m.cfg.OnMove != nil {
-			m.cfg.OnMove(Move{From: r.from, To: to, Interface: ifname, NAT: r.probe.NATLocal, Took: took, Switched: r.kind == kindSwitch})
-		}
-	} else if r.kind == kindRefresh && m.cfg.OnNATRefresh != nil {
-		m.cfg.OnNATRefresh(to, took)
+		m.conn.Report(Move{From: r.from, To: to, Interface: ifname, NAT: r.probe.NATLocal, Took: took, Switched: r.kind == kindSwitch})
+	} else if r.kind == kindRefresh {
+		m.conn.Report(NATRefresh{Path: to, Took: took})
 	}
 	if wasBroken {
 		outage := m.outageElapsed()
@@ -892,9 +958,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 		stopTimer(m.retry)
 		m.outage, m.retry = nil, nil
 		m.log.Info("path works again", "path", to.Local.String(), "outage", outage)
-		if m.cfg.OnResume != nil {
-			m.cfg.OnResume(Resume{Path: to, Interface: ifname, Took: took, Outage: outage})
-		}
+		m.conn.Report(Resume{Path: to, Interface: ifname, Took: took, Outage: outage})
 	}
 }
 
@@ -903,7 +967,7 @@ func (m *Mover) finish(ctx context.Context, r result) {
 func (m *Mover) preferredAvailable() bool {
 	_, ifname := m.Current()
 	curRank := m.rank(ifname)
-	for _, a := range m.cfg.Addresses() {
+	for _, a := range m.conn.Addresses() {
 		if m.rank(a.IfName) < curRank {
 			return true
 		}
@@ -946,7 +1010,7 @@ func (m *Mover) switchCandidates(req request, addrs []netmon.Address) []candidat
 // after the float).
 func (m *Mover) candidates(addrs []netmon.Address) []candidate {
 	cur, _ := m.Current()
-	peers := m.cfg.SA.PeerAddresses()
+	peers := m.conn.PeerAddresses()
 	if len(peers) == 0 {
 		peers = []netip.Addr{cur.Remote.Addr()}
 	}

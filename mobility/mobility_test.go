@@ -104,16 +104,105 @@ type rig struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	knobs knobs
+
 	mu      sync.Mutex
 	addrs   []netmon.Address
 	log     []string
 	setPath []netpath.Path
+	// onMove, when set, takes the Move reports instead of the log line.
+	onMove func(Move)
+}
+
+func (r *rig) PeerAddresses() []netip.Addr { return r.sa.PeerAddresses() }
+
+func (r *rig) Move(ctx context.Context, paths []netpath.Path) (Probe, error) {
+	return r.sa.Move(ctx, paths)
+}
+
+func (r *rig) Addresses() []netmon.Address {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.addrs)
+}
+
+func (r *rig) Traffic() Traffic {
+	if r.knobs.Activity == nil {
+		return nil
+	}
+	return rigTraffic{r.knobs}
+}
+
+func (r *rig) RTT(p netpath.Path) (time.Duration, time.Duration, bool) {
+	if r.knobs.RTT == nil {
+		return 0, 0, false
+	}
+	return r.knobs.RTT(p)
+}
+
+// Report records one line per report.
+func (r *rig) Report(rep Report) {
+	switch rep := rep.(type) {
+	case Move:
+		r.mu.Lock()
+		onMove := r.onMove
+		r.mu.Unlock()
+		if onMove != nil {
+			onMove(rep)
+			return
+		}
+		r.record("move %s->%s nat=%v", nameOf(rep.From), rep.Interface, rep.NAT)
+	case NATRefresh:
+		r.record("refresh %s", nameOf(rep.Path))
+	case Suspend:
+		r.record("suspend: %s", rep.Reason)
+	case Resume:
+		r.mu.Lock()
+		ok := len(r.setPath) > 0 && r.setPath[len(r.setPath)-1] == rep.Path
+		r.mu.Unlock()
+		if !ok {
+			r.record("resume before ESP was given the path %v", rep.Path)
+			return
+		}
+		r.record("resume %s after %v, took %v", rep.Interface, rep.Outage, rep.Took)
+	case OutageEnd:
+		if !errors.Is(rep.Err, ErrOutage) {
+			r.record("end with a foreign error: %v", rep.Err)
+			return
+		}
+		r.record("end: %v", rep.Err)
+	case Suspect:
+		r.record("suspect: %s", rep.Reason)
+	}
+}
+
+// rigTraffic is the dataplane's account the knobs give.
+type rigTraffic struct{ k knobs }
+
+func (t rigTraffic) Activity() (time.Time, time.Time) { return t.k.Activity() }
+
+func (t rigTraffic) TakeStray() (netpath.Path, bool) {
+	if t.k.StrayFrom == nil {
+		return netpath.Path{}, false
+	}
+	return t.k.StrayFrom()
+}
+
+// knobs are what a test sets of a rig's Mover: its configuration and
+// what its Conn reads of the dataplane and the engine (nil: nothing).
+type knobs struct {
+	Interfaces   []string
+	OutageLimit  time.Duration
+	SuspectAfter time.Duration
+	Activity     func() (sent, received time.Time)
+	StrayFrom    func() (netpath.Path, bool)
+	RTT          func(netpath.Path) (srtt, rttvar time.Duration, ok bool)
 }
 
 // newRig starts a Mover on start with addrs usable and working answering;
-// cfg supplies the knobs under test (SA, Addresses and callbacks are the
-// rig's).
-func newRig(cfg Config, start netmon.Address, addrs, working []netmon.Address) *rig {
+// k supplies the knobs under test (the SA, the addresses and the reports
+// are the rig's).
+func newRig(k knobs, start netmon.Address, addrs, working []netmon.Address) *rig {
 	r := &rig{
 		sa:     &fakeSA{peers: []netip.Addr{gw.Addr()}, timeout: 10 * time.Second},
 		events: make(chan netmon.Event, 16),
@@ -121,40 +210,10 @@ func newRig(cfg Config, start netmon.Address, addrs, working []netmon.Address) *
 		addrs:  addrs,
 	}
 	r.sa.setWorking(working...)
-	cfg.SA = r.sa
-	cfg.Addresses = func() []netmon.Address {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return slices.Clone(r.addrs)
-	}
-	cfg.SetPath = func(p netpath.Path) {
-		r.mu.Lock()
-		r.setPath = append(r.setPath, p)
-		r.mu.Unlock()
-	}
-	cfg.OnMove = func(mv Move) {
-		r.record("move %s->%s nat=%v", nameOf(mv.From), mv.Interface, mv.NAT)
-	}
-	cfg.OnNATRefresh = func(p netpath.Path, _ time.Duration) { r.record("refresh %s", nameOf(p)) }
-	cfg.OnSuspend = func(reason string) { r.record("suspend: %s", reason) }
-	cfg.OnResume = func(res Resume) {
-		r.mu.Lock()
-		ok := len(r.setPath) > 0 && r.setPath[len(r.setPath)-1] == res.Path
-		r.mu.Unlock()
-		if !ok {
-			r.record("resume before ESP was given the path %v", res.Path)
-			return
-		}
-		r.record("resume %s after %v, took %v", res.Interface, res.Outage, res.Took)
-	}
-	cfg.OnOutageLimit = func(err error) {
-		if !errors.Is(err, ErrOutage) {
-			r.record("end with a foreign error: %v", err)
-			return
-		}
-		r.record("end: %v", err)
-	}
-	r.m = New(cfg, pathOn(start), start.IfName)
+	r.knobs = k
+	cur := netpath.NewCurrent(pathOn(start), start.IfName)
+	cur.Follow(r)
+	r.m = New(Config{Interfaces: k.Interfaces, OutageLimit: k.OutageLimit, SuspectAfter: k.SuspectAfter}, r, cur)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() {
@@ -163,6 +222,17 @@ func newRig(cfg Config, start netmon.Address, addrs, working []netmon.Address) *
 	}()
 	synctest.Wait()
 	return r
+}
+
+// FollowPath records where ESP is sent, as the dataplane's peer follows
+// the path.
+func (r *rig) FollowPath(s netpath.State) {
+	if s.Kept {
+		return
+	}
+	r.mu.Lock()
+	r.setPath = append(r.setPath, s.Sending)
+	r.mu.Unlock()
 }
 
 func (r *rig) record(format string, args ...any) {
@@ -289,7 +359,7 @@ func TestMover(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := newRig(Config{Interfaces: tt.prefs}, tt.start, tt.addrs, tt.working)
+				r := newRig(knobs{Interfaces: tt.prefs}, tt.start, tt.addrs, tt.working)
 				defer r.stop()
 				r.send(tt.event)
 				r.wait(10 * time.Second) // a failing update times out, no retest yet
@@ -332,7 +402,7 @@ func TestMover(t *testing.T) {
 // the gateway's other address.
 func TestStaleCurrentFlag(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(Config{}, wwan, []netmon.Address{wwan}, []netmon.Address{wwan})
+		r := newRig(knobs{}, wwan, []netmon.Address{wwan}, []netmon.Address{wwan})
 		defer r.stop()
 		r.sa.peers = []netip.Addr{gw.Addr(), netip.MustParseAddr("203.0.113.26")}
 		r.send(netmon.AddressRemoved{Address: wlan, Current: true})
@@ -349,7 +419,7 @@ func TestStaleCurrentFlag(t *testing.T) {
 // snapshots costs one update, not one each.
 func TestLossDuringMove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(Config{}, wlan, []netmon.Address{wwan, eth}, nil)
+		r := newRig(knobs{}, wlan, []netmon.Address{wwan, eth}, nil)
 		defer r.stop()
 		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
 		if r.sa.callCount() != 1 {
@@ -378,7 +448,7 @@ func TestLossDuringMove(t *testing.T) {
 // once it has resumed.
 func TestPreferredBackDuringRecovery(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(Config{Interfaces: []string{"wlan", "wwan"}}, wlan, nil, []netmon.Address{wlan, wwan})
+		r := newRig(knobs{Interfaces: []string{"wlan", "wwan"}}, wlan, nil, []netmon.Address{wlan, wwan})
 		defer r.stop()
 		r.sa.rtt = 20 * time.Millisecond
 		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
@@ -458,7 +528,7 @@ func TestOutage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := newRig(Config{OutageLimit: tt.limit}, wlan, []netmon.Address{wlan}, nil)
+				r := newRig(knobs{OutageLimit: tt.limit}, wlan, []netmon.Address{wlan}, nil)
 				defer r.stop()
 				for i, s := range tt.steps {
 					if !s.keepAddrs {
@@ -525,7 +595,7 @@ func TestWake(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := newRig(Config{OutageLimit: 30 * time.Minute}, wlan, []netmon.Address{wlan, wwan}, tt.working)
+				r := newRig(knobs{OutageLimit: 30 * time.Minute}, wlan, []netmon.Address{wlan, wwan}, tt.working)
 				defer r.stop()
 				if tt.before > 0 {
 					r.setAddrs()
@@ -613,7 +683,7 @@ func TestSilentPath(t *testing.T) {
 				}
 				var checkedAt []time.Duration
 				start := time.Now()
-				r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, working)
+				r := newRig(knobs{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, working)
 				defer r.stop()
 				r.wait(3 * time.Second) // answered traffic: nothing to test
 				if r.sa.callCount() != 0 {
@@ -656,7 +726,7 @@ func TestSilentPath(t *testing.T) {
 func TestSilenceAfterIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tr := &traffic{}
-		r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan}, []netmon.Address{wlan})
+		r := newRig(knobs{Activity: tr.Activity}, wlan, []netmon.Address{wlan}, []netmon.Address{wlan})
 		defer r.stop()
 		tr.set(true, true)
 		r.wait(time.Second)
@@ -696,7 +766,7 @@ func TestTestingWhileUpdateInFlight(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := newRig(Config{Interfaces: []string{"eth0", "wlan", "wwan"}}, wlan, []netmon.Address{wlan, wwan}, tt.working)
+				r := newRig(knobs{Interfaces: []string{"eth0", "wlan", "wwan"}}, wlan, []netmon.Address{wlan, wwan}, tt.working)
 				r.sa.mu.Lock()
 				r.sa.rtt = tt.wait
 				r.sa.mu.Unlock()
@@ -731,7 +801,7 @@ func TestTestingWhileUpdateInFlight(t *testing.T) {
 // Mover's current path changes only with the answer.
 func TestESPAheadOfAnswer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(Config{}, wlan, []netmon.Address{wwan}, []netmon.Address{wwan})
+		r := newRig(knobs{}, wlan, []netmon.Address{wwan}, []netmon.Address{wwan})
 		defer r.stop()
 		r.sa.rtt = 20 * time.Millisecond
 		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})
@@ -761,7 +831,7 @@ func TestESPAheadOfAnswer(t *testing.T) {
 func TestLossJoinsSilenceCheck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tr := &traffic{sending: true, answered: true}
-		r := newRig(Config{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wwan})
+		r := newRig(knobs{Activity: tr.Activity}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wwan})
 		defer r.stop()
 		r.sa.rtt = 300 * time.Millisecond
 		r.wait(time.Second)

@@ -13,7 +13,7 @@ import (
 // path works it does nothing.
 func TestRetest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(Config{}, wlan, []netmon.Address{wlan}, []netmon.Address{wlan})
+		r := newRig(knobs{}, wlan, []netmon.Address{wlan}, []netmon.Address{wlan})
 		defer r.stop()
 		r.m.Retest()
 		r.wait(time.Minute)

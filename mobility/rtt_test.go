@@ -60,7 +60,7 @@ func TestSilentPathRTT(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				tr := &traffic{sending: true, answered: true}
-				r := newRig(Config{Activity: tr.Activity, RTT: tt.rtt}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan})
+				r := newRig(knobs{Activity: tr.Activity, RTT: tt.rtt}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan})
 				defer r.stop()
 				r.wait(time.Second)
 				if r.sa.callCount() != 0 {
@@ -122,7 +122,7 @@ func TestSilenceLearnsJitter(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				tr := &traffic{sending: true, answered: true}
-				r := newRig(Config{Activity: tr.Activity, RTT: rtt}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan})
+				r := newRig(knobs{Activity: tr.Activity, RTT: rtt}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan})
 				defer r.stop()
 				r.wait(time.Second)
 				for _, d := range tt.history {
@@ -161,7 +161,8 @@ func TestSilenceStalledProcess(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t0 := time.Unix(1000, 0)
 			sent, recv := t0, t0
-			m := New(Config{RTT: rtt, Activity: func() (time.Time, time.Time) { return sent, recv }}, pathOn(wlan), wlan.IfName)
+			r := &rig{sa: &fakeSA{}, knobs: knobs{RTT: rtt, Activity: func() (time.Time, time.Time) { return sent, recv }}}
+			m := New(Config{}, r, netpath.NewCurrent(pathOn(wlan), wlan.IfName))
 			m.tickEvery = silenceTick
 			m.checkSilence(t0)
 			for _, d := range tt.ticks {

@@ -50,7 +50,7 @@ func TestStrayPort(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				tr := &traffic{sending: true, answered: true}
 				st := &strays{}
-				r := newRig(Config{Activity: tr.Activity, StrayFrom: st.take}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan, wwan})
+				r := newRig(knobs{Activity: tr.Activity, StrayFrom: st.take}, wlan, []netmon.Address{wlan, wwan}, []netmon.Address{wlan, wwan})
 				defer r.stop()
 				r.wait(time.Second)
 				p := pathOn(wlan)

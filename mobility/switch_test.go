@@ -42,14 +42,15 @@ func TestSwitchTo(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := newRig(Config{}, tt.start, tt.addrs, tt.working)
+				r := newRig(knobs{}, tt.start, tt.addrs, tt.working)
 				defer r.stop()
 				r.sa.peers = []netip.Addr{gw.Addr(), gw2}
 				if tt.deadGW2 {
 					r.sa.deadRemote = map[netip.Addr]bool{gw2: true}
 				}
 				var moves []Move
-				r.m.cfg.OnMove = func(mv Move) {
+				r.mu.Lock()
+				r.onMove = func(mv Move) {
 					moves = append(moves, mv)
 					sw := ""
 					if mv.Switched {
@@ -57,6 +58,7 @@ func TestSwitchTo(t *testing.T) {
 					}
 					r.record("move %s->%s%s", nameOf(mv.From), mv.Interface, sw)
 				}
+				r.mu.Unlock()
 				r.m.SwitchTo(gw2)
 				synctest.Wait()
 				r.wait(30 * time.Second)
@@ -91,7 +93,7 @@ func TestSwitchTo(t *testing.T) {
 func TestSwitchToDuringMove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gw2, gw3 := netip.MustParseAddr("203.0.113.20"), netip.MustParseAddr("203.0.113.30")
-		r := newRig(Config{}, wlan, []netmon.Address{wwan}, []netmon.Address{wwan})
+		r := newRig(knobs{}, wlan, []netmon.Address{wwan}, []netmon.Address{wwan})
 		defer r.stop()
 		r.sa.rtt = time.Second
 		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, Current: true})

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roam-vpn/roam/netpath"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -244,6 +245,13 @@ func (m *Monitor) SetCurrent(addr netip.Addr, ifindex int) {
 	m.mu.Lock()
 	m.cur = current{addr: addr.Unmap(), ifindex: ifindex}
 	m.mu.Unlock()
+}
+
+// FollowPath watches the address and uplink of the confirmed path as its
+// owner changes it (netpath.Current.Follow): their loss is the one
+// reported at once.
+func (m *Monitor) FollowPath(s netpath.State) {
+	m.SetCurrent(s.Path.Local.Addr(), s.Path.IfIndex)
 }
 
 func (m *Monitor) current() current {

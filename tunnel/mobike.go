@@ -16,55 +16,35 @@ import (
 	"github.com/roam-vpn/roam/netmon"
 )
 
-// ikeMobility adapts *ike.SA to what package mobility asks of an SA. It
-// also watches its path tests for the connection: one that goes unanswered
-// for suspectAfter, with no ESP from the gateway meanwhile, suggests the
-// gateway has lost the SA (a restarted strongSwan ignores an unknown SPI);
-// one that is answered proves the SA alive.
+// ikeMobility adapts *ike.SA to what package mobility asks of an SA. With
+// a connection it sends over the connection's transport (UDP or a stream),
+// lets the tested gateway addresses out under lockdown, and tells the
+// supervisor when the SA answered.
 type ikeMobility struct {
 	sa *ike.SA
 	c  *conn
 }
 
-// suspectAfter is how long a path test may go unanswered before a
-// replacement SA is negotiated alongside (reconnect.go). A healthy path
-// answers within a few RTTs, and a Move gives up only after about ten
-// seconds; a replacement that finds the gateway alive costs one handshake.
+// suspectAfter is how long a test of the current path may go unanswered
+// before a replacement SA is negotiated alongside (reconnect.go; mobility's
+// liveness watch). A healthy path answers within a few RTTs, and a Move
+// gives up only after about ten seconds; a replacement that finds the
+// gateway alive costs one handshake.
 const suspectAfter = 3 * time.Second
 
 func (a ikeMobility) PeerAddresses() []netip.Addr { return a.sa.PeerAddresses() }
 func (a ikeMobility) Move(ctx context.Context, paths []netpath.Path) (mobility.Probe, error) {
-	var watch *time.Timer
-	if a.c != nil && testsCurrent(a.sa.Path(), paths) {
-		// Only a test of the path in use says something about the SA: a
-		// preferred uplink that does not answer (make-before-break) may
-		// just have no upstream, while the current path still works.
-		peer, start := a.c.curPeer(), time.Now()
-		watch = time.AfterFunc(suspectAfter, func() {
-			if peer != nil {
-				if _, recv := peer.Activity(); recv.After(start) {
-					return
-				}
-			}
-			a.c.suspectLost(fmt.Sprintf("path test unanswered for %v", suspectAfter))
-		})
-	}
+	var r ike.MoveResult
+	var err error
 	if a.c != nil {
 		// Under lockdown the tested paths' gateway addresses must be let
 		// out first (a switch's target, an address MOBIKE announced).
 		for _, p := range paths {
 			a.c.allowGateways(p.Remote.Addr())
 		}
-	}
-	var r ike.MoveResult
-	var err error
-	if a.c != nil {
 		r, err = a.c.update(ctx, a.sa, paths) // over UDP or a stream (transport.go)
 	} else {
 		r, err = a.sa.UpdateAddresses(ctx, paths)
-	}
-	if watch != nil {
-		watch.Stop()
 	}
 	if err != nil {
 		return mobility.Probe{}, err
@@ -75,16 +55,6 @@ func (a ikeMobility) Move(ctx context.Context, paths []netpath.Path) (mobility.P
 	return mobility.Probe{Path: r.Path, NATLocal: r.NATLocal}, nil
 }
 
-// testsCurrent reports whether paths include the SA's current path.
-func testsCurrent(cur netpath.Path, paths []netpath.Path) bool {
-	for _, p := range paths {
-		if p.Local == cur.Local && p.Remote == cur.Remote {
-			return true
-		}
-	}
-	return false
-}
-
 // startMobility runs the interface monitor and the MOBIKE mover for an
 // established connection whose gateway supports MOBIKE. Both stop with ctx.
 func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, error) {
@@ -92,13 +62,14 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 	if err != nil {
 		return nil, fmt.Errorf("interface monitor: %w", err)
 	}
-	cfg := c.mobilityConfig(ikeMobility{sa: sa, c: c}, mon.Addresses, mon.SetCurrent)
+	cfg := c.mobilityConfig()
+	// A test of the path in use that goes unanswered says something
+	// about the SA (reconnect.go).
+	cfg.SuspectAfter = suspectAfter
+	mc := c.moverConn(ikeMobility{sa: sa, c: c}, mon.Addresses)
 	// Dead paths are noticed in RTT time: the IKE exchanges measure it.
-	cfg.RTT = func(p netpath.Path) (time.Duration, time.Duration, bool) {
-		r, ok := sa.RTT(p)
-		return r.SRTT, r.RTTVar, ok
-	}
-	mover := mobility.New(cfg, sa.Path(), c.ifname)
+	mc.rtt = sa.RTT
+	mover := c.newMover(cfg, mc, sa.Path(), c.ifname, mon)
 	go func() {
 		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("interface monitor stopped", "err", err)
@@ -108,65 +79,114 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 	return mover, nil
 }
 
-// mobilityConfig wires a Mover to the connection: ESP follows its moves and
-// stops while it finds no path, and its reports become events and status.
-// The Mover belongs to the SA installed now; a reconnect makes a new one.
-func (c *conn) mobilityConfig(sa mobility.SA, addrs func() []netmon.Address, setCurrent func(netip.Addr, int)) mobility.Config {
-	peer := c.curPeer()
+// newMover makes the Mover of the installed SA, starting on path over the
+// uplink ifname, and the owner of that path it sets: the dataplane's peer
+// sends where it says, and watch (the interface monitor; may be nil)
+// watches its address and uplink.
+func (c *conn) newMover(cfg mobility.Config, mc *moverConn, path netpath.Path, ifname string, watch netpath.Follower) *mobility.Mover {
+	cur := netpath.NewCurrent(path, ifname)
+	cur.Follow(c.dp.Follower(mc.peer))
+	if watch != nil {
+		cur.Follow(watch)
+	}
+	return mobility.New(cfg, mc, cur)
+}
+
+// mobilityConfig is the profile's part of a Mover's configuration.
+func (c *conn) mobilityConfig() mobility.Config {
 	return mobility.Config{
-		SA:          sa,
-		Addresses:   addrs,
-		SetPath:     func(p netpath.Path) { c.dp.SetPath(peer, p) },
-		SetCurrent:  setCurrent,
 		Interfaces:  c.profile.Interfaces,
-		Activity:    peer.Activity,
-		StrayFrom:   peer.TakeStray,
 		DeadAfter:   c.profile.DeadAfter,
 		OutageLimit: c.profile.OutageLimit,
-		OnNATRefresh: func(p netpath.Path, took time.Duration) {
-			c.emit(report.Event{Event: report.EventNATChanged, To: p.Remote.String(), From: p.Local.String(), TookMS: took.Milliseconds()})
-		},
-		OnProbe: func(p netpath.Path, ifname string, err error) {
-			ev := report.Event{Event: report.EventPathTest, To: p.Remote.String(), From: p.Local.String(), Interface: ifname}
-			if err != nil {
-				ev.Reason = err.Error()
-			}
-			c.emit(ev)
-			// A test whose addresses have all gone since (every uplink
-			// down while it was in flight) failed for that alone: it is
-			// no news about the gateway or the SA.
-			if err != nil && len(addrs()) > 0 {
-				c.mu.Lock()
-				down := c.peer == peer && (c.state == report.StateSuspended || c.state == report.StateReconnecting)
-				if down && c.state == report.StateSuspended {
-					// No longer just asleep: a path was tested and failed.
-					c.suspendCause = err.Error()
-				}
-				c.mu.Unlock()
-				if down {
-					// Paths exist (one was tested) and none answers.
-					c.suspectLost(err.Error())
-				}
-			}
-		},
-		OnMove: func(m mobility.Move) {
+		Log:         c.log,
+	}
+}
+
+// moverConn is the connection as one Mover sees it: the SA it moves, the
+// usable addresses, the dataplane's peer of that SA, and the reports that
+// become events and status. The Mover belongs to the SA installed now; a
+// reconnect makes a new one.
+type moverConn struct {
+	mobility.SA
+	c     *conn
+	peer  *esp.Peer
+	addrs func() []netmon.Address
+	// rtt is the SA's RTT estimate (ike.SA.RTT); nil: not measured.
+	rtt func(netpath.Path) (ike.PathRTT, bool)
+}
+
+func (c *conn) moverConn(sa mobility.SA, addrs func() []netmon.Address) *moverConn {
+	return &moverConn{SA: sa, c: c, peer: c.curPeer(), addrs: addrs}
+}
+
+func (m *moverConn) Addresses() []netmon.Address { return m.addrs() }
+
+func (m *moverConn) Traffic() mobility.Traffic {
+	if m.peer == nil {
+		return nil
+	}
+	return m.peer
+}
+
+func (m *moverConn) RTT(p netpath.Path) (time.Duration, time.Duration, bool) {
+	if m.rtt == nil {
+		return 0, 0, false
+	}
+	r, ok := m.rtt(p)
+	return r.SRTT, r.RTTVar, ok
+}
+
+// Report turns what the Mover did into events, status and the
+// supervisor's suspicions: ESP follows its moves and stops while it finds
+// no path.
+func (m *moverConn) Report(r mobility.Report) {
+	c, peer := m.c, m.peer
+	switch r := r.(type) {
+	case mobility.NATRefresh:
+		c.emit(report.Event{Event: report.EventNATChanged, To: r.Path.Remote.String(), From: r.Path.Local.String(), TookMS: r.Took.Milliseconds()})
+	case mobility.PathTest:
+		ev := report.Event{Event: report.EventPathTest, To: r.Path.Remote.String(), From: r.Path.Local.String(), Interface: r.Interface}
+		if r.Err != nil {
+			ev.Reason = r.Err.Error()
+		}
+		c.emit(ev)
+		// A test whose addresses have all gone since (every uplink
+		// down while it was in flight) failed for that alone: it is
+		// no news about the gateway or the SA.
+		if r.Err != nil && len(m.addrs()) > 0 {
 			c.mu.Lock()
-			c.ifname = m.Interface
-			c.pathChanges++
-			c.nat = m.NAT
-			c.mu.Unlock()
-			ev := report.Event{Event: report.EventPathChanged, From: m.From.Local.String(), To: m.To.Local.String(),
-				FromGateway: m.From.Remote.String(), ToGateway: m.To.Remote.String(),
-				Interface: m.Interface, TookMS: m.Took.Milliseconds()}
-			if m.Switched {
-				ev.Reason = "the gateway asked to switch"
+			down := c.peer == peer && (c.state == report.StateSuspended || c.state == report.StateReconnecting)
+			if down && c.state == report.StateSuspended {
+				// No longer just asleep: a path was tested and failed.
+				c.suspendCause = r.Err.Error()
 			}
-			c.emit(ev)
-		},
-		OnSuspend:     func(reason string) { c.suspended(peer, reason) },
-		OnResume:      func(r mobility.Resume) { c.resumed(peer, r) },
-		OnOutageLimit: func(err error) { go c.end(err) },
-		Log:           c.log,
+			c.mu.Unlock()
+			if down {
+				// Paths exist (one was tested) and none answers.
+				c.suspectLost(r.Err.Error())
+			}
+		}
+	case mobility.Move:
+		c.mu.Lock()
+		c.ifname = r.Interface
+		c.pathChanges++
+		c.nat = r.NAT
+		c.mu.Unlock()
+		ev := report.Event{Event: report.EventPathChanged, From: r.From.Local.String(), To: r.To.Local.String(),
+			FromGateway: r.From.Remote.String(), ToGateway: r.To.Remote.String(),
+			Interface: r.Interface, TookMS: r.Took.Milliseconds()}
+		if r.Switched {
+			ev.Reason = "the gateway asked to switch"
+		}
+		c.emit(ev)
+	case mobility.Suspend:
+		c.suspended(peer, r.Reason)
+	case mobility.Resume:
+		c.resumed(peer, r)
+	case mobility.Suspect:
+		c.suspectLost(r.Reason)
+	case mobility.OutageEnd:
+		go c.end(r.Err)
 	}
 }
 
@@ -196,7 +216,7 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 	}
 }
 
-// resumed follows the Mover's SetPath: traffic flows again on r.Path.
+// resumed follows the Mover's Set of the path: traffic flows again on r.Path.
 func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	c.mu.Lock()
 	if c.state == report.StateDisconnected || c.peer != peer {

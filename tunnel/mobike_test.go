@@ -108,16 +108,16 @@ func TestConnOutage(t *testing.T) {
 			return slices.Clone(holds)
 		}
 		sa := &fakeMobilitySA{working: map[netip.Addr]bool{wwan.Addr: true}}
-		cfg := c.mobilityConfig(sa, func() []netmon.Address {
+		mc := c.moverConn(sa, func() []netmon.Address {
 			mu.Lock()
 			defer mu.Unlock()
 			return slices.Clone(addrs)
-		}, nil)
+		})
 		evs := make(chan netmon.Event, 4)
 		ran := make(chan struct{})
 		go func() {
 			defer close(ran)
-			mobility.New(cfg, pathOf(wlan), "wlan").Run(ctx, evs)
+			c.newMover(c.mobilityConfig(), mc, pathOf(wlan), "wlan", nil).Run(ctx, evs)
 		}()
 		send := func(ev netmon.Event) {
 			evs <- ev
@@ -228,16 +228,16 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 		c.peer = dp.NewPeer(pathOf(wlan))
 		c.dpdHold = func(bool) {}
 		sa := &fakeMobilitySA{working: map[netip.Addr]bool{}} // nothing answers
-		cfg := c.mobilityConfig(sa, func() []netmon.Address {
+		mc := c.moverConn(sa, func() []netmon.Address {
 			mu.Lock()
 			defer mu.Unlock()
 			return slices.Clone(addrs)
-		}, nil)
+		})
 		evs := make(chan netmon.Event, 4)
 		ran := make(chan struct{})
 		go func() {
 			defer close(ran)
-			mobility.New(cfg, pathOf(wlan), "wlan").Run(ctx, evs)
+			c.newMover(c.mobilityConfig(), mc, pathOf(wlan), "wlan", nil).Run(ctx, evs)
 		}()
 		send := func(ev netmon.Event) {
 			evs <- ev

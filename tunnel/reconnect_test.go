@@ -557,26 +557,6 @@ func mobilityResume() mobility.Resume {
 		Interface: "wlan0", Took: 100 * time.Millisecond, Outage: 5 * time.Second}
 }
 
-func TestTestsCurrent(t *testing.T) {
-	cur := netpath.Path{Local: netip.MustParseAddrPort("192.168.10.2:4500"), Remote: fakeGW, IfIndex: 2}
-	wwan := netpath.Path{Local: netip.MustParseAddrPort("192.168.20.2:4500"), Remote: fakeGW, IfIndex: 3}
-	tests := []struct {
-		name  string
-		paths []netpath.Path
-		want  bool
-	}{
-		{"refresh: current first", []netpath.Path{cur, wwan}, true},
-		{"same path, interface index not yet known", []netpath.Path{{Local: cur.Local, Remote: cur.Remote}}, true},
-		{"better uplink only", []netpath.Path{wwan}, false},
-		{"none", nil, false},
-	}
-	for _, tt := range tests {
-		if got := testsCurrent(cur, tt.paths); got != tt.want {
-			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
 // TestPickRoute: a reconnect dials the configured gateway address when it
 // has a route, else the first of the gateway's other addresses that has.
 func TestPickRoute(t *testing.T) {

@@ -16,7 +16,6 @@ import (
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
-	"github.com/roam-vpn/roam/mobility"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -129,7 +128,7 @@ func TestSwitchEndToEnd(t *testing.T) {
 		return []netmon.Address{{Addr: inside, Bits: 24, IfIndex: 2, IfName: "eth0"}}
 	}
 	s := &session{sa: sa, events: events, peer: c.peer}
-	s.mover = mobility.New(c.mobilityConfig(ikeMobility{sa: sa}, addrs, nil), sa.Path(), "eth0")
+	s.mover = c.newMover(c.mobilityConfig(), c.moverConn(ikeMobility{sa: sa}, addrs), sa.Path(), "eth0", nil)
 	go s.mover.Run(ctx, make(chan netmon.Event))
 	go func() {
 		for {

@@ -16,7 +16,6 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
-	"github.com/roam-vpn/roam/mobility"
 	"github.com/roam-vpn/roam/netmon"
 )
 
@@ -70,7 +69,7 @@ func TestConnFollowsSwitch(t *testing.T) {
 				c.peer = dp.NewPeer(start)
 				sa := &fakeMobilitySA{working: map[netip.Addr]bool{wlan.Addr: true}}
 				s := &session{peer: c.peer}
-				s.mover = mobility.New(c.mobilityConfig(sa, func() []netmon.Address { return []netmon.Address{wlan} }, nil), start, "wlan")
+				s.mover = c.newMover(c.mobilityConfig(), c.moverConn(sa, func() []netmon.Address { return []netmon.Address{wlan} }), start, "wlan", nil)
 				go s.mover.Run(ctx, make(chan netmon.Event))
 				ev := tt.ev
 				c.handleChildEvent(s, &ev)

@@ -9,7 +9,7 @@
 // (rig_test.go) and mirrors what the daemon does: Child SA installation
 // (ikeesp.ChildConfig; tunnel conn.go installChild, handleChildEvent; gateway.go
 // install, installRekeyed, the PathUpdated case) and the client's path
-// moves (mobility's SetPath after a successful UpdateAddresses; a
+// moves (mobility's netpath.Current.Set, which the peer follows, after a successful UpdateAddresses; a
 // gateway's switch request as tunnel switch.go followSwitch hands it to
 // the mover).
 package memrig

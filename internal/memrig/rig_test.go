@@ -155,8 +155,8 @@ func (e *end) followSwitch(ctx context.Context, to netip.Addr) {
 	e.moveTo(ctx, sa, peer, netpath.Path{Local: cur.Local, Remote: netip.AddrPortFrom(to, cur.Remote.Port())})
 }
 
-// moveTo runs one MOBIKE update and, on success, moves ESP (mobility's
-// SetPath).
+// moveTo runs one MOBIKE update and, on success, moves ESP (as the peer
+// follows mobility's netpath.Current.Set).
 func (e *end) moveTo(ctx context.Context, sa *ike.SA, peer *esp.Peer, path netpath.Path) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
