@@ -104,7 +104,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	streams := fs.Env("streams", "STREAMS", "4", "TCP streams of the multi-stream runs (env STREAMS)")
 	sizes := fs.Env("udp-sizes", "UDP_SIZES", "64,1372", "UDP datagram payload sizes (env UDP_SIZES)")
 	udpDown := fs.Env("udp-down", "UDP_DOWN", "1", "also flood UDP from the host to the client: 1 or 0 (env UDP_DOWN)")
-	rps := fs.Env("rps", "RPS", "1", "receive packet steering on every lab device, which then keeps each flow's order: 1 or 0 (env RPS)")
+	rps := fs.Env("rps", "RPS", "0", "receive packet steering on every lab device, which then keeps each flow's order: 1 or 0 (env RPS)")
 	profileDir := fs.Env("profile", "BENCH_PROFILE", "", "write CPU profiles of both roam ends during one TCP upload and one download into this directory (env BENCH_PROFILE)")
 	countsFlag := fs.Env("counts", "COUNTS", "0", "count system calls and context switches of each tunnel process with perf stat: 1 or 0 (env COUNTS)")
 	only := fs.Env("tests", "TESTS", "", "run only these tests, such as tcp-up-1,udp-up-64 (env TESTS; default all)")
