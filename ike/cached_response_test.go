@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // fireDue runs every timer that is due at the clock's time.

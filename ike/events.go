@@ -1,11 +1,11 @@
 package ike
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // Event is something an IKE SA reports to its owner: *Established,

@@ -2,10 +2,10 @@ package ike
 
 import (
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // fragState is RFC 7383's: whether fragmentation was negotiated, and the

@@ -2,7 +2,6 @@ package ike
 
 import (
 	"context"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 type countingTransport struct{ n atomic.Uint64 }

@@ -5,13 +5,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"time"
 
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // HA between two gateway nodes (issue 5, draft-smyslov-ipsecme-ikev2-r-mobike

@@ -3,7 +3,6 @@ package ike
 import (
 	"context"
 	"errors"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // haPair is an HA gateway pair: node A (the env's responder, on gwAddr)

@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // RFC 6311 (Protocol Support for High Availability of IKEv2/IPsec) with the

@@ -3,7 +3,6 @@ package ike
 import (
 	"encoding/binary"
 	"errors"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // unprotected builds a cleartext notification as a peer without our state

@@ -1,13 +1,13 @@
 package ike
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestForgedInitErrorIgnored: anyone on the path can answer our

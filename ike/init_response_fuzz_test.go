@@ -3,12 +3,12 @@ package ike
 import (
 	"context"
 	"encoding/binary"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // FuzzInitiatorInitResponse hands arbitrary IKE_SA_INIT responses, under

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // initRetries is the initiator's IKE_SA_INIT state across retries: the

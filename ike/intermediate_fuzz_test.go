@@ -2,12 +2,12 @@ package ike
 
 import (
 	"context"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // fuzzHybridResponder is a responder SA just after IKE_SA_INIT chose the

@@ -3,7 +3,6 @@ package ike
 import (
 	"context"
 	"errors"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestUpdateAfterOutage: an UPDATE_SA_ADDRESSES that gets no answer

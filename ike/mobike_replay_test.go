@@ -2,13 +2,13 @@ package ike
 
 import (
 	"encoding/binary"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestReplayedUpdateChecksRoutability: someone replays the client's last

@@ -23,7 +23,7 @@ type reauthState struct {
 // response or in a later INFORMATIONAL request, how many seconds remain
 // before the initiator must authenticate again. Reauthentication itself is
 // a new IKE SA made from scratch (IKE_SA_INIT + IKE_AUTH) by the owner of
-// the SA (daemon/reauth.go), who then deletes the old one: the engine only
+// the SA (tunnel/reauth.go), who then deletes the old one: the engine only
 // carries the lifetime, leaves INITIAL_CONTACT out of the new IKE_AUTH
 // (InitiatorConfig.NoInitialContact) so the gateway keeps the old SA until
 // the new one works, and asks for the old inner addresses

@@ -2,13 +2,13 @@ package ike
 
 import (
 	"context"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestInvalidIKESPIAfterRestart: a gateway that lost its state (a new

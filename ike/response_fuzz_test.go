@@ -2,12 +2,12 @@ package ike
 
 import (
 	"context"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // heldPair is a client and a gateway wired back to back, with the

@@ -1,13 +1,13 @@
 package ike
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // Round-trip times (RFC 6298's smoothing) and the last signs of traffic,

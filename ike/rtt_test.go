@@ -2,12 +2,12 @@ package ike
 
 import (
 	"context"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestRTTSmoothing follows RFC 6298's estimator over sample sequences.

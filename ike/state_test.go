@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // haStandby is a second responder with the same configuration, for imports.

@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // Responder-initiated address update (draft-smyslov-ipsecme-ikev2-r-mobike):

@@ -3,13 +3,13 @@ package ike
 import (
 	"context"
 	"errors"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // countResponses counts the IKE responses the client behind the NAT sends

@@ -1,13 +1,13 @@
 package mobility
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // IPv4 <-> IPv6 outer moves: local and peer addresses pair by family, the

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // SA is what mobility needs of an IKE SA; the daemon adapts *ike.SA.

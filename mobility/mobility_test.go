@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // fakeSA answers updates sent from the local addresses listed in working.

@@ -1,12 +1,12 @@
 package mobility
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 func TestSilenceWindow(t *testing.T) {

@@ -1,7 +1,6 @@
 package mobility
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"sync"
 	"testing"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // strays hands out one stray path when armed, like esp.Peer.TakeStray.

@@ -1,13 +1,13 @@
 package mobility
 
 import (
-	"github.com/roam-vpn/roam/netpath"
 	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/roam-vpn/roam/netmon"
+	"github.com/roam-vpn/roam/netpath"
 )
 
 // TestSwitchTo: the gateway asked to move to its address gw2. The path from
