@@ -197,6 +197,9 @@ type GatewayOptions struct {
 	Socket string
 	Run    GatewayFunc
 	Log    *slog.Logger
+	// Ready, when set, is called once the engine runs and the control
+	// socket serves: the moment a service manager may call it started.
+	Ready func()
 }
 
 // gatewayStopGrace bounds waiting for the engine after ctx ends.
@@ -226,6 +229,9 @@ func ServeGateway(ctx context.Context, g *config.Gateway, opts GatewayOptions) e
 		return fmt.Errorf("gateway: %w", err)
 	}
 	srv := newServer(ln, gatewayBackend{handle: handle, hub: h}, log)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- handle.Wait() }()
 	select {

@@ -82,7 +82,10 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(report.Event))
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	life, cancel := context.WithCancel(ctx)
+	// The engine (responder, dataplane, streams) runs on life, which
+	// outlives ctx by the stop's DELETE exchanges: cancelled together,
+	// the SAs would die before telling their clients.
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	gw := &gateway{cfg: g, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), clients: map[*ike.SA]*gatewayClient{}}
 	fail := func(err error) (report.GatewayHandle, error) {
 		cancel()
@@ -169,17 +172,22 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(report.Event))
 	go func() { dpDone <- gw.dp.Run(life) }()
 	waitSwitching := func() {}
 	if g.AutoSwitch {
-		waitSwitching = gw.startSwitching(life)
+		waitSwitching = gw.startSwitching(ctx)
 	}
-	waitHA := gw.startHA(life)
+	waitHA := gw.startHA(ctx)
 	go func() {
 		defer close(gw.done)
-		gw.loop(life, events)
+		gw.loop(ctx, events)
 		waitSwitching()
 		waitHA()
-		closeCtx, cancelClose := context.WithTimeout(context.Background(), ikeesp.CloseTimeout)
-		gw.resp.Close(closeCtx)
-		cancelClose()
+		// A single gateway tells its clients it is going (DELETE), so
+		// they reconnect at once instead of after dead-peer detection.
+		// An HA node does not: its peer takes the clients' SAs over.
+		if gw.ha == nil {
+			closeCtx, cancelClose := context.WithTimeout(context.Background(), ikeesp.CloseTimeout)
+			gw.resp.Close(closeCtx)
+			cancelClose()
+		}
 		gw.cancel()
 		if err := gw.dev.Close(); err != nil {
 			log.Error("TUN cleanup", "err", err)

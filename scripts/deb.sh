@@ -65,16 +65,24 @@ cat > "$root/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-	systemctl stop 'roam@*.service' roam.service || true
+	systemctl stop 'roam@*.service' roam.service roam-gateway.service || true
 fi
 SCRIPT
+# The admin's enable symlinks outlive a removal, so that a reinstall
+# keeps them (as Debian's own packages do); a purge takes them.
 cat > "$root/DEBIAN/postrm" <<'SCRIPT'
 #!/bin/sh
 set -e
+if [ "$1" = purge ]; then
+	for link in /etc/systemd/system/*.wants/roam.service /etc/systemd/system/*.wants/roam@*.service /etc/systemd/system/*.wants/roam-gateway.service; do
+		if [ -L "$link" ]; then rm -f "$link"; fi
+	done
+fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 SCRIPT
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 
-out="roam_${VERSION}_${arch}.deb"
+# DEB_OUT: the directory the package goes into (default: here).
+out="${DEB_OUT:-.}/roam_${VERSION}_${arch}.deb"
 dpkg-deb --root-owner-group -Zxz --build "$root" "$out"
 echo "deb: built $out"

@@ -247,8 +247,8 @@ func TestSystemdUnits(t *testing.T) {
 	bin := filepath.Dir(copyExecutable(t))
 	dir := t.TempDir()
 	units, err := filepath.Glob("../../contrib/systemd/*.service.in")
-	if err != nil || len(units) != 2 {
-		t.Fatalf("units %v, %v: want roam.service.in and roam@.service.in", units, err)
+	if err != nil || len(units) != 3 {
+		t.Fatalf("units %v, %v: want roam.service.in, roam@.service.in and roam-gateway.service.in", units, err)
 	}
 	var paths []string
 	for _, u := range units {

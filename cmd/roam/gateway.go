@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/systemd"
 )
 
 func gatewayCommand(e engines) *cli.Command {
@@ -47,10 +49,19 @@ func gatewayCommand(e engines) *cli.Command {
 			}
 			defer closeLog()
 			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
+			// Under systemd (roam-gateway.service, Type=notify): ready
+			// once the engine listens, stopping as soon as the stop begins.
+			stop := context.AfterFunc(c.Context, func() { systemd.Notify("STOPPING=1") })
+			defer stop()
 			err = daemon.ServeGateway(c.Context, g, daemon.GatewayOptions{
 				Socket: c.String("socket"),
 				Run:    e.gateway,
 				Log:    log,
+				Ready: func() {
+					if err := systemd.Notify("READY=1"); err != nil {
+						log.Warn("telling systemd we are ready", "err", err)
+					}
+				},
 			})
 			log.Info("gateway stopped")
 			return err
