@@ -157,7 +157,7 @@ func (sa *SA) exportState(withAges bool) ([]byte, error) {
 		peerMOBIKE: sa.peerMOBIKE, fragOK: sa.frag.ok, msgIDSync: sa.ha.msgIDSync, replaySync: sa.ha.replaySync,
 		spii: sa.spii.Load(), spir: sa.spir.Load(), nextMsgID: sa.nextMsgID, peerNextMsgID: sa.peerNextMsgID,
 		prop: sa.ikeProp, skd: k.SKd, skai: k.SKai, skar: k.SKar, skei: k.SKei, sker: k.SKer, skpi: k.SKpi, skpr: k.SKpr,
-		path: sa.path, peerMOBIKED: sa.peerMOBIKED, peerID: sa.peerID, poolKey: sa.poolKey,
+		path: sa.Path(), peerMOBIKED: sa.peerMOBIKED, peerID: sa.peerID, poolKey: sa.poolKey,
 		vips: sa.vips, dns: sa.dns, peerAddrs: sa.peerAddrs, verified: sa.verified, children: sa.children,
 	}
 	now := sa.cfg.clock.Now()
@@ -438,7 +438,7 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			res <- ErrNotParked
 			return
 		}
-		sa.setPath(netpath.Path{Local: opt.From, Remote: sa.path.Remote})
+		sa.setPath(netpath.Path{Local: opt.From, Remote: sa.Path().Remote})
 		sa.startHATimers()
 		var nonce [4]byte
 		copy(nonce[:], sa.randBytes(4))

@@ -86,7 +86,7 @@ const (
 func (sa *SA) PeerAddresses() []netip.Addr {
 	res := make(chan []netip.Addr, 1)
 	if !sa.post(func() {
-		out := []netip.Addr{sa.path.Remote.Addr().Unmap()}
+		out := []netip.Addr{sa.Path().Remote.Addr().Unmap()}
 		for _, a := range sa.peerAddrs {
 			if !slices.Contains(out, a) {
 				out = append(out, a)
@@ -473,7 +473,7 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType
 // replay of it by anyone who saw it) is checked even at an address proved
 // before: the peer may have left it, and the replay proves nothing.
 func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
-	if samePath(p, sa.path) {
+	if samePath(p, sa.Path()) {
 		if sa.rrTarget != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
 		}
@@ -513,7 +513,7 @@ func (sa *SA) redirectOutstanding() {
 		if sa.rrTarget != nil {
 			return *sa.rrTarget, true
 		}
-		return sa.path, true
+		return sa.Path(), true
 	}
 	o.timer.Stop()
 	sa.log.Info("peer moved while a request was outstanding; retransmitting it there", "exchange", o.exchange, "to", sa.rrTarget.Remote.String())
@@ -523,7 +523,7 @@ func (sa *SA) redirectOutstanding() {
 // movePath moves a responder's SA (and, through PathUpdated, its ESP) to
 // the path an UPDATE_SA_ADDRESSES came from.
 func (sa *SA) movePath(p netpath.Path) {
-	old := sa.path
+	old := sa.Path()
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
 	sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.nat.remote})
@@ -636,7 +636,7 @@ func (sa *SA) routabilityFailed(err error) {
 	if sa.rrTarget != nil {
 		to = sa.rrTarget.Remote.String()
 	}
-	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.path.Remote.String(), "err", err)
+	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.Path().Remote.String(), "err", err)
 	sa.rrTarget = nil
 }
 

@@ -696,7 +696,7 @@ func TestCookie2MismatchClosesSA(t *testing.T) {
 		out := make(chan moveOutcome, 1)
 		// The SA may be gone by the time call returns: post only.
 		if !c.sa.post(func() {
-			u := &pendingUpdate{paths: []netpath.Path{c.sa.path}, waiters: []chan moveOutcome{out}, start: time.Now()}
+			u := &pendingUpdate{paths: []netpath.Path{c.sa.Path()}, waiters: []chan moveOutcome{out}, start: time.Now()}
 			c.sa.update = u
 			c.sa.handleUpdateResponse(u, &request{}, answer, right)
 		}) {

@@ -709,7 +709,7 @@ func (sa *SA) sendSideDelete(side *sideSA, n int) {
 		sa.dropSide(side)
 		return
 	}
-	sa.send(side.del, nil, sa.path)
+	sa.send(side.del, nil, sa.Path())
 	side.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(n), func() {
 		sa.post(func() {
 			if slices.Contains(sa.ikeRekey.sides, side) {

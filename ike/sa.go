@@ -206,11 +206,13 @@ type SA struct {
 	failErr    error
 
 	spii, spir atomic.Uint64
-	curPath    atomic.Pointer[netpath.Path]
+	// cur is the SA's path (its State.Path), shared with whoever moves
+	// or follows it: the initiator's Mover and dataplane peer (Current).
+	// The SA goroutine writes it only where the protocol moves the SA.
+	cur *netpath.Current
 
 	// Owned by the SA goroutine.
 	state         saState
-	path          netpath.Path
 	ikeProp       wire.Proposal
 	prf           *ikecrypto.PRF
 	keys          ikecrypto.IKEKeys
@@ -291,11 +293,10 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 		ctl:       make(chan func(), 16),
 		done:      make(chan struct{}),
 		result:    make(chan struct{}),
-		path:      path,
+		cur:       netpath.NewCurrent(path, ""),
 		flagI:     initiator,
 	}
 	sa.ctx, sa.stop = context.WithCancel(ctx)
-	sa.curPath.Store(&path)
 	sa.log = cfg.log
 	return sa
 }
@@ -303,13 +304,23 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 // SPIs returns the IKE SPIs (SPIr is zero until IKE_SA_INIT completes).
 func (sa *SA) SPIs() (spii, spir uint64) { return sa.spii.Load(), sa.spir.Load() }
 
-// Path returns the path the SA currently uses for IKE (and its peer's ESP).
-func (sa *SA) Path() netpath.Path { return *sa.curPath.Load() }
+// Path returns the path the SA currently uses for IKE (and its peer's
+// ESP): its Current's confirmed path.
+func (sa *SA) Path() netpath.Path { return sa.cur.Load().Path }
 
-// setPath changes the SA's path; only the SA goroutine calls it.
+// Current returns the owner of the SA's path. The connection hands it to
+// whoever decides moves (the initiator's mobility.Mover, which Sets it
+// after an update and Tries ESP ahead of one) and to its followers (the
+// dataplane's peer, the interface monitor); the SA reads it for every
+// message it sends, and Confirms it where the protocol moves the SA.
+func (sa *SA) Current() *netpath.Current { return sa.cur }
+
+// setPath moves the SA to p, as the protocol does (see Current); only the
+// SA goroutine calls it.
 func (sa *SA) setPath(p netpath.Path) {
-	sa.path = p
-	sa.curPath.Store(&p)
+	if p != sa.Path() {
+		sa.cur.Confirm(p)
+	}
 }
 
 // Counters returns the SA's drop counters.
@@ -647,7 +658,7 @@ const maxCopies = 4
 // path keeps the bytes it was first sent, and every transmission carries
 // the other paths' copies after its own.
 func (sa *SA) transmit(r *request) {
-	path := sa.path
+	path := sa.Path()
 	if r.paths != nil {
 		p, ok := r.paths(r.sends)
 		if ok {
@@ -873,7 +884,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
 		// moves the SA (RFC 4555 3.5). A fresh request (duplicates never
 		// get here) proves the new mapping, and ESP follows too.
-		moved := sa.state >= stateEstablished && !samePath(p.path, sa.path)
+		moved := sa.state >= stateEstablished && !samePath(p.path, sa.Path())
 		sa.setPath(p.path)
 		if moved {
 			sa.log.Info("peer's NAT mapping changed", "to", p.path.Remote.String())

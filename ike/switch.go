@@ -267,7 +267,7 @@ func (sa *SA) RequestSwitch(ctx context.Context, to netip.Addr, opt SwitchOption
 }
 
 func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
-	old := sa.path.Local.Addr().Unmap()
+	old := sa.Path().Local.Addr().Unmap()
 	switch {
 	case sa.initiator:
 		res <- errors.New("ike: only the responder asks for a switch")
@@ -306,7 +306,7 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 			if sa.sw == sw {
 				sa.sw = nil
 			}
-			if sa.state == stateEstablished && sa.path.Local.Addr().Unmap() == to {
+			if sa.state == stateEstablished && sa.Path().Local.Addr().Unmap() == to {
 				res <- nil // the peer moved there by itself
 			} else {
 				res <- fmt.Errorf("ike: switch to %s abandoned in state %s", to, sa.state)
@@ -346,7 +346,7 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 			}
 			sa.switchFailed(sw, opt, fmt.Errorf("ike: no answer to SWITCH_TO_IP_ADDRESS(%s): %w", to, err), res)
 		}
-		from := sa.path
+		from := sa.Path()
 		sa.log.Info("asking the peer to switch", "from", from.Local.Addr(), "to", to, "remote", from.Remote.String())
 		sw.req = r
 		sa.sendRequest(r)
