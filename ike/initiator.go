@@ -555,8 +555,8 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.scheduleIKERekey()
 	sa.noteAuthLifetime(ps)
 	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil {
-		sa.peerMOBIKE = true
-		sa.peerMOBIKED = slices.Clone(n.Data)
+		sa.mobike.peer = true
+		sa.mobike.peerData = slices.Clone(n.Data)
 		sa.learnAddresses(ps, sa.respPath.Remote.Addr())
 	}
 	sa.noteHASupport(ps)
@@ -617,7 +617,7 @@ func (sa *SA) establishedEvent() *Established {
 	return &Established{
 		SA: sa, Initiator: sa.initiator, SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Path: sa.Path(),
 		NATLocal: sa.nat.local, NATRemote: sa.nat.remote, UDPEncap: sa.nat.supported && (sa.nat.local || sa.nat.remote || sa.nat.forced),
-		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
+		PeerMOBIKE: sa.mobike.peer, PeerMOBIKEData: sa.mobike.peerData, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
 		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.reauth.lifetime,
 		InitialContact: sa.initialContact,

@@ -228,8 +228,6 @@ type SA struct {
 	lastResp      *cachedResponse
 	// resendTokens limits the resends of cached responses.
 	resendTokens tokenBucket
-	peerMOBIKE   bool
-	peerMOBIKED  []byte
 	// flagI is whether we are the IKE SA's initiator for the I flag and
 	// key directions: the initiator at first, then whoever started the
 	// last rekey of the IKE SA (rekey_ike.go).
@@ -244,6 +242,7 @@ type SA struct {
 	reauth   reauthState   // RFC 4478 reauthentication (reauth.go)
 	addKE    addKEState    // RFC 9242 / RFC 9370 key exchanges (intermediate.go, followup.go)
 	hint     hintState     // unprotected notifications (hint.go)
+	mobike   mobikeState   // RFC 4555 MOBIKE: addresses, updates, return routability (mobike.go)
 	peerID   string
 	poolKey  string
 	// peerTS: prefixes the gateway file grants this initiator besides its
@@ -262,18 +261,9 @@ type SA struct {
 	halfKey      halfKey   // responder
 	eap          eapRounds // EAP in IKE_AUTH (initiator_eap.go, responder_eap.go)
 
-	// MOBIKE (mobike.go).
-	respPath      netpath.Path // where the last response arrived
-	peerAddrs     []netip.Addr // the peer's address set (learnAddresses)
-	failedUpdate  *failedUpdate
-	update        *pendingUpdate // initiator: the address update in progress
-	lastRespMoved bool           // the cached response accepted UPDATE_SA_ADDRESSES
-	// Responder: remote endpoints that proved return routability, the
-	// path the peer asked for while it is being checked, and whether a
-	// check is queued or outstanding.
-	verified  []netip.AddrPort
-	rrTarget  *netpath.Path
-	rrRunning bool
+	// respPath is where the last response arrived (MOBIKE's updates and
+	// checks, and a switch, judge paths by it).
+	respPath netpath.Path
 	// Responder: the SWITCH_TO_IP_ADDRESS in progress (switch.go).
 	sw *pendingSwitch
 
@@ -850,7 +840,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		// A retransmitted request: resend the cached response where the
 		// duplicate came from (RFC 7296 2.1, 2.11).
 		sa.stats.dupRequests.Add(1)
-		if sa.lastRespMoved {
+		if sa.mobike.lastRespMoved {
 			// The initiator retransmitted its UPDATE_SA_ADDRESSES, maybe
 			// over another path (RFC 4555 3.5): the newest one counts, if
 			// it is authentic and passes our policy.
@@ -879,7 +869,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		sa.stats.undecryptable.Add(1)
 		return
 	}
-	if !sa.initiator && (sa.state < stateEstablished || (sa.nat.remote && !sa.peerMOBIKE)) {
+	if !sa.initiator && (sa.state < stateEstablished || (sa.nat.remote && !sa.mobike.peer)) {
 		// NAT traversal (RFC 7296 2.23): follow the peer's address as seen
 		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
 		// moves the SA (RFC 4555 3.5). A fresh request (duplicates never
@@ -894,7 +884,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	var resp []wire.Payload
 	var after func()
 	answer := p.path
-	sa.lastRespMoved = false
+	sa.mobike.lastRespMoved = false
 	switch h.Exchange {
 	case wire.ExchangeIKEAuth:
 		if sa.initiator || sa.state != stateAuth || sa.addKE.intDone < len(sa.addKE.transforms) {
@@ -916,7 +906,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		if report := sa.handleAuthLifetimeRequest(ps); report != nil {
 			after = chain(after, report)
 		}
-		defer func() { sa.lastRespMoved = moved }()
+		defer func() { sa.mobike.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)
 	case wire.ExchangeIKEFollowupKE:

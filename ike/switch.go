@@ -245,7 +245,7 @@ func (sa *SA) SwitchCapable() bool {
 }
 
 func (sa *SA) switchCapable() bool {
-	return !sa.initiator && sa.peerMOBIKE && bytes.IndexByte(sa.peerMOBIKED, switchCapability) >= 0
+	return !sa.initiator && sa.mobike.peer && bytes.IndexByte(sa.mobike.peerData, switchCapability) >= 0
 }
 
 // RequestSwitch asks the initiator to move the SA to our address to (same
@@ -407,7 +407,7 @@ func (sa *SA) switchFailed(sw *pendingSwitch, opt SwitchOptions, err error, res 
 // hasAlternative reports whether we announced an address other than old
 // to the peer (ADDITIONAL_* in IKE_AUTH): it can move there by itself.
 func (sa *SA) hasAlternative(old netip.Addr) bool {
-	if sa.resp == nil || !sa.peerMOBIKE {
+	if sa.resp == nil || !sa.mobike.peer {
 		return false
 	}
 	for _, a := range sa.resp.cfg.Addresses {
@@ -515,7 +515,7 @@ func (sa *SA) handleSwitchRequest(ps []wire.Payload, from netpath.Path, atNew bo
 func (sa *SA) refuseSwitch(to netip.Addr, from netpath.Path) string {
 	local := from.Local.Addr().Unmap()
 	switch {
-	case !sa.peerMOBIKE:
+	case !sa.mobike.peer:
 		return "MOBIKE was not negotiated"
 	case !announceable(to) || to.IsLinkLocalUnicast():
 		return "not a routable unicast address"
@@ -525,7 +525,7 @@ func (sa *SA) refuseSwitch(to netip.Addr, from netpath.Path) string {
 		return "our own address"
 	case to == from.Remote.Addr().Unmap():
 		return "" // where the SA is already
-	case !slices.Contains(sa.peerAddrs, to) && sa.icfg.AcceptSwitch != SwitchAny:
+	case !slices.Contains(sa.mobike.peerAddrs, to) && sa.icfg.AcceptSwitch != SwitchAny:
 		return "not announced by the gateway"
 	}
 	return ""
