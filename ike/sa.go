@@ -200,10 +200,7 @@ type SA struct {
 	stats counters
 	times exchangeTimes // round-trip times and the last exchange, for status (rtt.go)
 
-	resultOnce sync.Once
-	result     chan struct{}
-	estab      *Established
-	failErr    error
+	outcome outcome // what Wait returns
 
 	spii, spir atomic.Uint64
 	// cur is the SA's path (its State.Path), shared with whoever moves
@@ -282,7 +279,7 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 		inbox:     make(chan inPacket, 64),
 		ctl:       make(chan func(), 16),
 		done:      make(chan struct{}),
-		result:    make(chan struct{}),
+		outcome:   outcome{ready: make(chan struct{})},
 		cur:       netpath.NewCurrent(path, ""),
 		flagI:     initiator,
 	}
@@ -335,8 +332,8 @@ func (sa *SA) HandlePacket(pkt []byte, path netpath.Path) {
 // event) or has failed.
 func (sa *SA) Wait(ctx context.Context) (*Established, error) {
 	select {
-	case <-sa.result:
-		return sa.estab, sa.failErr
+	case <-sa.outcome.ready:
+		return sa.outcome.est, sa.outcome.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -485,11 +482,21 @@ func (sa *SA) die(reason error) {
 	sa.stop()
 }
 
+// outcome is how the SA's negotiation ended, for Wait: est or err, set
+// once, before ready is closed.
+type outcome struct {
+	once  sync.Once
+	ready chan struct{}
+	est   *Established
+	err   error
+}
+
 // finish records the outcome for Wait (once).
 func (sa *SA) finish(est *Established, err error) {
-	sa.resultOnce.Do(func() {
-		sa.estab, sa.failErr = est, err
-		close(sa.result)
+	o := &sa.outcome
+	o.once.Do(func() {
+		o.est, o.err = est, err
+		close(o.ready)
 	})
 }
 
