@@ -18,8 +18,9 @@ type Current struct {
 	// the order they were made, and one at a time.
 	mu        sync.Mutex
 	followers []Follower
-	// unnamed: the last change was Confirm, which may not know the
-	// uplink's name; a Set of that same path only names it.
+	// unnamed: the last change was a Confirm of the path Try had already
+	// moved ESP to (an early move's answer); the Set that follows it
+	// only names the uplink.
 	unnamed bool
 }
 
@@ -70,7 +71,9 @@ func (c *Current) Follow(f Follower) {
 }
 
 // Set makes p, over the uplink ifname, the confirmed path, and sends on it.
-// After a Confirm of p it only names the uplink: the change keeps Sending.
+// After a Try and a Confirm of p it only names the uplink (Kept). Any
+// other Set of the path already sent on is not Kept: the dataplane may
+// have stopped sending meanwhile (esp.Dataplane.Suspend), and resumes.
 func (c *Current) Set(p Path, ifname string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -93,8 +96,9 @@ func (c *Current) Confirm(p Path) {
 	if p.IfIndex != prev.Path.IfIndex {
 		ifname = ""
 	}
-	c.unnamed = true
-	c.publish(&State{Path: p, IfName: ifname, Sending: p, Kept: prev.Sending == p && prev.Sending != prev.Path})
+	kept := prev.Sending == p && prev.Sending != prev.Path
+	c.unnamed = kept
+	c.publish(&State{Path: p, IfName: ifname, Sending: p, Kept: kept})
 }
 
 // Try sends on p ahead of confirmation; the confirmed path stays as it is
