@@ -97,11 +97,15 @@ func TestFollower(t *testing.T) {
 	wlan := Path{Local: netip.MustParseAddrPort("192.168.10.2:4500"), Remote: netip.MustParseAddrPort("203.0.113.10:4500"), IfIndex: 2}
 	wwan := Path{Local: netip.MustParseAddrPort("192.168.20.2:4500"), Remote: wlan.Remote, IfIndex: 3}
 	eth := Path{Local: netip.MustParseAddrPort("192.168.30.2:4500"), Remote: wlan.Remote, IfIndex: 4}
+	float := wlan
+	float.Remote = netip.MustParseAddrPort("203.0.113.10:4501")
 	type step struct {
-		try    bool
-		path   Path
-		want   Path // where the peer sends after the step
-		derive bool // the step derived the peer's send state again
+		try     bool
+		confirm bool // Confirm (the SA moved it) instead of Set
+		suspend bool // Suspend the peer, then check nothing else
+		path    Path
+		want    Path // where the peer sends after the step
+		derive  bool // the step derived the peer's send state again
 	}
 	tests := []struct {
 		name  string
@@ -112,6 +116,13 @@ func TestFollower(t *testing.T) {
 		{"try, confirmed", []step{{try: true, path: wwan, want: wwan, derive: true}, {path: wwan, want: wwan}}},
 		{"try, another answers", []step{{try: true, path: wwan, want: wwan, derive: true}, {path: eth, want: eth, derive: true}}},
 		{"try, back to the old path", []step{{try: true, path: wwan, want: wwan, derive: true}, {try: true, path: wlan, want: wlan, derive: true}}},
+		{"try, the SA confirms, set", []step{{try: true, path: wwan, want: wwan, derive: true}, {confirm: true, path: wwan, want: wwan},
+			{path: wwan, want: wwan}}},
+		{"the SA confirms, set", []step{{confirm: true, path: wwan, want: wwan, derive: true}, {path: wwan, want: wwan, derive: true}}},
+		// The SA floated to another port long before; an outage suspended
+		// the peer; the same path answers again: the peer must resume.
+		{"confirm, suspend, the same path set", []step{{confirm: true, path: float, want: float, derive: true}, {suspend: true},
+			{path: float, want: float, derive: true}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,9 +136,15 @@ func TestFollower(t *testing.T) {
 			}
 			for i, s := range tt.steps {
 				before := p.path.Load()
-				if s.try {
+				switch {
+				case s.suspend:
+					d.Suspend(p)
+					continue
+				case s.try:
 					cur.Try(s.path)
-				} else {
+				case s.confirm:
+					cur.Confirm(s.path)
+				default:
 					cur.Set(s.path, "")
 				}
 				if got := p.Path(); got != s.want {

@@ -246,7 +246,7 @@ func TestChildrenKeepEachOther(t *testing.T) {
 // addresses (both ends announce two here).
 func (sa *SA) peerMOBIKEOK(t *testing.T) bool {
 	var ok bool
-	if !call(sa, func() { ok = sa.peerMOBIKE && len(sa.peerAddrs) >= 2 }) {
+	if !call(sa, func() { ok = sa.mobike.peer && len(sa.mobike.peerAddrs) >= 2 }) {
 		t.Fatal("SA gone")
 	}
 	return ok

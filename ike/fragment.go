@@ -55,12 +55,12 @@ type reassembly struct {
 func (sa *SA) fragmentSize() int {
 	if n := sa.cfg.fragmentMTU; n > 0 {
 		overhead := 20 + 8 + 4
-		if sa.path.Remote.Addr().Is6() {
+		if sa.Path().Remote.Addr().Is6() {
 			overhead = 40 + 8 + 4
 		}
 		return max(n-overhead, minFragment)
 	}
-	if sa.path.Remote.Addr().Is6() {
+	if sa.Path().Remote.Addr().Is6() {
 		return defaultFragmentIPv6
 	}
 	return defaultFragmentIPv4

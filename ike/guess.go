@@ -106,7 +106,7 @@ func (g *guessGuard) succeed(keys ...string) {
 // guessKeys are what a failure of sa's initiator counts against: its source
 // and, once known, the identity it claimed.
 func (sa *SA) guessKeys(idi *wire.Identification) []string {
-	keys := []string{guessSourceKey(sa.path.Remote.Addr())}
+	keys := []string{guessSourceKey(sa.Path().Remote.Addr())}
 	if idi != nil {
 		keys = append(keys, guessIDKey(poolKey(idi)))
 	}
@@ -123,7 +123,7 @@ func (sa *SA) authFailed(idi *wire.Identification, err error) {
 		id = identityString(idi)
 	}
 	backoff := r.guess.fail(sa.cfg.clock.Now(), sa.guessKeys(idi)...)
-	sa.log.Warn("initiator authentication failed", "remote", sa.path.Remote.String(), "identity", id, "err", err, "backoff", backoff)
+	sa.log.Warn("initiator authentication failed", "remote", sa.Path().Remote.String(), "identity", id, "err", err, "backoff", backoff)
 }
 
 // errAuthBackoff refuses an IKE_AUTH during a backoff.
@@ -138,7 +138,7 @@ func (sa *SA) authThrottled(idi *wire.Identification, wait time.Duration) ([]wir
 		id = identityString(idi)
 	}
 	r.unauthLog.log(sa.cfg.clock.Now(), sa.log, slog.LevelWarn, "IKE_AUTH refused: backing off after failed authentications",
-		"remote", sa.path.Remote.String(), "identity", id, "retry_in", wait.Round(time.Second))
+		"remote", sa.Path().Remote.String(), "identity", id, "retry_in", wait.Round(time.Second))
 	e := &NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Err: errAuthBackoff}
 	return []wire.Payload{&wire.Notify{Type: wire.NotifyAuthenticationFailed}}, func() { sa.die(e) }
 }

@@ -154,11 +154,11 @@ func (sa *SA) exportState(withAges bool) ([]byte, error) {
 	st := &haState{
 		id: sa.ha.id, initiator: sa.initiator, flagI: sa.flagI,
 		natLocal: sa.nat.local, natRemote: sa.nat.remote, natSupported: sa.nat.supported, forced: sa.nat.forced,
-		peerMOBIKE: sa.peerMOBIKE, fragOK: sa.frag.ok, msgIDSync: sa.ha.msgIDSync, replaySync: sa.ha.replaySync,
+		peerMOBIKE: sa.mobike.peer, fragOK: sa.frag.ok, msgIDSync: sa.ha.msgIDSync, replaySync: sa.ha.replaySync,
 		spii: sa.spii.Load(), spir: sa.spir.Load(), nextMsgID: sa.nextMsgID, peerNextMsgID: sa.peerNextMsgID,
 		prop: sa.ikeProp, skd: k.SKd, skai: k.SKai, skar: k.SKar, skei: k.SKei, sker: k.SKer, skpi: k.SKpi, skpr: k.SKpr,
-		path: sa.path, peerMOBIKED: sa.peerMOBIKED, peerID: sa.peerID, poolKey: sa.poolKey,
-		vips: sa.vips, dns: sa.dns, peerAddrs: sa.peerAddrs, verified: sa.verified, children: sa.children,
+		path: sa.Path(), peerMOBIKED: sa.mobike.peerData, peerID: sa.peerID, poolKey: sa.poolKey,
+		vips: sa.vips, dns: sa.dns, peerAddrs: sa.mobike.peerAddrs, verified: sa.mobike.rr.verified, children: sa.children,
 	}
 	now := sa.cfg.clock.Now()
 	for _, c := range sa.children {
@@ -251,10 +251,10 @@ func (sa *SA) restore(st *haState) error {
 	sa.spir.Store(st.spir)
 	sa.nextMsgID, sa.peerNextMsgID = st.nextMsgID, st.peerNextMsgID
 	sa.nat.local, sa.nat.remote, sa.nat.supported, sa.nat.forced = st.natLocal, st.natRemote, st.natSupported, st.forced
-	sa.peerMOBIKE, sa.peerMOBIKED, sa.frag.ok = st.peerMOBIKE, st.peerMOBIKED, st.fragOK
+	sa.mobike.peer, sa.mobike.peerData, sa.frag.ok = st.peerMOBIKE, st.peerMOBIKED, st.fragOK
 	sa.ha.msgIDSync, sa.ha.replaySync, sa.ha.id = st.msgIDSync, st.replaySync, st.id
 	sa.peerID, sa.poolKey = st.peerID, st.poolKey
-	sa.vips, sa.dns, sa.peerAddrs, sa.verified = st.vips, st.dns, st.peerAddrs, st.verified
+	sa.vips, sa.dns, sa.mobike.peerAddrs, sa.mobike.rr.verified = st.vips, st.dns, st.peerAddrs, st.verified
 	sa.children = st.children
 	now := sa.cfg.clock.Now()
 	sa.ha.childBorn = make(map[uint32]time.Time, len(st.children))
@@ -438,7 +438,7 @@ func (sa *SA) TakeOver(ctx context.Context, opt TakeOverOptions) error {
 			res <- ErrNotParked
 			return
 		}
-		sa.setPath(netpath.Path{Local: opt.From, Remote: sa.path.Remote})
+		sa.setPath(netpath.Path{Local: opt.From, Remote: sa.Path().Remote})
 		sa.startHATimers()
 		var nonce [4]byte
 		copy(nonce[:], sa.randBytes(4))

@@ -245,7 +245,7 @@ func sendSync(t *testing.T, gw *SA, ps []wire.Payload) {
 	gw.post(func() {
 		pkt, err := gw.seal(gw.header(wire.ExchangeInformational, 0, false), ps)
 		if err == nil {
-			gw.send(pkt, nil, gw.path)
+			gw.send(pkt, nil, gw.Path())
 		}
 		done <- err
 	})

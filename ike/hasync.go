@@ -251,7 +251,7 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	// unanswered address update) is retried under its ID, so the new node
 	// must expect that one, not the next.
 	next := sa.nextMsgID
-	if f := sa.failedUpdate; f != nil {
+	if f := sa.mobike.failed; f != nil {
 		next = min(next, f.msgID)
 	}
 	if sa.out != nil && sa.out.exchange != wire.ExchangeIKESAInit {
@@ -261,8 +261,8 @@ func (sa *SA) handleSyncRequest(p inPacket, msg *wire.Message) bool {
 	p2 := max(m.recv, next)
 	sa.peerNextMsgID = m2
 	sa.nextMsgID = max(sa.nextMsgID, p2)
-	if f := sa.failedUpdate; f != nil && f.msgID < p2 {
-		sa.failedUpdate = nil
+	if f := sa.mobike.failed; f != nil && f.msgID < p2 {
+		sa.mobike.failed = nil
 	}
 	if delta > 0 && sa.icfg.AdvanceSeq != nil {
 		for _, c := range sa.children {

@@ -98,7 +98,7 @@ func (sa *SA) unprotectedHint(p inPacket, msg *wire.Message) bool {
 // fromPeer reports whether a is one of the peer's addresses.
 func (sa *SA) fromPeer(a netip.Addr) bool {
 	a = a.Unmap()
-	return a == sa.path.Remote.Addr().Unmap() || slices.Contains(sa.peerAddrs, a)
+	return a == sa.Path().Remote.Addr().Unmap() || slices.Contains(sa.mobike.peerAddrs, a)
 }
 
 // ourOutboundSPI reports whether an INVALID_SPI notify names the SPI of one

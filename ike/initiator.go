@@ -33,7 +33,10 @@ type InitiatorConfig struct {
 	// Path: Remote is the gateway (port 500 normally); Local is the address
 	// and port of our single socket (the address may be unspecified, but
 	// NAT detection then always reports a local NAT).
-	Path      netpath.Path
+	Path netpath.Path
+	// IfName names the uplink Path leaves by, for the SA's Current (status
+	// shows it); "" when not known.
+	IfName    string
 	LocalAuth LocalAuth
 	PeerAuth  PeerAuth
 	RemoteID  string // sent as IDr when set
@@ -184,6 +187,7 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 		}
 	}
 	sa := newSA(ctx, true, c, tr, events, cfg.Path)
+	sa.cur = netpath.NewCurrent(cfg.Path, cfg.IfName)
 	sa.icfg = &cfg
 	sa.spii.Store(sa.randSPI64())
 	sa.log = c.log.With("role", "initiator", "spii", spiHex(sa.spii.Load()))
@@ -216,7 +220,7 @@ func (sa *SA) sendInit() {
 	if sa.saInit.cookie != nil {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: sa.saInit.cookie})
 	}
-	srcHash := natHash(spii, 0, sa.path.Local)
+	srcHash := natHash(spii, 0, sa.Path().Local)
 	sa.nat.forced = !sa.icfg.NoForceEncap
 	if sa.nat.forced {
 		srcHash = sa.randBytes(len(srcHash))
@@ -226,7 +230,7 @@ func (sa *SA) sendInit() {
 		&wire.KE{Group: sa.ke.Group(), Data: sa.ke.PublicKey()},
 		&wire.Nonce{Data: sa.ni},
 		&wire.Notify{Type: wire.NotifyNATDetectionSourceIP, Data: srcHash},
-		&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, 0, sa.path.Remote)},
+		&wire.Notify{Type: wire.NotifyNATDetectionDestinationIP, Data: natHash(spii, 0, sa.Path().Remote)},
 		SignatureHashNotify(),
 	)
 	if sa.cfg.fragmentation {
@@ -236,7 +240,7 @@ func (sa *SA) sendInit() {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyIntermediateExchangeSupported})
 	}
 	if sa.icfg.ForbidNAT {
-		ps = append(ps, &wire.Notify{Type: wire.NotifyNoNATsAllowed, Data: noNATsData(sa.path)})
+		ps = append(ps, &wire.Notify{Type: wire.NotifyNoNATsAllowed, Data: noNATsData(sa.Path())})
 	}
 	h := wire.Header{SPIi: spii, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagInitiator}
 	pkt, err := (&wire.Message{Header: h, Payloads: ps}).Encode()
@@ -247,7 +251,7 @@ func (sa *SA) sendInit() {
 	sa.initReq = pkt
 	sa.nextMsgID = 1
 	sa.clearInitError()
-	sa.log.Info("initiating IKE_SA_INIT", "remote", sa.path.Remote, "group", sa.ke.Group())
+	sa.log.Info("initiating IKE_SA_INIT", "remote", sa.Path().Remote, "group", sa.ke.Group())
 	sa.sendRequest(&request{exchange: wire.ExchangeIKESAInit, msgID: 0, pkt: pkt,
 		onResponse: sa.handleInitResponse,
 		onTimeout: func(error) {
@@ -387,14 +391,14 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		return
 	}
 	spii, spir := sa.spii.Load(), h.SPIr
-	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.path.Remote)
-	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.path.Local)
+	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, sa.Path().Remote)
+	dstOK, dstPresent := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, sa.Path().Local)
 	sa.nat.supported = srcPresent && dstPresent
 	if sa.icfg.ForbidNAT && (!sa.nat.supported || !srcOK || !dstOK) {
 		// Without the responder's NAT detection payloads we cannot tell,
 		// and a forbidden NAT must not pass unnoticed.
 		sa.fail(&NotifyError{Type: wire.NotifyUnexpectedNATDetected, Exchange: h.Exchange,
-			Err: fmt.Errorf("NAT between %s and %s, and the profile forbids NAT", sa.path.Local.Addr(), sa.path.Remote.Addr())})
+			Err: fmt.Errorf("NAT between %s and %s, and the profile forbids NAT", sa.Path().Local.Addr(), sa.Path().Remote.Addr())})
 		return
 	}
 	sa.frag.ok = sa.cfg.fragmentation && pl.Has(wire.NotifyIKEv2FragmentationSupported)
@@ -402,8 +406,8 @@ func (sa *SA) handleInitResponse(h wire.Header, ps []wire.Payload, raw []byte) {
 		sa.nat.remote, sa.nat.local = !srcOK, !dstOK
 		// Port float (RFC 7296 2.23): with NAT-T available we always move to
 		// 4500, because ESP is always UDP-encapsulated here.
-		if sa.path.Remote.Port() == 500 && !sa.path.Stream {
-			sa.setPath(netpath.Path{Local: sa.path.Local, Remote: netip.AddrPortFrom(sa.path.Remote.Addr(), 4500), IfIndex: sa.path.IfIndex})
+		if p := sa.Path(); p.Remote.Port() == 500 && !p.Stream {
+			sa.setPath(netpath.Path{Local: p.Local, Remote: netip.AddrPortFrom(p.Remote.Addr(), 4500), IfIndex: p.IfIndex})
 		}
 	}
 	sa.addKE.transforms = addKETransforms(chosen.Transforms)
@@ -508,7 +512,7 @@ func (sa *SA) sendAuth() {
 	if sa.cfg.mobike {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyMOBIKESupported, Data: sa.cfg.mobikeData})
 		if cfg.LocalAddresses != nil {
-			ps = append(ps, addressNotifies(cfg.LocalAddresses(), sa.path.Local.Addr())...)
+			ps = append(ps, addressNotifies(cfg.LocalAddresses(), sa.Path().Local.Addr())...)
 		}
 	}
 	var spi [4]byte
@@ -551,8 +555,8 @@ func (sa *SA) handleAuthResponse(h wire.Header, ps []wire.Payload, _ []byte) {
 	sa.scheduleIKERekey()
 	sa.noteAuthLifetime(ps)
 	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil {
-		sa.peerMOBIKE = true
-		sa.peerMOBIKED = slices.Clone(n.Data)
+		sa.mobike.peer = true
+		sa.mobike.peerData = slices.Clone(n.Data)
 		sa.learnAddresses(ps, sa.respPath.Remote.Addr())
 	}
 	sa.noteHASupport(ps)
@@ -611,9 +615,9 @@ func (sa *SA) sendLastWord(exchange wire.ExchangeType, p wire.Payload, err error
 
 func (sa *SA) establishedEvent() *Established {
 	return &Established{
-		SA: sa, Initiator: sa.initiator, SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Path: sa.path,
+		SA: sa, Initiator: sa.initiator, SPIi: sa.spii.Load(), SPIr: sa.spir.Load(), Path: sa.Path(),
 		NATLocal: sa.nat.local, NATRemote: sa.nat.remote, UDPEncap: sa.nat.supported && (sa.nat.local || sa.nat.remote || sa.nat.forced),
-		PeerMOBIKE: sa.peerMOBIKE, PeerMOBIKEData: sa.peerMOBIKED, PeerID: sa.peerID,
+		PeerMOBIKE: sa.mobike.peer, PeerMOBIKEData: sa.mobike.peerData, PeerID: sa.peerID,
 		Proposal: ProposalText(sa.ikeProp.Transforms), Children: slices.Clone(sa.children),
 		VirtualIPs: slices.Clone(sa.vips), DNS: slices.Clone(sa.dns), DNSDomains: slices.Clone(sa.dnsDomains), AuthLifetime: sa.reauth.lifetime,
 		InitialContact: sa.initialContact,

@@ -39,6 +39,34 @@ var MoveRetransmit = Retransmit{Initial: 200 * time.Millisecond, Factor: 1.5, Ma
 // ErrNoMOBIKE is returned when the peer did not negotiate MOBIKE.
 var ErrNoMOBIKE = errors.New("ike: the peer does not support MOBIKE")
 
+// mobikeState is an SA's MOBIKE state (RFC 4555), owned by the SA
+// goroutine.
+type mobikeState struct {
+	// peer: MOBIKE was negotiated (the peer sent MOBIKE_SUPPORTED to our
+	// offer); peerData is the data of its notify (roam's capabilities,
+	// switch.go).
+	peer     bool
+	peerData []byte
+	// peerAddrs is the peer's address set (learnAddresses).
+	peerAddrs []netip.Addr
+	// Initiator: the address update in progress, and the last one that
+	// got no answer (its message ID and COOKIE2 are reused).
+	update *pendingUpdate
+	failed *failedUpdate
+	// lastRespMoved: the cached response accepted UPDATE_SA_ADDRESSES.
+	lastRespMoved bool
+	rr            routability // responder
+}
+
+// routability is a responder's return routability state (RFC 4555 3.7):
+// the remote endpoints that proved it, the path the peer asked for while
+// it is being checked, and whether a check is queued or outstanding.
+type routability struct {
+	verified []netip.AddrPort
+	target   *netpath.Path
+	running  bool
+}
+
 // failedUpdate remembers an UPDATE_SA_ADDRESSES that got no answer: the
 // peer may have received it (and moved), or not. The next update reuses its
 // message ID and COOKIE2, so either way the peer and we agree afterwards.
@@ -86,8 +114,8 @@ const (
 func (sa *SA) PeerAddresses() []netip.Addr {
 	res := make(chan []netip.Addr, 1)
 	if !sa.post(func() {
-		out := []netip.Addr{sa.path.Remote.Addr().Unmap()}
-		for _, a := range sa.peerAddrs {
+		out := []netip.Addr{sa.Path().Remote.Addr().Unmap()}
+		for _, a := range sa.mobike.peerAddrs {
 			if !slices.Contains(out, a) {
 				out = append(out, a)
 			}
@@ -173,7 +201,7 @@ func (sa *SA) learnAddresses(ps []wire.Payload, from netip.Addr) {
 	if from = from.Unmap(); from.IsValid() && !slices.Contains(addrs, from) {
 		addrs = append([]netip.Addr{from}, addrs...)
 	}
-	sa.peerAddrs = addrs
+	sa.mobike.peerAddrs = addrs
 }
 
 // noNATsData is the NO_NATS_ALLOWED data for a packet sent on path (RFC
@@ -263,11 +291,11 @@ func (sa *SA) UpdateAddresses(ctx context.Context, paths []netpath.Path) (MoveRe
 			done <- moveOutcome{err: fmt.Errorf("ike: address update in state %s", sa.state)}
 			return
 		}
-		if !sa.peerMOBIKE {
+		if !sa.mobike.peer {
 			done <- moveOutcome{err: ErrNoMOBIKE}
 			return
 		}
-		if u := sa.update; u != nil {
+		if u := sa.mobike.update; u != nil {
 			u.paths = paths
 			u.refused = nil
 			u.waiters = append(u.waiters, done)
@@ -275,7 +303,7 @@ func (sa *SA) UpdateAddresses(ctx context.Context, paths []netpath.Path) (MoveRe
 			return
 		}
 		u := &pendingUpdate{paths: paths, waiters: []chan moveOutcome{done}, start: time.Now()}
-		sa.update = u
+		sa.mobike.update = u
 		sa.sendUpdate(u)
 	})
 	if !ok {
@@ -293,8 +321,8 @@ func (sa *SA) UpdateAddresses(ctx context.Context, paths []netpath.Path) (MoveRe
 
 // finishUpdate reports the update's outcome to everyone waiting for it.
 func (sa *SA) finishUpdate(u *pendingUpdate, o moveOutcome) {
-	if sa.update == u {
-		sa.update = nil
+	if sa.mobike.update == u {
+		sa.mobike.update = nil
 	}
 	for _, w := range u.waiters {
 		w <- o
@@ -306,10 +334,10 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 	cookie2 := sa.randBytes(16)
 	msgID := sa.nextMsgID
 	var copies []sentCopy
-	if f := sa.failedUpdate; f != nil {
+	if f := sa.mobike.failed; f != nil {
 		cookie2, msgID, copies = f.cookie2, f.msgID, f.copies
 	}
-	sa.failedUpdate = nil
+	sa.mobike.failed = nil
 	build := func(path netpath.Path) []wire.Payload {
 		ps := []wire.Payload{&wire.Notify{Type: wire.NotifyUpdateSAAddresses}}
 		ps = append(ps, sa.natdFor(path)...)
@@ -328,7 +356,7 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 	}
 	r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleUpdateResponse(u, r, ps, cookie2) }
 	r.onTimeout = func(err error) {
-		sa.failedUpdate = &failedUpdate{msgID: msgID, cookie2: cookie2, copies: r.copies}
+		sa.mobike.failed = &failedUpdate{msgID: msgID, cookie2: cookie2, copies: r.copies}
 		if u.refused != nil {
 			err = fmt.Errorf("%w; before that: %w", err, u.refused)
 		}
@@ -434,7 +462,7 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []
 	if c := wire.FindNotify(ps, wire.NotifyCookie2); c != nil {
 		resp = append(resp, &wire.Notify{Type: wire.NotifyCookie2, Data: slices.Clone(c.Data)})
 	}
-	if !sa.peerMOBIKE {
+	if !sa.mobike.peer {
 		return resp, false
 	}
 	sa.learnAddresses(ps, from.Remote.Addr())
@@ -473,22 +501,22 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType
 // replay of it by anyone who saw it) is checked even at an address proved
 // before: the peer may have left it, and the replay proves nothing.
 func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
-	if samePath(p, sa.path) {
-		if sa.rrTarget != nil {
+	if samePath(p, sa.Path()) {
+		if sa.mobike.rr.target != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
 		}
-		sa.rrTarget = nil
+		sa.mobike.rr.target = nil
 		return
 	}
-	if sa.rrTarget != nil && samePath(*sa.rrTarget, p) {
+	if sa.mobike.rr.target != nil && samePath(*sa.mobike.rr.target, p) {
 		return
 	}
 	if sa.resp.cfg.NoReturnRoutability || (!duplicate && (sa.isVerified(p.Remote) || sa.switchSkipsCheck(p))) {
-		sa.rrTarget = nil
+		sa.mobike.rr.target = nil
 		sa.movePath(p)
 		return
 	}
-	sa.rrTarget = &p
+	sa.mobike.rr.target = &p
 	sa.redirectOutstanding()
 	sa.startRoutabilityCheck()
 }
@@ -506,24 +534,24 @@ func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
 // retransmission from an unproved one, moments later, starts the check.
 func (sa *SA) redirectOutstanding() {
 	o := sa.out
-	if o == nil || o.paths != nil || o.timer == nil || sa.rrTarget == nil || samePath(o.sentOn, *sa.rrTarget) {
+	if o == nil || o.paths != nil || o.timer == nil || sa.mobike.rr.target == nil || samePath(o.sentOn, *sa.mobike.rr.target) {
 		return
 	}
 	o.paths = func(int) (netpath.Path, bool) {
-		if sa.rrTarget != nil {
-			return *sa.rrTarget, true
+		if sa.mobike.rr.target != nil {
+			return *sa.mobike.rr.target, true
 		}
-		return sa.path, true
+		return sa.Path(), true
 	}
 	o.timer.Stop()
-	sa.log.Info("peer moved while a request was outstanding; retransmitting it there", "exchange", o.exchange, "to", sa.rrTarget.Remote.String())
+	sa.log.Info("peer moved while a request was outstanding; retransmitting it there", "exchange", o.exchange, "to", sa.mobike.rr.target.Remote.String())
 	sa.transmit(o)
 }
 
 // movePath moves a responder's SA (and, through PathUpdated, its ESP) to
 // the path an UPDATE_SA_ADDRESSES came from.
 func (sa *SA) movePath(p netpath.Path) {
-	old := sa.path
+	old := sa.Path()
 	sa.setPath(p)
 	sa.log.Info("peer moved", "from", old.Remote.String(), "to", p.Remote.String())
 	sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.nat.remote})
@@ -531,34 +559,34 @@ func (sa *SA) movePath(p netpath.Path) {
 }
 
 func (sa *SA) isVerified(ap netip.AddrPort) bool {
-	return slices.Contains(sa.verified, unmapPort(ap))
+	return slices.Contains(sa.mobike.rr.verified, unmapPort(ap))
 }
 
 // addVerified remembers an endpoint the peer proved to receive at; the
 // oldest is forgotten beyond maxVerified.
 func (sa *SA) addVerified(ap netip.AddrPort) {
 	ap = unmapPort(ap)
-	if slices.Contains(sa.verified, ap) {
+	if slices.Contains(sa.mobike.rr.verified, ap) {
 		return
 	}
-	if len(sa.verified) == maxVerified {
-		sa.verified = slices.Delete(sa.verified, 0, 1)
+	if len(sa.mobike.rr.verified) == maxVerified {
+		sa.mobike.rr.verified = slices.Delete(sa.mobike.rr.verified, 0, 1)
 	}
-	sa.verified = append(sa.verified, ap)
+	sa.mobike.rr.verified = append(sa.mobike.rr.verified, ap)
 }
 
 // startRoutabilityCheck sends an INFORMATIONAL request with a fresh COOKIE2
-// to sa.rrTarget (RFC 4555 3.7). One check runs at a time; a newer target
+// to sa.mobike.rr.target (RFC 4555 3.7). One check runs at a time; a newer target
 // takes over its retransmissions, and an answer from an older one starts
 // another check.
 func (sa *SA) startRoutabilityCheck() {
-	if sa.rrRunning {
+	if sa.mobike.rr.running {
 		return
 	}
-	sa.rrRunning = true
+	sa.mobike.rr.running = true
 	send := func() {
-		if sa.rrTarget == nil || sa.state != stateEstablished {
-			sa.rrRunning = false
+		if sa.mobike.rr.target == nil || sa.state != stateEstablished {
+			sa.mobike.rr.running = false
 			sa.completeRequest()
 			return
 		}
@@ -568,28 +596,28 @@ func (sa *SA) startRoutabilityCheck() {
 			[]wire.Payload{&wire.Notify{Type: wire.NotifyCookie2, Data: cookie}})
 		if err != nil {
 			sa.log.Error("cannot build return routability check", "err", err)
-			sa.rrRunning = false
+			sa.mobike.rr.running = false
 			sa.completeRequest()
 			return
 		}
 		sa.nextMsgID++
 		sa.stats.rrChecks.Add(1)
-		last := *sa.rrTarget
+		last := *sa.mobike.rr.target
 		sched := sa.resp.cfg.RoutabilityRetransmit
 		if sched.Initial <= 0 {
 			sched = MoveRetransmit
 		}
 		r := &request{exchange: wire.ExchangeInformational, msgID: msgID, pkt: pkt, keepSA: true, sched: &sched,
 			paths: func(int) (netpath.Path, bool) {
-				if sa.rrTarget != nil {
-					last = *sa.rrTarget
+				if sa.mobike.rr.target != nil {
+					last = *sa.mobike.rr.target
 				}
 				return last, true
 			}}
 		sa.log.Info("checking return routability", "to", last.Remote.String())
 		r.onResponse = func(_ wire.Header, ps []wire.Payload, _ []byte) { sa.handleRoutabilityResponse(ps, cookie) }
 		r.onTimeout = func(err error) {
-			sa.rrRunning = false
+			sa.mobike.rr.running = false
 			sa.routabilityFailed(err)
 		}
 		sa.sendRequest(r)
@@ -606,7 +634,7 @@ func (sa *SA) startRoutabilityCheck() {
 // it. An authenticated answer with the wrong cookie closes the IKE SA
 // (RFC 4555 3.7).
 func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
-	sa.rrRunning = false
+	sa.mobike.rr.running = false
 	c := wire.FindNotify(ps, wire.NotifyCookie2)
 	if c == nil || subtle.ConstantTimeCompare(c.Data, cookie) != 1 {
 		err := &NotifyError{Type: wire.NotifyInvalidSyntax, Exchange: wire.ExchangeInformational, Remote: true,
@@ -617,11 +645,11 @@ func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
 	}
 	from := sa.respPath
 	sa.addVerified(from.Remote)
-	t := sa.rrTarget
+	t := sa.mobike.rr.target
 	switch {
 	case t == nil:
 	case unmapPort(t.Remote) == unmapPort(from.Remote):
-		sa.rrTarget = nil
+		sa.mobike.rr.target = nil
 		sa.movePath(*t)
 	default:
 		sa.startRoutabilityCheck()
@@ -633,11 +661,11 @@ func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
 func (sa *SA) routabilityFailed(err error) {
 	sa.stats.rrFailures.Add(1)
 	to := ""
-	if sa.rrTarget != nil {
-		to = sa.rrTarget.Remote.String()
+	if sa.mobike.rr.target != nil {
+		to = sa.mobike.rr.target.Remote.String()
 	}
-	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.path.Remote.String(), "err", err)
-	sa.rrTarget = nil
+	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.Path().Remote.String(), "err", err)
+	sa.mobike.rr.target = nil
 }
 
 // AcceptRoutable returns an AcceptPeerAddress policy for a gateway whose

@@ -258,10 +258,10 @@ func TestLearnAddresses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sa := &SA{peerAddrs: slices.Clone(prior)}
+			sa := &SA{mobike: mobikeState{peerAddrs: slices.Clone(prior)}}
 			sa.learnAddresses(tt.ps, from)
-			if !slices.Equal(sa.peerAddrs, tt.want) {
-				t.Errorf("peer addresses %v, want %v", sa.peerAddrs, tt.want)
+			if !slices.Equal(sa.mobike.peerAddrs, tt.want) {
+				t.Errorf("peer addresses %v, want %v", sa.mobike.peerAddrs, tt.want)
 			}
 			if got := sa.Counters().BadNotifies; got != tt.bad {
 				t.Errorf("BadNotifies = %d, want %d", got, tt.bad)
@@ -275,8 +275,8 @@ func TestLearnAddresses(t *testing.T) {
 	}
 	sa := &SA{}
 	sa.learnAddresses(ps, from)
-	if len(sa.peerAddrs) != maxPeerAddresses+1 {
-		t.Errorf("%d addresses kept", len(sa.peerAddrs))
+	if len(sa.mobike.peerAddrs) != maxPeerAddresses+1 {
+		t.Errorf("%d addresses kept", len(sa.mobike.peerAddrs))
 	}
 }
 
@@ -696,8 +696,8 @@ func TestCookie2MismatchClosesSA(t *testing.T) {
 		out := make(chan moveOutcome, 1)
 		// The SA may be gone by the time call returns: post only.
 		if !c.sa.post(func() {
-			u := &pendingUpdate{paths: []netpath.Path{c.sa.path}, waiters: []chan moveOutcome{out}, start: time.Now()}
-			c.sa.update = u
+			u := &pendingUpdate{paths: []netpath.Path{c.sa.Path()}, waiters: []chan moveOutcome{out}, start: time.Now()}
+			c.sa.mobike.update = u
 			c.sa.handleUpdateResponse(u, &request{}, answer, right)
 		}) {
 			t.Fatal("client SA gone")
@@ -716,7 +716,7 @@ func TestCookie2MismatchClosesSA(t *testing.T) {
 		e := newMobikeEnv(t, nil)
 		c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr))
 		if !gw.post(func() {
-			gw.rrRunning = true
+			gw.mobike.rr.running = true
 			gw.handleRoutabilityResponse(answer, right)
 		}) {
 			t.Fatal("gateway SA gone")

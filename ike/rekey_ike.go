@@ -145,7 +145,7 @@ func (sa *SA) switchIKE(c *ikeContext, keepOld bool) {
 	sa.ikeProp, sa.prf, sa.keys, sa.skIn, sa.skOut = c.prop, c.prf, c.keys, c.skIn, c.skOut
 	sa.nextMsgID, sa.peerNextMsgID, sa.lastResp, sa.frag.reasm = 0, 0, nil, nil
 	sa.ikeRekey.pending, sa.ikeRekey.next, sa.ikeRekey.running = nil, nil, false
-	sa.failedUpdate = nil    // its Message ID was the old SA's
+	sa.mobike.failed = nil   // its Message ID was the old SA's
 	sa.rekey.peer = nil      // Child SA rekeys of the old IKE SA are over
 	sa.addKE.followups = nil // and so are their IKE_FOLLOWUP_KE exchanges
 	sa.ikeRekey.queueHeld = false
@@ -709,7 +709,7 @@ func (sa *SA) sendSideDelete(side *sideSA, n int) {
 		sa.dropSide(side)
 		return
 	}
-	sa.send(side.del, nil, sa.path)
+	sa.send(side.del, nil, sa.Path())
 	side.timer = sa.cfg.clock.AfterFunc(sa.cfg.retransmit.Timeout(n), func() {
 		sa.post(func() {
 			if slices.Contains(sa.ikeRekey.sides, side) {

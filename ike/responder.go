@@ -749,15 +749,15 @@ func (sa *SA) handleAuthRequest(ps []wire.Payload) (resp []wire.Payload, after f
 	r.markEstablished(sa.halfKey, sa)
 	resp = append(resp, sa.answerHASupport(ps)...)
 	if n := pl.Notify(wire.NotifyMOBIKESupported); n != nil && r.cfg.MOBIKE {
-		sa.peerMOBIKE = true
-		sa.peerMOBIKED = slices.Clone(n.Data)
+		sa.mobike.peer = true
+		sa.mobike.peerData = slices.Clone(n.Data)
 		resp = append(resp, &wire.Notify{Type: wire.NotifyMOBIKESupported})
 		if r.cfg.Addresses != nil {
-			resp = append(resp, addressNotifies(r.cfg.Addresses, sa.path.Local.Addr())...)
+			resp = append(resp, addressNotifies(r.cfg.Addresses, sa.Path().Local.Addr())...)
 		}
-		sa.learnAddresses(ps, sa.path.Remote.Addr())
+		sa.learnAddresses(ps, sa.Path().Remote.Addr())
 		// The peer answered from here during IKE_SA_INIT and IKE_AUTH.
-		sa.addVerified(sa.path.Remote)
+		sa.addVerified(sa.Path().Remote)
 	}
 	childResp, nerr := sa.negotiateChild(ps)
 	if nerr != 0 {

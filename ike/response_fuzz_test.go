@@ -251,8 +251,8 @@ func FuzzInitiatorAuthResponse(f *testing.F) {
 		first, body, hasAuth := withAuthOf(first, body, realFirst, realBody)
 		p.deliver(wire.ExchangeIKEAuth, msgID, first, body)
 		select {
-		case <-p.client.result:
-			if p.client.estab != nil && !hasAuth {
+		case <-p.client.outcome.ready:
+			if p.client.outcome.est != nil && !hasAuth {
 				t.Fatal("established without the gateway's AUTH")
 			}
 		default:

@@ -200,17 +200,16 @@ type SA struct {
 	stats counters
 	times exchangeTimes // round-trip times and the last exchange, for status (rtt.go)
 
-	resultOnce sync.Once
-	result     chan struct{}
-	estab      *Established
-	failErr    error
+	outcome outcome // what Wait returns
 
 	spii, spir atomic.Uint64
-	curPath    atomic.Pointer[netpath.Path]
+	// cur is the SA's path (its State.Path), shared with whoever moves
+	// or follows it: the initiator's Mover and dataplane peer (Current).
+	// The SA goroutine writes it only where the protocol moves the SA.
+	cur *netpath.Current
 
 	// Owned by the SA goroutine.
 	state         saState
-	path          netpath.Path
 	ikeProp       wire.Proposal
 	prf           *ikecrypto.PRF
 	keys          ikecrypto.IKEKeys
@@ -226,8 +225,6 @@ type SA struct {
 	lastResp      *cachedResponse
 	// resendTokens limits the resends of cached responses.
 	resendTokens tokenBucket
-	peerMOBIKE   bool
-	peerMOBIKED  []byte
 	// flagI is whether we are the IKE SA's initiator for the I flag and
 	// key directions: the initiator at first, then whoever started the
 	// last rekey of the IKE SA (rekey_ike.go).
@@ -242,6 +239,7 @@ type SA struct {
 	reauth   reauthState   // RFC 4478 reauthentication (reauth.go)
 	addKE    addKEState    // RFC 9242 / RFC 9370 key exchanges (intermediate.go, followup.go)
 	hint     hintState     // unprotected notifications (hint.go)
+	mobike   mobikeState   // RFC 4555 MOBIKE: addresses, updates, return routability (mobike.go)
 	peerID   string
 	poolKey  string
 	// peerTS: prefixes the gateway file grants this initiator besides its
@@ -260,18 +258,9 @@ type SA struct {
 	halfKey      halfKey   // responder
 	eap          eapRounds // EAP in IKE_AUTH (initiator_eap.go, responder_eap.go)
 
-	// MOBIKE (mobike.go).
-	respPath      netpath.Path // where the last response arrived
-	peerAddrs     []netip.Addr // the peer's address set (learnAddresses)
-	failedUpdate  *failedUpdate
-	update        *pendingUpdate // initiator: the address update in progress
-	lastRespMoved bool           // the cached response accepted UPDATE_SA_ADDRESSES
-	// Responder: remote endpoints that proved return routability, the
-	// path the peer asked for while it is being checked, and whether a
-	// check is queued or outstanding.
-	verified  []netip.AddrPort
-	rrTarget  *netpath.Path
-	rrRunning bool
+	// respPath is where the last response arrived (MOBIKE's updates and
+	// checks, and a switch, judge paths by it).
+	respPath netpath.Path
 	// Responder: the SWITCH_TO_IP_ADDRESS in progress (switch.go).
 	sw *pendingSwitch
 
@@ -290,12 +279,11 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 		inbox:     make(chan inPacket, 64),
 		ctl:       make(chan func(), 16),
 		done:      make(chan struct{}),
-		result:    make(chan struct{}),
-		path:      path,
+		outcome:   outcome{ready: make(chan struct{})},
+		cur:       netpath.NewCurrent(path, ""),
 		flagI:     initiator,
 	}
 	sa.ctx, sa.stop = context.WithCancel(ctx)
-	sa.curPath.Store(&path)
 	sa.log = cfg.log
 	return sa
 }
@@ -303,13 +291,23 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 // SPIs returns the IKE SPIs (SPIr is zero until IKE_SA_INIT completes).
 func (sa *SA) SPIs() (spii, spir uint64) { return sa.spii.Load(), sa.spir.Load() }
 
-// Path returns the path the SA currently uses for IKE (and its peer's ESP).
-func (sa *SA) Path() netpath.Path { return *sa.curPath.Load() }
+// Path returns the path the SA currently uses for IKE (and its peer's
+// ESP): its Current's confirmed path.
+func (sa *SA) Path() netpath.Path { return sa.cur.Load().Path }
 
-// setPath changes the SA's path; only the SA goroutine calls it.
+// Current returns the owner of the SA's path. The connection hands it to
+// whoever decides moves (the initiator's mobility.Mover, which Sets it
+// after an update and Tries ESP ahead of one) and to its followers (the
+// dataplane's peer, the interface monitor); the SA reads it for every
+// message it sends, and Confirms it where the protocol moves the SA.
+func (sa *SA) Current() *netpath.Current { return sa.cur }
+
+// setPath moves the SA to p, as the protocol does (see Current); only the
+// SA goroutine calls it.
 func (sa *SA) setPath(p netpath.Path) {
-	sa.path = p
-	sa.curPath.Store(&p)
+	if p != sa.Path() {
+		sa.cur.Confirm(p)
+	}
 }
 
 // Counters returns the SA's drop counters.
@@ -334,8 +332,8 @@ func (sa *SA) HandlePacket(pkt []byte, path netpath.Path) {
 // event) or has failed.
 func (sa *SA) Wait(ctx context.Context) (*Established, error) {
 	select {
-	case <-sa.result:
-		return sa.estab, sa.failErr
+	case <-sa.outcome.ready:
+		return sa.outcome.est, sa.outcome.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -484,11 +482,21 @@ func (sa *SA) die(reason error) {
 	sa.stop()
 }
 
+// outcome is how the SA's negotiation ended, for Wait: est or err, set
+// once, before ready is closed.
+type outcome struct {
+	once  sync.Once
+	ready chan struct{}
+	est   *Established
+	err   error
+}
+
 // finish records the outcome for Wait (once).
 func (sa *SA) finish(est *Established, err error) {
-	sa.resultOnce.Do(func() {
-		sa.estab, sa.failErr = est, err
-		close(sa.result)
+	o := &sa.outcome
+	o.once.Do(func() {
+		o.est, o.err = est, err
+		close(o.ready)
 	})
 }
 
@@ -647,7 +655,7 @@ const maxCopies = 4
 // path keeps the bytes it was first sent, and every transmission carries
 // the other paths' copies after its own.
 func (sa *SA) transmit(r *request) {
-	path := sa.path
+	path := sa.Path()
 	if r.paths != nil {
 		p, ok := r.paths(r.sends)
 		if ok {
@@ -839,7 +847,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		// A retransmitted request: resend the cached response where the
 		// duplicate came from (RFC 7296 2.1, 2.11).
 		sa.stats.dupRequests.Add(1)
-		if sa.lastRespMoved {
+		if sa.mobike.lastRespMoved {
 			// The initiator retransmitted its UPDATE_SA_ADDRESSES, maybe
 			// over another path (RFC 4555 3.5): the newest one counts, if
 			// it is authentic and passes our policy.
@@ -868,12 +876,12 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		sa.stats.undecryptable.Add(1)
 		return
 	}
-	if !sa.initiator && (sa.state < stateEstablished || (sa.nat.remote && !sa.peerMOBIKE)) {
+	if !sa.initiator && (sa.state < stateEstablished || (sa.nat.remote && !sa.mobike.peer)) {
 		// NAT traversal (RFC 7296 2.23): follow the peer's address as seen
 		// in authenticated messages. With MOBIKE only UPDATE_SA_ADDRESSES
 		// moves the SA (RFC 4555 3.5). A fresh request (duplicates never
 		// get here) proves the new mapping, and ESP follows too.
-		moved := sa.state >= stateEstablished && !samePath(p.path, sa.path)
+		moved := sa.state >= stateEstablished && !samePath(p.path, sa.Path())
 		sa.setPath(p.path)
 		if moved {
 			sa.log.Info("peer's NAT mapping changed", "to", p.path.Remote.String())
@@ -883,7 +891,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 	var resp []wire.Payload
 	var after func()
 	answer := p.path
-	sa.lastRespMoved = false
+	sa.mobike.lastRespMoved = false
 	switch h.Exchange {
 	case wire.ExchangeIKEAuth:
 		if sa.initiator || sa.state != stateAuth || sa.addKE.intDone < len(sa.addKE.transforms) {
@@ -905,7 +913,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		if report := sa.handleAuthLifetimeRequest(ps); report != nil {
 			after = chain(after, report)
 		}
-		defer func() { sa.lastRespMoved = moved }()
+		defer func() { sa.mobike.lastRespMoved = moved }()
 	case wire.ExchangeCreateChildSA:
 		resp, after = sa.handleCreateChildRequest(ps)
 	case wire.ExchangeIKEFollowupKE:

@@ -245,7 +245,7 @@ func (sa *SA) SwitchCapable() bool {
 }
 
 func (sa *SA) switchCapable() bool {
-	return !sa.initiator && sa.peerMOBIKE && bytes.IndexByte(sa.peerMOBIKED, switchCapability) >= 0
+	return !sa.initiator && sa.mobike.peer && bytes.IndexByte(sa.mobike.peerData, switchCapability) >= 0
 }
 
 // RequestSwitch asks the initiator to move the SA to our address to (same
@@ -267,7 +267,7 @@ func (sa *SA) RequestSwitch(ctx context.Context, to netip.Addr, opt SwitchOption
 }
 
 func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
-	old := sa.path.Local.Addr().Unmap()
+	old := sa.Path().Local.Addr().Unmap()
 	switch {
 	case sa.initiator:
 		res <- errors.New("ike: only the responder asks for a switch")
@@ -306,7 +306,7 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 			if sa.sw == sw {
 				sa.sw = nil
 			}
-			if sa.state == stateEstablished && sa.path.Local.Addr().Unmap() == to {
+			if sa.state == stateEstablished && sa.Path().Local.Addr().Unmap() == to {
 				res <- nil // the peer moved there by itself
 			} else {
 				res <- fmt.Errorf("ike: switch to %s abandoned in state %s", to, sa.state)
@@ -346,7 +346,7 @@ func (sa *SA) startSwitch(to netip.Addr, opt SwitchOptions, res chan<- error) {
 			}
 			sa.switchFailed(sw, opt, fmt.Errorf("ike: no answer to SWITCH_TO_IP_ADDRESS(%s): %w", to, err), res)
 		}
-		from := sa.path
+		from := sa.Path()
 		sa.log.Info("asking the peer to switch", "from", from.Local.Addr(), "to", to, "remote", from.Remote.String())
 		sw.req = r
 		sa.sendRequest(r)
@@ -407,7 +407,7 @@ func (sa *SA) switchFailed(sw *pendingSwitch, opt SwitchOptions, err error, res 
 // hasAlternative reports whether we announced an address other than old
 // to the peer (ADDITIONAL_* in IKE_AUTH): it can move there by itself.
 func (sa *SA) hasAlternative(old netip.Addr) bool {
-	if sa.resp == nil || !sa.peerMOBIKE {
+	if sa.resp == nil || !sa.mobike.peer {
 		return false
 	}
 	for _, a := range sa.resp.cfg.Addresses {
@@ -515,7 +515,7 @@ func (sa *SA) handleSwitchRequest(ps []wire.Payload, from netpath.Path, atNew bo
 func (sa *SA) refuseSwitch(to netip.Addr, from netpath.Path) string {
 	local := from.Local.Addr().Unmap()
 	switch {
-	case !sa.peerMOBIKE:
+	case !sa.mobike.peer:
 		return "MOBIKE was not negotiated"
 	case !announceable(to) || to.IsLinkLocalUnicast():
 		return "not a routable unicast address"
@@ -525,7 +525,7 @@ func (sa *SA) refuseSwitch(to netip.Addr, from netpath.Path) string {
 		return "our own address"
 	case to == from.Remote.Addr().Unmap():
 		return "" // where the SA is already
-	case !slices.Contains(sa.peerAddrs, to) && sa.icfg.AcceptSwitch != SwitchAny:
+	case !slices.Contains(sa.mobike.peerAddrs, to) && sa.icfg.AcceptSwitch != SwitchAny:
 		return "not announced by the gateway"
 	}
 	return ""

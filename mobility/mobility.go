@@ -228,10 +228,12 @@ var ErrNoPath = errors.New("mobility: no working path")
 var ErrOutage = errors.New("no usable network")
 
 // Mover runs the initiator's MOBIKE decisions for one SA. It is the one
-// that sets the connection's netpath.Current: after the SA accepted an
-// update (Set), and, when the current path is gone (its address or uplink
-// went away), at once with the first path the update tries (Try, see
-// kick); the dataplane and the interface monitor follow it. Its other
+// that decides the connection's netpath.Current (the SA's own, which the
+// SA confirms as an update's answer arrives): it names the path after the
+// SA accepted an update (Set), and, when the current path is gone (its
+// address or uplink went away), moves ESP at once to the first path the
+// update tries (Try, see kick); the dataplane and the interface monitor
+// follow it. Its other
 // state belongs to the goroutine running Run; Current may be called from
 // any goroutine.
 type Mover struct {
@@ -934,7 +936,9 @@ func (m *Mover) finish(ctx context.Context, r result) {
 			break
 		}
 	}
-	// After an early move to to, ESP is there already (State.Kept).
+	// After an early move to to, ESP is there already (State.Kept); an
+	// SA that shares cur (ike.SA.Current) confirmed to when the answer
+	// came, and Set only names the uplink.
 	m.cur.Set(to, ifname)
 	// The path starts a new silence window; a new path or the end of an
 	// outage also forgets the backoff earned by a one-way flow.

@@ -6,9 +6,10 @@ import (
 )
 
 // Current owns the path a connection uses now. One party decides it (the
-// client's mobility.Mover, which RFC 4555 makes the initiator); everyone
-// else reads a snapshot with Load, which takes no lock and does not
-// allocate, or follows it: a Follower is told of every change, in order,
+// client's mobility.Mover, which RFC 4555 makes the initiator); the IKE SA
+// holds it too, and writes it (Confirm) where the protocol moves the SA;
+// everyone else reads a snapshot with Load, which takes no lock and does
+// not allocate, or follows it: a Follower is told of every change, in order,
 // before Set or Try returns, so the dataplane's send path and the interface
 // monitor's watched address never lag behind a decision.
 type Current struct {
@@ -17,6 +18,10 @@ type Current struct {
 	// the order they were made, and one at a time.
 	mu        sync.Mutex
 	followers []Follower
+	// unnamed: the last change was a Confirm of the path Try had already
+	// moved ESP to (an early move's answer); the Set that follows it
+	// only names the uplink.
+	unnamed bool
 }
 
 // State is one snapshot of the current path.
@@ -66,11 +71,34 @@ func (c *Current) Follow(f Follower) {
 }
 
 // Set makes p, over the uplink ifname, the confirmed path, and sends on it.
+// After a Try and a Confirm of p it only names the uplink (Kept). Any
+// other Set of the path already sent on is not Kept: the dataplane may
+// have stopped sending meanwhile (esp.Dataplane.Suspend), and resumes.
 func (c *Current) Set(p Path, ifname string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prev := c.state.Load()
-	c.publish(&State{Path: p, IfName: ifname, Sending: p, Kept: prev.Sending == p && prev.Sending != prev.Path})
+	naming := c.unnamed && prev.Path == p && prev.Sending == p
+	c.unnamed = false
+	c.publish(&State{Path: p, IfName: ifname, Sending: p, Kept: naming || (prev.Sending == p && prev.Sending != prev.Path)})
+}
+
+// Confirm makes p the confirmed path and sends on it, where the IKE
+// protocol itself moved the SA: an update's answer arrived over p, the
+// peer moved there with UPDATE_SA_ADDRESSES or its NAT mapping changed,
+// the SA floated to port 4500. The uplink's name stays when p leaves by
+// the same interface; otherwise it is unknown ("") until a Set names it.
+func (c *Current) Confirm(p Path) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.state.Load()
+	ifname := prev.IfName
+	if p.IfIndex != prev.Path.IfIndex {
+		ifname = ""
+	}
+	kept := prev.Sending == p && prev.Sending != prev.Path
+	c.unnamed = kept
+	c.publish(&State{Path: p, IfName: ifname, Sending: p, Kept: kept})
 }
 
 // Try sends on p ahead of confirmation; the confirmed path stays as it is
@@ -79,6 +107,7 @@ func (c *Current) Try(p Path) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prev := c.state.Load()
+	c.unnamed = false
 	c.publish(&State{Path: prev.Path, IfName: prev.IfName, Sending: p})
 }
 

@@ -16,10 +16,14 @@ func pathFrom(local string) Path {
 
 func TestCurrent(t *testing.T) {
 	wlan, wwan, eth := pathFrom("192.168.10.2:4500"), pathFrom("192.168.20.2:4500"), pathFrom("192.168.30.2:4500")
+	wwan.IfIndex, eth.IfIndex = 3, 4
+	wlanNAT := wlan
+	wlanNAT.Remote = netip.MustParseAddrPort("203.0.113.10:4501")
 	type step struct {
-		try    bool // Try instead of Set
-		path   Path
-		ifname string
+		try     bool // Try instead of Set
+		confirm bool // Confirm instead of Set
+		path    Path
+		ifname  string
 	}
 	tests := []struct {
 		name  string
@@ -39,6 +43,21 @@ func TestCurrent(t *testing.T) {
 		{"try then another answers", []step{{try: true, path: wwan}, {path: eth, ifname: "eth0"}},
 			[]State{{Path: wlan, IfName: "wlan", Sending: wwan}, {Path: eth, IfName: "eth0", Sending: eth}},
 			State{Path: eth, IfName: "eth0", Sending: eth}},
+		// A Set after a plain Confirm is not Kept: the dataplane may have
+		// been suspended since (an outage, then the same path back).
+		{"confirm then set it", []step{{confirm: true, path: wwan}, {path: wwan, ifname: "wwan"}},
+			[]State{{Path: wwan, Sending: wwan}, {Path: wwan, IfName: "wwan", Sending: wwan}},
+			State{Path: wwan, IfName: "wwan", Sending: wwan}},
+		{"confirm on the same uplink keeps its name", []step{{confirm: true, path: wlanNAT}},
+			[]State{{Path: wlanNAT, IfName: "wlan", Sending: wlanNAT}},
+			State{Path: wlanNAT, IfName: "wlan", Sending: wlanNAT}},
+		{"try, confirm, name", []step{{try: true, path: wwan}, {confirm: true, path: wwan}, {path: wwan, ifname: "wwan"}},
+			[]State{{Path: wlan, IfName: "wlan", Sending: wwan}, {Path: wwan, Sending: wwan, Kept: true},
+				{Path: wwan, IfName: "wwan", Sending: wwan, Kept: true}},
+			State{Path: wwan, IfName: "wwan", Sending: wwan, Kept: true}},
+		{"confirm, try elsewhere, set", []step{{confirm: true, path: wwan}, {try: true, path: eth}, {path: wwan, ifname: "wwan"}},
+			[]State{{Path: wwan, Sending: wwan}, {Path: wwan, Sending: eth}, {Path: wwan, IfName: "wwan", Sending: wwan}},
+			State{Path: wwan, IfName: "wwan", Sending: wwan}},
 		{"try, fall back, resume", []step{{try: true, path: wwan}, {try: true, path: wlan}, {path: wlan, ifname: "wlan"}},
 			[]State{{Path: wlan, IfName: "wlan", Sending: wwan}, {Path: wlan, IfName: "wlan", Sending: wlan},
 				{Path: wlan, IfName: "wlan", Sending: wlan}},
@@ -51,9 +70,12 @@ func TestCurrent(t *testing.T) {
 			c.Follow(&first)
 			c.Follow(&second)
 			for _, s := range tt.steps {
-				if s.try {
+				switch {
+				case s.try:
 					c.Try(s.path)
-				} else {
+				case s.confirm:
+					c.Confirm(s.path)
+				default:
 					c.Set(s.path, s.ifname)
 				}
 			}

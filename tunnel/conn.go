@@ -69,7 +69,11 @@ type conn struct {
 	peer        *esp.Peer
 	est         *ike.Established
 	established time.Time
+	// ifname is the uplink the setup found, then the one the installed SA
+	// was dialed on, shown when there is no cur: the installed SA's path
+	// (ike.SA.Current, which its Mover sets), which status follows.
 	ifname      string
+	cur         *netpath.Current
 	state       report.State
 	nat         bool
 	pathChanges int
@@ -321,6 +325,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	events := make(chan ike.Event, 16)
 	cfg := ike.InitiatorConfig{
 		Path:         netpath.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
+		IfName:       route.IfName,
 		LocalAuth:    c.localAuth,
 		PeerAuth:     c.peerAuth,
 		RemoteID:     p.RemoteID,
@@ -567,6 +572,11 @@ func (c *conn) install(s *session) error {
 	}
 	attempts := c.attempt
 	c.est, c.established, c.state, c.nat, c.peer, c.ifname = est, time.Now(), report.StateEstablished, est.NATLocal, s.peer, s.ifname
+	c.cur = nil
+	if s.sa != nil {
+		c.cur = s.sa.Current()
+	}
+	c.suspendCause = "" // the new SA has a path
 	c.attempt, c.lastErr = 0, ""
 	c.mu.Unlock()
 	if c.profile.MOBIKE && est.PeerMOBIKE {
@@ -830,7 +840,8 @@ func (c *conn) Status() report.Status {
 	// connection that has just been suspended.
 	c.checkHealth(time.Now())
 	c.mu.Lock()
-	est, at, state, ifname, nat, changes, peer := c.est, c.established, c.state, c.ifname, c.nat, c.pathChanges, c.peer
+	est, at, state, nat, changes, peer := c.est, c.established, c.state, c.nat, c.pathChanges, c.peer
+	cur, lostPath, ifname := c.cur, c.suspendCause != "", c.ifname
 	attempt, lastErr := c.attempt, c.lastErr
 	dns := c.dnsShown
 	var budget *report.ConnectBudget
@@ -839,6 +850,14 @@ func (c *conn) Status() report.Status {
 		budget = &b
 	}
 	c.mu.Unlock()
+	var path netpath.Path
+	if cur != nil {
+		s := cur.Load()
+		ifname, path = s.IfName, s.Path
+	}
+	if state == report.StateSuspended || (state == report.StateReconnecting && lostPath) {
+		ifname = "" // no working path: the last one is in the events
+	}
 	st := report.Status{Name: c.profile.Name, State: state, Gateway: c.gw.String(), Interface: ifname, MOBIKE: c.profile.MOBIKE, NAT: nat, PathChanges: changes,
 		ReconnectAttempt: attempt, LastError: lastErr, DNSServers: dns.servers, DNSDomains: dns.domains, DNSMethod: dns.method,
 		ConnectBudget: budget}
@@ -847,9 +866,10 @@ func (c *conn) Status() report.Status {
 	if est == nil {
 		return st
 	}
-	path := est.Path
+	if cur == nil {
+		path = est.Path
+	}
 	if sa := c.sa.Load(); sa != nil {
-		path = sa.Path()
 		spii, spir := sa.SPIs()
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spii), fmt.Sprintf("%016x", spir)
 	}

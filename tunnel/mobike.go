@@ -69,7 +69,7 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 	mc := c.moverConn(ikeMobility{sa: sa, c: c}, mon.Addresses)
 	// Dead paths are noticed in RTT time: the IKE exchanges measure it.
 	mc.rtt = sa.RTT
-	mover := c.newMover(cfg, mc, sa.Path(), c.ifname, mon)
+	mover := c.newMover(cfg, mc, sa.Current(), mon)
 	go func() {
 		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("interface monitor stopped", "err", err)
@@ -79,12 +79,14 @@ func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, 
 	return mover, nil
 }
 
-// newMover makes the Mover of the installed SA, starting on path over the
-// uplink ifname, and the owner of that path it sets: the dataplane's peer
-// sends where it says, and watch (the interface monitor; may be nil)
-// watches its address and uplink.
-func (c *conn) newMover(cfg mobility.Config, mc *moverConn, path netpath.Path, ifname string, watch netpath.Follower) *mobility.Mover {
-	cur := netpath.NewCurrent(path, ifname)
+// newMover makes the Mover of the installed SA, which sets cur (the SA's
+// own path, ike.SA.Current): the dataplane's peer sends where it says, and
+// watch (the interface monitor; may be nil) watches its address and
+// uplink.
+func (c *conn) newMover(cfg mobility.Config, mc *moverConn, cur *netpath.Current, watch netpath.Follower) *mobility.Mover {
+	c.mu.Lock()
+	c.cur = cur // status follows it (the installed SA's: set already)
+	c.mu.Unlock()
 	cur.Follow(c.dp.Follower(mc.peer))
 	if watch != nil {
 		cur.Follow(watch)
@@ -168,7 +170,6 @@ func (m *moverConn) Report(r mobility.Report) {
 		}
 	case mobility.Move:
 		c.mu.Lock()
-		c.ifname = r.Interface
 		c.pathChanges++
 		c.nat = r.NAT
 		c.mu.Unlock()
@@ -201,8 +202,8 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 		c.mu.Unlock()
 		return
 	}
-	lost := c.ifname
-	c.state, c.ifname, c.suspendCause = report.StateSuspended, "", reason
+	lost := c.uplinkLocked()
+	c.state, c.suspendCause = report.StateSuspended, reason
 	c.mu.Unlock()
 	c.holdDPD(true)
 	c.emit(report.Event{Event: report.EventSuspended, From: peer.Path().Local.String(), Interface: lost, Reason: reason})
@@ -216,6 +217,15 @@ func (c *conn) suspended(peer *esp.Peer, reason string) {
 	}
 }
 
+// uplinkLocked names the uplink the installed SA's path leaves by (see
+// conn.cur); c.mu is held.
+func (c *conn) uplinkLocked() string {
+	if c.cur != nil {
+		return c.cur.Load().IfName
+	}
+	return c.ifname
+}
+
 // resumed follows the Mover's Set of the path: traffic flows again on r.Path.
 func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 	c.mu.Lock()
@@ -223,7 +233,7 @@ func (c *conn) resumed(peer *esp.Peer, r mobility.Resume) {
 		c.mu.Unlock()
 		return
 	}
-	c.state, c.ifname, c.suspendCause = report.StateEstablished, r.Interface, ""
+	c.state, c.suspendCause = report.StateEstablished, ""
 	c.mu.Unlock()
 	c.holdDPD(false)
 	c.saAnswered()

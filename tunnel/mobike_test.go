@@ -117,7 +117,7 @@ func TestConnOutage(t *testing.T) {
 		ran := make(chan struct{})
 		go func() {
 			defer close(ran)
-			c.newMover(c.mobilityConfig(), mc, pathOf(wlan), "wlan", nil).Run(ctx, evs)
+			c.newMover(c.mobilityConfig(), mc, netpath.NewCurrent(pathOf(wlan), "wlan"), nil).Run(ctx, evs)
 		}()
 		send := func(ev netmon.Event) {
 			evs <- ev
@@ -237,7 +237,7 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 		ran := make(chan struct{})
 		go func() {
 			defer close(ran)
-			c.newMover(c.mobilityConfig(), mc, pathOf(wlan), "wlan", nil).Run(ctx, evs)
+			c.newMover(c.mobilityConfig(), mc, netpath.NewCurrent(pathOf(wlan), "wlan"), nil).Run(ctx, evs)
 		}()
 		send := func(ev netmon.Event) {
 			evs <- ev

@@ -128,7 +128,7 @@ func TestSwitchEndToEnd(t *testing.T) {
 		return []netmon.Address{{Addr: inside, Bits: 24, IfIndex: 2, IfName: "eth0"}}
 	}
 	s := &session{sa: sa, events: events, peer: c.peer}
-	s.mover = c.newMover(c.mobilityConfig(), c.moverConn(ikeMobility{sa: sa}, addrs), sa.Path(), "eth0", nil)
+	s.mover = c.newMover(c.mobilityConfig(), c.moverConn(ikeMobility{sa: sa}, addrs), sa.Current(), nil)
 	go s.mover.Run(ctx, make(chan netmon.Event))
 	go func() {
 		for {

@@ -69,7 +69,7 @@ func TestConnFollowsSwitch(t *testing.T) {
 				c.peer = dp.NewPeer(start)
 				sa := &fakeMobilitySA{working: map[netip.Addr]bool{wlan.Addr: true}}
 				s := &session{peer: c.peer}
-				s.mover = c.newMover(c.mobilityConfig(), c.moverConn(sa, func() []netmon.Address { return []netmon.Address{wlan} }), start, "wlan", nil)
+				s.mover = c.newMover(c.mobilityConfig(), c.moverConn(sa, func() []netmon.Address { return []netmon.Address{wlan} }), netpath.NewCurrent(start, "wlan"), nil)
 				go s.mover.Run(ctx, make(chan netmon.Event))
 				ev := tt.ev
 				c.handleChildEvent(s, &ev)
