@@ -272,6 +272,7 @@ type SA struct {
 	verified  []netip.AddrPort
 	rrTarget  *netpath.Path
 	rrRunning bool
+	rrEarly   bool // ESP went ahead to rrTarget (ResponderConfig.EarlyMove)
 	// Responder: the SWITCH_TO_IP_ADDRESS in progress (switch.go).
 	sw *pendingSwitch
 
@@ -849,7 +850,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 				return
 			}
 			if sa.refuseUpdate(ps, p.path) == 0 {
-				sa.peerMoved(p.path, true)
+				sa.peerMoved(p.path, true, len(p.pkt))
 			}
 		}
 		sa.resendCached(sa.lastResp, sa.lastResp.dest(p.path))
@@ -895,7 +896,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		resp, after = sa.handleAuthRequest(ps)
 	case wire.ExchangeInformational:
 		var moved bool
-		resp, moved = sa.handleMOBIKERequest(ps, p.path)
+		resp, moved = sa.handleMOBIKERequest(ps, p.path, len(p.pkt))
 		var more []wire.Payload
 		more, after = sa.handleInformationalRequest(ps)
 		resp = append(resp, more...)
