@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"sync/atomic"
 	"testing"
 
 	"github.com/roam-vpn/roam/internal/netsim"
@@ -21,9 +22,14 @@ func TestEarlyMove(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newMobikeEnv(t, func(c *ResponderConfig) { c.EarlyMove = true })
-			if !tc.answered {
-				e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: ikeResponseFrom(clientAddr2)})
-			}
+			// The check's answers are dropped until the SA's path has been
+			// looked at; then, if the case says so, they get through.
+			var block atomic.Bool
+			block.Store(true)
+			drop := ikeResponseFrom(clientAddr2)
+			e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: func(i int, d netsim.Datagram) bool {
+				return block.Load() && drop(i, d)
+			}})
 			c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
 			old := gw.Path()
 			if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {
@@ -33,9 +39,11 @@ func TestEarlyMove(t *testing.T) {
 			if !early.Unproved || early.Back || early.Path.Remote.Addr() != clientAddr2 || early.Credit <= 0 {
 				t.Fatalf("first event %+v: want ESP ahead to %v with the request's size as credit", early, clientAddr2)
 			}
+			waitCounter(t, gw, "RoutabilityChecks", func(c Counters) uint64 { return c.RoutabilityChecks }, 1)
 			if p := gw.Path(); !samePath(p, old) {
 				t.Fatalf("the SA itself moved to %v before the proof", p)
 			}
+			block.Store(!tc.answered)
 			end := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
 			if end.Unproved {
 				t.Fatalf("second event %+v still unproved", end)
