@@ -229,6 +229,10 @@ type Gateway struct {
 	// ReturnRoutability: ESP follows a client's UPDATE_SA_ADDRESSES to an
 	// address it has not used before only after a COOKIE2 check there.
 	ReturnRoutability bool
+	// EarlyMove (early_move): meanwhile ESP goes ahead to the new address
+	// within an amplification limit of what the client sends from there
+	// (docs/gateway.md).
+	EarlyMove bool
 	Lifetimes
 	GatewaySwitch
 	GatewayLimits
@@ -339,6 +343,7 @@ type rawGateway struct {
 	Fragmentation *bool       `toml:"fragmentation"`
 	DPDDelay      string      `toml:"dpd_delay"`
 	RR            *bool       `toml:"return_routability"`
+	EarlyMove     *bool       `toml:"early_move"`
 	IKERekey      string      `toml:"rekey_time"`
 	IKELife       string      `toml:"life_time"`
 	ChildRekey    string      `toml:"child_rekey_time"`
@@ -695,6 +700,7 @@ func (r *rawGateway) validate() (*Gateway, error) {
 		MOBIKE:            boolOr(r.MOBIKE, true),
 		Fragmentation:     boolOr(r.Fragmentation, true),
 		ReturnRoutability: boolOr(r.RR, true),
+		EarlyMove:         boolOr(r.EarlyMove, true),
 		AllowSHA1RSA:      boolOr(r.AllowSHA1RSA, false),
 	}
 	if len(r.Listen) == 0 {

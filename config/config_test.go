@@ -391,6 +391,7 @@ psk_file = "` + psk + `"
 		body    string
 		wantErr string
 		noRR    bool
+		noEarly bool   // early_move = false
 		packets uint64 // child_rekey_packets; 0: the default
 		wantTS  int    // prefixes of clients[0]
 		limits  GatewayLimits
@@ -399,6 +400,8 @@ psk_file = "` + psk + `"
 		{name: "child_rekey_packets", body: strings.Replace(base, "[gateway]\n", "[gateway]\nchild_rekey_packets = 500000\n", 1), packets: 500000},
 		{name: "bad child_rekey_packets", body: strings.Replace(base, "[gateway]\n", "[gateway]\nchild_rekey_packets = 5\n", 1), wantErr: "child_rekey_packets: 5 is outside 100-4294967295"},
 		{name: "no return routability", body: strings.Replace(base, "[gateway]\n", "[gateway]\nreturn_routability = false\n", 1), noRR: true},
+		{name: "no early move", body: strings.Replace(base, "[gateway]\n", "[gateway]\nearly_move = false\n", 1), noEarly: true},
+		{name: "early_move not a bool", body: strings.Replace(base, "[gateway]\n", "[gateway]\nearly_move = 3\n", 1), wantErr: "early_move"},
 		{name: "no listen", body: strings.Replace(base, `listen = ["203.0.113.10", "203.0.113.26"]`, "", 1), wantErr: "listen: missing"},
 		{name: "bad listen", body: strings.Replace(base, `"203.0.113.26"`, `"gw"`, 1), wantErr: `listen[1]: "gw" is not an IP address`},
 		{name: "bad dns_domains", body: strings.Replace(base, "[gateway]\n", "[gateway]\ndns_domains = [\"a..b\"]\n", 1), wantErr: `dns_domains[0]: "a..b" is not a DNS domain`},
@@ -432,6 +435,9 @@ psk_file = "` + psk + `"
 			}
 			if g.ReturnRoutability == tt.noRR {
 				t.Errorf("return_routability = %v", g.ReturnRoutability)
+			}
+			if g.EarlyMove == tt.noEarly {
+				t.Errorf("early_move = %v", g.EarlyMove)
 			}
 			if want := cmp.Or(tt.packets, DefaultChildRekeyPackets); g.ChildRekeyPackets != want {
 				t.Errorf("child_rekey_packets %d, want %d", g.ChildRekeyPackets, want)

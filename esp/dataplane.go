@@ -108,6 +108,10 @@ type peerPath struct {
 	// their size fits (gsoprobe.go).
 	noGSOUntil int64
 	probe      *gsoProbe
+	// credit, when set, makes the path unproved (unproved.go): the bytes
+	// it may still carry, the rest going to fallback.
+	credit   *atomic.Int64
+	fallback *peerPath
 }
 
 // Path returns the current path.
@@ -818,6 +822,9 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 			continue
 		}
 		pp := c.peer.path.Load()
+		if pp != nil && pp.credit != nil {
+			pp = pp.spend(sizes[i])
+		}
 		if pp == nil || (pp.conn == nil && pp.stream == nil) {
 			d.drops.noPath.Add(1)
 			continue
@@ -1035,7 +1042,11 @@ func (rx *rxState) deliver(j *rxJob) {
 	}
 	rx.count.addIn(c, len(inner)-tunOffset, rx.now)
 	d.clampInbound(inner[tunOffset:], c.peer)
-	if cur := c.peer.path.Load().Remote; path.Remote != cur && path.Remote.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
+	pp := c.peer.path.Load()
+	if pp.credit != nil {
+		pp.earn(path, len(j.pkt))
+	}
+	if cur := pp.Remote; path.Remote != cur && path.Remote.Addr() == cur.Addr() && c.peer.stray.Load() == nil {
 		stray := path
 		c.peer.stray.Store(&stray)
 	}

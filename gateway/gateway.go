@@ -141,10 +141,12 @@ func RunGateway(ctx context.Context, g *config.Gateway, emit func(report.Event))
 		// MOBIKE (RFC 4555): our other listen addresses are announced,
 		// clients may move only to addresses we can answer from, and ESP
 		// follows a move to a new address after the return routability
-		// check unless the gateway file turns it off.
+		// check unless the gateway file turns it off (going ahead within
+		// the amplification limit meanwhile, early_move).
 		Addresses:           announced(g),
 		AcceptPeerAddress:   ike.AcceptRoutable(g.Listen),
 		NoReturnRoutability: !g.ReturnRoutability,
+		EarlyMove:           g.EarlyMove,
 		NoFragmentation:     !g.Fragmentation,
 		ChildRekeyTime:      g.ChildRekey, ChildLifeTime: g.ChildLife, RekeyJitter: g.ChildLife - g.ChildRekey,
 		IKERekeyTime: g.IKERekey, IKELifeTime: g.IKELife,
@@ -237,9 +239,17 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				gw.mu.Lock()
 				c := gw.clients[ev.SA]
 				gw.mu.Unlock()
-				if c != nil {
+				switch {
+				case c == nil:
+				case ev.Unproved:
+					// ESP goes ahead within the amplification limit;
+					// path-changed waits for the proof.
+					gw.dp.SetUnprovedPath(c.peer, ev.Path, ev.Credit)
+				default:
 					gw.dp.SetPath(c.peer, ev.Path)
-					gw.emit(report.Event{Event: report.EventPathChanged, Profile: c.est.PeerID, To: ev.Path.Remote.String(), From: ev.Path.Local.String()})
+					if !ev.Back {
+						gw.emit(report.Event{Event: report.EventPathChanged, Profile: c.est.PeerID, To: ev.Path.Remote.String(), From: ev.Path.Local.String()})
+					}
 				}
 			case *ike.Deleted:
 				gw.remove(ev)

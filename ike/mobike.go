@@ -20,6 +20,17 @@ type PathUpdated struct {
 	SA        *SA
 	Path      netpath.Path
 	NATRemote bool
+	// Unproved (responder with ResponderConfig.EarlyMove): the peer asked
+	// for Path, which has not answered a return routability check yet.
+	// ESP may go there within an amplification limit of what comes from
+	// there (esp.Dataplane.SetUnprovedPath), the first Credit bytes (the
+	// request that asked for it) included; the check's end follows as
+	// another PathUpdated: to Path, proved, or back to the old path.
+	Unproved bool
+	Credit   int
+	// Back: ESP returns to the SA's own path, unchanged, after going
+	// ahead to a path whose check ended without a move there.
+	Back bool
 }
 
 func (*PathUpdated) event() {}
@@ -65,6 +76,7 @@ type routability struct {
 	verified []netip.AddrPort
 	target   *netpath.Path
 	running  bool
+	early    bool // ESP went ahead to target (ResponderConfig.EarlyMove)
 }
 
 // failedUpdate remembers an UPDATE_SA_ADDRESSES that got no answer: the
@@ -452,7 +464,7 @@ func (sa *SA) refusePath(u *pendingUpdate, path netpath.Path, err error) {
 // lists learnt, and an UPDATE_SA_ADDRESSES from the initiator that passes
 // our policy moves the SA to the path it came from (after the return
 // routability check, see peerMoved).
-func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []wire.Payload, moved bool) {
+func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path, size int) (resp []wire.Payload, moved bool) {
 	if wire.FindNotify(ps, wire.NotifyNATDetectionSourceIP) != nil {
 		spii, spir := sa.SPIs()
 		resp = append(resp,
@@ -474,7 +486,7 @@ func (sa *SA) handleMOBIKERequest(ps []wire.Payload, from netpath.Path) (resp []
 		sa.log.Info("address update refused", "remote", from.Remote, "local", from.Local, "notify", t)
 		return append(resp, &wire.Notify{Type: t}), false
 	}
-	sa.peerMoved(from, false)
+	sa.peerMoved(from, false, size)
 	return resp, true
 }
 
@@ -496,16 +508,20 @@ func (sa *SA) refuseUpdate(ps []wire.Payload, from netpath.Path) wire.NotifyType
 
 // peerMoved follows the initiator to p: at once when p is known to reach
 // it (or the check is off), else after a return routability check. Until
-// then IKE and ESP stay on the current path, which keeps a make-before-break
-// move lossless. A duplicate (a retransmitted UPDATE_SA_ADDRESSES, or a
-// replay of it by anyone who saw it) is checked even at an address proved
-// before: the peer may have left it, and the replay proves nothing.
-func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
+// then IKE stays on the current path, which keeps a make-before-break
+// move lossless, and so does ESP unless EarlyMove sends it ahead within
+// the dataplane's amplification limit (size: the request's bytes, the
+// first the peer sent from p). A duplicate (a retransmitted
+// UPDATE_SA_ADDRESSES, or a replay of it by anyone who saw it) is checked
+// even at an address proved before: the peer may have left it, and the
+// replay proves nothing.
+func (sa *SA) peerMoved(p netpath.Path, duplicate bool, size int) {
 	if samePath(p, sa.Path()) {
 		if sa.mobike.rr.target != nil {
 			sa.log.Info("peer moved back before the return routability check ended", "to", p.Remote.String())
 		}
 		sa.mobike.rr.target = nil
+		sa.endEarlyMove()
 		return
 	}
 	if sa.mobike.rr.target != nil && samePath(*sa.mobike.rr.target, p) {
@@ -513,12 +529,28 @@ func (sa *SA) peerMoved(p netpath.Path, duplicate bool) {
 	}
 	if sa.resp.cfg.NoReturnRoutability || (!duplicate && (sa.isVerified(p.Remote) || sa.switchSkipsCheck(p))) {
 		sa.mobike.rr.target = nil
+		sa.mobike.rr.early = false
 		sa.movePath(p)
 		return
 	}
 	sa.mobike.rr.target = &p
+	if sa.resp.cfg.EarlyMove {
+		sa.mobike.rr.early = true
+		sa.log.Info("ESP goes ahead to the unproved path within the amplification limit", "to", p.Remote.String())
+		sa.emit(&PathUpdated{SA: sa, Path: p, NATRemote: sa.nat.remote, Unproved: true, Credit: size})
+	}
 	sa.redirectOutstanding()
 	sa.startRoutabilityCheck()
+}
+
+// endEarlyMove brings ESP that went ahead to an unproved path back to the
+// SA's path, when that path's check ended without a move there.
+func (sa *SA) endEarlyMove() {
+	if !sa.mobike.rr.early {
+		return
+	}
+	sa.mobike.rr.early = false
+	sa.emit(&PathUpdated{SA: sa, Path: sa.Path(), NATRemote: sa.nat.remote, Back: true})
 }
 
 // redirectOutstanding sends our own request in flight, if it went to a
@@ -650,6 +682,7 @@ func (sa *SA) handleRoutabilityResponse(ps []wire.Payload, cookie []byte) {
 	case t == nil:
 	case unmapPort(t.Remote) == unmapPort(from.Remote):
 		sa.mobike.rr.target = nil
+		sa.mobike.rr.early = false
 		sa.movePath(*t)
 	default:
 		sa.startRoutabilityCheck()
@@ -666,6 +699,7 @@ func (sa *SA) routabilityFailed(err error) {
 	}
 	sa.log.Warn("return routability check failed, traffic stays on the current path", "to", to, "current", sa.Path().Remote.String(), "err", err)
 	sa.mobike.rr.target = nil
+	sa.endEarlyMove()
 }
 
 // AcceptRoutable returns an AcceptPeerAddress policy for a gateway whose

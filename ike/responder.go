@@ -58,6 +58,11 @@ type ResponderConfig struct {
 	// peer has echoed a COOKIE2 sent to the new one (RFC 4555 3.7), so an
 	// authenticated peer cannot point our traffic at a third party.
 	NoReturnRoutability bool
+	// EarlyMove sends ESP ahead to the address under that check, within
+	// the dataplane's amplification limit (PathUpdated.Unproved), so a
+	// client that lost its old path is answered one round trip sooner;
+	// IKE waits for the proof, and a failed check brings ESP back.
+	EarlyMove bool
 	// RoutabilityRetransmit schedules that check (zero: MoveRetransmit).
 	RoutabilityRetransmit Retransmit
 	// SwitchNotify is the SWITCH_TO_IP_ADDRESS notify type (switch.go),

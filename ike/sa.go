@@ -857,7 +857,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 				return
 			}
 			if sa.refuseUpdate(ps, p.path) == 0 {
-				sa.peerMoved(p.path, true)
+				sa.peerMoved(p.path, true, len(p.pkt))
 			}
 		}
 		sa.resendCached(sa.lastResp, sa.lastResp.dest(p.path))
@@ -903,7 +903,7 @@ func (sa *SA) handleRequest(p inPacket, msg *wire.Message) {
 		resp, after = sa.handleAuthRequest(ps)
 	case wire.ExchangeInformational:
 		var moved bool
-		resp, moved = sa.handleMOBIKERequest(ps, p.path)
+		resp, moved = sa.handleMOBIKERequest(ps, p.path, len(p.pkt))
 		var more []wire.Payload
 		more, after = sa.handleInformationalRequest(ps)
 		resp = append(resp, more...)

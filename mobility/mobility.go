@@ -176,11 +176,12 @@ const DefaultDeadAfter = 500 * time.Millisecond
 // needs three round trips lost in a row (about 1 in 1000 windows), while a
 // sparse flow (one packet, then quiet) waits for DeadAfter as before.
 //
-// The floor is 70 ms. A NAT rebinding costs the window plus two round trips
-// a gateway spends before its ESP reaches our new mapping (the update's
-// way there, then a Child SA rekey or a return routability check, then its
-// ESP back), and about 25 ms of the NAT's flush and packets in flight: 70
-// ms keeps that under 150 ms at 21 ms RTT. With 60 ms, late ticks left out
+// The floor is 70 ms. A NAT rebinding costs the window plus the round
+// trips a gateway spends before its ESP reaches our new mapping (the
+// update's way there, then strongSwan's Child SA rekey, then its ESP back:
+// two; roam's gateway sends its ESP ahead with the update's answer, one),
+// and about 25 ms of the NAT's flush and packets in flight: 70 ms keeps
+// that under 150 ms at 21 ms RTT against either. With 60 ms, late ticks left out
 // (checkSilence), the lab's healthy 1 ms path under a 10 ms ping was tested
 // once in two runs at load average 20 (the answers themselves were late);
 // 70 ms passed three runs at load average 5-7 on the 2-CPU machine (one path

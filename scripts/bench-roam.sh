@@ -3,7 +3,8 @@
 # TORTURE=1 (or short) runs the torture sequence instead (docs/benchmarks.md).
 # Environment (or the matching flags after the script name): REPS (10),
 # BOUND (10s), DELAY (10ms), INTERVAL (5ms), SCENARIOS (a,b,c,d,d2; empty =
-# all), CLIENTS (roam,strongswan), LOGS (directory for the logs of runs that
+# all), CLIENTS (roam,strongswan), GATEWAY (strongswan, or roam for `roam
+# gateway`), LOGS (directory for the logs of runs that
 # did not recover). Example: REPS=2 SCENARIOS=a,d ./scripts/bench-roam.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,7 +4,8 @@
 // conntrack flushed, NAT public address changed) -reps times per scenario,
 // once with the roam client and once with strongSwan's own client (charon,
 // kernel-libipsec, mobike=yes), both against the same strongSwan gateway
-// configuration, in the same run. A UDP prober in the client namespace
+// configuration, in the same run; -gateway roam runs the same against
+// `roam gateway` instead. A UDP prober in the client namespace
 // sends a probe every -interval through the tunnel to a responder on the
 // host behind the gateway; the delay lines see which uplink carries tunnel
 // packets. It prints a table and one machine-readable line per scenario.
@@ -48,7 +49,10 @@ type config struct {
 	after     time.Duration
 	scenarios []scenario
 	clients   []string
-	logDir    string
+	// gateway is the gateway kind every run connects to (swanGateway or
+	// roamGateway).
+	gateway string
+	logDir  string
 	// keepLogs saves every run's logs (not only failures) into logDir,
 	// with the roam client at debug level: the timeline of a handover.
 	keepLogs bool
@@ -113,21 +117,26 @@ var allScenarios = []scenario{
 	},
 	{
 		name: "d2-nat-address", desc: "active NAT's public address changed (and its mappings lost)",
-		// The new address is routed to the NAT beforehand; that alone
-		// changes nothing. The event is the switch of the translation plus
-		// the loss of the mappings, as lab.ChangeNATAddress does it.
+		// The new address is routed to the NAT and its translation
+		// switched to it beforehand: that alone changes nothing, since
+		// nf_nat keeps an existing flow's mapping (the baseline second
+		// after it checks the tunnel still runs on the old one). The
+		// event is the loss of the mappings, the same command as
+		// d-nat-flushed, after which the flow leaves from the new address
+		// (what lab.ChangeNATAddress does in one step). Timing the
+		// translation's switch too would time the benchmark's own shell
+		// and nft start (about 18 ms), not a change on the path.
 		setup: func(l *lab.Lab) error {
 			a := lab.NewPublic[lab.NATWLAN].String()
 			if err := l.Exec(lab.NATWLAN, "ip", "addr", "add", a+"/32", "dev", "wan"); err != nil {
 				return err
 			}
-			return l.Exec(lab.Inet, "ip", "route", "replace", a+"/32", "dev", "to-"+lab.WLAN)
+			if err := l.Exec(lab.Inet, "ip", "route", "replace", a+"/32", "dev", "to-"+lab.WLAN); err != nil {
+				return err
+			}
+			return l.Exec(lab.NATWLAN, "nft", `flush chain ip nat post; add rule ip nat post oifname "wan" snat to `+a)
 		},
-		trigger: func(l *lab.Lab) error {
-			a := lab.NewPublic[lab.NATWLAN].String()
-			return l.Exec(lab.NATWLAN, "sh", "-c",
-				`nft 'flush chain ip nat post; add rule ip nat post oifname "wan" snat to `+a+`' && conntrack -F 2>/dev/null`)
-		},
+		trigger:   func(l *lab.Lab) error { return l.FlushConntrack(lab.NATWLAN) },
 		oldRouter: lab.NATWLAN, newRouter: lab.NATWLAN,
 	},
 	{
@@ -147,6 +156,17 @@ const (
 )
 
 var clientLabel = map[string]string{roamClient: "roam", swanClient: "strongSwan"}
+
+// Gateway kinds.
+const (
+	swanGateway = "strongswan"
+	roamGateway = "roam"
+)
+
+var gatewayLabel = map[string]string{
+	swanGateway: "strongSwan 5.9.8 (kernel-libipsec)",
+	roamGateway: "roam gateway",
+}
 
 type run struct {
 	rep     int
@@ -180,6 +200,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	interval := flag.Env("interval", "INTERVAL", "5ms", "probe interval (env INTERVAL)")
 	scen := flag.Env("scenarios", "SCENARIOS", "", "comma-separated scenario names or letters (a,b,c,d,d2,e,e2); empty = all (env SCENARIOS)")
 	clients := flag.Env("clients", "CLIENTS", "roam,strongswan", "clients to run (env CLIENTS)")
+	gateway := flag.Env("gateway", "GATEWAY", swanGateway, "gateway both clients connect to: strongswan or roam (env GATEWAY)")
 	logDir := flag.Env("logs", "LOGS", "", "save client and gateway logs of runs that did not recover into this directory (env LOGS)")
 	keep := flag.Env("keep-logs", "KEEPLOGS", "", "with -logs: save every run's logs, the roam client logging at debug level (env KEEPLOGS=1)")
 	tort := flag.Env("torture", "TORTURE", "", "run the torture sequence instead of the scenarios: 1, or short for a quick one (env TORTURE)")
@@ -251,6 +272,12 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		cfg.torture = &tc
 	default:
 		return cfg, fmt.Errorf("TORTURE/-torture %q: want 1 or short", *tort)
+	}
+	switch *gateway {
+	case swanGateway, roamGateway:
+		cfg.gateway = *gateway
+	default:
+		return cfg, fmt.Errorf("GATEWAY/-gateway %q: want strongswan or roam", *gateway)
 	}
 	for _, c := range strings.Split(*clients, ",") {
 		c = strings.TrimSpace(c)
@@ -344,15 +371,10 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 			saveLogs(cfg.logDir, fmt.Sprintf("%s-%s-%d", sc.name, client, rep), logs())
 		}
 	}()
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
-		Conns:            []lab.SwanConn{lab.GatewayConn("psk", psk, nil, nil)},
-		InterfacesIgnore: []string{"lan"},
-	})
-	if err != nil {
-		out.err = fmt.Errorf("strongSwan gateway: %w", err)
+	if logs, err = startGateway(cfg, l); err != nil {
+		out.err = err
 		return out
 	}
-	logs = func() map[string]string { return map[string]string{"gateway-charon.log": gw.Log()} }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The responder behind the gateway.
@@ -394,8 +416,9 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		}
 		switch sc.connect {
 		case "":
-			if o, err := r.Connect("corp", 30*time.Second); err != nil {
-				out.err = fmt.Errorf("roam connect: %w: %s", err, o)
+			// A roam gateway started just before may still be binding.
+			if err := r.ConnectRetry("corp"); err != nil {
+				out.err = err
 				return out
 			}
 		case connectDaemon:
@@ -554,6 +577,41 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 	return out
 }
 
+// startGateway starts cfg's gateway in the lab's gateway namespace; logs
+// returns its logs (and, for roam's gateway, its status).
+func startGateway(cfg config, l *lab.Lab) (logs func() map[string]string, err error) {
+	if cfg.gateway == roamGateway {
+		dir := filepath.Join(l.Dir, "gw")
+		file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
+		if err != nil {
+			return nil, err
+		}
+		gw := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: cfg.roamBin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
+		if cfg.keepLogs {
+			gw.Env = []string{"ROAM_LOG_LEVEL=debug"}
+		}
+		proc, err := gw.StartGateway()
+		if err != nil {
+			return nil, fmt.Errorf("roam gateway: %w", err)
+		}
+		return func() map[string]string {
+			m := map[string]string{"gateway.out": proc.Output()}
+			if _, raw, err := gw.Status(); err == nil {
+				m["gateway-status.json"] = raw
+			}
+			return m
+		}, nil
+	}
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
+		Conns:            []lab.SwanConn{lab.GatewayConn("psk", psk, nil, nil)},
+		InterfacesIgnore: []string{"lan"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("strongSwan gateway: %w", err)
+	}
+	return func() map[string]string { return map[string]string{"gateway-charon.log": gw.Log()} }, nil
+}
+
 // measureConnect times a connect scenario: with the prober running and no
 // tunnel yet (nothing may be answered), from the start of the connect
 // command to the first echo of a probe sent after it that came back
@@ -680,6 +738,7 @@ type clientJSON struct {
 
 type scenarioJSON struct {
 	Scenario string                `json:"scenario"`
+	Gateway  string                `json:"gateway"`
 	Reps     int                   `json:"reps"`
 	BoundMS  float64               `json:"bound_ms"`
 	DelayMS  float64               `json:"delay_ms"`
@@ -694,7 +753,7 @@ func ptr[T any](v T) *T { return benchkit.Ptr(v) }
 
 func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration) {
 	fmt.Fprintf(w, "\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")
-	fmt.Fprintf(w, "gateway: strongSwan (kernel-libipsec) in both cases; %v one-way delay on each uplink; a probe every %v through the tunnel\n", cfg.delay, cfg.interval)
+	fmt.Fprintf(w, "gateway: %s for both clients; %v one-way delay on each uplink; a probe every %v through the tunnel\n", gatewayLabel[cfg.gateway], cfg.delay, cfg.interval)
 	fmt.Fprintf(w, "%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n\n",
 		cfg.reps, cfg.bound, took.Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -704,7 +763,7 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 	stalled, maxStall := 0, time.Duration(0)
 	var firstOut []string
 	for _, sc := range cfg.scenarios {
-		sj := scenarioJSON{Scenario: sc.name, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
+		sj := scenarioJSON{Scenario: sc.name, Gateway: cfg.gateway, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
 		sums := map[string]probe.Summary{}
 		for _, cl := range cfg.clients {
 			var rs []probe.Result

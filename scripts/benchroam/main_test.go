@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -28,6 +29,7 @@ func TestParseFlags(t *testing.T) {
 		bound     time.Duration
 		scenarios string
 		clients   string
+		gateway   string // "": strongswan, the default
 		err       string
 	}{
 		{name: "defaults", reps: 10, bound: 10 * time.Second,
@@ -44,6 +46,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "unknown scenario", args: []string{"-scenarios", "f"}, err: `unknown scenario "f"`},
 		{name: "connect scenarios", args: []string{"-scenarios", "e,e2"}, reps: 10, bound: 10 * time.Second,
 			scenarios: "e-connect,e2-connect-daemon", clients: "roam,strongswan"},
+		{name: "roam gateway", env: map[string]string{"GATEWAY": "roam", "CLIENTS": "roam"}, reps: 10, bound: 10 * time.Second,
+			scenarios: "a-link-down,b-address-removed,c-preferred-back,d-nat-flushed,d2-nat-address,e-connect,e2-connect-daemon", clients: "roam", gateway: "roam"},
+		{name: "unknown gateway", args: []string{"-gateway", "libreswan"}, err: `GATEWAY/-gateway "libreswan"`},
 		{name: "unknown client", args: []string{"-clients", "wireguard"}, err: `unknown client "wireguard"`},
 		{name: "stray argument", args: []string{"now"}, err: "unexpected argument"},
 	} {
@@ -54,6 +59,9 @@ func TestParseFlags(t *testing.T) {
 			}
 			if cfg.reps != tc.reps || cfg.bound != tc.bound || names(cfg) != tc.scenarios || strings.Join(cfg.clients, ",") != tc.clients {
 				t.Errorf("got reps %d bound %v scenarios %s clients %v", cfg.reps, cfg.bound, names(cfg), cfg.clients)
+			}
+			if want := cmp.Or(tc.gateway, swanGateway); cfg.gateway != want {
+				t.Errorf("gateway %q, want %q", cfg.gateway, want)
 			}
 			if cfg.delay != 10*time.Millisecond || cfg.interval != 5*time.Millisecond {
 				t.Errorf("delay %v interval %v", cfg.delay, cfg.interval)
@@ -75,7 +83,7 @@ func TestReport(t *testing.T) {
 		return run{res: probe.Result{Lost: lost, RTT: 22 * ms, SendGap: 5 * ms}, trigger: 5 * ms}
 	}
 	cfg := config{reps: 2, bound: 10 * time.Second, delay: 10 * ms, interval: 5 * ms,
-		scenarios: []scenario{allScenarios[0], allScenarios[3]}, clients: []string{roamClient, swanClient}}
+		scenarios: []scenario{allScenarios[0], allScenarios[3]}, clients: []string{roamClient, swanClient}, gateway: roamGateway}
 	results := map[string]map[string][]run{
 		"a-link-down": {
 			roamClient: {ok(40*ms, 8), ok(60*ms, 10)},
@@ -89,7 +97,7 @@ func TestReport(t *testing.T) {
 	var out bytes.Buffer
 	report(&out, cfg, results, time.Minute)
 	text := out.String()
-	for _, want := range []string{"within 10s of the event counts as NOT recovered", "not recovered", "1/2 (1 err)", "0.25", "n/a"} {
+	for _, want := range []string{"within 10s of the event counts as NOT recovered", "not recovered", "1/2 (1 err)", "0.25", "n/a", "gateway: roam gateway for both clients"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q:\n%s", want, text)
 		}
@@ -108,7 +116,7 @@ func TestReport(t *testing.T) {
 		t.Fatalf("%d machine lines, want 2", len(got))
 	}
 	a, d := got[0], got[1]
-	if a.Scenario != "a-link-down" || a.Ratio == nil || *a.Ratio != 0.25 {
+	if a.Scenario != "a-link-down" || a.Gateway != roamGateway || a.Ratio == nil || *a.Ratio != 0.25 {
 		t.Errorf("a: %+v", a)
 	}
 	r, s := a.Clients[roamClient], a.Clients[swanClient]
