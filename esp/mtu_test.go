@@ -325,23 +325,14 @@ func TestLoopbackPathMTU(t *testing.T) {
 	p := newLoopbackPairWith(t, func(d *Dataplane) {
 		d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
 	})
-	a, b, tunA, tunB := p.a, p.b, p.tunA, p.tunB
+	a, tunA, tunB := p.a, p.tunA, p.tunB
 	remoteB := p.sb.LocalAddr()
-	peerOfA := a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: remoteB})
-	peerOfB := b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
-	installPair(t, a, b, peerOfA, peerOfB)
+	peerOfA, peerOfB := p.peers()
+	c := clientGatewayChild(0xb0b, 0xa11ce, keyMat(36), keyMat(20))
+	c.esnDown = true
+	p.install(t, peerOfA, peerOfB, c)
 	if peerOfA.MTU() != 1218 {
 		t.Fatalf("A's path MTU %d, want 1218 for a 1280 uplink", peerOfA.MTU())
-	}
-	recv := func(f *fakeTUN) []byte {
-		t.Helper()
-		select {
-		case p := <-f.out:
-			return p
-		case <-time.After(5 * time.Second):
-			t.Fatal("no packet out of the TUN")
-			return nil
-		}
 	}
 	mssOf := func(pkt []byte) int {
 		tcp, _, _ := tcpSYN(pkt)
@@ -349,17 +340,17 @@ func TestLoopbackPathMTU(t *testing.T) {
 	}
 
 	tunA.in <- tcpPacket(v4a, v4b, 0x02, mssOption(1460), 0)
-	if got := recv(tunB); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
+	if got := recvPacket(t, tunB); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
 		t.Fatalf("outbound SYN arrived with MSS %d", mssOf(got))
 	}
 	tunB.in <- tcpPacket(v4b, v4a, 0x12, mssOption(1460), 0)
-	if got := recv(tunA); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
+	if got := recvPacket(t, tunA); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
 		t.Fatalf("inbound SYN-ACK written with MSS %d", mssOf(got))
 	}
 
 	big := tcpPacket(v4a, v4b, 0x10, nil, 1300)
 	tunA.in <- big
-	checkTooBig(t, recv(tunA), big, 1218)
+	checkTooBig(t, recvPacket(t, tunA), big, 1218)
 	if d := a.Drops(); d.TooBig != 1 {
 		t.Fatalf("drops %+v, want one too big", d)
 	}
@@ -378,23 +369,8 @@ func TestLoopbackPathMTU(t *testing.T) {
 	uplink.Store(1500)
 	a.refreshMTU(peerOfA)
 	tunA.in <- big
-	if got := recv(tunB); !bytes.Equal(got, big) {
+	if got := recvPacket(t, tunB); !bytes.Equal(got, big) {
 		t.Fatal("the packet that fits the new path did not arrive intact")
-	}
-}
-
-func installPair(t *testing.T, a, b *Dataplane, peerOfA, peerOfB *Peer) {
-	t.Helper()
-	kAB, kBA := keyMat(36), keyMat(20)
-	outA, _ := NewOutboundSA(0xb0b, kAB, false)
-	inB, _ := NewInboundSA(0xb0b, kAB, false)
-	outB, _ := NewOutboundSA(0xa11ce, kBA, true)
-	inA, _ := NewInboundSA(0xa11ce, kBA, true)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
-		t.Fatal(err)
 	}
 }
 
