@@ -21,18 +21,7 @@ func TestLoopbackPipeline(t *testing.T) {
 	c.a.Proposal, c.b.Proposal = "aes256gcm16", "aes128gcm16"
 	p.install(t, peerOfA, peerOfB, c)
 
-	for i := 0; i < 20; i++ {
-		up := ipv4Packet(100 + i)
-		tunA.in <- up
-		if got := recvPacket(t, tunB); !bytes.Equal(got, up) {
-			t.Fatalf("A->B packet %d mismatch", i)
-		}
-		down := downPacket(200 + i)
-		tunB.in <- down
-		if got := recvPacket(t, tunA); !bytes.Equal(got, down) {
-			t.Fatalf("B->A packet %d mismatch", i)
-		}
-	}
+	exchange(t, tunA, tunB, 20)
 	// No route: dropped and counted.
 	stray := ipv4Packet(10)
 	copy(stray[16:20], []byte{192, 0, 2, 1})

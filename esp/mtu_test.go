@@ -322,9 +322,7 @@ func (discardTUN) Write(bufs [][]byte, offset int) (int, error) { return len(buf
 func TestLoopbackPathMTU(t *testing.T) {
 	var uplink atomic.Int64 // the MTU the "kernel" reports for every path
 	uplink.Store(1280)
-	p := newLoopbackPairWith(t, func(d *Dataplane) {
-		d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
-	})
+	p := newLoopbackPairWith(t, func(d *Dataplane) { d.linkMTU = linkMTUOf(&uplink) })
 	a, tunA, tunB := p.a, p.tunA, p.tunB
 	remoteB := p.sb.LocalAddr()
 	peerOfA, peerOfB := p.peers()
@@ -433,11 +431,7 @@ func FuzzTooBig(f *testing.F) {
 // TestKernelLinkMTU asks the kernel for real: the path to 127.0.0.1 leaves
 // by the loopback device, whose MTU it reports.
 func TestKernelLinkMTU(t *testing.T) {
-	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := listenLoopback(t)
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		t.Skip("no loopback device:", err)
@@ -455,19 +449,29 @@ func TestKernelLinkMTU(t *testing.T) {
 	}
 }
 
+// linkMTUOf is a Dataplane.linkMTU that reports uplink for every path, as
+// a kernel would for a link whose MTU the test sets.
+func linkMTUOf(uplink *atomic.Int64) func(Path, *Socket) (int, error) {
+	return func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
+}
+
+// newMTUDataplane is a dataplane, not running, with linkMTUOf(uplink) and
+// one socket on 127.0.0.1 that is closed when the test ends.
+func newMTUDataplane(t *testing.T, uplink *atomic.Int64) (*Dataplane, *Socket) {
+	t.Helper()
+	d := NewDataplane(nil, nil, nil)
+	d.linkMTU = linkMTUOf(uplink)
+	s := listenLoopback(t)
+	d.AddSocket(s)
+	return d, s
+}
+
 // TestMaybeRefreshMTU: a peer with ESP sent in the last second has its
 // path MTU derived again every second, an idle one only on its turn.
 func TestMaybeRefreshMTU(t *testing.T) {
 	var uplink atomic.Int64
 	uplink.Store(1500)
-	d := NewDataplane(nil, nil, nil)
-	d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
-	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	d.AddSocket(s)
+	d, s := newMTUDataplane(t, &uplink)
 	base := time.Unix(1_000_000_000, 0) // a multiple of the interval
 	for _, tc := range []struct {
 		name   string

@@ -1,6 +1,7 @@
 package esp
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"os"
@@ -83,6 +84,24 @@ func downPacket(payload int) []byte {
 	return p
 }
 
+// exchange sends n packets from A's TUN device to B's and n back, one at
+// a time, each of which must come out intact.
+func exchange(t *testing.T, tunA, tunB *fakeTUN, n int) {
+	t.Helper()
+	for i := range n {
+		up := ipv4Packet(100 + i)
+		tunA.in <- up
+		if got := recvPacket(t, tunB); !bytes.Equal(got, up) {
+			t.Fatalf("A->B packet %d mismatch", i)
+		}
+		down := downPacket(200 + i)
+		tunB.in <- down
+		if got := recvPacket(t, tunA); !bytes.Equal(got, down) {
+			t.Fatalf("B->A packet %d mismatch", i)
+		}
+	}
+}
+
 type ikeRecorder struct {
 	mu   sync.Mutex
 	msgs [][]byte
@@ -106,16 +125,22 @@ func (r *ikeRecorder) count() int {
 // ignoreIKE is an IKE handler for tests that send none.
 func ignoreIKE([]byte, Path) {}
 
-// listenLoopback is a Socket on an ephemeral port of 127.0.0.1, closed
-// when the test ends.
-func listenLoopback(tb testing.TB) *Socket {
+// listenOn is a Socket bound to addr, closed when the test ends.
+func listenOn(tb testing.TB, addr string) *Socket {
 	tb.Helper()
-	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	s, err := ListenUDP(netip.MustParseAddrPort(addr), 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+// listenLoopback is a Socket on an ephemeral port of 127.0.0.1, closed
+// when the test ends.
+func listenLoopback(tb testing.TB) *Socket {
+	tb.Helper()
+	return listenOn(tb, "127.0.0.1:0")
 }
 
 // dataplanePair is two running dataplanes, A and B, each with a UDP socket

@@ -97,18 +97,7 @@ func TestStreamPath(t *testing.T) {
 	c := clientGatewayChild(0xb0b, 0xa11ce, keyMat(36), keyMat(20))
 	c.installA(t, a, peerOfA)
 	c.installB(t, b, peerOfB)
-	for i := range 20 {
-		up := ipv4Packet(100 + i)
-		tunA.in <- up
-		if got := recvPacket(t, tunB); !bytes.Equal(got, up) {
-			t.Fatalf("A->B packet %d mismatch", i)
-		}
-		down := downPacket(200 + i)
-		tunB.in <- down
-		if got := recvPacket(t, tunA); !bytes.Equal(got, down) {
-			t.Fatalf("B->A packet %d mismatch", i)
-		}
-	}
+	exchange(t, tunA, tunB, 20)
 	if recs, flushes := ab.counts(); recs != 20 || flushes != 20 {
 		t.Fatalf("A sent %d records in %d flushes, want 20 in 20", recs, flushes)
 	}
