@@ -19,7 +19,6 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ike/wire"
-	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/internal/netsim"
 	"github.com/roam-vpn/roam/netpath"
 )
@@ -46,14 +45,14 @@ func FastRetransmit() ike.Retransmit {
 
 // Proposals is the engine's form of the one proposal s, which parse reads
 // (config.ParseIKEProposal or config.ParseESPProposal); tb fails if s does
-// not parse.
+// not parse. (Not through ikeesp, whose own tests use this package.)
 func Proposals(tb testing.TB, parse func(string) (config.Proposal, error), s string) []ike.Proposal {
 	tb.Helper()
 	p, err := parse(s)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return ikeesp.Proposals([]config.Proposal{p})
+	return []ike.Proposal{ike.Proposal(p)}
 }
 
 // ResponderConfig is the gateway's config: PSK authentication both ways,
