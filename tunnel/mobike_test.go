@@ -46,13 +46,15 @@ func (f *fakeMobilitySA) Move(ctx context.Context, paths []netpath.Path) (mobili
 	}
 }
 
-// outageRig is a connection established over wlan with MOBIKE whose
-// mobility wiring runs against a fake SA: a test feeds it netmon events
-// and reads the events it emitted and its status.
-type outageRig struct {
+// moverRig is a connection established over wlan with MOBIKE whose
+// mobility wiring (its Mover) runs against a fake SA: a test feeds it
+// netmon events or a child event, and reads the events it emitted and
+// its status.
+type moverRig struct {
 	gw         netip.AddrPort
 	wlan, wwan netmon.Address
 	c          *conn
+	mover      *mobility.Mover
 	sa         *fakeMobilitySA
 	evs        chan netmon.Event
 	ran        chan struct{} // closed when the mover returns
@@ -62,12 +64,12 @@ type outageRig struct {
 	addrs  []netmon.Address // the usable addresses netmon would list
 }
 
-// newOutageRig builds the connection, with an SA on which no address
+// newMoverRig builds the connection, with an SA on which no address
 // answers, lets prepare (if not nil) finish it before its mover starts,
 // and runs the mover until cancel is called or the connection ends. It
 // runs inside a synctest bubble.
-func newOutageRig(ctx context.Context, cancel context.CancelFunc, prepare func(*outageRig)) *outageRig {
-	r := &outageRig{
+func newMoverRig(ctx context.Context, cancel context.CancelFunc, prepare func(*moverRig)) *moverRig {
+	r := &moverRig{
 		gw:   netip.MustParseAddrPort("198.51.100.1:4500"),
 		wlan: netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"},
 		wwan: netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"},
@@ -97,33 +99,41 @@ func newOutageRig(ctx context.Context, cancel context.CancelFunc, prepare func(*
 		defer r.mu.Unlock()
 		return slices.Clone(r.addrs)
 	})
+	r.mover = r.c.newMover(r.c.mobilityConfig(), mc, r.pathOf(r.wlan), "wlan", nil)
 	go func() {
 		defer close(r.ran)
-		r.c.newMover(r.c.mobilityConfig(), mc, r.pathOf(r.wlan), "wlan", nil).Run(ctx, r.evs)
+		r.mover.Run(ctx, r.evs)
 	}()
 	return r
 }
 
 // pathOf is the path to the gateway from a's address.
-func (r *outageRig) pathOf(a netmon.Address) netpath.Path {
+func (r *moverRig) pathOf(a netmon.Address) netpath.Path {
 	return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: r.gw, IfIndex: a.IfIndex}
 }
 
 // send hands the mover ev and waits until the bubble is idle again.
-func (r *outageRig) send(ev netmon.Event) {
+func (r *moverRig) send(ev netmon.Event) {
 	r.evs <- ev
 	synctest.Wait()
 }
 
-func (r *outageRig) setAddrs(a ...netmon.Address) {
+func (r *moverRig) setAddrs(a ...netmon.Address) {
 	r.mu.Lock()
 	r.addrs = a
 	r.mu.Unlock()
 }
 
+// emitted is every event so far.
+func (r *moverRig) emitted() []report.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
 // take returns the events since the last take but the health ones, which
 // Status emits as it looks (checked through Status).
-func (r *outageRig) take() []report.Event {
+func (r *moverRig) take() []report.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []report.Event
@@ -152,7 +162,7 @@ func TestConnOutage(t *testing.T) {
 			defer mu.Unlock()
 			return slices.Clone(holds)
 		}
-		r := newOutageRig(ctx, cancel, func(r *outageRig) {
+		r := newMoverRig(ctx, cancel, func(r *moverRig) {
 			r.sa.working[r.wwan.Addr] = true
 			r.c.est.VirtualIPs = []netip.Addr{netip.MustParseAddr("10.99.200.1")}
 			r.c.dpdHold = func(hold bool) {
@@ -242,7 +252,7 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		r := newOutageRig(ctx, cancel, func(r *outageRig) { // nothing answers
+		r := newMoverRig(ctx, cancel, func(r *moverRig) { // nothing answers
 			r.addrs = []netmon.Address{r.wwan}
 			r.c.suspect = make(chan string, 1)
 		})
