@@ -7,11 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
-
-	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // countTUN is an in-memory wgtun.Device that moves packets without
@@ -20,20 +17,18 @@ import (
 // arrives on in, Write copies each packet into a buffer taken from free and
 // passes it on out; the reader hands it back to free.
 type countTUN struct {
+	tunBase
 	pkt       []byte
 	in        chan int
 	out, free chan []byte
-	closeOnce sync.Once
-	closed    chan struct{}
 }
 
 func newCountTUN(pkt []byte) *countTUN {
-	f := &countTUN{pkt: pkt, in: make(chan int), out: make(chan []byte, 1), free: make(chan []byte, 1), closed: make(chan struct{})}
+	f := &countTUN{tunBase: newTUNBase("count", 64), pkt: pkt, in: make(chan int), out: make(chan []byte, 1), free: make(chan []byte, 1)}
 	f.free <- make([]byte, maxPacket)
 	return f
 }
 
-func (f *countTUN) File() *os.File { return nil }
 func (f *countTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	select {
 	case n := <-f.in:
@@ -61,11 +56,6 @@ func (f *countTUN) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	return len(bufs), nil
 }
-func (f *countTUN) MTU() (int, error)          { return 1400, nil }
-func (f *countTUN) Name() (string, error)      { return "count", nil }
-func (f *countTUN) Events() <-chan wgtun.Event { return nil }
-func (f *countTUN) BatchSize() int             { return 64 }
-func (f *countTUN) Close() error               { f.closeOnce.Do(func() { close(f.closed) }); return nil }
 
 // countRig is a running dataplane over a countTUN and a loopback socket,
 // with the peer of its one Child SA: a plain socket that reads what the
