@@ -16,16 +16,43 @@ import (
 // fakeTunnel stands in for conn: it is established from the start and ends
 // on Close or when the test kills it.
 type fakeTunnel struct {
+	*ending
 	name   string
-	done   chan struct{}
-	once   sync.Once
 	mu     sync.Mutex
-	err    error
 	closes int
 }
 
 func newFakeTunnel(name string) *fakeTunnel {
-	return &fakeTunnel{name: name, done: make(chan struct{})}
+	return &fakeTunnel{ending: newEnding(), name: name}
+}
+
+// ending is what the fakes share to end: a done channel closed once, and
+// the error they ended with.
+type ending struct {
+	done chan struct{}
+	once sync.Once
+	mu   sync.Mutex
+	err  error
+}
+
+func newEnding() *ending { return &ending{done: make(chan struct{})} }
+
+// end closes done with err, the first time only.
+func (e *ending) end(err error) {
+	e.once.Do(func() {
+		e.mu.Lock()
+		e.err = err
+		e.mu.Unlock()
+		close(e.done)
+	})
+}
+
+func (e *ending) Done() <-chan struct{} { return e.done }
+
+func (e *ending) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err
 }
 
 var fakeEstablished = time.Date(2026, 11, 22, 14, 0, 0, 123456789, time.UTC)
@@ -48,23 +75,6 @@ func (t *fakeTunnel) Close(ctx context.Context) error {
 	t.mu.Unlock()
 	t.end(nil)
 	return nil
-}
-
-func (t *fakeTunnel) end(err error) {
-	t.once.Do(func() {
-		t.mu.Lock()
-		t.err = err
-		t.mu.Unlock()
-		close(t.done)
-	})
-}
-
-func (t *fakeTunnel) Done() <-chan struct{} { return t.done }
-
-func (t *fakeTunnel) Err() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.err
 }
 
 func (t *fakeTunnel) closed() bool {

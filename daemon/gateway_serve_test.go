@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,10 +15,7 @@ import (
 // fakeGateway is a responder with one client that stops when its context
 // ends, or with an error when the test says so.
 type fakeGateway struct {
-	stopped chan struct{}
-	once    sync.Once
-	mu      sync.Mutex
-	err     error
+	*ending
 }
 
 func (g *fakeGateway) Status() []Status {
@@ -27,19 +23,8 @@ func (g *fakeGateway) Status() []Status {
 }
 
 func (g *fakeGateway) Wait() error {
-	<-g.stopped
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.err
-}
-
-func (g *fakeGateway) stop(err error) {
-	g.once.Do(func() {
-		g.mu.Lock()
-		g.err = err
-		g.mu.Unlock()
-		close(g.stopped)
-	})
+	<-g.Done()
+	return g.Err()
 }
 
 func TestServeGateway(t *testing.T) {
@@ -57,13 +42,13 @@ func TestServeGateway(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			socket := filepath.Join(t.TempDir(), "gw.sock")
-			g := &fakeGateway{stopped: make(chan struct{})}
+			g := &fakeGateway{newEnding()}
 			emitted := make(chan func(Event), 1)
 			run := func(ctx context.Context, _ *config.Gateway, emit func(Event)) (GatewayHandle, error) {
 				if tt.startUp != nil {
 					return nil, tt.startUp
 				}
-				context.AfterFunc(ctx, func() { g.stop(nil) })
+				context.AfterFunc(ctx, func() { g.end(nil) })
 				emitted <- emit
 				return g, nil
 			}
@@ -104,7 +89,7 @@ func TestServeGateway(t *testing.T) {
 					}
 				}
 				if tt.fail != nil {
-					g.stop(tt.fail)
+					g.end(tt.fail)
 				} else {
 					stop()
 				}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/internal/syncbuf"
 	"github.com/roam-vpn/roam/internal/testpki"
 )
 
@@ -80,7 +81,7 @@ func TestConnectPasswordOverSocket(t *testing.T) {
 		mu.Unlock()
 		return fake.dial(ctx, p, emit)
 	}
-	var logBuf safeBuffer
+	var logBuf syncbuf.Buffer
 	socket := filepath.Join(dir, "run", "roam.sock")
 	d, err := Start(Options{Socket: socket, Dial: dial, Log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -119,21 +120,4 @@ func TestConnectPasswordOverSocket(t *testing.T) {
 			t.Fatalf("password visible: %s", s)
 		}
 	}
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

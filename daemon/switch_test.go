@@ -32,10 +32,10 @@ func TestSwitchThroughControlSocket(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			socket := filepath.Join(t.TempDir(), "gw.sock")
-			g := &switchGateway{fakeGateway: &fakeGateway{stopped: make(chan struct{})}, err: tt.engineErr, got: make(chan netip.Addr, 1), peer: make(chan string, 1)}
+			g := &switchGateway{fakeGateway: &fakeGateway{newEnding()}, err: tt.engineErr, got: make(chan netip.Addr, 1), peer: make(chan string, 1)}
 			ready := make(chan struct{})
 			run := func(ctx context.Context, _ *config.Gateway, emit func(Event)) (GatewayHandle, error) {
-				context.AfterFunc(ctx, func() { g.stop(nil) })
+				context.AfterFunc(ctx, func() { g.end(nil) })
 				close(ready)
 				return g, nil
 			}

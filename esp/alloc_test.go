@@ -7,11 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
-
-	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // countTUN is an in-memory wgtun.Device that moves packets without
@@ -20,20 +17,18 @@ import (
 // arrives on in, Write copies each packet into a buffer taken from free and
 // passes it on out; the reader hands it back to free.
 type countTUN struct {
+	tunBase
 	pkt       []byte
 	in        chan int
 	out, free chan []byte
-	closeOnce sync.Once
-	closed    chan struct{}
 }
 
 func newCountTUN(pkt []byte) *countTUN {
-	f := &countTUN{pkt: pkt, in: make(chan int), out: make(chan []byte, 1), free: make(chan []byte, 1), closed: make(chan struct{})}
+	f := &countTUN{tunBase: newTUNBase("count", 64), pkt: pkt, in: make(chan int), out: make(chan []byte, 1), free: make(chan []byte, 1)}
 	f.free <- make([]byte, maxPacket)
 	return f
 }
 
-func (f *countTUN) File() *os.File { return nil }
 func (f *countTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	select {
 	case n := <-f.in:
@@ -61,11 +56,51 @@ func (f *countTUN) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	return len(bufs), nil
 }
-func (f *countTUN) MTU() (int, error)          { return 1400, nil }
-func (f *countTUN) Name() (string, error)      { return "count", nil }
-func (f *countTUN) Events() <-chan wgtun.Event { return nil }
-func (f *countTUN) BatchSize() int             { return 64 }
-func (f *countTUN) Close() error               { f.closeOnce.Do(func() { close(f.closed) }); return nil }
+
+// countRig is a running dataplane over a countTUN and a loopback socket,
+// with the peer of its one Child SA: a plain socket that reads what the
+// dataplane sends (the kernel splits GSO datagrams for it), and one of our
+// Sockets whose batch writer sends to it.
+type countRig struct {
+	tun      *countTUN
+	d        *Dataplane
+	sock     *Socket // the dataplane's
+	peerConn *net.UDPConn
+	peerSock *Socket
+	peerIn   *InboundSA  // opens what the dataplane sends
+	peerOut  *OutboundSA // seals what the dataplane opens
+}
+
+// startCountRig starts a countRig whose TUN device reads copies of outPkt,
+// and stops it when tb ends.
+func startCountRig(tb testing.TB, outPkt []byte) *countRig {
+	tb.Helper()
+	r := &countRig{tun: newCountTUN(outPkt)}
+	r.d = NewDataplane(r.tun, ignoreIKE, nil)
+	r.sock = listenLoopback(tb)
+	r.d.AddSocket(r.sock)
+	var err error
+	if r.peerConn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0"))); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.peerConn.Close() })
+	r.peerSock = listenLoopback(tb)
+
+	kOut, kIn := keyMat(20), keyMat(36)
+	out, _ := NewOutboundSA(0x1001, kOut, false)
+	in, _ := NewInboundSA(0x2002, kIn, false)
+	r.peerIn, _ = NewInboundSA(0x1001, kOut, false)
+	r.peerOut, _ = NewOutboundSA(0x2002, kIn, false)
+	peer := r.d.NewPeer(Path{Local: r.sock.LocalAddr(), Remote: r.peerConn.LocalAddr().(*net.UDPAddr).AddrPort()})
+	if err := r.d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")}}); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.d.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); r.tun.Close(); <-done })
+	return r
+}
 
 // TestZeroAllocsPerPacket drives one dataplane over a real loopback UDP
 // socket, with a socket of the test's as the peer, and counts heap
@@ -89,40 +124,9 @@ func testZeroAllocs(t *testing.T, burst int) {
 	copy(inner[16:20], []byte{10, 99, 200, 7}) // ... to us, for inbound
 	outPkt := ipv4Packet(1200)                 // us to behind the peer
 
-	tun := newCountTUN(outPkt)
-	d := NewDataplane(tun, func([]byte, Path) {}, nil)
-	sock, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.AddSocket(sock)
-	// The peer: a plain socket reads (the kernel splits GSO datagrams for
-	// it), our own batch writer sends.
-	peerConn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peerConn.Close()
-	peerAddr := peerConn.LocalAddr().(*net.UDPAddr).AddrPort()
-	peerSock, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peerSock.Close()
-
-	kOut, kIn := keyMat(20), keyMat(36)
-	out, _ := NewOutboundSA(0x1001, kOut, false)
-	in, _ := NewInboundSA(0x2002, kIn, false)
-	peerIn, _ := NewInboundSA(0x1001, kOut, false)
-	peerOut, _ := NewOutboundSA(0x2002, kIn, false)
-	peer := d.NewPeer(Path{Local: sock.LocalAddr(), Remote: peerAddr})
-	if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.Run(ctx) }()
-	defer func() { cancel(); tun.Close(); <-done }()
+	r := startCountRig(t, outPkt)
+	tun, d, sock, peerConn, peerSock, peerIn, peerOut := r.tun, r.d, r.sock, r.peerConn, r.peerSock, r.peerIn, r.peerOut
+	var err error
 
 	// Sealed before counting: the test's own Seal allocates.
 	sealed := make([][]byte, (runs+1)*burst)

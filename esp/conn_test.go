@@ -21,16 +21,7 @@ func TestSocketConn(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var rx, tx Conn
-			r, err := ListenUDP(netip.MustParseAddrPort(tc.bind), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			r, s := listenOn(t, tc.bind), listenLoopback(t)
 			rx, tx = r, s
 			to := Path{Remote: netip.AddrPortFrom(netip.MustParseAddr(tc.local), rx.LocalAddr().Port())}
 			want := [][]byte{{1, 2, 3}, {4, 5}, {6}}

@@ -1,35 +1,28 @@
 package esp
 
 import (
-	"context"
 	"encoding/binary"
-	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
-
-	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
-// burstTUN is an in-memory wgtun.Device whose Read returns a whole burst
-// of packets at once, as a TUN with offloads does, so the loops see batches
-// big enough to split their crypto.
+// burstTUN is a fakeTUN whose Read returns a whole burst of packets at
+// once, as a TUN with offloads does, so the loops see batches big enough to
+// split their crypto.
 type burstTUN struct {
-	in        chan [][]byte
-	out       chan []byte
-	closeOnce sync.Once
-	closed    chan struct{}
+	*fakeTUN
+	bursts chan [][]byte
 }
 
 func newBurstTUN() *burstTUN {
-	return &burstTUN{in: make(chan [][]byte), out: make(chan []byte, 1024), closed: make(chan struct{})}
+	f := &fakeTUN{tunBase: newTUNBase("burst", 128), out: make(chan []byte, 1024)}
+	return &burstTUN{fakeTUN: f, bursts: make(chan [][]byte)}
 }
 
-func (f *burstTUN) File() *os.File { return nil }
 func (f *burstTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	select {
-	case burst := <-f.in:
+	case burst := <-f.bursts:
 		for i, p := range burst {
 			sizes[i] = copy(bufs[i][offset:], p)
 		}
@@ -38,17 +31,6 @@ func (f *burstTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, os.ErrClosed
 	}
 }
-func (f *burstTUN) Write(bufs [][]byte, offset int) (int, error) {
-	for _, b := range bufs {
-		f.out <- append([]byte{}, b[offset:]...)
-	}
-	return len(bufs), nil
-}
-func (f *burstTUN) MTU() (int, error)          { return 1400, nil }
-func (f *burstTUN) Name() (string, error)      { return "burst", nil }
-func (f *burstTUN) Events() <-chan wgtun.Event { return nil }
-func (f *burstTUN) BatchSize() int             { return 128 }
-func (f *burstTUN) Close() error               { f.closeOnce.Do(func() { close(f.closed) }); return nil }
 
 // TestBurstOrder sends bursts of up to 128 packets from one dataplane to
 // another over loopback, crypto split across workers where there are
@@ -68,38 +50,13 @@ func TestBurstOrder(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tunA, tunB := newBurstTUN(), newBurstTUN()
-			a := NewDataplane(tunA, func([]byte, Path) {}, nil)
-			b := NewDataplane(tunB, func([]byte, Path) {}, nil)
-			sa, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sb, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.AddSocket(sa)
-			b.AddSocket(sb)
+			p := startDataplanePair(t, tunA, tunB, ignoreIKE, ignoreIKE, nil)
+			a, b := p.a, p.b
+			pa, pb := p.peers()
 			k := keyMat(tt.key)
-			out, _ := NewOutboundSAWith(tt.cipher, 0x77, k, false)
-			in, _ := NewInboundSAWith(tt.cipher, 0x77, k, false)
-			back, _ := NewOutboundSAWith(tt.cipher, 0x78, k, false)
-			backIn, _ := NewInboundSAWith(tt.cipher, 0x78, k, false)
-			pa := a.NewPeer(Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()})
-			pb := b.NewPeer(Path{Local: sb.LocalAddr(), Remote: sa.LocalAddr()})
-			if err := a.InstallChild(pa, ChildConfig{In: backIn, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.InstallChild(pb, ChildConfig{In: in, Out: back, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			for _, d := range []*Dataplane{a, b} {
-				wg.Add(1)
-				go func() { defer wg.Done(); d.Run(ctx) }()
-			}
-			defer func() { cancel(); tunA.Close(); tunB.Close(); wg.Wait() }()
+			c := clientGatewayChild(0x77, 0x78, k, k)
+			c.cipher = tt.cipher
+			p.install(t, pa, pb, c)
 
 			next := uint32(0)
 			for range tt.bursts {
@@ -109,7 +66,7 @@ func TestBurstOrder(t *testing.T) {
 					binary.BigEndian.PutUint32(p[20:], next+uint32(i))
 					burst[i] = p
 				}
-				tunA.in <- burst
+				tunA.bursts <- burst
 				for i := range burst {
 					select {
 					case got := <-tunB.out:

@@ -43,28 +43,17 @@ func TestEarlyHold(t *testing.T) {
 // with other keys is not.
 func TestEarlyESP(t *testing.T) {
 	p := newLoopbackPair(t)
-	peerOfA := p.a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: p.sb.LocalAddr()})
-	peerOfB := p.b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
-	kBA := keyMat(36)
-	outB, _ := NewOutboundSA(0xe4e1, kBA, false)
-	inB, _ := NewInboundSA(0x1234, keyMat(36), false)
-	if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
-	down := ipv4Packet(64)
-	copy(down[12:16], []byte{10, 99, 0, 10})
-	copy(down[16:20], []byte{10, 99, 200, 7})
+	peerOfA, peerOfB := p.peers()
+	c := clientGatewayChild(0x1234, 0xe4e1, keyMat(36), keyMat(36))
+	c.installB(t, p.b, peerOfB)
+	down := downPacket(64)
 	p.tunB.in <- down
 	for deadline := time.Now().Add(5 * time.Second); p.a.Drops().UnknownSPI == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the early packet never arrived")
 		}
 	}
-	inA, _ := NewInboundSA(0xe4e1, kBA, false)
-	outA, _ := NewOutboundSA(0x1234, keyMat(36), false)
-	if err := p.a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
-		t.Fatal(err)
-	}
+	outA := c.installA(t, p.a, peerOfA).Out
 	select {
 	case got := <-p.tunA.out:
 		if !bytes.Equal(got, down) {

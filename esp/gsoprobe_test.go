@@ -29,14 +29,7 @@ func TestGSOProbe(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var uplink atomic.Int64
 			uplink.Store(1500)
-			d := NewDataplane(nil, nil, nil)
-			d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
-			s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			d.AddSocket(s)
+			d, s := newMTUDataplane(t, &uplink)
 			s.gso.Store(false) // as after a segmented send the kernel refused
 			p := d.NewPeer(Path{Local: s.LocalAddr(), Remote: netip.MustParseAddrPort("127.0.0.1:4500")})
 			if tt.rtt > 0 {
@@ -88,11 +81,7 @@ func TestGSOProbe(t *testing.T) {
 // TestGSOProbeBuild checks that the send stage sends a probing path's
 // packets of a proven size with GSO and larger ones alone, recording them.
 func TestGSOProbeBuild(t *testing.T) {
-	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := listenLoopback(t)
 	now := time.Now()
 	tests := []struct {
 		name         string

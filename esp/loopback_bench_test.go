@@ -1,9 +1,6 @@
 package esp
 
 import (
-	"context"
-	"net"
-	"net/netip"
 	"testing"
 )
 
@@ -20,35 +17,8 @@ func BenchmarkLoopback(b *testing.B) {
 	copy(inner[16:20], []byte{10, 99, 200, 7})
 	outPkt := ipv4Packet(1200)
 
-	tun := newCountTUN(outPkt)
-	d := NewDataplane(tun, func([]byte, Path) {}, nil)
-	sock, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d.AddSocket(sock)
-	peerConn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer peerConn.Close()
-	peerSock, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer peerSock.Close()
-	kOut, kIn := keyMat(20), keyMat(36)
-	out, _ := NewOutboundSA(0x1001, kOut, false)
-	in, _ := NewInboundSA(0x2002, kIn, false)
-	peerOut, _ := NewOutboundSA(0x2002, kIn, false)
-	peer := d.NewPeer(Path{Local: sock.LocalAddr(), Remote: peerConn.LocalAddr().(*net.UDPAddr).AddrPort()})
-	if err := d.InstallChild(peer, ChildConfig{In: in, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")}}); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.Run(ctx) }()
-	defer func() { cancel(); tun.Close(); <-done }()
+	r := startCountRig(b, outPkt)
+	tun, sock, peerConn, peerSock, peerOut := r.tun, r.sock, r.peerConn, r.peerSock, r.peerOut
 
 	b.Run("outbound", func(b *testing.B) {
 		rbuf := make([]byte, maxPacket)

@@ -322,26 +322,15 @@ func (discardTUN) Write(bufs [][]byte, offset int) (int, error) { return len(buf
 func TestLoopbackPathMTU(t *testing.T) {
 	var uplink atomic.Int64 // the MTU the "kernel" reports for every path
 	uplink.Store(1280)
-	p := newLoopbackPairWith(t, func(d *Dataplane) {
-		d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
-	})
-	a, b, tunA, tunB := p.a, p.b, p.tunA, p.tunB
+	p := newLoopbackPairWith(t, func(d *Dataplane) { d.linkMTU = linkMTUOf(&uplink) })
+	a, tunA, tunB := p.a, p.tunA, p.tunB
 	remoteB := p.sb.LocalAddr()
-	peerOfA := a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: remoteB})
-	peerOfB := b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
-	installPair(t, a, b, peerOfA, peerOfB)
+	peerOfA, peerOfB := p.peers()
+	c := clientGatewayChild(0xb0b, 0xa11ce, keyMat(36), keyMat(20))
+	c.esnDown = true
+	p.install(t, peerOfA, peerOfB, c)
 	if peerOfA.MTU() != 1218 {
 		t.Fatalf("A's path MTU %d, want 1218 for a 1280 uplink", peerOfA.MTU())
-	}
-	recv := func(f *fakeTUN) []byte {
-		t.Helper()
-		select {
-		case p := <-f.out:
-			return p
-		case <-time.After(5 * time.Second):
-			t.Fatal("no packet out of the TUN")
-			return nil
-		}
 	}
 	mssOf := func(pkt []byte) int {
 		tcp, _, _ := tcpSYN(pkt)
@@ -349,17 +338,17 @@ func TestLoopbackPathMTU(t *testing.T) {
 	}
 
 	tunA.in <- tcpPacket(v4a, v4b, 0x02, mssOption(1460), 0)
-	if got := recv(tunB); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
+	if got := recvPacket(t, tunB); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
 		t.Fatalf("outbound SYN arrived with MSS %d", mssOf(got))
 	}
 	tunB.in <- tcpPacket(v4b, v4a, 0x12, mssOption(1460), 0)
-	if got := recv(tunA); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
+	if got := recvPacket(t, tunA); mssOf(got) != 1178 || !tcpChecksumOK(t, got) {
 		t.Fatalf("inbound SYN-ACK written with MSS %d", mssOf(got))
 	}
 
 	big := tcpPacket(v4a, v4b, 0x10, nil, 1300)
 	tunA.in <- big
-	checkTooBig(t, recv(tunA), big, 1218)
+	checkTooBig(t, recvPacket(t, tunA), big, 1218)
 	if d := a.Drops(); d.TooBig != 1 {
 		t.Fatalf("drops %+v, want one too big", d)
 	}
@@ -378,23 +367,8 @@ func TestLoopbackPathMTU(t *testing.T) {
 	uplink.Store(1500)
 	a.refreshMTU(peerOfA)
 	tunA.in <- big
-	if got := recv(tunB); !bytes.Equal(got, big) {
+	if got := recvPacket(t, tunB); !bytes.Equal(got, big) {
 		t.Fatal("the packet that fits the new path did not arrive intact")
-	}
-}
-
-func installPair(t *testing.T, a, b *Dataplane, peerOfA, peerOfB *Peer) {
-	t.Helper()
-	kAB, kBA := keyMat(36), keyMat(20)
-	outA, _ := NewOutboundSA(0xb0b, kAB, false)
-	inB, _ := NewInboundSA(0xb0b, kAB, false)
-	outB, _ := NewOutboundSA(0xa11ce, kBA, true)
-	inA, _ := NewInboundSA(0xa11ce, kBA, true)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -457,11 +431,7 @@ func FuzzTooBig(f *testing.F) {
 // TestKernelLinkMTU asks the kernel for real: the path to 127.0.0.1 leaves
 // by the loopback device, whose MTU it reports.
 func TestKernelLinkMTU(t *testing.T) {
-	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := listenLoopback(t)
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		t.Skip("no loopback device:", err)
@@ -479,19 +449,29 @@ func TestKernelLinkMTU(t *testing.T) {
 	}
 }
 
+// linkMTUOf is a Dataplane.linkMTU that reports uplink for every path, as
+// a kernel would for a link whose MTU the test sets.
+func linkMTUOf(uplink *atomic.Int64) func(Path, *Socket) (int, error) {
+	return func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
+}
+
+// newMTUDataplane is a dataplane, not running, with linkMTUOf(uplink) and
+// one socket on 127.0.0.1 that is closed when the test ends.
+func newMTUDataplane(t *testing.T, uplink *atomic.Int64) (*Dataplane, *Socket) {
+	t.Helper()
+	d := NewDataplane(nil, nil, nil)
+	d.linkMTU = linkMTUOf(uplink)
+	s := listenLoopback(t)
+	d.AddSocket(s)
+	return d, s
+}
+
 // TestMaybeRefreshMTU: a peer with ESP sent in the last second has its
 // path MTU derived again every second, an idle one only on its turn.
 func TestMaybeRefreshMTU(t *testing.T) {
 	var uplink atomic.Int64
 	uplink.Store(1500)
-	d := NewDataplane(nil, nil, nil)
-	d.linkMTU = func(Path, *Socket) (int, error) { return int(uplink.Load()), nil }
-	s, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	d.AddSocket(s)
+	d, s := newMTUDataplane(t, &uplink)
 	base := time.Unix(1_000_000_000, 0) // a multiple of the interval
 	for _, tc := range []struct {
 		name   string

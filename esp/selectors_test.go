@@ -38,19 +38,11 @@ func TestInboundSelectors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newLoopbackPair(t)
-			peerOfA := p.a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: p.sb.LocalAddr()})
-			peerOfB := p.b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
-			k := keyMat(20)
-			outA, _ := NewOutboundSA(0xb0b, k, false)
-			inB, _ := NewInboundSA(0xb0b, k, false)
-			inA, _ := NewInboundSA(0xa11ce, k, false)
-			outB, _ := NewOutboundSA(0xa11ce, k, false)
-			if err := p.a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: prefixes("0.0.0.0/0"), Local: prefixes("10.99.200.7/32")}); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: prefixes("10.99.200.7/32"), Local: tt.bLocal}); err != nil {
-				t.Fatal(err)
-			}
+			peerOfA, peerOfB := p.peers()
+			c := clientGatewayChild(0xb0b, 0xa11ce, keyMat(20), keyMat(20))
+			c.a.Remote = prefixes("0.0.0.0/0")
+			c.b.Local = tt.bLocal
+			p.install(t, peerOfA, peerOfB, c)
 			pkt := ipv4Packet(30)
 			copy(pkt[12:16], netip.MustParseAddr(tt.src).AsSlice())
 			copy(pkt[16:20], netip.MustParseAddr(tt.dst).AsSlice())

@@ -87,16 +87,7 @@ func TestSocketBatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			snd, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer snd.Close()
-			rcv, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rcv.Close()
+			snd, rcv := listenLoopback(t), listenLoopback(t)
 			if (tt.gso && !snd.gso.Load()) || (tt.gro && !rcv.gro) {
 				t.Skip("the kernel has no UDP GSO or GRO")
 			}

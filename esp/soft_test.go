@@ -23,25 +23,14 @@ func TestRekeyPackets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newLoopbackPair(t)
-			peerOfA := p.a.NewPeer(Path{Local: p.sa.LocalAddr(), Remote: p.sb.LocalAddr()})
-			peerOfB := p.b.NewPeer(Path{Local: p.sb.LocalAddr(), Remote: p.sa.LocalAddr()})
-			k := keyMat(20)
-			outA, _ := NewOutboundSA(0xb0b, k, false)
-			inB, _ := NewInboundSA(0xb0b, k, false)
-			inA, _ := NewInboundSA(0xa11ce, k, false)
-			outB, _ := NewOutboundSA(0xa11ce, k, false)
+			peerOfA, peerOfB := p.peers()
 			var calls atomic.Int32
 			asked := make(chan struct{}, 4)
-			if err := p.a.InstallChild(peerOfA, ChildConfig{
-				In: inA, Out: outA, Remote: prefixes("10.99.0.0/24"), Local: prefixes("10.99.200.7/32"),
-				OutboundSeq: tt.startSeq, RekeyPackets: tt.limit,
-				OnRekeyPackets: func() { calls.Add(1); asked <- struct{}{} },
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: prefixes("10.99.200.7/32"), Local: prefixes("10.99.0.0/24")}); err != nil {
-				t.Fatal(err)
-			}
+			c := clientGatewayChild(0xb0b, 0xa11ce, keyMat(20), keyMat(20))
+			c.a.OutboundSeq, c.a.RekeyPackets = tt.startSeq, tt.limit
+			c.a.OnRekeyPackets = func() { calls.Add(1); asked <- struct{}{} }
+			cfgA, _ := p.install(t, peerOfA, peerOfB, c)
+			outA := cfgA.Out
 			for i := 0; i < tt.quietFor; i++ {
 				p.tunA.in <- ipv4Packet(20)
 				recvPacket(t, p.tunB)

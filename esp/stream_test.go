@@ -94,31 +94,10 @@ func TestStreamPath(t *testing.T) {
 	go pump(ctx, ba.to, a.NewStreamInput(pathA))
 
 	peerOfA, peerOfB := a.NewPeer(pathA), b.NewPeer(pathB)
-	kAB, kBA := keyMat(36), keyMat(20)
-	outA, _ := NewOutboundSA(0xb0b, kAB, false)
-	inB, _ := NewInboundSA(0xb0b, kAB, false)
-	outB, _ := NewOutboundSA(0xa11ce, kBA, false)
-	inA, _ := NewInboundSA(0xa11ce, kBA, false)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: outA, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: inB, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 20 {
-		up := ipv4Packet(100 + i)
-		tunA.in <- up
-		if got := recvPacket(t, tunB); !bytes.Equal(got, up) {
-			t.Fatalf("A->B packet %d mismatch", i)
-		}
-		down := ipv4Packet(200 + i)
-		copy(down[12:16], []byte{10, 99, 0, 10})
-		copy(down[16:20], []byte{10, 99, 200, 7})
-		tunB.in <- down
-		if got := recvPacket(t, tunA); !bytes.Equal(got, down) {
-			t.Fatalf("B->A packet %d mismatch", i)
-		}
-	}
+	c := clientGatewayChild(0xb0b, 0xa11ce, keyMat(36), keyMat(20))
+	c.installA(t, a, peerOfA)
+	c.installB(t, b, peerOfB)
+	exchange(t, tunA, tunB, 20)
 	if recs, flushes := ab.counts(); recs != 20 || flushes != 20 {
 		t.Fatalf("A sent %d records in %d flushes, want 20 in 20", recs, flushes)
 	}
@@ -130,13 +109,7 @@ func TestStreamPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ikeA.mu.Lock()
-		n := len(ikeA.msgs)
-		ikeA.mu.Unlock()
-		if n > 0 {
-			break
-		}
+	for ikeA.count() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("IKE over the stream did not arrive")
 		}

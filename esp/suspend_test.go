@@ -2,9 +2,7 @@ package esp
 
 import (
 	"bytes"
-	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,42 +13,11 @@ import (
 // sealing and counted as NoPath; SetPath brings the traffic back on the
 // same Child SA.
 func TestSuspend(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tunA, tunB := newFakeTUN(), newFakeTUN()
-	defer tunA.Close()
-	defer tunB.Close()
-	a := NewDataplane(tunA, func([]byte, Path) {}, nil)
-	b := NewDataplane(tunB, func([]byte, Path) {}, nil)
-	sa, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.AddSocket(sa)
-	b.AddSocket(sb)
-	var wg sync.WaitGroup
-	for _, d := range []*Dataplane{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.Run(ctx) }()
-	}
-	path := Path{Local: sa.LocalAddr(), Remote: sb.LocalAddr()}
-	peerOfA := a.NewPeer(path)
-	peerOfB := b.NewPeer(Path{Local: sb.LocalAddr(), Remote: sa.LocalAddr()})
-	k := keyMat(36)
-	out, _ := NewOutboundSA(0xb0b, k, false)
-	in, _ := NewInboundSA(0xb0b, k, false)
-	inA, _ := NewInboundSA(0xa11ce, keyMat(20), false)
-	outB, _ := NewOutboundSA(0xa11ce, keyMat(20), false)
-	if err := a.InstallChild(peerOfA, ChildConfig{In: inA, Out: out, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.InstallChild(peerOfB, ChildConfig{In: in, Out: outB, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.200.7/32")}, Local: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}); err != nil {
-		t.Fatal(err)
-	}
+	p := newLoopbackPair(t)
+	a, tunA, tunB := p.a, p.tunA, p.tunB
+	peerOfA, peerOfB := p.peers()
+	path := peerOfA.Path()
+	p.install(t, peerOfA, peerOfB, clientGatewayChild(0xb0b, 0xa11ce, keyMat(36), keyMat(20)))
 
 	a.Suspend(peerOfA)
 	if peerOfA.Path() != path {
@@ -84,10 +51,6 @@ func TestSuspend(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no packet after SetPath")
 	}
-	cancel()
-	tunA.Close()
-	tunB.Close()
-	wg.Wait()
 }
 
 // TestFollower: the peer sends where its connection's netpath.Current

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/netpath"
 	"github.com/roam-vpn/roam/report"
 
@@ -21,7 +20,7 @@ import (
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ha"
 	"github.com/roam-vpn/roam/ike"
-	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/ikesim"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
 
@@ -47,67 +46,21 @@ func startHASim(t *testing.T) *haSim {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := netsim.New(1)
 	t.Cleanup(func() { cancel(); n.Close() })
-	ikeP := mustProposals(t, config.ParseIKEProposal, "aes128gcm16-prfsha256-x25519")
-	espP := mustProposals(t, config.ParseESPProposal, "aes128gcm16")
-	fast := ike.Retransmit{Initial: 40 * time.Millisecond, Factor: 1.5, Max: 200 * time.Millisecond, Retries: 10}
 	responder := func(host *netsim.Host, events chan ike.Event) *ike.Responder {
 		t.Helper()
-		pool, err := ike.NewPool([]netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		local, err := ike.NewPSKAuth("vpn.example.com", simPSK)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := ike.NewResponder(ctx, ike.ResponderConfig{
-			LocalAuth: local,
-			PeerAuth:  func(*wire.Identification) (ike.PeerAuth, error) { return ike.NewPSKPeer("alice@example.com", simPSK) },
-			IKE:       ikeP, ESP: espP, Pool: pool, MOBIKE: true, HA: true,
-			LocalTS:   []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-			Addresses: []netip.Addr{simR1, simR2}, Retransmit: fast,
-		}, host, events)
-		if err != nil {
-			t.Fatal(err)
-		}
-		host.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) { r.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src}) })
-		return r
+		cfg := ikesim.ResponderConfig(t)
+		cfg.MOBIKE, cfg.HA, cfg.Addresses = true, true, []netip.Addr{simR1, simR2}
+		return ikesim.Listen(ctx, t, host, cfg, events)
 	}
 	activeEvents := make(chan ike.Event, 64)
 	activeResp := responder(n.AddHost("gw", simR1), activeEvents)
 	standbyResp := responder(n.AddHost("gw2", simR2), make(chan ike.Event, 64))
 
-	clHost := n.AddHost("client", simClient)
-	clientAuth, err := ike.NewPSKAuth("alice@example.com", simPSK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwAuth, err := ike.NewPSKPeer("vpn.example.com", simPSK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := ike.Dial(ctx, ike.InitiatorConfig{
-		Path:      netpath.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
-		LocalAuth: clientAuth, PeerAuth: gwAuth, RemoteID: "vpn.example.com",
-		IKE: ikeP, ESP: espP, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-		VirtualIP: true, MOBIKE: true, Switch: true, Retransmit: fast,
-	}, clHost, make(chan ike.Event, 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		client.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-	})
-	for {
-		select {
-		case ev := <-activeEvents:
-			if est, ok := ev.(*ike.Established); ok {
-				return &haSim{ctx: ctx, activeResp: activeResp, activeEvents: activeEvents, standbyResp: standbyResp, sa: est.SA, est: est}
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("client not established")
-		}
-	}
+	icfg := ikesim.InitiatorConfig(t, netip.AddrPortFrom(simClient, 40000), netip.AddrPortFrom(simR1, 500))
+	icfg.MOBIKE, icfg.Switch = true, true
+	ikesim.Dial(ctx, t, n.AddHost("client", simClient), icfg, make(chan ike.Event, 64))
+	est := ikesim.Established(t, activeEvents, 10*time.Second)
+	return &haSim{ctx: ctx, activeResp: activeResp, activeEvents: activeEvents, standbyResp: standbyResp, sa: est.SA, est: est}
 }
 
 func TestHAStandbyBookkeeping(t *testing.T) {
@@ -156,15 +109,6 @@ func TestHAStandbyBookkeeping(t *testing.T) {
 			t.Fatalf("after %s: parked copy %+v (parked %t)", step.name, got, got.sa.Parked())
 		}
 	}
-}
-
-func mustProposals(t *testing.T, parse func(string) (config.Proposal, error), s string) []ike.Proposal {
-	t.Helper()
-	p, err := parse(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ikeesp.Proposals([]config.Proposal{p})
 }
 
 // nopTUN is a TUN device for a dataplane that never runs: the active

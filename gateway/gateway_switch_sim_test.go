@@ -9,13 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/netpath"
 	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ike"
-	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/ikesim"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
 
@@ -24,7 +23,6 @@ var (
 	simR2     = netip.MustParseAddr("198.51.100.2")
 	simR3     = netip.MustParseAddr("198.51.100.3") // a listen address the client was never told about
 	simClient = netip.MustParseAddr("192.0.2.10")
-	simPSK    = []byte("correct horse battery staple")
 )
 
 // simGateway is the gateway's switch code over a real responder on an
@@ -53,39 +51,11 @@ func startSimGateway(t *testing.T, clientSwitch bool) *simGateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := netsim.New(1)
 	t.Cleanup(func() { cancel(); n.Close() })
-	mustProposal := func(parse func(string) (config.Proposal, error), s string) []ike.Proposal {
-		p, err := parse(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ikeesp.Proposals([]config.Proposal{p})
-	}
-	ikeP := mustProposal(config.ParseIKEProposal, "aes128gcm16-prfsha256-x25519")
-	espP := mustProposal(config.ParseESPProposal, "aes128gcm16")
-	pool, err := ike.NewPool([]netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := ike.NewPSKAuth("vpn.example.com", simPSK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fast := ike.Retransmit{Initial: 40 * time.Millisecond, Factor: 1.5, Max: 200 * time.Millisecond, Retries: 10}
 	gwHost := n.AddHost("gw", simR1, simR2, simR3)
 	events := make(chan ike.Event, 64)
-	resp, err := ike.NewResponder(ctx, ike.ResponderConfig{
-		LocalAuth: local,
-		PeerAuth:  func(*wire.Identification) (ike.PeerAuth, error) { return ike.NewPSKPeer("alice@example.com", simPSK) },
-		IKE:       ikeP, ESP: espP, Pool: pool, MOBIKE: true,
-		LocalTS:   []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-		Addresses: []netip.Addr{simR1, simR2}, NoReturnRoutability: true, Retransmit: fast,
-	}, gwHost, events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-	})
+	rcfg := ikesim.ResponderConfig(t)
+	rcfg.MOBIKE, rcfg.Addresses, rcfg.NoReturnRoutability = true, []netip.Addr{simR1, simR2}, true
+	ikesim.Listen(ctx, t, gwHost, rcfg, events)
 	s := &simGateway{}
 	s.gw = &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR1, simR2, simR3}}, log: discardLog(), clients: map[*ike.SA]*gatewayClient{},
 		emit: func(ev report.Event) { s.mu.Lock(); s.events = append(s.events, ev); s.mu.Unlock() }}
@@ -111,34 +81,9 @@ func startSimGateway(t *testing.T, clientSwitch bool) *simGateway {
 
 	clHost := n.AddHost("client", simClient)
 	cevents := make(chan ike.Event, 64)
-	clientAuth, err := ike.NewPSKAuth("alice@example.com", simPSK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwAuth, err := ike.NewPSKPeer("vpn.example.com", simPSK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		mu.Lock()
-		sa := s.client
-		mu.Unlock()
-		if sa != nil {
-			sa.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-		}
-	})
-	mu.Lock()
-	s.client, err = ike.Dial(ctx, ike.InitiatorConfig{
-		Path:      netpath.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
-		LocalAuth: clientAuth, PeerAuth: gwAuth, RemoteID: "vpn.example.com",
-		IKE: ikeP, ESP: espP, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-		VirtualIP: true, MOBIKE: true, Switch: clientSwitch, Retransmit: fast,
-	}, clHost, cevents)
-	mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	icfg := ikesim.InitiatorConfig(t, netip.AddrPortFrom(simClient, 40000), netip.AddrPortFrom(simR1, 500))
+	icfg.MOBIKE, icfg.Switch = true, clientSwitch
+	s.client = ikesim.Dial(ctx, t, clHost, icfg, cevents)
 	// The client daemon's part: an accepted switch moves the SA at once.
 	go func() {
 		for {

@@ -4,65 +4,29 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/roam-vpn/roam/netpath"
 
-	wgtun "golang.zx2c4.com/wireguard/tun"
-
-	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
-	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/ikesim"
+	"github.com/roam-vpn/roam/internal/memtun"
 	"github.com/roam-vpn/roam/internal/netsim"
 )
-
-// chanTUN is an in-memory TUN device: packets sent into in are read by
-// the dataplane, packets it writes come out of out.
-type chanTUN struct {
-	in, out chan []byte
-	closed  chan struct{}
-}
-
-func newChanTUN() *chanTUN {
-	return &chanTUN{in: make(chan []byte, 16), out: make(chan []byte, 64), closed: make(chan struct{})}
-}
-
-func (f *chanTUN) File() *os.File { return nil }
-func (f *chanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	select {
-	case p := <-f.in:
-		sizes[0] = copy(bufs[0][offset:], p)
-		return 1, nil
-	case <-f.closed:
-		return 0, os.ErrClosed
-	}
-}
-func (f *chanTUN) Write(bufs [][]byte, offset int) (int, error) {
-	for _, b := range bufs {
-		f.out <- append([]byte(nil), b[offset:]...)
-	}
-	return len(bufs), nil
-}
-func (f *chanTUN) MTU() (int, error)          { return 1400, nil }
-func (f *chanTUN) Name() (string, error)      { return "chan", nil }
-func (f *chanTUN) Events() <-chan wgtun.Event { return nil }
-func (f *chanTUN) BatchSize() int             { return 1 }
-func (f *chanTUN) Close() error               { close(f.closed); return nil }
 
 // espEnd is one end's dataplane over a loopback UDP socket.
 type espEnd struct {
 	dp   *esp.Dataplane
-	tun  *chanTUN
+	tun  *memtun.Device
 	sock *esp.Socket
 	peer *esp.Peer
 }
 
 func startESPEnd(t *testing.T) *espEnd {
 	t.Helper()
-	e := &espEnd{tun: newChanTUN()}
+	e := &espEnd{tun: memtun.New(memtun.Config{})}
 	e.dp = esp.NewDataplane(e.tun, func([]byte, netpath.Path) {}, nil)
 	var err error
 	if e.sock, err = esp.ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0); err != nil {
@@ -86,44 +50,12 @@ func TestRekeyOnPackets(t *testing.T) {
 	n := netsim.New(7)
 	t.Cleanup(func() { cancel(); n.Close() })
 	log := slog.New(slog.DiscardHandler)
-	ikeP := mustProposals(t, config.ParseIKEProposal, "aes128gcm16-prfsha256-x25519")
-	espP := mustProposals(t, config.ParseESPProposal, "aes128gcm16")
-	fast := ike.Retransmit{Initial: 40 * time.Millisecond, Factor: 1.5, Max: 200 * time.Millisecond, Retries: 10}
-	pool, err := ike.NewPool([]netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwLocal, _ := ike.NewPSKAuth("vpn.example.com", simPSK)
-	gwHost := n.AddHost("gw", simR1)
+	gwAddr, clientAddr := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.10")
 	gwEvents := make(chan ike.Event, 64)
-	resp, err := ike.NewResponder(ctx, ike.ResponderConfig{
-		LocalAuth: gwLocal,
-		PeerAuth:  func(*wire.Identification) (ike.PeerAuth, error) { return ike.NewPSKPeer("alice@example.com", simPSK) },
-		IKE:       ikeP, ESP: espP, Pool: pool, Retransmit: fast,
-		LocalTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-	}, gwHost, gwEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-	})
-	clHost := n.AddHost("client", simClient)
-	clAuth, _ := ike.NewPSKAuth("alice@example.com", simPSK)
-	gwAuth, _ := ike.NewPSKPeer("vpn.example.com", simPSK)
+	ikesim.Listen(ctx, t, n.AddHost("gw", gwAddr), ikesim.ResponderConfig(t), gwEvents)
 	clEvents := make(chan ike.Event, 64)
-	client, err := ike.Dial(ctx, ike.InitiatorConfig{
-		Path:      netpath.Path{Local: netip.AddrPortFrom(simClient, 40000), Remote: netip.AddrPortFrom(simR1, 500)},
-		LocalAuth: clAuth, PeerAuth: gwAuth, RemoteID: "vpn.example.com",
-		IKE: ikeP, ESP: espP, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-		VirtualIP: true, Retransmit: fast,
-	}, clHost, clEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		client.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-	})
+	icfg := ikesim.InitiatorConfig(t, netip.AddrPortFrom(clientAddr, 40000), netip.AddrPortFrom(gwAddr, 500))
+	client := ikesim.Dial(ctx, t, n.AddHost("client", clientAddr), icfg, clEvents)
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	clEst, err := client.Wait(wctx)
 	wcancel()
@@ -182,9 +114,11 @@ func TestRekeyOnPackets(t *testing.T) {
 		pkt[0], pkt[9] = 0x45, 17
 		copy(pkt[12:16], vip.AsSlice())
 		copy(pkt[16:20], []byte{10, 99, 0, 10})
-		cl.tun.in <- pkt
+		if err := cl.tun.Inject(ctx, pkt); err != nil {
+			t.Fatal(err)
+		}
 		select {
-		case <-gw.tun.out:
+		case <-gw.tun.Written():
 		case <-time.After(5 * time.Second):
 			t.Fatalf("packet not delivered; client drops %+v, gateway drops %+v", cl.dp.Drops(), gw.dp.Drops())
 		}

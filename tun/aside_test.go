@@ -18,13 +18,7 @@ func TestStepAside(t *testing.T) {
 	if !nstest.InNamespace(t) {
 		return
 	}
-	withUplink(t)
-
-	d, err := Create("roamt0", 1400)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := createWithUplink(t)
 	var journal State
 	d.SetJournal(func(s State) error { journal = s; return nil })
 	if err := d.AddAddress(netip.MustParsePrefix("10.99.200.7/32")); err != nil {

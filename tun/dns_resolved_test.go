@@ -30,18 +30,10 @@ func TestResolvedSplitDNS(t *testing.T) {
 	os.Chmod(filepath.Dir(dir), 0o755)
 	// resolved drops privileges to systemd-resolve; the user exists only in
 	// this mount namespace's copy of passwd and group.
-	for _, f := range []struct{ path, line string }{
-		{"/etc/passwd", "systemd-resolve:x:64990:64990::/:/usr/sbin/nologin\n"},
-		{"/etc/group", "systemd-resolve:x:64990:\n"},
-	} {
-		b, err := os.ReadFile(f.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp := filepath.Join(dir, filepath.Base(f.path))
-		os.WriteFile(cp, append(b, f.line...), 0o644)
-		nstest.Exec(t, "mount", "--bind", cp, f.path)
-	}
+	sock := filepath.Join(dir, "bus.sock")
+	conf, passwd, group := nstest.ResolvedFiles(t, dir, "unix:path="+sock)
+	nstest.Exec(t, "mount", "--bind", passwd, "/etc/passwd")
+	nstest.Exec(t, "mount", "--bind", group, "/etc/group")
 	resolv := filepath.Join(dir, "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 192.0.2.53\n"), 0o644)
 	nstest.Exec(t, "mount", "--bind", resolv, "/etc/resolv.conf")
@@ -49,19 +41,6 @@ func TestResolvedSplitDNS(t *testing.T) {
 	nstest.Exec(t, "mount", "-t", "tmpfs", "tmpfs", "/run/systemd")
 	nstest.Exec(t, "ip", "link", "set", "lo", "up")
 
-	sock := filepath.Join(dir, "bus.sock")
-	conf := filepath.Join(dir, "bus.conf")
-	os.WriteFile(conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=`+sock+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_sender="*"/>
-  </policy>
-</busconfig>
-`), 0o644)
 	start := func(name string, args ...string) {
 		cmd := exec.Command(name, args...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

@@ -53,6 +53,20 @@ func withUplink(t *testing.T) {
 	nstest.Exec(t, "ip", "route", "add", "default", "via", "192.0.2.1")
 }
 
+// createWithUplink is device roamt0 (MTU 1400) in a throwaway namespace
+// given an uplink by withUplink; it is closed when the test ends, if the
+// test did not close it.
+func createWithUplink(t *testing.T) *Device {
+	t.Helper()
+	withUplink(t)
+	d, err := Create("roamt0", 1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 // TestDeviceLifecycle creates a device in a throwaway namespace, configures
 // a split and a full tunnel, checks the kernel's view, and checks that Close
 // leaves nothing behind.
@@ -60,13 +74,7 @@ func TestDeviceLifecycle(t *testing.T) {
 	if !nstest.InNamespace(t) {
 		return
 	}
-	withUplink(t)
-
-	d, err := Create("roamt0", 1400)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := createWithUplink(t)
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 192.0.2.53\n"), 0o644)
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -225,7 +226,7 @@ func (c *conn) followCaptive(r captive.Result, iface string, err error) {
 	}
 	c.mu.Lock()
 	st := c.captive
-	changed := st != nil && (st.location != r.Location || !sameAddrs(st.addrs, r.Addrs))
+	changed := st != nil && (st.location != r.Location || !slices.Equal(st.addrs, r.Addrs))
 	if changed {
 		st.location, st.addrs = r.Location, r.Addrs
 		if iface != "" {
@@ -293,18 +294,6 @@ func (c *conn) captiveStatus(st *report.Status) {
 // opposed to a refusal or a local failure).
 func unanswered(err error) bool {
 	return errors.Is(err, ike.ErrUnreachable) || strings.Contains(err.Error(), "gateway unreachable: no response")
-}
-
-func sameAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // connectThroughPortal is connect for the first SA. Behind a captive

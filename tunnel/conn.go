@@ -962,13 +962,9 @@ func authenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 		}
 		return local, peer, nil
 	case "pubkey":
-		certPEM, err := os.ReadFile(p.Cert)
+		certPEM, keyPEM, err := readCertKey(p)
 		if err != nil {
-			return nil, nil, fmt.Errorf("cert: %w", err)
-		}
-		keyPEM, err := os.ReadFile(p.Key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("key: %w", err)
+			return nil, nil, err
 		}
 		caPEM, err := os.ReadFile(p.CA)
 		if err != nil {
@@ -987,6 +983,17 @@ func authenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 		return eapAuthenticators(p)
 	}
 	return nil, nil, fmt.Errorf("auth: %q is not psk, pubkey, %s or %s", p.Auth, config.AuthEAPMSCHAPv2, config.AuthEAPTLS)
+}
+
+// readCertKey reads the profile's cert and key files (PEM).
+func readCertKey(p *config.Profile) (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = os.ReadFile(p.Cert); err != nil {
+		return nil, nil, fmt.Errorf("cert: %w", err)
+	}
+	if keyPEM, err = os.ReadFile(p.Key); err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	return certPEM, keyPEM, nil
 }
 
 // tunName derives the interface name from the profile, within the kernel's

@@ -20,13 +20,9 @@ func eapAuthenticators(p *config.Profile) (ike.LocalAuth, ike.PeerAuth, error) {
 	}
 	var local ike.LocalAuth
 	if p.Auth == config.AuthEAPTLS {
-		certPEM, err := os.ReadFile(p.Cert)
+		certPEM, keyPEM, err := readCertKey(p)
 		if err != nil {
-			return nil, nil, fmt.Errorf("cert: %w", err)
-		}
-		keyPEM, err := os.ReadFile(p.Key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("key: %w", err)
+			return nil, nil, err
 		}
 		if local, err = ike.NewEAPTLSAuth(p.LocalID, p.EAPIdentity, certPEM, keyPEM, caPEM, p.RemoteID, p.EAPOnly); err != nil {
 			return nil, nil, fmt.Errorf("cert/key: %w", err)

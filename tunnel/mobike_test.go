@@ -46,6 +46,106 @@ func (f *fakeMobilitySA) Move(ctx context.Context, paths []netpath.Path) (mobili
 	}
 }
 
+// moverRig is a connection established over wlan with MOBIKE whose
+// mobility wiring (its Mover) runs against a fake SA: a test feeds it
+// netmon events or a child event, and reads the events it emitted and
+// its status.
+type moverRig struct {
+	gw         netip.AddrPort
+	wlan, wwan netmon.Address
+	c          *conn
+	mover      *mobility.Mover
+	sa         *fakeMobilitySA
+	evs        chan netmon.Event
+	ran        chan struct{} // closed when the mover returns
+
+	mu     sync.Mutex
+	events []report.Event
+	addrs  []netmon.Address // the usable addresses netmon would list
+}
+
+// newMoverRig builds the connection, with an SA on which no address
+// answers, lets prepare (if not nil) finish it before its mover starts,
+// and runs the mover until cancel is called or the connection ends. It
+// runs inside a synctest bubble.
+func newMoverRig(ctx context.Context, cancel context.CancelFunc, prepare func(*moverRig)) *moverRig {
+	r := &moverRig{
+		gw:   netip.MustParseAddrPort("198.51.100.1:4500"),
+		wlan: netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"},
+		wwan: netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"},
+		sa:   &fakeMobilitySA{working: map[netip.Addr]bool{}},
+		evs:  make(chan netmon.Event, 4),
+		ran:  make(chan struct{}),
+	}
+	dp := esp.NewDataplane(nil, nil, discardLog())
+	r.c = &conn{
+		profile: &config.Profile{Name: "corp", MOBIKE: true, Interfaces: []string{"wlan", "wwan"}, OutageLimit: 30 * time.Minute},
+		log:     discardLog(),
+		emit: func(ev report.Event) {
+			r.mu.Lock()
+			r.events = append(r.events, ev)
+			r.mu.Unlock()
+		},
+		cancel: cancel, dp: dp, done: make(chan struct{}), state: "established", ifname: "wlan",
+		est: &ike.Established{Path: r.pathOf(r.wlan), PeerMOBIKE: true},
+	}
+	r.c.peer = dp.NewPeer(r.pathOf(r.wlan))
+	r.c.dpdHold = func(bool) {}
+	if prepare != nil {
+		prepare(r)
+	}
+	mc := r.c.moverConn(r.sa, func() []netmon.Address {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return slices.Clone(r.addrs)
+	})
+	r.mover = r.c.newMover(r.c.mobilityConfig(), mc, netpath.NewCurrent(r.pathOf(r.wlan), "wlan"), nil)
+	go func() {
+		defer close(r.ran)
+		r.mover.Run(ctx, r.evs)
+	}()
+	return r
+}
+
+// pathOf is the path to the gateway from a's address.
+func (r *moverRig) pathOf(a netmon.Address) netpath.Path {
+	return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: r.gw, IfIndex: a.IfIndex}
+}
+
+// send hands the mover ev and waits until the bubble is idle again.
+func (r *moverRig) send(ev netmon.Event) {
+	r.evs <- ev
+	synctest.Wait()
+}
+
+func (r *moverRig) setAddrs(a ...netmon.Address) {
+	r.mu.Lock()
+	r.addrs = a
+	r.mu.Unlock()
+}
+
+// emitted is every event so far.
+func (r *moverRig) emitted() []report.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// take returns the events since the last take but the health ones, which
+// Status emits as it looks (checked through Status).
+func (r *moverRig) take() []report.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []report.Event
+	for _, ev := range r.events {
+		if ev.Event != report.EventHealth {
+			out = append(out, ev)
+		}
+	}
+	r.events = nil
+	return out
+}
+
 // TestConnOutage drives a connection's mobility wiring through an outage:
 // every uplink down (suspended: state, interface and local cleared), an
 // uplink back (path-changed, then resumed, traffic on the new path), and a
@@ -53,80 +153,29 @@ func (f *fakeMobilitySA) Move(ctx context.Context, paths []netpath.Path) (mobili
 // outage as its reason).
 func TestConnOutage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gw := netip.MustParseAddrPort("198.51.100.1:4500")
-		wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
-		wwan := netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
-		pathOf := func(a netmon.Address) netpath.Path {
-			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
-		}
-		var mu sync.Mutex
-		var events []report.Event
-		var addrs []netmon.Address
-		// take returns the events since the last take but the health
-		// ones, which Status emits as it looks (checked through Status).
-		take := func() []report.Event {
-			mu.Lock()
-			defer mu.Unlock()
-			var out []report.Event
-			for _, ev := range events {
-				if ev.Event != report.EventHealth {
-					out = append(out, ev)
-				}
-			}
-			events = nil
-			return out
-		}
-		setAddrs := func(a ...netmon.Address) {
-			mu.Lock()
-			addrs = a
-			mu.Unlock()
-		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		dp := esp.NewDataplane(nil, nil, discardLog())
-		c := &conn{
-			profile: &config.Profile{Name: "corp", MOBIKE: true, Interfaces: []string{"wlan", "wwan"}, OutageLimit: 30 * time.Minute},
-			log:     discardLog(),
-			emit: func(ev report.Event) {
-				mu.Lock()
-				events = append(events, ev)
-				mu.Unlock()
-			},
-			cancel: cancel, dp: dp, done: make(chan struct{}), state: "established", ifname: "wlan",
-			est: &ike.Established{Path: pathOf(wlan), PeerMOBIKE: true, VirtualIPs: []netip.Addr{netip.MustParseAddr("10.99.200.1")}},
-		}
-		c.peer = dp.NewPeer(pathOf(wlan))
+		var mu sync.Mutex
 		var holds []bool
-		c.dpdHold = func(hold bool) {
-			mu.Lock()
-			holds = append(holds, hold)
-			mu.Unlock()
-		}
 		dpdHolds := func() []bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return slices.Clone(holds)
 		}
-		sa := &fakeMobilitySA{working: map[netip.Addr]bool{wwan.Addr: true}}
-		mc := c.moverConn(sa, func() []netmon.Address {
-			mu.Lock()
-			defer mu.Unlock()
-			return slices.Clone(addrs)
+		r := newMoverRig(ctx, cancel, func(r *moverRig) {
+			r.sa.working[r.wwan.Addr] = true
+			r.c.est.VirtualIPs = []netip.Addr{netip.MustParseAddr("10.99.200.1")}
+			r.c.dpdHold = func(hold bool) {
+				mu.Lock()
+				holds = append(holds, hold)
+				mu.Unlock()
+			}
 		})
-		evs := make(chan netmon.Event, 4)
-		ran := make(chan struct{})
-		go func() {
-			defer close(ran)
-			c.newMover(c.mobilityConfig(), mc, netpath.NewCurrent(pathOf(wlan), "wlan"), nil).Run(ctx, evs)
-		}()
-		send := func(ev netmon.Event) {
-			evs <- ev
-			synctest.Wait()
-		}
+		c, gw, wlan, wwan := r.c, r.gw, r.wlan, r.wwan
 
 		// Every uplink down.
-		send(netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true, At: time.Now()})
-		got := take()
+		r.send(netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true, At: time.Now()})
+		got := r.take()
 		if len(got) != 1 || got[0].Event != report.EventSuspended || got[0].Interface != "wlan" || got[0].From != "192.168.10.2:4500" ||
 			got[0].Reason != "no usable network address" {
 			t.Fatalf("events %+v, want one suspended naming wlan", got)
@@ -142,9 +191,9 @@ func TestConnOutage(t *testing.T) {
 
 		// wwan comes back 20 s later.
 		time.Sleep(20 * time.Second)
-		setAddrs(wwan)
-		send(netmon.Snapshot{Addrs: []netmon.Address{wwan}, At: time.Now()})
-		got = take()
+		r.setAddrs(wwan)
+		r.send(netmon.Snapshot{Addrs: []netmon.Address{wwan}, At: time.Now()})
+		got = r.take()
 		var kinds []string
 		for _, ev := range got {
 			kinds = append(kinds, ev.Event)
@@ -158,7 +207,7 @@ func TestConnOutage(t *testing.T) {
 		if st := c.Status(); st.State != "established" || st.Interface != "wwan" || st.PathChanges != 1 {
 			t.Fatalf("status after resuming: %+v", st)
 		}
-		if c.peer.Path() != pathOf(wwan) {
+		if c.peer.Path() != r.pathOf(wwan) {
 			t.Fatalf("ESP on %v", c.peer.Path())
 		}
 		if h := dpdHolds(); !slices.Equal(h, []bool{true, false}) {
@@ -166,8 +215,8 @@ func TestConnOutage(t *testing.T) {
 		}
 
 		// Down again, for longer than outage_limit.
-		setAddrs()
-		send(netmon.LinkDown{IfIndex: wwan.IfIndex, IfName: "wwan", Current: true, At: time.Now()})
+		r.setAddrs()
+		r.send(netmon.LinkDown{IfIndex: wwan.IfIndex, IfName: "wwan", Current: true, At: time.Now()})
 		time.Sleep(30 * time.Minute)
 		synctest.Wait()
 		select {
@@ -181,7 +230,7 @@ func TestConnOutage(t *testing.T) {
 		if st := c.Status(); st.State != "disconnected" {
 			t.Fatalf("state %q", st.State)
 		}
-		<-ran
+		<-r.ran
 	})
 }
 
@@ -201,68 +250,31 @@ func TestOutageLimitDefaults(t *testing.T) {
 // rest of an outage that no reconnect can end.
 func TestConnAddressesGoneDuringTest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gw := netip.MustParseAddrPort("198.51.100.1:4500")
-		wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
-		wwan := netmon.Address{Addr: netip.MustParseAddr("192.168.20.2"), Bits: 24, IfIndex: 3, IfName: "wwan"}
-		pathOf := func(a netmon.Address) netpath.Path {
-			return netpath.Path{Local: netip.AddrPortFrom(a.Addr, 4500), Remote: gw, IfIndex: a.IfIndex}
-		}
-		var mu sync.Mutex
-		var events []report.Event
-		addrs := []netmon.Address{wwan}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		dp := esp.NewDataplane(nil, nil, discardLog())
-		c := &conn{
-			profile: &config.Profile{Name: "corp", MOBIKE: true, Interfaces: []string{"wlan", "wwan"}, OutageLimit: 30 * time.Minute},
-			log:     discardLog(),
-			emit: func(ev report.Event) {
-				mu.Lock()
-				events = append(events, ev)
-				mu.Unlock()
-			},
-			cancel: cancel, dp: dp, done: make(chan struct{}), state: "established", ifname: "wlan",
-			est:     &ike.Established{Path: pathOf(wlan), PeerMOBIKE: true},
-			suspect: make(chan string, 1),
-		}
-		c.peer = dp.NewPeer(pathOf(wlan))
-		c.dpdHold = func(bool) {}
-		sa := &fakeMobilitySA{working: map[netip.Addr]bool{}} // nothing answers
-		mc := c.moverConn(sa, func() []netmon.Address {
-			mu.Lock()
-			defer mu.Unlock()
-			return slices.Clone(addrs)
+		r := newMoverRig(ctx, cancel, func(r *moverRig) { // nothing answers
+			r.addrs = []netmon.Address{r.wwan}
+			r.c.suspect = make(chan string, 1)
 		})
-		evs := make(chan netmon.Event, 4)
-		ran := make(chan struct{})
-		go func() {
-			defer close(ran)
-			c.newMover(c.mobilityConfig(), mc, netpath.NewCurrent(pathOf(wlan), "wlan"), nil).Run(ctx, evs)
-		}()
-		send := func(ev netmon.Event) {
-			evs <- ev
-			synctest.Wait()
-		}
+		c := r.c
 		// wlan goes: wwan is tested. Then wwan goes as well.
-		send(netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true, At: time.Now()})
-		mu.Lock()
-		addrs = nil
-		mu.Unlock()
-		send(netmon.Snapshot{At: time.Now()})
+		r.send(netmon.LinkDown{IfIndex: r.wlan.IfIndex, IfName: "wlan", Current: true, At: time.Now()})
+		r.setAddrs()
+		r.send(netmon.Snapshot{At: time.Now()})
 		if st := c.Status(); st.State != report.StateSuspended || st.Health != report.HealthNoPath {
 			t.Fatalf("status with no address: state %q health %q (%s)", st.State, st.Health, st.HealthReason)
 		}
 		// The test of wwan fails after the retransmissions.
 		time.Sleep(11 * time.Second)
 		synctest.Wait()
-		mu.Lock()
+		r.mu.Lock()
 		var tests []report.Event
-		for _, ev := range events {
+		for _, ev := range r.events {
 			if ev.Event == report.EventPathTest {
 				tests = append(tests, ev)
 			}
 		}
-		mu.Unlock()
+		r.mu.Unlock()
 		if len(tests) != 1 || tests[0].Reason == "" {
 			t.Fatalf("path-test events %+v, want the failed test of wwan", tests)
 		}
@@ -275,6 +287,6 @@ func TestConnAddressesGoneDuringTest(t *testing.T) {
 			t.Fatalf("status after the failed test: state %q health %q (%s)", st.State, st.Health, st.HealthReason)
 		}
 		cancel()
-		<-ran
+		<-r.ran
 	})
 }

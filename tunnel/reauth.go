@@ -89,11 +89,7 @@ func (c *conn) scheduleReauth(s *session, gwLifetime time.Duration) {
 	d, cause, ok := reauthDelay(now, s.authAt, c.profile.ReauthTime, s.gwReauthDeadline, s.gwLifetime, c.jitter())
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ra.timer != nil {
-		c.ra.timer.Stop()
-		c.ra.timer = nil
-	}
-	c.ra.next = time.Time{}
+	c.disarmReauth()
 	if !ok {
 		return
 	}
@@ -112,6 +108,11 @@ func (c *conn) scheduleReauth(s *session, gwLifetime time.Duration) {
 func (c *conn) stopReauth() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.disarmReauth()
+}
+
+// disarmReauth stops the timer and clears the next time; c.mu is held.
+func (c *conn) disarmReauth() {
 	if c.ra.timer != nil {
 		c.ra.timer.Stop()
 		c.ra.timer = nil

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -23,7 +22,7 @@ import (
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ike/wire"
-	wgtun "golang.zx2c4.com/wireguard/tun"
+	"github.com/roam-vpn/roam/internal/memtun"
 )
 
 func TestReauthDelay(t *testing.T) {
@@ -315,32 +314,6 @@ func TestReauthLostMeanwhile(t *testing.T) {
 	})
 }
 
-// fakeTUN is an in-memory wgtun.Device whose "kernel" writes packets.
-type fakeTUN struct {
-	in        chan []byte
-	closeOnce sync.Once
-	closed    chan struct{}
-}
-
-func (f *fakeTUN) File() *os.File { return nil }
-func (f *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	select {
-	case p := <-f.in:
-		sizes[0] = copy(bufs[0][offset:], p)
-		return 1, nil
-	case <-f.closed:
-		return 0, os.ErrClosed
-	}
-}
-func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
-func (f *fakeTUN) MTU() (int, error)                            { return 1400, nil }
-func (f *fakeTUN) Name() (string, error)                        { return "fake", nil }
-func (f *fakeTUN) Events() <-chan wgtun.Event                   { return nil }
-func (f *fakeTUN) BatchSize() int                               { return 1 }
-func (f *fakeTUN) Close() error                                 { f.closeOnce.Do(func() { close(f.closed) }); return nil }
-
-var _ wgtun.Device = (*fakeTUN)(nil)
-
 // TestReauthMovesTraffic runs a real dataplane over loopback: packets from
 // the TUN device leave on the old Child SA until the reauthenticated SA is
 // installed, and on its Child SA only from then on; the device is never
@@ -410,7 +383,7 @@ func TestReauthMovesTraffic(t *testing.T) {
 		return nil, out, ifname, err
 	}
 	dev := &fakeDevice{}
-	tunDev := &fakeTUN{in: make(chan []byte, 64), closed: make(chan struct{})}
+	tunDev := memtun.New(memtun.Config{Name: "fake"})
 	events := make(chan report.Event, 64)
 	p := reconnectProfile()
 	c := newConn(p, discardLog(), func(ev report.Event) { events <- ev })
@@ -439,11 +412,10 @@ func TestReauthMovesTraffic(t *testing.T) {
 	copy(pkt[16:], []byte{10, 99, 0, 1})
 	var reauth report.Event
 	var newSPI string
-	deadline := time.After(8 * time.Second)
+	sending, stopSending := context.WithTimeout(context.Background(), 8*time.Second)
+	defer stopSending()
 	for newSPI == "" || countSPI(seen(), newSPI) < 20 {
-		select {
-		case tunDev.in <- pkt:
-		case <-deadline:
+		if err := tunDev.Inject(sending, pkt); err != nil {
 			t.Fatalf("no traffic on a new SA; SPIs seen %x, events %+v", slices.Compact(seen()), reauth)
 		}
 		select {

@@ -3,18 +3,16 @@ package tunnel
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/ikeesp"
-	"github.com/roam-vpn/roam/netpath"
 	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/ikesim"
 	"github.com/roam-vpn/roam/internal/netsim"
 	"github.com/roam-vpn/roam/netmon"
 )
@@ -28,7 +26,6 @@ func TestSwitchEndToEnd(t *testing.T) {
 	const wait = 10 * time.Second
 	r1, r2 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
 	inside, public := netip.MustParseAddr("10.1.1.10"), netip.MustParseAddr("203.0.113.77")
-	psk := []byte("correct horse battery staple")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n := netsim.New(1)
@@ -37,87 +34,27 @@ func TestSwitchEndToEnd(t *testing.T) {
 	client := n.AddHost("client", inside)
 	n.AddNAT(public, netsim.RestrictedCone).Attach(client)
 
-	ikeProp, err := config.ParseIKEProposal("aes128gcm16-prfsha256-x25519")
-	if err != nil {
-		t.Fatal(err)
-	}
-	espProp, err := config.ParseESPProposal("aes128gcm16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwAuth, err := ike.NewPSKAuth("vpn.example.com", psk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	gwEvents := make(chan ike.Event, 64)
-	resp, err := ike.NewResponder(ctx, ike.ResponderConfig{
-		LocalAuth: gwAuth,
-		PeerAuth:  func(*wire.Identification) (ike.PeerAuth, error) { return ike.NewPSKPeer("alice@example.com", psk) },
-		IKE:       ikeesp.Proposals([]config.Proposal{ikeProp}), ESP: ikeesp.Proposals([]config.Proposal{espProp}),
-		MOBIKE: true, Addresses: []netip.Addr{r1, r2},
-		// No CP here: alice's side is a network granted to her.
-		PeerTS: func(*wire.Identification) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.1.1.0/24")} },
-	}, gwHost, gwEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwHost.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		resp.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-	})
+	rcfg := ikesim.ResponderConfig(t)
+	// No CP here: alice's side is a network granted to her.
+	rcfg.Pool, rcfg.LocalTS, rcfg.Retransmit = nil, nil, ike.Retransmit{}
+	rcfg.PeerTS = func(*wire.Identification) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("10.1.1.0/24")} }
+	rcfg.MOBIKE, rcfg.Addresses = true, []netip.Addr{r1, r2}
+	ikesim.Listen(ctx, t, gwHost, rcfg, gwEvents)
 
 	p := &config.Profile{Name: "corp", MOBIKE: true, Switch: true, AcceptSwitch: config.AcceptSwitchAnnounced,
 		SwitchNotify: config.DefaultSwitchNotify, OutageLimit: time.Minute}
-	local, err := ike.NewPSKAuth("alice@example.com", psk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := ike.NewPSKPeer("vpn.example.com", psk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	events := make(chan ike.Event, 16)
-	// The SA is known to the receive callback before its first message
-	// can be answered.
-	var mu sync.Mutex
-	var ready *ike.SA
-	client.HandleIKE(func(pkt []byte, src, dst netip.AddrPort) {
-		mu.Lock()
-		sa := ready
-		mu.Unlock()
-		if sa != nil {
-			sa.HandlePacket(pkt, netpath.Path{Local: dst, Remote: src})
-		}
-	})
-	start := netpath.Path{Local: netip.AddrPortFrom(inside, 4500), Remote: netip.AddrPortFrom(r1, 4500)}
-	mu.Lock()
-	sa, err := ike.Dial(ctx, ike.InitiatorConfig{
-		Path: start, LocalAuth: local, PeerAuth: peer, RemoteID: "vpn.example.com",
-		IKE: ikeesp.Proposals([]config.Proposal{ikeProp}), ESP: ikeesp.Proposals([]config.Proposal{espProp}),
-		RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, MOBIKE: true,
-		Switch: p.Switch, AcceptSwitch: acceptSwitch(p), SwitchNotify: wire.NotifyType(p.SwitchNotify),
-		Retransmit: ike.MoveRetransmit,
-	}, client, events)
-	ready = sa
-	mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	icfg := ikesim.InitiatorConfig(t, netip.AddrPortFrom(inside, 4500), netip.AddrPortFrom(r1, 4500))
+	icfg.VirtualIP, icfg.MOBIKE, icfg.Retransmit = false, true, ike.MoveRetransmit
+	icfg.Switch, icfg.AcceptSwitch, icfg.SwitchNotify = p.Switch, acceptSwitch(p), wire.NotifyType(p.SwitchNotify)
+	sa := ikesim.Dial(ctx, t, client, icfg, events)
 	wctx, wcancel := context.WithTimeout(ctx, wait)
 	defer wcancel()
 	if _, err := sa.Wait(wctx); err != nil {
 		t.Fatalf("establishing: %v", err)
 	}
-	var gwSA *ike.SA
-	for gwSA == nil {
-		select {
-		case ev := <-gwEvents:
-			if est, ok := ev.(*ike.Established); ok {
-				gwSA = est.SA
-			}
-		case <-wctx.Done():
-			t.Fatal("gateway: no Established")
-		}
-	}
+	gwSA := ikesim.Established(t, gwEvents, wait).SA
 
 	emitted := make(chan report.Event, 16)
 	dp := esp.NewDataplane(nil, nil, discardLog())

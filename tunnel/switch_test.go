@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"slices"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/roam-vpn/roam/report"
 
 	"github.com/roam-vpn/roam/config"
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/netmon"
 )
@@ -24,6 +22,7 @@ import (
 // (path-changed naming both gateway addresses) and ESP on the new path; a
 // refused one only switch-refused.
 func TestConnFollowsSwitch(t *testing.T) {
+	// moverRig's gateway and uplink.
 	r1 := netip.MustParseAddrPort("198.51.100.1:4500")
 	r2 := netip.MustParseAddr("198.51.100.2")
 	wlan := netmon.Address{Addr: netip.MustParseAddr("192.168.10.2"), Bits: 24, IfIndex: 2, IfName: "wlan"}
@@ -49,34 +48,21 @@ func TestConnFollowsSwitch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var mu sync.Mutex
-				var events []report.Event
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				dp := esp.NewDataplane(nil, nil, discardLog())
-				c := &conn{
-					profile: &config.Profile{Name: "corp", MOBIKE: true, Switch: true, OutageLimit: time.Minute},
-					log:     discardLog(),
-					emit: func(ev report.Event) {
-						ev.TookMS = 0
-						mu.Lock()
-						events = append(events, ev)
-						mu.Unlock()
-					},
-					cancel: cancel, dp: dp, done: make(chan struct{}), state: "established", ifname: "wlan",
-					est: &ike.Established{Path: start, PeerMOBIKE: true},
-				}
-				c.peer = dp.NewPeer(start)
-				sa := &fakeMobilitySA{working: map[netip.Addr]bool{wlan.Addr: true}}
-				s := &session{peer: c.peer}
-				s.mover = c.newMover(c.mobilityConfig(), c.moverConn(sa, func() []netmon.Address { return []netmon.Address{wlan} }), netpath.NewCurrent(start, "wlan"), nil)
-				go s.mover.Run(ctx, make(chan netmon.Event))
+				r := newMoverRig(ctx, cancel, func(r *moverRig) {
+					r.c.profile = &config.Profile{Name: "corp", MOBIKE: true, Switch: true, OutageLimit: time.Minute}
+					r.sa.working[r.wlan.Addr] = true
+					r.addrs = []netmon.Address{r.wlan}
+				})
+				c := r.c
 				ev := tt.ev
-				c.handleChildEvent(s, &ev)
+				c.handleChildEvent(&session{peer: c.peer, mover: r.mover}, &ev)
 				synctest.Wait()
-				mu.Lock()
-				got := slices.Clone(events)
-				mu.Unlock()
+				got := r.emitted()
+				for i := range got {
+					got[i].TookMS = 0
+				}
 				if !slices.Equal(got, tt.want) {
 					t.Fatalf("events\n  %+v\nwant\n  %+v", got, tt.want)
 				}

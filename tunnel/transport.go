@@ -187,11 +187,7 @@ func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS boo
 	path := netpath.Path{Local: local, Remote: remote, IfIndex: o.IfIndex, Stream: true}
 	sctx, stop := context.WithCancel(c.life)
 	next := &clientStream{cl: cl, path: path, tls: useTLS, stop: stop}
-	c.mu.Lock()
-	old := c.stream
-	c.stream = next
-	c.mu.Unlock()
-	if old != nil {
+	if old := c.swapStream(next); old != nil {
 		old.stop()
 	}
 	c.dp.AddStream(remote, cl)
@@ -203,14 +199,20 @@ func (c *conn) openStream(ctx context.Context, remote netip.AddrPort, useTLS boo
 
 // closeStream ends the connection's stream after the SA moved off it.
 func (c *conn) closeStream() {
-	c.mu.Lock()
-	st := c.stream
-	c.stream = nil
-	c.mu.Unlock()
-	if st != nil {
+	if st := c.swapStream(nil); st != nil {
 		st.stop()
 		c.dp.RemoveStream(st.path.Remote, st.cl)
 	}
+}
+
+// swapStream makes next (nil: none) the connection's stream and returns
+// the one it replaces, for the caller to stop.
+func (c *conn) swapStream(next *clientStream) *clientStream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.stream
+	c.stream = next
+	return old
 }
 
 // streamReconnected tells the gateway about a new stream after the old one

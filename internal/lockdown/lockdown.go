@@ -95,15 +95,8 @@ func Apply(cfg Config) (*Rules, error) {
 	r.portal4 = &nftables.Set{Table: r.table, Name: "portal4", KeyType: nftables.TypeIPAddr}
 	r.portal6 = &nftables.Set{Table: r.table, Name: "portal6", KeyType: nftables.TypeIP6Addr}
 	tcpPorts := &nftables.Set{Table: r.table, Name: "streamports", KeyType: nftables.TypeInetService}
-	var g4, g6 []nftables.SetElement
-	for _, a := range uniqueAddrs(cfg.Gateways) {
-		if a.Is4() {
-			g4 = append(g4, nftables.SetElement{Key: a.AsSlice()})
-		} else {
-			g6 = append(g6, nftables.SetElement{Key: a.AsSlice()})
-		}
-		r.known = append(r.known, a)
-	}
+	r.known = uniqueAddrs(cfg.Gateways)
+	g4, g6 := addrElements(r.known)
 	var pe, te []nftables.SetElement
 	for _, p := range uniquePorts(cfg.Ports) {
 		pe = append(pe, nftables.SetElement{Key: be16(p)})
@@ -152,18 +145,10 @@ func (r *Rules) AllowGateways(addrs ...netip.Addr) error {
 	if r.removed {
 		return nil
 	}
-	var g4, g6 []nftables.SetElement
 	var added []netip.Addr
-	for _, a := range addrs {
-		a = a.Unmap()
-		if !a.IsValid() || slices.Contains(r.known, a) || slices.Contains(added, a) {
-			continue
-		}
-		added = append(added, a)
-		if a.Is4() {
-			g4 = append(g4, nftables.SetElement{Key: a.AsSlice()})
-		} else {
-			g6 = append(g6, nftables.SetElement{Key: a.AsSlice()})
+	for _, a := range uniqueAddrs(addrs) {
+		if !slices.Contains(r.known, a) {
+			added = append(added, a)
 		}
 	}
 	if len(added) == 0 {
@@ -173,15 +158,8 @@ func (r *Rules) AllowGateways(addrs ...netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("lockdown: %w", err)
 	}
-	if len(g4) > 0 {
-		if err := nc.SetAddElements(r.gw4, g4); err != nil {
-			return fmt.Errorf("lockdown: gateway addresses: %w", err)
-		}
-	}
-	if len(g6) > 0 {
-		if err := nc.SetAddElements(r.gw6, g6); err != nil {
-			return fmt.Errorf("lockdown: gateway addresses: %w", err)
-		}
+	if err := addAddrs(nc, r.gw4, r.gw6, added, "gateway addresses"); err != nil {
+		return err
 	}
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("lockdown: adding gateway addresses %v: %w", added, err)
@@ -425,6 +403,37 @@ func prefixMatch(p netip.Prefix) []expr.Any {
 }
 
 func be16(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
+
+// addrElements splits addrs into the elements of an IPv4 set and those of
+// an IPv6 set.
+func addrElements(addrs []netip.Addr) (v4, v6 []nftables.SetElement) {
+	for _, a := range addrs {
+		if a.Is4() {
+			v4 = append(v4, nftables.SetElement{Key: a.AsSlice()})
+		} else {
+			v6 = append(v6, nftables.SetElement{Key: a.AsSlice()})
+		}
+	}
+	return v4, v6
+}
+
+// addAddrs queues addrs on nc for set4 and set6 by family, to be added at
+// nc's Flush; what names the addresses in an error.
+func addAddrs(nc *nftables.Conn, set4, set6 *nftables.Set, addrs []netip.Addr, what string) error {
+	v4, v6 := addrElements(addrs)
+	for _, s := range []struct {
+		set  *nftables.Set
+		elts []nftables.SetElement
+	}{{set4, v4}, {set6, v6}} {
+		if len(s.elts) == 0 {
+			continue
+		}
+		if err := nc.SetAddElements(s.set, s.elts); err != nil {
+			return fmt.Errorf("lockdown: %s: %w", what, err)
+		}
+	}
+	return nil
+}
 
 func uniqueAddrs(as []netip.Addr) []netip.Addr {
 	var out []netip.Addr

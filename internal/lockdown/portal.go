@@ -67,23 +67,8 @@ func (r *Rules) AllowPortal(addrs ...netip.Addr) error {
 	}
 	nc.FlushSet(r.portal4)
 	nc.FlushSet(r.portal6)
-	var p4, p6 []nftables.SetElement
-	for _, a := range want {
-		if a.Is4() {
-			p4 = append(p4, nftables.SetElement{Key: a.AsSlice()})
-		} else {
-			p6 = append(p6, nftables.SetElement{Key: a.AsSlice()})
-		}
-	}
-	if len(p4) > 0 {
-		if err := nc.SetAddElements(r.portal4, p4); err != nil {
-			return fmt.Errorf("lockdown: portal addresses: %w", err)
-		}
-	}
-	if len(p6) > 0 {
-		if err := nc.SetAddElements(r.portal6, p6); err != nil {
-			return fmt.Errorf("lockdown: portal addresses: %w", err)
-		}
+	if err := addAddrs(nc, r.portal4, r.portal6, want, "portal addresses"); err != nil {
+		return err
 	}
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("lockdown: portal addresses %v: %w", want, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -106,4 +107,43 @@ func NeedResolved(t testing.TB) string {
 		t.Skip("dbus-daemon not found; scripts/install-deps.sh installs it")
 	}
 	return bin
+}
+
+// ResolvedFiles writes into dir what a private systemd-resolved needs
+// beside its binary, and returns their paths: conf, the config of a D-Bus
+// system bus that listens on busAddr and lets everyone in, and passwd and
+// group, the machine's with the systemd-resolve user added, for the test
+// to bind-mount over /etc's inside a mount namespace of its own (resolved
+// drops root to that user).
+func ResolvedFiles(t testing.TB, dir, busAddr string) (conf, passwd, group string) {
+	t.Helper()
+	conf = filepath.Join(dir, "bus.conf")
+	busConf := `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>` + busAddr + `</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_sender="*"/>
+  </policy>
+</busconfig>
+`
+	if err := os.WriteFile(conf, []byte(busConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	passwd, group = filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	for _, f := range []struct{ from, to, line string }{
+		{"/etc/passwd", passwd, "systemd-resolve:x:64990:64990::/:/usr/sbin/nologin\n"},
+		{"/etc/group", group, "systemd-resolve:x:64990:\n"},
+	} {
+		b, err := os.ReadFile(f.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.to, append(b, f.line...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conf, passwd, group
 }

@@ -38,28 +38,9 @@ func TestDNSResolved(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "bus.sock")
 	addr := "unix:path=" + sock
-	conf := filepath.Join(dir, "bus.conf")
-	os.WriteFile(conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>`+addr+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_sender="*"/>
-  </policy>
-</busconfig>
-`), 0o644)
-	for _, f := range []struct{ path, line string }{
-		{"/etc/passwd", "systemd-resolve:x:64990:64990::/:/usr/sbin/nologin\n"},
-		{"/etc/group", "systemd-resolve:x:64990:\n"},
-	} {
-		b, err := os.ReadFile(f.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, filepath.Base(f.path)), append(b, f.line...), 0o644)
-	}
+	// resolved drops root to systemd-resolve, a user only the script's
+	// mount namespace knows.
+	nstest.ResolvedFiles(t, dir, addr)
 	// ip netns exec gives the script a mount namespace of its own (slave
 	// of the machine's), so these mounts never reach the machine.
 	script := filepath.Join(dir, "resolved.sh")
