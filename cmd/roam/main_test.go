@@ -194,8 +194,14 @@ func TestConnectSpawnsDaemon(t *testing.T) {
 		t.Errorf("disconnect: %+v", r)
 	}
 	waitGone(t, socket)
-	if !strings.Contains(readFile(daemon.LogFile(socket)), "daemon stopped") {
-		t.Errorf("daemon log:\n%s", readFile(daemon.LogFile(socket)))
+	// The socket goes before the daemon's last record: give the
+	// exiting process a moment to write it.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(readFile(daemon.LogFile(socket)), "daemon stopped"); {
+		if time.Now().After(deadline) {
+			t.Errorf("daemon log:\n%s", readFile(daemon.LogFile(socket)))
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
