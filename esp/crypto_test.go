@@ -86,3 +86,33 @@ func TestBurstOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestSplit checks when a batch's crypto is split: by its bytes, so that a
+// lone GRO datagram or GSO read (under 64 KiB) and any batch of small
+// packets stay on their loop, never into more parts than jobs, workers
+// plus the loop itself, or maxParts.
+func TestSplit(t *testing.T) {
+	tests := []struct {
+		name       string
+		workers    int
+		jobs, size int
+		want       int
+	}{
+		{"one packet", 1, 1, 1400, 1},
+		{"full GRO datagram", 1, 45, 65507, 1},
+		{"many small packets", 1, 128, 128 * 64, 1},
+		{"two GRO datagrams", 1, 90, 2 * 65507, 2},
+		{"two GRO datagrams, more cores", 7, 90, 2 * 65507, 3},
+		{"no workers", 0, 128, 128 * 1400, 1},
+		{"bounded by jobs", 7, 2, 2 * 65535, 2},
+		{"bounded by maxParts", 15, 128, 128 * 65535, maxParts},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &Dataplane{workers: tt.workers}
+			if got := d.split(tt.jobs, tt.size); got != tt.want {
+				t.Errorf("split(%d jobs, %d bytes) with %d workers = %d, want %d", tt.jobs, tt.size, tt.workers, got, tt.want)
+			}
+		})
+	}
+}
