@@ -274,11 +274,7 @@ func TestHAFailover(t *testing.T) {
 type haPinger struct{ *pinger }
 
 func startHATraffic(t *testing.T, l *lab.Lab, d time.Duration) (*haPinger, <-chan error) {
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), d+2*time.Second, "10M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, d+2*time.Second, "10M")
 	return &haPinger{startPinger(t, l, d)}, tcp
 }
 

@@ -58,11 +58,7 @@ func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() st
 	// must carry on afterwards. Its retransmission backoff has reached
 	// about 13 s by the end of a 20 s outage, so it resumes up to that
 	// long after the tunnel does; 36 s leaves room for it.
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 36*time.Second, "2M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 36*time.Second, "2M")
 	p := startPinger(t, l, 1500*time.Millisecond+outageLength+5*time.Second)
 	time.Sleep(1500 * time.Millisecond)
 	for _, u := range []string{lab.WLAN, lab.WWAN} {

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,6 +29,19 @@ func startPinger(t *testing.T, l *lab.Lab, d time.Duration) *pinger {
 		t.Fatal(err)
 	}
 	return &pinger{proc: p}
+}
+
+// tcpInBackground runs transfer (the lab's TCPTransferRate or
+// TCPDownloadRate) between the client and the host through the tunnel for
+// d, capped at rate, in the background: the traffic a test's event must
+// live through. Its error arrives on the channel.
+func tcpInBackground(transfer func(cliNS, srvNS string, dst netip.Addr, d time.Duration, rate string) (float64, error), d time.Duration, rate string) <-chan error {
+	tcp := make(chan error, 1)
+	go func() {
+		_, err := transfer(lab.Client, lab.Host, lab.HostAddr.Addr(), d, rate)
+		tcp <- err
+	}()
+	return tcp
 }
 
 var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
@@ -175,17 +189,13 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		sc.before(t, before)
 	}
 	// A long TCP connection that must survive the move.
-	tcp := make(chan error, 1)
-	go func() {
-		// Rate-capped: the point is a connection that lives through the
-		// move, not a saturated queue that drops pings by itself.
-		transfer := l.TCPTransferRate
-		if sc.download {
-			transfer = l.TCPDownloadRate
-		}
-		_, err := transfer(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
-		tcp <- err
-	}()
+	// Rate-capped: the point is a connection that lives through the
+	// move, not a saturated queue that drops pings by itself.
+	transfer := l.TCPTransferRate
+	if sc.download {
+		transfer = l.TCPDownloadRate
+	}
+	tcp := tcpInBackground(transfer, 8*time.Second, "20M")
 	events, err := r.StartEvents()
 	if err != nil {
 		fail("roam events: %v", err)

@@ -76,11 +76,7 @@ func pqRekeys(t *testing.T, l *lab.Lab, bin, hybrid string) {
 		first[string(c.SPIIn)] = true
 	}
 	ping := startPinger(t, l, run)
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 10*time.Second, "20M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 10*time.Second, "20M")
 	// followups counts the rekeys the gateway completed after an
 	// IKE_FOLLOWUP_KE.
 	followups := func() (child, ikeSA int) {

@@ -23,20 +23,7 @@ type reauthStatus struct {
 }
 
 func reauthState(r *lab.Roam) (reauthStatus, bool) {
-	_, raw, err := r.Status()
-	if err != nil {
-		return reauthStatus{}, false
-	}
-	var st []reauthStatus
-	if json.Unmarshal([]byte(raw), &st) != nil {
-		return reauthStatus{}, false
-	}
-	for _, s := range st {
-		if s.Name == "corp" {
-			return s, true
-		}
-	}
-	return reauthStatus{}, false
+	return statusEntry[reauthStatus](r, "corp")
 }
 
 // reauthWatch follows the client while the test's traffic runs: every
@@ -118,11 +105,7 @@ func TestReauthStrongSwan(t *testing.T) {
 	defer events.Stop()
 	acct := startEchoAccount(t, l)
 	ping := startPinger(t, l, run)
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), run-5*time.Second, "20M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, run-5*time.Second, "20M")
 	stop := make(chan struct{})
 	watched := make(chan reauthWatch, 1)
 	go func() { watched <- watchReauth(l, r, stop) }()

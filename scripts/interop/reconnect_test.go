@@ -25,20 +25,7 @@ type reconnectStatus struct {
 }
 
 func reconnectState(r *lab.Roam) (reconnectStatus, bool) {
-	_, raw, err := r.Status()
-	if err != nil {
-		return reconnectStatus{}, false
-	}
-	var st []reconnectStatus
-	if json.Unmarshal([]byte(raw), &st) != nil {
-		return reconnectStatus{}, false
-	}
-	for _, s := range st {
-		if s.Name == "corp" {
-			return s, true
-		}
-	}
-	return reconnectStatus{}, false
+	return statusEntry[reconnectStatus](r, "corp")
 }
 
 // tunIndex is the client's TUN device's interface index ("" when absent):
@@ -112,11 +99,7 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	)
 	// A rate-capped TCP connection that stalls through the restart and
 	// must carry on after it.
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 14*time.Second, "2M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 14*time.Second, "2M")
 	p := startPinger(t, l, 12*time.Second)
 
 	// Watch the client throughout: the state, and the TUN device.

@@ -87,11 +87,7 @@ func TestRekeyStrongSwan(t *testing.T) {
 			connectOnce(t, l, r, fail)
 			acct := startEchoAccount(t, l)
 			ping := startPinger(t, l, run)
-			tcp := make(chan error, 1)
-			go func() {
-				_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), run-5*time.Second, "20M")
-				tcp <- err
-			}()
+			tcp := tcpInBackground(l.TCPTransferRate, run-5*time.Second, "20M")
 			// Watch the SAs change under the traffic.
 			childSPIs, ikeSPIs := map[string]bool{}, map[string]bool{}
 			deadline := time.Now().Add(run)
