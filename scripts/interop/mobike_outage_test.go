@@ -37,13 +37,7 @@ func restoreUplink(l *lab.Lab, name string) error {
 func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() string) {
 	t.Helper()
 	fail := failWith(t, evidence{"gateway log", logs}, roamStatus("roam status", r), clientLog(r))
-	out, err := r.Connect("corp", 20*time.Second)
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the outage: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	before := connected(t, r, "corp")
 	if before.Interface != lab.WLAN || before.VirtualIP == "" {
 		fail("tunnel starts on %q with inner address %q, want wlan and one", before.Interface, before.VirtualIP)

@@ -158,13 +158,7 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		}
 		t.Fatalf(format, args...)
 	}
-	out, err := r.Connect("corp", 20*time.Second)
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the move: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	before := connected(t, r, "corp")
 	if before.Interface != lab.WLAN {
 		fail("tunnel starts on %q, want wlan", before.Interface)
