@@ -5,11 +5,4 @@
 # BOUND (10s), DELAY (10ms), INTERVAL (5ms), SCENARIOS (a,b,c,d,d2; empty =
 # all), CLIENTS (roam,strongswan), LOGS (directory for the logs of runs that
 # did not recover). Example: REPS=2 SCENARIOS=a,d ./scripts/bench-roam.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
-[ "$(id -u)" -eq 0 ] || { echo "bench-roam: needs root (network namespaces)" >&2; exit 1; }
-bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/benchroam" ./scripts/benchroam
-"$bin/benchroam" "$@"
+exec "$(dirname "$0")/internal/bench.sh" benchroam "$@"

@@ -153,12 +153,6 @@ func TestMOBIKEOutageStrongSwanGateway(t *testing.T) {
 // TestMOBIKEOutageRoamGateway: scenario (e) against roam gateway.
 func TestMOBIKEOutageRoamGateway(t *testing.T) {
 	l, bin := setup(t)
-	pki := newPKI(t, l)
-	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
-	time.Sleep(300 * time.Millisecond) // listening
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	runOutage(t, l, r, bin, func() string {
-		_, raw, _ := g.Status()
-		return gp.Output() + "\ngateway status:\n" + string(raw)
-	})
+	r, _, logs := roamGatewayClient(t, l, bin)
+	runOutage(t, l, r, bin, logs)
 }

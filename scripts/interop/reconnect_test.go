@@ -3,8 +3,7 @@ package interop
 import (
 	"bufio"
 	"encoding/json"
-	"os"
-	"path/filepath"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,19 +64,15 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	gw := startSwanGateway(t, l, pki, "psk", nil)
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	logs := []func() string{gw.Log}
-	fail := func(format string, args ...any) {
-		t.Helper()
+	// One strongSwan log for each gateway the test starts.
+	swanLogs := evidence{"strongSwan gateway logs", func() string {
+		var b strings.Builder
 		for i, lg := range logs {
-			t.Logf("strongSwan gateway log %d:\n%s", i+1, lg())
+			fmt.Fprintf(&b, "log %d:\n%s\n", i+1, lg())
 		}
-		if _, raw, err := r.Status(); err == nil {
-			t.Logf("roam status:\n%s", raw)
-		}
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
+		return b.String()
+	}}
+	fail := failWith(t, swanLogs, roamStatus("roam status", r), clientLog(r))
 	connectOnce(t, l, r, fail)
 	before, ok := reconnectState(r)
 	if !ok || before.State != "established" || before.VirtualIP == "" {
