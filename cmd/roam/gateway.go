@@ -18,14 +18,11 @@ func gatewayCommand(e engines) *cli.Command {
 			// Not Required: urfave checks that before it dispatches to
 			// a subcommand, and `gateway switch` needs no file.
 			&cli.StringFlag{Name: "config", Usage: "gateway file"},
-			&cli.StringFlag{Name: "socket", Usage: "control socket for status and events", Value: daemon.DefaultGatewaySocket},
+			gatewaySocketFlag("control socket for status and events"),
 			logLevelFlag(),
 		},
 		Subcommands: []*cli.Command{gatewaySwitchCommand()},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return usageError(c, "takes no arguments")
-			}
+		Action: noArgs(func(c *cli.Context) error {
 			if c.String("config") == "" {
 				return usageError(c, "--config FILE is required")
 			}
@@ -54,6 +51,6 @@ func gatewayCommand(e engines) *cli.Command {
 			})
 			log.Info("gateway stopped")
 			return err
-		},
+		}),
 	}
 }
