@@ -40,10 +40,7 @@ type haEnv struct {
 // listening on addr with the [gateway.ha] table h.
 func startHANode(t *testing.T, l *lab.Lab, bin, ns string, addr netip.Addr, h *lab.RoamHA) (*lab.Roam, *lab.Proc) {
 	t.Helper()
-	dir, err := os.MkdirTemp(l.Dir, "roamha-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "roamha-")
 	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, Listen: []netip.Addr{addr}, HA: h})
 	if err != nil {
 		t.Fatal(err)

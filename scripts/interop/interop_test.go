@@ -98,14 +98,22 @@ func startSwanGateway(t *testing.T, l *lab.Lab, pki *lab.PKI, auth string, ike [
 	return gw
 }
 
+// labTempDir makes a directory for a test's files (a roam's config and
+// socket, a shared /etc) under the lab's, so the lab's cleanup removes it.
+func labTempDir(t *testing.T, l *lab.Lab, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(l.Dir, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // roamClient writes a one-profile config and returns a CLI handle in the
 // client namespace with its own control socket.
 func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Roam {
 	t.Helper()
-	dir, err := os.MkdirTemp(l.Dir, "roam-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "roam-")
 	cfg, err := lab.WriteRoamConfig(dir, p)
 	if err != nil {
 		t.Fatal(err)
@@ -121,10 +129,7 @@ func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Ro
 // in the gateway namespace until the test ends.
 func startRoamGateway(t *testing.T, l *lab.Lab, bin string, cfg lab.RoamGatewayConfig) (*lab.Roam, *lab.Proc) {
 	t.Helper()
-	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "roamgw-")
 	file, err := lab.WriteRoamGateway(dir, cfg)
 	if err != nil {
 		t.Fatal(err)
