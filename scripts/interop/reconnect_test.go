@@ -27,6 +27,28 @@ func reconnectState(r *lab.Roam) (reconnectStatus, bool) {
 	return statusEntry[reconnectStatus](r, "corp")
 }
 
+// waitReconnected waits, up to 10 s after since (when what happened), for
+// r to be established on an IKE SA other than oldSPI, failing if the
+// connection ends instead, and pings through the new SA.
+func waitReconnected(l *lab.Lab, r *lab.Roam, oldSPI string, since time.Time, what string, fail func(string, ...any)) reconnectStatus {
+	for {
+		st, ok := reconnectState(r)
+		if ok && st.State == "established" && st.IKESPIi != oldSPI {
+			if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
+				fail("ping through the new SA: %v", err)
+			}
+			return st
+		}
+		if ok && st.State == "disconnected" {
+			fail("the connection ended: %+v", st)
+		}
+		if time.Since(since) > 10*time.Second {
+			fail("not reconnected 10 s after %s: %+v", what, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // tunIndex is the client's TUN device's interface index ("" when absent):
 // a device removed and created again gets another one.
 func tunIndex(l *lab.Lab) string {
@@ -132,24 +154,7 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	backAt := time.Now()
 
 	// Back: a new IKE SA, established, and traffic through it.
-	var after reconnectStatus
-	for {
-		st, ok := reconnectState(r)
-		if ok && st.State == "established" && st.IKESPIi != before.IKESPIi {
-			after = st
-			break
-		}
-		if ok && st.State == "disconnected" {
-			fail("the connection ended: %+v", st)
-		}
-		if time.Since(backAt) > 10*time.Second {
-			fail("not reconnected 10 s after the gateway returned: %+v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
-		fail("ping through the new SA: %v", err)
-	}
+	after := waitReconnected(l, r, before.IKESPIi, backAt, "the gateway returned", fail)
 	took := time.Since(backAt)
 	t.Logf("reconnected and pinging %v after the gateway returned", took.Round(time.Millisecond))
 	if took > 10*time.Second {
