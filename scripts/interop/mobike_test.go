@@ -44,6 +44,20 @@ func tcpInBackground(transfer func(cliNS, srvNS string, dst netip.Addr, d time.D
 	return tcp
 }
 
+// tcpSurvived waits up to a minute for a transfer tcpInBackground started
+// to end, and fails unless it ended well: the connection lived through
+// what (an outage, a restart).
+func tcpSurvived(tcp <-chan error, what string, fail func(string, ...any)) {
+	select {
+	case err := <-tcp:
+		if err != nil {
+			fail("TCP connection through the tunnel broke: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		fail("TCP transfer still running a minute after %s", what)
+	}
+}
+
 var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
 // result waits for ping to finish and returns sent and received.
