@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -33,16 +32,11 @@ func gatewayCommand(e engines) *cli.Command {
 			if e.gateway == nil {
 				return errors.New("gateway: this build has no gateway engine")
 			}
-			stopProfile, err := startCPUProfile(os.Getenv)
+			log, stopServer, err := startServer(c.App.ErrWriter, c.String("log-level"))
 			if err != nil {
 				return err
 			}
-			defer stopProfile()
-			log, closeLog, err := newLogger(c.App.ErrWriter, c.String("log-level"))
-			if err != nil {
-				return err
-			}
-			defer closeLog()
+			defer stopServer()
 			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
 			err = daemon.ServeGateway(c.Context, g, daemon.GatewayOptions{
 				Socket: c.String("socket"),
