@@ -6,11 +6,4 @@
 # all), CLIENTS (roam,strongswan), GATEWAY (strongswan, or roam for `roam
 # gateway`), LOGS (directory for the logs of runs that
 # did not recover). Example: REPS=2 SCENARIOS=a,d ./scripts/bench-roam.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
-[ "$(id -u)" -eq 0 ] || { echo "bench-roam: needs root (network namespaces)" >&2; exit 1; }
-bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/benchroam" ./scripts/benchroam
-"$bin/benchroam" "$@"
+exec "$(dirname "$0")/internal/bench.sh" benchroam "$@"

@@ -5,11 +5,4 @@
 # SCENARIOS (switch,address-gone,reconnect,failover; empty = all), DEAD_AFTER
 # (the HA nodes' dead_after, default roam's 1s), LOGS (directory for the logs
 # of failed runs). Example: REPS=2 ./scripts/bench-switch.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
-[ "$(id -u)" -eq 0 ] || { echo "bench-switch: needs root (network namespaces)" >&2; exit 1; }
-bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/benchswitch" ./scripts/benchswitch
-"$bin/benchswitch" "$@"
+exec "$(dirname "$0")/internal/bench.sh" benchswitch "$@"

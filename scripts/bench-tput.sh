@@ -8,11 +8,4 @@
 # of both roam ends during one TCP upload and one download), COUNTS (1: perf stat
 # system calls and context switches of each tunnel process), LOGS (directory
 # for the logs of failed runs). Example: REPS=1 KINDS=roam,wireguard ./scripts/bench-tput.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
-[ "$(id -u)" -eq 0 ] || { echo "bench-tput: needs root (network namespaces)" >&2; exit 1; }
-bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/benchtput" ./scripts/benchtput
-"$bin/benchtput" "$@"
+exec "$(dirname "$0")/internal/bench.sh" benchtput "$@"

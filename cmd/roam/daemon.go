@@ -25,11 +25,6 @@ func daemonCommand(e engines) *cli.Command {
 			&cli.StringFlag{Name: "socket-group", Usage: "group that may read status and events from the socket (default: socket_group in the profile file)"},
 		},
 		Action: func(c *cli.Context) error {
-			stopProfile, err := startCPUProfile(os.Getenv)
-			if err != nil {
-				return err
-			}
-			defer stopProfile()
 			group, level := fileSettings(c.String("config"))
 			if c.IsSet("socket-group") {
 				group = c.String("socket-group")
@@ -37,11 +32,11 @@ func daemonCommand(e engines) *cli.Command {
 			if c.IsSet("log-level") {
 				level = c.String("log-level")
 			}
-			log, closeLog, err := newLogger(c.App.ErrWriter, level)
+			log, stopServer, err := startServer(c.App.ErrWriter, level)
 			if err != nil {
 				return err
 			}
-			defer closeLog()
+			defer stopServer()
 			d, err := daemon.Start(daemon.Options{
 				Socket:      c.String("socket"),
 				Dial:        e.dial,

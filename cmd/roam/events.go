@@ -20,10 +20,7 @@ func eventsCommand() *cli.Command {
 			socketFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "one JSON object a line"},
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return usageError(c, "takes no arguments")
-			}
+		Action: noArgs(func(c *cli.Context) error {
 			w := c.App.Writer
 			asJSON := c.Bool("json")
 			var werr error
@@ -38,7 +35,7 @@ func eventsCommand() *cli.Command {
 				}
 			})
 			return errors.Join(socketDenied(c.String("socket"), err), werr)
-		},
+		}),
 	}
 }
 

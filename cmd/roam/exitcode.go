@@ -52,6 +52,17 @@ func usageError(c *cli.Context, format string, args ...any) error {
 	return withCode(exitUsage, fmt.Errorf("%s: %s (see %s --help)", c.Command.Name, fmt.Sprintf(format, args...), c.Command.HelpName))
 }
 
+// noArgs is action for a command that takes no arguments: any is a usage
+// error.
+func noArgs(action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 0 {
+			return usageError(c, "takes no arguments")
+		}
+		return action(c)
+	}
+}
+
 // sharedGroup names the group of path when that group has the access in
 // mask.
 func sharedGroup(path string, mask os.FileMode) (string, bool) {

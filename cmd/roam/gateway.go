@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,14 +19,11 @@ func gatewayCommand(e engines) *cli.Command {
 			// Not Required: urfave checks that before it dispatches to
 			// a subcommand, and `gateway switch` needs no file.
 			&cli.StringFlag{Name: "config", Usage: "gateway file"},
-			&cli.StringFlag{Name: "socket", Usage: "control socket for status and events", Value: daemon.DefaultGatewaySocket},
+			gatewaySocketFlag("control socket for status and events"),
 			logLevelFlag(),
 		},
 		Subcommands: []*cli.Command{gatewaySwitchCommand()},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return usageError(c, "takes no arguments")
-			}
+		Action: noArgs(func(c *cli.Context) error {
 			if c.String("config") == "" {
 				return usageError(c, "--config FILE is required")
 			}
@@ -38,16 +34,11 @@ func gatewayCommand(e engines) *cli.Command {
 			if e.gateway == nil {
 				return errors.New("gateway: this build has no gateway engine")
 			}
-			stopProfile, err := startCPUProfile(os.Getenv)
+			log, stopServer, err := startServer(c.App.ErrWriter, c.String("log-level"))
 			if err != nil {
 				return err
 			}
-			defer stopProfile()
-			log, closeLog, err := newLogger(c.App.ErrWriter, c.String("log-level"))
-			if err != nil {
-				return err
-			}
-			defer closeLog()
+			defer stopServer()
 			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
 			// Under systemd (roam-gateway.service, Type=notify): ready
 			// once the engine listens, stopping as soon as the stop begins.
@@ -65,6 +56,6 @@ func gatewayCommand(e engines) *cli.Command {
 			})
 			log.Info("gateway stopped")
 			return err
-		},
+		}),
 	}
 }

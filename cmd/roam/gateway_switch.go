@@ -22,12 +22,9 @@ func gatewaySwitchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "peer", Usage: "the client: its identity, or its address[:port] as roam status shows it", Required: true},
 			&cli.StringFlag{Name: "to", Usage: "the gateway address to move to (one of its listen addresses)", Required: true},
-			&cli.StringFlag{Name: "socket", Usage: "control socket of the gateway", Value: daemon.DefaultGatewaySocket},
+			gatewaySocketFlag("control socket of the gateway"),
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return usageError(c, "takes no arguments")
-			}
+		Action: noArgs(func(c *cli.Context) error {
 			socket := c.String("socket")
 			// `roam gateway --socket PATH switch ...` names the socket
 			// on the parent command.
@@ -52,6 +49,6 @@ func gatewaySwitchCommand() *cli.Command {
 			}
 			_, err = fmt.Fprintf(c.App.Writer, "switched %s to %s in %d ms\n", res.Peer, res.To, res.TookMS)
 			return err
-		},
+		}),
 	}
 }

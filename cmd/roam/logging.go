@@ -26,6 +26,22 @@ func logLevelFlag() *cli.StringFlag {
 	}
 }
 
+// startServer starts what a long-running command (the daemon, the
+// gateway) runs under: the CPU profile the environment asks for and the
+// logger at level. stop closes the logger, then ends the profile.
+func startServer(w io.Writer, level string) (log *slog.Logger, stop func(), err error) {
+	stopProfile, err := startCPUProfile(os.Getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, closeLog, err := newLogger(w, level)
+	if err != nil {
+		stopProfile()
+		return nil, nil, err
+	}
+	return log, func() { closeLog(); stopProfile() }, nil
+}
+
 // newLogger logs at level ("" is info) to w, or to the journal with
 // priorities and one field per attribute when w is a stderr that systemd
 // connected to the journal. close releases the journal connection.

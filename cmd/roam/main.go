@@ -122,6 +122,12 @@ func socketFlag() *cli.StringFlag {
 	}
 }
 
+// gatewaySocketFlag is the gateway's control socket; usage says what the
+// command uses it for.
+func gatewaySocketFlag(usage string) *cli.StringFlag {
+	return &cli.StringFlag{Name: "socket", Usage: usage, Value: daemon.DefaultGatewaySocket}
+}
+
 func configFlag() *cli.StringFlag {
 	return &cli.StringFlag{
 		Name:    "config",

@@ -45,12 +45,9 @@ func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "version",
 		Usage: "print roam's version, commit and Go version",
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return usageError(c, "takes no arguments")
-			}
+		Action: noArgs(func(c *cli.Context) error {
 			_, err := fmt.Fprintln(c.App.Writer, versionLine())
 			return err
-		},
+		}),
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -206,10 +207,7 @@ func roam(l *lab.Lab, gw *lab.Charon) error {
 	if err := l.LinkDown(lab.Client, lab.WLAN); err != nil {
 		return err
 	}
-	_, err = gw.WaitSA(15*time.Second, func(sa lab.IKESA) bool {
-		return lab.Established(sa) && sa.Remote.Addr() == lab.PublicWWAN.Addr()
-	})
-	if err != nil {
+	if err := waitClientAt(gw, lab.PublicWWAN.Addr()); err != nil {
 		return fmt.Errorf("the gateway never saw the client on wwan (%v): %w", lab.PublicWWAN.Addr(), err)
 	}
 	fmt.Printf("      gateway sees the client at the wwan NAT after %v\n", time.Since(down).Round(time.Millisecond))
@@ -227,10 +225,7 @@ func roam(l *lab.Lab, gw *lab.Charon) error {
 	if err := l.Exec(lab.Client, "ip", "route", "replace", "default", "via", lab.RouterWLAN.Addr().String(), "dev", lab.WLAN, "metric", "100"); err != nil {
 		return err
 	}
-	_, err = gw.WaitSA(15*time.Second, func(sa lab.IKESA) bool {
-		return lab.Established(sa) && sa.Remote.Addr() == lab.PublicWLAN.Addr()
-	})
-	if err != nil {
+	if err := waitClientAt(gw, lab.PublicWLAN.Addr()); err != nil {
 		return fmt.Errorf("the gateway never saw the client back on wlan (%v): %w", lab.PublicWLAN.Addr(), err)
 	}
 	fmt.Printf("      gateway sees the client at the wlan NAT again after %v\n", time.Since(back).Round(time.Millisecond))
@@ -239,6 +234,15 @@ func roam(l *lab.Lab, gw *lab.Charon) error {
 	_ = pinger.Wait(3 * time.Second)
 	fmt.Print(indent(tail(pinger.Output(), 3)))
 	return nil
+}
+
+// waitClientAt waits until the gateway's IKE SA is established with the
+// client at addr, the public address of the NAT it came through.
+func waitClientAt(gw *lab.Charon, addr netip.Addr) error {
+	_, err := gw.WaitSA(15*time.Second, func(sa lab.IKESA) bool {
+		return lab.Established(sa) && sa.Remote.Addr() == addr
+	})
+	return err
 }
 
 func tail(s string, n int) string {

@@ -28,10 +28,7 @@ func TestDNSResolved(t *testing.T) {
 	pki := newPKI(t, l)
 	startRoamGateway(t, l, roamBin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki, DNSDomains: []string{"corp.example", "lab.example"}})
 
-	dir, err := os.MkdirTemp(l.Dir, "resolved-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "resolved-")
 	// resolved reaches the bus socket after dropping root.
 	for d := dir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)

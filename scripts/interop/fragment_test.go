@@ -90,13 +90,7 @@ func TestIKEFragmentationStrongSwan(t *testing.T) {
 	t.Run("RFC 7383", func(t *testing.T) {
 		r := roamClient(t, l, bin, lab.LabProfile("pubkey", "", pki, ike))
 		before := dropped()
-		out, err := r.Connect("corp", 20*time.Second)
-		if err != nil {
-			fail("connect: %v\n%s", err, out)
-		}
-		if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-			fail("ping through the tunnel: %v", err)
-		}
+		connectOnce(t, l, r, fail)
 		if _, err := gw.WaitSA(2*time.Second, lab.Established); err != nil {
 			fail("%v", err)
 		}

@@ -40,10 +40,7 @@ type haEnv struct {
 // listening on addr with the [gateway.ha] table h.
 func startHANode(t *testing.T, l *lab.Lab, bin, ns string, addr netip.Addr, h *lab.RoamHA) (*lab.Roam, *lab.Proc) {
 	t.Helper()
-	dir, err := os.MkdirTemp(l.Dir, "roamha-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "roamha-")
 	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, Listen: []netip.Addr{addr}, HA: h})
 	if err != nil {
 		t.Fatal(err)
@@ -274,11 +271,7 @@ func TestHAFailover(t *testing.T) {
 type haPinger struct{ *pinger }
 
 func startHATraffic(t *testing.T, l *lab.Lab, d time.Duration) (*haPinger, <-chan error) {
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), d+2*time.Second, "10M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, d+2*time.Second, "10M")
 	return &haPinger{startPinger(t, l, d)}, tcp
 }
 

@@ -22,20 +22,7 @@ type healthStatus struct {
 }
 
 func healthOf(r *lab.Roam) (healthStatus, bool) {
-	_, raw, err := r.Status()
-	if err != nil {
-		return healthStatus{}, false
-	}
-	var st []healthStatus
-	if json.Unmarshal([]byte(raw), &st) != nil {
-		return healthStatus{}, false
-	}
-	for _, s := range st {
-		if s.Name == "corp" {
-			return s, true
-		}
-	}
-	return healthStatus{}, false
+	return statusEntry[healthStatus](r, "corp")
 }
 
 // TestHealthBlackholedUplink: the only uplink's NAT router silently drops
@@ -138,23 +125,11 @@ func TestHealthBlackholedUplink(t *testing.T) {
 
 // gatewayHealthOf is the gateway's view of alice (roam gateway's status).
 func gatewayHealthOf(g *lab.Roam) (healthStatus, *string, bool) {
-	_, raw, err := g.Status()
-	if err != nil {
-		return healthStatus{}, nil, false
-	}
-	var st []struct {
+	s, ok := statusEntry[struct {
 		healthStatus
 		LastESP *string `json:"last_inbound_esp"`
-	}
-	if json.Unmarshal([]byte(raw), &st) != nil {
-		return healthStatus{}, nil, false
-	}
-	for _, s := range st {
-		if s.Name == lab.ClientID {
-			return s.healthStatus, s.LastESP, true
-		}
-	}
-	return healthStatus{}, nil, false
+	}](g, lab.ClientID)
+	return s.healthStatus, s.LastESP, ok
 }
 
 // TestGatewayClientHealth: roam gateway's status says for each client

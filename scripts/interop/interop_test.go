@@ -4,6 +4,7 @@
 package interop
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -97,14 +98,22 @@ func startSwanGateway(t *testing.T, l *lab.Lab, pki *lab.PKI, auth string, ike [
 	return gw
 }
 
+// labTempDir makes a directory for a test's files (a roam's config and
+// socket, a shared /etc) under the lab's, so the lab's cleanup removes it.
+func labTempDir(t *testing.T, l *lab.Lab, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(l.Dir, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // roamClient writes a one-profile config and returns a CLI handle in the
 // client namespace with its own control socket.
 func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Roam {
 	t.Helper()
-	dir, err := os.MkdirTemp(l.Dir, "roam-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "roam-")
 	cfg, err := lab.WriteRoamConfig(dir, p)
 	if err != nil {
 		t.Fatal(err)
@@ -120,10 +129,7 @@ func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Ro
 // in the gateway namespace until the test ends.
 func startRoamGateway(t *testing.T, l *lab.Lab, bin string, cfg lab.RoamGatewayConfig) (*lab.Roam, *lab.Proc) {
 	t.Helper()
-	dir, err := os.MkdirTemp(l.Dir, "roamgw-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := labTempDir(t, l, "roamgw-")
 	file, err := lab.WriteRoamGateway(dir, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +167,78 @@ func connected(t *testing.T, r *lab.Roam, profile string) lab.Status {
 	}
 	t.Fatalf("roam status has no %q:\n%s", profile, raw)
 	return lab.Status{}
+}
+
+// statusEntry decodes the entry named name of r's `roam status --json`
+// into T, the fields a test reads; false when there is no such entry or
+// status does not answer.
+func statusEntry[T any](r *lab.Roam, name string) (T, bool) {
+	var zero T
+	_, raw, err := r.Status()
+	if err != nil {
+		return zero, false
+	}
+	var entries []json.RawMessage
+	if json.Unmarshal([]byte(raw), &entries) != nil {
+		return zero, false
+	}
+	for _, e := range entries {
+		var id struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(e, &id) != nil || id.Name != name {
+			continue
+		}
+		var v T
+		if json.Unmarshal(e, &v) != nil {
+			return zero, false
+		}
+		return v, true
+	}
+	return zero, false
+}
+
+// connectFails runs `roam connect corp` (bounded by timeout), which must
+// fail, and within bound: a refused connect says so quickly. what names
+// the cause in the message when it succeeds. It returns connect's output.
+func connectFails(t *testing.T, r *lab.Roam, timeout, bound time.Duration, what string) string {
+	t.Helper()
+	start := time.Now()
+	out, err := r.Connect("corp", timeout)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatalf("connect %s succeeded:\n%s", what, out)
+	}
+	if took > bound {
+		t.Errorf("connect took %v to fail, want under %v", took, bound)
+	}
+	t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+	return out
+}
+
+// swanClientUp starts a strongSwan client with a connection "home" (auth
+// with goodPSK or pki) to the roam gateway at gw, whose output gp is, and
+// brings it up: initiated and a ping through the tunnel. It returns the
+// client and the fatal-error function with both logs as evidence.
+func swanClientUp(t *testing.T, l *lab.Lab, pki *lab.PKI, gp *lab.Proc, auth string, gw netip.Addr) (*lab.Charon, func(string, ...any)) {
+	t.Helper()
+	cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
+		Conns: []lab.SwanConn{lab.ClientConn(auth, goodPSK, gw, nil, nil)},
+		PKI:   pki,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	fail := failWith(t, gatewayOutput(gp), swanLog("strongSwan client log", cl))
+	// The gateway needs a moment to bind; strongSwan retransmits.
+	if err := cl.Initiate("home", 15*time.Second); err != nil {
+		fail("initiate: %v", err)
+	}
+	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
+		fail("ping through the tunnel: %v", err)
+	}
+	return cl, fail
 }
 
 // TestRoamClientToStrongSwan: roam connects through the wlan NAT to a
@@ -211,15 +289,7 @@ func TestWrongPSK(t *testing.T) {
 	pki := newPKI(t, l)
 	startSwanGateway(t, l, pki, "psk", nil)
 	r := roamClient(t, l, bin, lab.LabProfile("psk", badPSK, pki, nil))
-	start := time.Now()
-	out, err := r.Connect("corp", 15*time.Second)
-	took := time.Since(start)
-	if err == nil {
-		t.Fatalf("connect with a wrong PSK succeeded:\n%s", out)
-	}
-	if took > 10*time.Second {
-		t.Errorf("connect took %v to fail, want under 10 s", took)
-	}
+	out := connectFails(t, r, 15*time.Second, 10*time.Second, "with a wrong PSK")
 	if !regexp.MustCompile(`(?i)authentication[ _]failed`).MatchString(out) {
 		t.Errorf("connect output does not name the authentication failure:\n%s", out)
 	}
@@ -252,19 +322,10 @@ func TestConnectFailures(t *testing.T) {
 			p := lab.LabProfile("psk", goodPSK, pki, []string{"aes256gcm16-prfsha384-ecp384"})
 			tt.modify(&p)
 			r := roamClient(t, l, bin, p)
-			start := time.Now()
-			out, err := r.Connect("corp", 20*time.Second)
-			took := time.Since(start)
-			if err == nil {
-				t.Fatalf("connect succeeded:\n%s", out)
-			}
-			if took > 12*time.Second {
-				t.Errorf("connect took %v to fail", took)
-			}
+			out := connectFails(t, r, 20*time.Second, 12*time.Second, "with "+tt.name)
 			if !regexp.MustCompile(tt.want).MatchString(out) {
 				t.Errorf("connect output does not match %s:\n%s", tt.want, out)
 			}
-			t.Logf("failed after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
 			if tt.name == "NAT forbidden" && !regexp.MustCompile(`parsed IKE_SA_INIT request 0 \[[^]]*N\(NO_NATS\)`).MatchString(gw.Log()) {
 				t.Errorf("strongSwan did not parse our NO_NATS_ALLOWED:\n%s", gw.Log())
 			}
@@ -339,22 +400,7 @@ func TestStrongSwanClientToRoamGateway(t *testing.T) {
 	for _, auth := range []string{"psk", "pubkey"} {
 		t.Run(auth, func(t *testing.T) {
 			_, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: auth, PSK: goodPSK, PKI: pki})
-			cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
-				Conns: []lab.SwanConn{lab.ClientConn(auth, goodPSK, lab.GatewayAddr1.Addr(), nil, nil)},
-				PKI:   pki,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Stop()
-			fail := failWith(t, gatewayOutput(gp), swanLog("strongSwan client log", cl))
-			// The gateway needs a moment to bind; strongSwan retransmits.
-			if err := cl.Initiate("home", 15*time.Second); err != nil {
-				fail("initiate: %v", err)
-			}
-			if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-				fail("ping through the tunnel: %v", err)
-			}
+			cl, fail := swanClientUp(t, l, pki, gp, auth, lab.GatewayAddr1.Addr())
 			tcpTransfer(t, l)
 			// MOBIKE: the gateway announced its other listen address in
 			// the IKE_AUTH response (RFC 4555 3.4) and strongSwan parsed it.

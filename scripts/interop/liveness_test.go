@@ -130,22 +130,7 @@ func TestReconnectAfterRoamGatewayRestart(t *testing.T) {
 	gp.Stop()
 	restart := time.Now()
 	_, gp2 = startRoamGateway(t, l, bin, cfg)
-	for {
-		st, ok := reconnectState(r)
-		if ok && st.State == "established" && st.IKESPIi != before.IKESPIi {
-			break
-		}
-		if ok && st.State == "disconnected" {
-			fail("the connection ended: %+v", st)
-		}
-		if time.Since(restart) > 10*time.Second {
-			fail("not reconnected 10 s after the restart: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
-		fail("ping through the new SA: %v", err)
-	}
+	waitReconnected(l, r, before.IKESPIi, restart, "the restart", fail)
 	took := time.Since(restart)
 	sent, recv := p.result(t, time.Minute)
 	t.Logf("reconnected and pinging %v after the gateway restarted; %d echoes sent, %d answered", took.Round(time.Millisecond), sent, recv)

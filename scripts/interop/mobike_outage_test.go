@@ -71,13 +71,7 @@ func allLinksDown(l *lab.Lab, ns string, devs ...string) error {
 func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() string) {
 	t.Helper()
 	fail := failWith(t, evidence{"gateway log", logs}, roamStatus("roam status", r), clientLog(r))
-	out, err := r.Connect("corp", 20*time.Second)
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the outage: %v", err)
-	}
+	connectOnce(t, l, r, fail)
 	before := connected(t, r, "corp")
 	if before.Interface != lab.WLAN || before.VirtualIP == "" {
 		fail("tunnel starts on %q with inner address %q, want wlan and one", before.Interface, before.VirtualIP)
@@ -92,11 +86,7 @@ func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() st
 	// must carry on afterwards. Its retransmission backoff has reached
 	// about 13 s by the end of a 20 s outage, so it resumes up to that
 	// long after the tunnel does; 36 s leaves room for it.
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 36*time.Second, "2M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 36*time.Second, "2M")
 	p := startPinger(t, l, 1500*time.Millisecond+outageLength+5*time.Second)
 	time.Sleep(1500 * time.Millisecond)
 	// The uplink not in use goes first: see allLinksDown.
@@ -151,14 +141,7 @@ func runOutage(t *testing.T, l *lab.Lab, r *lab.Roam, bin string, logs func() st
 	// ping's 10 ms interval stretches on a loaded machine.
 	sent, recv := p.result(t, time.Minute)
 	t.Logf("e-all-down: %d echoes sent, %d answered, %d lost", sent, recv, sent-recv)
-	select {
-	case err := <-tcp:
-		if err != nil {
-			fail("TCP connection through the tunnel broke: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		fail("TCP transfer still running a minute after the outage")
-	}
+	tcpSurvived(tcp, "the outage", fail)
 
 	// suspended, then resumed, and nothing ended the connection.
 	evp.Stop()
@@ -196,12 +179,6 @@ func TestMOBIKEOutageStrongSwanGateway(t *testing.T) {
 // TestMOBIKEOutageRoamGateway: scenario (e) against roam gateway.
 func TestMOBIKEOutageRoamGateway(t *testing.T) {
 	l, bin := setup(t)
-	pki := newPKI(t, l)
-	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
-	time.Sleep(300 * time.Millisecond) // listening
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	runOutage(t, l, r, bin, func() string {
-		_, raw, _ := g.Status()
-		return gp.Output() + "\ngateway status:\n" + string(raw)
-	})
+	r, _, logs := roamGatewayClient(t, l, bin)
+	runOutage(t, l, r, bin, logs)
 }

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,6 +29,33 @@ func startPinger(t *testing.T, l *lab.Lab, d time.Duration) *pinger {
 		t.Fatal(err)
 	}
 	return &pinger{proc: p}
+}
+
+// tcpInBackground runs transfer (the lab's TCPTransferRate or
+// TCPDownloadRate) between the client and the host through the tunnel for
+// d, capped at rate, in the background: the traffic a test's event must
+// live through. Its error arrives on the channel.
+func tcpInBackground(transfer func(cliNS, srvNS string, dst netip.Addr, d time.Duration, rate string) (float64, error), d time.Duration, rate string) <-chan error {
+	tcp := make(chan error, 1)
+	go func() {
+		_, err := transfer(lab.Client, lab.Host, lab.HostAddr.Addr(), d, rate)
+		tcp <- err
+	}()
+	return tcp
+}
+
+// tcpSurvived waits up to a minute for a transfer tcpInBackground started
+// to end, and fails unless it ended well: the connection lived through
+// what (an outage, a restart).
+func tcpSurvived(tcp <-chan error, what string, fail func(string, ...any)) {
+	select {
+	case err := <-tcp:
+		if err != nil {
+			fail("TCP connection through the tunnel broke: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		fail("TCP transfer still running a minute after %s", what)
+	}
 }
 
 var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
@@ -118,39 +146,33 @@ var mobikeScenarios = []mobikeScenario{
 		move:      wlanBack, wantIf: lab.WLAN, zeroLoss: true},
 }
 
+// debugCapture is, with ROAM_DEBUG_CAPTURE set, what tcpdump sees of a few
+// pings in the client, nat-wwan and gateway namespaces.
+func debugCapture(l *lab.Lab) evidence {
+	return evidence{"captures", func() string {
+		if os.Getenv("ROAM_DEBUG_CAPTURE") == "" {
+			return ""
+		}
+		var b strings.Builder
+		for _, ns := range []string{lab.Client, lab.NATWWAN, lab.Gateway} {
+			pp, _ := l.Start(lab.Client, "ping", "-c", "4", "-i", "0.3", lab.HostAddr.Addr().String())
+			out, _ := l.Output(ns, "timeout", "2", "tcpdump", "-ni", "any", "-c", "12", "udp or icmp")
+			if pp != nil {
+				pp.Wait(3 * time.Second)
+			}
+			fmt.Fprintf(&b, "in %s:\n%s\n", ns, out)
+		}
+		return b.String()
+	}}
+}
+
 // runMobike connects roam on wlan, runs a 10 ms pinger and a TCP transfer
 // through the tunnel, makes the move, and checks the tunnel followed it with
 // the same inner address and the TCP connection intact.
 func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs func() string) {
 	t.Helper()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("gateway log:\n%s", logs())
-		if os.Getenv("ROAM_DEBUG_CAPTURE") != "" {
-			for _, ns := range []string{lab.Client, lab.NATWWAN, lab.Gateway} {
-				pp, _ := l.Start(lab.Client, "ping", "-c", "4", "-i", "0.3", lab.HostAddr.Addr().String())
-				out, _ := l.Output(ns, "timeout", "2", "tcpdump", "-ni", "any", "-c", "12", "udp or icmp")
-				if pp != nil {
-					pp.Wait(3 * time.Second)
-				}
-				t.Logf("capture in %s:\n%s", ns, out)
-			}
-		}
-		if _, raw, err := r.Status(); err == nil {
-			t.Logf("roam status:\n%s", raw)
-		}
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
-	out, err := r.Connect("corp", 20*time.Second)
-	if err != nil {
-		fail("connect: %v\n%s", err, out)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping before the move: %v", err)
-	}
+	fail := failWith(t, evidence{"gateway log", logs}, debugCapture(l), roamStatus("roam status", r), clientLog(r))
+	connectOnce(t, l, r, fail)
 	before := connected(t, r, "corp")
 	if before.Interface != lab.WLAN {
 		fail("tunnel starts on %q, want wlan", before.Interface)
@@ -175,17 +197,13 @@ func runMobike(t *testing.T, l *lab.Lab, r *lab.Roam, sc mobikeScenario, logs fu
 		sc.before(t, before)
 	}
 	// A long TCP connection that must survive the move.
-	tcp := make(chan error, 1)
-	go func() {
-		// Rate-capped: the point is a connection that lives through the
-		// move, not a saturated queue that drops pings by itself.
-		transfer := l.TCPTransferRate
-		if sc.download {
-			transfer = l.TCPDownloadRate
-		}
-		_, err := transfer(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
-		tcp <- err
-	}()
+	// Rate-capped: the point is a connection that lives through the
+	// move, not a saturated queue that drops pings by itself.
+	transfer := l.TCPTransferRate
+	if sc.download {
+		transfer = l.TCPDownloadRate
+	}
+	tcp := tcpInBackground(transfer, 8*time.Second, "20M")
 	events, err := r.StartEvents()
 	if err != nil {
 		fail("roam events: %v", err)
@@ -302,13 +320,22 @@ func mobikeSwan(t *testing.T, sc mobikeScenario) {
 // returns the gateway's output for checks of its own.
 func mobikeRoamGW(t *testing.T, sc mobikeScenario) (gatewayOutput string) {
 	l, bin := setup(t)
+	r, gp, logs := roamGatewayClient(t, l, bin)
+	runMobike(t, l, r, sc, logs)
+	return gp.Output()
+}
+
+// roamGatewayClient starts roam gateway (psk) in l and a client with the
+// lab's profile for it. logs is the gateway's output and status, the
+// evidence of a failure.
+func roamGatewayClient(t *testing.T, l *lab.Lab, bin string) (r *lab.Roam, gp *lab.Proc, logs func() string) {
+	t.Helper()
 	pki := newPKI(t, l)
 	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
 	time.Sleep(300 * time.Millisecond) // listening
-	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
-	runMobike(t, l, r, sc, func() string {
+	r = roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	return r, gp, func() string {
 		_, raw, _ := g.Status()
-		return fmt.Sprint(gp.Output()) + "\ngateway status:\n" + string(raw)
-	})
-	return gp.Output()
+		return gp.Output() + "\ngateway status:\n" + raw
+	}
 }

@@ -60,11 +60,7 @@ func TestPathMTURoamGateway(t *testing.T) {
 	}
 	before := fragCreates(t, l)
 
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 8*time.Second, "20M")
 	time.Sleep(2 * time.Second)
 	if err := l.LinkDown(lab.Client, lab.WLAN); err != nil {
 		t.Fatal(err)
@@ -127,10 +123,7 @@ func TestPathMTURoamGateway(t *testing.T) {
 	if route, err := l.Output(lab.Client, "ip", "route", "get", lab.HostAddr.Addr().String()); err != nil || strings.Contains(route, "mtu") {
 		fail("the client's route cache still has an MTU: %v\n%s", err, route)
 	}
-	go func() {
-		_, err := l.TCPDownloadRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 8*time.Second, "20M")
-		tcp <- err
-	}()
+	tcp = tcpInBackground(l.TCPDownloadRate, 8*time.Second, "20M")
 	time.Sleep(2 * time.Second)
 	if err := l.LinkDown(lab.Client, lab.WLAN); err != nil {
 		t.Fatal(err)

@@ -76,26 +76,11 @@ func pqRekeys(t *testing.T, l *lab.Lab, bin, hybrid string) {
 		first[string(c.SPIIn)] = true
 	}
 	ping := startPinger(t, l, run)
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 10*time.Second, "20M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 10*time.Second, "20M")
 	// followups counts the rekeys the gateway completed after an
 	// IKE_FOLLOWUP_KE.
 	followups := func() (child, ikeSA int) {
-		for _, line := range strings.Split(gp.Output(), "\n") {
-			if !strings.Contains(line, "additional_key_exchanges=1") {
-				continue
-			}
-			switch {
-			case strings.Contains(line, "Child SA rekeyed by peer"):
-				child++
-			case strings.Contains(line, "IKE SA rekeyed by peer"):
-				ikeSA++
-			}
-		}
-		return child, ikeSA
+		return countRekeyLines(gp.Output(), "additional_key_exchanges=1", "Child SA rekeyed by peer", "IKE SA rekeyed by peer")
 	}
 	childSPIs, ikeSPIs := map[string]bool{}, map[string]bool{}
 	var childFollowups, ikeFollowups int

@@ -23,20 +23,7 @@ type reauthStatus struct {
 }
 
 func reauthState(r *lab.Roam) (reauthStatus, bool) {
-	_, raw, err := r.Status()
-	if err != nil {
-		return reauthStatus{}, false
-	}
-	var st []reauthStatus
-	if json.Unmarshal([]byte(raw), &st) != nil {
-		return reauthStatus{}, false
-	}
-	for _, s := range st {
-		if s.Name == "corp" {
-			return s, true
-		}
-	}
-	return reauthStatus{}, false
+	return statusEntry[reauthStatus](r, "corp")
 }
 
 // reauthWatch follows the client while the test's traffic runs: every
@@ -48,8 +35,20 @@ type reauthWatch struct {
 	last               reauthStatus
 }
 
-// watchReauth polls until stop is closed.
-func watchReauth(l *lab.Lab, r *lab.Roam, stop <-chan struct{}) reauthWatch {
+// watchReauth follows the client while ping runs (its result bounded by
+// timeout) and returns what it saw with the echoes sent and answered.
+func watchReauth(t *testing.T, l *lab.Lab, r *lab.Roam, ping *pinger, timeout time.Duration) (w reauthWatch, sent, recv int) {
+	t.Helper()
+	stop := make(chan struct{})
+	watched := make(chan reauthWatch, 1)
+	go func() { watched <- pollReauth(l, r, stop) }()
+	sent, recv = ping.result(t, timeout)
+	close(stop)
+	return <-watched, sent, recv
+}
+
+// pollReauth polls until stop is closed.
+func pollReauth(l *lab.Lab, r *lab.Roam, stop <-chan struct{}) reauthWatch {
 	w := reauthWatch{spis: map[string]bool{}, states: map[string]bool{}, vips: map[string]bool{}}
 	index := tunIndex(l)
 	for {
@@ -118,17 +117,8 @@ func TestReauthStrongSwan(t *testing.T) {
 	defer events.Stop()
 	acct := startEchoAccount(t, l)
 	ping := startPinger(t, l, run)
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), run-5*time.Second, "20M")
-		tcp <- err
-	}()
-	stop := make(chan struct{})
-	watched := make(chan reauthWatch, 1)
-	go func() { watched <- watchReauth(l, r, stop) }()
-	sent, recv := ping.result(t, 3*run)
-	close(stop)
-	w := <-watched
+	tcp := tcpInBackground(l.TCPTransferRate, run-5*time.Second, "20M")
+	w, sent, recv := watchReauth(t, l, r, ping, 3*run)
 	if err := <-tcp; err != nil {
 		fail("TCP transfer through the reauthentications: %v", err)
 	}
@@ -233,12 +223,7 @@ func TestReauthRoamGateway(t *testing.T) {
 	}
 	defer gwEvents.Stop()
 	ping := startPinger(t, l, run)
-	stop := make(chan struct{})
-	watched := make(chan reauthWatch, 1)
-	go func() { watched <- watchReauth(l, r, stop) }()
-	sent, recv := ping.result(t, 3*run)
-	close(stop)
-	w := <-watched
+	w, sent, recv := watchReauth(t, l, r, ping, 3*run)
 	events.Stop()
 	n, _ := countEvents(events.Output(), "reauthenticated")
 	dlog := daemonLog(t, r)

@@ -3,8 +3,7 @@ package interop
 import (
 	"bufio"
 	"encoding/json"
-	"os"
-	"path/filepath"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,20 +24,29 @@ type reconnectStatus struct {
 }
 
 func reconnectState(r *lab.Roam) (reconnectStatus, bool) {
-	_, raw, err := r.Status()
-	if err != nil {
-		return reconnectStatus{}, false
-	}
-	var st []reconnectStatus
-	if json.Unmarshal([]byte(raw), &st) != nil {
-		return reconnectStatus{}, false
-	}
-	for _, s := range st {
-		if s.Name == "corp" {
-			return s, true
+	return statusEntry[reconnectStatus](r, "corp")
+}
+
+// waitReconnected waits, up to 10 s after since (when what happened), for
+// r to be established on an IKE SA other than oldSPI, failing if the
+// connection ends instead, and pings through the new SA.
+func waitReconnected(l *lab.Lab, r *lab.Roam, oldSPI string, since time.Time, what string, fail func(string, ...any)) reconnectStatus {
+	for {
+		st, ok := reconnectState(r)
+		if ok && st.State == "established" && st.IKESPIi != oldSPI {
+			if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
+				fail("ping through the new SA: %v", err)
+			}
+			return st
 		}
+		if ok && st.State == "disconnected" {
+			fail("the connection ended: %+v", st)
+		}
+		if time.Since(since) > 10*time.Second {
+			fail("not reconnected 10 s after %s: %+v", what, st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return reconnectStatus{}, false
 }
 
 // tunIndex is the client's TUN device's interface index ("" when absent):
@@ -78,19 +86,15 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	gw := startSwanGateway(t, l, pki, "psk", nil)
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	logs := []func() string{gw.Log}
-	fail := func(format string, args ...any) {
-		t.Helper()
+	// One strongSwan log for each gateway the test starts.
+	swanLogs := evidence{"strongSwan gateway logs", func() string {
+		var b strings.Builder
 		for i, lg := range logs {
-			t.Logf("strongSwan gateway log %d:\n%s", i+1, lg())
+			fmt.Fprintf(&b, "log %d:\n%s\n", i+1, lg())
 		}
-		if _, raw, err := r.Status(); err == nil {
-			t.Logf("roam status:\n%s", raw)
-		}
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log")); err == nil {
-			t.Logf("roam daemon log:\n%s", b)
-		}
-		t.Fatalf(format, args...)
-	}
+		return b.String()
+	}}
+	fail := failWith(t, swanLogs, roamStatus("roam status", r), clientLog(r))
 	connectOnce(t, l, r, fail)
 	before, ok := reconnectState(r)
 	if !ok || before.State != "established" || before.VirtualIP == "" {
@@ -112,11 +116,7 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	)
 	// A rate-capped TCP connection that stalls through the restart and
 	// must carry on after it.
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), 14*time.Second, "2M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, 14*time.Second, "2M")
 	p := startPinger(t, l, 12*time.Second)
 
 	// Watch the client throughout: the state, and the TUN device.
@@ -154,24 +154,7 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	backAt := time.Now()
 
 	// Back: a new IKE SA, established, and traffic through it.
-	var after reconnectStatus
-	for {
-		st, ok := reconnectState(r)
-		if ok && st.State == "established" && st.IKESPIi != before.IKESPIi {
-			after = st
-			break
-		}
-		if ok && st.State == "disconnected" {
-			fail("the connection ended: %+v", st)
-		}
-		if time.Since(backAt) > 10*time.Second {
-			fail("not reconnected 10 s after the gateway returned: %+v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := l.Ping(lab.Client, lab.HostAddr.Addr(), 1); err != nil {
-		fail("ping through the new SA: %v", err)
-	}
+	after := waitReconnected(l, r, before.IKESPIi, backAt, "the gateway returned", fail)
 	took := time.Since(backAt)
 	t.Logf("reconnected and pinging %v after the gateway returned", took.Round(time.Millisecond))
 	if took > 10*time.Second {
@@ -189,14 +172,7 @@ func TestReconnectAfterGatewayRestart(t *testing.T) {
 	if recv == 0 || sent-recv > sent/2 {
 		fail("ping: %d of %d answered", recv, sent)
 	}
-	select {
-	case err := <-tcp:
-		if err != nil {
-			fail("TCP connection through the tunnel broke: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		fail("TCP transfer still running a minute after the restart")
-	}
+	tcpSurvived(tcp, "the restart", fail)
 	close(stopWatch)
 	<-watched
 	watchMu.Lock()

@@ -14,14 +14,20 @@ import (
 // strongSwan's log: Child SA rekeys carry REKEY_SA, IKE SA rekeys a KE
 // payload without it.
 func countRekeys(log, marker string) (child, ikeSA int) {
+	return countRekeyLines(log, marker, "N(REKEY_SA)", " KE ")
+}
+
+// countRekeyLines counts the lines of log with marker that are a Child SA
+// rekey (they contain childMark) or an IKE SA rekey (ikeMark).
+func countRekeyLines(log, marker, childMark, ikeMark string) (child, ikeSA int) {
 	for _, line := range strings.Split(log, "\n") {
 		if !strings.Contains(line, marker) {
 			continue
 		}
 		switch {
-		case strings.Contains(line, "N(REKEY_SA)"):
+		case strings.Contains(line, childMark):
 			child++
-		case strings.Contains(line, " KE "):
+		case strings.Contains(line, ikeMark):
 			ikeSA++
 		}
 	}
@@ -87,11 +93,7 @@ func TestRekeyStrongSwan(t *testing.T) {
 			connectOnce(t, l, r, fail)
 			acct := startEchoAccount(t, l)
 			ping := startPinger(t, l, run)
-			tcp := make(chan error, 1)
-			go func() {
-				_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), run-5*time.Second, "20M")
-				tcp <- err
-			}()
+			tcp := tcpInBackground(l.TCPTransferRate, run-5*time.Second, "20M")
 			// Watch the SAs change under the traffic.
 			childSPIs, ikeSPIs := map[string]bool{}, map[string]bool{}
 			deadline := time.Now().Add(run)

@@ -74,11 +74,7 @@ func TestRekeySoak(t *testing.T) {
 	}
 	defer evp.Stop()
 	ping := startPinger(t, l, run)
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), run-5*time.Second, rate)
-		tcp <- err
-	}()
+	tcp := tcpInBackground(l.TCPTransferRate, run-5*time.Second, rate)
 	sent, recv := ping.result(t, 2*run)
 	tcpErr := <-tcp
 	verdict := acct.verdict(t, sent, recv)

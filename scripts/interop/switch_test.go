@@ -94,11 +94,7 @@ func (e *switchEnv) gatewaySide(t *testing.T) lab.Status {
 // traffic starts the 10 ms pinger and a rate-capped TCP connection that
 // must live through what follows.
 func (e *switchEnv) traffic(t *testing.T, d time.Duration) (*pinger, <-chan error) {
-	tcp := make(chan error, 1)
-	go func() {
-		_, err := e.l.TCPTransferRate(lab.Client, lab.Host, lab.HostAddr.Addr(), d+time.Second, "20M")
-		tcp <- err
-	}()
+	tcp := tcpInBackground(e.l.TCPTransferRate, d+time.Second, "20M")
 	return startPinger(t, e.l, d), tcp
 }
 
@@ -258,21 +254,7 @@ func TestSwitchStrongSwanClient(t *testing.T) {
 	l, bin := setup(t)
 	pki := newPKI(t, l)
 	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
-	cl, err := l.StartCharon(lab.Client, lab.CharonOptions{
-		Conns: []lab.SwanConn{lab.ClientConn("psk", goodPSK, gwR1, nil, nil)},
-		PKI:   pki,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
-	fail := failWith(t, gatewayOutput(gp), swanLog("strongSwan client log", cl))
-	if err := cl.Initiate("home", 15*time.Second); err != nil {
-		fail("initiate: %v", err)
-	}
-	if err := l.WaitPing(lab.Client, lab.HostAddr.Addr(), 5*time.Second); err != nil {
-		fail("ping through the tunnel: %v", err)
-	}
+	cl, fail := swanClientUp(t, l, pki, gp, "psk", gwR1)
 	evs, err := g.StartEvents()
 	if err != nil {
 		t.Fatal(err)

@@ -48,10 +48,7 @@ func bootSystemd(t *testing.T, l *lab.Lab, p lab.RoamProfile, binds ...string) *
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
 	t.Logf("make install: %.1f s", time.Since(t0).Seconds())
-	share, err := os.MkdirTemp(l.Dir, "etc-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	share := labTempDir(t, l, "etc-")
 	os.Chmod(share, 0o755)
 	cfg, err := lab.WriteRoamConfig(share, p)
 	if err != nil {
