@@ -231,10 +231,10 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				c := gw.clients[ev.SA]
 				gw.mu.Unlock()
 				if c != nil {
-					gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+					gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: ikeesp.RekeyedReason(ev)})
 				}
 			case *ike.ChildDeleted:
-				gw.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
+				gw.binder().Retire(ev.SPIIn)
 			case *ike.PathUpdated:
 				gw.mu.Lock()
 				c := gw.clients[ev.SA]
@@ -244,9 +244,9 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 				case ev.Unproved:
 					// ESP goes ahead within the amplification limit;
 					// path-changed waits for the proof.
-					gw.dp.SetUnprovedPath(c.peer, ev.Path, ev.Credit)
+					gw.binder().MoveUnproved(c.peer, ev.Path, ev.Credit)
 				default:
-					gw.dp.SetPath(c.peer, ev.Path)
+					gw.binder().Move(c.peer, ev.Path)
 					if !ev.Back {
 						gw.emit(report.Event{Event: report.EventPathChanged, Profile: c.est.PeerID, To: ev.Path.Remote.String(), From: ev.Path.Local.String()})
 					}
@@ -263,12 +263,7 @@ func (gw *gateway) install(est *ike.Established) {
 	peer := gw.dp.NewPeer(est.Path)
 	peer.SetRTT(ikeesp.IKERTT(est.SA))
 	for _, ch := range est.Children {
-		cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), false)
-		if err == nil {
-			ikeesp.RekeyOnPackets(&cfg, est.SA, gw.cfg.ChildRekeyPackets, gw.log)
-			err = gw.dp.InstallChild(peer, cfg)
-		}
-		if err != nil {
+		if _, err := gw.binder().InstallChild(peer, est.SA, ch, ikeesp.Install{}); err != nil {
 			gw.log.Error("installing child SA", "peer", est.PeerID, "err", err)
 			gw.emit(report.Event{Event: report.EventError, Profile: est.PeerID, Reason: err.Error()})
 		}
@@ -293,18 +288,12 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 	if c == nil {
 		return
 	}
-	ch := ev.Child
-	cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), !ev.Initiated)
-	if err == nil {
-		ikeesp.RekeyOnPackets(&cfg, ev.SA, gw.cfg.ChildRekeyPackets, gw.log)
-		err = gw.dp.InstallChild(c.peer, cfg)
-	}
-	if err != nil {
+	if _, err := gw.binder().InstallRekeyed(c.peer, ev.SA, ev); err != nil {
 		gw.log.Error("installing rekeyed child SA", "peer", c.est.PeerID, "err", err)
 		gw.emit(report.Event{Event: report.EventError, Profile: c.est.PeerID, Reason: err.Error()})
 		return
 	}
-	gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ch.SPIIn)})
+	gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: ikeesp.RekeyedReason(ev)})
 }
 
 // installCreated adds a further Child SA the client asked for. It sends at
@@ -318,17 +307,18 @@ func (gw *gateway) installCreated(ev *ike.ChildCreated) {
 		return
 	}
 	ch := ev.Child
-	cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), false)
-	if err == nil {
-		ikeesp.RekeyOnPackets(&cfg, ev.SA, gw.cfg.ChildRekeyPackets, gw.log)
-		err = gw.dp.InstallChild(c.peer, cfg)
-	}
+	cfg, err := gw.binder().InstallChild(c.peer, ev.SA, ch, ikeesp.Install{})
 	if err != nil {
 		gw.log.Error("installing child SA", "peer", c.est.PeerID, "err", err)
 		gw.emit(report.Event{Event: report.EventError, Profile: c.est.PeerID, Reason: err.Error()})
 		return
 	}
 	gw.log.Info("child SA added", "peer", c.est.PeerID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "local_ts", cfg.Local)
+}
+
+// binder installs the clients' SAs into the gateway's dataplane.
+func (gw *gateway) binder() ikeesp.Binder {
+	return ikeesp.Binder{DP: gw.dp, RekeyPackets: gw.cfg.ChildRekeyPackets, Log: gw.log}
 }
 
 func (gw *gateway) remove(ev *ike.Deleted) {

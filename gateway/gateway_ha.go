@@ -409,17 +409,10 @@ func (h *gatewayHA) install(p *parkedSA) (from netip.AddrPort, to netip.Addr, ok
 	peer := gw.dp.NewPeer(path)
 	children := p.sa.Children()
 	for _, ch := range children {
-		cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), false)
-		if err == nil {
-			s := seqs[ch.SPIOut]
-			cfg.OutboundSeq = s.Seq + haSeqDelta
-			cfg.InboundSeq = s.InSeq
-			// A taken-over SA may be near its limit already: the first
-			// packet then starts the rekey.
-			ikeesp.RekeyOnPackets(&cfg, p.sa, gw.cfg.ChildRekeyPackets, gw.log)
-			err = gw.dp.InstallChild(peer, cfg)
-		}
-		if err != nil {
+		s := seqs[ch.SPIOut]
+		// A taken-over SA may be near its limit already: the first packet
+		// then starts the rekey.
+		if _, err := gw.binder().InstallChild(peer, p.sa, ch, ikeesp.Install{OutboundSeq: s.Seq + haSeqDelta, InboundSeq: s.InSeq}); err != nil {
 			h.log.Error("HA takeover: installing child SA", "peer", p.meta.PeerID, "err", err)
 			gw.emit(report.Event{Event: report.EventError, Profile: p.meta.PeerID, Reason: err.Error()})
 		}

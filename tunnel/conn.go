@@ -686,12 +686,13 @@ func (c *conn) curPeer() *esp.Peer {
 // answered) keeps outbound traffic on the old pair until the peer uses the
 // new one.
 func (c *conn) installChild(s *session, ch ike.ChildSA, remote []netip.Prefix, pending bool) error {
-	cfg, err := ikeesp.ChildConfig(ch, remote, pending)
-	if err != nil {
-		return err
-	}
-	ikeesp.RekeyOnPackets(&cfg, s.sa, c.profile.ChildRekeyPackets, c.log)
-	return c.dp.InstallChild(s.peer, cfg)
+	_, err := c.binder().InstallChild(s.peer, s.sa, ch, ikeesp.Install{Remote: remote, Pending: pending})
+	return err
+}
+
+// binder installs this connection's SAs into its dataplane.
+func (c *conn) binder() ikeesp.Binder {
+	return ikeesp.Binder{DP: c.dp, RekeyPackets: c.profile.ChildRekeyPackets, Log: c.log}
 }
 
 // handleChildEvent follows the Child SAs (and in-place IKE SA rekeys) of
@@ -702,12 +703,12 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 		// The new SA goes in before the old one leaves (on a DELETE),
 		// so no packet finds neither. When we only answered the rekey,
 		// we send on it once the peer shows it has installed it.
-		if err := c.installChild(s, ev.Child, ikeesp.SelectorsToPrefixes(ev.Child.RemoteTS), !ev.Initiated); err != nil {
+		if _, err := c.binder().InstallRekeyed(s.peer, s.sa, ev); err != nil {
 			c.log.Error("installing rekeyed child SA", "err", err)
 			c.emit(report.Event{Event: report.EventError, Reason: err.Error()})
 			return
 		}
-		c.emit(report.Event{Event: report.EventRekeyed, Reason: fmt.Sprintf("child SA %08x replaced by %08x", ev.OldSPIIn, ev.Child.SPIIn)})
+		c.emit(report.Event{Event: report.EventRekeyed, Reason: ikeesp.RekeyedReason(ev)})
 	case *ike.ChildCreated:
 		remote := ikeesp.SelectorsToPrefixes(ev.Child.RemoteTS)
 		if err := c.installChild(s, ev.Child, remote, false); err != nil {
@@ -720,9 +721,9 @@ func (c *conn) handleChildEvent(s *session, ev ike.Event) {
 			c.emit(report.Event{Event: report.EventError, Reason: err.Error()})
 		}
 	case *ike.IKERekeyed:
-		c.emit(report.Event{Event: report.EventRekeyed, Reason: fmt.Sprintf("IKE SA now %016x_i %016x_r", ev.SPIi, ev.SPIr)})
+		c.emit(report.Event{Event: report.EventRekeyed, Reason: ikeesp.RekeyedReason(ev)})
 	case *ike.ChildDeleted:
-		c.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
+		c.binder().Retire(ev.SPIIn)
 	case *ike.SwitchRequested:
 		c.followSwitch(s, ev)
 	case *ike.AuthLifetime:

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/ikeesp"
 	"github.com/roam-vpn/roam/report"
@@ -196,11 +195,7 @@ func (c *conn) retireReplaced(s *session) {
 	if s.stopMobility != nil {
 		s.stopMobility()
 	}
-	for _, cs := range c.dp.ChildStats(s.peer) {
-		c.dp.RetireChild(cs.SPIIn, esp.RetireGrace)
-	}
-	peer := s.peer
-	time.AfterFunc(esp.RetireGrace, func() { c.dp.RemovePeer(peer) })
+	c.binder().RetirePeer(s.peer)
 	if s.sa == nil {
 		s.cancel()
 		return

@@ -6,9 +6,8 @@
 // come out at the other, through ESP sealed and opened for real.
 //
 // The glue between IKE's events and the dataplane lives in the tests
-// (rig_test.go) and mirrors what the daemon does: Child SA installation
-// (ikeesp.ChildConfig; tunnel conn.go installChild, handleChildEvent; gateway.go
-// install, installRekeyed, the PathUpdated case) and the client's path
+// (rig_test.go): Child SAs, rekeys, deletes and the gateway's path updates
+// go in through ikeesp.Binder, as in tunnel and gateway; and the client's path
 // moves (mobility's netpath.Current.Set, which the peer follows, after a successful UpdateAddresses; a
 // gateway's switch request as tunnel switch.go followSwitch hands it to
 // the mover).

@@ -105,21 +105,20 @@ func (e *end) start(ctx context.Context, handleIKE esp.IKEHandler, binds ...neti
 	e.t.Cleanup(func() { e.tun.Close(); <-done })
 }
 
-// install puts a negotiated Child SA pair into the dataplane the way both
-// roles do (ikeesp.ChildConfig; pending: a rekey we answered).
+// install puts a negotiated Child SA pair into the dataplane with the
+// binder both roles use (pending: a rekey we answered).
 func (e *end) install(peer *esp.Peer, ch ike.ChildSA, pending bool) {
 	e.t.Helper()
-	cfg, err := ikeesp.ChildConfig(ch, ikeesp.SelectorsToPrefixes(ch.RemoteTS), pending)
-	if err != nil {
-		e.t.Error(err)
-		return
-	}
-	if err := e.dp.InstallChild(peer, cfg); err != nil {
+	if _, err := e.binder().InstallChild(peer, nil, ch, ikeesp.Install{Pending: pending}); err != nil {
 		e.t.Errorf("%s: installing child SA %08x: %v", e.name, ch.SPIIn, err)
 		return
 	}
 	e.installed <- ch
 }
+
+// binder installs into this end's dataplane as tunnel and gateway do; the
+// rig arms no packet-count rekeys.
+func (e *end) binder() ikeesp.Binder { return ikeesp.Binder{DP: e.dp} }
 
 // follow handles the events both roles share after establishment (tunnel
 // conn.go handleChildEvent, gateway.go's event loop).
@@ -131,10 +130,10 @@ func (e *end) follow(ctx context.Context, ev ike.Event) {
 	case *ike.ChildRekeyed:
 		e.install(peer, ev.Child, !ev.Initiated)
 	case *ike.ChildDeleted:
-		e.dp.RetireChild(ev.SPIIn, esp.RetireGrace)
+		e.binder().Retire(ev.SPIIn)
 		e.retired <- ev.SPIIn
 	case *ike.PathUpdated: // gateway: the client moved
-		e.dp.SetPath(peer, ev.Path)
+		e.binder().Move(peer, ev.Path)
 		e.moved <- ev.Path
 	case *ike.SwitchDone:
 		e.switched <- ev
