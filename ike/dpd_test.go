@@ -27,11 +27,7 @@ func TestDeadPeerDetection(t *testing.T) {
 		}
 		return time.Time{}
 	}
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	sa := est.SA
 	sent := func() uint64 { return e.net.Stats().Sent }
 	// idle waits until no exchange is outstanding on the client.

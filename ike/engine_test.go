@@ -154,12 +154,20 @@ func (e *testEnv) dial(cfg InitiatorConfig) *client {
 // both are established.
 func (e *testEnv) dialPair(t *testing.T, cfg InitiatorConfig) (*client, *SA, *SA) {
 	t.Helper()
+	c, est := e.dialEstablished(t, cfg)
+	return c, est.SA, nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+}
+
+// dialEstablished dials and returns the client once its SA is
+// established, failing the test otherwise.
+func (e *testEnv) dialEstablished(t *testing.T, cfg InitiatorConfig) (*client, *Established) {
+	t.Helper()
 	c := e.dial(cfg)
 	est, err := c.wait(t, 5*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("establish: %v", err)
 	}
-	return c, est.SA, nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+	return c, est
 }
 
 func (e *testEnv) dialHost(h *netsim.Host, cfg InitiatorConfig) *client {
@@ -255,11 +263,7 @@ func TestEstablishPSK(t *testing.T) {
 			if tc.remoteTS != nil {
 				cfg.RemoteTS = tc.remoteTS
 			}
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatalf("establish: %v", err)
-			}
+			_, est := e.dialEstablished(t, cfg)
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 			if est.SPIi != gw.SPIi || est.SPIr != gw.SPIr || est.SPIr == 0 {
 				t.Fatalf("SPIs differ: client %x/%x gateway %x/%x", est.SPIi, est.SPIr, gw.SPIi, gw.SPIr)
@@ -430,11 +434,7 @@ func TestInvalidKERetry(t *testing.T) {
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.IKE = []Proposal{{Text: "aes256gcm16-prfsha384-x25519-ecp384", Transforms: []wire.Transform{
 		tr(wire.TransformEncr, 20, 256), tr(wire.TransformPRF, 6, 0), tr(wire.TransformDH, 31, 0), tr(wire.TransformDH, 20, 0)}}}
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, est := e.dialEstablished(t, cfg)
 	if est.Proposal != "aes256gcm16-prfsha384-ecp384" {
 		t.Fatalf("proposal %q", est.Proposal)
 	}
@@ -548,11 +548,7 @@ func TestDelete(t *testing.T) {
 
 func TestDeleteChild(t *testing.T) {
 	e := newEnv(t, 13, nil)
-	c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 	nextEvent[*Established](t, e.respEvents, 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -784,11 +780,7 @@ func TestNATDetection(t *testing.T) {
 		e := newEnv(t, 16, nil)
 		cfg := defaultInitiatorConfig(t, "alice@example.com")
 		cfg.NoForceEncap = true
-		c := e.dial(cfg)
-		est, err := c.wait(t, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, est := e.dialEstablished(t, cfg)
 		gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 		if est.NATLocal || est.NATRemote || gw.NATLocal || gw.NATRemote || est.UDPEncap || gw.UDPEncap {
 			t.Fatalf("NAT reported without one: %+v %+v", est, gw)

@@ -108,11 +108,7 @@ func newFragmentRig(t *testing.T) *fragmentRig {
 	// not expect: a retransmitted IKE_AUTH, which a loaded machine makes
 	// with the fast test schedule, would be answered twice and miscount.
 	cfg.Retransmit = DefaultRetransmit
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, est := e.dialEstablished(t, cfg)
 	gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 	r := &fragmentRig{t: t, client: est.SA, gw: gw.SA}
 	r.onClient(func(sa *SA) { r.msgID = sa.nextMsgID })

@@ -39,11 +39,7 @@ func TestUnprotectedHints(t *testing.T) {
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.Clock = fc
 	cfg.DPDDelay = 30 * time.Second
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	sa := est.SA
 	spii, spir := sa.SPIs()
 	from := netpath.Path{Local: est.Path.Local, Remote: est.Path.Remote}

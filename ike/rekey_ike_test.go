@@ -24,11 +24,7 @@ func TestRekeyIKE(t *testing.T) {
 		name := map[bool]string{true: "client", false: "gateway"}[byClient]
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, int64(1300+i), nil)
-			c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
 			cli := est.SA
 			first, second := cli, gw
@@ -174,11 +170,7 @@ func TestRekeyIKECollisionUnnoticed(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, int64(1500+i), nil)
 			e.net.SetDefault(netsim.Impairment{Delay: 20 * time.Millisecond})
-			c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 			cli := est.SA
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
 			child := checkPair(t, cli, gw)
@@ -268,11 +260,7 @@ func TestIKERekeyTimerJitter(t *testing.T) {
 	cfg.Clock = fc
 	cfg.IKERekeyTime = 5 * time.Minute
 	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = time.Hour, 66*time.Minute, 6*time.Minute
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	start := fc.Now()
 	if !fc.fireNext(est.SA.Done()) {
 		t.Fatal("no lifetime timer")

@@ -69,11 +69,7 @@ func TestRekeyChild(t *testing.T) {
 			e := newEnv(t, int64(1000+i), func(r *ResponderConfig) { r.ESP = tc.esp })
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.ESP = tc.esp
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, est := e.dialEstablished(t, cfg)
 			gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 			old := checkPair(t, est.SA, gwEst.SA)
 			rekeyer, rekeyerEvents, otherEvents, oldIn := est.SA, c.events, e.respEvents, old.SPIIn
@@ -113,11 +109,7 @@ func TestRekeyCollision(t *testing.T) {
 	for seed := int64(0); seed < 4; seed++ {
 		e := newEnv(t, 1100+seed, nil)
 		e.net.SetDefault(netsim.Impairment{Delay: 30 * time.Millisecond})
-		c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-		est, err := c.wait(t, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 		gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 		old := checkPair(t, est.SA, gwEst.SA)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -173,11 +165,7 @@ func TestRekeyTimer(t *testing.T) {
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.Clock = fc
 	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = time.Hour, 70*time.Minute, 5*time.Minute
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	start := fc.Now()
 	if !fc.fireNext(est.SA.Done()) {
 		t.Fatal("no lifetime timer")
