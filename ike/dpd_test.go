@@ -50,9 +50,7 @@ func TestDeadPeerDetection(t *testing.T) {
 	}
 	fire := func() {
 		t.Helper()
-		if !fc.fireNext(sa.Done()) {
-			t.Fatal("no timer pending")
-		}
+		fc.mustFireNext(t, sa.Done(), "timer pending")
 		call(sa, func() {})
 	}
 

@@ -624,9 +624,7 @@ func TestUnreachable(t *testing.T) {
 	var mu sync.Mutex
 	sends := 0
 	gw.HandleRaw(func(netsim.Datagram) { mu.Lock(); sends++; mu.Unlock() })
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.Retransmit = Retransmit{Initial: 500 * time.Millisecond, Factor: 2, Max: 3 * time.Second, Retries: 4}
 	events := make(chan Event, 4)
 	sa, err := Dial(context.Background(), cfg, h, events)
@@ -685,6 +683,15 @@ type fakeTimer struct {
 	stopped bool
 }
 
+// clockedInitiatorConfig is defaultInitiatorConfig for alice driven by a
+// fresh fake clock.
+func clockedInitiatorConfig(t testing.TB) (InitiatorConfig, *fakeClock) {
+	fc := newFakeClock()
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Clock = fc
+	return cfg, fc
+}
+
 func newFakeClock() *fakeClock {
 	return &fakeClock{now: time.Unix(1_700_000_000, 0), added: make(chan struct{}, 100)}
 }
@@ -713,6 +720,17 @@ func (t *fakeTimer) Stop() bool {
 	was := !t.stopped
 	t.stopped = true
 	return was
+}
+
+// mustFireNext fires the next timer like fireNext, failing the test with
+// "no <what>" when none comes, and returns how far the clock moved.
+func (c *fakeClock) mustFireNext(t *testing.T, done <-chan struct{}, what string) time.Duration {
+	t.Helper()
+	start := c.Now()
+	if !c.fireNext(done) {
+		t.Fatal("no " + what)
+	}
+	return c.Now().Sub(start)
 }
 
 // fireNext waits until a timer is pending, advances to it and runs it. It

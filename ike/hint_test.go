@@ -35,9 +35,7 @@ func unprotected(t *testing.T, spii, spir uint64, n *wire.Notify) []byte {
 // retransmissions instead of after the DPD delay.
 func TestUnprotectedHints(t *testing.T) {
 	e := newEnv(t, 951, nil)
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.DPDDelay = 30 * time.Second
 	c, est := e.dialEstablished(t, cfg)
 	sa := est.SA

@@ -161,16 +161,10 @@ func TestRekeyCollision(t *testing.T) {
 // TestRekeyTimer: the soft lifetime starts the rekey by itself.
 func TestRekeyTimer(t *testing.T) {
 	e := newEnv(t, 1200, nil)
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = time.Hour, 70*time.Minute, 5*time.Minute
 	c, est := e.dialEstablished(t, cfg)
-	start := fc.Now()
-	if !fc.fireNext(est.SA.Done()) {
-		t.Fatal("no lifetime timer")
-	}
-	if at := fc.Now().Sub(start); at > time.Hour || at <= 55*time.Minute {
+	if at := fc.mustFireNext(t, est.SA.Done(), "lifetime timer"); at > time.Hour || at <= 55*time.Minute {
 		t.Fatalf("first timer after %v, want the soft lifetime less at most the jitter", at)
 	}
 	ev := nextEvent[*ChildRekeyed](t, c.events, 2*time.Second)
@@ -181,11 +175,7 @@ func TestRekeyTimer(t *testing.T) {
 	// is armed on the SA's goroutine after the event went out: wait for
 	// that step to end.
 	call(est.SA, func() {})
-	rekeyed := fc.Now()
-	if !fc.fireNext(est.SA.Done()) {
-		t.Fatal("no timer for the old SA's DELETE")
-	}
-	if at := fc.Now().Sub(rekeyed); at != replacedDeleteDelay {
+	if at := fc.mustFireNext(t, est.SA.Done(), "timer for the old SA's DELETE"); at != replacedDeleteDelay {
 		t.Fatalf("old SA deleted %v after the rekey, want %v", at, replacedDeleteDelay)
 	}
 	nextEvent[*ChildDeleted](t, c.events, 2*time.Second)
