@@ -33,19 +33,8 @@ func TestDeadPeerDetection(t *testing.T) {
 	// idle waits until no exchange is outstanding on the client.
 	idle := func() {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			var busy bool
-			if !call(sa, func() { busy = sa.out != nil }) {
-				t.Fatal("SA died")
-			}
-			if !busy {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("exchange still outstanding")
-			}
-			time.Sleep(time.Millisecond)
+		if !waitNoExchange(t, sa) {
+			t.Fatal("SA died")
 		}
 	}
 	fire := func() {

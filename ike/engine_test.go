@@ -683,6 +683,26 @@ type fakeTimer struct {
 	stopped bool
 }
 
+// waitNoExchange waits until sa has no exchange outstanding; false when
+// the SA ended first.
+func waitNoExchange(t *testing.T, sa *SA) bool {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var busy bool
+		if !call(sa, func() { busy = sa.out != nil }) {
+			return false
+		}
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("exchange still outstanding")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // clockedInitiatorConfig is defaultInitiatorConfig for alice driven by a
 // fresh fake clock.
 func clockedInitiatorConfig(t testing.TB) (InitiatorConfig, *fakeClock) {

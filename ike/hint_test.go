@@ -44,20 +44,7 @@ func TestUnprotectedHints(t *testing.T) {
 	sent := func() uint64 { return e.net.Stats().Sent }
 	settle := func() {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			var busy bool
-			if !call(sa, func() { busy = sa.out != nil }) {
-				return
-			}
-			if !busy {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("exchange still outstanding")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitNoExchange(t, sa)
 	}
 	var outSPI [4]byte
 	binary.BigEndian.PutUint32(outSPI[:], est.Children[0].SPIOut)
