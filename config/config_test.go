@@ -42,6 +42,30 @@ func mustLoadProfiles(t *testing.T, path, wantErr string) map[string]*Profile {
 	return ps
 }
 
+// loadCorp writes body as a profile file and returns its "corp" profile,
+// or nil once it failed as wantErr expects.
+func loadCorp(t *testing.T, body, wantErr string) *Profile {
+	t.Helper()
+	ps := mustLoadProfiles(t, writeFile(t, t.TempDir(), "roam.toml", body, 0o644), wantErr)
+	if ps == nil {
+		return nil
+	}
+	return ps["corp"]
+}
+
+// loadGatewayText is loadCorp for a gateway file.
+func loadGatewayText(t *testing.T, body, wantErr string) *Gateway {
+	t.Helper()
+	return mustLoadGateway(t, writeFile(t, t.TempDir(), "gw.toml", body, 0o644), wantErr)
+}
+
+// pskGateway is a gateway file with one PSK client (its key in pskFile) and
+// extra keys in the [gateway] table.
+func pskGateway(pskFile, extra string) string {
+	return "[gateway]\nlisten = [\"203.0.113.10\"]\nlocal_id = \"vpn.example.com\"\npool = \"10.99.200.0/24\"\n" + extra +
+		"\n[[gateway.clients]]\nid = \"alice@example.com\"\npsk_file = \"" + pskFile + "\"\n"
+}
+
 // mustLoadGateway is mustLoadProfiles for a gateway file.
 func mustLoadGateway(t *testing.T, path, wantErr string) *Gateway {
 	t.Helper()
@@ -361,12 +385,9 @@ func TestLoadProfiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := writeFile(t, t.TempDir(), "roam.toml", tt.body, 0o644)
-			ps := mustLoadProfiles(t, path, tt.wantErr)
-			if ps == nil {
-				return
+			if p := loadCorp(t, tt.body, tt.wantErr); p != nil {
+				tt.check(t, p)
 			}
-			tt.check(t, ps["corp"])
 		})
 	}
 }
@@ -425,8 +446,7 @@ psk_file = "` + psk + `"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := writeFile(t, t.TempDir(), "gw.toml", tt.body, 0o644)
-			g := mustLoadGateway(t, path, tt.wantErr)
+			g := loadGatewayText(t, tt.body, tt.wantErr)
 			if g == nil {
 				return
 			}
@@ -467,9 +487,7 @@ func TestGatewayDPD(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body := "[gateway]\nlisten = [\"203.0.113.10\"]\nlocal_id = \"vpn.example.com\"\npool = \"10.99.200.0/24\"\n" + tt.line +
-				"\n[[gateway.clients]]\nid = \"alice@example.com\"\npsk_file = \"" + psk + "\"\n"
-			g := mustLoadGateway(t, writeFile(t, t.TempDir(), "gw.toml", body, 0o644), tt.wantErr)
+			g := loadGatewayText(t, pskGateway(psk, tt.line), tt.wantErr)
 			if g == nil {
 				return
 			}

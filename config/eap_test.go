@@ -43,12 +43,9 @@ ca = "` + ca + `"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := writeFile(t, t.TempDir(), "roam.toml", tt.body, 0o644)
-			ps := mustLoadProfiles(t, path, tt.wantErr)
-			if ps == nil {
-				return
+			if p := loadCorp(t, tt.body, tt.wantErr); p != nil {
+				tt.check(t, p)
 			}
-			tt.check(t, ps["corp"])
 		})
 	}
 }
@@ -86,11 +83,10 @@ cert = "` + cert + `"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ps := mustLoadProfiles(t, writeFile(t, t.TempDir(), "roam.toml", tt.body, 0o644), tt.wantErr)
-			if ps == nil {
+			p := loadCorp(t, tt.body, tt.wantErr)
+			if p == nil {
 				return
 			}
-			p := ps["corp"]
 			if p.Auth != AuthEAPTLS || p.EAPIdentity != "alice" || !p.EAPOnly || p.Cert != cert || p.Key != key || p.NeedsPassword() {
 				t.Fatalf("got %+v", p)
 			}
@@ -133,8 +129,8 @@ id = "alice@example.com"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g, err := LoadGateway(writeFile(t, t.TempDir(), "gw.toml", tt.body, 0o644))
-			if checkErr(t, err, tt.wantErr) {
+			g := loadGatewayText(t, tt.body, tt.wantErr)
+			if g == nil {
 				return
 			}
 			c := g.Clients[0]

@@ -29,9 +29,7 @@ func TestGatewaySwitchKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body := "[gateway]\nlisten = [\"203.0.113.10\"]\nlocal_id = \"vpn.example.com\"\npool = \"10.99.200.0/24\"\n" + tt.lines +
-				"\n[[gateway.clients]]\nid = \"alice@example.com\"\npsk_file = \"" + psk + "\"\n"
-			g := mustLoadGateway(t, writeFile(t, t.TempDir(), "gw.toml", body, 0o644), tt.wantErr)
+			g := loadGatewayText(t, pskGateway(psk, tt.lines), tt.wantErr)
 			if g == nil {
 				return
 			}

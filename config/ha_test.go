@@ -59,7 +59,7 @@ func TestGatewayHA(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := mustLoadGateway(t, writeFile(t, t.TempDir(), "gw.toml", body(tt.set), 0o644), tt.wantErr)
+			g := loadGatewayText(t, body(tt.set), tt.wantErr)
 			if g == nil {
 				return
 			}

@@ -35,11 +35,10 @@ func TestSwitchKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ps := mustLoadProfiles(t, writeFile(t, t.TempDir(), "roam.toml", base+tt.keys, 0o644), tt.wantErr)
-			if ps == nil {
+			p := loadCorp(t, base+tt.keys, tt.wantErr)
+			if p == nil {
 				return
 			}
-			p := ps["corp"]
 			if want := tt.rev; p.SwitchRevision != want && !(want == "" && p.SwitchRevision == SwitchRevision00) {
 				t.Errorf("switch_revision %q, want %q", p.SwitchRevision, want)
 			}

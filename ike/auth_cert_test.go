@@ -112,6 +112,18 @@ func newLeaf(t testing.TB, key crypto.Signer, ca testCert) testCert {
 	}, key, &ca)
 }
 
+// gatewayCertAuth is the gateway's certificate authentication: a newLeaf
+// for key issued by ca, as vpn.example.com.
+func gatewayCertAuth(t testing.TB, key crypto.Signer, ca testCert) LocalAuth {
+	t.Helper()
+	leaf := newLeaf(t, key, ca)
+	auth, err := NewCertAuth("vpn.example.com", leaf.pem(), keyPEM(t, key, "PRIVATE KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return auth
+}
+
 func keyPEM(t testing.TB, key crypto.Signer, format string) []byte {
 	t.Helper()
 	var der []byte
@@ -414,11 +426,7 @@ func TestSignatureKeyMismatch(t *testing.T) {
 	}
 	a, _ := classic.Sign(nil, octets)
 	checkAuthErr(t, peer.Verify(nil, octets, id, a, certs), "needs a P-256 key")
-	rsaLeaf := newLeaf(t, k.rsa, ca)
-	rsaAuth, err := NewCertAuth("vpn.example.com", rsaLeaf.pem(), keyPEM(t, k.rsa, "PRIVATE KEY"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rsaAuth := gatewayCertAuth(t, k.rsa, ca)
 	a, _ = rsaAuth.Sign(nil, octets)
 	checkAuthErr(t, peer.Verify(nil, octets, id, a, certs), "RSA signature, but the certificate holds an ECDSA key")
 	checkAuthErr(t, peer.Verify(nil, octets, id, &wire.Auth{Method: wire.AuthECDSA384, Data: make([]byte, 95)}, certs), "want 96")

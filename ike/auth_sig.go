@@ -71,6 +71,21 @@ var (
 	errSHA1NotAccepted = errors.New("SHA-1 signatures are not accepted in RFC 7427 AUTH payloads")
 )
 
+// plainSigOIDs names the ECDSA and PKCS#1 v1.5 schemes we sign and
+// verify; encoding and decoding both read it, so they cannot drift.
+var plainSigOIDs = []struct {
+	kind sigKind
+	hash crypto.Hash
+	oid  asn1.ObjectIdentifier
+}{
+	{kindECDSA, crypto.SHA256, oidECDSASHA256},
+	{kindECDSA, crypto.SHA384, oidECDSASHA384},
+	{kindECDSA, crypto.SHA512, oidECDSASHA512},
+	{kindRSA, crypto.SHA256, oidRSASHA256},
+	{kindRSA, crypto.SHA384, oidRSASHA384},
+	{kindRSA, crypto.SHA512, oidRSASHA512},
+}
+
 func hashOID(h crypto.Hash) asn1.ObjectIdentifier {
 	switch h {
 	case crypto.SHA256:
@@ -110,25 +125,15 @@ type pssParams struct {
 func (s sigScheme) algorithmIdentifier() ([]byte, error) {
 	var ai pkix.AlgorithmIdentifier
 	switch s.kind {
-	case kindECDSA:
-		switch s.hash {
-		case crypto.SHA256:
-			ai.Algorithm = oidECDSASHA256
-		case crypto.SHA384:
-			ai.Algorithm = oidECDSASHA384
-		case crypto.SHA512:
-			ai.Algorithm = oidECDSASHA512
+	case kindECDSA, kindRSA:
+		for _, p := range plainSigOIDs {
+			if p.kind == s.kind && p.hash == s.hash {
+				ai.Algorithm = p.oid
+			}
 		}
-	case kindRSA:
-		switch s.hash {
-		case crypto.SHA256:
-			ai.Algorithm = oidRSASHA256
-		case crypto.SHA384:
-			ai.Algorithm = oidRSASHA384
-		case crypto.SHA512:
-			ai.Algorithm = oidRSASHA512
+		if s.kind == kindRSA {
+			ai.Parameters = asn1NULL
 		}
-		ai.Parameters = asn1NULL
 	case kindRSAPSS:
 		h := hashOID(s.hash)
 		if h == nil {
@@ -177,19 +182,13 @@ func parseAlgorithmIdentifier(der []byte) (sigScheme, error) {
 	}
 	s := sigScheme{method: wire.AuthDigitalSignature}
 	oid := ai.Algorithm
+	for _, p := range plainSigOIDs {
+		if oid.Equal(p.oid) {
+			s.kind, s.hash = p.kind, p.hash
+		}
+	}
 	switch {
-	case oid.Equal(oidECDSASHA256):
-		s.kind, s.hash = kindECDSA, crypto.SHA256
-	case oid.Equal(oidECDSASHA384):
-		s.kind, s.hash = kindECDSA, crypto.SHA384
-	case oid.Equal(oidECDSASHA512):
-		s.kind, s.hash = kindECDSA, crypto.SHA512
-	case oid.Equal(oidRSASHA256):
-		s.kind, s.hash = kindRSA, crypto.SHA256
-	case oid.Equal(oidRSASHA384):
-		s.kind, s.hash = kindRSA, crypto.SHA384
-	case oid.Equal(oidRSASHA512):
-		s.kind, s.hash = kindRSA, crypto.SHA512
+	case s.kind != 0: // a plain scheme; its parameters are checked below
 	case oid.Equal(oidRSAPSS):
 		s.kind = kindRSAPSS
 		if err := s.parsePSS(ai.Parameters); err != nil {

@@ -38,11 +38,7 @@ func TestEstablishChaCha20Poly1305(t *testing.T) {
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.IKE = []Proposal{ikeChaCha}
 			cfg.ESP = tc.esp
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatalf("establish: %v", err)
-			}
+			c, est := e.dialEstablished(t, cfg)
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 			if est.Proposal != tc.wantIKE || gw.Proposal != tc.wantIKE {
 				t.Fatalf("IKE proposal %q/%q, want %q", est.Proposal, gw.Proposal, tc.wantIKE)

@@ -77,11 +77,7 @@ func TestMoreChildren(t *testing.T) {
 			for _, p := range tc.more {
 				cfg.MoreChildren = append(cfg.MoreChildren, Selectors{Remote: []netip.Prefix{p}})
 			}
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, est := e.dialEstablished(t, cfg)
 			gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 			if len(gwEst.Children) != 1 {
 				t.Fatalf("gateway's Established has %d Child SAs, want the one of IKE_AUTH", len(gwEst.Children))
@@ -132,11 +128,7 @@ func TestCreateChildLater(t *testing.T) {
 	e := newEnv(t, 1550, nil)
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.RemoteTS = []netip.Prefix{netA}
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

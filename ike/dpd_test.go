@@ -27,36 +27,19 @@ func TestDeadPeerDetection(t *testing.T) {
 		}
 		return time.Time{}
 	}
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	sa := est.SA
 	sent := func() uint64 { return e.net.Stats().Sent }
 	// idle waits until no exchange is outstanding on the client.
 	idle := func() {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			var busy bool
-			if !call(sa, func() { busy = sa.out != nil }) {
-				t.Fatal("SA died")
-			}
-			if !busy {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("exchange still outstanding")
-			}
-			time.Sleep(time.Millisecond)
+		if !waitNoExchange(t, sa) {
+			t.Fatal("SA died")
 		}
 	}
 	fire := func() {
 		t.Helper()
-		if !fc.fireNext(sa.Done()) {
-			t.Fatal("no timer pending")
-		}
+		fc.mustFireNext(t, sa.Done(), "timer pending")
 		call(sa, func() {})
 	}
 

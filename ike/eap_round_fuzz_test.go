@@ -84,11 +84,7 @@ func newEAPFuzzPair(tb testing.TB, gwAuth LocalAuth, ca testCert) *eapFuzzPair {
 func FuzzResponderEAPRound(f *testing.F) {
 	keys := getTestKeys(f)
 	ca := newCA(f, "Example Root CA", keys.p256, nil)
-	gwCert := newLeaf(f, keys.p256, ca)
-	gwAuth, err := NewCertAuth("vpn.example.com", gwCert.pem(), keyPEM(f, keys.p256, "PRIVATE KEY"))
-	if err != nil {
-		f.Fatal(err)
-	}
+	gwAuth := gatewayCertAuth(f, keys.p256, ca)
 	// Seeds: an EAP payload with an MSCHAPv2 response header, an empty
 	// EAP payload, an AUTH instead, a notify.
 	f.Add(byte(48), []byte{0, 0, 0, 14, 2, 1, 0, 10, 26, 2, 1, 0, 4, 0})

@@ -39,17 +39,14 @@ func TestEstablishCert(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			gwCert := newLeaf(t, tc.gwKey, ca)
-			gwAuth, err := NewCertAuth("vpn.example.com", gwCert.pem(), keyPEM(t, tc.gwKey, "PRIVATE KEY"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			gwAuth := gatewayCertAuth(t, tc.gwKey, ca)
 			e := newEnv(t, int64(300+i), func(r *ResponderConfig) {
 				r.LocalAuth = gwAuth
 				r.PeerAuth = func(id *wire.Identification) (PeerAuth, error) {
 					return NewCertPeer(identityString(id), tc.gatewayTrusts.pem())
 				}
 			})
+			var err error
 			cc := clientLeaf(tc.clientKey)
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			if cfg.LocalAuth, err = NewCertAuth("alice@example.com", cc.pem(), keyPEM(t, tc.clientKey, "PRIVATE KEY")); err != nil {

@@ -45,11 +45,7 @@ func TestEstablishEAPMSCHAPv2(t *testing.T) {
 	keys := getTestKeys(t)
 	ca := newCA(t, "Example Root CA", keys.p256, nil)
 	otherCA := newCA(t, "Other CA", keys.p384, nil)
-	gwCert := newLeaf(t, keys.p256, ca)
-	gwAuth, err := NewCertAuth("vpn.example.com", gwCert.pem(), keyPEM(t, keys.p256, "PRIVATE KEY"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	gwAuth := gatewayCertAuth(t, keys.p256, ca)
 	users := map[string]string{"alice": "pässwörd 1", `CORP\bob`: "hunter2"}
 	tests := []struct {
 		name           string
@@ -99,6 +95,7 @@ func TestEstablishEAPMSCHAPv2(t *testing.T) {
 				e.net.SetDefault(netsim.Impairment{Loss: tc.loss})
 			}
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			var err error
 			if cfg.LocalAuth, err = NewEAPMSCHAPv2Auth("alice@example.com", tc.user, []byte(tc.password), tc.clientEAPOnly); err != nil {
 				t.Fatal(err)
 			}

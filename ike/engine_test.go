@@ -154,12 +154,20 @@ func (e *testEnv) dial(cfg InitiatorConfig) *client {
 // both are established.
 func (e *testEnv) dialPair(t *testing.T, cfg InitiatorConfig) (*client, *SA, *SA) {
 	t.Helper()
+	c, est := e.dialEstablished(t, cfg)
+	return c, est.SA, nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+}
+
+// dialEstablished dials and returns the client once its SA is
+// established, failing the test otherwise.
+func (e *testEnv) dialEstablished(t *testing.T, cfg InitiatorConfig) (*client, *Established) {
+	t.Helper()
 	c := e.dial(cfg)
 	est, err := c.wait(t, 5*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("establish: %v", err)
 	}
-	return c, est.SA, nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
+	return c, est
 }
 
 func (e *testEnv) dialHost(h *netsim.Host, cfg InitiatorConfig) *client {
@@ -255,11 +263,7 @@ func TestEstablishPSK(t *testing.T) {
 			if tc.remoteTS != nil {
 				cfg.RemoteTS = tc.remoteTS
 			}
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatalf("establish: %v", err)
-			}
+			_, est := e.dialEstablished(t, cfg)
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 			if est.SPIi != gw.SPIi || est.SPIr != gw.SPIr || est.SPIr == 0 {
 				t.Fatalf("SPIs differ: client %x/%x gateway %x/%x", est.SPIi, est.SPIr, gw.SPIi, gw.SPIr)
@@ -430,11 +434,7 @@ func TestInvalidKERetry(t *testing.T) {
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.IKE = []Proposal{{Text: "aes256gcm16-prfsha384-x25519-ecp384", Transforms: []wire.Transform{
 		tr(wire.TransformEncr, 20, 256), tr(wire.TransformPRF, 6, 0), tr(wire.TransformDH, 31, 0), tr(wire.TransformDH, 20, 0)}}}
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, est := e.dialEstablished(t, cfg)
 	if est.Proposal != "aes256gcm16-prfsha384-ecp384" {
 		t.Fatalf("proposal %q", est.Proposal)
 	}
@@ -548,11 +548,7 @@ func TestDelete(t *testing.T) {
 
 func TestDeleteChild(t *testing.T) {
 	e := newEnv(t, 13, nil)
-	c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 	nextEvent[*Established](t, e.respEvents, 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -628,9 +624,7 @@ func TestUnreachable(t *testing.T) {
 	var mu sync.Mutex
 	sends := 0
 	gw.HandleRaw(func(netsim.Datagram) { mu.Lock(); sends++; mu.Unlock() })
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.Retransmit = Retransmit{Initial: 500 * time.Millisecond, Factor: 2, Max: 3 * time.Second, Retries: 4}
 	events := make(chan Event, 4)
 	sa, err := Dial(context.Background(), cfg, h, events)
@@ -689,6 +683,35 @@ type fakeTimer struct {
 	stopped bool
 }
 
+// waitNoExchange waits until sa has no exchange outstanding; false when
+// the SA ended first.
+func waitNoExchange(t *testing.T, sa *SA) bool {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var busy bool
+		if !call(sa, func() { busy = sa.out != nil }) {
+			return false
+		}
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("exchange still outstanding")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// clockedInitiatorConfig is defaultInitiatorConfig for alice driven by a
+// fresh fake clock.
+func clockedInitiatorConfig(t testing.TB) (InitiatorConfig, *fakeClock) {
+	fc := newFakeClock()
+	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	cfg.Clock = fc
+	return cfg, fc
+}
+
 func newFakeClock() *fakeClock {
 	return &fakeClock{now: time.Unix(1_700_000_000, 0), added: make(chan struct{}, 100)}
 }
@@ -717,6 +740,17 @@ func (t *fakeTimer) Stop() bool {
 	was := !t.stopped
 	t.stopped = true
 	return was
+}
+
+// mustFireNext fires the next timer like fireNext, failing the test with
+// "no <what>" when none comes, and returns how far the clock moved.
+func (c *fakeClock) mustFireNext(t *testing.T, done <-chan struct{}, what string) time.Duration {
+	t.Helper()
+	start := c.Now()
+	if !c.fireNext(done) {
+		t.Fatal("no " + what)
+	}
+	return c.Now().Sub(start)
 }
 
 // fireNext waits until a timer is pending, advances to it and runs it. It
@@ -784,11 +818,7 @@ func TestNATDetection(t *testing.T) {
 		e := newEnv(t, 16, nil)
 		cfg := defaultInitiatorConfig(t, "alice@example.com")
 		cfg.NoForceEncap = true
-		c := e.dial(cfg)
-		est, err := c.wait(t, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, est := e.dialEstablished(t, cfg)
 		gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 		if est.NATLocal || est.NATRemote || gw.NATLocal || gw.NATRemote || est.UDPEncap || gw.UDPEncap {
 			t.Fatalf("NAT reported without one: %+v %+v", est, gw)

@@ -40,11 +40,7 @@ func TestFragmentation(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			gwCert := newLeaf(t, keys.rsa, ca)
-			gwAuth, err := NewCertAuth("vpn.example.com", gwCert.pem(), keyPEM(t, keys.rsa, "PRIVATE KEY"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			gwAuth := gatewayCertAuth(t, keys.rsa, ca)
 			e := newEnv(t, int64(700+i), func(r *ResponderConfig) {
 				r.LocalAuth = gwAuth
 				r.PeerAuth = func(id *wire.Identification) (PeerAuth, error) {
@@ -59,6 +55,7 @@ func TestFragmentation(t *testing.T) {
 				KeyUsage:       x509.KeyUsageDigitalSignature,
 			}, keys.rsa, &ca)
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			var err error
 			if cfg.LocalAuth, err = NewCertAuth("alice@example.com", client.pem(), keyPEM(t, keys.rsa, "PRIVATE KEY")); err != nil {
 				t.Fatal(err)
 			}
@@ -108,11 +105,7 @@ func newFragmentRig(t *testing.T) *fragmentRig {
 	// not expect: a retransmitted IKE_AUTH, which a loaded machine makes
 	// with the fast test schedule, would be answered twice and miscount.
 	cfg.Retransmit = DefaultRetransmit
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, est := e.dialEstablished(t, cfg)
 	gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 	r := &fragmentRig{t: t, client: est.SA, gw: gw.SA}
 	r.onClient(func(sa *SA) { r.msgID = sa.nextMsgID })
@@ -268,11 +261,7 @@ func TestReassembly(t *testing.T) {
 func TestFragmentsInFlight(t *testing.T) {
 	keys := getTestKeys(t)
 	ca := newCA(t, "Example Root CA", keys.rsa, nil)
-	gwCert := newLeaf(t, keys.rsa, ca)
-	gwAuth, err := NewCertAuth("vpn.example.com", gwCert.pem(), keyPEM(t, keys.rsa, "PRIVATE KEY"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	gwAuth := gatewayCertAuth(t, keys.rsa, ca)
 	e := newEnv(t, 900, func(r *ResponderConfig) { r.LocalAuth = gwAuth })
 	// Drop the second fragment of the gateway's first IKE_AUTH response
 	// (its RSA certificate makes it large; the client's PSK request is not).
@@ -288,6 +277,7 @@ func TestFragmentsInFlight(t *testing.T) {
 		return false
 	}})
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
+	var err error
 	if cfg.PeerAuth, err = NewCertPeer("vpn.example.com", ca.pem()); err != nil {
 		t.Fatal(err)
 	}

@@ -35,35 +35,16 @@ func unprotected(t *testing.T, spii, spir uint64, n *wire.Notify) []byte {
 // retransmissions instead of after the DPD delay.
 func TestUnprotectedHints(t *testing.T) {
 	e := newEnv(t, 951, nil)
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.DPDDelay = 30 * time.Second
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	sa := est.SA
 	spii, spir := sa.SPIs()
 	from := netpath.Path{Local: est.Path.Local, Remote: est.Path.Remote}
 	sent := func() uint64 { return e.net.Stats().Sent }
 	settle := func() {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			var busy bool
-			if !call(sa, func() { busy = sa.out != nil }) {
-				return
-			}
-			if !busy {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("exchange still outstanding")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitNoExchange(t, sa)
 	}
 	var outSPI [4]byte
 	binary.BigEndian.PutUint32(outSPI[:], est.Children[0].SPIOut)

@@ -24,11 +24,7 @@ func TestRekeyIKE(t *testing.T) {
 		name := map[bool]string{true: "client", false: "gateway"}[byClient]
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, int64(1300+i), nil)
-			c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
 			cli := est.SA
 			first, second := cli, gw
@@ -174,11 +170,7 @@ func TestRekeyIKECollisionUnnoticed(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, int64(1500+i), nil)
 			e.net.SetDefault(netsim.Impairment{Delay: 20 * time.Millisecond})
-			c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 			cli := est.SA
 			gw := nextEvent[*Established](t, e.respEvents, 2*time.Second).SA
 			child := checkPair(t, cli, gw)
@@ -263,21 +255,11 @@ func (l *lockedReader) Read(p []byte) (int, error) {
 // short rekey_time with default Child lifetimes once came out as zero).
 func TestIKERekeyTimerJitter(t *testing.T) {
 	e := newEnv(t, 1700, nil)
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.IKERekeyTime = 5 * time.Minute
 	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = time.Hour, 66*time.Minute, 6*time.Minute
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := fc.Now()
-	if !fc.fireNext(est.SA.Done()) {
-		t.Fatal("no lifetime timer")
-	}
-	if at := fc.Now().Sub(start); at > 5*time.Minute || at <= 4*time.Minute+30*time.Second {
+	c, est := e.dialEstablished(t, cfg)
+	if at := fc.mustFireNext(t, est.SA.Done(), "lifetime timer"); at > 5*time.Minute || at <= 4*time.Minute+30*time.Second {
 		t.Fatalf("IKE rekey after %v, want within a tenth below 5m", at)
 	}
 	nextEvent[*IKERekeyed](t, c.events, 2*time.Second)
@@ -300,15 +282,11 @@ func TestIKELifeTime(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, int64(1400+i), nil)
-			fc := newFakeClock()
-			cfg := defaultInitiatorConfig(t, "alice@example.com")
-			cfg.Clock = fc
+			cfg, fc := clockedInitiatorConfig(t)
 			cfg.IKERekeyTime, cfg.IKELifeTime, cfg.RekeyJitter = tt.rekey, time.Hour, 0
 			c, sa, gw := e.dialPair(t, cfg)
 			for n := 0; n < tt.rekeyed; n++ {
-				if !fc.fireNext(sa.Done()) {
-					t.Fatal("no timer pending")
-				}
+				fc.mustFireNext(t, sa.Done(), "timer pending")
 				nextEvent[*IKERekeyed](t, c.events, 2*time.Second)
 			}
 			if tt.rekeyed > 0 {
@@ -319,9 +297,7 @@ func TestIKELifeTime(t *testing.T) {
 				}
 				return
 			}
-			if !fc.fireNext(sa.Done()) {
-				t.Fatal("no timer pending")
-			}
+			fc.mustFireNext(t, sa.Done(), "timer pending")
 			if d := nextEvent[*Deleted](t, c.events, 2*time.Second); !errors.Is(d.Reason, ErrIKEExpired) {
 				t.Fatalf("client SA ended with %v", d.Reason)
 			}

@@ -69,11 +69,7 @@ func TestRekeyChild(t *testing.T) {
 			e := newEnv(t, int64(1000+i), func(r *ResponderConfig) { r.ESP = tc.esp })
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.ESP = tc.esp
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, est := e.dialEstablished(t, cfg)
 			gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 			old := checkPair(t, est.SA, gwEst.SA)
 			rekeyer, rekeyerEvents, otherEvents, oldIn := est.SA, c.events, e.respEvents, old.SPIIn
@@ -113,11 +109,7 @@ func TestRekeyCollision(t *testing.T) {
 	for seed := int64(0); seed < 4; seed++ {
 		e := newEnv(t, 1100+seed, nil)
 		e.net.SetDefault(netsim.Impairment{Delay: 30 * time.Millisecond})
-		c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
-		est, err := c.wait(t, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, est := e.dialEstablished(t, defaultInitiatorConfig(t, "alice@example.com"))
 		gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)
 		old := checkPair(t, est.SA, gwEst.SA)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -169,20 +161,10 @@ func TestRekeyCollision(t *testing.T) {
 // TestRekeyTimer: the soft lifetime starts the rekey by itself.
 func TestRekeyTimer(t *testing.T) {
 	e := newEnv(t, 1200, nil)
-	fc := newFakeClock()
-	cfg := defaultInitiatorConfig(t, "alice@example.com")
-	cfg.Clock = fc
+	cfg, fc := clockedInitiatorConfig(t)
 	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = time.Hour, 70*time.Minute, 5*time.Minute
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := fc.Now()
-	if !fc.fireNext(est.SA.Done()) {
-		t.Fatal("no lifetime timer")
-	}
-	if at := fc.Now().Sub(start); at > time.Hour || at <= 55*time.Minute {
+	c, est := e.dialEstablished(t, cfg)
+	if at := fc.mustFireNext(t, est.SA.Done(), "lifetime timer"); at > time.Hour || at <= 55*time.Minute {
 		t.Fatalf("first timer after %v, want the soft lifetime less at most the jitter", at)
 	}
 	ev := nextEvent[*ChildRekeyed](t, c.events, 2*time.Second)
@@ -193,11 +175,7 @@ func TestRekeyTimer(t *testing.T) {
 	// is armed on the SA's goroutine after the event went out: wait for
 	// that step to end.
 	call(est.SA, func() {})
-	rekeyed := fc.Now()
-	if !fc.fireNext(est.SA.Done()) {
-		t.Fatal("no timer for the old SA's DELETE")
-	}
-	if at := fc.Now().Sub(rekeyed); at != replacedDeleteDelay {
+	if at := fc.mustFireNext(t, est.SA.Done(), "timer for the old SA's DELETE"); at != replacedDeleteDelay {
 		t.Fatalf("old SA deleted %v after the rekey, want %v", at, replacedDeleteDelay)
 	}
 	nextEvent[*ChildDeleted](t, c.events, 2*time.Second)

@@ -69,11 +69,7 @@ func TestRekeyOfReplacedChild(t *testing.T) {
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			// The client's timers never fire: it deletes nothing it replaced.
 			cfg.Clock = newFakeClock()
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, est := e.dialEstablished(t, cfg)
 			// Nobody reads the events of this test: keep both sides going.
 			for _, ch := range []chan Event{c.events, e.respEvents} {
 				go func() {

@@ -21,11 +21,7 @@ func TestInvalidIKESPIAfterRestart(t *testing.T) {
 	e := newEnv(t, 1600, nil)
 	cfg := defaultInitiatorConfig(t, "alice@example.com")
 	cfg.Retransmit = Retransmit{Initial: 50 * time.Millisecond, Factor: 1, Retries: 2}
-	c := e.dial(cfg)
-	est, err := c.wait(t, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, est := e.dialEstablished(t, cfg)
 	// The restart: a fresh responder takes the gateway's packets.
 	restarted, err := NewResponder(e.ctx, e.rcfg, e.gwHost, make(chan Event, 16))
 	if err != nil {

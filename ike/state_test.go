@@ -47,11 +47,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 			e := newEnv(t, int64(i), haConfig)
 			cfg := defaultInitiatorConfig(t, "alice@example.com")
 			cfg.IKE, cfg.ESP, cfg.HASync = tc.ike, tc.esp, tc.hasync
-			c := e.dial(cfg)
-			est, err := c.wait(t, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, est := e.dialEstablished(t, cfg)
 			sc := nextEvent[*StateChanged](t, e.respEvents, 5*time.Second)
 			gw := sc.SA
 			if ids, replay := gw.HASync(); ids != tc.hasync || replay != tc.hasync {

@@ -75,17 +75,7 @@ func TestSwitchRevisions(t *testing.T) {
 				t.Fatalf("gateway moved to %v before the client's UPDATE_SA_ADDRESSES", p)
 			}
 			// The owner (daemon/mobility) moves the SA at once.
-			res, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: gw2NATT})
-			if err != nil {
-				t.Fatalf("client update: %v", err)
-			}
-			if res.Path.Remote != gw2NATT {
-				t.Fatalf("client on %v", res.Path)
-			}
-			pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
-			if pu.Path.Local.Addr() != gwAddr2 {
-				t.Fatalf("gateway moved to %v", pu.Path)
-			}
+			e.followSwitch(t, c, gw2NATT)
 			if tt.switchDone {
 				if done := nextEvent[*SwitchDone](t, e.respEvents, mobikeWait); done.To != gwAddr2 {
 					t.Fatalf("SwitchDone %+v", done)

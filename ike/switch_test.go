@@ -27,6 +27,24 @@ func switchClient(t *testing.T, local netip.Addr, mod func(*InitiatorConfig)) In
 
 var fastSwitch = SwitchOptions{Retransmit: fastRR}
 
+// followSwitch moves the client's SA to the gateway's new address to, as
+// its owner does on SwitchRequested, and checks that the gateway's SA
+// follows from gwAddr2.
+func (e *testEnv) followSwitch(t *testing.T, c *client, to netip.AddrPort) {
+	t.Helper()
+	res, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: to})
+	if err != nil {
+		t.Fatalf("client update: %v", err)
+	}
+	if res.Path.Remote != gw2NATT {
+		t.Fatalf("client on %v", res.Path)
+	}
+	pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+	if pu.Path.Local.Addr() != gwAddr2 {
+		t.Fatalf("gateway moved to %v", pu.Path)
+	}
+}
+
 func (e *testEnv) requestSwitch(gw *SA, to netip.Addr, opt SwitchOptions) error {
 	ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
 	defer cancel()
@@ -137,17 +155,7 @@ func TestSwitchThroughRestrictedNAT(t *testing.T) {
 	if gw.Path().Local.Addr() != gwAddr {
 		t.Fatal("gateway moved before the client's UPDATE_SA_ADDRESSES")
 	}
-	res, err := e.move(c, netpath.Path{Local: c.sa.Path().Local, Remote: netip.AddrPortFrom(req.To, 4500)})
-	if err != nil {
-		t.Fatalf("client update: %v", err)
-	}
-	if res.Path.Remote != gw2NATT {
-		t.Fatalf("client on %v", res.Path)
-	}
-	pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
-	if pu.Path.Local.Addr() != gwAddr2 {
-		t.Fatalf("gateway moved to %v", pu.Path)
-	}
+	e.followSwitch(t, c, netip.AddrPortFrom(req.To, 4500))
 	done := nextEvent[*SwitchDone](t, e.respEvents, mobikeWait)
 	if done.From != gwAddr || done.To != gwAddr2 || done.Took <= 0 {
 		t.Fatalf("SwitchDone %+v", done)
