@@ -14,7 +14,6 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/internal/captive"
-	"github.com/roam-vpn/roam/netmon"
 	"github.com/roam-vpn/roam/report"
 	"github.com/roam-vpn/roam/tun"
 )
@@ -105,7 +104,7 @@ func (c *conn) probeCaptive(ctx context.Context, pr captive.Prober) (captive.Res
 	}
 	iface := ""
 	if len(r.Addrs) > 0 {
-		if rt, err := netmon.RouteTo(r.Addrs[0], tun.DefaultMark); err == nil {
+		if rt, err := c.host.RouteTo(r.Addrs[0], tun.DefaultMark); err == nil {
 			iface = rt.IfName
 		}
 	}

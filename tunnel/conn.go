@@ -44,8 +44,11 @@ type conn struct {
 	log     *slog.Logger
 	emit    func(report.Event)
 
-	cancel    context.CancelFunc
-	dev       tunDevice
+	cancel context.CancelFunc
+	// host gives the device, sockets, route lookups and interface
+	// monitors (host.go): the machine's own unless a test hands others.
+	host      Host
+	dev       DeviceSettings
 	dp        *esp.Dataplane
 	dpDone    chan struct{}
 	sa        atomic.Pointer[ike.SA]
@@ -141,20 +144,6 @@ type conn struct {
 	stream *clientStream
 }
 
-// tunDevice is what a connection does with its TUN device (*tun.Device).
-type tunDevice interface {
-	Name() string
-	AddAddress(netip.Prefix) error
-	RemoveAddress(netip.Prefix) error
-	AddRoutes(ps []netip.Prefix, mark uint32, table int) error
-	SetDNS(tun.DNSOptions) error
-	DNSMethod() string
-	// StepAside takes the full-tunnel routes out of the way or back
-	// (a captive portal's login, captive.go).
-	StepAside(on bool) error
-	Close() error
-}
-
 // session is one IKE SA of a connection with what was installed for it.
 type session struct {
 	sa     *ike.SA
@@ -185,13 +174,27 @@ func newConn(p *config.Profile, log *slog.Logger, emit func(report.Event)) *conn
 	// context; the request's ctx only bounds the wait for establishment.
 	life, cancel := context.WithCancel(context.Background())
 	return &conn{profile: p, log: log, emit: emit, cancel: cancel, done: make(chan struct{}), state: report.StateConnecting, life: life,
-		routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
+		host: Host{}.withDefaults(), routes: map[netip.Prefix]bool{}, suspect: make(chan string, 1), resume: make(chan struct{}, 1), jitter: rand.Float64,
 		ra: reauthState{due: make(chan *session, 1)}, captiveRetry: make(chan struct{}, 1)}
 }
 
 // DialTunnel connects a profile: it returns once the tunnel carries traffic,
 // or with an error whose text is the reason for the user.
 func DialTunnel(ctx context.Context, p *config.Profile, emit func(report.Event)) (report.Tunnel, error) {
+	return Dial(ctx, p, emit, Options{})
+}
+
+// Options are what a caller may hand Dial beside the profile.
+type Options struct {
+	// Host gives the tunnel its device, sockets, route lookups and
+	// interface monitor; the zero value is the machine's own.
+	Host Host
+}
+
+// Dial is DialTunnel with options: in-memory devices and networks for
+// tests (internal/memrig).
+func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt Options) (report.Tunnel, error) {
+	host := opt.Host.withDefaults()
 	log := report.LoggerFrom(ctx).With("profile", p.Name)
 	budget := newConnectBudget(time.Now())
 	gw, err := resolveGateway(ctx, p)
@@ -199,7 +202,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(report.Event))
 		return nil, err
 	}
 	budget.mark("resolve", time.Now())
-	route, err := netmon.RouteTo(gw.Addr(), tun.DefaultMark)
+	route, err := host.RouteTo(gw.Addr(), tun.DefaultMark)
 	if err != nil {
 		return nil, fmt.Errorf("gateway unreachable: %w", err)
 	}
@@ -211,6 +214,7 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(report.Event))
 	budget.mark("credentials", time.Now())
 
 	c := newConn(p, log, emit)
+	c.host = host
 	c.gw, c.localAuth, c.peerAuth = gw, localAuth, peerAuth
 	c.undo, c.tunName = report.StateDirFrom(ctx), tunName(p.Name)
 	c.dialIKE = c.dialGateway
@@ -229,30 +233,29 @@ func DialTunnel(ctx context.Context, p *config.Profile, emit func(report.Event))
 	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
 	// the inner MTU for the larger header from the start, as an MTU that
 	// shrinks under open TCP connections would cost them packets.
-	dev, err := tun.Create(c.tunName, tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE))
+	journal := func(s tun.State) error { return c.undo.Record(report.UndoTUN, c.tunName, s) }
+	dev, err := host.CreateTUN(c.tunName, tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE), journal)
 	if err != nil {
 		c.undo.Forget(report.UndoTUN, c.tunName)
 		return fail(err)
 	}
-	dev.SetJournal(func(s tun.State) error { return c.undo.Record(report.UndoTUN, c.tunName, s) })
 	c.dev = dev
 	c.ifname = route.IfName
 	budget.mark("tun", time.Now())
 	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
-	socks, err := clientSockets(gw.Addr(), p.MOBIKE, log)
+	socks, err := clientSockets(host.ListenUDP, gw.Addr(), p.MOBIKE, log)
 	if err != nil {
 		return fail(err)
 	}
-	sock := socks[0]
 	for _, s := range socks {
-		c.dp.AddSocket(s)
+		c.dp.AddConn(s)
 	}
-	c.localPort = sock.LocalPort()
+	c.localPort = socks[0].LocalAddr().Port()
 	for _, s := range socks {
 		if s.LocalAddr().Addr().Is4() {
-			c.portV4 = s.LocalPort()
+			c.portV4 = s.LocalAddr().Port()
 		} else {
-			c.portV6 = s.LocalPort()
+			c.portV6 = s.LocalAddr().Port()
 		}
 	}
 	budget.mark("sockets", time.Now())
@@ -311,7 +314,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	for _, t := range targets {
 		c.allowGateways(t.Addr())
 	}
-	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) { return netmon.RouteTo(a, tun.DefaultMark) })
+	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) { return c.host.RouteTo(a, tun.DefaultMark) })
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("gateway unreachable: %w", err)
 	}
@@ -413,7 +416,7 @@ func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route,
 // localAddresses lists our usable addresses for the IKE_AUTH announcement;
 // the TUN device is not one of them.
 func (c *conn) localAddresses() []netip.Addr {
-	mon, err := netmon.New(netmon.Options{Ignore: []string{c.dev.Name()}})
+	mon, err := c.host.NewMonitor([]string{c.dev.Name()})
 	if err != nil {
 		return nil
 	}
@@ -1013,12 +1016,12 @@ func tunName(profile string) string {
 // through the socket of its family). The same port keeps our NAT detection
 // hashes and the gateway's view of us alike on both. A host without the
 // other family (IPv6 disabled) just has no such paths.
-func clientSockets(gw netip.Addr, mobike bool, log *slog.Logger) ([]*esp.Socket, error) {
-	first, err := esp.ListenUDP(netip.AddrPortFrom(unspecified(gw), 0), tun.DefaultMark)
+func clientSockets(listen func(netip.AddrPort, uint32) (esp.Conn, error), gw netip.Addr, mobike bool, log *slog.Logger) ([]esp.Conn, error) {
+	first, err := listen(netip.AddrPortFrom(unspecified(gw), 0), tun.DefaultMark)
 	if err != nil {
 		return nil, fmt.Errorf("UDP socket: %w", err)
 	}
-	socks := []*esp.Socket{first}
+	socks := []esp.Conn{first}
 	if !mobike {
 		return socks, nil
 	}
@@ -1026,9 +1029,9 @@ func clientSockets(gw netip.Addr, mobike bool, log *slog.Logger) ([]*esp.Socket,
 	if gw.Is6() {
 		other = netip.IPv4Unspecified()
 	}
-	second, err := esp.ListenUDP(netip.AddrPortFrom(other, first.LocalPort()), tun.DefaultMark)
+	second, err := listen(netip.AddrPortFrom(other, first.LocalAddr().Port()), tun.DefaultMark)
 	if err != nil {
-		second, err = esp.ListenUDP(netip.AddrPortFrom(other, 0), tun.DefaultMark)
+		second, err = listen(netip.AddrPortFrom(other, 0), tun.DefaultMark)
 	}
 	if err != nil {
 		log.Info("no UDP socket for the other address family; moves stay within one", "err", err)

@@ -26,7 +26,7 @@ func TestClientSockets(t *testing.T) {
 		{"IPv4 gateway, no MOBIKE", netip.MustParseAddr("203.0.113.10"), false, []bool{false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			socks, err := clientSockets(tc.gw, tc.mobike, log)
+			socks, err := clientSockets(listenUDP, tc.gw, tc.mobike, log)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,8 +42,8 @@ func TestClientSockets(t *testing.T) {
 				if s.LocalAddr().Addr().Is6() != tc.wantV6s[i] {
 					t.Errorf("socket %d bound to %v", i, s.LocalAddr())
 				}
-				if s.LocalPort() != socks[0].LocalPort() {
-					t.Errorf("socket %d on port %d, first on %d", i, s.LocalPort(), socks[0].LocalPort())
+				if s.LocalAddr().Port() != socks[0].LocalAddr().Port() {
+					t.Errorf("socket %d on port %d, first on %d", i, s.LocalAddr().Port(), socks[0].LocalAddr().Port())
 				}
 			}
 		})

@@ -58,7 +58,7 @@ func (a ikeMobility) Move(ctx context.Context, paths []netpath.Path) (mobility.P
 // startMobility runs the interface monitor and the MOBIKE mover for an
 // established connection whose gateway supports MOBIKE. Both stop with ctx.
 func (c *conn) startMobility(ctx context.Context, sa *ike.SA) (*mobility.Mover, error) {
-	mon, err := netmon.New(netmon.Options{Ignore: []string{c.dev.Name()}})
+	mon, err := c.host.NewMonitor([]string{c.dev.Name()})
 	if err != nil {
 		return nil, fmt.Errorf("interface monitor: %w", err)
 	}
