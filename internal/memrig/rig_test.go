@@ -225,46 +225,7 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 		r.net.AddNAT(natPublic, netsim.PortRestrictedCone).Attach(r.client.hosts[cAddrs[0]])
 	}
 
-	ikeProp, espProp := proposal(t, true, "aes128gcm16-prfsha256-x25519"), proposal(t, false, "aes128gcm16")
-	pool, err := ike.NewPool([]netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwAuth, err := ike.NewPSKAuth("vpn.example.com", psk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcfg := ike.ResponderConfig{
-		LocalAuth: gwAuth,
-		PeerAuth: func(id *wire.Identification) (ike.PeerAuth, error) {
-			if string(id.Data) != "alice@example.com" {
-				return nil, errors.New("unknown client")
-			}
-			return ike.NewPSKPeer("alice@example.com", psk)
-		},
-		IKE: []ike.Proposal{ikeProp}, ESP: []ike.Proposal{espProp},
-		LocalTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Pool: pool,
-		MOBIKE: true, Addresses: gAddrs[:],
-		RoutabilityRetransmit: fast, Retransmit: fast,
-	}
-	gwEvents := make(chan ike.Event, 64)
-	var resp atomic.Pointer[ike.Responder]
-	var binds []netip.AddrPort
-	for _, a := range gAddrs {
-		binds = append(binds, netip.AddrPortFrom(a, 500), netip.AddrPortFrom(a, 4500))
-	}
-	r.gw.start(ctx, func(pkt []byte, path netpath.Path) {
-		if rp := resp.Load(); rp != nil {
-			rp.HandlePacket(pkt, path)
-		}
-	}, binds...)
-	rp, err := ike.NewResponder(ctx, rcfg, r.gw.dp, gwEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Store(rp)
-	r.gwResponder = rp
-	go r.gw.gatewayLoop(ctx, gwEvents)
+	ikeProp, espProp := r.startGateway(t, gAddrs[:])
 
 	clientAuth, err := ike.NewPSKAuth("alice@example.com", psk)
 	if err != nil {
@@ -331,6 +292,56 @@ func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
 		r.expectInstalled(t, e)
 	}
 	return r
+}
+
+// startGateway runs the gateway end (r.gw, its hosts made): a responder
+// with MOBIKE on ports 500 and 4500 of each of gAddrs, its Child SAs
+// installed through the binder. It returns the one IKE and ESP proposal
+// it accepts.
+func (r *rig) startGateway(t *testing.T, gAddrs []netip.Addr) (ikeProp, espProp ike.Proposal) {
+	t.Helper()
+	ctx := r.ctx
+	ikeProp, espProp = proposal(t, true, "aes128gcm16-prfsha256-x25519"), proposal(t, false, "aes128gcm16")
+	pool, err := ike.NewPool([]netip.Prefix{netip.MustParsePrefix("10.99.200.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwAuth, err := ike.NewPSKAuth("vpn.example.com", psk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg := ike.ResponderConfig{
+		LocalAuth: gwAuth,
+		PeerAuth: func(id *wire.Identification) (ike.PeerAuth, error) {
+			if string(id.Data) != "alice@example.com" {
+				return nil, errors.New("unknown client")
+			}
+			return ike.NewPSKPeer("alice@example.com", psk)
+		},
+		IKE: []ike.Proposal{ikeProp}, ESP: []ike.Proposal{espProp},
+		LocalTS: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Pool: pool,
+		MOBIKE: true, Addresses: gAddrs,
+		RoutabilityRetransmit: fast, Retransmit: fast,
+	}
+	gwEvents := make(chan ike.Event, 64)
+	var resp atomic.Pointer[ike.Responder]
+	var binds []netip.AddrPort
+	for _, a := range gAddrs {
+		binds = append(binds, netip.AddrPortFrom(a, 500), netip.AddrPortFrom(a, 4500))
+	}
+	r.gw.start(ctx, func(pkt []byte, path netpath.Path) {
+		if rp := resp.Load(); rp != nil {
+			rp.HandlePacket(pkt, path)
+		}
+	}, binds...)
+	rp, err := ike.NewResponder(ctx, rcfg, r.gw.dp, gwEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Store(rp)
+	r.gwResponder = rp
+	go r.gw.gatewayLoop(ctx, gwEvents)
+	return ikeProp, espProp
 }
 
 // gatewayLoop is the gateway's event loop (gateway/gateway.go): install a
