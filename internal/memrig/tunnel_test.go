@@ -251,7 +251,8 @@ type tunnelRig struct {
 
 // newTunnelRig starts the gateway of a rig and dials it with the real
 // tunnel from the client machine's first uplink, MOBIKE on.
-func newTunnelRig(t *testing.T, seed int64) *tunnelRig {
+// extra is more of the profile's TOML.
+func newTunnelRig(t *testing.T, seed int64, extra string) *tunnelRig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{net: netsim.New(seed), ctx: ctx, cancel: cancel}
@@ -265,7 +266,7 @@ func newTunnelRig(t *testing.T, seed int64) *tunnelRig {
 	r.startGateway(t, gAddrs)
 
 	tr := &tunnelRig{rig: r, machine: newMachine(t, r.client), events: make(chan report.Event, 256)}
-	p := loadProfile(t)
+	p := loadProfile(t, extra)
 	dctx, dcancel := context.WithTimeout(report.WithLogger(ctx, testLogger(t)), wait)
 	defer dcancel()
 	tu, err := tunnel.Dial(dctx, p, tr.emit, tunnel.Options{Host: tr.machine.tunnelHost()})
@@ -315,8 +316,8 @@ func (tr *tunnelRig) expectEvent(t *testing.T, kind string) report.Event {
 
 // loadProfile is the client's profile as a user writes it, through the
 // real loader (its defaults included). No captive probe: the rig has no
-// HTTP to reach.
-func loadProfile(t *testing.T) *config.Profile {
+// HTTP to reach. extra is appended to the profile's keys.
+func loadProfile(t *testing.T, extra string) *config.Profile {
 	t.Helper()
 	dir := t.TempDir()
 	pskFile := filepath.Join(dir, "psk")
@@ -335,7 +336,7 @@ remote_ts = ["10.99.0.0/24"]
 virtual_ip = true
 mobike = true
 captive_probe = ""
-`, gwAddr, pskFile)
+`, gwAddr, pskFile) + extra
 	path := filepath.Join(dir, "roam.toml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -399,7 +400,7 @@ func (tr *tunnelRig) pingBoth(t *testing.T, out, in *flow, n uint16) {
 // uplink with UPDATE_SA_ADDRESSES, and pings both ways again all come
 // back.
 func TestTunnelPingAndMove(t *testing.T) {
-	tr := newTunnelRig(t, 7)
+	tr := newTunnelRig(t, 7, "")
 	if ev := tr.expectEvent(t, report.EventEstablished); ev.Interface != "wan0" {
 		t.Errorf("established on %q, want wan0", ev.Interface)
 	}
@@ -441,5 +442,72 @@ func TestTunnelPingAndMove(t *testing.T) {
 	tr.machine.dev.mu.Unlock()
 	if len(addrs) != 1 || addrs[0].Addr() != tr.vip || !slices.Equal(routes, []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}) {
 		t.Fatalf("device addresses %v, routes %v", addrs, routes)
+	}
+}
+
+// TestTunnelRekeyUnderTraffic rekeys the tunnel's Child SA while pings flow
+// both ways: once the tunnel's own (child_rekey_packets rings the outbound
+// SA, the tunnel asks its IKE SA to rekey), once at the gateway's request
+// (the tunnel answers and sends on the new SA once the gateway uses it).
+// Both ends install the new pair before the old one goes, so on the
+// lossless network every ping is answered, and the new pair carries
+// traffic both ways.
+func TestTunnelRekeyUnderTraffic(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra string
+		// rekey starts the rekey (nothing: the packet count does).
+		rekey func(t *testing.T, tr *tunnelRig)
+	}{
+		{"tunnel rekeys after child_rekey_packets", "child_rekey_packets = 1000\n", nil},
+		{"gateway rekeys", "", func(t *testing.T, tr *tunnelRig) {
+			tr.gw.mu.Lock()
+			sa := tr.gw.sa
+			tr.gw.mu.Unlock()
+			ctx, cancel := context.WithTimeout(tr.ctx, wait)
+			defer cancel()
+			if err := sa.RekeyChild(ctx, tr.gw.dp.ChildStats(nil)[0].SPIIn); err != nil {
+				t.Fatalf("gateway rekey: %v", err)
+			}
+		}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTunnelRig(t, int64(20+i), tc.extra)
+			old := tr.tunnel.Status().Children[0].SPIIn
+			up := &flow{from: tr.client, src: tr.vip, dst: gwInner, id: 4}
+			down := &flow{from: tr.gw, src: gwInner, dst: tr.vip, id: 5}
+			st := startFlows(tr.ctx, up, down)
+			st.settle(t)
+			if tc.rekey != nil {
+				tc.rekey(t, tr)
+			}
+			tr.expectEvent(t, report.EventRekeyed)
+			gwNew := tr.expectInstalled(t, tr.gw).SPIIn
+			expect(t, "the gateway's old child retired", tr.gw.retired)
+			_, lasts := st.finish(50)
+			for i, f := range []*flow{up, down} {
+				if got := f.answered(t, 1, lasts[i]); got != int(lasts[i]) {
+					t.Fatalf("%v: %d of %d pings answered", f, got, lasts[i])
+				}
+			}
+			checkDrops(t, tr.gw)
+			for _, cs := range tr.gw.dp.ChildStats(nil) {
+				if cs.SPIIn == gwNew && (cs.PacketsIn == 0 || cs.PacketsOut == 0) {
+					t.Fatalf("gateway: the new Child SA carried %d packets in, %d out", cs.PacketsIn, cs.PacketsOut)
+				}
+			}
+			s := tr.tunnel.Status()
+			if d := s.Drops; d.BadICV != 0 || d.Replayed != 0 || d.Malformed != 0 {
+				t.Fatalf("client drops %+v", d)
+			}
+			var carried bool
+			for _, cs := range s.Children {
+				carried = carried || (cs.SPIIn != old && cs.PacketsIn > 0 && cs.PacketsOut > 0)
+			}
+			if !carried {
+				t.Fatalf("the tunnel's children %+v: none but the old %s carried traffic both ways", s.Children, old)
+			}
+		})
 	}
 }
