@@ -11,4 +11,8 @@
 // moves (mobility's netpath.Current.Set, which the peer follows, after a successful UpdateAddresses; a
 // gateway's switch request as tunnel switch.go followSwitch hands it to
 // the mover).
+//
+// tunnel_test.go runs the real client tunnel instead (tunnel.Dial with a
+// tunnel.Host in memory: the device, sockets, route lookup and interface
+// monitor) against the same gateway: its connect, install and Mover.
 package memrig
