@@ -2,6 +2,7 @@ package memrig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -101,7 +102,15 @@ func (m *machine) routeTo(dst netip.Addr, mark uint32) (netmon.Route, error) {
 	return netmon.Route{}, fmt.Errorf("no route to %s", dst)
 }
 
+// newMonitor refuses a monitor that would count the tunnel's own device
+// as an uplink.
 func (m *machine) newMonitor(ignore []string) (tunnel.Monitor, error) {
+	m.mu.Lock()
+	dev := m.dev
+	m.mu.Unlock()
+	if dev == nil || !slices.Contains(ignore, dev.name) {
+		return nil, fmt.Errorf("interface monitor ignoring %q, not the tunnel's device", ignore)
+	}
 	return &monitor{m: m, events: make(chan netmon.Event, 16)}, nil
 }
 
@@ -507,6 +516,56 @@ func TestTunnelRekeyUnderTraffic(t *testing.T) {
 			}
 			if !carried {
 				t.Fatalf("the tunnel's children %+v: none but the old %s carried traffic both ways", s.Children, old)
+			}
+		})
+	}
+}
+
+// TestTunnelDialFails: when the machine refuses a step, Dial returns one
+// line naming it, and what it had set up is undone (the device closed).
+func TestTunnelDialFails(t *testing.T) {
+	refused := errors.New("refused by the test")
+	tests := []struct {
+		name    string
+		refuse  func(h *tunnel.Host)
+		want    string
+		devMade bool
+	}{
+		{"no route to the gateway", func(h *tunnel.Host) {
+			h.RouteTo = func(netip.Addr, uint32) (netmon.Route, error) { return netmon.Route{}, refused }
+		}, "gateway unreachable: refused by the test", false},
+		{"no TUN device", func(h *tunnel.Host) {
+			h.CreateTUN = func(string, int, func(tun.State) error) (tunnel.Device, error) { return nil, refused }
+		}, "refused by the test", false},
+		{"no UDP socket", func(h *tunnel.Host) {
+			h.ListenUDP = func(netip.AddrPort, uint32) (esp.Conn, error) { return nil, refused }
+		}, "UDP socket: refused by the test", true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := netsim.New(int64(30 + i))
+			t.Cleanup(n.Close)
+			e := newEnd(t, n, "client", nil, false, clientAddr, clientAddr2)
+			m := newMachine(t, e)
+			h := m.tunnelHost()
+			tc.refuse(&h)
+			ctx, cancel := context.WithTimeout(report.WithLogger(context.Background(), testLogger(t)), wait)
+			defer cancel()
+			tu, err := tunnel.Dial(ctx, loadProfile(t, ""), func(report.Event) {}, tunnel.Options{Host: h})
+			if err == nil {
+				tu.Close(ctx)
+				t.Fatal("dial succeeded")
+			}
+			if err.Error() != tc.want || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q, want %q", err, tc.want)
+			}
+			if (m.dev != nil) != tc.devMade {
+				t.Fatalf("device made: %v, want %v", m.dev != nil, tc.devMade)
+			}
+			if m.dev != nil {
+				if err := e.tun.Inject(ctx, echo(clientAddr, gwInner, 8, 1, 1)); !errors.Is(err, os.ErrClosed) {
+					t.Fatalf("the device after a failed dial: inject gives %v, want it closed", err)
+				}
 			}
 		})
 	}
