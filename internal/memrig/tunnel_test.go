@@ -16,6 +16,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
+	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/internal/memconn"
 	"github.com/roam-vpn/roam/internal/memtun"
 	"github.com/roam-vpn/roam/internal/netsim"
@@ -568,5 +569,54 @@ func TestTunnelDialFails(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTunnelGatewaySwitch: the gateway asks the real tunnel to move to its
+// second address (SWITCH_TO_IP_ADDRESS) while pings flow. The tunnel
+// accepts it (the address was announced), its Mover moves the SA there
+// with UPDATE_SA_ADDRESSES, ESP follows on both sides; the gateway's old
+// address then goes away, and every ping sent after the switch was done is
+// answered.
+func TestTunnelGatewaySwitch(t *testing.T) {
+	tr := newTunnelRig(t, 40, "")
+	f := &flow{from: tr.client, src: tr.vip, dst: gwInner, id: 6}
+	st := startFlows(tr.ctx, f)
+	before := st.settle(t)[0]
+
+	tr.gw.mu.Lock()
+	gwSA := tr.gw.sa
+	tr.gw.mu.Unlock()
+	sctx, cancel := context.WithTimeout(tr.ctx, wait)
+	defer cancel()
+	if err := gwSA.RequestSwitch(sctx, gwAddr2, ike.SwitchOptions{Retransmit: fast}); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+	if ev := tr.expectEvent(t, report.EventSwitchRequested); ev.To != gwAddr2.String() {
+		t.Fatalf("switch requested to %s, want %s", ev.To, gwAddr2)
+	}
+	ev := tr.expectEvent(t, report.EventPathChanged)
+	gm := expect(t, "gateway move", tr.gw.moved)
+	sd := expect(t, "switch done", tr.gw.switched)
+	tr.gw.hosts[gwAddr].RemoveAddr(gwAddr)
+	marks, lasts := st.finish(50)
+	during, last := marks[0], lasts[0]
+
+	wantGW := netip.AddrPortFrom(gwAddr2, 4500).String()
+	if ev.ToGateway != wantGW || ev.Reason == "" || gm.Local.Addr() != gwAddr2 || sd.To != gwAddr2 {
+		t.Fatalf("tunnel moved to %s (%q), gateway to %v, switch to %v", ev.ToGateway, ev.Reason, gm, sd.To)
+	}
+	got := f.answered(t, during+1, last)
+	t.Logf("pings %d, answered %d; %d sent between the last check and the switch done", last, got, during-before)
+	if lost := int(last) - got; lost > int(during-before) {
+		t.Fatalf("%d pings lost, more than the %d sent during the switch", lost, during-before)
+	}
+	s := tr.tunnel.Status()
+	if s.Remote != wantGW || s.PathChanges != 1 || s.State != report.StateEstablished {
+		t.Fatalf("after the switch: remote %s, %d path changes, state %s", s.Remote, s.PathChanges, s.State)
+	}
+	checkDrops(t, tr.gw)
+	if d := s.Drops; d.BadICV != 0 || d.Replayed != 0 || d.Malformed != 0 {
+		t.Fatalf("client drops %+v", d)
 	}
 }
