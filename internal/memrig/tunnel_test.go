@@ -620,3 +620,38 @@ func TestTunnelGatewaySwitch(t *testing.T) {
 		t.Fatalf("client drops %+v", d)
 	}
 }
+
+// TestTunnelReconnect: the gateway deletes the IKE SA (as one going down
+// for maintenance does); the real tunnel negotiates a new one on its own,
+// installs it over the same device, and pings both ways all come back on
+// the new Child SA.
+func TestTunnelReconnect(t *testing.T) {
+	tr := newTunnelRig(t, 50, "")
+	out := &flow{from: tr.client, src: tr.vip, dst: gwInner, id: 7}
+	in := &flow{from: tr.gw, src: gwInner, dst: tr.vip, id: 8}
+	const pings = 10
+	tr.pingBoth(t, out, in, pings)
+	tr.expectEvent(t, report.EventEstablished)
+	old := tr.tunnel.Status().Children[0].SPIIn
+
+	tr.gw.mu.Lock()
+	gwSA := tr.gw.sa
+	tr.gw.mu.Unlock()
+	cctx, cancel := context.WithTimeout(tr.ctx, wait)
+	defer cancel()
+	if err := gwSA.Close(cctx); err != nil {
+		t.Fatalf("gateway delete: %v", err)
+	}
+	if ev := tr.expectEvent(t, report.EventEstablished); ev.Reason != "reconnected after 1 attempt" {
+		t.Fatalf("re-established with reason %q", ev.Reason)
+	}
+	tr.expectInstalled(t, tr.gw)
+	tr.pingBoth(t, out, in, pings)
+	s := tr.tunnel.Status()
+	if s.State != report.StateEstablished || s.VirtualIP != tr.vip.String() {
+		t.Fatalf("after the reconnect: state %s, virtual IP %s (was %s)", s.State, s.VirtualIP, tr.vip)
+	}
+	if len(s.Children) != 1 || s.Children[0].SPIIn == old || s.Children[0].PacketsIn != 2*pings || s.Children[0].PacketsOut != 2*pings {
+		t.Fatalf("children after the reconnect %+v (old inbound SPI %s), want one new with %d packets each way", s.Children, old, 2*pings)
+	}
+}
