@@ -16,7 +16,9 @@ import (
 // its UDP sockets, the kernel's route lookup and the interface monitor. A
 // nil field means the machine's own (root: a real TUN device, marked
 // sockets, netlink); tests hand in-memory ones (internal/memrig), so the
-// whole tunnel runs without root.
+// tunnel runs without root. What a profile may add beyond these still
+// uses the machine itself: lockdown's nftables table, the captive-portal
+// probe and the TCP/TLS stream transport.
 type Host struct {
 	// CreateTUN makes the tunnel's device of that name and inner MTU;
 	// journal is to be called with the device's state-to-be before each
