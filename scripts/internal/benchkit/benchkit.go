@@ -1,7 +1,8 @@
 // Package benchkit holds what the lab benchmarks (bench-roam, bench-switch,
 // bench-tput) share: flags that default to environment variables, the
-// commands' exit convention, building the lab's binaries, figures in
-// milliseconds, saving logs and the machine's load.
+// commands' exit convention, building the lab's binaries, the UDP probes
+// through the tunnel (responder behind the gateway, prober in the client),
+// figures in milliseconds, saving logs and the machine's load.
 //
 // It never measures anything itself; the benchmarks own their scenarios.
 package benchkit
