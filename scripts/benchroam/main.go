@@ -392,11 +392,8 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		prev := logs
 		logs = func() map[string]string {
 			m := prev()
-			b, _ := os.ReadFile(filepath.Join(dir, "roam.log"))
-			m["roam.log"] = string(b)
-			if _, raw, err := r.Status(); err == nil {
-				m["roam-status.json"] = raw
-			}
+			benchkit.AddLogFile(m, "roam.log", filepath.Join(dir, "roam.log"))
+			benchkit.AddStatus(m, "roam-status.json", r)
 			return m
 		}
 		switch sc.connect {
@@ -552,9 +549,7 @@ func startGateway(cfg config, l *lab.Lab) (logs func() map[string]string, err er
 		}
 		return func() map[string]string {
 			m := map[string]string{"gateway.out": proc.Output()}
-			if _, raw, err := gw.Status(); err == nil {
-				m["gateway-status.json"] = raw
-			}
+			benchkit.AddStatus(m, "gateway-status.json", gw)
 			return m
 		}, nil
 	}

@@ -354,18 +354,13 @@ func (e *tenv) saveLogs(name string) {
 	m := map[string]string{}
 	switch e.client {
 	case roamClient:
-		b, _ := os.ReadFile(filepath.Join(e.l.Dir, "roam", "roam.log"))
-		m["roam.log"] = string(b)
+		benchkit.AddLogFile(m, "roam.log", filepath.Join(e.l.Dir, "roam", "roam.log"))
 		if e.gwProc != nil {
 			m["gateway.out"] = e.gwProc.Output()
 		}
-		if _, raw, err := e.roam.Status(); err == nil {
-			m["roam-status.json"] = raw
-		}
+		benchkit.AddStatus(m, "roam-status.json", e.roam)
 		if e.gw != nil {
-			if _, raw, err := e.gw.Status(); err == nil {
-				m["gateway-status.json"] = raw
-			}
+			benchkit.AddStatus(m, "gateway-status.json", e.gw)
 		}
 	case swanClient:
 		if e.swan != nil {

@@ -331,11 +331,8 @@ func setupRoamGateway(cfg config, e *env) error {
 	}
 	e.logs = func() map[string]string {
 		m := map[string]string{"gateway.out": e.gwProc.Output()}
-		b, _ := os.ReadFile(filepath.Join(cdir, "roam.log"))
-		m["roam.log"] = string(b)
-		if _, raw, err := e.gw.Status(); err == nil {
-			m["gateway-status.json"] = raw
-		}
+		benchkit.AddLogFile(m, "roam.log", filepath.Join(cdir, "roam.log"))
+		benchkit.AddStatus(m, "gateway-status.json", e.gw)
 		return m
 	}
 	if err := e.client.ConnectRetry("corp"); err != nil {
