@@ -68,16 +68,16 @@ var prfAlgorithms = map[string]uint16{
 }
 
 var dhGroups = map[string]uint16{
-	"modp2048":   ikecrypto.GroupMODP2048,
-	"modp3072":   ikecrypto.GroupMODP3072,
-	"modp4096":   ikecrypto.GroupMODP4096,
-	"ecp256":     ikecrypto.GroupECP256,
-	"ecp384":     ikecrypto.GroupECP384,
-	"ecp521":     ikecrypto.GroupECP521,
-	"curve25519": ikecrypto.GroupCurve25519,
-	"x25519":     ikecrypto.GroupCurve25519,
-	"mlkem768":   ikecrypto.GroupMLKEM768,
-	"mlkem1024":  ikecrypto.GroupMLKEM1024,
+	"modp2048":   wire.GroupMODP2048,
+	"modp3072":   wire.GroupMODP3072,
+	"modp4096":   wire.GroupMODP4096,
+	"ecp256":     wire.GroupECP256,
+	"ecp384":     wire.GroupECP384,
+	"ecp521":     wire.GroupECP521,
+	"curve25519": wire.GroupCurve25519,
+	"x25519":     wire.GroupCurve25519,
+	"mlkem768":   wire.GroupMLKEM768,
+	"mlkem1024":  wire.GroupMLKEM1024,
 }
 
 // parseAdditionalKE reads strongSwan 6's "ke<n>_<method>" (RFC 9370

@@ -1,34 +1,16 @@
 package ike
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/internal/syncbuf"
 )
-
-// syncBuffer is a log sink for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
@@ -63,7 +45,7 @@ func TestOnlineGuessingBackoff(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			e := newEnv(t, int64(700+i), func(r *ResponderConfig) {
 				r.Clock = clock
 				r.Log = slog.New(slog.NewTextHandler(&logs, nil))

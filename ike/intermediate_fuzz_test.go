@@ -37,7 +37,7 @@ func fuzzHybridResponder(t *testing.T) (*SA, *wire.Notify) {
 // refuse, never panic, and only a valid ML-KEM encapsulation key gets a
 // KE payload back.
 func FuzzIntermediate(f *testing.F) {
-	kx, err := ikecrypto.NewKeyExchange(ikecrypto.GroupMLKEM768, nil)
+	kx, err := ikecrypto.NewKeyExchange(wire.GroupMLKEM768, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,10 +1,7 @@
 package ike
 
 import (
-	"sync/atomic"
 	"testing"
-
-	"github.com/roam-vpn/roam/internal/netsim"
 )
 
 // TestEarlyMove: with EarlyMove a client's move to an unproved address
@@ -24,12 +21,7 @@ func TestEarlyMove(t *testing.T) {
 			e := newMobikeEnv(t, func(c *ResponderConfig) { c.EarlyMove = true })
 			// The check's answers are dropped until the SA's path has been
 			// looked at; then, if the case says so, they get through.
-			var block atomic.Bool
-			block.Store(true)
-			drop := ikeResponseFrom(clientAddr2)
-			e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: func(i int, d netsim.Datagram) bool {
-				return block.Load() && drop(i, d)
-			}})
+			block := holdResponsesFrom(e, clientAddr2)
 			c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
 			old := gw.Path()
 			if _, err := e.move(c, pathFrom(clientAddr2, gwNATT)); err != nil {

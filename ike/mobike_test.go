@@ -102,6 +102,19 @@ func ikeResponseFrom(addr netip.Addr) func(int, netsim.Datagram) bool {
 	}
 }
 
+// holdResponsesFrom drops the IKE responses addr sends toward the gateway
+// (its answers to the gateway's path checks) while the returned switch is
+// on; it starts on.
+func holdResponsesFrom(e *testEnv, addr netip.Addr) *atomic.Bool {
+	hold := new(atomic.Bool)
+	hold.Store(true)
+	drop := ikeResponseFrom(addr)
+	e.net.SetLink(addr, gwAddr, netsim.Impairment{Drop: func(i int, d netsim.Datagram) bool {
+		return hold.Load() && drop(i, d)
+	}})
+	return hold
+}
+
 // noPathUpdated fails if the gateway reported a move (events so far).
 func noPathUpdated(t *testing.T, ch <-chan Event) {
 	t.Helper()
@@ -360,12 +373,7 @@ func TestAcceptRoutable(t *testing.T) {
 
 func TestReturnRoutability(t *testing.T) {
 	e := newMobikeEnv(t, nil)
-	var blockB atomic.Bool
-	blockB.Store(true)
-	drop := ikeResponseFrom(clientAddr2)
-	e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: func(i int, d netsim.Datagram) bool {
-		return blockB.Load() && drop(i, d)
-	}})
+	blockB := holdResponsesFrom(e, clientAddr2)
 	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
 	old := gw.Path()
 

@@ -14,7 +14,7 @@ import (
 // preceded by cookie when set.
 func floodInit(t *testing.T, spii uint64, cookie []byte) []byte {
 	t.Helper()
-	kx, err := ikecrypto.NewKeyExchange(ikecrypto.GroupCurve25519, nil)
+	kx, err := ikecrypto.NewKeyExchange(wire.GroupCurve25519, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,8 +23,8 @@ func floodInit(t *testing.T, spii uint64, cookie []byte) []byte {
 		ps = append(ps, &wire.Notify{Type: wire.NotifyCookie, Data: cookie})
 	}
 	ps = append(ps,
-		&wire.SA{Proposals: offerProposals([]Proposal{ikeX25519}, wire.ProtoIKE, nil, ikecrypto.GroupCurve25519)},
-		&wire.KE{Group: ikecrypto.GroupCurve25519, Data: kx.PublicKey()},
+		&wire.SA{Proposals: offerProposals([]Proposal{ikeX25519}, wire.ProtoIKE, nil, wire.GroupCurve25519)},
+		&wire.KE{Group: wire.GroupCurve25519, Data: kx.PublicKey()},
 		&wire.Nonce{Data: make([]byte, 32)})
 	b, err := (&wire.Message{Header: wire.Header{SPIi: spii, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagInitiator}, Payloads: ps}).Encode()
 	if err != nil {

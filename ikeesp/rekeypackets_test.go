@@ -62,7 +62,7 @@ func TestRekeyOnPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwEst := waitEvent[*ike.Established](t, gwEvents)
+	gwEst := ikesim.Established(t, gwEvents, 10*time.Second)
 
 	// ESP between the two ends goes over loopback; IKE stays on netsim.
 	cl, gw := startESPEnd(t), startESPEnd(t)
@@ -168,22 +168,5 @@ func TestRekeyOnPackets(t *testing.T) {
 	}
 	if d := gw.dp.Drops(); d != (esp.DropStats{}) {
 		t.Fatalf("gateway drops %+v", d)
-	}
-}
-
-func waitEvent[T ike.Event](t *testing.T, ch <-chan ike.Event) T {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case ev := <-ch:
-			if x, ok := ev.(T); ok {
-				return x
-			}
-		case <-timeout:
-			var zero T
-			t.Fatalf("no %T event", zero)
-			return zero
-		}
 	}
 }

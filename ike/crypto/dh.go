@@ -9,17 +9,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-)
 
-// IANA "Transform Type 4 - Key Exchange Method Transform IDs".
-const (
-	GroupMODP2048   uint16 = 14
-	GroupMODP3072   uint16 = 15
-	GroupMODP4096   uint16 = 16
-	GroupECP256     uint16 = 19
-	GroupECP384     uint16 = 20
-	GroupECP521     uint16 = 21
-	GroupCurve25519 uint16 = 31
+	"github.com/roam-vpn/roam/ike/wire"
 )
 
 // ErrInvalidPublicKey reports a peer key exchange value that fails the
@@ -47,19 +38,19 @@ func SupportedGroup(group uint16) bool {
 // PublicKeyLen returns the length of the KE payload data for group.
 func PublicKeyLen(group uint16) (int, error) {
 	switch group {
-	case GroupMODP2048:
+	case wire.GroupMODP2048:
 		return 256, nil
-	case GroupMODP3072:
+	case wire.GroupMODP3072:
 		return 384, nil
-	case GroupMODP4096:
+	case wire.GroupMODP4096:
 		return 512, nil
-	case GroupECP256:
+	case wire.GroupECP256:
 		return 64, nil
-	case GroupECP384:
+	case wire.GroupECP384:
 		return 96, nil
-	case GroupECP521:
+	case wire.GroupECP521:
 		return 132, nil
-	case GroupCurve25519:
+	case wire.GroupCurve25519:
 		return 32, nil
 	}
 	if ek, _, ok := kemSizes(group); ok {
@@ -90,7 +81,7 @@ func CheckPublicKey(group uint16, peer []byte) error {
 		}
 		return nil
 	}
-	if curve, _ := ecdhCurve(group); curve != nil && group != GroupCurve25519 {
+	if curve, _ := ecdhCurve(group); curve != nil && group != wire.GroupCurve25519 {
 		if _, err := curve.NewPublicKey(append([]byte{4}, peer...)); err != nil {
 			return fmt.Errorf("%w: group %d point: %v", ErrInvalidPublicKey, group, err)
 		}
@@ -105,11 +96,11 @@ func NewKeyExchange(group uint16, random io.Reader) (KeyExchange, error) {
 		random = rand.Reader
 	}
 	switch group {
-	case GroupMODP2048, GroupMODP3072, GroupMODP4096:
+	case wire.GroupMODP2048, wire.GroupMODP3072, wire.GroupMODP4096:
 		return newMODP(group, random)
-	case GroupECP256, GroupECP384, GroupECP521, GroupCurve25519:
+	case wire.GroupECP256, wire.GroupECP384, wire.GroupECP521, wire.GroupCurve25519:
 		return newECDH(group, random)
-	case GroupMLKEM768, GroupMLKEM1024:
+	case wire.GroupMLKEM768, wire.GroupMLKEM1024:
 		return newMLKEM(group, random)
 	}
 	return nil, fmt.Errorf("ikecrypto: unsupported key exchange group %d", group)
@@ -175,11 +166,11 @@ type modp struct {
 func modpPrime(group uint16) *big.Int {
 	var h string
 	switch group {
-	case GroupMODP2048:
+	case wire.GroupMODP2048:
 		h = modp2048Hex
-	case GroupMODP3072:
+	case wire.GroupMODP3072:
 		h = modp3072Hex
-	case GroupMODP4096:
+	case wire.GroupMODP4096:
 		h = modp4096Hex
 	default:
 		return nil
@@ -245,13 +236,13 @@ type ecdhKE struct {
 
 func ecdhCurve(group uint16) (ecdh.Curve, int) {
 	switch group {
-	case GroupECP256:
+	case wire.GroupECP256:
 		return ecdh.P256(), 32
-	case GroupECP384:
+	case wire.GroupECP384:
 		return ecdh.P384(), 48
-	case GroupECP521:
+	case wire.GroupECP521:
 		return ecdh.P521(), 66
-	case GroupCurve25519:
+	case wire.GroupCurve25519:
 		return ecdh.X25519(), 32
 	}
 	return nil, 0
@@ -268,7 +259,7 @@ func newECDH(group uint16, random io.Reader) (*ecdhKE, error) {
 		if _, err := io.ReadFull(random, b); err != nil {
 			return nil, fmt.Errorf("ikecrypto: group %d private key: %w", group, err)
 		}
-		if group == GroupECP521 {
+		if group == wire.GroupECP521 {
 			b[0] &= 0x01 // the order of P-521 has 521 bits
 		}
 		priv, err := curve.NewPrivateKey(b)
@@ -283,7 +274,7 @@ func newECDH(group uint16, random io.Reader) (*ecdhKE, error) {
 func newECDHWithKey(group uint16, priv *ecdh.PrivateKey) *ecdhKE {
 	curve, _ := ecdhCurve(group)
 	pub := priv.PublicKey().Bytes()
-	if group != GroupCurve25519 {
+	if group != wire.GroupCurve25519 {
 		pub = pub[1:] // RFC 5903 7: x | y without the SEC 1 0x04 prefix
 	}
 	return &ecdhKE{group: group, curve: curve, priv: priv, pub: pub}
@@ -301,7 +292,7 @@ func (e *ecdhKE) SharedSecret(peer []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: group %d value is %d bytes, want %d", ErrInvalidPublicKey, e.group, len(peer), len(e.pub))
 	}
 	enc := peer
-	if e.group != GroupCurve25519 {
+	if e.group != wire.GroupCurve25519 {
 		enc = append([]byte{4}, peer...)
 	}
 	pk, err := e.curve.NewPublicKey(enc)

@@ -6,6 +6,8 @@ import (
 	"math/big"
 	mrand "math/rand/v2"
 	"testing"
+
+	"github.com/roam-vpn/roam/ike/wire"
 )
 
 // RFC 5903 section 8: private keys i and r, public values g^i and g^r as
@@ -16,7 +18,7 @@ var rfc5903Vectors = []struct {
 	i, gi, r, gr, girx string
 }{
 	{
-		name: "RFC5903 8.1 (256-bit)", group: GroupECP256,
+		name: "RFC5903 8.1 (256-bit)", group: wire.GroupECP256,
 		i: "C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433",
 		gi: "DAD0B65394221CF9B051E1FECA5787D098DFE637FC90B9EF945D0C3772581180" +
 			"5271A0461CDB8252D61F1C456FA3E59AB1F45B33ACCF5F58389E0577B8990BB3",
@@ -26,7 +28,7 @@ var rfc5903Vectors = []struct {
 		girx: "D6840F6B42F6EDAFD13116E0E12565202FEF8E9ECE7DCE03812464D04B9442DE",
 	},
 	{
-		name: "RFC5903 8.2 (384-bit)", group: GroupECP384,
+		name: "RFC5903 8.2 (384-bit)", group: wire.GroupECP384,
 		i: "099F3C7034D4A2C699884D73A375A67F7624EF7C6B3C0F160647B67414DCE655E35B538041E649EE3FAEF896783AB194",
 		gi: "667842D7D180AC2CDE6F74F37551F55755C7645C20EF73E31634FE72B4C55EE6DE3AC808ACB4BDB4C88732AEE95F41AA" +
 			"9482ED1FC0EEB9CAFC4984625CCFC23F65032149E0E144ADA024181535A0F38EEB9FCFF3C2C947DAE69B4C634573A81C",
@@ -36,7 +38,7 @@ var rfc5903Vectors = []struct {
 		girx: "11187331C279962D93D604243FD592CB9D0A926F422E47187521287E7156C5C4D603135569B9E9D09CF5D4A270F59746",
 	},
 	{
-		name: "RFC5903 8.3 (521-bit)", group: GroupECP521,
+		name: "RFC5903 8.3 (521-bit)", group: wire.GroupECP521,
 		i: "0037ADE9319A89F4DABDB3EF411AACCCA5123C61ACAB57B5393DCE47608172A095AA85A30FE1C2952C6771D937BA9777F5957B2639BAB072462F68C27A57382D4A52",
 		gi: "0015417E84DBF28C0AD3C278713349DC7DF153C897A1891BD98BAB4357C9ECBEE1E3BF42E00B8E380AEAE57C2D107564941885942AF5A7F4601723C4195D176CED3E" +
 			"017CAE20B6641D2EEB695786D8C946146239D099E18E1D5A514C739D7CB4A10AD8A788015AC405D7799DC75E7B7D5B6CF2261A6A7F1507438BF01BEB6CA3926F9582",
@@ -129,7 +131,7 @@ func TestX25519RFC7748(t *testing.T) {
 			"e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
 			"95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957"},
 	} {
-		k := keFromPrivate(t, GroupCurve25519, unhex(t, v.scalar))
+		k := keFromPrivate(t, wire.GroupCurve25519, unhex(t, v.scalar))
 		got, err := k.SharedSecret(unhex(t, v.u))
 		if err != nil {
 			t.Fatalf("%s: %v", v.name, err)
@@ -140,8 +142,8 @@ func TestX25519RFC7748(t *testing.T) {
 	}
 
 	// Section 6.1, Alice and Bob.
-	alice := keFromPrivate(t, GroupCurve25519, unhex(t, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
-	bob := keFromPrivate(t, GroupCurve25519, unhex(t, "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"))
+	alice := keFromPrivate(t, wire.GroupCurve25519, unhex(t, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+	bob := keFromPrivate(t, wire.GroupCurve25519, unhex(t, "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"))
 	alicePub := unhex(t, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
 	bobPub := unhex(t, "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
 	shared := unhex(t, "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
@@ -164,7 +166,7 @@ func TestX25519RFC7748(t *testing.T) {
 // RFC 8031 2.1 / RFC 6989: points of small order give an all-zero shared
 // secret, which must be refused.
 func TestX25519RejectsLowOrder(t *testing.T) {
-	k, err := NewKeyExchange(GroupCurve25519, nil)
+	k, err := NewKeyExchange(wire.GroupCurve25519, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +189,7 @@ func TestX25519RejectsLowOrder(t *testing.T) {
 }
 
 func TestKeyExchangeAgreement(t *testing.T) {
-	for _, g := range []uint16{GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384, GroupECP521, GroupCurve25519} {
+	for _, g := range []uint16{wire.GroupMODP2048, wire.GroupMODP3072, wire.GroupMODP4096, wire.GroupECP256, wire.GroupECP384, wire.GroupECP521, wire.GroupCurve25519} {
 		if !SupportedGroup(g) {
 			t.Errorf("group %d not supported", g)
 		}
@@ -231,7 +233,7 @@ func TestKeyExchangeAgreement(t *testing.T) {
 // The random source passed in decides the private key, so a deterministic
 // reader gives deterministic keys (what engine tests rely on).
 func TestKeyExchangeUsesReader(t *testing.T) {
-	for _, g := range []uint16{GroupMODP2048, GroupECP256, GroupECP521, GroupCurve25519} {
+	for _, g := range []uint16{wire.GroupMODP2048, wire.GroupECP256, wire.GroupECP521, wire.GroupCurve25519} {
 		a, err := NewKeyExchange(g, mrand.NewChaCha8([32]byte{1}))
 		if err != nil {
 			t.Fatal(err)
@@ -242,10 +244,10 @@ func TestKeyExchangeUsesReader(t *testing.T) {
 			t.Errorf("group %d: key does not follow the reader", g)
 		}
 	}
-	if _, err := NewKeyExchange(GroupECP256, bytes.NewReader(nil)); err == nil {
+	if _, err := NewKeyExchange(wire.GroupECP256, bytes.NewReader(nil)); err == nil {
 		t.Error("empty reader accepted")
 	}
-	if _, err := NewKeyExchange(GroupMODP2048, bytes.NewReader(nil)); err == nil {
+	if _, err := NewKeyExchange(wire.GroupMODP2048, bytes.NewReader(nil)); err == nil {
 		t.Error("empty reader accepted")
 	}
 }
@@ -256,7 +258,7 @@ func TestMODPPrimes(t *testing.T) {
 	for _, v := range []struct {
 		group uint16
 		bits  int
-	}{{GroupMODP2048, 2048}, {GroupMODP3072, 3072}, {GroupMODP4096, 4096}} {
+	}{{wire.GroupMODP2048, 2048}, {wire.GroupMODP3072, 3072}, {wire.GroupMODP4096, 4096}} {
 		p := modpPrime(v.group)
 		if p.BitLen() != v.bits {
 			t.Errorf("group %d: %d bits", v.group, p.BitLen())
@@ -274,11 +276,11 @@ func TestMODPPrimes(t *testing.T) {
 
 // RFC 6989 2.2: for MODP groups the peer value must satisfy 1 < y < p-1.
 func TestMODPRejectsInvalidValues(t *testing.T) {
-	k, err := NewKeyExchange(GroupMODP2048, nil)
+	k, err := NewKeyExchange(wire.GroupMODP2048, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := modpPrime(GroupMODP2048)
+	p := modpPrime(wire.GroupMODP2048)
 	enc := func(x *big.Int) []byte { return x.FillBytes(make([]byte, 256)) }
 	one := big.NewInt(1)
 	for name, peer := range map[string][]byte{
@@ -307,7 +309,7 @@ func TestMODPRejectsInvalidValues(t *testing.T) {
 // public value is 2 and the shared secret is the peer value itself, both
 // padded to the length of the prime.
 func TestMODPEncoding(t *testing.T) {
-	m := newMODPWithExponent(GroupMODP2048, big.NewInt(1))
+	m := newMODPWithExponent(wire.GroupMODP2048, big.NewInt(1))
 	want := make([]byte, 256)
 	want[255] = 2
 	if !bytes.Equal(m.PublicKey(), want) {
@@ -323,7 +325,7 @@ func TestMODPEncoding(t *testing.T) {
 
 // KE payload data comes straight from the network.
 func FuzzSharedSecret(f *testing.F) {
-	groups := []uint16{GroupMODP2048, GroupECP256, GroupECP384, GroupECP521, GroupCurve25519}
+	groups := []uint16{wire.GroupMODP2048, wire.GroupECP256, wire.GroupECP384, wire.GroupECP521, wire.GroupCurve25519}
 	kes := make([]KeyExchange, len(groups))
 	for i, g := range groups {
 		k, err := NewKeyExchange(g, mrand.NewChaCha8([32]byte{byte(i)}))
@@ -353,7 +355,7 @@ func FuzzSharedSecret(f *testing.F) {
 // TestCheckPublicKey: what a responder refuses before making its own key
 // agrees with SharedSecret.
 func TestCheckPublicKey(t *testing.T) {
-	for _, g := range []uint16{GroupMODP2048, GroupECP256, GroupECP384, GroupCurve25519} {
+	for _, g := range []uint16{wire.GroupMODP2048, wire.GroupECP256, wire.GroupECP384, wire.GroupCurve25519} {
 		kx, err := NewKeyExchange(g, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -369,8 +371,8 @@ func TestCheckPublicKey(t *testing.T) {
 			{"valid", good, true},
 			{"short", good[1:], false},
 			{"long", append(bytes.Clone(good), 0), false},
-			{"one", append(make([]byte, len(good)-1), 1), g == GroupCurve25519},
-			{"flipped", offCurve, g == GroupCurve25519 || g == GroupMODP2048},
+			{"one", append(make([]byte, len(good)-1), 1), g == wire.GroupCurve25519},
+			{"flipped", offCurve, g == wire.GroupCurve25519 || g == wire.GroupMODP2048},
 		}
 		for _, tc := range tests {
 			err := CheckPublicKey(g, tc.data)

@@ -5,33 +5,30 @@ import (
 	"crypto/mlkem"
 	"fmt"
 	"io"
+
+	"github.com/roam-vpn/roam/ike/wire"
 )
 
-// ML-KEM key exchange methods (IANA "Transform Type 4 - Key Exchange Method
-// Transform IDs", draft-ietf-ipsecme-ikev2-mlkem). crypto/mlkem implements
-// ML-KEM-768 and ML-KEM-1024; ML-KEM-512 has its number here so that it
-// can be named in errors, but no implementation.
-const (
-	GroupMLKEM512  uint16 = 35
-	GroupMLKEM768  uint16 = 36
-	GroupMLKEM1024 uint16 = 37
-)
+// The ML-KEM key exchange methods are those of
+// draft-ietf-ipsecme-ikev2-mlkem (their IDs are in package wire).
+// crypto/mlkem implements ML-KEM-768 and ML-KEM-1024; ML-KEM-512 counts as
+// a KEM so that errors can name it, but has no implementation.
 
 // IsKEM reports whether group is a key encapsulation method: the
 // initiator's KE data is an encapsulation key and the responder's a
 // ciphertext, so the two values differ in length and the responder's
 // depends on the initiator's (Respond).
 func IsKEM(group uint16) bool {
-	return group == GroupMLKEM512 || group == GroupMLKEM768 || group == GroupMLKEM1024
+	return group == wire.GroupMLKEM512 || group == wire.GroupMLKEM768 || group == wire.GroupMLKEM1024
 }
 
 // kemSizes returns the encapsulation key and ciphertext lengths of FIPS 203
 // for an implemented ML-KEM group.
 func kemSizes(group uint16) (ekLen, ctLen int, ok bool) {
 	switch group {
-	case GroupMLKEM768:
+	case wire.GroupMLKEM768:
 		return mlkem.EncapsulationKeySize768, mlkem.CiphertextSize768, true
-	case GroupMLKEM1024:
+	case wire.GroupMLKEM1024:
 		return mlkem.EncapsulationKeySize1024, mlkem.CiphertextSize1024, true
 	}
 	return 0, 0, false
@@ -59,9 +56,9 @@ func checkEncapsulationKey(group uint16, ek []byte) error {
 	}
 	var err error
 	switch group {
-	case GroupMLKEM768:
+	case wire.GroupMLKEM768:
 		_, err = mlkem.NewEncapsulationKey768(ek)
-	case GroupMLKEM1024:
+	case wire.GroupMLKEM1024:
 		_, err = mlkem.NewEncapsulationKey1024(ek)
 	}
 	if err != nil {
@@ -81,13 +78,13 @@ func Respond(group uint16, peer []byte, random io.Reader) (reply, shared []byte,
 			return nil, nil, err
 		}
 		switch group {
-		case GroupMLKEM768:
+		case wire.GroupMLKEM768:
 			ek, err := mlkem.NewEncapsulationKey768(peer)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: %v", ErrInvalidPublicKey, err)
 			}
 			shared, reply = ek.Encapsulate()
-		case GroupMLKEM1024:
+		case wire.GroupMLKEM1024:
 			ek, err := mlkem.NewEncapsulationKey1024(peer)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: %v", ErrInvalidPublicKey, err)
@@ -128,11 +125,11 @@ func newMLKEM(group uint16, random io.Reader) (*mlkemKE, error) {
 	k := &mlkemKE{group: group}
 	var err error
 	switch group {
-	case GroupMLKEM768:
+	case wire.GroupMLKEM768:
 		if k.dk768, err = mlkem.NewDecapsulationKey768(seed); err == nil {
 			k.ek = k.dk768.EncapsulationKey().Bytes()
 		}
-	case GroupMLKEM1024:
+	case wire.GroupMLKEM1024:
 		if k.dk1024, err = mlkem.NewDecapsulationKey1024(seed); err == nil {
 			k.ek = k.dk1024.EncapsulationKey().Bytes()
 		}

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+
+	"github.com/roam-vpn/roam/ike/wire"
 )
 
 // fixedReader returns the same byte forever: reproducible keys.
@@ -26,8 +28,8 @@ func TestMLKEMRoundTrip(t *testing.T) {
 		group        uint16
 		ekLen, ctLen int
 	}{
-		{GroupMLKEM768, 1184, 1088},
-		{GroupMLKEM1024, 1568, 1568},
+		{wire.GroupMLKEM768, 1184, 1088},
+		{wire.GroupMLKEM1024, 1568, 1568},
 	}
 	for _, tt := range tests {
 		ini, err := NewKeyExchange(tt.group, nil)
@@ -71,12 +73,12 @@ func TestMLKEMRoundTrip(t *testing.T) {
 }
 
 func TestMLKEMDeterministicFromReader(t *testing.T) {
-	a, err := NewKeyExchange(GroupMLKEM768, fixedReader(7))
+	a, err := NewKeyExchange(wire.GroupMLKEM768, fixedReader(7))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := NewKeyExchange(GroupMLKEM768, fixedReader(7))
-	c, _ := NewKeyExchange(GroupMLKEM768, fixedReader(8))
+	b, _ := NewKeyExchange(wire.GroupMLKEM768, fixedReader(7))
+	c, _ := NewKeyExchange(wire.GroupMLKEM768, fixedReader(8))
 	if !bytes.Equal(a.PublicKey(), b.PublicKey()) || bytes.Equal(a.PublicKey(), c.PublicKey()) {
 		t.Fatal("encapsulation key does not follow the random source")
 	}
@@ -85,7 +87,7 @@ func TestMLKEMDeterministicFromReader(t *testing.T) {
 // FIPS 203 7.2 and 7.3 input checks: wrong lengths and an encapsulation
 // key with a coefficient not below q are refused with ErrInvalidPublicKey.
 func TestMLKEMValidation(t *testing.T) {
-	ini, err := NewKeyExchange(GroupMLKEM768, nil)
+	ini, err := NewKeyExchange(wire.GroupMLKEM768, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +101,11 @@ func TestMLKEMValidation(t *testing.T) {
 		name string
 		run  func() error
 	}{
-		{"short key", func() error { return CheckPublicKey(GroupMLKEM768, ek[:len(ek)-1]) }},
-		{"long key", func() error { return CheckPublicKey(GroupMLKEM768, append(bytes.Clone(ek), 0)) }},
-		{"unreduced key", func() error { return CheckPublicKey(GroupMLKEM768, notReduced) }},
-		{"respond unreduced", func() error { _, _, err := Respond(GroupMLKEM768, notReduced, nil); return err }},
-		{"respond 1024 with a 768 key", func() error { _, _, err := Respond(GroupMLKEM1024, ek, nil); return err }},
+		{"short key", func() error { return CheckPublicKey(wire.GroupMLKEM768, ek[:len(ek)-1]) }},
+		{"long key", func() error { return CheckPublicKey(wire.GroupMLKEM768, append(bytes.Clone(ek), 0)) }},
+		{"unreduced key", func() error { return CheckPublicKey(wire.GroupMLKEM768, notReduced) }},
+		{"respond unreduced", func() error { _, _, err := Respond(wire.GroupMLKEM768, notReduced, nil); return err }},
+		{"respond 1024 with a 768 key", func() error { _, _, err := Respond(wire.GroupMLKEM1024, ek, nil); return err }},
 		{"short ciphertext", func() error { _, err := ini.SharedSecret(make([]byte, 1087)); return err }},
 		{"empty ciphertext", func() error { _, err := ini.SharedSecret(nil); return err }},
 	}
@@ -112,20 +114,20 @@ func TestMLKEMValidation(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrInvalidPublicKey", tt.name, err)
 		}
 	}
-	if _, err := NewKeyExchange(GroupMLKEM512, nil); err == nil {
+	if _, err := NewKeyExchange(wire.GroupMLKEM512, nil); err == nil {
 		t.Error("ML-KEM-512 has no implementation, but NewKeyExchange accepted it")
 	}
-	if SupportedGroup(GroupMLKEM512) {
+	if SupportedGroup(wire.GroupMLKEM512) {
 		t.Error("ML-KEM-512 reported as supported")
 	}
 }
 
 func TestRespondDiffieHellman(t *testing.T) {
-	ini, err := NewKeyExchange(GroupCurve25519, nil)
+	ini, err := NewKeyExchange(wire.GroupCurve25519, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, sharedR, err := Respond(GroupCurve25519, ini.PublicKey(), nil)
+	reply, sharedR, err := Respond(wire.GroupCurve25519, ini.PublicKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

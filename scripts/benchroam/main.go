@@ -19,9 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,9 +33,6 @@ import (
 )
 
 const psk = "bench-roam-psk-correct-horse"
-
-// probePort is the responder's UDP port on the host behind the gateway.
-const probePort = 9000
 
 type config struct {
 	reps      int
@@ -358,10 +352,8 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		return out
 	}
 	defer l.Close()
-	// The delay lines hold IPv4 only, and the scenarios are IPv4 moves: a
-	// client that took the lab's IPv6 path on wwan instead would move
-	// undelayed and unseen, so the uplinks stay IPv4-only here.
-	if err := l.Exec(lab.Client, "ip", "-6", "addr", "flush", "dev", lab.WWAN, "scope", "global"); err != nil {
+	// The scenarios are IPv4 moves.
+	if err := benchkit.KeepClientIPv4(l); err != nil {
 		out.err = err
 		return out
 	}
@@ -377,17 +369,10 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The responder behind the gateway.
-	var rconn *net.UDPConn
-	if err := l.InNS(lab.Host, func() (err error) {
-		rconn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.HostAddr.Addr().AsSlice(), Port: probePort})
-		return err
-	}); err != nil {
+	if err := benchkit.ServeProbes(ctx, l); err != nil {
 		out.err = err
 		return out
 	}
-	resp := probe.NewResponder(rconn)
-	go resp.Serve(ctx)
 
 	var connectNow func() (map[string]float64, error)
 	switch client {
@@ -407,11 +392,8 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		prev := logs
 		logs = func() map[string]string {
 			m := prev()
-			b, _ := os.ReadFile(filepath.Join(dir, "roam.log"))
-			m["roam.log"] = string(b)
-			if _, raw, err := r.Status(); err == nil {
-				m["roam-status.json"] = raw
-			}
+			benchkit.AddLogFile(m, "roam.log", filepath.Join(dir, "roam.log"))
+			benchkit.AddStatus(m, "roam-status.json", r)
 			return m
 		}
 		switch sc.connect {
@@ -476,26 +458,16 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		}
 	}
 
-	var sconn *net.UDPConn
-	if err := l.InNS(lab.Client, func() (err error) {
-		sconn, err = net.ListenUDP("udp4", &net.UDPAddr{})
-		return err
-	}); err != nil {
+	prober, err := benchkit.StartProber(ctx, l, cfg.interval)
+	if err != nil {
 		out.err = err
 		return out
 	}
-	dst := netip.AddrPortFrom(lab.HostAddr.Addr(), probePort)
-	snd := probe.NewSender(sconn, dst, cfg.interval, rand.Uint32())
-	sctx, stopProbes := context.WithCancel(ctx)
-	defer stopProbes()
-	sdone := make(chan struct{})
-	go func() {
-		snd.Run(sctx, 300*time.Millisecond)
-		close(sdone)
-	}()
+	defer prober.Stop()
+	snd := prober.Sender
 
 	if sc.connect != "" {
-		return measureConnect(cfg, sc, out, snd, delays, connectNow, stopProbes, sdone)
+		return measureConnect(cfg, sc, out, prober, delays, connectNow)
 	}
 	onRouter := lab.NATWLAN
 	if sc.prepare != nil {
@@ -538,33 +510,14 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 		out.err = fmt.Errorf("trigger: %w", terr)
 		return out
 	}
-	var newPath time.Time
-	deadline := event.Add(cfg.bound)
-	for time.Now().Before(deadline) {
-		if p, ok := delays[sc.newRouter].FirstIn(applied); ok {
-			if at, ok := snd.Answered(applied, p.Release); ok {
-				newPath = p.Release
-				// Keep probing a while: losses right after the first
-				// echo (a flapping path) count too.
-				if until := at.Add(cfg.after); until.Before(deadline) {
-					deadline = until
-				}
-				break
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	newPath := awaitNewPath(cfg, snd, delays[sc.newRouter], event, applied)
 	if newPath.IsZero() {
 		// Recovered at the very end of the bound, or not at all.
 		if p, ok := delays[sc.newRouter].FirstIn(applied); ok {
 			newPath = p.Release
 		}
 	}
-	stopProbes()
-	<-sdone
+	prober.Stop()
 	for r, d := range delays {
 		if !d.Running() {
 			out.err = fmt.Errorf("delay line of %s died: %s", r, d.Output())
@@ -596,9 +549,7 @@ func startGateway(cfg config, l *lab.Lab) (logs func() map[string]string, err er
 		}
 		return func() map[string]string {
 			m := map[string]string{"gateway.out": proc.Output()}
-			if _, raw, err := gw.Status(); err == nil {
-				m["gateway-status.json"] = raw
-			}
+			benchkit.AddStatus(m, "gateway-status.json", gw)
 			return m
 		}, nil
 	}
@@ -617,7 +568,8 @@ func startGateway(cfg config, l *lab.Lab) (logs func() map[string]string, err er
 // command to the first echo of a probe sent after it that came back
 // through the tunnel. trigger is how long the command took: roam connect
 // returns once the tunnel carries traffic, swanctl once the SA is up.
-func measureConnect(cfg config, sc scenario, out run, snd *probe.Sender, delays lab.Delays, connectNow func() (map[string]float64, error), stopProbes func(), sdone <-chan struct{}) run {
+func measureConnect(cfg config, sc scenario, out run, prober *benchkit.Prober, delays lab.Delays, connectNow func() (map[string]float64, error)) run {
+	snd := prober.Sender
 	window := time.Now()
 	time.Sleep(500 * time.Millisecond)
 	if _, ok := snd.Answered(window, window); ok {
@@ -632,11 +584,28 @@ func measureConnect(cfg config, sc scenario, out run, snd *probe.Sender, delays 
 		out.err = err
 		return out
 	}
+	newPath := awaitNewPath(cfg, snd, delays[sc.newRouter], event, event)
+	if p, ok := delays[sc.newRouter].FirstOut(event); ok {
+		out.firstOut = p.Enter.Sub(event)
+	}
+	prober.Stop()
+	out.res = probe.Analyze(snd.Records(), probe.Move{
+		Event: event, Applied: event, NewPath: newPath, WindowStart: event, Bound: cfg.bound,
+	})
+	return out
+}
+
+// awaitNewPath waits, within cfg.bound of event, for the first tunnel
+// packet through d released after since whose probe is answered, and
+// returns its release (zero when none came). Then it keeps probing
+// cfg.after more, still within the bound: losses right after the first
+// echo (a flapping path) count too.
+func awaitNewPath(cfg config, snd *probe.Sender, d *lab.Delay, event, since time.Time) time.Time {
 	var newPath time.Time
 	deadline := event.Add(cfg.bound)
 	for time.Now().Before(deadline) {
-		if p, ok := delays[sc.newRouter].FirstIn(event); ok {
-			if at, ok := snd.Answered(event, p.Release); ok {
+		if p, ok := d.FirstIn(since); ok {
+			if at, ok := snd.Answered(since, p.Release); ok {
 				newPath = p.Release
 				if until := at.Add(cfg.after); until.Before(deadline) {
 					deadline = until
@@ -649,15 +618,7 @@ func measureConnect(cfg config, sc scenario, out run, snd *probe.Sender, delays 
 	for time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if p, ok := delays[sc.newRouter].FirstOut(event); ok {
-		out.firstOut = p.Enter.Sub(event)
-	}
-	stopProbes()
-	<-sdone
-	out.res = probe.Analyze(snd.Records(), probe.Move{
-		Event: event, Applied: event, NewPath: newPath, WindowStart: event, Bound: cfg.bound,
-	})
-	return out
+	return newPath
 }
 
 // waitDaemon waits until a started `roam daemon` answers on its socket.

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -268,14 +267,9 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 	defer e.l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var rconn *net.UDPConn
-	if err := e.l.InNS(lab.Host, func() (err error) {
-		rconn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.HostAddr.Addr().AsSlice(), Port: probePort})
-		return err
-	}); err != nil {
+	if err := benchkit.ServeProbes(ctx, e.l); err != nil {
 		return nil, err
 	}
-	go probe.NewResponder(rconn).Serve(ctx)
 	for _, a := range []netip.Addr{lab.NewPublic[lab.NATWLAN], lab.NewPublic[lab.NATWWAN]} {
 		// Routed to its NAT beforehand: the event is only the switch of
 		// the translation (and the loss of the mappings).
@@ -298,20 +292,11 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 		e.saveLogs("connect")
 		return nil, err
 	}
-	var sconn *net.UDPConn
-	if err := e.l.InNS(lab.Client, func() (err error) {
-		sconn, err = net.ListenUDP("udp4", &net.UDPAddr{})
-		return err
-	}); err != nil {
+	prober, err := benchkit.StartProber(ctx, e.l, tc.interval)
+	if err != nil {
 		return nil, err
 	}
-	e.snd = probe.NewSender(sconn, netip.AddrPortFrom(lab.HostAddr.Addr(), probePort), tc.interval, rand.Uint32())
-	sctx, stopProbes := context.WithCancel(ctx)
-	sdone := make(chan struct{})
-	go func() {
-		e.snd.Run(sctx, 300*time.Millisecond)
-		close(sdone)
-	}()
+	e.snd = prober.Sender
 	pctx, stopPoll := context.WithCancel(ctx)
 	pdone := make(chan struct{})
 	go func() {
@@ -320,9 +305,8 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 	}()
 	if err := e.waitFlow(time.Now(), 20*time.Second); err != nil {
 		stopPoll()
-		stopProbes()
+		prober.Stop()
 		<-pdone
-		<-sdone
 		e.saveLogs("first-traffic")
 		return nil, fmt.Errorf("no traffic through the new tunnel: %w", err)
 	}
@@ -345,8 +329,7 @@ func tortureClient(cfg config, tc tortureConfig, client string, seq []tevent) ([
 	}
 	stopPoll()
 	<-pdone
-	stopProbes()
-	<-sdone
+	prober.Stop()
 	e.saveLogs("end") // the whole run's logs, for reading what happened
 	recs := e.snd.Records()
 	e.mu.Lock()
@@ -371,18 +354,13 @@ func (e *tenv) saveLogs(name string) {
 	m := map[string]string{}
 	switch e.client {
 	case roamClient:
-		b, _ := os.ReadFile(filepath.Join(e.l.Dir, "roam", "roam.log"))
-		m["roam.log"] = string(b)
+		benchkit.AddLogFile(m, "roam.log", filepath.Join(e.l.Dir, "roam", "roam.log"))
 		if e.gwProc != nil {
 			m["gateway.out"] = e.gwProc.Output()
 		}
-		if _, raw, err := e.roam.Status(); err == nil {
-			m["roam-status.json"] = raw
-		}
+		benchkit.AddStatus(m, "roam-status.json", e.roam)
 		if e.gw != nil {
-			if _, raw, err := e.gw.Status(); err == nil {
-				m["gateway-status.json"] = raw
-			}
+			benchkit.AddStatus(m, "gateway-status.json", e.gw)
 		}
 	case swanClient:
 		if e.swan != nil {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 )
 
@@ -94,8 +95,7 @@ func setupHAPair(cfg config, e *env) error {
 				m[n.ns+"-events.json"] = n.events.Output()
 			}
 		}
-		b, _ := os.ReadFile(filepath.Join(cdir, "roam.log"))
-		m["roam.log"] = string(b)
+		benchkit.AddLogFile(m, "roam.log", filepath.Join(cdir, "roam.log"))
 		return m
 	}
 	if err := e.client.ConnectRetry("corp"); err != nil {

@@ -26,8 +26,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,9 +41,6 @@ import (
 )
 
 const psk = "bench-switch-psk-correct-horse"
-
-// probePort is the responder's UDP port on the host behind the gateway.
-const probePort = 9000
 
 type config struct {
 	reps      int
@@ -280,42 +275,23 @@ func runGroup(cfg config, g group, ss []scenario, results map[string][]run) erro
 	}
 	defer l.Close()
 	e.l = l
-	// The delay lines hold IPv4 only: keep the client off the lab's IPv6
-	// path (as bench-roam does).
-	if err := l.Exec(lab.Client, "ip", "-6", "addr", "flush", "dev", lab.WWAN, "scope", "global"); err != nil {
+	if err := benchkit.KeepClientIPv4(l); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var rconn *net.UDPConn
-	if err := l.InNS(lab.Host, func() (err error) {
-		rconn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.HostAddr.Addr().AsSlice(), Port: probePort})
-		return err
-	}); err != nil {
+	if err := benchkit.ServeProbes(ctx, l); err != nil {
 		return err
 	}
-	go probe.NewResponder(rconn).Serve(ctx)
 	if err := g.setup(cfg, e); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
-	var sconn *net.UDPConn
-	if err := l.InNS(lab.Client, func() (err error) {
-		sconn, err = net.ListenUDP("udp4", &net.UDPAddr{})
-		return err
-	}); err != nil {
+	prober, err := benchkit.StartProber(ctx, l, cfg.interval)
+	if err != nil {
 		return err
 	}
-	e.snd = probe.NewSender(sconn, netip.AddrPortFrom(lab.HostAddr.Addr(), probePort), cfg.interval, rand.Uint32())
-	sctx, stopProbes := context.WithCancel(ctx)
-	sdone := make(chan struct{})
-	go func() {
-		e.snd.Run(sctx, 300*time.Millisecond)
-		close(sdone)
-	}()
-	defer func() {
-		stopProbes()
-		<-sdone
-	}()
+	defer prober.Stop()
+	e.snd = prober.Sender
 	total := cfg.reps * len(ss)
 	n := 0
 	for rep := 1; rep <= cfg.reps; rep++ {
@@ -355,11 +331,8 @@ func setupRoamGateway(cfg config, e *env) error {
 	}
 	e.logs = func() map[string]string {
 		m := map[string]string{"gateway.out": e.gwProc.Output()}
-		b, _ := os.ReadFile(filepath.Join(cdir, "roam.log"))
-		m["roam.log"] = string(b)
-		if _, raw, err := e.gw.Status(); err == nil {
-			m["gateway-status.json"] = raw
-		}
+		benchkit.AddLogFile(m, "roam.log", filepath.Join(cdir, "roam.log"))
+		benchkit.AddStatus(m, "gateway-status.json", e.gw)
 		return m
 	}
 	if err := e.client.ConnectRetry("corp"); err != nil {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roam-vpn/roam/scripts/internal/benchkit"
 	"github.com/roam-vpn/roam/scripts/lab"
 )
 
@@ -158,11 +159,8 @@ func roamTunnel(l *lab.Lab, r *lab.Roam, logFile string, t *tunnel) error {
 	prev := t.logs
 	t.logs = func() map[string]string {
 		m := prev()
-		b, _ := os.ReadFile(logFile)
-		m["roam.log"] = string(b)
-		if _, raw, err := r.Status(); err == nil {
-			m["roam-status.json"] = raw
-		}
+		benchkit.AddLogFile(m, "roam.log", logFile)
+		benchkit.AddStatus(m, "roam-status.json", r)
 		return m
 	}
 	return nil

@@ -1,7 +1,9 @@
 // Package benchkit holds what the lab benchmarks (bench-roam, bench-switch,
 // bench-tput) share: flags that default to environment variables, the
-// commands' exit convention, building the lab's binaries, figures in
-// milliseconds, saving logs and the machine's load.
+// commands' exit convention, building the lab's binaries, the UDP probes
+// through the tunnel (responder behind the gateway, prober in the client),
+// figures in milliseconds, collecting and saving logs and the machine's
+// load.
 //
 // It never measures anything itself; the benchmarks own their scenarios.
 package benchkit
@@ -196,4 +198,19 @@ func Loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// AddLogFile puts the file at path into logs under name. A file not
+// written (yet) is kept as empty: that it is empty says something too.
+func AddLogFile(logs map[string]string, name, path string) {
+	b, _ := os.ReadFile(path)
+	logs[name] = string(b)
+}
+
+// AddStatus puts the status JSON of the roam daemon or gateway r into logs
+// under name, when r answers.
+func AddStatus(logs map[string]string, name string, r *lab.Roam) {
+	if _, raw, err := r.Status(); err == nil {
+		logs[name] = raw
+	}
 }

@@ -1,6 +1,8 @@
 package benchkit
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +118,29 @@ func TestMS(t *testing.T) {
 	}
 	if got := MSF(1500 * time.Microsecond); got != 1.5 {
 		t.Errorf("MSF = %v", got)
+	}
+}
+
+func TestAddLogFile(t *testing.T) {
+	dir := t.TempDir()
+	written := filepath.Join(dir, "roam.log")
+	if err := os.WriteFile(written, []byte("line 1\nline 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string
+	}{
+		{name: "written", path: written, want: "line 1\nline 2\n"},
+		{name: "not written yet", path: filepath.Join(dir, "none.log"), want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := map[string]string{"gateway.out": "kept"}
+			AddLogFile(logs, "roam.log", tt.path)
+			got, ok := logs["roam.log"]
+			if !ok || got != tt.want || logs["gateway.out"] != "kept" {
+				t.Fatalf("logs %q; want roam.log %q beside gateway.out", logs, tt.want)
+			}
+		})
 	}
 }
