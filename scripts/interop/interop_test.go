@@ -114,11 +114,10 @@ func labTempDir(t *testing.T, l *lab.Lab, prefix string) string {
 func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Roam {
 	t.Helper()
 	dir := labTempDir(t, l, "roam-")
-	cfg, err := lab.WriteRoamConfig(dir, p)
+	r, err := lab.NewRoamClient(l, bin, dir, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "roam.sock")}
 	// The daemon that connect spawns is not our child: end it (and anything
 	// else left in the client namespace) when the subtest ends.
 	t.Cleanup(func() { l.KillAll(lab.Client) })
@@ -130,11 +129,10 @@ func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Ro
 func startRoamGateway(t *testing.T, l *lab.Lab, bin string, cfg lab.RoamGatewayConfig) (*lab.Roam, *lab.Proc) {
 	t.Helper()
 	dir := labTempDir(t, l, "roamgw-")
-	file, err := lab.WriteRoamGateway(dir, cfg)
+	g, err := lab.NewRoamGateway(l, lab.Gateway, bin, dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
 	gp, err := g.StartGateway()
 	if err != nil {
 		t.Fatal(err)

@@ -352,6 +352,28 @@ type Roam struct {
 	Env []string
 }
 
+// NewRoamClient writes the profiles into dir (WriteRoamConfig) and returns
+// the roam CLI for them in the client namespace, its control socket
+// dir/roam.sock; the daemon writes roam.log beside it.
+func NewRoamClient(l *Lab, bin, dir string, profiles ...RoamProfile) (*Roam, error) {
+	cfg, err := WriteRoamConfig(dir, profiles...)
+	if err != nil {
+		return nil, err
+	}
+	return &Roam{Lab: l, NS: Client, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "roam.sock")}, nil
+}
+
+// NewRoamGateway writes g into dir (WriteRoamGateway) and returns the roam
+// CLI for `roam gateway` in namespace ns (Gateway, or an HA node's), its
+// control socket dir/gw.sock; StartGateway runs it.
+func NewRoamGateway(l *Lab, ns, bin, dir string, g RoamGatewayConfig) (*Roam, error) {
+	file, err := WriteRoamGateway(dir, g)
+	if err != nil {
+		return nil, err
+	}
+	return &Roam{Lab: l, NS: ns, Bin: bin, Config: file, Socket: filepath.Join(dir, "gw.sock")}, nil
+}
+
 // Run runs `roam <args...>` with --socket (and --config for connect) and
 // returns the combined output, bounded by timeout.
 func (r *Roam) Run(timeout time.Duration, args ...string) (string, error) {
