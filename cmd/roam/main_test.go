@@ -20,6 +20,7 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
 	"github.com/roam-vpn/roam/internal/syncbuf"
+	"github.com/roam-vpn/roam/report"
 )
 
 // fakeDaemonEnv makes the test binary act as `roam` with fake engines, so
@@ -45,11 +46,11 @@ func fakeEngines() engines { return engines{dial: fakeDial} }
 
 // fakeDial connects any profile except "bad".
 func fakeDial(ctx context.Context, p *config.Profile, emit func(daemon.Event)) (daemon.Tunnel, error) {
-	emit(daemon.Event{Event: daemon.EventConnecting, To: p.Gateway + ":500", Interface: "wlan0"})
+	emit(daemon.Event{Event: report.EventConnecting, To: p.Gateway + ":500", Interface: "wlan0"})
 	if p.Name == "bad" {
 		return nil, errors.New(authFailure)
 	}
-	emit(daemon.Event{Event: daemon.EventEstablished, To: p.Gateway + ":4500", VirtualIP: "10.99.200.7"})
+	emit(daemon.Event{Event: report.EventEstablished, To: p.Gateway + ":4500", VirtualIP: "10.99.200.7"})
 	return &fakeTunnel{name: p.Name, gateway: p.Gateway, done: make(chan struct{})}, nil
 }
 
