@@ -19,6 +19,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/poll"
 	"github.com/roam-vpn/roam/internal/syncbuf"
 	"github.com/roam-vpn/roam/report"
 )
@@ -109,16 +110,10 @@ func testCtx(t *testing.T) context.Context {
 
 func waitGone(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still exists: the daemon did not exit", path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the daemon to exit and remove "+path, func() bool {
+		_, err := os.Lstat(path)
+		return errors.Is(err, os.ErrNotExist)
+	})
 }
 
 func TestHelpAndVersion(t *testing.T) {
