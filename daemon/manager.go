@@ -296,15 +296,24 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.closed = true
 	m.mu.Unlock()
 	_, err := m.DisconnectAll(ctx)
+	if !waitOrDone(ctx, &m.wg) {
+		return fmt.Errorf("tunnels still closing: %w", ctx.Err())
+	}
+	return err
+}
+
+// waitOrDone waits for wg or for ctx to end, whichever comes first, and
+// reports whether wg's goroutines finished.
+func waitOrDone(ctx context.Context, wg *sync.WaitGroup) bool {
 	done := make(chan struct{})
 	go func() {
-		m.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
+		return true
 	case <-ctx.Done():
-		return fmt.Errorf("tunnels still closing: %w", ctx.Err())
+		return false
 	}
-	return err
 }
