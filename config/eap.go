@@ -81,16 +81,26 @@ func (r *rawProfile) eapMSCHAPv2(p *Profile) error {
 		return err
 	}
 	if r.PasswordFile != "" {
-		pw, err := ReadSecret(r.PasswordFile)
+		pw, err := readPasswordFile(r.PasswordFile)
 		if err != nil {
-			return fmt.Errorf("password_file: %w", err)
-		}
-		if err := CheckPassword(pw); err != nil {
-			return fmt.Errorf("password_file: %w", err)
+			return err
 		}
 		p.Password = pw
 	}
 	return nil
+}
+
+// readPasswordFile reads a password_file and checks that MSCHAPv2 can
+// carry the password; an error names the key.
+func readPasswordFile(path string) ([]byte, error) {
+	pw, err := ReadSecret(path)
+	if err == nil {
+		err = CheckPassword(pw)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("password_file: %w", err)
+	}
+	return pw, nil
 }
 
 // CheckPassword refuses passwords MSCHAPv2 cannot carry (RFC 2759: at
@@ -125,12 +135,9 @@ func (c rawClient) eap(g *Gateway, cl *Client) error {
 	if c.PSKFile != "" {
 		return errors.New("password_file: a client logs in with psk_file or password_file, not both")
 	}
-	pw, err := ReadSecret(c.PasswordFile)
+	pw, err := readPasswordFile(c.PasswordFile)
 	if err != nil {
-		return fmt.Errorf("password_file: %w", err)
-	}
-	if err := CheckPassword(pw); err != nil {
-		return fmt.Errorf("password_file: %w", err)
+		return err
 	}
 	cl.Password = pw
 	cl.EAPIdentity = c.EAPIdentity

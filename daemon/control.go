@@ -207,16 +207,9 @@ func (s *server) accept() {
 func (s *server) shutdown(ctx context.Context) {
 	s.softCancel()
 	s.ln.Close()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !waitOrDone(ctx, &s.wg) {
 		s.hardCancel()
-		<-done
+		s.wg.Wait()
 	}
 	s.hardCancel()
 	// Another daemon may have replaced a socket we lost; leave theirs.

@@ -301,7 +301,7 @@ func logEvent(log *slog.Logger, ev Event) {
 	}
 	// A failed connection is what `journalctl -p err` is asked for.
 	level := slog.LevelInfo
-	if ev.Event == EventError {
+	if ev.Event == report.EventError {
 		level = slog.LevelError
 	}
 	log.Log(context.Background(), level, ev.Event, attrs...)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/report"
 )
 
 // fakeTunnel stands in for conn: it is established from the start and ends
@@ -102,7 +103,7 @@ func (d *fakeDialer) dial(ctx context.Context, p *config.Profile, emit func(Even
 	reason, fail := d.fail[p.Name]
 	block := d.block[p.Name]
 	d.mu.Unlock()
-	emit(Event{Event: EventConnecting, To: p.Gateway, Interface: "wlan0"})
+	emit(Event{Event: report.EventConnecting, To: p.Gateway, Interface: "wlan0"})
 	d.dialing <- p.Name
 	if block {
 		<-ctx.Done()
@@ -115,7 +116,7 @@ func (d *fakeDialer) dial(ctx context.Context, p *config.Profile, emit func(Even
 	d.mu.Lock()
 	d.tunnels[p.Name] = t
 	d.mu.Unlock()
-	emit(Event{Event: EventEstablished, To: p.Gateway, VirtualIP: "10.99.200.1"})
+	emit(Event{Event: report.EventEstablished, To: p.Gateway, VirtualIP: "10.99.200.1"})
 	return t, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/report"
 )
 
 // fakeGateway is a responder with one client that stops when its context
@@ -76,10 +77,10 @@ func TestServeGateway(t *testing.T) {
 				defer tick.Stop()
 			wait:
 				for {
-					emit(Event{Profile: "alice@example.com", Event: EventEstablished})
+					emit(Event{Profile: "alice@example.com", Event: report.EventEstablished})
 					select {
 					case ev := <-evs:
-						if ev.Event != EventEstablished || ev.Time.IsZero() {
+						if ev.Event != report.EventEstablished || ev.Time.IsZero() {
 							t.Errorf("event %+v", ev)
 						}
 						break wait

@@ -63,8 +63,8 @@ func TestLogEventLevel(t *testing.T) {
 		ev   Event
 		want string
 	}{
-		{Event{Event: EventEstablished, Profile: "corp", To: "203.0.113.10:4500"}, "level=INFO msg=established profile=corp to=203.0.113.10:4500"},
-		{Event{Event: EventError, Profile: "corp", Reason: "authentication failed"}, `level=ERROR msg=error profile=corp reason="authentication failed"`},
+		{Event{Event: report.EventEstablished, Profile: "corp", To: "203.0.113.10:4500"}, "level=INFO msg=established profile=corp to=203.0.113.10:4500"},
+		{Event{Event: report.EventError, Profile: "corp", Reason: "authentication failed"}, `level=ERROR msg=error profile=corp reason="authentication failed"`},
 	}
 	for _, tt := range tests {
 		var buf bytes.Buffer

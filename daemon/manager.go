@@ -105,7 +105,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 		if ev.Profile == "" {
 			ev.Profile = p.Name
 		}
-		if ev.Event == EventCaptivePortal {
+		if ev.Event == report.EventCaptivePortal {
 			m.mu.Lock()
 			e.captive = ev.To
 			m.mu.Unlock()
@@ -129,7 +129,7 @@ func (m *Manager) Connect(ctx context.Context, p *config.Profile, progress func(
 		err = fmt.Errorf("connect cancelled: %w", context.Cause(dctx))
 	}
 	if err != nil {
-		m.remove(e, Event{Profile: p.Name, Event: EventError, Reason: err.Error()})
+		m.remove(e, Event{Profile: p.Name, Event: report.EventError, Reason: err.Error()})
 		return Status{}, err
 	}
 	m.mu.Lock()
@@ -153,7 +153,7 @@ const closeGrace = 5 * time.Second
 func (m *Manager) watch(e *entry) {
 	defer m.wg.Done()
 	<-e.tunnel.Done()
-	ev := Event{Profile: e.name, Event: EventDisconnected}
+	ev := Event{Profile: e.name, Event: report.EventDisconnected}
 	if err := e.tunnel.Err(); err != nil {
 		ev.Reason = err.Error()
 	}
@@ -271,11 +271,11 @@ func (m *Manager) Status(name string) ([]Status, error) {
 	out := make([]Status, len(entries))
 	for i, e := range entries {
 		if tunnels[i] == nil {
-			out[i] = Status{Name: e.name, State: StateConnecting, Gateway: e.gateway}
+			out[i] = Status{Name: e.name, State: report.StateConnecting, Gateway: e.gateway}
 			if captives[i] != "" {
 				// The connect waits behind a portal (captive.go).
 				out[i].CaptivePortal = captives[i]
-				out[i].Health, out[i].HealthReason = HealthCaptivePortal, report.CaptiveReason(captives[i])
+				out[i].Health, out[i].HealthReason = report.HealthCaptivePortal, report.CaptiveReason(captives[i])
 			}
 			continue
 		}
@@ -296,15 +296,24 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.closed = true
 	m.mu.Unlock()
 	_, err := m.DisconnectAll(ctx)
+	if !waitOrDone(ctx, &m.wg) {
+		return fmt.Errorf("tunnels still closing: %w", ctx.Err())
+	}
+	return err
+}
+
+// waitOrDone waits for wg or for ctx to end, whichever comes first, and
+// reports whether wg's goroutines finished.
+func waitOrDone(ctx context.Context, wg *sync.WaitGroup) bool {
 	done := make(chan struct{})
 	go func() {
-		m.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
+		return true
 	case <-ctx.Done():
-		return fmt.Errorf("tunnels still closing: %w", ctx.Err())
+		return false
 	}
-	return err
 }

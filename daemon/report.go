@@ -3,7 +3,9 @@ package daemon
 import "github.com/roam-vpn/roam/report"
 
 // The control socket's contract lives in package report, shared with the
-// connections; these names keep the daemon's API as it was.
+// connections; these types keep their daemon names. The event kinds,
+// states, health states and switch errors are used as report's own
+// (report.EventError), so that a new one is written in one place.
 type (
 	Tunnel          = report.Tunnel
 	DialFunc        = report.DialFunc
@@ -18,49 +20,4 @@ type (
 	Event           = report.Event
 	SwitchResult    = report.SwitchResult
 	ConnectBudget   = report.ConnectBudget
-)
-
-// Event kinds, states and health states (report lists them all).
-const (
-	EventConnecting      = report.EventConnecting
-	EventEstablished     = report.EventEstablished
-	EventPathTest        = report.EventPathTest
-	EventPathChanged     = report.EventPathChanged
-	EventNATChanged      = report.EventNATChanged
-	EventSwitchRequested = report.EventSwitchRequested
-	EventSwitchRefused   = report.EventSwitchRefused
-	EventSuspended       = report.EventSuspended
-	EventResumed         = report.EventResumed
-	EventRekeyed         = report.EventRekeyed
-	EventDisconnected    = report.EventDisconnected
-	EventError           = report.EventError
-	EventHealth          = report.EventHealth
-	EventCaptivePortal   = report.EventCaptivePortal
-	EventFailover        = report.EventFailover
-	EventReauthenticated = report.EventReauthenticated
-	EventSwitchSent      = report.EventSwitchSent
-	EventSwitchDone      = report.EventSwitchDone
-	EventSwitchFailed    = report.EventSwitchFailed
-
-	StateConnecting   = report.StateConnecting
-	StateEstablished  = report.StateEstablished
-	StateReconnecting = report.StateReconnecting
-	StateSuspended    = report.StateSuspended
-	StateDisconnected = report.StateDisconnected
-
-	HealthOK            = report.HealthOK
-	HealthTesting       = report.HealthTesting
-	HealthNoPath        = report.HealthNoPath
-	HealthSuspended     = report.HealthSuspended
-	HealthCaptivePortal = report.HealthCaptivePortal
-)
-
-// Why a gateway switch did not happen (report lists them).
-var (
-	ErrUnknownPeer         = report.ErrUnknownPeer
-	ErrAmbiguousPeer       = report.ErrAmbiguousPeer
-	ErrNotListenAddress    = report.ErrNotListenAddress
-	ErrSwitchNotAdvertised = report.ErrSwitchNotAdvertised
-	ErrSwitchRefused       = report.ErrSwitchRefused
-	ErrSwitchNoResponse    = report.ErrSwitchNoResponse
 )

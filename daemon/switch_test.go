@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/config"
+	"github.com/roam-vpn/roam/report"
 )
 
 // TestSwitchThroughControlSocket: the switch request reaches the gateway's
@@ -26,7 +27,7 @@ func TestSwitchThroughControlSocket(t *testing.T) {
 		{name: "mapped address", peer: "198.51.100.2", to: "::ffff:203.0.113.26", wantTo: "203.0.113.26"},
 		{name: "bad address", peer: "alice@example.com", to: "gw2", wantErr: `switch: --to "gw2" is not an IP address`},
 		{name: "no peer", peer: " ", to: "203.0.113.26", wantErr: "no client named"},
-		{name: "refused", peer: "alice@example.com", to: "203.0.113.26", engineErr: ErrSwitchRefused, wantErr: ErrSwitchRefused.Error(), wantTo: "203.0.113.26"},
+		{name: "refused", peer: "alice@example.com", to: "203.0.113.26", engineErr: report.ErrSwitchRefused, wantErr: report.ErrSwitchRefused.Error(), wantTo: "203.0.113.26"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

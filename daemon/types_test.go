@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/report"
 )
 
 func keys(t *testing.T, raw json.RawMessage) []string {
@@ -84,10 +86,10 @@ func TestEventJSON(t *testing.T) {
 		ev   Event
 		keys []string
 	}{
-		{"minimal", Event{Time: at, Profile: "corp", Event: EventDisconnected}, []string{"event", "profile", "time"}},
-		{"path", Event{Time: at, Profile: "corp", Event: EventPathChanged, From: "192.0.2.1:4500", To: "192.0.2.2:4500", Interface: "wwan0", TookMS: 42},
+		{"minimal", Event{Time: at, Profile: "corp", Event: report.EventDisconnected}, []string{"event", "profile", "time"}},
+		{"path", Event{Time: at, Profile: "corp", Event: report.EventPathChanged, From: "192.0.2.1:4500", To: "192.0.2.2:4500", Interface: "wwan0", TookMS: 42},
 			[]string{"event", "from", "interface", "profile", "time", "to", "took_ms"}},
-		{"error", Event{Time: at, Profile: "corp", Event: EventError, Reason: "authentication failed"}, []string{"event", "profile", "reason", "time"}},
+		{"error", Event{Time: at, Profile: "corp", Event: report.EventError, Reason: "authentication failed"}, []string{"event", "profile", "reason", "time"}},
 	}
 	nanos := regexp.MustCompile(`^"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)"$`)
 	for _, tt := range tests {

@@ -227,18 +227,14 @@ func (gw *gateway) loop(ctx context.Context, events <-chan ike.Event) {
 			case *ike.ChildCreated:
 				gw.installCreated(ev)
 			case *ike.IKERekeyed:
-				gw.mu.Lock()
-				c := gw.clients[ev.SA]
-				gw.mu.Unlock()
+				c := gw.client(ev.SA)
 				if c != nil {
 					gw.emit(report.Event{Event: report.EventRekeyed, Profile: c.est.PeerID, Reason: ikeesp.RekeyedReason(ev)})
 				}
 			case *ike.ChildDeleted:
 				gw.binder().Retire(ev.SPIIn)
 			case *ike.PathUpdated:
-				gw.mu.Lock()
-				c := gw.clients[ev.SA]
-				gw.mu.Unlock()
+				c := gw.client(ev.SA)
 				switch {
 				case c == nil:
 				case ev.Unproved:
@@ -278,13 +274,18 @@ func (gw *gateway) install(est *ike.Established) {
 	gw.emit(gw.reauthEvent(est, ev))
 }
 
+// client is the installed client whose IKE SA is sa, or nil.
+func (gw *gateway) client(sa *ike.SA) *gatewayClient {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	return gw.clients[sa]
+}
+
 // installRekeyed adds the Child SA a rekey created. When the client ran the
 // rekey, the gateway keeps sending on the old pair until the client uses the
 // new one or deletes the old, as the client does for the gateway's.
 func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
-	gw.mu.Lock()
-	c := gw.clients[ev.SA]
-	gw.mu.Unlock()
+	c := gw.client(ev.SA)
 	if c == nil {
 		return
 	}
@@ -300,9 +301,7 @@ func (gw *gateway) installRekeyed(ev *ike.ChildRekeyed) {
 // once, on the client's packets from its own selectors: the client holds
 // ESP for an SPI it has not installed yet for a moment (esp early hold).
 func (gw *gateway) installCreated(ev *ike.ChildCreated) {
-	gw.mu.Lock()
-	c := gw.clients[ev.SA]
-	gw.mu.Unlock()
+	c := gw.client(ev.SA)
 	if c == nil {
 		return
 	}

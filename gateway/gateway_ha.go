@@ -195,9 +195,7 @@ func (h *gatewayHA) push(sa *ike.SA) {
 // state exports one installed client; an IKE rekey gave it new SPIs, so
 // the standby forgets the copy under the old ones.
 func (h *gatewayHA) state(sa *ike.SA) (ha.State, bool) {
-	h.gw.mu.Lock()
-	c := h.gw.clients[sa]
-	h.gw.mu.Unlock()
+	c := h.gw.client(sa)
 	if c == nil {
 		return ha.State{}, false
 	}

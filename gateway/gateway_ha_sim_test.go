@@ -22,6 +22,7 @@ import (
 	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/internal/ikesim"
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/internal/poll"
 )
 
 // TestHAStandbyBookkeeping: a standby node parks what the active node
@@ -144,19 +145,11 @@ func (r *haRecorder) PeerDead()       {}
 
 func (r *haRecorder) wait(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(t, 10*time.Second, what, func() bool {
 		r.mu.Lock()
-		ok := cond()
-		r.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer r.mu.Unlock()
+		return cond()
+	})
 }
 
 // TestHAActiveReplicates: the active node's full push when the standby

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roam-vpn/roam/internal/poll"
 	"github.com/roam-vpn/roam/netpath"
 	"github.com/roam-vpn/roam/report"
 
@@ -97,11 +98,5 @@ func TestGatewayStreams(t *testing.T) {
 
 func waitFor(t *testing.T, ok func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, what, ok)
 }

@@ -104,9 +104,7 @@ func (gw *gateway) switchEvent(ev ike.Event) bool {
 	default:
 		return false
 	}
-	gw.mu.Lock()
-	c := gw.clients[sa]
-	gw.mu.Unlock()
+	c := gw.client(sa)
 	if c != nil {
 		out.Profile = c.est.PeerID
 		if out.From == "" {

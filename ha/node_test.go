@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roam-vpn/roam/internal/poll"
 )
 
 // fakeHandler records what a node delivered.
@@ -45,13 +47,7 @@ func (f *fakeHandler) note(fn func()) {
 // waitFor polls cond until it holds; the timeout is only a hang guard.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }
 
 func freePort(t *testing.T, ip string) netip.AddrPort {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/netsim"
+	"github.com/roam-vpn/roam/internal/poll"
 	"github.com/roam-vpn/roam/netpath"
 )
 
@@ -383,13 +384,7 @@ func TestFailures(t *testing.T) {
 				t.Fatalf("Deleted reason %v", del.Reason)
 			}
 			// The gateway must not keep the SA.
-			deadline := time.Now().Add(2 * time.Second)
-			for len(e.resp.SAs()) > 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("gateway still has %d SAs", len(e.resp.SAs()))
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			poll.Until(t, 2*time.Second, "the gateway to drop the SA", func() bool { return len(e.resp.SAs()) == 0 })
 		})
 	}
 }
@@ -412,13 +407,7 @@ func TestCookieThreshold(t *testing.T) {
 	stuck.Path.Local = netip.AddrPortFrom(netip.MustParseAddr("192.0.2.20"), 500)
 	e.net.SetLink(gwAddr, netip.MustParseAddr("192.0.2.20"), netsim.Impairment{Loss: 1})
 	sc := e.dial(stuck)
-	deadline := time.Now().Add(2 * time.Second)
-	for e.resp.HalfOpen() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no half-open SA")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 2*time.Second, "a half-open SA", func() bool { return e.resp.HalfOpen() == 1 })
 	_ = sc
 	c := e.dial(defaultInitiatorConfig(t, "alice@example.com"))
 	if _, err := c.wait(t, 5*time.Second); err != nil {
@@ -501,13 +490,7 @@ func TestDuplicateRequestAnsweredFromCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := nextEvent[*Established](t, e.respEvents, 2*time.Second)
-	deadline := time.Now().Add(time.Second)
-	for gw.SA.Counters().DuplicateRequests == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("duplicate IKE_AUTH not answered from the cache")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, time.Second, "the duplicate IKE_AUTH answered from the cache", func() bool { return gw.SA.Counters().DuplicateRequests > 0 })
 	if got := len(e.resp.SAs()); got != 1 {
 		t.Fatalf("duplicate IKE_SA_INIT created %d SAs", got)
 	}

@@ -274,12 +274,7 @@ func (sa *SA) armIKELife() {
 				return
 			}
 			sa.log.Warn("IKE SA expired before it was rekeyed: deleting it", "life_time", sa.cfg.ikeLife)
-			sa.state = stateDeleting
-			sa.queue, sa.ikeRekey.queueHeld = nil, false
-			sa.startRequest(wire.ExchangeInformational,
-				func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
-				func(wire.Header, []wire.Payload, []byte) { sa.die(ErrIKEExpired) },
-				func(error) { sa.die(ErrIKEExpired) })
+			sa.deleteIKE(ErrIKEExpired)
 		})
 	})
 }

@@ -987,14 +987,20 @@ func (sa *SA) startClose(wait chan struct{}) {
 		sa.die(ErrClosed)
 		return
 	}
+	sa.deleteIKE(ErrClosed)
+}
+
+// deleteIKE sends DELETE for the IKE SA, which dies with reason when it is
+// answered or its retransmissions run out.
+func (sa *SA) deleteIKE(reason error) {
 	sa.state = stateDeleting
 	// Pending work is moot; DELETE goes next (after an outstanding request),
 	// also while a lost rekey collision holds requests back.
 	sa.queue, sa.ikeRekey.queueHeld = nil, false
 	sa.startRequest(wire.ExchangeInformational,
 		func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
-		func(wire.Header, []wire.Payload, []byte) { sa.die(ErrClosed) },
-		func(error) { sa.die(ErrClosed) })
+		func(wire.Header, []wire.Payload, []byte) { sa.die(reason) },
+		func(error) { sa.die(reason) })
 }
 
 // CheckLiveness sends an empty INFORMATIONAL request and waits for the reply

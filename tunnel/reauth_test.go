@@ -83,13 +83,20 @@ func (g *reauthGateway) dial(ctx context.Context) (*ike.SA, <-chan ike.Event, st
 	g.vips = append(g.vips, vips)
 	g.mu.Unlock()
 	sa, in, ifname, err := g.fakeIKEGateway.dial(ctx)
+	return sa, editEstablished(ctx, in, func(est *ike.Established) { est.AuthLifetime = g.authLifetime }), ifname, err
+}
+
+// editEstablished passes a fake SA's events on until ctx ends, with edit
+// applied to each Established first: what the gateway's IKE_AUTH would
+// have said.
+func editEstablished(ctx context.Context, in <-chan ike.Event, edit func(*ike.Established)) <-chan ike.Event {
 	out := make(chan ike.Event, 16)
 	go func() {
 		for {
 			select {
 			case ev := <-in:
 				if est, ok := ev.(*ike.Established); ok {
-					est.AuthLifetime = g.authLifetime
+					edit(est)
 				}
 				out <- ev
 			case <-ctx.Done():
@@ -97,7 +104,7 @@ func (g *reauthGateway) dial(ctx context.Context) (*ike.SA, <-chan ike.Event, st
 			}
 		}
 	}()
-	return sa, out, ifname, err
+	return out
 }
 
 func (g *reauthGateway) dialed() ([]dialOptions, [][]netip.Addr) {
@@ -134,9 +141,7 @@ func reauthDial(gw *reauthGateway, dev *fakeDevice, conns chan<- *conn) report.D
 // with the old SA kept; a refusal is reported, not retried, and leaves
 // the old SA in place.
 func TestReauthAlongside(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		authFailed := &ike.NotifyError{Type: wire.NotifyAuthenticationFailed, Exchange: wire.ExchangeIKEAuth, Remote: true}
 		gw := &reauthGateway{authLifetime: 20 * time.Second, fakeIKEGateway: &fakeIKEGateway{outcomes: []outcome{
 			{took: 10 * time.Millisecond, vip: "10.99.200.1"},
@@ -237,9 +242,7 @@ func TestReauthAlongside(t *testing.T) {
 // on reauthentication: the device's address is replaced and the event
 // says so.
 func TestReauthAddressChange(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		gw := &reauthGateway{fakeIKEGateway: &fakeIKEGateway{outcomes: []outcome{
 			{took: 10 * time.Millisecond, vip: "10.99.200.1"}, {took: 10 * time.Millisecond, vip: "10.99.200.9"}}}}
 		p := reconnectProfile()
@@ -271,9 +274,7 @@ func TestReauthAddressChange(t *testing.T) {
 // under way: from then on it is a reconnect, with its state, and with
 // INITIAL_CONTACT, asking for the old inner address.
 func TestReauthLostMeanwhile(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		gw := &reauthGateway{fakeIKEGateway: &fakeIKEGateway{outcomes: []outcome{
 			{took: 10 * time.Millisecond, vip: "10.99.200.1"}, {silent: true}, {took: 100 * time.Millisecond, vip: "10.99.200.1"}}}}
 		dev := &fakeDevice{}
@@ -360,27 +361,15 @@ func TestReauthMovesTraffic(t *testing.T) {
 		sessions++
 		first := sessions == 1
 		_, in, ifname, err := gw.dial(ctx)
-		out := make(chan ike.Event, 16)
-		go func() {
-			for {
-				select {
-				case ev := <-in:
-					if est, ok := ev.(*ike.Established); ok {
-						est.Path = path
-						if first {
-							// 4 s less a second's margin and half a
-							// second of jitter: the reauthentication
-							// starts 2.5 s after the connection.
-							est.AuthLifetime = 4 * time.Second
-						}
-					}
-					out <- ev
-				case <-ctx.Done():
-					return
-				}
+		return nil, editEstablished(ctx, in, func(est *ike.Established) {
+			est.Path = path
+			if first {
+				// 4 s less a second's margin and half a second of
+				// jitter: the reauthentication starts 2.5 s after the
+				// connection.
+				est.AuthLifetime = 4 * time.Second
 			}
-		}()
-		return nil, out, ifname, err
+		}), ifname, err
 	}
 	dev := &fakeDevice{}
 	tunDev := memtun.New(memtun.Config{Name: "fake"})

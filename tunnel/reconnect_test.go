@@ -217,6 +217,16 @@ func connectFake(t *testing.T, ctx context.Context, dial func(*fakeDevice, chan<
 	return m, <-conns, dev, rec
 }
 
+// inBubble runs test in a synctest bubble with a context that ends when
+// test returns, before the bubble waits for its goroutines.
+func inBubble(t *testing.T, test func(t *testing.T, ctx context.Context)) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		test(t, ctx)
+	})
+}
+
 // dialVia binds fakeDial to gw for connectFake.
 func dialVia(gw *fakeIKEGateway) func(*fakeDevice, chan<- *conn) report.DialFunc {
 	return func(dev *fakeDevice, conns chan<- *conn) report.DialFunc { return fakeDial(gw, dev, conns) }
@@ -269,9 +279,7 @@ var errGatewayDown = &ike.UnreachableError{Exchange: wire.ExchangeIKESAInit, Ret
 // event; the attempts follow the backoff; the TUN device stays, its
 // routes are not duplicated, and the new inner address replaces the old.
 func TestReconnectAfterDeadPeer(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		const attemptTime = 9500 * time.Millisecond // ike.ConnectRetransmit's give-up time
 		gw := &fakeIKEGateway{outcomes: []outcome{
 			{took: 50 * time.Millisecond, vip: "10.99.200.1"},
@@ -424,9 +432,7 @@ func TestNoReconnect(t *testing.T) {
 // its configuration is loaded (strongSwan answers NO_PROPOSAL_CHOSEN) is
 // tried again, and the connection comes back.
 func TestReconnectThroughRefusal(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		noProposal := &ike.NotifyError{Type: wire.NotifyNoProposalChosen, Exchange: wire.ExchangeIKESAInit, Remote: true}
 		gw := &fakeIKEGateway{outcomes: []outcome{{took: time.Millisecond, vip: "10.99.200.1"},
 			{took: 10 * time.Millisecond, err: noProposal}, {took: time.Millisecond, vip: "10.99.200.1"}}}
@@ -462,9 +468,7 @@ func TestReconnectThroughRefusal(t *testing.T) {
 // TestDisconnectStopsReconnect: `roam disconnect` while the gateway is
 // away ends the attempts for good.
 func TestDisconnectStopsReconnect(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		gw := &fakeIKEGateway{outcomes: []outcome{{took: time.Millisecond, vip: "10.99.200.1"}, {took: 9500 * time.Millisecond, err: errGatewayDown}}}
 		m, c, _, rec := connectFake(t, ctx, dialVia(gw), reconnectProfile())
 		gw.lose(0, ike.ErrPeerDeleted)
@@ -498,9 +502,7 @@ func TestDisconnectStopsReconnect(t *testing.T) {
 // installed, and replaces it once established. When the old SA's path
 // answers again first, the attempts stop.
 func TestReconnectAlongside(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+	inBubble(t, func(t *testing.T, ctx context.Context) {
 		gw := &fakeIKEGateway{outcomes: []outcome{{took: time.Millisecond, vip: "10.99.200.1"}, {silent: true}, {took: 100 * time.Millisecond, vip: "10.99.200.1"}}}
 		m, c, dev, rec := connectFake(t, ctx, dialVia(gw), reconnectProfile())
 		synctest.Wait()

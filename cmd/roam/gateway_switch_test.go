@@ -13,6 +13,7 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/report"
 )
 
 // switchingGateway is a gateway with alice on 203.0.113.10 that moves her
@@ -24,9 +25,9 @@ func (g *switchingGateway) Wait() error             { <-g.stop; return nil }
 func (g *switchingGateway) Switch(_ context.Context, peer string, to netip.Addr) (daemon.SwitchResult, error) {
 	switch {
 	case peer != "alice@example.com":
-		return daemon.SwitchResult{}, fmt.Errorf("%w connected as %q", daemon.ErrUnknownPeer, peer)
+		return daemon.SwitchResult{}, fmt.Errorf("%w connected as %q", report.ErrUnknownPeer, peer)
 	case to != netip.MustParseAddr("203.0.113.26"):
-		return daemon.SwitchResult{}, fmt.Errorf("%s is %w", to, daemon.ErrNotListenAddress)
+		return daemon.SwitchResult{}, fmt.Errorf("%s is %w", to, report.ErrNotListenAddress)
 	}
 	return daemon.SwitchResult{Peer: peer, From: "203.0.113.10", To: to.String(), TookMS: 23}, nil
 }

@@ -19,7 +19,9 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/internal/poll"
 	"github.com/roam-vpn/roam/internal/syncbuf"
+	"github.com/roam-vpn/roam/report"
 )
 
 // fakeDaemonEnv makes the test binary act as `roam` with fake engines, so
@@ -45,11 +47,11 @@ func fakeEngines() engines { return engines{dial: fakeDial} }
 
 // fakeDial connects any profile except "bad".
 func fakeDial(ctx context.Context, p *config.Profile, emit func(daemon.Event)) (daemon.Tunnel, error) {
-	emit(daemon.Event{Event: daemon.EventConnecting, To: p.Gateway + ":500", Interface: "wlan0"})
+	emit(daemon.Event{Event: report.EventConnecting, To: p.Gateway + ":500", Interface: "wlan0"})
 	if p.Name == "bad" {
 		return nil, errors.New(authFailure)
 	}
-	emit(daemon.Event{Event: daemon.EventEstablished, To: p.Gateway + ":4500", VirtualIP: "10.99.200.7"})
+	emit(daemon.Event{Event: report.EventEstablished, To: p.Gateway + ":4500", VirtualIP: "10.99.200.7"})
 	return &fakeTunnel{name: p.Name, gateway: p.Gateway, done: make(chan struct{})}, nil
 }
 
@@ -108,16 +110,10 @@ func testCtx(t *testing.T) context.Context {
 
 func waitGone(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still exists: the daemon did not exit", path)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the daemon to exit and remove "+path, func() bool {
+		_, err := os.Lstat(path)
+		return errors.Is(err, os.ErrNotExist)
+	})
 }
 
 func TestHelpAndVersion(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/roam-vpn/roam/daemon"
+	"github.com/roam-vpn/roam/report"
 )
 
 // TestPrintStatusReconnecting: while a lost SA is replaced the table says
@@ -36,10 +37,10 @@ func TestPrintStatusHealth(t *testing.T) {
 		st   daemon.Status
 		want string
 	}{
-		{"ok", daemon.Status{Name: "corp", State: "established", Health: daemon.HealthOK, HealthReason: "the gateway answers",
+		{"ok", daemon.Status{Name: "corp", State: "established", Health: report.HealthOK, HealthReason: "the gateway answers",
 			LastInboundESP: &esp, LastInboundIKE: &ike, RTTMS: 21.34, RTTSamples: 4},
 			"  health ok (the gateway answers); last received: ESP 200ms ago, IKE 12s ago; RTT 21.3 ms\n"},
-		{"nothing back", daemon.Status{Name: "corp", State: "established", Health: daemon.HealthTesting,
+		{"nothing back", daemon.Status{Name: "corp", State: "established", Health: report.HealthTesting,
 			HealthReason: "nothing received for 1.5s since sending", LastInboundIKE: &ike},
 			"  health testing (nothing received for 1.5s since sending); last received: ESP never, IKE 12s ago\n"},
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/internal/netsim"
 	"github.com/roam-vpn/roam/netpath"
 )
@@ -157,9 +156,7 @@ func TestRekeyUnderTraffic(t *testing.T) {
 			old := e.dp.ChildStats(nil)[0].SPIIn
 			rctx, cancel := context.WithTimeout(r.ctx, wait)
 			defer cancel()
-			e.mu.Lock()
-			sa := e.sa
-			e.mu.Unlock()
+			sa := e.currentSA()
 			if err := sa.RekeyChild(rctx, old); err != nil {
 				t.Fatalf("rekey: %v", err)
 			}
@@ -198,14 +195,7 @@ func TestGatewaySwitch(t *testing.T) {
 	st := startFlows(r.ctx, f)
 	before := st.settle(t)[0]
 
-	r.gw.mu.Lock()
-	gwSA := r.gw.sa
-	r.gw.mu.Unlock()
-	sctx, cancel := context.WithTimeout(r.ctx, wait)
-	defer cancel()
-	if err := gwSA.RequestSwitch(sctx, gwAddr2, ike.SwitchOptions{Retransmit: fast}); err != nil {
-		t.Fatalf("switch: %v", err)
-	}
+	r.requestSwitch(t, gwAddr2)
 	cm := expect(t, "client move", r.client.moved)
 	gm := expect(t, "gateway move", r.gw.moved)
 	sd := expect(t, "switch done", r.gw.switched)

@@ -67,6 +67,25 @@ type end struct {
 	switched  chan *ike.SwitchDone // gateway: finished switches
 }
 
+// currentSA is the end's IKE SA as it is now (the gateway's changes when
+// the client reconnects).
+func (e *end) currentSA() *ike.SA {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sa
+}
+
+// requestSwitch has the gateway ask the client to move to its address to
+// (SWITCH_TO_IP_ADDRESS); t fails unless the exchange succeeds.
+func (r *rig) requestSwitch(t *testing.T, to netip.Addr) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(r.ctx, wait)
+	defer cancel()
+	if err := r.gw.currentSA().RequestSwitch(ctx, to, ike.SwitchOptions{Retransmit: fast}); err != nil {
+		t.Fatalf("switch: %v", err)
+	}
+}
+
 // newEnd makes the side's hosts: one owning every address, or with split
 // one per address (uplinks that can sit behind different NATs).
 func newEnd(t *testing.T, n *netsim.Network, name string, inner []netip.Addr, split bool, addrs ...netip.Addr) *end {
@@ -207,14 +226,22 @@ type rigOptions struct {
 	v6 bool
 }
 
-func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
-	t.Helper()
+// newBareRig is a rig with its network and context but neither end yet;
+// the test's cleanup cancels the context and closes the network.
+func newBareRig(t *testing.T, seed int64) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{net: netsim.New(seed), ctx: ctx, cancel: cancel}
 	t.Cleanup(func() {
 		cancel()
 		r.net.Close()
 	})
+	return r
+}
+
+func newRigWith(t *testing.T, seed int64, opt rigOptions) *rig {
+	t.Helper()
+	r := newBareRig(t, seed)
+	ctx := r.ctx
 	cAddrs, gAddrs := [2]netip.Addr{clientAddr, clientAddr2}, [2]netip.Addr{gwAddr, gwAddr2}
 	if opt.v6 {
 		cAddrs, gAddrs = clientAddrs6, gwAddrs6

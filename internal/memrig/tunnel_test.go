@@ -16,7 +16,6 @@ import (
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
-	"github.com/roam-vpn/roam/ike"
 	"github.com/roam-vpn/roam/internal/memconn"
 	"github.com/roam-vpn/roam/internal/memtun"
 	"github.com/roam-vpn/roam/internal/netsim"
@@ -264,12 +263,8 @@ type tunnelRig struct {
 // extra is more of the profile's TOML.
 func newTunnelRig(t *testing.T, seed int64, extra string) *tunnelRig {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &rig{net: netsim.New(seed), ctx: ctx, cancel: cancel}
-	t.Cleanup(func() {
-		cancel()
-		r.net.Close()
-	})
+	r := newBareRig(t, seed)
+	ctx := r.ctx
 	gAddrs := []netip.Addr{gwAddr, gwAddr2}
 	r.gw = newEnd(t, r.net, "gw", []netip.Addr{gwInner}, false, gAddrs...)
 	r.client = newEnd(t, r.net, "client", nil, false, clientAddr, clientAddr2)
@@ -471,9 +466,7 @@ func TestTunnelRekeyUnderTraffic(t *testing.T) {
 	}{
 		{"tunnel rekeys after child_rekey_packets", "child_rekey_packets = 1000\n", nil},
 		{"gateway rekeys", "", func(t *testing.T, tr *tunnelRig) {
-			tr.gw.mu.Lock()
-			sa := tr.gw.sa
-			tr.gw.mu.Unlock()
+			sa := tr.gw.currentSA()
 			ctx, cancel := context.WithTimeout(tr.ctx, wait)
 			defer cancel()
 			if err := sa.RekeyChild(ctx, tr.gw.dp.ChildStats(nil)[0].SPIIn); err != nil {
@@ -584,14 +577,7 @@ func TestTunnelGatewaySwitch(t *testing.T) {
 	st := startFlows(tr.ctx, f)
 	before := st.settle(t)[0]
 
-	tr.gw.mu.Lock()
-	gwSA := tr.gw.sa
-	tr.gw.mu.Unlock()
-	sctx, cancel := context.WithTimeout(tr.ctx, wait)
-	defer cancel()
-	if err := gwSA.RequestSwitch(sctx, gwAddr2, ike.SwitchOptions{Retransmit: fast}); err != nil {
-		t.Fatalf("switch: %v", err)
-	}
+	tr.requestSwitch(t, gwAddr2)
 	if ev := tr.expectEvent(t, report.EventSwitchRequested); ev.To != gwAddr2.String() {
 		t.Fatalf("switch requested to %s, want %s", ev.To, gwAddr2)
 	}
@@ -634,9 +620,7 @@ func TestTunnelReconnect(t *testing.T) {
 	tr.expectEvent(t, report.EventEstablished)
 	old := tr.tunnel.Status().Children[0].SPIIn
 
-	tr.gw.mu.Lock()
-	gwSA := tr.gw.sa
-	tr.gw.mu.Unlock()
+	gwSA := tr.gw.currentSA()
 	cctx, cancel := context.WithTimeout(tr.ctx, wait)
 	defer cancel()
 	if err := gwSA.Close(cctx); err != nil {

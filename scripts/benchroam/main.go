@@ -535,11 +535,10 @@ func runOnce(cfg config, sc scenario, client string, rep int) run {
 func startGateway(cfg config, l *lab.Lab) (logs func() map[string]string, err error) {
 	if cfg.gateway == roamGateway {
 		dir := filepath.Join(l.Dir, "gw")
-		file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
+		gw, err := lab.NewRoamGateway(l, lab.Gateway, cfg.roamBin, dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
 		if err != nil {
 			return nil, err
 		}
-		gw := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: cfg.roamBin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
 		if cfg.keepLogs {
 			gw.Env = []string{"ROAM_LOG_LEVEL=debug"}
 		}

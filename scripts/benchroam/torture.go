@@ -383,21 +383,18 @@ func (e *tenv) connect() error {
 	switch e.client {
 	case roamClient:
 		if e.gw == nil {
-			dir := filepath.Join(e.l.Dir, "gw")
-			file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
+			var err error
+			e.gw, err = lab.NewRoamGateway(e.l, lab.Gateway, e.cfg.roamBin, filepath.Join(e.l.Dir, "gw"), lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
 			if err != nil {
 				return err
 			}
-			e.gw = &lab.Roam{Lab: e.l, NS: lab.Gateway, Bin: e.cfg.roamBin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
 			if e.gwProc, err = e.gw.StartGateway(); err != nil {
 				return err
 			}
-			cdir := filepath.Join(e.l.Dir, "roam")
-			cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
+			e.roam, err = lab.NewRoamClient(e.l, e.cfg.roamBin, filepath.Join(e.l.Dir, "roam"), lab.LabProfile("psk", psk, nil, nil))
 			if err != nil {
 				return err
 			}
-			e.roam = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: e.cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 		}
 		return e.roam.ConnectRetry("corp")
 	case swanClient:

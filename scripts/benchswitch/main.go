@@ -316,12 +316,11 @@ func runGroup(cfg config, g group, ss []scenario, results map[string][]run) erro
 // setupRoamGateway starts roam gateway (listening on R1 and R2) and
 // connects the roam client to R1 through nat-wlan.
 func setupRoamGateway(cfg config, e *env) error {
-	dir := filepath.Join(e.l.Dir, "gw")
-	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
+	var err error
+	e.gw, err = lab.NewRoamGateway(e.l, lab.Gateway, cfg.roamBin, filepath.Join(e.l.Dir, "gw"), lab.RoamGatewayConfig{Auth: "psk", PSK: psk})
 	if err != nil {
 		return err
 	}
-	e.gw = &lab.Roam{Lab: e.l, NS: lab.Gateway, Bin: cfg.roamBin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
 	if e.gwProc, err = e.gw.StartGateway(); err != nil {
 		return err
 	}
@@ -347,11 +346,10 @@ func setupRoamGateway(cfg config, e *env) error {
 // its daemon writes roam.log.
 func (e *env) newClient(cfg config) (string, error) {
 	cdir := filepath.Join(e.l.Dir, "roam")
-	cfgPath, err := lab.WriteRoamConfig(cdir, lab.LabProfile("psk", psk, nil, nil))
-	if err != nil {
+	var err error
+	if e.client, err = lab.NewRoamClient(e.l, cfg.roamBin, cdir, lab.LabProfile("psk", psk, nil, nil)); err != nil {
 		return "", err
 	}
-	e.client = &lab.Roam{Lab: e.l, NS: lab.Client, Bin: cfg.roamBin, Config: cfgPath, Socket: filepath.Join(cdir, "roam.sock")}
 	return cdir, nil
 }
 

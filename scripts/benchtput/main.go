@@ -365,15 +365,7 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, ca
 		return measurement{}, err
 	}
 	defer srv.Stop()
-	dropsBefore, err := tunnelDrops(l)
-	if err != nil {
-		return measurement{}, err
-	}
-	devBefore, err := labDevDrops(l)
-	if err != nil {
-		return measurement{}, err
-	}
-	extBefore, err := labTCPExt(l)
+	kernelBefore, err := readKernelCounts(l)
 	if err != nil {
 		return measurement{}, err
 	}
@@ -435,20 +427,12 @@ func measure(ctx context.Context, l *lab.Lab, t *tunnel, tt test, cfg config, ca
 	if err != nil {
 		return measurement{}, err
 	}
-	dropsAfter, err := tunnelDrops(l)
+	kernelAfter, err := readKernelCounts(l)
 	if err != nil {
 		return measurement{}, err
 	}
-	devAfter, err := labDevDrops(l)
-	if err != nil {
-		return measurement{}, err
-	}
-	extAfter, err := labTCPExt(l)
-	if err != nil {
-		return measurement{}, err
-	}
-	m := measurement{result: r, cpu: after - before, drops: dropsAfter.sub(dropsBefore), devDrops: devAfter.sub(devBefore),
-		tcpExt: extAfter.sub(extBefore), counts: cs, rxPeak: rxPeak}
+	m := measurement{result: r, cpu: after - before, drops: kernelAfter.udp.sub(kernelBefore.udp),
+		devDrops: kernelAfter.dev.sub(kernelBefore.dev), tcpExt: kernelAfter.ext.sub(kernelBefore.ext), counts: cs, rxPeak: rxPeak}
 	if t.roamDrops != nil {
 		m.roamDrops = tcpExt(t.roamDrops()).sub(roamBefore)
 	}
@@ -471,17 +455,52 @@ done`, 1<<nproc()-1)
 	return nil
 }
 
+// kernelCounts is what the lab's kernels counted that a measurement
+// reports as the difference from before to after its run.
+type kernelCounts struct {
+	udp udpDrops
+	dev devDrops
+	ext tcpExt
+}
+
+func readKernelCounts(l *lab.Lab) (kernelCounts, error) {
+	var k kernelCounts
+	var err error
+	if k.udp, err = tunnelDrops(l); err != nil {
+		return k, err
+	}
+	if k.dev, err = labDevDrops(l); err != nil {
+		return k, err
+	}
+	if k.ext, err = labTCPExt(l); err != nil {
+		return k, err
+	}
+	return k, nil
+}
+
+// eachNamespace reads file in each namespace of nss and hands its text to
+// parse; an error names the namespace.
+func eachNamespace(l *lab.Lab, nss []string, file string, parse func(ns, text string) error) error {
+	for _, ns := range nss {
+		out, err := l.Output(ns, "cat", file)
+		if err != nil {
+			return err
+		}
+		if err := parse(ns, out); err != nil {
+			return fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
 // labTCPExt reads the TcpExt counters of the namespaces iperf3 runs in.
 func labTCPExt(l *lab.Lab) (tcpExt, error) {
 	t := tcpExt{}
-	for _, ns := range []string{lab.Client, lab.Host} {
-		out, err := l.Output(ns, "cat", "/proc/net/netstat")
-		if err != nil {
-			return nil, err
-		}
-		if err := parseTCPExt(ns, out, t); err != nil {
-			return nil, fmt.Errorf("%s: %w", ns, err)
-		}
+	err := eachNamespace(l, []string{lab.Client, lab.Host}, "/proc/net/netstat", func(ns, text string) error {
+		return parseTCPExt(ns, text, t)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -490,14 +509,11 @@ func labTCPExt(l *lab.Lab) (tcpExt, error) {
 // namespaces.
 func labDevDrops(l *lab.Lab) (devDrops, error) {
 	d := devDrops{}
-	for _, ns := range lab.Roles {
-		out, err := l.Output(ns, "cat", "/proc/net/dev")
-		if err != nil {
-			return nil, err
-		}
-		if err := parseDevDrops(ns, out, d); err != nil {
-			return nil, fmt.Errorf("%s: %w", ns, err)
-		}
+	err := eachNamespace(l, lab.Roles, "/proc/net/dev", func(ns, text string) error {
+		return parseDevDrops(ns, text, d)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -506,17 +522,17 @@ func labDevDrops(l *lab.Lab) (devDrops, error) {
 // namespace's kernels.
 func tunnelDrops(l *lab.Lab) (udpDrops, error) {
 	var sum udpDrops
-	for _, ns := range []string{lab.Client, lab.Gateway} {
-		out, err := l.Output(ns, "cat", "/proc/net/snmp")
+	err := eachNamespace(l, []string{lab.Client, lab.Gateway}, "/proc/net/snmp", func(_, text string) error {
+		d, err := parseUDPDrops(text)
 		if err != nil {
-			return udpDrops{}, err
-		}
-		d, err := parseUDPDrops(out)
-		if err != nil {
-			return udpDrops{}, fmt.Errorf("%s: %w", ns, err)
+			return err
 		}
 		sum.rcvbuf += d.rcvbuf
 		sum.sndbuf += d.sndbuf
+		return nil
+	})
+	if err != nil {
+		return udpDrops{}, err
 	}
 	return sum, nil
 }

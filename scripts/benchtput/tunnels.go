@@ -125,11 +125,11 @@ func startRoamClient(l *lab.Lab, bin binaries, prof profile, transport string) (
 	dir := filepath.Join(l.Dir, "roam")
 	p := lab.LabProfile("psk", psk, nil, nil)
 	p.Transport = transport
-	cfgPath, err := lab.WriteRoamConfig(dir, p)
+	r, err := lab.NewRoamClient(l, bin.roam, dir, p)
 	if err != nil {
 		return nil, "", err
 	}
-	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin.roam, Config: cfgPath, Socket: filepath.Join(dir, "roam.sock"), Env: envFor(prof.client)}
+	r.Env = envFor(prof.client)
 	return r, filepath.Join(dir, "roam.log"), r.ConnectRetry("corp")
 }
 
@@ -176,12 +176,11 @@ func stopRoamClient(r *lab.Roam, pid int) error {
 }
 
 func startRoamRoam(l *lab.Lab, bin binaries, prof profile, tcp bool) (*tunnel, error) {
-	dir := filepath.Join(l.Dir, "gw")
-	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: psk, TCP: tcp})
+	gw, err := lab.NewRoamGateway(l, lab.Gateway, bin.roam, filepath.Join(l.Dir, "gw"), lab.RoamGatewayConfig{Auth: "psk", PSK: psk, TCP: tcp})
 	if err != nil {
 		return nil, err
 	}
-	gw := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin.roam, Config: file, Socket: filepath.Join(dir, "gw.sock"), Env: envFor(prof.gateway)}
+	gw.Env = envFor(prof.gateway)
 	gwProc, err := gw.StartGateway()
 	if err != nil {
 		return nil, err

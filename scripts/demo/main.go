@@ -124,11 +124,10 @@ func run(ctx context.Context, bin, auth, ike string, roaming, verbose bool) (err
 
 	s.step("roam connect corp (client behind the wlan NAT)")
 	cfgDir := filepath.Join(l.Dir, "roam")
-	cfg, err := lab.WriteRoamConfig(cfgDir, lab.LabProfile(auth, psk, pki, []string{ike}))
+	r, err := lab.NewRoamClient(l, bin, cfgDir, lab.LabProfile(auth, psk, pki, []string{ike}))
 	if err != nil {
 		return err
 	}
-	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin, Config: cfg, Socket: filepath.Join(cfgDir, "roam.sock")}
 	out, err := r.Connect("corp", 20*time.Second)
 	fmt.Print(indent(out))
 	if err != nil {

@@ -16,15 +16,7 @@ func TestChaCha20Poly1305StrongSwan(t *testing.T) {
 	pki := newPKI(t, l)
 	ike := []string{"chacha20poly1305-prfsha256-curve25519"}
 	esp := []string{"chacha20poly1305"}
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
-		Conns:            []lab.SwanConn{lab.GatewayConn("psk", goodPSK, ike, esp)},
-		PKI:              pki,
-		InterfacesIgnore: []string{"lan"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Stop)
+	gw := startSwanConn(t, l, pki, lab.GatewayConn("psk", goodPSK, ike, esp))
 	p := lab.LabProfile("psk", goodPSK, pki, ike)
 	p.ESP = esp
 	r := roamClient(t, l, bin, p)

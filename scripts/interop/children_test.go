@@ -72,11 +72,7 @@ func TestChildSAsFollowMoves(t *testing.T) {
 					// narrowed to each.
 					conn.ChildTS = [][]netip.Prefix{{netip.MustParsePrefix(lowerHalf)}, {netip.MustParsePrefix(upperHalf)}}
 				}
-				gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(gw.Stop)
+				gw := startSwanConn(t, l, pki, conn)
 				logs = gw.Log
 			}
 			if err := l.Exec(lab.Host, "ip", "addr", "add", hostUpper.String()+"/24", "dev", "eth0"); err != nil {

@@ -126,11 +126,7 @@ func TestDNSDomainsFromStrongSwan(t *testing.T) {
 	pki := newPKI(t, l)
 	conn := lab.GatewayConn("psk", goodPSK, nil, nil)
 	conn.DNSDomains = []string{"corp.example"}
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Stop)
+	startSwanConn(t, l, pki, conn)
 	p := lab.LabProfile("psk", goodPSK, pki, nil)
 	p.DNS = true
 	r := roamClient(t, l, bin, p)

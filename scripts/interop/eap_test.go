@@ -187,11 +187,7 @@ func TestEAPTLSToStrongSwan(t *testing.T) {
 	needPlugins(t, "eap-identity", "eap-tls")
 	c := lab.GatewayConn("pubkey", "", nil, nil)
 	c.RemoteAuth = "eap-tls"
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{c}, PKI: pki, InterfacesIgnore: []string{"lan"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Stop)
+	gw := startSwanConn(t, l, pki, c)
 	r := roamClient(t, l, bin, lab.LabProfile("eap-tls", "", pki, nil))
 	fail := failWith(t, swanLog("strongSwan gateway log", gw))
 	connectOnce(t, l, r, fail)

@@ -58,15 +58,7 @@ func TestIKEFragmentationStrongSwan(t *testing.T) {
 	}
 	dropped := dropFragments(t, l)
 	ike := []string{"aes256gcm16-prfsha256-curve25519"}
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
-		Conns:            []lab.SwanConn{lab.GatewayConn("pubkey", "", ike, nil)},
-		PKI:              pki,
-		InterfacesIgnore: []string{"lan"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Stop)
+	gw := startSwanConn(t, l, pki, lab.GatewayConn("pubkey", "", ike, nil))
 	fail := failWith(t, swanLog("strongSwan gateway log", gw))
 
 	t.Run("without fragmentation", func(t *testing.T) {

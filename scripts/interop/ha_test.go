@@ -40,18 +40,7 @@ type haEnv struct {
 // listening on addr with the [gateway.ha] table h.
 func startHANode(t *testing.T, l *lab.Lab, bin, ns string, addr netip.Addr, h *lab.RoamHA) (*lab.Roam, *lab.Proc) {
 	t.Helper()
-	dir := labTempDir(t, l, "roamha-")
-	file, err := lab.WriteRoamGateway(dir, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, Listen: []netip.Addr{addr}, HA: h})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &lab.Roam{Lab: l, NS: ns, Bin: bin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
-	p, err := g.StartGateway()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	return g, p
+	return startRoamGatewayIn(t, l, bin, ns, "roamha-", lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, Listen: []netip.Addr{addr}, HA: h})
 }
 
 func haKey(t *testing.T) string {

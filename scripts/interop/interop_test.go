@@ -86,11 +86,14 @@ func newPKI(t *testing.T, l *lab.Lab) *lab.PKI {
 
 func startSwanGateway(t *testing.T, l *lab.Lab, pki *lab.PKI, auth string, ike []string) *lab.Charon {
 	t.Helper()
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{
-		Conns:            []lab.SwanConn{lab.GatewayConn(auth, goodPSK, ike, nil)},
-		PKI:              pki,
-		InterfacesIgnore: []string{"lan"},
-	})
+	return startSwanConn(t, l, pki, lab.GatewayConn(auth, goodPSK, ike, nil))
+}
+
+// startSwanConn runs charon in the gateway namespace with the one
+// connection conn (not on the lan side) until the test ends.
+func startSwanConn(t *testing.T, l *lab.Lab, pki *lab.PKI, conn lab.SwanConn) *lab.Charon {
+	t.Helper()
+	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,11 +117,10 @@ func labTempDir(t *testing.T, l *lab.Lab, prefix string) string {
 func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Roam {
 	t.Helper()
 	dir := labTempDir(t, l, "roam-")
-	cfg, err := lab.WriteRoamConfig(dir, p)
+	r, err := lab.NewRoamClient(l, bin, dir, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &lab.Roam{Lab: l, NS: lab.Client, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "roam.sock")}
 	// The daemon that connect spawns is not our child: end it (and anything
 	// else left in the client namespace) when the subtest ends.
 	t.Cleanup(func() { l.KillAll(lab.Client) })
@@ -129,12 +131,17 @@ func roamClient(t *testing.T, l *lab.Lab, bin string, p lab.RoamProfile) *lab.Ro
 // in the gateway namespace until the test ends.
 func startRoamGateway(t *testing.T, l *lab.Lab, bin string, cfg lab.RoamGatewayConfig) (*lab.Roam, *lab.Proc) {
 	t.Helper()
-	dir := labTempDir(t, l, "roamgw-")
-	file, err := lab.WriteRoamGateway(dir, cfg)
+	return startRoamGatewayIn(t, l, bin, lab.Gateway, "roamgw-", cfg)
+}
+
+// startRoamGatewayIn is startRoamGateway in namespace ns, its files in a
+// directory named with prefix.
+func startRoamGatewayIn(t *testing.T, l *lab.Lab, bin, ns, prefix string, cfg lab.RoamGatewayConfig) (*lab.Roam, *lab.Proc) {
+	t.Helper()
+	g, err := lab.NewRoamGateway(l, ns, bin, labTempDir(t, l, prefix), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &lab.Roam{Lab: l, NS: lab.Gateway, Bin: bin, Config: file, Socket: filepath.Join(dir, "gw.sock")}
 	gp, err := g.StartGateway()
 	if err != nil {
 		t.Fatal(err)

@@ -98,11 +98,7 @@ func TestReauthStrongSwan(t *testing.T) {
 	const run = 30 * time.Second
 	conn := lab.GatewayConn("psk", goodPSK, nil, nil)
 	conn.ReauthTime, conn.ReauthOver = 15*time.Second, 3*time.Second
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Stop()
+	gw := startSwanConn(t, l, pki, conn)
 	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
 	var events *lab.Proc
 	fail := failWith(t, swanLog("strongSwan gateway log", gw), clientLog(r), procOutput("roam events", &events))
@@ -111,6 +107,7 @@ func TestReauthStrongSwan(t *testing.T) {
 	if !ok || before.VirtualIP == "" {
 		fail("status before: %+v", before)
 	}
+	var err error
 	if events, err = r.StartEvents(); err != nil {
 		t.Fatal(err)
 	}

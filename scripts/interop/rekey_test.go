@@ -63,11 +63,7 @@ func TestRekeyStrongSwan(t *testing.T) {
 			} else {
 				conn.ChildRekey, conn.IKERekey = childLife, ikeLife
 			}
-			gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer gw.Stop()
+			gw := startSwanConn(t, l, pki, conn)
 			r := roamClient(t, l, bin, p)
 			fail := func(format string, args ...any) {
 				t.Helper()

@@ -51,11 +51,7 @@ func TestRekeySoak(t *testing.T) {
 	// for both the Child (24-30 s) and the IKE SA (54-60 s), and each side
 	// wins some of the races to rekey first.
 	p.ChildLife = 36 * time.Second
-	gw, err := l.StartCharon(lab.Gateway, lab.CharonOptions{Conns: []lab.SwanConn{conn}, PKI: pki, InterfacesIgnore: []string{"lan"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Stop()
+	gw := startSwanConn(t, l, pki, conn)
 	r := roamClient(t, l, bin, p)
 	roamLog := func() string {
 		b, _ := os.ReadFile(filepath.Join(filepath.Dir(r.Socket), "roam.log"))

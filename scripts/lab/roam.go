@@ -120,17 +120,15 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	var b strings.Builder
+	var b tomlText
 	for _, p := range profiles {
 		fmt.Fprintf(&b, "[profiles.%s]\n", p.Name)
 		fmt.Fprintf(&b, "gateway = %q\nlocal_id = %q\nremote_id = %q\nauth = %q\n", p.Gateway, ClientID, GatewayID, p.Auth)
 		switch p.Auth {
 		case "psk":
-			f := filepath.Join(dir, p.Name+".psk")
-			if err := os.WriteFile(f, []byte(p.PSK), 0o600); err != nil {
+			if err := b.secretFile("psk_file", dir, p.Name+".psk", p.PSK); err != nil {
 				return "", err
 			}
-			fmt.Fprintf(&b, "psk_file = %q\n", f)
 		case "pubkey":
 			if p.PKI == nil {
 				return "", errors.New("pubkey profile without PKI")
@@ -144,19 +142,13 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 			if p.Auth == "eap-tls" {
 				fmt.Fprintf(&b, "cert = %q\nkey = %q\n", p.PKI.ClientCrt, p.PKI.ClientKey)
 			}
-			if p.EAPIdentity != "" {
-				fmt.Fprintf(&b, "eap_identity = %q\n", p.EAPIdentity)
-			}
+			b.str("eap_identity", p.EAPIdentity)
 			if p.Password != "" {
-				f := filepath.Join(dir, p.Name+".password")
-				if err := os.WriteFile(f, []byte(p.Password), 0o600); err != nil {
+				if err := b.secretFile("password_file", dir, p.Name+".password", p.Password); err != nil {
 					return "", err
 				}
-				fmt.Fprintf(&b, "password_file = %q\n", f)
 			}
-			if p.EAPOnly {
-				b.WriteString("eap_only = true\n")
-			}
+			b.flag(p.EAPOnly, "eap_only = true")
 		}
 		fmt.Fprintf(&b, "ike = %s\nesp = %s\n", tomlList(p.IKE), tomlList(p.ESP))
 		ts := p.RemoteTS
@@ -164,49 +156,21 @@ func WriteRoamConfig(dir string, profiles ...RoamProfile) (string, error) {
 			ts = []string{ProtectedNet.String()}
 		}
 		fmt.Fprintf(&b, "remote_ts = %s\nvirtual_ip = true\ndns = %t\nmobike = %t\n", tomlList(ts), p.DNS, p.MOBIKE)
-		if p.NoFragmentation {
-			b.WriteString("fragmentation = false\n")
-		}
-		if p.Children != "" {
-			fmt.Fprintf(&b, "children = %q\n", p.Children)
-		}
-		if p.ChildRekey > 0 {
-			fmt.Fprintf(&b, "child_rekey_time = %q\n", p.ChildRekey.String())
-		}
-		if p.ChildLife > 0 {
-			fmt.Fprintf(&b, "child_life_time = %q\n", p.ChildLife.String())
-		}
-		if p.DPDDelay > 0 {
-			fmt.Fprintf(&b, "dpd_delay = %q\n", p.DPDDelay.String())
-		}
-		if p.NoReconnect {
-			b.WriteString("reconnect = false\n")
-		}
-		if p.IKERekey > 0 {
-			fmt.Fprintf(&b, "rekey_time = %q\n", p.IKERekey.String())
-		}
-		if p.ForbidNAT {
-			b.WriteString("allow_nat = false\n")
-		}
-		if p.ReauthTime > 0 {
-			fmt.Fprintf(&b, "reauth_time = %q\n", p.ReauthTime.String())
-		}
-		if p.SwitchRevision != "" {
-			fmt.Fprintf(&b, "switch_revision = %q\n", p.SwitchRevision)
-		}
-		if p.Lockdown {
-			b.WriteString("lockdown = true\n")
-		}
-		if p.Transport != "" {
-			fmt.Fprintf(&b, "transport = %q\n", p.Transport)
-		}
-		if p.TLSCA != "" {
-			fmt.Fprintf(&b, "tls_ca = %q\n", p.TLSCA)
-		}
+		b.flag(p.NoFragmentation, "fragmentation = false")
+		b.str("children", p.Children)
+		b.duration("child_rekey_time", p.ChildRekey)
+		b.duration("child_life_time", p.ChildLife)
+		b.duration("dpd_delay", p.DPDDelay)
+		b.flag(p.NoReconnect, "reconnect = false")
+		b.duration("rekey_time", p.IKERekey)
+		b.flag(p.ForbidNAT, "allow_nat = false")
+		b.duration("reauth_time", p.ReauthTime)
+		b.str("switch_revision", p.SwitchRevision)
+		b.flag(p.Lockdown, "lockdown = true")
+		b.str("transport", p.Transport)
+		b.str("tls_ca", p.TLSCA)
 		fmt.Fprintf(&b, "captive_probe = %q\n", p.CaptiveProbe)
-		if p.CaptivePortal != "" {
-			fmt.Fprintf(&b, "captive_portal = %q\n", p.CaptivePortal)
-		}
+		b.str("captive_portal", p.CaptivePortal)
 		fmt.Fprintf(&b, "interfaces = [%q, %q]\n\n", WLAN, WWAN)
 	}
 	path := filepath.Join(dir, "roam.toml")
@@ -258,7 +222,7 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	var b strings.Builder
+	var b tomlText
 	b.WriteString("[gateway]\n")
 	listen := g.Listen
 	if len(listen) == 0 {
@@ -284,15 +248,9 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	if len(g.DNSDomains) > 0 {
 		fmt.Fprintf(&b, "dns_domains = %s\n", tomlList(g.DNSDomains))
 	}
-	if g.ReauthTime > 0 {
-		fmt.Fprintf(&b, "reauth_time = %q\n", g.ReauthTime.String())
-	}
-	if g.SwitchRevision != "" {
-		fmt.Fprintf(&b, "switch_revision = %q\n", g.SwitchRevision)
-	}
-	if g.TCP {
-		b.WriteString("tcp = true\n")
-	}
+	b.duration("reauth_time", g.ReauthTime)
+	b.str("switch_revision", g.SwitchRevision)
+	b.flag(g.TCP, "tcp = true")
 	if g.TLSPort != 0 {
 		fmt.Fprintf(&b, "tls_port = %d\n", g.TLSPort)
 	}
@@ -300,36 +258,67 @@ func WriteRoamGateway(dir string, g RoamGatewayConfig) (string, error) {
 	b.WriteString("[[gateway.clients]]\n")
 	fmt.Fprintf(&b, "id = %q\n", ClientID)
 	if g.Auth == "psk" {
-		f := filepath.Join(dir, "alice.psk")
-		if err := os.WriteFile(f, []byte(g.PSK), 0o600); err != nil {
+		if err := b.secretFile("psk_file", dir, "alice.psk", g.PSK); err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "psk_file = %q\n", f)
 	}
 	if g.EAPPassword != "" {
-		f := filepath.Join(dir, "alice.password")
-		if err := os.WriteFile(f, []byte(g.EAPPassword), 0o600); err != nil {
+		if err := b.secretFile("password_file", dir, "alice.password", g.EAPPassword); err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "password_file = %q\n", f)
 	}
 	for i, c := range g.Clients {
-		f := filepath.Join(dir, fmt.Sprintf("client%d.psk", i))
-		if err := os.WriteFile(f, []byte(c.PSK), 0o600); err != nil {
+		fmt.Fprintf(&b, "\n[[gateway.clients]]\nid = %q\n", c.ID)
+		if err := b.secretFile("psk_file", dir, fmt.Sprintf("client%d.psk", i), c.PSK); err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "\n[[gateway.clients]]\nid = %q\npsk_file = %q\n", c.ID, f)
 		if len(c.TS) > 0 {
 			fmt.Fprintf(&b, "ts = %s\n", tomlList(c.TS))
 		}
 	}
 	if g.HA != nil {
-		if err := writeHA(&b, dir, g.HA); err != nil {
+		if err := writeHA(&b.Builder, dir, g.HA); err != nil {
 			return "", err
 		}
 	}
 	path := filepath.Join(dir, "gateway.toml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// tomlText is a config file being written. Its setters write a key only
+// when the lab chose a value, so that roam's defaults fill the rest.
+type tomlText struct{ strings.Builder }
+
+// str writes key = "v" unless v is empty.
+func (b *tomlText) str(key, v string) {
+	if v != "" {
+		fmt.Fprintf(b, "%s = %q\n", key, v)
+	}
+}
+
+// duration writes key = "d" unless d is 0.
+func (b *tomlText) duration(key string, d time.Duration) {
+	if d > 0 {
+		fmt.Fprintf(b, "%s = %q\n", key, d.String())
+	}
+}
+
+// flag writes the line set (a key away from its default) when on.
+func (b *tomlText) flag(on bool, set string) {
+	if on {
+		b.WriteString(set + "\n")
+	}
+}
+
+// secretFile writes secret into dir/name, mode 0600, and the key that
+// names the file: the config never holds a secret itself.
+func (b *tomlText) secretFile(key, dir, name, secret string) error {
+	f := filepath.Join(dir, name)
+	if err := os.WriteFile(f, []byte(secret), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(b, "%s = %q\n", key, f)
+	return nil
 }
 
 func tomlList(v []string) string {
@@ -350,6 +339,28 @@ type Roam struct {
 	// Env is added to the environment of every command (and so of the
 	// daemon that connect spawns), e.g. ROAM_CPUPROFILE=FILE.
 	Env []string
+}
+
+// NewRoamClient writes the profiles into dir (WriteRoamConfig) and returns
+// the roam CLI for them in the client namespace, its control socket
+// dir/roam.sock; the daemon writes roam.log beside it.
+func NewRoamClient(l *Lab, bin, dir string, profiles ...RoamProfile) (*Roam, error) {
+	cfg, err := WriteRoamConfig(dir, profiles...)
+	if err != nil {
+		return nil, err
+	}
+	return &Roam{Lab: l, NS: Client, Bin: bin, Config: cfg, Socket: filepath.Join(dir, "roam.sock")}, nil
+}
+
+// NewRoamGateway writes g into dir (WriteRoamGateway) and returns the roam
+// CLI for `roam gateway` in namespace ns (Gateway, or an HA node's), its
+// control socket dir/gw.sock; StartGateway runs it.
+func NewRoamGateway(l *Lab, ns, bin, dir string, g RoamGatewayConfig) (*Roam, error) {
+	file, err := WriteRoamGateway(dir, g)
+	if err != nil {
+		return nil, err
+	}
+	return &Roam{Lab: l, NS: ns, Bin: bin, Config: file, Socket: filepath.Join(dir, "gw.sock")}, nil
 }
 
 // Run runs `roam <args...>` with --socket (and --config for connect) and

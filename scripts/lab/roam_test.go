@@ -68,6 +68,42 @@ func TestWriteRoamConfig(t *testing.T) {
 	}
 }
 
+// The constructors write the file and point the CLI at it, each with its
+// own control socket in the directory given.
+func TestNewRoam(t *testing.T) {
+	dir := t.TempDir()
+	l := &Lab{}
+	tests := []struct {
+		name       string
+		make       func() (*Roam, error)
+		ns, socket string
+	}{
+		{"client", func() (*Roam, error) {
+			return NewRoamClient(l, "/bin/roam", filepath.Join(dir, "c"), LabProfile("psk", "sekrit", nil, nil))
+		}, Client, filepath.Join(dir, "c", "roam.sock")},
+		{"gateway", func() (*Roam, error) {
+			return NewRoamGateway(l, Gateway2, "/bin/roam", filepath.Join(dir, "g"), RoamGatewayConfig{Auth: "psk", PSK: "sekrit"})
+		}, Gateway2, filepath.Join(dir, "g", "gw.sock")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := tc.make()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Lab != l || r.NS != tc.ns || r.Bin != "/bin/roam" || r.Socket != tc.socket || filepath.Dir(r.Config) != filepath.Dir(tc.socket) {
+				t.Errorf("got %+v", r)
+			}
+			if _, err := toml.DecodeFile(r.Config, new(map[string]any)); err != nil {
+				t.Errorf("config: %v", err)
+			}
+		})
+	}
+	if _, err := NewRoamGateway(l, Gateway, "/bin/roam", filepath.Join(dir, "bad"), RoamGatewayConfig{Auth: "pubkey"}); err == nil {
+		t.Error("pubkey gateway without PKI accepted")
+	}
+}
+
 func TestParseStatus(t *testing.T) {
 	for _, in := range []string{
 		`[{"name":"corp","state":"established","virtual_ip":"10.99.200.1","nat":true,"children":[{"bytes_in":5}]}]`,
