@@ -130,12 +130,7 @@ func (sa *SA) armReauthDeadline(lifetime time.Duration) {
 				return
 			}
 			sa.log.Warn("initiator did not reauthenticate in time: deleting the IKE SA", "peer", sa.peerID, "auth_lifetime", lifetime)
-			sa.state = stateDeleting
-			sa.queue = nil
-			sa.startRequest(wire.ExchangeInformational,
-				func() []wire.Payload { return []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}} },
-				func(wire.Header, []wire.Payload, []byte) { sa.die(ErrReauthExpired) },
-				func(error) { sa.die(ErrReauthExpired) })
+			sa.deleteIKE(ErrReauthExpired)
 		})
 	})
 }
