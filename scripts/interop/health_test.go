@@ -60,6 +60,7 @@ func TestHealthBlackholedUplink(t *testing.T) {
 	for time.Since(start) < hole {
 		st, ok := healthOf(r)
 		if !ok {
+			time.Sleep(50 * time.Millisecond) // a failed status call returns at once
 			continue
 		}
 		seen[st.State+"/"+st.Health] = true
@@ -170,6 +171,7 @@ func TestGatewayClientHealth(t *testing.T) {
 	for time.Since(start) < 5*time.Second {
 		h, _, ok := gatewayHealthOf(g)
 		if !ok {
+			time.Sleep(50 * time.Millisecond) // a failed status call returns at once
 			continue
 		}
 		switch {
