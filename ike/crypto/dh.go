@@ -107,8 +107,8 @@ func NewKeyExchange(group uint16, random io.Reader) (KeyExchange, error) {
 }
 
 // RFC 3526 primes; all have generator 2. Each is
-// 2^n - 2^(n-64) - 1 + 2^64 * (floor(2^(n-130) pi) + k), which the tests
-// re-derive.
+// 2^n - 2^(n-64) - 1 + 2^64 * (floor(2^(n-130) pi) + k); the tests check
+// the size, the 64 one-bits at each end and that each is a safe prime.
 const (
 	modp2048Hex = "" +
 		"FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74" +
