@@ -127,6 +127,11 @@ type conn struct {
 
 	// budget is the first connect's time per step (budget.go), under mu.
 	budget *report.ConnectBudget
+	// lateTUN makes the TUN device (dev) beside the first IKE exchange;
+	// abandonTUN is its teardown when the creation never began. nil when
+	// the device was there from the start (tests).
+	lateTUN    *lateTUN
+	abandonTUN func()
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
@@ -230,19 +235,31 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		return fail(fmt.Errorf("recording the TUN device for a crash: %w", err))
 	}
 
-	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
-	// the inner MTU for the larger header from the start, as an MTU that
-	// shrinks under open TCP connections would cost them packets.
+	// The device is made while the first IKE exchange runs (lateTUN); the
+	// dataplane reads it through a stand-in until then. With MOBIKE the
+	// tunnel may move to an IPv6 outer path later: size the inner MTU for
+	// the larger header from the start, as an MTU that shrinks under open
+	// TCP connections would cost them packets.
 	journal := func(s tun.State) error { return c.undo.Record(report.UndoTUN, c.tunName, s) }
-	dev, err := host.CreateTUN(c.tunName, tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE), journal)
-	if err != nil {
+	mtu := tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE)
+	late := newLateDevice()
+	c.lateTUN = newLateTUN(func() error {
+		dev, err := host.CreateTUN(c.tunName, mtu, journal)
+		if err != nil {
+			c.undo.Forget(report.UndoTUN, c.tunName)
+			late.bind(nil)
+			return err
+		}
+		c.dev = dev
+		late.bind(dev.Dev())
+		return nil
+	})
+	c.abandonTUN = func() {
 		c.undo.Forget(report.UndoTUN, c.tunName)
-		return fail(err)
+		late.bind(nil)
 	}
-	c.dev = dev
 	c.ifname = route.IfName
-	budget.mark("tun", time.Now())
-	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
+	c.dp = esp.NewDataplane(late, c.handleIKE, log)
 	socks, err := clientSockets(host.ListenUDP, gw.Addr(), p.MOBIKE, log)
 	if err != nil {
 		return fail(err)
@@ -283,12 +300,27 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 // connect negotiates the first IKE SA, installs it and starts following
 // it; ctx bounds the negotiation only.
 func (c *conn) connect(ctx context.Context, budget *connectBudget) error {
-	s, err := c.establish(ctx, false)
+	// A device that cannot be made ends the attempt at once, not when IKE
+	// is done (an unreachable gateway takes seconds).
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.lateTUN.cancelOnFailure(ectx, cancel)
+	s, err := c.establish(ectx, false)
 	if err != nil {
+		if terr := c.lateTUN.failed(); terr != nil {
+			return terr // the better reason
+		}
 		return err
 	}
 	budget.mark("ike", time.Now())
-	err = c.install(s)
+	err = c.lateTUN.wait()
+	if c.lateTUN != nil {
+		budget.overlapped("tun", c.lateTUN.took)
+		budget.mark("tun_wait", time.Now())
+	}
+	if err == nil {
+		err = c.install(s)
+	}
 	budget.mark("install", time.Now()) // children, addresses, routes, DNS
 	if err != nil {
 		if s.sa != nil {
@@ -414,9 +446,10 @@ func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route,
 
 // lastInbound is when ESP last came from the gateway.
 // localAddresses lists our usable addresses for the IKE_AUTH announcement;
-// the TUN device is not one of them.
+// the TUN device is not one of them. The first IKE_AUTH may go out while
+// the device is still being made, so it goes by the device's name.
 func (c *conn) localAddresses() []netip.Addr {
-	mon, err := c.host.NewMonitor([]string{c.dev.Name()})
+	mon, err := c.host.NewMonitor([]string{c.tunName})
 	if err != nil {
 		return nil
 	}
@@ -778,7 +811,9 @@ func (c *conn) teardown(reason error) {
 		c.cancel()
 		c.stopReauth()
 		// Closing the device ends the dataplane's blocked TUN read, so it
-		// comes before waiting for the dataplane.
+		// comes before waiting for the dataplane; a device never begun
+		// ends that read too.
+		c.lateTUN.abandon(c.abandonTUN)
 		if c.dev != nil {
 			// What Close could not undo stays recorded for the next daemon.
 			if err := c.dev.Close(); err != nil {
