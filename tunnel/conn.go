@@ -127,9 +127,9 @@ type conn struct {
 
 	// budget is the first connect's time per step (budget.go), under mu.
 	budget *report.ConnectBudget
-	// lateTUN makes the TUN device (dev) beside the first IKE exchange;
-	// abandonTUN is its teardown when the creation never began. nil when
-	// the device was there from the start (tests).
+	// lateTUN starts the dataplane and makes the TUN device (dev) beside
+	// the first IKE exchange; abandonTUN is its teardown when that never
+	// began. nil when the device was there from the start (tests).
 	lateTUN    *lateTUN
 	abandonTUN func()
 
@@ -231,19 +231,34 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		return fail(err)
 	}
 	budget.mark("lockdown", time.Now())
-	if err := c.undo.Record(report.UndoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
-		return fail(fmt.Errorf("recording the TUN device for a crash: %w", err))
-	}
 
-	// The device is made while the first IKE exchange runs (lateTUN); the
-	// dataplane reads it through a stand-in until then. With MOBIKE the
-	// tunnel may move to an IPv6 outer path later: size the inner MTU for
-	// the larger header from the start, as an MTU that shrinks under open
-	// TCP connections would cost them packets.
+	// The dataplane and the device start once the first IKE message is
+	// out (lateTUN, from the IKE transport): neither is needed before the
+	// gateway answers, and on a busy machine their goroutines, the crash
+	// record's sync and the device's creation (a few milliseconds) would
+	// otherwise delay IKE_SA_INIT. The dataplane reads the device through a
+	// stand-in until it exists. With MOBIKE the tunnel may move to an IPv6
+	// outer path later: size the inner MTU for the larger header from the
+	// start, as an MTU that shrinks under open TCP connections would cost
+	// them packets.
 	journal := func(s tun.State) error { return c.undo.Record(report.UndoTUN, c.tunName, s) }
 	mtu := tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE)
 	late := newLateDevice()
+	c.dpDone = make(chan struct{})
+	runDataplane := func() {
+		go func() {
+			defer close(c.dpDone)
+			if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
+				log.Error("dataplane stopped", "err", err)
+			}
+		}()
+	}
 	c.lateTUN = newLateTUN(func() error {
+		runDataplane()
+		if err := c.undo.Record(report.UndoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
+			late.bind(nil)
+			return fmt.Errorf("recording the TUN device for a crash: %w", err)
+		}
 		dev, err := host.CreateTUN(c.tunName, mtu, journal)
 		if err != nil {
 			c.undo.Forget(report.UndoTUN, c.tunName)
@@ -255,8 +270,10 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		return nil
 	})
 	c.abandonTUN = func() {
-		c.undo.Forget(report.UndoTUN, c.tunName)
+		// The connection's context has ended: the dataplane only closes
+		// its sockets.
 		late.bind(nil)
+		runDataplane()
 	}
 	c.ifname = route.IfName
 	c.dp = esp.NewDataplane(late, c.handleIKE, log)
@@ -276,13 +293,6 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		}
 	}
 	budget.mark("sockets", time.Now())
-	c.dpDone = make(chan struct{})
-	go func() {
-		defer close(c.dpDone)
-		if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
-			log.Error("dataplane stopped", "err", err)
-		}
-	}()
 
 	emit(report.Event{Event: report.EventConnecting, Profile: p.Name, To: gw.String(), Interface: route.IfName})
 	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink

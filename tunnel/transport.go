@@ -361,8 +361,8 @@ func (c *conn) udpPath(p, cur netpath.Path) netpath.Path {
 }
 
 // ikeOut is the IKE SAs' transport: the dataplane's sockets and stream.
-// The first message sent starts the TUN device's creation (lateTUN), which
-// then runs while the gateway answers.
+// The first message sent starts the dataplane's loops and the TUN
+// device's creation (lateTUN), which then run while the gateway answers.
 type ikeOut struct{ c *conn }
 
 func (o ikeOut) SendIKE(pkt []byte, path netpath.Path) error {
