@@ -129,20 +129,13 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 func answered(sa *ike.SA, d time.Duration) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if !sa.LastHeard().IsZero() {
-			return true
-		}
-		select {
-		case <-deadline.C:
-			return !sa.LastHeard().IsZero()
-		case <-sa.Done():
-			return !sa.LastHeard().IsZero()
-		case <-tick.C:
-		}
+	select {
+	case <-sa.Heard():
+		return true
+	case <-deadline.C:
+	case <-sa.Done():
 	}
+	return !sa.LastHeard().IsZero()
 }
 
 // ensureStream returns the stream path to gw, opening the stream first
