@@ -11,8 +11,8 @@ import (
 )
 
 // lateDevice stands in for the TUN device while it is still being created,
-// so the dataplane (and with it the IKE sockets) can run from the start of
-// a connect: creating the device overlaps the IKE exchanges instead of
+// so the dataplane (and with it the IKE sockets) can run before the device
+// exists: creating the device overlaps the IKE exchanges instead of
 // preceding them. Every call waits until the device exists; once creation
 // failed, Read and Write fail, which ends the dataplane's TUN loop.
 type lateDevice struct {
@@ -96,10 +96,11 @@ func (l *lateDevice) BatchSize() int {
 // its creation began.
 var errTUNNotCreated = errors.New("the TUN device was not created: the connection ended first")
 
-// lateTUN creates the connection's TUN device beside the first IKE
-// exchange. The device depends on nothing IKE negotiates, and creating it
-// (open, ioctl, netlink, the crash record) takes a few milliseconds that
-// would otherwise come before IKE_SA_INIT. It starts once the first IKE
+// lateTUN starts the dataplane and creates the connection's TUN device
+// beside the first IKE exchange (create, Dial's). The device depends on
+// nothing IKE negotiates, and creating it (open, ioctl, netlink, the crash
+// record) takes a few milliseconds that would otherwise come before
+// IKE_SA_INIT. It starts once the first IKE
 // message is on the wire (start, from the IKE transport), so it never
 // delays that message on a busy machine; whoever needs the device waits
 // for it (wait), which starts it if nothing did.
