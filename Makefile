@@ -25,8 +25,10 @@ LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 all: build
 
+# Static (CGO_ENABLED=0), as the .deb has it: no dynamic loader at each
+# start of the CLI and the daemon (about 1.5 ms of every roam connect).
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/roam ./cmd/roam
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/roam ./cmd/roam
 
 # roam(8) from the CLI definition, roam.toml(5) from docs/roam.toml.5.md.
 man: build

@@ -17,9 +17,10 @@ import (
 
 // StateDir is where the daemon listening on socket keeps what it takes to
 // undo its changes to the machine after a crash: "state" beside the
-// socket, /run/roam/state for the default socket.
+// socket, /run/roam/state for the default socket. It holds kernel state
+// only (DNS keeps its records elsewhere), so its records are not synced.
 func StateDir(socket string) undo.Dir {
-	return undo.NewDir(filepath.Join(filepath.Dir(socket), "state"))
+	return undo.NewVolatileDir(filepath.Join(filepath.Dir(socket), "state"))
 }
 
 // UndoHandlers undo each kind of state a killed client daemon may have

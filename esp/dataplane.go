@@ -134,6 +134,8 @@ type child struct {
 	// onSoft is ChildConfig.OnRekeyPackets; softReported: it was called.
 	onSoft       func()
 	softReported atomic.Bool
+	// onFirstOut is ChildConfig.OnFirstOut.
+	onFirstOut func(time.Time)
 
 	// Written once per batch, outbound by the TUN loop and inbound by a
 	// socket loop: on separate cache lines.
@@ -173,6 +175,11 @@ type ChildConfig struct {
 	// long); 0 or no callback: none.
 	RekeyPackets   uint64
 	OnRekeyPackets func()
+	// OnFirstOut, if set, is called once, from the TUN loop, with the time
+	// the first packet on Out was sealed (just before it is sent): where a
+	// connect's first tunnel packet leaves, for the debug log. It must not
+	// block.
+	OnFirstOut func(time.Time)
 }
 
 // ChildStats are one Child SA's counters.
@@ -431,7 +438,7 @@ func (d *Dataplane) InstallChild(p *Peer, cfg ChildConfig) error {
 		return errors.New("esp: child needs both SAs")
 	}
 	applySeq(cfg)
-	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, local: cfg.Local, proposal: cfg.Proposal}
+	c := &child{peer: p, in: cfg.In, out: cfg.Out, remote: cfg.Remote, local: cfg.Local, proposal: cfg.Proposal, onFirstOut: cfg.OnFirstOut}
 	for _, pfx := range cfg.Remote {
 		c.routes = append(c.routes, pfx.Masked())
 	}
@@ -673,7 +680,11 @@ func (b *batchCount) addOut(c *child, n int, now int64) {
 
 func (b *batchCount) flushOut(now int64) {
 	if b.c != nil && b.packets > 0 {
-		b.c.packetsOut.Add(b.packets)
+		// Only the TUN loop adds here: the count equals this batch's
+		// once, at the first.
+		if b.c.packetsOut.Add(b.packets) == b.packets && b.c.onFirstOut != nil {
+			b.c.onFirstOut(time.Unix(0, now))
+		}
 		b.c.bytesOut.Add(b.bytes)
 		b.c.peer.lastSent.Store(now)
 		b.c.peer.lastESP.Store(now)

@@ -126,7 +126,12 @@ func (sa *SA) noteAnswer(r *request, path netpath.Path) {
 func (sa *SA) noteHeard(now time.Time) {
 	sa.dpd.lastIn = now
 	sa.times.heardAt.Store(now.UnixNano())
+	sa.heardOnce.Do(func() { close(sa.heard) })
 }
+
+// Heard is closed once the peer has been heard (LastHeard is no longer
+// zero), so a wait for the first answer needs no polling.
+func (sa *SA) Heard() <-chan struct{} { return sa.heard }
 
 // RTT returns the smoothed round-trip time of p (ok: at least one sample).
 func (sa *SA) RTT(p netpath.Path) (PathRTT, bool) { return sa.times.rtt.get(p) }

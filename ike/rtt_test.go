@@ -181,3 +181,41 @@ func TestRTTAfterRetransmittedInit(t *testing.T) {
 		t.Fatalf("%+v ok=%v, want IKE_AUTH's estimate of at least %v", r, ok, 2*delay)
 	}
 }
+
+// TestHeard: Heard closes with the peer's first authenticated message,
+// and never for an SA that hears nothing before it dies.
+func TestHeard(t *testing.T) {
+	tests := []struct {
+		name      string
+		reachable bool
+	}{
+		{"answered", true},
+		{"unanswered", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, int64(970+i), nil)
+			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			if !tt.reachable {
+				cfg.Path.Remote = netip.MustParseAddrPort("192.0.2.99:500")
+				cfg.Retransmit = Retransmit{Initial: 10 * time.Millisecond, Factor: 1, Retries: 1}
+			}
+			c := e.dial(cfg)
+			select {
+			case <-c.sa.Heard():
+				if !tt.reachable {
+					t.Fatal("Heard closed for an SA that heard nothing")
+				}
+				if c.sa.LastHeard().IsZero() {
+					t.Fatal("Heard closed while LastHeard is zero")
+				}
+			case <-c.sa.Done():
+				if tt.reachable {
+					t.Fatal("the SA died unheard")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("neither heard nor done within 10 s")
+			}
+		})
+	}
+}

@@ -199,6 +199,9 @@ type SA struct {
 	stop  context.CancelFunc
 	stats counters
 	times exchangeTimes // round-trip times and the last exchange, for status (rtt.go)
+	// heard closes when the peer is first heard (heardOnce; rtt.go).
+	heard     chan struct{}
+	heardOnce sync.Once
 
 	outcome outcome // what Wait returns
 
@@ -279,6 +282,7 @@ func newSA(ctx context.Context, initiator bool, cfg common, tr Transport, events
 		inbox:     make(chan inPacket, 64),
 		ctl:       make(chan func(), 16),
 		done:      make(chan struct{}),
+		heard:     make(chan struct{}),
 		outcome:   outcome{ready: make(chan struct{})},
 		cur:       netpath.NewCurrent(path, ""),
 		flagI:     initiator,

@@ -1,6 +1,7 @@
 package ikeesp
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -22,7 +23,8 @@ type Binder struct {
 	DP *esp.Dataplane
 	// RekeyPackets is child_rekey_packets (0: no packet-count rekey).
 	RekeyPackets uint64
-	// Log gets the packet-count rekey's messages.
+	// Log gets the packet-count rekey's messages, and at debug level the
+	// moment each Child SA's first packet leaves.
 	Log *slog.Logger
 }
 
@@ -53,7 +55,21 @@ func (b Binder) InstallChild(peer *esp.Peer, sa *ike.SA, ch ike.ChildSA, in Inst
 	cfg.OutboundSeq, cfg.InboundSeq = in.OutboundSeq, in.InboundSeq
 	// A pair taken over near its limit starts the rekey on its first packet.
 	RekeyOnPackets(&cfg, sa, b.RekeyPackets, b.Log)
+	logFirstOut(&cfg, ch.SPIOut, b.Log)
 	return cfg, b.DP.InstallChild(peer, cfg)
+}
+
+// logFirstOut logs, at debug level, when the child's first packet is
+// sealed for sending, to the nanosecond on the wall clock: the lab's delay
+// line stamps packets on the same clock, so the two show the time from
+// the dataplane to the wire (a connect's first tunnel packet).
+func logFirstOut(cfg *esp.ChildConfig, spiOut uint32, log *slog.Logger) {
+	if log == nil || !log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	cfg.OnFirstOut = func(at time.Time) {
+		log.Debug("first ESP sent", "spi_out", fmt.Sprintf("%08x", spiOut), "at", at.Format(time.RFC3339Nano))
+	}
 }
 
 // InstallRekeyed puts the successor a Child SA rekey created in beside its

@@ -27,8 +27,15 @@ func newConnectBudget(now time.Time) *connectBudget {
 
 // mark ends the step name at now.
 func (b *connectBudget) mark(name string, now time.Time) {
-	b.steps = append(b.steps, budgetStep{name, now.Sub(b.last)})
+	b.steps = append(b.steps, budgetStep{name: name, took: now.Sub(b.last)})
 	b.last = now
+}
+
+// overlapped records a step that ran beside the sequence (the TUN device
+// beside IKE): it is reported with its own time but is not part of the sum
+// that makes the total, and the sequence's clock stays where it is.
+func (b *connectBudget) overlapped(name string, took time.Duration) {
+	b.steps = append(b.steps, budgetStep{name: name, took: took})
 }
 
 // attrs lists each step's milliseconds, in order, then the total.
@@ -57,6 +64,8 @@ func (b *connectBudget) report() *report.ConnectBudget {
 			r.LockdownMS = v
 		case "tun":
 			r.TUNMS = v
+		case "tun_wait":
+			r.TUNWaitMS = v
 		case "sockets":
 			r.SocketsMS = v
 		case "ike":

@@ -60,3 +60,20 @@ func TestConnectBudgetReport(t *testing.T) {
 		t.Fatalf("report %+v, want %+v", got, want)
 	}
 }
+
+// TestConnectBudgetOverlapped: a step that ran beside the others is
+// reported with its own time but leaves the sequence and total alone.
+func TestConnectBudgetOverlapped(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := newConnectBudget(t0)
+	b.mark("sockets", t0.Add(time.Millisecond))
+	b.mark("ike", t0.Add(44*time.Millisecond))
+	b.overlapped("tun", 2*time.Millisecond)
+	b.mark("tun_wait", t0.Add(44*time.Millisecond))
+	b.mark("install", t0.Add(47*time.Millisecond))
+	got := *b.report()
+	want := report.ConnectBudget{SocketsMS: 1, IKEMS: 43, TUNMS: 2, TUNWaitMS: 0, InstallMS: 3, TotalMS: 47}
+	if got != want {
+		t.Fatalf("report %+v, want %+v", got, want)
+	}
+}

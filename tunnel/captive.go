@@ -199,6 +199,11 @@ func (c *conn) enterCaptive(r captive.Result, iface string) {
 
 // stepAside takes the routes aside and opens lockdown for the portal.
 func (c *conn) stepAside(addrs []netip.Addr) bool {
+	// A portal may be seen while the device is still being made.
+	if err := c.lateTUN.wait(); err != nil {
+		c.log.Error("captive portal: routes not stepped aside", "err", err)
+		return false
+	}
 	if err := c.dev.StepAside(true); err != nil {
 		c.log.Error("captive portal: routes not stepped aside", "err", err)
 		return false

@@ -127,6 +127,14 @@ type conn struct {
 
 	// budget is the first connect's time per step (budget.go), under mu.
 	budget *report.ConnectBudget
+	// lateTUN starts the dataplane and makes the TUN device (dev) beside
+	// the first IKE exchange; abandonTUN is its teardown when that never
+	// began. nil when the device was there from the start (tests).
+	lateTUN    *lateTUN
+	abandonTUN func()
+	// firstRoute is Dial's route to the gateway, for the first dial to
+	// take instead of asking the kernel again; nil once taken.
+	firstRoute atomic.Pointer[netmon.Route]
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
@@ -226,23 +234,53 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		return fail(err)
 	}
 	budget.mark("lockdown", time.Now())
-	if err := c.undo.Record(report.UndoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
-		return fail(fmt.Errorf("recording the TUN device for a crash: %w", err))
-	}
 
-	// With MOBIKE the tunnel may move to an IPv6 outer path later: size
-	// the inner MTU for the larger header from the start, as an MTU that
-	// shrinks under open TCP connections would cost them packets.
+	// The dataplane and the device start once the first IKE message is
+	// out (lateTUN, from the IKE transport): neither is needed before the
+	// gateway answers, and on a busy machine their goroutines, the crash
+	// record's sync and the device's creation (a few milliseconds) would
+	// otherwise delay IKE_SA_INIT. The dataplane reads the device through a
+	// stand-in until it exists. With MOBIKE the tunnel may move to an IPv6
+	// outer path later: size the inner MTU for the larger header from the
+	// start, as an MTU that shrinks under open TCP connections would cost
+	// them packets.
 	journal := func(s tun.State) error { return c.undo.Record(report.UndoTUN, c.tunName, s) }
-	dev, err := host.CreateTUN(c.tunName, tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE), journal)
-	if err != nil {
-		c.undo.Forget(report.UndoTUN, c.tunName)
-		return fail(err)
+	mtu := tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE)
+	late := newLateDevice()
+	c.dpDone = make(chan struct{})
+	runDataplane := func() {
+		go func() {
+			defer close(c.dpDone)
+			if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
+				log.Error("dataplane stopped", "err", err)
+			}
+		}()
 	}
-	c.dev = dev
+	c.lateTUN = newLateTUN(func() error {
+		runDataplane()
+		if err := c.undo.Record(report.UndoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
+			late.bind(nil)
+			return fmt.Errorf("recording the TUN device for a crash: %w", err)
+		}
+		dev, err := host.CreateTUN(c.tunName, mtu, journal)
+		if err != nil {
+			c.undo.Forget(report.UndoTUN, c.tunName)
+			late.bind(nil)
+			return err
+		}
+		c.dev = dev
+		late.bind(dev.Dev())
+		return nil
+	})
+	c.abandonTUN = func() {
+		// The connection's context has ended: the dataplane only closes
+		// its sockets.
+		late.bind(nil)
+		runDataplane()
+	}
 	c.ifname = route.IfName
-	budget.mark("tun", time.Now())
-	c.dp = esp.NewDataplane(dev.Dev(), c.handleIKE, log)
+	c.firstRoute.Store(&route)
+	c.dp = esp.NewDataplane(late, c.handleIKE, log)
 	socks, err := clientSockets(host.ListenUDP, gw.Addr(), p.MOBIKE, log)
 	if err != nil {
 		return fail(err)
@@ -259,13 +297,6 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		}
 	}
 	budget.mark("sockets", time.Now())
-	c.dpDone = make(chan struct{})
-	go func() {
-		defer close(c.dpDone)
-		if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
-			log.Error("dataplane stopped", "err", err)
-		}
-	}()
 
 	emit(report.Event{Event: report.EventConnecting, Profile: p.Name, To: gw.String(), Interface: route.IfName})
 	go c.watchCaptive(c.life) // from the first attempt on: a portal may hold the uplink
@@ -283,12 +314,27 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 // connect negotiates the first IKE SA, installs it and starts following
 // it; ctx bounds the negotiation only.
 func (c *conn) connect(ctx context.Context, budget *connectBudget) error {
-	s, err := c.establish(ctx, false)
+	// A device that cannot be made ends the attempt at once, not when IKE
+	// is done (an unreachable gateway takes seconds).
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.lateTUN.cancelOnFailure(ectx, cancel)
+	s, err := c.establish(ectx, false)
 	if err != nil {
+		if terr := c.lateTUN.failed(); terr != nil {
+			return terr // the better reason
+		}
 		return err
 	}
 	budget.mark("ike", time.Now())
-	err = c.install(s)
+	err = c.lateTUN.wait()
+	if c.lateTUN != nil {
+		budget.overlapped("tun", c.lateTUN.took)
+		budget.mark("tun_wait", time.Now())
+	}
+	if err == nil {
+		err = c.install(s)
+	}
 	budget.mark("install", time.Now()) // children, addresses, routes, DNS
 	if err != nil {
 		if s.sa != nil {
@@ -314,7 +360,14 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	for _, t := range targets {
 		c.allowGateways(t.Addr())
 	}
-	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) { return c.host.RouteTo(a, tun.DefaultMark) })
+	gw, route, err := pickRoute(targets, func(a netip.Addr) (netmon.Route, error) {
+		// The first dial goes where Dial just looked (a netlink round
+		// trip less before IKE_SA_INIT); every later one asks afresh.
+		if r := c.firstRoute.Swap(nil); r != nil && a == c.gw.Addr() {
+			return *r, nil
+		}
+		return c.host.RouteTo(a, tun.DefaultMark)
+	})
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("gateway unreachable: %w", err)
 	}
@@ -355,7 +408,7 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		IKERekeyTime: p.IKERekey, IKELifeTime: p.IKELife,
 		ForbidNAT: !p.AllowNAT,
 		// MOBIKE: the gateway learns our other addresses (RFC 4555 3.4).
-		LocalAddresses: c.localAddresses,
+		LocalAddresses: c.prefetchAddresses(),
 		// Short first timeouts: an unreachable gateway is reported within
 		// about ten seconds instead of strongSwan's minutes.
 		Retransmit: ike.ConnectRetransmit,
@@ -414,9 +467,10 @@ func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route,
 
 // lastInbound is when ESP last came from the gateway.
 // localAddresses lists our usable addresses for the IKE_AUTH announcement;
-// the TUN device is not one of them.
+// the TUN device is not one of them. The first IKE_AUTH may go out while
+// the device is still being made, so it goes by the device's name.
 func (c *conn) localAddresses() []netip.Addr {
-	mon, err := c.host.NewMonitor([]string{c.dev.Name()})
+	mon, err := c.host.NewMonitor([]string{c.tunName})
 	if err != nil {
 		return nil
 	}
@@ -430,6 +484,22 @@ func (c *conn) localAddresses() []netip.Addr {
 		out = append(out, a.Addr)
 	}
 	return out
+}
+
+// prefetchAddresses starts listing our addresses at once, while
+// IKE_SA_INIT is under way, instead of when IKE_AUTH is built (a netlink
+// dump of 0.25 ms on the connect's path); the first call takes that list,
+// later ones (a gateway's switch request) list afresh.
+func (c *conn) prefetchAddresses() func() []netip.Addr {
+	first := make(chan []netip.Addr, 1)
+	go func() { first <- c.localAddresses() }()
+	var taken atomic.Bool
+	return func() []netip.Addr {
+		if taken.CompareAndSwap(false, true) {
+			return <-first
+		}
+		return c.localAddresses()
+	}
 }
 
 func (c *conn) lastInbound() time.Time {
@@ -778,7 +848,9 @@ func (c *conn) teardown(reason error) {
 		c.cancel()
 		c.stopReauth()
 		// Closing the device ends the dataplane's blocked TUN read, so it
-		// comes before waiting for the dataplane.
+		// comes before waiting for the dataplane; a device never begun
+		// ends that read too.
+		c.lateTUN.abandon(c.abandonTUN)
 		if c.dev != nil {
 			// What Close could not undo stays recorded for the next daemon.
 			if err := c.dev.Close(); err != nil {

@@ -74,14 +74,14 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 			return nil, err
 		}
 		cfg.Path = path
-		return ike.Dial(ctx, cfg, c.dp, events)
+		return ike.Dial(ctx, cfg, ikeOut{c}, events)
 	case config.TransportAuto:
 	default:
-		return ike.Dial(ctx, cfg, c.dp, events)
+		return ike.Dial(ctx, cfg, ikeOut{c}, events)
 	}
 	uctx, ucancel := context.WithCancel(ctx)
 	udpEvents := make(chan ike.Event, 16)
-	sa, err := ike.Dial(uctx, cfg, c.dp, udpEvents)
+	sa, err := ike.Dial(uctx, cfg, ikeOut{c}, udpEvents)
 	if err != nil {
 		ucancel()
 		return nil, err
@@ -122,27 +122,20 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 	ucancel()
 	c.log.Info("no answer over UDP; using TCP", "after", udpFallbackAfter, "tcp_port", t.TCPPort)
 	cfg.Path = path
-	return ike.Dial(ctx, cfg, c.dp, events)
+	return ike.Dial(ctx, cfg, ikeOut{c}, events)
 }
 
 // answered reports whether sa hears from its peer within d.
 func answered(sa *ike.SA, d time.Duration) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if !sa.LastHeard().IsZero() {
-			return true
-		}
-		select {
-		case <-deadline.C:
-			return !sa.LastHeard().IsZero()
-		case <-sa.Done():
-			return !sa.LastHeard().IsZero()
-		case <-tick.C:
-		}
+	select {
+	case <-sa.Heard():
+		return true
+	case <-deadline.C:
+	case <-sa.Done():
 	}
+	return !sa.LastHeard().IsZero()
 }
 
 // ensureStream returns the stream path to gw, opening the stream first
@@ -358,4 +351,15 @@ func (c *conn) udpPath(p, cur netpath.Path) netpath.Path {
 	p.Local = netip.AddrPortFrom(p.Local.Addr(), port)
 	p.Remote = netip.AddrPortFrom(p.Remote.Addr(), 4500)
 	return p
+}
+
+// ikeOut is the IKE SAs' transport: the dataplane's sockets and stream.
+// The first message sent starts the dataplane's loops and the TUN
+// device's creation (lateTUN), which then run while the gateway answers.
+type ikeOut struct{ c *conn }
+
+func (o ikeOut) SendIKE(pkt []byte, path netpath.Path) error {
+	err := o.c.dp.SendIKE(pkt, path)
+	o.c.lateTUN.start()
+	return err
 }

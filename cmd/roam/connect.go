@@ -81,17 +81,22 @@ func connectCommand(e engines) *cli.Command {
 			}
 			socket := c.String("socket")
 			client := daemon.Client{Socket: socket}
+			// The request itself finds out whether a daemon runs: a refused
+			// or missing socket means the request never reached one, so it
+			// is sent again to the daemon started for it.
 			var daemonStart time.Duration
-			if err := client.Ping(c.Context); errors.Is(err, daemon.ErrNoDaemon) {
+			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
+			if errors.Is(err, daemon.ErrNoDaemon) {
 				spawned := time.Now()
 				if err := spawnDaemon(c.Context, socket, cfg, c.String("log-level")); err != nil {
 					return fmt.Errorf("connect %s: %w", name, err)
 				}
 				daemonStart = time.Since(spawned)
-			} else if err != nil {
+				st, err = client.ConnectPassword(c.Context, name, cfg, password, progress)
+			}
+			if errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("connect %s: %w", name, socketDenied(socket, err))
 			}
-			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
 			if err != nil {
 				return fmt.Errorf("connect %s: %w", name, connectFailure(oneLine(err)))
 			}
@@ -175,10 +180,10 @@ func oneLine(err error) error {
 	return err
 }
 
-// spawnPoll is how often spawnDaemon looks for the new daemon's socket. A
-// failed connect to a missing unix socket costs microseconds, and every
-// millisecond waited here is a millisecond of `roam connect` (the daemon
-// is usually up 10-30 ms after the spawn).
+// spawnPoll is how often spawnDaemon looks for the new daemon's socket once
+// the daemon's ready pipe closed without a word (it exited: another
+// connect's daemon may hold the socket). A failed connect to a missing
+// unix socket costs microseconds.
 const spawnPoll = 2 * time.Millisecond
 
 // spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
@@ -198,23 +203,49 @@ func spawnDaemon(ctx context.Context, socket, cfg, logLevel string) error {
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
-	args := []string{"daemon", "--socket", socket, "--config", cfg, "--auto-exit"}
+	// The daemon says it listens by writing a byte into this pipe (its
+	// fd 3), so the wait ends the moment it does.
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		return fmt.Errorf("starting the daemon: %w", err)
+	}
+	defer ready.Close()
+	args := []string{"daemon", "--socket", socket, "--config", cfg, "--auto-exit", "--ready-fd", "3"}
 	if logLevel != "" {
 		args = append(args, "--log-level", logLevel)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	logf.Close()
+	readyW.Close()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	said := make(chan bool, 1)
+	go func() {
+		var b [1]byte
+		n, _ := ready.Read(b[:])
+		said <- n == 1
+	}()
 
 	ctx, cancel := context.WithTimeout(ctx, spawnTimeout)
 	defer cancel()
+	select {
+	case ok := <-said:
+		if ok {
+			return nil
+		}
+		// Closed without a word: the daemon exited (below, as it was
+		// before the pipe), or another connect's daemon won the socket.
+	case <-ctx.Done():
+		return fmt.Errorf("the daemon did not answer on %s within %v (log: %s)", socket, spawnTimeout, logPath)
+	}
 	client := daemon.Client{Socket: socket}
 	tick := time.NewTicker(spawnPoll)
 	defer tick.Stop()

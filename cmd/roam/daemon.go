@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -23,6 +24,9 @@ func daemonCommand(e engines) *cli.Command {
 			logLevelFlag(),
 			&cli.BoolFlag{Name: "auto-exit", Usage: "exit when the last connection ends"},
 			&cli.StringFlag{Name: "socket-group", Usage: "group that may read status and events from the socket (default: socket_group in the profile file)"},
+			// roam connect's readiness pipe (spawnDaemon): a byte is written
+			// to this descriptor once the socket listens.
+			&cli.IntFlag{Name: "ready-fd", Hidden: true},
 		},
 		Action: func(c *cli.Context) error {
 			group, level := fileSettings(c.String("config"))
@@ -47,6 +51,7 @@ func daemonCommand(e engines) *cli.Command {
 			if err != nil {
 				return err
 			}
+			tellReady(c.Int("ready-fd"), log)
 			log.Info("daemon listening", "socket", c.String("socket"), "auto_exit", c.Bool("auto-exit"), "socket_group", group)
 			log.Debug("daemon settings", "config", c.String("config"), "log_level", level, "pid", os.Getpid())
 			// Under systemd (Type=notify): ready once the socket answers,
@@ -64,4 +69,20 @@ func daemonCommand(e engines) *cli.Command {
 			return err
 		},
 	}
+}
+
+// tellReady writes the byte roam connect waits for into fd (0: none was
+// given) and closes it, so no child of the daemon inherits it.
+func tellReady(fd int, log *slog.Logger) {
+	if fd <= 0 {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	if f == nil {
+		return
+	}
+	if _, err := f.Write([]byte{1}); err != nil {
+		log.Warn("telling roam connect the daemon listens", "err", err)
+	}
+	f.Close()
 }

@@ -28,7 +28,14 @@ import (
 // connect can spawn it as its daemon.
 const fakeDaemonEnv = "ROAM_TEST_FAKE_ENGINES"
 
+// failDaemonEnv makes that fake daemon exit at once with this line.
+const failDaemonEnv = "ROAM_TEST_DAEMON_FAILS"
+
 func TestMain(m *testing.M) {
+	if line := os.Getenv(failDaemonEnv); line != "" && len(os.Args) > 1 && os.Args[1] == "daemon" {
+		fmt.Fprintln(os.Stderr, line)
+		os.Exit(1)
+	}
 	if os.Getenv(fakeDaemonEnv) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, os.Args, os.Stdout, os.Stderr, fakeEngines())
@@ -402,4 +409,26 @@ func TestConnectJSON(t *testing.T) {
 		t.Fatalf("disconnect --all: %+v", r)
 	}
 	waitGone(t, socket)
+}
+
+// TestConnectSpawnFails: a daemon that connect started and that exits
+// before it listens (its ready pipe closes without a word) is reported at
+// once, with the last line of its log.
+func TestConnectSpawnFails(t *testing.T) {
+	tests := []struct {
+		name, line string
+	}{
+		{"exits at start", "roam: the socket directory is not ours"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(fakeDaemonEnv, "1")
+			t.Setenv(failDaemonEnv, tt.line)
+			cfg, socket := setup(t)
+			r := roam(testCtx(t), "connect", "--socket", socket, "--config", cfg, "corp")
+			if r.code == 0 || !strings.Contains(r.stderr, "the daemon exited") || !strings.Contains(r.stderr, tt.line) {
+				t.Fatalf("connect with a daemon that cannot start: %+v", r)
+			}
+		})
+	}
 }

@@ -157,7 +157,18 @@ func TestRecoverUnreadable(t *testing.T) {
 // record replaces the first, Forget removes it, and nothing else is left
 // in the directory (no temporary files).
 func TestRecordForget(t *testing.T) {
-	d := NewDir(filepath.Join(t.TempDir(), "state"))
+	for _, tc := range []struct {
+		name string
+		dir  func(string) Dir
+	}{
+		{"synced", NewDir},
+		{"volatile", NewVolatileDir},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRecordForget(t, tc.dir(filepath.Join(t.TempDir(), "state"))) })
+	}
+}
+
+func testRecordForget(t *testing.T, d Dir) {
 	type state struct{ Routes []string }
 	if err := d.Record("tun", "corp", state{Routes: []string{"10.0.0.0/8"}}); err != nil {
 		t.Fatal(err)

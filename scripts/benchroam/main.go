@@ -339,7 +339,7 @@ func describe(r run) string {
 func ms(d time.Duration) string { return benchkit.MS(d) }
 
 // budgetKeys are the connect_budget figures shown per run, in order.
-var budgetKeys = []string{"command_ms", "daemon_start_ms", "total_ms", "ike_ms", "tun_ms", "install_ms"}
+var budgetKeys = []string{"command_ms", "daemon_start_ms", "total_ms", "ike_ms", "tun_ms", "tun_wait_ms", "install_ms"}
 
 // runOnce builds a fresh lab, connects the client, makes the move and
 // measures it. The lab (and every process in it) is gone when it returns.

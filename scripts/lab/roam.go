@@ -23,9 +23,12 @@ func BuildRoam(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "roam")
-	// -trimpath as make build has it: a test that runs make install or
-	// make deb then reuses the compiled packages and only links anew.
+	// -trimpath and CGO_ENABLED=0 as make build (and so the .deb) has
+	// them: the lab runs the binary that ships, and a test that runs make
+	// install or make deb then reuses the compiled packages and only links
+	// anew.
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/roam")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build roam: %w: %s", err, out)
