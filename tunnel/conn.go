@@ -465,7 +465,6 @@ func pickRoute(targets []netip.AddrPort, routeTo func(netip.Addr) (netmon.Route,
 	return netip.AddrPort{}, netmon.Route{}, first
 }
 
-// lastInbound is when ESP last came from the gateway.
 // localAddresses lists our usable addresses for the IKE_AUTH announcement;
 // the TUN device is not one of them. The first IKE_AUTH may go out while
 // the device is still being made, so it goes by the device's name.
@@ -502,6 +501,7 @@ func (c *conn) prefetchAddresses() func() []netip.Addr {
 	}
 }
 
+// lastInbound is when ESP last came from the gateway.
 func (c *conn) lastInbound() time.Time {
 	if peer := c.curPeer(); peer != nil {
 		_, recv := peer.Activity()
