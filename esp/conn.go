@@ -30,16 +30,6 @@ type Conn interface {
 	Close() error
 }
 
-// PollConn is a Conn that can also read without waiting. The receive loop
-// uses it to take the rest of a burst that arrives while it opens the
-// start of it, so both reach the TUN device in one write (tailRead).
-type PollConn interface {
-	Conn
-	// PollBatch is ReadBatch without the wait: with nothing queued it
-	// returns 0 and no error. It reuses the buffers of ReadBatch.
-	PollBatch(msgs []Message) (int, error)
-}
-
 // LinkMTUConn is a Conn that knows the MTU a packet on a path meets; the
 // dataplane derives the path's inner MTU from it. A Conn without it (and
 // not a *Socket, which asks the kernel's routes) leaves the MTU unknown:

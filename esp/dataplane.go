@@ -916,9 +916,6 @@ type rxState struct {
 	count     batchCount
 	parts     *cryptoParts
 	lastDrops uint32 // the socket's SO_RXQ_OVFL count already added
-	// used is how many of tunBufs hold opened packets (or dropped ones)
-	// waiting for the TUN write; jobs are opened into the ones after them.
-	used int
 }
 
 const (
@@ -944,7 +941,6 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s Conn) {
 		// packets to the first buffer of a flow, within its capacity.
 		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
 	}
-	pc, _ := s.(PollConn)
 	for {
 		count, err := s.ReadBatch(msgs)
 		if err != nil {
@@ -958,45 +954,7 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s Conn) {
 		for i := range msgs[:count] {
 			rx.datagram(&msgs[i])
 		}
-		if pc != nil {
-			rx.tailRead(pc, msgs, count)
-		}
 		rx.flush()
-	}
-}
-
-const (
-	// fullDatagram is the size from which a received datagram counts as a
-	// full GRO/GSO datagram, as a peer sends a burst bigger than one
-	// datagram holds (a TSO super-packet of 64 KiB does not fit one ESP
-	// GSO datagram). In a single-stream download through roam's gateway,
-	// more than a third of the client's TUN writes carried under 8
-	// packets: the short datagram closing such a burst, read on its own
-	// just after the full one was.
-	fullDatagram = 32 << 10
-	// tailRoom is the least free TUN buffers worth a read for a burst's
-	// rest.
-	tailRoom = rxPackets / 4
-)
-
-// tailRead takes the rest of a burst before the TUN write: while the last
-// datagram read was a full one and the TUN batch has room, it opens what
-// is queued (freeing the read buffers) and reads again without waiting.
-// The rest of the burst, which arrived while the start was being read and
-// opened, then goes to the TUN device in the same write, where GRO joins
-// it to its flow's super-packet: one write and one TCP ACK instead of two.
-// When nothing is queued it costs one recvmmsg.
-func (rx *rxState) tailRead(pc PollConn, msgs []Message, count int) {
-	for count > 0 && len(msgs[count-1].Buf) >= fullDatagram && len(rx.tunBufs)-rx.used-len(rx.jobs) >= tailRoom {
-		rx.open()
-		n, err := pc.PollBatch(msgs)
-		if err != nil || n == 0 {
-			return
-		}
-		for i := range msgs[:n] {
-			rx.datagram(&msgs[i])
-		}
-		count = n
 	}
 }
 
@@ -1059,10 +1017,10 @@ func (rx *rxState) packet(pkt []byte, path Path) {
 		d.early.add(binary.BigEndian.Uint32(pkt), pkt, time.Unix(0, rx.now))
 		return
 	}
-	if rx.used+len(rx.jobs) == len(rx.tunBufs) {
+	if len(rx.jobs) == len(rx.tunBufs) {
 		rx.flush() // a batch of GRO datagrams can hold more packets than buffers
 	}
-	rx.jobs = append(rx.jobs, rxJob{c: c, pkt: pkt, path: path, dst: rx.tunBufs[rx.used+len(rx.jobs)][:tunOffset]})
+	rx.jobs = append(rx.jobs, rxJob{c: c, pkt: pkt, path: path, dst: rx.tunBufs[len(rx.jobs)][:tunOffset]})
 }
 
 // deliver is the stage after decryption, in arrival order: it checks an
@@ -1095,28 +1053,18 @@ func (rx *rxState) deliver(j *rxJob) {
 	rx.out = append(rx.out, inner)
 }
 
-// open is the crypto stage and delivery of the queued jobs: their packets
-// go into their TUN buffers and, if good, onto the TUN batch. After it the
-// jobs' read buffers are free.
-func (rx *rxState) open() {
-	if len(rx.jobs) == 0 {
-		return
-	}
-	rx.d.openParallel(rx.parts, rx.jobs)
-	for i := range rx.jobs {
-		rx.deliver(&rx.jobs[i])
-		rx.jobs[i] = rxJob{} // keep no packet or child alive
-	}
-	rx.used += len(rx.jobs)
-	rx.jobs = rx.jobs[:0]
-}
-
 // flush writes the opened packets to the TUN device and the batch's
 // counters to their children. A TUN write blocks while the device queue is
 // full rather than dropping; what fails is counted.
 func (rx *rxState) flush() {
-	rx.open()
-	rx.used = 0
+	if len(rx.jobs) > 0 {
+		rx.d.openParallel(rx.parts, rx.jobs)
+		for i := range rx.jobs {
+			rx.deliver(&rx.jobs[i])
+			rx.jobs[i] = rxJob{} // keep no packet or child alive
+		}
+		rx.jobs = rx.jobs[:0]
+	}
 	rx.count.flushIn(rx.now)
 	if len(rx.out) > 0 && rx.d.dev != nil {
 		if _, err := rx.d.dev.Write(rx.out, tunOffset); err != nil {

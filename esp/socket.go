@@ -203,19 +203,6 @@ func (s *Socket) ReadBatch(msgs []Message) (int, error) {
 	return n, err
 }
 
-// PollBatch reads what is queued, up to len(msgs) datagrams, without
-// waiting: 0 when nothing is (PollConn). It shares ReadBatch's buffers.
-func (s *Socket) PollBatch(msgs []Message) (int, error) {
-	if s.rb == nil || len(s.rb.hdrs) != len(msgs) {
-		s.rb = newRecvBatch(len(msgs))
-	}
-	n, err := s.readBatchWith(s.rb, s.rb.poll)
-	for i := range n {
-		s.rb.fill(i, &msgs[i])
-	}
-	return n, err
-}
-
 // oob returns the control message that makes a packet leave from src
 // through ifindex, or nil when the kernel may choose.
 func (s *Socket) oob(src netip.Addr, ifindex int) []byte {
@@ -361,9 +348,6 @@ type recvBatch struct {
 	n     int
 	errno syscall.Errno
 	read  func(fd uintptr) bool
-	// poll is read that takes an empty queue (EAGAIN) as 0 datagrams
-	// instead of waiting.
-	poll func(fd uintptr) bool
 }
 
 func newRecvBatch(n int) *recvBatch {
@@ -397,12 +381,6 @@ func newRecvBatch(n int) *recvBatch {
 			return true
 		}
 	}
-	b.poll = func(fd uintptr) bool {
-		if !b.read(fd) {
-			b.n, b.errno = 0, 0
-		}
-		return true
-	}
 	return b
 }
 
@@ -428,17 +406,14 @@ func (b *recvBatch) fill(i int, m *Message) {
 
 // readBatch reads up to len(b.hdrs) datagrams; it blocks until at least
 // one is there.
-func (s *Socket) readBatch(b *recvBatch) (int, error) { return s.readBatchWith(b, b.read) }
-
-// readBatchWith reads with read, b.read or b.poll.
-func (s *Socket) readBatchWith(b *recvBatch, read func(fd uintptr) bool) (int, error) {
+func (s *Socket) readBatch(b *recvBatch) (int, error) {
 	for i := range b.hdrs {
 		h := &b.hdrs[i].Hdr
 		h.Namelen = sockaddrSpace
 		h.SetControllen(recvCtrlSpace)
 		h.Flags = 0
 	}
-	if err := s.rc.Read(read); err != nil {
+	if err := s.rc.Read(b.read); err != nil {
 		return 0, err
 	}
 	if b.errno != 0 {

@@ -256,33 +256,3 @@ func FuzzReceiveDatagram(f *testing.F) {
 		close(tun.out)
 	})
 }
-
-// TestPollBatch checks the receive loop's read without waiting on a kernel
-// socket: nothing queued is 0 datagrams and no error, a queued datagram is
-// read with its sender, and a closed socket is an error.
-func TestPollBatch(t *testing.T) {
-	rx, tx := listenLoopback(t), listenLoopback(t)
-	msgs := make([]Message, 4)
-	if n, err := rx.PollBatch(msgs); n != 0 || err != nil {
-		t.Fatalf("empty socket: PollBatch = %d, %v; want 0, nil", n, err)
-	}
-	want := []byte("queued")
-	if err := tx.WriteTo(want, Path{Remote: rx.LocalAddr()}); err != nil {
-		t.Fatal(err)
-	}
-	// The loopback send has queued the datagram by the time it returns.
-	n, err := rx.PollBatch(msgs)
-	if err != nil || n != 1 {
-		t.Fatalf("one queued datagram: PollBatch = %d, %v; want 1, nil", n, err)
-	}
-	if !bytes.Equal(msgs[0].Buf, want) || msgs[0].From != tx.LocalAddr() {
-		t.Errorf("read %q from %v, want %q from %v", msgs[0].Buf, msgs[0].From, want, tx.LocalAddr())
-	}
-	if n, err := rx.PollBatch(msgs); n != 0 || err != nil {
-		t.Fatalf("drained socket: PollBatch = %d, %v; want 0, nil", n, err)
-	}
-	rx.Close()
-	if _, err := rx.PollBatch(msgs); err == nil || !errClosedSocket(err) {
-		t.Errorf("closed socket: PollBatch error %v, want a closed-socket error", err)
-	}
-}
