@@ -26,14 +26,6 @@ const (
 	// that has fallen behind gets several GRO datagrams in one read and
 	// splits them, which is when another core helps it catch up.
 	minPartBytes = 32 << 10
-	// minOpenPartBytes is minPartBytes for opening. A receive loop is a
-	// serial stage: under a single-stream download the client's loop
-	// reads, opens and writes to the TUN device one GRO datagram at a
-	// time, so a lone datagram (about 45 packets, 64 KiB) is split in two
-	// and its second half opened on another core while the loop opens the
-	// first. Batches of small packets (128 of 64-byte UDP are 16 KiB)
-	// still stay on the loop.
-	minOpenPartBytes = 24 << 10
 	// maxParts bounds the split of one batch.
 	maxParts = 8
 )
@@ -92,16 +84,9 @@ func newCryptoParts() *cryptoParts {
 	return &ps
 }
 
-// split says into how many parts n outbound jobs of size bytes in all go.
-func (d *Dataplane) split(n, size int) int { return d.splitBy(n, size, minPartBytes) }
-
-// splitOpen is split for a receive batch, whose parts may be smaller.
-func (d *Dataplane) splitOpen(n, size int) int { return d.splitBy(n, size, minOpenPartBytes) }
-
-// splitBy says into how many parts of at least minPart bytes n jobs of size
-// bytes go.
-func (d *Dataplane) splitBy(n, size, minPart int) int {
-	return max(1, min(size/minPart, n, d.workers+1, maxParts))
+// split says into how many parts n jobs of size bytes in all go.
+func (d *Dataplane) split(n, size int) int {
+	return max(1, min(size/minPartBytes, n, d.workers+1, maxParts))
 }
 
 // runParts runs parts[:k]: parts[1:k] on workers where one is idle, the
@@ -148,7 +133,7 @@ func (d *Dataplane) openParallel(ps *cryptoParts, jobs []rxJob) {
 	for i := range jobs {
 		size += len(jobs[i].pkt)
 	}
-	k := d.splitOpen(len(jobs), size)
+	k := d.split(len(jobs), size)
 	per := (len(jobs) + k - 1) / k
 	for i := 0; i < k; i++ {
 		lo, hi := min(i*per, len(jobs)), min((i+1)*per, len(jobs))

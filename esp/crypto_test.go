@@ -96,32 +96,22 @@ func TestSplit(t *testing.T) {
 		name       string
 		workers    int
 		jobs, size int
-		open       bool // splitOpen, a receive batch
 		want       int
 	}{
-		{"one packet", 1, 1, 1400, false, 1},
-		{"full GRO datagram", 1, 45, 65507, false, 1},
-		{"many small packets", 1, 128, 128 * 64, false, 1},
-		{"two GRO datagrams", 1, 90, 2 * 65507, false, 2},
-		{"two GRO datagrams, more cores", 7, 90, 2 * 65507, false, 3},
-		{"no workers", 0, 128, 128 * 1400, false, 1},
-		{"bounded by jobs", 7, 2, 2 * 65535, false, 2},
-		{"bounded by maxParts", 15, 128, 128 * 65535, false, maxParts},
-		{"open: one packet", 1, 1, 1400, true, 1},
-		{"open: full GRO datagram", 1, 45, 65507, true, 2},
-		{"open: half a GRO datagram", 1, 22, 22 * 1454, true, 1},
-		{"open: many small packets", 1, 128, 128 * 128, true, 1},
-		{"open: no workers", 0, 45, 65507, true, 1},
+		{"one packet", 1, 1, 1400, 1},
+		{"full GRO datagram", 1, 45, 65507, 1},
+		{"many small packets", 1, 128, 128 * 64, 1},
+		{"two GRO datagrams", 1, 90, 2 * 65507, 2},
+		{"two GRO datagrams, more cores", 7, 90, 2 * 65507, 3},
+		{"no workers", 0, 128, 128 * 1400, 1},
+		{"bounded by jobs", 7, 2, 2 * 65535, 2},
+		{"bounded by maxParts", 15, 128, 128 * 65535, maxParts},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &Dataplane{workers: tt.workers}
-			split, name := d.split, "split"
-			if tt.open {
-				split, name = d.splitOpen, "splitOpen"
-			}
-			if got := split(tt.jobs, tt.size); got != tt.want {
-				t.Errorf("%s(%d jobs, %d bytes) with %d workers = %d, want %d", name, tt.jobs, tt.size, tt.workers, got, tt.want)
+			if got := d.split(tt.jobs, tt.size); got != tt.want {
+				t.Errorf("split(%d jobs, %d bytes) with %d workers = %d, want %d", tt.jobs, tt.size, tt.workers, got, tt.want)
 			}
 		})
 	}
