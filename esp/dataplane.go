@@ -216,12 +216,16 @@ type DropStats struct {
 	// its queue stayed full for the stream's bound on waiting (a stalled
 	// connection; tcpencap.QueueWait).
 	StreamFull uint64
+	// TooOld: ESP left of the replay window (ErrTooOld), arrived more than
+	// ReplayWindow packets behind the newest of its SA. Replayed counts
+	// the ones seen already.
+	TooOld uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
 	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
-	outsideSelectors, streamFull                                         atomic.Uint64
+	outsideSelectors, streamFull, tooOld                                 atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -538,7 +542,7 @@ func (d *Dataplane) Drops() DropStats {
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
 		TooBig: d.drops.tooBig.Load(), OutsideSelectors: d.drops.outsideSelectors.Load(),
-		StreamFull: d.drops.streamFull.Load(),
+		StreamFull: d.drops.streamFull.Load(), TooOld: d.drops.tooOld.Load(),
 	}
 }
 
@@ -1097,6 +1101,8 @@ func countErrors(err error) int {
 
 func (d *Dataplane) countOpenError(err error) {
 	switch {
+	case errors.Is(err, ErrTooOld):
+		d.drops.tooOld.Add(1)
 	case errors.Is(err, ErrReplayed):
 		d.drops.replayed.Add(1)
 	case errors.Is(err, ErrBadICV):

@@ -38,6 +38,13 @@ func (w *replayWindow) check(seqLow uint32, esn bool) (uint64, bool) {
 	return seq, w.bitmap[block]&(1<<(seq%replayBits)) == 0
 }
 
+// left reports whether seq is left of the window: older than the newest
+// accepted by ReplayWindow or more, so it can no longer be told apart from
+// a replay. Sequence number 0 is never valid and not left of it.
+func (w *replayWindow) left(seq uint64) bool {
+	return seq != 0 && seq <= w.top && w.top-seq >= ReplayWindow
+}
+
 // update marks seq as received, sliding the window when seq is the newest.
 // It reports false if seq was already marked.
 func (w *replayWindow) update(seq uint64) bool {

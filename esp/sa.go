@@ -19,9 +19,14 @@ import (
 // Errors the dataplane counts; every packet the peer (or anyone) sends us
 // that is not good ESP ends in one of them.
 var (
-	ErrMalformed    = errors.New("esp: malformed packet")
-	ErrUnknownSPI   = errors.New("esp: unknown SPI")
-	ErrReplayed     = errors.New("esp: replayed or too old")
+	ErrMalformed  = errors.New("esp: malformed packet")
+	ErrUnknownSPI = errors.New("esp: unknown SPI")
+	ErrReplayed   = errors.New("esp: replayed or too old")
+	// ErrTooOld is the ErrReplayed of a packet left of the replay window
+	// (rather than one seen already): it says the packet arrived more than
+	// ReplayWindow packets late, such as from a socket whose queue held
+	// seconds of traffic while newer packets of the SA arrived elsewhere.
+	ErrTooOld       = fmt.Errorf("%w: left of the replay window", ErrReplayed)
 	ErrBadICV       = errors.New("esp: integrity check failed")
 	ErrSeqExhausted = errors.New("esp: sequence numbers exhausted, the SA must be rekeyed")
 )
@@ -295,7 +300,11 @@ func (sa *InboundSA) open(sc *cryptoScratch, dst, pkt []byte) ([]byte, error) {
 	seqLow := binary.BigEndian.Uint32(pkt[4:])
 	sa.mu.Lock()
 	seq, ok := sa.window.check(seqLow, sa.esn)
+	old := !ok && sa.window.left(seq)
 	sa.mu.Unlock()
+	if old {
+		return dst, ErrTooOld
+	}
 	if !ok {
 		return dst, ErrReplayed
 	}
@@ -310,7 +319,13 @@ func (sa *InboundSA) open(sc *cryptoScratch, dst, pkt []byte) ([]byte, error) {
 	}
 	sa.mu.Lock()
 	fresh := sa.window.update(seq)
+	old = !fresh && sa.window.left(seq)
 	sa.mu.Unlock()
+	if old {
+		// The window moved past it during decryption: newer packets were
+		// opened meanwhile (another part of the batch, another socket).
+		return dst[:start], ErrTooOld
+	}
 	if !fresh {
 		return dst[:start], ErrReplayed // a copy raced us through decryption
 	}

@@ -310,3 +310,69 @@ func BenchmarkOpen(b *testing.B) {
 		}
 	}
 }
+
+// TestReplayedOrTooOld tells the two kinds of replay-window refusal apart:
+// a packet seen already is ErrReplayed, one left of the window ErrTooOld
+// (which is an ErrReplayed too, for callers that do not care which), and
+// neither moves the window.
+func TestReplayedOrTooOld(t *testing.T) {
+	out, _ := NewOutboundSA(7, keyMat(20), false)
+	in, _ := NewInboundSA(7, keyMat(20), false)
+	pkts := map[uint64][]byte{}
+	for _, seq := range []uint64{1, 2, 100, ReplayWindow + 2, ReplayWindow + 3} {
+		out.seq.Store(seq - 1)
+		pkts[seq], _ = out.Seal(nil, ipv4Packet(20))
+	}
+	open := func(seq uint64) error { _, err := in.Open(nil, pkts[seq]); return err }
+	for _, seq := range []uint64{1, 100, ReplayWindow + 3} {
+		if err := open(seq); err != nil {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+	}
+	tests := []struct {
+		name    string
+		seq     uint64
+		tooOld  bool // else seen already
+		replays bool // errors.Is(err, ErrReplayed)
+	}{
+		{"seen already, inside the window", 100, false, true},
+		{"seen already, newest", ReplayWindow + 3, false, true},
+		{"never seen, left of the window", 2, true, true},
+		{"seen already, left of the window", 1, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := open(tt.seq)
+			if got := errors.Is(err, ErrTooOld); got != tt.tooOld {
+				t.Errorf("seq %d: %v, ErrTooOld %v, want %v", tt.seq, err, got, tt.tooOld)
+			}
+			if got := errors.Is(err, ErrReplayed); got != tt.replays {
+				t.Errorf("seq %d: %v, ErrReplayed %v, want %v", tt.seq, err, got, tt.replays)
+			}
+		})
+	}
+	// The refusals left the window alone: a packet just inside it is new.
+	if err := open(ReplayWindow + 2); err != nil {
+		t.Errorf("seq %d after the refusals: %v", ReplayWindow+2, err)
+	}
+}
+
+// TestCountOpenErrorReplays: the dataplane counts the two refusals under
+// their own drop reasons.
+func TestCountOpenErrorReplays(t *testing.T) {
+	tests := []struct {
+		err  error
+		want DropStats
+	}{
+		{ErrReplayed, DropStats{Replayed: 1}},
+		{ErrTooOld, DropStats{TooOld: 1}},
+		{ErrBadICV, DropStats{BadICV: 1}},
+	}
+	for _, tt := range tests {
+		d := NewDataplane(nil, ignoreIKE, nil)
+		d.countOpenError(tt.err)
+		if got := d.Drops(); got != tt.want {
+			t.Errorf("%v: drops %+v, want %+v", tt.err, got, tt.want)
+		}
+	}
+}

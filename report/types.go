@@ -171,6 +171,9 @@ type Drops struct {
 	Truncated uint64 `json:"truncated"`
 	// StreamFull: outbound a TCP stream refused (down, or stalled).
 	StreamFull uint64 `json:"stream_full"`
+	// TooOld: ESP left of the replay window (more than its size late);
+	// Replayed counts the ones seen already.
+	TooOld uint64 `json:"too_old"`
 }
 
 // DropsFrom maps the dataplane's counters to the status object; a new
@@ -182,7 +185,7 @@ func DropsFrom(d esp.DropStats) *Drops {
 		NoPath: d.NoPath, TooBig: d.TooBig, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
 		OutsideSelectors: d.OutsideSelectors, SeqExhausted: d.SeqExhausted,
 		SocketOverflow: d.SocketOverflow, TUNWrite: d.TUNWrite, Truncated: d.Truncated,
-		StreamFull: d.StreamFull,
+		StreamFull: d.StreamFull, TooOld: d.TooOld,
 	}
 }
 

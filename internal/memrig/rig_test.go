@@ -422,7 +422,7 @@ func expect[T any](t *testing.T, what string, ch <-chan T) T {
 func checkDrops(t *testing.T, e *end) esp.DropStats {
 	t.Helper()
 	d := e.dp.Drops()
-	if d.BadICV != 0 || d.Replayed != 0 || d.Malformed != 0 || d.OutsideSelectors != 0 || d.TUNWrite != 0 {
+	if d.BadICV != 0 || d.Replayed != 0 || d.TooOld != 0 || d.Malformed != 0 || d.OutsideSelectors != 0 || d.TUNWrite != 0 {
 		t.Errorf("%s drops: %+v", e.name, d)
 	}
 	return d

@@ -436,7 +436,7 @@ func TestTunnelPingAndMove(t *testing.T) {
 		t.Fatalf("%d duplicate replies", d)
 	}
 	checkDrops(t, tr.gw)
-	if d := st.Drops; d.BadICV != 0 || d.Replayed != 0 || d.Malformed != 0 {
+	if d := st.Drops; d.BadICV != 0 || d.Replayed != 0 || d.TooOld != 0 || d.Malformed != 0 {
 		t.Fatalf("client drops %+v", d)
 	}
 	if len(st.Children) != 1 || st.Children[0].PacketsIn != 4*pings || st.Children[0].PacketsOut != 4*pings {
