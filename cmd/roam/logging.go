@@ -27,9 +27,10 @@ func logLevelFlag() *cli.StringFlag {
 }
 
 // startServer starts what a long-running command (the daemon, the
-// gateway) runs under: the CPU profile the environment asks for and the
-// logger at level. stop closes the logger, then ends the profile.
+// gateway) runs under: its number of Ps (setDataplaneProcs), the CPU
+// profile the environment asks for and the logger at level. stop closes the logger, then ends the profile.
 func startServer(w io.Writer, level string) (log *slog.Logger, stop func(), err error) {
+	setDataplaneProcs(os.Getenv)
 	stopProfile, err := startCPUProfile(os.Getenv)
 	if err != nil {
 		return nil, nil, err
