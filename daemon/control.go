@@ -187,13 +187,6 @@ func newServer(ln *net.UnixListener, b backend, log *slog.Logger) *server {
 	return s
 }
 
-// serveConn answers c as if it had come through the socket. It must not
-// be called once shutdown began.
-func (s *server) serveConn(c *net.UnixConn) {
-	s.wg.Add(1)
-	go s.handle(c)
-}
-
 func (s *server) accept() {
 	defer s.wg.Done()
 	for {
@@ -341,11 +334,6 @@ func (c Client) call(ctx context.Context, req Request, onEvent func(Event)) (Rep
 	if err != nil {
 		return Reply{}, err
 	}
-	return exchange(ctx, conn, req, onEvent)
-}
-
-// exchange is call over conn, which it closes.
-func exchange(ctx context.Context, conn net.Conn, req Request, onEvent func(Event)) (Reply, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -392,35 +380,11 @@ func (c Client) Connect(ctx context.Context, profile, configPath string, progres
 // ConnectPassword is Connect for a profile whose EAP password was asked
 // for (see config.Profile.NeedsPassword).
 func (c Client) ConnectPassword(ctx context.Context, profile, configPath string, password []byte, progress func(Event)) (Status, error) {
-	return c.connect(ctx, nil, profile, configPath, password, progress)
-}
-
-// ConnectOn is ConnectPassword over conn, a control connection made
-// without the socket: roam connect's end of a socket pair whose other end
-// it handed the daemon it started (Daemon.ServeConn). The request is
-// written at once, so it waits in conn for a daemon that is still
-// starting. ConnectOn closes conn.
-func (c Client) ConnectOn(ctx context.Context, conn net.Conn, profile, configPath string, password []byte, progress func(Event)) (Status, error) {
-	return c.connect(ctx, conn, profile, configPath, password, progress)
-}
-
-// connect sends the connect request over conn, or over a connection to
-// the socket when conn is nil.
-func (c Client) connect(ctx context.Context, conn net.Conn, profile, configPath string, password []byte, progress func(Event)) (Status, error) {
 	abs, err := filepath.Abs(configPath)
 	if err != nil {
-		if conn != nil {
-			conn.Close()
-		}
 		return Status{}, err
 	}
-	req := Request{Op: OpConnect, Profile: profile, Config: abs, Password: password}
-	var rep Reply
-	if conn != nil {
-		rep, err = exchange(ctx, conn, req, progress)
-	} else {
-		rep, err = c.call(ctx, req, progress)
-	}
+	rep, err := c.call(ctx, Request{Op: OpConnect, Profile: profile, Config: abs, Password: password}, progress)
 	if err != nil {
 		return Status{}, err
 	}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -103,14 +102,6 @@ func Start(opts Options) (*Daemon, error) {
 	d.srv = newServer(ln, managerBackend{m: m, state: state, log: log}, log)
 	return d, nil
 }
-
-// ServeConn answers c, a control connection that did not come through the
-// socket, exactly as one that did (the same requests, permission check by
-// the peer's credentials, and cancelling when the peer hangs up): roam
-// connect hands the daemon it starts one end of a socket pair with its
-// connect request already in it, so the connect begins without waiting
-// for the command to dial. Call it after Start and before Run ends.
-func (d *Daemon) ServeConn(c *net.UnixConn) { d.srv.serveConn(c) }
 
 // Manager is the daemon's connection manager, for connecting in-process
 // (`roam connect --foreground`).

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,11 +87,12 @@ func connectCommand(e engines) *cli.Command {
 			var daemonStart time.Duration
 			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
 			if errors.Is(err, daemon.ErrNoDaemon) {
-				st, daemonStart, err = spawnConnect(c.Context, socket, cfg, c.String("log-level"), name, password, progress)
-				var se *spawnError
-				if errors.As(err, &se) {
-					return fmt.Errorf("connect %s: %w", name, se.err)
+				spawned := time.Now()
+				if err := spawnDaemon(c.Context, socket, cfg, c.String("log-level")); err != nil {
+					return fmt.Errorf("connect %s: %w", name, err)
 				}
+				daemonStart = time.Since(spawned)
+				st, err = client.ConnectPassword(c.Context, name, cfg, password, progress)
 			}
 			if errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("connect %s: %w", name, socketDenied(socket, err))
@@ -180,73 +180,6 @@ func oneLine(err error) error {
 	return err
 }
 
-// spawnError is a daemon that could not be started, as against a connect
-// it refused.
-type spawnError struct{ err error }
-
-func (e *spawnError) Error() string { return e.err.Error() }
-func (e *spawnError) Unwrap() error { return e.err }
-
-// spawnConnect starts a daemon (spawnDaemon) and connects the profile
-// through it; daemonStart is how long the daemon took to listen. The
-// request goes into one end of a socket pair before the daemon starts; the
-// daemon serves the other end (--connect-fd) the moment it listens, so the
-// connect begins there without waiting for this process to wake, dial the
-// socket and send it, and no early failure can be missed: the replies
-// wait in the pair. A daemon that exits because another connect's daemon
-// won the socket leaves the request to that one, over the socket.
-func spawnConnect(ctx context.Context, socket, cfg, logLevel, name string, password []byte, progress func(daemon.Event)) (st daemon.Status, daemonStart time.Duration, err error) {
-	client := daemon.Client{Socket: socket}
-	ours, theirs, err := socketPair()
-	if err != nil {
-		return daemon.Status{}, 0, &spawnError{err}
-	}
-	reqCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type outcome struct {
-		st  daemon.Status
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		st, err := client.ConnectOn(reqCtx, ours, name, cfg, password, progress)
-		done <- outcome{st, err}
-	}()
-	spawned := time.Now()
-	served, err := spawnDaemon(ctx, socket, cfg, logLevel, theirs)
-	if err != nil || !served {
-		// The pair's request was never read: drop it.
-		cancel()
-		<-done
-		if err != nil {
-			return daemon.Status{}, 0, &spawnError{err}
-		}
-		daemonStart = time.Since(spawned)
-		st, err = client.ConnectPassword(ctx, name, cfg, password, progress)
-		return st, daemonStart, err
-	}
-	daemonStart = time.Since(spawned)
-	o := <-done
-	return o.st, daemonStart, o.err
-}
-
-// socketPair makes a connected pair of unix stream sockets: ours for this
-// process, theirs for the daemon it starts.
-func socketPair() (ours net.Conn, theirs *os.File, err error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("starting the daemon: %w", os.NewSyscallError("socketpair", err))
-	}
-	f := os.NewFile(uintptr(fds[0]), "connect")
-	ours, err = net.FileConn(f)
-	f.Close() // FileConn made its own descriptor
-	if err != nil {
-		syscall.Close(fds[1])
-		return nil, nil, fmt.Errorf("starting the daemon: %w", err)
-	}
-	return ours, os.NewFile(uintptr(fds[1]), "connect-daemon"), nil
-}
-
 // spawnPoll is how often spawnDaemon looks for the new daemon's socket once
 // the daemon's ready pipe closed without a word (it exited: another
 // connect's daemon may hold the socket). A failed connect to a missing
@@ -256,48 +189,41 @@ const spawnPoll = 2 * time.Millisecond
 // spawnDaemon starts `roam daemon --auto-exit` in its own session, with its
 // output in the log file beside the socket, and waits until it answers.
 // The daemon reads socket_group and log_level from the profile file at cfg;
-// logLevel, when set, overrides the latter. conn, which spawnDaemon closes,
-// is handed to the daemon as a control connection (--connect-fd); served
-// says the daemon started listens and serves it, false that another
-// connect's daemon answers on the socket instead.
-func spawnDaemon(ctx context.Context, socket, cfg, logLevel string, conn *os.File) (served bool, err error) {
-	defer conn.Close()
+// logLevel, when set, overrides the latter.
+func spawnDaemon(ctx context.Context, socket, cfg, logLevel string) error {
 	exe, err := os.Executable()
 	if err != nil {
-		return false, fmt.Errorf("starting the daemon: %w", err)
+		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
-		return false, fmt.Errorf("starting the daemon: %w", err)
+		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	logPath := daemon.LogFile(socket)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return false, fmt.Errorf("starting the daemon: %w", err)
+		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	// The daemon says it listens by writing a byte into this pipe (its
-	// fd 3), so the wait ends the moment it does; it serves conn (its
-	// fd 4) right after.
+	// fd 3), so the wait ends the moment it does.
 	ready, readyW, err := os.Pipe()
 	if err != nil {
 		logf.Close()
-		return false, fmt.Errorf("starting the daemon: %w", err)
+		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	defer ready.Close()
-	args := []string{"daemon", "--socket", socket, "--config", cfg, "--auto-exit", "--ready-fd", "3", "--connect-fd", "4"}
+	args := []string{"daemon", "--socket", socket, "--config", cfg, "--auto-exit", "--ready-fd", "3"}
 	if logLevel != "" {
 		args = append(args, "--log-level", logLevel)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{readyW, conn}
+	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	logf.Close()
 	readyW.Close()
-	// Only the daemon holds its end now: its exit reads as a hang-up.
-	conn.Close()
 	if err != nil {
-		return false, fmt.Errorf("starting the daemon: %w", err)
+		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -313,12 +239,12 @@ func spawnDaemon(ctx context.Context, socket, cfg, logLevel string, conn *os.Fil
 	select {
 	case ok := <-said:
 		if ok {
-			return true, nil
+			return nil
 		}
 		// Closed without a word: the daemon exited (below, as it was
 		// before the pipe), or another connect's daemon won the socket.
 	case <-ctx.Done():
-		return false, fmt.Errorf("the daemon did not answer on %s within %v (log: %s)", socket, spawnTimeout, logPath)
+		return fmt.Errorf("the daemon did not answer on %s within %v (log: %s)", socket, spawnTimeout, logPath)
 	}
 	client := daemon.Client{Socket: socket}
 	tick := time.NewTicker(spawnPoll)
@@ -328,17 +254,17 @@ func spawnDaemon(ctx context.Context, socket, cfg, logLevel string, conn *os.Fil
 		err := client.Ping(pingCtx)
 		cancelPing()
 		if err == nil {
-			return false, nil
+			return nil
 		}
 		select {
 		case werr := <-exited:
 			// Another connect may have won the race to the socket.
 			if client.Ping(ctx) == nil {
-				return false, nil
+				return nil
 			}
-			return false, fmt.Errorf("the daemon exited (%v): %s", werr, lastLine(logPath))
+			return fmt.Errorf("the daemon exited (%v): %s", werr, lastLine(logPath))
 		case <-ctx.Done():
-			return false, fmt.Errorf("the daemon did not answer on %s within %v (log: %s)", socket, spawnTimeout, logPath)
+			return fmt.Errorf("the daemon did not answer on %s within %v (log: %s)", socket, spawnTimeout, logPath)
 		case <-tick.C:
 		}
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -28,9 +27,6 @@ func daemonCommand(e engines) *cli.Command {
 			// roam connect's readiness pipe (spawnDaemon): a byte is written
 			// to this descriptor once the socket listens.
 			&cli.IntFlag{Name: "ready-fd", Hidden: true},
-			// roam connect's end of a socket pair, its connect request
-			// already in it (spawnConnect): served as a control connection.
-			&cli.IntFlag{Name: "connect-fd", Hidden: true},
 		},
 		Action: func(c *cli.Context) error {
 			group, level := fileSettings(c.String("config"))
@@ -55,10 +51,7 @@ func daemonCommand(e engines) *cli.Command {
 			if err != nil {
 				return err
 			}
-			// Ready first: roam connect takes ready to mean its connection
-			// is being served, which follows at once.
 			tellReady(c.Int("ready-fd"), log)
-			serveConnectFD(d, c.Int("connect-fd"), log)
 			log.Info("daemon listening", "socket", c.String("socket"), "auto_exit", c.Bool("auto-exit"), "socket_group", group)
 			log.Debug("daemon settings", "config", c.String("config"), "log_level", level, "pid", os.Getpid())
 			// Under systemd (Type=notify): ready once the socket answers,
@@ -92,30 +85,4 @@ func tellReady(fd int, log *slog.Logger) {
 		log.Warn("telling roam connect the daemon listens", "err", err)
 	}
 	f.Close()
-}
-
-// serveConnectFD answers the control connection roam connect passed as fd
-// (0: none was given). A descriptor that is no socket is closed, which
-// roam connect reads as the daemon hanging up.
-func serveConnectFD(d *daemon.Daemon, fd int, log *slog.Logger) {
-	if fd <= 0 {
-		return
-	}
-	f := os.NewFile(uintptr(fd), "connect")
-	if f == nil {
-		return
-	}
-	defer f.Close() // FileConn made its own descriptor
-	c, err := net.FileConn(f)
-	if err != nil {
-		log.Warn("roam connect's connection", "err", err)
-		return
-	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		log.Warn("roam connect's connection is not a unix socket")
-		return
-	}
-	d.ServeConn(uc)
 }
