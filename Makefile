@@ -20,6 +20,11 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-\([0-9]*\)-g/+\1.g/'); \
 	if [ -n "$$v" ]; then echo "$$v"; elif [ -n "$(COMMIT)" ]; then echo "0.0.0+git$(COMMIT)"; else echo 0.0.0; fi)
 LDFLAGS ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# urfave_cli_no_docs leaves urfave's Markdown output and go-md2man
+# (blackfriday) out of the binary: their package initialisation cost every
+# start of roam, twice in a connect that starts the daemon. make man
+# renders the pages from a build without it.
+TAGS    ?= urfave_cli_no_docs
 
 .PHONY: all build man completions units install uninstall deb test demo lab interop soak bench-roam bench-torture bench-switch bench-tput fuzz fuzz-long vet clean
 
@@ -28,13 +33,16 @@ all: build
 # Static (CGO_ENABLED=0), as the .deb has it: no dynamic loader at each
 # start of the CLI and the daemon (about 1.5 ms of every roam connect).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/roam ./cmd/roam
+	CGO_ENABLED=0 $(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o bin/roam ./cmd/roam
 
-# roam(8) from the CLI definition, roam.toml(5) from docs/roam.toml.5.md.
-man: build
+# roam(8) from the CLI definition, roam.toml(5) from docs/roam.toml.5.md,
+# rendered by bin/roam-man: the same roam built without TAGS, which keeps
+# the hidden `roam man` and the generator (it is not installed).
+man:
 	mkdir -p bin/man
-	bin/roam man > bin/man/roam.8
-	bin/roam man docs/roam.toml.5.md > bin/man/roam.toml.5
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/roam-man ./cmd/roam
+	bin/roam-man man > bin/man/roam.8
+	bin/roam-man man docs/roam.toml.5.md > bin/man/roam.toml.5
 
 completions: build
 	mkdir -p bin/completions

@@ -16,7 +16,7 @@ echo "== installing dependencies"
 ./scripts/install-deps.sh
 echo "== building bin/roam and the demo"
 mkdir -p bin
-go build -o bin/roam ./cmd/roam
+go build -tags urfave_cli_no_docs -o bin/roam ./cmd/roam
 go build -o bin/roam-demo ./scripts/demo
 echo "== running the demo"
 exec ./bin/roam-demo -bin bin/roam "$@"

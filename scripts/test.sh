@@ -40,6 +40,9 @@ step "go vet" go vet ./...
 # unit tests for the 2 CPUs).
 unit_pkgs=$(go list ./... | grep -v '/scripts/')
 step "unit and engine tests (race)" go test -race -count=1 -timeout 10m $unit_pkgs
+# The CLI as it ships (make build's TAGS): without the man page generator.
+step "cmd/roam as shipped (race, -tags urfave_cli_no_docs)" go test -race -count=1 -timeout 5m -tags urfave_cli_no_docs ./cmd/roam/
+step "go vet -tags urfave_cli_no_docs" go vet -tags urfave_cli_no_docs ./cmd/roam/
 step "lab tests ($lab_note)" go test -race -count=1 -timeout 30m ./scripts/...
 
 echo

@@ -167,30 +167,6 @@ func TestCheckCommand(t *testing.T) {
 	}
 }
 
-func TestManPage(t *testing.T) {
-	ctx := testCtx(t)
-	r := roam(ctx, "man")
-	if r.code != 0 {
-		t.Fatalf("man: %+v", r)
-	}
-	for _, want := range []string{".TH roam 8", "EXIT STATUS", "ROAM_CONFIG", "roam.toml", "connect", "check", "completion"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("roam(8) lacks %q", want)
-		}
-	}
-	if strings.Contains(r.stdout, "daemon listening") || strings.Contains(r.stdout, "\n.SH man") {
-		t.Error("roam(8) documents a hidden command")
-	}
-	// Where groff is installed, the page must render without warnings.
-	if groff, err := exec.LookPath("groff"); err == nil {
-		cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z")
-		cmd.Stdin = strings.NewReader(r.stdout)
-		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
-			t.Errorf("groff: %v\n%s", err, out)
-		}
-	}
-}
-
 // The completion scripts load in a real shell and complete commands,
 // flags and the profiles of the file.
 func TestCompletionInShell(t *testing.T) {

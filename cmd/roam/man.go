@@ -1,3 +1,11 @@
+//go:build !urfave_cli_no_docs
+
+// The man page generator needs urfave's Markdown output and go-md2man,
+// whose blackfriday tables cost every start of roam about a millisecond
+// of package initialisation. The binary that ships (make build, the .deb,
+// the lab) is built with -tags urfave_cli_no_docs and has neither; make man
+// builds roam without the tag to render the pages (man_nodocs.go).
+
 package main
 
 import (
@@ -90,7 +98,8 @@ Flags may follow the profile name: **roam connect corp --foreground**.
 
 // manCommand prints a manual page as roff: roam(8) from the CLI
 // definition, or, given a Markdown page in go-md2man's dialect (such as
-// docs/roam.toml.5.md), that page. `make man` uses it.
+// docs/roam.toml.5.md), that page. `make man` uses it, from a build
+// without the tag urfave_cli_no_docs.
 func manCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "man",

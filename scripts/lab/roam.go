@@ -15,6 +15,10 @@ import (
 	"time"
 )
 
+// RoamTags are the build tags of the roam that ships (the Makefile's
+// TAGS): without urfave's Markdown output and the man page generator.
+const RoamTags = "urfave_cli_no_docs"
+
 // BuildRoam compiles ./cmd/roam of the module containing the working
 // directory into dir and returns the binary's path.
 func BuildRoam(dir string) (string, error) {
@@ -23,11 +27,11 @@ func BuildRoam(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "roam")
-	// -trimpath and CGO_ENABLED=0 as make build (and so the .deb) has
-	// them: the lab runs the binary that ships, and a test that runs make
-	// install or make deb then reuses the compiled packages and only links
-	// anew.
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/roam")
+	// -trimpath, the tags and CGO_ENABLED=0 as make build (and so the
+	// .deb) has them: the lab runs the binary that ships, and a test that
+	// runs make install or make deb then reuses the compiled packages and
+	// only links anew.
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", RoamTags, "-o", bin, "./cmd/roam")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
