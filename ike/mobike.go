@@ -400,6 +400,25 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 	}
 	path := sa.respPath
 	path.IfIndex = r.sentOn.IfIndex
+	spii, spir := sa.SPIs()
+	dstOK, _ := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, path.Local)
+	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, path.Remote)
+	if len(r.copies) > 1 && !(dstOK && srcOK) {
+		// Copies built for other paths went out with this one, and the
+		// answer's NAT detection hashes are not this path's: it may be
+		// the peer's stored answer to a copy it took earlier over another
+		// path, the peer still there (strongSwan answers a bitwise
+		// retransmission from its cache and moves nothing). The path
+		// works; whether the peer follows is asked with a new request
+		// (the next message ID, a fresh COOKIE2) over it alone, whose
+		// answer is unambiguous (RFC 4555 3.5: an address change during
+		// the update starts it again).
+		sa.log.Info("update answered for another path's copy; updating again", "local", path.Local.Addr(), "remote", path.Remote, "msgid", r.msgID)
+		u.paths = []netpath.Path{path}
+		sa.mobike.failed = nil
+		sa.sendUpdate(u)
+		return
+	}
 	if e := wire.FirstError(ps); e != nil {
 		if e.Type != wire.NotifyUnacceptableAddresses && e.Type != wire.NotifyUnexpectedNATDetected {
 			sa.finishUpdate(u, moveOutcome{err: &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true}})
@@ -409,9 +428,6 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 			Err: fmt.Errorf("path %s - %s", path.Local.Addr(), path.Remote)})
 		return
 	}
-	spii, spir := sa.SPIs()
-	dstOK, _ := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, path.Local)
-	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, path.Remote)
 	if sa.icfg.ForbidNAT && (!dstOK || (srcPresent && !srcOK)) {
 		// The peer may not have checked (NO_NATS_ALLOWED is optional to
 		// implement) and has moved; the next update, if any path is left,

@@ -1,0 +1,116 @@
+package ike
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/roam-vpn/roam/ike/wire"
+	"github.com/roam-vpn/roam/internal/netsim"
+)
+
+// requestIDs records the message IDs of the IKE requests (after the
+// non-ESP marker) that pass a link, in order.
+type requestIDs struct {
+	mu  sync.Mutex
+	ids []uint32
+}
+
+func (r *requestIDs) drop(_ int, d netsim.Datagram) bool {
+	p := d.Payload
+	if len(p) >= 4+wire.HeaderLen && binary.BigEndian.Uint32(p) == 0 && p[4+19]&wire.FlagResponse == 0 {
+		r.mu.Lock()
+		r.ids = append(r.ids, binary.BigEndian.Uint32(p[4+20:]))
+		r.mu.Unlock()
+	}
+	return false
+}
+
+func (r *requestIDs) distinct() []uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.ids)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// TestMoveDuringOutstandingUpdate: the client moves to a second uplink,
+// the gateway takes the update and follows, but its answer is lost; the
+// client moves again, to a third uplink, before any answer came. The
+// retransmissions over the third uplink (message ID N, the earlier copy
+// among them, RFC 7296 2.1) bring back the gateway's stored answer to the
+// second uplink's copy (2.11), whose NAT detection hashes are the second
+// uplink's. That answer proves the third path reaches the gateway, not
+// that the gateway is there (strongSwan, answering a bitwise retransmission
+// from its cache, stays where the copy it took came from), so the client
+// sends a new UPDATE_SA_ADDRESSES with message ID N+1 over the third
+// uplink (RFC 4555 3.5: a new address change starts the update again)
+// before it reports the move, and then has no NAT to report. Both ends
+// end on the newest path and the next exchange works.
+func TestMoveDuringOutstandingUpdate(t *testing.T) {
+	e := newMobikeEnv(t, nil)
+	clientAddr3 := netip.MustParseAddr("192.0.2.30")
+	var fromSecond, fromThird requestIDs
+	e.net.SetLink(gwAddr, clientAddr2, netsim.Impairment{Drop: ikeResponseFrom(gwAddr)})
+	c, gw := e.established(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2, clientAddr3))
+	e.net.SetLink(clientAddr2, gwAddr, netsim.Impairment{Drop: fromSecond.drop})
+	e.net.SetLink(clientAddr3, gwAddr, netsim.Impairment{Drop: fromThird.drop})
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.move(c, pathFrom(clientAddr2, gwNATT))
+		first <- err
+	}()
+	// The gateway took the first update (its check of the second path
+	// passes: only its responses toward that path are lost).
+	for pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait); pu.Path.Remote.Addr() != clientAddr2; {
+		pu = nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+	}
+	res, err := e.move(c, pathFrom(clientAddr3, gwNATT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the first update: %v", err)
+	}
+	if res.Path.Local.Addr() != clientAddr3 {
+		t.Fatalf("client moved to %v", res.Path)
+	}
+	if res.NATLocal {
+		t.Fatal("client detected a NAT: it took the stored answer to the second path's copy as the third path's")
+	}
+	ids := fromSecond.distinct()
+	if len(ids) != 1 {
+		t.Fatalf("message IDs over the second path: %v, want one", ids)
+	}
+	n := ids[0]
+	if got, want := fromThird.distinct(), []uint32{n, n + 1}; !slices.Equal(got, want) {
+		t.Fatalf("message IDs over the third path: %v, want %v (the outstanding update, then a new one)", got, want)
+	}
+	for gw.Path().Remote.Addr() != clientAddr3 {
+		pu := nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+		t.Logf("gateway moved to %v", pu.Path.Remote)
+	}
+	if got := c.sa.Path().Local.Addr(); got != clientAddr3 {
+		t.Fatalf("client SA on %v", got)
+	}
+	if got := gw.Counters().DuplicateRequests; got == 0 {
+		t.Fatal("the gateway saw no retransmission of the first update")
+	}
+	// The message IDs agree: the next exchange each way is answered.
+	if err := checkLiveness(c.sa); err != nil {
+		t.Fatalf("client's liveness check: %v", err)
+	}
+	if err := checkLiveness(gw); err != nil {
+		t.Fatalf("gateway's liveness check: %v", err)
+	}
+}
+
+func checkLiveness(sa *SA) error {
+	ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
+	defer cancel()
+	return sa.CheckLiveness(ctx)
+}
