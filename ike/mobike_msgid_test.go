@@ -114,3 +114,59 @@ func checkLiveness(sa *SA) error {
 	defer cancel()
 	return sa.CheckLiveness(ctx)
 }
+
+// TestMoveWhileRequestOutstanding: the client's own request (a liveness
+// check, a Child SA rekey) is out on an uplink that has just gone, both
+// ways, when the client moves to another. The update waits for the window
+// (RFC 7296 2.3), so the outstanding request must follow the move (RFC
+// 4555 3.5: outstanding requests are retransmitted over the new
+// addresses), the same message with the same ID; left on the dead uplink
+// it runs out of retransmissions and takes the SA with it, the update
+// never sent.
+func TestMoveWhileRequestOutstanding(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		request func(ctx context.Context, sa *SA, est *Established) error
+	}{
+		{"liveness", func(ctx context.Context, sa *SA, _ *Established) error { return sa.CheckLiveness(ctx) }},
+		{"child rekey", func(ctx context.Context, sa *SA, est *Established) error {
+			return sa.RekeyChild(ctx, est.Children[0].SPIIn)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newMobikeEnv(t, nil)
+			c := e.dialHosts(defaultInitiatorConfig(t, "alice@example.com"), e.net.AddHost("client", clientAddr, clientAddr2))
+			est, err := c.wait(t, mobikeWait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw := nextEvent[*Established](t, e.respEvents, mobikeWait).SA
+			gone := netsim.Impairment{Drop: func(int, netsim.Datagram) bool { return true }}
+			e.net.SetLink(clientAddr, gwAddr, gone)
+			e.net.SetLink(gwAddr, clientAddr, gone)
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), mobikeWait)
+				defer cancel()
+				done <- tt.request(ctx, c.sa, est)
+			}()
+			waitCounter(t, c.sa, "Retransmits", func(c Counters) uint64 { return c.Retransmits }, 1)
+			res, err := e.move(c, pathFrom(clientAddr2, gwNATT))
+			if err != nil {
+				t.Fatalf("move: %v; client %+v gateway %+v", err, c.sa.Counters(), gw.Counters())
+			}
+			if res.Path.Local.Addr() != clientAddr2 {
+				t.Fatalf("moved to %v", res.Path)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("the outstanding request: %v", err)
+			}
+			for gw.Path().Remote.Addr() != clientAddr2 {
+				nextEvent[*PathUpdated](t, e.respEvents, mobikeWait)
+			}
+			if err := checkLiveness(c.sa); err != nil {
+				t.Fatalf("liveness check after the move: %v", err)
+			}
+		})
+	}
+}
