@@ -311,6 +311,9 @@ func (sa *SA) UpdateAddresses(ctx context.Context, paths []netpath.Path) (MoveRe
 			u.paths = paths
 			u.refused = nil
 			u.waiters = append(u.waiters, done)
+			if u.req != sa.out {
+				sa.sendOutstandingAhead(u) // queued behind it
+			}
 			sa.resendUpdate(u)
 			return
 		}
@@ -382,9 +385,35 @@ func (sa *SA) sendUpdate(u *pendingUpdate) {
 	}
 	if sa.busy() {
 		sa.queue = append([]func(){send}, sa.queue...)
+		sa.sendOutstandingAhead(u)
 		return
 	}
 	send()
+}
+
+// sendOutstandingAhead retransmits our request in flight, which keeps the
+// window from the queued update u, over u's first path at once and from
+// then on alternately over it and the SA's path (RFC 4555 3.5 has
+// outstanding requests retransmitted over the new addresses). The same
+// message with the same ID, so the peer answers it where it came from
+// (RFC 7296 2.11) whether it took it before or not; left on a path that
+// has gone, it would run out of retransmissions and end the SA, with the
+// update never sent. The SA's path keeps its turn, as u's may not work.
+func (sa *SA) sendOutstandingAhead(u *pendingUpdate) {
+	o := sa.out
+	if o == nil || o == u.req || o.paths != nil || o.timer == nil || len(u.paths) == 0 || samePath(o.sentOn, u.paths[0]) {
+		return
+	}
+	base := o.sends
+	o.paths = func(n int) (netpath.Path, bool) {
+		if v := sa.mobike.update; v != nil && v.req != sa.out && len(v.paths) > 0 && (n-base)%2 == 0 {
+			return v.paths[0], true
+		}
+		return sa.Path(), true
+	}
+	o.timer.Stop()
+	sa.log.Info("moving while a request is outstanding; retransmitting it over the new path", "exchange", o.exchange, "msgid", o.msgID, "to", u.paths[0].Remote.String())
+	sa.transmit(o)
 }
 
 func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Payload, cookie2 []byte) {
@@ -400,6 +429,25 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 	}
 	path := sa.respPath
 	path.IfIndex = r.sentOn.IfIndex
+	spii, spir := sa.SPIs()
+	dstOK, _ := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, path.Local)
+	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, path.Remote)
+	if len(r.copies) > 1 && !(dstOK && srcOK) {
+		// Copies built for other paths went out with this one, and the
+		// answer's NAT detection hashes are not this path's: it may be
+		// the peer's stored answer to a copy it took earlier over another
+		// path, the peer still there (strongSwan answers a bitwise
+		// retransmission from its cache and moves nothing). The path
+		// works; whether the peer follows is asked with a new request
+		// (the next message ID, a fresh COOKIE2) over it alone, whose
+		// answer is unambiguous (RFC 4555 3.5: an address change during
+		// the update starts it again).
+		sa.log.Info("update answered for another path's copy; updating again", "local", path.Local.Addr(), "remote", path.Remote, "msgid", r.msgID)
+		u.paths = []netpath.Path{path}
+		sa.mobike.failed = nil
+		sa.sendUpdate(u)
+		return
+	}
 	if e := wire.FirstError(ps); e != nil {
 		if e.Type != wire.NotifyUnacceptableAddresses && e.Type != wire.NotifyUnexpectedNATDetected {
 			sa.finishUpdate(u, moveOutcome{err: &NotifyError{Type: e.Type, Exchange: wire.ExchangeInformational, Remote: true}})
@@ -409,9 +457,6 @@ func (sa *SA) handleUpdateResponse(u *pendingUpdate, r *request, ps []wire.Paylo
 			Err: fmt.Errorf("path %s - %s", path.Local.Addr(), path.Remote)})
 		return
 	}
-	spii, spir := sa.SPIs()
-	dstOK, _ := natMatches(ps, wire.NotifyNATDetectionDestinationIP, spii, spir, path.Local)
-	srcOK, srcPresent := natMatches(ps, wire.NotifyNATDetectionSourceIP, spii, spir, path.Remote)
 	if sa.icfg.ForbidNAT && (!dstOK || (srcPresent && !srcOK)) {
 		// The peer may not have checked (NO_NATS_ALLOWED is optional to
 		// implement) and has moved; the next update, if any path is left,
