@@ -59,6 +59,10 @@ type Message struct {
 	// receive queue has dropped so far (SO_RXQ_OVFL).
 	Overflow      uint32
 	OverflowKnown bool
+	// Received is when the kernel queued the datagram for us (Unix ns,
+	// SO_TIMESTAMPNS); 0: not known. The receive loop drops ESP that
+	// waited in the queue longer than staleAfter.
+	Received int64
 }
 
 // Packet is one datagram to send on a Conn.

@@ -220,12 +220,15 @@ type DropStats struct {
 	// ReplayWindow packets behind the newest of its SA. Replayed counts
 	// the ones seen already.
 	TooOld uint64
+	// Stale: ESP dropped unopened because it waited in a socket's receive
+	// queue longer than staleAfter (the kernel's receive timestamp).
+	Stale uint64
 }
 
 type drops struct {
 	malformed, unknownSPI, replayed, badICV, noRoute, noPath, sendErrors atomic.Uint64
 	socketOverflow, tunWrite, seqExhausted, truncated, tooBig            atomic.Uint64
-	outsideSelectors, streamFull, tooOld                                 atomic.Uint64
+	outsideSelectors, streamFull, tooOld, stale                          atomic.Uint64
 }
 
 // Dataplane moves packets between the TUN device and the UDP sockets for
@@ -251,6 +254,10 @@ type Dataplane struct {
 	wg      sync.WaitGroup
 
 	early earlyHold // ESP that came before its SA (early.go)
+	// staleAfter is the bound on ESP's wait in a socket (the constant
+	// staleAfter; 0: none). Tests of other things over real sockets turn
+	// it off, so a starved test process does not lose their packets.
+	staleAfter int64
 
 	crypto  chan *cryptoPart // to idle crypto workers (crypto.go)
 	workers int
@@ -274,7 +281,7 @@ func NewDataplane(dev wgtun.Device, handleIKE IKEHandler, log *slog.Logger) *Dat
 	d := &Dataplane{
 		dev: dev, handleIKE: handleIKE, log: log, peers: map[*Peer]struct{}{}, started: make(chan struct{}),
 		bySPI: newLFMap[uint32, *child](hashSPI), routes: newRouteTable(), softBell: make(chan struct{}, 1),
-		probes: make(chan *gsoProbe, probeQueue),
+		probes: make(chan *gsoProbe, probeQueue), staleAfter: staleAfter,
 	}
 	d.crypto, d.workers = make(chan *cryptoPart), cryptoWorkers()
 	d.sockets.Store(&[]Conn{})
@@ -542,7 +549,7 @@ func (d *Dataplane) Drops() DropStats {
 		SocketOverflow: d.drops.socketOverflow.Load(), TUNWrite: d.drops.tunWrite.Load(),
 		SeqExhausted: d.drops.seqExhausted.Load(), Truncated: d.drops.truncated.Load(),
 		TooBig: d.drops.tooBig.Load(), OutsideSelectors: d.drops.outsideSelectors.Load(),
-		StreamFull: d.drops.streamFull.Load(), TooOld: d.drops.tooOld.Load(),
+		StreamFull: d.drops.streamFull.Load(), TooOld: d.drops.tooOld.Load(), Stale: d.drops.stale.Load(),
 	}
 }
 
@@ -931,7 +938,30 @@ type rxState struct {
 	count     batchCount
 	parts     *cryptoParts
 	lastDrops uint32 // the socket's SO_RXQ_OVFL count already added
+	stale     uint64 // ESP of this batch dropped for its age, not yet added
 }
+
+// staleAfter bounds how long ESP may wait in a socket's receive queue.
+// IKE and ESP share port 4500, so under a flood the reader cannot keep
+// up with, an IKE request queues behind everything ahead of it: seconds
+// of ESP with the 16 MiB buffer. A client's path test sends its
+// UPDATE_SA_ADDRESSES on the current path first and on the others
+// ike.MoveRetransmit's 200 ms later; when the current path's answer waits
+// longer than that here, another of our addresses answers first from an
+// idle socket and the client moves off a healthy path. Dropping ESP
+// older than staleAfter before opening it (which is most of a packet's
+// cost) lets the reader catch up, so IKE waits at most about staleAfter:
+// half that retransmission interval, the other half the margin for the
+// round trip's jitter and a loaded machine. A healthy reader keeps the
+// queue under a millisecond; 100 ms of queue is far past any bandwidth-
+// delay product the tunnel needs, so no flow loses throughput by it, only
+// delay. IKE is never dropped for its age.
+const staleAfter = int64(100 * time.Millisecond)
+
+// stampTrusted bounds the age a receive timestamp may show and still be
+// believed: a step of the wall clock, or a timestamp from another clock,
+// must not turn every datagram stale.
+const stampTrusted = int64(time.Minute)
 
 const (
 	// recvMessages is how many datagrams one recvmmsg reads.
@@ -993,13 +1023,15 @@ func (rx *rxState) datagram(m *Message) {
 		dst = rx.local.Addr()
 	}
 	path := Path{Local: netip.AddrPortFrom(dst, rx.local.Port()), Remote: from, IfIndex: m.IfIndex}
+	age := rx.now - m.Received
+	stale := m.Received != 0 && rx.d.staleAfter > 0 && age > rx.d.staleAfter && age < stampTrusted
 	seg := m.Segment
 	if seg <= 0 || seg > len(data) {
 		seg = len(data)
 	}
 	for {
 		l := min(seg, len(data))
-		rx.packet(data[:l], path)
+		rx.packet(data[:l], path, stale)
 		data = data[l:]
 		if len(data) == 0 {
 			return
@@ -1008,8 +1040,9 @@ func (rx *rxState) datagram(m *Message) {
 }
 
 // packet classifies one received packet: IKE and keepalives are handled
-// at once, ESP of a known SA queued to be opened.
-func (rx *rxState) packet(pkt []byte, path Path) {
+// at once, ESP of a known SA queued to be opened unless it is stale (it
+// waited in the socket longer than staleAfter).
+func (rx *rxState) packet(pkt []byte, path Path, stale bool) {
 	d := rx.d
 	if !path.Stream && (path.Remote.Port() == ikePort || rx.local.Port() == ikePort) {
 		d.handleIKE(pkt, path)
@@ -1020,6 +1053,10 @@ func (rx *rxState) packet(pkt []byte, path Path) {
 	}
 	if len(pkt) >= 4 && binary.BigEndian.Uint32(pkt) == 0 {
 		d.handleIKE(pkt[4:], path)
+		return
+	}
+	if stale {
+		rx.stale++
 		return
 	}
 	if len(pkt) < headerLen {
@@ -1081,6 +1118,10 @@ func (rx *rxState) flush() {
 		rx.jobs = rx.jobs[:0]
 	}
 	rx.count.flushIn(rx.now)
+	if rx.stale > 0 {
+		rx.d.drops.stale.Add(rx.stale)
+		rx.stale = 0
+	}
 	if len(rx.out) > 0 && rx.d.dev != nil {
 		if _, err := rx.d.dev.Write(rx.out, tunOffset); err != nil {
 			rx.d.drops.tunWrite.Add(uint64(countErrors(err)))

@@ -40,9 +40,12 @@ const (
 
 	// sendCtrlSpace fits PKTINFO of either family and a UDP_SEGMENT.
 	sendCtrlSpace = 64
-	// recvCtrlSpace fits PKTINFO of either family, UDP_GRO and SO_RXQ_OVFL.
-	recvCtrlSpace = 128
+	// recvCtrlSpace fits PKTINFO of either family, UDP_GRO, SO_RXQ_OVFL
+	// and SO_TIMESTAMPNS (120 bytes for IPv6), with room to spare.
+	recvCtrlSpace = 160
 	sockaddrSpace = unix.SizeofSockaddrInet6
+	// sizeofTimespec is SO_TIMESTAMPNS' payload: the platform's timespec.
+	sizeofTimespec = int(unsafe.Sizeof(unix.Timespec{}))
 )
 
 // Socket is one UDP socket with batch I/O (recvmmsg/sendmmsg with UDP GRO
@@ -143,6 +146,11 @@ func (s *Socket) setup(fd int) error {
 	}
 	// Best effort: without it overflows go uncounted, nothing else changes.
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
+	// Best effort too: the kernel's receive time of each datagram, so the
+	// receive loop can tell ESP that waited too long in this socket's
+	// queue (staleAfter, dataplane.go). Without it nothing is dropped for
+	// its age.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 	s.gro = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 	s.gsoKernel = err == nil
@@ -251,6 +259,7 @@ type rxControl struct {
 	segment int    // UDP GRO segment size; 0: one packet
 	drops   uint32 // SO_RXQ_OVFL: the socket's drops so far
 	hasDrop bool
+	stamp   int64 // SO_TIMESTAMPNS: the kernel's receive time, Unix ns; 0: none
 }
 
 // parseControl reads the control messages of a received datagram without
@@ -283,6 +292,10 @@ func parseControl(b []byte) rxControl {
 			}
 		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
 			rc.drops, rc.hasDrop = binary.NativeEndian.Uint32(data), true
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= sizeofTimespec:
+			var ts unix.Timespec
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&ts)), sizeofTimespec), data)
+			rc.stamp = ts.Nano()
 		}
 		next := unix.CmsgSpace(l - hdrLen)
 		if next >= len(b) {
@@ -401,7 +414,7 @@ func (b *recvBatch) fill(i int, m *Message) {
 		from = netip.AddrPort{}
 	}
 	*m = Message{Buf: data, From: from, Local: ctl.dst, IfIndex: ctl.ifindex, Segment: ctl.segment,
-		Truncated: truncated, Overflow: ctl.drops, OverflowKnown: ctl.hasDrop}
+		Truncated: truncated, Overflow: ctl.drops, OverflowKnown: ctl.hasDrop, Received: ctl.stamp}
 }
 
 // readBatch reads up to len(b.hdrs) datagrams; it blocks until at least

@@ -6,6 +6,8 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -40,6 +42,11 @@ func readPackets(t *testing.T, s *Socket, n int) (pkts [][]byte, datagrams int) 
 			data, _, ok, truncated, ctl := rb.message(i)
 			if !ok || truncated {
 				t.Fatalf("message %d: ok %v truncated %v", i, ok, truncated)
+			}
+			// The kernel stamps what it queues for us (SO_TIMESTAMPNS),
+			// on the wall clock the receive loop compares it with.
+			if age := time.Since(time.Unix(0, ctl.stamp)); ctl.stamp == 0 || age < -time.Minute || age > time.Minute {
+				t.Fatalf("message %d: receive stamp %d (%v old)", i, ctl.stamp, age)
 			}
 			datagrams++
 			seg := ctl.segment
@@ -186,6 +193,8 @@ func TestParseControl(t *testing.T) {
 	le32 := func(v uint32) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)} }
 	pkt4 := append(append(le32(7), 0, 0, 0, 0), 192, 0, 2, 1)
 	pkt6 := append(netip.MustParseAddr("2001:db8::1").AsSlice(), le32(9)...)
+	ts := unix.NsecToTimespec(1_700_000_000_123_456_789)
+	stamp := unsafe.Slice((*byte)(unsafe.Pointer(&ts)), sizeofTimespec)
 	tests := []struct {
 		name string
 		b    []byte
@@ -201,6 +210,11 @@ func TestParseControl(t *testing.T) {
 		}, nil), rxControl{dst: netip.MustParseAddr("192.0.2.1"), ifindex: 7, segment: 1200, drops: 42, hasDrop: true}},
 		{"truncated second", append(cmsg(unix.IPPROTO_UDP, unix.UDP_GRO, le32(1200)), cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, pkt4)[:20]...), rxControl{segment: 1200}},
 		{"short pktinfo", cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, pkt4[:8]), rxControl{}},
+		{"timestamp", bytes.Join([][]byte{
+			cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, stamp),
+			cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, pkt4),
+		}, nil), rxControl{dst: netip.MustParseAddr("192.0.2.1"), ifindex: 7, stamp: 1_700_000_000_123_456_789}},
+		{"short timestamp", cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, stamp[:8]), rxControl{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,6 +237,10 @@ func FuzzReceiveDatagram(f *testing.F) {
 	f.Add(append(sealed, sealed...), gro, uint16(4500))
 	f.Add([]byte{0, 0, 0, 0, 1, 2, 3}, gro, uint16(4500))
 	f.Add([]byte{0xff}, []byte(nil), uint16(500))
+	ts := unix.NsecToTimespec(1) // a stamp decades old: never believed
+	stamp := make([]byte, unix.CmsgSpace(sizeofTimespec))
+	copy(putCmsgHeader(stamp, unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, sizeofTimespec), unsafe.Slice((*byte)(unsafe.Pointer(&ts)), sizeofTimespec))
+	f.Add(append(sealed, sealed...), append(stamp, gro...), uint16(4500))
 	f.Fuzz(func(t *testing.T, data, ctrl []byte, port uint16) {
 		tun := newFakeTUN()
 		d := NewDataplane(tun, func([]byte, Path) {}, nil)

@@ -104,7 +104,7 @@ func (d *Dataplane) NewStreamInput(path Path) *StreamInput {
 // Record handles one record. rec must stay unchanged until the next Flush.
 func (in *StreamInput) Record(rec []byte, now int64) {
 	in.rx.now = now
-	in.rx.packet(rec, in.path)
+	in.rx.packet(rec, in.path, false)
 }
 
 // Flush opens the records queued since the last Flush and writes them to

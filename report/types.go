@@ -174,6 +174,10 @@ type Drops struct {
 	// TooOld: ESP left of the replay window (more than its size late);
 	// Replayed counts the ones seen already.
 	TooOld uint64 `json:"too_old"`
+	// Stale: ESP dropped unopened after waiting in a receive queue longer
+	// than the dataplane's bound (100 ms), so IKE behind it is answered in
+	// time.
+	Stale uint64 `json:"stale"`
 }
 
 // DropsFrom maps the dataplane's counters to the status object; a new
@@ -185,7 +189,7 @@ func DropsFrom(d esp.DropStats) *Drops {
 		NoPath: d.NoPath, TooBig: d.TooBig, NoRoute: d.NoRoute, SendErrors: d.SendErrors,
 		OutsideSelectors: d.OutsideSelectors, SeqExhausted: d.SeqExhausted,
 		SocketOverflow: d.SocketOverflow, TUNWrite: d.TUNWrite, Truncated: d.Truncated,
-		StreamFull: d.StreamFull, TooOld: d.TooOld,
+		StreamFull: d.StreamFull, TooOld: d.TooOld, Stale: d.Stale,
 	}
 }
 

@@ -2,7 +2,9 @@ package interop
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,4 +97,132 @@ func TestNoFalseMoves(t *testing.T) {
 	}
 	t.Logf("lossy: %d pings, %d answered (%.1f %% lost); %d path tests, all answered on wlan; no move",
 		sent, recv, 100*float64(sent-recv)/float64(sent), n["path-test"])
+}
+
+// TestNoFalseMoveUnderUploadFlood: a one-way flood from the client
+// (iperf3's 64-byte UDP, nothing comes back) makes the client test its
+// path, and the gateway's answer must come over the current path before
+// the test tries the gateway's other addresses. IKE shares the gateway's
+// port 4500 socket with the flood's ESP; when the gateway reads slower
+// than the flood comes, that answer waited behind seconds of queued ESP
+// while another of the gateway's four addresses answered at once from
+// its idle socket: the client moved off a healthy path (and back), and
+// the ESP still queued on the old socket fell left of the replay window
+// (too_old). The tunnel must stay where it is and too_old stay small.
+func TestNoFalseMoveUnderUploadFlood(t *testing.T) {
+	l, bin := setup(t)
+	pki := newPKI(t, l)
+	g, gp := startRoamGateway(t, l, bin, lab.RoamGatewayConfig{Auth: "psk", PSK: goodPSK, PKI: pki})
+	r := roamClient(t, l, bin, lab.LabProfile("psk", goodPSK, pki, nil))
+	var evp *lab.Proc
+	fail := failWith(t, gatewayOutput(gp), clientLog(r), procOutput("events", &evp), roamStatus("gateway status", g), roamStatus("client status", r))
+	connectRoam(t, l, r, fail)
+	var err error
+	if evp, err = r.StartEvents(); err != nil {
+		t.Fatal(err)
+	}
+	defer evp.Stop()
+	time.Sleep(200 * time.Millisecond) // the subscription is in place
+	before, ok := statusEntry[lab.Status](r, "corp")
+	if !ok {
+		fail("no client status")
+	}
+
+	// The gateway must read slower than the flood comes, as it did on a
+	// quiet machine in bench-tput; here the client's sealing shares the
+	// two CPUs with it, so the gateway is held back: stopped for 50 ms of
+	// every 55 while the flood runs.
+	done := make(chan struct{})
+	held := make(chan int)
+	go func() { held <- holdBack(gp, 50*time.Millisecond, 5*time.Millisecond, done) }()
+	out, err := udpFlood(l, 64, "60M", 6*time.Second)
+	close(done)
+	t.Logf("gateway held back %d times", <-held)
+	if err != nil {
+		fail("flood: %v\n%s", err, out)
+	}
+	time.Sleep(time.Second) // late events, and the answer to a late test
+	n := pathEvents(evp.Output())
+	after, ok := statusEntry[lab.Status](r, "corp")
+	if !ok {
+		fail("no client status")
+	}
+	gwDrops := gatewayDrops(t, g)
+	t.Logf("flood: path events %v; gateway drops %v; client path %s -> %s", n, gwDrops, before.Local+" "+before.Remote, after.Local+" "+after.Remote)
+	t.Logf("iperf3:\n%s\nclient events:\n%s", out, evp.Output())
+	if len(after.Children) > 0 {
+		t.Logf("client: %d packets out, %d in, drops %s", after.Children[0].PacketsOut, after.Children[0].PacketsIn, after.Drops)
+	}
+	if st, _, err := g.Status(); err == nil && len(st) > 0 && len(st[0].Children) > 0 {
+		t.Logf("gateway: %d packets in, %d out", st[0].Children[0].PacketsIn, st[0].Children[0].PacketsOut)
+	}
+	if n["path-test"] == 0 {
+		fail("no path test during a one-way flood: the test proves nothing")
+	}
+	if n["path-changed"] > 0 || n["suspended"] > 0 || after.Remote != before.Remote || after.Local != before.Local {
+		fail("false move under a one-way flood: path events %v, path %s %s -> %s %s", n, before.Local, before.Remote, after.Local, after.Remote)
+	}
+	// A few can come late without a move (reordering in the lab's
+	// queues); a move's backlog gave thousands.
+	if gwDrops["too_old"] > 100 {
+		fail("gateway dropped %d packets as too_old", gwDrops["too_old"])
+	}
+}
+
+// holdBack stops p for stop and lets it run for run, again and again
+// until done is closed, and returns how many times it stopped it; p runs
+// when it returns.
+func holdBack(p *lab.Proc, stop, run time.Duration, done <-chan struct{}) int {
+	n := 0
+	for {
+		select {
+		case <-done:
+			return n
+		case <-time.After(run):
+		}
+		if p.Signal(syscall.SIGSTOP) != nil {
+			return n
+		}
+		n++
+		time.Sleep(stop)
+		if p.Signal(syscall.SIGCONT) != nil {
+			return n
+		}
+	}
+}
+
+// udpFlood sends size-byte UDP datagrams as fast as iperf3 can from the
+// client to the host through the tunnel for d (a one-way flow: nothing
+// comes back until iperf3's closing exchange) and returns iperf3's output.
+func udpFlood(l *lab.Lab, size int, rate string, d time.Duration) (string, error) {
+	srv, err := l.Start(lab.Host, "iperf3", "-s", "-1", "-B", lab.HostAddr.Addr().String())
+	if err != nil {
+		return "", err
+	}
+	defer srv.Stop()
+	var out string
+	for range 30 { // the server needs a moment to listen
+		out, err = l.Output(lab.Client, "iperf3", "-c", lab.HostAddr.Addr().String(), "-u", "-b", rate, "-l", strconv.Itoa(size),
+			"-t", strconv.Itoa(max(1, int(d.Seconds()))), "-f", "m")
+		if err == nil || !strings.Contains(out, "refused") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return out, err
+}
+
+// gatewayDrops is the roam gateway's drop counters (one dataplane for
+// every client, so any entry has them).
+func gatewayDrops(t *testing.T, g *lab.Roam) map[string]uint64 {
+	t.Helper()
+	st, raw, err := g.Status()
+	if err != nil || len(st) == 0 {
+		t.Fatalf("gateway status: %v\n%s", err, raw)
+	}
+	var d map[string]uint64
+	if err := json.Unmarshal(st[0].Drops, &d); err != nil {
+		t.Fatalf("gateway drops %s: %v", st[0].Drops, err)
+	}
+	return d
 }
