@@ -758,7 +758,8 @@ func (m *Mover) checkStray(now time.Time) {
 	m.want(request{at: now, refresh: true, via: &via})
 }
 
-// kick starts the pending request unless an update is in flight.
+// kick joins a late update in flight to a changed list of paths (rejoin)
+// and starts the pending request unless an update is in flight.
 func (m *Mover) kick(ctx context.Context, results chan<- result) {
 	if ctx.Err() != nil {
 		return

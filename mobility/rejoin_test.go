@@ -1,6 +1,7 @@
 package mobility
 
 import (
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -28,6 +29,8 @@ func TestRejoin(t *testing.T) {
 		wantCalls [][]netmon.Address
 		wantLog   []string
 		wantOn    *netmon.Address // the Mover's path after the step
+		// wantESP: every path ESP was given so far (nil: not checked).
+		wantESP []netmon.Address
 	}
 	down := netmon.LinkDown{IfIndex: wlan.IfIndex, IfName: "wlan", Current: true}
 	snap := netmon.Snapshot{}
@@ -42,8 +45,10 @@ func TestRejoin(t *testing.T) {
 		{name: "lost uplink back while the update over the other is unanswered", start: wlan, addrs: []netmon.Address{wwan},
 			steps: []step{
 				{event: down, wait: time.Second, wantCalls: [][]netmon.Address{{wwan}}},
+				// ESP went ahead onto wwan with the first update, and onto
+				// wlan with the joined one.
 				{addrs: []netmon.Address{wwan, wlan}, working: []netmon.Address{wlan}, event: snap,
-					wantCalls: [][]netmon.Address{{wwan}, {wlan, wwan}}},
+					wantCalls: [][]netmon.Address{{wwan}, {wlan, wwan}}, wantESP: []netmon.Address{wwan, wlan}},
 				// The SA never left wlan as far as it confirmed: no move.
 				{wait: rtt, wantOn: &wlan},
 				{wait: 30 * time.Second, wantCalls: [][]netmon.Address{{wwan}, {wlan, wwan}}, wantOn: &wlan},
@@ -136,6 +141,18 @@ func TestRejoin(t *testing.T) {
 						}
 					}
 					expectLog(t, r.take(), s.wantLog...)
+					if s.wantESP != nil {
+						var want []netpath.Path
+						for _, a := range s.wantESP {
+							want = append(want, pathOn(a))
+						}
+						r.mu.Lock()
+						got := slices.Clone(r.setPath)
+						r.mu.Unlock()
+						if !slices.Equal(got, want) {
+							t.Fatalf("step %d: ESP given %v, want %v", i, got, want)
+						}
+					}
 					if s.wantOn != nil {
 						if cur, ifname := r.m.Current(); cur != pathOn(*s.wantOn) || ifname != s.wantOn.IfName {
 							t.Fatalf("step %d: on %v %s, want %s", i, cur, ifname, s.wantOn.IfName)
