@@ -100,9 +100,6 @@ func (c *conn) mobilityConfig() mobility.Config {
 		Interfaces:  c.profile.Interfaces,
 		DeadAfter:   c.profile.DeadAfter,
 		OutageLimit: c.profile.OutageLimit,
-		// An update unanswered past the engine's first retransmission
-		// is late: a new list of paths joins it.
-		RejoinAfter: ike.MoveRetransmit.Initial,
 		Log:         c.log,
 	}
 }
