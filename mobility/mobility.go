@@ -148,7 +148,12 @@ type Config struct {
 	// unanswered, with no ESP from the gateway, before Suspect is
 	// reported; 0 disables the liveness watch.
 	SuspectAfter time.Duration
-	Log          *slog.Logger
+	// RejoinAfter is how long an update may go unanswered before a
+	// change of the paths it would be planned with joins it at once
+	// (rejoin; default DefaultRejoinAfter, past the engine's first
+	// retransmission), as a packet was lost or the path does not work.
+	RejoinAfter time.Duration
+	Log         *slog.Logger
 }
 
 // DefaultDeadAfter is the longest silence that makes us test a path that
@@ -204,6 +209,21 @@ const (
 func SilenceWindow(srtt, rttvar, deadAfter time.Duration) time.Duration {
 	return min(max(SilenceRTTs*srtt+4*rttvar, silenceFloor), deadAfter)
 }
+
+// DefaultRejoinAfter is Config.RejoinAfter's default: past the first
+// interval of ike.MoveRetransmit (200 ms), after which the engine has
+// retransmitted, so a packet was lost or the path does not work. An
+// update answered within it is left alone: its answer is on its way, and
+// joining it would race that answer with a copy over the new path
+// (against a gateway behind a NAT, one more round trip, see ike's
+// "updating again"), where make-before-break after it costs one round
+// trip over a path that works. The 100 ms past the retransmission are
+// measured, not derived: joining at 200 ms, the moment of the engine's own
+// retransmission, the joined copy went unanswered by strongSwan in 3 of 3
+// lab runs of TestMOBIKEMoveTwiceAnswerLostStrongSwan (cause not found;
+// the 3 s suspicion and a replacement SA recovered, 3.5-3.7 s), at 300 ms
+// it was answered at once.
+const DefaultRejoinAfter = 300 * time.Millisecond
 
 // DefaultOutageLimit is how long a connection survives without a working
 // path (every uplink down, or suspended) before it ends.
@@ -268,6 +288,18 @@ type Mover struct {
 	moveGen   uint64
 	movingReq request
 	pending   *request
+	// movingKind and movingCands are what the update in flight is for
+	// and tries, movingSent when it last went out over a new list (its
+	// start, or the last join).
+	movingKind  kind
+	movingCands []candidate
+	movingSent  time.Time
+	// rejoinAt: a snapshot came while an update was in flight (the
+	// earliest since; zero: none), so the paths that update would be
+	// planned with may have changed; rejoin checks once the update is
+	// late, rejoinTimer wakes Run for that.
+	rejoinAt    time.Time
+	rejoinTimer *time.Timer
 
 	// broken: no path works; outbound traffic is stopped (Suspend) and
 	// every trigger retests all candidates. outageStart is when it began,
@@ -436,6 +468,7 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 	defer func() {
 		stopTimer(m.outage)
 		stopTimer(m.retry)
+		stopTimer(m.rejoinTimer)
 		m.testing.Store(false) // an update in flight ends with Run
 	}()
 	results := make(chan result, 1)
@@ -461,6 +494,8 @@ func (m *Mover) Run(ctx context.Context, events <-chan netmon.Event) {
 			}
 		case now := <-timerC(m.retry):
 			m.want(request{at: now, retry: true})
+		case <-timerC(m.rejoinTimer):
+			m.rejoinTimer = nil // rejoin, in kick below
 		case <-m.switchWake:
 			m.takeSwitch(time.Now())
 		case <-m.retestWake:
@@ -538,10 +573,14 @@ func (m *Mover) handle(ev netmon.Event) (ended bool) {
 			// Retest; should the update in flight land on a less
 			// preferred uplink meanwhile, better moves on afterwards.
 			m.want(request{at: e.At, retry: true, better: true})
-		case m.preferredAvailable():
-			// A new or returning uplink preferred over ours: move while
-			// the old path keeps working (make-before-break).
+		case m.preferredAvailable() || m.preferredOverUpdate():
+			// A new or returning uplink preferred over ours, or over the
+			// one the update in flight moves us to: move while the old
+			// path keeps working (make-before-break).
 			m.want(request{at: e.At, better: true})
+		}
+		if m.moving && m.rejoinAt.IsZero() {
+			m.rejoinAt = e.At
 		}
 	case netmon.Wake:
 		return m.wake(e)
@@ -725,9 +764,14 @@ func (m *Mover) checkStray(now time.Time) {
 	m.want(request{at: now, refresh: true, via: &via})
 }
 
-// kick starts the pending request unless an update is in flight.
+// kick joins a late update in flight to a changed list of paths (rejoin)
+// and starts the pending request unless an update is in flight.
 func (m *Mover) kick(ctx context.Context, results chan<- result) {
-	if m.pending == nil || ctx.Err() != nil {
+	if ctx.Err() != nil {
+		return
+	}
+	m.rejoin(ctx, results)
+	if m.pending == nil {
 		return
 	}
 	if m.moving && !m.pending.switchTo.IsValid() && !m.lossJoins() {
@@ -742,7 +786,6 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		req.gone = append(req.gone, m.movingReq.gone...)
 		req.goneIf = append(req.goneIf, m.movingReq.goneIf...)
 	}
-	cur, _ := m.Current()
 	k, cands := m.plan(req)
 	if len(cands) == 0 {
 		if k == kindLost {
@@ -750,10 +793,22 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		}
 		return
 	}
+	m.start(ctx, results, k, req, cands)
+}
+
+// start sends an update for req over cands, or joins the one in flight
+// with them (SA.Move replaces its paths): the result of the newest is the
+// one taken.
+func (m *Mover) start(ctx context.Context, results chan<- result, k kind, req request, cands []candidate) {
+	cur, _ := m.Current()
 	m.moving = true
 	m.testing.Store(k != kindBetter)
 	m.moveGen++
 	m.movingReq = req
+	m.movingKind, m.movingCands, m.movingSent = k, cands, time.Now()
+	m.rejoinAt = time.Time{}
+	stopTimer(m.rejoinTimer)
+	m.rejoinTimer = nil
 	gen := m.moveGen
 	paths := make([]netpath.Path, len(cands))
 	for i, c := range cands {
@@ -782,6 +837,55 @@ func (m *Mover) kick(ctx context.Context, results chan<- result) {
 		m.log.Debug("current path gone: ESP on the first candidate at once", "path", paths[0].Local.String(), "gateway", paths[0].Remote.String())
 		m.cur.Try(paths[0])
 	}
+}
+
+// rejoin joins the update in flight when the paths it would be planned
+// with now differ from those it tries (an uplink came back or appeared,
+// one of its paths went), once it is late: unanswered for RejoinAfter,
+// its answers lost or its uplink blackholed. It is called again with the
+// new list (SA.Move: the engine retransmits the update, same message ID,
+// over the new first path at once), so a returning preferred uplink is
+// taken one round trip after it appeared rather than after the ten
+// seconds the old update takes to fail. Updates for a loss, a retest
+// and make-before-break join; a silence check (the current path first)
+// and a switch do not.
+func (m *Mover) rejoin(ctx context.Context, results chan<- result) {
+	if !m.moving || m.rejoinAt.IsZero() || m.rejoinTimer != nil {
+		return
+	}
+	if m.movingKind != kindLost && m.movingKind != kindRetry && m.movingKind != kindBetter {
+		m.rejoinAt = time.Time{}
+		return
+	}
+	if wait := m.rejoinAfter() - time.Since(m.movingSent); wait > 0 {
+		m.rejoinTimer = time.NewTimer(wait)
+		return
+	}
+	at := m.rejoinAt
+	m.rejoinAt = time.Time{}
+	cands := m.candidates(m.conn.Addresses())
+	if m.movingKind == kindBetter {
+		_, curIf := m.Current()
+		cands = slices.DeleteFunc(cands, func(c candidate) bool { return m.rank(c.ifname) >= m.rank(curIf) })
+	}
+	if len(cands) == 0 || slices.EqualFunc(cands, m.movingCands, func(a, b candidate) bool { return a.path == b.path }) {
+		return
+	}
+	// The snapshot is the monitor's whole view: the exclusions of the
+	// loss that started the update are in it. The outcome is timed from
+	// the snapshot that brought the new list.
+	req := m.movingReq
+	req.at, req.gone, req.goneIf = at, nil, nil
+	m.log.Info("paths changed while the update is unanswered; joining it", "first", cands[0].path.Local.String(),
+		"was", m.movingCands[0].path.Local.String(), "candidates", len(cands), "unanswered", time.Since(m.movingSent))
+	m.start(ctx, results, m.movingKind, req, cands)
+}
+
+func (m *Mover) rejoinAfter() time.Duration {
+	if m.cfg.RejoinAfter > 0 {
+		return m.cfg.RejoinAfter
+	}
+	return DefaultRejoinAfter
 }
 
 // liveness watches one update that tests the current path: unanswered
@@ -901,6 +1005,9 @@ func (m *Mover) finish(ctx context.Context, r result) {
 	}
 	m.moving = false
 	m.testing.Store(false)
+	m.rejoinAt = time.Time{}
+	stopTimer(m.rejoinTimer)
+	m.rejoinTimer = nil
 	m.conn.Report(PathTest{Path: r.cands[0].path, Interface: r.cands[0].ifname, Err: r.err})
 	if r.err != nil {
 		if ctx.Err() != nil {
@@ -978,6 +1085,18 @@ func (m *Mover) preferredAvailable() bool {
 		}
 	}
 	return false
+}
+
+// preferredOverUpdate reports whether a usable address sits on an uplink
+// the profile prefers over the one the update in flight tries first (after
+// a loss the current uplink is the lost one, so preferredAvailable does
+// not see it come back).
+func (m *Mover) preferredOverUpdate() bool {
+	if !m.moving || len(m.movingCands) == 0 {
+		return false
+	}
+	rank := m.rank(m.movingCands[0].ifname)
+	return slices.ContainsFunc(m.conn.Addresses(), func(a netmon.Address) bool { return m.rank(a.IfName) < rank })
 }
 
 // rank orders interfaces by the profile's preference; unlisted ones come
