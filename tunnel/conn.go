@@ -429,11 +429,9 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 	cfg.RequestVIPs = c.requestVIPs()
 	cfg.NoInitialContact = dialOptionsOf(ctx).reauth
 	// The first dial, to where roam connect already sent IKE_SA_INIT,
-	// takes that over; nothing goes out, so the dataplane and the device
-	// start here instead of at the first send (ikeOut).
+	// takes that over (dialTransport then starts the dataplane: tookOver).
 	if first := c.first.Swap(nil); first != nil && gw == c.gw {
 		cfg.First = first
-		c.lateTUN.start()
 	}
 	sa, err := c.dialTransport(ctx, cfg, events)
 	if err != nil {

@@ -77,7 +77,11 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 		return ike.Dial(ctx, cfg, ikeOut{c}, events)
 	case config.TransportAuto:
 	default:
-		return ike.Dial(ctx, cfg, ikeOut{c}, events)
+		sa, err := ike.Dial(ctx, cfg, ikeOut{c}, events)
+		if err == nil && cfg.First != nil {
+			c.tookOver(ctx, sa)
+		}
+		return sa, err
 	}
 	uctx, ucancel := context.WithCancel(ctx)
 	udpEvents := make(chan ike.Event, 16)
@@ -88,6 +92,9 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 	}
 	// Its answer must reach it while we wait for one below.
 	publishSA(ctx, sa)
+	if cfg.First != nil {
+		c.tookOver(ctx, sa)
+	}
 	keepUDP := func() (*ike.SA, error) {
 		// The UDP SA keeps its events; forward them, and drop the SA with
 		// the dial's context.
@@ -351,6 +358,16 @@ func (c *conn) udpPath(p, cur netpath.Path) netpath.Path {
 	p.Local = netip.AddrPortFrom(p.Local.Addr(), port)
 	p.Remote = netip.AddrPortFrom(p.Remote.Addr(), 4500)
 	return p
+}
+
+// tookOver starts the dataplane and the device for an SA that took over
+// the IKE_SA_INIT roam connect sent (Handoff), as ikeOut does at a first
+// send, which never comes: only once the SA is published, since the
+// gateway's answer may be waiting in the socket and the dataplane's
+// first read would otherwise find no SA for it.
+func (c *conn) tookOver(ctx context.Context, sa *ike.SA) {
+	publishSA(ctx, sa)
+	c.lateTUN.start()
 }
 
 // ikeOut is the IKE SAs' transport: the dataplane's sockets and stream.
