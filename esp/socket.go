@@ -248,7 +248,7 @@ func (s *Socket) LinkMTU(path Path) (int, error) { return kernelLinkMTU(path, s)
 // call; one goroutine reads at a time.
 func (s *Socket) ReadBatch(msgs []Message) (int, error) {
 	if s.rb == nil || len(s.rb.hdrs) != len(msgs) {
-		s.rb = newRecvBatch(len(msgs))
+		s.rb = newRecvBatch(len(msgs), s.rb)
 	}
 	n, err := s.readBatch(s.rb)
 	for i := range n {
@@ -409,7 +409,9 @@ type recvBatch struct {
 	read  func(fd uintptr) bool
 }
 
-func newRecvBatch(n int) *recvBatch {
+// newRecvBatch makes a batch of n messages, keeping the buffers of old
+// (a smaller batch that grew, or nil).
+func newRecvBatch(n int, old *recvBatch) *recvBatch {
 	b := &recvBatch{
 		hdrs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
@@ -417,8 +419,13 @@ func newRecvBatch(n int) *recvBatch {
 		names: make([][sockaddrSpace]byte, n),
 		ctrl:  make([][recvCtrlSpace]byte, n),
 	}
+	if old != nil {
+		copy(b.bufs, old.bufs)
+	}
 	for i := range b.hdrs {
-		b.bufs[i] = make([]byte, recvBufSize)
+		if b.bufs[i] == nil {
+			b.bufs[i] = make([]byte, recvBufSize)
+		}
 		b.iovs[i].Base = &b.bufs[i][0]
 		b.iovs[i].SetLen(recvBufSize)
 		h := &b.hdrs[i].Hdr

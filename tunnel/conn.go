@@ -131,6 +131,10 @@ type conn struct {
 	// began. nil when the device was there from the start (tests).
 	lateTUN    *lateTUN
 	abandonTUN func()
+	// startDataplane starts the dataplane's loops, once: with the device
+	// (lateTUN), or before it when the dial took over roam connect's
+	// IKE_SA_INIT (tookOver).
+	startDataplane func()
 	// firstRoute is Dial's route to the gateway, for the first dial to
 	// take instead of asking the kernel again; nil once taken.
 	firstRoute atomic.Pointer[netmon.Route]
@@ -267,16 +271,16 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 	mtu := tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE)
 	late := newLateDevice()
 	c.dpDone = make(chan struct{})
-	runDataplane := func() {
+	c.startDataplane = sync.OnceFunc(func() {
 		go func() {
 			defer close(c.dpDone)
 			if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
 				log.Error("dataplane stopped", "err", err)
 			}
 		}()
-	}
+	})
 	c.lateTUN = newLateTUN(func() error {
-		runDataplane()
+		c.startDataplane()
 		if err := c.undo.Record(report.UndoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
 			late.bind(nil)
 			return fmt.Errorf("recording the TUN device for a crash: %w", err)
@@ -295,7 +299,7 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		// The connection's context has ended: the dataplane only closes
 		// its sockets.
 		late.bind(nil)
-		runDataplane()
+		c.startDataplane()
 	}
 	c.ifname = route.IfName
 	c.firstRoute.Store(&route)

@@ -360,14 +360,20 @@ func (c *conn) udpPath(p, cur netpath.Path) netpath.Path {
 	return p
 }
 
-// tookOver starts the dataplane and the device for an SA that took over
-// the IKE_SA_INIT roam connect sent (Handoff), as ikeOut does at a first
-// send, which never comes: only once the SA is published, since the
+// tookOver starts the dataplane for an SA that took over the IKE_SA_INIT
+// roam connect sent (Handoff): only once the SA is published, since the
 // gateway's answer may be waiting in the socket and the dataplane's
-// first read would otherwise find no SA for it.
+// first read would otherwise find no SA for it. The device waits for the
+// next send (IKE_AUTH, ikeOut), as it waits for IKE_SA_INIT's otherwise:
+// its creation, a few milliseconds of the only P with a cold heap (the
+// GRO tables' allocations start a GC cycle), would come between the
+// gateway's answer, which may be waiting already, and IKE_AUTH; after
+// that it has the round trip to itself.
 func (c *conn) tookOver(ctx context.Context, sa *ike.SA) {
 	publishSA(ctx, sa)
-	c.lateTUN.start()
+	if c.startDataplane != nil {
+		c.startDataplane()
+	}
 }
 
 // ikeOut is the IKE SAs' transport: the dataplane's sockets and stream.
