@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/roam-vpn/roam/report"
 )
 
 // The control protocol is JSON lines over a unix socket: the client sends
@@ -47,6 +50,11 @@ type Request struct {
 	// address:port) and the gateway address it is asked to move to.
 	Peer string `json:"peer,omitempty"`
 	To   string `json:"to,omitempty"`
+	// Handoff is what `roam connect` started of the connection while the
+	// daemon started (tunnel.Handoff), the sockets it names passed with
+	// the request line as SCM_RIGHTS. It carries key material: never
+	// logged or echoed.
+	Handoff json.RawMessage `json:"handoff,omitempty"`
 }
 
 // Reply is one line the daemon sends back.
@@ -225,9 +233,10 @@ func (s *server) handle(c *net.UnixConn) {
 	defer stop()
 
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	r := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096)
-	line, err := r.ReadBytes('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+	line, files, err := readRequest(c)
+	// Only a connect takes descriptors over, and only as long as it runs.
+	defer closeFiles(files)
+	if err != nil {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
@@ -264,6 +273,9 @@ func (s *server) handle(c *net.UnixConn) {
 
 	switch req.Op {
 	case OpConnect:
+		if len(req.Handoff) > 0 {
+			ctx = report.WithHandoff(ctx, report.Handoff{State: req.Handoff, Files: files})
+		}
 		st, err := s.b.connect(ctx, req.Profile, req.Config, req.Password, func(ev Event) {
 			send(Reply{Event: &ev})
 		})
@@ -307,6 +319,67 @@ func (s *server) handle(c *net.UnixConn) {
 	}
 }
 
+// maxPassedFiles bounds the descriptors a request may pass (a handoff's
+// two sockets); the kernel closes any beyond the control buffer.
+const maxPassedFiles = 4
+
+// readRequest reads the request line and the descriptors passed with it.
+func readRequest(c *net.UnixConn) (line []byte, files []*os.File, err error) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(maxPassedFiles*4))
+	for {
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if oobn > 0 {
+			files = append(files, passedFiles(oob[:oobn])...)
+		}
+		line = append(line, buf[:n]...)
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			return line[:i+1], files, nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(line) > 0 {
+				return line, files, nil
+			}
+			return nil, files, err
+		}
+		if n == 0 {
+			if len(line) > 0 {
+				return line, files, nil
+			}
+			return nil, files, io.EOF
+		}
+		if len(line) > maxRequest {
+			return nil, files, errors.New("request too long")
+		}
+	}
+}
+
+// passedFiles are the descriptors in the control messages oob holds.
+func passedFiles(oob []byte) []*os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "passed"))
+		}
+	}
+	return files
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
 // ErrNoDaemon means nothing listens on the control socket.
 var ErrNoDaemon = errors.New("no daemon is running")
 
@@ -330,6 +403,11 @@ func (c Client) dial(ctx context.Context) (net.Conn, error) {
 // call sends req and reads replies until the final one, handing events to
 // onEvent.
 func (c Client) call(ctx context.Context, req Request, onEvent func(Event)) (Reply, error) {
+	return c.callPassing(ctx, req, nil, onEvent)
+}
+
+// callPassing is call passing files with the request line.
+func (c Client) callPassing(ctx context.Context, req Request, files []*os.File, onEvent func(Event)) (Reply, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return Reply{}, err
@@ -337,7 +415,20 @@ func (c Client) call(ctx context.Context, req Request, onEvent func(Event)) (Rep
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
+	line, err := json.Marshal(req)
+	if err != nil {
+		return Reply{}, fmt.Errorf("control socket: %w", err)
+	}
+	line = append(line, '\n')
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := conn.(*net.UnixConn).WriteMsgUnix(line, oob, nil); err != nil {
 		return Reply{}, fmt.Errorf("control socket: %w", err)
 	}
 	dec := json.NewDecoder(bufio.NewReader(conn))
@@ -385,6 +476,24 @@ func (c Client) ConnectPassword(ctx context.Context, profile, configPath string,
 		return Status{}, err
 	}
 	rep, err := c.call(ctx, Request{Op: OpConnect, Profile: profile, Config: abs, Password: password}, progress)
+	if err != nil {
+		return Status{}, err
+	}
+	if len(rep.Status) != 1 {
+		return Status{}, errors.New("daemon sent no status for the connection")
+	}
+	return rep.Status[0], nil
+}
+
+// ConnectHandoff is ConnectPassword passing what this process started of
+// the connection (tunnel.Handoff: its state, and files, its sockets),
+// for the daemon to go on from.
+func (c Client) ConnectHandoff(ctx context.Context, profile, configPath string, password, handoff []byte, files []*os.File, progress func(Event)) (Status, error) {
+	abs, err := filepath.Abs(configPath)
+	if err != nil {
+		return Status{}, err
+	}
+	rep, err := c.callPassing(ctx, Request{Op: OpConnect, Profile: profile, Config: abs, Password: password, Handoff: handoff}, files, progress)
 	if err != nil {
 		return Status{}, err
 	}

@@ -84,7 +84,7 @@ func TestConnectFailures(t *testing.T) {
 	td := startTestDaemon(t, false)
 	ctx := testCtx(t)
 	const reason = "authentication failed: gateway sent AUTHENTICATION_FAILED"
-	td.dialer.fail["corp"] = reason
+	td.dialer.set(func(d *fakeDialer) { d.fail["corp"] = reason })
 	tests := []struct {
 		name, profile, config, want string
 	}{
@@ -107,7 +107,7 @@ func TestConnectFailures(t *testing.T) {
 		t.Errorf("status after failures: %+v, %v", st, err)
 	}
 	// A failed profile can be tried again.
-	delete(td.dialer.fail, "corp")
+	td.dialer.set(func(d *fakeDialer) { delete(d.fail, "corp") })
 	if _, err := td.client.Connect(ctx, "corp", td.config, nil); err != nil {
 		t.Errorf("retry: %v", err)
 	}
@@ -175,7 +175,7 @@ func TestEventsStream(t *testing.T) {
 func TestDisconnectWhileConnecting(t *testing.T) {
 	td := startTestDaemon(t, false)
 	ctx := testCtx(t)
-	td.dialer.block["corp"] = true
+	td.dialer.set(func(d *fakeDialer) { d.block["corp"] = true })
 	connected := make(chan error, 1)
 	go func() {
 		_, err := td.client.Connect(ctx, "corp", td.config, nil)
@@ -199,7 +199,7 @@ func TestDisconnectWhileConnecting(t *testing.T) {
 
 func TestClientHangupCancelsConnect(t *testing.T) {
 	td := startTestDaemon(t, false)
-	td.dialer.block["corp"] = true
+	td.dialer.set(func(d *fakeDialer) { d.block["corp"] = true })
 	ctx, cancel := context.WithCancel(testCtx(t))
 	connected := make(chan error, 1)
 	go func() {
@@ -236,7 +236,7 @@ func TestAutoExit(t *testing.T) {
 			td := startTestDaemon(t, true)
 			ctx := testCtx(t)
 			if tt.end == nil {
-				td.dialer.fail["corp"] = "no proposal chosen"
+				td.dialer.set(func(d *fakeDialer) { d.fail["corp"] = "no proposal chosen" })
 				if _, err := td.client.Connect(ctx, "corp", td.config, nil); err == nil {
 					t.Fatal("connect succeeded")
 				}

@@ -187,3 +187,13 @@ func testCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// set changes the dialer's settings under its lock: the daemon's
+// goroutines read them, and a unix socket's sendmsg and recvmsg (the
+// control protocol, which passes descriptors) tell the race detector
+// nothing about what happened before.
+func (d *fakeDialer) set(change func(*fakeDialer)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	change(d)
+}

@@ -966,6 +966,17 @@ const stampTrusted = int64(time.Minute)
 const (
 	// recvMessages is how many datagrams one recvmmsg reads.
 	recvMessages = 64
+	// firstReadBatch is how many a receive loop's first reads ask for; a
+	// read that fills its batch doubles it, up to recvMessages. A socket
+	// keeps a 64 KiB buffer per message of its batch (GRO datagrams), so
+	// the full batch is 4 MiB, and made at once it would be made between
+	// the gateway's IKE_SA_INIT answer, which may already be waiting in a
+	// connection's socket, and its first read: on a daemon just started,
+	// with one P and a small heap, that allocation starts a GC cycle whose
+	// assists and stops delayed IKE_AUTH by several milliseconds. A
+	// client's sockets that carry only IKE never need more; under load
+	// the batch is full after a handful of reads.
+	firstReadBatch = 4
 	// rxPackets is how many opened packets a receive loop writes to the
 	// TUN device at once, whose GRO coalesces the segments of a flow among
 	// them into one write. A GRO datagram from a peer's GSO send holds up
@@ -980,14 +991,10 @@ const (
 // writes decrypted packets to the TUN device in batches.
 func (d *Dataplane) receiveLoop(ctx context.Context, s Conn) {
 	msgs := make([]Message, recvMessages)
-	rx := &rxState{d: d, local: s.LocalAddr(), tunBufs: make([][]byte, rxPackets), jobs: make([]rxJob, 0, rxPackets), out: make([][]byte, 0, rxPackets), parts: newCryptoParts()}
-	for i := range rx.tunBufs {
-		// Each its own allocation: the TUN write's GRO appends coalesced
-		// packets to the first buffer of a flow, within its capacity.
-		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
-	}
+	rx := newRxState(d, s.LocalAddr(), rxPackets)
+	batch := firstReadBatch
 	for {
-		count, err := s.ReadBatch(msgs)
+		count, err := s.ReadBatch(msgs[:batch])
 		if err != nil {
 			if ctx.Err() != nil || errClosedSocket(err) {
 				return
@@ -1000,6 +1007,9 @@ func (d *Dataplane) receiveLoop(ctx context.Context, s Conn) {
 			rx.datagram(&msgs[i])
 		}
 		rx.flush()
+		if count == batch && batch < len(msgs) {
+			batch = min(2*batch, len(msgs)) // the queue outgrew the batch
+		}
 	}
 }
 
@@ -1072,7 +1082,26 @@ func (rx *rxState) packet(pkt []byte, path Path, stale bool) {
 	if len(rx.jobs) == len(rx.tunBufs) {
 		rx.flush() // a batch of GRO datagrams can hold more packets than buffers
 	}
-	rx.jobs = append(rx.jobs, rxJob{c: c, pkt: pkt, path: path, dst: rx.tunBufs[len(rx.jobs)][:tunOffset]})
+	rx.jobs = append(rx.jobs, rxJob{c: c, pkt: pkt, path: path, dst: rx.tunBuf(len(rx.jobs))[:tunOffset]})
+}
+
+// newRxState makes a receive loop's state for batches of up to n packets.
+func newRxState(d *Dataplane, local netip.AddrPort, n int) *rxState {
+	return &rxState{d: d, local: local, tunBufs: make([][]byte, n), jobs: make([]rxJob, 0, n), out: make([][]byte, 0, n), parts: newCryptoParts()}
+}
+
+// tunBuf returns the TUN buffer of the batch's i-th packet, made at its
+// first use. Each is its own allocation: the TUN write's GRO appends
+// coalesced packets to the first buffer of a flow, within its capacity.
+// Made up front, a loop's buffers are 8 MiB, and a connection's first
+// receive loop would make them between the gateway's IKE_SA_INIT answer
+// waiting in its socket and its first read; most loops never fill more
+// than a few of them.
+func (rx *rxState) tunBuf(i int) []byte {
+	if rx.tunBufs[i] == nil {
+		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
+	}
+	return rx.tunBufs[i]
 }
 
 // deliver is the stage after decryption, in arrival order: it checks an

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -106,13 +107,22 @@ func ListenUDP(local netip.AddrPort, mark uint32) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", local, err)
 	}
-	conn := pc.(*net.UDPConn)
-	s := &Socket{conn: conn, v6: local.Addr().Is6()}
+	s, err := newSocket(pc.(*net.UDPConn), local.Addr().Is6())
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", local, err)
+	}
+	return s, nil
+}
+
+// newSocket makes conn the dataplane's socket; it closes conn on failure.
+func newSocket(conn *net.UDPConn, v6 bool) (*Socket, error) {
+	s := &Socket{conn: conn, v6: v6}
 	s.local = conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	s.local = netip.AddrPortFrom(s.local.Addr().Unmap(), s.local.Port())
+	var err error
 	if s.rc, err = conn.SyscallConn(); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("listen %s: %w", local, err)
+		return nil, err
 	}
 	var serr error
 	err = s.rc.Control(func(fd uintptr) { serr = s.setup(int(fd)) })
@@ -121,10 +131,46 @@ func ListenUDP(local netip.AddrPort, mark uint32) (*Socket, error) {
 	}
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("listen %s: %w", local, err)
+		return nil, err
 	}
 	return s, nil
 }
+
+// SocketFromFile makes a socket of ListenUDP's that another process
+// opened and passed over (f, which stays the caller's to close) into
+// this process's Socket; its options (mark, v6-only) came with it.
+func SocketFromFile(f *os.File) (*Socket, error) {
+	typ, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("passed socket: %w", err)
+	}
+	if typ != unix.SOCK_DGRAM {
+		return nil, fmt.Errorf("passed socket: type %d, want a datagram socket", typ)
+	}
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("passed socket: %w", err)
+	}
+	conn, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("passed socket: a %T, want UDP", pc)
+	}
+	la, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok || la.Port == 0 {
+		conn.Close()
+		return nil, errors.New("passed socket: not bound")
+	}
+	s, err := newSocket(conn, !la.AddrPort().Addr().Unmap().Is4())
+	if err != nil {
+		return nil, fmt.Errorf("passed socket: %w", err)
+	}
+	return s, nil
+}
+
+// File returns a duplicate of the socket's descriptor, to pass to another
+// process (SocketFromFile there).
+func (s *Socket) File() (*os.File, error) { return s.conn.File() }
 
 // setup turns on what the dataplane needs (PKTINFO) and what makes it fast
 // where the kernel allows (big buffers, GRO, GSO, overflow counts).
@@ -202,7 +248,7 @@ func (s *Socket) LinkMTU(path Path) (int, error) { return kernelLinkMTU(path, s)
 // call; one goroutine reads at a time.
 func (s *Socket) ReadBatch(msgs []Message) (int, error) {
 	if s.rb == nil || len(s.rb.hdrs) != len(msgs) {
-		s.rb = newRecvBatch(len(msgs))
+		s.rb = newRecvBatch(len(msgs), s.rb)
 	}
 	n, err := s.readBatch(s.rb)
 	for i := range n {
@@ -363,7 +409,9 @@ type recvBatch struct {
 	read  func(fd uintptr) bool
 }
 
-func newRecvBatch(n int) *recvBatch {
+// newRecvBatch makes a batch of n messages, keeping the buffers of old
+// (a smaller batch that grew, or nil).
+func newRecvBatch(n int, old *recvBatch) *recvBatch {
 	b := &recvBatch{
 		hdrs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
@@ -371,8 +419,13 @@ func newRecvBatch(n int) *recvBatch {
 		names: make([][sockaddrSpace]byte, n),
 		ctrl:  make([][recvCtrlSpace]byte, n),
 	}
+	if old != nil {
+		copy(b.bufs, old.bufs)
+	}
 	for i := range b.hdrs {
-		b.bufs[i] = make([]byte, recvBufSize)
+		if b.bufs[i] == nil {
+			b.bufs[i] = make([]byte, recvBufSize)
+		}
 		b.iovs[i].Base = &b.bufs[i][0]
 		b.iovs[i].SetLen(recvBufSize)
 		h := &b.hdrs[i].Hdr

@@ -32,7 +32,7 @@ func batchPackets(n, size, last int, pp *peerPath) []outPacket {
 // it has n packets, and returns them with the number of datagrams read.
 func readPackets(t *testing.T, s *Socket, n int) (pkts [][]byte, datagrams int) {
 	t.Helper()
-	rb := newRecvBatch(8)
+	rb := newRecvBatch(8, nil)
 	for len(pkts) < n {
 		count, err := s.readBatch(rb)
 		if err != nil {
@@ -251,7 +251,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 			t.Fatal(err)
 		}
 		s := &Socket{local: netip.MustParseAddrPort("127.0.0.1:4500")}
-		rb := newRecvBatch(1)
+		rb := newRecvBatch(1, nil)
 		data = data[:min(len(data), recvBufSize)]
 		copy(rb.bufs[0], data)
 		rb.hdrs[0].Len = uint32(len(data))
@@ -259,10 +259,7 @@ func FuzzReceiveDatagram(f *testing.F) {
 		copy(rb.ctrl[0][:], ctrl)
 		rb.hdrs[0].Hdr.SetControllen(len(ctrl))
 		rb.hdrs[0].Hdr.Namelen = putSockaddr(&rb.names[0], netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), false)
-		rx := &rxState{d: d, local: s.local, tunBufs: make([][]byte, 2), jobs: make([]rxJob, 0, 2), out: make([][]byte, 0, 2), parts: newCryptoParts()}
-		for i := range rx.tunBufs {
-			rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
-		}
+		rx := newRxState(d, s.local, 2)
 		go func() {
 			for range tun.out {
 			}

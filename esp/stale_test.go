@@ -66,10 +66,7 @@ func TestStaleESP(t *testing.T) {
 			if err := d.InstallChild(peer, ChildConfig{In: in, Out: o, Remote: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}, Local: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}); err != nil {
 				t.Fatal(err)
 			}
-			rx := &rxState{d: d, local: netip.MustParseAddrPort("192.0.2.1:4500"), tunBufs: make([][]byte, 8), jobs: make([]rxJob, 0, 8), out: make([][]byte, 0, 8), parts: newCryptoParts()}
-			for i := range rx.tunBufs {
-				rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
-			}
+			rx := newRxState(d, netip.MustParseAddrPort("192.0.2.1:4500"), 8)
 			var tail []byte
 			if tt.ikeTail || tt.esp == 0 {
 				tail = ike

@@ -93,10 +93,7 @@ type StreamInput struct {
 // with Stream set).
 func (d *Dataplane) NewStreamInput(path Path) *StreamInput {
 	const n = 64
-	rx := &rxState{d: d, tunBufs: make([][]byte, n), jobs: make([]rxJob, 0, n), out: make([][]byte, 0, n), parts: newCryptoParts()}
-	for i := range rx.tunBufs {
-		rx.tunBufs[i] = make([]byte, tunOffset+maxPacket)
-	}
+	rx := newRxState(d, netip.AddrPort{}, n)
 	path.Stream = true
 	return &StreamInput{rx: rx, path: path}
 }

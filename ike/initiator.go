@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -26,6 +27,8 @@ type initRetries struct {
 	keTries     int
 	err         error
 	errTimer    Timer
+	// natSource is the forced NAT_DETECTION_SOURCE_IP hash last sent.
+	natSource []byte
 }
 
 // InitiatorConfig configures Dial.
@@ -117,6 +120,12 @@ type InitiatorConfig struct {
 	// reauthentication's new SA must not make the gateway drop the old
 	// one (and its Child SAs) before the new one carries the traffic.
 	NoInitialContact bool
+
+	// First is an IKE_SA_INIT request already sent on Path (PrepareInit,
+	// in the process that started this one): the SA takes it over as its
+	// own, outstanding, instead of sending one. One that does not match
+	// this configuration is replaced by a fresh request.
+	First *FirstMessage
 }
 
 // checkBasics checks what either role's configuration must have: both
@@ -142,7 +151,19 @@ type childRequest struct {
 // bounds the SA's whole life: cancelling it drops the SA without a DELETE.
 // Incoming messages for the SA must be passed to HandlePacket.
 func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- Event) (*SA, error) {
-	if err := checkBasics("initiator", cfg.LocalAuth != nil && cfg.PeerAuth != nil, cfg.IKE, cfg.ESP); err != nil {
+	sa, err := newInitiator(ctx, cfg, true, tr, events)
+	if err != nil {
+		return nil, err
+	}
+	go sa.run(sa.startInit)
+	return sa, nil
+}
+
+// newInitiator checks cfg and makes the initiator's SA without starting
+// it; auth says the authenticators are needed (Dial), as they are not to
+// prepare the first message (PrepareInit).
+func newInitiator(ctx context.Context, cfg InitiatorConfig, auth bool, tr Transport, events chan<- Event) (*SA, error) {
+	if err := checkBasics("initiator", !auth || (cfg.LocalAuth != nil && cfg.PeerAuth != nil), cfg.IKE, cfg.ESP); err != nil {
 		return nil, err
 	}
 	if len(dhGroups(cfg.IKE)) == 0 {
@@ -189,13 +210,28 @@ func Dial(ctx context.Context, cfg InitiatorConfig, tr Transport, events chan<- 
 	sa := newSA(ctx, true, c, tr, events, cfg.Path)
 	sa.cur = netpath.NewCurrent(cfg.Path, cfg.IfName)
 	sa.icfg = &cfg
-	sa.spii.Store(sa.randSPI64())
+	if f := cfg.First; f != nil && f.SPIi != 0 {
+		sa.spii.Store(f.SPIi)
+	} else {
+		sa.spii.Store(sa.randSPI64())
+	}
 	sa.log = c.log.With("role", "initiator", "spii", spiHex(sa.spii.Load()))
-	go sa.run(sa.startInit)
 	return sa, nil
 }
 
 func (sa *SA) startInit() {
+	if f := sa.icfg.First; f != nil {
+		err := sa.adoptFirst(f)
+		if err == nil {
+			return
+		}
+		// Sent afresh under a new SPI: the gateway may hold a half-open
+		// SA for the other one, and must not take ours for its
+		// retransmission.
+		sa.log.Warn("the first IKE_SA_INIT cannot be taken over; sending a new one", "err", err)
+		sa.spii.Store(sa.randSPI64())
+		sa.log = sa.cfg.log.With("role", "initiator", "spii", spiHex(sa.spii.Load()))
+	}
 	groups := dhGroups(sa.cfg.ike)
 	if err := sa.newKE(groups[0]); err != nil {
 		sa.die(err)
@@ -215,6 +251,19 @@ func (sa *SA) newKE(group uint16) error {
 }
 
 func (sa *SA) sendInit() {
+	pkt, err := sa.buildInit(nil)
+	if err != nil {
+		sa.die(err)
+		return
+	}
+	sa.log.Info("initiating IKE_SA_INIT", "remote", sa.Path().Remote, "group", sa.ke.Group())
+	sa.sendRequest(sa.initRequest(pkt))
+}
+
+// buildInit encodes IKE_SA_INIT from the SA's SPI, key exchange, nonce
+// and COOKIE, and keeps it for IKE_AUTH's signed octets. natSource is the
+// forced NAT_DETECTION_SOURCE_IP hash; nil draws a fresh one.
+func (sa *SA) buildInit(natSource []byte) ([]byte, error) {
 	spii := sa.spii.Load()
 	var ps []wire.Payload
 	if sa.saInit.cookie != nil {
@@ -223,7 +272,12 @@ func (sa *SA) sendInit() {
 	srcHash := natHash(spii, 0, sa.Path().Local)
 	sa.nat.forced = !sa.icfg.NoForceEncap
 	if sa.nat.forced {
-		srcHash = sa.randBytes(len(srcHash))
+		if len(natSource) == len(srcHash) {
+			srcHash = bytes.Clone(natSource)
+		} else {
+			srcHash = sa.randBytes(len(srcHash))
+		}
+		sa.saInit.natSource = srcHash
 	}
 	ps = append(ps,
 		&wire.SA{Proposals: offerProposals(sa.cfg.ike, wire.ProtoIKE, nil, sa.ke.Group())},
@@ -245,21 +299,24 @@ func (sa *SA) sendInit() {
 	h := wire.Header{SPIi: spii, Version: 0x20, Exchange: wire.ExchangeIKESAInit, Flags: wire.FlagInitiator}
 	pkt, err := (&wire.Message{Header: h, Payloads: ps}).Encode()
 	if err != nil {
-		sa.die(fmt.Errorf("ike: encoding IKE_SA_INIT: %w", err))
-		return
+		return nil, fmt.Errorf("ike: encoding IKE_SA_INIT: %w", err)
 	}
 	sa.initReq = pkt
 	sa.nextMsgID = 1
 	sa.clearInitError()
-	sa.log.Info("initiating IKE_SA_INIT", "remote", sa.Path().Remote, "group", sa.ke.Group())
-	sa.sendRequest(&request{exchange: wire.ExchangeIKESAInit, msgID: 0, pkt: pkt,
+	return pkt, nil
+}
+
+// initRequest is the outstanding IKE_SA_INIT request carrying pkt.
+func (sa *SA) initRequest(pkt []byte) *request {
+	return &request{exchange: wire.ExchangeIKESAInit, msgID: 0, pkt: pkt,
 		onResponse: sa.handleInitResponse,
 		onTimeout: func(error) {
 			// No valid answer came: the error one did is the better reason.
 			if sa.saInit.err != nil {
 				sa.fail(sa.saInit.err)
 			}
-		}})
+		}}
 }
 
 // initErrorGrace is how long an initiator waits for a valid IKE_SA_INIT

@@ -685,6 +685,11 @@ func (sa *SA) transmit(r *request) {
 			}
 		}
 	}
+	sa.armRetransmit(r)
+}
+
+// armRetransmit counts a transmission of r and schedules the next.
+func (sa *SA) armRetransmit(r *request) {
 	n := r.sends
 	r.sends++
 	sched := sa.cfg.retransmit

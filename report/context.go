@@ -3,6 +3,7 @@ package report
 import (
 	"context"
 	"log/slog"
+	"os"
 
 	"github.com/roam-vpn/roam/internal/undo"
 )
@@ -20,6 +21,28 @@ func WithStateDir(ctx context.Context, dir undo.Dir) context.Context {
 func StateDirFrom(ctx context.Context) undo.Dir {
 	dir, _ := ctx.Value(stateDirKey{}).(undo.Dir)
 	return dir
+}
+
+type handoffKey struct{}
+
+// Handoff is the start of a connection another process made and passed
+// to the daemon with its connect request: State in the form of the
+// DialFunc that reads it (tunnel.Handoff), Files the descriptors it
+// names (its sockets). The daemon closes Files after the dial.
+type Handoff struct {
+	State []byte
+	Files []*os.File
+}
+
+// WithHandoff hands h to a DialFunc.
+func WithHandoff(ctx context.Context, h Handoff) context.Context {
+	return context.WithValue(ctx, handoffKey{}, h)
+}
+
+// HandoffFrom is the handoff WithHandoff attached; ok false without one.
+func HandoffFrom(ctx context.Context) (h Handoff, ok bool) {
+	h, ok = ctx.Value(handoffKey{}).(Handoff)
+	return h, ok && len(h.State) > 0
 }
 
 type loggerKey struct{}

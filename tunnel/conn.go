@@ -23,7 +23,6 @@ import (
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
 	"github.com/roam-vpn/roam/ike"
-	"github.com/roam-vpn/roam/ike/wire"
 	"github.com/roam-vpn/roam/internal/lockdown"
 	"github.com/roam-vpn/roam/internal/undo"
 	"github.com/roam-vpn/roam/mobility"
@@ -132,9 +131,16 @@ type conn struct {
 	// began. nil when the device was there from the start (tests).
 	lateTUN    *lateTUN
 	abandonTUN func()
+	// startDataplane starts the dataplane's loops, once: with the device
+	// (lateTUN), or before it when the dial took over roam connect's
+	// IKE_SA_INIT (tookOver).
+	startDataplane func()
 	// firstRoute is Dial's route to the gateway, for the first dial to
 	// take instead of asking the kernel again; nil once taken.
 	firstRoute atomic.Pointer[netmon.Route]
+	// first is the IKE_SA_INIT roam connect already sent (a Handoff),
+	// for the first dial to take over.
+	first atomic.Pointer[ike.FirstMessage]
 
 	// lock is the profile's lockdown (lockdown.go); nil without one.
 	lock *lockdown.Rules
@@ -210,13 +216,27 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		return nil, err
 	}
 	budget.mark("resolve", time.Now())
-	route, err := host.RouteTo(gw.Addr(), tun.DefaultMark)
-	if err != nil {
+	// What roam connect started while this daemon started: its route,
+	// sockets and first message, unless the gateway resolved elsewhere
+	// meanwhile.
+	handoff := handoffFor(ctx, p, log)
+	if handoff != nil && handoff.Gateway != gw {
+		log.Warn("not taking over what roam connect started; connecting afresh", "err", fmt.Errorf("it went to %v, the gateway is now %v", handoff.Gateway, gw))
+		handoff.Close()
+		handoff = nil
+	}
+	var route netmon.Route
+	if handoff != nil {
+		route = handoff.Route
+	} else if route, err = host.RouteTo(gw.Addr(), tun.DefaultMark); err != nil {
 		return nil, fmt.Errorf("gateway unreachable: %w", err)
 	}
 	budget.mark("route_lookup", time.Now())
 	localAuth, peerAuth, err := authenticators(p)
 	if err != nil {
+		if handoff != nil {
+			handoff.Close()
+		}
 		return nil, err
 	}
 	budget.mark("credentials", time.Now())
@@ -227,6 +247,9 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 	c.undo, c.tunName = report.StateDirFrom(ctx), tunName(p.Name)
 	c.dialIKE = c.dialGateway
 	fail := func(err error) (report.Tunnel, error) {
+		if handoff != nil {
+			handoff.Close() // the dataplane may not have them yet
+		}
 		c.teardown(err)
 		return nil, err
 	}
@@ -248,16 +271,16 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 	mtu := tun.MTUFor(route.MTU, gw.Addr().Is6() || p.MOBIKE)
 	late := newLateDevice()
 	c.dpDone = make(chan struct{})
-	runDataplane := func() {
+	c.startDataplane = sync.OnceFunc(func() {
 		go func() {
 			defer close(c.dpDone)
 			if err := c.dp.Run(c.life); err != nil && c.life.Err() == nil {
 				log.Error("dataplane stopped", "err", err)
 			}
 		}()
-	}
+	})
 	c.lateTUN = newLateTUN(func() error {
-		runDataplane()
+		c.startDataplane()
 		if err := c.undo.Record(report.UndoTUN, c.tunName, tun.State{Device: c.tunName}); err != nil {
 			late.bind(nil)
 			return fmt.Errorf("recording the TUN device for a crash: %w", err)
@@ -276,13 +299,17 @@ func Dial(ctx context.Context, p *config.Profile, emit func(report.Event), opt O
 		// The connection's context has ended: the dataplane only closes
 		// its sockets.
 		late.bind(nil)
-		runDataplane()
+		c.startDataplane()
 	}
 	c.ifname = route.IfName
 	c.firstRoute.Store(&route)
 	c.dp = esp.NewDataplane(late, c.handleIKE, log)
-	socks, err := clientSockets(host.ListenUDP, gw.Addr(), p.MOBIKE, log)
-	if err != nil {
+	var socks []esp.Conn
+	if handoff != nil {
+		socks = handoff.socks
+		c.first.Store(&handoff.First)
+		handoff = nil // the dataplane's now
+	} else if socks, err = clientSockets(host.ListenUDP, gw.Addr(), p.MOBIKE, log); err != nil {
 		return fail(err)
 	}
 	for _, s := range socks {
@@ -379,44 +406,36 @@ func (c *conn) dialGateway(ctx context.Context) (*ike.SA, <-chan ike.Event, stri
 		}
 	}
 	events := make(chan ike.Event, 16)
-	cfg := ike.InitiatorConfig{
-		Path:         netpath.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex},
-		IfName:       route.IfName,
-		LocalAuth:    c.localAuth,
-		PeerAuth:     c.peerAuth,
-		RemoteID:     p.RemoteID,
-		IKE:          ikeesp.Proposals(p.IKE),
-		ESP:          ikeesp.Proposals(p.ESP),
-		RemoteTS:     firstTS(p),
-		MoreChildren: moreChildren(p),
-		VirtualIP:    p.VirtualIP,
-		MOBIKE:       p.MOBIKE,
-		// The gateway may move us to another of its addresses (switch.go).
-		Switch:         p.MOBIKE && p.Switch,
-		AcceptSwitch:   acceptSwitch(p),
-		SwitchNotify:   wire.NotifyType(p.SwitchNotify),
-		SwitchRevision: ikeesp.SwitchRevision(p.SwitchRevision),
-		// An HA gateway's standby may take the SA over (Switch offers
-		// RFC 6311; conn_ha.go).
-		AdvanceSeq: c.advanceSeq,
-		// Unknown path MTU: the fragments take RFC 7383's safe sizes.
-		NoFragmentation: !p.Fragmentation,
-		// Inbound ESP is a sign of life too: a busy tunnel is never probed.
-		DPDDelay:       p.DPDDelay,
-		LastInbound:    c.lastInbound,
-		ChildRekeyTime: p.ChildRekey, ChildLifeTime: p.ChildLife, RekeyJitter: p.ChildLife - p.ChildRekey,
-		IKERekeyTime: p.IKERekey, IKELifeTime: p.IKELife,
-		ForbidNAT: !p.AllowNAT,
-		// MOBIKE: the gateway learns our other addresses (RFC 4555 3.4).
-		LocalAddresses: c.prefetchAddresses(),
-		// Short first timeouts: an unreachable gateway is reported within
-		// about ten seconds instead of strongSwan's minutes.
-		Retransmit: ike.ConnectRetransmit,
-		Log:        c.log,
-		// The inner addresses we have, asked for again; and no
-		// INITIAL_CONTACT beside a live SA (reauth.go).
-		RequestVIPs:      c.requestVIPs(),
-		NoInitialContact: dialOptionsOf(ctx).reauth,
+	// What makes IKE_SA_INIT comes from initConfig, which Presend uses too.
+	cfg := initConfig(p, netpath.Path{Local: netip.AddrPortFrom(route.Src, port), Remote: gw, IfIndex: route.IfIndex})
+	cfg.IfName = route.IfName
+	cfg.LocalAuth, cfg.PeerAuth = c.localAuth, c.peerAuth
+	cfg.RemoteID = p.RemoteID
+	cfg.RemoteTS, cfg.MoreChildren = firstTS(p), moreChildren(p)
+	cfg.VirtualIP, cfg.MOBIKE = p.VirtualIP, p.MOBIKE
+	// The gateway may move us to another of its addresses (switch.go).
+	cfg.Switch, cfg.AcceptSwitch = p.MOBIKE && p.Switch, acceptSwitch(p)
+	// An HA gateway's standby may take the SA over (Switch offers RFC
+	// 6311; conn_ha.go).
+	cfg.AdvanceSeq = c.advanceSeq
+	// Inbound ESP is a sign of life too: a busy tunnel is never probed.
+	cfg.DPDDelay, cfg.LastInbound = p.DPDDelay, c.lastInbound
+	cfg.ChildRekeyTime, cfg.ChildLifeTime, cfg.RekeyJitter = p.ChildRekey, p.ChildLife, p.ChildLife-p.ChildRekey
+	cfg.IKERekeyTime, cfg.IKELifeTime = p.IKERekey, p.IKELife
+	// MOBIKE: the gateway learns our other addresses (RFC 4555 3.4).
+	cfg.LocalAddresses = c.prefetchAddresses()
+	// Short first timeouts: an unreachable gateway is reported within
+	// about ten seconds instead of strongSwan's minutes.
+	cfg.Retransmit = ike.ConnectRetransmit
+	cfg.Log = c.log
+	// The inner addresses we have, asked for again; and no
+	// INITIAL_CONTACT beside a live SA (reauth.go).
+	cfg.RequestVIPs = c.requestVIPs()
+	cfg.NoInitialContact = dialOptionsOf(ctx).reauth
+	// The first dial, to where roam connect already sent IKE_SA_INIT,
+	// takes that over (dialTransport then starts the dataplane: tookOver).
+	if first := c.first.Swap(nil); first != nil && gw == c.gw {
+		cfg.First = first
 	}
 	sa, err := c.dialTransport(ctx, cfg, events)
 	if err != nil {

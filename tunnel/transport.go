@@ -77,7 +77,11 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 		return ike.Dial(ctx, cfg, ikeOut{c}, events)
 	case config.TransportAuto:
 	default:
-		return ike.Dial(ctx, cfg, ikeOut{c}, events)
+		sa, err := ike.Dial(ctx, cfg, ikeOut{c}, events)
+		if err == nil && cfg.First != nil {
+			c.tookOver(ctx, sa)
+		}
+		return sa, err
 	}
 	uctx, ucancel := context.WithCancel(ctx)
 	udpEvents := make(chan ike.Event, 16)
@@ -88,6 +92,9 @@ func (c *conn) dialTransport(ctx context.Context, cfg ike.InitiatorConfig, event
 	}
 	// Its answer must reach it while we wait for one below.
 	publishSA(ctx, sa)
+	if cfg.First != nil {
+		c.tookOver(ctx, sa)
+	}
 	keepUDP := func() (*ike.SA, error) {
 		// The UDP SA keeps its events; forward them, and drop the SA with
 		// the dial's context.
@@ -351,6 +358,22 @@ func (c *conn) udpPath(p, cur netpath.Path) netpath.Path {
 	p.Local = netip.AddrPortFrom(p.Local.Addr(), port)
 	p.Remote = netip.AddrPortFrom(p.Remote.Addr(), 4500)
 	return p
+}
+
+// tookOver starts the dataplane for an SA that took over the IKE_SA_INIT
+// roam connect sent (Handoff): only once the SA is published, since the
+// gateway's answer may be waiting in the socket and the dataplane's
+// first read would otherwise find no SA for it. The device waits for the
+// next send (IKE_AUTH, ikeOut), as it waits for IKE_SA_INIT's otherwise:
+// its creation, a few milliseconds of the only P with a cold heap (the
+// GRO tables' allocations start a GC cycle), would come between the
+// gateway's answer, which may be waiting already, and IKE_AUTH; after
+// that it has the round trip to itself.
+func (c *conn) tookOver(ctx context.Context, sa *ike.SA) {
+	publishSA(ctx, sa)
+	if c.startDataplane != nil {
+		c.startDataplane()
+	}
 }
 
 // ikeOut is the IKE SAs' transport: the dataplane's sockets and stream.

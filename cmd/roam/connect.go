@@ -87,12 +87,11 @@ func connectCommand(e engines) *cli.Command {
 			var daemonStart time.Duration
 			st, err := client.ConnectPassword(c.Context, name, cfg, password, progress)
 			if errors.Is(err, daemon.ErrNoDaemon) {
-				spawned := time.Now()
-				if err := spawnDaemon(c.Context, socket, cfg, c.String("log-level")); err != nil {
-					return fmt.Errorf("connect %s: %w", name, err)
+				st, daemonStart, err = spawnConnect(c.Context, e, client, p, cfg, c.String("log-level"), password, progress)
+				var se *spawnError
+				if errors.As(err, &se) {
+					return fmt.Errorf("connect %s: %w", name, se.err)
 				}
-				daemonStart = time.Since(spawned)
-				st, err = client.ConnectPassword(c.Context, name, cfg, password, progress)
 			}
 			if errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("connect %s: %w", name, socketDenied(socket, err))
@@ -103,6 +102,56 @@ func connectCommand(e engines) *cli.Command {
 			return printConnected(w, st, asJSON, daemonStart, time.Since(start))
 		},
 	}
+}
+
+// spawnError is a daemon that could not be started, as against a connect
+// it refused.
+type spawnError struct{ err error }
+
+func (e *spawnError) Error() string { return e.err.Error() }
+func (e *spawnError) Unwrap() error { return e.err }
+
+// spawnConnect starts a daemon and connects p through it; daemonStart is
+// how long the daemon took to answer. While the daemon starts (a process
+// start, tens of milliseconds on a slow machine), this process resolves
+// the gateway, opens the tunnel's sockets and sends IKE_SA_INIT
+// (e.presend), and hands them to the daemon with the request: the daemon
+// goes on from the gateway's answer, so its start overlaps the first
+// round trip instead of preceding it. Whatever presend cannot do is left
+// to the daemon, which then connects as it always did.
+func spawnConnect(ctx context.Context, e engines, client daemon.Client, p *config.Profile, cfg, logLevel string, password []byte, progress func(daemon.Event)) (daemon.Status, time.Duration, error) {
+	spawned := time.Now()
+	started := make(chan error, 1)
+	go func() { started <- spawnDaemon(ctx, client.Socket, cfg, logLevel) }()
+	var h handoff
+	if e.presend != nil {
+		h, _ = e.presend(ctx, p) // the daemon's own connect says what failed
+	}
+	err := <-started
+	daemonStart := time.Since(spawned)
+	if err != nil {
+		if h != nil {
+			h.Close()
+		}
+		return daemon.Status{}, 0, &spawnError{err}
+	}
+	if h != nil {
+		state, files, merr := h.Marshal()
+		// Our descriptors go; the duplicates keep the sockets open
+		// until the daemon has its own.
+		h.Close()
+		if merr == nil {
+			defer func() {
+				for _, f := range files {
+					f.Close()
+				}
+			}()
+			st, err := client.ConnectHandoff(ctx, p.Name, cfg, password, state, files, progress)
+			return st, daemonStart, err
+		}
+	}
+	st, err := client.ConnectPassword(ctx, p.Name, cfg, password, progress)
+	return st, daemonStart, err
 }
 
 // printConnected reports an established connection: one line, or with

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/daemon"
 	"github.com/roam-vpn/roam/internal/suggest"
 )
@@ -23,6 +24,16 @@ const defaultConfig = "/etc/roam/roam.toml"
 type engines struct {
 	dial    daemon.DialFunc
 	gateway daemon.GatewayFunc
+	// presend does a connection's first steps in this process while the
+	// daemon that connect starts starts (tunnel.Presend); nil: none.
+	presend func(ctx context.Context, p *config.Profile) (handoff, error)
+}
+
+// handoff is what presend started, to pass to the daemon
+// (tunnel.Handoff).
+type handoff interface {
+	Marshal() (state []byte, files []*os.File, err error)
+	Close()
 }
 
 func main() {

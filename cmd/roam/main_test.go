@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/roam-vpn/roam/internal/poll"
 	"github.com/roam-vpn/roam/internal/syncbuf"
 	"github.com/roam-vpn/roam/report"
+	"golang.org/x/sys/unix"
 )
 
 // fakeDaemonEnv makes the test binary act as `roam` with fake engines, so
@@ -50,7 +52,60 @@ var versionRE = regexp.MustCompile(`^roam \S+ \([^,]+, go\S+\)\n$`)
 
 const authFailure = "authentication failed: gateway sent AUTHENTICATION_FAILED"
 
-func fakeEngines() engines { return engines{dial: fakeDial} }
+func fakeEngines() engines { return engines{dial: fakeDial, presend: fakePresend} }
+
+// fakePresend stands for tunnel.Presend without a packet: the handoff is
+// a loopback UDP socket and the profile's name, which fakeDial checks
+// arrived whole in the daemon it spawned.
+func fakePresend(_ context.Context, p *config.Profile) (handoff, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	return &fakeHandoff{profile: p.Name, conn: c}, nil
+}
+
+type fakeHandoff struct {
+	profile string
+	conn    *net.UDPConn
+}
+
+type fakeHandoffState struct {
+	Profile string `json:"profile"`
+	Port    int    `json:"port"`
+}
+
+func (h *fakeHandoff) Marshal() ([]byte, []*os.File, error) {
+	f, err := h.conn.File()
+	if err != nil {
+		return nil, nil, err
+	}
+	state, err := json.Marshal(fakeHandoffState{Profile: h.profile, Port: h.conn.LocalAddr().(*net.UDPAddr).Port})
+	return state, []*os.File{f}, err
+}
+
+func (h *fakeHandoff) Close() { h.conn.Close() }
+
+// handedOver names the interface of a tunnel whose dial got roam
+// connect's handoff: the state and a socket bound to the port it names.
+func handedOver(ctx context.Context, p *config.Profile) (string, error) {
+	h, ok := report.HandoffFrom(ctx)
+	if !ok {
+		return "wlan0", nil
+	}
+	var st fakeHandoffState
+	if err := json.Unmarshal(h.State, &st); err != nil {
+		return "", err
+	}
+	if st.Profile != p.Name || len(h.Files) != 1 {
+		return "", fmt.Errorf("handoff for %q with %d files", st.Profile, len(h.Files))
+	}
+	sa, err := unix.Getsockname(int(h.Files[0].Fd()))
+	if in4, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || in4.Port != st.Port {
+		return "", fmt.Errorf("passed socket %v (%v), want port %d", sa, err, st.Port)
+	}
+	return "handoff", nil
+}
 
 // fakeDial connects any profile except "bad".
 func fakeDial(ctx context.Context, p *config.Profile, emit func(daemon.Event)) (daemon.Tunnel, error) {
@@ -58,18 +113,22 @@ func fakeDial(ctx context.Context, p *config.Profile, emit func(daemon.Event)) (
 	if p.Name == "bad" {
 		return nil, errors.New(authFailure)
 	}
+	iface, err := handedOver(ctx, p)
+	if err != nil {
+		return nil, err
+	}
 	emit(daemon.Event{Event: report.EventEstablished, To: p.Gateway + ":4500", VirtualIP: "10.99.200.7"})
-	return &fakeTunnel{name: p.Name, gateway: p.Gateway, done: make(chan struct{})}, nil
+	return &fakeTunnel{name: p.Name, gateway: p.Gateway, iface: iface, done: make(chan struct{})}, nil
 }
 
 type fakeTunnel struct {
-	name, gateway string
-	done          chan struct{}
-	once          sync.Once
+	name, gateway, iface string
+	done                 chan struct{}
+	once                 sync.Once
 }
 
 func (t *fakeTunnel) Status() daemon.Status {
-	return daemon.Status{Name: t.name, State: "established", Gateway: t.gateway + ":4500", Interface: "wlan0",
+	return daemon.Status{Name: t.name, State: "established", Gateway: t.gateway + ":4500", Interface: t.iface,
 		VirtualIP: "10.99.200.7", EstablishedAt: time.Now(),
 		Children:      []daemon.ChildStatus{{SPIIn: "c0000001", SPIOut: "d0000001", Proposal: "aes256gcm16"}},
 		ConnectBudget: &daemon.ConnectBudget{IKEMS: 42.5, TotalMS: 44}}
@@ -157,7 +216,8 @@ func TestConnectSpawnsDaemon(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("connect: %+v\nlog: %s", r, readFile(daemon.LogFile(socket)))
 	}
-	for _, want := range []string{"corp: connecting", "corp: established", "corp: connected to 198.51.100.1:4500, virtual IP 10.99.200.7"} {
+	// The daemon it started got the sockets and state connect made meanwhile.
+	for _, want := range []string{"corp: connecting", "corp: established", "corp: connected to 198.51.100.1:4500, virtual IP 10.99.200.7, via handoff"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("connect output lacks %q:\n%s", want, r.stdout)
 		}
