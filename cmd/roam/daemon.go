@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -59,12 +60,14 @@ func daemonCommand(e engines) *cli.Command {
 			if err := systemd.Notify("READY=1"); err != nil {
 				log.Warn("telling systemd we are ready", "err", err)
 			}
-			stopping := func() { systemd.Notify("STOPPING=1") }
+			// Once, and waited for: the AfterFunc's goroutine may still be
+			// sending when Run returns, and a process that exits first
+			// never sends it (TestSystemdUnits saw no STOPPING=1).
+			stopping := sync.OnceFunc(func() { systemd.Notify("STOPPING=1") })
 			stop := context.AfterFunc(c.Context, stopping)
 			err = d.Run(c.Context)
-			if stop() {
-				stopping() // auto-exit: the stop began here
-			}
+			stop()
+			stopping() // auto-exit: the stop began here; else it waits for the one under way
 			log.Info("daemon stopped")
 			return err
 		},

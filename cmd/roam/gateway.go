@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -42,8 +43,14 @@ func gatewayCommand(e engines) *cli.Command {
 			log.Info("gateway starting", "listen", g.Listen, "socket", c.String("socket"))
 			// Under systemd (roam-gateway.service, Type=notify): ready
 			// once the engine listens, stopping as soon as the stop begins.
-			stop := context.AfterFunc(c.Context, func() { systemd.Notify("STOPPING=1") })
-			defer stop()
+			// Once, and waited for before the process exits (as the
+			// daemon's).
+			stopping := sync.OnceFunc(func() { systemd.Notify("STOPPING=1") })
+			stop := context.AfterFunc(c.Context, stopping)
+			defer func() {
+				stop()
+				stopping()
+			}()
 			err = daemon.ServeGateway(c.Context, g, daemon.GatewayOptions{
 				Socket: c.String("socket"),
 				Run:    e.gateway,
