@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	ikecrypto "github.com/roam-vpn/roam/ike/crypto"
 )
@@ -34,6 +35,9 @@ type FirstMessage struct {
 	// from the fields above and takes the exchange over only when both
 	// are the same bytes.
 	Packet []byte `json:"packet"`
+	// SentAt is when the sender put Packet on the wire (unix ns), the
+	// start of the first round trip's sample; 0: unknown, no sample.
+	SentAt int64 `json:"sent_at,omitempty"`
 }
 
 // String names the message without its secrets.
@@ -105,8 +109,15 @@ func (sa *SA) adoptFirst(f *FirstMessage) error {
 	r := sa.initRequest(pkt)
 	sa.out = r
 	r.sentOn = sa.Path()
-	r.sentAt = sa.cfg.clock.Now()
-	sa.times.requestedAt.Store(r.sentAt.UnixNano())
+	now := sa.cfg.clock.Now()
+	sa.times.requestedAt.Store(now.UnixNano())
+	// The round trip began when the other process sent it, often before
+	// this process existed: timed from now, the answer already waiting
+	// would make a sample of a few milliseconds, and the dead-path window
+	// its floor from the first second. A zero sentAt gives none.
+	if sent := time.Unix(0, f.SentAt); f.SentAt > 0 && !sent.After(now) {
+		r.sentAt = sent
+	}
 	sa.armRetransmit(r)
 	return nil
 }

@@ -138,3 +138,49 @@ func TestFirstMessageString(t *testing.T) {
 func containsHex(s string, b []byte) bool {
 	return strings.Contains(strings.ToLower(s), hex.EncodeToString(b[:8]))
 }
+
+// TestFirstMessageRTT: the first round trip of a taken-over IKE_SA_INIT is
+// timed from when the other process sent it, not from the takeover, which
+// came after (here 15 ms later, on a 20 ms round trip): timed from the
+// takeover, the sample was a few milliseconds and the dead-path window
+// fell to its floor at once. Unknown, it gives no sample, and IKE_AUTH's
+// provisional one stands.
+func TestFirstMessageRTT(t *testing.T) {
+	const delay, late = 10 * time.Millisecond, 15 * time.Millisecond
+	tests := []struct {
+		name      string
+		sentKnown bool
+	}{
+		{name: "sent time passed", sentKnown: true},
+		{name: "sent time unknown", sentKnown: false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, int64(90+i), nil)
+			e.net.SetDefault(netsim.Impairment{Delay: delay})
+			cfg := defaultInitiatorConfig(t, "alice@example.com")
+			cfg.Retransmit = Retransmit{Initial: 5 * time.Second, Factor: 1, Retries: 1}
+			f, err := PrepareInit(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := e.net.AddHost("client", cfg.Path.Local.Addr())
+			if tt.sentKnown {
+				f.SentAt = time.Now().UnixNano()
+			}
+			if err := h.SendIKE(f.Packet, cfg.Path); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(late) // the daemon's start
+			cfg.First = f
+			est, err := e.dialOn(cfg, h, h).wait(t, 5*time.Second)
+			if err != nil {
+				t.Fatalf("establish: %v", err)
+			}
+			r, ok := est.SA.RTT(est.SA.Path())
+			if !ok || r.Samples != 1 || r.SRTT < 2*delay {
+				t.Fatalf("%+v ok=%v, want one sample of at least the %v round trip", r, ok, 2*delay)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/roam-vpn/roam/config"
 	"github.com/roam-vpn/roam/esp"
@@ -68,6 +69,8 @@ func Presend(ctx context.Context, p *config.Profile) (*Handoff, error) {
 		return nil, err
 	}
 	h.First = *first
+	// Taken before the send, so the daemon's first RTT sample errs long.
+	h.First.SentAt = time.Now().UnixNano()
 	if err := socks[0].WriteTo(ikeDatagram(first.Packet, path), path); err != nil {
 		h.Close()
 		return nil, fmt.Errorf("sending IKE_SA_INIT: %w", err)
