@@ -57,6 +57,8 @@ type Peer struct {
 	children map[*child]struct{}
 	// rtt reports measured round-trip times (SetRTT); nil: none.
 	rtt atomic.Pointer[RTTFunc]
+	// echo measures round trips from the inner traffic (SetEchoRTT).
+	echo echoTracker
 }
 
 // RTTFunc reports a round-trip time measured on path, such as IKE's
@@ -854,6 +856,7 @@ func (d *Dataplane) routeBatch(bufs [][]byte, sizes []int, jobs []txJob) []txJob
 		if !d.fit.fits(pkt, pp.mtu) {
 			continue
 		}
+		c.peer.echo.sent(pkt, pp.Path)
 		seq, err := c.out.nextSeq()
 		if err != nil {
 			d.drops.seqExhausted.Add(1)
@@ -1124,6 +1127,7 @@ func (rx *rxState) deliver(j *rxJob) {
 	rx.count.addIn(c, len(inner)-tunOffset, rx.now)
 	d.clampInbound(inner[tunOffset:], c.peer)
 	pp := c.peer.path.Load()
+	c.peer.echo.answered(inner[tunOffset:], pp.Path, rx.now)
 	if pp.credit != nil {
 		pp.earn(path, len(j.pkt))
 	}

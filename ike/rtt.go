@@ -122,6 +122,13 @@ func (sa *SA) noteAnswer(r *request, path netpath.Path) {
 	sa.times.rtt.add(path, now.Sub(r.sentAt), r.exchange == wire.ExchangeIKEAuth, now)
 }
 
+// NoteRTT adds a round trip measured on p outside IKE: the tunnel's own
+// traffic, whose requests and answers the dataplane pairs
+// (esp.Peer.SetEchoRTT). Any goroutine may call it.
+func (sa *SA) NoteRTT(p netpath.Path, sample time.Duration) {
+	sa.times.rtt.add(p, sample, false, sa.cfg.clock.Now())
+}
+
 // noteHeard records an authenticated message from the peer.
 func (sa *SA) noteHeard(now time.Time) {
 	sa.dpd.lastIn = now

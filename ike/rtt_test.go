@@ -130,6 +130,11 @@ func TestRTTFromExchanges(t *testing.T) {
 	if !req1.After(req0) || !heard1.After(heard0) {
 		t.Fatalf("a rekey did not advance activity: requested %v→%v heard %v→%v", req0, req1, heard0, heard1)
 	}
+	// A round trip the tunnel's traffic measured joins the estimate.
+	sa.NoteRTT(sa.Path(), 2*delay)
+	if r, _ := sa.RTT(sa.Path()); r.Samples != 3 {
+		t.Fatalf("after a sample from the tunnel's traffic: %+v, want three samples", r)
+	}
 
 	// The gateway's own request is heard, but answers nothing of ours.
 	gwEst := nextEvent[*Established](t, e.respEvents, 2*time.Second)

@@ -589,6 +589,14 @@ func (c *conn) install(s *session) error {
 	c.mu.Unlock()
 	s.peer = c.dp.NewPeer(est.Path)
 	s.peer.SetRTT(ikeesp.IKERTT(est.SA))
+	// The round trips of the inner traffic refine the current IKE SA's
+	// estimate (a rekey replaces it), which the dead-path check's window
+	// and status read: IKE's own samples are few.
+	s.peer.SetEchoRTT(func(p netpath.Path, rtt time.Duration) {
+		if sa := c.sa.Load(); sa != nil {
+			sa.NoteRTT(p, rtt)
+		}
+	})
 	var routes []netip.Prefix
 	for _, ch := range est.Children {
 		remote := ikeesp.SelectorsToPrefixes(ch.RemoteTS)
