@@ -159,16 +159,19 @@ func (r *haRecorder) wait(t *testing.T, what string, cond func() bool) {
 // and gets the SA under the new ones; a deleted SA is deleted there too.
 func TestHAActiveReplicates(t *testing.T) {
 	sim := startHASim(t)
-	ports := func() netip.AddrPort {
+	// Both listeners stay open until both ports are chosen: a port closed
+	// and asked for again can come back the same.
+	var ports [2]netip.AddrPort
+	for i := range ports {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).AddrPort()
+		ports[i] = ln.Addr().(*net.TCPAddr).AddrPort()
 	}
 	key := bytes.Repeat([]byte{7}, ha.KeySize)
-	activeAt, standbyAt := ports(), ports()
+	activeAt, standbyAt := ports[0], ports[1]
 	cfg := &config.HA{Role: "active", Key: key, Listen: activeAt, Peer: standbyAt, TakeoverAddress: simR2, DeadAfter: time.Second}
 	gw := &gateway{cfg: &config.Gateway{Listen: []netip.Addr{simR1}, HA: cfg}, log: discardLog(), resp: sim.activeResp,
 		clients: map[*ike.SA]*gatewayClient{}, emit: func(report.Event) {}}

@@ -52,12 +52,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func freePort(t *testing.T, ip string) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
+	return freePorts(t, ip, 1)[0]
+}
+
+// freePorts returns n distinct free ports. The listeners stay open until all
+// are chosen: a port closed and asked for again can come back the same (about
+// once in 10 000 pairs here), and a pair on one port is a node that dials
+// itself while its peer cannot listen.
+func freePorts(t *testing.T, ip string, n int) []netip.AddrPort {
+	t.Helper()
+	ports := make([]netip.AddrPort, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).AddrPort()
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return ports
 }
 
 type nodePair struct {
@@ -71,7 +84,8 @@ type nodePair struct {
 func startPair(t *testing.T, keyA, keyS []byte, roleS Role, snap ...State) *nodePair {
 	t.Helper()
 	p := &nodePair{ah: newFake(snap...), sh: newFake(), doneA: make(chan struct{}), doneS: make(chan struct{})}
-	p.activeAt, p.standAt = freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	ports := freePorts(t, "127.0.0.1", 2)
+	p.activeAt, p.standAt = ports[0], ports[1]
 	var err error
 	fast := 20 * time.Millisecond
 	if p.active, err = New(Config{Key: keyA, Listen: p.activeAt, Peer: p.standAt, Role: Active, Heartbeat: fast, DeadAfter: 10 * fast}, p.ah); err != nil {
@@ -83,8 +97,16 @@ func startPair(t *testing.T, keyA, keyS []byte, roleS Role, snap ...State) *node
 	var ctxA, ctxS context.Context
 	ctxA, p.cancelA = context.WithCancel(context.Background())
 	ctxS, p.cancelS = context.WithCancel(context.Background())
-	go func() { defer close(p.doneS); p.standby.Run(ctxS) }()
-	go func() { defer close(p.doneA); p.active.Run(ctxA) }()
+	// A node that cannot listen returns at once; say so rather than let
+	// the test wait for a connection that cannot come.
+	run := func(n *Node, ctx context.Context, done chan struct{}, role string) {
+		defer close(done)
+		if err := n.Run(ctx); err != nil {
+			t.Errorf("%s node: %v", role, err)
+		}
+	}
+	go run(p.standby, ctxS, p.doneS, "standby")
+	go run(p.active, ctxA, p.doneA, "active")
 	t.Cleanup(func() {
 		p.cancelA()
 		p.cancelS()
