@@ -162,13 +162,17 @@ func TestHAActiveReplicates(t *testing.T) {
 	// Both listeners stay open until both ports are chosen: a port closed
 	// and asked for again can come back the same.
 	var ports [2]netip.AddrPort
+	var held []net.Listener
 	for i := range ports {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ln.Close()
+		held = append(held, ln)
 		ports[i] = ln.Addr().(*net.TCPAddr).AddrPort()
+	}
+	for _, ln := range held {
+		ln.Close()
 	}
 	key := bytes.Repeat([]byte{7}, ha.KeySize)
 	activeAt, standbyAt := ports[0], ports[1]
