@@ -310,7 +310,33 @@ func bench(cfg config) error {
 		}
 	}
 	report(os.Stdout, cfg, results, time.Since(started))
-	return nil
+	return failedRuns(results)
+}
+
+// failedRuns says how many runs the bench could not carry out (a lab that
+// would not build, a client that would not start), so that a bench whose
+// runs all failed does not exit 0 as if it had measured something. A run
+// that did not recover is a measurement, not a failure.
+func failedRuns(results map[string]map[string][]run) error {
+	var failed, all int
+	var first error
+	for _, byClient := range results {
+		for _, runs := range byClient {
+			for _, r := range runs {
+				all++
+				if r.err != nil {
+					failed++
+					if first == nil {
+						first = r.err
+					}
+				}
+			}
+		}
+	}
+	if failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d runs failed (one: %w)", failed, all, first)
 }
 
 func describe(r run) string {

@@ -136,3 +136,34 @@ func TestReport(t *testing.T) {
 		t.Errorf("d roam: %+v", dr)
 	}
 }
+
+func TestFailedRuns(t *testing.T) {
+	setup := errors.New("nat-wlan: nft: not found")
+	for _, tc := range []struct {
+		name    string
+		results map[string]map[string][]run
+		want    string
+	}{
+		{"none", nil, ""},
+		{"all measured, one not recovered", map[string]map[string][]run{
+			"a": {"roam": {{rep: 1}, {rep: 2}}},
+		}, ""},
+		{"all failed", map[string]map[string][]run{
+			"a": {"roam": {{rep: 1, err: setup}, {rep: 2, err: setup}}},
+			"d": {"roam": {{rep: 1, err: setup}}},
+		}, "3 of 3 runs failed (one: nat-wlan: nft: not found)"},
+		{"one failed", map[string]map[string][]run{
+			"a": {"roam": {{rep: 1}}, "strongswan": {{rep: 1, err: setup}}},
+		}, "1 of 2 runs failed (one: nat-wlan: nft: not found)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := failedRuns(tc.results)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("error %v for a bench that measured", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want || !errors.Is(err, setup)):
+				t.Fatalf("error %v, want %q wrapping the run's", err, tc.want)
+			}
+		})
+	}
+}
