@@ -291,6 +291,7 @@ func bench(cfg config) error {
 	defer bin.Remove()
 	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	started := time.Now()
+	load := benchkit.StartLoad()
 	results := map[string]map[string][]run{}
 	total := cfg.reps * len(cfg.scenarios) * len(cfg.clients)
 	n := 0
@@ -309,7 +310,8 @@ func bench(cfg config) error {
 			}
 		}
 	}
-	report(os.Stdout, cfg, results, time.Since(started))
+	load.Finish()
+	report(os.Stdout, cfg, results, time.Since(started), load)
 	return failedRuns(results)
 }
 
@@ -723,25 +725,29 @@ type clientJSON struct {
 }
 
 type scenarioJSON struct {
-	Scenario string                `json:"scenario"`
-	Gateway  string                `json:"gateway"`
-	Reps     int                   `json:"reps"`
-	BoundMS  float64               `json:"bound_ms"`
-	DelayMS  float64               `json:"delay_ms"`
-	Interval float64               `json:"interval_ms"`
-	Clients  map[string]clientJSON `json:"clients"`
-	Ratio    *float64              `json:"ratio_roam_strongswan"`
+	Scenario  string                `json:"scenario"`
+	Gateway   string                `json:"gateway"`
+	Reps      int                   `json:"reps"`
+	BoundMS   float64               `json:"bound_ms"`
+	DelayMS   float64               `json:"delay_ms"`
+	Interval  float64               `json:"interval_ms"`
+	CPUs      int                   `json:"cpus"`
+	LoadStart string                `json:"load_start"`
+	LoadEnd   string                `json:"load_end"`
+	Clients   map[string]clientJSON `json:"clients"`
+	Ratio     *float64              `json:"ratio_roam_strongswan"`
 }
 
 func msf(d time.Duration) float64 { return benchkit.MSF(d) }
 
 func ptr[T any](v T) *T { return benchkit.Ptr(v) }
 
-func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration) {
+func report(w io.Writer, cfg config, results map[string]map[string][]run, took time.Duration, load benchkit.Load) {
 	fmt.Fprintf(w, "\nbench-roam: MOBIKE handover, roam vs strongSwan 5.9.8 client (kernel-libipsec, mobike=yes)\n")
 	fmt.Fprintf(w, "gateway: %s for both clients; %v one-way delay on each uplink; a probe every %v through the tunnel\n", gatewayLabel[cfg.gateway], cfg.delay, cfg.interval)
-	fmt.Fprintf(w, "%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n\n",
+	fmt.Fprintf(w, "%d repetitions per scenario and client, fresh lab each; a run not recovered within %v of the event counts as NOT recovered; took %v\n",
 		cfg.reps, cfg.bound, took.Round(time.Second))
+	fmt.Fprintf(w, "%v\n\n", load)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tclient\trecovered\tmedian ms\tmax ms\tlost med\tlost max\tRTT ms\ttrigger ms\troam/sS\t")
 	var lines []string
@@ -749,7 +755,8 @@ func report(w io.Writer, cfg config, results map[string]map[string][]run, took t
 	stalled, maxStall := 0, time.Duration(0)
 	var firstOut []string
 	for _, sc := range cfg.scenarios {
-		sj := scenarioJSON{Scenario: sc.name, Gateway: cfg.gateway, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval), Clients: map[string]clientJSON{}}
+		sj := scenarioJSON{Scenario: sc.name, Gateway: cfg.gateway, Reps: cfg.reps, BoundMS: msf(cfg.bound), DelayMS: msf(cfg.delay), Interval: msf(cfg.interval),
+			CPUs: load.CPUs, LoadStart: load.Start, LoadEnd: load.End, Clients: map[string]clientJSON{}}
 		sums := map[string]probe.Summary{}
 		for _, cl := range cfg.clients {
 			var rs []probe.Result

@@ -95,9 +95,9 @@ func TestReport(t *testing.T) {
 		},
 	}
 	var out bytes.Buffer
-	report(&out, cfg, results, time.Minute)
+	report(&out, cfg, results, time.Minute, benchkit.Load{CPUs: 2, Start: "0.50 0.40 0.30", End: "1.50 0.60 0.35"})
 	text := out.String()
-	for _, want := range []string{"within 10s of the event counts as NOT recovered", "not recovered", "1/2 (1 err)", "0.25", "n/a", "gateway: roam gateway for both clients"} {
+	for _, want := range []string{"machine: 2 CPUs, load average 0.50 0.40 0.30 at start, 1.50 0.60 0.35 at end", "within 10s of the event counts as NOT recovered", "not recovered", "1/2 (1 err)", "0.25", "n/a", "gateway: roam gateway for both clients"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q:\n%s", want, text)
 		}
@@ -116,7 +116,8 @@ func TestReport(t *testing.T) {
 		t.Fatalf("%d machine lines, want 2", len(got))
 	}
 	a, d := got[0], got[1]
-	if a.Scenario != "a-link-down" || a.Gateway != roamGateway || a.Ratio == nil || *a.Ratio != 0.25 {
+	if a.Scenario != "a-link-down" || a.Gateway != roamGateway || a.Ratio == nil || *a.Ratio != 0.25 ||
+		a.CPUs != 2 || a.LoadStart != "0.50 0.40 0.30" || a.LoadEnd != "1.50 0.60 0.35" {
 		t.Errorf("a: %+v", a)
 	}
 	r, s := a.Clients[roamClient], a.Clients[swanClient]

@@ -244,6 +244,7 @@ func bench(cfg config) error {
 	defer bin.Remove()
 	cfg.roamBin, cfg.delayBin = bin.Roam, bin.Delay
 	started := time.Now()
+	load := benchkit.StartLoad()
 	results := map[string][]run{}
 	var order []scenario
 	for _, g := range groups {
@@ -261,7 +262,8 @@ func bench(cfg config) error {
 			return fmt.Errorf("%s: %w", g.name, err)
 		}
 	}
-	report(os.Stdout, cfg, order, results, time.Since(started))
+	load.Finish()
+	report(os.Stdout, cfg, order, results, time.Since(started), load)
 	return nil
 }
 
@@ -530,10 +532,10 @@ func summarize(s scenario, runs []run) summary {
 	return sum
 }
 
-func report(w io.Writer, cfg config, order []scenario, results map[string][]run, took time.Duration) {
+func report(w io.Writer, cfg config, order []scenario, results map[string][]run, took time.Duration, load benchkit.Load) {
 	fmt.Fprintf(w, "\nbench-switch: gateway-initiated moves vs a full reconnect (roam client behind nat-wlan, roam gateway)\n")
-	fmt.Fprintf(w, "%v one-way delay on each client uplink; a probe every %v through the tunnel; %d repetitions per scenario, interleaved in one lab per group; took %v\n\n",
-		cfg.delay, cfg.interval, cfg.reps, took.Round(time.Second))
+	fmt.Fprintf(w, "%v one-way delay on each client uplink; a probe every %v through the tunnel; %d repetitions per scenario, interleaved in one lab per group; took %v\n%v\n\n",
+		cfg.delay, cfg.interval, cfg.reps, took.Round(time.Second), load)
 	sums := map[string]summary{}
 	var anchor *summary
 	for _, s := range order {

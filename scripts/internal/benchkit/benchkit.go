@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +199,23 @@ func Loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// Load is what a report says about the machine, so that figures from a
+// busy one are read as such.
+type Load struct {
+	CPUs       int
+	Start, End string // Loadavg at the start and at the end of the bench
+}
+
+// StartLoad notes the machine as a bench starts; Finish completes it.
+func StartLoad() Load { return Load{CPUs: runtime.NumCPU(), Start: Loadavg()} }
+
+// Finish notes the load as the bench ends.
+func (l *Load) Finish() { l.End = Loadavg() }
+
+func (l Load) String() string {
+	return fmt.Sprintf("machine: %d CPUs, load average %s at start, %s at end", l.CPUs, l.Start, l.End)
 }
 
 // AddLogFile puts the file at path into logs under name. A file not
