@@ -294,6 +294,10 @@ type Mover struct {
 	movingKind  kind
 	movingCands []candidate
 	movingSent  time.Time
+	// movingStranded: a snapshot since movingSent lacked the address the
+	// update first went out from, so an answer to it may have been lost
+	// even if the address is back (a flap of every uplink).
+	movingStranded bool
 	// rejoinAt: a snapshot came while an update was in flight (the
 	// earliest since; zero: none), so the paths that update would be
 	// planned with may have changed; rejoin checks once the update is
@@ -582,6 +586,9 @@ func (m *Mover) handle(ev netmon.Event) (ended bool) {
 		if m.moving && m.rejoinAt.IsZero() {
 			m.rejoinAt = e.At
 		}
+		if m.moving && m.firstCopyStranded() {
+			m.movingStranded = true
+		}
 	case netmon.Wake:
 		return m.wake(e)
 	}
@@ -806,6 +813,7 @@ func (m *Mover) start(ctx context.Context, results chan<- result, k kind, req re
 	m.moveGen++
 	m.movingReq = req
 	m.movingKind, m.movingCands, m.movingSent = k, cands, time.Now()
+	m.movingStranded = false
 	m.rejoinAt = time.Time{}
 	stopTimer(m.rejoinTimer)
 	m.rejoinTimer = nil
@@ -850,14 +858,28 @@ func (m *Mover) start(ctx context.Context, results chan<- result, k kind, req re
 // and make-before-break join; a silence check (the current path first)
 // and a switch do not.
 func (m *Mover) rejoin(ctx context.Context, results chan<- result) {
-	if !m.moving || m.rejoinAt.IsZero() || m.rejoinTimer != nil {
+	if !m.moving || m.rejoinAt.IsZero() {
 		return
+	}
+	if m.rejoinTimer != nil {
+		// An earlier snapshot set the wait; this one may have taken the
+		// first copy's address (see below).
+		if !m.movingStranded {
+			return
+		}
+		stopTimer(m.rejoinTimer)
+		m.rejoinTimer = nil
 	}
 	if m.movingKind != kindLost && m.movingKind != kindRetry && m.movingKind != kindBetter {
 		m.rejoinAt = time.Time{}
 		return
 	}
-	if wait := m.rejoinAfter() - time.Since(m.movingSent); wait > 0 {
+	// An update whose first copy left from an address that has gone since
+	// cannot be answered there (an uplink's IPv4 removed as the update to
+	// it went out, leaving its IPv6), and if the address is back, the
+	// answer may have come while it was away: nothing is on its way that
+	// the wait would let arrive, so it joins, or goes out again, at once.
+	if wait := m.rejoinAfter() - time.Since(m.movingSent); wait > 0 && !m.movingStranded {
 		m.rejoinTimer = time.NewTimer(wait)
 		return
 	}
@@ -868,7 +890,10 @@ func (m *Mover) rejoin(ctx context.Context, results chan<- result) {
 		_, curIf := m.Current()
 		cands = slices.DeleteFunc(cands, func(c candidate) bool { return m.rank(c.ifname) >= m.rank(curIf) })
 	}
-	if len(cands) == 0 || slices.EqualFunc(cands, m.movingCands, func(a, b candidate) bool { return a.path == b.path }) {
+	if len(cands) == 0 {
+		return
+	}
+	if slices.EqualFunc(cands, m.movingCands, func(a, b candidate) bool { return a.path == b.path }) && !m.movingStranded {
 		return
 	}
 	// The snapshot is the monitor's whole view: the exclusions of the
@@ -876,9 +901,28 @@ func (m *Mover) rejoin(ctx context.Context, results chan<- result) {
 	// the snapshot that brought the new list.
 	req := m.movingReq
 	req.at, req.gone, req.goneIf = at, nil, nil
-	m.log.Info("paths changed while the update is unanswered; joining it", "first", cands[0].path.Local.String(),
+	msg := "paths changed while the update is unanswered; joining it"
+	if slices.EqualFunc(cands, m.movingCands, func(a, b candidate) bool { return a.path == b.path }) {
+		msg = "the update's address was gone and is back; sending it again"
+	}
+	m.log.Info(msg, "first", cands[0].path.Local.String(),
 		"was", m.movingCands[0].path.Local.String(), "candidates", len(cands), "unanswered", time.Since(m.movingSent))
 	m.start(ctx, results, m.movingKind, req, cands)
+}
+
+// firstCopyStranded says whether the local address of the path the update
+// in flight first went out on is no longer among the usable addresses.
+func (m *Mover) firstCopyStranded() bool {
+	if len(m.movingCands) == 0 {
+		return false
+	}
+	first := m.movingCands[0].path
+	for _, a := range m.conn.Addresses() {
+		if a.Addr == first.Local.Addr() && a.IfIndex == first.IfIndex {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *Mover) rejoinAfter() time.Duration {

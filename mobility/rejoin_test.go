@@ -80,6 +80,41 @@ func TestRejoin(t *testing.T) {
 				{wait: rtt, wantOn: &wlan},
 				{wait: 30 * time.Second, wantCalls: [][]netmon.Address{{wwan}, {wlan, wwan}}, wantOn: &wlan},
 			}},
+		// wwan's address goes as the update to it leaves (its IPv4
+		// removed, another address left): no answer can come back to it,
+		// so the update joins at once instead of after RejoinAfter.
+		{name: "first path's address gone before the update is late: joins at once", start: wlan, addrs: []netmon.Address{wwan},
+			steps: []step{
+				{event: down, wait: 10 * time.Millisecond, wantCalls: [][]netmon.Address{{wwan}}},
+				{addrs: []netmon.Address{eth}, working: []netmon.Address{eth}, event: snap,
+					wantCalls: [][]netmon.Address{{wwan}, {eth}}},
+				{wait: rtt, wantLog: []string{"move wlan->eth0"}, wantOn: &eth},
+				{wait: 30 * time.Second, wantCalls: [][]netmon.Address{{wwan}, {eth}}, wantOn: &eth},
+			}},
+		// As above, but an earlier snapshot (eth appearing) had already
+		// set the wait: the one that takes wwan's address cuts it short.
+		{name: "first path's address gone while the join waits: joins at once", start: wlan, addrs: []netmon.Address{wwan},
+			steps: []step{
+				{event: down, wait: 10 * time.Millisecond, wantCalls: [][]netmon.Address{{wwan}}},
+				{addrs: []netmon.Address{wwan, eth}, working: []netmon.Address{eth}, event: snap, wait: 10 * time.Millisecond,
+					wantCalls: [][]netmon.Address{{wwan}}},
+				{addrs: []netmon.Address{eth}, event: snap, wantCalls: [][]netmon.Address{{wwan}, {eth}}},
+				{wait: rtt, wantLog: []string{"move wlan->eth0"}, wantOn: &eth},
+				{wait: 30 * time.Second, wantCalls: [][]netmon.Address{{wwan}, {eth}}, wantOn: &eth},
+			}},
+		// Every uplink flaps while the update over wwan is unanswered: its
+		// answer may have come while the address was away, so when wwan
+		// is back the update goes out again at once.
+		{name: "every address gone and back while the update is unanswered: sent again at once", start: wlan, addrs: []netmon.Address{wwan},
+			steps: []step{
+				{event: down, wait: 10 * time.Millisecond, wantCalls: [][]netmon.Address{{wwan}}},
+				{addrs: []netmon.Address{}, event: snap, wait: 10 * time.Millisecond,
+					wantCalls: [][]netmon.Address{{wwan}}, wantLog: []string{"suspend: no usable network address"}},
+				{addrs: []netmon.Address{wwan}, working: []netmon.Address{wwan}, event: snap,
+					wantCalls: [][]netmon.Address{{wwan}, {wwan}}},
+				{wait: rtt, wantLog: []string{"move wlan->wwan nat=true took 20ms", "resume wwan after 30ms, took 20ms"}, wantOn: &wwan},
+				{wait: 30 * time.Second, wantCalls: [][]netmon.Address{{wwan}, {wwan}}, wantOn: &wwan},
+			}},
 		{name: "another uplink appears: added to the unanswered update", start: wlan, addrs: []netmon.Address{wwan},
 			steps: []step{
 				{event: down, wait: time.Second, wantCalls: [][]netmon.Address{{wwan}}},

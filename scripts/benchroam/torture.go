@@ -388,12 +388,18 @@ func (e *tenv) connect() error {
 			if err != nil {
 				return err
 			}
+			if e.cfg.keepLogs {
+				e.gw.Env = []string{"ROAM_LOG_LEVEL=debug"}
+			}
 			if e.gwProc, err = e.gw.StartGateway(); err != nil {
 				return err
 			}
 			e.roam, err = lab.NewRoamClient(e.l, e.cfg.roamBin, filepath.Join(e.l.Dir, "roam"), lab.LabProfile("psk", psk, nil, nil))
 			if err != nil {
 				return err
+			}
+			if e.cfg.keepLogs {
+				e.roam.Env = []string{"ROAM_LOG_LEVEL=debug"}
 			}
 		}
 		return e.roam.ConnectRetry("corp")
