@@ -279,7 +279,30 @@ func bench(ctx context.Context, cfg config) error {
 			return fmt.Errorf("profile: %w", err)
 		}
 	}
-	return nil
+	return failedRuns(runs)
+}
+
+// failedRuns says how many runs met errors (a lab that would not build, a
+// tunnel that would not come up, an iperf3 that failed), so that a bench
+// that measured nothing does not exit 0. The table is printed before.
+func failedRuns(runs map[string][]run) error {
+	var failed, all int
+	var first error
+	for _, rs := range runs {
+		for _, r := range rs {
+			all++
+			if len(r.errs) > 0 {
+				failed++
+				if first == nil {
+					first = r.errs[0]
+				}
+			}
+		}
+	}
+	if failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d runs had errors (one: %w)", failed, all, first)
 }
 
 // buildWireGuardGo builds wireguard-go's main package from the module

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"maps"
 	"math"
 	"os"
@@ -448,5 +449,31 @@ IpExt: 0
 	d := tcpExt{"host/TCPLossProbes": 9, "host/TCPOFOQueue": 30}.sub(tcpExt{"host/TCPLossProbes": 7, "host/TCPOFOQueue": 30})
 	if d.String() != "host/TCPLossProbes 2" {
 		t.Errorf("sub: %v", d)
+	}
+}
+
+func TestFailedRuns(t *testing.T) {
+	setup := errors.New("lab: ip netns add: exit status 1")
+	for _, tc := range []struct {
+		name string
+		runs map[string][]run
+		want string
+	}{
+		{"none", nil, ""},
+		{"all measured", map[string][]run{"roam": {{rep: 1}, {rep: 2}}, "wireguard": {{rep: 1}}}, ""},
+		{"every run failed", map[string][]run{"roam": {{rep: 1, errs: []error{setup}}}, "wireguard": {{rep: 1, errs: []error{setup, setup}}}},
+			"2 of 2 runs had errors (one: lab: ip netns add: exit status 1)"},
+		{"one failed", map[string][]run{"roam": {{rep: 1}, {rep: 2, errs: []error{setup}}}},
+			"1 of 2 runs had errors (one: lab: ip netns add: exit status 1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := failedRuns(tc.runs)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("error %v for a bench that measured", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want || !errors.Is(err, setup)):
+				t.Fatalf("error %v, want %q wrapping the run's", err, tc.want)
+			}
+		})
 	}
 }
